@@ -1,0 +1,209 @@
+"""The agent runtime API: specialised agents are plain classes.
+
+    @register
+    class EchoAgent(Agent):
+        type = "echo"
+        capabilities = ("echo",)
+
+        async def run(self, ctx: TaskContext) -> Outcome:
+            ctx.log("echoing")
+            return Outcome(output=ctx.task.input)
+
+`run` receives a TaskContext: the task, its workspace directory, and methods
+that stream events to the orchestrator (status, log, token, step, artifact),
+delegate sub-tasks to other agent types, and ask the user for approval. It
+returns an Outcome, or raises TaskFailed with a reason. Cancellation arrives as
+asyncio.CancelledError inside `run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from orchgpt.models import (
+    Action,
+    ApprovalRequest,
+    ApprovalResponse,
+    Artifact,
+    EventKind,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    Usage,
+    new_id,
+)
+
+
+@dataclass
+class TaskRequest:
+    """A task as an agent receives it."""
+
+    task_id: str
+    agent_type: str
+    action: Action = Action.RUN
+    input: str = ""
+    language: str = "python"
+    session_id: str = ""
+    parent_task_id: str = ""
+    approval: bool = False
+    attempt: int = 1
+    options: dict[str, str] = field(default_factory=dict)
+    # Results of earlier sub-tasks this one depends on (from a delegating manager).
+    inputs: list[TaskResult] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What `Agent.run` returns."""
+
+    output: str = ""
+    ok: bool = True
+    error: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SubTask:
+    agent_type: str
+    input: str
+    language: str = "python"
+    action: Action = Action.CREATE
+    options: dict[str, str] = field(default_factory=dict)
+    inputs: list[TaskResult] = field(default_factory=list)
+
+
+Emit = Callable[[TaskEvent], None]
+Delegate = Callable[[SubTask], Awaitable[TaskResult]]
+Approve = Callable[[ApprovalRequest], Awaitable[ApprovalResponse]]
+
+
+class TaskContext:
+    """Everything a running task may touch. Emitting never blocks."""
+
+    def __init__(
+        self,
+        task: TaskRequest,
+        workspace: Path,
+        agent_id: str,
+        emit: Emit,
+        delegate: Delegate | None = None,
+        approve: Approve | None = None,
+        settings: Any = None,
+    ) -> None:
+        self.task = task
+        self.workspace = workspace
+        self.agent_id = agent_id
+        self.settings = settings
+        self.usage = Usage()
+        self.artifacts: dict[str, Artifact] = {}
+        self._emit = emit
+        self._delegate = delegate
+        self._approve = approve
+
+    # ---- events
+    def event(self, kind: EventKind, text: str = "", **data: str) -> None:
+        self._emit(
+            TaskEvent(
+                task_id=self.task.task_id,
+                kind=kind,
+                text=text,
+                agent_id=self.agent_id,
+                parent_task_id=self.task.parent_task_id,
+                data={k: str(v) for k, v in data.items()},
+            )
+        )
+
+    def status(self, text: str, state: TaskState = TaskState.RUNNING) -> None:
+        self._emit(
+            TaskEvent(task_id=self.task.task_id, kind=EventKind.STATUS, state=state, text=text,
+                      agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+        )
+
+    def log(self, text: str) -> None:
+        self.event(EventKind.LOG, text)
+
+    def token(self, text: str) -> None:
+        if text:
+            self.event(EventKind.TOKEN, text)
+
+    def step(self, text: str, **data: str) -> None:
+        self.event(EventKind.STEP, text, **data)
+
+    def artifact(self, path: str | Path, kind: str = "") -> Artifact:
+        """Record a file of the workspace as an artifact (size and sha256 computed here)."""
+        p = Path(path)
+        full = p if p.is_absolute() else self.workspace / p
+        data = full.read_bytes()
+        rel = str(full.resolve().relative_to(self.workspace.resolve()))
+        art = Artifact(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), kind=kind)
+        self.artifacts[rel] = art
+        self._emit(
+            TaskEvent(task_id=self.task.task_id, kind=EventKind.ARTIFACT, artifact=art, text=rel,
+                      agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+        )
+        return art
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage.add(usage)
+
+    # ---- mesh
+    async def delegate(self, sub: SubTask) -> TaskResult:
+        """Run a sub-task on another agent type (DELEGATE_TASK) and wait for its result."""
+        if self._delegate is None:
+            raise RuntimeError("this context cannot delegate")
+        return await self._delegate(sub)
+
+    async def delegate_many(self, subs: list[SubTask]) -> list[TaskResult]:
+        return list(await asyncio.gather(*(self.delegate(s) for s in subs)))
+
+    async def approve(self, tool: str, arguments_json: str, summary: str = "") -> ApprovalResponse:
+        """Ask the user to approve a tool call; blocks until they answer."""
+        if self._approve is None:
+            raise RuntimeError("this context cannot ask for approval")
+        req = ApprovalRequest(request_id=new_id(), tool=tool, arguments_json=arguments_json, summary=summary)
+        self._emit(
+            TaskEvent(task_id=self.task.task_id, kind=EventKind.APPROVAL, approval=req, text=summary,
+                      agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+        )
+        return await self._approve(req)
+
+
+class Agent:
+    """Base class of every agent type."""
+
+    type: ClassVar[str] = ""
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        raise NotImplementedError
+
+
+AGENT_TYPES: dict[str, type[Agent]] = {}
+
+
+def register(cls: type[Agent]) -> type[Agent]:
+    """Class decorator: make an agent type available to agentd."""
+    if not cls.type:
+        raise ValueError(f"{cls.__name__} has no type")
+    AGENT_TYPES[cls.type] = cls
+    return cls
+
+
+def agent_class(agent_type: str) -> type[Agent]:
+    from . import agents  # noqa: F401  (imports register the built-in types)
+
+    try:
+        return AGENT_TYPES[agent_type]
+    except KeyError:
+        raise KeyError(
+            f"unknown agent type {agent_type!r}; built-in types: {', '.join(sorted(AGENT_TYPES))}"
+        ) from None

@@ -1,0 +1,225 @@
+"""Domain objects of the mesh: tasks, events, results, agents, sessions.
+
+Plain dataclasses; nothing here knows about protobuf or gRPC (see codec.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+# Allowed transitions of the task state machine.
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.ASSIGNED: frozenset(
+        {TaskState.RUNNING, TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
+    TaskState.RUNNING: frozenset(
+        {TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
+    TaskState.SUCCEEDED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    RUN = "run"
+    TERMINATE = "terminate"
+    STATUS = "status"
+
+
+class EventKind(StrEnum):
+    STATUS = "status"
+    LOG = "log"
+    TOKEN = "token"
+    ARTIFACT = "artifact"
+    STEP = "step"
+    RESULT = "result"
+    APPROVAL = "approval"
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    model: str = ""
+    calls: int = 0
+
+    def add(self, other: Usage) -> Usage:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.calls += other.calls
+        if other.model and not self.model:
+            self.model = other.model
+        return self
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Artifact:
+    path: str
+    size: int = 0
+    sha256: str = ""
+    kind: str = ""
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    state: TaskState
+    output: str = ""
+    error: str = ""
+    artifacts: list[Artifact] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    workspace: str = ""
+    agent_type: str = ""
+    agent_id: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == TaskState.SUCCEEDED
+
+
+@dataclass
+class Command:
+    """A user's slash command: `/<agent_type> <action> [input] [| language]`."""
+
+    agent_type: str
+    action: Action = Action.RUN
+    input: str = ""
+    language: str = "python"
+    session_id: str = ""
+    task_id: str = ""
+    approval: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    task_id: str
+    agent_type: str
+    action: Action = Action.RUN
+    input: str = ""
+    language: str = "python"
+    session_id: str = ""
+    parent_task_id: str = ""
+    approval: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+    state: TaskState = TaskState.QUEUED
+    agent_id: str = ""
+    attempts: int = 0
+    created_ms: int = field(default_factory=now_ms)
+    updated_ms: int = field(default_factory=now_ms)
+    result: TaskResult | None = None
+    error: str = ""
+    submitted_by: str = ""
+    # The agent that delegated this task (DELEGATE_TASK), which gets its events.
+    delegated_by: str = ""
+    inputs: list[TaskResult] = field(default_factory=list)
+
+
+@dataclass
+class TaskEvent:
+    task_id: str
+    kind: EventKind
+    seq: int = 0
+    state: TaskState | None = None
+    text: str = ""
+    artifact: Artifact | None = None
+    result: TaskResult | None = None
+    agent_id: str = ""
+    parent_task_id: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+    ts_ms: int = field(default_factory=now_ms)
+    approval: ApprovalRequest | None = None
+
+
+@dataclass
+class ApprovalRequest:
+    request_id: str
+    tool: str
+    arguments_json: str = ""
+    summary: str = ""
+
+
+class ApprovalDecision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    APPROVE_NEXT = "approve_next"
+    FEEDBACK = "feedback"
+
+
+@dataclass
+class ApprovalResponse:
+    request_id: str
+    decision: ApprovalDecision
+    count: int = 1
+    feedback: str = ""
+
+
+class AgentState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    LOST = "lost"
+
+
+@dataclass
+class AgentInfo:
+    agent_id: str
+    agent_type: str
+    capabilities: list[str] = field(default_factory=list)
+    host: str = ""
+    state: AgentState = AgentState.IDLE
+    current_task: str = ""
+    last_heartbeat_ms: int = 0
+    local: bool = False
+    connected_ms: int = 0
+
+
+@dataclass
+class SessionInfo:
+    session_id: str
+    created_ms: int = 0
+    updated_ms: int = 0
+    task_count: int = 0
+    message_count: int = 0
+    usage: Usage = field(default_factory=Usage)
+    usage_by_agent: dict[str, Usage] = field(default_factory=dict)
+    published: bool = False
+    tags: list[str] = field(default_factory=list)
+    title: str = ""

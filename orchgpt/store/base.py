@@ -1,0 +1,67 @@
+"""The store interface: what the orchestrator keeps about tasks, events, agents, sessions.
+
+Calls are synchronous and short (SQLite in WAL mode); the orchestrator calls them
+from its event loop. A write that fails raises StoreError with the reason; the
+caller must not acknowledge work whose write failed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ..models import AgentInfo, SessionInfo, Task, TaskEvent
+
+
+class Store(ABC):
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # ---- tasks
+    @abstractmethod
+    def create_task(self, task: Task) -> tuple[Task, bool]:
+        """Store a new task. Idempotent on task_id: when it exists already, return
+        (the stored task, False) and change nothing; otherwise (task, True)."""
+
+    @abstractmethod
+    def save_task(self, task: Task) -> None:
+        """Persist the task's current state, agent, attempts, result and error."""
+
+    @abstractmethod
+    def get_task(self, task_id: str) -> Task | None: ...
+
+    @abstractmethod
+    def list_tasks(
+        self, limit: int = 50, session_id: str = "", include_children: bool = False
+    ) -> list[Task]:
+        """Newest first. Without include_children only top-level tasks."""
+
+    @abstractmethod
+    def children(self, task_id: str) -> list[Task]: ...
+
+    @abstractmethod
+    def unfinished_tasks(self) -> list[Task]:
+        """Tasks not in a terminal state, oldest first (for recovery after a crash)."""
+
+    # ---- events
+    @abstractmethod
+    def append_events(self, events: list[TaskEvent]) -> None: ...
+
+    @abstractmethod
+    def events(self, task_id: str, after_seq: int = 0, limit: int | None = None) -> list[TaskEvent]: ...
+
+    @abstractmethod
+    def last_seq(self, task_id: str) -> int: ...
+
+    # ---- agents
+    @abstractmethod
+    def agent_seen(self, info: AgentInfo) -> None: ...
+
+    # ---- sessions
+    @abstractmethod
+    def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]: ...
+
+    @abstractmethod
+    def get_session(self, session_id: str) -> SessionInfo | None: ...
+
+    @abstractmethod
+    def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo: ...

@@ -1,0 +1,100 @@
+"""An in-memory store: for tests and `--store memory:`; nothing survives a restart."""
+
+from __future__ import annotations
+
+import copy
+
+from ..errors import StoreError
+from ..models import AgentInfo, SessionInfo, Task, TaskEvent, Usage
+from .base import Store
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._events: dict[str, list[TaskEvent]] = {}
+        self._agents: dict[str, AgentInfo] = {}
+        self._published: dict[str, list[str]] = {}
+
+    def close(self) -> None:
+        pass
+
+    def create_task(self, task: Task) -> tuple[Task, bool]:
+        if task.task_id in self._tasks:
+            return copy.deepcopy(self._tasks[task.task_id]), False
+        self._tasks[task.task_id] = copy.deepcopy(task)
+        return task, True
+
+    def save_task(self, task: Task) -> None:
+        self._tasks[task.task_id] = copy.deepcopy(task)
+
+    def get_task(self, task_id: str) -> Task | None:
+        t = self._tasks.get(task_id)
+        return copy.deepcopy(t) if t else None
+
+    def list_tasks(self, limit: int = 50, session_id: str = "", include_children: bool = False) -> list[Task]:
+        ts = [
+            t for t in self._tasks.values()
+            if (include_children or not t.parent_task_id) and (not session_id or t.session_id == session_id)
+        ]
+        ts.sort(key=lambda t: t.created_ms, reverse=True)
+        return [copy.deepcopy(t) for t in ts[:limit]]
+
+    def children(self, task_id: str) -> list[Task]:
+        return [copy.deepcopy(t) for t in self._tasks.values() if t.parent_task_id == task_id]
+
+    def unfinished_tasks(self) -> list[Task]:
+        ts = [t for t in self._tasks.values() if not t.state.terminal]
+        ts.sort(key=lambda t: t.created_ms)
+        return [copy.deepcopy(t) for t in ts]
+
+    def append_events(self, events: list[TaskEvent]) -> None:
+        for e in events:
+            self._events.setdefault(e.task_id, []).append(e)
+
+    def events(self, task_id: str, after_seq: int = 0, limit: int | None = None) -> list[TaskEvent]:
+        evs = [e for e in self._events.get(task_id, []) if e.seq > after_seq]
+        return evs[:limit] if limit else evs
+
+    def last_seq(self, task_id: str) -> int:
+        evs = self._events.get(task_id)
+        return evs[-1].seq if evs else 0
+
+    def agent_seen(self, info: AgentInfo) -> None:
+        self._agents[info.agent_id] = copy.deepcopy(info)
+
+    def _session(self, session_id: str) -> SessionInfo | None:
+        tasks = [t for t in self._tasks.values() if t.session_id == session_id]
+        if not tasks:
+            return None
+        s = SessionInfo(session_id=session_id)
+        s.created_ms = min(t.created_ms for t in tasks)
+        s.updated_ms = max(t.updated_ms for t in tasks)
+        s.task_count = sum(1 for t in tasks if not t.parent_task_id)
+        s.message_count = sum(len(self._events.get(t.task_id, [])) for t in tasks)
+        for t in tasks:
+            if t.result:
+                s.usage.add(t.result.usage)
+                s.usage_by_agent.setdefault(t.agent_type, Usage()).add(t.result.usage)
+        s.published = session_id in self._published
+        s.tags = list(self._published.get(session_id, []))
+        first = min(tasks, key=lambda t: t.created_ms)
+        s.title = f"/{first.agent_type} {first.action} {first.input}"[:120]
+        return s
+
+    def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]:
+        ids = {t.session_id for t in self._tasks.values() if t.session_id}
+        out = [s for i in ids if (s := self._session(i)) and (s.published or not published_only)]
+        out.sort(key=lambda s: s.updated_ms, reverse=True)
+        return out[:limit]
+
+    def get_session(self, session_id: str) -> SessionInfo | None:
+        return self._session(session_id)
+
+    def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo:
+        if self._session(session_id) is None:
+            raise StoreError(f"no session {session_id!r}")
+        self._published[session_id] = list(tags)
+        s = self._session(session_id)
+        assert s is not None
+        return s
