@@ -1,0 +1,69 @@
+"""Agent types the CLI knows without asking the orchestrator, and their aliases.
+
+The list mirrors ``agentd.agents.BUILTIN_TYPES`` (a test keeps them equal);
+it is copied here because importing agentd would import every agent and the
+model client, which the CLI's start-up cannot afford. Types that remote agents
+register are learnt from the live registry (``/agents``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+BUILTIN_TYPES: dict[str, str] = {
+    "manager": "plans a project and delegates it to the other agents",
+    "architect": "designs the system: documents and diagrams",
+    "backend": "writes and tests server code",
+    "frontend": "writes the user interface",
+    "designer": "designs screens and assets",
+    "git": "commits, branches and pushes the workspace",
+    "optimizer": "reviews and speeds up code",
+    "mailer": "sends e-mail reports",
+    "echo": "replies with its input (for tests)",
+}
+
+ALIASES: dict[str, str] = {
+    "man": "manager",
+    "arch": "architect",
+    "back": "backend",
+    "front": "frontend",
+    "design": "designer",
+    "opt": "optimizer",
+    "mail": "mailer",
+}
+
+ACTIONS: dict[str, str] = {
+    "create": "start (or reuse) an agent of the type and give it the input",
+    "run": "give a task to an agent of the type",
+    "terminate": "stop the agents of the type",
+    "status": "say what the agents of the type are doing",
+}
+
+# Actions that need an input.
+INPUT_ACTIONS = frozenset({"create", "run"})
+
+LANGUAGES: tuple[str, ...] = (
+    "python", "typescript", "javascript", "go", "rust", "java", "kotlin", "c", "cpp",
+    "csharp", "ruby", "php", "swift", "bash", "html", "sql",
+)
+
+DEFAULT_LANGUAGE = "python"
+
+
+def resolve(name: str, known: Iterable[str] = ()) -> str | None:
+    """The canonical agent type for `name` (case-insensitive, aliases), or None."""
+    n = name.lower()
+    if n in BUILTIN_TYPES:
+        return n
+    if n in ALIASES:
+        return ALIASES[n]
+    for k in known:
+        if k.lower() == n:
+            return k
+    return None
+
+
+def all_types(known: Iterable[str] = ()) -> list[str]:
+    """Built-in types first, then the registry's other types, sorted."""
+    extra = sorted({k for k in known if k.lower() not in BUILTIN_TYPES})
+    return [*BUILTIN_TYPES, *extra]
