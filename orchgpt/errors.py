@@ -28,4 +28,11 @@ class RoutingError(OrchgptError):
 
 
 class ClientError(OrchgptError):
-    """A client call to the orchestrator failed; the message says why."""
+    """A client call to the orchestrator failed; the message says why.
+
+    ``code`` is the gRPC status name (UNAVAILABLE, NOT_FOUND, ...).
+    """
+
+    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code

@@ -621,10 +621,13 @@ class Register(_message.Message):
     PID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     PENDING_RESULTS_FIELD_NUMBER: _builtins.int
+    CURRENT_TASK_FIELD_NUMBER: _builtins.int
     agent_type: _builtins.str
     host: _builtins.str
     pid: _builtins.int
     version: _builtins.str
+    current_task: _builtins.str
+    """The task the agent is still running, when it reconnects mid-task."""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -640,10 +643,11 @@ class Register(_message.Message):
         pid: _builtins.int = ...,
         version: _builtins.str = ...,
         pending_results: _abc.Iterable[Global___TaskResult] | None = ...,
+        current_task: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_type", b"agent_type", "capabilities", b"capabilities", "host", b"host", "pending_results", b"pending_results", "pid", b"pid", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_type", b"agent_type", "capabilities", b"capabilities", "current_task", b"current_task", "host", b"host", "pending_results", b"pending_results", "pid", b"pid", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,108 @@
+"""`agentd`: run one agent of the mesh (spawned by orchgpt, or started by hand on any host)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from orchgpt import logs
+from orchgpt.certs import CertPaths
+from orchgpt.errors import OrchgptError
+from orchgpt.tls import parse_address
+
+from . import __version__
+from .errors import AgentdError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="agentd",
+        description="Run one agent of an orchgpt mesh. It connects with mutual TLS, registers its type, "
+        "runs the tasks routed to it and reconnects when the orchestrator restarts.",
+        epilog="Model settings come from the environment: OPENAI_API_KEY, OPENAI_BASE_URL, ORCHGPT_MODEL, "
+        "ORCHGPT_FAST_MODEL, ORCHGPT_FAST_BASE_URL, ORCHGPT_<TYPE>_MODEL, ... (see the README).",
+    )
+    p.add_argument("--type", required=True, dest="agent_type", help="agent type (echo, architect, backend, ...)")
+    p.add_argument("--name", help="agent name = certificate name NAME.pem in --certs (default: the type)")
+    p.add_argument("--orchestrator", default=None,
+                   help="HOST:PORT of orchgpt (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS or 127.0.0.1:8443)")
+    p.add_argument("--certs", default=os.environ.get("ORCHGPT_CERTS", "certs"),
+                   help="directory with ca.pem, NAME.pem and NAME-key.pem (default ./certs)")
+    p.add_argument("--ca", help="CA certificate (overrides --certs)")
+    p.add_argument("--cert", help="this agent's certificate (overrides --certs)")
+    p.add_argument("--key", help="this agent's private key (overrides --certs)")
+    p.add_argument("--server-name", help="name to verify in the orchestrator's certificate "
+                   "(default: localhost for loopback addresses, else the host)")
+    p.add_argument("--workspace-root", default=os.environ.get("ORCHGPT_WORKSPACE_ROOT"),
+                   help="where task workspaces are created (default: ./workspaces)")
+    p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
+    p.add_argument("--version", action="version", version=f"agentd {__version__}")
+    return p
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from .link import Link
+    from .runtime import agent_class
+
+    try:
+        cls = agent_class(args.agent_type)
+    except KeyError as exc:
+        raise AgentdError(str(exc.args[0])) from None
+    settings = None
+    if args.agent_type != "echo":
+        try:
+            from .settings import AgentSettings
+
+            settings = AgentSettings.from_env(args.agent_type)
+        except ImportError:
+            settings = None
+    agent = cls(settings)
+    name = args.name or args.agent_type
+    d = Path(args.certs)
+    certs = CertPaths(Path(args.ca or d / "ca.pem"), Path(args.cert or d / f"{name}.pem"),
+                      Path(args.key or d / f"{name}-key.pem"))
+    certs.read()  # a clear error now rather than a TLS failure later
+    address = (args.orchestrator or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS")
+               or "127.0.0.1:8443")
+    parse_address(address)
+    ws_root = Path(args.workspace_root or "workspaces").resolve()
+    if settings is not None and getattr(settings, "workspace_root", None):
+        ws_root = Path(settings.workspace_root)
+    link = Link(agent, name, address, certs, ws_root, args.server_name)
+    runner = asyncio.create_task(link.run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper in done:
+        await link.stop()
+        runner.cancel()
+    else:
+        stopper.cancel()
+    try:
+        await runner
+    except asyncio.CancelledError:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(args.log_level, "json", service="agentd")
+    try:
+        return asyncio.run(_main(args))
+    except (AgentdError, OrchgptError) as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""agentd's connection to orchgpt: one Connect stream, reconnected with backoff.
+
+Registers first (type, capabilities, host, results kept while disconnected,
+the task still running), heartbeats, runs one task at a time and streams its
+events, answers pings, carries delegation and approval round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from orchgpt import codec, logs
+from orchgpt.batching import Outbox
+from orchgpt.certs import CertPaths
+from orchgpt.iac.v1 import iac_pb2 as pb
+from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
+from orchgpt.models import (
+    ApprovalRequest,
+    ApprovalResponse,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+)
+from orchgpt.tls import secure_channel
+
+from . import __version__
+from .errors import DelegationError, TaskFailed
+from .runtime import Agent, SubTask, TaskContext, TaskRequest
+
+log = logs.get("agentd.link")
+
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
+
+
+class Link:
+    def __init__(
+        self,
+        agent: Agent,
+        name: str,
+        address: str,
+        certs: CertPaths,
+        workspace_root: Path,
+        server_name: str | None = None,
+        workspace_for: Callable[[TaskRequest], Path] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.name = name
+        self.address = address
+        self.certs = certs
+        self.server_name = server_name
+        self.workspace_root = workspace_root
+        self.workspace_for = workspace_for
+        self.outbox: Outbox | None = None
+        self.current: asyncio.Task[None] | None = None
+        self.current_id = ""
+        self.pending_results: list[TaskResult] = []
+        self._delegations: dict[str, asyncio.Future[TaskResult]] = {}
+        self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
+        self.heartbeat_s = 5.0
+        self.connected = asyncio.Event()
+        self.stopping = False
+        self.terminated = False
+        self.last_rx = time.monotonic()
+
+    # ------------------------------------------------------------------ sending
+    def _env(self, type_: int, **fields: Any) -> pb.Envelope:
+        return codec.new_envelope(type_, self.name, **fields)
+
+    def send(self, env: pb.Envelope) -> bool:
+        ob = self.outbox
+        return ob is not None and ob.put(env)
+
+    def emit(self, ev: TaskEvent) -> None:
+        """Events of the running task; dropped while disconnected (the result is kept)."""
+        ob = self.outbox
+        if ob is not None:
+            env = codec.event_envelope(ev, sender=self.name)
+            ob.put(env)
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        """Connect and serve until stopped or terminated; reconnect with backoff."""
+        delay = BACKOFF_MIN
+        while not self.stopping:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+                            grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+                    log.error("registration_refused", code=code.name, detail=exc.details())
+                    raise SystemExit(f"agentd: orchestrator refused this agent: {exc.details()}") from None
+                log.warning("disconnected", code=code.name, detail=exc.details(), retry_in=round(delay, 2))
+            except OSError as exc:
+                log.warning("disconnected", error=str(exc), retry_in=round(delay, 2))
+            finally:
+                self.connected.clear()
+                self.outbox = None
+            if self.stopping or self.terminated:
+                break
+            if time.monotonic() - started > 5:
+                delay = BACKOFF_MIN
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _session(self) -> None:
+        channel = secure_channel(self.address, self.certs, self.server_name)
+        outbox = Outbox()
+        try:
+            stub = pb_grpc.MeshStub(channel)
+            reg = pb.Register(agent_type=self.agent.type, capabilities=list(self.agent.capabilities),
+                              host=socket.gethostname(), pid=os.getpid(), version=__version__,
+                              pending_results=[codec.result_to_pb(r) for r in self.pending_results],
+                              current_task=self.current_id if self.current and not self.current.done() else "")
+            outbox.put(self._env(pb.REGISTER, register=reg))
+            call = stub.Connect(outbox.iterate())
+            self.last_rx = time.monotonic()
+            hb = asyncio.create_task(self._heartbeat(outbox, call))
+            try:
+                async for batch in call:
+                    self.last_rx = time.monotonic()
+                    for env in batch.envelopes:
+                        self._on_envelope(env, outbox)
+            finally:
+                hb.cancel()
+                outbox.close()
+                if self.outbox is outbox:
+                    self.outbox = None
+        finally:
+            await channel.close(grace=None)
+
+    async def _heartbeat(self, outbox: Outbox, call: Any) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            busy = bool(self.current and not self.current.done())
+            outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
+                state="busy" if busy else "idle", current_task=self.current_id if busy else "")))
+            if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
+                log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))
+                call.cancel()
+                return
+
+    # ------------------------------------------------------------------ receiving
+    def _on_envelope(self, env: pb.Envelope, outbox: Outbox) -> None:
+        t = env.type
+        if t == pb.REGISTERED:
+            self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
+            self.outbox = outbox
+            self.pending_results.clear()
+            self.connected.set()
+            log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
+        elif t == pb.RUN:
+            self._start_task(env)
+        elif t == pb.CANCEL:
+            if self.current and not self.current.done() and env.task_id == self.current_id:
+                log.info("task_cancel_requested", task_id=env.task_id, reason=env.cancel.reason)
+                self.current.cancel(env.cancel.reason or "cancelled")
+        elif t == pb.TERMINATE:
+            log.info("terminate_requested", reason=env.terminate.reason)
+            self.terminated = True
+            self.stopping = True
+            if self.current and not self.current.done():
+                self.current.cancel("agent terminated")
+            outbox.close()
+        elif t == pb.PING:
+            outbox.put(self._env(pb.PONG, correlation_id=env.id))
+        elif t == pb.REPLY:
+            fut = self._delegations.pop(env.correlation_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(codec.result_from_pb(env.reply.result))
+        elif t == pb.APPROVAL_RESPONSE:
+            r = codec.approval_response_from_pb(env.approval_response)
+            afut = self._approvals.pop(r.request_id, None)
+            if afut is not None and not afut.done():
+                afut.set_result(r)
+        elif t == pb.ERROR:
+            fut = self._delegations.pop(env.correlation_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(DelegationError(f"{env.error.code}: {env.error.message}"))
+            else:
+                log.warning("orchestrator_error", code=env.error.code, message=env.error.message)
+        else:
+            self.on_message(env)
+
+    def on_message(self, env: pb.Envelope) -> None:
+        """Agent-to-agent traffic (COMMAND, BROADCAST, FILE_TRANSFER, ...). Override to use it."""
+        if env.type == pb.COMMAND and env.correlation_id == "":
+            # default: echo the payload back (useful for mesh round-trip checks)
+            self.send(self._env(pb.REPLY, to_agent=env.sender, correlation_id=env.id, payload=env.payload))
+
+    # ------------------------------------------------------------------ tasks
+    def _start_task(self, env: pb.Envelope) -> None:
+        spec = env.task
+        if self.current is not None and not self.current.done():
+            if spec.task_id == self.current_id:
+                return  # a duplicate after reconnect
+            result = TaskResult(spec.task_id, TaskState.FAILED, error=f"agent {self.name} is busy with {self.current_id}")
+            self.send(self._env(pb.REPLY, task_id=spec.task_id, correlation_id=env.id,
+                                reply=pb.Reply(result=codec.result_to_pb(result))))
+            return
+        req = TaskRequest(
+            task_id=spec.task_id, agent_type=spec.agent_type, action=codec.action_from_pb(spec.action),
+            input=spec.input, language=spec.language or "python", session_id=spec.session_id,
+            parent_task_id=spec.parent_task_id, approval=spec.approval, attempt=spec.attempt,
+            options=dict(spec.options), inputs=[codec.result_from_pb(r) for r in spec.inputs],
+        )
+        self.current_id = req.task_id
+        self.current = asyncio.create_task(self._run_task(req, env.id), name=f"task:{req.task_id}")
+
+    def _workspace(self, req: TaskRequest) -> Path:
+        if self.workspace_for is not None:
+            return self.workspace_for(req)
+        ws = self.workspace_root / req.task_id
+        ws.mkdir(parents=True, exist_ok=True)
+        return ws
+
+    async def _run_task(self, req: TaskRequest, run_id: str) -> None:
+        started = time.monotonic()
+        ctx: TaskContext | None = None
+        try:
+            ws = self._workspace(req)
+            ctx = TaskContext(req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings)
+            ctx.status(f"running on {self.name}", TaskState.RUNNING)
+            outcome = await self.agent.run(ctx)
+            state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
+            result = TaskResult(req.task_id, state, output=outcome.output, error=outcome.error if not outcome.ok else "",
+                                data=outcome.data)
+        except asyncio.CancelledError:
+            result = TaskResult(req.task_id, TaskState.CANCELLED, error="cancelled")
+        except TaskFailed as exc:
+            result = TaskResult(req.task_id, TaskState.FAILED, error=str(exc))
+        except Exception as exc:
+            log.exception("task_crashed", task_id=req.task_id)
+            result = TaskResult(req.task_id, TaskState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        if ctx is not None:
+            result.artifacts = list(ctx.artifacts.values())
+            result.usage = ctx.usage
+            result.workspace = str(ctx.workspace)
+        result.agent_type = self.agent.type
+        result.agent_id = self.name
+        result.data.setdefault("attempt", str(req.attempt))
+        result.data.setdefault("duration_s", f"{time.monotonic() - started:.3f}")
+        log.info("task_done", task_id=req.task_id, state=str(result.state), error=result.error or None)
+        if self.stopping and result.state == TaskState.CANCELLED and not self.terminated:
+            # stopped by a signal: no result, so that the orchestrator requeues the task elsewhere
+            log.info("task_abandoned", task_id=req.task_id)
+            return
+        env = self._env(pb.REPLY, task_id=req.task_id, correlation_id=run_id,
+                        reply=pb.Reply(result=codec.result_to_pb(result)))
+        if not self.send(env):
+            self.pending_results.append(result)  # delivered with the next REGISTER
+            log.info("result_kept_for_reconnect", task_id=req.task_id)
+
+    async def _delegate(self, sub: SubTask) -> TaskResult:
+        await asyncio.wait_for(self.connected.wait(), timeout=60)
+        spec = pb.TaskSpec(agent_type=sub.agent_type, action=codec.action_to_pb(sub.action), input=sub.input,
+                           language=sub.language, parent_task_id=self.current_id, options=sub.options,
+                           inputs=[codec.result_to_pb(r) for r in sub.inputs])
+        env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)
+        fut: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        self._delegations[env.id] = fut
+        if not self.send(env):
+            self._delegations.pop(env.id, None)
+            raise DelegationError("not connected to the orchestrator")
+        return await fut
+
+    async def _approve(self, req: ApprovalRequest) -> ApprovalResponse:
+        fut: asyncio.Future[ApprovalResponse] = asyncio.get_running_loop().create_future()
+        self._approvals[req.request_id] = fut
+        try:
+            return await fut
+        finally:
+            self._approvals.pop(req.request_id, None)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM: cancel the running task (reported as cancelled), close the stream."""
+        self.stopping = True
+        if self.current is not None and not self.current.done():
+            self.current.cancel("agent stopping")
+            try:
+                await asyncio.wait_for(asyncio.shield(self.current), grace)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            await asyncio.sleep(0.05)  # let the REPLY leave
+        if self.outbox is not None:
+            self.outbox.close()

@@ -1,0 +1,145 @@
+"""The `orchgpt` command: `serve` the mesh, and manage its `certs`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import OrchgptError
+
+EXIT_USAGE = 2
+
+
+def _serve_parser(sub: Any) -> None:
+    from .config import describe_settings
+
+    epilog = ["settings (flag, environment variable, description):"]
+    for name, env, desc in describe_settings():
+        epilog.append(f"  --{name.replace('_', '-'):22} {env:28} {desc}")
+    epilog.append("Precedence: flags over environment over the TOML file (--config or ORCHGPT_CONFIG).")
+    epilog.append("ORCHGPT_ADDRESS is read as the listen address when ORCHGPT_LISTEN is not set.")
+    p = sub.add_parser(
+        "serve", help="run the orchestrator daemon",
+        description="Run the orchgpt daemon: mutual-TLS gRPC mesh of agents.",
+        epilog="\n".join(epilog), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8443; 0.0.0.0:8443 for remote agents)")
+    p.add_argument("--certs", help="certificate directory (default ./certs)")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--data-dir", dest="data_dir", help="data directory (store, agent certificates, workspaces)")
+    p.add_argument("--store", help="store URL: SQLite path or memory:")
+    p.add_argument("--workspace-root", dest="workspace_root")
+    p.add_argument("--max-local-agents", dest="max_local_agents", type=int)
+    p.add_argument("--no-spawn", dest="spawn", action="store_const", const=False,
+                   help="never spawn local agents (only agents started by hand)")
+    p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
+    p.add_argument("--heartbeat-misses", dest="heartbeat_misses", type=int)
+    p.add_argument("--max-attempts", dest="max_attempts", type=int)
+    p.add_argument("--grace-period", dest="grace_period", type=float)
+    p.add_argument("--reconnect-grace", dest="reconnect_grace", type=float)
+    p.add_argument("--max-message-bytes", dest="max_message_bytes", type=int)
+    p.add_argument("--max-pending-events", dest="max_pending_events", type=int)
+    p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
+    p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", dest="log_format", choices=["json", "console"])
+    p.add_argument("--port-file", help="write the bound port to this file once serving (useful with port 0)")
+
+
+def _certs_parser(sub: Any) -> None:
+    p = sub.add_parser("certs", help="create the mesh CA and issue certificates")
+    csub = p.add_subparsers(dest="certs_cmd", metavar="{init,issue}", required=True)
+    i = csub.add_parser("init", help="create the CA, the server certificate and the CLI's client certificate",
+                        description="Create ca.pem/ca-key.pem, server.pem/server-key.pem and cli.pem/cli-key.pem. "
+                        "An existing CA is never replaced; existing certificates are kept.")
+    i.add_argument("--dir", default="certs", help="certificate directory (default ./certs)")
+    i.add_argument("--host", action="append", default=[], metavar="NAME",
+                   help="extra DNS name or IP for the server certificate (repeatable)")
+    i.add_argument("--force", action="store_true",
+                   help="re-issue the server and CLI certificates (the CA is still kept)")
+    s = csub.add_parser("issue", help="issue a certificate for a remote agent or a user",
+                        description="Write NAME.pem and NAME-key.pem signed by the mesh CA.")
+    s.add_argument("name", help="the identity (agent id or user name): letters, digits, '.', '_', '-'")
+    s.add_argument("--role", required=True, choices=["agent", "client"])
+    s.add_argument("--dir", default="certs", help="certificate directory holding the CA (default ./certs)")
+    s.add_argument("--out", help="where to write the certificate (default: --dir)")
+    s.add_argument("--force", action="store_true", help="replace an existing certificate of that name")
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from .certs import CA, init_dir
+    from .errors import CertError
+    from .mesh import LOCAL_PREFIX
+
+    d = Path(args.dir)
+    if args.certs_cmd == "init":
+        rep = init_dir(d, args.host, force_leaves=args.force)
+        for p in rep.created:
+            print(f"created {p}")
+        for p in rep.kept:
+            print(f"kept    {p} (exists)")
+        print(f"private keys in {d} are readable by their owner only (0600)")
+        return 0
+    name = args.name
+    if name.startswith(LOCAL_PREFIX):
+        raise CertError(f"names starting with {LOCAL_PREFIX!r} are reserved for agents orchgpt spawns itself")
+    if name in ("ca", "server", "cli") and args.role == "agent":
+        raise CertError(f"{name!r} is reserved; choose another name")
+    out = Path(args.out) if args.out else d
+    if (out / f"{name}.pem").exists() and not args.force:
+        raise CertError(f"{out / (name + '.pem')} exists; pass --force to replace it")
+    ca = CA.load(d)
+    paths = ca.issue_to(out, name, args.role)
+    if out != d and not paths.ca.exists():
+        paths.ca.write_bytes(ca.cert_pem)
+    print(f"created {paths.cert}")
+    print(f"created {paths.key} (0600)")
+    print(f"CA certificate: {paths.ca}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import logs
+    from .config import load_settings
+    from .server import serve, write_port_file
+
+    flags = {k: getattr(args, k, None) for k in (
+        "listen", "certs", "data_dir", "store", "workspace_root", "max_local_agents", "spawn",
+        "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
+        "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format")}
+    settings = load_settings(flags, args.config)
+    logs.configure(settings.log_level, settings.log_format)
+
+    def ready(server: Any) -> None:
+        if args.port_file:
+            write_port_file(Path(args.port_file), server.port)
+
+    return asyncio.run(serve(settings, ready))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
+    ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs}", required=True)
+    _serve_parser(sub)
+    _certs_parser(sub)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "certs":
+            return _certs(args)
+        return _serve(args)
+    except OrchgptError as exc:
+        print(f"orchgpt: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"orchgpt: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""MeshClient: the client side of the Mesh service (used by the CLI, scripts and tests).
+
+Every failure is a ClientError whose message says what went wrong in words a
+user can act on (unreachable daemon, refused certificate, unknown agent type).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from . import codec
+from .certs import CertPaths
+from .errors import CertError, ClientError, ConfigError
+from .iac.v1 import iac_pb2 as pb
+from .iac.v1 import iac_pb2_grpc as pb_grpc
+from .models import AgentInfo, ApprovalResponse, Command, SessionInfo, Task, TaskEvent
+from .tls import parse_address, secure_channel
+
+DEFAULT_ADDRESS = "127.0.0.1:8443"
+
+
+def resolve_address(address: str | None = None) -> str:
+    addr = address or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS") or DEFAULT_ADDRESS
+    parse_address(addr)  # ConfigError when malformed
+    return addr
+
+
+def resolve_certs(certs_dir: str | None = None, *, ca: str | None = None, cert: str | None = None,
+                  key: str | None = None, name: str = "cli") -> CertPaths:
+    d = Path(certs_dir or os.environ.get("ORCHGPT_CERTS") or "certs")
+    return CertPaths(
+        Path(ca or os.environ.get("ORCHGPT_CA") or d / "ca.pem"),
+        Path(cert or os.environ.get("ORCHGPT_CERT") or d / f"{name}.pem"),
+        Path(key or os.environ.get("ORCHGPT_KEY") or d / f"{name}-key.pem"),
+    )
+
+
+def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
+    code = exc.code()
+    detail = exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        low = detail.lower()
+        if "handshake" in low or "certificate" in low or "ssl" in low or "tls" in low or "socket closed" in low:
+            msg = (f"orchgpt at {address} refused the TLS handshake: the certificate is not signed by the "
+                   f"mesh CA, or the server's certificate does not match ({detail})")
+        elif "connection refused" in low or "failed to connect" in low:
+            msg = f"cannot reach orchgpt at {address}: is `orchgpt serve` running? ({detail})"
+        else:
+            msg = f"orchgpt at {address} is unavailable: {detail}"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        msg = f"orchgpt at {address} did not answer in time"
+    else:
+        msg = detail or code.name
+    return ClientError(msg, code.name)
+
+
+class MeshClient:
+    def __init__(self, address: str, certs: CertPaths, server_name: str | None = None, timeout: float = 10.0,
+                 name: str | None = None) -> None:
+        self.address = address
+        self.certs = certs
+        self.timeout = timeout
+        self.name = name
+        try:
+            self._channel = secure_channel(address, certs, server_name)
+        except CertError as exc:
+            raise ClientError(str(exc), "UNAUTHENTICATED") from None
+        self._stub = pb_grpc.MeshStub(self._channel)
+
+    @classmethod
+    def from_env(cls, address: str | None = None, certs_dir: str | None = None, *, ca: str | None = None,
+                 cert: str | None = None, key: str | None = None, timeout: float = 10.0) -> MeshClient:
+        try:
+            addr = resolve_address(address)
+        except ConfigError as exc:
+            raise ClientError(str(exc), "INVALID_ARGUMENT") from None
+        return cls(addr, resolve_certs(certs_dir, ca=ca, cert=cert, key=key), timeout=timeout)
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    async def __aenter__(self) -> MeshClient:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.close()
+
+    async def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return await method(request, timeout=timeout or self.timeout, wait_for_ready=False)
+        except grpc.aio.AioRpcError as exc:
+            raise _explain(exc, self.address) from None
+
+    async def check(self) -> None:
+        """Fail with a clear ClientError unless the daemon answers its health check."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        resp = await self._unary(stub.Check, health_pb2.HealthCheckRequest(service=""))
+        if resp.status != health_pb2.HealthCheckResponse.SERVING:
+            raise ClientError(f"orchgpt at {self.address} is not serving (shutting down?)", "UNAVAILABLE")
+
+    async def _stream(self, call: Any) -> AsyncIterator[TaskEvent]:
+        try:
+            async for batch in call:
+                for env in batch.envelopes:
+                    if env.HasField("event"):
+                        yield codec.event_from_pb(env.event, env.timestamp_ms)
+        except grpc.aio.AioRpcError as exc:
+            raise _explain(exc, self.address) from None
+        finally:
+            call.cancel()
+
+    def submit(self, command: Command) -> AsyncIterator[TaskEvent]:
+        """Submit a command; yields its events (and its sub-tasks') until the RESULT."""
+        req = pb.SubmitRequest(command=codec.command_to_pb(command), sender=self.name or "")
+        return self._stream(self._stub.Submit(req))
+
+    def watch(self, task_id: str = "", after_seq: int = 0) -> AsyncIterator[TaskEvent]:
+        return self._stream(self._stub.Watch(pb.WatchRequest(task_id=task_id, after_seq=after_seq)))
+
+    async def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
+        r = await self._unary(self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
+        return [codec.agent_from_pb(a) for a in r.agents]
+
+    async def get_task(self, task_id: str, with_events: bool = True) -> tuple[Task, list[TaskEvent], list[Task]]:
+        r = await self._unary(self._stub.GetTask, pb.GetTaskRequest(task_id=task_id, with_events=with_events))
+        return (codec.task_from_pb(r.task), [codec.event_from_pb(e) for e in r.events],
+                [codec.task_from_pb(c) for c in r.children])
+
+    async def list_tasks(self, limit: int = 50, session_id: str = "", include_children: bool = False) -> list[Task]:
+        r = await self._unary(self._stub.ListTasks, pb.ListTasksRequest(
+            limit=limit, session_id=session_id, include_children=include_children))
+        return [codec.task_from_pb(t) for t in r.tasks]
+
+    async def cancel(self, task_id: str, reason: str = "") -> Task:
+        r = await self._unary(self._stub.CancelTask, pb.CancelTaskRequest(task_id=task_id, reason=reason))
+        return codec.task_from_pb(r)
+
+    async def approve(self, task_id: str, response: ApprovalResponse) -> None:
+        await self._unary(self._stub.Approve, pb.ApproveRequest(
+            task_id=task_id, response=codec.approval_response_to_pb(response)))
+
+    async def fetch_artifact(self, task_id: str, path: str, dest: Path) -> Path:
+        """Download a file of a task's workspace over FILE_TRANSFER chunks; the sha256 is checked."""
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / Path(path).name
+        h = hashlib.sha256()
+        tmp = dest.with_name(f".{dest.name}.part")
+        call = self._stub.FetchArtifact(pb.FetchArtifactRequest(task_id=task_id, path=path), timeout=300)
+        try:
+            with tmp.open("wb") as f:
+                async for chunk in call:
+                    f.write(chunk.data)
+                    h.update(chunk.data)
+                    if chunk.eof:
+                        if chunk.sha256 and chunk.sha256 != h.hexdigest():
+                            raise ClientError(f"{path}: checksum mismatch after transfer")
+                        break
+        except grpc.aio.AioRpcError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _explain(exc, self.address) from None
+        os.replace(tmp, dest)
+        return dest
+
+    async def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]:
+        r = await self._unary(self._stub.ListSessions, pb.ListSessionsRequest(limit=limit, published_only=published_only))
+        return [codec.session_from_pb(s) for s in r.sessions]
+
+    async def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo:
+        r = await self._unary(self._stub.PublishSession, pb.PublishSessionRequest(session_id=session_id, tags=tags))
+        return codec.session_from_pb(r.session)

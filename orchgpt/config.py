@@ -1,0 +1,136 @@
+"""Settings of `orchgpt serve`: flags over environment (ORCHGPT_*) over a TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+from .tls import parse_address
+
+DEFAULT_LISTEN = "127.0.0.1:8443"
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path("orchgpt")
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon. `orchgpt serve --help` lists them with these descriptions."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHGPT_", extra="forbid", validate_default=True)
+
+    listen: str = Field(
+        DEFAULT_LISTEN,
+        description="address to listen on, HOST:PORT (port 0 picks a free port); also ORCHGPT_ADDRESS",
+    )
+    certs: Path = Field(Path("certs"), description="certificate directory (ca.pem, server.pem, ...)")
+    data_dir: Path = Field(default_factory=default_data_dir, description="where the store, agent certificates and workspaces live")
+    store: str = Field("", description="store URL: a SQLite path, or 'memory:' (default: DATA_DIR/orchgpt.db)")
+    workspace_root: Path | None = Field(None, description="root of the per-task workspaces (default: DATA_DIR/workspaces)")
+    max_local_agents: int = Field(8, ge=0, description="most agentd processes orchgpt spawns itself")
+    spawn: bool = Field(True, description="spawn local agents for built-in types on demand")
+    heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
+    heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")
+    max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")
+    grace_period: float = Field(10.0, ge=0, description="seconds running tasks get to finish at shutdown")
+    reconnect_grace: float = Field(
+        15.0, ge=0, description="after a restart, seconds to wait for agents to report tasks they were running"
+    )
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
+    max_pending_events: int = Field(10_000, ge=100, description="events buffered for a slow client before it is dropped")
+    local_model: Literal["auto", "on", "off"] = Field(
+        "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["json", "console"] = Field("json", description="log line format")
+
+    config_file: Path | None = Field(None, exclude=True, description="TOML file with these settings")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        try:
+            parse_address(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_path
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def store_url(self) -> str:
+        return self.store or str(self.data_dir / "orchgpt.db")
+
+    @property
+    def workspaces(self) -> Path:
+        return self.workspace_root or self.data_dir / "workspaces"
+
+
+_toml_path: Path | None = None
+
+
+def load_settings(flags: dict[str, Any] | None = None, config_file: str | Path | None = None) -> Settings:
+    """Build the settings: ``flags`` (only those the user gave) over ORCHGPT_* over the TOML file."""
+    global _toml_path
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    path = config_file or os.environ.get("ORCHGPT_CONFIG")
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            import tomllib
+
+            tomllib.loads(p.read_text())
+        except Exception as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        _toml_path = p
+    else:
+        _toml_path = None
+    if "listen" not in flags and "ORCHGPT_LISTEN" not in os.environ and os.environ.get("ORCHGPT_ADDRESS"):
+        flags["listen"] = os.environ["ORCHGPT_ADDRESS"]
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    finally:
+        _toml_path = None
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(name, env var, description with default) for --help."""
+    rows = []
+    for name, f in Settings.model_fields.items():
+        if name == "config_file":
+            continue
+        default = f.default if f.default_factory is None else "(" + ("platform data dir" if name == "data_dir" else "computed") + ")"
+        rows.append((name, f"ORCHGPT_{name.upper()}", f"{f.description} [default: {default}]"))
+    return rows

