@@ -42,6 +42,7 @@ class Child:
         self.proc = proc
         self.log_path = log_path
         self.pid = proc.pid
+        self.exits_on_eof = True  # False for programs that do not read stdin (the daemon)
 
     @classmethod
     async def start(
@@ -140,7 +141,7 @@ class Child:
         if self.proc.returncode is None and self.proc.stdin is not None:
             with contextlib.suppress(Exception):
                 self.proc.stdin.close()
-            if await self._exit_code(min(timeout, 2.0)) is not None:
+            if self.exits_on_eof and await self._exit_code(min(timeout, 2.0)) is not None:
                 self._kill_group(signal.SIGKILL)  # whatever it spawned
                 return
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
