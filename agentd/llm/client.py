@@ -1,0 +1,545 @@
+"""`LLM`: one client for the agent's "smart" and "fast" models over `openai.AsyncOpenAI`.
+
+    llm = LLM(AgentSettings.from_env("backend"))
+    res = await llm.chat(messages, tools=[ToolSpec(...)], on_token=ctx.token)
+    ctx.add_usage(res.usage)
+    history += [res.assistant_message(), *(tool_result_message(c, run(c)) for c in res.tool_calls)]
+    history = await llm.fit(history)
+
+Every request streams (tokens reach ``on_token`` as they arrive). Tools go
+native, or in compatibility mode as text (see `compat`), or "auto": native
+first, compat from then on when the server rejects ``tools``. A server that
+rejects the system role gets the system text folded into the user message.
+429, 5xx and connection errors are retried with exponential backoff
+(tenacity); whatever still fails raises `agentd.errors.LLMError` naming the
+server and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from orchgpt import logs
+from orchgpt.models import Usage
+
+from ..errors import LLMError
+from ..settings import AgentSettings, ModelSettings
+from . import compat
+from .pricing import cost_usd
+from .roles import fold_system
+from .schema import validate
+from .tokens import TokenCounter
+from .types import ChatResult, ToolCall, ToolSpec
+
+log = logs.get("agentd.llm")
+
+OnToken = Callable[[str], None]
+NO_KEY = "sk-no-key-required"  # llama.cpp & co. accept any key; the client insists on one
+
+
+class _ToolsRejected(Exception):
+    """The server answered 400 to a request with ``tools``."""
+
+
+@dataclass
+class _Raw:
+    content: str
+    tool_calls: list[dict[str, str]]  # {"id", "name", "arguments" (JSON text)}
+    finish_reason: str
+
+
+@dataclass
+class _Endpoint:
+    role: str  # "smart" | "fast"
+    settings: ModelSettings
+    client: openai.AsyncOpenAI
+    counter: TokenCounter
+    model: str
+    fold: bool | None  # None: not known yet whether the server takes a system message
+    native_tools: bool | None = None  # False once the server rejected `tools`
+    stream_usage: bool = True  # False once the server rejected stream_options
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def effective_tool_mode(self) -> str:
+        mode = self.settings.tool_mode
+        if mode == "auto":
+            return "compat" if self.native_tools is False else "native"
+        return mode
+
+
+class LLM:
+    """The model layer of one agent; see the module doc."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.usage = Usage()  # every call of this instance, summaries of `fit` included
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._counters: dict[str, TokenCounter] = {}
+        self._http: httpx.AsyncClient | None = None
+
+    # ------------------------------------------------------------------ public
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[ToolSpec] | None = None,
+        model: str = "smart",
+        on_token: OnToken | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
+        ep = await self._ready(model)
+        usage = Usage(model=ep.model)
+        tools = list(tools or [])
+        if not tools:
+            raw = await self._complete(ep, messages, None, on_token, max_tokens, usage)
+            return ChatResult(raw.content, [], usage, raw.finish_reason, "native")
+        if ep.effective_tool_mode() == "native":
+            try:
+                return await self._chat_native(ep, messages, tools, on_token, max_tokens, usage)
+            except _ToolsRejected as exc:
+                ep.native_tools = False
+                log.info("tools_rejected_using_compat", url=ep.url, model=ep.model, reason=str(exc)[:200])
+        return await self._chat_compat(ep, compat.to_compat(messages, tools), tools, on_token, max_tokens, usage)
+
+    def count_tokens(self, messages: list[dict[str, Any]], model: str = "smart") -> int:
+        """Tokens of a prompt (synchronous: tiktoken, cached server counts, or a calibrated estimate)."""
+        ep = self._endpoint(model)
+        return ep.counter.messages(messages, ep.model or ep.settings.model)
+
+    async def count_tokens_exact(self, messages: list[dict[str, Any]], model: str = "smart") -> int:
+        """Tokens of a prompt, asking the server's /tokenize when it has one."""
+        ep = await self._ready(model)
+        return await ep.counter.messages_exact(messages, ep.model, self._client())
+
+    async def fit(
+        self, messages: list[dict[str, Any]], model: str = "smart", reserve: int = 1024, *, summarise: bool = False
+    ) -> list[dict[str, Any]]:
+        """The history cut to fit the model's context window, leaving ``reserve`` tokens for the reply.
+
+        Leading system messages and the first user message (the task) stay;
+        the oldest exchanges after it are dropped (an assistant tool call with
+        its results as one unit) and replaced by a note, or by a summary from
+        the fast model when ``summarise``; a message still too long is cut in
+        the middle.
+        """
+        from .fitting import fit_messages
+
+        ep = await self._ready(model)
+        window = ep.settings.context_window
+        budget = max(window - reserve, window // 4)
+
+        async def count(ms: list[dict[str, Any]]) -> int:
+            return await ep.counter.messages_exact(ms, ep.model, self._client())
+
+        summariser = self._summarise if summarise else None
+        return await fit_messages(messages, budget, count, ep.counter.chars_per_token, summariser)
+
+    async def aclose(self) -> None:
+        for ep in self._endpoints.values():
+            await ep.client.close()
+        self._endpoints.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> LLM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ modes
+    async def _chat_native(
+        self,
+        ep: _Endpoint,
+        messages: list[dict[str, Any]],
+        tools: list[ToolSpec],
+        on_token: OnToken | None,
+        max_tokens: int | None,
+        usage: Usage,
+    ) -> ChatResult:
+        msgs = list(messages)
+        specs = [t.openai() for t in tools]
+        retries = ep.settings.compat_retries
+        for attempt in range(retries + 1):
+            raw = await self._complete(ep, msgs, specs, on_token, max_tokens, usage)
+            if not raw.tool_calls:
+                if ep.settings.tool_mode == "auto":  # the model may answer with a fenced call anyway
+                    parsed = compat.parse_call(raw.content, tools)
+                    if isinstance(parsed, compat.Call):
+                        return ChatResult(raw.content, [parsed.call], usage, "tool_calls", "compat")
+                    if isinstance(parsed, compat.Invalid):
+                        history = [*compat.to_compat(msgs, tools), {"role": "assistant", "content": raw.content},
+                                   compat.feedback(parsed.error)]
+                        log.info("tool_call_invalid", url=ep.url, mode="compat", attempt=attempt + 1, error=parsed.error[:300])
+                        if attempt == retries:
+                            return self._gave_up(raw, usage, "compat", parsed.error)
+                        return await self._chat_compat(ep, history, tools, on_token, max_tokens, usage,
+                                                       retries=retries - attempt - 1)
+                return ChatResult(raw.content, [], usage, raw.finish_reason, "native")
+            calls, errors = _check_native(raw.tool_calls, tools)
+            if not errors:
+                return ChatResult(raw.content, calls, usage, raw.finish_reason or "tool_calls", "native")
+            log.info("tool_call_invalid", url=ep.url, mode="native", attempt=attempt + 1, error=errors[0][:300])
+            if attempt == retries:
+                return self._gave_up(raw, usage, "native", errors[0])
+            msgs.append({
+                "role": "assistant",
+                "content": raw.content,
+                "tool_calls": [
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in raw.tool_calls
+                ],
+            })
+            for c, err in zip(raw.tool_calls, _per_call_errors(raw.tool_calls, tools), strict=True):
+                msgs.append({
+                    "role": "tool",
+                    "tool_call_id": c["id"],
+                    "name": c["name"],
+                    "content": f"error: {err}" if err else "not run: another call in this reply was invalid; call again",
+                })
+        raise AssertionError("unreachable")
+
+    async def _chat_compat(
+        self,
+        ep: _Endpoint,
+        history: list[dict[str, Any]],
+        tools: list[ToolSpec],
+        on_token: OnToken | None,
+        max_tokens: int | None,
+        usage: Usage,
+        retries: int | None = None,
+    ) -> ChatResult:
+        msgs = list(history)
+        retries = ep.settings.compat_retries if retries is None else retries
+        for attempt in range(retries + 1):
+            raw = await self._complete(ep, msgs, None, on_token, max_tokens, usage)
+            parsed = compat.parse_call(raw.content, tools)
+            if isinstance(parsed, compat.NoCall):
+                return ChatResult(raw.content, [], usage, raw.finish_reason, "compat")
+            if isinstance(parsed, compat.Call):
+                return ChatResult(raw.content, [parsed.call], usage, "tool_calls", "compat")
+            log.info("tool_call_invalid", url=ep.url, mode="compat", attempt=attempt + 1, error=parsed.error[:300])
+            if attempt == retries:
+                return self._gave_up(raw, usage, "compat", parsed.error)
+            msgs += [{"role": "assistant", "content": raw.content}, compat.feedback(parsed.error)]
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _gave_up(raw: _Raw, usage: Usage, mode: str, error: str) -> ChatResult:
+        log.warning("tool_call_gave_up", mode=mode, error=error[:300])
+        return ChatResult(raw.content, [], usage, "invalid_tool_call", mode, tool_error=error)
+
+    # ------------------------------------------------------------------ one completion
+    async def _complete(
+        self,
+        ep: _Endpoint,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        on_token: OnToken | None,
+        max_tokens: int | None,
+        usage: Usage,
+    ) -> _Raw:
+        """One completion, adapting to the server: folds the system role, drops stream_options."""
+        has_system = any(m.get("role") == "system" for m in messages)
+        for _ in range(3):
+            msgs = fold_system(messages) if ep.fold and has_system else messages
+            try:
+                return await self._with_retries(ep, msgs, tools, on_token, max_tokens, usage)
+            except openai.BadRequestError as exc:
+                text = _error_text(exc).lower()
+                if ep.fold is None and has_system and ("system" in text or "roles must alternate" in text):
+                    ep.fold = True
+                    log.info("system_role_rejected_folding", url=ep.url, model=ep.model)
+                    continue
+                if ep.stream_usage and "stream_options" in text:
+                    ep.stream_usage = False
+                    continue
+                if tools and ep.settings.tool_mode == "auto" and ("tool" in text or "function" in text):
+                    raise _ToolsRejected(_error_text(exc)) from None
+                raise LLMError(self._describe(ep, exc)) from None
+            except openai.OpenAIError as exc:
+                raise LLMError(self._describe(ep, exc)) from None
+            except TimeoutError:
+                raise LLMError(
+                    f"the model server at {ep.url} did not finish the reply within "
+                    f"{_total_timeout(ep.settings):g}s (timeout)"
+                ) from None
+        raise LLMError(f"the model server at {ep.url} kept rejecting the request (400)")
+
+    async def _with_retries(
+        self,
+        ep: _Endpoint,
+        msgs: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        on_token: OnToken | None,
+        max_tokens: int | None,
+        usage: Usage,
+    ) -> _Raw:
+        s = ep.settings
+
+        def wait(state: RetryCallState) -> float:
+            delay = min(s.backoff_s * 2 ** (state.attempt_number - 1), s.max_backoff_s)
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, openai.APIStatusError):
+                after = exc.response.headers.get("retry-after")
+                try:
+                    delay = max(delay, min(float(after), s.max_backoff_s)) if after else delay
+                except ValueError:
+                    pass
+            log.warning("llm_retry", url=ep.url, model=ep.model, attempt=state.attempt_number,
+                        wait_s=round(delay, 3), error=_short(exc))
+            return delay
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(s.max_retries + 1),
+            wait=wait,
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                async with asyncio.timeout(_total_timeout(s)):
+                    return await self._stream(ep, msgs, tools, on_token, max_tokens, usage)
+        raise AssertionError("unreachable")
+
+    async def _stream(
+        self,
+        ep: _Endpoint,
+        msgs: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        on_token: OnToken | None,
+        max_tokens: int | None,
+        usage: Usage,
+    ) -> _Raw:
+        kwargs: dict[str, Any] = {"model": ep.model, "messages": msgs, "stream": True}
+        if ep.stream_usage:
+            kwargs["stream_options"] = {"include_usage": True}
+        if tools:
+            kwargs["tools"] = tools
+        if max_tokens:
+            kwargs["max_tokens"] = max_tokens
+        stream = await ep.client.chat.completions.create(**kwargs)
+        parts: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        finish = ""
+        reported: Any = None
+        async with stream:
+            async for chunk in stream:
+                if getattr(chunk, "usage", None):
+                    reported = chunk.usage
+                for choice in chunk.choices or []:
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        parts.append(delta.content)
+                        if on_token is not None:
+                            on_token(delta.content)
+                    for tc in (delta.tool_calls or []) if delta is not None else []:
+                        slot = calls.setdefault(tc.index or 0, {"id": "", "name": "", "arguments": ""})
+                        if tc.id:
+                            slot["id"] = tc.id
+                        if tc.function is not None:
+                            slot["name"] += tc.function.name or ""
+                            slot["arguments"] += tc.function.arguments or ""
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        content = "".join(parts)
+        tool_calls = [calls[i] for i in sorted(calls)]
+        for c in tool_calls:
+            c["id"] = c["id"] or compat.new_call_id()
+        if reported is not None and (reported.prompt_tokens or reported.completion_tokens):
+            p, c_ = int(reported.prompt_tokens or 0), int(reported.completion_tokens or 0)
+        else:  # the server reports no usage: count it ourselves
+            p = ep.counter.messages(msgs, ep.model)
+            c_ = ep.counter.text(content + "".join(c["name"] + c["arguments"] for c in tool_calls), ep.model)
+        call_usage = Usage(prompt_tokens=p, completion_tokens=c_, cost_usd=cost_usd(ep.model, p, c_, ep.url),
+                           model=ep.model, calls=1)
+        usage.add(call_usage)
+        self.usage.add(call_usage)
+        log.debug("llm_call", url=ep.url, model=ep.model, prompt_tokens=p, completion_tokens=c_,
+                  finish=finish, tool_calls=len(tool_calls))
+        return _Raw(content, tool_calls, finish or ("tool_calls" if tool_calls else "stop"))
+
+    async def _summarise(self, dropped: list[dict[str, Any]]) -> str:
+        from .tokens import message_text
+
+        ep = await self._ready("fast")
+        limit = int(max(ep.settings.context_window - 1024, 512) * ep.counter.chars_per_token * 0.8)
+        transcript = "\n\n".join(message_text(m) for m in dropped)
+        if len(transcript) > limit:
+            transcript = transcript[-limit:]
+        res = await self.chat(
+            [
+                {"role": "system", "content": "You summarise conversations between an agent and its tools. "
+                 "Keep facts, file names, decisions, errors and open problems; drop chatter."},
+                {"role": "user", "content": "Summarise this earlier part of the conversation in at most "
+                 "200 words:\n\n" + transcript},
+            ],
+            model="fast",
+            max_tokens=400,
+        )
+        return res.content.strip()
+
+    # ------------------------------------------------------------------ endpoints
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        return self._http
+
+    def _endpoint(self, model: str) -> _Endpoint:
+        role = model if model in ("smart", "fast") else "smart"
+        key = role if model in ("smart", "fast") else f"smart:{model}"
+        ep = self._endpoints.get(key)
+        if ep is None:
+            s: ModelSettings = getattr(self.settings, role)
+            if key.startswith("smart:"):
+                s = ModelSettings(**{**s.__dict__, "model": model})
+            counter = self._counters.get(s.url)
+            if counter is None:
+                counter = self._counters[s.url] = TokenCounter(s.url, s.api_key, s.timeout_s)
+            client = openai.AsyncOpenAI(
+                base_url=s.url,
+                api_key=s.api_key or NO_KEY,
+                timeout=s.timeout_s,
+                max_retries=0,  # retries are ours (tenacity), so that they are logged and bounded
+            )
+            ep = self._endpoints[key] = _Endpoint(role, s, client, counter, s.model, s.fold_system)
+        return ep
+
+    async def _ready(self, model: str) -> _Endpoint:
+        """The endpoint, with its model name asked from the server when none is configured."""
+        ep = self._endpoint(model)
+        if ep.model:
+            return ep
+        async with ep.lock:
+            if not ep.model:
+                try:
+                    page = await asyncio.wait_for(ep.client.models.list(), _total_timeout(ep.settings))
+                    ids = [m.id for m in page.data]
+                except openai.OpenAIError as exc:
+                    raise LLMError(self._describe(ep, exc)) from None
+                except TimeoutError:
+                    raise LLMError(f"the model server at {ep.url} did not list its models (timeout)") from None
+                ep.model = ids[0] if ids else "default"
+                log.info("model_selected", url=ep.url, role=ep.role, model=ep.model, available=len(ids))
+        return ep
+
+    def _describe(self, ep: _Endpoint, exc: BaseException) -> str:
+        url, s = ep.url, ep.settings
+        retried = f" after {s.max_retries} retries" if s.max_retries else ""
+        if isinstance(exc, openai.APITimeoutError):
+            return f"the model server at {url} did not answer within {s.timeout_s:g}s (timeout){retried}"
+        if isinstance(exc, openai.APIConnectionError):
+            return f"cannot reach the model server at {url}: {_cause(exc)}{retried}"
+        if isinstance(exc, openai.AuthenticationError):
+            return (f"the model server at {url} rejected the API key (401 Unauthorized): {_error_text(exc)}; "
+                    "check OPENAI_API_KEY (or ORCHGPT_FAST_API_KEY / ORCHGPT_<TYPE>_API_KEY)")
+        if isinstance(exc, openai.PermissionDeniedError):
+            return f"the model server at {url} refused access (403 Forbidden): {_error_text(exc)}"
+        if isinstance(exc, openai.NotFoundError):
+            return (f"the model server at {url} does not know the model {ep.model!r} (404): {_error_text(exc)}; "
+                    "check ORCHGPT_MODEL")
+        if isinstance(exc, openai.RateLimitError):
+            return f"the model server at {url} kept rate limiting (429){retried}: {_error_text(exc)}"
+        if isinstance(exc, openai.APIStatusError):
+            what = "failed" if exc.status_code >= 500 else "rejected the request"
+            again = retried if exc.status_code >= 500 else ""
+            return f"the model server at {url} {what} ({exc.status_code}){again}: {_error_text(exc)}"
+        return f"the model server at {url} gave an unusable answer: {exc}"
+
+
+# ---------------------------------------------------------------------- helpers
+def _total_timeout(s: ModelSettings) -> float:
+    """A whole streamed reply may take longer than one read; still, never wait forever."""
+    return s.timeout_s * 10
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, openai.RateLimitError):
+        return "insufficient_quota" not in _error_text(exc)
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code in (408, 409)
+    return isinstance(exc, openai.APIConnectionError)
+
+
+def _error_text(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:500]
+        if isinstance(err, str):
+            return err[:500]
+        if body.get("detail"):
+            return str(body["detail"])[:500]
+    if isinstance(body, str) and body:
+        return body[:500]
+    return (getattr(exc, "message", None) or str(exc))[:500]
+
+
+def _cause(exc: BaseException) -> str:
+    seen: list[str] = []
+    cur: BaseException | None = exc.__cause__ or exc.__context__
+    while cur is not None and len(seen) < 5:
+        seen.append(str(cur))
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(seen).lower()
+    if "refused" in text or "errno 111" in text:
+        return "connection refused (is the server running?)"
+    if "name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return "the host name does not resolve"
+    if "ssl" in text or "certificate" in text:
+        return "TLS error: " + (seen[0][:200] if seen else "")
+    return (seen[0][:200] if seen and seen[0] else str(exc)) or "connection error"
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    if isinstance(exc, openai.APIStatusError):
+        return f"{exc.status_code}: {_error_text(exc)[:120]}"
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+def _per_call_errors(raw_calls: list[dict[str, str]], tools: list[ToolSpec]) -> list[str]:
+    by_name = {t.name: t for t in tools}
+    errors = []
+    for c in raw_calls:
+        name = c["name"]
+        if name not in by_name:
+            errors.append(f"there is no tool named {name!r}; the tools are: {', '.join(by_name)}")
+            continue
+        try:
+            args = json.loads(c["arguments"]) if c["arguments"].strip() else {}
+        except json.JSONDecodeError as exc:
+            errors.append(f"the arguments of {name} are not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(args, dict):
+            errors.append(f"the arguments of {name} must be a JSON object")
+            continue
+        problems = validate(args, by_name[name].parameters)
+        errors.append(f"the arguments of {name} do not match its schema: " + "; ".join(problems[:5]) if problems else "")
+    return errors
+
+
+def _check_native(raw_calls: list[dict[str, str]], tools: list[ToolSpec]) -> tuple[list[ToolCall], list[str]]:
+    errors = [e for e in _per_call_errors(raw_calls, tools) if e]
+    if errors:
+        return [], errors
+    calls = [
+        ToolCall(id=c["id"], name=c["name"], arguments=json.loads(c["arguments"]) if c["arguments"].strip() else {})
+        for c in raw_calls
+    ]
+    return calls, []

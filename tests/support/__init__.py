@@ -1,0 +1,5 @@
+"""Test support: real servers the tests drive the project with.
+
+- `tests.support.scripted_openai`: a scripted OpenAI-compatible HTTP server
+  (chat completions with SSE streaming and tool calls, /v1/models, /tokenize).
+"""
