@@ -1,0 +1,186 @@
+"""Versioned schema of the SQLite store.
+
+The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS`` is the
+ordered list of every schema change ever shipped; a database at version N gets
+migrations N+1.. applied in order at open, each in its own transaction together
+with the new version number, so a crash mid-upgrade leaves the previous version
+intact. Never edit a shipped migration: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "tasks, task events, sessions, agents seen",
+        """
+        CREATE TABLE store_meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE sessions (
+            session_id   TEXT PRIMARY KEY,
+            created_ms   INTEGER NOT NULL,
+            updated_ms   INTEGER NOT NULL,
+            title        TEXT NOT NULL DEFAULT '',
+            published    INTEGER NOT NULL DEFAULT 0,
+            published_ms INTEGER NOT NULL DEFAULT 0,
+            tags         TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE TABLE tasks (
+            task_id        TEXT PRIMARY KEY,
+            agent_type     TEXT NOT NULL,
+            action         TEXT NOT NULL,
+            input          TEXT NOT NULL DEFAULT '',
+            language       TEXT NOT NULL DEFAULT '',
+            session_id     TEXT NOT NULL DEFAULT '',
+            parent_task_id TEXT NOT NULL DEFAULT '',
+            approval       INTEGER NOT NULL DEFAULT 0,
+            options        TEXT NOT NULL DEFAULT '{}',
+            state          TEXT NOT NULL,
+            agent_id       TEXT NOT NULL DEFAULT '',
+            attempts       INTEGER NOT NULL DEFAULT 0,
+            created_ms     INTEGER NOT NULL,
+            updated_ms     INTEGER NOT NULL,
+            result         TEXT,
+            error          TEXT NOT NULL DEFAULT '',
+            submitted_by   TEXT NOT NULL DEFAULT '',
+            delegated_by   TEXT NOT NULL DEFAULT '',
+            inputs         TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX tasks_session ON tasks(session_id, created_ms);
+        CREATE INDEX tasks_parent ON tasks(parent_task_id, created_ms);
+        CREATE INDEX tasks_unfinished ON tasks(created_ms)
+            WHERE state IN ('queued', 'assigned', 'running');
+        CREATE TABLE task_events (
+            task_id TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            seq     INTEGER NOT NULL,
+            kind    TEXT NOT NULL,
+            ts_ms   INTEGER NOT NULL,
+            payload TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (task_id, seq)
+        );
+        CREATE TABLE agents_seen (
+            agent_id          TEXT PRIMARY KEY,
+            agent_type        TEXT NOT NULL,
+            capabilities      TEXT NOT NULL DEFAULT '[]',
+            host              TEXT NOT NULL DEFAULT '',
+            state             TEXT NOT NULL DEFAULT '',
+            current_task      TEXT NOT NULL DEFAULT '',
+            last_heartbeat_ms INTEGER NOT NULL DEFAULT 0,
+            local             INTEGER NOT NULL DEFAULT 0,
+            connected_ms      INTEGER NOT NULL DEFAULT 0,
+            first_seen_ms     INTEGER NOT NULL,
+            last_seen_ms      INTEGER NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        2,
+        "IAC message log, token usage, artifact index (back-filled from task results)",
+        """
+        CREATE TABLE messages (
+            id             TEXT PRIMARY KEY,
+            type           TEXT NOT NULL,
+            sender         TEXT NOT NULL DEFAULT '',
+            recipient      TEXT NOT NULL DEFAULT '',
+            task_id        TEXT NOT NULL DEFAULT '',
+            session_id     TEXT NOT NULL DEFAULT '',
+            correlation_id TEXT NOT NULL DEFAULT '',
+            ts_ms          INTEGER NOT NULL
+        );
+        CREATE INDEX messages_task ON messages(task_id, ts_ms);
+        CREATE INDEX messages_session ON messages(session_id, ts_ms);
+        CREATE TABLE usage (
+            task_id           TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            agent_type        TEXT NOT NULL,
+            session_id        TEXT NOT NULL DEFAULT '',
+            prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd          REAL NOT NULL DEFAULT 0,
+            model             TEXT NOT NULL DEFAULT '',
+            calls             INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (task_id, agent_type)
+        );
+        CREATE INDEX usage_session ON usage(session_id);
+        CREATE TABLE artifacts (
+            task_id TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            path    TEXT NOT NULL,
+            size    INTEGER NOT NULL DEFAULT 0,
+            sha256  TEXT NOT NULL DEFAULT '',
+            kind    TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (task_id, path)
+        );
+        INSERT OR REPLACE INTO usage
+            (task_id, agent_type, session_id, prompt_tokens, completion_tokens, cost_usd, model, calls)
+        SELECT task_id, agent_type, session_id,
+               coalesce(json_extract(result, '$.usage.prompt_tokens'), 0),
+               coalesce(json_extract(result, '$.usage.completion_tokens'), 0),
+               coalesce(json_extract(result, '$.usage.cost_usd'), 0),
+               coalesce(json_extract(result, '$.usage.model'), ''),
+               coalesce(json_extract(result, '$.usage.calls'), 0)
+        FROM tasks WHERE result IS NOT NULL AND json_valid(result);
+        INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind)
+        SELECT t.task_id, json_extract(a.value, '$.path'),
+               coalesce(json_extract(a.value, '$.size'), 0),
+               coalesce(json_extract(a.value, '$.sha256'), ''),
+               coalesce(json_extract(a.value, '$.kind'), '')
+        FROM tasks AS t, json_each(t.result, '$.artifacts') AS a
+        WHERE t.result IS NOT NULL AND json_valid(t.result);
+        """,
+    ),
+)
+
+LATEST = MIGRATIONS[-1].version
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer orchgpt (its version is above LATEST)."""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int | None = None) -> list[int]:
+    """Apply the pending migrations up to ``target`` (default: all), in order.
+
+    The connection must be in autocommit mode (``isolation_level=None``). Each
+    migration runs in one ``BEGIN IMMEDIATE`` transaction that also sets
+    ``user_version``; on error it is rolled back and the error propagates.
+    Returns the versions applied.
+    """
+    target = LATEST if target is None else target
+    current = schema_version(conn)
+    if current > LATEST:
+        raise SchemaTooNew(
+            f"schema version {current} is newer than this orchgpt supports ({LATEST}); "
+            "upgrade orchgpt"
+        )
+    applied: list[int] = []
+    for m in MIGRATIONS:
+        if m.version <= current or m.version > target:
+            continue
+        try:
+            # executescript commits any open transaction first, so the script carries
+            # its own BEGIN/COMMIT: the DDL and the version bump commit together.
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{m.sql}\nPRAGMA user_version = {int(m.version)};\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        applied.append(m.version)
+    return applied
