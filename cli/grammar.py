@@ -65,7 +65,8 @@ def tokenize(line: str) -> list[Token]:
             tokens.append(Token("pipe", "|", i, i + 1))
             i += 1
             continue
-        start, buf, quoted, unclosed, qc = i, [], False, -1, ""
+        start, quoted, unclosed, qc = i, False, -1, ""
+        buf: list[str] = []
         while i < n and not line[i].isspace() and line[i] != "|":
             c = line[i]
             if c == "'":

@@ -1,0 +1,93 @@
+"""Answering approval requests: a proposed tool call waits for y / n / a N / feedback.
+
+In the REPL the request is shown above the prompt and the prompt turns into the
+question; the next line that does not start with "/" answers the oldest
+pending request (or `/approve ID ANSWER` answers a given task's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import ParseError
+
+if TYPE_CHECKING:
+    from orchgpt.models import ApprovalRequest, ApprovalResponse
+
+    from .runner import TaskView
+
+ANSWER_HELP = "y = approve, n = reject, a N = approve this and the next N-1 calls, other text = reject with that feedback"
+
+
+def parse_answer(request_id: str, text: str) -> ApprovalResponse:
+    """y / yes, n / no, a N / all N, anything else: feedback for the model."""
+    from orchgpt.models import ApprovalDecision, ApprovalResponse
+
+    t = text.strip()
+    low = t.lower()
+    if not t:
+        raise ParseError(f"empty answer: {ANSWER_HELP}")
+    if low in ("y", "yes"):
+        return ApprovalResponse(request_id, ApprovalDecision.APPROVE)
+    if low in ("n", "no"):
+        return ApprovalResponse(request_id, ApprovalDecision.REJECT, feedback="rejected by the user")
+    head, _, rest = low.partition(" ")
+    if head in ("a", "all"):
+        try:
+            count = int(rest.strip() or "0")
+        except ValueError:
+            raise ParseError(f'"a" needs a number, e.g. a 5 ({ANSWER_HELP})') from None
+        if count < 1:
+            raise ParseError(f'"a" needs a number of calls of 1 or more, e.g. a 5 ({ANSWER_HELP})')
+        return ApprovalResponse(request_id, ApprovalDecision.APPROVE_NEXT, count=count)
+    return ApprovalResponse(request_id, ApprovalDecision.FEEDBACK, feedback=t)
+
+
+@dataclass
+class Pending:
+    view: TaskView
+    request: ApprovalRequest
+    future: asyncio.Future[ApprovalResponse] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def answer(self, text: str) -> ApprovalResponse:
+        response = parse_answer(self.request.request_id, text)
+        if not self.future.done():
+            self.future.set_result(response)
+        return response
+
+
+class ApprovalQueue:
+    """The REPL's approval requests, oldest first."""
+
+    def __init__(self) -> None:
+        self.pending: list[Pending] = []
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def head(self) -> Pending | None:
+        self.pending = [p for p in self.pending if not p.future.done() and not p.view.done.is_set()]
+        return self.pending[0] if self.pending else None
+
+    async def ask(self, view: TaskView, request: ApprovalRequest) -> ApprovalResponse | None:
+        p = Pending(view, request)
+        self.pending.append(p)
+        try:
+            done: asyncio.Future[object] = asyncio.ensure_future(view.done.wait())
+            futures: list[asyncio.Future[object]] = [p.future, done]  # type: ignore[list-item]
+            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+            done.cancel()
+            return p.future.result() if p.future.done() else None
+        finally:
+            if p in self.pending:
+                self.pending.remove(p)
+
+    def for_task(self, ref: str) -> Pending | None:
+        for p in self.pending:
+            if p.view.task_id.startswith(ref) and not p.future.done():
+                return p
+        return None

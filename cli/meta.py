@@ -1,0 +1,422 @@
+"""The meta commands. Each prints a record: a table or lines, or one JSON object."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import agents, render
+from .errors import CliError, ParseError
+from .grammar import FORM, format_command
+from .registry import meta, specs
+from .render import Line, age, one_line, short_id, table, timestamp, usage_text
+
+if TYPE_CHECKING:
+    from orchgpt.models import SessionInfo, Task
+
+    from .context import Context
+
+SCAN_LIMIT = 500  # tasks searched to resolve a short id
+
+
+# ---------------------------------------------------------------- id prefixes
+
+async def resolve_task(ctx: Context, ref: str) -> str:
+    """A full task id from an id or a unique prefix (as /tasks shows them)."""
+    known = list(dict.fromkeys([*reversed(ctx.views), *ctx.recent_tasks]))
+    if ref in known:
+        return ref
+    hits = [t for t in known if t.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and len(ref) < 32:
+        tasks = await ctx.call(lambda c: c.list_tasks(limit=SCAN_LIMIT, include_children=True))
+        hits = [t.task_id for t in tasks if t.task_id.startswith(ref)]
+        if ref in hits:
+            return ref
+    if len(hits) > 1:
+        shown = ", ".join(short_id(h) for h in hits[:5])
+        raise ParseError(f'ambiguous task id "{ref}": it starts {len(hits)} tasks ({shown}); type more of it')
+    return hits[0] if hits else ref
+
+
+async def resolve_session(ctx: Context, ref: str) -> str:
+    if ref in (".", "this", "current"):
+        return ctx.session_id
+    if ctx.session_id.startswith(ref):
+        return ctx.session_id
+    sessions = await ctx.call(lambda c: c.list_sessions(limit=SCAN_LIMIT))
+    hits = [s.session_id for s in sessions if s.session_id.startswith(ref)]
+    if ref in hits:
+        return ref
+    if len(hits) > 1:
+        shown = ", ".join(short_id(h) for h in hits[:5])
+        raise ParseError(f'ambiguous session id "{ref}": it starts {len(hits)} sessions ({shown})')
+    return hits[0] if hits else ref
+
+
+def _remember(ctx: Context, tasks: list[Task]) -> None:
+    ctx.recent_tasks = list(dict.fromkeys([*(t.task_id for t in tasks), *ctx.recent_tasks]))[:SCAN_LIMIT]
+
+
+def _limit(args: list[str], default: int, usage: str) -> int:
+    if not args:
+        return default
+    try:
+        n = int(args[0])
+    except ValueError:
+        raise ParseError(f'expected a number, got "{args[0]}": usage {usage}') from None
+    if n < 1:
+        raise ParseError(f"expected a number of 1 or more, got {n}: usage {usage}")
+    return n
+
+
+def _task_json(t: Task) -> dict[str, Any]:
+    d = asdict(t)
+    for k in ("action", "state"):
+        d[k] = str(getattr(t, k))
+    d["result"] = render.result_json(t.result)
+    d.pop("inputs", None)
+    return d
+
+
+def _session_json(s: SessionInfo) -> dict[str, Any]:
+    return asdict(s)
+
+
+# ---------------------------------------------------------------- help, quit
+
+@meta("help", "/help [COMMAND]", "this help, or one command's", aliases=("?",), args=(0, 1),
+      complete="command", offline=True)
+async def help_(ctx: Context, args: list[str]) -> None:
+    from .registry import lookup
+
+    if args:
+        name = args[0].lstrip("/").lower()
+        spec = lookup(name)
+        if spec is not None:
+            alias = f" (also /{', /'.join(spec.aliases)})" if spec.aliases else ""
+            ctx.out.record("help", {"command": spec.name, "usage": spec.usage, "help": spec.help},
+                           [[("cmd.meta", spec.usage)], [("", f"  {spec.help}{alias}")]])
+            return
+        if agents.resolve(name, ctx.known_types()) is None:
+            raise ParseError(f'no command "/{name}": /help lists them')
+    ctx.out.record("help", {"text": "\n".join(render.plain(x) for x in help_lines(ctx))}, help_lines(ctx))
+
+
+def help_lines(ctx: Context) -> list[Line]:
+    lines: list[Line] = [
+        [("head", "Agent commands")],
+        [("cmd.agent", f"  {FORM} [--approve] [-o KEY=VALUE] [--id TASK_ID]")],
+    ]
+    rev: dict[str, list[str]] = {}
+    for alias, full in agents.ALIASES.items():
+        rev.setdefault(full, []).append(alias)
+    named = [f"{t} ({', '.join(rev[t])})" if t in rev else t for t in agents.BUILTIN_TYPES]
+    remote = [t for t in ctx.known_types() if t not in agents.BUILTIN_TYPES]
+    lines.append([("", "  agents   "), ("cmd.agent", ", ".join(named))])
+    if remote:
+        lines.append([("", "           remote: "), ("cmd.agent", ", ".join(remote))])
+    for i, (action, what) in enumerate(agents.ACTIONS.items()):
+        lines.append([("", "  actions  " if i == 0 else "           "), ("cmd.action", f"{action:10}"), ("", what)])
+    lines += [
+        [("", '  input    "quoted text" or bare words; | language is optional (default python)')],
+        [("cmd.option", "  --approve     "), ("", "ask before each tool call the agent makes; answer y (yes), "
+                                                   "n (no), a N (yes to the next N), or feedback text")],
+        [("cmd.option", "  -o KEY=VALUE  "), ("", "an option for the agent (repeatable), e.g. -o delay=2")],
+        [("cmd.option", "  --id TASK_ID  "), ("", "your own task id: submitting it again never runs the task twice")],
+        [("", "  e.g.     "), ("cmd.agent", '/architect create "fastapi app" | python')],
+        [("", "           "), ("cmd.agent", '/echo run "hello" --approve')],
+        [("", "")],
+        [("head", "Commands")],
+    ]
+    usages = [s for s in specs() if ctx.interactive or not s.repl_only]
+    width = max(len(s.usage) for s in usages) + 2
+    for s in usages:
+        lines.append([("cmd.meta", f"  {s.usage:{width}}"), ("", s.help)])
+    if ctx.interactive:
+        lines += [
+            [("", "")],
+            [("head", "Keys")],
+            [("", "  Tab completes; Up/Down walk the history; Ctrl-C cancels the running task "
+                  "(after asking); Ctrl-D or /quit exits")],
+        ]
+    return lines
+
+
+@meta("quit", "/quit", "leave autogpt (running tasks go on in the mesh)", aliases=("exit", "q"),
+      offline=True, repl_only=True)
+async def quit_(ctx: Context, args: list[str]) -> None:
+    ctx.quit = True
+
+
+# ---------------------------------------------------------------- agents, tasks
+
+@meta("agents", "/agents [TYPE]", "the agents in the registry, as a table", args=(0, 1), complete="agent")
+async def agents_(ctx: Context, args: list[str]) -> None:
+    kind = (agents.resolve(args[0], ctx.known_types()) or args[0]) if args else ""
+    found = await ctx.call(lambda c: c.list_agents(kind))
+    if not kind:
+        ctx.agents = found
+    rows = [
+        [a.agent_type, a.agent_id, str(a.state), short_id(a.current_task) or "-",
+         "local" if a.local else (a.host or "remote"), age(a.last_heartbeat_ms)]
+        for a in sorted(found, key=lambda a: (a.agent_type, a.agent_id))
+    ]
+    idle = sum(1 for a in found if str(a.state) == "idle")
+    busy = sum(1 for a in found if str(a.state) == "busy")
+    lines = table(["TYPE", "AGENT", "STATE", "TASK", "WHERE", "HEARTBEAT"], rows) if rows else []
+    lines.append([("info", f"{len(found)} agent{'s' if len(found) != 1 else ''}: {idle} idle, {busy} busy"
+                   + ("" if found else " (agents start on demand: " + '/echo run "hi")')) ])
+    data = [dict(asdict(a), state=str(a.state)) for a in found]
+    ctx.out.record("agents", {"agents": data}, lines)
+
+
+def _task_rows(tasks: list[Task]) -> list[list[str]]:
+    return [
+        [short_id(t.task_id), t.agent_type, str(t.action), str(t.state), age(t.updated_ms),
+         one_line(t.input, 50) or "-"]
+        for t in tasks
+    ]
+
+
+@meta("tasks", "/tasks [N] [all]", "the latest N tasks (default 20) of this session, or of every session with all",
+      args=(0, 2))
+async def tasks_(ctx: Context, args: list[str]) -> None:
+    every = "all" in [a.lower() for a in args]
+    rest = [a for a in args if a.lower() != "all"]
+    n = _limit(rest, 20, "/tasks [N] [all]")
+    session = "" if every else ctx.session_id
+    tasks = await ctx.call(lambda c: c.list_tasks(limit=n, session_id=session))
+    _remember(ctx, tasks)
+    lines = table(["TASK", "AGENT", "ACTION", "STATE", "UPDATED", "INPUT"], _task_rows(tasks)) if tasks else []
+    where = "in every session" if every else "in this session (/tasks all: every session)"
+    lines.append([("info", f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} {where}")])
+    ctx.out.record("tasks", {"session_id": session, "tasks": [_task_json(t) for t in tasks]}, lines)
+
+
+@meta("task", "/task ID", "a task's state, input, events, result and sub-tasks (IDs may be short)",
+      args=(1, 1), complete="task")
+async def task_(ctx: Context, args: list[str]) -> None:
+    task_id = await resolve_task(ctx, args[0])
+    task, events, children = await ctx.call(lambda c: c.get_task(task_id, with_events=True))
+    _remember(ctx, [task, *children])
+    label = render.TaskLabel(task.task_id, task.agent_type)
+    rend = render.EventRenderer(label, fancy=ctx.interactive)
+    lines: list[Line] = [
+        [("head", f"task {task.task_id}")],
+        [("", "  command   "), ("cmd.agent", format_command(task.agent_type, str(task.action), task.input,
+                                                           task.language))],
+        [("", "  state     "), (render.state_style(str(task.state)), str(task.state)),
+         ("error", f": {task.error}" if task.error and str(task.state) != "succeeded" else "")],
+        [("", f"  session   {task.session_id}")],
+        [("", f"  agent     {task.agent_id or '-'} (attempts: {task.attempts})")],
+        [("", f"  created   {timestamp(task.created_ms)}   updated {timestamp(task.updated_ms)}")],
+    ]
+    if task.parent_task_id:
+        lines.append([("", f"  parent    {task.parent_task_id}")])
+    if task.result is not None and (u := usage_text(task.result.usage)):
+        lines.append([("", f"  usage     {u}")])
+    if events:
+        lines.append([("head", f"events ({len(events)})")])
+        for ev in events:
+            if str(ev.kind) != "result":
+                lines += rend.feed(ev)
+        lines += rend.flush()
+    if task.result is not None:
+        lines.append([("head", "result")])
+        if task.result.output:
+            lines += [[("output", t)] for t in task.result.output.splitlines()]
+        for a in task.result.artifacts:
+            lines.append([("artifact", render.artifact_text(a))])
+    if children:
+        lines.append([("head", f"sub-tasks ({len(children)})")])
+        lines += table(["TASK", "AGENT", "ACTION", "STATE", "UPDATED", "INPUT"], _task_rows(children))[1:]
+    data = {"task": _task_json(task), "events": [render.event_json(e, task.agent_type) for e in events],
+            "children": [_task_json(c) for c in children]}
+    ctx.out.record("task", data, lines)
+
+
+@meta("logs", "/logs ID", "a task's stored events (status, logs, steps, artifacts)", args=(1, 1), complete="task")
+async def logs_(ctx: Context, args: list[str]) -> None:
+    task_id = await resolve_task(ctx, args[0])
+    task, events, _ = await ctx.call(lambda c: c.get_task(task_id, with_events=True))
+    rend = render.EventRenderer(render.TaskLabel(task.task_id, task.agent_type), fancy=ctx.interactive)
+    lines: list[Line] = []
+    for ev in events:
+        lines += rend.feed(ev)
+    lines += rend.flush()
+    if not task.state.terminal:
+        lines.append([("info", f"task {short_id(task.task_id)} is still {task.state}: /watch {short_id(task.task_id)} follows it")])
+    if not events:
+        lines.append([("info", f"task {short_id(task.task_id)} has no events")])
+    ctx.out.record("logs", {"task_id": task.task_id,
+                            "events": [render.event_json(e, task.agent_type) for e in events]}, lines)
+
+
+@meta("watch", "/watch ID", "follow a task's events until it ends", args=(1, 1), complete="task")
+async def watch_(ctx: Context, args: list[str]) -> None:
+    from .runner import follow, new_view
+
+    task_id = await resolve_task(ctx, args[0])
+    if task_id in ctx.views and not ctx.views[task_id].done.is_set():
+        ctx.out.info(f"already following task {short_id(task_id)}")
+        return
+    task, _, _ = await ctx.call(lambda c: c.get_task(task_id, with_events=False))
+    view = new_view(ctx, task.task_id, task.agent_type, str(task.action), task.input)
+    if ctx.interactive:
+        ctx.spawn(follow(ctx, view))
+    else:
+        await follow(ctx, view)
+        if not view.ok:
+            raise CliError(f"task {view.short} {view.state}")
+
+
+@meta("cancel", "/cancel ID [REASON]", "cancel a task (and its sub-tasks)", args=(1, None), complete="task")
+async def cancel_(ctx: Context, args: list[str]) -> None:
+    task_id = await resolve_task(ctx, args[0])
+    reason = " ".join(args[1:]) or "cancelled by the user"
+    t = await ctx.call(lambda c: c.cancel(task_id, reason))
+    if str(t.state) == "cancelled" or not t.state.terminal:
+        text = f"cancelled task {short_id(t.task_id)} ({t.agent_type})"
+    else:
+        text = f"task {short_id(t.task_id)} ({t.agent_type}) had already {t.state}; nothing to cancel"
+    ctx.out.record("cancel", {"task": _task_json(t)}, [[("ok", text)]])
+
+
+@meta("approve", "/approve [ID] y|n|a N|TEXT",
+      "answer a pending tool-call approval: y yes, n no, a N yes to the next N, other text = feedback",
+      args=(1, None), complete="task", repl_only=True)
+async def approve_(ctx: Context, args: list[str]) -> None:
+    from .approvals import ANSWER_HELP
+
+    queue = ctx.approvals
+    pending = queue.head() if queue is not None else None
+    if queue is None or pending is None:
+        raise CliError("no approval request is waiting")
+    target = queue.for_task(args[0]) if len(args[0]) >= 4 and len(args) > 1 else None
+    if target is not None:
+        args = args[1:]
+    else:
+        target = pending
+    if not args:
+        raise ParseError(f"missing answer: {ANSWER_HELP}")
+    resp = target.answer(" ".join(args))
+    ctx.out.info(f"{resp.decision} sent to task {target.view.short}", "ok")
+
+
+@meta("fetch", "/fetch ID PATH [DEST]", "download an artifact of a task (default: into the current directory)",
+      args=(2, 3), complete="task")
+async def fetch_(ctx: Context, args: list[str]) -> None:
+    task_id = await resolve_task(ctx, args[0])
+    dest = Path(args[2]) if len(args) > 2 else Path.cwd()
+    got = await ctx.call(lambda c: c.fetch_artifact(task_id, args[1], dest), timeout=300)
+    ctx.out.record("fetch", {"task_id": task_id, "path": args[1], "saved": str(got)},
+                   [[("ok", f"saved {got}")]])
+
+
+# ---------------------------------------------------------------- history, sessions
+
+@meta("history", "/history [N]", "the last N commands (default 20) of every session, with their results",
+      args=(0, 1))
+async def history_(ctx: Context, args: list[str]) -> None:
+    n = _limit(args, 20, "/history [N]")
+    tasks = await ctx.call(lambda c: c.list_tasks(limit=n))
+    _remember(ctx, tasks)
+    lines: list[Line] = []
+    session = None
+    for t in reversed(tasks):
+        if t.session_id != session:
+            session = t.session_id
+            mark = " (this session)" if session == ctx.session_id else ""
+            lines.append([("head", f"session {short_id(session)}{mark}")])
+        outcome = str(t.state)
+        if t.result is not None and t.result.output and str(t.state) == "succeeded":
+            outcome += ": " + one_line(t.result.output, 50)
+        elif t.error or (t.result is not None and t.result.error):
+            outcome += ": " + one_line(t.error or (t.result.error if t.result else ""), 50)
+        lines.append([
+            ("info", f"  {timestamp(t.created_ms)}  {short_id(t.task_id)}  "),
+            ("cmd.agent", format_command(t.agent_type, str(t.action), t.input, t.language)),
+            ("", "  -> "), (render.state_style(str(t.state)), outcome),
+        ])
+    if not tasks:
+        lines.append([("info", "no commands yet")])
+    ctx.out.record("history", {"tasks": [_task_json(t) for t in reversed(tasks)]}, lines)
+
+
+def _session_rows(sessions: list[SessionInfo], current: str) -> list[list[str]]:
+    return [
+        [short_id(s.session_id) + ("*" if s.session_id == current else ""), timestamp(s.created_ms),
+         age(s.updated_ms), str(s.task_count), str(s.message_count), str(s.usage.total_tokens),
+         f"${s.usage.cost_usd:.4f}", "yes" if s.published else "-",
+         ", ".join(s.tags) or "-", one_line(s.title, 40) or "-"]
+        for s in sessions
+    ]
+
+
+SESSION_COLUMNS = ["SESSION", "STARTED", "UPDATED", "TASKS", "MSGS", "TOKENS", "COST", "PUBLISHED", "TAGS", "TITLE"]
+
+
+@meta("sessions", "/sessions [N]", "the latest N sessions (default 20): tasks, messages, tokens, cost",
+      args=(0, 1))
+async def sessions_(ctx: Context, args: list[str]) -> None:
+    n = _limit(args, 20, "/sessions [N]")
+    sessions = await ctx.call(lambda c: c.list_sessions(limit=n))
+    ctx.recent_sessions = [s.session_id for s in sessions]
+    lines = table(SESSION_COLUMNS, _session_rows(sessions, ctx.session_id)) if sessions else []
+    lines.append([("info", f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}"
+                   f" (this one: {short_id(ctx.session_id)}; /session ID for one in detail)")])
+    ctx.out.record("sessions", {"sessions": [_session_json(s) for s in sessions]}, lines)
+
+
+@meta("session", "/session [ID]", "one session in detail (default this one): times, messages, usage per agent",
+      args=(0, 1), complete="session")
+async def session_(ctx: Context, args: list[str]) -> None:
+    sid = await resolve_session(ctx, args[0]) if args else ctx.session_id
+    sessions = await ctx.call(lambda c: c.list_sessions(limit=SCAN_LIMIT))
+    s = next((x for x in sessions if x.session_id == sid), None)
+    if s is None:
+        if sid == ctx.session_id:
+            ctx.out.record("session", {"session": {"session_id": sid}},
+                           [[("", f"session {sid} (this one): no tasks yet")]])
+            return
+        raise CliError(f'no session "{args[0]}": /sessions lists them')
+    lines: list[Line] = [
+        [("head", f"session {s.session_id}" + (" (this one)" if sid == ctx.session_id else ""))],
+        [("", f"  started   {timestamp(s.created_ms)}")],
+        [("", f"  ended     {timestamp(s.updated_ms)}  (last activity)")],
+        [("", f"  tasks     {s.task_count}   messages {s.message_count}")],
+        [("", f"  usage     {usage_text(s.usage) or 'no model calls'}")],
+    ]
+    if s.title:
+        lines.insert(1, [("", f"  title     {s.title}")])
+    if s.published:
+        lines.append([("", f"  published tags: {', '.join(s.tags) or '-'}")])
+    if s.usage_by_agent:
+        rows = [[agent, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), f"${u.cost_usd:.4f}",
+                 u.model or "-"] for agent, u in sorted(s.usage_by_agent.items())]
+        lines += [[("", "")], *table(["AGENT", "CALLS", "PROMPT", "COMPLETION", "COST", "MODEL"], rows)]
+    ctx.out.record("session", {"session": _session_json(s)}, lines)
+
+
+@meta("publish", "/publish SESSION [TAG ...]", "publish a session to the gallery (SESSION may be . for this one)",
+      args=(1, None), complete="session")
+async def publish_(ctx: Context, args: list[str]) -> None:
+    sid = await resolve_session(ctx, args[0])
+    tags = [t.strip(",") for t in args[1:] if t.strip(",")]
+    s = await ctx.call(lambda c: c.publish_session(sid, tags))
+    text = f"published session {short_id(s.session_id)}" + (f" with tags {', '.join(s.tags)}" if s.tags else "")
+    ctx.out.record("publish", {"session": _session_json(s)}, [[("ok", text + " (/gallery lists it)")]])
+
+
+@meta("gallery", "/gallery [N]", "the published sessions", args=(0, 1))
+async def gallery_(ctx: Context, args: list[str]) -> None:
+    n = _limit(args, 50, "/gallery [N]")
+    sessions = await ctx.call(lambda c: c.list_sessions(limit=n, published_only=True))
+    ctx.recent_sessions = list(dict.fromkeys([*(s.session_id for s in sessions), *ctx.recent_sessions]))
+    lines = table(SESSION_COLUMNS, _session_rows(sessions, ctx.session_id)) if sessions else []
+    lines.append([("info", f"{len(sessions)} published session{'s' if len(sessions) != 1 else ''}"
+                   + ("" if sessions else " (/publish SESSION [TAG ...] adds one)"))])
+    ctx.out.record("gallery", {"sessions": [_session_json(s) for s in sessions]}, lines)

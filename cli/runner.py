@@ -1,0 +1,197 @@
+"""Follow a task from submission to its result, through daemon restarts.
+
+Every command is submitted with a task id chosen here (`Command.task_id`, the
+orchestrator's idempotency key): when the connection drops before the task is
+acknowledged the same command is submitted again and cannot run twice; once it
+is acknowledged the runner follows it with `watch(task_id, after_seq)` from
+the last event it printed, so nothing is shown twice or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .connect import classify, code_of, is_retryable
+from .errors import ConnectionProblem
+from .render import EventRenderer, TaskLabel, short_id
+
+if TYPE_CHECKING:
+    from orchgpt.models import ApprovalRequest, Command, TaskEvent, TaskResult
+
+    from .context import Context
+    from .grammar import AgentCommand
+
+BACKOFF = (0.2, 0.5, 1.0, 2.0, 3.0)
+
+
+def backoff(attempt: int) -> float:
+    return BACKOFF[min(attempt, len(BACKOFF) - 1)]
+
+
+@dataclass
+class TaskView:
+    """A task this CLI run follows."""
+
+    task_id: str
+    agent_type: str
+    action: str = "run"
+    input: str = ""
+    renderer: EventRenderer | None = None
+    state: str = "queued"
+    last_seq: int = 0
+    accepted: bool = False
+    result: TaskResult | None = None
+    error: str = ""  # why the CLI stopped following it (connection lost)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def short(self) -> str:
+        return short_id(self.task_id)
+
+    @property
+    def label(self) -> str:
+        return f"{self.agent_type} {self.short}"
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and str(self.result.state) == "succeeded"
+
+
+def new_view(ctx: Context, task_id: str, agent_type: str, action: str = "run", input: str = "") -> TaskView:
+    view = TaskView(task_id, agent_type, action, input)
+    view.renderer = EventRenderer(
+        TaskLabel(task_id, agent_type), fancy=ctx.interactive, prefix_output=ctx.interactive
+    )
+    ctx.views[task_id] = view
+    return view
+
+
+async def run_command(
+    ctx: Context, cmd: AgentCommand, on_view: Callable[[TaskView], object] | None = None
+) -> TaskView:
+    """Submit a parsed command and follow it to its result (`on_view` sees the view first)."""
+    from orchgpt.models import new_id
+
+    command = cmd.to_command(ctx.session_id, approval=ctx.approve_all)
+    command.task_id = command.task_id or new_id()
+    view = new_view(ctx, command.task_id, command.agent_type, str(command.action), command.input)
+    if on_view is not None:
+        on_view(view)
+    await follow(ctx, view, command)
+    return view
+
+
+async def follow(ctx: Context, view: TaskView, command: Command | None = None) -> TaskView:
+    """Stream the task's events to ctx.out until its RESULT; reconnects on the way."""
+    attempt = 0
+    lost_at: float | None = None
+    try:
+        while not view.done.is_set():
+            try:
+                client = await ctx.client()
+                if command is not None and not view.accepted:
+                    stream = client.submit(command)
+                else:
+                    stream = client.watch(view.task_id, after_seq=view.last_seq)
+                async for ev in stream:
+                    if lost_at is not None:
+                        lost_at = None
+                    attempt = 0
+                    ctx.set_connected(True)
+                    handle(ctx, view, ev)
+                    if view.done.is_set():
+                        break
+                if not view.done.is_set():
+                    await catch_up(ctx, view)
+                    if not view.done.is_set():  # the stream ended early: follow again
+                        await asyncio.sleep(backoff(attempt))
+                        attempt += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_retryable(exc) or (command is not None and not view.accepted):
+                    raise classify(exc) from None
+                ctx.set_connected(False, str(exc))
+                now = time.monotonic()
+                lost_at = lost_at or now
+                if ctx.reconnect_timeout is not None and now - lost_at > ctx.reconnect_timeout:
+                    raise ConnectionProblem(
+                        f"lost the orchestrator at {ctx.address} while following task {view.short} "
+                        f"({code_of(exc)}); gave up after {ctx.reconnect_timeout:g}s: {exc}"
+                    ) from None
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+    except BaseException as exc:
+        view.error = view.error or str(exc) or type(exc).__name__
+        raise
+    finally:
+        if view.renderer is not None:
+            ctx.out.flush_task(view.renderer)
+        view.done.set()
+    return view
+
+
+def handle(ctx: Context, view: TaskView, ev: TaskEvent) -> None:
+    """Print one event (once) and track the task's state."""
+    if not view.accepted:
+        view.accepted = True
+        if ev.task_id and ev.task_id != view.task_id:  # the orchestrator chose the id
+            ctx.views.pop(view.task_id, None)
+            view.task_id = ev.task_id
+            ctx.views[view.task_id] = view
+            if view.renderer is not None:
+                view.renderer.label.task_id = ev.task_id
+    if ev.task_id and ev.task_id != view.task_id:
+        return  # a sub-task's event: shown with /task
+    if ev.seq and ev.seq <= view.last_seq:
+        return  # replayed after a reconnect
+    view.last_seq = max(view.last_seq, ev.seq)
+    if ev.state is not None:
+        view.state = str(ev.state)
+    assert view.renderer is not None
+    ctx.out.event(view.renderer, ev)
+    kind = str(ev.kind)
+    if kind == "approval" and ev.approval is not None:
+        asyncio.get_running_loop().create_task(answer(ctx, view, ev.approval))
+    elif kind == "result":
+        view.result = ev.result
+        if ev.result is not None:
+            view.state = str(ev.result.state)
+        view.done.set()
+
+
+async def catch_up(ctx: Context, view: TaskView) -> None:
+    """After a stream ended without a RESULT: print stored events and the result, if any."""
+    from orchgpt.models import EventKind, TaskEvent
+
+    task, events, _children = await ctx.call(lambda c: c.get_task(view.task_id, with_events=True))
+    for ev in events:
+        handle(ctx, view, ev)
+        if view.done.is_set():
+            return
+    if task.state.terminal and task.result is not None:
+        handle(ctx, view, TaskEvent(task_id=view.task_id, kind=EventKind.RESULT,
+                                    seq=0, state=task.state, result=task.result))
+
+
+async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
+    """Ask ctx.approver about a proposed tool call and send the answer."""
+    from orchgpt.models import ApprovalDecision, ApprovalResponse
+
+    try:
+        response: ApprovalResponse | None = None
+        if ctx.approver is not None:
+            response = await ctx.approver(view, req)
+            if view.done.is_set():
+                return  # the task ended while the user was thinking
+        if response is None:
+            response = ApprovalResponse(req.request_id, ApprovalDecision.REJECT,
+                                        feedback="rejected: nobody can approve this call")
+        await ctx.call(lambda c: c.approve(view.task_id, response))
+    except Exception as exc:
+        ctx.out.error(f"could not answer the approval request of task {view.short}: {classify(exc)}")
