@@ -1,0 +1,49 @@
+"""Shared fixtures: a throwaway CA per test, real daemons, real agents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mesh import AgentProc, Daemon, make_certs
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Path:
+    """A fresh mesh CA with server and CLI certificates, for this test only."""
+    return make_certs(tmp_path / "certs")
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, certs: Path) -> Iterator[object]:
+    """Build (not start) daemons sharing this test's CA; every one is stopped at teardown."""
+    made: list[Daemon] = []
+
+    def make(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> Daemon:
+        d = Daemon(workdir=tmp_path, certs=certs, data_dir=data_dir or tmp_path / "data", args=list(args),
+                   env=env or {})
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.kill()
+
+
+@pytest.fixture
+def daemon(daemon_factory) -> Daemon:  # type: ignore[no-untyped-def]
+    """A running orchgpt that spawns local agents on demand."""
+    return daemon_factory().start()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProc]]:
+    """Collects hand-started agents so that they are stopped at teardown."""
+    started: list[AgentProc] = []
+    yield started
+    for a in started:
+        if a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait(5)
