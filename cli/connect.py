@@ -25,6 +25,17 @@ class ConnectionSettings:
     key: str | None = None
 
 
+DEFAULT_ADDRESS = "127.0.0.1:8443"
+
+
+def display_address(s: ConnectionSettings) -> str:
+    """The address the client will use (without importing it; it validates later)."""
+    import os
+
+    return (s.address or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS")
+            or DEFAULT_ADDRESS)
+
+
 def make_client(s: ConnectionSettings) -> MeshClient:
     """Create the client (imports gRPC and protobuf); ConnectionProblem on bad settings."""
     from orchgpt.client import MeshClient

@@ -287,3 +287,13 @@ def _option(cmd: AgentCommand, t: Token, toks: list[Token], i: int) -> int:
         f'unknown option "{t.value}": use --approve, -o KEY=VALUE or --id TASK_ID '
         '(put -- before input that starts with "-")'
     )
+
+
+def needs_registry(text: str, meta: Collection[str] = ()) -> bool:
+    """Does the line name an agent type that only the live registry can know?"""
+    toks = tokenize(text.strip())
+    if not toks or toks[0].kind != "word" or not toks[0].value.startswith("/"):
+        return False
+    name = toks[0].value[1:]
+    low = {m.lower() for m in meta}
+    return bool(name) and name.lower() not in low and agents.resolve(name) is None

@@ -119,7 +119,7 @@ def help_lines(ctx: Context) -> list[Line]:
     if remote:
         lines.append([("", "           remote: "), ("cmd.agent", ", ".join(remote))])
     for i, (action, what) in enumerate(agents.ACTIONS.items()):
-        lines.append([("", "  actions  " if i == 0 else "           "), ("cmd.action", f"{action:10}"), ("", what)])
+        lines.append([("", "  actions  " if i == 0 else "           "), ("cmd.action", f"{action:11}"), ("", what)])
     lines += [
         [("", '  input    "quoted text" or bare words; | language is optional (default python)')],
         [("cmd.option", "  --approve     "), ("", "ask before each tool call the agent makes; answer y (yes), "

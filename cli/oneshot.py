@@ -12,7 +12,7 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
-from . import agents, registry
+from . import registry
 from .context import Context
 from .errors import (
     EXIT_INTERRUPTED,
@@ -21,7 +21,7 @@ from .errors import (
     ConnectionProblem,
     ParseError,
 )
-from .grammar import AgentCommand, MetaCommand, parse, tokenize
+from .grammar import AgentCommand, MetaCommand, needs_registry, parse
 from .runner import TaskView, run_command
 
 
@@ -35,15 +35,6 @@ def command_lines(lines: Sequence[str]) -> list[tuple[int, str]]:
     return out
 
 
-def _needs_registry(text: str) -> bool:
-    """Does the line name an agent type only the live registry can know?"""
-    toks = tokenize(text)
-    if not toks or toks[0].kind != "word" or not toks[0].value.startswith("/"):
-        return False
-    name = toks[0].value[1:]
-    return bool(name) and name.lower() not in registry.names() and agents.resolve(name) is None
-
-
 def parse_all(
     lines: list[tuple[int, str]], known: Sequence[str] = (), numbered: bool = False
 ) -> list[AgentCommand | MetaCommand | str]:
@@ -53,7 +44,7 @@ def parse_all(
         try:
             p = parse(text, known_types=known, meta=registry.names())
         except ParseError as exc:
-            if _needs_registry(text) and not known:
+            if needs_registry(text, registry.names()) and not known:
                 out.append(text)
                 continue
             raise ParseError(f"line {n}: {exc}" if numbered else str(exc)) from None
