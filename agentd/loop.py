@@ -90,8 +90,7 @@ class TaskLoop:
         for step in range(1, self.max_steps + 1):
             if self.budget_left <= 0:
                 return self._stop(TOKEN_BUDGET, content, step - 1, history, calls)
-            history = await self.llm.fit(history, self.model, reserve=self.reserve_tokens)
-            res = await self._chat(history)
+            res, history = await self._chat(history)
             self.total_steps += 1
             content = res.content
             history.append(res.assistant_message())
@@ -117,8 +116,10 @@ class TaskLoop:
         return self._stop(MAX_STEPS, content, self.max_steps, history, calls)
 
     # ---------------------------------------------------------------- internals
-    async def _chat(self, history: list[dict[str, Any]]) -> ChatResult:
+    async def _chat(self, history: list[dict[str, Any]]) -> tuple[ChatResult, list[dict[str, Any]]]:
+        """One model reply, the history first cut to the context window."""
         try:
+            history = await self.llm.fit(history, self.model, reserve=self.reserve_tokens)
             res: ChatResult = await self.llm.chat(
                 history,
                 tools=self.toolbox.specs() or None,
@@ -130,7 +131,7 @@ class TaskLoop:
             raise TaskFailed(f"the model server failed: {exc}") from exc
         self.usage.add(res.usage)
         self.ctx.add_usage(res.usage)
-        return res
+        return res, history
 
     async def _act(self, call: ToolCall, step: int) -> tuple[str, bool]:
         summary = self.toolbox.summary(call.name, call.arguments)

@@ -16,7 +16,7 @@ import pytest
 from agentd.errors import ToolError
 from agentd.runtime import TaskRequest
 from agentd.sandbox import Limits, Sandbox
-from agentd.tools import FETCH_LIMIT, ToolEnv, Toolbox
+from agentd.tools import FETCH_LIMIT, Toolbox, ToolEnv
 from agentd.workspace import Workspace, artifact_kind, task_workspace, workspace_id
 
 
