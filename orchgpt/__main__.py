@@ -69,6 +69,40 @@ def _certs_parser(sub: Any) -> None:
     s.add_argument("--force", action="store_true", help="replace an existing certificate of that name")
 
 
+def _health_parser(sub: Any) -> None:
+    p = sub.add_parser("health", help="check that a daemon is serving (gRPC health over mutual TLS)",
+                       description="Exit 0 when orchgpt answers SERVING, 1 otherwise (used by the Docker HEALTHCHECK).")
+    p.add_argument("--address", help="HOST:PORT (default: ORCHGPT_ADDRESS or 127.0.0.1:8443)")
+    p.add_argument("--certs", help="certificate directory with ca.pem and the client certificate (default ./certs)")
+    p.add_argument("--name", default="cli", help="client certificate name in --certs (default cli)")
+    p.add_argument("--wait", type=float, default=0.0, help="keep trying for this many seconds")
+
+
+def _health(args: argparse.Namespace) -> int:
+    import time
+
+    from .client import MeshClient, resolve_address, resolve_certs
+    from .errors import ClientError
+
+    async def check() -> int:
+        deadline = time.monotonic() + args.wait
+        while True:
+            client = MeshClient(resolve_address(args.address), resolve_certs(args.certs, name=args.name), timeout=3)
+            try:
+                await client.check()
+                print(f"orchgpt at {client.address}: SERVING")
+                return 0
+            except ClientError as exc:
+                if time.monotonic() >= deadline:
+                    print(f"orchgpt: {exc}", file=sys.stderr)
+                    return 1
+            finally:
+                await client.close()
+            await asyncio.sleep(0.2)
+
+    return asyncio.run(check())
+
+
 def _certs(args: argparse.Namespace) -> int:
     from .certs import CA, init_dir
     from .errors import CertError
@@ -123,13 +157,16 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
+    _health_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs":
             return _certs(args)
+        if args.cmd == "health":
+            return _health(args)
         return _serve(args)
     except OrchgptError as exc:
         print(f"orchgpt: {exc}", file=sys.stderr)
