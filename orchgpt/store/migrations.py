@@ -57,12 +57,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             error          TEXT NOT NULL DEFAULT '',
             submitted_by   TEXT NOT NULL DEFAULT '',
             delegated_by   TEXT NOT NULL DEFAULT '',
-            inputs         TEXT NOT NULL DEFAULT '[]'
+            inputs         TEXT NOT NULL DEFAULT '[]',
+            -- 1 once the state is terminal: only the transition to a terminal state
+            -- touches the unfinished index (not every queued/assigned/running save).
+            finished       INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX tasks_session ON tasks(session_id, created_ms);
         CREATE INDEX tasks_parent ON tasks(parent_task_id, created_ms);
-        CREATE INDEX tasks_unfinished ON tasks(created_ms)
-            WHERE state IN ('queued', 'assigned', 'running');
+        CREATE INDEX tasks_unfinished ON tasks(created_ms) WHERE finished = 0;
         CREATE TABLE task_events (
             task_id TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
             seq     INTEGER NOT NULL,

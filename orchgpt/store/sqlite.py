@@ -53,7 +53,6 @@ from .migrations import LATEST, SchemaTooNew, migrate, schema_version
 
 log = structlog.get_logger(__name__)
 
-_UNFINISHED = tuple(s.value for s in TaskState if not s.terminal)
 _TASK_COLUMNS = (
     "task_id", "agent_type", "action", "input", "language", "session_id", "parent_task_id",
     "approval", "options", "state", "agent_id", "attempts", "created_ms", "updated_ms",
@@ -61,20 +60,21 @@ _TASK_COLUMNS = (
 )
 _TASK_SELECT = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
 _TASK_INSERT = (
-    f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _TASK_COLUMNS)})"
+    f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}, finished) "
+    f"VALUES ({', '.join('?' for _ in _TASK_COLUMNS)}, ?)"
 )
 _TASK_UPSERT = _TASK_INSERT + " ON CONFLICT(task_id) DO UPDATE SET " + ", ".join(
-    f"{c} = excluded.{c}" for c in _TASK_COLUMNS if c != "task_id"
+    f"{c} = excluded.{c}" for c in (*_TASK_COLUMNS[1:], "finished")
 )
-# save_task's fast path: rewrite the columns that change while a task runs, leaving
-# the indexed identity columns (and so their index pages) alone.
+# save_task's fast path rewrites only the columns that change while a task runs:
+# neither the indexed identity columns nor, until the task ends, `finished`, so a
+# state change touches one table page instead of every index.
 _KEYS = ("task_id", "session_id", "parent_task_id", "created_ms")
 _MUTABLE = tuple(i for i, c in enumerate(_TASK_COLUMNS) if c not in _KEYS)
-_TASK_UPDATE = (
-    "UPDATE tasks SET " + ", ".join(f"{_TASK_COLUMNS[i]} = ?" for i in _MUTABLE)
-    + " WHERE task_id = ? AND session_id = ? AND parent_task_id = ? AND created_ms = ?"
-)
+_SET_MUTABLE = ", ".join(f"{_TASK_COLUMNS[i]} = ?" for i in _MUTABLE)
+_WHERE_KEYS = " WHERE task_id = ? AND session_id = ? AND parent_task_id = ? AND created_ms = ?"
+_TASK_UPDATE_RUNNING = f"UPDATE tasks SET {_SET_MUTABLE}{_WHERE_KEYS} AND finished = 0"
+_TASK_UPDATE_ENDED = f"UPDATE tasks SET {_SET_MUTABLE}, finished = 1{_WHERE_KEYS}"
 _HINTS = {
     "database or disk is full": "the disk or the store's size limit is full",
     "file is not a database": "the file is corrupt or not an orchgpt store",
@@ -94,8 +94,13 @@ def _cause(exc: BaseException) -> str:
 # ---- row <-> model conversion -------------------------------------------------------
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    if not obj:  # the common empty options / inputs / data
+        return "{}" if isinstance(obj, dict) else "[]"
+    return _encode(obj)
 
 
 def _result_dict(r: TaskResult) -> dict[str, Any]:
@@ -141,13 +146,14 @@ def _task_row(t: Task) -> tuple[Any, ...]:
         t.parent_task_id, int(t.approval), _dumps(t.options), str(t.state), t.agent_id,
         t.attempts, t.created_ms, t.updated_ms, _result_to_json(t.result), t.error,
         t.submitted_by, t.delegated_by, _dumps([_result_dict(r) for r in t.inputs]),
+        int(t.state.terminal),
     )
 
 
 def _task_from_row(row: tuple[Any, ...]) -> Task:
     (task_id, agent_type, action, input_, language, session_id, parent_task_id, approval,
      options, state, agent_id, attempts, created_ms, updated_ms, result, error,
-     submitted_by, delegated_by, inputs) = row
+     submitted_by, delegated_by, inputs) = row[: len(_TASK_COLUMNS)]
     return Task(
         task_id=task_id, agent_type=agent_type, action=Action(action), input=input_,
         language=language, session_id=session_id, parent_task_id=parent_task_id,
@@ -326,11 +332,11 @@ class SqliteStore(Store):
         row = _task_row(task)
         with self._tx(f"save task {task.task_id}") as c:
             cur = c.execute(
-                _TASK_UPDATE,
+                _TASK_UPDATE_ENDED if task.state.terminal else _TASK_UPDATE_RUNNING,
                 (*(row[i] for i in _MUTABLE), task.task_id, task.session_id,
                  task.parent_task_id, task.created_ms),
             )
-            if cur.rowcount == 0:  # not stored yet, or its identity columns changed
+            if cur.rowcount == 0:  # not stored yet, identity columns changed, or reopened
                 c.execute(_TASK_UPSERT, row)
                 self._touch_session(c, task)
             elif task.state.terminal:
@@ -399,10 +405,9 @@ class SqliteStore(Store):
         return [_task_from_row(r) for r in rows]
 
     def unfinished_tasks(self) -> list[Task]:
-        marks = ", ".join("?" for _ in _UNFINISHED)
         rows = self._read(
             "list unfinished tasks",
-            _TASK_SELECT + f" WHERE state IN ({marks}) ORDER BY created_ms, rowid", _UNFINISHED,
+            _TASK_SELECT + " WHERE finished = 0 ORDER BY created_ms, rowid",
         )
         return [_task_from_row(r) for r in rows]
 
@@ -484,7 +489,7 @@ class SqliteStore(Store):
                 "state = excluded.state, current_task = excluded.current_task, "
                 "last_heartbeat_ms = excluded.last_heartbeat_ms, local = excluded.local, "
                 "connected_ms = excluded.connected_ms, last_seen_ms = excluded.last_seen_ms",
-                (info.agent_id, info.agent_type, _dumps(info.capabilities), info.host,
+                (info.agent_id, info.agent_type, _dumps(list(info.capabilities)), info.host,
                  str(info.state), info.current_task, info.last_heartbeat_ms, int(info.local),
                  info.connected_ms, t, t),
             )
