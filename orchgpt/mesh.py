@@ -115,6 +115,7 @@ class Mesh:
         self._pending_events: list[TaskEvent] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._awaiting: dict[str, float] = {}  # task id -> deadline for its agent to report back
+        self._requeues: dict[str, list[str]] = {}  # task id -> why it was requeued (reported in its result)
         self._closing = False
         self._bg: set[asyncio.Task[None]] = set()
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
@@ -457,6 +458,7 @@ class Mesh:
                                        error=f"{reason}; gave up after {t.attempts} attempts"))
             return
         self.stats["requeued"] += 1
+        self._requeues.setdefault(t.task_id, []).append(reason)
         lost = t.agent_id
         t.agent_id = ""
         self._set_state(t, TaskState.QUEUED)
@@ -471,6 +473,9 @@ class Mesh:
         result.task_id = t.task_id
         result.agent_type = result.agent_type or t.agent_type
         result.agent_id = result.agent_id or t.agent_id
+        notes = self._requeues.pop(t.task_id, None)
+        if notes:
+            result.data["requeued"] = "; ".join(notes)
         t.result = result
         t.error = result.error
         self._publish(TaskEvent(t.task_id, EventKind.RESULT, state=result.state, result=result,

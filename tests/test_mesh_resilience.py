@@ -47,6 +47,7 @@ async def test_agent_killed_mid_task_is_requeued_to_another_instance(
     assert final.kind == EventKind.RESULT and final.state == TaskState.SUCCEEDED
     assert final.result and final.result.agent_id == "worker-2" and final.result.output == "survive"
     assert final.result.data["attempt"] == "2"
+    assert "agent worker-1 lost" in final.result.data["requeued"]
 
 
 async def test_agent_killed_with_no_attempts_left_fails_with_a_reason(
