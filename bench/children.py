@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -59,6 +60,9 @@ class Child:
         log = log_path.open("ab")
 
         def pin() -> None:
+            with contextlib.suppress(ValueError, OSError):  # many connections need many descriptors
+                _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             if cpus:
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(0, cpus)

@@ -219,22 +219,25 @@ async def emitters(args: argparse.Namespace) -> None:
 
 # ---- watcher: a subscribed client counting token events
 async def watcher(args: argparse.Namespace) -> None:
+    """Count TOKEN events; the rate is measured over a window that opens ``--warmup``
+    seconds after the first event and lasts ``--duration`` seconds (or until every
+    expected event arrived)."""
     commands = Commands()
     channel = wire.open_channel(args.target, paths_for(Path(args.certs), args.name))
     call = wire.watch_call(channel, args.mode)
-    # Do not cancel wait_for_connection (that would cancel the call): wait beside it.
-    await asyncio.wait([asyncio.create_task(call.wait_for_connection())], timeout=10)
+    # A router may send no headers before the first event: wait a little beside the call
+    # (never cancel wait_for_connection: that would cancel the call).
+    await asyncio.wait([asyncio.create_task(call.wait_for_connection())], timeout=1.0)
     await asyncio.sleep(0.3)  # let the subscription settle on the router
     emit("ready")
-    n = frames = 0
-    first = last = 0.0
-    cpu0 = cpu1 = 0.0
     batching = args.mode == wire.ORCHGPT
     TOKEN = pb.TOKEN
+    st: dict[str, Any] = {"n": 0, "frames": 0, "first": 0.0, "last": 0.0, "ws": 0.0, "n_ws": 0,
+                          "cpu_ws": 0.0, "f_ws": 0, "cpu_first": 0.0}
+    router = args.router_pid
 
     async def count() -> None:
-        nonlocal n, frames, first, last, cpu0, cpu1
-        while n < args.expect:
+        while st["n"] < args.expect:
             msg = await call.read()
             if msg is wire.grpc.aio.EOF:
                 raise RuntimeError("the router ended the watch stream")
@@ -243,34 +246,105 @@ async def watcher(args: argparse.Namespace) -> None:
             if not got:
                 continue
             now = time.perf_counter()
-            if n == 0:
-                first = now
-                cpu0 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
-            n += got
-            frames += 1
-            last = now
-        cpu1 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
+            if st["n"] == 0:
+                st["first"] = now
+                st["cpu_first"] = cpu_seconds(router) if router else 0.0
+            elif not st["ws"] and now - st["first"] >= args.warmup:
+                st.update(ws=now, n_ws=st["n"], f_ws=st["frames"],
+                          cpu_ws=cpu_seconds(router) if router else 0.0)
+            st["n"] += got
+            st["frames"] += 1
+            st["last"] = now
+            if st["ws"] and now - st["ws"] >= args.duration:
+                return
 
     task = asyncio.create_task(count())
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(task), args.cap_events)
-    complete = task.done() and task.exception() is None
-    if not task.done():
+    done, _ = await asyncio.wait([task], timeout=args.cap_events)
+    if task in done:
+        task.result()  # raise what went wrong
+    else:
         task.cancel()
-        cpu1 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
-    elif task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
-    span = max(last - first, 1e-9)
-    emit("result", events=n, expected=args.expect, complete=complete, seconds=span,
-         eps=(n - 1) / span if n > 1 else 0.0, frames=frames,
-         events_per_frame=n / frames if frames else 0.0,
-         router_cpu_s=cpu1 - cpu0,
-         router_cpu_us_per_event=(cpu1 - cpu0) / n * 1e6 if n and args.router_pid else None)
+    cpu_end = cpu_seconds(router) if router else 0.0
+    n = st["n"]
+    if n < 2:
+        raise RuntimeError(f"the watcher received {n} token events in {args.cap_events:.0f}s")
+    if st["ws"] and st["last"] > st["ws"]:  # the measured window
+        events, span, frames = n - st["n_ws"], st["last"] - st["ws"], st["frames"] - st["f_ws"]
+        cpu = cpu_end - st["cpu_ws"]
+    else:  # everything arrived within the warm-up: first to last
+        events, span, frames = n - 1, max(st["last"] - st["first"], 1e-9), st["frames"]
+        cpu = cpu_end - st["cpu_first"]
+    emit("result", events=events, received=n, expected=args.expect, complete=n >= args.expect,
+         seconds=span, eps=events / span, frames=frames,
+         events_per_frame=events / frames if frames else 0.0, router_cpu_s=cpu,
+         router_cpu_us_per_event=cpu / events * 1e6 if router else None)
     call.cancel()
     await commands.expect("exit", 60)
 
 
-ROLES = {"echo": echo, "driver": driver, "emitters": emitters, "watcher": watcher}
+# ---- idlers: many idle agents, each its own certificate and TLS connection, heartbeating
+async def idlers(args: argparse.Namespace) -> None:
+    """Commands: {"cmd": "prepare", "count": K} issues K more agent certificates (untimed);
+    {"cmd": "go"} registers them (with --concurrency at a time) and reports the time."""
+    from orchgpt.certs import CA, CertPaths
+
+    commands = Commands()
+    ca = CA.load(Path(args.certs))
+    ca_path = Path(args.certs) / "ca.pem"
+    pem_dir = Path(args.pem_dir)
+    pem_dir.mkdir(parents=True, exist_ok=True)
+    links: list[wire.Link] = []
+    loops: list[asyncio.Task[None]] = []
+    prepared: list[CertPaths] = []
+    emit("ready")
+
+    async def keep_alive(link: wire.Link) -> None:
+        with contextlib.suppress(wire.LinkClosed, asyncio.CancelledError):
+            while True:
+                await link.recv()  # answers PINGs
+        raise RuntimeError(f"{link.name}: the router closed the stream of an idle agent")
+
+    try:
+        while True:
+            cmd = await commands.get(3600)
+            if cmd is None:
+                return
+            if cmd.get("cmd") == "prepare":
+                prepared = []
+                for _ in range(int(cmd["count"])):
+                    name = f"{args.prefix}{len(links) + len(prepared)}"
+                    cert, key = ca.issue(name, "agent")
+                    paths = CertPaths(ca_path, pem_dir / f"{name}.pem", pem_dir / f"{name}-key.pem")
+                    paths.cert.write_bytes(cert)
+                    paths.key.write_bytes(key)
+                    prepared.append(paths)
+                emit("prepared", count=len(prepared))
+            elif cmd.get("cmd") == "go":
+                sem = asyncio.Semaphore(args.concurrency)
+                t0 = time.perf_counter()
+
+                async def one(paths: CertPaths) -> wire.Link:
+                    async with sem:
+                        ch = wire.open_channel(args.target, paths, own_connection=True)
+                        link = wire.Link(ch, args.mode, paths.cert.stem, queue_size=64)
+                        await link.register(agent_type="bench-idle", timeout=60)
+                        return link
+
+                new = await asyncio.gather(*(one(p) for p in prepared))
+                elapsed = time.perf_counter() - t0
+                links.extend(new)
+                loops.extend(asyncio.create_task(keep_alive(lk)) for lk in new)
+                prepared = []
+                emit("registered", count=len(new), total=len(links), seconds=elapsed)
+            for t in loops:
+                if t.done():
+                    t.result()
+    finally:
+        for t in loops:
+            t.cancel()
+
+
+ROLES = {"echo": echo, "driver": driver, "emitters": emitters, "watcher": watcher, "idlers": idlers}
 
 
 def main() -> None:
@@ -291,6 +365,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--expect", type=int, default=0)
     ap.add_argument("--cap-events", type=float, default=30.0)
+    ap.add_argument("--pem-dir", default="", help="idlers: where to write their certificates")
+    ap.add_argument("--concurrency", type=int, default=64, help="idlers: registrations at a time")
     ap.add_argument("--cap", type=float, default=300.0, help="wall-clock cap of the process")
     args = ap.parse_args()
     if not args.target.startswith(("127.0.0.1:", "localhost:", "[::1]:")):

@@ -68,8 +68,8 @@ async def round_trips(
 
 
 async def events(
-    children: Children, router: Router, agents: int, per_agent: int, cap_s: float,
-    client_name: str, prefix: str = "bench-tok-",
+    children: Children, router: Router, agents: int, per_agent: int, warmup: float,
+    duration: float, client_name: str = "cli", prefix: str = "bench-tok-",
     start_tasks: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """N emitting agents in one process, one watching client in another.
@@ -79,10 +79,11 @@ async def events(
     """
     tag = router.mode
     total = agents * per_agent
+    cap_s = warmup + duration + 30
     w = await children.python(
         f"{tag}-watcher", "bench.peer",
         [*_peer_args(router, "watcher", client_name), "--expect", str(total),
-         "--cap-events", str(cap_s)],
+         "--cap-events", str(cap_s), "--warmup", str(warmup), "--duration", str(duration)],
         cpus=placement.PEER_CPUS,
     )
     await w.expect("ready", 30)
@@ -110,3 +111,37 @@ def python_exe() -> str:
 
 
 __all__ = ["Child", "Router", "events", "round_trips", "start_baseline"]
+
+
+def task_starter(router: Router, agent_type: str = "bench-tok", timeout: float = 20.0,
+                 ) -> Callable[[list[str]], Awaitable[None]]:
+    """orchgpt: submit one RUN task per emitting agent (as the CLI would), and leave the
+    Submit streams at once so that only the Watch client receives the events."""
+
+    async def start(agent_ids: list[str]) -> None:
+        import asyncio
+
+        from orchgpt.iac.v1 import iac_pb2 as pb
+        from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
+
+        from . import tlsdir, wire
+
+        channel = wire.open_channel(router.target, tlsdir.client_paths(router.certs))
+        try:
+            stub = pb_grpc.MeshStub(channel)
+
+            async def one(i: int) -> None:
+                call = stub.Submit(pb.SubmitRequest(command=pb.Command(
+                    agent_type=agent_type, action=pb.RUN_ACTION, input=f"bench {i}")), timeout=timeout)
+                try:
+                    first = await call.read()
+                    if first is wire.grpc.aio.EOF or not first.envelopes:
+                        raise RuntimeError("orchgpt ended the Submit stream without an event")
+                finally:
+                    call.cancel()
+
+            await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(len(agent_ids)))), timeout)
+        finally:
+            await channel.close()
+
+    return start
