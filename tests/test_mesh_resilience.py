@@ -28,26 +28,25 @@ async def test_agent_killed_mid_task_is_requeued_to_another_instance(
     daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
 ) -> None:
     d: Daemon = daemon_factory("--no-spawn").start()
-    a1 = start_agent(d, "worker-1")
-    agents.append(a1)
+    workers = {n: start_agent(d, n) for n in ("worker-1", "worker-2")}
+    agents.extend(workers.values())
     async with d.client() as c:
-        await await_for(lambda: n_agents(c, 1), 20, what="worker-1")
+        await await_for(lambda: n_agents(c, 2), 30, what="two workers")
         events: list = []
         runner = asyncio.create_task(collect(c, Command("echo", Action.RUN, "survive", task_id="t-requeue",
-                                                        options={"delay": "1.5"}), events))
-        await await_for(lambda: any(e.state == TaskState.RUNNING for e in events), 15, what="running on worker-1")
-        a2 = start_agent(d, "worker-2")
-        agents.append(a2)
-        await await_for(lambda: n_agents(c, 2), 20, what="worker-2")
-        a1.proc.send_signal(signal.SIGKILL)
+                                                        options={"delay": "2"}), events))
+        await await_for(lambda: any(e.state == TaskState.RUNNING for e in events), 15, what="running")
+        victim = next(e.agent_id for e in events if e.state == TaskState.RUNNING)
+        survivor = next(n for n in workers if n != victim)
+        workers[victim].proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(runner, 30)
     requeued = [e for e in events if e.data.get("requeued") == "true"]
-    assert requeued and "agent worker-1 lost" in requeued[0].text
+    assert requeued and f"agent {victim} lost" in requeued[0].text
     final = events[-1]
     assert final.kind == EventKind.RESULT and final.state == TaskState.SUCCEEDED
-    assert final.result and final.result.agent_id == "worker-2" and final.result.output == "survive"
+    assert final.result and final.result.agent_id == survivor and final.result.output == "survive"
     assert final.result.data["attempt"] == "2"
-    assert "agent worker-1 lost" in final.result.data["requeued"]
+    assert f"agent {victim} lost" in final.result.data["requeued"]
 
 
 async def test_agent_killed_with_no_attempts_left_fails_with_a_reason(
