@@ -85,7 +85,7 @@ class Outbox:
         items = self._items
         if len(items) == 1:
             return pb.Batch(envelopes=[items.popleft()])
-        out = []
+        out: list[pb.Envelope] = []
         budget = self._max_bytes
         while items and len(out) < MAX_BATCH:
             size = _approx_size(items[0])

@@ -25,14 +25,14 @@ from .models import (
     Usage,
 )
 
-_ACTION_TO_PB = {
+_ACTION_TO_PB: dict[Any, Any] = {
     Action.CREATE: pb.CREATE_ACTION,
     Action.RUN: pb.RUN_ACTION,
     Action.TERMINATE: pb.TERMINATE_ACTION,
     Action.STATUS: pb.STATUS_ACTION,
 }
-_ACTION_FROM_PB = {v: k for k, v in _ACTION_TO_PB.items()}
-_STATE_TO_PB = {
+_ACTION_FROM_PB: dict[Any, Any] = {v: k for k, v in _ACTION_TO_PB.items()}
+_STATE_TO_PB: dict[Any, Any] = {
     TaskState.QUEUED: pb.QUEUED,
     TaskState.ASSIGNED: pb.ASSIGNED,
     TaskState.RUNNING: pb.RUNNING,
@@ -40,8 +40,8 @@ _STATE_TO_PB = {
     TaskState.FAILED: pb.FAILED,
     TaskState.CANCELLED: pb.CANCELLED,
 }
-_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
-_KIND_TO_PB = {
+_STATE_FROM_PB: dict[Any, Any] = {v: k for k, v in _STATE_TO_PB.items()}
+_KIND_TO_PB: dict[Any, Any] = {
     EventKind.STATUS: pb.STATUS,
     EventKind.LOG: pb.LOG,
     EventKind.TOKEN: pb.TOKEN,
@@ -50,42 +50,42 @@ _KIND_TO_PB = {
     EventKind.RESULT: pb.RESULT,
     EventKind.APPROVAL: pb.APPROVAL,
 }
-_KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
-_DECISION_TO_PB = {
+_KIND_FROM_PB: dict[Any, Any] = {v: k for k, v in _KIND_TO_PB.items()}
+_DECISION_TO_PB: dict[Any, Any] = {
     ApprovalDecision.APPROVE: pb.APPROVE,
     ApprovalDecision.REJECT: pb.REJECT,
     ApprovalDecision.APPROVE_NEXT: pb.APPROVE_NEXT,
     ApprovalDecision.FEEDBACK: pb.FEEDBACK,
 }
-_DECISION_FROM_PB = {v: k for k, v in _DECISION_TO_PB.items()}
+_DECISION_FROM_PB: dict[Any, Any] = {v: k for k, v in _DECISION_TO_PB.items()}
 
 
 class DecodeError(ValueError):
     """A protobuf message has a field the domain cannot accept."""
 
 
-def action_from_pb(v: int) -> Action:
+def action_from_pb(v: Any) -> Action:
     try:
         return _ACTION_FROM_PB[v]
     except KeyError:
         raise DecodeError(f"invalid action {v}: expected create, run, terminate or status") from None
 
 
-def action_to_pb(a: Action) -> int:
+def action_to_pb(a: Action) -> Any:
     return _ACTION_TO_PB[a]
 
 
-def state_to_pb(s: TaskState | None) -> int:
+def state_to_pb(s: TaskState | None) -> Any:
     return _STATE_TO_PB[s] if s else pb.TASK_STATE_UNSPECIFIED
 
 
-def state_from_pb(v: int) -> TaskState | None:
+def state_from_pb(v: Any) -> TaskState | None:
     return _STATE_FROM_PB.get(v)
 
 
 # ---- envelopes
 
-def new_envelope(type_: int, sender: str = "orchgpt", **fields: Any) -> pb.Envelope:
+def new_envelope(type_: Any, sender: str = "orchgpt", **fields: Any) -> pb.Envelope:
     env = pb.Envelope(id=uuid.uuid4().hex, sender=sender, type=type_, timestamp_ms=int(time.time() * 1000))
     for k, v in fields.items():
         if k in ("to_agent", "to_type", "to_client"):

@@ -11,7 +11,7 @@ import structlog
 _SECRET_KEYS = ("api_key", "password", "secret", "token_value", "authorization", "key_pem")
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: Any) -> Any:
     for k in list(event_dict):
         if any(s in k.lower() for s in _SECRET_KEYS):
             event_dict[k] = "[redacted]"

@@ -327,6 +327,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         t = self.mesh.get_task(request.task_id)
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
+        assert t is not None
         resp = pb.GetTaskResponse(task=codec.task_to_pb(t))
         if request.with_events:
             self.mesh.flush()
@@ -365,6 +366,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         t = self.mesh.get_task(request.task_id)
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
+        assert t is not None
         ws = (t.result.workspace if t.result else "") or (str(self.workspaces / t.task_id) if self.workspaces else "")
         if not ws:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id!r} has no workspace")
