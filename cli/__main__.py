@@ -162,6 +162,8 @@ def _repl(args: argparse.Namespace) -> int:
     from .repl import Repl, history_path
 
     exit_at_prompt = args.exit_at_prompt or os.environ.get(EXIT_AT_PROMPT_ENV, "") not in ("", "0")
+    if exit_at_prompt:  # on exit prompt-toolkit waits up to 1s for a cursor-position answer
+        os.environ.setdefault("PROMPT_TOOLKIT_NO_CPR", "1")  # that a pty without a terminal never sends
     try:
         path = history_path(args.history)
     except CliError as exc:

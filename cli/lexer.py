@@ -73,8 +73,10 @@ class CommandLexer(Lexer):
 
     def lex_document(self, document: Document) -> Callable[[int], Fragments]:
         lines = document.lines
+        if not any(line.lstrip().startswith("/") for line in lines):
+            return lambda lineno: [("", lines[lineno])] if lineno < len(lines) else []
         known = list(self.known_types())
-        meta = list(self.meta())
+        meta = list(self.meta())  # (imports the meta commands at the first "/")
 
         def get_line(lineno: int) -> Fragments:
             return highlight(lines[lineno], known, meta) if lineno < len(lines) else []

@@ -7,7 +7,6 @@ Handlers call `record(kind, data, lines)` for their result: JSON mode prints
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, TextIO
 
@@ -61,6 +60,8 @@ class StreamOutput(Output):
         self._write(self.stderr, [[("error", f"autogpt: {text}")]])
 
     def json(self, obj: dict[str, Any]) -> None:
+        import json
+
         self.stdout.write(json.dumps(obj, ensure_ascii=False, sort_keys=False) + "\n")
         self.stdout.flush()
 

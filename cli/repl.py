@@ -30,10 +30,11 @@ from .render import STYLE, Line, one_line, plain, short_id
 from .runner import TaskView, backoff, run_command
 
 if TYPE_CHECKING:
-    from orchgpt.models import ApprovalRequest, ApprovalResponse
     from prompt_toolkit import PromptSession
     from prompt_toolkit.input import Input
     from prompt_toolkit.output import Output as PTOutput
+
+    from orchgpt.models import ApprovalRequest, ApprovalResponse
 
 HISTORY_FILE = "autogpt_history"
 AGENTS_REFRESH = 2.0  # seconds between registry refreshes (toolbar, completion)
@@ -178,9 +179,9 @@ class Repl:
         return session
 
     def _after_render(self, app: Any) -> None:
-        if self.exit_at_prompt:
-            self.exit_at_prompt = False
-            app.exit(exception=EOFError)
+        if self.exit_at_prompt:  # the start-up benchmark: the prompt is on the screen, leave
+            if not app.is_done:
+                app.exit(exception=EOFError)
             return
         if not self.prompt_ready.is_set():
             self.prompt_ready.set()
