@@ -364,7 +364,7 @@ class LLM:
         else:  # the server reports no usage: count it ourselves
             p = ep.counter.messages(msgs, ep.model)
             c_ = ep.counter.text(content + "".join(c["name"] + c["arguments"] for c in tool_calls), ep.model)
-        call_usage = Usage(prompt_tokens=p, completion_tokens=c_, cost_usd=cost_usd(ep.model, p, c_, ep.url),
+        call_usage = Usage(prompt_tokens=p, completion_tokens=c_, cost_usd=cost_usd(ep.model, p, c_),
                            model=ep.model, calls=1)
         usage.add(call_usage)
         self.usage.add(call_usage)

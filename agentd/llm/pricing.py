@@ -1,11 +1,12 @@
 """Cost of a call from a small price table (USD per million tokens, input/output).
 
-Local servers and unknown models cost nothing. Longest matching name prefix wins.
+Models not in the table (local GGUF models, unknown names) cost nothing. The
+price goes by the model's name, not the server's address, so that a local
+proxy in front of OpenAI (LiteLLM and the like) is still priced. Longest
+matching name prefix wins.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 # (input, output) USD per 1M tokens, public list prices.
 PRICES: dict[str, tuple[float, float]] = {
@@ -27,14 +28,6 @@ PRICES: dict[str, tuple[float, float]] = {
     "o4-mini": (1.10, 4.40),
 }
 
-_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
-
-
-def is_local(base_url: str) -> bool:
-    host = (urlsplit(base_url).hostname or "").lower()
-    return host in _LOCAL_HOSTS or host.startswith("127.") or host.endswith(".localhost")
-
-
 def price(model: str) -> tuple[float, float]:
     name = model.lower().split("/")[-1]
     best = ""
@@ -44,8 +37,6 @@ def price(model: str) -> tuple[float, float]:
     return PRICES[best] if best else (0.0, 0.0)
 
 
-def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, base_url: str = "") -> float:
-    if base_url and is_local(base_url):
-        return 0.0
+def cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     p_in, p_out = price(model)
     return (prompt_tokens * p_in + completion_tokens * p_out) / 1_000_000
