@@ -1,0 +1,149 @@
+"""What the team agents share: the project directory, results handed between them.
+
+The manager gives its sub-agents one project directory: each sub-task carries
+option ``workspace`` = the manager's workspace name (`agentd.workspace`).
+`project_dir` makes a task work there even when the agent's link laid its
+workspace out as ``<root>/<task id>`` without honouring the option, and
+`adopt` copies a sub-task's artifacts from the directory it worked in into the
+project directory when they differ (same host), checking their sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from orchgpt.models import TaskResult
+
+from ..errors import TaskFailed, ToolError
+from ..runtime import TaskContext
+from ..workspace import WORKSPACE_OPTION, Workspace, workspace_id
+
+
+def project_dir(ctx: TaskContext) -> Path:
+    """The directory this task works in (option ``workspace`` honoured); sets ctx.workspace."""
+    try:
+        wanted = workspace_id(ctx.task)
+    except ToolError as exc:
+        raise TaskFailed(str(exc)) from None
+    ws = Path(ctx.workspace)
+    if ws.name != wanted and ws.name == ctx.task.task_id:
+        target = ws.parent / wanted  # the link's layout: <root>/<task id>
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            ws.rmdir()  # the link created it empty for nothing
+        except OSError:
+            pass
+        ctx.workspace = target
+    return Path(ctx.workspace)
+
+
+def project_option(ctx: TaskContext) -> dict[str, str]:
+    """The option that sends a sub-task to this task's project directory."""
+    return {WORKSPACE_OPTION: Path(ctx.workspace).name}
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def adopt(result: TaskResult, project: Path) -> list[str]:
+    """Copy a result's artifacts into the project directory when it worked elsewhere on this host.
+
+    Returns the paths copied (empty when it worked in the project directory, or
+    its directory is not on this host). A file whose sha256 no longer matches
+    the artifact's (changed since) is not copied.
+    """
+    if not result.workspace:
+        return []
+    src_root = Path(result.workspace)
+    try:
+        if not src_root.is_dir() or src_root.resolve() == project.resolve():
+            return []
+    except OSError:
+        return []
+    src, dst = Workspace(src_root), Workspace(project)
+    copied = []
+    for art in result.artifacts:
+        try:
+            s, d = src.resolve(art.path), dst.resolve(art.path)
+        except ToolError:
+            continue
+        if not s.is_file() or s.is_symlink() or (art.sha256 and _sha256(s) != art.sha256):
+            continue
+        d.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(s, d)
+        copied.append(art.path)
+    return copied
+
+
+def input_of(ctx: TaskContext, agent_type: str) -> TaskResult | None:
+    """The last successful result of an agent type among the task's inputs."""
+    for r in reversed(ctx.task.inputs):
+        if r.agent_type == agent_type and r.ok:
+            return r
+    return None
+
+
+def read_shared(ctx: TaskContext, path: str, limit: int = 12_000) -> str:
+    """A file of the project, or of an input's workspace on this host; "" when there is none."""
+    roots = [Path(ctx.workspace)] + [Path(r.workspace) for r in ctx.task.inputs if r.workspace]
+    for root in roots:
+        try:
+            ws = Workspace(root)
+            if ws.exists(path):
+                return ws.read_text(path, limit)
+        except (ToolError, OSError):
+            continue
+    return ""
+
+
+_JSON_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)\n\s*```", re.S)
+
+
+def json_from_answer(text: str) -> Any:
+    """The first JSON value of a model's answer: a fenced block, or the outermost {...} / [...]."""
+    candidates = [m.group(1) for m in _JSON_FENCE.finditer(text)]
+    s = text.strip()
+    candidates.append(s)
+    for open_, close in (("{", "}"), ("[", "]")):
+        i, j = s.find(open_), s.rfind(close)
+        if 0 <= i < j:
+            candidates.append(s[i : j + 1])
+    for c in candidates:
+        try:
+            return json.loads(c)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    raise ValueError("no JSON found in the answer")
+
+
+def checks_of(result: TaskResult) -> str:
+    """What a result says about its checks, in a few words ("" when nothing)."""
+    d = result.data
+    parts = []
+    if "tests_passed" in d:
+        parts.append("tests " + ("passed" if d["tests_passed"] == "true" else "failed"))
+    if "routes_ok" in d:
+        parts.append("routes " + ("answer" if d["routes_ok"] == "true" else "fail"))
+    if d.get("checks"):
+        parts.append(d["checks"])
+    return "; ".join(parts)
+
+
+def short(text: str, n: int = 160) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= n else line[: n - 1] + "…"
+
+
+def lines(items: Iterable[str]) -> str:
+    return "\n".join(f"- {i}" for i in items)
