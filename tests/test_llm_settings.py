@@ -11,7 +11,7 @@ from agentd.settings import AgentSettings, NoModelConfigured, SettingsError
 
 
 def test_no_model_configured_is_a_clear_error() -> None:
-    with pytest.raises(NoModelConfigured, match="OPENAI_API_KEY.*OPENAI_BASE_URL") as ei:
+    with pytest.raises(NoModelConfigured, match=r"OPENAI_API_KEY.*OPENAI_BASE_URL") as ei:
         AgentSettings.from_env("backend", {})
     assert isinstance(ei.value, AgentdError)
 
