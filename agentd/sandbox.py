@@ -459,11 +459,12 @@ class Sandbox:
         lim = self.limits
         cpu = lim.cpu_s if lim.cpu_s is not None else int(timeout) + 1
         out = {
-            "AS": lim.memory_mb * 1024 * 1024,
             "CPU": max(1, cpu),
             "FSIZE": lim.file_size_mb * 1024 * 1024,
             "CORE": 0,
         }
+        if lim.memory_mb > 0:  # 0: no address-space limit (e.g. for a Chromium-based renderer)
+            out["AS"] = lim.memory_mb * 1024 * 1024
         if own_uid:
             out["NPROC"] = lim.processes
         return out

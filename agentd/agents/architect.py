@@ -1,0 +1,287 @@
+"""architect: an architecture document and a diagram, checked before they are handed on.
+
+The model writes ``ARCHITECTURE.md`` (sections Components, Data model and
+Endpoints) and ``architecture.mmd`` (Mermaid; or ``architecture.dot``,
+Graphviz) with the file tools; a model that answers with the files in fenced
+blocks instead is understood too. Both are then checked (required sections
+present and filled, diagram of a known type whose brackets balance, with at
+least one edge); problems go back to the model, at most ``tries`` rounds
+(option ``tries``, default 3). The diagram is rendered to SVG in the sandbox
+when ``mmdc`` or ``dot`` is installed. Both files (and the SVG) become artifacts.
+
+Options: ``tries``, ``diagram`` (``mermaid`` | ``graphviz``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+from ..loop import TOKEN_BUDGET
+from ..runtime import Outcome, TaskContext, register
+from ..sandbox import Limits, Sandbox
+from ..tools import FILE_TOOLS
+from ..workspace import Workspace
+from ._llm_agent import LLMAgent, Session, fenced_blocks, inputs_brief, record_artifacts
+
+DOC = "ARCHITECTURE.md"
+MERMAID = "architecture.mmd"
+DOT = "architecture.dot"
+SVG = "architecture.svg"
+REQUIRED_SECTIONS = {
+    "Components": re.compile(r"components?|services|modules", re.I),
+    "Data model": re.compile(r"data\s*models?|schema|entities|models", re.I),
+    "Endpoints": re.compile(r"endpoints?|api|routes", re.I),
+}
+MERMAID_TYPES = (
+    "graph", "flowchart", "sequenceDiagram", "classDiagram", "erDiagram", "stateDiagram",
+    "stateDiagram-v2", "C4Context", "C4Container", "C4Component", "architecture-beta", "block-beta",
+)
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.M)
+_ENDPOINT = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\b\s*\|?\s*`?(/[^\s|`]*)")
+_MERMAID_EDGE = re.compile(r"-->|---|-\.->|==>|--[^-\n]+-->|->>|-->>|\|\|--|}o--|\|o--|--o\{|--\|\{|<\|--|\.\.>")
+
+SYSTEM = """You are the software architect of a team of agents. For the system the user asks for, write:
+
+1. {doc}: a Markdown architecture document with these level-2 sections:
+   ## Overview      - what the system does, in a few sentences
+   ## Components    - a bullet per component: its name, responsibility and technology
+   ## Data model    - each entity with its fields and types, and the relations
+   ## Endpoints     - a Markdown table | Method | Path | Request | Response | Description |
+                      with one row per HTTP endpoint (e.g. | GET | /todos | - | list of Todo | ... |)
+2. {diagram}: a {diagram_kind} diagram of the components and how they talk to each other{diagram_hint}.
+
+Write each file with the write_file tool (the whole file at once). The implementation
+language is {language}. Keep the design concrete and small enough for one developer to build
+and test. When both files are written, answer with one line that sums the design up."""
+
+
+def section_bodies(doc: str) -> dict[str, str]:
+    """{heading text: body} of the document's sections (any heading level)."""
+    heads = list(_HEADING.finditer(doc))
+    out = {}
+    for i, m in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(doc)
+        out[m.group(2).strip()] = doc[m.end() : end].strip()
+    return out
+
+
+def _find_section(sections: dict[str, str], pattern: re.Pattern[str]) -> tuple[str, str] | None:
+    for title, body in sections.items():
+        if pattern.search(re.sub(r"^[\d.\s]+", "", title)):
+            return title, body
+    return None
+
+
+def check_document(doc: str) -> list[str]:
+    """What is missing from an architecture document (empty: fine)."""
+    if len(doc.strip()) < 80:
+        return [f"{DOC} is empty or nearly empty"]
+    problems = []
+    sections = section_bodies(doc)
+    for name, pattern in REQUIRED_SECTIONS.items():
+        found = _find_section(sections, pattern)
+        if found is None:
+            problems.append(f"{DOC} has no '## {name}' section")
+        elif len(found[1]) < 10:
+            problems.append(f"the '{found[0]}' section of {DOC} is empty")
+    eps = _find_section(sections, REQUIRED_SECTIONS["Endpoints"])
+    if eps is not None and not _ENDPOINT.search(eps[1]) and len(eps[1]) >= 10:
+        problems.append(
+            f"the '{eps[0]}' section of {DOC} lists no endpoint as METHOD /path (e.g. 'GET /todos')"
+        )
+    return problems
+
+
+def _balanced(text: str) -> str | None:
+    """None when (), [] and {} balance outside quoted strings; else what is wrong."""
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[tuple[str, int]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        in_quote = False
+        for ch in line:
+            if ch == '"':
+                in_quote = not in_quote
+            elif in_quote:
+                continue
+            elif ch in "([{":
+                stack.append((ch, lineno))
+            elif ch in pairs:
+                if not stack or stack[-1][0] != pairs[ch]:
+                    return f"unmatched '{ch}' on line {lineno}"
+                stack.pop()
+    if stack:
+        return f"'{stack[-1][0]}' opened on line {stack[-1][1]} is never closed"
+    return None
+
+
+def check_mermaid(src: str) -> list[str]:
+    lines = [ln.strip() for ln in src.splitlines()]
+    body = [ln for ln in lines if ln and not ln.startswith("%%")]
+    if body and body[0] == "---":  # front matter
+        end = body.index("---", 1) if "---" in body[1:] else len(body)
+        body = body[end + 1 :]
+    if body and body[0].startswith("```"):
+        return [f"{MERMAID} must hold the Mermaid source only, without the ``` fence"]
+    if len(body) < 2:
+        return [f"{MERMAID} is empty or has only one line"]
+    kind = body[0].split()[0]
+    if kind not in MERMAID_TYPES:
+        return [
+            f"{MERMAID} starts with {body[0]!r}: the first line must name the diagram type, "
+            "e.g. 'flowchart LR'"
+        ]
+    problems = []
+    bad = _balanced("\n".join(body[1:]))
+    if bad:
+        problems.append(f"{MERMAID}: {bad}")
+    if kind in ("graph", "flowchart") and not any(_MERMAID_EDGE.search(ln) for ln in body[1:]):
+        problems.append(f"{MERMAID} has no edge between components (e.g. 'api --> db')")
+    return problems
+
+
+def check_dot(src: str) -> list[str]:
+    s = re.sub(r"//[^\n]*|#[^\n]*|/\*.*?\*/", "", src, flags=re.S).strip()
+    if not re.match(r"^(strict\s+)?(di)?graph\b[^{]*\{", s, re.I):
+        return [f"{DOT} must start with 'digraph <name> {{'"]
+    problems = []
+    bad = _balanced(s)
+    if bad:
+        problems.append(f"{DOT}: {bad}")
+    if "->" not in s and "--" not in s:
+        problems.append(f"{DOT} has no edge between components")
+    return problems
+
+
+@register
+class ArchitectAgent(LLMAgent):
+    type = "architect"
+    capabilities = ("architecture", "design", "diagram")
+    description = "writes an architecture document (components, data model, endpoints) and a diagram"
+    tools = FILE_TOOLS
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        opts = ctx.task.options
+        tries = max(1, int(opts.get("tries", "3") or 3))
+        graphviz = opts.get("diagram", "").lower() in ("graphviz", "dot")
+        diagram = DOT if graphviz else MERMAID
+        ws = Workspace(ctx.workspace)
+        async with self.session(ctx) as s:
+            messages = [
+                {"role": "system", "content": SYSTEM.format(
+                    doc=DOC, diagram=diagram, diagram_kind="Graphviz (dot)" if graphviz else "Mermaid",
+                    diagram_hint=(" ('digraph system { api -> db; }')" if graphviz
+                                  else " (the file starts with 'flowchart LR'; no ``` fence)"),
+                    language=ctx.task.language or "python")},
+                {"role": "user", "content": self._brief(ctx, ws)},
+            ]
+            problems: list[str] = []
+            for attempt in range(1, tries + 1):
+                ctx.status(f"designing (round {attempt} of {tries})")
+                res = await s.loop.run(messages)
+                messages = res.messages
+                self._take_from_answer(ctx, ws, res.content, diagram)
+                problems = self._validate(ws)
+                if not problems:
+                    break
+                ctx.step(f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300],
+                         check="architecture", ok="false")
+                if res.stopped == TOKEN_BUDGET or attempt == tries:
+                    break
+                messages.append({"role": "user", "content": (
+                    "The architecture is not finished yet:\n- " + "\n- ".join(problems)
+                    + "\nFix these with write_file, then answer with one line.")})
+            written = [p for p in (DOC, MERMAID, DOT) if ws.exists(p)]
+            if problems:
+                record_artifacts(ctx, written)
+                return Outcome(ok=False, error=f"the architecture is incomplete after {tries} round(s): "
+                               + "; ".join(problems), data={"problems": "\n".join(problems)})
+            ctx.step("check: document and diagram are complete", check="architecture", ok="true")
+            rendered, render_note = await self._render(s, ws)
+            arts = record_artifacts(ctx, written + ([rendered] if rendered else []))
+        doc = ws.read_text(DOC)
+        sections = section_bodies(doc)
+        comps = _find_section(sections, REQUIRED_SECTIONS["Components"])
+        n_comp = len(re.findall(r"^\s*(?:[-*+]|\d+\.)\s+|^#{3,}\s", comps[1], re.M)) if comps else 0
+        n_ep = len({m.groups() for m in _ENDPOINT.finditer(doc)})
+        dia = next(p for p in (MERMAID, DOT) if p in written)
+        output = f"wrote {DOC} ({n_comp} components, {n_ep} endpoints) and {dia}"
+        if rendered:
+            output += f", rendered to {rendered}"
+        data = {
+            "document": DOC, "diagram": dia, "rendered": rendered or "", "components": str(n_comp),
+            "endpoints": str(n_ep), "files": ", ".join(a.path for a in arts),
+        }
+        if render_note:
+            data["render_note"] = render_note
+        return Outcome(output=output, data=data)
+
+    # ---------------------------------------------------------------- helpers
+    def _brief(self, ctx: TaskContext, ws: Workspace) -> str:
+        text = f"Design this system: {ctx.task.input.strip() or '(no description given)'}"
+        earlier = inputs_brief(ctx)
+        if earlier:
+            text += f"\n\nResults of earlier steps of this project:\n{earlier}"
+        existing = list(ws.files())
+        if existing:
+            text += "\n\nThe project directory already holds: " + ", ".join(existing[:50])
+        return text
+
+    def _take_from_answer(self, ctx: TaskContext, ws: Workspace, answer: str, diagram: str) -> None:
+        """A model without tools gives the files as fenced blocks: take them from the answer."""
+        if ws.exists(DOC) and (ws.exists(MERMAID) or ws.exists(DOT)):
+            return
+        taken = []
+        for lang, body, name in fenced_blocks(answer):
+            target = name if name in (DOC, MERMAID, DOT) else None
+            if target is None and lang in ("markdown", "md") and "#" in body:
+                target = DOC
+            elif target is None and lang == "mermaid":
+                target = MERMAID
+            elif target is None and lang in ("dot", "graphviz"):
+                target = DOT
+            if target and not ws.exists(target):
+                ws.write_text(target, body)
+                taken.append(target)
+        if not ws.exists(DOC) and re.search(r"^#+\s*components", answer, re.I | re.M):
+            ws.write_text(DOC, answer)  # the whole answer is the document
+            taken.append(DOC)
+        if taken:
+            ctx.log("took from the answer: " + ", ".join(taken))
+
+    def _validate(self, ws: Workspace) -> list[str]:
+        problems = []
+        if ws.exists(DOC):
+            problems += check_document(ws.read_text(DOC))
+        else:
+            problems.append(f"{DOC} was not written")
+        if ws.exists(MERMAID):
+            problems += check_mermaid(ws.read_text(MERMAID))
+        elif ws.exists(DOT):
+            problems += check_dot(ws.read_text(DOT))
+        else:
+            problems.append(f"the diagram ({MERMAID}) was not written")
+        return problems
+
+    async def _render(self, s: Session, ws: Workspace) -> tuple[str | None, str]:
+        """Render the diagram to SVG with mmdc or dot when installed; (svg path, note)."""
+        if ws.exists(MERMAID):
+            tool = shutil.which("mmdc")
+            if tool is None:
+                return None, "mmdc (Mermaid CLI) is not installed: the diagram is not rendered"
+            cmd = [tool, "-i", MERMAID, "-o", SVG]
+            # Chromium reserves far more address space than any sane RLIMIT_AS.
+            limits = Limits(timeout_s=60, memory_mb=0, file_size_mb=32)
+        else:
+            tool = shutil.which("dot")
+            if tool is None:
+                return None, "Graphviz (dot) is not installed: the diagram is not rendered"
+            cmd = [tool, "-Tsvg", DOT, "-o", SVG]
+            limits = Limits(timeout_s=30, memory_mb=512, file_size_mb=32)
+        result = await Sandbox(ws.root, limits).run(cmd)
+        s.env.report_isolation(result)
+        if result.ok and ws.exists(SVG):
+            return SVG, ""
+        note = f"rendering failed: {(result.stderr or result.stdout).strip()[-300:]}"
+        s.ctx.log(note)
+        return None, note

@@ -1,0 +1,391 @@
+"""backend: a service's code and its tests, run in the sandbox and repaired until they pass.
+
+Round after round (option ``tries``, default 3):
+
+1. the model writes the code and the tests with the file tools (it may run
+   commands in the sandbox itself); a model that answers with named fenced
+   blocks instead gets them written for it;
+2. the agent runs the tests in the sandbox (pytest for Python, with agentd's
+   own interpreter; ``node --test``, ``go test``, ``cargo test`` for others, or
+   option ``test_command``);
+3. for a web service, the agent starts it in the sandbox on a free loopback port
+   (the command and the routes come from the ``service.json`` the model writes)
+   and checks that every declared route answers as declared;
+4. a failure goes back to the model with the output, for the next round.
+
+The result's data holds ``tests_passed`` ("true"/"false"), ``test_output``,
+``test_command``, ``rounds`` and, for a web service, ``routes``; the output
+says it in one line. The architect's ARCHITECTURE.md (same workspace, or an
+earlier sub-task's result) is part of the brief.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TaskFailed
+from ..loop import TOKEN_BUDGET
+from ..runtime import Outcome, TaskContext, register
+from ..sandbox import SandboxResult
+from ..workspace import Workspace
+from ._llm_agent import LLMAgent, Session, extract_files, inputs_brief, record_artifacts, write_extracted
+
+MANIFEST = "service.json"
+DOC = "ARCHITECTURE.md"
+DOC_LIMIT = 6000
+OUTPUT_LIMIT = 8000
+PYTHON_PACKAGES = (
+    "fastapi", "uvicorn", "starlette", "httpx", "pydantic", "flask", "sqlalchemy", "requests",
+    "aiohttp", "pytest_asyncio",
+)
+WEB_FRAMEWORKS = {"fastapi": ("fastapi", "uvicorn", "httpx"), "flask": ("flask",)}
+_WEB = re.compile(r"\b(api|rest|http|web|server|service|fastapi|flask|django|endpoints?|routes?|crud)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Language:
+    name: str
+    command: tuple[str, ...]  # the test command
+    tool: str  # the program that must be installed
+    hint: str  # how tests are written
+
+
+def _language(name: str) -> Language:
+    n = (name or "python").strip().lower()
+    if n in ("python", "python3", "py", ""):
+        return Language("python", (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                   "--color=no", "-o", "addopts="), sys.executable,
+                        "pytest functions in files named test_*.py next to the code "
+                        "(import the code as a module of the project root)")
+    if n in ("javascript", "js", "node", "nodejs"):
+        return Language("javascript", ("node", "--test"), "node",
+                        "node:test tests in files named *.test.js (run with `node --test`)")
+    if n in ("go", "golang"):
+        return Language("go", ("go", "test", "./..."), "go", "Go tests in *_test.go files, with a go.mod")
+    if n in ("rust", "rs"):
+        return Language("rust", ("cargo", "test", "--offline"), "cargo",
+                        "#[test] functions, a Cargo.toml without external crates")
+    return Language(n, (), n, "tests, and the command that runs them in service.json as \"test\"")
+
+
+def installed_python_packages() -> tuple[list[str], list[str]]:
+    have, missing = [], []
+    for name in PYTHON_PACKAGES:
+        (have if importlib.util.find_spec(name) is not None else missing).append(name)
+    return have, missing
+
+
+SYSTEM = """You are a backend engineer in a team of agents. Write the service the user asks for in \
+{language}, with its tests.
+
+- Write every file with the write_file tool (the whole file each time).
+- Tests: {hint}. They are run with `{command}` in the project directory, in a sandbox \
+without network access.
+- {packages}
+{web}- You may run commands (e.g. the tests) with run_command.
+- When the code and its tests are written, answer with one short line. The agent then runs \
+the tests itself; if they fail, you get the output to fix them."""
+
+WEB_RULES = """- This is a web service. Also write {manifest}: {{"start": "<shell command that \
+starts the server on host 127.0.0.1 and port {{port}}>", "routes": [{{"method": "GET", "path": \
+"/health", "status": 200}}, ...]}} listing the routes to check: concrete paths (no \
+placeholders), the expected status code, and a JSON "body" for POST/PUT/PATCH. The agent \
+starts the server with it and requests each route.
+"""
+
+PROBE = r"""
+import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
+m = json.load(open(sys.argv[1]))
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+cmd = str(m["start"]).replace("{port}", str(port)).replace("$PORT", str(port))
+log = tempfile.TemporaryFile()
+p = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                     env=dict(os.environ, PORT=str(port), HOST="127.0.0.1"), start_new_session=True)
+report = {"port": port, "command": cmd, "routes": [], "up": False}
+deadline = time.monotonic() + float(m.get("startup_s", 15))
+while time.monotonic() < deadline and p.poll() is None:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close(); report["up"] = True; break
+    except OSError:
+        time.sleep(0.1)
+if report["up"]:
+    for r in m.get("routes") or []:
+        method = str(r.get("method", "GET")).upper(); path = str(r.get("path", "/"))
+        import re as _re
+        path = _re.sub(r"\{[^}]*\}", "1", path)
+        data = None; headers = {}
+        if r.get("body") is not None:
+            data = json.dumps(r["body"]).encode(); headers["Content-Type"] = "application/json"
+        want = r.get("status")
+        row = {"method": method, "path": path, "expected": want}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers), timeout=5) as resp:
+                row["status"] = resp.status
+        except urllib.error.HTTPError as e:
+            row["status"] = e.code
+        except Exception as e:
+            row["status"] = None; row["error"] = f"{type(e).__name__}: {e}"
+        st = row["status"]
+        row["ok"] = st is not None and (st == int(want) if want else st < 400)
+        report["routes"].append(row)
+report["exited"] = p.poll()
+try:
+    os.killpg(p.pid, signal.SIGTERM)
+    p.wait(3)
+except Exception:
+    try: os.killpg(p.pid, signal.SIGKILL)
+    except Exception: pass
+log.seek(0); report["log"] = log.read().decode(errors="replace")[-3000:]
+print("ROUTE-REPORT " + json.dumps(report))
+"""
+
+
+@dataclass
+class RouteCheck:
+    ok: bool
+    summary: str  # "GET /health 200, GET /todos 200"
+    problem: str  # for the model, when not ok
+
+
+@register
+class BackendAgent(LLMAgent):
+    type = "backend"
+    capabilities = ("code", "tests", "service")
+    description = "writes a service's code with its tests and makes the tests pass in the sandbox"
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        opts = ctx.task.options
+        tries = max(1, int(opts.get("tries", "3") or 3))
+        lang = _language(ctx.task.language)
+        ws = Workspace(ctx.workspace)
+        before = {p: ws.artifact(p).sha256 for p in ws.files()}
+        web = opts.get("web", "").lower() in ("1", "true", "yes") or bool(_WEB.search(ctx.task.input))
+        if opts.get("web", "").lower() in ("0", "false", "no"):
+            web = False
+        test_cmd = opts.get("test_command") or " ".join(lang.command)
+        if not opts.get("test_command") and (not lang.command or shutil.which(lang.tool) is None):
+            if not lang.command:
+                test_cmd = ""  # from service.json "test"
+            else:
+                raise TaskFailed(f"cannot build {lang.name} here: {lang.tool} is not installed on this agent")
+        notes: list[str] = []
+        packages, missing = self._packages(ctx, lang, notes)
+        async with self.session(ctx) as s:
+            system = SYSTEM.format(
+                language=lang.name, hint=lang.hint, command=test_cmd or "the test command of service.json",
+                packages=packages, web=WEB_RULES.format(manifest=MANIFEST) if web else "",
+            )
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": self._brief(ctx, ws)}]
+            test: SandboxResult | None = None
+            routes: RouteCheck | None = None
+            passed = False
+            rounds = 0
+            for rounds in range(1, tries + 1):
+                ctx.status(f"coding (round {rounds} of {tries})")
+                res = await s.loop.run(messages)
+                messages = res.messages
+                files = extract_files(res.content)
+                if files:
+                    write_extracted(ctx, files)
+                feedback, test, routes = await self._check(s, ws, lang, test_cmd, web)
+                if feedback is None:
+                    passed = True
+                    break
+                if res.stopped == TOKEN_BUDGET or rounds == tries:
+                    break
+                messages.append({"role": "user", "content": feedback})
+        changed = [p for p in ws.files() if before.get(p) != ws.artifact(p).sha256]
+        record_artifacts(ctx, changed)
+        return self._outcome(ctx, passed, rounds, tries, test_cmd, test, routes, missing, notes, changed)
+
+    # ---------------------------------------------------------------- brief
+    def _packages(self, ctx: TaskContext, lang: Language, notes: list[str]) -> tuple[str, list[str]]:
+        if lang.name != "python":
+            return "Use the standard library only (nothing can be installed).", []
+        have, missing = installed_python_packages()
+        wanted = ctx.task.input.lower()
+        absent = sorted({p for fw, pkgs in WEB_FRAMEWORKS.items() if fw in wanted for p in pkgs if p in missing})
+        text = (
+            "Installed Python packages you may use besides the standard library: "
+            + (", ".join(["pytest", *have]) if have else "pytest only")
+            + ". Nothing else can be installed."
+        )
+        if absent:
+            note = f"{', '.join(absent)} not installed on this agent (pip install {' '.join(absent)})"
+            notes.append(note)
+            ctx.log(note + ": asking for a standard-library service instead")
+            text += (f" NOTE: {', '.join(absent)} is NOT installed, so write the service with the "
+                     "standard library (http.server) instead, keeping the same routes.")
+        return text, absent
+
+    def _brief(self, ctx: TaskContext, ws: Workspace) -> str:
+        text = f"Build this: {ctx.task.input.strip() or '(no description given)'}"
+        doc = self._architecture(ctx, ws)
+        if doc:
+            text += f"\n\nThe architect's design ({DOC}):\n\n{doc}"
+        earlier = inputs_brief(ctx)
+        if earlier:
+            text += f"\n\nResults of earlier steps of this project:\n{earlier}"
+        existing = list(ws.files())
+        if existing:
+            text += "\n\nThe project directory already holds: " + ", ".join(existing[:50])
+        return text
+
+    def _architecture(self, ctx: TaskContext, ws: Workspace) -> str:
+        if ws.exists(DOC):
+            return ws.read_text(DOC, DOC_LIMIT)
+        for r in ctx.task.inputs:  # the architect worked in its own workspace on this host
+            if r.workspace and any(a.path == DOC for a in r.artifacts):
+                p = Path(r.workspace) / DOC
+                try:
+                    return p.read_text(encoding="utf-8", errors="replace")[:DOC_LIMIT]
+                except OSError:
+                    continue
+        return ""
+
+    # ---------------------------------------------------------------- checks
+    async def _check(
+        self, s: Session, ws: Workspace, lang: Language, test_cmd: str, web: bool
+    ) -> tuple[str | None, SandboxResult | None, RouteCheck | None]:
+        """(feedback for the model or None when all is well, test result, route check)."""
+        code = [p for p in ws.files() if not p.endswith((".md", ".mmd", ".dot", ".svg", ".txt"))]
+        if not [p for p in code if p != MANIFEST]:
+            s.ctx.step("check: no code was written", check="files", ok="false")
+            return "No code files were written yet. Write the code and its tests with write_file.", None, None
+        manifest, bad = self._manifest(ws) if (web or not test_cmd) else ({}, "")
+        if not test_cmd:
+            test_cmd = str(manifest.get("test", "")) if isinstance(manifest, dict) else ""
+            if not test_cmd:
+                return (f"Write {MANIFEST} with a \"test\" command that runs the tests." + bad), None, None
+        s.ctx.status("running the tests")
+        test = await s.env.sandbox.run(test_cmd)
+        s.env.report_isolation(test)
+        passed = test.ok
+        tail = test.describe(OUTPUT_LIMIT)
+        if lang.name == "python" and test.exit_code == 5:
+            s.ctx.step("check: no tests were collected", check="tests", ok="false")
+            return ("pytest found no tests (exit code 5). Write tests in files named test_*.py with "
+                    "functions named test_*."), test, None
+        s.ctx.step(f"check: tests {'passed' if passed else 'failed'}: {_summary(test)}", check="tests",
+                   ok=str(passed).lower(), exit_code=str(test.exit_code))
+        if not passed:
+            return (f"The tests failed. Output:\n{tail}\n\nFind the cause and fix the code (or a wrong "
+                    "test) with write_file; then answer with one line."), test, None
+        if not web:
+            return None, test, None
+        if bad:
+            s.ctx.step(f"check: {bad}", check="routes", ok="false")
+            return bad, test, None
+        routes = await self._check_routes(s, ws)
+        s.ctx.step(f"check: routes {'answer' if routes.ok else 'fail'}: {routes.summary}", check="routes",
+                   ok=str(routes.ok).lower())
+        return (None if routes.ok else routes.problem), test, routes
+
+    def _manifest(self, ws: Workspace) -> tuple[dict[str, object], str]:
+        if not ws.exists(MANIFEST):
+            return {}, (f"{MANIFEST} is missing: write it with the command that starts the service "
+                        "and the routes to check.")
+        try:
+            m = json.loads(ws.read_text(MANIFEST))
+        except json.JSONDecodeError as exc:
+            return {}, f"{MANIFEST} is not valid JSON: {exc}"
+        if not isinstance(m, dict):
+            return {}, f"{MANIFEST} must hold a JSON object"
+        problems = []
+        if not isinstance(m.get("start"), str) or "{port}" not in m.get("start", "") and "$PORT" not in m.get(
+            "start", ""
+        ):
+            problems.append('"start" must be a shell command containing {port}')
+        routes = m.get("routes")
+        if not isinstance(routes, list) or not routes or not all(
+            isinstance(r, dict) and str(r.get("path", "")).startswith("/") for r in routes
+        ):
+            problems.append('"routes" must be a non-empty list of {"method", "path" (starting with /), "status"}')
+        return m, (f"{MANIFEST}: " + "; ".join(problems)) if problems else ""
+
+    async def _check_routes(self, s: Session, ws: Workspace) -> RouteCheck:
+        s.ctx.status("starting the service to check its routes")
+        timeout = min(s.env.sandbox.limits.timeout_s, 45)
+        result = await s.env.sandbox.run([sys.executable, "-c", PROBE, MANIFEST], timeout_s=timeout)
+        line = next((ln for ln in reversed(result.stdout.splitlines()) if ln.startswith("ROUTE-REPORT ")), "")
+        if not line:
+            return RouteCheck(False, "the route check did not finish",
+                              f"Checking the routes failed:\n{result.describe(4000)}")
+        report = json.loads(line[len("ROUTE-REPORT "):])
+        log_tail = str(report.get("log", ""))[-2000:]
+        if not report.get("up"):
+            how = (f"exited with code {report.get('exited')}" if report.get("exited") is not None
+                   else "did not listen on its port within the start-up time")
+            return RouteCheck(False, f"the service {how}",
+                              f"The service started with `{report.get('command')}` {how}. Its output:\n"
+                              f"{log_tail}\nFix the code or the start command in {MANIFEST}.")
+        rows = report.get("routes", [])
+        summary = ", ".join(f"{r['method']} {r['path']} {r.get('status')}" for r in rows)
+        bad = [r for r in rows if not r.get("ok")]
+        if not bad:
+            return RouteCheck(True, summary, "")
+        lines = "\n".join(
+            f"- {r['method']} {r['path']}: expected {r.get('expected') or '< 400'}, got "
+            f"{r.get('status') if r.get('status') is not None else r.get('error')}" for r in bad
+        )
+        return RouteCheck(False, summary, f"The tests pass, but these routes do not answer as declared in "
+                          f"{MANIFEST}:\n{lines}\nService output:\n{log_tail}\nFix the code or {MANIFEST}.")
+
+    # ---------------------------------------------------------------- result
+    def _outcome(
+        self, ctx: TaskContext, passed: bool, rounds: int, tries: int, test_cmd: str,
+        test: SandboxResult | None, routes: RouteCheck | None, missing: list[str], notes: list[str],
+        changed: list[str],
+    ) -> Outcome:
+        data = {
+            "tests_passed": str(passed).lower(),
+            "test_command": test.command if test else test_cmd,
+            "test_output": _tail(test.stdout + ("\n" + test.stderr if test.stderr.strip() else ""))
+            if test else "",
+            "test_exit_code": str(test.exit_code) if test else "",
+            "rounds": str(rounds),
+            "files": ", ".join(changed),
+        }
+        if routes is not None:
+            data["routes_ok"] = str(routes.ok).lower()
+            data["routes"] = routes.summary
+        if missing:
+            data["missing_packages"] = ", ".join(missing)
+        if test is not None and test.notes:
+            data["sandbox_notes"] = "; ".join(test.notes)
+        summary = _summary(test) if test else "no tests ran"
+        if passed:
+            out = f"tests passed ({summary})"
+            if routes is not None:
+                out += f"; routes answer: {routes.summary}"
+            out += f"; {len(changed)} files" + (f"; note: {'; '.join(notes)}" if notes else "")
+            return Outcome(output=out, data=data)
+        why = "tests failed" if test is not None and not test.ok else "the work is not finished"
+        if routes is not None and not routes.ok:
+            why = f"routes failed ({routes.summary})"
+        return Outcome(ok=False, output=f"{why} after {rounds} of {tries} round(s) ({summary})",
+                       error=f"{why} after {rounds} round(s): {summary}", data=data)
+
+
+def _tail(text: str, limit: int = OUTPUT_LIMIT) -> str:
+    return text if len(text) <= limit else "[... cut ...]\n" + text[-limit:]
+
+
+def _summary(test: SandboxResult | None) -> str:
+    """The test run in a few words: pytest's last line, or the exit status."""
+    if test is None:
+        return "no tests ran"
+    if test.timed_out:
+        return test.notes_timeout()
+    for line in reversed(test.stdout.splitlines()):
+        line = line.strip().strip("=").strip()
+        if line and re.search(r"\b(passed|failed|error|ok|FAIL|PASS)\b", line, re.I):
+            return line[:200]
+    return f"exit code {test.exit_code}"
