@@ -120,7 +120,7 @@ async def run_oneshot(ctx: Context, lines: Sequence[str], *, yes: bool = False, 
         if not interrupted:
             raise
         for view in current:
-            if not view.done.is_set():
+            if view.result is None:  # (its stream was cut: `done` is set, the task is not over)
                 try:
                     await asyncio.wait_for((await ctx.client()).cancel(view.task_id, "interrupted (Ctrl-C)"), 3)
                     ctx.out.error(f"interrupted: cancelled task {view.short} ({view.agent_type})")
