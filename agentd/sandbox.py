@@ -397,6 +397,11 @@ class Sandbox:
                     "other users and no mount namespace is available to expose it"
                 )
                 uid = None
+        elif iso.mounts:
+            notes.append(
+                "uid not dropped (agentd is not root): the command runs as the agent's user without "
+                "capabilities; the agent's key, certificates and home are hidden by a mount namespace"
+            )
         else:
             notes.append("uid not dropped: agentd does not run as root")
         if iso.mode == "none":
@@ -408,9 +413,11 @@ class Sandbox:
 
         hide = sorted(set(self.hide) | _PROTECTED)
         private_dirs = [d for d in _PRIVATE_DIRS if os.path.isdir(d)]
-        expose = [str(self.workspace)]
-        if uid is not None:
-            expose += [d for d in _toolchain_dirs() if d != str(self.workspace)]
+        expose = [str(self.workspace), *(d for d in _toolchain_dirs() if d != str(self.workspace))]
+        # The agent's home (other keys, tokens, shell history) is masked too; what the command
+        # needs below it (the workspace, the toolchain) is bound back.
+        home = os.path.realpath(os.path.expanduser("~"))
+        mask = [home] if home not in ("/", "") and os.path.isdir(home) else []
         tmpdir = "/tmp" if iso.mounts else str(self.workspace / ".tmp")
         spec: dict[str, Any] = {
             "argv": argv,
@@ -422,6 +429,7 @@ class Sandbox:
             "private_dirs": private_dirs if iso.mounts else [],
             "hide": hide if iso.mounts else [],
             "expose": expose if iso.mounts else [],
+            "mask": mask if iso.mounts else [],
             "lo": iso.network,
             "drop_caps": iso.mode == "user-ns",
         }
@@ -643,6 +651,9 @@ def _setup_mounts(spec: dict[str, Any]) -> None:
     for h in hide:
         if os.path.isdir(h) and not os.path.islink(h):
             covers[h] = "mode=000,size=4k"
+    for m in spec.get("mask", []):
+        if os.path.isdir(m) and m not in covers:
+            covers[m] = "mode=755,size=4m"
     if uid is not None:
         for e in expose:
             blocked = _blocked_ancestor(e)

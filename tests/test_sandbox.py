@@ -217,3 +217,21 @@ async def test_python_toolchain_and_pytest_work(layout: dict[str, Path]) -> None
     # The agent can still read and write what the sandbox left behind.
     (ws / "after.txt").write_text("agent")
     assert (ws / "after.txt").read_text() == "agent"
+
+
+async def test_protected_paths_stay_hidden_inside_the_workspace(iso: Isolation, layout: dict[str, Path]) -> None:
+    """Protection works by mount, not only by location: protected paths inside the
+    workspace itself (a tree the sandbox otherwise sees) are covered too."""
+    if not iso.mounts:
+        pytest.skip(f"no mount namespace here: {iso.reason}")
+    ws = layout["ws"]
+    (ws / "secrets").mkdir()
+    (ws / "secrets" / "token.txt").write_text("TOP-SECRET-TOKEN")
+    (ws / "agent-key.pem").write_text(SECRET)
+    (ws / "agent-key.pem").chmod(0o644)
+    sb = Sandbox(ws, Limits(), hide=[ws / "secrets", ws / "agent-key.pem"])
+    r = await sb.run("cat secrets/token.txt; cat agent-key.pem; echo visible > ok.txt; cat ok.txt")
+    assert "TOP-SECRET" not in r.stdout, r.stdout
+    assert "visible" in r.stdout
+    assert (ws / "secrets" / "token.txt").read_text() == "TOP-SECRET-TOKEN"
+    assert (ws / "agent-key.pem").read_text() == SECRET

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -34,7 +35,14 @@ from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
 from ..sandbox import SandboxResult
 from ..workspace import Workspace
-from ._llm_agent import LLMAgent, Session, extract_files, inputs_brief, record_artifacts, write_extracted
+from ._llm_agent import (
+    LLMAgent,
+    Session,
+    extract_files,
+    inputs_brief,
+    record_artifacts,
+    write_extracted,
+)
 
 MANIFEST = "service.json"
 DOC = "ARCHITECTURE.md"
@@ -60,7 +68,10 @@ def _language(name: str) -> Language:
     n = (name or "python").strip().lower()
     if n in ("python", "python3", "py", ""):
         return Language("python", (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "--color=no", "-o", "addopts="), sys.executable,
+                                   "--color=no", "-o", "addopts=",
+                                   # hypothesis' plugin alone takes seconds to import; its
+                                   # tests run without it
+                                   "-p", "no:hypothesispytest"), sys.executable,
                         "pytest functions in files named test_*.py next to the code "
                         "(import the code as a module of the project root)")
     if n in ("javascript", "js", "node", "nodejs"):
@@ -75,7 +86,8 @@ def _language(name: str) -> Language:
 
 
 def installed_python_packages() -> tuple[list[str], list[str]]:
-    have, missing = [], []
+    have: list[str] = []
+    missing: list[str] = []
     for name in PYTHON_PACKAGES:
         (have if importlib.util.find_spec(name) is not None else missing).append(name)
     return have, missing
@@ -169,7 +181,7 @@ class BackendAgent(LLMAgent):
         web = opts.get("web", "").lower() in ("1", "true", "yes") or bool(_WEB.search(ctx.task.input))
         if opts.get("web", "").lower() in ("0", "false", "no"):
             web = False
-        test_cmd = opts.get("test_command") or " ".join(lang.command)
+        test_cmd = opts.get("test_command") or shlex.join(lang.command)
         if not opts.get("test_command") and (not lang.command or shutil.which(lang.tool) is None):
             if not lang.command:
                 test_cmd = ""  # from service.json "test"
@@ -299,9 +311,8 @@ class BackendAgent(LLMAgent):
         if not isinstance(m, dict):
             return {}, f"{MANIFEST} must hold a JSON object"
         problems = []
-        if not isinstance(m.get("start"), str) or "{port}" not in m.get("start", "") and "$PORT" not in m.get(
-            "start", ""
-        ):
+        start = m.get("start")
+        if not isinstance(start, str) or ("{port}" not in start and "$PORT" not in start):
             problems.append('"start" must be a shell command containing {port}')
         routes = m.get("routes")
         if not isinstance(routes, list) or not routes or not all(
