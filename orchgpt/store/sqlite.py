@@ -30,8 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from .. import logs
 from ..errors import StoreError
 from ..models import (
     Action,
@@ -51,7 +50,7 @@ from ..models import (
 from .base import Store
 from .migrations import LATEST, SchemaTooNew, migrate, schema_version
 
-log = structlog.get_logger(__name__)
+log = logs.get("orchgpt.store")
 
 _TASK_COLUMNS = (
     "task_id", "agent_type", "action", "input", "language", "session_id", "parent_task_id",

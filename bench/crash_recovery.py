@@ -1,0 +1,433 @@
+"""Crash recovery: SIGKILL orchgpt while 100 tasks run, restart it, count what became of them.
+
+    python -m bench.crash_recovery [--tasks 100] [--agents 8] [--delay 0.3] [--mode remote|local]
+
+Everything is real: certificates from `orchgpt certs init`, an `orchgpt serve`
+daemon with a SQLite store in a fresh data directory, echo agents (`agentd`),
+and the gRPC client. The run:
+
+1. starts the daemon and the agents (``remote``: agentd processes started by
+   hand, which outlive the daemon and reconnect; ``local``: agents the daemon
+   spawns itself, which die with it);
+2. submits the tasks through MeshClient with task ids (the idempotency key)
+   and an echo ``delay``, and waits until every one is acknowledged and some
+   have finished;
+3. SIGKILLs the daemon while the rest are running or queued, restarts it on the
+   same port and data directory, and waits until every task is terminal;
+4. resubmits every task id and checks that nothing runs again;
+5. counts: succeeded, failed with a reason, lost (acknowledged, then unknown or
+   never finished), completed twice (more than one RESULT event in the store)
+   and executed twice (an agent's log shows the task finished more than once).
+
+Prints the counts and exits 1 if any task is lost, unaccounted for, completed
+or executed twice, or re-run by a resubmission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from orchgpt.certs import CA, paths_for
+from orchgpt.client import MeshClient
+from orchgpt.errors import ClientError
+from orchgpt.models import Action, Command, EventKind, Task, TaskState, new_id
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ScenarioError(Exception):
+    """The scenario could not be run (a process did not start, a wait timed out)."""
+
+
+@dataclass
+class Counts:
+    mode: str
+    submitted: int = 0
+    acknowledged: int = 0
+    finished_before_kill: int = 0  # RESULT events the clients saw before the SIGKILL
+    recovered_by_daemon: int = 0  # unfinished tasks the restarted daemon loaded from its store
+    succeeded: int = 0
+    failed_with_reason: int = 0
+    failed_without_reason: int = 0
+    cancelled: int = 0
+    unfinished: int = 0  # still not terminal when the wait ended
+    lost: int = 0  # acknowledged, then unknown to the restarted daemon
+    completed_twice: int = 0  # more than one RESULT event stored for the task
+    executed_twice: int = 0  # an agent log shows the task finished more than once
+    requeued: int = 0  # tasks whose result says they were requeued (their agent was gone)
+    resubmitted: int = 0
+    resubmit_reran: int = 0  # resubmitted ids that ran again or changed
+    seconds_to_recover: float = 0.0
+    failures: list[str] = field(default_factory=list)  # "task id: reason" of the failed ones
+    problems: list[str] = field(default_factory=list)  # what makes the run fail
+
+    @property
+    def accounted(self) -> int:
+        return self.succeeded + self.failed_with_reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def judge(self) -> None:
+        p = self.problems
+        if self.acknowledged != self.submitted:
+            p.append(f"{self.submitted - self.acknowledged} submissions were never acknowledged")
+        if self.accounted != self.submitted:
+            p.append(f"only {self.accounted} of {self.submitted} tasks succeeded or failed with a reason")
+        for name in ("lost", "unfinished", "failed_without_reason", "cancelled", "completed_twice",
+                     "executed_twice", "resubmit_reran"):
+            if getattr(self, name):
+                p.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
+        if self.finished_before_kill >= self.submitted:
+            p.append("every task finished before the kill: the run proves nothing (lower --delay?)")
+
+
+# ---- processes -----------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.pop("ORCHGPT_ADDRESS", None)
+    return env
+
+
+class Daemon:
+    def __init__(self, workdir: Path, certs: Path, data_dir: Path, extra: list[str]) -> None:
+        self.workdir, self.certs, self.data_dir, self.extra = workdir, certs, data_dir, extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.logs: list[Path] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, port: int = 0, timeout: float = 60.0) -> None:
+        port_file = self.workdir / "orchgpt.port"
+        port_file.unlink(missing_ok=True)
+        log = self.workdir / f"orchgpt-{len(self.logs) + 1}.log"
+        self.logs.append(log)
+        cmd = [sys.executable, "-m", "orchgpt", "serve", "--listen", f"127.0.0.1:{port}",
+               "--certs", str(self.certs), "--data-dir", str(self.data_dir), "--port-file", str(port_file),
+               "--local-model", "off", "--log-format", "json", *self.extra]
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
+                                         env=_env())
+        deadline = time.monotonic() + timeout
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.proc.poll() is not None:
+                raise ScenarioError(f"orchgpt exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"orchgpt did not listen within {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+
+    def log_tail(self, n: int = 30) -> str:
+        if not self.logs or not self.logs[-1].exists():
+            return ""
+        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-n:])
+
+    def sigkill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+    def client(self) -> MeshClient:
+        return MeshClient(self.address, paths_for(self.certs, "cli"), timeout=15)
+
+    def log_events(self, event: str) -> list[dict[str, object]]:
+        return [r for log in self.logs for r in _json_lines(log) if r.get("event") == event]
+
+
+def _json_lines(path: Path) -> list[dict[str, object]]:
+    out = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out
+
+
+def init_certs(certs: Path) -> None:
+    """The CA, server and CLI certificates, made by the real `orchgpt certs init`."""
+    r = subprocess.run([sys.executable, "-m", "orchgpt", "certs", "init", "--dir", str(certs)],
+                       capture_output=True, text=True, env=_env(), timeout=60)
+    if r.returncode != 0:
+        raise ScenarioError(f"orchgpt certs init failed: {r.stderr or r.stdout}")
+
+
+def start_agents(workdir: Path, certs: Path, address: str, n: int) -> list[subprocess.Popen[bytes]]:
+    ca = CA.load(certs)
+    procs = []
+    for i in range(n):
+        name = f"crash-echo-{i}"
+        home = workdir / "agents" / name
+        home.mkdir(parents=True, exist_ok=True)
+        ca.issue_to(home, name, "agent")
+        (home / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
+        with (home / "agentd.log").open("wb") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "agentd", "--type", "echo", "--name", name, "--orchestrator", address,
+                 "--certs", str(home), "--workspace-root", str(home / "workspaces")],
+                cwd=home, stdout=out, stderr=subprocess.STDOUT, env=_env(),
+            ))
+    return procs
+
+
+def agent_completions(workdir: Path, data_dir: Path) -> Counter[str]:
+    """How many times each task id finished successfully in any agent (from the agents' logs)."""
+    logs = [*(workdir / "agents").glob("*/agentd.log"), *(data_dir / "logs").glob("*.log")]
+    done: Counter[str] = Counter()
+    for log in logs:
+        for r in _json_lines(log):
+            if r.get("event") == "task_done" and r.get("state") == "succeeded":
+                done[str(r.get("task_id"))] += 1
+    return done
+
+
+# ---- the scenario ---------------------------------------------------------------------
+
+
+async def _wait(pred, timeout: float, what: str, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        r = pred()
+        if asyncio.iscoroutine(r):
+            r = await r
+        if r:
+            return
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def _session_tasks(client: MeshClient, session: str, n: int) -> list[Task]:
+    return await client.list_tasks(limit=n + 50, session_id=session)
+
+
+async def run(
+    workdir: Path,
+    tasks: int = 100,
+    agents: int = 8,
+    delay: float = 0.3,
+    mode: str = "remote",
+    kill_after: float = 0.2,
+    timeout: float = 90.0,
+) -> Counts:
+    """Run the scenario in ``workdir``; ``kill_after`` is the share of tasks finished before the kill."""
+    if mode not in ("remote", "local"):
+        raise ValueError(f"mode must be remote or local, not {mode!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    certs, data_dir = workdir / "certs", workdir / "data"
+    await asyncio.to_thread(init_certs, certs)
+    extra = ["--heartbeat-interval", "0.5", "--reconnect-grace", "5", "--max-attempts", "3",
+             "--grace-period", "1"]
+    extra += ["--no-spawn"] if mode == "remote" else ["--max-local-agents", str(agents)]
+    daemon = Daemon(workdir, certs, data_dir, extra)
+    counts = Counts(mode=mode, submitted=tasks)
+    agent_procs: list[subprocess.Popen[bytes]] = []
+    session = f"crash-{new_id()[:8]}"
+    ids = [f"crash-{i:03d}" for i in range(tasks)]
+    try:
+        await asyncio.to_thread(daemon.start)
+        if mode == "remote":
+            agent_procs = start_agents(workdir, certs, daemon.address, agents)
+        acked: set[str] = set()
+        finished: set[str] = set()
+
+        async def submit_one(client: MeshClient, task_id: str, i: int) -> None:
+            cmd = Command("echo", Action.RUN, f"echo {i}", session_id=session, task_id=task_id,
+                          options={"delay": str(delay)})
+            try:
+                async for ev in client.submit(cmd):
+                    acked.add(task_id)
+                    if ev.kind == EventKind.RESULT and ev.task_id == task_id:
+                        finished.add(task_id)
+            except ClientError:
+                pass  # the daemon was killed under the stream
+
+        client = daemon.client()
+        try:
+            if mode == "remote":
+                await _wait(lambda: _n_agents(client, agents), 60, f"{agents} agents to register")
+            streams = [asyncio.create_task(submit_one(client, t, i)) for i, t in enumerate(ids)]
+            await _wait(lambda: len(acked) == tasks and len(finished) >= kill_after * tasks, 60,
+                        "the submissions to be acknowledged and the first tasks to finish", 0.01)
+            daemon.sigkill()
+            counts.acknowledged = len(acked)
+            counts.finished_before_kill = len(finished)
+            _, pending = await asyncio.wait(streams, timeout=20)
+            for s in pending:
+                s.cancel()
+        finally:
+            await client.close()
+
+        t0 = time.monotonic()
+        await asyncio.to_thread(daemon.start, daemon.port)  # same address: remote agents reconnect by themselves
+        client = daemon.client()
+        try:
+            async def all_terminal() -> bool:
+                ts = await _session_tasks(client, session, tasks)
+                return len(ts) >= tasks and all(t.state.terminal for t in ts)
+
+            try:
+                await _wait(all_terminal, timeout, "every task to end", 0.25)
+            except ScenarioError as exc:
+                counts.problems.append(str(exc))
+            counts.seconds_to_recover = round(time.monotonic() - t0, 2)
+            recovered = daemon.log_events("tasks_recovered")
+            counts.recovered_by_daemon = sum(int(str(e.get("count", 0))) for e in recovered)
+
+            stored = {t.task_id: t for t in await _session_tasks(client, session, tasks)}
+            result_events: dict[str, int] = {}
+            for task_id in ids:
+                t = stored.get(task_id)
+                if t is None:
+                    counts.lost += 1
+                    continue
+                if not t.state.terminal:
+                    counts.unfinished += 1
+                elif t.state == TaskState.SUCCEEDED:
+                    counts.succeeded += 1
+                elif t.state == TaskState.FAILED:
+                    if t.error or (t.result and t.result.error):
+                        counts.failed_with_reason += 1
+                        counts.failures.append(f"{task_id}: {t.error or t.result.error}")  # type: ignore[union-attr]
+                    else:
+                        counts.failed_without_reason += 1
+                else:
+                    counts.cancelled += 1
+                if t.result is not None and t.result.data.get("requeued"):
+                    counts.requeued += 1
+                _, events, _ = await client.get_task(task_id, with_events=True)
+                result_events[task_id] = sum(1 for e in events if e.kind == EventKind.RESULT)
+            counts.completed_twice = sum(1 for n in result_events.values() if n > 1)
+            ran = agent_completions(workdir, data_dir)
+            counts.executed_twice = sum(1 for t in ids if ran[t] > 1)
+            unseen = [t for t in ids if stored.get(t) is not None
+                      and stored[t].state == TaskState.SUCCEEDED and ran[t] == 0]
+            if unseen:
+                counts.problems.append(f"{len(unseen)} succeeded tasks never finished in an agent: {unseen[:5]}")
+
+            # Resubmitting a task id never runs it again: the stream replays the stored events.
+            before = {t: (stored[t].attempts, stored[t].state) for t in ids if t in stored}
+            again = await asyncio.gather(*(
+                _resubmit(client, Command("echo", Action.RUN, "again", session_id=session, task_id=t,
+                                          options={"delay": str(delay)}))
+                for t in ids
+            ))
+            counts.resubmitted = len(again)
+            await asyncio.sleep(max(1.0, 3 * delay))  # time for a wrongly re-dispatched echo to finish
+            after = {t.task_id: t for t in await _session_tasks(client, session, tasks)}
+            ran_after = agent_completions(workdir, data_dir)
+            for task_id, last_state in zip(ids, again, strict=True):
+                t = after.get(task_id)
+                if (t is None or (t.attempts, t.state) != before.get(task_id) or ran_after[task_id] != ran[task_id]
+                        or last_state != before.get(task_id, (0, None))[1]):
+                    counts.resubmit_reran += 1
+            if len(after) != len(stored):
+                counts.problems.append(f"resubmission created tasks: {len(stored)} -> {len(after)}")
+        finally:
+            await client.close()
+    finally:
+        daemon.stop()
+        for p in agent_procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in agent_procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+    counts.judge()
+    return counts
+
+
+async def _n_agents(client: MeshClient, n: int) -> bool:
+    try:
+        return len(await client.list_agents("echo")) >= n
+    except ClientError:
+        return False
+
+
+async def _resubmit(client: MeshClient, cmd: Command) -> TaskState | None:
+    """Submit again; return the state of the RESULT the stream ends with (None: none)."""
+    state = None
+    async for ev in client.submit(cmd):
+        if ev.kind == EventKind.RESULT and ev.task_id == cmd.task_id:
+            state = ev.result.state if ev.result else ev.state
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=100)
+    ap.add_argument("--agents", type=int, default=8)
+    ap.add_argument("--delay", type=float, default=0.3, help="seconds each echo task takes")
+    ap.add_argument("--mode", choices=["remote", "local", "both"], default="both",
+                    help="remote: hand-started agents that outlive the daemon; local: agents it spawns")
+    ap.add_argument("--workdir", help="keep certificates, data and logs here (default: a temporary directory)")
+    ap.add_argument("--json", action="store_true", help="print the counts as JSON")
+    args = ap.parse_args(argv)
+    modes = ["remote", "local"] if args.mode == "both" else [args.mode]
+    ok = True
+    for mode in modes:
+        with tempfile.TemporaryDirectory(prefix="orchgpt-crash-") as tmp:
+            work = Path(args.workdir) / mode if args.workdir else Path(tmp)
+            try:
+                c = asyncio.run(run(work, args.tasks, args.agents, args.delay, mode))
+            except ScenarioError as exc:
+                print(f"{mode}: could not run the scenario: {exc}", file=sys.stderr)
+                ok = False
+                continue
+        ok = ok and c.ok
+        if args.json:
+            print(json.dumps({**asdict(c), "accounted": c.accounted, "ok": c.ok}))
+            continue
+        print(f"== crash recovery ({mode} agents): SIGKILL after {c.finished_before_kill} of {c.submitted} "
+              f"finished, restart recovered {c.recovered_by_daemon} unfinished tasks")
+        rows = [("submitted", c.submitted), ("acknowledged", c.acknowledged), ("succeeded", c.succeeded),
+                ("failed with a reason", c.failed_with_reason), ("lost", c.lost), ("unfinished", c.unfinished),
+                ("run twice (RESULT events in the store)", c.completed_twice),
+                ("run twice (finished twice in agents)", c.executed_twice),
+                ("requeued after the crash", c.requeued),
+                ("resubmitted ids that ran again", f"{c.resubmit_reran} of {c.resubmitted}"),
+                ("seconds from restart to all terminal", c.seconds_to_recover)]
+        for label, value in rows:
+            print(f"  {label:40} {value}")
+        for f in c.failures[:10]:
+            print(f"  failed: {f}")
+        print("  OK" if c.ok else "  FAILED: " + "; ".join(c.problems))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
