@@ -55,9 +55,12 @@ def task_workspace(root: Path, task: Any) -> Path:
     agentd's Link takes this as ``workspace_for=functools.partial(task_workspace, root)``.
     """
     root = Path(root).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.exists():
+        # Traversable but not listable: one task's sandbox cannot see the others' names.
+        root.mkdir(parents=True, mode=0o711)
     ws = root / workspace_id(task)
-    ws.mkdir(exist_ok=True)
+    if not ws.exists():
+        ws.mkdir(mode=0o700)  # the sandbox chowns it to the task's own uid when it runs
     return ws
 
 

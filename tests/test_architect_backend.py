@@ -20,7 +20,7 @@ from agentd.agents.backend import BackendAgent, installed_python_packages
 from agentd.runtime import Agent, Outcome, TaskContext, TaskRequest, agent_class
 from agentd.settings import AgentSettings
 from orchgpt.models import EventKind, TaskEvent
-from tests.support.scripted_openai import ScriptedOpenAI, Response, prompt_text, text, tool_call
+from tests.support.scripted_openai import Response, ScriptedOpenAI, prompt_text, text, tool_call
 
 TIMEOUT = 90
 
@@ -186,11 +186,13 @@ async def test_backend_repairs_until_its_tests_pass(tmp_path: Path, srv: Scripte
 
 
 async def test_backend_reports_failure_when_tries_run_out(tmp_path: Path, srv: ScriptedOpenAI) -> None:
-    srv.push(write("slug.py", SLUG_BUGGY), write("test_slug.py", SLUG_TESTS), text("done"), text("done again"))
-    run = Run(tmp_path, srv, "backend", "a slugify function", options={"tries": "2", "web": "false"})
+    srv.push(write("slug.py", SLUG_BUGGY), write("test_slug.py", SLUG_TESTS), text("done"))
+    run = Run(tmp_path, srv, "backend", "a slugify function", options={"tries": "1", "web": "false"})
     out = await run()
     assert not out.ok and out.data["tests_passed"] == "false"
-    assert "tests failed after 2 of 2 round(s)" in out.output
+    assert "tests failed after 1 of 1 round(s)" in out.output
+    assert "tests failed after 1 round(s)" in out.error
+    assert len(srv.chat_requests) == 3  # no repair round beyond the budget
     assert "1 failed" in out.data["test_output"]
 
 

@@ -170,6 +170,7 @@ def test_task_workspaces_and_artifacts(tmp_path: Path) -> None:
     p = task_workspace(root, parent)
     c = task_workspace(root, child)
     assert p == c == (root / "parent1").resolve()
+    assert p.stat().st_mode & 0o777 == 0o700 and root.stat().st_mode & 0o777 == 0o711
     assert task_workspace(root, TaskRequest(task_id="solo", agent_type="x")).name == "solo"
     with pytest.raises(ToolError, match="invalid workspace name"):
         workspace_id(TaskRequest(task_id="t", agent_type="x", options={"workspace": "../etc"}))
