@@ -22,7 +22,7 @@ from ..errors import TaskFailed, ToolError
 from ..llm import LLM
 from ..loop import TaskLoop
 from ..runtime import Agent, TaskContext
-from ..tools import ALL_TOOLS, ToolEnv, Toolbox
+from ..tools import ALL_TOOLS, Toolbox, ToolEnv
 from ..workspace import Workspace, artifact_kind
 
 
