@@ -199,11 +199,16 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 
 def agent_class(agent_type: str) -> type[Agent]:
-    from . import agents  # noqa: F401  (imports register the built-in types)
+    """The class of a built-in agent type; only its own module is imported."""
+    import importlib
 
+    from .builtin import available_types
+
+    if agent_type not in AGENT_TYPES and agent_type in available_types():
+        importlib.import_module(f"{__package__}.agents.{agent_type}")
     try:
         return AGENT_TYPES[agent_type]
     except KeyError:
         raise KeyError(
-            f"unknown agent type {agent_type!r}; built-in types: {', '.join(sorted(AGENT_TYPES))}"
+            f"unknown agent type {agent_type!r}; built-in types: {', '.join(sorted(available_types()))}"
         ) from None

@@ -9,7 +9,6 @@ within the grace period, stop spawned agents, exit 0.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 from contextlib import suppress
@@ -38,9 +37,9 @@ SERVICE_NAME = iac_pb2.DESCRIPTOR.services_by_name["Mesh"].full_name
 
 def builtin_types() -> frozenset[str]:
     """Built-in agent types that agentd can run here (their module exists)."""
-    from agentd.agents import BUILTIN_TYPES
+    from agentd.builtin import available_types
 
-    return frozenset(t for t in BUILTIN_TYPES if importlib.util.find_spec(f"agentd.agents.{t}") is not None)
+    return available_types()
 
 
 class OrchgptServer:

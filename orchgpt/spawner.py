@@ -149,6 +149,9 @@ class Spawner:
                 a.restarts += 1
                 if a.fails >= FAILS_BEFORE_GIVING_UP:
                     reason = f"local {a.agent_type} agent failed to start {a.fails} times (exit code {code})"
+                    last = self._last_error(a)
+                    if last:
+                        reason += f": {last}"
                     log.error("agent_gave_up", agent_id=a.name, exit_code=code, reason=reason)
                     if self.on_give_up is not None:
                         self.on_give_up(a.agent_type, reason)
@@ -166,6 +169,22 @@ class Spawner:
                     (self.cert_dir / f"{a.name}{suffix}").unlink()
                 except FileNotFoundError:
                     pass
+
+    def _last_error(self, a: LocalAgent) -> str:
+        """The agent's own last words (its log's last error line), for the user."""
+        if self.log_dir is None:
+            return ""
+        try:
+            with open(self.log_dir / f"{a.name}.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        for line in reversed(lines):
+            if line.startswith("agentd:"):
+                return line.removeprefix("agentd:").strip()[:300]
+        return ""
 
     async def _kill(self, a: LocalAgent, grace: float) -> None:
         p = a.proc

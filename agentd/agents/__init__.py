@@ -1,25 +1,11 @@
-"""The built-in agent types. Importing this package registers them."""
+"""The built-in agent types, one module each (agentd.agents.<type>).
+
+Modules are imported on demand by `agentd.runtime.agent_class`, so that an echo
+agent does not pay for loading the model layer.
+"""
 
 from __future__ import annotations
 
-import importlib
+from ..builtin import BUILTIN_TYPES, available_types
 
-# The types orchgpt may spawn locally (kept import-light: orchgpt reads it too).
-BUILTIN_TYPES: tuple[str, ...] = (
-    "echo",
-    "manager",
-    "architect",
-    "backend",
-    "frontend",
-    "designer",
-    "git",
-    "optimizer",
-    "mailer",
-)
-
-for _name in BUILTIN_TYPES:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as exc:  # a type not written yet
-        if exc.name != f"{__name__}.{_name}":
-            raise
+__all__ = ["BUILTIN_TYPES", "available_types"]
