@@ -56,6 +56,36 @@ def history_path(flag: str | None = None) -> Path:
     return path
 
 
+def safe_file_history(path: Path, out: Output) -> Any:
+    """A FileHistory that reports a file it cannot read or write once, and goes on in memory."""
+    from prompt_toolkit.history import FileHistory
+
+    class SafeFileHistory(FileHistory):
+        failed = False
+
+        def _fail(self, exc: OSError) -> None:
+            if not self.failed:
+                self.failed = True
+                out.error(f"history file {path}: {exc.strerror or exc}; keeping this session's history in memory")
+
+        def load_history_strings(self) -> Any:
+            try:
+                yield from super().load_history_strings()
+            except OSError as exc:
+                self._fail(exc)
+
+        def store_string(self, string: str) -> None:
+            if self.failed:
+                return
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                super().store_string(string)
+            except OSError as exc:
+                self._fail(exc)
+
+    return SafeFileHistory(str(path))
+
+
 def tab_bindings(completer: Any) -> Any:
     """Tab completes at once when there is one completion, even before the menu is computed
     (a fast typist's Tab would otherwise be lost while completion runs in the background)."""
@@ -154,12 +184,14 @@ class Repl:
     def _build_session(self) -> PromptSession[str]:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-        from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.history import History, InMemoryHistory
 
         from .completion import CommandCompleter
         from .lexer import CommandLexer
 
-        history = FileHistory(str(self.history)) if self.history is not None else InMemoryHistory()
+        history: History = InMemoryHistory()
+        if self.history is not None:
+            history = safe_file_history(self.history, self.out)
         completer = CommandCompleter(self.ctx)
         session: PromptSession[str] = PromptSession(
             message=self.message,
