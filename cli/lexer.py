@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.lexers import Lexer
 
 from . import agents
 from .grammar import tokenize
 
-Fragments = list[tuple[str, str]]
+Fragments = StyleAndTextTuples
 OPTIONS_WITH_VALUE = frozenset({"-o", "--option", "--id"})
 
 

@@ -10,6 +10,7 @@ the last event it printed, so nothing is shown twice or lost.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class TaskView:
     error: str = ""  # why the CLI stopped following it (connection lost)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
+    children: dict[str, TaskView] = field(default_factory=dict)
 
     @property
     def short(self) -> str:
@@ -69,6 +71,38 @@ def new_view(ctx: Context, task_id: str, agent_type: str, action: str = "run", i
     )
     ctx.views[task_id] = view
     return view
+
+
+QUEUED_FOR = re.compile(r"^queued for (\S+)")
+LOCAL_AGENT = re.compile(r"^local-(.+)-[0-9a-f]+$")
+
+
+def agent_type_of(ctx: Context, ev: TaskEvent) -> str:
+    """A sub-task's agent type, from what its events say (they do not carry it)."""
+    if ev.agent_id:
+        for a in ctx.agents:
+            if a.agent_id == ev.agent_id:
+                return a.agent_type
+        if m := LOCAL_AGENT.match(ev.agent_id):
+            return m.group(1)
+    if m := QUEUED_FOR.match(ev.text or ""):
+        return m.group(1)
+    if ev.result is not None and ev.result.agent_type:
+        return ev.result.agent_type
+    return ""
+
+
+def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
+    """The view of a sub-task whose events arrive on its parent's stream."""
+    child = parent.children.get(ev.task_id)
+    kind = agent_type_of(ctx, ev)
+    if child is None:
+        child = TaskView(ev.task_id, kind or "sub-task", accepted=True)
+        child.renderer = EventRenderer(TaskLabel(ev.task_id, child.agent_type), fancy=ctx.interactive)
+        parent.children[ev.task_id] = child
+    elif kind and child.agent_type == "sub-task" and child.renderer is not None:
+        child.agent_type = child.renderer.label.agent_type = kind
+    return child
 
 
 async def run_command(
@@ -130,8 +164,9 @@ async def follow(ctx: Context, view: TaskView, command: Command | None = None) -
         view.error = view.error or str(exc) or type(exc).__name__
         raise
     finally:
-        if view.renderer is not None:
-            ctx.out.flush_task(view.renderer)
+        for v in [*view.children.values(), view]:
+            if v.renderer is not None:
+                ctx.out.flush_task(v.renderer)
         view.done.set()
     return view
 
@@ -147,7 +182,8 @@ def handle(ctx: Context, view: TaskView, ev: TaskEvent) -> None:
             if view.renderer is not None:
                 view.renderer.label.task_id = ev.task_id
     if ev.task_id and ev.task_id != view.task_id:
-        return  # a sub-task's event: shown with /task
+        handle(ctx, child_view(ctx, view, ev), ev)  # a sub-task (delegated by the agent)
+        return
     if ev.seq and ev.seq <= view.last_seq:
         return  # replayed after a reconnect
     view.last_seq = max(view.last_seq, ev.seq)

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from agentd.link import Link
-from agentd.runtime import Agent, Outcome, TaskContext
+from agentd.runtime import Agent, Outcome, SubTask, TaskContext
 from orchgpt.certs import init_dir, paths_for
+from orchgpt.models import Action
 from tests.support.mesh import Daemon, issue
 
 JSON_KEYS = {"type", "kind", "task_id", "seq", "state", "text", "agent_type", "agent_id", "parent_task_id",
@@ -333,3 +334,39 @@ async def test_yes_approves_every_call(mesh: Daemon, asker: Link) -> None:
     assert "approve:1 approve:1" in r.stdout.splitlines()
     assert r.stderr.count("approved (--yes)") == 2
 
+
+
+# ------------------------------------------------------------------ sub-tasks
+
+class DelegatingAgent(Agent):
+    """Hands its input to an echo agent (DELEGATE_TASK) and reports the sub-task's output."""
+
+    type = "lead"
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        ctx.log("delegating to echo")
+        r = await ctx.delegate(SubTask("echo", f"sub: {ctx.task.input}", action=Action.RUN))
+        return Outcome(output=f"echo said {r.output!r}")
+
+
+async def test_sub_task_events_are_shown_with_their_own_tag(mesh: Daemon, tmp_path: Path) -> None:
+    issue(mesh.certs, "lead-1", "agent")
+    link = Link(DelegatingAgent(), "lead-1", mesh.address, paths_for(mesh.certs, "lead-1"), tmp_path / "ws")
+    runner = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.connected.wait(), 15)
+        r = await asyncio.to_thread(cli, mesh, "-c", "/lead run plan it")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        parent = lines[0].split("]")[0] + "]"
+        assert parent.startswith("[lead ")
+        sub = [x for x in lines if x.startswith("[echo ")]
+        assert sub and sub[0].endswith("queued for echo")
+        assert any(x.endswith("] sub: plan it") for x in sub)  # the sub-task's output, tagged with it
+        assert any(x.startswith("[echo ") and " succeeded (" in x for x in sub)
+        assert "echo said 'sub: plan it'" in lines
+        assert lines[-1].startswith(parent + " succeeded")
+    finally:
+        await link.stop(grace=1)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
