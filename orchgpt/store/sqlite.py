@@ -224,7 +224,7 @@ class SqliteStore(Store):
         ``max_size_bytes`` caps the database size: a write that would grow it past
         the cap fails with StoreError ("database or disk is full") like a full disk.
         """
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser().absolute()
         self._lock = threading.RLock()
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise StoreError(f"store {self.path}: unknown synchronous mode {synchronous!r}")
