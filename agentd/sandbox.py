@@ -8,7 +8,8 @@ A command runs as a subprocess with:
 * a clean environment (PATH, HOME=workspace, LANG, PYTHONDONTWRITEBYTECODE,
   PYTHONUNBUFFERED, TMPDIR) and nothing else: no API keys, no ORCHGPT_*, no
   certificate paths; stdin at EOF; cwd = workspace; output captured and bounded;
-* the strongest isolation the machine allows, detected once per process:
+* the strongest isolation the machine allows, detected once per process
+  (``ORCHGPT_SANDBOX_ISOLATION=none`` turns it off):
 
   ``root-ns``  (agentd runs as root and may create namespaces) new network, mount
                and pid namespaces; the command runs under a dedicated unprivileged
@@ -222,6 +223,9 @@ async def detect_isolation(refresh: bool = False) -> Isolation:
 
 
 async def _detect() -> Isolation:
+    wanted = os.environ.get("ORCHGPT_SANDBOX_ISOLATION", "auto").strip().lower()
+    if wanted in ("none", "off"):
+        return Isolation("none", "turned off by ORCHGPT_SANDBOX_ISOLATION")
     if not sys.platform.startswith("linux"):
         return Isolation("none", f"namespaces need Linux (this is {sys.platform})")
     unshare = shutil.which("unshare")
@@ -395,6 +399,12 @@ class Sandbox:
                 notes.append(
                     f"uid not dropped: the Python toolchain ({sys.executable}) is not readable by "
                     "other users and no mount namespace is available to expose it"
+                )
+                uid = None
+            elif iso.mode == "none" and _blocked_ancestor(str(self.workspace)):
+                notes.append(
+                    f"uid not dropped: the workspace lies under {_blocked_ancestor(str(self.workspace))}, "
+                    "which other users cannot enter, and no mount namespace is available"
                 )
                 uid = None
         elif iso.mounts:

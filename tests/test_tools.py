@@ -184,3 +184,20 @@ def test_task_workspaces_and_artifacts(tmp_path: Path) -> None:
     assert arts["app/main.py"].sha256 == hashlib.sha256(b"x = 1\n").hexdigest()
     assert [arts[k].kind for k in sorted(arts)] == ["document", "code", "test"]
     assert artifact_kind("architecture.mmd") == "diagram"
+
+
+async def test_missing_isolation_is_reported_once_as_an_event(ws: Path) -> None:
+    from agentd.runtime import TaskContext
+    from agentd.sandbox import Isolation
+    from orchgpt.models import EventKind, TaskEvent
+
+    events: list[TaskEvent] = []
+    ctx = TaskContext(TaskRequest(task_id="t1", agent_type="backend"), ws, "a1", events.append)
+    sb = Sandbox(ws, Limits(timeout_s=10), isolation=Isolation("none", "no namespaces on this test machine"))
+    box = Toolbox(ToolEnv(Workspace(ws), sb, None, ctx), ["run_command"])
+    for _ in range(2):
+        out, ok = await box.call("run_command", {"command": "echo hi"})
+        assert ok and "network not isolated (no namespaces on this test machine)" in out
+    logs = [e.text for e in events if e.kind == EventKind.LOG]
+    assert len(logs) == 1 and logs[0].startswith("sandbox isolation limited: ")
+    assert "network not isolated" in logs[0]
