@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agentd.agents.architect import ArchitectAgent, check_document, check_mermaid
+from agentd.agents.architect import ArchitectAgent, check_document, check_dot, check_mermaid
 from agentd.agents.backend import BackendAgent, installed_python_packages
 from agentd.runtime import Agent, Outcome, TaskContext, TaskRequest, agent_class
 from agentd.settings import AgentSettings
@@ -88,6 +88,9 @@ def test_document_and_diagram_checks() -> None:
     assert "first line must name the diagram type" in check_mermaid("client --> api\napi --> db")[0]
     assert "never closed" in check_mermaid("flowchart LR\n  a[API --> b[DB]\n")[0]
     assert "no edge" in check_mermaid("flowchart LR\n  a[API]\n  b[DB]\n")[0]
+    assert check_dot('digraph system {\n  api [label="API"];\n  api -> db;\n}\n') == []
+    assert "must start with 'digraph" in check_dot("api -> db")[0]
+    assert "never closed" in check_dot("digraph g {\n  api -> db;\n")[0]
 
 
 async def test_architect_writes_checked_document_and_diagram(tmp_path: Path, srv: ScriptedOpenAI) -> None:
