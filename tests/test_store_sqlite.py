@@ -3,6 +3,7 @@ events, sessions, migrations and failure reporting."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -560,3 +561,45 @@ def test_read_only_file_is_reported_at_open(db: Path) -> None:
         assert "readonly" in msg or "unable to open" in msg
     finally:
         undo()
+
+
+FILL_DISK = textwrap.dedent(
+    """
+    import json, sys
+    from orchgpt.errors import StoreError
+    from orchgpt.models import Task
+    from orchgpt.store.sqlite import SqliteStore
+    s = SqliteStore(sys.argv[1])
+    out = {"error": "", "stored": 0}
+    try:
+        for i in range(100000):
+            s.create_task(Task(task_id=f"t{i}", agent_type="echo", input="x" * 5000))
+            out["stored"] = i + 1
+    except StoreError as exc:
+        out["error"] = str(exc)
+    out["first_readable"] = s.get_task("t0") is not None
+    out["failed_absent"] = s.get_task(f"t{out['stored']}") is None
+    print(json.dumps(out))
+    """
+)
+
+
+def test_a_real_full_disk_fails_the_write_by_name(tmp_path: Path) -> None:
+    """A small tmpfs mounted in a private user+mount namespace: a real ENOSPC, no root needed."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    db = mnt / "orchgpt.db"
+    probe = subprocess.run([unshare, "-rm", "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not permitted here: {probe.stderr.decode().strip()}")
+    script = f"mount -t tmpfs -o size=512k tmpfs {mnt} && exec {sys.executable} -c \"$0\" {db}"
+    r = subprocess.run([unshare, "-rm", "sh", "-c", script, FILL_DISK], capture_output=True, text=True,
+                       timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["stored"] > 0
+    assert str(db) in out["error"] and "database or disk is full" in out["error"], out
+    assert out["first_readable"] and out["failed_absent"], out
