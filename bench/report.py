@@ -38,9 +38,11 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def row(figure: str, orch: float | None, base: float | None, base_name: str, unit: str,
         target: str = "—", check: Callable[[float], bool] | None = None, on: str = "ratio",
-        note: str = "") -> Row:
-    """A row; ``check`` is applied to the ratio (on="ratio") or to orchgpt's value (on="value")."""
-    r = Row(figure, orch, base, base_name, unit, ratio(orch, base), target, None, note)
+        note: str = "", ratio_of: float | None = None) -> Row:
+    """A row; ``check`` is applied to the ratio (on="ratio") or to orchgpt's value (on="value").
+    ``ratio_of`` overrides orch/base (e.g. the median of per-round ratios)."""
+    r = Row(figure, orch, base, base_name, unit, ratio_of if ratio_of is not None else ratio(orch, base),
+            target, None, note)
     subject = r.ratio if on == "ratio" else r.orchgpt
     if check is not None and subject is not None:
         r.passed = bool(check(subject))

@@ -31,12 +31,12 @@ from typing import Any
 
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    __package__ = "bench"  # noqa: A001
+    __package__ = "bench"
 
-from bench import daemon, placement, report, routing, scale, startup, tlsdir  # noqa: E402
-from bench.children import Children  # noqa: E402
-from bench.machine import machine_info  # noqa: E402
-from bench.report import Row, median, row  # noqa: E402
+from bench import daemon, placement, report, routing, scale, startup, tlsdir
+from bench.children import Children
+from bench.machine import machine_info
+from bench.report import Row, median, row
 
 PHASES = ("routing", "autogen", "scale", "startup", "tasks")
 AUTOGEN_NOTE = ("AutoGen's host listens without TLS (GrpcWorkerAgentRuntimeHost uses add_insecure_port): "
@@ -101,45 +101,64 @@ def _log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- phases
-async def phase_routing(ctx: Ctx) -> dict[str, Any]:
+async def _routing_one(ctx: Ctx, i: int, mode: str) -> dict[str, Any]:
     p = ctx.profile
+    async with Children(ctx.logs(f"routing-{i}-{mode}")) as ch:
+        if mode == "autogen":
+            from bench.autogen_peer import bench as autogen
+
+            r = await autogen.round_trips(ch, list(p.inflight), p.warmup, p.duration)
+            return {"round_trips": r["results"], "tls": False}
+        if mode == "baseline":
+            router = await routing.start_baseline(ch, ctx.certs)
+            starter = None
+        else:
+            router, _ = await daemon.start_orchgpt(
+                ch, ctx.certs, ctx.work / f"data-routing-{i}", extra=["--max-pending-events", "1000000"])
+            starter = routing.task_starter(router)
+        rt = await routing.round_trips(ch, router, list(p.inflight), p.warmup, p.duration)
+        ev = await routing.events(ch, router, p.ev_agents, p.ev_per_agent, p.ev_warmup, p.ev_duration,
+                                  start_tasks=starter)
+        return {"round_trips": rt, "events": ev}
+
+
+async def phase_routing(ctx: Ctx, with_autogen: bool = True, with_relays: bool = True) -> dict[str, Any]:
+    """Rounds of baseline relay, orchgpt and AutoGen, in a rotating order (the load of a
+    shared machine drifts: every round compares routers measured a few seconds apart)."""
+    p = ctx.profile
+    modes = ["baseline", "orchgpt"] if with_relays else []
+    autogen_error = None
+    if with_autogen:
+        from bench.autogen_peer.venv import VenvError, ensure_venv
+
+        try:
+            await asyncio.to_thread(ensure_venv)
+            modes.append("autogen")
+        except VenvError as exc:
+            autogen_error = str(exc)
+            _log(f"autogen left out: {exc}")
     rounds: list[dict[str, Any]] = []
-    for i in range(p.rounds):
-        order = ("baseline", "orchgpt") if i % 2 == 0 else ("orchgpt", "baseline")
+    n = p.rounds if with_relays else p.autogen_rounds
+    for i in range(n):
+        k = i % len(modes)
         one: dict[str, Any] = {}
-        for mode in order:
-            async with Children(ctx.logs(f"routing-{i}-{mode}")) as ch:
-                if mode == "baseline":
-                    router = await routing.start_baseline(ch, ctx.certs)
-                    starter = None
-                else:
-                    router, _ = await daemon.start_orchgpt(
-                        ch, ctx.certs, ctx.work / f"data-routing-{i}",
-                        extra=["--max-pending-events", "1000000"])
-                    starter = routing.task_starter(router)
-                rt = await routing.round_trips(ch, router, list(p.inflight), p.warmup, p.duration)
-                ev = await routing.events(ch, router, p.ev_agents, p.ev_per_agent, p.ev_warmup,
-                                          p.ev_duration, start_tasks=starter)
-                one[mode] = {"round_trips": rt, "events": ev}
-                _log(f"routing round {i + 1}/{p.rounds} {mode}: "
-                     + ", ".join(f"{r['inflight']} in flight {r['rps']:.0f} rt/s" for r in rt)
-                     + f", events {ev['eps']:.0f}/s")
+        for mode in modes[k:] + modes[:k]:
+            if mode == "autogen" and i >= p.autogen_rounds:
+                continue
+            one[mode] = await _routing_one(ctx, i, mode)
+            ev = one[mode].get("events")
+            _log(f"routing round {i + 1}/{n} {mode}: "
+                 + ", ".join(f"{r['inflight']} in flight {r['rps']:.0f} rt/s" for r in one[mode]["round_trips"])
+                 + (f", events {ev['eps']:.0f}/s" if ev else ""))
         rounds.append(one)
+    if autogen_error is not None:
+        raise RuntimeError(f"AutoGen could not be installed: {autogen_error}")
     return {"rounds": rounds}
 
 
 async def phase_autogen(ctx: Ctx) -> dict[str, Any]:
-    from bench.autogen_peer import bench as autogen
-
-    p = ctx.profile
-    rounds = []
-    for i in range(p.autogen_rounds):
-        async with Children(ctx.logs(f"autogen-{i}")) as ch:
-            r = await autogen.round_trips(ch, list(p.inflight), p.warmup, p.duration)
-        rounds.append(r)
-        _log(f"autogen round {i + 1}: " + ", ".join(
-            f"{x['inflight']} in flight {x['rps']:.0f} rt/s" for x in r["results"]))
-    return {"rounds": rounds, "tls": False}
+    """AutoGen alone (only when the routing phase is not run, which interleaves it)."""
+    return await phase_routing(ctx, with_autogen=True, with_relays=False)
 
 
 async def phase_scale(ctx: Ctx) -> dict[str, Any]:
@@ -210,19 +229,41 @@ PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
 # ---------------------------------------------------------------- the table
 def _rt(results: dict[str, Any], mode: str, inflight: int, key: str) -> float | None:
     rounds = results.get("routing", {}).get("rounds", [])
-    return median([r["value"] for r in (
-        {"value": x[key]} for rd in rounds for x in rd.get(mode, {}).get("round_trips", [])
-        if x["inflight"] == inflight)])
+    return median([x[key] for rd in rounds for x in rd.get(mode, {}).get("round_trips", [])
+                   if x["inflight"] == inflight])
 
 
 def _ev(results: dict[str, Any], mode: str, key: str) -> float | None:
     rounds = results.get("routing", {}).get("rounds", [])
-    return median([rd[mode]["events"][key] for rd in rounds if mode in rd])
+    return median([rd[mode]["events"][key] for rd in rounds if mode in rd and "events" in rd[mode]])
+
+
+def _rounds(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(results.get("routing", {}).get("rounds", [])) + list(
+        results.get("autogen", {}).get("rounds", []))
 
 
 def _ag(results: dict[str, Any], inflight: int, key: str) -> float | None:
-    rounds = results.get("autogen", {}).get("rounds", [])
-    return median([x[key] for rd in rounds for x in rd["results"] if x["inflight"] == inflight])
+    return median([x[key] for rd in _rounds(results) for x in rd.get("autogen", {}).get("round_trips", [])
+                   if x["inflight"] == inflight])
+
+
+def _round_ratio(results: dict[str, Any], a: str, b: str, inflight: int, key: str) -> float | None:
+    """Median over rounds of a/b measured in the same round."""
+    out = []
+    for rd in _rounds(results):
+        if a in rd and b in rd:
+            va = [x[key] for x in rd[a]["round_trips"] if x["inflight"] == inflight]
+            vb = [x[key] for x in rd[b]["round_trips"] if x["inflight"] == inflight]
+            if va and vb and va[0] is not None and vb[0]:
+                out.append(va[0] / vb[0])
+    return median(out)
+
+
+def _ev_ratio(results: dict[str, Any], key: str) -> float | None:
+    out = [rd["orchgpt"]["events"][key] / rd["baseline"]["events"][key] for rd in _rounds(results)
+           if "orchgpt" in rd and "baseline" in rd and rd["baseline"]["events"][key]]
+    return median(out)
 
 
 def _scale_step(results: dict[str, Any], mode: str, n: int) -> dict[str, Any] | None:
@@ -235,33 +276,37 @@ def _scale_step(results: dict[str, Any], mode: str, n: int) -> dict[str, Any] | 
 def build_rows(results: dict[str, Any], p: Profile) -> list[Row]:
     rows: list[Row] = []
     lo, hi = p.inflight[0], p.inflight[-1]
+    has_ag = any("autogen" in rd for rd in _rounds(results))
     if "routing" in results:
         for n in (lo, hi):
             tgt = ("≥ 0.9× baseline", lambda r: r >= 0.9) if n == lo else ("—", None)
-            rows.append(row(f"round trips/s, {n} in flight", _rt(results, "orchgpt", n, "rps"),
-                            _rt(results, "baseline", n, "rps"), "relay", "rt/s", tgt[0], tgt[1]))
-            rows.append(row(f"p50 latency, {n} in flight", _rt(results, "orchgpt", n, "p50_ms"),
-                            _rt(results, "baseline", n, "p50_ms"), "relay", "ms"))
-            rows.append(row(f"p99 latency, {n} in flight", _rt(results, "orchgpt", n, "p99_ms"),
-                            _rt(results, "baseline", n, "p99_ms"), "relay", "ms"))
-            rows.append(row(f"router CPU per round trip, {n} in flight",
-                            _rt(results, "orchgpt", n, "router_cpu_us_per_rt"),
-                            _rt(results, "baseline", n, "router_cpu_us_per_rt"), "relay", "µs"))
-    if "autogen" in results:
+            for key, label, unit, t in (("rps", "round trips/s", "rt/s", tgt), ("p50_ms", "p50 latency", "ms", None),
+                                        ("p99_ms", "p99 latency", "ms", None),
+                                        ("router_cpu_us_per_rt", "router CPU per round trip", "µs", None)):
+                rows.append(row(f"{label}, {n} in flight", _rt(results, "orchgpt", n, key),
+                                _rt(results, "baseline", n, key), "relay", unit,
+                                t[0] if t else "—", t[1] if t else None,
+                                ratio_of=_round_ratio(results, "orchgpt", "baseline", n, key)))
+    if has_ag:
         for n in (lo, hi):
             rows.append(row(f"round trips/s, {n} in flight, vs AutoGen",
                             _rt(results, "orchgpt", n, "rps"), _ag(results, n, "rps"), "AutoGen",
-                            "rt/s", "≥ 1.5× AutoGen", lambda r: r >= 1.5, note=AUTOGEN_NOTE))
-        rows.append(row(f"p50 latency, {lo} in flight, vs AutoGen", _rt(results, "orchgpt", lo, "p50_ms"),
-                        _ag(results, lo, "p50_ms"), "AutoGen", "ms", note=AUTOGEN_NOTE))
+                            "rt/s", "≥ 1.5× AutoGen", lambda r: r >= 1.5, note=AUTOGEN_NOTE,
+                            ratio_of=_round_ratio(results, "orchgpt", "autogen", n, "rps")))
+        for key, label, unit in (("p50_ms", "p50 latency", "ms"), ("router_cpu_us_per_rt", "router CPU per round trip", "µs")):
+            rows.append(row(f"{label}, {lo} in flight, vs AutoGen", _rt(results, "orchgpt", lo, key),
+                            _ag(results, lo, key), "AutoGen", unit, note=AUTOGEN_NOTE,
+                            ratio_of=_round_ratio(results, "orchgpt", "autogen", lo, key)))
     if "routing" in results:
         rows.append(row(f"token events/s, {p.ev_agents} agents → 1 watching client",
                         _ev(results, "orchgpt", "eps"), _ev(results, "baseline", "eps"), "relay pump",
-                        "ev/s", "≥ 3× baseline", lambda r: r >= 3, note=EVENTS_NOTE))
+                        "ev/s", "≥ 3× baseline", lambda r: r >= 3, note=EVENTS_NOTE,
+                        ratio_of=_ev_ratio(results, "eps")))
         rows.append(row("events per frame to the client", _ev(results, "orchgpt", "events_per_frame"),
                         _ev(results, "baseline", "events_per_frame"), "relay pump", ""))
         rows.append(row("router CPU per event", _ev(results, "orchgpt", "router_cpu_us_per_event"),
-                        _ev(results, "baseline", "router_cpu_us_per_event"), "relay pump", "µs"))
+                        _ev(results, "baseline", "router_cpu_us_per_event"), "relay pump", "µs",
+                        ratio_of=_ev_ratio(results, "router_cpu_us_per_event")))
     if "scale" in results:
         key_n = 1000 if _scale_step(results, "orchgpt", 1000) else max(
             [s["agents"] for s in results["scale"].get("orchgpt", {}).get("steps", [])] or [0])
@@ -323,11 +368,21 @@ async def run(args: argparse.Namespace) -> int:
     try:
         for ph in phases:
             t0 = time.monotonic()
+            if ph == "autogen" and "routing" in phases:
+                continue  # measured inside the routing rounds
+            fn = PHASE_FNS[ph]
+            cap = caps[ph]
+            if ph == "routing" and "autogen" in phases:
+                fn = phase_routing
+                cap += caps["autogen"]
+            elif ph == "routing":
+                async def fn(ctx: Ctx) -> dict[str, Any]:
+                    return await phase_routing(ctx, with_autogen=False)
             try:
-                results[ph] = await asyncio.wait_for(PHASE_FNS[ph](ctx), caps[ph])
+                results[ph] = await asyncio.wait_for(fn(ctx), cap)
             except Exception as exc:  # report, go on with the next phase
                 reason = f"timed out after {caps[ph]:.0f}s" if isinstance(exc, TimeoutError) else str(exc)
-                errors[ph] = f"{type(exc).__name__}: {reason}"
+                errors["autogen" if "AutoGen could not" in reason else ph] = f"{type(exc).__name__}: {reason}"
                 _log(f"{ph} FAILED: {errors[ph]}")
             seconds[ph] = time.monotonic() - t0
     finally:

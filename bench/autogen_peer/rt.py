@@ -21,7 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from autogen_core import AgentId, MessageContext, RoutedAgent, message_handler, try_get_known_serializers_for_type
+from autogen_core import (
+    AgentId,
+    MessageContext,
+    RoutedAgent,
+    message_handler,
+    try_get_known_serializers_for_type,
+)
 from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntime, GrpcWorkerAgentRuntimeHost
 
 from ..childio import Commands, emit, run_child
