@@ -21,8 +21,8 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    import grpc
     import google.protobuf
+    import grpc
 
     try:
         mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
