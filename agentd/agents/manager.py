@@ -1,0 +1,410 @@
+"""manager: splits a project into sub-tasks and delegates them across the mesh.
+
+``/manager create "todo app with a fastapi backend and a web frontend" | python``
+
+1. Plan: the model answers with sub-tasks (agent type, what to do, which other
+   sub-tasks it depends on). The plan is validated (known types, ids, existing
+   dependencies, no cycle); an unusable plan goes back to the model once with
+   the problems, then the manager falls back to the default plan
+   architect -> (designer || backend) -> frontend -> git and says so in an event.
+   A git sub-task always waits for every other one.
+2. Run: every sub-task is delegated (DELEGATE_TASK) as soon as its
+   dependencies have succeeded, with their results as its inputs, so that
+   independent sub-tasks run in parallel; orchgpt routes each to an agent of
+   its type, local or remote. All of them work in the manager's project
+   directory (option ``workspace``). A failed sub-task is retried, within a
+   budget; a sub-task whose dependency failed is skipped (git still commits
+   what succeeded).
+3. Report: REPORT.md in the project (and committed when the project is a git
+   repository), a summary as the output, and the details in the result's data:
+   every sub-task with its agent, state, attempts, the mesh's requeues, its
+   artifacts, its checks, its token usage and cost, its start and end times.
+
+Options: ``retries`` (per sub-task, default 1), ``retry_budget`` (retries in
+all, default: one per sub-task), ``subtask_timeout`` (seconds, default 1800),
+``plan_tries`` (default 2), ``plan`` (``default`` to skip the model's plan),
+``types`` (extra agent types, served by remote agents, the planner may use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchgpt import logs
+from orchgpt.models import Action, TaskResult, TaskState, Usage
+
+from ..errors import AgentdError, TaskFailed
+from ..runtime import Outcome, SubTask, TaskContext, register
+from ._llm_agent import LLMAgent
+from ._team import adopt, checks_of, project_dir, project_option, short
+from ._team_plan import (
+    MAX_TASKS,
+    TEAM,
+    PlanItem,
+    default_plan,
+    find_cycle,
+    normalise,
+    parse_plan,
+    topological,
+)
+
+log = logs.get("agentd.manager")
+
+REPORT = "REPORT.md"
+
+SYSTEM = """You are the manager of a team of software agents. Split the user's project into \
+sub-tasks, each for one of these agent types:
+
+{types}
+
+Answer with one JSON object and nothing else:
+{{"tasks": [{{"id": "arch", "agent": "architect", "task": "what this agent must do", "depends_on": []}}, ...]}}
+
+Rules:
+- ids are short and unique; depends_on lists the ids of the sub-tasks whose results this one needs;
+- the architect's design feeds the backend and the frontend, the backend's API feeds the frontend;
+- sub-tasks that do not depend on each other run in parallel;
+- finish with one git sub-task that commits everyone's work;
+- at most {max_tasks} sub-tasks; the implementation language is {language}."""
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if ms else ""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Attempt:
+    n: int
+    task_id: str = ""
+    agent_id: str = ""
+    state: str = ""
+    error: str = ""
+    started_ms: int = 0
+    finished_ms: int = 0
+    mesh_attempt: int = 1  # times the mesh dispatched it (> 1: requeued after an agent was lost)
+    requeued: str = ""
+
+
+@dataclass
+class Track:
+    item: PlanItem
+    state: str = "waiting"  # waiting | running | succeeded | failed | skipped
+    attempts: list[Attempt] = field(default_factory=list)
+    result: TaskResult | None = None
+    started_ms: int = 0
+    finished_ms: int = 0
+    note: str = ""
+    adopted: list[str] = field(default_factory=list)
+    spent: Usage = field(default_factory=Usage)  # over every attempt
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def usage(self) -> Usage:
+        return self.spent
+
+    def summary(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "id": self.item.id,
+            "agent_type": self.item.agent_type,
+            "depends_on": self.item.depends_on,
+            "state": self.state,
+            "task_id": r.task_id if r else "",
+            "agent_id": r.agent_id if r else "",
+            "attempts": len(self.attempts),
+            "mesh_attempts": [a.mesh_attempt for a in self.attempts],
+            "requeued": [a.requeued for a in self.attempts if a.requeued],
+            "retried_after": [a.error for a in self.attempts[:-1]],
+            "output": short(r.output, 300) if r else "",
+            "error": (r.error if r and not r.ok else "") or (self.note if self.state != "succeeded" else ""),
+            "checks": checks_of(r) if r else "",
+            "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in (r.artifacts if r else [])],
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "cost_usd": round(self.usage.cost_usd, 6),
+            "model": self.usage.model,
+            "started": _iso(self.started_ms),
+            "finished": _iso(self.finished_ms),
+            "duration_s": round((self.finished_ms - self.started_ms) / 1000, 3) if self.started_ms else 0,
+        }
+
+
+@register
+class ManagerAgent(LLMAgent):
+    type = "manager"
+    capabilities = ("plan", "delegate", "report")
+    description = "splits a project into sub-tasks, delegates them to the team and reports on the result"
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        started = _now_ms()
+        opts = ctx.task.options
+        idea = ctx.task.input.strip()
+        if not idea:
+            raise TaskFailed("tell the manager what to build, e.g. /manager create \"todo app with a web frontend\"")
+        root = project_dir(ctx)
+        allowed = set(TEAM) | {t.strip() for t in opts.get("types", "").split(",") if t.strip()}
+        allowed.discard("manager")
+        items, source, why = await self._plan(ctx, idea, allowed)
+        notes = normalise(items)
+        if find_cycle(items):  # the model's own dependencies and git's made a cycle
+            why = f"the plan's dependencies form a cycle once git waits for every sub-task ({notes})"
+            items, source, notes = default_plan(idea), "default", []
+        for n in notes:
+            ctx.log(f"plan adjusted: {n}")
+        plan_text = ", ".join(f"{i.id} ({i.agent_type}{' after ' + '+'.join(i.depends_on) if i.depends_on else ''})"
+                              for i in items)
+        ctx.step(f"plan ({source}): {plan_text}", plan=json.dumps([i.as_dict() for i in items]), source=source)
+        tracks = {i.id: Track(i) for i in topological(items)}
+        retries = max(0, int(opts.get("retries", "1") or 1))
+        budget = [max(0, int(opts.get("retry_budget", str(len(items))) or len(items)))]
+        timeout = float(opts.get("subtask_timeout", "1800") or 1800)
+        await asyncio.gather(*(self._drive(ctx, tracks, t, idea, retries, budget, timeout, root)
+                               for t in tracks.values()))
+        finished = _now_ms()
+        return await self._report(ctx, idea, tracks, source, why, started, finished, root)
+
+    # ---------------------------------------------------------------- plan
+    async def _plan(self, ctx: TaskContext, idea: str, allowed: set[str]) -> tuple[list[PlanItem], str, str]:
+        """(items, "model" | "default", why the default was used)."""
+        if ctx.task.options.get("plan", "").lower() == "default":
+            return default_plan(idea), "default", "the task asked for the default plan"
+        tries = max(1, int(ctx.task.options.get("plan_tries", "2") or 2))
+        ctx.status("planning")
+        types = "\n".join(f"- {t}: {TEAM.get(t, 'an agent type of this mesh')}" for t in sorted(allowed))
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": SYSTEM.format(types=types, max_tasks=MAX_TASKS,
+                                                        language=ctx.task.language or "python")},
+            {"role": "user", "content": f"The project: {idea}"},
+        ]
+        problems: list[str] = []
+        try:
+            async with self.session(ctx, tools=()) as s:
+                for n in range(1, tries + 1):
+                    res = await s.llm.chat(messages, on_token=ctx.token)
+                    ctx.add_usage(res.usage)
+                    items, problems = parse_plan(res.content, allowed)
+                    if not problems:
+                        return items, "model", ""
+                    ctx.step(f"the model's plan is unusable (try {n} of {tries}): " + "; ".join(problems)[:400],
+                             check="plan", ok="false")
+                    messages += [{"role": "assistant", "content": res.content},
+                                 {"role": "user", "content": "This plan cannot be used:\n- " + "\n- ".join(problems)
+                                  + "\nAnswer with the corrected JSON plan only."}]
+        except (AgentdError, OSError) as exc:
+            problems = [f"no plan from the model: {exc}"]
+        why = "; ".join(problems)
+        ctx.log(f"using the default plan (architect -> designer + backend -> frontend -> git): {why}")
+        return default_plan(idea), "default", why
+
+    # ---------------------------------------------------------------- run
+    async def _drive(self, ctx: TaskContext, tracks: dict[str, Track], t: Track, idea: str, retries: int,
+                     budget: list[int], timeout: float, root: Path) -> None:
+        try:
+            for d in t.item.depends_on:
+                await tracks[d].done.wait()
+            deps = [tracks[d] for d in t.item.depends_on]
+            failed = [d.item.id for d in deps if d.state != "succeeded"]
+            if failed and t.item.agent_type not in ("git", "mailer"):
+                t.state, t.note = "skipped", f"skipped: {', '.join(failed)} did not succeed"
+                ctx.step(f"{t.item.id} ({t.item.agent_type}): {t.note}", subtask=t.item.id, state="skipped")
+                return
+            inputs = [d.result for d in deps if d.result is not None and d.state == "succeeded"]
+            if t.item.agent_type in ("git", "mailer"):
+                # everything that succeeded, in plan order, for one commit per sub-task
+                inputs = [x.result for x in tracks.values()
+                          if x.item.id in t.item.depends_on and x.result is not None and x.state == "succeeded"]
+            t.state, t.started_ms = "running", _now_ms()
+            text = t.item.input if idea.lower() in t.item.input.lower() else f"{t.item.input}\n\nThe project: {idea}"
+            for n in range(1, retries + 2):
+                a = Attempt(n, started_ms=_now_ms())
+                t.attempts.append(a)
+                ctx.step(f"{t.item.id}: delegating to {t.item.agent_type} (attempt {n})", subtask=t.item.id,
+                         agent_type=t.item.agent_type, attempt=str(n))
+                sub = SubTask(t.item.agent_type, text, language=ctx.task.language or "python", action=Action.CREATE,
+                              options={**t.item.options, **project_option(ctx)}, inputs=list(inputs))
+                result = await self._delegate(ctx, sub, timeout)
+                a.finished_ms = _now_ms()
+                a.task_id, a.agent_id, a.state = result.task_id, result.agent_id, str(result.state)
+                a.mesh_attempt = int(result.data.get("attempt", "1") or 1)
+                a.requeued = result.data.get("requeued", "")
+                t.result = result
+                t.spent.add(result.usage)
+                if a.requeued:
+                    ctx.log(f"{t.item.id}: the mesh requeued {result.task_id} ({a.requeued}); it finished on "
+                            f"{result.agent_id or '?'} at attempt {a.mesh_attempt}")
+                if result.ok:
+                    t.state = "succeeded"
+                    try:
+                        t.adopted = adopt(result, root)
+                    except OSError as exc:
+                        ctx.log(f"{t.item.id}: could not copy its files into the project: {exc}")
+                    ctx.step(f"{t.item.id} ({t.item.agent_type}) succeeded on {result.agent_id}: "
+                             f"{short(result.output, 120)}", subtask=t.item.id, state="succeeded",
+                             task=result.task_id, agent=result.agent_id, files=str(len(result.artifacts)))
+                    break
+                a.error = result.error or str(result.state)
+                t.state = "failed"
+                if n > retries or budget[0] <= 0 or result.state == TaskState.CANCELLED:
+                    why = "no retries left" if n > retries or budget[0] <= 0 else "cancelled"
+                    ctx.step(f"{t.item.id} ({t.item.agent_type}) failed ({why}): {short(a.error, 200)}",
+                             subtask=t.item.id, state="failed", task=result.task_id)
+                    break
+                budget[0] -= 1
+                ctx.step(f"{t.item.id} ({t.item.agent_type}) failed: {short(a.error, 200)}; retrying",
+                         subtask=t.item.id, state="retrying", task=result.task_id)
+                text = (f"{t.item.input}\n\nThe project: {idea}\n\nAn earlier attempt at this failed: "
+                        f"{short(a.error, 1000)}\nDo it again and avoid that problem.")
+        finally:
+            if not t.finished_ms:
+                t.finished_ms = _now_ms()
+            t.done.set()
+
+    async def _delegate(self, ctx: TaskContext, sub: SubTask, timeout: float) -> TaskResult:
+        try:
+            return await asyncio.wait_for(ctx.delegate(sub), timeout)
+        except TimeoutError:
+            return TaskResult("", TaskState.FAILED, agent_type=sub.agent_type,
+                              error=f"no result from the {sub.agent_type} sub-task after {timeout:g}s")
+        except AgentdError as exc:
+            return TaskResult("", TaskState.FAILED, agent_type=sub.agent_type, error=f"not delegated: {exc}")
+
+    # ---------------------------------------------------------------- report
+    async def _report(self, ctx: TaskContext, idea: str, tracks: dict[str, Track], source: str, why: str,
+                      started: int, finished: int, root: Path) -> Outcome:
+        ts = list(tracks.values())
+        ok = [t for t in ts if t.state == "succeeded"]
+        total = Usage(model=ctx.usage.model).add(ctx.usage)
+        per_type: dict[str, Usage] = {"manager": Usage().add(ctx.usage)}
+        for t in ts:
+            total.add(t.usage)
+            per_type.setdefault(t.item.agent_type, Usage()).add(t.usage)
+        retried = sum(len(t.attempts) - 1 for t in ts if t.attempts)
+        requeues = [(t, a) for t in ts for a in t.attempts if a.requeued]
+        md = self._markdown(ctx, idea, ts, source, why, started, finished, total, per_type, requeues)
+        (root / REPORT).write_text(md, encoding="utf-8")
+        committed = await self._commit_report(ctx, root)
+        ctx.artifact(REPORT, kind="document")
+        state_line = f"{len(ok)} of {len(ts)} sub-tasks succeeded"
+        lines = [f"{state_line}; {total.total_tokens} tokens, ${total.cost_usd:.4f}; "
+                 f"{retried} retried, {len(requeues)} requeued by the mesh; report: {REPORT}"]
+        for t in ts:
+            r = t.result
+            where = f" on {r.agent_id}" if r and r.agent_id else ""
+            detail = (short(r.output, 100) if t.state == "succeeded" and r else short(t.note or (r.error if r else ""),
+                                                                                     100))
+            lines.append(f"- {t.item.id} ({t.item.agent_type}){where}: {t.state}"
+                         + (f" after {len(t.attempts)} attempts" if len(t.attempts) > 1 else "")
+                         + (f"; requeued: {'; '.join(a.requeued for a in t.attempts if a.requeued)}"
+                            if any(a.requeued for a in t.attempts) else "")
+                         + (f" — {detail}" if detail else ""))
+        data = {
+            "plan_source": source,
+            "plan": json.dumps([t.item.as_dict() for t in ts]),
+            "subtasks": json.dumps([t.summary() for t in ts]),
+            "report": REPORT,
+            "project": str(root),
+            "prompt_tokens": str(total.prompt_tokens),
+            "completion_tokens": str(total.completion_tokens),
+            "cost_usd": f"{total.cost_usd:.6f}",
+            "retries": str(retried),
+            "requeues": str(len(requeues)),
+            "started": _iso(started),
+            "finished": _iso(finished),
+            "checks": state_line,
+            "report_committed": str(committed).lower(),
+        }
+        if why:
+            data["plan_note"] = why
+        failed = [t for t in ts if t.state != "succeeded"]
+        if failed:
+            err = "; ".join(f"{t.item.id} ({t.item.agent_type}) {t.state}: "
+                            f"{short(t.note or (t.result.error if t.result else ''), 200)}" for t in failed)
+            return Outcome(ok=False, output="\n".join(lines), error=f"{state_line}: {err}", data=data)
+        return Outcome(output="\n".join(lines), data=data)
+
+    def _markdown(self, ctx: TaskContext, idea: str, ts: list[Track], source: str, why: str, started: int,
+                  finished: int, total: Usage, per_type: dict[str, Usage],
+                  requeues: list[tuple[Track, Attempt]]) -> str:
+        out = [f"# Project report: {idea}", ""]
+        out += [f"- Manager task: `{ctx.task.task_id}` on `{ctx.agent_id}`",
+                f"- Plan: {'from the model' if source == 'model' else 'the default plan (' + why + ')'}",
+                f"- Started: {_iso(started)}", f"- Finished: {_iso(finished)} "
+                f"({(finished - started) / 1000:.1f} s)",
+                f"- Sub-tasks: {sum(1 for t in ts if t.state == 'succeeded')} of {len(ts)} succeeded",
+                f"- Usage: {total.prompt_tokens} prompt + {total.completion_tokens} completion tokens, "
+                f"${total.cost_usd:.4f} ({total.calls} model calls)", ""]
+        out += ["## Sub-tasks", "",
+                "| Sub-task | Agent type | Agent | Task | State | Attempts | Checks | Tokens (prompt/completion) "
+                "| Cost (USD) | Started | Finished |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for t in ts:
+            r = t.result
+            u = t.usage
+            out.append(
+                f"| {t.item.id} | {t.item.agent_type} | {r.agent_id if r else ''} | {r.task_id if r else ''} | "
+                f"{t.state} | {len(t.attempts)} | {(checks_of(r) if r else '') or '-'} | "
+                f"{u.prompt_tokens}/{u.completion_tokens} | {u.cost_usd:.4f} | {_iso(t.started_ms)} | "
+                f"{_iso(t.finished_ms)} |")
+        out += ["", "## Usage per agent type", "", "| Agent type | Model calls | Prompt tokens | Completion tokens "
+                "| Cost (USD) |", "|---|---|---|---|---|"]
+        for typ, u in per_type.items():
+            out.append(f"| {typ} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | {u.cost_usd:.4f} |")
+        out += ["", "## Retries and requeues", ""]
+        any_retry = False
+        for t in ts:
+            for a in t.attempts:
+                if a.requeued:
+                    any_retry = True
+                    out.append(f"- {t.item.id}: task `{a.task_id}` was requeued by the mesh ({a.requeued}) and "
+                               f"finished on `{a.agent_id}` at attempt {a.mesh_attempt}")
+            for a in t.attempts[:-1]:
+                any_retry = True
+                out.append(f"- {t.item.id}: attempt {a.n} (`{a.task_id}` on `{a.agent_id}`) failed: "
+                           f"{short(a.error, 300)}; retried")
+        if not any_retry:
+            out.append("- none")
+        for t in ts:
+            r = t.result
+            out += ["", f"## {t.item.id} ({t.item.agent_type}): {t.state}", "", f"Asked: {short(t.item.input, 400)}"]
+            if t.item.depends_on:
+                out.append(f"After: {', '.join(t.item.depends_on)}")
+            if r is None:
+                out.append(f"Not run: {t.note}")
+                continue
+            out.append(f"Result: {short(r.output if r.ok else (r.error or r.output), 600)}")
+            checks = checks_of(r)
+            if checks:
+                out.append(f"Checks: {checks}")
+            if r.artifacts:
+                out += ["", "Artifacts:", ""]
+                out += [f"- `{a.path}` ({a.size} bytes, sha256 {a.sha256[:12]})" for a in r.artifacts]
+            if r.data.get("test_output") and r.data.get("tests_passed"):
+                tail = r.data["test_output"].strip().splitlines()[-3:]
+                out += ["", "Test output (end):", "", "```", *tail, "```"]
+        return "\n".join(out) + "\n"
+
+    async def _commit_report(self, ctx: TaskContext, root: Path) -> bool:
+        """Commit REPORT.md when the project is a git repository on this host."""
+        from ._team_git import Git
+
+        git = Git(root)
+        if not git.exists:
+            return False
+        try:
+            await git.ensure()
+            c = await git.commit([REPORT], f"manager: project report\n\nTask: {ctx.task.task_id}\n",
+                                 "orchgpt manager", "manager@orchgpt.local")
+        except (AgentdError, OSError) as exc:
+            ctx.log(f"could not commit {REPORT}: {exc}")
+            return False
+        return c is not None
