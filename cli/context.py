@@ -74,7 +74,9 @@ class Context:
     def address(self) -> str:
         if self._client is not None:
             return self._client.address
-        return self.conn.address or "(connecting)"
+        from .connect import display_address
+
+        return display_address(self.conn)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .render import one_line, short_id
+from .render import short_id
 
 if TYPE_CHECKING:
     from .context import Context
@@ -17,9 +17,7 @@ def toolbar(ctx: Context) -> list[tuple[str, str]]:
     if ctx.connected is True:
         frags.append(("class:toolbar.ok", "● connected"))
     elif ctx.connected is False:
-        frags.append(("class:toolbar.bad", "○ disconnected"))
-        if ctx.last_error:
-            frags.append(("class:toolbar.dim", f" ({one_line(ctx.last_error, 40)}; retrying)"))
+        frags.append(("class:toolbar.bad", "○ disconnected, retrying"))
     else:
         frags.append(("class:toolbar.dim", "… connecting"))
     idle = sum(1 for a in ctx.agents if str(a.state) == "idle")

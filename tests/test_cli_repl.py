@@ -170,12 +170,18 @@ async def test_events_stream_above_the_prompt_while_typing(mesh: Daemon) -> None
 async def test_several_tasks_at_once_are_marked_by_task(mesh: Daemon) -> None:
     async with repl_for(mesh.address, mesh.certs) as d:
         await connected(d)
-        await d.line("/echo run first -o delay=1.5")
+        await d.line("/echo run first -o delay=4")
+        await d.shows("waiting 4s")
         await d.line("/echo run second")
-        await d.shows("second")
+        await d.shows("] second")
         assert d.repl.ctx.running(), "the slow task still runs while the quick one is done"
-        await d.shows("first")
-        tags = {x.split("]")[0] for x in d.transcript if x.startswith("[echo ")}
+        await d.shows("] first")
+        out = d.transcript
+        i_second = next(i for i, x in enumerate(out) if x.endswith("] second"))
+        i_first = next(i for i, x in enumerate(out) if x.endswith("] first"))
+        assert i_second < i_first
+        assert out[i_second].split("]")[0] != out[i_first].split("]")[0]  # each line says its task
+        tags = {x.split("]")[0] for x in out if x.startswith("[echo ")}
         assert len(tags) == 2
 
 
@@ -264,7 +270,7 @@ async def test_reconnects_after_the_daemon_restarts(daemon_factory, tmp_path: Pa
         await d.shows("waiting 3s")
         daemon.kill()
         await d.shows(f"lost the orchestrator at 127.0.0.1:{port}; reconnecting...")
-        await until(lambda: "○ disconnected" in toolbar_text(d))
+        await until(lambda: "○ disconnected, retrying" in toolbar_text(d))
         await asyncio.to_thread(daemon.start, port)
         await d.shows(f"reconnected to 127.0.0.1:{port}", timeout=20)
         line = await d.shows("✓ succeeded", timeout=30)  # the task was requeued and its stream resumed
