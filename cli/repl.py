@@ -163,6 +163,7 @@ class Repl:
         self.ever_connected = False
         self.started_background = False
         self.prompt_ready = asyncio.Event()  # set at each prompt's first render (tests wait on it)
+        self.question = ""  # the yes/no question being asked, if any
 
     # ---------------------------------------------------------------- prompt
     def message(self) -> list[tuple[str, str]]:
@@ -338,10 +339,13 @@ class Repl:
                                                     style=self.out.style)
         session.app.after_render += lambda _app: self.prompt_ready.set()
         self.prompt_ready.clear()
+        self.question = question
         try:
             return await session.prompt_async([("class:prompt.question", question)])
         except (KeyboardInterrupt, EOFError):
             return ""
+        finally:
+            self.question = ""
 
     # ---------------------------------------------------------------- approvals
     async def ask_approval(self, view: TaskView, req: ApprovalRequest) -> ApprovalResponse | None:

@@ -202,16 +202,15 @@ async def test_ctrl_c_asks_then_cancels_the_foreground_task(mesh: Daemon) -> Non
         assert not any("cancel task" in x for x in d.transcript)
         # on an empty line it asks; "n" keeps the task
         d.send(CTRL_C)
-        await asyncio.sleep(0.2)
-        await until(lambda: d.repl.prompt_ready.is_set(), what="the question")
+        await until(lambda: d.repl.question.startswith(f"cancel task [echo {view.short}] sleepy?")
+                    and d.repl.prompt_ready.is_set(), what="the question")
         d.send("n" + ENTER)
         await d.shows(f"task {view.short} goes on")
         assert not view.done.is_set()
         # asked again, "y" cancels it
-        await until(lambda: d.repl.prompt_ready.is_set())
+        await until(lambda: not d.repl.question and d.repl.prompt_ready.is_set())
         d.send(CTRL_C)
-        await asyncio.sleep(0.2)
-        await until(lambda: d.repl.prompt_ready.is_set(), what="the question")
+        await until(lambda: bool(d.repl.question) and d.repl.prompt_ready.is_set(), what="the question")
         d.send("y" + ENTER)
         await d.shows("⊘ cancelled: cancelled by the user (Ctrl-C)")
         assert view.state == "cancelled"
