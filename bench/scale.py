@@ -68,13 +68,23 @@ async def run_scale(
             await c.expect("ready", 60)
         current = 0
         reg_total = 0.0
-        for n in steps:
+        rate = 0.0  # registrations per second of the last step
+        pending = sorted(steps)
+        while pending:
+            n = pending.pop(0)
             if current >= n:
                 continue
-            spent = time.monotonic() - t_start
-            if out["steps"] and spent > budget_s:
-                out["stopped"] = f"time budget ({budget_s:.0f}s) spent before N={n}"
-                break
+            if out["steps"]:
+                # skip ahead to the largest step that the rest of the budget can still hold
+                left = budget_s - (time.monotonic() - t_start)
+                fits = [m for m in [n, *pending]
+                        if rate and (m - current) / rate * 1.3 + idle_window_s + 10 <= left]
+                if not fits:
+                    out["stopped"] = (f"time budget: N={n} would need ~{(n - current) / max(rate, 1e-9):.0f}s "
+                                      f"more, {max(left, 0):.0f}s left")
+                    break
+                n = max(fits)
+                pending = [m for m in pending if m > n]
             add = n - current
             try:
                 rc0 = cpu_seconds(router.pid)
@@ -85,6 +95,7 @@ async def run_scale(
                 break
             current = n
             reg_total += secs
+            rate = add / secs if secs else 0.0
             await asyncio.sleep(1.0)  # let the registrations settle (logs, store writes)
             rss = rss_bytes(router.pid)
             c0 = cpu_seconds(router.pid)

@@ -122,8 +122,10 @@ class Link:
             for env in envs:
                 t = env.type
                 if t == pb.PING:
-                    self.send_nowait(pb.Envelope(id=next_id(), sender=self.name, type=pb.PONG,
-                                                 correlation_id=env.id))
+                    # Any traffic answers a PING: with a full send queue there is plenty.
+                    with contextlib.suppress(asyncio.QueueFull):
+                        self.send_nowait(pb.Envelope(id=next_id(), sender=self.name, type=pb.PONG,
+                                                     correlation_id=env.id))
                 elif t != pb.PONG:
                     out.append(env)
             if out:
