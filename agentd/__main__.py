@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# grpc core's own INFO lines (e.g. about fork) are not structured: keep only its errors.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path

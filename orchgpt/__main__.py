@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# grpc core's own INFO lines (e.g. about fork) are not structured: keep only its errors.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import asyncio
 import sys

@@ -153,6 +153,7 @@ class Spawner:
                     if last:
                         reason += f": {last}"
                     log.error("agent_gave_up", agent_id=a.name, exit_code=code, reason=reason)
+                    a.stopping = True  # no longer counts as starting
                     if self.on_give_up is not None:
                         self.on_give_up(a.agent_type, reason)
                     break

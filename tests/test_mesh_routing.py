@@ -152,3 +152,12 @@ async def test_cancel_a_running_task(daemon: Daemon) -> None:
         # the agent is free again
         done = await run_task(c, Command("echo", Action.RUN, "next"))
         assert done[-1].result and done[-1].result.ok
+
+
+async def test_a_local_agent_that_cannot_start_fails_its_task_with_the_agents_reason(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}).start()
+    async with d.client() as c:
+        events = await run_task(c, Command("architect", Action.CREATE, "fastapi app"), timeout=60)
+    final = events[-1]
+    assert final.kind == EventKind.RESULT and final.state == TaskState.FAILED
+    assert "failed to start 3 times" in final.text and "no model is configured" in final.text
