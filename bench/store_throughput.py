@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from orchgpt import logs
 from orchgpt.models import EventKind, Task, TaskEvent, TaskResult, TaskState, Usage, new_id
 from orchgpt.store.sqlite import SqliteStore
 
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--synchronous", default="NORMAL")
     args = ap.parse_args()
+    logs.configure("warning", "console")
     with tempfile.TemporaryDirectory() as d:
         store = SqliteStore(Path(d) / "bench.db", synchronous=args.synchronous)
         session = new_id()
