@@ -9,6 +9,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import asyncio
+import functools
 import signal
 import sys
 from pathlib import Path
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 async def _main(args: argparse.Namespace) -> int:
     from .link import Link
     from .runtime import agent_class
+    from .sandbox import protect_paths
+    from .workspace import task_workspace
 
     try:
         cls = agent_class(args.agent_type)
@@ -76,7 +79,10 @@ async def _main(args: argparse.Namespace) -> int:
     ws_root = Path(args.workspace_root or "workspaces").resolve()
     if settings is not None and getattr(settings, "workspace_root", None):
         ws_root = Path(settings.workspace_root)
-    link = Link(agent, name, address, certs, ws_root, args.server_name)
+    # generated code run by this agent's sandbox must never read its key or certificates
+    protect_paths(certs.ca, certs.cert, certs.key, certs.key.parent)
+    link = Link(agent, name, address, certs, ws_root, args.server_name,
+                workspace_for=functools.partial(task_workspace, ws_root))
     runner = asyncio.create_task(link.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
