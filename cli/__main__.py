@@ -144,6 +144,7 @@ def _oneshot(args: argparse.Namespace, commands: list[str]) -> int:
     async def go() -> int:
         ctx = Context(out, _connection(args), session_id=args.session or "", approve_all=args.approve,
                       reconnect_timeout=args.reconnect, timeout=args.timeout)
+        ctx.fancy = out.colour
         try:
             return await run_oneshot(ctx, commands, yes=args.yes, keep_going=args.keep_going)
         finally:

@@ -48,6 +48,7 @@ class Context:
         self.session_id = session_id or new_session_id()
         self.approve_all = approve_all  # start every task in approval mode
         self.interactive = interactive
+        self.fancy = interactive  # symbols (✓ ✗) in result lines
         self.reconnect_timeout = reconnect_timeout  # None: retry for ever (the REPL)
         self.timeout = timeout
         self.views: dict[str, TaskView] = {}

@@ -203,7 +203,7 @@ async def task_(ctx: Context, args: list[str]) -> None:
     task, events, children = await ctx.call(lambda c: c.get_task(task_id, with_events=True))
     _remember(ctx, [task, *children])
     label = render.TaskLabel(task.task_id, task.agent_type)
-    rend = render.EventRenderer(label, fancy=ctx.interactive)
+    rend = render.EventRenderer(label, fancy=ctx.fancy)
     lines: list[Line] = [
         [("head", f"task {task.task_id}")],
         [("", "  command   "), ("cmd.agent", format_command(task.agent_type, str(task.action), task.input,
@@ -242,7 +242,7 @@ async def task_(ctx: Context, args: list[str]) -> None:
 async def logs_(ctx: Context, args: list[str]) -> None:
     task_id = await resolve_task(ctx, args[0])
     task, events, _ = await ctx.call(lambda c: c.get_task(task_id, with_events=True))
-    rend = render.EventRenderer(render.TaskLabel(task.task_id, task.agent_type), fancy=ctx.interactive)
+    rend = render.EventRenderer(render.TaskLabel(task.task_id, task.agent_type), fancy=ctx.fancy)
     lines: list[Line] = []
     for ev in events:
         lines += rend.feed(ev)

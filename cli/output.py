@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from .render import EventRenderer, Line, event_json, plain
+from .render import STYLE, EventRenderer, Line, event_json, plain
 
 
 class Output:
@@ -35,19 +35,49 @@ class Output:
         self.lines(renderer.flush())
 
 
+SGR = {"bold": "1", "underline": "4", **{
+    f"ansi{name}": str(30 + i) for i, name in enumerate(
+        ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"])}, **{
+    f"ansibright{name}": str(90 + i) for i, name in enumerate(
+        ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"])}}
+
+
+def ansi(line: Line) -> str:
+    """A line with ANSI colours from the STYLE rules (foreground colours, bold, underline)."""
+    out = []
+    for style, text in line:
+        codes = [SGR[w] for w in STYLE.get(style, "").split() if w in SGR] if style else []
+        out.append(f"\x1b[{';'.join(codes)}m{text}\x1b[0m" if codes and text else text)
+    return "".join(out)
+
+
+def wants_colour(stream: TextIO) -> bool:
+    """Colour on a terminal, unless NO_COLOR is set (https://no-color.org) or TERM=dumb."""
+    import os
+
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 class StreamOutput(Output):
-    """One-shot mode: plain text (or JSON lines) on stdout, notes on stderr."""
+    """One-shot mode: plain text (or JSON lines) on stdout, notes on stderr; colours on a terminal."""
 
     def __init__(
-        self, stdout: TextIO | None = None, stderr: TextIO | None = None, json_mode: bool = False
+        self, stdout: TextIO | None = None, stderr: TextIO | None = None, json_mode: bool = False,
+        colour: bool | None = None,
     ) -> None:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.json_mode = json_mode
+        self.colour = (wants_colour(self.stdout) and not json_mode) if colour is None else colour
 
     def _write(self, stream: TextIO, lines: list[Line]) -> None:
         if lines:
-            stream.write("".join(plain(line) + "\n" for line in lines))
+            fmt = ansi if self.colour and stream is self.stdout else plain
+            stream.write("".join(fmt(line) + "\n" for line in lines))
             stream.flush()
 
     def lines(self, lines: list[Line]) -> None:

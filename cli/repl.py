@@ -161,6 +161,7 @@ class Repl:
         self.session: PromptSession[str] | None = None
         self.fatal: CliError | None = None
         self.ever_connected = False
+        self.reported_failure = False
         self.started_background = False
         self.prompt_ready = asyncio.Event()  # set at each prompt's first render (tests wait on it)
         self.question = ""  # the yes/no question being asked, if any
@@ -369,10 +370,13 @@ class Repl:
         if ok:
             if self.ever_connected:
                 self.out.info(f"reconnected to {self.ctx.address}", "ok")
+            elif self.reported_failure:
+                self.out.info(f"connected to {self.ctx.address}", "ok")
             self.ever_connected = True
         elif self.ever_connected:  # (the detail of a broken stream says little)
             self.out.error(f"lost the orchestrator at {self.ctx.address}; reconnecting...")
-        else:
+        elif not self.reported_failure:
+            self.reported_failure = True
             self.out.error(f"{one_line(error, 200)} (retrying in the background)")
         self.invalidate()
 

@@ -67,7 +67,7 @@ class TaskView:
 def new_view(ctx: Context, task_id: str, agent_type: str, action: str = "run", input: str = "") -> TaskView:
     view = TaskView(task_id, agent_type, action, input)
     view.renderer = EventRenderer(
-        TaskLabel(task_id, agent_type), fancy=ctx.interactive, prefix_output=ctx.interactive
+        TaskLabel(task_id, agent_type), fancy=ctx.fancy, prefix_output=ctx.interactive
     )
     ctx.views[task_id] = view
     return view
@@ -98,7 +98,7 @@ def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
     kind = agent_type_of(ctx, ev)
     if child is None:
         child = TaskView(ev.task_id, kind or "sub-task", accepted=True)
-        child.renderer = EventRenderer(TaskLabel(ev.task_id, child.agent_type), fancy=ctx.interactive)
+        child.renderer = EventRenderer(TaskLabel(ev.task_id, child.agent_type), fancy=ctx.fancy)
         parent.children[ev.task_id] = child
     elif kind and child.agent_type == "sub-task" and child.renderer is not None:
         child.agent_type = child.renderer.label.agent_type = kind

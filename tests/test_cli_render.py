@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from orchgpt_cli.output import StreamOutput
 from orchgpt_cli.render import TOKEN_WRAP, EventRenderer, TaskLabel, event_json, plain, table
 
@@ -118,3 +119,20 @@ def test_table_pads_columns_and_cuts_the_last() -> None:
     assert lines[0] == "A   LONGER  LAST"
     assert lines[1].startswith("x   y       zzz") and lines[1].endswith("...") and len(lines[1]) == 30
     assert lines[2] == "xx          w"
+
+
+def test_colours_only_on_a_terminal_and_never_in_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    line = [("state.ok", "succeeded"), ("", " plain")]
+    tty = Tty()
+    StreamOutput(tty, io.StringIO()).lines([line])
+    assert tty.getvalue() == "\x1b[32;1msucceeded\x1b[0m plain\n"
+    piped = io.StringIO()
+    StreamOutput(piped, io.StringIO()).lines([line])
+    assert piped.getvalue() == "succeeded plain\n"
+    assert not StreamOutput(Tty(), io.StringIO(), json_mode=True).colour
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not StreamOutput(Tty(), io.StringIO()).colour
