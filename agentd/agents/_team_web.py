@@ -166,8 +166,7 @@ def _template(body: str, consts: dict[str, str]) -> str:
     return re.sub(r"\$\{([^}]*)\}", sub, body)
 
 
-def resolve_url(expr: str, consts: dict[str, str]) -> str:
-    """The URL path an expression builds ("" when it does not look like a URL)."""
+def _join(expr: str, consts: dict[str, str]) -> str:
     out = ""
     for part in _split_plus(expr):
         if len(part) >= 2 and part[0] in "'\"`" and part[-1] == part[0]:
@@ -177,19 +176,40 @@ def resolve_url(expr: str, consts: dict[str, str]) -> str:
             out += consts[part]
         else:
             out += "{}"
-    out = re.sub(r"^https?://[^/]*", "", out) or out
-    out = re.sub(r"^\{\}(?=/)", "", out)  # a base URL variable in front
-    out = out.split("?", 1)[0].split("#", 1)[0]
-    if not out.startswith("/"):
-        return ""
     return out
+
+
+def _normalise(url: str) -> str:
+    host = re.match(r"^https?://[^/]*", url)
+    if host:
+        url = "/" + url[host.end():]
+    url = re.sub(r"^\{\}(?=/)", "", url)  # a base URL variable in front
+    url = re.sub(r"/{2,}", "/", url)
+    url = url.split("?", 1)[0].split("#", 1)[0]
+    return url if url.startswith("/") else ""
+
+
+def resolve_url(expr: str, consts: dict[str, str]) -> str:
+    """The URL path an expression builds ("" when it does not look like a URL)."""
+    return _normalise(_join(expr, consts))
+
+
+def _identifiers(expr: str) -> set[str]:
+    """Names an expression uses as plain operands or inside template ${...}."""
+    names = set()
+    for part in _split_plus(expr):
+        if re.fullmatch(r"[A-Za-z_$][\w$]*", part):
+            names.add(part)
+        elif part[:1] == "`":
+            names |= {m.strip() for m in re.findall(r"\$\{\s*([A-Za-z_$][\w$]*)\s*\}", part)}
+    return names
 
 
 def _consts(src: str) -> dict[str, str]:
     out = {}
     for name, _q, value in _CONST.findall(src):
         if "${" not in value:
-            out[name] = value.rstrip("/") if value.startswith(("http", "/")) or value == "" else value
+            out[name] = value
     return out
 
 
@@ -204,33 +224,86 @@ def _method(args: list[str], consts: dict[str, str]) -> str:
     return "GET"
 
 
-def _enclosing_function(src: str, pos: int) -> str:
-    name = ""
-    for m in _FUNC_DEF.finditer(src, 0, pos):
-        name = m.group(1) or m.group(2) or name
-    return name
+def _block_end(src: str, i: int, stop: str = "") -> int:
+    """Index after the bracketed block opening at src[i], or (stop given) of the first stop char at depth 0."""
+    depth = 0
+    while i < len(src):
+        c = src[i]
+        if c in "'\"`":
+            i = _skip_string(src, i)
+            continue
+        if src.startswith("//", i):
+            j = src.find("\n", i)
+            if stop and "\n" in stop and depth == 0:
+                return len(src) if j < 0 else j
+            i = len(src) if j < 0 else j
+            continue
+        if stop and depth == 0 and c in stop:
+            return i
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return i
+            if depth == 0 and not stop:
+                return i + 1
+        i += 1
+    return i
+
+
+def _function_spans(src: str) -> list[tuple[str, int, int, list[str]]]:
+    """(name, start, end, parameters) of the named functions of a script (declarations, expressions, arrows)."""
+    spans = []
+    for m in _FUNC_DEF.finditer(src):
+        name = m.group(1) or m.group(2)
+        i = m.end()
+        head = m.group(0)
+        params: list[str] = []
+        if head.rstrip().endswith("=>"):
+            inner = head[head.find("=", 0) + 1 : head.rstrip().rfind("=>")]
+            params = re.findall(r"[A-Za-z_$][\w$]*", inner.replace("async", " "))
+        else:
+            if not head.endswith("("):
+                j = src.find("(", i)
+                if j < 0:
+                    continue
+                i = j + 1
+            args, i = call_args(src, i)
+            params = [re.split(r"[\s=]", a.strip().lstrip("."), maxsplit=1)[0] for a in args]
+        while i < len(src) and src[i].isspace():
+            i += 1
+        end = _block_end(src, i) if src[i : i + 1] == "{" else _block_end(src, i, ";\n")
+        spans.append((name, m.start(), end, params))
+    return spans
+
+
+def _enclosing_function(src: str, pos: int) -> tuple[str, list[str]]:
+    inside = [(start, name, params) for name, start, end, params in _function_spans(src) if start < pos < end]
+    if not inside:
+        return "", []
+    _, name, params = max(inside)
+    return name, params
 
 
 def api_calls(src: str) -> list[ApiCall]:
     """fetch() calls of a script, and calls of the functions that wrap fetch with a URL parameter."""
     consts = _consts(src)
     found: list[ApiCall] = []
-    wrappers: set[str] = set()
+    wrappers: dict[str, str] = {}  # function name -> URL prefix it puts in front of its parameter
     for m in re.finditer(r"(?<![\w$.])fetch\s*\(", src):
         args, end = call_args(src, m.end())
         if not args:
             continue
-        path = resolve_url(args[0], consts)
         line = src.count("\n", 0, m.start()) + 1
-        if path and "{}" not in path.split("/")[1:2]:
-            found.append(ApiCall(_method(args[1:], consts), path, " ".join(src[m.start():end].split())[:120], line))
+        fn, params = _enclosing_function(src, m.start())
+        if fn and _identifiers(args[0]) & set(params):
+            prefix = _join(args[0], {**consts, **{p: "" for p in params}})
+            wrappers[fn] = re.sub(r"^https?://[^/]*", "", prefix).split("?", 1)[0]
             continue
-        fn = _enclosing_function(src, m.start())
-        if fn:
-            wrappers.add(fn)
-        else:
-            found.append(ApiCall(_method(args[1:], consts), "", " ".join(src[m.start():end].split())[:120], line))
-    for fn in wrappers:
+        found.append(ApiCall(_method(args[1:], consts), resolve_url(args[0], consts),
+                             " ".join(src[m.start():end].split())[:120], line))
+    for fn, prefix in wrappers.items():
         for m in re.finditer(rf"(?<![\w$.]){re.escape(fn)}\s*\(", src):
             before = src[max(0, m.start() - 30) : m.start()]
             if re.search(r"function\s+$", before):
@@ -240,8 +313,8 @@ def api_calls(src: str) -> list[ApiCall]:
             path = next((p for p in paths if p), "")
             if not path:
                 continue
-            found.append(ApiCall(_method(args, consts), path, " ".join(src[m.start():end].split())[:120],
-                                 src.count("\n", 0, m.start()) + 1))
+            found.append(ApiCall(_method(args, consts), _normalise(prefix + path),
+                                 " ".join(src[m.start():end].split())[:120], src.count("\n", 0, m.start()) + 1))
     return sorted(found, key=lambda c: c.line)
 
 
