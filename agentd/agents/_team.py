@@ -34,7 +34,8 @@ def project_dir(ctx: TaskContext) -> Path:
     ws = Path(ctx.workspace)
     if ws.name != wanted and ws.name == ctx.task.task_id:
         target = ws.parent / wanted  # the link's layout: <root>/<task id>
-        target.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.mkdir(mode=0o700)  # as agentd.workspace.task_workspace makes them
         try:
             ws.rmdir()  # the link created it empty for nothing
         except OSError:
@@ -135,6 +136,9 @@ def checks_of(result: TaskResult) -> str:
         parts.append("tests " + ("passed" if d["tests_passed"] == "true" else "failed"))
     if "routes_ok" in d:
         parts.append("routes " + ("answer" if d["routes_ok"] == "true" else "fail"))
+    if result.ok and d.get("document") and d.get("diagram") and "endpoints" in d:  # the architect's
+        parts.append(f"document and diagram complete ({d.get('components', '?')} components, "
+                     f"{d['endpoints']} endpoints)")
     if d.get("checks"):
         parts.append(d["checks"])
     return "; ".join(parts)
