@@ -331,7 +331,7 @@ async def idlers(args: argparse.Namespace) -> None:
                     async with sem:
                         ch = wire.open_channel(args.target, paths, own_connection=True)
                         link = wire.Link(ch, args.mode, paths.cert.stem, queue_size=64)
-                        await link.register(agent_type="bench-idle", timeout=60)
+                        await link.register(agent_type="bench-idle", timeout=args.register_timeout)
                         return link
 
                 new = await asyncio.gather(*(one(p) for p in prepared))
@@ -371,6 +371,8 @@ def main() -> None:
     ap.add_argument("--cap-events", type=float, default=30.0)
     ap.add_argument("--pem-dir", default="", help="idlers: where to write their certificates")
     ap.add_argument("--concurrency", type=int, default=64, help="idlers: registrations at a time")
+    ap.add_argument("--register-timeout", type=float, default=120.0,
+                    help="idlers: seconds one agent may wait for REGISTERED")
     ap.add_argument("--cap", type=float, default=300.0, help="wall-clock cap of the process")
     args = ap.parse_args()
     if not args.target.startswith(("127.0.0.1:", "localhost:", "[::1]:")):

@@ -327,8 +327,12 @@ def build_rows(results: dict[str, Any], p: Profile) -> list[Row]:
         top_o = (results["scale"].get("orchgpt", {}).get("steps") or [None])[-1]
         top_b = (results["scale"].get("baseline", {}).get("steps") or [None])[-1]
         if top_o:
+            why = "; ".join(f"{m}: {results['scale'][m][k]}".replace("\n", " ")[:300]
+                            for m in ("orchgpt", "baseline") for k in ("error", "stopped")
+                            if results["scale"].get(m, {}).get(k))
             rows.append(row("most idle agents connected (within the time budget)", top_o["agents"],
-                            top_b["agents"] if top_b else None, "relay", "", "towards 10,000"))
+                            top_b["agents"] if top_b else None, "relay", "", "towards 10,000",
+                            note=f"where the growth stopped: {why}" if why else ""))
             rows.append(row(f"daemon RSS at {top_o['agents']:,} agents", top_o["rss_mib"],
                             (_scale_step(results, "baseline", top_o["agents"]) or {}).get("rss_mib"),
                             "relay", "MiB"))
@@ -347,6 +351,15 @@ def build_rows(results: dict[str, Any], p: Profile) -> list[Row]:
             rows.append(row(f"daemon CPU per task, {r['inflight']} in flight",
                             r.get("router_cpu_us_per_task"), None, "", "µs"))
     return rows
+
+
+def _problems(results: dict[str, Any]) -> list[str]:
+    """Failures inside a phase that did not stop it (a scale step that broke)."""
+    out = []
+    for mode, r in results.get("scale", {}).items():
+        if isinstance(r, dict) and r.get("error"):
+            out.append(f"scale {mode}: {r['error']}")
+    return out
 
 
 # ---------------------------------------------------------------- main
@@ -386,7 +399,8 @@ async def run(args: argparse.Namespace) -> int:
                 _log(f"{ph} FAILED: {errors[ph]}")
             seconds[ph] = time.monotonic() - t0
     finally:
-        keep = args.keep or bool(errors)
+        problems = _problems(results)
+        keep = args.keep or bool(errors) or bool(problems)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     rows = build_rows(results, p)
@@ -397,14 +411,20 @@ async def run(args: argparse.Namespace) -> int:
     print(report.machine_lines(info, place))
     print(f"Profile {p.name}; total {time.monotonic() - t_all:.0f}s "
           f"({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}).")
+    if problems:
+        print("\nProblems (the phase went on with what it had):")
+        for p_ in problems:
+            print(f"- {p_}")
     if errors:
         print("\nFailed phases:")
         for ph, e in errors.items():
             print(f"- {ph}: {e}")
+    if errors or problems:
         print(f"(logs kept in {work}/logs)")
     doc = {
         "machine": info, "placement": place, "profile": asdict(p), "phases": phases,
         "seconds": seconds, "total_seconds": time.monotonic() - t_all, "errors": errors,
+        "problems": problems,
         "table": [r.as_dict() for r in rows], "table_markdown": table, "results": results,
         "logs": str(work / "logs") if keep else None,
     }
@@ -421,11 +441,12 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", dest="profile", action="store_const", const="quick",
                     help="one round, shorter runs, 1,000 agents at most (about 2 minutes)")
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    ap.add_argument("--profile", choices=sorted(PROFILES), help="full (default), quick or smoke (CI)")
     ap.add_argument("--out", default="bench/results/latest.json", help="where to write the JSON ('' for none)")
     ap.add_argument("--skip", action="append", choices=PHASES, help="leave out a phase (repeatable)")
     ap.add_argument("--only", action="append", choices=PHASES, help="run only these phases (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (certificates, logs)")
+    ap.set_defaults(profile="full")
     args = ap.parse_args(argv)
     return asyncio.run(run(args))
 

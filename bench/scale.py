@@ -22,6 +22,7 @@ from .procstat import cpu_seconds, rss_bytes
 from .routing import Router
 
 MIB = 1024 * 1024
+MUST_REACH = 1000  # steps up to this one always run; beyond it, as far as the budget holds
 
 
 async def _step(idlers: list[Child], add: int, timeout: float) -> float:
@@ -44,8 +45,9 @@ async def run_scale(
     log_dir: Path, start_router: Callable[[Children], Awaitable[Router]], steps: list[int],
     processes: int, budget_s: float, idle_window_s: float, pem_dir: Path,
 ) -> dict[str, Any]:
-    """One router: grow through ``steps`` until the budget is spent; never raises for a
-    step that fails (it is recorded and the growth stops)."""
+    """One router: grow through ``steps`` (all of them up to MUST_REACH, then the largest
+    that the rest of ``budget_s`` can hold); never raises for a step that fails (it is
+    recorded and the growth stops)."""
     out: dict[str, Any] = {"steps": [], "error": None}
     t_start = time.monotonic()
     async with Children(log_dir) as children:
@@ -74,7 +76,7 @@ async def run_scale(
             n = pending.pop(0)
             if current >= n:
                 continue
-            if out["steps"]:
+            if out["steps"] and n > MUST_REACH:
                 # skip ahead to the largest step that the rest of the budget can still hold
                 left = budget_s - (time.monotonic() - t_start)
                 fits = [m for m in [n, *pending]
