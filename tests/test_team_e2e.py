@@ -84,8 +84,8 @@ async def test_manager_builds_a_committed_tested_project_with_the_team(daemon_fa
     assert res is not None and res.data["plan_source"] == "model"
     subs = subtasks(events)
     assert set(subs) == TEAM_TYPES
-    assert all(s["state"] == "succeeded" and s["attempts"] == 1 for s in subs.values())
-    assert all(s["agent_id"].startswith(f"local-{t}-") for t, s in subs.items())
+    assert all(s["state"] == "succeeded" and s["attempts"] == 1 for s in subs.values()), subs
+    assert all(s["agent_id"].startswith(f"local-{t}-") for t, s in subs.items()), subs
     # Sub-task events streamed to the client under the manager's task.
     child_ids = {s["task_id"] for s in subs.values()}
     streamed = {e.task_id for e in events if e.parent_task_id == final.task_id}

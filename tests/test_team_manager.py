@@ -69,6 +69,15 @@ def test_unusable_plans_are_named(answer: str, problem: str) -> None:
     assert any(problem in p for p in problems), problems
 
 
+def test_sub_tasks_that_may_run_alongside_another() -> None:
+    from agentd.agents.manager import concurrent
+
+    assert concurrent(default_plan("x")) == {"designer", "backend"}
+    items, _ = parse_plan(plan(t("a", "architect"), t("b", "backend", ["a"]), t("c", "frontend", ["b"]),
+                               t("o", "optimizer", ["b"]), t("g", "git", ["c", "o"])), ALLOWED)
+    assert concurrent(items) == {"c", "o"}
+
+
 def test_git_and_mailer_wait_for_everything() -> None:
     items, _ = parse_plan(plan(t("a", "architect"), t("b", "backend", ["a"]), t("g", "git", ["b"]),
                                t("m", "mailer")), ALLOWED)
@@ -154,7 +163,11 @@ def test_runs_the_plan_in_dependency_order_with_parallel_branches(tmp_path: Path
     # inputs: the dependencies' results; git gets every result, in plan order; all share the project
     assert [r.agent_type for r in team.of("frontend")[0].inputs] == ["designer", "backend"]
     assert [r.agent_type for r in team.of("git")[0].inputs] == ["architect", "designer", "backend", "frontend"]
-    assert all(s.options["workspace"] == "mgr1" for _, s, _, _ in team.calls)
+    # the sub-tasks that run alongside another one work in a copy of the project
+    assert {s.options["workspace"] for _, s, _, _ in team.calls} == {"mgr1", "mgr1.ui", "mgr1.api"}
+    assert team.of("designer")[0].options["workspace"] == "mgr1.ui"
+    assert (tmp_path / "mgr1.api" / "architect.txt").read_text() == "architect"  # forked after the architect
+    assert not (tmp_path / "mgr1.api" / "designer.txt").exists() or team.span("designer")[1] <= team.span("backend")[0]
     assert all("todo app" in s.input for _, s, _, _ in team.calls)
     assert any(e.kind == EventKind.LOG and "commit (git) now also waits for" in e.text for e in events)
     subs = {s["id"]: s for s in json.loads(out.data["subtasks"])}

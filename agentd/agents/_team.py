@@ -22,7 +22,7 @@ from orchgpt.models import TaskResult
 
 from ..errors import TaskFailed, ToolError
 from ..runtime import TaskContext
-from ..workspace import WORKSPACE_OPTION, Workspace, workspace_id
+from ..workspace import SKIP_DIRS, WORKSPACE_OPTION, Workspace, workspace_id
 
 
 def project_dir(ctx: TaskContext) -> Path:
@@ -47,6 +47,18 @@ def project_dir(ctx: TaskContext) -> Path:
 def project_option(ctx: TaskContext) -> dict[str, str]:
     """The option that sends a sub-task to this task's project directory."""
     return {WORKSPACE_OPTION: Path(ctx.workspace).name}
+
+
+def fork(project: Path, name: str) -> Path:
+    """A copy of the project next to it (caches, .git and scratch dirs left out), for one sub-task
+    that runs alongside others: it works there without seeing their half-written files, and its
+    directory diff holds only its own changes; `adopt` brings its artifacts back."""
+    target = project.parent / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(project, target, symlinks=True, ignore=shutil.ignore_patterns(*SKIP_DIRS))
+    target.chmod(0o700)
+    return target
 
 
 def _sha256(p: Path) -> str:

@@ -11,8 +11,11 @@
 2. Run: every sub-task is delegated (DELEGATE_TASK) as soon as its
    dependencies have succeeded, with their results as its inputs, so that
    independent sub-tasks run in parallel; orchgpt routes each to an agent of
-   its type, local or remote. All of them work in the manager's project
-   directory (option ``workspace``). A failed sub-task is retried, within a
+   its type, local or remote. They work in the manager's project directory
+   (option ``workspace``); a sub-task that may run alongside another one works
+   in a copy of it (``<project>.<sub-task id>``), so that neither sees the
+   other's half-written files nor counts them as its own output, and its
+   artifacts are copied back into the project when it succeeds. A failed sub-task is retried, within a
    budget; a sub-task whose dependency failed is skipped (git still commits
    what succeeded).
 3. Report: REPORT.md in the project (and committed when the project is a git
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +46,7 @@ from orchgpt.models import Action, TaskResult, TaskState, Usage
 from ..errors import AgentdError, TaskFailed
 from ..runtime import Outcome, SubTask, TaskContext, register
 from ._llm_agent import LLMAgent
-from ._team import adopt, checks_of, project_dir, project_option, short
+from ._team import adopt, checks_of, fork, project_dir, project_option, short
 from ._team_plan import (
     MAX_TASKS,
     TEAM,
@@ -139,6 +143,24 @@ class Track:
         }
 
 
+def concurrent(items: list[PlanItem]) -> set[str]:
+    """Ids of the sub-tasks that may run at the same time as another (neither depends on the other)."""
+    deps = {i.id: set(i.depends_on) for i in items}
+    anc: dict[str, set[str]] = {}
+
+    def ancestors(n: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        if n not in anc:
+            out: set[str] = set()
+            for d in deps.get(n, ()):
+                if d not in seen:
+                    out |= {d} | ancestors(d, seen | {n})
+            anc[n] = out
+        return anc[n]
+
+    ids = [i.id for i in items]
+    return {a for a in ids for b in ids if a != b and b not in ancestors(a) and a not in ancestors(b)}
+
+
 @register
 class ManagerAgent(LLMAgent):
     type = "manager"
@@ -165,10 +187,11 @@ class ManagerAgent(LLMAgent):
                               for i in items)
         ctx.step(f"plan ({source}): {plan_text}", plan=json.dumps([i.as_dict() for i in items]), source=source)
         tracks = {i.id: Track(i) for i in topological(items)}
+        parallel = concurrent(items)
         retries = max(0, int(opts.get("retries", "1") or 1))
         budget = [max(0, int(opts.get("retry_budget", str(len(items))) or len(items)))]
         timeout = float(opts.get("subtask_timeout", "1800") or 1800)
-        await asyncio.gather(*(self._drive(ctx, tracks, t, idea, retries, budget, timeout, root)
+        await asyncio.gather(*(self._drive(ctx, tracks, t, idea, retries, budget, timeout, root, t.item.id in parallel)
                                for t in tracks.values()))
         finished = _now_ms()
         return await self._report(ctx, idea, tracks, source, why, started, finished, root)
@@ -208,7 +231,7 @@ class ManagerAgent(LLMAgent):
 
     # ---------------------------------------------------------------- run
     async def _drive(self, ctx: TaskContext, tracks: dict[str, Track], t: Track, idea: str, retries: int,
-                     budget: list[int], timeout: float, root: Path) -> None:
+                     budget: list[int], timeout: float, root: Path, alongside: bool) -> None:
         try:
             for d in t.item.depends_on:
                 await tracks[d].done.wait()
@@ -230,8 +253,16 @@ class ManagerAgent(LLMAgent):
                 t.attempts.append(a)
                 ctx.step(f"{t.item.id}: delegating to {t.item.agent_type} (attempt {n})", subtask=t.item.id,
                          agent_type=t.item.agent_type, attempt=str(n))
+                where = project_option(ctx)
+                if alongside:
+                    name = f"{root.name}.{t.item.id}" + (f".{n}" if n > 1 else "")
+                    try:
+                        fork(root, name)
+                        where = {"workspace": name}
+                    except (OSError, shutil.Error) as exc:
+                        ctx.log(f"{t.item.id}: could not copy the project for it ({exc}); it works in the project")
                 sub = SubTask(t.item.agent_type, text, language=ctx.task.language or "python", action=Action.CREATE,
-                              options={**t.item.options, **project_option(ctx)}, inputs=list(inputs))
+                              options={**t.item.options, **where}, inputs=list(inputs))
                 result = await self._delegate(ctx, sub, timeout)
                 a.finished_ms = _now_ms()
                 a.task_id, a.agent_id, a.state = result.task_id, result.agent_id, str(result.state)
