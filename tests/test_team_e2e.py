@@ -31,6 +31,12 @@ TEAM_TYPES = {"architect", "designer", "backend", "frontend", "git"}
 # loads the model layer (tiktoken's encoding download attempt, offline here), and each such false
 # loss makes orchgpt spawn another agent of the type, until the local agent limit is reached.
 DAEMON_ARGS = ("--heartbeat-interval", "2")
+# orchgpt spawns agents with a preexec_fn, i.e. a plain fork() of a process with gRPC threads; gRPC's
+# fork handlers then sometimes abort the child before it execs ("ev_epoll1_linux.cc: Check failed:
+# next_worker->state == KICKED", exit -6), and three such crashes in a row make orchgpt give up on the
+# type. Without gRPC fork support the child is left alone until exec. (Reported; to be fixed in the
+# spawner.)
+DAEMON_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "false"}
 
 
 async def run_manager(client: Any, timeout: float = 50, **options: str) -> list[TaskEvent]:
@@ -75,7 +81,7 @@ def model(team: TeamScript) -> Any:
 
 @pytest.mark.timeout(60)
 async def test_manager_builds_a_committed_tested_project_with_the_team(daemon_factory, model, team) -> None:  # type: ignore[no-untyped-def]
-    d: Daemon = daemon_factory(*DAEMON_ARGS, env=model.env(api_key="test")).start()
+    d: Daemon = daemon_factory(*DAEMON_ARGS, env={**model.env(api_key="test"), **DAEMON_ENV}).start()
     async with d.client() as c:
         events = await run_manager(c)
     final = events[-1]
@@ -141,7 +147,7 @@ async def test_backend_served_by_a_remote_agent(daemon_factory, model, agents: l
     spawns one, and the plan has a single backend sub-task.
     """
     env = model.env(api_key="test")
-    d: Daemon = daemon_factory(*DAEMON_ARGS, env=env).start()
+    d: Daemon = daemon_factory(*DAEMON_ARGS, env={**env, **DAEMON_ENV}).start()
     root = d.data_dir / "workspaces"
     remote = start_agent(d, "remote-backend", "backend", extra_env={**env, "ORCHGPT_WORKSPACE_ROOT": str(root)},
                          extra_args=["--workspace-root", str(root)])
@@ -167,7 +173,7 @@ async def test_agent_killed_mid_sub_task_is_retried_elsewhere_and_reported(daemo
     The mesh requeues the sub-task to the other (idle) one; the manager's report says so.
     """
     env = model.env(api_key="test")
-    d: Daemon = daemon_factory(*DAEMON_ARGS, env=env).start()
+    d: Daemon = daemon_factory(*DAEMON_ARGS, env={**env, **DAEMON_ENV}).start()
     root = d.data_dir / "workspaces"
     backends = {n: start_agent(d, n, "backend", extra_env={**env, "ORCHGPT_WORKSPACE_ROOT": str(root)},
                                extra_args=["--workspace-root", str(root)]) for n in ("backend-a", "backend-b")}
