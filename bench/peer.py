@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -90,14 +91,18 @@ async def driver(args: argparse.Namespace) -> None:
 
     read_task = asyncio.create_task(reader())
     try:
-        for inflight in [int(x) for x in args.inflight.split(",")]:
-            result = await asyncio.wait_for(
-                _round_trips(args, link, pending, loop, inflight, read_task),
-                args.warmup + args.duration + 30,
-            )
-            emit("result", **result)
-        emit("done")
-        await commands.expect("exit", 60)
+        # {"cmd": "measure", "inflight": N, "warmup": S, "duration": S} -> "result"; {"cmd": "exit"}
+        while True:
+            cmd = await commands.get(3600)
+            if cmd is None or cmd.get("cmd") == "exit":
+                return
+            if cmd.get("cmd") == "measure":
+                inflight, warmup, duration = int(cmd["inflight"]), float(cmd["warmup"]), float(cmd["duration"])
+                result = await asyncio.wait_for(
+                    _round_trips(args, link, pending, loop, inflight, read_task, warmup, duration),
+                    warmup + duration + 30,
+                )
+                emit("result", **result)
     finally:
         read_task.cancel()
         await link.close()
@@ -106,6 +111,7 @@ async def driver(args: argparse.Namespace) -> None:
 async def _round_trips(
     args: argparse.Namespace, link: wire.Link, pending: dict[str, asyncio.Future[float]],
     loop: asyncio.AbstractEventLoop, inflight: int, read_task: asyncio.Task[None],
+    warmup: float, duration: float,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     state = {"measuring": False, "stop": False}
@@ -126,12 +132,12 @@ async def _round_trips(
     frames0 = (link.frames_out, link.frames_in)
     lanes = [asyncio.create_task(lane()) for _ in range(inflight)]
     try:
-        await _sleep_or_fail(args.warmup, [read_task, *lanes])
+        await _sleep_or_fail(warmup, [read_task, *lanes])
         cpu0 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
         t0 = time.perf_counter()
         f0 = (link.frames_out, link.frames_in)
         state["measuring"] = True
-        await _sleep_or_fail(args.duration, [read_task, *lanes])
+        await _sleep_or_fail(duration, [read_task, *lanes])
         state["measuring"] = False
         elapsed = time.perf_counter() - t0
         cpu1 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
@@ -146,7 +152,7 @@ async def _round_trips(
         pending.clear()
     n = len(latencies)
     if n == 0:
-        raise RuntimeError(f"no round trip completed in {args.duration}s with {inflight} in flight")
+        raise RuntimeError(f"no round trip completed in {duration}s with {inflight} in flight")
     router_cpu = cpu1 - cpu0
     return {
         "inflight": inflight,
@@ -286,6 +292,16 @@ async def watcher(args: argparse.Namespace) -> None:
     await commands.expect("exit", 60)
 
 
+def _set_affinity(cpus: str) -> None:
+    """Move every thread of this process (gRPC has its own) to ``cpus`` ("0,1"; "" = leave)."""
+    if not cpus:
+        return
+    wanted = {int(c) for c in cpus.split(",")}
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), wanted)
+
+
 # ---- idlers: many idle agents, each its own certificate and TLS connection, heartbeating
 async def idlers(args: argparse.Namespace) -> None:
     """Commands: {"cmd": "prepare", "count": K} issues K more agent certificates (untimed);
@@ -325,6 +341,7 @@ async def idlers(args: argparse.Namespace) -> None:
                 emit("prepared", count=len(prepared))
             elif cmd.get("cmd") == "go":
                 sem = asyncio.Semaphore(args.concurrency)
+                _set_affinity(args.spread_cpus)  # registering is the clients' heavy part
                 t0 = time.perf_counter()
 
                 async def one(paths: CertPaths, sem: asyncio.Semaphore = sem) -> wire.Link:
@@ -336,6 +353,7 @@ async def idlers(args: argparse.Namespace) -> None:
 
                 new = await asyncio.gather(*(one(p) for p in prepared))
                 elapsed = time.perf_counter() - t0
+                _set_affinity(args.home_cpus)  # idle agents stay off the router's CPU
                 links.extend(new)
                 loops.extend(asyncio.create_task(keep_alive(lk)) for lk in new)
                 prepared = []
@@ -360,9 +378,8 @@ def main() -> None:
     ap.add_argument("--name", default="bench-a", help="certificate name (CN) of this peer")
     ap.add_argument("--agent-type", default="bench-echo")
     ap.add_argument("--peer", default="", help="driver: agent id of the echo peer")
-    ap.add_argument("--inflight", default="1,64")
-    ap.add_argument("--warmup", type=float, default=0.5)
-    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=0.5, help="watcher: seconds before the window")
+    ap.add_argument("--duration", type=float, default=3.0, help="watcher: the measured window")
     ap.add_argument("--router-pid", type=int, default=0)
     ap.add_argument("--prefix", default="bench-tok-")
     ap.add_argument("--agents", type=int, default=4)
@@ -371,6 +388,8 @@ def main() -> None:
     ap.add_argument("--cap-events", type=float, default=30.0)
     ap.add_argument("--pem-dir", default="", help="idlers: where to write their certificates")
     ap.add_argument("--concurrency", type=int, default=64, help="idlers: registrations at a time")
+    ap.add_argument("--spread-cpus", default="", help="idlers: CPUs while registering (e.g. 0,1)")
+    ap.add_argument("--home-cpus", default="", help="idlers: CPUs once registered")
     ap.add_argument("--register-timeout", type=float, default=120.0,
                     help="idlers: seconds one agent may wait for REGISTERED")
     ap.add_argument("--cap", type=float, default=300.0, help="wall-clock cap of the process")

@@ -42,29 +42,48 @@ def _peer_args(router: Router, role: str, name: str) -> list[str]:
             "--name", name, "--router-pid", str(router.pid)]
 
 
+class RoundTripPeers:
+    """A router's echo peer B and driver A, started once and measured on command, so that
+    routers can be measured in alternation, seconds apart (a noisy machine drifts)."""
+
+    def __init__(self, mode: str, driver: Child, others: list[Child]) -> None:
+        self.mode = mode
+        self.driver = driver
+        self.others = others
+
+    async def measure(self, inflight: int, warmup: float, duration: float) -> dict[str, Any]:
+        await self.driver.send(cmd="measure", inflight=inflight, warmup=warmup, duration=duration)
+        return await self.driver.expect("result", warmup + duration + 60)
+
+    async def stop(self) -> None:
+        await self.driver.send(cmd="exit")
+        for child in (self.driver, *self.others):
+            await child.stop()
+
+
+async def round_trip_peers(children: Children, router: Router,
+                           names: tuple[str, str] = ("bench-a", "bench-b")) -> RoundTripPeers:
+    tag = router.mode
+    b = await children.python(f"{tag}-echo", "bench.peer", _peer_args(router, "echo", names[1]),
+                              cpus=placement.PEER_CPUS)
+    b_ready = await b.expect("ready", 30)
+    a = await children.python(f"{tag}-driver", "bench.peer",
+                              [*_peer_args(router, "driver", names[0]), "--peer", b_ready["agent_id"]],
+                              cpus=placement.PEER_CPUS)
+    await a.expect("ready", 30)
+    return RoundTripPeers(router.mode, a, [b])
+
+
 async def round_trips(
     children: Children, router: Router, inflight: list[int], warmup: float, duration: float,
     names: tuple[str, str] = ("bench-a", "bench-b"),
 ) -> list[dict[str, Any]]:
     """Run the echo peer B and the driver A; one result per in-flight setting."""
-    tag = router.mode
-    b = await children.python(f"{tag}-echo", "bench.peer", _peer_args(router, "echo", names[1]),
-                              cpus=placement.PEER_CPUS)
-    b_ready = await b.expect("ready", 30)
-    a = await children.python(
-        f"{tag}-driver", "bench.peer",
-        [*_peer_args(router, "driver", names[0]), "--peer", b_ready["agent_id"],
-         "--inflight", ",".join(map(str, inflight)), "--warmup", str(warmup),
-         "--duration", str(duration)],
-        cpus=placement.PEER_CPUS,
-    )
-    await a.expect("ready", 30)
-    results = [await a.expect("result", warmup + duration + 60) for _ in inflight]
-    await a.expect("done", 10)
-    await a.send(cmd="exit")
-    for child in (a, b):
-        await child.stop()
-    return results
+    peers = await round_trip_peers(children, router, names)
+    try:
+        return [await peers.measure(n, warmup, duration) for n in inflight]
+    finally:
+        await peers.stop()
 
 
 async def events(

@@ -48,40 +48,39 @@ EVENTS_NOTE = ("orchgpt runs with --max-pending-events 1000000 here: with the de
 @dataclass(frozen=True)
 class Profile:
     name: str
-    rounds: int
-    warmup: float
-    duration: float
     inflight: tuple[int, ...]
+    rt_reps: int  # alternations of the routers per in-flight setting
+    rt_warmup: float
+    rt_duration: float
+    ev_rounds: int
     ev_agents: int
     ev_per_agent: int
     ev_warmup: float
     ev_duration: float
     scale_steps: tuple[int, ...]
     scale_procs: int
-    scale_budget: float  # seconds per router
+    scale_budget: float  # seconds for orchgpt; the relay then holds the same steps
     idle_window: float
     spawn_reps: int
     cli_reps: int
     tasks_count: int
     tasks_inflight: tuple[int, ...]
-    autogen_rounds: int
 
 
 PROFILES = {
-    "full": Profile("full", rounds=3, warmup=0.5, duration=2.5, inflight=(1, 64), ev_agents=8,
-                    ev_per_agent=12_000, ev_warmup=0.5, ev_duration=3.0,
-                    scale_steps=(100, 1000, 3000, 5000, 10_000), scale_procs=4, scale_budget=100,
-                    idle_window=5.0, spawn_reps=3, cli_reps=5, tasks_count=300, tasks_inflight=(1, 16),
-                    autogen_rounds=2),
-    "quick": Profile("quick", rounds=1, warmup=0.5, duration=1.5, inflight=(1, 64), ev_agents=8,
-                     ev_per_agent=8000, ev_warmup=0.5, ev_duration=2.0, scale_steps=(100, 1000),
+    "full": Profile("full", inflight=(1, 64), rt_reps=5, rt_warmup=0.3, rt_duration=1.2, ev_rounds=2,
+                    ev_agents=8, ev_per_agent=12_000, ev_warmup=0.5, ev_duration=3.0,
+                    scale_steps=(100, 1000, 3000, 5000, 10_000), scale_procs=4, scale_budget=150,
+                    idle_window=5.0, spawn_reps=3, cli_reps=5, tasks_count=300, tasks_inflight=(1, 16)),
+    "quick": Profile("quick", inflight=(1, 64), rt_reps=2, rt_warmup=0.3, rt_duration=1.0, ev_rounds=1,
+                     ev_agents=8, ev_per_agent=8000, ev_warmup=0.5, ev_duration=2.0, scale_steps=(100, 1000),
                      scale_procs=2, scale_budget=40, idle_window=5.0, spawn_reps=1, cli_reps=3,
-                     tasks_count=100, tasks_inflight=(1, 16), autogen_rounds=1),
+                     tasks_count=100, tasks_inflight=(1, 16)),
     # the CI smoke test: proves the harness runs, measures nothing worth reading
-    "smoke": Profile("smoke", rounds=1, warmup=0.2, duration=0.5, inflight=(1, 8), ev_agents=2,
-                     ev_per_agent=1500, ev_warmup=0.2, ev_duration=0.5, scale_steps=(10,),
+    "smoke": Profile("smoke", inflight=(1, 8), rt_reps=1, rt_warmup=0.2, rt_duration=0.5, ev_rounds=1,
+                     ev_agents=2, ev_per_agent=1500, ev_warmup=0.2, ev_duration=0.5, scale_steps=(10,),
                      scale_procs=1, scale_budget=10, idle_window=1.0, spawn_reps=1, cli_reps=1,
-                     tasks_count=10, tasks_inflight=(1, 4), autogen_rounds=1),
+                     tasks_count=10, tasks_inflight=(1, 4)),
 }
 
 
@@ -101,82 +100,94 @@ def _log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- phases
-async def _routing_one(ctx: Ctx, i: int, mode: str) -> dict[str, Any]:
+async def _events_one(ctx: Ctx, i: int, mode: str) -> dict[str, Any]:
+    """One events run against a fresh router (the emitters' tasks die with it)."""
     p = ctx.profile
-    async with Children(ctx.logs(f"routing-{i}-{mode}")) as ch:
-        if mode == "autogen":
-            from bench.autogen_peer import bench as autogen
-
-            r = await autogen.round_trips(ch, list(p.inflight), p.warmup, p.duration)
-            return {"round_trips": r["results"], "tls": False}
+    async with Children(ctx.logs(f"events-{i}-{mode}")) as ch:
         if mode == "baseline":
             router = await routing.start_baseline(ch, ctx.certs)
             starter = None
         else:
             router, _ = await daemon.start_orchgpt(
-                ch, ctx.certs, ctx.work / f"data-routing-{i}", extra=["--max-pending-events", "1000000"])
+                ch, ctx.certs, ctx.work / f"data-events-{i}", extra=["--max-pending-events", "1000000"])
             starter = routing.task_starter(router)
-        rt = await routing.round_trips(ch, router, list(p.inflight), p.warmup, p.duration)
-        ev = await routing.events(ch, router, p.ev_agents, p.ev_per_agent, p.ev_warmup, p.ev_duration,
-                                  start_tasks=starter)
-        return {"round_trips": rt, "events": ev}
+        return await routing.events(ch, router, p.ev_agents, p.ev_per_agent, p.ev_warmup, p.ev_duration,
+                                    start_tasks=starter)
 
 
 async def phase_routing(ctx: Ctx, with_autogen: bool = True, with_relays: bool = True) -> dict[str, Any]:
-    """Rounds of baseline relay, orchgpt and AutoGen, in a rotating order (the load of a
-    shared machine drifts: every round compares routers measured a few seconds apart)."""
+    """Round trips: every router (relay, orchgpt, AutoGen) is up with its peers at once and
+    they are measured in alternation, a second or so each, in a rotating order, so that
+    paired samples see the same machine load. Then token events, a fresh router per run."""
     p = ctx.profile
-    modes = ["baseline", "orchgpt"] if with_relays else []
+    out: dict[str, Any] = {"round_trips": {}, "events": []}
     autogen_error = None
-    if with_autogen:
-        from bench.autogen_peer.venv import VenvError, ensure_venv
+    async with Children(ctx.logs("round-trips")) as ch:
+        peers: dict[str, routing.RoundTripPeers] = {}
+        if with_relays:
+            relay = await routing.start_baseline(ch, ctx.certs)
+            peers["baseline"] = await routing.round_trip_peers(ch, relay)
+            orch, _ = await daemon.start_orchgpt(ch, ctx.certs, ctx.work / "data-round-trips")
+            peers["orchgpt"] = await routing.round_trip_peers(ch, orch)
+        if with_autogen:
+            from bench.autogen_peer import bench as autogen
+            from bench.autogen_peer.venv import VenvError
 
-        try:
-            await asyncio.to_thread(ensure_venv)
-            modes.append("autogen")
-        except VenvError as exc:
-            autogen_error = str(exc)
-            _log(f"autogen left out: {exc}")
-    rounds: list[dict[str, Any]] = []
-    n = p.rounds if with_relays else p.autogen_rounds
-    for i in range(n):
-        k = i % len(modes)
-        one: dict[str, Any] = {}
-        for mode in modes[k:] + modes[:k]:
-            if mode == "autogen" and i >= p.autogen_rounds:
-                continue
-            one[mode] = await _routing_one(ctx, i, mode)
-            ev = one[mode].get("events")
-            _log(f"routing round {i + 1}/{n} {mode}: "
-                 + ", ".join(f"{r['inflight']} in flight {r['rps']:.0f} rt/s" for r in one[mode]["round_trips"])
-                 + (f", events {ev['eps']:.0f}/s" if ev else ""))
-        rounds.append(one)
+            try:
+                peers["autogen"] = await autogen.round_trip_peers(ch)
+            except VenvError as exc:
+                autogen_error = str(exc)
+                _log(f"autogen left out: {exc}")
+        modes = list(peers)
+        samples: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+        for n in p.inflight:
+            for rep in range(p.rt_reps):
+                k = rep % len(modes)
+                for mode in modes[k:] + modes[:k]:
+                    r = await peers[mode].measure(n, p.rt_warmup, p.rt_duration)
+                    r["rep"] = rep
+                    samples[mode].append(r)
+            _log(f"round trips, {n} in flight: " + ", ".join(
+                f"{m} {median([x['rps'] for x in samples[m] if x['inflight'] == n]):.0f}/s" for m in modes))
+        out["round_trips"] = samples
+    if with_relays:
+        for i in range(p.ev_rounds):
+            one = {}
+            for mode in (("baseline", "orchgpt") if i % 2 == 0 else ("orchgpt", "baseline")):
+                one[mode] = await _events_one(ctx, i, mode)
+            out["events"].append(one)
+            _log(f"events round {i + 1}/{p.ev_rounds}: " + ", ".join(
+                f"{m} {one[m]['eps']:.0f}/s" for m in one))
     if autogen_error is not None:
-        raise RuntimeError(f"AutoGen could not be installed: {autogen_error}")
-    return {"rounds": rounds}
+        out["autogen_error"] = autogen_error
+    return out
 
 
 async def phase_autogen(ctx: Ctx) -> dict[str, Any]:
-    """AutoGen alone (only when the routing phase is not run, which interleaves it)."""
+    """AutoGen alone (only when the routing phase is not run, which measures it beside the others)."""
     return await phase_routing(ctx, with_autogen=True, with_relays=False)
 
 
 async def phase_scale(ctx: Ctx) -> dict[str, Any]:
+    """orchgpt grows as far as its time budget holds; the relay then holds the same steps."""
     p = ctx.profile
-    out = {}
-    for mode in ("baseline", "orchgpt"):
+    out: dict[str, Any] = {}
+    for mode in ("orchgpt", "baseline"):
         async def start(ch: Children, mode: str = mode) -> routing.Router:
             if mode == "baseline":
                 return await routing.start_baseline(ch, ctx.certs)
             r, _ = await daemon.start_orchgpt(ch, ctx.certs, ctx.work / "data-scale")
             return r
 
-        out[mode] = await scale.run_scale(ctx.logs(f"scale-{mode}"), start, list(p.scale_steps),
-                                          p.scale_procs, p.scale_budget, p.idle_window,
-                                          ctx.work / "scale-certs")
-        steps = out[mode]["steps"]
+        if mode == "orchgpt":
+            steps, budget, adaptive = list(p.scale_steps), p.scale_budget, True
+        else:
+            steps = [s["agents"] for s in out["orchgpt"]["steps"]] or list(p.scale_steps)[:1]
+            budget, adaptive = p.scale_budget * 2, False
+        out[mode] = await scale.run_scale(ctx.logs(f"scale-{mode}"), start, steps, p.scale_procs, budget,
+                                          p.idle_window, ctx.work / "scale-certs", adaptive=adaptive)
         _log(f"scale {mode}: " + ", ".join(
-            f"N={s['agents']} {s['rss_mib']:.0f} MiB" for s in steps) + (
+            f"N={s['agents']} {s['rss_mib']:.0f} MiB" for s in out[mode]["steps"]) + (
             f" ({out[mode]['error']})" if out[mode].get("error") else ""))
     return out
 
@@ -210,11 +221,12 @@ async def phase_tasks(ctx: Ctx) -> dict[str, Any]:
 
 
 def phase_caps(p: Profile) -> dict[str, float]:
-    per_round = 2 * (2 * (p.warmup + p.duration + 15) + p.ev_warmup + p.ev_duration + 40)
+    rt = len(p.inflight) * p.rt_reps * 3 * (p.rt_warmup + p.rt_duration + 5) + 120
+    ev = p.ev_rounds * 2 * (p.ev_warmup + p.ev_duration + 60)
     return {
-        "routing": p.rounds * per_round + 30,
-        "autogen": 600 + p.autogen_rounds * (2 * (p.warmup + p.duration) + 90),
-        "scale": 2 * (p.scale_budget + 4 * p.idle_window + 240),
+        "routing": rt + ev,
+        "autogen": 600 + len(p.inflight) * p.rt_reps * (p.rt_warmup + p.rt_duration + 5),
+        "scale": 3 * p.scale_budget + 8 * p.idle_window + 300,
         "startup": 120 + p.spawn_reps * 40 + p.cli_reps * 20,
         "tasks": 240,
     }
@@ -227,43 +239,29 @@ PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
 
 
 # ---------------------------------------------------------------- the table
+def _samples(results: dict[str, Any], mode: str, inflight: int) -> list[dict[str, Any]]:
+    rts = {**results.get("autogen", {}).get("round_trips", {}), **results.get("routing", {}).get("round_trips", {})}
+    return [x for x in rts.get(mode, []) if x["inflight"] == inflight]
+
+
 def _rt(results: dict[str, Any], mode: str, inflight: int, key: str) -> float | None:
-    rounds = results.get("routing", {}).get("rounds", [])
-    return median([x[key] for rd in rounds for x in rd.get(mode, {}).get("round_trips", [])
-                   if x["inflight"] == inflight])
+    return median([x[key] for x in _samples(results, mode, inflight)])
+
+
+def _pair_ratio(results: dict[str, Any], a: str, b: str, inflight: int, key: str) -> float | None:
+    """Median over repetitions of a/b, each pair measured back to back."""
+    bs = {x["rep"]: x[key] for x in _samples(results, b, inflight)}
+    return median([x[key] / bs[x["rep"]] for x in _samples(results, a, inflight)
+                   if x[key] is not None and bs.get(x["rep"])])
 
 
 def _ev(results: dict[str, Any], mode: str, key: str) -> float | None:
-    rounds = results.get("routing", {}).get("rounds", [])
-    return median([rd[mode]["events"][key] for rd in rounds if mode in rd and "events" in rd[mode]])
-
-
-def _rounds(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(results.get("routing", {}).get("rounds", [])) + list(
-        results.get("autogen", {}).get("rounds", []))
-
-
-def _ag(results: dict[str, Any], inflight: int, key: str) -> float | None:
-    return median([x[key] for rd in _rounds(results) for x in rd.get("autogen", {}).get("round_trips", [])
-                   if x["inflight"] == inflight])
-
-
-def _round_ratio(results: dict[str, Any], a: str, b: str, inflight: int, key: str) -> float | None:
-    """Median over rounds of a/b measured in the same round."""
-    out = []
-    for rd in _rounds(results):
-        if a in rd and b in rd:
-            va = [x[key] for x in rd[a]["round_trips"] if x["inflight"] == inflight]
-            vb = [x[key] for x in rd[b]["round_trips"] if x["inflight"] == inflight]
-            if va and vb and va[0] is not None and vb[0]:
-                out.append(va[0] / vb[0])
-    return median(out)
+    return median([rd[mode][key] for rd in results.get("routing", {}).get("events", []) if mode in rd])
 
 
 def _ev_ratio(results: dict[str, Any], key: str) -> float | None:
-    out = [rd["orchgpt"]["events"][key] / rd["baseline"]["events"][key] for rd in _rounds(results)
-           if "orchgpt" in rd and "baseline" in rd and rd["baseline"]["events"][key]]
-    return median(out)
+    return median([rd["orchgpt"][key] / rd["baseline"][key] for rd in results.get("routing", {}).get("events", [])
+                   if "orchgpt" in rd and "baseline" in rd and rd["baseline"][key]])
 
 
 def _scale_step(results: dict[str, Any], mode: str, n: int) -> dict[str, Any] | None:
@@ -276,8 +274,8 @@ def _scale_step(results: dict[str, Any], mode: str, n: int) -> dict[str, Any] | 
 def build_rows(results: dict[str, Any], p: Profile) -> list[Row]:
     rows: list[Row] = []
     lo, hi = p.inflight[0], p.inflight[-1]
-    has_ag = any("autogen" in rd for rd in _rounds(results))
-    if "routing" in results:
+    has_ag = bool(_samples(results, "autogen", lo))
+    if _samples(results, "orchgpt", lo):
         for n in (lo, hi):
             tgt = ("≥ 0.9× baseline", lambda r: r >= 0.9) if n == lo else ("—", None)
             for key, label, unit, t in (("rps", "round trips/s", "rt/s", tgt), ("p50_ms", "p50 latency", "ms", None),
@@ -286,18 +284,19 @@ def build_rows(results: dict[str, Any], p: Profile) -> list[Row]:
                 rows.append(row(f"{label}, {n} in flight", _rt(results, "orchgpt", n, key),
                                 _rt(results, "baseline", n, key), "relay", unit,
                                 t[0] if t else "—", t[1] if t else None,
-                                ratio_of=_round_ratio(results, "orchgpt", "baseline", n, key)))
+                                ratio_of=_pair_ratio(results, "orchgpt", "baseline", n, key)))
     if has_ag:
         for n in (lo, hi):
             rows.append(row(f"round trips/s, {n} in flight, vs AutoGen",
-                            _rt(results, "orchgpt", n, "rps"), _ag(results, n, "rps"), "AutoGen",
+                            _rt(results, "orchgpt", n, "rps"), _rt(results, "autogen", n, "rps"), "AutoGen",
                             "rt/s", "≥ 1.5× AutoGen", lambda r: r >= 1.5, note=AUTOGEN_NOTE,
-                            ratio_of=_round_ratio(results, "orchgpt", "autogen", n, "rps")))
+                            ratio_of=_pair_ratio(results, "orchgpt", "autogen", n, "rps")))
         for key, label, unit in (("p50_ms", "p50 latency", "ms"), ("router_cpu_us_per_rt", "router CPU per round trip", "µs")):
-            rows.append(row(f"{label}, {lo} in flight, vs AutoGen", _rt(results, "orchgpt", lo, key),
-                            _ag(results, lo, key), "AutoGen", unit, note=AUTOGEN_NOTE,
-                            ratio_of=_round_ratio(results, "orchgpt", "autogen", lo, key)))
-    if "routing" in results:
+            for n in (lo, hi):
+                rows.append(row(f"{label}, {n} in flight, vs AutoGen", _rt(results, "orchgpt", n, key),
+                                _rt(results, "autogen", n, key), "AutoGen", unit, note=AUTOGEN_NOTE,
+                                ratio_of=_pair_ratio(results, "orchgpt", "autogen", n, key)))
+    if results.get("routing", {}).get("events"):
         rows.append(row(f"token events/s, {p.ev_agents} agents → 1 watching client",
                         _ev(results, "orchgpt", "eps"), _ev(results, "baseline", "eps"), "relay pump",
                         "ev/s", "≥ 3× baseline", lambda r: r >= 3, note=EVENTS_NOTE,
@@ -393,9 +392,11 @@ async def run(args: argparse.Namespace) -> int:
                     return await phase_routing(ctx, with_autogen=False)
             try:
                 results[ph] = await asyncio.wait_for(fn(ctx), cap)
+                if results[ph].get("autogen_error"):
+                    errors["autogen"] = f"AutoGen could not be installed: {results[ph]['autogen_error']}"
             except Exception as exc:  # report, go on with the next phase
                 reason = f"timed out after {caps[ph]:.0f}s" if isinstance(exc, TimeoutError) else str(exc)
-                errors["autogen" if "AutoGen could not" in reason else ph] = f"{type(exc).__name__}: {reason}"
+                errors[ph] = f"{type(exc).__name__}: {reason}"
                 _log(f"{ph} FAILED: {errors[ph]}")
             seconds[ph] = time.monotonic() - t0
     finally:

@@ -56,15 +56,17 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
     for fig in ("round trips/s, 1 in flight", "round trips/s, 8 in flight"):
         assert rows[fig]["orchgpt"] > 0 and rows[fig]["baseline"] > 0, rows[fig]
         assert rows[fig]["ratio"] == pytest.approx(rows[fig]["orchgpt"] / rows[fig]["baseline"])
-    rnd = doc["results"]["routing"]["rounds"][0]
+    routing = doc["results"]["routing"]
     for mode in ("baseline", "orchgpt"):
-        for rt in rnd[mode]["round_trips"]:
+        rts = routing["round_trips"][mode]
+        assert [r["inflight"] for r in rts] == [1, 8]
+        for rt in rts:
             assert rt["round_trips"] > 0 and 0 < rt["p50_ms"] <= rt["p99_ms"]
             assert rt["router_cpu_us_per_rt"] is not None
-        assert rnd[mode]["events"]["events"] > 0
+        assert routing["events"][0][mode]["events"] > 0
     # the baseline pump is one envelope per frame; orchgpt may pack several
-    assert rnd["baseline"]["events"]["events_per_frame"] == 1.0
-    assert rnd["orchgpt"]["events"]["events_per_frame"] >= 1.0
+    assert routing["events"][0]["baseline"]["events_per_frame"] == 1.0
+    assert routing["events"][0]["orchgpt"]["events_per_frame"] >= 1.0
 
     # scale: 10 agents with their own certificates registered on both routers
     for mode in ("baseline", "orchgpt"):

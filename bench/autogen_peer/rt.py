@@ -100,15 +100,20 @@ async def driver(args: argparse.Namespace) -> None:
     if not isinstance(reply, Pong) or reply.payload != PAYLOAD:
         raise RuntimeError(f"unexpected reply from the AutoGen echo agent: {reply!r}")
     emit("ready")
-    for inflight in [int(x) for x in args.inflight.split(",")]:
-        result = await asyncio.wait_for(_round_trips(rt, target, args, inflight), args.warmup + args.duration + 30)
-        emit("result", **result)
-    emit("done")
-    await commands.expect("exit", 60)
+    # {"cmd": "measure", "inflight": N, "warmup": S, "duration": S} -> "result"; {"cmd": "exit"}
+    while True:
+        cmd = await commands.get(3600)
+        if cmd is None or cmd.get("cmd") == "exit":
+            return
+        if cmd.get("cmd") == "measure":
+            inflight, warmup, duration = int(cmd["inflight"]), float(cmd["warmup"]), float(cmd["duration"])
+            result = await asyncio.wait_for(_round_trips(rt, target, args, inflight, warmup, duration),
+                                            warmup + duration + 30)
+            emit("result", **result)
 
 
 async def _round_trips(rt: GrpcWorkerAgentRuntime, target: AgentId, args: argparse.Namespace,
-                       inflight: int) -> dict[str, Any]:
+                       inflight: int, warmup: float, duration: float) -> dict[str, Any]:
     latencies: list[float] = []
     state = {"measuring": False, "stop": False}
 
@@ -121,11 +126,11 @@ async def _round_trips(rt: GrpcWorkerAgentRuntime, target: AgentId, args: argpar
 
     lanes = [asyncio.create_task(lane()) for _ in range(inflight)]
     try:
-        await asyncio.sleep(args.warmup)
+        await asyncio.sleep(warmup)
         cpu0 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
         t0 = time.perf_counter()
         state["measuring"] = True
-        done, _ = await asyncio.wait(lanes, timeout=args.duration, return_when=asyncio.FIRST_EXCEPTION)
+        done, _ = await asyncio.wait(lanes, timeout=duration, return_when=asyncio.FIRST_EXCEPTION)
         state["measuring"] = False
         elapsed = time.perf_counter() - t0
         cpu1 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
@@ -139,7 +144,7 @@ async def _round_trips(rt: GrpcWorkerAgentRuntime, target: AgentId, args: argpar
             t.cancel()
     n = len(latencies)
     if n == 0:
-        raise RuntimeError(f"no AutoGen round trip completed in {args.duration}s with {inflight} in flight")
+        raise RuntimeError(f"no AutoGen round trip completed in {duration}s with {inflight} in flight")
     router_cpu = cpu1 - cpu0
     return {
         "inflight": inflight, "round_trips": n, "seconds": elapsed, "rps": n / elapsed,
@@ -159,9 +164,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("role", choices=sorted(ROLES))
     ap.add_argument("--host", default="", help="HOST:PORT of the AutoGen host")
-    ap.add_argument("--inflight", default="1,64")
-    ap.add_argument("--warmup", type=float, default=0.5)
-    ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--router-pid", type=int, default=0)
     ap.add_argument("--cap", type=float, default=300.0)
     args = ap.parse_args()
