@@ -29,6 +29,11 @@ def test_parse_call_forms() -> None:
                     '```json\n{"tool": "run", "arguments": "{\\"cmd\\": \\"ls\\"}"}\n```'):
         p = parse_call(content, tools)
         assert isinstance(p, Call) and p.call.arguments == {"cmd": "ls"}, content
+    # What small models get wrong and is still unambiguous: trailing commas, Python quoting.
+    for content in ('```json\n{"tool": "run", "arguments": {"cmd": "ls",},}\n```',
+                    "```json\n{'tool': 'run', 'arguments': {'cmd': 'ls'}}\n```"):
+        p = parse_call(content, tools)
+        assert isinstance(p, Call) and p.call.arguments == {"cmd": "ls"}, content
     # Plain answers, and JSON data that is not a call.
     assert isinstance(parse_call("The answer is 42.", tools), NoCall)
     assert isinstance(parse_call('```json\n{"name": "todo", "done": false}\n```', tools), NoCall)

@@ -86,7 +86,7 @@ async def test_real_local_model_streams_and_attempts_a_compat_tool_call(tmp_path
                 assert isinstance(call.arguments.get("content"), str)
             elif res2.finish_reason == "invalid_tool_call":
                 assert res2.tool_error and res2.usage.calls == 2
-            print(f"compat attempt: calls={res2.usage.calls} finish={res2.finish_reason} "
+            print(f"compat attempt: calls={res2.usage.calls} finish={res2.finish_reason} content={res2.content!r} "
                   f"tool_calls={[c.arguments for c in res2.tool_calls]} error={res2.tool_error!r} "
                   f"in {time.monotonic() - t0:.1f}s")
     finally:

@@ -13,6 +13,7 @@ with a message meant for the model, which the client feeds back and retries.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import uuid
@@ -98,7 +99,7 @@ def parse_call(content: str, tools: list[ToolSpec]) -> Parsed:
     for body in _candidates(content):
         body = body.strip()
         try:
-            obj = json.loads(body)
+            obj = _loads_lenient(body)
         except json.JSONDecodeError as exc:
             if '"tool"' in body or "'tool'" in body:
                 return Invalid(f"the JSON block is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
@@ -126,6 +127,27 @@ def parse_call(content: str, tools: list[ToolSpec]) -> Parsed:
             return Invalid(f"the arguments of {name} do not match its schema: " + "; ".join(problems[:5]))
         return Call(ToolCall(id=new_call_id(), name=name, arguments=args))
     return NoCall()
+
+
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
+def _loads_lenient(body: str) -> Any:
+    """JSON, forgiving what small models get wrong: trailing commas, Python-style quoting."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as first:
+        try:
+            return json.loads(_TRAILING_COMMA.sub(r"\1", body))
+        except json.JSONDecodeError:
+            pass
+        try:
+            value = ast.literal_eval(body)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise first from None
+        if isinstance(value, dict):
+            return value
+        raise first from None
 
 
 def block(call_name: str, arguments: Any) -> str:
