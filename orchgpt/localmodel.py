@@ -165,7 +165,7 @@ class LocalModelServer:
             "--chat_format", "gemma",
         ]
         cmd += ["--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads)]
-        return cmd + ["--verbose", "false", *self._extra_args]
+        return [*cmd, "--verbose", "false", *self._extra_args]
 
     # ---- lifecycle
     async def start(self) -> None:
