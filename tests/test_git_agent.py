@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentd.agents.git import GitAgent
-from agentd.runtime import TaskContext, TaskRequest
+from agentd.runtime import Outcome, TaskContext, TaskRequest
 from orchgpt.models import Artifact, EventKind, TaskEvent, TaskResult, TaskState, Usage
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,7 +29,7 @@ def git(root: Path, *args: str) -> str:
                           text=True, check=True).stdout
 
 
-def run_git_agent(root: Path, inputs: list[TaskResult], text: str = "", task_id: str = "g1") -> tuple[object, list[TaskEvent]]:
+def run_git_agent(root: Path, inputs: list[TaskResult], text: str = "", task_id: str = "g1") -> tuple[Outcome, list[TaskEvent]]:
     events: list[TaskEvent] = []
     ctx = TaskContext(TaskRequest(task_id=task_id, agent_type="git", input=text, inputs=inputs), root, "git-1",
                       events.append)
