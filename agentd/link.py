@@ -38,7 +38,7 @@ from .runtime import Agent, SubTask, TaskContext, TaskRequest
 
 log = logs.get("agentd.link")
 
-BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 
 
 class Link:
@@ -63,6 +63,12 @@ class Link:
         self.current: asyncio.Task[None] | None = None
         self.current_id = ""
         self.pending_results: list[TaskResult] = []
+        # Results sent but not yet known to be stored by orchgpt: a REPLY queued just before
+        # the orchestrator died is lost with it. They go again with the next REGISTER (orchgpt
+        # ignores results of tasks it has finished) and are dropped once confirmed: by the
+        # REGISTERED answer (orchgpt stores pending results before it answers) or by the next
+        # RUN (orchgpt only dispatches to an agent after storing its previous result).
+        self.unconfirmed: dict[str, TaskResult] = {}
         self._delegations: dict[str, asyncio.Future[TaskResult]] = {}
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self.heartbeat_s = 5.0
@@ -120,7 +126,7 @@ class Link:
             stub = pb_grpc.MeshStub(channel)
             reg = pb.Register(agent_type=self.agent.type, capabilities=list(self.agent.capabilities),
                               host=socket.gethostname(), pid=os.getpid(), version=__version__,
-                              pending_results=[codec.result_to_pb(r) for r in self.pending_results],
+                              pending_results=[codec.result_to_pb(r) for r in self._to_report()],
                               current_task=self.current_id if self.current and not self.current.done() else "")
             outbox.put(self._env(pb.REGISTER, register=reg))
             call = stub.Connect(outbox.iterate())
@@ -157,9 +163,11 @@ class Link:
             self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
             self.outbox = outbox
             self.pending_results.clear()
+            self.unconfirmed.clear()
             self.connected.set()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
+            self.unconfirmed.clear()
             self._start_task(env)
         elif t == pb.CANCEL:
             if self.current and not self.current.done() and env.task_id == self.current_id:
@@ -257,9 +265,16 @@ class Link:
             return
         env = self._env(pb.REPLY, task_id=req.task_id, correlation_id=run_id,
                         reply=pb.Reply(result=codec.result_to_pb(result)))
-        if not self.send(env):
+        if self.send(env):
+            self.unconfirmed[req.task_id] = result
+        else:
             self.pending_results.append(result)  # delivered with the next REGISTER
             log.info("result_kept_for_reconnect", task_id=req.task_id)
+
+    def _to_report(self) -> list[TaskResult]:
+        """Results for the REGISTER: kept while disconnected, and sent but unconfirmed."""
+        seen = {r.task_id for r in self.pending_results}
+        return [*self.pending_results, *(r for t, r in self.unconfirmed.items() if t not in seen)]
 
     async def _delegate(self, sub: SubTask) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)

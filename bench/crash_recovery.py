@@ -247,14 +247,14 @@ async def run(
     workdir.mkdir(parents=True, exist_ok=True)
     certs, data_dir = workdir / "certs", workdir / "data"
     await asyncio.to_thread(init_certs, certs)
-    extra = ["--heartbeat-interval", "0.5", "--reconnect-grace", "5", "--max-attempts", "3",
+    extra = ["--heartbeat-interval", "0.5", "--reconnect-grace", "10", "--max-attempts", "3",
              "--grace-period", "1"]
     extra += ["--no-spawn"] if mode == "remote" else ["--max-local-agents", str(agents)]
     daemon = Daemon(workdir, certs, data_dir, extra)
     counts = Counts(mode=mode, submitted=tasks)
     agent_procs: list[subprocess.Popen[bytes]] = []
     session = f"crash-{new_id()[:8]}"
-    ids = [f"crash-{i:03d}" for i in range(tasks)]
+    ids = [f"{session}-{i:03d}" for i in range(tasks)]  # fresh ids: a reused workdir still runs
     try:
         await asyncio.to_thread(daemon.start)
         if mode == "remote":

@@ -46,11 +46,14 @@ def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
     detail = exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
         low = detail.lower()
-        if "handshake" in low or "certificate" in low or "ssl" in low or "tls" in low or "socket closed" in low:
+        tls_words = ("handshake", "certificate", "ssl", "tls")
+        if any(w in low for w in tls_words) or ("failed to connect" in low and "socket closed" in low):
             msg = (f"orchgpt at {address} refused the TLS handshake: the certificate is not signed by the "
                    f"mesh CA, or the server's certificate does not match ({detail})")
         elif "connection refused" in low or "failed to connect" in low:
             msg = f"cannot reach orchgpt at {address}: is `orchgpt serve` running? ({detail})"
+        elif "socket closed" in low or "connection reset" in low or "stream removed" in low:
+            msg = f"lost the connection to orchgpt at {address} ({detail})"
         else:
             msg = f"orchgpt at {address} is unavailable: {detail}"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:

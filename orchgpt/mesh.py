@@ -204,6 +204,12 @@ class Mesh:
                  local=local, pending_results=len(reg.pending_results))
         for r in reg.pending_results:
             self.on_result(agent_id, r)
+        # After a restart: tasks the store says this agent was running, that it neither runs
+        # nor reports a result for, never reached it (the RUN died with orchgpt): requeue now.
+        for task_id in [t for t in self._awaiting if t != reg.current_task]:
+            t = self.active.get(task_id)
+            if t is not None and t.agent_id == agent_id and not t.state.terminal:
+                self._requeue(t, f"orchestrator restarted; agent {agent_id} reconnected without it")
         self._dispatch(reg.agent_type)
         return info
 

@@ -107,8 +107,10 @@ class OrchgptServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {s.listen}")
         self.server = server
-        await server.start()
+        # Recover before the first agent can connect: a reconnecting agent that reports a task it
+        # is still running must find that task, or it would be taken for idle and the task run twice.
         recovered = self.mesh.recover()
+        await server.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=s.store_url,

@@ -110,10 +110,11 @@ class MeshServicer(pb_grpc.MeshServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"certificate not accepted: {exc}")
             raise AssertionError("unreachable") from None
         if role is not None and ident.role != role:
+            what = "connect as an agent" if role == "agent" else "submit or change work (client role needed)"
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"a {ident.role} certificate ({ident.name}) cannot connect as an agent; "
-                "issue one with `orchgpt certs issue NAME --role agent`",
+                f"a {ident.role} certificate ({ident.name}) cannot {what}; "
+                f"issue one with `orchgpt certs issue NAME --role {role}`",
             )
         return ident
 
@@ -254,7 +255,7 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     # ------------------------------------------------------------------ clients
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
-        ident = await self._identity(context)
+        ident = await self._identity(context, role="client")
         if request.sender and request.sender != ident.name:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"sender {request.sender!r} does not match the certificate identity {ident.name!r}")
@@ -344,7 +345,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         return pb.ListTasksResponse(tasks=[codec.task_to_pb(t) for t in out])
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskInfo:
-        await self._identity(context)
+        await self._identity(context, role="client")
         try:
             t = self.mesh.cancel(request.task_id, request.reason)
         except RoutingError as exc:
@@ -352,7 +353,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         return codec.task_to_pb(t)
 
     async def Approve(self, request: pb.ApproveRequest, context: grpc.aio.ServicerContext) -> pb.ApproveResponse:
-        await self._identity(context)
+        await self._identity(context, role="client")
         try:
             self.mesh.approve(request.task_id, codec.approval_response_from_pb(request.response))
         except codec.DecodeError as exc:
@@ -398,7 +399,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         return pb.ListSessionsResponse(sessions=[codec.session_to_pb(s) for s in ss])
 
     async def PublishSession(self, request: pb.PublishSessionRequest, context: grpc.aio.ServicerContext) -> pb.PublishSessionResponse:
-        await self._identity(context)
+        await self._identity(context, role="client")
         try:
             s = self.mesh.store.publish_session(request.session_id, list(request.tags))
         except StoreError as exc:

@@ -143,3 +143,16 @@ async def test_health_and_reflection_services(daemon: Daemon) -> None:
             break
     assert "orchgpt.iac.v1.Mesh" in names
     assert "grpc.health.v1.Health" in names
+
+
+async def test_an_agent_certificate_cannot_submit_work(daemon: Daemon) -> None:
+    paths = issue(daemon.certs, "sneaky-agent", "agent")
+    client = MeshClient(daemon.address, paths)
+    try:
+        with pytest.raises(ClientError) as ei:
+            async for _ in client.submit(Command("echo", Action.RUN, "x")):
+                pass
+        assert ei.value.code == "PERMISSION_DENIED" and "client role needed" in str(ei.value)
+        assert await client.list_agents() == []  # reading the registry is allowed
+    finally:
+        await client.close()
