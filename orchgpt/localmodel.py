@@ -228,6 +228,7 @@ class LocalModelServer:
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,  # a Ctrl-C of the terminal reaches orchgpt, which stops it in order
+            preexec_fn=_die_with_parent,
         )
         log.info("localmodel_starting", pid=self._proc.pid, port=self.port, model_file=str(self._model_path))
 
@@ -313,6 +314,20 @@ class LocalModelServer:
         except (OSError, ValueError):
             return "(output unreadable)"
         return tail or "(no output)"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when orchgpt dies, even by SIGKILL, so that no
+    orphaned model server keeps its port and memory."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+    except (OSError, AttributeError):
+        pass
 
 
 def _server_env(environ: Mapping[str, str]) -> dict[str, str]:

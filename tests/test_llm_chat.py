@@ -197,6 +197,16 @@ async def test_timeout_is_an_error_not_a_hang() -> None:
     assert time.monotonic() - t0 < 3
 
 
+async def test_a_silent_server_is_tried_twice_not_max_retries_times() -> None:
+    with ScriptedOpenAI(responder=lambda req: hang(30)) as srv:
+        async with LLM(settings(srv, model="m", timeout_s=0.3, max_retries=5)) as llm:
+            t0 = time.monotonic()
+            with pytest.raises(LLMError, match=r"did not answer within 0.3s \(timeout\)"):
+                await asyncio.wait_for(llm.chat(USER), 10)
+    assert len(srv.chat_requests) == 2
+    assert time.monotonic() - t0 < 3
+
+
 async def test_smart_and_fast_models_on_two_servers() -> None:
     with ScriptedOpenAI([text("smart answer")], models=["big"]) as a, \
             ScriptedOpenAI([text("fast answer")], models=["small"]) as b:

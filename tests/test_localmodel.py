@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -116,3 +117,41 @@ async def test_crashed_server_is_restarted(tmp_path: Path) -> None:
         await asyncio.wait_for(srv.stop(), 30)
     assert srv.pid is None
     assert "localmodel" in (tmp_path / "localmodel.log").name and (tmp_path / "localmodel.log").stat().st_size > 0
+
+
+@pytest.mark.llm
+@needs_model
+async def test_server_dies_with_orchgpt(tmp_path: Path) -> None:
+    """Even when orchgpt is SIGKILLed, its model server does not live on as an orphan."""
+    script = (
+        "import asyncio, sys\n"
+        "from orchgpt.localmodel import LocalModelServer\n"
+        "async def main():\n"
+        f"    srv = LocalModelServer(log_dir=__import__('pathlib').Path({str(tmp_path)!r}), n_ctx=512)\n"
+        "    await srv.start()\n"
+        "    print('PID', srv.pid, flush=True)\n"
+        "    await asyncio.sleep(120)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        line = b""
+        while not line.startswith(b"PID "):  # other lines are the parent's logs
+            line = await asyncio.wait_for(parent.stdout.readline(), 90)
+            assert line, "the parent exited before its model server was ready"
+        child = int(line.split()[1])
+        os.kill(child, 0)  # alive
+    finally:
+        parent.kill()
+        await parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"model server {child} outlived its parent")

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from orchgpt import logs
 from orchgpt.models import Usage
@@ -303,8 +303,16 @@ class LLM:
                         wait_s=round(delay, 3), error=_short(exc))
             return delay
 
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= s.max_retries + 1:
+                return True
+            # A server that accepts but does not answer is tried twice, not max_retries times:
+            # each try already waited timeout_s.
+            exc = state.outcome.exception() if state.outcome else None
+            return isinstance(exc, openai.APITimeoutError) and state.attempt_number >= 2
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(s.max_retries + 1),
+            stop=stop,
             wait=wait,
             retry=retry_if_exception(_retryable),
             reraise=True,
@@ -440,7 +448,8 @@ class LLM:
         url, s = ep.url, ep.settings
         retried = f" after {s.max_retries} retries" if s.max_retries else ""
         if isinstance(exc, openai.APITimeoutError):
-            return f"the model server at {url} did not answer within {s.timeout_s:g}s (timeout){retried}"
+            again = " (tried twice)" if s.max_retries else ""
+            return f"the model server at {url} did not answer within {s.timeout_s:g}s (timeout){again}"
         if isinstance(exc, openai.APIConnectionError):
             return f"cannot reach the model server at {url}: {_cause(exc)}{retried}"
         if isinstance(exc, openai.AuthenticationError):
