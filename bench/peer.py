@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -292,16 +291,6 @@ async def watcher(args: argparse.Namespace) -> None:
     await commands.expect("exit", 60)
 
 
-def _set_affinity(cpus: str) -> None:
-    """Move every thread of this process (gRPC has its own) to ``cpus`` ("0,1"; "" = leave)."""
-    if not cpus:
-        return
-    wanted = {int(c) for c in cpus.split(",")}
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), wanted)
-
-
 # ---- idlers: many idle agents, each its own certificate and TLS connection, heartbeating
 async def idlers(args: argparse.Namespace) -> None:
     """Commands: {"cmd": "prepare", "count": K} issues K more agent certificates (untimed);
@@ -341,7 +330,6 @@ async def idlers(args: argparse.Namespace) -> None:
                 emit("prepared", count=len(prepared))
             elif cmd.get("cmd") == "go":
                 sem = asyncio.Semaphore(args.concurrency)
-                _set_affinity(args.spread_cpus)  # registering is the clients' heavy part
                 t0 = time.perf_counter()
 
                 async def one(paths: CertPaths, sem: asyncio.Semaphore = sem) -> wire.Link:
@@ -353,7 +341,6 @@ async def idlers(args: argparse.Namespace) -> None:
 
                 new = await asyncio.gather(*(one(p) for p in prepared))
                 elapsed = time.perf_counter() - t0
-                _set_affinity(args.home_cpus)  # idle agents stay off the router's CPU
                 links.extend(new)
                 loops.extend(asyncio.create_task(keep_alive(lk)) for lk in new)
                 prepared = []
@@ -387,9 +374,7 @@ def main() -> None:
     ap.add_argument("--expect", type=int, default=0)
     ap.add_argument("--cap-events", type=float, default=30.0)
     ap.add_argument("--pem-dir", default="", help="idlers: where to write their certificates")
-    ap.add_argument("--concurrency", type=int, default=64, help="idlers: registrations at a time")
-    ap.add_argument("--spread-cpus", default="", help="idlers: CPUs while registering (e.g. 0,1)")
-    ap.add_argument("--home-cpus", default="", help="idlers: CPUs once registered")
+    ap.add_argument("--concurrency", type=int, default=32, help="idlers: registrations at a time")
     ap.add_argument("--register-timeout", type=float, default=120.0,
                     help="idlers: seconds one agent may wait for REGISTERED")
     ap.add_argument("--cap", type=float, default=300.0, help="wall-clock cap of the process")

@@ -25,16 +25,6 @@ MIB = 1024 * 1024
 MUST_REACH = 1000  # steps up to this one always run; beyond it, as far as the budget holds
 
 
-def _cpu_args() -> list[str]:
-    """Clients register on every CPU (the TLS handshakes are the heavy part, and the time to
-    register is then the router's), then idle on the peer CPU."""
-    if not placement.PEER_CPUS or not placement.ROUTER_CPUS:
-        return []
-    every = sorted(placement.PEER_CPUS | placement.ROUTER_CPUS)
-    return ["--spread-cpus", ",".join(map(str, every)),
-            "--home-cpus", ",".join(map(str, sorted(placement.PEER_CPUS)))]
-
-
 async def _step(idlers: list[Child], add: int, timeout: float) -> float:
     """Register ``add`` more agents spread over the idler processes; returns seconds."""
     share = [add // len(idlers) + (1 if i < add % len(idlers) else 0) for i in range(len(idlers))]
@@ -55,9 +45,9 @@ async def run_scale(
     log_dir: Path, start_router: Callable[[Children], Awaitable[Router]], steps: list[int],
     processes: int, budget_s: float, idle_window_s: float, pem_dir: Path, adaptive: bool = True,
 ) -> dict[str, Any]:
-    """One router: grow through ``steps`` (all of them up to MUST_REACH, then the largest
-    that the rest of ``budget_s`` can hold; every one when not ``adaptive``); never raises
-    for a step that fails (it is recorded and the growth stops)."""
+    """One router: grow through ``steps`` (all of them up to MUST_REACH, then each next one
+    while the rest of ``budget_s`` can hold it; every one when not ``adaptive``); never
+    raises for a step that fails (it is recorded and the growth stops)."""
     out: dict[str, Any] = {"steps": [], "error": None}
     t_start = time.monotonic()
     async with Children(log_dir) as children:
@@ -72,7 +62,7 @@ async def run_scale(
                 f"{router.mode}-idlers-{i}", "bench.peer",
                 ["idlers", "--mode", router.mode, "--target", router.target, "--certs", str(router.certs),
                  "--prefix", f"idle{i}-", "--pem-dir", str(pem_dir / router.mode / str(i)),
-                 "--cap", str(budget_s + 300), *_cpu_args()],
+                 "--cap", str(budget_s + 300)],
                 cpus=placement.PEER_CPUS,
             )
             idlers.append(c)
@@ -87,16 +77,13 @@ async def run_scale(
             if current >= n:
                 continue
             if adaptive and out["steps"] and n > MUST_REACH:
-                # skip ahead to the largest step that the rest of the budget can still hold
+                # go on only while the rest of the budget can hold the next step
                 left = budget_s - (time.monotonic() - t_start)
-                fits = [m for m in [n, *pending]
-                        if rate and (m - current) / rate * 1.3 + idle_window_s + 10 <= left]
-                if not fits:
-                    out["stopped"] = (f"time budget: N={n} would need ~{(n - current) / max(rate, 1e-9):.0f}s "
-                                      f"more, {max(left, 0):.0f}s left")
+                need = (n - current) / rate * 1.3 + idle_window_s + 10 if rate else float("inf")
+                if need > left:
+                    out["stopped"] = (f"time budget: N={n} would need ~{need:.0f}s more, "
+                                      f"{max(left, 0):.0f}s left")
                     break
-                n = max(fits)
-                pending = [m for m in pending if m > n]
             add = n - current
             try:
                 rc0 = cpu_seconds(router.pid)
