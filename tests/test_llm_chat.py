@@ -162,6 +162,23 @@ async def test_400_is_not_retried() -> None:
     assert len(srv.chat_requests) == 1
 
 
+async def test_parameters_a_model_rejects_are_adapted() -> None:
+    with ScriptedOpenAI([
+        error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."),
+        error(400, "Unsupported value: 'temperature' does not support 0.2 with this model."),
+        text("ok"),
+        text("again"),
+    ]) as srv:
+        async with LLM(settings(srv, model="m")) as llm:
+            assert (await llm.chat(USER, max_tokens=50, temperature=0.2)).content == "ok"
+            assert (await llm.chat(USER, max_tokens=50, temperature=0.2)).content == "again"
+    reqs = srv.chat_requests
+    assert reqs[0]["max_tokens"] == 50 and reqs[0]["temperature"] == 0.2
+    assert reqs[1]["max_completion_tokens"] == 50 and "max_tokens" not in reqs[1]
+    for r in reqs[2:]:  # remembered
+        assert r["max_completion_tokens"] == 50 and "temperature" not in r and "max_tokens" not in r
+
+
 async def test_connection_refused_names_the_url() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -56,7 +56,7 @@ async def test_real_local_model_streams_and_attempts_a_compat_tool_call(tmp_path
             res = await asyncio.wait_for(
                 llm.chat([{"role": "system", "content": "You answer in one short sentence."},
                           {"role": "user", "content": "What colour is the sky?"}],
-                         on_token=tokens.append, max_tokens=24),
+                         on_token=tokens.append, max_tokens=24, temperature=0.0),
                 60,
             )
             assert len(tokens) >= 2 and "".join(tokens) == res.content and res.content.strip()
@@ -76,7 +76,7 @@ async def test_real_local_model_streams_and_attempts_a_compat_tool_call(tmp_path
             t0 = time.monotonic()
             res2 = await asyncio.wait_for(
                 llm.chat([{"role": "user", "content": 'Create the file hello.txt containing "hi". Use the write_file tool.'}],
-                         tools=[WRITE], model="smart", max_tokens=80),
+                         tools=[WRITE], model="smart", max_tokens=64, temperature=0.0),
                 90,
             )
             assert res2.mode == "compat"

@@ -66,6 +66,8 @@ class _Endpoint:
     fold: bool | None  # None: not known yet whether the server takes a system message
     native_tools: bool | None = None  # False once the server rejected `tools`
     stream_usage: bool = True  # False once the server rejected stream_options
+    max_completion_tokens: bool = False  # newer OpenAI models reject max_tokens
+    dropped: set[str] = field(default_factory=set)  # parameters the model rejected (temperature)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -98,20 +100,22 @@ class LLM:
         model: str = "smart",
         on_token: OnToken | None = None,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> ChatResult:
         ep = await self._ready(model)
+        opts = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
         usage = Usage(model=ep.model)
         tools = list(tools or [])
         if not tools:
-            raw = await self._complete(ep, messages, None, on_token, max_tokens, usage)
+            raw = await self._complete(ep, messages, None, on_token, opts, usage)
             return ChatResult(raw.content, [], usage, raw.finish_reason, "native")
         if ep.effective_tool_mode() == "native":
             try:
-                return await self._chat_native(ep, messages, tools, on_token, max_tokens, usage)
+                return await self._chat_native(ep, messages, tools, on_token, opts, usage)
             except _ToolsRejected as exc:
                 ep.native_tools = False
                 log.info("tools_rejected_using_compat", url=ep.url, model=ep.model, reason=str(exc)[:200])
-        return await self._chat_compat(ep, compat.to_compat(messages, tools), tools, on_token, max_tokens, usage)
+        return await self._chat_compat(ep, compat.to_compat(messages, tools), tools, on_token, opts, usage)
 
     def count_tokens(self, messages: list[dict[str, Any]], model: str = "smart") -> int:
         """Tokens of a prompt (synchronous: tiktoken, cached server counts, or a calibrated estimate)."""
@@ -167,14 +171,14 @@ class LLM:
         messages: list[dict[str, Any]],
         tools: list[ToolSpec],
         on_token: OnToken | None,
-        max_tokens: int | None,
+        opts: dict[str, Any],
         usage: Usage,
     ) -> ChatResult:
         msgs = list(messages)
         specs = [t.openai() for t in tools]
         retries = ep.settings.compat_retries
         for attempt in range(retries + 1):
-            raw = await self._complete(ep, msgs, specs, on_token, max_tokens, usage)
+            raw = await self._complete(ep, msgs, specs, on_token, opts, usage)
             if not raw.tool_calls:
                 if ep.settings.tool_mode == "auto":  # the model may answer with a fenced call anyway
                     parsed = compat.parse_call(raw.content, tools)
@@ -186,7 +190,7 @@ class LLM:
                         log.info("tool_call_invalid", url=ep.url, mode="compat", attempt=attempt + 1, error=parsed.error[:300])
                         if attempt == retries:
                             return self._gave_up(raw, usage, "compat", parsed.error)
-                        return await self._chat_compat(ep, history, tools, on_token, max_tokens, usage,
+                        return await self._chat_compat(ep, history, tools, on_token, opts, usage,
                                                        retries=retries - attempt - 1)
                 return ChatResult(raw.content, [], usage, raw.finish_reason, "native")
             calls, errors = _check_native(raw.tool_calls, tools)
@@ -218,14 +222,14 @@ class LLM:
         history: list[dict[str, Any]],
         tools: list[ToolSpec],
         on_token: OnToken | None,
-        max_tokens: int | None,
+        opts: dict[str, Any],
         usage: Usage,
         retries: int | None = None,
     ) -> ChatResult:
         msgs = list(history)
         retries = ep.settings.compat_retries if retries is None else retries
         for attempt in range(retries + 1):
-            raw = await self._complete(ep, msgs, None, on_token, max_tokens, usage)
+            raw = await self._complete(ep, msgs, None, on_token, opts, usage)
             parsed = compat.parse_call(raw.content, tools)
             if isinstance(parsed, compat.NoCall):
                 return ChatResult(raw.content, [], usage, raw.finish_reason, "compat")
@@ -249,15 +253,16 @@ class LLM:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         on_token: OnToken | None,
-        max_tokens: int | None,
+        opts: dict[str, Any],
         usage: Usage,
     ) -> _Raw:
         """One completion, adapting to the server: folds the system role, drops stream_options."""
         has_system = any(m.get("role") == "system" for m in messages)
-        for _ in range(3):
+        text = ""
+        for _ in range(5):
             msgs = fold_system(messages) if ep.fold and has_system else messages
             try:
-                return await self._with_retries(ep, msgs, tools, on_token, max_tokens, usage)
+                return await self._with_retries(ep, msgs, tools, on_token, opts, usage)
             except openai.BadRequestError as exc:
                 text = _error_text(exc).lower()
                 if ep.fold is None and has_system and ("system" in text or "roles must alternate" in text):
@@ -266,6 +271,12 @@ class LLM:
                     continue
                 if ep.stream_usage and "stream_options" in text:
                     ep.stream_usage = False
+                    continue
+                if "max_tokens" in opts and "max_completion_tokens" in text and not ep.max_completion_tokens:
+                    ep.max_completion_tokens = True
+                    continue
+                if "temperature" in opts and "temperature" in text and "temperature" not in ep.dropped:
+                    ep.dropped.add("temperature")
                     continue
                 if tools and ep.settings.tool_mode == "auto" and ("tool" in text or "function" in text):
                     raise _ToolsRejected(_error_text(exc)) from None
@@ -277,7 +288,7 @@ class LLM:
                     f"the model server at {ep.url} did not finish the reply within "
                     f"{_total_timeout(ep.settings):g}s (timeout)"
                 ) from None
-        raise LLMError(f"the model server at {ep.url} kept rejecting the request (400)")
+        raise LLMError(f"the model server at {ep.url} kept rejecting the request (400): {text}")
 
     async def _with_retries(
         self,
@@ -285,7 +296,7 @@ class LLM:
         msgs: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         on_token: OnToken | None,
-        max_tokens: int | None,
+        opts: dict[str, Any],
         usage: Usage,
     ) -> _Raw:
         s = ep.settings
@@ -320,7 +331,7 @@ class LLM:
         async for attempt in retrying:
             with attempt:
                 async with asyncio.timeout(_total_timeout(s)):
-                    return await self._stream(ep, msgs, tools, on_token, max_tokens, usage)
+                    return await self._stream(ep, msgs, tools, on_token, opts, usage)
         raise AssertionError("unreachable")
 
     async def _stream(
@@ -329,7 +340,7 @@ class LLM:
         msgs: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         on_token: OnToken | None,
-        max_tokens: int | None,
+        opts: dict[str, Any],
         usage: Usage,
     ) -> _Raw:
         kwargs: dict[str, Any] = {"model": ep.model, "messages": msgs, "stream": True}
@@ -337,8 +348,9 @@ class LLM:
             kwargs["stream_options"] = {"include_usage": True}
         if tools:
             kwargs["tools"] = tools
-        if max_tokens:
-            kwargs["max_tokens"] = max_tokens
+        kwargs.update((k, v) for k, v in opts.items() if k not in ep.dropped)
+        if ep.max_completion_tokens and "max_tokens" in kwargs:
+            kwargs["max_completion_tokens"] = kwargs.pop("max_tokens")
         stream = await ep.client.chat.completions.create(**kwargs)
         parts: list[str] = []
         calls: dict[int, dict[str, str]] = {}
