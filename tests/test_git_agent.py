@@ -97,6 +97,28 @@ def test_updates_an_existing_repository_and_commits_only_changes(tmp_path: Path)
     assert git(root, "log", "-1", "--format=%an|%s").strip() == "orchgpt git|docs: add a readme"
 
 
+def test_each_commit_holds_the_version_its_sub_task_produced(tmp_path: Path) -> None:
+    """The optimizer rewrote the backend's app.py: the backend's commit still holds the backend's version."""
+    from agentd.agents._team import keep
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    back = TaskResult("t-back", TaskState.SUCCEEDED, output="api", agent_type="backend",
+                      artifacts=[art(root, "app.py", "v1\n"), art(root, "test_app.py", "t\n")])
+    assert keep(back, root) == 2
+    opt = TaskResult("t-opt", TaskState.SUCCEEDED, output="modules", agent_type="optimizer",
+                     artifacts=[art(root, "app.py", "v2\n"), art(root, "store.py", "s\n")])
+    keep(opt, root)
+    (root / "notes.md").write_text("later\n")
+    out, _ = run_git_agent(root, [back, opt])
+    assert out.ok
+    assert git(root, "show", "HEAD~2:app.py") == "v1\n" and git(root, "show", "HEAD~1:app.py") == "v2\n"
+    assert git(root, "log", "--format=%an", "-n3").split("\n")[:3] == ["orchgpt git", "orchgpt optimizer",
+                                                                        "orchgpt backend"]
+    assert (root / "app.py").read_text() == "v2\n" and git(root, "status", "--porcelain") == ""
+    assert ".orchgpt" not in git(root, "ls-files")
+
+
 def test_planted_hooks_and_config_do_not_run(tmp_path: Path) -> None:
     """Sandboxed code can write .git: a hook or a filter driver it plants must not run here."""
     root = tmp_path / "proj"

@@ -205,6 +205,61 @@ async def test_agent_killed_mid_sub_task_is_retried_elsewhere_and_reported(daemo
     assert f"was requeued by the mesh (agent {victim} lost" in report and f"finished on `{survivor}`" in report
 
 
+FULL_PLAN = {"tasks": [
+    {"id": "arch", "agent": "architect", "task": "Design the todo app", "depends_on": []},
+    {"id": "ui", "agent": "designer", "task": "Design the UI", "depends_on": ["arch"]},
+    {"id": "api", "agent": "backend", "task": "Build the todo API with its tests", "depends_on": ["arch"]},
+    {"id": "modules", "agent": "optimizer", "task": "Split the API into modules", "depends_on": ["api"]},
+    {"id": "web", "agent": "frontend", "task": "Build the web page", "depends_on": ["api", "ui"]},
+    {"id": "commit", "agent": "git", "task": "Commit everything", "depends_on": []},
+    {"id": "tell", "agent": "mailer", "task": "Mail the team a summary", "depends_on": []},
+]}
+
+
+@pytest.mark.timeout(60)
+async def test_the_whole_team_with_the_optimizer_and_the_mailer(daemon_factory, model, team) -> None:  # type: ignore[no-untyped-def]
+    """Seven agent types in one run: the optimizer refactors next to the frontend, git commits, the mailer reports."""
+    from aiosmtpd.controller import Controller
+
+    from tests.test_mailer import Inbox, free_port
+
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        team.plan = json.dumps(FULL_PLAN)
+        env = {**model.env(api_key="test"), **DAEMON_ENV, "ORCHGPT_SMTP_HOST": "127.0.0.1",
+               "ORCHGPT_SMTP_PORT": str(smtp.port), "ORCHGPT_SMTP_SECURITY": "none",
+               "ORCHGPT_SMTP_TO": "lead@example.test"}
+        d: Daemon = daemon_factory(*DAEMON_ARGS, "--max-local-agents", "12", env=env).start()
+        async with d.client() as c:
+            events = await run_manager(c, 55)
+    finally:
+        smtp.stop()
+    assert events[-1].state == TaskState.SUCCEEDED, explain(d, events)
+    subs = subtasks(events)
+    assert set(subs) == TEAM_TYPES | {"optimizer", "mailer"}
+    # The optimizer ran alongside the frontend, in its own copy of the project.
+    op, fe = subs["optimizer"], subs["frontend"]
+    assert op["started"] < fe["finished"] and fe["started"] < op["finished"]
+    assert "tests pass before and after" in op["checks"]
+    project = Path(events[-1].result.data["project"])  # type: ignore[union-attr]
+    assert set(git(project, "log", "--author=orchgpt optimizer", "--name-only", "--format=").split()) == {
+        "app.py", "store.py"}
+    assert "from store import" in (project / "app.py").read_text()
+    r = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
+        cwd=project, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The mailer sent the summary of every other sub-task, the commits included.
+    [(_, rcpts, msg)] = inbox.messages
+    body = msg.get_payload(decode=True).decode()
+    assert rcpts == ["lead@example.test"] and msg["Subject"] == "orchgpt: 6 of 6 tasks succeeded"
+    for t in TEAM_TYPES | {"optimizer"}:
+        assert f"{t} {subs[t]['task_id']}: succeeded on {subs[t]['agent_id']}" in body
+    assert "commit(s) on main" in body
+
+
 async def _has_agent(c: Any, *names: str) -> bool:
     have = {a.agent_id for a in await c.list_agents()}
     return set(names) <= have

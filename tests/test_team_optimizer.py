@@ -16,30 +16,10 @@ from agentd.runtime import Outcome, TaskContext, TaskRequest
 from agentd.settings import AgentSettings
 from orchgpt.models import EventKind, TaskEvent
 from tests.support.scripted_openai import ScriptedOpenAI, text, tool_call, tool_calls
-from tests.support.team_script import APP, APP_TESTS
+from tests.support.team_script import APP, APP_SPLIT, APP_TESTS, STORE
 
 pytestmark = pytest.mark.timeout(90)
 
-STORE = '''"""The todo store."""
-TODOS: list[dict] = []
-
-
-def add(title: str) -> dict:
-    todo = {"id": len(TODOS) + 1, "title": title, "done": False}
-    TODOS.append(todo)
-    return todo
-
-
-def remove(todo_id: int) -> None:
-    TODOS[:] = [t for t in TODOS if t["id"] != todo_id]
-'''
-APP_SPLIT = (APP.replace("TODOS: list[dict] = []\n", "from store import TODOS, add, remove\n")
-             .replace('''        todo = {"id": len(TODOS) + 1, "title": item.get("title", ""), "done": False}
-        TODOS.append(todo)
-''', '''        todo = add(item.get("title", ""))
-''').replace('''            TODOS[:] = [t for t in TODOS if t["id"] != int(parts[1])]
-''', '''            remove(int(parts[1]))
-'''))
 APP_BROKEN = APP.replace("def make_server(", "def build_server(")
 
 

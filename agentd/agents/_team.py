@@ -99,6 +99,52 @@ def adopt(result: TaskResult, project: Path) -> list[str]:
     return copied
 
 
+OBJECTS = ".orchgpt/objects"  # content of every sub-task's artifacts by sha256 (not listed, not committed)
+
+
+def keep(result: TaskResult, project: Path) -> int:
+    """Keep the content of a result's artifacts under the project's OBJECTS, by sha256.
+
+    A later sub-task may change a file (the optimizer rewrites the backend's
+    app.py); the git agent then still commits each sub-task's own version.
+    Returns how many were kept.
+    """
+    store = project / OBJECTS
+    roots = [Path(result.workspace)] if result.workspace else []
+    roots.append(project)
+    n = 0
+    for art in result.artifacts:
+        if not art.sha256 or not re.fullmatch(r"[0-9a-f]{64}", art.sha256):
+            continue
+        target = store / art.sha256
+        if target.exists():
+            n += 1
+            continue
+        for root in roots:
+            try:
+                src = Workspace(root).resolve(art.path)
+            except (ToolError, OSError):
+                continue
+            if src.is_file() and not src.is_symlink() and _sha256(src) == art.sha256:
+                store.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, target)
+                n += 1
+                break
+    return n
+
+
+def kept(project: Path, sha256: str) -> bytes | None:
+    """The content kept for this sha256, or None."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):
+        return None
+    p = project / OBJECTS / sha256
+    try:
+        data = p.read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
 def input_of(ctx: TaskContext, agent_type: str) -> TaskResult | None:
     """The last successful result of an agent type among the task's inputs."""
     for r in reversed(ctx.task.inputs):

@@ -16,12 +16,15 @@ Options: ``workspace`` (the project to commit; set by the manager).
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from orchgpt.models import TaskResult
 
+from ..errors import ToolError
 from ..runtime import Agent, Outcome, TaskContext, register
-from ._team import checks_of, project_dir, short
+from ..workspace import Workspace
+from ._team import checks_of, kept, project_dir, short
 from ._team_git import Commit, Git
 
 
@@ -47,6 +50,10 @@ def author_of(r: TaskResult) -> tuple[str, str]:
     return f"orchgpt {t}", f"{t}@orchgpt.local"
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @register
 class GitAgent(Agent):
     type = "git"
@@ -65,6 +72,9 @@ class GitAgent(Agent):
                                  "git@orchgpt.local")
             if c:
                 commits.append(c)
+        ws = Workspace(root)
+        final = self._current(ws, ctx.task.inputs)
+        replayed = 0
         for r in ctx.task.inputs:
             paths = [a.path for a in r.artifacts]
             label = f"{r.agent_type or 'task'} {r.task_id}"
@@ -74,6 +84,7 @@ class GitAgent(Agent):
             if not paths:
                 skipped.append(f"{label}: no artifacts")
                 continue
+            replayed += self._replay(ws, r)
             name, email = author_of(r)
             c = await git.commit(paths, commit_message(r), name, email)
             if c is None:
@@ -81,6 +92,9 @@ class GitAgent(Agent):
                 continue
             commits.append(c)
             ctx.step(f"committed {c.sha[:10]} {c.message}", sha=c.sha, author=name, files=str(len(c.files)))
+        self._restore(ws, final)
+        if replayed:
+            ctx.log(f"committed {replayed} file version(s) as their sub-task left them (changed later by another)")
         rest_msg = (ctx.task.input.strip() or "orchgpt: update the project") if not ctx.task.inputs else (
             "git: files no agent claimed")
         c = await git.commit(None, rest_msg, "orchgpt git", "git@orchgpt.local")
@@ -105,3 +119,49 @@ class GitAgent(Agent):
         if skipped:
             data["skipped"] = "; ".join(skipped)
         return Outcome(output=out, data=data)
+
+    # ---------------------------------------------------------------- versions
+    # Sub-tasks hand their files on: a later one may rewrite an earlier one's file (the optimizer
+    # rewrites the backend's app.py). Each commit holds the version its sub-task produced (kept by the
+    # manager by sha256, see _team.keep); the working tree ends as it was found.
+
+    @staticmethod
+    def _current(ws: Workspace, inputs: list[TaskResult]) -> dict[str, bytes | None]:
+        out: dict[str, bytes | None] = {}
+        for r in inputs:
+            for a in r.artifacts:
+                if a.path not in out:
+                    try:
+                        out[a.path] = ws.read_bytes(a.path) if ws.exists(a.path) else None
+                    except ToolError:
+                        out[a.path] = None
+        return out
+
+    @staticmethod
+    def _replay(ws: Workspace, r: TaskResult) -> int:
+        """Put this result's own version of its files in the tree; returns how many differed."""
+        n = 0
+        for a in r.artifacts:
+            data = kept(ws.root, a.sha256)
+            if data is None:
+                continue
+            try:
+                current = ws.read_bytes(a.path) if ws.exists(a.path) else None
+                if current is None or _sha(current) != a.sha256:
+                    ws.write_bytes(a.path, data)
+                    n += 1
+            except ToolError:
+                continue
+        return n
+
+    @staticmethod
+    def _restore(ws: Workspace, final: dict[str, bytes | None]) -> None:
+        for path, data in final.items():
+            try:
+                if data is None:
+                    if ws.exists(path):
+                        ws.resolve(path).unlink()
+                elif not ws.exists(path) or ws.read_bytes(path) != data:
+                    ws.write_bytes(path, data)
+            except ToolError:
+                continue

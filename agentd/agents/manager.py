@@ -46,7 +46,7 @@ from orchgpt.models import Action, TaskResult, TaskState, Usage
 from ..errors import AgentdError, TaskFailed
 from ..runtime import Outcome, SubTask, TaskContext, register
 from ._llm_agent import LLMAgent
-from ._team import adopt, checks_of, fork, project_dir, project_option, short
+from ._team import adopt, checks_of, fork, keep, project_dir, project_option, short
 from ._team_plan import (
     MAX_TASKS,
     TEAM,
@@ -243,9 +243,11 @@ class ManagerAgent(LLMAgent):
                 return
             inputs = [d.result for d in deps if d.result is not None and d.state == "succeeded"]
             if t.item.agent_type in ("git", "mailer"):
-                # everything that succeeded, in plan order, for one commit per sub-task
-                inputs = [x.result for x in tracks.values()
-                          if x.item.id in t.item.depends_on and x.result is not None and x.state == "succeeded"]
+                # everything that succeeded, in the order it finished (= the order its files landed in
+                # the project), for one commit per sub-task
+                done = sorted((x for x in tracks.values() if x.item.id in t.item.depends_on and x.result is not None
+                               and x.state == "succeeded"), key=lambda x: x.finished_ms)
+                inputs = [x.result for x in done if x.result is not None]
             t.state, t.started_ms = "running", _now_ms()
             text = t.item.input if idea.lower() in t.item.input.lower() else f"{t.item.input}\n\nThe project: {idea}"
             for n in range(1, retries + 2):
@@ -277,6 +279,7 @@ class ManagerAgent(LLMAgent):
                     t.state = "succeeded"
                     try:
                         t.adopted = adopt(result, root)
+                        keep(result, root)
                     except OSError as exc:
                         ctx.log(f"{t.item.id}: could not copy its files into the project: {exc}")
                     ctx.step(f"{t.item.id} ({t.item.agent_type}) succeeded on {result.agent_id}: "

@@ -225,6 +225,27 @@ document.getElementById("add").addEventListener("submit", async (e) => {
 load();
 """
 
+STORE = '''"""The todo store."""
+TODOS: list[dict] = []
+
+
+def add(title: str) -> dict:
+    todo = {"id": len(TODOS) + 1, "title": title, "done": False}
+    TODOS.append(todo)
+    return todo
+
+
+def remove(todo_id: int) -> None:
+    TODOS[:] = [t for t in TODOS if t["id"] != todo_id]
+'''
+APP_SPLIT = (APP.replace("TODOS: list[dict] = []\n", "from store import TODOS, add, remove\n")
+             .replace('''        todo = {"id": len(TODOS) + 1, "title": item.get("title", ""), "done": False}
+        TODOS.append(todo)
+''', '''        todo = add(item.get("title", ""))
+''').replace('''            TODOS[:] = [t for t in TODOS if t["id"] != int(parts[1])]
+''', '''            remove(int(parts[1]))
+'''))
+
 DEFAULT_PLAN = {"tasks": [
     {"id": "design-system", "agent": "architect", "task": "Design the todo app: components, data model, endpoints",
      "depends_on": []},
@@ -255,6 +276,7 @@ class TeamScript:
                                "Todo API with tests."),
             "frontend": _writes({"frontend/index.html": INDEX, "frontend/styles.css": STYLES,
                                  "frontend/app.js": SCRIPT}, "Todo page wired to the API."),
+            "optimizer": _writes({"store.py": STORE, "app.py": APP_SPLIT}, "Split the store out of app.py."),
         }
         self.requests: dict[str, int] = {}
         self._gates: dict[str, threading.Event] = {}
@@ -266,7 +288,7 @@ class TeamScript:
         s = system_text(req)
         for needle, agent in (("manager of a team", "manager"), ("software architect", "architect"),
                               ("UI designer", "designer"), ("backend engineer", "backend"),
-                              ("frontend engineer", "frontend"), ("refactor", "optimizer")):
+                              ("frontend engineer", "frontend"), ("optimizer of a team", "optimizer")):
             if needle in s:
                 return agent
         return "unknown"
