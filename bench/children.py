@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BenchError
+from .placement import ALL_CPUS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,13 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def raise_fd_limit() -> None:
+    """Many connections need many descriptors: soft limit up to the hard one (children inherit it)."""
+    with contextlib.suppress(ValueError, OSError):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class Child:
@@ -59,15 +67,10 @@ class Child:
         log_path = log_dir / f"{name}.log"
         log = log_path.open("ab")
 
-        def pin() -> None:
-            with contextlib.suppress(ValueError, OSError):  # many connections need many descriptors
-                _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            if cpus:
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(0, cpus)
-
         try:
+            # No preexec_fn: Python code run between fork and exec in a process where gRPC
+            # is busy makes gRPC's fork handlers abort the child (or the parent) with
+            # "ev_epoll1_linux.cc: Check failed: next_worker->state == KICKED".
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -76,11 +79,14 @@ class Child:
                 env=child_env(env),
                 cwd=str(cwd or REPO_ROOT),
                 start_new_session=True,
-                preexec_fn=pin,
                 limit=1 << 22,
             )
         finally:
             log.close()
+        # Pinned at once, while the child is still starting its interpreter (one thread);
+        # not pinned means every CPU (not the harness's own).
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(proc.pid, cpus or ALL_CPUS)
         return cls(name, proc, log_path)
 
     @classmethod

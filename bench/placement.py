@@ -21,6 +21,7 @@ def _cpus() -> list[int]:
 
 
 _ALL = _cpus()
+ALL_CPUS: set[int] = set(_ALL)
 ROUTER_CPUS: set[int] | None = {_ALL[0]} if len(_ALL) >= 2 else None
 PEER_CPUS: set[int] | None = set(_ALL[1:]) if len(_ALL) >= 2 else None
 

@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
     __package__ = "bench"
 
 from bench import daemon, placement, report, routing, scale, startup, tlsdir
-from bench.children import Children
+from bench.children import Children, raise_fd_limit
 from bench.machine import machine_info
 from bench.report import Row, median, row
 
@@ -366,6 +366,7 @@ async def run(args: argparse.Namespace) -> int:
     p = PROFILES[args.profile]
     phases = [ph for ph in PHASES if ph not in set(args.skip or []) and (not args.only or ph in args.only)]
     placement.pin_self_to_peers()
+    raise_fd_limit()
     info = machine_info()
     work = Path(tempfile.mkdtemp(prefix="orchgpt-bench-"))
     names = ["bench-a", "bench-b", *[f"bench-tok-{i}" for i in range(p.ev_agents)]]
