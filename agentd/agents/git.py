@@ -59,6 +59,7 @@ class GitAgent(Agent):
     type = "git"
     capabilities = ("git", "vcs", "commit")
     description = "commits each agent's output to a git repository of the project, one commit per sub-task"
+    needs_model = False  # agentd may start it without OPENAI_* settings
 
     async def run(self, ctx: TaskContext) -> Outcome:
         root = project_dir(ctx)

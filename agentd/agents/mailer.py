@@ -262,6 +262,7 @@ class MailerAgent(Agent):
     type = "mailer"
     capabilities = ("mail", "smtp", "notify")
     description = "sends a summary e-mail of a task's result over SMTP"
+    needs_model = False  # agentd may start it without OPENAI_* settings
 
     async def run(self, ctx: TaskContext) -> Outcome:
         cfg = SmtpConfig.from_env()
