@@ -49,6 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _die_with_parent() -> None:
+    """Spawned by orchgpt: exit when it dies, even by SIGKILL (Linux PR_SET_PDEATHSIG)."""
+    parent = os.environ.get("ORCHGPT_PARENT_PID")
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # it died before the prctl
+        raise SystemExit(0)
+
+
 async def _main(args: argparse.Namespace) -> int:
     from .link import Link
     from .runtime import agent_class
@@ -60,13 +75,10 @@ async def _main(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise AgentdError(str(exc.args[0])) from None
     settings = None
-    if args.agent_type != "echo":
-        try:
-            from .settings import AgentSettings
+    if cls.needs_model:
+        from .settings import AgentSettings
 
-            settings = AgentSettings.from_env(args.agent_type)
-        except ImportError:
-            settings = None
+        settings = AgentSettings.from_env(args.agent_type)
     agent = cls(settings)
     name = args.name or args.agent_type
     d = Path(args.certs)
@@ -76,9 +88,15 @@ async def _main(args: argparse.Namespace) -> int:
     address = (args.orchestrator or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS")
                or "127.0.0.1:8443")
     parse_address(address)
-    ws_root = Path(args.workspace_root or "workspaces").resolve()
-    if settings is not None and getattr(settings, "workspace_root", None):
-        ws_root = Path(settings.workspace_root)
+    # --workspace-root (default ORCHGPT_WORKSPACE_ROOT), else the settings' default, else ./workspaces
+    if args.workspace_root:
+        ws_root = Path(args.workspace_root).resolve()
+    elif settings is not None:
+        ws_root = Path(settings.workspace_root).resolve()
+    else:
+        ws_root = Path("workspaces").resolve()
+    if settings is not None:
+        settings.workspace_root = ws_root
     # generated code run by this agent's sandbox must never read its key or certificates
     protect_paths(certs.ca, certs.cert, certs.key, certs.key.parent)
     link = Link(agent, name, address, certs, ws_root, args.server_name,
@@ -104,6 +122,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _die_with_parent()
     logs.configure(args.log_level, "json", service="agentd")
     try:
         return asyncio.run(_main(args))

@@ -179,6 +179,7 @@ class Agent:
     type: ClassVar[str] = ""
     capabilities: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = True  # agentd loads the model settings (and fails without them)
 
     def __init__(self, settings: Any = None) -> None:
         self.settings = settings

@@ -2,14 +2,15 @@
 
 Each spawned agent gets its own certificate (issued by the mesh CA, written
 0600 under DATA_DIR/agents), is restarted with backoff when it crashes, is
-stopped on TERMINATE and at shutdown, and dies with orchgpt (PR_SET_PDEATHSIG)
-so that a killed daemon leaves no orphan behind.
+stopped on TERMINATE and at shutdown, and dies with orchgpt: agentd sets
+PR_SET_PDEATHSIG itself when ORCHGPT_PARENT_PID is set (no preexec_fn here: it
+would force a plain fork(), and gRPC's fork handlers can abort the child), so
+that a killed daemon leaves no orphan behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import secrets
 import signal
@@ -27,15 +28,6 @@ log = logs.get("orchgpt.spawner")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 FAILS_BEFORE_GIVING_UP = 3  # crashes in a row before the agent ever registered
-
-
-def _set_pdeathsig() -> None:  # runs in the child before exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    os.setsid()
 
 
 @dataclass
@@ -117,7 +109,7 @@ class Spawner:
             "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(self.cert_dir / f"{a.name}.pem"),
             "--key", str(self.cert_dir / f"{a.name}-key.pem"),
         ]
-        env = {**os.environ, **self.env, "ORCHGPT_SPAWNED": "1"}
+        env = {**os.environ, **self.env, "ORCHGPT_SPAWNED": "1", "ORCHGPT_PARENT_PID": str(os.getpid())}
         out = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +118,7 @@ class Spawner:
             a.proc = await asyncio.create_subprocess_exec(
                 *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out or asyncio.subprocess.DEVNULL, stderr=out or asyncio.subprocess.DEVNULL,
-                preexec_fn=_set_pdeathsig,
+                start_new_session=True,
             )
         finally:
             if out is not None:

@@ -142,3 +142,14 @@ def test_serve_without_certificates_is_a_clear_error(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "orchgpt", "serve", "--listen", "nonsense"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "expected HOST:PORT" in r.stderr
+
+
+async def test_sigkill_of_the_daemon_leaves_no_spawned_agent_behind(daemon: Daemon) -> None:
+    async with daemon.client() as c:
+        events: list = []
+        await asyncio.wait_for(collect(c, Command("echo", Action.RUN, "hi"), events), 30)
+        agent_ids = [a.agent_id for a in await c.list_agents()]
+    assert agent_ids and all(pids_matching(f"--name {a}") for a in agent_ids)
+    daemon.kill()  # SIGKILL: no shutdown code runs in orchgpt
+    wait_for(lambda: not any(pids_matching(f"--name {a}") for a in agent_ids), 10,
+             what="spawned agents to die with their daemon")

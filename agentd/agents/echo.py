@@ -18,6 +18,7 @@ class EchoAgent(Agent):
     type = "echo"
     capabilities = ("echo",)
     description = "replies with its input"
+    needs_model = False
 
     async def run(self, ctx: TaskContext) -> Outcome:
         opts = ctx.task.options

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -33,21 +34,40 @@ def is_openai_model(model: str) -> bool:
 
 
 def tiktoken_encoding(model: str) -> Any:
-    """The tiktoken encoding of an OpenAI model, or None (tiktoken's files are fetched once
-    from the network and cached; offline, the estimate is used instead)."""
+    """The tiktoken encoding of an OpenAI model, or None while it is not loaded.
+
+    tiktoken fetches its files from the network the first time; that can block for
+    seconds (or fail, offline), so it is loaded on a background thread and the
+    estimate or the server's /tokenize is used until it is there. Never blocks the
+    event loop (a blocked loop misses heartbeats).
+    """
     import tiktoken
 
     try:
         name = tiktoken.encoding_name_for_model(model.split("/")[-1])
     except KeyError:
         name = "o200k_base"
-    if name not in _encodings:
-        try:
-            _encodings[name] = tiktoken.get_encoding(name)
-        except Exception as exc:  # offline, blocked, corrupt cache
-            log.warning("tiktoken_unavailable", encoding=name, error=str(exc)[:200])
-            _encodings[name] = None
-    return _encodings[name]
+    if name in _encodings:
+        return _encodings[name]
+    with _loading_lock:
+        if name not in _loading:
+            _loading.add(name)
+            threading.Thread(target=_load_encoding, args=(name,), name=f"tiktoken:{name}", daemon=True).start()
+    return None
+
+
+_loading: set[str] = set()
+_loading_lock = threading.Lock()
+
+
+def _load_encoding(name: str) -> None:
+    import tiktoken
+
+    try:
+        _encodings[name] = tiktoken.get_encoding(name)
+    except Exception as exc:  # offline, blocked, corrupt cache
+        log.warning("tiktoken_unavailable", encoding=name, error=str(exc)[:200])
+        _encodings[name] = None
 
 
 def message_text(m: dict[str, Any]) -> str:
