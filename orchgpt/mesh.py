@@ -113,6 +113,7 @@ class Mesh:
         self._subs: dict[str, set[Subscriber]] = {}
         self._subs_all: set[Subscriber] = set()
         self._pending_events: list[TaskEvent] = []
+        self._pending_messages: list[dict[str, object]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._awaiting: dict[str, float] = {}  # task id -> deadline for its agent to report back
         self._requeues: dict[str, list[str]] = {}  # task id -> why it was requeued (reported in its result)
@@ -160,6 +161,21 @@ class Mesh:
                 self.store.append_events(events)
             except StoreError as exc:
                 log.error("store_write_failed", what="events", count=len(events), error=str(exc))
+        if self._pending_messages:
+            msgs, self._pending_messages = self._pending_messages, []
+            try:
+                self.store.record_messages(msgs)  # type: ignore[arg-type]
+            except StoreError as exc:
+                log.error("store_write_failed", what="messages", count=len(msgs), error=str(exc))
+
+    def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
+                    correlation_id: str = "") -> None:
+        """The IAC message log: who sent what about which task (written with the events)."""
+        self._pending_messages.append({
+            "id": new_id(), "type": type_, "sender": sender, "recipient": recipient,
+            "task_id": task.task_id if task else "", "session_id": task.session_id if task else "",
+            "correlation_id": correlation_id, "ts_ms": now_ms(),
+        })
 
     # ------------------------------------------------------------------ agents
     def known_types(self) -> set[str]:
@@ -317,6 +333,8 @@ class Mesh:
         self.active[task.task_id] = task
         self._seq[task.task_id] = 0
         self.stats["submitted"] += 1
+        self.log_message("DELEGATE_TASK" if delegated_by else "COMMAND", submitted_by, f"type:{agent_type}", task,
+                         correlation_id=reply_to)
         log.info("task_accepted", task_id=task.task_id, agent_type=agent_type, action=str(cmd.action),
                  parent_task_id=parent_task_id or None, submitted_by=submitted_by)
         self._publish(TaskEvent(task.task_id, EventKind.STATUS, state=TaskState.QUEUED,
@@ -349,6 +367,7 @@ class Mesh:
                 q.remove(task_id)
         elif t.agent_id in self.agents:
             self.agents[t.agent_id].link.send_cancel(task_id, why)
+            self.log_message("CANCEL", "orchgpt", t.agent_id, t)
         self._finish(t, TaskResult(task_id, TaskState.CANCELLED, error=why, agent_type=t.agent_type,
                                    agent_id=t.agent_id))
         return t
@@ -358,6 +377,7 @@ class Mesh:
         if t is None or not t.agent_id or t.agent_id not in self.agents:
             raise RoutingError(f"task {task_id!r} is not running on a connected agent", code="NOT_FOUND")
         self.agents[t.agent_id].link.send_approval(task_id, response)
+        self.log_message("APPROVAL_RESPONSE", "orchgpt", t.agent_id, t)
 
     # ---- from agents
     def on_event(self, agent_id: str, ev: TaskEvent) -> None:
@@ -380,6 +400,7 @@ class Mesh:
             self._idle.setdefault(entry.info.agent_type, {})[agent_id] = None
         t = self.active.get(result.task_id)
         if t is not None and t.agent_id == agent_id and not t.state.terminal:
+            self.log_message("REPLY", agent_id, "orchgpt", t)
             result.agent_id = agent_id
             result.agent_type = t.agent_type
             self._awaiting.pop(t.task_id, None)
@@ -444,6 +465,7 @@ class Mesh:
         entry.info.state = AgentState.BUSY
         entry.info.current_task = t.task_id
         self.stats["routed"] += 1
+        self.log_message("RUN", "orchgpt", t.agent_id, t)
         self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.ASSIGNED,
                                 text=f"assigned to {t.agent_id} (attempt {t.attempts})",
                                 agent_id=t.agent_id, parent_task_id=t.parent_task_id))
@@ -508,6 +530,7 @@ class Mesh:
         e = self.agents.get(t.delegated_by)
         if e is not None:
             e.link.send_reply(reply_to, t.result)
+            self.log_message("REPLY", "orchgpt", t.delegated_by, t, correlation_id=reply_to)
 
     def _publish(self, ev: TaskEvent) -> None:
         seq = self._seq.get(ev.task_id, 0) + 1

@@ -161,3 +161,20 @@ async def test_a_local_agent_that_cannot_start_fails_its_task_with_the_agents_re
     final = events[-1]
     assert final.kind == EventKind.RESULT and final.state == TaskState.FAILED
     assert "failed to start 3 times" in final.text and "no model is configured" in final.text
+
+
+async def test_every_task_message_is_in_the_store(daemon: Daemon) -> None:
+    async with daemon.client() as c:
+        events = await run_task(c, Command("echo", Action.RUN, "logged", task_id="logged-1"))
+        assert events[-1].result and events[-1].result.ok
+    assert daemon.stop() == 0
+    from orchgpt.store import open_store
+
+    store = open_store(str(daemon.data_dir / "orchgpt.db"))
+    try:
+        kinds = [m["type"] for m in store.messages(task_id="logged-1")]
+        task = store.get_task("logged-1")
+    finally:
+        store.close()
+    assert kinds == ["COMMAND", "RUN", "REPLY"]
+    assert task is not None and task.state == TaskState.SUCCEEDED

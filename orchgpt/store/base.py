@@ -8,6 +8,7 @@ caller must not acknowledge work whose write failed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 from ..models import AgentInfo, SessionInfo, Task, TaskEvent
 
@@ -51,6 +52,16 @@ class Store(ABC):
 
     @abstractmethod
     def last_seq(self, task_id: str) -> int: ...
+
+    # ---- the IAC message log
+    @abstractmethod
+    def record_messages(self, messages: list[dict[str, Any]]) -> None:
+        """Log IAC message metadata (id, type, sender, recipient, task_id, session_id,
+        correlation_id, ts_ms); a message id stored already is skipped."""
+
+    @abstractmethod
+    def messages(self, task_id: str = "", session_id: str = "", limit: int = 1000) -> list[dict[str, Any]]:
+        """The logged messages of a task or a session, oldest first."""
 
     # ---- agents
     @abstractmethod

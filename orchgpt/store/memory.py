@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from ..errors import StoreError
 from ..models import AgentInfo, SessionInfo, Task, TaskEvent, Usage
@@ -15,6 +16,7 @@ class MemoryStore(Store):
         self._events: dict[str, list[TaskEvent]] = {}
         self._agents: dict[str, AgentInfo] = {}
         self._published: dict[str, list[str]] = {}
+        self._messages: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
         pass
@@ -59,6 +61,15 @@ class MemoryStore(Store):
     def last_seq(self, task_id: str) -> int:
         evs = self._events.get(task_id)
         return evs[-1].seq if evs else 0
+
+    def record_messages(self, messages: list[dict[str, Any]]) -> None:
+        for m in messages:
+            self._messages.setdefault(m["id"], dict(m))
+
+    def messages(self, task_id: str = "", session_id: str = "", limit: int = 1000) -> list[dict[str, Any]]:
+        out = [m for m in self._messages.values()
+               if (not task_id or m.get("task_id") == task_id) and (not session_id or m.get("session_id") == session_id)]
+        return out[:limit]
 
     def agent_seen(self, info: AgentInfo) -> None:
         self._agents[info.agent_id] = copy.deepcopy(info)
