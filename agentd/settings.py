@@ -25,6 +25,7 @@ ORCHGPT_WORKSPACE_ROOT          root of the per-task workspaces
 ORCHGPT_ALLOW_FETCH             allow the fetch-URL tool (true)
 ORCHGPT_MAX_STEPS               steps of a task loop (12)
 ORCHGPT_TOKEN_BUDGET            tokens a task may spend (60000)
+ORCHGPT_MAX_OUTPUT_TOKENS       longest answer of one call (default: the server's limit)
 ORCHGPT_SANDBOX_TIMEOUT         seconds a sandboxed command may run (60)
 ORCHGPT_SANDBOX_MEMORY_MB       memory limit of a sandboxed command (1024)
 ==============================  ==================================================
@@ -69,6 +70,7 @@ class ModelSettings:
     backoff_s: float = 1.0  # first retry delay; doubles each retry, capped at max_backoff_s
     max_backoff_s: float = 30.0
     compat_retries: int = 2  # times a malformed tool call is fed back before giving up
+    max_output_tokens: int | None = None  # default max_tokens of every call (None: the server's)
 
     @property
     def url(self) -> str:
@@ -123,6 +125,7 @@ class AgentSettings:
             backoff_s=_float(env, "ORCHGPT_LLM_BACKOFF", 1.0, minimum=0.0),
             fold_system=_tristate(env, "ORCHGPT_FOLD_SYSTEM"),
             tool_mode=_choice(env, "ORCHGPT_TOOL_MODE", TOOL_MODES, "auto"),
+            max_output_tokens=_int(env, "ORCHGPT_MAX_OUTPUT_TOKENS", 0, minimum=0) or None,
         )
         smart = ModelSettings(
             base_url=base_url,

@@ -80,6 +80,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+LOCAL_BUDGET = {
+    "ORCHGPT_MAX_OUTPUT_TOKENS": "512",
+    "ORCHGPT_MAX_STEPS": "4",
+    "ORCHGPT_TOKEN_BUDGET": "16000",
+}
+
+
 class LocalModelServer:
     """One supervised ``llama_cpp.server`` process; see the module doc."""
 
@@ -92,7 +99,7 @@ class LocalModelServer:
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
-        n_ctx: int = 8192,
+        n_ctx: int = 4096,
         n_threads: int | None = None,
         log_dir: Path | None = None,
         startup_timeout: float = 120.0,
@@ -150,6 +157,10 @@ class LocalModelServer:
             "ORCHGPT_CONTEXT_WINDOW": str(self.n_ctx),
             "ORCHGPT_TOOL_MODE": "compat",
             "ORCHGPT_FOLD_SYSTEM": "true",
+            # A 270M model on a small CPU: short answers and a small budget, so a task ends in
+            # minutes (cleanly, either way) rather than rambling to the end of the context.
+            # An explicit setting in the environment wins.
+            **{k: v for k, v in LOCAL_BUDGET.items() if k not in os.environ},
         }
 
     def command(self, model: Path) -> list[str]:

@@ -103,6 +103,8 @@ class LLM:
         temperature: float | None = None,
     ) -> ChatResult:
         ep = await self._ready(model)
+        if max_tokens is None:
+            max_tokens = ep.settings.max_output_tokens
         opts = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
         usage = Usage(model=ep.model)
         tools = list(tools or [])
