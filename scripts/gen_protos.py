@@ -26,7 +26,7 @@ def generate(out_root: Path) -> list[Path]:
     protos = sorted(PROTO_ROOT.rglob("*.proto"))
     if not protos:
         raise SystemExit("no .proto files under proto/")
-    import grpc_tools  # noqa: PLC0415
+    import grpc_tools
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     cmd = [
