@@ -70,7 +70,7 @@ class Profile:
 PROFILES = {
     "full": Profile("full", inflight=(1, 64), rt_reps=5, rt_warmup=0.3, rt_duration=1.2, ev_rounds=2,
                     ev_agents=8, ev_per_agent=12_000, ev_warmup=0.5, ev_duration=3.0,
-                    scale_steps=(100, 1000, 3000, 5000, 10_000), scale_procs=4, scale_budget=200,
+                    scale_steps=(100, 1000, 3000, 5000, 10_000), scale_procs=4, scale_budget=240,
                     idle_window=5.0, spawn_reps=3, cli_reps=5, tasks_count=300, tasks_inflight=(1, 16)),
     "quick": Profile("quick", inflight=(1, 64), rt_reps=2, rt_warmup=0.3, rt_duration=1.0, ev_rounds=1,
                      ev_agents=8, ev_per_agent=8000, ev_warmup=0.5, ev_duration=2.0, scale_steps=(100, 1000),
