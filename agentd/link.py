@@ -8,6 +8,7 @@ events, answers pings, carries delegation and approval round trips.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import random
 import socket
@@ -51,6 +52,7 @@ class Link:
         workspace_root: Path,
         server_name: str | None = None,
         workspace_for: Callable[[TaskRequest], Path] | None = None,
+        journal: Path | None = None,
     ) -> None:
         self.agent = agent
         self.name = name
@@ -69,6 +71,9 @@ class Link:
         # REGISTERED answer (orchgpt stores pending results before it answers) or by the next
         # RUN (orchgpt only dispatches to an agent after storing its previous result).
         self.unconfirmed: dict[str, TaskResult] = {}
+        # A spawned agent dies with orchgpt; its results go to a journal on disk first, so that
+        # the next orchgpt can take a result the old one never stored (see orchgpt.spawner).
+        self.journal = journal
         self._delegations: dict[str, asyncio.Future[TaskResult]] = {}
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self.heartbeat_s = 5.0
@@ -168,6 +173,7 @@ class Link:
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
             self.unconfirmed.clear()
+            self._truncate_journal()  # orchgpt stores a result before it dispatches again
             self._start_task(env)
         elif t == pb.CANCEL:
             if self.current and not self.current.done() and env.task_id == self.current_id:
@@ -258,6 +264,8 @@ class Link:
         result.agent_id = self.name
         result.data.setdefault("attempt", str(req.attempt))
         result.data.setdefault("duration_s", f"{time.monotonic() - started:.3f}")
+        if not (self.stopping and result.state == TaskState.CANCELLED and not self.terminated):
+            self._journal(result)
         log.info("task_done", task_id=req.task_id, state=str(result.state), error=result.error or None)
         if self.stopping and result.state == TaskState.CANCELLED and not self.terminated:
             # stopped by a signal: no result, so that the orchestrator requeues the task elsewhere
@@ -270,6 +278,21 @@ class Link:
         else:
             self.pending_results.append(result)  # delivered with the next REGISTER
             log.info("result_kept_for_reconnect", task_id=req.task_id)
+
+    def _journal(self, result: TaskResult) -> None:
+        if self.journal is None:
+            return
+        line = base64.b64encode(codec.result_to_pb(result).SerializeToString()) + b"\n"
+        fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _truncate_journal(self) -> None:
+        if self.journal is not None and self.journal.exists():
+            self.journal.write_bytes(b"")
 
     def _to_report(self) -> list[TaskResult]:
         """Results for the REGISTER: kept while disconnected, and sent but unconfirmed."""

@@ -122,8 +122,13 @@ class Mesh:
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
 
     # ------------------------------------------------------------------ lifecycle
-    def recover(self) -> int:
-        """Load unfinished tasks from the store after a (re)start; returns how many."""
+    def recover(self, journals: dict[str, list[TaskResult]] | None = None) -> int:
+        """Load unfinished tasks from the store after a (re)start; returns how many.
+
+        ``journals``: results that local agents of the previous orchgpt finished (and wrote
+        down) but that it never stored; they finish their tasks instead of a second run.
+        """
+        journaled = {(agent, r.task_id): r for agent, rs in (journals or {}).items() for r in rs}
         n = 0
         deadline = time.monotonic() + self.reconnect_grace
         for t in self.store.unfinished_tasks():
@@ -132,6 +137,10 @@ class Mesh:
             if t.state == TaskState.QUEUED or not t.agent_id:
                 t.state = TaskState.QUEUED
                 self._queues.setdefault(t.agent_type, deque()).append(t.task_id)
+            elif (t.agent_id, t.task_id) in journaled:
+                r = journaled[(t.agent_id, t.task_id)]
+                r.data["recovered_from"] = "agent journal"
+                self._finish(t, r)
             elif t.agent_id.startswith(LOCAL_PREFIX):
                 self._requeue(t, f"orchestrator restarted; local agent {t.agent_id} is gone")
             else:

@@ -26,7 +26,7 @@ from .errors import CertError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .mesh import Mesh
 from .servicer import MeshServicer
-from .spawner import Spawner
+from .spawner import Spawner, read_journals, remove_journals
 from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
 
@@ -109,7 +109,9 @@ class OrchgptServer:
         self.server = server
         # Recover before the first agent can connect: a reconnecting agent that reports a task it
         # is still running must find that task, or it would be taken for idle and the task run twice.
-        recovered = self.mesh.recover()
+        agents_dir = s.data_dir / "agents"
+        recovered = self.mesh.recover(read_journals(agents_dir))
+        remove_journals(agents_dir)  # applied (or their tasks were finished already)
         await server.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())

@@ -11,6 +11,7 @@ that a killed daemon leaves no orphan behind.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import signal
@@ -20,13 +21,38 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import logs
+from google.protobuf import message as protobuf_message
+
+from . import codec, logs
 from .certs import CA
+from .iac.v1 import iac_pb2 as pb
 from .mesh import LOCAL_PREFIX
+from .models import TaskResult
 
 log = logs.get("orchgpt.spawner")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+JOURNAL_SUFFIX = ".results"
+
+
+def read_journals(directory: Path) -> dict[str, list[TaskResult]]:
+    """Results that spawned agents of a previous orchgpt wrote before it died (by agent id)."""
+    out: dict[str, list[TaskResult]] = {}
+    for path in sorted(directory.glob(f"{LOCAL_PREFIX}*{JOURNAL_SUFFIX}")):
+        name = path.name.removesuffix(JOURNAL_SUFFIX)
+        for line in path.read_bytes().splitlines():
+            try:
+                result = codec.result_from_pb(pb.TaskResult.FromString(base64.b64decode(line)))
+            except (ValueError, codec.DecodeError, protobuf_message.DecodeError) as exc:  # a torn last line
+                log.warning("journal_line_skipped", agent_id=name, error=str(exc)[:200])
+                continue
+            out.setdefault(name, []).append(result)
+    return out
+
+
+def remove_journals(directory: Path) -> None:
+    for path in directory.glob(f"{LOCAL_PREFIX}*{JOURNAL_SUFFIX}"):
+        path.unlink(missing_ok=True)
 FAILS_BEFORE_GIVING_UP = 3  # crashes in a row before the agent ever registered
 
 
@@ -109,7 +135,8 @@ class Spawner:
             "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(self.cert_dir / f"{a.name}.pem"),
             "--key", str(self.cert_dir / f"{a.name}-key.pem"),
         ]
-        env = {**os.environ, **self.env, "ORCHGPT_SPAWNED": "1", "ORCHGPT_PARENT_PID": str(os.getpid())}
+        env = {**os.environ, **self.env, "ORCHGPT_SPAWNED": "1", "ORCHGPT_PARENT_PID": str(os.getpid()),
+               "ORCHGPT_RESULTS_JOURNAL": str(self.journal_path(a.name))}
         out = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +184,7 @@ class Spawner:
             raise
         finally:
             self.agents.pop(a.name, None)
-            for suffix in (".pem", "-key.pem"):
+            for suffix in (".pem", "-key.pem", JOURNAL_SUFFIX):
                 try:
                     (self.cert_dir / f"{a.name}{suffix}").unlink()
                 except FileNotFoundError:
@@ -203,6 +230,9 @@ class Spawner:
             if a.supervisor is not None:
                 a.supervisor.cancel()
         await asyncio.gather(*(a.supervisor for a in agents if a.supervisor), return_exceptions=True)
+
+    def journal_path(self, name: str) -> Path:
+        return self.cert_dir / f"{name}{JOURNAL_SUFFIX}"
 
     def pids(self) -> list[int]:
         return [a.proc.pid for a in self.agents.values() if a.proc is not None]
