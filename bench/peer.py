@@ -334,9 +334,16 @@ async def idlers(args: argparse.Namespace) -> None:
 
                 async def one(paths: CertPaths, sem: asyncio.Semaphore = sem) -> wire.Link:
                     async with sem:
+                        t1 = time.perf_counter()
                         ch = wire.open_channel(args.target, paths, own_connection=True)
                         link = wire.Link(ch, args.mode, paths.cert.stem, queue_size=64)
-                        await link.register(agent_type="bench-idle", timeout=args.register_timeout)
+                        try:
+                            await link.register(agent_type="bench-idle", timeout=args.register_timeout)
+                        except wire.grpc.aio.AioRpcError as exc:
+                            raise RuntimeError(
+                                f"registering {link.name} ended with {exc.code().name} after "
+                                f"{time.perf_counter() - t1:.0f}s with {len(links)} agents of this "
+                                f"process connected ({exc.details()})") from None
                         return link
 
                 new = await asyncio.gather(*(one(p) for p in prepared))
