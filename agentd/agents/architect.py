@@ -9,6 +9,14 @@ least one edge); problems go back to the model, at most ``tries`` rounds
 (option ``tries``, default 3). The diagram is rendered to SVG in the sandbox
 when ``mmdc`` or ``dot`` is installed. Both files (and the SVG) become artifacts.
 
+A model that cannot use the tools (it answers in plain text without the
+files, like the bundled gemma-3-270m) gets the fill-in path instead
+(`_architect_fill_in`): the document is asked for section by section with
+short few-shot prompts and assembled from the model's answers, and the
+diagram is derived from the components and endpoints it wrote (a
+deterministic transformation, said so in a step event and in the result).
+A section the model cannot fill in fails the task, naming the section.
+
 Options: ``tries``, ``diagram`` (``mermaid`` | ``graphviz``).
 """
 
@@ -17,11 +25,19 @@ from __future__ import annotations
 import re
 import shutil
 
-from ..loop import TOKEN_BUDGET
+from ..loop import TOKEN_BUDGET, LoopResult
 from ..runtime import Outcome, TaskContext, register
 from ..sandbox import Limits, Sandbox
 from ..tools import FILE_TOOLS
 from ..workspace import Workspace
+from ._architect_fill_in import (
+    FillInFailed,
+    dot_from,
+    fill_in_document,
+    mermaid_from,
+    parse_components,
+    parse_endpoints,
+)
 from ._llm_agent import LLMAgent, Session, fenced_blocks, inputs_brief, record_artifacts
 
 DOC = "ARCHITECTURE.md"
@@ -29,9 +45,9 @@ MERMAID = "architecture.mmd"
 DOT = "architecture.dot"
 SVG = "architecture.svg"
 REQUIRED_SECTIONS = {
-    "Components": re.compile(r"components?|services|modules", re.I),
-    "Data model": re.compile(r"data\s*models?|schema|entities|models", re.I),
-    "Endpoints": re.compile(r"endpoints?|api|routes", re.I),
+    "Components": re.compile(r"\b(components?|services|modules)\b", re.I),
+    "Data model": re.compile(r"\b(data\s*models?|schemas?|entities|models)\b", re.I),
+    "Endpoints": re.compile(r"\b(endpoints?|apis?|routes)\b", re.I),
 }
 MERMAID_TYPES = (
     "graph", "flowchart", "sequenceDiagram", "classDiagram", "erDiagram", "stateDiagram",
@@ -67,10 +83,10 @@ def section_bodies(doc: str) -> dict[str, str]:
 
 
 def _find_section(sections: dict[str, str], pattern: re.Pattern[str]) -> tuple[str, str] | None:
-    for title, body in sections.items():
-        if pattern.search(re.sub(r"^[\d.\s]+", "", title)):
-            return title, body
-    return None
+    """The first section whose title matches, preferring one with a body (a document title such as
+    '# Todo API' matches too, but the '## API' section below it is the one meant)."""
+    found = [(t, b) for t, b in sections.items() if pattern.search(re.sub(r"^[\d.\s]+", "", t))]
+    return next(((t, b) for t, b in found if len(b) >= 10), found[0] if found else None)
 
 
 def check_document(doc: str) -> list[str]:
@@ -176,9 +192,11 @@ class ArchitectAgent(LLMAgent):
                 {"role": "user", "content": self._brief(ctx, ws)},
             ]
             problems: list[str] = []
+            rounds = 0
             for attempt in range(1, tries + 1):
                 ctx.status(f"designing (round {attempt} of {tries})")
                 res = await s.loop.run(messages)
+                rounds = attempt
                 messages = res.messages
                 self._take_from_answer(ctx, ws, res.content, diagram)
                 problems = self._validate(ws)
@@ -186,16 +204,21 @@ class ArchitectAgent(LLMAgent):
                     break
                 ctx.step(f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300],
                          check="architecture", ok="false")
-                if res.stopped == TOKEN_BUDGET or attempt == tries:
+                if res.stopped == TOKEN_BUDGET or attempt == tries or self._no_tool_use(res, ws):
                     break
                 messages.append({"role": "user", "content": (
                     "The architecture is not finished yet:\n- " + "\n- ".join(problems)
                     + "\nFix these with write_file, then answer with one line.")})
+            filled = derived = tried = False
+            if problems and self._files_missing(ws):
+                tried = True
+                problems, filled, derived = await self._fill_in(s, ws, diagram, problems)
             written = [p for p in (DOC, MERMAID, DOT) if ws.exists(p)]
             if problems:
                 record_artifacts(ctx, written)
-                return Outcome(ok=False, error=f"the architecture is incomplete after {tries} round(s): "
-                               + "; ".join(problems), data={"problems": "\n".join(problems)})
+                how = f"after {rounds} round(s)" + (" and the section-by-section fill-in" if tried else "")
+                return Outcome(ok=False, error=f"the architecture is incomplete {how}: " + "; ".join(problems),
+                               data={"problems": "\n".join(problems), "fill_in": str(tried).lower()})
             ctx.step("check: document and diagram are complete", check="architecture", ok="true")
             rendered, render_note = await self._render(s, ws)
             arts = record_artifacts(ctx, written + ([rendered] if rendered else []))
@@ -205,16 +228,75 @@ class ArchitectAgent(LLMAgent):
         n_comp = len(re.findall(r"^\s*(?:[-*+]|\d+\.)\s+|^#{3,}\s", comps[1], re.M)) if comps else 0
         n_ep = len({m.groups() for m in _ENDPOINT.finditer(doc)})
         dia = next(p for p in (MERMAID, DOT) if p in written)
-        output = f"wrote {DOC} ({n_comp} components, {n_ep} endpoints) and {dia}"
+        output = f"wrote {DOC} ({n_comp} components, {n_ep} endpoints)"
+        if filled:
+            output += " section by section (the model could not use the tools)"
+        output += f" and derived {dia} from its components and endpoints" if derived else f" and {dia}"
         if rendered:
             output += f", rendered to {rendered}"
         data = {
             "document": DOC, "diagram": dia, "rendered": rendered or "", "components": str(n_comp),
             "endpoints": str(n_ep), "files": ", ".join(a.path for a in arts),
+            "fill_in": str(filled).lower(),
+            "diagram_source": "derived from the document's components and endpoints" if derived else "model",
         }
         if render_note:
             data["render_note"] = render_note
         return Outcome(output=output, data=data)
+
+    # ---------------------------------------------------------------- fill-in
+    @staticmethod
+    def _no_tool_use(res: LoopResult, ws: Workspace) -> bool:
+        """The round ended without one successful tool call and without any of the files:
+        the model cannot (or will not) use the tools, so more rounds of the same are wasted."""
+        return not any(ok for _tool, ok in res.tool_calls) and not any(
+            ws.exists(p) for p in (DOC, MERMAID, DOT))
+
+    @staticmethod
+    def _files_missing(ws: Workspace) -> bool:
+        return not ws.exists(DOC) or not (ws.exists(MERMAID) or ws.exists(DOT))
+
+    async def _fill_in(self, s: Session, ws: Workspace, diagram: str,
+                       problems: list[str]) -> tuple[list[str], bool, bool]:
+        """The document section by section without tools (unless a good one was written), then
+        the diagram derived from it (unless a good one was written): (the problems left, empty
+        when done; whether the document was filled in; whether the diagram was derived)."""
+        ctx = s.ctx
+        filled = derived = False
+        if not ws.exists(DOC) or check_document(ws.read_text(DOC)):
+            ctx.step("tools unavailable: filling in the document section by section",
+                     phase="fill_in", problems="; ".join(problems)[:300])
+            ctx.status("filling in the document section by section")
+            project = (ctx.task.input.strip().splitlines() or ["the system"])[0][:80]
+            try:
+                doc = await fill_in_document(s.llm, ctx, project)
+            except FillInFailed as exc:
+                return [f"the model did not write the files with the tools, and {exc}"], False, False
+            ws.write_text(DOC, doc.markdown(diagram))
+            filled = True
+            ctx.step(f"fill-in: wrote {DOC} from the model's answers ({len(doc.components)} components, "
+                     f"{len(doc.entities)} entities, {len(doc.endpoints)} endpoints)", phase="fill_in")
+        existing = MERMAID if ws.exists(MERMAID) else DOT if ws.exists(DOT) else None
+        if existing is None or (check_mermaid if existing == MERMAID else check_dot)(ws.read_text(existing)):
+            sections = section_bodies(ws.read_text(DOC))
+            comps = _find_section(sections, REQUIRED_SECTIONS["Components"])
+            eps = _find_section(sections, REQUIRED_SECTIONS["Endpoints"])
+            components = parse_components(comps[1]) if comps else []
+            endpoints = parse_endpoints(eps[1]) if eps else []
+            if not components:
+                problems = [*self._validate(ws), f"no diagram could be derived: {DOC} lists no components"]
+                return problems, filled, False
+            target = existing or diagram  # a broken diagram is replaced in its own language
+            ws.write_text(target, (dot_from if target == DOT else mermaid_from)(components, endpoints))
+            derived = True
+            ctx.step(f"diagram: derived {target} from the {len(components)} components and {len(endpoints)} "
+                     f"endpoints of {DOC} (a deterministic transformation of the model's text, "
+                     "not drawn by the model)", phase="fill_in", derived="true")
+        problems = self._validate(ws)
+        if problems:
+            ctx.step(f"check: {len(problems)} problem(s) after the fill-in: " + "; ".join(problems)[:300],
+                     check="architecture", ok="false")
+        return problems, filled, derived
 
     # ---------------------------------------------------------------- helpers
     def _brief(self, ctx: TaskContext, ws: Workspace) -> str:
