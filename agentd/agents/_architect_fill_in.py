@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any, Generic, TypeVar
 
 from ..errors import LLMError, TaskFailed
@@ -41,6 +42,7 @@ from ..runtime import TaskContext
 MAX_TOKENS = 200
 TEMPERATURE = 0.2
 TRIES = 2  # per section
+ECHO_SIMILARITY = 0.85  # a line this similar to a line of the prompt is a copy of it
 
 
 class FillInFailed(TaskFailed):
@@ -254,9 +256,20 @@ def _prompt_lines(messages: Sequence[dict[str, str]]) -> list[str]:
     return [n for m in messages for ln in m["content"].splitlines() if len(n := _norm(ln)) >= 8]
 
 
-def _is_echo(line: str, prompt: list[str]) -> bool:
+_STOP = {"a", "an", "the", "of", "my", "our", "for", "with", "and", "to", "in"}
+
+
+def _is_echo(line: str, prompt: list[str], own_words: set[str]) -> bool:
+    """A line of the prompt, or one of its examples barely changed ('GET /chat - list the chats'):
+    nearly the same text, without a word of the question's subject that the examples lack."""
     n = _norm(line)
-    return len(n) >= 8 and any(n.startswith(p) or p.startswith(n) for p in prompt)
+    if len(n) < 8:
+        return False
+    if any(n.startswith(p) or p.startswith(n) for p in prompt):
+        return True
+    if own_words & set(n.replace("/", " ").split()):
+        return False  # the pattern applied to this subject ('- fastapi store: ...'), not a copy
+    return any(SequenceMatcher(None, n, p).ratio() >= ECHO_SIMILARITY for p in prompt)
 
 
 @dataclass
@@ -269,12 +282,14 @@ class Answer(Generic[T]):
 def read_answer(section: Section[T], text: str, messages: Sequence[dict[str, str]]) -> Answer[T]:
     """The usable lines of a model's answer for one section; see the module doc."""
     prompt = _prompt_lines(messages)
+    examples = {w for m in messages[:-1] for w in _norm(m["content"]).replace("/", " ").split()}
+    own = {w for w in _norm(messages[-1]["content"]).split() if w not in _STOP} - examples
     ans: Answer[T] = Answer()
     seen: set[Any] = set()
     for line in text.splitlines()[:40]:
         if not line.strip():
             continue
-        if _is_echo(line, prompt):
+        if _is_echo(line, prompt, own):
             ans.echoed += 1
             continue
         item = section.parse(line)
@@ -400,7 +415,8 @@ def _ids(names: Sequence[str]) -> list[str]:
 
 
 def _label(s: str) -> str:
-    return re.sub(r"[\"|\\\[\]{}()<>#;]", "", s).strip()[:60] or "component"
+    """Text for a quoted Mermaid / Graphviz label: no quotes, pipes, backslashes or entity codes."""
+    return re.sub(r"[\"|\\`#;]", "", s).strip()[:60] or "component"
 
 
 @dataclass
