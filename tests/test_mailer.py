@@ -223,9 +223,7 @@ async def test_mailer_through_the_mesh(daemon_factory, starttls_server, ca_file)
     c, inbox = starttls_server
     env = {"ORCHGPT_SMTP_HOST": "127.0.0.1", "ORCHGPT_SMTP_PORT": str(c.port), "ORCHGPT_SMTP_SECURITY": "starttls",
            "ORCHGPT_SMTP_USER": USER, "ORCHGPT_SMTP_PASSWORD": PASSWORD, "ORCHGPT_SMTP_TO": "lead@example.test",
-           "ORCHGPT_SMTP_CA_FILE": ca_file, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "test",
-           # see tests/test_team_e2e.py: spawned agents can be aborted by gRPC's fork handlers otherwise
-           "GRPC_ENABLE_FORK_SUPPORT": "false"}
+           "ORCHGPT_SMTP_CA_FILE": ca_file, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "test"}
     d: Daemon = daemon_factory(env=env).start()
     async with d.client() as client:
         events = []

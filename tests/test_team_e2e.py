@@ -31,12 +31,7 @@ TEAM_TYPES = {"architect", "designer", "backend", "frontend", "git"}
 # loads the model layer (tiktoken's encoding download attempt, offline here), and each such false
 # loss makes orchgpt spawn another agent of the type, until the local agent limit is reached.
 DAEMON_ARGS = ("--heartbeat-interval", "2")
-# orchgpt spawns agents with a preexec_fn, i.e. a plain fork() of a process with gRPC threads; gRPC's
-# fork handlers then sometimes abort the child before it execs ("ev_epoll1_linux.cc: Check failed:
-# next_worker->state == KICKED", exit -6), and three such crashes in a row make orchgpt give up on the
-# type. Without gRPC fork support the child is left alone until exec. (Reported; to be fixed in the
-# spawner.)
-DAEMON_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "false"}
+DAEMON_ENV: dict[str, str] = {}  # the spawner no longer forks with gRPC threads (no preexec_fn)
 
 
 async def run_manager(client: Any, timeout: float = 70, **options: str) -> list[TaskEvent]:
