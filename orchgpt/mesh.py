@@ -282,11 +282,12 @@ class Mesh:
         now = time.monotonic()
         limit = self.heartbeat_interval * self.heartbeat_misses
         for agent_id, e in list(self.agents.items()):
-            if now - e.last_seen > limit:
-                e.link.close(f"no heartbeat for {now - e.last_seen:.1f}s")
-                self.disconnect(agent_id, e.link, f"no heartbeat for {now - e.last_seen:.1f}s")
+            silent = now - e.last_seen
+            if silent > limit:
+                e.link.close(f"no heartbeat for {silent:.1f}s")
+                self.disconnect(agent_id, e.link, f"no heartbeat for {silent:.1f}s")
             else:
-                e.link.send_ping()
+                e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
         for task_id, deadline in list(self._awaiting.items()):
             if now >= deadline:
                 del self._awaiting[task_id]

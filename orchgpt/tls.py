@@ -53,13 +53,23 @@ def secure_channel(
     )
 
 
+_identities: dict[bytes, Identity] = {}
+
+
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
-    """The verified identity of the caller, from its certificate."""
+    """The verified identity of the caller, from its certificate (parsed once per certificate)."""
     auth = context.auth_context()
     pems = auth.get("x509_pem_cert")
     if not pems:
         raise CertError("no client certificate")
-    return identity_from_pem(pems[0])
+    pem = pems[0]
+    ident = _identities.get(pem)
+    if ident is None:
+        ident = identity_from_pem(pem)
+        if len(_identities) > 20_000:
+            _identities.clear()
+        _identities[pem] = ident
+    return ident
 
 
 def parse_address(address: str) -> tuple[str, int]:
