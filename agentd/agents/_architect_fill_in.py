@@ -42,7 +42,7 @@ from ..runtime import TaskContext
 MAX_TOKENS = 200
 TEMPERATURE = 0.2
 TRIES = 2  # per section
-ECHO_SIMILARITY = 0.85  # a line this similar to a line of the prompt is a copy of it
+ECHO_SIMILARITY = 0.85  # a line holding this much of a line of the prompt is a copy of it
 
 
 class FillInFailed(TaskFailed):
@@ -269,7 +269,15 @@ def _is_echo(line: str, prompt: list[str], own_words: set[str]) -> bool:
         return True
     if own_words & set(n.replace("/", " ").split()):
         return False  # the pattern applied to this subject ('- fastapi store: ...'), not a copy
-    return any(SequenceMatcher(None, n, p).ratio() >= ECHO_SIMILARITY for p in prompt)
+    return any(_covers(p, n) for p in prompt)
+
+
+def _covers(p: str, n: str) -> bool:
+    """Whether n holds nearly all of prompt line p (end-of-turn junk after it or not)."""
+    if len(n) > len(p) * 1.6:
+        return False
+    matched = sum(b.size for b in SequenceMatcher(None, n, p, autojunk=False).get_matching_blocks())
+    return matched / len(p) >= ECHO_SIMILARITY
 
 
 @dataclass
