@@ -273,11 +273,12 @@ def _is_echo(line: str, prompt: list[str], own_words: set[str]) -> bool:
 
 
 def _covers(p: str, n: str) -> bool:
-    """Whether n holds nearly all of prompt line p (end-of-turn junk after it or not)."""
+    """Whether n is nearly prompt line p: nearly the same text, or nearly all of p with
+    end-of-turn junk after it."""
     if len(n) > len(p) * 1.6:
         return False
     matched = sum(b.size for b in SequenceMatcher(None, n, p, autojunk=False).get_matching_blocks())
-    return matched / len(p) >= ECHO_SIMILARITY
+    return matched / len(p) >= ECHO_SIMILARITY or 2 * matched / (len(n) + len(p)) >= ECHO_SIMILARITY
 
 
 @dataclass
