@@ -257,15 +257,24 @@ def _prompt_lines(messages: Sequence[dict[str, str]]) -> list[str]:
 
 
 _STOP = {"a", "an", "the", "of", "my", "our", "for", "with", "and", "to", "in"}
+# The subject matter of the examples: a line about it (unless the question is) copies an example.
+EXAMPLE_DOMAIN = frozenset({"chat", "photo", "gallery", "galleries", "image", "caption", "uploader"})
 
 
-def _is_echo(line: str, prompt: list[str], own_words: set[str]) -> bool:
+def _stems(text: str) -> set[str]:
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in re.findall(r"[a-z]+", text.lower())}
+
+
+def _is_echo(line: str, prompt: list[str], own_words: set[str], borrowed: set[str]) -> bool:
     """A line of the prompt, or one of its examples barely changed ('GET /chat - list the chats'):
-    nearly the same text, without a word of the question's subject that the examples lack."""
+    nearly the same text, without a word of the question's subject that the examples lack; or a
+    line about the examples' subject matter ('- photo store: ...' for a fastapi app)."""
     n = _norm(line)
     if len(n) < 8:
         return False
     if any(n.startswith(p) or p.startswith(n) for p in prompt):
+        return True
+    if _stems(n) & borrowed:
         return True
     if own_words & set(n.replace("/", " ").split()):
         return False  # the pattern applied to this subject ('- fastapi store: ...'), not a copy
@@ -293,12 +302,13 @@ def read_answer(section: Section[T], text: str, messages: Sequence[dict[str, str
     prompt = _prompt_lines(messages)
     examples = {w for m in messages[:-1] for w in _norm(m["content"]).replace("/", " ").split()}
     own = {w for w in _norm(messages[-1]["content"]).split() if w not in _STOP} - examples
+    borrowed = set(EXAMPLE_DOMAIN) - _stems(messages[-1]["content"])
     ans: Answer[T] = Answer()
     seen: set[Any] = set()
     for line in text.splitlines()[:40]:
         if not line.strip():
             continue
-        if _is_echo(line, prompt, own):
+        if _is_echo(line, prompt, own, borrowed):
             ans.echoed += 1
             continue
         item = section.parse(line)
@@ -316,7 +326,8 @@ def read_answer(section: Section[T], text: str, messages: Sequence[dict[str, str
         if not text.strip():
             ans.problem = "the answer was empty"
         elif not ans.items and ans.echoed:
-            ans.problem = f"the answer repeated the prompt ({ans.echoed} line(s) of it) instead of answering"
+            ans.problem = (f"the answer repeated the prompt or its examples ({ans.echoed} line(s)) "
+                           "instead of answering")
         else:
             ans.problem = (f"{len(ans.items)} usable line(s), at least {section.minimum} needed "
                            f"({section.form})")
@@ -401,7 +412,10 @@ async def fill_in_document(llm: Any, ctx: TaskContext, project: str) -> FilledDo
     subject = subject_of(project)
     components, model = await ask_section(llm, ctx, COMPONENTS, [subject])
     entities, _ = await ask_section(llm, ctx, DATA_MODEL, [subject])
-    endpoints, _ = await ask_section(llm, ctx, ENDPOINTS, [e.name for e in entities[:2]])
+    # Capitalised like the examples' entities: gemma-3-270m answered 'Fastapi' 4 times in 4 and
+    # echoed the examples for 'fastapi' 4 times in 4.
+    names = list(dict.fromkeys(e.name[:1].upper() + e.name[1:] for e in entities[:2]))
+    endpoints, _ = await ask_section(llm, ctx, ENDPOINTS, names)
     return FilledDocument(project, model, components, entities, endpoints)
 
 
