@@ -102,6 +102,13 @@ def test_answers_are_read_line_by_line_and_echoes_rejected() -> None:
                                                 "the message", msgs).problem
     ep_msgs = ENDPOINTS.messages("Todo", 0)
     assert "repeated the prompt" in read_answer(ENDPOINTS, "GET /chat - list the chats", ep_msgs).problem
+    # ... nor a line about the examples' subject matter, unless the project is about it.
+    assert "repeated the prompt" in read_answer(ENDPOINTS, "GET /chat - start a chat", ep_msgs).problem
+    mixed = read_answer(COMPONENTS, "- fastapi upload: uploads the photos\n- fastapi api: serves\n- fastapi db: keeps",
+                        msgs)
+    assert [c.name for c in mixed.items] == ["fastapi api", "fastapi db"] and mixed.echoed == 1
+    gallery = COMPONENTS.messages("a photo gallery", 0)
+    assert len(read_answer(COMPONENTS, "- photo web: shows the photos\n- photo db: keeps them", gallery).items) == 2
     # Too little is named as such.
     one = read_answer(COMPONENTS, "- api: serves requests", msgs)
     assert one.problem.startswith("1 usable line(s), at least 2 needed")
