@@ -92,7 +92,7 @@ _STORAGE = re.compile(
 _API = re.compile(
     r"\b(api|apis|server|gateway|backend|app|application|service|router|routes?|web|http|rest|"
     r"endpoints?|handlers?|controllers?)\b", re.I)
-_CLIENT = re.compile(r"^(client|clients|browser|frontend|front-end|ui|web ui|user|users|cli)$", re.I)
+_CLIENT = re.compile(r"\b(clients?|browser|frontend|front-end|ui|cli)$", re.I)  # "web ui", "fastapi client"
 
 
 def _strip_md(s: str) -> str:
@@ -124,7 +124,7 @@ def _name_and_rest(body: str) -> tuple[str, str] | None:
 
 def classify(name: str, description: str) -> str:
     """The component's role in the diagram, from its name first, then its description."""
-    if _CLIENT.match(name.strip()):
+    if _CLIENT.search(name.strip()):
         return "client"
     if _STORAGE.search(name):
         return "storage"
