@@ -104,8 +104,8 @@ def test_answers_are_read_line_by_line_and_echoes_rejected() -> None:
     assert "repeated the prompt" in read_answer(ENDPOINTS, "GET /chat - list the chats", ep_msgs).problem
     # ... nor a line about the examples' subject matter, unless the project is about it.
     assert "repeated the prompt" in read_answer(ENDPOINTS, "GET /chat - start a chat", ep_msgs).problem
-    mixed = read_answer(COMPONENTS, "- fastapi upload: uploads the photos\n- fastapi api: serves\n- fastapi db: keeps",
-                        msgs)
+    mixed = read_answer(COMPONENTS, "- fastapi photo store: keeps files\n- fastapi api: serves\n- fastapi db: keeps "
+                        "the images", msgs)
     assert [c.name for c in mixed.items] == ["fastapi api", "fastapi db"] and mixed.echoed == 1
     gallery = COMPONENTS.messages("a photo gallery", 0)
     assert len(read_answer(COMPONENTS, "- photo web: shows the photos\n- photo db: keeps them", gallery).items) == 2
@@ -205,16 +205,17 @@ async def test_model_echoing_every_prompt_fails_naming_the_section(tmp_path: Pat
     assert not out.ok
     assert out.error.startswith("the architecture is incomplete after 1 round(s) and the section-by-section fill-in: "
                                 "the model did not write the files with the tools, and the model could not fill "
-                                "in the Components section (2 tries; last: the answer repeated the prompt")
+                                "in the Components section (3 tries; last: the answer repeated the prompt")
     assert out.data["fill_in"] == "true"
     assert not (run.ws / "ARCHITECTURE.md").exists() and not (run.ws / "architecture.mmd").exists()
-    # Bounded: one tool step, then the Components section twice (examples rotated), nothing more.
-    assert len(reqs) == 3
-    assert last_text(reqs[1]) == last_text(reqs[2]) == "Components of a fastapi app:"
-    assert reqs[1]["messages"][0] != reqs[2]["messages"][0]
+    # Bounded: one tool step, then the Components section three times (the same prompt sampled
+    # again, then the examples rotated), nothing more.
+    assert len(reqs) == 4
+    assert {last_text(r) for r in reqs[1:]} == {"Components of a fastapi app:"}
+    assert reqs[1]["messages"] == reqs[2]["messages"] and reqs[2]["messages"][0] != reqs[3]["messages"][0]
     steps = [e.text for e in run.steps]
     assert "tools unavailable: filling in the document section by section" in steps
-    assert sum("the Components answer is unusable: the answer repeated the prompt" in s for s in steps) == 2
+    assert sum("the Components answer is unusable: the answer repeated the prompt" in s for s in steps) == 3
 
 
 async def test_echoed_endpoints_fail_naming_the_endpoints_after_trying_another_entity(tmp_path: Path) -> None:
@@ -224,7 +225,8 @@ async def test_echoed_endpoints_fail_naming_the_endpoints_after_trying_another_e
         out = await run()
         asked = [last_text(r) for r in srv.chat_requests if "HTTP endpoints" in last_text(r)]
     assert not out.ok and "could not fill in the Endpoints section" in out.error
-    assert asked == ["HTTP endpoints for the entity Todo:", "HTTP endpoints for the entity User:"]
+    assert asked == ["HTTP endpoints for the entity Todo:", "HTTP endpoints for the entity User:",
+                     "HTTP endpoints for the entity User:"]
     assert not (run.ws / "ARCHITECTURE.md").exists()
 
 
