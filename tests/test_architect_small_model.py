@@ -193,7 +193,7 @@ async def test_model_without_tool_use_fills_in_the_document(tmp_path: Path) -> N
     for r in fill:
         assert "tools" not in r and r["max_tokens"] == 200 and r["temperature"] == 0.2
         assert "write_file" not in prompt_text(r)
-        assert [m["role"] for m in r["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"] * 3 + ["user"]
     assert run.ctx.usage.calls == 7
 
 

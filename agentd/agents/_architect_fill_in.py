@@ -4,7 +4,7 @@ The bundled gemma-3-270m is a *base* model: it cannot emit tool calls and it
 echoes instructions back instead of following them, but it continues a
 pattern well. So the document is asked for one section at a time, each as a
 short few-shot exchange without tools (``Components of a chat server:`` ->
-two example bullets, ..., ``Components of a fastapi app:``), at most
+two example bullets, two more examples, ``Components of a fastapi app:``), at most
 `MAX_TOKENS` tokens at temperature 0.2, and the answer is parsed line by line:
 
 * the leading block of lines in the section's form is kept (a model that goes
@@ -221,8 +221,9 @@ class Section(Generic[T]):
     minimum: int
     form: str  # what a usable line looks like, for the failure message
     cap: int = 6
-    # Order of the examples on each try (rotation): a retry first samples the same prompt again,
-    # since gemma-3-270m follows the order chat-then-photo far better (data model: 3 of 4 vs 1 of 4).
+    # Order of the examples on each try (rotation): a retry first samples the same prompt again.
+    # With gemma-3-270m the order matters (two examples, data model: chat-then-photo 3 of 4 good,
+    # photo-then-chat 1 of 4); with three examples in this order 10 of 10 were good.
     orders: tuple[int, ...] = (0, 0, 1)
 
     def ident(self, item: T) -> str:
@@ -245,17 +246,20 @@ class Section(Generic[T]):
 COMPONENTS: Section[Component] = Section(
     "Components", "Components of {subject}:",
     (("a chat server", "- chat gateway: accepts the chat connections\n- chat store: keeps the messages"),
-     ("a photo gallery", "- photo uploader: receives the photos\n- photo store: keeps the image files")),
+     ("a photo gallery", "- photo uploader: receives the photos\n- photo store: keeps the image files"),
+     ("a recipe site", "- recipe web: shows the recipe pages\n- recipe search: finds recipes by ingredient")),
     parse_component, lambda c: c.name.lower(), 2, "bullets 'name: what it does'")
 DATA_MODEL: Section[Entity] = Section(
     "Data model", "Data model of {subject}:",
     (("a chat server", "- Chat: id (int), title (str), created_at (datetime)"),
-     ("a photo gallery", "- Photo: id (int), caption (str), taken_at (datetime)")),
+     ("a photo gallery", "- Photo: id (int), caption (str), taken_at (datetime)"),
+     ("a recipe site", "- Recipe: id (int), name (str), steps (list[str])")),
     parse_entity, lambda e: e.name.lower(), 1, "bullets 'Entity: field (type), ...'", cap=5)
 ENDPOINTS: Section[Endpoint] = Section(
     "Endpoints", "HTTP endpoints for the entity {subject}:",
     (("Chat", "GET /chats - list the chats\nPOST /chats - start a chat"),
-     ("Photo", "GET /photos - list the photos\nPOST /photos - upload a photo")),
+     ("Photo", "GET /photos - list the photos\nPOST /photos - upload a photo"),
+     ("Recipe", "GET /recipes - list the recipes\nGET /recipes/{id} - one recipe")),
     parse_endpoint, lambda e: (e.method, e.path), 1, "lines 'METHOD /path - what it does'", cap=8)
 
 
@@ -270,7 +274,8 @@ def _prompt_lines(messages: Sequence[dict[str, str]]) -> list[str]:
 _STOP = {"a", "an", "the", "of", "my", "our", "for", "with", "and", "to", "in"}
 # The subject matter of the examples: an item named after it (unless the question is about it)
 # copies an example ('- photo store: ...', 'GET /chat' for a fastapi app).
-EXAMPLE_DOMAIN = frozenset({"chat", "photo", "gallery", "galleries", "image", "caption", "uploader"})
+EXAMPLE_DOMAIN = frozenset({"chat", "photo", "gallery", "galleries", "image", "caption", "uploader", "recipe",
+                            "ingredient"})
 
 
 def _stems(text: str) -> set[str]:
