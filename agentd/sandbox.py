@@ -40,6 +40,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -165,6 +166,19 @@ class SandboxResult:
         return next(
             (n for n in self.notes if n.startswith("killed at time limit")), "killed at time limit"
         )
+
+
+def summarize_tests(result: SandboxResult | None) -> str:
+    """A test run in a few words: the runner's summary line (pytest's last line), or the exit status."""
+    if result is None:
+        return "no tests ran"
+    if result.timed_out:
+        return result.notes_timeout()
+    for line in reversed(result.stdout.splitlines()):
+        line = line.strip().strip("=").strip()
+        if line and re.search(r"\b(passed|failed|error|ok|FAIL|PASS)\b", line, re.I):
+            return line[:200]
+    return f"exit code {result.exit_code}"
 
 
 def _tail(text: str, limit: int) -> str:

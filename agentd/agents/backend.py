@@ -33,7 +33,7 @@ from pathlib import Path
 from ..errors import TaskFailed
 from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
-from ..sandbox import SandboxResult
+from ..sandbox import SandboxResult, summarize_tests
 from ..workspace import Workspace
 from ._llm_agent import (
     LLMAgent,
@@ -285,7 +285,7 @@ class BackendAgent(LLMAgent):
             s.ctx.step("check: no tests were collected", check="tests", ok="false")
             return ("pytest found no tests (exit code 5). Write tests in files named test_*.py with "
                     "functions named test_*."), test, None
-        s.ctx.step(f"check: tests {'passed' if passed else 'failed'}: {_summary(test)}", check="tests",
+        s.ctx.step(f"check: tests {'passed' if passed else 'failed'}: {summarize_tests(test)}", check="tests",
                    ok=str(passed).lower(), exit_code=str(test.exit_code))
         if not passed:
             return (f"The tests failed. Output:\n{tail}\n\nFind the cause and fix the code (or a wrong "
@@ -371,7 +371,7 @@ class BackendAgent(LLMAgent):
             data["missing_packages"] = ", ".join(missing)
         if test is not None and test.notes:
             data["sandbox_notes"] = "; ".join(test.notes)
-        summary = _summary(test) if test else "no tests ran"
+        summary = summarize_tests(test) if test else "no tests ran"
         if passed:
             out = f"tests passed ({summary})"
             if routes is not None:
@@ -389,14 +389,3 @@ def _tail(text: str, limit: int = OUTPUT_LIMIT) -> str:
     return text if len(text) <= limit else "[... cut ...]\n" + text[-limit:]
 
 
-def _summary(test: SandboxResult | None) -> str:
-    """The test run in a few words: pytest's last line, or the exit status."""
-    if test is None:
-        return "no tests ran"
-    if test.timed_out:
-        return test.notes_timeout()
-    for line in reversed(test.stdout.splitlines()):
-        line = line.strip().strip("=").strip()
-        if line and re.search(r"\b(passed|failed|error|ok|FAIL|PASS)\b", line, re.I):
-            return line[:200]
-    return f"exit code {test.exit_code}"

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
-from ..sandbox import SandboxResult
+from ..sandbox import SandboxResult, summarize_tests
 from ..workspace import Workspace, artifact_kind
 from ._llm_agent import (
     LLMAgent,
@@ -73,7 +73,7 @@ class OptimizerAgent(LLMAgent):
             ctx.status("running the tests before refactoring")
             before = await self._test(s, command, "before")
             if not before.ok:
-                return Outcome(ok=False, error=f"the tests fail before refactoring ({_last_line(before)}); "
+                return Outcome(ok=False, error=f"the tests fail before refactoring ({summarize_tests(before)}); "
                                "nothing was changed", data={"tests_before": "failed", "test_command": command,
                                                              "test_output": before.describe(4000),
                                                              "checks": "tests fail before refactoring"})
@@ -106,7 +106,7 @@ class OptimizerAgent(LLMAgent):
                     if after.ok:
                         problem = ""
                         break
-                    problem = f"the tests fail after refactoring ({_last_line(after)})"
+                    problem = f"the tests fail after refactoring ({summarize_tests(after)})"
                     feedback = (f"The tests fail now:\n{after.describe(6000)}\n\nFix the refactoring (not the tests) "
                                 "with write_file, then answer with one line.")
                 if res.stopped == TOKEN_BUDGET or rnd == tries:
@@ -126,7 +126,7 @@ class OptimizerAgent(LLMAgent):
         record_artifacts(ctx, changed)
         modules_after = _python_modules(ws)
         new = [m for m in modules_after if m not in modules_before]
-        summary = _last_line(after) if after else ""
+        summary = summarize_tests(after) if after else ""
         if not changed:
             out = f"nothing to refactor: no file changed; tests pass ({summary})"
         else:
@@ -158,7 +158,7 @@ class OptimizerAgent(LLMAgent):
     async def _test(self, s: Session, command: str, when: str) -> SandboxResult:
         r = await s.env.sandbox.run(command)
         s.env.report_isolation(r)
-        s.ctx.step(f"tests {when}: {'passed' if r.ok else 'failed'} ({_last_line(r)})", check="tests",
+        s.ctx.step(f"tests {when}: {'passed' if r.ok else 'failed'} ({summarize_tests(r)})", check="tests",
                    ok=str(r.ok).lower(), exit_code=str(r.exit_code))
         return r
 
@@ -203,13 +203,3 @@ class OptimizerAgent(LLMAgent):
         return text
 
 
-def _last_line(r: SandboxResult | None) -> str:
-    if r is None:
-        return "no tests ran"
-    if r.timed_out:
-        return r.notes_timeout()
-    for line in reversed(r.stdout.splitlines()):
-        line = line.strip().strip("=").strip()
-        if line:
-            return line[:200]
-    return f"exit code {r.exit_code}"
