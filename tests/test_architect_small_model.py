@@ -280,7 +280,7 @@ async def test_real_small_model_takes_the_fill_in_path(tmp_path: Path) -> None:
         ctx = TaskContext(TaskRequest(task_id="t", agent_type="architect", input="fastapi app"), ws, "a",
                           events.append, settings=settings)
         t0 = time.monotonic()
-        out = await asyncio.wait_for(agent_class("architect")(settings).run(ctx), 240)
+        out = await asyncio.wait_for(agent_class("architect")(settings).run(ctx), 150)  # 40-150 s seen
         elapsed = time.monotonic() - t0
     finally:
         await asyncio.wait_for(srv.stop(), 30)
