@@ -22,6 +22,7 @@ from agentd.agents._architect_fill_in import (
     Component,
     Endpoint,
     dot_from,
+    entity_subject,
     mermaid_from,
     read_answer,
 )
@@ -120,6 +121,11 @@ def test_answers_are_read_line_by_line_and_echoes_rejected() -> None:
     eps = read_answer(ENDPOINTS, "GET /todos - list\n| POST | /todos | create |\nPATCH /todos/{id}\nfoo", ep_msgs)
     assert [(e.method, e.path, e.description) for e in eps.items] == [
         ("GET", "/todos", "list"), ("POST", "/todos", "create"), ("PATCH", "/todos/{id}", "")]
+
+
+def test_endpoints_are_asked_for_the_entity_written_like_the_examples() -> None:
+    assert [entity_subject(n) for n in ("fastapi", "FastAPI", "TodoItem", "todo item")] == [
+        "Fastapi", "Fastapi", "TodoItem", "Todo item"]
 
 
 def test_diagram_is_derived_from_components_and_endpoints() -> None:
