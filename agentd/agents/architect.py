@@ -39,6 +39,7 @@ from ._architect_fill_in import (
     parse_endpoints,
 )
 from ._llm_agent import LLMAgent, Session, fenced_blocks, inputs_brief, record_artifacts
+from ._markdown import find_section, missing_sections, section_bodies
 
 DOC = "ARCHITECTURE.md"
 MERMAID = "architecture.mmd"
@@ -53,7 +54,6 @@ MERMAID_TYPES = (
     "graph", "flowchart", "sequenceDiagram", "classDiagram", "erDiagram", "stateDiagram",
     "stateDiagram-v2", "C4Context", "C4Container", "C4Component", "architecture-beta", "block-beta",
 )
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.M)
 _ENDPOINT = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\b\s*\|?\s*`?(/[^\s|`]*)")
 _MERMAID_EDGE = re.compile(r"-->|---|-\.->|==>|--[^-\n]+-->|->>|-->>|\|\|--|}o--|\|o--|--o\{|--\|\{|<\|--|\.\.>")
 
@@ -72,36 +72,13 @@ language is {language}. Keep the design concrete and small enough for one develo
 and test. When both files are written, answer with one line that sums the design up."""
 
 
-def section_bodies(doc: str) -> dict[str, str]:
-    """{heading text: body} of the document's sections (any heading level)."""
-    heads = list(_HEADING.finditer(doc))
-    out = {}
-    for i, m in enumerate(heads):
-        end = heads[i + 1].start() if i + 1 < len(heads) else len(doc)
-        out[m.group(2).strip()] = doc[m.end() : end].strip()
-    return out
-
-
-def _find_section(sections: dict[str, str], pattern: re.Pattern[str]) -> tuple[str, str] | None:
-    """The first section whose title matches, preferring one with a body (a document title such as
-    '# Todo API' matches too, but the '## API' section below it is the one meant)."""
-    found = [(t, b) for t, b in sections.items() if pattern.search(re.sub(r"^[\d.\s]+", "", t))]
-    return next(((t, b) for t, b in found if len(b) >= 10), found[0] if found else None)
-
-
 def check_document(doc: str) -> list[str]:
     """What is missing from an architecture document (empty: fine)."""
-    if len(doc.strip()) < 80:
-        return [f"{DOC} is empty or nearly empty"]
-    problems = []
+    problems = missing_sections(doc, DOC, REQUIRED_SECTIONS)
+    if problems and problems[0].endswith("empty or nearly empty"):
+        return problems
     sections = section_bodies(doc)
-    for name, pattern in REQUIRED_SECTIONS.items():
-        found = _find_section(sections, pattern)
-        if found is None:
-            problems.append(f"{DOC} has no '## {name}' section")
-        elif len(found[1]) < 10:
-            problems.append(f"the '{found[0]}' section of {DOC} is empty")
-    eps = _find_section(sections, REQUIRED_SECTIONS["Endpoints"])
+    eps = find_section(sections, REQUIRED_SECTIONS["Endpoints"])
     if eps is not None and not _ENDPOINT.search(eps[1]) and len(eps[1]) >= 10:
         problems.append(
             f"the '{eps[0]}' section of {DOC} lists no endpoint as METHOD /path (e.g. 'GET /todos')"
@@ -224,7 +201,7 @@ class ArchitectAgent(LLMAgent):
             arts = record_artifacts(ctx, written + ([rendered] if rendered else []))
         doc = ws.read_text(DOC)
         sections = section_bodies(doc)
-        comps = _find_section(sections, REQUIRED_SECTIONS["Components"])
+        comps = find_section(sections, REQUIRED_SECTIONS["Components"])
         n_comp = len(re.findall(r"^\s*(?:[-*+]|\d+\.)\s+|^#{3,}\s", comps[1], re.M)) if comps else 0
         n_ep = len({m.groups() for m in _ENDPOINT.finditer(doc)})
         dia = next(p for p in (MERMAID, DOT) if p in written)
@@ -279,8 +256,8 @@ class ArchitectAgent(LLMAgent):
         existing = MERMAID if ws.exists(MERMAID) else DOT if ws.exists(DOT) else None
         if existing is None or (check_mermaid if existing == MERMAID else check_dot)(ws.read_text(existing)):
             sections = section_bodies(ws.read_text(DOC))
-            comps = _find_section(sections, REQUIRED_SECTIONS["Components"])
-            eps = _find_section(sections, REQUIRED_SECTIONS["Endpoints"])
+            comps = find_section(sections, REQUIRED_SECTIONS["Components"])
+            eps = find_section(sections, REQUIRED_SECTIONS["Endpoints"])
             components = parse_components(comps[1]) if comps else []
             endpoints = parse_endpoints(eps[1]) if eps else []
             if not components:

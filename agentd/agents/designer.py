@@ -28,6 +28,7 @@ from ..runtime import Outcome, TaskContext, register
 from ..tools import FILE_TOOLS
 from ..workspace import Workspace
 from ._llm_agent import LLMAgent, fenced_blocks, inputs_brief, record_artifacts
+from ._markdown import find_section, missing_sections, section_bodies
 from ._team import project_dir, read_shared
 
 DOC = "DESIGN.md"
@@ -40,7 +41,6 @@ SECTIONS = {
     "Components": re.compile(r"components?|widgets|elements", re.I),
 }
 _HEX = re.compile(r"#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{3})\b")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.M)
 
 SYSTEM = """You are the UI designer of a team of agents. For the product the user describes, write:
 
@@ -57,25 +57,9 @@ Write each file with the write_file tool (the whole file at once). When all file
 answer with one line that sums the design up."""
 
 
-def section_bodies(doc: str) -> dict[str, str]:
-    heads = list(_HEADING.finditer(doc))
-    out = {}
-    for i, m in enumerate(heads):
-        end = heads[i + 1].start() if i + 1 < len(heads) else len(doc)
-        out[m.group(2).strip()] = doc[m.end() : end].strip()
-    return out
-
-
-def _find(sections: dict[str, str], pattern: re.Pattern[str]) -> tuple[str, str] | None:
-    for title, body in sections.items():
-        if pattern.search(title):
-            return title, body
-    return None
-
-
 def palette(doc: str) -> list[str]:
     """The hex colours of the Palette section, in order, without repeats."""
-    found = _find(section_bodies(doc), SECTIONS["Palette"])
+    found = find_section(section_bodies(doc), SECTIONS["Palette"])
     seen: dict[str, None] = {}
     for c in _HEX.findall(found[1] if found else ""):
         seen.setdefault(c.upper(), None)
@@ -83,17 +67,10 @@ def palette(doc: str) -> list[str]:
 
 
 def check_design(doc: str) -> list[str]:
-    if len(doc.strip()) < 80:
-        return [f"{DOC} is empty or nearly empty"]
-    problems = []
-    sections = section_bodies(doc)
-    for name, pattern in SECTIONS.items():
-        found = _find(sections, pattern)
-        if found is None:
-            problems.append(f"{DOC} has no '## {name}' section")
-        elif len(found[1]) < 10:
-            problems.append(f"the '{found[0]}' section of {DOC} is empty")
-    if _find(sections, SECTIONS["Palette"]) and len(palette(doc)) < 3:
+    problems = missing_sections(doc, DOC, SECTIONS)
+    if problems and problems[0].endswith("empty or nearly empty"):
+        return problems
+    if find_section(section_bodies(doc), SECTIONS["Palette"]) and len(palette(doc)) < 3:
         problems.append(f"the palette of {DOC} must list at least 3 colours as hex codes (e.g. #1F6FEB)")
     return problems
 
