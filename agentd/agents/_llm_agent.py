@@ -81,6 +81,18 @@ def inputs_brief(ctx: TaskContext, limit: int = 6000) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[... cut ...]"
 
 
+def project_context(ctx: TaskContext, ws: Workspace, inputs_limit: int = 6000, max_files: int = 50) -> str:
+    """The tail of an agent's brief: earlier sub-tasks' results and the files already there."""
+    text = ""
+    earlier = inputs_brief(ctx, inputs_limit)
+    if earlier:
+        text += f"\n\nResults of earlier steps of this project:\n{earlier}"
+    existing = list(ws.files())
+    if existing:
+        text += "\n\nThe project directory already holds: " + ", ".join(existing[:max_files])
+    return text
+
+
 def record_artifacts(ctx: TaskContext, paths: Iterable[str] | None = None) -> list[Artifact]:
     """Record files of the workspace as the task's artifacts (all of them when paths is None)."""
     ws = Workspace(ctx.workspace)

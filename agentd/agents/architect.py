@@ -38,7 +38,13 @@ from ._architect_fill_in import (
     parse_components,
     parse_endpoints,
 )
-from ._llm_agent import LLMAgent, Session, fenced_blocks, inputs_brief, record_artifacts
+from ._llm_agent import (
+    LLMAgent,
+    Session,
+    fenced_blocks,
+    project_context,
+    record_artifacts,
+)
 from ._markdown import find_section, missing_sections, section_bodies
 
 DOC = "ARCHITECTURE.md"
@@ -278,12 +284,7 @@ class ArchitectAgent(LLMAgent):
     # ---------------------------------------------------------------- helpers
     def _brief(self, ctx: TaskContext, ws: Workspace) -> str:
         text = f"Design this system: {ctx.task.input.strip() or '(no description given)'}"
-        earlier = inputs_brief(ctx)
-        if earlier:
-            text += f"\n\nResults of earlier steps of this project:\n{earlier}"
-        existing = list(ws.files())
-        if existing:
-            text += "\n\nThe project directory already holds: " + ", ".join(existing[:50])
+        text += project_context(ctx, ws, 6000, 50)
         return text
 
     def _take_from_answer(self, ctx: TaskContext, ws: Workspace, answer: str, diagram: str) -> None:

@@ -39,7 +39,7 @@ from ._llm_agent import (
     LLMAgent,
     Session,
     extract_files,
-    inputs_brief,
+    project_context,
     record_artifacts,
     write_extracted,
 )
@@ -242,12 +242,7 @@ class BackendAgent(LLMAgent):
         doc = self._architecture(ctx, ws)
         if doc:
             text += f"\n\nThe architect's design ({DOC}):\n\n{doc}"
-        earlier = inputs_brief(ctx)
-        if earlier:
-            text += f"\n\nResults of earlier steps of this project:\n{earlier}"
-        existing = list(ws.files())
-        if existing:
-            text += "\n\nThe project directory already holds: " + ", ".join(existing[:50])
+        text += project_context(ctx, ws, 6000, 50)
         return text
 
     def _architecture(self, ctx: TaskContext, ws: Workspace) -> str:

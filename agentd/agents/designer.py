@@ -27,7 +27,7 @@ from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
 from ..tools import FILE_TOOLS
 from ..workspace import Workspace
-from ._llm_agent import LLMAgent, fenced_blocks, inputs_brief, record_artifacts
+from ._llm_agent import LLMAgent, fenced_blocks, project_context, record_artifacts
 from ._markdown import find_section, missing_sections, section_bodies
 from ._team import project_dir, read_shared
 
@@ -161,12 +161,7 @@ class DesignerAgent(LLMAgent):
         arch = read_shared(ctx, "ARCHITECTURE.md", 6000)
         if arch:
             text += f"\n\nThe architect's design (ARCHITECTURE.md):\n\n{arch}"
-        earlier = inputs_brief(ctx)
-        if earlier:
-            text += f"\n\nResults of earlier steps of this project:\n{earlier}"
-        existing = list(ws.files())
-        if existing:
-            text += "\n\nThe project directory already holds: " + ", ".join(existing[:50])
+        text += project_context(ctx, ws, 6000, 50)
         return text
 
     def _mockups(self, ws: Workspace) -> list[str]:

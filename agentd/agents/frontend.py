@@ -38,7 +38,7 @@ from ._llm_agent import (
     LLMAgent,
     Session,
     extract_files,
-    inputs_brief,
+    project_context,
     record_artifacts,
     write_extracted,
 )
@@ -160,12 +160,7 @@ class FrontendAgent(LLMAgent):
         design = read_shared(ctx, "DESIGN.md", 4000)
         if design:
             text += f"\n\nThe designer's spec (DESIGN.md):\n\n{design}"
-        earlier = inputs_brief(ctx, 3000)
-        if earlier:
-            text += f"\n\nResults of earlier steps of this project:\n{earlier}"
-        existing = list(ws.files())
-        if existing:
-            text += "\n\nThe project directory already holds: " + ", ".join(existing[:60])
+        text += project_context(ctx, ws, 3000, 60)
         return text
 
     # ---------------------------------------------------------------- checks
