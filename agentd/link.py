@@ -151,6 +151,13 @@ class Link:
             await channel.close(grace=None)
 
     async def _heartbeat(self, outbox: Outbox, call: Any) -> None:
+        # The interval comes with REGISTERED: sleeping the default before it arrives would leave
+        # a gap longer than orchgpt's limit when its interval is short.
+        try:
+            await asyncio.wait_for(self.connected.wait(), timeout=30)
+        except TimeoutError:
+            call.cancel()  # no REGISTERED: reconnect
+            return
         while True:
             await asyncio.sleep(self.heartbeat_s)
             busy = bool(self.current and not self.current.done())

@@ -153,3 +153,17 @@ async def test_sigkill_of_the_daemon_leaves_no_spawned_agent_behind(daemon: Daem
     daemon.kill()  # SIGKILL: no shutdown code runs in orchgpt
     wait_for(lambda: not any(pids_matching(f"--name {a}") for a in agent_ids), 10,
              what="spawned agents to die with their daemon")
+
+
+async def test_an_idle_agent_keeps_its_registration_with_a_short_heartbeat_interval(
+    daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
+) -> None:
+    d: Daemon = daemon_factory("--no-spawn").start()  # heartbeat interval 0.5 s: lost after 1.5 s of silence
+    a = start_agent(d, "quiet-1")
+    agents.append(a)
+    async with d.client() as c:
+        await await_for(lambda: n_agents(c, 1), 20, what="quiet-1")
+        await asyncio.sleep(4)  # longer than the agent's default interval (5 s) minus the limit
+        assert await n_agents(c, 1)
+    assert '"agent_lost"' not in d.log()
+    assert a.log().count('"event": "registered"') == 1
