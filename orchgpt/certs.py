@@ -29,6 +29,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
 LEAF_DAYS = 825
+ADMIN_OU = "admin"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Identity:
 
     name: str
     role: Role
+    serial: int = 0  # the certificate's serial number (revocation is by serial)
+    admin: bool = False  # a client certificate with the extra OU "admin": sees every user's work
 
 
 @dataclass(frozen=True)
@@ -168,18 +171,24 @@ class CA:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def issue(
-        self, name: str, role: Role, hosts: tuple[str, ...] | list[str] = ()
+        self, name: str, role: Role, hosts: tuple[str, ...] | list[str] = (), admin: bool = False
     ) -> tuple[bytes, bytes]:
-        """Issue a leaf certificate; returns (cert PEM, key PEM)."""
+        """Issue a leaf certificate; returns (cert PEM, key PEM).
+
+        ``admin`` (clients only) adds a second OU, ``admin``, to the subject.
+        """
         check_name(name)
         if role not in ROLES:
             raise CertError(f"invalid role {role!r}: expected one of {', '.join(ROLES)}")
+        if admin and role != "client":
+            raise CertError("only a client certificate can be an admin certificate")
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "orchgpt"),
                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                *([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ADMIN_OU)] if admin else []),
                 x509.NameAttribute(NameOID.COMMON_NAME, name),
             ]
         )
@@ -212,9 +221,10 @@ class CA:
         return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
     def issue_to(
-        self, directory: Path, name: str, role: Role, hosts: tuple[str, ...] | list[str] = ()
+        self, directory: Path, name: str, role: Role, hosts: tuple[str, ...] | list[str] = (),
+        admin: bool = False,
     ) -> CertPaths:
-        cert_pem, key_pem = self.issue(name, role, hosts)
+        cert_pem, key_pem = self.issue(name, role, hosts, admin=admin)
         paths = CertPaths(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}-key.pem")
         write_private(paths.key, key_pem)
         write_public(paths.cert, cert_pem)
@@ -266,7 +276,8 @@ def identity_from_pem(pem: bytes) -> Identity:
     role = str(ous[0].value) if ous else ""
     if role not in ROLES:
         raise CertError(f"certificate of {cns[0].value!r} has no valid role (OU={role!r})")
-    return Identity(str(cns[0].value), role)  # type: ignore[arg-type]
+    admin = role == "client" and any(str(o.value) == ADMIN_OU for o in ous[1:])
+    return Identity(str(cns[0].value), role, cert.serial_number, admin)  # type: ignore[arg-type]
 
 
 def paths_for(directory: Path, name: str) -> CertPaths:
