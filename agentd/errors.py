@@ -21,3 +21,11 @@ class LLMError(AgentdError):
 
 class DelegationError(AgentdError):
     """A delegated sub-task could not be submitted."""
+
+
+class AskError(AgentdError):
+    """An agent-to-agent COMMAND (TaskContext.ask) was refused or could not be delivered."""
+
+
+class AskTimeout(AskError, TimeoutError):
+    """No REPLY to an agent-to-agent COMMAND arrived within its timeout."""

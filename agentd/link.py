@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from orchgpt import codec, logs
+from orchgpt import authz, codec, logs
 from orchgpt.batching import Outbox
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
@@ -34,12 +34,13 @@ from orchgpt.models import (
 from orchgpt.tls import secure_channel
 
 from . import __version__
-from .errors import DelegationError, TaskFailed
+from .errors import AskError, AskTimeout, DelegationError, TaskFailed
 from .runtime import Agent, SubTask, TaskContext, TaskRequest
 
 log = logs.get("agentd.link")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
+_TYPE_NAMES = {v: k for k, v in pb.MessageType.items()}
 
 
 class Link:
@@ -76,6 +77,8 @@ class Link:
         self.journal = journal
         self._delegations: dict[str, asyncio.Future[TaskResult]] = {}
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
+        self._asks: dict[str, asyncio.Future[bytes]] = {}  # COMMAND id -> its REPLY's payload
+        self._answering: set[asyncio.Task[None]] = set()
         self.heartbeat_s = 5.0
         self.connected = asyncio.Event()
         self.stopping = False
@@ -171,6 +174,19 @@ class Link:
     # ------------------------------------------------------------------ receiving
     def _on_envelope(self, env: pb.Envelope, outbox: Outbox) -> None:
         t = env.type
+        body = env.WhichOneof("body")
+        d = authz.agent_accepts(_TYPE_NAMES.get(t, f"UNKNOWN({t})"), body, env.sender)
+        if not d:
+            # control messages come from the orchestrator only (orchgpt.authz): a RUN, CANCEL,
+            # TERMINATE or APPROVAL_RESPONSE another agent managed to send is dropped
+            log.warning("envelope_refused", type=_TYPE_NAMES.get(t, str(t)), sender=env.sender,
+                        rule=d.rule)
+            return
+        if t == pb.REPLY and body == "payload":
+            afut = self._asks.pop(env.correlation_id, None)
+            if afut is not None and not afut.done():
+                afut.set_result(env.payload)
+            return
         if t == pb.REGISTERED:
             self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
             self.outbox = outbox
@@ -206,18 +222,51 @@ class Link:
                 afut.set_result(r)
         elif t == pb.ERROR:
             fut = self._delegations.pop(env.correlation_id, None)
+            afut = self._asks.pop(env.correlation_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(DelegationError(f"{env.error.code}: {env.error.message}"))
+            elif afut is not None and not afut.done():
+                afut.set_exception(AskError(f"{env.error.code}: {env.error.message}"))
             else:
                 log.warning("orchestrator_error", code=env.error.code, message=env.error.message)
         else:
             self.on_message(env)
 
     def on_message(self, env: pb.Envelope) -> None:
-        """Agent-to-agent traffic (COMMAND, BROADCAST, FILE_TRANSFER, ...). Override to use it."""
+        """Agent-to-agent traffic (COMMAND, BROADCAST, FILE_TRANSFER, ...). A COMMAND is answered
+        with a REPLY (body payload) by ``Agent.on_command`` (default: echo the payload)."""
         if env.type == pb.COMMAND and env.correlation_id == "":
-            # default: echo the payload back (useful for mesh round-trip checks)
-            self.send(self._env(pb.REPLY, to_agent=env.sender, correlation_id=env.id, payload=env.payload))
+            task = asyncio.get_running_loop().create_task(self._answer(env))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, env: pb.Envelope) -> None:
+        handler = getattr(self.agent, "on_command", None)
+        try:
+            out = await handler(env.sender, env.payload) if handler is not None else env.payload
+        except Exception as exc:  # no REPLY: the asker's ask() times out (agents exchange no ERRORs)
+            log.warning("command_failed", sender=env.sender, command_id=env.id, error=str(exc))
+            return
+        self.send(self._env(pb.REPLY, to_agent=env.sender, correlation_id=env.id, payload=bytes(out)))
+
+    async def ask(self, to: str, payload: bytes, timeout: float = 30.0) -> bytes:
+        """Send a COMMAND to another agent and wait for its REPLY's payload.
+
+        ``to`` is an agent id, or ``type:NAME`` for any agent of type NAME."""
+        if to.startswith("type:"):
+            env = self._env(pb.COMMAND, to_type=to[5:], payload=payload)
+        else:
+            env = self._env(pb.COMMAND, to_agent=to, payload=payload)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._asks[env.id] = fut
+        try:
+            if not self.send(env):
+                raise AskError("not connected to the orchestrator")
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise AskTimeout(f"no reply from {to} within {timeout:g}s") from None
+        finally:
+            self._asks.pop(env.id, None)
 
     # ------------------------------------------------------------------ tasks
     def _start_task(self, env: pb.Envelope) -> None:
@@ -250,7 +299,8 @@ class Link:
         ctx: TaskContext | None = None
         try:
             ws = self._workspace(req)
-            ctx = TaskContext(req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings)
+            ctx = TaskContext(req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings,
+                              ask=self.ask)
             ctx.status(f"running on {self.name}", TaskState.RUNNING)
             outcome = await self.agent.run(ctx)
             state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED

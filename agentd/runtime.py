@@ -80,6 +80,7 @@ class SubTask:
 Emit = Callable[[TaskEvent], None]
 Delegate = Callable[[SubTask], Awaitable[TaskResult]]
 Approve = Callable[[ApprovalRequest], Awaitable[ApprovalResponse]]
+Ask = Callable[[str, bytes, float], Awaitable[bytes]]
 
 
 class TaskContext:
@@ -94,6 +95,7 @@ class TaskContext:
         delegate: Delegate | None = None,
         approve: Approve | None = None,
         settings: Any = None,
+        ask: Ask | None = None,
     ) -> None:
         self.task = task
         self.workspace = workspace
@@ -104,6 +106,7 @@ class TaskContext:
         self._emit = emit
         self._delegate = delegate
         self._approve = approve
+        self._ask = ask
 
     # ---- events
     def event(self, kind: EventKind, text: str = "", **data: str) -> None:
@@ -161,6 +164,16 @@ class TaskContext:
     async def delegate_many(self, subs: list[SubTask]) -> list[TaskResult]:
         return list(await asyncio.gather(*(self.delegate(s) for s in subs)))
 
+    async def ask(self, to: str, payload: bytes, timeout: float = 30.0) -> bytes:
+        """Send a COMMAND to another agent and return its REPLY's payload.
+
+        ``to``: an agent id, or ``type:NAME`` for any agent of type NAME. Raises
+        agentd.errors.AskTimeout after ``timeout`` seconds, AskError when it cannot be delivered
+        (no such agent, refused by the orchestrator, not connected)."""
+        if self._ask is None:
+            raise RuntimeError("this context cannot ask other agents")
+        return await self._ask(to, payload, timeout)
+
     async def approve(self, tool: str, arguments_json: str, summary: str = "") -> ApprovalResponse:
         """Ask the user to approve a tool call; blocks until they answer."""
         if self._approve is None:
@@ -183,6 +196,11 @@ class Agent:
 
     def __init__(self, settings: Any = None) -> None:
         self.settings = settings
+
+    async def on_command(self, sender: str, payload: bytes) -> bytes:
+        """Answer a COMMAND another agent sent (its `TaskContext.ask`): the REPLY's payload.
+        Default: echo the payload (a mesh round-trip check). Runs beside the current task."""
+        return payload
 
     async def run(self, ctx: TaskContext) -> Outcome:
         raise NotImplementedError

@@ -72,6 +72,8 @@ def _certs_parser(sub: Any) -> None:
     s.add_argument("--dir", default="certs", help="certificate directory holding the CA (default ./certs)")
     s.add_argument("--out", help="where to write the certificate (default: --dir)")
     s.add_argument("--force", action="store_true", help="replace an existing certificate of that name")
+    s.add_argument("--admin", action="store_true",
+                   help="client only: an admin certificate, which sees and acts on every user's work")
 
 
 def _health_parser(sub: Any) -> None:
@@ -109,9 +111,8 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from .certs import CA, init_dir
+    from .certs import CA, check_issuable_name, init_dir
     from .errors import CertError
-    from .mesh import LOCAL_PREFIX
 
     d = Path(args.dir)
     if args.certs_cmd == "init":
@@ -122,19 +123,19 @@ def _certs(args: argparse.Namespace) -> int:
             print(f"kept    {p} (exists)")
         print(f"private keys in {d} are readable by their owner only (0600)")
         return 0
-    name = args.name
-    if name.startswith(LOCAL_PREFIX):
-        raise CertError(f"names starting with {LOCAL_PREFIX!r} are reserved for agents orchgpt spawns itself")
-    if name in ("ca", "server", "cli") and args.role == "agent":
+    name = check_issuable_name(args.name)
+    if args.admin and args.role != "client":
+        raise CertError("--admin is for client certificates only (--role client)")
+    if name == "ca" or (name == "cli" and args.role == "agent"):
         raise CertError(f"{name!r} is reserved; choose another name")
     out = Path(args.out) if args.out else d
     if (out / f"{name}.pem").exists() and not args.force:
         raise CertError(f"{out / (name + '.pem')} exists; pass --force to replace it")
     ca = CA.load(d)
-    paths = ca.issue_to(out, name, args.role)
+    paths = ca.issue_to(out, name, args.role, admin=args.admin)
     if out != d and not paths.ca.exists():
         paths.ca.write_bytes(ca.cert_pem)
-    print(f"created {paths.cert}")
+    print(f"created {paths.cert}{' (admin)' if args.admin else ''}")
     print(f"created {paths.key} (0600)")
     print(f"CA certificate: {paths.ca}")
     return 0

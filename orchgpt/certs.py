@@ -30,6 +30,10 @@ DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
 LEAF_DAYS = 825
 ADMIN_OU = "admin"
+# Names no user-issued certificate may carry: the daemon's own sender name (orchgpt.authz.DAEMON)
+# and its server certificate; "local-*" names belong to agents orchgpt spawns itself.
+RESERVED_NAMES = ("orchgpt", "server")
+RESERVED_PREFIXES = ("local-",)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,19 @@ def check_name(name: str) -> str:
             f"invalid certificate name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
+    return name
+
+
+def check_issuable_name(name: str) -> str:
+    """check_name, plus the reserved names: for certificates a user issues (`certs issue`)."""
+    check_name(name)
+    if name.lower() in RESERVED_NAMES:
+        raise CertError(f"the name {name!r} is reserved for the orchestrator; choose another name")
+    for prefix in RESERVED_PREFIXES:
+        if name.lower().startswith(prefix):
+            raise CertError(
+                f"names starting with {prefix!r} are reserved for agents orchgpt spawns itself"
+            )
     return name
 
 

@@ -343,7 +343,8 @@ class Mesh:
         self.active[task.task_id] = task
         self._seq[task.task_id] = 0
         self.stats["submitted"] += 1
-        self.log_message("DELEGATE_TASK" if delegated_by else "COMMAND", submitted_by, f"type:{agent_type}", task,
+        self.log_message("DELEGATE_TASK" if delegated_by else "COMMAND", delegated_by or submitted_by,
+                         f"type:{agent_type}", task,
                          correlation_id=reply_to)
         log.info("task_accepted", task_id=task.task_id, agent_type=agent_type, action=str(cmd.action),
                  parent_task_id=parent_task_id or None, submitted_by=submitted_by)
@@ -430,7 +431,8 @@ class Mesh:
         cmd.session_id = parent.session_id
         if cmd.action not in (Action.CREATE, Action.RUN):
             cmd.action = Action.CREATE
-        task, _ = self.submit(cmd, submitted_by=agent_id, parent_task_id=parent_task_id,
+        # the sub-task belongs to the root's owner (orchgpt.authz); delegated_by names the agent
+        task, _ = self.submit(cmd, submitted_by=parent.submitted_by or agent_id, parent_task_id=parent_task_id,
                               delegated_by=agent_id, reply_to=correlation_id, inputs=inputs)
         if task.state.terminal and task.result is not None:
             # a resubmitted, already finished sub-task: answer at once

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
 
-from . import codec, logs
+from . import authz, codec, logs
+from .artifacts import ArtifactError, open_artifact, workspace_name
 from .batching import Outbox
 from .certs import Identity
 from .errors import CertError, RoutingError, StoreError
@@ -25,8 +26,9 @@ from .tls import peer_identity
 
 log = logs.get("orchgpt.servicer")
 
-ORCH = "orchgpt"
+ORCH = authz.DAEMON
 FILE_CHUNK = 256 * 1024
+_TYPE_NAMES = {v: k for k, v in pb.MessageType.items()}
 
 
 def _status_for(code: str) -> grpc.StatusCode:
@@ -87,13 +89,17 @@ def _event_envelope(event: TaskEvent) -> pb.Envelope:
 class EventSubscription:
     """A client's view of task events, pushed into an outbox as TASK_EVENT envelopes."""
 
-    def __init__(self, outbox: Outbox, limit: int, end_task: str = "") -> None:
+    def __init__(self, outbox: Outbox, limit: int, end_task: str = "",
+                 visible: Callable[[str], bool] | None = None) -> None:
         self.outbox = outbox
         self.limit = limit
         self.end_task = end_task
         self.overflowed = False
+        self.visible = visible  # task id -> may this subscriber see it (Watch of every task)
 
     def deliver(self, event: TaskEvent) -> bool:
+        if self.visible is not None and not self.visible(event.task_id):
+            return True
         if len(self.outbox) >= self.limit:
             self.overflowed = True
             return False
@@ -117,6 +123,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         self.heartbeat_ms = int(mesh.heartbeat_interval * 1000)
         self.first_message_timeout = 60.0
         self.accepting = True
+        self.commands = authz.OpenCommands()  # agent-to-agent COMMANDs awaiting their REPLY
 
     # ------------------------------------------------------------------ helpers
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None) -> Identity:
@@ -134,6 +141,28 @@ class MeshServicer(pb_grpc.MeshServicer):
             )
         return ident
 
+    async def _authorize(self, context: grpc.aio.ServicerContext, rpc: str) -> Identity:
+        """The caller's identity, once orchgpt.authz allows its role to call this RPC."""
+        ident = await self._identity(context)
+        d = authz.connect(ident) if rpc == "Connect" else authz.rpc(ident, rpc)
+        if not d:
+            log.warning("rpc_refused", rpc=rpc, peer=ident.name, role=ident.role, rule=d.rule)
+            await context.abort(_status_for(d.code), d.message)
+        return ident
+
+    async def _task_for(self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str,
+                        task_id: str) -> Task:
+        """The task, when it exists and the caller may see it; NOT_FOUND otherwise (both alike)."""
+        t = self.mesh.get_task(task_id) if task_id else None
+        if t is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {task_id!r}")
+        assert t is not None
+        d = authz.task_access(ident, rpc, t, self.mesh.get_task)
+        if not d:
+            log.info("task_access_refused", rpc=rpc, peer=ident.name, task_id=task_id, rule=d.rule)
+            await context.abort(_status_for(d.code), d.message)
+        return t
+
     async def _abort_routing(self, context: grpc.aio.ServicerContext, exc: RoutingError) -> None:
         await context.abort(_status_for(exc.code), str(exc))
 
@@ -141,7 +170,7 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]
         # context.read()/context.write() rather than an async generator: measurably less
         # overhead per frame on this, the hot path (bench/README.md).
-        ident = await self._identity(context, role="agent")
+        ident = await self._authorize(context, "Connect")
         if not self.accepting:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "orchgpt is shutting down")
         agent_id = ident.name
@@ -199,6 +228,8 @@ class MeshServicer(pb_grpc.MeshServicer):
             if not reader.done() or reader.cancelled():
                 reason = reason if outbox.closed else "connection lost"
             self.mesh.disconnect(agent_id, link, reason)
+            if agent_id not in self.mesh.agents:
+                self.commands.forget_agent(agent_id)
 
     async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
                           link: GrpcAgentLink) -> None:
@@ -231,9 +262,13 @@ class MeshServicer(pb_grpc.MeshServicer):
                         f"sender {env.sender!r} does not match the certificate identity {agent_id!r}; message dropped")
             return
         t = env.type
+        target = env.recipient.WhichOneof("target")
+        d = authz.from_agent(_TYPE_NAMES.get(t, f"UNKNOWN({t})"), env.WhichOneof("body"), target)
+        if not d:
+            self._refuse(agent_id, env, outbox, d)
+            return
         try:
-            target = env.recipient.WhichOneof("target")
-            if target in ("agent_id", "agent_type", "broadcast") and t not in (pb.TASK_EVENT, pb.REPLY, pb.DELEGATE_TASK):
+            if d.route == "agents":
                 self._forward(agent_id, env, target, outbox)
             elif t == pb.TASK_EVENT:
                 ev = codec.event_from_pb(env.event, env.timestamp_ms)
@@ -253,28 +288,54 @@ class MeshServicer(pb_grpc.MeshServicer):
                 pass
             elif t == pb.PING:
                 outbox.put(codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id))
+            elif t == pb.ERROR:  # logged, never answered (no ERROR ping-pong)
+                log.warning("agent_error", agent_id=agent_id, code=env.error.code,
+                            message=env.error.message[:500], correlation_id=env.correlation_id)
             else:
                 self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT",
                             f"unexpected {pb.MessageType.Name(t)} message from an agent")
         except codec.DecodeError as exc:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", str(exc))
 
+    def _refuse(self, agent_id: str, env: pb.Envelope, outbox: Outbox, d: authz.Decision) -> None:
+        log.warning("envelope_refused", agent_id=agent_id, type=_TYPE_NAMES.get(env.type, str(env.type)),
+                    rule=d.rule, to=env.recipient.WhichOneof("target") or "orchgpt")
+        self._error(outbox, agent_id, env.id, d.code, d.message)
+
     def _forward(self, agent_id: str, env: pb.Envelope, target: str, outbox: Outbox) -> None:
-        """Agent-to-agent traffic: forwarded unchanged (the hot path)."""
+        """Agent-to-agent traffic: forwarded unchanged (the hot path). A COMMAND is remembered
+        until its REPLY (body payload), which goes only to the agent that asked."""
         agents = self.mesh.agents
+        t = env.type
+        if t == pb.COMMAND:
+            d = self.commands.may_open(agent_id)
+            if not d:
+                self._refuse(agent_id, env, outbox, d)
+                return
+        elif t == pb.REPLY:
+            d = self.commands.answer(env.correlation_id, agent_id, env.recipient.agent_id)
+            if not d:
+                self._refuse(agent_id, env, outbox, d)
+                return
         if target == "agent_id":
-            dest = agents.get(env.recipient.agent_id)
+            dest_id = env.recipient.agent_id
+            dest = agents.get(dest_id)
             if dest is None:
-                self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent {env.recipient.agent_id!r} in the mesh")
+                self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent {dest_id!r} in the mesh")
                 return
             dest.link.outbox.put(env)  # type: ignore[attr-defined]
+            if t == pb.COMMAND:
+                self.commands.opened(env.id, agent_id, dest_id)
         elif target == "agent_type":
             ids = [a for a, e in agents.items() if e.info.agent_type == env.recipient.agent_type]
             if not ids:
                 self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent of type {env.recipient.agent_type!r} in the mesh")
                 return
             idle = [a for a in ids if agents[a].info.state == "idle"] or ids
-            agents[idle[hash(env.id) % len(idle)]].link.outbox.put(env)  # type: ignore[attr-defined]
+            dest_id = idle[hash(env.id) % len(idle)]
+            agents[dest_id].link.outbox.put(env)  # type: ignore[attr-defined]
+            if t == pb.COMMAND:
+                self.commands.opened(env.id, agent_id, dest_id)
         else:
             for a, e in agents.items():
                 if a != agent_id:
@@ -282,7 +343,7 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     # ------------------------------------------------------------------ clients
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
-        ident = await self._identity(context, role="client")
+        ident = await self._authorize(context, "Submit")
         if request.sender and request.sender != ident.name:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"sender {request.sender!r} does not match the certificate identity {ident.name!r}")
@@ -292,15 +353,26 @@ class MeshServicer(pb_grpc.MeshServicer):
             cmd = codec.command_from_pb(request.command)
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        d = self._submit_access(ident, cmd.task_id, cmd.session_id)
+        if not d:
+            await context.abort(_status_for(d.code), d.message)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         try:
-            task, _created = self.mesh.submit(cmd, submitted_by=f"{ident.role}:{ident.name}")
+            task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
             await self._abort_routing(context, exc)
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
         async for b in self._follow(task.task_id, 0, outbox):
             yield b
+
+    def _submit_access(self, ident: Identity, task_id: str, session_id: str) -> authz.Decision:
+        """An idempotency key or a session id of someone else's work is refused."""
+        store = self.mesh.store
+        existing = self.mesh.get_task(task_id) if task_id else None
+        exists = bool(session_id) and bool(store.list_tasks(1, session_id, True))
+        owned = bool(session_id) and bool(store.list_tasks(1, session_id, True, authz.owner_of(ident)))
+        return authz.submit_access(ident, existing, self.mesh.get_task, session_id, exists, owned)
 
     async def _follow(self, task_id: str, after_seq: int, outbox: Outbox) -> AsyncIterator[pb.Batch]:
         """Replay the stored events after ``after_seq``, then follow live ones (no await in between,
@@ -324,15 +396,17 @@ class MeshServicer(pb_grpc.MeshServicer):
             mesh.unsubscribe(sub, task_id)
 
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
-        await self._identity(context)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         if request.task_id:
-            if self.mesh.get_task(request.task_id) is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
+            ident = await self._authorize(context, "Watch(task)")
+            await self._task_for(context, ident, "Watch(task)", request.task_id)
             async for b in self._follow(request.task_id, request.after_seq, outbox):
                 yield b
             return
-        sub = EventSubscription(outbox, self.max_pending_events)
+        ident = await self._authorize(context, "Watch(all)")
+        owner = authz.list_owner(ident, "Watch(all)")
+        sub = EventSubscription(outbox, self.max_pending_events,
+                                visible=None if owner is None else self._owned_by(owner))
         self.mesh.subscribe(sub)
         try:
             while True:
@@ -346,16 +420,29 @@ class MeshServicer(pb_grpc.MeshServicer):
         finally:
             self.mesh.unsubscribe(sub)
 
+    def _owned_by(self, owner: str) -> Callable[[str], bool]:
+        seen: dict[str, bool] = {}
+        get = self.mesh.get_task
+
+        def visible(task_id: str) -> bool:
+            ok = seen.get(task_id)
+            if ok is None:
+                t = get(task_id)
+                ok = t is not None and authz.owns(owner, t, get)
+                if len(seen) > 10_000:
+                    seen.clear()
+                seen[task_id] = ok
+            return ok
+
+        return visible
+
     async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
-        await self._identity(context)
+        await self._authorize(context, "ListAgents")
         return pb.ListAgentsResponse(agents=[codec.agent_to_pb(a) for a in self.mesh.list_agents(request.agent_type)])
 
     async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.GetTaskResponse:
-        await self._identity(context)
-        t = self.mesh.get_task(request.task_id)
-        if t is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
-        assert t is not None
+        ident = await self._authorize(context, "GetTask")
+        t = await self._task_for(context, ident, "GetTask", request.task_id)
         resp = pb.GetTaskResponse(task=codec.task_to_pb(t))
         if request.with_events:
             self.mesh.flush()
@@ -366,13 +453,15 @@ class MeshServicer(pb_grpc.MeshServicer):
         return resp
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
-        await self._identity(context)
-        tasks = self.mesh.store.list_tasks(request.limit or 50, request.session_id, request.include_children)
+        ident = await self._authorize(context, "ListTasks")
+        tasks = self.mesh.store.list_tasks(request.limit or 50, request.session_id, request.include_children,
+                                           owner=authz.list_owner(ident, "ListTasks"))
         out = [self.mesh.active.get(t.task_id, t) for t in tasks]
         return pb.ListTasksResponse(tasks=[codec.task_to_pb(t) for t in out])
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskInfo:
-        await self._identity(context, role="client")
+        ident = await self._authorize(context, "CancelTask")
+        await self._task_for(context, ident, "CancelTask", request.task_id)
         try:
             t = self.mesh.cancel(request.task_id, request.reason)
         except RoutingError as exc:
@@ -380,7 +469,8 @@ class MeshServicer(pb_grpc.MeshServicer):
         return codec.task_to_pb(t)
 
     async def Approve(self, request: pb.ApproveRequest, context: grpc.aio.ServicerContext) -> pb.ApproveResponse:
-        await self._identity(context, role="client")
+        ident = await self._authorize(context, "Approve")
+        await self._task_for(context, ident, "Approve", request.task_id)
         try:
             self.mesh.approve(request.task_id, codec.approval_response_from_pb(request.response))
         except codec.DecodeError as exc:
@@ -390,43 +480,51 @@ class MeshServicer(pb_grpc.MeshServicer):
         return pb.ApproveResponse()
 
     async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:  # type: ignore[override]
-        await self._identity(context)
-        t = self.mesh.get_task(request.task_id)
-        if t is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
-        assert t is not None
-        ws = (t.result.workspace if t.result else "") or (str(self.workspaces / t.task_id) if self.workspaces else "")
-        if not ws:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id!r} has no workspace")
-        root = Path(ws).resolve()
-        target = (root / request.path).resolve()
-        if not target.is_relative_to(root):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path {request.path!r} is outside the task's workspace")
-        if not target.is_file():
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"no file {request.path!r} in the workspace of task {request.task_id} on this host")
-        size = target.stat().st_size
+        """A file of a task's workspace, from the daemon's own workspace root only (orchgpt.artifacts):
+        the workspace an agent reported in its result is a label, never a path opened here."""
+        ident = await self._authorize(context, "FetchArtifact")
+        t = await self._task_for(context, ident, "FetchArtifact", request.task_id)
+        try:
+            if self.workspaces is None:
+                raise ArtifactError(f"task {t.task_id!r} has no workspace on this host", "NOT_FOUND")
+            f = open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), request.path)
+        except ArtifactError as exc:
+            msg = str(exc)
+            if exc.code == "NOT_FOUND" and t.agent_id and not t.agent_id.startswith(LOCAL_PREFIX):
+                msg += (f"; task {t.task_id} ran on agent {t.agent_id}, whose files stay on that agent's "
+                        "host (fetch them there)")
+            elif exc.code == "NOT_FOUND":
+                msg += f" in the workspace of task {t.task_id} on this host"
+            log.info("artifact_refused", task_id=t.task_id, peer=ident.name, code=exc.code)
+            await context.abort(_status_for(exc.code), msg)
+            raise AssertionError("unreachable") from None
+        size = f.size
         h = hashlib.sha256()
         offset = 0
-        with target.open("rb") as f:
-            while True:
-                data = f.read(FILE_CHUNK)
-                h.update(data)
-                last = offset + len(data) >= size or not data
-                yield pb.FileChunk(path=request.path, offset=offset, data=data, eof=last, size=size,
-                                   sha256=h.hexdigest() if last else "")
-                offset += len(data)
-                if last:
-                    break
+        for data in f.chunks(FILE_CHUNK):  # type: ignore[attr-defined]
+            h.update(data)
+            last = offset + len(data) >= size or not data
+            yield pb.FileChunk(path=request.path, offset=offset, data=data, eof=last, size=size,
+                               sha256=h.hexdigest() if last else "")
+            offset += len(data)
+            if last:
+                break
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext) -> pb.ListSessionsResponse:
-        await self._identity(context)
+        ident = await self._authorize(context, "ListSessions")
         self.mesh.flush()
-        ss = self.mesh.store.list_sessions(request.limit or 50, request.published_only)
+        # the gallery (published sessions) is every client's; otherwise a client's own sessions
+        owner = None if request.published_only else authz.list_owner(ident, "ListSessions")
+        ss = self.mesh.store.list_sessions(request.limit or 50, request.published_only, owner=owner)
         return pb.ListSessionsResponse(sessions=[codec.session_to_pb(s) for s in ss])
 
     async def PublishSession(self, request: pb.PublishSessionRequest, context: grpc.aio.ServicerContext) -> pb.PublishSessionResponse:
-        await self._identity(context, role="client")
+        ident = await self._authorize(context, "PublishSession")
+        store = self.mesh.store
+        owned = bool(request.session_id) and bool(
+            store.list_tasks(1, request.session_id, True, authz.list_owner(ident, "PublishSession")))
+        if not owned:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id!r}")
         try:
             s = self.mesh.store.publish_session(request.session_id, list(request.tags))
         except StoreError as exc:

@@ -32,9 +32,11 @@ class Store(ABC):
 
     @abstractmethod
     def list_tasks(
-        self, limit: int = 50, session_id: str = "", include_children: bool = False
+        self, limit: int = 50, session_id: str = "", include_children: bool = False,
+        owner: str | None = None,
     ) -> list[Task]:
-        """Newest first. Without include_children only top-level tasks."""
+        """Newest first. Without include_children only top-level tasks. ``owner`` (a
+        ``Task.submitted_by`` value): only that owner's tasks; None: everyone's."""
 
     @abstractmethod
     def children(self, task_id: str) -> list[Task]: ...
@@ -69,7 +71,10 @@ class Store(ABC):
 
     # ---- sessions
     @abstractmethod
-    def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]: ...
+    def list_sessions(
+        self, limit: int = 50, published_only: bool = False, owner: str | None = None
+    ) -> list[SessionInfo]:
+        """Newest first. ``owner``: only sessions holding a task that owner submitted."""
 
     @abstractmethod
     def get_session(self, session_id: str) -> SessionInfo | None: ...

@@ -34,10 +34,12 @@ class MemoryStore(Store):
         t = self._tasks.get(task_id)
         return copy.deepcopy(t) if t else None
 
-    def list_tasks(self, limit: int = 50, session_id: str = "", include_children: bool = False) -> list[Task]:
+    def list_tasks(self, limit: int = 50, session_id: str = "", include_children: bool = False,
+                   owner: str | None = None) -> list[Task]:
         ts = [
             t for t in self._tasks.values()
             if (include_children or not t.parent_task_id) and (not session_id or t.session_id == session_id)
+            and (owner is None or t.submitted_by == owner)
         ]
         ts.sort(key=lambda t: t.created_ms, reverse=True)
         return [copy.deepcopy(t) for t in ts[:limit]]
@@ -93,8 +95,10 @@ class MemoryStore(Store):
         s.title = f"/{first.agent_type} {first.action} {first.input}"[:120]
         return s
 
-    def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]:
-        ids = {t.session_id for t in self._tasks.values() if t.session_id}
+    def list_sessions(self, limit: int = 50, published_only: bool = False,
+                      owner: str | None = None) -> list[SessionInfo]:
+        ids = {t.session_id for t in self._tasks.values()
+               if t.session_id and (owner is None or t.submitted_by == owner)}
         out = [s for i in ids if (s := self._session(i)) and (s.published or not published_only)]
         out.sort(key=lambda s: s.updated_ms, reverse=True)
         return out[:limit]

@@ -383,12 +383,16 @@ class SqliteStore(Store):
         return _task_from_row(rows[0]) if rows else None
 
     def list_tasks(
-        self, limit: int = 50, session_id: str = "", include_children: bool = False
+        self, limit: int = 50, session_id: str = "", include_children: bool = False,
+        owner: str | None = None,
     ) -> list[Task]:
         where, params = [], []
         if session_id:
             where.append("session_id = ?")
             params.append(session_id)
+        if owner is not None:
+            where.append("submitted_by = ?")
+            params.append(owner)
         if not include_children:
             where.append("parent_task_id = ''")
         sql = _TASK_SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
@@ -586,8 +590,17 @@ class SqliteStore(Store):
             out.append(s)
         return out
 
-    def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]:
-        return self._sessions("WHERE s.published = 1" if published_only else "", (), limit)
+    def list_sessions(
+        self, limit: int = 50, published_only: bool = False, owner: str | None = None
+    ) -> list[SessionInfo]:
+        where, params = [], []
+        if published_only:
+            where.append("s.published = 1")
+        if owner is not None:
+            where.append("EXISTS (SELECT 1 FROM tasks o WHERE o.session_id = s.session_id "
+                         "AND o.submitted_by = ?)")
+            params.append(owner)
+        return self._sessions(f"WHERE {' AND '.join(where)}" if where else "", tuple(params), limit)
 
     def get_session(self, session_id: str) -> SessionInfo | None:
         found = self._sessions("WHERE s.session_id = ?", (session_id,), 1)

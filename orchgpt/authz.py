@@ -1,0 +1,388 @@
+"""Who may do what in the mesh: the one place authorization decisions are made.
+
+Everything here is data (the tables below) plus small functions that read it; the
+transport (orchgpt/servicer.py, agentd/link.py) calls them and acts on the Decision.
+docs/security.md shows the same tables (tests/test_authz.py checks that they agree).
+
+Principals come from the verified certificate (orchgpt.certs.Identity), never from a message:
+``client``, ``admin`` (a client certificate with the extra OU "admin"), ``agent`` and
+``server`` (the daemon's own certificate, which may call nothing).
+
+Ownership: a task belongs to the identity that submitted it (``Task.submitted_by``,
+``"role:name"``); a delegated sub-task inherits its root's owner. A client sees and acts on its
+own tasks and sessions only, an admin on everyone's, an agent sees the tasks assigned to it and
+their sub-tasks. A task the caller may not see is NOT_FOUND (its existence is not revealed); an
+RPC the caller's role can never call is PERMISSION_DENIED.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .certs import Identity
+
+# The sender of every envelope the daemon itself issues; agentd accepts control messages
+# (RUN, CANCEL, TERMINATE, APPROVAL_RESPONSE, REGISTERED, a delegation's REPLY) only from it.
+# No certificate can carry this name (orchgpt.certs.check_issuable_name, and Connect refuses it).
+DAEMON = "orchgpt"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to "may this happen?": refused decisions name the rule that refused."""
+
+    allowed: bool
+    rule: str
+    message: str = ""
+    code: str = "OK"  # a grpc.StatusCode name for a refusal: PERMISSION_DENIED, NOT_FOUND, ...
+    route: str = ""  # envelopes only: "daemon" (handled by orchgpt) or "agents" (forwarded)
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def allow(rule: str, route: str = "") -> Decision:
+    return Decision(True, rule, route=route)
+
+
+def deny(rule: str, message: str, code: str = "PERMISSION_DENIED") -> Decision:
+    return Decision(False, rule, f"{message} (rule {rule})", code)
+
+
+# ---------------------------------------------------------------------------- principals
+CLIENT, ADMIN, AGENT, SERVER = "client", "admin", "agent", "server"
+PRINCIPALS = (CLIENT, ADMIN, AGENT, SERVER)
+
+
+def principal(ident: Identity) -> str:
+    """The column of the RPC table an identity is judged by."""
+    if ident.role == "client":
+        return ADMIN if ident.admin else CLIENT
+    return ident.role
+
+
+def owner_of(ident: Identity) -> str:
+    """The owner string stored with a task (``Task.submitted_by``)."""
+    return f"{ident.role}:{ident.name}"
+
+
+# ---------------------------------------------------------------------------- RPCs
+# Scopes: "all" (every object), "own" (the caller's own tasks and sessions), "assigned" (tasks
+# assigned to the calling agent and their sub-tasks), "yes" (the RPC touches no owned object),
+# "no" (PERMISSION_DENIED, whatever the arguments).
+YES, NO, OWN, ALL, ASSIGNED = "yes", "no", "own", "all", "assigned"
+
+RPC_TABLE: dict[str, dict[str, str]] = {
+    #                    client  admin  agent     server
+    "Connect":        {CLIENT: NO, ADMIN: NO, AGENT: YES, SERVER: NO},
+    "Submit":         {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "Watch(task)":    {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
+    "Watch(all)":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListAgents":     {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
+    "GetTask":        {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
+    "ListTasks":      {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "CancelTask":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "Approve":        {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "FetchArtifact":  {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
+    "ListSessions":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "PublishSession": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+}
+
+_HOW = {
+    "Connect": "connect as an agent",
+    "Submit": "submit or change work (client role needed)",
+    "CancelTask": "submit or change work (client role needed)",
+    "Approve": "submit or change work (client role needed)",
+    "PublishSession": "submit or change work (client role needed)",
+    "ListTasks": "list tasks (client role needed; an agent sees only its own tasks, by id)",
+    "ListSessions": "list sessions (client role needed)",
+    "Watch(all)": "watch every task (client role needed; an agent watches its own tasks by id)",
+}
+
+
+def rpc_scope(ident: Identity, rpc: str) -> str:
+    return RPC_TABLE[rpc][principal(ident)]
+
+
+def rpc(ident: Identity, name: str) -> Decision:
+    """May this identity call this RPC at all? (Which objects it may touch: `task_access`.)"""
+    scope = rpc_scope(ident, name)
+    rule = f"rpc:{name}:{principal(ident)}"
+    if scope == NO:
+        need = "agent" if name == "Connect" else "client"
+        what = _HOW.get(name, f"call {name}")
+        return deny(rule, f"a {ident.role} certificate ({ident.name}) cannot {what}; "
+                          f"issue one with `orchgpt certs issue NAME --role {need}`")
+    return allow(rule)
+
+
+def connect(ident: Identity) -> Decision:
+    """Connect: the agent role, and not a name only the daemon may carry."""
+    d = rpc(ident, "Connect")
+    if not d:
+        return d
+    from .certs import RESERVED_NAMES
+
+    if ident.name.lower() in RESERVED_NAMES:
+        return deny("reserved-name", f"the name {ident.name!r} is reserved for the orchestrator; "
+                                      "an agent certificate cannot carry it")
+    return d
+
+
+TaskLookup = Callable[[str], object]  # task id -> Task | None (duck-typed: domain objects)
+
+
+def task_access(ident: Identity, rpc_name: str, task: object, lookup: TaskLookup) -> Decision:
+    """May this identity touch this task through this RPC? Refused: NOT_FOUND (no leak)."""
+    scope = rpc_scope(ident, rpc_name)
+    rule = f"task:{rpc_name}:{principal(ident)}:{scope}"
+    task_id = getattr(task, "task_id", "")
+    if scope in (ALL, YES):
+        return allow(rule)
+    if scope == OWN and owns(owner_of(ident), task, lookup):
+        return allow(rule)
+    if scope == ASSIGNED and assigned_to(ident.name, task, lookup):
+        return allow(rule)
+    return deny(rule, f"no task {task_id!r}", code="NOT_FOUND")
+
+
+def submit_access(ident: Identity, existing: object | None, lookup: TaskLookup, session_id: str,
+                  session_exists: bool, session_owned: bool) -> Decision:
+    """Submit: a task id (idempotency key) or a session id that is someone else's is refused.
+
+    Another owner's task id: ALREADY_EXISTS (resubmitting it would follow their task); another
+    owner's session: PERMISSION_DENIED. An admin may add to anyone's session."""
+    rule = f"submit:{principal(ident)}"
+    if existing is not None and not owns(owner_of(ident), existing, lookup):
+        return deny(f"{rule}:task-id", f"task id {getattr(existing, 'task_id', '')!r} is in use; "
+                    "choose another", code="ALREADY_EXISTS")
+    if session_exists and not session_owned and principal(ident) != ADMIN:
+        return deny(f"{rule}:session", f"session {session_id!r} belongs to another user; "
+                    "start a new session or use one of yours")
+    return allow(rule)
+
+
+def owns(owner: str, task: object, lookup: TaskLookup, hops: int = 32) -> bool:
+    """The task, or its root, was submitted by ``owner`` (sub-tasks inherit the root's owner)."""
+    t: object | None = task
+    for _ in range(hops):
+        if t is None:
+            return False
+        if getattr(t, "submitted_by", "") == owner:
+            return True
+        parent = getattr(t, "parent_task_id", "")
+        if not parent:
+            return False
+        t = lookup(parent)
+    return False
+
+
+def assigned_to(agent_id: str, task: object, lookup: TaskLookup, hops: int = 32) -> bool:
+    """The task, or one of its ancestors, is (or was last) assigned to this agent."""
+    t: object | None = task
+    for _ in range(hops):
+        if t is None:
+            return False
+        if getattr(t, "agent_id", "") == agent_id:
+            return True
+        parent = getattr(t, "parent_task_id", "")
+        if not parent:
+            return False
+        t = lookup(parent)
+    return False
+
+
+def list_owner(ident: Identity, rpc_name: str) -> str | None:
+    """The owner filter of a listing RPC: None (everything) for an admin, else the caller."""
+    return None if rpc_scope(ident, rpc_name) == ALL else owner_of(ident)
+
+
+# ---------------------------------------------------------------------------- envelopes
+# Kinds: the MessageType name, with REPLY split by its body: REPLY(result) carries a task's
+# result to the daemon (body `reply`), REPLY(payload) answers an agent's COMMAND (body `payload`).
+TARGETS = ("agent_id", "agent_type", "broadcast")
+
+
+@dataclass(frozen=True)
+class EnvelopeRule:
+    kind: str
+    to_daemon: bool  # an agent may send it to the daemon (recipient empty)
+    to_agents: tuple[str, ...]  # recipient targets an agent may address it to (forwarded)
+    from_daemon: bool  # the daemon sends it to agents (agentd accepts it only from DAEMON)
+    note: str = ""
+
+
+ENVELOPE_TABLE: tuple[EnvelopeRule, ...] = (
+    EnvelopeRule("REGISTER", True, (), False, "first envelope of Connect only"),
+    EnvelopeRule("REGISTERED", False, (), True, "answer to REGISTER"),
+    EnvelopeRule("HEARTBEAT", True, (), False),
+    EnvelopeRule("PING", True, (), True),
+    EnvelopeRule("PONG", True, (), True),
+    EnvelopeRule("TASK_EVENT", True, (), False, "events of the sender's own running task"),
+    EnvelopeRule("REPLY(result)", True, (), True,
+                 "agent: its task's result; daemon: a delegated sub-task's result"),
+    EnvelopeRule("DELEGATE_TASK", True, (), False, "under the sender's own running task"),
+    EnvelopeRule("ERROR", True, (), True, "an agent's ERROR is logged, never answered"),
+    EnvelopeRule("RUN", False, (), True),
+    EnvelopeRule("CANCEL", False, (), True),
+    EnvelopeRule("TERMINATE", False, (), True),
+    EnvelopeRule("APPROVAL_RESPONSE", False, (), True),
+    EnvelopeRule("COMMAND", False, ("agent_id", "agent_type"), False,
+                 "the daemon remembers it until answered or expired"),
+    EnvelopeRule("REPLY(payload)", False, ("agent_id",), False,
+                 "only to the agent whose COMMAND it answers (correlation_id), once"),
+    EnvelopeRule("BROADCAST", False, ("agent_id", "agent_type", "broadcast"), False),
+    EnvelopeRule("FILE_TRANSFER", False, ("agent_id", "agent_type"), False),
+    EnvelopeRule("APPROVAL_REQUEST", False, (), False, "unused: approvals are TASK_EVENTs"),
+    EnvelopeRule("CREATE", False, (), False, "unused"),
+)
+_RULES = {r.kind: r for r in ENVELOPE_TABLE}
+DAEMON_ONLY = tuple(r.kind for r in ENVELOPE_TABLE if r.from_daemon and not r.to_daemon)
+# Kinds that always go to the daemon, whatever their recipient says.
+_ALWAYS_TO_DAEMON = frozenset({"REGISTER", "HEARTBEAT", "TASK_EVENT", "REPLY(result)", "DELEGATE_TASK"})
+
+
+def envelope_kind(type_name: str, body: str | None) -> str:
+    if type_name == "REPLY":
+        return "REPLY(payload)" if body == "payload" else "REPLY(result)"
+    return type_name
+
+
+@lru_cache(maxsize=512)
+def from_agent(type_name: str, body: str | None, target: str | None) -> Decision:
+    """May an agent send this envelope, and where does it go (Decision.route)?
+
+    ``target`` is the recipient's oneof field (agent_id, agent_type, broadcast, client_id) or
+    None for the daemon. The COMMAND/REPLY pairing is checked by `OpenCommands` on top.
+    """
+    kind = envelope_kind(type_name, body)
+    rule = _RULES.get(kind)
+    if rule is None:
+        return deny("known-kind", f"unknown message type {type_name}", code="INVALID_ARGUMENT")
+    if kind in DAEMON_ONLY:
+        return deny("daemon-only", f"only the orchestrator sends {kind}; message dropped")
+    if kind in _ALWAYS_TO_DAEMON or target is None:
+        if rule.to_daemon:
+            return allow(f"to-daemon:{kind}", route="daemon")
+        return deny("to-daemon-kinds", f"an agent cannot send {kind} to the orchestrator; "
+                                        "message dropped")
+    if target not in rule.to_agents:
+        if not rule.to_agents:
+            return deny("agent-to-agent-kinds",
+                        f"agents may exchange only COMMAND, its REPLY (body payload), BROADCAST and "
+                        f"FILE_TRANSFER, not {kind}; message dropped")
+        return deny("agent-to-agent-targets",
+                    f"{kind} cannot be addressed by {target} (allowed: {', '.join(rule.to_agents)})"
+                    "; message dropped")
+    return allow(f"to-agents:{kind}", route="agents")
+
+
+def agent_accepts(type_name: str, body: str | None, sender: str) -> Decision:
+    """agentd's side: does an envelope that arrived on the stream come from a sender allowed
+    to send it? Control kinds come from DAEMON only; forwarded kinds from another agent."""
+    kind = envelope_kind(type_name, body)
+    rule = _RULES.get(kind)
+    if rule is None:
+        return deny("known-kind", f"unknown message type {type_name}", code="INVALID_ARGUMENT")
+    if sender == DAEMON:
+        if rule.from_daemon:
+            return allow(f"from-daemon:{kind}")
+        return deny("from-daemon-kinds", f"the orchestrator does not send {kind}")
+    if rule.to_agents:
+        return allow(f"from-agent:{kind}")
+    return deny("daemon-only", f"{kind} from {sender!r}: only the orchestrator ({DAEMON}) sends it")
+
+
+class OpenCommands:
+    """COMMANDs forwarded to an agent and not answered yet: a REPLY(payload) is forwarded only
+    to the agent that asked, only from the agent that was asked, and only once.
+
+    Bounded: entries expire after ``ttl`` seconds; at most ``max_per_agent`` open COMMANDs per
+    asking agent (more are refused with RESOURCE_EXHAUSTED) and ``max_total`` overall (the
+    oldest is forgotten first)."""
+
+    def __init__(self, ttl: float = 300.0, max_per_agent: int = 256, max_total: int = 20_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_per_agent = max_per_agent
+        self.max_total = max_total
+        self.clock = clock
+        self._open: OrderedDict[str, tuple[str, str, float]] = OrderedDict()  # id -> asker, dest, t
+        self._per_agent: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def _drop(self, command_id: str) -> tuple[str, str, float] | None:
+        entry = self._open.pop(command_id, None)
+        if entry is not None:
+            n = self._per_agent.get(entry[0], 1) - 1
+            if n > 0:
+                self._per_agent[entry[0]] = n
+            else:
+                self._per_agent.pop(entry[0], None)
+        return entry
+
+    def _expire(self) -> None:
+        limit = self.clock() - self.ttl
+        while self._open:
+            cid, (_, _, t) = next(iter(self._open.items()))
+            if t > limit and len(self._open) <= self.max_total:
+                break
+            self._drop(cid)
+
+    def may_open(self, asker: str) -> Decision:
+        self._expire()
+        if self._per_agent.get(asker, 0) >= self.max_per_agent:
+            return deny("open-commands-limit",
+                        f"{self.max_per_agent} COMMANDs of {asker} are still unanswered",
+                        code="RESOURCE_EXHAUSTED")
+        return allow("open-commands-limit")
+
+    def opened(self, command_id: str, asker: str, dest: str) -> None:
+        if not command_id or command_id in self._open:
+            return
+        self._open[command_id] = (asker, dest, self.clock())
+        self._per_agent[asker] = self._per_agent.get(asker, 0) + 1
+        self._expire()
+
+    def answer(self, correlation_id: str, replier: str, recipient: str) -> Decision:
+        """A REPLY(payload) from ``replier`` to ``recipient``: allowed (and forgotten) when it
+        answers an open COMMAND that ``recipient`` sent to ``replier``."""
+        self._expire()
+        entry = self._open.get(correlation_id)
+        if entry is None or entry[0] != recipient or entry[1] != replier:
+            return deny("reply-answers-a-command",
+                        f"a REPLY to {recipient!r} must answer an unanswered COMMAND that "
+                        f"{recipient!r} sent to {replier!r} (correlation_id); message dropped")
+        self._drop(correlation_id)
+        return allow("reply-answers-a-command", route="agents")
+
+    def forget_agent(self, agent_id: str) -> None:
+        """An agent left: its open COMMANDs can no longer be answered to it."""
+        for cid in [c for c, (a, d, _) in self._open.items() if agent_id in (a, d)]:
+            self._drop(cid)
+
+
+# ---------------------------------------------------------------------------- the tables as text
+def rpc_table_markdown() -> str:
+    """The RPC table as docs/security.md shows it (a test keeps the two equal)."""
+    lines = ["| RPC | " + " | ".join(PRINCIPALS) + " |", "| --- |" + " --- |" * len(PRINCIPALS)]
+    for name, row in RPC_TABLE.items():
+        lines.append(f"| {name} | " + " | ".join(row[p] for p in PRINCIPALS) + " |")
+    return "\n".join(lines)
+
+
+def envelope_table_markdown() -> str:
+    """The envelope table as docs/security.md shows it (a test keeps the two equal)."""
+    lines = ["| kind | agent → orchgpt | agent → agent (recipient) | orchgpt → agent | note |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in ENVELOPE_TABLE:
+        lines.append(f"| {r.kind} | {'yes' if r.to_daemon else 'no'} | "
+                     f"{', '.join(r.to_agents) if r.to_agents else 'no'} | "
+                     f"{'yes' if r.from_daemon else 'no'} | {r.note} |")
+    return "\n".join(lines)
