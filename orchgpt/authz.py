@@ -147,7 +147,8 @@ def task_access(ident: Identity, rpc_name: str, task: object, lookup: TaskLookup
         return allow(rule)
     if scope == ASSIGNED and assigned_to(ident.name, task, lookup):
         return allow(rule)
-    return deny(rule, f"no task {task_id!r}", code="NOT_FOUND")
+    # the same answer as for a task that does not exist: the rule is logged, not told
+    return Decision(False, rule, f"no task {task_id!r}", "NOT_FOUND")
 
 
 def submit_access(ident: Identity, existing: object | None, lookup: TaskLookup, session_id: str,
