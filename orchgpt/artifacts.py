@@ -54,13 +54,17 @@ def check_path(path: str) -> list[str]:
 
 def workspace_name(task: object, lookup: object = None) -> str:
     """The directory of a task under the daemon's workspace root (see the module doc)."""
+    from . import authz
+
     task_id = str(getattr(task, "task_id", ""))
-    wanted = (getattr(task, "options", None) or {}).get("workspace", "").strip()
-    if wanted and wanted != task_id and _WS_RE.match(wanted) and callable(lookup):
-        other = lookup(wanted)
-        if other is not None and getattr(other, "session_id", None) == getattr(task, "session_id", ""):
-            return wanted
-    return task_id
+    options = getattr(task, "options", None) or {}
+    wanted = options.get(authz.WORKSPACE_OPTION, "").strip()
+    if not wanted or wanted == task_id or not _WS_RE.match(wanted) or not callable(lookup):
+        return task_id
+    parent_id = getattr(task, "parent_task_id", "")
+    parent = lookup(parent_id) if parent_id else None
+    d = authz.workspace_option(options, lookup, parent=parent, owner=getattr(task, "submitted_by", None))
+    return wanted if d else task_id
 
 
 @dataclass

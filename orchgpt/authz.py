@@ -167,8 +167,48 @@ def submit_access(ident: Identity, existing: object | None, lookup: TaskLookup, 
     return allow(rule)
 
 
+WORKSPACE_OPTION = "workspace"  # agentd.workspace.WORKSPACE_OPTION: a sub-task's shared directory
+
+
+def workspace_option(options: dict[str, str], lookup: TaskLookup, parent: object | None = None,
+                     owner: str | None = None) -> Decision:
+    """A task's option ``workspace`` (the directory it shares, agentd.workspace) may name only its
+    parent's workspace or a name derived from it (``PARENT.sub``), a task of the parent's session,
+    or (for a submitted task) a task of the submitter's own: never another user's workspace."""
+    wanted = (options.get(WORKSPACE_OPTION) or "").strip()
+    rule = "workspace-option"
+    if not wanted:
+        return allow(rule)
+    if parent is not None:
+        roots = {getattr(parent, "task_id", ""), (getattr(parent, "options", None) or {}).get(WORKSPACE_OPTION, "")}
+        roots.discard("")
+        if wanted in roots or any(wanted.startswith(r + ".") for r in roots):
+            return allow(rule)
+    names = [wanted] + [wanted[:i] for i, ch in enumerate(wanted) if ch == "."]
+    for name in names[:16]:
+        other = lookup(name) if name else None
+        if other is None:
+            continue
+        if parent is not None and getattr(other, "session_id", None) == getattr(parent, "session_id", ""):
+            return allow(rule)
+        if owner is not None and owns(owner, other, lookup):
+            return allow(rule)
+    return deny(rule, f"option workspace={wanted!r} names no workspace of this task's parent, session or "
+                      "owner; message dropped")
+
+
+def delegation(options: dict[str, str], parent: object | None, lookup: TaskLookup) -> Decision:
+    """DELEGATE_TASK under ``parent`` (that it is the sender's running task is Mesh.on_delegate's
+    check): its ``workspace`` option must pass `workspace_option`."""
+    if parent is None:
+        return allow("workspace-option")
+    return workspace_option(options, lookup, parent=parent)
+
+
 def owns(owner: str, task: object, lookup: TaskLookup, hops: int = 32) -> bool:
     """The task, or its root, was submitted by ``owner`` (sub-tasks inherit the root's owner)."""
+    if not owner:
+        return False
     t: object | None = task
     for _ in range(hops):
         if t is None:

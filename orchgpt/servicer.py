@@ -278,6 +278,10 @@ class MeshServicer(pb_grpc.MeshServicer):
                 self.mesh.on_result(agent_id, codec.result_from_pb(env.reply.result))
             elif t == pb.DELEGATE_TASK:
                 cmd, parent, inputs = codec.spec_to_command(env.task)
+                d = authz.delegation(cmd.options, self.mesh.active.get(parent or env.task_id), self.mesh.get_task)
+                if not d:
+                    self._refuse(agent_id, env, outbox, d)
+                    return
                 try:
                     self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
                 except RoutingError as exc:
@@ -354,6 +358,8 @@ class MeshServicer(pb_grpc.MeshServicer):
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         d = self._submit_access(ident, cmd.task_id, cmd.session_id)
+        if d and authz.principal(ident) != authz.ADMIN:
+            d = authz.workspace_option(cmd.options, self.mesh.get_task, owner=authz.owner_of(ident))
         if not d:
             await context.abort(_status_for(d.code), d.message)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)

@@ -301,13 +301,43 @@ def test_workspace_option_counts_only_within_the_session() -> None:
     parent = Task(task_id="proj", agent_type="manager", session_id="s1")
     other = Task(task_id="theirs", agent_type="echo", session_id="s2")
     tasks = {"proj": parent, "theirs": other}
-    mine = Task(task_id="c1", agent_type="backend", session_id="s1", options={"workspace": "proj"})
-    sneaky = Task(task_id="c2", agent_type="backend", session_id="s1", options={"workspace": "theirs"})
+    mine = Task(task_id="c1", agent_type="backend", session_id="s1", parent_task_id="proj",
+                options={"workspace": "proj"})
+    derived = Task(task_id="c3", agent_type="backend", session_id="s1", parent_task_id="proj",
+                   options={"workspace": "proj.api.2"})
+    sneaky = Task(task_id="c2", agent_type="backend", session_id="s1", parent_task_id="proj",
+                  options={"workspace": "theirs"})
+    rootless = Task(task_id="c4", agent_type="backend", session_id="s9", options={"workspace": "proj"})
     assert workspace_name(mine, tasks.get) == "proj"
+    assert workspace_name(derived, tasks.get) == "proj.api.2"
     assert workspace_name(sneaky, tasks.get) == "c2"
+    assert workspace_name(rootless, tasks.get) == "c4"  # no owner: its own directory
 
 
 def test_ca_issue_still_allows_the_daemon_its_own_names(tmp_path: Path) -> None:
     ca = CA.create()
     ca.issue("server", "server")  # `certs init` issues it
     ca.issue("local-echo-abc", "agent")  # the spawner issues it
+
+
+def test_a_delegated_task_cannot_borrow_another_sessions_workspace() -> None:
+    parent = Task(task_id="mine", agent_type="manager", session_id="s1")
+    theirs = Task(task_id="theirs", agent_type="echo", session_id="s2")
+    look = {"mine": parent, "theirs": theirs}.get
+    assert authz.delegation({}, parent, look)
+    assert authz.delegation({"workspace": "mine"}, parent, look)
+    d = authz.delegation({"workspace": "theirs"}, parent, look)
+    assert not d and d.rule == "workspace-option" and d.code == "PERMISSION_DENIED"
+    assert not authz.delegation({"workspace": "nonexistent"}, parent, look)
+    assert authz.delegation({"workspace": "mine.api.2"}, parent, look)  # derived from the parent's
+    assert not authz.delegation({"workspace": "theirs.api"}, parent, look)
+    mine = Task(task_id="c", agent_type="x", session_id="s1", parent_task_id="mine",
+                options={"workspace": "mine.api"})
+    look2 = {"mine": parent, "theirs": theirs, "c": mine}.get
+    assert authz.delegation({"workspace": "mine.api.x"}, mine, look2)
+    # a submitted task: only a workspace of the submitter's own tasks
+    theirs.submitted_by = "client:bob"
+    parent.submitted_by = "client:alice"
+    assert authz.workspace_option({"workspace": "mine"}, look, owner="client:alice")
+    assert not authz.workspace_option({"workspace": "theirs"}, look, owner="client:alice")
+    assert not authz.workspace_option({"workspace": "theirs.x"}, look, owner="client:alice")

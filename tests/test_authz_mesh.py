@@ -145,6 +145,30 @@ async def test_artifacts_symlinks_and_other_users(mesh: tuple[Daemon, AgentProc]
     assert data == b"the report" and code is None  # the agent that ran it may
 
 
+async def test_a_sub_task_cannot_borrow_another_users_workspace(mesh: tuple[Daemon, AgentProc]) -> None:
+    d, _ = mesh
+    await wait_victim(d)
+    async with client(d, "bob") as bob:
+        await run(bob, Command("echo", Action.RUN, "bob's files", task_id="bob-ws"))
+    async with stub(d, "mallory3", "malltype3") as m, client(d, "alice") as alice:
+        submit = asyncio.ensure_future(run(alice, Command("malltype3", Action.RUN, "x")))
+        run_env = await m.expect(pb.RUN)
+        parent = run_env.task.task_id
+        bad = m.send(pb.DELEGATE_TASK, task_id=parent, task=pb.TaskSpec(
+            agent_type="echo", input="read bob's", parent_task_id=parent, options={"workspace": "bob-ws"}))
+        err = await m.error_for(bad)
+        assert err.error.code == "PERMISSION_DENIED" and "workspace-option" in err.error.message
+        good = m.send(pb.DELEGATE_TASK, task_id=parent, task=pb.TaskSpec(
+            agent_type="echo", input="fine", parent_task_id=parent, options={"workspace": parent}))
+        rep = await m.expect(pb.REPLY, lambda e: e.correlation_id == good.id, timeout=20)
+        assert rep.sender == "orchgpt" and rep.reply.result.output == "fine"
+        m.send(pb.REPLY, task_id=parent, correlation_id=run_env.id, reply=pb.Reply(
+            result=pb.TaskResult(task_id=parent, state=pb.SUCCEEDED)))
+        await submit
+        _, _, children = await alice.get_task(parent)
+        assert [c.submitted_by for c in children] == ["client:alice"]  # inherits the root's owner
+
+
 # ---------------------------------------------------------------------------- finding 2
 async def test_an_agent_cannot_send_control_messages_to_another(mesh: tuple[Daemon, AgentProc]) -> None:
     d, victim = mesh
@@ -282,13 +306,17 @@ async def test_an_agent_certificate_with_a_reserved_name_is_refused(mesh: tuple[
                                                                     tmp_path: Path, name: str) -> None:
     d, _ = mesh
     paths = CA.load(d.certs).issue_to(tmp_path, name, "agent")  # bypasses `certs issue`'s check
-    sa = StubAgent(d.address, paths, name)
-    try:
-        with pytest.raises(AssertionError, match="reserved"):
-            await sa.__aenter__()
-    finally:
-        await sa.__aexit__()
-    assert sa.error is not None and sa.error.code() == grpc.StatusCode.PERMISSION_DENIED
+    for _ in range(5):  # grpc may report a write racing the daemon's refusal as INTERNAL: try again
+        sa = StubAgent(d.address, paths, name)
+        try:
+            with pytest.raises(AssertionError, match="stream ended"):  # never REGISTERED
+                await sa.__aenter__()
+        finally:
+            await sa.__aexit__()
+        assert sa.error is not None
+        if sa.error.code() != grpc.StatusCode.INTERNAL:
+            break
+    assert sa.error.code() == grpc.StatusCode.PERMISSION_DENIED and "reserved" in (sa.error.details() or "")
 
 
 # ---------------------------------------------------------------------------- issue 11 finding 9
