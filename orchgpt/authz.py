@@ -342,33 +342,34 @@ class OpenCommands:
     """COMMANDs forwarded to an agent and not answered yet: a REPLY(payload) is forwarded only
     to the agent that asked, only from the agent that was asked, and only once.
 
-    Bounded: entries expire after ``ttl`` seconds; at most ``max_per_agent`` open COMMANDs per
-    asking agent (more are refused with RESOURCE_EXHAUSTED) and ``max_total`` overall (the
-    oldest is forgotten first)."""
+    Bounded: an entry expires after ``ttl`` seconds; an agent has at most ``max_per_agent`` open
+    COMMANDs (asking more forgets its oldest, whose answer is then refused) and all agents
+    together ``max_total`` (the oldest is forgotten first)."""
 
-    def __init__(self, ttl: float = 300.0, max_per_agent: int = 256, max_total: int = 20_000,
+    def __init__(self, ttl: float = 300.0, max_per_agent: int = 1024, max_total: int = 50_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.max_per_agent = max_per_agent
         self.max_total = max_total
         self.clock = clock
         self._open: OrderedDict[str, tuple[str, str, float]] = OrderedDict()  # id -> asker, dest, t
-        self._per_agent: dict[str, int] = {}
+        self._by_asker: dict[str, OrderedDict[str, None]] = {}
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def _drop(self, command_id: str) -> tuple[str, str, float] | None:
+    def _drop(self, command_id: str) -> None:
         entry = self._open.pop(command_id, None)
         if entry is not None:
-            n = self._per_agent.get(entry[0], 1) - 1
-            if n > 0:
-                self._per_agent[entry[0]] = n
-            else:
-                self._per_agent.pop(entry[0], None)
-        return entry
+            mine = self._by_asker.get(entry[0])
+            if mine is not None:
+                mine.pop(command_id, None)
+                if not mine:
+                    del self._by_asker[entry[0]]
 
     def _expire(self) -> None:
+        if not self._open:
+            return
         limit = self.clock() - self.ttl
         while self._open:
             cid, (_, _, t) = next(iter(self._open.items()))
@@ -376,19 +377,16 @@ class OpenCommands:
                 break
             self._drop(cid)
 
-    def may_open(self, asker: str) -> Decision:
-        self._expire()
-        if self._per_agent.get(asker, 0) >= self.max_per_agent:
-            return deny("open-commands-limit",
-                        f"{self.max_per_agent} COMMANDs of {asker} are still unanswered",
-                        code="RESOURCE_EXHAUSTED")
-        return allow("open-commands-limit")
-
     def opened(self, command_id: str, asker: str, dest: str) -> None:
+        """A COMMAND was forwarded from ``asker`` to ``dest``."""
         if not command_id or command_id in self._open:
             return
+        mine = self._by_asker.setdefault(asker, OrderedDict())
+        if len(mine) >= self.max_per_agent:
+            self._drop(next(iter(mine)))
+            mine = self._by_asker.setdefault(asker, OrderedDict())
         self._open[command_id] = (asker, dest, self.clock())
-        self._per_agent[asker] = self._per_agent.get(asker, 0) + 1
+        mine[command_id] = None
         self._expire()
 
     def answer(self, correlation_id: str, replier: str, recipient: str) -> Decision:

@@ -311,12 +311,10 @@ class MeshServicer(pb_grpc.MeshServicer):
         until its REPLY (body payload), which goes only to the agent that asked."""
         agents = self.mesh.agents
         t = env.type
-        if t == pb.COMMAND:
-            d = self.commands.may_open(agent_id)
-            if not d:
-                self._refuse(agent_id, env, outbox, d)
-                return
-        elif t == pb.REPLY:
+        # a COMMAND that carries a correlation_id answers another one (agentd answers with REPLY;
+        # some peers answer with a COMMAND): only a fresh COMMAND waits for a REPLY
+        ask = t == pb.COMMAND and not env.correlation_id
+        if t == pb.REPLY:
             d = self.commands.answer(env.correlation_id, agent_id, env.recipient.agent_id)
             if not d:
                 self._refuse(agent_id, env, outbox, d)
@@ -328,7 +326,7 @@ class MeshServicer(pb_grpc.MeshServicer):
                 self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent {dest_id!r} in the mesh")
                 return
             dest.link.outbox.put(env)  # type: ignore[attr-defined]
-            if t == pb.COMMAND:
+            if ask:
                 self.commands.opened(env.id, agent_id, dest_id)
         elif target == "agent_type":
             ids = [a for a, e in agents.items() if e.info.agent_type == env.recipient.agent_type]
@@ -338,7 +336,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             idle = [a for a in ids if agents[a].info.state == "idle"] or ids
             dest_id = idle[hash(env.id) % len(idle)]
             agents[dest_id].link.outbox.put(env)  # type: ignore[attr-defined]
-            if t == pb.COMMAND:
+            if ask:
                 self.commands.opened(env.id, agent_id, dest_id)
         else:
             for a, e in agents.items():

@@ -134,19 +134,19 @@ def test_open_commands_pair_one_reply_with_one_command() -> None:
     assert not oc.answer("c1", "x", "a")  # not the agent that was asked
     assert not oc.answer("c1", "b", "x")  # not to the agent that asked
     assert not oc.answer("nope", "b", "a")
-    assert oc.answer("c1", "b", "a")
+    d = oc.answer("c1", "b", "a")
+    assert d and d.route == "agents"
     assert not oc.answer("c1", "b", "a")  # once
     oc.opened("c2", "a", "b")
     oc.opened("c3", "a", "b")
-    d = oc.may_open("a")
-    assert not d and d.code == "RESOURCE_EXHAUSTED"
-    assert oc.may_open("z")
-    now[0] = 11.0  # expired
-    assert oc.may_open("a") and len(oc) == 0
-    assert not oc.answer("c2", "b", "a")
+    oc.opened("c4", "a", "b")  # a third: a's oldest (c2) is forgotten
+    assert len(oc) == 2 and not oc.answer("c2", "b", "a") and oc.answer("c3", "b", "a")
+    now[0] = 11.0  # c4 expired
+    assert not oc.answer("c4", "b", "a") and len(oc) == 0
     for i in range(20):
         oc.opened(f"k{i}", f"asker{i}", "b")
-    assert len(oc) == 5  # bounded
+    assert len(oc) == 5  # bounded overall
+    assert oc.answer("k19", "b", "asker19")
     oc.forget_agent("b")
     assert len(oc) == 0
 
