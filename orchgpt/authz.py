@@ -338,6 +338,9 @@ def agent_accepts(type_name: str, body: str | None, sender: str) -> Decision:
     return deny("daemon-only", f"{kind} from {sender!r}: only the orchestrator ({DAEMON}) sends it")
 
 
+_REPLY_OK = Decision(True, "reply-answers-a-command", route="agents")
+
+
 class OpenCommands:
     """COMMANDs forwarded to an agent and not answered yet: a REPLY(payload) is forwarded only
     to the agent that asked, only from the agent that was asked, and only once.
@@ -363,9 +366,7 @@ class OpenCommands:
         if entry is not None:
             mine = self._by_asker.get(entry[0])
             if mine is not None:
-                mine.pop(command_id, None)
-                if not mine:
-                    del self._by_asker[entry[0]]
+                mine.pop(command_id, None)  # an empty one is kept until its agent leaves
 
     def _expire(self) -> None:
         if not self._open:
@@ -381,10 +382,11 @@ class OpenCommands:
         """A COMMAND was forwarded from ``asker`` to ``dest``."""
         if not command_id or command_id in self._open:
             return
-        mine = self._by_asker.setdefault(asker, OrderedDict())
-        if len(mine) >= self.max_per_agent:
+        mine = self._by_asker.get(asker)
+        if mine is None:
+            mine = self._by_asker[asker] = OrderedDict()
+        elif len(mine) >= self.max_per_agent:
             self._drop(next(iter(mine)))
-            mine = self._by_asker.setdefault(asker, OrderedDict())
         self._open[command_id] = (asker, dest, self.clock())
         mine[command_id] = None
         self._expire()
@@ -399,12 +401,13 @@ class OpenCommands:
                         f"a REPLY to {recipient!r} must answer an unanswered COMMAND that "
                         f"{recipient!r} sent to {replier!r} (correlation_id); message dropped")
         self._drop(correlation_id)
-        return allow("reply-answers-a-command", route="agents")
+        return _REPLY_OK
 
     def forget_agent(self, agent_id: str) -> None:
         """An agent left: its open COMMANDs can no longer be answered to it."""
         for cid in [c for c, (a, d, _) in self._open.items() if agent_id in (a, d)]:
             self._drop(cid)
+        self._by_asker.pop(agent_id, None)
 
 
 # ---------------------------------------------------------------------------- the tables as text
