@@ -341,3 +341,30 @@ def test_a_delegated_task_cannot_borrow_another_sessions_workspace() -> None:
     assert authz.workspace_option({"workspace": "mine"}, look, owner="client:alice")
     assert not authz.workspace_option({"workspace": "theirs"}, look, owner="client:alice")
     assert not authz.workspace_option({"workspace": "theirs.x"}, look, owner="client:alice")
+
+
+# ---------------------------------------------------------------------------- store owner filter
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_store_lists_filter_by_owner(kind: str, tmp_path: Path) -> None:
+    from orchgpt.store.memory import MemoryStore
+    from orchgpt.store.sqlite import SqliteStore
+
+    store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "s.db")
+    try:
+        for tid, sid, owner, parent in (("a1", "sa", "client:alice", ""), ("a2", "sa", "client:alice", "a1"),
+                                        ("b1", "sb", "client:bob", ""), ("a3", "sc", "client:alice", "")):
+            store.create_task(Task(task_id=tid, agent_type="echo", session_id=sid, submitted_by=owner,
+                                   parent_task_id=parent))
+        assert {t.task_id for t in store.list_tasks(50, owner="client:alice")} == {"a1", "a3"}
+        assert {t.task_id for t in store.list_tasks(50, include_children=True, owner="client:alice")} == {
+            "a1", "a2", "a3"}
+        assert {t.task_id for t in store.list_tasks(50, "sa", True, "client:bob")} == set()
+        assert {t.task_id for t in store.list_tasks(50)} == {"a1", "a3", "b1"}  # None: everyone's
+        assert {s.session_id for s in store.list_sessions(50, owner="client:alice")} == {"sa", "sc"}
+        assert {s.session_id for s in store.list_sessions(50, owner="client:bob")} == {"sb"}
+        assert {s.session_id for s in store.list_sessions(50)} == {"sa", "sb", "sc"}
+        store.publish_session("sb", [])
+        assert {s.session_id for s in store.list_sessions(50, True, owner="client:alice")} == set()
+        assert {s.session_id for s in store.list_sessions(50, True)} == {"sb"}
+    finally:
+        store.close()
