@@ -183,9 +183,9 @@ class Link:
                         rule=d.rule)
             return
         if t == pb.REPLY and body == "payload":
-            afut = self._asks.pop(env.correlation_id, None)
-            if afut is not None and not afut.done():
-                afut.set_result(env.payload)
+            asked = self._asks.pop(env.correlation_id, None)
+            if asked is not None and not asked.done():
+                asked.set_result(env.payload)
             return
         if t == pb.REGISTERED:
             self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
@@ -222,11 +222,11 @@ class Link:
                 afut.set_result(r)
         elif t == pb.ERROR:
             fut = self._delegations.pop(env.correlation_id, None)
-            afut = self._asks.pop(env.correlation_id, None)
+            asked = self._asks.pop(env.correlation_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(DelegationError(f"{env.error.code}: {env.error.message}"))
-            elif afut is not None and not afut.done():
-                afut.set_exception(AskError(f"{env.error.code}: {env.error.message}"))
+            elif asked is not None and not asked.done():
+                asked.set_exception(AskError(f"{env.error.code}: {env.error.message}"))
             else:
                 log.warning("orchestrator_error", code=env.error.code, message=env.error.message)
         else:

@@ -269,7 +269,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             return
         try:
             if d.route == "agents":
-                self._forward(agent_id, env, target, outbox)
+                self._forward(agent_id, env, target or "", outbox)
             elif t == pb.TASK_EVENT:
                 ev = codec.event_from_pb(env.event, env.timestamp_ms)
                 ev._wire = env.event  # type: ignore[attr-defined]  # re-used by EventSubscription
