@@ -37,6 +37,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -99,6 +100,7 @@ class AgentSettings:
     token_budget: int = 60000
     sandbox_timeout_s: float = 60
     sandbox_memory_mb: int = 1024
+    sandbox_policy: Any = None  # an agentd.sandbox.SandboxPolicy (agentd sets it at start-up)
 
     @classmethod
     def from_env(cls, agent_type: str, environ: Mapping[str, str] | None = None) -> AgentSettings:
