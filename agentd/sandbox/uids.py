@@ -143,19 +143,23 @@ class UidAllocator:
                     entry["holders"].append(me)
                     return UidLease(int(uid), ws, me["token"])
             base = zlib.crc32(os.fsencode(ws)) % self.count
+            unmapped = 0
             for i in range(self.count):
                 uid = self.first + (base + i) % self.count
                 if str(uid) in table:
                     continue
                 if not (_is_mapped(uids, uid) and _is_mapped(gids, uid)):
-                    break  # this user namespace maps no part of the range
+                    unmapped += 1
+                    if unmapped > 64:
+                        break  # this user namespace maps (nearly) none of the range
+                    continue
                 table[str(uid)] = {"workspace": ws, "holders": [me]}
                 return UidLease(uid, ws, me["token"])
-        if _is_mapped(uids, NOBODY) and _is_mapped(gids, NOBODY):
+        if unmapped > 64 and _is_mapped(uids, NOBODY) and _is_mapped(gids, NOBODY):
             return UidLease(NOBODY, ws, me["token"], shared_nobody=True)
         raise ToolError(
-            "no sandbox uid is free: every uid of the range is held by a live sandbox, or "
-            "this user namespace maps none of them"
+            f"no sandbox uid is free: the {self.count} uids from {self.first} are held by live "
+            "sandboxes or not mapped in this user namespace"
         )
 
     def release(self, lease: UidLease, owner: tuple[int, int] | None = None) -> None:
