@@ -18,6 +18,7 @@ import tempfile
 import textwrap
 import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,19 @@ IPC_RMID = 0
 @pytest.fixture
 async def iso() -> Isolation:
     return await detect_isolation()
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A directory where a daemon's files would live: not under /tmp, /var/tmp or /run
+    (the sandbox has its own of those, so anything there would be hidden for free)."""
+    parent = Path("/var/lib") if os.access("/var/lib", os.W_OK) else Path.home()
+    d = Path(tempfile.mkdtemp(prefix="orchgpt-sbx-test-", dir=parent))
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _needs_namespaces(iso: Isolation) -> None:
@@ -133,21 +147,21 @@ async def test_ipc_and_run_are_private(iso: Isolation, tmp_path: Path) -> None:
 
 
 async def test_certs_data_and_other_workspaces_are_not_visible(
-    iso: Isolation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    iso: Isolation, base: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As root: not only unreadable, absent (os.path.exists is False)."""
     _needs_namespaces(iso)
-    lay = _layout(tmp_path)
+    lay = _layout(base)
     monkeypatch.setenv("ORCHGPT_WORKSPACE_ROOT", str(lay["root"]))
     sb = Sandbox(lay["ws"], Limits(timeout_s=20), hide=[lay["certs"], lay["data"]])
     r = await sb.run([sys.executable, "-c", PROBE, json.dumps(_probe_paths(lay))])
     assert r.exit_code == 0, r.stdout + r.stderr
     _assert_invisible(json.loads(r.stdout))
     # Only the allow list is there at all: no /home, /root's contents, /srv, /work, /var/lib.
-    r = await sb.run("ls -A /; echo --; ls -A /var; echo --; hostname")
-    top, var, host = (part.split() for part in r.stdout.split("--"))
+    r = await sb.run(f"ls -A /; echo --; ls -A {base}; echo --; ls -A {lay['root']}; echo --; hostname")
+    top, above, siblings, host = (part.split() for part in r.stdout.split("--"))
     assert not set(top) & {"home", "srv", "work", "mnt", "opt", "boot", "data", "certs"}, top
-    assert var == ["tmp"], var
+    assert above == ["workspaces"] and siblings == ["task1"], (above, siblings)
     assert host == ["sandbox"]  # its own uts namespace
 
 
@@ -234,6 +248,9 @@ DRIVER = textwrap.dedent("""
     async def main():
         ws, probe, paths = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
         iso = await detect_isolation()
+        if iso.mode == "none":
+            print(json.dumps({"mode": iso.mode, "reason": iso.reason}))
+            return
         r = await Sandbox(ws, Limits(timeout_s=20)).run([sys.executable, "-c", probe, paths])
         print(json.dumps({"mode": iso.mode, "reason": iso.reason, "exit": r.exit_code,
                           "stdout": r.stdout, "stderr": r.stderr, "notes": r.notes}))
@@ -242,42 +259,38 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def test_non_root_agent_cannot_see_certs_or_other_workspaces() -> None:
+def test_non_root_agent_cannot_see_certs_or_other_workspaces(base: Path) -> None:
     """Finding 7, as the container image runs (uid 10001): generated code read the mesh
     CA key in the certs dir and another task's workspace. Now they do not exist for it."""
     python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv(1) to become uid 10001")
-    base = Path(tempfile.mkdtemp(prefix="orchgpt-sbx-", dir="/tmp"))
-    try:
-        lay = _layout(base)
-        for p in [base, *base.rglob("*")]:
-            os.chown(p, 10001, 10001)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(base),
-               "ORCHGPT_WORKSPACE_ROOT": str(lay["root"])}
-        argv = ["setpriv", "--reuid", "10001", "--regid", "10001", "--clear-groups",
-                python, "-c", DRIVER, str(lay["ws"]), PROBE, json.dumps(_probe_paths(lay))]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=40, env=env, cwd="/")
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout)
-        # The agent itself (uid 10001) reads the key: only the sandbox is kept from it.
-        check = subprocess.run(["setpriv", "--reuid", "10001", "--regid", "10001", "--clear-groups",
-                                "cat", str(lay["key"])], capture_output=True, text=True, timeout=10)
-        assert "MESH-CA-KEY" in check.stdout
-        if out["mode"] == "none":
-            pytest.skip(f"no user namespaces for uid 10001 here: {out['reason']}")
-        assert out["mode"] == "user-ns", out
-        assert out["exit"] == 0, out
-        _assert_invisible(json.loads(out["stdout"]))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    lay = _layout(base)
+    home = base / "home"  # as in the image: /home/orchgpt, with /certs and /data elsewhere
+    home.mkdir()
+    for p in [base, *base.rglob("*")]:
+        os.chown(p, 10001, 10001)
+    as_10001 = ["setpriv", "--reuid", "10001", "--regid", "10001", "--clear-groups"]
+    # The agent itself (uid 10001) reads the key: only the sandbox is kept from it.
+    check = subprocess.run([*as_10001, "cat", str(lay["key"])], capture_output=True, text=True,
+                           timeout=10)
+    assert "MESH-CA-KEY" in check.stdout
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(home),
+           "ORCHGPT_WORKSPACE_ROOT": str(lay["root"])}
+    argv = [*as_10001, python, "-c", DRIVER, str(lay["ws"]), PROBE, json.dumps(_probe_paths(lay))]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=40, env=env, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    if out["mode"] == "none":
+        pytest.skip(f"no user namespaces for uid 10001 here: {out['reason']}")
+    assert out["mode"] == "user-ns", out
+    assert out["exit"] == 0, out
+    _assert_invisible(json.loads(out["stdout"]))
 
 
 async def test_no_namespaces_refused_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without isolation generated code is refused, with an error naming the opt-in;
     allowed, it runs and the result says which isolation it had."""
-    from agentd.sandbox import SandboxPolicy, WeakSandboxRefused
-
     ws = tmp_path / "ws"
     ws.mkdir()
     monkeypatch.setenv("ORCHGPT_SANDBOX_ISOLATION", "none")  # as if the kernel had no namespaces
@@ -286,6 +299,8 @@ async def test_no_namespaces_refused_unless_allowed(tmp_path: Path, monkeypatch:
     with pytest.raises(Exception, match="--allow-weak-sandbox") as err:
         await Sandbox(ws, Limits(timeout_s=10)).run("echo ran > ran.txt")
     assert "ORCHGPT_ALLOW_WEAK_SANDBOX=1" in str(err.value)
+    from agentd.sandbox import SandboxPolicy, WeakSandboxRefused
+
     assert isinstance(err.value, WeakSandboxRefused)
     assert not (ws / "ran.txt").exists()
 
