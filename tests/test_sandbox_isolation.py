@@ -118,7 +118,8 @@ def _assert_invisible(seen: dict[str, object]) -> None:
 
 async def test_ipc_and_run_are_private(iso: Isolation, tmp_path: Path) -> None:
     """Finding 7: generated code left a 64 MB SysV segment (mode 0666) and files in
-    /run/lock on the host. Now both die with the sandbox (IPC namespace, private /run)."""
+    /run/lock on the host. Now both die with the sandbox (IPC namespace, private /run),
+    and SysV memory, which RLIMIT_AS does not count, is capped like the private /tmp."""
     _needs_namespaces(iso)
     key = random.randint(0x10000000, 0x7FFFFFFF)
     lock = f"/run/lock/orchgpt-sbx-{uuid.uuid4().hex}"
@@ -127,6 +128,8 @@ async def test_ipc_and_run_are_private(iso: Isolation, tmp_path: Path) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         shmid = libc.shmget(ctypes.c_int({key}), ctypes.c_size_t(64 << 20), ctypes.c_int({IPC_CREAT | 0o666}))
         print("shm", shmid, ctypes.get_errno())
+        big = libc.shmget(ctypes.c_int({key} + 1), ctypes.c_size_t(1 << 30), ctypes.c_int({IPC_CREAT | 0o600}))
+        print("big", big)
         open({lock!r}, "w").write("left behind")
         print("lock written")
     """)
@@ -138,10 +141,12 @@ async def test_ipc_and_run_are_private(iso: Isolation, tmp_path: Path) -> None:
         shm_line = r.stdout.splitlines()[0].split()
         assert int(shm_line[1]) >= 0, f"shmget failed inside: {r.stdout}"  # it worked inside
         assert "lock written" in r.stdout
+        assert "big -1" in r.stdout, "1 GB of SysV memory (outside RLIMIT_AS) was granted"
         assert _shm_exists(key) < 0, "the SysV segment outlived the sandbox on the host"
         assert not os.path.exists(lock), "a file in /run/lock outlived the sandbox on the host"
     finally:
         _shm_remove(key)
+        _shm_remove(key + 1)
         if os.path.exists(lock):
             os.unlink(lock)
 

@@ -483,6 +483,7 @@ class Sandbox:
                 loopback=iso.network,
                 hostname=HOSTNAME if iso.mode != "none" else "",
                 drop_caps=iso.mode != "none",
+                tmpfs_mb=self._tmpfs_mb(),
             )
             if uid is not None:
                 await asyncio.to_thread(chown_tree, self.workspace, uid, uid)
@@ -503,6 +504,12 @@ class Sandbox:
             if lease is not None and allocator is not None:
                 await asyncio.shield(asyncio.to_thread(allocator.release, lease))
         return result
+
+    def _tmpfs_mb(self) -> int:
+        """The private /tmp (and SysV shared memory) may hold at most this much: it is
+        memory that RLIMIT_AS does not count."""
+        mem = self.limits.memory_mb
+        return 256 if mem <= 0 else max(16, min(256, mem))
 
     def _rlimits(self, timeout: float, own_uid: bool) -> dict[str, int]:
         lim = self.limits

@@ -57,6 +57,7 @@ class LaunchSpec:
     loopback: bool = False  # bring up lo in the private network namespace
     hostname: str = ""  # set in the private uts namespace
     drop_caps: bool = False  # drop every capability even without a uid switch
+    tmpfs_mb: int = 256  # size of the private /tmp; also the cap on SysV shared memory
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -177,9 +178,11 @@ def build_root(spec: LaunchSpec, sys_: _Sys) -> None:
     def at(p: str) -> str:
         return root + p
 
+    small = min(64, spec.tmpfs_mb)
     for d in spec.private_dirs:
         os.makedirs(at(d), mode=0o755, exist_ok=True)
-        sys_.tmpfs(at(d), "mode=1777,size=256m" if d != "/run" else "mode=755,size=16m")
+        size = {"/tmp": spec.tmpfs_mb, "/run": 16}.get(d, small)
+        sys_.tmpfs(at(d), f"mode={'755' if d == '/run' else '1777'},size={size}m")
         if d == "/run":
             os.mkdir(at("/run/lock"))
             os.chmod(at("/run/lock"), 0o1777)
@@ -190,6 +193,7 @@ def build_root(spec: LaunchSpec, sys_: _Sys) -> None:
         sys_.bind(fd, at(d), ro)
     os.makedirs(at("/proc"), exist_ok=True)
     sys_.mount("/proc", at("/proc"), None, _MS_BIND | _MS_REC)  # the new pid namespace's
+    _limit_sysv_shm(spec.tmpfs_mb)
     os.makedirs(at("/dev"), mode=0o755, exist_ok=True)
     for name, fd in devices.items():
         os.close(os.open(at(f"/dev/{name}"), os.O_CREAT | os.O_WRONLY, 0o666))
@@ -222,6 +226,15 @@ def build_root(spec: LaunchSpec, sys_: _Sys) -> None:
 
 
 # ---------------------------------------------------------------- the rest of the setup
+
+
+def _limit_sysv_shm(megabytes: int) -> None:
+    """SysV shared memory lives outside RLIMIT_AS: cap it in the private IPC namespace
+    (best effort: older kernels do not let a user namespace set these)."""
+    for name, value in (("shmmax", megabytes << 20), ("shmall", (megabytes << 20) // 4096)):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/sys/kernel/{name}", "w") as f:
+                f.write(str(value))
 
 
 def _loopback_up() -> None:
