@@ -322,6 +322,23 @@ async def test_no_namespaces_refused_unless_allowed(tmp_path: Path, monkeypatch:
         SandboxPolicy.from_env()
 
 
+def test_self_check_reports_the_isolation(base: Path) -> None:
+    """`python -m agentd.sandbox`, the check the Dockerfile documents."""
+    lay = _layout(base)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHGPT_CERTS": str(lay["certs"]),
+           "ORCHGPT_DATA_DIR": str(lay["data"])}
+    env.pop("ORCHGPT_SANDBOX_ISOLATION", None)
+    proc = subprocess.run([sys.executable, "-m", "agentd.sandbox"], capture_output=True, text=True,
+                          timeout=40, env=env, cwd="/")
+    out = json.loads(proc.stdout)
+    if out["isolation"] == "none":
+        assert proc.returncode == 3 and out["generated_code"] == "refused"
+        pytest.skip(f"no namespaces here: {out['reason']}")
+    assert proc.returncode == 0, out
+    assert out["inside"]["hostname"] == "sandbox"
+    assert out["inside"]["visible"] == {str(lay["certs"]): False, str(lay["data"]): False}
+
+
 def test_launch_spec_is_typed_json() -> None:
     from agentd.sandbox import LaunchSpec
 
