@@ -217,11 +217,14 @@ def test_uid_leases_across_processes(tmp_path: Path) -> None:
 
     state = tmp_path / "state"
     first = 1_600_000_000
+    held_ws = tmp_path / "held"
+    held_ws.mkdir()
+    chown = "os.chown(sys.argv[1], lease.uid, lease.uid); " if os.geteuid() == 0 else ""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys; from agentd.sandbox import UidAllocator; "
-         f"a = UidAllocator({str(state)!r}, {first}, 2); print(a.acquire('/w/held').uid, flush=True); "
-         "sys.stdin.read()"],
+         "import os, sys; from agentd.sandbox import UidAllocator; "
+         f"a = UidAllocator({str(state)!r}, {first}, 2); lease = a.acquire(sys.argv[1]); "
+         f"{chown}print(lease.uid, flush=True); sys.stdin.read()", str(held_ws)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -239,10 +242,12 @@ def test_uid_leases_across_processes(tmp_path: Path) -> None:
     finally:
         holder.stdin.close()  # type: ignore[union-attr]
         holder.wait(10)
-    # The holder died without releasing: its uid is free again.
+    # The holder died without releasing (an agent killed mid-run): its uid is free again,
+    # and the workspace it held is given back to the agent's user.
     third = alloc.acquire("/w/third")
     assert third.uid == held
     assert alloc.holders() == {mine.uid: "/w/mine", held: "/w/third"}
+    assert held_ws.stat().st_uid == os.geteuid()
 
 
 DRIVER = textwrap.dedent("""
@@ -337,6 +342,28 @@ def test_self_check_reports_the_isolation(base: Path) -> None:
     assert proc.returncode == 0, out
     assert out["inside"]["hostname"] == "sandbox"
     assert out["inside"]["visible"] == {str(lay["certs"]): False, str(lay["data"]): False}
+
+
+async def test_agentd_policy_from_flag_and_certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """agentd's start-up: --allow-weak-sandbox opts in; its certificates, the daemon's
+    certs and data dirs and the workspace root are protected."""
+    from agentd.__main__ import _parser
+    from agentd.sandbox_setup import sandbox_policy
+    from orchgpt.certs import CertPaths
+
+    monkeypatch.delenv("ORCHGPT_ALLOW_WEAK_SANDBOX", raising=False)
+    monkeypatch.setenv("ORCHGPT_CERTS", str(tmp_path / "daemon-certs"))
+    monkeypatch.setenv("ORCHGPT_DATA_DIR", str(tmp_path / "data"))
+    d = tmp_path / "agent-certs"
+    certs = CertPaths(d / "ca.pem", d / "backend.pem", d / "backend-key.pem")
+    args = _parser().parse_args(["--type", "backend", "--allow-weak-sandbox"])
+    policy = await sandbox_policy(certs, tmp_path / "ws", args.allow_weak_sandbox)
+    assert policy.allow_weak
+    assert {str(d), str(d / "backend-key.pem"), str(tmp_path / "daemon-certs"),
+            str(tmp_path / "data")} <= set(policy.protected)
+    assert policy.workspace_root == str(tmp_path / "ws")
+    args = _parser().parse_args(["--type", "backend"])
+    assert not (await sandbox_policy(certs, tmp_path / "ws", args.allow_weak_sandbox)).allow_weak
 
 
 def test_launch_spec_is_typed_json() -> None:

@@ -119,6 +119,8 @@ class UidAllocator:
 
     @staticmethod
     def _prune(table: dict[str, dict]) -> None:
+        """Drop the holders that died (an agent killed mid-run); a lease left without
+        holders is released as `release` would have done it."""
         for uid in list(table):
             entry = table[uid]
             holders = [
@@ -127,8 +129,10 @@ class UidAllocator:
             ]
             if holders:
                 entry["holders"] = holders
-            else:
-                del table[uid]
+                continue
+            del table[uid]
+            with contextlib.suppress(ValueError, OSError):
+                _give_back(int(uid), Path(entry.get("workspace", "")))
 
     # ---- leases
     def acquire(self, workspace: str | os.PathLike[str]) -> UidLease:
@@ -174,15 +178,21 @@ class UidAllocator:
                     del table[str(lease.uid)]
                     last = True
             if last:
-                kill_uid(lease.uid)
-                uid, gid = owner or (os.geteuid(), os.getegid())
-                chown_tree(Path(lease.workspace), uid, gid)
+                _give_back(lease.uid, Path(lease.workspace), owner)
 
     def holders(self) -> dict[int, str]:
         """uid -> workspace of the live leases (for tests and diagnostics)."""
         with self._locked() as table:
             self._prune(table)
             return {int(u): e["workspace"] for u, e in table.items()}
+
+
+def _give_back(uid: int, workspace: Path, owner: tuple[int, int] | None = None) -> None:
+    """A lease ends: nothing may run under its uid, and the workspace is the agent's again."""
+    kill_uid(uid)
+    if workspace.is_absolute() and workspace.is_dir() and workspace.stat().st_uid == uid:
+        o_uid, o_gid = owner or (os.geteuid(), os.getegid())
+        chown_tree(workspace, o_uid, o_gid)
 
 
 def chown_tree(root: Path, uid: int, gid: int, mode: int | None = 0o700) -> None:
