@@ -101,6 +101,8 @@ PROBE = textwrap.dedent("""
         out["other_text"] = open(paths["other"] + "/app.py").read()
     except OSError as e:
         out["other_text"] = type(e).__name__
+    import ctypes
+    out["nested_userns"] = ctypes.CDLL(None).unshare(0x10000000) == 0  # CLONE_NEWUSER
     print(json.dumps(out))
 """)
 
@@ -191,8 +193,8 @@ async def test_live_sandboxes_never_share_a_uid(iso: Isolation, tmp_path: Path) 
     for ws in (a, b):
         ws.mkdir(parents=True)
     # Each records its uid, then waits until the test lets it go: both are live at once.
-    script = "id -u > uid.txt; i=0; while [ ! -e go ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done"
-    runs = [asyncio.create_task(Sandbox(ws, Limits(timeout_s=25)).run(script)) for ws in (a, b)]
+    script = "id -u > uid.txt; i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done"
+    runs = [asyncio.create_task(Sandbox(ws, Limits(timeout_s=40)).run(script)) for ws in (a, b)]
     try:
         await await_for(lambda: all((ws / "uid.txt").is_file() and (ws / "uid.txt").read_text().strip()
                                     for ws in (a, b)), timeout=20, what="both sandboxes running")
@@ -295,7 +297,9 @@ def test_non_root_agent_cannot_see_certs_or_other_workspaces(base: Path) -> None
         pytest.skip(f"no user namespaces for uid 10001 here: {out['reason']}")
     assert out["mode"] == "user-ns", out
     assert out["exit"] == 0, out
-    _assert_invisible(json.loads(out["stdout"]))
+    seen = json.loads(out["stdout"])
+    _assert_invisible(seen)
+    assert seen["nested_userns"] is False  # no user namespace inside the sandbox's own
 
 
 async def test_no_namespaces_refused_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -484,6 +484,7 @@ class Sandbox:
                 hostname=HOSTNAME if iso.mode != "none" else "",
                 drop_caps=iso.mode != "none",
                 tmpfs_mb=self._tmpfs_mb(),
+                no_nested_userns=iso.mode == "user-ns",
             )
             if uid is not None:
                 await asyncio.to_thread(chown_tree, self.workspace, uid, uid)

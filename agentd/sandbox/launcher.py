@@ -58,6 +58,7 @@ class LaunchSpec:
     hostname: str = ""  # set in the private uts namespace
     drop_caps: bool = False  # drop every capability even without a uid switch
     tmpfs_mb: int = 256  # size of the private /tmp; also the cap on SysV shared memory
+    no_nested_userns: bool = False  # inside our own user namespace: forbid creating more
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -82,7 +83,6 @@ _MS_NODEV = 4
 _MS_NOEXEC = 8
 _MS_REMOUNT = 32
 _MS_BIND = 4096
-_MS_MOVE = 8192
 _MS_REC = 16384
 _MNT_DETACH = 2
 _PR_SET_NO_NEW_PRIVS = 38
@@ -131,12 +131,12 @@ class _Sys:
         """Make new_root the root and detach the old one entirely."""
         os.chdir(new_root)
         number = _SYS_PIVOT_ROOT.get(platform.machine())
-        if number is not None:
-            self.check(self.libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
-            self.check(self.libc.umount2(b".", _MNT_DETACH), "detach the old root")
-        else:  # an architecture we have no number for: move the mount over / and chroot
-            self.mount(".", "/", None, _MS_MOVE)
-            os.chroot(".")
+        if number is None:
+            raise SetupError(f"pivot_root: no system call number known for {platform.machine()}")
+        # No fallback to MS_MOVE + chroot: the old root would stay beneath, and a command
+        # that gains CAP_SYS_CHROOT in a nested user namespace could look for a way out.
+        self.check(self.libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
+        self.check(self.libc.umount2(b".", _MNT_DETACH), "detach the old root")
         os.chdir("/")
 
 
@@ -287,6 +287,10 @@ def launch(spec: LaunchSpec) -> None:
         if spec.loopback:
             with contextlib.suppress(OSError):
                 _loopback_up()
+        if spec.no_nested_userns:
+            # Per user namespace: this limits ours and its children, never the host's.
+            with contextlib.suppress(OSError), open("/proc/sys/user/max_user_namespaces", "w") as f:
+                f.write("0")
         os.chdir(spec.cwd)
         _set_rlimits(spec.rlimits, spec.uid is not None)
         _drop_privileges(spec, sys_)
