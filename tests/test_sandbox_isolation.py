@@ -317,6 +317,16 @@ async def test_no_namespaces_refused_unless_allowed(tmp_path: Path, monkeypatch:
 
     assert isinstance(err.value, WeakSandboxRefused)
     assert not (ws / "ran.txt").exists()
+    # Through the model's run_command tool it is not an error to retry: the task fails
+    # (WeakSandboxRefused is a TaskFailed, which agentd reports as the task's error).
+    from agentd.errors import TaskFailed
+    from agentd.tools import Toolbox, ToolEnv
+    from agentd.workspace import Workspace
+
+    box = Toolbox(ToolEnv(Workspace(ws), Sandbox(ws, Limits(timeout_s=10))), ["run_command"])
+    with pytest.raises(TaskFailed, match="--allow-weak-sandbox"):
+        await box.call("run_command", {"command": "echo ran > ran.txt"})
+    assert not (ws / "ran.txt").exists()
 
     monkeypatch.setenv("ORCHGPT_ALLOW_WEAK_SANDBOX", "1")
     policy = SandboxPolicy.from_env()
