@@ -14,7 +14,6 @@ import asyncio
 import json
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from .core import Limits, Sandbox, SandboxPolicy, detect_isolation
@@ -38,7 +37,7 @@ async def check() -> int:
         print(json.dumps(report))
         return 3
     with tempfile.TemporaryDirectory(prefix="orchgpt-sandbox-check-") as d:
-        sb = Sandbox(Path(d), Limits(timeout_s=20), policy=replace(policy, state_dir=None))
+        sb = Sandbox(Path(d), Limits(timeout_s=20), policy=policy)
         r = await sb.run([sys.executable, "-c", PROBE, *policy.protected])
     report["notes"] = r.notes
     if r.exit_code != 0:

@@ -447,7 +447,7 @@ class Sandbox:
             )
         elif iso.mode == "none":
             notes.append(f"weak sandbox (allowed by {WEAK_FLAG}): limits only")
-            if not own_uid:
+            if os.geteuid() != 0:
                 notes.append("uid not dropped: agentd does not run as root")
             notes.append(f"network not isolated ({iso.reason})")
             notes.append("no IPC namespace: SysV shared memory and semaphores are the host's")
