@@ -123,6 +123,36 @@ STATUS_ACTION: Action.ValueType  # 4
 """what the agents of the type are doing"""
 Global___Action: _TypeAlias = Action  # noqa: Y015
 
+class _AgentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_STATE_UNSPECIFIED: _AgentState.ValueType  # 0
+    STARTING: _AgentState.ValueType  # 1
+    """spawned by orchgpt, not registered yet"""
+    IDLE: _AgentState.ValueType  # 2
+    """registered, no task"""
+    BUSY: _AgentState.ValueType  # 3
+    """running current_task"""
+    LOST: _AgentState.ValueType  # 4
+    """its stream ended (kept while its task waits for it)"""
+
+class AgentState(_AgentState, metaclass=_AgentStateEnumTypeWrapper):
+    """What an agent is doing (Heartbeat.state, AgentInfo.state)."""
+
+AGENT_STATE_UNSPECIFIED: AgentState.ValueType  # 0
+STARTING: AgentState.ValueType  # 1
+"""spawned by orchgpt, not registered yet"""
+IDLE: AgentState.ValueType  # 2
+"""registered, no task"""
+BUSY: AgentState.ValueType  # 3
+"""running current_task"""
+LOST: AgentState.ValueType  # 4
+"""its stream ended (kept while its task waits for it)"""
+Global___AgentState: _TypeAlias = AgentState  # noqa: Y015
+
 class _TaskState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -147,47 +177,6 @@ SUCCEEDED: TaskState.ValueType  # 4
 FAILED: TaskState.ValueType  # 5
 CANCELLED: TaskState.ValueType  # 6
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
-
-class _EventKind:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    EVENT_KIND_UNSPECIFIED: _EventKind.ValueType  # 0
-    STATUS: _EventKind.ValueType  # 1
-    """state change (state, text)"""
-    LOG: _EventKind.ValueType  # 2
-    """a log line (text)"""
-    TOKEN: _EventKind.ValueType  # 3
-    """a token delta from the model (text)"""
-    ARTIFACT: _EventKind.ValueType  # 4
-    """a file produced (artifact)"""
-    STEP: _EventKind.ValueType  # 5
-    """an agent-loop step (text, data)"""
-    RESULT: _EventKind.ValueType  # 6
-    """the task's final result (result)"""
-    APPROVAL: _EventKind.ValueType  # 7
-    """a proposed tool call waiting for the user (approval)"""
-
-class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper): ...
-
-EVENT_KIND_UNSPECIFIED: EventKind.ValueType  # 0
-STATUS: EventKind.ValueType  # 1
-"""state change (state, text)"""
-LOG: EventKind.ValueType  # 2
-"""a log line (text)"""
-TOKEN: EventKind.ValueType  # 3
-"""a token delta from the model (text)"""
-ARTIFACT: EventKind.ValueType  # 4
-"""a file produced (artifact)"""
-STEP: EventKind.ValueType  # 5
-"""an agent-loop step (text, data)"""
-RESULT: EventKind.ValueType  # 6
-"""the task's final result (result)"""
-APPROVAL: EventKind.ValueType  # 7
-"""a proposed tool call waiting for the user (approval)"""
-Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 
 class _ApprovalDecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -699,18 +688,23 @@ Global___Terminate: _TypeAlias = Terminate  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
+    """HEARTBEAT (agent -> orchgpt), every Registered.heartbeat_interval_ms. Any
+    traffic counts as a sign of life; a heartbeat says what the agent is doing.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    STATE_FIELD_NUMBER: _builtins.int
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
-    state: _builtins.str
-    """idle | busy"""
+    STATE_FIELD_NUMBER: _builtins.int
     current_task: _builtins.str
+    """the task it runs (BUSY), else empty"""
+    state: Global___AgentState.ValueType
+    """IDLE or BUSY"""
     def __init__(
         self,
         *,
-        state: _builtins.str = ...,
         current_task: _builtins.str = ...,
+        state: Global___AgentState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -896,6 +890,14 @@ Global___Reply: _TypeAlias = Reply  # noqa: Y015
 
 @_typing.final
 class TaskEvent(_message.Message):
+    """TASK_EVENT body: something that happened to a task. The kind is the body.
+    Agents send status, log, token, step, artifact and approval events for the
+    task they run; orchgpt adds the result event when the task ends (an agent's
+    result goes in a REPLY: a `result` event from an agent gets an ERROR).
+    orchgpt fills seq, agent_id, agent_type and parent_task_id before it passes
+    an event on; what an agent puts there is overwritten.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -919,54 +921,239 @@ class TaskEvent(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     TASK_ID_FIELD_NUMBER: _builtins.int
-    KIND_FIELD_NUMBER: _builtins.int
-    STATE_FIELD_NUMBER: _builtins.int
-    TEXT_FIELD_NUMBER: _builtins.int
-    ARTIFACT_FIELD_NUMBER: _builtins.int
-    RESULT_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
-    APPROVAL_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    AGENT_TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
-    kind: Global___EventKind.ValueType
-    state: Global___TaskState.ValueType
-    text: _builtins.str
+    """required unless the envelope's task_id is set"""
     agent_id: _builtins.str
+    """the agent that runs the task (set by orchgpt)"""
     parent_task_id: _builtins.str
+    """set by orchgpt for delegated tasks"""
     seq: _builtins.int
-    """per task, increasing, assigned by the orchestrator"""
+    """per task, 1, 2, 3, ... (set by orchgpt)"""
+    agent_type: _builtins.str
+    """the type of the task's agent (set by orchgpt)"""
     @_builtins.property
-    def artifact(self) -> Global___Artifact: ...
+    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """structured extras (e.g. a step's tool and arguments)"""
+
     @_builtins.property
-    def result(self) -> Global___TaskResult: ...
+    def status(self) -> Global___StatusEvent: ...
     @_builtins.property
-    def approval(self) -> Global___ApprovalRequest: ...
+    def log(self) -> Global___LogEvent: ...
     @_builtins.property
-    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def token(self) -> Global___TokenEvent: ...
+    @_builtins.property
+    def step(self) -> Global___StepEvent: ...
+    @_builtins.property
+    def artifact(self) -> Global___ArtifactEvent: ...
+    @_builtins.property
+    def approval(self) -> Global___ApprovalEvent: ...
+    @_builtins.property
+    def result(self) -> Global___ResultEvent: ...
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
-        kind: Global___EventKind.ValueType = ...,
-        state: Global___TaskState.ValueType = ...,
-        text: _builtins.str = ...,
-        artifact: Global___Artifact | None = ...,
-        result: Global___TaskResult | None = ...,
         agent_id: _builtins.str = ...,
         parent_task_id: _builtins.str = ...,
         seq: _builtins.int = ...,
-        approval: Global___ApprovalRequest | None = ...,
         data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        agent_type: _builtins.str = ...,
+        status: Global___StatusEvent | None = ...,
+        log: Global___LogEvent | None = ...,
+        token: Global___TokenEvent | None = ...,
+        step: Global___StepEvent | None = ...,
+        artifact: Global___ArtifactEvent | None = ...,
+        approval: Global___ApprovalEvent | None = ...,
+        result: Global___ResultEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "artifact", b"artifact", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "artifact", b"artifact", "body", b"body", "log", b"log", "result", b"result", "status", b"status", "step", b"step", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "approval", b"approval", "artifact", b"artifact", "data", b"data", "kind", b"kind", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "state", b"state", "task_id", b"task_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "approval", b"approval", "artifact", b"artifact", "body", b"body", "data", b"data", "log", b"log", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "status", b"status", "step", b"step", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["status", "log", "token", "step", "artifact", "approval", "result"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
+
+@_typing.final
+class StatusEvent(_message.Message):
+    """A state change, with a human-readable line (e.g. RUNNING "running on a1")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    state: Global___TaskState.ValueType
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: Global___TaskState.ValueType = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
+Global___StatusEvent: _TypeAlias = StatusEvent  # noqa: Y015
+
+@_typing.final
+class LogEvent(_message.Message):
+    """A log line."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEvent: _TypeAlias = LogEvent  # noqa: Y015
+
+@_typing.final
+class TokenEvent(_message.Message):
+    """A token delta from the model (the hot path: keep these small)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenEvent: _TypeAlias = TokenEvent  # noqa: Y015
+
+@_typing.final
+class StepEvent(_message.Message):
+    """One step of the agent loop (a tool call, a decision); details in TaskEvent.data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepEvent: _TypeAlias = StepEvent  # noqa: Y015
+
+@_typing.final
+class ArtifactEvent(_message.Message):
+    """A file the task produced (path relative to its workspace)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """usually the path"""
+    @_builtins.property
+    def artifact(self) -> Global___Artifact: ...
+    def __init__(
+        self,
+        *,
+        artifact: Global___Artifact | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtifactEvent: _TypeAlias = ArtifactEvent  # noqa: Y015
+
+@_typing.final
+class ApprovalEvent(_message.Message):
+    """A proposed tool call waiting for the user's decision (answered with APPROVAL_RESPONSE)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """a one-line summary"""
+    @_builtins.property
+    def request(self) -> Global___ApprovalRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___ApprovalRequest | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalEvent: _TypeAlias = ApprovalEvent  # noqa: Y015
+
+@_typing.final
+class ResultEvent(_message.Message):
+    """The task ended (sent by orchgpt only)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """the output, or the error when it failed"""
+    @_builtins.property
+    def result(self) -> Global___TaskResult:
+        """result.state is SUCCEEDED, FAILED or CANCELLED"""
+
+    def __init__(
+        self,
+        *,
+        result: Global___TaskResult | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultEvent: _TypeAlias = ResultEvent  # noqa: Y015
 
 @_typing.final
 class ApprovalRequest(_message.Message):
@@ -1108,21 +1295,20 @@ class AgentInfo(_message.Message):
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
-    STATE_FIELD_NUMBER: _builtins.int
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_MS_FIELD_NUMBER: _builtins.int
     LOCAL_FIELD_NUMBER: _builtins.int
     CONNECTED_MS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     agent_type: _builtins.str
     host: _builtins.str
-    state: _builtins.str
-    """idle | busy | lost | starting"""
     current_task: _builtins.str
     last_heartbeat_ms: _builtins.int
     local: _builtins.bool
     """spawned by this orchestrator"""
     connected_ms: _builtins.int
+    state: Global___AgentState.ValueType
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1132,11 +1318,11 @@ class AgentInfo(_message.Message):
         agent_type: _builtins.str = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         host: _builtins.str = ...,
-        state: _builtins.str = ...,
         current_task: _builtins.str = ...,
         last_heartbeat_ms: _builtins.int = ...,
         local: _builtins.bool = ...,
         connected_ms: _builtins.int = ...,
+        state: Global___AgentState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
