@@ -3,30 +3,43 @@
 isort:skip_file
 IAC: inter/intra-agent communication for the orchgpt mesh.
 
-This file is the whole wire contract. An agent written in any language joins
-the mesh with it and a certificate signed by the mesh CA:
+This file is the whole wire contract; docs/protocol.md says how to use it (every
+rule below, with the error codes). An agent written in any language joins the
+mesh with it and a certificate signed by the mesh CA:
 
  1. Open a mutual-TLS gRPC channel to the orchestrator with a certificate
     whose subject OU is "agent" (identity = subject CN).
- 2. Call Mesh.Connect and send, as the first Batch, one Envelope of type
-    REGISTER whose body is `register` (agent type, capabilities, host).
-    The orchestrator answers with a REGISTERED envelope carrying the agent id.
- 3. Send HEARTBEAT envelopes every `heartbeat_interval_ms` (from REGISTERED);
-    the orchestrator sends PING envelopes and expects any traffic back.
- 4. Receive RUN envelopes (body `task`), stream TASK_EVENT envelopes
-    (body `event`) and finish with one REPLY envelope (body `reply`) whose
-    correlation_id is the RUN envelope's id. CANCEL asks to stop the task;
-    TERMINATE asks the agent to exit.
- 5. Any envelope may be addressed to another agent (recipient.agent_id),
-    to an agent type, or broadcast: the orchestrator forwards it unchanged.
+ 2. Call Mesh.Connect and send, as the first envelope of the first Batch, a
+    REGISTER envelope whose body is `register`. register.agent_type is
+    required and matches ^[a-z][a-z0-9_-]{0,31}$. The orchestrator answers
+    REGISTERED (correlation_id = the REGISTER's id) with the agent id, the
+    heartbeat interval and the reconnect grace.
+ 3. Send a HEARTBEAT every `heartbeat_interval_ms`; any traffic counts. An
+    agent silent for interval x misses is disconnected. The orchestrator sends
+    PINGs; a PING from an agent is answered with a PONG (correlation_id = the
+    PING's id, the `ping` body echoed).
+ 4. Receive RUN envelopes (body `task`, task_id set), stream TASK_EVENT
+    envelopes (body `event`, one typed kind; the task named by event.task_id
+    or the envelope's task_id) and finish with one REPLY (body reply.result),
+    naming the task by reply.result.task_id, the envelope's task_id, or
+    correlation_id = the RUN envelope's id. The first event of any kind moves
+    the task to RUNNING. RUN_REFUSED declines a RUN; CANCEL asks to stop the
+    task; TERMINATE asks the agent to exit.
+ 5. Any envelope may be addressed to another agent (recipient.agent_id), to an
+    agent type, or broadcast: the orchestrator forwards it unchanged, subject
+    to the authorization rules of docs/security.md.
 
 Every stream carries Batch messages: a sender that has several envelopes
 ready packs them into one Batch (one frame); an idle sender sends a Batch of
 one at once, so batching never adds latency.
 
-The `sender` of every envelope must equal the authenticated identity of the
-certificate; anything else is rejected with an ERROR envelope
-(code PERMISSION_DENIED) and dropped.
+Errors: an envelope that breaks a rule gets an ERROR envelope (code = a gRPC
+status name, message naming the field or rule, correlation_id = its id) and
+is dropped; the stream goes on. The `sender` of every envelope must equal the
+authenticated identity of the certificate (else ERROR PERMISSION_DENIED).
+Before the orchestrator ends a stream (refused REGISTER, silence, a newer
+connection with the same certificate, shutdown) it sends an ERROR with the
+code and reason, then ends the RPC with that status code; never silently.
 """
 
 from collections import abc as _abc
@@ -268,20 +281,24 @@ class Envelope(_message.Message):
     APPROVAL_RESPONSE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """unique message id (uuid4 hex)"""
+    """unique per sender (e.g. uuid4 hex)"""
     sender: _builtins.str
-    """authenticated identity of the sender"""
+    """authenticated identity of the sender (certificate CN)"""
     type: Global___MessageType.ValueType
+    """the body must be the one the type names (docs/protocol.md)"""
     session_id: _builtins.str
     task_id: _builtins.str
+    """the task the envelope is about (RUN, TASK_EVENT, REPLY, CANCEL, ...)"""
     correlation_id: _builtins.str
-    """id of the envelope this one answers"""
+    """id of the envelope this one answers (REGISTERED, PONG, REPLY, ERROR)"""
     timestamp_ms: _builtins.int
     """unix time, milliseconds"""
     payload: _builtins.bytes
     """opaque application data (COMMAND between agents)"""
     @_builtins.property
-    def recipient(self) -> Global___Address: ...
+    def recipient(self) -> Global___Address:
+        """empty: the orchestrator"""
+
     @_builtins.property
     def ping(self) -> Global___Ping: ...
     @_builtins.property
@@ -376,6 +393,10 @@ Global___Batch: _TypeAlias = Batch  # noqa: Y015
 
 @_typing.final
 class Ping(_message.Message):
+    """PING body (optional). PONG has no body of its own: its correlation_id is the
+    PING's id, and the orchestrator's PONG echoes the PING's `ping` body.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SENT_MS_FIELD_NUMBER: _builtins.int
@@ -602,6 +623,8 @@ Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
 
 @_typing.final
 class Register(_message.Message):
+    """REGISTER: the first envelope of an agent's stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
@@ -612,6 +635,7 @@ class Register(_message.Message):
     PENDING_RESULTS_FIELD_NUMBER: _builtins.int
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     agent_type: _builtins.str
+    """required: ^[a-z][a-z0-9_-]{0,31}$"""
     host: _builtins.str
     pid: _builtins.int
     version: _builtins.str
@@ -650,8 +674,11 @@ class Registered(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
+    """the certificate CN"""
     heartbeat_interval_ms: _builtins.int
+    """send a HEARTBEAT this often"""
     max_message_bytes: _builtins.int
+    """the largest frame the orchestrator accepts"""
     def __init__(
         self,
         *,
@@ -870,6 +897,13 @@ Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
 
 @_typing.final
 class Reply(_message.Message):
+    """REPLY body: a task's result. From an agent, it names its task by
+    result.task_id, else the envelope's task_id, else correlation_id = the RUN
+    envelope's id; none of them (or two that differ) gets ERROR INVALID_ARGUMENT.
+    From the orchestrator (a delegated sub-task's result), correlation_id is the
+    DELEGATE_TASK's id.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULT_FIELD_NUMBER: _builtins.int
@@ -1213,6 +1247,10 @@ Global___ApprovalResponse: _TypeAlias = ApprovalResponse  # noqa: Y015
 
 @_typing.final
 class Error(_message.Message):
+    """ERROR body. correlation_id = the envelope refused; empty when the
+    orchestrator is about to end the stream with the status `code`.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CODE_FIELD_NUMBER: _builtins.int
@@ -1220,6 +1258,7 @@ class Error(_message.Message):
     code: _builtins.str
     """a grpc.StatusCode name, e.g. NOT_FOUND"""
     message: _builtins.str
+    """what is wrong, naming the field or rule"""
     def __init__(
         self,
         *,
