@@ -252,10 +252,24 @@ async def test_register_is_answered_with_registered_and_the_agent_is_listed(worl
     r = registered.registered
     assert r.agent_id == a.name  # identity = certificate CN
     assert r.heartbeat_interval_ms == 500 and r.max_message_bytes > 0
+    if "reconnect_grace_ms" in r.DESCRIPTOR.fields_by_name:  # announced since the reconnect rules
+        assert r.reconnect_grace_ms > 0
     assert registered.sender == "orchgpt" and registered.recipient.agent_id == a.name
     c = world.client()
     agents = (await c.stub.ListAgents(pb.ListAgentsRequest(agent_type=agent_type), timeout=5)).agents
     assert [(x.agent_id, x.agent_type, x.state) for x in agents] == [(a.name, agent_type, pb.IDLE)]
+
+
+async def test_a_connection_without_a_client_certificate_fails_at_the_tls_handshake(world) -> None:  # type: ignore[no-untyped-def]
+    pb, d = world.pb, world.daemon
+    creds = grpc.ssl_channel_credentials(root_certificates=(d.certs / "ca.pem").read_bytes())
+    async with grpc.aio.secure_channel(d.address, creds, options=[("grpc.ssl_target_name_override", SERVER_NAME)]) as ch:
+        call = ch.stream_stream("/orchgpt.iac.v1.Mesh/Connect", request_serializer=pb.Batch.SerializeToString,
+                                response_deserializer=pb.Batch.FromString)
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            async for _ in call(iter([pb.Batch()]), timeout=5):
+                pass
+    assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_a_client_certificate_gets_an_error_envelope_then_permission_denied(world) -> None:  # type: ignore[no-untyped-def]
@@ -547,6 +561,10 @@ async def test_typed_events_reach_a_client_watch_with_the_agent_type(world) -> N
     assert got[5].data["tool"] == "write_file" and got[6].artifact.artifact.path == "a.txt"
     assert got[7].approval.request.request_id == "r1"
     assert got[8].result.result.output == "ok" and got[8].result.result.state == pb.SUCCEEDED
+    # the stored events come back typed the same way
+    stored = (await c.stub.GetTask(pb.GetTaskRequest(task_id=tid, with_events=True), timeout=5)).events
+    assert [e.WhichOneof("body") for e in stored] == kinds
+    assert all(e.agent_type == agent_type for e in stored)
 
 
 # ---------------------------------------------------------------- reflection
