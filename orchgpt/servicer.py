@@ -157,6 +157,7 @@ class MeshServicer(pb_grpc.MeshServicer):
     def _refusal(context: grpc.aio.ServicerContext, correlation_id: str = ""):  # type: ignore[no-untyped-def]
         """Connect's abort: an ERROR envelope with the code first, then the status (docs/protocol.md)."""
         async def refuse(code: grpc.StatusCode, message: str) -> None:
+            log.warning("agent_stream_refused", peer=context.peer(), code=code.name, reason=message)
             err = codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id,
                                      error=pb.Error(code=code.name, message=message))
             try:
