@@ -649,3 +649,51 @@ async def test_terminate_reaches_every_agent_of_the_type(world) -> None:  # type
     assert _result_events(pb, envs)[0].event.result.result.state == pb.SUCCEEDED
     term = await a.expect(pb.TERMINATE)
     assert term.terminate.reason
+
+
+# ---------------------------------------------------------------- timeouts and shutdown (in-process daemon)
+@pytest.fixture
+async def inproc(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A daemon in this process, so that its first-message timeout can be shortened."""
+    from orchgpt.config import Settings
+    from orchgpt.server import OrchgptServer
+
+    certs = make_certs(tmp_path / "certs")
+    s = Settings(certs=certs, data_dir=tmp_path / "data", listen="127.0.0.1:0", spawn=False, local_model="off",
+                 heartbeat_interval=0.5, grace_period=0)
+    srv = OrchgptServer(s)
+    await srv.start()
+    d = Daemon(workdir=tmp_path, certs=certs, data_dir=tmp_path / "data")
+    d.port = srv.port
+    yield srv, d
+    await srv.stop(grace=0)
+
+
+async def test_no_register_in_time_gets_an_error_envelope_then_deadline_exceeded(stubs, inproc) -> None:  # type: ignore[no-untyped-def]
+    pb, pb_grpc = stubs
+    srv, d = inproc
+    srv.servicer.first_message_timeout = 0.5
+    a = RawAgent(pb, pb_grpc, d, _uid("late"))
+    try:
+        a._tasks.append(asyncio.create_task(a._read(a.stub.Connect(a._requests()))))  # and send nothing
+        code, details = await a.ends()
+        err = await a.expect(pb.ERROR)
+        assert err.error.code == "DEADLINE_EXCEEDED" and "no REGISTER" in err.error.message
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "no REGISTER" in details
+    finally:
+        await a.close()
+
+
+async def test_a_daemon_shutting_down_ends_agent_streams_with_an_error_then_unavailable(stubs, inproc) -> None:  # type: ignore[no-untyped-def]
+    pb, pb_grpc = stubs
+    srv, d = inproc
+    a = RawAgent(pb, pb_grpc, d, _uid("bye"))
+    try:
+        await a.connect("bye")
+        await srv.stop(grace=0)
+        code, details = await a.ends()
+        err = await a.expect(pb.ERROR)
+        assert err.error.code == "UNAVAILABLE" and "shutting down" in err.error.message
+        assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
+    finally:
+        await a.close()
