@@ -94,7 +94,7 @@ class Agent:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(0.2)
-            self.send(env(pb.HEARTBEAT, self.name, heartbeat=pb.Heartbeat(state="idle")))
+            self.send(env(pb.HEARTBEAT, self.name, heartbeat=pb.Heartbeat(state=pb.IDLE)))
 
     async def wait(self, pred: Any, timeout: float = 5.0) -> pb.Envelope:
         loop = asyncio.get_running_loop()
@@ -215,10 +215,10 @@ async def main() -> dict[str, Any]:
     bodies: dict[str, dict[str, Any]] = {
         "REGISTER": {"register": pb.Register(agent_type="conftype")},
         "REGISTERED": {"registered": pb.Registered(agent_id="peer")},
-        "HEARTBEAT": {"heartbeat": pb.Heartbeat(state="busy", current_task="alice-live")},
+        "HEARTBEAT": {"heartbeat": pb.Heartbeat(state=pb.BUSY, current_task="alice-live")},
         "PING": {"ping": pb.Ping(sent_ms=1)},
         "PONG": {},
-        "TASK_EVENT": {"event": pb.TaskEvent(task_id="alice-live", kind=pb.LOG, text="log")},
+        "TASK_EVENT": {"event": pb.TaskEvent(task_id="alice-live", log=pb.LogEvent(text="log"))},
         "REPLY(result)": {"task_id": "nope", "reply": pb.Reply(result=pb.TaskResult(
             task_id="nope", state=pb.SUCCEEDED))},
         "DELEGATE_TASK": {"task_id": "alice-live", "task": pb.TaskSpec(

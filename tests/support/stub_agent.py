@@ -58,7 +58,7 @@ class StubAgent:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(0.2)
-            self.out.put(codec.new_envelope(pb.HEARTBEAT, self.name, heartbeat=pb.Heartbeat(state="idle")))
+            self.out.put(codec.new_envelope(pb.HEARTBEAT, self.name, heartbeat=pb.Heartbeat(state=pb.IDLE)))
 
     def send(self, type_: int, **fields: Any) -> pb.Envelope:
         env = codec.new_envelope(type_, self.name, **fields)
