@@ -13,15 +13,17 @@ from pathlib import Path
 
 import grpc
 
-from . import codec, logs
+from . import codec, limits, logs, validate
 from .batching import Outbox
 from .certs import Identity
 from .errors import CertError, RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
 from .mesh import LOCAL_PREFIX, Mesh, Registration
-from .models import ApprovalResponse, Task, TaskEvent, TaskResult
+from .models import ApprovalResponse, EventKind, Task, TaskEvent, TaskResult
+from .revocation import Revocations
 from .tls import peer_identity
+from .wire_guard import Malformed
 
 log = logs.get("orchgpt.servicer")
 
@@ -117,6 +119,9 @@ class MeshServicer(pb_grpc.MeshServicer):
         self.heartbeat_ms = int(mesh.heartbeat_interval * 1000)
         self.first_message_timeout = 60.0
         self.accepting = True
+        self.revocation = Revocations()  # the server sets the daemon's (crl.pem in the certs dir)
+        self.limits = limits.PeerLimits()  # the server sets them from its settings
+        self.event_budget = limits.EventBudget(self.limits.max_events_per_task)
 
     # ------------------------------------------------------------------ helpers
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None) -> Identity:
@@ -125,6 +130,9 @@ class MeshServicer(pb_grpc.MeshServicer):
         except CertError as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"certificate not accepted: {exc}")
             raise AssertionError("unreachable") from None
+        refused = self.revocation.check_on_call(ident)
+        if refused:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refused)
         if role is not None and ident.role != role:
             what = "connect as an agent" if role == "agent" else "submit or change work (client role needed)"
             await context.abort(
@@ -136,6 +144,29 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     async def _abort_routing(self, context: grpc.aio.ServicerContext, exc: RoutingError) -> None:
         await context.abort(_status_for(exc.code), str(exc))
+
+    def _stream_outbox(self, ident: Identity, agent_id: str = "") -> tuple[Outbox, limits.StreamCutter]:
+        """An outbox bounded by max_stream_queue_bytes, cut when its peer stops reading or its
+        certificate is revoked (tracked while the stream lives)."""
+        outbox = Outbox(max_bytes=self.max_message_bytes // 2, limit_bytes=self.limits.max_stream_queue_bytes)
+        cutter = limits.StreamCutter()
+        outbox.on_overflow = cutter
+
+        def revoked() -> None:
+            msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
+            last = codec.new_envelope(pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(
+                code="UNAUTHENTICATED", message=msg)) if agent_id else None
+            outbox.abort("UNAUTHENTICATED", msg, last=last)
+            cutter()
+
+        cutter.on_revoked = revoked
+        self.revocation.track(ident.serial, cutter)
+        return outbox, cutter
+
+    async def _end_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox) -> None:
+        """A stream the daemon cut (overflow, revocation) ends with that status."""
+        if outbox.error is not None:
+            await context.abort(_status_for(outbox.error[0]), outbox.error[1])
 
     # ------------------------------------------------------------------ agents
     async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]
@@ -152,6 +183,11 @@ class MeshServicer(pb_grpc.MeshServicer):
                                 f"no REGISTER within {self.first_message_timeout:g}s of connecting")
         if first is grpc.aio.EOF:
             return
+        if isinstance(first, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, first.detail)
+        bad = validate.envelope(first.envelopes[0]) if first.envelopes else ""
+        if bad:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad)
         if not first.envelopes or first.envelopes[0].type != pb.REGISTER or not first.envelopes[0].HasField("register"):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "the first message on Connect must be a REGISTER envelope")
@@ -167,7 +203,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             pending = [codec.result_from_pb(x) for x in r.pending_results]
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        outbox, cutter = self._stream_outbox(ident, agent_id)
         link = GrpcAgentLink(agent_id, outbox)
         host = r.host or context.peer()
         try:
@@ -190,10 +226,16 @@ class MeshServicer(pb_grpc.MeshServicer):
                 if batch is None:
                     reason = outbox.dropped_reason or reason
                     break
+                cutter.writing = True
                 await context.write(batch)
+                cutter.writing = False
+            await self._end_stream(context, outbox)
         except asyncio.CancelledError:
-            reason = "connection lost"
-            raise
+            reason = outbox.dropped_reason if cutter.cut else "connection lost"
+            if not cutter.cut:
+                raise
+            log.warning("agent_cut", agent_id=agent_id, reason=reason)
+            await self._end_stream(context, outbox)
         finally:
             reader.cancel()
             if not reader.done() or reader.cancelled():
@@ -203,12 +245,17 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
                           link: GrpcAgentLink) -> None:
         touch, handle = self.mesh.touch, self._from_agent
+        gate = limits.RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
         try:
             while True:
                 batch = await context.read()
                 if batch is grpc.aio.EOF:
                     break
                 touch(agent_id)
+                if isinstance(batch, Malformed) or not gate.allow(len(batch.envelopes)):
+                    if self._refuse_frame(agent_id, batch, gate, outbox):
+                        continue
+                    break
                 for env in batch.envelopes:
                     handle(agent_id, env, outbox)
             outbox.close("agent closed the stream")
@@ -220,11 +267,34 @@ class MeshServicer(pb_grpc.MeshServicer):
             log.exception("agent_stream_error", agent_id=agent_id, error=str(exc))
             outbox.close(f"stream error: {exc}")
 
+    def _refuse_frame(self, agent_id: str, batch: object, gate: limits.RateLimiter, outbox: Outbox) -> bool:
+        """An undecodable frame, or one over the agent's message rate: answer ERROR and drop it.
+        False when the peer is abusive (it keeps on): then it is disconnected."""
+        if isinstance(batch, Malformed):
+            code, msg = "INVALID_ARGUMENT", batch.detail + "; frame dropped"
+            gate.allow(max(1, gate.burst // 100))  # bad frames cost more of the agent's budget
+        else:
+            code = "RESOURCE_EXHAUSTED"
+            msg = (f"more than {self.limits.agent_messages_per_second:g} messages per second "
+                   f"(agent_messages_per_second, burst {gate.burst}); envelopes dropped")
+        if gate.abusive:
+            log.warning("agent_abusive", agent_id=agent_id, code=code, message=msg)
+            err = codec.new_envelope(pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(
+                code=code, message=f"{msg}; disconnected: the peer kept on"))
+            outbox.abort(code, f"{msg}; disconnected: the peer kept on", last=err)
+            return False
+        self._error(outbox, agent_id, "", code, msg)
+        return True
+
     def _error(self, outbox: Outbox, agent_id: str, correlation_id: str, code: str, message: str) -> None:
         outbox.put(codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id, to_agent=agent_id,
                                       error=pb.Error(code=code, message=message)))
 
     def _from_agent(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        bad = validate.envelope(env)
+        if bad:
+            self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", f"{bad}; message dropped")
+            return
         if env.sender != agent_id:
             log.warning("spoofed_sender", agent_id=agent_id, claimed=env.sender, type=pb.MessageType.Name(env.type))
             self._error(outbox, agent_id, env.id, "PERMISSION_DENIED",
@@ -236,6 +306,8 @@ class MeshServicer(pb_grpc.MeshServicer):
             if target in ("agent_id", "agent_type", "broadcast") and t not in (pb.TASK_EVENT, pb.REPLY, pb.DELEGATE_TASK):
                 self._forward(agent_id, env, target, outbox)
             elif t == pb.TASK_EVENT:
+                if self._over_event_budget(agent_id, env, outbox):
+                    return
                 ev = codec.event_from_pb(env.event, env.timestamp_ms)
                 ev._wire = env.event  # type: ignore[attr-defined]  # re-used by EventSubscription
                 self.mesh.on_event(agent_id, ev)
@@ -243,6 +315,10 @@ class MeshServicer(pb_grpc.MeshServicer):
                 self.mesh.on_result(agent_id, codec.result_from_pb(env.reply.result))
             elif t == pb.DELEGATE_TASK:
                 cmd, parent, inputs = codec.spec_to_command(env.task)
+                too_large = limits.input_too_large(cmd.input, self.limits.max_task_input_bytes, "task.input")
+                if too_large:
+                    self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", too_large)
+                    return
                 try:
                     self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
                 except RoutingError as exc:
@@ -258,6 +334,24 @@ class MeshServicer(pb_grpc.MeshServicer):
                             f"unexpected {pb.MessageType.Name(t)} message from an agent")
         except codec.DecodeError as exc:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", str(exc))
+
+    def _over_event_budget(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> bool:
+        """max_events_per_task: past it a task's events are dropped (one marker event, one ERROR)."""
+        t = self.mesh.active.get(env.event.task_id)
+        if t is None or t.agent_id != agent_id:
+            return False  # stale; the mesh ignores it
+        verdict = self.event_budget.admit(t.task_id, self.mesh.active.__contains__)
+        if verdict == "ok":
+            return False
+        if verdict == "first":
+            limit = self.event_budget.limit
+            msg = (f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
+                   "its further events are dropped (its result is still recorded)")
+            log.warning("event_limit", task_id=t.task_id, agent_id=agent_id, limit=limit)
+            self._error(outbox, agent_id, env.id, "RESOURCE_EXHAUSTED", msg)
+            self.mesh.on_event(agent_id, TaskEvent(t.task_id, EventKind.LOG, text=msg,
+                                                   data={"events_dropped": "true"}))
+        return True
 
     def _forward(self, agent_id: str, env: pb.Envelope, target: str, outbox: Outbox) -> None:
         """Agent-to-agent traffic: forwarded unchanged (the hot path)."""
@@ -292,17 +386,22 @@ class MeshServicer(pb_grpc.MeshServicer):
             cmd = codec.command_from_pb(request.command)
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        too_large = limits.input_too_large(cmd.input, self.limits.max_task_input_bytes)
+        if too_large:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
+        outbox, cutter = self._stream_outbox(ident)
         try:
             task, _created = self.mesh.submit(cmd, submitted_by=f"{ident.role}:{ident.name}")
         except RoutingError as exc:
             await self._abort_routing(context, exc)
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
-        async for b in self._follow(task.task_id, 0, outbox):
+        async for b in self._follow(task.task_id, 0, outbox, cutter):
             yield b
+        await self._end_stream(context, outbox)
 
-    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox) -> AsyncIterator[pb.Batch]:
+    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox,
+                      cutter: limits.StreamCutter | None = None) -> AsyncIterator[pb.Batch]:
         """Replay the stored events after ``after_seq``, then follow live ones (no await in between,
         so nothing is missed or doubled)."""
         sub = EventSubscription(outbox, self.max_pending_events, end_task=task_id)
@@ -319,18 +418,23 @@ class MeshServicer(pb_grpc.MeshServicer):
                 batch = await outbox.next_batch()
                 if batch is None:
                     break
+                if cutter is not None:
+                    cutter.writing = True
                 yield batch
+                if cutter is not None:
+                    cutter.writing = False
         finally:
             mesh.unsubscribe(sub, task_id)
 
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
-        await self._identity(context)
-        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        ident = await self._identity(context)
+        outbox, cutter = self._stream_outbox(ident)
         if request.task_id:
             if self.mesh.get_task(request.task_id) is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
-            async for b in self._follow(request.task_id, request.after_seq, outbox):
+            async for b in self._follow(request.task_id, request.after_seq, outbox, cutter):
                 yield b
+            await self._end_stream(context, outbox)
             return
         sub = EventSubscription(outbox, self.max_pending_events)
         self.mesh.subscribe(sub)
@@ -338,11 +442,14 @@ class MeshServicer(pb_grpc.MeshServicer):
             while True:
                 batch = await outbox.next_batch()
                 if batch is None:
+                    await self._end_stream(context, outbox)
                     if sub.overflowed:
                         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                             "client too slow: event buffer full; watch again")
                     break
+                cutter.writing = True
                 yield batch
+                cutter.writing = False
         finally:
             self.mesh.unsubscribe(sub)
 
@@ -367,9 +474,18 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
         await self._identity(context)
-        tasks = self.mesh.store.list_tasks(request.limit or 50, request.session_id, request.include_children)
-        out = [self.mesh.active.get(t.task_id, t) for t in tasks]
-        return pb.ListTasksResponse(tasks=[codec.task_to_pb(t) for t in out])
+        offset = limits.parse_page_token(request.page_token)
+        if offset is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "page_token: not a next_page_token from ListTasks")
+        assert offset is not None
+        limit = min(max(request.limit, 0) or 50, 1000)
+        tasks = self.mesh.store.list_tasks(offset + limit + 1, request.session_id, request.include_children)
+        out = [self.mesh.active.get(t.task_id, t) for t in tasks[offset:offset + limit]]
+        page, token = limits.page_tasks((codec.task_to_pb(t) for t in out), offset, limit,
+                                        self.limits.list_page_bytes, self.limits.list_field_bytes,
+                                        more=len(tasks) > offset + limit)
+        return pb.ListTasksResponse(tasks=page, next_page_token=token)
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskInfo:
         await self._identity(context, role="client")
