@@ -70,8 +70,8 @@ class StreamCutter:
 class RateLimiter:
     """A token bucket: ``rate`` envelopes per second, bursts up to ``burst``.
 
-    ``abusive`` turns true when more than ``burst`` envelopes were refused within the
-    last ``window`` seconds: the peer keeps on after being told, and is disconnected.
+    ``abusive`` turns true when more than ten bursts' worth of envelopes were refused within
+    ``window`` seconds: the peer keeps on after being told, and is disconnected.
     """
 
     __slots__ = ("_last", "_refused", "_refused_since", "burst", "rate", "tokens", "window")
@@ -101,7 +101,7 @@ class RateLimiter:
 
     @property
     def abusive(self) -> bool:
-        return self._refused > self.burst
+        return self._refused > 10 * self.burst
 
 
 # ---------------------------------------------------------------- events per task

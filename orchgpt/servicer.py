@@ -261,7 +261,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             outbox.close("agent closed the stream")
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, grpc.aio.AbortError):  # AbortError: the daemon cut the stream
             outbox.close("connection lost")
         except Exception as exc:  # a bug must not take the daemon down
             log.exception("agent_stream_error", agent_id=agent_id, error=str(exc))
@@ -272,7 +272,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         False when the peer is abusive (it keeps on): then it is disconnected."""
         if isinstance(batch, Malformed):
             code, msg = "INVALID_ARGUMENT", batch.detail + "; frame dropped"
-            gate.allow(max(1, gate.burst // 100))  # bad frames cost more of the agent's budget
+            gate.allow(max(1, gate.burst // 20))  # bad frames cost more of the agent's budget
         else:
             code = "RESOURCE_EXHAUSTED"
             msg = (f"more than {self.limits.agent_messages_per_second:g} messages per second "
