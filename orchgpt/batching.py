@@ -38,7 +38,7 @@ class Outbox:
     """A FIFO of envelopes for one stream; ``next_batch`` is awaited by the writer."""
 
     __slots__ = ("_closed", "_items", "_limit", "_max_bytes", "_queued", "_waiter", "dropped_reason",
-                 "error", "on_overflow")
+                 "error", "farewell", "on_overflow")
 
     def __init__(self, max_bytes: int = 2 * 1024 * 1024, limit_bytes: int = 0) -> None:
         self._items: deque[pb.Envelope] = deque()
@@ -53,6 +53,8 @@ class Outbox:
         self._queued = 0
         self.error: tuple[str, str] | None = None
         self.on_overflow: Callable[[], None] | None = None
+        # the last envelope a peer gets when the outbox is aborted (an agent's ERROR), from (code, message)
+        self.farewell: Callable[[str, str], pb.Envelope] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -71,9 +73,10 @@ class Outbox:
         self._queued += _approx_size(env) + QUEUED_OVERHEAD
         if self._queued <= self._limit:
             return True
-        self.abort("RESOURCE_EXHAUSTED",
-                   f"the peer is not reading: more than {self._limit} bytes queued for it "
-                   "(max_stream_queue_bytes); disconnected")
+        code = "RESOURCE_EXHAUSTED"
+        msg = (f"the peer is not reading: more than {self._limit} bytes queued for it "
+               "(max_stream_queue_bytes); disconnected")
+        self.abort(code, msg, last=self.farewell(code, msg) if self.farewell is not None else None)
         cb = self.on_overflow
         if cb is not None:
             cb()

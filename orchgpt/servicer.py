@@ -152,11 +152,14 @@ class MeshServicer(pb_grpc.MeshServicer):
         cutter = limits.StreamCutter()
         outbox.on_overflow = cutter
 
+        if agent_id:
+            outbox.farewell = lambda code, msg: codec.new_envelope(
+                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))
+
         def revoked() -> None:
             msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
-            last = codec.new_envelope(pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(
-                code="UNAUTHENTICATED", message=msg)) if agent_id else None
-            outbox.abort("UNAUTHENTICATED", msg, last=last)
+            far = outbox.farewell
+            outbox.abort("UNAUTHENTICATED", msg, last=far("UNAUTHENTICATED", msg) if far else None)
             cutter()
 
         cutter.on_revoked = revoked
