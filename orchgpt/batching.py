@@ -67,6 +67,15 @@ class Outbox:
     def queued_bytes(self) -> int:
         return self._queued
 
+    @property
+    def waiting(self) -> bool:
+        """True while the stream's writer waits in ``next_batch`` (False while it writes)."""
+        return self._waiter is not None
+
+    def bound(self, limit_bytes: int) -> None:
+        """Set the bound on queued bytes (0: none)."""
+        self._limit = limit_bytes
+
     def _admit(self, env: pb.Envelope) -> bool:
         if not self._limit:
             return True

@@ -49,20 +49,21 @@ class StreamCutter:
     """Cuts a stream whose peer stopped reading once its outbox overflows.
 
     The handler's write is blocked by flow control then, so closing the outbox is not
-    enough: the handler task is cancelled while it waits in a write (and only then).
+    enough: the handler task is cancelled while it is away from its outbox, i.e. writing
+    (a handler waiting for its outbox is woken by the close instead).
     """
 
-    __slots__ = ("__weakref__", "_task", "cut", "on_revoked", "writing")
+    __slots__ = ("__weakref__", "_outbox", "_task", "cut", "on_revoked")
 
-    def __init__(self) -> None:
+    def __init__(self, outbox: Any) -> None:
         self._task = asyncio.current_task()
-        self.writing = False
+        self._outbox = outbox
         self.cut = False
         self.on_revoked: Callable[[], None] | None = None  # revocation.Revocations calls it
 
     def __call__(self) -> None:
         self.cut = True
-        if self.writing and self._task is not None:
+        if not self._outbox.waiting and self._task is not None and not self._task.done():
             self._task.cancel()
 
 
@@ -168,12 +169,12 @@ def parse_page_token(token: str) -> int | None:
     return int(token[1:])
 
 
-def page_tasks(infos: Iterable[Any], offset: int, limit: int, page_bytes: int, field_bytes: int,
+def page_tasks(infos: Iterable[Any], offset: int, page_bytes: int, field_bytes: int,
                more: bool) -> tuple[list[Any], str]:
     """Truncate the long fields of TaskInfo messages and cut the page at ``page_bytes``.
 
-    ``infos`` are the tasks from ``offset`` on (at most ``limit``); ``more`` says whether the
-    store holds tasks after them. Returns (the page, next_page_token). A page always holds
+    ``infos`` are the tasks of one page from ``offset`` on; ``more`` says whether the store
+    holds tasks after them. Returns (the page, next_page_token). A page always holds
     at least one task.
     """
     out: list[Any] = []

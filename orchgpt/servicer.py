@@ -13,16 +13,27 @@ from pathlib import Path
 
 import grpc
 
-from . import codec, limits, logs, validate
+from . import codec, logs
 from .batching import Outbox
 from .certs import Identity
 from .errors import CertError, RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
+from .limits import (
+    EventBudget,
+    PeerLimits,
+    RateLimiter,
+    StreamCutter,
+    input_too_large,
+    page_tasks,
+    parse_page_token,
+)
 from .mesh import LOCAL_PREFIX, Mesh, Registration
-from .models import ApprovalResponse, EventKind, Task, TaskEvent, TaskResult
+from .models import ApprovalResponse, Task, TaskEvent, TaskResult
+from .models import EventKind as _EventKind
 from .revocation import Revocations
 from .tls import peer_identity
+from .validate import envelope as invalid_envelope
 from .wire_guard import Malformed
 
 log = logs.get("orchgpt.servicer")
@@ -116,12 +127,12 @@ class MeshServicer(pb_grpc.MeshServicer):
         self.max_message_bytes = max_message_bytes
         self.max_pending_events = max_pending_events
         self.workspaces = workspaces
+        self.revocation = Revocations()  # the server sets the daemon's (crl.pem in the certs dir)
+        self.limits = PeerLimits()  # the server sets them from its settings (docs/security-limits.md)
+        self.event_budget = EventBudget(self.limits.max_events_per_task)
         self.heartbeat_ms = int(mesh.heartbeat_interval * 1000)
         self.first_message_timeout = 60.0
         self.accepting = True
-        self.revocation = Revocations()  # the server sets the daemon's (crl.pem in the certs dir)
-        self.limits = limits.PeerLimits()  # the server sets them from its settings
-        self.event_budget = limits.EventBudget(self.limits.max_events_per_task)
 
     # ------------------------------------------------------------------ helpers
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None) -> Identity:
@@ -145,13 +156,13 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def _abort_routing(self, context: grpc.aio.ServicerContext, exc: RoutingError) -> None:
         await context.abort(_status_for(exc.code), str(exc))
 
-    def _stream_outbox(self, ident: Identity, agent_id: str = "") -> tuple[Outbox, limits.StreamCutter]:
-        """An outbox bounded by max_stream_queue_bytes, cut when its peer stops reading or its
-        certificate is revoked (tracked while the stream lives)."""
-        outbox = Outbox(max_bytes=self.max_message_bytes // 2, limit_bytes=self.limits.max_stream_queue_bytes)
-        cutter = limits.StreamCutter()
+    def _guard_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox, agent_id: str = "") -> StreamCutter:
+        """Bound ``outbox`` by max_stream_queue_bytes, and cut its stream when the peer stops
+        reading or its certificate is revoked (tracked while the stream lives)."""
+        ident = peer_identity(context)
+        outbox.bound(self.limits.max_stream_queue_bytes)
+        cutter = StreamCutter(outbox)
         outbox.on_overflow = cutter
-
         if agent_id:
             outbox.farewell = lambda code, msg: codec.new_envelope(
                 pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))
@@ -164,7 +175,7 @@ class MeshServicer(pb_grpc.MeshServicer):
 
         cutter.on_revoked = revoked
         self.revocation.track(ident.serial, cutter)
-        return outbox, cutter
+        return cutter
 
     async def _end_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox) -> None:
         """A stream the daemon cut (overflow, revocation) ends with that status."""
@@ -188,7 +199,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             return
         if isinstance(first, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, first.detail)
-        bad = validate.envelope(first.envelopes[0]) if first.envelopes else ""
+        bad = invalid_envelope(first.envelopes[0]) if first.envelopes else ""
         if bad:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad)
         if not first.envelopes or first.envelopes[0].type != pb.REGISTER or not first.envelopes[0].HasField("register"):
@@ -206,7 +217,8 @@ class MeshServicer(pb_grpc.MeshServicer):
             pending = [codec.result_from_pb(x) for x in r.pending_results]
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        outbox, cutter = self._stream_outbox(ident, agent_id)
+        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        cutter = self._guard_stream(context, outbox, agent_id)
         link = GrpcAgentLink(agent_id, outbox)
         host = r.host or context.peer()
         try:
@@ -229,14 +241,13 @@ class MeshServicer(pb_grpc.MeshServicer):
                 if batch is None:
                     reason = outbox.dropped_reason or reason
                     break
-                cutter.writing = True
                 await context.write(batch)
-                cutter.writing = False
             await self._end_stream(context, outbox)
         except asyncio.CancelledError:
-            reason = outbox.dropped_reason if cutter.cut else "connection lost"
+            reason = "connection lost"
             if not cutter.cut:
                 raise
+            reason = outbox.dropped_reason  # the daemon cut it: over its queue bound, or revoked
             log.warning("agent_cut", agent_id=agent_id, reason=reason)
             await self._end_stream(context, outbox)
         finally:
@@ -248,7 +259,7 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
                           link: GrpcAgentLink) -> None:
         touch, handle = self.mesh.touch, self._from_agent
-        gate = limits.RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
+        gate = RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
         try:
             while True:
                 batch = await context.read()
@@ -270,7 +281,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             log.exception("agent_stream_error", agent_id=agent_id, error=str(exc))
             outbox.close(f"stream error: {exc}")
 
-    def _refuse_frame(self, agent_id: str, batch: object, gate: limits.RateLimiter, outbox: Outbox) -> bool:
+    def _refuse_frame(self, agent_id: str, batch: object, gate: RateLimiter, outbox: Outbox) -> bool:
         """An undecodable frame, or one over the agent's message rate: answer ERROR and drop it.
         False when the peer is abusive (it keeps on): then it is disconnected."""
         if isinstance(batch, Malformed):
@@ -289,12 +300,30 @@ class MeshServicer(pb_grpc.MeshServicer):
         self._error(outbox, agent_id, "", code, msg)
         return True
 
+    def _over_event_budget(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> bool:
+        """max_events_per_task: past it a task's events are dropped (one marker event, one ERROR)."""
+        t = self.mesh.active.get(env.event.task_id)
+        if t is None or t.agent_id != agent_id:
+            return False  # stale; the mesh ignores it
+        verdict = self.event_budget.admit(t.task_id, self.mesh.active.__contains__)
+        if verdict == "ok":
+            return False
+        if verdict == "first":
+            limit = self.event_budget.limit
+            msg = (f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
+                   "its further events are dropped (its result is still recorded)")
+            log.warning("event_limit", task_id=t.task_id, agent_id=agent_id, limit=limit)
+            self._error(outbox, agent_id, env.id, "RESOURCE_EXHAUSTED", msg)
+            self.mesh.on_event(agent_id, TaskEvent(t.task_id, _EventKind.LOG, text=msg,
+                                                   data={"events_dropped": "true"}))
+        return True
+
     def _error(self, outbox: Outbox, agent_id: str, correlation_id: str, code: str, message: str) -> None:
         outbox.put(codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id, to_agent=agent_id,
                                       error=pb.Error(code=code, message=message)))
 
     def _from_agent(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
-        bad = validate.envelope(env)
+        bad = invalid_envelope(env)
         if bad:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", f"{bad}; message dropped")
             return
@@ -318,7 +347,7 @@ class MeshServicer(pb_grpc.MeshServicer):
                 self.mesh.on_result(agent_id, codec.result_from_pb(env.reply.result))
             elif t == pb.DELEGATE_TASK:
                 cmd, parent, inputs = codec.spec_to_command(env.task)
-                too_large = limits.input_too_large(cmd.input, self.limits.max_task_input_bytes, "task.input")
+                too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes, "task.input")
                 if too_large:
                     self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", too_large)
                     return
@@ -337,24 +366,6 @@ class MeshServicer(pb_grpc.MeshServicer):
                             f"unexpected {pb.MessageType.Name(t)} message from an agent")
         except codec.DecodeError as exc:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", str(exc))
-
-    def _over_event_budget(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> bool:
-        """max_events_per_task: past it a task's events are dropped (one marker event, one ERROR)."""
-        t = self.mesh.active.get(env.event.task_id)
-        if t is None or t.agent_id != agent_id:
-            return False  # stale; the mesh ignores it
-        verdict = self.event_budget.admit(t.task_id, self.mesh.active.__contains__)
-        if verdict == "ok":
-            return False
-        if verdict == "first":
-            limit = self.event_budget.limit
-            msg = (f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
-                   "its further events are dropped (its result is still recorded)")
-            log.warning("event_limit", task_id=t.task_id, agent_id=agent_id, limit=limit)
-            self._error(outbox, agent_id, env.id, "RESOURCE_EXHAUSTED", msg)
-            self.mesh.on_event(agent_id, TaskEvent(t.task_id, EventKind.LOG, text=msg,
-                                                   data={"events_dropped": "true"}))
-        return True
 
     def _forward(self, agent_id: str, env: pb.Envelope, target: str, outbox: Outbox) -> None:
         """Agent-to-agent traffic: forwarded unchanged (the hot path)."""
@@ -389,22 +400,22 @@ class MeshServicer(pb_grpc.MeshServicer):
             cmd = codec.command_from_pb(request.command)
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        too_large = limits.input_too_large(cmd.input, self.limits.max_task_input_bytes)
+        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes)
         if too_large:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
-        outbox, cutter = self._stream_outbox(ident)
+        self._guard_stream(context, outbox)
         try:
             task, _created = self.mesh.submit(cmd, submitted_by=f"{ident.role}:{ident.name}")
         except RoutingError as exc:
             await self._abort_routing(context, exc)
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
-        async for b in self._follow(task.task_id, 0, outbox, cutter):
+        async for b in self._follow(task.task_id, 0, outbox):
             yield b
         await self._end_stream(context, outbox)
 
-    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox,
-                      cutter: limits.StreamCutter | None = None) -> AsyncIterator[pb.Batch]:
+    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox) -> AsyncIterator[pb.Batch]:
         """Replay the stored events after ``after_seq``, then follow live ones (no await in between,
         so nothing is missed or doubled)."""
         sub = EventSubscription(outbox, self.max_pending_events, end_task=task_id)
@@ -421,21 +432,18 @@ class MeshServicer(pb_grpc.MeshServicer):
                 batch = await outbox.next_batch()
                 if batch is None:
                     break
-                if cutter is not None:
-                    cutter.writing = True
                 yield batch
-                if cutter is not None:
-                    cutter.writing = False
         finally:
             mesh.unsubscribe(sub, task_id)
 
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
-        ident = await self._identity(context)
-        outbox, cutter = self._stream_outbox(ident)
+        await self._identity(context)
+        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        self._guard_stream(context, outbox)
         if request.task_id:
             if self.mesh.get_task(request.task_id) is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
-            async for b in self._follow(request.task_id, request.after_seq, outbox, cutter):
+            async for b in self._follow(request.task_id, request.after_seq, outbox):
                 yield b
             await self._end_stream(context, outbox)
             return
@@ -450,9 +458,7 @@ class MeshServicer(pb_grpc.MeshServicer):
                         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                             "client too slow: event buffer full; watch again")
                     break
-                cutter.writing = True
                 yield batch
-                cutter.writing = False
         finally:
             self.mesh.unsubscribe(sub)
 
@@ -477,17 +483,15 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
         await self._identity(context)
-        offset = limits.parse_page_token(request.page_token)
+        offset = parse_page_token(request.page_token)
         if offset is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "page_token: not a next_page_token from ListTasks")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a next_page_token from ListTasks")
         assert offset is not None
-        limit = min(max(request.limit, 0) or 50, 1000)
+        limit = min(max(request.limit, 0) or 50, 1000)  # one page; next_page_token goes on
         tasks = self.mesh.store.list_tasks(offset + limit + 1, request.session_id, request.include_children)
         out = [self.mesh.active.get(t.task_id, t) for t in tasks[offset:offset + limit]]
-        page, token = limits.page_tasks((codec.task_to_pb(t) for t in out), offset, limit,
-                                        self.limits.list_page_bytes, self.limits.list_field_bytes,
-                                        more=len(tasks) > offset + limit)
+        page, token = page_tasks((codec.task_to_pb(t) for t in out), offset, self.limits.list_page_bytes,
+                                 self.limits.list_field_bytes, more=len(tasks) > offset + limit)
         return pb.ListTasksResponse(tasks=page, next_page_token=token)
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskInfo:
