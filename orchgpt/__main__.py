@@ -73,15 +73,15 @@ def _certs_parser(sub: Any) -> None:
                    help="extra DNS name or IP for the server certificate (repeatable)")
     i.add_argument("--force", action="store_true",
                    help="re-issue the server and CLI certificates (the CA is still kept)")
+    _revocation_parsers(csub)
     s = csub.add_parser("issue", help="issue a certificate for a remote agent or a user",
                         description="Write NAME.pem and NAME-key.pem signed by the mesh CA.")
     s.add_argument("name", help="the identity (agent id or user name): letters, digits, '.', '_', '-'")
     s.add_argument("--role", required=True, choices=["agent", "client"])
     s.add_argument("--dir", default="certs", help="certificate directory holding the CA (default ./certs)")
     s.add_argument("--out", help="where to write the certificate (default: --dir)")
-    s.add_argument("--force", action="store_true", help="replace an existing certificate of that name")
     s.add_argument("--days", type=int, help="lifetime in days (default: 90 for agents, 825 for clients)")
-    _revocation_parsers(csub)
+    s.add_argument("--force", action="store_true", help="replace an existing certificate of that name")
 
 
 def _revocation_parsers(csub: Any) -> None:
@@ -149,10 +149,6 @@ def _certs(args: argparse.Namespace) -> int:
             print(f"kept    {p} (exists)")
         print(f"private keys in {d} are readable by their owner only (0600)")
         return 0
-    if args.certs_cmd in ("revoke", "renew"):
-        from .revocation import cli
-
-        return cli(args)
     name = args.name
     if name.startswith(LOCAL_PREFIX):
         raise CertError(f"names starting with {LOCAL_PREFIX!r} are reserved for agents orchgpt spawns itself")
@@ -201,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     _health_parser(sub)
     args = ap.parse_args(argv)
     try:
+        if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
+            from .revocation import cli
+
+            return cli(args)
         if args.cmd == "certs":
             return _certs(args)
         if args.cmd == "health":
