@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import logs
+from .models import EventKind, TaskEvent
 
 log = logs.get("orchgpt.limits")
 
@@ -129,6 +130,11 @@ class EventBudget:
         if n <= self.limit:
             return "ok"
         return "first" if n == self.limit + 1 else "drop"
+
+
+def dropped_events_marker(task_id: str, message: str) -> TaskEvent:
+    """The one LOG event that says a task's further events are dropped."""
+    return TaskEvent(task_id, EventKind.LOG, text=message, data={"events_dropped": "true"})
 
 
 # ---------------------------------------------------------------- input size

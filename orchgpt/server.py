@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import logs, wire_guard
+from . import logs
 from .certs import CA, paths_for
 from .config import Settings
 from .errors import CertError
@@ -31,6 +31,7 @@ from .servicer import MeshServicer
 from .spawner import Spawner, read_journals, remove_journals
 from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
+from .wire_guard import add_mesh_servicer
 
 log = logs.get("orchgpt.server")
 
@@ -103,7 +104,7 @@ class OrchgptServer:
         servicer.limits = PeerLimits.from_settings(s)
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
-        wire_guard.add_mesh_servicer(servicer, server)  # iac_pb2_grpc.add_MeshServicer_to_server, guarded
+        add_mesh_servicer(servicer, server)  # iac_pb2_grpc.add_MeshServicer_to_server, guarded
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -191,7 +192,8 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if self._tick is not None:
             self._tick.cancel()
-        self._crl_poll.cancel()
+        if getattr(self, "_crl_poll", None) is not None:
+            self._crl_poll.cancel()
         if self.spawner is not None:
             await self.spawner.stop_all(grace=3.0)
         for e in list(self.mesh.agents.values()):

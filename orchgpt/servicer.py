@@ -24,13 +24,13 @@ from .limits import (
     PeerLimits,
     RateLimiter,
     StreamCutter,
+    dropped_events_marker,
     input_too_large,
     page_tasks,
     parse_page_token,
 )
 from .mesh import LOCAL_PREFIX, Mesh, Registration
 from .models import ApprovalResponse, Task, TaskEvent, TaskResult
-from .models import EventKind as _EventKind
 from .revocation import Revocations
 from .tls import peer_identity
 from .validate import envelope as invalid_envelope
@@ -156,32 +156,6 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def _abort_routing(self, context: grpc.aio.ServicerContext, exc: RoutingError) -> None:
         await context.abort(_status_for(exc.code), str(exc))
 
-    def _guard_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox, agent_id: str = "") -> StreamCutter:
-        """Bound ``outbox`` by max_stream_queue_bytes, and cut its stream when the peer stops
-        reading or its certificate is revoked (tracked while the stream lives)."""
-        ident = peer_identity(context)
-        outbox.bound(self.limits.max_stream_queue_bytes)
-        cutter = StreamCutter(outbox)
-        outbox.on_overflow = cutter
-        if agent_id:
-            outbox.farewell = lambda code, msg: codec.new_envelope(
-                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))
-
-        def revoked() -> None:
-            msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
-            far = outbox.farewell
-            outbox.abort("UNAUTHENTICATED", msg, last=far("UNAUTHENTICATED", msg) if far else None)
-            cutter()
-
-        cutter.on_revoked = revoked
-        self.revocation.track(ident.serial, cutter)
-        return cutter
-
-    async def _end_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox) -> None:
-        """A stream the daemon cut (overflow, revocation) ends with that status."""
-        if outbox.error is not None:
-            await context.abort(_status_for(outbox.error[0]), outbox.error[1])
-
     # ------------------------------------------------------------------ agents
     async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]
         # context.read()/context.write() rather than an async generator: measurably less
@@ -218,9 +192,9 @@ class MeshServicer(pb_grpc.MeshServicer):
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
-        cutter = self._guard_stream(context, outbox, agent_id)
         link = GrpcAgentLink(agent_id, outbox)
         host = r.host or context.peer()
+        cutter = self._guard_stream(context, outbox, agent_id)
         try:
             self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities), host, r.pid, r.version,
                                                       pending, r.current_task), link)
@@ -280,43 +254,6 @@ class MeshServicer(pb_grpc.MeshServicer):
         except Exception as exc:  # a bug must not take the daemon down
             log.exception("agent_stream_error", agent_id=agent_id, error=str(exc))
             outbox.close(f"stream error: {exc}")
-
-    def _refuse_frame(self, agent_id: str, batch: object, gate: RateLimiter, outbox: Outbox) -> bool:
-        """An undecodable frame, or one over the agent's message rate: answer ERROR and drop it.
-        False when the peer is abusive (it keeps on): then it is disconnected."""
-        if isinstance(batch, Malformed):
-            code, msg = "INVALID_ARGUMENT", batch.detail + "; frame dropped"
-            gate.allow(max(1, gate.burst // 20))  # bad frames cost more of the agent's budget
-        else:
-            code = "RESOURCE_EXHAUSTED"
-            msg = (f"more than {self.limits.agent_messages_per_second:g} messages per second "
-                   f"(agent_messages_per_second, burst {gate.burst}); envelopes dropped")
-        if gate.abusive:
-            log.warning("agent_abusive", agent_id=agent_id, code=code, message=msg)
-            err = codec.new_envelope(pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(
-                code=code, message=f"{msg}; disconnected: the peer kept on"))
-            outbox.abort(code, f"{msg}; disconnected: the peer kept on", last=err)
-            return False
-        self._error(outbox, agent_id, "", code, msg)
-        return True
-
-    def _over_event_budget(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> bool:
-        """max_events_per_task: past it a task's events are dropped (one marker event, one ERROR)."""
-        t = self.mesh.active.get(env.event.task_id)
-        if t is None or t.agent_id != agent_id:
-            return False  # stale; the mesh ignores it
-        verdict = self.event_budget.admit(t.task_id, self.mesh.active.__contains__)
-        if verdict == "ok":
-            return False
-        if verdict == "first":
-            limit = self.event_budget.limit
-            msg = (f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
-                   "its further events are dropped (its result is still recorded)")
-            log.warning("event_limit", task_id=t.task_id, agent_id=agent_id, limit=limit)
-            self._error(outbox, agent_id, env.id, "RESOURCE_EXHAUSTED", msg)
-            self.mesh.on_event(agent_id, TaskEvent(t.task_id, _EventKind.LOG, text=msg,
-                                                   data={"events_dropped": "true"}))
-        return True
 
     def _error(self, outbox: Outbox, agent_id: str, correlation_id: str, code: str, message: str) -> None:
         outbox.put(codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id, to_agent=agent_id,
@@ -555,3 +492,67 @@ class MeshServicer(pb_grpc.MeshServicer):
         except StoreError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.PublishSessionResponse(session=codec.session_to_pb(s))
+
+    # ------------------------------------------------------------------ limits and revocation
+    # (orchgpt/limits.py, orchgpt/revocation.py, docs/security-limits.md)
+    def _guard_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox, agent_id: str = "") -> StreamCutter:
+        """Bound ``outbox`` by max_stream_queue_bytes, and cut its stream when the peer stops
+        reading or its certificate is revoked (tracked while the stream lives)."""
+        ident = peer_identity(context)
+        outbox.bound(self.limits.max_stream_queue_bytes)
+        cutter = StreamCutter(outbox)
+        outbox.on_overflow = cutter
+        if agent_id:
+            outbox.farewell = lambda code, msg: codec.new_envelope(
+                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))
+
+        def revoked() -> None:
+            msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
+            far = outbox.farewell
+            outbox.abort("UNAUTHENTICATED", msg, last=far("UNAUTHENTICATED", msg) if far else None)
+            cutter()
+
+        cutter.on_revoked = revoked
+        self.revocation.track(ident.serial, cutter)
+        return cutter
+
+    async def _end_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox) -> None:
+        """A stream the daemon cut (overflow, revocation) ends with that status."""
+        if outbox.error is not None:
+            await context.abort(_status_for(outbox.error[0]), outbox.error[1])
+
+    def _refuse_frame(self, agent_id: str, batch: object, gate: RateLimiter, outbox: Outbox) -> bool:
+        """An undecodable frame, or one over the agent's message rate: answer ERROR and drop it.
+        False when the peer is abusive (it keeps on): then it is disconnected."""
+        if isinstance(batch, Malformed):
+            code, msg = "INVALID_ARGUMENT", batch.detail + "; frame dropped"
+            gate.allow(max(1, gate.burst // 20))  # bad frames cost more of the agent's budget
+        else:
+            code = "RESOURCE_EXHAUSTED"
+            msg = (f"more than {self.limits.agent_messages_per_second:g} messages per second "
+                   f"(agent_messages_per_second, burst {gate.burst}); envelopes dropped")
+        if gate.abusive:
+            log.warning("agent_abusive", agent_id=agent_id, code=code, message=msg)
+            err = codec.new_envelope(pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(
+                code=code, message=f"{msg}; disconnected: the peer kept on"))
+            outbox.abort(code, f"{msg}; disconnected: the peer kept on", last=err)
+            return False
+        self._error(outbox, agent_id, "", code, msg)
+        return True
+
+    def _over_event_budget(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> bool:
+        """max_events_per_task: past it a task's events are dropped (one marker event, one ERROR)."""
+        t = self.mesh.active.get(env.event.task_id)
+        if t is None or t.agent_id != agent_id:
+            return False  # stale; the mesh ignores it
+        verdict = self.event_budget.admit(t.task_id, self.mesh.active.__contains__)
+        if verdict == "ok":
+            return False
+        if verdict == "first":
+            limit = self.event_budget.limit
+            msg = (f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
+                   "its further events are dropped (its result is still recorded)")
+            log.warning("event_limit", task_id=t.task_id, agent_id=agent_id, limit=limit)
+            self._error(outbox, agent_id, env.id, "RESOURCE_EXHAUSTED", msg)
+            self.mesh.on_event(agent_id, dropped_events_marker(t.task_id, msg))
+        return True

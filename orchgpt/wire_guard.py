@@ -30,6 +30,7 @@ class Malformed:
     """A request frame that does not decode as its message type."""
 
     __slots__ = ("error", "message")
+    envelopes = ()  # a Batch-shaped nothing, for code that reads a frame before checking it
 
     def __init__(self, message: str, error: str) -> None:
         self.message = message
