@@ -23,7 +23,7 @@ from . import logs
 from .certs import CA, paths_for
 from .config import Settings
 from .errors import CertError
-from .iac.v1 import iac_pb2
+from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
 from .revocation import Revocations, crl_path
@@ -104,7 +104,7 @@ class OrchgptServer:
         servicer.limits = PeerLimits.from_settings(s)
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
-        add_mesh_servicer(servicer, server)  # iac_pb2_grpc.add_MeshServicer_to_server, guarded
+        add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

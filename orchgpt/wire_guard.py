@@ -110,10 +110,12 @@ class _Recorder:
         self.handlers[service] = dict(handlers)
 
 
-def add_mesh_servicer(servicer: Any, server: grpc.aio.Server) -> None:
-    """``iac_pb2_grpc.add_MeshServicer_to_server``, with the guard on every method."""
+def add_mesh_servicer(servicer: Any, server: grpc.aio.Server,
+                      register: Callable[[Any, Any], None] = pb_grpc.add_MeshServicer_to_server) -> None:
+    """The generated ``register`` (iac_pb2_grpc.add_MeshServicer_to_server), with the guard on
+    every method."""
     rec = _Recorder()
-    pb_grpc.add_MeshServicer_to_server(servicer, rec)
+    register(servicer, rec)
     for service, handlers in rec.handlers.items():
         guarded = {m: guard(m, h) for m, h in handlers.items()}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, guarded),))
