@@ -501,7 +501,12 @@ class MeshServicer(pb_grpc.MeshServicer):
         ident = peer_identity(context)
         outbox.bound(self.limits.max_stream_queue_bytes)
         cutter = StreamCutter(outbox)
-        outbox.on_overflow = cutter
+
+        def overflow() -> None:
+            log.warning("stream_cut", peer=ident.name, role=ident.role, reason=outbox.dropped_reason)
+            cutter()
+
+        outbox.on_overflow = overflow
         if agent_id:
             outbox.farewell = lambda code, msg: codec.new_envelope(
                 pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))

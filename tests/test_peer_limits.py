@@ -253,3 +253,33 @@ async def test_a_small_page_byte_budget_pages_the_list(daemon_factory) -> None: 
     finally:
         out.close()
         await ch.close()
+
+
+async def test_a_watching_client_that_never_reads_is_cut(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    daemon: Daemon = daemon_factory("--no-spawn", "--max-stream-queue-bytes", str(MB),
+                                    "--max-events-per-task", "0", "--agent-messages-per-second", "0").start()
+    assert daemon.proc is not None
+    ch, out, call = await _agent(daemon, "talker", "talktype")
+    try:
+        task_id = await _submit_first(daemon, pb.Command(agent_type="talktype", action=pb.RUN_ACTION, input="x"))
+        await _next(call, pb.RUN)
+        async with secure_channel(daemon.address, paths_for(daemon.certs, "cli")) as wch:
+            watch = pb_grpc.MeshStub(wch).Watch(pb.WatchRequest())  # opened, never read
+            await asyncio.sleep(0.5)
+            before = rss_bytes(daemon.proc.pid)
+            for i in range(1000):  # 1000 x 8 KB: 8 MB for a client that reads nothing
+                out.put(codec.new_envelope(pb.TASK_EVENT, "talker", task_id=task_id,
+                                           event=pb.TaskEvent(task_id=task_id, kind=pb.LOG, text=f"{i}" * 8000)))
+                if i % 50 == 0:
+                    await asyncio.sleep(0.01)
+            await await_for(lambda: '"stream_cut"' in daemon.log(), 20, what="the watcher to be cut")
+            assert '"peer": "cli"' in daemon.log() and "max_stream_queue_bytes" in daemon.log()
+            assert rss_bytes(daemon.proc.pid) - before < 64 * MB
+            watch.cancel()
+        async with daemon.client() as c:  # the daemon serves others
+            await c.check()
+            t, _, _ = await c.get_task(task_id, with_events=False)
+            assert t.task_id == task_id
+    finally:
+        out.close()
+        await ch.close()
