@@ -21,7 +21,7 @@ from orchgpt.certs import paths_for
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
 from orchgpt.tls import secure_channel
-from tests.support.mesh import ROOT, Daemon, issue
+from tests.support.mesh import ROOT, Daemon, await_for, issue, start_agent
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,3 +185,26 @@ def test_revoke_by_serial_and_unknown_name(certs: Path) -> None:
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
     r = orchgpt_cli("certs", "revoke", "nobody", "--dir", str(certs))
     assert r.returncode == 1 and "no certificate" in r.stderr
+
+
+async def test_a_running_agentd_whose_certificate_is_revoked_stops_with_the_reason(daemon_factory, agents) -> None:  # type: ignore[no-untyped-def]
+    daemon: Daemon = daemon_factory("--no-spawn", "--crl-poll-interval", "0.5").start()
+    a = start_agent(daemon, "rev-echo", "echo")
+    agents.append(a)
+    async with daemon.client() as c:
+        async def registered() -> bool:
+            return [x.agent_id for x in await c.list_agents()] == ["rev-echo"]
+
+        await await_for(registered, 20, what="agentd to register")
+        certs_dir = daemon.workdir / "agent-rev-echo" / "certs"
+        r = orchgpt_cli("certs", "revoke", "--serial", f"{_serial(certs_dir / 'rev-echo.pem'):x}",
+                        "--dir", str(daemon.certs))
+        assert r.returncode == 0, r.stderr
+        await await_for(lambda: a.proc.poll() is not None, 20, what="agentd to stop")
+        assert a.proc.returncode != 0
+        assert "certificate revoked" in a.log(), a.log()[-2000:]
+        assert await c.list_agents() == []
+
+
+def _serial(pem: Path) -> int:
+    return x509.load_pem_x509_certificate(pem.read_bytes()).serial_number
