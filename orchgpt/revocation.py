@@ -99,8 +99,6 @@ def renew(certs_dir: Path, name: str, out: Path | None = None, days: int | None 
 
     Returns (certificate path, old serial, new serial).
     """
-    from cryptography.x509.oid import ExtensionOID
-
     from .certs import identity_from_pem
 
     out = out or certs_dir
@@ -113,7 +111,7 @@ def renew(certs_dir: Path, name: str, out: Path | None = None, days: int | None 
     old = x509.load_pem_x509_certificate(pem)
     hosts: list[str] = []
     try:
-        san = old.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         hosts = [*san.get_values_for_type(x509.DNSName),
                  *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
     except x509.ExtensionNotFound:
