@@ -23,11 +23,14 @@ from .certs import CA, paths_for
 from .config import Settings
 from .errors import CertError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
+from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
+from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
 from .spawner import Spawner, read_journals, remove_journals
 from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
+from .wire_guard import add_mesh_servicer
 
 log = logs.get("orchgpt.server")
 
@@ -97,7 +100,10 @@ class OrchgptServer:
         server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=None)
         servicer = MeshServicer(self.mesh, s.max_message_bytes, s.max_pending_events, s.workspaces)
         self.servicer = servicer
-        iac_pb2_grpc.add_MeshServicer_to_server(servicer, server)
+        servicer.limits = PeerLimits.from_settings(s)
+        servicer.event_budget = EventBudget(s.max_events_per_task)
+        servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
+        add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, (SERVICE_NAME, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
         self.port = server.add_secure_port(s.listen, creds)
@@ -112,6 +118,7 @@ class OrchgptServer:
         await server.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
+        self._crl_poll = asyncio.create_task(self._watch_crl())
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=s.store_url,
                  recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types), pid=os.getpid())
         return self.port
@@ -149,6 +156,20 @@ class OrchgptServer:
             except Exception as exc:  # keep the daemon up
                 log.exception("heartbeat_error", error=str(exc))
 
+    async def _watch_crl(self) -> None:
+        """Reload the revocation list when its file changes (a stat every few seconds)."""
+        while True:
+            await asyncio.sleep(self.settings.crl_poll_interval)
+            try:
+                self.revocations.reload()
+            except Exception as exc:  # keep the daemon up
+                log.exception("crl_reload_error", error=str(exc))
+
+    def reload_revocations(self) -> None:
+        """SIGHUP: re-read the revocation list now."""
+        log.info("sighup_reload", crl=str(self.revocations.path))
+        self.revocations.reload(force=True)
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop; safe to call twice."""
         if self._stopped.is_set():
@@ -168,6 +189,8 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if self._tick is not None:
             self._tick.cancel()
+        if getattr(self, "_crl_poll", None) is not None:
+            self._crl_poll.cancel()
         if self.spawner is not None:
             await self.spawner.stop_all(grace=3.0)
         for e in list(self.mesh.agents.values()):
@@ -191,10 +214,11 @@ async def serve(settings: Settings, ready: Any = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_revocations)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with suppress(Exception):
                 loop.remove_signal_handler(sig)
         await server.stop()
