@@ -1,0 +1,66 @@
+"""What a queued task waits for, told to its watchers.
+
+A task that cannot be assigned at once gets a STATUS event (state QUEUED) such as
+"waiting for a backend agent: 0 connected, 1 starting". It is told when it starts to
+wait and again only when that changes (an agent connects or is lost, a start begins
+or gives up), never on every dispatch. Cost per dispatch: O(1) amortized, plus one
+pass over the queue when the text changes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .models import EventKind, TaskEvent, TaskState
+
+if TYPE_CHECKING:
+    from .mesh import Mesh
+
+
+def describe(mesh: Mesh, agent_type: str) -> tuple[str, dict[str, str]]:
+    connected = sum(1 for e in mesh.agents.values() if e.info.agent_type == agent_type)
+    starting = mesh.spawner.starting(agent_type) if mesh.spawner is not None else 0
+    article = "an" if agent_type[:1] in ("a", "e", "i", "o", "u") else "a"
+    text = (f"waiting for {article} {agent_type} agent: {connected} connected"
+            f"{' (busy)' if connected else ''}, {starting} starting")
+    if not connected and not starting and mesh.spawner is None:
+        text += " (orchgpt spawns no agents: start one by hand)"
+    return text, {"waiting_for": agent_type, "connected": str(connected), "starting": str(starting)}
+
+
+class WaitingNotes:
+    def __init__(self) -> None:
+        self._said: dict[str, tuple[str, set[str]]] = {}  # agent type -> (text, task ids told it)
+
+    def note(self, mesh: Mesh, agent_type: str) -> None:
+        """Tell the tasks queued for ``agent_type`` what they wait for, if not told already."""
+        q = mesh._queues.get(agent_type)
+        if not q:
+            self._said.pop(agent_type, None)
+            return
+        text, data = describe(mesh, agent_type)
+        said = self._said.get(agent_type)
+        if said is None or said[0] != text:
+            told: set[str] = set()
+            self._said[agent_type] = (text, told)
+            todo = list(q)
+        else:
+            told = said[1]
+            todo = []
+            for task_id in reversed(q):  # new tasks are appended...
+                if task_id in told:
+                    break
+                todo.append(task_id)
+            for task_id in q:  # ...requeued ones put in front
+                if task_id in told or task_id in todo:
+                    break
+                todo.append(task_id)
+            if len(told) > 2 * len(q) + 64:  # forget tasks that left the queue
+                told.intersection_update(q)
+        for task_id in todo:
+            t = mesh.active.get(task_id)
+            if t is None or t.state != TaskState.QUEUED:
+                continue
+            told.add(task_id)
+            mesh._publish(TaskEvent(task_id, EventKind.STATUS, state=TaskState.QUEUED, text=text,
+                                    parent_task_id=t.parent_task_id, data=dict(data)))
