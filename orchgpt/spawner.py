@@ -272,8 +272,7 @@ class Spawner:
     # ---- supervision
     async def _start(self, a: LocalAgent) -> None:
         make_private_dir(self.cert_dir)
-        if not (self.cert_dir / "ca.pem").exists():
-            _write_private(self.cert_dir / "ca.pem", self.ca.cert_pem)
+        _write_private(self.cert_dir / "ca.pem", self.ca.cert_pem)  # at every start: never a stale CA
         paths = self.ca.issue_to(self.cert_dir, a.name, "agent", [])
         for p in (paths.cert, paths.key):
             with contextlib.suppress(OSError):
