@@ -17,9 +17,7 @@ if TYPE_CHECKING:
     from .mesh import Mesh
 
 
-def describe(mesh: Mesh, agent_type: str) -> tuple[str, dict[str, str]]:
-    connected = sum(1 for e in mesh.agents.values() if e.info.agent_type == agent_type)
-    starting = mesh.spawner.starting(agent_type) if mesh.spawner is not None else 0
+def describe(mesh: Mesh, agent_type: str, connected: int, starting: int) -> tuple[str, dict[str, str]]:
     article = "an" if agent_type[:1] in ("a", "e", "i", "o", "u") else "a"
     text = (f"waiting for {article} {agent_type} agent: {connected} connected"
             f"{' (busy)' if connected else ''}, {starting} starting")
@@ -31,14 +29,27 @@ def describe(mesh: Mesh, agent_type: str) -> tuple[str, dict[str, str]]:
 class WaitingNotes:
     def __init__(self) -> None:
         self._said: dict[str, tuple[str, set[str]]] = {}  # agent type -> (text, task ids told it)
+        # agent type -> (number of agents connected, starting) when its connected ones were last
+        # counted, and that count: every registration and loss changes the first and is followed
+        # by a dispatch of its type, so the O(agents) count is redone only after a change.
+        self._counted: dict[str, tuple[tuple[int, int], int]] = {}
 
     def note(self, mesh: Mesh, agent_type: str) -> None:
         """Tell the tasks queued for ``agent_type`` what they wait for, if not told already."""
         q = mesh._queues.get(agent_type)
         if not q:
             self._said.pop(agent_type, None)
+            self._counted.pop(agent_type, None)
             return
-        text, data = describe(mesh, agent_type)
+        starting = mesh.spawner.starting(agent_type) if mesh.spawner is not None else 0
+        basis = (len(mesh.agents), starting)
+        counted = self._counted.get(agent_type)
+        if counted is not None and counted[0] == basis:
+            connected = counted[1]
+        else:
+            connected = sum(1 for e in mesh.agents.values() if e.info.agent_type == agent_type)
+            self._counted[agent_type] = (basis, connected)
+        text, data = describe(mesh, agent_type, connected, starting)
         said = self._said.get(agent_type)
         if said is None or said[0] != text:
             told: set[str] = set()
