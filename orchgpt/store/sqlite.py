@@ -263,6 +263,7 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open store {self.path}: it is a directory")
         self.on_fault: Callable[[str], None] | None = None  # told when a write is refused
         self._identity: tuple[int, int] | None = None
+        self._failing = False  # the last write failed
         _make_private(self.path)
         try:
             self._conn = sqlite3.connect(
@@ -344,7 +345,10 @@ class SqliteStore(Store):
             )
 
     def _fault(self, what: str, message: str) -> None:
-        log.error("store.write_failed", path=str(self.path), what=what, error=message)
+        # an error line when writes start failing; while they keep failing, debug lines only
+        (log.debug if self._failing else log.error)("store.write_failed", path=str(self.path), what=what,
+                                                     error=message)
+        self._failing = True
         if self.on_fault is not None:
             try:
                 self.on_fault(message)
@@ -377,6 +381,9 @@ class SqliteStore(Store):
                     c.execute("ROLLBACK")
                 raise
             self._checked(what, quiet)  # committed, but into the file at the path? else refused
+            if self._failing:
+                self._failing = False
+                log.info("store.writable_again", path=str(self.path), what=what)
 
     def _checked(self, what: str, quiet: bool = False) -> None:
         try:
