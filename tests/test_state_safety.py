@@ -245,3 +245,18 @@ async def test_the_store_and_state_files_are_private(daemon_factory, tmp_path: P
     logs = list((data / "logs").glob("*.log"))
     assert logs and all(mode(p) == 0o600 for p in logs)
     assert mode(data / "logs") == 0o700
+
+
+def test_the_lock_is_exclusive_and_records_its_holder(tmp_path: Path) -> None:
+    from orchgpt.datadir import DataDirInUse, DataDirLock, holder_of
+
+    data = tmp_path / "data"
+    first = DataDirLock(data).acquire()
+    first.record("127.0.0.1:1234")
+    assert holder_of(data) == {"pid": os.getpid(), "address": "127.0.0.1:1234", "since": holder_of(data)["since"]}
+    with pytest.raises(DataDirInUse, match=rf"pid {os.getpid()}, listening on 127\.0\.0\.1:1234"):
+        DataDirLock(data).acquire()
+    first.release()
+    again = DataDirLock(data).acquire()  # free once released
+    assert again.held and mode(data) == 0o700 and mode(data / "orchgpt.lock") == 0o600
+    again.release()
