@@ -37,6 +37,7 @@ from .servicer import MeshServicer
 from .spawner import Spawner, read_journals, remove_journals
 from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
+from .waiting import waited_on_by_local
 
 log = logs.get("orchgpt.server")
 
@@ -111,6 +112,7 @@ class OrchgptServer:
                 is_idle=lambda a: (e := mesh.agents.get(a)) is not None and e.info.state == AgentState.IDLE
                 and not e.info.current_task,
                 withdraw=mesh.withdraw,
+                waited_on_by=lambda t: waited_on_by_local(mesh, t),
             )
         opts = [
             ("grpc.max_receive_message_length", s.max_message_bytes),

@@ -128,15 +128,20 @@ class Spawner:
         # set by the daemon once the mesh exists (see attach)
         self.is_idle: Callable[[str], bool] = lambda agent_id: False
         self.withdraw: Callable[[str], bool] = lambda agent_id: False
+        self.waited_on_by: Callable[[str], str] = lambda agent_type: ""
         self._slot_freed = asyncio.Condition()
         self._housekeeper: asyncio.Task[None] | None = None
         self._prepare_cert_dir()
 
-    def attach(self, is_idle: Callable[[str], bool], withdraw: Callable[[str], bool]) -> None:
+    def attach(self, is_idle: Callable[[str], bool], withdraw: Callable[[str], bool],
+               waited_on_by: Callable[[str], str] | None = None) -> None:
         """``is_idle(agent_id)``: connected with no task; ``withdraw(agent_id)``: take an idle
-        agent out of routing before it is stopped (False when it got work meanwhile)."""
+        agent out of routing before it is stopped (False when it got work meanwhile);
+        ``waited_on_by(agent_type)``: a busy local agent waiting on that type's queued work."""
         self.is_idle = is_idle
         self.withdraw = withdraw
+        if waited_on_by is not None:
+            self.waited_on_by = waited_on_by
 
     def _prepare_cert_dir(self) -> None:
         make_private_dir(self.state_dir)
@@ -207,10 +212,23 @@ class Spawner:
 
     async def _take_slot(self, a: LocalAgent) -> None:
         async with self._slot_freed:
-            while self._slots_held() >= self.max_local:
+            while self._slots_held() >= self.max_local and not a.stopping:
                 self._make_room()
-                await self._slot_freed.wait()
+                if self._slots_held() >= self.max_local and self._all_wait_on(a.agent_type):
+                    log.warning("local_agent_limit_exceeded", agent_id=a.name, limit=self.max_local,
+                                reason=f"every local agent is busy and waits on {a.agent_type} work it delegated")
+                    break
+                with contextlib.suppress(TimeoutError):  # woken when a slot is given back
+                    await asyncio.wait_for(self._slot_freed.wait(), 1.0)
             a.has_slot = True
+
+    def _all_wait_on(self, agent_type: str) -> bool:
+        """No slot can come back but through this start: every holder is busy (none is
+        stopping) and one of them waits for the queued work of ``agent_type``."""
+        holders = [h for h in self.agents.values() if h.has_slot]
+        if any(h.stopping or not h.registered or self.is_idle(h.name) for h in holders):
+            return False
+        return bool(self.waited_on_by(agent_type))
 
     async def _give_slot(self, a: LocalAgent) -> None:
         if a.has_slot:

@@ -75,3 +75,22 @@ class WaitingNotes:
             told.add(task_id)
             mesh._publish(TaskEvent(task_id, EventKind.STATUS, state=TaskState.QUEUED, text=text,
                                     parent_task_id=t.parent_task_id, data=dict(data)))
+
+
+def waited_on_by_local(mesh: Mesh, agent_type: str) -> str:
+    """A busy local agent whose task waits (through delegation) on a task queued for
+    ``agent_type``, or "". With every local slot held by such agents the start must not
+    wait for a slot: none would ever be given back (a manager and its sub-tasks)."""
+    running = {e.info.current_task: agent_id for agent_id, e in mesh.agents.items()
+               if e.info.local and e.info.current_task}
+    if not running:
+        return ""
+    for task_id in mesh._queues.get(agent_type, ()):
+        t = mesh.active.get(task_id)
+        hops = 0
+        while t is not None and t.parent_task_id and hops < 16:
+            if t.parent_task_id in running:
+                return running[t.parent_task_id]
+            t = mesh.active.get(t.parent_task_id)
+            hops += 1
+    return ""

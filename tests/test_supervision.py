@@ -218,3 +218,38 @@ async def test_a_zero_limit_still_refuses_clearly(daemon_factory) -> None:
         with pytest.raises(ClientError) as ei:
             await run_task(c, Command("echo", Action.RUN, "x"))
     assert ei.value.code == "FAILED_PRECONDITION" and "limit is 0" in str(ei.value)
+
+
+# ---- a busy local agent waiting on its own sub-tasks never starves them of a slot -------------
+
+
+class _Link:
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return lambda *a, **k: None  # every AgentLink method: nothing to send in this unit test
+
+
+def test_a_busy_local_agent_waiting_on_queued_sub_tasks_is_found() -> None:
+    from collections import deque
+
+    from orchgpt.mesh import Mesh, Registration
+    from orchgpt.models import Task
+    from orchgpt.store import MemoryStore
+    from orchgpt.waiting import waited_on_by_local
+
+    mesh = Mesh(MemoryStore(), builtin_types=("manager", "architect", "echo"))
+    mesh.register("local-manager-1", Registration("manager"), _Link())  # type: ignore[arg-type]
+    entry = mesh.agents["local-manager-1"]
+    entry.info.local = True
+    entry.info.current_task = "m"
+    tasks = [Task(task_id="m", agent_type="manager", state=TaskState.RUNNING, agent_id="local-manager-1"),
+             Task(task_id="r", agent_type="echo", parent_task_id="m", state=TaskState.RUNNING, agent_id="remote-1"),
+             Task(task_id="a", agent_type="architect", parent_task_id="r"),  # a grandchild
+             Task(task_id="e", agent_type="echo")]
+    for t in tasks:
+        mesh.active[t.task_id] = t
+    mesh._queues["architect"] = deque(["a"])
+    mesh._queues["echo"] = deque(["e"])
+    assert waited_on_by_local(mesh, "architect") == "local-manager-1"
+    assert waited_on_by_local(mesh, "echo") == ""  # not a descendant: it may wait for a slot
+    entry.info.local = False  # a hand-started manager holds no local slot
+    assert waited_on_by_local(mesh, "architect") == ""
