@@ -335,8 +335,19 @@ class SqliteStore(Store):
         return (f"store {self.path} {why} while orchgpt had it open: whatever is written now "
                 "would be lost at the next start; restart orchgpt (or restore the file)")
 
-    def probe(self) -> None:
-        """A real write (StoreError when refused): tells whether the store works again."""
+    def probe(self, min_free_bytes: int = 1 << 20) -> None:
+        """A real write (StoreError when refused): tells whether the store works again.
+
+        After a full disk, a small write may fit in the space a failed large one left in
+        the WAL: the probe also wants ``min_free_bytes`` free on the store's file system.
+        """
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            st = None
+        if st is not None and st.f_bavail * st.f_frsize < min_free_bytes:
+            raise StoreError(f"store {self.path}: the disk holding it has only "
+                             f"{st.f_bavail * st.f_frsize} bytes free (the disk is full)")
         with self._tx("probe", quiet=True) as c:
             c.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('last_probe_ms', ?) "
