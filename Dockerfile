@@ -3,7 +3,20 @@
 # `orchgpt certs init --dir ./certs --host <name>`), state lives in /data:
 #   docker build -t orchgpt .
 #   docker run -p 8443:8443 -v $PWD/certs:/certs -v orchgpt-data:/data \
+#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+#     --security-opt systempaths=unconfined \
 #     -e OPENAI_API_KEY orchgpt
+#
+# The agents `orchgpt serve` spawns run generated code in a sandbox made of user,
+# mount, pid, ipc, network and uts namespaces (uid 10001 cannot switch uids, so it
+# uses a user namespace; docs/security-sandbox.md). Docker's default seccomp and
+# AppArmor profiles forbid creating user namespaces and mounting, and its masked /proc
+# forbids the sandbox its own /proc: hence the three --security-opt above. No
+# capability is added and the container still runs as uid 10001. Check with
+#   docker run --rm --entrypoint python <the same options> orchgpt -m agentd.sandbox
+# (prints "isolation": "user-ns"). Without them the agents find no namespaces and
+# refuse to run generated code; ORCHGPT_ALLOW_WEAK_SANDBOX=1 runs it anyway with
+# limits only, and then it can read whatever uid 10001 can: /certs (the CA key) too.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -27,6 +40,7 @@ USER orchgpt
 WORKDIR /home/orchgpt
 ENV ORCHGPT_CERTS=/certs \
     ORCHGPT_DATA_DIR=/data \
+    ORCHGPT_ALLOW_WEAK_SANDBOX=0 \
     ORCHGPT_LISTEN=0.0.0.0:8443 \
     PYTHONUNBUFFERED=1
 VOLUME ["/certs", "/data"]

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: localhost for loopback addresses, else the host)")
     p.add_argument("--workspace-root", default=os.environ.get("ORCHGPT_WORKSPACE_ROOT"),
                    help="where task workspaces are created (default: ./workspaces)")
+    p.add_argument("--allow-weak-sandbox", action="store_true",
+                   help="run generated code even where no namespaces are available (resource limits "
+                   "only; default: refuse). Also ORCHGPT_ALLOW_WEAK_SANDBOX=1")
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
     return p
@@ -67,7 +70,7 @@ def _die_with_parent() -> None:
 async def _main(args: argparse.Namespace) -> int:
     from .link import Link
     from .runtime import agent_class
-    from .sandbox import protect_paths
+    from .sandbox_setup import sandbox_policy
     from .workspace import task_workspace
 
     try:
@@ -97,8 +100,11 @@ async def _main(args: argparse.Namespace) -> int:
         ws_root = Path("workspaces").resolve()
     if settings is not None:
         settings.workspace_root = ws_root
-    # generated code run by this agent's sandbox must never read its key or certificates
-    protect_paths(certs.ca, certs.cert, certs.key, certs.key.parent)
+    # generated code run by this agent's sandbox must never see its key, certificates,
+    # the daemon's data or other tasks' workspaces
+    policy = await sandbox_policy(certs, ws_root, args.allow_weak_sandbox)
+    if settings is not None:
+        settings.sandbox_policy = policy
     link = Link(agent, name, address, certs, ws_root, args.server_name,
                 workspace_for=functools.partial(task_workspace, ws_root),
                 journal=Path(os.environ["ORCHGPT_RESULTS_JOURNAL"]) if os.environ.get("ORCHGPT_RESULTS_JOURNAL") else None)

@@ -28,6 +28,10 @@ ORCHGPT_TOKEN_BUDGET            tokens a task may spend (60000)
 ORCHGPT_MAX_OUTPUT_TOKENS       longest answer of one call (default: the server's limit)
 ORCHGPT_SANDBOX_TIMEOUT         seconds a sandboxed command may run (60)
 ORCHGPT_SANDBOX_MEMORY_MB       memory limit of a sandboxed command (1024)
+ORCHGPT_ALLOW_WEAK_SANDBOX      run generated code without namespaces (0; also
+                                ``agentd --allow-weak-sandbox``)
+ORCHGPT_SANDBOX_ISOLATION       ``auto`` | ``none`` (turns namespaces off)
+ORCHGPT_SANDBOX_READ_ONLY       extra read-only paths in the sandbox (``:``-separated)
 ==============================  ==================================================
 """
 
@@ -37,6 +41,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -99,6 +104,7 @@ class AgentSettings:
     token_budget: int = 60000
     sandbox_timeout_s: float = 60
     sandbox_memory_mb: int = 1024
+    sandbox_policy: Any = None  # an agentd.sandbox.SandboxPolicy (agentd sets it at start-up)
 
     @classmethod
     def from_env(cls, agent_type: str, environ: Mapping[str, str] | None = None) -> AgentSettings:

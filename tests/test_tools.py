@@ -188,12 +188,13 @@ def test_task_workspaces_and_artifacts(tmp_path: Path) -> None:
 
 async def test_missing_isolation_is_reported_once_as_an_event(ws: Path) -> None:
     from agentd.runtime import TaskContext
-    from agentd.sandbox import Isolation
+    from agentd.sandbox import Isolation, SandboxPolicy
     from orchgpt.models import EventKind, TaskEvent
 
     events: list[TaskEvent] = []
     ctx = TaskContext(TaskRequest(task_id="t1", agent_type="backend"), ws, "a1", events.append)
-    sb = Sandbox(ws, Limits(timeout_s=10), isolation=Isolation("none", "no namespaces on this test machine"))
+    sb = Sandbox(ws, Limits(timeout_s=10), isolation=Isolation("none", "no namespaces on this test machine"),
+                 policy=SandboxPolicy(allow_weak=True))
     box = Toolbox(ToolEnv(Workspace(ws), sb, None, ctx), ["run_command"])
     for _ in range(2):
         out, ok = await box.call("run_command", {"command": "echo hi"})

@@ -27,7 +27,7 @@ import shutil
 
 from ..loop import TOKEN_BUDGET, LoopResult
 from ..runtime import Outcome, TaskContext, register
-from ..sandbox import Limits, Sandbox
+from ..sandbox import Limits, Sandbox, WeakSandboxRefused
 from ..tools import FILE_TOOLS
 from ..workspace import Workspace
 from ._architect_fill_in import (
@@ -338,7 +338,10 @@ class ArchitectAgent(LLMAgent):
                 return None, "Graphviz (dot) is not installed: the diagram is not rendered"
             cmd = [tool, "-Tsvg", DOT, "-o", SVG]
             limits = Limits(timeout_s=30, memory_mb=512, file_size_mb=32)
-        result = await Sandbox(ws.root, limits).run(cmd)
+        try:
+            result = await Sandbox.for_settings(ws.root, s.env.settings, limits).run(cmd)
+        except WeakSandboxRefused as exc:
+            return None, f"the diagram is not rendered: {exc}"
         s.env.report_isolation(result)
         if result.ok and ws.exists(SVG):
             return SVG, ""
