@@ -65,6 +65,7 @@ class OrchgptServer:
         self.local_model: Any = None
         self.lock = DataDirLock(settings.data_dir)
         self.store_fault = ""  # why the store refuses writes; "" while it works
+        self._health_status = -1
         self._bg: set[asyncio.Task[Any]] = set()
 
     @property
@@ -168,6 +169,9 @@ class OrchgptServer:
         return self.local_model.env()
 
     async def _set_health(self, status: int) -> None:
+        if status == self._health_status:
+            return  # watchers hear of changes only
+        self._health_status = status
         for name in ("", SERVICE_NAME):
             r = self.health.set(name, status)
             if asyncio.iscoroutine(r):
@@ -212,6 +216,8 @@ class OrchgptServer:
         except StoreError as exc:
             if not self.store_fault:
                 self._on_store_fault(str(exc))
+            else:  # told from another thread, where health could not be set
+                await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             return
         except Exception as exc:  # keep the daemon up
             log.exception("store_check_error", error=str(exc))
