@@ -251,7 +251,7 @@ class Spawner:
         for a in idle:
             if need <= 0:
                 break
-            if self.is_idle(a.name) and self._stop(a, f"making room for a {'/'.join(sorted(wanted))} agent"):
+            if self.is_idle(a.name) and self._stop(a, f"making room for {', '.join(sorted(wanted))} (limit {self.max_local})"):
                 need -= 1
 
     def _stop(self, a: LocalAgent, reason: str) -> bool:
