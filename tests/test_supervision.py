@@ -156,7 +156,7 @@ async def test_a_queued_task_is_told_what_it_waits_for_once_per_change(daemon_fa
     async with d.client() as c:
         first = await run_task(c, Command("echo", Action.RUN, "one"))
         assert waiting_notes(first) == ["waiting for an echo agent: 0 connected, 1 starting"]
-        slow = asyncio.create_task(run_task(c, Command("echo", Action.RUN, "slow", options={"delay": "2"})))
+        slow = asyncio.create_task(run_task(c, Command("echo", Action.RUN, "slow", options={"delay": "4"})))
         await await_for(lambda: _busy(c), timeout=10, what="the echo agent to be busy")
         queued = await run_task(c, Command("echo", Action.RUN, "after"))
         assert result_of(queued).output == "after"
@@ -190,7 +190,7 @@ async def test_one_slot_serves_echo_git_echo_one_after_another(daemon_factory) -
 async def test_a_task_for_another_type_waits_for_a_busy_slot_instead_of_being_refused(daemon_factory) -> None:
     d: Daemon = daemon_factory("--max-local-agents", "1").start()
     async with d.client() as c:
-        slow = asyncio.create_task(run_task(c, Command("echo", Action.RUN, "slow", options={"delay": "2"})))
+        slow = asyncio.create_task(run_task(c, Command("echo", Action.RUN, "slow", options={"delay": "4"})))
         await await_for(lambda: _busy(c), timeout=15, what="the echo agent to be busy")
         git = await run_task(c, Command("git", Action.RUN, "commit"), timeout=40)
         assert result_of(git).state == TaskState.SUCCEEDED, result_of(git).error
@@ -199,17 +199,17 @@ async def test_a_task_for_another_type_waits_for_a_busy_slot_instead_of_being_re
 
 
 async def test_idle_local_agents_stop_and_give_their_slot_back(daemon_factory) -> None:
-    d: Daemon = daemon_factory("--local-idle-timeout", "1").start()
+    d: Daemon = daemon_factory("--local-idle-timeout", "2").start()
     async with d.client() as c:
         assert result_of(await run_task(c, Command("echo", Action.RUN, "a"))).output == "a"
-        assert len(await c.list_agents()) == 1
 
         async def none_left() -> bool:
             return await c.list_agents() == []
 
         await await_for(none_left, timeout=15, what="the idle agent to stop")
         assert result_of(await run_task(c, Command("echo", Action.RUN, "b"))).output == "b"
-    assert "idle for" in d.log()
+    stops = [ln for ln in d.log().splitlines() if '"agent_stopping"' in ln]
+    assert stops and "idle for" in stops[0], d.log()[-2000:]
 
 
 async def test_a_zero_limit_still_refuses_clearly(daemon_factory) -> None:
