@@ -114,6 +114,7 @@ class OrchgptServer:
                 and not e.info.current_task,
                 withdraw=mesh.withdraw,
                 waited_on_by=lambda t: waited_on_by_local(mesh, t),
+                on_change=lambda t: mesh.waiting.note(mesh, t),
             )
         opts = [
             ("grpc.max_receive_message_length", s.max_message_bytes),

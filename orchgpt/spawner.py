@@ -129,19 +129,24 @@ class Spawner:
         self.is_idle: Callable[[str], bool] = lambda agent_id: False
         self.withdraw: Callable[[str], bool] = lambda agent_id: False
         self.waited_on_by: Callable[[str], str] = lambda agent_type: ""
+        self.on_change: Callable[[str], None] = lambda agent_type: None
         self._slot_freed = asyncio.Condition()
         self._housekeeper: asyncio.Task[None] | None = None
         self._prepare_cert_dir()
 
     def attach(self, is_idle: Callable[[str], bool], withdraw: Callable[[str], bool],
-               waited_on_by: Callable[[str], str] | None = None) -> None:
+               waited_on_by: Callable[[str], str] | None = None,
+               on_change: Callable[[str], None] | None = None) -> None:
         """``is_idle(agent_id)``: connected with no task; ``withdraw(agent_id)``: take an idle
         agent out of routing before it is stopped (False when it got work meanwhile);
-        ``waited_on_by(agent_type)``: a busy local agent waiting on that type's queued work."""
+        ``waited_on_by(agent_type)``: a busy local agent waiting on that type's queued work;
+        ``on_change(agent_type)``: a start of that type got its slot (what its tasks wait for)."""
         self.is_idle = is_idle
         self.withdraw = withdraw
         if waited_on_by is not None:
             self.waited_on_by = waited_on_by
+        if on_change is not None:
+            self.on_change = on_change
 
     def _prepare_cert_dir(self) -> None:
         make_private_dir(self.state_dir)
@@ -168,19 +173,23 @@ class Spawner:
     def starting(self, agent_type: str) -> int:
         return sum(1 for a in self.agents.values() if a.agent_type == agent_type and not a.registered and not a.stopping)
 
+    def waiting_for_slot(self, agent_type: str) -> int:
+        """Starts of this type (counted in starting()) that wait for a free local slot."""
+        return sum(1 for a in self.agents.values() if a.agent_type == agent_type and not a.has_slot and not a.stopping)
+
     def is_local(self, agent_id: str) -> bool:
         return agent_id in self.agents
 
     def spawn(self, agent_type: str) -> None:
         name = f"{LOCAL_PREFIX}{agent_type}-{secrets.token_hex(3)}"
         agent = LocalAgent(name, agent_type)
+        agent.has_slot = self._slots_held() < self.max_local  # a free slot is taken at once
         self.agents[name] = agent
         loop = asyncio.get_running_loop()
         agent.supervisor = loop.create_task(self._supervise(agent), name=f"supervise:{name}")
         if self._housekeeper is None or self._housekeeper.done():
             self._housekeeper = loop.create_task(self._housekeeping(), name="spawner-housekeeping")
-        log.info("agent_spawning", agent_id=name, agent_type=agent_type,
-                 waits_for_slot=self._slots_held() >= self.max_local or None)
+        log.info("agent_spawning", agent_id=name, agent_type=agent_type, waits_for_slot=not agent.has_slot or None)
         self._make_room()
 
     def terminate(self, agent_id: str) -> bool:
@@ -211,6 +220,8 @@ class Spawner:
         return sum(1 for a in self.agents.values() if a.has_slot)
 
     async def _take_slot(self, a: LocalAgent) -> None:
+        if a.has_slot:
+            return
         async with self._slot_freed:
             while self._slots_held() >= self.max_local and not a.stopping:
                 self._make_room()
@@ -221,6 +232,10 @@ class Spawner:
                 with contextlib.suppress(TimeoutError):  # woken when a slot is given back
                     await asyncio.wait_for(self._slot_freed.wait(), 1.0)
             a.has_slot = True
+        try:  # it waited: what its type's tasks wait for has changed
+            self.on_change(a.agent_type)
+        except Exception as exc:  # telling must not stop the start
+            log.warning("on_change_failed", error=str(exc))
 
     def _all_wait_on(self, agent_type: str) -> bool:
         """No slot can come back but through this start: every holder is busy (none is

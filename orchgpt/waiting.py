@@ -17,13 +17,18 @@ if TYPE_CHECKING:
     from .mesh import Mesh
 
 
-def describe(mesh: Mesh, agent_type: str, connected: int, starting: int) -> tuple[str, dict[str, str]]:
+def describe(mesh: Mesh, agent_type: str, connected: int, starting: int,
+             for_slot: int = 0) -> tuple[str, dict[str, str]]:
     article = "an" if agent_type[:1] in ("a", "e", "i", "o", "u") else "a"
     text = (f"waiting for {article} {agent_type} agent: {connected} connected"
             f"{' (busy)' if connected else ''}, {starting} starting")
     if not connected and not starting and mesh.spawner is None:
         text += " (orchgpt spawns no agents: start one by hand)"
-    return text, {"waiting_for": agent_type, "connected": str(connected), "starting": str(starting)}
+    if for_slot:
+        limit = getattr(mesh.spawner, "max_local", 0)
+        text += f" (waiting for a free local agent slot: all {limit} in use)"
+    return text, {"waiting_for": agent_type, "connected": str(connected), "starting": str(starting),
+                  "waiting_for_slot": str(for_slot)}
 
 
 class WaitingNotes:
@@ -32,7 +37,7 @@ class WaitingNotes:
         # agent type -> (number of agents connected, starting) when its connected ones were last
         # counted, and that count: every registration and loss changes the first and is followed
         # by a dispatch of its type, so the O(agents) count is redone only after a change.
-        self._counted: dict[str, tuple[tuple[int, int], int]] = {}
+        self._counted: dict[str, tuple[tuple[int, int, int], int]] = {}
 
     def note(self, mesh: Mesh, agent_type: str) -> None:
         """Tell the tasks queued for ``agent_type`` what they wait for, if not told already."""
@@ -42,14 +47,16 @@ class WaitingNotes:
             self._counted.pop(agent_type, None)
             return
         starting = mesh.spawner.starting(agent_type) if mesh.spawner is not None else 0
-        basis = (len(mesh.agents), starting)
+        slots = getattr(mesh.spawner, "waiting_for_slot", None)
+        for_slot = slots(agent_type) if slots is not None and starting else 0
+        basis = (len(mesh.agents), starting, for_slot)
         counted = self._counted.get(agent_type)
         if counted is not None and counted[0] == basis:
             connected = counted[1]
         else:
             connected = sum(1 for e in mesh.agents.values() if e.info.agent_type == agent_type)
             self._counted[agent_type] = (basis, connected)
-        text, data = describe(mesh, agent_type, connected, starting)
+        text, data = describe(mesh, agent_type, connected, starting, for_slot)
         said = self._said.get(agent_type)
         if said is None or said[0] != text:
             told: set[str] = set()

@@ -194,7 +194,9 @@ async def test_a_task_for_another_type_waits_for_a_busy_slot_instead_of_being_re
         await await_for(lambda: _busy(c), timeout=15, what="the echo agent to be busy")
         git = await run_task(c, Command("git", Action.RUN, "commit"), timeout=40)
         assert result_of(git).state == TaskState.SUCCEEDED, result_of(git).error
-        assert waiting_notes(git) == ["waiting for a git agent: 0 connected, 1 starting"]
+        assert waiting_notes(git) == [
+            "waiting for a git agent: 0 connected, 1 starting (waiting for a free local agent slot: all 1 in use)",
+            "waiting for a git agent: 0 connected, 1 starting"]
         assert result_of(await slow).output == "slow"
 
 
