@@ -162,7 +162,7 @@ class Link:
             await asyncio.sleep(self.heartbeat_s)
             busy = bool(self.current and not self.current.done())
             outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
-                state="busy" if busy else "idle", current_task=self.current_id if busy else "")))
+                state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "")))
             if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
                 log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))
                 call.cancel()

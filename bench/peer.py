@@ -189,7 +189,7 @@ async def emitters(args: argparse.Namespace) -> None:
         # One envelope sent --events times: the emitters spend no time building messages
         # (the routers do not look at event ids), so the router is what is measured.
         env = pb.Envelope(id=wire.next_id(), sender=name, type=pb.TASK_EVENT, task_id=task_id,
-                          event=pb.TaskEvent(task_id=task_id, kind=pb.TOKEN, text=TOKEN_TEXT,
+                          event=pb.TaskEvent(task_id=task_id, token=pb.TokenEvent(text=TOKEN_TEXT),
                                              agent_id=link.agent_id))
         send = link.send
         for _ in range(args.events):
@@ -240,7 +240,6 @@ async def watcher(args: argparse.Namespace) -> None:
     await asyncio.sleep(0.3)  # let the subscription settle on the router
     emit("ready")
     batching = args.mode == wire.ORCHGPT
-    TOKEN = pb.TOKEN
     st: dict[str, Any] = {"n": 0, "frames": 0, "first": 0.0, "last": 0.0, "ws": 0.0, "n_ws": 0,
                           "cpu_ws": 0.0, "f_ws": 0, "cpu_first": 0.0}
     router = args.router_pid
@@ -251,7 +250,7 @@ async def watcher(args: argparse.Namespace) -> None:
             if msg is wire.grpc.aio.EOF:
                 raise RuntimeError("the router ended the watch stream")
             envs = msg.envelopes if batching else (msg,)
-            got = sum(1 for e in envs if e.event.kind == TOKEN)
+            got = sum(1 for e in envs if e.event.HasField("token"))
             if not got:
                 continue
             now = time.perf_counter()

@@ -178,7 +178,7 @@ class Link:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             await self.send(pb.Envelope(id=next_id(), sender=self.name, type=pb.HEARTBEAT,
-                                        heartbeat=pb.Heartbeat(state="idle")))
+                                        heartbeat=pb.Heartbeat(state=pb.IDLE)))
 
 
 def watch_call(channel: grpc.aio.Channel, mode: str, task_id: str = "") -> Any:

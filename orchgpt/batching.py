@@ -25,7 +25,10 @@ def _approx_size(env: pb.Envelope) -> int:
     if body == "file_chunk":
         return _DEFAULT_SIZE + len(env.file_chunk.data)
     if body == "event":
-        return _DEFAULT_SIZE + len(env.event.text)
+        ev = env.event
+        if ev.WhichOneof("body") == "token":  # the hot path: no size computation
+            return _DEFAULT_SIZE + len(ev.token.text)
+        return _DEFAULT_SIZE + ev.ByteSize()
     return _DEFAULT_SIZE
 
 

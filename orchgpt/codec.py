@@ -42,16 +42,15 @@ _STATE_TO_PB: dict[Any, Any] = {
     TaskState.CANCELLED: pb.CANCELLED,
 }
 _STATE_FROM_PB: dict[Any, Any] = {v: k for k, v in _STATE_TO_PB.items()}
-_KIND_TO_PB: dict[Any, Any] = {
-    EventKind.STATUS: pb.STATUS,
-    EventKind.LOG: pb.LOG,
-    EventKind.TOKEN: pb.TOKEN,
-    EventKind.ARTIFACT: pb.ARTIFACT,
-    EventKind.STEP: pb.STEP,
-    EventKind.RESULT: pb.RESULT,
-    EventKind.APPROVAL: pb.APPROVAL,
+# TaskEvent's oneof body field per domain event kind (the field names are the kinds' values)
+_KIND_FROM_BODY: dict[str, EventKind] = {str(k): k for k in EventKind}
+_AGENT_STATE_TO_PB: dict[Any, Any] = {
+    AgentState.STARTING: pb.STARTING,
+    AgentState.IDLE: pb.IDLE,
+    AgentState.BUSY: pb.BUSY,
+    AgentState.LOST: pb.LOST,
 }
-_KIND_FROM_PB: dict[Any, Any] = {v: k for k, v in _KIND_TO_PB.items()}
+_AGENT_STATE_FROM_PB: dict[Any, Any] = {v: k for k, v in _AGENT_STATE_TO_PB.items()}
 _DECISION_TO_PB: dict[Any, Any] = {
     ApprovalDecision.APPROVE: pb.APPROVE,
     ApprovalDecision.REJECT: pb.REJECT,
@@ -227,52 +226,87 @@ def approval_response_from_pb(m: pb.ApprovalResponse) -> ApprovalResponse:
     return ApprovalResponse(m.request_id, decision, m.count or 1, m.feedback)
 
 
-def event_to_pb(e: TaskEvent) -> pb.TaskEvent:
-    m = pb.TaskEvent(task_id=e.task_id, kind=_KIND_TO_PB[e.kind], state=state_to_pb(e.state), text=e.text,
-                     agent_id=e.agent_id, parent_task_id=e.parent_task_id, seq=e.seq, data=e.data)
-    if e.artifact:
-        m.artifact.CopyFrom(artifact_to_pb(e.artifact))
-    if e.result:
-        m.result.CopyFrom(result_to_pb(e.result))
-    if e.approval:
-        m.approval.CopyFrom(approval_request_to_pb(e.approval))
+def event_to_pb(e: TaskEvent, agent_type: str = "") -> pb.TaskEvent:
+    """The typed wire event: the domain kind picks the oneof body (text, state, artifact,
+    approval or result go where that kind has them)."""
+    m = pb.TaskEvent(task_id=e.task_id, agent_id=e.agent_id, parent_task_id=e.parent_task_id, seq=e.seq,
+                     data=e.data, agent_type=agent_type)
+    kind = e.kind
+    if kind == EventKind.TOKEN:
+        m.token.text = e.text
+    elif kind == EventKind.STATUS:
+        m.status.state = state_to_pb(e.state)
+        m.status.text = e.text
+    elif kind == EventKind.LOG:
+        m.log.text = e.text
+    elif kind == EventKind.STEP:
+        m.step.text = e.text
+    elif kind == EventKind.ARTIFACT:
+        m.artifact.text = e.text
+        if e.artifact:
+            m.artifact.artifact.CopyFrom(artifact_to_pb(e.artifact))
+    elif kind == EventKind.APPROVAL:
+        m.approval.text = e.text
+        if e.approval:
+            m.approval.request.CopyFrom(approval_request_to_pb(e.approval))
+    elif kind == EventKind.RESULT:
+        m.result.text = e.text
+        if e.result:
+            m.result.result.CopyFrom(result_to_pb(e.result))
+    else:
+        raise DecodeError(f"no wire form for event kind {kind!r}")
     return m
 
 
 def event_from_pb(m: pb.TaskEvent, ts_ms: int = 0) -> TaskEvent:
-    kind = _KIND_FROM_PB.get(m.kind)
-    if kind is None:
-        raise DecodeError(f"task event has no valid kind ({m.kind})")
-    return TaskEvent(
-        task_id=m.task_id, kind=kind, seq=m.seq, state=state_from_pb(m.state), text=m.text,
-        artifact=artifact_from_pb(m.artifact) if m.HasField("artifact") else None,
-        result=result_from_pb(m.result) if m.HasField("result") else None,
-        agent_id=m.agent_id, parent_task_id=m.parent_task_id, data=dict(m.data),
-        ts_ms=ts_ms or int(time.time() * 1000),
-        approval=approval_request_from_pb(m.approval) if m.HasField("approval") else None,
-    )
+    body = m.WhichOneof("body")
+    if body is None:
+        raise DecodeError("task event has no body: set one of status, log, token, step, artifact, approval")
+    kind = _KIND_FROM_BODY[body]
+    sub = getattr(m, body)
+    ev = TaskEvent(task_id=m.task_id, kind=kind, seq=m.seq, text=sub.text, agent_id=m.agent_id,
+                   parent_task_id=m.parent_task_id, data=dict(m.data), ts_ms=ts_ms or int(time.time() * 1000))
+    if kind == EventKind.STATUS:
+        ev.state = state_from_pb(sub.state)
+    elif kind == EventKind.ARTIFACT:
+        if not sub.HasField("artifact") or not sub.artifact.path:
+            raise DecodeError("an artifact event needs artifact.artifact.path")
+        ev.artifact = artifact_from_pb(sub.artifact)
+    elif kind == EventKind.APPROVAL:
+        if not sub.HasField("request") or not sub.request.request_id:
+            raise DecodeError("an approval event needs approval.request.request_id")
+        ev.approval = approval_request_from_pb(sub.request)
+    elif kind == EventKind.RESULT and sub.HasField("result"):
+        ev.result = result_from_pb(sub.result)
+        ev.state = ev.result.state
+    return ev
 
 
-def event_envelope(e: TaskEvent, sender: str = "orchgpt") -> pb.Envelope:
+def event_envelope(e: TaskEvent, sender: str = "orchgpt", agent_type: str = "") -> pb.Envelope:
     env = pb.Envelope(id=fast_id(), sender=sender, type=pb.TASK_EVENT, task_id=e.task_id,
                       timestamp_ms=e.ts_ms)
-    env.event.CopyFrom(event_to_pb(e))
+    env.event.CopyFrom(event_to_pb(e, agent_type))
     return env
+
+
+def agent_state_to_pb(s: AgentState | None) -> Any:
+    return _AGENT_STATE_TO_PB.get(s, pb.AGENT_STATE_UNSPECIFIED) if s else pb.AGENT_STATE_UNSPECIFIED
+
+
+def agent_state_from_pb(v: Any) -> AgentState | None:
+    return _AGENT_STATE_FROM_PB.get(v)
 
 
 # ---- agents and sessions
 
 def agent_to_pb(a: AgentInfo) -> pb.AgentInfo:
     return pb.AgentInfo(agent_id=a.agent_id, agent_type=a.agent_type, capabilities=a.capabilities, host=a.host,
-                        state=str(a.state), current_task=a.current_task, last_heartbeat_ms=a.last_heartbeat_ms,
-                        local=a.local, connected_ms=a.connected_ms)
+                        state=agent_state_to_pb(a.state), current_task=a.current_task,
+                        last_heartbeat_ms=a.last_heartbeat_ms, local=a.local, connected_ms=a.connected_ms)
 
 
 def agent_from_pb(m: pb.AgentInfo) -> AgentInfo:
-    try:
-        state = AgentState(m.state)
-    except ValueError:
-        state = AgentState.IDLE
+    state = agent_state_from_pb(m.state) or AgentState.IDLE
     return AgentInfo(m.agent_id, m.agent_type, list(m.capabilities), m.host, state, m.current_task,
                      m.last_heartbeat_ms, m.local, m.connected_ms)
 

@@ -50,7 +50,9 @@ class AgentLink(Protocol):
     def send_approval(self, task_id: str, response: ApprovalResponse) -> None: ...
     def send_reply(self, correlation_id: str, result: TaskResult) -> None: ...
     def send_ping(self) -> None: ...
-    def close(self, reason: str) -> None: ...
+    def close(self, reason: str, code: str = "UNAVAILABLE") -> None:
+        """End the stream; ``code`` (a gRPC status name) says why (docs/protocol.md)."""
+        ...
 
 
 class Subscriber(Protocol):
@@ -203,7 +205,7 @@ class Mesh:
         if old is not None:
             # The same identity reconnected (the old stream is half-open): the new link wins.
             self._idle.get(old.info.agent_type, {}).pop(agent_id, None)
-            old.link.close("replaced by a new connection of the same agent")
+            old.link.close("replaced by a new connection of the same agent", code="ABORTED")
             if old.info.current_task and old.info.current_task != reg.current_task:
                 t = self.active.get(old.info.current_task)
                 if t is not None and t.agent_id == agent_id:
@@ -296,7 +298,7 @@ class Mesh:
         for agent_id, e in list(self.agents.items()):
             silent = now - e.last_seen
             if silent > limit:
-                e.link.close(f"no heartbeat for {silent:.1f}s")
+                e.link.close(f"no heartbeat for {silent:.1f}s", code="DEADLINE_EXCEEDED")
                 self.disconnect(agent_id, e.link, f"no heartbeat for {silent:.1f}s")
             else:
                 e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
@@ -408,7 +410,7 @@ class Mesh:
             return  # stale: the task moved on (requeued, cancelled) after this agent lost it
         if ev.kind == EventKind.RESULT:
             return  # results come as REPLY
-        if ev.kind == EventKind.STATUS and ev.state == TaskState.RUNNING and t.state == TaskState.ASSIGNED:
+        if t.state == TaskState.ASSIGNED:  # any event of its agent: the task runs
             self._set_state(t, TaskState.RUNNING)
         ev.agent_id = agent_id
         ev.parent_task_id = t.parent_task_id

@@ -23,9 +23,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from . import logs
+from . import logs, reflection
 from .certs import CA, paths_for
 from .config import Settings
 from .datadir import DataDirLock
@@ -131,9 +130,7 @@ class OrchgptServer:
         self.servicer = servicer
         iac_pb2_grpc.add_MeshServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable(server, (SERVICE_NAME, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
         self.port = server.add_secure_port(s.listen, creds)
         if self.port == 0:
             raise OSError(f"cannot listen on {s.listen}")

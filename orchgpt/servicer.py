@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
 
-from . import codec, logs
+from . import codec, logs, stream_rules
 from .batching import Outbox
 from .certs import Identity
 from .errors import CertError, RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
 from .mesh import LOCAL_PREFIX, Mesh, Registration
-from .models import ApprovalResponse, Task, TaskEvent, TaskResult
+from .models import ApprovalResponse, EventKind, Task, TaskEvent, TaskResult
 from .tls import peer_identity
 
 log = logs.get("orchgpt.servicer")
@@ -36,17 +36,22 @@ def _status_for(code: str) -> grpc.StatusCode:
 class GrpcAgentLink:
     """AgentLink over one Connect stream."""
 
-    def __init__(self, agent_id: str, outbox: Outbox) -> None:
+    def __init__(self, agent_id: str, outbox: Outbox, runs: stream_rules.RunIds | None = None) -> None:
         self.agent_id = agent_id
         self.outbox = outbox
+        self.runs = runs
+        self.close_code = ""  # set when the daemon closes the stream: its ERROR code and status
 
     def _send(self, env: pb.Envelope) -> None:
         env.recipient.agent_id = self.agent_id
         self.outbox.put(env)
 
     def send_task(self, task: Task) -> None:
-        self._send(codec.new_envelope(pb.RUN, ORCH, task_id=task.task_id, session_id=task.session_id,
-                                      task=codec.task_to_spec(task)))
+        env = codec.new_envelope(pb.RUN, ORCH, task_id=task.task_id, session_id=task.session_id,
+                                 task=codec.task_to_spec(task))
+        if self.runs is not None:  # a REPLY may name its task by correlation_id = this id
+            self.runs.remember(self.agent_id, env.id, task.task_id)
+        self._send(env)
 
     def send_cancel(self, task_id: str, reason: str) -> None:
         self._send(codec.new_envelope(pb.CANCEL, ORCH, task_id=task_id, cancel=pb.Cancel(reason=reason)))
@@ -65,16 +70,22 @@ class GrpcAgentLink:
     def send_ping(self) -> None:
         self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=codec.new_envelope(0).timestamp_ms)))
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: str = stream_rules.SHUTTING_DOWN) -> None:
+        """End the stream: an ERROR envelope (code, reason) goes last, then the RPC ends with
+        that status (Connect)."""
+        if not self.outbox.closed:
+            self.close_code = code
+            self._send(codec.new_envelope(pb.ERROR, ORCH, error=pb.Error(code=code, message=reason)))
         self.outbox.close(reason)
 
 
-def _event_envelope(event: TaskEvent) -> pb.Envelope:
+def _event_envelope(event: TaskEvent, type_of: Callable[[str], str]) -> pb.Envelope:
     """The TASK_EVENT envelope of an event; an agent's own protobuf event is re-stamped
-    (seq, agent, parent) rather than encoded again: token deltas are the hot path."""
+    (seq, agent, parent; its agent_type was stamped on arrival) rather than encoded again:
+    token deltas are the hot path."""
     wire = getattr(event, "_wire", None)
     if wire is None:
-        return codec.event_envelope(event)
+        return codec.event_envelope(event, agent_type=type_of(event.task_id))
     env = pb.Envelope(id=codec.fast_id(), sender=ORCH, type=pb.TASK_EVENT, task_id=event.task_id,
                       timestamp_ms=event.ts_ms, event=wire)
     m = env.event
@@ -87,17 +98,19 @@ def _event_envelope(event: TaskEvent) -> pb.Envelope:
 class EventSubscription:
     """A client's view of task events, pushed into an outbox as TASK_EVENT envelopes."""
 
-    def __init__(self, outbox: Outbox, limit: int, end_task: str = "") -> None:
+    def __init__(self, outbox: Outbox, limit: int, end_task: str = "",
+                 type_of: Callable[[str], str] = lambda task_id: "") -> None:
         self.outbox = outbox
         self.limit = limit
         self.end_task = end_task
         self.overflowed = False
+        self.type_of = type_of  # task id -> agent type (TaskEvent.agent_type)
 
     def deliver(self, event: TaskEvent) -> bool:
         if len(self.outbox) >= self.limit:
             self.overflowed = True
             return False
-        self.outbox.put(_event_envelope(event))
+        self.outbox.put(_event_envelope(event, self.type_of))
         if self.end_task and event.task_id == self.end_task and event.kind == "result":
             self.outbox.close("task finished")
         return True
@@ -117,17 +130,20 @@ class MeshServicer(pb_grpc.MeshServicer):
         self.heartbeat_ms = int(mesh.heartbeat_interval * 1000)
         self.first_message_timeout = 60.0
         self.accepting = True
+        self.runs = stream_rules.RunIds()  # RUN envelope ids, to match a REPLY by correlation_id
 
     # ------------------------------------------------------------------ helpers
-    async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None) -> Identity:
+    async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,
+                        stream: bool = False) -> Identity:
+        abort = self._refusal(context) if stream else context.abort
         try:
             ident = peer_identity(context)
         except CertError as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"certificate not accepted: {exc}")
+            await abort(grpc.StatusCode.UNAUTHENTICATED, f"certificate not accepted: {exc}")
             raise AssertionError("unreachable") from None
         if role is not None and ident.role != role:
             what = "connect as an agent" if role == "agent" else "submit or change work (client role needed)"
-            await context.abort(
+            await abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"a {ident.role} certificate ({ident.name}) cannot {what}; "
                 f"issue one with `orchgpt certs issue NAME --role {role}`",
@@ -137,44 +153,61 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def _abort_routing(self, context: grpc.aio.ServicerContext, exc: RoutingError) -> None:
         await context.abort(_status_for(exc.code), str(exc))
 
+    @staticmethod
+    def _refusal(context: grpc.aio.ServicerContext, correlation_id: str = ""):  # type: ignore[no-untyped-def]
+        """Connect's abort: an ERROR envelope with the code first, then the status (docs/protocol.md)."""
+        async def refuse(code: grpc.StatusCode, message: str) -> None:
+            log.warning("agent_stream_refused", peer=context.peer(), code=code.name, reason=message)
+            err = codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id,
+                                     error=pb.Error(code=code.name, message=message))
+            try:
+                await context.write(pb.Batch(envelopes=[err]))
+            except Exception as exc:  # the peer is gone: the status is all there is
+                log.debug("error_envelope_not_sent", error=str(exc))
+            await context.abort(code, message)
+        return refuse
+
     # ------------------------------------------------------------------ agents
     async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]
         # context.read()/context.write() rather than an async generator: measurably less
         # overhead per frame on this, the hot path (bench/README.md).
-        ident = await self._identity(context, role="agent")
+        # Every refusal sends an ERROR envelope with the code, then ends the RPC with that status.
+        ident = await self._identity(context, role="agent", stream=True)
+        refuse = self._refusal(context)
         if not self.accepting:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "orchgpt is shutting down")
+            await refuse(grpc.StatusCode.UNAVAILABLE, "orchgpt is shutting down")
         agent_id = ident.name
         try:
             first = await asyncio.wait_for(context.read(), timeout=self.first_message_timeout)
         except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"no REGISTER within {self.first_message_timeout:g}s of connecting")
+            await refuse(grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"no REGISTER within {self.first_message_timeout:g}s of connecting")
         if first is grpc.aio.EOF:
             return
+        refuse = self._refusal(context, first.envelopes[0].id if first.envelopes else "")
         if not first.envelopes or first.envelopes[0].type != pb.REGISTER or not first.envelopes[0].HasField("register"):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "the first message on Connect must be a REGISTER envelope")
+            await refuse(grpc.StatusCode.FAILED_PRECONDITION,
+                         "the first message on Connect must be a REGISTER envelope with the body `register`")
         reg_env = first.envelopes[0]
         if reg_env.sender and reg_env.sender != agent_id:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}")
+            await refuse(grpc.StatusCode.PERMISSION_DENIED,
+                         f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}")
         r = reg_env.register
         if agent_id.startswith(LOCAL_PREFIX) and not (self.mesh.spawner and self.mesh.spawner.is_local(agent_id)):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"the name {agent_id!r} is reserved for agents this orchestrator spawns")
+            await refuse(grpc.StatusCode.PERMISSION_DENIED,
+                         f"the name {agent_id!r} is reserved for agents this orchestrator spawns")
         try:
             pending = [codec.result_from_pb(x) for x in r.pending_results]
         except codec.DecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"register.pending_results: {exc}")
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
-        link = GrpcAgentLink(agent_id, outbox)
+        link = GrpcAgentLink(agent_id, outbox, self.runs)
         host = r.host or context.peer()
         try:
             self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities), host, r.pid, r.version,
                                                       pending, r.current_task), link)
         except RoutingError as exc:
-            await self._abort_routing(context, exc)
+            await refuse(_status_for(exc.code), str(exc))
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
             registered=pb.Registered(agent_id=agent_id, heartbeat_interval_ms=self.heartbeat_ms,
@@ -191,6 +224,8 @@ class MeshServicer(pb_grpc.MeshServicer):
                     reason = outbox.dropped_reason or reason
                     break
                 await context.write(batch)
+            if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
+                await context.abort(_status_for(link.close_code), reason)
         except asyncio.CancelledError:
             reason = "connection lost"
             raise
@@ -199,6 +234,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             if not reader.done() or reader.cancelled():
                 reason = reason if outbox.closed else "connection lost"
             self.mesh.disconnect(agent_id, link, reason)
+            self.runs.prune(agent_id, {t.task_id for t in self.mesh.active.values() if t.agent_id == agent_id})
 
     async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
                           link: GrpcAgentLink) -> None:
@@ -218,7 +254,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             outbox.close("connection lost")
         except Exception as exc:  # a bug must not take the daemon down
             log.exception("agent_stream_error", agent_id=agent_id, error=str(exc))
-            outbox.close(f"stream error: {exc}")
+            link.close(f"stream error: {exc}", stream_rules.STREAM_ERROR)
 
     def _error(self, outbox: Outbox, agent_id: str, correlation_id: str, code: str, message: str) -> None:
         outbox.put(codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id, to_agent=agent_id,
@@ -236,11 +272,19 @@ class MeshServicer(pb_grpc.MeshServicer):
             if target in ("agent_id", "agent_type", "broadcast") and t not in (pb.TASK_EVENT, pb.REPLY, pb.DELEGATE_TASK):
                 self._forward(agent_id, env, target, outbox)
             elif t == pb.TASK_EVENT:
+                task_id = stream_rules.event_task_id(env)
                 ev = codec.event_from_pb(env.event, env.timestamp_ms)
+                if ev.kind == EventKind.RESULT:
+                    raise stream_rules.ProtocolError(
+                        "INVALID_ARGUMENT", "a task's result goes in a REPLY envelope (body reply.result), "
+                        "not in a TASK_EVENT; event dropped")
+                if not ev.task_id:
+                    ev.task_id = env.event.task_id = task_id
+                env.event.agent_type = self._type_of(task_id)
                 ev._wire = env.event  # type: ignore[attr-defined]  # re-used by EventSubscription
                 self.mesh.on_event(agent_id, ev)
             elif t == pb.REPLY:
-                self.mesh.on_result(agent_id, codec.result_from_pb(env.reply.result))
+                self._on_reply(agent_id, env)
             elif t == pb.DELEGATE_TASK:
                 cmd, parent, inputs = codec.spec_to_command(env.task)
                 try:
@@ -252,12 +296,32 @@ class MeshServicer(pb_grpc.MeshServicer):
             elif t in (pb.HEARTBEAT, pb.PONG):
                 pass
             elif t == pb.PING:
-                outbox.put(codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id))
+                pong = codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id)
+                if env.HasField("ping"):
+                    pong.ping.CopyFrom(env.ping)  # echoed: the sender's round-trip time
+                outbox.put(pong)
             else:
                 self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT",
                             f"unexpected {pb.MessageType.Name(t)} message from an agent")
         except codec.DecodeError as exc:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", str(exc))
+        except stream_rules.ProtocolError as exc:
+            self._error(outbox, agent_id, env.id, exc.code, str(exc))
+
+    def _on_reply(self, agent_id: str, env: pb.Envelope) -> None:
+        """A task's result: matched by reply.result.task_id, the envelope's task_id, or
+        correlation_id = the RUN envelope's id (docs/protocol.md)."""
+        task_id = stream_rules.reply_task_id(agent_id, env, self.runs)
+        result = codec.result_from_pb(env.reply.result)
+        result.task_id = task_id
+        if task_id not in self.mesh.active and self.mesh.store.get_task(task_id) is None:
+            raise stream_rules.ProtocolError("NOT_FOUND", f"REPLY for task {task_id!r}: no such task")
+        self.mesh.on_result(agent_id, result)
+        self.runs.forget_task(agent_id, task_id)
+
+    def _type_of(self, task_id: str) -> str:
+        t = self.mesh.active.get(task_id)
+        return t.agent_type if t is not None else ""
 
     def _forward(self, agent_id: str, env: pb.Envelope, target: str, outbox: Outbox) -> None:
         """Agent-to-agent traffic: forwarded unchanged (the hot path)."""
@@ -299,17 +363,18 @@ class MeshServicer(pb_grpc.MeshServicer):
             await self._abort_routing(context, exc)
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
-        async for b in self._follow(task.task_id, 0, outbox):
+        async for b in self._follow(task.task_id, 0, outbox, task.agent_type):
             yield b
 
-    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox) -> AsyncIterator[pb.Batch]:
+    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox,
+                      agent_type: str = "") -> AsyncIterator[pb.Batch]:
         """Replay the stored events after ``after_seq``, then follow live ones (no await in between,
         so nothing is missed or doubled)."""
-        sub = EventSubscription(outbox, self.max_pending_events, end_task=task_id)
+        sub = EventSubscription(outbox, self.max_pending_events, end_task=task_id, type_of=self._type_of)
         mesh = self.mesh
         mesh.flush()
         for ev in mesh.store.events(task_id, after_seq):
-            outbox.put(codec.event_envelope(ev))
+            outbox.put(codec.event_envelope(ev, agent_type=agent_type))
         if task_id in mesh.active:
             mesh.subscribe(sub, task_id)
         else:
@@ -327,12 +392,14 @@ class MeshServicer(pb_grpc.MeshServicer):
         await self._identity(context)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         if request.task_id:
-            if self.mesh.get_task(request.task_id) is None:
+            watched = self.mesh.get_task(request.task_id)
+            if watched is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {request.task_id!r}")
-            async for b in self._follow(request.task_id, request.after_seq, outbox):
+            assert watched is not None
+            async for b in self._follow(request.task_id, request.after_seq, outbox, watched.agent_type):
                 yield b
             return
-        sub = EventSubscription(outbox, self.max_pending_events)
+        sub = EventSubscription(outbox, self.max_pending_events, type_of=self._type_of)
         self.mesh.subscribe(sub)
         try:
             while True:
@@ -359,7 +426,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         resp = pb.GetTaskResponse(task=codec.task_to_pb(t))
         if request.with_events:
             self.mesh.flush()
-            resp.events.extend(codec.event_to_pb(e) for e in self.mesh.store.events(t.task_id))
+            resp.events.extend(codec.event_to_pb(e, t.agent_type) for e in self.mesh.store.events(t.task_id))
         children = {c.task_id: c for c in self.mesh.store.children(t.task_id)}
         children.update({c.task_id: c for c in self.mesh.active.values() if c.parent_task_id == t.task_id})
         resp.children.extend(codec.task_to_pb(c) for c in sorted(children.values(), key=lambda c: c.created_ms))

@@ -3,30 +3,43 @@
 isort:skip_file
 IAC: inter/intra-agent communication for the orchgpt mesh.
 
-This file is the whole wire contract. An agent written in any language joins
-the mesh with it and a certificate signed by the mesh CA:
+This file is the whole wire contract; docs/protocol.md says how to use it (every
+rule below, with the error codes). An agent written in any language joins the
+mesh with it and a certificate signed by the mesh CA:
 
  1. Open a mutual-TLS gRPC channel to the orchestrator with a certificate
     whose subject OU is "agent" (identity = subject CN).
- 2. Call Mesh.Connect and send, as the first Batch, one Envelope of type
-    REGISTER whose body is `register` (agent type, capabilities, host).
-    The orchestrator answers with a REGISTERED envelope carrying the agent id.
- 3. Send HEARTBEAT envelopes every `heartbeat_interval_ms` (from REGISTERED);
-    the orchestrator sends PING envelopes and expects any traffic back.
- 4. Receive RUN envelopes (body `task`), stream TASK_EVENT envelopes
-    (body `event`) and finish with one REPLY envelope (body `reply`) whose
-    correlation_id is the RUN envelope's id. CANCEL asks to stop the task;
-    TERMINATE asks the agent to exit.
- 5. Any envelope may be addressed to another agent (recipient.agent_id),
-    to an agent type, or broadcast: the orchestrator forwards it unchanged.
+ 2. Call Mesh.Connect and send, as the first envelope of the first Batch, a
+    REGISTER envelope whose body is `register`. register.agent_type is
+    required and matches ^[a-z][a-z0-9_-]{0,31}$. The orchestrator answers
+    REGISTERED (correlation_id = the REGISTER's id) with the agent id, the
+    heartbeat interval and the reconnect grace.
+ 3. Send a HEARTBEAT every `heartbeat_interval_ms`; any traffic counts. An
+    agent silent for interval x misses is disconnected. The orchestrator sends
+    PINGs; a PING from an agent is answered with a PONG (correlation_id = the
+    PING's id, the `ping` body echoed).
+ 4. Receive RUN envelopes (body `task`, task_id set), stream TASK_EVENT
+    envelopes (body `event`, one typed kind; the task named by event.task_id
+    or the envelope's task_id) and finish with one REPLY (body reply.result),
+    naming the task by reply.result.task_id, the envelope's task_id, or
+    correlation_id = the RUN envelope's id. The first event of any kind moves
+    the task to RUNNING. RUN_REFUSED declines a RUN; CANCEL asks to stop the
+    task; TERMINATE asks the agent to exit.
+ 5. Any envelope may be addressed to another agent (recipient.agent_id), to an
+    agent type, or broadcast: the orchestrator forwards it unchanged, subject
+    to the authorization rules of docs/security.md.
 
 Every stream carries Batch messages: a sender that has several envelopes
 ready packs them into one Batch (one frame); an idle sender sends a Batch of
 one at once, so batching never adds latency.
 
-The `sender` of every envelope must equal the authenticated identity of the
-certificate; anything else is rejected with an ERROR envelope
-(code PERMISSION_DENIED) and dropped.
+Errors: an envelope that breaks a rule gets an ERROR envelope (code = a gRPC
+status name, message naming the field or rule, correlation_id = its id) and
+is dropped; the stream goes on. The `sender` of every envelope must equal the
+authenticated identity of the certificate (else ERROR PERMISSION_DENIED).
+Before the orchestrator ends a stream (refused REGISTER, silence, a newer
+connection with the same certificate, shutdown) it sends an ERROR with the
+code and reason, then ends the RPC with that status code; never silently.
 """
 
 from collections import abc as _abc
@@ -123,6 +136,36 @@ STATUS_ACTION: Action.ValueType  # 4
 """what the agents of the type are doing"""
 Global___Action: _TypeAlias = Action  # noqa: Y015
 
+class _AgentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_STATE_UNSPECIFIED: _AgentState.ValueType  # 0
+    STARTING: _AgentState.ValueType  # 1
+    """spawned by orchgpt, not registered yet"""
+    IDLE: _AgentState.ValueType  # 2
+    """registered, no task"""
+    BUSY: _AgentState.ValueType  # 3
+    """running current_task"""
+    LOST: _AgentState.ValueType  # 4
+    """its stream ended (kept while its task waits for it)"""
+
+class AgentState(_AgentState, metaclass=_AgentStateEnumTypeWrapper):
+    """What an agent is doing (Heartbeat.state, AgentInfo.state)."""
+
+AGENT_STATE_UNSPECIFIED: AgentState.ValueType  # 0
+STARTING: AgentState.ValueType  # 1
+"""spawned by orchgpt, not registered yet"""
+IDLE: AgentState.ValueType  # 2
+"""registered, no task"""
+BUSY: AgentState.ValueType  # 3
+"""running current_task"""
+LOST: AgentState.ValueType  # 4
+"""its stream ended (kept while its task waits for it)"""
+Global___AgentState: _TypeAlias = AgentState  # noqa: Y015
+
 class _TaskState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -147,47 +190,6 @@ SUCCEEDED: TaskState.ValueType  # 4
 FAILED: TaskState.ValueType  # 5
 CANCELLED: TaskState.ValueType  # 6
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
-
-class _EventKind:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    EVENT_KIND_UNSPECIFIED: _EventKind.ValueType  # 0
-    STATUS: _EventKind.ValueType  # 1
-    """state change (state, text)"""
-    LOG: _EventKind.ValueType  # 2
-    """a log line (text)"""
-    TOKEN: _EventKind.ValueType  # 3
-    """a token delta from the model (text)"""
-    ARTIFACT: _EventKind.ValueType  # 4
-    """a file produced (artifact)"""
-    STEP: _EventKind.ValueType  # 5
-    """an agent-loop step (text, data)"""
-    RESULT: _EventKind.ValueType  # 6
-    """the task's final result (result)"""
-    APPROVAL: _EventKind.ValueType  # 7
-    """a proposed tool call waiting for the user (approval)"""
-
-class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper): ...
-
-EVENT_KIND_UNSPECIFIED: EventKind.ValueType  # 0
-STATUS: EventKind.ValueType  # 1
-"""state change (state, text)"""
-LOG: EventKind.ValueType  # 2
-"""a log line (text)"""
-TOKEN: EventKind.ValueType  # 3
-"""a token delta from the model (text)"""
-ARTIFACT: EventKind.ValueType  # 4
-"""a file produced (artifact)"""
-STEP: EventKind.ValueType  # 5
-"""an agent-loop step (text, data)"""
-RESULT: EventKind.ValueType  # 6
-"""the task's final result (result)"""
-APPROVAL: EventKind.ValueType  # 7
-"""a proposed tool call waiting for the user (approval)"""
-Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 
 class _ApprovalDecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -279,20 +281,24 @@ class Envelope(_message.Message):
     APPROVAL_RESPONSE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """unique message id (uuid4 hex)"""
+    """unique per sender (e.g. uuid4 hex)"""
     sender: _builtins.str
-    """authenticated identity of the sender"""
+    """authenticated identity of the sender (certificate CN)"""
     type: Global___MessageType.ValueType
+    """the body must be the one the type names (docs/protocol.md)"""
     session_id: _builtins.str
     task_id: _builtins.str
+    """the task the envelope is about (RUN, TASK_EVENT, REPLY, CANCEL, ...)"""
     correlation_id: _builtins.str
-    """id of the envelope this one answers"""
+    """id of the envelope this one answers (REGISTERED, PONG, REPLY, ERROR)"""
     timestamp_ms: _builtins.int
     """unix time, milliseconds"""
     payload: _builtins.bytes
     """opaque application data (COMMAND between agents)"""
     @_builtins.property
-    def recipient(self) -> Global___Address: ...
+    def recipient(self) -> Global___Address:
+        """empty: the orchestrator"""
+
     @_builtins.property
     def ping(self) -> Global___Ping: ...
     @_builtins.property
@@ -387,6 +393,10 @@ Global___Batch: _TypeAlias = Batch  # noqa: Y015
 
 @_typing.final
 class Ping(_message.Message):
+    """PING body (optional). PONG has no body of its own: its correlation_id is the
+    PING's id, and the orchestrator's PONG echoes the PING's `ping` body.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SENT_MS_FIELD_NUMBER: _builtins.int
@@ -613,6 +623,8 @@ Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
 
 @_typing.final
 class Register(_message.Message):
+    """REGISTER: the first envelope of an agent's stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
@@ -623,6 +635,7 @@ class Register(_message.Message):
     PENDING_RESULTS_FIELD_NUMBER: _builtins.int
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     agent_type: _builtins.str
+    """required: ^[a-z][a-z0-9_-]{0,31}$"""
     host: _builtins.str
     pid: _builtins.int
     version: _builtins.str
@@ -661,8 +674,11 @@ class Registered(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
+    """the certificate CN"""
     heartbeat_interval_ms: _builtins.int
+    """send a HEARTBEAT this often"""
     max_message_bytes: _builtins.int
+    """the largest frame the orchestrator accepts"""
     def __init__(
         self,
         *,
@@ -699,18 +715,23 @@ Global___Terminate: _TypeAlias = Terminate  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
+    """HEARTBEAT (agent -> orchgpt), every Registered.heartbeat_interval_ms. Any
+    traffic counts as a sign of life; a heartbeat says what the agent is doing.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    STATE_FIELD_NUMBER: _builtins.int
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
-    state: _builtins.str
-    """idle | busy"""
+    STATE_FIELD_NUMBER: _builtins.int
     current_task: _builtins.str
+    """the task it runs (BUSY), else empty"""
+    state: Global___AgentState.ValueType
+    """IDLE or BUSY"""
     def __init__(
         self,
         *,
-        state: _builtins.str = ...,
         current_task: _builtins.str = ...,
+        state: Global___AgentState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -876,6 +897,13 @@ Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
 
 @_typing.final
 class Reply(_message.Message):
+    """REPLY body: a task's result. From an agent, it names its task by
+    result.task_id, else the envelope's task_id, else correlation_id = the RUN
+    envelope's id; none of them (or two that differ) gets ERROR INVALID_ARGUMENT.
+    From the orchestrator (a delegated sub-task's result), correlation_id is the
+    DELEGATE_TASK's id.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULT_FIELD_NUMBER: _builtins.int
@@ -896,6 +924,14 @@ Global___Reply: _TypeAlias = Reply  # noqa: Y015
 
 @_typing.final
 class TaskEvent(_message.Message):
+    """TASK_EVENT body: something that happened to a task. The kind is the body.
+    Agents send status, log, token, step, artifact and approval events for the
+    task they run; orchgpt adds the result event when the task ends (an agent's
+    result goes in a REPLY: a `result` event from an agent gets an ERROR).
+    orchgpt fills seq, agent_id, agent_type and parent_task_id before it passes
+    an event on; what an agent puts there is overwritten.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -919,54 +955,239 @@ class TaskEvent(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     TASK_ID_FIELD_NUMBER: _builtins.int
-    KIND_FIELD_NUMBER: _builtins.int
-    STATE_FIELD_NUMBER: _builtins.int
-    TEXT_FIELD_NUMBER: _builtins.int
-    ARTIFACT_FIELD_NUMBER: _builtins.int
-    RESULT_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
-    APPROVAL_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    AGENT_TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
-    kind: Global___EventKind.ValueType
-    state: Global___TaskState.ValueType
-    text: _builtins.str
+    """required unless the envelope's task_id is set"""
     agent_id: _builtins.str
+    """the agent that runs the task (set by orchgpt)"""
     parent_task_id: _builtins.str
+    """set by orchgpt for delegated tasks"""
     seq: _builtins.int
-    """per task, increasing, assigned by the orchestrator"""
+    """per task, 1, 2, 3, ... (set by orchgpt)"""
+    agent_type: _builtins.str
+    """the type of the task's agent (set by orchgpt)"""
     @_builtins.property
-    def artifact(self) -> Global___Artifact: ...
+    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """structured extras (e.g. a step's tool and arguments)"""
+
     @_builtins.property
-    def result(self) -> Global___TaskResult: ...
+    def status(self) -> Global___StatusEvent: ...
     @_builtins.property
-    def approval(self) -> Global___ApprovalRequest: ...
+    def log(self) -> Global___LogEvent: ...
     @_builtins.property
-    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def token(self) -> Global___TokenEvent: ...
+    @_builtins.property
+    def step(self) -> Global___StepEvent: ...
+    @_builtins.property
+    def artifact(self) -> Global___ArtifactEvent: ...
+    @_builtins.property
+    def approval(self) -> Global___ApprovalEvent: ...
+    @_builtins.property
+    def result(self) -> Global___ResultEvent: ...
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
-        kind: Global___EventKind.ValueType = ...,
-        state: Global___TaskState.ValueType = ...,
-        text: _builtins.str = ...,
-        artifact: Global___Artifact | None = ...,
-        result: Global___TaskResult | None = ...,
         agent_id: _builtins.str = ...,
         parent_task_id: _builtins.str = ...,
         seq: _builtins.int = ...,
-        approval: Global___ApprovalRequest | None = ...,
         data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        agent_type: _builtins.str = ...,
+        status: Global___StatusEvent | None = ...,
+        log: Global___LogEvent | None = ...,
+        token: Global___TokenEvent | None = ...,
+        step: Global___StepEvent | None = ...,
+        artifact: Global___ArtifactEvent | None = ...,
+        approval: Global___ApprovalEvent | None = ...,
+        result: Global___ResultEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "artifact", b"artifact", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "artifact", b"artifact", "body", b"body", "log", b"log", "result", b"result", "status", b"status", "step", b"step", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "approval", b"approval", "artifact", b"artifact", "data", b"data", "kind", b"kind", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "state", b"state", "task_id", b"task_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "approval", b"approval", "artifact", b"artifact", "body", b"body", "data", b"data", "log", b"log", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "status", b"status", "step", b"step", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["status", "log", "token", "step", "artifact", "approval", "result"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
+
+@_typing.final
+class StatusEvent(_message.Message):
+    """A state change, with a human-readable line (e.g. RUNNING "running on a1")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    state: Global___TaskState.ValueType
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: Global___TaskState.ValueType = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
+Global___StatusEvent: _TypeAlias = StatusEvent  # noqa: Y015
+
+@_typing.final
+class LogEvent(_message.Message):
+    """A log line."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEvent: _TypeAlias = LogEvent  # noqa: Y015
+
+@_typing.final
+class TokenEvent(_message.Message):
+    """A token delta from the model (the hot path: keep these small)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenEvent: _TypeAlias = TokenEvent  # noqa: Y015
+
+@_typing.final
+class StepEvent(_message.Message):
+    """One step of the agent loop (a tool call, a decision); details in TaskEvent.data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepEvent: _TypeAlias = StepEvent  # noqa: Y015
+
+@_typing.final
+class ArtifactEvent(_message.Message):
+    """A file the task produced (path relative to its workspace)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """usually the path"""
+    @_builtins.property
+    def artifact(self) -> Global___Artifact: ...
+    def __init__(
+        self,
+        *,
+        artifact: Global___Artifact | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtifactEvent: _TypeAlias = ArtifactEvent  # noqa: Y015
+
+@_typing.final
+class ApprovalEvent(_message.Message):
+    """A proposed tool call waiting for the user's decision (answered with APPROVAL_RESPONSE)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """a one-line summary"""
+    @_builtins.property
+    def request(self) -> Global___ApprovalRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___ApprovalRequest | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalEvent: _TypeAlias = ApprovalEvent  # noqa: Y015
+
+@_typing.final
+class ResultEvent(_message.Message):
+    """The task ended (sent by orchgpt only)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """the output, or the error when it failed"""
+    @_builtins.property
+    def result(self) -> Global___TaskResult:
+        """result.state is SUCCEEDED, FAILED or CANCELLED"""
+
+    def __init__(
+        self,
+        *,
+        result: Global___TaskResult | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultEvent: _TypeAlias = ResultEvent  # noqa: Y015
 
 @_typing.final
 class ApprovalRequest(_message.Message):
@@ -1026,6 +1247,10 @@ Global___ApprovalResponse: _TypeAlias = ApprovalResponse  # noqa: Y015
 
 @_typing.final
 class Error(_message.Message):
+    """ERROR body. correlation_id = the envelope refused; empty when the
+    orchestrator is about to end the stream with the status `code`.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CODE_FIELD_NUMBER: _builtins.int
@@ -1033,6 +1258,7 @@ class Error(_message.Message):
     code: _builtins.str
     """a grpc.StatusCode name, e.g. NOT_FOUND"""
     message: _builtins.str
+    """what is wrong, naming the field or rule"""
     def __init__(
         self,
         *,
@@ -1108,21 +1334,20 @@ class AgentInfo(_message.Message):
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
-    STATE_FIELD_NUMBER: _builtins.int
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_MS_FIELD_NUMBER: _builtins.int
     LOCAL_FIELD_NUMBER: _builtins.int
     CONNECTED_MS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     agent_type: _builtins.str
     host: _builtins.str
-    state: _builtins.str
-    """idle | busy | lost | starting"""
     current_task: _builtins.str
     last_heartbeat_ms: _builtins.int
     local: _builtins.bool
     """spawned by this orchestrator"""
     connected_ms: _builtins.int
+    state: Global___AgentState.ValueType
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1132,11 +1357,11 @@ class AgentInfo(_message.Message):
         agent_type: _builtins.str = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         host: _builtins.str = ...,
-        state: _builtins.str = ...,
         current_task: _builtins.str = ...,
         last_heartbeat_ms: _builtins.int = ...,
         local: _builtins.bool = ...,
         connected_ms: _builtins.int = ...,
+        state: Global___AgentState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

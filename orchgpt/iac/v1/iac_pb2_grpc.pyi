@@ -3,30 +3,43 @@
 isort:skip_file
 IAC: inter/intra-agent communication for the orchgpt mesh.
 
-This file is the whole wire contract. An agent written in any language joins
-the mesh with it and a certificate signed by the mesh CA:
+This file is the whole wire contract; docs/protocol.md says how to use it (every
+rule below, with the error codes). An agent written in any language joins the
+mesh with it and a certificate signed by the mesh CA:
 
  1. Open a mutual-TLS gRPC channel to the orchestrator with a certificate
     whose subject OU is "agent" (identity = subject CN).
- 2. Call Mesh.Connect and send, as the first Batch, one Envelope of type
-    REGISTER whose body is `register` (agent type, capabilities, host).
-    The orchestrator answers with a REGISTERED envelope carrying the agent id.
- 3. Send HEARTBEAT envelopes every `heartbeat_interval_ms` (from REGISTERED);
-    the orchestrator sends PING envelopes and expects any traffic back.
- 4. Receive RUN envelopes (body `task`), stream TASK_EVENT envelopes
-    (body `event`) and finish with one REPLY envelope (body `reply`) whose
-    correlation_id is the RUN envelope's id. CANCEL asks to stop the task;
-    TERMINATE asks the agent to exit.
- 5. Any envelope may be addressed to another agent (recipient.agent_id),
-    to an agent type, or broadcast: the orchestrator forwards it unchanged.
+ 2. Call Mesh.Connect and send, as the first envelope of the first Batch, a
+    REGISTER envelope whose body is `register`. register.agent_type is
+    required and matches ^[a-z][a-z0-9_-]{0,31}$. The orchestrator answers
+    REGISTERED (correlation_id = the REGISTER's id) with the agent id, the
+    heartbeat interval and the reconnect grace.
+ 3. Send a HEARTBEAT every `heartbeat_interval_ms`; any traffic counts. An
+    agent silent for interval x misses is disconnected. The orchestrator sends
+    PINGs; a PING from an agent is answered with a PONG (correlation_id = the
+    PING's id, the `ping` body echoed).
+ 4. Receive RUN envelopes (body `task`, task_id set), stream TASK_EVENT
+    envelopes (body `event`, one typed kind; the task named by event.task_id
+    or the envelope's task_id) and finish with one REPLY (body reply.result),
+    naming the task by reply.result.task_id, the envelope's task_id, or
+    correlation_id = the RUN envelope's id. The first event of any kind moves
+    the task to RUNNING. RUN_REFUSED declines a RUN; CANCEL asks to stop the
+    task; TERMINATE asks the agent to exit.
+ 5. Any envelope may be addressed to another agent (recipient.agent_id), to an
+    agent type, or broadcast: the orchestrator forwards it unchanged, subject
+    to the authorization rules of docs/security.md.
 
 Every stream carries Batch messages: a sender that has several envelopes
 ready packs them into one Batch (one frame); an idle sender sends a Batch of
 one at once, so batching never adds latency.
 
-The `sender` of every envelope must equal the authenticated identity of the
-certificate; anything else is rejected with an ERROR envelope
-(code PERMISSION_DENIED) and dropped.
+Errors: an envelope that breaks a rule gets an ERROR envelope (code = a gRPC
+status name, message naming the field or rule, correlation_id = its id) and
+is dropped; the stream goes on. The `sender` of every envelope must equal the
+authenticated identity of the certificate (else ERROR PERMISSION_DENIED).
+Before the orchestrator ends a stream (refused REGISTER, silence, a newer
+connection with the same certificate, shutdown) it sends an ERROR with the
+code and reason, then ends the RPC with that status code; never silently.
 """
 
 from collections import abc as _abc
