@@ -26,6 +26,9 @@ async def start_orchgpt(
         sys.executable, "-m", "orchgpt", "serve", "--listen", "127.0.0.1:0", "--certs", str(certs),
         "--data-dir", str(data_dir), "--port-file", str(port_file), "--local-model", "off",
         "--grace-period", "1", "--log-format", "json",
+        # the benchmark drives agents at full speed with many events per task: the per-peer
+        # message rate and events-per-task limits (docs/security-limits.md) are off here
+        "--agent-messages-per-second", "0", "--max-events-per-task", "0",
     ]
     if not spawn:
         argv.append("--no-spawn")

@@ -52,6 +52,14 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--reconnect-grace", dest="reconnect_grace", type=float)
     p.add_argument("--max-message-bytes", dest="max_message_bytes", type=int)
     p.add_argument("--max-pending-events", dest="max_pending_events", type=int)
+    p.add_argument("--max-stream-queue-bytes", dest="max_stream_queue_bytes", type=int)
+    p.add_argument("--agent-messages-per-second", dest="agent_messages_per_second", type=float)
+    p.add_argument("--agent-message-burst", dest="agent_message_burst", type=int)
+    p.add_argument("--max-events-per-task", dest="max_events_per_task", type=int)
+    p.add_argument("--max-task-input-bytes", dest="max_task_input_bytes", type=int)
+    p.add_argument("--list-page-bytes", dest="list_page_bytes", type=int)
+    p.add_argument("--list-field-bytes", dest="list_field_bytes", type=int)
+    p.add_argument("--crl-poll-interval", dest="crl_poll_interval", type=float)
     p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"])
@@ -60,7 +68,7 @@ def _serve_parser(sub: Any) -> None:
 
 def _certs_parser(sub: Any) -> None:
     p = sub.add_parser("certs", help="create the mesh CA and issue certificates")
-    csub = p.add_subparsers(dest="certs_cmd", metavar="{init,issue}", required=True)
+    csub = p.add_subparsers(dest="certs_cmd", metavar="{init,issue,revoke,renew}", required=True)
     i = csub.add_parser("init", help="create the CA, the server certificate and the CLI's client certificate",
                         description="Create ca.pem/ca-key.pem, server.pem/server-key.pem and cli.pem/cli-key.pem. "
                         "An existing CA is never replaced; existing certificates are kept.")
@@ -69,13 +77,32 @@ def _certs_parser(sub: Any) -> None:
                    help="extra DNS name or IP for the server certificate (repeatable)")
     i.add_argument("--force", action="store_true",
                    help="re-issue the server and CLI certificates (the CA is still kept)")
+    _revocation_parsers(csub)
     s = csub.add_parser("issue", help="issue a certificate for a remote agent or a user",
                         description="Write NAME.pem and NAME-key.pem signed by the mesh CA.")
     s.add_argument("name", help="the identity (agent id or user name): letters, digits, '.', '_', '-'")
     s.add_argument("--role", required=True, choices=["agent", "client"])
     s.add_argument("--dir", default="certs", help="certificate directory holding the CA (default ./certs)")
     s.add_argument("--out", help="where to write the certificate (default: --dir)")
+    s.add_argument("--days", type=int, help="lifetime in days (default: 90 for agents, 825 for clients)")
     s.add_argument("--force", action="store_true", help="replace an existing certificate of that name")
+
+
+def _revocation_parsers(csub: Any) -> None:
+    r = csub.add_parser("revoke", help="revoke a certificate (the daemon refuses it within seconds)",
+                        description="Add the certificate's serial to crl.pem in --dir (a CRL signed by the "
+                        "mesh CA). A running daemon reloads it within seconds (or at once on SIGHUP), "
+                        "refuses the certificate and closes its open streams.")
+    r.add_argument("name", nargs="?", help="the certificate NAME (NAME.pem in --dir)")
+    r.add_argument("--serial", help="revoke this serial number instead (hex, or decimal with 0d prefix)")
+    r.add_argument("--dir", default="certs", help="certificate directory holding the CA (default ./certs)")
+    n = csub.add_parser("renew", help="re-issue a certificate (new key, same name and role) and revoke the old one",
+                        description="Write a new NAME.pem/NAME-key.pem with the same name, role and hosts, "
+                        "then revoke the old certificate's serial.")
+    n.add_argument("name", help="the certificate NAME (NAME.pem in --dir, or in --out)")
+    n.add_argument("--dir", default="certs", help="certificate directory holding the CA (default ./certs)")
+    n.add_argument("--out", help="where the certificate lives (default: --dir)")
+    n.add_argument("--days", type=int, help="lifetime in days (default: 90 for agents, 825 for clients)")
 
 
 def _health_parser(sub: Any) -> None:
@@ -135,7 +162,7 @@ def _certs(args: argparse.Namespace) -> int:
     if (out / f"{name}.pem").exists() and not args.force:
         raise CertError(f"{out / (name + '.pem')} exists; pass --force to replace it")
     ca = CA.load(d)
-    paths = ca.issue_to(out, name, args.role)
+    paths = ca.issue_to(out, name, args.role, days=args.days)
     if out != d and not paths.ca.exists():
         paths.ca.write_bytes(ca.cert_pem)
     print(f"created {paths.cert}")
@@ -153,7 +180,9 @@ def _serve(args: argparse.Namespace) -> int:
         "listen", "certs", "data_dir", "store", "workspace_root", "max_local_agents", "spawn",
         "spawn_deadline", "local_idle_timeout",
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
-        "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format")}
+        "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
+        "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
+        "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval")}
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 
@@ -173,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     _health_parser(sub)
     args = ap.parse_args(argv)
     try:
+        if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
+            from .revocation import cli
+
+            return cli(args)
         if args.cmd == "certs":
             return _certs(args)
         if args.cmd == "health":

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from .iac.v1 import iac_pb2 as pb
 
 MAX_BATCH = 512
 _DEFAULT_SIZE = 160  # rough size of an envelope without payload
+# What one queued envelope costs in memory beyond its payload (a Python protobuf object and
+# the deque slot), counted against an outbox's byte bound so that a flood of small envelopes
+# (PONGs to a peer that never reads) is bounded too.
+QUEUED_OVERHEAD = 1024
 
 
 def _approx_size(env: pb.Envelope) -> int:
@@ -35,14 +40,24 @@ def _approx_size(env: pb.Envelope) -> int:
 class Outbox:
     """A FIFO of envelopes for one stream; ``next_batch`` is awaited by the writer."""
 
-    __slots__ = ("_closed", "_items", "_max_bytes", "_waiter", "dropped_reason")
+    __slots__ = ("_closed", "_items", "_limit", "_max_bytes", "_queued", "_waiter", "dropped_reason",
+                 "error", "farewell", "on_overflow")
 
-    def __init__(self, max_bytes: int = 2 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = 2 * 1024 * 1024, limit_bytes: int = 0) -> None:
         self._items: deque[pb.Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._max_bytes = max_bytes
         self.dropped_reason = ""
+        # The bound on what may wait here (0: none). Past it the outbox is aborted with
+        # RESOURCE_EXHAUSTED: what was queued is dropped and ``on_overflow`` is called (the
+        # stream's owner cuts the peer). ``error`` is (status code name, message) once aborted.
+        self._limit = limit_bytes
+        self._queued = 0
+        self.error: tuple[str, str] | None = None
+        self.on_overflow: Callable[[], None] | None = None
+        # the last envelope a peer gets when the outbox is aborted (an agent's ERROR), from (code, message)
+        self.farewell: Callable[[str, str], pb.Envelope] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -51,9 +66,48 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    @property
+    def waiting(self) -> bool:
+        """True while the stream's writer waits in ``next_batch`` (False while it writes)."""
+        return self._waiter is not None
+
+    def bound(self, limit_bytes: int) -> None:
+        """Set the bound on queued bytes (0: none)."""
+        self._limit = limit_bytes
+
+    def _admit(self, env: pb.Envelope) -> bool:
+        if not self._limit:
+            return True
+        self._queued += _approx_size(env) + QUEUED_OVERHEAD
+        if self._queued <= self._limit:
+            return True
+        code = "RESOURCE_EXHAUSTED"
+        msg = (f"the peer is not reading: more than {self._limit} bytes queued for it "
+               "(max_stream_queue_bytes); disconnected")
+        self.abort(code, msg, last=self.farewell(code, msg) if self.farewell is not None else None)
+        cb = self.on_overflow
+        if cb is not None:
+            cb()
+        return False
+
+    def abort(self, code: str, message: str, last: pb.Envelope | None = None) -> None:
+        """Drop what is queued, send only ``last`` (if any), and close with an error."""
+        if self.error is not None:
+            return
+        self._items.clear()
+        self._queued = 0
+        if last is not None:
+            self._items.append(last)
+        self.error = (code, message)
+        self.close(message)
+
     def put(self, env: pb.Envelope) -> bool:
-        """Queue an envelope; False when the outbox is closed."""
-        if self._closed:
+        """Queue an envelope; False when the outbox is closed (or has just overflowed)."""
+        if self._closed or not self._admit(env):
             return False
         self._items.append(env)
         w = self._waiter
@@ -62,6 +116,8 @@ class Outbox:
         return True
 
     def put_front(self, env: pb.Envelope) -> None:
+        if not self._admit(env):
+            return
         self._items.appendleft(env)
         w = self._waiter
         if w is not None and not w.done():
@@ -69,8 +125,9 @@ class Outbox:
 
     def close(self, reason: str = "") -> None:
         """Stop the stream after what is queued has been sent."""
+        if self.error is None or not self._closed:
+            self.dropped_reason = reason
         self._closed = True
-        self.dropped_reason = reason
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -87,15 +144,22 @@ class Outbox:
                 self._waiter = None
         items = self._items
         if len(items) == 1:
-            return pb.Batch(envelopes=[items.popleft()])
+            env = items.popleft()
+            if self._limit:
+                self._queued = 0
+            return pb.Batch(envelopes=[env])
         out: list[pb.Envelope] = []
         budget = self._max_bytes
+        sent = 0
         while items and len(out) < MAX_BATCH:
             size = _approx_size(items[0])
             if out and size > budget:
                 break
             budget -= size
+            sent += size + QUEUED_OVERHEAD
             out.append(items.popleft())
+        if self._limit:
+            self._queued = max(0, self._queued - sent) if items else 0
         return pb.Batch(envelopes=out)
 
     async def iterate(self):  # type: ignore[no-untyped-def]

@@ -29,6 +29,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
 LEAF_DAYS = 825
+AGENT_DAYS = 90  # agent certificates go to remote hosts: shorter-lived (renew with `orchgpt certs renew`)
 ADMIN_OU = "admin"
 
 
@@ -171,7 +172,8 @@ class CA:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def issue(
-        self, name: str, role: Role, hosts: tuple[str, ...] | list[str] = (), admin: bool = False
+        self, name: str, role: Role, hosts: tuple[str, ...] | list[str] = (), admin: bool = False,
+        days: int | None = None,
     ) -> tuple[bytes, bytes]:
         """Issue a leaf certificate; returns (cert PEM, key PEM).
 
@@ -182,6 +184,9 @@ class CA:
             raise CertError(f"invalid role {role!r}: expected one of {', '.join(ROLES)}")
         if admin and role != "client":
             raise CertError("only a client certificate can be an admin certificate")
+        days = days if days is not None else (AGENT_DAYS if role == "agent" else LEAF_DAYS)
+        if days < 1:
+            raise CertError(f"invalid lifetime of {days} days: at least 1")
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         subject = x509.Name(
@@ -209,7 +214,7 @@ class CA:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+            .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -222,9 +227,9 @@ class CA:
 
     def issue_to(
         self, directory: Path, name: str, role: Role, hosts: tuple[str, ...] | list[str] = (),
-        admin: bool = False,
+        admin: bool = False, days: int | None = None,
     ) -> CertPaths:
-        cert_pem, key_pem = self.issue(name, role, hosts, admin=admin)
+        cert_pem, key_pem = self.issue(name, role, hosts, admin=admin, days=days)
         paths = CertPaths(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}-key.pem")
         write_private(paths.key, key_pem)
         write_public(paths.cert, cert_pem)

@@ -138,9 +138,22 @@ class MeshClient:
                 [codec.task_from_pb(c) for c in r.children])
 
     async def list_tasks(self, limit: int = 50, session_id: str = "", include_children: bool = False) -> list[Task]:
+        """The newest ``limit`` tasks, read over as many pages as the daemon makes of them
+        (long texts come truncated in list views: get_task has them whole)."""
+        out: list[Task] = []
+        token = ""
+        while True:
+            tasks, token = await self.list_tasks_page(limit - len(out), session_id, include_children, token)
+            out.extend(tasks)
+            if not token or len(out) >= limit or not tasks:
+                return out
+
+    async def list_tasks_page(self, limit: int = 50, session_id: str = "", include_children: bool = False,
+                              page_token: str = "") -> tuple[list[Task], str]:
+        """One page of tasks and the next page's token ('' on the last page)."""
         r = await self._unary(self._stub.ListTasks, pb.ListTasksRequest(
-            limit=limit, session_id=session_id, include_children=include_children))
-        return [codec.task_from_pb(t) for t in r.tasks]
+            limit=limit, session_id=session_id, include_children=include_children, page_token=page_token))
+        return [codec.task_from_pb(t) for t in r.tasks], r.next_page_token
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
         r = await self._unary(self._stub.CancelTask, pb.CancelTaskRequest(task_id=task_id, reason=reason))

@@ -57,6 +57,31 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(10_000, ge=100, description="events buffered for a slow client before it is dropped")
+    max_stream_queue_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024,
+        description="bytes queued for one stream; a peer that does not read past it is disconnected "
+        "(RESOURCE_EXHAUSTED)",
+    )
+    agent_messages_per_second: float = Field(
+        5000.0, ge=0, description="envelopes per second one agent may send (0: no limit); beyond it ERROR "
+        "RESOURCE_EXHAUSTED and the envelope is dropped",
+    )
+    agent_message_burst: int = Field(10_000, ge=1, description="envelopes an agent may send at once above the rate")
+    max_events_per_task: int = Field(
+        5000, ge=0, description="events stored per task (0: no limit); further events are dropped, with a marker"
+    )
+    max_task_input_bytes: int = Field(
+        3 * 1024 * 1024, ge=0, description="largest command.input of a task (Submit, DELEGATE_TASK; 0: no limit)"
+    )
+    list_page_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024, description="bytes of one ListTasks page; longer lists continue with a page token"
+    )
+    list_field_bytes: int = Field(
+        4096, ge=64, description="input/output text kept per task in list views (GetTask returns it whole)"
+    )
+    crl_poll_interval: float = Field(
+        2.0, gt=0, description="seconds between checks of the revocation list (crl.pem in the certs dir)"
+    )
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
     )

@@ -25,18 +25,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import logs, reflection
-from .certs import CA, paths_for
+from .certs import CA, CertPaths, paths_for
 from .config import Settings
 from .datadir import DataDirLock
 from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
+from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
 from .models import AgentState
+from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
 from .spawner import Spawner, read_journals, remove_journals
 from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
 from .waiting import waited_on_by_local
+from .wire_guard import add_mesh_servicer
 
 log = logs.get("orchgpt.server")
 
@@ -80,12 +83,12 @@ class OrchgptServer:
         creds = server_credentials(cert_paths)  # raises CertError with the missing file
         self.lock.acquire()  # raises DataDirInUse naming the holder; creates the dir 0700
         try:
-            return await self._start(creds)
+            return await self._start(creds, cert_paths)
         except BaseException:
             self.lock.release()
             raise
 
-    async def _start(self, creds: grpc.ServerCredentials) -> int:
+    async def _start(self, creds: grpc.ServerCredentials, cert_paths: CertPaths) -> int:
         s = self.settings
         if self.store is None:
             self.store = open_store(s.store_url)
@@ -128,7 +131,10 @@ class OrchgptServer:
         server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=None)
         servicer = MeshServicer(self.mesh, s.max_message_bytes, s.max_pending_events, s.workspaces)
         self.servicer = servicer
-        iac_pb2_grpc.add_MeshServicer_to_server(servicer, server)
+        servicer.limits = PeerLimits.from_settings(s)
+        servicer.event_budget = EventBudget(s.max_events_per_task)
+        servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
+        add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, (SERVICE_NAME, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
         self.port = server.add_secure_port(s.listen, creds)
@@ -144,6 +150,7 @@ class OrchgptServer:
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
+        self._crl_poll = asyncio.create_task(self._watch_crl())
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=s.store_url,
                  recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types), pid=os.getpid())
         return self.port
@@ -225,6 +232,20 @@ class OrchgptServer:
             self.store_fault = ""
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
+    async def _watch_crl(self) -> None:
+        """Reload the revocation list when its file changes (a stat every few seconds)."""
+        while True:
+            await asyncio.sleep(self.settings.crl_poll_interval)
+            try:
+                self.revocations.reload()
+            except Exception as exc:  # keep the daemon up
+                log.exception("crl_reload_error", error=str(exc))
+
+    def reload_revocations(self) -> None:
+        """SIGHUP: re-read the revocation list now."""
+        log.info("sighup_reload", crl=str(self.revocations.path))
+        self.revocations.reload(force=True)
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop; safe to call twice."""
         if self._stopped.is_set():
@@ -244,6 +265,8 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if self._tick is not None:
             self._tick.cancel()
+        if getattr(self, "_crl_poll", None) is not None:
+            self._crl_poll.cancel()
         if self.spawner is not None:
             await self.spawner.stop_all(grace=3.0)
         for e in list(self.mesh.agents.values()):
@@ -268,10 +291,11 @@ async def serve(settings: Settings, ready: Any = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_revocations)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with suppress(Exception):
                 loop.remove_signal_handler(sig)
         await server.stop()

@@ -19,9 +19,22 @@ from .certs import Identity
 from .errors import CertError, RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
+from .limits import (
+    EventBudget,
+    PeerLimits,
+    RateLimiter,
+    StreamCutter,
+    dropped_events_marker,
+    input_too_large,
+    page_tasks,
+    parse_page_token,
+)
 from .mesh import LOCAL_PREFIX, Mesh, Registration
 from .models import ApprovalResponse, EventKind, Task, TaskEvent, TaskResult
+from .revocation import Revocations
 from .tls import peer_identity
+from .validate import envelope as invalid_envelope
+from .wire_guard import Malformed
 
 log = logs.get("orchgpt.servicer")
 
@@ -127,6 +140,9 @@ class MeshServicer(pb_grpc.MeshServicer):
         self.max_message_bytes = max_message_bytes
         self.max_pending_events = max_pending_events
         self.workspaces = workspaces
+        self.revocation = Revocations()  # the server sets the daemon's (crl.pem in the certs dir)
+        self.limits = PeerLimits()  # the server sets them from its settings (docs/security-limits.md)
+        self.event_budget = EventBudget(self.limits.max_events_per_task)
         self.heartbeat_ms = int(mesh.heartbeat_interval * 1000)
         self.first_message_timeout = 60.0
         self.accepting = True
@@ -141,6 +157,9 @@ class MeshServicer(pb_grpc.MeshServicer):
         except CertError as exc:
             await abort(grpc.StatusCode.UNAUTHENTICATED, f"certificate not accepted: {exc}")
             raise AssertionError("unreachable") from None
+        refused = self.revocation.check_on_call(ident)
+        if refused:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refused)
         if role is not None and ident.role != role:
             what = "connect as an agent" if role == "agent" else "submit or change work (client role needed)"
             await abort(
@@ -185,6 +204,11 @@ class MeshServicer(pb_grpc.MeshServicer):
         if first is grpc.aio.EOF:
             return
         refuse = self._refusal(context, first.envelopes[0].id if first.envelopes else "")
+        if isinstance(first, Malformed):
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, first.detail)
+        bad = invalid_envelope(first.envelopes[0]) if first.envelopes else ""
+        if bad:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, bad)
         if not first.envelopes or first.envelopes[0].type != pb.REGISTER or not first.envelopes[0].HasField("register"):
             await refuse(grpc.StatusCode.FAILED_PRECONDITION,
                          "the first message on Connect must be a REGISTER envelope with the body `register`")
@@ -203,6 +227,7 @@ class MeshServicer(pb_grpc.MeshServicer):
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         link = GrpcAgentLink(agent_id, outbox, self.runs)
         host = r.host or context.peer()
+        cutter = self._guard_stream(context, outbox, agent_id)
         try:
             self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities), host, r.pid, r.version,
                                                       pending, r.current_task), link)
@@ -224,11 +249,16 @@ class MeshServicer(pb_grpc.MeshServicer):
                     reason = outbox.dropped_reason or reason
                     break
                 await context.write(batch)
+            await self._end_stream(context, outbox)
             if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
                 await context.abort(_status_for(link.close_code), reason)
         except asyncio.CancelledError:
             reason = "connection lost"
-            raise
+            if not cutter.cut:
+                raise
+            reason = outbox.dropped_reason  # the daemon cut it: over its queue bound, or revoked
+            log.warning("agent_cut", agent_id=agent_id, reason=reason)
+            await self._end_stream(context, outbox)
         finally:
             reader.cancel()
             if not reader.done() or reader.cancelled():
@@ -239,18 +269,23 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
                           link: GrpcAgentLink) -> None:
         touch, handle = self.mesh.touch, self._from_agent
+        gate = RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
         try:
             while True:
                 batch = await context.read()
                 if batch is grpc.aio.EOF:
                     break
                 touch(agent_id)
+                if isinstance(batch, Malformed) or not gate.allow(len(batch.envelopes)):
+                    if self._refuse_frame(agent_id, batch, gate, outbox):
+                        continue
+                    break
                 for env in batch.envelopes:
                     handle(agent_id, env, outbox)
             outbox.close("agent closed the stream")
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, grpc.aio.AbortError):  # AbortError: the daemon cut the stream
             outbox.close("connection lost")
         except Exception as exc:  # a bug must not take the daemon down
             log.exception("agent_stream_error", agent_id=agent_id, error=str(exc))
@@ -261,6 +296,10 @@ class MeshServicer(pb_grpc.MeshServicer):
                                       error=pb.Error(code=code, message=message)))
 
     def _from_agent(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        bad = invalid_envelope(env)
+        if bad:
+            self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", f"{bad}; message dropped")
+            return
         if env.sender != agent_id:
             log.warning("spoofed_sender", agent_id=agent_id, claimed=env.sender, type=pb.MessageType.Name(env.type))
             self._error(outbox, agent_id, env.id, "PERMISSION_DENIED",
@@ -273,6 +312,8 @@ class MeshServicer(pb_grpc.MeshServicer):
                 self._forward(agent_id, env, target, outbox)
             elif t == pb.TASK_EVENT:
                 task_id = stream_rules.event_task_id(env)
+                if self._over_event_budget(agent_id, task_id, env, outbox):
+                    return
                 ev = codec.event_from_pb(env.event, env.timestamp_ms)
                 if ev.kind == EventKind.RESULT:
                     raise stream_rules.ProtocolError(
@@ -287,6 +328,10 @@ class MeshServicer(pb_grpc.MeshServicer):
                 self._on_reply(agent_id, env)
             elif t == pb.DELEGATE_TASK:
                 cmd, parent, inputs = codec.spec_to_command(env.task)
+                too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes, "task.input")
+                if too_large:
+                    self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", too_large)
+                    return
                 try:
                     self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
                 except RoutingError as exc:
@@ -357,6 +402,10 @@ class MeshServicer(pb_grpc.MeshServicer):
         except codec.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes)
+        if too_large:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
+        self._guard_stream(context, outbox)
         try:
             task, _created = self.mesh.submit(cmd, submitted_by=f"{ident.role}:{ident.name}")
         except RoutingError as exc:
@@ -365,6 +414,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
         async for b in self._follow(task.task_id, 0, outbox, task.agent_type):
             yield b
+        await self._end_stream(context, outbox)
 
     async def _follow(self, task_id: str, after_seq: int, outbox: Outbox,
                       agent_type: str = "") -> AsyncIterator[pb.Batch]:
@@ -391,6 +441,7 @@ class MeshServicer(pb_grpc.MeshServicer):
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
         await self._identity(context)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        self._guard_stream(context, outbox)
         if request.task_id:
             watched = self.mesh.get_task(request.task_id)
             if watched is None:
@@ -398,6 +449,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             assert watched is not None
             async for b in self._follow(request.task_id, request.after_seq, outbox, watched.agent_type):
                 yield b
+            await self._end_stream(context, outbox)
             return
         sub = EventSubscription(outbox, self.max_pending_events, type_of=self._type_of)
         self.mesh.subscribe(sub)
@@ -405,6 +457,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             while True:
                 batch = await outbox.next_batch()
                 if batch is None:
+                    await self._end_stream(context, outbox)
                     if sub.overflowed:
                         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                             "client too slow: event buffer full; watch again")
@@ -434,9 +487,16 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
         await self._identity(context)
-        tasks = self.mesh.store.list_tasks(request.limit or 50, request.session_id, request.include_children)
-        out = [self.mesh.active.get(t.task_id, t) for t in tasks]
-        return pb.ListTasksResponse(tasks=[codec.task_to_pb(t) for t in out])
+        offset = parse_page_token(request.page_token)
+        if offset is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a next_page_token from ListTasks")
+        assert offset is not None
+        limit = min(max(request.limit, 0) or 50, 1000)  # one page; next_page_token goes on
+        tasks = self.mesh.store.list_tasks(offset + limit + 1, request.session_id, request.include_children)
+        out = [self.mesh.active.get(t.task_id, t) for t in tasks[offset:offset + limit]]
+        page, token = page_tasks((codec.task_to_pb(t) for t in out), offset, self.limits.list_page_bytes,
+                                 self.limits.list_field_bytes, more=len(tasks) > offset + limit)
+        return pb.ListTasksResponse(tasks=page, next_page_token=token)
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskInfo:
         await self._identity(context, role="client")
@@ -499,3 +559,72 @@ class MeshServicer(pb_grpc.MeshServicer):
         except StoreError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.PublishSessionResponse(session=codec.session_to_pb(s))
+
+    # ------------------------------------------------------------------ limits and revocation
+    # (orchgpt/limits.py, orchgpt/revocation.py, docs/security-limits.md)
+    def _guard_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox, agent_id: str = "") -> StreamCutter:
+        """Bound ``outbox`` by max_stream_queue_bytes, and cut its stream when the peer stops
+        reading or its certificate is revoked (tracked while the stream lives)."""
+        ident = peer_identity(context)
+        outbox.bound(self.limits.max_stream_queue_bytes)
+        cutter = StreamCutter(outbox)
+
+        def overflow() -> None:
+            log.warning("stream_cut", peer=ident.name, role=ident.role, reason=outbox.dropped_reason)
+            cutter()
+
+        outbox.on_overflow = overflow
+        if agent_id:
+            outbox.farewell = lambda code, msg: codec.new_envelope(
+                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))
+
+        def revoked() -> None:
+            msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
+            far = outbox.farewell
+            outbox.abort("UNAUTHENTICATED", msg, last=far("UNAUTHENTICATED", msg) if far else None)
+            cutter()
+
+        cutter.on_revoked = revoked
+        self.revocation.track(ident.serial, cutter)
+        return cutter
+
+    async def _end_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox) -> None:
+        """A stream the daemon cut (overflow, revocation) ends with that status."""
+        if outbox.error is not None:
+            await context.abort(_status_for(outbox.error[0]), outbox.error[1])
+
+    def _refuse_frame(self, agent_id: str, batch: object, gate: RateLimiter, outbox: Outbox) -> bool:
+        """An undecodable frame, or one over the agent's message rate: answer ERROR and drop it.
+        False when the peer is abusive (it keeps on): then it is disconnected."""
+        if isinstance(batch, Malformed):
+            code, msg = "INVALID_ARGUMENT", batch.detail + "; frame dropped"
+            gate.allow(max(1, gate.burst // 20))  # bad frames cost more of the agent's budget
+        else:
+            code = "RESOURCE_EXHAUSTED"
+            msg = (f"more than {self.limits.agent_messages_per_second:g} messages per second "
+                   f"(agent_messages_per_second, burst {gate.burst}); envelopes dropped")
+        if gate.abusive:
+            log.warning("agent_abusive", agent_id=agent_id, code=code, message=msg)
+            err = codec.new_envelope(pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(
+                code=code, message=f"{msg}; disconnected: the peer kept on"))
+            outbox.abort(code, f"{msg}; disconnected: the peer kept on", last=err)
+            return False
+        self._error(outbox, agent_id, "", code, msg)
+        return True
+
+    def _over_event_budget(self, agent_id: str, task_id: str, env: pb.Envelope, outbox: Outbox) -> bool:
+        """max_events_per_task: past it a task's events are dropped (one marker event, one ERROR)."""
+        t = self.mesh.active.get(task_id)
+        if t is None or t.agent_id != agent_id:
+            return False  # stale; the mesh ignores it
+        verdict = self.event_budget.admit(t.task_id, self.mesh.active.__contains__)
+        if verdict == "ok":
+            return False
+        if verdict == "first":
+            limit = self.event_budget.limit
+            msg = (f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
+                   "its further events are dropped (its result is still recorded)")
+            log.warning("event_limit", task_id=t.task_id, agent_id=agent_id, limit=limit)
+            self._error(outbox, agent_id, env.id, "RESOURCE_EXHAUSTED", msg)
+            self.mesh.on_event(agent_id, dropped_events_marker(t.task_id, msg))
+        return True
