@@ -161,6 +161,9 @@ async def test_a_queued_task_is_told_what_it_waits_for_once_per_change(daemon_fa
         queued = await run_task(c, Command("echo", Action.RUN, "after"))
         assert result_of(queued).output == "after"
         assert waiting_notes(queued) == ["waiting for an echo agent: 1 connected (busy), 0 starting"]
+        note = next(e for e in queued if e.text.startswith("waiting for"))
+        assert note.state == TaskState.QUEUED
+        assert note.data == {"waiting_for": "echo", "connected": "1", "starting": "0", "waiting_for_slot": "0"}
         assert result_of(await slow).output == "slow"
 
 
