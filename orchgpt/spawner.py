@@ -252,21 +252,24 @@ class Spawner:
                 self._slot_freed.notify_all()
 
     def _make_room(self) -> None:
-        """Stop idle agents (longest idle first) for the starts that wait for a slot."""
+        """Stop idle agents (longest idle first) for the starts that wait for a slot, and
+        to get back under the limit after starts that went past it."""
         waiting = [a for a in self.agents.values() if not a.has_slot and not a.stopping]
         leaving = sum(1 for a in self.agents.values() if a.has_slot and a.stopping)
         free = self.max_local - self._slots_held()
-        need = len(waiting) - free - leaving
+        need = len(waiting) - free - leaving  # (free < 0 after starts that went past the limit)
         if need <= 0:
             return
         wanted = {a.agent_type for a in waiting}
         idle = sorted((a for a in self.agents.values()
                        if a.has_slot and a.registered and not a.stopping and a.agent_type not in wanted),
                       key=lambda a: a.last_active)
+        why = (f"making room for {', '.join(sorted(wanted))} (limit {self.max_local})" if wanted
+               else f"more than {self.max_local} local agents run (starts that went past the limit)")
         for a in idle:
             if need <= 0:
                 break
-            if self.is_idle(a.name) and self._stop(a, f"making room for {', '.join(sorted(wanted))} (limit {self.max_local})"):
+            if self.is_idle(a.name) and self._stop(a, why):
                 need -= 1
 
     def _stop(self, a: LocalAgent, reason: str) -> bool:
