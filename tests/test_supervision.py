@@ -258,3 +258,38 @@ def test_a_busy_local_agent_waiting_on_queued_sub_tasks_is_found() -> None:
     assert waited_on_by_local(mesh, "echo") == ""  # not a descendant: it may wait for a slot
     entry.info.local = False  # a hand-started manager holds no local slot
     assert waited_on_by_local(mesh, "architect") == ""
+
+
+async def test_a_start_waited_on_by_every_busy_local_agent_goes_past_the_limit(tmp_path: Path) -> None:
+    """The spawner alone (real CA, real agentd processes), the mesh's answers given as a manager
+    would have them: its only slot is held by a busy agent that waits for a git sub-task."""
+    from orchgpt.certs import CA
+    from orchgpt.spawner import Spawner
+    from tests.support.mesh import make_certs
+
+    ca = CA.load(make_certs(tmp_path / "certs"))
+    sp = Spawner(ca, tmp_path / "data" / "agents", lambda: "127.0.0.1:9", 1, frozenset({"manager", "git"}),
+                 log_dir=tmp_path / "data" / "logs", spawn_deadline=60)
+    busy: dict[str, bool] = {}
+    sp.attach(is_idle=lambda a: not busy.get(a, False), withdraw=lambda a: False,
+              waited_on_by=lambda t: next(iter(busy)) if t == "git" and busy else "")
+    try:
+        sp.spawn("manager")
+        manager = next(iter(sp.agents))
+        sp.registered(manager)  # as the mesh tells it
+        busy[manager] = True
+        assert not sp.can_spawn("manager") and sp.can_spawn("git")
+        sp.spawn("git")
+        git = next(a for a in sp.agents if a != manager)
+        await await_for(lambda: sp.agents[git].has_slot and sp.agents[git].proc is not None, 10,
+                        what="the git start to go past the limit")
+        assert sum(a.has_slot for a in sp.agents.values()) == 2
+        # once the manager is idle again, the spawner gets back under the limit on its own
+        busy[manager] = False
+        sp.registered(git)
+        sp.withdraw = lambda a: True
+        await await_for(lambda: len([a for a in sp.agents.values() if not a.stopping]) == 1, 10,
+                        what="one agent to be stopped")
+    finally:
+        await sp.stop_all(grace=2)
+    assert sp.agents == {}
