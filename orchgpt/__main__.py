@@ -39,6 +39,10 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--store", help="store URL: SQLite path or memory:")
     p.add_argument("--workspace-root", dest="workspace_root")
     p.add_argument("--max-local-agents", dest="max_local_agents", type=int)
+    p.add_argument("--spawn-deadline", dest="spawn_deadline", type=float,
+                   help="seconds a spawned agent has to register (default 30)")
+    p.add_argument("--local-idle-timeout", dest="local_idle_timeout", type=float,
+                   help="seconds before an idle spawned agent is stopped (default 300)")
     p.add_argument("--no-spawn", dest="spawn", action="store_const", const=False,
                    help="never spawn local agents (only agents started by hand)")
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
@@ -175,6 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k, None) for k in (
         "listen", "certs", "data_dir", "store", "workspace_root", "max_local_agents", "spawn",
+        "spawn_deadline", "local_idle_timeout",
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",

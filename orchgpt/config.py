@@ -38,7 +38,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir, description="where the store, agent certificates and workspaces live")
     store: str = Field("", description="store URL: a SQLite path, or 'memory:' (default: DATA_DIR/orchgpt.db)")
     workspace_root: Path | None = Field(None, description="root of the per-task workspaces (default: DATA_DIR/workspaces)")
-    max_local_agents: int = Field(8, ge=0, description="most agentd processes orchgpt spawns itself")
+    max_local_agents: int = Field(
+        10, ge=0, description="most agentd processes orchgpt runs itself at once (live ones; idle ones make room)"
+    )
+    spawn_deadline: float = Field(
+        30.0, gt=0, description="seconds a spawned agent has to register before it is killed as a failed start"
+    )
+    local_idle_timeout: float = Field(
+        300.0, gt=0, description="seconds an idle spawned agent lives before it is stopped (its slot is given back)"
+    )
     spawn: bool = Field(True, description="spawn local agents for built-in types on demand")
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
     heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")

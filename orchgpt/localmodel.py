@@ -225,8 +225,11 @@ class LocalModelServer:
         assert self._model_path is not None
         if self._log_file is None:
             if self._log_dir is not None:
-                self._log_dir.mkdir(parents=True, exist_ok=True)
-                self._log_file = open(self._log_dir / "localmodel.log", "a+b")
+                from .datadir import make_private_dir, open_private
+
+                make_private_dir(self._log_dir)
+                fd = open_private(self._log_dir / "localmodel.log", os.O_RDWR | os.O_CREAT | os.O_APPEND)
+                self._log_file = open(fd, "a+b")
             else:
                 import tempfile
 

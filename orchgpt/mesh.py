@@ -31,6 +31,7 @@ from .models import (
     now_ms,
 )
 from .store import Store
+from .waiting import WaitingNotes
 
 log = logs.get("orchgpt.mesh")
 
@@ -69,6 +70,7 @@ class SpawnerPort(Protocol):
     def terminate(self, agent_id: str) -> bool: ...
     def is_local(self, agent_id: str) -> bool: ...
     def registered(self, agent_id: str) -> None: ...
+    def assigned(self, agent_id: str) -> None: ...
 
 
 @dataclass
@@ -122,6 +124,7 @@ class Mesh:
         self._closing = False
         self._bg: set[asyncio.Task[None]] = set()
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
+        self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self, journals: dict[str, list[TaskResult]] | None = None) -> int:
@@ -272,6 +275,15 @@ class Mesh:
             t = self.active.get(task_id)
             if t is not None and t.state == TaskState.QUEUED:
                 self._finish(t, TaskResult(task_id, TaskState.FAILED, error=reason, agent_type=agent_type))
+
+    def withdraw(self, agent_id: str) -> bool:
+        """Take an idle agent out of routing because it is about to be stopped (idle timeout,
+        making room for another type); False when it is busy or gone."""
+        e = self.agents.get(agent_id)
+        if e is None or e.info.state != AgentState.IDLE or e.info.current_task:
+            return False
+        self._idle.get(e.info.agent_type, {}).pop(agent_id, None)
+        return True
 
     def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
         return sorted(
@@ -471,6 +483,7 @@ class Mesh:
             while want > 0 and self.spawner.can_spawn(agent_type):
                 self.spawner.spawn(agent_type)
                 want -= 1
+        self.waiting.note(self, agent_type)
 
     def _assign(self, t: Task, entry: AgentEntry) -> None:
         t.agent_id = entry.info.agent_id
@@ -478,6 +491,8 @@ class Mesh:
         self._set_state(t, TaskState.ASSIGNED)
         entry.info.state = AgentState.BUSY
         entry.info.current_task = t.task_id
+        if entry.info.local and self.spawner is not None:
+            self.spawner.assigned(entry.info.agent_id)  # not idle: its idle timeout starts over
         self.stats["routed"] += 1
         self.log_message("RUN", "orchgpt", t.agent_id, t)
         self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.ASSIGNED,

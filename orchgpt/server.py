@@ -1,9 +1,15 @@
 """`orchgpt serve`: the daemon's lifecycle.
 
-Start: open the store, recover unfinished tasks, listen with mutual TLS, serve
-the Mesh, health and reflection services. Stop (SIGTERM/SIGINT, handled here
-and only here): health NOT_SERVING, refuse new work, let running tasks finish
-within the grace period, stop spawned agents, exit 0.
+Start: lock the data dir (0700; a second daemon on it exits naming the holder),
+open the store, recover unfinished tasks, listen with mutual TLS, serve the Mesh,
+health and reflection services. Stop (SIGTERM/SIGINT, handled here and only here):
+health NOT_SERVING, refuse new work, let running tasks finish within the grace
+period, stop spawned agents, exit 0.
+
+While serving, a store that refuses writes (deleted or replaced under the daemon,
+disk full, read-only) turns health NOT_SERVING with an error log line, and work is
+refused (UNAVAILABLE) rather than acknowledged and lost; health comes back when a
+probe write succeeds again.
 """
 
 from __future__ import annotations
@@ -19,17 +25,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import logs, reflection
-from .certs import CA, paths_for
+from .certs import CA, CertPaths, paths_for
 from .config import Settings
-from .errors import CertError
+from .datadir import DataDirLock
+from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
+from .models import AgentState
 from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
 from .spawner import Spawner, read_journals, remove_journals
 from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
+from .waiting import waited_on_by_local
 from .wire_guard import add_mesh_servicer
 
 log = logs.get("orchgpt.server")
@@ -56,6 +65,10 @@ class OrchgptServer:
         self._tick: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.local_model: Any = None
+        self.lock = DataDirLock(settings.data_dir)
+        self.store_fault = ""  # why the store refuses writes; "" while it works
+        self._health_status = -1
+        self._bg: set[asyncio.Task[Any]] = set()
 
     @property
     def address(self) -> str:
@@ -68,9 +81,18 @@ class OrchgptServer:
         s = self.settings
         cert_paths = paths_for(s.certs, "server")
         creds = server_credentials(cert_paths)  # raises CertError with the missing file
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()  # raises DataDirInUse naming the holder; creates the dir 0700
+        try:
+            return await self._start(creds, cert_paths)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    async def _start(self, creds: grpc.ServerCredentials, cert_paths: CertPaths) -> int:
+        s = self.settings
         if self.store is None:
             self.store = open_store(s.store_url)
+        self.store.on_fault = self._on_store_fault
         env = await self._model_env()
         types = builtin_types()
         if s.spawn and s.max_local_agents > 0:
@@ -83,10 +105,19 @@ class OrchgptServer:
                 ca, s.data_dir / "agents", lambda: self.address, s.max_local_agents, types,
                 env={**env, "ORCHGPT_WORKSPACE_ROOT": str(s.workspaces)},
                 on_give_up=lambda t, r: self.mesh.spawn_failed(t, r) if self.mesh else None,
-                log_dir=s.data_dir / "logs",
+                log_dir=s.data_dir / "logs", spawn_deadline=s.spawn_deadline, idle_timeout=s.local_idle_timeout,
             )
         self.mesh = Mesh(self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval,
                          s.heartbeat_misses, s.reconnect_grace)
+        if self.spawner is not None:
+            mesh = self.mesh
+            self.spawner.attach(
+                is_idle=lambda a: (e := mesh.agents.get(a)) is not None and e.info.state == AgentState.IDLE
+                and not e.info.current_task,
+                withdraw=mesh.withdraw,
+                waited_on_by=lambda t: waited_on_by_local(mesh, t),
+                on_change=lambda t: mesh.waiting.note(mesh, t),
+            )
         opts = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
@@ -116,6 +147,7 @@ class OrchgptServer:
         recovered = self.mesh.recover(read_journals(agents_dir))
         remove_journals(agents_dir)  # applied (or their tasks were finished already)
         await server.start()
+        self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
         self._crl_poll = asyncio.create_task(self._watch_crl())
@@ -142,6 +174,9 @@ class OrchgptServer:
         return self.local_model.env()
 
     async def _set_health(self, status: int) -> None:
+        if status == self._health_status:
+            return  # watchers hear of changes only
+        self._health_status = status
         for name in ("", SERVICE_NAME):
             r = self.health.set(name, status)
             if asyncio.iscoroutine(r):
@@ -155,6 +190,47 @@ class OrchgptServer:
                 self.mesh.heartbeat_tick()
             except Exception as exc:  # keep the daemon up
                 log.exception("heartbeat_error", error=str(exc))
+            await self._check_store()
+
+    # ---- the store's health
+    def _on_store_fault(self, reason: str) -> None:
+        """The store refused a write: stop looking healthy (work is refused by the store itself)."""
+        if not self.store_fault:
+            log.error("store_unavailable", reason=reason,
+                      effect="new work is refused (UNAVAILABLE) and health is NOT_SERVING until it works again")
+        self.store_fault = reason
+        if self._stopped.is_set():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        t = loop.create_task(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def _check_store(self) -> None:
+        """Every tick: is the store still the file at its path? After a fault: does a write work?"""
+        if self.store is None or self._stopped.is_set():
+            return
+        try:
+            if self.store_fault:
+                self.store.probe()
+            else:
+                self.store.check()
+        except StoreError as exc:
+            if not self.store_fault:
+                self._on_store_fault(str(exc))
+            else:  # told from another thread, where health could not be set
+                await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            return
+        except Exception as exc:  # keep the daemon up
+            log.exception("store_check_error", error=str(exc))
+            return
+        if self.store_fault:
+            log.info("store_available", previously=self.store_fault)
+            self.store_fault = ""
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def _watch_crl(self) -> None:
         """Reload the revocation list when its file changes (a stat every few seconds)."""
@@ -201,6 +277,7 @@ class OrchgptServer:
             await self.local_model.stop()
         if self.store is not None:
             self.store.close()
+        self.lock.release()
         log.info("stopped")
 
 

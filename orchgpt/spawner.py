@@ -1,17 +1,31 @@
 """Local agents: orchgpt starts `agentd` subprocesses for built-in types and supervises them.
 
-Each spawned agent gets its own certificate (issued by the mesh CA, written
-0600 under DATA_DIR/agents), is restarted with backoff when it crashes, is
-stopped on TERMINATE and at shutdown, and dies with orchgpt: agentd sets
-PR_SET_PDEATHSIG itself when ORCHGPT_PARENT_PID is set (no preexec_fn here: it
-would force a plain fork(), and gRPC's fork handlers can abort the child), so
-that a killed daemon leaves no orphan behind.
+Each spawned agent gets its own certificate, issued by the mesh CA and written 0600
+under DATA_DIR/agents/<CA fingerprint>/ together with that CA's ``ca.pem`` (written
+at every start: a certificate directory belongs to one CA, so a daemon started with
+other certificates never hands its agents a stale CA). An agent is restarted with
+backoff when it crashes, is stopped on TERMINATE and at shutdown, and dies with
+orchgpt: agentd sets PR_SET_PDEATHSIG itself when ORCHGPT_PARENT_PID is set (no
+preexec_fn here: it would force a plain fork(), and gRPC's fork handlers can abort
+the child), so that a killed daemon leaves no orphan behind.
+
+Supervision tells the user what goes wrong:
+
+* an agent that has not registered within ``spawn_deadline`` seconds is killed and
+  counted as a failed start; its last log line is the reason, and its type's queued
+  tasks fail with it (``on_give_up``), as after repeated crashes;
+* at most ``max_local`` agent processes live at once. A start beyond that waits for
+  a slot, and an idle agent of another type is stopped to make room for it; an agent
+  idle for ``idle_timeout`` seconds is stopped too, so slots are always given back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
+import json
 import os
 import secrets
 import signal
@@ -25,6 +39,7 @@ from google.protobuf import message as protobuf_message
 
 from . import codec, logs
 from .certs import CA
+from .datadir import make_private_dir, open_private
 from .iac.v1 import iac_pb2 as pb
 from .mesh import LOCAL_PREFIX
 from .models import TaskResult
@@ -54,6 +69,15 @@ def remove_journals(directory: Path) -> None:
     for path in directory.glob(f"{LOCAL_PREFIX}*{JOURNAL_SUFFIX}"):
         path.unlink(missing_ok=True)
 FAILS_BEFORE_GIVING_UP = 3  # crashes in a row before the agent ever registered
+HOUSEKEEPING_S = 0.5  # how often idle agents and waiting starts are looked at
+STOP_GRACE_S = 5.0  # an agent asked to stop is killed after this
+
+
+def ca_fingerprint(ca: CA) -> str:
+    """The CA's identity for naming its agents' certificate directory (SHA-256 of the DER)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return hashlib.sha256(ca.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @dataclass
@@ -67,56 +91,113 @@ class LocalAgent:
     restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
     supervisor: asyncio.Task[None] | None = None
+    has_slot: bool = False  # counts against max_local from its first start until it is gone
+    last_active: float = field(default_factory=time.monotonic)
+    stop_reason: str = ""
+    stop_at: float = 0.0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Spawner:
     def __init__(
         self,
         ca: CA,
-        cert_dir: Path,
+        state_dir: Path,
         orchestrator: Callable[[], str],
-        max_local: int = 8,
+        max_local: int = 10,
         known_types: frozenset[str] = frozenset(),
         env: dict[str, str] | None = None,
         on_give_up: Callable[[str, str], None] | None = None,
         log_dir: Path | None = None,
+        spawn_deadline: float = 30.0,
+        idle_timeout: float = 300.0,
     ) -> None:
         self.ca = ca
-        self.cert_dir = cert_dir
+        self.state_dir = state_dir  # DATA_DIR/agents: result journals; certificates below, per CA
+        self.cert_dir = state_dir / ca_fingerprint(ca)[:16]
         self.orchestrator = orchestrator
         self.max_local = max_local
         self.known_types = known_types
         self.env = env or {}
         self.on_give_up = on_give_up
         self.log_dir = log_dir
+        self.spawn_deadline = spawn_deadline
+        self.idle_timeout = idle_timeout
         self.agents: dict[str, LocalAgent] = {}
         self.enabled = True
+        # set by the daemon once the mesh exists (see attach)
+        self.is_idle: Callable[[str], bool] = lambda agent_id: False
+        self.withdraw: Callable[[str], bool] = lambda agent_id: False
+        self.waited_on_by: Callable[[str], str] = lambda agent_type: ""
+        self.on_change: Callable[[str], None] = lambda agent_type: None
+        self._slot_freed = asyncio.Condition()
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._prepare_cert_dir()
+
+    def attach(self, is_idle: Callable[[str], bool], withdraw: Callable[[str], bool],
+               waited_on_by: Callable[[str], str] | None = None,
+               on_change: Callable[[str], None] | None = None) -> None:
+        """``is_idle(agent_id)``: connected with no task; ``withdraw(agent_id)``: take an idle
+        agent out of routing before it is stopped (False when it got work meanwhile);
+        ``waited_on_by(agent_type)``: a busy local agent waiting on that type's queued work;
+        ``on_change(agent_type)``: a start of that type got its slot (what its tasks wait for)."""
+        self.is_idle = is_idle
+        self.withdraw = withdraw
+        if waited_on_by is not None:
+            self.waited_on_by = waited_on_by
+        if on_change is not None:
+            self.on_change = on_change
+
+    def _prepare_cert_dir(self) -> None:
+        make_private_dir(self.state_dir)
+        make_private_dir(self.cert_dir)
+        _write_private(self.cert_dir / "ca.pem", self.ca.cert_pem)  # every time: this CA's
+        # Certificates of other CAs (an earlier `orchgpt certs init`), and the old flat layout,
+        # can only fail a TLS handshake: remove them.
+        for p in self.state_dir.iterdir():
+            if p.is_dir() and p != self.cert_dir and _is_fingerprint_dir(p.name):
+                _remove_tree(p)
+            elif p.is_file() and (p.name == "ca.pem" or (p.name.startswith(LOCAL_PREFIX) and p.suffix == ".pem")):
+                p.unlink(missing_ok=True)
 
     # ---- SpawnerPort
     def can_spawn(self, agent_type: str) -> bool:
-        return self.enabled and agent_type in self.known_types and len(self.agents) < self.max_local
+        """True when spawn() may be called for this type now: a slot is free, or none of this
+        type lives or waits (its start then waits for a slot, and makes room)."""
+        if not (self.enabled and agent_type in self.known_types and self.max_local > 0):
+            return False
+        if len(self.agents) < self.max_local:
+            return True
+        return not any(a.agent_type == agent_type and not a.stopping for a in self.agents.values())
 
     def starting(self, agent_type: str) -> int:
         return sum(1 for a in self.agents.values() if a.agent_type == agent_type and not a.registered and not a.stopping)
+
+    def waiting_for_slot(self, agent_type: str) -> int:
+        """Starts of this type (counted in starting()) that wait for a free local slot."""
+        return sum(1 for a in self.agents.values() if a.agent_type == agent_type and not a.has_slot and not a.stopping)
 
     def is_local(self, agent_id: str) -> bool:
         return agent_id in self.agents
 
     def spawn(self, agent_type: str) -> None:
         name = f"{LOCAL_PREFIX}{agent_type}-{secrets.token_hex(3)}"
-        self.cert_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.cert_dir, 0o700)
-        self.ca.issue_to(self.cert_dir, name, "agent", [])
         agent = LocalAgent(name, agent_type)
+        agent.has_slot = self._slots_held() < self.max_local  # a free slot is taken at once
         self.agents[name] = agent
-        agent.supervisor = asyncio.get_running_loop().create_task(self._supervise(agent), name=f"supervise:{name}")
-        log.info("agent_spawning", agent_id=name, agent_type=agent_type)
+        loop = asyncio.get_running_loop()
+        agent.supervisor = loop.create_task(self._supervise(agent), name=f"supervise:{name}")
+        if self._housekeeper is None or self._housekeeper.done():
+            self._housekeeper = loop.create_task(self._housekeeping(), name="spawner-housekeeping")
+        log.info("agent_spawning", agent_id=name, agent_type=agent_type, waits_for_slot=not agent.has_slot or None)
+        self._make_room()
 
     def terminate(self, agent_id: str) -> bool:
         a = self.agents.get(agent_id)
         if a is None:
             return False
         a.stopping = True
+        a.stop_reason = a.stop_reason or "terminated"
         return True
 
     # ---- events from the mesh
@@ -125,42 +206,169 @@ class Spawner:
         if a is not None:
             a.registered = True
             a.fails = 0
+            a.last_active = time.monotonic()
+            a.ready.set()
             log.info("agent_ready", agent_id=agent_id, seconds=round(time.monotonic() - a.started_at, 3))
+
+    def assigned(self, agent_id: str) -> None:
+        a = self.agents.get(agent_id)
+        if a is not None:
+            a.last_active = time.monotonic()
+
+    # ---- slots
+    def _slots_held(self) -> int:
+        return sum(1 for a in self.agents.values() if a.has_slot)
+
+    async def _take_slot(self, a: LocalAgent) -> None:
+        if a.has_slot:
+            return
+        async with self._slot_freed:
+            while self._slots_held() >= self.max_local and not a.stopping:
+                self._make_room()
+                if self._slots_held() >= self.max_local and self._all_wait_on(a.agent_type):
+                    log.warning("local_agent_limit_exceeded", agent_id=a.name, limit=self.max_local,
+                                reason=f"every local agent is busy and waits on {a.agent_type} work it delegated")
+                    break
+                with contextlib.suppress(TimeoutError):  # woken when a slot is given back
+                    await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+            a.has_slot = True
+        try:  # it waited: what its type's tasks wait for has changed
+            self.on_change(a.agent_type)
+        except Exception as exc:  # telling must not stop the start
+            log.warning("on_change_failed", error=str(exc))
+
+    def _all_wait_on(self, agent_type: str) -> bool:
+        """No slot can come back but through this start: every holder is busy (none is
+        stopping) and one of them waits for the queued work of ``agent_type``."""
+        holders = [h for h in self.agents.values() if h.has_slot]
+        if any(h.stopping or not h.registered or self.is_idle(h.name) for h in holders):
+            return False
+        return bool(self.waited_on_by(agent_type))
+
+    async def _give_slot(self, a: LocalAgent) -> None:
+        if a.has_slot:
+            a.has_slot = False
+            async with self._slot_freed:
+                self._slot_freed.notify_all()
+
+    def _make_room(self) -> None:
+        """Stop idle agents (longest idle first) for the starts that wait for a slot, and
+        to get back under the limit after starts that went past it."""
+        waiting = [a for a in self.agents.values() if not a.has_slot and not a.stopping]
+        leaving = sum(1 for a in self.agents.values() if a.has_slot and a.stopping)
+        free = self.max_local - self._slots_held()
+        need = len(waiting) - free - leaving  # (free < 0 after starts that went past the limit)
+        if need <= 0:
+            return
+        wanted = {a.agent_type for a in waiting}
+        idle = sorted((a for a in self.agents.values()
+                       if a.has_slot and a.registered and not a.stopping and a.agent_type not in wanted),
+                      key=lambda a: a.last_active)
+        why = (f"making room for {', '.join(sorted(wanted))} (limit {self.max_local})" if wanted
+               else f"more than {self.max_local} local agents run (starts that went past the limit)")
+        for a in idle:
+            if need <= 0:
+                break
+            if self.is_idle(a.name) and self._stop(a, why):
+                need -= 1
+
+    def _stop(self, a: LocalAgent, reason: str) -> bool:
+        """Stop an idle agent (its slot comes back when it has exited)."""
+        if not self.withdraw(a.name):
+            return False
+        a.stopping = True
+        a.stop_reason = reason
+        a.stop_at = time.monotonic()
+        log.info("agent_stopping", agent_id=a.name, agent_type=a.agent_type, reason=reason)
+        if a.proc is not None and a.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                a.proc.send_signal(signal.SIGTERM)
+        return True
+
+    async def _housekeeping(self) -> None:
+        """Stop agents idle too long; make room for starts waiting for a slot; kill the stuck."""
+        while self.enabled:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            try:
+                now = time.monotonic()
+                for a in list(self.agents.values()):
+                    if a.stop_at and now - a.stop_at > STOP_GRACE_S and a.proc and a.proc.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            a.proc.kill()  # asked to stop, still there
+                    if not (a.has_slot and a.registered) or a.stopping:
+                        continue
+                    if not self.is_idle(a.name):
+                        a.last_active = now
+                    elif now - a.last_active >= self.idle_timeout:
+                        self._stop(a, f"idle for {now - a.last_active:.0f}s")
+                self._make_room()
+            except Exception as exc:  # keep supervising
+                log.exception("housekeeping_error", error=str(exc))
 
     # ---- supervision
     async def _start(self, a: LocalAgent) -> None:
+        make_private_dir(self.cert_dir)
+        _write_private(self.cert_dir / "ca.pem", self.ca.cert_pem)  # at every start: never a stale CA
+        paths = self.ca.issue_to(self.cert_dir, a.name, "agent", [])
+        for p in (paths.cert, paths.key):
+            with contextlib.suppress(OSError):
+                os.chmod(p, 0o600)
         cmd = [
             sys.executable, "-m", "agentd", "--type", a.agent_type, "--name", a.name,
             "--orchestrator", self.orchestrator(),
-            "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(self.cert_dir / f"{a.name}.pem"),
-            "--key", str(self.cert_dir / f"{a.name}-key.pem"),
+            "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(paths.cert), "--key", str(paths.key),
         ]
         env = {**os.environ, **self.env, "ORCHGPT_SPAWNED": "1", "ORCHGPT_PARENT_PID": str(os.getpid()),
                "ORCHGPT_RESULTS_JOURNAL": str(self.journal_path(a.name))}
         out = None
         if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"{a.name}.log", "ab")
+            make_private_dir(self.log_dir)
+            out = open_private(self.log_dir / f"{a.name}.log")
         try:
             a.proc = await asyncio.create_subprocess_exec(
                 *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=out or asyncio.subprocess.DEVNULL, stderr=out or asyncio.subprocess.DEVNULL,
+                stdout=out if out is not None else asyncio.subprocess.DEVNULL,
+                stderr=out if out is not None else asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
         finally:
             if out is not None:
-                out.close()
+                os.close(out)
         a.started_at = time.monotonic()
         a.registered = False
+        a.ready.clear()
+
+    async def _registered_in_time(self, a: LocalAgent) -> bool:
+        """Wait until the agent registers or exits; False when the deadline passes first."""
+        assert a.proc is not None
+        exited = asyncio.ensure_future(a.proc.wait())
+        ready = asyncio.ensure_future(a.ready.wait())
+        try:
+            await asyncio.wait({exited, ready}, timeout=self.spawn_deadline, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            exited.cancel()
+        return a.registered or a.proc.returncode is not None or a.stopping
 
     async def _supervise(self, a: LocalAgent) -> None:
         try:
-            while True:
+            await self._take_slot(a)
+            while not a.stopping:
                 await self._start(a)
                 assert a.proc is not None
+                if not await self._registered_in_time(a):
+                    last = self._last_error(a)
+                    reason = (f"local {a.agent_type} agent did not register within {self.spawn_deadline:g}s"
+                              + (f": {last}" if last else " (no output)"))
+                    log.error("agent_start_timeout", agent_id=a.name, reason=reason)
+                    a.stopping = True  # no longer counts as starting
+                    await self._kill(a, grace=2.0)
+                    if self.on_give_up is not None:
+                        self.on_give_up(a.agent_type, reason)
+                    break
                 code = await a.proc.wait()
                 if a.stopping:
-                    log.info("agent_stopped", agent_id=a.name, exit_code=code)
+                    log.info("agent_stopped", agent_id=a.name, exit_code=code, reason=a.stop_reason or None)
                     break
                 if a.registered or time.monotonic() - a.started_at > 30:
                     a.fails = 0
@@ -184,27 +392,28 @@ class Spawner:
             raise
         finally:
             self.agents.pop(a.name, None)
-            for suffix in (".pem", "-key.pem", JOURNAL_SUFFIX):
-                try:
+            for suffix in (".pem", "-key.pem"):
+                with contextlib.suppress(FileNotFoundError):
                     (self.cert_dir / f"{a.name}{suffix}").unlink()
-                except FileNotFoundError:
-                    pass
+            with contextlib.suppress(FileNotFoundError):
+                self.journal_path(a.name).unlink()
+            await self._give_slot(a)
 
     def _last_error(self, a: LocalAgent) -> str:
-        """The agent's own last words (its log's last error line), for the user."""
+        """The agent's own last words (its last error line, else its last log line), for the user."""
         if self.log_dir is None:
             return ""
         try:
             with open(self.log_dir / f"{a.name}.log", "rb") as f:
                 f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 4096))
-                lines = f.read().decode(errors="replace").splitlines()
+                f.seek(max(0, f.tell() - 8192))
+                lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
         except OSError:
             return ""
         for line in reversed(lines):
             if line.startswith("agentd:"):
                 return line.removeprefix("agentd:").strip()[:300]
-        return ""
+        return _summarize(lines[-1])[:300] if lines else ""
 
     async def _kill(self, a: LocalAgent, grace: float) -> None:
         p = a.proc
@@ -222,9 +431,12 @@ class Spawner:
     async def stop_all(self, grace: float = 5.0) -> None:
         """SIGTERM every local agent, SIGKILL what is left after ``grace``; wait for all."""
         self.enabled = False
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
         agents = list(self.agents.values())
         for a in agents:
             a.stopping = True
+            a.stop_reason = a.stop_reason or "orchgpt is stopping"
         await asyncio.gather(*(self._kill(a, grace) for a in agents), return_exceptions=True)
         for a in agents:
             if a.supervisor is not None:
@@ -232,7 +444,41 @@ class Spawner:
         await asyncio.gather(*(a.supervisor for a in agents if a.supervisor), return_exceptions=True)
 
     def journal_path(self, name: str) -> Path:
-        return self.cert_dir / f"{name}{JOURNAL_SUFFIX}"
+        return self.state_dir / f"{name}{JOURNAL_SUFFIX}"
 
     def pids(self) -> list[int]:
-        return [a.proc.pid for a in self.agents.values() if a.proc is not None]
+        return [a.proc.pid for a in self.agents.values() if a.proc is not None and a.proc.returncode is None]
+
+
+def _summarize(line: str) -> str:
+    """A JSON log line as 'event: detail' (agentd logs JSON); other lines as they are."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(rec, dict):
+        return line
+    event = str(rec.get("event", ""))
+    detail = next((str(rec[k]) for k in ("detail", "error", "message", "reason") if rec.get(k)), "")
+    return f"{event}: {detail}" if event and detail else event or detail or line
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _is_fingerprint_dir(name: str) -> bool:
+    return len(name) == 16 and all(c in "0123456789abcdef" for c in name)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

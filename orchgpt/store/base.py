@@ -8,14 +8,27 @@ caller must not acknowledge work whose write failed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from ..models import AgentInfo, SessionInfo, Task, TaskEvent
 
 
 class Store(ABC):
+    # Called with the reason when a write is refused (gone, full, read-only): the daemon
+    # stops acknowledging work and reports itself NOT_SERVING.
+    on_fault: Callable[[str], None] | None = None
+
     @abstractmethod
     def close(self) -> None: ...
+
+    def check(self) -> None:
+        """Raise StoreError when the store can no longer keep what it is given (cheap)."""
+        return None  # a store without a file of its own has nothing to check
+
+    def probe(self) -> None:
+        """A real write; raises StoreError while writes are refused."""
+        return None
 
     # ---- tasks
     @abstractmethod

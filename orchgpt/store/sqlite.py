@@ -22,9 +22,10 @@ connection may also be used from other threads (a lock serialises calls).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -81,7 +82,30 @@ _HINTS = {
     "attempt to write a readonly database": "the file or its directory is read-only",
     "unable to open database file": "the file cannot be opened or created",
     "database is locked": "another process holds the store's write lock",
+    "disk I/O error": "the file cannot be written: read-only, immutable, or a failing device",
+    "readonly database": "the file or its directory is read-only",
 }
+
+
+def _tighten(path: Path) -> None:
+    """Make an existing store file readable by its owner only (0600)."""
+    try:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("store.cannot_restrict_mode", path=str(path), error=str(exc))
+
+
+def _make_private(path: Path) -> None:
+    """Create the store file 0600 before SQLite does (its -wal and -shm copy its mode)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return  # SQLite's own open reports the reason
+    os.close(fd)
+    _tighten(path)
 
 
 def _cause(exc: BaseException) -> str:
@@ -237,6 +261,10 @@ class SqliteStore(Store):
             ) from exc
         if self.path.is_dir():
             raise StoreError(f"cannot open store {self.path}: it is a directory")
+        self.on_fault: Callable[[str], None] | None = None  # told when a write is refused
+        self._identity: tuple[int, int] | None = None
+        self._failing = False  # the last write failed
+        _make_private(self.path)
         try:
             self._conn = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False,
@@ -246,9 +274,15 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open store {self.path}: {_cause(exc)}") from exc
         try:
             self._setup(synchronous.upper(), busy_timeout_ms, max_size_bytes)
+            st = os.stat(self.path)
         except BaseException:
             self._conn.close()
             raise
+        # The file this connection writes: every write checks that it is still the one at
+        # self.path (a store deleted or replaced under the daemon would swallow the writes).
+        self._identity = (st.st_dev, st.st_ino)
+        for suffix in ("-wal", "-shm"):  # SQLite gives them the main file's mode; old ones too
+            _tighten(Path(f"{self.path}{suffix}"))
 
     def _setup(self, synchronous: str, busy_timeout_ms: int, max_size_bytes: int | None) -> None:
         c = self._conn
@@ -280,11 +314,65 @@ class SqliteStore(Store):
         log.debug("store.opened", path=str(self.path), schema_version=LATEST)
 
     # ---- plumbing
+    def check(self) -> None:
+        """Raise StoreError unless the open file is still the one at the store's path.
+
+        Cheap (one stat): called before and after every write transaction, so that
+        nothing is acknowledged that went into a file nobody will ever open again.
+        """
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            why = "was deleted (or its directory removed)" if isinstance(exc, FileNotFoundError) \
+                else f"cannot be checked ({exc.strerror or exc})"
+            raise StoreError(self._gone(why)) from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise StoreError(self._gone("was replaced by another file"))
+
+    def _gone(self, why: str) -> str:
+        return (f"store {self.path} {why} while orchgpt had it open: whatever is written now "
+                "would be lost at the next start; restart orchgpt (or restore the file)")
+
+    def probe(self, min_free_bytes: int = 1 << 20) -> None:
+        """A real write (StoreError when refused): tells whether the store works again.
+
+        After a full disk, a small write may fit in the space a failed large one left in
+        the WAL: the probe also wants ``min_free_bytes`` free on the store's file system.
+        """
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            st = None
+        if st is not None and st.f_bavail * st.f_frsize < min_free_bytes:
+            raise StoreError(f"store {self.path}: the disk holding it has only "
+                             f"{st.f_bavail * st.f_frsize} bytes free (the disk is full)")
+        with self._tx("probe", quiet=True) as c:
+            c.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('last_probe_ms', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(now_ms()),),
+            )
+
+    def _fault(self, what: str, message: str) -> None:
+        # an error line when writes start failing; while they keep failing, debug lines only
+        (log.debug if self._failing else log.error)("store.write_failed", path=str(self.path), what=what,
+                                                     error=message)
+        self._failing = True
+        if self.on_fault is not None:
+            try:
+                self.on_fault(message)
+            except Exception as exc:  # the store's caller must still get its StoreError
+                log.warning("store.on_fault_failed", error=str(exc))
+
     @contextmanager
-    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction; commits on exit, rolls back and raises StoreError on error."""
+    def _tx(self, what: str, quiet: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; commits on exit, rolls back and raises StoreError on error
+        (logged and told to ``on_fault`` unless ``quiet``)."""
         with self._lock:
             c = self._conn
+            self._checked(what, quiet)
             try:
                 c.execute("BEGIN IMMEDIATE")
                 yield c
@@ -295,12 +383,26 @@ class SqliteStore(Store):
                         c.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
-                log.error("store.write_failed", path=str(self.path), what=what, error=str(exc))
-                raise StoreError(f"store {self.path}: {what} failed: {_cause(exc)}") from exc
+                message = f"store {self.path}: {what} failed: {_cause(exc)}"
+                if not quiet:
+                    self._fault(what, message)
+                raise StoreError(message) from exc
             except BaseException:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
                 raise
+            self._checked(what, quiet)  # committed, but into the file at the path? else refused
+            if self._failing:
+                self._failing = False
+                log.info("store.writable_again", path=str(self.path), what=what)
+
+    def _checked(self, what: str, quiet: bool = False) -> None:
+        try:
+            self.check()
+        except StoreError as exc:
+            if not quiet:
+                self._fault(what, str(exc))
+            raise
 
     def _read(self, what: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
