@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: localhost for loopback addresses, else the host)")
     p.add_argument("--workspace-root", default=os.environ.get("ORCHGPT_WORKSPACE_ROOT"),
                    help="where task workspaces are created (default: ./workspaces)")
+    p.add_argument("--journal", help="file that keeps finished results until orchgpt confirms them "
+                   "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)")
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
     return p
@@ -62,6 +64,15 @@ def _die_with_parent() -> None:
         return
     if os.getppid() != int(parent):  # it died before the prctl
         raise SystemExit(0)
+
+
+def _journal_path(args: argparse.Namespace, name: str, certs: CertPaths) -> Path:
+    """Where unconfirmed results are kept (--journal, ORCHGPT_RESULTS_JOURNAL, else next to the
+    certificate or in the user's state directory: one file per agent name)."""
+    from orchgpt import journal
+
+    given = args.journal or os.environ.get("ORCHGPT_RESULTS_JOURNAL")
+    return Path(given) if given else journal.default_path(name, certs.cert)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -100,8 +111,7 @@ async def _main(args: argparse.Namespace) -> int:
     # generated code run by this agent's sandbox must never read its key or certificates
     protect_paths(certs.ca, certs.cert, certs.key, certs.key.parent)
     link = Link(agent, name, address, certs, ws_root, args.server_name,
-                workspace_for=functools.partial(task_workspace, ws_root),
-                journal=Path(os.environ["ORCHGPT_RESULTS_JOURNAL"]) if os.environ.get("ORCHGPT_RESULTS_JOURNAL") else None)
+                workspace_for=functools.partial(task_workspace, ws_root), journal=_journal_path(args, name, certs))
     runner = asyncio.create_task(link.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,6 @@ events, answers pings, carries delegation and approval round trips.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import random
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 import grpc
 
 from orchgpt import codec, logs
+from orchgpt import journal as results_journal
 from orchgpt.batching import Outbox
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
@@ -30,6 +30,7 @@ from orchgpt.models import (
     TaskEvent,
     TaskResult,
     TaskState,
+    child_task_id,
 )
 from orchgpt.tls import secure_channel
 
@@ -71,12 +72,20 @@ class Link:
         # REGISTERED answer (orchgpt stores pending results before it answers) or by the next
         # RUN (orchgpt only dispatches to an agent after storing its previous result).
         self.unconfirmed: dict[str, TaskResult] = {}
-        # A spawned agent dies with orchgpt; its results go to a journal on disk first, so that
-        # the next orchgpt can take a result the old one never stored (see orchgpt.spawner).
+        # Every result goes to a journal on disk (fsynced) before it is reported and stays there
+        # until orchgpt confirms it: a result survives the agent dying too (delivered after its
+        # restart) and, for a spawned agent, the next orchgpt reads it (see orchgpt.journal).
         self.journal = journal
+        self._reported: set[str] = set()  # task ids of the results in the last REGISTER
+        if journal is not None:
+            kept = results_journal.read(journal)
+            if kept:
+                self.pending_results.extend(kept)
+                log.info("journal_loaded", path=str(journal), results=len(kept))
         self._delegations: dict[str, asyncio.Future[TaskResult]] = {}
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self.heartbeat_s = 5.0
+        self.reconnect_grace_s = 0.0  # from REGISTERED: how long orchgpt holds our task for us
         self.connected = asyncio.Event()
         self.stopping = False
         self.terminated = False
@@ -131,7 +140,7 @@ class Link:
             stub = pb_grpc.MeshStub(channel)
             reg = pb.Register(agent_type=self.agent.type, capabilities=list(self.agent.capabilities),
                               host=socket.gethostname(), pid=os.getpid(), version=__version__,
-                              pending_results=[codec.result_to_pb(r) for r in self._to_report()],
+                              pending_results=[codec.result_to_pb(r) for r in self._report()],
                               current_task=self.current_id if self.current and not self.current.done() else "")
             outbox.put(self._env(pb.REGISTER, register=reg))
             call = stub.Connect(outbox.iterate())
@@ -174,13 +183,14 @@ class Link:
         if t == pb.REGISTERED:
             self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
             self.outbox = outbox
-            self.pending_results.clear()
-            self.unconfirmed.clear()
+            self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
+            self._confirmed_at_register(outbox)
             self.connected.set()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
-            self.unconfirmed.clear()
-            self._truncate_journal()  # orchgpt stores a result before it dispatches again
+            if self.unconfirmed:
+                self.unconfirmed.clear()
+                self._truncate_journal()  # orchgpt stores a result before it dispatches again
             self._start_task(env)
         elif t == pb.CANCEL:
             if self.current and not self.current.done() and env.task_id == self.current_id:
@@ -225,9 +235,11 @@ class Link:
         if self.current is not None and not self.current.done():
             if spec.task_id == self.current_id:
                 return  # a duplicate after reconnect
-            result = TaskResult(spec.task_id, TaskState.FAILED, error=f"agent {self.name} is busy with {self.current_id}")
-            self.send(self._env(pb.REPLY, task_id=spec.task_id, correlation_id=env.id,
-                                reply=pb.Reply(result=codec.result_to_pb(result))))
+            # not a failure of the task: orchgpt requeues it without counting an attempt
+            self.send(self._env(pb.RUN_REFUSED, task_id=spec.task_id, correlation_id=env.id,
+                                refusal=pb.Refusal(code="BUSY",
+                                                   reason=f"agent {self.name} is busy with {self.current_id}")))
+            log.info("run_refused", task_id=spec.task_id, busy_with=self.current_id)
             return
         req = TaskRequest(
             task_id=spec.task_id, agent_type=spec.agent_type, action=codec.action_from_pb(spec.action),
@@ -287,28 +299,41 @@ class Link:
             log.info("result_kept_for_reconnect", task_id=req.task_id)
 
     def _journal(self, result: TaskResult) -> None:
-        if self.journal is None:
-            return
-        line = base64.b64encode(codec.result_to_pb(result).SerializeToString()) + b"\n"
-        fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.journal is not None:
+            results_journal.append(self.journal, result)
 
     def _truncate_journal(self) -> None:
-        if self.journal is not None and self.journal.exists():
-            self.journal.write_bytes(b"")
+        """Keep in the journal only what orchgpt has not confirmed."""
+        if self.journal is not None:
+            results_journal.rewrite(self.journal, self._to_report())
 
     def _to_report(self) -> list[TaskResult]:
         """Results for the REGISTER: kept while disconnected, and sent but unconfirmed."""
         seen = {r.task_id for r in self.pending_results}
         return [*self.pending_results, *(r for t, r in self.unconfirmed.items() if t not in seen)]
 
+    def _report(self) -> list[TaskResult]:
+        results = self._to_report()
+        self._reported = {r.task_id for r in results}
+        return results
+
+    def _confirmed_at_register(self, outbox: Outbox) -> None:
+        """REGISTERED: orchgpt settled the results of the REGISTER before answering. Results
+        that finished after the REGISTER left go now, as REPLYs."""
+        done, self._reported = self._reported, set()
+        later = [r for r in self.pending_results if r.task_id not in done]
+        self.pending_results.clear()
+        self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
+        for r in later:
+            outbox.put(self._env(pb.REPLY, task_id=r.task_id, reply=pb.Reply(result=codec.result_to_pb(r))))
+            self.unconfirmed[r.task_id] = r
+        if done:
+            self._truncate_journal()
+
     async def _delegate(self, sub: SubTask) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)
-        spec = pb.TaskSpec(agent_type=sub.agent_type, action=codec.action_to_pb(sub.action), input=sub.input,
+        spec = pb.TaskSpec(task_id=child_task_id(self.current_id, sub.key) if sub.key else "",
+                           agent_type=sub.agent_type, action=codec.action_to_pb(sub.action), input=sub.input,
                            language=sub.language, parent_task_id=self.current_id, options=sub.options,
                            inputs=[codec.result_to_pb(r) for r in sub.inputs])
         env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)
