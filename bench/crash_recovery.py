@@ -309,6 +309,10 @@ async def run(
                         "the submissions to be acknowledged and the first tasks to finish", 0.01)
             if kill in ("daemon", "both"):
                 daemon.sigkill()
+            if kill == "both":
+                # the agents finish what they run while the daemon is down (results kept, not
+                # delivered), then die too: only their journals on disk know those results
+                await asyncio.sleep(delay * 2 + 0.5)
             if kill in ("agents", "both"):
                 _sigkill_all(agent_procs)
             counts.acknowledged = len(acked)
