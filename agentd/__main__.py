@@ -111,7 +111,8 @@ async def _main(args: argparse.Namespace) -> int:
     # generated code run by this agent's sandbox must never read its key or certificates
     protect_paths(certs.ca, certs.cert, certs.key, certs.key.parent)
     link = Link(agent, name, address, certs, ws_root, args.server_name,
-                workspace_for=functools.partial(task_workspace, ws_root), journal=_journal_path(args, name, certs))
+                workspace_for=functools.partial(task_workspace, ws_root),
+                journal=_journal_path(args, name, certs))
     runner = asyncio.create_task(link.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -77,6 +77,7 @@ class Link:
         # restart) and, for a spawned agent, the next orchgpt reads it (see orchgpt.journal).
         self.journal = journal
         self._reported: set[str] = set()  # task ids of the results in the last REGISTER
+        self._confirm_on: dict[str, str] = {}  # PING id -> the task whose REPLY went just before it
         if journal is not None:
             kept = results_journal.read(journal)
             if kept:
@@ -183,6 +184,7 @@ class Link:
         if t == pb.REGISTERED:
             self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
             self.outbox = outbox
+            self._confirm_on.clear()  # PINGs of an earlier stream get no PONG
             self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
             self._confirmed_at_register(outbox)
             self.connected.set()
@@ -205,6 +207,8 @@ class Link:
             outbox.close()
         elif t == pb.PING:
             pass  # receiving it is the point (the watchdog); our HEARTBEATs already tell orchgpt we live
+        elif t == pb.PONG:
+            self._confirmed_by_pong(env.correlation_id)
         elif t == pb.REPLY:
             fut = self._delegations.pop(env.correlation_id, None)
             if fut is not None and not fut.done():
@@ -236,9 +240,9 @@ class Link:
             if spec.task_id == self.current_id:
                 return  # a duplicate after reconnect
             # not a failure of the task: orchgpt requeues it without counting an attempt
+            busy = f"agent {self.name} is busy with {self.current_id}"
             self.send(self._env(pb.RUN_REFUSED, task_id=spec.task_id, correlation_id=env.id,
-                                refusal=pb.Refusal(code="BUSY",
-                                                   reason=f"agent {self.name} is busy with {self.current_id}")))
+                                refusal=pb.Refusal(code="BUSY", reason=busy)))
             log.info("run_refused", task_id=spec.task_id, busy_with=self.current_id)
             return
         req = TaskRequest(
@@ -294,6 +298,11 @@ class Link:
                         reply=pb.Reply(result=codec.result_to_pb(result)))
         if self.send(env):
             self.unconfirmed[req.task_id] = result
+            # orchgpt handles a stream's envelopes in order and stores a result before it reads
+            # on: its PONG to this PING confirms the REPLY (the journal entry can go)
+            ping = self._env(pb.PING, ping=pb.Ping(sent_ms=env.timestamp_ms))
+            if self.send(ping):
+                self._confirm_on[ping.id] = req.task_id
         else:
             self.pending_results.append(result)  # delivered with the next REGISTER
             log.info("result_kept_for_reconnect", task_id=req.task_id)
@@ -312,6 +321,11 @@ class Link:
         seen = {r.task_id for r in self.pending_results}
         return [*self.pending_results, *(r for t, r in self.unconfirmed.items() if t not in seen)]
 
+    def _confirmed_by_pong(self, ping_id: str) -> None:
+        task_id = self._confirm_on.pop(ping_id, None)
+        if task_id is not None and self.unconfirmed.pop(task_id, None) is not None:
+            self._truncate_journal()
+
     def _report(self) -> list[TaskResult]:
         results = self._to_report()
         self._reported = {r.task_id for r in results}
@@ -325,7 +339,8 @@ class Link:
         self.pending_results.clear()
         self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
         for r in later:
-            outbox.put(self._env(pb.REPLY, task_id=r.task_id, reply=pb.Reply(result=codec.result_to_pb(r))))
+            reply = pb.Reply(result=codec.result_to_pb(r))
+            outbox.put(self._env(pb.REPLY, task_id=r.task_id, reply=reply))
             self.unconfirmed[r.task_id] = r
         if done:
             self._truncate_journal()
@@ -333,7 +348,8 @@ class Link:
     async def _delegate(self, sub: SubTask) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)
         spec = pb.TaskSpec(task_id=child_task_id(self.current_id, sub.key) if sub.key else "",
-                           agent_type=sub.agent_type, action=codec.action_to_pb(sub.action), input=sub.input,
+                           agent_type=sub.agent_type, action=codec.action_to_pb(sub.action),
+                           input=sub.input,
                            language=sub.language, parent_task_id=self.current_id, options=sub.options,
                            inputs=[codec.result_to_pb(r) for r in sub.inputs])
         env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)

@@ -48,7 +48,8 @@ def parse_answer(request_id: str, text: str) -> ApprovalResponse:
         except ValueError:
             raise ParseError(f'"y -N" needs a number, e.g. y -5 ({ANSWER_HELP})') from None
         if count < 1:
-            raise ParseError(f'"y -N" needs a number of calls of 1 or more, e.g. y -5 ({ANSWER_HELP})')
+            raise ParseError(
+                f'"y -N" needs a number of calls of 1 or more, e.g. y -5 ({ANSWER_HELP})')
         return ApprovalResponse(request_id, ApprovalDecision.APPROVE_NEXT, count=count)
     head, _, rest = low.partition(" ")
     if head in ("a", "all"):

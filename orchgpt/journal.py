@@ -53,8 +53,14 @@ def read(path: Path) -> list[TaskResult]:
     out: dict[str, TaskResult] = {}
     for line in data.splitlines():
         try:
-            result = codec.result_from_pb(pb.TaskResult.FromString(base64.b64decode(line, validate=True)))
-        except (ValueError, codec.DecodeError, protobuf_message.DecodeError) as exc:  # a torn last line
+            result = codec.result_from_pb(
+                pb.TaskResult.FromString(base64.b64decode(line, validate=True))
+            )
+        except (
+            ValueError,
+            codec.DecodeError,
+            protobuf_message.DecodeError,
+        ) as exc:  # a torn last line
             log.warning("journal_line_skipped", path=str(path), error=str(exc)[:200])
             continue
         out[result.task_id] = result

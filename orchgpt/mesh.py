@@ -115,11 +115,12 @@ class Mesh:
         self._pending_events: list[TaskEvent] = []
         self._pending_messages: list[dict[str, object]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        # task id -> (deadline, why): a task whose agent is gone (disconnected, or orchgpt restarted)
-        # is held for it until the deadline (the reconnect grace), then requeued
+        # task id -> (deadline, why): a task whose agent is gone (disconnected, or orchgpt
+        # restarted) is held for it until the deadline (the reconnect grace), then requeued
         self._awaiting: dict[str, tuple[float, str]] = {}
-        self._ran_on: dict[str, set[str]] = {}  # task id -> agents of earlier attempts (late results count)
-        self._refusals: dict[str, int] = {}  # task id -> RUN_REFUSED so far (not counted as attempts)
+        # task id -> agents of its earlier attempts (their late results still count)
+        self._ran_on: dict[str, set[str]] = {}
+        self._refusals: dict[str, int] = {}  # task id -> RUN_REFUSED so far (not attempts)
         self._requeues: dict[str, list[str]] = {}  # task id -> why it was requeued (reported in its result)
         self._closing = False
         self._bg: set[asyncio.Task[None]] = set()
@@ -207,7 +208,8 @@ class Mesh:
             old.link.close("replaced by a new connection of the same agent")
             t = self.active.get(old.info.current_task) if old.info.current_task else None
             if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                self._awaiting.setdefault(t.task_id, (time.monotonic(), f"agent {agent_id} replaced"))
+                held = (time.monotonic(), f"agent {agent_id} replaced")
+                self._awaiting.setdefault(t.task_id, held)
         now = now_ms()
         local = bool(self.spawner and self.spawner.is_local(agent_id))
         info = AgentInfo(agent_id=agent_id, agent_type=reg.agent_type, capabilities=list(reg.capabilities),
@@ -222,7 +224,8 @@ class Mesh:
         except StoreError as exc:
             log.warning("store_write_failed", what="agent", error=str(exc))
         log.info("agent_registered", agent_id=agent_id, agent_type=reg.agent_type, host=reg.host,
-                 local=local, pending_results=len(reg.pending_results), current_task=reg.current_task or None)
+                 local=local, pending_results=len(reg.pending_results),
+                 current_task=reg.current_task or None)
         # One set of rules for a blip and for a restart of orchgpt: results kept while
         # disconnected settle their tasks (once); the task the agent still runs stays its own
         # (no second RUN); a held task it neither runs nor reports never reached it: requeue.
@@ -231,7 +234,8 @@ class Mesh:
         self._resume(entry, reg.current_task)
         for task_id, (_, why) in list(self._awaiting.items()):
             t = self.active.get(task_id)
-            if t is not None and t.agent_id == agent_id and task_id != reg.current_task and not t.state.terminal:
+            if (t is not None and t.agent_id == agent_id and task_id != reg.current_task
+                    and not t.state.terminal):
                 self._requeue(t, f"{why}; agent {agent_id} reconnected without it")
         if info.state == AgentState.IDLE:
             self._idle.setdefault(reg.agent_type, {})[agent_id] = None
@@ -239,7 +243,7 @@ class Mesh:
         return info
 
     def _resume(self, entry: AgentEntry, task_id: str) -> None:
-        """A reconnecting agent still runs ``task_id``: keep it (no second RUN) if it is still its."""
+        """A reconnecting agent still runs ``task_id``: it keeps it (no second RUN) if it is its."""
         info = entry.info
         if not task_id:
             return
@@ -256,14 +260,16 @@ class Mesh:
             info.state = AgentState.BUSY
             info.current_task = task_id
             log.info("task_resumed", task_id=task_id, agent_id=info.agent_id)
-            self._publish(TaskEvent(task_id, EventKind.LOG, text=f"{info.agent_id} reconnected and goes on with it",
-                                    agent_id=info.agent_id, parent_task_id=t.parent_task_id))
+            self._publish(TaskEvent(task_id, EventKind.LOG, agent_id=info.agent_id,
+                                    text=f"{info.agent_id} reconnected and goes on with it",
+                                    parent_task_id=t.parent_task_id))
             return
         # It runs something that is no longer its own (finished, cancelled or taken elsewhere):
         # stop it; the agent is busy until it answers.
         info.state = AgentState.BUSY
         info.current_task = ""
-        entry.link.send_cancel(task_id, "this task was settled or moved elsewhere while you were disconnected")
+        entry.link.send_cancel(
+            task_id, "this task was settled or moved elsewhere while you were disconnected")
         log.info("stale_task_cancelled", task_id=task_id, agent_id=info.agent_id)
 
     def touch(self, agent_id: str) -> None:
@@ -293,8 +299,10 @@ class Mesh:
             self._requeue(t, why)
             return
         self._awaiting[t.task_id] = (time.monotonic() + self.reconnect_grace, why)
-        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why, grace_s=self.reconnect_grace)
-        self._publish(TaskEvent(t.task_id, EventKind.LOG, agent_id=t.agent_id, parent_task_id=t.parent_task_id,
+        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why,
+                 grace_s=self.reconnect_grace)
+        self._publish(TaskEvent(t.task_id, EventKind.LOG, agent_id=t.agent_id,
+                                parent_task_id=t.parent_task_id,
                                 text=f"{why}; waiting {self.reconnect_grace:g}s for it to reconnect"))
 
     def spawn_failed(self, agent_type: str, reason: str) -> None:
@@ -465,9 +473,10 @@ class Mesh:
                             assigned_to=t.agent_id or None)
                 return
             if result.state == TaskState.CANCELLED:
-                log.info("stale_result_dropped", task_id=t.task_id, agent_id=agent_id, state=str(result.state))
+                log.info("stale_result_dropped", task_id=t.task_id, agent_id=agent_id,
+                         state=str(result.state))
                 return
-            # the late result of an earlier attempt: it counts; the task stops waiting or running elsewhere
+            # the late result of an earlier attempt counts: the task stops waiting or running
             log.info("late_result_settles_task", task_id=t.task_id, agent_id=agent_id, how=how,
                      then_on=t.agent_id or None)
             if t.state == TaskState.QUEUED:
@@ -475,7 +484,8 @@ class Mesh:
                 if q and t.task_id in q:
                     q.remove(t.task_id)
             elif t.agent_id in self.agents:
-                self.agents[t.agent_id].link.send_cancel(t.task_id, f"finished by {agent_id} in an earlier attempt")
+                self.agents[t.agent_id].link.send_cancel(
+                    t.task_id, f"finished by {agent_id} in an earlier attempt")
             t.agent_id = agent_id
         self.log_message("REPLY", agent_id, "orchgpt", t)
         result.agent_id = agent_id
@@ -491,7 +501,8 @@ class Mesh:
             log.info("stale_refusal_ignored", task_id=task_id, agent_id=agent_id)
             return
         why = f"agent {agent_id} refused it ({code or 'REFUSED'}: {reason or 'no reason given'})"
-        log.info("run_refused", task_id=task_id, agent_id=agent_id, code=code or None, reason=reason or None)
+        log.info("run_refused", task_id=task_id, agent_id=agent_id, code=code or None,
+                 reason=reason or None)
         if entry is not None and entry.info.current_task == task_id:
             entry.info.current_task = ""
             if code.upper() != "BUSY":  # a busy agent tells us when it is free (its REPLY)
@@ -500,8 +511,8 @@ class Mesh:
         t.attempts = max(t.attempts - 1, 0)
         self._awaiting.pop(task_id, None)
         if n > max(self.max_attempts, 1) * 3:
-            self._finish(t, TaskResult(task_id, TaskState.FAILED, agent_type=t.agent_type, agent_id=agent_id,
-                                       error=f"{why}; refused {n} times"))
+            self._finish(t, TaskResult(task_id, TaskState.FAILED, agent_type=t.agent_type,
+                                       agent_id=agent_id, error=f"{why}; refused {n} times"))
         else:
             self._requeue(t, why)
         if entry is not None and entry.info.state == AgentState.IDLE:
@@ -518,7 +529,7 @@ class Mesh:
                 code="PERMISSION_DENIED",
             )
         cmd.session_id = parent.session_id
-        cmd.approval = cmd.approval or parent.approval  # a task asked with approval asks for its sub-tasks too
+        cmd.approval = cmd.approval or parent.approval  # with approval on, its sub-tasks ask too
         if cmd.action not in (Action.CREATE, Action.RUN):
             cmd.action = Action.CREATE
         if cmd.task_id:
@@ -532,7 +543,8 @@ class Mesh:
             self._reply_to_delegator(task)
         return task
 
-    def _attach_child(self, agent_id: str, task_id: str, parent_task_id: str, correlation_id: str) -> Task | None:
+    def _attach_child(self, agent_id: str, task_id: str, parent_task_id: str,
+                      correlation_id: str) -> Task | None:
         """A delegation with a known id (a re-run of its parent): the existing sub-task answers
         this delegation (its result now, or when it finishes) rather than running again."""
         existing = self.active.get(task_id) or self.store.get_task(task_id)

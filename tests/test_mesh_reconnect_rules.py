@@ -64,12 +64,16 @@ def mesh(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def connect(m: Mesh, name: str, current: str = "", pending: list[TaskResult] | None = None) -> Link:
     link = Link()
-    m.register(name, Registration("echo", pending_results=list(pending or []), current_task=current), link)
+    m.register(
+        name, Registration("echo", pending_results=list(pending or []), current_task=current), link
+    )
     return link
 
 
 def submit(m: Mesh, task_id: str, **kw: object) -> Task:
-    t, _ = m.submit(Command("echo", Action.RUN, task_id, task_id=task_id, **kw), submitted_by="client:test")  # type: ignore[arg-type]
+    t, _ = m.submit(
+        Command("echo", Action.RUN, task_id, task_id=task_id, **kw), submitted_by="client:test"
+    )  # type: ignore[arg-type]
     return t
 
 
@@ -93,7 +97,9 @@ def test_a_blip_mid_task_resumes_without_a_second_run(mesh: Mesh) -> None:
     assert a2.runs == [] and b.runs == []
     assert mesh.agents["a"].info.state == AgentState.BUSY and "a" not in mesh._idle["echo"]
     mesh.on_result("a", ok("t1"))
-    assert t.state == TaskState.SUCCEEDED and t.attempts == 1 and t.result and t.result.agent_id == "a"
+    assert (
+        t.state == TaskState.SUCCEEDED and t.attempts == 1 and t.result and t.result.agent_id == "a"
+    )
     assert mesh.agents["a"].info.state == AgentState.IDLE and "a" in mesh._idle["echo"]
 
 
@@ -131,7 +137,9 @@ def test_the_grace_expires_then_a_late_result_still_settles_once(mesh: Mesh) -> 
     assert stored is not None and stored.state == TaskState.SUCCEEDED and stored.result
     assert stored.result.output == "from a"
     assert b.cancels == ["t1"]
-    mesh.on_result("b", TaskResult("t1", TaskState.CANCELLED, error="cancelled"))  # b's answer: dropped
+    mesh.on_result(
+        "b", TaskResult("t1", TaskState.CANCELLED, error="cancelled")
+    )  # b's answer: dropped
     stored = mesh.store.get_task("t1")
     assert stored is not None and stored.result and stored.result.output == "from a"
     assert mesh.agents["b"].info.state == AgentState.IDLE
@@ -172,7 +180,9 @@ def test_an_agent_that_keeps_refusing_fails_the_task_with_its_reason(mesh: Mesh)
     assert len(a.runs) == 10
 
 
-def test_a_stale_task_at_reconnect_is_cancelled_and_the_agent_busy_until_it_answers(mesh: Mesh) -> None:
+def test_a_stale_task_at_reconnect_is_cancelled_and_the_agent_busy_until_it_answers(
+    mesh: Mesh,
+) -> None:
     a = connect(mesh, "a")
     submit(mesh, "t1")
     mesh.cancel("t1")
@@ -219,14 +229,24 @@ def test_a_rerun_parent_gets_its_existing_sub_tasks(mesh: Mesh) -> None:
     # an id that belongs to another parent's sub-task is refused
     submit(mesh, "p2")
     with pytest.raises(RoutingError, match="not a sub-task"):
-        mesh.on_delegate(mesh.active["p2"].agent_id, Command("echo", Action.RUN, "x", task_id=cid1), "p2", "c", [])
+        mesh.on_delegate(
+            mesh.active["p2"].agent_id,
+            Command("echo", Action.RUN, "x", task_id=cid1),
+            "p2",
+            "c",
+            [],
+        )
 
 
 def test_child_ids_are_stable_and_within_the_task_id_rule() -> None:
     from orchgpt.mesh import TASK_ID_RE
 
     long_parent = "p" * 64
-    for parent, key in [("p1", "child-0"), (long_parent, "backend#2"), (child_task_id(long_parent, "x"), "y")]:
+    for parent, key in [
+        ("p1", "child-0"),
+        (long_parent, "backend#2"),
+        (child_task_id(long_parent, "x"), "y"),
+    ]:
         cid = child_task_id(parent, key)
         assert cid == child_task_id(parent, key) and TASK_ID_RE.match(cid) and len(cid) <= 64
     assert child_task_id("p1", "a") != child_task_id("p1", "b") != child_task_id("p2", "a")
@@ -240,12 +260,16 @@ async def test_a_busy_agentd_refuses_a_run_with_run_refused(tmp_path: Path) -> N
     from orchgpt.certs import CertPaths
     from orchgpt.iac.v1 import iac_pb2 as pb
 
-    link = AgentLink(EchoAgent(), "a", "127.0.0.1:1", CertPaths(tmp_path, tmp_path, tmp_path), tmp_path)
+    link = AgentLink(
+        EchoAgent(), "a", "127.0.0.1:1", CertPaths(tmp_path, tmp_path, tmp_path), tmp_path
+    )
     link.outbox = Outbox()
     link.current_id = "t0"
     link.current = asyncio.create_task(asyncio.sleep(10))
     try:
-        run = codec.new_envelope(pb.RUN, "orchgpt", task_id="t1", task=pb.TaskSpec(task_id="t1", agent_type="echo"))
+        run = codec.new_envelope(
+            pb.RUN, "orchgpt", task_id="t1", task=pb.TaskSpec(task_id="t1", agent_type="echo")
+        )
         link._on_envelope(run, link.outbox)
         batch = await asyncio.wait_for(link.outbox.next_batch(), 5)
         assert batch is not None

@@ -71,13 +71,19 @@ async def follow(d: Daemon, cmd: Command, sink: list[TaskEvent]) -> None:
 
 
 def running_on(events: list[TaskEvent], agent: str) -> bool:
-    return any(e.kind == EventKind.STATUS and e.state == TaskState.RUNNING and e.agent_id == agent for e in events)
+    return any(
+        e.kind == EventKind.STATUS and e.state == TaskState.RUNNING and e.agent_id == agent
+        for e in events
+    )
 
 
-@pytest.mark.parametrize("step", ["before_run_is_read", "mid_task", "finished_while_disconnected",
-                                  "after_reply_before_ack"])
-async def test_a_stream_cut_at_any_step_runs_the_task_once(step: str, daemon_factory, agents: list[AgentProc],
-                                                           tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "step",
+    ["before_run_is_read", "mid_task", "finished_while_disconnected", "after_reply_before_ack"],
+)
+async def test_a_stream_cut_at_any_step_runs_the_task_once(
+    step: str, daemon_factory, agents: list[AgentProc], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     d: Daemon = daemon_factory("--no-spawn", "--reconnect-grace", "8").start()
     record = tmp_path / "runs.txt"
     with CutProxy(d.port) as proxy:
@@ -91,28 +97,45 @@ async def test_a_stream_cut_at_any_step_runs_the_task_once(step: str, daemon_fac
 
         delay = "0.5" if step == "before_run_is_read" else "2"
         events: list[TaskEvent] = []
-        cmd = Command("echo", Action.RUN, "once", task_id=f"cut-{step}", options={"delay": delay, "record": str(record)})
+        cmd = Command(
+            "echo",
+            Action.RUN,
+            "once",
+            task_id=f"cut-{step}",
+            options={"delay": delay, "record": str(record)},
+        )
         if step == "before_run_is_read":
             proxy.blackhole("down")  # the RUN never reaches flaky-1
         follower = asyncio.create_task(follow(d, cmd, events))
         if step == "before_run_is_read":
-            await await_for(lambda: any(e.state == TaskState.ASSIGNED and e.agent_id == "flaky-1" for e in events), 20,
-                            what="the RUN to flaky-1")
+            await await_for(
+                lambda: any(
+                    e.state == TaskState.ASSIGNED and e.agent_id == "flaky-1" for e in events
+                ),
+                20,
+                what="the RUN to flaky-1",
+            )
             await asyncio.sleep(0.3)
             proxy.cut()
         else:
-            await await_for(lambda: running_on(events, "flaky-1"), 20, what="the task to run on flaky-1")
+            await await_for(
+                lambda: running_on(events, "flaky-1"), 20, what="the task to run on flaky-1"
+            )
             if step == "mid_task":
                 proxy.cut()
             elif step == "finished_while_disconnected":
                 proxy.pause()
                 proxy.cut()
-                await await_for(lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish offline")
+                await await_for(
+                    lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish offline"
+                )
                 await asyncio.sleep(0.5)
                 proxy.resume()
             else:  # after_reply_before_ack
                 proxy.blackhole("up")  # the REPLY leaves flaky-1 but never arrives
-                await await_for(lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish")
+                await await_for(
+                    lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish"
+                )
                 await asyncio.sleep(0.3)
                 proxy.cut()
         await asyncio.wait_for(follower, 30)
@@ -131,9 +154,29 @@ async def test_a_stream_cut_at_any_step_runs_the_task_once(step: str, daemon_fac
             assert t.attempts == 1, t
         # flaky-1 is idle again and takes new work (the busy/idle bookkeeping survived the cut)
         more: list[TaskEvent] = []
-        await asyncio.wait_for(asyncio.gather(*(follow(d, Command("echo", Action.RUN, f"next-{i}", task_id=f"next-{i}",
-                                                                  options={"delay": "0.5"}), more) for i in range(2))), 30)
-        assert {e.result.agent_id for e in more if e.kind == EventKind.RESULT and e.result} == {"flaky-1", "steady-1"}
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    follow(
+                        d,
+                        Command(
+                            "echo",
+                            Action.RUN,
+                            f"next-{i}",
+                            task_id=f"next-{i}",
+                            options={"delay": "0.5"},
+                        ),
+                        more,
+                    )
+                    for i in range(2)
+                )
+            ),
+            30,
+        )
+        assert {e.result.agent_id for e in more if e.kind == EventKind.RESULT and e.result} == {
+            "flaky-1",
+            "steady-1",
+        }
 
 
 def _logged(agent: AgentProc, event: str, task_id: str) -> bool:
@@ -153,7 +196,8 @@ async def _has(d: Daemon, names: set[str]) -> bool:
 
 
 async def test_daemon_and_remote_agent_killed_together_lose_and_repeat_nothing(
-        daemon_factory, agents: list[AgentProc], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon_factory, agents: list[AgentProc], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """The agent finishes a task while the daemon is down, then dies too: its journal on disk
     delivers the result after both restart (finding 2)."""
     d: Daemon = daemon_factory("--no-spawn", "--reconnect-grace", "5").start()
@@ -163,23 +207,45 @@ async def test_daemon_and_remote_agent_killed_together_lose_and_repeat_nothing(
     await await_for(lambda: _has(d, {"sturdy-1"}), 30, what="sturdy-1")
     ids = ["x-long", "y-next", "z-last"]
     sinks: dict[str, list[TaskEvent]] = {i: [] for i in ids}
-    followers = [asyncio.create_task(follow(d, Command("echo", Action.RUN, i, task_id=i, options={
-        "delay": "2" if i == "x-long" else "0.2", "record": str(record)}), sinks[i])) for i in ids]
-    await await_for(lambda: running_on(sinks["x-long"], "sturdy-1") and all(sinks[i] for i in ids), 20,
-                    what="x-long running, the others accepted")
+    followers = [
+        asyncio.create_task(
+            follow(
+                d,
+                Command(
+                    "echo",
+                    Action.RUN,
+                    i,
+                    task_id=i,
+                    options={"delay": "2" if i == "x-long" else "0.2", "record": str(record)},
+                ),
+                sinks[i],
+            )
+        )
+        for i in ids
+    ]
+    await await_for(
+        lambda: running_on(sinks["x-long"], "sturdy-1") and all(sinks[i] for i in ids),
+        20,
+        what="x-long running, the others accepted",
+    )
     d.kill()  # SIGKILL
     for f in followers:
         f.cancel()
     await asyncio.gather(*followers, return_exceptions=True)
-    wait_for(lambda: _logged(a, "task_done", "x-long"), 20,
-             what="sturdy-1 to finish x-long while the daemon is down")
+    wait_for(
+        lambda: _logged(a, "task_done", "x-long"),
+        20,
+        what="sturdy-1 to finish x-long while the daemon is down",
+    )
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait(10)
     journal = a.log_path.parent / "certs" / "sturdy-1.results"
     assert journal.exists() and journal.stat().st_mode & 0o777 == 0o600
 
     d.start(port=d.port)
-    a2 = start_agent(d, "sturdy-1")  # the same agent, restarted by hand (same certificate directory)
+    a2 = start_agent(
+        d, "sturdy-1"
+    )  # the same agent, restarted by hand (same certificate directory)
     agents.append(a2)
     for i in ids:
         t = await finished(d, i, 30)
@@ -192,17 +258,25 @@ async def test_daemon_and_remote_agent_killed_together_lose_and_repeat_nothing(
 
 
 async def test_a_manager_rerun_after_a_daemon_crash_finds_its_sub_tasks(
-        daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """Finding 8: spawned agents die with the daemon; the re-run parent delegates its sub-tasks
     again with the same keys and gets the finished one's result and the requeued ones."""
     d: Daemon = daemon_factory("--reconnect-grace", "3").start()
     record = tmp_path / "runs.txt"
     events: list[TaskEvent] = []
-    cmd = Command("echo", Action.RUN, "plan", task_id="parent-1",
-                  options={"children": "3", "child_delay": "2", "record": str(record)})
+    cmd = Command(
+        "echo",
+        Action.RUN,
+        "plan",
+        task_id="parent-1",
+        options={"children": "3", "child_delay": "2", "record": str(record)},
+    )
     follower = asyncio.create_task(follow(d, cmd, events))
     # child 0 finished (after 2 s), children 1 and 2 still in flight (4 s, 6 s)
-    await await_for(lambda: runs_by_input(record)["plan/0"] == 1, 40, what="the first sub-task to finish")
+    await await_for(
+        lambda: runs_by_input(record)["plan/0"] == 1, 40, what="the first sub-task to finish"
+    )
     d.kill()
     follower.cancel()
     await asyncio.gather(follower, return_exceptions=True)
@@ -211,7 +285,9 @@ async def test_a_manager_rerun_after_a_daemon_crash_finds_its_sub_tasks(
     t = await finished(d, "parent-1", 60)
     assert t.state == TaskState.SUCCEEDED and t.result is not None, t
     assert t.result.output == "plan/0 plan/1 plan/2"
-    assert runs_by_input(record) == Counter({"plan/0": 1, "plan/1": 1, "plan/2": 1, "plan": 1}), runs_by_input(record)
+    assert runs_by_input(record) == Counter({"plan/0": 1, "plan/1": 1, "plan/2": 1, "plan": 1}), (
+        runs_by_input(record)
+    )
     async with d.client() as c:
         _, _, children = await c.get_task("parent-1", with_events=False)
     assert len(children) == 3 and all(ch.state == TaskState.SUCCEEDED for ch in children), children

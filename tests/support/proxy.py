@@ -25,7 +25,9 @@ class CutProxy:
         self.port = 0
         self.connections = 0  # accepted and forwarded so far
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="cut-proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="cut-proxy", daemon=True
+        )
         self._server: asyncio.base_events.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._paused = False
@@ -98,15 +100,19 @@ class CutProxy:
         n = self.connections
         self._live.add(n)
         self._open.update((writer, up_w))
-        await asyncio.gather(self._pipe(reader, up_w, (n, "up")), self._pipe(up_r, writer, (n, "down")),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(reader, up_w, (n, "up")),
+            self._pipe(up_r, writer, (n, "down")),
+            return_exceptions=True,
+        )
         self._live.discard(n)
         for w in (writer, up_w):
             self._open.discard(w)
             w.transport.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    direction: tuple[int, str]) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: tuple[int, str]
+    ) -> None:
         try:
             while True:
                 data = await reader.read(65536)
