@@ -51,7 +51,12 @@ def read(path: Path) -> list[TaskResult]:
     except FileNotFoundError:
         return []
     out: dict[str, TaskResult] = {}
-    for line in data.splitlines():
+    lines = data.split(b"\n")
+    if lines[-1]:  # no newline at the end: an append that did not finish
+        log.warning("journal_line_skipped", path=str(path), error="torn last line")
+    for line in lines[:-1]:
+        if not line:
+            continue
         try:
             result = codec.result_from_pb(
                 pb.TaskResult.FromString(base64.b64decode(line, validate=True))
@@ -60,7 +65,7 @@ def read(path: Path) -> list[TaskResult]:
             ValueError,
             codec.DecodeError,
             protobuf_message.DecodeError,
-        ) as exc:  # a torn last line
+        ) as exc:  # a corrupt line
             log.warning("journal_line_skipped", path=str(path), error=str(exc)[:200])
             continue
         out[result.task_id] = result
