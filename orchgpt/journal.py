@@ -14,10 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from google.protobuf import message as protobuf_message
-
 from . import codec, logs
-from .iac.v1 import iac_pb2 as pb
 from .models import TaskResult
 
 log = logs.get("orchgpt.journal")
@@ -30,7 +27,7 @@ def path_for(directory: Path, name: str) -> Path:
 
 
 def _line(result: TaskResult) -> bytes:
-    return base64.b64encode(codec.result_to_pb(result).SerializeToString()) + b"\n"
+    return base64.b64encode(codec.result_to_bytes(result)) + b"\n"
 
 
 def append(path: Path, result: TaskResult) -> None:
@@ -58,14 +55,8 @@ def read(path: Path) -> list[TaskResult]:
         if not line:
             continue
         try:
-            result = codec.result_from_pb(
-                pb.TaskResult.FromString(base64.b64decode(line, validate=True))
-            )
-        except (
-            ValueError,
-            codec.DecodeError,
-            protobuf_message.DecodeError,
-        ) as exc:  # a corrupt line
+            result = codec.result_from_bytes(base64.b64decode(line, validate=True))
+        except ValueError as exc:  # a corrupt line (codec.DecodeError is a ValueError)
             log.warning("journal_line_skipped", path=str(path), error=str(exc)[:200])
             continue
         out[result.task_id] = result
