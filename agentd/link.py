@@ -69,8 +69,9 @@ class Link:
         # Results sent but not yet known to be stored by orchgpt: a REPLY queued just before
         # the orchestrator died is lost with it. They go again with the next REGISTER (orchgpt
         # ignores results of tasks it has finished) and are dropped once confirmed: by the
-        # REGISTERED answer (orchgpt stores pending results before it answers) or by the next
-        # RUN (orchgpt only dispatches to an agent after storing its previous result).
+        # REGISTERED answer (orchgpt stores pending results before it answers), by the PONG to
+        # the PING sent after a REPLY, or by the next RUN (orchgpt only dispatches to an agent
+        # after storing its previous result).
         self.unconfirmed: dict[str, TaskResult] = {}
         # Every result goes to a journal on disk (fsynced) before it is reported and stays there
         # until orchgpt confirms it: a result survives the agent dying too (delivered after its
@@ -342,6 +343,9 @@ class Link:
             reply = pb.Reply(result=codec.result_to_pb(r))
             outbox.put(self._env(pb.REPLY, task_id=r.task_id, reply=reply))
             self.unconfirmed[r.task_id] = r
+            ping = self._env(pb.PING, ping=pb.Ping())
+            if outbox.put(ping):
+                self._confirm_on[ping.id] = r.task_id
         if done:
             self._truncate_journal()
 

@@ -83,10 +83,11 @@ async def test_agentd_keeps_results_until_orchgpt_confirms_them(tmp_path: Path) 
     assert [r.task_id for r in journal.read(p)] == ["t-late"]
     batch = await asyncio.wait_for(out.next_batch(), 5)
     assert batch is not None
-    assert [(e.type, e.task_id) for e in batch.envelopes] == [(pb.REPLY, "t-late")]
+    reply, ping = batch.envelopes
+    assert (reply.type, reply.task_id, ping.type) == (pb.REPLY, "t-late", pb.PING)
     assert set(link.unconfirmed) == {"t-late"} and link.pending_results == []
-    # a REPLY of the running stream is confirmed by the PONG to the PING that follows it
-    link.outbox = out
-    link._confirm_on["ping-1"] = "t-late"
-    link._on_envelope(codec.new_envelope(pb.PONG, "orchgpt", correlation_id="ping-1"), out)
+    # the PONG to the PING after the REPLY confirms it (orchgpt handles a stream in order)
+    link._on_envelope(codec.new_envelope(pb.PONG, "orchgpt", correlation_id="nope"), out)
+    assert set(link.unconfirmed) == {"t-late"}
+    link._on_envelope(codec.new_envelope(pb.PONG, "orchgpt", correlation_id=ping.id), out)
     assert link.unconfirmed == {} and not p.exists()
