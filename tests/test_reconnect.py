@@ -298,3 +298,23 @@ async def test_a_manager_rerun_after_a_daemon_crash_finds_its_sub_tasks(
     async with d.client() as c:
         _, _, children = await c.get_task("parent-1", with_events=False)
     assert len(children) == 3 and all(ch.state == TaskState.SUCCEEDED for ch in children), children
+
+
+async def test_sub_tasks_of_a_task_with_approval_are_created_with_approval(
+    daemon_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Finding 7: `/manager ... --approve` asked nothing for the manager's sub-tasks."""
+    from orchgpt.store.sqlite import SqliteStore
+
+    d: Daemon = daemon_factory().start()
+    events: list[TaskEvent] = []
+    cmd = Command("echo", Action.RUN, "ask", task_id="asks-1", approval=True, options={"children": "2"})
+    await asyncio.wait_for(follow(d, cmd, events), 40)
+    assert events[-1].state == TaskState.SUCCEEDED
+    assert d.stop() == 0
+    store = SqliteStore(d.data_dir / "orchgpt.db")
+    try:
+        children = store.children("asks-1")
+        assert len(children) == 2 and all(c.approval for c in children), children
+    finally:
+        store.close()
