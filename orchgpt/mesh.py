@@ -162,7 +162,9 @@ class Mesh:
 
     @property
     def running_tasks(self) -> int:
-        return sum(1 for t in self.active.values() if t.state in (TaskState.ASSIGNED, TaskState.RUNNING))
+        # (a task held for a disconnected agent is not running anywhere)
+        return sum(1 for t in self.active.values()
+                   if t.state in (TaskState.ASSIGNED, TaskState.RUNNING) and t.task_id not in self._awaiting)
 
     def flush(self) -> None:
         """Write buffered events to the store."""

@@ -90,11 +90,13 @@ def test_a_blip_mid_task_resumes_without_a_second_run(mesh: Mesh) -> None:
     a = connect(mesh, "a")
     t = submit(mesh, "t1")
     assert a.runs == ["t1"]
+    assert mesh.running_tasks == 1
     mesh.disconnect("a", a, "connection lost")
+    assert mesh.running_tasks == 0  # held, running nowhere: a shutdown does not wait for it
     b = connect(mesh, "b")  # idle while a is away: it must not get the held task
     assert b.runs == [] and t.state == TaskState.ASSIGNED and t.agent_id == "a"
     a2 = connect(mesh, "a", current="t1")
-    assert a2.runs == [] and b.runs == []
+    assert a2.runs == [] and b.runs == [] and mesh.running_tasks == 1
     assert mesh.agents["a"].info.state == AgentState.BUSY and "a" not in mesh._idle["echo"]
     mesh.on_result("a", ok("t1"))
     assert (
