@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-weak-sandbox", action="store_true",
                    help="run generated code even where no namespaces are available (resource limits "
                    "only; default: refuse). Also ORCHGPT_ALLOW_WEAK_SANDBOX=1")
+    p.add_argument("--journal", help="file that keeps finished results until orchgpt confirms them "
+                   "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)")
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
     return p
@@ -65,6 +67,15 @@ def _die_with_parent() -> None:
         return
     if os.getppid() != int(parent):  # it died before the prctl
         raise SystemExit(0)
+
+
+def _journal_path(args: argparse.Namespace, name: str, certs: CertPaths) -> Path:
+    """Where unconfirmed results are kept (--journal, ORCHGPT_RESULTS_JOURNAL, else next to the
+    certificate or in the user's state directory: one file per agent name)."""
+    from orchgpt import journal
+
+    given = args.journal or os.environ.get("ORCHGPT_RESULTS_JOURNAL")
+    return Path(given) if given else journal.default_path(name, certs.cert)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -107,7 +118,7 @@ async def _main(args: argparse.Namespace) -> int:
         settings.sandbox_policy = policy
     link = Link(agent, name, address, certs, ws_root, args.server_name,
                 workspace_for=functools.partial(task_workspace, ws_root),
-                journal=Path(os.environ["ORCHGPT_RESULTS_JOURNAL"]) if os.environ.get("ORCHGPT_RESULTS_JOURNAL") else None)
+                journal=_journal_path(args, name, certs))
     runner = asyncio.create_task(link.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

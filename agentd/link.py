@@ -8,7 +8,6 @@ events, answers pings, carries delegation and approval round trips.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import random
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 import grpc
 
 from orchgpt import authz, codec, logs
+from orchgpt import journal as results_journal
 from orchgpt.batching import Outbox
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
@@ -30,6 +30,7 @@ from orchgpt.models import (
     TaskEvent,
     TaskResult,
     TaskState,
+    child_task_id,
 )
 from orchgpt.tls import secure_channel
 
@@ -69,17 +70,27 @@ class Link:
         # Results sent but not yet known to be stored by orchgpt: a REPLY queued just before
         # the orchestrator died is lost with it. They go again with the next REGISTER (orchgpt
         # ignores results of tasks it has finished) and are dropped once confirmed: by the
-        # REGISTERED answer (orchgpt stores pending results before it answers) or by the next
-        # RUN (orchgpt only dispatches to an agent after storing its previous result).
+        # REGISTERED answer (orchgpt stores pending results before it answers), by the PONG to
+        # the PING sent after a REPLY, or by the next RUN (orchgpt only dispatches to an agent
+        # after storing its previous result).
         self.unconfirmed: dict[str, TaskResult] = {}
-        # A spawned agent dies with orchgpt; its results go to a journal on disk first, so that
-        # the next orchgpt can take a result the old one never stored (see orchgpt.spawner).
+        # Every result goes to a journal on disk (fsynced) before it is reported and stays there
+        # until orchgpt confirms it: a result survives the agent dying too (delivered after its
+        # restart) and, for a spawned agent, the next orchgpt reads it (see orchgpt.journal).
         self.journal = journal
+        self._reported: set[str] = set()  # task ids of the results in the last REGISTER
+        self._confirm_on: dict[str, str] = {}  # PING id -> the task whose REPLY went just before it
+        if journal is not None:
+            kept = results_journal.read(journal)
+            if kept:
+                self.pending_results.extend(kept)
+                log.info("journal_loaded", path=str(journal), results=len(kept))
         self._delegations: dict[str, asyncio.Future[TaskResult]] = {}
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self._asks: dict[str, asyncio.Future[bytes]] = {}  # COMMAND id -> its REPLY's payload
         self._answering: set[asyncio.Task[None]] = set()
         self.heartbeat_s = 5.0
+        self.reconnect_grace_s = 0.0  # from REGISTERED: how long orchgpt holds our task for us
         self.connected = asyncio.Event()
         self.stopping = False
         self.terminated = False
@@ -134,7 +145,7 @@ class Link:
             stub = pb_grpc.MeshStub(channel)
             reg = pb.Register(agent_type=self.agent.type, capabilities=list(self.agent.capabilities),
                               host=socket.gethostname(), pid=os.getpid(), version=__version__,
-                              pending_results=[codec.result_to_pb(r) for r in self._to_report()],
+                              pending_results=[codec.result_to_pb(r) for r in self._report()],
                               current_task=self.current_id if self.current and not self.current.done() else "")
             outbox.put(self._env(pb.REGISTER, register=reg))
             call = stub.Connect(outbox.iterate())
@@ -190,13 +201,15 @@ class Link:
         if t == pb.REGISTERED:
             self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
             self.outbox = outbox
-            self.pending_results.clear()
-            self.unconfirmed.clear()
+            self._confirm_on.clear()  # PINGs of an earlier stream get no PONG
+            self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
+            self._confirmed_at_register(outbox)
             self.connected.set()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
-            self.unconfirmed.clear()
-            self._truncate_journal()  # orchgpt stores a result before it dispatches again
+            if self.unconfirmed:
+                self.unconfirmed.clear()
+                self._truncate_journal()  # orchgpt stores a result before it dispatches again
             self._start_task(env)
         elif t == pb.CANCEL:
             if self.current and not self.current.done() and env.task_id == self.current_id:
@@ -211,6 +224,8 @@ class Link:
             outbox.close()
         elif t == pb.PING:
             pass  # receiving it is the point (the watchdog); our HEARTBEATs already tell orchgpt we live
+        elif t == pb.PONG:
+            self._confirmed_by_pong(env.correlation_id)
         elif t == pb.REPLY:
             fut = self._delegations.pop(env.correlation_id, None)
             if fut is not None and not fut.done():
@@ -274,9 +289,11 @@ class Link:
         if self.current is not None and not self.current.done():
             if spec.task_id == self.current_id:
                 return  # a duplicate after reconnect
-            result = TaskResult(spec.task_id, TaskState.FAILED, error=f"agent {self.name} is busy with {self.current_id}")
-            self.send(self._env(pb.REPLY, task_id=spec.task_id, correlation_id=env.id,
-                                reply=pb.Reply(result=codec.result_to_pb(result))))
+            # not a failure of the task: orchgpt requeues it without counting an attempt
+            busy = f"agent {self.name} is busy with {self.current_id}"
+            self.send(self._env(pb.RUN_REFUSED, task_id=spec.task_id, correlation_id=env.id,
+                                refusal=pb.Refusal(code="BUSY", reason=busy)))
+            log.info("run_refused", task_id=spec.task_id, busy_with=self.current_id)
             return
         req = TaskRequest(
             task_id=spec.task_id, agent_type=spec.agent_type, action=codec.action_from_pb(spec.action),
@@ -332,33 +349,61 @@ class Link:
                         reply=pb.Reply(result=codec.result_to_pb(result)))
         if self.send(env):
             self.unconfirmed[req.task_id] = result
+            # orchgpt handles a stream's envelopes in order and stores a result before it reads
+            # on: its PONG to this PING confirms the REPLY (the journal entry can go)
+            ping = self._env(pb.PING, ping=pb.Ping(sent_ms=env.timestamp_ms))
+            if self.send(ping):
+                self._confirm_on[ping.id] = req.task_id
         else:
             self.pending_results.append(result)  # delivered with the next REGISTER
             log.info("result_kept_for_reconnect", task_id=req.task_id)
 
     def _journal(self, result: TaskResult) -> None:
-        if self.journal is None:
-            return
-        line = base64.b64encode(codec.result_to_pb(result).SerializeToString()) + b"\n"
-        fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.journal is not None:
+            results_journal.append(self.journal, result)
 
     def _truncate_journal(self) -> None:
-        if self.journal is not None and self.journal.exists():
-            self.journal.write_bytes(b"")
+        """Keep in the journal only what orchgpt has not confirmed."""
+        if self.journal is not None:
+            results_journal.rewrite(self.journal, self._to_report())
 
     def _to_report(self) -> list[TaskResult]:
         """Results for the REGISTER: kept while disconnected, and sent but unconfirmed."""
         seen = {r.task_id for r in self.pending_results}
         return [*self.pending_results, *(r for t, r in self.unconfirmed.items() if t not in seen)]
 
+    def _confirmed_by_pong(self, ping_id: str) -> None:
+        task_id = self._confirm_on.pop(ping_id, None)
+        if task_id is not None and self.unconfirmed.pop(task_id, None) is not None:
+            self._truncate_journal()
+
+    def _report(self) -> list[TaskResult]:
+        results = self._to_report()
+        self._reported = {r.task_id for r in results}
+        return results
+
+    def _confirmed_at_register(self, outbox: Outbox) -> None:
+        """REGISTERED: orchgpt settled the results of the REGISTER before answering. Results
+        that finished after the REGISTER left go now, as REPLYs."""
+        done, self._reported = self._reported, set()
+        later = [r for r in self.pending_results if r.task_id not in done]
+        self.pending_results.clear()
+        self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
+        for r in later:
+            reply = pb.Reply(result=codec.result_to_pb(r))
+            outbox.put(self._env(pb.REPLY, task_id=r.task_id, reply=reply))
+            self.unconfirmed[r.task_id] = r
+            ping = self._env(pb.PING, ping=pb.Ping())
+            if outbox.put(ping):
+                self._confirm_on[ping.id] = r.task_id
+        if done:
+            self._truncate_journal()
+
     async def _delegate(self, sub: SubTask) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)
-        spec = pb.TaskSpec(agent_type=sub.agent_type, action=codec.action_to_pb(sub.action), input=sub.input,
+        spec = pb.TaskSpec(task_id=child_task_id(self.current_id, sub.key) if sub.key else "",
+                           agent_type=sub.agent_type, action=codec.action_to_pb(sub.action),
+                           input=sub.input,
                            language=sub.language, parent_task_id=self.current_id, options=sub.options,
                            inputs=[codec.result_to_pb(r) for r in sub.inputs])
         env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)

@@ -75,6 +75,11 @@ class SubTask:
     action: Action = Action.CREATE
     options: dict[str, str] = field(default_factory=dict)
     inputs: list[TaskResult] = field(default_factory=list)
+    # The sub-task's stable place in the parent's plan (e.g. "step-3" or "backend#1"). With a
+    # key the sub-task's id is derived from the parent's id and the key, so that a re-run of
+    # the parent (after a crash) gets the existing sub-task (its result, or the running one)
+    # instead of a second one. Without a key every delegation makes a new sub-task.
+    key: str = ""
 
 
 Emit = Callable[[TaskEvent], None]

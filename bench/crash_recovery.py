@@ -1,6 +1,13 @@
 """Crash recovery: SIGKILL orchgpt while 100 tasks run, restart it, count what became of them.
 
     python -m bench.crash_recovery [--tasks 100] [--agents 8] [--delay 0.3] [--mode remote|local]
+                                   [--kill daemon|agents|both|cut|all]
+
+``--kill`` says what fails (default: the daemon): ``agents`` SIGKILLs every remote agent
+and starts it again (its results journal survives); ``both`` SIGKILLs the daemon and the
+agents together and restarts both; ``cut`` puts a TCP proxy between the agents and the
+daemon and cuts every agent's stream again and again until all tasks are done. The last
+three use remote agents.
 
 Everything is real: certificates from `orchgpt certs init`, an `orchgpt serve`
 daemon with a SQLite store in a fresh data directory, echo agents (`agentd`),
@@ -29,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -50,9 +58,13 @@ class ScenarioError(Exception):
     """The scenario could not be run (a process did not start, a wait timed out)."""
 
 
+KILLS = ("daemon", "agents", "both", "cut")
+
+
 @dataclass
 class Counts:
     mode: str
+    kill: str = "daemon"
     submitted: int = 0
     acknowledged: int = 0
     finished_before_kill: int = 0  # RESULT events the clients saw before the SIGKILL
@@ -68,6 +80,7 @@ class Counts:
     requeued: int = 0  # tasks whose result says they were requeued (their agent was gone)
     resubmitted: int = 0
     resubmit_reran: int = 0  # resubmitted ids that ran again or changed
+    cuts: int = 0  # stream cuts (kill=cut)
     seconds_to_recover: float = 0.0
     failures: list[str] = field(default_factory=list)  # "task id: reason" of the failed ones
     problems: list[str] = field(default_factory=list)  # what makes the run fail
@@ -90,7 +103,7 @@ class Counts:
                      "executed_twice", "resubmit_reran"):
             if getattr(self, name):
                 p.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
-        if self.finished_before_kill >= self.submitted:
+        if self.finished_before_kill >= self.submitted and self.kill != "cut":
             p.append("every task finished before the kill: the run proves nothing (lower --delay?)")
 
 
@@ -184,15 +197,17 @@ def init_certs(certs: Path) -> None:
 
 
 def start_agents(workdir: Path, certs: Path, address: str, n: int) -> list[subprocess.Popen[bytes]]:
+    """Start (or start again: same names, certificates, journals; logs appended) n echo agents."""
     ca = CA.load(certs)
     procs = []
     for i in range(n):
         name = f"crash-echo-{i}"
         home = workdir / "agents" / name
         home.mkdir(parents=True, exist_ok=True)
-        ca.issue_to(home, name, "agent")
-        (home / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
-        with (home / "agentd.log").open("wb") as out:
+        if not (home / f"{name}.pem").exists():
+            ca.issue_to(home, name, "agent")
+            (home / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
+        with (home / "agentd.log").open("ab") as out:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "agentd", "--type", "echo", "--name", name, "--orchestrator", address,
                  "--certs", str(home), "--workspace-root", str(home / "workspaces")],
@@ -240,10 +255,15 @@ async def run(
     mode: str = "remote",
     kill_after: float = 0.2,
     timeout: float = 90.0,
+    kill: str = "daemon",
 ) -> Counts:
     """Run the scenario in ``workdir``; ``kill_after`` is the share of tasks finished before the kill."""
     if mode not in ("remote", "local"):
         raise ValueError(f"mode must be remote or local, not {mode!r}")
+    if kill not in KILLS:
+        raise ValueError(f"kill must be one of {', '.join(KILLS)}, not {kill!r}")
+    if kill != "daemon" and mode != "remote":
+        raise ValueError(f"kill={kill} needs remote agents (spawned ones die with the daemon)")
     workdir.mkdir(parents=True, exist_ok=True)
     certs, data_dir = workdir / "certs", workdir / "data"
     await asyncio.to_thread(init_certs, certs)
@@ -251,14 +271,21 @@ async def run(
              "--grace-period", "1"]
     extra += ["--no-spawn"] if mode == "remote" else ["--max-local-agents", str(agents)]
     daemon = Daemon(workdir, certs, data_dir, extra)
-    counts = Counts(mode=mode, submitted=tasks)
+    counts = Counts(mode=mode, kill=kill, submitted=tasks)
+    proxy = None
     agent_procs: list[subprocess.Popen[bytes]] = []
     session = f"crash-{new_id()[:8]}"
     ids = [f"{session}-{i:03d}" for i in range(tasks)]  # fresh ids: a reused workdir still runs
     try:
         await asyncio.to_thread(daemon.start)
+        agents_to = daemon.address
+        if kill == "cut":
+            from tests.support.proxy import CutProxy
+
+            proxy = CutProxy(daemon.port).start()
+            agents_to = f"127.0.0.1:{proxy.port}"
         if mode == "remote":
-            agent_procs = start_agents(workdir, certs, daemon.address, agents)
+            agent_procs = start_agents(workdir, certs, agents_to, agents)
         acked: set[str] = set()
         finished: set[str] = set()
 
@@ -280,17 +307,38 @@ async def run(
             streams = [asyncio.create_task(submit_one(client, t, i)) for i, t in enumerate(ids)]
             await _wait(lambda: len(acked) == tasks and len(finished) >= kill_after * tasks, 60,
                         "the submissions to be acknowledged and the first tasks to finish", 0.01)
-            daemon.sigkill()
+            if kill in ("daemon", "both"):
+                daemon.sigkill()
+            if kill == "both":
+                # the agents finish what they run while the daemon is down (results kept, not
+                # delivered), then die too: only their journals on disk know those results
+                await asyncio.sleep(delay * 2 + 0.5)
+            if kill in ("agents", "both"):
+                _sigkill_all(agent_procs)
             counts.acknowledged = len(acked)
             counts.finished_before_kill = len(finished)
-            _, pending = await asyncio.wait(streams, timeout=20)
+            if kill == "cut":
+                assert proxy is not None
+                while not all(s.done() for s in streams):
+                    proxy.cut()
+                    counts.cuts += 1
+                    await asyncio.wait(streams, timeout=0.3 + random.random() * 0.7)
+                    if counts.cuts > 200:
+                        break
+            t0 = time.monotonic()
+            if kill == "agents":
+                agent_procs = start_agents(workdir, certs, agents_to, agents)
+            _, pending = await asyncio.wait(streams, timeout=20 if kill in ("daemon", "both") else timeout)
             for s in pending:
                 s.cancel()
         finally:
             await client.close()
 
-        t0 = time.monotonic()
-        await asyncio.to_thread(daemon.start, daemon.port)  # same address: remote agents reconnect by themselves
+        if kill in ("daemon", "both"):
+            t0 = time.monotonic()
+            await asyncio.to_thread(daemon.start, daemon.port)  # same address: remote agents reconnect by themselves
+        if kill == "both":
+            agent_procs = start_agents(workdir, certs, agents_to, agents)
         client = daemon.client()
         try:
             async def all_terminal() -> bool:
@@ -358,6 +406,8 @@ async def run(
             await client.close()
     finally:
         daemon.stop()
+        if proxy is not None:
+            proxy.close()
         for p in agent_procs:
             if p.poll() is None:
                 p.terminate()
@@ -369,6 +419,14 @@ async def run(
                 p.wait(5)
     counts.judge()
     return counts
+
+
+def _sigkill_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        p.wait(10)
 
 
 async def _n_agents(client: MeshClient, n: int) -> bool:
@@ -394,16 +452,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delay", type=float, default=0.3, help="seconds each echo task takes")
     ap.add_argument("--mode", choices=["remote", "local", "both"], default="both",
                     help="remote: hand-started agents that outlive the daemon; local: agents it spawns")
+    ap.add_argument("--kill", choices=[*KILLS, "all"], default="daemon",
+                    help="what is killed: the daemon, the (remote) agents, both together, or the agents' "
+                    "streams cut again and again; all: each in turn")
     ap.add_argument("--workdir", help="keep certificates, data and logs here (default: a temporary directory)")
     ap.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = ap.parse_args(argv)
     modes = ["remote", "local"] if args.mode == "both" else [args.mode]
+    kills = list(KILLS) if args.kill == "all" else [args.kill]
+    runs = [(m, k) for k in kills for m in modes if k == "daemon" or m == "remote"]
+    if not runs:
+        ap.error(f"--kill {args.kill} needs remote agents (--mode remote or both)")
     ok = True
-    for mode in modes:
+    for mode, kill in runs:
         with tempfile.TemporaryDirectory(prefix="orchgpt-crash-") as tmp:
-            work = Path(args.workdir) / mode if args.workdir else Path(tmp)
+            work = Path(args.workdir) / f"{mode}-{kill}" if args.workdir else Path(tmp)
             try:
-                c = asyncio.run(run(work, args.tasks, args.agents, args.delay, mode))
+                c = asyncio.run(run(work, args.tasks, args.agents, args.delay, mode, kill=kill))
             except ScenarioError as exc:
                 print(f"{mode}: could not run the scenario: {exc}", file=sys.stderr)
                 ok = False
@@ -412,8 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({**asdict(c), "accounted": c.accounted, "ok": c.ok}))
             continue
-        print(f"== crash recovery ({mode} agents): SIGKILL after {c.finished_before_kill} of {c.submitted} "
-              f"finished, restart recovered {c.recovered_by_daemon} unfinished tasks")
+        what = {"daemon": "SIGKILL of the daemon", "agents": "SIGKILL of every agent",
+                "both": "SIGKILL of the daemon and every agent", "cut": f"{c.cuts} cuts of every agent's stream"}[kill]
+        print(f"== crash recovery ({mode} agents, {what}): after {c.finished_before_kill} of {c.submitted} "
+              f"finished; the restarted daemon recovered {c.recovered_by_daemon} unfinished tasks")
         rows = [("submitted", c.submitted), ("acknowledged", c.acknowledged), ("succeeded", c.succeeded),
                 ("failed with a reason", c.failed_with_reason), ("lost", c.lost), ("unfinished", c.unfinished),
                 ("run twice (RESULT events in the store)", c.completed_twice),

@@ -8,6 +8,7 @@ pending request (or `/approve ID ANSWER` answers a given task's).
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,11 +19,18 @@ if TYPE_CHECKING:
 
     from .runner import TaskView
 
-ANSWER_HELP = "y = approve, n = reject, a N = approve this and the next N-1 calls, other text = reject with that feedback"
+ANSWER_HELP = (
+    "y = approve, y -N (or a N) = approve this and the next N-1 calls, n = reject, "
+    "other text = reject with that feedback"
+)
+_YES_N = re.compile(r"^(?:y|yes)\s*-\s*(\S+)$")
 
 
 def parse_answer(request_id: str, text: str) -> ApprovalResponse:
-    """y / yes, n / no, a N / all N, anything else: feedback for the model."""
+    """y / yes, y -N / a N / all N, n / no, anything else: feedback for the model.
+
+    ``y -N`` is AutoGPT's "run N continuous commands" (seed 003): this call and the next N-1.
+    """
     from orchgpt.models import ApprovalDecision, ApprovalResponse
 
     t = text.strip()
@@ -33,6 +41,16 @@ def parse_answer(request_id: str, text: str) -> ApprovalResponse:
         return ApprovalResponse(request_id, ApprovalDecision.APPROVE)
     if low in ("n", "no"):
         return ApprovalResponse(request_id, ApprovalDecision.REJECT, feedback="rejected by the user")
+    m = _YES_N.match(low)
+    if m:
+        try:
+            count = int(m.group(1))
+        except ValueError:
+            raise ParseError(f'"y -N" needs a number, e.g. y -5 ({ANSWER_HELP})') from None
+        if count < 1:
+            raise ParseError(
+                f'"y -N" needs a number of calls of 1 or more, e.g. y -5 ({ANSWER_HELP})')
+        return ApprovalResponse(request_id, ApprovalDecision.APPROVE_NEXT, count=count)
     head, _, rest = low.partition(" ")
     if head in ("a", "all"):
         try:

@@ -123,7 +123,7 @@ def help_lines(ctx: Context) -> list[Line]:
     lines += [
         [("", '  input    "quoted text" or bare words; | language is optional (default python)')],
         [("cmd.option", "  --approve     "), ("", "ask before each tool call the agent makes; answer y (yes), "
-                                                   "n (no), a N (yes to the next N), or feedback text")],
+                                                   "y -N or a N (yes to the next N), n (no), or feedback text")],
         [("cmd.option", "  -o KEY=VALUE  "), ("", "an option for the agent (repeatable), e.g. -o delay=2")],
         [("cmd.option", "  --id TASK_ID  "), ("", "your own task id: submitting it again never runs the task twice")],
         [("", "  e.g.     "), ("cmd.agent", '/architect create "fastapi app" | python')],
@@ -285,8 +285,8 @@ async def cancel_(ctx: Context, args: list[str]) -> None:
     ctx.out.record("cancel", {"task": _task_json(t)}, [[("ok", text)]])
 
 
-@meta("approve", "/approve [ID] y|n|a N|TEXT",
-      "answer a pending tool-call approval: y yes, n no, a N yes to the next N, other text = feedback",
+@meta("approve", "/approve [ID] y|y -N|n|a N|TEXT",
+      "answer a pending tool-call approval: y yes, y -N or a N yes to the next N, n no, other text = feedback",
       args=(1, None), complete="task", repl_only=True)
 async def approve_(ctx: Context, args: list[str]) -> None:
     from .approvals import ANSWER_HELP

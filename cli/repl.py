@@ -171,7 +171,7 @@ class Repl:
         head = self.ctx.approvals.head() if self.ctx.approvals is not None else None
         if head is not None:
             return [("class:prompt.question",
-                     f"approve {head.request.tool} for [{head.view.label}]? [y/n/a N/feedback] ")]
+                     f"approve {head.request.tool} for [{head.view.label}]? [y/y -N/n/feedback] ")]
         return [("class:prompt", "autogpt> ")]
 
     def bottom_toolbar(self) -> list[tuple[str, str]]:

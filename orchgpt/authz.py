@@ -267,6 +267,7 @@ ENVELOPE_TABLE: tuple[EnvelopeRule, ...] = (
     EnvelopeRule("REPLY(result)", True, (), True,
                  "agent: its task's result; daemon: a delegated sub-task's result"),
     EnvelopeRule("DELEGATE_TASK", True, (), False, "under the sender's own running task"),
+    EnvelopeRule("RUN_REFUSED", True, (), False, "an agent declines a RUN it was sent"),
     EnvelopeRule("ERROR", True, (), True, "an agent's ERROR is logged, never answered"),
     EnvelopeRule("RUN", False, (), True),
     EnvelopeRule("CANCEL", False, (), True),

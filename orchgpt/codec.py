@@ -327,3 +327,17 @@ def session_from_pb(m: pb.SessionInfo) -> SessionInfo:
         usage_by_agent={k: usage_from_pb(v) for k, v in m.usage_by_agent.items()},
         published=m.published, tags=list(m.tags), title=m.title,
     )
+
+
+def result_to_bytes(r: TaskResult) -> bytes:
+    """A result as protobuf bytes (the results journal, orchgpt/journal.py)."""
+    return result_to_pb(r).SerializeToString()
+
+
+def result_from_bytes(data: bytes) -> TaskResult:
+    """The inverse of result_to_bytes; DecodeError for bytes that are not a TaskResult."""
+    try:
+        m = pb.TaskResult.FromString(data)
+    except Exception as exc:  # google.protobuf.message.DecodeError and friends
+        raise DecodeError(f"not a TaskResult: {exc}") from None
+    return result_from_pb(m)

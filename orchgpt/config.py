@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")
     grace_period: float = Field(10.0, ge=0, description="seconds running tasks get to finish at shutdown")
     reconnect_grace: float = Field(
-        15.0, ge=0, description="after a restart, seconds to wait for agents to report tasks they were running"
+        15.0, ge=0,
+        description="seconds a disconnected agent's task is held for it (after a network blip or "
+        "a restart of orchgpt) before it is requeued",
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(10_000, ge=100, description="events buffered for a slow client before it is dropped")

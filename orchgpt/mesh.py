@@ -119,7 +119,12 @@ class Mesh:
         self._pending_events: list[TaskEvent] = []
         self._pending_messages: list[dict[str, object]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._awaiting: dict[str, float] = {}  # task id -> deadline for its agent to report back
+        # task id -> (deadline, why): a task whose agent is gone (disconnected, or orchgpt
+        # restarted) is held for it until the deadline (the reconnect grace), then requeued
+        self._awaiting: dict[str, tuple[float, str]] = {}
+        # task id -> agents of its earlier attempts (their late results still count)
+        self._ran_on: dict[str, set[str]] = {}
+        self._refusals: dict[str, int] = {}  # task id -> RUN_REFUSED so far (not attempts)
         self._requeues: dict[str, list[str]] = {}  # task id -> why it was requeued (reported in its result)
         self._closing = False
         self._bg: set[asyncio.Task[None]] = set()
@@ -149,7 +154,7 @@ class Mesh:
             elif t.agent_id.startswith(LOCAL_PREFIX):
                 self._requeue(t, f"orchestrator restarted; local agent {t.agent_id} is gone")
             else:
-                self._awaiting[t.task_id] = deadline
+                self._awaiting[t.task_id] = (deadline, "orchestrator restarted")
             n += 1
         for agent_type in list(self._queues):
             self._dispatch(agent_type)
@@ -162,7 +167,9 @@ class Mesh:
 
     @property
     def running_tasks(self) -> int:
-        return sum(1 for t in self.active.values() if t.state in (TaskState.ASSIGNED, TaskState.RUNNING))
+        # (a task held for a disconnected agent is not running anywhere)
+        return sum(1 for t in self.active.values()
+                   if t.state in (TaskState.ASSIGNED, TaskState.RUNNING) and t.task_id not in self._awaiting)
 
     def flush(self) -> None:
         """Write buffered events to the store."""
@@ -206,10 +213,10 @@ class Mesh:
             # The same identity reconnected (the old stream is half-open): the new link wins.
             self._idle.get(old.info.agent_type, {}).pop(agent_id, None)
             old.link.close("replaced by a new connection of the same agent", code="ABORTED")
-            if old.info.current_task and old.info.current_task != reg.current_task:
-                t = self.active.get(old.info.current_task)
-                if t is not None and t.agent_id == agent_id:
-                    self._requeue(t, f"agent {agent_id} reconnected without it")
+            t = self.active.get(old.info.current_task) if old.info.current_task else None
+            if t is not None and t.agent_id == agent_id and not t.state.terminal:
+                held = (time.monotonic(), f"agent {agent_id} replaced")
+                self._awaiting.setdefault(t.task_id, held)
         now = now_ms()
         local = bool(self.spawner and self.spawner.is_local(agent_id))
         info = AgentInfo(agent_id=agent_id, agent_type=reg.agent_type, capabilities=list(reg.capabilities),
@@ -219,29 +226,58 @@ class Mesh:
         self.agents[agent_id] = entry
         if local and self.spawner is not None:
             self.spawner.registered(agent_id)
-        cur = self.active.get(reg.current_task) if reg.current_task else None
-        if cur is not None and cur.agent_id == agent_id and not cur.state.terminal:
-            info.state = AgentState.BUSY
-            info.current_task = cur.task_id
-            self._awaiting.pop(cur.task_id, None)
-        else:
-            self._idle.setdefault(reg.agent_type, {})[agent_id] = None
         try:
             self.store.agent_seen(info)
         except StoreError as exc:
             log.warning("store_write_failed", what="agent", error=str(exc))
         log.info("agent_registered", agent_id=agent_id, agent_type=reg.agent_type, host=reg.host,
-                 local=local, pending_results=len(reg.pending_results))
+                 local=local, pending_results=len(reg.pending_results),
+                 current_task=reg.current_task or None)
+        # One set of rules for a blip and for a restart of orchgpt: results kept while
+        # disconnected settle their tasks (once); the task the agent still runs stays its own
+        # (no second RUN); a held task it neither runs nor reports never reached it: requeue.
         for r in reg.pending_results:
-            self.on_result(agent_id, r)
-        # After a restart: tasks the store says this agent was running, that it neither runs
-        # nor reports a result for, never reached it (the RUN died with orchgpt): requeue now.
-        for task_id in [t for t in self._awaiting if t != reg.current_task]:
+            self._settle(agent_id, r, "reported at reconnect")
+        self._resume(entry, reg.current_task)
+        for task_id, (_, why) in list(self._awaiting.items()):
             t = self.active.get(task_id)
-            if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                self._requeue(t, f"orchestrator restarted; agent {agent_id} reconnected without it")
+            if (t is not None and t.agent_id == agent_id and task_id != reg.current_task
+                    and not t.state.terminal):
+                self._requeue(t, f"{why}; agent {agent_id} reconnected without it")
+        if info.state == AgentState.IDLE:
+            self._idle.setdefault(reg.agent_type, {})[agent_id] = None
         self._dispatch(reg.agent_type)
         return info
+
+    def _resume(self, entry: AgentEntry, task_id: str) -> None:
+        """A reconnecting agent still runs ``task_id``: it keeps it (no second RUN) if it is its."""
+        info = entry.info
+        if not task_id:
+            return
+        t = self.active.get(task_id)
+        if t is not None and not t.state.terminal and (t.agent_id == info.agent_id or (
+                t.state == TaskState.QUEUED and info.agent_id in self._ran_on.get(task_id, ()))):
+            if t.state == TaskState.QUEUED:  # the grace ran out, but nobody else took it yet
+                q = self._queues.get(t.agent_type)
+                if q and task_id in q:
+                    q.remove(task_id)
+                t.agent_id = info.agent_id
+                self._set_state(t, TaskState.RUNNING)
+            self._awaiting.pop(task_id, None)
+            info.state = AgentState.BUSY
+            info.current_task = task_id
+            log.info("task_resumed", task_id=task_id, agent_id=info.agent_id)
+            self._publish(TaskEvent(task_id, EventKind.LOG, agent_id=info.agent_id,
+                                    text=f"{info.agent_id} reconnected and goes on with it",
+                                    parent_task_id=t.parent_task_id))
+            return
+        # It runs something that is no longer its own (finished, cancelled or taken elsewhere):
+        # stop it; the agent is busy until it answers.
+        info.state = AgentState.BUSY
+        info.current_task = ""
+        entry.link.send_cancel(
+            task_id, "this task was settled or moved elsewhere while you were disconnected")
+        log.info("stale_task_cancelled", task_id=task_id, agent_id=info.agent_id)
 
     def touch(self, agent_id: str) -> None:
         e = self.agents.get(agent_id)
@@ -261,8 +297,20 @@ class Mesh:
         if entry.info.current_task:
             t = self.active.get(entry.info.current_task)
             if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                self._requeue(t, f"agent {agent_id} lost: {reason}")
+                self._hold(t, f"agent {agent_id} lost: {reason}")
         self._dispatch(entry.info.agent_type)
+
+    def _hold(self, t: Task, why: str) -> None:
+        """Keep a task for its disconnected agent during the reconnect grace."""
+        if self.reconnect_grace <= 0:
+            self._requeue(t, why)
+            return
+        self._awaiting[t.task_id] = (time.monotonic() + self.reconnect_grace, why)
+        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why,
+                 grace_s=self.reconnect_grace)
+        self._publish(TaskEvent(t.task_id, EventKind.LOG, agent_id=t.agent_id,
+                                parent_task_id=t.parent_task_id,
+                                text=f"{why}; waiting {self.reconnect_grace:g}s for it to reconnect"))
 
     def spawn_failed(self, agent_type: str, reason: str) -> None:
         """A local agent type cannot start: fail its queued tasks rather than keep them forever."""
@@ -302,12 +350,13 @@ class Mesh:
                 self.disconnect(agent_id, e.link, f"no heartbeat for {silent:.1f}s")
             else:
                 e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
-        for task_id, deadline in list(self._awaiting.items()):
+        for task_id, (deadline, why) in list(self._awaiting.items()):
             if now >= deadline:
                 del self._awaiting[task_id]
                 t = self.active.get(task_id)
-                if t is not None and not t.state.terminal:
-                    self._requeue(t, f"orchestrator restarted; agent {t.agent_id} did not report back")
+                if t is not None and not t.state.terminal and t.agent_id not in self.agents:
+                    self._requeue(t, f"{why}; agent {t.agent_id} did not come back within "
+                                     f"{self.reconnect_grace:g}s")
 
     # ------------------------------------------------------------------ tasks
     def submit(
@@ -419,18 +468,72 @@ class Mesh:
 
     def on_result(self, agent_id: str, result: TaskResult) -> None:
         entry = self.agents.get(agent_id)
-        if entry is not None and entry.info.current_task == result.task_id:
+        if entry is not None and entry.info.state == AgentState.BUSY and (
+                entry.info.current_task in (result.task_id, "")):
             entry.info.current_task = ""
             entry.info.state = AgentState.IDLE
             self._idle.setdefault(entry.info.agent_type, {})[agent_id] = None
-        t = self.active.get(result.task_id)
-        if t is not None and t.agent_id == agent_id and not t.state.terminal:
-            self.log_message("REPLY", agent_id, "orchgpt", t)
-            result.agent_id = agent_id
-            result.agent_type = t.agent_type
-            self._awaiting.pop(t.task_id, None)
-            self._finish(t, result)
+        self._settle(agent_id, result, "reply")
         if entry is not None:
+            self._dispatch(entry.info.agent_type)
+
+    def _settle(self, agent_id: str, result: TaskResult, how: str) -> None:
+        """A result from an agent settles its task exactly once, whenever it arrives."""
+        t = self.active.get(result.task_id)
+        if t is None or t.state.terminal:
+            log.info("result_already_settled", task_id=result.task_id, agent_id=agent_id, how=how,
+                     state=str(result.state))
+            return
+        if t.agent_id != agent_id:
+            if agent_id not in self._ran_on.get(t.task_id, ()):
+                log.warning("result_from_other_agent_dropped", task_id=t.task_id, agent_id=agent_id,
+                            assigned_to=t.agent_id or None)
+                return
+            if result.state == TaskState.CANCELLED:
+                log.info("stale_result_dropped", task_id=t.task_id, agent_id=agent_id,
+                         state=str(result.state))
+                return
+            # the late result of an earlier attempt counts: the task stops waiting or running
+            log.info("late_result_settles_task", task_id=t.task_id, agent_id=agent_id, how=how,
+                     then_on=t.agent_id or None)
+            if t.state == TaskState.QUEUED:
+                q = self._queues.get(t.agent_type)
+                if q and t.task_id in q:
+                    q.remove(t.task_id)
+            elif t.agent_id in self.agents:
+                self.agents[t.agent_id].link.send_cancel(
+                    t.task_id, f"finished by {agent_id} in an earlier attempt")
+            t.agent_id = agent_id
+        self.log_message("REPLY", agent_id, "orchgpt", t)
+        result.agent_id = agent_id
+        result.agent_type = t.agent_type
+        self._finish(t, result)
+
+    def on_refused(self, agent_id: str, task_id: str, reason: str, code: str = "") -> None:
+        """RUN_REFUSED: the agent does not take the task (busy, unsupported). It goes back to the
+        queue without counting an attempt; too many refusals in a row fail it with the reason."""
+        entry = self.agents.get(agent_id)
+        t = self.active.get(task_id)
+        if t is None or t.agent_id != agent_id or t.state.terminal:
+            log.info("stale_refusal_ignored", task_id=task_id, agent_id=agent_id)
+            return
+        why = f"agent {agent_id} refused it ({code or 'REFUSED'}: {reason or 'no reason given'})"
+        log.info("run_refused", task_id=task_id, agent_id=agent_id, code=code or None,
+                 reason=reason or None)
+        if entry is not None and entry.info.current_task == task_id:
+            entry.info.current_task = ""
+            if code.upper() != "BUSY":  # a busy agent tells us when it is free (its REPLY)
+                entry.info.state = AgentState.IDLE
+        n = self._refusals[task_id] = self._refusals.get(task_id, 0) + 1
+        t.attempts = max(t.attempts - 1, 0)
+        self._awaiting.pop(task_id, None)
+        if n > max(self.max_attempts, 1) * 3:
+            self._finish(t, TaskResult(task_id, TaskState.FAILED, agent_type=t.agent_type,
+                                       agent_id=agent_id, error=f"{why}; refused {n} times"))
+        else:
+            self._requeue(t, why)
+        if entry is not None and entry.info.state == AgentState.IDLE:
+            self._idle.setdefault(entry.info.agent_type, {})[agent_id] = None
             self._dispatch(entry.info.agent_type)
 
     def on_delegate(
@@ -443,8 +546,13 @@ class Mesh:
                 code="PERMISSION_DENIED",
             )
         cmd.session_id = parent.session_id
+        cmd.approval = cmd.approval or parent.approval  # with approval on, its sub-tasks ask too
         if cmd.action not in (Action.CREATE, Action.RUN):
             cmd.action = Action.CREATE
+        if cmd.task_id:
+            attached = self._attach_child(agent_id, cmd.task_id, parent_task_id, correlation_id)
+            if attached is not None:
+                return attached
         # the sub-task belongs to the root's owner (orchgpt.authz); delegated_by names the agent
         task, _ = self.submit(cmd, submitted_by=parent.submitted_by or agent_id, parent_task_id=parent_task_id,
                               delegated_by=agent_id, reply_to=correlation_id, inputs=inputs)
@@ -452,6 +560,29 @@ class Mesh:
             # a resubmitted, already finished sub-task: answer at once
             self._reply_to_delegator(task)
         return task
+
+    def _attach_child(self, agent_id: str, task_id: str, parent_task_id: str,
+                      correlation_id: str) -> Task | None:
+        """A delegation with a known id (a re-run of its parent): the existing sub-task answers
+        this delegation (its result now, or when it finishes) rather than running again."""
+        existing = self.active.get(task_id) or self.store.get_task(task_id)
+        if existing is None:
+            return None
+        if existing.parent_task_id != parent_task_id:
+            raise RoutingError(f"task id {task_id!r} is taken by a task that is not a sub-task of "
+                               f"{parent_task_id!r}", code="ALREADY_EXISTS")
+        log.info("delegation_attached", task_id=task_id, parent_task_id=parent_task_id,
+                 state=str(existing.state), delegated_by=agent_id)
+        existing.delegated_by = agent_id
+        existing.options[REPLY_TO] = correlation_id
+        if existing.state.terminal:
+            self._reply_to_delegator(existing)  # answered at once with its result
+        else:
+            try:
+                self.store.save_task(existing)
+            except StoreError as exc:
+                log.error("store_write_failed", what="task", task_id=task_id, error=str(exc))
+        return existing
 
     # ------------------------------------------------------------------ internals
     def _has_capacity(self, agent_type: str) -> bool:
@@ -517,6 +648,8 @@ class Mesh:
         self.stats["requeued"] += 1
         self._requeues.setdefault(t.task_id, []).append(reason)
         lost = t.agent_id
+        if lost:
+            self._ran_on.setdefault(t.task_id, set()).add(lost)
         t.agent_id = ""
         self._set_state(t, TaskState.QUEUED)
         log.info("task_requeued", task_id=t.task_id, reason=reason, attempts=t.attempts)
@@ -543,6 +676,8 @@ class Mesh:
         self.active.pop(t.task_id, None)
         self._seq.pop(t.task_id, None)
         self._awaiting.pop(t.task_id, None)
+        self._ran_on.pop(t.task_id, None)
+        self._refusals.pop(t.task_id, None)
         self.stats["completed"] += 1
         log.info("task_finished", task_id=t.task_id, state=str(result.state), agent_id=t.agent_id or None,
                  error=result.error or None)

@@ -5,6 +5,7 @@ Plain dataclasses; nothing here knows about protobuf or gRPC (see codec.py).
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,6 +18,14 @@ def now_ms() -> int:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def child_task_id(parent_task_id: str, key: str) -> str:
+    """The id of a delegated sub-task: derived from its parent's id and its place in the plan
+    (``key``), so that a re-run of the parent (after a crash) finds the children it made
+    before instead of making new ones. At most 64 characters (the task id rule)."""
+    digest = hashlib.sha256(f"{parent_task_id}\0{key}".encode()).hexdigest()[:32]
+    return f"{parent_task_id[:31]}.{digest}"
 
 
 class TaskState(StrEnum):

@@ -267,7 +267,8 @@ class MeshServicer(pb_grpc.MeshServicer):
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
             registered=pb.Registered(agent_id=agent_id, heartbeat_interval_ms=self.heartbeat_ms,
-                                     max_message_bytes=self.max_message_bytes)))
+                                     max_message_bytes=self.max_message_bytes,
+                                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000))))
         # the rest of the first batch
         for env in first.envelopes[1:]:
             self._from_agent(agent_id, env, outbox)
@@ -363,6 +364,8 @@ class MeshServicer(pb_grpc.MeshServicer):
                 self.mesh.on_event(agent_id, ev)
             elif t == pb.REPLY:
                 self._on_reply(agent_id, env)
+            elif t == pb.RUN_REFUSED:
+                self.mesh.on_refused(agent_id, env.task_id, env.refusal.reason, env.refusal.code)
             elif t == pb.DELEGATE_TASK:
                 cmd, parent, inputs = codec.spec_to_command(env.task)
                 too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes, "task.input")

@@ -22,7 +22,6 @@ Supervision tells the user what goes wrong:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -35,39 +34,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import message as protobuf_message
-
-from . import codec, logs
+from . import journal, logs
 from .certs import CA
 from .datadir import make_private_dir, open_private
-from .iac.v1 import iac_pb2 as pb
 from .mesh import LOCAL_PREFIX
 from .models import TaskResult
 
 log = logs.get("orchgpt.spawner")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-JOURNAL_SUFFIX = ".results"
+JOURNAL_SUFFIX = journal.SUFFIX
 
 
 def read_journals(directory: Path) -> dict[str, list[TaskResult]]:
     """Results that spawned agents of a previous orchgpt wrote before it died (by agent id)."""
-    out: dict[str, list[TaskResult]] = {}
-    for path in sorted(directory.glob(f"{LOCAL_PREFIX}*{JOURNAL_SUFFIX}")):
-        name = path.name.removesuffix(JOURNAL_SUFFIX)
-        for line in path.read_bytes().splitlines():
-            try:
-                result = codec.result_from_pb(pb.TaskResult.FromString(base64.b64decode(line)))
-            except (ValueError, codec.DecodeError, protobuf_message.DecodeError) as exc:  # a torn last line
-                log.warning("journal_line_skipped", agent_id=name, error=str(exc)[:200])
-                continue
-            out.setdefault(name, []).append(result)
-    return out
+    return journal.read_dir(directory, LOCAL_PREFIX)
 
 
 def remove_journals(directory: Path) -> None:
-    for path in directory.glob(f"{LOCAL_PREFIX}*{JOURNAL_SUFFIX}"):
-        path.unlink(missing_ok=True)
+    journal.remove_dir(directory, LOCAL_PREFIX)
+
+
 FAILS_BEFORE_GIVING_UP = 3  # crashes in a row before the agent ever registered
 HOUSEKEEPING_S = 0.5  # how often idle agents and waiting starts are looked at
 STOP_GRACE_S = 5.0  # an agent asked to stop is killed after this

@@ -170,6 +170,12 @@ def test_highlighting_classes() -> None:
     ("n", ApprovalDecision.REJECT, 1, "rejected by the user"),
     ("a 3", ApprovalDecision.APPROVE_NEXT, 3, ""),
     ("all 2", ApprovalDecision.APPROVE_NEXT, 2, ""),
+    # seed 003 (AutoGPT): "'y -N' to run N continuous commands"
+    ("y -5", ApprovalDecision.APPROVE_NEXT, 5, ""),
+    ("Y -1", ApprovalDecision.APPROVE_NEXT, 1, ""),
+    ("yes -12", ApprovalDecision.APPROVE_NEXT, 12, ""),
+    ("y-3", ApprovalDecision.APPROVE_NEXT, 3, ""),
+    ("y - 2", ApprovalDecision.APPROVE_NEXT, 2, ""),
     ("use a temp dir instead", ApprovalDecision.FEEDBACK, 1, "use a temp dir instead"),
 ])
 def test_approval_answers(text: str, decision: ApprovalDecision, count: int, feedback: str) -> None:
@@ -181,6 +187,8 @@ def test_approval_answers(text: str, decision: ApprovalDecision, count: int, fee
     ("", "empty answer"),
     ("a x", '"a" needs a number, e.g. a 5'),
     ("a 0", '"a" needs a number of calls of 1 or more'),
+    ("y -x", '"y -N" needs a number, e.g. y -5'),
+    ("y -0", '"y -N" needs a number of calls of 1 or more'),
 ])
 def test_bad_approval_answers(text: str, message: str) -> None:
     with pytest.raises(ParseError, match=message):

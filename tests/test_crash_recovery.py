@@ -46,6 +46,20 @@ async def test_sigkill_with_spawned_agents_requeues_their_tasks(tmp_path: Path) 
     assert c.requeued > 0  # the tasks running on the dead local agents ran again elsewhere
 
 
+@pytest.mark.parametrize("kill", ["agents", "both", "cut"])
+async def test_agents_killed_or_cut_lose_and_repeat_nothing(kill: str, tmp_path: Path) -> None:
+    """Issue 11: SIGKILL every remote agent (and the daemon with them), or cut their streams
+    again and again: still nothing lost and nothing run twice."""
+    c = await asyncio.wait_for(run(tmp_path, tasks=30, agents=4, delay=0.3, mode="remote", kill=kill), 110)
+    assert c.acknowledged == c.submitted == 30, c
+    assert c.lost == 0 and c.unfinished == 0 and c.succeeded == 30, c
+    assert c.completed_twice == 0 and c.executed_twice == 0, c
+    assert c.resubmit_reran == 0, c
+    assert c.ok, c.problems
+    if kill == "cut":
+        assert c.cuts >= 1
+
+
 def _finishes(agent: AgentProc, task_id: str) -> int:
     n = 0
     for line in agent.log().splitlines():

@@ -27,7 +27,8 @@ async def n_agents(c, n: int) -> bool:  # type: ignore[no-untyped-def]
 async def test_agent_killed_mid_task_is_requeued_to_another_instance(
     daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
 ) -> None:
-    d: Daemon = daemon_factory("--no-spawn").start()
+    # a SIGKILLed agent cannot be told from a network blip: its task is held for the reconnect grace
+    d: Daemon = daemon_factory("--no-spawn", "--reconnect-grace", "1").start()
     workers = {n: start_agent(d, n) for n in ("worker-1", "worker-2")}
     agents.extend(workers.values())
     async with d.client() as c:
@@ -52,7 +53,7 @@ async def test_agent_killed_mid_task_is_requeued_to_another_instance(
 async def test_agent_killed_with_no_attempts_left_fails_with_a_reason(
     daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
 ) -> None:
-    d: Daemon = daemon_factory("--no-spawn", "--max-attempts", "1").start()
+    d: Daemon = daemon_factory("--no-spawn", "--max-attempts", "1", "--reconnect-grace", "1").start()
     a1 = start_agent(d, "fragile-1")
     agents.append(a1)
     async with d.client() as c:

@@ -169,7 +169,8 @@ async def test_agent_killed_mid_sub_task_is_retried_elsewhere_and_reported(daemo
     The mesh requeues the sub-task to the other (idle) one; the manager's report says so.
     """
     env = model.env(api_key="test")
-    d: Daemon = daemon_factory(*DAEMON_ARGS, env={**env, **DAEMON_ENV}).start()
+    # the killed agent's task is held for the reconnect grace (it could be a blip), then requeued
+    d: Daemon = daemon_factory(*DAEMON_ARGS, "--reconnect-grace", "2", env={**env, **DAEMON_ENV}).start()
     root = d.data_dir / "workspaces"
     backends = {n: start_agent(d, n, "backend", extra_env={**env, "ORCHGPT_WORKSPACE_ROOT": str(root)},
                                extra_args=["--workspace-root", str(root)]) for n in ("backend-a", "backend-b")}

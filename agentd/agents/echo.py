@@ -3,15 +3,21 @@
 Options: ``delay`` (seconds to wait before replying, to exercise cancellation
 and requeueing), ``tokens`` (stream the input back word by word as token
 events), ``fail`` (fail with this reason), ``ask`` (send the input to this agent, an id or
-``type:NAME``, as a COMMAND and reply with its answer; ``ask_timeout`` seconds, default 10).
+``type:NAME``, as a COMMAND and reply with its answer; ``ask_timeout`` seconds, default 10),
+``record`` (a file: append "TASK_ID INPUT" to it, fsynced, each time a run finishes: tests
+count runs with it), ``children`` (delegate that many echo sub-tasks, in parallel, each with a
+stable key and the same ``record``; the i-th waits (i+1) x ``child_delay``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+
+from orchgpt.models import Action
 
 from ..errors import TaskFailed
-from ..runtime import Agent, Outcome, TaskContext, register
+from ..runtime import Agent, Outcome, SubTask, TaskContext, register
 
 
 @register
@@ -36,7 +42,30 @@ class EchoAgent(Agent):
         if opts.get("tokens"):
             for word in ctx.task.input.split(" "):
                 ctx.token(word + " ")
-        return Outcome(output=ctx.task.input)
+        output = ctx.task.input
+        if int(opts.get("children", "0") or 0) > 0:
+            step = float(opts.get("child_delay", "0") or 0)
+            extra = {"record": opts["record"]} if opts.get("record") else {}
+            subs = [SubTask("echo", f"{ctx.task.input}/{i}", action=Action.RUN,
+                            options={"delay": f"{step * (i + 1):g}", **extra}, key=f"child-{i}")
+                    for i in range(int(opts["children"]))]
+            results = await ctx.delegate_many(subs)
+            bad = [r for r in results if not r.ok]
+            if bad:
+                raise TaskFailed(f"{len(bad)} sub-task(s) failed: {bad[0].error}")
+            output = " ".join(r.output for r in results)
+        if opts.get("record"):
+            _record(opts["record"], f"{ctx.task.task_id} {ctx.task.input}\n")
+        return Outcome(output=output)
 
     async def on_command(self, sender: str, payload: bytes) -> bytes:
         return b"echo: " + payload
+
+
+def _record(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -264,7 +264,8 @@ class ManagerAgent(LLMAgent):
                     except (OSError, shutil.Error) as exc:
                         ctx.log(f"{t.item.id}: could not copy the project for it ({exc}); it works in the project")
                 sub = SubTask(t.item.agent_type, text, language=ctx.task.language or "python", action=Action.CREATE,
-                              options={**t.item.options, **where}, inputs=list(inputs))
+                              options={**t.item.options, **where}, inputs=list(inputs),
+                              key=f"{t.item.id}#{n}")  # a re-run after a crash finds this sub-task
                 result = await self._delegate(ctx, sub, timeout)
                 a.finished_ms = _now_ms()
                 a.task_id, a.agent_id, a.state = result.task_id, result.agent_id, str(result.state)

@@ -83,6 +83,10 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     CANCEL: _MessageType.ValueType  # 16
     APPROVAL_REQUEST: _MessageType.ValueType  # 17
     APPROVAL_RESPONSE: _MessageType.ValueType  # 18
+    RUN_REFUSED: _MessageType.ValueType  # 19
+    """An agent declines a RUN (busy, unsupported): correlation_id = the RUN's id, body
+    `refusal`. The task is requeued without counting an attempt.
+    """
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -105,6 +109,10 @@ HEARTBEAT: MessageType.ValueType  # 15
 CANCEL: MessageType.ValueType  # 16
 APPROVAL_REQUEST: MessageType.ValueType  # 17
 APPROVAL_RESPONSE: MessageType.ValueType  # 18
+RUN_REFUSED: MessageType.ValueType  # 19
+"""An agent declines a RUN (busy, unsupported): correlation_id = the RUN's id, body
+`refusal`. The task is requeued without counting an attempt.
+"""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 
 class _Action:
@@ -279,6 +287,7 @@ class Envelope(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     APPROVAL_REQUEST_FIELD_NUMBER: _builtins.int
     APPROVAL_RESPONSE_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """unique per sender (e.g. uuid4 hex)"""
@@ -331,6 +340,10 @@ class Envelope(_message.Message):
     def approval_request(self) -> Global___ApprovalRequest: ...
     @_builtins.property
     def approval_response(self) -> Global___ApprovalResponse: ...
+    @_builtins.property
+    def refusal(self) -> Global___Refusal:
+        """RUN_REFUSED"""
+
     def __init__(
         self,
         *,
@@ -357,13 +370,14 @@ class Envelope(_message.Message):
         cancel: Global___Cancel | None = ...,
         approval_request: Global___ApprovalRequest | None = ...,
         approval_response: Global___ApprovalResponse | None = ...,
+        refusal: Global___Refusal | None = ...,
         payload: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "register", b"register", "registered", b"registered", "reply", b"reply", "task", b"task", "terminate", b"terminate"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "task", b"task", "terminate", b"terminate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ping", "broadcast", "file_chunk", "command", "task", "register", "registered", "terminate", "reply", "event", "error", "heartbeat", "cancel", "approval_request", "approval_response", "payload"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ping", "broadcast", "file_chunk", "command", "task", "register", "registered", "terminate", "reply", "event", "error", "heartbeat", "cancel", "approval_request", "approval_response", "refusal", "payload"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -673,26 +687,57 @@ class Registered(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    RECONNECT_GRACE_MS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """the certificate CN"""
     heartbeat_interval_ms: _builtins.int
     """send a HEARTBEAT this often"""
     max_message_bytes: _builtins.int
     """the largest frame the orchestrator accepts"""
+    reconnect_grace_ms: _builtins.int
+    """How long the orchestrator holds a disconnected agent's task for it: a reconnect within
+    this time with `current_task` resumes the assignment (no second RUN); after it the task
+    is requeued. `pending_results` are accepted whenever they arrive.
+    """
     def __init__(
         self,
         *,
         agent_id: _builtins.str = ...,
         heartbeat_interval_ms: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
+        reconnect_grace_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_message_bytes", b"max_message_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_message_bytes", b"max_message_bytes", "reconnect_grace_ms", b"reconnect_grace_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Registered: _TypeAlias = Registered  # noqa: Y015
+
+@_typing.final
+class Refusal(_message.Message):
+    """RUN_REFUSED: why an agent does not take a RUN. code: BUSY, UNSUPPORTED, ..."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    code: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
 
 @_typing.final
 class Terminate(_message.Message):
