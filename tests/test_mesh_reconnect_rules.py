@@ -49,7 +49,7 @@ class Link:
 
     def send_ping(self) -> None: ...
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: str = "UNAVAILABLE") -> None:
         self.closed = reason
 
 

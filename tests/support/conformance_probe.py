@@ -223,6 +223,7 @@ async def main() -> dict[str, Any]:
             task_id="nope", state=pb.SUCCEEDED))},
         "DELEGATE_TASK": {"task_id": "alice-live", "task": pb.TaskSpec(
             agent_type="peertype", action=pb.RUN_ACTION, input="sub", parent_task_id="alice-live")},
+        "RUN_REFUSED": {"task_id": "nope", "refusal": pb.Refusal(reason="probe", code="BUSY")},
         "ERROR": {"error": pb.Error(code="INTERNAL", message="probe")},
         "RUN": {"task": pb.TaskSpec(task_id="forged", agent_type="peertype", input="x")},
         "CANCEL": {"task_id": "alice-live", "cancel": pb.Cancel(reason="forged")},
