@@ -25,6 +25,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from .. import logs
 from ..client import MeshClient
@@ -84,6 +85,9 @@ class _Reconnect(Exception):
 class AmqpBridge:
     def __init__(self, config: BridgeConfig, mesh: MeshClient) -> None:
         self.cfg = config
+        password = wire.url_password(config.url)
+        if len(password) >= 3:  # masking shorter strings would garble every log line
+            _SECRETS.update({password, unquote(password)})
         self.mesh = mesh
         self.conversations: dict[str, _Conversation] = {}
         self.questions: dict[str, _Question] = {}  # by question id
@@ -427,7 +431,13 @@ class AmqpBridge:
         log.info("amqp_conversation_ended", session_id=inbound.session_id, cancelled=len(ended))
 
 
+_SECRETS: set[str] = set()
+
+
 def _describe(exc: BaseException) -> str:
+    """An error for the log: short, and without the broker password even if a library put it in."""
     text = str(exc) or type(exc).__name__
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
     return text if len(text) < 300 else text[:300] + "..."
 

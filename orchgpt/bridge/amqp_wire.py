@@ -212,6 +212,15 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def url_password(url: str) -> str:
+    """The password in an AMQP URL (decoded and as written), to keep it out of logs."""
+    try:
+        raw = urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
+    except ValueError:
+        return ""
+    return raw
+
+
 def resolve_url(url: str | None, env: dict[str, str]) -> str:
     """--url, else RABBITMQ_URL, else the seed's RABBITMQ_HOST (a host name or a URL)."""
     if url:
