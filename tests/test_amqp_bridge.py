@@ -302,6 +302,22 @@ def test_kill_9_bridge_with_messages_in_flight_every_message_answered_exactly_on
     assert len(final) == n
 
 
+def test_daemon_down_and_back_every_message_answered_once(bridge_factory: Any, service: SeedService,
+                                                          mesh: Daemon) -> None:
+    bridge = bridge_factory().start()
+    service.send("before")
+    assert roles(service.receive(1)) == [("ON_RESPONSE", "before")]
+    port = mesh.port
+    mesh.kill()  # kill -9 the daemon
+    for i in range(5):
+        service.send(f"while-down-{i}", message_id=f"down-{i}", correlation_id=f"d-{i}")
+    wait_for(lambda: b"mesh_unavailable" in bridge.log_path.read_bytes(), 20, what="the bridge to retry the mesh")
+    mesh.start(port=port)
+    answers = service.receive(5, timeout=40) + service.receive(1, timeout=2)
+    assert sorted((p.correlation_id, m["role"], m["content"]) for m, p in answers) == [
+        (f"d-{i}", "ON_RESPONSE", f"while-down-{i}") for i in range(5)], bridge.log()[-3000:]
+
+
 # ------------------------------------------------------------------ questions (USER_INPUT)
 
 class AskingAgent(Agent):
