@@ -39,8 +39,16 @@ QUORUM = {"x-queue-type": "quorum"}
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
     """One private broker (and epmd) for this module: starting one takes several seconds."""
+    import trustme
+
+    tls_dir = tmp_path_factory.mktemp("rabbitmq-tls")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tls_dir / "ca.pem"))
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(tls_dir / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(tls_dir / "server-key.pem"))
     epmd = Epmd().start()
-    rmq = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), epmd)
+    rmq = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), epmd, tls=(tls_dir / "server.pem", tls_dir / "server-key.pem"))
     try:
         rmq.start(timeout=90)
         yield rmq
@@ -117,14 +125,15 @@ class Bridge:
     def log_path(self) -> Path:
         return self.workdir / f"bridge-{self.runs}.log"
 
-    def start(self) -> Bridge:
+    def start(self, ready: bytes = b"amqp_connected") -> Bridge:
+        """Start it and wait for the log line ``ready``."""
         self.runs += 1
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "orchgpt", "bridge", "amqp", *self.args],
                                          cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: b"amqp_connected" in self.log_path.read_bytes() or self.proc.poll() is not None,  # type: ignore[union-attr]
-                 30, what="the bridge to connect")
+        wait_for(lambda: ready in self.log_path.read_bytes() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                 30, what=f"{ready.decode()} in the bridge's log")
         assert self.proc.poll() is None, self.log()
         return self
 
@@ -316,6 +325,18 @@ def test_daemon_down_and_back_every_message_answered_once(bridge_factory: Any, s
     answers = service.receive(5, timeout=40) + service.receive(1, timeout=2)
     assert sorted((p.correlation_id, m["role"], m["content"]) for m, p in answers) == [
         (f"d-{i}", "ON_RESPONSE", f"while-down-{i}") for i in range(5)], bridge.log()[-3000:]
+
+
+def test_amqps_with_a_ca_file(bridge_factory: Any, broker: RabbitMQ, service: SeedService) -> None:
+    ca = broker.tls[0].parent / "ca.pem"  # type: ignore[index]
+    # The system's CAs do not know this broker: refused, said so, and retried (the bridge stays up).
+    untrusted = bridge_factory(url=broker.amqps_url).start(ready=b"amqp_unavailable")
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.log()
+    untrusted.stop()
+    bridge = bridge_factory("--ca-file", str(ca), url=broker.amqps_url).start()
+    service.send("over tls")
+    assert roles(service.receive(1)) == [("ON_RESPONSE", "over tls")], bridge.log()
+    assert "amqps://guest:***@127.0.0.1" in bridge.log() and "guest:guest" not in bridge.log()
 
 
 # ------------------------------------------------------------------ questions (USER_INPUT)

@@ -97,11 +97,18 @@ class RabbitMQ:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     starts: int = 0
+    # (certfile, keyfile) to also listen with TLS (amqps) on ``tls_port``
+    tls: tuple[Path, Path] | None = None
+    tls_port: int = 0
     _cookie: str = field(default_factory=lambda: secrets.token_hex(16))
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def amqps_url(self) -> str:
+        return f"amqps://guest:guest@127.0.0.1:{self.tls_port}/"
 
     def env(self) -> dict[str, str]:
         d = self.workdir
@@ -135,11 +142,18 @@ class RabbitMQ:
             cookie.chmod(0o400)
         (d / "enabled_plugins").write_text("[].\n")
         (d / "rabbitmq-env.conf").write_text("")
-        (d / "rabbitmq.conf").write_text(
+        conf = (
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
             "loopback_users.guest = true\n"
             "log.console = true\nlog.console.level = warning\nlog.file.level = info\n"
         )
+        if self.tls is not None:
+            conf += (
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.certfile = {self.tls[0]}\nssl_options.keyfile = {self.tls[1]}\n"
+                "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"
+            )
+        (d / "rabbitmq.conf").write_text(conf)
 
     def start(self, timeout: float = 60.0) -> RabbitMQ:
         """Start the node (keeping ports, node name and data across restarts) and wait until an
@@ -147,6 +161,7 @@ class RabbitMQ:
         if not self.port:
             self.port = free_port()
             self.dist_port = free_port()
+            self.tls_port = free_port() if self.tls is not None else 0
             self.node = f"orchgpt-test-{uuid.uuid4().hex[:8]}@localhost"
         self._prepare()
         self.starts += 1
