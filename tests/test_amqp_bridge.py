@@ -291,7 +291,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(bridge_fact
 
 def test_kill_9_bridge_with_messages_in_flight_every_message_answered_exactly_once(
         bridge_factory: Any, service: SeedService) -> None:
-    n = 60
+    n = 100
     bridge = bridge_factory()
     bridge.start()
     for i in range(n):
@@ -309,6 +309,20 @@ def test_kill_9_bridge_with_messages_in_flight_every_message_answered_exactly_on
     final = [(p.correlation_id, m["content"]) for m, p in answers if m["role"] == "ON_RESPONSE"]
     assert sorted(final) == sorted((f"c-{i}", f"m-{i}") for i in range(n)), bridge.log()
     assert len(final) == n
+
+
+def test_sigterm_stops_the_bridge_and_the_next_one_answers(bridge_factory: Any, service: SeedService) -> None:
+    bridge = bridge_factory().start()
+    service.send(json.dumps({"content": "slow", "options": {"delay": "3"}}), message_id="slow-1")
+    [(report, _)] = service.receive(1, timeout=30)
+    assert report["role"] == "REPORT"
+    assert bridge.stop(signal.SIGTERM) == 0
+    assert "bridge_stopped" in bridge.log()
+    bridge.start()  # the request was not acked: the next bridge answers it (from the same task)
+    answers = service.receive(until=lambda got: any(m["role"] == "ON_RESPONSE" for m, _ in got), timeout=30)
+    answers += service.receive(1, timeout=2)
+    assert [m["content"] for m, _ in answers if m["role"] == "ON_RESPONSE"] == ["slow"]
+    assert {m["task_id"] for m, _ in answers} == {report["task_id"]}
 
 
 def test_daemon_down_and_back_every_message_answered_once(bridge_factory: Any, service: SeedService,
@@ -440,11 +454,11 @@ def test_a_no_answer_ends_the_conversation(bridge_factory: Any, service: SeedSer
 
 def test_broker_restart_with_messages_in_flight_every_message_answered_exactly_once(
         bridge_factory: Any, broker: RabbitMQ, queues: Queues) -> None:
-    n = 40
+    n = 100
     bridge = bridge_factory().start()
     service = SeedService(broker.url, send_queue=queues.to_agent, receive_queue=queues.to_service)
     for i in range(n):
-        service.send(json.dumps({"content": f"m-{i}", "options": {"delay": "0.2"}}),
+        service.send(json.dumps({"content": f"m-{i}", "options": {"delay": "0.1"}}),
                      message_id=f"id-{i}", correlation_id=f"c-{i}")
     answers = service.receive(until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= 5,
                               timeout=30)

@@ -307,6 +307,8 @@ class AmqpBridge:
             return
         finally:
             conv.tasks.discard(task_id)
+            if not conv.tasks and self.conversations.get(inbound.session_id) is conv:
+                del self.conversations[inbound.session_id]  # bounded: only conversations with work
             for qid in [k for k, q in self.questions.items() if q.task_id == task_id]:
                 self.questions.pop(qid, None)
         if result.state == TaskState.CANCELLED and result.error.startswith(wire.KILL_FROM_SERVICE):
