@@ -450,6 +450,24 @@ def test_a_no_answer_ends_the_conversation(bridge_factory: Any, service: SeedSer
     assert service.receive(1, timeout=2) == []  # one kill code, no other answer
 
 
+def test_bridge_killed_with_a_question_open_asks_only_that_one_again(bridge_factory: Any, service: SeedService,
+                                                                     asker: None) -> None:
+    bridge = bridge_factory().start()
+    service.send(json.dumps({"content": "job", "agent": "asker", "approval": True, "options": {"calls": "2"}}),
+                 message_id="job-1")
+    [(q1, _)] = service.receive(1)
+    service.send("y")
+    [(q2, _)] = service.receive(1)
+    assert q2["role"] == "USER_INPUT" and q2["question_id"] != q1["question_id"]
+    bridge.stop(signal.SIGKILL)
+    bridge.start()  # the request is redelivered: its task's events are replayed, both questions with them
+    again = service.receive(1, timeout=20) + service.receive(1, timeout=2)
+    assert [(m["role"], m["question_id"]) for m, _ in again] == [("USER_INPUT", q2["question_id"])]
+    service.send("y")  # the one open question, so a plain answer still finds it
+    [(final, _)] = service.receive(1)
+    assert (final["role"], final["content"]) == ("ON_RESPONSE", "approve approve"), bridge.log()
+
+
 # ------------------------------------------------------------------ broker restart (last: it restarts the broker)
 
 def test_broker_restart_with_messages_in_flight_every_message_answered_exactly_once(

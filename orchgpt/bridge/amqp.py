@@ -40,6 +40,8 @@ PERMANENT_CODES = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITI
                              "OUT_OF_RANGE", "UNIMPLEMENTED"})
 REASON_HEADER = "x-orchgpt-reason"
 KILL_REASON = f"{wire.KILL_FROM_SERVICE}: the service ended the conversation"
+# How long a question waits for a later event of its task before it is asked (see _on_event).
+ASK_SETTLE_SECONDS = 0.3
 AFFIRMATIVE = frozenset({"y", "yes", "ok", "okay", "approve", "approved", "sure", "go"})
 
 
@@ -326,33 +328,55 @@ class AmqpBridge:
         """Submit (idempotently) and follow the task to its result; retry while the mesh is unreachable."""
         delay = 0.2
         accepted = False
-        while True:
-            try:
-                async for ev in self.mesh.submit(cmd):
-                    if not accepted:
-                        accepted = True
-                        log.info("amqp_task_accepted", task_id=cmd.task_id, agent_type=cmd.agent_type,
-                                 session_id=cmd.session_id, redelivered=bool(message.redelivered))
-                    if ev.kind == EventKind.RESULT and ev.task_id == cmd.task_id and ev.result is not None:
-                        return ev.result
-                    await self._on_event(message, cmd, ev)
-                # The stream ended without our result: ask for the task.
-                task, _, _ = await self.mesh.get_task(cmd.task_id, with_events=False)
-                if task.result is not None and task.state.terminal:
-                    return task.result
-                raise ClientError("the event stream ended early", "UNAVAILABLE")
-            except ClientError as exc:
-                if exc.code in PERMANENT_CODES:
-                    raise
-                log.warning("mesh_unavailable", task_id=cmd.task_id, error=str(exc), code=exc.code,
-                            retry_in=round(delay, 2))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.cfg.reconnect_max) * (0.8 + 0.4 * random.random())
+        asking: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                try:
+                    async for ev in self.mesh.submit(cmd):
+                        if not accepted:
+                            accepted = True
+                            log.info("amqp_task_accepted", task_id=cmd.task_id, agent_type=cmd.agent_type,
+                                     session_id=cmd.session_id, redelivered=bool(message.redelivered))
+                        if ev.kind == EventKind.RESULT and ev.task_id == cmd.task_id and ev.result is not None:
+                            return ev.result
+                        self._drop_answered(ev, asking)
+                        await self._on_event(message, cmd, ev, asking)
+                    # The stream ended without our result: ask for the task.
+                    task, _, _ = await self.mesh.get_task(cmd.task_id, with_events=False)
+                    if task.result is not None and task.state.terminal:
+                        return task.result
+                    raise ClientError("the event stream ended early", "UNAVAILABLE")
+                except ClientError as exc:
+                    if exc.code in PERMANENT_CODES:
+                        raise
+                    log.warning("mesh_unavailable", task_id=cmd.task_id, error=str(exc), code=exc.code,
+                                retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.reconnect_max) * (0.8 + 0.4 * random.random())
+        finally:
+            for t in asking.values():
+                t.cancel()
 
-    async def _on_event(self, message: Any, cmd: Command, ev: Any) -> None:
+    def _drop_answered(self, ev: Any, asking: dict[str, asyncio.Task[None]]) -> None:
+        """A task that asks waits for the answer, so any later event of it means its earlier questions
+        were answered: forget them, and don't ask them again (they come back when events are replayed
+        after a restart of the bridge)."""
+        this = f"{ev.task_id}:{ev.approval.request_id}" if ev.kind == EventKind.APPROVAL and ev.approval else ""
+        prefix = f"{ev.task_id}:"
+        for qid in [k for k in (*asking, *self.questions) if k.startswith(prefix) and k != this]:
+            t = asking.pop(qid, None)
+            if t is not None:
+                t.cancel()
+            self.questions.pop(qid, None)
+
+    async def _on_event(self, message: Any, cmd: Command, ev: Any, asking: dict[str, asyncio.Task[None]]) -> None:
         corr = self._reply_correlation(message)
         if ev.kind == EventKind.APPROVAL and ev.approval is not None:
-            await self._ask(message, cmd, ev)
+            qid = f"{ev.task_id}:{ev.approval.request_id}"
+            if qid not in asking and qid not in self.questions:
+                # Asked after a moment without a later event: replayed questions that were answered
+                # already are followed at once by the task's next events, and are never asked again.
+                asking[qid] = asyncio.create_task(self._ask_soon(message, cmd, ev))
             return
         if ev.task_id != cmd.task_id:
             return  # sub-tasks' progress stays in the mesh
@@ -364,6 +388,19 @@ class AmqpBridge:
                                      correlation_id=corr, message_id=f"{cmd.task_id}:{ev.seq}")
 
     # ------------------------------------------------------------------ questions (USER_INPUT)
+    async def _ask_soon(self, message: Any, cmd: Command, ev: Any) -> None:
+        try:
+            await asyncio.sleep(ASK_SETTLE_SECONDS)
+            await self._ask(message, cmd, ev)
+        except _Reconnect as exc:
+            log.warning("amqp_reconnecting", reason=str(exc))
+            self._lost.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("amqp_ask_failed", error=_describe(exc), task_id=ev.task_id)
+            self._lost.set()
+
     async def _ask(self, message: Any, cmd: Command, ev: Any) -> None:
         req = ev.approval
         qid = f"{ev.task_id}:{req.request_id}"
