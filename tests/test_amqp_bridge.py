@@ -199,6 +199,26 @@ def test_seed_service_talks_to_echo_and_kill_code_is_answered(bridge_factory: An
     assert "guest:guest" not in bridge.log() and "amqp://guest:***@" in bridge.log()
 
 
+def test_queues_an_old_service_declared_non_durable_are_used_as_they_are(bridge_factory: Any, broker: RabbitMQ,
+                                                                         queues: Queues) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        ch = conn.channel()
+        for q in (queues.to_agent, queues.to_service):
+            ch.queue_declare(queue=q)  # exactly the seed's declaration: not durable
+        bridge = bridge_factory().start()
+        assert bridge.log().count("amqp_queue_mismatch") == 2
+        ch.basic_publish("", queues.to_agent, b"legacy")
+        deadline = time.monotonic() + 20
+        body = None
+        while body is None and time.monotonic() < deadline:
+            _, _, body = ch.basic_get(queues.to_service, auto_ack=True)
+            conn.sleep(0.05)
+        assert body is not None and json.loads(body)["content"] == "legacy", bridge.log()
+    finally:
+        conn.close()
+
+
 def test_kill_code_from_service_cancels_the_running_task(bridge_factory: Any, service: SeedService,
                                                          mesh: Daemon) -> None:
     import asyncio
