@@ -233,7 +233,7 @@ def test_kill_code_from_service_cancels_the_running_task(bridge_factory: Any, se
     assert roles(got) == [("SYSTEM", "SIGTERM_FROM_AUTOGPT")]
 
     async def state() -> str:
-        async with mesh.client() as c:
+        async with mesh.client("amqp-bridge") as c:  # the bridge owns the tasks it submits
             task, _, _ = await c.get_task(task_id, with_events=False)
             return str(task.state)
 
@@ -251,7 +251,7 @@ def test_kill_code_from_the_mesh_side_reaches_the_service(bridge_factory: Any, s
     [(report, _)] = service.receive(1, timeout=30)
 
     async def cancel() -> None:
-        async with mesh.client() as c:
+        async with mesh.client("amqp-bridge") as c:  # the bridge owns the tasks it submits
             await c.cancel(report["task_id"], "stopped by the operator")
 
     asyncio.run(cancel())
@@ -462,7 +462,7 @@ def test_a_no_answer_ends_the_conversation(bridge_factory: Any, service: SeedSer
     assert roles(service.receive(1)) == [("SYSTEM", "SIGTERM_FROM_AUTOGPT")]
 
     async def state() -> str:
-        async with mesh.client() as c:
+        async with mesh.client("amqp-bridge") as c:  # the bridge owns the tasks it submits
             task, _, _ = await c.get_task(q["task_id"], with_events=False)
             return str(task.state)
 
