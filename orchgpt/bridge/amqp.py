@@ -130,11 +130,13 @@ class AmqpBridge:
                 log.warning("amqp_unavailable", url=wire.mask_url(self.cfg.url), error=_describe(exc),
                             retry_in=round(delay, 2))
             finally:
-                await self._drop_handlers()
+                # Close first (no more deliveries, uncommitted transactions rolled back, unacked
+                # requests requeued), then drop the work in flight: it is redone on redelivery.
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 5)
                 self._tx_channel = self._pub_channel = None
+                await self._drop_handlers()
             if stop.is_set():
                 break
             with contextlib.suppress(TimeoutError):
@@ -191,7 +193,6 @@ class AmqpBridge:
             t.cancel()
         if handlers:
             await asyncio.gather(*handlers, return_exceptions=True)
-        # Their deliveries are requeued by the broker when the channel closes.
         self.questions.clear()
         self.conversations.clear()
 
