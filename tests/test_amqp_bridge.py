@@ -309,6 +309,32 @@ def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(bridge_fact
     assert bridge.proc is not None and bridge.proc.poll() is None
 
 
+def test_a_message_redelivered_too_often_is_dead_lettered(bridge_factory: Any, queues: Queues,
+                                                          service: SeedService, mesh: Daemon) -> None:
+    import asyncio
+
+    first = bridge_factory().start()
+    service.send(json.dumps({"content": "crashes its bridge", "options": {"delay": "30"}}), correlation_id="x-1")
+    [(report, _)] = service.receive(1, timeout=30)
+    assert report["role"] == "REPORT"
+    first.stop(signal.SIGKILL)
+    bridge_factory("--max-redeliveries", "0").start()
+    [(reply, props)] = service.receive(1, timeout=30)
+    assert (props.correlation_id, reply["role"]) == ("x-1", "SYSTEM")
+    assert "redelivered 1 times without an answer (limit 0)" in reply["content"]
+    service.ch.queue_declare(queue=queues.dead, durable=True, arguments=QUORUM)
+    method, dead_props, body = service.ch.basic_get(queues.dead, auto_ack=True)
+    assert method is not None and json.loads(body)["content"] == "crashes its bridge"
+    assert "redelivered 1 times" in dead_props.headers["x-orchgpt-reason"]
+
+    async def state() -> str:
+        async with mesh.client("amqp-bridge") as c:  # the bridge owns the tasks it submits
+            task, _, _ = await c.get_task(report["task_id"], with_events=False)
+            return str(task.state)
+
+    assert asyncio.run(state()) == "cancelled"  # nobody waits for it any more
+
+
 def test_kill_9_bridge_with_messages_in_flight_every_message_answered_exactly_once(
         bridge_factory: Any, service: SeedService) -> None:
     n = 100

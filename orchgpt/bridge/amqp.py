@@ -288,13 +288,16 @@ class AmqpBridge:
         if q is not None:
             await self._answer_question(message, inbound, q)
             return
-        if self._delivery_count(message) > self.cfg.max_redeliveries:
-            await self._dead_letter(message, f"redelivered {self._delivery_count(message)} times without an answer "
-                                    f"(limit {self.cfg.max_redeliveries})")
-            return
         task_id = inbound.task_id or wire.derive_task_id(
             self.cfg.receive_queue, message.message_id or "", message.body, message.correlation_id or "",
             inbound.session_id)
+        if self._delivery_count(message) > self.cfg.max_redeliveries:
+            reason = (f"redelivered {self._delivery_count(message)} times without an answer "
+                      f"(limit {self.cfg.max_redeliveries})")
+            with contextlib.suppress(ClientError):  # nobody waits for its answer any more
+                await self.mesh.cancel(task_id, f"dead-lettered: {reason}")
+            await self._dead_letter(message, reason, ident=task_id)
+            return
         await self._run_task(message, inbound, task_id)
 
     async def _run_task(self, message: Any, inbound: wire.Inbound, task_id: str) -> None:
