@@ -197,10 +197,13 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
     _health_parser(sub)
+    from .bridge.cli import add_parser as _bridge_parser
+
+    _bridge_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
@@ -211,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             return _certs(args)
         if args.cmd == "health":
             return _health(args)
+        if args.cmd == "bridge":
+            from .bridge.cli import run as _bridge
+
+            return _bridge(args)
         return _serve(args)
     except OrchgptError as exc:
         print(f"orchgpt: {exc}", file=sys.stderr)
