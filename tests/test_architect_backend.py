@@ -19,6 +19,7 @@ from agentd.agents.architect import ArchitectAgent, check_document, check_dot, c
 from agentd.agents.backend import BackendAgent, installed_python_packages
 from agentd.runtime import Agent, Outcome, TaskContext, TaskRequest, agent_class
 from agentd.settings import AgentSettings
+from orchgpt.checks import checks_of
 from orchgpt.models import EventKind, TaskEvent
 from tests.support.scripted_openai import Response, ScriptedOpenAI, prompt_text, text, tool_call
 
@@ -312,3 +313,53 @@ async def test_backend_without_model_settings_fails_clearly(tmp_path: Path) -> N
     with pytest.raises(TaskFailed, match="no model is configured"):
         await BackendAgent(None).run(ctx)
     assert ArchitectAgent.type == "architect"
+
+
+# ---------------------------------------------------------------- checks no model wrote
+
+ADD_WRONG = "def add(a, b):\n    return a - b\n"
+ADD_RIGHT = "def add(a, b):\n    return a + b\n"
+VACUOUS_TESTS = "def test_add():\n    assert True\n"
+REAL_TESTS = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+async def test_backend_vacuous_tests_fail_the_mutation_check(tmp_path: Path, srv: ScriptedOpenAI) -> None:
+    """`add` returns a - b and the only test is `assert True`: the tests pass, but no mutant is
+    caught; the model is asked for real tests, never writes them, and the task fails naming the
+    mutation check."""
+    srv.push(write("calc.py", ADD_WRONG), write("test_calc.py", VACUOUS_TESTS), text("Done."),
+             text("The tests pass."))
+    run = Run(tmp_path, srv, "backend", "an add function", options={"web": "false", "tries": "2"})
+    out = await run()
+    assert not out.ok, out.output
+    assert out.data["tests_passed"] == "true"
+    assert "mutation check failed" in out.error and "vacuous" in out.error, out.error
+    assert out.data["mutation_score"].startswith("0/")
+    checks = {c.name: c for c in checks_of(out.data)}
+    assert checks["tests"].outcome == "passed" and checks["tests"].tool == "pytest"
+    assert checks["mutation"].outcome == "failed" and checks["mutation"].tool == "agentd mutation"
+    assert "the tests are vacuous" in checks["mutation"].detail
+    # The model was told which broken copies its tests let through, and asked for real tests.
+    feedback = srv.chat_requests[3]["messages"][-1]
+    assert feedback["role"] == "user" and "deliberately broken" in feedback["content"]
+    assert "calc.py:2 add: `a - b` -> `a + b`" in feedback["content"]
+    assert len(srv.chat_requests) == 4
+    # The workspace holds the model's files only (the mutants ran on a copy).
+    assert (run.ws / "calc.py").read_text() == ADD_WRONG
+    assert not (run.ws / ".orchgpt" / "mutants.json").exists()
+    steps = [e.text for e in run.of(EventKind.STEP)]
+    assert any(s.startswith("check: mutation score 0/") for s in steps), steps
+
+
+async def test_backend_real_tests_get_a_mutation_score(tmp_path: Path, srv: ScriptedOpenAI) -> None:
+    """A correct `add` with a real test: success, and the result states a mutation score > 0."""
+    srv.push(write("calc.py", ADD_RIGHT), write("test_calc.py", REAL_TESTS), text("Done."))
+    run = Run(tmp_path, srv, "backend", "an add function", options={"web": "false"})
+    out = await run()
+    assert out.ok, (out.error, out.data)
+    assert out.data["rounds"] == "1"
+    caught, _, total = out.data["mutation_score"].partition(" ")[0].partition("/")
+    assert int(caught) > 0 and int(total) >= int(caught)
+    assert f"mutation score {out.data['mutation_score']}" in out.output
+    checks = {c.name: c for c in checks_of(out.data)}
+    assert checks["mutation"].outcome == "passed" and checks["mutation"].detail.startswith("score ")
