@@ -363,3 +363,31 @@ async def test_backend_real_tests_get_a_mutation_score(tmp_path: Path, srv: Scri
     assert f"mutation score {out.data['mutation_score']}" in out.output
     checks = {c.name: c for c in checks_of(out.data)}
     assert checks["mutation"].outcome == "passed" and checks["mutation"].detail.startswith("score ")
+
+
+ADD_LINT = "import os\n\n\ndef add(a, b):\n    return a + b\n"
+
+
+async def test_backend_ruff_problems_go_back_to_the_model(tmp_path: Path, srv: ScriptedOpenAI) -> None:
+    srv.push(write("calc.py", ADD_LINT), write("test_calc.py", REAL_TESTS), text("Done."),
+             write("calc.py", ADD_RIGHT), text("Removed the unused import."))
+    run = Run(tmp_path, srv, "backend", "an add function", options={"web": "false"})
+    out = await run()
+    assert out.ok, (out.error, out.data)
+    assert out.data["rounds"] == "2"
+    feedback = srv.chat_requests[3]["messages"][-1]["content"]
+    assert "ruff" in feedback and "calc.py:1:8 F401" in feedback and "`os` imported but unused" in feedback
+    checks = {c.name: c for c in checks_of(out.data)}
+    assert checks["ruff"].outcome == "passed" and checks["ruff"].tool == "ruff"
+    assert checks["ruff"].detail == "no problems in 2 file(s) (rules E9,F)"
+    assert [c.name for c in checks_of(out.data)] == ["tests", "ruff", "mutation"]
+
+
+async def test_backend_ruff_is_advisory_when_rounds_run_out(tmp_path: Path, srv: ScriptedOpenAI) -> None:
+    srv.push(write("calc.py", ADD_LINT), write("test_calc.py", REAL_TESTS), text("Done."))
+    run = Run(tmp_path, srv, "backend", "an add function", options={"web": "false", "tries": "1"})
+    out = await run()
+    assert out.ok, (out.error, out.data)
+    ruff = next(c for c in checks_of(out.data) if c.name == "ruff")
+    assert ruff.outcome == "failed" and not ruff.required and "F401" in ruff.detail
+    assert "ruff check failed (advisory)" in out.output

@@ -15,7 +15,9 @@ Round after round (option ``tries``, default 3):
    against deliberately broken copies of the Python code; when no broken copy
    makes a test fail, the tests are vacuous and the model is asked for real ones
    (option ``mutants``: at most this many broken copies, default 12; 0 turns it off);
-5. a failure goes back to the model with the output, for the next round.
+5. ruff (agentd.checks.lint: syntax errors and pyflakes) on the Python code, an
+   advisory check: its problems go back to the model but do not fail the task;
+6. a failure goes back to the model with the output, for the next round.
 
 The result's data holds ``tests_passed`` ("true"/"false"), ``test_output``,
 ``test_command``, ``rounds``, ``mutation_score`` ("3/4 (75%)") and, for a web
@@ -36,7 +38,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checks import FAILED, PASSED, SKIPPED, Check, attach
+from ..checks import FAILED, PASSED, SKIPPED, Check, attach, lint
 from ..checks import mutation as mut
 from ..errors import TaskFailed
 from ..loop import TOKEN_BUDGET
@@ -310,12 +312,15 @@ class BackendAgent(LLMAgent):
         s.ctx.step(f"check: tests {'passed' if passed else 'failed'}: {summarize_tests(test)}", check="tests",
                    ok=str(passed).lower(), exit_code=str(test.exit_code))
         rnd = Round(test=test, checks=[Check("tests", tool, PASSED if passed else FAILED, summarize_tests(test))])
+        lint_problem = await self._check_lint(s, ws, lang, rnd)
         if not passed:
             rnd.checks.append(Check("mutation", mut.TOOL, SKIPPED, "the tests failed"))
             rnd.feedback = (f"The tests failed. Output:\n{tail}\n\nFind the cause and fix the code (or a "
                             "wrong test) with write_file; then answer with one line.")
+            if lint_problem:
+                rnd.feedback += "\n\n" + lint_problem
             return rnd
-        problems: list[str] = []
+        problems: list[str] = [lint_problem] if lint_problem else []
         mutation_problem = await self._check_mutation(s, ws, lang, test_cmd, test, rnd, cache)
         if mutation_problem:
             problems.append(mutation_problem)
@@ -334,6 +339,19 @@ class BackendAgent(LLMAgent):
                     problems.append(routes.problem)
         rnd.feedback = "\n\n".join(problems) or None
         return rnd
+
+    async def _check_lint(self, s: Session, ws: Workspace, lang: Language, rnd: Round) -> str:
+        """ruff on the Python code (an advisory check added to the round); feedback on problems."""
+        if lang.name != "python":
+            rnd.checks.append(Check("ruff", lint.TOOL, SKIPPED,
+                                    f"not applicable: ruff checks Python, this is {lang.name}", required=False))
+            return ""
+        s.ctx.status("ruff on the code")
+        report = await lint.run_ruff(s.env.sandbox, ws, min(float(s.env.sandbox.limits.timeout_s), 60.0))
+        outcome = SKIPPED if report.skipped else PASSED if report.ok else FAILED
+        s.ctx.step(f"check: ruff: {report.summary()}", check="ruff", ok=str(report.ok).lower())
+        rnd.checks.append(Check("ruff", lint.TOOL, outcome, report.summary(), required=False))
+        return report.feedback() if report.problems else ""
 
     async def _check_mutation(
         self, s: Session, ws: Workspace, lang: Language, test_cmd: str, test: SandboxResult, rnd: Round,
