@@ -380,7 +380,8 @@ async def test_backend_ruff_problems_go_back_to_the_model(tmp_path: Path, srv: S
     checks = {c.name: c for c in checks_of(out.data)}
     assert checks["ruff"].outcome == "passed" and checks["ruff"].tool == "ruff"
     assert checks["ruff"].detail == "no problems in 2 file(s) (rules E9,F)"
-    assert [c.name for c in checks_of(out.data)] == ["tests", "ruff", "mutation"]
+    assert [c.name for c in checks_of(out.data)] == ["tests", "ruff", "mutation", "contract"]
+    assert checks_of(out.data)[3].detail == "not applicable: the task has no design (ARCHITECTURE.md)"
 
 
 async def test_backend_ruff_is_advisory_when_rounds_run_out(tmp_path: Path, srv: ScriptedOpenAI) -> None:
@@ -391,3 +392,99 @@ async def test_backend_ruff_is_advisory_when_rounds_run_out(tmp_path: Path, srv:
     ruff = next(c for c in checks_of(out.data) if c.name == "ruff")
     assert ruff.outcome == "failed" and not ruff.required and "F401" in ruff.detail
     assert "ruff check failed (advisory)" in out.output
+
+
+FASTAPI_APP = """from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+app = FastAPI()
+TODOS: dict[int, dict] = {}
+
+
+class TodoIn(BaseModel):
+    title: str
+
+
+@app.get("/health")
+def health():
+    return {"status": "ok"}
+
+
+@app.get("/todos")
+def list_todos():
+    return list(TODOS.values())
+
+
+@app.post("/todos", status_code=201)
+def create(item: TodoIn):
+    todo = {"id": len(TODOS) + 1, "title": item.title, "done": False}
+    TODOS[todo["id"]] = todo
+    return todo
+"""
+FASTAPI_DELETE = """
+
+@app.delete("/todos/{todo_id}", status_code=204)
+def delete(todo_id: int):
+    if TODOS.pop(todo_id, None) is None:
+        raise HTTPException(404, "no such todo")
+"""
+FASTAPI_TESTS = """from fastapi.testclient import TestClient
+
+from app import app
+
+client = TestClient(app)
+
+
+def test_create_and_list():
+    r = client.post("/todos", json={"title": "milk"})
+    assert r.status_code == 201 and r.json()["title"] == "milk"
+    assert [t["title"] for t in client.get("/todos").json()] == ["milk"]
+"""
+FASTAPI_MANIFEST = json.dumps({
+    "start": "python -m uvicorn app:app --host 127.0.0.1 --port {port}",
+    "routes": [
+        {"method": "GET", "path": "/health", "status": 200},
+        {"method": "GET", "path": "/todos", "status": 200},
+        {"method": "POST", "path": "/todos", "status": 201, "body": {"title": "x"}},
+    ],
+})
+DOC_WITH_DELETE = GOOD_DOC + "| DELETE | /todos/{id} | - | - | delete a todo |\n"
+needs_fastapi = pytest.mark.skipif("fastapi" in installed_python_packages()[1] or
+                                   "uvicorn" in installed_python_packages()[1], reason="needs fastapi, uvicorn")
+
+
+@needs_fastapi
+async def test_backend_missing_declared_route_fails_the_contract(tmp_path: Path, srv: ScriptedOpenAI) -> None:
+    """The design declares DELETE /todos/{id}; the service (and its own service.json) leave it out:
+    the routes check passes, the contract check from the design fails, and the task fails naming it."""
+    srv.push(write("app.py", FASTAPI_APP), write("test_app.py", FASTAPI_TESTS),
+             write("service.json", FASTAPI_MANIFEST), text("Todo API written."))
+    run = Run(tmp_path, srv, "backend", "todo api with fastapi", options={"tries": "1", "mutants": "0"})
+    (run.ws / "ARCHITECTURE.md").write_text(DOC_WITH_DELETE)
+    out = await run()
+    assert not out.ok and out.data["routes_ok"] == "true", (out.output, out.data)
+    assert "contract check failed" in out.error and "DELETE /todos/{id}: not in the schema" in out.error
+    checks = {c.name: c for c in checks_of(out.data)}
+    assert checks["contract"].outcome == "failed" and checks["contract"].tool == "ARCHITECTURE.md endpoints"
+    assert checks["contract"].detail.startswith("3 of 4 declared route(s) served (judged by the service's "
+                                                "OpenAPI schema)")
+    assert checks["mutation"].outcome == "skipped"
+    assert checks["mutation"].detail == "not run this round: the contract check(s) failed"
+    assert [c.name for c in checks_of(out.data)] == ["tests", "ruff", "mutation", "routes", "contract"]
+    assert not (run.ws / ".orchgpt" / "contract.json").exists()
+
+
+@needs_fastapi
+async def test_backend_contract_complaint_is_repaired(tmp_path: Path, srv: ScriptedOpenAI) -> None:
+    srv.push(write("app.py", FASTAPI_APP), write("test_app.py", FASTAPI_TESTS),
+             write("service.json", FASTAPI_MANIFEST), text("Todo API written."),
+             write("app.py", FASTAPI_APP + FASTAPI_DELETE), text("Added DELETE."))
+    run = Run(tmp_path, srv, "backend", "todo api with fastapi", options={"mutants": "0"})
+    (run.ws / "ARCHITECTURE.md").write_text(DOC_WITH_DELETE)
+    out = await run()
+    assert out.ok, (out.error, out.data)
+    complaint = srv.chat_requests[4]["messages"][-1]["content"]
+    assert "declares routes that the service does not serve" in complaint
+    assert "- DELETE /todos/{id}: not in the schema" in complaint
+    contract = next(c for c in checks_of(out.data) if c.name == "contract")
+    assert contract.outcome == "passed" and contract.detail.startswith("4 of 4 declared route(s) served")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentd.checks import attach
+from agentd.checks.contract import design_routes, judge
 from agentd.checks.mutation import KINDS, LIMIT, is_test_file, make_mutants, mutable_files
 from agentd.runtime import Outcome
 from agentd.workspace import Workspace
@@ -120,3 +121,39 @@ def test_test_files_are_not_mutated(tmp_path: Path) -> None:
         (tmp_path / name).write_text("def f():\n    return 1\n")
     assert list(mutable_files(Workspace(tmp_path))) == ["app.py"]
     assert is_test_file("pkg/tests/x.py") and not is_test_file("pkg/app.py")
+
+
+# ---------------------------------------------------------------- the contract from the design
+
+DESIGN = """# Todo
+
+## Endpoints
+| Method | Path | Request | Response | Description |
+|---|---|---|---|---|
+| GET | /todos | - | list | list |
+| POST | /todos/ | {title} | Todo | create |
+| GET | /todos/{id} | - | Todo | one |
+| DELETE | /todos/{id} | - | - | delete |
+"""
+
+
+def test_design_routes_and_the_contract_judgement() -> None:
+    routes = design_routes(DESIGN)
+    assert [str(r) for r in routes] == ["GET /todos", "POST /todos", "GET /todos/{id}", "DELETE /todos/{id}"]
+    assert routes[1].probe() == {"method": "POST", "path": "/todos", "contract": True, "body": {}}
+    assert routes[2].probe()["path"] == "/todos/1"
+    assert design_routes("# Todo\n\n## Overview\nno endpoints here\n") == [] and design_routes("") == []
+    # Judged by an OpenAPI schema: parameter names may differ, methods must match.
+    schema = {"/todos": {"get": {}, "post": {}}, "/todos/{todo_id}": {"get": {}}}
+    r = judge(routes, [{}] * 4, schema)
+    assert not r.ok and r.missing == ["DELETE /todos/{id}: the path has only GET"]
+    assert r.summary().startswith("3 of 4 declared route(s) served (judged by the service's OpenAPI schema)")
+    # Judged by the answers: 405, or 404 on a fixed path, is a missing route; 404 on /todos/1 is unsure.
+    rows = [{"status": 200}, {"status": 422}, {"status": 404}, {"status": 405}]
+    r = judge(routes, rows, None)
+    assert r.missing == ["DELETE /todos/{id}: 405"] and r.unsure == ["GET /todos/{id}: 404"]
+    assert r.served == ["GET /todos", "POST /todos"]
+    r = judge(routes[:1], [{"status": 404}], None)
+    assert r.missing == ["GET /todos: 404"]
+    r = judge(routes[:1], [{"status": None, "error": "URLError: refused"}], None)
+    assert r.missing == ["GET /todos: no answer (URLError: refused)"]

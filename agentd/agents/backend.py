@@ -10,9 +10,13 @@ Round after round (option ``tries``, default 3):
    option ``test_command``);
 3. for a web service, the agent starts it in the sandbox on a free loopback port
    (the command and the routes come from the ``service.json`` the model writes)
-   and checks that every declared route answers as declared;
-4. once the tests pass, the mutation check (agentd.checks.mutation) runs them
-   against deliberately broken copies of the Python code; when no broken copy
+   and checks that every declared route answers as declared; when the task has a
+   design (the architect's ARCHITECTURE.md with an Endpoints table), the same start
+   checks the contract (agentd.checks.contract): every method and path the design
+   declares is served (by the service's OpenAPI schema when it has one);
+4. once the tests, routes and contract pass, the mutation check
+   (agentd.checks.mutation) runs the tests against deliberately broken copies
+   of the Python code; when no broken copy
    makes a test fail, the tests are vacuous and the model is asked for real ones
    (option ``mutants``: at most this many broken copies, default 12; 0 turns it off);
 5. ruff (agentd.checks.lint: syntax errors and pyflakes) on the Python code, an
@@ -37,8 +41,9 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..checks import FAILED, PASSED, SKIPPED, Check, attach, lint
+from ..checks import FAILED, PASSED, SKIPPED, Check, attach, contract, lint
 from ..checks import mutation as mut
 from ..errors import TaskFailed
 from ..loop import TOKEN_BUDGET
@@ -55,6 +60,8 @@ from ._llm_agent import (
 )
 
 MANIFEST = "service.json"
+CHECK_ORDER = ("tests", "ruff", "mutation", "routes", "contract")  # as the result lists them
+CONTRACT_SCRATCH = ".orchgpt/contract.json"  # the design's routes for the probe, removed after
 DOC = "ARCHITECTURE.md"
 DOC_LIMIT = 6000
 OUTPUT_LIMIT = 8000
@@ -157,6 +164,28 @@ if report["up"]:
         st = row["status"]
         row["ok"] = st is not None and (st == int(want) if want else st < 400)
         report["routes"].append(row)
+if report["up"] and len(sys.argv) > 2:  # the design's routes: the contract check
+    extra = json.load(open(sys.argv[2]))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5) as resp:
+            paths = json.load(resp).get("paths")
+            report["openapi"] = paths if isinstance(paths, dict) else None
+    except Exception:
+        report["openapi"] = None
+    report["contract"] = []
+    for r in extra["routes"]:
+        data = json.dumps(r["body"]).encode() if r.get("body") is not None else None
+        row = {"method": r["method"], "path": r["path"]}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}{r['path']}", data=data, method=r["method"],
+                    headers={"Content-Type": "application/json"} if data else {}), timeout=5) as resp:
+                row["status"] = resp.status
+        except urllib.error.HTTPError as e:
+            row["status"] = e.code
+        except Exception as e:
+            row["status"] = None; row["error"] = f"{type(e).__name__}: {e}"
+        report["contract"].append(row)
 report["exited"] = p.poll()
 try:
     os.killpg(p.pid, signal.SIGTERM)
@@ -321,23 +350,49 @@ class BackendAgent(LLMAgent):
                 rnd.feedback += "\n\n" + lint_problem
             return rnd
         problems: list[str] = [lint_problem] if lint_problem else []
-        mutation_problem = await self._check_mutation(s, ws, lang, test_cmd, test, rnd, cache)
-        if mutation_problem:
-            problems.append(mutation_problem)
+        doc = self._architecture(s.ctx, ws)
+        design = contract.design_routes(doc)
         if web:
             if bad:
                 s.ctx.step(f"check: {bad}", check="routes", ok="false")
                 rnd.checks.append(Check("routes", MANIFEST, FAILED, bad))
                 problems.append(bad)
             else:
-                rnd.routes = routes = await self._check_routes(s, ws)
+                routes, agreed = await self._check_routes(s, ws, design)
+                rnd.routes = routes
                 s.ctx.step(f"check: routes {'answer' if routes.ok else 'fail'}: {routes.summary}",
                            check="routes", ok=str(routes.ok).lower())
                 rnd.checks.append(Check("routes", f"{MANIFEST} probe", PASSED if routes.ok else FAILED,
                                         routes.summary))
                 if not routes.ok:
                     problems.append(routes.problem)
+                if agreed is not None:
+                    s.ctx.step(f"check: contract: {agreed.summary()}", check="contract", ok=str(agreed.ok).lower())
+                    rnd.checks.append(Check("contract", contract.TOOL, PASSED if agreed.ok else FAILED,
+                                            agreed.summary()))
+                    if not agreed.ok:
+                        problems.append(contract.feedback(agreed))
+                elif design:
+                    rnd.checks.append(Check("contract", contract.TOOL, SKIPPED,
+                                            f"the service could not be checked: {routes.summary}"))
+        if design and (not web or bad):
+            why = ("not a web service (option web=false)" if not web
+                   else f"{MANIFEST} is not usable, so the service cannot be started")
+            rnd.checks.append(Check("contract", contract.TOOL, SKIPPED, why))
+        elif not design:
+            rnd.checks.append(Check("contract", contract.TOOL, SKIPPED, "not applicable: " + (
+                "the design declares no endpoints" if doc else f"the task has no design ({DOC})")))
+        # The costly check last, on work that passes the others (it changes anyway otherwise).
+        failing = [c.name for c in rnd.checks if c.failed and c.required]
+        if failing:
+            rnd.checks.append(Check("mutation", mut.TOOL, SKIPPED,
+                                    f"not run this round: the {' and '.join(failing)} check(s) failed"))
+        else:
+            mutation_problem = await self._check_mutation(s, ws, lang, test_cmd, test, rnd, cache)
+            if mutation_problem:
+                problems.append(mutation_problem)
         rnd.feedback = "\n\n".join(problems) or None
+        rnd.checks.sort(key=lambda c: CHECK_ORDER.index(c.name) if c.name in CHECK_ORDER else len(CHECK_ORDER))
         return rnd
 
     async def _check_lint(self, s: Session, ws: Workspace, lang: Language, rnd: Round) -> str:
@@ -426,14 +481,26 @@ class BackendAgent(LLMAgent):
             problems.append('"routes" must be a non-empty list of {"method", "path" (starting with /), "status"}')
         return m, (f"{MANIFEST}: " + "; ".join(problems)) if problems else ""
 
-    async def _check_routes(self, s: Session, ws: Workspace) -> RouteCheck:
+    async def _check_routes(
+        self, s: Session, ws: Workspace, design: list[contract.Route]
+    ) -> tuple[RouteCheck, contract.ContractReport | None]:
+        """The routes of service.json, and the design's routes when there is a design (the contract),
+        from one start of the service in the sandbox."""
         s.ctx.status("starting the service to check its routes")
         timeout = min(s.env.sandbox.limits.timeout_s, 45)
-        result = await s.env.sandbox.run([sys.executable, "-c", PROBE, MANIFEST], timeout_s=timeout)
+        argv = [sys.executable, "-c", PROBE, MANIFEST]
+        if design:
+            ws.write_text(CONTRACT_SCRATCH, json.dumps({"routes": [r.probe() for r in design]}))
+            argv.append(CONTRACT_SCRATCH)
+        try:
+            result = await s.env.sandbox.run(argv, timeout_s=timeout)
+        finally:
+            if design:
+                ws.resolve(CONTRACT_SCRATCH).unlink(missing_ok=True)
         line = next((ln for ln in reversed(result.stdout.splitlines()) if ln.startswith("ROUTE-REPORT ")), "")
         if not line:
             return RouteCheck(False, "the route check did not finish",
-                              f"Checking the routes failed:\n{result.describe(4000)}")
+                              f"Checking the routes failed:\n{result.describe(4000)}"), None
         report = json.loads(line[len("ROUTE-REPORT "):])
         log_tail = str(report.get("log", ""))[-2000:]
         if not report.get("up"):
@@ -441,7 +508,12 @@ class BackendAgent(LLMAgent):
                    else "did not listen on its port within the start-up time")
             return RouteCheck(False, f"the service {how}",
                               f"The service started with `{report.get('command')}` {how}. Its output:\n"
-                              f"{log_tail}\nFix the code or the start command in {MANIFEST}.")
+                              f"{log_tail}\nFix the code or the start command in {MANIFEST}."), None
+        agreed = (contract.judge(design, report.get("contract") or [], report.get("openapi"))
+                  if design else None)
+        return self._route_result(report, log_tail), agreed
+
+    def _route_result(self, report: dict[str, Any], log_tail: str) -> RouteCheck:
         rows = report.get("routes", [])
         summary = ", ".join(f"{r['method']} {r['path']} {r.get('status')}" for r in rows)
         bad = [r for r in rows if not r.get("ok")]
