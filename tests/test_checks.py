@@ -9,8 +9,16 @@ import pytest
 
 from agentd.checks import attach
 from agentd.checks.contract import design_routes, judge
-from agentd.checks.mutation import KINDS, LIMIT, is_test_file, make_mutants, mutable_files
+from agentd.checks.mutation import (
+    KINDS,
+    LIMIT,
+    is_test_file,
+    make_mutants,
+    mutable_files,
+    run_mutants,
+)
 from agentd.runtime import Outcome
+from agentd.sandbox import Sandbox
 from agentd.workspace import Workspace
 from orchgpt.checks import (
     FAILED,
@@ -157,3 +165,34 @@ def test_design_routes_and_the_contract_judgement() -> None:
     assert r.missing == ["GET /todos: 404"]
     r = judge(routes[:1], [{"status": None, "error": "URLError: refused"}], None)
     assert r.missing == ["GET /todos: no answer (URLError: refused)"]
+
+
+# ---------------------------------------------------------------- mutants in the sandbox
+
+LOOP = "def countdown(n):\n    while n > 0:\n        n -= 1\n    return n\n"
+CHECK_SCRIPT = "from loop import countdown\n\nassert countdown(3) == 0\n"
+
+
+async def test_mutants_run_in_the_sandbox_with_a_test_command_and_a_time_limit(tmp_path: Path) -> None:
+    """A test command of the model's own (not pytest) runs once per mutant on a copy of the project;
+    a mutant that loops forever is caught by its time limit; the workspace is left as it was."""
+    (tmp_path / "loop.py").write_text(LOOP)
+    (tmp_path / "check.py").write_text(CHECK_SCRIPT)
+    ws = Workspace(tmp_path)
+    mutants = make_mutants(mutable_files(ws))
+    assert {m.path for m in mutants} == {"loop.py"}  # check.py has no function to break
+    report = await run_mutants(Sandbox(tmp_path), ws, mutants, "python check.py", per_mutant_s=3, total_s=40)
+    assert not report.problem, report.problem
+    assert report.run == len(mutants) and not report.vacuous
+    assert any(m.description == "countdown: `n -= 1` -> `n += 1`" for m in report.caught)  # timed out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".orchgpt", "check.py", "loop.py"]
+    assert (tmp_path / "loop.py").read_text() == LOOP and not any((tmp_path / ".orchgpt").iterdir())
+
+
+async def test_tests_that_fail_on_the_copy_cannot_judge_mutants(tmp_path: Path) -> None:
+    (tmp_path / "loop.py").write_text(LOOP)
+    ws = Workspace(tmp_path)
+    report = await run_mutants(Sandbox(tmp_path), ws, make_mutants(mutable_files(ws)), "exit 3",
+                               per_mutant_s=3, total_s=20)
+    assert report.problem.startswith("the tests do not pass in a copy of the project (exit 3)")
+    assert not report.vacuous and report.run == 0
