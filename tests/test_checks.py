@@ -196,3 +196,17 @@ async def test_tests_that_fail_on_the_copy_cannot_judge_mutants(tmp_path: Path) 
                                per_mutant_s=3, total_s=20)
     assert report.problem.startswith("the tests do not pass in a copy of the project (exit 3)")
     assert not report.vacuous and report.run == 0
+
+
+def test_the_managers_summary_of_a_results_checks() -> None:
+    from agentd.agents._team import checks_of as team_checks_of
+    from orchgpt.models import TaskResult, TaskState
+
+    data = {"tests_passed": "true", "routes_ok": "true",
+            "checks": dumps([Check("tests", "pytest", PASSED, "1 passed"), Check("routes", "probe", PASSED, "x"),
+                             Check("mutation", "agentd mutation", PASSED, "score 3/3"),
+                             Check("contract", "ARCHITECTURE.md endpoints", SKIPPED, "no design")])}
+    r = TaskResult("t", TaskState.SUCCEEDED, data=data)
+    assert team_checks_of(r) == "tests passed; routes answer; mutation passed, contract skipped"
+    legacy = TaskResult("t", TaskState.SUCCEEDED, data={"checks": "design spec complete"})
+    assert team_checks_of(legacy) == "design spec complete"
