@@ -198,6 +198,10 @@ async def test_backend_reports_failure_when_tries_run_out(tmp_path: Path, srv: S
     assert "tests failed after 1 round(s)" in out.error
     assert len(srv.chat_requests) == 3  # no repair round beyond the budget
     assert "1 failed" in out.data["test_output"]
+    checks = {c.name: c for c in checks_of(out.data)}
+    assert checks["tests"].outcome == "failed" and checks["tests"].detail.startswith("1 failed, 1 passed")
+    assert checks["mutation"].outcome == "skipped"
+    assert checks["mutation"].detail == "not run this round: the tests failed"
 
 
 TODO_APP = '''import json

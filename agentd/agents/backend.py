@@ -342,16 +342,22 @@ class BackendAgent(LLMAgent):
                    ok=str(passed).lower(), exit_code=str(test.exit_code))
         rnd = Round(test=test, checks=[Check("tests", tool, PASSED if passed else FAILED, summarize_tests(test))])
         lint_problem = await self._check_lint(s, ws, lang, rnd)
+        doc = self._architecture(s.ctx, ws)
+        design = contract.design_routes(doc)
         if not passed:
-            rnd.checks.append(Check("mutation", mut.TOOL, SKIPPED, "the tests failed"))
+            rnd.checks.append(Check("mutation", mut.TOOL, SKIPPED, "not run this round: the tests failed"))
+            if web:
+                rnd.checks.append(Check("routes", f"{MANIFEST} probe", SKIPPED,
+                                        "not run this round: the tests failed"))
+            if web and design:
+                rnd.checks.append(Check("contract", contract.TOOL, SKIPPED,
+                                        "not run this round: the tests failed"))
             rnd.feedback = (f"The tests failed. Output:\n{tail}\n\nFind the cause and fix the code (or a "
                             "wrong test) with write_file; then answer with one line.")
             if lint_problem:
                 rnd.feedback += "\n\n" + lint_problem
             return rnd
         problems: list[str] = [lint_problem] if lint_problem else []
-        doc = self._architecture(s.ctx, ws)
-        design = contract.design_routes(doc)
         if web:
             if bad:
                 s.ctx.step(f"check: {bad}", check="routes", ok="false")
