@@ -210,3 +210,13 @@ def test_the_managers_summary_of_a_results_checks() -> None:
     assert team_checks_of(r) == "tests passed; routes answer; mutation passed, contract skipped"
     legacy = TaskResult("t", TaskState.SUCCEEDED, data={"checks": "design spec complete"})
     assert team_checks_of(legacy) == "design spec complete"
+
+
+async def test_no_time_for_any_mutant_is_not_a_score(tmp_path: Path) -> None:
+    (tmp_path / "loop.py").write_text(LOOP)
+    (tmp_path / "check.py").write_text(CHECK_SCRIPT)
+    ws = Workspace(tmp_path)
+    report = await run_mutants(Sandbox(tmp_path), ws, make_mutants(mutable_files(ws)), "python check.py",
+                               per_mutant_s=3, total_s=5)  # the budget is gone after the baseline
+    assert report.run == 0 and report.not_run == len(report.mutants) > 0
+    assert report.problem == "no mutant could run within the time limit (5s)" and not report.vacuous

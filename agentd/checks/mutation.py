@@ -386,4 +386,6 @@ async def run_mutants(
         m = mutants[int(r["i"])]
         (report.caught if r.get("timeout") or r.get("code") != 0 else report.survived).append(m)
     report.not_run = int(raw.get("not_run") or 0)
+    if not report.run:
+        report.problem = f"no mutant could run within the time limit ({total_s:.0f}s)"
     return report
