@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchgpt.checks import Check, checks_of
+
 if TYPE_CHECKING:
     from orchgpt.models import ApprovalRequest, Artifact, TaskEvent, TaskResult, Usage
 
@@ -209,6 +211,8 @@ class EventRenderer:
         if output and output.strip() != self.streamed.strip():
             for text in output.splitlines():
                 out.append(self._line(("output", text)) if self.prefix_output else [("output", text)])
+        for line in checks_table(checks_of(r.data)):
+            out.append(self._line(*line) if self.prefix_output else line)
         state = str(r.state)
         sym = {"succeeded": "✓ ", "failed": "✗ ", "cancelled": "⊘ "}.get(state, "") if self.fancy else ""
         frags: list[tuple[str, str]] = [(state_style(state), f"{sym}{state}")]
@@ -222,6 +226,15 @@ class EventRenderer:
         frags.append(("info", f" ({', '.join(extra)})"))
         out.append(self._line(*frags))
         return out
+
+
+def checks_table(checks: Sequence[Check], width: int = 120) -> list[Line]:
+    """A result's checks (name, tool, outcome, detail) as a table; no lines when it has none."""
+    if not checks:
+        return []
+    rows = [[c.name, c.tool, c.outcome + ("" if c.required or not c.failed else " (advisory)"), c.detail]
+            for c in checks]
+    return table(["CHECK", "TOOL", "OUTCOME", "DETAIL"], rows, width)
 
 
 def artifact_text(a: Artifact | None, fallback: str = "") -> str:

@@ -136,3 +136,30 @@ def test_colours_only_on_a_terminal_and_never_in_json(monkeypatch: pytest.Monkey
     assert not StreamOutput(Tty(), io.StringIO(), json_mode=True).colour
     monkeypatch.setenv("NO_COLOR", "1")
     assert not StreamOutput(Tty(), io.StringIO()).colour
+
+
+def test_a_results_checks_are_shown_as_a_table() -> None:
+    from orchgpt.checks import Check, dumps
+
+    checks = [Check("tests", "pytest", "passed", "1 passed in 0.01s"),
+              Check("mutation", "agentd mutation", "failed", "score 0/3 (0%): the tests are vacuous"),
+              Check("ruff", "ruff", "failed", "1 problem(s)", required=False),
+              Check("browser", "chromium", "skipped", "chromium is not installed")]
+    res = TaskResult(TID, TaskState.FAILED, output="", error="mutation check failed",
+                     data={"checks": dumps(checks)})
+    got = [plain(x) for x in EventRenderer(TaskLabel(TID, "backend")).feed(
+        TaskEvent(TID, EventKind.RESULT, 3, result=res))]
+    assert got[:5] == [
+        "[backend 3f2a9c1b] CHECK     TOOL             OUTCOME            DETAIL",
+        "[backend 3f2a9c1b] tests     pytest           passed             1 passed in 0.01s",
+        "[backend 3f2a9c1b] mutation  agentd mutation  failed             score 0/3 (0%): the tests are vacuous",
+        "[backend 3f2a9c1b] ruff      ruff             failed (advisory)  1 problem(s)",
+        "[backend 3f2a9c1b] browser   chromium         skipped            chromium is not installed",
+    ]
+    assert got[5].startswith("[backend 3f2a9c1b] failed: mutation check failed (")
+    # Free-text "checks" of other agents, or none: no table.
+    for data in ({"checks": "design spec complete"}, {}):
+        plain_res = TaskResult(TID, TaskState.SUCCEEDED, output="ok", data=data)
+        lines = [plain(x) for x in EventRenderer(TaskLabel(TID, "designer"), prefix_output=False).feed(
+            TaskEvent(TID, EventKind.RESULT, 4, result=plain_res))]
+        assert len(lines) == 2 and lines[0] == "ok"

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from orchgpt.checks import checks_of as parse_checks
 from orchgpt.models import TaskResult
 
 from ..errors import TaskFailed, ToolError
@@ -198,7 +199,12 @@ def checks_of(result: TaskResult) -> str:
         parts.append(f"document and diagram complete ({d.get('components', '?')} components, "
                      f"{d['endpoints']} endpoints)")
     if d.get("checks"):
-        parts.append(d["checks"])
+        structured = parse_checks(d)  # a list of Check (JSON), or an agent's free text
+        said = {"tests"} if "tests_passed" in d else set()
+        said |= {"routes"} if "routes_ok" in d else set()
+        rest = ", ".join(f"{c.name} {c.outcome}" for c in structured if c.name not in said)
+        if rest or not structured:
+            parts.append(rest or d["checks"])
     return "; ".join(parts)
 
 
