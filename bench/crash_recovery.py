@@ -216,21 +216,14 @@ def start_agents(workdir: Path, certs: Path, address: str, n: int) -> list[subpr
     return procs
 
 
-def runs_file(workdir: Path) -> Path:
-    """Where the echo agents record each run they finish (option ``record``: one fsynced line a run,
-    written before the result is journaled or sent, so a SIGKILL cannot hide a run that happened)."""
-    return workdir / "runs.txt"
-
-
 def agent_completions(workdir: Path, data_dir: Path) -> Counter[str]:
-    """How many times each task id finished successfully in any agent (from the runs file)."""
+    """How many times each task id finished successfully in any agent (from the agents' logs)."""
+    logs = [*(workdir / "agents").glob("*/agentd.log"), *(data_dir / "logs").glob("*.log")]
     done: Counter[str] = Counter()
-    path = runs_file(workdir)
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            task_id, _, _ = line.partition(" ")
-            if task_id:
-                done[task_id] += 1
+    for log in logs:
+        for r in _json_lines(log):
+            if r.get("event") == "task_done" and r.get("state") == "succeeded":
+                done[str(r.get("task_id"))] += 1
     return done
 
 
@@ -298,7 +291,7 @@ async def run(
 
         async def submit_one(client: MeshClient, task_id: str, i: int) -> None:
             cmd = Command("echo", Action.RUN, f"echo {i}", session_id=session, task_id=task_id,
-                          options={"delay": str(delay), "record": str(runs_file(workdir))})
+                          options={"delay": str(delay)})
             try:
                 async for ev in client.submit(cmd):
                     acked.add(task_id)
@@ -395,7 +388,7 @@ async def run(
             before = {t: (stored[t].attempts, stored[t].state) for t in ids if t in stored}
             again = await asyncio.gather(*(
                 _resubmit(client, Command("echo", Action.RUN, "again", session_id=session, task_id=t,
-                                          options={"delay": str(delay), "record": str(runs_file(workdir))}))
+                                          options={"delay": str(delay)}))
                 for t in ids
             ))
             counts.resubmitted = len(again)
