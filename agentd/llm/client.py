@@ -6,10 +6,13 @@
     history += [res.assistant_message(), *(tool_result_message(c, run(c)) for c in res.tool_calls)]
     history = await llm.fit(history)
 
-Every request streams (tokens reach ``on_token`` as they arrive). Tools go
-native, or in compatibility mode as text (see `compat`), or "auto": native
-first, compat from then on when the server rejects ``tools``. A server that
-rejects the system role gets the system text folded into the user message.
+Every request streams (tokens reach ``on_token`` as they arrive). What the
+model and its server can do is a `profiles.ModelProfile` (configured, known, or
+learnt from the first request the server rejects, then cached per server and
+model for the whole process). Tools go native, or in compatibility mode as text
+(see `compat`), or "auto": native unless the profile says the model has none
+(learnt when the server rejects ``tools``). A model without the system role gets
+the system text folded into the user message.
 429, 5xx and connection errors are retried with exponential backoff
 (tenacity); whatever still fails raises `agentd.errors.LLMError` naming the
 server and the reason.
@@ -33,7 +36,9 @@ from orchgpt.models import Usage
 from ..errors import LLMError
 from ..settings import AgentSettings, ModelSettings
 from . import compat
+from . import rejection as rj
 from .pricing import cost_usd
+from .profiles import PROFILES, ModelProfile, ProfileCache
 from .roles import fold_system
 from .schema import validate
 from .tokens import TokenCounter
@@ -63,29 +68,32 @@ class _Endpoint:
     client: openai.AsyncOpenAI
     counter: TokenCounter
     model: str
-    fold: bool | None  # None: not known yet whether the server takes a system message
-    native_tools: bool | None = None  # False once the server rejected `tools`
-    stream_usage: bool = True  # False once the server rejected stream_options
-    max_completion_tokens: bool = False  # newer OpenAI models reject max_tokens
-    dropped: set[str] = field(default_factory=set)  # parameters the model rejected (temperature)
+    profiles: ProfileCache
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def url(self) -> str:
         return self.settings.url
 
+    @property
+    def profile(self) -> ModelProfile:
+        """What the model can do: seed, learnt facts and configuration (read at each call,
+        so that what another task learnt, or a changed setting, applies at once)."""
+        return self.profiles.resolve(self.settings, self.model)
+
+    def learn(self, **facts: Any) -> None:
+        self.profiles.learn(self.url, self.model, **facts)
+
     def effective_tool_mode(self) -> str:
-        mode = self.settings.tool_mode
-        if mode == "auto":
-            return "compat" if self.native_tools is False else "native"
-        return mode
+        return self.profile.tool_mode(self.settings.tool_mode)
 
 
 class LLM:
     """The model layer of one agent; see the module doc."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, profiles: ProfileCache | None = None) -> None:
         self.settings = settings
+        self.profiles = PROFILES if profiles is None else profiles
         self.usage = Usage()  # every call of this instance, summaries of `fit` included
         self._endpoints: dict[str, _Endpoint] = {}
         self._counters: dict[str, TokenCounter] = {}
@@ -104,7 +112,7 @@ class LLM:
     ) -> ChatResult:
         ep = await self._ready(model)
         if max_tokens is None:
-            max_tokens = ep.settings.max_output_tokens
+            max_tokens = ep.profile.max_output_tokens
         opts = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
         usage = Usage(model=ep.model)
         tools = list(tools or [])
@@ -115,9 +123,13 @@ class LLM:
             try:
                 return await self._chat_native(ep, messages, tools, on_token, opts, usage)
             except _ToolsRejected as exc:
-                ep.native_tools = False
+                ep.learn(tools=False)
                 log.info("tools_rejected_using_compat", url=ep.url, model=ep.model, reason=str(exc)[:200])
         return await self._chat_compat(ep, compat.to_compat(messages, tools), tools, on_token, opts, usage)
+
+    async def profile(self, model: str = "smart") -> ModelProfile:
+        """What the model can do, as far as is known (see `profiles`)."""
+        return (await self._ready(model)).profile
 
     def count_tokens(self, messages: list[dict[str, Any]], model: str = "smart") -> int:
         """Tokens of a prompt (synchronous: tiktoken, cached server counts, or a calibrated estimate)."""
@@ -143,7 +155,7 @@ class LLM:
         from .fitting import fit_messages
 
         ep = await self._ready(model)
-        window = ep.settings.context_window
+        window = ep.profile.context_window or ep.settings.context_window
         budget = max(window - reserve, window // 4)
 
         async def count(ms: list[dict[str, Any]]) -> int:
@@ -258,30 +270,26 @@ class LLM:
         opts: dict[str, Any],
         usage: Usage,
     ) -> _Raw:
-        """One completion, adapting to the server: folds the system role, drops stream_options."""
+        """One completion, adapting to the server: folds the system role, drops stream_options.
+
+        A 400 that names a feature the model can do without (see `rejection`) is
+        learnt into the profile, once, and the request sent again without it.
+        """
         has_system = any(m.get("role") == "system" for m in messages)
         text = ""
         for _ in range(5):
-            msgs = fold_system(messages) if ep.fold and has_system else messages
+            prof = ep.profile
+            msgs = fold_system(messages) if prof.fold_system and has_system else messages
             try:
-                return await self._with_retries(ep, msgs, tools, on_token, opts, usage)
-            except openai.BadRequestError as exc:
-                text = _error_text(exc).lower()
-                if ep.fold is None and has_system and ("system" in text or "roles must alternate" in text):
-                    ep.fold = True
-                    log.info("system_role_rejected_folding", url=ep.url, model=ep.model)
+                return await self._with_retries(ep, prof, msgs, tools, on_token, opts, usage)
+            except openai.APIStatusError as exc:
+                if not rj.is_rejection(exc):
+                    raise LLMError(self._describe(ep, exc)) from None
+                text = _error_text(exc)
+                system = has_system and not prof.fold_system
+                with_tools = bool(tools)
+                if self._learn_from(ep, prof, exc, text, system=system, opts=opts, tools=with_tools):
                     continue
-                if ep.stream_usage and "stream_options" in text:
-                    ep.stream_usage = False
-                    continue
-                if "max_tokens" in opts and "max_completion_tokens" in text and not ep.max_completion_tokens:
-                    ep.max_completion_tokens = True
-                    continue
-                if "temperature" in opts and "temperature" in text and "temperature" not in ep.dropped:
-                    ep.dropped.add("temperature")
-                    continue
-                if tools and ep.settings.tool_mode == "auto" and ("tool" in text or "function" in text):
-                    raise _ToolsRejected(_error_text(exc)) from None
                 raise LLMError(self._describe(ep, exc)) from None
             except openai.OpenAIError as exc:
                 raise LLMError(self._describe(ep, exc)) from None
@@ -290,11 +298,49 @@ class LLM:
                     f"the model server at {ep.url} did not finish the reply within "
                     f"{_total_timeout(ep.settings):g}s (timeout)"
                 ) from None
-        raise LLMError(f"the model server at {ep.url} kept rejecting the request (400): {text}")
+        raise LLMError(
+            f"the model server at {ep.url} kept rejecting the request (400): {text.lower()}"
+        )
+
+    @staticmethod
+    def _learn_from(
+        ep: _Endpoint,
+        prof: ModelProfile,
+        exc: BaseException,
+        text: str,
+        *,
+        system: bool,
+        opts: dict[str, Any],
+        tools: bool,
+    ) -> bool:
+        """Record in the profile the feature a rejection points at; False when it is none the
+        request can do without (raises `_ToolsRejected` for tools, which the caller handles)."""
+        for feature in rj.rejected_features(exc, system=system, text=text):
+            auto_fold = ep.settings.fold_system is None
+            if feature == rj.SYSTEM_ROLE and auto_fold and prof.system_role is not False:
+                ep.learn(system_role=False)
+                log.info("system_role_rejected_folding", url=ep.url, model=ep.model)
+                return True
+            if feature == rj.STREAM_USAGE and prof.stream_usage:
+                ep.learn(stream_usage=False)
+                return True
+            if feature == rj.MAX_COMPLETION_TOKENS and "max_tokens" in opts and (
+                not prof.max_completion_tokens
+            ):
+                ep.learn(max_completion_tokens=True)
+                return True
+            dropped = prof.unsupported_params
+            if feature == rj.TEMPERATURE and "temperature" in opts and "temperature" not in dropped:
+                ep.learn(unsupported_params=prof.unsupported_params | {"temperature"})
+                return True
+            if feature == rj.TOOLS and tools and ep.settings.tool_mode == "auto":
+                raise _ToolsRejected(text)
+        return False
 
     async def _with_retries(
         self,
         ep: _Endpoint,
+        prof: ModelProfile,
         msgs: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         on_token: OnToken | None,
@@ -333,12 +379,13 @@ class LLM:
         async for attempt in retrying:
             with attempt:
                 async with asyncio.timeout(_total_timeout(s)):
-                    return await self._stream(ep, msgs, tools, on_token, opts, usage)
+                    return await self._stream(ep, prof, msgs, tools, on_token, opts, usage)
         raise AssertionError("unreachable")
 
     async def _stream(
         self,
         ep: _Endpoint,
+        prof: ModelProfile,
         msgs: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         on_token: OnToken | None,
@@ -346,12 +393,12 @@ class LLM:
         usage: Usage,
     ) -> _Raw:
         kwargs: dict[str, Any] = {"model": ep.model, "messages": msgs, "stream": True}
-        if ep.stream_usage:
+        if prof.stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
         if tools:
             kwargs["tools"] = tools
-        kwargs.update((k, v) for k, v in opts.items() if k not in ep.dropped)
-        if ep.max_completion_tokens and "max_tokens" in kwargs:
+        kwargs.update((k, v) for k, v in opts.items() if k not in prof.unsupported_params)
+        if prof.max_completion_tokens and "max_tokens" in kwargs:
             kwargs["max_completion_tokens"] = kwargs.pop("max_tokens")
         stream = await ep.client.chat.completions.create(**kwargs)
         parts: list[str] = []
@@ -398,7 +445,8 @@ class LLM:
         from .tokens import message_text
 
         ep = await self._ready("fast")
-        limit = int(max(ep.settings.context_window - 1024, 512) * ep.counter.chars_per_token * 0.8)
+        window = ep.profile.context_window or ep.settings.context_window
+        limit = int(max(window - 1024, 512) * ep.counter.chars_per_token * 0.8)
         transcript = "\n\n".join(message_text(m) for m in dropped)
         if len(transcript) > limit:
             transcript = transcript[-limit:]
@@ -437,7 +485,7 @@ class LLM:
                 timeout=s.timeout_s,
                 max_retries=0,  # retries are ours (tenacity), so that they are logged and bounded
             )
-            ep = self._endpoints[key] = _Endpoint(role, s, client, counter, s.model, s.fold_system)
+            ep = self._endpoints[key] = _Endpoint(role, s, client, counter, s.model, self.profiles)
         return ep
 
     async def _ready(self, model: str) -> _Endpoint:
