@@ -21,14 +21,10 @@ server and the reason.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from orchgpt import logs
 from orchgpt.models import Usage
@@ -37,55 +33,22 @@ from ..errors import LLMError
 from ..settings import AgentSettings, ModelSettings
 from . import compat
 from . import rejection as rj
-from .pricing import cost_usd
+from .endpoint import Endpoint, Raw
+from .failures import describe, error_text, total_timeout
 from .profiles import PROFILES, ModelProfile, ProfileCache
 from .roles import fold_system
-from .schema import validate
+from .streaming import OnToken, with_retries
 from .tokens import TokenCounter
-from .types import ChatResult, ToolCall, ToolSpec
+from .tool_calls import check_native, per_call_errors
+from .types import ChatResult, ToolSpec
 
 log = logs.get("agentd.llm")
 
-OnToken = Callable[[str], None]
 NO_KEY = "sk-no-key-required"  # llama.cpp & co. accept any key; the client insists on one
 
 
 class _ToolsRejected(Exception):
     """The server answered 400 to a request with ``tools``."""
-
-
-@dataclass
-class _Raw:
-    content: str
-    tool_calls: list[dict[str, str]]  # {"id", "name", "arguments" (JSON text)}
-    finish_reason: str
-
-
-@dataclass
-class _Endpoint:
-    role: str  # "smart" | "fast"
-    settings: ModelSettings
-    client: openai.AsyncOpenAI
-    counter: TokenCounter
-    model: str
-    profiles: ProfileCache
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def url(self) -> str:
-        return self.settings.url
-
-    @property
-    def profile(self) -> ModelProfile:
-        """What the model can do: seed, learnt facts and configuration (read at each call,
-        so that what another task learnt, or a changed setting, applies at once)."""
-        return self.profiles.resolve(self.settings, self.model)
-
-    def learn(self, **facts: Any) -> None:
-        self.profiles.learn(self.url, self.model, **facts)
-
-    def effective_tool_mode(self) -> str:
-        return self.profile.tool_mode(self.settings.tool_mode)
 
 
 class LLM:
@@ -95,7 +58,7 @@ class LLM:
         self.settings = settings
         self.profiles = PROFILES if profiles is None else profiles
         self.usage = Usage()  # every call of this instance, summaries of `fit` included
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._counters: dict[str, TokenCounter] = {}
         self._http: httpx.AsyncClient | None = None
 
@@ -181,7 +144,7 @@ class LLM:
     # ------------------------------------------------------------------ modes
     async def _chat_native(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         messages: list[dict[str, Any]],
         tools: list[ToolSpec],
         on_token: OnToken | None,
@@ -207,7 +170,7 @@ class LLM:
                         return await self._chat_compat(ep, history, tools, on_token, opts, usage,
                                                        retries=retries - attempt - 1)
                 return ChatResult(raw.content, [], usage, raw.finish_reason, "native")
-            calls, errors = _check_native(raw.tool_calls, tools)
+            calls, errors = check_native(raw.tool_calls, tools)
             if not errors:
                 return ChatResult(raw.content, calls, usage, raw.finish_reason or "tool_calls", "native")
             log.info("tool_call_invalid", url=ep.url, mode="native", attempt=attempt + 1, error=errors[0][:300])
@@ -221,7 +184,7 @@ class LLM:
                     for c in raw.tool_calls
                 ],
             })
-            for c, err in zip(raw.tool_calls, _per_call_errors(raw.tool_calls, tools), strict=True):
+            for c, err in zip(raw.tool_calls, per_call_errors(raw.tool_calls, tools), strict=True):
                 msgs.append({
                     "role": "tool",
                     "tool_call_id": c["id"],
@@ -232,7 +195,7 @@ class LLM:
 
     async def _chat_compat(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         history: list[dict[str, Any]],
         tools: list[ToolSpec],
         on_token: OnToken | None,
@@ -256,20 +219,20 @@ class LLM:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _gave_up(raw: _Raw, usage: Usage, mode: str, error: str) -> ChatResult:
+    def _gave_up(raw: Raw, usage: Usage, mode: str, error: str) -> ChatResult:
         log.warning("tool_call_gave_up", mode=mode, error=error[:300])
         return ChatResult(raw.content, [], usage, "invalid_tool_call", mode, tool_error=error)
 
     # ------------------------------------------------------------------ one completion
     async def _complete(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         on_token: OnToken | None,
         opts: dict[str, Any],
         usage: Usage,
-    ) -> _Raw:
+    ) -> Raw:
         """One completion, adapting to the server: folds the system role, drops stream_options.
 
         A 400 that names a feature the model can do without (see `rejection`) is
@@ -281,22 +244,22 @@ class LLM:
             prof = ep.profile
             msgs = fold_system(messages) if prof.fold_system and has_system else messages
             try:
-                return await self._with_retries(ep, prof, msgs, tools, on_token, opts, usage)
+                return await with_retries(ep, prof, msgs, tools, on_token, opts, usage, self.usage)
             except openai.APIStatusError as exc:
                 if not rj.is_rejection(exc):
-                    raise LLMError(self._describe(ep, exc)) from None
-                text = _error_text(exc)
+                    raise LLMError(describe(ep, exc)) from None
+                text = error_text(exc)
                 system = has_system and not prof.fold_system
                 with_tools = bool(tools)
                 if self._learn_from(ep, prof, exc, text, system=system, opts=opts, tools=with_tools):
                     continue
-                raise LLMError(self._describe(ep, exc)) from None
+                raise LLMError(describe(ep, exc)) from None
             except openai.OpenAIError as exc:
-                raise LLMError(self._describe(ep, exc)) from None
+                raise LLMError(describe(ep, exc)) from None
             except TimeoutError:
                 raise LLMError(
                     f"the model server at {ep.url} did not finish the reply within "
-                    f"{_total_timeout(ep.settings):g}s (timeout)"
+                    f"{total_timeout(ep.settings):g}s (timeout)"
                 ) from None
         raise LLMError(
             f"the model server at {ep.url} kept rejecting the request (400): {text.lower()}"
@@ -304,7 +267,7 @@ class LLM:
 
     @staticmethod
     def _learn_from(
-        ep: _Endpoint,
+        ep: Endpoint,
         prof: ModelProfile,
         exc: BaseException,
         text: str,
@@ -337,110 +300,6 @@ class LLM:
                 raise _ToolsRejected(text)
         return False
 
-    async def _with_retries(
-        self,
-        ep: _Endpoint,
-        prof: ModelProfile,
-        msgs: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        on_token: OnToken | None,
-        opts: dict[str, Any],
-        usage: Usage,
-    ) -> _Raw:
-        s = ep.settings
-
-        def wait(state: RetryCallState) -> float:
-            delay = min(s.backoff_s * 2 ** (state.attempt_number - 1), s.max_backoff_s)
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, openai.APIStatusError):
-                after = exc.response.headers.get("retry-after")
-                try:
-                    delay = max(delay, min(float(after), s.max_backoff_s)) if after else delay
-                except ValueError:
-                    pass
-            log.warning("llm_retry", url=ep.url, model=ep.model, attempt=state.attempt_number,
-                        wait_s=round(delay, 3), error=_short(exc))
-            return delay
-
-        def stop(state: RetryCallState) -> bool:
-            if state.attempt_number >= s.max_retries + 1:
-                return True
-            # A server that accepts but does not answer is tried twice, not max_retries times:
-            # each try already waited timeout_s.
-            exc = state.outcome.exception() if state.outcome else None
-            return isinstance(exc, openai.APITimeoutError) and state.attempt_number >= 2
-
-        retrying = AsyncRetrying(
-            stop=stop,
-            wait=wait,
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                async with asyncio.timeout(_total_timeout(s)):
-                    return await self._stream(ep, prof, msgs, tools, on_token, opts, usage)
-        raise AssertionError("unreachable")
-
-    async def _stream(
-        self,
-        ep: _Endpoint,
-        prof: ModelProfile,
-        msgs: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        on_token: OnToken | None,
-        opts: dict[str, Any],
-        usage: Usage,
-    ) -> _Raw:
-        kwargs: dict[str, Any] = {"model": ep.model, "messages": msgs, "stream": True}
-        if prof.stream_usage:
-            kwargs["stream_options"] = {"include_usage": True}
-        if tools:
-            kwargs["tools"] = tools
-        kwargs.update((k, v) for k, v in opts.items() if k not in prof.unsupported_params)
-        if prof.max_completion_tokens and "max_tokens" in kwargs:
-            kwargs["max_completion_tokens"] = kwargs.pop("max_tokens")
-        stream = await ep.client.chat.completions.create(**kwargs)
-        parts: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        finish = ""
-        reported: Any = None
-        async with stream:
-            async for chunk in stream:
-                if getattr(chunk, "usage", None):
-                    reported = chunk.usage
-                for choice in chunk.choices or []:
-                    delta = choice.delta
-                    if delta is not None and delta.content:
-                        parts.append(delta.content)
-                        if on_token is not None:
-                            on_token(delta.content)
-                    for tc in (delta.tool_calls or []) if delta is not None else []:
-                        slot = calls.setdefault(tc.index or 0, {"id": "", "name": "", "arguments": ""})
-                        if tc.id:
-                            slot["id"] = tc.id
-                        if tc.function is not None:
-                            slot["name"] += tc.function.name or ""
-                            slot["arguments"] += tc.function.arguments or ""
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-        content = "".join(parts)
-        tool_calls = [calls[i] for i in sorted(calls)]
-        for c in tool_calls:
-            c["id"] = c["id"] or compat.new_call_id()
-        if reported is not None and (reported.prompt_tokens or reported.completion_tokens):
-            p, c_ = int(reported.prompt_tokens or 0), int(reported.completion_tokens or 0)
-        else:  # the server reports no usage: count it ourselves
-            p = ep.counter.messages(msgs, ep.model)
-            c_ = ep.counter.text(content + "".join(c["name"] + c["arguments"] for c in tool_calls), ep.model)
-        call_usage = Usage(prompt_tokens=p, completion_tokens=c_, cost_usd=cost_usd(ep.model, p, c_),
-                           model=ep.model, calls=1)
-        usage.add(call_usage)
-        self.usage.add(call_usage)
-        log.debug("llm_call", url=ep.url, model=ep.model, prompt_tokens=p, completion_tokens=c_,
-                  finish=finish, tool_calls=len(tool_calls))
-        return _Raw(content, tool_calls, finish or ("tool_calls" if tool_calls else "stop"))
-
     async def _summarise(self, dropped: list[dict[str, Any]]) -> str:
         from .tokens import message_text
 
@@ -468,7 +327,7 @@ class LLM:
             self._http = httpx.AsyncClient()
         return self._http
 
-    def _endpoint(self, model: str) -> _Endpoint:
+    def _endpoint(self, model: str) -> Endpoint:
         role = model if model in ("smart", "fast") else "smart"
         key = role if model in ("smart", "fast") else f"smart:{model}"
         ep = self._endpoints.get(key)
@@ -485,10 +344,10 @@ class LLM:
                 timeout=s.timeout_s,
                 max_retries=0,  # retries are ours (tenacity), so that they are logged and bounded
             )
-            ep = self._endpoints[key] = _Endpoint(role, s, client, counter, s.model, self.profiles)
+            ep = self._endpoints[key] = Endpoint(role, s, client, counter, s.model, self.profiles)
         return ep
 
-    async def _ready(self, model: str) -> _Endpoint:
+    async def _ready(self, model: str) -> Endpoint:
         """The endpoint, with its model name asked from the server when none is configured."""
         ep = self._endpoint(model)
         if ep.model:
@@ -496,121 +355,12 @@ class LLM:
         async with ep.lock:
             if not ep.model:
                 try:
-                    page = await asyncio.wait_for(ep.client.models.list(), _total_timeout(ep.settings))
+                    page = await asyncio.wait_for(ep.client.models.list(), total_timeout(ep.settings))
                     ids = [m.id for m in page.data]
                 except openai.OpenAIError as exc:
-                    raise LLMError(self._describe(ep, exc)) from None
+                    raise LLMError(describe(ep, exc)) from None
                 except TimeoutError:
                     raise LLMError(f"the model server at {ep.url} did not list its models (timeout)") from None
                 ep.model = ids[0] if ids else "default"
                 log.info("model_selected", url=ep.url, role=ep.role, model=ep.model, available=len(ids))
         return ep
-
-    def _describe(self, ep: _Endpoint, exc: BaseException) -> str:
-        url, s = ep.url, ep.settings
-        retried = f" after {s.max_retries} retries" if s.max_retries else ""
-        if isinstance(exc, openai.APITimeoutError):
-            again = " (tried twice)" if s.max_retries else ""
-            return f"the model server at {url} did not answer within {s.timeout_s:g}s (timeout){again}"
-        if isinstance(exc, openai.APIConnectionError):
-            return f"cannot reach the model server at {url}: {_cause(exc)}{retried}"
-        if isinstance(exc, openai.AuthenticationError):
-            return (f"the model server at {url} rejected the API key (401 Unauthorized): {_error_text(exc)}; "
-                    "check OPENAI_API_KEY (or ORCHGPT_FAST_API_KEY / ORCHGPT_<TYPE>_API_KEY)")
-        if isinstance(exc, openai.PermissionDeniedError):
-            return f"the model server at {url} refused access (403 Forbidden): {_error_text(exc)}"
-        if isinstance(exc, openai.NotFoundError):
-            return (f"the model server at {url} does not know the model {ep.model!r} (404): {_error_text(exc)}; "
-                    "check ORCHGPT_MODEL")
-        if isinstance(exc, openai.RateLimitError):
-            return f"the model server at {url} kept rate limiting (429){retried}: {_error_text(exc)}"
-        if isinstance(exc, openai.APIStatusError):
-            what = "failed" if exc.status_code >= 500 else "rejected the request"
-            again = retried if exc.status_code >= 500 else ""
-            return f"the model server at {url} {what} ({exc.status_code}){again}: {_error_text(exc)}"
-        return f"the model server at {url} gave an unusable answer: {exc}"
-
-
-# ---------------------------------------------------------------------- helpers
-def _total_timeout(s: ModelSettings) -> float:
-    """A whole streamed reply may take longer than one read; still, never wait forever."""
-    return s.timeout_s * 10
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, openai.RateLimitError):
-        return "insufficient_quota" not in _error_text(exc)
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code >= 500 or exc.status_code in (408, 409)
-    return isinstance(exc, openai.APIConnectionError)
-
-
-def _error_text(exc: BaseException) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-        if isinstance(err, str):
-            return err[:500]
-        if body.get("detail"):
-            return str(body["detail"])[:500]
-    if isinstance(body, str) and body:
-        return body[:500]
-    return (getattr(exc, "message", None) or str(exc))[:500]
-
-
-def _cause(exc: BaseException) -> str:
-    seen: list[str] = []
-    cur: BaseException | None = exc.__cause__ or exc.__context__
-    while cur is not None and len(seen) < 5:
-        seen.append(str(cur))
-        cur = cur.__cause__ or cur.__context__
-    text = " ".join(seen).lower()
-    if "refused" in text or "errno 111" in text:
-        return "connection refused (is the server running?)"
-    if "name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
-        return "the host name does not resolve"
-    if "ssl" in text or "certificate" in text:
-        return "TLS error: " + (seen[0][:200] if seen else "")
-    return (seen[0][:200] if seen and seen[0] else str(exc)) or "connection error"
-
-
-def _short(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    if isinstance(exc, openai.APIStatusError):
-        return f"{exc.status_code}: {_error_text(exc)[:120]}"
-    return f"{type(exc).__name__}: {str(exc)[:120]}"
-
-
-def _per_call_errors(raw_calls: list[dict[str, str]], tools: list[ToolSpec]) -> list[str]:
-    by_name = {t.name: t for t in tools}
-    errors = []
-    for c in raw_calls:
-        name = c["name"]
-        if name not in by_name:
-            errors.append(f"there is no tool named {name!r}; the tools are: {', '.join(by_name)}")
-            continue
-        try:
-            args = json.loads(c["arguments"]) if c["arguments"].strip() else {}
-        except json.JSONDecodeError as exc:
-            errors.append(f"the arguments of {name} are not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(args, dict):
-            errors.append(f"the arguments of {name} must be a JSON object")
-            continue
-        problems = validate(args, by_name[name].parameters)
-        errors.append(f"the arguments of {name} do not match its schema: " + "; ".join(problems[:5]) if problems else "")
-    return errors
-
-
-def _check_native(raw_calls: list[dict[str, str]], tools: list[ToolSpec]) -> tuple[list[ToolCall], list[str]]:
-    errors = [e for e in _per_call_errors(raw_calls, tools) if e]
-    if errors:
-        return [], errors
-    calls = [
-        ToolCall(id=c["id"], name=c["name"], arguments=json.loads(c["arguments"]) if c["arguments"].strip() else {})
-        for c in raw_calls
-    ]
-    return calls, []

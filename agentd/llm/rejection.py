@@ -53,7 +53,7 @@ def rejected_features(exc: BaseException, *, system: bool, text: str = "") -> li
     """The features the rejection points at, most specific first (empty: none of them).
 
     ``system``: whether the request held a system message; ``text``: the error
-    message (see `client._error_text`), used when the body names no parameter.
+    message (see `failures.error_text`), used when the body names no parameter.
     """
     if not is_rejection(exc):
         return []
