@@ -15,18 +15,10 @@ from typing import Any
 
 import pytest
 
-from agentd.agents._architect_fill_in import (
-    COMPONENTS,
-    DATA_MODEL,
-    ENDPOINTS,
-    Component,
-    Endpoint,
-    dot_from,
-    entity_subject,
-    mermaid_from,
-    read_answer,
-)
+from agentd.agents._architect_diagram import dot_from, mermaid_from
+from agentd.agents._architect_sections import COMPONENTS, DATA_MODEL, ENDPOINTS, Component, Endpoint
 from agentd.agents.architect import check_document, check_dot, check_mermaid
+from agentd.llm.strategies.fill_in import entity_subject, read_answer
 from agentd.runtime import Agent, Outcome, TaskContext, TaskRequest, agent_class
 from agentd.settings import AgentSettings
 from orchgpt import localmodel

@@ -10,12 +10,14 @@ least one edge); problems go back to the model, at most ``tries`` rounds
 when ``mmdc`` or ``dot`` is installed. Both files (and the SVG) become artifacts.
 
 A model that cannot use the tools (it answers in plain text without the
-files, like the bundled gemma-3-270m) gets the fill-in path instead
-(`_architect_fill_in`): the document is asked for section by section with
-short few-shot prompts and assembled from the model's answers, and the
-diagram is derived from the components and endpoints it wrote (a
-deterministic transformation, said so in a step event and in the result).
-A section the model cannot fill in fails the task, naming the section.
+files, like the bundled gemma-3-270m) gets the strategy its profile names
+(`agentd.llm.strategies`; the fill-in for every model unless configured
+otherwise): the document is asked for section by section with short
+few-shot prompts (the sections in `_architect_sections`) and assembled from
+the model's answers, and the diagram is derived from the components and
+endpoints it wrote (`_architect_diagram`: a deterministic transformation,
+said so in a step event and in the result). A section the model cannot fill
+in fails the task, naming the section.
 
 Options: ``tries``, ``diagram`` (``mermaid`` | ``graphviz``).
 """
@@ -25,19 +27,14 @@ from __future__ import annotations
 import re
 import shutil
 
+from ..llm.strategies import FillIn, for_profile
 from ..loop import TOKEN_BUDGET, LoopResult
 from ..runtime import Outcome, TaskContext, register
 from ..sandbox import Limits, Sandbox, WeakSandboxRefused
 from ..tools import FILE_TOOLS
 from ..workspace import Workspace
-from ._architect_fill_in import (
-    FillInFailed,
-    dot_from,
-    fill_in_document,
-    mermaid_from,
-    parse_components,
-    parse_endpoints,
-)
+from ._architect_diagram import dot_from, mermaid_from
+from ._architect_sections import FillInFailed, fill_in_document, parse_components, parse_endpoints
 from ._llm_agent import (
     LLMAgent,
     Session,
@@ -194,8 +191,9 @@ class ArchitectAgent(LLMAgent):
                     + "\nFix these with write_file, then answer with one line.")})
             filled = derived = tried = False
             if problems and self._files_missing(ws):
-                tried = True
-                problems, filled, derived = await self._fill_in(s, ws, diagram, problems)
+                strategy = for_profile(await s.llm.profile())  # what to do for a model without tools
+                tried = strategy is not None
+                problems, filled, derived = await self._fill_in(s, ws, diagram, problems, strategy)
             written = [p for p in (DOC, MERMAID, DOT) if ws.exists(p)]
             if problems:
                 record_artifacts(ctx, written)
@@ -239,20 +237,22 @@ class ArchitectAgent(LLMAgent):
     def _files_missing(ws: Workspace) -> bool:
         return not ws.exists(DOC) or not (ws.exists(MERMAID) or ws.exists(DOT))
 
-    async def _fill_in(self, s: Session, ws: Workspace, diagram: str,
-                       problems: list[str]) -> tuple[list[str], bool, bool]:
+    async def _fill_in(self, s: Session, ws: Workspace, diagram: str, problems: list[str],
+                       strategy: FillIn | None) -> tuple[list[str], bool, bool]:
         """The document section by section without tools (unless a good one was written), then
         the diagram derived from it (unless a good one was written): (the problems left, empty
         when done; whether the document was filled in; whether the diagram was derived)."""
         ctx = s.ctx
         filled = derived = False
         if not ws.exists(DOC) or check_document(ws.read_text(DOC)):
+            if strategy is None:  # the model's profile names no way round the tools
+                return problems, False, False
             ctx.step("tools unavailable: filling in the document section by section",
                      phase="fill_in", problems="; ".join(problems)[:300])
             ctx.status("filling in the document section by section")
             project = (ctx.task.input.strip().splitlines() or ["the system"])[0][:80]
             try:
-                doc = await fill_in_document(s.llm, ctx, project)
+                doc = await fill_in_document(s.llm, ctx, project, strategy)
             except FillInFailed as exc:
                 return [f"the model did not write the files with the tools, and {exc}"], False, False
             ws.write_text(DOC, doc.markdown(diagram))

@@ -29,19 +29,19 @@ service, ``routes``; ``checks`` lists every check with its tool and outcome
 (orchgpt.checks, compact JSON): a failed required check fails the task. The
 output says it in one line. The architect's ARCHITECTURE.md (same workspace, or an
 earlier sub-task's result) is part of the brief.
+
+The languages (test commands, installed packages) are in `_backend_languages`;
+``service.json``, the probe that starts the service and its route report in
+`_backend_service`.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..checks import FAILED, PASSED, SKIPPED, Check, attach, contract, lint
 from ..checks import mutation as mut
@@ -50,6 +50,14 @@ from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
 from ..sandbox import SandboxResult, summarize_tests
 from ..workspace import Workspace
+from ._backend_languages import (
+    WEB_FRAMEWORKS,
+    Language,
+    installed_python_packages,
+    language_for,
+    test_tool,
+)
+from ._backend_service import MANIFEST, RouteCheck, check_routes, read_manifest
 from ._llm_agent import (
     LLMAgent,
     Session,
@@ -59,56 +67,11 @@ from ._llm_agent import (
     write_extracted,
 )
 
-MANIFEST = "service.json"
 CHECK_ORDER = ("tests", "ruff", "mutation", "routes", "contract")  # as the result lists them
-CONTRACT_SCRATCH = ".orchgpt/contract.json"  # the design's routes for the probe, removed after
 DOC = "ARCHITECTURE.md"
 DOC_LIMIT = 6000
 OUTPUT_LIMIT = 8000
-PYTHON_PACKAGES = (
-    "fastapi", "uvicorn", "starlette", "httpx", "pydantic", "flask", "sqlalchemy", "requests",
-    "aiohttp", "pytest_asyncio",
-)
-WEB_FRAMEWORKS = {"fastapi": ("fastapi", "uvicorn", "httpx"), "flask": ("flask",)}
 _WEB = re.compile(r"\b(api|rest|http|web|server|service|fastapi|flask|django|endpoints?|routes?|crud)\b", re.I)
-
-
-@dataclass(frozen=True)
-class Language:
-    name: str
-    command: tuple[str, ...]  # the test command
-    tool: str  # the program that must be installed
-    hint: str  # how tests are written
-
-
-def _language(name: str) -> Language:
-    n = (name or "python").strip().lower()
-    if n in ("python", "python3", "py", ""):
-        return Language("python", (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "--color=no", "-o", "addopts=",
-                                   # hypothesis' plugin alone takes seconds to import; its
-                                   # tests run without it
-                                   "-p", "no:hypothesispytest"), sys.executable,
-                        "pytest functions in files named test_*.py next to the code "
-                        "(import the code as a module of the project root)")
-    if n in ("javascript", "js", "node", "nodejs"):
-        return Language("javascript", ("node", "--test"), "node",
-                        "node:test tests in files named *.test.js (run with `node --test`)")
-    if n in ("go", "golang"):
-        return Language("go", ("go", "test", "./..."), "go", "Go tests in *_test.go files, with a go.mod")
-    if n in ("rust", "rs"):
-        return Language("rust", ("cargo", "test", "--offline"), "cargo",
-                        "#[test] functions, a Cargo.toml without external crates")
-    return Language(n, (), n, "tests, and the command that runs them in service.json as \"test\"")
-
-
-def installed_python_packages() -> tuple[list[str], list[str]]:
-    have: list[str] = []
-    missing: list[str] = []
-    for name in PYTHON_PACKAGES:
-        (have if importlib.util.find_spec(name) is not None else missing).append(name)
-    return have, missing
-
 
 SYSTEM = """You are a backend engineer in a team of agents. Write the service the user asks for in \
 {language}, with its tests.
@@ -127,83 +90,6 @@ starts the server on host 127.0.0.1 and port {{port}}>", "routes": [{{"method": 
 placeholders), the expected status code, and a JSON "body" for POST/PUT/PATCH. The agent \
 starts the server with it and requests each route.
 """
-
-PROBE = r"""
-import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
-m = json.load(open(sys.argv[1]))
-s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-cmd = str(m["start"]).replace("{port}", str(port)).replace("$PORT", str(port))
-log = tempfile.TemporaryFile()
-p = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                     env=dict(os.environ, PORT=str(port), HOST="127.0.0.1"), start_new_session=True)
-report = {"port": port, "command": cmd, "routes": [], "up": False}
-deadline = time.monotonic() + float(m.get("startup_s", 15))
-while time.monotonic() < deadline and p.poll() is None:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close(); report["up"] = True; break
-    except OSError:
-        time.sleep(0.1)
-if report["up"]:
-    for r in m.get("routes") or []:
-        method = str(r.get("method", "GET")).upper(); path = str(r.get("path", "/"))
-        import re as _re
-        path = _re.sub(r"\{[^}]*\}", "1", path)
-        data = None; headers = {}
-        if r.get("body") is not None:
-            data = json.dumps(r["body"]).encode(); headers["Content-Type"] = "application/json"
-        want = r.get("status")
-        row = {"method": method, "path": path, "expected": want}
-        try:
-            with urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers), timeout=5) as resp:
-                row["status"] = resp.status
-        except urllib.error.HTTPError as e:
-            row["status"] = e.code
-        except Exception as e:
-            row["status"] = None; row["error"] = f"{type(e).__name__}: {e}"
-        st = row["status"]
-        row["ok"] = st is not None and (st == int(want) if want else st < 400)
-        report["routes"].append(row)
-if report["up"] and len(sys.argv) > 2:  # the design's routes: the contract check
-    extra = json.load(open(sys.argv[2]))
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5) as resp:
-            paths = json.load(resp).get("paths")
-            report["openapi"] = paths if isinstance(paths, dict) else None
-    except Exception:
-        report["openapi"] = None
-    report["contract"] = []
-    for r in extra["routes"]:
-        data = json.dumps(r["body"]).encode() if r.get("body") is not None else None
-        row = {"method": r["method"], "path": r["path"]}
-        try:
-            with urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}{r['path']}", data=data, method=r["method"],
-                    headers={"Content-Type": "application/json"} if data else {}), timeout=5) as resp:
-                row["status"] = resp.status
-        except urllib.error.HTTPError as e:
-            row["status"] = e.code
-        except Exception as e:
-            row["status"] = None; row["error"] = f"{type(e).__name__}: {e}"
-        report["contract"].append(row)
-report["exited"] = p.poll()
-try:
-    os.killpg(p.pid, signal.SIGTERM)
-    p.wait(3)
-except Exception:
-    try: os.killpg(p.pid, signal.SIGKILL)
-    except Exception: pass
-log.seek(0); report["log"] = log.read().decode(errors="replace")[-3000:]
-print("ROUTE-REPORT " + json.dumps(report))
-"""
-
-
-@dataclass
-class RouteCheck:
-    ok: bool
-    summary: str  # "GET /health 200, GET /todos 200"
-    problem: str  # for the model, when not ok
-
 
 @dataclass
 class Round:
@@ -231,7 +117,7 @@ class BackendAgent(LLMAgent):
     async def run(self, ctx: TaskContext) -> Outcome:
         opts = ctx.task.options
         tries = max(1, int(opts.get("tries", "3") or 3))
-        lang = _language(ctx.task.language)
+        lang = language_for(ctx.task.language)
         ws = Workspace(ctx.workspace)
         before = {p: ws.artifact(p).sha256 for p in ws.files()}
         web = opts.get("web", "").lower() in ("1", "true", "yes") or bool(_WEB.search(ctx.task.input))
@@ -315,13 +201,13 @@ class BackendAgent(LLMAgent):
         cache: dict[str, mut.MutationReport],
     ) -> Round:
         """Run the checks on the model's work; the feedback for the model when something is left."""
-        tool = _test_tool(lang, test_cmd)
+        tool = test_tool(lang, test_cmd)
         code = [p for p in ws.files() if not p.endswith((".md", ".mmd", ".dot", ".svg", ".txt"))]
         if not [p for p in code if p != MANIFEST]:
             s.ctx.step("check: no code was written", check="files", ok="false")
             return Round("No code files were written yet. Write the code and its tests with write_file.",
                          checks=[Check("tests", tool, FAILED, "no code was written")])
-        manifest, bad = self._manifest(ws) if (web or not test_cmd) else ({}, "")
+        manifest, bad = read_manifest(ws) if (web or not test_cmd) else ({}, "")
         if not test_cmd:
             test_cmd = str(manifest.get("test", "")) if isinstance(manifest, dict) else ""
             if not test_cmd:
@@ -364,7 +250,7 @@ class BackendAgent(LLMAgent):
                 rnd.checks.append(Check("routes", MANIFEST, FAILED, bad))
                 problems.append(bad)
             else:
-                routes, agreed = await self._check_routes(s, ws, design)
+                routes, agreed = await check_routes(s, ws, design)
                 rnd.routes = routes
                 s.ctx.step(f"check: routes {'answer' if routes.ok else 'fail'}: {routes.summary}",
                            check="routes", ok=str(routes.ok).lower())
@@ -466,72 +352,6 @@ class BackendAgent(LLMAgent):
                                 + (f"; survived: {missed}" if missed else "")))
         return ""
 
-    def _manifest(self, ws: Workspace) -> tuple[dict[str, object], str]:
-        if not ws.exists(MANIFEST):
-            return {}, (f"{MANIFEST} is missing: write it with the command that starts the service "
-                        "and the routes to check.")
-        try:
-            m = json.loads(ws.read_text(MANIFEST))
-        except json.JSONDecodeError as exc:
-            return {}, f"{MANIFEST} is not valid JSON: {exc}"
-        if not isinstance(m, dict):
-            return {}, f"{MANIFEST} must hold a JSON object"
-        problems = []
-        start = m.get("start")
-        if not isinstance(start, str) or ("{port}" not in start and "$PORT" not in start):
-            problems.append('"start" must be a shell command containing {port}')
-        routes = m.get("routes")
-        if not isinstance(routes, list) or not routes or not all(
-            isinstance(r, dict) and str(r.get("path", "")).startswith("/") for r in routes
-        ):
-            problems.append('"routes" must be a non-empty list of {"method", "path" (starting with /), "status"}')
-        return m, (f"{MANIFEST}: " + "; ".join(problems)) if problems else ""
-
-    async def _check_routes(
-        self, s: Session, ws: Workspace, design: list[contract.Route]
-    ) -> tuple[RouteCheck, contract.ContractReport | None]:
-        """The routes of service.json, and the design's routes when there is a design (the contract),
-        from one start of the service in the sandbox."""
-        s.ctx.status("starting the service to check its routes")
-        timeout = min(s.env.sandbox.limits.timeout_s, 45)
-        argv = [sys.executable, "-c", PROBE, MANIFEST]
-        if design:
-            ws.write_text(CONTRACT_SCRATCH, json.dumps({"routes": [r.probe() for r in design]}))
-            argv.append(CONTRACT_SCRATCH)
-        try:
-            result = await s.env.sandbox.run(argv, timeout_s=timeout)
-        finally:
-            if design:
-                ws.resolve(CONTRACT_SCRATCH).unlink(missing_ok=True)
-        line = next((ln for ln in reversed(result.stdout.splitlines()) if ln.startswith("ROUTE-REPORT ")), "")
-        if not line:
-            return RouteCheck(False, "the route check did not finish",
-                              f"Checking the routes failed:\n{result.describe(4000)}"), None
-        report = json.loads(line[len("ROUTE-REPORT "):])
-        log_tail = str(report.get("log", ""))[-2000:]
-        if not report.get("up"):
-            how = (f"exited with code {report.get('exited')}" if report.get("exited") is not None
-                   else "did not listen on its port within the start-up time")
-            return RouteCheck(False, f"the service {how}",
-                              f"The service started with `{report.get('command')}` {how}. Its output:\n"
-                              f"{log_tail}\nFix the code or the start command in {MANIFEST}."), None
-        agreed = (contract.judge(design, report.get("contract") or [], report.get("openapi"))
-                  if design else None)
-        return self._route_result(report, log_tail), agreed
-
-    def _route_result(self, report: dict[str, Any], log_tail: str) -> RouteCheck:
-        rows = report.get("routes", [])
-        summary = ", ".join(f"{r['method']} {r['path']} {r.get('status')}" for r in rows)
-        bad = [r for r in rows if not r.get("ok")]
-        if not bad:
-            return RouteCheck(True, summary, "")
-        lines = "\n".join(
-            f"- {r['method']} {r['path']}: expected {r.get('expected') or '< 400'}, got "
-            f"{r.get('status') if r.get('status') is not None else r.get('error')}" for r in bad
-        )
-        return RouteCheck(False, summary, f"The tests pass, but these routes do not answer as declared in "
-                          f"{MANIFEST}:\n{lines}\nService output:\n{log_tail}\nFix the code or {MANIFEST}.")
-
     # ---------------------------------------------------------------- result
     def _outcome(
         self, ctx: TaskContext, last: Round, rounds: int, tries: int, test_cmd: str, missing: list[str],
@@ -585,17 +405,6 @@ def _int_option(options: dict[str, str], name: str, default: int) -> int:
         return int(options.get(name, "") or default)
     except ValueError:
         raise TaskFailed(f"option {name} must be a whole number, not {options[name]!r}") from None
-
-
-def _test_tool(lang: Language, test_cmd: str) -> str:
-    """The program that runs the tests, for the checks table ("pytest", "node", ...)."""
-    if lang.name == "python" and (not test_cmd or "pytest" in test_cmd):
-        return "pytest"
-    try:
-        words = shlex.split(test_cmd)
-    except ValueError:
-        words = test_cmd.split()
-    return Path(words[0]).name if words else lang.tool
 
 
 def _tail(text: str, limit: int = OUTPUT_LIMIT) -> str:

@@ -72,7 +72,7 @@ problems to fix."""
 def _live_probe() -> str | None:
     """The backend agent's route probe (start the service, request routes), when available."""
     try:
-        from .backend import PROBE
+        from ._backend_service import PROBE
     except ImportError:
         return None
     return PROBE

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..agents._architect_fill_in import parse_endpoints
+from ..agents._architect_sections import parse_endpoints
 from ..agents._markdown import find_section, section_bodies
 
 TOOL = "ARCHITECTURE.md endpoints"

@@ -6,10 +6,13 @@
     history += [res.assistant_message(), *(tool_result_message(c, run(c)) for c in res.tool_calls)]
     history = await llm.fit(history)
 
-Every request streams (tokens reach ``on_token`` as they arrive). Tools go
-native, or in compatibility mode as text (see `compat`), or "auto": native
-first, compat from then on when the server rejects ``tools``. A server that
-rejects the system role gets the system text folded into the user message.
+Every request streams (tokens reach ``on_token`` as they arrive). What the
+model and its server can do is a `profiles.ModelProfile` (configured, known, or
+learnt from the first request the server rejects, then cached per server and
+model for the whole process). Tools go native, or in compatibility mode as text
+(see `compat`), or "auto": native unless the profile says the model has none
+(learnt when the server rejects ``tools``). A model without the system role gets
+the system text folded into the user message.
 429, 5xx and connection errors are retried with exponential backoff
 (tenacity); whatever still fails raises `agentd.errors.LLMError` naming the
 server and the reason.
@@ -18,14 +21,10 @@ server and the reason.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from orchgpt import logs
 from orchgpt.models import Usage
@@ -33,15 +32,18 @@ from orchgpt.models import Usage
 from ..errors import LLMError
 from ..settings import AgentSettings, ModelSettings
 from . import compat
-from .pricing import cost_usd
+from . import rejection as rj
+from .endpoint import Endpoint, Raw
+from .failures import describe, error_text, total_timeout
+from .profiles import PROFILES, ModelProfile, ProfileCache
 from .roles import fold_system
-from .schema import validate
+from .streaming import OnToken, with_retries
 from .tokens import TokenCounter
-from .types import ChatResult, ToolCall, ToolSpec
+from .tool_calls import check_native, per_call_errors
+from .types import ChatResult, ToolSpec
 
 log = logs.get("agentd.llm")
 
-OnToken = Callable[[str], None]
 NO_KEY = "sk-no-key-required"  # llama.cpp & co. accept any key; the client insists on one
 
 
@@ -49,45 +51,14 @@ class _ToolsRejected(Exception):
     """The server answered 400 to a request with ``tools``."""
 
 
-@dataclass
-class _Raw:
-    content: str
-    tool_calls: list[dict[str, str]]  # {"id", "name", "arguments" (JSON text)}
-    finish_reason: str
-
-
-@dataclass
-class _Endpoint:
-    role: str  # "smart" | "fast"
-    settings: ModelSettings
-    client: openai.AsyncOpenAI
-    counter: TokenCounter
-    model: str
-    fold: bool | None  # None: not known yet whether the server takes a system message
-    native_tools: bool | None = None  # False once the server rejected `tools`
-    stream_usage: bool = True  # False once the server rejected stream_options
-    max_completion_tokens: bool = False  # newer OpenAI models reject max_tokens
-    dropped: set[str] = field(default_factory=set)  # parameters the model rejected (temperature)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def url(self) -> str:
-        return self.settings.url
-
-    def effective_tool_mode(self) -> str:
-        mode = self.settings.tool_mode
-        if mode == "auto":
-            return "compat" if self.native_tools is False else "native"
-        return mode
-
-
 class LLM:
     """The model layer of one agent; see the module doc."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, profiles: ProfileCache | None = None) -> None:
         self.settings = settings
+        self.profiles = PROFILES if profiles is None else profiles
         self.usage = Usage()  # every call of this instance, summaries of `fit` included
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._counters: dict[str, TokenCounter] = {}
         self._http: httpx.AsyncClient | None = None
 
@@ -104,7 +75,7 @@ class LLM:
     ) -> ChatResult:
         ep = await self._ready(model)
         if max_tokens is None:
-            max_tokens = ep.settings.max_output_tokens
+            max_tokens = ep.profile.max_output_tokens
         opts = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
         usage = Usage(model=ep.model)
         tools = list(tools or [])
@@ -115,9 +86,13 @@ class LLM:
             try:
                 return await self._chat_native(ep, messages, tools, on_token, opts, usage)
             except _ToolsRejected as exc:
-                ep.native_tools = False
+                ep.learn(tools=False)
                 log.info("tools_rejected_using_compat", url=ep.url, model=ep.model, reason=str(exc)[:200])
         return await self._chat_compat(ep, compat.to_compat(messages, tools), tools, on_token, opts, usage)
+
+    async def profile(self, model: str = "smart") -> ModelProfile:
+        """What the model can do, as far as is known (see `profiles`)."""
+        return (await self._ready(model)).profile
 
     def count_tokens(self, messages: list[dict[str, Any]], model: str = "smart") -> int:
         """Tokens of a prompt (synchronous: tiktoken, cached server counts, or a calibrated estimate)."""
@@ -143,7 +118,7 @@ class LLM:
         from .fitting import fit_messages
 
         ep = await self._ready(model)
-        window = ep.settings.context_window
+        window = ep.profile.context_window or ep.settings.context_window
         budget = max(window - reserve, window // 4)
 
         async def count(ms: list[dict[str, Any]]) -> int:
@@ -169,7 +144,7 @@ class LLM:
     # ------------------------------------------------------------------ modes
     async def _chat_native(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         messages: list[dict[str, Any]],
         tools: list[ToolSpec],
         on_token: OnToken | None,
@@ -195,7 +170,7 @@ class LLM:
                         return await self._chat_compat(ep, history, tools, on_token, opts, usage,
                                                        retries=retries - attempt - 1)
                 return ChatResult(raw.content, [], usage, raw.finish_reason, "native")
-            calls, errors = _check_native(raw.tool_calls, tools)
+            calls, errors = check_native(raw.tool_calls, tools)
             if not errors:
                 return ChatResult(raw.content, calls, usage, raw.finish_reason or "tool_calls", "native")
             log.info("tool_call_invalid", url=ep.url, mode="native", attempt=attempt + 1, error=errors[0][:300])
@@ -209,7 +184,7 @@ class LLM:
                     for c in raw.tool_calls
                 ],
             })
-            for c, err in zip(raw.tool_calls, _per_call_errors(raw.tool_calls, tools), strict=True):
+            for c, err in zip(raw.tool_calls, per_call_errors(raw.tool_calls, tools), strict=True):
                 msgs.append({
                     "role": "tool",
                     "tool_call_id": c["id"],
@@ -220,7 +195,7 @@ class LLM:
 
     async def _chat_compat(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         history: list[dict[str, Any]],
         tools: list[ToolSpec],
         on_token: OnToken | None,
@@ -244,161 +219,93 @@ class LLM:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _gave_up(raw: _Raw, usage: Usage, mode: str, error: str) -> ChatResult:
+    def _gave_up(raw: Raw, usage: Usage, mode: str, error: str) -> ChatResult:
         log.warning("tool_call_gave_up", mode=mode, error=error[:300])
         return ChatResult(raw.content, [], usage, "invalid_tool_call", mode, tool_error=error)
 
     # ------------------------------------------------------------------ one completion
     async def _complete(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         on_token: OnToken | None,
         opts: dict[str, Any],
         usage: Usage,
-    ) -> _Raw:
-        """One completion, adapting to the server: folds the system role, drops stream_options."""
+    ) -> Raw:
+        """One completion, adapting to the server: folds the system role, drops stream_options.
+
+        A 400 that names a feature the model can do without (see `rejection`) is
+        learnt into the profile, once, and the request sent again without it.
+        """
         has_system = any(m.get("role") == "system" for m in messages)
         text = ""
         for _ in range(5):
-            msgs = fold_system(messages) if ep.fold and has_system else messages
+            prof = ep.profile
+            msgs = fold_system(messages) if prof.fold_system and has_system else messages
             try:
-                return await self._with_retries(ep, msgs, tools, on_token, opts, usage)
-            except openai.BadRequestError as exc:
-                text = _error_text(exc).lower()
-                if ep.fold is None and has_system and ("system" in text or "roles must alternate" in text):
-                    ep.fold = True
-                    log.info("system_role_rejected_folding", url=ep.url, model=ep.model)
+                return await with_retries(ep, prof, msgs, tools, on_token, opts, usage, self.usage)
+            except openai.APIStatusError as exc:
+                if not rj.is_rejection(exc):
+                    raise LLMError(describe(ep, exc)) from None
+                text = error_text(exc)
+                system = has_system and not prof.fold_system
+                with_tools = bool(tools)
+                if self._learn_from(ep, prof, exc, text, system=system, opts=opts, tools=with_tools):
                     continue
-                if ep.stream_usage and "stream_options" in text:
-                    ep.stream_usage = False
-                    continue
-                if "max_tokens" in opts and "max_completion_tokens" in text and not ep.max_completion_tokens:
-                    ep.max_completion_tokens = True
-                    continue
-                if "temperature" in opts and "temperature" in text and "temperature" not in ep.dropped:
-                    ep.dropped.add("temperature")
-                    continue
-                if tools and ep.settings.tool_mode == "auto" and ("tool" in text or "function" in text):
-                    raise _ToolsRejected(_error_text(exc)) from None
-                raise LLMError(self._describe(ep, exc)) from None
+                raise LLMError(describe(ep, exc)) from None
             except openai.OpenAIError as exc:
-                raise LLMError(self._describe(ep, exc)) from None
+                raise LLMError(describe(ep, exc)) from None
             except TimeoutError:
                 raise LLMError(
                     f"the model server at {ep.url} did not finish the reply within "
-                    f"{_total_timeout(ep.settings):g}s (timeout)"
+                    f"{total_timeout(ep.settings):g}s (timeout)"
                 ) from None
-        raise LLMError(f"the model server at {ep.url} kept rejecting the request (400): {text}")
-
-    async def _with_retries(
-        self,
-        ep: _Endpoint,
-        msgs: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        on_token: OnToken | None,
-        opts: dict[str, Any],
-        usage: Usage,
-    ) -> _Raw:
-        s = ep.settings
-
-        def wait(state: RetryCallState) -> float:
-            delay = min(s.backoff_s * 2 ** (state.attempt_number - 1), s.max_backoff_s)
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, openai.APIStatusError):
-                after = exc.response.headers.get("retry-after")
-                try:
-                    delay = max(delay, min(float(after), s.max_backoff_s)) if after else delay
-                except ValueError:
-                    pass
-            log.warning("llm_retry", url=ep.url, model=ep.model, attempt=state.attempt_number,
-                        wait_s=round(delay, 3), error=_short(exc))
-            return delay
-
-        def stop(state: RetryCallState) -> bool:
-            if state.attempt_number >= s.max_retries + 1:
-                return True
-            # A server that accepts but does not answer is tried twice, not max_retries times:
-            # each try already waited timeout_s.
-            exc = state.outcome.exception() if state.outcome else None
-            return isinstance(exc, openai.APITimeoutError) and state.attempt_number >= 2
-
-        retrying = AsyncRetrying(
-            stop=stop,
-            wait=wait,
-            retry=retry_if_exception(_retryable),
-            reraise=True,
+        raise LLMError(
+            f"the model server at {ep.url} kept rejecting the request (400): {text.lower()}"
         )
-        async for attempt in retrying:
-            with attempt:
-                async with asyncio.timeout(_total_timeout(s)):
-                    return await self._stream(ep, msgs, tools, on_token, opts, usage)
-        raise AssertionError("unreachable")
 
-    async def _stream(
-        self,
-        ep: _Endpoint,
-        msgs: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        on_token: OnToken | None,
+    @staticmethod
+    def _learn_from(
+        ep: Endpoint,
+        prof: ModelProfile,
+        exc: BaseException,
+        text: str,
+        *,
+        system: bool,
         opts: dict[str, Any],
-        usage: Usage,
-    ) -> _Raw:
-        kwargs: dict[str, Any] = {"model": ep.model, "messages": msgs, "stream": True}
-        if ep.stream_usage:
-            kwargs["stream_options"] = {"include_usage": True}
-        if tools:
-            kwargs["tools"] = tools
-        kwargs.update((k, v) for k, v in opts.items() if k not in ep.dropped)
-        if ep.max_completion_tokens and "max_tokens" in kwargs:
-            kwargs["max_completion_tokens"] = kwargs.pop("max_tokens")
-        stream = await ep.client.chat.completions.create(**kwargs)
-        parts: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        finish = ""
-        reported: Any = None
-        async with stream:
-            async for chunk in stream:
-                if getattr(chunk, "usage", None):
-                    reported = chunk.usage
-                for choice in chunk.choices or []:
-                    delta = choice.delta
-                    if delta is not None and delta.content:
-                        parts.append(delta.content)
-                        if on_token is not None:
-                            on_token(delta.content)
-                    for tc in (delta.tool_calls or []) if delta is not None else []:
-                        slot = calls.setdefault(tc.index or 0, {"id": "", "name": "", "arguments": ""})
-                        if tc.id:
-                            slot["id"] = tc.id
-                        if tc.function is not None:
-                            slot["name"] += tc.function.name or ""
-                            slot["arguments"] += tc.function.arguments or ""
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-        content = "".join(parts)
-        tool_calls = [calls[i] for i in sorted(calls)]
-        for c in tool_calls:
-            c["id"] = c["id"] or compat.new_call_id()
-        if reported is not None and (reported.prompt_tokens or reported.completion_tokens):
-            p, c_ = int(reported.prompt_tokens or 0), int(reported.completion_tokens or 0)
-        else:  # the server reports no usage: count it ourselves
-            p = ep.counter.messages(msgs, ep.model)
-            c_ = ep.counter.text(content + "".join(c["name"] + c["arguments"] for c in tool_calls), ep.model)
-        call_usage = Usage(prompt_tokens=p, completion_tokens=c_, cost_usd=cost_usd(ep.model, p, c_),
-                           model=ep.model, calls=1)
-        usage.add(call_usage)
-        self.usage.add(call_usage)
-        log.debug("llm_call", url=ep.url, model=ep.model, prompt_tokens=p, completion_tokens=c_,
-                  finish=finish, tool_calls=len(tool_calls))
-        return _Raw(content, tool_calls, finish or ("tool_calls" if tool_calls else "stop"))
+        tools: bool,
+    ) -> bool:
+        """Record in the profile the feature a rejection points at; False when it is none the
+        request can do without (raises `_ToolsRejected` for tools, which the caller handles)."""
+        for feature in rj.rejected_features(exc, system=system, text=text):
+            auto_fold = ep.settings.fold_system is None
+            if feature == rj.SYSTEM_ROLE and auto_fold and prof.system_role is not False:
+                ep.learn(system_role=False)
+                log.info("system_role_rejected_folding", url=ep.url, model=ep.model)
+                return True
+            if feature == rj.STREAM_USAGE and prof.stream_usage:
+                ep.learn(stream_usage=False)
+                return True
+            if feature == rj.MAX_COMPLETION_TOKENS and "max_tokens" in opts and (
+                not prof.max_completion_tokens
+            ):
+                ep.learn(max_completion_tokens=True)
+                return True
+            dropped = prof.unsupported_params
+            if feature == rj.TEMPERATURE and "temperature" in opts and "temperature" not in dropped:
+                ep.learn(unsupported_params=prof.unsupported_params | {"temperature"})
+                return True
+            if feature == rj.TOOLS and tools and ep.settings.tool_mode == "auto":
+                raise _ToolsRejected(text)
+        return False
 
     async def _summarise(self, dropped: list[dict[str, Any]]) -> str:
         from .tokens import message_text
 
         ep = await self._ready("fast")
-        limit = int(max(ep.settings.context_window - 1024, 512) * ep.counter.chars_per_token * 0.8)
+        window = ep.profile.context_window or ep.settings.context_window
+        limit = int(max(window - 1024, 512) * ep.counter.chars_per_token * 0.8)
         transcript = "\n\n".join(message_text(m) for m in dropped)
         if len(transcript) > limit:
             transcript = transcript[-limit:]
@@ -420,7 +327,7 @@ class LLM:
             self._http = httpx.AsyncClient()
         return self._http
 
-    def _endpoint(self, model: str) -> _Endpoint:
+    def _endpoint(self, model: str) -> Endpoint:
         role = model if model in ("smart", "fast") else "smart"
         key = role if model in ("smart", "fast") else f"smart:{model}"
         ep = self._endpoints.get(key)
@@ -437,10 +344,10 @@ class LLM:
                 timeout=s.timeout_s,
                 max_retries=0,  # retries are ours (tenacity), so that they are logged and bounded
             )
-            ep = self._endpoints[key] = _Endpoint(role, s, client, counter, s.model, s.fold_system)
+            ep = self._endpoints[key] = Endpoint(role, s, client, counter, s.model, self.profiles)
         return ep
 
-    async def _ready(self, model: str) -> _Endpoint:
+    async def _ready(self, model: str) -> Endpoint:
         """The endpoint, with its model name asked from the server when none is configured."""
         ep = self._endpoint(model)
         if ep.model:
@@ -448,121 +355,12 @@ class LLM:
         async with ep.lock:
             if not ep.model:
                 try:
-                    page = await asyncio.wait_for(ep.client.models.list(), _total_timeout(ep.settings))
+                    page = await asyncio.wait_for(ep.client.models.list(), total_timeout(ep.settings))
                     ids = [m.id for m in page.data]
                 except openai.OpenAIError as exc:
-                    raise LLMError(self._describe(ep, exc)) from None
+                    raise LLMError(describe(ep, exc)) from None
                 except TimeoutError:
                     raise LLMError(f"the model server at {ep.url} did not list its models (timeout)") from None
                 ep.model = ids[0] if ids else "default"
                 log.info("model_selected", url=ep.url, role=ep.role, model=ep.model, available=len(ids))
         return ep
-
-    def _describe(self, ep: _Endpoint, exc: BaseException) -> str:
-        url, s = ep.url, ep.settings
-        retried = f" after {s.max_retries} retries" if s.max_retries else ""
-        if isinstance(exc, openai.APITimeoutError):
-            again = " (tried twice)" if s.max_retries else ""
-            return f"the model server at {url} did not answer within {s.timeout_s:g}s (timeout){again}"
-        if isinstance(exc, openai.APIConnectionError):
-            return f"cannot reach the model server at {url}: {_cause(exc)}{retried}"
-        if isinstance(exc, openai.AuthenticationError):
-            return (f"the model server at {url} rejected the API key (401 Unauthorized): {_error_text(exc)}; "
-                    "check OPENAI_API_KEY (or ORCHGPT_FAST_API_KEY / ORCHGPT_<TYPE>_API_KEY)")
-        if isinstance(exc, openai.PermissionDeniedError):
-            return f"the model server at {url} refused access (403 Forbidden): {_error_text(exc)}"
-        if isinstance(exc, openai.NotFoundError):
-            return (f"the model server at {url} does not know the model {ep.model!r} (404): {_error_text(exc)}; "
-                    "check ORCHGPT_MODEL")
-        if isinstance(exc, openai.RateLimitError):
-            return f"the model server at {url} kept rate limiting (429){retried}: {_error_text(exc)}"
-        if isinstance(exc, openai.APIStatusError):
-            what = "failed" if exc.status_code >= 500 else "rejected the request"
-            again = retried if exc.status_code >= 500 else ""
-            return f"the model server at {url} {what} ({exc.status_code}){again}: {_error_text(exc)}"
-        return f"the model server at {url} gave an unusable answer: {exc}"
-
-
-# ---------------------------------------------------------------------- helpers
-def _total_timeout(s: ModelSettings) -> float:
-    """A whole streamed reply may take longer than one read; still, never wait forever."""
-    return s.timeout_s * 10
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, openai.RateLimitError):
-        return "insufficient_quota" not in _error_text(exc)
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code >= 500 or exc.status_code in (408, 409)
-    return isinstance(exc, openai.APIConnectionError)
-
-
-def _error_text(exc: BaseException) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-        if isinstance(err, str):
-            return err[:500]
-        if body.get("detail"):
-            return str(body["detail"])[:500]
-    if isinstance(body, str) and body:
-        return body[:500]
-    return (getattr(exc, "message", None) or str(exc))[:500]
-
-
-def _cause(exc: BaseException) -> str:
-    seen: list[str] = []
-    cur: BaseException | None = exc.__cause__ or exc.__context__
-    while cur is not None and len(seen) < 5:
-        seen.append(str(cur))
-        cur = cur.__cause__ or cur.__context__
-    text = " ".join(seen).lower()
-    if "refused" in text or "errno 111" in text:
-        return "connection refused (is the server running?)"
-    if "name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
-        return "the host name does not resolve"
-    if "ssl" in text or "certificate" in text:
-        return "TLS error: " + (seen[0][:200] if seen else "")
-    return (seen[0][:200] if seen and seen[0] else str(exc)) or "connection error"
-
-
-def _short(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    if isinstance(exc, openai.APIStatusError):
-        return f"{exc.status_code}: {_error_text(exc)[:120]}"
-    return f"{type(exc).__name__}: {str(exc)[:120]}"
-
-
-def _per_call_errors(raw_calls: list[dict[str, str]], tools: list[ToolSpec]) -> list[str]:
-    by_name = {t.name: t for t in tools}
-    errors = []
-    for c in raw_calls:
-        name = c["name"]
-        if name not in by_name:
-            errors.append(f"there is no tool named {name!r}; the tools are: {', '.join(by_name)}")
-            continue
-        try:
-            args = json.loads(c["arguments"]) if c["arguments"].strip() else {}
-        except json.JSONDecodeError as exc:
-            errors.append(f"the arguments of {name} are not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(args, dict):
-            errors.append(f"the arguments of {name} must be a JSON object")
-            continue
-        problems = validate(args, by_name[name].parameters)
-        errors.append(f"the arguments of {name} do not match its schema: " + "; ".join(problems[:5]) if problems else "")
-    return errors
-
-
-def _check_native(raw_calls: list[dict[str, str]], tools: list[ToolSpec]) -> tuple[list[ToolCall], list[str]]:
-    errors = [e for e in _per_call_errors(raw_calls, tools) if e]
-    if errors:
-        return [], errors
-    calls = [
-        ToolCall(id=c["id"], name=c["name"], arguments=json.loads(c["arguments"]) if c["arguments"].strip() else {})
-        for c in raw_calls
-    ]
-    return calls, []

@@ -1,4 +1,5 @@
-"""The sandbox for generated code (see `core` for what it does, `launcher` for how).
+"""The sandbox for generated code (see `core` for what it does, `launcher` for how;
+`policy`, `isolation` and `results` for what goes in and comes out).
 
 ``from agentd.sandbox import Sandbox, Limits, SandboxPolicy, ...`` is the public API.
 """

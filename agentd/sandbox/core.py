@@ -33,273 +33,51 @@ command, and with it any SysV shared memory, semaphore or message queue it made.
 
 The namespace setup runs in `launcher.py`, started by unshare(1) as
 ``python -I -S launcher.py <LaunchSpec JSON>``. See docs/security-sandbox.md.
+The operator's policy and the limits are in `policy`, the detection of the
+isolation mode in `isolation`, what a command left in `results`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import TaskFailed, ToolError
+from ..errors import ToolError
+from .isolation import NS_FLAGS, Isolation, detect_isolation
 from .launcher import EXEC_FAILED_EXIT, SETUP_FAILED_EXIT, LaunchSpec
-from .uids import UID_BASE, UID_COUNT, UidAllocator, UidLease, chown_tree
+from .policy import WEAK_ENV, WEAK_FLAG, Limits, SandboxPolicy, WeakSandboxRefused
+from .results import SandboxResult, summarize_tests
+from .uids import UidLease, chown_tree
 
-__all__ = ["EXEC_FAILED_EXIT", "SETUP_FAILED_EXIT", "LaunchSpec"]
+__all__ = [
+    "EXEC_FAILED_EXIT",
+    "SETUP_FAILED_EXIT",
+    "WEAK_ENV",
+    "WEAK_FLAG",
+    "Isolation",
+    "LaunchSpec",
+    "Limits",
+    "SandboxPolicy",
+    "SandboxResult",
+    "WeakSandboxRefused",
+    "detect_isolation",
+    "summarize_tests",
+]
 
 LAUNCHER = Path(__file__).resolve().with_name("launcher.py")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
 HOSTNAME = "sandbox"
-WEAK_FLAG = "--allow-weak-sandbox"
-WEAK_ENV = "ORCHGPT_ALLOW_WEAK_SANDBOX"
 _ENV_NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-_NS_FLAGS = ("--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
-             "--mount-proc")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
-
-
-class WeakSandboxRefused(TaskFailed):
-    """No namespaces are available and the operator did not allow a weak sandbox: the
-    task fails with this message (it names the flag), the model is not asked to retry."""
-
-
-# ---------------------------------------------------------------- policy
-
-
-def _env_bool(env: Mapping[str, str], name: str) -> bool:
-    v = env.get(name, "").strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ValueError(f"{name}={env[name]!r} is not a boolean (use 1 or 0)")
-
-
-def _default_state_dir() -> str:
-    if os.geteuid() == 0 and os.path.isdir("/run") and os.access("/run", os.W_OK):
-        return "/run/orchgpt-sandbox"
-    return os.path.join(tempfile.gettempdir(), f"orchgpt-sandbox-{os.geteuid()}")
-
-
-@dataclass(frozen=True)
-class SandboxPolicy:
-    """What the operator decided about the sandbox (agentd builds one at start-up).
-
-    protected       paths never visible inside (certificates, keys, the data dir)
-    workspace_root  where task workspaces live: hidden, only the task's own is bound in
-    read_only       extra directories visible read-only (e.g. a toolchain under /opt)
-    namespaces      False: never use namespaces (as if the kernel had none)
-    allow_weak      run generated code even without namespaces (limits only)
-    uid_first/uid_count  the range sandbox uids are allocated from (as root)
-    state_dir       the allocator's state (0700; shared by the agents of one host)
-    """
-
-    protected: tuple[str, ...] = ()
-    workspace_root: str | None = None
-    read_only: tuple[str, ...] = ()
-    namespaces: bool = True
-    allow_weak: bool = False
-    uid_first: int = UID_BASE
-    uid_count: int = UID_COUNT
-    state_dir: str | None = None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SandboxPolicy:
-        """ORCHGPT_ALLOW_WEAK_SANDBOX, ORCHGPT_SANDBOX_ISOLATION (auto|none),
-        ORCHGPT_SANDBOX_READ_ONLY (paths, ':'-separated), and ORCHGPT_CERTS,
-        ORCHGPT_DATA_DIR, ORCHGPT_WORKSPACE_ROOT (protected)."""
-        env = os.environ if environ is None else environ
-        wanted = env.get("ORCHGPT_SANDBOX_ISOLATION", "auto").strip().lower() or "auto"
-        if wanted not in ("auto", "none", "off"):
-            raise ValueError(f"ORCHGPT_SANDBOX_ISOLATION={wanted!r}: use auto or none")
-        protected = [env[k] for k in ("ORCHGPT_CERTS", "ORCHGPT_DATA_DIR") if env.get(k)]
-        ro = [p for p in env.get("ORCHGPT_SANDBOX_READ_ONLY", "").split(os.pathsep) if p]
-        root = env.get("ORCHGPT_WORKSPACE_ROOT") or None
-        policy = cls(
-            protected=tuple(os.path.abspath(p) for p in protected),
-            workspace_root=os.path.abspath(root) if root else None,
-            read_only=tuple(os.path.abspath(p) for p in ro),
-            namespaces=wanted == "auto",
-            allow_weak=_env_bool(env, WEAK_ENV),
-        )
-        return replace(policy, **overrides)
-
-    def protect(self, *paths: str | os.PathLike[str] | None) -> SandboxPolicy:
-        """A copy with more protected paths."""
-        more = [os.path.abspath(os.fspath(p)) for p in paths if p]
-        return replace(self, protected=tuple(sorted({*self.protected, *more})))
-
-    def allocator(self) -> UidAllocator:
-        return UidAllocator(self.state_dir or _default_state_dir(), self.uid_first, self.uid_count)
-
-
-# ---------------------------------------------------------------- limits and results
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout_s: float = 60.0
-    memory_mb: int = 1024
-    cpu_s: int | None = None  # default: the time limit rounded up, plus one second
-    file_size_mb: int = 64
-    processes: int = 256  # only enforced when the command runs under its own uid
-    output_bytes: int = 64_000  # per stream kept (head and tail), the rest is dropped
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> Limits:
-        if settings is None:
-            return cls()
-        return cls(
-            timeout_s=float(getattr(settings, "sandbox_timeout_s", 60.0)),
-            memory_mb=int(getattr(settings, "sandbox_memory_mb", 1024)),
-        )
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """What confinement this machine gives (detected once, see `detect_isolation`)."""
-
-    mode: str  # "root-ns" | "user-ns" | "none"
-    reason: str = ""  # why a stronger mode was not available
-
-    @property
-    def network(self) -> bool:
-        return self.mode != "none"
-
-    @property
-    def mounts(self) -> bool:
-        return self.mode != "none"
-
-
-@dataclass
-class SandboxResult:
-    command: str
-    exit_code: int
-    stdout: str
-    stderr: str
-    timed_out: bool
-    duration_s: float
-    network_isolated: bool
-    uid_dropped: bool
-    files_hidden: bool  # only the allow list is visible (a mount namespace)
-    notes: list[str] = field(default_factory=list)
-    truncated: bool = False
-    signal: str = ""  # name of the signal that ended the command, if any
-    isolation: str = ""  # the mode used: "root-ns", "user-ns" or "none"
-    uid: int | None = None  # the uid the command ran as, when it had its own
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-    @property
-    def isolation_note(self) -> str:
-        """Empty when fully isolated; otherwise what is missing, in one line."""
-        return "; ".join(self.notes)
-
-    def describe(self, limit: int = 12_000) -> str:
-        """The result as the model reads it: exit status, then the output (bounded)."""
-        if self.timed_out:
-            head = f"$ {self.command}\n{self.notes_timeout()}"
-        else:
-            head = f"$ {self.command}\nexit code {self.exit_code}" + (
-                f" (signal {self.signal})" if self.signal else ""
-            )
-        parts = [head + f", {self.duration_s:.1f}s"]
-        if self.stdout:
-            parts.append("stdout:\n" + _tail(self.stdout, limit))
-        if self.stderr:
-            parts.append("stderr:\n" + _tail(self.stderr, limit // 2))
-        return "\n".join(parts)
-
-    def notes_timeout(self) -> str:
-        return next(
-            (n for n in self.notes if n.startswith("killed at time limit")), "killed at time limit"
-        )
-
-
-def summarize_tests(result: SandboxResult | None) -> str:
-    """A test run in a few words: the runner's summary line (pytest's last line), or the exit status."""
-    if result is None:
-        return "no tests ran"
-    if result.timed_out:
-        return result.notes_timeout()
-    for line in reversed(result.stdout.splitlines()):
-        line = line.strip().strip("=").strip()
-        if line and re.search(r"\b(passed|failed|error|ok|FAIL|PASS)\b", line, re.I):
-            return line[:200]
-    return f"exit code {result.exit_code}"
-
-
-def _tail(text: str, limit: int) -> str:
-    return text if len(text) <= limit else "[... cut ...]\n" + text[-limit:]
-
-
-# ---------------------------------------------------------------- detection
-
-
-def _probe(argv: list[str]) -> str:
-    """Run argv; '' when it exits 0, otherwise its error text."""
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=10, start_new_session=True,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return "timed out"
-    except OSError as exc:
-        return str(exc)
-    if proc.returncode == 0:
-        return ""
-    return proc.stderr.decode(errors="replace").strip() or f"exit {proc.returncode}"
-
-
-@functools.lru_cache(maxsize=4)
-def _detect(namespaces: bool, euid: int) -> Isolation:
-    """Which isolation works here; a fact of the host, probed once per process."""
-    if not namespaces:
-        return Isolation("none", "namespaces turned off by the sandbox policy")
-    if not sys.platform.startswith("linux"):
-        return Isolation("none", f"namespaces need Linux (this is {sys.platform})")
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return Isolation("none", "unshare(1) from util-linux is not installed")
-    true = shutil.which("true") or "/bin/true"
-    reasons = []
-    if euid == 0:
-        err = _probe([unshare, *_NS_FLAGS, true])
-        if not err:
-            return Isolation("root-ns")
-        reasons.append(f"root namespaces refused ({err})")
-    err = _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS, true])
-    if not err:
-        return Isolation("user-ns", "; ".join(reasons))
-    reasons.append(f"user namespaces refused ({err})")
-    return Isolation("none", "; ".join(reasons))
-
-
-async def detect_isolation(refresh: bool = False, policy: SandboxPolicy | None = None) -> Isolation:
-    """Find out (once per process) which isolation mode works here."""
-    import asyncio
-
-    if policy is None:
-        policy = SandboxPolicy.from_env()
-    if refresh:
-        _detect.cache_clear()
-    return await asyncio.to_thread(_detect, policy.namespaces, os.geteuid())
 
 
 # ---------------------------------------------------------------- file system helpers
@@ -495,9 +273,9 @@ class Sandbox:
             launcher = [sys.executable, "-I", "-S", str(LAUNCHER), spec.to_json()]
             unshare = shutil.which("unshare") or "unshare"
             if iso.mode == "root-ns":
-                full = [unshare, *_NS_FLAGS, "--", *launcher]
+                full = [unshare, *NS_FLAGS, "--", *launcher]
             elif iso.mode == "user-ns":
-                full = [unshare, "--user", "--map-root-user", *_NS_FLAGS, "--", *launcher]
+                full = [unshare, "--user", "--map-root-user", *NS_FLAGS, "--", *launcher]
             else:
                 full = launcher
             result = await self._execute(full, shown, timeout, iso, uid, notes)

@@ -99,6 +99,8 @@ class Response:
     status: int = 200
     error: str = ""  # the error message when status >= 400
     error_type: str = ""
+    error_param: str | None = None  # the "param" of the error body, e.g. "max_tokens" (OpenAI, vLLM)
+    error_code: str | None = None  # the "code" of the error body, e.g. "unsupported_parameter"
     headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "0"}
     finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
     usage: dict[str, int] | None = None  # default: counted with `count_tokens`
@@ -373,10 +375,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _error(self, status: int, message: str, etype: str = "", code: str | None = None,
-               headers: dict[str, str] | None = None) -> None:
+               headers: dict[str, str] | None = None, param: str | None = None) -> None:
         default_type = {401: "invalid_request_error", 429: "rate_limit_error"}.get(
             status, "server_error" if status >= 500 else "invalid_request_error")
-        self._json(status, {"error": {"message": message, "type": etype or default_type, "param": None,
+        self._json(status, {"error": {"message": message, "type": etype or default_type, "param": param,
                                       "code": code}}, headers)
 
     def _authorised(self) -> bool:
@@ -435,7 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if r.status >= 400:
-            self._error(r.status, r.error or f"scripted error {r.status}", r.error_type, headers=r.headers)
+            self._error(r.status, r.error or f"scripted error {r.status}", r.error_type, code=r.error_code,
+                        headers=r.headers, param=r.error_param)
             return
         calls = [
             {
