@@ -18,8 +18,9 @@
 #
 # Facts of this machine baked in: crun refuses its kernel's hybrid cgroups and raised
 # rlimits, so podman runs as `podman --runtime runc --cgroup-manager cgroupfs` with
-# `--ulimit nofile=1024:1024 --ulimit nproc=1024:1024` on build and run (compose.yaml
-# carries the ulimits). No systemd: the health check is run by `podman healthcheck run`.
+# `--ulimit nofile=1024:1024 --ulimit nproc=1024:1024` on build and run (given to
+# podman-compose with --podman-args and --podman-run-args; compose.yaml stays portable).
+# No systemd: the health check is run by `podman healthcheck run`.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 root_dir=${ORCHGPT_CHECK_ROOT:-/var/tmp/orchgpt-debian-py-bookworm}
@@ -29,6 +30,7 @@ image=localhost/orchgpt:check
 project=orchgpt-check
 podman=(podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
 ulimits=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+run_once=(run --rm --no-healthcheck --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 t0=$SECONDS
 
 stage() { printf '\n==> [%4ss] %s\n' "$((SECONDS - t0))" "$*"; }
@@ -98,13 +100,13 @@ if [ "$fresh" = 1 ] || ! timeout 60 "${podman[@]}" image exists "$base"; then
   tar -C "$root_dir" -c . | timeout 600 "${podman[@]}" import - "$base" >"$work/import.log" 2>&1 \
     || { tail_log "$work/import.log"; cannot "podman import of $root_dir failed"; }
 fi
-info "$base: $(timeout 60 "${podman[@]}" run --rm "${ulimits[@]}" "$base" python3 --version 2>&1)"
+info "$base: $(timeout 60 "${podman[@]}" "${run_once[@]}" "$base" python3 --version 2>&1)"
 
 stage "image build: $repo/Dockerfile on $base -> $image"
 secret=()
 ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$ca" ] && secret=(--secret "id=ca-certificates,src=$ca") && info "pip trusts the host's CA bundle $ca (build secret)"
-if ! timeout 1500 "${podman[@]}" build --format docker "${ulimits[@]}" "${secret[@]}" \
+if ! timeout 900 "${podman[@]}" build --format docker "${ulimits[@]}" "${secret[@]}" \
     --build-arg "BASE=$base" -t "$image" -f "$repo/Dockerfile" "$repo" >"$work/build.log" 2>&1; then
   tail_log "$work/build.log" 40
   if grep -qE 'Could not fetch URL|Temporary failure in name resolution|Failed to establish a new connection|Network is unreachable|Could not resolve|Failed to fetch|CERTIFICATE_VERIFY_FAILED' "$work/build.log"; then
@@ -117,9 +119,9 @@ cfg=$(timeout 60 "${podman[@]}" image inspect --format \
   'user={{.Config.User}} entrypoint={{.Config.Entrypoint}} healthcheck={{.Config.Healthcheck.Test}}' "$image")
 info "built $image: $(timeout 60 "${podman[@]}" image inspect --format '{{.Size}}' "$image" | awk '{printf "%d MB", $1/1e6}'), $cfg"
 case $cfg in *"healthcheck=[CMD orchgpt health"*) ;; *) fail "the image has no HEALTHCHECK through orchgpt health";; esac
-uid=$(timeout 60 "${podman[@]}" run --rm "${ulimits[@]}" --entrypoint id "$image" -u)
+uid=$(timeout 60 "${podman[@]}" "${run_once[@]}" --entrypoint id "$image" -u)
 [ "$uid" = 10001 ] || fail "the image runs as uid $uid, not 10001"
-info "runs as uid $uid; $(timeout 60 "${podman[@]}" run --rm "${ulimits[@]}" --entrypoint sh "$image" -c \
+info "runs as uid $uid; $(timeout 60 "${podman[@]}" "${run_once[@]}" --entrypoint sh "$image" -c \
   'printf "%s, node %s, git %s" "$(python -c "import pytest, fastapi, uvicorn; print(\"pytest\", pytest.__version__, \"fastapi\", fastapi.__version__)")" "$(node --version)" "$(git --version | cut -d" " -f3)"')"
 
 stage "host side: a venv with this checkout's autogpt and podman-compose"
@@ -138,6 +140,7 @@ compose() {
   ORCHGPT_IMAGE=$image ORCHGPT_COMPOSE_CERTS="$work/certs" ORCHGPT_PORT=$port ORCHGPT_PUBLISH=127.0.0.1 \
   OPENAI_BASE_URL=http://model.invalid/v1 \
     timeout 300 "$work/venv/bin/podman-compose" --podman-args="${podman[*]:1}" \
+      --podman-run-args="${ulimits[*]}" \
       -p "$project" -f "$repo/compose.yaml" --in-pod false "$@"
 }
 # The backend agent only has to join (this check asks no model): it gets an unreachable one.
@@ -151,6 +154,8 @@ daemon=${project}_orchgpt_1
 last=
 deadline=$((SECONDS + 120))
 while :; do
+  status=$(timeout 30 "${podman[@]}" inspect --format '{{.State.Health.Status}}' "$daemon" 2>/dev/null || echo gone)
+  [ "$status" != "$last" ] && info "$(date -u +%T) $daemon: $status" && last=$status
   timeout 30 "${podman[@]}" healthcheck run "$daemon" >/dev/null 2>&1 || true
   status=$(timeout 30 "${podman[@]}" inspect --format '{{.State.Health.Status}}' "$daemon" 2>/dev/null || echo gone)
   [ "$status" != "$last" ] && info "$(date -u +%T) $daemon: $status" && last=$status
@@ -184,7 +189,15 @@ set +e
 timeout 120 "${podman[@]}" exec "${project}_agent-echo_1" python -m agentd.sandbox >"$work/sandbox.txt" 2>&1
 rc=$?
 set -e
-grep -E '"isolation"|"uid"|visible' "$work/sandbox.txt" | sed 's/^/    /' | cut -c1-110
+python3 - "$work/sandbox.txt" <<'PY' || cat "$work/sandbox.txt"
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+inside = r.get("inside", {})
+print(f"    isolation: {r['isolation']} {r.get('reason', '')}".rstrip())
+if inside:
+    print(f"    inside: uid {inside['uid']}, hostname {inside['hostname']}, / holds {' '.join(inside['root'])}")
+    print(f"    visible inside: {inside['visible']}")
+PY
 case $rc in
   0) info "isolated: generated code can run in this image" ;;
   3) info "WARNING: no namespaces in this container (the kernel or the runtime forbids them)" ;;
