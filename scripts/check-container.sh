@@ -14,7 +14,8 @@
 #
 # Kept between runs: the debootstrapped root in /var/tmp (ORCHGPT_CHECK_ROOT) and its
 # image localhost/debian-py:bookworm. Removed at the end: the containers, their network
-# and volumes, the built image (ORCHGPT_CHECK_KEEP_IMAGE=1 keeps it) and the work dir.
+# and volumes, the built image and the intermediate images its build made
+# (ORCHGPT_CHECK_KEEP_IMAGE=1 keeps them: a faster next run), and the work dir.
 #
 # Facts of this machine baked in: crun refuses its kernel's hybrid cgroups and raised
 # rlimits, so podman runs as `podman --runtime runc --cgroup-manager cgroupfs` with
@@ -59,8 +60,12 @@ cleanup() {
     fi
     compose down -v >"$work/down.log" 2>&1 || tail_log "$work/down.log" 10
   fi
-  if [ "${ORCHGPT_CHECK_KEEP_IMAGE:-0}" != 1 ]; then
+  if [ "${ORCHGPT_CHECK_KEEP_IMAGE:-0}" != 1 ] && [ -f "$work/images-before" ]; then
+    # the built image and the intermediate images this run's build made (its cache), no others
     timeout 120 "${podman[@]}" rmi -f "$image" >/dev/null 2>&1
+    timeout 60 "${podman[@]}" images -a -q --no-trunc | sort -u >"$work/images-after"
+    comm -13 "$work/images-before" "$work/images-after" >"$work/images-new"
+    [ -s "$work/images-new" ] && timeout 300 xargs -a "$work/images-new" "${podman[@]}" rmi -f >/dev/null 2>&1
   fi
   rm -rf "$work"
   printf '\n%s in %ss\n' "$([ "$rc" = 0 ] && echo PASSED || echo "ended with status $rc")" \
@@ -103,6 +108,7 @@ fi
 info "$base: $(timeout 60 "${podman[@]}" "${run_once[@]}" "$base" python3 --version 2>&1)"
 
 stage "image build: $repo/Dockerfile on $base -> $image"
+timeout 60 "${podman[@]}" images -a -q --no-trunc | sort -u >"$work/images-before"
 secret=()
 ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$ca" ] && secret=(--secret "id=ca-certificates,src=$ca") && info "pip trusts the host's CA bundle $ca (build secret)"
