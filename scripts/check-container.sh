@@ -147,7 +147,7 @@ compose() {
   OPENAI_BASE_URL=http://model.invalid/v1 \
     timeout 300 "$work/venv/bin/podman-compose" --podman-args="${podman[*]:1}" \
       --podman-run-args="${ulimits[*]}" \
-      -p "$project" -f "$repo/compose.yaml" --in-pod false "$@"
+      -p "$project" -f "$repo/compose.yaml" "$@"
 }
 # The backend agent only has to join (this check asks no model): it gets an unreachable one.
 compose down -v >/dev/null 2>&1 || true   # leftovers of an interrupted run
