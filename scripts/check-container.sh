@@ -209,3 +209,38 @@ case $rc in
   3) info "WARNING: no namespaces in this container (the kernel or the runtime forbids them)" ;;
   *) tail_log "$work/sandbox.txt"; fail "the sandbox could not be set up in the container (status $rc)" ;;
 esac
+
+if [ "$rc" = 0 ]; then
+  stage "agents' work in the backend container: a FastAPI test with pytest and node --check, in the sandbox"
+  timeout 180 "${podman[@]}" exec -i "${project}_agent-backend_1" python - >"$work/work.txt" 2>&1 <<'PY' \
+    || { tail_log "$work/work.txt"; fail "the image cannot run the agents' checks in its sandbox"; }
+import asyncio, sys, tempfile
+from pathlib import Path
+from agentd.sandbox.core import Limits, Sandbox, SandboxPolicy
+
+APP = "from fastapi import FastAPI\napp = FastAPI()\n\n@app.get('/ping')\ndef ping():\n    return {'ok': True}\n"
+TEST = ("from fastapi.testclient import TestClient\nfrom app import app\n\n"
+        "def test_ping():\n    assert TestClient(app).get('/ping').json() == {'ok': True}\n")
+
+async def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="orchgpt-check-work-") as d:
+        ws = Path(d)
+        (ws / "app.py").write_text(APP)
+        (ws / "test_app.py").write_text(TEST)
+        (ws / "app.js").write_text("document.title = 'ok';\n")
+        sb = Sandbox(ws, Limits(timeout_s=60), policy=SandboxPolicy.from_env())
+        rc = 0
+        for name, cmd in (("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]),
+                          ("node --check app.js", ["node", "--check", "app.js"])):
+            r = await sb.run(cmd)
+            last = (r.stdout.strip().splitlines() or [""])[-1]
+            print(f"{name}: exit {r.exit_code}, isolation {r.isolation}  {last}")
+            if r.exit_code:
+                print(r.stderr.strip()[-500:])
+            rc = rc or r.exit_code
+        return rc
+
+sys.exit(asyncio.run(main()))
+PY
+  sed 's/^/    /' "$work/work.txt"
+fi
