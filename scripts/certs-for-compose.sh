@@ -15,7 +15,7 @@
 # prints the command to run (sudo chown, or `podman unshare chown` for rootless podman).
 # DIR/client stays yours. Running it again keeps the CA and the certificates that exist.
 set -euo pipefail
-orchgpt=${ORCHGPT:-orchgpt}
+read -ra orchgpt <<<"${ORCHGPT:-orchgpt}"   # e.g. ORCHGPT="python3 -m orchgpt"
 uid=${ORCHGPT_CONTAINER_UID:-10001}
 hosts=(--host orchgpt)
 dir=
@@ -28,15 +28,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 dir=${dir:-compose-certs}
-command -v "$orchgpt" >/dev/null || { echo "certs-for-compose.sh: '$orchgpt' not found (pip install . first, or set ORCHGPT)" >&2; exit 1; }
+command -v "${orchgpt[0]}" >/dev/null || { echo "certs-for-compose.sh: '${orchgpt[0]}' not found (pip install . first, or set ORCHGPT)" >&2; exit 1; }
 
 mkdir -p "$dir"
 chmod 0700 "$dir"
-"$orchgpt" certs init --dir "$dir/daemon" "${hosts[@]}" >/dev/null
+"${orchgpt[@]}" certs init --dir "$dir/daemon" "${hosts[@]}" >/dev/null
 for agent in echo-1 backend-1; do
   if [ ! -s "$dir/$agent/$agent.pem" ]; then
     mkdir -p "$dir/$agent"
-    "$orchgpt" certs issue "$agent" --role agent --dir "$dir/daemon" --out "$dir/$agent" >/dev/null
+    "${orchgpt[@]}" certs issue "$agent" --role agent --dir "$dir/daemon" --out "$dir/$agent" >/dev/null
   fi
 done
 mkdir -p "$dir/client"
