@@ -53,6 +53,6 @@ if [ "$(id -u)" = 0 ] && [ "${CHOWN:-1}" != 0 ]; then
 else
   echo "certificates in $dir ($dir/client is for autogpt). The containers run as uid $uid: give"
   echo "them their directories with one of"
-  echo "  sudo chown -R $uid:$uid ${services[*]}                    # docker, rootful podman"
-  echo "  podman unshare chown -R $uid:$uid ${services[*]}          # rootless podman"
+  echo "  sudo chown -R $uid:$uid ${services[*]}   # docker, rootful podman"
+  echo "  podman unshare chown -R $uid:$uid ${services[*]}   # rootless podman"
 fi
