@@ -216,7 +216,7 @@ if [ "$rc" = 0 ]; then
     || { tail_log "$work/work.txt"; fail "the image cannot run the agents' checks in its sandbox"; }
 import asyncio, sys, tempfile
 from pathlib import Path
-from agentd.sandbox.core import Limits, Sandbox, SandboxPolicy
+from agentd.sandbox import Limits, Sandbox, SandboxPolicy
 
 APP = "from fastapi import FastAPI\napp = FastAPI()\n\n@app.get('/ping')\ndef ping():\n    return {'ok': True}\n"
 TEST = ("from fastapi.testclient import TestClient\nfrom app import app\n\n"
