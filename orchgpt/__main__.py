@@ -60,6 +60,9 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--list-page-bytes", dest="list_page_bytes", type=int)
     p.add_argument("--list-field-bytes", dest="list_field_bytes", type=int)
     p.add_argument("--crl-poll-interval", dest="crl_poll_interval", type=float)
+    p.add_argument("--a2a-listen", dest="a2a_listen", metavar="HOST:PORT",
+                   help="serve every agent type as an A2A agent (JSON-RPC + SSE over mutual TLS; off by default)")
+    p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
     p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"])
@@ -183,7 +186,8 @@ def _serve(args: argparse.Namespace) -> int:
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
-        "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval")}
+        "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
+        "a2a_listen", "a2a_public_host")}
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 
