@@ -44,8 +44,11 @@ IDENTITY = "identity"  # ServerCallContext.state key: the caller's orchgpt.certs
 PATH_TENANT = "path_tenant"  # the tenant named by the URL path, if any
 
 
-class PermissionDenied(InvalidRequestError):
-    """The caller's certificate may not do this (orchgpt.authz's rule is in the message)."""
+def PermissionDenied(message: str) -> InvalidRequestError:
+    """The caller's certificate may not do this: an InvalidRequest (-32600, gRPC INVALID_ARGUMENT;
+    A2A has no permission error) whose message starts 'permission denied' and names the rule."""
+    text = message if message.startswith("permission denied") else f"permission denied: {message}"
+    return InvalidRequestError(message=text)
 
 
 class _Events:
@@ -81,15 +84,15 @@ class MeshRequestHandler(RequestHandler):
     def _caller(self, context: ServerCallContext, rpc: str) -> Identity:
         ident = context.state.get(IDENTITY)
         if not isinstance(ident, Identity):
-            raise PermissionDenied(message="no client certificate: the mesh CA must sign one")
+            raise PermissionDenied("no client certificate: the mesh CA must sign one")
         if self.revocations is not None:
             refused = self.revocations.check_on_call(ident)
             if refused:
-                raise PermissionDenied(message=refused)
+                raise PermissionDenied(refused)
         d = authz.rpc(ident, rpc)
         if not d:
             log.warning("a2a_refused", rpc=rpc, peer=ident.name, role=ident.role, rule=d.rule)
-            raise PermissionDenied(message=f"permission denied: {d.message}")
+            raise PermissionDenied(d.message)
         return ident
 
     def _tenant(self, context: ServerCallContext) -> str:
@@ -154,7 +157,7 @@ class MeshRequestHandler(RequestHandler):
         if d and authz.principal(ident) != authz.ADMIN:
             d = authz.workspace_option(cmd.options, self.mesh.get_task, owner=authz.owner_of(ident))
         if not d:
-            raise PermissionDenied(message=f"permission denied: {d.message}")
+            raise PermissionDenied(d.message)
         try:
             task, _ = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:

@@ -1,0 +1,209 @@
+"""A2A over JSON-RPC + SSE with mutual TLS (docs/a2a.md), driven by a2a-sdk's own client.
+
+A real daemon (`orchgpt serve --a2a-listen 127.0.0.1:0`) with real spawned echo agents; the
+clients are a2a-sdk's `create_client` over httpx with the mesh's certificates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("a2a.client")
+import httpx
+from a2a.client import A2AClientError, ClientConfig, create_client
+from a2a.types import a2a_pb2 as a2a
+from a2a.utils.errors import (
+    InvalidRequestError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+)
+
+from tests.support.mesh import Daemon, issue, make_certs, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+A2A_ARGS = ("--a2a-listen", "127.0.0.1:0")
+
+
+def a2a_url(daemon: Daemon) -> str:
+    """The A2A base URL the daemon logged (its port is picked at start)."""
+    found: list[str] = []
+
+    def logged() -> bool:
+        for line in daemon.log().splitlines():
+            if '"a2a_serving"' in line:
+                found.append(json.loads(line)["base_url"])
+                return True
+        return False
+
+    wait_for(logged, 20, what="the A2A listener")
+    return found[-1]
+
+
+def tls(certs: Path, name: str, ca: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca or certs / "ca.pem"))
+    ctx.load_cert_chain(str(certs / f"{name}.pem"), str(certs / f"{name}-key.pem"))
+    return ctx
+
+
+class Caller:
+    """One A2A client identity (its own httpx client with its certificate)."""
+
+    def __init__(self, base: str, ctx: ssl.SSLContext) -> None:
+        self.base = base
+        self.http = httpx.AsyncClient(verify=ctx, timeout=30)
+
+    async def client(self, agent_type: str = "echo"):  # type: ignore[no-untyped-def]
+        return await create_client(f"{self.base}/{agent_type}", ClientConfig(httpx_client=self.http))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def message(text: str, **options: str) -> a2a.SendMessageRequest:
+    msg = a2a.Message(role=a2a.ROLE_USER, message_id=f"m-{text[:8]}", parts=[a2a.Part(text=text)])
+    if options:
+        msg.metadata.update({"options": options})
+    return a2a.SendMessageRequest(message=msg)
+
+
+async def stream(client, req: a2a.SendMessageRequest) -> list[a2a.StreamResponse]:  # type: ignore[no-untyped-def]
+    return [ev async for ev in client.send_message(req)]
+
+
+def final_state(events: list[a2a.StreamResponse]) -> int:
+    states = [e.status_update.status.state for e in events if e.HasField("status_update")]
+    return states[-1] if states else a2a.TASK_STATE_UNSPECIFIED
+
+
+async def test_echo_streams_to_completion_and_is_found_after_a_restart(daemon_factory, certs: Path) -> None:
+    d = daemon_factory(*A2A_ARGS).start()
+    alice = Caller(a2a_url(d), tls(certs, "cli"))
+    try:
+        client = await alice.client()
+        card = await alice.http.get(f"{alice.base}/echo/.well-known/agent-card.json")
+        body = card.json()
+        assert body["capabilities"]["streaming"] is True
+        assert body["supportedInterfaces"][0]["tenant"] == "echo"
+        assert "mtlsSecurityScheme" in body["securitySchemes"]["mtls"]
+
+        events = await stream(client, message("hello over a2a", tokens="1"))
+        assert events[0].HasField("task") and events[0].task.status.state == a2a.TASK_STATE_SUBMITTED
+        task_id = events[0].task.id
+        deltas = [e.artifact_update for e in events if e.HasField("artifact_update")]
+        assert "".join(p.text for u in deltas for p in u.artifact.parts).split() == ["hello", "over", "a2a"]
+        assert [u.append for u in deltas] == [False, True, True]  # token deltas append to one artifact
+        assert final_state(events) == a2a.TASK_STATE_COMPLETED
+
+        got = await client.get_task(a2a.GetTaskRequest(id=task_id))
+        assert got.status.state == a2a.TASK_STATE_COMPLETED
+        assert got.artifacts[0].parts[0].text == "hello over a2a"
+        assert got.history[0].parts[0].text == "hello over a2a"
+        listed = await client.list_tasks(a2a.ListTasksRequest())
+        assert task_id in [t.id for t in listed.tasks]
+    finally:
+        await alice.close()
+
+    assert d.stop() == 0
+    d.start()  # the same data dir: the task is in the store
+    again = Caller(a2a_url(d), tls(certs, "cli"))
+    try:
+        got = await (await again.client()).get_task(a2a.GetTaskRequest(id=task_id))
+        assert got.status.state == a2a.TASK_STATE_COMPLETED
+        assert got.artifacts[0].parts[0].text == "hello over a2a"
+    finally:
+        await again.close()
+
+
+async def test_cancel_a_long_task(daemon_factory, certs: Path) -> None:
+    d = daemon_factory(*A2A_ARGS).start()
+    alice = Caller(a2a_url(d), tls(certs, "cli"))
+    try:
+        client = await alice.client()
+        it = client.send_message(message("slow", delay="30"))
+        first = await anext(it)
+        task_id = first.task.id
+        cancelled = await client.cancel_task(a2a.CancelTaskRequest(id=task_id))
+        assert cancelled.status.state == a2a.TASK_STATE_CANCELED
+        rest = [ev async for ev in it]  # the stream ends with the cancellation, not after 30 s
+        assert final_state(rest) == a2a.TASK_STATE_CANCELED
+        got = await client.get_task(a2a.GetTaskRequest(id=task_id))
+        assert got.status.state == a2a.TASK_STATE_CANCELED
+        with pytest.raises(TaskNotCancelableError):
+            await client.cancel_task(a2a.CancelTaskRequest(id=task_id))
+    finally:
+        await alice.close()
+
+
+async def test_another_client_cannot_see_or_touch_the_task(daemon_factory, certs: Path) -> None:
+    issue(certs, "alice", "client")
+    issue(certs, "bob", "client")
+    d = daemon_factory(*A2A_ARGS).start()
+    base = a2a_url(d)
+    alice, bob = Caller(base, tls(certs, "alice")), Caller(base, tls(certs, "bob"))
+    try:
+        a = await alice.client()
+        it = a.send_message(message("alice's secret", delay="30"))
+        task_id = (await anext(it)).task.id
+        b = await bob.client()
+        for call in (lambda: b.get_task(a2a.GetTaskRequest(id=task_id)),
+                     lambda: b.cancel_task(a2a.CancelTaskRequest(id=task_id))):
+            with pytest.raises(TaskNotFoundError):  # as for a task that does not exist
+                await call()
+        with pytest.raises(TaskNotFoundError):
+            async for _ in b.subscribe(a2a.SubscribeToTaskRequest(id=task_id)):
+                pass
+        assert task_id not in [t.id for t in (await b.list_tasks(a2a.ListTasksRequest())).tasks]
+        # answering alice's task (a message naming its task_id) is refused to bob too
+        answer = message("approve")
+        answer.message.task_id = task_id
+        with pytest.raises(TaskNotFoundError):
+            await stream(b, answer)
+        # alice's task is not under another type's tenant either
+        with pytest.raises(TaskNotFoundError):
+            await (await alice.client("manager")).get_task(a2a.GetTaskRequest(id=task_id))
+        # alice sees it, still running
+        assert (await a.get_task(a2a.GetTaskRequest(id=task_id))).status.state in (
+            a2a.TASK_STATE_SUBMITTED, a2a.TASK_STATE_WORKING)
+        await a.cancel_task(a2a.CancelTaskRequest(id=task_id))
+        await it.aclose()
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_an_agent_certificate_cannot_submit(daemon_factory, certs: Path) -> None:
+    issue(certs, "robot", "agent")
+    d = daemon_factory(*A2A_ARGS).start()
+    robot = Caller(a2a_url(d), tls(certs, "robot"))
+    try:
+        with pytest.raises(InvalidRequestError, match="permission denied"):
+            await stream(await robot.client(), message("hi"))
+    finally:
+        await robot.close()
+
+
+async def test_a_client_without_a_ca_signed_certificate_gets_nothing(daemon_factory, certs: Path,
+                                                                     tmp_path: Path) -> None:
+    d = daemon_factory(*A2A_ARGS).start()
+    base = a2a_url(d)
+    other = make_certs(tmp_path / "other-ca")  # a CA the mesh does not trust
+    rogue = Caller(base, tls(other, "cli", ca=certs / "ca.pem"))  # trusts the daemon, unknown to it
+    anonymous = Caller(base, ssl.create_default_context(cafile=str(certs / "ca.pem")))  # no certificate
+    try:
+        for caller in (rogue, anonymous):
+            with pytest.raises((A2AClientError, httpx.HTTPError)):
+                await caller.client()  # the card
+            with pytest.raises(httpx.HTTPError):
+                await caller.http.post(f"{base}/echo", json={
+                    "jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {"tenant": "echo"}},
+                    headers={"A2A-Version": "1.0"})
+    finally:
+        await rogue.close()
+        await anonymous.close()
+    assert re.search(r'"a2a_serving"', d.log())
