@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,18 @@ async def test_a_client_without_a_ca_signed_certificate_gets_nothing(daemon_fact
         await rogue.close()
         await anonymous.close()
     assert re.search(r'"a2a_serving"', d.log())
+
+
+def test_the_readme_client_script_streams_echo(daemon_factory, certs: Path, tmp_path: Path) -> None:
+    """The README's a2a-sdk script, as printed there, against a running daemon."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    m = re.search(r"<!-- a2a-echo-script -->\n```python\n(.*?)```", readme, re.S)
+    assert m, "README lost its A2A client script"
+    script = m.group(1)
+    assert len([line for line in script.splitlines() if line.strip()]) <= 15
+    (tmp_path / "a2a_echo.py").write_text(script)
+    d = daemon_factory(*A2A_ARGS).start()
+    out = subprocess.run([sys.executable, "a2a_echo.py", a2a_url(d), "hello", "over", "A2A"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["hello", "over", "A2A", "TASK_STATE_COMPLETED"]
