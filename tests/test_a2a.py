@@ -23,6 +23,7 @@ from a2a.utils.errors import (
     InvalidRequestError,
     TaskNotCancelableError,
     TaskNotFoundError,
+    UnsupportedOperationError,
 )
 
 from tests.support.mesh import Daemon, issue, make_certs, wait_for
@@ -61,7 +62,9 @@ class Caller:
         self.http = httpx.AsyncClient(verify=ctx, timeout=30)
 
     async def client(self, agent_type: str = "echo"):  # type: ignore[no-untyped-def]
-        return await create_client(f"{self.base}/{agent_type}", ClientConfig(httpx_client=self.http))
+        return await create_client(
+            f"{self.base}/{agent_type}", ClientConfig(httpx_client=self.http)
+        )
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -83,7 +86,9 @@ def final_state(events: list[a2a.StreamResponse]) -> int:
     return states[-1] if states else a2a.TASK_STATE_UNSPECIFIED
 
 
-async def test_echo_streams_to_completion_and_is_found_after_a_restart(daemon_factory, certs: Path) -> None:
+async def test_echo_streams_to_completion_and_is_found_after_a_restart(
+    daemon_factory, certs: Path
+) -> None:
     d = daemon_factory(*A2A_ARGS).start()
     alice = Caller(a2a_url(d), tls(certs, "cli"))
     try:
@@ -95,11 +100,21 @@ async def test_echo_streams_to_completion_and_is_found_after_a_restart(daemon_fa
         assert "mtlsSecurityScheme" in body["securitySchemes"]["mtls"]
 
         events = await stream(client, message("hello over a2a", tokens="1"))
-        assert events[0].HasField("task") and events[0].task.status.state == a2a.TASK_STATE_SUBMITTED
+        assert (
+            events[0].HasField("task") and events[0].task.status.state == a2a.TASK_STATE_SUBMITTED
+        )
         task_id = events[0].task.id
         deltas = [e.artifact_update for e in events if e.HasField("artifact_update")]
-        assert "".join(p.text for u in deltas for p in u.artifact.parts).split() == ["hello", "over", "a2a"]
-        assert [u.append for u in deltas] == [False, True, True]  # token deltas append to one artifact
+        assert "".join(p.text for u in deltas for p in u.artifact.parts).split() == [
+            "hello",
+            "over",
+            "a2a",
+        ]
+        assert [u.append for u in deltas] == [
+            False,
+            True,
+            True,
+        ]  # token deltas append to one artifact
         assert final_state(events) == a2a.TASK_STATE_COMPLETED
 
         got = await client.get_task(a2a.GetTaskRequest(id=task_id))
@@ -153,8 +168,10 @@ async def test_another_client_cannot_see_or_touch_the_task(daemon_factory, certs
         it = a.send_message(message("alice's secret", delay="30"))
         task_id = (await anext(it)).task.id
         b = await bob.client()
-        for call in (lambda: b.get_task(a2a.GetTaskRequest(id=task_id)),
-                     lambda: b.cancel_task(a2a.CancelTaskRequest(id=task_id))):
+        for call in (
+            lambda: b.get_task(a2a.GetTaskRequest(id=task_id)),
+            lambda: b.cancel_task(a2a.CancelTaskRequest(id=task_id)),
+        ):
             with pytest.raises(TaskNotFoundError):  # as for a task that does not exist
                 await call()
         with pytest.raises(TaskNotFoundError):
@@ -171,7 +188,9 @@ async def test_another_client_cannot_see_or_touch_the_task(daemon_factory, certs
             await (await alice.client("manager")).get_task(a2a.GetTaskRequest(id=task_id))
         # alice sees it, still running
         assert (await a.get_task(a2a.GetTaskRequest(id=task_id))).status.state in (
-            a2a.TASK_STATE_SUBMITTED, a2a.TASK_STATE_WORKING)
+            a2a.TASK_STATE_SUBMITTED,
+            a2a.TASK_STATE_WORKING,
+        )
         await a.cancel_task(a2a.CancelTaskRequest(id=task_id))
         await it.aclose()
     finally:
@@ -190,21 +209,31 @@ async def test_an_agent_certificate_cannot_submit(daemon_factory, certs: Path) -
         await robot.close()
 
 
-async def test_a_client_without_a_ca_signed_certificate_gets_nothing(daemon_factory, certs: Path,
-                                                                     tmp_path: Path) -> None:
+async def test_a_client_without_a_ca_signed_certificate_gets_nothing(
+    daemon_factory, certs: Path, tmp_path: Path
+) -> None:
     d = daemon_factory(*A2A_ARGS).start()
     base = a2a_url(d)
     other = make_certs(tmp_path / "other-ca")  # a CA the mesh does not trust
     rogue = Caller(base, tls(other, "cli", ca=certs / "ca.pem"))  # trusts the daemon, unknown to it
-    anonymous = Caller(base, ssl.create_default_context(cafile=str(certs / "ca.pem")))  # no certificate
+    anonymous = Caller(
+        base, ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    )  # no certificate
     try:
         for caller in (rogue, anonymous):
             with pytest.raises((A2AClientError, httpx.HTTPError)):
                 await caller.client()  # the card
             with pytest.raises(httpx.HTTPError):
-                await caller.http.post(f"{base}/echo", json={
-                    "jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {"tenant": "echo"}},
-                    headers={"A2A-Version": "1.0"})
+                await caller.http.post(
+                    f"{base}/echo",
+                    json={
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "ListTasks",
+                        "params": {"tenant": "echo"},
+                    },
+                    headers={"A2A-Version": "1.0"},
+                )
     finally:
         await rogue.close()
         await anonymous.close()
@@ -220,7 +249,86 @@ def test_the_readme_client_script_streams_echo(daemon_factory, certs: Path, tmp_
     assert len([line for line in script.splitlines() if line.strip()]) <= 15
     (tmp_path / "a2a_echo.py").write_text(script)
     d = daemon_factory(*A2A_ARGS).start()
-    out = subprocess.run([sys.executable, "a2a_echo.py", a2a_url(d), "hello", "over", "A2A"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "a2a_echo.py", a2a_url(d), "hello", "over", "A2A"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["hello", "over", "A2A", "TASK_STATE_COMPLETED"]
+
+
+async def test_an_approval_is_input_required_and_the_next_message_answers_it(
+    daemon_factory, certs: Path
+) -> None:
+    """A (raw, hand-driven) agent asks for an approval: the A2A task turns INPUT_REQUIRED with the
+    request; a message naming the task answers it; the agent gets the decision; the task
+    completes."""
+    from orchgpt.iac.v1 import iac_pb2 as pb
+    from tests.support.stub_agent import StubAgent
+
+    d = daemon_factory(*A2A_ARGS, "--no-spawn").start()
+    alice = Caller(a2a_url(d), tls(certs, "cli"))
+    async with StubAgent(d.address, issue(d.certs, "asker", "agent"), "asker", "asker") as agent:
+        try:
+            client = await alice.client("asker")
+            it = client.send_message(message("delete the files"))
+            task_id = (await anext(it)).task.id
+            run_env = await agent.expect(pb.RUN)
+            assert run_env.task.task_id == task_id and run_env.task.input == "delete the files"
+            agent.send(
+                pb.TASK_EVENT,
+                task_id=task_id,
+                event=pb.TaskEvent(
+                    task_id=task_id,
+                    approval=pb.ApprovalEvent(
+                        request=pb.ApprovalRequest(
+                            request_id="r1", tool="rm", arguments_json='{"path": "x"}'
+                        ),
+                        text="rm x?",
+                    ),
+                ),
+            )
+            async for ev in it:  # the first stream runs until the task waits for its user
+                if ev.status_update.status.state == a2a.TASK_STATE_INPUT_REQUIRED:
+                    asked = ev.status_update.status.message
+                    break
+            assert asked.parts[0].text == "rm x?" and asked.metadata["request_id"] == "r1"
+            await it.aclose()
+            got = await client.get_task(a2a.GetTaskRequest(id=task_id))
+            assert got.status.state == a2a.TASK_STATE_INPUT_REQUIRED
+
+            answer = message("approve")
+            answer.message.task_id = task_id
+            cont = client.send_message(answer)
+            assert (await anext(cont)).task.id == task_id
+            resp = await agent.expect(pb.APPROVAL_RESPONSE)
+            assert resp.task_id == task_id and resp.approval_response.request_id == "r1"
+            assert resp.approval_response.decision == pb.APPROVE
+            assert (
+                await client.get_task(a2a.GetTaskRequest(id=task_id))
+            ).status.state == a2a.TASK_STATE_WORKING
+            agent.send(
+                pb.REPLY,
+                task_id=task_id,
+                correlation_id=run_env.id,
+                reply=pb.Reply(
+                    result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="deleted")
+                ),
+            )
+            rest = [ev async for ev in cont]
+            assert final_state(rest) == a2a.TASK_STATE_COMPLETED
+            assert [
+                p.text
+                for e in rest
+                if e.HasField("artifact_update")
+                for p in e.artifact_update.artifact.parts
+            ] == ["deleted"]
+            again = message("approve")
+            again.message.task_id = task_id
+            with pytest.raises(UnsupportedOperationError, match="finished"):
+                await stream(client, again)
+        finally:
+            await alice.close()

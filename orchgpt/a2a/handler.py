@@ -71,8 +71,15 @@ class _Events:
 
 
 class MeshRequestHandler(RequestHandler):
-    def __init__(self, mesh: Mesh, *, revocations: Any = None, max_task_input_bytes: int = 0,
-                 max_pending_events: int = 10_000, accepting: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        mesh: Mesh,
+        *,
+        revocations: Any = None,
+        max_task_input_bytes: int = 0,
+        max_pending_events: int = 10_000,
+        accepting: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.mesh = mesh
         self.revocations = revocations
         self.max_task_input_bytes = max_task_input_bytes
@@ -99,21 +106,31 @@ class MeshRequestHandler(RequestHandler):
         field = context.tenant
         path = str(context.state.get(PATH_TENANT) or "")
         if field and path and field != path:
-            raise InvalidParamsError(message=f"tenant: {field!r} differs from the URL's agent type {path!r}")
+            raise InvalidParamsError(
+                message=f"tenant: {field!r} differs from the URL's agent type {path!r}"
+            )
         tenant = field or path
         if not tenant:
             known = ", ".join(sorted(self.mesh.known_types()))
-            raise InvalidParamsError(message=f"tenant: name the agent type (one of: {known}); "
-                                     "the agent card's interface carries it")
+            raise InvalidParamsError(
+                message=f"tenant: name the agent type (one of: {known}); "
+                "the agent card's interface carries it"
+            )
         if tenant not in self.mesh.known_types():
             raise InvalidParamsError(message=f"tenant: unknown agent type {tenant!r}")
         return tenant
 
     def _task(self, ident: Identity, rpc: str, task_id: str, tenant: str) -> Task:
         t = self.mesh.get_task(task_id) if task_id else None
-        if t is None or t.agent_type != tenant or not authz.task_access(ident, rpc, t, self.mesh.get_task):
+        if (
+            t is None
+            or t.agent_type != tenant
+            or not authz.task_access(ident, rpc, t, self.mesh.get_task)
+        ):
             if t is not None:
-                log.info("a2a_task_refused", rpc=rpc, peer=ident.name, task_id=task_id, tenant=tenant)
+                log.info(
+                    "a2a_task_refused", rpc=rpc, peer=ident.name, task_id=task_id, tenant=tenant
+                )
             raise TaskNotFoundError(message=f"no task {task_id!r}")
         return t
 
@@ -134,7 +151,9 @@ class MeshRequestHandler(RequestHandler):
         return mapping.to_task(t, self._waiting(t), history_length)
 
     # ------------------------------------------------------------ messages
-    def _start(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> tuple[Task, bool]:
+    def _start(
+        self, params: a2a.SendMessageRequest, context: ServerCallContext
+    ) -> tuple[Task, bool]:
         """(task, is_new): a new task from the message, or the INPUT_REQUIRED task it answers."""
         if not self.accepting():
             raise InternalError(message="orchgpt is shutting down; not accepting new work")
@@ -165,14 +184,18 @@ class MeshRequestHandler(RequestHandler):
                 raise InvalidParamsError(message=str(exc)) from None
             raise InvalidRequestError(message=f"{exc.code}: {exc}") from None
         except StoreError as exc:
-            raise InternalError(message=f"not accepted: the store cannot be written: {exc}") from None
+            raise InternalError(
+                message=f"not accepted: the store cannot be written: {exc}"
+            ) from None
         log.info("a2a_task_started", task_id=task.task_id, agent_type=tenant, peer=ident.name)
         return task, True
 
     def _submit_access(self, ident: Identity, session_id: str) -> authz.Decision:
         store = self.mesh.store
         exists = bool(session_id) and bool(store.list_tasks(1, session_id, True))
-        owned = bool(session_id) and bool(store.list_tasks(1, session_id, True, authz.owner_of(ident)))
+        owned = bool(session_id) and bool(
+            store.list_tasks(1, session_id, True, authz.owner_of(ident))
+        )
         return authz.submit_access(ident, None, self.mesh.get_task, session_id, exists, owned)
 
     def _answer(self, t: Task, params: a2a.SendMessageRequest) -> None:
@@ -180,32 +203,41 @@ class MeshRequestHandler(RequestHandler):
         if waiting is None:
             state = "finished" if t.state.terminal else "not waiting for input"
             raise UnsupportedOperationError(
-                message=f"task {t.task_id!r} is {state}: send a message without task_id to start a new one")
+                message=f"task {t.task_id!r} is {state}: "
+                "send a message without task_id to start a new one"
+            )
         try:
             decision, feedback = mapping.approval_answer(params)
         except mapping.MappingError as exc:
             raise InvalidParamsError(message=str(exc)) from None
         rid = waiting.approval.request_id if waiting.approval else str(waiting.seq)
         try:
-            self.mesh.approve(t.task_id, ApprovalResponse(rid, ApprovalDecision(decision), feedback=feedback))
+            self.mesh.approve(
+                t.task_id, ApprovalResponse(rid, ApprovalDecision(decision), feedback=feedback)
+            )
         except RoutingError as exc:
             raise TaskNotFoundError(message=str(exc)) from None
         self._answered[t.task_id] = rid
         if len(self._answered) > 10_000:
             self._answered.pop(next(iter(self._answered)))
 
-    async def on_message_send(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> a2a.Task:
+    async def on_message_send(
+        self, params: a2a.SendMessageRequest, context: ServerCallContext
+    ) -> a2a.Task:
         task, new = self._start(params, context)
         if params.configuration.return_immediately:
             return self._snapshot(task)
         async for ev in self._follow(task, 0 if new else self.mesh.store.last_seq(task.task_id)):
             if isinstance(ev, a2a.TaskStatusUpdateEvent) and (
-                    ev.status.state in mapping.TERMINAL or ev.status.state == a2a.TASK_STATE_INPUT_REQUIRED):
+                ev.status.state in mapping.TERMINAL
+                or ev.status.state == a2a.TASK_STATE_INPUT_REQUIRED
+            ):
                 break
         return self._snapshot(task)
 
-    async def on_message_send_stream(self, params: a2a.SendMessageRequest,
-                                     context: ServerCallContext) -> AsyncGenerator[Any]:
+    async def on_message_send_stream(
+        self, params: a2a.SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any]:
         task, new = self._start(params, context)
         first = self._snapshot(task)
         if new:  # the stream replays the task's events from its start: it starts SUBMITTED
@@ -226,8 +258,9 @@ class MeshRequestHandler(RequestHandler):
         live = task.task_id in mesh.active
         if live:
             mesh.subscribe(sub, task.task_id)
-        appended = after_seq > 0 and any(e.kind == EventKind.TOKEN
-                                         for e in mesh.store.events(task.task_id, 0, after_seq))
+        appended = after_seq > 0 and any(
+            e.kind == EventKind.TOKEN for e in mesh.store.events(task.task_id, 0, after_seq)
+        )
         try:
             pending = list(stored)
             while True:
@@ -254,30 +287,42 @@ class MeshRequestHandler(RequestHandler):
                 mesh.unsubscribe(sub, task.task_id)
 
     # ------------------------------------------------------------ tasks
-    async def on_get_task(self, params: a2a.GetTaskRequest, context: ServerCallContext) -> a2a.Task | None:
+    async def on_get_task(
+        self, params: a2a.GetTaskRequest, context: ServerCallContext
+    ) -> a2a.Task | None:
         ident = self._caller(context, "GetTask")
         t = self._task(ident, "GetTask", params.id, self._tenant(context))
         hl = params.history_length if params.HasField("history_length") else None
         return self._snapshot(t, hl)
 
-    async def on_list_tasks(self, params: a2a.ListTasksRequest,
-                            context: ServerCallContext) -> a2a.ListTasksResponse:
+    async def on_list_tasks(
+        self, params: a2a.ListTasksRequest, context: ServerCallContext
+    ) -> a2a.ListTasksResponse:
         ident = self._caller(context, "ListTasks")
         tenant = self._tenant(context)
         size = min(max(params.page_size, 0) or 50, 100)
         try:
             offset = int(params.page_token or "0")
         except ValueError:
-            raise InvalidParamsError(message="page_token: not a next_page_token from ListTasks") from None
+            raise InvalidParamsError(
+                message="page_token: not a next_page_token from ListTasks"
+            ) from None
         states = mapping.mesh_states(params.status) if params.status else None
         owner = authz.list_owner(ident, "ListTasks")
-        rows = [t for t in self.mesh.store.list_tasks(offset + size * 4 + 200, params.context_id, False, owner)
-                if t.agent_type == tenant and (states is None or t.state in states)]
-        page = rows[offset:offset + size]
+        rows = [
+            t
+            for t in self.mesh.store.list_tasks(
+                offset + size * 4 + 200, params.context_id, False, owner
+            )
+            if t.agent_type == tenant and (states is None or t.state in states)
+        ]
+        page = rows[offset : offset + size]
         resp = a2a.ListTasksResponse(page_size=size, total_size=len(rows))
         for t in page:
-            snap = self._snapshot(self.mesh.active.get(t.task_id, t), params.history_length
-                                  if params.HasField("history_length") else 0)
+            snap = self._snapshot(
+                self.mesh.active.get(t.task_id, t),
+                params.history_length if params.HasField("history_length") else 0,
+            )
             if not params.include_artifacts:
                 del snap.artifacts[:]
             resp.tasks.append(snap)
@@ -285,7 +330,9 @@ class MeshRequestHandler(RequestHandler):
             resp.next_page_token = str(offset + size)
         return resp
 
-    async def on_cancel_task(self, params: a2a.CancelTaskRequest, context: ServerCallContext) -> a2a.Task | None:
+    async def on_cancel_task(
+        self, params: a2a.CancelTaskRequest, context: ServerCallContext
+    ) -> a2a.Task | None:
         ident = self._caller(context, "CancelTask")
         t = self._task(ident, "CancelTask", params.id, self._tenant(context))
         if t.state.terminal:
@@ -297,31 +344,54 @@ class MeshRequestHandler(RequestHandler):
         log.info("a2a_task_cancelled", task_id=t.task_id, peer=ident.name)
         return self._snapshot(t)
 
-    async def on_subscribe_to_task(self, params: a2a.SubscribeToTaskRequest,
-                                   context: ServerCallContext) -> AsyncGenerator[Any]:
+    async def on_subscribe_to_task(
+        self, params: a2a.SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any]:
         ident = self._caller(context, "Watch(task)")
         t = self._task(ident, "Watch(task)", params.id, self._tenant(context))
         if t.state.terminal:
-            raise UnsupportedOperationError(message=f"task {t.task_id!r} is {t.state}: nothing to subscribe to")
+            raise UnsupportedOperationError(
+                message=f"task {t.task_id!r} is {t.state}: nothing to subscribe to"
+            )
         yield self._snapshot(t)
         async for ev in self._follow(t, self.mesh.store.last_seq(t.task_id)):
             yield ev
 
     # ------------------------------------------------------------ not offered
-    async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
-        raise PushNotificationNotSupportedError(message="push notifications are not offered yet (docs/a2a.md)")
+    async def on_create_task_push_notification_config(
+        self, params: Any, context: ServerCallContext
+    ) -> Any:
+        raise PushNotificationNotSupportedError(
+            message="push notifications are not offered yet (docs/a2a.md)"
+        )
 
-    async def on_get_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
-        raise PushNotificationNotSupportedError(message="push notifications are not offered yet (docs/a2a.md)")
+    async def on_get_task_push_notification_config(
+        self, params: Any, context: ServerCallContext
+    ) -> Any:
+        raise PushNotificationNotSupportedError(
+            message="push notifications are not offered yet (docs/a2a.md)"
+        )
 
-    async def on_list_task_push_notification_configs(self, params: Any, context: ServerCallContext) -> Any:
-        raise PushNotificationNotSupportedError(message="push notifications are not offered yet (docs/a2a.md)")
+    async def on_list_task_push_notification_configs(
+        self, params: Any, context: ServerCallContext
+    ) -> Any:
+        raise PushNotificationNotSupportedError(
+            message="push notifications are not offered yet (docs/a2a.md)"
+        )
 
-    async def on_delete_task_push_notification_config(self, params: Any, context: ServerCallContext) -> None:
-        raise PushNotificationNotSupportedError(message="push notifications are not offered yet (docs/a2a.md)")
+    async def on_delete_task_push_notification_config(
+        self, params: Any, context: ServerCallContext
+    ) -> None:
+        raise PushNotificationNotSupportedError(
+            message="push notifications are not offered yet (docs/a2a.md)"
+        )
 
-    async def on_get_extended_agent_card(self, params: Any, context: ServerCallContext) -> a2a.AgentCard:
-        raise ExtendedAgentCardNotConfiguredError(message="no extended card: the public card is complete")
+    async def on_get_extended_agent_card(
+        self, params: Any, context: ServerCallContext
+    ) -> a2a.AgentCard:
+        raise ExtendedAgentCardNotConfiguredError(
+            message="no extended card: the public card is complete"
+        )
 
 
 __all__ = ["IDENTITY", "PATH_TENANT", "A2AError", "MeshRequestHandler", "PermissionDenied"]

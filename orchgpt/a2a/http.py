@@ -80,14 +80,28 @@ class _QuietServer(uvicorn.Server):
 
 
 class A2AListener:
-    def __init__(self, mesh: Mesh, listen: str, certs: CertPaths, *, revocations: Any = None,
-                 max_task_input_bytes: int = 0, max_pending_events: int = 10_000,
-                 accepting: Callable[[], bool] = lambda: True, public_host: str = "") -> None:
+    def __init__(
+        self,
+        mesh: Mesh,
+        listen: str,
+        certs: CertPaths,
+        *,
+        revocations: Any = None,
+        max_task_input_bytes: int = 0,
+        max_pending_events: int = 10_000,
+        accepting: Callable[[], bool] = lambda: True,
+        public_host: str = "",
+    ) -> None:
         self.mesh = mesh
         self.listen = listen
         self.certs = certs
-        self.handler = MeshRequestHandler(mesh, revocations=revocations, max_task_input_bytes=max_task_input_bytes,
-                                          max_pending_events=max_pending_events, accepting=accepting)
+        self.handler = MeshRequestHandler(
+            mesh,
+            revocations=revocations,
+            max_task_input_bytes=max_task_input_bytes,
+            max_pending_events=max_pending_events,
+            accepting=accepting,
+        )
         self.public_host = public_host
         self.port = 0
         self._server: _QuietServer | None = None
@@ -106,11 +120,14 @@ class A2AListener:
         builder = _ContextBuilder()
         rpc_tenant = create_jsonrpc_routes(self.handler, "/{tenant}", context_builder=builder)
         rpc_root = create_jsonrpc_routes(self.handler, "/", context_builder=builder)
-        return Starlette(routes=[
-            Route(CARD_PATH, self._no_root_card, methods=["GET"]),
-            Route("/{tenant}" + CARD_PATH, self._card, methods=["GET"]),
-            *rpc_root, *rpc_tenant,
-        ])
+        return Starlette(
+            routes=[
+                Route(CARD_PATH, self._no_root_card, methods=["GET"]),
+                Route("/{tenant}" + CARD_PATH, self._card, methods=["GET"]),
+                *rpc_root,
+                *rpc_tenant,
+            ]
+        )
 
     async def _card(self, request: Request) -> Response:
         tenant = request.path_params["tenant"]
@@ -121,12 +138,21 @@ class A2AListener:
 
     async def _no_root_card(self, request: Request) -> Response:
         types = sorted(self.mesh.known_types())
-        return JSONResponse({"error": "one agent card per agent type",
-                             "cards": [f"{self.base_url}/{t}{CARD_PATH}" for t in types]}, status_code=404)
+        return JSONResponse(
+            {
+                "error": "one agent card per agent type",
+                "cards": [f"{self.base_url}/{t}{CARD_PATH}" for t in types],
+            },
+            status_code=404,
+        )
 
     def _ssl_config(self) -> dict[str, Any]:
-        return {"ssl_certfile": str(self.certs.cert), "ssl_keyfile": str(self.certs.key),
-                "ssl_ca_certs": str(self.certs.ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        return {
+            "ssl_certfile": str(self.certs.cert),
+            "ssl_keyfile": str(self.certs.key),
+            "ssl_ca_certs": str(self.certs.ca),
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
 
     async def start(self) -> int:
         self.certs.read()  # CertError naming a missing file
@@ -139,9 +165,18 @@ class A2AListener:
             sock.close()
             raise OSError(f"cannot listen for A2A on {self.listen}: {exc}") from None
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), http=_MtlsH11, ws="none", lifespan="off", proxy_headers=False,
-                                server_header=False, log_config=None, access_log=False,
-                                timeout_graceful_shutdown=1, **self._ssl_config())
+        config = uvicorn.Config(
+            self.app(),
+            http=_MtlsH11,
+            ws="none",
+            lifespan="off",
+            proxy_headers=False,
+            server_header=False,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+            **self._ssl_config(),
+        )
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
