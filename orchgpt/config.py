@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         "", description="HOST:PORT of the A2A JSON-RPC + SSE listener (HTTPS, mutual TLS; docs/a2a.md); "
         "empty: off"
     )
+    a2a_grpc: bool = Field(
+        False, description="serve A2A's gRPC A2AService (tenant = agent type) on the mesh port"
+    )
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"

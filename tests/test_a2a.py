@@ -332,3 +332,65 @@ async def test_an_approval_is_input_required_and_the_next_message_answers_it(
                 await stream(client, again)
         finally:
             await alice.close()
+
+
+def grpc_factory(certs: Path, name: str):  # type: ignore[no-untyped-def]
+    """An a2a-sdk client factory for the gRPC binding, over the mesh's mutual TLS."""
+    import grpc
+    from a2a.client import ClientFactory
+
+    creds = grpc.ssl_channel_credentials(
+        (certs / "ca.pem").read_bytes(),
+        (certs / f"{name}-key.pem").read_bytes(),
+        (certs / f"{name}.pem").read_bytes(),
+    )
+
+    def channel(url: str) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(url, creds)
+
+    return ClientFactory(
+        ClientConfig(grpc_channel_factory=channel, supported_protocol_bindings=["GRPC"])
+    )
+
+
+async def test_grpc_binding_on_the_mesh_port(daemon_factory, certs: Path) -> None:
+    """gRPC A2AService on the daemon's mTLS port: the card from GetExtendedAgentCard, a stream
+    to completion, GetTask; another client cannot read the task; the tenant is per type."""
+    issue(certs, "bob", "client")
+    d = daemon_factory("--a2a-grpc").start()  # no HTTPS listener: gRPC only
+    address = f"localhost:{d.port}"
+    boot = a2a.AgentCard(
+        supported_interfaces=[
+            a2a.AgentInterface(url=address, protocol_binding="GRPC", protocol_version="1.0")
+        ],
+        capabilities=a2a.AgentCapabilities(extended_agent_card=True, streaming=True),
+    )
+    alice = grpc_factory(certs, "cli")
+    card = await alice.create(boot).get_extended_agent_card(
+        a2a.GetExtendedAgentCardRequest(tenant="echo")
+    )
+    assert card.name == "echo" and card.capabilities.streaming
+    assert [(i.protocol_binding, i.url, i.tenant) for i in card.supported_interfaces] == [
+        ("GRPC", address, "echo")
+    ]
+    assert card.security_schemes["mtls"].HasField("mtls_security_scheme")
+    client = alice.create(card)  # the tenant comes from the card's interface
+    events = [ev async for ev in client.send_message(message("over grpc", tokens="1"))]
+    task_id = events[0].task.id
+    assert final_state(events) == a2a.TASK_STATE_COMPLETED
+    deltas = [e.artifact_update for e in events if e.HasField("artifact_update")]
+    assert "".join(p.text for u in deltas for p in u.artifact.parts).split() == ["over", "grpc"]
+    got = await client.get_task(a2a.GetTaskRequest(id=task_id))
+    assert (
+        got.status.state == a2a.TASK_STATE_COMPLETED
+        and got.artifacts[0].parts[0].text == "over grpc"
+    )
+
+    bob = grpc_factory(certs, "bob").create(card)
+    with pytest.raises(TaskNotFoundError):
+        await bob.get_task(a2a.GetTaskRequest(id=task_id))
+    manager_card = await alice.create(boot).get_extended_agent_card(
+        a2a.GetExtendedAgentCardRequest(tenant="manager")
+    )
+    with pytest.raises(TaskNotFoundError):  # not under another type's tenant
+        await alice.create(manager_card).get_task(a2a.GetTaskRequest(id=task_id))

@@ -11,28 +11,50 @@ from ..errors import ConfigError
 
 
 async def start_listener(server: Any) -> Any:
-    """Start the A2A listener of a running OrchgptServer (``settings.a2a_listen``);
-    None when it is off."""
+    """Start A2A for an OrchgptServer whose gRPC server is made but not started: the gRPC
+    A2AService on its port (``settings.a2a_grpc``) and the JSON-RPC + SSE listener
+    (``settings.a2a_listen``). Returns the listener to stop, or None."""
     s = server.settings
-    if not s.a2a_listen:
+    if not s.a2a_listen and not s.a2a_grpc:
         return None
     try:
-        from .http import A2AListener
+        from .. import __version__
+        from ..certs import paths_for
+        from . import mapping
+        from .handler import MeshRequestHandler
     except ImportError as exc:
-        raise ConfigError(
-            f"--a2a-listen needs a2a-sdk: pip install 'orchgpt[a2a]' ({exc})"
-        ) from None
-    from ..certs import paths_for
+        raise ConfigError(f"A2A needs a2a-sdk: pip install 'orchgpt[a2a]' ({exc})") from None
 
-    listener = A2AListener(
+    handler = MeshRequestHandler(
         server.mesh,
-        s.a2a_listen,
-        paths_for(s.certs, "server"),
         revocations=server.revocations,
         max_task_input_bytes=s.max_task_input_bytes,
         max_pending_events=s.max_pending_events,
         accepting=lambda: server.servicer.accepting,
-        public_host=s.a2a_public_host,
     )
-    await listener.start()
+    listener = None
+    if s.a2a_listen:
+        from .http import A2AListener
+
+        listener = A2AListener(
+            handler, s.a2a_listen, paths_for(s.certs, "server"), public_host=s.a2a_public_host
+        )
+
+    def card(agent_type: str) -> Any:
+        grpc_address = ""
+        if s.a2a_grpc:
+            host = s.a2a_public_host or "localhost"  # the name on the server certificate
+            grpc_address = f"{host}:{server.port}"
+        base = listener.base_url if listener is not None else ""
+        agents = server.mesh.list_agents(agent_type)
+        return mapping.agent_card(agent_type, base, agents, __version__, grpc_address)
+
+    handler.card = card
+    if s.a2a_grpc:
+        from .grpc_service import add_a2a_service
+
+        add_a2a_service(handler, server.server)
+    if listener is not None:
+        listener.card = card
+        await listener.start()
     return listener

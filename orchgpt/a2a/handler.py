@@ -85,6 +85,7 @@ class MeshRequestHandler(RequestHandler):
         self.max_task_input_bytes = max_task_input_bytes
         self.max_pending_events = max_pending_events
         self.accepting = accepting
+        self.card: Callable[[str], a2a.AgentCard] | None = None  # the card of a type (tenant)
         self._answered: dict[str, str] = {}  # task id -> the approval request id answered last
 
     # ------------------------------------------------------------ who and where
@@ -389,9 +390,12 @@ class MeshRequestHandler(RequestHandler):
     async def on_get_extended_agent_card(
         self, params: Any, context: ServerCallContext
     ) -> a2a.AgentCard:
-        raise ExtendedAgentCardNotConfiguredError(
-            message="no extended card: the public card is complete"
-        )
+        """The tenant's card, to an authenticated caller (how a gRPC-only client gets it)."""
+        self._caller(context, "ListAgents")
+        tenant = self._tenant(context)
+        if self.card is None:
+            raise ExtendedAgentCardNotConfiguredError(message="no agent cards here")
+        return self.card(tenant)
 
 
 __all__ = ["IDENTITY", "PATH_TENANT", "A2AError", "MeshRequestHandler", "PermissionDenied"]

@@ -25,6 +25,7 @@ import uvicorn
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import DefaultServerCallContextBuilder, create_jsonrpc_routes
+from a2a.types.a2a_pb2 import AgentCard
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,7 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .. import __version__, logs
 from ..certs import CertPaths, identity_from_pem
 from ..errors import CertError
-from ..mesh import AGENT_TYPE_RE, Mesh
+from ..mesh import AGENT_TYPE_RE
 from ..tls import format_address, parse_address
 from . import mapping
 from .handler import IDENTITY, PATH_TENANT, MeshRequestHandler
@@ -82,26 +83,18 @@ class _QuietServer(uvicorn.Server):
 class A2AListener:
     def __init__(
         self,
-        mesh: Mesh,
+        handler: MeshRequestHandler,
         listen: str,
         certs: CertPaths,
         *,
-        revocations: Any = None,
-        max_task_input_bytes: int = 0,
-        max_pending_events: int = 10_000,
-        accepting: Callable[[], bool] = lambda: True,
         public_host: str = "",
+        card: Callable[[str], AgentCard] | None = None,
     ) -> None:
-        self.mesh = mesh
+        self.mesh = handler.mesh
         self.listen = listen
         self.certs = certs
-        self.handler = MeshRequestHandler(
-            mesh,
-            revocations=revocations,
-            max_task_input_bytes=max_task_input_bytes,
-            max_pending_events=max_pending_events,
-            accepting=accepting,
-        )
+        self.handler = handler
+        self.card = card
         self.public_host = public_host
         self.port = 0
         self._server: _QuietServer | None = None
@@ -133,7 +126,13 @@ class A2AListener:
         tenant = request.path_params["tenant"]
         if not AGENT_TYPE_RE.match(tenant) or tenant not in self.mesh.known_types():
             return JSONResponse({"error": f"no agent type {tenant!r}"}, status_code=404)
-        card = mapping.agent_card(tenant, self.base_url, self.mesh.list_agents(tenant), __version__)
+        card = (
+            self.card(tenant)
+            if self.card is not None
+            else mapping.agent_card(
+                tenant, self.base_url, self.mesh.list_agents(tenant), __version__
+            )
+        )
         return JSONResponse(agent_card_to_dict(card))
 
     async def _no_root_card(self, request: Request) -> Response:

@@ -273,31 +273,50 @@ def builtin_description(agent_type: str) -> str:
 
 
 def agent_card(
-    agent_type: str, base_url: str, agents: Iterable[AgentInfo], version: str
+    agent_type: str,
+    base_url: str,
+    agents: Iterable[AgentInfo],
+    version: str,
+    grpc_address: str = "",
 ) -> a2a.AgentCard:
-    """The card of one agent type: its interface is the JSON-RPC endpoint at BASE/TYPE with the
-    type as tenant; mutual TLS is its one security requirement."""
+    """The card of one agent type: its interfaces are the JSON-RPC endpoint at BASE/TYPE (when
+    ``base_url``) and the gRPC A2AService at ``grpc_address`` (when given), both with the type as
+    tenant; mutual TLS is its one security requirement."""
     agents = list(agents)
-    caps = sorted({c for a in agents for c in a.capabilities})
-    desc = builtin_description(agent_type) or f"the {agent_type} agents of an orchgpt mesh"
-    card = a2a.AgentCard(
-        name=agent_type,
-        description=desc,
-        version=version,
-        supported_interfaces=[
+    interfaces = []
+    if base_url:
+        interfaces.append(
             a2a.AgentInterface(
                 url=f"{base_url}/{agent_type}",
                 protocol_binding="JSONRPC",
                 tenant=agent_type,
                 protocol_version=PROTOCOL_VERSION,
             )
-        ],
-        capabilities=a2a.AgentCapabilities(streaming=True, push_notifications=False),
+        )
+    if grpc_address:
+        interfaces.append(
+            a2a.AgentInterface(
+                url=grpc_address,
+                protocol_binding="GRPC",
+                tenant=agent_type,
+                protocol_version=PROTOCOL_VERSION,
+            )
+        )
+    caps = sorted({c for a in agents for c in a.capabilities})
+    desc = builtin_description(agent_type) or f"the {agent_type} agents of an orchgpt mesh"
+    card = a2a.AgentCard(
+        name=agent_type,
+        description=desc,
+        version=version,
+        supported_interfaces=interfaces,
+        capabilities=a2a.AgentCapabilities(
+            streaming=True, push_notifications=False, extended_agent_card=True
+        ),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
     )
     card.provider.organization = "orchgpt mesh"
-    card.provider.url = base_url
+    card.provider.url = base_url or f"grpc://{grpc_address}"
     card.security_schemes[
         MTLS_SCHEME
     ].mtls_security_scheme.description = (
