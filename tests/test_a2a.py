@@ -394,3 +394,55 @@ async def test_grpc_binding_on_the_mesh_port(daemon_factory, certs: Path) -> Non
     )
     with pytest.raises(TaskNotFoundError):  # not under another type's tenant
         await alice.create(manager_card).get_task(a2a.GetTaskRequest(id=task_id))
+
+
+async def test_list_pages_filters_and_refuses_bad_requests(daemon_factory, certs: Path) -> None:
+    """ListTasks pages and filters by state; the tenant and the version are required and
+    checked; an oversized body is refused and the daemon keeps serving."""
+    d = daemon_factory(*A2A_ARGS).start()
+    alice = Caller(a2a_url(d), tls(certs, "cli"))
+    try:
+        client = await alice.client()
+        ids = [(await stream(client, message(f"n{i}")))[0].task.id for i in range(3)]
+        first = await client.list_tasks(a2a.ListTasksRequest(page_size=2))
+        assert len(first.tasks) == 2 and first.next_page_token
+        rest = await client.list_tasks(
+            a2a.ListTasksRequest(page_size=2, page_token=first.next_page_token)
+        )
+        assert not rest.next_page_token
+        assert sorted(t.id for t in [*first.tasks, *rest.tasks]) == sorted(ids)
+        done = await client.list_tasks(a2a.ListTasksRequest(status=a2a.TASK_STATE_COMPLETED))
+        assert sorted(t.id for t in done.tasks) == sorted(ids) and done.total_size == 3
+        working = await client.list_tasks(a2a.ListTasksRequest(status=a2a.TASK_STATE_WORKING))
+        assert not working.tasks
+
+        async def rpc(path: str, params: dict, version: str = "1.0") -> dict:
+            headers = {"A2A-Version": version}  # (the SDK set it on this httpx client)
+            body = {"jsonrpc": "2.0", "id": 7, "method": "ListTasks", "params": params}
+            r = await alice.http.post(f"{alice.base}{path}", json=body, headers=headers)
+            return r.json()
+
+        assert (await rpc("/", {}))["error"]["message"].startswith("tenant: name the agent type")
+        assert "differs" in (await rpc("/echo", {"tenant": "manager"}))["error"]["message"]
+        assert "unknown agent type" in (await rpc("/", {"tenant": "NOPE"}))["error"]["message"]
+        assert (await rpc("/", {"tenant": "echo"}))["result"]["tasks"]
+        no_version = await rpc("/echo", {}, version="")  # a2a-sdk takes it for A2A 0.3
+        assert no_version["error"]["code"] == -32009
+
+        big = (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {"x": "'
+            + (b"a" * (5 * 1024 * 1024))
+            + b'"}}'
+        )
+        r = await alice.http.post(f"{alice.base}/echo", content=big)
+        assert r.status_code == 413
+
+        async def chunks():  # no Content-Length: counted as it arrives
+            for _ in range(6):
+                yield b"a" * (1024 * 1024)
+
+        r = await alice.http.post(f"{alice.base}/echo", content=chunks())
+        assert r.json()["error"]["message"] == "Payload too large"
+        assert (await rpc("/echo", {}))["result"]["tasks"]  # still serving
+    finally:
+        await alice.close()

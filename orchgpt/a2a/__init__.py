@@ -37,7 +37,11 @@ async def start_listener(server: Any) -> Any:
         from .http import A2AListener
 
         listener = A2AListener(
-            handler, s.a2a_listen, paths_for(s.certs, "server"), public_host=s.a2a_public_host
+            handler,
+            s.a2a_listen,
+            paths_for(s.certs, "server"),
+            public_host=s.a2a_public_host,
+            max_body_bytes=s.max_message_bytes,
         )
 
     def card(agent_type: str) -> Any:

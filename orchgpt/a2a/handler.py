@@ -34,7 +34,7 @@ from .. import authz, logs
 from ..certs import Identity
 from ..errors import RoutingError, StoreError
 from ..limits import input_too_large
-from ..mesh import Mesh
+from ..mesh import AGENT_TYPE_RE, Mesh
 from ..models import ApprovalDecision, ApprovalResponse, EventKind, Task, TaskEvent
 from . import mapping
 
@@ -42,6 +42,7 @@ log = logs.get("orchgpt.a2a")
 
 IDENTITY = "identity"  # ServerCallContext.state key: the caller's orchgpt.certs.Identity
 PATH_TENANT = "path_tenant"  # the tenant named by the URL path, if any
+MAX_SCAN = 20_000  # most tasks one ListTasks page reads from the store to fill itself
 
 
 def PermissionDenied(message: str) -> InvalidRequestError:
@@ -103,7 +104,10 @@ class MeshRequestHandler(RequestHandler):
             raise PermissionDenied(d.message)
         return ident
 
-    def _tenant(self, context: ServerCallContext) -> str:
+    def _tenant(self, context: ServerCallContext, known: bool = True) -> str:
+        """The agent type the request is for. ``known``: it must be a type the mesh runs now
+        (to start work, or for a card); reading tasks needs only a well-formed one (a remote
+        type whose agents left still has its tasks)."""
         field = context.tenant
         path = str(context.state.get(PATH_TENANT) or "")
         if field and path and field != path:
@@ -117,7 +121,7 @@ class MeshRequestHandler(RequestHandler):
                 message=f"tenant: name the agent type (one of: {known}); "
                 "the agent card's interface carries it"
             )
-        if tenant not in self.mesh.known_types():
+        if not AGENT_TYPE_RE.match(tenant) or (known and tenant not in self.mesh.known_types()):
             raise InvalidParamsError(message=f"tenant: unknown agent type {tenant!r}")
         return tenant
 
@@ -292,7 +296,7 @@ class MeshRequestHandler(RequestHandler):
         self, params: a2a.GetTaskRequest, context: ServerCallContext
     ) -> a2a.Task | None:
         ident = self._caller(context, "GetTask")
-        t = self._task(ident, "GetTask", params.id, self._tenant(context))
+        t = self._task(ident, "GetTask", params.id, self._tenant(context, known=False))
         hl = params.history_length if params.HasField("history_length") else None
         return self._snapshot(t, hl)
 
@@ -300,25 +304,36 @@ class MeshRequestHandler(RequestHandler):
         self, params: a2a.ListTasksRequest, context: ServerCallContext
     ) -> a2a.ListTasksResponse:
         ident = self._caller(context, "ListTasks")
-        tenant = self._tenant(context)
+        tenant = self._tenant(context, known=False)
         size = min(max(params.page_size, 0) or 50, 100)
-        try:
-            offset = int(params.page_token or "0")
-        except ValueError:
-            raise InvalidParamsError(
-                message="page_token: not a next_page_token from ListTasks"
-            ) from None
-        states = mapping.mesh_states(params.status) if params.status else None
-        owner = authz.list_owner(ident, "ListTasks")
-        rows = [
-            t
-            for t in self.mesh.store.list_tasks(
-                offset + size * 4 + 200, params.context_id, False, owner
+        token = params.page_token
+        offset = 0 if not token else int(token) if token.isdigit() and len(token) < 10 else -1
+        if offset < 0 or (token and offset == 0):
+            raise InvalidParamsError(message="page_token: not a next_page_token from ListTasks")
+
+        def wanted(t: Task) -> bool:
+            if t.agent_type != tenant:
+                return False
+            t = self.mesh.active.get(t.task_id, t)
+            return (
+                not params.status
+                or mapping.a2a_state(t.state, self._waiting(t) is not None) == params.status
             )
-            if t.agent_type == tenant and (states is None or t.state in states)
-        ]
+
+        # the store filters by owner (and session); the type and state are filtered here,
+        # reading more rows until the page is full or the store has no more (at most MAX_SCAN)
+        owner = authz.list_owner(ident, "ListTasks")
+        want, limit = offset + size + 1, 2 * (offset + size) + 50
+        while True:
+            raw = self.mesh.store.list_tasks(min(limit, MAX_SCAN), params.context_id, False, owner)
+            rows = [t for t in raw if wanted(t)]
+            if len(rows) >= want or len(raw) < min(limit, MAX_SCAN) or limit >= MAX_SCAN:
+                break
+            limit *= 4
         page = rows[offset : offset + size]
-        resp = a2a.ListTasksResponse(page_size=size, total_size=len(rows))
+        resp = a2a.ListTasksResponse(page_size=size)
+        if len(raw) < min(limit, MAX_SCAN):
+            resp.total_size = len(rows)  # the store had no more: the count is exact
         for t in page:
             snap = self._snapshot(
                 self.mesh.active.get(t.task_id, t),
@@ -335,7 +350,7 @@ class MeshRequestHandler(RequestHandler):
         self, params: a2a.CancelTaskRequest, context: ServerCallContext
     ) -> a2a.Task | None:
         ident = self._caller(context, "CancelTask")
-        t = self._task(ident, "CancelTask", params.id, self._tenant(context))
+        t = self._task(ident, "CancelTask", params.id, self._tenant(context, known=False))
         if t.state.terminal:
             raise TaskNotCancelableError(message=f"task {t.task_id!r} is {t.state} already")
         try:
@@ -349,7 +364,7 @@ class MeshRequestHandler(RequestHandler):
         self, params: a2a.SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Any]:
         ident = self._caller(context, "Watch(task)")
-        t = self._task(ident, "Watch(task)", params.id, self._tenant(context))
+        t = self._task(ident, "Watch(task)", params.id, self._tenant(context, known=False))
         if t.state.terminal:
             raise UnsupportedOperationError(
                 message=f"task {t.task_id!r} is {t.state}: nothing to subscribe to"

@@ -27,6 +27,7 @@ from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import DefaultServerCallContextBuilder, create_jsonrpc_routes
 from a2a.types.a2a_pb2 import AgentCard
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -44,6 +45,7 @@ log = logs.get("orchgpt.a2a")
 
 PEER_PEM = "orchgpt_peer_pem"  # per-connection ASGI state key: the client certificate (PEM)
 CARD_PATH = "/.well-known/agent-card.json"
+MAX_CONNECTIONS = 1000  # beyond: 503 (uvicorn's limit_concurrency)
 
 
 class _MtlsH11(H11Protocol):
@@ -72,6 +74,43 @@ class _ContextBuilder(DefaultServerCallContextBuilder):
         return ctx
 
 
+class _BodyLimit:
+    """Refuse a request body over ``limit`` bytes (a declared length at once, a chunked body as
+    it arrives), so that one request cannot hold more memory than the gRPC port allows."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            log.warning("a2a_body_too_large", declared=int(declared), limit=self.limit)
+            resp = JSONResponse(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32600, "message": f"request body over {self.limit} bytes"},
+                },
+                status_code=413,
+            )
+            return await resp(scope, receive, send)
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg.get("type") == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, f"request body over {self.limit} bytes")
+            return msg
+
+        return await self.app(scope, limited, send)
+
+
 class _QuietServer(uvicorn.Server):
     """The daemon owns the signals: uvicorn must not install its own handlers."""
 
@@ -89,7 +128,9 @@ class A2AListener:
         *,
         public_host: str = "",
         card: Callable[[str], AgentCard] | None = None,
+        max_body_bytes: int = 4 * 1024 * 1024,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
         self.mesh = handler.mesh
         self.listen = listen
         self.certs = certs
@@ -165,7 +206,7 @@ class A2AListener:
             raise OSError(f"cannot listen for A2A on {self.listen}: {exc}") from None
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app(),
+            _BodyLimit(self.app(), self.max_body_bytes),
             http=_MtlsH11,
             ws="none",
             lifespan="off",
@@ -174,6 +215,8 @@ class A2AListener:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=1,
+            limit_concurrency=MAX_CONNECTIONS,
+            h11_max_incomplete_event_size=64 * 1024,  # request line and headers
             **self._ssl_config(),
         )
         self._server = _QuietServer(config)

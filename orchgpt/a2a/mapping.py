@@ -36,11 +36,6 @@ _STATES = {
     TaskState.FAILED: a2a.TASK_STATE_FAILED,
     TaskState.CANCELLED: a2a.TASK_STATE_CANCELED,
 }
-# the other way (ListTasks' status filter): A2A state -> the mesh states it covers
-_FROM_A2A: dict[int, tuple[TaskState, ...]] = {}
-for _mesh, _a2a in _STATES.items():
-    _FROM_A2A.setdefault(_a2a, ())
-    _FROM_A2A[_a2a] += (_mesh,)
 TERMINAL = frozenset(
     {
         a2a.TASK_STATE_COMPLETED,
@@ -59,13 +54,6 @@ def a2a_state(state: TaskState, waiting_for_input: bool = False) -> int:
     if waiting_for_input and not state.terminal:
         return a2a.TASK_STATE_INPUT_REQUIRED
     return _STATES[state]
-
-
-def mesh_states(state: int) -> tuple[TaskState, ...]:
-    """The mesh states an A2A state stands for (INPUT_REQUIRED: running tasks)."""
-    if state == a2a.TASK_STATE_INPUT_REQUIRED:
-        return (TaskState.RUNNING,)
-    return _FROM_A2A.get(state, ())
 
 
 def _struct(meta: object) -> dict[str, object]:
