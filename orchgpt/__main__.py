@@ -203,13 +203,16 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
     _health_parser(sub)
     from .bridge.cli import add_parser as _bridge_parser
 
     _bridge_parser(sub)
+    from .a2a.cli import add_parser as _a2a_parser
+
+    _a2a_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
@@ -224,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bridge.cli import run as _bridge
 
             return _bridge(args)
+        if args.cmd == "a2a":
+            from .a2a.cli import run as _a2a
+
+            return _a2a(args)
         return _serve(args)
     except OrchgptError as exc:
         print(f"orchgpt: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ clients are a2a-sdk's `create_client` over httpx with the mesh's certificates.
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -26,7 +27,7 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
-from tests.support.mesh import Daemon, issue, make_certs, wait_for
+from tests.support.mesh import Daemon, await_for, issue, make_certs, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -446,3 +447,94 @@ async def test_list_pages_filters_and_refuses_bad_requests(daemon_factory, certs
         assert (await rpc("/echo", {}))["result"]["tasks"]  # still serving
     finally:
         await alice.close()
+
+
+# ---------------------------------------------------------------- A2A agents in the mesh
+def start_upper(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The external agent (a2a-sdk only) in its own process; its base URL."""
+    port_file = tmp_path / "upper.port"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.a2a_upper", str(port_file)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "upper.log", "wb"),
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    wait_for(lambda: port_file.exists() or proc.poll() is not None, 20, what="the A2A agent")
+    assert proc.poll() is None, (tmp_path / "upper.log").read_text()
+    return proc, f"http://127.0.0.1:{port_file.read_text()}"
+
+
+def start_proxy(d: Daemon, url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    issue(d.certs, "upper", "agent")
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchgpt",
+            "a2a",
+            "add",
+            "upper",
+            url,
+            "--address",
+            d.address,
+            "--certs",
+            str(d.certs),
+            "--workdir",
+            str(tmp_path / "proxy"),
+        ],
+        cwd=tmp_path,
+        stdout=open(tmp_path / "proxy.log", "wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+
+
+async def test_an_external_a2a_agent_joins_the_mesh(daemon_factory, tmp_path: Path) -> None:
+    from orchgpt.models import Action, ApprovalDecision, ApprovalResponse, Command, EventKind
+
+    upper, url = start_upper(tmp_path)
+    d = daemon_factory().start()
+    proxy = start_proxy(d, url, tmp_path)
+    try:
+        async with d.client() as mesh:
+
+            async def registered() -> bool:
+                assert proxy.poll() is None, (tmp_path / "proxy.log").read_text()
+                return bool(await mesh.list_agents("upper"))
+
+            await await_for(registered, 20, what="the proxy agent to register")
+            [info] = await mesh.list_agents("upper")
+            assert "shout" in info.capabilities  # the card's skills
+
+            events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "hello"))]
+            result = events[-1].result
+            assert result is not None and result.ok and result.output == "HELLO"
+            assert [e.text for e in events if e.kind == EventKind.TOKEN] == ["HE", "LLO"]
+            assert "upper-casing" in [e.text for e in events if e.kind == EventKind.LOG]
+
+            # INPUT_REQUIRED becomes an approval request; its feedback is the next A2A message
+            seen = []
+            async for ev in mesh.submit(Command("upper", Action.RUN, "ask")):
+                seen.append(ev)
+                if ev.kind == EventKind.APPROVAL and ev.approval is not None:
+                    assert ev.text == "what shall I shout?"
+                    await mesh.approve(
+                        ev.task_id,
+                        ApprovalResponse(
+                            ev.approval.request_id,
+                            ApprovalDecision.FEEDBACK,
+                            feedback="quiet please",
+                        ),
+                    )
+            assert seen[-1].result is not None and seen[-1].result.output == "QUIET PLEASE"
+    finally:
+        for p in (proxy, upper):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
