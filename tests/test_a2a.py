@@ -530,6 +530,21 @@ async def test_an_external_a2a_agent_joins_the_mesh(daemon_factory, tmp_path: Pa
                         ),
                     )
             assert seen[-1].result is not None and seen[-1].result.output == "QUIET PLEASE"
+
+            # a mesh CANCEL cancels the remote task too
+            async for ev in mesh.submit(Command("upper", Action.RUN, "slow")):
+                if ev.text == "sleeping":
+                    await mesh.cancel(ev.task_id)
+            assert ev.result is not None and ev.result.state == "cancelled"
+        async with httpx.AsyncClient(timeout=10) as http:
+            remote = await create_client(url, ClientConfig(httpx_client=http))
+
+            async def remote_cancelled() -> bool:
+                tasks = (await remote.list_tasks(a2a.ListTasksRequest())).tasks
+                slow = [t for t in tasks if t.history and t.history[0].parts[0].text == "slow"]
+                return bool(slow) and slow[0].status.state == a2a.TASK_STATE_CANCELED
+
+            await await_for(remote_cancelled, 10, what="the remote task to be cancelled")
     finally:
         for p in (proxy, upper):
             p.terminate()

@@ -24,7 +24,8 @@ def add_parser(sub: Any) -> None:
         "add",
         help="run a proxy agent: the A2A agent at URL becomes the mesh agent type NAME",
         description="Fetch the A2A agent card at URL, register the agent type NAME with its "
-        "skills, and run every task of type NAME on that agent (streamed updates relayed as mesh events, "
+        "skills, and run every task of type NAME on that agent (streamed updates relayed as mesh "
+        "events, "
         "INPUT_REQUIRED as an approval request).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
