@@ -292,12 +292,10 @@ async def test_an_approval_is_input_required_and_the_next_message_answers_it(
                     ),
                 ),
             )
-            async for ev in it:  # the first stream runs until the task waits for its user
-                if ev.status_update.status.state == a2a.TASK_STATE_INPUT_REQUIRED:
-                    asked = ev.status_update.status.message
-                    break
+            rest = [ev async for ev in it]  # the stream ends when the task waits for its user
+            assert final_state(rest) == a2a.TASK_STATE_INPUT_REQUIRED
+            asked = rest[-1].status_update.status.message
             assert asked.parts[0].text == "rm x?" and asked.metadata["request_id"] == "r1"
-            await it.aclose()
             got = await client.get_task(a2a.GetTaskRequest(id=task_id))
             assert got.status.state == a2a.TASK_STATE_INPUT_REQUIRED
 
@@ -553,3 +551,41 @@ async def test_an_external_a2a_agent_joins_the_mesh(daemon_factory, tmp_path: Pa
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+
+
+async def test_blocking_send_and_subscribe_across_a_restart(daemon_factory, certs: Path) -> None:
+    """message/send without streaming waits for the result; with return_immediately it returns
+    the submitted task, which a SubscribeToTask after a daemon crash and restart follows to its
+    end (the task was recovered from the store and run again)."""
+    d = daemon_factory(*A2A_ARGS).start()
+    alice = Caller(a2a_url(d), tls(certs, "cli"))
+    try:
+        blocking = await create_client(
+            f"{alice.base}/echo", ClientConfig(httpx_client=alice.http, streaming=False)
+        )
+        [only] = [ev async for ev in blocking.send_message(message("at once"))]
+        assert only.task.status.state == a2a.TASK_STATE_COMPLETED
+        assert only.task.artifacts[0].parts[0].text == "at once"
+
+        later = message("later", delay="2")
+        later.configuration.return_immediately = True
+        [sent] = [ev async for ev in blocking.send_message(later)]
+        task_id = sent.task.id
+        assert sent.task.status.state in (a2a.TASK_STATE_SUBMITTED, a2a.TASK_STATE_WORKING)
+    finally:
+        await alice.close()
+    d.kill()  # a crash: the task is unfinished in the store
+    d.start()
+    again = Caller(a2a_url(d), tls(certs, "cli"))
+    try:
+        client = await again.client()
+        events = [ev async for ev in client.subscribe(a2a.SubscribeToTaskRequest(id=task_id))]
+        assert events[0].task.id == task_id
+        assert final_state(events) == a2a.TASK_STATE_COMPLETED
+        got = await client.get_task(a2a.GetTaskRequest(id=task_id))
+        assert got.artifacts[0].parts[0].text == "later"
+        with pytest.raises(UnsupportedOperationError):  # finished: nothing to subscribe to
+            async for _ in client.subscribe(a2a.SubscribeToTaskRequest(id=task_id)):
+                pass
+    finally:
+        await again.close()

@@ -285,8 +285,8 @@ class MeshRequestHandler(RequestHandler):
                     yield out
                 if ev.kind == EventKind.TOKEN:
                     appended = True
-                if ev.kind == EventKind.RESULT:
-                    return
+                if ev.kind in (EventKind.RESULT, EventKind.APPROVAL):
+                    return  # final, or interrupted (INPUT_REQUIRED): A2A ends the stream here
         finally:
             if live:
                 mesh.unsubscribe(sub, task.task_id)
