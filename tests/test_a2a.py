@@ -6,6 +6,7 @@ clients are a2a-sdk's `create_client` over httpx with the mesh's certificates.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import httpx
 from a2a.client import A2AClientError, ClientConfig, create_client
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import (
+    A2AError,
     InvalidRequestError,
     TaskNotCancelableError,
     TaskNotFoundError,
@@ -589,3 +591,32 @@ async def test_blocking_send_and_subscribe_across_a_restart(daemon_factory, cert
                 pass
     finally:
         await again.close()
+
+
+async def test_revoking_a_client_ends_its_stream_and_refuses_it(
+    daemon_factory, certs: Path
+) -> None:
+    issue(certs, "carol", "client")
+    d = daemon_factory(*A2A_ARGS, "--crl-poll-interval", "0.5").start()
+    carol = Caller(a2a_url(d), tls(certs, "carol"))
+    root = Path(__file__).resolve().parents[1]
+    try:
+        client = await carol.client()
+        it = client.send_message(message("long", delay="30"))
+        task_id = (await anext(it)).task.id
+        r = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "orchgpt", "certs", "revoke", "carol", "--dir", str(certs)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        assert r.returncode == 0, r.stderr
+        with pytest.raises(A2AError, match="certificate revoked"):  # the open stream ends
+            async for _ in it:
+                pass
+        with pytest.raises(InvalidRequestError, match="certificate revoked"):
+            await client.get_task(a2a.GetTaskRequest(id=task_id))
+    finally:
+        await carol.close()

@@ -12,6 +12,7 @@ alone, docs/a2a.md).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -69,6 +70,9 @@ class _Events:
     def close(self, reason: str) -> None:
         self.closed = reason
         self.queue.put_nowait(None)
+
+    def on_revoked(self) -> None:  # orchgpt.revocation.Revocations.track
+        self.close("certificate revoked")
 
 
 class MeshRequestHandler(RequestHandler):
@@ -232,7 +236,8 @@ class MeshRequestHandler(RequestHandler):
         task, new = self._start(params, context)
         if params.configuration.return_immediately:
             return self._snapshot(task)
-        async for ev in self._follow(task, 0 if new else self.mesh.store.last_seq(task.task_id)):
+        after = 0 if new else self.mesh.store.last_seq(task.task_id)
+        async for ev in self._follow(task, after, context.state[IDENTITY]):
             if isinstance(ev, a2a.TaskStatusUpdateEvent) and (
                 ev.status.state in mapping.TERMINAL
                 or ev.status.state == a2a.TASK_STATE_INPUT_REQUIRED
@@ -250,10 +255,10 @@ class MeshRequestHandler(RequestHandler):
             first.status.ClearField("message")
         yield first
         after = 0 if new else self.mesh.store.last_seq(task.task_id)
-        async for ev in self._follow(task, after):
+        async for ev in self._follow(task, after, context.state[IDENTITY]):
             yield ev
 
-    async def _follow(self, task: Task, after_seq: int) -> AsyncGenerator[Any]:
+    async def _follow(self, task: Task, after_seq: int, ident: Identity) -> AsyncGenerator[Any]:
         """A2A events of the task: its stored events after ``after_seq``, then the live ones
         (subscribed with no await in between, so none is missed or doubled), up to the result."""
         mesh = self.mesh
@@ -263,14 +268,16 @@ class MeshRequestHandler(RequestHandler):
         live = task.task_id in mesh.active
         if live:
             mesh.subscribe(sub, task.task_id)
+            if self.revocations is not None:  # a revoked caller's stream is closed at once
+                self.revocations.track(ident.serial, sub)
         appended = after_seq > 0 and any(
             e.kind == EventKind.TOKEN for e in mesh.store.events(task.task_id, 0, after_seq)
         )
         try:
-            pending = list(stored)
+            pending = deque(stored)
             while True:
                 if pending:
-                    ev = pending.pop(0)
+                    ev = pending.popleft()
                 elif not live:
                     ev = None
                 else:
@@ -370,7 +377,7 @@ class MeshRequestHandler(RequestHandler):
                 message=f"task {t.task_id!r} is {t.state}: nothing to subscribe to"
             )
         yield self._snapshot(t)
-        async for ev in self._follow(t, self.mesh.store.last_seq(t.task_id)):
+        async for ev in self._follow(t, self.mesh.store.last_seq(t.task_id), ident):
             yield ev
 
     # ------------------------------------------------------------ not offered
