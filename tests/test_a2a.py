@@ -620,3 +620,57 @@ async def test_revoking_a_client_ends_its_stream_and_refuses_it(
             await client.get_task(a2a.GetTaskRequest(id=task_id))
     finally:
         await carol.close()
+
+
+async def test_result_files_inline_or_by_url_to_their_owner_only(
+    daemon_factory, certs: Path, tmp_path: Path
+) -> None:
+    """A result's files: a small one inline, a large one as a URL on the listener that only the
+    task's owner can fetch; a file this daemon does not hold stays a name."""
+    from orchgpt.iac.v1 import iac_pb2 as pb
+    from tests.support.stub_agent import StubAgent
+
+    issue(certs, "bob", "client")
+    d = daemon_factory(*A2A_ARGS, "--no-spawn").start()
+    base = a2a_url(d)
+    alice, bob = Caller(base, tls(certs, "cli")), Caller(base, tls(certs, "bob"))
+    async with StubAgent(d.address, issue(d.certs, "filer", "agent"), "filer", "filer") as agent:
+        try:
+            client = await alice.client("filer")
+            it = client.send_message(message("make files"))
+            task_id = (await anext(it)).task.id
+            run_env = await agent.expect(pb.RUN)
+            ws = tmp_path / "data" / "workspaces" / task_id
+            (ws / "out").mkdir(parents=True)
+            (ws / "out" / "small.txt").write_text("small file")
+            big = bytes(range(256)) * 400  # 100 KiB
+            (ws / "big.bin").write_bytes(big)
+            arts = [pb.Artifact(path=p, size=1) for p in ("out/small.txt", "big.bin", "gone.txt")]
+            agent.send(
+                pb.REPLY,
+                task_id=task_id,
+                correlation_id=run_env.id,
+                reply=pb.Reply(
+                    result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, artifacts=arts)
+                ),
+            )
+            assert final_state([ev async for ev in it]) == a2a.TASK_STATE_COMPLETED
+
+            got = await client.get_task(a2a.GetTaskRequest(id=task_id))
+            files = {a.name: a.parts[0] for a in got.artifacts}
+            assert files["out/small.txt"].raw == b"small file"
+            assert files["out/small.txt"].media_type == "text/plain"
+            url = files["big.bin"].url
+            assert url == f"{base}/filer/artifacts/{task_id}/big.bin"
+            assert files["gone.txt"].text == "gone.txt"  # not here: only its name
+            r = await alice.http.get(url)
+            assert r.status_code == 200 and r.content == big
+            assert (await bob.http.get(url)).status_code == 404  # not bob's task
+            elsewhere = await alice.http.get(f"{base}/echo/artifacts/{task_id}/big.bin")
+            assert elsewhere.status_code == 404  # not under another type
+            for bad in ("..%2F..%2Fcerts%2Fca-key.pem", "gone.txt"):
+                r = await alice.http.get(f"{base}/filer/artifacts/{task_id}/{bad}")
+                assert r.status_code in (400, 404), (bad, r.status_code)
+        finally:
+            await alice.close()
+            await bob.close()

@@ -54,6 +54,14 @@ async def start_listener(server: Any) -> Any:
         return mapping.agent_card(agent_type, base, agents, __version__, grpc_address)
 
     handler.card = card
+    handler.workspaces = s.workspaces
+    if listener is not None:
+        from urllib.parse import quote
+
+        def artifact_url(task: Any, path: str) -> str:
+            return f"{listener.base_url}/{task.agent_type}/artifacts/{task.task_id}/{quote(path)}"
+
+        handler.artifact_url = artifact_url
     if s.a2a_grpc:
         from .grpc_service import add_a2a_service
 

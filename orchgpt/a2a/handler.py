@@ -12,8 +12,11 @@ alone, docs/a2a.md).
 from __future__ import annotations
 
 import asyncio
+import mimetypes
+import os
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
 from typing import Any
 
 from a2a.server.context import ServerCallContext
@@ -32,6 +35,7 @@ from a2a.utils.errors import (
 )
 
 from .. import authz, logs
+from ..artifacts import ArtifactError, OpenFile, open_artifact, workspace_name
 from ..certs import Identity
 from ..errors import RoutingError, StoreError
 from ..limits import input_too_large
@@ -43,6 +47,7 @@ log = logs.get("orchgpt.a2a")
 
 IDENTITY = "identity"  # ServerCallContext.state key: the caller's orchgpt.certs.Identity
 PATH_TENANT = "path_tenant"  # the tenant named by the URL path, if any
+INLINE_BYTES = 64 * 1024  # result files up to this size travel inline in the Task
 MAX_SCAN = 20_000  # most tasks one ListTasks page reads from the store to fill itself
 
 
@@ -91,6 +96,8 @@ class MeshRequestHandler(RequestHandler):
         self.max_pending_events = max_pending_events
         self.accepting = accepting
         self.card: Callable[[str], a2a.AgentCard] | None = None  # the card of a type (tenant)
+        self.workspaces: Path | None = None  # the daemon's workspace root (result files)
+        self.artifact_url: Callable[[Task, str], str] | None = None  # a large file's URL
         self._answered: dict[str, str] = {}  # task id -> the approval request id answered last
 
     # ------------------------------------------------------------ who and where
@@ -157,7 +164,49 @@ class MeshRequestHandler(RequestHandler):
 
     def _snapshot(self, t: Task, history_length: int | None = None) -> a2a.Task:
         t = self.mesh.get_task(t.task_id) or t
-        return mapping.to_task(t, self._waiting(t), history_length)
+        out = mapping.to_task(t, self._waiting(t), history_length)
+        self._files(t, out)
+        return out
+
+    def _files(self, t: Task, out: a2a.Task) -> None:
+        """The result's files: up to INLINE_BYTES inline (Part.raw), larger ones as a URL on the
+        listener; a file not in this daemon's workspace root (a remote agent's) stays a name."""
+        if self.workspaces is None:
+            return
+        for art in out.artifacts:
+            if not art.artifact_id.startswith(mapping.FILE_ARTIFACT):
+                continue
+            path = art.name
+            try:
+                f = open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), path)
+            except ArtifactError:
+                continue
+            media = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            name = path.rsplit("/", 1)[-1]
+            if f.size <= INLINE_BYTES:
+                part = a2a.Part(raw=b"".join(f.chunks(64 * 1024)), filename=name, media_type=media)
+            else:
+                os.close(f.fd)
+                if self.artifact_url is None:
+                    continue
+                part = a2a.Part(url=self.artifact_url(t, path), filename=name, media_type=media)
+            del art.parts[:]
+            art.parts.append(part)
+
+    def open_file(self, context: ServerCallContext, task_id: str, path: str) -> OpenFile:
+        """A file of a task the caller may fetch (FetchArtifact's rules, docs/security.md)."""
+        ident = self._caller(context, "FetchArtifact")
+        t = self._task(ident, "FetchArtifact", task_id, self._tenant(context, known=False))
+        if self.workspaces is None:
+            raise TaskNotFoundError(message=f"no file {path!r} of task {task_id!r} here")
+        try:
+            return open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), path)
+        except ArtifactError as exc:
+            if exc.code == "INVALID_ARGUMENT":
+                raise InvalidParamsError(message=str(exc)) from None
+            if exc.code == "PERMISSION_DENIED":
+                raise PermissionDenied(str(exc)) from None
+            raise TaskNotFoundError(message=str(exc)) from None
 
     # ------------------------------------------------------------ messages
     def _start(

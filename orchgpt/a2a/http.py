@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mimetypes
 import socket
 import ssl
 from collections.abc import Callable
@@ -26,10 +27,11 @@ from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import DefaultServerCallContextBuilder, create_jsonrpc_routes
 from a2a.types.a2a_pb2 import AgentCard
+from a2a.utils.errors import A2AError, InvalidParamsError, TaskNotFoundError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -135,6 +137,7 @@ class A2AListener:
         self.listen = listen
         self.certs = certs
         self.handler = handler
+        self._builder = _ContextBuilder()
         self.card = card
         self.public_host = public_host
         self.port = 0
@@ -151,13 +154,14 @@ class A2AListener:
         return f"https://{format_address(host, self.port)}"
 
     def app(self) -> Starlette:
-        builder = _ContextBuilder()
+        builder = self._builder
         rpc_tenant = create_jsonrpc_routes(self.handler, "/{tenant}", context_builder=builder)
         rpc_root = create_jsonrpc_routes(self.handler, "/", context_builder=builder)
         return Starlette(
             routes=[
                 Route(CARD_PATH, self._no_root_card, methods=["GET"]),
                 Route("/{tenant}" + CARD_PATH, self._card, methods=["GET"]),
+                Route("/{tenant}/artifacts/{task_id}/{path:path}", self._file, methods=["GET"]),
                 *rpc_root,
                 *rpc_tenant,
             ]
@@ -175,6 +179,21 @@ class A2AListener:
             )
         )
         return JSONResponse(agent_card_to_dict(card))
+
+    async def _file(self, request: Request) -> Response:
+        """A result file too large to go inline (FetchArtifact's rules and ownership)."""
+        ctx = self._builder.build(request)
+        try:
+            f = self.handler.open_file(
+                ctx, request.path_params["task_id"], request.path_params["path"]
+            )
+        except A2AError as exc:
+            status = {TaskNotFoundError: 404, InvalidParamsError: 400}.get(type(exc), 403)
+            return JSONResponse({"error": exc.message}, status_code=status)
+        media = mimetypes.guess_type(request.path_params["path"])[0] or "application/octet-stream"
+        return StreamingResponse(
+            f.chunks(64 * 1024), media_type=media, headers={"Content-Length": str(f.size)}
+        )
 
     async def _no_root_card(self, request: Request) -> Response:
         types = sorted(self.mesh.known_types())

@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from ..models import Action, AgentInfo, Command, EventKind, Task, TaskEvent, TaskState
 
 PROTOCOL_VERSION = "1.0"
+FILE_ARTIFACT = "file-"  # the artifact ids of a result's files: file-0, file-1, ...
 OUTPUT_ARTIFACT = "output"  # the artifact id of a task's output (token deltas append to it)
 MTLS_SCHEME = "mtls"
 APPROVAL_WORDS = {
@@ -153,7 +154,7 @@ def to_task(
     if r is not None:
         for i, art in enumerate(r.artifacts):
             part = a2a.Part(text=art.path, filename=art.path.rsplit("/", 1)[-1])
-            a = a2a.Artifact(artifact_id=f"file-{i}", name=art.path, parts=[part])
+            a = a2a.Artifact(artifact_id=f"{FILE_ARTIFACT}{i}", name=art.path, parts=[part])
             a.metadata.update({"path": art.path, "size": art.size, "kind": art.kind})
             out.artifacts.append(a)
     return out
