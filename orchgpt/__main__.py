@@ -64,6 +64,8 @@ def _serve_parser(sub: Any) -> None:
                    help="serve every agent type as an A2A agent (JSON-RPC + SSE over mutual TLS; off by default)")
     p.add_argument("--a2a-grpc", dest="a2a_grpc", action="store_const", const=True,
                    help="serve A2A's gRPC A2AService on the mesh's mutual-TLS port (off by default)")
+    p.add_argument("--a2a-push", dest="a2a_push", choices=["off", "public", "any"],
+                   help="A2A push notifications to webhooks: off (default), public addresses only, any")
     p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
     p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
@@ -189,7 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
         "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
-        "a2a_listen", "a2a_grpc", "a2a_public_host")}
+        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_public_host")}
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     a2a_grpc: bool = Field(
         False, description="serve A2A's gRPC A2AService (tenant = agent type) on the mesh port"
     )
+    a2a_push: Literal["off", "public", "any"] = Field(
+        "off", description="A2A push notifications: off; public (webhooks on public addresses "
+        "only); any (every http(s) URL: a trusted network)"
+    )
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"

@@ -13,7 +13,8 @@ from ..errors import ConfigError
 async def start_listener(server: Any) -> Any:
     """Start A2A for an OrchgptServer whose gRPC server is made but not started: the gRPC
     A2AService on its port (``settings.a2a_grpc``) and the JSON-RPC + SSE listener
-    (``settings.a2a_listen``). Returns the listener to stop, or None."""
+    (``settings.a2a_listen``), with push notifications (``settings.a2a_push``). Returns what
+    to stop (``await it.stop()``), or None when A2A is off."""
     s = server.settings
     if not s.a2a_listen and not s.a2a_grpc:
         return None
@@ -51,9 +52,15 @@ async def start_listener(server: Any) -> Any:
             grpc_address = f"{host}:{server.port}"
         base = listener.base_url if listener is not None else ""
         agents = server.mesh.list_agents(agent_type)
-        return mapping.agent_card(agent_type, base, agents, __version__, grpc_address)
+        card = mapping.agent_card(agent_type, base, agents, __version__, grpc_address)
+        card.capabilities.push_notifications = handler.push is not None
+        return card
 
     handler.card = card
+    if s.a2a_push != "off":
+        from .push import PushNotifier
+
+        handler.push = PushNotifier(server.mesh, s.a2a_push, server.mesh.get_task)
     handler.workspaces = s.workspaces
     if listener is not None:
         from urllib.parse import quote
@@ -69,4 +76,16 @@ async def start_listener(server: Any) -> Any:
     if listener is not None:
         listener.card = card
         await listener.start()
-    return listener
+    return _Running(listener, handler.push)
+
+
+class _Running:
+    def __init__(self, listener: Any, push: Any) -> None:
+        self.listener = listener
+        self.push = push
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
+        if self.push is not None:
+            await self.push.close()

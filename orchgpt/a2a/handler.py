@@ -98,6 +98,7 @@ class MeshRequestHandler(RequestHandler):
         self.card: Callable[[str], a2a.AgentCard] | None = None  # the card of a type (tenant)
         self.workspaces: Path | None = None  # the daemon's workspace root (result files)
         self.artifact_url: Callable[[Task, str], str] | None = None  # a large file's URL
+        self.push: Any = None  # orchgpt.a2a.push.PushNotifier when --a2a-push is on
         self._answered: dict[str, str] = {}  # task id -> the approval request id answered last
 
     # ------------------------------------------------------------ who and where
@@ -282,7 +283,7 @@ class MeshRequestHandler(RequestHandler):
     async def on_message_send(
         self, params: a2a.SendMessageRequest, context: ServerCallContext
     ) -> a2a.Task:
-        task, new = self._start(params, context)
+        task, new = await self._start_with_push(params, context)
         if params.configuration.return_immediately:
             return self._snapshot(task)
         after = 0 if new else self.mesh.store.last_seq(task.task_id)
@@ -297,7 +298,7 @@ class MeshRequestHandler(RequestHandler):
     async def on_message_send_stream(
         self, params: a2a.SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Any]:
-        task, new = self._start(params, context)
+        task, new = await self._start_with_push(params, context)
         first = self._snapshot(task)
         if new:  # the stream replays the task's events from its start: it starts SUBMITTED
             first.status.state = a2a.TASK_STATE_SUBMITTED
@@ -430,33 +431,76 @@ class MeshRequestHandler(RequestHandler):
             yield ev
 
     # ------------------------------------------------------------ not offered
+    def _push_task(self, context: ServerCallContext, task_id: str) -> Task:
+        """The task a push config is about: the caller's own (CancelTask's rule)."""
+        if self.push is None:
+            raise PushNotificationNotSupportedError(
+                message="push notifications are off on this daemon (orchgpt serve --a2a-push)"
+            )
+        ident = self._caller(context, "CancelTask")
+        return self._task(ident, "CancelTask", task_id, self._tenant(context, known=False))
+
+    async def _add_push(self, task: Task | None, cfg: a2a.TaskPushNotificationConfig) -> Any:
+        """Register ``cfg`` for ``task`` (None: only check that it would be taken)."""
+        from .push import PushRefused
+
+        if self.push is None:
+            raise PushNotificationNotSupportedError(
+                message="push notifications are off on this daemon (orchgpt serve --a2a-push)"
+            )
+        try:
+            if task is None:
+                return await self.push.check(cfg)
+            return await self.push.add(task, cfg)
+        except PushRefused as exc:
+            raise InvalidParamsError(message=str(exc)) from None
+
+    async def _start_with_push(
+        self, params: a2a.SendMessageRequest, context: ServerCallContext
+    ) -> tuple[Task, bool]:
+        """_start, with the message's push config checked before and registered after."""
+        conf = params.configuration
+        cfg = (
+            conf.task_push_notification_config
+            if conf.HasField("task_push_notification_config")
+            else None
+        )
+        if cfg is not None:
+            await self._add_push(None, cfg)  # refused before anything is submitted
+        task, new = self._start(params, context)
+        if cfg is not None:
+            await self._add_push(task, cfg)
+        return task, new
+
     async def on_create_task_push_notification_config(
         self, params: Any, context: ServerCallContext
     ) -> Any:
-        raise PushNotificationNotSupportedError(
-            message="push notifications are not offered yet (docs/a2a.md)"
-        )
+        t = self._push_task(context, params.task_id)
+        return await self._add_push(t, params)
 
     async def on_get_task_push_notification_config(
         self, params: Any, context: ServerCallContext
     ) -> Any:
-        raise PushNotificationNotSupportedError(
-            message="push notifications are not offered yet (docs/a2a.md)"
-        )
+        t = self._push_task(context, params.task_id)
+        assert self.push is not None
+        cfg = self.push.get(t.task_id, params.id)
+        if cfg is None:
+            raise TaskNotFoundError(message=f"no push config {params.id!r} of task {t.task_id!r}")
+        return cfg
 
     async def on_list_task_push_notification_configs(
         self, params: Any, context: ServerCallContext
     ) -> Any:
-        raise PushNotificationNotSupportedError(
-            message="push notifications are not offered yet (docs/a2a.md)"
-        )
+        t = self._push_task(context, params.task_id)
+        assert self.push is not None
+        return a2a.ListTaskPushNotificationConfigsResponse(configs=self.push.list(t.task_id))
 
     async def on_delete_task_push_notification_config(
         self, params: Any, context: ServerCallContext
     ) -> None:
-        raise PushNotificationNotSupportedError(
-            message="push notifications are not offered yet (docs/a2a.md)"
-        )
+        t = self._push_task(context, params.task_id)
+        assert self.push is not None
+        self.push.delete(t.task_id, params.id)
 
     async def on_get_extended_agent_card(
         self, params: Any, context: ServerCallContext
