@@ -128,9 +128,9 @@ class MeshRequestHandler(RequestHandler):
             )
         tenant = field or path
         if not tenant:
-            known = ", ".join(sorted(self.mesh.known_types()))
+            types = ", ".join(sorted(self.mesh.known_types()))
             raise InvalidParamsError(
-                message=f"tenant: name the agent type (one of: {known}); "
+                message=f"tenant: name the agent type (one of: {types}); "
                 "the agent card's interface carries it"
             )
         if not AGENT_TYPE_RE.match(tenant) or (known and tenant not in self.mesh.known_types()):

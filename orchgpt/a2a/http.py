@@ -36,7 +36,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .. import __version__, logs
-from ..certs import CertPaths, identity_from_pem
+from ..certs import CertPaths, Identity, identity_from_pem
 from ..errors import CertError
 from ..mesh import AGENT_TYPE_RE
 from ..tls import format_address, parse_address
@@ -64,14 +64,24 @@ class _MtlsH11(H11Protocol):
 class _ContextBuilder(DefaultServerCallContextBuilder):
     """The ServerCallContext of a request: the certificate's identity and the path's tenant."""
 
+    def __init__(self) -> None:
+        self._identities: dict[str, Identity] = {}  # parsed once per certificate
+
     def build(self, request: Request) -> ServerCallContext:
         ctx = super().build(request)
         pem = request.scope.get("state", {}).get(PEER_PEM, "")
-        if pem:
+        ident = self._identities.get(pem) if pem else None
+        if pem and ident is None:
             try:
-                ctx.state[IDENTITY] = identity_from_pem(pem.encode())
+                ident = identity_from_pem(pem.encode())
             except CertError as exc:
                 log.warning("a2a_certificate_refused", error=str(exc))
+            else:
+                if len(self._identities) > 20_000:
+                    self._identities.clear()
+                self._identities[pem] = ident
+        if ident is not None:
+            ctx.state[IDENTITY] = ident
         ctx.state[PATH_TENANT] = request.path_params.get("tenant", "")
         return ctx
 
