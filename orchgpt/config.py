@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         "off", description="A2A push notifications: off; public (webhooks on public addresses "
         "only); any (every http(s) URL: a trusted network)"
     )
+    a2a_agents: dict[str, str] = Field(
+        default_factory=dict, description="external A2A agents the daemon runs proxies for: "
+        "agent type -> URL (TOML table [a2a_agents]; docs/a2a.md)"
+    )
+    a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"

@@ -766,3 +766,33 @@ async def test_push_urls_are_screened() -> None:
     for url in ("ftp://example.com/", "file:///etc/passwd", "not a url"):
         with pytest.raises(PushRefused, match="not an http"):
             await anything.check(a2a.TaskPushNotificationConfig(url=url))
+
+
+async def test_the_daemon_runs_the_proxy_of_a_configured_a2a_agent(
+    daemon_factory, tmp_path: Path
+) -> None:
+    from orchgpt.models import Action, Command
+
+    upper, url = start_upper(tmp_path)
+    d = daemon_factory("--a2a-agent", f"upper={url}").start()
+    try:
+        async with d.client() as mesh:
+
+            async def registered() -> bool:
+                return bool(await mesh.list_agents("upper"))
+
+            await await_for(registered, 20, what="the daemon's proxy agent to register")
+            events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "from config"))]
+            assert events[-1].result is not None and events[-1].result.output == "FROM CONFIG"
+        pids = [
+            json.loads(line)["pid"]
+            for line in d.log().splitlines()
+            if '"a2a_proxy_started"' in line
+        ]
+        assert len(pids) == 1
+        assert d.stop() == 0
+        with pytest.raises(ProcessLookupError):  # stopped with the daemon
+            os.kill(pids[0], 0)
+    finally:
+        upper.terminate()
+        upper.wait(10)

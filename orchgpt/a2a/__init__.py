@@ -16,8 +16,16 @@ async def start_listener(server: Any) -> Any:
     (``settings.a2a_listen``), with push notifications (``settings.a2a_push``). Returns what
     to stop (``await it.stop()``), or None when A2A is off."""
     s = server.settings
+    proxies = None
+    if s.a2a_agents:  # external A2A agents, each behind a proxy agent the daemon runs
+        from .supervisor import ProxySupervisor
+
+        proxies = ProxySupervisor(
+            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca
+        )
+        proxies.start()
     if not s.a2a_listen and not s.a2a_grpc:
-        return None
+        return _Running(None, None, proxies) if proxies is not None else None
     try:
         from .. import __version__
         from ..certs import paths_for
@@ -76,15 +84,18 @@ async def start_listener(server: Any) -> Any:
     if listener is not None:
         listener.card = card
         await listener.start()
-    return _Running(listener, handler.push)
+    return _Running(listener, handler.push, proxies)
 
 
 class _Running:
-    def __init__(self, listener: Any, push: Any) -> None:
+    def __init__(self, listener: Any, push: Any, proxies: Any = None) -> None:
         self.listener = listener
         self.push = push
+        self.proxies = proxies
 
     async def stop(self) -> None:
+        if self.proxies is not None:
+            await self.proxies.stop()
         if self.listener is not None:
             await self.listener.stop()
         if self.push is not None:

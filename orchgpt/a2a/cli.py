@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
             f"`orchgpt a2a` needs a2a-sdk: pip install 'orchgpt[a2a]' ({exc})"
         ) from None
     logs.configure(args.log_level, args.log_format, service="orchgpt-a2a-proxy")
+    if os.environ.get("ORCHGPT_PARENT_PID"):  # run by the daemon: exit when it dies
+        from agentd.__main__ import _die_with_parent
+
+        _die_with_parent()
     certs = resolve_certs(args.certs, name=args.name)
     for path in (certs.ca, certs.cert, certs.key):
         if not path.exists():
