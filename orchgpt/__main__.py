@@ -66,8 +66,10 @@ def _serve_parser(sub: Any) -> None:
                    help="serve A2A's gRPC A2AService on the mesh's mutual-TLS port (off by default)")
     p.add_argument("--a2a-push", dest="a2a_push", choices=["off", "public", "any"],
                    help="A2A push notifications to webhooks: off (default), public addresses only, any")
-    p.add_argument("--a2a-agent", dest="a2a_agent", action="append", metavar="NAME=URL",
+    p.add_argument("--a2a-agents", dest="a2a_agent", action="append", metavar="NAME=URL",
                    help="run a proxy for the external A2A agent at URL as agent type NAME (repeatable)")
+    p.add_argument("--a2a-agents-ca", dest="a2a_agents_ca", metavar="FILE",
+                   help="CA file to verify the external A2A agents' TLS")
     p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
     p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
@@ -193,7 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
         "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
-        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_public_host")}
+        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host")}
     if args.a2a_agent:  # NAME=URL, repeatable
         flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
     settings = load_settings(flags, args.config)

@@ -774,7 +774,7 @@ async def test_the_daemon_runs_the_proxy_of_a_configured_a2a_agent(
     from orchgpt.models import Action, Command
 
     upper, url = start_upper(tmp_path)
-    d = daemon_factory("--a2a-agent", f"upper={url}").start()
+    d = daemon_factory("--a2a-agents", f"upper={url}").start()
     try:
         async with d.client() as mesh:
 
