@@ -10,9 +10,11 @@ import asyncio
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -784,15 +786,29 @@ async def test_the_daemon_runs_the_proxy_of_a_configured_a2a_agent(
             await await_for(registered, 20, what="the daemon's proxy agent to register")
             events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "from config"))]
             assert events[-1].result is not None and events[-1].result.output == "FROM CONFIG"
-        pids = [
-            json.loads(line)["pid"]
-            for line in d.log().splitlines()
-            if '"a2a_proxy_started"' in line
-        ]
-        assert len(pids) == 1
+
+        def pids() -> list[int]:
+            return [
+                json.loads(line)["pid"]
+                for line in d.log().splitlines()
+                if '"a2a_proxy_started"' in line
+            ]
+
+        assert len(pids()) == 1
+        killed_ms = int(time.time() * 1000)
+        os.kill(pids()[0], signal.SIGKILL)  # a proxy that dies is started again
+        wait_for(lambda: len(pids()) == 2, 20, what="the proxy to be restarted")
+        async with d.client() as mesh:
+
+            async def reconnected() -> bool:
+                return any(a.connected_ms >= killed_ms for a in await mesh.list_agents("upper"))
+
+            await await_for(reconnected, 20, what="the restarted proxy to register")
+            events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "again"))]
+            assert events[-1].result is not None and events[-1].result.output == "AGAIN"
         assert d.stop() == 0
         with pytest.raises(ProcessLookupError):  # stopped with the daemon
-            os.kill(pids[0], 0)
+            os.kill(pids()[-1], 0)
     finally:
         upper.terminate()
         upper.wait(10)
