@@ -60,6 +60,17 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--list-page-bytes", dest="list_page_bytes", type=int)
     p.add_argument("--list-field-bytes", dest="list_field_bytes", type=int)
     p.add_argument("--crl-poll-interval", dest="crl_poll_interval", type=float)
+    p.add_argument("--a2a-listen", dest="a2a_listen", metavar="HOST:PORT",
+                   help="serve every agent type as an A2A agent (JSON-RPC + SSE over mutual TLS; off by default)")
+    p.add_argument("--a2a-grpc", dest="a2a_grpc", action="store_const", const=True,
+                   help="serve A2A's gRPC A2AService on the mesh's mutual-TLS port (off by default)")
+    p.add_argument("--a2a-push", dest="a2a_push", choices=["off", "public", "any"],
+                   help="A2A push notifications to webhooks: off (default), public addresses only, any")
+    p.add_argument("--a2a-agents", dest="a2a_agent", action="append", metavar="NAME=URL",
+                   help="run a proxy for the external A2A agent at URL as agent type NAME (repeatable)")
+    p.add_argument("--a2a-agents-ca", dest="a2a_agents_ca", metavar="FILE",
+                   help="CA file to verify the external A2A agents' TLS")
+    p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
     p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"])
@@ -183,7 +194,10 @@ def _serve(args: argparse.Namespace) -> int:
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
-        "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval")}
+        "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
+        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host")}
+    if args.a2a_agent:  # NAME=URL, repeatable
+        flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 
@@ -197,13 +211,16 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
     _health_parser(sub)
     from .bridge.cli import add_parser as _bridge_parser
 
     _bridge_parser(sub)
+    from .a2a.cli import add_parser as _a2a_parser
+
+    _a2a_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
@@ -218,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bridge.cli import run as _bridge
 
             return _bridge(args)
+        if args.cmd == "a2a":
+            from .a2a.cli import run as _a2a
+
+            return _a2a(args)
         return _serve(args)
     except OrchgptError as exc:
         print(f"orchgpt: {exc}", file=sys.stderr)

@@ -84,6 +84,23 @@ class Settings(BaseSettings):
     crl_poll_interval: float = Field(
         2.0, gt=0, description="seconds between checks of the revocation list (crl.pem in the certs dir)"
     )
+    a2a_listen: str = Field(
+        "", description="HOST:PORT of the A2A JSON-RPC + SSE listener (HTTPS, mutual TLS; docs/a2a.md); "
+        "empty: off"
+    )
+    a2a_grpc: bool = Field(
+        False, description="serve A2A's gRPC A2AService (tenant = agent type) on the mesh port"
+    )
+    a2a_push: Literal["off", "public", "any"] = Field(
+        "off", description="A2A push notifications: off; public (webhooks on public addresses "
+        "only); any (every http(s) URL: a trusted network)"
+    )
+    a2a_agents: dict[str, str] = Field(
+        default_factory=dict, description="external A2A agents the daemon runs proxies for: "
+        "agent type -> URL (TOML table [a2a_agents]; docs/a2a.md)"
+    )
+    a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
+    a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
     )
@@ -91,6 +108,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field("json", description="log line format")
 
     config_file: Path | None = Field(None, exclude=True, description="TOML file with these settings")
+
+    @field_validator("a2a_listen")
+    @classmethod
+    def _check_a2a_listen(cls, v: str) -> str:
+        return cls._check_listen(v) if v else v  # empty: off
 
     @field_validator("listen")
     @classmethod

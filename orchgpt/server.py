@@ -146,6 +146,9 @@ class OrchgptServer:
         agents_dir = s.data_dir / "agents"
         recovered = self.mesh.recover(read_journals(agents_dir))
         remove_journals(agents_dir)  # applied (or their tasks were finished already)
+        from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)
+
+        self.a2a = await start_listener(self)
         await server.start()
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -263,6 +266,8 @@ class OrchgptServer:
             await asyncio.sleep(0.05)
         if self.mesh.running_tasks:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
+        if getattr(self, "a2a", None) is not None:
+            await self.a2a.stop()
         if self._tick is not None:
             self._tick.cancel()
         if getattr(self, "_crl_poll", None) is not None:

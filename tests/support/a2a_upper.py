@@ -1,0 +1,84 @@
+"""An external A2A agent written with a2a-sdk alone (no orchgpt code): `upper` upper-cases its
+input, streaming a status update and the output in two appended artifact chunks. Input "ask"
+first asks its user (INPUT_REQUIRED) and then upper-cases the answer; input "slow" waits 30 s.
+
+Run: python -m tests.support.a2a_upper PORT_FILE  (serves plain HTTP on 127.0.0.1, port 0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+import uvicorn
+from a2a.helpers.proto_helpers import new_task_from_user_message
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import a2a_pb2 as a2a
+from starlette.applications import Starlette
+
+
+class Upper(AgentExecutor):
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        text = context.get_user_input()
+        task = context.current_task
+        if task is None:
+            task = new_task_from_user_message(context.message)
+            await event_queue.enqueue_event(task)
+        up = TaskUpdater(event_queue, task.id, task.context_id)
+        if text == "ask":
+            await up.requires_input(up.new_agent_message([a2a.Part(text="what shall I shout?")]))
+            return
+        if text == "slow":
+            await up.start_work(up.new_agent_message([a2a.Part(text="sleeping")]))
+            await asyncio.sleep(30)
+        await up.start_work(up.new_agent_message([a2a.Part(text="upper-casing")]))
+        half = len(text) // 2
+        await up.add_artifact([a2a.Part(text=text[:half].upper())], artifact_id="out", append=False)
+        await up.add_artifact(
+            [a2a.Part(text=text[half:].upper())], artifact_id="out", append=True, last_chunk=True
+        )
+        await up.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task = context.current_task
+        if task is not None:
+            await TaskUpdater(event_queue, task.id, task.context_id).cancel()
+
+
+def main(port_file: str) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    card = a2a.AgentCard(
+        name="upper",
+        description="upper-cases its input",
+        version="1.0",
+        supported_interfaces=[
+            a2a.AgentInterface(
+                url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
+            )
+        ],
+        capabilities=a2a.AgentCapabilities(streaming=True),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[
+            a2a.AgentSkill(id="shout", name="shout", description="upper-case text", tags=["text"])
+        ],
+    )
+    handler = DefaultRequestHandler(Upper(), InMemoryTaskStore(), card)
+    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(port))
+    import os
+
+    os.replace(port_file + ".tmp", port_file)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
