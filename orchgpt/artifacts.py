@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class OpenFile:
     fd: int
     size: int
 
-    def chunks(self, size: int) -> object:
+    def chunks(self, size: int) -> Iterator[bytes]:
         with os.fdopen(self.fd, "rb") as f:
             while True:
                 data = f.read(size)

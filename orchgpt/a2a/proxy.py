@@ -17,7 +17,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from a2a.client import A2ACardResolver, ClientConfig, create_client
@@ -28,6 +28,9 @@ from .. import logs
 from ..errors import ConfigError
 from ..mesh import AGENT_TYPE_RE
 from ..models import ApprovalDecision, new_id
+
+if TYPE_CHECKING:
+    from agentd.runtime import Agent
 
 log = logs.get("orchgpt.a2a.proxy")
 
@@ -81,7 +84,7 @@ def _text(parts: Any) -> str:
     return "".join(p.text for p in parts if p.WhichOneof("content") == "text")
 
 
-def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type:
+def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type[Agent]:
     """An agentd Agent class of type NAME that runs its tasks on the external agent."""
     from agentd.errors import TaskFailed
     from agentd.runtime import Agent, Outcome, TaskContext

@@ -120,7 +120,7 @@ class PushNotifier:
         w.add_done_callback(lambda _t: self._watchers.pop(task.task_id, None))
 
     async def _run(self, task_id: str, sub: _Watch) -> None:
-        last = -1
+        last: a2a.TaskState | None = None
         try:
             t = self.task_of(task_id)
             if t is not None and not t.state.terminal:  # where it stands now, then each change
