@@ -19,7 +19,7 @@ import os
 import signal
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -40,6 +40,9 @@ from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
 from .waiting import waited_on_by_local
 from .wire_guard import add_mesh_servicer
+
+if TYPE_CHECKING:
+    from .localmodel import LocalModelServer
 
 log = logs.get("orchgpt.server")
 
@@ -64,7 +67,7 @@ class OrchgptServer:
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._tick: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
-        self.local_model: Any = None
+        self.local_model: LocalModelServer | None = None
         self.lock = DataDirLock(settings.data_dir)
         self.store_fault = ""  # why the store refuses writes; "" while it works
         self._health_status = -1
