@@ -14,6 +14,7 @@ from a2a.types import a2a_pb2 as a2a
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from ..errors import ErrorCode, OrchgptError
 from ..models import Action, AgentInfo, Command, EventKind, Task, TaskEvent, TaskState
 
 PROTOCOL_VERSION = "1.0"
@@ -49,8 +50,10 @@ TERMINAL = frozenset(
 )
 
 
-class MappingError(ValueError):
+class MappingError(OrchgptError, ValueError):
     """A message the mesh cannot take; the text names the field."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 def a2a_state(state: TaskState, waiting_for_input: bool = False) -> a2a.TaskState:
