@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .approvals import stops_task
 from .connect import classify, code_of, is_retryable
 from .errors import ConnectionProblem
 from .render import EventRenderer, TaskLabel, short_id
@@ -229,5 +230,7 @@ async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
             response = ApprovalResponse(req.request_id, ApprovalDecision.REJECT,
                                         feedback="rejected: nobody can approve this call")
         await ctx.call(lambda c: c.approve(view.task_id, response))
+        if stops_task(response):  # seed 003's "n": "exit program", here the task
+            await ctx.call(lambda c: c.cancel(view.task_id, "stopped by the user at an approval (n)"))
     except Exception as exc:
         ctx.out.error(f"could not answer the approval request of task {view.short}: {classify(exc)}")

@@ -350,14 +350,24 @@ async def test_approval_requests_are_answered_inline(mesh: Daemon, tmp_path: Pat
             await until(lambda: d.repl.ctx.approvals is not None and d.repl.ctx.approvals.head() is not None)
             view = d.repl.ctx.foreground()
             assert view is not None
-            await d.line(f"/approve {view.short} n")
-            await d.shows("reject sent to task")
+            await d.line(f"/approve {view.short} no thanks")
+            await d.shows("feedback sent to task")
             await d.shows("write f3.txt")
             await until(lambda: d.repl.ctx.approvals is not None and d.repl.ctx.approvals.head() is not None)
             await d.line("/tasks")  # a slash line still runs as a command while a question waits
             await d.shows("1 task in this session")
             d.send("y" + ENTER)
-            await d.shows("approve_next:2 feedback:1:maybe reject:1:rejected by the user approve:1")
+            await d.shows("approve_next:2 feedback:1:maybe feedback:1:no thanks approve:1")
             assert plain(d.repl.message()) == "autogpt> "
+            # seed 003: "'n' to exit program": the call is rejected and the task stops
+            await d.line("/asker run write more --approve -o calls=2")
+            await d.shows("write f0.txt")
+            await until(lambda: d.repl.ctx.approvals is not None and d.repl.ctx.approvals.head() is not None)
+            stopped = d.repl.ctx.foreground()
+            assert stopped is not None and stopped is not view
+            d.send("n" + ENTER)
+            await d.shows("reject sent to task")
+            await until(lambda: stopped.done.is_set(), what="the stopped task to end")
+            assert stopped.state == "cancelled"
     finally:
         await stop_agent(link, runner)
