@@ -51,6 +51,7 @@ class TaskView:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
     children: dict[str, TaskView] = field(default_factory=dict)
+    root: str = ""  # a sub-task's: the id of the task the user started
 
     @property
     def short(self) -> str:
@@ -98,7 +99,7 @@ def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
     child = parent.children.get(ev.task_id)
     kind = agent_type_of(ctx, ev)
     if child is None:
-        child = TaskView(ev.task_id, kind or "sub-task", accepted=True)
+        child = TaskView(ev.task_id, kind or "sub-task", accepted=True, root=parent.root or parent.task_id)
         child.renderer = EventRenderer(TaskLabel(ev.task_id, child.agent_type), fancy=ctx.fancy)
         parent.children[ev.task_id] = child
     elif kind and child.agent_type == "sub-task" and child.renderer is not None:
@@ -222,10 +223,21 @@ async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
 
     try:
         response: ApprovalResponse | None = None
-        if ctx.approver is not None:
+        root = view.root or view.task_id
+        left = ctx.continuous.get(root, 0)
+        if left > 0:  # a "y -N" given for this task or its parent covers the call
+            ctx.continuous[root] = left - 1
+            ctx.out.info(f"task {view.short} runs {req.tool}: approved (y -N, {left - 1} more)")
+            response = ApprovalResponse(req.request_id, ApprovalDecision.APPROVE)
+        elif ctx.approver is not None:
             response = await ctx.approver(view, req)
             if view.done.is_set():
                 return  # the task ended while the user was thinking
+            if response is not None and response.decision == ApprovalDecision.APPROVE_NEXT:
+                # The CLI keeps the count, so that it covers the calls of the sub-tasks too: each
+                # call is approved on its own, from the budget of the whole task tree.
+                ctx.continuous[root] = max(response.count, 1) - 1
+                response = ApprovalResponse(req.request_id, ApprovalDecision.APPROVE)
         if response is None:
             response = ApprovalResponse(req.request_id, ApprovalDecision.REJECT,
                                         feedback="rejected: nobody can approve this call")
