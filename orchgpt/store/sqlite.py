@@ -56,7 +56,7 @@ log = logs.get("orchgpt.store")
 _TASK_COLUMNS = (
     "task_id", "agent_type", "action", "input", "language", "session_id", "parent_task_id",
     "approval", "options", "state", "agent_id", "attempts", "created_ms", "updated_ms",
-    "result", "error", "submitted_by", "delegated_by", "inputs",
+    "result", "error", "submitted_by", "delegated_by", "inputs", "reply_to",
 )
 _TASK_SELECT = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
 _TASK_INSERT = (
@@ -169,14 +169,14 @@ def _task_row(t: Task) -> tuple[Any, ...]:
         t.parent_task_id, int(t.approval), _dumps(t.options), str(t.state), t.agent_id,
         t.attempts, t.created_ms, t.updated_ms, _result_to_json(t.result), t.error,
         t.submitted_by, t.delegated_by, _dumps([_result_dict(r) for r in t.inputs]),
-        int(t.state.terminal),
+        t.reply_to, int(t.state.terminal),
     )
 
 
 def _task_from_row(row: tuple[Any, ...]) -> Task:
     (task_id, agent_type, action, input_, language, session_id, parent_task_id, approval,
      options, state, agent_id, attempts, created_ms, updated_ms, result, error,
-     submitted_by, delegated_by, inputs) = row[: len(_TASK_COLUMNS)]
+     submitted_by, delegated_by, inputs, reply_to) = row[: len(_TASK_COLUMNS)]
     return Task(
         task_id=task_id, agent_type=agent_type, action=Action(action), input=input_,
         language=language, session_id=session_id, parent_task_id=parent_task_id,
@@ -184,7 +184,7 @@ def _task_from_row(row: tuple[Any, ...]) -> Task:
         agent_id=agent_id, attempts=attempts, created_ms=created_ms, updated_ms=updated_ms,
         result=_result_from_dict(json.loads(result)) if result else None, error=error,
         submitted_by=submitted_by, delegated_by=delegated_by,
-        inputs=[_result_from_dict(d) for d in json.loads(inputs)],
+        inputs=[_result_from_dict(d) for d in json.loads(inputs)], reply_to=reply_to,
     )
 
 
