@@ -32,7 +32,6 @@ from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
-from .models import AgentState
 from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
 from .spawner import Spawner, read_journals, remove_journals
@@ -112,8 +111,7 @@ class OrchgptServer:
         if self.spawner is not None:
             mesh = self.mesh
             self.spawner.attach(
-                is_idle=lambda a: (e := mesh.agents.get(a)) is not None and e.info.state == AgentState.IDLE
-                and not e.info.current_task,
+                is_idle=mesh.is_idle,
                 withdraw=mesh.withdraw,
                 waited_on_by=lambda t: waited_on_by_local(mesh, t),
                 on_change=lambda t: mesh.waiting.note(mesh, t),
@@ -269,8 +267,7 @@ class OrchgptServer:
             self._crl_poll.cancel()
         if self.spawner is not None:
             await self.spawner.stop_all(grace=3.0)
-        for e in list(self.mesh.agents.values()):
-            e.link.close("orchgpt is shutting down")
+        self.mesh.close_links("orchgpt is shutting down")
         self.mesh.flush()
         await self.server.stop(1.0)
         if self.local_model is not None:

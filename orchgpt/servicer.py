@@ -85,6 +85,10 @@ class GrpcAgentLink:
     def send_ping(self) -> None:
         self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=codec.new_envelope(0).timestamp_ms)))
 
+    def forward(self, message: object) -> None:
+        """Another agent's envelope, unchanged (its recipient is already this agent or all)."""
+        self.outbox.put(message)  # type: ignore[arg-type]
+
     def close(self, reason: str, code: str = stream_rules.SHUTTING_DOWN) -> None:
         """End the stream: an ERROR envelope (code, reason) goes last, then the RPC ends with
         that status (Connect)."""
@@ -248,7 +252,7 @@ class MeshServicer(pb_grpc.MeshServicer):
             await refuse(grpc.StatusCode.PERMISSION_DENIED,
                          f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}")
         r = reg_env.register
-        if agent_id.startswith(LOCAL_PREFIX) and not (self.mesh.spawner and self.mesh.spawner.is_local(agent_id)):
+        if agent_id.startswith(LOCAL_PREFIX) and not self.mesh.is_spawned(agent_id):
             await refuse(grpc.StatusCode.PERMISSION_DENIED,
                          f"the name {agent_id!r} is reserved for agents this orchestrator spawns")
         try:
@@ -296,8 +300,8 @@ class MeshServicer(pb_grpc.MeshServicer):
             if not reader.done() or reader.cancelled():
                 reason = reason if outbox.closed else "connection lost"
             self.mesh.disconnect(agent_id, link, reason)
-            self.runs.prune(agent_id, {t.task_id for t in self.mesh.active.values() if t.agent_id == agent_id})
-            if agent_id not in self.mesh.agents:
+            self.runs.prune(agent_id, self.mesh.tasks_on(agent_id))
+            if not self.mesh.is_connected(agent_id):
                 self.commands.forget_agent(agent_id)
 
     async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
@@ -372,7 +376,7 @@ class MeshServicer(pb_grpc.MeshServicer):
                 if too_large:
                     self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", too_large)
                     return
-                d = authz.delegation(cmd.options, self.mesh.active.get(parent or env.task_id), self.mesh.get_task)
+                d = authz.delegation(cmd.options, self.mesh.active_task(parent or env.task_id), self.mesh.get_task)
                 if not d:
                     self._refuse(agent_id, env, outbox, d)
                     return
@@ -406,14 +410,13 @@ class MeshServicer(pb_grpc.MeshServicer):
         task_id = stream_rules.reply_task_id(agent_id, env, self.runs)
         result = codec.result_from_pb(env.reply.result)
         result.task_id = task_id
-        if task_id not in self.mesh.active and self.mesh.store.get_task(task_id) is None:
+        if not self.mesh.task_exists(task_id):
             raise stream_rules.ProtocolError("NOT_FOUND", f"REPLY for task {task_id!r}: no such task")
         self.mesh.on_result(agent_id, result)
         self.runs.forget_task(agent_id, task_id)
 
     def _type_of(self, task_id: str) -> str:
-        t = self.mesh.active.get(task_id)
-        return t.agent_type if t is not None else ""
+        return self.mesh.agent_type_of(task_id)
 
     def _refuse(self, agent_id: str, env: pb.Envelope, outbox: Outbox, d: authz.Decision) -> None:
         log.warning("envelope_refused", agent_id=agent_id, type=_TYPE_NAMES.get(env.type, str(env.type)),
@@ -423,7 +426,7 @@ class MeshServicer(pb_grpc.MeshServicer):
     def _forward(self, agent_id: str, env: pb.Envelope, target: str, outbox: Outbox) -> None:
         """Agent-to-agent traffic: forwarded unchanged (the hot path). A COMMAND is remembered
         until its REPLY (body payload), which goes only to the agent that asked."""
-        agents = self.mesh.agents
+        mesh = self.mesh
         t = env.type
         # a COMMAND that carries a correlation_id answers another one (agentd answers with REPLY;
         # some peers answer with a COMMAND): only a fresh COMMAND waits for a REPLY
@@ -435,27 +438,25 @@ class MeshServicer(pb_grpc.MeshServicer):
                 return
         if target == "agent_id":
             dest_id = env.recipient.agent_id
-            dest = agents.get(dest_id)
+            dest = mesh.link_of(dest_id)
             if dest is None:
                 self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent {dest_id!r} in the mesh")
                 return
-            dest.link.outbox.put(env)  # type: ignore[attr-defined]
+            dest.forward(env)
             if ask:
                 self.commands.opened(env.id, agent_id, dest_id)
         elif target == "agent_type":
-            ids = [a for a, e in agents.items() if e.info.agent_type == env.recipient.agent_type]
-            if not ids:
+            dest_id = mesh.pick_agent(env.recipient.agent_type, hash(env.id))
+            link = mesh.link_of(dest_id) if dest_id else None
+            if link is None:
                 self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent of type {env.recipient.agent_type!r} in the mesh")
                 return
-            idle = [a for a in ids if agents[a].info.state == "idle"] or ids
-            dest_id = idle[hash(env.id) % len(idle)]
-            agents[dest_id].link.outbox.put(env)  # type: ignore[attr-defined]
+            link.forward(env)
             if ask:
                 self.commands.opened(env.id, agent_id, dest_id)
         else:
-            for a, e in agents.items():
-                if a != agent_id:
-                    e.link.outbox.put(env)  # type: ignore[attr-defined]
+            for other in mesh.links_except(agent_id):
+                other.forward(env)
 
     # ------------------------------------------------------------------ clients
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
@@ -491,10 +492,9 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     def _submit_access(self, ident: Identity, task_id: str, session_id: str) -> authz.Decision:
         """An idempotency key or a session id of someone else's work is refused."""
-        store = self.mesh.store
         existing = self.mesh.get_task(task_id) if task_id else None
-        exists = bool(session_id) and bool(store.list_tasks(1, session_id, True))
-        owned = bool(session_id) and bool(store.list_tasks(1, session_id, True, authz.owner_of(ident)))
+        exists = self.mesh.session_exists(session_id)
+        owned = self.mesh.session_exists(session_id, authz.owner_of(ident))
         return authz.submit_access(ident, existing, self.mesh.get_task, session_id, exists, owned)
 
     async def _follow(self, task_id: str, after_seq: int, outbox: Outbox,
@@ -503,12 +503,10 @@ class MeshServicer(pb_grpc.MeshServicer):
         so nothing is missed or doubled)."""
         sub = EventSubscription(outbox, self.max_pending_events, end_task=task_id, type_of=self._type_of)
         mesh = self.mesh
-        mesh.flush()
-        for ev in mesh.store.events(task_id, after_seq):
+        replay, following = mesh.replay_then_follow(task_id, after_seq, sub)
+        for ev in replay:
             outbox.put(codec.event_envelope(ev, agent_type=agent_type))
-        if task_id in mesh.active:
-            mesh.subscribe(sub, task_id)
-        else:
+        if not following:
             outbox.close("task finished")
         try:
             while True:
@@ -572,11 +570,10 @@ class MeshServicer(pb_grpc.MeshServicer):
         t = await self._task_for(context, ident, "GetTask", request.task_id)
         resp = pb.GetTaskResponse(task=codec.task_to_pb(t))
         if request.with_events:
-            self.mesh.flush()
-            resp.events.extend(codec.event_to_pb(e, t.agent_type) for e in self.mesh.store.events(t.task_id))
-        children = {c.task_id: c for c in self.mesh.store.children(t.task_id)}
-        children.update({c.task_id: c for c in self.mesh.active.values() if c.parent_task_id == t.task_id})
-        resp.children.extend(codec.task_to_pb(c) for c in sorted(children.values(), key=lambda c: c.created_ms))
+            resp.events.extend(codec.event_to_pb(e, t.agent_type) for e in self.mesh.replay(t.task_id))
+        found = self.mesh.task_with_children(t.task_id)
+        children = found[1] if found is not None else []
+        resp.children.extend(codec.task_to_pb(c) for c in children)
         return resp
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
@@ -586,9 +583,9 @@ class MeshServicer(pb_grpc.MeshServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a next_page_token from ListTasks")
         assert offset is not None
         limit = min(max(request.limit, 0) or 50, 1000)  # one page; next_page_token goes on
-        tasks = self.mesh.store.list_tasks(offset + limit + 1, request.session_id, request.include_children,
-                                           owner=authz.list_owner(ident, "ListTasks"))
-        out = [self.mesh.active.get(t.task_id, t) for t in tasks[offset:offset + limit]]
+        tasks = self.mesh.list_tasks(offset + limit + 1, request.session_id, request.include_children,
+                                     owner=authz.list_owner(ident, "ListTasks"))
+        out = tasks[offset:offset + limit]
         page, token = page_tasks((codec.task_to_pb(t) for t in out), offset, self.limits.list_page_bytes,
                                  self.limits.list_field_bytes, more=len(tasks) > offset + limit)
         return pb.ListTasksResponse(tasks=page, next_page_token=token)
@@ -646,21 +643,18 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext) -> pb.ListSessionsResponse:
         ident = await self._authorize(context, "ListSessions")
-        self.mesh.flush()
         # the gallery (published sessions) is every client's; otherwise a client's own sessions
         owner = None if request.published_only else authz.list_owner(ident, "ListSessions")
-        ss = self.mesh.store.list_sessions(request.limit or 50, request.published_only, owner=owner)
+        ss = self.mesh.list_sessions(request.limit or 50, request.published_only, owner=owner)
         return pb.ListSessionsResponse(sessions=[codec.session_to_pb(s) for s in ss])
 
     async def PublishSession(self, request: pb.PublishSessionRequest, context: grpc.aio.ServicerContext) -> pb.PublishSessionResponse:
         ident = await self._authorize(context, "PublishSession")
-        store = self.mesh.store
-        owned = bool(request.session_id) and bool(
-            store.list_tasks(1, request.session_id, True, authz.list_owner(ident, "PublishSession")))
+        owned = self.mesh.session_exists(request.session_id, authz.list_owner(ident, "PublishSession"))
         if not owned:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id!r}")
         try:
-            s = self.mesh.store.publish_session(request.session_id, list(request.tags))
+            s = self.mesh.publish_session(request.session_id, list(request.tags))
         except StoreError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.PublishSessionResponse(session=codec.session_to_pb(s))
@@ -719,10 +713,10 @@ class MeshServicer(pb_grpc.MeshServicer):
 
     def _over_event_budget(self, agent_id: str, task_id: str, env: pb.Envelope, outbox: Outbox) -> bool:
         """max_events_per_task: past it a task's events are dropped (one marker event, one ERROR)."""
-        t = self.mesh.active.get(task_id)
+        t = self.mesh.active_task(task_id)
         if t is None or t.agent_id != agent_id:
             return False  # stale; the mesh ignores it
-        verdict = self.event_budget.admit(t.task_id, self.mesh.active.__contains__)
+        verdict = self.event_budget.admit(t.task_id, self.mesh.is_active)
         if verdict == "ok":
             return False
         if verdict == "first":
