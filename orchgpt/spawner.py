@@ -28,13 +28,13 @@ import json
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import journal, logs
+from .agent_types import AGENT_COMMAND
 from .certs import CA
 from .datadir import make_private_dir, open_private
 from .mesh import LOCAL_PREFIX
@@ -301,7 +301,7 @@ class Spawner:
             with contextlib.suppress(OSError):
                 os.chmod(p, 0o600)
         cmd = [
-            sys.executable, "-m", "agentd", "--type", a.agent_type, "--name", a.name,
+            *AGENT_COMMAND, "--type", a.agent_type, "--name", a.name,
             "--orchestrator", self.orchestrator(),
             "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(paths.cert), "--key", str(paths.key),
         ]
