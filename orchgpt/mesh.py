@@ -2,6 +2,12 @@
 
 Domain code only: it talks to agents through the AgentLink protocol and to
 clients through Subscriber objects; the gRPC servicer implements both.
+``Mesh`` is the facade the rest of orchgpt uses. Its parts, by concern:
+mesh_registry.py (agents: state and the rules for their comings and goings),
+mesh_dispatch.py (queues, assignment, requeue, reconnect-grace holds),
+mesh_fanout.py (event numbering, buffering for the store, subscribers),
+mesh_queries.py (the read side the transport uses); here the task state machine,
+submit, cancel, results and delegation.
 """
 
 from __future__ import annotations
@@ -9,13 +15,12 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
 from . import logs
 from .errors import RoutingError, StoreError
-from .mesh_dispatch import TaskQueues
+from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
 from .mesh_queries import MeshQueries
 from .mesh_registry import (
@@ -24,12 +29,12 @@ from .mesh_registry import (
     AgentEntry,
     AgentLink,
     AgentRegistry,
+    AgentRules,
     Registration,
 )
 from .models import (
     TRANSITIONS,
     Action,
-    AgentInfo,
     AgentState,
     ApprovalResponse,
     Command,
@@ -68,7 +73,7 @@ class SpawnerPort(Protocol):
     def assigned(self, agent_id: str) -> None: ...
 
 
-class Mesh(MeshQueries):
+class Mesh(MeshQueries, AgentRules, DispatchRules):
     """The facade: commands change tasks and agents (here); queries read them (mesh_queries.py)."""
 
     def __init__(
@@ -106,22 +111,6 @@ class Mesh(MeshQueries):
     def active(self) -> dict[str, Task]:
         return self.queues.active
 
-    @property
-    def _idle(self) -> dict[str, dict[str, None]]:
-        return self.registry.idle
-
-    @property
-    def _queues(self) -> dict[str, deque[str]]:
-        return self.queues.queues
-
-    @property
-    def _awaiting(self) -> dict[str, tuple[float, str]]:
-        return self.queues.awaiting
-
-    @_awaiting.setter
-    def _awaiting(self, value: dict[str, tuple[float, str]]) -> None:
-        self.queues.awaiting = value
-
     def _parent_of(self, task_id: str) -> str:
         t = self.queues.active.get(task_id)
         return t.parent_task_id if t is not None else ""
@@ -149,12 +138,12 @@ class Mesh(MeshQueries):
             elif t.agent_id.startswith(LOCAL_PREFIX):
                 self._requeue(t, f"orchestrator restarted; local agent {t.agent_id} is gone")
             else:
-                self._awaiting[t.task_id] = (deadline, "orchestrator restarted")
+                self.queues.hold(t.task_id, deadline, "orchestrator restarted")
             n += 1
-        for agent_type in list(self._queues):
+        for agent_type in list(self.queues.queues):
             self._dispatch(agent_type)
         if n:
-            log.info("tasks_recovered", count=n, awaiting_agents=len(self._awaiting))
+            log.info("tasks_recovered", count=n, awaiting_agents=len(self.queues.awaiting))
         return n
 
     def start_closing(self) -> None:
@@ -176,144 +165,6 @@ class Mesh(MeshQueries):
     # ------------------------------------------------------------------ agents
     def known_types(self) -> set[str]:
         return set(self.builtin_types) | self.registry.types()
-
-    def register(self, agent_id: str, reg: Registration, link: AgentLink) -> AgentInfo:
-        if not AGENT_TYPE_RE.match(reg.agent_type):
-            raise RoutingError(
-                f"invalid agent type {reg.agent_type!r}: use 1-32 lowercase letters, digits, '-' or '_'",
-                code="INVALID_ARGUMENT",
-            )
-        now = now_ms()
-        local = bool(self.spawner and self.spawner.is_local(agent_id))
-        info = AgentInfo(agent_id=agent_id, agent_type=reg.agent_type, capabilities=list(reg.capabilities),
-                         host=reg.host, state=AgentState.IDLE, last_heartbeat_ms=now, local=local,
-                         connected_ms=now)
-        entry = AgentEntry(info, link)
-        old = self.registry.add(entry)
-        if old is not None:
-            # The same identity reconnected (the old stream is half-open): the new link wins.
-            old.link.close("replaced by a new connection of the same agent", code="ABORTED")
-            t = self.active.get(old.info.current_task) if old.info.current_task else None
-            if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                self.queues.hold(t.task_id, time.monotonic(), f"agent {agent_id} replaced", keep_first=True)
-        if local and self.spawner is not None:
-            self.spawner.registered(agent_id)
-        try:
-            self.store.agent_seen(info)
-        except StoreError as exc:
-            log.warning("store_write_failed", what="agent", error=str(exc))
-        log.info("agent_registered", agent_id=agent_id, agent_type=reg.agent_type, host=reg.host,
-                 local=local, pending_results=len(reg.pending_results),
-                 current_task=reg.current_task or None)
-        # One set of rules for a blip and for a restart of orchgpt: results kept while
-        # disconnected settle their tasks (once); the task the agent still runs stays its own
-        # (no second RUN); a held task it neither runs nor reports never reached it: requeue.
-        for r in reg.pending_results:
-            self._settle(agent_id, r, "reported at reconnect")
-        self._resume(entry, reg.current_task)
-        for task_id, (_, why) in list(self._awaiting.items()):
-            t = self.active.get(task_id)
-            if (t is not None and t.agent_id == agent_id and task_id != reg.current_task
-                    and not t.state.terminal):
-                self._requeue(t, f"{why}; agent {agent_id} reconnected without it")
-        if info.state == AgentState.IDLE:
-            self.registry.mark_idle(entry)
-        self._dispatch(reg.agent_type)
-        return info
-
-    def _resume(self, entry: AgentEntry, task_id: str) -> None:
-        """A reconnecting agent still runs ``task_id``: it keeps it (no second RUN) if it is its."""
-        info = entry.info
-        if not task_id:
-            return
-        t = self.active.get(task_id)
-        if t is not None and not t.state.terminal and (t.agent_id == info.agent_id or (
-                t.state == TaskState.QUEUED and self.queues.ran_before(task_id, info.agent_id))):
-            if t.state == TaskState.QUEUED:  # the grace ran out, but nobody else took it yet
-                self.queues.dequeue(t)
-                t.agent_id = info.agent_id
-                self._set_state(t, TaskState.RUNNING)
-            self._awaiting.pop(task_id, None)
-            info.state = AgentState.BUSY
-            info.current_task = task_id
-            log.info("task_resumed", task_id=task_id, agent_id=info.agent_id)
-            self._publish(TaskEvent(task_id, EventKind.LOG, agent_id=info.agent_id,
-                                    text=f"{info.agent_id} reconnected and goes on with it",
-                                    parent_task_id=t.parent_task_id))
-            return
-        # It runs something that is no longer its own (finished, cancelled or taken elsewhere):
-        # stop it; the agent is busy until it answers.
-        info.state = AgentState.BUSY
-        info.current_task = ""
-        entry.link.send_cancel(
-            task_id, "this task was settled or moved elsewhere while you were disconnected")
-        log.info("stale_task_cancelled", task_id=task_id, agent_id=info.agent_id)
-
-    def touch(self, agent_id: str) -> None:
-        self.registry.touch(agent_id, time.monotonic(), now_ms())
-
-    def disconnect(self, agent_id: str, link: AgentLink, reason: str) -> None:
-        entry = self.registry.remove(agent_id, link)
-        if entry is None:
-            return  # already replaced or removed
-        entry.info.state = AgentState.LOST
-        log.info("agent_lost", agent_id=agent_id, agent_type=entry.info.agent_type, reason=reason,
-                 task_id=entry.info.current_task or None)
-        if entry.info.current_task:
-            t = self.active.get(entry.info.current_task)
-            if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                self._hold(t, f"agent {agent_id} lost: {reason}")
-        self._dispatch(entry.info.agent_type)
-
-    def _hold(self, t: Task, why: str) -> None:
-        """Keep a task for its disconnected agent during the reconnect grace."""
-        if self.reconnect_grace <= 0:
-            self._requeue(t, why)
-            return
-        self.queues.hold(t.task_id, time.monotonic() + self.reconnect_grace, why)
-        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why,
-                 grace_s=self.reconnect_grace)
-        self._publish(TaskEvent(t.task_id, EventKind.LOG, agent_id=t.agent_id,
-                                parent_task_id=t.parent_task_id,
-                                text=f"{why}; waiting {self.reconnect_grace:g}s for it to reconnect"))
-
-    def spawn_failed(self, agent_type: str, reason: str) -> None:
-        """A local agent type cannot start: fail its queued tasks rather than keep them forever."""
-        if self.registry.has_type(agent_type):
-            return
-        if self.spawner is not None and self.spawner.starting(agent_type):
-            return
-        q = self._queues.pop(agent_type, deque())
-        for task_id in q:
-            t = self.active.get(task_id)
-            if t is not None and t.state == TaskState.QUEUED:
-                self._finish(t, TaskResult(task_id, TaskState.FAILED, error=reason, agent_type=agent_type))
-
-    def withdraw(self, agent_id: str) -> bool:
-        """Take an idle agent out of routing because it is about to be stopped (idle timeout,
-        making room for another type); False when it is busy or gone."""
-        e = self.agents.get(agent_id)
-        if e is None or e.info.state != AgentState.IDLE or e.info.current_task:
-            return False
-        self.registry.not_idle(e)
-        return True
-
-    def heartbeat_tick(self) -> None:
-        """Ping every agent; drop the silent ones; requeue tasks whose agent never came back."""
-        now = time.monotonic()
-        limit = self.heartbeat_interval * self.heartbeat_misses
-        for agent_id, e in list(self.agents.items()):
-            silent = now - e.last_seen
-            if silent > limit:
-                e.link.close(f"no heartbeat for {silent:.1f}s", code="DEADLINE_EXCEEDED")
-                self.disconnect(agent_id, e.link, f"no heartbeat for {silent:.1f}s")
-            else:
-                e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
-        for task_id, why in self.queues.expired(now):
-            t = self.active.get(task_id)
-            if t is not None and not t.state.terminal and t.agent_id not in self.agents:
-                self._requeue(t, f"{why}; agent {t.agent_id} did not come back within "
-                                 f"{self.reconnect_grace:g}s")
 
     # ------------------------------------------------------------------ tasks
     def submit(
@@ -475,7 +326,7 @@ class Mesh(MeshQueries):
                 entry.info.state = AgentState.IDLE
         n = self.queues.refusals[task_id] = self.queues.refusals.get(task_id, 0) + 1
         t.attempts = max(t.attempts - 1, 0)
-        self._awaiting.pop(task_id, None)
+        self.queues.awaiting.pop(task_id, None)
         if n > max(self.max_attempts, 1) * 3:
             self._finish(t, TaskResult(task_id, TaskState.FAILED, agent_type=t.agent_type,
                                        agent_id=agent_id, error=f"{why}; refused {n} times"))
@@ -534,52 +385,6 @@ class Mesh(MeshQueries):
         return existing
 
     # ------------------------------------------------------------------ internals
-    def _has_capacity(self, agent_type: str) -> bool:
-        if self.registry.has_type(agent_type):
-            return True
-        return bool(self.spawner and self.spawner.can_spawn(agent_type)) or bool(
-            self.spawner and self.spawner.starting(agent_type)
-        )
-
-    def _dispatch(self, agent_type: str) -> None:
-        q = self._queues.get(agent_type)
-        if not q:
-            return
-        idle = self._idle.get(agent_type)
-        while q and idle:
-            agent_id = next(iter(idle))
-            del idle[agent_id]
-            entry = self.agents.get(agent_id)
-            if entry is None:
-                continue
-            task_id = q.popleft()
-            t = self.active.get(task_id)
-            if t is None or t.state != TaskState.QUEUED:
-                idle[agent_id] = None
-                continue
-            self._assign(t, entry)
-        if q and self.spawner is not None:
-            want = len(q) - self.spawner.starting(agent_type)
-            while want > 0 and self.spawner.can_spawn(agent_type):
-                self.spawner.spawn(agent_type)
-                want -= 1
-        self.waiting.note(self, agent_type)
-
-    def _assign(self, t: Task, entry: AgentEntry) -> None:
-        t.agent_id = entry.info.agent_id
-        t.attempts += 1
-        self._set_state(t, TaskState.ASSIGNED)
-        entry.info.state = AgentState.BUSY
-        entry.info.current_task = t.task_id
-        if entry.info.local and self.spawner is not None:
-            self.spawner.assigned(entry.info.agent_id)  # not idle: its idle timeout starts over
-        self.stats["routed"] += 1
-        self.log_message("RUN", "orchgpt", t.agent_id, t)
-        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.ASSIGNED,
-                                text=f"assigned to {t.agent_id} (attempt {t.attempts})",
-                                agent_id=t.agent_id, parent_task_id=t.parent_task_id))
-        entry.link.send_task(t)
-
     def _set_state(self, t: Task, state: TaskState) -> None:
         if state not in TRANSITIONS[t.state]:
             log.error("illegal_transition", task_id=t.task_id, from_state=str(t.state), to_state=str(state))
@@ -591,26 +396,6 @@ class Mesh(MeshQueries):
             self.store.save_task(t)
         except StoreError as exc:
             log.error("store_write_failed", what="task", task_id=t.task_id, error=str(exc))
-
-    def _requeue(self, t: Task, reason: str) -> None:
-        self._awaiting.pop(t.task_id, None)
-        if t.attempts >= self.max_attempts:
-            self._finish(t, TaskResult(t.task_id, TaskState.FAILED, agent_type=t.agent_type, agent_id=t.agent_id,
-                                       error=f"{reason}; gave up after {t.attempts} attempts"))
-            return
-        self.stats["requeued"] += 1
-        self.queues.requeues.setdefault(t.task_id, []).append(reason)
-        lost = t.agent_id
-        if lost:
-            self.queues.ran_on.setdefault(t.task_id, set()).add(lost)
-        t.agent_id = ""
-        self._set_state(t, TaskState.QUEUED)
-        log.info("task_requeued", task_id=t.task_id, reason=reason, attempts=t.attempts)
-        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.QUEUED, agent_id=lost,
-                                text=f"{reason}; requeued (attempt {t.attempts + 1} of {self.max_attempts})",
-                                parent_task_id=t.parent_task_id, data={"requeued": "true"}))
-        self.queues.enqueue(t, front=True)
-        self._dispatch(t.agent_type)
 
     def _finish(self, t: Task, result: TaskResult) -> None:
         result.task_id = t.task_id
@@ -650,27 +435,3 @@ class Mesh(MeshQueries):
 
     def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
         self.fanout.unsubscribe(sub, task_id)
-
-    def _terminate_type(self, agent_type: str) -> str:
-        stopped = []
-        for agent_id, e in list(self.agents.items()):
-            if e.info.agent_type != agent_type:
-                continue
-            if self.spawner is not None and self.spawner.terminate(agent_id):
-                pass
-            e.link.send_terminate("terminated by the user")
-            stopped.append(agent_id)
-        if not stopped:
-            return f"no {agent_type} agents running"
-        return f"terminated {len(stopped)} {agent_type} agent(s): {', '.join(sorted(stopped))}"
-
-    def _status_text(self, agent_type: str) -> str:
-        agents = self.list_agents(agent_type)
-        queued = len(self._queues.get(agent_type, ()))
-        if not agents:
-            return f"no {agent_type} agents running; {queued} task(s) queued"
-        lines = [f"{len(agents)} {agent_type} agent(s); {queued} task(s) queued"]
-        for a in agents:
-            where = "local" if a.local else (a.host or "remote")
-            lines.append(f"  {a.agent_id}: {a.state}{' on ' + a.current_task if a.current_task else ''} ({where})")
-        return "\n".join(lines)

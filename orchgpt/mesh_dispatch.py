@@ -1,16 +1,25 @@
 """The mesh's work in hand: the tasks not finished, the queue of each agent type, the tasks
-held for a disconnected agent during the reconnect grace, and what earlier attempts left.
-
-State only; the rules (who gets what, when a held task is requeued) are in mesh.Mesh.
+held for a disconnected agent during the reconnect grace, and what earlier attempts left
+(TaskQueues, state only); and the dispatch rules (DispatchRules, mixed into mesh.Mesh):
+who gets what, spawning for a queue, holds, requeues.
 This is the seam for several daemons sharing a store (issue 19): there the queues and
 holds become rows claimed with ``FOR UPDATE SKIP LOCKED`` and leases.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
-from .models import Task, TaskState
+from . import logs
+from .models import AgentState, EventKind, Task, TaskEvent, TaskResult, TaskState
+
+if TYPE_CHECKING:
+    from .mesh_registry import AgentEntry, AgentRegistry
+    from .waiting import WaitingNotes
+
+log = logs.get("orchgpt.mesh")
 
 
 class TaskQueues:
@@ -77,3 +86,102 @@ class TaskQueues:
 
     def children(self, task_id: str) -> list[Task]:
         return [c for c in self.active.values() if c.parent_task_id == task_id]
+
+
+class DispatchRules:
+    """Queued tasks go to idle agents of their type (part of mesh.Mesh)."""
+
+    if TYPE_CHECKING:  # provided by mesh.Mesh and its other parts
+        registry: AgentRegistry
+        queues: TaskQueues
+        spawner: Any
+        reconnect_grace: float
+        max_attempts: int
+        stats: dict[str, int]
+        waiting: WaitingNotes
+        agents: dict[str, AgentEntry]
+        active: dict[str, Task]
+
+        def _set_state(self, t: Task, state: TaskState) -> None: ...
+        def _finish(self, t: Task, result: TaskResult) -> None: ...
+        def _publish(self, ev: TaskEvent) -> None: ...
+        def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
+                        correlation_id: str = "") -> None: ...
+
+    def _hold(self, t: Task, why: str) -> None:
+        """Keep a task for its disconnected agent during the reconnect grace."""
+        if self.reconnect_grace <= 0:
+            self._requeue(t, why)
+            return
+        self.queues.hold(t.task_id, time.monotonic() + self.reconnect_grace, why)
+        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why,
+                 grace_s=self.reconnect_grace)
+        self._publish(TaskEvent(t.task_id, EventKind.LOG, agent_id=t.agent_id,
+                                parent_task_id=t.parent_task_id,
+                                text=f"{why}; waiting {self.reconnect_grace:g}s for it to reconnect"))
+
+    def _has_capacity(self, agent_type: str) -> bool:
+        if self.registry.has_type(agent_type):
+            return True
+        return bool(self.spawner and self.spawner.can_spawn(agent_type)) or bool(
+            self.spawner and self.spawner.starting(agent_type)
+        )
+
+    def _dispatch(self, agent_type: str) -> None:
+        q = self.queues.queues.get(agent_type)
+        if not q:
+            return
+        idle = self.registry.idle.get(agent_type)
+        while q and idle:
+            agent_id = next(iter(idle))
+            del idle[agent_id]
+            entry = self.agents.get(agent_id)
+            if entry is None:
+                continue
+            task_id = q.popleft()
+            t = self.active.get(task_id)
+            if t is None or t.state != TaskState.QUEUED:
+                idle[agent_id] = None
+                continue
+            self._assign(t, entry)
+        if q and self.spawner is not None:
+            want = len(q) - self.spawner.starting(agent_type)
+            while want > 0 and self.spawner.can_spawn(agent_type):
+                self.spawner.spawn(agent_type)
+                want -= 1
+        self.waiting.note(self, agent_type)
+
+    def _assign(self, t: Task, entry: AgentEntry) -> None:
+        t.agent_id = entry.info.agent_id
+        t.attempts += 1
+        self._set_state(t, TaskState.ASSIGNED)
+        entry.info.state = AgentState.BUSY
+        entry.info.current_task = t.task_id
+        if entry.info.local and self.spawner is not None:
+            self.spawner.assigned(entry.info.agent_id)  # not idle: its idle timeout starts over
+        self.stats["routed"] += 1
+        self.log_message("RUN", "orchgpt", t.agent_id, t)
+        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.ASSIGNED,
+                                text=f"assigned to {t.agent_id} (attempt {t.attempts})",
+                                agent_id=t.agent_id, parent_task_id=t.parent_task_id))
+        entry.link.send_task(t)
+
+    def _requeue(self, t: Task, reason: str) -> None:
+        self.queues.awaiting.pop(t.task_id, None)
+        if t.attempts >= self.max_attempts:
+            self._finish(t, TaskResult(t.task_id, TaskState.FAILED, agent_type=t.agent_type, agent_id=t.agent_id,
+                                       error=f"{reason}; gave up after {t.attempts} attempts"))
+            return
+        self.stats["requeued"] += 1
+        self.queues.requeues.setdefault(t.task_id, []).append(reason)
+        lost = t.agent_id
+        if lost:
+            self.queues.ran_on.setdefault(t.task_id, set()).add(lost)
+        t.agent_id = ""
+        self._set_state(t, TaskState.QUEUED)
+        log.info("task_requeued", task_id=t.task_id, reason=reason, attempts=t.attempts)
+        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.QUEUED, agent_id=lost,
+                                text=f"{reason}; requeued (attempt {t.attempts + 1} of {self.max_attempts})",
+                                parent_task_id=t.parent_task_id, data={"requeued": "true"}))
+        self.queues.enqueue(t, front=True)
+        self._dispatch(t.agent_type)

@@ -123,3 +123,15 @@ class MeshQueries:
     def close_links(self, reason: str) -> None:
         for e in list(self.registry.agents.values()):
             e.link.close(reason)
+
+    def _status_text(self, agent_type: str) -> str:
+        """The answer to a STATUS command: the type's agents and its queue."""
+        agents = self.list_agents(agent_type)
+        queued = len(self.queues.queues.get(agent_type, ()))
+        if not agents:
+            return f"no {agent_type} agents running; {queued} task(s) queued"
+        lines = [f"{len(agents)} {agent_type} agent(s); {queued} task(s) queued"]
+        for a in agents:
+            where = "local" if a.local else (a.host or "remote")
+            lines.append(f"  {a.agent_id}: {a.state}{' on ' + a.current_task if a.current_task else ''} ({where})")
+        return "\n".join(lines)

@@ -253,8 +253,8 @@ def test_a_busy_local_agent_waiting_on_queued_sub_tasks_is_found() -> None:
              Task(task_id="e", agent_type="echo")]
     for t in tasks:
         mesh.active[t.task_id] = t
-    mesh._queues["architect"] = deque(["a"])
-    mesh._queues["echo"] = deque(["e"])
+    mesh.queues.queues["architect"] = deque(["a"])
+    mesh.queues.queues["echo"] = deque(["e"])
     assert waited_on_by_local(mesh, "architect") == "local-manager-1"
     assert waited_on_by_local(mesh, "echo") == ""  # not a descendant: it may wait for a slot
     entry.info.local = False  # a hand-started manager holds no local slot
