@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import grpc
 
@@ -69,7 +70,7 @@ class GrpcAgentLink:
 
     def forward(self, message: object) -> None:
         """Another agent's envelope, unchanged (its recipient is already this agent or all)."""
-        self.outbox.put(message)  # type: ignore[arg-type]
+        self.outbox.put(cast(pb.Envelope, message))  # only the transport hands it envelopes
 
     def close(self, reason: str, code: str = stream_rules.SHUTTING_DOWN) -> None:
         """End the stream: an ERROR envelope (code, reason) goes last, then the RPC ends with
