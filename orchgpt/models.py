@@ -43,9 +43,15 @@ class TaskState(StrEnum):
 
 TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
-# Allowed transitions of the task state machine.
+# Allowed transitions of the task state machine (enforced by mesh.Mesh._set_state).
+# From QUEUED, besides ASSIGNED: RUNNING when the agent of an earlier attempt reconnects still
+# running it before anyone else took it (no second RUN); SUCCEEDED (or FAILED) when the late
+# result of an earlier attempt arrives while it waits, or when the daemon answers it itself
+# (the STATUS and TERMINATE actions).
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.QUEUED: frozenset(
+        {TaskState.ASSIGNED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
     TaskState.ASSIGNED: frozenset(
         {TaskState.RUNNING, TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
     ),
@@ -159,6 +165,9 @@ class Task:
     # The agent that delegated this task (DELEGATE_TASK), which gets its events.
     delegated_by: str = ""
     inputs: list[TaskResult] = field(default_factory=list)
+    # Routing state, never sent to agents: the correlation id of the DELEGATE_TASK that asked
+    # for this task; its result goes back to ``delegated_by`` in a REPLY carrying it.
+    reply_to: str = ""
 
 
 @dataclass
