@@ -18,9 +18,7 @@ from typing import Any
 
 import grpc
 
-from orchgpt import authz, codec, logs
-from orchgpt import journal as results_journal
-from orchgpt.batching import Outbox
+from orchgpt import authz, logs
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
@@ -33,6 +31,9 @@ from orchgpt.models import (
     child_task_id,
 )
 from orchgpt.tls import secure_channel
+from orchgpt.wire import codec
+from orchgpt.wire import journal as results_journal
+from orchgpt.wire.batching import Outbox
 
 from . import __version__
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
