@@ -20,6 +20,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchgpt.checks import Check, checks_of
+from orchgpt.models import (
+    ApprovalEvent,
+    ArtifactEvent,
+    LogEvent,
+    ResultEvent,
+    StatusEvent,
+    StepEvent,
+    TokenEvent,
+)
 
 if TYPE_CHECKING:
     from orchgpt.models import ApprovalRequest, Artifact, TaskEvent, TaskResult, Usage
@@ -158,11 +167,10 @@ class EventRenderer:
         return [self.label.tag(), ("", " "), *frags]
 
     def feed(self, ev: TaskEvent) -> list[Line]:
-        kind = str(ev.kind)
-        if kind == "token":
+        if isinstance(ev, TokenEvent):
             return self._tokens(ev.text)
         out = self.flush()
-        if kind == "status":
+        if isinstance(ev, StatusEvent):
             state = str(ev.state) if ev.state is not None else "running"
             text = ev.text
             if text.split(" ", 1)[0].lower() == state:  # "queued for echo": say it once
@@ -170,15 +178,15 @@ class EventRenderer:
             else:
                 frags = [(state_style(state), state)] + ([("", f": {text}")] if text else [])
             out.append(self._line(*frags))
-        elif kind == "log":
+        elif isinstance(ev, LogEvent):
             out += [self._line(("log", t)) for t in (ev.text.splitlines() or [""])]
-        elif kind == "step":
+        elif isinstance(ev, StepEvent):
             out.append(self._line(("step", f"step: {ev.text}")))
-        elif kind == "artifact":
+        elif isinstance(ev, ArtifactEvent):
             out.append(self._line(("artifact", artifact_text(ev.artifact, ev.text))))
-        elif kind == "approval":
+        elif isinstance(ev, ApprovalEvent):
             out.append(self._line(("approval", approval_text(ev.approval, ev.text))))
-        elif kind == "result" and ev.result is not None:
+        elif isinstance(ev, ResultEvent) and ev.result is not None:
             out += self.result(ev.result)
         elif ev.text:
             out.append(self._line(("", ev.text)))

@@ -163,6 +163,19 @@ class Task:
 
 @dataclass
 class TaskEvent:
+    """Something that happened to a task: the common fields of every event kind.
+
+    Events are typed: each kind is its own class (``StatusEvent``, ``LogEvent``, ``TokenEvent``,
+    ``StepEvent``, ``ArtifactEvent``, ``ApprovalEvent``, ``ResultEvent``; ``Event`` is their
+    union), tagged by ``kind`` as the protobuf ``TaskEvent.body`` oneof is. Constructing the base
+    class with a kind gives that kind's class (``TaskEvent(t, EventKind.LOG)`` is a ``LogEvent``),
+    so code may match on the class or compare ``kind``.
+
+    ``agent_type`` is the type of the agent the task is for (orchgpt stamps it on the wire);
+    ``encoded`` is opaque to the domain: the event as it arrived on the wire, kept by the
+    transport so that relaying it does not encode it again (see orchgpt.wire.codec).
+    """
+
     task_id: str
     kind: EventKind
     seq: int = 0
@@ -175,6 +188,87 @@ class TaskEvent:
     data: dict[str, str] = field(default_factory=dict)
     ts_ms: int = field(default_factory=now_ms)
     approval: ApprovalRequest | None = None
+    agent_type: str = ""
+    encoded: bytes = field(default=b"", repr=False, compare=False)
+
+    def __new__(cls, *args: object, **kwargs: object) -> TaskEvent:
+        if cls is TaskEvent:
+            kind = args[1] if len(args) > 1 else kwargs.get("kind")
+            if kind is not None:
+                cls = EVENT_CLASSES[EventKind(kind)]  # type: ignore[arg-type]
+        return object.__new__(cls)
+
+
+@dataclass
+class StatusEvent(TaskEvent):
+    """The task's state changed (``state``), e.g. RUNNING "running on a1"."""
+
+    kind: EventKind = EventKind.STATUS
+
+
+@dataclass
+class LogEvent(TaskEvent):
+    """A log line (``text``)."""
+
+    kind: EventKind = EventKind.LOG
+
+
+@dataclass
+class TokenEvent(TaskEvent):
+    """A model token delta (``text``): the hot path."""
+
+    kind: EventKind = EventKind.TOKEN
+
+
+@dataclass
+class StepEvent(TaskEvent):
+    """One step of the agent loop (``text``; details in ``data``: ``tool``, ``check``, ``ok``...)."""
+
+    kind: EventKind = EventKind.STEP
+
+    @property
+    def ok(self) -> bool | None:
+        """What the step says of itself: True, False, or None when it does not say."""
+        v = self.data.get("ok")
+        return None if v is None else v.strip().lower() in ("true", "1", "yes")
+
+    @property
+    def check(self) -> str:
+        """The name of the check this step reports ("" when it is not a check)."""
+        return self.data.get("check", "")
+
+
+@dataclass
+class ArtifactEvent(TaskEvent):
+    """A file the task produced (``artifact``)."""
+
+    kind: EventKind = EventKind.ARTIFACT
+
+
+@dataclass
+class ApprovalEvent(TaskEvent):
+    """A tool call waiting for the user (``approval``)."""
+
+    kind: EventKind = EventKind.APPROVAL
+
+
+@dataclass
+class ResultEvent(TaskEvent):
+    """The task ended (``result``; ``state`` is its final state)."""
+
+    kind: EventKind = EventKind.RESULT
+
+
+Event = StatusEvent | LogEvent | TokenEvent | StepEvent | ArtifactEvent | ApprovalEvent | ResultEvent
+EVENT_CLASSES: dict[EventKind, type[TaskEvent]] = {
+    EventKind.STATUS: StatusEvent,
+    EventKind.LOG: LogEvent,
+    EventKind.TOKEN: TokenEvent,
+    EventKind.STEP: StepEvent,
+    EventKind.ARTIFACT: ArtifactEvent,
+    EventKind.APPROVAL: ApprovalEvent,
+    EventKind.RESULT: ResultEvent,
+}
 
 
 @dataclass

@@ -95,19 +95,9 @@ class GrpcAgentLink:
 
 
 def _event_envelope(event: TaskEvent, type_of: Callable[[str], str]) -> pb.Envelope:
-    """The TASK_EVENT envelope of an event; an agent's own protobuf event is re-stamped
-    (seq, agent, parent; its agent_type was stamped on arrival) rather than encoded again:
-    token deltas are the hot path."""
-    wire = getattr(event, "_wire", None)
-    if wire is None:
-        return codec.event_envelope(event, agent_type=type_of(event.task_id))
-    env = pb.Envelope(id=codec.fast_id(), sender=ORCH, type=pb.TASK_EVENT, task_id=event.task_id,
-                      timestamp_ms=event.ts_ms, event=wire)
-    m = env.event
-    m.seq = event.seq
-    m.agent_id = event.agent_id
-    m.parent_task_id = event.parent_task_id
-    return env
+    """The TASK_EVENT envelope of an event; an agent's own event is re-stamped from the wire
+    form kept on arrival (codec.encode_event), not encoded again: token deltas are the hot path."""
+    return codec.event_envelope(event, agent_type=event.agent_type or type_of(event.task_id))
 
 
 class EventSubscription:
@@ -359,8 +349,8 @@ class MeshServicer(pb_grpc.MeshServicer):
                         "not in a TASK_EVENT; event dropped")
                 if not ev.task_id:
                     ev.task_id = env.event.task_id = task_id
-                env.event.agent_type = self._type_of(task_id)
-                ev._wire = env.event  # type: ignore[attr-defined]  # re-used by EventSubscription
+                ev.agent_type = env.event.agent_type = self._type_of(task_id)
+                codec.encode_event(ev, env.event)  # relayed as it came (EventSubscription)
                 self.mesh.on_event(agent_id, ev)
             elif t == pb.REPLY:
                 self._on_reply(agent_id, env)

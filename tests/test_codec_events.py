@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from orchgpt import codec
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.models import (
+    EVENT_CLASSES,
     AgentInfo,
     AgentState,
     ApprovalRequest,
@@ -38,7 +41,8 @@ def test_every_event_kind_round_trips_through_its_typed_body(ev: TaskEvent) -> N
     assert m.agent_type == "echo"
     wire = pb.TaskEvent.FromString(m.SerializeToString())
     back = codec.event_from_pb(wire, ts_ms=ev.ts_ms)
-    assert back == ev
+    assert back == replace(ev, agent_type="echo")  # the agent type travels with the event
+    assert type(back) is EVENT_CLASSES[ev.kind]
 
 
 def test_an_event_without_a_body_or_with_an_incomplete_one_is_refused_naming_the_field() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..iac.v1 import iac_pb2 as pb
 from ..models import (
+    EVENT_CLASSES,
     Action,
     AgentInfo,
     AgentState,
@@ -228,9 +229,10 @@ def approval_response_from_pb(m: pb.ApprovalResponse) -> ApprovalResponse:
 
 def event_to_pb(e: TaskEvent, agent_type: str = "") -> pb.TaskEvent:
     """The typed wire event: the domain kind picks the oneof body (text, state, artifact,
-    approval or result go where that kind has them)."""
+    approval or result go where that kind has them). ``agent_type``: the task's agent type
+    (default: the event's own)."""
     m = pb.TaskEvent(task_id=e.task_id, agent_id=e.agent_id, parent_task_id=e.parent_task_id, seq=e.seq,
-                     data=e.data, agent_type=agent_type)
+                     data=e.data, agent_type=agent_type or e.agent_type)
     kind = e.kind
     if kind == EventKind.TOKEN:
         m.token.text = e.text
@@ -259,13 +261,15 @@ def event_to_pb(e: TaskEvent, agent_type: str = "") -> pb.TaskEvent:
 
 
 def event_from_pb(m: pb.TaskEvent, ts_ms: int = 0) -> TaskEvent:
+    """The domain event of a wire event: the class of its body's kind (StatusEvent, ...)."""
     body = m.WhichOneof("body")
     if body is None:
         raise DecodeError("task event has no body: set one of status, log, token, step, artifact, approval")
     kind = _KIND_FROM_BODY[body]
     sub = getattr(m, body)
-    ev = TaskEvent(task_id=m.task_id, kind=kind, seq=m.seq, text=sub.text, agent_id=m.agent_id,
-                   parent_task_id=m.parent_task_id, data=dict(m.data), ts_ms=ts_ms or int(time.time() * 1000))
+    ev = EVENT_CLASSES[kind](task_id=m.task_id, kind=kind, seq=m.seq, text=sub.text, agent_id=m.agent_id,
+                             parent_task_id=m.parent_task_id, data=dict(m.data),
+                             ts_ms=ts_ms or int(time.time() * 1000), agent_type=m.agent_type)
     if kind == EventKind.STATUS:
         ev.state = state_from_pb(sub.state)
     elif kind == EventKind.ARTIFACT:
@@ -282,10 +286,27 @@ def event_from_pb(m: pb.TaskEvent, ts_ms: int = 0) -> TaskEvent:
     return ev
 
 
+def encode_event(e: TaskEvent, m: pb.TaskEvent) -> None:
+    """Keep the wire form ``m`` of ``e`` on it (``e.encoded``) for ``event_envelope``: an event
+    relayed as it came is re-stamped instead of encoded again (token deltas are the hot path).
+    Call it once ``m`` holds what the relayed event says (its task id and agent type)."""
+    e.encoded = m.SerializeToString()
+
+
 def event_envelope(e: TaskEvent, sender: str = "orchgpt", agent_type: str = "") -> pb.Envelope:
+    """The TASK_EVENT envelope of an event. An event with its wire form kept (``encode_event``)
+    is re-stamped from it (seq, agent id, parent task: what orchgpt sets) and keeps the agent
+    type it was encoded with."""
     env = pb.Envelope(id=fast_id(), sender=sender, type=pb.TASK_EVENT, task_id=e.task_id,
                       timestamp_ms=e.ts_ms)
-    env.event.CopyFrom(event_to_pb(e, agent_type))
+    if e.encoded:
+        m = env.event
+        m.MergeFromString(e.encoded)
+        m.seq = e.seq
+        m.agent_id = e.agent_id
+        m.parent_task_id = e.parent_task_id
+    else:
+        env.event.CopyFrom(event_to_pb(e, agent_type))
     return env
 
 

@@ -1,0 +1,131 @@
+"""Typed task events end to end (issue 12, item 2).
+
+Each event kind is its own domain class (the protobuf TaskEvent body's oneof); the daemon
+relays an agent's event without a protobuf object riding on the domain event; the CLI takes
+a sub-task's agent type from the event (TaskEvent.agent_type) instead of guessing it from an
+agent id or from "queued for X" text. The mesh and servicer here are the real ones over a
+memory store; only the agent's link is a recorder (the transport's port).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from google.protobuf.message import Message
+
+from orchgpt.iac.v1 import iac_pb2 as pb
+from orchgpt.mesh import Mesh, Registration
+from orchgpt.models import (
+    Action,
+    ApprovalEvent,
+    ApprovalResponse,
+    Command,
+    EventKind,
+    LogEvent,
+    ResultEvent,
+    StatusEvent,
+    StepEvent,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    TokenEvent,
+)
+from orchgpt.servicer import EventSubscription, MeshServicer
+from orchgpt.store.memory import MemoryStore
+from orchgpt.wire import codec
+from orchgpt.wire.batching import Outbox
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def send_task(self, task: Task) -> None:
+        self.runs.append(task.task_id)
+
+    def send_cancel(self, task_id: str, reason: str) -> None: ...
+    def send_terminate(self, reason: str) -> None: ...
+    def send_approval(self, task_id: str, response: ApprovalResponse) -> None: ...
+    def send_reply(self, correlation_id: str, result: TaskResult) -> None: ...
+    def send_ping(self) -> None: ...
+    def close(self, reason: str, code: str = "UNAVAILABLE") -> None: ...
+
+
+def test_the_base_class_with_a_kind_is_that_kinds_class() -> None:
+    assert type(TaskEvent("t", EventKind.LOG, text="x")) is LogEvent
+    assert TaskEvent("t", EventKind.LOG, text="x") == LogEvent("t", text="x")
+    assert type(TaskEvent(task_id="t", kind=EventKind.RESULT)) is ResultEvent
+    assert StepEvent("t", data={"ok": "false", "check": "ruff"}).ok is False
+    assert StepEvent("t", data={"ok": "true"}).ok is True
+    assert StepEvent("t").ok is None and StepEvent("t", data={"check": "ruff"}).check == "ruff"
+    match TaskEvent("t", EventKind.APPROVAL):
+        case ApprovalEvent():
+            pass
+        case _:
+            pytest.fail("an approval event does not match ApprovalEvent")
+
+
+def _mesh_and_servicer() -> tuple[Mesh, MeshServicer, Outbox, str]:
+    mesh = Mesh(MemoryStore(), builtin_types=("echo",))
+    servicer = MeshServicer(mesh, max_message_bytes=1 << 20, max_pending_events=1000)
+    mesh.register("a1", Registration("echo"), Recorder())
+    task, _ = mesh.submit(Command("echo", Action.RUN, "x", task_id="t1"), submitted_by="client:test")
+    watcher = Outbox()
+    mesh.subscribe(EventSubscription(watcher, 1000, end_task=task.task_id), task.task_id)
+    return mesh, servicer, watcher, task.task_id
+
+
+def test_an_agents_event_is_relayed_without_a_protobuf_object_on_the_domain_event() -> None:
+    mesh, servicer, watcher, task_id = _mesh_and_servicer()
+    env = pb.Envelope(id="e1", sender="a1", type=pb.TASK_EVENT, task_id=task_id, timestamp_ms=5,
+                      event=pb.TaskEvent(token=pb.TokenEvent(text="hel"), data={"k": "v"}))
+    servicer._from_agent("a1", env, Outbox())
+    ev = mesh.store.events(task_id)[-1]
+    assert type(ev) is TokenEvent and ev.text == "hel" and ev.agent_type == "echo"
+    carried = [k for k, v in vars(ev).items() if isinstance(v, Message)]
+    assert carried == [], f"protobuf message(s) on the domain event: {carried}"
+    relayed = [e for e in watcher._items if e.event.WhichOneof("body") == "token"]  # what the client gets
+    assert len(relayed) == 1
+    m = relayed[0].event
+    assert (m.token.text, m.seq, m.agent_id, m.agent_type, dict(m.data)) == ("hel", ev.seq, "a1", "echo",
+                                                                             {"k": "v"})
+    assert relayed[0].sender == "orchgpt" and relayed[0].timestamp_ms == 5
+
+
+def test_a_relayed_event_is_re_stamped_by_the_codec_from_its_kept_wire_form() -> None:
+    m = pb.TaskEvent(task_id="t", agent_type="echo", agent_id="spoofed", seq=99,
+                     step=pb.StepEvent(text="write_file"), data={"tool": "write_file"})
+    ev = codec.event_from_pb(pb.TaskEvent.FromString(m.SerializeToString()), ts_ms=7)
+    codec.encode_event(ev, m)
+    assert isinstance(ev.encoded, bytes) and ev.encoded
+    ev.seq, ev.agent_id, ev.parent_task_id = 3, "a1", "p"
+    out = codec.event_envelope(ev).event
+    assert (out.seq, out.agent_id, out.parent_task_id, out.agent_type) == (3, "a1", "p", "echo")
+    assert out.step.text == "write_file" and dict(out.data) == {"tool": "write_file"}
+    # the same event without its wire form encodes to the same message
+    ev.encoded = b""
+    assert codec.event_envelope(ev).event == out
+
+
+def test_the_cli_names_a_sub_task_by_the_agent_type_its_events_carry() -> None:
+    """No queued event seen, an agent id that does not name its type, a misleading text:
+    the child view takes the type the orchestrator stamped on the event."""
+    from cli.context import Context
+    from cli.output import StreamOutput
+    from cli.runner import handle, new_view
+
+    ctx = Context(StreamOutput(stdout=io.StringIO(), stderr=io.StringIO()))
+    parent = new_view(ctx, "p1", "lead")
+    handle(ctx, parent, StatusEvent("p1", seq=1, state=TaskState.RUNNING, agent_type="lead"))
+    handle(ctx, parent, StatusEvent("c1", seq=1, state=TaskState.RUNNING, text="queued for nobody",
+                                    agent_id="local-wrong-0abc", parent_task_id="p1", agent_type="helper"))
+    assert parent.children["c1"].agent_type == "helper"
+    # a child first seen without a type gets it from a later event
+    handle(ctx, parent, LogEvent("c2", seq=1, text="x", agent_id="worker-7", parent_task_id="p1"))
+    assert parent.children["c2"].agent_type == "sub-task"
+    handle(ctx, parent, LogEvent("c2", seq=2, text="y", agent_id="worker-7", agent_type="helper"))
+    assert parent.children["c2"].agent_type == "helper"
