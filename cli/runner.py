@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from orchgpt.models import ApprovalRequest, Command, TaskEvent, TaskResult
 
     from .context import Context
-    from .grammar import AgentCommand
 
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 3.0)
 
@@ -97,12 +96,12 @@ def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
 
 
 async def run_command(
-    ctx: Context, cmd: AgentCommand, on_view: Callable[[TaskView], object] | None = None
+    ctx: Context, cmd: Command, on_view: Callable[[TaskView], object] | None = None
 ) -> TaskView:
     """Submit a parsed command and follow it to its result (`on_view` sees the view first)."""
     from orchgpt.models import new_id
 
-    command = cmd.to_command(ctx.session_id, approval=ctx.approve_all)
+    command = cmd.for_session(ctx.session_id, approval=ctx.approve_all)
     command.task_id = command.task_id or new_id()
     view = new_view(ctx, command.task_id, command.agent_type, str(command.action), command.input)
     if on_view is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -125,7 +125,8 @@ class TaskResult:
 
 @dataclass
 class Command:
-    """A user's slash command: `/<agent_type> <action> [input] [| language]`."""
+    """What a user asks: `/<agent_type> <action> [input] [| language]` (the CLI's grammar parses a
+    line into one; Submit carries it; the mesh turns it into a Task)."""
 
     agent_type: str
     action: Action = Action.RUN
@@ -136,9 +137,35 @@ class Command:
     approval: bool = False
     options: dict[str, str] = field(default_factory=dict)
 
+    def for_session(self, session_id: str, approval: bool = False) -> Command:
+        """A copy to submit in ``session_id``; ``approval`` forces approval mode on."""
+        return replace(self, session_id=session_id, approval=self.approval or approval,
+                       options=dict(self.options))
+
+
+@dataclass
+class Delegation:
+    """A sub-task an agent asks for while it runs a task (DELEGATE_TASK): the parent is the
+    task the agent is running."""
+
+    agent_type: str
+    input: str
+    language: str = "python"
+    action: Action = Action.CREATE
+    options: dict[str, str] = field(default_factory=dict)
+    inputs: list[TaskResult] = field(default_factory=list)
+    # The sub-task's stable place in the parent's plan (e.g. "step-3" or "backend#1"). With a
+    # key the sub-task's id is derived from the parent's id and the key (child_task_id), so that
+    # a re-run of the parent (after a crash) gets the existing sub-task (its result, or the
+    # running one) instead of a second one. Without a key every delegation makes a new sub-task.
+    key: str = ""
+
 
 @dataclass
 class Task:
+    """What the mesh runs: a Command accepted (or a Delegation), with its state. An agent
+    receives one too (the RUN's TaskSpec): there ``attempts`` is this attempt's number."""
+
     task_id: str
     agent_type: str
     action: Action = Action.RUN

@@ -18,6 +18,7 @@ from ..models import (
     ApprovalResponse,
     Artifact,
     Command,
+    Delegation,
     EventKind,
     SessionInfo,
     Task,
@@ -25,6 +26,7 @@ from ..models import (
     TaskResult,
     TaskState,
     Usage,
+    child_task_id,
 )
 
 _ACTION_TO_PB: dict[Any, Any] = {
@@ -168,6 +170,24 @@ def task_to_spec(t: Task) -> pb.TaskSpec:
         action=action_to_pb(t.action), input=t.input, language=t.language, approval=t.approval,
         attempt=t.attempts, options=t.options, inputs=[result_to_pb(r) for r in t.inputs],
     )
+
+
+def task_from_spec(m: pb.TaskSpec) -> Task:
+    """A RUN body as the agent's Task (``attempts``: this attempt's number)."""
+    return Task(
+        task_id=m.task_id, agent_type=m.agent_type, action=action_from_pb(m.action), input=m.input,
+        language=m.language or "python", session_id=m.session_id, parent_task_id=m.parent_task_id,
+        approval=m.approval, attempts=m.attempt, options=dict(m.options),
+        inputs=[result_from_pb(r) for r in m.inputs],
+    )
+
+
+def delegation_to_spec(d: Delegation, parent_task_id: str) -> pb.TaskSpec:
+    """A DELEGATE_TASK body; with a key, its task id is derived from the parent's (child_task_id)."""
+    return pb.TaskSpec(task_id=child_task_id(parent_task_id, d.key) if d.key else "",
+                       agent_type=d.agent_type, action=action_to_pb(d.action), input=d.input,
+                       language=d.language, parent_task_id=parent_task_id, options=d.options,
+                       inputs=[result_to_pb(r) for r in d.inputs])
 
 
 def spec_to_command(m: pb.TaskSpec) -> tuple[Command, str, list[TaskResult]]:
