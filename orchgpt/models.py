@@ -200,7 +200,9 @@ class TaskEvent:
 
     ``agent_type`` is the type of the agent the task is for (orchgpt stamps it on the wire);
     ``encoded`` is opaque to the domain: the event as it arrived on the wire, kept by the
-    transport so that relaying it does not encode it again (see orchgpt.wire.codec).
+    transport so that relaying it does not encode it again (orchgpt.wire.codec.encode_event).
+    It stands for every field but ``seq``, ``agent_id`` and ``parent_task_id`` (re-stamped when
+    sent): code that changes another field of a received event clears it.
     """
 
     task_id: str
@@ -216,7 +218,8 @@ class TaskEvent:
     ts_ms: int = field(default_factory=now_ms)
     approval: ApprovalRequest | None = None
     agent_type: str = ""
-    encoded: bytes = field(default=b"", repr=False, compare=False)
+    # not an __init__ argument: dataclasses.replace() (a changed event) does not carry it over
+    encoded: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __new__(cls, *args: object, **kwargs: object) -> TaskEvent:
         if cls is TaskEvent:

@@ -10,6 +10,7 @@ memory store; only the agent's link is a recorder (the transport's port).
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 from google.protobuf.message import Message
@@ -106,6 +107,9 @@ def test_a_relayed_event_is_re_stamped_by_the_codec_from_its_kept_wire_form() ->
     out = codec.event_envelope(ev).event
     assert (out.seq, out.agent_id, out.parent_task_id, out.agent_type) == (3, "a1", "p", "echo")
     assert out.step.text == "write_file" and dict(out.data) == {"tool": "write_file"}
+    # a changed copy does not carry the old wire form
+    changed = replace(ev, text="other")
+    assert changed.encoded == b"" and codec.event_envelope(changed).event.step.text == "other"
     # the same event without its wire form encodes to the same message
     ev.encoded = b""
     assert codec.event_envelope(ev).event == out
