@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchgpt.models import ResultEvent
 from orchgpt.wire import dicts
 
 from . import agents, render
@@ -220,7 +221,7 @@ async def task_(ctx: Context, args: list[str]) -> None:
     if events:
         lines.append([("head", f"events ({len(events)})")])
         for ev in events:
-            if str(ev.kind) != "result":
+            if not isinstance(ev, ResultEvent):
                 lines += rend.feed(ev)
         lines += rend.flush()
     if task.result is not None:
