@@ -226,3 +226,20 @@ def test_agentd_converts_tasks_only_through_the_codec() -> None:
     src = inspect.getsource(agentd.link)
     assert "pb.TaskSpec(" not in src and "spec.input" not in src
     assert "codec.task_from_spec(" in src and "codec.delegation_to_spec(" in src
+
+
+@pytest.mark.parametrize("cls, to_dict", [
+    (Usage, dicts.usage_to_dict), (Artifact, dicts.artifact_to_dict), (TaskResult, dicts.result_to_dict),
+    (ApprovalRequest, dicts.approval_request_to_dict), (Command, dicts.command_to_dict),
+    (Task, dicts.task_to_dict), (AgentInfo, dicts.agent_to_dict), (SessionInfo, dicts.session_to_dict),
+    (TaskEvent, dicts.event_to_dict),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_each_dict_form_has_every_field_of_its_type(cls: type, to_dict: Any) -> None:
+    """A field added to a domain type must be added to its dict form (the store and --json)."""
+    from dataclasses import fields
+
+    example = {Usage: Usage(), Artifact: Artifact("p"), TaskResult: TaskResult("t", TaskState.FAILED),
+               ApprovalRequest: ApprovalRequest("r", "tool"), Command: Command("echo"), Task: Task("t", "echo"),
+               AgentInfo: AgentInfo("a", "echo"), SessionInfo: SessionInfo("s"),
+               TaskEvent: TaskEvent("t", EventKind.LOG)}[cls]
+    assert set(to_dict(example)) == {f.name for f in fields(cls) if f.init}
