@@ -34,12 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import logs
+from . import journal, logs
 from .certs import CA
 from .datadir import make_private_dir, open_private
 from .mesh import LOCAL_PREFIX
 from .models import TaskResult
-from .wire import journal
 
 log = logs.get("orchgpt.spawner")
 
