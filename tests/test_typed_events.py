@@ -13,15 +13,11 @@ import io
 from dataclasses import replace
 
 import pytest
-from google.protobuf.message import Message
 
 from orchgpt.iac.v1 import iac_pb2 as pb
-from orchgpt.mesh import Mesh, Registration
 from orchgpt.models import (
-    Action,
     ApprovalEvent,
     ApprovalResponse,
-    Command,
     EventKind,
     LogEvent,
     ResultEvent,
@@ -31,12 +27,8 @@ from orchgpt.models import (
     TaskEvent,
     TaskResult,
     TaskState,
-    TokenEvent,
 )
-from orchgpt.servicer import EventSubscription, MeshServicer
-from orchgpt.store.memory import MemoryStore
 from orchgpt.wire import codec
-from orchgpt.wire.batching import Outbox
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -68,33 +60,6 @@ def test_the_base_class_with_a_kind_is_that_kinds_class() -> None:
             pass
         case _:
             pytest.fail("an approval event does not match ApprovalEvent")
-
-
-def _mesh_and_servicer() -> tuple[Mesh, MeshServicer, Outbox, str]:
-    mesh = Mesh(MemoryStore(), builtin_types=("echo",))
-    servicer = MeshServicer(mesh, max_message_bytes=1 << 20, max_pending_events=1000)
-    mesh.register("a1", Registration("echo"), Recorder())
-    task, _ = mesh.submit(Command("echo", Action.RUN, "x", task_id="t1"), submitted_by="client:test")
-    watcher = Outbox()
-    mesh.subscribe(EventSubscription(watcher, 1000, end_task=task.task_id), task.task_id)
-    return mesh, servicer, watcher, task.task_id
-
-
-def test_an_agents_event_is_relayed_without_a_protobuf_object_on_the_domain_event() -> None:
-    mesh, servicer, watcher, task_id = _mesh_and_servicer()
-    env = pb.Envelope(id="e1", sender="a1", type=pb.TASK_EVENT, task_id=task_id, timestamp_ms=5,
-                      event=pb.TaskEvent(token=pb.TokenEvent(text="hel"), data={"k": "v"}))
-    servicer._from_agent("a1", env, Outbox())
-    ev = mesh.store.events(task_id)[-1]
-    assert type(ev) is TokenEvent and ev.text == "hel" and ev.agent_type == "echo"
-    carried = [k for k, v in vars(ev).items() if isinstance(v, Message)]
-    assert carried == [], f"protobuf message(s) on the domain event: {carried}"
-    relayed = [e for e in watcher._items if e.event.WhichOneof("body") == "token"]  # what the client gets
-    assert len(relayed) == 1
-    m = relayed[0].event
-    assert (m.token.text, m.seq, m.agent_id, m.agent_type, dict(m.data)) == ("hel", ev.seq, "a1", "echo",
-                                                                             {"k": "v"})
-    assert relayed[0].sender == "orchgpt" and relayed[0].timestamp_ms == 5
 
 
 def test_a_relayed_event_is_re_stamped_by_the_codec_from_its_kept_wire_form() -> None:
