@@ -84,7 +84,7 @@ def _die_with_parent() -> None:
 def _journal_path(args: argparse.Namespace, name: str, certs: CertPaths) -> Path:
     """Where unconfirmed results are kept (--journal, ORCHGPT_RESULTS_JOURNAL, else next to the
     certificate or in the user's state directory: one file per agent name)."""
-    from orchgpt import journal
+    from orchgpt.wire import journal
 
     given = args.journal or os.environ.get("ORCHGPT_RESULTS_JOURNAL")
     return Path(given) if given else journal.default_path(name, certs.cert)

@@ -225,8 +225,8 @@ class AgentStreams(ServicerBase):
                         "not in a TASK_EVENT; event dropped")
                 if not ev.task_id:
                     ev.task_id = env.event.task_id = task_id
-                env.event.agent_type = self._type_of(task_id)
-                ev._wire = env.event  # type: ignore[attr-defined]  # re-used by EventSubscription
+                ev.agent_type = env.event.agent_type = self._type_of(task_id)
+                codec.encode_event(ev, env.event)  # relayed as it came (EventSubscription)
                 self.mesh.on_event(agent_id, ev)
             elif t == pb.REPLY:
                 self._on_reply(agent_id, env)

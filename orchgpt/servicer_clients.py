@@ -25,25 +25,15 @@ from .limits import (
 )
 from .mesh import LOCAL_PREFIX
 from .models import TaskEvent
-from .servicer_base import FILE_CHUNK, ORCH, ServicerBase, _status_for
+from .servicer_base import FILE_CHUNK, ServicerBase, _status_for
 
 log = logs.get("orchgpt.servicer")
 
 
 def _event_envelope(event: TaskEvent, type_of: Callable[[str], str]) -> pb.Envelope:
-    """The TASK_EVENT envelope of an event; an agent's own protobuf event is re-stamped
-    (seq, agent, parent; its agent_type was stamped on arrival) rather than encoded again:
-    token deltas are the hot path."""
-    wire = getattr(event, "_wire", None)
-    if wire is None:
-        return codec.event_envelope(event, agent_type=type_of(event.task_id))
-    env = pb.Envelope(id=codec.fast_id(), sender=ORCH, type=pb.TASK_EVENT, task_id=event.task_id,
-                      timestamp_ms=event.ts_ms, event=wire)
-    m = env.event
-    m.seq = event.seq
-    m.agent_id = event.agent_id
-    m.parent_task_id = event.parent_task_id
-    return env
+    """The TASK_EVENT envelope of an event; an agent's own event is re-stamped from the wire
+    form kept on arrival (codec.encode_event), not encoded again: token deltas are the hot path."""
+    return codec.event_envelope(event, agent_type=event.agent_type or type_of(event.task_id))
 
 
 class EventSubscription:

@@ -51,7 +51,7 @@ def test_options_anywhere_after_the_action() -> None:
     assert cmd.approval is True
     assert cmd.options == {"delay": "2", "tokens": "1"}
     assert cmd.task_id == "build-42"
-    command = cmd.to_command(session_id="s1")
+    command = cmd.for_session("s1")
     assert command.action is Action.RUN and command.session_id == "s1" and command.approval
     assert command.options == {"delay": "2", "tokens": "1"} and command.task_id == "build-42"
 

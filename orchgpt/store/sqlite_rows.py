@@ -4,21 +4,10 @@ and the JSON of results, inputs and event payloads."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
-from ..models import (
-    Action,
-    ApprovalRequest,
-    Artifact,
-    EventKind,
-    Task,
-    TaskEvent,
-    TaskResult,
-    TaskState,
-    Usage,
-)
+from ..models import Task, TaskEvent, TaskResult
+from ..wire import dicts
 
 _TASK_COLUMNS = (
     "task_id", "agent_type", "action", "input", "language", "session_id", "parent_task_id",
@@ -53,103 +42,38 @@ def _dumps(obj: Any) -> str:
     return _encode(obj)
 
 
-def _result_dict(r: TaskResult) -> dict[str, Any]:
-    # By hand: dataclasses.asdict deep-copies and is several times slower.
-    u = r.usage
-    return {
-        "task_id": r.task_id, "state": str(r.state), "output": r.output, "error": r.error,
-        "artifacts": [
-            {"path": a.path, "size": a.size, "sha256": a.sha256, "kind": a.kind}
-            for a in r.artifacts
-        ],
-        "usage": {
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "cost_usd": u.cost_usd, "model": u.model, "calls": u.calls,
-        },
-        "workspace": r.workspace, "agent_type": r.agent_type, "agent_id": r.agent_id,
-        "data": r.data,
-    }
-
-
 def _result_to_json(r: TaskResult | None) -> str | None:
-    return None if r is None else _dumps(_result_dict(r))
+    return None if r is None else _dumps(dicts.result_to_dict(r))
 
 
-def _result_from_dict(d: Mapping[str, Any]) -> TaskResult:
-    return TaskResult(
-        task_id=d.get("task_id", ""),
-        state=TaskState(d.get("state", TaskState.FAILED.value)),
-        output=d.get("output", ""),
-        error=d.get("error", ""),
-        artifacts=[Artifact(**a) for a in d.get("artifacts", [])],
-        usage=Usage(**d.get("usage", {})),
-        workspace=d.get("workspace", ""),
-        agent_type=d.get("agent_type", ""),
-        agent_id=d.get("agent_id", ""),
-        data=dict(d.get("data", {})),
-    )
-
-
+# The task row: the columns of task_to_dict; JSON in options, result and inputs.
 def _task_row(t: Task) -> tuple[Any, ...]:
-    return (
-        t.task_id, t.agent_type, str(t.action), t.input, t.language, t.session_id,
-        t.parent_task_id, int(t.approval), _dumps(t.options), str(t.state), t.agent_id,
-        t.attempts, t.created_ms, t.updated_ms, _result_to_json(t.result), t.error,
-        t.submitted_by, t.delegated_by, _dumps([_result_dict(r) for r in t.inputs]),
-        t.reply_to, int(t.state.terminal),
-    )
+    d = dicts.task_to_dict(t)
+    d["approval"] = int(t.approval)
+    d["options"] = _dumps(d["options"])
+    d["result"] = None if d["result"] is None else _dumps(d["result"])
+    d["inputs"] = _dumps(d["inputs"])
+    return (*(d[c] for c in _TASK_COLUMNS), int(t.state.terminal))
 
 
 def _task_from_row(row: tuple[Any, ...]) -> Task:
-    (task_id, agent_type, action, input_, language, session_id, parent_task_id, approval,
-     options, state, agent_id, attempts, created_ms, updated_ms, result, error,
-     submitted_by, delegated_by, inputs, reply_to) = row[: len(_TASK_COLUMNS)]
-    return Task(
-        task_id=task_id, agent_type=agent_type, action=Action(action), input=input_,
-        language=language, session_id=session_id, parent_task_id=parent_task_id,
-        approval=bool(approval), options=json.loads(options), state=TaskState(state),
-        agent_id=agent_id, attempts=attempts, created_ms=created_ms, updated_ms=updated_ms,
-        result=_result_from_dict(json.loads(result)) if result else None, error=error,
-        submitted_by=submitted_by, delegated_by=delegated_by,
-        inputs=[_result_from_dict(d) for d in json.loads(inputs)], reply_to=reply_to,
-    )
+    d = dict(zip(_TASK_COLUMNS, row, strict=False))
+    d["options"] = json.loads(d["options"])
+    d["result"] = json.loads(d["result"]) if d["result"] else None
+    d["inputs"] = json.loads(d["inputs"])
+    return dicts.task_from_dict(d)
 
 
+# An event row: task_id, seq, kind and ts_ms are columns, the rest is the payload (the
+# event's agent_type is its task's: the daemon stamps it again when it sends a stored event).
 def _event_payload(e: TaskEvent) -> str:
-    p: dict[str, Any] = {}
-    if e.state is not None:
-        p["state"] = str(e.state)
-    if e.text:
-        p["text"] = e.text
-    if e.artifact is not None:
-        a = e.artifact
-        p["artifact"] = {"path": a.path, "size": a.size, "sha256": a.sha256, "kind": a.kind}
-    if e.result is not None:
-        p["result"] = _result_dict(e.result)
-    if e.agent_id:
-        p["agent_id"] = e.agent_id
-    if e.parent_task_id:
-        p["parent_task_id"] = e.parent_task_id
-    if e.data:
-        p["data"] = e.data
-    if e.approval is not None:
-        p["approval"] = asdict(e.approval)
-    return _dumps(p)
+    return _dumps(dicts.event_body_to_dict(e))
 
 
 def _event_from_row(task_id: str, seq: int, kind: str, ts_ms: int, payload: str) -> TaskEvent:
     p = json.loads(payload)
-    return TaskEvent(
-        task_id=task_id, kind=EventKind(kind), seq=seq, ts_ms=ts_ms,
-        state=TaskState(p["state"]) if "state" in p else None,
-        text=p.get("text", ""),
-        artifact=Artifact(**p["artifact"]) if "artifact" in p else None,
-        result=_result_from_dict(p["result"]) if "result" in p else None,
-        agent_id=p.get("agent_id", ""),
-        parent_task_id=p.get("parent_task_id", ""),
-        data=dict(p.get("data", {})),
-        approval=ApprovalRequest(**p["approval"]) if "approval" in p else None,
-    )
+    p.update(task_id=task_id, seq=seq, kind=kind, ts_ms=ts_ms)
+    return dicts.event_from_dict(p)
 
 
 def _title(t: Task) -> str:
