@@ -23,6 +23,16 @@ from . import __version__
 from .errors import AgentdError
 
 
+class _ListTypes(argparse.Action):
+    """--list-types: the built-in types this installation runs, one a line (orchgpt asks)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        from .builtin import available_types
+
+        print("\n".join(sorted(available_types())))
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agentd",
@@ -50,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", help="file that keeps finished results until orchgpt confirms them "
                    "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)")
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
+    p.add_argument("--list-types", action=_ListTypes, nargs=0,
+                   help="print the built-in agent types this installation runs, one a line, and exit")
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
     return p
 
@@ -72,7 +84,7 @@ def _die_with_parent() -> None:
 def _journal_path(args: argparse.Namespace, name: str, certs: CertPaths) -> Path:
     """Where unconfirmed results are kept (--journal, ORCHGPT_RESULTS_JOURNAL, else next to the
     certificate or in the user's state directory: one file per agent name)."""
-    from orchgpt import journal
+    from orchgpt.wire import journal
 
     given = args.journal or os.environ.get("ORCHGPT_RESULTS_JOURNAL")
     return Path(given) if given else journal.default_path(name, certs.cert)

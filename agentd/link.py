@@ -18,25 +18,27 @@ from typing import Any
 
 import grpc
 
-from orchgpt import authz, codec, logs
-from orchgpt import journal as results_journal
-from orchgpt.batching import Outbox
+from orchgpt import authz, logs
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
 from orchgpt.models import (
     ApprovalRequest,
     ApprovalResponse,
+    Delegation,
+    Task,
     TaskEvent,
     TaskResult,
     TaskState,
-    child_task_id,
 )
 from orchgpt.tls import secure_channel
+from orchgpt.wire import codec
+from orchgpt.wire import journal as results_journal
+from orchgpt.wire.batching import Outbox
 
 from . import __version__
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
-from .runtime import Agent, SubTask, TaskContext, TaskRequest
+from .runtime import Agent, TaskContext
 
 log = logs.get("agentd.link")
 
@@ -53,7 +55,7 @@ class Link:
         certs: CertPaths,
         workspace_root: Path,
         server_name: str | None = None,
-        workspace_for: Callable[[TaskRequest], Path] | None = None,
+        workspace_for: Callable[[Task], Path] | None = None,
         journal: Path | None = None,
     ) -> None:
         self.agent = agent
@@ -295,23 +297,18 @@ class Link:
                                 refusal=pb.Refusal(code="BUSY", reason=busy)))
             log.info("run_refused", task_id=spec.task_id, busy_with=self.current_id)
             return
-        req = TaskRequest(
-            task_id=spec.task_id, agent_type=spec.agent_type, action=codec.action_from_pb(spec.action),
-            input=spec.input, language=spec.language or "python", session_id=spec.session_id,
-            parent_task_id=spec.parent_task_id, approval=spec.approval, attempt=spec.attempt,
-            options=dict(spec.options), inputs=[codec.result_from_pb(r) for r in spec.inputs],
-        )
+        req = codec.task_from_spec(spec)
         self.current_id = req.task_id
         self.current = asyncio.create_task(self._run_task(req, env.id), name=f"task:{req.task_id}")
 
-    def _workspace(self, req: TaskRequest) -> Path:
+    def _workspace(self, req: Task) -> Path:
         if self.workspace_for is not None:
             return self.workspace_for(req)
         ws = self.workspace_root / req.task_id
         ws.mkdir(parents=True, exist_ok=True)
         return ws
 
-    async def _run_task(self, req: TaskRequest, run_id: str) -> None:
+    async def _run_task(self, req: Task, run_id: str) -> None:
         started = time.monotonic()
         ctx: TaskContext | None = None
         try:
@@ -336,7 +333,7 @@ class Link:
             result.workspace = str(ctx.workspace)
         result.agent_type = self.agent.type
         result.agent_id = self.name
-        result.data.setdefault("attempt", str(req.attempt))
+        result.data.setdefault("attempt", str(req.attempts))
         result.data.setdefault("duration_s", f"{time.monotonic() - started:.3f}")
         if not (self.stopping and result.state == TaskState.CANCELLED and not self.terminated):
             self._journal(result)
@@ -399,13 +396,9 @@ class Link:
         if done:
             self._truncate_journal()
 
-    async def _delegate(self, sub: SubTask) -> TaskResult:
+    async def _delegate(self, sub: Delegation) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)
-        spec = pb.TaskSpec(task_id=child_task_id(self.current_id, sub.key) if sub.key else "",
-                           agent_type=sub.agent_type, action=codec.action_to_pb(sub.action),
-                           input=sub.input,
-                           language=sub.language, parent_task_id=self.current_id, options=sub.options,
-                           inputs=[codec.result_to_pb(r) for r in sub.inputs])
+        spec = codec.delegation_to_spec(sub, self.current_id)
         env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)
         fut: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         self._delegations[env.id] = fut

@@ -26,35 +26,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from orchgpt.models import (
-    Action,
+    EVENT_CLASSES,
+    ApprovalEvent,
     ApprovalRequest,
     ApprovalResponse,
     Artifact,
+    ArtifactEvent,
+    Delegation,
     EventKind,
+    StatusEvent,
+    Task,
     TaskEvent,
     TaskResult,
     TaskState,
     Usage,
     new_id,
 )
-
-
-@dataclass
-class TaskRequest:
-    """A task as an agent receives it."""
-
-    task_id: str
-    agent_type: str
-    action: Action = Action.RUN
-    input: str = ""
-    language: str = "python"
-    session_id: str = ""
-    parent_task_id: str = ""
-    approval: bool = False
-    attempt: int = 1
-    options: dict[str, str] = field(default_factory=dict)
-    # Results of earlier sub-tasks this one depends on (from a delegating manager).
-    inputs: list[TaskResult] = field(default_factory=list)
 
 
 @dataclass
@@ -67,23 +54,13 @@ class Outcome:
     data: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class SubTask:
-    agent_type: str
-    input: str
-    language: str = "python"
-    action: Action = Action.CREATE
-    options: dict[str, str] = field(default_factory=dict)
-    inputs: list[TaskResult] = field(default_factory=list)
-    # The sub-task's stable place in the parent's plan (e.g. "step-3" or "backend#1"). With a
-    # key the sub-task's id is derived from the parent's id and the key, so that a re-run of
-    # the parent (after a crash) gets the existing sub-task (its result, or the running one)
-    # instead of a second one. Without a key every delegation makes a new sub-task.
-    key: str = ""
-
+# Deprecated names, kept so that agents written against them keep working: an agent receives
+# the mesh's Task (orchgpt.models.Task) and asks for sub-tasks with a Delegation.
+TaskRequest = Task
+SubTask = Delegation
 
 Emit = Callable[[TaskEvent], None]
-Delegate = Callable[[SubTask], Awaitable[TaskResult]]
+Delegate = Callable[[Delegation], Awaitable[TaskResult]]
 Approve = Callable[[ApprovalRequest], Awaitable[ApprovalResponse]]
 Ask = Callable[[str, bytes, float], Awaitable[bytes]]
 
@@ -93,7 +70,7 @@ class TaskContext:
 
     def __init__(
         self,
-        task: TaskRequest,
+        task: Task,
         workspace: Path,
         agent_id: str,
         emit: Emit,
@@ -116,7 +93,7 @@ class TaskContext:
     # ---- events
     def event(self, kind: EventKind, text: str = "", **data: str) -> None:
         self._emit(
-            TaskEvent(
+            EVENT_CLASSES[kind](
                 task_id=self.task.task_id,
                 kind=kind,
                 text=text,
@@ -128,8 +105,8 @@ class TaskContext:
 
     def status(self, text: str, state: TaskState = TaskState.RUNNING) -> None:
         self._emit(
-            TaskEvent(task_id=self.task.task_id, kind=EventKind.STATUS, state=state, text=text,
-                      agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+            StatusEvent(task_id=self.task.task_id, state=state, text=text,
+                        agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
         )
 
     def log(self, text: str) -> None:
@@ -151,8 +128,8 @@ class TaskContext:
         art = Artifact(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), kind=kind)
         self.artifacts[rel] = art
         self._emit(
-            TaskEvent(task_id=self.task.task_id, kind=EventKind.ARTIFACT, artifact=art, text=rel,
-                      agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+            ArtifactEvent(task_id=self.task.task_id, artifact=art, text=rel,
+                          agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
         )
         return art
 
@@ -160,13 +137,13 @@ class TaskContext:
         self.usage.add(usage)
 
     # ---- mesh
-    async def delegate(self, sub: SubTask) -> TaskResult:
+    async def delegate(self, sub: Delegation) -> TaskResult:
         """Run a sub-task on another agent type (DELEGATE_TASK) and wait for its result."""
         if self._delegate is None:
             raise RuntimeError("this context cannot delegate")
         return await self._delegate(sub)
 
-    async def delegate_many(self, subs: list[SubTask]) -> list[TaskResult]:
+    async def delegate_many(self, subs: list[Delegation]) -> list[TaskResult]:
         return list(await asyncio.gather(*(self.delegate(s) for s in subs)))
 
     async def ask(self, to: str, payload: bytes, timeout: float = 30.0) -> bytes:
@@ -185,8 +162,8 @@ class TaskContext:
             raise RuntimeError("this context cannot ask for approval")
         req = ApprovalRequest(request_id=new_id(), tool=tool, arguments_json=arguments_json, summary=summary)
         self._emit(
-            TaskEvent(task_id=self.task.task_id, kind=EventKind.APPROVAL, approval=req, text=summary,
-                      agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+            ApprovalEvent(task_id=self.task.task_id, approval=req, text=summary,
+                          agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
         )
         return await self._approve(req)
 

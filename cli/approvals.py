@@ -20,9 +20,12 @@ if TYPE_CHECKING:
     from .runner import TaskView
 
 ANSWER_HELP = (
-    "y = approve, y -N (or a N) = approve this and the next N-1 calls, n = reject, "
-    "other text = reject with that feedback"
+    "y = approve, y -N (or a N) = approve this and the next N-1 calls, n = reject and stop the "
+    "task, other text = reject with that feedback"
 )
+# Seed 003 (AutoGPT): "'n' to exit program". Here the program is the task: the call is rejected
+# with this feedback and the CLI then cancels the task (cli.runner.answer).
+STOP_FEEDBACK = "rejected by the user, who stopped the task"
 _YES_N = re.compile(r"^(?:y|yes)\s*-\s*(\S+)$")
 
 
@@ -30,6 +33,7 @@ def parse_answer(request_id: str, text: str) -> ApprovalResponse:
     """y / yes, y -N / a N / all N, n / no, anything else: feedback for the model.
 
     ``y -N`` is AutoGPT's "run N continuous commands" (seed 003): this call and the next N-1.
+    ``n`` is its "exit program": a rejection that stops the task (see ``stops_task``).
     """
     from orchgpt.models import ApprovalDecision, ApprovalResponse
 
@@ -40,7 +44,7 @@ def parse_answer(request_id: str, text: str) -> ApprovalResponse:
     if low in ("y", "yes"):
         return ApprovalResponse(request_id, ApprovalDecision.APPROVE)
     if low in ("n", "no"):
-        return ApprovalResponse(request_id, ApprovalDecision.REJECT, feedback="rejected by the user")
+        return ApprovalResponse(request_id, ApprovalDecision.REJECT, feedback=STOP_FEEDBACK)
     m = _YES_N.match(low)
     if m:
         try:
@@ -61,6 +65,13 @@ def parse_answer(request_id: str, text: str) -> ApprovalResponse:
             raise ParseError(f'"a" needs a number of calls of 1 or more, e.g. a 5 ({ANSWER_HELP})')
         return ApprovalResponse(request_id, ApprovalDecision.APPROVE_NEXT, count=count)
     return ApprovalResponse(request_id, ApprovalDecision.FEEDBACK, feedback=t)
+
+
+def stops_task(response: ApprovalResponse) -> bool:
+    """The user answered ``n``: after the rejection the task is cancelled."""
+    from orchgpt.models import ApprovalDecision
+
+    return response.decision == ApprovalDecision.REJECT and response.feedback == STOP_FEEDBACK
 
 
 @dataclass

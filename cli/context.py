@@ -60,6 +60,9 @@ class Context:
         self.last_error = ""
         self.approver: Approver | None = None
         self.approvals: ApprovalQueue | None = None  # the REPL's pending requests
+        # "y -N" (seed 003's continuous commands): calls still approved, by the id of the task
+        # tree's root; shared by the task and its sub-tasks (cli.runner.answer keeps it)
+        self.continuous: dict[str, int] = {}
         self.on_connection_change: Callable[[bool, str], None] | None = None
         self.quit = False
         self._client: MeshClient | None = None

@@ -24,13 +24,11 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+from orchgpt.models import Action, Command
 
 from . import agents
 from .errors import ParseError
-
-if TYPE_CHECKING:
-    from orchgpt.models import Command
 
 FORM = "/<agent> <action> [input] [| language]"
 LANGUAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+#._-]{0,31}$")
@@ -99,35 +97,9 @@ def tokenize(line: str) -> list[Token]:
     return tokens
 
 
-@dataclass
-class AgentCommand:
-    """A parsed `/<agent> <action> ...` line."""
-
-    agent_type: str
-    action: str
-    input: str = ""
-    language: str = agents.DEFAULT_LANGUAGE
-    approval: bool = False
-    options: dict[str, str] = field(default_factory=dict)
-    task_id: str = ""
-
-    def to_command(self, session_id: str = "", approval: bool = False) -> Command:
-        from orchgpt.models import Action, Command
-
-        return Command(
-            agent_type=self.agent_type,
-            action=Action(self.action),
-            input=self.input,
-            language=self.language,
-            session_id=session_id,
-            task_id=self.task_id,
-            approval=self.approval or approval,
-            options=dict(self.options),
-        )
-
-    def render(self) -> str:
-        """The canonical command line (used by /history)."""
-        return format_command(self.agent_type, self.action, self.input, self.language)
+# A parsed `/<agent> <action> ...` line is the mesh's Command (orchgpt.models.Command); the old
+# name stays for code that imports it.
+AgentCommand = Command
 
 
 @dataclass
@@ -170,7 +142,7 @@ def _check_quotes(tokens: list[Token]) -> None:
 
 def parse(
     line: str, *, known_types: Iterable[str] = (), meta: Collection[str] = ()
-) -> AgentCommand | MetaCommand | None:
+) -> Command | MetaCommand | None:
     """Parse one line; None for a blank line. Raises ParseError."""
     text = line.strip()
     if not text:
@@ -200,7 +172,7 @@ def parse(
     return _parse_agent(agent, name, tokens[1:])
 
 
-def _parse_agent(agent: str, typed: str, rest: list[Token]) -> AgentCommand:
+def _parse_agent(agent: str, typed: str, rest: list[Token]) -> Command:
     actions = "|".join(agents.ACTIONS)
     if not rest or rest[0].kind == "pipe":
         raise ParseError(f"missing action: expected /{typed} <{actions}> [input] [| language]")
@@ -211,7 +183,7 @@ def _parse_agent(agent: str, typed: str, rest: list[Token]) -> AgentCommand:
             f'unknown action "{act_tok.value}" for /{typed}: expected create, run, terminate '
             f"or status, e.g. {_example(typed)}"
         )
-    cmd = AgentCommand(agent, action)
+    cmd = Command(agent, Action(action), language=agents.DEFAULT_LANGUAGE)
     words: list[str] = []
     lang_words: list[str] = []
     pipes = 0
@@ -256,7 +228,7 @@ def _parse_agent(agent: str, typed: str, rest: list[Token]) -> AgentCommand:
     return cmd
 
 
-def _option(cmd: AgentCommand, t: Token, toks: list[Token], i: int) -> int:
+def _option(cmd: Command, t: Token, toks: list[Token], i: int) -> int:
     """Apply the option token `t`; returns the index after its value."""
     name, eq, inline = t.value.partition("=")
 

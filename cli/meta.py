@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from orchgpt.models import ResultEvent
+from orchgpt.wire import dicts
 
 from . import agents, render
 from .errors import CliError, ParseError
@@ -73,16 +75,14 @@ def _limit(args: list[str], default: int, usage: str) -> int:
 
 
 def _task_json(t: Task) -> dict[str, Any]:
-    d = asdict(t)
-    for k in ("action", "state"):
-        d[k] = str(getattr(t, k))
+    d = dicts.task_to_dict(t)
     d["result"] = render.result_json(t.result)
     d.pop("inputs", None)
     return d
 
 
 def _session_json(s: SessionInfo) -> dict[str, Any]:
-    return asdict(s)
+    return dicts.session_to_dict(s)
 
 
 # ---------------------------------------------------------------- help, quit
@@ -169,7 +169,7 @@ async def agents_(ctx: Context, args: list[str]) -> None:
     lines = table(["TYPE", "AGENT", "STATE", "TASK", "WHERE", "HEARTBEAT"], rows) if rows else []
     lines.append([("info", f"{len(found)} agent{'s' if len(found) != 1 else ''}: {idle} idle, {busy} busy"
                    + ("" if found else " (agents start on demand: " + '/echo run "hi")')) ])
-    data = [dict(asdict(a), state=str(a.state)) for a in found]
+    data = [dicts.agent_to_dict(a) for a in found]
     ctx.out.record("agents", {"agents": data}, lines)
 
 
@@ -221,7 +221,7 @@ async def task_(ctx: Context, args: list[str]) -> None:
     if events:
         lines.append([("head", f"events ({len(events)})")])
         for ev in events:
-            if str(ev.kind) != "result":
+            if not isinstance(ev, ResultEvent):
                 lines += rend.feed(ev)
         lines += rend.flush()
     if task.result is not None:

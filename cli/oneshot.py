@@ -12,6 +12,8 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
+from orchgpt.models import Command
+
 from . import registry
 from .context import Context
 from .errors import (
@@ -21,7 +23,7 @@ from .errors import (
     ConnectionProblem,
     ParseError,
 )
-from .grammar import AgentCommand, MetaCommand, needs_registry, parse
+from .grammar import MetaCommand, needs_registry, parse
 from .runner import TaskView, run_command
 
 
@@ -37,9 +39,9 @@ def command_lines(lines: Sequence[str]) -> list[tuple[int, str]]:
 
 def parse_all(
     lines: list[tuple[int, str]], known: Sequence[str] = (), numbered: bool = False
-) -> list[AgentCommand | MetaCommand | str]:
+) -> list[Command | MetaCommand | str]:
     """Parse every line; a line naming a type not known yet is kept as text."""
-    out: list[AgentCommand | MetaCommand | str] = []
+    out: list[Command | MetaCommand | str] = []
     for n, text in lines:
         try:
             p = parse(text, known_types=known, meta=registry.names())
@@ -102,7 +104,7 @@ async def run_oneshot(ctx: Context, lines: Sequence[str], *, yes: bool = False, 
                 if isinstance(p, MetaCommand):
                     await registry.dispatch(ctx, p)
                     continue
-                assert isinstance(p, AgentCommand)
+                assert isinstance(p, Command)
                 view = await run_command(ctx, p, on_view=lambda v: current.__setitem__(slice(None), [v]))
                 if not view.ok:
                     r = view.result

@@ -16,10 +16,20 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchgpt.checks import Check, checks_of
+from orchgpt.models import (
+    ApprovalEvent,
+    ArtifactEvent,
+    LogEvent,
+    ResultEvent,
+    StatusEvent,
+    StepEvent,
+    TokenEvent,
+)
+from orchgpt.wire import dicts
 
 if TYPE_CHECKING:
     from orchgpt.models import ApprovalRequest, Artifact, TaskEvent, TaskResult, Usage
@@ -158,11 +168,10 @@ class EventRenderer:
         return [self.label.tag(), ("", " "), *frags]
 
     def feed(self, ev: TaskEvent) -> list[Line]:
-        kind = str(ev.kind)
-        if kind == "token":
+        if isinstance(ev, TokenEvent):
             return self._tokens(ev.text)
         out = self.flush()
-        if kind == "status":
+        if isinstance(ev, StatusEvent):
             state = str(ev.state) if ev.state is not None else "running"
             text = ev.text
             if text.split(" ", 1)[0].lower() == state:  # "queued for echo": say it once
@@ -170,15 +179,15 @@ class EventRenderer:
             else:
                 frags = [(state_style(state), state)] + ([("", f": {text}")] if text else [])
             out.append(self._line(*frags))
-        elif kind == "log":
+        elif isinstance(ev, LogEvent):
             out += [self._line(("log", t)) for t in (ev.text.splitlines() or [""])]
-        elif kind == "step":
+        elif isinstance(ev, StepEvent):
             out.append(self._line(("step", f"step: {ev.text}")))
-        elif kind == "artifact":
+        elif isinstance(ev, ArtifactEvent):
             out.append(self._line(("artifact", artifact_text(ev.artifact, ev.text))))
-        elif kind == "approval":
+        elif isinstance(ev, ApprovalEvent):
             out.append(self._line(("approval", approval_text(ev.approval, ev.text))))
-        elif kind == "result" and ev.result is not None:
+        elif isinstance(ev, ResultEvent) and ev.result is not None:
             out += self.result(ev.result)
         elif ev.text:
             out.append(self._line(("", ev.text)))
@@ -253,36 +262,22 @@ def approval_text(a: ApprovalRequest | None, fallback: str = "") -> str:
 
 # ---- JSON
 
-def _jsonable(obj: Any) -> Any:
-    return None if obj is None else asdict(obj)
-
-
 def result_json(r: TaskResult | None) -> dict[str, Any] | None:
+    """orchgpt.wire.dicts' form of a result, with the derived usage.total_tokens."""
     if r is None:
         return None
-    d = asdict(r)
-    d["state"] = str(r.state)
+    d = dicts.result_to_dict(r)
     d["usage"]["total_tokens"] = r.usage.total_tokens
     return d
 
 
 def event_json(ev: TaskEvent, agent_type: str = "") -> dict[str, Any]:
-    return {
-        "type": "event",
-        "kind": str(ev.kind),
-        "task_id": ev.task_id,
-        "seq": ev.seq,
-        "state": str(ev.state) if ev.state is not None else None,
-        "text": ev.text,
-        "agent_type": agent_type,
-        "agent_id": ev.agent_id,
-        "parent_task_id": ev.parent_task_id,
-        "ts_ms": ev.ts_ms,
-        "data": dict(ev.data),
-        "artifact": _jsonable(ev.artifact),
-        "approval": _jsonable(ev.approval),
-        "result": result_json(ev.result),
-    }
+    """orchgpt.wire.dicts' form of an event (every key), tagged ``"type": "event"``; the result
+    as ``result_json``; ``agent_type``: the task's, when the caller knows it better."""
+    d = dicts.event_to_dict(ev)
+    d["agent_type"] = agent_type or ev.agent_type
+    d["result"] = result_json(ev.result)
+    return {"type": "event", **d}
 
 
 # ---- tables

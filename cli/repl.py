@@ -19,12 +19,14 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchgpt.models import Command
+
 from . import __version__, registry
 from .approvals import ANSWER_HELP, ApprovalQueue
 from .connect import ConnectionSettings, display_address
 from .context import Context
 from .errors import EXIT_OK, CliError, ConnectionProblem, ParseError
-from .grammar import AgentCommand, needs_registry, parse
+from .grammar import needs_registry, parse
 from .output import Output
 from .render import STYLE, Line, one_line, plain, short_id
 from .runner import TaskView, backoff, run_command
@@ -289,7 +291,7 @@ class Repl:
             parsed = self.parse(text)
             if parsed is None:
                 parsed = await self.parse_with_registry(text)
-            if isinstance(parsed, AgentCommand):
+            if isinstance(parsed, Command):
                 ctx.spawn(self.run_task(parsed))
             elif parsed is not None:
                 await registry.dispatch(ctx, parsed)
@@ -309,7 +311,7 @@ class Repl:
         await self.ctx.refresh_agents(0)
         return parse(text, known_types=self.ctx.known_types(), meta=registry.names())
 
-    async def run_task(self, cmd: AgentCommand) -> None:
+    async def run_task(self, cmd: Command) -> None:
         await run_command(self.ctx, cmd)
         self.invalidate()
 

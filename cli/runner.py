@@ -10,12 +10,14 @@ the last event it printed, so nothing is shown twice or lost.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from orchgpt.models import ApprovalEvent, ResultEvent
+
+from .approvals import stops_task
 from .connect import classify, code_of, is_retryable
 from .errors import ConnectionProblem
 from .render import EventRenderer, TaskLabel, short_id
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
     from orchgpt.models import ApprovalRequest, Command, TaskEvent, TaskResult
 
     from .context import Context
-    from .grammar import AgentCommand
 
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 3.0)
 
@@ -50,6 +51,7 @@ class TaskView:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
     children: dict[str, TaskView] = field(default_factory=dict)
+    root: str = ""  # a sub-task's: the id of the task the user started
 
     @property
     def short(self) -> str:
@@ -73,21 +75,11 @@ def new_view(ctx: Context, task_id: str, agent_type: str, action: str = "run", i
     return view
 
 
-QUEUED_FOR = re.compile(r"^queued for (\S+)")
-LOCAL_AGENT = re.compile(r"^local-(.+)-[0-9a-f]+$")
-
-
-def agent_type_of(ctx: Context, ev: TaskEvent) -> str:
-    """A sub-task's agent type, from what its events say (they do not carry it)."""
-    if ev.agent_id:
-        for a in ctx.agents:
-            if a.agent_id == ev.agent_id:
-                return a.agent_type
-        if m := LOCAL_AGENT.match(ev.agent_id):
-            return m.group(1)
-    if m := QUEUED_FOR.match(ev.text or ""):
-        return m.group(1)
-    if ev.result is not None and ev.result.agent_type:
+def agent_type_of(ev: TaskEvent) -> str:
+    """A sub-task's agent type: orchgpt stamps it on every event (TaskEvent.agent_type)."""
+    if ev.agent_type:
+        return ev.agent_type
+    if isinstance(ev, ResultEvent) and ev.result is not None:
         return ev.result.agent_type
     return ""
 
@@ -95,9 +87,9 @@ def agent_type_of(ctx: Context, ev: TaskEvent) -> str:
 def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
     """The view of a sub-task whose events arrive on its parent's stream."""
     child = parent.children.get(ev.task_id)
-    kind = agent_type_of(ctx, ev)
+    kind = agent_type_of(ev)
     if child is None:
-        child = TaskView(ev.task_id, kind or "sub-task", accepted=True)
+        child = TaskView(ev.task_id, kind or "sub-task", accepted=True, root=parent.root or parent.task_id)
         child.renderer = EventRenderer(TaskLabel(ev.task_id, child.agent_type), fancy=ctx.fancy)
         parent.children[ev.task_id] = child
     elif kind and child.agent_type == "sub-task" and child.renderer is not None:
@@ -106,12 +98,12 @@ def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
 
 
 async def run_command(
-    ctx: Context, cmd: AgentCommand, on_view: Callable[[TaskView], object] | None = None
+    ctx: Context, cmd: Command, on_view: Callable[[TaskView], object] | None = None
 ) -> TaskView:
     """Submit a parsed command and follow it to its result (`on_view` sees the view first)."""
     from orchgpt.models import new_id
 
-    command = cmd.to_command(ctx.session_id, approval=ctx.approve_all)
+    command = cmd.for_session(ctx.session_id, approval=ctx.approve_all)
     command.task_id = command.task_id or new_id()
     view = new_view(ctx, command.task_id, command.agent_type, str(command.action), command.input)
     if on_view is not None:
@@ -191,10 +183,9 @@ def handle(ctx: Context, view: TaskView, ev: TaskEvent) -> None:
         view.state = str(ev.state)
     assert view.renderer is not None
     ctx.out.event(view.renderer, ev)
-    kind = str(ev.kind)
-    if kind == "approval" and ev.approval is not None:
+    if isinstance(ev, ApprovalEvent) and ev.approval is not None:
         asyncio.get_running_loop().create_task(answer(ctx, view, ev.approval))
-    elif kind == "result":
+    elif isinstance(ev, ResultEvent):
         view.result = ev.result
         if ev.result is not None:
             view.state = str(ev.result.state)
@@ -203,16 +194,14 @@ def handle(ctx: Context, view: TaskView, ev: TaskEvent) -> None:
 
 async def catch_up(ctx: Context, view: TaskView) -> None:
     """After a stream ended without a RESULT: print stored events and the result, if any."""
-    from orchgpt.models import EventKind, TaskEvent
-
     task, events, _children = await ctx.call(lambda c: c.get_task(view.task_id, with_events=True))
     for ev in events:
         handle(ctx, view, ev)
         if view.done.is_set():
             return
     if task.state.terminal and task.result is not None:
-        handle(ctx, view, TaskEvent(task_id=view.task_id, kind=EventKind.RESULT,
-                                    seq=0, state=task.state, result=task.result))
+        handle(ctx, view, ResultEvent(task_id=view.task_id, seq=0, state=task.state, result=task.result,
+                                      agent_type=task.agent_type))
 
 
 async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
@@ -221,13 +210,26 @@ async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
 
     try:
         response: ApprovalResponse | None = None
-        if ctx.approver is not None:
+        root = view.root or view.task_id
+        left = ctx.continuous.get(root, 0)
+        if left > 0:  # a "y -N" given for this task or its parent covers the call
+            ctx.continuous[root] = left - 1
+            ctx.out.info(f"task {view.short} runs {req.tool}: approved (y -N, {left - 1} more)")
+            response = ApprovalResponse(req.request_id, ApprovalDecision.APPROVE)
+        elif ctx.approver is not None:
             response = await ctx.approver(view, req)
             if view.done.is_set():
                 return  # the task ended while the user was thinking
+            if response is not None and response.decision == ApprovalDecision.APPROVE_NEXT:
+                # The CLI keeps the count, so that it covers the calls of the sub-tasks too: each
+                # call is approved on its own, from the budget of the whole task tree.
+                ctx.continuous[root] = max(response.count, 1) - 1
+                response = ApprovalResponse(req.request_id, ApprovalDecision.APPROVE)
         if response is None:
             response = ApprovalResponse(req.request_id, ApprovalDecision.REJECT,
                                         feedback="rejected: nobody can approve this call")
         await ctx.call(lambda c: c.approve(view.task_id, response))
+        if stops_task(response):  # seed 003's "n": "exit program", here the task
+            await ctx.call(lambda c: c.cancel(view.task_id, "stopped by the user at an approval (n)"))
     except Exception as exc:
         ctx.out.error(f"could not answer the approval request of task {view.short}: {classify(exc)}")

@@ -45,6 +45,8 @@ def _serve_parser(sub: Any) -> None:
                    help="seconds before an idle spawned agent is stopped (default 300)")
     p.add_argument("--no-spawn", dest="spawn", action="store_const", const=False,
                    help="never spawn local agents (only agents started by hand)")
+    p.add_argument("--agent-types", dest="agent_types",
+                   help="built-in agent types, comma-separated (default: ask `agentd --list-types`)")
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
     p.add_argument("--heartbeat-misses", dest="heartbeat_misses", type=int)
     p.add_argument("--max-attempts", dest="max_attempts", type=int)
@@ -190,7 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k, None) for k in (
         "listen", "certs", "data_dir", "store", "workspace_root", "max_local_agents", "spawn",
-        "spawn_deadline", "local_idle_timeout",
+        "spawn_deadline", "local_idle_timeout", "agent_types",
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",

@@ -14,13 +14,13 @@ from typing import Any
 
 import grpc
 
-from . import codec
 from .certs import CertPaths
 from .errors import CertError, ClientError, ConfigError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
 from .models import AgentInfo, ApprovalResponse, Command, SessionInfo, Task, TaskEvent
 from .tls import parse_address, secure_channel
+from .wire import codec
 
 DEFAULT_ADDRESS = "127.0.0.1:8443"
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="seconds an idle spawned agent lives before it is stopped (its slot is given back)"
     )
     spawn: bool = Field(True, description="spawn local agents for built-in types on demand")
+    agent_types: str = Field(
+        "", description="built-in agent types this host runs, comma-separated (default: what "
+        "`agentd --list-types` prints)",
+    )
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
     heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")

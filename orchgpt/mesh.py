@@ -2,23 +2,39 @@
 
 Domain code only: it talks to agents through the AgentLink protocol and to
 clients through Subscriber objects; the gRPC servicer implements both.
+``Mesh`` is the facade the rest of orchgpt uses. Its parts, by concern:
+mesh_registry.py (agents: state and the rules for their comings and goings),
+mesh_dispatch.py (queues, assignment, requeue, reconnect-grace holds),
+mesh_fanout.py (event numbering, buffering for the store, subscribers),
+mesh_queries.py (the read side the transport uses); here the task state machine,
+submit, cancel, results and delegation.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import re
 import time
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import logs
 from .errors import RoutingError, StoreError
+from .mesh_dispatch import DispatchRules, TaskQueues
+from .mesh_fanout import EventFanout, Subscriber
+from .mesh_queries import MeshQueries
+from .mesh_registry import (
+    AGENT_TYPE_RE,
+    LOCAL_PREFIX,
+    AgentEntry,
+    AgentLink,
+    AgentRegistry,
+    AgentRules,
+    Registration,
+)
 from .models import (
+    TRANSITIONS,
     Action,
-    AgentInfo,
     AgentState,
     ApprovalResponse,
     Command,
@@ -33,34 +49,18 @@ from .models import (
 from .store import Store
 from .waiting import WaitingNotes
 
+__all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
+           "Mesh", "Registration", "SpawnerPort", "Subscriber"]
+
 log = logs.get("orchgpt.mesh")
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-AGENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-LOCAL_PREFIX = "local-"  # names of agents orchgpt spawns itself (they die with it)
-REPLY_TO = "_reply_to"
+# ORCHGPT_STRICT_TRANSITIONS=1 (the test suite sets it): an illegal state change raises
+STRICT_ENV = "ORCHGPT_STRICT_TRANSITIONS"
 
 
-class AgentLink(Protocol):
-    """How the mesh talks to one connected agent (implemented by the transport)."""
-
-    def send_task(self, task: Task) -> None: ...
-    def send_cancel(self, task_id: str, reason: str) -> None: ...
-    def send_terminate(self, reason: str) -> None: ...
-    def send_approval(self, task_id: str, response: ApprovalResponse) -> None: ...
-    def send_reply(self, correlation_id: str, result: TaskResult) -> None: ...
-    def send_ping(self) -> None: ...
-    def close(self, reason: str, code: str = "UNAVAILABLE") -> None:
-        """End the stream; ``code`` (a gRPC status name) says why (docs/protocol.md)."""
-        ...
-
-
-class Subscriber(Protocol):
-    def deliver(self, event: TaskEvent) -> bool:
-        """Queue an event; False when the subscriber is too slow and must be dropped."""
-        ...
-
-    def close(self, reason: str) -> None: ...
+class IllegalTransition(RuntimeError):
+    """A task state change that models.TRANSITIONS does not allow: a bug in the mesh."""
 
 
 class SpawnerPort(Protocol):
@@ -73,25 +73,9 @@ class SpawnerPort(Protocol):
     def assigned(self, agent_id: str) -> None: ...
 
 
-@dataclass
-class Registration:
-    agent_type: str
-    capabilities: list[str] = field(default_factory=list)
-    host: str = ""
-    pid: int = 0
-    version: str = ""
-    pending_results: list[TaskResult] = field(default_factory=list)
-    current_task: str = ""
+class Mesh(MeshQueries, AgentRules, DispatchRules):
+    """The facade: commands change tasks and agents (here); queries read them (mesh_queries.py)."""
 
-
-@dataclass
-class AgentEntry:
-    info: AgentInfo
-    link: AgentLink
-    last_seen: float = field(default_factory=time.monotonic)
-
-
-class Mesh:
     def __init__(
         self,
         store: Store,
@@ -109,27 +93,27 @@ class Mesh:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_misses = heartbeat_misses
         self.reconnect_grace = reconnect_grace
-        self.agents: dict[str, AgentEntry] = {}
-        self._idle: dict[str, dict[str, None]] = {}
-        self._queues: dict[str, deque[str]] = {}
-        self.active: dict[str, Task] = {}
-        self._seq: dict[str, int] = {}
-        self._subs: dict[str, set[Subscriber]] = {}
-        self._subs_all: set[Subscriber] = set()
-        self._pending_events: list[TaskEvent] = []
-        self._pending_messages: list[dict[str, object]] = []
-        self._flush_handle: asyncio.TimerHandle | None = None
-        # task id -> (deadline, why): a task whose agent is gone (disconnected, or orchgpt
-        # restarted) is held for it until the deadline (the reconnect grace), then requeued
-        self._awaiting: dict[str, tuple[float, str]] = {}
-        # task id -> agents of its earlier attempts (their late results still count)
-        self._ran_on: dict[str, set[str]] = {}
-        self._refusals: dict[str, int] = {}  # task id -> RUN_REFUSED so far (not attempts)
-        self._requeues: dict[str, list[str]] = {}  # task id -> why it was requeued (reported in its result)
+        # the three concerns, each behind its own small interface (mesh_*.py)
+        self.registry = AgentRegistry()
+        self.queues = TaskQueues()
+        self.fanout = EventFanout(store, self._parent_of)
+        self.strict = os.environ.get(STRICT_ENV) == "1"  # an illegal transition raises
         self._closing = False
-        self._bg: set[asyncio.Task[None]] = set()
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
+
+    # the components' state, under the names the rest of the mesh (and older tests) use
+    @property
+    def agents(self) -> dict[str, AgentEntry]:
+        return self.registry.agents
+
+    @property
+    def active(self) -> dict[str, Task]:
+        return self.queues.active
+
+    def _parent_of(self, task_id: str) -> str:
+        t = self.queues.active.get(task_id)
+        return t.parent_task_id if t is not None else ""
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self, journals: dict[str, list[TaskResult]] | None = None) -> int:
@@ -143,10 +127,10 @@ class Mesh:
         deadline = time.monotonic() + self.reconnect_grace
         for t in self.store.unfinished_tasks():
             self.active[t.task_id] = t
-            self._seq[t.task_id] = self.store.last_seq(t.task_id)
+            self.fanout.start(t.task_id, self.store.last_seq(t.task_id))
             if t.state == TaskState.QUEUED or not t.agent_id:
-                t.state = TaskState.QUEUED
-                self._queues.setdefault(t.agent_type, deque()).append(t.task_id)
+                t.state = TaskState.QUEUED  # (as it was stored: not a transition)
+                self.queues.enqueue(t)
             elif (t.agent_id, t.task_id) in journaled:
                 r = journaled[(t.agent_id, t.task_id)]
                 r.data["recovered_from"] = "agent journal"
@@ -154,12 +138,12 @@ class Mesh:
             elif t.agent_id.startswith(LOCAL_PREFIX):
                 self._requeue(t, f"orchestrator restarted; local agent {t.agent_id} is gone")
             else:
-                self._awaiting[t.task_id] = (deadline, "orchestrator restarted")
+                self.queues.hold(t.task_id, deadline, "orchestrator restarted")
             n += 1
-        for agent_type in list(self._queues):
+        for agent_type in list(self.queues.queues):
             self._dispatch(agent_type)
         if n:
-            log.info("tasks_recovered", count=n, awaiting_agents=len(self._awaiting))
+            log.info("tasks_recovered", count=n, awaiting_agents=len(self.queues.awaiting))
         return n
 
     def start_closing(self) -> None:
@@ -167,196 +151,20 @@ class Mesh:
 
     @property
     def running_tasks(self) -> int:
-        # (a task held for a disconnected agent is not running anywhere)
-        return sum(1 for t in self.active.values()
-                   if t.state in (TaskState.ASSIGNED, TaskState.RUNNING) and t.task_id not in self._awaiting)
+        return self.queues.running()
 
     def flush(self) -> None:
         """Write buffered events to the store."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if self._pending_events:
-            events, self._pending_events = self._pending_events, []
-            try:
-                self.store.append_events(events)
-            except StoreError as exc:
-                log.error("store_write_failed", what="events", count=len(events), error=str(exc))
-        if self._pending_messages:
-            msgs, self._pending_messages = self._pending_messages, []
-            try:
-                self.store.record_messages(msgs)  # type: ignore[arg-type]
-            except StoreError as exc:
-                log.error("store_write_failed", what="messages", count=len(msgs), error=str(exc))
+        self.fanout.flush()
 
     def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
                     correlation_id: str = "") -> None:
         """The IAC message log: who sent what about which task (written with the events)."""
-        self._pending_messages.append({
-            "id": new_id(), "type": type_, "sender": sender, "recipient": recipient,
-            "task_id": task.task_id if task else "", "session_id": task.session_id if task else "",
-            "correlation_id": correlation_id, "ts_ms": now_ms(),
-        })
+        self.fanout.log_message(type_, sender, recipient, task, correlation_id)
 
     # ------------------------------------------------------------------ agents
     def known_types(self) -> set[str]:
-        return set(self.builtin_types) | {e.info.agent_type for e in self.agents.values()}
-
-    def register(self, agent_id: str, reg: Registration, link: AgentLink) -> AgentInfo:
-        if not AGENT_TYPE_RE.match(reg.agent_type):
-            raise RoutingError(
-                f"invalid agent type {reg.agent_type!r}: use 1-32 lowercase letters, digits, '-' or '_'",
-                code="INVALID_ARGUMENT",
-            )
-        old = self.agents.pop(agent_id, None)
-        if old is not None:
-            # The same identity reconnected (the old stream is half-open): the new link wins.
-            self._idle.get(old.info.agent_type, {}).pop(agent_id, None)
-            old.link.close("replaced by a new connection of the same agent", code="ABORTED")
-            t = self.active.get(old.info.current_task) if old.info.current_task else None
-            if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                held = (time.monotonic(), f"agent {agent_id} replaced")
-                self._awaiting.setdefault(t.task_id, held)
-        now = now_ms()
-        local = bool(self.spawner and self.spawner.is_local(agent_id))
-        info = AgentInfo(agent_id=agent_id, agent_type=reg.agent_type, capabilities=list(reg.capabilities),
-                         host=reg.host, state=AgentState.IDLE, last_heartbeat_ms=now, local=local,
-                         connected_ms=now)
-        entry = AgentEntry(info, link)
-        self.agents[agent_id] = entry
-        if local and self.spawner is not None:
-            self.spawner.registered(agent_id)
-        try:
-            self.store.agent_seen(info)
-        except StoreError as exc:
-            log.warning("store_write_failed", what="agent", error=str(exc))
-        log.info("agent_registered", agent_id=agent_id, agent_type=reg.agent_type, host=reg.host,
-                 local=local, pending_results=len(reg.pending_results),
-                 current_task=reg.current_task or None)
-        # One set of rules for a blip and for a restart of orchgpt: results kept while
-        # disconnected settle their tasks (once); the task the agent still runs stays its own
-        # (no second RUN); a held task it neither runs nor reports never reached it: requeue.
-        for r in reg.pending_results:
-            self._settle(agent_id, r, "reported at reconnect")
-        self._resume(entry, reg.current_task)
-        for task_id, (_, why) in list(self._awaiting.items()):
-            t = self.active.get(task_id)
-            if (t is not None and t.agent_id == agent_id and task_id != reg.current_task
-                    and not t.state.terminal):
-                self._requeue(t, f"{why}; agent {agent_id} reconnected without it")
-        if info.state == AgentState.IDLE:
-            self._idle.setdefault(reg.agent_type, {})[agent_id] = None
-        self._dispatch(reg.agent_type)
-        return info
-
-    def _resume(self, entry: AgentEntry, task_id: str) -> None:
-        """A reconnecting agent still runs ``task_id``: it keeps it (no second RUN) if it is its."""
-        info = entry.info
-        if not task_id:
-            return
-        t = self.active.get(task_id)
-        if t is not None and not t.state.terminal and (t.agent_id == info.agent_id or (
-                t.state == TaskState.QUEUED and info.agent_id in self._ran_on.get(task_id, ()))):
-            if t.state == TaskState.QUEUED:  # the grace ran out, but nobody else took it yet
-                q = self._queues.get(t.agent_type)
-                if q and task_id in q:
-                    q.remove(task_id)
-                t.agent_id = info.agent_id
-                self._set_state(t, TaskState.RUNNING)
-            self._awaiting.pop(task_id, None)
-            info.state = AgentState.BUSY
-            info.current_task = task_id
-            log.info("task_resumed", task_id=task_id, agent_id=info.agent_id)
-            self._publish(TaskEvent(task_id, EventKind.LOG, agent_id=info.agent_id,
-                                    text=f"{info.agent_id} reconnected and goes on with it",
-                                    parent_task_id=t.parent_task_id))
-            return
-        # It runs something that is no longer its own (finished, cancelled or taken elsewhere):
-        # stop it; the agent is busy until it answers.
-        info.state = AgentState.BUSY
-        info.current_task = ""
-        entry.link.send_cancel(
-            task_id, "this task was settled or moved elsewhere while you were disconnected")
-        log.info("stale_task_cancelled", task_id=task_id, agent_id=info.agent_id)
-
-    def touch(self, agent_id: str) -> None:
-        e = self.agents.get(agent_id)
-        if e is not None:
-            e.last_seen = time.monotonic()
-            e.info.last_heartbeat_ms = now_ms()
-
-    def disconnect(self, agent_id: str, link: AgentLink, reason: str) -> None:
-        entry = self.agents.get(agent_id)
-        if entry is None or entry.link is not link:
-            return  # already replaced or removed
-        del self.agents[agent_id]
-        self._idle.get(entry.info.agent_type, {}).pop(agent_id, None)
-        entry.info.state = AgentState.LOST
-        log.info("agent_lost", agent_id=agent_id, agent_type=entry.info.agent_type, reason=reason,
-                 task_id=entry.info.current_task or None)
-        if entry.info.current_task:
-            t = self.active.get(entry.info.current_task)
-            if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                self._hold(t, f"agent {agent_id} lost: {reason}")
-        self._dispatch(entry.info.agent_type)
-
-    def _hold(self, t: Task, why: str) -> None:
-        """Keep a task for its disconnected agent during the reconnect grace."""
-        if self.reconnect_grace <= 0:
-            self._requeue(t, why)
-            return
-        self._awaiting[t.task_id] = (time.monotonic() + self.reconnect_grace, why)
-        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why,
-                 grace_s=self.reconnect_grace)
-        self._publish(TaskEvent(t.task_id, EventKind.LOG, agent_id=t.agent_id,
-                                parent_task_id=t.parent_task_id,
-                                text=f"{why}; waiting {self.reconnect_grace:g}s for it to reconnect"))
-
-    def spawn_failed(self, agent_type: str, reason: str) -> None:
-        """A local agent type cannot start: fail its queued tasks rather than keep them forever."""
-        if any(e.info.agent_type == agent_type for e in self.agents.values()):
-            return
-        if self.spawner is not None and self.spawner.starting(agent_type):
-            return
-        q = self._queues.pop(agent_type, deque())
-        for task_id in q:
-            t = self.active.get(task_id)
-            if t is not None and t.state == TaskState.QUEUED:
-                self._finish(t, TaskResult(task_id, TaskState.FAILED, error=reason, agent_type=agent_type))
-
-    def withdraw(self, agent_id: str) -> bool:
-        """Take an idle agent out of routing because it is about to be stopped (idle timeout,
-        making room for another type); False when it is busy or gone."""
-        e = self.agents.get(agent_id)
-        if e is None or e.info.state != AgentState.IDLE or e.info.current_task:
-            return False
-        self._idle.get(e.info.agent_type, {}).pop(agent_id, None)
-        return True
-
-    def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        return sorted(
-            (e.info for e in self.agents.values() if not agent_type or e.info.agent_type == agent_type),
-            key=lambda a: (a.agent_type, a.agent_id),
-        )
-
-    def heartbeat_tick(self) -> None:
-        """Ping every agent; drop the silent ones; requeue tasks whose agent never came back."""
-        now = time.monotonic()
-        limit = self.heartbeat_interval * self.heartbeat_misses
-        for agent_id, e in list(self.agents.items()):
-            silent = now - e.last_seen
-            if silent > limit:
-                e.link.close(f"no heartbeat for {silent:.1f}s", code="DEADLINE_EXCEEDED")
-                self.disconnect(agent_id, e.link, f"no heartbeat for {silent:.1f}s")
-            else:
-                e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
-        for task_id, (deadline, why) in list(self._awaiting.items()):
-            if now >= deadline:
-                del self._awaiting[task_id]
-                t = self.active.get(task_id)
-                if t is not None and not t.state.terminal and t.agent_id not in self.agents:
-                    self._requeue(t, f"{why}; agent {t.agent_id} did not come back within "
-                                     f"{self.reconnect_grace:g}s")
+        return set(self.builtin_types) | self.registry.types()
 
     # ------------------------------------------------------------------ tasks
     def submit(
@@ -392,19 +200,18 @@ class Mesh:
                     code="FAILED_PRECONDITION",
                 )
         options = dict(cmd.options)
-        if reply_to:
-            options[REPLY_TO] = reply_to
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),
             parent_task_id=parent_task_id, approval=cmd.approval, options=options,
             submitted_by=submitted_by, delegated_by=delegated_by, inputs=list(inputs or []),
+            reply_to=reply_to,
         )
         stored, created = self.store.create_task(task)  # raises StoreError: not accepted
         if not created:
             return stored, False
         self.active[task.task_id] = task
-        self._seq[task.task_id] = 0
+        self.fanout.start(task.task_id)
         self.stats["submitted"] += 1
         self.log_message("DELEGATE_TASK" if delegated_by else "COMMAND", delegated_by or submitted_by,
                          f"type:{agent_type}", task,
@@ -418,12 +225,9 @@ class Mesh:
         elif cmd.action == Action.STATUS:
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._status_text(agent_type)))
         else:
-            self._queues.setdefault(agent_type, deque()).append(task.task_id)
+            self.queues.enqueue(task)
             self._dispatch(agent_type)
         return task, True
-
-    def get_task(self, task_id: str) -> Task | None:
-        return self.active.get(task_id) or self.store.get_task(task_id)
 
     def cancel(self, task_id: str, reason: str = "") -> Task:
         t = self.active.get(task_id)
@@ -433,12 +237,10 @@ class Mesh:
                 raise RoutingError(f"no task {task_id!r}", code="NOT_FOUND")
             return stored  # already finished: nothing to cancel
         why = reason or "cancelled by the user"
-        for child in [c for c in self.active.values() if c.parent_task_id == task_id]:
+        for child in self.queues.children(task_id):
             self.cancel(child.task_id, f"parent task cancelled: {why}")
         if t.state == TaskState.QUEUED:
-            q = self._queues.get(t.agent_type)
-            if q and task_id in q:
-                q.remove(task_id)
+            self.queues.dequeue(t)
         elif t.agent_id in self.agents:
             self.agents[t.agent_id].link.send_cancel(task_id, why)
             self.log_message("CANCEL", "orchgpt", t.agent_id, t)
@@ -472,7 +274,7 @@ class Mesh:
                 entry.info.current_task in (result.task_id, "")):
             entry.info.current_task = ""
             entry.info.state = AgentState.IDLE
-            self._idle.setdefault(entry.info.agent_type, {})[agent_id] = None
+            self.registry.mark_idle(entry)
         self._settle(agent_id, result, "reply")
         if entry is not None:
             self._dispatch(entry.info.agent_type)
@@ -485,7 +287,7 @@ class Mesh:
                      state=str(result.state))
             return
         if t.agent_id != agent_id:
-            if agent_id not in self._ran_on.get(t.task_id, ()):
+            if not self.queues.ran_before(t.task_id, agent_id):
                 log.warning("result_from_other_agent_dropped", task_id=t.task_id, agent_id=agent_id,
                             assigned_to=t.agent_id or None)
                 return
@@ -497,9 +299,7 @@ class Mesh:
             log.info("late_result_settles_task", task_id=t.task_id, agent_id=agent_id, how=how,
                      then_on=t.agent_id or None)
             if t.state == TaskState.QUEUED:
-                q = self._queues.get(t.agent_type)
-                if q and t.task_id in q:
-                    q.remove(t.task_id)
+                self.queues.dequeue(t)
             elif t.agent_id in self.agents:
                 self.agents[t.agent_id].link.send_cancel(
                     t.task_id, f"finished by {agent_id} in an earlier attempt")
@@ -524,16 +324,16 @@ class Mesh:
             entry.info.current_task = ""
             if code.upper() != "BUSY":  # a busy agent tells us when it is free (its REPLY)
                 entry.info.state = AgentState.IDLE
-        n = self._refusals[task_id] = self._refusals.get(task_id, 0) + 1
+        n = self.queues.refusals[task_id] = self.queues.refusals.get(task_id, 0) + 1
         t.attempts = max(t.attempts - 1, 0)
-        self._awaiting.pop(task_id, None)
+        self.queues.awaiting.pop(task_id, None)
         if n > max(self.max_attempts, 1) * 3:
             self._finish(t, TaskResult(task_id, TaskState.FAILED, agent_type=t.agent_type,
                                        agent_id=agent_id, error=f"{why}; refused {n} times"))
         else:
             self._requeue(t, why)
         if entry is not None and entry.info.state == AgentState.IDLE:
-            self._idle.setdefault(entry.info.agent_type, {})[agent_id] = None
+            self.registry.mark_idle(entry)
             self._dispatch(entry.info.agent_type)
 
     def on_delegate(
@@ -574,7 +374,7 @@ class Mesh:
         log.info("delegation_attached", task_id=task_id, parent_task_id=parent_task_id,
                  state=str(existing.state), delegated_by=agent_id)
         existing.delegated_by = agent_id
-        existing.options[REPLY_TO] = correlation_id
+        existing.reply_to = correlation_id
         if existing.state.terminal:
             self._reply_to_delegator(existing)  # answered at once with its result
         else:
@@ -585,53 +385,11 @@ class Mesh:
         return existing
 
     # ------------------------------------------------------------------ internals
-    def _has_capacity(self, agent_type: str) -> bool:
-        if any(e.info.agent_type == agent_type for e in self.agents.values()):
-            return True
-        return bool(self.spawner and self.spawner.can_spawn(agent_type)) or bool(
-            self.spawner and self.spawner.starting(agent_type)
-        )
-
-    def _dispatch(self, agent_type: str) -> None:
-        q = self._queues.get(agent_type)
-        if not q:
-            return
-        idle = self._idle.get(agent_type)
-        while q and idle:
-            agent_id = next(iter(idle))
-            del idle[agent_id]
-            entry = self.agents.get(agent_id)
-            if entry is None:
-                continue
-            task_id = q.popleft()
-            t = self.active.get(task_id)
-            if t is None or t.state != TaskState.QUEUED:
-                idle[agent_id] = None
-                continue
-            self._assign(t, entry)
-        if q and self.spawner is not None:
-            want = len(q) - self.spawner.starting(agent_type)
-            while want > 0 and self.spawner.can_spawn(agent_type):
-                self.spawner.spawn(agent_type)
-                want -= 1
-        self.waiting.note(self, agent_type)
-
-    def _assign(self, t: Task, entry: AgentEntry) -> None:
-        t.agent_id = entry.info.agent_id
-        t.attempts += 1
-        self._set_state(t, TaskState.ASSIGNED)
-        entry.info.state = AgentState.BUSY
-        entry.info.current_task = t.task_id
-        if entry.info.local and self.spawner is not None:
-            self.spawner.assigned(entry.info.agent_id)  # not idle: its idle timeout starts over
-        self.stats["routed"] += 1
-        self.log_message("RUN", "orchgpt", t.agent_id, t)
-        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.ASSIGNED,
-                                text=f"assigned to {t.agent_id} (attempt {t.attempts})",
-                                agent_id=t.agent_id, parent_task_id=t.parent_task_id))
-        entry.link.send_task(t)
-
     def _set_state(self, t: Task, state: TaskState) -> None:
+        if state not in TRANSITIONS[t.state]:
+            log.error("illegal_transition", task_id=t.task_id, from_state=str(t.state), to_state=str(state))
+            if self.strict:
+                raise IllegalTransition(f"task {t.task_id}: {t.state} -> {state} is not in models.TRANSITIONS")
         t.state = state
         t.updated_ms = now_ms()
         try:
@@ -639,31 +397,11 @@ class Mesh:
         except StoreError as exc:
             log.error("store_write_failed", what="task", task_id=t.task_id, error=str(exc))
 
-    def _requeue(self, t: Task, reason: str) -> None:
-        self._awaiting.pop(t.task_id, None)
-        if t.attempts >= self.max_attempts:
-            self._finish(t, TaskResult(t.task_id, TaskState.FAILED, agent_type=t.agent_type, agent_id=t.agent_id,
-                                       error=f"{reason}; gave up after {t.attempts} attempts"))
-            return
-        self.stats["requeued"] += 1
-        self._requeues.setdefault(t.task_id, []).append(reason)
-        lost = t.agent_id
-        if lost:
-            self._ran_on.setdefault(t.task_id, set()).add(lost)
-        t.agent_id = ""
-        self._set_state(t, TaskState.QUEUED)
-        log.info("task_requeued", task_id=t.task_id, reason=reason, attempts=t.attempts)
-        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.QUEUED, agent_id=lost,
-                                text=f"{reason}; requeued (attempt {t.attempts + 1} of {self.max_attempts})",
-                                parent_task_id=t.parent_task_id, data={"requeued": "true"}))
-        self._queues.setdefault(t.agent_type, deque()).appendleft(t.task_id)
-        self._dispatch(t.agent_type)
-
     def _finish(self, t: Task, result: TaskResult) -> None:
         result.task_id = t.task_id
         result.agent_type = result.agent_type or t.agent_type
         result.agent_id = result.agent_id or t.agent_id
-        notes = self._requeues.pop(t.task_id, None)
+        notes = self.queues.requeues.pop(t.task_id, None)
         if notes:
             result.data["requeued"] = "; ".join(notes)
         t.result = result
@@ -673,22 +411,15 @@ class Mesh:
                                 parent_task_id=t.parent_task_id))
         self.flush()
         self._set_state(t, result.state)
-        self.active.pop(t.task_id, None)
-        self._seq.pop(t.task_id, None)
-        self._awaiting.pop(t.task_id, None)
-        self._ran_on.pop(t.task_id, None)
-        self._refusals.pop(t.task_id, None)
+        self.queues.forget(t.task_id)
         self.stats["completed"] += 1
         log.info("task_finished", task_id=t.task_id, state=str(result.state), agent_id=t.agent_id or None,
                  error=result.error or None)
-        subs = self._subs.pop(t.task_id, None)
-        if subs:
-            for s in subs:
-                s.close("task finished")
+        self.fanout.finished(t.task_id)
         self._reply_to_delegator(t)
 
     def _reply_to_delegator(self, t: Task) -> None:
-        reply_to = t.options.get(REPLY_TO)
+        reply_to = t.reply_to
         if not (t.delegated_by and reply_to and t.result):
             return
         e = self.agents.get(t.delegated_by)
@@ -697,74 +428,10 @@ class Mesh:
             self.log_message("REPLY", "orchgpt", t.delegated_by, t, correlation_id=reply_to)
 
     def _publish(self, ev: TaskEvent) -> None:
-        seq = self._seq.get(ev.task_id, 0) + 1
-        self._seq[ev.task_id] = seq
-        ev.seq = seq
-        self._pending_events.append(ev)
-        if len(self._pending_events) >= 500:
-            self.flush()
-        elif self._flush_handle is None:
-            try:
-                self._flush_handle = asyncio.get_running_loop().call_later(0.05, self.flush)
-            except RuntimeError:
-                self.flush()
-        self._deliver(ev)
-
-    def _deliver(self, ev: TaskEvent) -> None:
-        task_id = ev.task_id
-        hops = 0
-        while task_id and hops < 16:
-            subs = self._subs.get(task_id)
-            if subs:
-                for s in list(subs):
-                    if not s.deliver(ev):
-                        subs.discard(s)
-                        s.close("client too slow: event buffer full; watch again with after_seq")
-            parent = self.active.get(task_id)
-            task_id = parent.parent_task_id if parent is not None else ""
-            hops += 1
-        if self._subs_all:
-            for s in list(self._subs_all):
-                if not s.deliver(ev):
-                    self._subs_all.discard(s)
-                    s.close("client too slow: event buffer full")
+        self.fanout.publish(ev)
 
     def subscribe(self, sub: Subscriber, task_id: str = "") -> None:
-        if task_id:
-            self._subs.setdefault(task_id, set()).add(sub)
-        else:
-            self._subs_all.add(sub)
+        self.fanout.subscribe(sub, task_id)
 
     def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
-        if task_id:
-            s = self._subs.get(task_id)
-            if s is not None:
-                s.discard(sub)
-                if not s:
-                    del self._subs[task_id]
-        else:
-            self._subs_all.discard(sub)
-
-    def _terminate_type(self, agent_type: str) -> str:
-        stopped = []
-        for agent_id, e in list(self.agents.items()):
-            if e.info.agent_type != agent_type:
-                continue
-            if self.spawner is not None and self.spawner.terminate(agent_id):
-                pass
-            e.link.send_terminate("terminated by the user")
-            stopped.append(agent_id)
-        if not stopped:
-            return f"no {agent_type} agents running"
-        return f"terminated {len(stopped)} {agent_type} agent(s): {', '.join(sorted(stopped))}"
-
-    def _status_text(self, agent_type: str) -> str:
-        agents = self.list_agents(agent_type)
-        queued = len(self._queues.get(agent_type, ()))
-        if not agents:
-            return f"no {agent_type} agents running; {queued} task(s) queued"
-        lines = [f"{len(agents)} {agent_type} agent(s); {queued} task(s) queued"]
-        for a in agents:
-            where = "local" if a.local else (a.host or "remote")
-            lines.append(f"  {a.agent_id}: {a.state}{' on ' + a.current_task if a.current_task else ''} ({where})")
-        return "\n".join(lines)
+        self.fanout.unsubscribe(sub, task_id)

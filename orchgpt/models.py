@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -43,9 +43,15 @@ class TaskState(StrEnum):
 
 TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
-# Allowed transitions of the task state machine.
+# Allowed transitions of the task state machine (enforced by mesh.Mesh._set_state).
+# From QUEUED, besides ASSIGNED: RUNNING when the agent of an earlier attempt reconnects still
+# running it before anyone else took it (no second RUN); SUCCEEDED (or FAILED) when the late
+# result of an earlier attempt arrives while it waits, or when the daemon answers it itself
+# (the STATUS and TERMINATE actions).
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.QUEUED: frozenset(
+        {TaskState.ASSIGNED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
     TaskState.ASSIGNED: frozenset(
         {TaskState.RUNNING, TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
     ),
@@ -125,7 +131,8 @@ class TaskResult:
 
 @dataclass
 class Command:
-    """A user's slash command: `/<agent_type> <action> [input] [| language]`."""
+    """What a user asks: `/<agent_type> <action> [input] [| language]` (the CLI's grammar parses a
+    line into one; Submit carries it; the mesh turns it into a Task)."""
 
     agent_type: str
     action: Action = Action.RUN
@@ -136,9 +143,35 @@ class Command:
     approval: bool = False
     options: dict[str, str] = field(default_factory=dict)
 
+    def for_session(self, session_id: str, approval: bool = False) -> Command:
+        """A copy to submit in ``session_id``; ``approval`` forces approval mode on."""
+        return replace(self, session_id=session_id, approval=self.approval or approval,
+                       options=dict(self.options))
+
+
+@dataclass
+class Delegation:
+    """A sub-task an agent asks for while it runs a task (DELEGATE_TASK): the parent is the
+    task the agent is running."""
+
+    agent_type: str
+    input: str
+    language: str = "python"
+    action: Action = Action.CREATE
+    options: dict[str, str] = field(default_factory=dict)
+    inputs: list[TaskResult] = field(default_factory=list)
+    # The sub-task's stable place in the parent's plan (e.g. "step-3" or "backend#1"). With a
+    # key the sub-task's id is derived from the parent's id and the key (child_task_id), so that
+    # a re-run of the parent (after a crash) gets the existing sub-task (its result, or the
+    # running one) instead of a second one. Without a key every delegation makes a new sub-task.
+    key: str = ""
+
 
 @dataclass
 class Task:
+    """What the mesh runs: a Command accepted (or a Delegation), with its state. An agent
+    receives one too (the RUN's TaskSpec): there ``attempts`` is this attempt's number."""
+
     task_id: str
     agent_type: str
     action: Action = Action.RUN
@@ -159,10 +192,28 @@ class Task:
     # The agent that delegated this task (DELEGATE_TASK), which gets its events.
     delegated_by: str = ""
     inputs: list[TaskResult] = field(default_factory=list)
+    # Routing state, never sent to agents: the correlation id of the DELEGATE_TASK that asked
+    # for this task; its result goes back to ``delegated_by`` in a REPLY carrying it.
+    reply_to: str = ""
 
 
 @dataclass
 class TaskEvent:
+    """Something that happened to a task: the common fields of every event kind.
+
+    Events are typed: each kind is its own class (``StatusEvent``, ``LogEvent``, ``TokenEvent``,
+    ``StepEvent``, ``ArtifactEvent``, ``ApprovalEvent``, ``ResultEvent``; ``Event`` is their
+    union), tagged by ``kind`` as the protobuf ``TaskEvent.body`` oneof is. Constructing the base
+    class with a kind gives that kind's class (``TaskEvent(t, EventKind.LOG)`` is a ``LogEvent``),
+    so code may match on the class or compare ``kind``.
+
+    ``agent_type`` is the type of the agent the task is for (orchgpt stamps it on the wire);
+    ``encoded`` is opaque to the domain: the event as it arrived on the wire, kept by the
+    transport so that relaying it does not encode it again (orchgpt.wire.codec.encode_event).
+    It stands for every field but ``seq``, ``agent_id`` and ``parent_task_id`` (re-stamped when
+    sent): code that changes another field of a received event clears it.
+    """
+
     task_id: str
     kind: EventKind
     seq: int = 0
@@ -175,6 +226,88 @@ class TaskEvent:
     data: dict[str, str] = field(default_factory=dict)
     ts_ms: int = field(default_factory=now_ms)
     approval: ApprovalRequest | None = None
+    agent_type: str = ""
+    # not an __init__ argument: dataclasses.replace() (a changed event) does not carry it over
+    encoded: bytes = field(default=b"", init=False, repr=False, compare=False)
+
+    def __new__(cls, *args: object, **kwargs: object) -> TaskEvent:
+        if cls is TaskEvent:
+            kind = args[1] if len(args) > 1 else kwargs.get("kind")
+            if kind is not None:
+                cls = EVENT_CLASSES[EventKind(kind)]  # type: ignore[arg-type]
+        return object.__new__(cls)
+
+
+@dataclass
+class StatusEvent(TaskEvent):
+    """The task's state changed (``state``), e.g. RUNNING "running on a1"."""
+
+    kind: EventKind = EventKind.STATUS
+
+
+@dataclass
+class LogEvent(TaskEvent):
+    """A log line (``text``)."""
+
+    kind: EventKind = EventKind.LOG
+
+
+@dataclass
+class TokenEvent(TaskEvent):
+    """A model token delta (``text``): the hot path."""
+
+    kind: EventKind = EventKind.TOKEN
+
+
+@dataclass
+class StepEvent(TaskEvent):
+    """One step of the agent loop (``text``; details in ``data``: ``tool``, ``check``, ``ok``...)."""
+
+    kind: EventKind = EventKind.STEP
+
+    @property
+    def ok(self) -> bool | None:
+        """What the step says of itself: True, False, or None when it does not say."""
+        v = self.data.get("ok")
+        return None if v is None else v.strip().lower() in ("true", "1", "yes")
+
+    @property
+    def check(self) -> str:
+        """The name of the check this step reports ("" when it is not a check)."""
+        return self.data.get("check", "")
+
+
+@dataclass
+class ArtifactEvent(TaskEvent):
+    """A file the task produced (``artifact``)."""
+
+    kind: EventKind = EventKind.ARTIFACT
+
+
+@dataclass
+class ApprovalEvent(TaskEvent):
+    """A tool call waiting for the user (``approval``)."""
+
+    kind: EventKind = EventKind.APPROVAL
+
+
+@dataclass
+class ResultEvent(TaskEvent):
+    """The task ended (``result``; ``state`` is its final state)."""
+
+    kind: EventKind = EventKind.RESULT
+
+
+Event = StatusEvent | LogEvent | TokenEvent | StepEvent | ArtifactEvent | ApprovalEvent | ResultEvent
+EVENT_CLASSES: dict[EventKind, type[TaskEvent]] = {
+    EventKind.STATUS: StatusEvent,
+    EventKind.LOG: LogEvent,
+    EventKind.TOKEN: TokenEvent,
+    EventKind.STEP: StepEvent,
+    EventKind.ARTIFACT: ArtifactEvent,
+    EventKind.APPROVAL: ApprovalEvent,
+    EventKind.RESULT: ResultEvent,
+}
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import logs, reflection
+from . import agent_types, logs, reflection
 from .certs import CA, CertPaths, paths_for
 from .config import Settings
 from .datadir import DataDirLock
@@ -32,10 +33,10 @@ from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
-from .models import AgentState
 from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
-from .spawner import Spawner, read_journals, remove_journals
+from .spawner import Spawner
+from .spawner_files import read_journals, remove_journals
 from .store import Store, open_store
 from .tls import format_address, parse_address, server_credentials
 from .waiting import waited_on_by_local
@@ -49,17 +50,14 @@ log = logs.get("orchgpt.server")
 SERVICE_NAME = iac_pb2.DESCRIPTOR.services_by_name["Mesh"].full_name
 
 
-def builtin_types() -> frozenset[str]:
-    """Built-in agent types that agentd can run here (their module exists)."""
-    from agentd.builtin import available_types
-
-    return available_types()
-
-
 class OrchgptServer:
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None,
+                 agent_types: Iterable[str] | None = None) -> None:
+        """``agent_types``: the built-in types this host runs; default: the ``agent_types``
+        setting, else what the agent program says (orchgpt/agent_types.py)."""
         self.settings = settings
         self.store = store
+        self.agent_types = None if agent_types is None else frozenset(agent_types)
         self.port = 0
         self.server: grpc.aio.Server | None = None
         self.mesh: Mesh | None = None
@@ -93,11 +91,21 @@ class OrchgptServer:
 
     async def _start(self, creds: grpc.ServerCredentials, cert_paths: CertPaths) -> int:
         s = self.settings
-        if self.store is None:
-            self.store = open_store(s.store_url)
-        self.store.on_fault = self._on_store_fault
-        env = await self._model_env()
-        types = builtin_types()
+        types = self.agent_types
+        if types is None:
+            types = agent_types.configured(s.agent_types)
+        asking = None if types is not None else asyncio.create_task(agent_types.discover())
+        try:
+            if self.store is None:
+                self.store = open_store(s.store_url)
+            self.store.on_fault = self._on_store_fault
+            env = await self._model_env()
+            if asking is not None:
+                types = await asking  # asked while the store opened and the model started
+        finally:
+            if asking is not None and not asking.done():
+                asking.cancel()
+        assert types is not None
         if s.spawn and s.max_local_agents > 0:
             try:
                 ca = CA.load(s.certs)
@@ -115,8 +123,7 @@ class OrchgptServer:
         if self.spawner is not None:
             mesh = self.mesh
             self.spawner.attach(
-                is_idle=lambda a: (e := mesh.agents.get(a)) is not None and e.info.state == AgentState.IDLE
-                and not e.info.current_task,
+                is_idle=mesh.is_idle,
                 withdraw=mesh.withdraw,
                 waited_on_by=lambda t: waited_on_by_local(mesh, t),
                 on_change=lambda t: mesh.waiting.note(mesh, t),
@@ -277,8 +284,7 @@ class OrchgptServer:
             self._crl_poll.cancel()
         if self.spawner is not None:
             await self.spawner.stop_all(grace=3.0)
-        for e in list(self.mesh.agents.values()):
-            e.link.close("orchgpt is shutting down")
+        self.mesh.close_links("orchgpt is shutting down")
         self.mesh.flush()
         await self.server.stop(1.0)
         if self.local_model is not None:

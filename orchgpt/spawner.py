@@ -23,48 +23,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import journal, logs
+from . import logs
+from .agent_types import AGENT_COMMAND
 from .certs import CA
 from .datadir import make_private_dir, open_private
 from .mesh import LOCAL_PREFIX
-from .models import TaskResult
+from .spawner_files import (  # noqa: F401  (read_journals, remove_journals: re-exported)
+    JOURNAL_SUFFIX,
+    _is_fingerprint_dir,
+    _remove_tree,
+    _summarize,
+    _write_private,
+    ca_fingerprint,
+    read_journals,
+    remove_journals,
+)
 
 log = logs.get("orchgpt.spawner")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-JOURNAL_SUFFIX = journal.SUFFIX
-
-
-def read_journals(directory: Path) -> dict[str, list[TaskResult]]:
-    """Results that spawned agents of a previous orchgpt wrote before it died (by agent id)."""
-    return journal.read_dir(directory, LOCAL_PREFIX)
-
-
-def remove_journals(directory: Path) -> None:
-    journal.remove_dir(directory, LOCAL_PREFIX)
-
-
 FAILS_BEFORE_GIVING_UP = 3  # crashes in a row before the agent ever registered
 HOUSEKEEPING_S = 0.5  # how often idle agents and waiting starts are looked at
 STOP_GRACE_S = 5.0  # an agent asked to stop is killed after this
-
-
-def ca_fingerprint(ca: CA) -> str:
-    """The CA's identity for naming its agents' certificate directory (SHA-256 of the DER)."""
-    from cryptography.hazmat.primitives import serialization
-
-    return hashlib.sha256(ca.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @dataclass
@@ -301,7 +289,7 @@ class Spawner:
             with contextlib.suppress(OSError):
                 os.chmod(p, 0o600)
         cmd = [
-            sys.executable, "-m", "agentd", "--type", a.agent_type, "--name", a.name,
+            *AGENT_COMMAND, "--type", a.agent_type, "--name", a.name,
             "--orchestrator", self.orchestrator(),
             "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(paths.cert), "--key", str(paths.key),
         ]
@@ -435,37 +423,3 @@ class Spawner:
 
     def pids(self) -> list[int]:
         return [a.proc.pid for a in self.agents.values() if a.proc is not None and a.proc.returncode is None]
-
-
-def _summarize(line: str) -> str:
-    """A JSON log line as 'event: detail' (agentd logs JSON); other lines as they are."""
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        return line
-    if not isinstance(rec, dict):
-        return line
-    event = str(rec.get("event", ""))
-    detail = next((str(rec[k]) for k in ("detail", "error", "message", "reason") if rec.get(k)), "")
-    return f"{event}: {detail}" if event and detail else event or detail or line
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _is_fingerprint_dir(name: str) -> bool:
-    return len(name) == 16 and all(c in "0123456789abcdef" for c in name)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

@@ -41,7 +41,7 @@ class WaitingNotes:
 
     def note(self, mesh: Mesh, agent_type: str) -> None:
         """Tell the tasks queued for ``agent_type`` what they wait for, if not told already."""
-        q = mesh._queues.get(agent_type)
+        q = mesh.queues.queues.get(agent_type)
         if not q:
             self._said.pop(agent_type, None)
             self._counted.pop(agent_type, None)
@@ -49,12 +49,12 @@ class WaitingNotes:
         starting = mesh.spawner.starting(agent_type) if mesh.spawner is not None else 0
         slots = getattr(mesh.spawner, "waiting_for_slot", None)
         for_slot = slots(agent_type) if slots is not None and starting else 0
-        basis = (len(mesh.agents), starting, for_slot)
+        basis = (len(mesh.registry.agents), starting, for_slot)
         counted = self._counted.get(agent_type)
         if counted is not None and counted[0] == basis:
             connected = counted[1]
         else:
-            connected = sum(1 for e in mesh.agents.values() if e.info.agent_type == agent_type)
+            connected = mesh.registry.count_type(agent_type)
             self._counted[agent_type] = (basis, connected)
         text, data = describe(mesh, agent_type, connected, starting, for_slot)
         said = self._said.get(agent_type)
@@ -76,11 +76,11 @@ class WaitingNotes:
             if len(told) > 2 * len(q) + 64:  # forget tasks that left the queue
                 told.intersection_update(q)
         for task_id in todo:
-            t = mesh.active.get(task_id)
+            t = mesh.queues.get(task_id)
             if t is None or t.state != TaskState.QUEUED:
                 continue
             told.add(task_id)
-            mesh._publish(TaskEvent(task_id, EventKind.STATUS, state=TaskState.QUEUED, text=text,
+            mesh.fanout.publish(TaskEvent(task_id, EventKind.STATUS, state=TaskState.QUEUED, text=text,
                                     parent_task_id=t.parent_task_id, data=dict(data)))
 
 
@@ -88,16 +88,15 @@ def waited_on_by_local(mesh: Mesh, agent_type: str) -> str:
     """A busy local agent whose task waits (through delegation) on a task queued for
     ``agent_type``, or "". With every local slot held by such agents the start must not
     wait for a slot: none would ever be given back (a manager and its sub-tasks)."""
-    running = {e.info.current_task: agent_id for agent_id, e in mesh.agents.items()
-               if e.info.local and e.info.current_task}
+    running = mesh.registry.local_running()
     if not running:
         return ""
-    for task_id in mesh._queues.get(agent_type, ()):
-        t = mesh.active.get(task_id)
+    for task_id in mesh.queues.queues.get(agent_type, ()):
+        t = mesh.queues.get(task_id)
         hops = 0
         while t is not None and t.parent_task_id and hops < 16:
             if t.parent_task_id in running:
                 return running[t.parent_task_id]
-            t = mesh.active.get(t.parent_task_id)
+            t = mesh.queues.get(t.parent_task_id)
             hops += 1
     return ""

@@ -80,3 +80,12 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
     tasks = doc["results"]["tasks"]["results"]
     assert [t["inflight"] for t in tasks] == [1, 4]
     assert all(t["tasks"] == 10 and t["checked_stored"] == 10 for t in tasks)
+
+
+@pytest.mark.timeout(60)
+def test_event_hotpath_micro_benchmark_runs() -> None:
+    import asyncio
+
+    from bench.event_hotpath import run_once
+
+    assert asyncio.run(run_once(tokens=500, batch=64, watchers=2)) > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from orchgpt_cli import agents, registry
-from orchgpt_cli.approvals import parse_answer
+from orchgpt_cli.approvals import STOP_FEEDBACK, parse_answer
 from orchgpt_cli.errors import ParseError
 from orchgpt_cli.grammar import AgentCommand, MetaCommand, needs_registry, parse, quote, tokenize
 from orchgpt_cli.lexer import highlight
@@ -51,7 +51,7 @@ def test_options_anywhere_after_the_action() -> None:
     assert cmd.approval is True
     assert cmd.options == {"delay": "2", "tokens": "1"}
     assert cmd.task_id == "build-42"
-    command = cmd.to_command(session_id="s1")
+    command = cmd.for_session("s1")
     assert command.action is Action.RUN and command.session_id == "s1" and command.approval
     assert command.options == {"delay": "2", "tokens": "1"} and command.task_id == "build-42"
 
@@ -167,7 +167,9 @@ def test_highlighting_classes() -> None:
 @pytest.mark.parametrize(("text", "decision", "count", "feedback"), [
     ("y", ApprovalDecision.APPROVE, 1, ""),
     ("YES", ApprovalDecision.APPROVE, 1, ""),
-    ("n", ApprovalDecision.REJECT, 1, "rejected by the user"),
+    # seed 003: "'n' to exit program": the call is rejected and the task is stopped
+    ("n", ApprovalDecision.REJECT, 1, STOP_FEEDBACK),
+    ("No", ApprovalDecision.REJECT, 1, STOP_FEEDBACK),
     ("a 3", ApprovalDecision.APPROVE_NEXT, 3, ""),
     ("all 2", ApprovalDecision.APPROVE_NEXT, 2, ""),
     # seed 003 (AutoGPT): "'y -N' to run N continuous commands"

@@ -163,3 +163,23 @@ def test_a_results_checks_are_shown_as_a_table() -> None:
         lines = [plain(x) for x in EventRenderer(TaskLabel(TID, "designer"), prefix_output=False).feed(
             TaskEvent(TID, EventKind.RESULT, 4, result=plain_res))]
         assert len(lines) == 2 and lines[0] == "ok"
+
+
+@pytest.mark.parametrize("agent_id, text", [("local-wrong-0abc", "running"), ("worker-7", "queued for nobody")])
+def test_a_sub_task_is_labelled_with_the_agent_type_on_the_wire(agent_id: str, text: str) -> None:
+    """orchgpt stamps TaskEvent.agent_type: the CLI uses it, not the agent id or the text."""
+    from orchgpt_cli.context import Context
+    from orchgpt_cli.runner import handle, new_view
+
+    from orchgpt import codec
+    from orchgpt.iac.v1 import iac_pb2 as pb
+
+    out = io.StringIO()
+    ctx = Context(StreamOutput(stdout=out, stderr=io.StringIO()))
+    parent = new_view(ctx, "p1", "lead")
+    handle(ctx, parent, codec.event_from_pb(pb.TaskEvent(task_id="p1", seq=1, log=pb.LogEvent(text="go")), 1))
+    child = pb.TaskEvent(task_id="c1", seq=1, agent_id=agent_id, parent_task_id="p1", agent_type="helper",
+                         status=pb.StatusEvent(state=pb.RUNNING, text=text))
+    handle(ctx, parent, codec.event_from_pb(child, 1))
+    assert parent.children["c1"].agent_type == "helper"
+    assert "[helper c1]" in out.getvalue()

@@ -82,7 +82,7 @@ def ok(task_id: str, out: str = "done") -> TaskResult:
 
 
 def expire_grace(m: Mesh) -> None:
-    m._awaiting = {k: (0.0, why) for k, (_, why) in m._awaiting.items()}
+    m.queues.awaiting = {k: (0.0, why) for k, (_, why) in m.queues.awaiting.items()}
     m.heartbeat_tick()
 
 
@@ -97,12 +97,12 @@ def test_a_blip_mid_task_resumes_without_a_second_run(mesh: Mesh) -> None:
     assert b.runs == [] and t.state == TaskState.ASSIGNED and t.agent_id == "a"
     a2 = connect(mesh, "a", current="t1")
     assert a2.runs == [] and b.runs == [] and mesh.running_tasks == 1
-    assert mesh.agents["a"].info.state == AgentState.BUSY and "a" not in mesh._idle["echo"]
+    assert mesh.agents["a"].info.state == AgentState.BUSY and "a" not in mesh.registry.idle["echo"]
     mesh.on_result("a", ok("t1"))
     assert (
         t.state == TaskState.SUCCEEDED and t.attempts == 1 and t.result and t.result.agent_id == "a"
     )
-    assert mesh.agents["a"].info.state == AgentState.IDLE and "a" in mesh._idle["echo"]
+    assert mesh.agents["a"].info.state == AgentState.IDLE and "a" in mesh.registry.idle["echo"]
 
 
 def test_a_result_kept_while_disconnected_settles_the_task(mesh: Mesh) -> None:
@@ -166,9 +166,9 @@ def test_a_refused_run_is_requeued_without_counting_an_attempt(mesh: Mesh) -> No
     mesh.on_refused("a", "t1", "busy with t0", "BUSY")
     assert b.runs == ["t1"] and t.attempts == 1 and t.agent_id == "b"
     # a busy agent is not idle until it reports its own task
-    assert "a" not in mesh._idle["echo"]
+    assert "a" not in mesh.registry.idle["echo"]
     mesh.on_result("a", ok("t0"))
-    assert "a" in mesh._idle["echo"]
+    assert "a" in mesh.registry.idle["echo"]
 
 
 def test_an_agent_that_keeps_refusing_fails_the_task_with_its_reason(mesh: Mesh) -> None:

@@ -64,7 +64,7 @@ def full_task(task_id: str = "t-full", **kw) -> Task:
         language="rust", session_id="sess-1", parent_task_id="", approval=True,
         options={"delay": "0.5", "model": "x"}, state=TaskState.SUCCEEDED, agent_id="coder-1",
         attempts=2, created_ms=1_000, updated_ms=2_000, result=result, error="first try failed",
-        submitted_by="alice", delegated_by="manager-7", inputs=[dep],
+        submitted_by="alice", delegated_by="manager-7", inputs=[dep], reply_to="corr-9",
     )
     fields.update(kw)
     return Task(**fields)  # type: ignore[arg-type]
@@ -425,10 +425,13 @@ def test_database_at_version_1_is_upgraded_and_keeps_its_data(db: Path) -> None:
     c = sqlite3.connect(db, isolation_level=None)
     assert migrate(c, target=1) == [1]
     assert schema_version(c) == 1
-    t = full_task("old")
-    from orchgpt.store.sqlite import _TASK_INSERT, _task_row  # the v1 tasks table is unchanged
+    t = full_task("old", reply_to="")  # reply_to: a column since version 3
+    from orchgpt.store.sqlite import _TASK_COLUMNS, _task_row
 
-    c.execute(_TASK_INSERT, _task_row(t))
+    v1 = [c for c in _TASK_COLUMNS if c != "reply_to"]
+    row = _task_row(t)
+    c.execute(f"INSERT INTO tasks ({', '.join(v1)}, finished) VALUES ({', '.join('?' * (len(v1) + 1))})",
+              (*row[:len(v1)], row[-1]))
     c.execute("INSERT INTO sessions (session_id, created_ms, updated_ms, title, published, tags) "
               "VALUES ('sess-1', 1000, 2000, 'old title', 1, '[\"v1\"]')")
     c.execute("INSERT INTO task_events (task_id, seq, kind, ts_ms, payload) "
@@ -452,6 +455,27 @@ def test_database_at_version_1_is_upgraded_and_keeps_its_data(db: Path) -> None:
     s = SqliteStore(db)
     try:
         assert s.get_task("old") == t
+    finally:
+        s.close()
+
+
+def test_version_2_reply_to_moves_out_of_the_options(db: Path) -> None:
+    """Routing state (the delegation's correlation id) was kept in the user's options as
+    ``_reply_to`` up to version 2, and so stored and sent to agents: migration 3 moves it
+    into its own column and out of the options."""
+    db.parent.mkdir(parents=True)
+    c = sqlite3.connect(db, isolation_level=None)
+    assert migrate(c, target=2) == [1, 2]
+    for task_id, options in (("child", '{"model":"x","_reply_to":"corr-1"}'), ("plain", '{"a":"b"}')):
+        c.execute("INSERT INTO tasks (task_id, agent_type, action, state, options, created_ms, "
+                  "updated_ms, delegated_by) VALUES (?, 'echo', 'run', 'running', ?, 1, 1, 'mgr')",
+                  (task_id, options))
+    c.close()
+    s = SqliteStore(db)
+    try:
+        child, plain = s.get_task("child"), s.get_task("plain")
+        assert child is not None and child.reply_to == "corr-1" and child.options == {"model": "x"}
+        assert plain is not None and plain.reply_to == "" and plain.options == {"a": "b"}
     finally:
         s.close()
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from orchgpt.agent_types import discover
 from orchgpt.certs import paths_for
 from orchgpt.client import MeshClient
 from orchgpt.config import Settings
 from orchgpt.errors import ClientError
 from orchgpt.models import Action, Command, EventKind, TaskState
-from orchgpt.server import builtin_types
 from tests.support.mesh import Daemon, await_for, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -175,7 +175,8 @@ async def _busy(c: MeshClient) -> bool:
 
 
 def test_the_default_limit_fits_every_built_in_type() -> None:
-    assert Settings().max_local_agents >= len(builtin_types()) == 9
+    types = asyncio.run(discover())  # what the daemon learns from `agentd --list-types`
+    assert Settings().max_local_agents >= len(types) == 9
 
 
 async def test_one_slot_serves_echo_git_echo_one_after_another(daemon_factory) -> None:
@@ -252,8 +253,8 @@ def test_a_busy_local_agent_waiting_on_queued_sub_tasks_is_found() -> None:
              Task(task_id="e", agent_type="echo")]
     for t in tasks:
         mesh.active[t.task_id] = t
-    mesh._queues["architect"] = deque(["a"])
-    mesh._queues["echo"] = deque(["e"])
+    mesh.queues.queues["architect"] = deque(["a"])
+    mesh.queues.queues["echo"] = deque(["e"])
     assert waited_on_by_local(mesh, "architect") == "local-manager-1"
     assert waited_on_by_local(mesh, "echo") == ""  # not a descendant: it may wait for a slot
     entry.info.local = False  # a hand-started manager holds no local slot

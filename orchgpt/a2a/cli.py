@@ -4,10 +4,6 @@ agent type NAME (docs/a2a.md). It runs in the foreground until SIGTERM/SIGINT, l
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import signal
-from pathlib import Path
 from typing import Any
 
 EPILOG = """\
@@ -75,46 +71,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import logs
-    from ..client import resolve_address, resolve_certs
-    from ..errors import ConfigError
+    """The proxy is an agent: it runs as `python -m agentd.a2a_proxy` (the daemon's package
+    never imports the agent package), with the arguments given here."""
+    import subprocess
+    import sys
 
+    del args  # parsed here for --help and errors; the proxy parses the same words again
+    words = sys.argv[1:]
+    start = words.index("a2a") + 1
+    argv = words[start + 1:] if words[start:start + 1] == ["add"] else words[start:]
     try:
-        from .proxy import Remote, run_proxy
-    except ImportError as exc:
-        raise ConfigError(
-            f"`orchgpt a2a` needs a2a-sdk: pip install 'orchgpt[a2a]' ({exc})"
-        ) from None
-    logs.configure(args.log_level, args.log_format, service="orchgpt-a2a-proxy")
-    if os.environ.get("ORCHGPT_PARENT_PID"):  # run by the daemon: exit when it dies
-        from agentd.__main__ import _die_with_parent
-
-        _die_with_parent()
-    certs = resolve_certs(args.certs, name=args.name)
-    for path in (certs.ca, certs.cert, certs.key):
-        if not path.exists():
-            raise ConfigError(
-                f"{path} does not exist: the proxy connects as the agent {args.name!r} "
-                f"(orchgpt certs issue {args.name} --role agent)"
-            )
-    remote = Remote(
-        args.url.rstrip("/"), args.ca_file, args.client_cert, args.client_key, args.auth_env
-    )
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_proxy(
-            args.name,
-            remote,
-            resolve_address(args.address),
-            certs,
-            Path(args.workdir).resolve(),
-            stop,
-        )
-
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    asyncio.run(main())
-    return 0
+        return subprocess.call([sys.executable, "-m", "agentd.a2a_proxy", *argv])
+    except KeyboardInterrupt:
+        return 130

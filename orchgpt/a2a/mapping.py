@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from a2a.types import a2a_pb2 as a2a
@@ -259,9 +261,12 @@ def stream_events(ev: TaskEvent, task: Task, appended: bool) -> list[object]:
 def builtin_description(agent_type: str) -> str:
     """The first line of a built-in agent module's docstring (read, not imported)."""
     try:
-        from agentd.builtin import AGENTS_DIR
-
-        doc = ast.get_docstring(ast.parse((AGENTS_DIR / f"{agent_type}.py").read_text())) or ""
+        # found, not imported: the daemon does not import the agent package
+        spec = importlib.util.find_spec("agentd")
+        if spec is None or not spec.submodule_search_locations:
+            return ""
+        module = Path(next(iter(spec.submodule_search_locations))) / "agents" / f"{agent_type}.py"
+        doc = ast.get_docstring(ast.parse(module.read_text())) or ""
     except Exception:
         return ""
     return doc.strip().split("\n\n", 1)[0].replace("\n", " ")

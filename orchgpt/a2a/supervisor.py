@@ -71,9 +71,7 @@ class ProxySupervisor:
             cmd = [
                 sys.executable,
                 "-m",
-                "orchgpt",
-                "a2a",
-                "add",
+                "agentd.a2a_proxy",  # the proxy is an agent: orchgpt never imports agentd
                 name,
                 url,
                 "--address",

@@ -142,6 +142,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE t.result IS NOT NULL AND json_valid(t.result);
         """,
     ),
+    Migration(
+        3,
+        "routing state out of user options: tasks.reply_to (was options._reply_to)",
+        """
+        ALTER TABLE tasks ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
+        UPDATE tasks SET reply_to = json_extract(options, '$._reply_to'),
+                         options = json_remove(options, '$._reply_to')
+        WHERE json_valid(options) AND json_type(options, '$._reply_to') = 'text';
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

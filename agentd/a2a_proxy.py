@@ -9,10 +9,12 @@ next message, the final state as the task's result; a mesh CANCEL cancels the A2
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
+import signal
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,15 +26,15 @@ from a2a.client import A2ACardResolver, ClientConfig, create_client
 from a2a.types import a2a_pb2 as a2a
 from google.protobuf import json_format
 
-from .. import logs
-from ..errors import ConfigError
-from ..mesh import AGENT_TYPE_RE
-from ..models import ApprovalDecision, new_id
+from orchgpt import logs
+from orchgpt.errors import ConfigError
+from orchgpt.mesh import AGENT_TYPE_RE
+from orchgpt.models import ApprovalDecision, new_id
 
 if TYPE_CHECKING:
-    from agentd.runtime import Agent
+    from .runtime import Agent
 
-log = logs.get("orchgpt.a2a.proxy")
+log = logs.get("agentd.a2a_proxy")
 
 APPROVAL_TOOL = "a2a:input"  # the tool named in the approval a remote INPUT_REQUIRED becomes
 _FAILED = {
@@ -86,8 +88,8 @@ def _text(parts: Any) -> str:
 
 def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type[Agent]:
     """An agentd Agent class of type NAME that runs its tasks on the external agent."""
-    from agentd.errors import TaskFailed
-    from agentd.runtime import Agent, Outcome, TaskContext
+    from .errors import TaskFailed
+    from .runtime import Agent, Outcome, TaskContext
 
     if not AGENT_TYPE_RE.match(name):
         raise ConfigError(f"agent type {name!r}: use 1-32 lowercase letters, digits, '_' or '-'")
@@ -220,8 +222,8 @@ async def run_proxy(
     name: str, remote: Remote, address: str, certs: Any, workdir: Path, stop: asyncio.Event
 ) -> None:
     """Fetch the card, then serve tasks of type NAME as the agent NAME until ``stop``."""
-    from agentd.link import Link
-    from agentd.workspace import task_workspace
+    from .link import Link
+    from .workspace import task_workspace
 
     card = await fetch_card(remote)
     cls = proxy_agent_class(name, card, remote)
@@ -252,3 +254,61 @@ async def run_proxy(
         stopper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await runner
+
+
+# ---------------------------------------------------------------- `orchgpt a2a add` runs this
+def run(args: argparse.Namespace) -> int:
+    from orchgpt.client import resolve_address, resolve_certs
+    logs.configure(args.log_level, args.log_format, service="orchgpt-a2a-proxy")
+    if os.environ.get("ORCHGPT_PARENT_PID"):  # run by the daemon: exit when it dies
+        from .__main__ import _die_with_parent
+
+        _die_with_parent()
+    certs = resolve_certs(args.certs, name=args.name)
+    for path in (certs.ca, certs.cert, certs.key):
+        if not path.exists():
+            raise ConfigError(
+                f"{path} does not exist: the proxy connects as the agent {args.name!r} "
+                f"(orchgpt certs issue {args.name} --role agent)"
+            )
+    remote = Remote(
+        args.url.rstrip("/"), args.ca_file, args.client_cert, args.client_key, args.auth_env
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_proxy(
+            args.name,
+            remote,
+            resolve_address(args.address),
+            certs,
+            Path(args.workdir).resolve(),
+            stop,
+        )
+
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    asyncio.run(main())
+    return 0
+
+
+def main() -> None:
+    import sys
+
+    from orchgpt.a2a.cli import add_parser
+    from orchgpt.errors import OrchgptError
+
+    root = argparse.ArgumentParser(prog="orchgpt a2a")
+    add_parser(root.add_subparsers(dest="cmd"))
+    args = root.parse_args(["a2a", "add", *sys.argv[1:]])
+    try:
+        sys.exit(run(args))
+    except OrchgptError as exc:
+        print(f"orchgpt: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The mesh's fan-out: numbering each task's events, buffering them (and the IAC message log)
+for the store, and delivering them to the subscribers of the task, of its ancestors, and
+of every task.
+
+This is the seam for events crossing daemons (issue 19): a daemon publishes here, and a
+shared fan-out would carry the same numbered events to the subscribers of other daemons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import logs
+from .errors import StoreError
+from .models import Task, TaskEvent, new_id, now_ms
+from .store import Store
+
+log = logs.get("orchgpt.mesh")
+
+FLUSH_EVENTS = 500  # buffered events written at once
+FLUSH_DELAY = 0.05  # or after this many seconds
+
+
+class Subscriber(Protocol):
+    def deliver(self, event: TaskEvent) -> bool:
+        """Queue an event; False when the subscriber is too slow and must be dropped."""
+        ...
+
+    def close(self, reason: str) -> None: ...
+
+
+class EventFanout:
+    def __init__(self, store: Store, parent_of: Callable[[str], str]) -> None:
+        self.store = store
+        self.parent_of = parent_of  # task id -> its parent's id while the task is unfinished
+        self.seq: dict[str, int] = {}
+        self.subs: dict[str, set[Subscriber]] = {}
+        self.subs_all: set[Subscriber] = set()
+        self.pending_events: list[TaskEvent] = []
+        self.pending_messages: list[dict[str, object]] = []
+        self.flush_handle: asyncio.TimerHandle | None = None
+
+    def start(self, task_id: str, last_seq: int = 0) -> None:
+        self.seq[task_id] = last_seq
+
+    def flush(self) -> None:
+        """Write buffered events to the store."""
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        if self.pending_events:
+            events, self.pending_events = self.pending_events, []
+            try:
+                self.store.append_events(events)
+            except StoreError as exc:
+                log.error("store_write_failed", what="events", count=len(events), error=str(exc))
+        if self.pending_messages:
+            msgs, self.pending_messages = self.pending_messages, []
+            try:
+                self.store.record_messages(msgs)  # type: ignore[arg-type]
+            except StoreError as exc:
+                log.error("store_write_failed", what="messages", count=len(msgs), error=str(exc))
+
+    def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
+                    correlation_id: str = "") -> None:
+        """The IAC message log: who sent what about which task (written with the events)."""
+        self.pending_messages.append({
+            "id": new_id(), "type": type_, "sender": sender, "recipient": recipient,
+            "task_id": task.task_id if task else "", "session_id": task.session_id if task else "",
+            "correlation_id": correlation_id, "ts_ms": now_ms(),
+        })
+
+    def publish(self, ev: TaskEvent) -> None:
+        seq = self.seq.get(ev.task_id, 0) + 1
+        self.seq[ev.task_id] = seq
+        ev.seq = seq
+        self.pending_events.append(ev)
+        if len(self.pending_events) >= FLUSH_EVENTS:
+            self.flush()
+        elif self.flush_handle is None:
+            try:
+                self.flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+            except RuntimeError:
+                self.flush()
+        self.deliver(ev)
+
+    def deliver(self, ev: TaskEvent) -> None:
+        task_id = ev.task_id
+        hops = 0
+        while task_id and hops < 16:
+            subs = self.subs.get(task_id)
+            if subs:
+                for s in list(subs):
+                    if not s.deliver(ev):
+                        subs.discard(s)
+                        s.close("client too slow: event buffer full; watch again with after_seq")
+            task_id = self.parent_of(task_id)
+            hops += 1
+        if self.subs_all:
+            for s in list(self.subs_all):
+                if not s.deliver(ev):
+                    self.subs_all.discard(s)
+                    s.close("client too slow: event buffer full")
+
+    def finished(self, task_id: str) -> None:
+        """The task is finished: its subscribers are told so, its counter forgotten."""
+        self.seq.pop(task_id, None)
+        subs = self.subs.pop(task_id, None)
+        if subs:
+            for s in subs:
+                s.close("task finished")
+
+    def subscribe(self, sub: Subscriber, task_id: str = "") -> None:
+        if task_id:
+            self.subs.setdefault(task_id, set()).add(sub)
+        else:
+            self.subs_all.add(sub)
+
+    def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
+        if task_id:
+            s = self.subs.get(task_id)
+            if s is not None:
+                s.discard(sub)
+                if not s:
+                    del self.subs[task_id]
+        else:
+            self.subs_all.discard(sub)
+
+    def replay(self, task_id: str, after_seq: int = 0) -> list[Any]:
+        """The task's events after ``after_seq``, as stored (buffered ones written first)."""
+        self.flush()
+        return self.store.events(task_id, after_seq)

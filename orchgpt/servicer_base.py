@@ -1,0 +1,151 @@
+"""What every part of the gRPC servicer shares: the daemon's sender name, status codes by
+name, and the helpers each RPC uses (identity, authorization, task access, refusals, the
+stream guard of limits and revocation). The parts: servicer_agents.py (Connect: agent
+streams), servicer_clients.py (the client RPCs); servicer.py puts them together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from . import authz, codec, logs, stream_rules
+from .batching import Outbox
+from .certs import Identity
+from .errors import CertError, RoutingError
+from .iac.v1 import iac_pb2 as pb
+from .limits import (
+    EventBudget,
+    PeerLimits,
+    StreamCutter,
+)
+from .mesh import Mesh
+from .models import Task
+from .revocation import Revocations
+from .tls import peer_identity
+
+log = logs.get("orchgpt.servicer")
+
+ORCH = authz.DAEMON
+FILE_CHUNK = 256 * 1024
+_TYPE_NAMES = {v: k for k, v in pb.MessageType.items()}
+
+
+def _status_for(code: str) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
+
+
+class ServicerBase:
+    """State and helpers of the Mesh servicer (set by servicer.MeshServicer.__init__)."""
+
+    mesh: Mesh
+    max_message_bytes: int
+    max_pending_events: int
+    workspaces: Path | None
+    revocation: Revocations
+    limits: PeerLimits
+    event_budget: EventBudget
+    heartbeat_ms: int
+    first_message_timeout: float
+    accepting: bool
+    runs: stream_rules.RunIds
+    commands: authz.OpenCommands
+
+    # ------------------------------------------------------------------ helpers
+    async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,
+                        stream: bool = False) -> Identity:
+        abort = self._refusal(context) if stream else context.abort
+        try:
+            ident = peer_identity(context)
+        except CertError as exc:
+            await abort(grpc.StatusCode.UNAUTHENTICATED, f"certificate not accepted: {exc}")
+            raise AssertionError("unreachable") from None
+        refused = self.revocation.check_on_call(ident)
+        if refused:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refused)
+        if role is not None and ident.role != role:
+            what = "connect as an agent" if role == "agent" else "submit or change work (client role needed)"
+            await abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"a {ident.role} certificate ({ident.name}) cannot {what}; "
+                f"issue one with `orchgpt certs issue NAME --role {role}`",
+            )
+        return ident
+
+    async def _authorize(self, context: grpc.aio.ServicerContext, rpc: str, stream: bool = False) -> Identity:
+        """The caller's identity, once orchgpt.authz allows its role to call this RPC
+        (``stream``: Connect, whose refusals are an ERROR envelope and then the status)."""
+        ident = await self._identity(context, stream=stream)
+        d = authz.connect(ident) if rpc == "Connect" else authz.rpc(ident, rpc)
+        if not d:
+            log.warning("rpc_refused", rpc=rpc, peer=ident.name, role=ident.role, rule=d.rule)
+            abort = self._refusal(context) if stream else context.abort
+            await abort(_status_for(d.code), d.message)
+        return ident
+
+    async def _task_for(self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str,
+                        task_id: str) -> Task:
+        """The task, when it exists and the caller may see it; NOT_FOUND otherwise (both alike)."""
+        t = self.mesh.get_task(task_id) if task_id else None
+        if t is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no task {task_id!r}")
+        assert t is not None
+        d = authz.task_access(ident, rpc, t, self.mesh.get_task)
+        if not d:
+            log.info("task_access_refused", rpc=rpc, peer=ident.name, task_id=task_id, rule=d.rule)
+            await context.abort(_status_for(d.code), d.message)
+        return t
+
+    async def _abort_routing(self, context: grpc.aio.ServicerContext, exc: RoutingError) -> None:
+        await context.abort(_status_for(exc.code), str(exc))
+
+    @staticmethod
+    def _refusal(context: grpc.aio.ServicerContext, correlation_id: str = ""):  # type: ignore[no-untyped-def]
+        """Connect's abort: an ERROR envelope with the code first, then the status (docs/protocol.md)."""
+        async def refuse(code: grpc.StatusCode, message: str) -> None:
+            log.warning("agent_stream_refused", peer=context.peer(), code=code.name, reason=message)
+            err = codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id,
+                                     error=pb.Error(code=code.name, message=message))
+            try:
+                await context.write(pb.Batch(envelopes=[err]))
+            except Exception as exc:  # the peer is gone: the status is all there is
+                log.debug("error_envelope_not_sent", error=str(exc))
+            await context.abort(code, message)
+        return refuse
+
+    def _type_of(self, task_id: str) -> str:
+        return self.mesh.agent_type_of(task_id)
+
+    # ------------------------------------------------------------------ limits and revocation
+    # (orchgpt/limits.py, orchgpt/revocation.py, docs/security-limits.md)
+    def _guard_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox, agent_id: str = "") -> StreamCutter:
+        """Bound ``outbox`` by max_stream_queue_bytes, and cut its stream when the peer stops
+        reading or its certificate is revoked (tracked while the stream lives)."""
+        ident = peer_identity(context)
+        outbox.bound(self.limits.max_stream_queue_bytes)
+        cutter = StreamCutter(outbox)
+
+        def overflow() -> None:
+            log.warning("stream_cut", peer=ident.name, role=ident.role, reason=outbox.dropped_reason)
+            cutter()
+
+        outbox.on_overflow = overflow
+        if agent_id:
+            outbox.farewell = lambda code, msg: codec.new_envelope(
+                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))
+
+        def revoked() -> None:
+            msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
+            far = outbox.farewell
+            outbox.abort("UNAUTHENTICATED", msg, last=far("UNAUTHENTICATED", msg) if far else None)
+            cutter()
+
+        cutter.on_revoked = revoked
+        self.revocation.track(ident.serial, cutter)
+        return cutter
+
+    async def _end_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox) -> None:
+        """A stream the daemon cut (overflow, revocation) ends with that status."""
+        if outbox.error is not None:
+            await context.abort(_status_for(outbox.error[0]), outbox.error[1])

@@ -1,0 +1,269 @@
+"""The clients' side of the gRPC servicer: Submit, Watch and the task, session and
+artifact RPCs, and the subscriptions that push a task's events to a client.
+
+Everything here speaks protobuf and converts at the edge (codec.py); the decisions
+are made by mesh.Mesh, reached through its methods only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from . import authz, codec, logs
+from .artifacts import ArtifactError, open_artifact, workspace_name
+from .batching import Outbox
+from .certs import Identity
+from .errors import RoutingError, StoreError
+from .iac.v1 import iac_pb2 as pb
+from .limits import (
+    input_too_large,
+    page_tasks,
+    parse_page_token,
+)
+from .mesh import LOCAL_PREFIX
+from .models import TaskEvent
+from .servicer_base import FILE_CHUNK, ServicerBase, _status_for
+
+log = logs.get("orchgpt.servicer")
+
+
+def _event_envelope(event: TaskEvent, type_of: Callable[[str], str]) -> pb.Envelope:
+    """The TASK_EVENT envelope of an event; an agent's own event is re-stamped from the wire
+    form kept on arrival (codec.encode_event), not encoded again: token deltas are the hot path."""
+    return codec.event_envelope(event, agent_type=event.agent_type or type_of(event.task_id))
+
+
+class EventSubscription:
+    """A client's view of task events, pushed into an outbox as TASK_EVENT envelopes."""
+
+    def __init__(self, outbox: Outbox, limit: int, end_task: str = "",
+                 type_of: Callable[[str], str] = lambda task_id: "",
+                 visible: Callable[[str], bool] | None = None) -> None:
+        self.outbox = outbox
+        self.limit = limit
+        self.end_task = end_task
+        self.overflowed = False
+        self.type_of = type_of  # task id -> agent type (TaskEvent.agent_type)
+        self.visible = visible  # task id -> may this subscriber see it (Watch of every task)
+
+    def deliver(self, event: TaskEvent) -> bool:
+        if self.visible is not None and not self.visible(event.task_id):
+            return True
+        if len(self.outbox) >= self.limit:
+            self.overflowed = True
+            return False
+        self.outbox.put(_event_envelope(event, self.type_of))
+        if self.end_task and event.task_id == self.end_task and event.kind == "result":
+            self.outbox.close("task finished")
+        return True
+
+    def close(self, reason: str) -> None:
+        if not self.end_task or self.overflowed:
+            self.outbox.close(reason)
+
+
+class ClientRpcs(ServicerBase):
+    """The RPCs of clients (part of servicer.MeshServicer)."""
+
+    async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
+        ident = await self._authorize(context, "Submit")
+        if request.sender and request.sender != ident.name:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"sender {request.sender!r} does not match the certificate identity {ident.name!r}")
+        if not self.accepting:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "orchgpt is shutting down; not accepting new work")
+        try:
+            cmd = codec.command_from_pb(request.command)
+        except codec.DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        d = self._submit_access(ident, cmd.task_id, cmd.session_id)
+        if d and authz.principal(ident) != authz.ADMIN:
+            d = authz.workspace_option(cmd.options, self.mesh.get_task, owner=authz.owner_of(ident))
+        if not d:
+            await context.abort(_status_for(d.code), d.message)
+        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes)
+        if too_large:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
+        self._guard_stream(context, outbox)
+        try:
+            task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
+        except RoutingError as exc:
+            await self._abort_routing(context, exc)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
+        async for b in self._follow(task.task_id, 0, outbox, task.agent_type):
+            yield b
+        await self._end_stream(context, outbox)
+
+    def _submit_access(self, ident: Identity, task_id: str, session_id: str) -> authz.Decision:
+        """An idempotency key or a session id of someone else's work is refused."""
+        existing = self.mesh.get_task(task_id) if task_id else None
+        exists = self.mesh.session_exists(session_id)
+        owned = self.mesh.session_exists(session_id, authz.owner_of(ident))
+        return authz.submit_access(ident, existing, self.mesh.get_task, session_id, exists, owned)
+
+    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox,
+                      agent_type: str = "") -> AsyncIterator[pb.Batch]:
+        """Replay the stored events after ``after_seq``, then follow live ones (no await in between,
+        so nothing is missed or doubled)."""
+        sub = EventSubscription(outbox, self.max_pending_events, end_task=task_id, type_of=self._type_of)
+        mesh = self.mesh
+        replay, following = mesh.replay_then_follow(task_id, after_seq, sub)
+        for ev in replay:
+            outbox.put(codec.event_envelope(ev, agent_type=agent_type))
+        if not following:
+            outbox.close("task finished")
+        try:
+            while True:
+                batch = await outbox.next_batch()
+                if batch is None:
+                    break
+                yield batch
+        finally:
+            mesh.unsubscribe(sub, task_id)
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
+        outbox = Outbox(max_bytes=self.max_message_bytes // 2)
+        self._guard_stream(context, outbox)
+        if request.task_id:
+            ident = await self._authorize(context, "Watch(task)")
+            watched = await self._task_for(context, ident, "Watch(task)", request.task_id)
+            async for b in self._follow(request.task_id, request.after_seq, outbox, watched.agent_type):
+                yield b
+            await self._end_stream(context, outbox)
+            return
+        ident = await self._authorize(context, "Watch(all)")
+        owner = authz.list_owner(ident, "Watch(all)")
+        sub = EventSubscription(outbox, self.max_pending_events, type_of=self._type_of,
+                                visible=None if owner is None else self._owned_by(owner))
+        self.mesh.subscribe(sub)
+        try:
+            while True:
+                batch = await outbox.next_batch()
+                if batch is None:
+                    await self._end_stream(context, outbox)
+                    if sub.overflowed:
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                            "client too slow: event buffer full; watch again")
+                    break
+                yield batch
+        finally:
+            self.mesh.unsubscribe(sub)
+
+    def _owned_by(self, owner: str) -> Callable[[str], bool]:
+        seen: dict[str, bool] = {}
+        get = self.mesh.get_task
+
+        def visible(task_id: str) -> bool:
+            ok = seen.get(task_id)
+            if ok is None:
+                t = get(task_id)
+                ok = t is not None and authz.owns(owner, t, get)
+                if len(seen) > 10_000:
+                    seen.clear()
+                seen[task_id] = ok
+            return ok
+
+        return visible
+
+    async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
+        await self._authorize(context, "ListAgents")
+        return pb.ListAgentsResponse(agents=[codec.agent_to_pb(a) for a in self.mesh.list_agents(request.agent_type)])
+
+    async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.GetTaskResponse:
+        ident = await self._authorize(context, "GetTask")
+        t = await self._task_for(context, ident, "GetTask", request.task_id)
+        resp = pb.GetTaskResponse(task=codec.task_to_pb(t))
+        if request.with_events:
+            resp.events.extend(codec.event_to_pb(e, t.agent_type) for e in self.mesh.replay(t.task_id))
+        found = self.mesh.task_with_children(t.task_id)
+        children = found[1] if found is not None else []
+        resp.children.extend(codec.task_to_pb(c) for c in children)
+        return resp
+
+    async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext) -> pb.ListTasksResponse:
+        ident = await self._authorize(context, "ListTasks")
+        offset = parse_page_token(request.page_token)
+        if offset is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a next_page_token from ListTasks")
+        assert offset is not None
+        limit = min(max(request.limit, 0) or 50, 1000)  # one page; next_page_token goes on
+        tasks = self.mesh.list_tasks(offset + limit + 1, request.session_id, request.include_children,
+                                     owner=authz.list_owner(ident, "ListTasks"))
+        out = tasks[offset:offset + limit]
+        page, token = page_tasks((codec.task_to_pb(t) for t in out), offset, self.limits.list_page_bytes,
+                                 self.limits.list_field_bytes, more=len(tasks) > offset + limit)
+        return pb.ListTasksResponse(tasks=page, next_page_token=token)
+
+    async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskInfo:
+        ident = await self._authorize(context, "CancelTask")
+        await self._task_for(context, ident, "CancelTask", request.task_id)
+        try:
+            t = self.mesh.cancel(request.task_id, request.reason)
+        except RoutingError as exc:
+            await self._abort_routing(context, exc)
+        return codec.task_to_pb(t)
+
+    async def Approve(self, request: pb.ApproveRequest, context: grpc.aio.ServicerContext) -> pb.ApproveResponse:
+        ident = await self._authorize(context, "Approve")
+        await self._task_for(context, ident, "Approve", request.task_id)
+        try:
+            self.mesh.approve(request.task_id, codec.approval_response_from_pb(request.response))
+        except codec.DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except RoutingError as exc:
+            await self._abort_routing(context, exc)
+        return pb.ApproveResponse()
+
+    async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:  # type: ignore[override]
+        """A file of a task's workspace, from the daemon's own workspace root only (orchgpt.artifacts):
+        the workspace an agent reported in its result is a label, never a path opened here."""
+        ident = await self._authorize(context, "FetchArtifact")
+        t = await self._task_for(context, ident, "FetchArtifact", request.task_id)
+        try:
+            if self.workspaces is None:
+                raise ArtifactError(f"task {t.task_id!r} has no workspace on this host", "NOT_FOUND")
+            f = open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), request.path)
+        except ArtifactError as exc:
+            msg = str(exc)
+            if exc.code == "NOT_FOUND" and t.agent_id and not t.agent_id.startswith(LOCAL_PREFIX):
+                msg += (f"; task {t.task_id} ran on agent {t.agent_id}, whose files stay on that agent's "
+                        "host (fetch them there)")
+            elif exc.code == "NOT_FOUND":
+                msg += f" in the workspace of task {t.task_id} on this host"
+            log.info("artifact_refused", task_id=t.task_id, peer=ident.name, code=exc.code)
+            await context.abort(_status_for(exc.code), msg)
+            raise AssertionError("unreachable") from None
+        size = f.size
+        h = hashlib.sha256()
+        offset = 0
+        for data in f.chunks(FILE_CHUNK):  # type: ignore[attr-defined]
+            h.update(data)
+            last = offset + len(data) >= size or not data
+            yield pb.FileChunk(path=request.path, offset=offset, data=data, eof=last, size=size,
+                               sha256=h.hexdigest() if last else "")
+            offset += len(data)
+            if last:
+                break
+
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext) -> pb.ListSessionsResponse:
+        ident = await self._authorize(context, "ListSessions")
+        # the gallery (published sessions) is every client's; otherwise a client's own sessions
+        owner = None if request.published_only else authz.list_owner(ident, "ListSessions")
+        ss = self.mesh.list_sessions(request.limit or 50, request.published_only, owner=owner)
+        return pb.ListSessionsResponse(sessions=[codec.session_to_pb(s) for s in ss])
+
+    async def PublishSession(self, request: pb.PublishSessionRequest, context: grpc.aio.ServicerContext) -> pb.PublishSessionResponse:
+        ident = await self._authorize(context, "PublishSession")
+        owned = self.mesh.session_exists(request.session_id, authz.list_owner(ident, "PublishSession"))
+        if not owned:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id!r}")
+        try:
+            s = self.mesh.publish_session(request.session_id, list(request.tags))
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.PublishSessionResponse(session=codec.session_to_pb(s))
