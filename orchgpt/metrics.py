@@ -209,7 +209,7 @@ class MeshMetrics:
         yield ev
         stats = getattr(self.mesh, "stats", {})
         rq = CounterMetricFamily("orchgpt_tasks_requeued", "Times a task went back to its queue "
-                                 "(agent lost, crashed or refused it)")
+                                 "(its agent was lost or crashed)")
         rq.add_metric([], stats.get("requeued", 0))
         yield rq
 
