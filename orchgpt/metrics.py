@@ -207,6 +207,18 @@ class MeshMetrics:
         for k in EventKind:
             ev.add_metric([str(k)], self.events.get(str(k), 0))
         yield ev
+        counts = getattr(self.spawner, "counts", None) or {}
+        for what, doc in (("start", "starts"), ("crash", "crashes"), ("give_up", "give_ups")):
+            lc = CounterMetricFamily(f"orchgpt_local_agent_{doc}", f"Local agents (spawned by this "
+                                     f"daemon): {doc.replace('_', '-')}, by agent type",
+                                     labels=["agent_type"])
+            by_type: dict[str, int] = {}
+            for (at, w), n in list(counts.items()):
+                if w == what:
+                    self._inc(by_type, self.agent_type(at), n)
+            for at, n in sorted(by_type.items()):
+                lc.add_metric([at], n)
+            yield lc
         stats = getattr(self.mesh, "stats", {})
         rq = CounterMetricFamily("orchgpt_tasks_requeued", "Times a task went back to its queue "
                                  "(its agent was lost or crashed)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from orchgpt.models import (
     Usage,
 )
 from orchgpt.store import open_store
-from tests.support.mesh import Daemon
+from tests.support.mesh import Daemon, await_for, pids_matching
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,6 +97,8 @@ async def test_metrics_count_the_tasks_a_daemon_ran(daemon_factory, tmp_path: Pa
     assert value(ss, "orchgpt_agents", agent_type="echo", state="idle") == 1
     assert value(ss, "orchgpt_events_total", kind="result") == 4
     assert value(ss, "orchgpt_tasks_requeued_total") == 0
+    assert value(ss, "orchgpt_local_agent_starts_total", agent_type="echo") == 1
+    assert value(ss, "orchgpt_local_agent_crashes_total", agent_type="echo") is None
     # the exact line of the "done when"
     assert 'orchgpt_tasks_total{agent_type="echo",state="succeeded"} 3.0' in text
     # only /metrics; a bad request does not take the daemon down
@@ -150,3 +154,36 @@ def test_llm_usage_is_counted_by_agent_type_and_model_with_bounded_models() -> N
     assert len(models) == MAX_MODELS + 1 and "other" in models
     assert value(ss, "orchgpt_llm_tokens_total", agent_type="architect", model="other",
                  kind="input") == 11 * 100
+
+
+async def test_a_crashed_local_agent_and_its_requeued_task_are_counted(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port_file = tmp_path / "metrics-port"
+    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0",
+                               "--metrics-port-file", str(port_file)).start()
+    port = int(port_file.read_text())
+    async with d.client() as c:
+        events: list = []
+
+        async def go() -> None:
+            async for ev in c.submit(Command("echo", Action.RUN, "again", options={"delay": "1"})):
+                events.append(ev)
+
+        runner = asyncio.create_task(go())
+        await await_for(lambda: any(e.state == TaskState.RUNNING for e in events), 20, what="running")
+        ss = samples(scrape(port)[1])
+        assert value(ss, "orchgpt_tasks_in_state", state="running") == 1
+        assert value(ss, "orchgpt_agents", agent_type="echo", state="busy") == 1
+        [agent] = await c.list_agents()
+        [pid] = pids_matching(f"--name {agent.agent_id}")
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(runner, 40)
+    assert events[-1].state == TaskState.SUCCEEDED
+    ss = samples(scrape(port)[1])
+    assert value(ss, "orchgpt_local_agent_crashes_total", agent_type="echo") == 1
+    # the restart, and maybe a fresh agent the requeued task asked for meanwhile
+    assert (value(ss, "orchgpt_local_agent_starts_total", agent_type="echo") or 0) >= 2
+    assert value(ss, "orchgpt_tasks_requeued_total") == 1
+    assert value(ss, "orchgpt_task_queue_seconds_count", agent_type="echo") == 2  # it waited twice
+    assert value(ss, "orchgpt_task_run_seconds_count", agent_type="echo") == 1
+    assert value(ss, "orchgpt_tasks_total", agent_type="echo", state="submitted") == 1
+    assert value(ss, "orchgpt_tasks_total", agent_type="echo", state="succeeded") == 1
