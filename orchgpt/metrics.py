@@ -243,8 +243,12 @@ class MetricsServer:
     async def start(self) -> None:
         host, port = parse_address(self.listen)
         self.host = host
-        self.server = await asyncio.start_server(self._handle, host, port,
-                                                 limit=MAX_REQUEST_BYTES)
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port,
+                                                     limit=MAX_REQUEST_BYTES)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {self.listen} (metrics_listen): "
+                          f"{exc.strerror or exc}") from None
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("metrics_serving", address=self.address, path="/metrics")
         if host not in ("127.0.0.1", "::1", "localhost"):

@@ -187,3 +187,16 @@ async def test_a_crashed_local_agent_and_its_requeued_task_are_counted(daemon_fa
     assert value(ss, "orchgpt_task_run_seconds_count", agent_type="echo") == 1
     assert value(ss, "orchgpt_tasks_total", agent_type="echo", state="submitted") == 1
     assert value(ss, "orchgpt_tasks_total", agent_type="echo", state="succeeded") == 1
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        d: Daemon = daemon_factory("--metrics-listen", f"127.0.0.1:{taken}")
+        with pytest.raises(RuntimeError, match=f"cannot serve metrics on 127.0.0.1:{taken} "
+                           r"\(metrics_listen\)"):
+            d.start()
