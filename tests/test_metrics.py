@@ -200,3 +200,31 @@ def test_a_metrics_port_in_use_is_a_clear_error(daemon_factory) -> None:  # type
         with pytest.raises(RuntimeError, match=f"cannot serve metrics on 127.0.0.1:{taken} "
                            r"\(metrics_listen\)"):
             d.start()
+
+
+async def test_a_remote_agents_model_usage_is_counted(daemon_factory, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      agents: list) -> None:
+    from tests.support.mesh import start_agent
+    from tests.support.scripted_openai import ScriptedOpenAI
+    from tests.support.team_script import TeamScript
+
+    port_file = tmp_path / "metrics-port"
+    with ScriptedOpenAI(responder=TeamScript(), models=("gpt-4o-mini",)) as model:
+        d: Daemon = daemon_factory("--no-spawn", "--metrics-listen", "127.0.0.1:0",
+                                   "--metrics-port-file", str(port_file)).start()
+        port = int(port_file.read_text())
+        # its own process and certificate, connected over the mesh as any remote agent is
+        agents.append(start_agent(d, "arch-remote", "architect", extra_env=model.env(api_key="test")))
+        async with d.client() as c:
+            await await_for(lambda: c.list_agents("architect"), 20, what="the architect agent")
+            final = await run_task(c, Command("architect", Action.CREATE, "fastapi app"), 60)
+        assert final.result.state == TaskState.SUCCEEDED, final.result.error
+        usage = final.result.usage
+        assert usage.prompt_tokens > 0
+        ss = samples(scrape(port)[1])
+    labels = {"agent_type": "architect", "model": usage.model}
+    assert value(ss, "orchgpt_llm_tokens_total", kind="input", **labels) == usage.prompt_tokens
+    assert value(ss, "orchgpt_llm_tokens_total", kind="output", **labels) == usage.completion_tokens
+    assert value(ss, "orchgpt_llm_calls_total", **labels) == usage.calls > 0
+    assert value(ss, "orchgpt_llm_cost_usd_total", **labels) == pytest.approx(usage.cost_usd)
+    assert value(ss, "orchgpt_agents", agent_type="architect", state="idle") == 1
