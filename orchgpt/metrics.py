@@ -111,14 +111,15 @@ class MeshMetrics:
     def _count(self, ev: TaskEvent) -> None:
         kind = str(ev.kind)
         self.events[kind] = self.events.get(kind, 0) + 1
-        now = time.monotonic()
         if ev.kind == EventKind.STATUS:
+            now = time.monotonic()
             if ev.state == TaskState.QUEUED:
                 t = self.live.get(ev.task_id)
-                if t is None:  # the first QUEUED: a task is submitted
+                if t is None:  # the first QUEUED: a task is submitted (or recovered and requeued)
                     at = self.agent_type(self.mesh.agent_type_of(ev.task_id) or ev.agent_type
                                          or "unknown")
-                    self._inc(self.tasks, (at, "submitted"))
+                    if ev.data.get("requeued") != "true":
+                        self._inc(self.tasks, (at, "submitted"))
                     if len(self.live) >= MAX_TRACKED:
                         self.live.pop(next(iter(self.live)))
                     self.live[ev.task_id] = [at, now, None]
@@ -131,6 +132,7 @@ class MeshMetrics:
                         self.queue_s.setdefault(t[0], _Histogram()).observe(now - t[1])
                     t[1], t[2] = None, now
         elif ev.kind == EventKind.RESULT:
+            now = time.monotonic()
             t = self.live.pop(ev.task_id, None)
             r = ev.result
             at = t[0] if t is not None else self.agent_type(

@@ -228,3 +228,30 @@ async def test_a_remote_agents_model_usage_is_counted(daemon_factory, tmp_path: 
     assert value(ss, "orchgpt_llm_calls_total", **labels) == usage.calls > 0
     assert value(ss, "orchgpt_llm_cost_usd_total", **labels) == pytest.approx(usage.cost_usd)
     assert value(ss, "orchgpt_agents", agent_type="architect", state="idle") == 1
+
+
+async def test_a_task_recovered_after_a_restart_is_not_submitted_twice(daemon_factory,  # type: ignore[no-untyped-def]
+                                                                        tmp_path: Path) -> None:
+    port_file = tmp_path / "metrics-port"
+    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0",
+                               "--metrics-port-file", str(port_file)).start()
+    async with d.client() as c:
+        events: list = []
+
+        async def go() -> None:
+            async for ev in c.submit(Command("echo", Action.RUN, "again", options={"delay": "30"})):
+                events.append(ev)
+
+        runner = asyncio.create_task(go())
+        await await_for(lambda: any(e.state == TaskState.RUNNING for e in events), 20, what="running")
+        task_id = events[0].task_id
+        runner.cancel()
+    d.kill()  # its local agent goes with it; the task is recovered and requeued at the restart
+    d.start()
+    port = int(port_file.read_text())
+    async with d.client() as c:
+        await c.cancel(task_id, "enough")
+    ss = samples(scrape(port)[1])
+    assert value(ss, "orchgpt_tasks_total", agent_type="echo", state="submitted") is None
+    assert value(ss, "orchgpt_tasks_total", agent_type="echo", state="cancelled") == 1
+    assert value(ss, "orchgpt_tasks_requeued_total") == 1
