@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     )
     a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
+    metrics_listen: str = Field(
+        "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "
+        "PORT or :PORT means 127.0.0.1; docs/operations.md); empty: off"
+    )
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
     )
@@ -116,6 +120,14 @@ class Settings(BaseSettings):
     @field_validator("a2a_listen")
     @classmethod
     def _check_a2a_listen(cls, v: str) -> str:
+        return cls._check_listen(v) if v else v  # empty: off
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, v: str) -> str:
+        v = v.strip()
+        if v.isdigit() or v.startswith(":"):  # loopback unless a host is given explicitly
+            v = "127.0.0.1:" + v.lstrip(":")
         return cls._check_listen(v) if v else v  # empty: off
 
     @field_validator("listen")

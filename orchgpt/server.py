@@ -33,6 +33,7 @@ from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
+from .metrics import start_metrics
 from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
 from .spawner import Spawner
@@ -159,6 +160,7 @@ class OrchgptServer:
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)
 
         self.a2a = await start_listener(self)
+        self.metrics = await start_metrics(self)  # Prometheus, when --metrics-listen is set
         await server.start()
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -278,6 +280,8 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if getattr(self, "a2a", None) is not None:
             await self.a2a.stop()
+        if getattr(self, "metrics", None) is not None:
+            await self.metrics.stop()
         if self._tick is not None:
             self._tick.cancel()
         if getattr(self, "_crl_poll", None) is not None:
