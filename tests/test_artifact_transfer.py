@@ -149,3 +149,78 @@ async def test_uploads_are_checked(mesh: tuple[Daemon, AgentProc, Path]) -> None
         assert got.read_bytes() == b"fine"
     assert "artifact_store_full" in d.log()  # logged as an ERROR for the operator
     assert not list((d.data_dir / "artifacts" / "tmp").iterdir())  # refused uploads discarded
+
+
+async def test_an_upload_cut_by_a_disconnect_is_discarded(mesh: tuple[Daemon, AgentProc, Path]) -> None:
+    """Half a file, then the stream ends: nothing is recorded and the partial upload is
+    dropped; sent again from offset 0 on a new stream, it is stored."""
+    d, _, _ = mesh
+    data = os.urandom(3000)
+    sha = hashlib.sha256(data).hexdigest()
+    first_half = pb.FileChunk(path="cut.bin", offset=0, data=data[:1500], size=len(data))
+    rest = pb.FileChunk(path="cut.bin", offset=1500, data=data[1500:], eof=True, size=len(data), sha256=sha)
+    tmp = d.data_dir / "artifacts" / "tmp"
+    async with client(d) as c:
+        async with StubAgent(d.address, issue(d.certs, "cutter", "agent"), "cutter", "cuttype") as m:
+            fut = asyncio.ensure_future(run(c, Command("cuttype", Action.RUN, "x")))
+            run_env = await m.expect(pb.RUN)
+            task_id = run_env.task.task_id
+            m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=first_half)
+            ping = m.send(pb.PING, ping=pb.Ping())
+            await m.expect(pb.PONG, lambda e: e.correlation_id == ping.id)  # the chunk was handled
+            assert list(tmp.iterdir())  # in progress
+        await await_for(lambda: not list(tmp.iterdir()), 10, what="the cut upload to be discarded")
+        with pytest.raises(ClientError):
+            await c.fetch_artifact(task_id, "cut.bin", d.workdir / "cut.bin")
+        async with StubAgent(d.address, issue(d.certs, "cutter", "agent"), "cutter", "cuttype") as m:
+            # continuing at offset 1500 on the new stream is refused: the daemon kept nothing
+            e = m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=rest)
+            err = await m.error_for(e)
+            assert err.error.code == "INVALID_ARGUMENT" and "expected 0" in err.error.message
+            m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=first_half)
+            m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=rest)
+            m.send(pb.REPLY, task_id=task_id, reply=pb.Reply(result=pb.TaskResult(
+                task_id=task_id, state=pb.SUCCEEDED)))
+            await asyncio.wait_for(fut, 15)
+        got = await c.fetch_artifact(task_id, "cut.bin", d.workdir / "cut.bin")
+        assert got.read_bytes() == data
+
+
+async def test_agentd_uploads_again_after_the_daemon_comes_back(daemon_factory, tmp_path: Path,
+                                                               agents: list[AgentProc]) -> None:  # type: ignore[no-untyped-def]
+    """The daemon dies while a remote agent's task runs; the agent finishes offline, and after
+    reconnecting delivers the result and uploads the file: /fetch then works."""
+    d: Daemon = daemon_factory("--no-spawn", "--reconnect-grace", "30").start()
+    issue(d.certs, "alice", "client")
+    a = start_agent(d, "lone", "echo", cwd=tmp_path / "host2",
+                    extra_args=["--workspace-root", str(tmp_path / "host2" / "ws")])
+    agents.append(a)
+    events: list[TaskEvent] = []
+
+    async def follow() -> None:
+        async with client(d) as c:
+            async for ev in c.submit(Command("echo", Action.RUN, "offline bytes", task_id="late-1",
+                                             options={"file": "late.txt", "delay": "1.5"})):
+                events.append(ev)
+
+    async with client(d) as c:
+        await await_for(lambda: c.list_agents("echo"), timeout=20, what="the echo agent to register")
+    follower = asyncio.create_task(follow())
+    await await_for(lambda: any(e.kind == EventKind.STATUS and e.agent_id == "lone" for e in events),
+                    15, what="the task to run on lone")
+    d.kill()
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
+    await await_for(lambda: '"task_done"' in a.log(), 15, what="lone to finish offline")
+    d.start(port=d.port)
+
+    async def fetched() -> bool:
+        async with client(d) as c:
+            try:
+                got = await c.fetch_artifact("late-1", "late.txt", tmp_path / "late.txt")
+            except ClientError:
+                return False
+            return got.read_bytes() == b"offline bytes"
+
+    await await_for(fetched, 20, interval=0.3, what="late.txt to reach the daemon's store")
+    assert not (d.data_dir / "workspaces" / "late-1").exists()
