@@ -220,8 +220,9 @@ class ClientRpcs(ServicerBase):
         return pb.ApproveResponse()
 
     async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:  # type: ignore[override]
-        """A file of a task's workspace, from the daemon's own workspace root only (orchgpt.artifacts):
-        the workspace an agent reported in its result is a label, never a path opened here."""
+        """A file of a task: from the artifact store when uploaded (orchgpt.artifact_store), else
+        from the daemon's own workspace root only (orchgpt.artifacts): the workspace an agent
+        reported in its result is a label, never a path opened here."""
         ident = await self._authorize(context, "FetchArtifact")
         t = await self._task_for(context, ident, "FetchArtifact", request.task_id)
         try:
