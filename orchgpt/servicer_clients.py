@@ -237,7 +237,7 @@ class ClientRpcs(ServicerBase):
             msg = str(exc)
             if exc.code == "NOT_FOUND" and t.agent_id and not t.agent_id.startswith(LOCAL_PREFIX):
                 msg += (f"; task {t.task_id} ran on agent {t.agent_id}, which uploaded no such file "
-                        "to the artifact store")
+                        "to the artifact store (nor is it in this host's workspace)")
             elif exc.code == "NOT_FOUND":
                 msg += f" in the workspace of task {t.task_id} on this host"
             log.info("artifact_refused", task_id=t.task_id, peer=ident.name, code=exc.code)
