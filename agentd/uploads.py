@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from orchgpt import logs
 from orchgpt.artifacts import ArtifactError, check_path
@@ -27,40 +28,50 @@ CHUNK = 256 * 1024
 MAX_QUEUED = 8  # envelopes waiting in the outbox before the next chunk is read
 
 
-def _read(workspace: Path, path: str) -> bytes | None:
+def _open(workspace: Path, path: str) -> BinaryIO | None:
+    """The artifact's file in the workspace: a regular file reached without a symlink at its end."""
     try:
         parts = check_path(path)
     except ArtifactError as exc:
         log.warning("artifact_not_uploaded", path=path, reason=str(exc))
         return None
-    full = workspace.joinpath(*parts)
     try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(workspace.joinpath(*parts), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         log.warning("artifact_not_uploaded", path=path, reason=str(exc))
         return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
-        return f.read()
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        log.warning("artifact_not_uploaded", path=path, reason="not a regular file")
+        return None
+    return f
 
 
 def chunks(workspace: Path, artifacts: list[Artifact]) -> Iterator[pb.FileChunk]:
+    """Each file read twice, a chunk at a time (memory stays bounded): once for its size and
+    sha256, once to send it. A file that changes in between fails the daemon's check."""
     for art in artifacts:
-        data = _read(workspace, art.path)
-        if data is None:
+        f = _open(workspace, art.path)
+        if f is None:
             continue
-        digest = hashlib.sha256(data).hexdigest()
-        size = len(data)
-        offset = 0
-        while True:
-            piece = data[offset:offset + CHUNK]
-            last = offset + len(piece) >= size
-            yield pb.FileChunk(path=art.path, offset=offset, data=piece, eof=last, size=size,
-                               sha256=digest if last else "")
-            offset += len(piece)
-            if last:
-                break
+        with f:
+            h = hashlib.sha256()
+            size = 0
+            while piece := f.read(CHUNK):
+                h.update(piece)
+                size += len(piece)
+            digest = h.hexdigest()
+            f.seek(0)
+            offset = 0
+            while True:
+                piece = f.read(min(CHUNK, size - offset)) if offset < size else b""
+                last = offset + len(piece) >= size or not piece
+                yield pb.FileChunk(path=art.path, offset=offset, data=piece, eof=last, size=size,
+                                   sha256=digest if last else "")
+                offset += len(piece)
+                if last:
+                    break
 
 
 async def upload(outbox: Callable[[], Outbox | None], make_env: Callable[..., pb.Envelope],

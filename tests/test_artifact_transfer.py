@@ -22,7 +22,7 @@ from tests.support.mesh import AgentProc, Daemon, await_for, issue, make_certs, 
 from tests.support.stub_agent import StubAgent
 
 pytestmark = pytest.mark.timeout(60)
-CAP = 64 * 1024
+CAP = 2 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,15 @@ async def test_fetch_returns_a_remote_agents_file(mesh: tuple[Daemon, AgentProc,
     assert blob.read_bytes() == b"hello"
     assert stat.S_IMODE(blob.stat().st_mode) == 0o600
     assert stat.S_IMODE(blob.parent.stat().st_mode) == 0o700
+
+
+async def test_a_file_of_several_chunks(mesh: tuple[Daemon, AgentProc, Path], tmp_path: Path) -> None:
+    d, _, _ = mesh
+    text = "".join(f"line {i}\n" for i in range(80_000))  # ~700 KB: three 256 KiB chunks
+    task_id = await echo_file(d, text, "big/log.txt")
+    async with client(d) as c:
+        got = await c.fetch_artifact(task_id, "big/log.txt", tmp_path / "log.txt")
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(text.encode()).hexdigest()
 
 
 async def test_same_content_is_stored_once(mesh: tuple[Daemon, AgentProc, Path], tmp_path: Path) -> None:
