@@ -345,8 +345,13 @@ class Link:
         env = self._env(pb.REPLY, task_id=req.task_id, correlation_id=run_id,
                         reply=pb.Reply(result=codec.result_to_pb(result)))
         # the files go first: when the REPLY is stored they are in the daemon's artifact store
-        uploaded = await uploads.upload(lambda: self.outbox, self._env, req.task_id, Path(result.workspace),
-                                        result.artifacts) if result.artifacts and ctx is not None else True
+        uploaded = True
+        if result.artifacts and ctx is not None:
+            try:
+                uploaded = await uploads.upload(lambda: self.outbox, self._env, req.task_id,
+                                                Path(result.workspace), result.artifacts)
+            except asyncio.CancelledError:  # cancelled while uploading: the result still goes
+                log.info("artifact_upload_cancelled", task_id=req.task_id)
         if uploaded and self.send(env):
             self.unconfirmed[req.task_id] = result
             # orchgpt handles a stream's envelopes in order and stores a result before it reads
