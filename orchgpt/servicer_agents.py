@@ -285,7 +285,7 @@ class AgentStreams(ServicerBase):
 
     def _on_upload(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
         """FILE_TRANSFER to the daemon: a chunk of an artifact of a task the sender runs or ran
-        (orchgpt.artifact_store; docs/protocol.md §7)."""
+        (orchgpt.artifact_store; docs/protocol.md §4.5)."""
         store = self.artifact_store
         if env.WhichOneof("body") != "file_chunk":
             raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_TRANSFER needs the body file_chunk")
