@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="seconds a disconnected agent's task is held for it (after a network blip or "
         "a restart of orchgpt) before it is requeued",
     )
+    artifact_store_max_bytes: int = Field(
+        1024 * 1024 * 1024, ge=0,
+        description="total size of the artifacts agents upload (DATA_DIR/artifacts, deduplicated); "
+        "an upload past it is refused with RESOURCE_EXHAUSTED (0: no limit)",
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(10_000, ge=100, description="events buffered for a slow client before it is dropped")
     max_stream_queue_bytes: int = Field(

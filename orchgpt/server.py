@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import agent_types, logs, reflection
+from .artifact_store import ArtifactStore
 from .certs import CA, CertPaths, paths_for
 from .config import Settings
 from .datadir import DataDirLock
@@ -143,6 +144,7 @@ class OrchgptServer:
         servicer = MeshServicer(self.mesh, s.max_message_bytes, s.max_pending_events, s.workspaces)
         self.servicer = servicer
         servicer.limits = PeerLimits.from_settings(s)
+        servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
         add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
