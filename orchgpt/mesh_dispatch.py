@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import logs
 from .models import AgentState, EventKind, Task, TaskEvent, TaskResult, TaskState
 
 if TYPE_CHECKING:
+    from .mesh import Mesh
     from .mesh_registry import AgentEntry, AgentRegistry
     from .waiting import WaitingNotes
 
@@ -99,8 +100,10 @@ class DispatchRules:
         max_attempts: int
         stats: dict[str, int]
         waiting: WaitingNotes
-        agents: dict[str, AgentEntry]
-        active: dict[str, Task]
+        @property
+        def agents(self) -> dict[str, AgentEntry]: ...
+        @property
+        def active(self) -> dict[str, Task]: ...
 
         def _set_state(self, t: Task, state: TaskState) -> None: ...
         def _finish(self, t: Task, result: TaskResult) -> None: ...
@@ -149,7 +152,7 @@ class DispatchRules:
             while want > 0 and self.spawner.can_spawn(agent_type):
                 self.spawner.spawn(agent_type)
                 want -= 1
-        self.waiting.note(self, agent_type)
+        self.waiting.note(cast("Mesh", self), agent_type)  # a mixin of Mesh
 
     def _assign(self, t: Task, entry: AgentEntry) -> None:
         t.agent_id = entry.info.agent_id

@@ -9,6 +9,7 @@ is what each daemon knows of its own agents; a shared one lists every daemon's.
 
 from __future__ import annotations
 
+import builtins
 import re
 import time
 from collections import deque
@@ -147,7 +148,7 @@ class AgentRegistry:
         idle = [a for a in ids if self.agents[a].info.state == AgentState.IDLE] or ids
         return idle[key % len(idle)]
 
-    def links_except(self, agent_id: str) -> list[AgentLink]:
+    def links_except(self, agent_id: str) -> builtins.list[AgentLink]:  # `list` is a method here
         return [e.link for a, e in self.agents.items() if a != agent_id]
 
     def local_running(self) -> dict[str, str]:
@@ -167,8 +168,10 @@ class AgentRules:
         reconnect_grace: float
         heartbeat_interval: float
         heartbeat_misses: int
-        agents: dict[str, AgentEntry]
-        active: dict[str, Task]
+        @property
+        def agents(self) -> dict[str, AgentEntry]: ...
+        @property
+        def active(self) -> dict[str, Task]: ...
 
         def _settle(self, agent_id: str, result: TaskResult, how: str) -> None: ...
         def _requeue(self, t: Task, reason: str) -> None: ...

@@ -95,7 +95,7 @@ class MeshMetrics:
         # unfinished task -> [agent_type, queued since (monotonic) or None, assigned at or None]
         self.live: dict[str, list[Any]] = {}
         self.registry = CollectorRegistry(auto_describe=False)  # our own, not the global one
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
 
     # ---- Subscriber
     def deliver(self, ev: TaskEvent) -> bool:
@@ -196,13 +196,13 @@ class MeshMetrics:
         yield tok
         cost = CounterMetricFamily("orchgpt_llm_cost_usd", "Model cost in US dollars of finished "
                                    "tasks, by agent type and model", labels=["agent_type", "model"])
-        for key, v in sorted(self.cost.items()):
-            cost.add_metric(list(key), v)
+        for pair, v in sorted(self.cost.items()):
+            cost.add_metric(list(pair), v)
         yield cost
         calls = CounterMetricFamily("orchgpt_llm_calls", "Model calls of finished tasks, by agent "
                                     "type and model", labels=["agent_type", "model"])
-        for key, n in sorted(self.calls.items()):
-            calls.add_metric(list(key), n)
+        for pair, n in sorted(self.calls.items()):
+            calls.add_metric(list(pair), n)
         yield calls
         ev = CounterMetricFamily("orchgpt_events", "Task events published by the mesh, by kind",
                                  labels=["kind"])

@@ -282,8 +282,9 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if getattr(self, "a2a", None) is not None:
             await self.a2a.stop()
-        if getattr(self, "metrics", None) is not None:
-            await self.metrics.stop()
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            await metrics.stop()
         if self._tick is not None:
             self._tick.cancel()
         if getattr(self, "_crl_poll", None) is not None:

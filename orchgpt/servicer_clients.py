@@ -229,9 +229,9 @@ class ClientRpcs(ServicerBase):
             # uploaded by the agent that ran it (any host: the artifact store), else this host's workspace
             store = self.artifact_store
             f = store.open(t.task_id, request.path) if store is not None else None
-            if f is None and self.workspaces is None:
-                raise ArtifactError(f"task {t.task_id!r} has no workspace on this host", "NOT_FOUND")
             if f is None:
+                if self.workspaces is None:
+                    raise ArtifactError(f"task {t.task_id!r} has no workspace on this host", "NOT_FOUND")
                 f = open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), request.path)
         except ArtifactError as exc:
             msg = str(exc)
