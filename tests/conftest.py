@@ -52,3 +52,25 @@ def agents() -> Iterator[list[AgentProc]]:
         if a.proc.poll() is None:
             a.proc.kill()
             a.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A real PostgreSQL server for the whole session (tests/support/postgres.py)."""
+    from tests.support.postgres import PostgresServer, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL (with its password) of a fresh, empty database for this test."""
+    return postgres_server.new_database()

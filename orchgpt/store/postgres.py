@@ -190,7 +190,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
                 message = f"store {self.path}: {what} failed: {_cause(exc, self.url)}"
                 if not quiet:
                     self._fault(what, message)
-                raise StoreError(message) from None
+                raise StoreError(message) from exc
             if self._failing:
                 self._failing = False
                 log.info("store.writable_again", url=self.path, what=what)
@@ -259,10 +259,13 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
                         [(e.task_id, e.seq, str(e.kind), e.ts_ms, _event_payload(e))
                          for e in events],
                     )
-            except psycopg.errors.ForeignKeyViolation as exc:
+            except psycopg.Error as exc:
+                if exc.sqlstate != "23503":  # foreign_key_violation
+                    raise
                 unknown = sorted(i for i in {e.task_id for e in events} if c.execute(
                     "SELECT 1 FROM tasks WHERE task_id = ?", (i,)).fetchone() is None)
-                raise _Refused(f"{exc}: events for unknown task(s) {', '.join(unknown)}") from None
+                first = str(exc).splitlines()[0]
+                raise _Refused(f"events for unknown task(s) {', '.join(unknown)} ({first})") from exc
             arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
             if arts:
                 c.executemany(
