@@ -110,3 +110,26 @@ def test_daemon_on_postgres_keeps_its_tasks_across_a_restart(
     assert hist.returncode == 0 and "pg-1" in hist.stdout
     assert postgres_server.password not in d.log()  # the URL is logged masked
     assert "***@127.0.0.1" in d.log()
+
+
+def test_a_dropped_connection_fails_one_call_then_reconnects(postgres_url: str) -> None:
+    s = open_store(postgres_url)
+    faults: list[str] = []
+    s.on_fault = faults.append
+    try:
+        s.create_task(Task(task_id="before", agent_type="echo"))
+        _sql(postgres_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'orchgpt' AND pid <> pg_backend_pid()")
+        with pytest.raises(StoreError, match="create task during failed"):
+            s.create_task(Task(task_id="during", agent_type="echo"))
+        assert len(faults) == 1 and "***" in faults[0]  # the daemon is told (NOT_SERVING)
+        with pytest.raises(StoreError, match="connection to PostgreSQL is lost"):
+            s.check()
+        s.probe()  # what the daemon calls after a fault: reconnects, writes
+        s.check()
+        s.create_task(Task(task_id="after", agent_type="echo"))
+        assert {t.task_id for t in s.list_tasks()} == {"before", "after"}
+    finally:
+        s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.get_task("after")

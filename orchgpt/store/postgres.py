@@ -24,22 +24,11 @@ from typing import Any
 
 from .. import logs
 from ..errors import StoreError
-from ..models import Task, TaskEvent, now_ms
+from ..models import TaskEvent, now_ms
 from . import redact_url
 from .base import Store
 from .migrations import LATEST, MIGRATIONS, postgres_sql
-from .sqlite_rows import (
-    _MUTABLE,
-    _TASK_INSERT,
-    _TASK_SELECT,
-    _TASK_UPDATE_ENDED,
-    _TASK_UPDATE_RUNNING,
-    _TASK_UPSERT,
-    _event_from_row,
-    _event_payload,
-    _task_from_row,
-    _task_row,
-)
+from .sqlite_rows import _event_payload
 from .sqlite_sessions import SqliteSessions
 from .sqlite_tasks import SqliteTasks
 
@@ -94,8 +83,6 @@ class _Cursor:
         self._conn = conn
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        if "coalesce(max(seq), 0)" in sql or "SELECT 1 FROM tasks" in sql:
-            return self._conn.execute(_pg(sql), tuple(params))
         return self._conn.execute(_translate(sql), tuple(params))
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -115,9 +102,9 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
         if psycopg is None:
             raise StoreError(f"store {self.path}: PostgreSQL needs psycopg: "
                              "pip install 'orchgpt[postgres]'")
+        self._closed = False
         try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout_s,
-                                         application_name="orchgpt")
+            self._conn = self._connect(connect_timeout_s)
         except Exception as exc:  # psycopg.Error, or a malformed URL (ProgrammingError)
             raise StoreError(f"cannot open store {self.path}: {_cause(exc, url)}") from None
         try:
@@ -125,6 +112,26 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
         except BaseException:
             self._conn.close()
             raise
+
+    def _connect(self, timeout_s: int) -> Any:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=timeout_s,
+                               application_name="orchgpt")
+
+    def _live(self) -> Any:
+        """The connection; a new one when the server dropped the old one (a restart, a
+        failover, an administrator's pg_terminate_backend). The call that found it broken
+        has failed already: nothing is retried behind the caller's back."""
+        if self._closed:
+            raise StoreError(f"store {self.path}: the store is closed")
+        if self._conn.closed or self._conn.broken:
+            try:
+                self._conn.close()
+                self._conn = self._connect(2)  # short: the daemon's loop waits for it
+            except psycopg.Error as exc:
+                raise StoreError(f"store {self.path}: cannot reconnect to PostgreSQL: "
+                                 f"{_cause(exc, self.url)}") from None
+            log.info("store.reconnected", url=self.path)
+        return self._conn
 
     # ---- schema
     def _setup(self) -> None:
@@ -162,6 +169,8 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
 
     # ---- plumbing (the shared task and session code calls _tx and _read)
     def check(self) -> None:
+        """Cheap, no round trip: StoreError when the connection is known to be lost
+        (the next write or ``probe`` reconnects)."""
         if self._conn.closed or self._conn.broken:
             raise StoreError(f"store {self.path}: the connection to PostgreSQL is lost")
 
@@ -184,8 +193,14 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
     def _tx(self, what: str, quiet: bool = False) -> Iterator[Any]:
         with self._lock:
             try:
-                with self._conn.transaction():
-                    yield _Cursor(self._conn)
+                conn = self._live()
+            except StoreError as exc:
+                if not quiet:
+                    self._fault(what, str(exc))
+                raise
+            try:
+                with conn.transaction():
+                    yield _Cursor(conn)
             except (psycopg.Error, _Refused) as exc:
                 message = f"store {self.path}: {what} failed: {_cause(exc, self.url)}"
                 if not quiet:
@@ -201,41 +216,18 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
             params = (*params[:-1], None)  # SQLite's LIMIT -1 is PostgreSQL's LIMIT NULL
         with self._lock:
             try:
-                return self._conn.execute(_translate(sql), params).fetchall()
+                return self._live().execute(_translate(sql), params).fetchall()
             except psycopg.Error as exc:
                 raise StoreError(f"store {self.path}: {what} failed: "
                                  f"{_cause(exc, self.url)}") from None
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
 
-    # ---- where PostgreSQL differs from the shared code
-    def create_task(self, task: Task) -> tuple[Task, bool]:
-        with self._tx(f"create task {task.task_id}") as c:
-            cur = c.execute(_TASK_INSERT + " ON CONFLICT(task_id) DO NOTHING", _task_row(task))
-            if cur.rowcount == 0:
-                row = c.execute(_TASK_SELECT + " WHERE task_id = ?", (task.task_id,)).fetchone()
-                return _task_from_row(row), False
-            self._touch_session(c, task)
-            self._write_result(c, task)
-        return task, True
-
-    def save_task(self, task: Task) -> None:
-        row = _task_row(task)
-        with self._tx(f"save task {task.task_id}") as c:
-            cur = c.execute(
-                _TASK_UPDATE_ENDED if task.state.terminal else _TASK_UPDATE_RUNNING,
-                (*(row[i] for i in _MUTABLE), task.task_id, task.session_id,
-                 task.parent_task_id, task.created_ms),
-            )
-            if cur.rowcount == 0:
-                c.execute(_TASK_UPSERT, row)
-                self._touch_session(c, task)
-            elif task.state.terminal:
-                self._touch_session(c, task)
-            self._write_result(c, task)
-
+    # ---- where PostgreSQL differs from the shared code (sqlite_tasks.py, sqlite_sessions.py:
+    # their SQL reaches PostgreSQL through _Cursor and _translate)
     def append_events(self, events: list[TaskEvent]) -> None:
         if not events:
             return
@@ -277,9 +269,6 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
 
 class _Refused(Exception):
     """A write refused with a reason of our own (rolled back, reported as StoreError)."""
-
-
-_ = _event_from_row  # used through SqliteTasks.events
 
 
 def _cause(exc: BaseException, url: str) -> str:
