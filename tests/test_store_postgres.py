@@ -133,3 +133,70 @@ def test_a_dropped_connection_fails_one_call_then_reconnects(postgres_url: str) 
         s.close()
     with pytest.raises(StoreError, match="closed"):
         s.get_task("after")
+
+
+def test_migrations_2_and_3_upgrade_an_old_database(postgres_url: str) -> None:
+    """The PostgreSQL text of migrations 2 (usage and artifacts back-filled from results)
+    and 3 (reply_to out of the options), run on a database brought back to version 1."""
+    open_store(postgres_url).close()
+    _sql(postgres_url, "DROP TABLE messages, usage, artifacts; ALTER TABLE tasks DROP COLUMN reply_to; "
+                       "UPDATE orchgpt_schema SET version = 1")
+    result = ('{"task_id":"old","state":"succeeded","usage":{"prompt_tokens":7,'
+              '"completion_tokens":3,"cost_usd":0.25,"model":"m","calls":2},'
+              '"artifacts":[{"path":"a.py","size":4,"sha256":"ab","kind":"code"}]}')
+    _sql(postgres_url,
+         "INSERT INTO tasks (task_id, agent_type, action, options, state, created_ms, updated_ms, "
+         "result, finished) VALUES ('old', 'coder', 'run', %s, 'succeeded', 1, 2, %s, 1)",
+         ('{"model":"x","_reply_to":"corr-1"}', result))
+    s = open_store(postgres_url)
+    try:
+        t = s.get_task("old")
+        assert t is not None and t.reply_to == "corr-1" and t.options == {"model": "x"}
+        assert [a.path for a in s.artifacts("old")] == ["a.py"]  # type: ignore[attr-defined]
+        [row] = _sql(postgres_url, "SELECT prompt_tokens, completion_tokens, cost_usd, model, calls "
+                                   "FROM usage WHERE task_id = 'old'")
+        assert row == (7, 3, 0.25, "m", 2)
+    finally:
+        s.close()
+    assert _sql(postgres_url, "SELECT version FROM orchgpt_schema") == [(LATEST,)]
+
+
+WRITER = """
+import sys, time
+from orchgpt.models import Task, TaskState
+from orchgpt.store import open_store
+s = open_store(sys.argv[1])
+for i in range(20):
+    t = Task(task_id=f"k{i:02d}", agent_type="echo", input=str(i), created_ms=1000 + i)
+    s.create_task(t)
+    t.state = TaskState.RUNNING
+    s.save_task(t)
+s._conn.execute("BEGIN")  # a write in flight when the process dies: never committed
+s._conn.execute("UPDATE tasks SET state = 'succeeded' WHERE task_id = 'k00'")
+print("committed", flush=True)
+time.sleep(60)
+"""
+
+
+def test_committed_writes_survive_sigkill(postgres_url: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", WRITER, postgres_url], stdout=subprocess.PIPE,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert p.stdout is not None
+        lines = iter(p.stdout.readline, b"")  # log lines first; ends if the writer dies
+        assert any(line.strip() == b"committed" for line in lines)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    s = open_store(postgres_url)
+    try:
+        tasks = s.unfinished_tasks()
+        assert [t.task_id for t in tasks] == [f"k{i:02d}" for i in range(20)]
+        assert {t.state for t in tasks} == {TaskState.RUNNING}  # k00's update rolled back
+    finally:
+        s.close()
