@@ -22,11 +22,19 @@ def certs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, certs: Path) -> Iterator[object]:
-    """Build (not start) daemons sharing this test's CA; every one is stopped at teardown."""
+def daemon_factory(tmp_path: Path, certs: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """Build (not start) daemons sharing this test's CA; every one is stopped at teardown.
+
+    ORCHGPT_TEST_STORE=postgres: the daemons of a test share one fresh PostgreSQL database
+    instead of their SQLite file (unless a test passes its own --store)."""
     made: list[Daemon] = []
+    pg_url = ""
 
     def make(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> Daemon:
+        nonlocal pg_url
+        if os.environ.get("ORCHGPT_TEST_STORE") == "postgres" and "--store" not in args:
+            pg_url = pg_url or request.getfixturevalue("postgres_url")
+            args = (*args, "--store", pg_url)
         d = Daemon(workdir=tmp_path, certs=certs, data_dir=data_dir or tmp_path / "data", args=list(args),
                    env=env or {})
         made.append(d)
