@@ -56,7 +56,9 @@ class PostgresServer:
     def __init__(self) -> None:
         self.bin = _bin_dir()
         assert self.bin is not None
-        self.dir = Path(tempfile.mkdtemp(prefix="orchgpt-pg-"))
+        # as root in /tmp: the postgres user must reach it (a TMPDIR may be root's alone)
+        self.dir = Path(tempfile.mkdtemp(prefix="orchgpt-pg-",
+                                         dir="/tmp" if os.geteuid() == 0 else None))
         self.data = self.dir / "data"
         self.password = secrets.token_urlsafe(12)
         self.port = 0
