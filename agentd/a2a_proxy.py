@@ -19,7 +19,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from a2a.client import A2ACardResolver, ClientConfig, create_client
@@ -30,6 +30,9 @@ from orchgpt import logs
 from orchgpt.errors import ConfigError
 from orchgpt.mesh import AGENT_TYPE_RE
 from orchgpt.models import ApprovalDecision, new_id
+
+if TYPE_CHECKING:
+    from .runtime import Agent
 
 log = logs.get("agentd.a2a_proxy")
 
@@ -83,7 +86,7 @@ def _text(parts: Any) -> str:
     return "".join(p.text for p in parts if p.WhichOneof("content") == "text")
 
 
-def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type:
+def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type[Agent]:
     """An agentd Agent class of type NAME that runs its tasks on the external agent."""
     from .errors import TaskFailed
     from .runtime import Agent, Outcome, TaskContext

@@ -1,10 +1,20 @@
-"""One exception root for agentd."""
+"""One exception root for agentd; its errors carry orchgpt's ErrorCode (gRPC status names)."""
 
 from __future__ import annotations
 
+from orchgpt.errors import ErrorCode
+
 
 class AgentdError(Exception):
-    """Root of every error agentd raises on purpose."""
+    """Root of every error agentd raises on purpose; ``code`` says what kind of failure it is
+    (each subclass has its default; ``code``, an ErrorCode or its name, overrides it)."""
+
+    code: ErrorCode = ErrorCode.UNKNOWN
+
+    def __init__(self, message: str = "", code: ErrorCode | str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = ErrorCode.of(code)
 
 
 class TaskFailed(AgentdError):
@@ -18,6 +28,8 @@ class ToolError(AgentdError):
 class LLMError(AgentdError):
     """The model server failed, timed out, or rejected the request."""
 
+    code = ErrorCode.UNAVAILABLE
+
 
 class DelegationError(AgentdError):
     """A delegated sub-task could not be submitted."""
@@ -29,3 +41,5 @@ class AskError(AgentdError):
 
 class AskTimeout(AskError, TimeoutError):
     """No REPLY to an agent-to-agent COMMAND arrived within its timeout."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED

@@ -36,7 +36,7 @@ from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 
-from . import __version__
+from . import __version__, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
 from .runtime import Agent, TaskContext
 
@@ -344,7 +344,15 @@ class Link:
             return
         env = self._env(pb.REPLY, task_id=req.task_id, correlation_id=run_id,
                         reply=pb.Reply(result=codec.result_to_pb(result)))
-        if self.send(env):
+        # the files go first: when the REPLY is stored they are in the daemon's artifact store
+        uploaded = True
+        if result.artifacts and ctx is not None:
+            try:
+                uploaded = await uploads.upload(lambda: self.outbox, self._env, req.task_id,
+                                                Path(result.workspace), result.artifacts)
+            except asyncio.CancelledError:  # cancelled while uploading: the result still goes
+                log.info("artifact_upload_cancelled", task_id=req.task_id)
+        if uploaded and self.send(env):
             self.unconfirmed[req.task_id] = result
             # orchgpt handles a stream's envelopes in order and stores a result before it reads
             # on: its PONG to this PING confirms the REPLY (the journal entry can go)
@@ -384,6 +392,10 @@ class Link:
         that finished after the REGISTER left go now, as REPLYs."""
         done, self._reported = self._reported, set()
         later = [r for r in self.pending_results if r.task_id not in done]
+        again = {r.task_id: r for r in [*self.unconfirmed.values(), *self.pending_results]}
+        for r in again.values():
+            if r.artifacts and r.workspace:  # their upload may have been cut: sent again
+                self._reupload(r)
         self.pending_results.clear()
         self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
         for r in later:
@@ -395,6 +407,12 @@ class Link:
                 self._confirm_on[ping.id] = r.task_id
         if done:
             self._truncate_journal()
+
+    def _reupload(self, r: TaskResult) -> None:
+        task = asyncio.get_running_loop().create_task(
+            uploads.upload(lambda: self.outbox, self._env, r.task_id, Path(r.workspace), r.artifacts))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     async def _delegate(self, sub: Delegation) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)

@@ -45,6 +45,8 @@ from typing import Any
 
 import platformdirs
 
+from orchgpt.errors import ErrorCode
+
 from .errors import AgentdError
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -55,9 +57,13 @@ TOOL_MODES = ("auto", "native", "compat")
 class SettingsError(AgentdError):
     """The agent's settings are missing or malformed."""
 
+    code = ErrorCode.INVALID_ARGUMENT
+
 
 class NoModelConfigured(SettingsError):
     """Neither an API key nor a base URL is set: there is no model to talk to."""
+
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 @dataclass

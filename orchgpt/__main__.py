@@ -73,10 +73,15 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--a2a-agents-ca", dest="a2a_agents_ca", metavar="FILE",
                    help="CA file to verify the external A2A agents' TLS")
     p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
+    p.add_argument("--metrics-listen", dest="metrics_listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP, no auth; "
+                   "off by default; docs/operations.md)")
     p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"])
     p.add_argument("--port-file", help="write the bound port to this file once serving (useful with port 0)")
+    p.add_argument("--metrics-port-file",
+                   help="write the metrics endpoint's bound port to this file (before --port-file)")
 
 
 def _certs_parser(sub: Any) -> None:
@@ -197,13 +202,16 @@ def _serve(args: argparse.Namespace) -> int:
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
         "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
-        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host")}
+        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen")}
     if args.a2a_agent:  # NAME=URL, repeatable
         flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 
     def ready(server: Any) -> None:
+        metrics = getattr(server, "metrics", None)
+        if args.metrics_port_file and metrics is not None:
+            write_port_file(Path(args.metrics_port_file), metrics.port)
         if args.port_file:
             write_port_file(Path(args.port_file), server.port)
 

@@ -15,19 +15,21 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import ErrorCode, OrchgptError
 
 _WS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_PATH = 4096
 
 
-class ArtifactError(Exception):
-    """A file cannot be served; ``code`` is the gRPC status name."""
+class ArtifactError(OrchgptError):
+    """A file cannot be served; ``code`` says why (INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND)."""
 
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(self, message: str, code: ErrorCode | str) -> None:
+        super().__init__(message, code)
 
 
 def check_path(path: str) -> list[str]:
@@ -72,7 +74,7 @@ class OpenFile:
     fd: int
     size: int
 
-    def chunks(self, size: int) -> object:
+    def chunks(self, size: int) -> Iterator[bytes]:
         with os.fdopen(self.fd, "rb") as f:
             while True:
                 data = f.read(size)

@@ -278,7 +278,8 @@ ENVELOPE_TABLE: tuple[EnvelopeRule, ...] = (
     EnvelopeRule("REPLY(payload)", False, ("agent_id",), False,
                  "only to the agent whose COMMAND it answers (correlation_id), once"),
     EnvelopeRule("BROADCAST", False, ("agent_id", "agent_type", "broadcast"), False),
-    EnvelopeRule("FILE_TRANSFER", False, ("agent_id", "agent_type"), False),
+    EnvelopeRule("FILE_TRANSFER", True, ("agent_id", "agent_type"), False,
+                 "to the daemon: an artifact of a task the sender runs or ran (task_id)"),
     EnvelopeRule("APPROVAL_REQUEST", False, (), False, "unused: approvals are TASK_EVENTs"),
     EnvelopeRule("CREATE", False, (), False, "unused"),
 )

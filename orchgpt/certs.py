@@ -278,12 +278,16 @@ def init_dir(directory: Path, hosts: list[str] | None = None, force_leaves: bool
         ca.save(directory)
         report.created.append(directory / "ca.pem")
     server_hosts = [*DEFAULT_HOSTS, *(hosts or [])]
-    for name, role, h in (("server", "server", server_hosts), ("cli", "client", [])):
+    leaves: tuple[tuple[str, Role, list[str]], ...] = (
+        ("server", "server", server_hosts),
+        ("cli", "client", []),
+    )
+    for name, role, h in leaves:
         target = directory / f"{name}.pem"
         if target.exists() and (directory / f"{name}-key.pem").exists() and not force_leaves:
             report.kept.append(target)
             continue
-        ca.issue_to(directory, name, role, h)  # type: ignore[arg-type]
+        ca.issue_to(directory, name, role, h)
         report.created.append(target)
     return report
 
@@ -299,7 +303,7 @@ def identity_from_pem(pem: bytes) -> Identity:
     if role not in ROLES:
         raise CertError(f"certificate of {cns[0].value!r} has no valid role (OU={role!r})")
     admin = role == "client" and any(str(o.value) == ADMIN_OU for o in ous[1:])
-    return Identity(str(cns[0].value), role, cert.serial_number, admin)  # type: ignore[arg-type]
+    return Identity(str(cns[0].value), role, cert.serial_number, admin)
 
 
 def paths_for(directory: Path, name: str) -> CertPaths:

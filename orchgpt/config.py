@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="seconds a disconnected agent's task is held for it (after a network blip or "
         "a restart of orchgpt) before it is requeued",
     )
+    artifact_store_max_bytes: int = Field(
+        1024 * 1024 * 1024, ge=0,
+        description="total size of the artifacts agents upload (DATA_DIR/artifacts, deduplicated); "
+        "an upload past it is refused with RESOURCE_EXHAUSTED (0: no limit)",
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(10_000, ge=100, description="events buffered for a slow client before it is dropped")
     max_stream_queue_bytes: int = Field(
@@ -105,6 +110,10 @@ class Settings(BaseSettings):
     )
     a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
+    metrics_listen: str = Field(
+        "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "
+        "PORT or :PORT means 127.0.0.1; docs/operations.md); empty: off"
+    )
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
     )
@@ -116,6 +125,14 @@ class Settings(BaseSettings):
     @field_validator("a2a_listen")
     @classmethod
     def _check_a2a_listen(cls, v: str) -> str:
+        return cls._check_listen(v) if v else v  # empty: off
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, v: str) -> str:
+        v = v.strip()
+        if v.isdigit() or v.startswith(":"):  # loopback unless a host is given explicitly
+            v = "127.0.0.1:" + v.lstrip(":")
         return cls._check_listen(v) if v else v  # empty: off
 
     @field_validator("listen")

@@ -30,7 +30,7 @@ from typing import IO
 import httpx
 
 from . import logs
-from .errors import OrchgptError
+from .errors import ErrorCode, OrchgptError
 
 log = logs.get("orchgpt.localmodel")
 
@@ -42,6 +42,8 @@ _REQUIRED = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_cont
 
 class LocalModelError(OrchgptError):
     """The bundled local model is not installed, or its server cannot start."""
+
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 def missing_modules() -> list[str]:

@@ -20,12 +20,13 @@ import signal
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import agent_types, logs, reflection
+from .artifact_store import ArtifactStore
 from .certs import CA, CertPaths, paths_for
 from .config import Settings
 from .datadir import DataDirLock
@@ -33,13 +34,18 @@ from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
+from .metrics import start_metrics
 from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
-from .spawner import Spawner, read_journals, remove_journals
+from .spawner import Spawner
+from .spawner_files import read_journals, remove_journals
 from .store import Store, open_store, redact_url
 from .tls import format_address, parse_address, server_credentials
 from .waiting import waited_on_by_local
 from .wire_guard import add_mesh_servicer
+
+if TYPE_CHECKING:
+    from .localmodel import LocalModelServer
 
 log = logs.get("orchgpt.server")
 
@@ -61,7 +67,7 @@ class OrchgptServer:
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._tick: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
-        self.local_model: Any = None
+        self.local_model: LocalModelServer | None = None
         self.lock = DataDirLock(settings.data_dir)
         self.store_fault = ""  # why the store refuses writes; "" while it works
         self._health_status = -1
@@ -138,6 +144,7 @@ class OrchgptServer:
         servicer = MeshServicer(self.mesh, s.max_message_bytes, s.max_pending_events, s.workspaces)
         self.servicer = servicer
         servicer.limits = PeerLimits.from_settings(s)
+        servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
         add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
@@ -155,6 +162,7 @@ class OrchgptServer:
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)
 
         self.a2a = await start_listener(self)
+        self.metrics = await start_metrics(self)  # Prometheus, when --metrics-listen is set
         await server.start()
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -274,6 +282,8 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if getattr(self, "a2a", None) is not None:
             await self.a2a.stop()
+        if getattr(self, "metrics", None) is not None:
+            await self.metrics.stop()
         if self._tick is not None:
             self._tick.cancel()
         if getattr(self, "_crl_poll", None) is not None:

@@ -14,6 +14,8 @@ from typing import cast
 import grpc
 
 from . import authz, codec, logs, stream_rules
+from .artifact_store import UploadError
+from .artifacts import ArtifactError
 from .batching import Outbox
 from .errors import RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
@@ -165,6 +167,8 @@ class AgentStreams(ServicerBase):
             self.runs.prune(agent_id, self.mesh.tasks_on(agent_id))
             if not self.mesh.is_connected(agent_id):
                 self.commands.forget_agent(agent_id)
+                if self.artifact_store is not None:  # a cut upload is discarded; the agent resends
+                    self.artifact_store.forget_agent(agent_id)
 
     async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
                           link: GrpcAgentLink) -> None:
@@ -248,6 +252,8 @@ class AgentStreams(ServicerBase):
                     self._error(outbox, agent_id, env.id, exc.code, str(exc))
                 except StoreError as exc:
                     self._error(outbox, agent_id, env.id, "UNAVAILABLE", f"not accepted: {exc}")
+            elif t == pb.FILE_TRANSFER:
+                self._on_upload(agent_id, env, outbox)
             elif t in (pb.HEARTBEAT, pb.PONG):
                 pass
             elif t == pb.PING:
@@ -276,6 +282,26 @@ class AgentStreams(ServicerBase):
             raise stream_rules.ProtocolError("NOT_FOUND", f"REPLY for task {task_id!r}: no such task")
         self.mesh.on_result(agent_id, result)
         self.runs.forget_task(agent_id, task_id)
+
+    def _on_upload(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        """FILE_TRANSFER to the daemon: a chunk of an artifact of a task the sender runs or ran
+        (orchgpt.artifact_store; docs/protocol.md §4.5)."""
+        store = self.artifact_store
+        if env.WhichOneof("body") != "file_chunk":
+            raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_TRANSFER needs the body file_chunk")
+        if store is None:
+            raise stream_rules.ProtocolError("UNAVAILABLE", "this orchestrator keeps no artifact store")
+        t = self.mesh.get_task(env.task_id) if env.task_id else None
+        if t is None or t.agent_id != agent_id:
+            log.warning("upload_refused", agent_id=agent_id, task_id=env.task_id)
+            raise stream_rules.ProtocolError(
+                "PERMISSION_DENIED", f"FILE_TRANSFER for task {env.task_id!r}: only the agent running "
+                "that task may upload its files (envelope task_id); chunk dropped (rule upload-own-task)")
+        c = env.file_chunk
+        try:
+            store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256)
+        except (UploadError, ArtifactError) as exc:
+            raise stream_rules.ProtocolError(exc.code, str(exc)) from None
 
     def _refuse(self, agent_id: str, env: pb.Envelope, outbox: Outbox, d: authz.Decision) -> None:
         log.warning("envelope_refused", agent_id=agent_id, type=_TYPE_NAMES.get(env.type, str(env.type)),

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from . import authz, codec, logs, stream_rules
+from .artifact_store import ArtifactStore
 from .batching import Outbox
 from .certs import Identity
 from .errors import CertError, RoutingError
@@ -51,6 +52,7 @@ class ServicerBase:
     accepting: bool
     runs: stream_rules.RunIds
     commands: authz.OpenCommands
+    artifact_store: ArtifactStore | None = None  # uploaded artifacts (the server sets it)
 
     # ------------------------------------------------------------------ helpers
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,

@@ -220,19 +220,24 @@ class ClientRpcs(ServicerBase):
         return pb.ApproveResponse()
 
     async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:  # type: ignore[override]
-        """A file of a task's workspace, from the daemon's own workspace root only (orchgpt.artifacts):
-        the workspace an agent reported in its result is a label, never a path opened here."""
+        """A file of a task: from the artifact store when uploaded (orchgpt.artifact_store), else
+        from the daemon's own workspace root only (orchgpt.artifacts): the workspace an agent
+        reported in its result is a label, never a path opened here."""
         ident = await self._authorize(context, "FetchArtifact")
         t = await self._task_for(context, ident, "FetchArtifact", request.task_id)
         try:
-            if self.workspaces is None:
+            # uploaded by the agent that ran it (any host: the artifact store), else this host's workspace
+            store = self.artifact_store
+            f = store.open(t.task_id, request.path) if store is not None else None
+            if f is None and self.workspaces is None:
                 raise ArtifactError(f"task {t.task_id!r} has no workspace on this host", "NOT_FOUND")
-            f = open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), request.path)
+            if f is None:
+                f = open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), request.path)
         except ArtifactError as exc:
             msg = str(exc)
             if exc.code == "NOT_FOUND" and t.agent_id and not t.agent_id.startswith(LOCAL_PREFIX):
-                msg += (f"; task {t.task_id} ran on agent {t.agent_id}, whose files stay on that agent's "
-                        "host (fetch them there)")
+                msg += (f"; task {t.task_id} ran on agent {t.agent_id}, which uploaded no such file "
+                        "to the artifact store (nor is it in this host's workspace)")
             elif exc.code == "NOT_FOUND":
                 msg += f" in the workspace of task {t.task_id} on this host"
             log.info("artifact_refused", task_id=t.task_id, peer=ident.name, code=exc.code)

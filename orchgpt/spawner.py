@@ -99,6 +99,7 @@ class Spawner:
         self.spawn_deadline = spawn_deadline
         self.idle_timeout = idle_timeout
         self.agents: dict[str, LocalAgent] = {}
+        self.counts: dict[tuple[str, str], int] = {}  # (agent type, start|crash|give_up): metrics
         self.enabled = True
         # set by the daemon once the mesh exists (see attach)
         self.is_idle: Callable[[str], bool] = lambda agent_id: False
@@ -310,8 +311,12 @@ class Spawner:
             if out is not None:
                 os.close(out)
         a.started_at = time.monotonic()
+        self._count(a.agent_type, "start")
         a.registered = False
         a.ready.clear()
+
+    def _count(self, agent_type: str, what: str) -> None:
+        self.counts[(agent_type, what)] = self.counts.get((agent_type, what), 0) + 1
 
     async def _registered_in_time(self, a: LocalAgent) -> bool:
         """Wait until the agent registers or exits; False when the deadline passes first."""
@@ -336,6 +341,7 @@ class Spawner:
                     reason = (f"local {a.agent_type} agent did not register within {self.spawn_deadline:g}s"
                               + (f": {last}" if last else " (no output)"))
                     log.error("agent_start_timeout", agent_id=a.name, reason=reason)
+                    self._count(a.agent_type, "give_up")
                     a.stopping = True  # no longer counts as starting
                     await self._kill(a, grace=2.0)
                     if self.on_give_up is not None:
@@ -349,12 +355,14 @@ class Spawner:
                     a.fails = 0
                 a.fails += 1
                 a.restarts += 1
+                self._count(a.agent_type, "crash")
                 if a.fails >= FAILS_BEFORE_GIVING_UP:
                     reason = f"local {a.agent_type} agent failed to start {a.fails} times (exit code {code})"
                     last = self._last_error(a)
                     if last:
                         reason += f": {last}"
                     log.error("agent_gave_up", agent_id=a.name, exit_code=code, reason=reason)
+                    self._count(a.agent_type, "give_up")
                     a.stopping = True  # no longer counts as starting
                     if self.on_give_up is not None:
                         self.on_give_up(a.agent_type, reason)

@@ -11,7 +11,9 @@ from collections import OrderedDict
 
 import grpc
 
+from .errors import ErrorCode, OrchgptError
 from .iac.v1 import iac_pb2 as pb
+from .status import to_grpc
 
 # How many RUN envelope ids the daemon remembers per agent (an agent runs one task at a
 # time; a few more cover a refused or a stale RUN).
@@ -24,16 +26,15 @@ SHUTTING_DOWN = "UNAVAILABLE"       # the daemon is stopping
 STREAM_ERROR = "INTERNAL"           # a bug while handling the stream
 
 
-class ProtocolError(ValueError):
+class ProtocolError(OrchgptError, ValueError):
     """An envelope breaks a rule of docs/protocol.md; answered with an ERROR envelope."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        super().__init__(message, code)
 
 
-def status_code(code: str) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
+def status_code(code: ErrorCode | str) -> grpc.StatusCode:
+    return to_grpc(code)
 
 
 class RunIds:

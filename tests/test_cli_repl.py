@@ -24,6 +24,7 @@ from prompt_toolkit.output import DummyOutput
 from agentd.link import Link
 from agentd.runtime import Agent, Outcome, TaskContext
 from orchgpt.certs import init_dir, paths_for
+from orchgpt.models import Action, Delegation
 from tests.support.mesh import Daemon, issue
 
 ENTER, CTRL_C, CTRL_D, CTRL_U, TAB, UP = "\r", "\x03", "\x04", "\x15", "\t", "\x1b[A"
@@ -235,6 +236,25 @@ async def test_bad_lines_print_one_error_and_the_repl_goes_on(mesh: Daemon) -> N
         assert await asyncio.wait_for(d.task, 10) == 0
 
 
+async def test_y_n_covers_the_sub_tasks_of_the_task_too(mesh: Daemon, tmp_path: Path) -> None:
+    """Seed 003's "y -N" (N continuous commands) holds for the whole task tree: sub-tasks of a
+    task with approval on ask too, and the count the user gave covers their calls."""
+    started = [await start_agent(mesh, tmp_path, AskingAgent(), f"asker-tree-{i}") for i in range(2)]
+    try:
+        async with repl_for(mesh.address, mesh.certs) as d:
+            await connected(d)
+            await until(lambda: "asker" in d.repl.ctx.known_types(), what="the registry refresh")
+            await d.line("/asker run tree --approve -o calls=1 -o children=2")
+            await until(lambda: "approve write_file for [asker " in plain(d.repl.message()), what="the question")
+            d.send("y -3" + ENTER)  # this call and the next two: the two sub-tasks' calls
+            await d.shows("approve:1 [approve:1] [approve:1]")
+            assert sum("approved (y -N" in x for x in d.transcript) == 2
+            assert plain(d.repl.message()) == "autogpt> "  # nothing else was asked
+    finally:
+        for link, runner in started:
+            await stop_agent(link, runner)
+
+
 async def test_toolbar_shows_connection_agents_and_tasks(mesh: Daemon) -> None:
     async with repl_for(mesh.address, mesh.certs) as d:
         await connected(d)
@@ -306,6 +326,9 @@ class BuilderAgent(Agent):
 
 
 class AskingAgent(Agent):
+    """Asks approval for `calls` tool calls, then (option `children`) delegates that many asker
+    sub-tasks of one call each, one after another, and reports every answer."""
+
     type = "asker"
 
     async def run(self, ctx: TaskContext) -> Outcome:
@@ -313,6 +336,10 @@ class AskingAgent(Agent):
         for i in range(int(ctx.task.options.get("calls", "1"))):
             r = await ctx.approve("write_file", json.dumps({"path": f"f{i}.txt"}), f"write f{i}.txt")
             answers.append(f"{r.decision}:{r.count}" + (f":{r.feedback}" if r.feedback else ""))
+        for i in range(int(ctx.task.options.get("children", "0"))):
+            sub = await ctx.delegate(Delegation("asker", f"child {i}", action=Action.RUN,
+                                                options={"calls": "1"}, key=f"child-{i}"))
+            answers.append(f"[{sub.output}]")
         return Outcome(output=" ".join(answers))
 
 

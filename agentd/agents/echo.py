@@ -6,7 +6,9 @@ events), ``fail`` (fail with this reason), ``ask`` (send the input to this agent
 ``type:NAME``, as a COMMAND and reply with its answer; ``ask_timeout`` seconds, default 10),
 ``record`` (a file: append "TASK_ID INPUT" to it, fsynced, each time a run finishes: tests
 count runs with it), ``children`` (delegate that many echo sub-tasks, in parallel, each with a
-stable key and the same ``record``; the i-th waits (i+1) x ``child_delay``).
+stable key and the same ``record``; the i-th waits (i+1) x ``child_delay``), ``file`` (a path
+relative to the workspace, without ``..``: write the input there and report it as an artifact,
+which agentd then uploads to the daemon; checks file transfer with no model).
 """
 
 from __future__ import annotations
@@ -54,12 +56,29 @@ class EchoAgent(Agent):
             if bad:
                 raise TaskFailed(f"{len(bad)} sub-task(s) failed: {bad[0].error}")
             output = " ".join(r.output for r in results)
+        if opts.get("file"):
+            _write_artifact(ctx, opts["file"], ctx.task.input.encode())
         if opts.get("record"):
             _record(opts["record"], f"{ctx.task.task_id} {ctx.task.input}\n")
         return Outcome(output=output)
 
     async def on_command(self, sender: str, payload: bytes) -> bytes:
         return b"echo: " + payload
+
+
+def _write_artifact(ctx: TaskContext, name: str, data: bytes) -> None:
+    from orchgpt.artifacts import ArtifactError, check_path
+
+    try:
+        parts = check_path(name)
+    except ArtifactError as exc:
+        raise TaskFailed(f"option file: {exc}") from None
+    target = ctx.workspace.joinpath(*parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():
+        raise TaskFailed(f"option file: {name!r} is a symbolic link; refused")
+    target.write_bytes(data)
+    ctx.artifact("/".join(parts), kind="file")
 
 
 def _record(path: str, line: str) -> None:

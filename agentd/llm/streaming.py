@@ -37,7 +37,7 @@ async def with_retries(
     s = ep.settings
 
     def wait(state: RetryCallState) -> float:
-        delay = min(s.backoff_s * 2 ** (state.attempt_number - 1), s.max_backoff_s)
+        delay = min(s.backoff_s * 2.0 ** (state.attempt_number - 1), s.max_backoff_s)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, openai.APIStatusError):
             after = exc.response.headers.get("retry-after")

@@ -27,12 +27,26 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 from ..errors import ToolError
 
 UID_BASE = 1_500_000_000
 UID_COUNT = 1_000_000
 NOBODY = 65534
+
+
+class _Holder(TypedDict):
+    """One running sandbox holding a lease: its process, that process's start time, a token."""
+
+    pid: int
+    start: int | None
+    token: str
+
+
+# uids.json: str(uid) -> {"workspace": str, "holders": [_Holder, ...]}, as read back from JSON
+# (checked where used: a hand-edited or truncated table must not crash the allocator).
+_Table = dict[str, dict[str, Any]]
 
 
 def _start_time(pid: int) -> int | None:
@@ -96,7 +110,7 @@ class UidAllocator:
             )
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, dict]]:
+    def _locked(self) -> Iterator[_Table]:
         self._ensure_dir()
         fd = os.open(self.state_dir / "uids.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
@@ -118,7 +132,7 @@ class UidAllocator:
             os.close(fd)  # releases the flock
 
     @staticmethod
-    def _prune(table: dict[str, dict]) -> None:
+    def _prune(table: _Table) -> None:
         """Drop the holders that died (an agent killed mid-run); a lease left without
         holders is released as `release` would have done it."""
         for uid in list(table):
@@ -139,13 +153,14 @@ class UidAllocator:
         ws = os.fspath(workspace)
         uids = _mapped_ranges("/proc/self/uid_map")
         gids = _mapped_ranges("/proc/self/gid_map")
-        me = {"pid": os.getpid(), "start": _start_time(os.getpid()), "token": secrets.token_hex(8)}
+        token = secrets.token_hex(8)
+        me: _Holder = {"pid": os.getpid(), "start": _start_time(os.getpid()), "token": token}
         with self._locked() as table:
             self._prune(table)
-            for uid, entry in table.items():
+            for key, entry in table.items():
                 if entry.get("workspace") == ws:
                     entry["holders"].append(me)
-                    return UidLease(int(uid), ws, me["token"])
+                    return UidLease(int(key), ws, token)
             base = zlib.crc32(os.fsencode(ws)) % self.count
             unmapped = 0
             for i in range(self.count):
@@ -158,9 +173,9 @@ class UidAllocator:
                         break  # this user namespace maps (nearly) none of the range
                     continue
                 table[str(uid)] = {"workspace": ws, "holders": [me]}
-                return UidLease(uid, ws, me["token"])
+                return UidLease(uid, ws, token)
         if unmapped > 64 and _is_mapped(uids, NOBODY) and _is_mapped(gids, NOBODY):
-            return UidLease(NOBODY, ws, me["token"], shared_nobody=True)
+            return UidLease(NOBODY, ws, token, shared_nobody=True)
         raise ToolError(
             f"no sandbox uid is free: the {self.count} uids from {self.first} are held by live "
             "sandboxes or not mapped in this user namespace"

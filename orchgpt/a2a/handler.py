@@ -36,7 +36,7 @@ from a2a.utils.errors import (
 from .. import authz, logs
 from ..artifacts import ArtifactError, OpenFile, open_artifact, workspace_name
 from ..certs import Identity
-from ..errors import RoutingError, StoreError
+from ..errors import ErrorCode, RoutingError, StoreError
 from ..limits import input_too_large
 from ..mesh import AGENT_TYPE_RE, Mesh
 from ..models import ApprovalDecision, ApprovalResponse, EventKind, Task, TaskEvent
@@ -203,9 +203,9 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         try:
             return open_artifact(self.workspaces, workspace_name(t, self.mesh.get_task), path)
         except ArtifactError as exc:
-            if exc.code == "INVALID_ARGUMENT":
+            if exc.code == ErrorCode.INVALID_ARGUMENT:
                 raise InvalidParamsError(message=str(exc)) from None
-            if exc.code == "PERMISSION_DENIED":
+            if exc.code == ErrorCode.PERMISSION_DENIED:
                 raise PermissionDenied(str(exc)) from None
             raise TaskNotFoundError(message=str(exc)) from None
 
@@ -239,7 +239,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         try:
             task, _ = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
-            if exc.code == "INVALID_ARGUMENT" or exc.code == "NOT_FOUND":
+            if exc.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND):
                 raise InvalidParamsError(message=str(exc)) from None
             raise InvalidRequestError(message=f"{exc.code}: {exc}") from None
         except StoreError as exc:

@@ -19,7 +19,7 @@ import contextlib
 import mimetypes
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .. import __version__, logs
@@ -90,13 +91,14 @@ class _BodyLimit:
     """Refuse a request body over ``limit`` bytes (a declared length at once, a chunked body as
     it arrives), so that one request cannot hold more memory than the gRPC port allows."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             log.warning("a2a_body_too_large", declared=int(declared), limit=self.limit)
@@ -108,10 +110,11 @@ class _BodyLimit:
                 },
                 status_code=413,
             )
-            return await resp(scope, receive, send)
+            await resp(scope, receive, send)
+            return
         seen = 0
 
-        async def limited() -> Any:
+        async def limited() -> Message:
             nonlocal seen
             msg = await receive()
             if msg.get("type") == "http.request":
@@ -120,14 +123,14 @@ class _BodyLimit:
                     raise HTTPException(413, f"request body over {self.limit} bytes")
             return msg
 
-        return await self.app(scope, limited, send)
+        await self.app(scope, limited, send)
 
 
 class _QuietServer(uvicorn.Server):
     """The daemon owns the signals: uvicorn must not install its own handlers."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 

@@ -10,10 +10,13 @@ import functools
 import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from a2a.types import a2a_pb2 as a2a
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
+from ..errors import ErrorCode, OrchgptError
 from ..models import Action, AgentInfo, Command, EventKind, Task, TaskEvent, TaskState
 
 PROTOCOL_VERSION = "1.0"
@@ -31,7 +34,7 @@ APPROVAL_WORDS = {
     "deny": "reject",
 }
 
-_STATES = {
+_STATES: dict[TaskState, a2a.TaskState] = {
     TaskState.QUEUED: a2a.TASK_STATE_SUBMITTED,
     TaskState.ASSIGNED: a2a.TASK_STATE_WORKING,
     TaskState.RUNNING: a2a.TASK_STATE_WORKING,
@@ -49,20 +52,23 @@ TERMINAL = frozenset(
 )
 
 
-class MappingError(ValueError):
+class MappingError(OrchgptError, ValueError):
     """A message the mesh cannot take; the text names the field."""
 
+    code = ErrorCode.INVALID_ARGUMENT
 
-def a2a_state(state: TaskState, waiting_for_input: bool = False) -> int:
+
+def a2a_state(state: TaskState, waiting_for_input: bool = False) -> a2a.TaskState:
     if waiting_for_input and not state.terminal:
         return a2a.TASK_STATE_INPUT_REQUIRED
     return _STATES[state]
 
 
-def _struct(meta: object) -> dict[str, object]:
+def _struct(meta: Message | None) -> dict[str, Any]:
+    """A metadata Struct as a dict (JSON values: their types are checked where they are read)."""
     if meta is None:
         return {}
-    return json_format.MessageToDict(meta)  # type: ignore[arg-type]
+    return json_format.MessageToDict(meta)
 
 
 def message_text(msg: a2a.Message) -> str:
@@ -112,7 +118,7 @@ def command_from_message(req: a2a.SendMessageRequest, agent_type: str) -> Comman
 
 
 def _text_message(
-    text: str, task: Task, role: int = a2a.ROLE_AGENT, suffix: str = ""
+    text: str, task: Task, role: a2a.Role = a2a.ROLE_AGENT, suffix: str = ""
 ) -> a2a.Message:
     return a2a.Message(
         message_id=f"{task.task_id}:{suffix or 'status'}",
@@ -221,13 +227,13 @@ def stream_events(ev: TaskEvent, task: Task, appended: bool) -> list[object]:
         )
         return [a2a.TaskStatusUpdateEvent(task_id=task.task_id, context_id=ctx, status=st)]
     if ev.kind == EventKind.ARTIFACT and ev.artifact is not None:
-        art = ev.artifact
+        ref = ev.artifact
         a = a2a.Artifact(
-            artifact_id=f"file:{art.path}",
-            name=art.path,
-            parts=[a2a.Part(text=art.path, filename=art.path.rsplit("/", 1)[-1])],
+            artifact_id=f"file:{ref.path}",
+            name=ref.path,
+            parts=[a2a.Part(text=ref.path, filename=ref.path.rsplit("/", 1)[-1])],
         )
-        a.metadata.update({"path": art.path, "size": art.size, "kind": art.kind})
+        a.metadata.update({"path": ref.path, "size": ref.size, "kind": ref.kind})
         return [a2a.TaskArtifactUpdateEvent(task_id=task.task_id, context_id=ctx, artifact=a)]
     if ev.kind == EventKind.RESULT and ev.result is not None:
         r = ev.result

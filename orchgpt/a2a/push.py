@@ -23,6 +23,7 @@ from a2a.utils.push_url_validator import validate_push_notification_url
 from google.protobuf.json_format import MessageToDict
 
 from .. import logs
+from ..errors import ErrorCode, OrchgptError
 from ..mesh import Mesh
 from ..models import EventKind, Task, TaskEvent
 from . import mapping
@@ -35,8 +36,10 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # after the first try: six tries in al
 TIMEOUT = 10.0
 
 
-class PushRefused(ValueError):
+class PushRefused(OrchgptError, ValueError):
     """A config the daemon will not take; the text names the field."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 class _Watch:
@@ -120,7 +123,7 @@ class PushNotifier:
         w.add_done_callback(lambda _t: self._watchers.pop(task.task_id, None))
 
     async def _run(self, task_id: str, sub: _Watch) -> None:
-        last = -1
+        last: a2a.TaskState | None = None
         try:
             t = self.task_of(task_id)
             if t is not None and not t.state.terminal:  # where it stands now, then each change

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from ..errors import ErrorCode, OrchgptError
 from ..models import Action, EventKind, TaskEvent, TaskResult, TaskState
 
 KILL_FROM_SERVICE = "SIGTERM_FROM_SERVICE"
@@ -42,8 +43,10 @@ class Role(StrEnum):
     SYSTEM = "SYSTEM"  # control: kill codes, errors
 
 
-class PoisonMessage(Exception):
+class PoisonMessage(OrchgptError):
     """A message that can never be processed; ``reason`` says why (it goes to the dead-letter queue)."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from ..iac.v1 import iac_pb2 as pb
 
@@ -162,7 +162,7 @@ class Outbox:
             self._queued = max(0, self._queued - sent) if items else 0
         return pb.Batch(envelopes=out)
 
-    async def iterate(self):  # type: ignore[no-untyped-def]
+    async def iterate(self) -> AsyncIterator[pb.Batch]:
         """Async iterator of batches until closed (a gRPC request/response iterator)."""
         while True:
             batch = await self.next_batch()

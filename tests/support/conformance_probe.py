@@ -11,6 +11,7 @@ usage: python conformance_probe.py STUBS_DIR ADDRESS CERTS_DIR DATA_DIR
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import uuid
@@ -232,7 +233,9 @@ async def main() -> dict[str, Any]:
         "COMMAND": {"payload": b"cmd"},
         "REPLY(payload)": {"correlation_id": "unsolicited", "payload": b"r"},
         "BROADCAST": {"broadcast": pb.Broadcast(topic="t", text="hello")},
-        "FILE_TRANSFER": {"file_chunk": pb.FileChunk(path="f", data=b"x", eof=True)},
+        # to the daemon: an upload of the worker's own running task's file (orchgpt.artifact_store)
+        "FILE_TRANSFER": {"task_id": "alice-live", "file_chunk": pb.FileChunk(
+            path="f", data=b"x", eof=True, size=1, sha256=hashlib.sha256(b"x").hexdigest())},
         "APPROVAL_REQUEST": {"approval_request": pb.ApprovalRequest(request_id="q", tool="t")},
         "CREATE": {"task": pb.TaskSpec(agent_type="peertype", input="x")},
     }
