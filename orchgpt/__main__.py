@@ -36,7 +36,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--certs", help="certificate directory (default ./certs)")
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--data-dir", dest="data_dir", help="data directory (store, agent certificates, workspaces)")
-    p.add_argument("--store", help="store URL: SQLite path or memory:")
+    p.add_argument("--store", help="store URL: sqlite:///PATH or a PATH, postgresql://USER@HOST:PORT/DB, or memory:")
     p.add_argument("--workspace-root", dest="workspace_root")
     p.add_argument("--max-local-agents", dest="max_local_agents", type=int)
     p.add_argument("--spawn-deadline", dest="spawn_deadline", type=float,

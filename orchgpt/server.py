@@ -39,7 +39,7 @@ from .revocation import Revocations, crl_path
 from .servicer import MeshServicer
 from .spawner import Spawner
 from .spawner_files import read_journals, remove_journals
-from .store import Store, open_store
+from .store import Store, open_store, redact_url
 from .tls import format_address, parse_address, server_credentials
 from .waiting import waited_on_by_local
 from .wire_guard import add_mesh_servicer
@@ -168,7 +168,7 @@ class OrchgptServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
         self._crl_poll = asyncio.create_task(self._watch_crl())
-        log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=s.store_url,
+        log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=redact_url(s.store_url),
                  recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types), pid=os.getpid())
         return self.port
 

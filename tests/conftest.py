@@ -22,11 +22,19 @@ def certs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, certs: Path) -> Iterator[object]:
-    """Build (not start) daemons sharing this test's CA; every one is stopped at teardown."""
+def daemon_factory(tmp_path: Path, certs: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """Build (not start) daemons sharing this test's CA; every one is stopped at teardown.
+
+    ORCHGPT_TEST_STORE=postgres: the daemons of a test share one fresh PostgreSQL database
+    instead of their SQLite file (unless a test passes its own --store)."""
     made: list[Daemon] = []
+    pg_url = ""
 
     def make(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> Daemon:
+        nonlocal pg_url
+        if os.environ.get("ORCHGPT_TEST_STORE") == "postgres" and "--store" not in args:
+            pg_url = pg_url or request.getfixturevalue("postgres_url")
+            args = (*args, "--store", pg_url)
         d = Daemon(workdir=tmp_path, certs=certs, data_dir=data_dir or tmp_path / "data", args=list(args),
                    env=env or {})
         made.append(d)
@@ -52,3 +60,25 @@ def agents() -> Iterator[list[AgentProc]]:
         if a.proc.poll() is None:
             a.proc.kill()
             a.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A real PostgreSQL server for the whole session (tests/support/postgres.py)."""
+    from tests.support.postgres import PostgresServer, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL (with its password) of a fresh, empty database for this test."""
+    return postgres_server.new_database()

@@ -13,8 +13,8 @@ import pytest
 
 from bench.crash_recovery import Counts, run
 from orchgpt.models import Action, Command, EventKind, TaskEvent, TaskState
-from orchgpt.store.sqlite import SqliteStore
 from tests.support.mesh import AgentProc, Daemon, await_for, start_agent
+from tests.support.stores import daemon_store
 
 
 def _check(c: Counts) -> None:
@@ -112,7 +112,7 @@ async def test_resubmitted_task_id_never_runs_twice(daemon_factory, agents: list
     assert _finishes(a, "order-42") == 1
     d.stop()
     # The store on disk says the same.
-    s = SqliteStore(d.data_dir / "orchgpt.db")
+    s = daemon_store(d)
     try:
         stored = s.get_task("order-42")
         assert stored is not None and stored.state == TaskState.SUCCEEDED and stored.attempts == 1

@@ -168,9 +168,9 @@ async def test_every_task_message_is_in_the_store(daemon: Daemon) -> None:
         events = await run_task(c, Command("echo", Action.RUN, "logged", task_id="logged-1"))
         assert events[-1].result and events[-1].result.ok
     assert daemon.stop() == 0
-    from orchgpt.store import open_store
+    from tests.support.stores import daemon_store
 
-    store = open_store(str(daemon.data_dir / "orchgpt.db"))
+    store = daemon_store(daemon)
     try:
         kinds = [m["type"] for m in store.messages(task_id="logged-1")]
         task = store.get_task("logged-1")

@@ -42,9 +42,16 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "data" / "orchgpt.db"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, db: Path) -> str:
+    """The store URL of each backend the shared contract runs on (issue 19): a SQLite file,
+    a fresh database on a real PostgreSQL server (tests/support/postgres.py)."""
+    return str(db) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def store(db: Path):
-    s = SqliteStore(db)
+def store(backend: str):
+    s = open_store(backend)
     yield s
     s.close()
 
@@ -83,7 +90,8 @@ def test_open_store_url_picks_sqlite(db: Path) -> None:
         s.close()
 
 
-def test_pragmas_wal_and_foreign_keys(store: SqliteStore, db: Path) -> None:
+def test_pragmas_wal_and_foreign_keys(db: Path) -> None:
+    store = SqliteStore(db)
     c = sqlite3.connect(db)
     try:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -96,16 +104,17 @@ def test_pragmas_wal_and_foreign_keys(store: SqliteStore, db: Path) -> None:
     plan = " ".join(str(r) for r in store._conn.execute(
         "EXPLAIN QUERY PLAN SELECT task_id FROM tasks WHERE finished = 0 ORDER BY created_ms"))
     assert "tasks_unfinished" in plan
+    store.close()
 
 
-def test_task_round_trip_every_field_across_reopen(db: Path) -> None:
+def test_task_round_trip_every_field_across_reopen(backend: str) -> None:
     t = full_task()
-    s = SqliteStore(db)
+    s = open_store(backend)
     stored, created = s.create_task(t)
     assert created and stored == t
     assert s.get_task(t.task_id) == t
     s.close()
-    s = SqliteStore(db)
+    s = open_store(backend)
     try:
         got = s.get_task(t.task_id)
         assert got == t
@@ -144,8 +153,8 @@ def test_save_task_persists_state_changes(store: SqliteStore) -> None:
     assert store.get_task("t2") == u
 
 
-def test_create_task_is_idempotent_on_task_id(db: Path) -> None:
-    s = SqliteStore(db)
+def test_create_task_is_idempotent_on_task_id(backend: str) -> None:
+    s = open_store(backend)
     first = Task(task_id="same", agent_type="echo", input="first", session_id="s1")
     _, created = s.create_task(first)
     assert created
@@ -157,7 +166,7 @@ def test_create_task_is_idempotent_on_task_id(db: Path) -> None:
     assert stored.input == "first" and stored.agent_type == "echo"
     assert stored.state is TaskState.SUCCEEDED
     s.close()
-    s = SqliteStore(db)  # also after a restart
+    s = open_store(backend)  # also after a restart
     try:
         stored, created = s.create_task(again)
         assert not created and stored.input == "first"
@@ -317,9 +326,10 @@ def _finish(store: Store, t: Task, usage: Usage, end_ms: int) -> None:
     store.save_task(t)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
-def test_sessions_summary_and_publish(kind: str, db: Path) -> None:
-    store: Store = SqliteStore(db) if kind == "sqlite" else MemoryStore()
+@pytest.mark.parametrize("kind", ["sqlite", "memory", "postgres"])
+def test_sessions_summary_and_publish(kind: str, db: Path, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else str(db)
+    store: Store = MemoryStore() if kind == "memory" else open_store(url)
     top = Task(task_id="a1", agent_type="architect", action=Action.CREATE, input="a blog",
                session_id="S", created_ms=100, updated_ms=100)
     child = Task(task_id="c1", agent_type="coder", input="code it", session_id="S",
@@ -357,8 +367,8 @@ def test_sessions_summary_and_publish(kind: str, db: Path) -> None:
     with pytest.raises(StoreError, match="'missing'"):
         store.publish_session("missing", [])
     store.close()
-    if kind == "sqlite":  # the gallery survives a restart
-        reopened = SqliteStore(db)
+    if kind != "memory":  # the gallery survives a restart
+        reopened = open_store(url)
         try:
             [g] = reopened.list_sessions(published_only=True)
             assert g.session_id == "S" and g.tags == ["demo", "blog"] and g.task_count == 2
@@ -405,11 +415,11 @@ def test_result_usage_and_artifacts_indexed(store: SqliteStore) -> None:
     assert store.artifacts(t.task_id) == []
     store.save_task(full_task())
     assert [a.path for a in store.artifacts(t.task_id)] == ["README.md", "src/app.py"]
-    row = store._conn.execute(
-        "SELECT agent_type, prompt_tokens, completion_tokens, cost_usd, model FROM usage WHERE task_id = ?",
-        (t.task_id,),
-    ).fetchone()
-    assert row == ("coder", 100, 50, 0.0125, "gpt-x")
+    [row] = store._read(  # type: ignore[attr-defined]  (both backends have it)
+        "test", "SELECT agent_type, prompt_tokens, completion_tokens, cost_usd, model FROM usage "
+        "WHERE task_id = ?", (t.task_id,),
+    )
+    assert tuple(row) == ("coder", 100, 50, 0.0125, "gpt-x")
 
 
 # ---- migrations ------------------------------------------------------------------------

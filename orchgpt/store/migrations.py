@@ -1,14 +1,21 @@
-"""Versioned schema of the SQLite store.
+"""Versioned schema of the stores (SQLite, and PostgreSQL: postgres.py).
 
 The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS`` is the
 ordered list of every schema change ever shipped; a database at version N gets
 migrations N+1.. applied in order at open, each in its own transaction together
 with the new version number, so a crash mid-upgrade leaves the previous version
 intact. Never edit a shipped migration: append a new one.
+
+PostgreSQL runs the same list (postgres.py keeps its version in ``orchgpt_schema``): the
+DDL is portable once ``postgres_sql`` maps the types (INTEGER -> BIGINT for the
+millisecond clocks, REAL -> DOUBLE PRECISION); a migration whose SQL is not portable
+(SQLite's JSON functions, ``INSERT OR ...``, ``rowid``) carries its PostgreSQL text in
+``postgres``, and ``postgres_extra`` is appended on PostgreSQL only.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 
@@ -18,6 +25,71 @@ class Migration:
     version: int
     description: str
     sql: str
+    postgres: str | None = None  # the PostgreSQL text when ``sql`` is not portable
+    postgres_extra: str = ""  # appended on PostgreSQL only
+
+
+def postgres_sql(m: Migration) -> str:
+    """The migration's SQL for PostgreSQL."""
+    if m.postgres is not None:
+        return m.postgres
+    sql = re.sub(r"\bINTEGER\b", "BIGINT", m.sql)
+    sql = re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
+    return sql + m.postgres_extra
+
+
+_V2_PG = """
+        CREATE TABLE messages (
+            id             TEXT PRIMARY KEY,
+            type           TEXT NOT NULL,
+            sender         TEXT NOT NULL DEFAULT '',
+            recipient      TEXT NOT NULL DEFAULT '',
+            task_id        TEXT NOT NULL DEFAULT '',
+            session_id     TEXT NOT NULL DEFAULT '',
+            correlation_id TEXT NOT NULL DEFAULT '',
+            ts_ms          BIGINT NOT NULL,
+            rowid          BIGSERIAL
+        );
+        CREATE INDEX messages_task ON messages(task_id, ts_ms);
+        CREATE INDEX messages_session ON messages(session_id, ts_ms);
+        CREATE TABLE usage (
+            task_id           TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            agent_type        TEXT NOT NULL,
+            session_id        TEXT NOT NULL DEFAULT '',
+            prompt_tokens     BIGINT NOT NULL DEFAULT 0,
+            completion_tokens BIGINT NOT NULL DEFAULT 0,
+            cost_usd          DOUBLE PRECISION NOT NULL DEFAULT 0,
+            model             TEXT NOT NULL DEFAULT '',
+            calls             BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (task_id, agent_type)
+        );
+        CREATE INDEX usage_session ON usage(session_id);
+        CREATE TABLE artifacts (
+            task_id TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            path    TEXT NOT NULL,
+            size    BIGINT NOT NULL DEFAULT 0,
+            sha256  TEXT NOT NULL DEFAULT '',
+            kind    TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (task_id, path)
+        );
+        INSERT INTO usage
+            (task_id, agent_type, session_id, prompt_tokens, completion_tokens, cost_usd, model, calls)
+        SELECT task_id, agent_type, session_id,
+               coalesce((result::jsonb #>> '{usage,prompt_tokens}')::bigint, 0),
+               coalesce((result::jsonb #>> '{usage,completion_tokens}')::bigint, 0),
+               coalesce((result::jsonb #>> '{usage,cost_usd}')::double precision, 0),
+               coalesce(result::jsonb #>> '{usage,model}', ''),
+               coalesce((result::jsonb #>> '{usage,calls}')::bigint, 0)
+        FROM tasks WHERE result IS NOT NULL
+        ON CONFLICT (task_id, agent_type) DO NOTHING;
+        INSERT INTO artifacts (task_id, path, size, sha256, kind)
+        SELECT t.task_id, a.value ->> 'path', coalesce((a.value ->> 'size')::bigint, 0),
+               coalesce(a.value ->> 'sha256', ''), coalesce(a.value ->> 'kind', '')
+        FROM tasks AS t,
+             jsonb_array_elements(coalesce(t.result::jsonb -> 'artifacts', '[]'::jsonb)) AS a
+        WHERE t.result IS NOT NULL AND a.value ->> 'path' IS NOT NULL
+        ON CONFLICT (task_id, path) DO NOTHING;
+"""
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -87,6 +159,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             last_seen_ms      INTEGER NOT NULL
         );
         """,
+        # list order breaks ties on insertion order, as SQLite's rowid does
+        postgres_extra="""
+        ALTER TABLE tasks ADD COLUMN rowid BIGSERIAL;
+        ALTER TABLE sessions ADD COLUMN rowid BIGSERIAL;
+        """,
     ),
     Migration(
         2,
@@ -141,6 +218,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         FROM tasks AS t, json_each(t.result, '$.artifacts') AS a
         WHERE t.result IS NOT NULL AND json_valid(t.result);
         """,
+        postgres=_V2_PG,
     ),
     Migration(
         3,
@@ -150,6 +228,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         UPDATE tasks SET reply_to = json_extract(options, '$._reply_to'),
                          options = json_remove(options, '$._reply_to')
         WHERE json_valid(options) AND json_type(options, '$._reply_to') = 'text';
+        """,
+        postgres="""
+        ALTER TABLE tasks ADD COLUMN reply_to TEXT NOT NULL DEFAULT '';
+        UPDATE tasks SET reply_to = options::jsonb ->> '_reply_to',
+                         options = (options::jsonb - '_reply_to')::text
+        WHERE options::jsonb ? '_reply_to' AND jsonb_typeof(options::jsonb -> '_reply_to') = 'string';
         """,
     ),
 )

@@ -1,0 +1,284 @@
+"""The store on PostgreSQL (issue 19, first step: one daemon, no clustering yet).
+
+The same interface, rows and JSON as the SQLite store (sqlite_rows.py: the task columns
+and statements are shared; the JSON columns stay TEXT so both backends hold one shape),
+and the same versioned migrations (migrations.py, ``postgres_sql``), applied under an
+advisory lock so that two daemons starting together migrate once. The version lives in
+the table ``orchgpt_schema``.
+
+Synchronous psycopg 3 on one autocommit connection, serialised by a lock, like the
+SQLite store; every write is one transaction that commits before the call returns
+(PostgreSQL's own durability: ``synchronous_commit`` on). The async driver with a
+connection pool, reconnection, leases and LISTEN/NOTIFY are later steps of issue 19.
+
+Errors: anything the server or the connection refuses raises StoreError naming the
+(password-masked) URL and the cause; the transaction is rolled back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .. import logs
+from ..errors import StoreError
+from ..models import TaskEvent, now_ms
+from . import redact_url
+from .base import Store
+from .migrations import LATEST, MIGRATIONS, postgres_sql
+from .sqlite_rows import _event_payload
+from .sqlite_sessions import SqliteSessions
+from .sqlite_tasks import SqliteTasks
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - the optional extra is missing
+    psycopg = None  # type: ignore[assignment]
+
+log = logs.get("orchgpt.store")
+
+_MIGRATION_LOCK = 0x6F726368  # "orch": the advisory lock held while migrating
+
+
+def _pg(sql: str) -> str:
+    """SQLite's ``?`` placeholders as psycopg's ``%s`` (the shared SQL has no other ? or %)."""
+    return sql.replace("?", "%s")
+
+
+def _translate(sql: str) -> str:
+    """The SQLite spellings used by the shared store code, in PostgreSQL."""
+    sql = sql.replace("INSERT OR IGNORE INTO task_events", "INSERT INTO task_events")
+    if "INSERT INTO task_events" in sql:
+        sql += " ON CONFLICT (task_id, seq) DO NOTHING"
+    if sql.startswith("INSERT OR IGNORE INTO messages"):
+        sql = sql.replace("INSERT OR IGNORE", "INSERT") + " ON CONFLICT (id) DO NOTHING"
+    if sql.startswith("INSERT OR REPLACE INTO usage"):
+        sql = sql.replace("INSERT OR REPLACE", "INSERT") + (
+            " ON CONFLICT (task_id, agent_type) DO UPDATE SET session_id = excluded.session_id, "
+            "prompt_tokens = excluded.prompt_tokens, "
+            "completion_tokens = excluded.completion_tokens, cost_usd = excluded.cost_usd, "
+            "model = excluded.model, calls = excluded.calls")
+    if sql.startswith("INSERT OR REPLACE INTO artifacts"):
+        sql = sql.replace("INSERT OR REPLACE", "INSERT") + (
+            " ON CONFLICT (task_id, path) DO UPDATE SET size = excluded.size, "
+            "sha256 = excluded.sha256, kind = excluded.kind")
+    if sql.startswith("INSERT INTO sessions"):  # _touch_session: min/max of two values
+        sql = (sql.replace("min(created_ms,", "least(sessions.created_ms,")
+               .replace("max(updated_ms,", "greatest(sessions.updated_ms,")
+               .replace("WHEN title = '' THEN excluded.title ELSE title END",
+                        "WHEN sessions.title = '' THEN excluded.title ELSE sessions.title END"))
+    sql = sql.replace("sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), "
+                      "max(model), sum(calls)",
+                      "sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, "
+                      "sum(cost_usd)::float8, max(model), sum(calls)::bigint")
+    return _pg(sql)
+
+
+class _Cursor:
+    """What the shared store code calls on a SQLite connection, on a psycopg one."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self._conn.execute(_translate(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(_translate(sql), rows)
+
+
+class PostgresStore(SqliteTasks, SqliteSessions, Store):
+    """The SQLite store's tables in a PostgreSQL database."""
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+        self.url = url
+        self.path = redact_url(url)  # what error messages and logs name (no password)
+        self._lock = threading.RLock()
+        self.on_fault: Callable[[str], None] | None = None
+        self._failing = False
+        if psycopg is None:
+            raise StoreError(f"store {self.path}: PostgreSQL needs psycopg: "
+                             "pip install 'orchgpt[postgres]'")
+        self._closed = False
+        try:
+            self._conn = self._connect(connect_timeout_s)
+        except Exception as exc:  # psycopg.Error, or a malformed URL (ProgrammingError)
+            raise StoreError(f"cannot open store {self.path}: {_cause(exc, url)}") from None
+        try:
+            self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _connect(self, timeout_s: int) -> Any:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=timeout_s,
+                               application_name="orchgpt")
+
+    def _live(self) -> Any:
+        """The connection; a new one when the server dropped the old one (a restart, a
+        failover, an administrator's pg_terminate_backend). The call that found it broken
+        has failed already: nothing is retried behind the caller's back."""
+        if self._closed:
+            raise StoreError(f"store {self.path}: the store is closed")
+        if self._conn.closed or self._conn.broken:
+            try:
+                self._conn.close()
+                self._conn = self._connect(2)  # short: the daemon's loop waits for it
+            except psycopg.Error as exc:
+                raise StoreError(f"store {self.path}: cannot reconnect to PostgreSQL: "
+                                 f"{_cause(exc, self.url)}") from None
+            log.info("store.reconnected", url=self.path)
+        return self._conn
+
+    # ---- schema
+    def _setup(self) -> None:
+        c = self._conn
+        try:
+            c.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                c.execute("CREATE TABLE IF NOT EXISTS orchgpt_schema (version BIGINT NOT NULL)")
+                before = self.schema_version()
+                if before > LATEST:
+                    raise StoreError(
+                        f"cannot open store {self.path}: schema version {before} is newer than "
+                        f"this orchgpt supports ({LATEST}); upgrade orchgpt")
+                for m in MIGRATIONS:
+                    if m.version <= before:
+                        continue
+                    with c.transaction():
+                        c.execute(postgres_sql(m))
+                        c.execute("DELETE FROM orchgpt_schema")
+                        c.execute("INSERT INTO orchgpt_schema (version) VALUES (%s)", (m.version,))
+            finally:
+                c.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            c.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('last_open_ms', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(now_ms()),))
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {_cause(exc, self.url)}") from None
+        if before < LATEST:
+            log.info("store.migrated", url=self.path, from_version=before, to_version=LATEST)
+        log.debug("store.opened", url=self.path, schema_version=LATEST)
+
+    def schema_version(self) -> int:
+        row = self._conn.execute("SELECT max(version) FROM orchgpt_schema").fetchone()
+        return int(row[0] or 0)
+
+    # ---- plumbing (the shared task and session code calls _tx and _read)
+    def check(self) -> None:
+        """Cheap, no round trip: StoreError when the connection is known to be lost
+        (the next write or ``probe`` reconnects)."""
+        if self._conn.closed or self._conn.broken:
+            raise StoreError(f"store {self.path}: the connection to PostgreSQL is lost")
+
+    def probe(self) -> None:
+        with self._tx("probe", quiet=True) as c:
+            c.execute("INSERT INTO store_meta (key, value) VALUES ('last_probe_ms', ?) "
+                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(now_ms()),))
+
+    def _fault(self, what: str, message: str) -> None:
+        (log.debug if self._failing else log.error)("store.write_failed", url=self.path,
+                                                     what=what, error=message)
+        self._failing = True
+        if self.on_fault is not None:
+            try:
+                self.on_fault(message)
+            except Exception as exc:
+                log.warning("store.on_fault_failed", error=str(exc))
+
+    @contextmanager
+    def _tx(self, what: str, quiet: bool = False) -> Iterator[Any]:
+        with self._lock:
+            try:
+                conn = self._live()
+            except StoreError as exc:
+                if not quiet:
+                    self._fault(what, str(exc))
+                raise
+            try:
+                with conn.transaction():
+                    yield _Cursor(conn)
+            except (psycopg.Error, _Refused) as exc:
+                message = f"store {self.path}: {what} failed: {_cause(exc, self.url)}"
+                if not quiet:
+                    self._fault(what, message)
+                raise StoreError(message) from exc
+            if self._failing:
+                self._failing = False
+                log.info("store.writable_again", url=self.path, what=what)
+
+    def _read(self, what: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        params = tuple(params)
+        if "LIMIT ?" in sql and params and params[-1] == -1:
+            params = (*params[:-1], None)  # SQLite's LIMIT -1 is PostgreSQL's LIMIT NULL
+        with self._lock:
+            try:
+                return self._live().execute(_translate(sql), params).fetchall()
+            except psycopg.Error as exc:
+                raise StoreError(f"store {self.path}: {what} failed: "
+                                 f"{_cause(exc, self.url)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._conn.close()
+
+    # ---- where PostgreSQL differs from the shared code (sqlite_tasks.py, sqlite_sessions.py:
+    # their SQL reaches PostgreSQL through _Cursor and _translate)
+    def append_events(self, events: list[TaskEvent]) -> None:
+        if not events:
+            return
+        with self._tx(f"append {len(events)} events") as c:
+            nxt: dict[str, int] = {}
+            for e in events:
+                if e.seq <= 0:
+                    if e.task_id not in nxt:
+                        row = c.execute("SELECT coalesce(max(seq), 0) FROM task_events "
+                                        "WHERE task_id = ?", (e.task_id,)).fetchone()
+                        nxt[e.task_id] = int(row[0])
+                    nxt[e.task_id] += 1
+                    e.seq = nxt[e.task_id]
+                elif e.task_id in nxt:
+                    nxt[e.task_id] = max(nxt[e.task_id], e.seq)
+            try:
+                with self._conn.transaction():  # a savepoint: the lookup below still runs
+                    c.executemany(
+                        "INSERT OR IGNORE INTO task_events (task_id, seq, kind, ts_ms, payload) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(e.task_id, e.seq, str(e.kind), e.ts_ms, _event_payload(e))
+                         for e in events],
+                    )
+            except psycopg.Error as exc:
+                if exc.sqlstate != "23503":  # foreign_key_violation
+                    raise
+                unknown = sorted(i for i in {e.task_id for e in events} if c.execute(
+                    "SELECT 1 FROM tasks WHERE task_id = ?", (i,)).fetchone() is None)
+                first = str(exc).splitlines()[0]
+                raise _Refused(f"events for unknown task(s) {', '.join(unknown)} ({first})") from exc
+            arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
+            if arts:
+                c.executemany(
+                    "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(t, a.path, a.size, a.sha256, a.kind) for t, a in arts],
+                )
+
+
+class _Refused(Exception):
+    """A write refused with a reason of our own (rolled back, reported as StoreError)."""
+
+
+def _cause(exc: BaseException, url: str) -> str:
+    """The error's text, first line, with the URL's password masked wherever it appears."""
+    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    msg = msg.replace(url, redact_url(url))
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = conninfo_to_dict(url).get("password")
+    except Exception:
+        password = None
+    return msg.replace(str(password), "***") if password else msg

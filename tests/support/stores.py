@@ -1,0 +1,14 @@
+"""The store a test daemon writes: its --store URL, else its data dir's SQLite file."""
+
+from __future__ import annotations
+
+from orchgpt.store import Store, open_store
+from tests.support.mesh import Daemon
+
+
+def daemon_store(d: Daemon) -> Store:
+    """Open the store of ``d`` (for a test to read what the daemon wrote)."""
+    args = list(d.args)
+    if "--store" in args:
+        return open_store(args[args.index("--store") + 1])
+    return open_store(str(d.data_dir / "orchgpt.db"))
