@@ -95,7 +95,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
 
     def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
         self.url = url
-        self.path = redact_url(url)  # what error messages and logs name (no password)
+        self.path = redact_url(url)  # type: ignore[assignment]  # a label here: the URL without its password
         self._lock = threading.RLock()
         self.on_fault: Callable[[str], None] | None = None
         self._failing = False
@@ -216,7 +216,8 @@ class PostgresStore(SqliteTasks, SqliteSessions, Store):
             params = (*params[:-1], None)  # SQLite's LIMIT -1 is PostgreSQL's LIMIT NULL
         with self._lock:
             try:
-                return self._live().execute(_translate(sql), params).fetchall()
+                rows: list[tuple[Any, ...]] = self._live().execute(_translate(sql), params).fetchall()
+                return rows
             except psycopg.Error as exc:
                 raise StoreError(f"store {self.path}: {what} failed: "
                                  f"{_cause(exc, self.url)}") from None
