@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from . import logs
 from .artifacts import ArtifactError, OpenFile, check_path
+from .errors import ErrorCode, OrchgptError
 
 log = logs.get("orchgpt.artifact_store")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -33,12 +34,11 @@ _TASK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_UPLOADS_PER_AGENT = 16
 
 
-class UploadError(Exception):
+class UploadError(OrchgptError):
     """A chunk refused; ``code`` is the ERROR envelope's code."""
 
-    def __init__(self, message: str, code: str = "INVALID_ARGUMENT") -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(self, message: str, code: ErrorCode | str = ErrorCode.INVALID_ARGUMENT) -> None:
+        super().__init__(message, code)
 
 
 @dataclass
