@@ -306,10 +306,17 @@ async def approve_(ctx: Context, args: list[str]) -> None:
     ctx.out.info(f"{resp.decision} sent to task {target.view.short}", "ok")
 
 
-@meta("fetch", "/fetch ID PATH [DEST]", "download an artifact of a task (default: into the current directory)",
-      args=(2, 3), complete="task")
+@meta("fetch", "/fetch ID [PATH [DEST]]",
+      "download a task's files, whichever host ran it: one PATH (into DEST, default the current "
+      "directory), or all of them into ./ID/", args=(1, 3), complete="task")
 async def fetch_(ctx: Context, args: list[str]) -> None:
     task_id = await resolve_task(ctx, args[0])
+    if len(args) == 1:
+        into = Path.cwd() / short_id(task_id)
+        saved = await ctx.call(lambda c: c.fetch_all(task_id, into), timeout=600)
+        ctx.out.record("fetch", {"task_id": task_id, "saved": [str(p) for p in saved]},
+                       [[("ok", f"saved {p}")] for p in saved])
+        return
     dest = Path(args[2]) if len(args) > 2 else Path.cwd()
     got = await ctx.call(lambda c: c.fetch_artifact(task_id, args[1], dest), timeout=300)
     ctx.out.record("fetch", {"task_id": task_id, "path": args[1], "saved": str(got)},

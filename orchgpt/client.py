@@ -186,6 +186,27 @@ class MeshClient:
         os.replace(tmp, dest)
         return dest
 
+    async def fetch_all(self, task_id: str, dest_dir: Path) -> list[Path]:
+        """Download every file the task's result lists into ``dest_dir``, keeping their
+        task-relative paths (each checked: no absolute path, no ``..``); sha256-checked."""
+        from .artifacts import ArtifactError, check_path
+
+        task, _, _ = await self.get_task(task_id, with_events=False)
+        artifacts = task.result.artifacts if task.result is not None else []
+        if not artifacts:
+            state = task.state.value
+            raise ClientError(f"task {task_id} lists no files (state {state})", "NOT_FOUND")
+        saved: list[Path] = []
+        for a in artifacts:
+            try:
+                parts = check_path(a.path)
+            except ArtifactError as exc:
+                raise ClientError(f"task {task_id} lists a bad path: {exc}", "INVALID_ARGUMENT") from None
+            target = Path(dest_dir).joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            saved.append(await self.fetch_artifact(task_id, a.path, target))
+        return saved
+
     async def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]:
         r = await self._unary(self._stub.ListSessions, pb.ListSessionsRequest(limit=limit, published_only=published_only))
         return [codec.session_from_pb(s) for s in r.sessions]

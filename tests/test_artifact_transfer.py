@@ -8,6 +8,8 @@ import asyncio
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +235,31 @@ async def test_agentd_uploads_again_after_the_daemon_comes_back(daemon_factory, 
 
     await await_for(fetched, 20, interval=0.3, what="late.txt to reach the daemon's store")
     assert not (d.data_dir / "workspaces" / "late-1").exists()
+
+
+def _autogpt(d: Daemon, cwd: Path, line: str) -> subprocess.CompletedProcess[str]:
+    certs = d.certs
+    return subprocess.run(
+        [sys.executable, "-m", "orchgpt_cli", "--orchestrator", d.address, "--ca", str(certs / "ca.pem"),
+         "--cert", str(certs / "alice.pem"), "--key", str(certs / "alice-key.pem"), "-c", line],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+async def test_fetch_of_a_task_downloads_all_its_files_from_the_cli(
+    mesh: tuple[Daemon, AgentProc, Path], tmp_path: Path
+) -> None:
+    """`/fetch ID` with no path: every file of the task, at its task-relative path under ./ID/,
+    though the task ran on another host (issue 21)."""
+    d, _, _ = mesh
+    task_id = await echo_file(d, "all of it", "deep/er/a.txt")
+    done = await asyncio.to_thread(_autogpt, d, tmp_path, f"/fetch {task_id}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = tmp_path / task_id[:8] / "deep" / "er" / "a.txt"
+    assert got.read_bytes() == b"all of it", done.stdout
+    assert str(got) in done.stdout
+    async with client(d) as c:
+        events = await run(c, Command("echo", Action.RUN, "no file here"))
+    none = await asyncio.to_thread(_autogpt, d, tmp_path, f"/fetch {events[-1].task_id}")
+    assert none.returncode != 0 and "lists no files" in none.stdout + none.stderr
