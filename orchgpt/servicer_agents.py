@@ -91,7 +91,7 @@ class AgentStreams(ServicerBase):
         # overhead per frame on this, the hot path (bench/README.md).
         # Every refusal sends an ERROR envelope with the code, then ends the RPC with that status.
         ident = await self._authorize(context, "Connect", stream=True)
-        refuse = self._refusal(context)
+        refuse = self._refusal(context, unread=True)
         if not self.accepting:
             await refuse(grpc.StatusCode.UNAVAILABLE, "orchgpt is shutting down")
         agent_id = ident.name

@@ -6,6 +6,7 @@ streams), servicer_clients.py (the client RPCs); servicer.py puts them together.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -57,7 +58,7 @@ class ServicerBase:
     # ------------------------------------------------------------------ helpers
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,
                         stream: bool = False) -> Identity:
-        abort = self._refusal(context) if stream else context.abort
+        abort = self._refusal(context, unread=True) if stream else context.abort
         try:
             ident = peer_identity(context)
         except CertError as exc:
@@ -65,7 +66,7 @@ class ServicerBase:
             raise AssertionError("unreachable") from None
         refused = self.revocation.check_on_call(ident)
         if refused:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refused)
+            await abort(grpc.StatusCode.UNAUTHENTICATED, refused)
         if role is not None and ident.role != role:
             what = "connect as an agent" if role == "agent" else "submit or change work (client role needed)"
             await abort(
@@ -82,7 +83,7 @@ class ServicerBase:
         d = authz.connect(ident) if rpc == "Connect" else authz.rpc(ident, rpc)
         if not d:
             log.warning("rpc_refused", rpc=rpc, peer=ident.name, role=ident.role, rule=d.rule)
-            abort = self._refusal(context) if stream else context.abort
+            abort = self._refusal(context, unread=True) if stream else context.abort
             await abort(_status_for(d.code), d.message)
         return ident
 
@@ -103,10 +104,16 @@ class ServicerBase:
         await context.abort(_status_for(exc.code), str(exc))
 
     @staticmethod
-    def _refusal(context: grpc.aio.ServicerContext, correlation_id: str = ""):  # type: ignore[no-untyped-def]
+    def _refusal(context: grpc.aio.ServicerContext, correlation_id: str = "", unread: bool = False):  # type: ignore[no-untyped-def]
         """Connect's abort: an ERROR envelope with the code first, then the status (docs/protocol.md)."""
         async def refuse(code: grpc.StatusCode, message: str) -> None:
             log.warning("agent_stream_refused", peer=context.peer(), code=code.name, reason=message)
+            try:  # (unread) take the peer's first batch (REGISTER) first: a client whose write is still in
+                # flight when the status arrives reports INTERNAL ("execute_batch") instead of it
+                if unread:
+                    await asyncio.wait_for(context.read(), 1.0)
+            except Exception as exc:  # nothing sent, or the stream is gone: refuse all the same
+                log.debug("refused_stream_first_read", error=str(exc))
             err = codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id,
                                      error=pb.Error(code=code.name, message=message))
             try:

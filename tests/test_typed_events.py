@@ -50,7 +50,7 @@ class Recorder:
 
 def test_the_base_class_with_a_kind_is_that_kinds_class() -> None:
     assert type(TaskEvent("t", EventKind.LOG, text="x")) is LogEvent
-    assert TaskEvent("t", EventKind.LOG, text="x") == LogEvent("t", text="x")
+    assert TaskEvent("t", EventKind.LOG, text="x", ts_ms=5) == LogEvent("t", text="x", ts_ms=5)
     assert type(TaskEvent(task_id="t", kind=EventKind.RESULT)) is ResultEvent
     assert StepEvent("t", data={"ok": "false", "check": "ruff"}).ok is False
     assert StepEvent("t", data={"ok": "true"}).ok is True
