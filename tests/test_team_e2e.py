@@ -107,7 +107,7 @@ async def test_manager_builds_a_committed_tested_project_with_the_team(daemon_fa
     assert "tests passed" in subs["backend"]["checks"] and "routes answer" in subs["backend"]["checks"]
     assert "API call(s) match the backend's routes" in subs["frontend"]["checks"]
     assert "live: GET /todos 200" in subs["frontend"]["checks"]
-    assert "SVG mock-up(s) parse" in subs["designer"]["checks"]
+    assert "design passed" in subs["designer"]["checks"] and "contrast passed" in subs["designer"]["checks"]
     # The project: every agent's output committed by that agent, the tree clean.
     project = Path(res.data["project"])
     authors = git(project, "log", "--reverse", "--format=%an").split("\n")
