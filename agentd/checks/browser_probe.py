@@ -92,7 +92,7 @@ def main():
             def is_file(path):
                 full = os.path.realpath(os.path.join(spec["dir"], urllib.parse.unquote(path).lstrip("/")))
                 inside = full.startswith(os.path.realpath(spec["dir"]) + os.sep)
-                return inside and os.path.isfile(full) or path in ("", "/")
+                return (inside and os.path.isfile(full)) or path in ("", "/")
 
             def reroute(route):
                 u = urllib.parse.urlsplit(route.request.url)
