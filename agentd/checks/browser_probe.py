@@ -12,6 +12,8 @@ against the service the backend agent built, whatever port the model assumed.
 Standard library and Playwright only: it must not import agentd (the sandbox runs it alone).
 """
 
+from __future__ import annotations
+
 import functools
 import http.server
 import json
@@ -23,25 +25,35 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from typing import Any
 
 
-def free_port():
+def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+    port: int = s.getsockname()[1]
     s.close()
     return port
 
 
-def start_backend(spec, report):
+def start_backend(
+    spec: dict[str, Any], report: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes] | None, int | None]:
     if not spec.get("start"):
         return None, None
     port = free_port()
     cmd = str(spec["start"]).replace("{port}", str(port)).replace("$PORT", str(port))
     log = tempfile.TemporaryFile()
     env = dict(os.environ, PORT=str(port), HOST="127.0.0.1")
-    p = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        shell=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + float(spec.get("startup_s", 15))
     while time.monotonic() < deadline and p.poll() is None:
         try:
@@ -54,17 +66,27 @@ def start_backend(spec, report):
     return p, None
 
 
-def serve(folder):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
-    handler.log_message = lambda *a: None
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve(folder: str) -> http.server.ThreadingHTTPServer:
+    handler = functools.partial(Quiet, directory=folder)
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
 
-def main():
+def main() -> None:
     spec = json.load(open(sys.argv[1]))
-    report = {"console_errors": [], "page_errors": [], "api": [], "failed": [], "backend": "none"}
+    report: dict[str, Any] = {
+        "console_errors": [],
+        "page_errors": [],
+        "api": [],
+        "failed": [],
+        "backend": "none",
+    }
     proc, bport = start_backend(spec, report)
     srv = serve(spec["dir"])
     port = srv.server_address[1]
@@ -73,31 +95,41 @@ def main():
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
-                executable_path=spec["chromium"], timeout=30000,
-                args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+                executable_path=spec["chromium"],
+                timeout=30000,
+                args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+            )
             page = browser.new_page()
 
-            def console(msg):
+            def console(msg: Any) -> None:
                 if msg.type == "error":
                     report["console_errors"].append(msg.text[:300])
 
-            def response(r):
+            def response(r: Any) -> None:
                 if r.request.resource_type in ("fetch", "xhr"):
                     path = urllib.parse.urlsplit(r.url).path
-                    report["api"].append({"method": r.request.method, "path": path, "status": r.status})
+                    report["api"].append(
+                        {"method": r.request.method, "path": path, "status": r.status}
+                    )
 
-            def failed(r):
-                report["failed"].append(f"{r.method} {urllib.parse.urlsplit(r.url).path}: {r.failure}")
+            def failed(r: Any) -> None:
+                report["failed"].append(
+                    f"{r.method} {urllib.parse.urlsplit(r.url).path}: {r.failure}"
+                )
 
-            def is_file(path):
-                full = os.path.realpath(os.path.join(spec["dir"], urllib.parse.unquote(path).lstrip("/")))
+            def is_file(path: str) -> bool:
+                full = os.path.realpath(
+                    os.path.join(spec["dir"], urllib.parse.unquote(path).lstrip("/"))
+                )
                 inside = full.startswith(os.path.realpath(spec["dir"]) + os.sep)
                 return (inside and os.path.isfile(full)) or path in ("", "/")
 
-            def reroute(route):
+            def reroute(route: Any) -> Any:
                 u = urllib.parse.urlsplit(route.request.url)
                 if bport is None or (u.port == port and is_file(u.path)):
-                    return route.continue_()  # the UI's own files (same-origin API calls: the backend)
+                    return (
+                        route.continue_()
+                    )  # the UI's own files (same-origin API calls: the backend)
                 target = u._replace(netloc=f"127.0.0.1:{bport}").geturl()
                 return route.continue_(url=target)
 
@@ -128,4 +160,5 @@ def main():
     print("BROWSER-REPORT " + json.dumps(report))
 
 
-main()
+if __name__ == "__main__":  # python -c sets it too
+    main()
