@@ -247,7 +247,7 @@ async def test_the_whole_team_with_the_optimizer_and_the_mailer(daemon_factory, 
     # The optimizer ran alongside the frontend, in its own copy of the project.
     op, fe = subs["optimizer"], subs["frontend"]
     assert op["started"] < fe["finished"] and fe["started"] < op["finished"]
-    assert "tests pass before and after" in op["checks"]
+    assert "tests-before passed" in op["checks"] and "tests-after passed" in op["checks"]
     project = Path(events[-1].result.data["project"])  # type: ignore[union-attr]
     assert set(git(project, "log", "--author=orchgpt optimizer", "--name-only", "--format=").split()) == {
         "app.py", "store.py"}
