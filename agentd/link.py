@@ -128,8 +128,10 @@ class Link:
                     log.error("registration_refused", code=code.name, detail=exc.details())
                     raise SystemExit(f"agentd: orchestrator refused this agent: {exc.details()}") from None
                 log.warning("disconnected", code=code.name, detail=exc.details(), retry_in=round(delay, 2))
-            except OSError as exc:
-                log.warning("disconnected", error=str(exc), retry_in=round(delay, 2))
+            except (OSError, asyncio.CancelledError) as exc:  # cancelled: by our watchdog (_heartbeat)
+                if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                log.warning("disconnected", error=str(exc) or "orchestrator silent", retry_in=round(delay, 2))
             finally:
                 self.connected.clear()
                 self.outbox = None

@@ -1,0 +1,95 @@
+"""Issue 21 on separate network hosts (Linux network namespaces, tests/support/netns.py): the
+daemon on one host, agents on others with their own certificates and disks, the CLI on another.
+Real processes, real TLS naming the daemon's address, real TCP over a bridge."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.mesh import ROOT, wait_for
+from tests.support.netns import Net, netns_fixture  # noqa: F401  (the fixture `netns`)
+from tests.support.netns_mesh import agent_on, cli_argv, cli_on, daemon_on, sha256
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def result_of(events: list[dict]) -> dict:  # type: ignore[type-arg]
+    results = [e for e in events if e.get("kind") == "result"]
+    assert results, events
+    return results[-1]
+
+
+def test_a_file_written_on_another_host_is_fetched_by_the_client(
+    netns: Net, tmp_path: Path
+) -> None:
+    """The remote-agents-lose-their-files finding, across hosts: the agent writes a file on its
+    host, the client on a third host fetches the same bytes; the daemon's host never had it on
+    its own disk outside the artifact store."""
+    dh, ah, ch = netns.host("daemon"), netns.host("agent"), netns.host("client")
+    d = daemon_on(dh, tmp_path)
+    agent, ws = agent_on(ah, d, "far")
+    wait_for(
+        lambda: '"registered"' in agent.log(), 20, what=f"the agent to register:\n{agent.log()}"
+    )
+    ev = cli_on(
+        ch, d, '/echo run "bytes from host two" -o file=out/file.txt --id far-1', tmp_path / "cli"
+    )
+    res = result_of(ev)
+    assert res["result"]["state"] == "succeeded", ev
+    written = ws / "far-1" / "out" / "file.txt"
+    assert written.read_bytes() == b"bytes from host two"
+    assert not list((d.data_dir).rglob("file.txt"))  # only as a blob named by its hash
+    got = cli_on(ch, d, "/fetch far-1 out/file.txt got.txt", tmp_path / "cli")
+    assert got, got
+    assert sha256(tmp_path / "cli" / "got.txt") == sha256(written)
+
+
+def test_a_cut_link_mid_task_the_agent_reconnects_and_the_task_runs_once(
+    netns: Net, tmp_path: Path
+) -> None:
+    """The agent's cable is unplugged while its task runs (both ends notice: no heartbeats),
+    then plugged back: the agent reconnects, the task finishes once (the agent ran it once; no
+    second run on reconnect) and its file reaches the client."""
+    dh, ah, ch = netns.host("daemon"), netns.host("agent"), netns.host("client")
+    d = daemon_on(dh, tmp_path, "--no-spawn", "--reconnect-grace", "30")
+    agent, _ = agent_on(ah, d, "far")
+    wait_for(lambda: '"registered"' in agent.log(), 20, what="the agent to register")
+    record = tmp_path / "runs.txt"
+    out = tmp_path / "cli-out.jsonl"
+    with open(out, "wb") as f:
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+        cli = ch.popen(
+            [
+                *cli_argv(d),
+                "-c",
+                f'/echo run "cut me" -o delay=4 -o file=cut.txt -o record={record} --id cut-1',
+            ],
+            log=f,
+            env=env,
+            cwd=tmp_path,
+        )
+    wait_for(
+        lambda: "running on far" in out.read_text(), 20, what="the task to run on the remote agent"
+    )
+    ah.cut()
+    try:
+        wait_for(
+            lambda: '"orchestrator_silent"' in agent.log() or '"disconnected"' in agent.log(),
+            15,
+            what="the agent to notice the cut",
+        )
+        wait_for(lambda: '"agent_lost"' in d.log(), 15, what="the daemon to notice the cut")
+    finally:
+        ah.restore()
+    assert cli.wait(20) == 0, out.read_text()
+    wait_for(lambda: agent.log().count('"registered"') >= 2, 15, what="the agent to reconnect")
+    res = [json.loads(x) for x in out.read_text().splitlines() if x.startswith("{")][-1]
+    assert res["kind"] == "result" and res["result"]["state"] == "succeeded", res
+    assert record.read_text().splitlines() == ["cut-1 cut me"]  # ran once
+    assert agent.log().count('"task_done"') == 1
+    got = cli_on(ch, d, "/fetch cut-1 cut.txt cut.txt", tmp_path / "cli")
+    assert got and (tmp_path / "cli" / "cut.txt").read_bytes() == b"cut me"
