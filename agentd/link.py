@@ -91,6 +91,7 @@ class Link:
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self._asks: dict[str, asyncio.Future[bytes]] = {}  # COMMAND id -> its REPLY's payload
         self._answering: set[asyncio.Task[Any]] = set()
+        self.resumes = uploads.Resumes(lambda: self.outbox, self._env)
         self.heartbeat_s = 5.0
         self.reconnect_grace_s = 0.0  # from REGISTERED: how long orchgpt holds our task for us
         self.connected = asyncio.Event()
@@ -254,6 +255,7 @@ class Link:
     def on_message(self, env: pb.Envelope) -> None:
         """Agent-to-agent traffic (COMMAND, BROADCAST, FILE_TRANSFER, ...). A COMMAND is answered
         with a REPLY (body payload) by ``Agent.on_command`` (default: echo the payload)."""
+        self.resumes.answer(env)  # FILE_RESUME_AT
         if env.type == pb.COMMAND and env.correlation_id == "":
             task = asyncio.get_running_loop().create_task(self._answer(env))
             self._answering.add(task)
@@ -397,7 +399,7 @@ class Link:
         again = {r.task_id: r for r in [*self.unconfirmed.values(), *self.pending_results]}
         for r in again.values():
             if r.artifacts and r.workspace:  # their upload may have been cut: sent again
-                self._reupload(r)
+                uploads.reupload(self, r)
         self.pending_results.clear()
         self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
         for r in later:
@@ -409,12 +411,6 @@ class Link:
                 self._confirm_on[ping.id] = r.task_id
         if done:
             self._truncate_journal()
-
-    def _reupload(self, r: TaskResult) -> None:
-        task = asyncio.get_running_loop().create_task(
-            uploads.upload(lambda: self.outbox, self._env, r.task_id, Path(r.workspace), r.artifacts))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
 
     async def _delegate(self, sub: Delegation) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)

@@ -93,3 +93,77 @@ def test_a_cut_link_mid_task_the_agent_reconnects_and_the_task_runs_once(
     assert agent.log().count('"task_done"') == 1
     got = cli_on(ch, d, "/fetch cut-1 cut.txt cut.txt", tmp_path / "cli")
     assert got and (tmp_path / "cli" / "cut.txt").read_bytes() == b"cut me"
+
+
+def test_an_upload_cut_mid_file_resumes_from_the_daemons_offset(netns: Net, tmp_path: Path) -> None:
+    """A big file on a slow link; the cable is pulled mid-upload and plugged back: the agent
+    reconnects, asks where to go on and sends the rest only; the bytes fetched by the client
+    hash as the agent's file does, and the task ran once."""
+    dh, ah, ch = netns.host("daemon"), netns.host("agent"), netns.host("client")
+    d = daemon_on(dh, tmp_path, "--no-spawn", "--reconnect-grace", "30")
+    agent, ws = agent_on(ah, d, "far")
+    wait_for(lambda: '"registered"' in agent.log(), 20, what="the agent to register")
+    size = 6 * 1024 * 1024
+    shape = [
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        "eth0",
+        "root",
+        "tbf",
+        "rate",
+        "16mbit",
+        "burst",
+        "32kb",
+        "latency",
+        "500ms",
+    ]
+    done = ah.run(shape, timeout=10)
+    if done.returncode != 0:
+        pytest.skip(f"cannot slow the link down with tc: {done.stderr.strip()}")
+    record = tmp_path / "runs.txt"
+    out = tmp_path / "cli-out.jsonl"
+    with open(out, "wb") as f:
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+        cli = ch.popen(
+            [
+                *cli_argv(d),
+                "-c",
+                f"/echo run big -o file=big.bin -o file_bytes={size} -o record={record} --id big-1",
+            ],
+            log=f,
+            env=env,
+            cwd=tmp_path,
+        )
+    part = d.data_dir / "artifacts" / "tmp"
+    wait_for(
+        lambda: any(p.stat().st_size >= size // 4 for p in part.glob("*.part")),
+        20,
+        what="a quarter of the file to reach the daemon",
+    )
+    ah.cut()
+    try:
+        wait_for(
+            lambda: '"artifact_upload_kept"' in d.log(),
+            15,
+            what="the daemon to keep the cut upload",
+        )
+        wait_for(
+            lambda: '"artifact_upload_interrupted"' in agent.log(),
+            15,
+            what="the agent to see the cut",
+        )
+    finally:
+        ah.run(["tc", "qdisc", "del", "dev", "eth0", "root"], timeout=10)
+        ah.restore()
+    assert cli.wait(20) == 0, out.read_text()
+    wait_for(lambda: '"artifact_stored"' in d.log(), 15, what="the file to be stored")
+    resumed = [json.loads(x) for x in agent.log().splitlines() if '"artifact_upload_resuming"' in x]
+    assert resumed and resumed[0]["offset"] >= size // 4, agent.log()
+    uploaded = [json.loads(x) for x in agent.log().splitlines() if '"artifacts_uploaded"' in x]
+    assert len(uploaded) == 1 and uploaded[0]["bytes"] == size - resumed[0]["offset"] < size
+    assert record.read_text().splitlines() == ["big-1 big"]  # ran once
+    cli_on(ch, d, "/fetch big-1 big.bin big.bin", tmp_path / "cli")
+    assert sha256(tmp_path / "cli" / "big.bin") == sha256(ws / "big-1" / "big.bin")
+
