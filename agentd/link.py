@@ -36,7 +36,7 @@ from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 
-from . import __version__, uploads
+from . import __version__, inputs, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
 from .runtime import Agent, TaskContext
 
@@ -320,6 +320,7 @@ class Link:
             ctx = TaskContext(req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings,
                               ask=self.ask)
             ctx.status(f"running on {self.name}", TaskState.RUNNING)
+            await inputs.fetch(ctx, self.address, self.certs, self.server_name)  # earlier sub-tasks' files
             outcome = await self.agent.run(ctx)
             state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
             result = TaskResult(req.task_id, state, output=outcome.output, error=outcome.error if not outcome.ok else "",

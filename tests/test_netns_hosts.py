@@ -167,3 +167,46 @@ def test_an_upload_cut_mid_file_resumes_from_the_daemons_offset(netns: Net, tmp_
     cli_on(ch, d, "/fetch big-1 big.bin big.bin", tmp_path / "cli")
     assert sha256(tmp_path / "cli" / "big.bin") == sha256(ws / "big-1" / "big.bin")
 
+
+def test_a_sub_task_on_another_host_gets_its_inputs_files(netns: Net, tmp_path: Path) -> None:
+    """A parent task delegates a writer (an echo sub-task writing data.txt) and then a git
+    sub-task handed the writer's result as input; the git agent runs on a host of its own,
+    fetches data.txt from the daemon (it may read its inputs' files, owner-checked) and commits
+    it. Nothing of the writer's host is visible to it."""
+    dh, ch = netns.host("daemon"), netns.host("client")
+    d = daemon_on(dh, tmp_path)
+    lead, _ = agent_on(netns.host("lead"), d, "lead")
+    writer, _ = agent_on(netns.host("writer"), d, "writer")
+    committer, git_ws = agent_on(netns.host("vcs"), d, "committer", "git")
+    for a in (lead, writer, committer):
+        wait_for(
+            lambda a=a: '"registered"' in a.log(), 20, what=f"{a.name} to register:\n{a.log()}"
+        )
+    ev = cli_on(
+        ch,
+        d,
+        "/echo run hello -o children=1 -o child_file=data.txt -o then=git --id par-1",
+        tmp_path / "cli",
+    )
+    res = result_of(ev)
+    assert res["result"]["state"] == "succeeded", res
+    fetched = [json.loads(x) for x in committer.log().splitlines() if '"input_fetched"' in x]
+    assert [f["path"] for f in fetched] == ["data.txt"], committer.log()
+    repo = next(p.parent for p in git_ws.glob("*/.git"))
+    show = ah_git(repo, "show", "HEAD~0:data.txt")
+    log = ah_git(repo, "log", "--name-only", "--format=%s")
+    assert show == "hello/0" and "data.txt" in log, log
+    # the git agent's workspace holds no stray download
+    assert not list(repo.rglob("*.orchgpt-part"))
+    # only the inputs of a task it runs: the parent's own task is not the agent's to read
+    assert "input_not_fetched" not in committer.log()
+
+
+def ah_git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
