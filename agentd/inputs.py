@@ -11,6 +11,7 @@ through `Workspace` (no symlink followed, nothing outside the workspace), sha256
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -21,7 +22,7 @@ import grpc
 from orchgpt import logs
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
-from orchgpt.models import Artifact
+from orchgpt.models import Artifact, TaskResult
 from orchgpt.tls import secure_channel
 
 from .errors import ToolError
@@ -78,20 +79,20 @@ async def _download(stub: Any, ws: Workspace, task_id: str, art: Artifact) -> in
     return n
 
 
-async def fetch(ctx: TaskContext, address: str, certs: Any, server_name: str | None) -> int:
-    """Download the files of ``ctx.task.inputs`` that the workspace lacks; how many were
-    fetched. A file that cannot be fetched is logged (to the task too) and skipped."""
+async def download(address: str, certs: Any, server_name: str | None, results: list[TaskResult],
+                   into: Path, ctx: TaskContext | None = None) -> list[str]:
+    """The files the results list that ``into`` lacks, from the daemon (a later result's
+    version of a path wins); the paths fetched. A file that cannot be fetched is logged (and
+    told to the task, ``ctx``) and skipped."""
     wanted: dict[str, tuple[str, Artifact]] = {}
-    for r in ctx.task.inputs:
+    for r in results:
         for a in r.artifacts:
-            wanted[a.path] = (r.task_id, a)  # a later input's version wins
-    if not wanted:
-        return 0
-    ws = Workspace(Path(ctx.workspace))
+            wanted[a.path] = (r.task_id, a)
+    ws = Workspace(into)
     todo = [(tid, a) for tid, a in wanted.values() if not _present(ws, a)]
     if not todo:
-        return 0
-    got = 0
+        return []
+    got: list[str] = []
     channel = secure_channel(address, certs, server_name)
     try:
         stub = pb_grpc.MeshStub(channel)
@@ -100,20 +101,26 @@ async def fetch(ctx: TaskContext, address: str, certs: Any, server_name: str | N
                 size = await _download(stub, ws, tid, a)
             except (grpc.aio.AioRpcError, OSError, ToolError) as exc:
                 why = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-                log.warning(
-                    "input_not_fetched",
-                    task_id=ctx.task.task_id,
-                    input_task=tid,
-                    path=a.path,
-                    reason=why,
-                )
-                ctx.log(f"input {a.path} of task {tid} not fetched: {why}")
+                log.warning("input_not_fetched", task_id=ctx.task.task_id if ctx else "", input_task=tid,
+                            path=a.path, reason=why)
+                if ctx is not None:
+                    ctx.log(f"file {a.path} of task {tid} not fetched: {why}")
                 continue
-            got += 1
-            log.info(
-                "input_fetched", task_id=ctx.task.task_id, input_task=tid, path=a.path, size=size
-            )
+            got.append(a.path)
+            log.info("input_fetched", task_id=ctx.task.task_id if ctx else "", input_task=tid, path=a.path,
+                     size=size)
     finally:
         await channel.close(grace=None)
-    ctx.log(f"fetched {got} input file(s) from the orchestrator")
     return got
+
+
+async def fetch(ctx: TaskContext, address: str, certs: Any, server_name: str | None) -> int:
+    """Download the files of ``ctx.task.inputs`` that the workspace lacks; how many were
+    fetched. Also gives the task ``ctx.fetch_files`` (the same for other results, e.g. the
+    manager's sub-tasks', into a directory of its choice)."""
+    ctx.fetch_files = functools.partial(download, address, certs, server_name, ctx=ctx)
+    if not any(r.artifacts for r in ctx.task.inputs):
+        return 0
+    got = await download(address, certs, server_name, ctx.task.inputs, Path(ctx.workspace), ctx)
+    ctx.log(f"fetched {len(got)} input file(s) from the orchestrator")
+    return len(got)

@@ -64,7 +64,7 @@ def test_a_cut_link_mid_task_the_agent_reconnects_and_the_task_runs_once(
         env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
         cli = ch.popen(
             [
-                *cli_argv(d),
+                *cli_argv(d, ch),
                 "-c",
                 f'/echo run "cut me" -o delay=4 -o file=cut.txt -o record={record} --id cut-1',
             ],
@@ -128,7 +128,7 @@ def test_an_upload_cut_mid_file_resumes_from_the_daemons_offset(netns: Net, tmp_
         env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
         cli = ch.popen(
             [
-                *cli_argv(d),
+                *cli_argv(d, ch),
                 "-c",
                 f"/echo run big -o file=big.bin -o file_bytes={size} -o record={record} --id big-1",
             ],

@@ -100,6 +100,15 @@ def adopt(result: TaskResult, project: Path) -> list[str]:
     return copied
 
 
+async def adopt_or_fetch(ctx: TaskContext, result: TaskResult, project: Path) -> list[str]:
+    """`adopt`, then whatever the project still lacks from the daemon: the sub-task ran on
+    another host (its directory is not here) or its files changed since."""
+    copied = adopt(result, project)
+    if ctx.fetch_files is not None and result.artifacts:
+        copied += await ctx.fetch_files([result], project)
+    return copied
+
+
 OBJECTS = ".orchgpt/objects"  # content of every sub-task's artifacts by sha256 (not listed, not committed)
 
 

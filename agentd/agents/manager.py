@@ -46,7 +46,7 @@ from orchgpt.models import Action, TaskResult, TaskState, Usage
 from ..errors import AgentdError, TaskFailed
 from ..runtime import Outcome, SubTask, TaskContext, register
 from ._llm_agent import LLMAgent
-from ._team import adopt, checks_of, fork, keep, project_dir, project_option, short
+from ._team import adopt_or_fetch, checks_of, fork, keep, project_dir, project_option, short
 from ._team_plan import (
     MAX_TASKS,
     TEAM,
@@ -279,7 +279,7 @@ class ManagerAgent(LLMAgent):
                 if result.ok:
                     t.state = "succeeded"
                     try:
-                        t.adopted = adopt(result, root)
+                        t.adopted = await adopt_or_fetch(ctx, result, root)
                         keep(result, root)
                     except OSError as exc:
                         ctx.log(f"{t.item.id}: could not copy its files into the project: {exc}")

@@ -14,8 +14,12 @@ also when the test fails; namespaces left by a test process that died are remove
         a.popen([...])             # a process whose only network is that host's
         a.cut(); a.restore()       # unplug / replug its cable
 
-Needs root and iproute2; the fixture skips, saying why, when either is missing. The hosts share
-the machine's filesystem: give each its own directory.
+Each host has its own directory, ``host.home`` (``TMP/hosts/NAME``): a process started on a host
+sees its own and none of the other hosts' (they are hidden under an empty tmpfs in its mount
+namespace), so a path written on one host cannot be opened on another, as on real machines;
+the rest of the filesystem is shared. The test itself sees everything.
+
+Needs root and iproute2; the fixture skips, saying why, when either is missing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -105,9 +110,29 @@ class Host:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
+    def home(self) -> Path:
+        """This host's own directory: the only one of the hosts' directories it sees."""
+        return self.net.root / self.name
+
+    @property
     def prefix(self) -> list[str]:
-        """Put before a command to run it on this host."""
-        return ["ip", "netns", "exec", self.ns]
+        """Put before a command to run it on this host: in its network, and (``net.root`` set)
+        with the other hosts' directories hidden under an empty tmpfs (a mount of `ip netns
+        exec`'s own mount namespace: nothing leaks out)."""
+        cmd = ["ip", "netns", "exec", self.ns]
+        root = self.net.root
+        if not self.net.private:
+            return cmd
+        own, keep = (
+            shlex.quote(str(self.home)),
+            shlex.quote(str(root.parent / f".{root.name}-{self.name}")),
+        )
+        script = (
+            f"set -e; mkdir -p {own} {keep}; mount --bind {own} {keep}; "
+            f"mount -t tmpfs -o mode=0755 hosts {shlex.quote(str(root))}; mkdir -p {own}; "
+            f'mount --bind {keep} {own}; exec "$@"'
+        )
+        return [*cmd, "sh", "-c", script, "sh"]
 
     def popen(
         self,
@@ -168,8 +193,10 @@ class Host:
 class Net:
     """A switch and the hosts plugged into it; `close` removes everything."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path, private: bool = True) -> None:
         global _counter
+        self.root, self.private = root, private
+        root.mkdir(parents=True, exist_ok=True)
         _counter += 1
         self.tag = f"{_PREFIX}{os.getpid()}x{_counter}"
         self.switch = f"{self.tag}-sw"
@@ -223,14 +250,14 @@ class Net:
 
 
 @pytest.fixture(name="netns")
-def netns_fixture() -> Iterator[Net]:
+def netns_fixture(tmp_path: Path) -> Iterator[Net]:
     """A fresh set of network hosts for this test (see the module's docstring)."""
     why = unavailable()
     if why:
         pytest.skip(why)
     remove_stale()
     try:
-        net = Net()
+        net = Net(tmp_path / "hosts")
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"cannot make network namespaces here: {exc}")
     try:

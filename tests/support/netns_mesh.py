@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,15 @@ from tests.support.netns import Host
 
 
 def daemon_on(host: Host, tmp: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
-    """`orchgpt serve` listening on the host's address (no local spawning unless asked)."""
-    certs = tmp / "certs"
+    """`orchgpt serve` listening on the host's address (no local spawning unless asked), its
+    certificates and data in the host's directory (its port file and log in ``tmp``)."""
+    certs = host.home / "certs"
     init_dir(certs, hosts=[host.addr])  # the server certificate names the daemon's address
     issue(certs, "alice", "client")
     d = Daemon(
         workdir=tmp,
         certs=certs,
-        data_dir=tmp / "daemon-data",
+        data_dir=host.home / "data",
         args=list(args or ("--no-spawn",)),
         env=env or {},
         host=host.addr,
@@ -46,7 +48,7 @@ def agent_on(
 ) -> tuple[AgentProc, Path]:
     """`agentd` on the host, from its own directory (its certificates are issued there, only
     the CA's certificate is copied: what a user copies to another host); its workspace root."""
-    home = d.workdir / f"host-{host.name}"
+    home = host.home
     ws = home / "workspaces"
     a = start_agent(
         d,
@@ -61,9 +63,14 @@ def agent_on(
     return a, ws
 
 
-def cli_argv(d: Daemon) -> list[str]:
-    """The worktree's CLI as alice, JSON events on stdout; add ``-c LINE``."""
-    certs = d.certs
+def cli_argv(d: Daemon, host: Host) -> list[str]:
+    """The worktree's CLI as alice on the host (her certificate copied there: the daemon's
+    directory is not visible on other hosts), JSON events on stdout; add ``-c LINE``."""
+    certs = host.home / "certs"
+    if not (certs / "alice.pem").exists():
+        certs.mkdir(parents=True, exist_ok=True)
+        for name in ("ca.pem", "alice.pem", "alice-key.pem"):
+            shutil.copy2(d.certs / name, certs / name)
     return [
         sys.executable,
         "-m",
@@ -86,7 +93,7 @@ def cli_on(
     """Run one CLI command on the host as alice; its --json events (the exit code is checked)."""
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    done = host.run([*cli_argv(d), "-c", line], timeout=timeout, cwd=cwd, env=env)
+    done = host.run([*cli_argv(d, host), "-c", line], timeout=timeout, cwd=cwd, env=env)
     if done.returncode != 0:
         raise AssertionError(
             f"`{line}` on {host.name} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
