@@ -122,5 +122,6 @@ async def fetch(ctx: TaskContext, address: str, certs: Any, server_name: str | N
     if not any(r.artifacts for r in ctx.task.inputs):
         return 0
     got = await download(address, certs, server_name, ctx.task.inputs, Path(ctx.workspace), ctx)
-    ctx.log(f"fetched {len(got)} input file(s) from the orchestrator")
+    if got:
+        ctx.log(f"fetched {len(got)} input file(s) from the orchestrator: {', '.join(got[:10])}")
     return len(got)

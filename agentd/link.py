@@ -397,7 +397,8 @@ class Link:
         that finished after the REGISTER left go now, as REPLYs."""
         done, self._reported = self._reported, set()
         later = [r for r in self.pending_results if r.task_id not in done]
-        again = {r.task_id: r for r in [*self.unconfirmed.values(), *self.pending_results]}
+        again = {r.task_id: r for r in [*self.resumes.unsent.values(), *self.unconfirmed.values(),
+                                         *self.pending_results]}  # unsent: a re-upload cut again
         for r in again.values():
             if r.artifacts and r.workspace:  # their upload may have been cut: sent again
                 uploads.reupload(self, r)

@@ -97,6 +97,9 @@ class Resumes:
                  timeout: float = 5.0) -> None:
         self.outbox, self.make_env, self.timeout = outbox, make_env, timeout
         self._waiting: dict[str, asyncio.Future[tuple[int, bool]]] = {}
+        # results whose re-upload was cut too: sent again after the next reconnect (`reupload`),
+        # whether or not orchgpt has their REPLY by then
+        self.unsent: dict[str, TaskResult] = {}
 
     async def ask(self, task_id: str, path: str, size: int, sha256: str) -> int:
         """The offset to go on from; -1 when the daemon has the file already."""
@@ -116,6 +119,18 @@ class Resumes:
             self._waiting.pop(env.id, None)
         return -1 if stored else offset if 0 <= offset <= size else 0
 
+    async def recorded(self, task_id: str, workspace: Path, artifacts: list[Artifact]) -> bool:
+        """Does orchgpt have every one of these files recorded for the task?"""
+        for art in artifacts:
+            f = _open(workspace, art.path)
+            if f is None:
+                continue
+            with f:
+                size, digest = _digest(f)
+            if await self.ask(task_id, art.path, size, digest) != -1:
+                return False
+        return True
+
     def answer(self, env: pb.Envelope) -> None:
         """A FILE_RESUME_AT from the daemon (other envelopes are ignored here)."""
         if env.type == pb.FILE_RESUME_AT:
@@ -126,9 +141,22 @@ class Resumes:
 
 def reupload(link: Any, r: TaskResult) -> None:
     """After a reconnect: upload a result's files again, each from where the daemon's copy
-    stops (`Resumes`), in the background (``link``: agentd.link.Link)."""
-    task = asyncio.get_running_loop().create_task(upload(
-        lambda: link.outbox, link._env, r.task_id, Path(r.workspace), r.artifacts, link.resumes.ask))
+    stops (`Resumes`), in the background (``link``: agentd.link.Link). Cut again: kept in
+    ``link.resumes.unsent`` for the next reconnect."""
+    resumes: Resumes = link.resumes
+
+    async def go() -> None:
+        resumes.unsent[r.task_id] = r
+        ob = link.outbox
+        ws = Path(r.workspace)
+        if await upload(lambda: link.outbox, link._env, r.task_id, ws, r.artifacts, resumes.ask):
+            # queued is not received: orchgpt answers in order, so "recorded" means it got them;
+            # not recorded with the stream still up: refused (an ERROR, logged), not sent again
+            recorded = await resumes.recorded(r.task_id, ws, r.artifacts)
+            if recorded or (ob is not None and ob is link.outbox and not ob.closed):
+                resumes.unsent.pop(r.task_id, None)
+
+    task = asyncio.get_running_loop().create_task(go())
     link._answering.add(task)
     task.add_done_callback(link._answering.discard)
 

@@ -17,8 +17,9 @@ from agentd import uploads
 from orchgpt.certs import paths_for
 from orchgpt.client import MeshClient
 from orchgpt.iac.v1 import iac_pb2 as pb
-from orchgpt.models import Action, Artifact, Command, TaskEvent
+from orchgpt.models import Action, Artifact, Command, TaskEvent, TaskResult, TaskState
 from orchgpt.wire import codec
+from orchgpt.wire.batching import Outbox
 from tests.support.mesh import Daemon, await_for, issue, make_certs
 from tests.support.stub_agent import StubAgent
 
@@ -83,6 +84,8 @@ async def test_a_cut_upload_goes_on_from_the_daemons_offset(daemon: Daemon) -> N
             assert at.file_chunk.offset == 0 and not at.file_chunk.eof and at.sender == "orchgpt"
             assert not list(tmp.iterdir())
             m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=first)
+            ping = m.send(pb.PING, ping=pb.Ping())
+            await m.expect(pb.PONG, lambda e: e.correlation_id == ping.id)  # the chunk was handled
         await await_for(
             lambda: d.log().count('"artifact_upload_kept"') == 2, 10, what="the cut upload kept"
         )
@@ -134,6 +137,7 @@ async def test_agentd_uploads_resume_after_a_cut(daemon: Daemon, tmp_path: Path)
     data = os.urandom(5 * uploads.CHUNK + 123)
     (tmp_path / "big.bin").write_bytes(data)
     arts = [Artifact(path="big.bin", size=len(data))]
+    kept = d.log().count('"artifact_upload_kept"')
     paths = issue(d.certs, "agentlike", "agent")
     async with client(d) as c:
         async with StubAgent(d.address, paths, "agentlike", "agtype") as m:
@@ -147,7 +151,7 @@ async def test_agentd_uploads_resume_after_a_cut(daemon: Daemon, tmp_path: Path)
             ping = m.send(pb.PING, ping=pb.Ping())
             await m.expect(pb.PONG, lambda e: e.correlation_id == ping.id)
         await await_for(
-            lambda: d.log().count('"artifact_upload_kept"') == 3, 10, what="the cut upload kept"
+            lambda: d.log().count('"artifact_upload_kept"') == kept + 1, 10, what="the upload kept"
         )
         async with StubAgent(d.address, paths, "agentlike", "agtype") as m:
             sent: list[pb.Envelope] = []
@@ -185,3 +189,67 @@ async def test_agentd_uploads_resume_after_a_cut(daemon: Daemon, tmp_path: Path)
 
 def _stored(d: Daemon, task_id: str) -> bool:
     return (d.data_dir / "artifacts" / "tasks" / f"{task_id}.json").exists()
+
+
+class _Link:
+    """What agentd.uploads.reupload uses of a Link: the stream's outbox, envelopes, resumes."""
+
+    def __init__(self, m: StubAgent) -> None:
+        self.outbox: Outbox | None = m.out
+        self.resumes = uploads.Resumes(lambda: self.outbox, self._env)
+        self._answering: set[asyncio.Task[None]] = set()
+
+    def _env(self, type_: int, **fields: object) -> pb.Envelope:
+        return codec.new_envelope(type_, "relinker", **fields)
+
+    async def answers(self, m: StubAgent) -> None:
+        while True:
+            self.resumes.answer(await m.expect(pb.FILE_RESUME_AT, timeout=30))
+
+
+async def test_a_reupload_cut_again_is_kept_for_the_next_reconnect(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """The re-upload after a reconnect is cut too (its REPLY long confirmed): the result stays in
+    ``resumes.unsent`` (the link sends it again after the next REGISTERED) until the daemon says
+    the file is recorded."""
+    d = daemon
+    data = os.urandom(40 * uploads.CHUNK)
+    (tmp_path / "again.bin").write_bytes(data)
+    r = TaskResult(
+        "",
+        TaskState.SUCCEEDED,
+        workspace=str(tmp_path),
+        artifacts=[Artifact(path="again.bin", size=len(data))],
+    )
+    paths = issue(d.certs, "relinker", "agent")
+    async with client(d) as c:
+        async with StubAgent(d.address, paths, "relinker", "relinktype") as m:
+            fut = asyncio.ensure_future(run(c, Command("relinktype", Action.RUN, "x")))
+            r.task_id = (await m.expect(pb.RUN)).task.task_id
+            link = _Link(m)
+            uploads.reupload(link, r)
+            await await_for(
+                lambda: r.task_id in link.resumes.unsent, 5, what="the re-upload to start"
+            )
+            link.outbox = None  # the stream goes away mid-file
+            m.out.close()
+            await asyncio.gather(*link._answering)
+            assert r.task_id in link.resumes.unsent  # kept for the next reconnect
+        async with StubAgent(d.address, paths, "relinker", "relinktype") as m:
+            link.outbox = m.out
+            answerer = asyncio.create_task(link.answers(m))
+            try:
+                uploads.reupload(link, r)
+                await asyncio.gather(*link._answering)
+            finally:
+                answerer.cancel()
+            assert r.task_id not in link.resumes.unsent  # recorded: the daemon said so
+            m.send(
+                pb.REPLY,
+                task_id=r.task_id,
+                reply=pb.Reply(result=pb.TaskResult(task_id=r.task_id, state=pb.SUCCEEDED)),
+            )
+            await fut
+        got = await c.fetch_artifact(r.task_id, "again.bin", tmp_path / "got.bin")
+        assert got.read_bytes() == data
