@@ -89,6 +89,8 @@ class TaskContext:
         self._delegate = delegate
         self._approve = approve
         self._ask = ask
+        # (results, into) -> paths fetched: their files from the daemon (set by agentd.inputs)
+        self.fetch_files: Callable[[list[TaskResult], Path], Awaitable[list[str]]] | None = None
 
     # ---- events
     def event(self, kind: EventKind, text: str = "", **data: str) -> None:

@@ -18,6 +18,7 @@ from .batching import Outbox
 from .certs import Identity
 from .errors import RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
+from .input_access import input_task
 from .limits import (
     input_too_large,
     page_tasks,
@@ -224,7 +225,9 @@ class ClientRpcs(ServicerBase):
         from the daemon's own workspace root only (orchgpt.artifacts): the workspace an agent
         reported in its result is a label, never a path opened here."""
         ident = await self._authorize(context, "FetchArtifact")
-        t = await self._task_for(context, ident, "FetchArtifact", request.task_id)
+        # an agent may also read the inputs of a task it runs (orchgpt.input_access)
+        t = input_task(ident, request.task_id, self.mesh.tasks_on, self.mesh.get_task) or \
+            await self._task_for(context, ident, "FetchArtifact", request.task_id)
         try:
             # uploaded by the agent that ran it (any host: the artifact store), else this host's workspace
             store = self.artifact_store

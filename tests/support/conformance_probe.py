@@ -236,6 +236,10 @@ async def main() -> dict[str, Any]:
         # to the daemon: an upload of the worker's own running task's file (orchgpt.artifact_store)
         "FILE_TRANSFER": {"task_id": "alice-live", "file_chunk": pb.FileChunk(
             path="f", data=b"x", eof=True, size=1, sha256=hashlib.sha256(b"x").hexdigest())},
+        # to the daemon: where an upload cut by a disconnect goes on; answered with FILE_RESUME_AT
+        "FILE_RESUME": {"task_id": "alice-live", "file_chunk": pb.FileChunk(
+            path="f", size=1, sha256=hashlib.sha256(b"x").hexdigest())},
+        "FILE_RESUME_AT": {"task_id": "alice-live", "file_chunk": pb.FileChunk(path="f", offset=1)},
         "APPROVAL_REQUEST": {"approval_request": pb.ApprovalRequest(request_id="q", tool="t")},
         "CREATE": {"task": pb.TaskSpec(agent_type="peertype", input="x")},
     }

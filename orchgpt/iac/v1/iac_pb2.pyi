@@ -87,6 +87,14 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     """An agent declines a RUN (busy, unsupported): correlation_id = the RUN's id, body
     `refusal`. The task is requeued without counting an attempt.
     """
+    FILE_RESUME: _MessageType.ValueType  # 20
+    """An agent resuming an upload cut by a disconnect asks how much of a file the daemon kept:
+    body file_chunk (path, size, sha256 of the whole file), task_id = the task.
+    """
+    FILE_RESUME_AT: _MessageType.ValueType  # 21
+    """The daemon's answer to FILE_RESUME (correlation_id = its id): body file_chunk with path and
+    offset = the bytes kept (0: send it all), eof = true when the file is already recorded.
+    """
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -112,6 +120,14 @@ APPROVAL_RESPONSE: MessageType.ValueType  # 18
 RUN_REFUSED: MessageType.ValueType  # 19
 """An agent declines a RUN (busy, unsupported): correlation_id = the RUN's id, body
 `refusal`. The task is requeued without counting an attempt.
+"""
+FILE_RESUME: MessageType.ValueType  # 20
+"""An agent resuming an upload cut by a disconnect asks how much of a file the daemon kept:
+body file_chunk (path, size, sha256 of the whole file), task_id = the task.
+"""
+FILE_RESUME_AT: MessageType.ValueType  # 21
+"""The daemon's answer to FILE_RESUME (correlation_id = its id): body file_chunk with path and
+offset = the bytes kept (0: send it all), eof = true when the file is already recorded.
 """
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 
