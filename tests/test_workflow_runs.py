@@ -1,0 +1,107 @@
+"""Workflows run on the mesh against the scripted model: every turn a sub-task of the workflow's
+task, routed to spawned agents; the result carries the summary, the transcript (stored as the
+session's messages) and a usage summary per agent and model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.mesh import Daemon
+from tests.support.scripted_openai import ScriptedOpenAI
+from tests.support.workflows import Speakers, assistant, run, write
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def start(daemon_factory: Any, tmp_path: Path, srv: ScriptedOpenAI) -> Daemon:
+    d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test"))
+    return d.start()
+
+
+def turns(result: Any) -> list[tuple[str, str]]:
+    return [(e["speaker"], e["content"]) for e in json.loads(result.data["transcript"])]
+
+
+def test_sequential_three_agent_pipeline(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write(
+        tmp_path / "wf",
+        "pipeline",
+        f"""
+name = "pipeline"
+type = "sequential"
+agents = [{assistant("planner", "You are planner.")}, {assistant("writer", "You are writer.")},
+          {assistant("editor", "You are editor.")}]
+summary_method = "last"
+""",
+    )
+    sp = Speakers(
+        {
+            "planner": ["1. parse 2. test"],
+            "writer": ["def parse(): ..."],
+            "editor": ["final: def parse()"],
+        }
+    )
+    with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
+        d = start(daemon_factory, tmp_path, srv)
+        events, result = asyncio.run(run(d, "pipeline", "parse ISO dates"))
+        reqs = srv.chat_requests
+    assert result.state == "succeeded", result.error
+    assert turns(result) == [
+        ("planner", "1. parse 2. test"),
+        ("writer", "def parse(): ..."),
+        ("editor", "final: def parse()"),
+    ]
+    assert result.output == "final: def parse()"
+    # each agent saw the task and the previous outputs
+    writer_prompt = next(r for r in reqs if "You are writer." in str(r["messages"][0]))["messages"][
+        -1
+    ]["content"]
+    assert "parse ISO dates" in writer_prompt and "[planner]: 1. parse 2. test" in writer_prompt
+    # every turn a sub-task of the workflow's task; its events arrive on the workflow's stream
+    root = events[0].task_id
+    subs = {e.task_id for e in events if e.task_id != root}
+    assert len(subs) == 3 and all(e.parent_task_id == root for e in events if e.task_id in subs)
+    speakers = [
+        e.data["speaker"]
+        for e in events
+        if e.task_id == root
+        and e.kind == "step"
+        and "speaker" in e.data
+        and e.data.get("state") == "done"
+    ]
+    assert speakers == ["planner", "writer", "editor"]
+    usage = json.loads(result.data["usage_summary"])
+    assert set(usage["agents"]) == {"planner", "writer", "editor"}
+    model = usage["total"]["gpt-4o-mini"]
+    assert model["total_tokens"] == model["prompt_tokens"] + model["completion_tokens"] > 0
+    assert "total_cost" in usage["total"] and usage["start_time"] <= usage["end_time"]
+
+
+def test_autonomous_run_gathers_every_result(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write(
+        tmp_path / "wf",
+        "solo",
+        f"""
+name = "solo"
+type = "autonomous"
+agents = [{assistant("alpha", "You are alpha.")}, {assistant("beta", "You are beta.")}, "echo"]
+summary_method = "llm"
+""",
+    )
+    sp = Speakers({"alpha": ["alpha's answer"], "beta": ["beta's answer"]}, summary="both agree")
+    with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
+        d = start(daemon_factory, tmp_path, srv)
+        _events, result = asyncio.run(run(d, "solo", "the task"))
+    assert result.state == "succeeded", result.error
+    got = turns(result)
+    assert [s for s, _ in got] == ["alpha", "beta", "echo"]
+    assert (
+        got[0][1] == "alpha's answer" and got[1][1] == "beta's answer" and "the task" in got[2][1]
+    )
+    assert result.output == "both agree" and result.data["summary_method"] == "llm"
+    assert sorted(c[0] for c in sp.calls) == ["alpha", "beta", "summary"]
