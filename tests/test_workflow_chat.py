@@ -28,12 +28,17 @@ def turns(result: Any) -> list[tuple[str, str]]:
 
 
 CODER = assistant("coder", "You are coder.", "writes the code")
-REVIEWER = assistant("reviewer", "You are reviewer.", "reviews the code and ends the chat when it is good")
+REVIEWER = assistant(
+    "reviewer", "You are reviewer.", "reviews the code and ends the chat when it is good"
+)
 TESTER = assistant("tester", "You are tester.", "writes tests")
 
 
 def test_auto_selection_ends_on_the_termination_phrase(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    write(tmp_path / "wf", "review", f"""
+    write(
+        tmp_path / "wf",
+        "review",
+        f"""
 name = "review"
 type = "groupchat"
 agents = [{CODER}, {REVIEWER}, {TESTER}]
@@ -41,33 +46,51 @@ speaker_selection = "auto"
 max_rounds = 8
 termination = "APPROVED"
 summary_method = "last"
-""")
-    sp = Speakers({"coder": ["def parse(s): ..."], "tester": ["test_parse passes"],
-                   "reviewer": ["Looks correct. APPROVED"]}, select=["tester", "The reviewer should speak: reviewer"])
+""",
+    )
+    sp = Speakers(
+        {
+            "coder": ["def parse(s): ..."],
+            "tester": ["test_parse passes"],
+            "reviewer": ["Looks correct. APPROVED"],
+        },
+        select=["tester", "The reviewer should speak: reviewer"],
+    )
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
         d = start(daemon_factory, tmp_path, srv)
         _events, result = asyncio.run(run(d, "review", "parse ISO dates"))
-        select_prompts = [r for r in srv.chat_requests if "choose the next speaker" in str(r["messages"][0])]
+        select_prompts = [
+            r for r in srv.chat_requests if "choose the next speaker" in str(r["messages"][0])
+        ]
     assert result.state == "succeeded", result.error
-    assert turns(result) == [("coder", "def parse(s): ..."), ("tester", "test_parse passes"),
-                             ("reviewer", "Looks correct. APPROVED")]
+    assert turns(result) == [
+        ("coder", "def parse(s): ..."),
+        ("tester", "test_parse passes"),
+        ("reviewer", "Looks correct. APPROVED"),
+    ]
     assert result.data["stop_reason"] == "reviewer said APPROVED"
     assert result.output == "Looks correct."  # the last message without the phrase
     assert [c[0] for c in sp.calls] == ["coder", "select", "tester", "select", "reviewer"]
     # the selector saw the participants' descriptions and the conversation
-    assert "reviews the code" in str(select_prompts[0]["messages"]) and "def parse(s)" in str(select_prompts[0])
+    assert "reviews the code" in str(select_prompts[0]["messages"]) and "def parse(s)" in str(
+        select_prompts[0]
+    )
     usage = json.loads(result.data["usage_summary"])
     assert {"coder", "tester", "reviewer", "speaker_selection"} <= set(usage["agents"])
 
 
 def test_a_chat_stops_at_max_rounds(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    write(tmp_path / "wf", "talk", f"""
+    write(
+        tmp_path / "wf",
+        "talk",
+        f"""
 name = "talk"
 type = "groupchat"
 agents = [{CODER}, {REVIEWER}]
 max_rounds = 3
 summary_method = "none"
-""")
+""",
+    )
     sp = Speakers({"coder": ["draft 1", "draft 2"], "reviewer": ["not yet"]})
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
         d = start(daemon_factory, tmp_path, srv)
@@ -80,21 +103,31 @@ summary_method = "none"
 
 
 def test_a_user_proxy_is_answered_through_the_approval_path(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    write(tmp_path / "wf", "pair", f"""
+    write(
+        tmp_path / "wf",
+        "pair",
+        f"""
 name = "pair"
 type = "groupchat"
 agents = [{CODER}, "user_proxy"]
 max_rounds = 6
 summary_method = "last"
-""")
+""",
+    )
     sp = Speakers({"coder": ["v1", "v2 with tests"]})
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
         d = start(daemon_factory, tmp_path, srv)
-        events, result = asyncio.run(run(d, "pair", "write it", answers=["please add tests", "exit"]))
+        events, result = asyncio.run(
+            run(d, "pair", "write it", answers=["please add tests", "exit"])
+        )
         second = [r for r in srv.chat_requests if "You are coder." in str(r["messages"][0])][1]
     assert result.state == "succeeded", result.error
-    assert turns(result) == [("coder", "v1"), ("user_proxy", "please add tests"), ("coder", "v2 with tests"),
-                             ("user_proxy", "exit")]
+    assert turns(result) == [
+        ("coder", "v1"),
+        ("user_proxy", "please add tests"),
+        ("coder", "v2 with tests"),
+        ("user_proxy", "exit"),
+    ]
     assert result.data["stop_reason"] == "the user ended it" and result.output == "v2 with tests"
     assert "[user_proxy]: please add tests" in second["messages"][-1]["content"]
     questions = [e.approval for e in events if e.kind == "approval"]
