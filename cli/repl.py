@@ -171,6 +171,9 @@ class Repl:
     # ---------------------------------------------------------------- prompt
     def message(self) -> list[tuple[str, str]]:
         head = self.ctx.approvals.head() if self.ctx.approvals is not None else None
+        if head is not None and head.request.question:
+            choices = f" [{'/'.join(head.request.choices)}]" if head.request.choices else ""
+            return [("class:prompt.question", f"[{head.view.label}] {head.request.question.splitlines()[-1]}{choices} ")]
         if head is not None:
             return [("class:prompt.question",
                      f"approve {head.request.tool} for [{head.view.label}]? [y/y -N/n/feedback] ")]
