@@ -55,6 +55,7 @@ class WorkflowRpcs(ServicerBase):
         book = self.workflows
         if book is None:
             return pb.ListWorkflowsResponse()
+        book.refresh()
         return pb.ListWorkflowsResponse(
             workflows=[
                 workflow_to_pb(book.workflows[n], str(book.paths.get(n, ""))) for n in book.names()
@@ -67,6 +68,8 @@ class WorkflowRpcs(ServicerBase):
     ) -> pb.WorkflowInfo:
         await self._authorize(context, "GetWorkflow")
         book = self.workflows
+        if book is not None:
+            book.refresh()
         wf = book.get(request.name) if book is not None else None
         if wf is None or book is None:
             names = ", ".join(book.names()) if book is not None else ""

@@ -32,6 +32,8 @@ def resolve(cmd: Command, book: WorkflowBook | None, known: Iterable[str]) -> No
             code="INVALID_ARGUMENT",
         )
     name = cmd.options.get(NAME_OPTION, "").strip()
+    if book is not None:
+        book.refresh()  # files edited since: read again
     names = book.names() if book is not None else []
     if not name:
         raise RoutingError(

@@ -184,13 +184,39 @@ class WorkflowBook:
         self.workflows: dict[str, Workflow] = {}
         self.paths: dict[str, Path] = {}
         self.errors: list[str] = []
+        self._seen: tuple[tuple[str, int, int], ...] = ()
         self.reload()
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        d = self.directory
+        if d is None or not d.is_dir():
+            return ()
+        out = []
+        for f in sorted(d.glob("*.toml")):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((f.name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def refresh(self) -> bool:
+        """Reload when a file was added, changed or removed since the last load (a few stats);
+        True when it reloaded."""
+        if self._signature() == self._seen:
+            return False
+        self.reload()
+        for e in self.errors:
+            log.error("workflow_invalid", problem=e)
+        log.info("workflows_reloaded", directory=str(self.directory), workflows=self.names())
+        return True
 
     def reload(self) -> None:
         found: dict[str, Workflow] = {}
         paths: dict[str, Path] = {}
         errors: list[str] = []
         d = self.directory
+        self._seen = self._signature()
         if d is not None and d.is_dir():
             for f in sorted(d.glob("*.toml")):
                 try:
