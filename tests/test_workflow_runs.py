@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.mesh import Daemon
+from orchgpt.models import Command
+from tests.support.mesh import Daemon, await_for
 from tests.support.scripted_openai import ScriptedOpenAI
 from tests.support.workflows import Speakers, assistant, run, write
 
@@ -105,3 +106,44 @@ summary_method = "llm"
     )
     assert result.output == "both agree" and result.data["summary_method"] == "llm"
     assert sorted(c[0] for c in sp.calls) == ["alpha", "beta", "summary"]
+
+
+def test_cancel_stops_the_whole_workflow(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write(
+        tmp_path / "wf",
+        "slow",
+        """
+name = "slow"
+type = "sequential"
+agents = [{name = "waiter", type = "echo", options = {delay = "30"}}, "echo"]
+""",
+    )
+    d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf")).start()
+
+    async def go() -> tuple[Any, list[Any]]:
+        async with d.client(timeout=30) as c:
+            events: list[Any] = []
+
+            async def follow() -> None:
+                async for ev in c.submit(
+                    Command("workflow", input="wait", options={"workflow": "slow"})
+                ):
+                    events.append(ev)
+
+            reader = asyncio.create_task(follow())
+            await await_for(
+                lambda: any(e.task_id != events[0].task_id and e.kind == "log" for e in events),
+                30,
+                what="the first turn to run",
+            )
+            root = events[0].task_id
+            await c.cancel(root, "enough")
+            await asyncio.wait_for(reader, 15)
+            task, _evs, children = await c.get_task(root, with_events=False)
+            return task, children
+
+    task, children = asyncio.run(go())
+    assert task.state == "cancelled"
+    assert [(c.agent_type, c.state) for c in children] == [
+        ("echo", "cancelled")
+    ]  # the second never started
