@@ -133,3 +133,42 @@ summary_method = "last"
     questions = [e.approval for e in events if e.kind == "approval"]
     assert len(questions) == 2 and all(q is not None and q.question for q in questions)
     assert "coder said: v1" in questions[0].question  # type: ignore[union-attr]
+
+
+def test_manual_selection_and_a_user_asked_only_at_the_end(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write(
+        tmp_path / "wf",
+        "steer",
+        f"""
+name = "steer"
+type = "groupchat"
+agents = [{CODER}, {REVIEWER}, {{name = "me", type = "user_proxy", human_input_mode = "terminate"}}]
+speaker_selection = "manual"
+max_rounds = 2
+""",
+    )
+    sp = Speakers({"coder": ["v1", "v2 TERMINATE"], "reviewer": ["r1"]})
+    with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
+        d = start(daemon_factory, tmp_path, srv)
+        answers = [
+            "reviewer",
+            "one more thing",
+            "coder",
+            "",
+        ]  # the choice by name; "" ends the chat
+        events, result = asyncio.run(run(d, "steer", "write it", answers=answers))
+    assert result.state == "succeeded", result.error
+    assert turns(result) == [
+        ("coder", "v1"),
+        ("reviewer", "r1"),
+        ("me", "one more thing"),
+        ("coder", "v2 TERMINATE"),
+    ]
+    assert result.data["stop_reason"] == "coder said TERMINATE" and result.output == "v2"
+    asked = [e.approval for e in events if e.kind == "approval" and e.approval is not None]
+    assert [a.choices for a in asked] == [["coder", "reviewer"], [], ["coder", "reviewer"], []]
+    assert (
+        "max_rounds (2) reached" in asked[1].question
+        and "coder said TERMINATE" in asked[3].question
+    )
+    assert not any(c[0] == "select" for c in sp.calls)  # the user chose: no model call for it

@@ -114,7 +114,8 @@ class Run:
             n,
             _now_ms(),
         )
-        self.entries.append(e)
+        if r.output.strip() or not p.is_user:  # the user passing says nothing
+            self.entries.append(e)
         self.ctx.step(
             f"{p.name}: {tx.short(r.output)}",
             speaker=p.name,
