@@ -73,6 +73,8 @@ class Participant(BaseModel):
         self.type = self.type or self.name
         if not TYPE_RE.match(self.type):
             raise ValueError(f"type {self.type!r} is not an agent type name")
+        if self.type == "workflow":
+            raise ValueError("a workflow cannot take part in a workflow (type 'workflow')")
         return self
 
     @property

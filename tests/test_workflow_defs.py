@@ -75,6 +75,10 @@ def test_the_smallest_file_loads_as_written(tmp_path: Path) -> None:
             "agents.0.human_input_mode",
         ),
         (SMALLEST.replace("agents = ", "agents = = "), "not valid TOML"),
+        (
+            SMALLEST.replace('"reviewer"]', '"workflow"]'),
+            "agents.1: a workflow cannot take part in a workflow",
+        ),
     ],
 )
 def test_a_bad_file_names_the_file_the_key_and_the_problem(

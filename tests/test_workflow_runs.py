@@ -147,3 +147,29 @@ agents = [{name = "waiter", type = "echo", options = {delay = "30"}}, "echo"]
     assert [(c.agent_type, c.state) for c in children] == [
         ("echo", "cancelled")
     ]  # the second never started
+
+
+def test_a_failed_turn_fails_the_workflow_and_keeps_the_turns_before_it(
+    daemon_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    write(
+        tmp_path / "wf",
+        "fragile",
+        """
+name = "fragile"
+type = "sequential"
+agents = ["echo", {name = "broken", type = "echo", options = {fail = "boom"}}, {name = "never", type = "echo"}]
+""",
+    )
+    d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf")).start()
+    events, result = asyncio.run(run(d, "fragile", "go"))
+    assert result.state == "failed" and "turn 2 (broken) (echo) failed: boom" in result.error
+    assert [s for s, _ in turns(result)] == ["echo"]
+    assert not any(e.data.get("speaker") == "never" for e in events)
+
+    async def session_messages() -> list[Any]:
+        async with d.client() as c:
+            task, _e, _c = await c.get_task(events[0].task_id, with_events=False)
+            return await c.list_messages(task.session_id)
+
+    assert [m.speaker for m in asyncio.run(session_messages())] == ["client:cli", "echo"]

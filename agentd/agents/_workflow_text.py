@@ -11,6 +11,7 @@ from typing import Any
 from orchgpt.models import Usage
 from orchgpt.workflows import Participant, Workflow
 
+MAX_ENTRY = 32_000  # characters of one message kept in the result's transcript
 MAX_CONVERSATION = 24_000  # characters of the conversation a turn's prompt carries (the latest)
 
 SELECT_SYSTEM = (
@@ -36,9 +37,14 @@ class Entry:
     ts_ms: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        content = (
+            self.content
+            if len(self.content) <= MAX_ENTRY
+            else self.content[:MAX_ENTRY] + "\n[... cut ...]"
+        )
         return {
             "speaker": self.speaker,
-            "content": self.content,
+            "content": content,
             "role": self.role,
             "agent_type": self.agent_type,
             "task_id": self.task_id,

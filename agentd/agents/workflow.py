@@ -295,24 +295,32 @@ class WorkflowAgent(Agent):
             type=wf.type,
         )
         run = Run(ctx, wf, task)
-        await {
-            "sequential": run.sequential,
-            "autonomous": run.autonomous,
-            "groupchat": run.groupchat,
-        }[wf.type]()
-        summary = await run.summarise()
+        failed = ""
+        summary = ""
+        try:
+            await {
+                "sequential": run.sequential,
+                "autonomous": run.autonomous,
+                "groupchat": run.groupchat,
+            }[wf.type]()
+            summary = await run.summarise()
+        except TaskFailed as exc:  # a turn failed: the result keeps the turns taken so far
+            failed = str(exc)
+            run.stop_reason = f"failed: {failed}"
         finished = _now_ms()
         usage = run.tally.summary(started, finished)
         turns = len(run.entries)
         output = summary or f"workflow {wf.name}: {turns} turns ({run.stop_reason}); no summary"
         ctx.step(
-            f"workflow {wf.name} finished: {turns} turns, {run.stop_reason}; "
+            f"workflow {wf.name} {'failed' if failed else 'finished'}: {turns} turns, {run.stop_reason}; "
             f"${usage['total']['total_cost']:.4f}",
             usage=json.dumps(usage),
             stop_reason=run.stop_reason,
         )
         return Outcome(
             output=output,
+            ok=not failed,
+            error=failed,
             data={
                 "workflow": wf.name,
                 "type": wf.type,
