@@ -70,7 +70,10 @@ async def workflow_(ctx: Context, args: list[str]) -> None:
     elif what == "run":
         if len(args) < 3 or not args[2].strip():
             raise ParseError(f"/workflow run needs a task: usage {RUN_USAGE}")
-        await _run(ctx, name, args[2])
+        if ctx.interactive:  # the prompt stays free: the user_proxy's questions are answered there
+            ctx.spawn(_run(ctx, name, args[2]))
+        else:
+            await _run(ctx, name, args[2])
     else:
         raise ParseError(f"/workflow {what}: expected run or show: usage {RUN_USAGE}")
 

@@ -41,3 +41,24 @@ async def test_a_question_is_answered_by_the_next_line(daemon_factory, tmp_path:
             await d.shows("answer '' sent to task")
     finally:
         await stop_agent(link, runner)
+
+
+async def test_a_workflow_run_in_the_repl_leaves_the_prompt_free_for_its_questions(
+    daemon_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    (wf / "ask.toml").write_text(
+        'name = "ask"\ntype = "sequential"\nagents = ["user_proxy", "echo"]\n'
+    )
+    mesh: Daemon = daemon_factory("--workflows-dir", str(wf)).start()
+    async with repl_for(mesh.address, mesh.certs) as d:
+        await connected(d)
+        await d.line('/workflow run ask "say something"')
+        await until(
+            lambda: "Your reply" in plain(d.repl.message()), 30, what="the user_proxy's question"
+        )
+        await d.line("hello from the prompt")
+        await d.shows("workflow ask: 2 turns", timeout=30)
+        await d.shows("summary: ")
+        assert any("hello from the prompt" in x for x in d.transcript if "summary" in x)
