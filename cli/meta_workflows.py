@@ -33,6 +33,7 @@ def _participants(d: dict[str, Any]) -> str:
 @meta("workflows", "/workflows", "the workflows the daemon loaded (its workflows directory)")
 async def workflows_(ctx: Context, args: list[str]) -> None:
     found, errors = await ctx.call(lambda c: c.list_workflows())
+    ctx.workflow_names = [d["name"] for d in found]
     rows = [
         [
             d["name"],

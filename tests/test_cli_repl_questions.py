@@ -62,3 +62,21 @@ async def test_a_workflow_run_in_the_repl_leaves_the_prompt_free_for_its_questio
         await d.shows("workflow ask: 2 turns", timeout=30)
         await d.shows("summary: ")
         assert any("hello from the prompt" in x for x in d.transcript if "summary" in x)
+
+
+def test_workflow_names_complete_after_workflows_listed() -> None:
+    from orchgpt_cli.completion import CommandCompleter
+    from orchgpt_cli.context import Context
+    from orchgpt_cli.output import Output
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    ctx = Context(Output(), interactive=True)
+    ctx.workflow_names = ["code-review", "research-and-write"]
+    comp = CommandCompleter(ctx)
+
+    def words(text: str) -> list[str]:
+        return [c.text for c in comp.get_completions(Document(text), CompleteEvent())]
+
+    assert words("/workflow r") == ["run"] and words("/workflow run co") == ["code-review"]
+    assert words("/workflow show ") == ["code-review", "research-and-write"]
