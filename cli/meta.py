@@ -325,15 +325,9 @@ async def fetch_(ctx: Context, args: list[str]) -> None:
 
 # ---------------------------------------------------------------- history, sessions
 
-@meta("history", "/history [N] | /history delete MSG_ID",
-      "the last N commands (default 20) of every session, with their results; delete a message", args=(0, 2))
+@meta("history", "/history [N]", "the last N commands (default 20) of every session, with their results",
+      args=(0, 1))
 async def history_(ctx: Context, args: list[str]) -> None:
-    if args and args[0].lower() == "delete":
-        from .meta_workflows import delete_message
-
-        return await delete_message(ctx, args[1:])
-    if len(args) > 1:
-        raise ParseError(f'/history: unexpected "{args[1]}": usage /history [N] | /history delete MSG_ID')
     n = _limit(args, 20, "/history [N]")
     tasks = await ctx.call(lambda c: c.list_tasks(limit=n))
     _remember(ctx, tasks)
@@ -384,16 +378,9 @@ async def sessions_(ctx: Context, args: list[str]) -> None:
     ctx.out.record("sessions", {"sessions": [_session_json(s) for s in sessions]}, lines)
 
 
-@meta("session", "/session [ID] | /session messages|clear|delete [ID]",
-      "one session in detail (default this one); its messages; clear its messages; delete it",
-      args=(0, 2), complete="session")
+@meta("session", "/session [ID]", "one session in detail (default this one): times, messages, usage per agent",
+      args=(0, 1), complete="session")
 async def session_(ctx: Context, args: list[str]) -> None:
-    if args and args[0].lower() in ("messages", "clear", "delete"):
-        from .meta_workflows import session_op
-
-        return await session_op(ctx, args[0].lower(), args[1:])
-    if len(args) > 1:
-        raise ParseError(f'/session: unexpected "{args[1]}": usage /session [ID] | /session messages|clear|delete [ID]')
     sid = await resolve_session(ctx, args[0]) if args else ctx.session_id
     sessions = await ctx.call(lambda c: c.list_sessions(limit=SCAN_LIMIT))
     s = next((x for x in sessions if x.session_id == sid), None)

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from orchgpt.models import Action, Command
 
+from . import meta as _base  # noqa: F401  (registers /history and /session, extended below)
 from .errors import CliError, ParseError
-from .registry import meta
+from .registry import extend, meta
 from .render import Line, one_line, short_id, table, timestamp
 
 if TYPE_CHECKING:
@@ -171,6 +172,18 @@ async def delete_message(ctx: Context, args: list[str]) -> None:
     )
 
 
+async def session_messages(ctx: Context, args: list[str]) -> None:
+    await session_op(ctx, "messages", args)
+
+
+async def session_clear(ctx: Context, args: list[str]) -> None:
+    await session_op(ctx, "clear", args)
+
+
+async def session_delete(ctx: Context, args: list[str]) -> None:
+    await session_op(ctx, "delete", args)
+
+
 async def session_op(ctx: Context, op: str, args: list[str]) -> None:
     from .meta import resolve_session
 
@@ -234,3 +247,19 @@ def _message_lines(sid: str, msgs: list[SessionMessage]) -> list[Line]:
     if not msgs:
         lines.append([("info", "  no messages")])
     return lines
+
+
+extend(
+    "history",
+    {"delete": delete_message},
+    "/history [N] | /history delete MSG_ID",
+    "the last N commands (default 20) of every session, with their results; delete a message",
+    2,
+)
+extend(
+    "session",
+    {"messages": session_messages, "clear": session_clear, "delete": session_delete},
+    "/session [ID] | /session messages|clear|delete [ID]",
+    "one session in detail (default this one); its messages; clear its messages; delete it",
+    2,
+)
