@@ -173,3 +173,32 @@ agents = ["echo", {name = "broken", type = "echo", options = {fail = "boom"}}, {
             return await c.list_messages(task.session_id)
 
     assert [m.speaker for m in asyncio.run(session_messages())] == ["client:cli", "echo"]
+
+
+def test_turns_share_the_workflow_s_workspace_and_its_files(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write(
+        tmp_path / "wf",
+        "notes",
+        """
+name = "notes"
+type = "sequential"
+agents = [{name = "scribe", type = "echo", options = {file = "notes.txt"}}, "echo"]
+""",
+    )
+    d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf")).start()
+    events, result = asyncio.run(run(d, "notes", "remember this"))
+    assert result.state == "succeeded", result.error
+    root = events[0].task_id
+    assert [a.path for a in result.artifacts] == ["notes.txt"]
+    assert (
+        (d.data_dir / "workspaces" / root / "notes.txt")
+        .read_text()
+        .startswith("Task: remember this")
+    )
+
+    async def fetch() -> str:
+        async with d.client() as c:
+            got = await c.fetch_artifact(root, "notes.txt", tmp_path / "got.txt")
+            return got.read_text()
+
+    assert asyncio.run(fetch()).startswith("Task: remember this")

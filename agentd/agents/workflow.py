@@ -29,8 +29,10 @@ total: {total_cost, <model>: {cost, prompt_tokens, completion_tokens, total_toke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -39,6 +41,7 @@ from orchgpt.workflows import DEF_OPTION, Participant, Workflow
 
 from ..errors import AgentdError, TaskFailed
 from ..runtime import Agent, Outcome, TaskContext, register
+from ..workspace import WORKSPACE_OPTION
 from . import _workflow_text as tx
 from ._workflow_text import Entry, Tally
 
@@ -96,6 +99,8 @@ class Run:
             options["system_prompt"] = p.system_prompt
         if p.is_user:
             options["question"] = text
+        elif self.wf.type != "autonomous":  # one after another: they work on the same files
+            options.setdefault(WORKSPACE_OPTION, Path(self.ctx.workspace).name)
         sub_id = child_task_id(self.ctx.task.task_id, key)
         self.ctx.step(
             f"turn {n}: {p.name} ({p.type})",
@@ -105,6 +110,10 @@ class Run:
             agent_type=p.type,
         )
         r = await self.delegate(key, p, p.type, text, options, f"turn {n} ({p.name})")
+        if options.get(WORKSPACE_OPTION) == Path(self.ctx.workspace).name:
+            for a in r.artifacts:  # files of the shared workspace: the workflow's too (/fetch)
+                with contextlib.suppress(OSError, ValueError):
+                    self.ctx.artifact(a.path, kind=a.kind)
         e = Entry(
             p.name,
             r.output,
