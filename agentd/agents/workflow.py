@@ -17,7 +17,9 @@ key (``turn-N``, ``select-N``, ``end-N``, ``summary``), so its id derives from t
 delegation it made before is answered at once by the sub-task that exists (its result, or the
 running one), so that no turn runs twice and the run goes on from the turn it was on. The
 sub-tasks' events stream under this task; STEP events name the speaker of each turn (data
-``speaker``, ``turn``, ``turn_task``). Cancelling this task cancels its sub-tasks.
+``speaker``, ``turn``, ``turn_task``). Cancelling this task cancels its sub-tasks. Sequential and
+group-chat turns work in this task's workspace (option ``workspace``), on the same files, which
+become this task's artifacts too; autonomous turns work each in their own.
 
 The result: the output by ``summary_method`` (``last``, ``llm``: an ``assistant`` sub-task on the
 fast model, ``none``), and in its data the ``transcript`` (JSON, stored by the daemon as the
