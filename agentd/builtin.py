@@ -14,6 +14,9 @@ BUILTIN_TYPES: tuple[str, ...] = (
     "git",
     "optimizer",
     "mailer",
+    "workflow",
+    "assistant",
+    "user_proxy",
 )
 
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"

@@ -38,6 +38,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="data directory (store, agent certificates, workspaces)")
     p.add_argument("--store", help="store URL: sqlite:///PATH or a PATH, postgresql://USER@HOST:PORT/DB, or memory:")
     p.add_argument("--workspace-root", dest="workspace_root")
+    p.add_argument("--workflows-dir", dest="workflows_dir", help="workflow definitions (TOML files)")
     p.add_argument("--max-local-agents", dest="max_local_agents", type=int)
     p.add_argument("--spawn-deadline", dest="spawn_deadline", type=float,
                    help="seconds a spawned agent has to register (default 30)")
@@ -196,7 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve, write_port_file
 
     flags = {k: getattr(args, k, None) for k in (
-        "listen", "certs", "data_dir", "store", "workspace_root", "max_local_agents", "spawn",
+        "listen", "certs", "data_dir", "store", "workspace_root", "workflows_dir", "max_local_agents", "spawn",
         "spawn_deadline", "local_idle_timeout", "agent_types",
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
-from . import logs
+from . import logs, transcripts
 from .errors import RoutingError, StoreError
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
@@ -411,6 +411,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
                                 parent_task_id=t.parent_task_id))
         self.flush()
         self._set_state(t, result.state)
+        transcripts.record(self.store, t)  # the session's messages (orchgpt/transcripts.py)
         self.queues.forget(t.task_id)
         self.stats["completed"] += 1
         log.info("task_finished", task_id=t.task_id, state=str(result.state), agent_id=t.agent_id or None,

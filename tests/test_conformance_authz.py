@@ -67,7 +67,8 @@ def _expected(scope: str, who: str) -> str:
     return "OK"
 
 
-_OBJECT_RPCS = {"Watch(task)", "GetTask", "CancelTask", "Approve", "FetchArtifact", "PublishSession"}
+_OBJECT_RPCS = {"Watch(task)", "GetTask", "CancelTask", "Approve", "FetchArtifact", "PublishSession",
+                "ListMessages", "DeleteMessage", "ClearSession", "DeleteSession"}
 _CASES = [(rpc, col, who) for rpc in authz.RPC_TABLE
           for col, people in ((authz.CLIENT, (OWNER, OTHER_CLIENT)), (authz.ADMIN, (ADMIN,)),
                               (authz.AGENT, (ASSIGNED_AGENT, OTHER_AGENT)), (authz.SERVER, (SERVER,)))

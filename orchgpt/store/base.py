@@ -11,7 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from ..models import AgentInfo, SessionInfo, Task, TaskEvent
+from ..errors import StoreError
+from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent
 
 
 class Store(ABC):
@@ -94,3 +95,22 @@ class Store(ABC):
 
     @abstractmethod
     def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo: ...
+
+    # ---- session transcripts (store/sqlite_transcript.py): not every store keeps them
+    def add_session_messages(self, messages: list[SessionMessage]) -> None:
+        raise StoreError(f"{type(self).__name__} keeps no session messages")
+
+    def session_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
+        return []
+
+    def get_session_message(self, message_id: str) -> SessionMessage | None:
+        return None
+
+    def delete_session_message(self, message_id: str) -> int:
+        raise StoreError(f"{type(self).__name__} keeps no session messages")
+
+    def clear_session(self, session_id: str) -> int:
+        raise StoreError(f"{type(self).__name__} cannot clear a session")
+
+    def delete_session(self, session_id: str) -> int:
+        raise StoreError(f"{type(self).__name__} cannot delete a session")

@@ -236,6 +236,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE options::jsonb ? '_reply_to' AND jsonb_typeof(options::jsonb -> '_reply_to') = 'string';
         """,
     ),
+    Migration(
+        4,
+        "session transcripts: session_messages (commands, results, workflow turns)",
+        """
+        CREATE TABLE session_messages (
+            message_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            task_id    TEXT NOT NULL DEFAULT '',
+            speaker    TEXT NOT NULL DEFAULT '',
+            role       TEXT NOT NULL DEFAULT '',
+            content    TEXT NOT NULL DEFAULT '',
+            ts_ms      INTEGER NOT NULL,
+            n          INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX session_messages_session ON session_messages(session_id, ts_ms, n);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

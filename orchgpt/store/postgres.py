@@ -31,6 +31,7 @@ from .migrations import LATEST, MIGRATIONS, postgres_sql
 from .sqlite_rows import _event_payload
 from .sqlite_sessions import SqliteSessions
 from .sqlite_tasks import SqliteTasks
+from .sqlite_transcript import SqliteTranscript
 
 try:
     import psycopg
@@ -90,7 +91,7 @@ class _Cursor:
             cur.executemany(_translate(sql), rows)
 
 
-class PostgresStore(SqliteTasks, SqliteSessions, Store):
+class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, Store):
     """The SQLite store's tables in a PostgreSQL database."""
 
     def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:

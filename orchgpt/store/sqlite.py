@@ -41,6 +41,7 @@ from .migrations import LATEST, SchemaTooNew, migrate, schema_version
 from .sqlite_rows import _TASK_COLUMNS, _TASK_INSERT, _task_from_row, _task_row  # noqa: F401  (re-exported)
 from .sqlite_sessions import SqliteSessions
 from .sqlite_tasks import SqliteTasks
+from .sqlite_transcript import SqliteTranscript
 
 log = logs.get("orchgpt.store")
 
@@ -88,7 +89,7 @@ def _cause(exc: BaseException) -> str:
 # ---- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(SqliteTasks, SqliteSessions, Store):
+class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, Store):
     """Tasks, events, sessions, usage, artifacts, IAC message log and agents in one file."""
 
     def __init__(

@@ -180,6 +180,13 @@ async def main() -> dict[str, Any]:
     await run_as_worker("alice-live", reply=False)
     got = await unary("alice", "GetTask", pb.GetTaskRequest(task_id="alice-t"))
     session = got[1].task.session_id
+    # alice's sessions for the session operations (finished at once: the STATUS action), one per
+    # principal that may change them ("-alice", and "-boss" for the admin; bob tries the latter)
+    for sid in ("c-alice", "c-boss", "d-alice", "d-boss", "m-alice", "m-boss"):
+        code, _ = await submit("alice", agent_type="conftype", action=pb.STATUS_ACTION, session_id=sid, task_id=sid)
+        assert code == "OK", code
+    (DATA / "workflows.d").mkdir(parents=True, exist_ok=True)
+    (DATA / "workflows.d" / "conf.toml").write_text('name = "conf"\ntype = "sequential"\nagents = ["conftype"]\n')
 
     principals = ["alice", "bob", "boss", "worker", "outsider", "server"]
     for p in principals:
@@ -207,6 +214,13 @@ async def main() -> dict[str, Any]:
         r["ListSessions"] = code
         obs["lists"][f"ListSessions:{p}"] = (session in {s.session_id for s in resp.sessions}) if code == "OK" else None
         r["PublishSession"] = (await unary(p, "PublishSession", pb.PublishSessionRequest(session_id=session)))[0]
+        mine = "alice" if p == "alice" else "boss"
+        r["ListWorkflows"] = (await unary(p, "ListWorkflows", pb.ListWorkflowsRequest()))[0]
+        r["GetWorkflow"] = (await unary(p, "GetWorkflow", pb.GetWorkflowRequest(name="conf")))[0]
+        r["ListMessages"] = (await unary(p, "ListMessages", pb.ListMessagesRequest(session_id=session)))[0]
+        r["DeleteMessage"] = (await unary(p, "DeleteMessage", pb.DeleteMessageRequest(message_id=f"m-{mine}:0")))[0]
+        r["ClearSession"] = (await unary(p, "ClearSession", pb.SessionRef(session_id=f"c-{mine}")))[0]
+        r["DeleteSession"] = (await unary(p, "DeleteSession", pb.SessionRef(session_id=f"d-{mine}")))[0]
         obs["rpc"][p] = r
     # Watch(all) of a client shows its own tasks only: bob watches while alice's task runs
     obs["approvals_seen_by_worker"] = sorted(

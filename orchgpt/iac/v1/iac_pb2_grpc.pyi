@@ -86,6 +86,13 @@ class MeshStub:
     Approve: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ApproveRequest, _iac_pb2.ApproveResponse]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListSessionsRequest, _iac_pb2.ListSessionsResponse]
     PublishSession: _grpc.UnaryUnaryMultiCallable[_iac_pb2.PublishSessionRequest, _iac_pb2.PublishSessionResponse]
+    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListWorkflowsRequest, _iac_pb2.ListWorkflowsResponse]
+    """Workflows (the daemon's workflows directory) and session operations (the caller's own)."""
+    GetWorkflow: _grpc.UnaryUnaryMultiCallable[_iac_pb2.GetWorkflowRequest, _iac_pb2.WorkflowInfo]
+    ListMessages: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListMessagesRequest, _iac_pb2.ListMessagesResponse]
+    DeleteMessage: _grpc.UnaryUnaryMultiCallable[_iac_pb2.DeleteMessageRequest, _iac_pb2.SessionChangeResponse]
+    ClearSession: _grpc.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]
+    DeleteSession: _grpc.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]
 
 @_typing.type_check_only
 class MeshAsyncStub(MeshStub):
@@ -106,6 +113,13 @@ class MeshAsyncStub(MeshStub):
     Approve: _aio.UnaryUnaryMultiCallable[_iac_pb2.ApproveRequest, _iac_pb2.ApproveResponse]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListSessionsRequest, _iac_pb2.ListSessionsResponse]  # type: ignore[assignment]
     PublishSession: _aio.UnaryUnaryMultiCallable[_iac_pb2.PublishSessionRequest, _iac_pb2.PublishSessionResponse]  # type: ignore[assignment]
+    ListWorkflows: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListWorkflowsRequest, _iac_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
+    """Workflows (the daemon's workflows directory) and session operations (the caller's own)."""
+    GetWorkflow: _aio.UnaryUnaryMultiCallable[_iac_pb2.GetWorkflowRequest, _iac_pb2.WorkflowInfo]  # type: ignore[assignment]
+    ListMessages: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListMessagesRequest, _iac_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    DeleteMessage: _aio.UnaryUnaryMultiCallable[_iac_pb2.DeleteMessageRequest, _iac_pb2.SessionChangeResponse]  # type: ignore[assignment]
+    ClearSession: _aio.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]  # type: ignore[assignment]
+    DeleteSession: _aio.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]  # type: ignore[assignment]
 
 class MeshServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -189,5 +203,48 @@ class MeshServicer(metaclass=_abc_1.ABCMeta):
         request: _iac_pb2.PublishSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iac_pb2.PublishSessionResponse, _abc.Awaitable[_iac_pb2.PublishSessionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListWorkflows(
+        self,
+        request: _iac_pb2.ListWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListWorkflowsResponse, _abc.Awaitable[_iac_pb2.ListWorkflowsResponse]]:
+        """Workflows (the daemon's workflows directory) and session operations (the caller's own)."""
+
+    @_abc_1.abstractmethod
+    def GetWorkflow(
+        self,
+        request: _iac_pb2.GetWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.WorkflowInfo, _abc.Awaitable[_iac_pb2.WorkflowInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMessages(
+        self,
+        request: _iac_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListMessagesResponse, _abc.Awaitable[_iac_pb2.ListMessagesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteMessage(
+        self,
+        request: _iac_pb2.DeleteMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.SessionChangeResponse, _abc.Awaitable[_iac_pb2.SessionChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ClearSession(
+        self,
+        request: _iac_pb2.SessionRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.SessionChangeResponse, _abc.Awaitable[_iac_pb2.SessionChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSession(
+        self,
+        request: _iac_pb2.SessionRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.SessionChangeResponse, _abc.Awaitable[_iac_pb2.SessionChangeResponse]]: ...
 
 def add_MeshServicer_to_server(servicer: MeshServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
