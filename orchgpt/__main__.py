@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     from .a2a.cli import add_parser as _a2a_parser
 
     _a2a_parser(sub)
-    from agentd.blocks.cli import add_parser as _blocks_parser  # the blocks live with the agents
+    from .blocks_cli import add_parser as _blocks_parser
 
     _blocks_parser(sub)
     args = ap.parse_args(argv)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return _a2a(args)
         if args.cmd == "blocks":
-            from agentd.blocks.cli import run as _blocks
+            from .blocks_cli import run as _blocks
 
             return _blocks(args)
         return _serve(args)
