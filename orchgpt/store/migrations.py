@@ -236,6 +236,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE options::jsonb ? '_reply_to' AND jsonb_typeof(options::jsonb -> '_reply_to') = 'string';
         """,
     ),
+    Migration(
+        4,
+        "graphs of blocks, versioned (orchgpt/store/sqlite_graphs.py)",
+        """
+        CREATE TABLE graphs (
+            graph_id   TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            owner      TEXT NOT NULL DEFAULT '',
+            name       TEXT NOT NULL DEFAULT '',
+            definition TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            deleted_ms INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (graph_id, version)
+        );
+        CREATE INDEX graphs_owner ON graphs(owner, created_ms);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
