@@ -14,6 +14,8 @@ BUILTIN_TYPES: tuple[str, ...] = (
     "git",
     "optimizer",
     "mailer",
+    "graph",
+    "blocks",
 )
 
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"

@@ -20,6 +20,8 @@ BUILTIN_TYPES: dict[str, str] = {
     "optimizer": "reviews and speeds up code",
     "mailer": "sends e-mail reports",
     "echo": "replies with its input (for tests)",
+    "graph": "runs a graph of blocks (/graph run ID)",
+    "blocks": "runs one graph block (a node of a graph run)",
 }
 
 ALIASES: dict[str, str] = {
