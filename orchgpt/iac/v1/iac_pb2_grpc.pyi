@@ -86,6 +86,13 @@ class MeshStub:
     Approve: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ApproveRequest, _iac_pb2.ApproveResponse]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListSessionsRequest, _iac_pb2.ListSessionsResponse]
     PublishSession: _grpc.UnaryUnaryMultiCallable[_iac_pb2.PublishSessionRequest, _iac_pb2.PublishSessionResponse]
+    CreateGraph: _grpc.UnaryUnaryMultiCallable[_iac_pb2.CreateGraphRequest, _iac_pb2.CreateGraphResponse]
+    """Graphs of blocks (docs/graphs.md): a client's own graphs, versioned."""
+    ListGraphs: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListGraphsRequest, _iac_pb2.ListGraphsResponse]
+    GetGraph: _grpc.UnaryUnaryMultiCallable[_iac_pb2.GetGraphRequest, _iac_pb2.GraphInfo]
+    DeleteGraph: _grpc.UnaryUnaryMultiCallable[_iac_pb2.DeleteGraphRequest, _iac_pb2.DeleteGraphResponse]
+    ListBlocks: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListBlocksRequest, _iac_pb2.ListBlocksResponse]
+    """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
 
 @_typing.type_check_only
 class MeshAsyncStub(MeshStub):
@@ -106,6 +113,13 @@ class MeshAsyncStub(MeshStub):
     Approve: _aio.UnaryUnaryMultiCallable[_iac_pb2.ApproveRequest, _iac_pb2.ApproveResponse]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListSessionsRequest, _iac_pb2.ListSessionsResponse]  # type: ignore[assignment]
     PublishSession: _aio.UnaryUnaryMultiCallable[_iac_pb2.PublishSessionRequest, _iac_pb2.PublishSessionResponse]  # type: ignore[assignment]
+    CreateGraph: _aio.UnaryUnaryMultiCallable[_iac_pb2.CreateGraphRequest, _iac_pb2.CreateGraphResponse]  # type: ignore[assignment]
+    """Graphs of blocks (docs/graphs.md): a client's own graphs, versioned."""
+    ListGraphs: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListGraphsRequest, _iac_pb2.ListGraphsResponse]  # type: ignore[assignment]
+    GetGraph: _aio.UnaryUnaryMultiCallable[_iac_pb2.GetGraphRequest, _iac_pb2.GraphInfo]  # type: ignore[assignment]
+    DeleteGraph: _aio.UnaryUnaryMultiCallable[_iac_pb2.DeleteGraphRequest, _iac_pb2.DeleteGraphResponse]  # type: ignore[assignment]
+    ListBlocks: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListBlocksRequest, _iac_pb2.ListBlocksResponse]  # type: ignore[assignment]
+    """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
 
 class MeshServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -189,5 +203,42 @@ class MeshServicer(metaclass=_abc_1.ABCMeta):
         request: _iac_pb2.PublishSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iac_pb2.PublishSessionResponse, _abc.Awaitable[_iac_pb2.PublishSessionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateGraph(
+        self,
+        request: _iac_pb2.CreateGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.CreateGraphResponse, _abc.Awaitable[_iac_pb2.CreateGraphResponse]]:
+        """Graphs of blocks (docs/graphs.md): a client's own graphs, versioned."""
+
+    @_abc_1.abstractmethod
+    def ListGraphs(
+        self,
+        request: _iac_pb2.ListGraphsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListGraphsResponse, _abc.Awaitable[_iac_pb2.ListGraphsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetGraph(
+        self,
+        request: _iac_pb2.GetGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.GraphInfo, _abc.Awaitable[_iac_pb2.GraphInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteGraph(
+        self,
+        request: _iac_pb2.DeleteGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.DeleteGraphResponse, _abc.Awaitable[_iac_pb2.DeleteGraphResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListBlocks(
+        self,
+        request: _iac_pb2.ListBlocksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListBlocksResponse, _abc.Awaitable[_iac_pb2.ListBlocksResponse]]:
+        """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
 
 def add_MeshServicer_to_server(servicer: MeshServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
