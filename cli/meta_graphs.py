@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .context import Context
 
-USAGE = "/graph create FILE | show ID [VERSION] | run ID [JSON] | delete ID"
+USAGE = "/graph create FILE | show ID [VERSION] | run ID [JSON] [VERSION] | delete ID"
 
 
 def _graph_json(r: GraphRecord, with_definition: bool = False) -> dict[str, Any]:
@@ -35,15 +35,17 @@ def _graph_json(r: GraphRecord, with_definition: bool = False) -> dict[str, Any]
     return d
 
 
-@meta("graph", USAGE, "create, show, run or delete a graph of blocks", args=(2, 3))
+@meta("graph", USAGE, "create, show, run or delete a graph of blocks", args=(2, 4))
 async def graph_(ctx: Context, args: list[str]) -> None:
     sub, ref, rest = args[0].lower(), args[1], args[2:]
+    if len(rest) > (2 if sub == "run" else 1):
+        raise ParseError(f"/graph {sub}: too many arguments: usage {USAGE}")
     if sub == "create":
         await _create(ctx, ref, rest)
     elif sub == "show":
         await _show(ctx, ref, rest)
     elif sub == "run":
-        await _run(ctx, ref, rest[0] if rest else "{}")
+        await _run(ctx, ref, rest[0] if rest else "{}", rest[1] if len(rest) > 1 else "")
     elif sub == "delete" and not rest:
         n = await ctx.call(lambda c: c.delete_graph(ref))
         ctx.out.record(
@@ -108,7 +110,7 @@ async def _show(ctx: Context, ref: str, rest: list[str]) -> None:
     ctx.out.record("graph", {"graph": _graph_json(rec, with_definition=True)}, lines)
 
 
-async def _run(ctx: Context, ref: str, given: str) -> None:
+async def _run(ctx: Context, ref: str, given: str, version: str = "") -> None:
     from .runner import run_command
 
     try:

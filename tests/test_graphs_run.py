@@ -179,3 +179,19 @@ def test_a_resumed_run_does_not_rerun_completed_nodes(daemon_factory: Any, tmp_p
     assert sorted((k.task_id, k.updated_ms) for k in kids) == sorted(
         (k.task_id, k.updated_ms) for k in children
     )
+
+
+def test_runs_record_the_version_they_ran(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory()
+    seed(d, "pipe", EXAMPLE.read_text())
+    v2 = json.loads(EXAMPLE.read_text())
+    v2["nodes"][0]["input"]["template"] = "bye {{who}}, order 7 is ready"
+    seed(d, "pipe", json.dumps(v2))
+    d.start()
+    latest, _ = asyncio.run(run_graph(d, "pipe"))
+    old, _ = asyncio.run(run_graph(d, "pipe", graph_version="1"))
+    assert (latest.data["graph_version"], json.loads(latest.output)["order"]) == ("2", "7")
+    assert (old.data["graph_version"], json.loads(old.output)["order"]) == ("1", "42")
+    with pytest.raises(ClientError) as e:
+        asyncio.run(run_graph(d, "pipe", graph_version="3"))
+    assert e.value.code == "NOT_FOUND" and "version 3" in str(e.value)
