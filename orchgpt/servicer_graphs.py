@@ -17,13 +17,13 @@ from .iac.v1 import iac_pb2 as pb
 from .servicer_base import ServicerBase, _status_for
 
 
-def graph_to_pb(r: GraphRecord) -> pb.GraphInfo:
+def graph_to_pb(r: GraphRecord, with_definition: bool = True) -> pb.GraphInfo:
     return pb.GraphInfo(
         graph_id=r.graph_id,
         version=r.version,
         owner=r.owner,
         name=r.name,
-        definition_json=r.definition,
+        definition_json=r.definition if with_definition else "",
         created_ms=r.created_ms,
         versions=r.versions,
     )
@@ -74,7 +74,8 @@ class GraphRpcs(ServicerBase):
         except OrchgptError as exc:
             await self._fail(context, exc)
             raise
-        return pb.ListGraphsResponse(graphs=[graph_to_pb(r) for r in recs])
+        # without definitions (GetGraph has them): a listing stays small
+        return pb.ListGraphsResponse(graphs=[graph_to_pb(r, with_definition=False) for r in recs])
 
     async def GetGraph(
         self, request: pb.GetGraphRequest, context: grpc.aio.ServicerContext

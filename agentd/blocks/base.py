@@ -33,14 +33,19 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from orchgpt.errors import ErrorCode
 from orchgpt.models import Delegation, TaskResult
+
+from ..errors import AgentdError
 
 BlockOutput = AsyncIterator[tuple[str, Any]]
 ERROR_PIN = "error"
 
 
-class BlockError(Exception):
+class BlockError(AgentdError):
     """A block's input, output or run went wrong; the message names the block and the pin."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
     def __init__(self, block_id: str, pin: str, problem: str) -> None:
         self.block_id, self.pin, self.problem = block_id, pin, problem

@@ -6,11 +6,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..errors import ErrorCode, OrchgptError
+
 _PIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$")
 
 
-class PinError(ValueError):
-    pass
+class PinError(OrchgptError, ValueError):
+    """A pin address that is malformed or names a part a value does not have."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 def split(address: str) -> tuple[str, list[str]]:

@@ -10,6 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from orchgpt.errors import ErrorCode
+
+from ...errors import AgentdError
 from ..base import Block, BlockContext, BlockOutput
 
 _BIN: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
@@ -42,8 +45,10 @@ MAX_EXPONENT = 1000
 MAX_LENGTH = 1000
 
 
-class CalcError(ValueError):
-    pass
+class CalcError(AgentdError, ValueError):
+    """An expression the calculator refuses or cannot evaluate."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 def evaluate(expression: str, variables: dict[str, float] | None = None) -> float:

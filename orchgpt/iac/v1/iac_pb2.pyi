@@ -1954,7 +1954,7 @@ class GraphInfo(_message.Message):
     owner: _builtins.str
     name: _builtins.str
     definition_json: _builtins.str
-    """the canonical definition of this version"""
+    """the canonical definition (GetGraph, CreateGraph; not ListGraphs)"""
     created_ms: _builtins.int
     versions: _builtins.int
     """how many versions the graph has"""
