@@ -164,3 +164,36 @@ def test_loop_and_condition_yield_per_item_and_branch() -> None:
 
 def test_broken_module_text_is_valid_python() -> None:
     compile(textwrap.dedent(BROKEN), "broken_blocks.py", "exec")
+
+
+def test_http_block_when_allowed_talks_to_a_real_server() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            out = json.dumps({"got": json.loads(body), "path": self.path}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/api"
+        got = _run(
+            "http.request",
+            {"url": url, "method": "POST", "body": {"a": 1}},
+            BlockContext(allow_http=True),
+        )
+    finally:
+        srv.shutdown()
+    assert got[0] == ("status", 201)
+    assert got[2] == ("data", {"got": {"a": 1}, "path": "/api"})
