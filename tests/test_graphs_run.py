@@ -195,3 +195,65 @@ def test_runs_record_the_version_they_ran(daemon_factory: Any) -> None:
     with pytest.raises(ClientError) as e:
         asyncio.run(run_graph(d, "pipe", graph_version="3"))
     assert e.value.code == "NOT_FOUND" and "version 3" in str(e.value)
+
+
+COUNTER = {
+    "name": "count-to-3",
+    "nodes": [
+        {
+            "id": "add",
+            "block": "calculator",
+            "input": {"expression": "n + 1", "variables": {"n": 0}},
+        },
+        {"id": "check", "block": "condition", "input": {"operator": "<", "value2": 3}},
+        {"id": "done", "block": "value"},
+    ],
+    "links": [
+        {"from": "add.result", "to": "check.value1"},
+        {"from": "check.yes_output", "to": "add.variables.n", "loop": True},
+        {"from": "check.no_output", "to": "done.value"},
+    ],
+    "outputs": {"count": "done.value"},
+}
+
+
+def test_a_declared_loop_runs_until_it_stops_or_hits_max_iterations(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory()
+    seed(d, "count", json.dumps(COUNTER))
+    seed(
+        d,
+        "forever",
+        json.dumps(
+            {
+                **COUNTER,
+                "max_iterations": 2,
+                "nodes": [
+                    {**COUNTER["nodes"][0]},
+                    {**COUNTER["nodes"][1], "input": {"operator": "<", "value2": 1000}},
+                    COUNTER["nodes"][2],
+                ],
+            }
+        ),
+    )
+    d.start()
+    result, children = asyncio.run(run_graph(d, "count"))
+    assert result.state == TaskState.SUCCEEDED, result.error
+    assert json.loads(result.output) == {"count": 3.0}
+    keys = [
+        "node:add",
+        "node:check",
+        "node:add@1",
+        "node:check@1",
+        "node:add@2",
+        "node:check@2",
+        "node:done@2",
+    ]
+    assert sorted(c.task_id for c in children) == sorted(
+        child_task_id(result.task_id, k) for k in keys
+    )
+    nodes = {n["node"]: n for n in json.loads(result.data["nodes"])}
+    assert [r["inputs"]["variables"]["n"] for r in nodes["add"]["runs"]] == [0, 1.0, 2.0]
+    assert nodes["done"]["state"] == "completed"
+    stuck, _ = asyncio.run(run_graph(d, "forever"))
+    assert stuck.state == TaskState.FAILED
+    assert "still goes on after 2 iterations" in stuck.error

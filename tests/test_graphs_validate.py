@@ -135,3 +135,16 @@ def test_pins_address_parts_of_values() -> None:
     set_part(inputs, "values.who", "me")
     set_part(inputs, "items", [0])
     assert inputs == {"values": {"x": 1, "who": "me"}, "items": [0]}
+
+
+def test_declared_loops() -> None:
+    d = _graph()
+    d["links"].append({"from": "find.positive", "to": "greet.template", "loop": True})
+    g = parse_graph(json.dumps(d))
+    validate(g, CATALOG)  # a declared loop: no cycle error
+    assert '"loop":true' in g.canonical() and '"loop"' not in parse_graph(EXAMPLE.read_text()).canonical()
+    d["links"][-1] = {"from": "greet.text", "to": "find.pattern", "loop": True}
+    assert "declared a loop, but node 'find' does not lead to node 'greet'" in _problem(d)
+    d["links"][-1] = {"from": "say.result", "to": "find.text", "loop": "yes"}
+    with pytest.raises(GraphError, match=r"links\[2\]\.loop: true or false"):
+        parse_graph(json.dumps(d))

@@ -50,12 +50,12 @@ class GraphAgent(Agent):
             "nodes": json.dumps([s.summary() for s in run.nodes.values()], default=str),
             "outputs": json.dumps(outputs, default=str),
         }
-        failed = run.failed
-        if failed:
+        errors = [s.error for s in run.failed] + ([run.loop_error] if run.loop_error else [])
+        if errors:
             return Outcome(
                 ok=False,
                 output=json.dumps(outputs, default=str),
-                error="; ".join(s.error for s in failed),
+                error="; ".join(errors),
                 data=data,
             )
         return Outcome(output=json.dumps(outputs, default=str), data=data)

@@ -3,12 +3,17 @@ linked inputs are ready, independent nodes in parallel.
 
 - A block node runs on the ``blocks`` agent type; an ``agent`` block node is routed straight
   to the agent type it names (its input validated here first).
-- The sub-task's key is ``node:ID`` (``node:ID#i`` for the i-th run of a fanned-out node), so
+- The sub-task's key is ``node:ID`` (``node:ID#i`` for the i-th run of a fanned-out node,
+  ``node:ID@k`` in the k-th repeat of a declared loop), so
   its id derives from the run's task id and the node (orchgpt.models.child_task_id): a graph run
   resumed after a crash gets the completed nodes' results back instead of running them again.
 - A pin yielded several times (loop.items' ``item``) runs the linked nodes once per value (a
   declared loop); their outputs are gathered in order. A linked pin that yielded nothing (the
   branch a condition did not take) skips its node and every node after it.
+- A link declared ``"loop": true`` goes back to an earlier node: when the whole graph has run
+  and the loop's source yielded on that pin, its sink and every node after it run again with
+  the value (their outputs replaced), until no loop yields, or the graph's ``max_iterations``
+  is reached (the run fails).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from orchgpt.graphs.model import Graph, GraphError, Link, Node
 from orchgpt.graphs.pins import PinError, get_part, set_part, split
+from orchgpt.graphs.validate import downstream
 from orchgpt.models import Action, Delegation, TaskResult, TaskState
 
 from .base import BlockError, validate_input
@@ -38,6 +44,11 @@ class NodeState:
     runs: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    epoch: int = 0  # times it completed (a loop fires once per completion of its source)
+
+    def reset(self) -> None:
+        """Before another iteration of a declared loop (its earlier runs stay on record)."""
+        self.state, self.outputs, self.error, self.done = "waiting", {}, "", asyncio.Event()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -86,11 +97,36 @@ class GraphRun:
         self.nodes = {n: NodeState(node) for n, node in g.nodes.items()}
         self.into: dict[str, list[Link]] = {n: [] for n in g.nodes}
         for x in g.links:
-            self.into[x.sink].append(x)
+            if not x.loop:
+                self.into[x.sink].append(x)
+        self.loops = [x for x in g.links if x.loop]
+        self.fired: dict[Link, int] = {}  # loop link -> its source's epoch it last fired from
+        self.iteration = 0
+        self.fed_back: dict[str, list[tuple[str, Any]]] = {}  # loop sink -> (pin, value)
+        self.loop_error = ""
 
     async def run(self) -> dict[str, Any]:
         """Run every node; the graph's outputs by name (a value, a list when several, None)."""
         await asyncio.gather(*(self._node(s) for s in self.nodes.values()))
+        while not self.failed and (feeds := self._loop_feeds()):
+            if self.iteration + 1 >= self.g.max_iterations:
+                self.loop_error = (
+                    f"the loop {feeds[0][0]} still goes on after {self.g.max_iterations} "
+                    "iterations (the graph's max_iterations)"
+                )
+                break
+            self.iteration += 1
+            self.fed_back = {}
+            for x, value in feeds:
+                self.fed_back.setdefault(x.sink, []).append((x.sink_pin, value))
+            again = sorted(set().union(*(downstream(self.g, x.sink) for x, _ in feeds)))
+            for n in again:
+                self.nodes[n].reset()
+            self.step(
+                f"loop: iteration {self.iteration + 1} runs {', '.join(again)}",
+                iteration=str(self.iteration + 1),
+            )
+            await asyncio.gather(*(self._node(self.nodes[n]) for n in again))
         out: dict[str, Any] = {}
         for name, (node, pin) in self.g.outputs.items():
             vals = self._values(node, pin)
@@ -100,6 +136,18 @@ class GraphRun:
     @property
     def failed(self) -> list[NodeState]:
         return [s for s in self.nodes.values() if s.state == "failed"]
+
+    def _loop_feeds(self) -> list[tuple[Link, Any]]:
+        """The loop links whose source completed again and yielded on the looping pin."""
+        feeds: list[tuple[Link, Any]] = []
+        for x in self.loops:
+            src = self.nodes[x.source]
+            if src.state == "completed" and self.fired.get(x, 0) < src.epoch:
+                self.fired[x] = src.epoch
+                vals = self._values(x.source, x.source_pin)
+                if vals:
+                    feeds.append((x, vals[-1]))
+        return feeds
 
     def _values(self, node: str, address: str) -> list[Any]:
         name, path = split(address)
@@ -124,18 +172,16 @@ class GraphRun:
                 self.step(f"{s.node.id}: skipped ({s.error})", node=s.node.id, state="skipped")
                 return
             s.state = "running"
-            keys = (
-                [f"node:{s.node.id}"]
-                if len(runs) == 1
-                else [f"node:{s.node.id}#{i}" for i in range(len(runs))]
-            )
+            first = len(s.runs)
+            base = f"node:{s.node.id}" + (f"@{self.iteration}" if self.iteration else "")
+            keys = [base] if len(runs) == 1 else [f"{base}#{i}" for i in range(len(runs))]
             results = await asyncio.gather(
                 *(self._execute(s, k, inp) for k, inp in zip(keys, runs, strict=True))
             )
             for yields in results:
                 for pin, value in yields:
                     s.outputs.setdefault(pin, []).append(value)
-            bad = [r for r in s.runs if r["state"] != "completed"]
+            bad = [r for r in s.runs[first:] if r["state"] != "completed"]
             if bad:
                 s.state, s.error = (
                     "failed",
@@ -143,6 +189,7 @@ class GraphRun:
                 )
             else:
                 s.state = "completed"
+                s.epoch += 1
         finally:
             s.done.set()
 
@@ -152,6 +199,8 @@ class GraphRun:
         for i in self.g.inputs:
             if i.sink == n.id:
                 set_part(base, i.sink_pin, copy.deepcopy(self.values[i.name]))
+        for pin, value in self.fed_back.get(n.id, []):  # a declared loop's value, this iteration
+            set_part(base, pin, copy.deepcopy(value))
         linked = [(x, self._values(x.source, x.source_pin)) for x in self.into[n.id]]
         if any(not vals for _, vals in linked):
             return None

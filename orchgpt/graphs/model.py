@@ -24,6 +24,8 @@ from .pins import PinError, split
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 MAX_NODES = 500
 MAX_DEFINITION = 1_000_000  # bytes of a graph file
+DEFAULT_ITERATIONS = 20
+MAX_ITERATIONS = 1000
 
 
 class GraphError(OrchgptError, ValueError):
@@ -46,9 +48,19 @@ class Link:
     source_pin: str
     sink: str
     sink_pin: str
+    loop: bool = False  # a declared loop: the link goes back to an earlier node (docs/graphs.md)
 
     def __str__(self) -> str:
         return f"{self.source}.{self.source_pin} -> {self.sink}.{self.sink_pin}"
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "from": f"{self.source}.{self.source_pin}",
+            "to": f"{self.sink}.{self.sink_pin}",
+        }
+        if self.loop:
+            d["loop"] = True
+        return d
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class Graph:
     description: str = ""
     id: str = ""
     version: int = 0
+    max_iterations: int = DEFAULT_ITERATIONS  # of a declared loop, before the run fails
 
     def definition(self) -> dict[str, Any]:
         """The graph in its file format (canonical: what is stored and compared)."""
@@ -80,10 +93,7 @@ class Graph:
                 {"id": n.id, "block": n.block_id, "input": n.input, "metadata": n.metadata}
                 for n in self.nodes.values()
             ],
-            "links": [
-                {"from": f"{x.source}.{x.source_pin}", "to": f"{x.sink}.{x.sink_pin}"}
-                for x in self.links
-            ],
+            "links": [x.as_dict() for x in self.links],
             "inputs": {
                 i.name: {
                     "to": f"{i.sink}.{i.sink_pin}",
@@ -93,7 +103,11 @@ class Graph:
                 for i in self.inputs
             },
             "outputs": {k: f"{n}.{p}" for k, (n, p) in self.outputs.items()},
-        }
+        } | (
+            {"max_iterations": self.max_iterations}
+            if self.max_iterations != DEFAULT_ITERATIONS
+            else {}
+        )
 
     def canonical(self) -> str:
         return json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
@@ -128,7 +142,10 @@ def _link(raw: Any, i: int) -> Link:
         b, bp = str(d.get("sink", "")), str(d.get("sink_pin", ""))
         _endpoint(f"{a}.{ap}", f"links[{i}].source_pin")
         _endpoint(f"{b}.{bp}", f"links[{i}].sink_pin")
-    return Link(a, ap, b, bp)
+    loop = d.get("loop", False)
+    if not isinstance(loop, bool):
+        raise GraphError(f"links[{i}].loop: true or false, not {loop!r}")
+    return Link(a, ap, b, bp, loop)
 
 
 def from_dict(d: dict[str, Any]) -> Graph:
@@ -169,7 +186,13 @@ def from_dict(d: dict[str, Any]) -> Graph:
     for name, spec in _obj(d.get("outputs") or {}, "outputs").items():
         src = spec.get("from") if isinstance(spec, dict) else spec
         outputs[name] = _endpoint(src, f"outputs.{name}")
+    iters = d.get("max_iterations", DEFAULT_ITERATIONS)
+    if not isinstance(iters, int) or isinstance(iters, bool) or not 1 <= iters <= MAX_ITERATIONS:
+        raise GraphError(
+            f"max_iterations: a whole number from 1 to {MAX_ITERATIONS}, not {iters!r}"
+        )
     return Graph(
+        max_iterations=iters,
         name=str(d.get("name") or "graph"),
         nodes=nodes,
         links=links,

@@ -79,7 +79,8 @@ def _check_pin(
 def _cycle(g: Graph) -> list[str] | None:
     succ: dict[str, list[str]] = {n: [] for n in g.nodes}
     for x in g.links:
-        succ[x.source].append(x.sink)
+        if not x.loop:
+            succ[x.source].append(x.sink)
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -117,7 +118,8 @@ def validate(g: Graph, catalog: Catalog) -> None:
         _link_types(g, catalog, x)
     fed: dict[str, set[str]] = {n: set(g.nodes[n].input) for n in g.nodes}
     for x in g.links:
-        fed[x.sink].add(split(x.sink_pin)[0])
+        if not x.loop:  # a loop link feeds the later iterations only
+            fed[x.sink].add(split(x.sink_pin)[0])
     for i in g.inputs:
         _check_pin(g, catalog, i.sink, i.sink_pin, "input", f"graph input {i.name!r}")
         fed[i.sink].add(split(i.sink_pin)[0])
@@ -135,16 +137,35 @@ def validate(g: Graph, catalog: Catalog) -> None:
     if cyc:
         raise GraphError(
             f"nodes {' -> '.join(cyc)} form a cycle that is not a declared loop "
-            "(iterate with a loop.items node: its 'item' output runs the linked "
-            "nodes once per item)"
+            '(mark the link that goes back "loop": true, or iterate over items with a '
+            "loop.items node)"
         )
+    for x in g.links:
+        if x.loop and x.source not in downstream(g, x.sink):
+            raise GraphError(
+                f"link {x}: declared a loop, but node {x.sink!r} does not lead to node "
+                f"{x.source!r} (a loop link goes back to an earlier node)"
+            )
+
+
+def downstream(g: Graph, start: str) -> set[str]:
+    """``start`` and every node it leads to along the links that are not loops."""
+    seen = {start}
+    todo = [start]
+    while todo:
+        n = todo.pop()
+        for x in g.links:
+            if not x.loop and x.source == n and x.sink not in seen:
+                seen.add(x.sink)
+                todo.append(x.sink)
+    return seen
 
 
 def _link_types(g: Graph, catalog: Catalog, x: Link) -> None:
     where = f"link {x}"
     src = _check_pin(g, catalog, x.source, x.source_pin, "output", where)
     dst = _check_pin(g, catalog, x.sink, x.sink_pin, "input", where)
-    if x.source == x.sink:
+    if x.source == x.sink and not x.loop:
         raise GraphError(
             f"{where}: node {x.source!r} is linked to itself (a cycle that is not a declared loop)"
         )
