@@ -130,6 +130,10 @@ def test_output_validation_and_error_pin() -> None:
         "a if 1 else 2",
         "9 ** 9 ** 9",
         "lambda: 1",
+        "((10 ** 300) ** 300) ** 300",
+        "1e308 * 10",
+        "a.real",
+        "True + 1",
     ],
 )
 def test_calculator_refuses_anything_but_arithmetic(expr: str) -> None:

@@ -60,13 +60,14 @@ def evaluate(expression: str, variables: dict[str, float] | None = None) -> floa
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
         raise CalcError(f"not an expression: {exc.msg}") from None
-    names = {**_CONSTS, **(variables or {})}
+    names = {**_CONSTS, **{k: float(v) for k, v in (variables or {}).items()}}
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
             return ev(node.body)
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return node.value
+            # floats: no unbounded integer arithmetic (10**10**9)
+            return float(node.value)  # type: ignore[arg-type]
         if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
             left, right = ev(node.left), ev(node.right)
             if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
@@ -88,11 +89,14 @@ def evaluate(expression: str, variables: dict[str, float] | None = None) -> floa
         raise CalcError(f"{type(node).__name__} is not allowed in an expression")
 
     try:
-        return float(ev(tree))
+        result = float(ev(tree))
     except (ZeroDivisionError, OverflowError, ValueError, TypeError) as exc:
         if isinstance(exc, CalcError):
             raise
         raise CalcError(f"{type(exc).__name__}: {exc}") from None
+    if not math.isfinite(result):
+        raise CalcError(f"the result is not a finite number ({result})")
+    return result
 
 
 class Calculator(Block):
