@@ -59,9 +59,9 @@ def test_a_killed_daemon_resumes_the_run_without_rerunning_completed_nodes(
             stream = c.submit(
                 Command("graph", Action.RUN, "{}", options={"graph_id": rec.graph_id})
             )
-            first = await stream.__anext__()
-            await stream.aclose()
-            return first.task_id
+            async for first in stream:  # the first event names the task; leave it running
+                return first.task_id
+            raise AssertionError("no event")
 
     task_id = asyncio.run(start_run())
     # the first node finished, the second is running (its 3 s delay): kill everything

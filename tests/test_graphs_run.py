@@ -197,7 +197,7 @@ def test_runs_record_the_version_they_ran(daemon_factory: Any) -> None:
     assert e.value.code == "NOT_FOUND" and "version 3" in str(e.value)
 
 
-COUNTER = {
+COUNTER: dict[str, Any] = {
     "name": "count-to-3",
     "nodes": [
         {
@@ -257,3 +257,29 @@ def test_a_declared_loop_runs_until_it_stops_or_hits_max_iterations(daemon_facto
     stuck, _ = asyncio.run(run_graph(d, "forever"))
     assert stuck.state == TaskState.FAILED
     assert "still goes on after 2 iterations" in stuck.error
+
+
+def test_the_agent_block_returns_the_agents_artifacts(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory()
+    graph = {
+        "name": "files",
+        "outputs": {"files": "write.artifacts", "text": "write.result"},
+        "nodes": [
+            {
+                "id": "write",
+                "block": "agent",
+                "input": {"agent_type": "echo", "input": "saved", "options": {"file": "out.txt"}},
+            }
+        ],
+    }
+    seed(d, "files", json.dumps(graph))
+    d.start()
+    result, children = asyncio.run(run_graph(d, "files"))
+    assert result.state == TaskState.SUCCEEDED, result.error
+    out = json.loads(result.output)
+    assert out["text"] == "saved"
+    [art] = out["files"]
+    assert art["path"] == "out.txt" and art["size"] == 5 and len(art["sha256"]) == 64
+    [child] = children
+    assert child.agent_type == "echo" and child.result is not None
+    assert [a.path for a in child.result.artifacts] == ["out.txt"]
