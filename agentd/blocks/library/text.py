@@ -11,6 +11,7 @@ from ..base import Block, BlockContext, BlockOutput
 
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_][\w]*(?:\.[\w]+)*)\s*\}\}")
 MAX_TEXT = 1_000_000  # characters a pattern is matched against
+MAX_PATTERN = 1000  # characters of a pattern
 
 
 def _lookup(values: dict[str, Any], path: str) -> Any:
@@ -90,6 +91,9 @@ class TextMatch(Block):
     test_output = [("positive", "42"), ("groups", ["42"]), ("negative", "nothing")]
 
     async def run(self, input: Any, ctx: BlockContext) -> BlockOutput:
+        if len(input.pattern) > MAX_PATTERN:
+            yield "error", f"the pattern is longer than {MAX_PATTERN} characters"
+            return
         try:
             rx = re.compile(input.pattern, 0 if input.case_sensitive else re.IGNORECASE)
         except re.error as exc:
