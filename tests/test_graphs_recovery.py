@@ -37,7 +37,7 @@ def _graph(record: Path) -> str:
                     "block": "agent",
                     "input": {
                         "agent_type": "echo",
-                        "options": {"record": str(record), "delay": "3"},
+                        "options": {"record": str(record), "delay": "1"},
                     },
                 },
             ],
@@ -64,7 +64,7 @@ def test_a_killed_daemon_resumes_the_run_without_rerunning_completed_nodes(
             raise AssertionError("no event")
 
     task_id = asyncio.run(start_run())
-    # the first node finished, the second is running (its 3 s delay): kill everything
+    # the first node finished, the second has not: kill everything
     wait_for(
         lambda: record.exists() and len(record.read_text().splitlines()) == 1,
         60,

@@ -142,7 +142,10 @@ def test_declared_loops() -> None:
     d["links"].append({"from": "find.positive", "to": "greet.template", "loop": True})
     g = parse_graph(json.dumps(d))
     validate(g, CATALOG)  # a declared loop: no cycle error
-    assert '"loop":true' in g.canonical() and '"loop"' not in parse_graph(EXAMPLE.read_text()).canonical()
+    assert (
+        '"loop":true' in g.canonical()
+        and '"loop"' not in parse_graph(EXAMPLE.read_text()).canonical()
+    )
     d["links"][-1] = {"from": "greet.text", "to": "find.pattern", "loop": True}
     assert "declared a loop, but node 'find' does not lead to node 'greet'" in _problem(d)
     d["links"][-1] = {"from": "say.result", "to": "find.text", "loop": "yes"}

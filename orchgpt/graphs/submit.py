@@ -21,11 +21,15 @@ def graph_options(store: Store, cmd: Command, submitted_by: str) -> dict[str, st
         return options
     gid = options.get("graph_id", "").strip()
     if not gid:
-        raise RoutingError("a graph run needs option graph_id (the graph to run)", code="INVALID_ARGUMENT")
+        raise RoutingError(
+            "a graph run needs option graph_id (the graph to run)", code="INVALID_ARGUMENT"
+        )
     raw_version = options.get("graph_version", "").strip() or "0"
     if not raw_version.isdigit():
-        raise RoutingError(f"option graph_version: {raw_version!r} is not a version number",
-                           code="INVALID_ARGUMENT")
+        raise RoutingError(
+            f"option graph_version: {raw_version!r} is not a version number",
+            code="INVALID_ARGUMENT",
+        )
     rec = store.get_graph(gid, int(raw_version))
     # someone else's graph is as absent as a graph that does not exist
     if rec is None or rec.owner != submitted_by:
@@ -34,9 +38,13 @@ def graph_options(store: Store, cmd: Command, submitted_by: str) -> dict[str, st
     try:
         given = json.loads(cmd.input or "{}")
     except ValueError as exc:
-        raise RoutingError(f"input: the graph's input is not JSON: {exc}", code="INVALID_ARGUMENT") from None
+        raise RoutingError(
+            f"input: the graph's input is not JSON: {exc}", code="INVALID_ARGUMENT"
+        ) from None
     if not isinstance(given, dict):
-        raise RoutingError("input: the graph's input must be a JSON object of its inputs by name",
-                           code="INVALID_ARGUMENT")
+        raise RoutingError(
+            "input: the graph's input must be a JSON object of its inputs by name",
+            code="INVALID_ARGUMENT",
+        )
     options.update(graph=rec.definition, graph_version=str(rec.version), graph_name=rec.name)
     return options
