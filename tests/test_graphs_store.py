@@ -53,3 +53,38 @@ def test_graphs_survive_reopening(tmp_path: Path) -> None:
     rec = s.get_graph("g")
     assert rec is not None and rec.owner == "me" and rec.version == 1
     s.close()
+
+
+def test_a_graph_run_gets_its_stored_version_in_its_options() -> None:
+    from orchgpt.errors import RoutingError
+    from orchgpt.graphs.submit import graph_options
+    from orchgpt.models import Action, Command
+
+    s = open_store("memory:")
+    s.save_graph("g", "client:me", "n", '{"v":1}')
+    s.save_graph("g", "client:me", "n", '{"v":2}')
+
+    def run(owner: str = "client:me", given: str = "{}", **opts: str) -> dict[str, str]:
+        return graph_options(s, Command("graph", Action.RUN, given, options=opts), owner)
+
+    assert run(graph_id="g") == {
+        "graph_id": "g",
+        "graph": '{"v":2}',
+        "graph_version": "2",
+        "graph_name": "n",
+    }
+    assert run(graph_id="g", graph_version="1")["graph"] == '{"v":1}'
+    for kwargs, code, words in (
+        ({}, "INVALID_ARGUMENT", "needs option graph_id"),
+        ({"graph_id": "g", "graph_version": "x"}, "INVALID_ARGUMENT", "option graph_version"),
+        ({"graph_id": "g", "owner": "client:other"}, "NOT_FOUND", "graph 'g' not found"),
+        ({"graph_id": "g", "given": '"text"'}, "INVALID_ARGUMENT", "must be a JSON object"),
+    ):
+        with pytest.raises(RoutingError) as e:
+            run(**kwargs)
+        assert e.value.code == code and words in str(e.value), (kwargs, e.value)
+    # other agent types pass through untouched
+    other = graph_options(
+        s, Command("echo", Action.RUN, "x", options={"graph_id": "g"}), "client:me"
+    )
+    assert other == {"graph_id": "g"}
