@@ -17,6 +17,8 @@ BUILTIN_TYPES: tuple[str, ...] = (
     "workflow",
     "assistant",
     "user_proxy",
+    "graph",
+    "blocks",
 )
 
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"

@@ -222,7 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a,blocks}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
     _health_parser(sub)
@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     from .a2a.cli import add_parser as _a2a_parser
 
     _a2a_parser(sub)
+    from .blocks_cli import add_parser as _blocks_parser
+
+    _blocks_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
@@ -250,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             from .a2a.cli import run as _a2a
 
             return _a2a(args)
+        if args.cmd == "blocks":
+            from .blocks_cli import run as _blocks
+
+            return _blocks(args)
         return _serve(args)
     except OrchgptError as exc:
         print(f"orchgpt: {exc}", file=sys.stderr)

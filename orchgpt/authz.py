@@ -96,6 +96,11 @@ RPC_TABLE: dict[str, dict[str, str]] = {
     "DeleteMessage":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "ClearSession":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "DeleteSession":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "CreateGraph":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListGraphs":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetGraph":       {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteGraph":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListBlocks":     {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
 }
 
 _HOW = {
@@ -109,6 +114,10 @@ _HOW = {
     "DeleteSession": "submit or change work (client role needed)",
     "ListTasks": "list tasks (client role needed; an agent sees only its own tasks, by id)",
     "ListSessions": "list sessions (client role needed)",
+    "CreateGraph": "create graphs (client role needed)",
+    "ListGraphs": "list graphs (client role needed)",
+    "GetGraph": "read graphs (client role needed)",
+    "DeleteGraph": "delete graphs (client role needed)",
     "Watch(all)": "watch every task (client role needed; an agent watches its own tasks by id)",
 }
 

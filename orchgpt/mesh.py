@@ -20,6 +20,7 @@ from typing import Protocol
 
 from . import logs, transcripts
 from .errors import RoutingError, StoreError
+from .graphs.submit import graph_options
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
 from .mesh_queries import MeshQueries
@@ -199,7 +200,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
                     "or the local agent limit is 0)",
                     code="FAILED_PRECONDITION",
                 )
-        options = dict(cmd.options)
+        options = graph_options(self.store, cmd, submitted_by)  # a graph run: its definition
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import StoreError
+from ..graphs.records import GraphRecord
 from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent
 
 
@@ -114,3 +115,24 @@ class Store(ABC):
 
     def delete_session(self, session_id: str) -> int:
         raise StoreError(f"{type(self).__name__} cannot delete a session")
+    # ---- graphs (orchgpt/store/sqlite_graphs.py; a store without them refuses)
+    def save_graph(self, graph_id: str, owner: str, name: str, definition: str) -> tuple[GraphRecord, bool]:
+        """(the graph's version holding ``definition``, whether it is new): a changed definition
+        makes a new version, the same one changes nothing."""
+        raise StoreError("this store does not keep graphs")
+
+    def graph_owner(self, graph_id: str) -> str | None:
+        """The owner of a graph id ever saved (deleted or not); None: never saved."""
+        return None
+
+    def get_graph(self, graph_id: str, version: int = 0) -> GraphRecord | None:
+        """A live graph's version (0: the latest)."""
+        return None
+
+    def list_graphs(self, owner: str | None = None, limit: int = 200) -> list[GraphRecord]:
+        """The latest version of every live graph (of ``owner``), newest first."""
+        return []
+
+    def delete_graph(self, graph_id: str) -> int:
+        """Mark every version of the graph deleted; how many were live."""
+        return 0

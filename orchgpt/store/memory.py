@@ -8,10 +8,12 @@ from typing import Any
 from ..errors import StoreError
 from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent, Usage
 from .base import Store
+from .memory_graphs import MemoryGraphs
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryGraphs, Store):
     def __init__(self) -> None:
+        MemoryGraphs.__init__(self)
         self._tasks: dict[str, Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}
         self._agents: dict[str, AgentInfo] = {}

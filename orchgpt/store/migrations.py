@@ -253,6 +253,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX session_messages_session ON session_messages(session_id, ts_ms, n);
         """,
     ),
+    Migration(
+        5,
+        "graphs of blocks, versioned (orchgpt/store/sqlite_graphs.py)",
+        """
+        CREATE TABLE graphs (
+            graph_id   TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            owner      TEXT NOT NULL DEFAULT '',
+            name       TEXT NOT NULL DEFAULT '',
+            definition TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            deleted_ms INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (graph_id, version)
+        );
+        CREATE INDEX graphs_owner ON graphs(owner, created_ms);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

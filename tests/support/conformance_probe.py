@@ -129,10 +129,10 @@ class Agent:
         await self.ch.close()
 
 
-async def unary(name: str, method: str, req: Any) -> tuple[str, Any]:
+async def unary(name: str, method: str, req: Any, timeout: float = 10.0) -> tuple[str, Any]:
     async with channel(name) as ch:
         try:
-            return "OK", await getattr(pb_grpc.MeshStub(ch), method)(req, timeout=10)
+            return "OK", await getattr(pb_grpc.MeshStub(ch), method)(req, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return exc.code().name, exc.details()
 
@@ -189,6 +189,11 @@ async def main() -> dict[str, Any]:
     (DATA / "workflows.d" / "conf.toml").write_text('name = "conf"\ntype = "sequential"\nagents = ["conftype"]\n')
 
     principals = ["alice", "bob", "boss", "worker", "outsider", "server"]
+    graph = json.dumps({"nodes": [{"id": "v", "block": "value", "input": {"value": 1}}]})
+    for g in ["alice-g", *(f"alice-del-{p}" for p in principals)]:
+        code, _ = await unary("alice", "CreateGraph", pb.CreateGraphRequest(definition=graph, graph_id=g),
+                              timeout=60.0)
+        assert code == "OK", code
     for p in principals:
         r: dict[str, str] = {}
         if p in ("worker",):
@@ -221,6 +226,14 @@ async def main() -> dict[str, Any]:
         r["DeleteMessage"] = (await unary(p, "DeleteMessage", pb.DeleteMessageRequest(message_id=f"m-{mine}:0")))[0]
         r["ClearSession"] = (await unary(p, "ClearSession", pb.SessionRef(session_id=f"c-{mine}")))[0]
         r["DeleteSession"] = (await unary(p, "DeleteSession", pb.SessionRef(session_id=f"d-{mine}")))[0]
+        r["CreateGraph"] = (await unary(p, "CreateGraph", pb.CreateGraphRequest(
+            definition=graph, graph_id=f"{p}-g"), timeout=60.0))[0]
+        code, resp = await unary(p, "ListGraphs", pb.ListGraphsRequest())
+        r["ListGraphs"] = code
+        obs["lists"][f"ListGraphs:{p}"] = sorted(g.graph_id for g in resp.graphs) if code == "OK" else []
+        r["GetGraph"] = (await unary(p, "GetGraph", pb.GetGraphRequest(graph_id="alice-g")))[0]
+        r["DeleteGraph"] = (await unary(p, "DeleteGraph", pb.DeleteGraphRequest(graph_id=f"alice-del-{p}")))[0]
+        r["ListBlocks"] = (await unary(p, "ListBlocks", pb.ListBlocksRequest(), timeout=60.0))[0]
         obs["rpc"][p] = r
     # Watch(all) of a client shows its own tasks only: bob watches while alice's task runs
     obs["approvals_seen_by_worker"] = sorted(
