@@ -26,10 +26,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import agent_types, logs, reflection
+from .agent_defs import default_dirs
 from .artifact_store import ArtifactStore
 from .certs import CA, CertPaths, paths_for
 from .config import Settings
 from .datadir import DataDirLock
+from .declared_types import DeclaredTypes
+from .declared_types import attach as attach_declared
 from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
@@ -108,6 +111,8 @@ class OrchgptServer:
             if asking is not None and not asking.done():
                 asking.cancel()
         assert types is not None
+        self.declared = DeclaredTypes(default_dirs(s.agents_dir, s.config_file, s.data_dir), types)
+        self.declared.load()  # an invalid file stops the start, naming the file and the key
         if s.spawn and s.max_local_agents > 0:
             try:
                 ca = CA.load(s.certs)
@@ -122,6 +127,7 @@ class OrchgptServer:
             )
         self.mesh = Mesh(self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval,
                          s.heartbeat_misses, s.reconnect_grace)
+        attach_declared(self.declared, self.mesh, self.spawner)
         if self.spawner is not None:
             mesh = self.mesh
             self.spawner.attach(
@@ -146,6 +152,7 @@ class OrchgptServer:
         servicer.limits = PeerLimits.from_settings(s)
         servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
         servicer.event_budget = EventBudget(s.max_events_per_task)
+        servicer.declared = self.declared
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
         add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -259,9 +266,10 @@ class OrchgptServer:
                 log.exception("crl_reload_error", error=str(exc))
 
     def reload_revocations(self) -> None:
-        """SIGHUP: re-read the revocation list now."""
+        """SIGHUP: re-read the revocation list and the agents directories now."""
         log.info("sighup_reload", crl=str(self.revocations.path))
         self.revocations.reload(force=True)
+        self.declared.reload()  # logs agents_reloaded, or agents_reload_failed naming file and key
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop; safe to call twice."""
