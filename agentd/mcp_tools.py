@@ -8,7 +8,8 @@ For one task, `open_servers` connects to each server the definition lists (``[mc
   by the sandbox launcher, agentd/sandbox/launcher.py, before it execs the command). It is not
   put in the sandbox's namespaces: an MCP server is a program the definition names, trusted
   like a tool of the agent, and most need what the namespaces take away (the network, their
-  own installation). ``python`` as the command is the agent's own interpreter. The server
+  own installation). ``python`` as the command is the agent's own interpreter (with its
+  PYTHONPATH). The server
   stops with the task.
 * streamable HTTP (``url``): the agent connects to the URL.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,13 +48,19 @@ def _stdio_params(server: McpServer, env: ToolEnv) -> Any:
     from .sandbox.launcher import LaunchSpec
 
     workspace = Path(env.workspace.root)
-    command = sys.executable if server.command in ("python", "python3") else server.command
+    own_python = server.command in ("python", "python3")
+    command = sys.executable if own_python else server.command
+    extra = dict(server.env)
+    if own_python and os.environ.get("PYTHONPATH") and "PYTHONPATH" not in extra:
+        extra["PYTHONPATH"] = os.environ[
+            "PYTHONPATH"
+        ]  # the agent's own import path, as its interpreter
     lim = env.sandbox.limits
     rlimits = {"FSIZE": lim.file_size_mb * 1024 * 1024, "CORE": 0}
     if lim.memory_mb > 0:
         rlimits["AS"] = lim.memory_mb * 1024 * 1024
     try:
-        child_env = clean_env(workspace, server.env, str(workspace / ".tmp"))
+        child_env = clean_env(workspace, extra, str(workspace / ".tmp"))
     except ToolError as exc:
         raise TaskFailed(f"mcp server: {exc}") from None
     (workspace / ".tmp").mkdir(exist_ok=True)
@@ -126,6 +134,8 @@ async def open_servers(
             )
             listed = await client.list_tools()
         except Exception as exc:
+            while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # anyio's task groups
+                exc = exc.exceptions[0]  # type: ignore[assignment]
             raise TaskFailed(
                 f"the MCP server {name} ({where}) cannot be used: {type(exc).__name__}: {exc}"
             ) from None
