@@ -93,22 +93,24 @@ def _journal_path(args: argparse.Namespace, name: str, certs: CertPaths) -> Path
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from .declared import DeclaredAgent
     from .link import Link
     from .runtime import agent_class
     from .sandbox_setup import sandbox_policy
     from .workspace import task_workspace
 
+    declared = None
     try:
         cls = agent_class(args.agent_type)
     except KeyError:  # not built in: a declared type, whose definition comes with REGISTERED
-        cls = DeclaredAgent
+        from .declared import DeclaredAgent  # (only then: it imports the model client)
+
+        cls = declared = DeclaredAgent
     settings = None
     if cls.needs_model:
         from .settings import AgentSettings
 
         settings = AgentSettings.from_env(args.agent_type)
-    agent = DeclaredAgent(args.agent_type, settings) if cls is DeclaredAgent else cls(settings)
+    agent = declared(args.agent_type, settings) if declared is not None else cls(settings)
     name = args.name or args.agent_type
     d = Path(args.certs)
     certs = CertPaths(Path(args.ca or d / "ca.pem"), Path(args.cert or d / f"{name}.pem"),
@@ -142,8 +144,8 @@ async def _main(args: argparse.Namespace) -> int:
     stopper = asyncio.create_task(stop.wait())
     waits = {runner, stopper}
     undefined = None
-    if isinstance(agent, DeclaredAgent):
-        undefined = asyncio.create_task(agent.missing.wait())
+    if declared is not None:
+        undefined = asyncio.create_task(agent.missing.wait())  # type: ignore[attr-defined]
         waits.add(undefined)
     done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     if undefined is not None and undefined in done:

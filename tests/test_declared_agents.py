@@ -58,13 +58,18 @@ async def run(c: MeshClient, cmd: Command, timeout: float = 60) -> list[TaskEven
 
 
 def script_review(model: ScriptedOpenAI) -> None:
-    model.push(tool_call("write_file", {"path": "REVIEW.md", "content": "1. no tests\n"}),
-               text("Review written to REVIEW.md: one finding."))
+    model.push(
+        tool_call("write_file", {"path": "REVIEW.md", "content": "1. no tests\n"}),
+        text("Review written to REVIEW.md: one finding."),
+    )
 
 
-async def test_a_declared_agent_is_spawned_on_demand_and_runs_end_to_end(daemon_factory, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    d: Daemon = daemon_factory("--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER)),
-                               env=model.env()).start()
+async def test_a_declared_agent_is_spawned_on_demand_and_runs_end_to_end(
+    daemon_factory, model, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    d: Daemon = daemon_factory(
+        "--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER)), env=model.env()
+    ).start()
     script_review(model)
     async with d.client() as c:
         assert (await c.declared_types())["reviewer"] == "Reviews code for bugs and clarity"
@@ -85,15 +90,23 @@ async def test_a_declared_agent_is_spawned_on_demand_and_runs_end_to_end(daemon_
     assert {t["function"]["name"] for t in first["tools"]} == {"read_file", "write_file"}
 
 
-async def test_a_remote_agentd_runs_a_declared_type_it_has_no_file_for(daemon_factory, agents, model,  # type: ignore[no-untyped-def]
-                                                                       tmp_path) -> None:
-    d: Daemon = daemon_factory("--no-spawn", "--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER))).start()
+async def test_a_remote_agentd_runs_a_declared_type_it_has_no_file_for(
+    daemon_factory,
+    agents,
+    model,  # type: ignore[no-untyped-def]
+    tmp_path,
+) -> None:
+    d: Daemon = daemon_factory(
+        "--no-spawn", "--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER))
+    ).start()
     home = tmp_path / "elsewhere"  # no agents.d there, nor any definition
     a = start_agent(d, "host2-reviewer", "reviewer", cwd=home, extra_env=model.env())
     agents.append(a)
     script_review(model)
     async with d.client() as c:
-        await await_for(lambda: c.list_agents("reviewer"), 20, what="the remote reviewer to register")
+        await await_for(
+            lambda: c.list_agents("reviewer"), 20, what="the remote reviewer to register"
+        )
         events = await run(c, Command("reviewer", Action.RUN, "review app.py"))
         result = events[-1].result
         assert result is not None and result.state == TaskState.SUCCEEDED, (result, a.log())
@@ -112,11 +125,28 @@ def test_agentd_for_a_type_nobody_declared_exits_naming_it(daemon_factory, agent
 
 def reload(d: Daemon, adir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "orchgpt", "agents", "reload", "--data-dir", str(d.data_dir),
-                           "--agents-dir", str(adir)], capture_output=True, text=True, timeout=30, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchgpt",
+            "agents",
+            "reload",
+            "--data-dir",
+            str(d.data_dir),
+            "--agents-dir",
+            str(adir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
 
 
-async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(daemon_factory, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(
+    daemon_factory, model, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     adir = agents_dir(tmp_path)
     d: Daemon = daemon_factory("--agents-dir", str(adir), env=model.env()).start()
     async with d.client() as c:
@@ -138,7 +168,9 @@ async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(dae
         assert r.returncode == 1 and f"{bad}: tools: unknown tool 'shell'" in r.stderr
         assert d.proc is not None
         d.proc.send_signal(__import__("signal").SIGHUP)
-        wait_for(lambda: "agents_reload_failed" in d.log(), 10, what="the failed reload to be logged")
+        wait_for(
+            lambda: "agents_reload_failed" in d.log(), 10, what="the failed reload to be logged"
+        )
         assert set(await c.declared_types()) == {"reviewer"}
 
 
