@@ -176,7 +176,8 @@ class OrchgptServer:
         self._tick = asyncio.create_task(self._heartbeats())
         self._crl_poll = asyncio.create_task(self._watch_crl())
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=redact_url(s.store_url),
-                 recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types), pid=os.getpid())
+                 recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types),
+                 declared_types=sorted(self.declared.names), pid=os.getpid())
         return self.port
 
     async def _model_env(self) -> dict[str, str]:
