@@ -157,6 +157,10 @@ class AgentDefinition(BaseModel):
 
     @model_validator(mode="after")
     def _what_it_runs(self) -> AgentDefinition:
+        if self.a2a is not None and (self.tools or self.mcp):
+            raise ValueError(
+                "a2a: the type runs on the external A2A agent; it takes no tools or mcp"
+            )
         if self.a2a is None and not self.system_prompt.strip():
             raise ValueError("system_prompt: required (the agent's role and goals)")
         if self.base_url and self.model in ("smart", "fast"):

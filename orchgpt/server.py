@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import agent_types, logs, reflection
+from . import agent_types, declared_a2a, logs, reflection
 from .agent_defs import default_dirs
 from .artifact_store import ArtifactStore
 from .certs import CA, CertPaths, paths_for
@@ -169,6 +169,7 @@ class OrchgptServer:
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)
 
         self.a2a = await start_listener(self)
+        self.declared_a2a = declared_a2a.start(self)  # proxies of declared types with an [a2a] table
         self.metrics = await start_metrics(self)  # Prometheus, when --metrics-listen is set
         await server.start()
         self.lock.record(self.address)
@@ -291,6 +292,8 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if getattr(self, "a2a", None) is not None:
             await self.a2a.stop()
+        if getattr(self, "declared_a2a", None) is not None:
+            await self.declared_a2a.stop()
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             await metrics.stop()
