@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ log = structlog.get_logger("agentd.mcp")
 
 RESULT_LIMIT = 60_000  # characters of a tool's result the model reads
 SEP = "__"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _stdio_params(server: McpServer, env: ToolEnv) -> Any:
@@ -50,7 +52,7 @@ def _stdio_params(server: McpServer, env: ToolEnv) -> Any:
     workspace = Path(env.workspace.root)
     own_python = server.command in ("python", "python3")
     command = sys.executable if own_python else server.command
-    extra = dict(server.env)
+    extra = {k: _expand(v) for k, v in server.env.items()}
     if own_python and os.environ.get("PYTHONPATH") and "PYTHONPATH" not in extra:
         extra["PYTHONPATH"] = os.environ[
             "PYTHONPATH"
@@ -75,6 +77,17 @@ def _stdio_params(server: McpServer, env: ToolEnv) -> Any:
         env=_launcher_env(),
         cwd=str(workspace),
     )
+
+
+def _expand(value: str) -> str:
+    """``${NAME}``: the value of NAME in the agent's environment (a secret stays on the agent's
+    host instead of travelling in the definition); anything else is taken as it is."""
+    m = _VAR.fullmatch(value)
+    if m is None:
+        return value
+    if m.group(1) not in os.environ:
+        raise TaskFailed(f"mcp server env: {m.group(1)} is not set in the agent's environment")
+    return os.environ[m.group(1)]
 
 
 def _text(result: Any) -> str:

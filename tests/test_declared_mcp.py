@@ -193,3 +193,17 @@ async def test_the_librarian_examples_filesystem_server_sees_the_workspace_only(
 
         with pytest.raises(ToolError, match="outside the directory"):
             await tools["files__read_file"].handler(env, {"path": "../secret.txt"})
+
+
+def test_mcp_env_values_can_come_from_the_agents_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentd.errors import TaskFailed
+    from agentd.mcp_tools import _expand
+
+    monkeypatch.setenv("CALC_TOKEN", "s3cret")
+    monkeypatch.delenv("NOT_THERE", raising=False)
+    assert _expand("${CALC_TOKEN}") == "s3cret"  # the secret stays on the agent's host
+    assert _expand("plain ${CALC_TOKEN}") == "plain ${CALC_TOKEN}"
+    with pytest.raises(TaskFailed, match="NOT_THERE is not set"):
+        _expand("${NOT_THERE}")
