@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -167,7 +168,7 @@ async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(
         r = reload(d, adir)
         assert r.returncode == 1 and f"{bad}: tools: unknown tool 'shell'" in r.stderr
         assert d.proc is not None
-        d.proc.send_signal(__import__("signal").SIGHUP)
+        d.proc.send_signal(signal.SIGHUP)
         wait_for(
             lambda: "agents_reload_failed" in d.log(), 10, what="the failed reload to be logged"
         )
@@ -180,3 +181,24 @@ def test_the_daemon_refuses_to_start_with_a_bad_definition(daemon_factory, tmp_p
     with pytest.raises(RuntimeError) as info:
         d.start()
     assert f"{adir / 'reviewer.toml'}: colour: unknown key" in str(info.value)
+
+
+async def test_a_changed_definition_reaches_the_next_task(daemon_factory, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    adir = agents_dir(tmp_path, reviewer=REVIEWER)
+    d: Daemon = daemon_factory("--agents-dir", str(adir), env=model.env()).start()
+    async with d.client() as c:
+        model.push(text("first"))
+        events = await run(c, Command("reviewer", Action.RUN, "one"))
+        assert events[-1].result is not None and events[-1].result.output == "first"
+        [old] = await c.list_agents("reviewer")
+        (adir / "reviewer.toml").write_text(REVIEWER.replace("meticulous", "terse"))
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)  # what `orchgpt agents reload` sends
+        wait_for(lambda: "agents_reloaded" in d.log(), 10, what="the daemon to reload")
+        # the idle local agent of the changed type is stopped; the next task starts a new one
+        model.push(text("second"))
+        events = await run(c, Command("reviewer", Action.RUN, "two"))
+        assert events[-1].result is not None and events[-1].result.output == "second"
+        assert events[-1].result.agent_id != old.agent_id
+    assert model.chat_requests[-1]["messages"][0]["content"].startswith("You are a terse code reviewer.")
+
