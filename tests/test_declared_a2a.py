@@ -64,5 +64,29 @@ async def test_a_declared_type_fronts_an_external_a2a_agent(daemon_factory, tmp_
 
 def test_an_a2a_type_takes_no_tools(tmp_path: Path) -> None:
     (tmp_path / "x.toml").write_text(upper_toml("http://h:1") + '\n[mcp.x]\nurl = "http://h/mcp"\n')
-    with pytest.raises(AgentDefError, match=r"x\.toml: a2a: the type runs on the external A2A agent"):
+    with pytest.raises(
+        AgentDefError, match=r"x\.toml: a2a: the type runs on the external A2A agent"
+    ):
         load_dir(tmp_path)
+
+
+async def test_a_declared_type_is_an_a2a_agent_with_its_description(
+    daemon_factory,
+    certs: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    from tests.test_a2a import A2A_ARGS, Caller, a2a_url, tls
+
+    adir = tmp_path / "agents.d"
+    adir.mkdir()
+    (adir / "critic.toml").write_text(
+        'name = "critic"\ndescription = "Finds the weak spots of a plan"\n'
+        'system_prompt = "You criticise."\n'
+    )
+    d: Daemon = daemon_factory(*A2A_ARGS, "--agents-dir", str(adir)).start()
+    alice = Caller(a2a_url(d), tls(certs, "cli"))
+    try:  # no critic agent runs yet: the card comes from the declared type
+        body = (await alice.http.get(f"{alice.base}/critic/.well-known/agent-card.json")).json()
+        assert body["name"] == "critic" and body["description"] == "Finds the weak spots of a plan"
+    finally:
+        await alice.close()
