@@ -11,7 +11,8 @@ For one task, `open_servers` connects to each server the definition lists (``[mc
   own installation). ``python`` as the command is the agent's own interpreter (with its
   PYTHONPATH). The server
   stops with the task.
-* streamable HTTP (``url``): the agent connects to the URL.
+* streamable HTTP (``url``): the agent connects to the URL (``bearer_env``: the name of a
+  variable of the agent's environment holding a bearer token).
 
 Each tool of a server is offered to the model as ``NAME__TOOL`` with the server's description
 and JSON schema (``tools`` in the definition: only those). A call goes through the task loop like
@@ -79,6 +80,25 @@ def _stdio_params(server: McpServer, env: ToolEnv) -> Any:
     )
 
 
+async def _http_transport(stack: contextlib.AsyncExitStack, server: McpServer) -> Any:
+    """The streamable-HTTP transport, with ``Authorization: Bearer $bearer_env`` when set (the
+    token is read from the agent's environment, never from the definition, and never logged)."""
+    if not server.bearer_env:
+        return server.url
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    token = os.environ.get(server.bearer_env, "")
+    if not token:
+        raise TaskFailed(
+            f"mcp server {server.url}: {server.bearer_env} is not set in the agent's environment"
+        )
+    http = await stack.enter_async_context(
+        create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    )
+    return streamable_http_client(server.url, http_client=http)
+
+
 def _expand(value: str) -> str:
     """``${NAME}``: the value of NAME in the agent's environment (a secret stays on the agent's
     host instead of travelling in the definition); anything else is taken as it is."""
@@ -139,7 +159,7 @@ async def open_servers(
 
     tools: dict[str, Tool] = {}
     for name, server in servers.items():
-        target = server.url or _stdio_params(server, env)
+        target = await _http_transport(stack, server) if server.url else _stdio_params(server, env)
         where = server.url or " ".join([server.command, *server.args])
         try:
             client = await stack.enter_async_context(

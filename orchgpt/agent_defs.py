@@ -60,6 +60,7 @@ class McpServer(BaseModel):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     url: str = ""
+    bearer_env: str = ""  # url only: an environment variable of the agent holding a bearer token
     tools: list[str] | None = None  # only these tools of the server (default: all of them)
     timeout: float = Field(30.0, gt=0, le=600)  # seconds to start, and per call
 
@@ -76,6 +77,8 @@ class McpServer(BaseModel):
             raise ValueError(
                 "give either `command` (a stdio server) or `url` (streamable HTTP), not both"
             )
+        if self.bearer_env and not self.url:
+            raise ValueError("bearer_env: only for a `url` server")
         return self
 
 

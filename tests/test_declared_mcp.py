@@ -29,12 +29,17 @@ from tests.support.scripted_openai import ScriptedOpenAI, text, tool_call
 pytestmark = pytest.mark.timeout(90)
 
 SERVER = Path(__file__).resolve().parent / "support" / "mcp_calc.py"
+TOKEN = "t0k-for-the-web-server"  # the HTTP server's bearer token, in the agents' environment only
 
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Any:
     port_file = tmp_path / "mcp-port"
-    env = {**os.environ, "MCP_CALC_RECORD": str(tmp_path / "http-calls.txt")}
+    env = {
+        **os.environ,
+        "MCP_CALC_RECORD": str(tmp_path / "http-calls.txt"),
+        "MCP_CALC_TOKEN": TOKEN,
+    }
     proc = subprocess.Popen(
         [sys.executable, str(SERVER), "--http", str(port_file)],
         stdout=subprocess.DEVNULL,
@@ -66,6 +71,7 @@ env = {{ MCP_CALC_RECORD = "{record}" }}
 
 [mcp.web]
 url = "{url}"
+bearer_env = "CALC_TOKEN"
 tools = ["shout"]
 """
 
@@ -74,7 +80,9 @@ def start(daemon_factory: Any, tmp_path: Path, model: ScriptedOpenAI, body: str)
     adir = tmp_path / "agents.d"
     adir.mkdir()
     (adir / "calc.toml").write_text(body)
-    return daemon_factory("--agents-dir", str(adir), env=model.env()).start()  # type: ignore[no-any-return]
+    return daemon_factory(
+        "--agents-dir", str(adir), env={**model.env(), "CALC_TOKEN": TOKEN}
+    ).start()  # type: ignore[no-any-return]
 
 
 async def test_the_model_calls_mcp_tools_over_stdio_and_http(
@@ -128,39 +136,32 @@ async def test_the_model_calls_mcp_tools_over_stdio_and_http(
 async def test_mcp_calls_go_through_the_approval_flow(
     daemon_factory, tmp_path, http_server
 ) -> None:  # type: ignore[no-untyped-def]
-    record = tmp_path / "calls.txt"
-    with ScriptedOpenAI(
-        [
-            tool_call("calc__add", {"a": 1, "b": 1}),
-            tool_call("web__shout", {"text": "x"}),
-            text("done"),
-        ],
-        models=("m",),
-    ) as model:
-        d = start(
-            daemon_factory, tmp_path, model, definition(record, http_server, approval="tools")
-        )
+    body = definition(tmp_path / "unused.txt", http_server, approval="tools")
+    body = body[: body.index("[mcp.calc]")] + body[body.index("[mcp.web]") :]  # HTTP only: quick
+    script = [
+        tool_call("web__shout", {"text": "yes"}),
+        tool_call("web__shout", {"text": "no"}),
+        text("done"),
+    ]
+    with ScriptedOpenAI(script, models=("m",)) as model:
+        d = start(daemon_factory, tmp_path, model, body)
         events: list[TaskEvent] = []
         async with d.client() as c:
             async for ev in c.submit(
                 Command("calc", Action.RUN, "go")
-            ):  # no --approve: the definition asks
+            ):  # no --approve: the file asks
                 events.append(ev)
                 if ev.kind == EventKind.APPROVAL and ev.approval is not None:
-                    ok = ev.approval.tool == "calc__add"
+                    ok = '"yes"' in ev.approval.arguments_json
                     decision = ApprovalDecision.APPROVE if ok else ApprovalDecision.REJECT
-                    await asyncio.wait_for(
-                        c.approve(ev.task_id, ApprovalResponse(ev.approval.request_id, decision)),
-                        10,
-                    )
+                    answer = ApprovalResponse(ev.approval.request_id, decision)
+                    await asyncio.wait_for(c.approve(ev.task_id, answer), 10)
     asked = [e.approval.tool for e in events if e.kind == EventKind.APPROVAL and e.approval]
-    assert asked == ["calc__add", "web__shout"]
-    steps = {
-        e.data["tool"]: e.data for e in events if e.kind == EventKind.STEP and e.data.get("tool")
-    }
-    assert steps["calc__add"]["ok"] == "true" and steps["web__shout"]["approved"] == "false"
-    assert record.read_text().startswith("add 1 1 ")  # approved: it ran
-    assert not (tmp_path / "http-calls.txt").exists()  # rejected: never reached the server
+    assert asked == ["web__shout", "web__shout"]
+    steps = [e.data for e in events if e.kind == EventKind.STEP and e.data.get("tool")]
+    assert [(s["ok"], s.get("approved", "")) for s in steps] == [("true", ""), ("false", "false")]
+    # approved: it ran; rejected: it never reached the server
+    assert (tmp_path / "http-calls.txt").read_text() == "shout yes\n"
     assert events[-1].result is not None and events[-1].result.state == TaskState.SUCCEEDED
 
 
@@ -207,3 +208,29 @@ def test_mcp_env_values_can_come_from_the_agents_environment(
     assert _expand("plain ${CALC_TOKEN}") == "plain ${CALC_TOKEN}"
     with pytest.raises(TaskFailed, match="NOT_THERE is not set"):
         _expand("${NOT_THERE}")
+
+
+async def test_a_wrong_bearer_token_fails_naming_the_server(
+    http_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+
+    from agentd.errors import TaskFailed
+    from agentd.mcp_tools import open_servers
+    from agentd.sandbox import Sandbox
+    from agentd.tools import ToolEnv
+    from agentd.workspace import Workspace
+    from orchgpt.agent_defs import McpServer
+
+    env = ToolEnv(Workspace(tmp_path), Sandbox(tmp_path))
+    web = {"web": McpServer(url=http_server, bearer_env="CALC_TOKEN", timeout=10)}
+    monkeypatch.setenv("CALC_TOKEN", "wrong")
+    with pytest.raises(
+        TaskFailed, match=r"the MCP server web \(http://127\.0\.0\.1:\d+/mcp\) cannot"
+    ):
+        async with contextlib.AsyncExitStack() as stack:
+            await open_servers(stack, web, env)
+    monkeypatch.setenv("CALC_TOKEN", TOKEN)
+    async with contextlib.AsyncExitStack() as stack:
+        tools = await open_servers(stack, web, env)
+        assert await tools["web__shout"].handler(env, {"text": "ok"}) == "OK"

@@ -3,7 +3,8 @@
     python tests/support/mcp_calc.py                  # over stdio
     python tests/support/mcp_calc.py --http PORTFILE  # streamable HTTP on 127.0.0.1, port 0;
                                                       # the port is written to PORTFILE
-Tools: add(a, b) and shout(text). Each call is appended to $MCP_CALC_RECORD when set.
+Tools: add(a, b) and shout(text). Over HTTP with MCP_CALC_TOKEN set, a request without that
+bearer token gets 401. Each call is appended to $MCP_CALC_RECORD when set.
 """
 
 from __future__ import annotations
@@ -41,9 +42,20 @@ def shout(text: str) -> str:
 async def _http(port_file: str) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        server.streamable_http_app(), host="127.0.0.1", port=0, log_level="warning"
-    )
+    app = server.streamable_http_app()
+    token = os.environ.get("MCP_CALC_TOKEN", "")
+
+    async def guarded(scope, receive, send):  # type: ignore[no-untyped-def]
+        """With MCP_CALC_TOKEN set: 401 unless the request carries it as a bearer token."""
+        if scope["type"] == "http" and token:
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+            if auth != f"Bearer {token}":
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b"unauthorized"})
+                return
+        await app(scope, receive, send)
+
+    config = uvicorn.Config(guarded, host="127.0.0.1", port=0, log_level="warning")
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
     while not srv.started:
