@@ -176,8 +176,10 @@ async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(
 
 
 def test_the_daemon_refuses_to_start_with_a_bad_definition(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    adir = agents_dir(tmp_path, reviewer=REVIEWER + "colour = 'red'\n")
-    d: Daemon = daemon_factory("--agents-dir", str(adir))
+    adir = tmp_path / "data" / "agents.d"  # the default place: DATA_DIR/agents.d
+    adir.mkdir(parents=True)
+    (adir / "reviewer.toml").write_text(REVIEWER + "colour = 'red'\n")
+    d: Daemon = daemon_factory()
     with pytest.raises(RuntimeError) as info:
         d.start()
     assert f"{adir / 'reviewer.toml'}: colour: unknown key" in str(info.value)
