@@ -48,6 +48,9 @@ def _serve_parser(sub: Any) -> None:
                    help="never spawn local agents (only agents started by hand)")
     p.add_argument("--agent-types", dest="agent_types",
                    help="built-in agent types, comma-separated (default: ask `agentd --list-types`)")
+    p.add_argument("--agents-dir", dest="agents_dir",
+                   help="declared agent types, one TOML file each (default: agents.d/ beside --config "
+                   "and in the data dir; docs/agents.md)")
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
     p.add_argument("--heartbeat-misses", dest="heartbeat_misses", type=int)
     p.add_argument("--max-attempts", dest="max_attempts", type=int)
@@ -198,7 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k, None) for k in (
         "listen", "certs", "data_dir", "store", "workspace_root", "workflows_dir", "max_local_agents", "spawn",
-        "spawn_deadline", "local_idle_timeout", "agent_types",
+        "spawn_deadline", "local_idle_timeout", "agent_types", "agents_dir",
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
@@ -222,7 +225,7 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a,blocks}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a,agents,blocks}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
     _health_parser(sub)
@@ -235,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     from .blocks_cli import add_parser as _blocks_parser
 
     _blocks_parser(sub)
+    from .agents_cli import add_parser as _agents_parser
+
+    _agents_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
@@ -249,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bridge.cli import run as _bridge
 
             return _bridge(args)
+        if args.cmd == "agents":
+            from .agents_cli import run as _agents
+
+            return _agents(args)
         if args.cmd == "a2a":
             from .a2a.cli import run as _a2a
 

@@ -141,6 +141,15 @@ class MeshClient(GraphClient):
         r = await self._unary(self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
         return [codec.agent_from_pb(a) for a in r.agents]
 
+    async def declared_types(self, agent_type: str = "") -> dict[str, str]:
+        """The agent types declared in the daemon's agents directory: name -> description."""
+        return (await self.agents_and_types(agent_type))[1]
+
+    async def agents_and_types(self, agent_type: str = "") -> tuple[list[AgentInfo], dict[str, str]]:
+        """One ListAgents: the connected agents, and the declared types (name -> description)."""
+        r = await self._unary(self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
+        return [codec.agent_from_pb(a) for a in r.agents], {d.name: d.description for d in r.declared}
+
     async def get_task(self, task_id: str, with_events: bool = True) -> tuple[Task, list[TaskEvent], list[Task]]:
         r = await self._unary(self._stub.GetTask, pb.GetTaskRequest(task_id=task_id, with_events=with_events))
         return (codec.task_from_pb(r.task), [codec.event_from_pb(e) for e in r.events],

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         "", description="built-in agent types this host runs, comma-separated (default: what "
         "`agentd --list-types` prints)",
     )
+    agents_dir: Path | None = Field(
+        None, description="directory of declared agent types, one TOML file each (docs/agents.md; "
+        "default: agents.d/ beside the config file and in the data dir)",
+    )
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
     heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")

@@ -62,6 +62,10 @@ async def start_listener(server: Any) -> Any:
         agents = server.mesh.list_agents(agent_type)
         card = mapping.agent_card(agent_type, base, agents, __version__, grpc_address)
         card.capabilities.push_notifications = handler.push is not None
+        declared = getattr(server, "declared", None)  # a type declared in a file: its description
+        d = declared.defs.get(agent_type) if declared is not None else None
+        if d is not None and d.description:
+            card.description = d.description
         return card
 
     handler.card = card

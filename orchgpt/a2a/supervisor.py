@@ -33,6 +33,7 @@ class ProxySupervisor:
         data_dir: Path,
         address: Any,
         ca_file: str = "",
+        auth_env: str = "",
     ) -> None:
         for name, url in agents.items():
             if not AGENT_TYPE_RE.match(name):
@@ -48,6 +49,7 @@ class ProxySupervisor:
         self.log_dir = data_dir / "logs"
         self.address = address  # callable: the daemon's address once it listens
         self.ca_file = ca_file
+        self.auth_env = auth_env  # an environment variable with a bearer token (its name only)
         self._tasks: list[asyncio.Task[None]] = []
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = False
@@ -83,6 +85,8 @@ class ProxySupervisor:
             ]
             if self.ca_file:
                 cmd += ["--ca-file", self.ca_file]
+            if self.auth_env:
+                cmd += ["--auth-env", self.auth_env]
             with open(self.log_dir / f"a2a-{name}.log", "ab") as out:
                 proc = await asyncio.create_subprocess_exec(
                     *cmd,
