@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..models import AgentInfo, SessionInfo, Task, TaskEvent
+from .schedules import ScheduleStore
 
 
-class Store(ABC):
+class Store(ScheduleStore, ABC):  # schedules: store/schedules.py
     # Called with the reason when a write is refused (gone, full, read-only): the daemon
     # stops acknowledging work and reports itself NOT_SERVING.
     on_fault: Callable[[str], None] | None = None

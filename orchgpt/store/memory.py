@@ -8,10 +8,12 @@ from typing import Any
 from ..errors import StoreError
 from ..models import AgentInfo, SessionInfo, Task, TaskEvent, Usage
 from .base import Store
+from .memory_schedules import MemorySchedules
 
 
-class MemoryStore(Store):
+class MemoryStore(MemorySchedules, Store):
     def __init__(self) -> None:
+        super().__init__()
         self._tasks: dict[str, Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}
         self._agents: dict[str, AgentInfo] = {}

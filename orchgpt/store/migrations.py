@@ -236,6 +236,42 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE options::jsonb ? '_reply_to' AND jsonb_typeof(options::jsonb -> '_reply_to') = 'string';
         """,
     ),
+    Migration(
+        4,
+        "schedules (a stored command fired on a cron expression) and their run history",
+        """
+        CREATE TABLE schedules (
+            schedule_id  TEXT PRIMARY KEY,
+            owner        TEXT NOT NULL,
+            cron         TEXT NOT NULL,
+            timezone     TEXT NOT NULL DEFAULT 'UTC',
+            command      TEXT NOT NULL,
+            catch_up     TEXT NOT NULL DEFAULT 'once',
+            state        TEXT NOT NULL DEFAULT 'active',
+            created_ms   INTEGER NOT NULL,
+            updated_ms   INTEGER NOT NULL,
+            next_run_ms  INTEGER NOT NULL DEFAULT 0,
+            last_run_ms  INTEGER NOT NULL DEFAULT 0,
+            last_task_id TEXT NOT NULL DEFAULT '',
+            last_error   TEXT NOT NULL DEFAULT '',
+            runs         INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX schedules_owner ON schedules(owner, created_ms);
+        CREATE INDEX schedules_due ON schedules(next_run_ms) WHERE state = 'active';
+        CREATE TABLE schedule_runs (
+            schedule_id    TEXT NOT NULL REFERENCES schedules(schedule_id) ON DELETE CASCADE,
+            tick_ms        INTEGER NOT NULL,
+            fired_ms       INTEGER NOT NULL,
+            kind           TEXT NOT NULL,
+            state          TEXT NOT NULL,
+            task_id        TEXT NOT NULL DEFAULT '',
+            missed_from_ms INTEGER NOT NULL DEFAULT 0,
+            error          TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (schedule_id, tick_ms)
+        );
+        CREATE INDEX schedule_runs_claimed ON schedule_runs(fired_ms) WHERE state = 'claimed';
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
