@@ -90,6 +90,13 @@ RPC_TABLE: dict[str, dict[str, str]] = {
     "FetchArtifact":  {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
     "ListSessions":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "PublishSession": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    # the Schedules service (schedules.proto, docs/schedules.md): a schedule is its adder's
+    "AddSchedule":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListSchedules":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetSchedule":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "PauseSchedule":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ResumeSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
 }
 
 _HOW = {
@@ -101,6 +108,9 @@ _HOW = {
     "ListTasks": "list tasks (client role needed; an agent sees only its own tasks, by id)",
     "ListSessions": "list sessions (client role needed)",
     "Watch(all)": "watch every task (client role needed; an agent watches its own tasks by id)",
+    **{n: "use schedules (client role needed)" for n in (
+        "AddSchedule", "ListSchedules", "GetSchedule", "PauseSchedule", "ResumeSchedule",
+        "DeleteSchedule")},
 }
 
 

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     crl_poll_interval: float = Field(
         2.0, gt=0, description="seconds between checks of the revocation list (crl.pem in the certs dir)"
     )
+    schedule_poll_interval: float = Field(
+        30.0, gt=0, description="longest sleep of the scheduler between passes: how soon a schedule "
+        "another daemon added to a shared store is seen (docs/schedules.md)"
+    )
     a2a_listen: str = Field(
         "", description="HOST:PORT of the A2A JSON-RPC + SSE listener (HTTPS, mutual TLS; docs/a2a.md); "
         "empty: off"
