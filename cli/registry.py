@@ -65,6 +65,7 @@ def meta(
 
 def _load() -> None:
     from . import meta as _handlers  # noqa: F401  (registers the commands)
+    from . import schedules as _schedules  # noqa: F401  (/schedule, /schedules)
 
 
 def lookup(name: str) -> MetaSpec | None:
