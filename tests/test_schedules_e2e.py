@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -149,3 +150,33 @@ async def test_owner_scoping_and_refusals(daemon_factory, certs: Path) -> None:
         await alice.delete_schedule(s.schedule_id)
         assert await alice.list_schedules() == []
         await alice.check()  # the daemon is still up
+
+
+def _ticks(log: str, sid: str) -> list[int]:
+    out = []
+    for line in log.splitlines():
+        if '"schedule_tick"' in line and sid in line:
+            out.append(json.loads(line)["tick_ms"])
+    return out
+
+
+async def test_two_daemons_on_one_postgres_fire_each_tick_once(
+    daemon_factory, postgres_url: str, tmp_path: Path
+) -> None:
+    fast = {"ORCHGPT_SCHEDULE_POLL_INTERVAL": "0.3"}  # B sees A's new schedule soon
+    a: Daemon = daemon_factory("--store", postgres_url, env=fast, data_dir=tmp_path / "a").start()
+    b: Daemon = daemon_factory("--store", postgres_url, env=fast, data_dir=tmp_path / "b").start()
+    async with a.client() as c:
+        s = await c.add_schedule("* * * * * *", Command("echo", Action.RUN, "both"))
+
+    async def enough() -> bool:
+        return len(await _runs(a, s.schedule_id)) >= 6
+
+    await await_for(enough, 20, what="six runs")
+    async with a.client() as c:
+        await c.pause_schedule(s.schedule_id)
+    runs = await _runs(a, s.schedule_id)
+    ta, tb = _ticks(a.log(), s.schedule_id), _ticks(b.log(), s.schedule_id)
+    assert not set(ta) & set(tb), (ta, tb)  # no tick fired by both daemons
+    assert sorted(ta + tb) == [r.tick_ms for r in runs]
+    assert len({r.task_id for r in runs}) == len(runs)
