@@ -62,6 +62,8 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--list-page-bytes", dest="list_page_bytes", type=int)
     p.add_argument("--list-field-bytes", dest="list_field_bytes", type=int)
     p.add_argument("--crl-poll-interval", dest="crl_poll_interval", type=float)
+    p.add_argument("--schedule-poll-interval", dest="schedule_poll_interval", type=float,
+                   help="longest scheduler sleep (s): how soon another daemon's new schedule is seen")
     p.add_argument("--a2a-listen", dest="a2a_listen", metavar="HOST:PORT",
                    help="serve every agent type as an A2A agent (JSON-RPC + SSE over mutual TLS; off by default)")
     p.add_argument("--a2a-grpc", dest="a2a_grpc", action="store_const", const=True,
@@ -202,7 +204,8 @@ def _serve(args: argparse.Namespace) -> int:
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
         "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
-        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen")}
+        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen",
+        "schedule_poll_interval")}
     if args.a2a_agent:  # NAME=URL, repeatable
         flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
     settings = load_settings(flags, args.config)
