@@ -69,6 +69,7 @@ async def start_listener(server: Any) -> Any:
         from .push import PushNotifier
 
         handler.push = PushNotifier(server.mesh, s.a2a_push, server.mesh.get_task)
+        handler.push.resume()  # tasks recovered with push configs in the store
     handler.workspaces = s.workspaces
     if listener is not None:
         from urllib.parse import quote

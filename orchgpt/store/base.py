@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..models import AgentInfo, SessionInfo, Task, TaskEvent
+from .push_configs import PushConfigStore
 from .schedules import ScheduleStore
 
 
-class Store(ScheduleStore, ABC):  # schedules: store/schedules.py
+class Store(ScheduleStore, PushConfigStore, ABC):  # store/schedules.py, store/push_configs.py
     # Called with the reason when a write is refused (gone, full, read-only): the daemon
     # stops acknowledging work and reports itself NOT_SERVING.
     on_fault: Callable[[str], None] | None = None

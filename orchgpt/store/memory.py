@@ -9,9 +9,10 @@ from ..errors import StoreError
 from ..models import AgentInfo, SessionInfo, Task, TaskEvent, Usage
 from .base import Store
 from .memory_schedules import MemorySchedules
+from .push_configs import MemoryPushConfigs
 
 
-class MemoryStore(MemorySchedules, Store):
+class MemoryStore(MemorySchedules, MemoryPushConfigs, Store):
     def __init__(self) -> None:
         super().__init__()
         self._tasks: dict[str, Task] = {}

@@ -272,6 +272,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX schedule_runs_claimed ON schedule_runs(fired_ms) WHERE state = 'claimed';
         """,
     ),
+    Migration(
+        5,
+        "A2A push-notification configs (they survive a restart of the daemon)",
+        """
+        CREATE TABLE a2a_push_configs (
+            task_id    TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            config_id  TEXT NOT NULL,
+            config     TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            PRIMARY KEY (task_id, config_id)
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

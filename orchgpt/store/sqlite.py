@@ -38,6 +38,7 @@ from ..errors import StoreError
 from ..models import now_ms
 from .base import Store
 from .migrations import LATEST, SchemaTooNew, migrate, schema_version
+from .push_configs import SqlitePushConfigs
 from .schedules import SqliteSchedules
 from .sqlite_rows import _TASK_COLUMNS, _TASK_INSERT, _task_from_row, _task_row  # noqa: F401  (re-exported)
 from .sqlite_sessions import SqliteSessions
@@ -89,7 +90,7 @@ def _cause(exc: BaseException) -> str:
 # ---- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(SqliteTasks, SqliteSessions, SqliteSchedules, Store):
+class SqliteStore(SqliteTasks, SqliteSessions, SqliteSchedules, SqlitePushConfigs, Store):
     """Tasks, events, sessions, usage, artifacts, IAC message log and agents in one file."""
 
     def __init__(
