@@ -72,6 +72,9 @@ def _serve_parser(sub: Any) -> None:
                    help="A2A push notifications to webhooks: off (default), public addresses only, any")
     p.add_argument("--a2a-agents", dest="a2a_agent", action="append", metavar="NAME=URL",
                    help="run a proxy for the external A2A agent at URL as agent type NAME (repeatable)")
+    p.add_argument("--a2a-agent-auth", dest="a2a_agent_auth", action="append", metavar="NAME=VAR",
+                   help="the proxy of the A2A agent NAME sends the bearer token in the environment "
+                        "variable VAR (repeatable; the token is never logged)")
     p.add_argument("--a2a-agents-ca", dest="a2a_agents_ca", metavar="FILE",
                    help="CA file to verify the external A2A agents' TLS")
     p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
@@ -208,6 +211,8 @@ def _serve(args: argparse.Namespace) -> int:
         "schedule_poll_interval")}
     if args.a2a_agent:  # NAME=URL, repeatable
         flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
+    if args.a2a_agent_auth:  # NAME=VAR, repeatable
+        flags["a2a_agents_auth"] = dict(a.partition("=")[::2] for a in args.a2a_agent_auth)
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 

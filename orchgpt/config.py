@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         "agent type -> URL (TOML table [a2a_agents]; docs/a2a.md)"
     )
     a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
+    a2a_agents_auth: dict[str, str] = Field(
+        default_factory=dict, description="credentials of those agents: agent type -> the name of "
+        "an environment variable of the daemon holding its bearer token (TOML table "
+        "[a2a_agents_auth]; the token is never in the settings, on a command line or in a log)"
+    )
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     metrics_listen: str = Field(
         "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "

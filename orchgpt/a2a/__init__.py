@@ -21,7 +21,8 @@ async def start_listener(server: Any) -> Any:
         from .supervisor import ProxySupervisor
 
         proxies = ProxySupervisor(
-            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca
+            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca,
+            auth=s.a2a_agents_auth,
         )
         proxies.start()
     if not s.a2a_listen and not s.a2a_grpc:

@@ -3,13 +3,17 @@ input, streaming a status update and the output in two appended artifact chunks.
 first asks its user (INPUT_REQUIRED) and then upper-cases the answer; input "slow" waits 30 s.
 
 Run: python -m tests.support.a2a_upper PORT_FILE  (serves plain HTTP on 127.0.0.1, port 0)
+With UPPER_REQUIRE_TOKEN=TOKEN in its environment, every request (the card too) needs
+``Authorization: Bearer TOKEN``; others get 401.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
+from typing import Any
 
 import uvicorn
 from a2a.helpers.proto_helpers import new_task_from_user_message
@@ -50,6 +54,20 @@ class Upper(AgentExecutor):
             await TaskUpdater(event_queue, task.id, task.context_id).cancel()
 
 
+def _bearer(app: Any, token: str) -> Any:
+    """ASGI: refuse (401) an HTTP request without the bearer token."""
+    want = f"Bearer {token}".encode()
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != want:
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"bearer token required"})
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def main(port_file: str) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -71,11 +89,14 @@ def main(port_file: str) -> None:
         ],
     )
     handler = DefaultRequestHandler(Upper(), InMemoryTaskStore(), card)
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
+    app: Any = Starlette(
+        routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")]
+    )
+    token = os.environ.get("UPPER_REQUIRE_TOKEN", "")
+    if token:
+        app = _bearer(app, token)
     with open(port_file + ".tmp", "w") as f:
         f.write(str(port))
-    import os
-
     os.replace(port_file + ".tmp", port_file)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 

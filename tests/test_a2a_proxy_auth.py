@@ -1,0 +1,106 @@
+"""Credentials of the external A2A agents the daemon runs proxies for (issue 20): the settings
+name an environment variable (``--a2a-agent-auth NAME=VAR``, TOML ``[a2a_agents_auth]``), the
+daemon's proxy sends its token as a bearer token to an agent that refuses requests without it,
+and the token appears in no log and on no command line. Mistakes stop the daemon at start with
+the setting named."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("a2a.client")
+
+from orchgpt.models import Action, Command
+from tests.support.mesh import Daemon, await_for, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+TOKEN = "s3cret-upper-token-42"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_guarded_upper(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """tests/support/a2a_upper.py, refusing (401) any request without the bearer token."""
+    port_file = tmp_path / "upper.port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.a2a_upper", str(port_file)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "upper.log", "wb"),
+        env={**os.environ, "PYTHONPATH": str(ROOT), "UPPER_REQUIRE_TOKEN": TOKEN},
+    )
+    wait_for(lambda: port_file.exists() or proc.poll() is not None, 20, what="the A2A agent")
+    assert proc.poll() is None, (tmp_path / "upper.log").read_text()
+    return proc, f"http://127.0.0.1:{port_file.read_text()}"
+
+
+def _proxy_pids(d: Daemon) -> list[int]:
+    import json
+
+    return [
+        json.loads(line)["pid"] for line in d.log().splitlines() if '"a2a_proxy_started"' in line
+    ]
+
+
+async def test_the_daemons_proxy_sends_the_configured_bearer_token(
+    daemon_factory, tmp_path: Path
+) -> None:
+    upper, url = start_guarded_upper(tmp_path)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            card = await http.get(f"{url}/.well-known/agent-card.json")
+        assert card.status_code == 401  # the agent really wants the token
+        d: Daemon = daemon_factory(
+            "--a2a-agents",
+            f"upper={url}",
+            "--a2a-agent-auth",
+            "upper=UPPER_TOKEN",
+            env={"UPPER_TOKEN": TOKEN, "OTHER_TOKEN": "not-for-upper"},
+        ).start()
+        async with d.client() as mesh:
+
+            async def registered() -> bool:
+                return bool(await mesh.list_agents("upper"))
+
+            await await_for(registered, 30, what="the proxy to fetch the card and register")
+            events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "hello"))]
+            assert events[-1].result is not None and events[-1].result.output == "HELLO"
+        (pid,) = _proxy_pids(d)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert "--auth-env\0UPPER_TOKEN" in cmdline and TOKEN not in cmdline
+        assert d.stop() == 0
+        logs = [d.log(), *(p.read_text() for p in (d.data_dir / "logs").glob("*.log"))]
+        assert not [text for text in logs if TOKEN in text]
+        settings = [p for p in d.data_dir.rglob("*") if p.is_file() and p.suffix != ".db"]
+        assert not [p for p in settings if TOKEN.encode() in p.read_bytes()]
+    finally:
+        upper.terminate()
+        upper.wait(10)
+
+
+@pytest.mark.parametrize(
+    "auth, env, words",
+    [
+        (
+            "nosuch=UPPER_TOKEN",
+            {"UPPER_TOKEN": TOKEN},
+            "a2a_agents_auth.nosuch: there is no a2a_agents.nosuch",
+        ),
+        ("upper=UNSET_TOKEN_VAR", {}, "the environment variable UNSET_TOKEN_VAR is not set"),
+        ("upper=s3cret token", {}, "a2a_agents_auth.upper: not an environment variable name"),
+    ],
+)
+def test_bad_credentials_settings_stop_the_daemon_by_name(
+    daemon_factory, auth: str, env: dict[str, str], words: str
+) -> None:
+    d: Daemon = daemon_factory(
+        "--a2a-agents", "upper=http://127.0.0.1:9", "--a2a-agent-auth", auth, env=env
+    )
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    assert words in str(e.value) and "s3cret" not in str(e.value)  # a token given by mistake
