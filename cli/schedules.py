@@ -145,6 +145,7 @@ def _run_rows(runs: list[ScheduleRun]) -> list[list[str]]:
             timestamp(r.tick_ms),
             r.kind,
             r.state,
+            r.task_state or "-",
             r.task_id or "-",
             (f"missed since {timestamp(r.missed_from_ms)}" if r.missed_from_ms else "")
             + (f" {r.error}" if r.error else ""),
@@ -220,6 +221,6 @@ async def schedule_(ctx: Context, args: list[str]) -> None:
         lines.append([("error", f"  last error {s.last_error}")])
     if runs:
         lines.append([("head", f"history ({len(runs)}, newest first)")])
-        lines += table(["TICK", "KIND", "STATE", "TASK", ""], _run_rows(runs))
+        lines += table(["TICK", "KIND", "RUN", "TASK STATE", "TASK", ""], _run_rows(runs))
     data = {"schedule": schedule_json(s), "runs": [r.__dict__ for r in runs]}
     ctx.out.record("schedule", data, lines)

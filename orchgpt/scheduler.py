@@ -92,11 +92,11 @@ class Scheduler:
                 next_ms = self.run_due()
             except Exception as exc:  # the store refused: keep the daemon up, look again soon
                 log.warning("scheduler_pass_failed", error=str(exc))
-                next_ms = 0
+                next_ms = -1
             now = self.clock()
             if not next_ms:
                 delay = self.max_sleep
-            elif next_ms <= now:  # due but not fired (a refused write): not a busy loop
+            elif next_ms <= now:  # due but not fired, or the pass failed: not a busy loop
                 delay = 1.0
             else:
                 delay = min(self.max_sleep, (next_ms - now) / 1000)

@@ -64,6 +64,7 @@ class ScheduleRun:
     task_id: str = ""
     missed_from_ms: int = 0  # a catch-up or skip: the first tick that was missed
     error: str = ""
+    task_state: str = ""  # the run's task now (filled in by GetSchedule; not stored)
 
 
 @dataclass
@@ -77,6 +78,8 @@ class Plan:
 
 
 def check_timezone(name: str) -> ZoneInfo:
+    if len(name) > 64:
+        raise ScheduleError(f"timezone: {len(name)} characters; an IANA name has at most 64")
     try:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):

@@ -181,6 +181,9 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
         s = await self._mine(context, ident, "GetSchedule", request.schedule_id)
         limit = min(max(request.history_limit, 0) or 20, 1000)
         runs = self.store.schedule_runs(s.schedule_id, limit)
+        for r in runs:
+            t = self.mesh.get_task(r.task_id) if r.task_id else None
+            r.task_state = str(t.state) if t is not None else ""
         return spb.GetScheduleResponse(
             schedule=schedule_to_pb(s), runs=[run_to_pb(r) for r in runs]
         )

@@ -73,6 +73,9 @@ async def test_fires_on_time_catches_up_once_after_downtime_then_on_time(daemon_
             t, _, _ = await c.get_task(r.task_id, with_events=False)
             assert t.result is not None and t.result.output == "tick"
             assert t.submitted_by == "client:cli"
+        _, shown = await c.get_schedule(s.schedule_id, history=100)
+        states = {r.task_id: r.task_state for r in shown}
+        assert {states[r.task_id] for r in [*old, catch_up]} == {"succeeded"}
         (listed,) = await c.list_schedules()
         assert listed.runs == len(runs) and listed.last_task_id == runs[-1].task_id
         assert listed.last_run_ms >= on_time[-1].tick_ms and listed.next_run_ms > listed.last_run_ms
@@ -131,6 +134,8 @@ async def test_owner_scoping_and_refusals(daemon_factory, certs: Path) -> None:
             ("61 * * * *", "", "", "cron: invalid expression '61 * * * *'"),
             ("* * *", "", "", "cron: invalid expression '* * *': 3 fields"),
             ("* * * * *", "Mars/Olympus", "", "timezone: unknown time zone 'Mars/Olympus'"),
+            ("* * * * *", "../" * 40, "", "timezone: 120 characters; an IANA name has at most 64"),
+            ("* * * * *", "../../etc/passwd", "", "timezone: unknown time zone"),
             ("* * * * *", "", "always", "catch_up: 'always'; expected once or skip"),
         ]
         for cron, tz, catch_up, words in bad:

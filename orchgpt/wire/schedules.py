@@ -54,10 +54,19 @@ def run_to_pb(r: ScheduleRun) -> spb.ScheduleRun:
         task_id=r.task_id,
         missed_from_ms=r.missed_from_ms,
         error=r.error,
+        task_state=r.task_state,
     )
 
 
 def run_from_pb(m: spb.ScheduleRun, schedule_id: str) -> ScheduleRun:
     return ScheduleRun(
-        schedule_id, m.tick_ms, m.fired_ms, m.kind, m.state, m.task_id, m.missed_from_ms, m.error
+        schedule_id,
+        m.tick_ms,
+        m.fired_ms,
+        m.kind,
+        m.state,
+        m.task_id,
+        m.missed_from_ms,
+        m.error,
+        m.task_state,
     )

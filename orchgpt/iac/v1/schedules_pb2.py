@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from orchgpt.iac.v1 import iac_pb2 as orchgpt_dot_iac_dot_v1_dot_iac__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eorchgpt/iac/v1/schedules.proto\x12\x0eorchgpt.iac.v1\x1a\x18orchgpt/iac/v1/iac.proto\"\xa3\x02\n\x08Schedule\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04\x63ron\x18\x03 \x01(\t\x12\x10\n\x08timezone\x18\x04 \x01(\t\x12(\n\x07\x63ommand\x18\x05 \x01(\x0b\x32\x17.orchgpt.iac.v1.Command\x12\x10\n\x08\x63\x61tch_up\x18\x06 \x01(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x12\n\ncreated_ms\x18\x08 \x01(\x03\x12\x12\n\nupdated_ms\x18\t \x01(\x03\x12\x13\n\x0bnext_run_ms\x18\n \x01(\x03\x12\x13\n\x0blast_run_ms\x18\x0b \x01(\x03\x12\x14\n\x0clast_task_id\x18\x0c \x01(\t\x12\x12\n\nlast_error\x18\r \x01(\t\x12\x0c\n\x04runs\x18\x0e \x01(\x03\"\x85\x01\n\x0bScheduleRun\x12\x0f\n\x07tick_ms\x18\x01 \x01(\x03\x12\x10\n\x08\x66ired_ms\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x16\n\x0emissed_from_ms\x18\x06 \x01(\x03\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"p\n\x12\x41\x64\x64ScheduleRequest\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12(\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x17.orchgpt.iac.v1.Command\x12\x10\n\x08\x63\x61tch_up\x18\x04 \x01(\t\"&\n\x0fScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"@\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x15\n\rhistory_limit\x18\x02 \x01(\x05\"l\n\x13GetScheduleResponse\x12*\n\x08schedule\x18\x01 \x01(\x0b\x32\x18.orchgpt.iac.v1.Schedule\x12)\n\x04runs\x18\x02 \x03(\x0b\x32\x1b.orchgpt.iac.v1.ScheduleRun\"\x16\n\x14ListSchedulesRequest\"D\n\x15ListSchedulesResponse\x12+\n\tschedules\x18\x01 \x03(\x0b\x32\x18.orchgpt.iac.v1.Schedule\"\x18\n\x16\x44\x65leteScheduleResponse2\x82\x04\n\tSchedules\x12K\n\x0b\x41\x64\x64Schedule\x12\".orchgpt.iac.v1.AddScheduleRequest\x1a\x18.orchgpt.iac.v1.Schedule\x12\\\n\rListSchedules\x12$.orchgpt.iac.v1.ListSchedulesRequest\x1a%.orchgpt.iac.v1.ListSchedulesResponse\x12V\n\x0bGetSchedule\x12\".orchgpt.iac.v1.GetScheduleRequest\x1a#.orchgpt.iac.v1.GetScheduleResponse\x12J\n\rPauseSchedule\x12\x1f.orchgpt.iac.v1.ScheduleRequest\x1a\x18.orchgpt.iac.v1.Schedule\x12K\n\x0eResumeSchedule\x12\x1f.orchgpt.iac.v1.ScheduleRequest\x1a\x18.orchgpt.iac.v1.Schedule\x12Y\n\x0e\x44\x65leteSchedule\x12\x1f.orchgpt.iac.v1.ScheduleRequest\x1a&.orchgpt.iac.v1.DeleteScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eorchgpt/iac/v1/schedules.proto\x12\x0eorchgpt.iac.v1\x1a\x18orchgpt/iac/v1/iac.proto\"\xa3\x02\n\x08Schedule\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04\x63ron\x18\x03 \x01(\t\x12\x10\n\x08timezone\x18\x04 \x01(\t\x12(\n\x07\x63ommand\x18\x05 \x01(\x0b\x32\x17.orchgpt.iac.v1.Command\x12\x10\n\x08\x63\x61tch_up\x18\x06 \x01(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x12\n\ncreated_ms\x18\x08 \x01(\x03\x12\x12\n\nupdated_ms\x18\t \x01(\x03\x12\x13\n\x0bnext_run_ms\x18\n \x01(\x03\x12\x13\n\x0blast_run_ms\x18\x0b \x01(\x03\x12\x14\n\x0clast_task_id\x18\x0c \x01(\t\x12\x12\n\nlast_error\x18\r \x01(\t\x12\x0c\n\x04runs\x18\x0e \x01(\x03\"\x99\x01\n\x0bScheduleRun\x12\x0f\n\x07tick_ms\x18\x01 \x01(\x03\x12\x10\n\x08\x66ired_ms\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x16\n\x0emissed_from_ms\x18\x06 \x01(\x03\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ntask_state\x18\x08 \x01(\t\"p\n\x12\x41\x64\x64ScheduleRequest\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12(\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x17.orchgpt.iac.v1.Command\x12\x10\n\x08\x63\x61tch_up\x18\x04 \x01(\t\"&\n\x0fScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"@\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x15\n\rhistory_limit\x18\x02 \x01(\x05\"l\n\x13GetScheduleResponse\x12*\n\x08schedule\x18\x01 \x01(\x0b\x32\x18.orchgpt.iac.v1.Schedule\x12)\n\x04runs\x18\x02 \x03(\x0b\x32\x1b.orchgpt.iac.v1.ScheduleRun\"\x16\n\x14ListSchedulesRequest\"D\n\x15ListSchedulesResponse\x12+\n\tschedules\x18\x01 \x03(\x0b\x32\x18.orchgpt.iac.v1.Schedule\"\x18\n\x16\x44\x65leteScheduleResponse2\x82\x04\n\tSchedules\x12K\n\x0b\x41\x64\x64Schedule\x12\".orchgpt.iac.v1.AddScheduleRequest\x1a\x18.orchgpt.iac.v1.Schedule\x12\\\n\rListSchedules\x12$.orchgpt.iac.v1.ListSchedulesRequest\x1a%.orchgpt.iac.v1.ListSchedulesResponse\x12V\n\x0bGetSchedule\x12\".orchgpt.iac.v1.GetScheduleRequest\x1a#.orchgpt.iac.v1.GetScheduleResponse\x12J\n\rPauseSchedule\x12\x1f.orchgpt.iac.v1.ScheduleRequest\x1a\x18.orchgpt.iac.v1.Schedule\x12K\n\x0eResumeSchedule\x12\x1f.orchgpt.iac.v1.ScheduleRequest\x1a\x18.orchgpt.iac.v1.Schedule\x12Y\n\x0e\x44\x65leteSchedule\x12\x1f.orchgpt.iac.v1.ScheduleRequest\x1a&.orchgpt.iac.v1.DeleteScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULE']._serialized_start=77
   _globals['_SCHEDULE']._serialized_end=368
   _globals['_SCHEDULERUN']._serialized_start=371
-  _globals['_SCHEDULERUN']._serialized_end=504
-  _globals['_ADDSCHEDULEREQUEST']._serialized_start=506
-  _globals['_ADDSCHEDULEREQUEST']._serialized_end=618
-  _globals['_SCHEDULEREQUEST']._serialized_start=620
-  _globals['_SCHEDULEREQUEST']._serialized_end=658
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=660
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=724
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=726
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=834
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=836
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=858
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=860
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=928
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=930
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=954
-  _globals['_SCHEDULES']._serialized_start=957
-  _globals['_SCHEDULES']._serialized_end=1471
+  _globals['_SCHEDULERUN']._serialized_end=524
+  _globals['_ADDSCHEDULEREQUEST']._serialized_start=526
+  _globals['_ADDSCHEDULEREQUEST']._serialized_end=638
+  _globals['_SCHEDULEREQUEST']._serialized_start=640
+  _globals['_SCHEDULEREQUEST']._serialized_end=678
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=680
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=744
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=746
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=854
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=856
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=878
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=880
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=948
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=950
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=974
+  _globals['_SCHEDULES']._serialized_start=977
+  _globals['_SCHEDULES']._serialized_end=1491
 # @@protoc_insertion_point(module_scope)

@@ -108,6 +108,7 @@ class ScheduleRun(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     MISSED_FROM_MS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    TASK_STATE_FIELD_NUMBER: _builtins.int
     tick_ms: _builtins.int
     fired_ms: _builtins.int
     kind: _builtins.str
@@ -119,6 +120,8 @@ class ScheduleRun(_message.Message):
     missed_from_ms: _builtins.int
     """catch_up and skipped: the first missed tick"""
     error: _builtins.str
+    task_state: _builtins.str
+    """the task's state now (queued, running, succeeded, failed, ...)"""
     def __init__(
         self,
         *,
@@ -129,10 +132,11 @@ class ScheduleRun(_message.Message):
         task_id: _builtins.str = ...,
         missed_from_ms: _builtins.int = ...,
         error: _builtins.str = ...,
+        task_state: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "fired_ms", b"fired_ms", "kind", b"kind", "missed_from_ms", b"missed_from_ms", "state", b"state", "task_id", b"task_id", "tick_ms", b"tick_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "fired_ms", b"fired_ms", "kind", b"kind", "missed_from_ms", b"missed_from_ms", "state", b"state", "task_id", b"task_id", "task_state", b"task_state", "tick_ms", b"tick_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
