@@ -140,15 +140,15 @@ async def schedules_(ctx: Context, args: list[str]) -> None:
 
 
 def _run_rows(runs: list[ScheduleRun]) -> list[list[str]]:
+    """A run per row; the task id last (a missed period's start before it, errors below)."""
     return [
         [
             timestamp(r.tick_ms),
             r.kind,
             r.state,
             r.task_state or "-",
+            timestamp(r.missed_from_ms)[11:] if r.missed_from_ms else "-",
             r.task_id or "-",
-            (f"missed since {timestamp(r.missed_from_ms)}" if r.missed_from_ms else "")
-            + (f" {r.error}" if r.error else ""),
         ]
         for r in runs
     ]
@@ -221,6 +221,8 @@ async def schedule_(ctx: Context, args: list[str]) -> None:
         lines.append([("error", f"  last error {s.last_error}")])
     if runs:
         lines.append([("head", f"history ({len(runs)}, newest first)")])
-        lines += table(["TICK", "KIND", "RUN", "TASK STATE", "TASK", ""], _run_rows(runs))
+        cols = ["TICK", "KIND", "RUN", "TASK STATE", "MISSED FROM", "TASK"]
+        lines += table(cols, _run_rows(runs))
+        lines += [[("error", f"  {timestamp(r.tick_ms)}: {r.error}")] for r in runs if r.error]
     data = {"schedule": schedule_json(s), "runs": [r.__dict__ for r in runs]}
     ctx.out.record("schedule", data, lines)
