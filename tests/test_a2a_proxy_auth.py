@@ -24,15 +24,18 @@ TOKEN = "s3cret-upper-token-42"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_guarded_upper(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """tests/support/a2a_upper.py, refusing (401) any request without the bearer token."""
+def start_guarded_upper(
+    tmp_path: Path, guard: str = "UPPER_REQUIRE_TOKEN"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """tests/support/a2a_upper.py, refusing (401) any request without the token (``guard``:
+    UPPER_REQUIRE_TOKEN: a bearer token; UPPER_API_KEY: the header its card declares)."""
     port_file = tmp_path / "upper.port"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.a2a_upper", str(port_file)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "upper.log", "wb"),
-        env={**os.environ, "PYTHONPATH": str(ROOT), "UPPER_REQUIRE_TOKEN": TOKEN},
+        env={**os.environ, "PYTHONPATH": str(ROOT), guard: TOKEN},
     )
     wait_for(lambda: port_file.exists() or proc.poll() is not None, 20, what="the A2A agent")
     assert proc.poll() is None, (tmp_path / "upper.log").read_text()
@@ -104,3 +107,58 @@ def test_bad_credentials_settings_stop_the_daemon_by_name(
     with pytest.raises(RuntimeError) as e:
         d.start()
     assert words in str(e.value) and "s3cret" not in str(e.value)  # a token given by mistake
+
+
+async def test_the_token_goes_where_the_cards_scheme_says(daemon_factory, tmp_path: Path) -> None:
+    """The card declares an API key in the header X-API-Key: a bearer token would be refused."""
+    upper, url = start_guarded_upper(tmp_path, "UPPER_API_KEY")
+    try:
+        d: Daemon = daemon_factory(
+            "--a2a-agents",
+            f"upper={url}",
+            "--a2a-agent-auth",
+            "upper=UPPER_TOKEN",
+            env={"UPPER_TOKEN": TOKEN},
+        ).start()
+        async with d.client() as mesh:
+
+            async def registered() -> bool:
+                return bool(await mesh.list_agents("upper"))
+
+            await await_for(registered, 30, what="the proxy to register")
+            events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "keyed"))]
+            assert events[-1].result is not None and events[-1].result.output == "KEYED", events[
+                -1
+            ].text
+        proxy_log = (d.data_dir / "logs" / "a2a-upper.log").read_text()
+        assert "api key in header X-API-Key" in proxy_log and TOKEN not in proxy_log
+    finally:
+        upper.terminate()
+        upper.wait(10)
+
+
+def test_credential_by_scheme() -> None:
+    from a2a.types import a2a_pb2 as a2a
+
+    from agentd.a2a_auth import for_card
+
+    def card(**schemes: a2a.SecurityScheme) -> a2a.AgentCard:
+        c = a2a.AgentCard()
+        for name, sch in schemes.items():
+            c.security_schemes[name].CopyFrom(sch)
+        return c
+
+    assert for_card(a2a.AgentCard(), "t").headers == {"Authorization": "Bearer t"}
+    key = a2a.SecurityScheme(
+        api_key_security_scheme=a2a.APIKeySecurityScheme(location="query", name="key")
+    )
+    assert for_card(card(k=key), "t").params == {"key": "t"}
+    basic = a2a.SecurityScheme(http_auth_security_scheme=a2a.HTTPAuthSecurityScheme(scheme="Basic"))
+    assert for_card(card(b=basic), "u:p").headers == {"Authorization": "Basic dTpw"}
+    assert for_card(card(b=basic), "dTpw").headers == {"Authorization": "Basic dTpw"}
+    oauth = a2a.SecurityScheme(oauth2_security_scheme=a2a.OAuth2SecurityScheme())
+    c = card(o=oauth, k=key)
+    c.security_requirements.add().schemes["o"].SetInParent()  # the required one wins
+    assert for_card(c, "t").headers == {"Authorization": "Bearer t"} and not for_card(c, "t").params
+    mtls = a2a.SecurityScheme(mtls_security_scheme=a2a.MutualTlsSecurityScheme())
+    assert for_card(card(m=mtls), "t").headers == {}

@@ -4,7 +4,8 @@ first asks its user (INPUT_REQUIRED) and then upper-cases the answer; input "slo
 
 Run: python -m tests.support.a2a_upper PORT_FILE  (serves plain HTTP on 127.0.0.1, port 0)
 With UPPER_REQUIRE_TOKEN=TOKEN in its environment, every request (the card too) needs
-``Authorization: Bearer TOKEN``; others get 401.
+``Authorization: Bearer TOKEN``; others get 401. With UPPER_API_KEY=KEY, its card (public)
+declares an API key in the header X-API-Key, which every other request needs.
 """
 
 from __future__ import annotations
@@ -54,12 +55,16 @@ class Upper(AgentExecutor):
             await TaskUpdater(event_queue, task.id, task.context_id).cancel()
 
 
-def _bearer(app: Any, token: str) -> Any:
-    """ASGI: refuse (401) an HTTP request without the bearer token."""
-    want = f"Bearer {token}".encode()
+def _guard(app: Any, header: bytes, value: str, public: str = "") -> Any:
+    """ASGI: refuse (401) an HTTP request without the header's value (but the ``public`` path)."""
+    want = value.encode()
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != want:
+        if (
+            scope["type"] == "http"
+            and scope["path"] != public
+            and dict(scope["headers"]).get(header) != want
+        ):
             await send({"type": "http.response.start", "status": 401, "headers": []})
             await send({"type": "http.response.body", "body": b"bearer token required"})
             return
@@ -88,13 +93,21 @@ def main(port_file: str) -> None:
             a2a.AgentSkill(id="shout", name="shout", description="upper-case text", tags=["text"])
         ],
     )
+    if os.environ.get("UPPER_API_KEY"):
+        card.security_schemes["key"].api_key_security_scheme.CopyFrom(
+            a2a.APIKeySecurityScheme(location="header", name="X-API-Key")
+        )
+        card.security_requirements.add().schemes["key"].SetInParent()
     handler = DefaultRequestHandler(Upper(), InMemoryTaskStore(), card)
     app: Any = Starlette(
         routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")]
     )
     token = os.environ.get("UPPER_REQUIRE_TOKEN", "")
     if token:
-        app = _bearer(app, token)
+        app = _guard(app, b"authorization", f"Bearer {token}")
+    key = os.environ.get("UPPER_API_KEY", "")
+    if key:
+        app = _guard(app, b"x-api-key", key, public="/.well-known/agent-card.json")
     with open(port_file + ".tmp", "w") as f:
         f.write(str(port))
     os.replace(port_file + ".tmp", port_file)
