@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         "an environment variable of the daemon holding its bearer token (TOML table "
         "[a2a_agents_auth]; the token is never in the settings, on a command line or in a log)"
     )
+    a2a_agents_client_cert: dict[str, str] = Field(
+        default_factory=dict, description="client certificates for those agents that ask for mutual "
+        "TLS: agent type -> PEM file (TOML table [a2a_agents_client_cert]; its key in the same file "
+        "or in [a2a_agents_client_key])"
+    )
+    a2a_agents_client_key: dict[str, str] = Field(
+        default_factory=dict, description="agent type -> the key file of its client certificate"
+    )
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     metrics_listen: str = Field(
         "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_guarded_upper(
-    tmp_path: Path, guard: str = "UPPER_REQUIRE_TOKEN"
+    tmp_path: Path, guard: str = "UPPER_REQUIRE_TOKEN", value: str = TOKEN
 ) -> tuple[subprocess.Popen[bytes], str]:
     """tests/support/a2a_upper.py, refusing (401) any request without the token (``guard``:
     UPPER_REQUIRE_TOKEN: a bearer token; UPPER_API_KEY: the header its card declares)."""
@@ -35,7 +35,7 @@ def start_guarded_upper(
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "upper.log", "wb"),
-        env={**os.environ, "PYTHONPATH": str(ROOT), guard: TOKEN},
+        env={**os.environ, "PYTHONPATH": str(ROOT), guard: value},
     )
     wait_for(lambda: port_file.exists() or proc.poll() is not None, 20, what="the A2A agent")
     assert proc.poll() is None, (tmp_path / "upper.log").read_text()
@@ -162,3 +162,50 @@ def test_credential_by_scheme() -> None:
     assert for_card(c, "t").headers == {"Authorization": "Bearer t"} and not for_card(c, "t").params
     mtls = a2a.SecurityScheme(mtls_security_scheme=a2a.MutualTlsSecurityScheme())
     assert for_card(card(m=mtls), "t").headers == {}
+
+
+async def test_a_client_certificate_for_an_agent_that_asks_for_mutual_tls(
+    daemon_factory, tmp_path: Path
+) -> None:
+    import ssl
+
+    from tests.support.mesh import make_certs
+
+    ext = make_certs(tmp_path / "ext")  # the external agent's own CA, server and client certs
+    upper, plain = start_guarded_upper(tmp_path, "UPPER_TLS_DIR", str(ext))
+    url = plain.replace("http://127.0.0.1", "https://localhost")
+    try:
+        no_cert = ssl.create_default_context(cafile=str(ext / "ca.pem"))
+        async with httpx.AsyncClient(verify=no_cert, timeout=10) as http:
+            with pytest.raises(httpx.HTTPError):  # it wants a client certificate
+                await http.get(f"{url}/.well-known/agent-card.json")
+        config = tmp_path / "orchgpt.toml"
+        config.write_text(
+            f'a2a_agents_ca = "{ext}/ca.pem"\n'
+            f'[a2a_agents]\nupper = "{url}"\n'
+            f'[a2a_agents_client_cert]\nupper = "{ext}/cli.pem"\n'
+            f'[a2a_agents_client_key]\nupper = "{ext}/cli-key.pem"\n'
+        )
+        d: Daemon = daemon_factory("--config", str(config)).start()
+        async with d.client() as mesh:
+
+            async def registered() -> bool:
+                return bool(await mesh.list_agents("upper"))
+
+            await await_for(registered, 30, what="the proxy to register over mutual TLS")
+            events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "over tls"))]
+            assert events[-1].result is not None and events[-1].result.output == "OVER TLS"
+    finally:
+        upper.terminate()
+        upper.wait(10)
+
+
+def test_a_client_certificate_setting_names_its_problem(daemon_factory, tmp_path: Path) -> None:
+    config = tmp_path / "orchgpt.toml"
+    config.write_text(
+        '[a2a_agents]\nupper = "https://localhost:9"\n'
+        f'[a2a_agents_client_cert]\nupper = "{tmp_path}/missing.pem"\n'
+    )
+    with pytest.raises(RuntimeError) as e:
+        daemon_factory("--config", str(config)).start()
+    assert "a2a_agents_client_cert.upper: no such file" in str(e.value)

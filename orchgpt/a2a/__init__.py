@@ -22,7 +22,8 @@ async def start_listener(server: Any) -> Any:
 
         proxies = ProxySupervisor(
             s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca,
-            auth=s.a2a_agents_auth,
+            auth=s.a2a_agents_auth, client_certs=s.a2a_agents_client_cert,
+            client_keys=s.a2a_agents_client_key,
         )
         proxies.start()
     if not s.a2a_listen and not s.a2a_grpc:

@@ -5,6 +5,8 @@ the agents it spawns) under DATA_DIR/a2a-proxies/, and keeps one `orchgpt a2a ad
 process running: started with the daemon, started again (with a growing pause) when it exits,
 stopped with the daemon. The proxy's own log is DATA_DIR/logs/a2a-NAME.log.
 
+A client certificate for an agent that asks for mutual TLS (``a2a_agents_client_cert`` and
+``a2a_agents_client_key``: NAME = FILE) is passed as ``--client-cert``/``--client-key``.
 Credentials (``a2a_agents_auth``: NAME = VAR): the proxy of NAME is told ``--auth-env VAR`` and
 gets the daemon's variable VAR in its environment (another proxy's variable is left out), so
 the token is in neither the settings, a command line nor a log.
@@ -40,6 +42,8 @@ class ProxySupervisor:
         address: Any,
         ca_file: str = "",
         auth: dict[str, str] | None = None,
+        client_certs: dict[str, str] | None = None,
+        client_keys: dict[str, str] | None = None,
     ) -> None:
         for name, url in agents.items():
             if not AGENT_TYPE_RE.match(name):
@@ -60,6 +64,19 @@ class ProxySupervisor:
             if not os.environ.get(var):
                 raise ConfigError(f"a2a_agents_auth.{name}: the environment variable {var} is not "
                                   "set (it holds the bearer token of that agent)")
+        self.client_certs = dict(client_certs or {})
+        self.keys = dict(client_keys or {})
+        for what, files in (("a2a_agents_client_cert", self.client_certs),
+                            ("a2a_agents_client_key", self.keys)):
+            for name, path in files.items():
+                if name not in agents:
+                    raise ConfigError(f"{what}.{name}: there is no a2a_agents.{name}")
+                if not Path(path).is_file():
+                    raise ConfigError(f"{what}.{name}: no such file: {path}")
+        for name in self.keys:
+            if name not in self.client_certs:
+                raise ConfigError(f"a2a_agents_client_key.{name}: a key without "
+                                  f"a2a_agents_client_cert.{name}")
         self.agents = agents
         self.certs_dir = certs_dir
         self.dir = data_dir / "a2a-proxies"
@@ -101,6 +118,10 @@ class ProxySupervisor:
             ]
             if self.ca_file:
                 cmd += ["--ca-file", self.ca_file]
+            if name in self.client_certs:  # mutual TLS with the external agent
+                cmd += ["--client-cert", str(Path(self.client_certs[name]).resolve())]
+                if name in self.keys:
+                    cmd += ["--client-key", str(Path(self.keys[name]).resolve())]
             var = self.auth.get(name, "")
             if var:
                 cmd += ["--auth-env", var]

@@ -5,7 +5,9 @@ first asks its user (INPUT_REQUIRED) and then upper-cases the answer; input "slo
 Run: python -m tests.support.a2a_upper PORT_FILE  (serves plain HTTP on 127.0.0.1, port 0)
 With UPPER_REQUIRE_TOKEN=TOKEN in its environment, every request (the card too) needs
 ``Authorization: Bearer TOKEN``; others get 401. With UPPER_API_KEY=KEY, its card (public)
-declares an API key in the header X-API-Key, which every other request needs.
+declares an API key in the header X-API-Key, which every other request needs. With
+UPPER_TLS_DIR=DIR (a CA directory as `orchgpt certs init` makes), it serves HTTPS at
+https://localhost:PORT with DIR's server certificate and asks for a client certificate of DIR's CA.
 """
 
 from __future__ import annotations
@@ -77,14 +79,14 @@ def main(port_file: str) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    tls = os.environ.get("UPPER_TLS_DIR", "")  # HTTPS, asking for a client certificate of its CA
+    base = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
     card = a2a.AgentCard(
         name="upper",
         description="upper-cases its input",
         version="1.0",
         supported_interfaces=[
-            a2a.AgentInterface(
-                url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
-            )
+            a2a.AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0")
         ],
         capabilities=a2a.AgentCapabilities(streaming=True),
         default_input_modes=["text/plain"],
@@ -111,7 +113,17 @@ def main(port_file: str) -> None:
     with open(port_file + ".tmp", "w") as f:
         f.write(str(port))
     os.replace(port_file + ".tmp", port_file)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    extra: dict[str, Any] = {}
+    if tls:
+        import ssl
+
+        extra = {
+            "ssl_certfile": f"{tls}/server.pem",
+            "ssl_keyfile": f"{tls}/server-key.pem",
+            "ssl_ca_certs": f"{tls}/ca.pem",
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", **extra)).run(sockets=[sock])
 
 
 if __name__ == "__main__":
