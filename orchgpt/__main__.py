@@ -73,7 +73,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--a2a-agents", dest="a2a_agent", action="append", metavar="NAME=URL",
                    help="run a proxy for the external A2A agent at URL as agent type NAME (repeatable)")
     p.add_argument("--a2a-agent-auth", dest="a2a_agent_auth", action="append", metavar="NAME=VAR",
-                   help="the proxy of the A2A agent NAME sends the bearer token in the environment "
+                   help="the proxy of the A2A agent NAME sends the token in the environment "
                         "variable VAR (repeatable; the token is never logged)")
     p.add_argument("--a2a-agents-ca", dest="a2a_agents_ca", metavar="FILE",
                    help="CA file to verify the external A2A agents' TLS")

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
     a2a_agents_auth: dict[str, str] = Field(
         default_factory=dict, description="credentials of those agents: agent type -> the name of "
-        "an environment variable of the daemon holding its bearer token (TOML table "
+        "an environment variable of the daemon holding its token, sent as its card asks (TOML table "
         "[a2a_agents_auth]; the token is never in the settings, on a command line or in a log)"
     )
     a2a_agents_client_cert: dict[str, str] = Field(

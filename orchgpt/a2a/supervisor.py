@@ -63,7 +63,7 @@ class ProxySupervisor:
                                   "(name the variable that holds the token; never the token)")
             if not os.environ.get(var):
                 raise ConfigError(f"a2a_agents_auth.{name}: the environment variable {var} is not "
-                                  "set (it holds the bearer token of that agent)")
+                                  "set (it holds the token of that agent)")
         self.client_certs = dict(client_certs or {})
         self.keys = dict(client_keys or {})
         for what, files in (("a2a_agents_client_cert", self.client_certs),
