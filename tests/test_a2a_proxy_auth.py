@@ -209,3 +209,34 @@ def test_a_client_certificate_setting_names_its_problem(daemon_factory, tmp_path
     with pytest.raises(RuntimeError) as e:
         daemon_factory("--config", str(config)).start()
     assert "a2a_agents_client_cert.upper: no such file" in str(e.value)
+
+
+async def test_stopping_orchgpt_a2a_add_stops_its_proxy(daemon_factory, tmp_path: Path) -> None:
+    """`orchgpt a2a add` becomes the proxy (exec): a SIGTERM to it leaves nothing running."""
+    import signal
+
+    from tests.support.mesh import pids_matching
+    from tests.test_a2a import start_proxy, start_upper
+
+    upper, url = start_upper(tmp_path)
+    d: Daemon = daemon_factory().start()
+    proxy = start_proxy(d, url, tmp_path)
+    mine = f"agentd.a2a_proxy upper .*{tmp_path / 'proxy'}"
+    try:
+        async with d.client() as mesh:
+
+            async def registered() -> bool:
+                return bool(await mesh.list_agents("upper"))
+
+            await await_for(registered, 30, what="the proxy to register")
+        assert pids_matching(mine) == [proxy.pid]  # one process: the proxy itself
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(15)
+        wait_for(lambda: not pids_matching(mine), 10, what="no proxy left running")
+    finally:
+        for pid in pids_matching(mine):  # (the old wrapper left its child behind)
+            os.kill(pid, signal.SIGKILL)
+        if proxy.poll() is None:
+            proxy.kill()
+        upper.terminate()
+        upper.wait(10)
