@@ -66,6 +66,8 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--list-page-bytes", dest="list_page_bytes", type=int)
     p.add_argument("--list-field-bytes", dest="list_field_bytes", type=int)
     p.add_argument("--crl-poll-interval", dest="crl_poll_interval", type=float)
+    p.add_argument("--schedule-poll-interval", dest="schedule_poll_interval", type=float,
+                   help="longest scheduler sleep (s): how soon another daemon's new schedule is seen")
     p.add_argument("--a2a-listen", dest="a2a_listen", metavar="HOST:PORT",
                    help="serve every agent type as an A2A agent (JSON-RPC + SSE over mutual TLS; off by default)")
     p.add_argument("--a2a-grpc", dest="a2a_grpc", action="store_const", const=True,
@@ -74,6 +76,9 @@ def _serve_parser(sub: Any) -> None:
                    help="A2A push notifications to webhooks: off (default), public addresses only, any")
     p.add_argument("--a2a-agents", dest="a2a_agent", action="append", metavar="NAME=URL",
                    help="run a proxy for the external A2A agent at URL as agent type NAME (repeatable)")
+    p.add_argument("--a2a-agent-auth", dest="a2a_agent_auth", action="append", metavar="NAME=VAR",
+                   help="the proxy of the A2A agent NAME sends the token in the environment "
+                        "variable VAR (repeatable; the token is never logged)")
     p.add_argument("--a2a-agents-ca", dest="a2a_agents_ca", metavar="FILE",
                    help="CA file to verify the external A2A agents' TLS")
     p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
@@ -206,9 +211,12 @@ def _serve(args: argparse.Namespace) -> int:
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
         "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
-        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen")}
+        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen",
+        "schedule_poll_interval")}
     if args.a2a_agent:  # NAME=URL, repeatable
         flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
+    if args.a2a_agent_auth:  # NAME=VAR, repeatable
+        flags["a2a_agents_auth"] = dict(a.partition("=")[::2] for a in args.a2a_agent_auth)
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 

@@ -16,6 +16,7 @@ import grpc
 
 from .certs import CertPaths
 from .client_graphs import GraphClient
+from .client_schedules import ScheduleCalls
 from .errors import CertError, ClientError, ConfigError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
@@ -72,7 +73,7 @@ def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
     return ClientError(msg, code.name)
 
 
-class MeshClient(GraphClient):
+class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; schedules: client_schedules.py
     def __init__(self, address: str, certs: CertPaths, server_name: str | None = None, timeout: float = 10.0,
                  name: str | None = None) -> None:
         self.address = address

@@ -39,7 +39,9 @@ from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
 from .metrics import start_metrics
 from .revocation import Revocations, crl_path
+from .scheduler import Scheduler
 from .servicer import MeshServicer
+from .servicer_schedules import add_schedules_service
 from .spawner import Spawner
 from .spawner_files import read_journals, remove_journals
 from .store import Store, open_store, redact_url
@@ -158,7 +160,10 @@ class OrchgptServer:
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
         add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(server, (SERVICE_NAME, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
+        self.scheduler = Scheduler(self.store, self.mesh.submit, self.mesh.get_task, settle_s=s.reconnect_grace,
+                                   max_sleep=s.schedule_poll_interval)
+        schedules = add_schedules_service(servicer, server, self.scheduler)  # docs/schedules.md
+        reflection.enable(server, (SERVICE_NAME, schedules, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
         self.port = server.add_secure_port(s.listen, creds)
         if self.port == 0:
             raise OSError(f"cannot listen on {s.listen}")
@@ -178,6 +183,7 @@ class OrchgptServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
         self._crl_poll = asyncio.create_task(self._watch_crl())
+        self.scheduler.start()  # fires due schedules (a missed period once, by its catch-up policy)
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=redact_url(s.store_url),
                  recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types),
                  declared_types=sorted(self.declared.names), pid=os.getpid())
@@ -284,6 +290,8 @@ class OrchgptServer:
         assert self.mesh is not None and self.server is not None
         log.info("shutting_down", grace_s=grace, running_tasks=self.mesh.running_tasks)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if getattr(self, "scheduler", None) is not None:
+            await self.scheduler.stop()
         self.mesh.start_closing()
         self.servicer.accepting = False
         loop = asyncio.get_running_loop()

@@ -21,7 +21,9 @@ async def start_listener(server: Any) -> Any:
         from .supervisor import ProxySupervisor
 
         proxies = ProxySupervisor(
-            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca
+            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca,
+            auth=s.a2a_agents_auth, client_certs=s.a2a_agents_client_cert,
+            client_keys=s.a2a_agents_client_key,
         )
         proxies.start()
     if not s.a2a_listen and not s.a2a_grpc:
@@ -73,6 +75,7 @@ async def start_listener(server: Any) -> Any:
         from .push import PushNotifier
 
         handler.push = PushNotifier(server.mesh, s.a2a_push, server.mesh.get_task)
+        handler.push.resume()  # tasks recovered with push configs in the store
     handler.workspaces = s.workspaces
     if listener is not None:
         from urllib.parse import quote
