@@ -327,7 +327,7 @@ class Link:
             outcome = await self.agent.run(ctx)
             state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
             result = TaskResult(req.task_id, state, output=outcome.output, error=outcome.error if not outcome.ok else "",
-                                data=outcome.data)
+                                data=outcome.data, checks=outcome.checks)
         except asyncio.CancelledError:
             result = TaskResult(req.task_id, TaskState.CANCELLED, error="cancelled")
         except TaskFailed as exc:

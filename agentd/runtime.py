@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from orchgpt.checks import Check
 from orchgpt.models import (
     EVENT_CLASSES,
     ApprovalEvent,
@@ -52,6 +53,7 @@ class Outcome:
     ok: bool = True
     error: str = ""
     data: dict[str, str] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)  # agentd.checks.attach sets them
 
 
 # Deprecated names, kept so that agents written against them keep working: an agent receives

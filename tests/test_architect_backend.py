@@ -198,7 +198,7 @@ async def test_backend_reports_failure_when_tries_run_out(tmp_path: Path, srv: S
     assert "tests failed after 1 round(s)" in out.error
     assert len(srv.chat_requests) == 3  # no repair round beyond the budget
     assert "1 failed" in out.data["test_output"]
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["tests"].outcome == "failed" and checks["tests"].detail.startswith("1 failed, 1 passed")
     assert checks["mutation"].outcome == "skipped"
     assert checks["mutation"].detail == "not run this round: the tests failed"
@@ -339,7 +339,7 @@ async def test_backend_vacuous_tests_fail_the_mutation_check(tmp_path: Path, srv
     assert out.data["tests_passed"] == "true"
     assert "mutation check failed" in out.error and "vacuous" in out.error, out.error
     assert out.data["mutation_score"].startswith("0/")
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["tests"].outcome == "passed" and checks["tests"].tool == "pytest"
     assert checks["mutation"].outcome == "failed" and checks["mutation"].tool == "agentd mutation"
     assert "the tests are vacuous" in checks["mutation"].detail
@@ -365,7 +365,7 @@ async def test_backend_real_tests_get_a_mutation_score(tmp_path: Path, srv: Scri
     caught, _, total = out.data["mutation_score"].partition(" ")[0].partition("/")
     assert int(caught) > 0 and int(total) >= int(caught)
     assert f"mutation score {out.data['mutation_score']}" in out.output
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["mutation"].outcome == "passed" and checks["mutation"].detail.startswith("score ")
 
 
@@ -381,11 +381,11 @@ async def test_backend_ruff_problems_go_back_to_the_model(tmp_path: Path, srv: S
     assert out.data["rounds"] == "2"
     feedback = srv.chat_requests[3]["messages"][-1]["content"]
     assert "ruff" in feedback and "calc.py:1:8 F401" in feedback and "`os` imported but unused" in feedback
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["ruff"].outcome == "passed" and checks["ruff"].tool == "ruff"
     assert checks["ruff"].detail == "no problems in 2 file(s) (rules E9,F)"
-    assert [c.name for c in checks_of(out.data)] == ["tests", "ruff", "mutation", "contract"]
-    assert checks_of(out.data)[3].detail == "not applicable: the task has no design (ARCHITECTURE.md)"
+    assert [c.name for c in checks_of(out)] == ["tests", "ruff", "mutation", "contract"]
+    assert checks_of(out)[3].detail == "not applicable: the task has no design (ARCHITECTURE.md)"
 
 
 async def test_backend_ruff_is_advisory_when_rounds_run_out(tmp_path: Path, srv: ScriptedOpenAI) -> None:
@@ -393,7 +393,7 @@ async def test_backend_ruff_is_advisory_when_rounds_run_out(tmp_path: Path, srv:
     run = Run(tmp_path, srv, "backend", "an add function", options={"web": "false", "tries": "1"})
     out = await run()
     assert out.ok, (out.error, out.data)
-    ruff = next(c for c in checks_of(out.data) if c.name == "ruff")
+    ruff = next(c for c in checks_of(out) if c.name == "ruff")
     assert ruff.outcome == "failed" and not ruff.required and "F401" in ruff.detail
     assert "ruff check failed (advisory)" in out.output
 
@@ -468,13 +468,13 @@ async def test_backend_missing_declared_route_fails_the_contract(tmp_path: Path,
     out = await run()
     assert not out.ok and out.data["routes_ok"] == "true", (out.output, out.data)
     assert "contract check failed" in out.error and "DELETE /todos/{id}: not in the schema" in out.error
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["contract"].outcome == "failed" and checks["contract"].tool == "ARCHITECTURE.md endpoints"
     assert checks["contract"].detail.startswith("3 of 4 declared route(s) served (judged by the service's "
                                                 "OpenAPI schema)")
     assert checks["mutation"].outcome == "skipped"
     assert checks["mutation"].detail == "not run this round: the contract check(s) failed"
-    assert [c.name for c in checks_of(out.data)] == ["tests", "ruff", "mutation", "routes", "contract"]
+    assert [c.name for c in checks_of(out)] == ["tests", "ruff", "mutation", "routes", "contract", "schemathesis"]
     assert not (run.ws / ".orchgpt" / "contract.json").exists()
 
 
@@ -490,5 +490,5 @@ async def test_backend_contract_complaint_is_repaired(tmp_path: Path, srv: Scrip
     complaint = srv.chat_requests[4]["messages"][-1]["content"]
     assert "declares routes that the service does not serve" in complaint
     assert "- DELETE /todos/{id}: not in the schema" in complaint
-    contract = next(c for c in checks_of(out.data) if c.name == "contract")
+    contract = next(c for c in checks_of(out) if c.name == "contract")
     assert contract.outcome == "passed" and contract.detail.startswith("4 of 4 declared route(s) served")

@@ -84,7 +84,7 @@ def test_problems_go_back_until_the_design_passes(srv: ScriptedOpenAI, tmp_path:
     previews = {"mockups/main.png"} if shutil.which("rsvg-convert") else set()
     assert {e.artifact.path for e in events if e.kind == EventKind.ARTIFACT and e.artifact} == {
         "DESIGN.md", "mockups/main.svg", *previews}
-    assert {c.name: c.outcome for c in checks_of(out.data)} == {
+    assert {c.name: c.outcome for c in checks_of(out)} == {
         "design": "passed", "contrast": "passed",
         "render": "passed" if previews else "skipped"}
     assert "images_note" not in out.data  # not asked for

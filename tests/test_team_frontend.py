@@ -135,7 +135,7 @@ def test_problems_go_back_to_the_model_until_the_ui_passes(srv, project) -> None
     assert "loads 'main.css' (stylesheet), which does not exist in frontend/" in feedback
     assert "frontend/app.js has a syntax error (node --check)" in feedback
     assert "POST /items" in feedback and "the backend declares no such route" in feedback
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["syntax"].detail == "1 of 1 script(s) pass node --check"
     assert checks["api-routes"].detail == "3 API call(s) match the backend's routes"
     assert checks["live"].detail == "live: GET /todos 200"  # the backend was started in the sandbox and answered

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from ..checks import FAILED, PASSED, SKIPPED, Check
 from ..iac.v1 import iac_pb2 as pb
 from ..models import (
     EVENT_CLASSES,
@@ -134,7 +135,24 @@ def result_to_pb(r: TaskResult) -> pb.TaskResult:
         task_id=r.task_id, state=state_to_pb(r.state), output=r.output, error=r.error,
         artifacts=[artifact_to_pb(a) for a in r.artifacts], usage=usage_to_pb(r.usage),
         workspace=r.workspace, agent_type=r.agent_type, agent_id=r.agent_id, data=r.data,
+        checks=[check_to_pb(c) for c in r.checks],
     )
+
+
+_OUTCOME_TO_PB = {PASSED: pb.CHECK_PASSED, FAILED: pb.CHECK_FAILED, SKIPPED: pb.CHECK_SKIPPED}
+_OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
+
+
+def check_to_pb(c: Check) -> pb.Check:
+    return pb.Check(name=c.name, tool=c.tool, outcome=_OUTCOME_TO_PB[c.outcome], detail=c.detail,
+                    advisory=not c.required)
+
+
+def check_from_pb(m: pb.Check) -> Check:
+    outcome = _OUTCOME_FROM_PB.get(m.outcome)
+    if outcome is None or not m.name:
+        raise DecodeError(f"check {m.name!r}: needs a name and an outcome (passed, failed, skipped)")
+    return Check(name=m.name, tool=m.tool, outcome=outcome, detail=m.detail, required=not m.advisory)
 
 
 def result_from_pb(m: pb.TaskResult) -> TaskResult:
@@ -145,6 +163,7 @@ def result_from_pb(m: pb.TaskResult) -> TaskResult:
         task_id=m.task_id, state=state, output=m.output, error=m.error,
         artifacts=[artifact_from_pb(a) for a in m.artifacts], usage=usage_from_pb(m.usage),
         workspace=m.workspace, agent_type=m.agent_type, agent_id=m.agent_id, data=dict(m.data),
+        checks=[check_from_pb(c) for c in m.checks],
     )
 
 

@@ -215,6 +215,27 @@ FAILED: TaskState.ValueType  # 5
 CANCELLED: TaskState.ValueType  # 6
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
+class _CheckOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_OUTCOME_UNSPECIFIED: _CheckOutcome.ValueType  # 0
+    CHECK_PASSED: _CheckOutcome.ValueType  # 1
+    CHECK_FAILED: _CheckOutcome.ValueType  # 2
+    CHECK_SKIPPED: _CheckOutcome.ValueType  # 3
+    """the detail says why (tool missing, not applicable)"""
+
+class CheckOutcome(_CheckOutcome, metaclass=_CheckOutcomeEnumTypeWrapper): ...
+
+CHECK_OUTCOME_UNSPECIFIED: CheckOutcome.ValueType  # 0
+CHECK_PASSED: CheckOutcome.ValueType  # 1
+CHECK_FAILED: CheckOutcome.ValueType  # 2
+CHECK_SKIPPED: CheckOutcome.ValueType  # 3
+"""the detail says why (tool missing, not applicable)"""
+Global___CheckOutcome: _TypeAlias = CheckOutcome  # noqa: Y015
+
 class _ApprovalDecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -958,6 +979,7 @@ class TaskResult(_message.Message):
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     """SUCCEEDED, FAILED or CANCELLED"""
@@ -976,6 +998,12 @@ class TaskResult(_message.Message):
     def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """structured extras (e.g. test output)"""
 
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Check]:
+        """What judged the work, by which tool, with what outcome (docs/checks.md): checks no model
+        wrote. A task whose required checks failed is not SUCCEEDED.
+        """
+
     def __init__(
         self,
         *,
@@ -989,14 +1017,50 @@ class TaskResult(_message.Message):
         agent_type: _builtins.str = ...,
         agent_id: _builtins.str = ...,
         data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        checks: _abc.Iterable[Global___Check] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "artifacts", b"artifacts", "data", b"data", "error", b"error", "output", b"output", "state", b"state", "task_id", b"task_id", "usage", b"usage", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "artifacts", b"artifacts", "checks", b"checks", "data", b"data", "error", b"error", "output", b"output", "state", b"state", "task_id", b"task_id", "usage", b"usage", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
+
+@_typing.final
+class Check(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ADVISORY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"mutation", "contract", "browser", ..."""
+    tool: _builtins.str
+    """what ran it: "pytest", "schemathesis", "WCAG 2 formula", ..."""
+    outcome: Global___CheckOutcome.ValueType
+    detail: _builtins.str
+    """one line"""
+    advisory: _builtins.bool
+    """a failed advisory check does not fail the task"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tool: _builtins.str = ...,
+        outcome: Global___CheckOutcome.ValueType = ...,
+        detail: _builtins.str = ...,
+        advisory: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advisory", b"advisory", "detail", b"detail", "name", b"name", "outcome", b"outcome", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Check: _TypeAlias = Check  # noqa: Y015
 
 @_typing.final
 class Reply(_message.Message):
