@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from orchgpt import authz, logs
+from orchgpt import authz, logs, tracing
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
@@ -36,7 +36,7 @@ from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 
-from . import __version__, uploads
+from . import __version__, telemetry, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
 from .runtime import Agent, TaskContext
 
@@ -299,7 +299,11 @@ class Link:
             return
         req = codec.task_from_spec(spec)
         self.current_id = req.task_id
-        self.current = asyncio.create_task(self._run_task(req, env.id), name=f"task:{req.task_id}")
+        run: Any = self._run_task(req, env.id)
+        if tracing.ENABLED:  # an invoke_agent span under the daemon's run span
+            run = telemetry.invoke_agent(run, req, self.agent.type, self.name, env.traceparent,
+                                         env.tracestate)
+        self.current = asyncio.create_task(run, name=f"task:{req.task_id}")
 
     def _workspace(self, req: Task) -> Path:
         if self.workspace_for is not None:
@@ -338,6 +342,7 @@ class Link:
         if not (self.stopping and result.state == TaskState.CANCELLED and not self.terminated):
             self._journal(result)
         log.info("task_done", task_id=req.task_id, state=str(result.state), error=result.error or None)
+        telemetry.task_done(result)
         if self.stopping and result.state == TaskState.CANCELLED and not self.terminated:
             # stopped by a signal: no result, so that the orchestrator requeues the task elsewhere
             log.info("task_abandoned", task_id=req.task_id)
@@ -418,6 +423,7 @@ class Link:
         await asyncio.wait_for(self.connected.wait(), timeout=60)
         spec = codec.delegation_to_spec(sub, self.current_id)
         env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)
+        env.traceparent, env.tracestate = tracing.current_carrier()  # the sub-task's parent span
         fut: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         self._delegations[env.id] = fut
         if not self.send(env):

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from . import telemetry
 from .errors import ToolError
 from .llm.types import ToolSpec
 from .sandbox import Sandbox, SandboxResult
@@ -277,6 +278,7 @@ class Toolbox:
         if not isinstance(args, dict):
             return "error: the arguments must be a JSON object", False
         try:
-            return await tool.handler(self.env, args), True
+            with telemetry.tool(name):
+                return await tool.handler(self.env, args), True
         except ToolError as exc:
             return f"error: {exc}", False

@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if commands:
             ap.error("give a command either with -c or as arguments, not both")
         commands.append(_words_to_command(args.words))
+    from orchgpt import tracing
+
+    tracing.configure("autogpt", quiet=True)  # traces when OTEL_EXPORTER_OTLP_ENDPOINT is set
     interactive = not commands and sys.stdin.isatty()
     if interactive and args.json:
         ap.error("--json needs -c COMMAND or commands on stdin")

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
         "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "
         "PORT or :PORT means 127.0.0.1; docs/operations.md); empty: off"
     )
+    otlp_endpoint: str = Field(
+        "", description="OTLP/HTTP collector URL for OpenTelemetry traces (e.g. http://127.0.0.1:4318;"
+        " also OTEL_EXPORTER_OTLP_ENDPOINT; docs/operations.md); empty: off unless that is set"
+    )
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
     )

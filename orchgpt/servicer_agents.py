@@ -13,7 +13,7 @@ from typing import cast
 
 import grpc
 
-from . import authz, codec, logs, stream_rules
+from . import authz, codec, logs, stream_rules, tracing, tracing_mesh
 from .artifact_store import UploadError
 from .artifacts import ArtifactError
 from .batching import Outbox
@@ -49,6 +49,8 @@ class GrpcAgentLink:
     def send_task(self, task: Task) -> None:
         env = codec.new_envelope(pb.RUN, ORCH, task_id=task.task_id, session_id=task.session_id,
                                  task=codec.task_to_spec(task))
+        if tracing.ENABLED:  # the agent's spans go under this run's span
+            env.traceparent, env.tracestate = tracing_mesh.run_carrier(task.task_id)
         if self.runs is not None:  # a REPLY may name its task by correlation_id = this id
             self.runs.remember(self.agent_id, env.id, task.task_id)
         self._send(env)
@@ -247,7 +249,9 @@ class AgentStreams(ServicerBase):
                     self._refuse(agent_id, env, outbox, d)
                     return
                 try:
-                    self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
+                    with tracing.span("orchgpt.delegate", (env.traceparent, env.tracestate),
+                                      "SERVER", **{"orchgpt.agent.id": agent_id}):
+                        self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
                 except RoutingError as exc:
                     self._error(outbox, agent_id, env.id, exc.code, str(exc))
                 except StoreError as exc:

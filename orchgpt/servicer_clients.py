@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from . import authz, codec, logs
+from . import authz, codec, logs, tracing
 from .artifacts import ArtifactError, open_artifact, workspace_name
 from .batching import Outbox
 from .certs import Identity
@@ -90,7 +90,9 @@ class ClientRpcs(ServicerBase):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
         self._guard_stream(context, outbox)
         try:
-            task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
+            with tracing.span("orchgpt.submit", tracing.from_metadata(context.invocation_metadata())
+                              if tracing.ENABLED else None, "SERVER", **{"orchgpt.agent.type": cmd.agent_type}):
+                task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
             await self._abort_routing(context, exc)
         except StoreError as exc:

@@ -272,6 +272,8 @@ class Envelope(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TRACESTATE_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     BROADCAST_FIELD_NUMBER: _builtins.int
     FILE_CHUNK_FIELD_NUMBER: _builtins.int
@@ -302,6 +304,11 @@ class Envelope(_message.Message):
     """id of the envelope this one answers (REGISTERED, PONG, REPLY, ERROR)"""
     timestamp_ms: _builtins.int
     """unix time, milliseconds"""
+    traceparent: _builtins.str
+    """W3C trace context (docs/operations.md, "Traces"): on RUN, the daemon's span the agent's work
+    belongs to; on DELEGATE_TASK, the agent's span the sub-task belongs to. Empty: not traced.
+    """
+    tracestate: _builtins.str
     payload: _builtins.bytes
     """opaque application data (COMMAND between agents)"""
     @_builtins.property
@@ -355,6 +362,8 @@ class Envelope(_message.Message):
         task_id: _builtins.str = ...,
         correlation_id: _builtins.str = ...,
         timestamp_ms: _builtins.int = ...,
+        traceparent: _builtins.str = ...,
+        tracestate: _builtins.str = ...,
         ping: Global___Ping | None = ...,
         broadcast: Global___Broadcast | None = ...,
         file_chunk: Global___FileChunk | None = ...,
@@ -375,7 +384,7 @@ class Envelope(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "task", b"task", "terminate", b"terminate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "traceparent", b"traceparent", "tracestate", b"tracestate", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ping", "broadcast", "file_chunk", "command", "task", "register", "registered", "terminate", "reply", "event", "error", "heartbeat", "cancel", "approval_request", "approval_response", "refusal", "payload"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015

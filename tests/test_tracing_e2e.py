@@ -1,0 +1,172 @@
+"""OpenTelemetry traces across the mesh (docs/operations.md, "Traces"), as a user runs them:
+a real daemon, its spawned architect agent (its own process) on the scripted model, the CLI as a
+subprocess, all exporting OTLP/HTTP to a test collector that decodes the spans with
+opentelemetry-proto. One trace must run from the CLI's command to the model calls and tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.mesh import Daemon
+from tests.support.otlp_collector import OtlpCollector, Span
+from tests.support.scripted_openai import ScriptedOpenAI
+from tests.support.team_script import TeamScript
+
+pytestmark = pytest.mark.timeout(90)
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture
+def collector() -> Any:
+    with OtlpCollector() as col:
+        yield col
+
+
+@pytest.fixture
+def model() -> Any:
+    with ScriptedOpenAI(responder=TeamScript(), models=(MODEL,)) as srv:
+        yield srv
+
+
+def autogpt(d: Daemon, command: str, env: dict[str, str]) -> tuple[int, list[dict[str, Any]], str]:
+    """The CLI of this checkout (`python -m cli` from the repository root), as a subprocess."""
+    full = {**os.environ, "ORCHGPT_ADDRESS": d.address, "ORCHGPT_CERTS": str(d.certs), **env}
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", "--json", "-c", command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full,
+    )
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    return r.returncode, events, r.stderr
+
+
+def by_name(spans: list[Span], prefix: str) -> list[Span]:
+    return [s for s in spans if s.name.startswith(prefix)]
+
+
+def one(spans: list[Span], prefix: str) -> Span:
+    found = by_name(spans, prefix)
+    assert len(found) == 1, (prefix, [s.name for s in spans])
+    return found[0]
+
+
+def test_one_trace_from_the_cli_through_the_daemon_to_the_agents_model_calls(
+    daemon_factory, model, collector: OtlpCollector
+) -> None:  # type: ignore[no-untyped-def]
+    env = collector.env()
+    d: Daemon = daemon_factory(
+        "--heartbeat-interval", "2", env={**model.env(api_key="test"), **env}
+    ).start()
+    code, events, err = autogpt(d, '/architect create "fastapi app" | python', env)
+    assert code == 0, err
+    result = events[-1]["result"]
+    task_id = events[-1]["task_id"]
+
+    def complete(spans: list[Span]) -> bool:
+        names = {s.name for s in spans}
+        return (
+            {
+                "autogpt architect create",
+                "orchgpt.submit",
+                "orchgpt.task architect",
+                "orchgpt.run architect",
+                "invoke_agent architect",
+                f"chat {MODEL}",
+            }
+            <= names
+            and any(n.startswith("execute_tool ") for n in names)
+            and "orchgpt.store_result architect" in names
+        )
+
+    spans = collector.wait_for(complete, what="the command's spans from every process")
+    cli = one(spans, "autogpt architect create")
+    assert cli.parent_id == "" and cli.service == "autogpt"
+    trace = cli.trace_id
+    mine = [s for s in spans if s.trace_id == trace]
+    # every span of this command, from three processes, is in the CLI's trace
+    assert {s.service for s in mine} == {"autogpt", "orchgpt", "agentd"}
+    assert len({s.trace_id for s in spans}) == 1, sorted({(s.trace_id, s.name) for s in spans})
+    ids = {s.span_id: s for s in mine}
+
+    def parent(s: Span) -> Span:
+        assert s.parent_id in ids, f"{s.name}: its parent {s.parent_id} is not in the trace"
+        return ids[s.parent_id]
+
+    submit = one(mine, "orchgpt.submit")
+    assert parent(submit) is cli and submit.service == "orchgpt"
+    task = one(mine, "orchgpt.task architect")
+    assert parent(task) is submit
+    assert task.attributes["orchgpt.task.id"] == task_id
+    assert task.attributes["orchgpt.task.state"] == "succeeded"
+    queue = one(mine, "orchgpt.queue architect")
+    run = one(mine, "orchgpt.run architect")
+    assert parent(queue) is task and parent(run) is task
+    assert queue.end_ns <= run.start_ns + 1_000_000  # the wait ends where the run starts
+    assert parent(one(mine, "orchgpt.dispatch architect")) is run
+    assert parent(one(mine, "orchgpt.store_result architect")) is task
+    agent = one(mine, "invoke_agent architect")
+    assert parent(agent) is run and agent.service == "agentd"
+    assert agent.attributes["gen_ai.agent.name"] == "architect"
+    assert agent.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert agent.attributes["gen_ai.conversation.id"] == task.attributes["gen_ai.conversation.id"]
+    assert agent.attributes["gen_ai.conversation.id"]  # the session
+    chats = by_name(mine, f"chat {MODEL}")
+    assert chats and all(parent(c) is agent for c in chats)
+    for c in chats:
+        a = c.attributes
+        assert a["gen_ai.operation.name"] == "chat"
+        assert a["gen_ai.provider.name"] == "openai"
+        assert a["gen_ai.request.model"] == MODEL
+        assert a["server.address"] == "127.0.0.1" and a["server.port"] == model.port
+        assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
+        assert a["gen_ai.response.finish_reasons"]
+        # no prompt or completion text unless the user opts in
+        assert not any(k.startswith(("gen_ai.input", "gen_ai.output")) for k in a), a
+    # the tokens the spans count are the tokens the task reports
+    assert (
+        sum(c.attributes["gen_ai.usage.input_tokens"] for c in chats)
+        == (result["usage"]["prompt_tokens"])
+    )
+    assert (
+        sum(c.attributes["gen_ai.usage.output_tokens"] for c in chats)
+        == (result["usage"]["completion_tokens"])
+    )
+    tools = by_name(mine, "execute_tool ")
+    assert all(parent(t) is agent for t in tools)
+    assert all(t.attributes["gen_ai.tool.name"] == t.name.split(" ", 1)[1] for t in tools)
+    # nothing of the prompt anywhere in the trace
+    assert not any("fastapi app" in str(v) for s in mine for v in s.attributes.values())
+
+
+def test_tracing_is_off_without_an_endpoint(daemon_factory, collector: OtlpCollector) -> None:  # type: ignore[no-untyped-def]
+    """No endpoint configured: no process exports anything (the collector hears nothing)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    d: Daemon = daemon_factory().start()
+    full = {
+        **clean,
+        "ORCHGPT_ADDRESS": d.address,
+        "ORCHGPT_CERTS": str(d.certs),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", "--json", "-c", '/echo run "x"'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full,
+    )
+    assert r.returncode == 0, r.stderr
+    assert collector.requests == 0 and not collector.snapshot()
+    assert "tracing_on" not in d.log()
