@@ -177,8 +177,11 @@ class Link:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             busy = bool(self.current and not self.current.done())
+            c = telemetry.COUNTS  # this process's model and tool counters
             outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
-                state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "")))
+                state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "",
+                llm_calls=c[0], llm_input_tokens=c[1], llm_output_tokens=c[2], tool_calls=c[3],
+                tool_errors=c[4])))
             if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
                 log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))
                 call.cancel()

@@ -23,6 +23,9 @@ from orchgpt import tracing
 from orchgpt.models import Task, TaskResult, TaskState, Usage
 
 T = TypeVar("T")
+# this process's counters since it started, reported in each HEARTBEAT (Heartbeat fields 10-14):
+# model requests, input tokens, output tokens, tool calls, failed tool calls
+COUNTS = [0, 0, 0, 0, 0]
 PROVIDER = "openai"  # the OpenAI-compatible API every endpoint speaks
 MAX_CONTENT = 16_384  # characters of captured content per attribute (when opted in)
 _REQUEST_PARAMS = {
@@ -165,3 +168,16 @@ def tool(name: str, call_id: str = "") -> contextlib.AbstractContextManager[Any]
 def _capped(obj: Any) -> str:
     text = json.dumps(obj, ensure_ascii=False, default=str)
     return text if len(text) <= MAX_CONTENT else text[:MAX_CONTENT] + "…"
+
+
+def count_llm(input_tokens: int, output_tokens: int) -> None:
+    c = COUNTS
+    c[0] += 1
+    c[1] += input_tokens
+    c[2] += output_tokens
+
+
+def count_tool(ok: bool) -> None:
+    COUNTS[3] += 1
+    if not ok:
+        COUNTS[4] += 1

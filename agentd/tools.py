@@ -277,8 +277,13 @@ class Toolbox:
             return f"error: unknown tool {name!r}; available: {', '.join(self.tools)}", False
         if not isinstance(args, dict):
             return "error: the arguments must be a JSON object", False
+        ok = False
         try:
             with telemetry.tool(name):
-                return await tool.handler(self.env, args), True
+                out = await tool.handler(self.env, args)
+            ok = True
+            return out, True
         except ToolError as exc:
             return f"error: {exc}", False
+        finally:
+            telemetry.count_tool(ok)

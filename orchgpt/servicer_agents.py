@@ -13,7 +13,7 @@ from typing import cast
 
 import grpc
 
-from . import authz, codec, logs, stream_rules, tracing, tracing_mesh
+from . import authz, codec, logs, metrics_more, stream_rules, tracing, tracing_mesh
 from .artifact_store import UploadError
 from .artifacts import ArtifactError
 from .batching import Outbox
@@ -114,6 +114,7 @@ class AgentStreams(ServicerBase):
             await refuse(grpc.StatusCode.FAILED_PRECONDITION,
                          "the first message on Connect must be a REGISTER envelope with the body `register`")
         reg_env = first.envelopes[0]
+        metrics_more.count_in(reg_env.type)
         if reg_env.sender and reg_env.sender != agent_id:
             await refuse(grpc.StatusCode.PERMISSION_DENIED,
                          f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}")
@@ -150,6 +151,7 @@ class AgentStreams(ServicerBase):
                 if batch is None:
                     reason = outbox.dropped_reason or reason
                     break
+                metrics_more.count_out(batch.envelopes)
                 await context.write(batch)
             await self._end_stream(context, outbox)
             if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
@@ -202,6 +204,7 @@ class AgentStreams(ServicerBase):
                                       error=pb.Error(code=code, message=message)))
 
     def _from_agent(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        metrics_more.count_in(env.type)
         bad = invalid_envelope(env)
         if bad:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", f"{bad}; message dropped")
@@ -258,7 +261,15 @@ class AgentStreams(ServicerBase):
                     self._error(outbox, agent_id, env.id, "UNAVAILABLE", f"not accepted: {exc}")
             elif t == pb.FILE_TRANSFER:
                 self._on_upload(agent_id, env, outbox)
-            elif t in (pb.HEARTBEAT, pb.PONG):
+            elif t == pb.HEARTBEAT:  # its counters (metrics_more: orchgpt_agent_*_total)
+                hb = env.heartbeat
+                if hb.llm_calls or hb.tool_calls:
+                    entry = self.mesh.agents.get(agent_id)
+                    at = entry.info.agent_type if entry is not None else "unknown"
+                    metrics_more.REPORTS.report(agent_id, at, (
+                        hb.llm_calls, hb.llm_input_tokens, hb.llm_output_tokens, hb.tool_calls,
+                        hb.tool_errors))
+            elif t == pb.PONG:
                 pass
             elif t == pb.PING:
                 pong = codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id)

@@ -130,6 +130,7 @@ async def stream_reply(
                        model=ep.model, calls=1)
     usage.add(call_usage)
     total.add(call_usage)
+    telemetry.count_llm(p, c_)  # reported in the heartbeats
     log.debug("llm_call", url=ep.url, model=ep.model, prompt_tokens=p, completion_tokens=c_,
               finish=finish, tool_calls=len(tool_calls))
     return Raw(content, tool_calls, finish or ("tool_calls" if tool_calls else "stop"))

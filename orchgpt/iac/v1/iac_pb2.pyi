@@ -777,19 +777,37 @@ class Heartbeat(_message.Message):
 
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    LLM_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    LLM_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_ERRORS_FIELD_NUMBER: _builtins.int
     current_task: _builtins.str
     """the task it runs (BUSY), else empty"""
     state: Global___AgentState.ValueType
     """IDLE or BUSY"""
+    llm_calls: _builtins.int
+    """The agent process's counters since it started (cumulative; the daemon counts their
+    increases: orchgpt_agent_*_total, docs/operations.md). Zero: nothing to report.
+    """
+    llm_input_tokens: _builtins.int
+    llm_output_tokens: _builtins.int
+    tool_calls: _builtins.int
+    tool_errors: _builtins.int
     def __init__(
         self,
         *,
         current_task: _builtins.str = ...,
         state: Global___AgentState.ValueType = ...,
+        llm_calls: _builtins.int = ...,
+        llm_input_tokens: _builtins.int = ...,
+        llm_output_tokens: _builtins.int = ...,
+        tool_calls: _builtins.int = ...,
+        tool_errors: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "llm_calls", b"llm_calls", "llm_input_tokens", b"llm_input_tokens", "llm_output_tokens", b"llm_output_tokens", "state", b"state", "tool_calls", b"tool_calls", "tool_errors", b"tool_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
