@@ -131,6 +131,15 @@ class Settings(BaseSettings):
     def _check_a2a_listen(cls, v: str) -> str:
         return cls._check_listen(v) if v else v  # empty: off
 
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL: give the collector's OTLP/HTTP base URL, "
+                             "e.g. http://127.0.0.1:4318")
+        return v
+
     @field_validator("metrics_listen")
     @classmethod
     def _check_metrics_listen(cls, v: str) -> str:
