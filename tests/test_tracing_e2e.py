@@ -170,3 +170,82 @@ def test_tracing_is_off_without_an_endpoint(daemon_factory, collector: OtlpColle
     assert r.returncode == 0, r.stderr
     assert collector.requests == 0 and not collector.snapshot()
     assert "tracing_on" not in d.log()
+
+
+def ancestors(s: Span, ids: dict[str, Span]) -> list[Span]:
+    out = []
+    while s.parent_id in ids:
+        s = ids[s.parent_id]
+        out.append(s)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_a_manager_run_is_one_trace_with_its_sub_tasks_agents_model_and_tool_calls(
+    daemon_factory, collector: OtlpCollector
+) -> None:  # type: ignore[no-untyped-def]
+    team = TeamScript()
+    team.plan = json.dumps(
+        {
+            "tasks": [
+                {
+                    "id": "design-system",
+                    "agent": "architect",
+                    "task": "Design the todo app",
+                    "depends_on": [],
+                },
+                {
+                    "id": "ui-design",
+                    "agent": "designer",
+                    "task": "Design the UI",
+                    "depends_on": ["design-system"],
+                },
+            ]
+        }
+    )
+    env = collector.env()
+    with ScriptedOpenAI(responder=team, models=(MODEL,)) as srv:
+        d: Daemon = daemon_factory(
+            "--heartbeat-interval", "2", env={**srv.env(api_key="test"), **env}
+        ).start()
+        code, _events, err = autogpt(d, '/manager create "todo app" | python', env)
+    assert code == 0, err + d.log()[-3000:]
+
+    def complete(spans: list[Span]) -> bool:
+        names = {s.name for s in spans}
+        return {
+            "autogpt manager create",
+            "invoke_agent manager",
+            "invoke_agent architect",
+            "invoke_agent designer",
+            "orchgpt.task architect",
+            "orchgpt.task designer",
+            "orchgpt.store_result manager",
+        } <= names
+
+    spans = collector.wait_for(complete, 30, what="the manager's and its sub-tasks' spans")
+    cli = one(spans, "autogpt manager create")
+    assert {s.trace_id for s in spans} == {cli.trace_id}, "one trace for the whole command"
+    ids = {s.span_id: s for s in spans}
+    assert all(s.parent_id in ids for s in spans if s is not cli), [
+        s.name for s in spans if s is not cli and s.parent_id not in ids
+    ]
+    manager = one(spans, "invoke_agent manager")
+    for sub in ("architect", "designer"):
+        task = one(spans, f"orchgpt.task {sub}")
+        delegate = ids[task.parent_id]
+        assert delegate.name == "orchgpt.delegate" and delegate.service == "orchgpt"
+        assert manager in ancestors(delegate, ids)  # delegated from inside the manager's run
+        assert task.attributes["orchgpt.task.parent_id"] == manager.attributes["orchgpt.task.id"]
+        agent = one(spans, f"invoke_agent {sub}")
+        assert ids[agent.parent_id].name == f"orchgpt.run {sub}"
+        assert task in ancestors(agent, ids)
+        below = [s for s in spans if agent in ancestors(s, ids)]
+        chats = [s for s in below if s.name == f"chat {MODEL}"]
+        assert chats and all(c.attributes["gen_ai.usage.input_tokens"] > 0 for c in chats)
+        assert any(s.name == "execute_tool write_file" for s in below)
+    # the manager's own planning call is a model call of the manager
+    assert any(
+        manager in ancestors(s, ids) and s.name == f"chat {MODEL}" and ids[s.parent_id] is manager
+        for s in spans
+    )
