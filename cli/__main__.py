@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.append(_words_to_command(args.words))
     from orchgpt import tracing
 
-    tracing.configure("autogpt", quiet=True)  # traces when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    # traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; an unreachable collector delays exit <= 2 s
+    tracing.configure("autogpt", quiet=True, export_timeout=2.0)
     interactive = not commands and sys.stdin.isatty()
     if interactive and args.json:
         ap.error("--json needs -c COMMAND or commands on stdin")

@@ -90,8 +90,8 @@ class ClientRpcs(ServicerBase):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
         self._guard_stream(context, outbox)
         try:
-            with tracing.span("orchgpt.submit", tracing.from_metadata(context.invocation_metadata())
-                              if tracing.ENABLED else None, "SERVER", **{"orchgpt.agent.type": cmd.agent_type}):
+            parent = tracing.from_metadata(context.invocation_metadata()) if tracing.ENABLED else None
+            with tracing.span("orchgpt.submit", parent, "SERVER", **{"orchgpt.agent.type": cmd.agent_type}):
                 task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
             await self._abort_routing(context, exc)

@@ -49,12 +49,16 @@ def _disabled_by_env() -> bool:
     )
 
 
-def configure(service: str, endpoint: str = "", quiet: bool = False) -> bool:
+def configure(
+    service: str, endpoint: str = "", quiet: bool = False, export_timeout: float | None = None
+) -> bool:
     """Install the tracer provider when an endpoint is configured; True when tracing is on.
 
     ``endpoint`` (a flag) wins over the environment, and is put in the environment so that the
     agents this process spawns export to the same collector. A base URL gets ``/v1/traces``.
-    ``quiet``: log nothing (the CLI, whose output is its stdout).
+    ``quiet``: log nothing (the CLI, whose output is its stdout). ``export_timeout``: seconds an
+    export may take with its retries (the CLI's exit waits for the last one; an
+    OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT setting wins).
     """
     global ENABLED, CAPTURE_CONTENT, _provider
     if ENABLED:
@@ -84,8 +88,12 @@ def configure(service: str, endpoint: str = "", quiet: bool = False) -> bool:
     url = endpoint_from_env() if not endpoint else endpoint
     if endpoint and not url.rstrip("/").endswith("/v1/traces"):
         url = url.rstrip("/") + "/v1/traces"
-    # from the environment the exporter reads (and completes) the URL itself
-    exporter = OTLPSpanExporter(endpoint=url) if endpoint else OTLPSpanExporter()
+    kw: dict[str, Any] = {"endpoint": url} if endpoint else {}  # else read (and completed) from env
+    if export_timeout is not None and not any(
+        os.environ.get(f"OTEL_EXPORTER_OTLP{k}_TIMEOUT") for k in ("", "_TRACES")
+    ):
+        kw["timeout"] = export_timeout
+    exporter = OTLPSpanExporter(**kw)
     name = os.environ.get("OTEL_SERVICE_NAME") or service
     _provider = TracerProvider(resource=Resource.create({"service.name": name}))
     _provider.add_span_processor(BatchSpanProcessor(exporter))

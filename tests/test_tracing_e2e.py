@@ -249,3 +249,26 @@ def test_a_manager_run_is_one_trace_with_its_sub_tasks_agents_model_and_tool_cal
         manager in ancestors(s, ids) and s.name == f"chat {MODEL}" and ids[s.parent_id] is manager
         for s in spans
     )
+
+
+def test_an_unreachable_collector_neither_breaks_nor_stalls_the_cli(daemon) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed}"}
+    t0 = time.monotonic()
+    assert autogpt(daemon, '/echo run "warm up"', {})[0] == 0  # the echo agent is spawned
+    t1 = time.monotonic()
+    assert autogpt(daemon, '/echo run "untraced"', {})[0] == 0
+    t2 = time.monotonic()
+    code, events, err = autogpt(daemon, '/echo run "still works"', env)
+    t3 = time.monotonic()
+    assert code == 0, err
+    assert events[-1]["kind"] == "result" and events[-1]["result"]["output"] == "still works"
+    # its last export gives up after 2 s (the SDK's default would retry for 10 s)
+    assert (t3 - t2) - (t2 - t1) < 5, (
+        f"traced {t3 - t2:.1f}s, untraced {t2 - t1:.1f}s ({t1 - t0:.1f})"
+    )
