@@ -263,7 +263,9 @@ class Link:
     async def _answer(self, env: pb.Envelope) -> None:
         handler = getattr(self.agent, "on_command", None)
         try:
-            out = await handler(env.sender, env.payload) if handler is not None else env.payload
+            with tracing.span("orchgpt.command", (env.traceparent, env.tracestate), "SERVER",
+                              **{"orchgpt.command.sender": env.sender}):  # under the asker's span
+                out = await handler(env.sender, env.payload) if handler is not None else env.payload
         except Exception as exc:  # no REPLY: the asker's ask() times out (agents exchange no ERRORs)
             log.warning("command_failed", sender=env.sender, command_id=env.id, error=str(exc))
             return
@@ -277,6 +279,8 @@ class Link:
             env = self._env(pb.COMMAND, to_type=to[5:], payload=payload)
         else:
             env = self._env(pb.COMMAND, to_agent=to, payload=payload)
+        if tracing.ENABLED:  # the answer's span goes under the asker's current span
+            env.traceparent, env.tracestate = tracing.current_carrier()
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._asks[env.id] = fut
         try:

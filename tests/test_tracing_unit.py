@@ -166,3 +166,33 @@ def test_log_lines_carry_the_trace_and_span_ids(spans: InMemorySpanExporter) -> 
         ev = tracing.log_ids(None, "info", {"event": "e"})
     assert ev["trace_id"] == format(s.get_span_context().trace_id, "032x")
     assert ev["span_id"] == format(s.get_span_context().span_id, "016x")
+
+
+async def test_agent_to_agent_commands_carry_the_askers_trace(spans: InMemorySpanExporter) -> None:
+    from orchgpt.iac.v1 import iac_pb2 as pb
+    from orchgpt.wire import codec
+    from orchgpt.wire.batching import Outbox
+    from tests.test_authz import _link
+
+    link = _link()
+    out = Outbox()
+    link.outbox = out
+    with tracing.tracer().start_as_current_span("asker") as asker:
+        ask = asyncio.ensure_future(link.ask("type:echo", b"ping", timeout=5))
+        batch = await asyncio.wait_for(out.next_batch(), 2)
+    assert batch is not None
+    cmd = batch.envelopes[-1]
+    assert cmd.traceparent.split("-")[2] == format(asker.get_span_context().span_id, "016x")
+    # the answering side (here the same link): its span is the asker's child, in its trace
+    link._on_envelope(cmd, out)
+    batch = await asyncio.wait_for(out.next_batch(), 2)
+    assert batch is not None and batch.envelopes[-1].payload == b"echo: ping"  # the answer
+    link._on_envelope(
+        codec.new_envelope(pb.REPLY, "other", correlation_id=cmd.id, payload=b"pong"), out
+    )
+    assert await asyncio.wait_for(ask, 2) == b"pong"
+    [answer] = [s for s in spans.get_finished_spans() if s.name == "orchgpt.command"]
+    assert answer.parent is not None
+    assert answer.parent.span_id == asker.get_span_context().span_id
+    assert answer.context.trace_id == asker.get_span_context().trace_id
+    assert answer.attributes["orchgpt.command.sender"] == "victim"
