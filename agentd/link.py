@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from orchgpt import authz, logs, tracing
+from orchgpt import authz, logs
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
@@ -100,7 +100,7 @@ class Link:
 
     # ------------------------------------------------------------------ sending
     def _env(self, type_: int, **fields: Any) -> pb.Envelope:
-        return codec.new_envelope(type_, self.name, **fields)
+        return codec.new_envelope(type_, self.name, **fields, **telemetry.trace_fields())
 
     def send(self, env: pb.Envelope) -> bool:
         ob = self.outbox
@@ -177,11 +177,9 @@ class Link:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             busy = bool(self.current and not self.current.done())
-            c = telemetry.COUNTS  # this process's model and tool counters
             outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
                 state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "",
-                llm_calls=c[0], llm_input_tokens=c[1], llm_output_tokens=c[2], tool_calls=c[3],
-                tool_errors=c[4])))
+                **telemetry.heartbeat_counts())))
             if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
                 log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))
                 call.cancel()
@@ -263,8 +261,7 @@ class Link:
     async def _answer(self, env: pb.Envelope) -> None:
         handler = getattr(self.agent, "on_command", None)
         try:
-            with tracing.span("orchgpt.command", (env.traceparent, env.tracestate), "SERVER",
-                              **{"orchgpt.command.sender": env.sender}):  # under the asker's span
+            with telemetry.answering(env.sender, env.traceparent, env.tracestate):
                 out = await handler(env.sender, env.payload) if handler is not None else env.payload
         except Exception as exc:  # no REPLY: the asker's ask() times out (agents exchange no ERRORs)
             log.warning("command_failed", sender=env.sender, command_id=env.id, error=str(exc))
@@ -279,8 +276,6 @@ class Link:
             env = self._env(pb.COMMAND, to_type=to[5:], payload=payload)
         else:
             env = self._env(pb.COMMAND, to_agent=to, payload=payload)
-        if tracing.ENABLED:  # the answer's span goes under the asker's current span
-            env.traceparent, env.tracestate = tracing.current_carrier()
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._asks[env.id] = fut
         try:
@@ -306,11 +301,7 @@ class Link:
             return
         req = codec.task_from_spec(spec)
         self.current_id = req.task_id
-        run: Any = self._run_task(req, env.id)
-        if tracing.ENABLED:  # an invoke_agent span under the daemon's run span
-            run = telemetry.invoke_agent(run, req, self.agent.type, self.name, env.traceparent,
-                                         env.tracestate)
-        self.current = asyncio.create_task(run, name=f"task:{req.task_id}")
+        self.current = asyncio.create_task(telemetry.run(self, req, env), name=f"task:{req.task_id}")
 
     def _workspace(self, req: Task) -> Path:
         if self.workspace_for is not None:
@@ -430,7 +421,6 @@ class Link:
         await asyncio.wait_for(self.connected.wait(), timeout=60)
         spec = codec.delegation_to_spec(sub, self.current_id)
         env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)
-        env.traceparent, env.tracestate = tracing.current_carrier()  # the sub-task's parent span
         fut: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         self._delegations[env.id] = fut
         if not self.send(env):

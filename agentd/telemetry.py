@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -181,3 +181,48 @@ def count_tool(ok: bool) -> None:
     COUNTS[3] += 1
     if not ok:
         COUNTS[4] += 1
+
+
+# ---------------------------------------------------------------- the link's hooks (agentd/link.py)
+def run(link: Any, req: Task, env: Any) -> Coroutine[Any, Any, None]:
+    """``link._run_task`` for the RUN envelope ``env``: inside an ``invoke_agent`` span under the
+    daemon's run span (the envelope's traceparent) when tracing is on."""
+    coro: Coroutine[Any, Any, None] = link._run_task(req, env.id)
+    if not tracing.ENABLED:
+        return coro
+    return invoke_agent(coro, req, link.agent.type, link.name, env.traceparent, env.tracestate)
+
+
+_NO_FIELDS: dict[str, str] = {}
+
+
+def trace_fields() -> dict[str, str]:
+    """The current span's trace context as envelope fields (empty when off or outside a span):
+    a DELEGATE_TASK's sub-task and a COMMAND's answer go under the sender's span."""
+    if not tracing.ENABLED:
+        return _NO_FIELDS
+    tp, ts = tracing.current_carrier()
+    if not tp:
+        return _NO_FIELDS
+    return {"traceparent": tp, "tracestate": ts} if ts else {"traceparent": tp}
+
+
+def answering(
+    sender: str, traceparent: str, tracestate: str
+) -> contextlib.AbstractContextManager[Any]:
+    """An ``orchgpt.command`` span around answering another agent's COMMAND, under its span."""
+    return tracing.span(
+        "orchgpt.command", (traceparent, tracestate), "SERVER", **{"orchgpt.command.sender": sender}
+    )
+
+
+def heartbeat_counts() -> dict[str, int]:
+    """This process's counters as Heartbeat fields (10-14)."""
+    c = COUNTS
+    return {
+        "llm_calls": c[0],
+        "llm_input_tokens": c[1],
+        "llm_output_tokens": c[2],
+        "tool_calls": c[3],
+        "tool_errors": c[4],
+    }
