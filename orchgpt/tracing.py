@@ -125,25 +125,33 @@ def tracer() -> Any:
 
 
 # ---------------------------------------------------------------- context as strings
+_propagator: Any = None
+
+
+def _w3c() -> Any:
+    global _propagator
+    if _propagator is None:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        _propagator = TraceContextTextMapPropagator()
+    return _propagator
+
+
 def current_carrier(ctx: Any = None) -> tuple[str, str]:
     """(traceparent, tracestate) of the current span (or of ``ctx``); empty when off or none."""
     if not ENABLED:
         return "", ""
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier, context=ctx)
+    _w3c().inject(carrier, context=ctx)
     return carrier.get(TRACEPARENT, ""), carrier.get(TRACESTATE, "")
 
 
 def context_from(traceparent: str, tracestate: str = "") -> Any:
     """The OpenTelemetry context a traceparent names (an empty context when it names none)."""
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier = {TRACEPARENT: traceparent[:128]}
     if tracestate:
         carrier[TRACESTATE] = tracestate[:512]
-    return TraceContextTextMapPropagator().extract(carrier)
+    return _w3c().extract(carrier)
 
 
 def grpc_metadata() -> Sequence[tuple[str, str]] | None:
