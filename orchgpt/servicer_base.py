@@ -26,6 +26,7 @@ from .mesh import Mesh
 from .models import Task
 from .revocation import Revocations
 from .tls import peer_identity
+from .workflows import WorkflowBook
 
 log = logs.get("orchgpt.servicer")
 
@@ -54,6 +55,7 @@ class ServicerBase:
     runs: stream_rules.RunIds
     commands: authz.OpenCommands
     artifact_store: ArtifactStore | None = None  # uploaded artifacts (the server sets it)
+    workflows: WorkflowBook | None = None  # the workflow definitions (the server sets them)
 
     # ------------------------------------------------------------------ helpers
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,

@@ -18,6 +18,7 @@ from orchgpt.store import open_store
 from tests.support.mesh import Daemon, await_for
 from tests.support.scripted_openai import ScriptedOpenAI
 from tests.support.team_script import TeamScript
+from tests.support.tools_path import path_without
 from tests.test_metrics import run_task, samples, scrape, value
 
 pytestmark = pytest.mark.timeout(60)
@@ -99,7 +100,8 @@ def test_agents_report_their_model_and_tool_counters_in_heartbeats(
     import asyncio
 
     with ScriptedOpenAI(responder=TeamScript(), models=("gpt-4o-mini",)) as srv:
-        d, port = metrics_daemon(daemon_factory, tmp_path, env=srv.env(api_key="test"))
+        hide = {"PATH": path_without(tmp_path / "bin", "mmdc")}  # a host renderer: not the point
+        d, port = metrics_daemon(daemon_factory, tmp_path, env={**srv.env(api_key="test"), **hide})
 
         async def go() -> Any:
             async with d.client(timeout=30) as c:

@@ -18,6 +18,7 @@ from tests.support.mesh import Daemon
 from tests.support.otlp_collector import OtlpCollector, Span
 from tests.support.scripted_openai import ScriptedOpenAI
 from tests.support.team_script import TeamScript
+from tests.support.tools_path import path_without
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,11 +63,12 @@ def one(spans: list[Span], prefix: str) -> Span:
 
 
 def test_one_trace_from_the_cli_through_the_daemon_to_the_agents_model_calls(
-    daemon_factory, model, collector: OtlpCollector
+    daemon_factory, model, collector: OtlpCollector, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     env = collector.env()
+    hide = {"PATH": path_without(tmp_path / "bin", "mmdc")}  # a host renderer is not the point
     d: Daemon = daemon_factory(
-        "--heartbeat-interval", "2", env={**model.env(api_key="test"), **env}
+        "--heartbeat-interval", "2", env={**model.env(api_key="test"), **env, **hide}
     ).start()
     code, events, err = autogpt(d, '/architect create "fastapi app" | python', env)
     assert code == 0, err
@@ -182,7 +184,7 @@ def ancestors(s: Span, ids: dict[str, Span]) -> list[Span]:
 
 @pytest.mark.timeout(120)
 def test_a_manager_run_is_one_trace_with_its_sub_tasks_agents_model_and_tool_calls(
-    daemon_factory, collector: OtlpCollector
+    daemon_factory, collector: OtlpCollector, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     team = TeamScript()
     team.plan = json.dumps(
@@ -205,8 +207,9 @@ def test_a_manager_run_is_one_trace_with_its_sub_tasks_agents_model_and_tool_cal
     )
     env = collector.env()
     with ScriptedOpenAI(responder=team, models=(MODEL,)) as srv:
+        hide = {"PATH": path_without(tmp_path / "bin", "mmdc")}  # a host renderer: not the point
         d: Daemon = daemon_factory(
-            "--heartbeat-interval", "2", env={**srv.env(api_key="test"), **env}
+            "--heartbeat-interval", "2", env={**srv.env(api_key="test"), **env, **hide}
         ).start()
         code, _events, err = autogpt(d, '/manager create "todo app" | python', env)
     assert code == 0, err + d.log()[-3000:]
