@@ -189,7 +189,10 @@ class AgentStreams(ServicerBase):
                         continue
                     break
                 for env in batch.envelopes:
-                    handle(agent_id, env, outbox)
+                    if tracing.ENABLED:  # inside its task's span: log lines carry the trace ids
+                        tracing_mesh.handle_in_task(handle, agent_id, env, outbox)
+                    else:
+                        handle(agent_id, env, outbox)
             outbox.close("agent closed the stream")
         except asyncio.CancelledError:
             raise

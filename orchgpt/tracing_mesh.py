@@ -17,6 +17,7 @@ Everything runs on the daemon's event loop; the number of tasks followed is boun
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +201,19 @@ def uninstall(mesh: Any) -> None:
     if s is not None:
         mesh.unsubscribe(s)
         s.close("daemon stopping")
+
+
+def handle_in_task(handle: Callable[..., None], agent_id: str, env: Any, outbox: Any) -> None:
+    """``handle(agent_id, env, outbox)`` with the span of ``env``'s task current (its run, else
+    the task's own), so that what the daemon logs meanwhile carries that trace's ids."""
+    from opentelemetry import trace
+
+    s = _spans.live.get(env.task_id) if _spans is not None and env.task_id else None
+    if s is None:
+        handle(agent_id, env, outbox)
+        return
+    with trace.use_span(s.phase or s.task, end_on_exit=False):
+        handle(agent_id, env, outbox)
 
 
 def run_carrier(task_id: str) -> tuple[str, str]:

@@ -147,6 +147,23 @@ def test_one_trace_from_the_cli_through_the_daemon_to_the_agents_model_calls(
     tools = by_name(mine, "execute_tool ")
     assert all(parent(t) is agent for t in tools)
     assert all(t.attributes["gen_ai.tool.name"] == t.name.split(" ", 1)[1] for t in tools)
+
+    # the log lines of the task lead to its trace: the daemon's and the agent's
+    def lines(text: str, event: str) -> list[dict[str, Any]]:
+        out = []
+        for line in text.splitlines():
+            if f'"{event}"' in line and task_id in line and line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    agent_logs = "".join(p.read_text() for p in (d.data_dir / "logs").glob("*.log"))
+    for text, event in (
+        (d.log(), "task_accepted"),
+        (d.log(), "task_finished"),
+        (agent_logs, "task_done"),
+    ):
+        found = lines(text, event)
+        assert found and all(x.get("trace_id") == trace for x in found), (event, found)
     # nothing of the prompt anywhere in the trace
     assert not any("fastapi app" in str(v) for s in mine for v in s.attributes.values())
 
