@@ -101,7 +101,7 @@ class Link:
 
     # ------------------------------------------------------------------ sending
     def _env(self, type_: int, **fields: Any) -> pb.Envelope:
-        return codec.new_envelope(type_, self.name, **fields, **telemetry.trace_fields())
+        return telemetry.stamp(codec.new_envelope(type_, self.name, **fields))
 
     def send(self, env: pb.Envelope) -> bool:
         ob = self.outbox
@@ -181,8 +181,7 @@ class Link:
             await asyncio.sleep(self.heartbeat_s)
             busy = bool(self.current and not self.current.done())
             outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
-                state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "",
-                **telemetry.heartbeat_counts())))
+                state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "")))
             if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
                 log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))
                 call.cancel()
@@ -210,6 +209,9 @@ class Link:
             self._confirm_on.clear()  # PINGs of an earlier stream get no PONG
             self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
             self._confirmed_at_register(outbox)
+            define = getattr(self.agent, "on_definition", None)  # a declared type (agentd/declared.py)
+            if define is not None:
+                define(env.registered.definition.definition_json)
             self.connected.set()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
@@ -258,15 +260,14 @@ class Link:
         with a REPLY (body payload) by ``Agent.on_command`` (default: echo the payload)."""
         self.resumes.answer(env)  # FILE_RESUME_AT
         if env.type == pb.COMMAND and env.correlation_id == "":
-            task = asyncio.get_running_loop().create_task(self._answer(env))
+            task = asyncio.get_running_loop().create_task(telemetry.answer(self, env))
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
 
     async def _answer(self, env: pb.Envelope) -> None:
         handler = getattr(self.agent, "on_command", None)
         try:
-            with telemetry.answering(env.sender, env.traceparent, env.tracestate):
-                out = await handler(env.sender, env.payload) if handler is not None else env.payload
+            out = await handler(env.sender, env.payload) if handler is not None else env.payload
         except Exception as exc:  # no REPLY: the asker's ask() times out (agents exchange no ERRORs)
             log.warning("command_failed", sender=env.sender, command_id=env.id, error=str(exc))
             return
@@ -345,7 +346,6 @@ class Link:
         if not (self.stopping and result.state == TaskState.CANCELLED and not self.terminated):
             self._journal(result)
         log.info("task_done", task_id=req.task_id, state=str(result.state), error=result.error or None)
-        telemetry.task_done(result)
         if self.stopping and result.state == TaskState.CANCELLED and not self.terminated:
             # stopped by a signal: no result, so that the orchestrator requeues the task elsewhere
             log.info("task_abandoned", task_id=req.task_id)

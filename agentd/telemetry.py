@@ -23,6 +23,7 @@ from orchgpt import tracing
 from orchgpt.models import Task, TaskResult, TaskState, Usage
 
 T = TypeVar("T")
+E = TypeVar("E")
 # this process's counters since it started, reported in each HEARTBEAT (Heartbeat fields 10-14):
 # model requests, input tokens, output tokens, tool calls, failed tool calls
 COUNTS = [0, 0, 0, 0, 0]
@@ -44,8 +45,10 @@ async def invoke_agent(
     agent_name: str,
     traceparent: str,
     tracestate: str,
+    outcome: Callable[[], TaskResult | None] | None = None,
 ) -> T:
-    """Await ``run`` (a task's run) inside an ``invoke_agent`` span under the RUN's context."""
+    """Await ``run`` (a task's run) inside an ``invoke_agent`` span under the RUN's context;
+    ``outcome()`` then gives the task's result (or None), recorded on the span."""
     from opentelemetry import trace
 
     ctx = tracing.context_from(traceparent, tracestate) if traceparent else None
@@ -58,18 +61,18 @@ async def invoke_agent(
     }
     with tracing.tracer().start_as_current_span(
         f"invoke_agent {agent_type}", context=ctx, kind=trace.SpanKind.SERVER, attributes=attrs
-    ):
-        return await run
+    ) as span:
+        out = await run
+        result = outcome() if outcome is not None else None
+        if result is not None:
+            _outcome(span, result)
+        return out
 
 
-def task_done(result: TaskResult) -> None:
-    """The task's outcome on the current ``invoke_agent`` span."""
-    if not tracing.ENABLED:
-        return
-    from opentelemetry import trace
+def _outcome(span: Any, result: TaskResult) -> None:
+    """The task's outcome on its ``invoke_agent`` span."""
     from opentelemetry.trace import Status, StatusCode
 
-    span = trace.get_current_span()
     span.set_attribute("orchgpt.task.state", str(result.state))
     _usage(span, result.usage)
     if result.state != TaskState.SUCCEEDED:
@@ -190,39 +193,43 @@ def run(link: Any, req: Task, env: Any) -> Coroutine[Any, Any, None]:
     coro: Coroutine[Any, Any, None] = link._run_task(req, env.id)
     if not tracing.ENABLED:
         return coro
-    return invoke_agent(coro, req, link.agent.type, link.name, env.traceparent, env.tracestate)
 
+    def outcome() -> TaskResult | None:  # the result the run left: sent, or kept to send later
+        sent: TaskResult | None = link.unconfirmed.get(req.task_id)
+        kept = (r for r in reversed(link.pending_results) if r.task_id == req.task_id)
+        return sent or next(kept, None)
 
-_NO_FIELDS: dict[str, str] = {}
-
-
-def trace_fields() -> dict[str, str]:
-    """The current span's trace context as envelope fields (empty when off or outside a span):
-    a DELEGATE_TASK's sub-task and a COMMAND's answer go under the sender's span."""
-    if not tracing.ENABLED:
-        return _NO_FIELDS
-    tp, ts = tracing.current_carrier()
-    if not tp:
-        return _NO_FIELDS
-    return {"traceparent": tp, "tracestate": ts} if ts else {"traceparent": tp}
-
-
-def answering(
-    sender: str, traceparent: str, tracestate: str
-) -> contextlib.AbstractContextManager[Any]:
-    """An ``orchgpt.command`` span around answering another agent's COMMAND, under its span."""
-    return tracing.span(
-        "orchgpt.command", (traceparent, tracestate), "SERVER", **{"orchgpt.command.sender": sender}
+    return invoke_agent(
+        coro, req, link.agent.type, link.name, env.traceparent, env.tracestate, outcome
     )
 
 
-def heartbeat_counts() -> dict[str, int]:
-    """This process's counters as Heartbeat fields (10-14)."""
-    c = COUNTS
-    return {
-        "llm_calls": c[0],
-        "llm_input_tokens": c[1],
-        "llm_output_tokens": c[2],
-        "tool_calls": c[3],
-        "tool_errors": c[4],
-    }
+def answer(link: Any, env: Any) -> Coroutine[Any, Any, None]:
+    """``link._answer(env)``, another agent's COMMAND answered: inside an ``orchgpt.command``
+    span under the asker's span (the envelope's traceparent) when tracing is on."""
+    coro: Coroutine[Any, Any, None] = link._answer(env)
+    if not tracing.ENABLED:
+        return coro
+    return _answering(coro, env.sender, env.traceparent, env.tracestate)
+
+
+async def _answering(coro: Awaitable[None], sender: str, traceparent: str, tracestate: str) -> None:
+    attrs = {"orchgpt.command.sender": sender}
+    with tracing.span("orchgpt.command", (traceparent, tracestate), "SERVER", **attrs):
+        await coro
+
+
+def stamp(env: E) -> E:
+    """An envelope the agent made, completed: the current span's trace context (while tracing
+    is on: a DELEGATE_TASK's sub-task and a COMMAND's answer go under it), and on a HEARTBEAT
+    this process's counters (Heartbeat fields 10-14)."""
+    e: Any = env  # an iac_pb2.Envelope (protobuf stays in the transport modules)
+    if tracing.ENABLED:
+        tp, ts = tracing.current_carrier()
+        if tp:
+            e.traceparent, e.tracestate = tp, ts
+    if e.WhichOneof("body") == "heartbeat":
+        hb, c = e.heartbeat, COUNTS
+        hb.llm_calls, hb.llm_input_tokens, hb.llm_output_tokens = c[0], c[1], c[2]
+        hb.tool_calls, hb.tool_errors = c[3], c[4]
+    return env

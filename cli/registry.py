@@ -85,6 +85,7 @@ def _load() -> None:
     from . import meta as _handlers  # noqa: F401  (registers the commands)
     from . import meta_graphs as _graphs  # noqa: F401
     from . import meta_workflows as _workflows  # noqa: F401
+    from . import schedules as _schedules  # noqa: F401  (/schedule, /schedules)
 
 
 def lookup(name: str) -> MetaSpec | None:

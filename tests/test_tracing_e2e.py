@@ -121,6 +121,8 @@ def test_one_trace_from_the_cli_through_the_daemon_to_the_agents_model_calls(
     assert parent(agent) is run and agent.service == "agentd"
     assert agent.attributes["gen_ai.agent.name"] == "architect"
     assert agent.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert agent.attributes["orchgpt.task.state"] == "succeeded"
+    assert agent.attributes["gen_ai.usage.input_tokens"] == result["usage"]["prompt_tokens"]
     assert agent.attributes["gen_ai.conversation.id"] == task.attributes["gen_ai.conversation.id"]
     assert agent.attributes["gen_ai.conversation.id"]  # the session
     chats = by_name(mine, f"chat {MODEL}")
