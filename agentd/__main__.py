@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from orchgpt import logs
+from orchgpt import logs, tracing
 from orchgpt.certs import CertPaths
 from orchgpt.errors import OrchgptError
 from orchgpt.tls import parse_address
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", help="file that keeps finished results until orchgpt confirms them "
                    "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)")
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
+    p.add_argument("--otlp-endpoint", default="", metavar="URL",
+                   help="export OpenTelemetry traces over OTLP/HTTP to URL (default: "
+                   "OTEL_EXPORTER_OTLP_ENDPOINT; unset: off)")
     p.add_argument("--list-types", action=_ListTypes, nargs=0,
                    help="print the built-in agent types this installation runs, one a line, and exit")
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _die_with_parent()
     logs.configure(args.log_level, "json", service="agentd")
+    tracing.configure("agentd", args.otlp_endpoint)  # off unless an endpoint is set
     try:
         return asyncio.run(_main(args))
     except (AgentdError, OrchgptError) as exc:

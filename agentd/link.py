@@ -36,7 +36,7 @@ from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 
-from . import __version__, inputs, uploads
+from . import __version__, inputs, telemetry, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
 from .runtime import Agent, TaskContext
 
@@ -101,7 +101,7 @@ class Link:
 
     # ------------------------------------------------------------------ sending
     def _env(self, type_: int, **fields: Any) -> pb.Envelope:
-        return codec.new_envelope(type_, self.name, **fields)
+        return telemetry.stamp(codec.new_envelope(type_, self.name, **fields))
 
     def send(self, env: pb.Envelope) -> bool:
         ob = self.outbox
@@ -260,7 +260,7 @@ class Link:
         with a REPLY (body payload) by ``Agent.on_command`` (default: echo the payload)."""
         self.resumes.answer(env)  # FILE_RESUME_AT
         if env.type == pb.COMMAND and env.correlation_id == "":
-            task = asyncio.get_running_loop().create_task(self._answer(env))
+            task = asyncio.get_running_loop().create_task(telemetry.answer(self, env))
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
 
@@ -306,7 +306,7 @@ class Link:
             return
         req = codec.task_from_spec(spec)
         self.current_id = req.task_id
-        self.current = asyncio.create_task(self._run_task(req, env.id), name=f"task:{req.task_id}")
+        self.current = asyncio.create_task(telemetry.run(self, req, env), name=f"task:{req.task_id}")
 
     def _workspace(self, req: Task) -> Path:
         if self.workspace_for is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from . import telemetry
 from .errors import ToolError
 from .llm.types import ToolSpec
 from .sandbox import Sandbox, SandboxResult
@@ -276,7 +277,13 @@ class Toolbox:
             return f"error: unknown tool {name!r}; available: {', '.join(self.tools)}", False
         if not isinstance(args, dict):
             return "error: the arguments must be a JSON object", False
+        ok = False
         try:
-            return await tool.handler(self.env, args), True
+            with telemetry.tool(name):
+                out = await tool.handler(self.env, args)
+            ok = True
+            return out, True
         except ToolError as exc:
             return f"error: {exc}", False
+        finally:
+            telemetry.count_tool(ok)

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from . import tracing
 from .certs import CertPaths
 from .client_graphs import GraphClient
 from .client_schedules import ScheduleCalls
@@ -133,7 +134,7 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
     def submit(self, command: Command) -> AsyncIterator[TaskEvent]:
         """Submit a command; yields its events (and its sub-tasks') until the RESULT."""
         req = pb.SubmitRequest(command=codec.command_to_pb(command), sender=self.name or "")
-        return self._stream(self._stub.Submit(req))
+        return self._stream(self._stub.Submit(req, metadata=tracing.grpc_metadata()))
 
     def watch(self, task_id: str = "", after_seq: int = 0) -> AsyncIterator[TaskEvent]:
         return self._stream(self._stub.Watch(pb.WatchRequest(task_id=task_id, after_seq=after_seq)))

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
         "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "
         "PORT or :PORT means 127.0.0.1; docs/operations.md); empty: off"
     )
+    otlp_endpoint: str = Field(
+        "", description="OTLP/HTTP collector URL for OpenTelemetry traces (e.g. http://127.0.0.1:4318;"
+        " also OTEL_EXPORTER_OTLP_ENDPOINT; docs/operations.md); empty: off unless that is set"
+    )
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
     )
@@ -152,6 +156,15 @@ class Settings(BaseSettings):
     @classmethod
     def _check_a2a_listen(cls, v: str) -> str:
         return cls._check_listen(v) if v else v  # empty: off
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL: give the collector's OTLP/HTTP base URL, "
+                             "e.g. http://127.0.0.1:4318")
+        return v
 
     @field_validator("metrics_listen")
     @classmethod

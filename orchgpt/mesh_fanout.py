@@ -41,6 +41,7 @@ class EventFanout:
         self.pending_events: list[TaskEvent] = []
         self.pending_messages: list[dict[str, object]] = []
         self.flush_handle: asyncio.TimerHandle | None = None
+        self.dropped = 0  # events a slow subscriber did not get (it was cut off)
 
     def start(self, task_id: str, last_seq: int = 0) -> None:
         self.seq[task_id] = last_seq
@@ -94,6 +95,7 @@ class EventFanout:
             if subs:
                 for s in list(subs):
                     if not s.deliver(ev):
+                        self.dropped += 1
                         subs.discard(s)
                         s.close("client too slow: event buffer full; watch again with after_seq")
             task_id = self.parent_of(task_id)
@@ -101,6 +103,7 @@ class EventFanout:
         if self.subs_all:
             for s in list(self.subs_all):
                 if not s.deliver(ev):
+                    self.dropped += 1
                     self.subs_all.discard(s)
                     s.close("client too slow: event buffer full")
 

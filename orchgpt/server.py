@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import agent_types, declared_a2a, logs, reflection
+from . import agent_types, declared_a2a, logs, reflection, tracing, tracing_mesh
 from .agent_defs import default_dirs
 from .artifact_store import ArtifactStore
 from .certs import CA, CertPaths, paths_for
@@ -178,6 +178,8 @@ class OrchgptServer:
         self.a2a = await start_listener(self)
         self.declared_a2a = declared_a2a.start(self)  # proxies of declared types with an [a2a] table
         self.metrics = await start_metrics(self)  # Prometheus, when --metrics-listen is set
+        if tracing.configure("orchgpt", s.otlp_endpoint):  # OpenTelemetry, when an endpoint is set
+            tracing_mesh.install(self.mesh)
         await server.start()
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -318,6 +320,7 @@ class OrchgptServer:
         await self.server.stop(1.0)
         if self.local_model is not None:
             await self.local_model.stop()
+        tracing_mesh.uninstall(self.mesh)
         if self.store is not None:
             self.store.close()
         self.lock.release()

@@ -13,7 +13,7 @@ from typing import cast
 
 import grpc
 
-from . import authz, codec, logs, stream_rules
+from . import authz, codec, logs, metrics_more, stream_rules, tracing, tracing_mesh
 from .artifact_store import UploadError
 from .artifacts import ArtifactError
 from .batching import Outbox
@@ -49,6 +49,8 @@ class GrpcAgentLink:
     def send_task(self, task: Task) -> None:
         env = codec.new_envelope(pb.RUN, ORCH, task_id=task.task_id, session_id=task.session_id,
                                  task=codec.task_to_spec(task))
+        if tracing.ENABLED:  # the agent's spans go under this run's span
+            env.traceparent, env.tracestate = tracing_mesh.run_carrier(task.task_id)
         if self.runs is not None:  # a REPLY may name its task by correlation_id = this id
             self.runs.remember(self.agent_id, env.id, task.task_id)
         self._send(env)
@@ -112,6 +114,7 @@ class AgentStreams(ServicerBase):
             await refuse(grpc.StatusCode.FAILED_PRECONDITION,
                          "the first message on Connect must be a REGISTER envelope with the body `register`")
         reg_env = first.envelopes[0]
+        metrics_more.count_in(reg_env.type)
         if reg_env.sender and reg_env.sender != agent_id:
             await refuse(grpc.StatusCode.PERMISSION_DENIED,
                          f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}")
@@ -149,6 +152,7 @@ class AgentStreams(ServicerBase):
                 if batch is None:
                     reason = outbox.dropped_reason or reason
                     break
+                metrics_more.count_out(batch.envelopes)
                 await context.write(batch)
             await self._end_stream(context, outbox)
             if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
@@ -186,7 +190,10 @@ class AgentStreams(ServicerBase):
                         continue
                     break
                 for env in batch.envelopes:
-                    handle(agent_id, env, outbox)
+                    if tracing.ENABLED:  # inside its task's span: log lines carry the trace ids
+                        tracing_mesh.handle_in_task(handle, agent_id, env, outbox)
+                    else:
+                        handle(agent_id, env, outbox)
             outbox.close("agent closed the stream")
         except asyncio.CancelledError:
             raise
@@ -201,6 +208,7 @@ class AgentStreams(ServicerBase):
                                       error=pb.Error(code=code, message=message)))
 
     def _from_agent(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        metrics_more.count_in(env.type)
         bad = invalid_envelope(env)
         if bad:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", f"{bad}; message dropped")
@@ -248,7 +256,9 @@ class AgentStreams(ServicerBase):
                     self._refuse(agent_id, env, outbox, d)
                     return
                 try:
-                    self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
+                    with tracing.span("orchgpt.delegate", (env.traceparent, env.tracestate),
+                                      "SERVER", **{"orchgpt.agent.id": agent_id}):
+                        self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
                 except RoutingError as exc:
                     self._error(outbox, agent_id, env.id, exc.code, str(exc))
                 except StoreError as exc:
@@ -257,7 +267,15 @@ class AgentStreams(ServicerBase):
                 self._on_upload(agent_id, env, outbox)
             elif t == pb.FILE_RESUME:
                 self._on_resume(agent_id, env, outbox)
-            elif t in (pb.HEARTBEAT, pb.PONG):
+            elif t == pb.HEARTBEAT:  # its counters (metrics_more: orchgpt_agent_*_total)
+                hb = env.heartbeat
+                if hb.llm_calls or hb.tool_calls:
+                    entry = self.mesh.agents.get(agent_id)
+                    at = entry.info.agent_type if entry is not None else "unknown"
+                    metrics_more.REPORTS.report(agent_id, at, (
+                        hb.llm_calls, hb.llm_input_tokens, hb.llm_output_tokens, hb.tool_calls,
+                        hb.tool_errors))
+            elif t == pb.PONG:
                 pass
             elif t == pb.PING:
                 pong = codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id)

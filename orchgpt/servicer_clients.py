@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from . import authz, codec, logs, workflow_runs
+from . import authz, codec, logs, tracing, workflow_runs
 from .artifacts import ArtifactError, open_artifact, workspace_name
 from .batching import Outbox
 from .certs import Identity
@@ -92,7 +92,9 @@ class ClientRpcs(ServicerBase):
         self._guard_stream(context, outbox)
         try:
             workflow_runs.resolve(cmd, self.workflows, self.mesh.known_types())  # a workflow's definition
-            task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
+            parent = tracing.from_metadata(context.invocation_metadata()) if tracing.ENABLED else None
+            with tracing.span("orchgpt.submit", parent, "SERVER", **{"orchgpt.agent.type": cmd.agent_type}):
+                task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
             await self._abort_routing(context, exc)
         except StoreError as exc:

@@ -309,6 +309,8 @@ class Envelope(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TRACESTATE_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     BROADCAST_FIELD_NUMBER: _builtins.int
     FILE_CHUNK_FIELD_NUMBER: _builtins.int
@@ -339,6 +341,11 @@ class Envelope(_message.Message):
     """id of the envelope this one answers (REGISTERED, PONG, REPLY, ERROR)"""
     timestamp_ms: _builtins.int
     """unix time, milliseconds"""
+    traceparent: _builtins.str
+    """W3C trace context (docs/operations.md, "Traces"): on RUN, the daemon's span the agent's work
+    belongs to; on DELEGATE_TASK, the agent's span the sub-task belongs to. Empty: not traced.
+    """
+    tracestate: _builtins.str
     payload: _builtins.bytes
     """opaque application data (COMMAND between agents)"""
     @_builtins.property
@@ -392,6 +399,8 @@ class Envelope(_message.Message):
         task_id: _builtins.str = ...,
         correlation_id: _builtins.str = ...,
         timestamp_ms: _builtins.int = ...,
+        traceparent: _builtins.str = ...,
+        tracestate: _builtins.str = ...,
         ping: Global___Ping | None = ...,
         broadcast: Global___Broadcast | None = ...,
         file_chunk: Global___FileChunk | None = ...,
@@ -412,7 +421,7 @@ class Envelope(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "task", b"task", "terminate", b"terminate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "traceparent", b"traceparent", "tracestate", b"tracestate", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ping", "broadcast", "file_chunk", "command", "task", "register", "registered", "terminate", "reply", "event", "error", "heartbeat", "cancel", "approval_request", "approval_response", "refusal", "payload"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -847,19 +856,37 @@ class Heartbeat(_message.Message):
 
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    LLM_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    LLM_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_ERRORS_FIELD_NUMBER: _builtins.int
     current_task: _builtins.str
     """the task it runs (BUSY), else empty"""
     state: Global___AgentState.ValueType
     """IDLE or BUSY"""
+    llm_calls: _builtins.int
+    """The agent process's counters since it started (cumulative; the daemon counts their
+    increases: orchgpt_agent_*_total, docs/operations.md). Zero: nothing to report.
+    """
+    llm_input_tokens: _builtins.int
+    llm_output_tokens: _builtins.int
+    tool_calls: _builtins.int
+    tool_errors: _builtins.int
     def __init__(
         self,
         *,
         current_task: _builtins.str = ...,
         state: Global___AgentState.ValueType = ...,
+        llm_calls: _builtins.int = ...,
+        llm_input_tokens: _builtins.int = ...,
+        llm_output_tokens: _builtins.int = ...,
+        tool_calls: _builtins.int = ...,
+        tool_errors: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "llm_calls", b"llm_calls", "llm_input_tokens", b"llm_input_tokens", "llm_output_tokens", b"llm_output_tokens", "state", b"state", "tool_calls", b"tool_calls", "tool_errors", b"tool_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
