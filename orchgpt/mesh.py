@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import logs
 from .errors import RoutingError, StoreError
@@ -48,6 +48,9 @@ from .models import (
 )
 from .store import Store
 from .waiting import WaitingNotes
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
            "Mesh", "Registration", "SpawnerPort", "Subscriber"]
@@ -101,6 +104,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self._closing = False
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
+        self.cluster: Cluster | None = None  # --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
 
     # the components' state, under the names the rest of the mesh (and older tests) use
     @property
@@ -126,6 +130,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         n = 0
         deadline = time.monotonic() + self.reconnect_grace
         for t in self.store.unfinished_tasks():
+            if self.cluster is not None and not self.cluster.mine(t.task_id):
+                continue  # another daemon's, or offered to all (cluster.py)
             self.active[t.task_id] = t
             self.fanout.start(t.task_id, self.store.last_seq(t.task_id))
             if t.state == TaskState.QUEUED or not t.agent_id:
@@ -224,6 +230,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._terminate_type(agent_type)))
         elif cmd.action == Action.STATUS:
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._status_text(agent_type)))
+        elif self.cluster is not None and not self.cluster.keep(task):
+            self.cluster.release(task)  # for a daemon with an agent of its type
         else:
             self.queues.enqueue(task)
             self._dispatch(agent_type)
@@ -435,3 +443,5 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
         self.fanout.unsubscribe(sub, task_id)
+        if self.cluster is not None and task_id:
+            self.cluster.unfollow(sub, task_id)

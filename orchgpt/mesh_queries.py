@@ -22,6 +22,7 @@ class MeshQueries:
     queues: TaskQueues
     fanout: EventFanout
     spawner: Any  # mesh.SpawnerPort | None
+    cluster: Any  # cluster.Cluster | None
 
     # ---- tasks
     def get_task(self, task_id: str) -> Task | None:
@@ -76,6 +77,9 @@ class MeshQueries:
         the task is finished already: the replay is all there is, ``sub`` is not subscribed."""
         events = self.fanout.replay(task_id, after_seq)
         if task_id not in self.queues.active:
+            last = events[-1].seq if events else after_seq
+            if self.cluster is not None and self.cluster.follow(task_id, sub, last):
+                return events, True  # run by another daemon: followed through the store
             return events, False
         self.fanout.subscribe(sub, task_id)
         return events, True
@@ -95,7 +99,10 @@ class MeshQueries:
 
     # ---- agents
     def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        return self.registry.list(agent_type)
+        here = self.registry.list(agent_type)
+        if self.cluster is None:
+            return here
+        return here + list(self.cluster.remote_agents(agent_type))  # with their daemon
 
     def is_connected(self, agent_id: str) -> bool:
         return agent_id in self.registry

@@ -140,6 +140,7 @@ def test_migrations_2_and_3_upgrade_an_old_database(postgres_url: str) -> None:
     and 3 (reply_to out of the options), run on a database brought back to version 1."""
     open_store(postgres_url).close()
     _sql(postgres_url, "DROP TABLE messages, usage, artifacts; ALTER TABLE tasks DROP COLUMN reply_to; "
+                       "DROP TABLE IF EXISTS cluster_claims, cluster_agents, cluster_daemons; "
                        "UPDATE orchgpt_schema SET version = 1")
     result = ('{"task_id":"old","state":"succeeded","usage":{"prompt_tokens":7,'
               '"completion_tokens":3,"cost_usd":0.25,"model":"m","calls":2},'

@@ -1,0 +1,96 @@
+"""Two daemons on one PostgreSQL act as one mesh (issue 19, docs/scaling.md): a task
+submitted on one runs on an agent connected to the other, its events reach the watcher
+in order, and /agents on either daemon lists every agent with its daemon.
+
+Real daemons (``--store postgresql://... --cluster``), a real PostgreSQL server, agentd
+subprocesses, the CLI as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchgpt.models import Command, EventKind
+from tests.support.mesh import AgentProc, Daemon, await_for, start_agent
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cluster_of(daemon_factory, postgres_url: str, tmp_path: Path, n: int = 2) -> list[Daemon]:  # type: ignore[no-untyped-def]
+    return [
+        daemon_factory(
+            "--no-spawn", "--cluster", "--store", postgres_url, data_dir=tmp_path / f"data-{i}"
+        ).start()
+        for i in range(n)
+    ]
+
+
+def autogpt(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
+    env["ORCHGPT_CERTS"] = str(d.certs)
+    return subprocess.run(
+        [sys.executable, "-m", "orchgpt_cli", "--orchestrator", d.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=d.workdir,
+    )
+
+
+async def agents_on(d: Daemon) -> dict[str, str]:
+    async with d.client() as c:
+        return {a.agent_id: a.host for a in await asyncio.wait_for(c.list_agents(), 10)}
+
+
+async def test_a_task_submitted_on_the_second_daemon_runs_on_the_firsts_agent(
+    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_of(daemon_factory, postgres_url, tmp_path)
+    agents.append(start_agent(a, "echo-a"))
+    await await_for(lambda: agents_on(b), timeout=20, what="the agent listed on the second daemon")
+    hosts = await agents_on(b)
+    assert list(hosts) == ["echo-a"] and f"via daemon {a.address}" in hosts["echo-a"], hosts
+    r = await asyncio.to_thread(autogpt, b, "-c", '/echo run "across"')
+    assert r.returncode == 0, r.stderr + b.log()[-3000:]
+    assert "across" in r.stdout.splitlines(), r.stdout
+    listing = await asyncio.to_thread(autogpt, b, "-c", "/agents")
+    assert listing.returncode == 0 and "echo-a" in listing.stdout and a.address in listing.stdout, (
+        listing.stdout + listing.stderr
+    )
+    # the run happened on the agent of the first daemon, and the second has it in /history
+    assert "task_claimed" in a.log() and "task_offered" in b.log()
+    hist = await asyncio.to_thread(autogpt, b, "-c", "/history 5")
+    assert hist.returncode == 0 and "across" in hist.stdout, hist.stdout
+
+
+async def test_the_watcher_on_the_other_daemon_gets_every_event_once_in_order(
+    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_of(daemon_factory, postgres_url, tmp_path)
+    agents.append(start_agent(a, "echo-a"))
+    await await_for(lambda: agents_on(b), timeout=20, what="the agent listed on the second daemon")
+    async with b.client() as c:
+        seen = [ev async for ev in c.submit(Command("echo", input="many", options={"delay": "1"}))]
+        assert seen[-1].kind == EventKind.RESULT and seen[-1].result is not None
+        assert seen[-1].result.ok and seen[-1].result.output == "many"
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))  # no gap, no duplicate
+        task_id = seen[0].task_id
+        _, stored, _ = await c.get_task(task_id)
+    assert [e.seq for e in stored] == [e.seq for e in seen]
+    assert {e.agent_id for e in seen if e.kind == EventKind.LOG} <= {"echo-a", ""}
+    async with a.client() as c:  # the first daemon sees the same task, finished
+        t, _, _ = await c.get_task(task_id, with_events=False)
+        assert t.state.terminal and t.result is not None and t.result.output == "many"
+
+
+async def test_cluster_needs_postgres(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory("--cluster", "--store", str(tmp_path / "x.db"))
+    with pytest.raises(RuntimeError, match="--cluster needs a PostgreSQL store"):
+        await asyncio.to_thread(d.start)
