@@ -5,7 +5,7 @@
 # `--store postgresql://...` with a fresh database (one per daemon data dir) of one
 # private server the session starts from Debian's `postgresql` package
 # (tests/support/postgres.py: initdb + pg_ctl on a free loopback port, stopped at the end).
-# Tests of SQLite internals are marked `sqlite_only` and skipped.
+# Tests of the SQLite file itself are marked `sqlite_only` and skipped (tests/conftest.py).
 #
 # Usage: scripts/test-on-postgres.sh [pytest arguments]   (default: the whole suite)
 #   e.g. scripts/test-on-postgres.sh -x tests/test_mesh_routing.py
@@ -19,4 +19,4 @@ fi
 python -c 'import psycopg' 2>/dev/null || {
   echo "test-on-postgres: psycopg is missing (pip install -e '.[dev,postgres]')" >&2; exit 2; }
 export ORCHGPT_TEST_STORE=postgres
-exec python -m pytest -m "not sqlite_only" "$@"
+exec python -m pytest "$@"

@@ -15,6 +15,20 @@ from tests.support.mesh import AgentProc, Daemon, make_certs
 os.environ.setdefault("ORCHGPT_STRICT_TRANSITIONS", "1")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """ORCHGPT_TEST_STORE=postgres: tests of the SQLite store's own file are skipped, with
+    the reason their ``sqlite_only`` marker gives."""
+    from tests.support.postgres import wanted
+
+    if not wanted():
+        return
+    for item in items:
+        m = item.get_closest_marker("sqlite_only")
+        if m is not None:
+            why = m.args[0] if m.args else "a test of the SQLite store"
+            item.add_marker(pytest.mark.skip(reason=f"sqlite only: {why}"))
+
+
 @pytest.fixture
 def certs(tmp_path: Path) -> Path:
     """A fresh mesh CA with server and CLI certificates, for this test only."""
