@@ -18,13 +18,14 @@ import asyncio
 import functools
 import os
 import socket
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .cluster_events import StoreFollowers
 from .errors import StoreError
-from .models import AgentInfo, AgentState, EventKind, Task, TaskState, now_ms
+from .models import AgentInfo, AgentState, Task, TaskState, now_ms
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -35,15 +36,6 @@ log = logs.get("orchgpt.cluster")
 
 QUEUE_CHANNEL = "orchgpt_queue"
 EVENTS_CHANNEL = "orchgpt_events"
-
-
-@dataclass
-class _Follow:
-    """A task run by another daemon that clients of this one watch: each watcher and the
-    sequence number of the last event it got."""
-
-    agent_type: str
-    subs: dict[Any, int] = field(default_factory=dict)
 
 
 class Cluster:
@@ -57,7 +49,7 @@ class Cluster:
         self.dead_after_ms = int((3 * tick_s + 2) * 1000)  # a heartbeat older: the daemon is dead
         self.lease_ms = self.dead_after_ms
         self.started_ms = now_ms()
-        self.followers: dict[str, _Follow] = {}
+        self.followers = StoreFollowers(store)  # watchers of tasks other daemons run
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listen_conn: Any = None
@@ -98,11 +90,7 @@ class Cluster:
     def keep(self, t: Task) -> bool:
         """A task submitted here: claim it (True) when this daemon can run it (an agent of its
         type, or it may spawn one) or no other daemon can; else False (``release`` it)."""
-        m = self.mesh
-        local = m.registry.has_type(t.agent_type) or bool(
-            m.spawner and (m.spawner.can_spawn(t.agent_type) or m.spawner.starting(t.agent_type))
-        )
-        if not local and self.has_remote(t.agent_type):
+        if not self._local(t.agent_type) and self.has_remote(t.agent_type):
             return False
         self._write(
             "claim",
@@ -111,6 +99,14 @@ class Cluster:
             (t.task_id, self.me, t.agent_type, now_ms() + self.lease_ms),
         )
         return True
+
+    def _local(self, agent_type: str) -> bool:
+        """This daemon has an agent of ``agent_type``, or may spawn one."""
+        m = self.mesh
+        sp = m.spawner
+        return m.registry.has_type(agent_type) or bool(
+            sp and (sp.can_spawn(agent_type) or sp.starting(agent_type))
+        )
 
     def release(self, t: Task) -> None:
         """Offer a task to the other daemons: it leaves this one's memory (its first events
@@ -130,24 +126,37 @@ class Cluster:
         log.info("task_offered", task_id=t.task_id, agent_type=t.agent_type)
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
-        """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs;
-        False when the task is finished (or unknown): nothing to follow."""
-        f = self.followers.get(task_id)
-        if f is None:
-            t = self.store.get_task(task_id)
-            if t is None or t.state.terminal:
-                return False
-            f = self.followers[task_id] = _Follow(t.agent_type)
-        f.subs[sub] = after_seq
-        self._poll(task_id)
-        return True
+        """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs
+        (cluster_events.py); False when it is finished or unknown."""
+        return self.followers.follow(task_id, sub, after_seq)
 
     def unfollow(self, sub: Subscriber, task_id: str) -> None:
-        f = self.followers.get(task_id)
-        if f is not None:
-            f.subs.pop(sub, None)
-            if not f.subs:
-                del self.followers[task_id]
+        self.followers.unfollow(sub, task_id)
+
+    def wake(self) -> None:
+        """An agent here became idle: claim offered work now rather than at the next tick."""
+        self._wake.set()
+
+    def agent_arrived(self, agent_id: str, task_ids: list[str]) -> None:
+        """An agent registers here still running, or with results of, tasks another daemon
+        holds (it failed over from there): this daemon takes their claims, whatever their
+        lease (the agent is the one that knows where it runs), so that the usual reconnect
+        rules (current_task, pending_results) settle them here, once."""
+        for task_id in task_ids:
+            if not task_id or task_id in self.mesh.queues.active:
+                continue
+            rows = self._write(
+                "take over",
+                "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE task_id = ? "
+                "AND daemon_id <> ? RETURNING task_id",
+                (self.me, now_ms() + self.lease_ms, task_id, self.me),
+            )
+            t = self.store.get_task(task_id) if rows else None
+            if t is not None and not t.state.terminal:
+                log.info(
+                    "task_taken_over", task_id=task_id, agent_id=agent_id, why="its agent is here"
+                )
+                self._take(t)
 
     def remote_agents(self, agent_type: str = "") -> list[AgentInfo]:
         """The agents of the other daemons, their daemon named in ``host``; those of a daemon
@@ -229,7 +238,7 @@ class Cluster:
                     if n.channel == QUEUE_CHANNEL:
                         self._wake.set()
                     elif n.payload in self.followers:
-                        self._safely(functools.partial(self._poll, n.payload))
+                        self._safely(functools.partial(self.followers.poll, n.payload))
             except psycopg.Error as exc:
                 log.warning(
                     "cluster_listen_lost",
@@ -260,10 +269,17 @@ class Cluster:
             "UPDATE cluster_claims SET lease_until_ms = ? WHERE daemon_id = ?",
             (now + self.lease_ms, self.me),
         )
+        self._write(  # the claims of finished tasks have done their work
+            "claims",
+            "DELETE FROM cluster_claims c USING tasks t WHERE c.task_id = t.task_id "
+            "AND c.daemon_id = ? AND t.state IN ('succeeded', 'failed', 'cancelled')",
+            (self.me,),
+        )
         self._sync_agents(now)
+        self._drop_lost()
+        self._expire(now)
         self._claim()
-        for task_id in list(self.followers):
-            self._poll(task_id)
+        self.followers.poll_all()
 
     def _sync_agents(self, now: int) -> None:
         agents = self.mesh.registry.list()
@@ -308,46 +324,90 @@ class Cluster:
                 if t is not None and t.state == TaskState.QUEUED:
                     self._adopt(t)
 
+    def _drop_lost(self) -> None:
+        """Tasks in memory whose claim another daemon took (their agent moved there): they
+        are that daemon's now, and leave this one's memory without a word."""
+        m = self.mesh
+        ids = list(m.queues.active)
+        if not ids:
+            return
+        rows = self._read(
+            "claims",
+            "SELECT task_id FROM cluster_claims WHERE task_id = ANY(?) AND daemon_id <> ?",
+            (ids, self.me),
+        )
+        for (task_id,) in rows:
+            t = m.queues.active.get(task_id)
+            if t is not None:
+                log.info("task_moved_away", task_id=task_id, agent_id=t.agent_id or None)
+                m.queues.dequeue(t)
+                m.queues.forget(task_id)
+                m.fanout.seq.pop(task_id, None)
+
+    def _expire(self, now: int) -> None:
+        """Claims of a daemon whose lease ran out (it died): taken over here, the tasks held
+        for their agents during the reconnect grace and requeued after it, as after a restart."""
+        rows = self._write(
+            "expire",
+            "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE task_id IN ("
+            "SELECT task_id FROM cluster_claims WHERE daemon_id <> '' AND daemon_id <> ? "
+            "AND lease_until_ms < ? ORDER BY lease_until_ms LIMIT 500 FOR UPDATE SKIP LOCKED) "
+            "RETURNING task_id",
+            (self.me, now + self.lease_ms, self.me, now),
+        )
+        m = self.mesh
+        for (task_id,) in rows:
+            t = self.store.get_task(task_id)
+            if t is None or t.state.terminal or task_id in m.queues.active:
+                continue
+            log.info(
+                "task_taken_over",
+                task_id=task_id,
+                agent_id=t.agent_id or None,
+                why="its daemon's lease expired",
+            )
+            why = "its orchestrator stopped answering"
+            if t.state == TaskState.QUEUED or not t.agent_id:
+                if not self._local(t.agent_type):  # offered again, to the daemons with agents
+                    self._write(
+                        "offer",
+                        "UPDATE cluster_claims SET daemon_id = '', offered_ms = ? "
+                        "WHERE task_id = ?",
+                        (now, task_id),
+                    )
+                    self._write("notify", "SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
+                    continue
+                t.state = TaskState.QUEUED  # (as stored: not a transition)
+                self._adopt(t)
+                continue
+            self._take(t)
+            entry = m.registry.get(t.agent_id)
+            if entry is not None and entry.info.current_task != task_id:
+                m._requeue(t, f"{why}; agent {t.agent_id} is here without it")
+            else:  # its agent may still come here (agentd --orchestrator A,B): the grace
+                m.queues.hold(task_id, time.monotonic() + m.reconnect_grace, why)
+
+    def _take(self, t: Task) -> None:
+        """A task taken over in the state it was stored in (assigned or running on an agent)."""
+        m = self.mesh
+        self._to_live(t)
+        m.queues.active[t.task_id] = t
+        m.fanout.start(t.task_id, self.store.last_seq(t.task_id))
+
+    def _to_live(self, t: Task) -> None:
+        """Watchers that followed the task through the store follow it live from now on."""
+        for sub in self.followers.hand_over(t.task_id):
+            self.mesh.fanout.subscribe(sub, t.task_id)
+
     def _adopt(self, t: Task) -> None:
         """A claimed task joins this daemon's memory as if submitted here."""
         m = self.mesh
         if t.task_id in m.queues.active:
             return
         log.info("task_claimed", task_id=t.task_id, agent_type=t.agent_type)
-        f = self.followers.pop(t.task_id, None)
-        if f is not None:  # watched here already: its watchers follow it live from now on
-            self._deliver(t.task_id, f)
-            for s in f.subs:
-                m.fanout.subscribe(s, t.task_id)
-        m.queues.active[t.task_id] = t
-        m.fanout.start(t.task_id, self.store.last_seq(t.task_id))
+        self._take(t)
         m.queues.enqueue(t)
         m._dispatch(t.agent_type)
-
-    def _poll(self, task_id: str) -> None:
-        f = self.followers.get(task_id)
-        if f is not None and self._deliver(task_id, f):
-            del self.followers[task_id]
-            for s in f.subs:
-                s.close("task finished")
-
-    def _deliver(self, task_id: str, f: _Follow) -> bool:
-        """Each watcher gets the stored events after its last one, in order and once (the
-        per-task sequence numbers); True once the task's RESULT is stored."""
-        if not f.subs:
-            return False
-        done = False
-        for ev in self.store.events(task_id, min(f.subs.values())):
-            ev.agent_type = ev.agent_type or f.agent_type
-            for s, seq in list(f.subs.items()):
-                if ev.seq != seq + 1:
-                    continue  # it had this one already
-                f.subs[s] = ev.seq
-                if not s.deliver(ev):
-                    f.subs.pop(s, None)
-                    s.close("client too slow: event buffer full; watch again with after_seq")
-            done = done or ev.kind == EventKind.RESULT
-        return done
 
 
 def refuse_without_postgres(store: object) -> None:

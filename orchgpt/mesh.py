@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 from . import logs
 from .errors import RoutingError, StoreError
@@ -48,9 +48,6 @@ from .models import (
 )
 from .store import Store
 from .waiting import WaitingNotes
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
 
 __all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
            "Mesh", "Registration", "SpawnerPort", "Subscriber"]
@@ -104,7 +101,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self._closing = False
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
-        self.cluster: Cluster | None = None  # --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
+        self.cluster: Any = None  # cluster.Cluster with --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
 
     # the components' state, under the names the rest of the mesh (and older tests) use
     @property
@@ -286,6 +283,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self._settle(agent_id, result, "reply")
         if entry is not None:
             self._dispatch(entry.info.agent_type)
+            if self.cluster is not None:
+                self.cluster.wake()  # an idle agent: claim offered work now
 
     def _settle(self, agent_id: str, result: TaskResult, how: str) -> None:
         """A result from an agent settles its task exactly once, whenever it arrives."""
