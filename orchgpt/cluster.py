@@ -18,12 +18,12 @@ import asyncio
 import functools
 import os
 import socket
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .cluster_events import StoreFollowers
+from .cluster_leases import CANCEL_CHANNEL, QUEUE_CHANNEL, ClusterLeases
 from .errors import StoreError
 from .models import AgentInfo, AgentState, Task, TaskState, now_ms
 
@@ -34,11 +34,10 @@ if TYPE_CHECKING:
 
 log = logs.get("orchgpt.cluster")
 
-QUEUE_CHANNEL = "orchgpt_queue"
 EVENTS_CHANNEL = "orchgpt_events"
 
 
-class Cluster:
+class Cluster(ClusterLeases):
     def __init__(
         self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5
     ) -> None:
@@ -137,27 +136,6 @@ class Cluster:
         """An agent here became idle: claim offered work now rather than at the next tick."""
         self._wake.set()
 
-    def agent_arrived(self, agent_id: str, task_ids: list[str]) -> None:
-        """An agent registers here still running, or with results of, tasks another daemon
-        holds (it failed over from there): this daemon takes their claims, whatever their
-        lease (the agent is the one that knows where it runs), so that the usual reconnect
-        rules (current_task, pending_results) settle them here, once."""
-        for task_id in task_ids:
-            if not task_id or task_id in self.mesh.queues.active:
-                continue
-            rows = self._write(
-                "take over",
-                "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE task_id = ? "
-                "AND daemon_id <> ? RETURNING task_id",
-                (self.me, now_ms() + self.lease_ms, task_id, self.me),
-            )
-            t = self.store.get_task(task_id) if rows else None
-            if t is not None and not t.state.terminal:
-                log.info(
-                    "task_taken_over", task_id=task_id, agent_id=agent_id, why="its agent is here"
-                )
-                self._take(t)
-
     def remote_agents(self, agent_type: str = "") -> list[AgentInfo]:
         """The agents of the other daemons, their daemon named in ``host``; those of a daemon
         that stopped answering are LOST."""
@@ -201,7 +179,12 @@ class Cluster:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._listen_conn is not None:
             await self._listen_conn.close()
-        try:  # a clean leave: the others stop listing our agents at once
+        try:  # a clean leave: the others list our agents no more, take our tasks at once
+            self._write(
+                "leave",
+                "UPDATE cluster_claims SET lease_until_ms = 0 WHERE daemon_id = ?",
+                (self.me,),
+            )
             self._write("leave", "DELETE FROM cluster_agents WHERE daemon_id = ?", (self.me,))
             self._write("leave", "DELETE FROM cluster_daemons WHERE daemon_id = ?", (self.me,))
         except StoreError as exc:
@@ -233,10 +216,13 @@ class Cluster:
                 self._listen_conn = conn
                 await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                 delay = 0.2
                 async for n in conn.notifies():
                     if n.channel == QUEUE_CHANNEL:
                         self._wake.set()
+                    elif n.channel == CANCEL_CHANNEL:
+                        self._safely(functools.partial(self._cancel_here, n.payload))
                     elif n.payload in self.followers:
                         self._safely(functools.partial(self.followers.poll, n.payload))
             except psycopg.Error as exc:
@@ -323,69 +309,6 @@ class Cluster:
                 t = self.store.get_task(task_id)
                 if t is not None and t.state == TaskState.QUEUED:
                     self._adopt(t)
-
-    def _drop_lost(self) -> None:
-        """Tasks in memory whose claim another daemon took (their agent moved there): they
-        are that daemon's now, and leave this one's memory without a word."""
-        m = self.mesh
-        ids = list(m.queues.active)
-        if not ids:
-            return
-        rows = self._read(
-            "claims",
-            "SELECT task_id FROM cluster_claims WHERE task_id = ANY(?) AND daemon_id <> ?",
-            (ids, self.me),
-        )
-        for (task_id,) in rows:
-            t = m.queues.active.get(task_id)
-            if t is not None:
-                log.info("task_moved_away", task_id=task_id, agent_id=t.agent_id or None)
-                m.queues.dequeue(t)
-                m.queues.forget(task_id)
-                m.fanout.seq.pop(task_id, None)
-
-    def _expire(self, now: int) -> None:
-        """Claims of a daemon whose lease ran out (it died): taken over here, the tasks held
-        for their agents during the reconnect grace and requeued after it, as after a restart."""
-        rows = self._write(
-            "expire",
-            "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE task_id IN ("
-            "SELECT task_id FROM cluster_claims WHERE daemon_id <> '' AND daemon_id <> ? "
-            "AND lease_until_ms < ? ORDER BY lease_until_ms LIMIT 500 FOR UPDATE SKIP LOCKED) "
-            "RETURNING task_id",
-            (self.me, now + self.lease_ms, self.me, now),
-        )
-        m = self.mesh
-        for (task_id,) in rows:
-            t = self.store.get_task(task_id)
-            if t is None or t.state.terminal or task_id in m.queues.active:
-                continue
-            log.info(
-                "task_taken_over",
-                task_id=task_id,
-                agent_id=t.agent_id or None,
-                why="its daemon's lease expired",
-            )
-            why = "its orchestrator stopped answering"
-            if t.state == TaskState.QUEUED or not t.agent_id:
-                if not self._local(t.agent_type):  # offered again, to the daemons with agents
-                    self._write(
-                        "offer",
-                        "UPDATE cluster_claims SET daemon_id = '', offered_ms = ? "
-                        "WHERE task_id = ?",
-                        (now, task_id),
-                    )
-                    self._write("notify", "SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
-                    continue
-                t.state = TaskState.QUEUED  # (as stored: not a transition)
-                self._adopt(t)
-                continue
-            self._take(t)
-            entry = m.registry.get(t.agent_id)
-            if entry is not None and entry.info.current_task != task_id:
-                m._requeue(t, f"{why}; agent {t.agent_id} is here without it")
-            else:  # its agent may still come here (agentd --orchestrator A,B): the grace
-                m.queues.hold(task_id, time.monotonic() + m.reconnect_grace, why)
 
     def _take(self, t: Task) -> None:
         """A task taken over in the state it was stored in (assigned or running on an agent)."""

@@ -240,7 +240,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
             stored = self.store.get_task(task_id)
             if stored is None:
                 raise RoutingError(f"no task {task_id!r}", code="NOT_FOUND")
-            return stored  # already finished: nothing to cancel
+            return self.cluster.cancel(stored, reason) if self.cluster else stored  # (finished)
         why = reason or "cancelled by the user"
         for child in self.queues.children(task_id):
             self.cancel(child.task_id, f"parent task cancelled: {why}")

@@ -94,3 +94,42 @@ async def test_cluster_needs_postgres(daemon_factory, tmp_path: Path) -> None:  
     d = daemon_factory("--cluster", "--store", str(tmp_path / "x.db"))
     with pytest.raises(RuntimeError, match="--cluster needs a PostgreSQL store"):
         await asyncio.to_thread(d.start)
+
+
+async def test_cancel_on_the_other_daemon_stops_the_agent_and_the_queued_task(
+    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_of(daemon_factory, postgres_url, tmp_path)
+    agent = start_agent(a, "echo-a")
+    agents.append(agent)
+    await await_for(lambda: agents_on(b), timeout=20, what="the agent listed on the second daemon")
+    seen: dict[str, list] = {"long": [], "queued": []}  # type: ignore[type-arg]
+
+    async def run(task_id: str) -> None:
+        async with b.client(timeout=60) as c:
+            cmd = Command("echo", input=task_id, task_id=task_id, options={"delay": "30"})
+            async for ev in c.submit(cmd):
+                seen[task_id].append(ev)
+
+    long = asyncio.create_task(run("long"))
+    await await_for(
+        lambda: any("waiting 30s" in e.text for e in seen["long"]),
+        timeout=20,
+        what="the long task running on the first daemon's agent",
+    )
+    queued = asyncio.create_task(run("queued"))  # offered; A's only agent is busy
+    await await_for(lambda: bool(seen["queued"]), timeout=10, what="the second task queued")
+    async with b.client() as c:
+        await c.cancel("queued", "not needed")
+        await c.cancel("long", "changed my mind")
+    await asyncio.wait_for(asyncio.gather(long, queued), 20)
+    for task_id in ("long", "queued"):
+        last = seen[task_id][-1]
+        assert last.kind == EventKind.RESULT and last.result is not None, seen[task_id]
+        assert last.result.state == "cancelled", last.result
+    await await_for(
+        lambda: "task_cancel_requested" in agent.log(),
+        timeout=10,
+        what="the agent told to stop the task",
+    )
+    assert '"queued"' not in agent.log()  # the queued one never reached it
