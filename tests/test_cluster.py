@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,21 @@ async def test_cancel_on_the_other_daemon_stops_the_agent_and_the_queued_task(
         what="the agent told to stop the task",
     )
     assert '"queued"' not in agent.log()  # the queued one never reached it
+
+
+async def test_agents_of_a_dead_daemon_are_listed_as_lost(
+    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_of(daemon_factory, postgres_url, tmp_path)
+    agents.append(start_agent(a, "echo-a"))  # A's address only: it cannot fail over
+    await await_for(lambda: agents_on(b), timeout=20, what="the agent listed on the second daemon")
+    a.stop(signal.SIGKILL)
+
+    async def lost() -> bool:
+        async with b.client() as c:
+            return any(
+                x.agent_id == "echo-a" and x.state == "lost" and "not answering" in x.host
+                for x in await c.list_agents()
+            )
+
+    await await_for(lost, timeout=20, what="echo-a listed as lost, its daemon not answering")
