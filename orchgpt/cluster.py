@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logs.get("orchgpt.cluster")
 
 EVENTS_CHANNEL = "orchgpt_events"
+# events are written (and NOTIFYed) at most this long after they happen: what a watcher on
+# another daemon waits at most, bought with more, smaller transactions than one daemon's 50 ms
+EVENT_FLUSH_S = 0.005
 
 
 class Cluster(ClusterLeases):
@@ -53,6 +56,7 @@ class Cluster(ClusterLeases):
         self._tasks: list[asyncio.Task[None]] = []
         self._listen_conn: Any = None
         store.notify_events = True
+        mesh.fanout.flush_delay = EVENT_FLUSH_S
         mesh.cluster = self
 
     # ------------------------------------------------------------ SQL helpers
@@ -114,14 +118,14 @@ class Cluster(ClusterLeases):
         m.queues.forget(t.task_id)
         m.fanout.seq.pop(t.task_id, None)
         m.flush()
-        self._write(
-            "offer",
-            "INSERT INTO cluster_claims (task_id, daemon_id, agent_type, offered_ms) "
-            "VALUES (?, '', ?, ?) ON CONFLICT (task_id) DO UPDATE SET daemon_id = '', "
-            "offered_ms = excluded.offered_ms",
-            (t.task_id, t.agent_type, now_ms()),
-        )
-        self._write("notify", "SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
+        with self.store._tx("offer") as c:  # one commit; the NOTIFY goes out with it
+            c.execute(
+                "INSERT INTO cluster_claims (task_id, daemon_id, agent_type, offered_ms) "
+                "VALUES (?, '', ?, ?) ON CONFLICT (task_id) DO UPDATE SET daemon_id = '', "
+                "offered_ms = excluded.offered_ms",
+                (t.task_id, t.agent_type, now_ms()),
+            )
+            c.execute("SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
         log.info("task_offered", task_id=t.task_id, agent_type=t.agent_type)
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
@@ -191,13 +195,20 @@ class Cluster(ClusterLeases):
             log.warning("cluster_leave_failed", error=str(exc))
 
     async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_s
         while True:
+            woken = True
             try:
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                await asyncio.wait_for(self._wake.wait(), max(next_tick - loop.time(), 0))
             except TimeoutError:
-                pass
+                woken = False
             self._wake.clear()
             try:
+                if woken:  # offered work or an idle agent: only the claim, at once
+                    self._claim()
+                    continue
+                next_tick = loop.time() + self.tick_s
                 self.tick()
             except StoreError as exc:
                 log.warning("cluster_tick_failed", error=str(exc))

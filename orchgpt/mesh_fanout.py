@@ -41,6 +41,7 @@ class EventFanout:
         self.pending_events: list[TaskEvent] = []
         self.pending_messages: list[dict[str, object]] = []
         self.flush_handle: asyncio.TimerHandle | None = None
+        self.flush_delay = FLUSH_DELAY  # shorter in a cluster: watchers elsewhere read the store
 
     def start(self, task_id: str, last_seq: int = 0) -> None:
         self.seq[task_id] = last_seq
@@ -81,7 +82,7 @@ class EventFanout:
             self.flush()
         elif self.flush_handle is None:
             try:
-                self.flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+                self.flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
             except RuntimeError:
                 self.flush()
         self.deliver(ev)
