@@ -180,9 +180,13 @@ class Cluster(ClusterLeases):
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # (bounded: a stop must not hang on a connection)
+            await asyncio.wait(self._tasks, timeout=3)
         if self._listen_conn is not None:
-            await self._listen_conn.close()
+            try:
+                await asyncio.wait_for(self._listen_conn.close(), 3)
+            except Exception as exc:  # closing a broken connection: nothing left to do
+                log.debug("cluster_listen_close_failed", error=str(exc))
         try:  # a clean leave: the others list our agents no more, take our tasks at once
             self._write(
                 "leave",
@@ -229,13 +233,14 @@ class Cluster(ClusterLeases):
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                 await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                 delay = 0.2
-                async for n in conn.notifies():
-                    if n.channel == QUEUE_CHANNEL:
-                        self._wake.set()
-                    elif n.channel == CANCEL_CHANNEL:
-                        self._safely(functools.partial(self._cancel_here, n.payload))
-                    elif n.payload in self.followers:
-                        self._safely(functools.partial(self.followers.poll, n.payload))
+                while True:  # (a timeout now and then: cancellation is seen at once)
+                    async for n in conn.notifies(timeout=1.0):
+                        if n.channel == QUEUE_CHANNEL:
+                            self._wake.set()
+                        elif n.channel == CANCEL_CHANNEL:
+                            self._safely(functools.partial(self._cancel_here, n.payload))
+                        elif n.payload in self.followers:
+                            self._safely(functools.partial(self.followers.poll, n.payload))
             except psycopg.Error as exc:
                 log.warning(
                     "cluster_listen_lost",
@@ -303,6 +308,8 @@ class Cluster(ClusterLeases):
     def _claim(self) -> None:
         """Take offered tasks for this daemon's idle agents, as many as they are."""
         m = self.mesh
+        if m._closing:
+            return  # stopping: the other daemons take the work
         for agent_type, idle in list(m.registry.idle.items()):
             want = len(idle) - len(m.queues.queued(agent_type))
             if want <= 0:

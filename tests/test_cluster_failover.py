@@ -1,4 +1,4 @@
-"""A daemon of a cluster killed with SIGKILL while tasks are in flight (issue 19): its agent
+"""A daemon of a cluster killed (SIGKILL) or stopped (SIGTERM) with tasks in flight (issue 19): its agent
 moves to the other daemon (agentd --orchestrator A,B), the tasks it held are taken over
 there (the running one by its agent's current_task, the rest when the lease expires),
 and every task submitted on the survivor succeeds exactly once.
@@ -36,8 +36,9 @@ def runs(agent: AgentProc) -> Counter[str]:
     return done
 
 
-async def test_sigkill_of_the_agents_daemon_loses_and_repeats_nothing(
-    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+async def test_the_agents_daemon_stopping_loses_and_repeats_nothing(
+    sig: int, daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
 ) -> None:  # type: ignore[no-untyped-def]
     a, b = (
         daemon_factory(
@@ -65,7 +66,7 @@ async def test_sigkill_of_the_agents_daemon_loses_and_repeats_nothing(
 
     running = [asyncio.create_task(submit(i)) for i in range(N)]
     await await_for(lambda: len(runs(agent)) >= 3, timeout=40, what="three tasks done on A's agent")
-    a.stop(signal.SIGKILL)
+    a.stop(sig)
     await asyncio.wait_for(asyncio.gather(*running), 90)
     for task_id, events in streams.items():
         last = events[-1]
