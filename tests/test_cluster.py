@@ -152,3 +152,26 @@ async def test_agents_of_a_dead_daemon_are_listed_as_lost(
             )
 
     await await_for(lost, timeout=20, what="echo-a listed as lost, its daemon not answering")
+
+
+async def test_a_task_id_resubmitted_on_either_daemon_runs_once(
+    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = cluster_of(daemon_factory, postgres_url, tmp_path)
+    agent = start_agent(a, "echo-a")
+    agents.append(agent)
+    await await_for(lambda: agents_on(b), timeout=20, what="the agent listed on the second daemon")
+    results: list[str] = []
+
+    async def submit(d: Daemon) -> None:
+        async with d.client(timeout=60) as c:
+            cmd = Command("echo", input="once", task_id="idem-1", options={"delay": "2"})
+            async for ev in c.submit(cmd):
+                if ev.kind == EventKind.RESULT and ev.result is not None:
+                    results.append(f"{ev.result.state}:{ev.result.output}")
+
+    first = asyncio.create_task(submit(b))
+    await await_for(lambda: "task_claimed" in a.log(), timeout=20, what="the task claimed by A")
+    await asyncio.wait_for(asyncio.gather(first, submit(a), submit(b)), 40)
+    assert results == ["succeeded:once"] * 3, results
+    assert agent.log().count('"task_done"') == 1  # it ran once
