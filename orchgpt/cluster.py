@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .cluster_events import StoreFollowers
-from .cluster_leases import CANCEL_CHANNEL, QUEUE_CHANNEL, ClusterLeases
+from .cluster_leases import APPROVE_CHANNEL, CANCEL_CHANNEL, QUEUE_CHANNEL, ClusterLeases
 from .errors import StoreError
 from .models import AgentInfo, AgentState, Task, TaskState, now_ms
 
@@ -78,6 +78,16 @@ class Cluster(ClusterLeases):
             "claim", "SELECT daemon_id FROM cluster_claims WHERE task_id = ?", (task_id,)
         )
         return bool(rows) and rows[0][0] == self.me
+
+    def remote_types(self) -> set[str]:
+        """The agent types of the other live daemons' agents."""
+        rows = self._read(
+            "remote types",
+            "SELECT DISTINCT a.agent_type FROM cluster_agents a JOIN cluster_daemons d "
+            "ON d.daemon_id = a.daemon_id WHERE a.daemon_id <> ? AND d.heartbeat_ms > ?",
+            (self.me, self._alive_since()),
+        )
+        return {str(r[0]) for r in rows}
 
     def has_remote(self, agent_type: str) -> bool:
         """Another live daemon has an agent of ``agent_type``."""
@@ -232,6 +242,7 @@ class Cluster(ClusterLeases):
                 await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                 await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                await conn.execute(f"LISTEN {APPROVE_CHANNEL}")
                 delay = 0.2
                 while True:  # (a timeout now and then: cancellation is seen at once)
                     async for n in conn.notifies(timeout=1.0):
@@ -239,6 +250,8 @@ class Cluster(ClusterLeases):
                             self._wake.set()
                         elif n.channel == CANCEL_CHANNEL:
                             self._safely(functools.partial(self._cancel_here, n.payload))
+                        elif n.channel == APPROVE_CHANNEL:
+                            self._safely(functools.partial(self._approve_here, n.payload))
                         elif n.payload in self.followers:
                             self._safely(functools.partial(self.followers.poll, n.payload))
             except psycopg.Error as exc:

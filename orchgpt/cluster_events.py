@@ -9,6 +9,7 @@ last one, once and in order; the RESULT event ends the follow.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,8 @@ class StoreFollowers:
         return task_id in self.tasks
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
-        """``sub`` gets the events after ``after_seq`` as they are stored; False (nothing
-        to follow) when the task is finished or unknown."""
+        """``sub`` gets the events after ``after_seq`` as they are stored, from the next turn
+        of the loop on; False (nothing to follow) when the task is finished or unknown."""
         f = self.tasks.get(task_id)
         if f is None:
             t = self.store.get_task(task_id)
@@ -45,7 +46,10 @@ class StoreFollowers:
                 return False
             f = self.tasks[task_id] = _Follow(t.agent_type)
         f.subs[sub] = after_seq
-        self.poll(task_id)
+        try:  # after the caller has queued the replay (no await in between): in order
+            asyncio.get_running_loop().call_soon(self.poll, task_id)
+        except RuntimeError:  # no loop: the next poll delivers
+            pass
         return True
 
     def unfollow(self, sub: Subscriber, task_id: str) -> None:

@@ -11,7 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .models import Task, TaskState, now_ms
+from .errors import RoutingError
+from .models import ApprovalDecision, ApprovalResponse, Task, TaskState, now_ms
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -21,6 +22,7 @@ log = logs.get("orchgpt.cluster")
 
 QUEUE_CHANNEL = "orchgpt_queue"
 CANCEL_CHANNEL = "orchgpt_cancel"
+APPROVE_CHANNEL = "orchgpt_approve"
 
 
 class ClusterLeases:
@@ -39,6 +41,48 @@ class ClusterLeases:
         def _local(self, agent_type: str) -> bool: ...
         def _take(self, t: Task) -> None: ...
         def _adopt(self, t: Task) -> None: ...
+
+    def approve(self, task_id: str, response: ApprovalResponse) -> bool:
+        """An answer to an approval of a task another live daemon holds: sent there
+        (NOTIFY orchgpt_approve), True; False when no other daemon holds it."""
+        rows = self._read(
+            "claim",
+            "SELECT 1 FROM cluster_claims WHERE task_id = ? AND daemon_id <> '' AND daemon_id <> ?",
+            (task_id, self.me),
+        )
+        if not rows:
+            return False
+        payload = json.dumps(
+            {
+                "task_id": task_id,
+                "request_id": response.request_id,
+                "decision": str(response.decision),
+                "count": response.count,
+                "feedback": response.feedback,
+            }
+        )
+        self._write("notify", "SELECT pg_notify(?, ?)", (APPROVE_CHANNEL, payload))
+        log.info("approval_forwarded", task_id=task_id, request_id=response.request_id)
+        return True
+
+    def _approve_here(self, payload: str) -> None:
+        try:
+            a = json.loads(payload)
+            task_id = str(a["task_id"])
+            response = ApprovalResponse(
+                str(a["request_id"]),
+                ApprovalDecision(a["decision"]),
+                int(a.get("count", 1)),
+                str(a.get("feedback", "")),
+            )
+        except (ValueError, KeyError, TypeError):
+            log.warning("cluster_bad_approval", payload=payload[:200])
+            return
+        if task_id in self.mesh.queues.active:
+            try:
+                self.mesh.approve(task_id, response)
+            except RoutingError as exc:
+                log.warning("cluster_approval_dropped", task_id=task_id, error=str(exc))
 
     def agent_arrived(self, agent_id: str, task_ids: list[str]) -> None:
         """An agent registers here still running, or with results of, tasks another daemon

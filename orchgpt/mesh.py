@@ -167,7 +167,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     # ------------------------------------------------------------------ agents
     def known_types(self) -> set[str]:
-        return set(self.builtin_types) | self.registry.types()
+        remote = self.cluster.remote_types() if self.cluster is not None else set()
+        return set(self.builtin_types) | self.registry.types() | remote
 
     # ------------------------------------------------------------------ tasks
     def submit(
@@ -255,6 +256,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     def approve(self, task_id: str, response: ApprovalResponse) -> None:
         t = self.active.get(task_id)
+        if t is None and self.cluster is not None and self.cluster.approve(task_id, response):
+            return  # sent to the daemon of the cluster that holds the task
         if t is None or not t.agent_id or t.agent_id not in self.agents:
             raise RoutingError(f"task {task_id!r} is not running on a connected agent", code="NOT_FOUND")
         self.agents[t.agent_id].link.send_approval(task_id, response)

@@ -77,10 +77,11 @@ class MeshQueries:
         the task is finished already: the replay is all there is, ``sub`` is not subscribed."""
         events = self.fanout.replay(task_id, after_seq)
         if task_id not in self.queues.active:
-            last = events[-1].seq if events else after_seq
-            if self.cluster is not None and self.cluster.follow(task_id, sub, last):
+            if self.cluster is None:
+                return events, False
+            if self.cluster.follow(task_id, sub, events[-1].seq if events else after_seq):
                 return events, True  # run by another daemon: followed through the store
-            return events, False
+            return self.fanout.replay(task_id, after_seq), False  # (it may have ended meanwhile)
         self.fanout.subscribe(sub, task_id)
         return events, True
 
