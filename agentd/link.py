@@ -37,7 +37,7 @@ from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 
-from . import __version__, uploads
+from . import __version__, inputs, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
 from .runtime import Agent, TaskContext
 
@@ -93,6 +93,7 @@ class Link:
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self._asks: dict[str, asyncio.Future[bytes]] = {}  # COMMAND id -> its REPLY's payload
         self._answering: set[asyncio.Task[Any]] = set()
+        self.resumes = uploads.Resumes(lambda: self.outbox, self._env)
         self.heartbeat_s = 5.0
         self.reconnect_grace_s = 0.0  # from REGISTERED: how long orchgpt holds our task for us
         self.connected = asyncio.Event()
@@ -130,8 +131,10 @@ class Link:
                     log.error("registration_refused", code=code.name, detail=exc.details())
                     raise SystemExit(f"agentd: orchestrator refused this agent: {exc.details()}") from None
                 log.warning("disconnected", code=code.name, detail=exc.details(), retry_in=round(delay, 2))
-            except OSError as exc:
-                log.warning("disconnected", error=str(exc), retry_in=round(delay, 2))
+            except (OSError, asyncio.CancelledError) as exc:  # cancelled: by our watchdog (_heartbeat)
+                if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                log.warning("disconnected", error=str(exc) or "orchestrator silent", retry_in=round(delay, 2))
             finally:
                 self.connected.clear()
                 self.outbox = None
@@ -213,6 +216,9 @@ class Link:
             self._confirm_on.clear()  # PINGs of an earlier stream get no PONG
             self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
             self._confirmed_at_register(outbox)
+            define = getattr(self.agent, "on_definition", None)  # a declared type (agentd/declared.py)
+            if define is not None:
+                define(env.registered.definition.definition_json)
             self.connected.set()
             self.ring.succeeded()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
@@ -260,6 +266,7 @@ class Link:
     def on_message(self, env: pb.Envelope) -> None:
         """Agent-to-agent traffic (COMMAND, BROADCAST, FILE_TRANSFER, ...). A COMMAND is answered
         with a REPLY (body payload) by ``Agent.on_command`` (default: echo the payload)."""
+        self.resumes.answer(env)  # FILE_RESUME_AT
         if env.type == pb.COMMAND and env.correlation_id == "":
             task = asyncio.get_running_loop().create_task(self._answer(env))
             self._answering.add(task)
@@ -324,6 +331,7 @@ class Link:
             ctx = TaskContext(req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings,
                               ask=self.ask)
             ctx.status(f"running on {self.name}", TaskState.RUNNING)
+            await inputs.fetch(ctx, self.address, self.certs, self.server_name)  # earlier sub-tasks' files
             outcome = await self.agent.run(ctx)
             state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
             result = TaskResult(req.task_id, state, output=outcome.output, error=outcome.error if not outcome.ok else "",
@@ -400,10 +408,11 @@ class Link:
         that finished after the REGISTER left go now, as REPLYs."""
         done, self._reported = self._reported, set()
         later = [r for r in self.pending_results if r.task_id not in done]
-        again = {r.task_id: r for r in [*self.unconfirmed.values(), *self.pending_results]}
+        again = {r.task_id: r for r in [*self.resumes.unsent.values(), *self.unconfirmed.values(),
+                                         *self.pending_results]}  # unsent: a re-upload cut again
         for r in again.values():
             if r.artifacts and r.workspace:  # their upload may have been cut: sent again
-                self._reupload(r)
+                uploads.reupload(self, r)
         self.pending_results.clear()
         self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
         for r in later:
@@ -415,12 +424,6 @@ class Link:
                 self._confirm_on[ping.id] = r.task_id
         if done:
             self._truncate_journal()
-
-    def _reupload(self, r: TaskResult) -> None:
-        task = asyncio.get_running_loop().create_task(
-            uploads.upload(lambda: self.outbox, self._env, r.task_id, Path(r.workspace), r.artifacts))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
 
     async def _delegate(self, sub: Delegation) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)

@@ -3,7 +3,8 @@
 The list mirrors ``agentd.agents.BUILTIN_TYPES`` (a test keeps them equal);
 it is copied here because importing agentd would import every agent and the
 model client, which the CLI's start-up cannot afford. Types that remote agents
-register are learnt from the live registry (``/agents``).
+register, and the types declared in the daemon's agents directory, are learnt from the live
+registry (``/agents``; ``Context.declared``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ BUILTIN_TYPES: dict[str, str] = {
     "optimizer": "reviews and speeds up code",
     "mailer": "sends e-mail reports",
     "echo": "replies with its input (for tests)",
+    "workflow": "runs a workflow of agents (/workflow run NAME \"task\")",
+    "assistant": "answers with one model call (a workflow participant)",
+    "user_proxy": "asks you and answers with what you say (a workflow participant)",
+    "graph": "runs a graph of blocks (/graph run ID)",
+    "blocks": "runs one graph block (a node of a graph run)",
 }
 
 ALIASES: dict[str, str] = {

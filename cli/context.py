@@ -54,6 +54,7 @@ class Context:
         self.views: dict[str, TaskView] = {}
         self.agents: list[AgentInfo] = []
         self.agents_at = 0.0
+        self.declared: dict[str, str] = {}  # agent types declared in the daemon's files: description
         self.recent_tasks: list[str] = []  # ids seen in /tasks, /history (completion)
         self.recent_sessions: list[str] = []
         self.connected: bool | None = None  # None: not tried yet
@@ -63,6 +64,8 @@ class Context:
         # "y -N" (seed 003's continuous commands): calls still approved, by the id of the task
         # tree's root; shared by the task and its sub-tasks (cli.runner.answer keeps it)
         self.continuous: dict[str, int] = {}
+        self.speakers: dict[str, str] = {}  # a workflow turn's task id -> its speaker (labels)
+        self.workflow_names: list[str] = []  # seen by /workflows (completion)
         self.on_connection_change: Callable[[bool, str], None] | None = None
         self.quit = False
         self._client: MeshClient | None = None
@@ -120,12 +123,12 @@ class Context:
     # ---- the registry
     async def refresh_agents(self, max_age: float = AGENTS_TTL) -> list[AgentInfo]:
         if time.monotonic() - self.agents_at > max_age:
-            self.agents = list(await self.call(lambda c: c.list_agents()))
+            self.agents, self.declared = await self.call(lambda c: c.agents_and_types())
             self.agents_at = time.monotonic()
         return self.agents
 
     def known_types(self) -> list[str]:
-        return agents.all_types(a.agent_type for a in self.agents)
+        return agents.all_types([*(a.agent_type for a in self.agents), *self.declared])
 
     # ---- background work (the REPL's tasks)
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

@@ -17,8 +17,6 @@ RPC the caller's role can never call is PERMISSION_DENIED.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,6 +88,24 @@ RPC_TABLE: dict[str, dict[str, str]] = {
     "FetchArtifact":  {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
     "ListSessions":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "PublishSession": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListWorkflows":  {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
+    "GetWorkflow":    {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
+    "ListMessages":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteMessage":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ClearSession":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteSession":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "CreateGraph":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListGraphs":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetGraph":       {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteGraph":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListBlocks":     {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
+    # the Schedules service (schedules.proto, docs/schedules.md): a schedule is its adder's
+    "AddSchedule":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListSchedules":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetSchedule":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "PauseSchedule":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ResumeSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
 }
 
 _HOW = {
@@ -98,9 +114,19 @@ _HOW = {
     "CancelTask": "submit or change work (client role needed)",
     "Approve": "submit or change work (client role needed)",
     "PublishSession": "submit or change work (client role needed)",
+    "DeleteMessage": "submit or change work (client role needed)",
+    "ClearSession": "submit or change work (client role needed)",
+    "DeleteSession": "submit or change work (client role needed)",
     "ListTasks": "list tasks (client role needed; an agent sees only its own tasks, by id)",
     "ListSessions": "list sessions (client role needed)",
+    "CreateGraph": "create graphs (client role needed)",
+    "ListGraphs": "list graphs (client role needed)",
+    "GetGraph": "read graphs (client role needed)",
+    "DeleteGraph": "delete graphs (client role needed)",
     "Watch(all)": "watch every task (client role needed; an agent watches its own tasks by id)",
+    **{n: "use schedules (client role needed)" for n in (
+        "AddSchedule", "ListSchedules", "GetSchedule", "PauseSchedule", "ResumeSchedule",
+        "DeleteSchedule")},
 }
 
 
@@ -280,6 +306,9 @@ ENVELOPE_TABLE: tuple[EnvelopeRule, ...] = (
     EnvelopeRule("BROADCAST", False, ("agent_id", "agent_type", "broadcast"), False),
     EnvelopeRule("FILE_TRANSFER", True, ("agent_id", "agent_type"), False,
                  "to the daemon: an artifact of a task the sender runs or ran (task_id)"),
+    EnvelopeRule("FILE_RESUME", True, (), False,
+                 "how much of an upload of a task the sender runs or ran the daemon kept"),
+    EnvelopeRule("FILE_RESUME_AT", False, (), True, "answer to FILE_RESUME"),
     EnvelopeRule("APPROVAL_REQUEST", False, (), False, "unused: approvals are TASK_EVENTs"),
     EnvelopeRule("CREATE", False, (), False, "unused"),
 )
@@ -340,78 +369,6 @@ def agent_accepts(type_name: str, body: str | None, sender: str) -> Decision:
     return deny("daemon-only", f"{kind} from {sender!r}: only the orchestrator ({DAEMON}) sends it")
 
 
-_REPLY_OK = Decision(True, "reply-answers-a-command", route="agents")
-
-
-class OpenCommands:
-    """COMMANDs forwarded to an agent and not answered yet: a REPLY(payload) is forwarded only
-    to the agent that asked, only from the agent that was asked, and only once.
-
-    Bounded: an entry expires after ``ttl`` seconds; an agent has at most ``max_per_agent`` open
-    COMMANDs (asking more forgets its oldest, whose answer is then refused) and all agents
-    together ``max_total`` (the oldest is forgotten first)."""
-
-    def __init__(self, ttl: float = 300.0, max_per_agent: int = 1024, max_total: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.max_per_agent = max_per_agent
-        self.max_total = max_total
-        self.clock = clock
-        self._open: OrderedDict[str, tuple[str, str, float]] = OrderedDict()  # id -> asker, dest, t
-        self._by_asker: dict[str, OrderedDict[str, None]] = {}
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def _drop(self, command_id: str) -> None:
-        entry = self._open.pop(command_id, None)
-        if entry is not None:
-            mine = self._by_asker.get(entry[0])
-            if mine is not None:
-                mine.pop(command_id, None)  # an empty one is kept until its agent leaves
-
-    def _expire(self) -> None:
-        if not self._open:
-            return
-        limit = self.clock() - self.ttl
-        while self._open:
-            cid, (_, _, t) = next(iter(self._open.items()))
-            if t > limit and len(self._open) <= self.max_total:
-                break
-            self._drop(cid)
-
-    def opened(self, command_id: str, asker: str, dest: str) -> None:
-        """A COMMAND was forwarded from ``asker`` to ``dest``."""
-        if not command_id or command_id in self._open:
-            return
-        mine = self._by_asker.get(asker)
-        if mine is None:
-            mine = self._by_asker[asker] = OrderedDict()
-        elif len(mine) >= self.max_per_agent:
-            self._drop(next(iter(mine)))
-        self._open[command_id] = (asker, dest, self.clock())
-        mine[command_id] = None
-        self._expire()
-
-    def answer(self, correlation_id: str, replier: str, recipient: str) -> Decision:
-        """A REPLY(payload) from ``replier`` to ``recipient``: allowed (and forgotten) when it
-        answers an open COMMAND that ``recipient`` sent to ``replier``."""
-        self._expire()
-        entry = self._open.get(correlation_id)
-        if entry is None or entry[0] != recipient or entry[1] != replier:
-            return deny("reply-answers-a-command",
-                        f"a REPLY to {recipient!r} must answer an unanswered COMMAND that "
-                        f"{recipient!r} sent to {replier!r} (correlation_id); message dropped")
-        self._drop(correlation_id)
-        return _REPLY_OK
-
-    def forget_agent(self, agent_id: str) -> None:
-        """An agent left: its open COMMANDs can no longer be answered to it."""
-        for cid in [c for c, (a, d, _) in self._open.items() if agent_id in (a, d)]:
-            self._drop(cid)
-        self._by_asker.pop(agent_id, None)
-
-
 # ---------------------------------------------------------------------------- the tables as text
 def rpc_table_markdown() -> str:
     """The RPC table as docs/security.md shows it (a test keeps the two equal)."""
@@ -430,3 +387,7 @@ def envelope_table_markdown() -> str:
                      f"{', '.join(r.to_agents) if r.to_agents else 'no'} | "
                      f"{'yes' if r.from_daemon else 'no'} | {r.note} |")
     return "\n".join(lines)
+
+
+# Agent-to-agent COMMANDs awaiting their REPLY (state of the rule reply-answers-a-command).
+from .authz_commands import OpenCommands as OpenCommands  # noqa: E402

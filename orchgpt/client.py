@@ -16,10 +16,20 @@ import grpc
 
 from .addresses import AddressRing, parse_addresses
 from .certs import CertPaths
+from .client_graphs import GraphClient
+from .client_schedules import ScheduleCalls
 from .errors import CertError, ClientError, ConfigError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
-from .models import AgentInfo, ApprovalResponse, Command, SessionInfo, Task, TaskEvent
+from .models import (
+    AgentInfo,
+    ApprovalResponse,
+    Command,
+    SessionInfo,
+    SessionMessage,
+    Task,
+    TaskEvent,
+)
 from .tls import secure_channel
 from .wire import codec
 
@@ -65,7 +75,7 @@ def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
     return ClientError(msg, code.name)
 
 
-class MeshClient:
+class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; schedules: client_schedules.py
     """``address`` may list several daemons (``A,B,C``): a call that finds the one in use
     UNAVAILABLE tries the next (each once per call); ``address`` is the one in use."""
 
@@ -89,6 +99,7 @@ class MeshClient:
         except CertError as exc:
             raise ClientError(str(exc), "UNAUTHENTICATED") from None
         self._stub = pb_grpc.MeshStub(self._channel)
+        self._schedules_stub = None  # (client_schedules.py: made again on this channel)
 
     def _failover(self, exc: grpc.aio.AioRpcError, tried: int) -> bool:
         """After ``exc`` from the daemon in use: switch to the next address and say True,
@@ -120,14 +131,18 @@ class MeshClient:
     async def __aexit__(self, *_: Any) -> None:
         await self.close()
 
-    async def _unary(self, method: Callable[[], Any], request: Any, timeout: float | None = None) -> Any:
-        """``method()``: the stub's method on the channel in use (it changes on failover)."""
+    async def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        """``method``: a function giving the stub's method on the channel in use (that channel
+        changes on failover: the call is tried on the next daemon), or the stub's method itself
+        (not tried again; the next call goes to the next daemon)."""
         tried = 1
         while True:
+            bound = isinstance(method, grpc.aio.UnaryUnaryMultiCallable)
             try:
-                return await method()(request, timeout=timeout or self.timeout, wait_for_ready=False)
+                call = method if bound else method()
+                return await call(request, timeout=timeout or self.timeout, wait_for_ready=False)
             except grpc.aio.AioRpcError as exc:
-                if not self._failover(exc, tried):
+                if not self._failover(exc, tried) or bound:
                     raise _explain(exc, self.address) from None
                 tried += 1
 
@@ -172,6 +187,15 @@ class MeshClient:
     async def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
         r = await self._unary(lambda: self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
         return [codec.agent_from_pb(a) for a in r.agents]
+
+    async def declared_types(self, agent_type: str = "") -> dict[str, str]:
+        """The agent types declared in the daemon's agents directory: name -> description."""
+        return (await self.agents_and_types(agent_type))[1]
+
+    async def agents_and_types(self, agent_type: str = "") -> tuple[list[AgentInfo], dict[str, str]]:
+        """One ListAgents: the connected agents, and the declared types (name -> description)."""
+        r = await self._unary(lambda: self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
+        return [codec.agent_from_pb(a) for a in r.agents], {d.name: d.description for d in r.declared}
 
     async def get_task(self, task_id: str, with_events: bool = True) -> tuple[Task, list[TaskEvent], list[Task]]:
         r = await self._unary(lambda: self._stub.GetTask, pb.GetTaskRequest(task_id=task_id, with_events=with_events))
@@ -255,3 +279,35 @@ class MeshClient:
     async def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo:
         r = await self._unary(lambda: self._stub.PublishSession, pb.PublishSessionRequest(session_id=session_id, tags=tags))
         return codec.session_from_pb(r.session)
+
+    # ---- workflows and session operations (orchgpt/servicer_workflows.py)
+    async def list_workflows(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The daemon's workflows (each as its definition, with ``path``) and the files that failed."""
+        r = await self._unary(lambda: self._stub.ListWorkflows, pb.ListWorkflowsRequest())
+        return [_workflow(w) for w in r.workflows], list(r.errors)
+
+    async def get_workflow(self, name: str) -> dict[str, Any]:
+        return _workflow(await self._unary(lambda: self._stub.GetWorkflow, pb.GetWorkflowRequest(name=name)))
+
+    async def list_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
+        r = await self._unary(lambda: self._stub.ListMessages, pb.ListMessagesRequest(session_id=session_id, limit=limit))
+        return [SessionMessage(m.message_id, m.session_id, m.task_id, m.speaker, m.role, m.content, m.ts_ms)
+                for m in r.messages]
+
+    async def delete_message(self, message_id: str) -> int:
+        r = await self._unary(lambda: self._stub.DeleteMessage, pb.DeleteMessageRequest(message_id=message_id))
+        return int(r.deleted)
+
+    async def clear_session(self, session_id: str) -> int:
+        return int((await self._unary(lambda: self._stub.ClearSession, pb.SessionRef(session_id=session_id))).deleted)
+
+    async def delete_session(self, session_id: str) -> int:
+        return int((await self._unary(lambda: self._stub.DeleteSession, pb.SessionRef(session_id=session_id))).deleted)
+
+
+def _workflow(w: Any) -> dict[str, Any]:
+    import json
+
+    d: dict[str, Any] = json.loads(w.definition_json) if w.definition_json else {"name": w.name, "type": w.type}
+    d["path"] = w.path
+    return d

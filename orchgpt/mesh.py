@@ -18,8 +18,9 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from . import logs
+from . import logs, transcripts
 from .errors import RoutingError, StoreError
+from .graphs.submit import graph_options
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
 from .mesh_queries import MeshQueries
@@ -167,8 +168,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     # ------------------------------------------------------------------ agents
     def known_types(self) -> set[str]:
-        remote = self.cluster.remote_types() if self.cluster is not None else set()
-        return set(self.builtin_types) | self.registry.types() | remote
+        return set(self.builtin_types) | self.registry.types() | self._remote_types()
 
     # ------------------------------------------------------------------ tasks
     def submit(
@@ -203,7 +203,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
                     "or the local agent limit is 0)",
                     code="FAILED_PRECONDITION",
                 )
-        options = dict(cmd.options)
+        options = graph_options(self.store, cmd, submitted_by)  # a graph run: its definition
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),
@@ -286,8 +286,6 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self._settle(agent_id, result, "reply")
         if entry is not None:
             self._dispatch(entry.info.agent_type)
-            if self.cluster is not None:
-                self.cluster.wake()  # an idle agent: claim offered work now
 
     def _settle(self, agent_id: str, result: TaskResult, how: str) -> None:
         """A result from an agent settles its task exactly once, whenever it arrives."""
@@ -421,6 +419,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
                                 parent_task_id=t.parent_task_id))
         self.flush()
         self._set_state(t, result.state)
+        transcripts.record(self.store, t)  # the session's messages (orchgpt/transcripts.py)
         self.queues.forget(t.task_id)
         self.stats["completed"] += 1
         log.info("task_finished", task_id=t.task_id, state=str(result.state), agent_id=t.agent_id or None,

@@ -136,6 +136,8 @@ class DispatchRules:
     def _dispatch(self, agent_type: str) -> None:
         q = self.queues.queues.get(agent_type)
         if not q:
+            if self.cluster is not None:
+                self.cluster.wake()  # an idle agent, nothing queued here: claim offered work
             return
         idle = self.registry.idle.get(agent_type)
         while q and idle:

@@ -99,6 +99,10 @@ class MeshQueries:
         return self.store.publish_session(session_id, tags)
 
     # ---- agents
+    def _remote_types(self) -> set[str]:
+        """The types of the agents of the cluster's other daemons (none without --cluster)."""
+        return set(self.cluster.remote_types()) if self.cluster is not None else set()
+
     def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
         here = self.registry.list(agent_type)
         if self.cluster is None:

@@ -18,6 +18,8 @@ from .revocation import Revocations
 from .servicer_agents import AgentStreams, GrpcAgentLink
 from .servicer_base import FILE_CHUNK, ORCH, _status_for
 from .servicer_clients import ClientRpcs, EventSubscription, _event_envelope
+from .servicer_graphs import GraphRpcs
+from .servicer_workflows import WorkflowRpcs
 
 __all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServicer", "_event_envelope",
            "_status_for"]
@@ -25,7 +27,7 @@ __all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServ
 
 # Connect reads with context.read() (no request iterator parameter in use): the generated base's
 # signature differs on purpose, as AgentStreams.Connect's own override note says.
-class MeshServicer(AgentStreams, ClientRpcs, pb_grpc.MeshServicer):  # type: ignore[misc]
+class MeshServicer(AgentStreams, ClientRpcs, WorkflowRpcs, GraphRpcs, pb_grpc.MeshServicer):  # type: ignore[misc]
     def __init__(self, mesh: Mesh, max_message_bytes: int, max_pending_events: int,
                  workspaces: Path | None = None) -> None:
         self.mesh = mesh

@@ -128,15 +128,16 @@ class AgentStreams(ServicerBase):
         host = r.host or context.peer()
         cutter = self._guard_stream(context, outbox, agent_id)
         try:
-            self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities), host, r.pid, r.version,
-                                                      pending, r.current_task), link)
+            self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities) or self._declared_caps(r.agent_type),
+                                                      host, r.pid, r.version, pending, r.current_task), link)
         except RoutingError as exc:
             await refuse(_status_for(exc.code), str(exc))
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
             registered=pb.Registered(agent_id=agent_id, heartbeat_interval_ms=self.heartbeat_ms,
                                      max_message_bytes=self.max_message_bytes,
-                                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000))))
+                                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
+                                     definition=self._definition(r.agent_type))))
         # the rest of the first batch
         for env in first.envelopes[1:]:
             self._from_agent(agent_id, env, outbox)
@@ -254,6 +255,8 @@ class AgentStreams(ServicerBase):
                     self._error(outbox, agent_id, env.id, "UNAVAILABLE", f"not accepted: {exc}")
             elif t == pb.FILE_TRANSFER:
                 self._on_upload(agent_id, env, outbox)
+            elif t == pb.FILE_RESUME:
+                self._on_resume(agent_id, env, outbox)
             elif t in (pb.HEARTBEAT, pb.PONG):
                 pass
             elif t == pb.PING:
@@ -291,17 +294,37 @@ class AgentStreams(ServicerBase):
             raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_TRANSFER needs the body file_chunk")
         if store is None:
             raise stream_rules.ProtocolError("UNAVAILABLE", "this orchestrator keeps no artifact store")
+        t = self._uploader_task(agent_id, env)
+        c = env.file_chunk
+        try:
+            store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256, id(outbox))
+        except (UploadError, ArtifactError) as exc:
+            raise stream_rules.ProtocolError(exc.code, str(exc)) from None
+
+    def _uploader_task(self, agent_id: str, env: pb.Envelope) -> Task:
         t = self.mesh.get_task(env.task_id) if env.task_id else None
         if t is None or t.agent_id != agent_id:
             log.warning("upload_refused", agent_id=agent_id, task_id=env.task_id)
             raise stream_rules.ProtocolError(
-                "PERMISSION_DENIED", f"FILE_TRANSFER for task {env.task_id!r}: only the agent running "
-                "that task may upload its files (envelope task_id); chunk dropped (rule upload-own-task)")
-        c = env.file_chunk
+                "PERMISSION_DENIED", f"{pb.MessageType.Name(env.type)} for task {env.task_id!r}: only "
+                "the agent running that task may upload its files (envelope task_id); dropped "
+                "(rule upload-own-task)")
+        return t
+
+    def _on_resume(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        """FILE_RESUME: how much of an upload cut by a disconnect the daemon kept (FILE_RESUME_AT)."""
+        store = self.artifact_store
+        if env.WhichOneof("body") != "file_chunk" or store is None:
+            raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_RESUME needs the body file_chunk "
+                                             "and an orchestrator that keeps an artifact store")
+        t, c = self._uploader_task(agent_id, env), env.file_chunk
         try:
-            store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256)
+            at = store.resume_offset(agent_id, t.task_id, c.path, c.size, c.sha256, id(outbox))
         except (UploadError, ArtifactError) as exc:
             raise stream_rules.ProtocolError(exc.code, str(exc)) from None
+        outbox.put(codec.new_envelope(pb.FILE_RESUME_AT, ORCH, correlation_id=env.id, to_agent=agent_id,
+                                      task_id=t.task_id, file_chunk=pb.FileChunk(
+                                          path=c.path, offset=max(at, 0), size=c.size, eof=at < 0)))
 
     def _refuse(self, agent_id: str, env: pb.Envelope, outbox: Outbox, d: authz.Decision) -> None:
         log.warning("envelope_refused", agent_id=agent_id, type=_TYPE_NAMES.get(env.type, str(env.type)),

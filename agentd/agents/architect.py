@@ -24,9 +24,12 @@ Options: ``tries``, ``diagram`` (``mermaid`` | ``graphviz``).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
+from ..checks import FAILED, PASSED, SKIPPED, Check, attach
+from ..checks.diagram import diagram_check
 from ..llm.strategies import FillIn, for_profile
 from ..loop import TOKEN_BUDGET, LoopResult
 from ..runtime import Outcome, TaskContext, register
@@ -48,6 +51,7 @@ DOC = "ARCHITECTURE.md"
 MERMAID = "architecture.mmd"
 DOT = "architecture.dot"
 SVG = "architecture.svg"
+PUPPETEER = ".orchgpt/puppeteer.json"  # mmdc's browser settings (scratch, not an artifact)
 REQUIRED_SECTIONS = {
     "Components": re.compile(r"\b(components?|services|modules)\b", re.I),
     "Data model": re.compile(r"\b(data\s*models?|schemas?|entities|models)\b", re.I),
@@ -202,6 +206,8 @@ class ArchitectAgent(LLMAgent):
                                data={"problems": "\n".join(problems), "fill_in": str(tried).lower()})
             ctx.step("check: document and diagram are complete", check="architecture", ok="true")
             rendered, render_note = await self._render(s, ws)
+            checks = [Check("architecture", "agentd architect", PASSED, "document and diagram complete"),
+                      self._components(ws)[0], self._render_check(rendered, render_note)]
             arts = record_artifacts(ctx, written + ([rendered] if rendered else []))
         doc = ws.read_text(DOC)
         sections = section_bodies(doc)
@@ -223,7 +229,25 @@ class ArchitectAgent(LLMAgent):
         }
         if render_note:
             data["render_note"] = render_note
-        return Outcome(output=output, data=data)
+        return attach(Outcome(output=output, data=data), checks)
+
+    def _components(self, ws: Workspace) -> tuple[Check, list[str]]:
+        """Every component of the document is a node of the diagram and vice versa."""
+        dia = next((p for p in (MERMAID, DOT) if ws.exists(p)), None)
+        if dia is None or not ws.exists(DOC):
+            return Check("components", "agentd diagram parser", SKIPPED, "no document or diagram"), []
+        comps = find_section(section_bodies(ws.read_text(DOC)), REQUIRED_SECTIONS["Components"])
+        names = [c.name for c in parse_components(comps[1])] if comps else []
+        return diagram_check(dia, ws.read_text(dia), names)
+
+    @staticmethod
+    def _render_check(rendered: str | None, note: str) -> Check:
+        tool = "mmdc" if note.startswith("mmdc") else "Graphviz dot" if "Graphviz" in note else "renderer"
+        if rendered:
+            return Check("render", "mmdc or dot", PASSED, f"rendered to {rendered}")
+        if "not installed" in note or "not rendered" in note:
+            return Check("render", tool, SKIPPED, note, required=False)
+        return Check("render", tool, FAILED, note)
 
     # ---------------------------------------------------------------- fill-in
     @staticmethod
@@ -321,7 +345,7 @@ class ArchitectAgent(LLMAgent):
             problems += check_dot(ws.read_text(DOT))
         else:
             problems.append(f"the diagram ({MERMAID}) was not written")
-        return problems
+        return problems or self._components(ws)[1]
 
     async def _render(self, s: Session, ws: Workspace) -> tuple[str | None, str]:
         """Render the diagram to SVG with mmdc or dot when installed; (svg path, note)."""
@@ -330,6 +354,11 @@ class ArchitectAgent(LLMAgent):
             if tool is None:
                 return None, "mmdc (Mermaid CLI) is not installed: the diagram is not rendered"
             cmd = [tool, "-i", MERMAID, "-o", SVG]
+            browser = shutil.which("chromium") or shutil.which("chromium-browser")
+            if browser:  # the system's Chromium for mmdc's puppeteer (no browser download)
+                ws.write_text(PUPPETEER, json.dumps({"executablePath": browser, "args": [
+                    "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]}))
+                cmd += ["-p", PUPPETEER]
             # Chromium reserves far more address space than any sane RLIMIT_AS.
             limits = Limits(timeout_s=60, memory_mb=0, file_size_mb=32)
         else:

@@ -43,7 +43,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checks import FAILED, PASSED, SKIPPED, Check, attach, contract, lint
+from ..checks import FAILED, PASSED, SKIPPED, Check, attach, contract, fuzz, lint
 from ..checks import mutation as mut
 from ..errors import TaskFailed
 from ..loop import TOKEN_BUDGET
@@ -67,7 +67,7 @@ from ._llm_agent import (
     write_extracted,
 )
 
-CHECK_ORDER = ("tests", "ruff", "mutation", "routes", "contract")  # as the result lists them
+CHECK_ORDER = ("tests", "ruff", "mutation", "routes", "contract", "schemathesis")  # as the result lists them
 DOC = "ARCHITECTURE.md"
 DOC_LIMIT = 6000
 OUTPUT_LIMIT = 8000
@@ -183,6 +183,16 @@ class BackendAgent(LLMAgent):
         text += project_context(ctx, ws, 6000, 50)
         return text
 
+    @staticmethod
+    def _fuzz_examples(ctx: TaskContext) -> int:
+        """Cases per operation for schemathesis (option ``fuzz``; 0 when off or not installed)."""
+        raw = ctx.task.options.get("fuzz", str(fuzz.DEFAULT_EXAMPLES)).strip() or "0"
+        n = int(raw) if raw.isdigit() else fuzz.DEFAULT_EXAMPLES
+        if n and fuzz.available():
+            ctx.log(f"schemathesis check skipped: {fuzz.available()}")
+            return 0
+        return n
+
     def _architecture(self, ctx: TaskContext, ws: Workspace) -> str:
         if ws.exists(DOC):
             return ws.read_text(DOC, DOC_LIMIT)
@@ -250,7 +260,7 @@ class BackendAgent(LLMAgent):
                 rnd.checks.append(Check("routes", MANIFEST, FAILED, bad))
                 problems.append(bad)
             else:
-                routes, agreed = await check_routes(s, ws, design)
+                routes, agreed, fuzzed = await check_routes(s, ws, design, self._fuzz_examples(s.ctx))
                 rnd.routes = routes
                 s.ctx.step(f"check: routes {'answer' if routes.ok else 'fail'}: {routes.summary}",
                            check="routes", ok=str(routes.ok).lower())
@@ -267,6 +277,11 @@ class BackendAgent(LLMAgent):
                 elif design:
                     rnd.checks.append(Check("contract", contract.TOOL, SKIPPED,
                                             f"the service could not be checked: {routes.summary}"))
+                if fuzzed is not None:
+                    s.ctx.step(f"check: schemathesis: {fuzzed.check.detail}", check="schemathesis",
+                               ok=str(not fuzzed.check.failed).lower())
+                    rnd.checks.append(fuzzed.check)
+                    problems += [fuzzed.feedback] if fuzzed.feedback else []
         if design and (not web or bad):
             why = ("not a web service (option web=false)" if not web
                    else f"{MANIFEST} is not usable, so the service cannot be started")

@@ -41,12 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from orchgpt import logs
+from orchgpt.checks import checks_of as parse_checks
+from orchgpt.checks import markdown_table
 from orchgpt.models import Action, TaskResult, TaskState, Usage
 
 from ..errors import AgentdError, TaskFailed
 from ..runtime import Outcome, SubTask, TaskContext, register
+from . import _team
 from ._llm_agent import LLMAgent
-from ._team import adopt, checks_of, fork, keep, project_dir, project_option, short
+from ._team import adopt_or_fetch, checks_of, fork, keep, project_dir, project_option, short
 from ._team_plan import (
     MAX_TASKS,
     TEAM,
@@ -241,7 +244,8 @@ class ManagerAgent(LLMAgent):
                 t.state, t.note = "skipped", f"skipped: {', '.join(failed)} did not succeed"
                 ctx.step(f"{t.item.id} ({t.item.agent_type}): {t.note}", subtask=t.item.id, state="skipped")
                 return
-            inputs = [d.result for d in deps if d.result is not None and d.state == "succeeded"]
+            ups = [tracks[i] for i in _team.upstream(t.item.depends_on, lambda i: tracks[i].item.depends_on)]
+            inputs = [d.result for d in ups if d.result is not None and d.state == "succeeded"]
             if t.item.agent_type in ("git", "mailer"):
                 # everything that succeeded, in the order it finished (= the order its files landed in
                 # the project), for one commit per sub-task
@@ -279,7 +283,7 @@ class ManagerAgent(LLMAgent):
                 if result.ok:
                     t.state = "succeeded"
                     try:
-                        t.adopted = adopt(result, root)
+                        t.adopted = await adopt_or_fetch(ctx, result, root)
                         keep(result, root)
                     except OSError as exc:
                         ctx.log(f"{t.item.id}: could not copy its files into the project: {exc}")
@@ -394,6 +398,9 @@ class ManagerAgent(LLMAgent):
                 "| Cost (USD) |", "|---|---|---|---|---|"]
         for typ, u in per_type.items():
             out.append(f"| {typ} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | {u.cost_usd:.4f} |")
+        table = markdown_table((f"{t.item.id} ({t.item.agent_type})", parse_checks(t.result.data))
+                               for t in ts if t.result)
+        out += ["", "## Checks", "", *(table or ["- no sub-task reported checks"])]
         out += ["", "## Retries and requeues", ""]
         any_retry = False
         for t in ts:

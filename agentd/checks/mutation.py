@@ -286,9 +286,12 @@ def once(timeout):
                 code = 99
             os._exit(code)
     else:
-        pid = subprocess.Popen(cfg["command"], shell=True, cwd=proj, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True).pid
+        # keep the Popen: a discarded one polls (and reaps) its child when garbage-collected,
+        # and the waitpid below then fails with ECHILD
+        proc = subprocess.Popen(cfg["command"], shell=True, cwd=proj, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        pid = proc.pid
     deadline = time.monotonic() + timeout
     timed_out = False
     while True:

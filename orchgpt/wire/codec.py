@@ -227,16 +227,17 @@ def task_from_pb(m: pb.TaskInfo) -> Task:
 # ---- events
 
 def approval_request_to_pb(a: ApprovalRequest) -> pb.ApprovalRequest:
-    return pb.ApprovalRequest(request_id=a.request_id, tool=a.tool, arguments_json=a.arguments_json, summary=a.summary)
+    return pb.ApprovalRequest(request_id=a.request_id, tool=a.tool, arguments_json=a.arguments_json, summary=a.summary,
+                              question=a.question, choices=a.choices)
 
 
 def approval_request_from_pb(m: pb.ApprovalRequest) -> ApprovalRequest:
-    return ApprovalRequest(m.request_id, m.tool, m.arguments_json, m.summary)
+    return ApprovalRequest(m.request_id, m.tool, m.arguments_json, m.summary, m.question, list(m.choices))
 
 
 def approval_response_to_pb(a: ApprovalResponse) -> pb.ApprovalResponse:
     return pb.ApprovalResponse(request_id=a.request_id, decision=_DECISION_TO_PB[a.decision],
-                               count=a.count, feedback=a.feedback)
+                               count=a.count, feedback=a.feedback, answer=a.answer)
 
 
 def approval_response_from_pb(m: pb.ApprovalResponse) -> ApprovalResponse:
@@ -244,7 +245,7 @@ def approval_response_from_pb(m: pb.ApprovalResponse) -> ApprovalResponse:
         decision = _DECISION_FROM_PB[m.decision]
     except KeyError:
         raise DecodeError("approval response has no decision") from None
-    return ApprovalResponse(m.request_id, decision, m.count or 1, m.feedback)
+    return ApprovalResponse(m.request_id, decision, m.count or 1, m.feedback, m.answer)
 
 
 def event_to_pb(e: TaskEvent, agent_type: str = "") -> pb.TaskEvent:

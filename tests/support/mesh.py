@@ -59,10 +59,12 @@ class Daemon:
     port: int = 0
     log_path: Path | None = None
     store_url: str = ""  # the --store URL given to the daemon ('' : its data dir's SQLite file)
+    host: str = "127.0.0.1"  # the address it listens on
+    prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS] (netns.py)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, port: int = 0, timeout: float = 20.0) -> Daemon:
         port_file = self.workdir / "port"
@@ -74,7 +76,7 @@ class Daemon:
         elif postgres.wanted():  # ORCHGPT_TEST_STORE=postgres: one database per data dir
             self.store_url = postgres.database_for(self.data_dir)
             store = ["--store", self.store_url]
-        cmd = [sys.executable, "-m", "orchgpt", "serve", "--listen", f"127.0.0.1:{port}",
+        cmd = [*self.prefix, sys.executable, "-m", "orchgpt", "serve", "--listen", f"{self.host}:{port}",
                "--certs", str(self.certs), "--data-dir", str(self.data_dir), "--port-file", str(port_file),
                "--local-model", "off", "--heartbeat-interval", "0.5", "--grace-period", "3", *store, *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
@@ -145,8 +147,10 @@ def issue(certs: Path, name: str, role: str = "agent", out: Path | None = None) 
 
 
 def start_agent(daemon: Daemon, name: str, agent_type: str = "echo", cwd: Path | None = None,
-                extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> AgentProc:
-    """Start `agentd` by hand, from its own directory, with its own certificate."""
+                extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None,
+                prefix: list[str] | None = None) -> AgentProc:
+    """Start `agentd` by hand, from its own directory, with its own certificate (``prefix``:
+    e.g. a network host's, tests/support/netns.py)."""
     home = cwd or daemon.workdir / f"agent-{name}"
     home.mkdir(parents=True, exist_ok=True)
     certs = home / "certs"
@@ -156,7 +160,7 @@ def start_agent(daemon: Daemon, name: str, agent_type: str = "echo", cwd: Path |
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agentd", "--type", agent_type, "--name", name,
+            [*(prefix or []), sys.executable, "-m", "agentd", "--type", agent_type, "--name", name,
              "--orchestrator", daemon.address, "--certs", str(certs), *(extra_args or [])],
             cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env,
         )
