@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from orchgpt import authz, logs
+from orchgpt.addresses import AddressRing
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
@@ -60,7 +61,8 @@ class Link:
     ) -> None:
         self.agent = agent
         self.name = name
-        self.address = address
+        self.ring = AddressRing(address)  # "A,B,C": fail over to the next daemon (issue 19)
+        self.address = self.ring.current
         self.certs = certs
         self.server_name = server_name
         self.workspace_root = workspace_root
@@ -140,6 +142,11 @@ class Link:
                 break
             if time.monotonic() - started > 5:
                 delay = BACKOFF_MIN
+            self.address = self.ring.advance()
+            if len(self.ring) > 1 and not self.ring.round_done():
+                log.info("failover", orchestrator=self.address)
+                await asyncio.sleep(0.05)  # the next daemon at once; backoff after a whole round
+                continue
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -213,6 +220,7 @@ class Link:
             if define is not None:
                 define(env.registered.definition.definition_json)
             self.connected.set()
+            self.ring.succeeded()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
             if self.unconfirmed:

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
         300.0, gt=0, description="seconds an idle spawned agent lives before it is stopped (its slot is given back)"
     )
     spawn: bool = Field(True, description="spawn local agents for built-in types on demand")
+    cluster: bool = Field(False, description="one of several daemons sharing the PostgreSQL store "
+                          "(docs/scaling.md); needs --store postgresql://...")
     agent_types: str = Field(
         "", description="built-in agent types this host runs, comma-separated (default: what "
         "`agentd --list-types` prints)",

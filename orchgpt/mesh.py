@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import logs, transcripts
 from .errors import RoutingError, StoreError
@@ -102,6 +102,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self._closing = False
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
+        self.cluster: Any = None  # cluster.Cluster with --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
 
     # the components' state, under the names the rest of the mesh (and older tests) use
     @property
@@ -127,6 +128,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         n = 0
         deadline = time.monotonic() + self.reconnect_grace
         for t in self.store.unfinished_tasks():
+            if self.cluster is not None and not self.cluster.mine(t.task_id):
+                continue  # another daemon's, or offered to all (cluster.py)
             self.active[t.task_id] = t
             self.fanout.start(t.task_id, self.store.last_seq(t.task_id))
             if t.state == TaskState.QUEUED or not t.agent_id:
@@ -165,7 +168,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     # ------------------------------------------------------------------ agents
     def known_types(self) -> set[str]:
-        return set(self.builtin_types) | self.registry.types()
+        return set(self.builtin_types) | self.registry.types() | self._remote_types()
 
     # ------------------------------------------------------------------ tasks
     def submit(
@@ -225,6 +228,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._terminate_type(agent_type)))
         elif cmd.action == Action.STATUS:
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._status_text(agent_type)))
+        elif self.cluster is not None and not self.cluster.keep(task):
+            self.cluster.release(task)  # for a daemon with an agent of its type
         else:
             self.queues.enqueue(task)
             self._dispatch(agent_type)
@@ -236,7 +241,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
             stored = self.store.get_task(task_id)
             if stored is None:
                 raise RoutingError(f"no task {task_id!r}", code="NOT_FOUND")
-            return stored  # already finished: nothing to cancel
+            return self.cluster.cancel(stored, reason) if self.cluster else stored  # (finished)
         why = reason or "cancelled by the user"
         for child in self.queues.children(task_id):
             self.cancel(child.task_id, f"parent task cancelled: {why}")
@@ -251,6 +256,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     def approve(self, task_id: str, response: ApprovalResponse) -> None:
         t = self.active.get(task_id)
+        if t is None and self.cluster is not None and self.cluster.approve(task_id, response):
+            return  # sent to the daemon of the cluster that holds the task
         if t is None or not t.agent_id or t.agent_id not in self.agents:
             raise RoutingError(f"task {task_id!r} is not running on a connected agent", code="NOT_FOUND")
         self.agents[t.agent_id].link.send_approval(task_id, response)
@@ -437,3 +444,5 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
         self.fanout.unsubscribe(sub, task_id)
+        if self.cluster is not None and task_id:
+            self.cluster.unfollow(sub, task_id)

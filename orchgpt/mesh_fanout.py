@@ -42,6 +42,7 @@ class EventFanout:
         self.pending_messages: list[dict[str, object]] = []
         self.flush_handle: asyncio.TimerHandle | None = None
         self.dropped = 0  # events a slow subscriber did not get (it was cut off)
+        self.flush_delay = FLUSH_DELAY  # shorter in a cluster: watchers elsewhere read the store
 
     def start(self, task_id: str, last_seq: int = 0) -> None:
         self.seq[task_id] = last_seq
@@ -82,7 +83,7 @@ class EventFanout:
             self.flush()
         elif self.flush_handle is None:
             try:
-                self.flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+                self.flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
             except RuntimeError:
                 self.flush()
         self.deliver(ev)

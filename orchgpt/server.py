@@ -70,6 +70,7 @@ class OrchgptServer:
         self.server: grpc.aio.Server | None = None
         self.mesh: Mesh | None = None
         self.spawner: Spawner | None = None
+        self.cluster: Any = None  # cluster.Cluster with --cluster
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._tick: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -171,6 +172,11 @@ class OrchgptServer:
         # Recover before the first agent can connect: a reconnecting agent that reports a task it
         # is still running must find that task, or it would be taken for idle and the task run twice.
         agents_dir = s.data_dir / "agents"
+        if s.cluster:  # several daemons on one PostgreSQL (orchgpt/cluster.py)
+            from .cluster import Cluster, refuse_without_postgres
+
+            refuse_without_postgres(self.store)
+            self.cluster = Cluster(self.store, self.mesh, self.address)  # type: ignore[arg-type]
         recovered = self.mesh.recover(read_journals(agents_dir))
         remove_journals(agents_dir)  # applied (or their tasks were finished already)
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)
@@ -184,6 +190,8 @@ class OrchgptServer:
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
+        if self.cluster is not None:
+            await self.cluster.start()
         self._crl_poll = asyncio.create_task(self._watch_crl())
         self.scheduler.start()  # fires due schedules (a missed period once, by its catch-up policy)
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=redact_url(s.store_url),
@@ -317,6 +325,8 @@ class OrchgptServer:
             await self.spawner.stop_all(grace=3.0)
         self.mesh.close_links("orchgpt is shutting down")
         self.mesh.flush()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.server.stop(1.0)
         if self.local_model is not None:
             await self.local_model.stop()
