@@ -41,14 +41,17 @@ CODE = (
 
 class CodeReview:
     """The model of the code-review chat: the coder writes iso.py with write_file, the reviewer
-    finds a problem, the tester reports, the coder fixes it, the reviewer says LGTM. The
+    finds a problem, the tester reports, the coder fixes it (and says LGTM itself, which must
+    not end the chat: the example has ``terminated_by = ["reviewer"]``), the reviewer says
+    LGTM. The
     selector picks the speakers in that order; the summariser sums up."""
 
     SPEAKERS = ["reviewer", "tester", "coder", "reviewer"]
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.turns: list[tuple[int, str, str]] = []  # (turn, speaker, the agent's system prompt)
+        # (turn, speaker, the agent's system prompt, the turn's prompt)
+        self.turns: list[tuple[int, str, str, str]] = []
         self.max_rounds = 0
 
     def __call__(self, req: dict[str, Any]) -> Response:
@@ -65,13 +68,13 @@ class CodeReview:
             turn, who = int(m.group(1)), m.group(3)
             self.max_rounds = int(m.group(2))
             if not has_tool_result(req):
-                self.turns.append((turn, who, sys_))
+                self.turns.append((turn, who, sys_, prompt))
             if who == "coder" and turn == 1:
                 if not has_tool_result(req):
                     return tool_call("write_file", {"path": "iso.py", "content": CODE})
                 return text("Wrote parse_iso in iso.py.")
             if who == "coder":
-                return text("Fixed: a trailing Z is accepted as UTC.")
+                return text("Fixed: a trailing Z is accepted as UTC. LGTM from my side.")
             if who == "reviewer":
                 return text("1. a trailing Z is not accepted" if turn < 4 else "Looks right. LGTM")
             return text("tests: 3 passed, 1 failed (a trailing Z)")
@@ -130,11 +133,14 @@ def test_code_review_example_streams_each_speaker_and_ends_with_summary_and_usag
     assert res["stop_reason"] == "reviewer said LGTM"
     assert res["summary"] == "parse_iso in iso.py parses ISO dates; reviewed and tested"
     # each turn ran the declared type, with the system prompt of its file
-    prompts = {who: s for _n, who, s in model.turns}
+    prompts = {who: s for _n, who, s, _p in model.turns}
     assert "careful software engineer" in prompts["coder"]
     assert "meticulous code reviewer" in prompts["reviewer"]
     assert "You are a tester" in prompts["tester"]
-    assert [n for n, _w, _s in model.turns] == [1, 2, 3, 4, 5]
+    assert [n for n, _w, _s, _p in model.turns] == [1, 2, 3, 4, 5]
+    # only the reviewer is told the termination phrase, and only its LGTM ends the chat
+    told = {who for _n, who, _s, p in model.turns if "end your message with LGTM" in p}
+    assert told == {"reviewer"}
     for who in ("coder", "reviewer", "tester"):  # spawned by the daemon on this host
         assert f'"agent_id": "local-{who}-' in d.log()
     # every speaker's turn streamed, labelled with the speaker
