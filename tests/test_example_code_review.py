@@ -34,6 +34,7 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "a function that parses ISO dates"
 TURN_RE = re.compile(r"This is turn (\d+) of at most (\d+)\. You are ([\w-]+)\b")
+PART_RE = re.compile(r"You are ([\w-]+) \(.*\)\. Do your part of the task\.")  # sequential
 CODE = (
     "from datetime import datetime\n\n\ndef parse_iso(s):\n    return datetime.fromisoformat(s)\n"
 )
@@ -62,6 +63,9 @@ class CodeReview:
                 return text(self.SPEAKERS[min(said, len(self.SPEAKERS)) - 1])
             if "summarise the conversation" in sys_:
                 return text("parse_iso in iso.py parses ISO dates; reviewed and tested")
+            part = PART_RE.search(prompt)
+            if part is not None:  # research-and-write
+                return text(f"the {part.group(1)}'s part")
             m = TURN_RE.search(prompt)
             if m is None:
                 return text("?")
@@ -118,10 +122,21 @@ def test_code_review_example_streams_each_speaker_and_ends_with_summary_and_usag
     daemon: Any,
 ) -> None:
     d, model, pkgs = daemon
-    r = autogpt(d, pkgs, "/agents", f'/workflow run code-review "{TASK}"', json_mode=True)
+    r = autogpt(
+        d,
+        pkgs,
+        "/workflows",
+        "/workflow show code-review",
+        f'/workflow run code-review "{TASK}"',
+        json_mode=True,
+    )
     assert r.returncode == 0, r.stderr + r.stdout + d.log()[-4000:]
     out = [json.loads(line) for line in r.stdout.splitlines() if line.strip().startswith("{")]
     res = next(o for o in out if o.get("type") == "workflow_result")
+    listed = next(o for o in out if o.get("type") == "workflows")
+    assert [w["name"] for w in listed["workflows"]] == ["code-review", "research-and-write"]
+    shown = next(o for o in out if o.get("type") == "workflow")["workflow"]
+    assert shown["terminated_by"] == ["reviewer"] and shown["speaker_selection"] == "auto"
     # the group chat: the speakers the selector picked, ended by the reviewer's LGTM
     assert [t["speaker"] for t in res["transcript"]] == [
         "coder",
@@ -156,7 +171,13 @@ def test_code_review_example_streams_each_speaker_and_ends_with_summary_and_usag
     assert "total_cost" in usage["total"] and usage["start_time"] and usage["end_time"]
 
     # the same in text, as a user reads it: labelled turns, the summary, the usage table
-    r = autogpt(d, pkgs, f'/workflow run code-review "{TASK}"', json_mode=False)
+    r = autogpt(
+        d,
+        pkgs,
+        f'/workflow run code-review "{TASK}"',
+        '/workflow run research-and-write "how HTTP/3 differs from HTTP/2"',
+        json_mode=False,
+    )
     assert r.returncode == 0, r.stderr + r.stdout + d.log()[-4000:]
     out = r.stdout
     if os.environ.get("SHOW"):
@@ -166,3 +187,9 @@ def test_code_review_example_streams_each_speaker_and_ends_with_summary_and_usag
     assert "summary: parse_iso in iso.py parses ISO dates; reviewed and tested" in out
     table = out.split("AGENT", 1)[1]
     assert "COMPLETION" in out and all(w in table for w in ("coder", "reviewer", "tester"))
+    # the README's second example: the pipeline's speakers, in order, then its summary
+    rw = out.split("workflow code-review: 5 turns", 1)[1]
+    labels = [who for who in ("[researcher", "[outliner", "[writer") if who in rw]
+    assert labels == ["[researcher", "[outliner", "[writer"], rw
+    assert rw.index("[researcher") < rw.index("[outliner") < rw.index("[writer")
+    assert "summary: the writer's part" in rw
