@@ -12,7 +12,7 @@ pytest.importorskip("a2a.client")
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import A2AError
 
-from orchgpt.errors import RoutingError
+from orchgpt.errors import ClientError, RoutingError
 from orchgpt.mesh import Mesh
 from orchgpt.models import Action, Command, TaskState
 from orchgpt.store import MemoryStore
@@ -61,6 +61,15 @@ async def test_a_workflow_sent_over_a2a_runs_and_a_client_definition_is_refused(
 
 async def test_a_scheduled_workflow_runs(daemon: Daemon) -> None:
     async with daemon.client(timeout=30) as c:
+        for options, code, named in (
+            ({"workflow": "nope"}, "NOT_FOUND", "no workflow 'nope'"),
+            ({"workflow": "echoes", DEF_OPTION: "{}"}, "INVALID_ARGUMENT", "set by the daemon"),
+        ):
+            with pytest.raises(ClientError) as e:
+                await c.add_schedule(
+                    EVERY_SECOND, Command("workflow", Action.RUN, "x", options=options)
+                )
+            assert e.value.code == code and named in str(e.value), str(e.value)
         s = await c.add_schedule(
             EVERY_SECOND, Command("workflow", Action.RUN, "tick", options={"workflow": "echoes"})
         )
