@@ -174,6 +174,7 @@ def test_code_review_example_streams_each_speaker_and_ends_with_summary_and_usag
     r = autogpt(
         d,
         pkgs,
+        "/workflow show code-review",
         f'/workflow run code-review "{TASK}"',
         '/workflow run research-and-write "how HTTP/3 differs from HTTP/2"',
         json_mode=False,
@@ -182,6 +183,9 @@ def test_code_review_example_streams_each_speaker_and_ends_with_summary_and_usag
     out = r.stdout
     if os.environ.get("SHOW"):
         print(out)
+    assert (
+        re.search(r"terminated_by +reviewer\n", out) and "workflow code-review (groupchat)" in out
+    )
     for who in ("coder", "reviewer", "tester"):
         assert f"[{who}" in out, out
     assert "summary: parse_iso in iso.py parses ISO dates; reviewed and tested" in out
