@@ -49,6 +49,8 @@ from .models import (
 )
 from .store import Store
 from .waiting import WaitingNotes
+from .workflow_runs import workflow_def
+from .workflows import WorkflowBook
 
 __all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
            "Mesh", "Registration", "SpawnerPort", "Subscriber"]
@@ -103,6 +105,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
         self.cluster: Any = None  # cluster.Cluster with --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
+        self.workflows: WorkflowBook | None = None  # the workflow definitions (the server sets them)
 
     # the components' state, under the names the rest of the mesh (and older tests) use
     @property
@@ -204,6 +207,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
                     code="FAILED_PRECONDITION",
                 )
         options = graph_options(self.store, cmd, submitted_by)  # a graph run: its definition
+        options.update(workflow_def(cmd, self.workflows, self.known_types()))  # a workflow run: its definition
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),

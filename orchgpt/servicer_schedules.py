@@ -12,7 +12,7 @@ import grpc
 
 from . import authz, logs, validate
 from .certs import Identity
-from .errors import StoreError
+from .errors import RoutingError, StoreError
 from .iac.v1 import schedules_pb2 as spb
 from .iac.v1 import schedules_pb2_grpc as spb_grpc
 from .limits import input_too_large
@@ -28,6 +28,7 @@ from .schedules import (
 )
 from .wire import codec
 from .wire.schedules import run_to_pb, schedule_to_pb
+from .workflow_runs import workflow_def
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -131,6 +132,11 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
                 f"command.agent_type: unknown agent type {cmd.agent_type!r}; known "
                 f"types: {', '.join(sorted(known)) or 'none'}",
             )
+        try:  # a workflow's name is checked now (each run resolves it again: Mesh.submit)
+            workflow_def(cmd, self.mesh.workflows, known)
+        except RoutingError as exc:
+            status = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
+            await self._abort(context, status, f"command: {exc}")
         mine = self.store.list_schedules(owner, limit=MAX_SCHEDULES_PER_OWNER + 1)
         if len(mine) >= MAX_SCHEDULES_PER_OWNER:
             await self._abort(
