@@ -54,11 +54,6 @@ class Outcome:
     data: dict[str, str] = field(default_factory=dict)
 
 
-# Deprecated names, kept so that agents written against them keep working: an agent receives
-# the mesh's Task (orchgpt.models.Task) and asks for sub-tasks with a Delegation.
-TaskRequest = Task
-SubTask = Delegation
-
 Emit = Callable[[TaskEvent], None]
 Delegate = Callable[[Delegation], Awaitable[TaskResult]]
 Approve = Callable[[ApprovalRequest], Awaitable[ApprovalResponse]]

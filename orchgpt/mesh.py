@@ -38,6 +38,7 @@ from .models import (
     AgentState,
     ApprovalResponse,
     Command,
+    Delegation,
     EventKind,
     Task,
     TaskEvent,
@@ -337,25 +338,27 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
             self._dispatch(entry.info.agent_type)
 
     def on_delegate(
-        self, agent_id: str, cmd: Command, parent_task_id: str, correlation_id: str, inputs: list[TaskResult]
+        self, agent_id: str, d: Delegation, parent_task_id: str, correlation_id: str, task_id: str = ""
     ) -> Task:
+        """``d`` asked for by ``agent_id`` under its running task; ``task_id``: the sub-task's id
+        the agent derived from the delegation's key (a re-run attaches to the existing one)."""
         parent = self.active.get(parent_task_id)
         if parent is None or parent.agent_id != agent_id:
             raise RoutingError(
                 f"agent {agent_id} is not running task {parent_task_id!r}; it cannot delegate under it",
                 code="PERMISSION_DENIED",
             )
-        cmd.session_id = parent.session_id
-        cmd.approval = cmd.approval or parent.approval  # with approval on, its sub-tasks ask too
-        if cmd.action not in (Action.CREATE, Action.RUN):
-            cmd.action = Action.CREATE
-        if cmd.task_id:
-            attached = self._attach_child(agent_id, cmd.task_id, parent_task_id, correlation_id)
+        if task_id:
+            attached = self._attach_child(agent_id, task_id, parent_task_id, correlation_id)
             if attached is not None:
                 return attached
+        # with approval on, its sub-tasks ask too
+        cmd = Command(agent_type=d.agent_type, input=d.input, language=d.language, task_id=task_id,
+                      action=d.action if d.action in (Action.CREATE, Action.RUN) else Action.CREATE,
+                      session_id=parent.session_id, approval=parent.approval, options=dict(d.options))
         # the sub-task belongs to the root's owner (orchgpt.authz); delegated_by names the agent
         task, _ = self.submit(cmd, submitted_by=parent.submitted_by or agent_id, parent_task_id=parent_task_id,
-                              delegated_by=agent_id, reply_to=correlation_id, inputs=inputs)
+                              delegated_by=agent_id, reply_to=correlation_id, inputs=list(d.inputs))
         if task.state.terminal and task.result is not None:
             # a resubmitted, already finished sub-task: answer at once
             self._reply_to_delegator(task)

@@ -237,17 +237,17 @@ class AgentStreams(ServicerBase):
             elif t == pb.RUN_REFUSED:
                 self.mesh.on_refused(agent_id, env.task_id, env.refusal.reason, env.refusal.code)
             elif t == pb.DELEGATE_TASK:
-                cmd, parent, inputs = codec.spec_to_command(env.task)
-                too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes, "task.input")
+                sub, parent, sub_id = codec.delegation_from_spec(env.task)
+                too_large = input_too_large(sub.input, self.limits.max_task_input_bytes, "task.input")
                 if too_large:
                     self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", too_large)
                     return
-                d = authz.delegation(cmd.options, self.mesh.active_task(parent or env.task_id), self.mesh.get_task)
+                d = authz.delegation(sub.options, self.mesh.active_task(parent or env.task_id), self.mesh.get_task)
                 if not d:
                     self._refuse(agent_id, env, outbox, d)
                     return
                 try:
-                    self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
+                    self.mesh.on_delegate(agent_id, sub, parent or env.task_id, env.id, sub_id)
                 except RoutingError as exc:
                     self._error(outbox, agent_id, env.id, exc.code, str(exc))
                 except StoreError as exc:

@@ -17,10 +17,10 @@ import pytest
 
 from agentd.agents.architect import ArchitectAgent, check_document, check_dot, check_mermaid
 from agentd.agents.backend import BackendAgent, installed_python_packages
-from agentd.runtime import Agent, Outcome, TaskContext, TaskRequest, agent_class
+from agentd.runtime import Agent, Outcome, TaskContext, agent_class
 from agentd.settings import AgentSettings
 from orchgpt.checks import checks_of
-from orchgpt.models import EventKind, TaskEvent
+from orchgpt.models import EventKind, Task, TaskEvent
 from tests.support.scripted_openai import Response, ScriptedOpenAI, prompt_text, text, tool_call
 
 TIMEOUT = 90
@@ -57,7 +57,7 @@ class Run:
         self.settings.sandbox_timeout_s = 60
         self.ws = tmp_path / "ws" / "task1"
         self.ws.mkdir(parents=True, exist_ok=True)
-        task = TaskRequest(task_id="task1", agent_type=agent_type, input=text_, language="python",
+        task = Task(task_id="task1", agent_type=agent_type, input=text_, language="python",
                            options=options or {})
         self.ctx = TaskContext(task, self.ws, f"{agent_type}-1", self.events.append, settings=self.settings)
         self.agent: Agent = agent_class(agent_type)(self.settings)
@@ -311,7 +311,7 @@ async def test_backend_web_service_routes_answer(tmp_path: Path, srv: ScriptedOp
 
 
 async def test_backend_without_model_settings_fails_clearly(tmp_path: Path) -> None:
-    ctx = TaskContext(TaskRequest(task_id="t", agent_type="backend", input="x"), tmp_path, "b", lambda e: None)
+    ctx = TaskContext(Task(task_id="t", agent_type="backend", input="x"), tmp_path, "b", lambda e: None)
     from agentd.errors import TaskFailed
 
     with pytest.raises(TaskFailed, match="no model is configured"):

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from agentd.link import Link
-from agentd.runtime import Agent, Outcome, SubTask, TaskContext
+from agentd.runtime import Agent, Outcome, TaskContext
 from orchgpt.certs import init_dir, paths_for
-from orchgpt.models import Action
+from orchgpt.models import Action, Delegation
 from tests.support.mesh import Daemon, issue
 
 JSON_KEYS = {"type", "kind", "task_id", "seq", "state", "text", "agent_type", "agent_id", "parent_task_id",
@@ -345,7 +345,7 @@ class DelegatingAgent(Agent):
 
     async def run(self, ctx: TaskContext) -> Outcome:
         ctx.log("delegating to echo")
-        r = await ctx.delegate(SubTask("echo", f"sub: {ctx.task.input}", action=Action.RUN))
+        r = await ctx.delegate(Delegation("echo", f"sub: {ctx.task.input}", action=Action.RUN))
         return Outcome(output=f"echo said {r.output!r}")
 
 

@@ -20,6 +20,7 @@ from orchgpt.models import (
     AgentState,
     ApprovalResponse,
     Command,
+    Delegation,
     EventKind,
     Task,
     TaskEvent,
@@ -279,7 +280,7 @@ def test_cancel_a_queued_task_takes_it_out_of_the_queue(mesh: Mesh) -> None:
 def test_cancel_a_running_task_tells_its_agent_and_cancels_its_children(mesh: Mesh) -> None:
     mgr = connect(mesh, "m1", "coder")
     submit(mesh, "parent", "coder")
-    child = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub"), "parent", "corr-1", [])
+    child = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN), "parent", "corr-1")
     mesh.cancel("parent")
     assert mgr.cancels == [("parent", "cancelled by the user")]
     assert child.state == TaskState.CANCELLED and "parent task cancelled" in child.error
@@ -294,8 +295,8 @@ def test_a_delegated_task_answers_its_delegator_with_the_correlation_id(
         mesh: Mesh, store: MemoryStore) -> None:
     mgr = connect(mesh, "m1", "coder")
     submit(mesh, "parent", "coder", options={"model": "x"})
-    child = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub", options={"k": "v"}),
-                             "parent", "corr-1", [])
+    child = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN, options={"k": "v"}),
+                             "parent", "corr-1")
     assert child.parent_task_id == "parent" and child.delegated_by == "m1"
     assert child.submitted_by == "client:alice"  # the root's owner
     worker = connect(mesh, "w1")
@@ -312,19 +313,19 @@ def test_only_the_agent_running_the_parent_may_delegate(mesh: Mesh) -> None:
     connect(mesh, "m1", "coder")
     submit(mesh, "parent", "coder")
     with pytest.raises(RoutingError) as e:
-        mesh.on_delegate("intruder", Command("echo", Action.RUN, "x"), "parent", "c", [])
+        mesh.on_delegate("intruder", Delegation("echo", "x", action=Action.RUN), "parent", "c")
     assert e.value.code == "PERMISSION_DENIED"
 
 
 def test_a_redelegated_finished_child_answers_at_once(mesh: Mesh) -> None:
     mgr = connect(mesh, "m1", "coder")
     submit(mesh, "parent", "coder")
-    cmd = Command("echo", Action.RUN, "sub", task_id="parent.child")
-    child = mesh.on_delegate("m1", cmd, "parent", "corr-1", [])
+    sub = Delegation("echo", "sub", action=Action.RUN)
+    child = mesh.on_delegate("m1", sub, "parent", "corr-1", "parent.child")
     connect(mesh, "w1")
     mesh.on_result("w1", ok(child.task_id))
-    again = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub", task_id="parent.child"),
-                             "parent", "corr-2", [])
+    again = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN),
+                             "parent", "corr-2", "parent.child")
     assert again.task_id == child.task_id
     assert [c for c, _ in mgr.replies] == ["corr-1", "corr-2"]
 
@@ -338,7 +339,7 @@ def test_subscribers_of_a_task_and_of_its_parent_get_its_events_in_order(mesh: M
     on_parent, on_all = FakeSubscriber(), FakeSubscriber()
     mesh.subscribe(on_parent, "parent")
     mesh.subscribe(on_all)
-    child = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub"), "parent", "c1", [])
+    child = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN), "parent", "c1")
     connect(mesh, "w1")
     mesh.on_event("w1", TaskEvent(child.task_id, EventKind.TOKEN, text="tok"))
     mesh.on_result("w1", ok(child.task_id))
@@ -394,10 +395,10 @@ def test_replay_then_follow_misses_nothing_and_doubles_nothing(mesh: Mesh) -> No
 def test_task_with_children_merges_live_and_stored_children(mesh: Mesh) -> None:
     connect(mesh, "m1", "coder")
     submit(mesh, "parent", "coder")
-    done = mesh.on_delegate("m1", Command("echo", Action.RUN, "a"), "parent", "c1", [])
+    done = mesh.on_delegate("m1", Delegation("echo", "a", action=Action.RUN), "parent", "c1")
     connect(mesh, "w1")
     mesh.on_result("w1", ok(done.task_id))
-    live = mesh.on_delegate("m1", Command("echo", Action.RUN, "b"), "parent", "c2", [])
+    live = mesh.on_delegate("m1", Delegation("echo", "b", action=Action.RUN), "parent", "c2")
     t, children = mesh.task_with_children("parent")  # type: ignore[misc]
     assert t.task_id == "parent"
     assert [c.task_id for c in children] == [done.task_id, live.task_id]

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import os
 
-from orchgpt.models import Action
+from orchgpt.models import Action, Delegation
 
 from ..errors import TaskFailed
-from ..runtime import Agent, Outcome, SubTask, TaskContext, register
+from ..runtime import Agent, Outcome, TaskContext, register
 
 
 @register
@@ -48,8 +48,8 @@ class EchoAgent(Agent):
         if int(opts.get("children", "0") or 0) > 0:
             step = float(opts.get("child_delay", "0") or 0)
             extra = {"record": opts["record"]} if opts.get("record") else {}
-            subs = [SubTask("echo", f"{ctx.task.input}/{i}", action=Action.RUN,
-                            options={"delay": f"{step * (i + 1):g}", **extra}, key=f"child-{i}")
+            subs = [Delegation("echo", f"{ctx.task.input}/{i}", action=Action.RUN,
+                                  options={"delay": f"{step * (i + 1):g}", **extra}, key=f"child-{i}")
                     for i in range(int(opts["children"]))]
             results = await ctx.delegate_many(subs)
             bad = [r for r in results if not r.ok]

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from orchgpt import logs
-from orchgpt.models import Action, TaskResult, TaskState, Usage
+from orchgpt.models import Action, Delegation, TaskResult, TaskState, Usage
 
 from ..errors import AgentdError, TaskFailed
-from ..runtime import Outcome, SubTask, TaskContext, register
+from ..runtime import Outcome, TaskContext, register
 from ._llm_agent import LLMAgent
 from ._team import adopt, checks_of, fork, keep, project_dir, project_option, short
 from ._team_plan import (
@@ -263,9 +263,9 @@ class ManagerAgent(LLMAgent):
                         where = {"workspace": name}
                     except (OSError, shutil.Error) as exc:
                         ctx.log(f"{t.item.id}: could not copy the project for it ({exc}); it works in the project")
-                sub = SubTask(t.item.agent_type, text, language=ctx.task.language or "python", action=Action.CREATE,
-                              options={**t.item.options, **where}, inputs=list(inputs),
-                              key=f"{t.item.id}#{n}")  # a re-run after a crash finds this sub-task
+                sub = Delegation(t.item.agent_type, text, language=ctx.task.language or "python", action=Action.CREATE,
+                                 options={**t.item.options, **where}, inputs=list(inputs),
+                                 key=f"{t.item.id}#{n}")  # a re-run after a crash finds this sub-task
                 result = await self._delegate(ctx, sub, timeout)
                 a.finished_ms = _now_ms()
                 a.task_id, a.agent_id, a.state = result.task_id, result.agent_id, str(result.state)
@@ -304,7 +304,7 @@ class ManagerAgent(LLMAgent):
                 t.finished_ms = _now_ms()
             t.done.set()
 
-    async def _delegate(self, ctx: TaskContext, sub: SubTask, timeout: float) -> TaskResult:
+    async def _delegate(self, ctx: TaskContext, sub: Delegation, timeout: float) -> TaskResult:
         try:
             return await asyncio.wait_for(ctx.delegate(sub), timeout)
         except TimeoutError:

@@ -190,15 +190,15 @@ def delegation_to_spec(d: Delegation, parent_task_id: str) -> pb.TaskSpec:
                        inputs=[result_to_pb(r) for r in d.inputs])
 
 
-def spec_to_command(m: pb.TaskSpec) -> tuple[Command, str, list[TaskResult]]:
-    """A DELEGATE_TASK body: (command, parent task id, inputs)."""
+def delegation_from_spec(m: pb.TaskSpec) -> tuple[Delegation, str, str]:
+    """A DELEGATE_TASK body: (delegation, parent task id, sub-task id). The id is the one the
+    agent derived from its key (``delegation_to_spec``), or empty; the key itself stays the agent's."""
     if not m.agent_type.strip():
         raise DecodeError("delegated task has no agent type")
-    action = _ACTION_FROM_PB.get(m.action, Action.CREATE)
-    cmd = Command(agent_type=m.agent_type.strip().lower(), action=action, input=m.input,
-                  language=m.language or "python", session_id=m.session_id, task_id=m.task_id,
-                  approval=m.approval, options=dict(m.options))
-    return cmd, m.parent_task_id, [result_from_pb(r) for r in m.inputs]
+    d = Delegation(agent_type=m.agent_type.strip().lower(), input=m.input, language=m.language or "python",
+                   action=_ACTION_FROM_PB.get(m.action, Action.CREATE), options=dict(m.options),
+                   inputs=[result_from_pb(r) for r in m.inputs])
+    return d, m.parent_task_id, m.task_id
 
 
 def task_to_pb(t: Task) -> pb.TaskInfo:
