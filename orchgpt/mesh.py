@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from . import logs
-from .errors import RoutingError, StoreError
+from .errors import ErrorCode, OrchgptError, RoutingError, StoreError
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
 from .mesh_queries import MeshQueries
@@ -60,8 +60,10 @@ TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 STRICT_ENV = "ORCHGPT_STRICT_TRANSITIONS"
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(OrchgptError, RuntimeError):
     """A task state change that models.TRANSITIONS does not allow: a bug in the mesh."""
+
+    code = ErrorCode.INTERNAL
 
 
 class SpawnerPort(Protocol):

@@ -16,11 +16,10 @@ from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
 from .revocation import Revocations
 from .servicer_agents import AgentStreams, GrpcAgentLink
-from .servicer_base import FILE_CHUNK, ORCH, _status_for
+from .servicer_base import FILE_CHUNK, ORCH
 from .servicer_clients import ClientRpcs, EventSubscription, _event_envelope
 
-__all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServicer", "_event_envelope",
-           "_status_for"]
+__all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServicer", "_event_envelope"]
 
 
 # Connect reads with context.read() (no request iterator parameter in use): the generated base's

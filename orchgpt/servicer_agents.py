@@ -26,7 +26,8 @@ from .limits import (
 )
 from .mesh import LOCAL_PREFIX, Registration
 from .models import ApprovalResponse, EventKind, Task, TaskResult
-from .servicer_base import _TYPE_NAMES, ORCH, ServicerBase, _status_for
+from .servicer_base import _TYPE_NAMES, ORCH, ServicerBase
+from .status import to_grpc
 from .validate import envelope as invalid_envelope
 from .wire_guard import Malformed
 
@@ -122,7 +123,7 @@ class AgentStreams(ServicerBase):
         try:
             pending = [codec.result_from_pb(x) for x in r.pending_results]
         except codec.DecodeError as exc:
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"register.pending_results: {exc}")
+            await refuse(to_grpc(exc.code), f"register.pending_results: {exc}")
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         link = GrpcAgentLink(agent_id, outbox, self.runs)
         host = r.host or context.peer()
@@ -131,7 +132,7 @@ class AgentStreams(ServicerBase):
             self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities), host, r.pid, r.version,
                                                       pending, r.current_task), link)
         except RoutingError as exc:
-            await refuse(_status_for(exc.code), str(exc))
+            await refuse(to_grpc(exc.code), str(exc))
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
             registered=pb.Registered(agent_id=agent_id, heartbeat_interval_ms=self.heartbeat_ms,
@@ -151,7 +152,7 @@ class AgentStreams(ServicerBase):
                 await context.write(batch)
             await self._end_stream(context, outbox)
             if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
-                await context.abort(_status_for(link.close_code), reason)
+                await context.abort(to_grpc(link.close_code), reason)
         except asyncio.CancelledError:
             reason = "connection lost"
             if not cutter.cut:
@@ -251,7 +252,7 @@ class AgentStreams(ServicerBase):
                 except RoutingError as exc:
                     self._error(outbox, agent_id, env.id, exc.code, str(exc))
                 except StoreError as exc:
-                    self._error(outbox, agent_id, env.id, "UNAVAILABLE", f"not accepted: {exc}")
+                    self._error(outbox, agent_id, env.id, exc.code, f"not accepted: {exc}")
             elif t == pb.FILE_TRANSFER:
                 self._on_upload(agent_id, env, outbox)
             elif t in (pb.HEARTBEAT, pb.PONG):
@@ -268,7 +269,7 @@ class AgentStreams(ServicerBase):
                 self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT",
                             f"unexpected {pb.MessageType.Name(t)} message from an agent")
         except codec.DecodeError as exc:
-            self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", str(exc))
+            self._error(outbox, agent_id, env.id, exc.code, str(exc))
         except stream_rules.ProtocolError as exc:
             self._error(outbox, agent_id, env.id, exc.code, str(exc))
 

@@ -25,7 +25,8 @@ from .limits import (
 )
 from .mesh import LOCAL_PREFIX
 from .models import TaskEvent
-from .servicer_base import FILE_CHUNK, ServicerBase, _status_for
+from .servicer_base import FILE_CHUNK, ServicerBase
+from .status import to_grpc
 
 log = logs.get("orchgpt.servicer")
 
@@ -78,12 +79,12 @@ class ClientRpcs(ServicerBase):
         try:
             cmd = codec.command_from_pb(request.command)
         except codec.DecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._abort_error(context, exc)
         d = self._submit_access(ident, cmd.task_id, cmd.session_id)
         if d and authz.principal(ident) != authz.ADMIN:
             d = authz.workspace_option(cmd.options, self.mesh.get_task, owner=authz.owner_of(ident))
         if not d:
-            await context.abort(_status_for(d.code), d.message)
+            await context.abort(to_grpc(d.code), d.message)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes)
         if too_large:
@@ -92,9 +93,9 @@ class ClientRpcs(ServicerBase):
         try:
             task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
-            await self._abort_routing(context, exc)
+            await self._abort_error(context, exc)
         except StoreError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
+            await self._abort_error(context, exc, f"not accepted: the store cannot be written: {exc}")
         async for b in self._follow(task.task_id, 0, outbox, task.agent_type):
             yield b
         await self._end_stream(context, outbox)
@@ -205,7 +206,7 @@ class ClientRpcs(ServicerBase):
         try:
             t = self.mesh.cancel(request.task_id, request.reason)
         except RoutingError as exc:
-            await self._abort_routing(context, exc)
+            await self._abort_error(context, exc)
         return codec.task_to_pb(t)
 
     async def Approve(self, request: pb.ApproveRequest, context: grpc.aio.ServicerContext) -> pb.ApproveResponse:
@@ -214,9 +215,9 @@ class ClientRpcs(ServicerBase):
         try:
             self.mesh.approve(request.task_id, codec.approval_response_from_pb(request.response))
         except codec.DecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._abort_error(context, exc)
         except RoutingError as exc:
-            await self._abort_routing(context, exc)
+            await self._abort_error(context, exc)
         return pb.ApproveResponse()
 
     async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:  # type: ignore[override]
@@ -241,7 +242,7 @@ class ClientRpcs(ServicerBase):
             elif exc.code == "NOT_FOUND":
                 msg += f" in the workspace of task {t.task_id} on this host"
             log.info("artifact_refused", task_id=t.task_id, peer=ident.name, code=exc.code)
-            await context.abort(_status_for(exc.code), msg)
+            await context.abort(to_grpc(exc.code), msg)
             raise AssertionError("unreachable") from None
         size = f.size
         h = hashlib.sha256()
@@ -269,6 +270,6 @@ class ClientRpcs(ServicerBase):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id!r}")
         try:
             s = self.mesh.publish_session(request.session_id, list(request.tags))
-        except StoreError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except StoreError as exc:  # NOT_FOUND for a session that is gone by now
+            await self._abort_error(context, exc)
         return pb.PublishSessionResponse(session=codec.session_to_pb(s))

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from ..errors import ErrorCode, OrchgptError
 from ..iac.v1 import iac_pb2 as pb
 from ..models import (
     EVENT_CLASSES,
@@ -72,8 +73,11 @@ def fast_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):x}"
 
 
-class DecodeError(ValueError):
-    """A protobuf message has a field the domain cannot accept."""
+class DecodeError(OrchgptError, ValueError):
+    """A protobuf message has a field the domain cannot accept (still a ValueError for callers
+    that catch it as one: journal lines, bridge messages)."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 def action_from_pb(v: Any) -> Action:
