@@ -99,7 +99,7 @@ class Link:
         self.last_rx = time.monotonic()
 
     # ------------------------------------------------------------------ sending
-    def _env(self, type_: int, **fields: Any) -> pb.Envelope:
+    def _env(self, type_: pb.MessageType.ValueType, **fields: Any) -> pb.Envelope:
         return codec.new_envelope(type_, self.name, **fields)
 
     def send(self, env: pb.Envelope) -> bool:
@@ -166,7 +166,7 @@ class Link:
         finally:
             await channel.close(grace=None)
 
-    async def _heartbeat(self, outbox: Outbox, call: Any) -> None:
+    async def _heartbeat(self, outbox: Outbox, call: grpc.aio.StreamStreamCall[pb.Batch, pb.Batch]) -> None:
         # The interval comes with REGISTERED: sleeping the default before it arrives would leave
         # a gap longer than orchgpt's limit when its interval is short.
         try:

@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from orchgpt.models import (
     EVENT_CLASSES,
@@ -42,6 +42,8 @@ from orchgpt.models import (
     Usage,
     new_id,
 )
+
+from .settings import AgentSettings
 
 
 @dataclass
@@ -71,7 +73,7 @@ class TaskContext:
         emit: Emit,
         delegate: Delegate | None = None,
         approve: Approve | None = None,
-        settings: Any = None,
+        settings: AgentSettings | None = None,
         ask: Ask | None = None,
     ) -> None:
         self.task = task
@@ -171,7 +173,7 @@ class Agent:
     description: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True  # agentd loads the model settings (and fails without them)
 
-    def __init__(self, settings: Any = None) -> None:
+    def __init__(self, settings: AgentSettings | None = None) -> None:
         self.settings = settings
 
     async def on_command(self, sender: str, payload: bytes) -> bytes:

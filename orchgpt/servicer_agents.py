@@ -25,7 +25,7 @@ from .limits import (
     input_too_large,
 )
 from .mesh import LOCAL_PREFIX, Registration
-from .models import ApprovalResponse, EventKind, Task, TaskResult
+from .models import ApprovalResponse, EventKind, Task, TaskResult, now_ms
 from .servicer_base import _TYPE_NAMES, ORCH, ServicerBase
 from .status import to_grpc
 from .validate import envelope as invalid_envelope
@@ -69,7 +69,7 @@ class GrpcAgentLink:
                                       reply=pb.Reply(result=codec.result_to_pb(result))))
 
     def send_ping(self) -> None:
-        self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=codec.new_envelope(0).timestamp_ms)))
+        self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=now_ms())))
 
     def forward(self, message: object) -> None:
         """Another agent's envelope, unchanged (its recipient is already this agent or all)."""
@@ -87,7 +87,7 @@ class GrpcAgentLink:
 class AgentStreams(ServicerBase):
     """Connect: one agent's stream (part of servicer.MeshServicer)."""
 
-    async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]
+    async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:
         # context.read()/context.write() rather than an async generator: measurably less
         # overhead per frame on this, the hot path (bench/README.md).
         # Every refusal sends an ERROR envelope with the code, then ends the RPC with that status.

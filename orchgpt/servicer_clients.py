@@ -69,7 +69,7 @@ class EventSubscription:
 class ClientRpcs(ServicerBase):
     """The RPCs of clients (part of servicer.MeshServicer)."""
 
-    async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
+    async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:
         ident = await self._authorize(context, "Submit")
         if request.sender and request.sender != ident.name:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
@@ -127,7 +127,7 @@ class ClientRpcs(ServicerBase):
         finally:
             mesh.unsubscribe(sub, task_id)
 
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         self._guard_stream(context, outbox)
         if request.task_id:
@@ -220,7 +220,7 @@ class ClientRpcs(ServicerBase):
             await self._abort_error(context, exc)
         return pb.ApproveResponse()
 
-    async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:  # type: ignore[override]
+    async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:
         """A file of a task: from the artifact store when uploaded (orchgpt.artifact_store), else
         from the daemon's own workspace root only (orchgpt.artifacts): the workspace an agent
         reported in its result is a label, never a path opened here."""
@@ -247,7 +247,7 @@ class ClientRpcs(ServicerBase):
         size = f.size
         h = hashlib.sha256()
         offset = 0
-        for data in f.chunks(FILE_CHUNK):  # type: ignore[attr-defined]
+        for data in f.chunks(FILE_CHUNK):
             h.update(data)
             last = offset + len(data) >= size or not data
             yield pb.FileChunk(path=request.path, offset=offset, data=data, eof=last, size=size,

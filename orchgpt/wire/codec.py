@@ -30,14 +30,15 @@ from ..models import (
     child_task_id,
 )
 
-_ACTION_TO_PB: dict[Any, Any] = {
+_ACTION_TO_PB: dict[Action, pb.Action.ValueType] = {
     Action.CREATE: pb.CREATE_ACTION,
     Action.RUN: pb.RUN_ACTION,
     Action.TERMINATE: pb.TERMINATE_ACTION,
     Action.STATUS: pb.STATUS_ACTION,
 }
-_ACTION_FROM_PB: dict[Any, Any] = {v: k for k, v in _ACTION_TO_PB.items()}
-_STATE_TO_PB: dict[Any, Any] = {
+# keyed by int: a wire value outside the enum (from a newer peer) is looked up, and missed
+_ACTION_FROM_PB: dict[int, Action] = {v: k for k, v in _ACTION_TO_PB.items()}
+_STATE_TO_PB: dict[TaskState, pb.TaskState.ValueType] = {
     TaskState.QUEUED: pb.QUEUED,
     TaskState.ASSIGNED: pb.ASSIGNED,
     TaskState.RUNNING: pb.RUNNING,
@@ -45,23 +46,23 @@ _STATE_TO_PB: dict[Any, Any] = {
     TaskState.FAILED: pb.FAILED,
     TaskState.CANCELLED: pb.CANCELLED,
 }
-_STATE_FROM_PB: dict[Any, Any] = {v: k for k, v in _STATE_TO_PB.items()}
+_STATE_FROM_PB: dict[int, TaskState] = {v: k for k, v in _STATE_TO_PB.items()}
 # TaskEvent's oneof body field per domain event kind (the field names are the kinds' values)
 _KIND_FROM_BODY: dict[str, EventKind] = {str(k): k for k in EventKind}
-_AGENT_STATE_TO_PB: dict[Any, Any] = {
+_AGENT_STATE_TO_PB: dict[AgentState, pb.AgentState.ValueType] = {
     AgentState.STARTING: pb.STARTING,
     AgentState.IDLE: pb.IDLE,
     AgentState.BUSY: pb.BUSY,
     AgentState.LOST: pb.LOST,
 }
-_AGENT_STATE_FROM_PB: dict[Any, Any] = {v: k for k, v in _AGENT_STATE_TO_PB.items()}
-_DECISION_TO_PB: dict[Any, Any] = {
+_AGENT_STATE_FROM_PB: dict[int, AgentState] = {v: k for k, v in _AGENT_STATE_TO_PB.items()}
+_DECISION_TO_PB: dict[ApprovalDecision, pb.ApprovalDecision.ValueType] = {
     ApprovalDecision.APPROVE: pb.APPROVE,
     ApprovalDecision.REJECT: pb.REJECT,
     ApprovalDecision.APPROVE_NEXT: pb.APPROVE_NEXT,
     ApprovalDecision.FEEDBACK: pb.FEEDBACK,
 }
-_DECISION_FROM_PB: dict[Any, Any] = {v: k for k, v in _DECISION_TO_PB.items()}
+_DECISION_FROM_PB: dict[int, ApprovalDecision] = {v: k for k, v in _DECISION_TO_PB.items()}
 
 
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -80,28 +81,28 @@ class DecodeError(OrchgptError, ValueError):
     code = ErrorCode.INVALID_ARGUMENT
 
 
-def action_from_pb(v: Any) -> Action:
+def action_from_pb(v: int) -> Action:
     try:
         return _ACTION_FROM_PB[v]
     except KeyError:
         raise DecodeError(f"invalid action {v}: expected create, run, terminate or status") from None
 
 
-def action_to_pb(a: Action) -> Any:
+def action_to_pb(a: Action) -> pb.Action.ValueType:
     return _ACTION_TO_PB[a]
 
 
-def state_to_pb(s: TaskState | None) -> Any:
+def state_to_pb(s: TaskState | None) -> pb.TaskState.ValueType:
     return _STATE_TO_PB[s] if s else pb.TASK_STATE_UNSPECIFIED
 
 
-def state_from_pb(v: Any) -> TaskState | None:
+def state_from_pb(v: int) -> TaskState | None:
     return _STATE_FROM_PB.get(v)
 
 
 # ---- envelopes
 
-def new_envelope(type_: Any, sender: str = "orchgpt", **fields: Any) -> pb.Envelope:
+def new_envelope(type_: pb.MessageType.ValueType, sender: str = "orchgpt", **fields: Any) -> pb.Envelope:
     env = pb.Envelope(id=fast_id(), sender=sender, type=type_, timestamp_ms=int(time.time() * 1000))
     for k, v in fields.items():
         if k in ("to_agent", "to_type", "to_client"):
@@ -334,11 +335,11 @@ def event_envelope(e: TaskEvent, sender: str = "orchgpt", agent_type: str = "") 
     return env
 
 
-def agent_state_to_pb(s: AgentState | None) -> Any:
+def agent_state_to_pb(s: AgentState | None) -> pb.AgentState.ValueType:
     return _AGENT_STATE_TO_PB.get(s, pb.AGENT_STATE_UNSPECIFIED) if s else pb.AGENT_STATE_UNSPECIFIED
 
 
-def agent_state_from_pb(v: Any) -> AgentState | None:
+def agent_state_from_pb(v: int) -> AgentState | None:
     return _AGENT_STATE_FROM_PB.get(v)
 
 
