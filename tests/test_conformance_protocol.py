@@ -165,7 +165,8 @@ class RawAgent:
                     return self.received.pop(i)
             if self.ended.is_set():
                 raise AssertionError(f"stream ended ({self.code}: {self.details}) before a "
-                                     f"{self.pb.MessageType.Name(type_)}; got {[self.pb.MessageType.Name(e.type) for e in self.received]}")
+                                     f"{self.pb.MessageType.Name(type_)}; got "
+                                     f"{[self.pb.MessageType.Name(e.type) for e in self.received]}")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no {self.pb.MessageType.Name(type_)} within {timeout}s")
