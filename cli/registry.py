@@ -65,6 +65,7 @@ def meta(
 
 def _load() -> None:
     from . import meta as _handlers  # noqa: F401  (registers the commands)
+    from . import meta_sessions as _session_handlers  # noqa: F401  (history and sessions)
 
 
 def lookup(name: str) -> MetaSpec | None:
