@@ -1,4 +1,5 @@
-"""The crash-recovery scenario's processes: the daemon and the echo agents it kills and restarts, their certificates, and what the agents' logs say they completed."""
+"""The crash-recovery scenario's processes: the daemon and the echo agents it kills and restarts,
+their certificates, and what the agents' logs say they completed."""
 
 from __future__ import annotations
 

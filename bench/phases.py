@@ -1,4 +1,5 @@
-"""The benchmark's phases (routing, autogen, scale, startup, tasks): what each measures, within its cap, and the profile and context they run with."""
+"""The benchmark's phases (routing, autogen, scale, startup, tasks): what each measures, within its
+cap, and the profile and context they run with."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The benchmark's Markdown table: its rows (each figure a ratio against the baseline of the same run) and the problems a run reports."""
+"""The benchmark's Markdown table: its rows (each figure a ratio against the baseline of the same
+run) and the problems a run reports."""
 
 from __future__ import annotations
 

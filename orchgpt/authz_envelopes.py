@@ -1,4 +1,6 @@
-"""Which envelopes an agent may send, to whom, and which it accepts (orchgpt.authz exports all of it): the envelope table, the rules that read it, and the agent-to-agent COMMANDs awaiting their REPLY."""
+"""Which envelopes an agent may send, to whom, and which it accepts (orchgpt.authz exports all of
+it): the envelope table, the rules that read it, and the agent-to-agent COMMANDs awaiting their
+REPLY."""
 
 from __future__ import annotations
 

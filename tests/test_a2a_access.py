@@ -1,4 +1,5 @@
-"""A2A access: each client sees and touches only its own tasks; agents, unknown CAs and revoked clients get nothing."""
+"""A2A access: each client sees and touches only its own tasks; agents, unknown CAs and revoked
+clients get nothing."""
 
 from __future__ import annotations
 

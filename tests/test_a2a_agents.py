@@ -1,4 +1,5 @@
-"""External A2A agents in the mesh: agentd's A2A proxy, started by hand or by the daemon (docs/a2a.md)."""
+"""External A2A agents in the mesh: agentd's A2A proxy, started by hand or by the daemon
+(docs/a2a.md)."""
 
 from __future__ import annotations
 

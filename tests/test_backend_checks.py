@@ -1,4 +1,6 @@
-"""The backend agent's checks of what the model wrote, driven by the scripted model server: the mutation check of its tests, ruff, and the architecture's routes as a contract of a real FastAPI service."""
+"""The backend agent's checks of what the model wrote, driven by the scripted model server: the
+mutation check of its tests, ruff, and the architecture's routes as a contract of a real FastAPI
+service."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Conformance (tests/support/conformance_world.py): reflection; delegation, approval and terminate; timeouts and shutdown of an in-process daemon."""
+"""Conformance (tests/support/conformance_world.py): reflection; delegation, approval and
+terminate; timeouts and shutdown of an in-process daemon."""
 
 from __future__ import annotations
 

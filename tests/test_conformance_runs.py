@@ -1,4 +1,5 @@
-"""Conformance (tests/support/conformance_world.py): a RUN, its events and its REPLY; cancel; typed events to a client's Watch."""
+"""Conformance (tests/support/conformance_world.py): a RUN, its events and its REPLY; cancel; typed
+events to a client's Watch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The mesh through fake ports: delegation, the fan-out of events to subscribers, and the query side."""
+"""The mesh through fake ports: delegation, the fan-out of events to subscribers, and the query
+side."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SqliteStore when things go wrong: committed writes survive SIGKILL; corrupt, unreachable, read-only and full stores are reported by name."""
+"""SqliteStore when things go wrong: committed writes survive SIGKILL; corrupt, unreachable, read-
+only and full stores are reported by name."""
 
 from __future__ import annotations
 

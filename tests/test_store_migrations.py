@@ -1,4 +1,5 @@
-"""SqliteStore's schema migrations on real SQLite files: in order, upgrading old data, rolled back on failure, a newer schema refused."""
+"""SqliteStore's schema migrations on real SQLite files: in order, upgrading old data, rolled back
+on failure, a newer schema refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The codec's primitives: envelope ids, DecodeError, the enum tables and their converters, envelopes, usage, artifacts and results (orchgpt.wire.codec re-exports all of it)."""
+"""The codec's primitives: envelope ids, DecodeError, the enum tables and their converters,
+envelopes, usage, artifacts and results (orchgpt.wire.codec re-exports all of it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The codec of task events and approvals: protobuf TaskEvent <-> the typed domain events (orchgpt.wire.codec re-exports all of it)."""
+"""The codec of task events and approvals: protobuf TaskEvent <-> the typed domain events
+(orchgpt.wire.codec re-exports all of it)."""
 
 from __future__ import annotations
 

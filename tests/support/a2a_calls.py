@@ -1,4 +1,5 @@
-"""An A2A client of the tests: the daemon's A2A URL, one identity's a2a-sdk client, messages, streams."""
+"""An A2A client of the tests: the daemon's A2A URL, one identity's a2a-sdk client, messages,
+streams."""
 
 from __future__ import annotations
 

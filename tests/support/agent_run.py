@@ -1,4 +1,6 @@
-"""Running one agent on the scripted model server: Run (an agent's run() with its events in a list), the srv fixture, write (a write_file tool call), and the architecture document the backend tests hand over."""
+"""Running one agent on the scripted model server: Run (an agent's run() with its events in a
+list), the srv fixture, write (a write_file tool call), and the architecture document the
+backend tests hand over."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The AMQP bridge tests' world: a private RabbitMQ (module scope), the queue names of a test, the seed's service written with pika, the bridge subprocess, and the fixtures that start them."""
+"""The AMQP bridge tests' world: a private RabbitMQ (module scope), the queue names of a test, the
+seed's service written with pika, the bridge subprocess, and the fixtures that start them."""
 
 from __future__ import annotations
 

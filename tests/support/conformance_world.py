@@ -1,4 +1,5 @@
-"""The conformance tests' world (tests/test_conformance_*.py): stubs generated from iac.proto alone, a daemon, and a minimal agent and client written against those stubs only."""
+"""The conformance tests' world (tests/test_conformance_*.py): stubs generated from iac.proto
+alone, a daemon, and a minimal agent and client written against those stubs only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The mesh behind fake ports (tests/test_mesh_unit*.py): fake agent links, subscribers and spawner, a mesh on a MemoryStore, and helpers to connect agents, submit tasks and make results."""
+"""The mesh behind fake ports (tests/test_mesh_unit*.py): fake agent links, subscribers and
+spawner, a mesh on a MemoryStore, and helpers to connect agents, submit tasks and make results."""
 
 from __future__ import annotations
 

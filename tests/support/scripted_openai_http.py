@@ -1,4 +1,5 @@
-"""ScriptedOpenAI's HTTP side: the request handler (chat completions as JSON or SSE, models, tokenize) and the record of each request."""
+"""ScriptedOpenAI's HTTP side: the request handler (chat completions as JSON or SSE, models,
+tokenize) and the record of each request."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""What a ScriptedOpenAI answers and what it is asked: Response and its builders (text, tool_call, error...), the request helpers (last_text, prompt_text...), and route for answering by the prompt."""
+"""What a ScriptedOpenAI answers and what it is asked: Response and its builders (text, tool_call,
+error...), the request helpers (last_text, prompt_text...), and route for answering by the
+prompt."""
 
 from __future__ import annotations
 

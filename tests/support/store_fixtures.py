@@ -1,4 +1,5 @@
-"""The store tests' fixtures: a SQLite path, the backends the shared contract runs on, an open store, a task with every field set."""
+"""The store tests' fixtures: a SQLite path, the backends the shared contract runs on, an open
+store, a task with every field set."""
 
 from __future__ import annotations
 
