@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from orchgpt import logs
-from orchgpt.models import Action, Delegation, TaskResult, TaskState
+from orchgpt.models import Action, Delegation, TaskResult, TaskState, now_ms
 
 from ..errors import AgentdError, TaskFailed
 from ..runtime import Outcome, TaskContext, register
@@ -54,7 +54,7 @@ from ._team_plan import (
     parse_plan,
     topological,
 )
-from ._team_report import Attempt, TeamReport, Track, _now_ms
+from ._team_report import Attempt, TeamReport, Track
 
 log = logs.get("agentd.manager")
 
@@ -100,7 +100,7 @@ class ManagerAgent(LLMAgent, TeamReport):
     description = "splits a project into sub-tasks, delegates them to the team and reports on the result"
 
     async def run(self, ctx: TaskContext) -> Outcome:
-        started = _now_ms()
+        started = now_ms()
         opts = ctx.task.options
         idea = ctx.task.input.strip()
         if not idea:
@@ -125,7 +125,7 @@ class ManagerAgent(LLMAgent, TeamReport):
         timeout = float(opts.get("subtask_timeout", "1800") or 1800)
         await asyncio.gather(*(self._drive(ctx, tracks, t, idea, retries, budget, timeout, root, t.item.id in parallel)
                                for t in tracks.values()))
-        finished = _now_ms()
+        finished = now_ms()
         return await self._report(ctx, idea, tracks, source, why, started, finished, root)
 
     # ---------------------------------------------------------------- plan
@@ -180,10 +180,10 @@ class ManagerAgent(LLMAgent, TeamReport):
                 done = sorted((x for x in tracks.values() if x.item.id in t.item.depends_on and x.result is not None
                                and x.state == "succeeded"), key=lambda x: x.finished_ms)
                 inputs = [x.result for x in done if x.result is not None]
-            t.state, t.started_ms = "running", _now_ms()
+            t.state, t.started_ms = "running", now_ms()
             text = t.item.input if idea.lower() in t.item.input.lower() else f"{t.item.input}\n\nThe project: {idea}"
             for n in range(1, retries + 2):
-                a = Attempt(n, started_ms=_now_ms())
+                a = Attempt(n, started_ms=now_ms())
                 t.attempts.append(a)
                 ctx.step(f"{t.item.id}: delegating to {t.item.agent_type} (attempt {n})", subtask=t.item.id,
                          agent_type=t.item.agent_type, attempt=str(n))
@@ -199,7 +199,7 @@ class ManagerAgent(LLMAgent, TeamReport):
                                  options={**t.item.options, **where}, inputs=list(inputs),
                                  key=f"{t.item.id}#{n}")  # a re-run after a crash finds this sub-task
                 result = await self._delegate(ctx, sub, timeout)
-                a.finished_ms = _now_ms()
+                a.finished_ms = now_ms()
                 a.task_id, a.agent_id, a.state = result.task_id, result.agent_id, str(result.state)
                 a.mesh_attempt = int(result.data.get("attempt", "1") or 1)
                 a.requeued = result.data.get("requeued", "")
@@ -233,7 +233,7 @@ class ManagerAgent(LLMAgent, TeamReport):
                         f"{short(a.error, 1000)}\nDo it again and avoid that problem.")
         finally:
             if not t.finished_ms:
-                t.finished_ms = _now_ms()
+                t.finished_ms = now_ms()
             t.done.set()
 
     async def _delegate(self, ctx: TaskContext, sub: Delegation, timeout: float) -> TaskResult:

@@ -4,7 +4,6 @@ envelopes, usage, artifacts and results (orchgpt.wire.codec re-exports all of it
 from __future__ import annotations
 
 import itertools
-import time
 import uuid
 from typing import Any
 
@@ -17,6 +16,7 @@ from ..models import (
     TaskResult,
     TaskState,
     Usage,
+    now_ms,
 )
 
 _ACTION_TO_PB: dict[Action, pb.Action.ValueType] = {
@@ -85,7 +85,7 @@ def state_from_pb(v: int) -> TaskState | None:
 # ---- envelopes
 
 def new_envelope(type_: pb.MessageType.ValueType, sender: str = "orchgpt", **fields: Any) -> pb.Envelope:
-    env = pb.Envelope(id=fast_id(), sender=sender, type=type_, timestamp_ms=int(time.time() * 1000))
+    env = pb.Envelope(id=fast_id(), sender=sender, type=type_, timestamp_ms=now_ms())
     for k, v in fields.items():
         if k in ("to_agent", "to_type", "to_client"):
             target = {"to_agent": "agent_id", "to_type": "agent_type", "to_client": "client_id"}[k]

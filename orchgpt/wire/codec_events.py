@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 from ..iac.v1 import iac_pb2 as pb
 from ..models import (
     EVENT_CLASSES,
@@ -13,6 +11,7 @@ from ..models import (
     ApprovalResponse,
     EventKind,
     TaskEvent,
+    now_ms,
 )
 from .codec_basics import (
     DecodeError,
@@ -99,7 +98,7 @@ def event_from_pb(m: pb.TaskEvent, ts_ms: int = 0) -> TaskEvent:
     sub = getattr(m, body)
     ev = EVENT_CLASSES[kind](task_id=m.task_id, kind=kind, seq=m.seq, text=sub.text, agent_id=m.agent_id,
                              parent_task_id=m.parent_task_id, data=dict(m.data),
-                             ts_ms=ts_ms or int(time.time() * 1000), agent_type=m.agent_type)
+                             ts_ms=ts_ms or now_ms(), agent_type=m.agent_type)
     if kind == EventKind.STATUS:
         ev.state = state_from_pb(sub.state)
     elif kind == EventKind.ARTIFACT:
