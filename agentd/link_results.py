@@ -78,6 +78,7 @@ class PendingResults:
 
     def _reupload(self, r: TaskResult) -> None:
         task = asyncio.get_running_loop().create_task(
-            uploads.upload(lambda: self.outbox, self._env, r.task_id, Path(r.workspace), r.artifacts))
+            uploads.upload(lambda: self.outbox, self._env, r.task_id, Path(r.workspace), r.artifacts)
+        )
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)

@@ -45,12 +45,27 @@ class Daemon:
         port_file.unlink(missing_ok=True)
         log = self.workdir / f"orchgpt-{len(self.logs) + 1}.log"
         self.logs.append(log)
-        cmd = [sys.executable, "-m", "orchgpt", "serve", "--listen", f"127.0.0.1:{port}",
-               "--certs", str(self.certs), "--data-dir", str(self.data_dir), "--port-file", str(port_file),
-               "--local-model", "off", "--log-format", "json", *self.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchgpt",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--certs",
+            str(self.certs),
+            "--data-dir",
+            str(self.data_dir),
+            "--port-file",
+            str(port_file),
+            "--local-model",
+            "off",
+            "--log-format",
+            "json",
+            *self.extra,
+        ]
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
-                                         env=_env())
+            self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=_env())
         deadline = time.monotonic() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
             if self.proc.poll() is not None:
@@ -102,8 +117,13 @@ def _json_lines(path: Path) -> list[dict[str, object]]:
 
 def init_certs(certs: Path) -> None:
     """The CA, server and CLI certificates, made by the real `orchgpt certs init`."""
-    r = subprocess.run([sys.executable, "-m", "orchgpt", "certs", "init", "--dir", str(certs)],
-                       capture_output=True, text=True, env=_env(), timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "orchgpt", "certs", "init", "--dir", str(certs)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     if r.returncode != 0:
         raise ScenarioError(f"orchgpt certs init failed: {r.stderr or r.stdout}")
 
@@ -120,11 +140,29 @@ def start_agents(workdir: Path, certs: Path, address: str, n: int) -> list[subpr
             ca.issue_to(home, name, "agent")
             (home / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
         with (home / "agentd.log").open("ab") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "agentd", "--type", "echo", "--name", name, "--orchestrator", address,
-                 "--certs", str(home), "--workspace-root", str(home / "workspaces")],
-                cwd=home, stdout=out, stderr=subprocess.STDOUT, env=_env(),
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "agentd",
+                        "--type",
+                        "echo",
+                        "--name",
+                        name,
+                        "--orchestrator",
+                        address,
+                        "--certs",
+                        str(home),
+                        "--workspace-root",
+                        str(home / "workspaces"),
+                    ],
+                    cwd=home,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=_env(),
+                )
+            )
     return procs
 
 

@@ -33,8 +33,7 @@ ENVELOPE_TABLE: tuple[EnvelopeRule, ...] = (
     EnvelopeRule("PING", True, (), True),
     EnvelopeRule("PONG", True, (), True),
     EnvelopeRule("TASK_EVENT", True, (), False, "events of the sender's own running task"),
-    EnvelopeRule("REPLY(result)", True, (), True,
-                 "agent: its task's result; daemon: a delegated sub-task's result"),
+    EnvelopeRule("REPLY(result)", True, (), True, "agent: its task's result; daemon: a delegated sub-task's result"),
     EnvelopeRule("DELEGATE_TASK", True, (), False, "under the sender's own running task"),
     EnvelopeRule("RUN_REFUSED", True, (), False, "an agent declines a RUN it was sent"),
     EnvelopeRule("ERROR", True, (), True, "an agent's ERROR is logged, never answered"),
@@ -42,13 +41,24 @@ ENVELOPE_TABLE: tuple[EnvelopeRule, ...] = (
     EnvelopeRule("CANCEL", False, (), True),
     EnvelopeRule("TERMINATE", False, (), True),
     EnvelopeRule("APPROVAL_RESPONSE", False, (), True),
-    EnvelopeRule("COMMAND", False, ("agent_id", "agent_type"), False,
-                 "the daemon remembers it until answered or expired"),
-    EnvelopeRule("REPLY(payload)", False, ("agent_id",), False,
-                 "only to the agent whose COMMAND it answers (correlation_id), once"),
+    EnvelopeRule(
+        "COMMAND", False, ("agent_id", "agent_type"), False, "the daemon remembers it until answered or expired"
+    ),
+    EnvelopeRule(
+        "REPLY(payload)",
+        False,
+        ("agent_id",),
+        False,
+        "only to the agent whose COMMAND it answers (correlation_id), once",
+    ),
     EnvelopeRule("BROADCAST", False, ("agent_id", "agent_type", "broadcast"), False),
-    EnvelopeRule("FILE_TRANSFER", True, ("agent_id", "agent_type"), False,
-                 "to the daemon: an artifact of a task the sender runs or ran (task_id)"),
+    EnvelopeRule(
+        "FILE_TRANSFER",
+        True,
+        ("agent_id", "agent_type"),
+        False,
+        "to the daemon: an artifact of a task the sender runs or ran (task_id)",
+    ),
     EnvelopeRule("APPROVAL_REQUEST", False, (), False, "unused: approvals are TASK_EVENTs"),
     EnvelopeRule("CREATE", False, (), False, "unused"),
 )
@@ -80,16 +90,18 @@ def from_agent(type_name: str, body: str | None, target: str | None) -> Decision
     if kind in _ALWAYS_TO_DAEMON or target is None:
         if rule.to_daemon:
             return allow(f"to-daemon:{kind}", route="daemon")
-        return deny("to-daemon-kinds", f"an agent cannot send {kind} to the orchestrator; "
-                                        "message dropped")
+        return deny("to-daemon-kinds", f"an agent cannot send {kind} to the orchestrator; message dropped")
     if target not in rule.to_agents:
         if not rule.to_agents:
-            return deny("agent-to-agent-kinds",
-                        f"agents may exchange only COMMAND, its REPLY (body payload), BROADCAST and "
-                        f"FILE_TRANSFER, not {kind}; message dropped")
-        return deny("agent-to-agent-targets",
-                    f"{kind} cannot be addressed by {target} (allowed: {', '.join(rule.to_agents)})"
-                    "; message dropped")
+            return deny(
+                "agent-to-agent-kinds",
+                f"agents may exchange only COMMAND, its REPLY (body payload), BROADCAST and "
+                f"FILE_TRANSFER, not {kind}; message dropped",
+            )
+        return deny(
+            "agent-to-agent-targets",
+            f"{kind} cannot be addressed by {target} (allowed: {', '.join(rule.to_agents)}); message dropped",
+        )
     return allow(f"to-agents:{kind}", route="agents")
 
 
@@ -120,8 +132,13 @@ class OpenCommands:
     COMMANDs (asking more forgets its oldest, whose answer is then refused) and all agents
     together ``max_total`` (the oldest is forgotten first)."""
 
-    def __init__(self, ttl: float = 300.0, max_per_agent: int = 1024, max_total: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float = 300.0,
+        max_per_agent: int = 1024,
+        max_total: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = ttl
         self.max_per_agent = max_per_agent
         self.max_total = max_total
@@ -168,9 +185,11 @@ class OpenCommands:
         self._expire()
         entry = self._open.get(correlation_id)
         if entry is None or entry[0] != recipient or entry[1] != replier:
-            return deny("reply-answers-a-command",
-                        f"a REPLY to {recipient!r} must answer an unanswered COMMAND that "
-                        f"{recipient!r} sent to {replier!r} (correlation_id); message dropped")
+            return deny(
+                "reply-answers-a-command",
+                f"a REPLY to {recipient!r} must answer an unanswered COMMAND that "
+                f"{recipient!r} sent to {replier!r} (correlation_id); message dropped",
+            )
         self._drop(correlation_id)
         return _REPLY_OK
 
@@ -183,10 +202,14 @@ class OpenCommands:
 
 def envelope_table_markdown() -> str:
     """The envelope table as docs/security.md shows it (a test keeps the two equal)."""
-    lines = ["| kind | agent → orchgpt | agent → agent (recipient) | orchgpt → agent | note |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| kind | agent → orchgpt | agent → agent (recipient) | orchgpt → agent | note |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in ENVELOPE_TABLE:
-        lines.append(f"| {r.kind} | {'yes' if r.to_daemon else 'no'} | "
-                     f"{', '.join(r.to_agents) if r.to_agents else 'no'} | "
-                     f"{'yes' if r.from_daemon else 'no'} | {r.note} |")
+        lines.append(
+            f"| {r.kind} | {'yes' if r.to_daemon else 'no'} | "
+            f"{', '.join(r.to_agents) if r.to_agents else 'no'} | "
+            f"{'yes' if r.from_daemon else 'no'} | {r.note} |"
+        )
     return "\n".join(lines)

@@ -26,20 +26,29 @@ class FromAgents:
         queues: TaskQueues
         store: Store
         max_attempts: int
+
         @property
         def agents(self) -> dict[str, AgentEntry]: ...
         @property
         def active(self) -> dict[str, Task]: ...
 
-        def submit(self, cmd: Command, submitted_by: str, parent_task_id: str = "", delegated_by: str = "",
-                   reply_to: str = "", inputs: list[TaskResult] | None = None) -> tuple[Task, bool]: ...
+        def submit(
+            self,
+            cmd: Command,
+            submitted_by: str,
+            parent_task_id: str = "",
+            delegated_by: str = "",
+            reply_to: str = "",
+            inputs: list[TaskResult] | None = None,
+        ) -> tuple[Task, bool]: ...
         def _set_state(self, t: Task, state: TaskState) -> None: ...
         def _finish(self, t: Task, result: TaskResult) -> None: ...
         def _publish(self, ev: TaskEvent) -> None: ...
         def _dispatch(self, agent_type: str) -> None: ...
         def _requeue(self, t: Task, reason: str) -> None: ...
-        def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
-                        correlation_id: str = "") -> None: ...
+        def log_message(
+            self, type_: str, sender: str, recipient: str, task: Task | None = None, correlation_id: str = ""
+        ) -> None: ...
 
     def on_event(self, agent_id: str, ev: TaskEvent) -> None:
         t = self.active.get(ev.task_id)
@@ -55,8 +64,11 @@ class FromAgents:
 
     def on_result(self, agent_id: str, result: TaskResult) -> None:
         entry = self.agents.get(agent_id)
-        if entry is not None and entry.info.state == AgentState.BUSY and (
-                entry.info.current_task in (result.task_id, "")):
+        if (
+            entry is not None
+            and entry.info.state == AgentState.BUSY
+            and (entry.info.current_task in (result.task_id, ""))
+        ):
             entry.info.current_task = ""
             entry.info.state = AgentState.IDLE
             self.registry.mark_idle(entry)
@@ -68,26 +80,30 @@ class FromAgents:
         """A result from an agent settles its task exactly once, whenever it arrives."""
         t = self.active.get(result.task_id)
         if t is None or t.state.terminal:
-            log.info("result_already_settled", task_id=result.task_id, agent_id=agent_id, how=how,
-                     state=str(result.state))
+            log.info(
+                "result_already_settled", task_id=result.task_id, agent_id=agent_id, how=how, state=str(result.state)
+            )
             return
         if t.agent_id != agent_id:
             if not self.queues.ran_before(t.task_id, agent_id):
-                log.warning("result_from_other_agent_dropped", task_id=t.task_id, agent_id=agent_id,
-                            assigned_to=t.agent_id or None)
+                log.warning(
+                    "result_from_other_agent_dropped",
+                    task_id=t.task_id,
+                    agent_id=agent_id,
+                    assigned_to=t.agent_id or None,
+                )
                 return
             if result.state == TaskState.CANCELLED:
-                log.info("stale_result_dropped", task_id=t.task_id, agent_id=agent_id,
-                         state=str(result.state))
+                log.info("stale_result_dropped", task_id=t.task_id, agent_id=agent_id, state=str(result.state))
                 return
             # the late result of an earlier attempt counts: the task stops waiting or running
-            log.info("late_result_settles_task", task_id=t.task_id, agent_id=agent_id, how=how,
-                     then_on=t.agent_id or None)
+            log.info(
+                "late_result_settles_task", task_id=t.task_id, agent_id=agent_id, how=how, then_on=t.agent_id or None
+            )
             if t.state == TaskState.QUEUED:
                 self.queues.dequeue(t)
             elif t.agent_id in self.agents:
-                self.agents[t.agent_id].link.send_cancel(
-                    t.task_id, f"finished by {agent_id} in an earlier attempt")
+                self.agents[t.agent_id].link.send_cancel(t.task_id, f"finished by {agent_id} in an earlier attempt")
             t.agent_id = agent_id
         self.log_message("REPLY", agent_id, "orchgpt", t)
         result.agent_id = agent_id
@@ -103,8 +119,7 @@ class FromAgents:
             log.info("stale_refusal_ignored", task_id=task_id, agent_id=agent_id)
             return
         why = f"agent {agent_id} refused it ({code or 'REFUSED'}: {reason or 'no reason given'})"
-        log.info("run_refused", task_id=task_id, agent_id=agent_id, code=code or None,
-                 reason=reason or None)
+        log.info("run_refused", task_id=task_id, agent_id=agent_id, code=code or None, reason=reason or None)
         if entry is not None and entry.info.current_task == task_id:
             entry.info.current_task = ""
             if code.upper() != "BUSY":  # a busy agent tells us when it is free (its REPLY)
@@ -113,8 +128,16 @@ class FromAgents:
         t.attempts = max(t.attempts - 1, 0)
         self.queues.awaiting.pop(task_id, None)
         if n > max(self.max_attempts, 1) * 3:
-            self._finish(t, TaskResult(task_id, TaskState.FAILED, agent_type=t.agent_type,
-                                       agent_id=agent_id, error=f"{why}; refused {n} times"))
+            self._finish(
+                t,
+                TaskResult(
+                    task_id,
+                    TaskState.FAILED,
+                    agent_type=t.agent_type,
+                    agent_id=agent_id,
+                    error=f"{why}; refused {n} times",
+                ),
+            )
         else:
             self._requeue(t, why)
         if entry is not None and entry.info.state == AgentState.IDLE:
@@ -137,29 +160,48 @@ class FromAgents:
             if attached is not None:
                 return attached
         # with approval on, its sub-tasks ask too
-        cmd = Command(agent_type=d.agent_type, input=d.input, language=d.language, task_id=task_id,
-                      action=d.action if d.action in (Action.CREATE, Action.RUN) else Action.CREATE,
-                      session_id=parent.session_id, approval=parent.approval, options=dict(d.options))
+        cmd = Command(
+            agent_type=d.agent_type,
+            input=d.input,
+            language=d.language,
+            task_id=task_id,
+            action=d.action if d.action in (Action.CREATE, Action.RUN) else Action.CREATE,
+            session_id=parent.session_id,
+            approval=parent.approval,
+            options=dict(d.options),
+        )
         # the sub-task belongs to the root's owner (orchgpt.authz); delegated_by names the agent
-        task, _ = self.submit(cmd, submitted_by=parent.submitted_by or agent_id, parent_task_id=parent_task_id,
-                              delegated_by=agent_id, reply_to=correlation_id, inputs=list(d.inputs))
+        task, _ = self.submit(
+            cmd,
+            submitted_by=parent.submitted_by or agent_id,
+            parent_task_id=parent_task_id,
+            delegated_by=agent_id,
+            reply_to=correlation_id,
+            inputs=list(d.inputs),
+        )
         if task.state.terminal and task.result is not None:
             # a resubmitted, already finished sub-task: answer at once
             self._reply_to_delegator(task)
         return task
 
-    def _attach_child(self, agent_id: str, task_id: str, parent_task_id: str,
-                      correlation_id: str) -> Task | None:
+    def _attach_child(self, agent_id: str, task_id: str, parent_task_id: str, correlation_id: str) -> Task | None:
         """A delegation with a known id (a re-run of its parent): the existing sub-task answers
         this delegation (its result now, or when it finishes) rather than running again."""
         existing = self.active.get(task_id) or self.store.get_task(task_id)
         if existing is None:
             return None
         if existing.parent_task_id != parent_task_id:
-            raise RoutingError(f"task id {task_id!r} is taken by a task that is not a sub-task of "
-                               f"{parent_task_id!r}", code="ALREADY_EXISTS")
-        log.info("delegation_attached", task_id=task_id, parent_task_id=parent_task_id,
-                 state=str(existing.state), delegated_by=agent_id)
+            raise RoutingError(
+                f"task id {task_id!r} is taken by a task that is not a sub-task of {parent_task_id!r}",
+                code="ALREADY_EXISTS",
+            )
+        log.info(
+            "delegation_attached",
+            task_id=task_id,
+            parent_task_id=parent_task_id,
+            state=str(existing.state),
+            delegated_by=agent_id,
+        )
         existing.delegated_by = agent_id
         existing.reply_to = correlation_id
         if existing.state.terminal:

@@ -26,8 +26,9 @@ class GrpcAgentLink:
         self.outbox.put(env)
 
     def send_task(self, task: Task) -> None:
-        env = codec.new_envelope(pb.RUN, ORCH, task_id=task.task_id, session_id=task.session_id,
-                                 task=codec.task_to_spec(task))
+        env = codec.new_envelope(
+            pb.RUN, ORCH, task_id=task.task_id, session_id=task.session_id, task=codec.task_to_spec(task)
+        )
         if self.runs is not None:  # a REPLY may name its task by correlation_id = this id
             self.runs.remember(self.agent_id, env.id, task.task_id)
         self._send(env)
@@ -39,12 +40,22 @@ class GrpcAgentLink:
         self._send(codec.new_envelope(pb.TERMINATE, ORCH, terminate=pb.Terminate(reason=reason)))
 
     def send_approval(self, task_id: str, response: ApprovalResponse) -> None:
-        self._send(codec.new_envelope(pb.APPROVAL_RESPONSE, ORCH, task_id=task_id,
-                                      approval_response=codec.approval_response_to_pb(response)))
+        self._send(
+            codec.new_envelope(
+                pb.APPROVAL_RESPONSE, ORCH, task_id=task_id, approval_response=codec.approval_response_to_pb(response)
+            )
+        )
 
     def send_reply(self, correlation_id: str, result: TaskResult) -> None:
-        self._send(codec.new_envelope(pb.REPLY, ORCH, task_id=result.task_id, correlation_id=correlation_id,
-                                      reply=pb.Reply(result=codec.result_to_pb(result))))
+        self._send(
+            codec.new_envelope(
+                pb.REPLY,
+                ORCH,
+                task_id=result.task_id,
+                correlation_id=correlation_id,
+                reply=pb.Reply(result=codec.result_to_pb(result)),
+            )
+        )
 
     def send_ping(self) -> None:
         self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=now_ms())))

@@ -46,8 +46,12 @@ class SpawnSlots:
             while self._slots_held() >= self.max_local and not a.stopping:
                 self._make_room()
                 if self._slots_held() >= self.max_local and self._all_wait_on(a.agent_type):
-                    log.warning("local_agent_limit_exceeded", agent_id=a.name, limit=self.max_local,
-                                reason=f"every local agent is busy and waits on {a.agent_type} work it delegated")
+                    log.warning(
+                        "local_agent_limit_exceeded",
+                        agent_id=a.name,
+                        limit=self.max_local,
+                        reason=f"every local agent is busy and waits on {a.agent_type} work it delegated",
+                    )
                     break
                 with contextlib.suppress(TimeoutError):  # woken when a slot is given back
                     await asyncio.wait_for(self._slot_freed.wait(), 1.0)
@@ -81,11 +85,19 @@ class SpawnSlots:
         if need <= 0:
             return
         wanted = {a.agent_type for a in waiting}
-        idle = sorted((a for a in self.agents.values()
-                       if a.has_slot and a.registered and not a.stopping and a.agent_type not in wanted),
-                      key=lambda a: a.last_active)
-        why = (f"making room for {', '.join(sorted(wanted))} (limit {self.max_local})" if wanted
-               else f"more than {self.max_local} local agents run (starts that went past the limit)")
+        idle = sorted(
+            (
+                a
+                for a in self.agents.values()
+                if a.has_slot and a.registered and not a.stopping and a.agent_type not in wanted
+            ),
+            key=lambda a: a.last_active,
+        )
+        why = (
+            f"making room for {', '.join(sorted(wanted))} (limit {self.max_local})"
+            if wanted
+            else f"more than {self.max_local} local agents run (starts that went past the limit)"
+        )
         for a in idle:
             if need <= 0:
                 break

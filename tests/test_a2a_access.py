@@ -88,9 +88,7 @@ async def test_a_client_without_a_ca_signed_certificate_gets_nothing(
     base = a2a_url(d)
     other = make_certs(tmp_path / "other-ca")  # a CA the mesh does not trust
     rogue = Caller(base, tls(other, "cli", ca=certs / "ca.pem"))  # trusts the daemon, unknown to it
-    anonymous = Caller(
-        base, ssl.create_default_context(cafile=str(certs / "ca.pem"))
-    )  # no certificate
+    anonymous = Caller(base, ssl.create_default_context(cafile=str(certs / "ca.pem")))  # no certificate
     try:
         for caller in (rogue, anonymous):
             with pytest.raises((A2AClientError, httpx.HTTPError)):
@@ -112,9 +110,7 @@ async def test_a_client_without_a_ca_signed_certificate_gets_nothing(
     assert re.search(r'"a2a_serving"', d.log())
 
 
-async def test_revoking_a_client_ends_its_stream_and_refuses_it(
-    daemon_factory, certs: Path
-) -> None:
+async def test_revoking_a_client_ends_its_stream_and_refuses_it(daemon_factory, certs: Path) -> None:
     issue(certs, "carol", "client")
     d = daemon_factory(*A2A_ARGS, "--crl-poll-interval", "0.5").start()
     carol = Caller(a2a_url(d), tls(certs, "carol"))
@@ -141,9 +137,7 @@ async def test_revoking_a_client_ends_its_stream_and_refuses_it(
         await carol.close()
 
 
-async def test_result_files_inline_or_by_url_to_their_owner_only(
-    daemon_factory, certs: Path, tmp_path: Path
-) -> None:
+async def test_result_files_inline_or_by_url_to_their_owner_only(daemon_factory, certs: Path, tmp_path: Path) -> None:
     """A result's files: a small one inline, a large one as a URL on the listener that only the
     task's owner can fetch; a file this daemon does not hold stays a name."""
     from orchgpt.iac.v1 import iac_pb2 as pb
@@ -169,9 +163,7 @@ async def test_result_files_inline_or_by_url_to_their_owner_only(
                 pb.REPLY,
                 task_id=task_id,
                 correlation_id=run_env.id,
-                reply=pb.Reply(
-                    result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, artifacts=arts)
-                ),
+                reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, artifacts=arts)),
             )
             assert final_state([ev async for ev in it]) == a2a.TASK_STATE_COMPLETED
 

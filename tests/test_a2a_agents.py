@@ -128,9 +128,7 @@ async def test_an_external_a2a_agent_joins_the_mesh(daemon_factory, tmp_path: Pa
                 p.wait(5)
 
 
-async def test_the_daemon_runs_the_proxy_of_a_configured_a2a_agent(
-    daemon_factory, tmp_path: Path
-) -> None:
+async def test_the_daemon_runs_the_proxy_of_a_configured_a2a_agent(daemon_factory, tmp_path: Path) -> None:
     from orchgpt.models import Action, Command
 
     upper, url = start_upper(tmp_path)
@@ -146,11 +144,7 @@ async def test_the_daemon_runs_the_proxy_of_a_configured_a2a_agent(
             assert events[-1].result is not None and events[-1].result.output == "FROM CONFIG"
 
         def pids() -> list[int]:
-            return [
-                json.loads(line)["pid"]
-                for line in d.log().splitlines()
-                if '"a2a_proxy_started"' in line
-            ]
+            return [json.loads(line)["pid"] for line in d.log().splitlines() if '"a2a_proxy_started"' in line]
 
         assert len(pids()) == 1
         killed_ms = int(time.time() * 1000)

@@ -55,9 +55,7 @@ async def test_push_notifications_on_each_change_of_state(daemon_factory, certs:
     hook = Webhook()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = _QuietServer(
-        uvicorn.Config(hook.app, lifespan="off", log_config=None, interface="asgi3")
-    )
+    server = _QuietServer(uvicorn.Config(hook.app, lifespan="off", log_config=None, interface="asgi3"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     alice = Caller(a2a_url(d), tls(certs, "cli"))
     bob = Caller(alice.base, tls(certs, "bob"))

@@ -80,8 +80,7 @@ def asker(mesh: Daemon, tmp_path: Path) -> Iterator[None]:
     thread.join(10)
 
 
-def test_user_input_is_asked_and_answered_over_amqp(bridge_factory: Any, service: SeedService,
-                                                    asker: None) -> None:
+def test_user_input_is_asked_and_answered_over_amqp(bridge_factory: Any, service: SeedService, asker: None) -> None:
     bridge_factory().start()
     service.send(json.dumps({"content": "job", "agent": "asker", "approval": True, "options": {"calls": "2"}}))
     [(q1, _)] = service.receive(1)
@@ -94,8 +93,9 @@ def test_user_input_is_asked_and_answered_over_amqp(bridge_factory: Any, service
     assert (final["role"], final["content"]) == ("ON_RESPONSE", "approve feedback:only in the workspace")
 
 
-def test_answers_are_matched_by_correlation_id_not_arrival_order(bridge_factory: Any, service: SeedService,
-                                                                 asker: None) -> None:
+def test_answers_are_matched_by_correlation_id_not_arrival_order(
+    bridge_factory: Any, service: SeedService, asker: None
+) -> None:
     bridge_factory().start()
     for who in ("alice", "bob"):
         service.send(json.dumps({"content": who, "agent": "asker", "approval": True}), correlation_id=who)
@@ -108,8 +108,9 @@ def test_answers_are_matched_by_correlation_id_not_arrival_order(bridge_factory:
     assert finals == {"alice": "feedback:for alice", "bob": "feedback:for bob"}
 
 
-def test_a_no_answer_ends_the_conversation(bridge_factory: Any, service: SeedService, asker: None,
-                                           mesh: Daemon) -> None:
+def test_a_no_answer_ends_the_conversation(
+    bridge_factory: Any, service: SeedService, asker: None, mesh: Daemon
+) -> None:
     import asyncio
 
     bridge_factory().start()
@@ -128,11 +129,14 @@ def test_a_no_answer_ends_the_conversation(bridge_factory: Any, service: SeedSer
     assert service.receive(1, timeout=2) == []  # one kill code, no other answer
 
 
-def test_bridge_killed_with_a_question_open_asks_only_that_one_again(bridge_factory: Any, service: SeedService,
-                                                                     asker: None) -> None:
+def test_bridge_killed_with_a_question_open_asks_only_that_one_again(
+    bridge_factory: Any, service: SeedService, asker: None
+) -> None:
     bridge = bridge_factory().start()
-    service.send(json.dumps({"content": "job", "agent": "asker", "approval": True, "options": {"calls": "2"}}),
-                 message_id="job-1")
+    service.send(
+        json.dumps({"content": "job", "agent": "asker", "approval": True, "options": {"calls": "2"}}),
+        message_id="job-1",
+    )
     [(q1, _)] = service.receive(1)
     service.send("y")
     [(q2, _)] = service.receive(1)

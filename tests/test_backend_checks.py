@@ -29,8 +29,7 @@ async def test_backend_vacuous_tests_fail_the_mutation_check(tmp_path: Path, srv
     """`add` returns a - b and the only test is `assert True`: the tests pass, but no mutant is
     caught; the model is asked for real tests, never writes them, and the task fails naming the
     mutation check."""
-    srv.push(write("calc.py", ADD_WRONG), write("test_calc.py", VACUOUS_TESTS), text("Done."),
-             text("The tests pass."))
+    srv.push(write("calc.py", ADD_WRONG), write("test_calc.py", VACUOUS_TESTS), text("Done."), text("The tests pass."))
     run = Run(tmp_path, srv, "backend", "an add function", options={"web": "false", "tries": "2"})
     out = await run()
     assert not out.ok, out.output
@@ -71,8 +70,13 @@ ADD_LINT = "import os\n\n\ndef add(a, b):\n    return a + b\n"
 
 
 async def test_backend_ruff_problems_go_back_to_the_model(tmp_path: Path, srv: ScriptedOpenAI) -> None:
-    srv.push(write("calc.py", ADD_LINT), write("test_calc.py", REAL_TESTS), text("Done."),
-             write("calc.py", ADD_RIGHT), text("Removed the unused import."))
+    srv.push(
+        write("calc.py", ADD_LINT),
+        write("test_calc.py", REAL_TESTS),
+        text("Done."),
+        write("calc.py", ADD_RIGHT),
+        text("Removed the unused import."),
+    )
     run = Run(tmp_path, srv, "backend", "an add function", options={"web": "false"})
     out = await run()
     assert out.ok, (out.error, out.data)
@@ -142,25 +146,33 @@ def test_create_and_list():
     assert r.status_code == 201 and r.json()["title"] == "milk"
     assert [t["title"] for t in client.get("/todos").json()] == ["milk"]
 """
-FASTAPI_MANIFEST = json.dumps({
-    "start": "python -m uvicorn app:app --host 127.0.0.1 --port {port}",
-    "routes": [
-        {"method": "GET", "path": "/health", "status": 200},
-        {"method": "GET", "path": "/todos", "status": 200},
-        {"method": "POST", "path": "/todos", "status": 201, "body": {"title": "x"}},
-    ],
-})
+FASTAPI_MANIFEST = json.dumps(
+    {
+        "start": "python -m uvicorn app:app --host 127.0.0.1 --port {port}",
+        "routes": [
+            {"method": "GET", "path": "/health", "status": 200},
+            {"method": "GET", "path": "/todos", "status": 200},
+            {"method": "POST", "path": "/todos", "status": 201, "body": {"title": "x"}},
+        ],
+    }
+)
 DOC_WITH_DELETE = GOOD_DOC + "| DELETE | /todos/{id} | - | - | delete a todo |\n"
-needs_fastapi = pytest.mark.skipif("fastapi" in installed_python_packages()[1] or
-                                   "uvicorn" in installed_python_packages()[1], reason="needs fastapi, uvicorn")
+needs_fastapi = pytest.mark.skipif(
+    "fastapi" in installed_python_packages()[1] or "uvicorn" in installed_python_packages()[1],
+    reason="needs fastapi, uvicorn",
+)
 
 
 @needs_fastapi
 async def test_backend_missing_declared_route_fails_the_contract(tmp_path: Path, srv: ScriptedOpenAI) -> None:
     """The design declares DELETE /todos/{id}; the service (and its own service.json) leave it out:
     the routes check passes, the contract check from the design fails, and the task fails naming it."""
-    srv.push(write("app.py", FASTAPI_APP), write("test_app.py", FASTAPI_TESTS),
-             write("service.json", FASTAPI_MANIFEST), text("Todo API written."))
+    srv.push(
+        write("app.py", FASTAPI_APP),
+        write("test_app.py", FASTAPI_TESTS),
+        write("service.json", FASTAPI_MANIFEST),
+        text("Todo API written."),
+    )
     run = Run(tmp_path, srv, "backend", "todo api with fastapi", options={"tries": "1", "mutants": "0"})
     (run.ws / "ARCHITECTURE.md").write_text(DOC_WITH_DELETE)
     out = await run()
@@ -168,8 +180,9 @@ async def test_backend_missing_declared_route_fails_the_contract(tmp_path: Path,
     assert "contract check failed" in out.error and "DELETE /todos/{id}: not in the schema" in out.error
     checks = {c.name: c for c in checks_of(out.data)}
     assert checks["contract"].outcome == "failed" and checks["contract"].tool == "ARCHITECTURE.md endpoints"
-    assert checks["contract"].detail.startswith("3 of 4 declared route(s) served (judged by the service's "
-                                                "OpenAPI schema)")
+    assert checks["contract"].detail.startswith(
+        "3 of 4 declared route(s) served (judged by the service's OpenAPI schema)"
+    )
     assert checks["mutation"].outcome == "skipped"
     assert checks["mutation"].detail == "not run this round: the contract check(s) failed"
     assert [c.name for c in checks_of(out.data)] == ["tests", "ruff", "mutation", "routes", "contract"]
@@ -178,9 +191,14 @@ async def test_backend_missing_declared_route_fails_the_contract(tmp_path: Path,
 
 @needs_fastapi
 async def test_backend_contract_complaint_is_repaired(tmp_path: Path, srv: ScriptedOpenAI) -> None:
-    srv.push(write("app.py", FASTAPI_APP), write("test_app.py", FASTAPI_TESTS),
-             write("service.json", FASTAPI_MANIFEST), text("Todo API written."),
-             write("app.py", FASTAPI_APP + FASTAPI_DELETE), text("Added DELETE."))
+    srv.push(
+        write("app.py", FASTAPI_APP),
+        write("test_app.py", FASTAPI_TESTS),
+        write("service.json", FASTAPI_MANIFEST),
+        text("Todo API written."),
+        write("app.py", FASTAPI_APP + FASTAPI_DELETE),
+        text("Added DELETE."),
+    )
     run = Run(tmp_path, srv, "backend", "todo api with fastapi", options={"mutants": "0"})
     (run.ws / "ARCHITECTURE.md").write_text(DOC_WITH_DELETE)
     out = await run()

@@ -21,6 +21,7 @@ from tests.support.mesh import Daemon, issue
 # The shared fixture (pytest finds a fixture by its name in the test's module).
 mesh = cli_oneshot.mesh
 
+
 class AskingAgent(Agent):
     """Asks for approval of `calls` tool calls and reports the answers."""
 
@@ -55,7 +56,8 @@ async def test_approval_is_rejected_without_yes(mesh: Daemon, asker: Link) -> No
     assert "approval needed: write_file: write f0.txt" in r.stdout
     assert r.stderr.splitlines() == [
         f"autogpt: task {r.stdout.split()[1].rstrip(']')} asks to run write_file (write f0.txt): rejected; "
-        "pass --yes to approve tool calls in one-shot mode, or use the interactive prompt"]
+        "pass --yes to approve tool calls in one-shot mode, or use the interactive prompt"
+    ]
 
 
 async def test_yes_approves_every_call(mesh: Daemon, asker: Link) -> None:
@@ -66,6 +68,7 @@ async def test_yes_approves_every_call(mesh: Daemon, asker: Link) -> None:
 
 
 # ------------------------------------------------------------------ sub-tasks
+
 
 class DelegatingAgent(Agent):
     """Hands its input to an echo agent (DELEGATE_TASK) and reports the sub-task's output."""

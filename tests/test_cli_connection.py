@@ -17,6 +17,7 @@ from tests.support.mesh import Daemon
 # The shared fixture (pytest finds a fixture by its name in the test's module).
 mesh = cli_oneshot.mesh
 
+
 def test_unreachable_daemon_exits_3(mesh: Daemon) -> None:
     r = cli(mesh, "--orchestrator", f"127.0.0.1:{free_port()}", "-c", "/echo run hi")
     assert r.returncode == 3
@@ -24,11 +25,14 @@ def test_unreachable_daemon_exits_3(mesh: Daemon) -> None:
     assert len(err) == 1 and err[0].startswith("autogpt: cannot reach orchgpt at 127.0.0.1:"), r.stderr
 
 
-@pytest.mark.parametrize(("address", "message"), [
-    ("nonsense", "autogpt: malformed address 'nonsense': expected HOST:PORT, e.g. 127.0.0.1:8443"),
-    ("host:http", "autogpt: malformed address 'host:http': port 'http' is not a number"),
-    ("127.0.0.1:70000", "autogpt: malformed address '127.0.0.1:70000': port 70000 is out of range 0-65535"),
-])
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("nonsense", "autogpt: malformed address 'nonsense': expected HOST:PORT, e.g. 127.0.0.1:8443"),
+        ("host:http", "autogpt: malformed address 'host:http': port 'http' is not a number"),
+        ("127.0.0.1:70000", "autogpt: malformed address '127.0.0.1:70000': port 70000 is out of range 0-65535"),
+    ],
+)
 def test_malformed_address_exits_3(mesh: Daemon, address: str, message: str) -> None:
     r = cli(mesh, "-c", "/echo run hi", env=env_for(mesh, ORCHGPT_ADDRESS=address))
     assert (r.returncode, r.stderr.splitlines()) == (3, [message])
@@ -47,8 +51,17 @@ def test_certificate_from_another_ca_is_refused(mesh: Daemon, tmp_path: Path) ->
     other = tmp_path / "other"
     init_dir(other)
     # our client certificate is not signed by the mesh CA (we trust the right CA)
-    r = cli(mesh, "--ca", str(mesh.certs / "ca.pem"), "--cert", str(other / "cli.pem"),
-            "--key", str(other / "cli-key.pem"), "-c", "/echo run hi")
+    r = cli(
+        mesh,
+        "--ca",
+        str(mesh.certs / "ca.pem"),
+        "--cert",
+        str(other / "cli.pem"),
+        "--key",
+        str(other / "cli-key.pem"),
+        "-c",
+        "/echo run hi",
+    )
     assert r.returncode == 3
     err = r.stderr.splitlines()
     assert len(err) == 1 and "refused the TLS handshake" in err[0], r.stderr
@@ -62,17 +75,27 @@ def test_missing_certificates_exit_3(mesh: Daemon, tmp_path: Path) -> None:
     assert r.returncode == 3
     assert r.stderr.splitlines() == [
         f"autogpt: CA certificate not found: {tmp_path / 'nowhere' / 'ca.pem'} "
-        "(create certificates with `orchgpt certs init`)"]
+        "(create certificates with `orchgpt certs init`)"
+    ]
 
 
 def test_help_and_version() -> None:
     r = subprocess.run([sys.executable, "-m", "orchgpt_cli", "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0
-    for text in ("exit codes:", "2  usage error", "3  connection problem", "--orchestrator HOST:PORT",
-                 "ORCHESTRATOR_ADDRESS", '"type": "event"', "--approve", "--yes"):
+    for text in (
+        "exit codes:",
+        "2  usage error",
+        "3  connection problem",
+        "--orchestrator HOST:PORT",
+        "ORCHESTRATOR_ADDRESS",
+        '"type": "event"',
+        "--approve",
+        "--yes",
+    ):
         assert text in r.stdout
     r = subprocess.run([sys.executable, "-m", "orchgpt_cli", "--version"], capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout.strip()) == (0, "autogpt 0.1.0")
-    r = subprocess.run([sys.executable, "-m", "orchgpt_cli", "--frobnicate"], capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "orchgpt_cli", "--frobnicate"], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2 and "unrecognized arguments: --frobnicate" in r.stderr

@@ -14,7 +14,12 @@ from tests.support.conformance_world import RawAgent, Submitted, _drain, _result
 pytestmark = pytest.mark.timeout(60)
 
 # The shared fixtures (pytest finds a fixture by its name in the test's module).
-stubs, mesh, world, inproc = conformance_world.stubs, conformance_world.mesh, conformance_world.world, conformance_world.inproc
+stubs, mesh, world, inproc = (
+    conformance_world.stubs,
+    conformance_world.mesh,
+    conformance_world.world,
+    conformance_world.inproc,
+)
 
 
 # ---------------------------------------------------------------- reflection
@@ -23,13 +28,19 @@ async def test_reflection_v1_and_v1alpha_list_the_services_over_mtls(world) -> N
     from grpc_reflection.v1alpha import reflection_pb2 as r
 
     ch = world.client().channel
-    want = {"orchgpt.iac.v1.Mesh", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection"}
+    want = {
+        "orchgpt.iac.v1.Mesh",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
     for version in ("v1", "v1alpha"):
         # The two versions' messages are the same on the wire; only the service name differs.
-        info = ch.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
-                                request_serializer=r.ServerReflectionRequest.SerializeToString,
-                                response_deserializer=r.ServerReflectionResponse.FromString)
+        info = ch.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=r.ServerReflectionRequest.SerializeToString,
+            response_deserializer=r.ServerReflectionResponse.FromString,
+        )
 
         async def reqs():  # type: ignore[no-untyped-def]
             yield r.ServerReflectionRequest(list_services="")
@@ -54,13 +65,19 @@ async def test_delegate_task_runs_a_sub_task_and_its_result_comes_back_as_a_repl
     p.send(stray)
     err = await p.expect(pb.ERROR, lambda e: e.correlation_id == stray.id)
     assert err.error.code == "PERMISSION_DENIED"
-    delegate = p.env(pb.DELEGATE_TASK, task_id=run.task_id,
-                     task=pb.TaskSpec(agent_type=child_type, action=pb.RUN_ACTION, input="sub"))
+    delegate = p.env(
+        pb.DELEGATE_TASK,
+        task_id=run.task_id,
+        task=pb.TaskSpec(agent_type=child_type, action=pb.RUN_ACTION, input="sub"),
+    )
     p.send(delegate)
     sub = await ch.expect(pb.RUN)
     assert sub.task.parent_task_id == run.task_id and sub.task.input == "sub"
-    ch.send(ch.env(pb.REPLY, correlation_id=sub.id, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED,
-                                                                                          output="sub done"))))
+    ch.send(
+        ch.env(
+            pb.REPLY, correlation_id=sub.id, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED, output="sub done"))
+        )
+    )
     back = await p.expect(pb.REPLY, lambda e: e.correlation_id == delegate.id)
     assert back.reply.result.output == "sub done" and back.reply.result.task_id == sub.task_id
     p.send(p.env(pb.REPLY, correlation_id=run.id, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED))))
@@ -76,14 +93,30 @@ async def test_an_approval_event_is_answered_with_approval_response(world) -> No
     await a.connect(agent_type)
     c = world.client()
     call, run = await _run_one(world, a, agent_type, "x")
-    a.send(a.env(pb.TASK_EVENT, task_id=run.task_id, event=pb.TaskEvent(approval=pb.ApprovalEvent(
-        request=pb.ApprovalRequest(request_id="req-1", tool="shell", summary="ls"), text="ls"))))
-    await c.stub.Approve(pb.ApproveRequest(task_id=run.task_id, response=pb.ApprovalResponse(
-        request_id="req-1", decision=pb.APPROVE_NEXT, count=3)), timeout=5)
+    a.send(
+        a.env(
+            pb.TASK_EVENT,
+            task_id=run.task_id,
+            event=pb.TaskEvent(
+                approval=pb.ApprovalEvent(
+                    request=pb.ApprovalRequest(request_id="req-1", tool="shell", summary="ls"), text="ls"
+                )
+            ),
+        )
+    )
+    await c.stub.Approve(
+        pb.ApproveRequest(
+            task_id=run.task_id, response=pb.ApprovalResponse(request_id="req-1", decision=pb.APPROVE_NEXT, count=3)
+        ),
+        timeout=5,
+    )
     resp = await a.expect(pb.APPROVAL_RESPONSE)
     assert resp.task_id == run.task_id
-    assert (resp.approval_response.request_id, resp.approval_response.decision, resp.approval_response.count) == \
-        ("req-1", pb.APPROVE_NEXT, 3)
+    assert (resp.approval_response.request_id, resp.approval_response.decision, resp.approval_response.count) == (
+        "req-1",
+        pb.APPROVE_NEXT,
+        3,
+    )
     a.send(a.env(pb.REPLY, correlation_id=run.id, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED))))
     await _drain(call)
 

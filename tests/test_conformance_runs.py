@@ -27,7 +27,9 @@ async def test_a_reply_is_matched_each_allowed_way_and_frees_the_agent(world, ma
     for n in range(2):  # the second task proves the agent was set free by the first REPLY
         call, run = await _run_one(world, a, agent_type, f"job {n}")
         task_id = run.task.task_id
-        a.send(a.env(pb.TASK_EVENT, task_id=task_id, event=pb.TaskEvent(task_id=task_id, token=pb.TokenEvent(text="hi"))))
+        a.send(
+            a.env(pb.TASK_EVENT, task_id=task_id, event=pb.TaskEvent(task_id=task_id, token=pb.TokenEvent(text="hi")))
+        )
         result = pb.TaskResult(state=pb.SUCCEEDED, output=f"done {n}")
         reply = a.env(pb.REPLY, reply=pb.Reply(result=result))
         if match == "result_task_id":
@@ -52,15 +54,19 @@ async def test_a_reply_that_names_no_task_gets_invalid_argument_and_the_task_sta
     a = world.agent()
     await a.connect(agent_type)
     call, run = await _run_one(world, a, agent_type, "x")
-    for reply in (a.env(pb.REPLY, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED))),
-                  a.env(pb.REPLY, correlation_id="not-a-run", reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED))),
-                  a.env(pb.REPLY, task_id=run.task_id)):
+    for reply in (
+        a.env(pb.REPLY, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED))),
+        a.env(pb.REPLY, correlation_id="not-a-run", reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED))),
+        a.env(pb.REPLY, task_id=run.task_id),
+    ):
         a.send(reply)
         err = await a.expect(pb.ERROR, lambda e, r=reply: e.correlation_id == r.id)
         assert err.error.code == "INVALID_ARGUMENT"
         assert ("correlation_id" in err.error.message) or ("reply.result" in err.error.message), err.error.message
     # a REPLY naming two different tasks is refused as well
-    two = a.env(pb.REPLY, task_id="other", reply=pb.Reply(result=pb.TaskResult(task_id=run.task_id, state=pb.SUCCEEDED)))
+    two = a.env(
+        pb.REPLY, task_id="other", reply=pb.Reply(result=pb.TaskResult(task_id=run.task_id, state=pb.SUCCEEDED))
+    )
     a.send(two)
     err = await a.expect(pb.ERROR, lambda e: e.correlation_id == two.id)
     assert err.error.code == "INVALID_ARGUMENT" and "two tasks" in err.error.message
@@ -104,8 +110,13 @@ async def test_a_result_event_from_an_agent_gets_an_error_saying_results_go_in_a
     a = world.agent()
     await a.connect(agent_type)
     call, run = await _run_one(world, a, agent_type, "x")
-    ev = a.env(pb.TASK_EVENT, task_id=run.task_id, event=pb.TaskEvent(
-        task_id=run.task_id, result=pb.ResultEvent(result=pb.TaskResult(task_id=run.task_id, state=pb.SUCCEEDED))))
+    ev = a.env(
+        pb.TASK_EVENT,
+        task_id=run.task_id,
+        event=pb.TaskEvent(
+            task_id=run.task_id, result=pb.ResultEvent(result=pb.TaskResult(task_id=run.task_id, state=pb.SUCCEEDED))
+        ),
+    )
     a.send(ev)
     err = await a.expect(pb.ERROR, lambda e: e.correlation_id == ev.id)
     assert err.error.code == "INVALID_ARGUMENT" and "REPLY" in err.error.message
@@ -164,15 +175,19 @@ async def test_typed_events_reach_a_client_watch_with_the_agent_type(world) -> N
         pb.TaskEvent(log=pb.LogEvent(text="a log line")),
         pb.TaskEvent(token=pb.TokenEvent(text="tok")),
         pb.TaskEvent(step=pb.StepEvent(text="step 1"), data={"tool": "write_file"}),
-        pb.TaskEvent(artifact=pb.ArtifactEvent(artifact=pb.Artifact(path="a.txt", size=1, kind="document"),
-                                               text="a.txt")),
-        pb.TaskEvent(approval=pb.ApprovalEvent(request=pb.ApprovalRequest(request_id="r1", tool="run"),
-                                               text="run it?")),
+        pb.TaskEvent(
+            artifact=pb.ArtifactEvent(artifact=pb.Artifact(path="a.txt", size=1, kind="document"), text="a.txt")
+        ),
+        pb.TaskEvent(
+            approval=pb.ApprovalEvent(request=pb.ApprovalRequest(request_id="r1", tool="run"), text="run it?")
+        ),
     ]
     for b in bodies:
         b.task_id = tid
         a.send(a.env(pb.TASK_EVENT, task_id=tid, event=b))
-    a.send(a.env(pb.REPLY, correlation_id=run.id, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED, output="ok"))))
+    a.send(
+        a.env(pb.REPLY, correlation_id=run.id, reply=pb.Reply(result=pb.TaskResult(state=pb.SUCCEEDED, output="ok")))
+    )
     await _drain(call)
     got: list[Any] = []
 

@@ -24,12 +24,10 @@ store, mesh = fake_ports.store, fake_ports.mesh
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_a_delegated_task_answers_its_delegator_with_the_correlation_id(
-        mesh: Mesh, store: MemoryStore) -> None:
+def test_a_delegated_task_answers_its_delegator_with_the_correlation_id(mesh: Mesh, store: MemoryStore) -> None:
     mgr = connect(mesh, "m1", "coder")
     submit(mesh, "parent", "coder", options={"model": "x"})
-    child = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN, options={"k": "v"}),
-                             "parent", "corr-1")
+    child = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN, options={"k": "v"}), "parent", "corr-1")
     assert child.parent_task_id == "parent" and child.delegated_by == "m1"
     assert child.submitted_by == "client:alice"  # the root's owner
     worker = connect(mesh, "w1")
@@ -57,8 +55,7 @@ def test_a_redelegated_finished_child_answers_at_once(mesh: Mesh) -> None:
     child = mesh.on_delegate("m1", sub, "parent", "corr-1", "parent.child")
     connect(mesh, "w1")
     mesh.on_result("w1", ok(child.task_id))
-    again = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN),
-                             "parent", "corr-2", "parent.child")
+    again = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN), "parent", "corr-2", "parent.child")
     assert again.task_id == child.task_id
     assert [c for c, _ in mgr.replies] == ["corr-1", "corr-2"]
 
@@ -79,13 +76,11 @@ def test_subscribers_of_a_task_and_of_its_parent_get_its_events_in_order(mesh: M
     child_events = [e for e in on_parent.events if e.task_id == child.task_id]
     assert [e.seq for e in child_events] == list(range(1, len(child_events) + 1))
     assert [e.kind for e in child_events][-2:] == [EventKind.TOKEN, EventKind.RESULT]
-    assert [e.task_id for e in on_all.events if e.task_id == child.task_id] == [
-        e.task_id for e in child_events]
+    assert [e.task_id for e in on_all.events if e.task_id == child.task_id] == [e.task_id for e in child_events]
     assert on_parent.closed == ""  # the parent still runs
 
 
-def test_a_finished_task_closes_its_subscribers_and_its_events_are_stored(
-        mesh: Mesh, store: MemoryStore) -> None:
+def test_a_finished_task_closes_its_subscribers_and_its_events_are_stored(mesh: Mesh, store: MemoryStore) -> None:
     connect(mesh, "a1")
     submit(mesh, "t1")
     sub = FakeSubscriber()

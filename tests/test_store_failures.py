@@ -60,8 +60,7 @@ def test_committed_writes_survive_sigkill(db: Path, tmp_path: Path) -> None:
     db.parent.mkdir(parents=True)
     errlog = tmp_path / "writer.err"
     with errlog.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE,
-                                stderr=err, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
@@ -207,9 +206,14 @@ def test_a_real_full_disk_fails_the_write_by_name(tmp_path: Path) -> None:
     probe = subprocess.run([unshare, "-rm", "true"], capture_output=True, timeout=10)
     if probe.returncode != 0:
         pytest.skip(f"user namespaces are not permitted here: {probe.stderr.decode().strip()}")
-    script = f"mount -t tmpfs -o size=512k tmpfs {mnt} && exec {sys.executable} -c \"$0\" {db}"
-    r = subprocess.run([unshare, "-rm", "sh", "-c", script, FILL_DISK], capture_output=True, text=True,
-                       timeout=60, cwd=Path(__file__).resolve().parents[1])
+    script = f'mount -t tmpfs -o size=512k tmpfs {mnt} && exec {sys.executable} -c "$0" {db}'
+    r = subprocess.run(
+        [unshare, "-rm", "sh", "-c", script, FILL_DISK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["stored"] > 0

@@ -33,12 +33,18 @@ def test_database_at_version_1_is_upgraded_and_keeps_its_data(db: Path) -> None:
 
     v1 = [c for c in _TASK_COLUMNS if c != "reply_to"]
     row = _task_row(t)
-    c.execute(f"INSERT INTO tasks ({', '.join(v1)}, finished) VALUES ({', '.join('?' * (len(v1) + 1))})",
-              (*row[:len(v1)], row[-1]))
-    c.execute("INSERT INTO sessions (session_id, created_ms, updated_ms, title, published, tags) "
-              "VALUES ('sess-1', 1000, 2000, 'old title', 1, '[\"v1\"]')")
-    c.execute("INSERT INTO task_events (task_id, seq, kind, ts_ms, payload) "
-              "VALUES ('old', 1, 'log', 5, '{\"text\":\"hello\"}')")
+    c.execute(
+        f"INSERT INTO tasks ({', '.join(v1)}, finished) VALUES ({', '.join('?' * (len(v1) + 1))})",
+        (*row[: len(v1)], row[-1]),
+    )
+    c.execute(
+        "INSERT INTO sessions (session_id, created_ms, updated_ms, title, published, tags) "
+        "VALUES ('sess-1', 1000, 2000, 'old title', 1, '[\"v1\"]')"
+    )
+    c.execute(
+        "INSERT INTO task_events (task_id, seq, kind, ts_ms, payload) "
+        "VALUES ('old', 1, 'log', 5, '{\"text\":\"hello\"}')"
+    )
     c.close()
 
     s = SqliteStore(db)
@@ -70,9 +76,11 @@ def test_version_2_reply_to_moves_out_of_the_options(db: Path) -> None:
     c = sqlite3.connect(db, isolation_level=None)
     assert migrate(c, target=2) == [1, 2]
     for task_id, options in (("child", '{"model":"x","_reply_to":"corr-1"}'), ("plain", '{"a":"b"}')):
-        c.execute("INSERT INTO tasks (task_id, agent_type, action, state, options, created_ms, "
-                  "updated_ms, delegated_by) VALUES (?, 'echo', 'run', 'running', ?, 1, 1, 'mgr')",
-                  (task_id, options))
+        c.execute(
+            "INSERT INTO tasks (task_id, agent_type, action, state, options, created_ms, "
+            "updated_ms, delegated_by) VALUES (?, 'echo', 'run', 'running', ?, 1, 1, 'mgr')",
+            (task_id, options),
+        )
     c.close()
     s = SqliteStore(db)
     try:

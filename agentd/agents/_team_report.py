@@ -87,8 +87,17 @@ class Track:
 class TeamReport:
     """REPORT.md and the result's summary of a manager's run (part of ManagerAgent)."""
 
-    async def _report(self, ctx: TaskContext, idea: str, tracks: dict[str, Track], source: str, why: str,
-                      started: int, finished: int, root: Path) -> Outcome:
+    async def _report(
+        self,
+        ctx: TaskContext,
+        idea: str,
+        tracks: dict[str, Track],
+        source: str,
+        why: str,
+        started: int,
+        finished: int,
+        root: Path,
+    ) -> Outcome:
         ts = list(tracks.values())
         ok = [t for t in ts if t.state == "succeeded"]
         total = Usage(model=ctx.usage.model).add(ctx.usage)
@@ -103,18 +112,26 @@ class TeamReport:
         committed = await self._commit_report(ctx, root)
         ctx.artifact(REPORT, kind="document")
         state_line = f"{len(ok)} of {len(ts)} sub-tasks succeeded"
-        lines = [f"{state_line}; {total.total_tokens} tokens, ${total.cost_usd:.4f}; "
-                 f"{retried} retried, {len(requeues)} requeued by the mesh; report: {REPORT}"]
+        lines = [
+            f"{state_line}; {total.total_tokens} tokens, ${total.cost_usd:.4f}; "
+            f"{retried} retried, {len(requeues)} requeued by the mesh; report: {REPORT}"
+        ]
         for t in ts:
             r = t.result
             where = f" on {r.agent_id}" if r and r.agent_id else ""
-            detail = (short(r.output, 100) if t.state == "succeeded" and r else short(t.note or (r.error if r else ""),
-                                                                                     100))
-            lines.append(f"- {t.item.id} ({t.item.agent_type}){where}: {t.state}"
-                         + (f" after {len(t.attempts)} attempts" if len(t.attempts) > 1 else "")
-                         + (f"; requeued: {'; '.join(a.requeued for a in t.attempts if a.requeued)}"
-                            if any(a.requeued for a in t.attempts) else "")
-                         + (f" — {detail}" if detail else ""))
+            detail = (
+                short(r.output, 100) if t.state == "succeeded" and r else short(t.note or (r.error if r else ""), 100)
+            )
+            lines.append(
+                f"- {t.item.id} ({t.item.agent_type}){where}: {t.state}"
+                + (f" after {len(t.attempts)} attempts" if len(t.attempts) > 1 else "")
+                + (
+                    f"; requeued: {'; '.join(a.requeued for a in t.attempts if a.requeued)}"
+                    if any(a.requeued for a in t.attempts)
+                    else ""
+                )
+                + (f" — {detail}" if detail else "")
+            )
         data = {
             "plan_source": source,
             "plan": json.dumps([t.item.as_dict() for t in ts]),
@@ -135,26 +152,45 @@ class TeamReport:
             data["plan_note"] = why
         failed = [t for t in ts if t.state != "succeeded"]
         if failed:
-            err = "; ".join(f"{t.item.id} ({t.item.agent_type}) {t.state}: "
-                            f"{short(t.note or (t.result.error if t.result else ''), 200)}" for t in failed)
+            err = "; ".join(
+                f"{t.item.id} ({t.item.agent_type}) {t.state}: "
+                f"{short(t.note or (t.result.error if t.result else ''), 200)}"
+                for t in failed
+            )
             return Outcome(ok=False, output="\n".join(lines), error=f"{state_line}: {err}", data=data)
         return Outcome(output="\n".join(lines), data=data)
 
-    def _markdown(self, ctx: TaskContext, idea: str, ts: list[Track], source: str, why: str, started: int,
-                  finished: int, total: Usage, per_type: dict[str, Usage],
-                  requeues: list[tuple[Track, Attempt]]) -> str:
+    def _markdown(
+        self,
+        ctx: TaskContext,
+        idea: str,
+        ts: list[Track],
+        source: str,
+        why: str,
+        started: int,
+        finished: int,
+        total: Usage,
+        per_type: dict[str, Usage],
+        requeues: list[tuple[Track, Attempt]],
+    ) -> str:
         out = [f"# Project report: {idea}", ""]
-        out += [f"- Manager task: `{ctx.task.task_id}` on `{ctx.agent_id}`",
-                f"- Plan: {'from the model' if source == 'model' else 'the default plan (' + why + ')'}",
-                f"- Started: {_iso(started)}", f"- Finished: {_iso(finished)} "
-                f"({(finished - started) / 1000:.1f} s)",
-                f"- Sub-tasks: {sum(1 for t in ts if t.state == 'succeeded')} of {len(ts)} succeeded",
-                f"- Usage: {total.prompt_tokens} prompt + {total.completion_tokens} completion tokens, "
-                f"${total.cost_usd:.4f} ({total.calls} model calls)", ""]
-        out += ["## Sub-tasks", "",
-                "| Sub-task | Agent type | Agent | Task | State | Attempts | Checks | Tokens (prompt/completion) "
-                "| Cost (USD) | Started | Finished |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"- Manager task: `{ctx.task.task_id}` on `{ctx.agent_id}`",
+            f"- Plan: {'from the model' if source == 'model' else 'the default plan (' + why + ')'}",
+            f"- Started: {_iso(started)}",
+            f"- Finished: {_iso(finished)} ({(finished - started) / 1000:.1f} s)",
+            f"- Sub-tasks: {sum(1 for t in ts if t.state == 'succeeded')} of {len(ts)} succeeded",
+            f"- Usage: {total.prompt_tokens} prompt + {total.completion_tokens} completion tokens, "
+            f"${total.cost_usd:.4f} ({total.calls} model calls)",
+            "",
+        ]
+        out += [
+            "## Sub-tasks",
+            "",
+            "| Sub-task | Agent type | Agent | Task | State | Attempts | Checks | Tokens (prompt/completion) "
+            "| Cost (USD) | Started | Finished |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for t in ts:
             r = t.result
             u = t.usage
@@ -162,9 +198,15 @@ class TeamReport:
                 f"| {t.item.id} | {t.item.agent_type} | {r.agent_id if r else ''} | {r.task_id if r else ''} | "
                 f"{t.state} | {len(t.attempts)} | {(checks_of(r) if r else '') or '-'} | "
                 f"{u.prompt_tokens}/{u.completion_tokens} | {u.cost_usd:.4f} | {_iso(t.started_ms)} | "
-                f"{_iso(t.finished_ms)} |")
-        out += ["", "## Usage per agent type", "", "| Agent type | Model calls | Prompt tokens | Completion tokens "
-                "| Cost (USD) |", "|---|---|---|---|---|"]
+                f"{_iso(t.finished_ms)} |"
+            )
+        out += [
+            "",
+            "## Usage per agent type",
+            "",
+            "| Agent type | Model calls | Prompt tokens | Completion tokens | Cost (USD) |",
+            "|---|---|---|---|---|",
+        ]
         for typ, u in per_type.items():
             out.append(f"| {typ} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | {u.cost_usd:.4f} |")
         out += ["", "## Retries and requeues", ""]
@@ -173,12 +215,16 @@ class TeamReport:
             for a in t.attempts:
                 if a.requeued:
                     any_retry = True
-                    out.append(f"- {t.item.id}: task `{a.task_id}` was requeued by the mesh ({a.requeued}) and "
-                               f"finished on `{a.agent_id}` at attempt {a.mesh_attempt}")
+                    out.append(
+                        f"- {t.item.id}: task `{a.task_id}` was requeued by the mesh ({a.requeued}) and "
+                        f"finished on `{a.agent_id}` at attempt {a.mesh_attempt}"
+                    )
             for a in t.attempts[:-1]:
                 any_retry = True
-                out.append(f"- {t.item.id}: attempt {a.n} (`{a.task_id}` on `{a.agent_id}`) failed: "
-                           f"{short(a.error, 300)}; retried")
+                out.append(
+                    f"- {t.item.id}: attempt {a.n} (`{a.task_id}` on `{a.agent_id}`) failed: "
+                    f"{short(a.error, 300)}; retried"
+                )
         if not any_retry:
             out.append("- none")
         for t in ts:
@@ -210,8 +256,12 @@ class TeamReport:
             return False
         try:
             await git.ensure()
-            c = await git.commit([REPORT], f"manager: project report\n\nTask: {ctx.task.task_id}\n",
-                                 "orchgpt manager", "manager@orchgpt.local")
+            c = await git.commit(
+                [REPORT],
+                f"manager: project report\n\nTask: {ctx.task.task_id}\n",
+                "orchgpt manager",
+                "manager@orchgpt.local",
+            )
         except (AgentdError, OSError) as exc:
             ctx.log(f"could not commit {REPORT}: {exc}")
             return False

@@ -84,6 +84,7 @@ def state_from_pb(v: int) -> TaskState | None:
 
 # ---- envelopes
 
+
 def new_envelope(type_: pb.MessageType.ValueType, sender: str = "orchgpt", **fields: Any) -> pb.Envelope:
     env = pb.Envelope(id=fast_id(), sender=sender, type=type_, timestamp_ms=now_ms())
     for k, v in fields.items():
@@ -99,9 +100,15 @@ def new_envelope(type_: pb.MessageType.ValueType, sender: str = "orchgpt", **fie
 
 # ---- usage, artifacts, results
 
+
 def usage_to_pb(u: Usage) -> pb.Usage:
-    return pb.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-                    cost_usd=u.cost_usd, model=u.model, calls=u.calls)
+    return pb.Usage(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        cost_usd=u.cost_usd,
+        model=u.model,
+        calls=u.calls,
+    )
 
 
 def usage_from_pb(m: pb.Usage) -> Usage:
@@ -118,9 +125,16 @@ def artifact_from_pb(m: pb.Artifact) -> Artifact:
 
 def result_to_pb(r: TaskResult) -> pb.TaskResult:
     return pb.TaskResult(
-        task_id=r.task_id, state=state_to_pb(r.state), output=r.output, error=r.error,
-        artifacts=[artifact_to_pb(a) for a in r.artifacts], usage=usage_to_pb(r.usage),
-        workspace=r.workspace, agent_type=r.agent_type, agent_id=r.agent_id, data=r.data,
+        task_id=r.task_id,
+        state=state_to_pb(r.state),
+        output=r.output,
+        error=r.error,
+        artifacts=[artifact_to_pb(a) for a in r.artifacts],
+        usage=usage_to_pb(r.usage),
+        workspace=r.workspace,
+        agent_type=r.agent_type,
+        agent_id=r.agent_id,
+        data=r.data,
     )
 
 
@@ -129,9 +143,16 @@ def result_from_pb(m: pb.TaskResult) -> TaskResult:
     if state is None or not state.terminal:
         raise DecodeError(f"a task result must be succeeded, failed or cancelled, not {pb.TaskState.Name(m.state)}")
     return TaskResult(
-        task_id=m.task_id, state=state, output=m.output, error=m.error,
-        artifacts=[artifact_from_pb(a) for a in m.artifacts], usage=usage_from_pb(m.usage),
-        workspace=m.workspace, agent_type=m.agent_type, agent_id=m.agent_id, data=dict(m.data),
+        task_id=m.task_id,
+        state=state,
+        output=m.output,
+        error=m.error,
+        artifacts=[artifact_from_pb(a) for a in m.artifacts],
+        usage=usage_from_pb(m.usage),
+        workspace=m.workspace,
+        agent_type=m.agent_type,
+        agent_id=m.agent_id,
+        data=dict(m.data),
     )
 
 

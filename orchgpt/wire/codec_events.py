@@ -44,8 +44,9 @@ def approval_request_from_pb(m: pb.ApprovalRequest) -> ApprovalRequest:
 
 
 def approval_response_to_pb(a: ApprovalResponse) -> pb.ApprovalResponse:
-    return pb.ApprovalResponse(request_id=a.request_id, decision=_DECISION_TO_PB[a.decision],
-                               count=a.count, feedback=a.feedback)
+    return pb.ApprovalResponse(
+        request_id=a.request_id, decision=_DECISION_TO_PB[a.decision], count=a.count, feedback=a.feedback
+    )
 
 
 def approval_response_from_pb(m: pb.ApprovalResponse) -> ApprovalResponse:
@@ -60,8 +61,14 @@ def event_to_pb(e: TaskEvent, agent_type: str = "") -> pb.TaskEvent:
     """The typed wire event: the domain kind picks the oneof body (text, state, artifact,
     approval or result go where that kind has them). ``agent_type``: the task's agent type
     (default: the event's own)."""
-    m = pb.TaskEvent(task_id=e.task_id, agent_id=e.agent_id, parent_task_id=e.parent_task_id, seq=e.seq,
-                     data=e.data, agent_type=agent_type or e.agent_type)
+    m = pb.TaskEvent(
+        task_id=e.task_id,
+        agent_id=e.agent_id,
+        parent_task_id=e.parent_task_id,
+        seq=e.seq,
+        data=e.data,
+        agent_type=agent_type or e.agent_type,
+    )
     kind = e.kind
     if kind == EventKind.TOKEN:
         m.token.text = e.text
@@ -96,9 +103,17 @@ def event_from_pb(m: pb.TaskEvent, ts_ms: int = 0) -> TaskEvent:
         raise DecodeError("task event has no body: set one of status, log, token, step, artifact, approval")
     kind = _KIND_FROM_BODY[body]
     sub = getattr(m, body)
-    ev = EVENT_CLASSES[kind](task_id=m.task_id, kind=kind, seq=m.seq, text=sub.text, agent_id=m.agent_id,
-                             parent_task_id=m.parent_task_id, data=dict(m.data),
-                             ts_ms=ts_ms or now_ms(), agent_type=m.agent_type)
+    ev = EVENT_CLASSES[kind](
+        task_id=m.task_id,
+        kind=kind,
+        seq=m.seq,
+        text=sub.text,
+        agent_id=m.agent_id,
+        parent_task_id=m.parent_task_id,
+        data=dict(m.data),
+        ts_ms=ts_ms or now_ms(),
+        agent_type=m.agent_type,
+    )
     if kind == EventKind.STATUS:
         ev.state = state_from_pb(sub.state)
     elif kind == EventKind.ARTIFACT:
@@ -126,8 +141,7 @@ def event_envelope(e: TaskEvent, sender: str = "orchgpt", agent_type: str = "") 
     """The TASK_EVENT envelope of an event. An event with its wire form kept (``encode_event``)
     is re-stamped from it (seq, agent id, parent task: what orchgpt sets) and keeps the agent
     type it was encoded with."""
-    env = pb.Envelope(id=fast_id(), sender=sender, type=pb.TASK_EVENT, task_id=e.task_id,
-                      timestamp_ms=e.ts_ms)
+    env = pb.Envelope(id=fast_id(), sender=sender, type=pb.TASK_EVENT, task_id=e.task_id, timestamp_ms=e.ts_ms)
     if e.encoded:
         m = env.event
         m.MergeFromString(e.encoded)

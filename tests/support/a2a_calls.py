@@ -45,9 +45,7 @@ class Caller:
         self.http = httpx.AsyncClient(verify=ctx, timeout=30)
 
     async def client(self, agent_type: str = "echo"):  # type: ignore[no-untyped-def]
-        return await create_client(
-            f"{self.base}/{agent_type}", ClientConfig(httpx_client=self.http)
-        )
+        return await create_client(f"{self.base}/{agent_type}", ClientConfig(httpx_client=self.http))
 
     async def close(self) -> None:
         await self.http.aclose()

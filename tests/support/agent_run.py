@@ -40,16 +40,23 @@ A small HTTP API that stores todo items in memory.
 
 
 class Run:
-    def __init__(self, tmp_path: Path, srv: ScriptedOpenAI, agent_type: str, text_: str,
-                 options: dict[str, str] | None = None, **model_opts: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        srv: ScriptedOpenAI,
+        agent_type: str,
+        text_: str,
+        options: dict[str, str] | None = None,
+        **model_opts: Any,
+    ) -> None:
         self.events: list[TaskEvent] = []
-        self.settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted",
-                                                   workspace_root=tmp_path / "ws", **model_opts)
+        self.settings = AgentSettings.for_endpoint(
+            srv.base_url, api_key="sk-scripted", workspace_root=tmp_path / "ws", **model_opts
+        )
         self.settings.sandbox_timeout_s = 60
         self.ws = tmp_path / "ws" / "task1"
         self.ws.mkdir(parents=True, exist_ok=True)
-        task = Task(task_id="task1", agent_type=agent_type, input=text_, language="python",
-                           options=options or {})
+        task = Task(task_id="task1", agent_type=agent_type, input=text_, language="python", options=options or {})
         self.ctx = TaskContext(task, self.ws, f"{agent_type}-1", self.events.append, settings=self.settings)
         self.agent: Agent = agent_class(agent_type)(self.settings)
 

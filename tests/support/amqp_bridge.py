@@ -77,11 +77,16 @@ class SeedService:
 
     def send(self, body: str | bytes, **props: Any) -> None:
         data = body.encode() if isinstance(body, str) else body
-        self.ch.basic_publish(exchange="", routing_key=self.send_queue, body=data,
-                              properties=pika.BasicProperties(delivery_mode=2, **props))
+        self.ch.basic_publish(
+            exchange="",
+            routing_key=self.send_queue,
+            body=data,
+            properties=pika.BasicProperties(delivery_mode=2, **props),
+        )
 
-    def receive(self, n: int = 1, timeout: float = 20.0, queue: str | None = None,
-                until: Any = None) -> list[tuple[dict[str, Any], Any]]:
+    def receive(
+        self, n: int = 1, timeout: float = 20.0, queue: str | None = None, until: Any = None
+    ) -> list[tuple[dict[str, Any], Any]]:
         """Messages (decoded JSON, properties) until ``n`` arrived (or ``until(got)`` is true)."""
         got: list[tuple[dict[str, Any], Any]] = []
         deadline = time.monotonic() + timeout
@@ -118,16 +123,25 @@ class Bridge:
         self.runs += 1
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "orchgpt", "bridge", "amqp", *self.args],
-                                         cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: ready in self.log_path.read_bytes() or self.proc.poll() is not None,  # type: ignore[union-attr]
-                 30, what=f"{ready.decode()} in the bridge's log")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orchgpt", "bridge", "amqp", *self.args],
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(
+            lambda: ready in self.log_path.read_bytes() or self.proc.poll() is not None,  # type: ignore[union-attr]
+            30,
+            what=f"{ready.decode()} in the bridge's log",
+        )
         assert self.proc.poll() is None, self.log()
         return self
 
     def log(self) -> str:
-        return "\n".join((self.workdir / f"bridge-{i}.log").read_text(errors="replace")
-                         for i in range(1, self.runs + 1))
+        return "\n".join(
+            (self.workdir / f"bridge-{i}.log").read_text(errors="replace") for i in range(1, self.runs + 1)
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is not None and self.proc.poll() is None:
@@ -152,9 +166,26 @@ def bridge_factory(broker: RabbitMQ, mesh: Daemon, queues: Queues, tmp_path: Pat
     made: list[Bridge] = []
 
     def make(*extra: str, url: str | None = None) -> Bridge:
-        b = Bridge(["--url", url or broker.url, "--agent", "echo", "--receive-queue", queues.to_agent,
-                    "--send-queue", queues.to_service, "--address", mesh.address, "--certs", str(mesh.certs),
-                    "--cert-name", "amqp-bridge", *extra], tmp_path)
+        b = Bridge(
+            [
+                "--url",
+                url or broker.url,
+                "--agent",
+                "echo",
+                "--receive-queue",
+                queues.to_agent,
+                "--send-queue",
+                queues.to_service,
+                "--address",
+                mesh.address,
+                "--certs",
+                str(mesh.certs),
+                "--cert-name",
+                "amqp-bridge",
+                *extra,
+            ],
+            tmp_path,
+        )
         made.append(b)
         return b
 

@@ -34,10 +34,18 @@ def env_for(mesh: Daemon, **extra: str) -> dict[str, str]:
     return env
 
 
-def cli(mesh: Daemon, *args: str, stdin: str = "", timeout: float = 60,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchgpt_cli", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout, env=env or env_for(mesh), cwd=mesh.workdir)
+def cli(
+    mesh: Daemon, *args: str, stdin: str = "", timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchgpt_cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or env_for(mesh),
+        cwd=mesh.workdir,
+    )
 
 
 async def tasks_in(mesh: Daemon, session: str = "") -> list:  # type: ignore[type-arg]

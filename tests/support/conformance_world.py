@@ -46,8 +46,19 @@ def _load(name: str, path: Path, source: str | None = None) -> ModuleType:
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
     out = tmp_path_factory.mktemp("stubs")
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
-                    f"--grpc_python_out={out}", str(PROTO.relative_to(ROOT / "proto"))], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'proto'}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            str(PROTO.relative_to(ROOT / "proto")),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     gen = out / "orchgpt" / "iac" / "v1"
     pb = _load("conformance_iac_pb2", gen / "iac_pb2.py")
     grpc_src = (gen / "iac_pb2_grpc.py").read_text()
@@ -61,21 +72,29 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleT
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One daemon for the module: no spawning (every agent here is ours), heartbeats every 0.5 s."""
     work = tmp_path_factory.mktemp("conformance")
-    d = Daemon(workdir=work, certs=make_certs(work / "certs"), data_dir=work / "data",
-               args=["--no-spawn", "--heartbeat-misses", "3"])
+    d = Daemon(
+        workdir=work,
+        certs=make_certs(work / "certs"),
+        data_dir=work / "data",
+        args=["--no-spawn", "--heartbeat-misses", "3"],
+    )
     d.start()
     yield d
     d.kill()
 
 
 def _creds(paths: Any) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(root_certificates=paths.ca.read_bytes(), private_key=paths.key.read_bytes(),
-                                        certificate_chain=paths.cert.read_bytes())
+    return grpc.ssl_channel_credentials(
+        root_certificates=paths.ca.read_bytes(),
+        private_key=paths.key.read_bytes(),
+        certificate_chain=paths.cert.read_bytes(),
+    )
 
 
 def _channel(daemon: Daemon, paths: Any) -> grpc.aio.Channel:
-    return grpc.aio.secure_channel(daemon.address, _creds(paths),
-                                   options=[("grpc.ssl_target_name_override", SERVER_NAME)])
+    return grpc.aio.secure_channel(
+        daemon.address, _creds(paths), options=[("grpc.ssl_target_name_override", SERVER_NAME)]
+    )
 
 
 def _uid(prefix: str) -> str:
@@ -85,8 +104,15 @@ def _uid(prefix: str) -> str:
 class RawAgent:
     """An agent as an implementer would write it from the .proto: a Connect stream of Batches."""
 
-    def __init__(self, pb: ModuleType, pb_grpc: ModuleType, daemon: Daemon, name: str, role: str = "agent",
-                 certs_name: str | None = None) -> None:
+    def __init__(
+        self,
+        pb: ModuleType,
+        pb_grpc: ModuleType,
+        daemon: Daemon,
+        name: str,
+        role: str = "agent",
+        certs_name: str | None = None,
+    ) -> None:
         self.pb, self.name = pb, name
         paths = paths_for(daemon.certs, certs_name) if certs_name else issue(daemon.certs, name, role)
         self.channel = _channel(daemon, paths)
@@ -100,12 +126,14 @@ class RawAgent:
         self._tasks: list[asyncio.Task[Any]] = []
 
     def env(self, type_: int, **fields: Any) -> Any:
-        return self.pb.Envelope(id=uuid.uuid4().hex, sender=self.name, type=type_,
-                                timestamp_ms=int(time.time() * 1000), **fields)
+        return self.pb.Envelope(
+            id=uuid.uuid4().hex, sender=self.name, type=type_, timestamp_ms=int(time.time() * 1000), **fields
+        )
 
     def register_env(self, agent_type: str, **fields: Any) -> Any:
-        return self.env(self.pb.REGISTER, register=self.pb.Register(agent_type=agent_type, host="conformance",
-                                                                    **fields))
+        return self.env(
+            self.pb.REGISTER, register=self.pb.Register(agent_type=agent_type, host="conformance", **fields)
+        )
 
     def send(self, *envs: Any) -> None:
         self.out.put_nowait(self.pb.Batch(envelopes=list(envs)))
@@ -159,9 +187,11 @@ class RawAgent:
                 if e.type == type_ and (pred is None or pred(e)):
                     return self.received.pop(i)
             if self.ended.is_set():
-                raise AssertionError(f"stream ended ({self.code}: {self.details}) before a "
-                                     f"{self.pb.MessageType.Name(type_)}; got "
-                                     f"{[self.pb.MessageType.Name(e.type) for e in self.received]}")
+                raise AssertionError(
+                    f"stream ended ({self.code}: {self.details}) before a "
+                    f"{self.pb.MessageType.Name(type_)}; got "
+                    f"{[self.pb.MessageType.Name(e.type) for e in self.received]}"
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no {self.pb.MessageType.Name(type_)} within {timeout}s")
@@ -191,8 +221,9 @@ class RawClient:
         self.stub = pb_grpc.MeshStub(self.channel)
 
     def submit(self, agent_type: str, text: str) -> Any:
-        return self.stub.Submit(self.pb.SubmitRequest(command=self.pb.Command(
-            agent_type=agent_type, action=self.pb.RUN_ACTION, input=text)))
+        return self.stub.Submit(
+            self.pb.SubmitRequest(command=self.pb.Command(agent_type=agent_type, action=self.pb.RUN_ACTION, input=text))
+        )
 
     async def close(self) -> None:
         await self.channel.close(grace=None)
@@ -251,12 +282,14 @@ async def _run_one(world, agent: RawAgent, agent_type: str, text: str) -> tuple[
 
 async def _drain(sub: Submitted, timeout: float = 15.0) -> list[Any]:
     """Everything the Submit stream carries until it ends (with the task's result)."""
+
     async def all_() -> list[Any]:
         while True:
             batch = await sub.call.read()
             if batch is grpc.aio.EOF:
                 return sub.seen
             sub.seen.extend(batch.envelopes)
+
     return await asyncio.wait_for(all_(), timeout)
 
 
@@ -267,8 +300,15 @@ async def inproc(tmp_path: Path):  # type: ignore[no-untyped-def]
     from orchgpt.server import OrchgptServer
 
     certs = make_certs(tmp_path / "certs")
-    s = Settings(certs=certs, data_dir=tmp_path / "data", listen="127.0.0.1:0", spawn=False, local_model="off",
-                 heartbeat_interval=0.5, grace_period=0)
+    s = Settings(
+        certs=certs,
+        data_dir=tmp_path / "data",
+        listen="127.0.0.1:0",
+        spawn=False,
+        local_model="off",
+        heartbeat_interval=0.5,
+        grace_period=0,
+    )
     srv = OrchgptServer(s)
     await srv.start()
     d = Daemon(workdir=tmp_path, certs=certs, data_dir=tmp_path / "data")

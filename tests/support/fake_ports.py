@@ -106,23 +106,21 @@ def store() -> MemoryStore:
 
 @pytest.fixture
 def mesh(store: MemoryStore) -> Mesh:
-    m = Mesh(store, builtin_types=("echo", "coder"), spawner=FakeSpawner(), max_attempts=2,
-             reconnect_grace=5.0)
+    m = Mesh(store, builtin_types=("echo", "coder"), spawner=FakeSpawner(), max_attempts=2, reconnect_grace=5.0)
     m.strict = True  # an illegal transition raises here (it is logged in production)
     return m
 
 
-def connect(m: Mesh, name: str, agent_type: str = "echo", current: str = "",
-            pending: list[TaskResult] | None = None) -> FakeLink:
+def connect(
+    m: Mesh, name: str, agent_type: str = "echo", current: str = "", pending: list[TaskResult] | None = None
+) -> FakeLink:
     link = FakeLink()
-    m.register(name, Registration(agent_type, current_task=current,
-                                  pending_results=list(pending or [])), link)
+    m.register(name, Registration(agent_type, current_task=current, pending_results=list(pending or [])), link)
     return link
 
 
 def submit(m: Mesh, task_id: str, agent_type: str = "echo", **kw: Any) -> Task:
-    t, created = m.submit(Command(agent_type, Action.RUN, task_id, task_id=task_id, **kw),
-                          submitted_by="client:alice")
+    t, created = m.submit(Command(agent_type, Action.RUN, task_id, task_id=task_id, **kw), submitted_by="client:alice")
     assert created
     return t
 

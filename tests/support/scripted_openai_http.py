@@ -18,6 +18,7 @@ from tests.support.scripted_replies import _TOKEN, Response, _content, count_tok
 if TYPE_CHECKING:
     from tests.support.scripted_openai import ScriptedOpenAI
 
+
 @dataclass
 class Recorded:
     method: str
@@ -58,12 +59,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str, etype: str = "", code: str | None = None,
-               headers: dict[str, str] | None = None, param: str | None = None) -> None:
+    def _error(
+        self,
+        status: int,
+        message: str,
+        etype: str = "",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
         default_type = {401: "invalid_request_error", 429: "rate_limit_error"}.get(
-            status, "server_error" if status >= 500 else "invalid_request_error")
-        self._json(status, {"error": {"message": message, "type": etype or default_type, "param": param,
-                                      "code": code}}, headers)
+            status, "server_error" if status >= 500 else "invalid_request_error"
+        )
+        self._json(
+            status,
+            {"error": {"message": message, "type": etype or default_type, "param": param, "code": code}},
+            headers,
+        )
 
     def _authorised(self) -> bool:
         if self.srv.api_key is None:
@@ -78,8 +90,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(None)
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             if self._authorised():
-                self._json(200, {"object": "list", "data": [
-                    {"id": m, "object": "model", "created": 0, "owned_by": "scripted"} for m in self.srv.models]})
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {"id": m, "object": "model", "created": 0, "owned_by": "scripted"} for m in self.srv.models
+                        ],
+                    },
+                )
         elif self.path in ("/health", "/v1/health"):
             self._json(200, {"status": "ok"})
         else:
@@ -121,8 +140,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if r.status >= 400:
-            self._error(r.status, r.error or f"scripted error {r.status}", r.error_type, code=r.error_code,
-                        headers=r.headers, param=r.error_param)
+            self._error(
+                r.status,
+                r.error or f"scripted error {r.status}",
+                r.error_type,
+                code=r.error_code,
+                headers=r.headers,
+                param=r.error_param,
+            )
             return
         calls = [
             {
@@ -138,8 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
         finish = r.finish_reason or ("tool_calls" if calls else "stop")
         usage = r.usage or {
             "prompt_tokens": sum(4 + count_tokens(_content(m)) for m in msgs),
-            "completion_tokens": count_tokens(r.content) + sum(
-                count_tokens(c["function"]["name"] + c["function"]["arguments"]) for c in calls),
+            "completion_tokens": count_tokens(r.content)
+            + sum(count_tokens(c["function"]["name"] + c["function"]["arguments"]) for c in calls),
         }
         usage = {**usage, "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)}
         model = req.get("model") or (self.srv.models[0] if self.srv.models else "scripted-model")
@@ -151,14 +176,20 @@ class _Handler(BaseHTTPRequestHandler):
         message: dict[str, Any] = {"role": "assistant", "content": r.content if (r.content or not calls) else None}
         if calls:
             message["tool_calls"] = calls
-        out: dict[str, Any] = {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-                               "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+        out: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        }
         if r.report_usage:
             out["usage"] = usage
         self._json(200, out, r.headers)
 
-    def _sse(self, cid: str, model: str, r: Response, calls: list[dict[str, Any]], finish: str,
-             usage: dict[str, int] | None) -> None:
+    def _sse(
+        self, cid: str, model: str, r: Response, calls: list[dict[str, Any]], finish: str, usage: dict[str, int] | None
+    ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -170,8 +201,13 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
 
         def send(obj: Any) -> bool:
             if r.chunk_delay_s and self.srv._stop.wait(r.chunk_delay_s):
@@ -188,14 +224,36 @@ class _Handler(BaseHTTPRequestHandler):
         events += [chunk({"content": piece}) for piece in _pieces(r.content, r.chunk_chars)]
         for i, c in enumerate(calls):
             fn = c["function"]
-            events.append(chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                                  "function": {"name": fn["name"], "arguments": ""}}]}))
-            events += [chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-                       for piece in _pieces(fn["arguments"], max(r.chunk_chars, 8))]
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": i,
+                                "id": c["id"],
+                                "type": "function",
+                                "function": {"name": fn["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            events += [
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+                for piece in _pieces(fn["arguments"], max(r.chunk_chars, 8))
+            ]
         events.append(chunk({}, finish))
         if usage is not None:
-            events.append({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [], "usage": usage})
+            events.append(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         events.append("[DONE]")
         for ev in events:
             if not send(ev):
@@ -207,6 +265,6 @@ def _pieces(s: str, size: int) -> Iterator[str]:
         return
     if size > 0:
         for i in range(0, len(s), size):
-            yield s[i:i + size]
+            yield s[i : i + size]
     else:
         yield from re.findall(r"\S+\s*|\s+", s)

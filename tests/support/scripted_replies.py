@@ -50,8 +50,9 @@ def text(content: str, **kw: Any) -> Response:
     return Response(content=content, **kw)
 
 
-def tool_call(name: str, arguments: dict[str, Any] | str | None = None, *, id: str | None = None,
-              content: str = "", **kw: Any) -> Response:
+def tool_call(
+    name: str, arguments: dict[str, Any] | str | None = None, *, id: str | None = None, content: str = "", **kw: Any
+) -> Response:
     """A native tool call (``arguments`` as a dict, or a raw string to send malformed JSON)."""
     call: dict[str, Any] = {"name": name, "arguments": {} if arguments is None else arguments}
     if id:

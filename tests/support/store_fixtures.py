@@ -40,19 +40,46 @@ def store(backend: str):
 def full_task(task_id: str = "t-full", **kw) -> Task:
     """A task with every field set to something other than its default."""
     result = TaskResult(
-        task_id=task_id, state=TaskState.SUCCEEDED, output="done ✓", error="",
+        task_id=task_id,
+        state=TaskState.SUCCEEDED,
+        output="done ✓",
+        error="",
         artifacts=[Artifact("src/app.py", 120, "ab" * 32, "code"), Artifact("README.md", 9, "cd" * 32, "document")],
         usage=Usage(prompt_tokens=100, completion_tokens=50, cost_usd=0.0125, model="gpt-x", calls=3),
-        workspace="/ws/t-full", agent_type="coder", agent_id="coder-1", data={"tests": "3 passed"},
+        workspace="/ws/t-full",
+        agent_type="coder",
+        agent_id="coder-1",
+        data={"tests": "3 passed"},
     )
-    dep = TaskResult(task_id="dep-1", state=TaskState.FAILED, error="no", agent_type="architect",
-                     usage=Usage(1, 2, 0.5, "m", 1), artifacts=[Artifact("plan.md", 1, "ef", "document")])
+    dep = TaskResult(
+        task_id="dep-1",
+        state=TaskState.FAILED,
+        error="no",
+        agent_type="architect",
+        usage=Usage(1, 2, 0.5, "m", 1),
+        artifacts=[Artifact("plan.md", 1, "ef", "document")],
+    )
     fields = dict(
-        task_id=task_id, agent_type="coder", action=Action.CREATE, input='make "an app"\nnow',
-        language="rust", session_id="sess-1", parent_task_id="", approval=True,
-        options={"delay": "0.5", "model": "x"}, state=TaskState.SUCCEEDED, agent_id="coder-1",
-        attempts=2, created_ms=1_000, updated_ms=2_000, result=result, error="first try failed",
-        submitted_by="alice", delegated_by="manager-7", inputs=[dep], reply_to="corr-9",
+        task_id=task_id,
+        agent_type="coder",
+        action=Action.CREATE,
+        input='make "an app"\nnow',
+        language="rust",
+        session_id="sess-1",
+        parent_task_id="",
+        approval=True,
+        options={"delay": "0.5", "model": "x"},
+        state=TaskState.SUCCEEDED,
+        agent_id="coder-1",
+        attempts=2,
+        created_ms=1_000,
+        updated_ms=2_000,
+        result=result,
+        error="first try failed",
+        submitted_by="alice",
+        delegated_by="manager-7",
+        inputs=[dep],
+        reply_to="corr-9",
     )
     fields.update(kw)
     return Task(**fields)  # type: ignore[arg-type]
