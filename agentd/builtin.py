@@ -14,6 +14,11 @@ BUILTIN_TYPES: tuple[str, ...] = (
     "git",
     "optimizer",
     "mailer",
+    "workflow",
+    "assistant",
+    "user_proxy",
+    "graph",
+    "blocks",
 )
 
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"

@@ -36,7 +36,7 @@ from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 
-from . import __version__, uploads
+from . import __version__, inputs, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
 from .link_results import PendingResults
 from .runtime import Agent, TaskContext
@@ -92,6 +92,7 @@ class Link(PendingResults):
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self._asks: dict[str, asyncio.Future[bytes]] = {}  # COMMAND id -> its REPLY's payload
         self._answering: set[asyncio.Task[Any]] = set()
+        self.resumes = uploads.Resumes(lambda: self.outbox, self._env)
         self.heartbeat_s = 5.0
         self.reconnect_grace_s = 0.0  # from REGISTERED: how long orchgpt holds our task for us
         self.connected = asyncio.Event()
@@ -129,8 +130,10 @@ class Link(PendingResults):
                     log.error("registration_refused", code=code.name, detail=exc.details())
                     raise SystemExit(f"agentd: orchestrator refused this agent: {exc.details()}") from None
                 log.warning("disconnected", code=code.name, detail=exc.details(), retry_in=round(delay, 2))
-            except OSError as exc:
-                log.warning("disconnected", error=str(exc), retry_in=round(delay, 2))
+            except (OSError, asyncio.CancelledError) as exc:  # cancelled: by our watchdog (_heartbeat)
+                if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                log.warning("disconnected", error=str(exc) or "orchestrator silent", retry_in=round(delay, 2))
             finally:
                 self.connected.clear()
                 self.outbox = None
@@ -253,6 +256,7 @@ class Link(PendingResults):
     def on_message(self, env: pb.Envelope) -> None:
         """Agent-to-agent traffic (COMMAND, BROADCAST, FILE_TRANSFER, ...). A COMMAND is answered
         with a REPLY (body payload) by ``Agent.on_command`` (default: echo the payload)."""
+        self.resumes.answer(env)  # FILE_RESUME_AT
         if env.type == pb.COMMAND and env.correlation_id == "":
             task = asyncio.get_running_loop().create_task(self._answer(env))
             self._answering.add(task)
@@ -317,6 +321,7 @@ class Link(PendingResults):
             ctx = TaskContext(req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings,
                               ask=self.ask)
             ctx.status(f"running on {self.name}", TaskState.RUNNING)
+            await inputs.fetch(ctx, self.address, self.certs, self.server_name)  # earlier sub-tasks' files
             outcome = await self.agent.run(ctx)
             state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
             result = TaskResult(req.task_id, state, output=outcome.output, error=outcome.error if not outcome.ok else "",

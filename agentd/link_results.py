@@ -1,10 +1,9 @@
 """The link's results not yet confirmed by orchgpt (PendingResults, mixed into link.Link): the
 results journal on disk, the results a REGISTER reports, their confirmation (by the PONG after a
-REPLY, or by REGISTERED), and the artifacts of a result uploaded again after a cut."""
+REPLY, or by REGISTERED), and the artifacts of a result uploaded again after a reconnect."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ class PendingResults:
         unconfirmed: dict[str, TaskResult]
         _reported: set[str]
         _confirm_on: dict[str, str]
-        _answering: set[asyncio.Task[Any]]
+        resumes: uploads.Resumes
 
         def _env(self, type_: pb.MessageType.ValueType, **fields: Any) -> pb.Envelope: ...
 
@@ -60,10 +59,12 @@ class PendingResults:
         that finished after the REGISTER left go now, as REPLYs."""
         done, self._reported = self._reported, set()
         later = [r for r in self.pending_results if r.task_id not in done]
-        again = {r.task_id: r for r in [*self.unconfirmed.values(), *self.pending_results]}
+        again = {
+            r.task_id: r for r in [*self.resumes.unsent.values(), *self.unconfirmed.values(), *self.pending_results]
+        }  # unsent: a re-upload cut again
         for r in again.values():
             if r.artifacts and r.workspace:  # their upload may have been cut: sent again
-                self._reupload(r)
+                uploads.reupload(self, r)
         self.pending_results.clear()
         self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
         for r in later:
@@ -75,10 +76,3 @@ class PendingResults:
                 self._confirm_on[ping.id] = r.task_id
         if done:
             self._truncate_journal()
-
-    def _reupload(self, r: TaskResult) -> None:
-        task = asyncio.get_running_loop().create_task(
-            uploads.upload(lambda: self.outbox, self._env, r.task_id, Path(r.workspace), r.artifacts)
-        )
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)

@@ -86,6 +86,8 @@ class TaskContext:
         self._delegate = delegate
         self._approve = approve
         self._ask = ask
+        # (results, into) -> paths fetched: their files from the daemon (set by agentd.inputs)
+        self.fetch_files: Callable[[list[TaskResult], Path], Awaitable[list[str]]] | None = None
 
     # ---- events
     def event(self, kind: EventKind, text: str = "", **data: str) -> None:
@@ -160,6 +162,19 @@ class TaskContext:
         req = ApprovalRequest(request_id=new_id(), tool=tool, arguments_json=arguments_json, summary=summary)
         self._emit(
             ApprovalEvent(task_id=self.task.task_id, approval=req, text=summary,
+                          agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+        )
+        return await self._approve(req)
+
+    async def ask_user(self, question: str, choices: list[str] | None = None) -> ApprovalResponse:
+        """Ask the user a question through the approval path (an APPROVAL event with
+        ``question``); the answer is the response's ``answer`` (or its feedback)."""
+        if self._approve is None:
+            raise RuntimeError("this context cannot ask the user")
+        req = ApprovalRequest(request_id=new_id(), tool="user_proxy", summary=question[:200],
+                              question=question, choices=list(choices or []))
+        self._emit(
+            ApprovalEvent(task_id=self.task.task_id, approval=req, text=question,
                           agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
         )
         return await self._approve(req)

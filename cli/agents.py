@@ -20,6 +20,11 @@ BUILTIN_TYPES: dict[str, str] = {
     "optimizer": "reviews and speeds up code",
     "mailer": "sends e-mail reports",
     "echo": "replies with its input (for tests)",
+    "workflow": "runs a workflow of agents (/workflow run NAME \"task\")",
+    "assistant": "answers with one model call (a workflow participant)",
+    "user_proxy": "asks you and answers with what you say (a workflow participant)",
+    "graph": "runs a graph of blocks (/graph run ID)",
+    "blocks": "runs one graph block (a node of a graph run)",
 }
 
 ALIASES: dict[str, str] = {

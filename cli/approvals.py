@@ -67,6 +67,17 @@ def parse_answer(request_id: str, text: str) -> ApprovalResponse:
     return ApprovalResponse(request_id, ApprovalDecision.FEEDBACK, feedback=t)
 
 
+def answer_question(request: ApprovalRequest, text: str) -> ApprovalResponse:
+    """The answer to a question (``request.question``): the text as it is (empty: pass); with
+    ``choices``, a number picks one of them."""
+    from orchgpt.models import ApprovalDecision, ApprovalResponse
+
+    t = text.strip()
+    if request.choices and t.isdigit() and 1 <= int(t) <= len(request.choices):
+        t = request.choices[int(t) - 1]
+    return ApprovalResponse(request.request_id, ApprovalDecision.APPROVE, answer=t)
+
+
 def stops_task(response: ApprovalResponse) -> bool:
     """The user answered ``n``: after the rejection the task is cancelled."""
     from orchgpt.models import ApprovalDecision
@@ -83,7 +94,10 @@ class Pending:
     )
 
     def answer(self, text: str) -> ApprovalResponse:
-        response = parse_answer(self.request.request_id, text)
+        if self.request.question:  # a question (a workflow's user_proxy turn): the text is the answer
+            response = answer_question(self.request, text)
+        else:
+            response = parse_answer(self.request.request_id, text)
         if not self.future.done():
             self.future.set_result(response)
         return response

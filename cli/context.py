@@ -63,6 +63,8 @@ class Context:
         # "y -N" (seed 003's continuous commands): calls still approved, by the id of the task
         # tree's root; shared by the task and its sub-tasks (cli.runner.answer keeps it)
         self.continuous: dict[str, int] = {}
+        self.speakers: dict[str, str] = {}  # a workflow turn's task id -> its speaker (labels)
+        self.workflow_names: list[str] = []  # seen by /workflows (completion)
         self.on_connection_change: Callable[[bool, str], None] | None = None
         self.quit = False
         self._client: MeshClient | None = None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from orchgpt.models import ResultEvent
 from orchgpt.wire import dicts
 
-from . import agents, render
+from . import agents, graph_view, render
 from .errors import CliError, ParseError
 from .grammar import FORM, format_command
 from .registry import meta, specs
@@ -37,6 +37,11 @@ async def resolve_task(ctx: Context, ref: str) -> str:
         hits = [t.task_id for t in tasks if t.task_id.startswith(ref)]
         if ref in hits:
             return ref
+    # a sub-task's derived id (models.child_task_id) starts with its parent's: the parent wins
+    parents = [h for h in dict.fromkeys(hits) if "." not in h]
+    if len(hits) > 1 and len(parents) == 1 and all(h == parents[0] or h.startswith(parents[0][:31] + ".")
+                                                   for h in hits):
+        return parents[0]
     if len(hits) > 1:
         shown = ", ".join(short_id(h) for h in hits[:5])
         raise ParseError(f'ambiguous task id "{ref}": it starts {len(hits)} tasks ({shown}); type more of it')
@@ -233,6 +238,7 @@ async def task_(ctx: Context, args: list[str]) -> None:
     if children:
         lines.append([("head", f"sub-tasks ({len(children)})")])
         lines += table(["TASK", "AGENT", "ACTION", "STATE", "UPDATED", "INPUT"], _task_rows(children))[1:]
+    lines += graph_view.node_table(task, children)  # a graph run: its node executions
     data = {"task": _task_json(task), "events": [render.event_json(e, task.agent_type) for e in events],
             "children": [_task_json(c) for c in children]}
     ctx.out.record("task", data, lines)

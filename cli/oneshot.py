@@ -59,6 +59,8 @@ def _approver(ctx: Context, yes: bool):  # type: ignore[no-untyped-def]
     async def approve(view: TaskView, req):  # type: ignore[no-untyped-def]
         from orchgpt.models import ApprovalDecision, ApprovalResponse
 
+        if req.question:  # a workflow's user_proxy turn: the next line of stdin answers it
+            return await answer_from_stdin(ctx, view, req)
         what = f"{req.tool}" + (f" ({req.summary})" if req.summary else "")
         if yes:
             ctx.out.info(f"task {view.short} runs {what}: approved (--yes)")
@@ -69,6 +71,21 @@ def _approver(ctx: Context, yes: bool):  # type: ignore[no-untyped-def]
                                 feedback="rejected: the user is not there to approve (one-shot mode without --yes)")
 
     return approve
+
+
+async def answer_from_stdin(ctx: Context, view: TaskView, req):  # type: ignore[no-untyped-def]
+    """A question in one-shot mode: answered by the next line of stdin (piped answers, e.g.
+    ``printf 'yes\\nexit\\n' | autogpt -c '/workflow run pair "task"'``); at its end, or on a
+    terminal, the answer is empty (the user passes)."""
+    import sys
+
+    from .approvals import answer_question
+
+    line = ""
+    if not sys.stdin.isatty():
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    ctx.out.info(f"[{view.label}] {req.question.splitlines()[-1]} {line.strip() or '(no answer)'}")
+    return answer_question(req, line)
 
 
 async def run_oneshot(ctx: Context, lines: Sequence[str], *, yes: bool = False, keep_going: bool = False) -> int:

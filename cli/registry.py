@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import ParseError
@@ -63,9 +63,29 @@ def meta(
     return deco
 
 
+def extend(name: str, subcommands: dict[str, Handler], usage: str, help: str, max_args: int) -> None:
+    """Give a registered command sub-commands, chosen by its first argument and handled elsewhere
+    (e.g. ``/session clear ID``); other arguments go to its own handler, within its own bounds."""
+    spec = _BY_NAME[name]
+
+    async def handler(ctx: Context, args: list[str]) -> None:
+        sub = subcommands.get(args[0].lower()) if args else None
+        if sub is not None:
+            return await sub(ctx, args[1:])
+        check_args(spec, args)
+        return await spec.handler(ctx, args)
+
+    new = replace(spec, usage=usage, help=help, handler=handler, max_args=max_args)
+    for n in (spec.name, *spec.aliases):
+        _BY_NAME[n] = new
+    COMMANDS[spec.name] = new
+
+
 def _load() -> None:
     from . import meta as _handlers  # noqa: F401  (registers the commands)
+    from . import meta_graphs as _graphs  # noqa: F401
     from . import meta_sessions as _session_handlers  # noqa: F401  (history and sessions)
+    from . import meta_workflows as _workflows  # noqa: F401
 
 
 def lookup(name: str) -> MetaSpec | None:

@@ -163,6 +163,7 @@ class EventRenderer:
     started: float = field(default_factory=time.monotonic)
     tokens: str = ""  # not yet printed
     streamed: str = ""  # everything streamed, to avoid printing the output twice
+    shown: set[str] = field(default_factory=set)  # artifacts already shown (ARTIFACT events)
 
     def _line(self, *frags: tuple[str, str]) -> Line:
         return [self.label.tag(), ("", " "), *frags]
@@ -184,6 +185,8 @@ class EventRenderer:
         elif isinstance(ev, StepEvent):
             out.append(self._line(("step", f"step: {ev.text}")))
         elif isinstance(ev, ArtifactEvent):
+            if ev.artifact is not None:
+                self.shown.add(ev.artifact.path)
             out.append(self._line(("artifact", artifact_text(ev.artifact, ev.text))))
         elif isinstance(ev, ApprovalEvent):
             out.append(self._line(("approval", approval_text(ev.approval, ev.text))))
@@ -232,8 +235,18 @@ class EventRenderer:
             extra.append(u)
         if r.artifacts:
             extra.append(f"{len(r.artifacts)} artifact{'s' if len(r.artifacts) != 1 else ''}")
+            if total := sum(a.size for a in r.artifacts):
+                extra.append(human_size(total))
         frags.append(("info", f" ({', '.join(extra)})"))
         out.append(self._line(*frags))
+        return out + self._result_artifacts(r)
+
+    def _result_artifacts(self, r: TaskResult, limit: int = 20) -> list[Line]:
+        """The result's files with their sizes, those not shown already as ARTIFACT events."""
+        rest = [a for a in r.artifacts if a.path not in self.shown]
+        out = [self._line(("artifact", artifact_text(a))) for a in rest[:limit]]
+        if len(rest) > limit:
+            out.append(self._line(("artifact", f"... and {len(rest) - limit} more (/task {r.task_id})")))
         return out
 
 

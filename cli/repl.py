@@ -171,6 +171,9 @@ class Repl:
     # ---------------------------------------------------------------- prompt
     def message(self) -> list[tuple[str, str]]:
         head = self.ctx.approvals.head() if self.ctx.approvals is not None else None
+        if head is not None and head.request.question:
+            choices = f" [{'/'.join(head.request.choices)}]" if head.request.choices else ""
+            return [("class:prompt.question", f"[{head.view.label}] {head.request.question.splitlines()[-1]}{choices} ")]
         if head is not None:
             return [("class:prompt.question",
                      f"approve {head.request.tool} for [{head.view.label}]? [y/y -N/n/feedback] ")]
@@ -275,17 +278,18 @@ class Repl:
     async def handle(self, line: str) -> None:
         """Run one line: an approval answer, a meta command or an agent command."""
         text = line.strip()
-        if not text:
-            return
         ctx = self.ctx
         head = ctx.approvals.head() if ctx.approvals is not None else None
+        if not text and not (head is not None and head.request.question):  # an empty answer: pass
+            return
         if head is not None and not text.startswith("/"):
             try:
                 resp = head.answer(text)
             except ParseError as exc:
                 self.out.error(str(exc))
                 return
-            self.out.info(f"{resp.decision} sent to task {head.view.short}", "ok")
+            what = f"answer {resp.answer!r}" if head.request.question else str(resp.decision)
+            self.out.info(f"{what} sent to task {head.view.short}", "ok")
             return
         try:
             parsed = self.parse(text)
@@ -354,10 +358,15 @@ class Repl:
     async def ask_approval(self, view: TaskView, req: ApprovalRequest) -> ApprovalResponse | None:
         lines: list[Line] = [[("approval", f"[{view.label}] wants to run {req.tool}"
                                + (f": {req.summary}" if req.summary else ""))]]
+        if req.question:  # a workflow's user_proxy turn: the next line is the answer
+            lines = [[("approval", f"[{view.label}] asks you:")], *([("", f"  {x}")] for x in req.question.splitlines())]
+            hint = f"a number or a name: {', '.join(req.choices)}" if req.choices else "empty: pass"
+            lines.append([("info", f"  answer with a line ({hint})")])
         if req.arguments_json:
             args = req.arguments_json if len(req.arguments_json) <= 400 else req.arguments_json[:397] + "..."
             lines.append([("info", f"  arguments: {args}")])
-        lines.append([("info", f"  answer: {ANSWER_HELP}")])
+        if not req.question:
+            lines.append([("info", f"  answer: {ANSWER_HELP}")])
         self.out.lines(lines)
         assert self.ctx.approvals is not None
         task = asyncio.ensure_future(self.ctx.approvals.ask(view, req))

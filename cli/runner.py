@@ -87,7 +87,7 @@ def agent_type_of(ev: TaskEvent) -> str:
 def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
     """The view of a sub-task whose events arrive on its parent's stream."""
     child = parent.children.get(ev.task_id)
-    kind = agent_type_of(ev)
+    kind = ctx.speakers.get(ev.task_id) or agent_type_of(ev)  # a workflow's turn: its speaker
     if child is None:
         child = TaskView(ev.task_id, kind or "sub-task", accepted=True, root=parent.root or parent.task_id)
         child.renderer = EventRenderer(TaskLabel(ev.task_id, child.agent_type), fancy=ctx.fancy)
@@ -178,6 +178,8 @@ def handle(ctx: Context, view: TaskView, ev: TaskEvent) -> None:
         return
     if ev.seq and ev.seq <= view.last_seq:
         return  # replayed after a reconnect
+    if ev.data.get("turn_task") and ev.data.get("speaker"):  # a workflow names the turn's speaker
+        ctx.speakers[ev.data["turn_task"]] = ev.data["speaker"]
     view.last_seq = max(view.last_seq, ev.seq)
     if ev.state is not None:
         view.state = str(ev.state)
@@ -212,7 +214,7 @@ async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
         response: ApprovalResponse | None = None
         root = view.root or view.task_id
         left = ctx.continuous.get(root, 0)
-        if left > 0:  # a "y -N" given for this task or its parent covers the call
+        if left > 0 and not req.question:  # a "y -N" given for this task or its parent covers the call
             ctx.continuous[root] = left - 1
             ctx.out.info(f"task {view.short} runs {req.tool}: approved (y -N, {left - 1} more)")
             response = ApprovalResponse(req.request_id, ApprovalDecision.APPROVE)

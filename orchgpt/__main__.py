@@ -38,6 +38,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="data directory (store, agent certificates, workspaces)")
     p.add_argument("--store", help="store URL: sqlite:///PATH or a PATH, postgresql://USER@HOST:PORT/DB, or memory:")
     p.add_argument("--workspace-root", dest="workspace_root")
+    p.add_argument("--workflows-dir", dest="workflows_dir", help="workflow definitions (TOML files)")
     p.add_argument("--max-local-agents", dest="max_local_agents", type=int)
     p.add_argument("--spawn-deadline", dest="spawn_deadline", type=float,
                    help="seconds a spawned agent has to register (default 30)")
@@ -196,7 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve, write_port_file
 
     flags = {k: getattr(args, k, None) for k in (
-        "listen", "certs", "data_dir", "store", "workspace_root", "max_local_agents", "spawn",
+        "listen", "certs", "data_dir", "store", "workspace_root", "workflows_dir", "max_local_agents", "spawn",
         "spawn_deadline", "local_idle_timeout", "agent_types",
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
@@ -221,7 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a,blocks}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
     _health_parser(sub)
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     from .a2a.cli import add_parser as _a2a_parser
 
     _a2a_parser(sub)
+    from .blocks_cli import add_parser as _blocks_parser
+
+    _blocks_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
@@ -249,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             from .a2a.cli import run as _a2a
 
             return _a2a(args)
+        if args.cmd == "blocks":
+            from .blocks_cli import run as _blocks
+
+            return _blocks(args)
         return _serve(args)
     except OrchgptError as exc:
         print(f"orchgpt: {exc}", file=sys.stderr)

@@ -9,8 +9,10 @@ as a host path here: the blob's name is its hash. ``max_bytes`` caps the blobs' 
 An upload is a run of FILE_TRANSFER envelopes from the agent that runs (or ran) the task,
 addressed to the daemon, ``task_id`` = the task, body ``file_chunk`` (path, offset, data, eof,
 size, sha256): offsets follow on from 0; the last chunk has ``eof`` and the file's sha256,
-checked here before the file is recorded. A chunk at offset 0 restarts an upload of the path;
-an upload cut by a disconnect is discarded (``forget_agent``) and sent again by the agent.
+checked here before the file is recorded. A chunk at offset 0 restarts an upload of the path.
+An upload cut by a disconnect is kept for ``RESUME_KEEP_S`` (``forget_agent``): the agent asks
+where to resume (FILE_RESUME, ``resume_offset``: the bytes kept when the size and sha256 it
+declares match the upload's first chunk, else 0) and sends only the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ log = logs.get("orchgpt.artifact_store")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _TASK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_UPLOADS_PER_AGENT = 16
+RESUME_KEEP_S = 600.0  # an upload cut by a disconnect waits this long for its agent to resume it
 
 
 class UploadError(OrchgptError):
@@ -48,6 +52,9 @@ class _Upload:
     size: int
     received: int = 0
     h: object = field(default_factory=hashlib.sha256)
+    sha256: str = ""  # the whole file's, when the first chunk declared it (resumable)
+    orphaned: float | None = None  # when its agent's stream ended (monotonic)
+    stream: int = 0  # the stream it comes on: set by the first chunk, then by a FILE_RESUME
 
 
 class ArtifactStore:
@@ -92,22 +99,29 @@ class ArtifactStore:
 
     # ------------------------------------------------------------------ uploading
     def chunk(self, agent_id: str, task_id: str, path: str, offset: int, data: bytes, eof: bool,
-              size: int, sha256: str) -> bool:
+              size: int, sha256: str, stream: int = 0) -> bool:
         """Take one chunk; True when the file is complete and recorded. UploadError on refusal
-        (the upload of that path is then discarded)."""
+        (the upload of that path is then discarded). ``stream``: which of the agent's streams
+        it came on; a late chunk of a stream whose upload another stream resumed is ignored."""
         key = "/".join(check_path(path))  # ArtifactError(INVALID_ARGUMENT) names the path
         self._index_path(task_id)
         ukey = (agent_id, task_id, key)
+        self._expire()
         up = self._uploads.get(ukey)
         if offset == 0:
             if up is not None:
                 self._discard(ukey)
             up = self._start(agent_id, ukey, size)
+            up.sha256, up.stream = (sha256.lower() if _HEX.match(sha256.lower()) else ""), stream
+        elif up is not None and stream and up.stream and up.stream != stream:
+            log.info("artifact_chunk_stale", agent_id=agent_id, task_id=task_id, path=key, offset=offset)
+            return False
         elif up is None or offset != up.received:
             have = up.received if up else 0
             self._discard(ukey)
             raise UploadError(f"file_chunk.offset {offset} for {key!r} of task {task_id}: expected "
                               f"{have} (uploads start at offset 0 and follow on); upload discarded")
+        up.orphaned = None
         try:
             if up.received + len(data) > up.size:
                 raise UploadError(f"file_chunk for {key!r}: more bytes than file_chunk.size {up.size}")
@@ -187,7 +201,45 @@ class ArtifactStore:
             up.tmp.unlink(missing_ok=True)
 
     def forget_agent(self, agent_id: str) -> None:
-        """The agent's stream ended: its unfinished uploads are discarded (it sends them again)."""
+        """The agent's stream ended: its unfinished uploads wait ``RESUME_KEEP_S`` for it to
+        resume them (``resume_offset``); those that cannot be resumed (no declared sha256) go."""
+        now = time.monotonic()
         for k in [k for k in self._uploads if k[0] == agent_id]:
-            log.info("artifact_upload_discarded", agent_id=agent_id, task_id=k[1], path=k[2])
+            up = self._uploads[k]
+            if up.sha256:
+                up.orphaned = now
+                up.f.flush()
+                log.info("artifact_upload_kept", agent_id=agent_id, task_id=k[1], path=k[2],
+                         received=up.received, size=up.size)
+            else:
+                log.info("artifact_upload_discarded", agent_id=agent_id, task_id=k[1], path=k[2])
+                self._discard(k)
+
+    def _expire(self) -> None:
+        limit = time.monotonic() - RESUME_KEEP_S
+        for k in [k for k, u in self._uploads.items() if u.orphaned is not None and u.orphaned < limit]:
+            log.info("artifact_upload_expired", agent_id=k[0], task_id=k[1], path=k[2])
             self._discard(k)
+
+    def resume_offset(self, agent_id: str, task_id: str, path: str, size: int, sha256: str,
+                      stream: int = 0) -> int:
+        """FILE_RESUME: where the agent's upload of this file goes on. The bytes kept of an upload
+        of the same file (size and sha256), 0 when there is none (another kept one is dropped),
+        -1 when the task already has exactly this file recorded (nothing to send)."""
+        key = "/".join(check_path(path))
+        self._index_path(task_id)
+        self._expire()
+        entry = self.files_of(task_id).get(key)
+        if entry and entry.get("sha256") == sha256.lower() and entry.get("size") == size:
+            return -1
+        ukey = (agent_id, task_id, key)
+        up = self._uploads.get(ukey)
+        if up is None:
+            return 0
+        if up.size != size or not up.sha256 or up.sha256 != sha256.lower():
+            self._discard(ukey)
+            return 0
+        up.orphaned, up.stream = None, stream
+        log.info("artifact_upload_resumed", agent_id=agent_id, task_id=task_id, path=key,
+                 offset=up.received, size=size)
+        return up.received

@@ -73,6 +73,17 @@ RPC_TABLE: dict[str, dict[str, str]] = {
     "FetchArtifact":  {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
     "ListSessions":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "PublishSession": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListWorkflows":  {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
+    "GetWorkflow":    {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
+    "ListMessages":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteMessage":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ClearSession":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteSession":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "CreateGraph":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListGraphs":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetGraph":       {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteGraph":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListBlocks":     {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
 }
 
 _HOW = {
@@ -81,8 +92,15 @@ _HOW = {
     "CancelTask": "submit or change work (client role needed)",
     "Approve": "submit or change work (client role needed)",
     "PublishSession": "submit or change work (client role needed)",
+    "DeleteMessage": "submit or change work (client role needed)",
+    "ClearSession": "submit or change work (client role needed)",
+    "DeleteSession": "submit or change work (client role needed)",
     "ListTasks": "list tasks (client role needed; an agent sees only its own tasks, by id)",
     "ListSessions": "list sessions (client role needed)",
+    "CreateGraph": "create graphs (client role needed)",
+    "ListGraphs": "list graphs (client role needed)",
+    "GetGraph": "read graphs (client role needed)",
+    "DeleteGraph": "delete graphs (client role needed)",
     "Watch(all)": "watch every task (client role needed; an agent watches its own tasks by id)",
 }
 

@@ -59,6 +59,10 @@ ENVELOPE_TABLE: tuple[EnvelopeRule, ...] = (
         False,
         "to the daemon: an artifact of a task the sender runs or ran (task_id)",
     ),
+    EnvelopeRule(
+        "FILE_RESUME", True, (), False, "how much of an upload of a task the sender runs or ran the daemon kept"
+    ),
+    EnvelopeRule("FILE_RESUME_AT", False, (), True, "answer to FILE_RESUME"),
     EnvelopeRule("APPROVAL_REQUEST", False, (), False, "unused: approvals are TASK_EVENTs"),
     EnvelopeRule("CREATE", False, (), False, "unused"),
 )

@@ -116,3 +116,15 @@ def summary(checks: Iterable[Check]) -> str:
     parts = [f"{n} {o}" for o, n in counts.items() if n]
     failed = [c.name for c in cs if c.failed]
     return f"{len(cs)} checks: " + ", ".join(parts) + (f" ({', '.join(failed)})" if failed else "")
+
+
+def markdown_table(rows: Iterable[tuple[str, Iterable[Check]]]) -> list[str]:
+    """A Markdown table of the checks of several results: ``rows`` are (who, checks) pairs.
+    Empty when none of them carries checks."""
+    lines = ["| Sub-task | Check | Tool | Outcome | Detail |", "|---|---|---|---|---|"]
+    for who, checks in rows:
+        for c in checks:
+            detail = c.detail.replace("|", "\\|") or "-"
+            outcome = c.outcome + ("" if c.required else " (advisory)")
+            lines.append(f"| {who} | {c.name} | {c.tool} | {outcome} | {detail} |")
+    return lines if len(lines) > 2 else []

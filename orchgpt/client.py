@@ -15,10 +15,19 @@ from typing import Any
 import grpc
 
 from .certs import CertPaths
+from .client_graphs import GraphClient
 from .errors import CertError, ClientError, ConfigError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
-from .models import AgentInfo, ApprovalResponse, Command, SessionInfo, Task, TaskEvent
+from .models import (
+    AgentInfo,
+    ApprovalResponse,
+    Command,
+    SessionInfo,
+    SessionMessage,
+    Task,
+    TaskEvent,
+)
 from .tls import parse_address, secure_channel
 from .wire import codec
 
@@ -63,7 +72,7 @@ def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
     return ClientError(msg, code.name)
 
 
-class MeshClient:
+class MeshClient(GraphClient):
     def __init__(self, address: str, certs: CertPaths, server_name: str | None = None, timeout: float = 10.0,
                  name: str | None = None) -> None:
         self.address = address
@@ -214,3 +223,35 @@ class MeshClient:
     async def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo:
         r = await self._unary(self._stub.PublishSession, pb.PublishSessionRequest(session_id=session_id, tags=tags))
         return codec.session_from_pb(r.session)
+
+    # ---- workflows and session operations (orchgpt/servicer_workflows.py)
+    async def list_workflows(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The daemon's workflows (each as its definition, with ``path``) and the files that failed."""
+        r = await self._unary(self._stub.ListWorkflows, pb.ListWorkflowsRequest())
+        return [_workflow(w) for w in r.workflows], list(r.errors)
+
+    async def get_workflow(self, name: str) -> dict[str, Any]:
+        return _workflow(await self._unary(self._stub.GetWorkflow, pb.GetWorkflowRequest(name=name)))
+
+    async def list_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
+        r = await self._unary(self._stub.ListMessages, pb.ListMessagesRequest(session_id=session_id, limit=limit))
+        return [SessionMessage(m.message_id, m.session_id, m.task_id, m.speaker, m.role, m.content, m.ts_ms)
+                for m in r.messages]
+
+    async def delete_message(self, message_id: str) -> int:
+        r = await self._unary(self._stub.DeleteMessage, pb.DeleteMessageRequest(message_id=message_id))
+        return int(r.deleted)
+
+    async def clear_session(self, session_id: str) -> int:
+        return int((await self._unary(self._stub.ClearSession, pb.SessionRef(session_id=session_id))).deleted)
+
+    async def delete_session(self, session_id: str) -> int:
+        return int((await self._unary(self._stub.DeleteSession, pb.SessionRef(session_id=session_id))).deleted)
+
+
+def _workflow(w: Any) -> dict[str, Any]:
+    import json
+
+    d: dict[str, Any] = json.loads(w.definition_json) if w.definition_json else {"name": w.name, "type": w.type}
+    d["path"] = w.path
+    return d

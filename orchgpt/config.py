@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "console"] = Field("json", description="log line format")
 
+    workflows_dir: Path | None = Field(
+        None, description="workflow definitions, one TOML file each (default: workflows.d beside the config "
+        "file when it exists, else DATA_DIR/workflows.d)"
+    )
+
     config_file: Path | None = Field(None, exclude=True, description="TOML file with these settings")
 
     @field_validator("a2a_listen")
@@ -188,6 +193,7 @@ def load_settings(flags: dict[str, Any] | None = None, config_file: str | Path |
         except Exception as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
         _toml_path = p
+        flags.setdefault("config_file", p)
     else:
         _toml_path = None
     if "listen" not in flags and "ORCHGPT_LISTEN" not in os.environ and os.environ.get("ORCHGPT_ADDRESS"):

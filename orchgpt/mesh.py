@@ -18,8 +18,9 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
-from . import logs
+from . import logs, transcripts
 from .errors import ErrorCode, OrchgptError, RoutingError, StoreError
+from .graphs.submit import graph_options
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
 from .mesh_from_agents import FromAgents
@@ -201,7 +202,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
                     "or the local agent limit is 0)",
                     code="FAILED_PRECONDITION",
                 )
-        options = dict(cmd.options)
+        options = graph_options(self.store, cmd, submitted_by)  # a graph run: its definition
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),
@@ -284,6 +285,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
                                 parent_task_id=t.parent_task_id))
         self.flush()
         self._set_state(t, result.state)
+        transcripts.record(self.store, t)  # the session's messages (orchgpt/transcripts.py)
         self.queues.forget(t.task_id)
         self.stats["completed"] += 1
         log.info("task_finished", task_id=t.task_id, state=str(result.state), agent_id=t.agent_id or None,

@@ -316,6 +316,10 @@ class ApprovalRequest:
     tool: str
     arguments_json: str = ""
     summary: str = ""
+    # a question for the user (a workflow's user_proxy turn) rather than a tool call: the
+    # answer comes back in ApprovalResponse.answer; ``choices``: the answers offered
+    question: str = ""
+    choices: list[str] = field(default_factory=list)
 
 
 class ApprovalDecision(StrEnum):
@@ -331,6 +335,7 @@ class ApprovalResponse:
     decision: ApprovalDecision
     count: int = 1
     feedback: str = ""
+    answer: str = ""  # the user's answer to ApprovalRequest.question
 
 
 class AgentState(StrEnum):
@@ -365,3 +370,17 @@ class SessionInfo:
     published: bool = False
     tags: list[str] = field(default_factory=list)
     title: str = ""
+
+
+@dataclass
+class SessionMessage:
+    """One message of a session's transcript: a command, its result, a workflow's turn."""
+
+    message_id: str
+    session_id: str
+    task_id: str = ""
+    speaker: str = ""
+    role: str = "assistant"  # user | assistant | summary
+    content: str = ""
+    ts_ms: int = field(default_factory=now_ms)
+    n: int = 0  # its place among its task's messages

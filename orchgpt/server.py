@@ -43,6 +43,7 @@ from .store import Store, open_store, redact_url
 from .tls import format_address, parse_address, server_credentials
 from .waiting import waited_on_by_local
 from .wire_guard import add_mesh_servicer
+from .workflows import load_workflows
 
 if TYPE_CHECKING:
     from .localmodel import LocalModelServer
@@ -145,6 +146,7 @@ class OrchgptServer:
         self.servicer = servicer
         servicer.limits = PeerLimits.from_settings(s)
         servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
+        servicer.workflows = load_workflows(s)  # orchgpt/workflows.py
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
         add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard

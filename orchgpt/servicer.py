@@ -18,14 +18,16 @@ from .revocation import Revocations
 from .servicer_agents import AgentStreams
 from .servicer_base import FILE_CHUNK, ORCH
 from .servicer_clients import ClientRpcs, EventSubscription, _event_envelope
+from .servicer_graphs import GraphRpcs
 from .servicer_link import GrpcAgentLink
+from .servicer_workflows import WorkflowRpcs
 
 __all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServicer", "_event_envelope"]
 
 
 # Connect reads with context.read() (no request iterator parameter in use): the generated base's
 # signature differs on purpose, as AgentStreams.Connect's own override note says.
-class MeshServicer(AgentStreams, ClientRpcs, pb_grpc.MeshServicer):  # type: ignore[misc]
+class MeshServicer(AgentStreams, ClientRpcs, WorkflowRpcs, GraphRpcs, pb_grpc.MeshServicer):  # type: ignore[misc]
     def __init__(self, mesh: Mesh, max_message_bytes: int, max_pending_events: int,
                  workspaces: Path | None = None) -> None:
         self.mesh = mesh

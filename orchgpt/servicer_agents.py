@@ -24,7 +24,7 @@ from .limits import (
     input_too_large,
 )
 from .mesh import LOCAL_PREFIX, Registration
-from .models import EventKind
+from .models import EventKind, Task
 from .servicer_base import _TYPE_NAMES, ORCH, ServicerBase
 from .servicer_link import GrpcAgentLink
 from .status import to_grpc
@@ -205,6 +205,8 @@ class AgentStreams(ServicerBase):
                     self._error(outbox, agent_id, env.id, exc.code, f"not accepted: {exc}")
             elif t == pb.FILE_TRANSFER:
                 self._on_upload(agent_id, env, outbox)
+            elif t == pb.FILE_RESUME:
+                self._on_resume(agent_id, env, outbox)
             elif t in (pb.HEARTBEAT, pb.PONG):
                 pass
             elif t == pb.PING:
@@ -242,17 +244,37 @@ class AgentStreams(ServicerBase):
             raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_TRANSFER needs the body file_chunk")
         if store is None:
             raise stream_rules.ProtocolError("UNAVAILABLE", "this orchestrator keeps no artifact store")
+        t = self._uploader_task(agent_id, env)
+        c = env.file_chunk
+        try:
+            store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256, id(outbox))
+        except (UploadError, ArtifactError) as exc:
+            raise stream_rules.ProtocolError(exc.code, str(exc)) from None
+
+    def _uploader_task(self, agent_id: str, env: pb.Envelope) -> Task:
         t = self.mesh.get_task(env.task_id) if env.task_id else None
         if t is None or t.agent_id != agent_id:
             log.warning("upload_refused", agent_id=agent_id, task_id=env.task_id)
             raise stream_rules.ProtocolError(
-                "PERMISSION_DENIED", f"FILE_TRANSFER for task {env.task_id!r}: only the agent running "
-                "that task may upload its files (envelope task_id); chunk dropped (rule upload-own-task)")
-        c = env.file_chunk
+                "PERMISSION_DENIED", f"{pb.MessageType.Name(env.type)} for task {env.task_id!r}: only "
+                "the agent running that task may upload its files (envelope task_id); dropped "
+                "(rule upload-own-task)")
+        return t
+
+    def _on_resume(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        """FILE_RESUME: how much of an upload cut by a disconnect the daemon kept (FILE_RESUME_AT)."""
+        store = self.artifact_store
+        if env.WhichOneof("body") != "file_chunk" or store is None:
+            raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_RESUME needs the body file_chunk "
+                                             "and an orchestrator that keeps an artifact store")
+        t, c = self._uploader_task(agent_id, env), env.file_chunk
         try:
-            store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256)
+            at = store.resume_offset(agent_id, t.task_id, c.path, c.size, c.sha256, id(outbox))
         except (UploadError, ArtifactError) as exc:
             raise stream_rules.ProtocolError(exc.code, str(exc)) from None
+        outbox.put(codec.new_envelope(pb.FILE_RESUME_AT, ORCH, correlation_id=env.id, to_agent=agent_id,
+                                      task_id=t.task_id, file_chunk=pb.FileChunk(
+                                          path=c.path, offset=max(at, 0), size=c.size, eof=at < 0)))
 
     def _refuse(self, agent_id: str, env: pb.Envelope, outbox: Outbox, d: authz.Decision) -> None:
         log.warning("envelope_refused", agent_id=agent_id, type=_TYPE_NAMES.get(env.type, str(env.type)),

@@ -27,6 +27,7 @@ from .models import Task
 from .revocation import Revocations
 from .status import to_grpc
 from .tls import peer_identity
+from .workflows import WorkflowBook
 
 log = logs.get("orchgpt.servicer")
 
@@ -51,6 +52,7 @@ class ServicerBase:
     runs: stream_rules.RunIds
     commands: authz.OpenCommands
     artifact_store: ArtifactStore | None = None  # uploaded artifacts (the server sets it)
+    workflows: WorkflowBook | None = None  # the workflow definitions (the server sets them)
 
     # ------------------------------------------------------------------ helpers
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from . import authz, codec, logs
+from . import authz, codec, logs, workflow_runs
 from .artifacts import ArtifactError, open_artifact, workspace_name
 from .batching import Outbox
 from .certs import Identity
 from .errors import RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
+from .input_access import input_task
 from .limits import (
     input_too_large,
     page_tasks,
@@ -91,6 +92,7 @@ class ClientRpcs(ServicerBase):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
         self._guard_stream(context, outbox)
         try:
+            workflow_runs.resolve(cmd, self.workflows, self.mesh.known_types())  # a workflow's definition
             task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
             await self._abort_error(context, exc)
@@ -225,7 +227,9 @@ class ClientRpcs(ServicerBase):
         from the daemon's own workspace root only (orchgpt.artifacts): the workspace an agent
         reported in its result is a label, never a path opened here."""
         ident = await self._authorize(context, "FetchArtifact")
-        t = await self._task_for(context, ident, "FetchArtifact", request.task_id)
+        # an agent may also read the inputs of a task it runs (orchgpt.input_access)
+        t = input_task(ident, request.task_id, self.mesh.tasks_on, self.mesh.get_task) or \
+            await self._task_for(context, ident, "FetchArtifact", request.task_id)
         try:
             # uploaded by the agent that ran it (any host: the artifact store), else this host's workspace
             store = self.artifact_store

@@ -67,7 +67,9 @@ def _expected(scope: str, who: str) -> str:
     return "OK"
 
 
-_OBJECT_RPCS = {"Watch(task)", "GetTask", "CancelTask", "Approve", "FetchArtifact", "PublishSession"}
+_OBJECT_RPCS = {"Watch(task)", "GetTask", "CancelTask", "Approve", "FetchArtifact", "PublishSession",
+                "ListMessages", "DeleteMessage", "ClearSession", "DeleteSession",
+                "GetGraph", "DeleteGraph"}
 _CASES = [(rpc, col, who) for rpc in authz.RPC_TABLE
           for col, people in ((authz.CLIENT, (OWNER, OTHER_CLIENT)), (authz.ADMIN, (ADMIN,)),
                               (authz.AGENT, (ASSIGNED_AGENT, OTHER_AGENT)), (authz.SERVER, (SERVER,)))
@@ -90,6 +92,8 @@ def test_listings_are_filtered_by_owner(observed: dict[str, Any]) -> None:
     assert "alice-t" in lists[f"ListTasks:{ADMIN}"]
     assert lists[f"ListSessions:{OWNER}"] is True and lists[f"ListSessions:{ADMIN}"] is True
     assert lists[f"ListSessions:{OTHER_CLIENT}"] is False
+    assert "alice-g" in lists[f"ListGraphs:{OWNER}"] and "alice-g" in lists[f"ListGraphs:{ADMIN}"]
+    assert lists[f"ListGraphs:{OTHER_CLIENT}"] == [f"{OTHER_CLIENT}-g"]
     # only the owner's and the admin's approvals reached the agent running the task
     assert observed["approvals_seen_by_worker"] == sorted([f"req-{ADMIN}", f"req-{OWNER}"])
 

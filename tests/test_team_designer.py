@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from agentd.agents.designer import DesignerAgent, check_design, check_svg, palette
 from agentd.runtime import Outcome, TaskContext
 from agentd.settings import AgentSettings
+from orchgpt.checks import checks_of
 from orchgpt.models import EventKind, Task, TaskEvent
 from tests.support.scripted_openai import ScriptedOpenAI, prompt_text, text, tool_call, tool_calls
 from tests.support.team_script import ARCHITECTURE, DESIGN, MOCKUP
@@ -79,8 +81,12 @@ def test_problems_go_back_until_the_design_passes(srv: ScriptedOpenAI, tmp_path:
     assert "no '## Typography' section" in feedback and 'needs xmlns="http://www.w3.org/2000/svg"' in feedback
     assert out.output == "wrote DESIGN.md (4 colours) and 1 SVG mock-up(s): mockups/main.svg"
     assert out.data["palette"] == "#1F6FEB, #0D1117, #F6F8FA, #D1242F"
+    previews = {"mockups/main.png"} if shutil.which("rsvg-convert") else set()
     assert {e.artifact.path for e in events if e.kind == EventKind.ARTIFACT and e.artifact} == {
-        "DESIGN.md", "mockups/main.svg"}
+        "DESIGN.md", "mockups/main.svg", *previews}
+    assert {c.name: c.outcome for c in checks_of(out.data)} == {
+        "design": "passed", "contrast": "passed",
+        "render": "passed" if previews else "skipped"}
     assert "images_note" not in out.data  # not asked for
 
 

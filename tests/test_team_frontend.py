@@ -23,8 +23,10 @@ from agentd.agents._team_web import (
     routes_from_text,
 )
 from agentd.agents.frontend import FrontendAgent
+from agentd.checks.browser import unavailable
 from agentd.runtime import Outcome, TaskContext
 from agentd.settings import AgentSettings
+from orchgpt.checks import checks_of
 from orchgpt.models import EventKind, Task, TaskEvent, TaskResult, TaskState
 from tests.support.scripted_openai import ScriptedOpenAI, prompt_text, text, tool_calls
 from tests.support.team_script import APP, ARCHITECTURE, DESIGN, INDEX, MANIFEST, SCRIPT, STYLES
@@ -101,13 +103,14 @@ def project(tmp_path: Path) -> Path:
     return p
 
 
-def run(srv: ScriptedOpenAI, project: Path, inputs: list[TaskResult] | None = None) -> tuple[Outcome, list[TaskEvent]]:
+def run(srv: ScriptedOpenAI, project: Path, inputs: list[TaskResult] | None = None,
+        tries: int = 3) -> tuple[Outcome, list[TaskEvent]]:
     settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=project.parent)
     events: list[TaskEvent] = []
     own = project.parent / "fe1"
     own.mkdir()
     ctx = TaskContext(Task(task_id="fe1", agent_type="frontend", input="todo app web page",
-                                  options={"workspace": project.name}, inputs=inputs or []),
+                                  options={"workspace": project.name, "tries": str(tries)}, inputs=inputs or []),
                       own, "frontend-1", events.append, settings=settings)
     out = asyncio.run(asyncio.wait_for(FrontendAgent(settings).run(ctx), 80))
     return out, events
@@ -132,11 +135,15 @@ def test_problems_go_back_to_the_model_until_the_ui_passes(srv, project) -> None
     assert "loads 'main.css' (stylesheet), which does not exist in frontend/" in feedback
     assert "frontend/app.js has a syntax error (node --check)" in feedback
     assert "POST /items" in feedback and "the backend declares no such route" in feedback
-    checks = out.data["checks"]
-    assert "1 of 1 script(s) pass node --check" in checks and "3 API call(s) match the backend's routes" in checks
-    assert "live: GET /todos 200" in checks  # the backend was started in the sandbox and answered
+    checks = {c.name: c for c in checks_of(out.data)}
+    assert checks["syntax"].detail == "1 of 1 script(s) pass node --check"
+    assert checks["api-routes"].detail == "3 API call(s) match the backend's routes"
+    assert checks["live"].detail == "live: GET /todos 200"  # the backend was started in the sandbox and answered
+    browser = not unavailable()
+    assert checks["browser"].outcome == ("passed" if browser else "skipped"), checks["browser"].detail
     arts = {e.artifact.path for e in events if e.kind == EventKind.ARTIFACT and e.artifact}
-    assert arts == {"frontend/index.html", "frontend/styles.css", "frontend/app.js"}
+    shots = {"screenshots/frontend.png"} if browser else set()
+    assert arts == {"frontend/index.html", "frontend/styles.css", "frontend/app.js", *shots}
     assert (project / "frontend" / "app.js").read_text() == SCRIPT
     assert not (project.parent / "fe1").exists()  # it worked in the project, not its own directory
 

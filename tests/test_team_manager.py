@@ -169,8 +169,10 @@ def test_runs_the_plan_in_dependency_order_with_parallel_branches(tmp_path: Path
     ui, api, web, commit = team.span("designer"), team.span("backend"), team.span("frontend"), team.span("git")
     assert ui[0] < api[1] and api[0] < ui[1]
     assert web[0] >= max(ui[1], api[1]) and commit[0] >= web[1]
-    # inputs: the dependencies' results; git gets every result, in plan order; all share the project
-    assert [r.agent_type for r in team.of("frontend")[0].inputs] == ["designer", "backend"]
+    # inputs: the dependencies' results, after theirs (the frontend gets the architect's too: on
+    # another host it fetches the files it would see in the project); git gets every result, in
+    # plan order; all share the project
+    assert [r.agent_type for r in team.of("frontend")[0].inputs] == ["architect", "designer", "backend"]
     assert [r.agent_type for r in team.of("git")[0].inputs] == ["architect", "designer", "backend", "frontend"]
     # the sub-tasks that run alongside another one work in a copy of the project
     assert {s.options["workspace"] for _, s, _, _ in team.calls} == {"mgr1", "mgr1.ui", "mgr1.api"}

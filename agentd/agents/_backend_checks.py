@@ -22,7 +22,7 @@ from ._llm_agent import (
     Session,
 )
 
-CHECK_ORDER = ("tests", "ruff", "mutation", "routes", "contract")  # as the result lists them
+CHECK_ORDER = ("tests", "ruff", "mutation", "routes", "contract", "schemathesis")  # as the result lists them
 DOC = "ARCHITECTURE.md"
 
 OUTPUT_LIMIT = 8000
@@ -54,6 +54,8 @@ class BackendChecks:
     if TYPE_CHECKING:  # provided by BackendAgent
 
         def _architecture(self, ctx: TaskContext, ws: Workspace) -> str: ...
+        @staticmethod
+        def _fuzz_examples(ctx: TaskContext) -> int: ...
 
     async def _check(
         self,
@@ -127,7 +129,7 @@ class BackendChecks:
                 rnd.checks.append(Check("routes", MANIFEST, FAILED, bad))
                 problems.append(bad)
             else:
-                routes, agreed = await check_routes(s, ws, design)
+                routes, agreed, fuzzed = await check_routes(s, ws, design, self._fuzz_examples(s.ctx))
                 rnd.routes = routes
                 s.ctx.step(
                     f"check: routes {'answer' if routes.ok else 'fail'}: {routes.summary}",
@@ -148,6 +150,14 @@ class BackendChecks:
                     rnd.checks.append(
                         Check("contract", contract.TOOL, SKIPPED, f"the service could not be checked: {routes.summary}")
                     )
+                if fuzzed is not None:
+                    s.ctx.step(
+                        f"check: schemathesis: {fuzzed.check.detail}",
+                        check="schemathesis",
+                        ok=str(not fuzzed.check.failed).lower(),
+                    )
+                    rnd.checks.append(fuzzed.check)
+                    problems += [fuzzed.feedback] if fuzzed.feedback else []
         if design and (not web or bad):
             why = (
                 "not a web service (option web=false)"

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..checks import contract
+from ..checks import contract, fuzz
 from ..workspace import Workspace
 from ._llm_agent import Session
 
@@ -75,6 +75,26 @@ if report["up"] and len(sys.argv) > 2:  # the design's routes: the contract chec
         except Exception as e:
             row["status"] = None; row["error"] = f"{type(e).__name__}: {e}"
         report["contract"].append(row)
+fuzz_n = int(os.environ.get("ORCHGPT_FUZZ_EXAMPLES", "0") or 0)
+if report["up"] and fuzz_n > 0:  # schemathesis against the service's own OpenAPI schema
+    url = f"http://127.0.0.1:{port}/openapi.json"
+    try:
+        urllib.request.urlopen(url, timeout=5).close(); has_schema = True
+    except Exception:
+        has_schema = False
+    if not has_schema:
+        report["fuzz"] = {"skipped": "the service publishes no OpenAPI schema at /openapi.json"}
+    else:
+        st = ["-c", "from schemathesis.cli import schemathesis; schemathesis()", "run", url, "--checks",
+              "not_a_server_error,response_schema_conformance", "-n", str(fuzz_n), "--seed", "1",
+              "--request-timeout", "5"]
+        try:
+            r = subprocess.run([sys.executable, *st], capture_output=True, text=True,
+                               timeout=float(os.environ.get("ORCHGPT_FUZZ_TIMEOUT", "60")),
+                               env=dict(os.environ, NO_COLOR="1"))
+            report["fuzz"] = {"rc": r.returncode, "out": (r.stdout + r.stderr)[-6000:]}
+        except subprocess.TimeoutExpired:
+            report["fuzz"] = {"rc": None, "out": "schemathesis did not finish in time"}
 report["exited"] = p.poll()
 try:
     os.killpg(p.pid, signal.SIGTERM)
@@ -116,25 +136,27 @@ def read_manifest(ws: Workspace) -> tuple[dict[str, object], str]:
     return m, (f"{MANIFEST}: " + "; ".join(problems)) if problems else ""
 
 async def check_routes(
-    s: Session, ws: Workspace, design: list[contract.Route]
-) -> tuple[RouteCheck, contract.ContractReport | None]:
-    """The routes of service.json, and the design's routes when there is a design (the contract),
-    from one start of the service in the sandbox."""
+    s: Session, ws: Workspace, design: list[contract.Route], fuzz_examples: int = 0
+) -> tuple[RouteCheck, contract.ContractReport | None, fuzz.FuzzReport | None]:
+    """The routes of service.json, the design's routes when there is a design (the contract),
+    and schemathesis on the service's OpenAPI schema (``fuzz_examples`` > 0), from one start
+    of the service in the sandbox."""
     s.ctx.status("starting the service to check its routes")
-    timeout = min(s.env.sandbox.limits.timeout_s, 45)
+    timeout = min(s.env.sandbox.limits.timeout_s, 45 + (fuzz.TIMEOUT_S if fuzz_examples else 0))
     argv = [sys.executable, "-c", PROBE, MANIFEST]
     if design:
         ws.write_text(CONTRACT_SCRATCH, json.dumps({"routes": [r.probe() for r in design]}))
         argv.append(CONTRACT_SCRATCH)
     try:
-        result = await s.env.sandbox.run(argv, timeout_s=timeout)
+        env = {"ORCHGPT_FUZZ_EXAMPLES": str(fuzz_examples), "ORCHGPT_FUZZ_TIMEOUT": str(fuzz.TIMEOUT_S)}
+        result = await s.env.sandbox.run(argv, timeout_s=timeout, env=env)
     finally:
         if design:
             ws.resolve(CONTRACT_SCRATCH).unlink(missing_ok=True)
     line = next((ln for ln in reversed(result.stdout.splitlines()) if ln.startswith("ROUTE-REPORT ")), "")
     if not line:
         return RouteCheck(False, "the route check did not finish",
-                          f"Checking the routes failed:\n{result.describe(4000)}"), None
+                          f"Checking the routes failed:\n{result.describe(4000)}"), None, None
     report = json.loads(line[len("ROUTE-REPORT "):])
     log_tail = str(report.get("log", ""))[-2000:]
     if not report.get("up"):
@@ -142,10 +164,11 @@ async def check_routes(
                else "did not listen on its port within the start-up time")
         return RouteCheck(False, f"the service {how}",
                           f"The service started with `{report.get('command')}` {how}. Its output:\n"
-                          f"{log_tail}\nFix the code or the start command in {MANIFEST}."), None
+                          f"{log_tail}\nFix the code or the start command in {MANIFEST}."), None, None
     agreed = (contract.judge(design, report.get("contract") or [], report.get("openapi"))
               if design else None)
-    return route_result(report, log_tail), agreed
+    fuzzed = fuzz.judge(report["fuzz"]) if fuzz_examples and "fuzz" in report else None
+    return route_result(report, log_tail), agreed, fuzzed
 
 def route_result(report: dict[str, Any], log_tail: str) -> RouteCheck:
     rows = report.get("routes", [])

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,34 @@ def adopt(result: TaskResult, project: Path) -> list[str]:
         d.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(s, d)
         copied.append(art.path)
+    return copied
+
+
+def upstream(direct: list[str], deps_of: Callable[[str], list[str]]) -> list[str]:
+    """A plan item's dependencies and theirs, transitively: the earlier ones' ancestors first,
+    then ``direct`` in its order. A sub-task on another host then gets every file it would see
+    in the shared project directory on one host (the architect's design, for the frontend)."""
+    seen: list[str] = []
+
+    def visit(i: str, hops: int = 0) -> None:
+        if i in seen or hops > 64:
+            return
+        for d in deps_of(i):
+            visit(d, hops + 1)
+        seen.append(i)
+
+    for i in direct:
+        for d in deps_of(i):
+            visit(d)
+    return [i for i in seen if i not in direct] + list(direct)
+
+
+async def adopt_or_fetch(ctx: TaskContext, result: TaskResult, project: Path) -> list[str]:
+    """`adopt`, then whatever the project still lacks from the daemon: the sub-task ran on
+    another host (its directory is not here) or its files changed since."""
+    copied = adopt(result, project)
+    if ctx.fetch_files is not None and result.artifacts:
+        copied += await ctx.fetch_files([result], project)
     return copied
 
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchgpt.checks import checks_of as parse_checks
+from orchgpt.checks import markdown_table
 from orchgpt.models import TaskResult, Usage
 
 from ..errors import AgentdError
@@ -209,6 +211,10 @@ class TeamReport:
         ]
         for typ, u in per_type.items():
             out.append(f"| {typ} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | {u.cost_usd:.4f} |")
+        table = markdown_table(
+            (f"{t.item.id} ({t.item.agent_type})", parse_checks(t.result.data)) for t in ts if t.result
+        )
+        out += ["", "## Checks", "", *(table or ["- no sub-task reported checks"])]
         out += ["", "## Retries and requeues", ""]
         any_retry = False
         for t in ts:

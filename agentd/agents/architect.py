@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 import shutil
 
+from ..checks import FAILED, PASSED, SKIPPED, Check, attach
+from ..checks.diagram import diagram_check
 from ..llm.strategies import FillIn, for_profile
 from ..loop import TOKEN_BUDGET, LoopResult
 from ..runtime import Outcome, TaskContext, register
@@ -202,6 +204,8 @@ class ArchitectAgent(LLMAgent):
                                data={"problems": "\n".join(problems), "fill_in": str(tried).lower()})
             ctx.step("check: document and diagram are complete", check="architecture", ok="true")
             rendered, render_note = await self._render(s, ws)
+            checks = [Check("architecture", "agentd architect", PASSED, "document and diagram complete"),
+                      self._components(ws)[0], self._render_check(rendered, render_note)]
             arts = record_artifacts(ctx, written + ([rendered] if rendered else []))
         doc = ws.read_text(DOC)
         sections = section_bodies(doc)
@@ -223,7 +227,25 @@ class ArchitectAgent(LLMAgent):
         }
         if render_note:
             data["render_note"] = render_note
-        return Outcome(output=output, data=data)
+        return attach(Outcome(output=output, data=data), checks)
+
+    def _components(self, ws: Workspace) -> tuple[Check, list[str]]:
+        """Every component of the document is a node of the diagram and vice versa."""
+        dia = next((p for p in (MERMAID, DOT) if ws.exists(p)), None)
+        if dia is None or not ws.exists(DOC):
+            return Check("components", "agentd diagram parser", SKIPPED, "no document or diagram"), []
+        comps = find_section(section_bodies(ws.read_text(DOC)), REQUIRED_SECTIONS["Components"])
+        names = [c.name for c in parse_components(comps[1])] if comps else []
+        return diagram_check(dia, ws.read_text(dia), names)
+
+    @staticmethod
+    def _render_check(rendered: str | None, note: str) -> Check:
+        tool = "mmdc" if note.startswith("mmdc") else "Graphviz dot" if "Graphviz" in note else "renderer"
+        if rendered:
+            return Check("render", "mmdc or dot", PASSED, f"rendered to {rendered}")
+        if "not installed" in note or "not rendered" in note:
+            return Check("render", tool, SKIPPED, note, required=False)
+        return Check("render", tool, FAILED, note)
 
     # ---------------------------------------------------------------- fill-in
     @staticmethod
@@ -321,7 +343,7 @@ class ArchitectAgent(LLMAgent):
             problems += check_dot(ws.read_text(DOT))
         else:
             problems.append(f"the diagram ({MERMAID}) was not written")
-        return problems
+        return problems or self._components(ws)[1]
 
     async def _render(self, s: Session, ws: Workspace) -> tuple[str | None, str]:
         """Render the diagram to SVG with mmdc or dot when installed; (svg path, note)."""

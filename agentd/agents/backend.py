@@ -42,7 +42,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from ..checks import attach
+from ..checks import attach, fuzz
 from ..checks import mutation as mut
 from ..errors import TaskFailed
 from ..loop import TOKEN_BUDGET
@@ -161,6 +161,16 @@ class BackendAgent(LLMAgent, BackendChecks):
             text += f"\n\nThe architect's design ({DOC}):\n\n{doc}"
         text += project_context(ctx, ws, 6000, 50)
         return text
+
+    @staticmethod
+    def _fuzz_examples(ctx: TaskContext) -> int:
+        """Cases per operation for schemathesis (option ``fuzz``; 0 when off or not installed)."""
+        raw = ctx.task.options.get("fuzz", str(fuzz.DEFAULT_EXAMPLES)).strip() or "0"
+        n = int(raw) if raw.isdigit() else fuzz.DEFAULT_EXAMPLES
+        if n and fuzz.available():
+            ctx.log(f"schemathesis check skipped: {fuzz.available()}")
+            return 0
+        return n
 
     def _architecture(self, ctx: TaskContext, ws: Workspace) -> str:
         if ws.exists(DOC):

@@ -5,7 +5,10 @@ Components; the palette as hex colours) and at least one SVG mock-up under
 ``mockups/`` with the file tools (or in fenced blocks). Checks: the sections
 are there and filled, the palette has at least three colours, every SVG parses
 as XML (no DTD or entities), has the SVG namespace, a size or viewBox, and
-some content. Problems go back to the model, at most ``tries`` rounds.
+some content; text colours reach WCAG AA contrast on what they are drawn on, computed
+(agentd/checks/design.py). Problems go back to the model, at most ``tries`` rounds. Each
+mock-up is then rendered to a PNG preview (rsvg-convert). The result carries the checks
+(design, contrast, render).
 
 With option ``images`` (``true``), the designer also asks the provider's
 images API (``POST /images/generations``) for a hero image; a provider
@@ -23,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from ..checks import FAILED, PASSED, Check, attach
+from ..checks.design import contrast_check, render_check
 from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
 from ..tools import FILE_TOOLS
@@ -138,22 +143,29 @@ class DesignerAgent(LLMAgent):
                 images, image_note = await self._images(ctx, ws)
         changed = [p for p in ws.files() if before.get(p) != ws.artifact(p).sha256]
         arts = record_artifacts(ctx, [p for p in changed if p == DOC or p in mockups or p in images])
+        contrast, _ = self._contrast(ws)
         if problems:
-            return Outcome(ok=False, error=f"the design is incomplete after {tries} round(s): " + "; ".join(problems),
-                           data={"problems": "\n".join(problems), "checks": "design checks failed"})
+            design = Check("design", "agentd designer", FAILED, "; ".join(problems))
+            return attach(Outcome(ok=False, error=f"the design is incomplete after {tries} round(s): "
+                                  + "; ".join(problems), data={"problems": "\n".join(problems)}),
+                          [design, contrast])
+        render, pngs = render_check(ws.root, mockups)
+        ctx.step(f"check: {render.detail}", check="render", ok=str(render.outcome == PASSED).lower())
+        arts += record_artifacts(ctx, pngs)
         colours = palette(ws.read_text(DOC))
         ctx.step(f"check: {DOC} complete, {len(mockups)} SVG mock-up(s) parse", check="design", ok="true")
         out = f"wrote {DOC} ({len(colours)} colours) and {len(mockups)} SVG mock-up(s): {', '.join(mockups)}"
         if images:
             out += f"; images: {', '.join(images)}"
         data = {"document": DOC, "palette": ", ".join(colours), "mockups": ", ".join(mockups),
-                "files": ", ".join(a.path for a in arts),
-                "checks": f"design spec complete; {len(mockups)} SVG mock-up(s) parse"}
+                "files": ", ".join(a.path for a in arts)}
         if image_note:
             data["images_note"] = image_note
         if images:
             data["images"] = ", ".join(images)
-        return Outcome(output=out, data=data)
+        design = Check("design", "agentd designer", PASSED,
+                       f"{DOC} complete; {len(mockups)} SVG mock-up(s) parse")
+        return attach(Outcome(output=out, data=data), [design, contrast, render])
 
     # ---------------------------------------------------------------- helpers
     def _brief(self, ctx: TaskContext, ws: Workspace) -> str:
@@ -174,7 +186,13 @@ class DesignerAgent(LLMAgent):
             problems.append(f"no SVG mock-up under {MOCKUPS}/ was written (e.g. {MOCKUPS}/main.svg)")
         for m in mockups:
             problems += check_svg(m, ws.read_text(m))
-        return problems
+        return problems + self._contrast(ws)[1]
+
+    def _contrast(self, ws: Workspace) -> tuple[Check, list[str]]:
+        doc = ws.read_text(DOC) if ws.exists(DOC) else ""
+        found = find_section(section_bodies(doc), SECTIONS["Palette"])
+        lines = found[1].splitlines() if found else []
+        return contrast_check(lines, {m: ws.read_text(m) for m in self._mockups(ws)})
 
     def _take_from_answer(self, ctx: TaskContext, ws: Workspace, answer: str) -> None:
         """A model without tools gives the files as fenced blocks."""

@@ -8,13 +8,17 @@ events), ``fail`` (fail with this reason), ``ask`` (send the input to this agent
 count runs with it), ``children`` (delegate that many echo sub-tasks, in parallel, each with a
 stable key and the same ``record``; the i-th waits (i+1) x ``child_delay``), ``file`` (a path
 relative to the workspace, without ``..``: write the input there and report it as an artifact,
-which agentd then uploads to the daemon; checks file transfer with no model).
+which agentd then uploads to the daemon; checks file transfer with no model), ``file_bytes``
+(with ``file``: write that many pseudo-random bytes, seeded by the task id, instead of the input),
+``child_file`` (the children's ``file``), ``then`` (after the children, delegate one sub-task of
+that type with their results as its inputs: their files reach it whichever host it runs on).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 
 from orchgpt.models import Action, Delegation
 
@@ -48,6 +52,8 @@ class EchoAgent(Agent):
         if int(opts.get("children", "0") or 0) > 0:
             step = float(opts.get("child_delay", "0") or 0)
             extra = {"record": opts["record"]} if opts.get("record") else {}
+            if opts.get("child_file"):
+                extra["file"] = opts["child_file"]
             subs = [Delegation("echo", f"{ctx.task.input}/{i}", action=Action.RUN,
                                   options={"delay": f"{step * (i + 1):g}", **extra}, key=f"child-{i}")
                     for i in range(int(opts["children"]))]
@@ -56,8 +62,18 @@ class EchoAgent(Agent):
             if bad:
                 raise TaskFailed(f"{len(bad)} sub-task(s) failed: {bad[0].error}")
             output = " ".join(r.output for r in results)
+            if opts.get("then"):  # one more sub-task, handed the children's results as inputs
+                last = await ctx.delegate(Delegation(opts["then"], ctx.task.input, action=Action.RUN,
+                                                     inputs=results, key="then"))
+                if not last.ok:
+                    raise TaskFailed(f"sub-task {opts['then']} failed: {last.error}")
+                output += f" | {last.output}"
         if opts.get("file"):
-            _write_artifact(ctx, opts["file"], ctx.task.input.encode())
+            n = int(opts.get("file_bytes", "0") or 0)
+            if n > 256 << 20:
+                raise TaskFailed(f"option file_bytes: {n} is more than {256 << 20}")
+            data = random.Random(ctx.task.task_id).randbytes(n) if n > 0 else ctx.task.input.encode()
+            _write_artifact(ctx, opts["file"], data)
         if opts.get("record"):
             _record(opts["record"], f"{ctx.task.task_id} {ctx.task.input}\n")
         return Outcome(output=output)

@@ -17,7 +17,12 @@ the model:
    a route the backend declares, method included;
 4. when the backend's ``service.json`` says how to start it, the backend is
    started in the sandbox and every parameter-free GET call the UI makes is
-   requested from it: each must answer below 400.
+   requested from it: each must answer below 400;
+5. the page is loaded in headless Chromium (agentd/checks/browser.py) against the running
+   backend: it renders, logs no console error, throws nothing, every API call it makes
+   succeeds; a screenshot is kept. Skipped, saying why, without Chromium or Playwright.
+
+The result carries these as checks (page, syntax, api-routes, live, browser).
 
 Options: ``tries``, ``dir`` (default ``frontend``).
 """
@@ -30,6 +35,8 @@ import sys
 from pathlib import PurePosixPath
 from typing import Any
 
+from ..checks import FAILED, PASSED, SKIPPED, Check, attach
+from ..checks.browser import BrowserReport, browser_check
 from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
 from ..tools import FILE_TOOLS
@@ -117,24 +124,40 @@ class FrontendAgent(LLMAgent):
                     break
                 messages.append({"role": "user", "content": "The UI does not pass its checks yet:\n- "
                                  + "\n- ".join(problems) + "\nFix these with write_file, then answer with one line."})
+        browser: BrowserReport | None = report.pop("_browser", None)
         changed = [p for p in ws.files() if before.get(p) != ws.artifact(p).sha256 and p.startswith(f"{base}/")]
-        record_artifacts(ctx, changed)
+        record_artifacts(ctx, changed + ([browser.screenshot] if browser and browser.screenshot else []))
         data = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in report.items()}
         data["files"] = ", ".join(changed)
         data["routes_declared"] = ", ".join(f"{r.method} {r.path}" for r in routes)
+        if browser and browser.screenshot:
+            data["screenshot"] = browser.screenshot
         if problems:
             data["problems"] = "\n".join(problems)
-            data["checks"] = "frontend checks failed"
-            return Outcome(ok=False, error=f"the UI fails its checks after {tries} round(s): " + "; ".join(problems),
-                           data=data)
+            failed = [Check("frontend", "agentd frontend", FAILED, "; ".join(problems))]
+            return attach(Outcome(ok=False, error=f"the UI fails its checks after {tries} round(s): "
+                                  + "; ".join(problems), data=data),
+                          failed + ([browser.check] if browser else []))
+        checks = self._checks(report, routes, browser)
+        line = "; ".join(c.detail for c in checks if c.outcome != SKIPPED)
+        ctx.step("check: " + line, check="frontend", ok="true")
+        return attach(Outcome(output=f"wrote {len(changed)} file(s) under {base}/; " + line, data=data), checks)
+
+    @staticmethod
+    def _checks(report: dict[str, Any], routes: list[Route], browser: BrowserReport | None) -> list[Check]:
         calls = report.get("api_calls", [])
-        summary = (f"{len(calls)} API call(s) match the backend's routes" if routes else "no backend routes to check")
-        checks = [f"page loads {report.get('loads', '')}".strip(), report.get("syntax", ""), summary]
-        if report.get("live"):
-            checks.append(f"live: {report['live']}")
-        data["checks"] = "; ".join(c for c in checks if c)
-        ctx.step("check: " + data["checks"], check="frontend", ok="true")
-        return Outcome(output=f"wrote {len(changed)} file(s) under {base}/; " + data["checks"], data=data)
+        syntax = report.get("syntax", "")
+        checks = [
+            Check("page", "agentd frontend", PASSED, f"page loads {report.get('loads', '')}".strip()),
+            Check("syntax", "node --check", SKIPPED if "not installed" in syntax else PASSED, syntax,
+                  required=False) if syntax else None,
+            Check("api-routes", "agentd frontend", PASSED,
+                  f"{len(calls)} API call(s) match the backend's routes" if routes
+                  else "no backend routes to check"),
+            Check("live", "backend probe", PASSED, f"live: {report['live']}") if report.get("live") else None,
+            browser.check if browser else None,
+        ]
+        return [c for c in checks if c is not None]
 
     # ---------------------------------------------------------------- brief
     def _routes(self, ctx: TaskContext) -> list[Route]:
@@ -226,7 +249,21 @@ class FrontendAgent(LLMAgent):
                 report["live"] = text
                 if not ok:
                     problems.append(f"the running backend does not answer the UI's calls: {text}")
+        if not problems:
+            manifest = self._manifest(ws)
+            ctx.status("loading the UI in a headless browser")
+            browser = await browser_check(ws.root, base, manifest, s.env.settings)
+            report["_browser"] = browser
+            problems += browser.problems
         return problems, report
+
+    @staticmethod
+    def _manifest(ws: Workspace) -> dict[str, Any] | None:
+        try:
+            m = json.loads(ws.read_text(MANIFEST)) if ws.exists(MANIFEST) else None
+        except json.JSONDecodeError:
+            return None
+        return m if isinstance(m, dict) else None
 
     async def _live(self, s: Session, ws: Workspace, calls: list[ApiCall]) -> tuple[bool, str] | None:
         """Start the backend (its service.json) in the sandbox and request the UI's GET calls."""

@@ -42,8 +42,9 @@ from orchgpt.models import Action, Delegation, TaskResult, TaskState, now_ms
 
 from ..errors import AgentdError, TaskFailed
 from ..runtime import Outcome, TaskContext, register
+from . import _team
 from ._llm_agent import LLMAgent
-from ._team import adopt, fork, keep, project_dir, project_option, short
+from ._team import adopt_or_fetch, fork, keep, project_dir, project_option, short
 from ._team_plan import (
     MAX_TASKS,
     TEAM,
@@ -173,7 +174,8 @@ class ManagerAgent(LLMAgent, TeamReport):
                 t.state, t.note = "skipped", f"skipped: {', '.join(failed)} did not succeed"
                 ctx.step(f"{t.item.id} ({t.item.agent_type}): {t.note}", subtask=t.item.id, state="skipped")
                 return
-            inputs = [d.result for d in deps if d.result is not None and d.state == "succeeded"]
+            ups = [tracks[i] for i in _team.upstream(t.item.depends_on, lambda i: tracks[i].item.depends_on)]
+            inputs = [d.result for d in ups if d.result is not None and d.state == "succeeded"]
             if t.item.agent_type in ("git", "mailer"):
                 # everything that succeeded, in the order it finished (= the order its files landed in
                 # the project), for one commit per sub-task
@@ -211,7 +213,7 @@ class ManagerAgent(LLMAgent, TeamReport):
                 if result.ok:
                     t.state = "succeeded"
                     try:
-                        t.adopted = adopt(result, root)
+                        t.adopted = await adopt_or_fetch(ctx, result, root)
                         keep(result, root)
                     except OSError as exc:
                         ctx.log(f"{t.item.id}: could not copy its files into the project: {exc}")

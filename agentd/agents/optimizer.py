@@ -10,6 +10,9 @@
    model, at most ``tries`` rounds; when they still fail, every file is
    restored as it was and files the model added are removed, and the tests
    are run once more to show the project is back to green.
+4. When the project is a web service (``service.json``), the same checks the backend ran are
+   run after refactoring: its routes, the design's contract and schemathesis
+   (`_optimizer_service`); a failure goes back to the model like a failing test.
 
 The test command: option ``test_command``, else the backend's (from its result
 among the inputs, when it can run here), else pytest with agentd's interpreter.
@@ -24,6 +27,7 @@ import shlex
 import sys
 from typing import Any
 
+from ..checks import FAILED, PASSED, Check, attach
 from ..loop import TOKEN_BUDGET
 from ..runtime import Outcome, TaskContext, register
 from ..sandbox import SandboxResult, summarize_tests
@@ -36,6 +40,7 @@ from ._llm_agent import (
     record_artifacts,
     write_extracted,
 )
+from ._optimizer_service import service_checks
 from ._team import input_of, project_dir
 
 SNAPSHOT_LIMIT = 50_000_000  # bytes of files kept for a revert
@@ -73,10 +78,11 @@ class OptimizerAgent(LLMAgent):
             ctx.status("running the tests before refactoring")
             before = await self._test(s, command, "before")
             if not before.ok:
-                return Outcome(ok=False, error=f"the tests fail before refactoring ({summarize_tests(before)}); "
-                               "nothing was changed", data={"tests_before": "failed", "test_command": command,
-                                                             "test_output": before.describe(4000),
-                                                             "checks": "tests fail before refactoring"})
+                return attach(Outcome(
+                    ok=False, error=f"the tests fail before refactoring ({summarize_tests(before)}); "
+                    "nothing was changed", data={"tests_before": "failed", "test_command": command,
+                                                 "test_output": before.describe(4000)}),
+                    [Check("tests-before", "the test command", FAILED, summarize_tests(before))])
             snapshot = self._snapshot(ws)
             tests = {p: h for p, (h, _) in snapshot.items() if artifact_kind(p) == "test"}
             modules_before = _python_modules(ws)
@@ -85,6 +91,7 @@ class OptimizerAgent(LLMAgent):
                 {"role": "user", "content": self._brief(ctx, ws)},
             ]
             after: SandboxResult | None = None
+            service: list[Check] = []
             problem = ""
             for rnd in range(1, tries + 1):
                 ctx.status(f"refactoring (round {rnd} of {tries})")
@@ -104,11 +111,16 @@ class OptimizerAgent(LLMAgent):
                     ctx.status("running the tests after refactoring")
                     after = await self._test(s, command, f"after round {rnd}")
                     if after.ok:
-                        problem = ""
-                        break
-                    problem = f"the tests fail after refactoring ({summarize_tests(after)})"
-                    feedback = (f"The tests fail now:\n{after.describe(6000)}\n\nFix the refactoring (not the tests) "
-                                "with write_file, then answer with one line.")
+                        service, bad = await service_checks(s, ws)
+                        problem = "" if not bad else "the running service fails its checks after refactoring"
+                        if not bad:
+                            break
+                        feedback = ("The tests pass, but the service does not:\n" + "\n\n".join(bad)
+                                    + "\n\nFix the refactoring with write_file, then answer with one line.")
+                    else:
+                        problem = f"the tests fail after refactoring ({summarize_tests(after)})"
+                        feedback = (f"The tests fail now:\n{after.describe(6000)}\n\nFix the refactoring "
+                                    "(not the tests) with write_file, then answer with one line.")
                 if res.stopped == TOKEN_BUDGET or rnd == tries:
                     break
                 messages.append({"role": "user", "content": feedback})
@@ -116,12 +128,14 @@ class OptimizerAgent(LLMAgent):
                 reverted = self._restore(ws, snapshot)
                 ctx.step(f"reverted {len(reverted)} file(s): {problem}", check="revert", ok="true")
                 again = await self._test(s, command, "after the revert")
-                return Outcome(ok=False, error=f"{problem}; the refactoring was reverted (tests "
-                               f"{'pass' if again.ok else 'still fail'} after the revert)", data={
-                                   "tests_before": "passed", "tests_after": "failed", "reverted": "true",
-                                   "tests_after_revert": "passed" if again.ok else "failed",
-                                   "test_command": command, "reverted_files": ", ".join(reverted),
-                                   "checks": "refactoring broke the tests; reverted"})
+                return attach(Outcome(ok=False, error=f"{problem}; the refactoring was reverted (tests "
+                              f"{'pass' if again.ok else 'still fail'} after the revert)", data={
+                                  "tests_before": "passed", "tests_after": "failed" if service == [] else "passed",
+                                  "reverted": "true", "tests_after_revert": "passed" if again.ok else "failed",
+                                  "test_command": command, "reverted_files": ", ".join(reverted)}),
+                              [Check("tests-before", "the test command", PASSED, summarize_tests(before)),
+                               Check("refactoring", "the test command", FAILED, f"{problem}; reverted"),
+                               *service])
         changed = [p for p in ws.files() if p not in snapshot or snapshot[p][0] != ws.artifact(p).sha256]
         record_artifacts(ctx, changed)
         modules_after = _python_modules(ws)
@@ -132,12 +146,13 @@ class OptimizerAgent(LLMAgent):
         else:
             out = (f"refactored into {len(modules_after)} module(s) (was {len(modules_before)}; new: "
                    f"{', '.join(new) or 'none'}); tests pass before and after ({summary})")
-        return Outcome(output=out, data={
+        outcome = Outcome(output=out, data={
             "tests_before": "passed", "tests_after": "passed", "tests_passed": "true", "reverted": "false",
             "test_command": command, "modules": ", ".join(modules_after), "new_modules": ", ".join(new),
             "files": ", ".join(changed), "test_output": after.describe(4000) if after else "",
-            "checks": "tests pass before and after",
         })
+        return attach(outcome, [Check("tests-before", "the test command", PASSED, summarize_tests(before)),
+                                Check("tests-after", "the test command", PASSED, summary), *service])
 
     # ---------------------------------------------------------------- helpers
     def _test_command(self, ctx: TaskContext) -> str:

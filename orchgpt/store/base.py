@@ -11,7 +11,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from ..models import AgentInfo, SessionInfo, Task, TaskEvent
+from ..errors import StoreError
+from ..graphs.records import GraphRecord
+from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent
 
 
 class Store(ABC):
@@ -94,3 +96,43 @@ class Store(ABC):
 
     @abstractmethod
     def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo: ...
+
+    # ---- session transcripts (store/sqlite_transcript.py): not every store keeps them
+    def add_session_messages(self, messages: list[SessionMessage]) -> None:
+        raise StoreError(f"{type(self).__name__} keeps no session messages")
+
+    def session_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
+        return []
+
+    def get_session_message(self, message_id: str) -> SessionMessage | None:
+        return None
+
+    def delete_session_message(self, message_id: str) -> int:
+        raise StoreError(f"{type(self).__name__} keeps no session messages")
+
+    def clear_session(self, session_id: str) -> int:
+        raise StoreError(f"{type(self).__name__} cannot clear a session")
+
+    def delete_session(self, session_id: str) -> int:
+        raise StoreError(f"{type(self).__name__} cannot delete a session")
+    # ---- graphs (orchgpt/store/sqlite_graphs.py; a store without them refuses)
+    def save_graph(self, graph_id: str, owner: str, name: str, definition: str) -> tuple[GraphRecord, bool]:
+        """(the graph's version holding ``definition``, whether it is new): a changed definition
+        makes a new version, the same one changes nothing."""
+        raise StoreError("this store does not keep graphs")
+
+    def graph_owner(self, graph_id: str) -> str | None:
+        """The owner of a graph id ever saved (deleted or not); None: never saved."""
+        return None
+
+    def get_graph(self, graph_id: str, version: int = 0) -> GraphRecord | None:
+        """A live graph's version (0: the latest)."""
+        return None
+
+    def list_graphs(self, owner: str | None = None, limit: int = 200) -> list[GraphRecord]:
+        """The latest version of every live graph (of ``owner``), newest first."""
+        return []
+
+    def delete_graph(self, graph_id: str) -> int:
+        """Mark every version of the graph deleted; how many were live."""
+        return 0

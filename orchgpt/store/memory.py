@@ -6,17 +6,20 @@ import copy
 from typing import Any
 
 from ..errors import ErrorCode, StoreError
-from ..models import AgentInfo, SessionInfo, Task, TaskEvent, Usage
+from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent, Usage
 from .base import Store
+from .memory_graphs import MemoryGraphs
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryGraphs, Store):
     def __init__(self) -> None:
+        MemoryGraphs.__init__(self)
         self._tasks: dict[str, Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}
         self._agents: dict[str, AgentInfo] = {}
         self._published: dict[str, list[str]] = {}
         self._messages: dict[str, dict[str, Any]] = {}
+        self._transcript: dict[str, SessionMessage] = {}
 
     def close(self) -> None:
         pass
@@ -113,3 +116,36 @@ class MemoryStore(Store):
         s = self._session(session_id)
         assert s is not None
         return s
+
+    # ---- session transcripts
+    def add_session_messages(self, messages: list[SessionMessage]) -> None:
+        for m in messages:
+            self._transcript.setdefault(m.message_id, copy.deepcopy(m))
+
+    def session_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
+        ms = sorted((m for m in self._transcript.values() if m.session_id == session_id),
+                    key=lambda m: (m.ts_ms, m.task_id, m.n))
+        return [copy.deepcopy(m) for m in ms[:limit]]
+
+    def get_session_message(self, message_id: str) -> SessionMessage | None:
+        m = self._transcript.get(message_id)
+        return copy.deepcopy(m) if m else None
+
+    def delete_session_message(self, message_id: str) -> int:
+        return 1 if self._transcript.pop(message_id, None) is not None else 0
+
+    def clear_session(self, session_id: str) -> int:
+        gone = [k for k, m in self._transcript.items() if m.session_id == session_id]
+        for k in gone:
+            del self._transcript[k]
+        return len(gone)
+
+    def delete_session(self, session_id: str) -> int:
+        n = self.clear_session(session_id)
+        for tid in [k for k, t in self._tasks.items() if t.session_id == session_id]:
+            del self._tasks[tid]
+            self._events.pop(tid, None)
+            n += 1
+        self._messages = {k: m for k, m in self._messages.items() if m.get("session_id") != session_id}
+        self._published.pop(session_id, None)
+        return n

@@ -238,6 +238,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE options::jsonb ? '_reply_to' AND jsonb_typeof(options::jsonb -> '_reply_to') = 'string';
         """,
     ),
+    Migration(
+        4,
+        "session transcripts: session_messages (commands, results, workflow turns)",
+        """
+        CREATE TABLE session_messages (
+            message_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            task_id    TEXT NOT NULL DEFAULT '',
+            speaker    TEXT NOT NULL DEFAULT '',
+            role       TEXT NOT NULL DEFAULT '',
+            content    TEXT NOT NULL DEFAULT '',
+            ts_ms      INTEGER NOT NULL,
+            n          INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX session_messages_session ON session_messages(session_id, ts_ms, n);
+        """,
+    ),
+    Migration(
+        5,
+        "graphs of blocks, versioned (orchgpt/store/sqlite_graphs.py)",
+        """
+        CREATE TABLE graphs (
+            graph_id   TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            owner      TEXT NOT NULL DEFAULT '',
+            name       TEXT NOT NULL DEFAULT '',
+            definition TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            deleted_ms INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (graph_id, version)
+        );
+        CREATE INDEX graphs_owner ON graphs(owner, created_ms);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -28,9 +28,11 @@ from ..models import TaskEvent, now_ms
 from . import redact_url
 from .base import Store
 from .migrations import LATEST, MIGRATIONS, postgres_sql
+from .sqlite_graphs import SqliteGraphs
 from .sqlite_rows import _event_payload
 from .sqlite_sessions import SqliteSessions
 from .sqlite_tasks import SqliteTasks
+from .sqlite_transcript import SqliteTranscript
 
 try:
     import psycopg
@@ -90,7 +92,7 @@ class _Cursor:
             cur.executemany(_translate(sql), rows)
 
 
-class PostgresStore(SqliteTasks, SqliteSessions, Store):
+class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, Store):
     """The SQLite store's tables in a PostgreSQL database."""
 
     def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:

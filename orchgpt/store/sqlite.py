@@ -38,9 +38,11 @@ from ..errors import StoreError
 from ..models import now_ms
 from .base import Store
 from .migrations import LATEST, SchemaTooNew, migrate, schema_version
+from .sqlite_graphs import SqliteGraphs
 from .sqlite_rows import _TASK_COLUMNS, _TASK_INSERT, _task_from_row, _task_row  # noqa: F401  (re-exported)
 from .sqlite_sessions import SqliteSessions
 from .sqlite_tasks import SqliteTasks
+from .sqlite_transcript import SqliteTranscript
 
 log = logs.get("orchgpt.store")
 
@@ -88,7 +90,7 @@ def _cause(exc: BaseException) -> str:
 # ---- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(SqliteTasks, SqliteSessions, Store):
+class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, Store):
     """Tasks, events, sessions, usage, artifacts, IAC message log and agents in one file."""
 
     def __init__(

@@ -36,16 +36,27 @@ _DECISION_FROM_PB: dict[int, ApprovalDecision] = {v: k for k, v in _DECISION_TO_
 
 
 def approval_request_to_pb(a: ApprovalRequest) -> pb.ApprovalRequest:
-    return pb.ApprovalRequest(request_id=a.request_id, tool=a.tool, arguments_json=a.arguments_json, summary=a.summary)
+    return pb.ApprovalRequest(
+        request_id=a.request_id,
+        tool=a.tool,
+        arguments_json=a.arguments_json,
+        summary=a.summary,
+        question=a.question,
+        choices=a.choices,
+    )
 
 
 def approval_request_from_pb(m: pb.ApprovalRequest) -> ApprovalRequest:
-    return ApprovalRequest(m.request_id, m.tool, m.arguments_json, m.summary)
+    return ApprovalRequest(m.request_id, m.tool, m.arguments_json, m.summary, m.question, list(m.choices))
 
 
 def approval_response_to_pb(a: ApprovalResponse) -> pb.ApprovalResponse:
     return pb.ApprovalResponse(
-        request_id=a.request_id, decision=_DECISION_TO_PB[a.decision], count=a.count, feedback=a.feedback
+        request_id=a.request_id,
+        decision=_DECISION_TO_PB[a.decision],
+        count=a.count,
+        feedback=a.feedback,
+        answer=a.answer,
     )
 
 
@@ -54,7 +65,7 @@ def approval_response_from_pb(m: pb.ApprovalResponse) -> ApprovalResponse:
         decision = _DECISION_FROM_PB[m.decision]
     except KeyError:
         raise DecodeError("approval response has no decision") from None
-    return ApprovalResponse(m.request_id, decision, m.count or 1, m.feedback)
+    return ApprovalResponse(m.request_id, decision, m.count or 1, m.feedback, m.answer)
 
 
 def event_to_pb(e: TaskEvent, agent_type: str = "") -> pb.TaskEvent:

@@ -72,12 +72,13 @@ def result_from_dict(d: Mapping[str, Any]) -> TaskResult:
 
 def approval_request_to_dict(a: ApprovalRequest) -> Dict:
     return {"request_id": a.request_id, "tool": a.tool, "arguments_json": a.arguments_json,
-            "summary": a.summary}
+            "summary": a.summary, "question": a.question, "choices": list(a.choices)}
 
 
 def approval_request_from_dict(d: Mapping[str, Any]) -> ApprovalRequest:
     return ApprovalRequest(request_id=d["request_id"], tool=d.get("tool", ""),
-                           arguments_json=d.get("arguments_json", ""), summary=d.get("summary", ""))
+                           arguments_json=d.get("arguments_json", ""), summary=d.get("summary", ""),
+                           question=d.get("question", ""), choices=list(d.get("choices") or ()))
 
 
 def event_to_dict(e: TaskEvent) -> Dict:

@@ -129,10 +129,10 @@ class Agent:
         await self.ch.close()
 
 
-async def unary(name: str, method: str, req: Any) -> tuple[str, Any]:
+async def unary(name: str, method: str, req: Any, timeout: float = 10.0) -> tuple[str, Any]:
     async with channel(name) as ch:
         try:
-            return "OK", await getattr(pb_grpc.MeshStub(ch), method)(req, timeout=10)
+            return "OK", await getattr(pb_grpc.MeshStub(ch), method)(req, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return exc.code().name, exc.details()
 
@@ -180,8 +180,20 @@ async def main() -> dict[str, Any]:
     await run_as_worker("alice-live", reply=False)
     got = await unary("alice", "GetTask", pb.GetTaskRequest(task_id="alice-t"))
     session = got[1].task.session_id
+    # alice's sessions for the session operations (finished at once: the STATUS action), one per
+    # principal that may change them ("-alice", and "-boss" for the admin; bob tries the latter)
+    for sid in ("c-alice", "c-boss", "d-alice", "d-boss", "m-alice", "m-boss"):
+        code, _ = await submit("alice", agent_type="conftype", action=pb.STATUS_ACTION, session_id=sid, task_id=sid)
+        assert code == "OK", code
+    (DATA / "workflows.d").mkdir(parents=True, exist_ok=True)
+    (DATA / "workflows.d" / "conf.toml").write_text('name = "conf"\ntype = "sequential"\nagents = ["conftype"]\n')
 
     principals = ["alice", "bob", "boss", "worker", "outsider", "server"]
+    graph = json.dumps({"nodes": [{"id": "v", "block": "value", "input": {"value": 1}}]})
+    for g in ["alice-g", *(f"alice-del-{p}" for p in principals)]:
+        code, _ = await unary("alice", "CreateGraph", pb.CreateGraphRequest(definition=graph, graph_id=g),
+                              timeout=60.0)
+        assert code == "OK", code
     for p in principals:
         r: dict[str, str] = {}
         if p in ("worker",):
@@ -207,6 +219,21 @@ async def main() -> dict[str, Any]:
         r["ListSessions"] = code
         obs["lists"][f"ListSessions:{p}"] = (session in {s.session_id for s in resp.sessions}) if code == "OK" else None
         r["PublishSession"] = (await unary(p, "PublishSession", pb.PublishSessionRequest(session_id=session)))[0]
+        mine = "alice" if p == "alice" else "boss"
+        r["ListWorkflows"] = (await unary(p, "ListWorkflows", pb.ListWorkflowsRequest()))[0]
+        r["GetWorkflow"] = (await unary(p, "GetWorkflow", pb.GetWorkflowRequest(name="conf")))[0]
+        r["ListMessages"] = (await unary(p, "ListMessages", pb.ListMessagesRequest(session_id=session)))[0]
+        r["DeleteMessage"] = (await unary(p, "DeleteMessage", pb.DeleteMessageRequest(message_id=f"m-{mine}:0")))[0]
+        r["ClearSession"] = (await unary(p, "ClearSession", pb.SessionRef(session_id=f"c-{mine}")))[0]
+        r["DeleteSession"] = (await unary(p, "DeleteSession", pb.SessionRef(session_id=f"d-{mine}")))[0]
+        r["CreateGraph"] = (await unary(p, "CreateGraph", pb.CreateGraphRequest(
+            definition=graph, graph_id=f"{p}-g"), timeout=60.0))[0]
+        code, resp = await unary(p, "ListGraphs", pb.ListGraphsRequest())
+        r["ListGraphs"] = code
+        obs["lists"][f"ListGraphs:{p}"] = sorted(g.graph_id for g in resp.graphs) if code == "OK" else []
+        r["GetGraph"] = (await unary(p, "GetGraph", pb.GetGraphRequest(graph_id="alice-g")))[0]
+        r["DeleteGraph"] = (await unary(p, "DeleteGraph", pb.DeleteGraphRequest(graph_id=f"alice-del-{p}")))[0]
+        r["ListBlocks"] = (await unary(p, "ListBlocks", pb.ListBlocksRequest(), timeout=60.0))[0]
         obs["rpc"][p] = r
     # Watch(all) of a client shows its own tasks only: bob watches while alice's task runs
     obs["approvals_seen_by_worker"] = sorted(
@@ -236,6 +263,10 @@ async def main() -> dict[str, Any]:
         # to the daemon: an upload of the worker's own running task's file (orchgpt.artifact_store)
         "FILE_TRANSFER": {"task_id": "alice-live", "file_chunk": pb.FileChunk(
             path="f", data=b"x", eof=True, size=1, sha256=hashlib.sha256(b"x").hexdigest())},
+        # to the daemon: where an upload cut by a disconnect goes on; answered with FILE_RESUME_AT
+        "FILE_RESUME": {"task_id": "alice-live", "file_chunk": pb.FileChunk(
+            path="f", size=1, sha256=hashlib.sha256(b"x").hexdigest())},
+        "FILE_RESUME_AT": {"task_id": "alice-live", "file_chunk": pb.FileChunk(path="f", offset=1)},
         "APPROVAL_REQUEST": {"approval_request": pb.ApprovalRequest(request_id="q", tool="t")},
         "CREATE": {"task": pb.TaskSpec(agent_type="peertype", input="x")},
     }

@@ -56,16 +56,18 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     log_path: Path | None = None
+    host: str = "127.0.0.1"  # the address it listens on
+    prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS] (netns.py)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, port: int = 0, timeout: float = 20.0) -> Daemon:
         port_file = self.workdir / "port"
         port_file.unlink(missing_ok=True)
         self.log_path = self.workdir / f"orchgpt-{int(time.time() * 1000)}.log"
-        cmd = [sys.executable, "-m", "orchgpt", "serve", "--listen", f"127.0.0.1:{port}",
+        cmd = [*self.prefix, sys.executable, "-m", "orchgpt", "serve", "--listen", f"{self.host}:{port}",
                "--certs", str(self.certs), "--data-dir", str(self.data_dir), "--port-file", str(port_file),
                "--local-model", "off", "--heartbeat-interval", "0.5", "--grace-period", "3", *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
@@ -136,8 +138,10 @@ def issue(certs: Path, name: str, role: str = "agent", out: Path | None = None) 
 
 
 def start_agent(daemon: Daemon, name: str, agent_type: str = "echo", cwd: Path | None = None,
-                extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> AgentProc:
-    """Start `agentd` by hand, from its own directory, with its own certificate."""
+                extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None,
+                prefix: list[str] | None = None) -> AgentProc:
+    """Start `agentd` by hand, from its own directory, with its own certificate (``prefix``:
+    e.g. a network host's, tests/support/netns.py)."""
     home = cwd or daemon.workdir / f"agent-{name}"
     home.mkdir(parents=True, exist_ok=True)
     certs = home / "certs"
@@ -147,7 +151,7 @@ def start_agent(daemon: Daemon, name: str, agent_type: str = "echo", cwd: Path |
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agentd", "--type", agent_type, "--name", name,
+            [*(prefix or []), sys.executable, "-m", "agentd", "--type", agent_type, "--name", name,
              "--orchestrator", daemon.address, "--certs", str(certs), *(extra_args or [])],
             cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env,
         )

@@ -89,6 +89,61 @@ class MeshStub:
                 request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.PublishSessionRequest.SerializeToString,
                 response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.PublishSessionResponse.FromString,
                 _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/ListWorkflows',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflow = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/GetWorkflow',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.WorkflowInfo.FromString,
+                _registered_method=True)
+        self.ListMessages = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/ListMessages',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
+        self.DeleteMessage = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/DeleteMessage',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteMessageRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.FromString,
+                _registered_method=True)
+        self.ClearSession = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/ClearSession',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionRef.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/DeleteSession',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionRef.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.FromString,
+                _registered_method=True)
+        self.CreateGraph = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/CreateGraph',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.CreateGraphRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.CreateGraphResponse.FromString,
+                _registered_method=True)
+        self.ListGraphs = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/ListGraphs',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListGraphsRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListGraphsResponse.FromString,
+                _registered_method=True)
+        self.GetGraph = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/GetGraph',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.GetGraphRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.GraphInfo.FromString,
+                _registered_method=True)
+        self.DeleteGraph = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/DeleteGraph',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteGraphRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteGraphResponse.FromString,
+                _registered_method=True)
+        self.ListBlocks = channel.unary_unary(
+                '/orchgpt.iac.v1.Mesh/ListBlocks',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksRequest.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksResponse.FromString,
+                _registered_method=True)
 
 
 class MeshServicer:
@@ -164,6 +219,75 @@ class MeshServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkflows(self, request, context):
+        """Workflows (the daemon's workflows directory) and session operations (the caller's own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateGraph(self, request, context):
+        """Graphs of blocks (docs/graphs.md): a client's own graphs, versioned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGraphs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGraph(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGraph(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBlocks(self, request, context):
+        """The blocks graphs are made of, with their JSON Schemas (for graph editors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeshServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +345,61 @@ def add_MeshServicer_to_server(servicer, server):
                     servicer.PublishSession,
                     request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.PublishSessionRequest.FromString,
                     response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.PublishSessionResponse.SerializeToString,
+            ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'GetWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflow,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.WorkflowInfo.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListMessagesRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'DeleteMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessage,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteMessageRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.SerializeToString,
+            ),
+            'ClearSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearSession,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionRef.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionRef.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.SerializeToString,
+            ),
+            'CreateGraph': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGraph,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.CreateGraphRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.CreateGraphResponse.SerializeToString,
+            ),
+            'ListGraphs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGraphs,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListGraphsRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListGraphsResponse.SerializeToString,
+            ),
+            'GetGraph': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGraph,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.GetGraphRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.GraphInfo.SerializeToString,
+            ),
+            'DeleteGraph': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGraph,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteGraphRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteGraphResponse.SerializeToString,
+            ),
+            'ListBlocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlocks,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksRequest.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +699,303 @@ class Mesh:
             '/orchgpt.iac.v1.Mesh/PublishSession',
             orchgpt_dot_iac_dot_v1_dot_iac__pb2.PublishSessionRequest.SerializeToString,
             orchgpt_dot_iac_dot_v1_dot_iac__pb2.PublishSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/ListWorkflows',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListWorkflowsRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/GetWorkflow',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.GetWorkflowRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.WorkflowInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/ListMessages',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListMessagesRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/DeleteMessage',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteMessageRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/ClearSession',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionRef.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/DeleteSession',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionRef.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.SessionChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGraph(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/CreateGraph',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.CreateGraphRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.CreateGraphResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGraphs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/ListGraphs',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListGraphsRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListGraphsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGraph(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/GetGraph',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.GetGraphRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.GraphInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGraph(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/DeleteGraph',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteGraphRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.DeleteGraphResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchgpt.iac.v1.Mesh/ListBlocks',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksRequest.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksResponse.FromString,
             options,
             channel_credentials,
             insecure,

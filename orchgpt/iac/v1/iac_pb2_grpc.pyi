@@ -86,6 +86,20 @@ class MeshStub:
     Approve: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ApproveRequest, _iac_pb2.ApproveResponse]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListSessionsRequest, _iac_pb2.ListSessionsResponse]
     PublishSession: _grpc.UnaryUnaryMultiCallable[_iac_pb2.PublishSessionRequest, _iac_pb2.PublishSessionResponse]
+    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListWorkflowsRequest, _iac_pb2.ListWorkflowsResponse]
+    """Workflows (the daemon's workflows directory) and session operations (the caller's own)."""
+    GetWorkflow: _grpc.UnaryUnaryMultiCallable[_iac_pb2.GetWorkflowRequest, _iac_pb2.WorkflowInfo]
+    ListMessages: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListMessagesRequest, _iac_pb2.ListMessagesResponse]
+    DeleteMessage: _grpc.UnaryUnaryMultiCallable[_iac_pb2.DeleteMessageRequest, _iac_pb2.SessionChangeResponse]
+    ClearSession: _grpc.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]
+    DeleteSession: _grpc.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]
+    CreateGraph: _grpc.UnaryUnaryMultiCallable[_iac_pb2.CreateGraphRequest, _iac_pb2.CreateGraphResponse]
+    """Graphs of blocks (docs/graphs.md): a client's own graphs, versioned."""
+    ListGraphs: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListGraphsRequest, _iac_pb2.ListGraphsResponse]
+    GetGraph: _grpc.UnaryUnaryMultiCallable[_iac_pb2.GetGraphRequest, _iac_pb2.GraphInfo]
+    DeleteGraph: _grpc.UnaryUnaryMultiCallable[_iac_pb2.DeleteGraphRequest, _iac_pb2.DeleteGraphResponse]
+    ListBlocks: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListBlocksRequest, _iac_pb2.ListBlocksResponse]
+    """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
 
 @_typing.type_check_only
 class MeshAsyncStub(MeshStub):
@@ -106,6 +120,20 @@ class MeshAsyncStub(MeshStub):
     Approve: _aio.UnaryUnaryMultiCallable[_iac_pb2.ApproveRequest, _iac_pb2.ApproveResponse]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListSessionsRequest, _iac_pb2.ListSessionsResponse]  # type: ignore[assignment]
     PublishSession: _aio.UnaryUnaryMultiCallable[_iac_pb2.PublishSessionRequest, _iac_pb2.PublishSessionResponse]  # type: ignore[assignment]
+    ListWorkflows: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListWorkflowsRequest, _iac_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
+    """Workflows (the daemon's workflows directory) and session operations (the caller's own)."""
+    GetWorkflow: _aio.UnaryUnaryMultiCallable[_iac_pb2.GetWorkflowRequest, _iac_pb2.WorkflowInfo]  # type: ignore[assignment]
+    ListMessages: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListMessagesRequest, _iac_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    DeleteMessage: _aio.UnaryUnaryMultiCallable[_iac_pb2.DeleteMessageRequest, _iac_pb2.SessionChangeResponse]  # type: ignore[assignment]
+    ClearSession: _aio.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]  # type: ignore[assignment]
+    DeleteSession: _aio.UnaryUnaryMultiCallable[_iac_pb2.SessionRef, _iac_pb2.SessionChangeResponse]  # type: ignore[assignment]
+    CreateGraph: _aio.UnaryUnaryMultiCallable[_iac_pb2.CreateGraphRequest, _iac_pb2.CreateGraphResponse]  # type: ignore[assignment]
+    """Graphs of blocks (docs/graphs.md): a client's own graphs, versioned."""
+    ListGraphs: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListGraphsRequest, _iac_pb2.ListGraphsResponse]  # type: ignore[assignment]
+    GetGraph: _aio.UnaryUnaryMultiCallable[_iac_pb2.GetGraphRequest, _iac_pb2.GraphInfo]  # type: ignore[assignment]
+    DeleteGraph: _aio.UnaryUnaryMultiCallable[_iac_pb2.DeleteGraphRequest, _iac_pb2.DeleteGraphResponse]  # type: ignore[assignment]
+    ListBlocks: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListBlocksRequest, _iac_pb2.ListBlocksResponse]  # type: ignore[assignment]
+    """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
 
 class MeshServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -189,5 +217,85 @@ class MeshServicer(metaclass=_abc_1.ABCMeta):
         request: _iac_pb2.PublishSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iac_pb2.PublishSessionResponse, _abc.Awaitable[_iac_pb2.PublishSessionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListWorkflows(
+        self,
+        request: _iac_pb2.ListWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListWorkflowsResponse, _abc.Awaitable[_iac_pb2.ListWorkflowsResponse]]:
+        """Workflows (the daemon's workflows directory) and session operations (the caller's own)."""
+
+    @_abc_1.abstractmethod
+    def GetWorkflow(
+        self,
+        request: _iac_pb2.GetWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.WorkflowInfo, _abc.Awaitable[_iac_pb2.WorkflowInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMessages(
+        self,
+        request: _iac_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListMessagesResponse, _abc.Awaitable[_iac_pb2.ListMessagesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteMessage(
+        self,
+        request: _iac_pb2.DeleteMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.SessionChangeResponse, _abc.Awaitable[_iac_pb2.SessionChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ClearSession(
+        self,
+        request: _iac_pb2.SessionRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.SessionChangeResponse, _abc.Awaitable[_iac_pb2.SessionChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSession(
+        self,
+        request: _iac_pb2.SessionRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.SessionChangeResponse, _abc.Awaitable[_iac_pb2.SessionChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateGraph(
+        self,
+        request: _iac_pb2.CreateGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.CreateGraphResponse, _abc.Awaitable[_iac_pb2.CreateGraphResponse]]:
+        """Graphs of blocks (docs/graphs.md): a client's own graphs, versioned."""
+
+    @_abc_1.abstractmethod
+    def ListGraphs(
+        self,
+        request: _iac_pb2.ListGraphsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListGraphsResponse, _abc.Awaitable[_iac_pb2.ListGraphsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetGraph(
+        self,
+        request: _iac_pb2.GetGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.GraphInfo, _abc.Awaitable[_iac_pb2.GraphInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteGraph(
+        self,
+        request: _iac_pb2.DeleteGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.DeleteGraphResponse, _abc.Awaitable[_iac_pb2.DeleteGraphResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListBlocks(
+        self,
+        request: _iac_pb2.ListBlocksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iac_pb2.ListBlocksResponse, _abc.Awaitable[_iac_pb2.ListBlocksResponse]]:
+        """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
 
 def add_MeshServicer_to_server(servicer: MeshServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
