@@ -9,6 +9,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import signal
 import sys
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Model settings come from the environment: OPENAI_API_KEY, OPENAI_BASE_URL, ORCHGPT_MODEL, "
         "ORCHGPT_FAST_MODEL, ORCHGPT_FAST_BASE_URL, ORCHGPT_<TYPE>_MODEL, ... (see the README).",
     )
-    p.add_argument("--type", required=True, dest="agent_type", help="agent type (echo, architect, backend, ...)")
+    p.add_argument("--type", required=True, dest="agent_type", help="agent type: built-in (echo, architect, backend, ...) or declared in the daemon's "
+                   "agents directory (its definition comes from the daemon)")
     p.add_argument("--name", help="agent name = certificate name NAME.pem in --certs (default: the type)")
     p.add_argument("--orchestrator", default=None,
                    help="HOST:PORT of orchgpt (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS or 127.0.0.1:8443)")
@@ -96,16 +98,19 @@ async def _main(args: argparse.Namespace) -> int:
     from .sandbox_setup import sandbox_policy
     from .workspace import task_workspace
 
+    declared = None
     try:
         cls = agent_class(args.agent_type)
-    except KeyError as exc:
-        raise AgentdError(str(exc.args[0])) from None
+    except KeyError:  # not built in: a declared type, whose definition comes with REGISTERED
+        from .declared import DeclaredAgent  # (only then: it imports the model client)
+
+        cls = declared = DeclaredAgent
     settings = None
     if cls.needs_model:
         from .settings import AgentSettings
 
         settings = AgentSettings.from_env(args.agent_type)
-    agent = cls(settings)
+    agent = declared(args.agent_type, settings) if declared is not None else cls(settings)
     name = args.name or args.agent_type
     d = Path(args.certs)
     certs = CertPaths(Path(args.ca or d / "ca.pem"), Path(args.cert or d / f"{name}.pem"),
@@ -137,7 +142,20 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    waits = {runner, stopper}
+    undefined = None
+    if declared is not None:
+        undefined = asyncio.create_task(agent.missing.wait())  # type: ignore[attr-defined]
+        waits.add(undefined)
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if undefined is not None and undefined in done:
+        await link.stop()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        raise AgentdError(undefined_type(args.agent_type))
+    if undefined is not None:
+        undefined.cancel()
     if stopper in done:
         await link.stop()
         runner.cancel()
@@ -148,6 +166,14 @@ async def _main(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         pass
     return 0
+
+
+def undefined_type(agent_type: str) -> str:
+    from .builtin import available_types
+
+    return (f"{agent_type!r} is not a built-in agent type ({', '.join(sorted(available_types()))}) and "
+            "orchgpt sent no definition of it: declare it in the daemon's agents directory "
+            "(docs/agents.md), then `orchgpt agents reload`")
 
 
 def main(argv: list[str] | None = None) -> int:

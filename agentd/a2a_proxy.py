@@ -31,6 +31,8 @@ from orchgpt.errors import ConfigError
 from orchgpt.mesh import AGENT_TYPE_RE
 from orchgpt.models import ApprovalDecision, new_id
 
+from .a2a_auth import Credential, bearer, for_card
+
 if TYPE_CHECKING:
     from .runtime import Agent, TaskContext
 
@@ -54,7 +56,14 @@ class Remote:
     ca_file: str = ""
     client_cert: str = ""
     client_key: str = ""
-    auth_env: str = ""  # an environment variable holding a bearer token
+    auth_env: str = ""  # an environment variable holding the token (sent by the card's scheme)
+    credential: Credential | None = None  # how: set from the card (a2a_auth.py); else Bearer
+
+    def token(self) -> str:
+        token = os.environ.get(self.auth_env, "") if self.auth_env else ""
+        if self.auth_env and not token:
+            raise ConfigError(f"{self.auth_env} is not set (the external agent's credentials)")
+        return token
 
     def http(self) -> httpx.AsyncClient:
         verify: Any = True
@@ -63,14 +72,13 @@ class Remote:
             if self.client_cert:
                 ctx.load_cert_chain(self.client_cert, self.client_key or None)
             verify = ctx
-        headers = {}
-        if self.auth_env:
-            token = os.environ.get(self.auth_env, "")
-            if not token:
-                raise ConfigError(f"{self.auth_env} is not set (the external agent's credentials)")
-            headers["Authorization"] = f"Bearer {token}"
+        cred = Credential()
+        token = self.token()
+        if token:
+            cred = self.credential or bearer(token)
         return httpx.AsyncClient(
-            verify=verify, headers=headers, timeout=httpx.Timeout(30, read=None)
+            verify=verify, headers=cred.headers, params=cred.params, cookies=cred.cookies,
+            timeout=httpx.Timeout(30, read=None),
         )
 
 
@@ -225,7 +233,12 @@ async def run_proxy(
     from .link import Link
     from .workspace import task_workspace
 
-    card = await fetch_card(remote)
+    card = await fetch_card(remote)  # (with a bearer token when one is given)
+    token = remote.token()
+    if token:
+        remote.credential = for_card(card, token)
+        log.info("a2a_proxy_credential", agent_type=name, scheme=remote.credential.scheme,
+                 variable=remote.auth_env)
     cls = proxy_agent_class(name, card, remote)
     log.info(
         "a2a_proxy_starting",

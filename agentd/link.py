@@ -210,6 +210,9 @@ class Link(PendingResults):
             self._confirm_on.clear()  # PINGs of an earlier stream get no PONG
             self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
             self._confirmed_at_register(outbox)
+            define = getattr(self.agent, "on_definition", None)  # a declared type (agentd/declared.py)
+            if define is not None:
+                define(env.registered.definition.definition_json)
             self.connected.set()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:

@@ -40,6 +40,7 @@ log = structlog.get_logger("agentd.loop")
 DONE = "done"
 MAX_STEPS = "max_steps"
 TOKEN_BUDGET = "token_budget"
+ARGS_SHOWN = 500  # characters of a tool call's arguments in its STEP event
 
 
 @dataclass
@@ -67,6 +68,7 @@ class TaskLoop:
         token_budget: int | None = None,
         reserve_tokens: int = 1024,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> None:
         settings = ctx.settings
         self.ctx = ctx
@@ -77,6 +79,7 @@ class TaskLoop:
         self.token_budget = token_budget or int(getattr(settings, "token_budget", 60000) or 60000)
         self.reserve_tokens = reserve_tokens
         self.max_tokens = max_tokens
+        self.temperature = temperature
         self.usage = Usage()  # this loop's spending, over all runs
         self.total_steps = 0
         self._approve_left = 0  # "approve the next N" still to use
@@ -128,6 +131,7 @@ class TaskLoop:
                 model=self.model,
                 on_token=self.ctx.token,
                 max_tokens=self.max_tokens,
+                **({"temperature": self.temperature} if self.temperature is not None else {}),
             )
         except LLMError as exc:
             raise TaskFailed(f"the model server failed: {exc}") from exc
@@ -149,6 +153,7 @@ class TaskLoop:
         self.ctx.step(
             f"step {step}: {summary}" + ("" if ok else f" → {first}"),
             step=str(step), tool=call.name, ok=str(ok).lower(),
+            arguments=json.dumps(call.arguments, ensure_ascii=False)[:ARGS_SHOWN], result=first,
         )
         log.info("tool_call", task_id=self.ctx.task.task_id, step=step, tool=call.name, ok=ok)
         return output, ok

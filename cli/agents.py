@@ -3,7 +3,8 @@
 The list mirrors ``agentd.agents.BUILTIN_TYPES`` (a test keeps them equal);
 it is copied here because importing agentd would import every agent and the
 model client, which the CLI's start-up cannot afford. Types that remote agents
-register are learnt from the live registry (``/agents``).
+register, and the types declared in the daemon's agents directory, are learnt from the live
+registry (``/agents``; ``Context.declared``).
 """
 
 from __future__ import annotations

@@ -78,7 +78,14 @@ class CommandCompleter(Completer):
             if self.ctx.interactive or not spec.repl_only:
                 yield f"/{spec.name}", spec.help
         for t in self.ctx.known_types():
-            yield f"/{t}", agents.BUILTIN_TYPES.get(t, "remote agent type")
+            yield f"/{t}", self._describe(t)
+
+    def _describe(self, agent_type: str) -> str:
+        if agent_type in agents.BUILTIN_TYPES:
+            return agents.BUILTIN_TYPES[agent_type]
+        if agent_type in self.ctx.declared:
+            return self.ctx.declared[agent_type] or "declared agent type"
+        return "remote agent type"
 
     def arguments(self, kind: str, index: int) -> Iterator[tuple[str, str]]:
         ctx = self.ctx
@@ -97,7 +104,7 @@ class CommandCompleter(Completer):
                 yield short_id(sid), "session"
         elif kind == "agent":
             for t in ctx.known_types():
-                yield t, agents.BUILTIN_TYPES.get(t, "remote agent type")
+                yield t, self._describe(t)
         elif kind == "command":
             for spec in registry.specs():
                 yield spec.name, spec.help

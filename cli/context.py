@@ -54,6 +54,7 @@ class Context:
         self.views: dict[str, TaskView] = {}
         self.agents: list[AgentInfo] = []
         self.agents_at = 0.0
+        self.declared: dict[str, str] = {}  # agent types declared in the daemon's files: description
         self.recent_tasks: list[str] = []  # ids seen in /tasks, /history (completion)
         self.recent_sessions: list[str] = []
         self.connected: bool | None = None  # None: not tried yet
@@ -122,12 +123,12 @@ class Context:
     # ---- the registry
     async def refresh_agents(self, max_age: float = AGENTS_TTL) -> list[AgentInfo]:
         if time.monotonic() - self.agents_at > max_age:
-            self.agents = list(await self.call(lambda c: c.list_agents()))
+            self.agents, self.declared = await self.call(lambda c: c.agents_and_types())
             self.agents_at = time.monotonic()
         return self.agents
 
     def known_types(self) -> list[str]:
-        return agents.all_types(a.agent_type for a in self.agents)
+        return agents.all_types([*(a.agent_type for a in self.agents), *self.declared])
 
     # ---- background work (the REPL's tasks)
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,9 @@ def _session_json(s: SessionInfo) -> dict[str, Any]:
 async def help_(ctx: Context, args: list[str]) -> None:
     from .registry import lookup
 
+    if ctx.connected:  # the declared types, when the daemon can tell
+        with contextlib.suppress(CliError):
+            await ctx.refresh_agents()
     if args:
         name = args[0].lstrip("/").lower()
         spec = lookup(name)
@@ -107,6 +111,11 @@ async def help_(ctx: Context, args: list[str]) -> None:
             return
         if agents.resolve(name, ctx.known_types()) is None:
             raise ParseError(f'no command "/{name}": /help lists them')
+        if name in ctx.declared:
+            what = ctx.declared[name] or "declared in the daemon's agents directory"
+            ctx.out.record("help", {"agent_type": name, "description": what, "declared": True},
+                           [[("cmd.agent", f"/{name} run \"...\"")], [("", f"  {what} (declared)")]])
+            return
     ctx.out.record("help", {"text": "\n".join(render.plain(x) for x in help_lines(ctx))}, help_lines(ctx))
 
 
@@ -119,8 +128,10 @@ def help_lines(ctx: Context) -> list[Line]:
     for alias, full in agents.ALIASES.items():
         rev.setdefault(full, []).append(alias)
     named = [f"{t} ({', '.join(rev[t])})" if t in rev else t for t in agents.BUILTIN_TYPES]
-    remote = [t for t in ctx.known_types() if t not in agents.BUILTIN_TYPES]
+    remote = [t for t in ctx.known_types() if t not in agents.BUILTIN_TYPES and t not in ctx.declared]
     lines.append([("", "  agents   "), ("cmd.agent", ", ".join(named))])
+    if ctx.declared:  # declared in the daemon's agents directory (docs/agents.md)
+        lines.append([("", "           declared: "), ("cmd.agent", ", ".join(sorted(ctx.declared)))])
     if remote:
         lines.append([("", "           remote: "), ("cmd.agent", ", ".join(remote))])
     for i, (action, what) in enumerate(agents.ACTIONS.items()):
@@ -161,9 +172,9 @@ async def quit_(ctx: Context, args: list[str]) -> None:
 @meta("agents", "/agents [TYPE]", "the agents in the registry, as a table", args=(0, 1), complete="agent")
 async def agents_(ctx: Context, args: list[str]) -> None:
     kind = (agents.resolve(args[0], ctx.known_types()) or args[0]) if args else ""
-    found = await ctx.call(lambda c: c.list_agents(kind))
+    found, declared = await ctx.call(lambda c: c.agents_and_types(kind))
     if not kind:
-        ctx.agents = found
+        ctx.agents, ctx.declared = found, declared
     rows = [
         [a.agent_type, a.agent_id, str(a.state), short_id(a.current_task) or "-",
          "local" if a.local else (a.host or "remote"), age(a.last_heartbeat_ms)]
@@ -174,8 +185,14 @@ async def agents_(ctx: Context, args: list[str]) -> None:
     lines = table(["TYPE", "AGENT", "STATE", "TASK", "WHERE", "HEARTBEAT"], rows) if rows else []
     lines.append([("info", f"{len(found)} agent{'s' if len(found) != 1 else ''}: {idle} idle, {busy} busy"
                    + ("" if found else " (agents start on demand: " + '/echo run "hi")')) ])
+    running = {a.agent_type for a in found}
+    idle_types = [(n, d) for n, d in sorted(declared.items()) if n not in running]
+    if idle_types:  # declared in files: started on demand
+        lines.append([("info", "declared, none running (started on demand): ")])
+        lines += [[("cmd.agent", f"  {n:16}"), ("", d or "-")] for n, d in idle_types]
     data = [dicts.agent_to_dict(a) for a in found]
-    ctx.out.record("agents", {"agents": data}, lines)
+    ctx.out.record("agents", {"agents": data, "declared": [{"name": n, "description": d}
+                                                          for n, d in sorted(declared.items())]}, lines)
 
 
 def _task_rows(tasks: list[Task]) -> list[list[str]]:

@@ -86,6 +86,7 @@ def _load() -> None:
     from . import meta_graphs as _graphs  # noqa: F401
     from . import meta_sessions as _session_handlers  # noqa: F401  (history and sessions)
     from . import meta_workflows as _workflows  # noqa: F401
+    from . import schedules as _schedules  # noqa: F401  (/schedule, /schedules)
 
 
 def lookup(name: str) -> MetaSpec | None:

@@ -48,6 +48,9 @@ def _serve_parser(sub: Any) -> None:
                    help="never spawn local agents (only agents started by hand)")
     p.add_argument("--agent-types", dest="agent_types",
                    help="built-in agent types, comma-separated (default: ask `agentd --list-types`)")
+    p.add_argument("--agents-dir", dest="agents_dir",
+                   help="declared agent types, one TOML file each (default: agents.d/ beside --config "
+                   "and in the data dir; docs/agents.md)")
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
     p.add_argument("--heartbeat-misses", dest="heartbeat_misses", type=int)
     p.add_argument("--max-attempts", dest="max_attempts", type=int)
@@ -63,6 +66,8 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--list-page-bytes", dest="list_page_bytes", type=int)
     p.add_argument("--list-field-bytes", dest="list_field_bytes", type=int)
     p.add_argument("--crl-poll-interval", dest="crl_poll_interval", type=float)
+    p.add_argument("--schedule-poll-interval", dest="schedule_poll_interval", type=float,
+                   help="longest scheduler sleep (s): how soon another daemon's new schedule is seen")
     p.add_argument("--a2a-listen", dest="a2a_listen", metavar="HOST:PORT",
                    help="serve every agent type as an A2A agent (JSON-RPC + SSE over mutual TLS; off by default)")
     p.add_argument("--a2a-grpc", dest="a2a_grpc", action="store_const", const=True,
@@ -71,6 +76,9 @@ def _serve_parser(sub: Any) -> None:
                    help="A2A push notifications to webhooks: off (default), public addresses only, any")
     p.add_argument("--a2a-agents", dest="a2a_agent", action="append", metavar="NAME=URL",
                    help="run a proxy for the external A2A agent at URL as agent type NAME (repeatable)")
+    p.add_argument("--a2a-agent-auth", dest="a2a_agent_auth", action="append", metavar="NAME=VAR",
+                   help="the proxy of the A2A agent NAME sends the token in the environment "
+                        "variable VAR (repeatable; the token is never logged)")
     p.add_argument("--a2a-agents-ca", dest="a2a_agents_ca", metavar="FILE",
                    help="CA file to verify the external A2A agents' TLS")
     p.add_argument("--a2a-public-host", dest="a2a_public_host", help="host name in the A2A agent cards")
@@ -198,14 +206,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k, None) for k in (
         "listen", "certs", "data_dir", "store", "workspace_root", "workflows_dir", "max_local_agents", "spawn",
-        "spawn_deadline", "local_idle_timeout", "agent_types",
+        "spawn_deadline", "local_idle_timeout", "agent_types", "agents_dir",
         "heartbeat_interval", "heartbeat_misses", "max_attempts", "grace_period", "reconnect_grace",
         "max_message_bytes", "max_pending_events", "local_model", "log_level", "log_format",
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
         "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
-        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen")}
+        "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen",
+        "schedule_poll_interval")}
     if args.a2a_agent:  # NAME=URL, repeatable
         flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
+    if args.a2a_agent_auth:  # NAME=VAR, repeatable
+        flags["a2a_agents_auth"] = dict(a.partition("=")[::2] for a in args.a2a_agent_auth)
     settings = load_settings(flags, args.config)
     logs.configure(settings.log_level, settings.log_format)
 
@@ -222,7 +233,7 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchgpt", description="orchgpt: an agent mesh over mutual-TLS gRPC.")
     ap.add_argument("--version", action="version", version=f"orchgpt {__version__}")
-    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a,blocks}", required=True)
+    sub = ap.add_subparsers(dest="cmd", metavar="{serve,certs,health,bridge,a2a,agents,blocks}", required=True)
     _serve_parser(sub)
     _certs_parser(sub)
     _health_parser(sub)
@@ -235,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     from .blocks_cli import add_parser as _blocks_parser
 
     _blocks_parser(sub)
+    from .agents_cli import add_parser as _agents_parser
+
+    _agents_parser(sub)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "certs" and args.certs_cmd in ("revoke", "renew"):
@@ -249,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bridge.cli import run as _bridge
 
             return _bridge(args)
+        if args.cmd == "agents":
+            from .agents_cli import run as _agents
+
+            return _agents(args)
         if args.cmd == "a2a":
             from .a2a.cli import run as _a2a
 

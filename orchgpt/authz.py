@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-# The decision and the envelope rules live in authz_decision.py and authz_envelopes.py; this is
-# their import path too (authz.Decision, authz.from_agent, ...).
+# The decision, the envelope rules and the open COMMANDs live in authz_decision.py,
+# authz_envelopes.py and authz_commands.py; this is their import path too (authz.Decision, ...).
+from .authz_commands import OpenCommands as OpenCommands
 from .authz_decision import DAEMON as DAEMON
 from .authz_decision import Decision as Decision
 from .authz_decision import allow as allow
@@ -29,7 +30,6 @@ from .authz_envelopes import DAEMON_ONLY as DAEMON_ONLY
 from .authz_envelopes import ENVELOPE_TABLE as ENVELOPE_TABLE
 from .authz_envelopes import TARGETS as TARGETS
 from .authz_envelopes import EnvelopeRule as EnvelopeRule
-from .authz_envelopes import OpenCommands as OpenCommands
 from .authz_envelopes import agent_accepts as agent_accepts
 from .authz_envelopes import envelope_kind as envelope_kind
 from .authz_envelopes import envelope_table_markdown as envelope_table_markdown
@@ -84,6 +84,13 @@ RPC_TABLE: dict[str, dict[str, str]] = {
     "GetGraph":       {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "DeleteGraph":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "ListBlocks":     {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
+    # the Schedules service (schedules.proto, docs/schedules.md): a schedule is its adder's
+    "AddSchedule":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListSchedules":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetSchedule":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "PauseSchedule":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ResumeSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
 }
 
 _HOW = {
@@ -102,6 +109,9 @@ _HOW = {
     "GetGraph": "read graphs (client role needed)",
     "DeleteGraph": "delete graphs (client role needed)",
     "Watch(all)": "watch every task (client role needed; an agent watches its own tasks by id)",
+    **{n: "use schedules (client role needed)" for n in (
+        "AddSchedule", "ListSchedules", "GetSchedule", "PauseSchedule", "ResumeSchedule",
+        "DeleteSchedule")},
 }
 
 

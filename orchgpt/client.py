@@ -16,6 +16,7 @@ import grpc
 
 from .certs import CertPaths
 from .client_graphs import GraphClient
+from .client_schedules import ScheduleCalls
 from .errors import CertError, ClientError, ConfigError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
@@ -72,7 +73,7 @@ def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
     return ClientError(msg, code.name)
 
 
-class MeshClient(GraphClient):
+class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; schedules: client_schedules.py
     def __init__(self, address: str, certs: CertPaths, server_name: str | None = None, timeout: float = 10.0,
                  name: str | None = None) -> None:
         self.address = address
@@ -140,6 +141,15 @@ class MeshClient(GraphClient):
     async def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
         r = await self._unary(self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
         return [codec.agent_from_pb(a) for a in r.agents]
+
+    async def declared_types(self, agent_type: str = "") -> dict[str, str]:
+        """The agent types declared in the daemon's agents directory: name -> description."""
+        return (await self.agents_and_types(agent_type))[1]
+
+    async def agents_and_types(self, agent_type: str = "") -> tuple[list[AgentInfo], dict[str, str]]:
+        """One ListAgents: the connected agents, and the declared types (name -> description)."""
+        r = await self._unary(self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
+        return [codec.agent_from_pb(a) for a in r.agents], {d.name: d.description for d in r.declared}
 
     async def get_task(self, task_id: str, with_events: bool = True) -> tuple[Task, list[TaskEvent], list[Task]]:
         r = await self._unary(self._stub.GetTask, pb.GetTaskRequest(task_id=task_id, with_events=with_events))

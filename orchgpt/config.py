@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         "", description="built-in agent types this host runs, comma-separated (default: what "
         "`agentd --list-types` prints)",
     )
+    agents_dir: Path | None = Field(
+        None, description="directory of declared agent types, one TOML file each (docs/agents.md; "
+        "default: agents.d/ beside the config file and in the data dir)",
+    )
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
     heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")
@@ -94,6 +98,10 @@ class Settings(BaseSettings):
     crl_poll_interval: float = Field(
         2.0, gt=0, description="seconds between checks of the revocation list (crl.pem in the certs dir)"
     )
+    schedule_poll_interval: float = Field(
+        30.0, gt=0, description="longest sleep of the scheduler between passes: how soon a schedule "
+        "another daemon added to a shared store is seen (docs/schedules.md)"
+    )
     a2a_listen: str = Field(
         "", description="HOST:PORT of the A2A JSON-RPC + SSE listener (HTTPS, mutual TLS; docs/a2a.md); "
         "empty: off"
@@ -110,6 +118,19 @@ class Settings(BaseSettings):
         "agent type -> URL (TOML table [a2a_agents]; docs/a2a.md)"
     )
     a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
+    a2a_agents_auth: dict[str, str] = Field(
+        default_factory=dict, description="credentials of those agents: agent type -> the name of "
+        "an environment variable of the daemon holding its token, sent as its card asks (TOML table "
+        "[a2a_agents_auth]; the token is never in the settings, on a command line or in a log)"
+    )
+    a2a_agents_client_cert: dict[str, str] = Field(
+        default_factory=dict, description="client certificates for those agents that ask for mutual "
+        "TLS: agent type -> PEM file (TOML table [a2a_agents_client_cert]; its key in the same file "
+        "or in [a2a_agents_client_key])"
+    )
+    a2a_agents_client_key: dict[str, str] = Field(
+        default_factory=dict, description="agent type -> the key file of its client certificate"
+    )
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     metrics_listen: str = Field(
         "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "

@@ -25,18 +25,23 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import agent_types, logs, reflection
+from . import agent_types, declared_a2a, logs, reflection
+from .agent_defs import default_dirs
 from .artifact_store import ArtifactStore
 from .certs import CA, CertPaths, paths_for
 from .config import Settings
 from .datadir import DataDirLock
+from .declared_types import DeclaredTypes
+from .declared_types import attach as attach_declared
 from .errors import CertError, StoreError
 from .iac.v1 import iac_pb2, iac_pb2_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
 from .metrics import start_metrics
 from .revocation import Revocations, crl_path
+from .scheduler import Scheduler
 from .servicer import MeshServicer
+from .servicer_schedules import add_schedules_service
 from .spawner import Spawner
 from .spawner_files import read_journals, remove_journals
 from .store import Store, open_store, redact_url
@@ -109,6 +114,8 @@ class OrchgptServer:
             if asking is not None and not asking.done():
                 asking.cancel()
         assert types is not None
+        self.declared = DeclaredTypes(default_dirs(s.agents_dir, s.config_file, s.data_dir), types)
+        self.declared.load()  # an invalid file stops the start, naming the file and the key
         if s.spawn and s.max_local_agents > 0:
             try:
                 ca = CA.load(s.certs)
@@ -123,6 +130,7 @@ class OrchgptServer:
             )
         self.mesh = Mesh(self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval,
                          s.heartbeat_misses, s.reconnect_grace)
+        attach_declared(self.declared, self.mesh, self.spawner)
         if self.spawner is not None:
             mesh = self.mesh
             self.spawner.attach(
@@ -148,10 +156,14 @@ class OrchgptServer:
         servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
         servicer.workflows = load_workflows(s)  # orchgpt/workflows.py
         servicer.event_budget = EventBudget(s.max_events_per_task)
+        servicer.declared = self.declared
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
         add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(server, (SERVICE_NAME, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
+        self.scheduler = Scheduler(self.store, self.mesh.submit, self.mesh.get_task, settle_s=s.reconnect_grace,
+                                   max_sleep=s.schedule_poll_interval)
+        schedules = add_schedules_service(servicer, server, self.scheduler)  # docs/schedules.md
+        reflection.enable(server, (SERVICE_NAME, schedules, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
         self.port = server.add_secure_port(s.listen, creds)
         if self.port == 0:
             raise OSError(f"cannot listen on {s.listen}")
@@ -164,14 +176,17 @@ class OrchgptServer:
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)
 
         self.a2a = await start_listener(self)
+        self.declared_a2a = declared_a2a.start(self)  # proxies of declared types with an [a2a] table
         self.metrics = await start_metrics(self)  # Prometheus, when --metrics-listen is set
         await server.start()
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
         self._crl_poll = asyncio.create_task(self._watch_crl())
+        self.scheduler.start()  # fires due schedules (a missed period once, by its catch-up policy)
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=redact_url(s.store_url),
-                 recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types), pid=os.getpid())
+                 recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types),
+                 declared_types=sorted(self.declared.names), pid=os.getpid())
         return self.port
 
     async def _model_env(self) -> dict[str, str]:
@@ -261,9 +276,10 @@ class OrchgptServer:
                 log.exception("crl_reload_error", error=str(exc))
 
     def reload_revocations(self) -> None:
-        """SIGHUP: re-read the revocation list now."""
+        """SIGHUP: re-read the revocation list and the agents directories now."""
         log.info("sighup_reload", crl=str(self.revocations.path))
         self.revocations.reload(force=True)
+        self.declared.reload()  # logs agents_reloaded, or agents_reload_failed naming file and key
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop; safe to call twice."""
@@ -274,6 +290,8 @@ class OrchgptServer:
         assert self.mesh is not None and self.server is not None
         log.info("shutting_down", grace_s=grace, running_tasks=self.mesh.running_tasks)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if getattr(self, "scheduler", None) is not None:
+            await self.scheduler.stop()
         self.mesh.start_closing()
         self.servicer.accepting = False
         loop = asyncio.get_running_loop()
@@ -284,6 +302,8 @@ class OrchgptServer:
             log.warning("grace_period_over", running_tasks=self.mesh.running_tasks)
         if getattr(self, "a2a", None) is not None:
             await self.a2a.stop()
+        if getattr(self, "declared_a2a", None) is not None:
+            await self.declared_a2a.stop()
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             await metrics.stop()

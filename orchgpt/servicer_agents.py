@@ -79,15 +79,16 @@ class AgentStreams(ServicerBase):
         host = r.host or context.peer()
         cutter = self._guard_stream(context, outbox, agent_id)
         try:
-            self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities), host, r.pid, r.version,
-                                                      pending, r.current_task), link)
+            self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities) or self._declared_caps(r.agent_type),
+                                                      host, r.pid, r.version, pending, r.current_task), link)
         except RoutingError as exc:
             await refuse(to_grpc(exc.code), str(exc))
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
             registered=pb.Registered(agent_id=agent_id, heartbeat_interval_ms=self.heartbeat_ms,
                                      max_message_bytes=self.max_message_bytes,
-                                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000))))
+                                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
+                                     definition=self._definition(r.agent_type))))
         # the rest of the first batch
         for env in first.envelopes[1:]:
             self._from_agent(agent_id, env, outbox)

@@ -15,6 +15,7 @@ from . import authz, codec, logs, stream_rules
 from .artifact_store import ArtifactStore
 from .batching import Outbox
 from .certs import Identity
+from .declared_types import DeclaredTypes
 from .errors import CertError, OrchgptError
 from .iac.v1 import iac_pb2 as pb
 from .limits import (
@@ -53,8 +54,22 @@ class ServicerBase:
     commands: authz.OpenCommands
     artifact_store: ArtifactStore | None = None  # uploaded artifacts (the server sets it)
     workflows: WorkflowBook | None = None  # the workflow definitions (the server sets them)
+    declared: DeclaredTypes | None = None  # agent types declared in files (the server sets it)
 
     # ------------------------------------------------------------------ helpers
+    def _definition(self, agent_type: str) -> pb.AgentDefinition | None:
+        """REGISTERED's definition of a declared type (None for the others)."""
+        text = self.declared.definition_json(agent_type) if self.declared is not None else ""
+        return pb.AgentDefinition(name=agent_type, definition_json=text) if text else None
+
+    def _declared_caps(self, agent_type: str) -> list[str]:
+        return self.declared.capabilities(agent_type) if self.declared is not None else []
+
+    def _declared_listing(self, agent_type: str = "") -> list[pb.AgentDefinition]:
+        found = self.declared.listing() if self.declared is not None else []
+        return [pb.AgentDefinition(name=d.name, description=d.description, capabilities=d.capabilities)
+                for d in found if not agent_type or d.name == agent_type]
+
     async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,
                         stream: bool = False) -> Identity:
         abort = self._refusal(context, unread=True) if stream else context.abort

@@ -175,7 +175,8 @@ class ClientRpcs(ServicerBase):
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
         await self._authorize(context, "ListAgents")
-        return pb.ListAgentsResponse(agents=[codec.agent_to_pb(a) for a in self.mesh.list_agents(request.agent_type)])
+        return pb.ListAgentsResponse(agents=[codec.agent_to_pb(a) for a in self.mesh.list_agents(request.agent_type)],
+                                     declared=self._declared_listing(request.agent_type))
 
     async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.GetTaskResponse:
         ident = await self._authorize(context, "GetTask")

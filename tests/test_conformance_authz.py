@@ -35,8 +35,11 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     stubs = tmp / "stubs"
     stubs.mkdir()
     shutil.copy(PROTO, tmp / "iac.proto")
+    # the Schedules service, importing iac.proto from beside it (the probe's flat stubs)
+    (tmp / "schedules.proto").write_text((PROTO.parent / "schedules.proto").read_text().replace(
+        'import "orchgpt/iac/v1/iac.proto";', 'import "iac.proto";'))
     gen = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp}", f"--python_out={stubs}",
-                          f"--grpc_python_out={stubs}", str(tmp / "iac.proto")],
+                          f"--grpc_python_out={stubs}", str(tmp / "iac.proto"), str(tmp / "schedules.proto")],
                          capture_output=True, text=True, timeout=60)
     assert gen.returncode == 0, gen.stderr
     certs = make_certs(tmp / "certs")
@@ -69,7 +72,8 @@ def _expected(scope: str, who: str) -> str:
 
 _OBJECT_RPCS = {"Watch(task)", "GetTask", "CancelTask", "Approve", "FetchArtifact", "PublishSession",
                 "ListMessages", "DeleteMessage", "ClearSession", "DeleteSession",
-                "GetGraph", "DeleteGraph"}
+                "GetGraph", "DeleteGraph",
+                "GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule"}
 _CASES = [(rpc, col, who) for rpc in authz.RPC_TABLE
           for col, people in ((authz.CLIENT, (OWNER, OTHER_CLIENT)), (authz.ADMIN, (ADMIN,)),
                               (authz.AGENT, (ASSIGNED_AGENT, OTHER_AGENT)), (authz.SERVER, (SERVER,)))
@@ -94,6 +98,8 @@ def test_listings_are_filtered_by_owner(observed: dict[str, Any]) -> None:
     assert lists[f"ListSessions:{OTHER_CLIENT}"] is False
     assert "alice-g" in lists[f"ListGraphs:{OWNER}"] and "alice-g" in lists[f"ListGraphs:{ADMIN}"]
     assert lists[f"ListGraphs:{OTHER_CLIENT}"] == [f"{OTHER_CLIENT}-g"]
+    assert lists[f"ListSchedules:{OWNER}"] is True and lists[f"ListSchedules:{ADMIN}"] is True
+    assert lists[f"ListSchedules:{OTHER_CLIENT}"] is False
     # only the owner's and the admin's approvals reached the agent running the task
     assert observed["approvals_seen_by_worker"] == sorted([f"req-{ADMIN}", f"req-{OWNER}"])
 

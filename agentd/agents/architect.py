@@ -24,6 +24,7 @@ Options: ``tries``, ``diagram`` (``mermaid`` | ``graphviz``).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -50,6 +51,7 @@ DOC = "ARCHITECTURE.md"
 MERMAID = "architecture.mmd"
 DOT = "architecture.dot"
 SVG = "architecture.svg"
+PUPPETEER = ".orchgpt/puppeteer.json"  # mmdc's browser settings (scratch, not an artifact)
 REQUIRED_SECTIONS = {
     "Components": re.compile(r"\b(components?|services|modules)\b", re.I),
     "Data model": re.compile(r"\b(data\s*models?|schemas?|entities|models)\b", re.I),
@@ -352,6 +354,11 @@ class ArchitectAgent(LLMAgent):
             if tool is None:
                 return None, "mmdc (Mermaid CLI) is not installed: the diagram is not rendered"
             cmd = [tool, "-i", MERMAID, "-o", SVG]
+            browser = shutil.which("chromium") or shutil.which("chromium-browser")
+            if browser:  # the system's Chromium for mmdc's puppeteer (no browser download)
+                ws.write_text(PUPPETEER, json.dumps({"executablePath": browser, "args": [
+                    "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]}))
+                cmd += ["-p", PUPPETEER]
             # Chromium reserves far more address space than any sane RLIMIT_AS.
             limits = Limits(timeout_s=60, memory_mb=0, file_size_mb=32)
         else:

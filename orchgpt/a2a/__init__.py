@@ -21,7 +21,9 @@ async def start_listener(server: Any) -> Any:
         from .supervisor import ProxySupervisor
 
         proxies = ProxySupervisor(
-            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca
+            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca,
+            auth=s.a2a_agents_auth, client_certs=s.a2a_agents_client_cert,
+            client_keys=s.a2a_agents_client_key,
         )
         proxies.start()
     if not s.a2a_listen and not s.a2a_grpc:
@@ -62,6 +64,10 @@ async def start_listener(server: Any) -> Any:
         agents = server.mesh.list_agents(agent_type)
         card = mapping.agent_card(agent_type, base, agents, __version__, grpc_address)
         card.capabilities.push_notifications = handler.push is not None
+        declared = getattr(server, "declared", None)  # a type declared in a file: its description
+        d = declared.defs.get(agent_type) if declared is not None else None
+        if d is not None and d.description:
+            card.description = d.description
         return card
 
     handler.card = card
@@ -69,6 +75,7 @@ async def start_listener(server: Any) -> Any:
         from .push import PushNotifier
 
         handler.push = PushNotifier(server.mesh, s.a2a_push, server.mesh.get_task)
+        handler.push.resume()  # tasks recovered with push configs in the store
     handler.workspaces = s.workspaces
     if listener is not None:
         from urllib.parse import quote

@@ -72,15 +72,16 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The proxy is an agent: it runs as `python -m agentd.a2a_proxy` (the daemon's package
-    never imports the agent package), with the arguments given here."""
-    import subprocess
+    never imports the agent package), with the arguments given here. It replaces this process
+    (exec), so that a SIGTERM to `orchgpt a2a add` stops the proxy itself rather than leaving it
+    running without its parent."""
+    import os
     import sys
 
     del args  # parsed here for --help and errors; the proxy parses the same words again
     words = sys.argv[1:]
     start = words.index("a2a") + 1
     argv = words[start + 1:] if words[start:start + 1] == ["add"] else words[start:]
-    try:
-        return subprocess.call([sys.executable, "-m", "agentd.a2a_proxy", *argv])
-    except KeyboardInterrupt:
-        return 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "agentd.a2a_proxy", *argv])

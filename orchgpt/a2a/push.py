@@ -1,6 +1,7 @@
 """A2A push notifications: a webhook per task, told each time the task changes state.
 
-Configs live in the daemon's memory (bounded; lost at a restart: docs/a2a.md). Each task with a
+Configs are kept in the store (store/push_configs.py; the daemon's memory only without one), so
+that a task still running when the daemon restarts keeps telling its webhooks. Each task with a
 config has one watcher (a mesh Subscriber) that turns its events into A2A status updates and
 POSTs each change of state, in order, to every config of the task, as a2a-sdk's sender does
 (the body a StreamResponse, the token in X-A2A-Notification-Token, the config's authentication
@@ -20,7 +21,7 @@ import httpx
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.proto_utils import to_stream_response
 from a2a.utils.push_url_validator import validate_push_notification_url
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, MessageToJson, Parse
 
 from .. import logs
 from ..errors import ErrorCode, OrchgptError
@@ -61,7 +62,8 @@ class PushNotifier:
         self.mesh = mesh
         self.policy = policy  # "public" or "any"
         self.task_of = task_of
-        self.configs: dict[str, dict[str, a2a.TaskPushNotificationConfig]] = {}
+        self.configs: dict[str, dict[str, a2a.TaskPushNotificationConfig]] = {}  # without a store
+        self.store = getattr(mesh, "store", None)
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._http: httpx.AsyncClient | None = None
 
@@ -87,30 +89,54 @@ class PushNotifier:
             raise PushRefused(
                 f"task_id: task {task.task_id!r} is {task.state}: nothing will change"
             )
-        per = self.configs.get(task.task_id)
-        if per is None:
-            if len(self.configs) >= MAX_TASKS:
-                self.configs.pop(next(iter(self.configs)))
-            per = self.configs[task.task_id] = {}
+        per = self._configs(task.task_id)
         stored = a2a.TaskPushNotificationConfig()
         stored.CopyFrom(cfg)
         stored.task_id = task.task_id
         stored.id = cfg.id or f"push-{len(per) + 1}"
         if stored.id not in per and len(per) >= MAX_PER_TASK:
             raise PushRefused(f"at most {MAX_PER_TASK} push configs per task")
-        per[stored.id] = stored
+        if self.store is not None:  # StoreError: refused, as any write the store refuses
+            self.store.put_push_config(task.task_id, stored.id, MessageToJson(stored))
+        else:
+            if task.task_id not in self.configs and len(self.configs) >= MAX_TASKS:
+                self.configs.pop(next(iter(self.configs)))
+            self.configs.setdefault(task.task_id, {})[stored.id] = stored
         self._watch(task)
         log.info("a2a_push_config", task_id=task.task_id, config_id=stored.id, host=parsed.hostname)
         return stored
 
+    def _configs(self, task_id: str) -> dict[str, a2a.TaskPushNotificationConfig]:
+        if self.store is None:
+            return dict(self.configs.get(task_id, {}))
+        return {cid: Parse(text, a2a.TaskPushNotificationConfig(), ignore_unknown_fields=True)
+                for cid, text in self.store.push_configs(task_id)}
+
     def get(self, task_id: str, config_id: str) -> a2a.TaskPushNotificationConfig | None:
-        return self.configs.get(task_id, {}).get(config_id)
+        return self._configs(task_id).get(config_id)
 
     def list(self, task_id: str) -> list[a2a.TaskPushNotificationConfig]:
-        return list(self.configs.get(task_id, {}).values())
+        return list(self._configs(task_id).values())
 
     def delete(self, task_id: str, config_id: str) -> None:
+        if self.store is not None:
+            self.store.delete_push_config(task_id, config_id)
         self.configs.get(task_id, {}).pop(config_id, None)
+
+    def resume(self) -> int:
+        """After a (re)start: watch again every unfinished task that has configs in the store
+        (call once the mesh has recovered its tasks). Returns how many."""
+        if self.store is None:
+            return 0
+        n = 0
+        for task_id in self.store.unfinished_push_tasks():
+            t = self.task_of(task_id)
+            if t is not None and not t.state.terminal:
+                self._watch(t)
+                n += 1
+        if n:
+            log.info("a2a_push_resumed", tasks=n)
+        return n
 
     # ------------------------------------------------------------ delivery
     def _watch(self, task: Task) -> None:

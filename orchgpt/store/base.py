@@ -14,9 +14,11 @@ from typing import Any
 from ..errors import StoreError
 from ..graphs.records import GraphRecord
 from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent
+from .push_configs import PushConfigStore
+from .schedules import ScheduleStore
 
 
-class Store(ABC):
+class Store(ScheduleStore, PushConfigStore, ABC):  # store/schedules.py, store/push_configs.py
     # Called with the reason when a write is refused (gone, full, read-only): the daemon
     # stops acknowledging work and reports itself NOT_SERVING.
     on_fault: Callable[[str], None] | None = None

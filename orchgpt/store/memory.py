@@ -9,11 +9,14 @@ from ..errors import ErrorCode, StoreError
 from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent, Usage
 from .base import Store
 from .memory_graphs import MemoryGraphs
+from .memory_schedules import MemorySchedules
+from .push_configs import MemoryPushConfigs
 
 
-class MemoryStore(MemoryGraphs, Store):
+class MemoryStore(MemoryGraphs, MemorySchedules, MemoryPushConfigs, Store):
     def __init__(self) -> None:
         MemoryGraphs.__init__(self)
+        MemorySchedules.__init__(self)
         self._tasks: dict[str, Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}
         self._agents: dict[str, AgentInfo] = {}

@@ -272,6 +272,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX graphs_owner ON graphs(owner, created_ms);
         """,
     ),
+    Migration(
+        6,
+        "schedules (a stored command fired on a cron expression) and their run history",
+        """
+        CREATE TABLE schedules (
+            schedule_id  TEXT PRIMARY KEY,
+            owner        TEXT NOT NULL,
+            cron         TEXT NOT NULL,
+            timezone     TEXT NOT NULL DEFAULT 'UTC',
+            command      TEXT NOT NULL,
+            catch_up     TEXT NOT NULL DEFAULT 'once',
+            state        TEXT NOT NULL DEFAULT 'active',
+            created_ms   INTEGER NOT NULL,
+            updated_ms   INTEGER NOT NULL,
+            next_run_ms  INTEGER NOT NULL DEFAULT 0,
+            last_run_ms  INTEGER NOT NULL DEFAULT 0,
+            last_task_id TEXT NOT NULL DEFAULT '',
+            last_error   TEXT NOT NULL DEFAULT '',
+            runs         INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX schedules_owner ON schedules(owner, created_ms);
+        CREATE INDEX schedules_due ON schedules(next_run_ms) WHERE state = 'active';
+        CREATE TABLE schedule_runs (
+            schedule_id    TEXT NOT NULL REFERENCES schedules(schedule_id) ON DELETE CASCADE,
+            tick_ms        INTEGER NOT NULL,
+            fired_ms       INTEGER NOT NULL,
+            kind           TEXT NOT NULL,
+            state          TEXT NOT NULL,
+            task_id        TEXT NOT NULL DEFAULT '',
+            missed_from_ms INTEGER NOT NULL DEFAULT 0,
+            error          TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (schedule_id, tick_ms)
+        );
+        CREATE INDEX schedule_runs_claimed ON schedule_runs(fired_ms) WHERE state = 'claimed';
+        """,
+    ),
+    Migration(
+        7,
+        "A2A push-notification configs (they survive a restart of the daemon)",
+        """
+        CREATE TABLE a2a_push_configs (
+            task_id    TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            config_id  TEXT NOT NULL,
+            config     TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            PRIMARY KEY (task_id, config_id)
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -28,6 +28,8 @@ from ..models import TaskEvent, now_ms
 from . import redact_url
 from .base import Store
 from .migrations import LATEST, MIGRATIONS, postgres_sql
+from .push_configs import SqlitePushConfigs
+from .schedules import SqliteSchedules
 from .sqlite_graphs import SqliteGraphs
 from .sqlite_rows import _event_payload
 from .sqlite_sessions import SqliteSessions
@@ -92,7 +94,8 @@ class _Cursor:
             cur.executemany(_translate(sql), rows)
 
 
-class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, Store):
+class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, SqliteSchedules,
+                    SqlitePushConfigs, Store):
     """The SQLite store's tables in a PostgreSQL database."""
 
     def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:

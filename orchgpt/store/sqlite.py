@@ -38,6 +38,8 @@ from ..errors import StoreError
 from ..models import now_ms
 from .base import Store
 from .migrations import LATEST, SchemaTooNew, migrate, schema_version
+from .push_configs import SqlitePushConfigs
+from .schedules import SqliteSchedules
 from .sqlite_graphs import SqliteGraphs
 from .sqlite_rows import _TASK_COLUMNS, _TASK_INSERT, _task_from_row, _task_row  # noqa: F401  (re-exported)
 from .sqlite_sessions import SqliteSessions
@@ -90,7 +92,8 @@ def _cause(exc: BaseException) -> str:
 # ---- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, Store):
+class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, SqliteSchedules,
+                  SqlitePushConfigs, Store):
     """Tasks, events, sessions, usage, artifacts, IAC message log and agents in one file."""
 
     def __init__(

@@ -3,13 +3,20 @@ input, streaming a status update and the output in two appended artifact chunks.
 first asks its user (INPUT_REQUIRED) and then upper-cases the answer; input "slow" waits 30 s.
 
 Run: python -m tests.support.a2a_upper PORT_FILE  (serves plain HTTP on 127.0.0.1, port 0)
+With UPPER_REQUIRE_TOKEN=TOKEN in its environment, every request (the card too) needs
+``Authorization: Bearer TOKEN``; others get 401. With UPPER_API_KEY=KEY, its card (public)
+declares an API key in the header X-API-Key, which every other request needs. With
+UPPER_TLS_DIR=DIR (a CA directory as `orchgpt certs init` makes), it serves HTTPS at
+https://localhost:PORT with DIR's server certificate and asks for a client certificate of DIR's CA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
+from typing import Any
 
 import uvicorn
 from a2a.helpers.proto_helpers import new_task_from_user_message
@@ -50,18 +57,36 @@ class Upper(AgentExecutor):
             await TaskUpdater(event_queue, task.id, task.context_id).cancel()
 
 
+def _guard(app: Any, header: bytes, value: str, public: str = "") -> Any:
+    """ASGI: refuse (401) an HTTP request without the header's value (but the ``public`` path)."""
+    want = value.encode()
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] != public
+            and dict(scope["headers"]).get(header) != want
+        ):
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"bearer token required"})
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def main(port_file: str) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    tls = os.environ.get("UPPER_TLS_DIR", "")  # HTTPS, asking for a client certificate of its CA
+    base = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
     card = a2a.AgentCard(
         name="upper",
         description="upper-cases its input",
         version="1.0",
         supported_interfaces=[
-            a2a.AgentInterface(
-                url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
-            )
+            a2a.AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0")
         ],
         capabilities=a2a.AgentCapabilities(streaming=True),
         default_input_modes=["text/plain"],
@@ -70,14 +95,35 @@ def main(port_file: str) -> None:
             a2a.AgentSkill(id="shout", name="shout", description="upper-case text", tags=["text"])
         ],
     )
+    if os.environ.get("UPPER_API_KEY"):
+        card.security_schemes["key"].api_key_security_scheme.CopyFrom(
+            a2a.APIKeySecurityScheme(location="header", name="X-API-Key")
+        )
+        card.security_requirements.add().schemes["key"].SetInParent()
     handler = DefaultRequestHandler(Upper(), InMemoryTaskStore(), card)
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
+    app: Any = Starlette(
+        routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")]
+    )
+    token = os.environ.get("UPPER_REQUIRE_TOKEN", "")
+    if token:
+        app = _guard(app, b"authorization", f"Bearer {token}")
+    key = os.environ.get("UPPER_API_KEY", "")
+    if key:
+        app = _guard(app, b"x-api-key", key, public="/.well-known/agent-card.json")
     with open(port_file + ".tmp", "w") as f:
         f.write(str(port))
-    import os
-
     os.replace(port_file + ".tmp", port_file)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    extra: dict[str, Any] = {}
+    if tls:
+        import ssl
+
+        extra = {
+            "ssl_certfile": f"{tls}/server.pem",
+            "ssl_keyfile": f"{tls}/server-key.pem",
+            "ssl_ca_certs": f"{tls}/ca.pem",
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", **extra)).run(sockets=[sock])
 
 
 if __name__ == "__main__":

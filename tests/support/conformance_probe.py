@@ -24,6 +24,8 @@ STUBS, ADDRESS, CERTS, DATA = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(
 sys.path.insert(0, STUBS)
 import iac_pb2 as pb  # noqa: E402
 import iac_pb2_grpc as pb_grpc  # noqa: E402
+import schedules_pb2 as spb  # noqa: E402
+import schedules_pb2_grpc as spb_grpc  # noqa: E402
 
 assert "orchgpt" not in sys.modules and "agentd" not in sys.modules
 
@@ -137,6 +139,36 @@ async def unary(name: str, method: str, req: Any, timeout: float = 10.0) -> tupl
             return exc.code().name, exc.details()
 
 
+async def sunary(name: str, method: str, req: Any) -> tuple[str, Any]:
+    """A call of the Schedules service."""
+    async with channel(name) as ch:
+        try:
+            return "OK", await getattr(spb_grpc.SchedulesStub(ch), method)(req, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, exc.details()
+
+
+async def alice_schedule() -> str:
+    code, s = await sunary("alice", "AddSchedule", spb.AddScheduleRequest(
+        cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION)))
+    assert code == "OK", s
+    return str(s.schedule_id)
+
+
+async def probe_schedules(p: str, r: dict[str, str], lists: dict[str, Any]) -> None:
+    """Every Schedules RPC by ``p``, on a schedule of alice's (a fresh one to delete)."""
+    sid = await alice_schedule()
+    r["AddSchedule"] = (await sunary(p, "AddSchedule", spb.AddScheduleRequest(
+        cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION))))[0]
+    code, resp = await sunary(p, "ListSchedules", spb.ListSchedulesRequest())
+    r["ListSchedules"] = code
+    lists[f"ListSchedules:{p}"] = (sid in {s.schedule_id for s in resp.schedules}) if code == "OK" else None
+    r["GetSchedule"] = (await sunary(p, "GetSchedule", spb.GetScheduleRequest(schedule_id=sid)))[0]
+    r["PauseSchedule"] = (await sunary(p, "PauseSchedule", spb.ScheduleRequest(schedule_id=sid)))[0]
+    r["ResumeSchedule"] = (await sunary(p, "ResumeSchedule", spb.ScheduleRequest(schedule_id=sid)))[0]
+    r["DeleteSchedule"] = (await sunary(p, "DeleteSchedule", spb.ScheduleRequest(schedule_id=sid)))[0]
+
+
 async def stream(name: str, method: str, req: Any, timeout: float = 10) -> tuple[str, list[Any]]:
     out: list[Any] = []
     async with channel(name) as ch:
@@ -234,6 +266,7 @@ async def main() -> dict[str, Any]:
         r["GetGraph"] = (await unary(p, "GetGraph", pb.GetGraphRequest(graph_id="alice-g")))[0]
         r["DeleteGraph"] = (await unary(p, "DeleteGraph", pb.DeleteGraphRequest(graph_id=f"alice-del-{p}")))[0]
         r["ListBlocks"] = (await unary(p, "ListBlocks", pb.ListBlocksRequest(), timeout=60.0))[0]
+        await probe_schedules(p, r, obs["lists"])
         obs["rpc"][p] = r
     # Watch(all) of a client shows its own tasks only: bob watches while alice's task runs
     obs["approvals_seen_by_worker"] = sorted(

@@ -704,6 +704,7 @@ class Registered(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     RECONNECT_GRACE_MS_FIELD_NUMBER: _builtins.int
+    DEFINITION_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """the certificate CN"""
     heartbeat_interval_ms: _builtins.int
@@ -715,6 +716,12 @@ class Registered(_message.Message):
     this time with `current_task` resumes the assignment (no second RUN); after it the task
     is requeued. `pending_results` are accepted whenever they arrive.
     """
+    @_builtins.property
+    def definition(self) -> Global___AgentDefinition:
+        """The agent's type is declared in the daemon's agents directory (docs/agents.md): its
+        definition, which the agent runs (a remote host needs no copy of the file).
+        """
+
     def __init__(
         self,
         *,
@@ -722,14 +729,49 @@ class Registered(_message.Message):
         heartbeat_interval_ms: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
         reconnect_grace_ms: _builtins.int = ...,
+        definition: Global___AgentDefinition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_message_bytes", b"max_message_bytes", "reconnect_grace_ms", b"reconnect_grace_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "definition", b"definition", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_message_bytes", b"max_message_bytes", "reconnect_grace_ms", b"reconnect_grace_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Registered: _TypeAlias = Registered  # noqa: Y015
+
+@_typing.final
+class AgentDefinition(_message.Message):
+    """A declared agent type. In REGISTERED: the whole validated definition as JSON
+    (orchgpt/agent_defs.py AgentDefinition). In ListAgentsResponse: name, description and
+    capabilities only (definition_json empty).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
+    DEFINITION_JSON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    definition_json: _builtins.str
+    @_builtins.property
+    def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        definition_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "definition_json", b"definition_json", "description", b"description", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentDefinition: _TypeAlias = AgentDefinition  # noqa: Y015
 
 @_typing.final
 class Refusal(_message.Message):
@@ -1473,16 +1515,22 @@ class ListAgentsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENTS_FIELD_NUMBER: _builtins.int
+    DECLARED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentInfo]: ...
+    @_builtins.property
+    def declared(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentDefinition]:
+        """The agent types declared in the daemon's agents directory (running or not)."""
+
     def __init__(
         self,
         *,
         agents: _abc.Iterable[Global___AgentInfo] | None = ...,
+        declared: _abc.Iterable[Global___AgentDefinition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "declared", b"declared"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
