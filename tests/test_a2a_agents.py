@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,51 +17,10 @@ import httpx
 from a2a.client import ClientConfig, create_client
 from a2a.types import a2a_pb2 as a2a
 
-from tests.support.mesh import Daemon, await_for, issue, wait_for
+from tests.support.a2a_calls import start_proxy, start_upper
+from tests.support.mesh import await_for, wait_for
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def start_upper(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The external agent (a2a-sdk only) in its own process; its base URL."""
-    port_file = tmp_path / "upper.port"
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.a2a_upper", str(port_file)],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "upper.log", "wb"),
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    wait_for(lambda: port_file.exists() or proc.poll() is not None, 20, what="the A2A agent")
-    assert proc.poll() is None, (tmp_path / "upper.log").read_text()
-    return proc, f"http://127.0.0.1:{port_file.read_text()}"
-
-
-def start_proxy(d: Daemon, url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
-    issue(d.certs, "upper", "agent")
-    root = Path(__file__).resolve().parents[1]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchgpt",
-            "a2a",
-            "add",
-            "upper",
-            url,
-            "--address",
-            d.address,
-            "--certs",
-            str(d.certs),
-            "--workdir",
-            str(tmp_path / "proxy"),
-        ],
-        cwd=tmp_path,
-        stdout=open(tmp_path / "proxy.log", "wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
 
 
 async def test_an_external_a2a_agent_joins_the_mesh(daemon_factory, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
@@ -14,33 +13,10 @@ from a2a.utils.errors import (
     TaskNotFoundError,
 )
 
-from tests.support.a2a_calls import A2A_ARGS, Caller, a2a_url, final_state, message, stream, tls
+from tests.support.a2a_calls import A2A_ARGS, Caller, Webhook, a2a_url, final_state, message, stream, tls
 from tests.support.mesh import await_for, issue
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class Webhook:
-    """An HTTP receiver for push notifications (its first POST is answered 500)."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[int, str, dict]] = []  # (status answered, token, body)
-
-    async def app(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        token = dict(scope["headers"]).get(b"x-a2a-notification-token", b"").decode()
-        status = 500 if not self.got else 200
-        self.got.append((status, token, json.loads(body)))
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    def states(self) -> list[str]:
-        return [b["statusUpdate"]["status"]["state"] for s, _, b in self.got if s == 200]
 
 
 async def test_push_notifications_on_each_change_of_state(daemon_factory, certs: Path) -> None:
