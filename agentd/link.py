@@ -39,6 +39,7 @@ from orchgpt.wire.batching import Outbox
 
 from . import __version__, inputs, telemetry, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
+from .link_results import PendingResults
 from .runtime import Agent, TaskContext
 
 log = logs.get("agentd.link")
@@ -47,7 +48,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 _TYPE_NAMES = {v: k for k, v in pb.MessageType.items()}
 
 
-class Link:
+class Link(PendingResults):
     def __init__(
         self,
         agent: Agent,
@@ -102,7 +103,7 @@ class Link:
         self.last_rx = time.monotonic()
 
     # ------------------------------------------------------------------ sending
-    def _env(self, type_: int, **fields: Any) -> pb.Envelope:
+    def _env(self, type_: pb.MessageType.ValueType, **fields: Any) -> pb.Envelope:
         return telemetry.stamp(codec.new_envelope(type_, self.name, **fields))
 
     def send(self, env: pb.Envelope) -> bool:
@@ -176,7 +177,7 @@ class Link:
         finally:
             await channel.close(grace=None)
 
-    async def _heartbeat(self, outbox: Outbox, call: Any) -> None:
+    async def _heartbeat(self, outbox: Outbox, call: grpc.aio.StreamStreamCall[pb.Batch, pb.Batch]) -> None:
         # The interval comes with REGISTERED: sleeping the default before it arrives would leave
         # a gap longer than orchgpt's limit when its interval is short.
         try:
@@ -378,52 +379,6 @@ class Link:
         else:
             self.pending_results.append(result)  # delivered with the next REGISTER
             log.info("result_kept_for_reconnect", task_id=req.task_id)
-
-    def _journal(self, result: TaskResult) -> None:
-        if self.journal is not None:
-            results_journal.append(self.journal, result)
-
-    def _truncate_journal(self) -> None:
-        """Keep in the journal only what orchgpt has not confirmed."""
-        if self.journal is not None:
-            results_journal.rewrite(self.journal, self._to_report())
-
-    def _to_report(self) -> list[TaskResult]:
-        """Results for the REGISTER: kept while disconnected, and sent but unconfirmed."""
-        seen = {r.task_id for r in self.pending_results}
-        return [*self.pending_results, *(r for t, r in self.unconfirmed.items() if t not in seen)]
-
-    def _confirmed_by_pong(self, ping_id: str) -> None:
-        task_id = self._confirm_on.pop(ping_id, None)
-        if task_id is not None and self.unconfirmed.pop(task_id, None) is not None:
-            self._truncate_journal()
-
-    def _report(self) -> list[TaskResult]:
-        results = self._to_report()
-        self._reported = {r.task_id for r in results}
-        return results
-
-    def _confirmed_at_register(self, outbox: Outbox) -> None:
-        """REGISTERED: orchgpt settled the results of the REGISTER before answering. Results
-        that finished after the REGISTER left go now, as REPLYs."""
-        done, self._reported = self._reported, set()
-        later = [r for r in self.pending_results if r.task_id not in done]
-        again = {r.task_id: r for r in [*self.resumes.unsent.values(), *self.unconfirmed.values(),
-                                         *self.pending_results]}  # unsent: a re-upload cut again
-        for r in again.values():
-            if r.artifacts and r.workspace:  # their upload may have been cut: sent again
-                uploads.reupload(self, r)
-        self.pending_results.clear()
-        self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
-        for r in later:
-            reply = pb.Reply(result=codec.result_to_pb(r))
-            outbox.put(self._env(pb.REPLY, task_id=r.task_id, reply=reply))
-            self.unconfirmed[r.task_id] = r
-            ping = self._env(pb.PING, ping=pb.Ping())
-            if outbox.put(ping):
-                self._confirm_on[ping.id] = r.task_id
-        if done:
-            self._truncate_journal()
 
     async def _delegate(self, sub: Delegation) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)

@@ -22,7 +22,9 @@ import structlog
 from . import telemetry
 from .errors import ToolError
 from .llm.types import ToolSpec
+from .runtime import TaskContext
 from .sandbox import Sandbox, SandboxResult
+from .settings import AgentSettings
 from .workspace import Workspace
 
 log = structlog.get_logger("agentd.tools")
@@ -42,13 +44,13 @@ class ToolEnv:
 
     workspace: Workspace
     sandbox: Sandbox
-    settings: Any = None
-    ctx: Any = None  # a TaskContext, for events (isolation notes, artifacts)
+    settings: AgentSettings | None = None
+    ctx: TaskContext | None = None  # for events (isolation notes, artifacts)
     isolation_reported: bool = False
     runs: list[SandboxResult] = field(default_factory=list)
 
     @classmethod
-    def for_context(cls, ctx: Any) -> ToolEnv:
+    def for_context(cls, ctx: TaskContext) -> ToolEnv:
         ws = Workspace(ctx.workspace)
         return cls(ws, Sandbox.for_settings(ws.root, ctx.settings), ctx.settings, ctx)
 

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     )
     certs: Path = Field(Path("certs"), description="certificate directory (ca.pem, server.pem, ...)")
     data_dir: Path = Field(default_factory=default_data_dir, description="where the store, agent certificates and workspaces live")
-    store: str = Field("", description="store URL: sqlite:///PATH or a path, postgresql://USER@HOST:PORT/DB, or 'memory:' (default: DATA_DIR/orchgpt.db)")
+    store: str = Field("", description="store URL: sqlite:///PATH or a path, postgresql://USER@HOST:PORT/DB, "
+                       "or 'memory:' (default: DATA_DIR/orchgpt.db)")
     workspace_root: Path | None = Field(None, description="root of the per-task workspaces (default: DATA_DIR/workspaces)")
     max_local_agents: int = Field(
         10, ge=0, description="most agentd processes orchgpt runs itself at once (live ones; idle ones make room)"

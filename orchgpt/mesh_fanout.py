@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from . import logs
 from .errors import StoreError
@@ -61,7 +61,7 @@ class EventFanout:
         if self.pending_messages:
             msgs, self.pending_messages = self.pending_messages, []
             try:
-                self.store.record_messages(msgs)  # type: ignore[arg-type]
+                self.store.record_messages(msgs)
             except StoreError as exc:
                 log.error("store_write_failed", what="messages", count=len(msgs), error=str(exc))
 
@@ -132,7 +132,7 @@ class EventFanout:
         else:
             self.subs_all.discard(sub)
 
-    def replay(self, task_id: str, after_seq: int = 0) -> list[Any]:
+    def replay(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         """The task's events after ``after_seq``, as stored (buffered ones written first)."""
         self.flush()
         return self.store.events(task_id, after_seq)

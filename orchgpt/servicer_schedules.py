@@ -26,6 +26,7 @@ from .schedules import (
     Schedule,
     ScheduleError,
 )
+from .status import to_grpc
 from .wire import codec
 from .wire.schedules import run_to_pb, schedule_to_pb
 from .workflow_runs import workflow_def
@@ -108,7 +109,7 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
             cmd = codec.command_from_pb(request.command)
         except (ScheduleError, codec.DecodeError) as exc:
             msg = str(exc) if isinstance(exc, ScheduleError) else f"command: {exc}"
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, msg)
+            await self._abort(context, to_grpc(exc.code), msg)  # INVALID_ARGUMENT, both
         if cmd.task_id or cmd.session_id:
             await self._abort(
                 context,

@@ -24,10 +24,10 @@ from agentd.agents._team_web import (
 )
 from agentd.agents.frontend import FrontendAgent
 from agentd.checks.browser import unavailable
-from agentd.runtime import Outcome, TaskContext, TaskRequest
+from agentd.runtime import Outcome, TaskContext
 from agentd.settings import AgentSettings
 from orchgpt.checks import checks_of
-from orchgpt.models import EventKind, TaskEvent, TaskResult, TaskState
+from orchgpt.models import EventKind, Task, TaskEvent, TaskResult, TaskState
 from tests.support.scripted_openai import ScriptedOpenAI, prompt_text, text, tool_calls
 from tests.support.team_script import APP, ARCHITECTURE, DESIGN, INDEX, MANIFEST, SCRIPT, STYLES
 
@@ -109,7 +109,7 @@ def run(srv: ScriptedOpenAI, project: Path, inputs: list[TaskResult] | None = No
     events: list[TaskEvent] = []
     own = project.parent / "fe1"
     own.mkdir()
-    ctx = TaskContext(TaskRequest(task_id="fe1", agent_type="frontend", input="todo app web page",
+    ctx = TaskContext(Task(task_id="fe1", agent_type="frontend", input="todo app web page",
                                   options={"workspace": project.name, "tries": str(tries)}, inputs=inputs or []),
                       own, "frontend-1", events.append, settings=settings)
     out = asyncio.run(asyncio.wait_for(FrontendAgent(settings).run(ctx), 80))

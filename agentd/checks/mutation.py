@@ -3,7 +3,8 @@
 `make_mutants` breaks Python code on purpose, one change per copy, with `ast`:
 function bodies raising, return values swapped (None) or negated, arithmetic and
 comparison operators flipped (``+``/``-``, ``*``/``/``, ``<``/``>=``, ``==``/``!=``...),
-conditions negated (those that are not a comparison: flipping it says the same). At most `LIMIT` mutants, spread over the kinds of change.
+conditions negated (those that are not a comparison: flipping it says the same). At most
+`LIMIT` mutants, spread over the kinds of change.
 
 `run_mutants` runs the tests once per mutant in the task's sandbox, on a copy of the
 project in the sandbox's temporary directory (the workspace is never changed): one

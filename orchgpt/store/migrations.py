@@ -19,6 +19,8 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
+from ..errors import ErrorCode, OrchgptError
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -356,8 +358,10 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = MIGRATIONS[-1].version
 
 
-class SchemaTooNew(Exception):
+class SchemaTooNew(OrchgptError):
     """The database was written by a newer orchgpt (its version is above LATEST)."""
+
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .. import logs
-from ..errors import StoreError
+from ..errors import OrchgptError, StoreError
 from ..models import TaskEvent, now_ms
 from . import redact_url
 from .base import Store
@@ -277,7 +277,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
                 )
 
 
-class _Refused(Exception):
+class _Refused(OrchgptError):
     """A write refused with a reason of our own (rolled back, reported as StoreError)."""
 
 
