@@ -134,7 +134,8 @@ async def test_manager_builds_a_committed_tested_project_with_the_team(daemon_fa
     rows = {(c[0].split("(")[-1].rstrip(")"), *c[1:4]) for ln in table.splitlines()
             if ln.startswith("| ") and not ln.startswith("| Sub-task")
             for c in [[x.strip() for x in ln.strip("|").split("|")]]}
-    for row in [("backend", "mutation"), ("backend", "contract"), ("architect", "components"),
+    for row in [("backend", "mutation"), ("backend", "contract"), ("backend", "schemathesis"),
+                ("architect", "components"), ("architect", "render"),
                 ("designer", "contrast"), ("frontend", "api-routes"), ("frontend", "browser")]:
         assert any(r[:2] == row for r in rows), (row, table)
     assert ("architect", "components", "agentd diagram parser", "passed") in rows, table

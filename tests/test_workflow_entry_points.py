@@ -17,10 +17,10 @@ from orchgpt.mesh import Mesh
 from orchgpt.models import Action, Command, TaskState
 from orchgpt.store import MemoryStore
 from orchgpt.workflows import DEF_OPTION, Workflow, WorkflowBook
+from tests.support.a2a_calls import A2A_ARGS, Caller, a2a_url, final_state, message, stream, tls
+from tests.support.fake_ports import FakeSpawner
 from tests.support.mesh import Daemon, await_for
 from tests.support.workflows import write
-from tests.test_a2a import A2A_ARGS, Caller, a2a_url, final_state, message, stream, tls
-from tests.test_mesh_unit import FakeSpawner
 
 pytestmark = pytest.mark.timeout(60)
 
