@@ -20,7 +20,6 @@ from typing import Protocol
 
 from . import logs, transcripts
 from .errors import RoutingError, StoreError
-from .graphs.submit import graph_options
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
 from .mesh_queries import MeshQueries
@@ -48,7 +47,9 @@ from .models import (
     now_ms,
 )
 from .store import Store
+from .task_options import task_options
 from .waiting import WaitingNotes
+from .workflows import WorkflowBook
 
 __all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
            "Mesh", "Registration", "SpawnerPort", "Subscriber"]
@@ -102,6 +103,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self._closing = False
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
+        self.workflows: WorkflowBook | None = None  # the server sets it (orchgpt/workflows.py)
 
     # the components' state, under the names the rest of the mesh (and older tests) use
     @property
@@ -200,7 +202,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
                     "or the local agent limit is 0)",
                     code="FAILED_PRECONDITION",
                 )
-        options = graph_options(self.store, cmd, submitted_by)  # a graph run: its definition
+        # a workflow's or a graph's definition, from the daemon's own files and store
+        options = task_options(self.store, self.workflows, self.known_types(), cmd, submitted_by)
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),

@@ -154,7 +154,7 @@ class OrchgptServer:
         self.servicer = servicer
         servicer.limits = PeerLimits.from_settings(s)
         servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
-        servicer.workflows = load_workflows(s)  # orchgpt/workflows.py
+        servicer.workflows = self.mesh.workflows = load_workflows(s)  # orchgpt/workflows.py
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.declared = self.declared
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)

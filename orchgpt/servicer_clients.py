@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from . import authz, codec, logs, workflow_runs
+from . import authz, codec, logs
 from .artifacts import ArtifactError, open_artifact, workspace_name
 from .batching import Outbox
 from .certs import Identity
@@ -91,7 +91,6 @@ class ClientRpcs(ServicerBase):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
         self._guard_stream(context, outbox)
         try:
-            workflow_runs.resolve(cmd, self.workflows, self.mesh.known_types())  # a workflow's definition
             task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
             await self._abort_routing(context, exc)
