@@ -6,13 +6,14 @@ them. Owner-scoped like tasks (orchgpt/authz.py): another owner's schedule is NO
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
 from . import authz, logs, validate
 from .certs import Identity
-from .errors import StoreError
+from .errors import RoutingError, StoreError
 from .iac.v1 import schedules_pb2 as spb
 from .iac.v1 import schedules_pb2_grpc as spb_grpc
 from .limits import input_too_large
@@ -26,6 +27,7 @@ from .schedules import (
     Schedule,
     ScheduleError,
 )
+from .task_options import task_options
 from .wire import codec
 from .wire.schedules import run_to_pb, schedule_to_pb
 
@@ -131,6 +133,12 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
                 f"command.agent_type: unknown agent type {cmd.agent_type!r}; known "
                 f"types: {', '.join(sorted(known)) or 'none'}",
             )
+        try:  # the graph (the owner's) or workflow it names must exist, as at each run
+            probe = replace(cmd, options=dict(cmd.options))
+            task_options(self.store, self.rpcs.workflows, known, probe, owner)
+        except RoutingError as exc:
+            code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
+            await self._abort(context, code, f"command: {exc}")
         mine = self.store.list_schedules(owner, limit=MAX_SCHEDULES_PER_OWNER + 1)
         if len(mine) >= MAX_SCHEDULES_PER_OWNER:
             await self._abort(
