@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from tests.support.scripted_openai import ScriptedOpenAI
 from tests.support.workflows import Speakers, assistant, write
 
 pytestmark = pytest.mark.timeout(90)
+ROOT = Path(__file__).resolve().parents[1]
 
 GRAPH = {
     "name": "plan-and-write",
@@ -44,6 +48,24 @@ async def run_graph(d: Daemon, gid: str) -> tuple[TaskResult, list[Task]]:
         assert result is not None, events
         _, _, children = await c.get_task(result.task_id, with_events=False)
         return result, children
+
+
+def task_view(d: Daemon, task_id: str) -> str:
+    """`/task ID` as the user sees it (this checkout's CLI)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
+    env.update(
+        ORCHGPT_ADDRESS=d.address, ORCHGPT_CERTS=str(d.certs), PYTHONPATH=str(ROOT), COLUMNS="250"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", "-c", f"/task {task_id}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
 
 
 async def create(d: Daemon, graph: dict[str, Any], gid: str) -> None:
@@ -76,6 +98,7 @@ summary_method = "last"
         nope.update(links=[], inputs={}, outputs={"out": "flow.result"})
         asyncio.run(create(d, nope, "wf-nope"))
         failed, _ = asyncio.run(run_graph(d, "wf-nope"))
+        shown = task_view(d, result.task_id)
     assert result.state == TaskState.SUCCEEDED, result.error
     assert json.loads(result.output) == {
         "name": "parse_iso",
@@ -102,3 +125,10 @@ summary_method = "last"
     # an unknown workflow: the node fails, naming the node, the block and the workflow
     assert failed.state == TaskState.FAILED
     assert "node 'flow' (workflow)" in failed.error and "no workflow 'nope'" in failed.error
+    # /task shows the three node executions, the workflow's among them
+    out = shown.splitlines()
+    at = out.index("node executions (3)")
+    rows = {line.split()[0]: line for line in out[at + 2 : at + 5]}
+    assert rows["flow"].split()[1:3] == ["workflow", "completed"], shown
+    assert '"workflow": "duo"' in rows["flow"] and '"result": "final: parse_iso"' in rows["flow"]
+    assert rows["check"].split()[1:3] == ["text.match", "completed"], shown
