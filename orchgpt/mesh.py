@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 from . import logs, transcripts
 from .errors import ErrorCode, OrchgptError, RoutingError, StoreError
-from .graphs.submit import graph_options
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
 from .mesh_from_agents import FromAgents
@@ -48,8 +47,8 @@ from .models import (
     now_ms,
 )
 from .store import Store
+from .task_options import task_options
 from .waiting import WaitingNotes
-from .workflow_runs import workflow_def
 from .workflows import WorkflowBook
 
 __all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
@@ -107,7 +106,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
         self.cluster: Any = None  # cluster.Cluster with --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
-        self.workflows: WorkflowBook | None = None  # the workflow definitions (the server sets them)
+        self.workflows: WorkflowBook | None = None  # the server sets it (orchgpt/workflows.py)
 
     # the components' state, under the names the rest of the mesh (and older tests) use
     @property
@@ -208,8 +207,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
                     "or the local agent limit is 0)",
                     code="FAILED_PRECONDITION",
                 )
-        options = graph_options(self.store, cmd, submitted_by)  # a graph run: its definition
-        options.update(workflow_def(cmd, self.workflows, self.known_types()))  # a workflow run: its definition
+        # a workflow's or a graph's definition, from the daemon's own files and store
+        options = task_options(self.store, self.workflows, self.known_types(), cmd, submitted_by)
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),

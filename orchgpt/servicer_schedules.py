@@ -6,6 +6,7 @@ them. Owner-scoped like tasks (orchgpt/authz.py): another owner's schedule is NO
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -27,9 +28,9 @@ from .schedules import (
     ScheduleError,
 )
 from .status import to_grpc
+from .task_options import task_options
 from .wire import codec
 from .wire.schedules import run_to_pb, schedule_to_pb
-from .workflow_runs import workflow_def
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -133,11 +134,12 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
                 f"command.agent_type: unknown agent type {cmd.agent_type!r}; known "
                 f"types: {', '.join(sorted(known)) or 'none'}",
             )
-        try:  # a workflow's name is checked now (each run resolves it again: Mesh.submit)
-            workflow_def(cmd, self.mesh.workflows, known)
+        try:  # the graph (the owner's) or workflow it names must exist, as at each run
+            probe = replace(cmd, options=dict(cmd.options))
+            task_options(self.store, self.rpcs.workflows, known, probe, owner)
         except RoutingError as exc:
-            status = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
-            await self._abort(context, status, f"command: {exc}")
+            code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
+            await self._abort(context, code, f"command: {exc}")
         mine = self.store.list_schedules(owner, limit=MAX_SCHEDULES_PER_OWNER + 1)
         if len(mine) >= MAX_SCHEDULES_PER_OWNER:
             await self._abort(
