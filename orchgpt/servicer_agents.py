@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator
 import grpc
 
 from . import authz, codec, logs, metrics_more, stream_rules, tracing, tracing_mesh
-from .artifact_store import UploadError
-from .artifacts import ArtifactError
 from .batching import Outbox
 from .errors import RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
@@ -24,9 +22,10 @@ from .limits import (
     input_too_large,
 )
 from .mesh import LOCAL_PREFIX, Registration
-from .models import EventKind, Task
+from .models import EventKind
 from .servicer_base import _TYPE_NAMES, ORCH, ServicerBase
 from .servicer_link import GrpcAgentLink
+from .servicer_uploads import AgentUploads
 from .status import to_grpc
 from .validate import envelope as invalid_envelope
 from .wire_guard import Malformed
@@ -34,7 +33,7 @@ from .wire_guard import Malformed
 log = logs.get("orchgpt.servicer")
 
 
-class AgentStreams(ServicerBase):
+class AgentStreams(AgentUploads, ServicerBase):
     """Connect: one agent's stream (part of servicer.MeshServicer)."""
 
     async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:
@@ -252,46 +251,6 @@ class AgentStreams(ServicerBase):
             raise stream_rules.ProtocolError("NOT_FOUND", f"REPLY for task {task_id!r}: no such task")
         self.mesh.on_result(agent_id, result)
         self.runs.forget_task(agent_id, task_id)
-
-    def _on_upload(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
-        """FILE_TRANSFER to the daemon: a chunk of an artifact of a task the sender runs or ran
-        (orchgpt.artifact_store; docs/protocol.md §4.5)."""
-        store = self.artifact_store
-        if env.WhichOneof("body") != "file_chunk":
-            raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_TRANSFER needs the body file_chunk")
-        if store is None:
-            raise stream_rules.ProtocolError("UNAVAILABLE", "this orchestrator keeps no artifact store")
-        t = self._uploader_task(agent_id, env)
-        c = env.file_chunk
-        try:
-            store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256, id(outbox))
-        except (UploadError, ArtifactError) as exc:
-            raise stream_rules.ProtocolError(exc.code, str(exc)) from None
-
-    def _uploader_task(self, agent_id: str, env: pb.Envelope) -> Task:
-        t = self.mesh.get_task(env.task_id) if env.task_id else None
-        if t is None or t.agent_id != agent_id:
-            log.warning("upload_refused", agent_id=agent_id, task_id=env.task_id)
-            raise stream_rules.ProtocolError(
-                "PERMISSION_DENIED", f"{pb.MessageType.Name(env.type)} for task {env.task_id!r}: only "
-                "the agent running that task may upload its files (envelope task_id); dropped "
-                "(rule upload-own-task)")
-        return t
-
-    def _on_resume(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
-        """FILE_RESUME: how much of an upload cut by a disconnect the daemon kept (FILE_RESUME_AT)."""
-        store = self.artifact_store
-        if env.WhichOneof("body") != "file_chunk" or store is None:
-            raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_RESUME needs the body file_chunk "
-                                             "and an orchestrator that keeps an artifact store")
-        t, c = self._uploader_task(agent_id, env), env.file_chunk
-        try:
-            at = store.resume_offset(agent_id, t.task_id, c.path, c.size, c.sha256, id(outbox))
-        except (UploadError, ArtifactError) as exc:
-            raise stream_rules.ProtocolError(exc.code, str(exc)) from None
-        outbox.put(codec.new_envelope(pb.FILE_RESUME_AT, ORCH, correlation_id=env.id, to_agent=agent_id,
-                                      task_id=t.task_id, file_chunk=pb.FileChunk(
-                                          path=c.path, offset=max(at, 0), size=c.size, eof=at < 0)))
 
     def _refuse(self, agent_id: str, env: pb.Envelope, outbox: Outbox, d: authz.Decision) -> None:
         log.warning("envelope_refused", agent_id=agent_id, type=_TYPE_NAMES.get(env.type, str(env.type)),
