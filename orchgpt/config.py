@@ -40,7 +40,7 @@ class Settings(BaseSettings):
                        "or 'memory:' (default: DATA_DIR/orchgpt.db)")
     workspace_root: Path | None = Field(None, description="root of the per-task workspaces (default: DATA_DIR/workspaces)")
     max_local_agents: int = Field(
-        10, ge=0, description="most agentd processes orchgpt runs itself at once (live ones; idle ones make room)"
+        16, ge=0, description="most agentd processes orchgpt runs itself at once (live ones; idle ones make room)"
     )
     spawn_deadline: float = Field(
         30.0, gt=0, description="seconds a spawned agent has to register before it is killed as a failed start"

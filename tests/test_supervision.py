@@ -176,7 +176,7 @@ async def _busy(c: MeshClient) -> bool:
 
 def test_the_default_limit_fits_every_built_in_type() -> None:
     types = asyncio.run(discover())  # what the daemon learns from `agentd --list-types`
-    assert Settings().max_local_agents >= len(types) == 9
+    assert Settings().max_local_agents >= len(types) == 14  # the nine agents, workflow, assistant, user_proxy, graph, blocks
 
 
 async def test_one_slot_serves_echo_git_echo_one_after_another(daemon_factory) -> None:
