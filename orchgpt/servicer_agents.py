@@ -41,6 +41,7 @@ class GrpcAgentLink:
         self.outbox = outbox
         self.runs = runs
         self.close_code = ""  # set when the daemon closes the stream: its ERROR code and status
+        self._pinged_mark = outbox.added  # outbox.added at the last send_ping
 
     def _send(self, env: pb.Envelope) -> None:
         env.recipient.agent_id = self.agent_id
@@ -68,7 +69,13 @@ class GrpcAgentLink:
                                       reply=pb.Reply(result=codec.result_to_pb(result))))
 
     def send_ping(self) -> None:
+        """A PING for the agent's watchdog, unless something else was sent to it since the last
+        call (any traffic counts as life: the agent resets its watchdog on every frame)."""
+        if self.outbox.added != self._pinged_mark:
+            self._pinged_mark = self.outbox.added
+            return
         self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=codec.new_envelope(0).timestamp_ms)))
+        self._pinged_mark = self.outbox.added
 
     def forward(self, message: object) -> None:
         """Another agent's envelope, unchanged (its recipient is already this agent or all)."""
@@ -134,7 +141,8 @@ class AgentStreams(ServicerBase):
             await refuse(_status_for(exc.code), str(exc))
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
-            registered=pb.Registered(agent_id=agent_id, heartbeat_interval_ms=self.heartbeat_ms,
+            registered=pb.Registered(agent_id=agent_id,
+                                     heartbeat_interval_ms=int(self.mesh.heartbeat_for(agent_id) * 1000),
                                      max_message_bytes=self.max_message_bytes,
                                      reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
                                      definition=self._definition(r.agent_type))))
