@@ -164,7 +164,7 @@ def test_slow_watcher_gets_every_token_coalesced_and_is_not_dropped(
 
 async def _flooded_watch(daemon: Daemon, certs: Path) -> tuple[Any, str]:
     async with _watching(daemon, certs) as s:
-        for i in range(1000):  # events of other kinds are not coalesced: the count bound holds
+        for i in range(3000):  # events of other kinds are not coalesced: the count bound holds
             await s.agent.send(
                 pb.Envelope(
                     id=wire.next_id(),
