@@ -73,3 +73,32 @@ def test_a_link_that_just_sent_something_skips_the_ping() -> None:
     assert len(outbox) == 2
     link.send_ping()  # nothing since: a PING again
     assert len(outbox) == 3 and outbox._items[-1].HasField("ping")
+
+
+async def test_agentd_skips_its_heartbeat_while_it_sends_other_traffic() -> None:
+    import asyncio
+
+    from agentd.link import Link
+    from orchgpt.iac.v1 import iac_pb2 as pb
+
+    link = Link.__new__(Link)  # only what _heartbeat reads: no connection
+    link.name, link.heartbeat_s, link.current, link.current_id = "a1", 0.05, None, ""
+    link.connected = asyncio.Event()
+    link.connected.set()
+    link.last_rx = time.monotonic() + 3600  # the watchdog stays quiet
+    outbox = Outbox()
+    hb = asyncio.create_task(link._heartbeat(outbox, None))
+    try:
+        for _ in range(20):  # 0.4 s of traffic, several intervals
+            outbox.put(pb.Envelope(type=pb.TASK_EVENT))
+            await asyncio.sleep(0.02)
+        kinds = [e.type for e in outbox._items]
+        assert pb.HEARTBEAT not in kinds  # the traffic counts as life
+        outbox._items.clear()
+        for _ in range(500):  # silence: heartbeats again (waited for, at most 5 s)
+            if [e.type for e in outbox._items].count(pb.HEARTBEAT) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [e.type for e in outbox._items].count(pb.HEARTBEAT) >= 2
+    finally:
+        hb.cancel()
