@@ -15,10 +15,10 @@ import signal
 import sys
 from pathlib import Path
 
-from orchgpt import logs
+from orchgpt import logs, tracing
+from orchgpt.addresses import parse_addresses
 from orchgpt.certs import CertPaths
 from orchgpt.errors import OrchgptError
-from orchgpt.tls import parse_address
 
 from . import __version__
 from .errors import AgentdError
@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                    "agents directory (its definition comes from the daemon)")
     p.add_argument("--name", help="agent name = certificate name NAME.pem in --certs (default: the type)")
     p.add_argument("--orchestrator", default=None,
-                   help="HOST:PORT of orchgpt (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS or 127.0.0.1:8443)")
+                   help="HOST:PORT of orchgpt, or HOST:PORT,HOST:PORT,... to fail over to the next daemon "
+                   "when one is down (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS or 127.0.0.1:8443)")
     p.add_argument("--certs", default=os.environ.get("ORCHGPT_CERTS", "certs"),
                    help="directory with ca.pem, NAME.pem and NAME-key.pem (default ./certs)")
     p.add_argument("--ca", help="CA certificate (overrides --certs)")
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", help="file that keeps finished results until orchgpt confirms them "
                    "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)")
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
+    p.add_argument("--otlp-endpoint", default="", metavar="URL",
+                   help="export OpenTelemetry traces over OTLP/HTTP to URL (default: "
+                   "OTEL_EXPORTER_OTLP_ENDPOINT; unset: off)")
     p.add_argument("--list-types", action=_ListTypes, nargs=0,
                    help="print the built-in agent types this installation runs, one a line, and exit")
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
@@ -118,7 +122,7 @@ async def _main(args: argparse.Namespace) -> int:
     certs.read()  # a clear error now rather than a TLS failure later
     address = (args.orchestrator or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS")
                or "127.0.0.1:8443")
-    parse_address(address)
+    parse_addresses(address)  # ConfigError naming a malformed entry
     # --workspace-root (default ORCHGPT_WORKSPACE_ROOT), else the settings' default, else ./workspaces
     if args.workspace_root:
         ws_root = Path(args.workspace_root).resolve()
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _die_with_parent()
     logs.configure(args.log_level, "json", service="agentd")
+    tracing.configure("agentd", args.otlp_endpoint)  # off unless an endpoint is set
     try:
         return asyncio.run(_main(args))
     except (AgentdError, OrchgptError) as exc:

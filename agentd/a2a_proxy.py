@@ -34,7 +34,7 @@ from orchgpt.models import ApprovalDecision, new_id
 from .a2a_auth import Credential, bearer, for_card
 
 if TYPE_CHECKING:
-    from .runtime import Agent
+    from .runtime import Agent, TaskContext
 
 log = logs.get("agentd.a2a_proxy")
 
@@ -97,7 +97,7 @@ def _text(parts: Any) -> str:
 def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type[Agent]:
     """An agentd Agent class of type NAME that runs its tasks on the external agent."""
     from .errors import TaskFailed
-    from .runtime import Agent, Outcome, TaskContext
+    from .runtime import Agent, Outcome
 
     if not AGENT_TYPE_RE.match(name):
         raise ConfigError(f"agent type {name!r}: use 1-32 lowercase letters, digits, '_' or '-'")
@@ -160,7 +160,7 @@ class _Run:
     def output(self) -> str:
         return "".join(self.artifacts.values()) or self.status_text
 
-    async def follow(self, stream: AsyncIterator[a2a.StreamResponse], ctx: Any) -> None:
+    async def follow(self, stream: AsyncIterator[a2a.StreamResponse], ctx: TaskContext) -> None:
         self.final = a2a.TASK_STATE_UNSPECIFIED
         async for ev in stream:
             kind = ev.WhichOneof("payload")
@@ -190,7 +190,7 @@ class _Run:
             ):
                 return
 
-    def _status(self, st: a2a.TaskStatus, ctx: Any) -> None:
+    def _status(self, st: a2a.TaskStatus, ctx: TaskContext) -> None:
         text = _text(st.message.parts) if st.HasField("message") else ""
         if text:
             self.status_text = text
@@ -205,7 +205,7 @@ class _Run:
             self.final = st.state
 
 
-async def _answer(ctx: Any, state: _Run) -> a2a.Message:
+async def _answer(ctx: TaskContext, state: _Run) -> a2a.Message:
     """Ask the mesh user (an approval request) and make the next message from the answer."""
     meta = json_format.MessageToDict(state.asked.metadata) if state.asked is not None else {}
     resp = await ctx.approve(APPROVAL_TOOL, json.dumps(meta), state.status_text or "input required")

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from orchgpt import authz, logs
+from orchgpt.addresses import AddressRing
 from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
@@ -36,8 +37,9 @@ from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 
-from . import __version__, inputs, uploads
+from . import __version__, inputs, telemetry, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
+from .link_results import PendingResults
 from .runtime import Agent, TaskContext
 
 log = logs.get("agentd.link")
@@ -46,7 +48,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 _TYPE_NAMES = {v: k for k, v in pb.MessageType.items()}
 
 
-class Link:
+class Link(PendingResults):
     def __init__(
         self,
         agent: Agent,
@@ -60,7 +62,8 @@ class Link:
     ) -> None:
         self.agent = agent
         self.name = name
-        self.address = address
+        self.ring = AddressRing(address)  # "A,B,C": fail over to the next daemon (issue 19)
+        self.address = self.ring.current
         self.certs = certs
         self.server_name = server_name
         self.workspace_root = workspace_root
@@ -100,8 +103,8 @@ class Link:
         self.last_rx = time.monotonic()
 
     # ------------------------------------------------------------------ sending
-    def _env(self, type_: int, **fields: Any) -> pb.Envelope:
-        return codec.new_envelope(type_, self.name, **fields)
+    def _env(self, type_: pb.MessageType.ValueType, **fields: Any) -> pb.Envelope:
+        return telemetry.stamp(codec.new_envelope(type_, self.name, **fields))
 
     def send(self, env: pb.Envelope) -> bool:
         ob = self.outbox
@@ -140,6 +143,11 @@ class Link:
                 break
             if time.monotonic() - started > 5:
                 delay = BACKOFF_MIN
+            self.address = self.ring.advance()
+            if len(self.ring) > 1 and not self.ring.round_done():
+                log.info("failover", orchestrator=self.address)
+                await asyncio.sleep(0.05)  # the next daemon at once; backoff after a whole round
+                continue
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -169,7 +177,7 @@ class Link:
         finally:
             await channel.close(grace=None)
 
-    async def _heartbeat(self, outbox: Outbox, call: Any) -> None:
+    async def _heartbeat(self, outbox: Outbox, call: grpc.aio.StreamStreamCall[pb.Batch, pb.Batch]) -> None:
         # The interval comes with REGISTERED (sleeping the default first could outlast orchgpt's)
         try:
             await asyncio.wait_for(self.connected.wait(), timeout=30)
@@ -213,6 +221,7 @@ class Link:
             if define is not None:
                 define(env.registered.definition.definition_json)
             self.connected.set()
+            self.ring.succeeded()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
             if self.unconfirmed:
@@ -260,7 +269,7 @@ class Link:
         with a REPLY (body payload) by ``Agent.on_command`` (default: echo the payload)."""
         self.resumes.answer(env)  # FILE_RESUME_AT
         if env.type == pb.COMMAND and env.correlation_id == "":
-            task = asyncio.get_running_loop().create_task(self._answer(env))
+            task = asyncio.get_running_loop().create_task(telemetry.answer(self, env))
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
 
@@ -306,7 +315,7 @@ class Link:
             return
         req = codec.task_from_spec(spec)
         self.current_id = req.task_id
-        self.current = asyncio.create_task(self._run_task(req, env.id), name=f"task:{req.task_id}")
+        self.current = asyncio.create_task(telemetry.run(self, req, env), name=f"task:{req.task_id}")
 
     def _workspace(self, req: Task) -> Path:
         if self.workspace_for is not None:
@@ -327,7 +336,7 @@ class Link:
             outcome = await self.agent.run(ctx)
             state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
             result = TaskResult(req.task_id, state, output=outcome.output, error=outcome.error if not outcome.ok else "",
-                                data=outcome.data)
+                                data=outcome.data, checks=outcome.checks)
         except asyncio.CancelledError:
             result = TaskResult(req.task_id, TaskState.CANCELLED, error="cancelled")
         except TaskFailed as exc:
@@ -370,52 +379,6 @@ class Link:
         else:
             self.pending_results.append(result)  # delivered with the next REGISTER
             log.info("result_kept_for_reconnect", task_id=req.task_id)
-
-    def _journal(self, result: TaskResult) -> None:
-        if self.journal is not None:
-            results_journal.append(self.journal, result)
-
-    def _truncate_journal(self) -> None:
-        """Keep in the journal only what orchgpt has not confirmed."""
-        if self.journal is not None:
-            results_journal.rewrite(self.journal, self._to_report())
-
-    def _to_report(self) -> list[TaskResult]:
-        """Results for the REGISTER: kept while disconnected, and sent but unconfirmed."""
-        seen = {r.task_id for r in self.pending_results}
-        return [*self.pending_results, *(r for t, r in self.unconfirmed.items() if t not in seen)]
-
-    def _confirmed_by_pong(self, ping_id: str) -> None:
-        task_id = self._confirm_on.pop(ping_id, None)
-        if task_id is not None and self.unconfirmed.pop(task_id, None) is not None:
-            self._truncate_journal()
-
-    def _report(self) -> list[TaskResult]:
-        results = self._to_report()
-        self._reported = {r.task_id for r in results}
-        return results
-
-    def _confirmed_at_register(self, outbox: Outbox) -> None:
-        """REGISTERED: orchgpt settled the results of the REGISTER before answering. Results
-        that finished after the REGISTER left go now, as REPLYs."""
-        done, self._reported = self._reported, set()
-        later = [r for r in self.pending_results if r.task_id not in done]
-        again = {r.task_id: r for r in [*self.resumes.unsent.values(), *self.unconfirmed.values(),
-                                         *self.pending_results]}  # unsent: a re-upload cut again
-        for r in again.values():
-            if r.artifacts and r.workspace:  # their upload may have been cut: sent again
-                uploads.reupload(self, r)
-        self.pending_results.clear()
-        self.unconfirmed = {t: r for t, r in self.unconfirmed.items() if t not in done}
-        for r in later:
-            reply = pb.Reply(result=codec.result_to_pb(r))
-            outbox.put(self._env(pb.REPLY, task_id=r.task_id, reply=reply))
-            self.unconfirmed[r.task_id] = r
-            ping = self._env(pb.PING, ping=pb.Ping())
-            if outbox.put(ping):
-                self._confirm_on[ping.id] = r.task_id
-        if done:
-            self._truncate_journal()
 
     async def _delegate(self, sub: Delegation) -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)

@@ -30,7 +30,9 @@ import structlog
 from orchgpt.models import ApprovalDecision, Usage
 
 from .errors import LLMError, TaskFailed
+from .llm import LLM
 from .llm.types import ChatResult, ToolCall, tool_result_message
+from .runtime import TaskContext
 from .tools import Toolbox
 
 log = structlog.get_logger("agentd.loop")
@@ -57,8 +59,8 @@ class LoopResult:
 class TaskLoop:
     def __init__(
         self,
-        ctx: Any,
-        llm: Any,
+        ctx: TaskContext,
+        llm: LLM,
         toolbox: Toolbox,
         *,
         model: str = "smart",

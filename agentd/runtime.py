@@ -23,8 +23,9 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from orchgpt.checks import Check
 from orchgpt.models import (
     EVENT_CLASSES,
     ApprovalEvent,
@@ -43,6 +44,8 @@ from orchgpt.models import (
     new_id,
 )
 
+from .settings import AgentSettings
+
 
 @dataclass
 class Outcome:
@@ -52,12 +55,8 @@ class Outcome:
     ok: bool = True
     error: str = ""
     data: dict[str, str] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)  # agentd.checks.attach sets them
 
-
-# Deprecated names, kept so that agents written against them keep working: an agent receives
-# the mesh's Task (orchgpt.models.Task) and asks for sub-tasks with a Delegation.
-TaskRequest = Task
-SubTask = Delegation
 
 Emit = Callable[[TaskEvent], None]
 Delegate = Callable[[Delegation], Awaitable[TaskResult]]
@@ -76,7 +75,7 @@ class TaskContext:
         emit: Emit,
         delegate: Delegate | None = None,
         approve: Approve | None = None,
-        settings: Any = None,
+        settings: AgentSettings | None = None,
         ask: Ask | None = None,
     ) -> None:
         self.task = task
@@ -191,7 +190,7 @@ class Agent:
     description: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True  # agentd loads the model settings (and fails without them)
 
-    def __init__(self, settings: Any = None) -> None:
+    def __init__(self, settings: AgentSettings | None = None) -> None:
         self.settings = settings
 
     async def on_command(self, sender: str, payload: bytes) -> bytes:

@@ -19,9 +19,12 @@ from typing import Any
 
 import structlog
 
+from . import telemetry
 from .errors import ToolError
 from .llm.types import ToolSpec
+from .runtime import TaskContext
 from .sandbox import Sandbox, SandboxResult
+from .settings import AgentSettings
 from .workspace import Workspace
 
 log = structlog.get_logger("agentd.tools")
@@ -41,13 +44,13 @@ class ToolEnv:
 
     workspace: Workspace
     sandbox: Sandbox
-    settings: Any = None
-    ctx: Any = None  # a TaskContext, for events (isolation notes, artifacts)
+    settings: AgentSettings | None = None
+    ctx: TaskContext | None = None  # for events (isolation notes, artifacts)
     isolation_reported: bool = False
     runs: list[SandboxResult] = field(default_factory=list)
 
     @classmethod
-    def for_context(cls, ctx: Any) -> ToolEnv:
+    def for_context(cls, ctx: TaskContext) -> ToolEnv:
         ws = Workspace(ctx.workspace)
         return cls(ws, Sandbox.for_settings(ws.root, ctx.settings), ctx.settings, ctx)
 
@@ -276,7 +279,13 @@ class Toolbox:
             return f"error: unknown tool {name!r}; available: {', '.join(self.tools)}", False
         if not isinstance(args, dict):
             return "error: the arguments must be a JSON object", False
+        ok = False
         try:
-            return await tool.handler(self.env, args), True
+            with telemetry.tool(name):
+                out = await tool.handler(self.env, args)
+            ok = True
+            return out, True
         except ToolError as exc:
             return f"error: {exc}", False
+        finally:
+            telemetry.count_tool(ok)

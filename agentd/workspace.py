@@ -18,9 +18,8 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from orchgpt.models import Artifact
+from orchgpt.models import Artifact, Task
 
 from .errors import ToolError
 
@@ -38,7 +37,7 @@ _KINDS = {
 }
 
 
-def workspace_id(task: Any) -> str:
+def workspace_id(task: Task) -> str:
     """The directory name of a task's workspace: its own id, or the id in option ``workspace``."""
     wanted = (getattr(task, "options", None) or {}).get(WORKSPACE_OPTION, "").strip()
     name = wanted or str(task.task_id)
@@ -49,7 +48,7 @@ def workspace_id(task: Any) -> str:
     return name
 
 
-def task_workspace(root: Path, task: Any) -> Path:
+def task_workspace(root: Path, task: Task) -> Path:
     """Create (if needed) and return the workspace directory of a task under root.
 
     agentd's Link takes this as ``workspace_for=functools.partial(task_workspace, root)``.

@@ -107,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if commands:
             ap.error("give a command either with -c or as arguments, not both")
         commands.append(_words_to_command(args.words))
+    from orchgpt import tracing
+
+    # traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; an unreachable collector delays exit <= 2 s
+    tracing.configure("autogpt", quiet=True, export_timeout=2.0)
     interactive = not commands and sys.stdin.isatty()
     if interactive and args.json:
         ap.error("--json needs -c COMMAND or commands on stdin")

@@ -88,7 +88,13 @@ async def _show(ctx: Context, name: str) -> None:
     keys = ["summary_method", "path"]
     if d["type"] == "groupchat":
         keys[1:1] = ["speaker_selection", "max_rounds", "termination", "human_input_mode"]
-    lines += [[("", f"  {k:<18}{d.get(k, '')}")] for k in keys]
+        if d.get("terminated_by"):
+            keys.insert(4, "terminated_by")
+
+    def shown(v: Any) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    lines += [[("", f"  {k:<18}{shown(d.get(k, ''))}")] for k in keys]
     rows = [
         [a["name"], a.get("type", ""), one_line(a.get("description", ""), 50) or "-"]
         for a in d.get("agents", [])

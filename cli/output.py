@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from orchgpt.models import TaskEvent
+
 from .render import STYLE, EventRenderer, Line, event_json, plain
 
 
@@ -28,7 +30,7 @@ class Output:
     def record(self, kind: str, data: dict[str, Any], lines: list[Line]) -> None:
         self.lines(lines)
 
-    def event(self, renderer: EventRenderer, ev: Any) -> None:
+    def event(self, renderer: EventRenderer, ev: TaskEvent) -> None:
         self.lines(renderer.feed(ev))
 
     def flush_task(self, renderer: EventRenderer) -> None:
@@ -101,7 +103,7 @@ class StreamOutput(Output):
         else:
             self._write(self.stdout, lines)
 
-    def event(self, renderer: EventRenderer, ev: Any) -> None:
+    def event(self, renderer: EventRenderer, ev: TaskEvent) -> None:
         if self.json_mode:
             self.json(event_json(ev, renderer.label.agent_type))
         else:

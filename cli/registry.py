@@ -84,6 +84,7 @@ def extend(name: str, subcommands: dict[str, Handler], usage: str, help: str, ma
 def _load() -> None:
     from . import meta as _handlers  # noqa: F401  (registers the commands)
     from . import meta_graphs as _graphs  # noqa: F401
+    from . import meta_sessions as _session_handlers  # noqa: F401  (history and sessions)
     from . import meta_workflows as _workflows  # noqa: F401
     from . import schedules as _schedules  # noqa: F401  (/schedule, /schedules)
 

@@ -223,7 +223,7 @@ class EventRenderer:
         if output and output.strip() != self.streamed.strip():
             for text in output.splitlines():
                 out.append(self._line(("output", text)) if self.prefix_output else [("output", text)])
-        for line in checks_table(checks_of(r.data)):
+        for line in checks_table(checks_of(r)):
             out.append(self._line(*line) if self.prefix_output else line)
         state = str(r.state)
         sym = {"succeeded": "✓ ", "failed": "✗ ", "cancelled": "⊘ "}.get(state, "") if self.fancy else ""

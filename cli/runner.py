@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from orchgpt import tracing
 from orchgpt.models import ApprovalEvent, ResultEvent
 
 from .approvals import stops_task
@@ -108,7 +109,12 @@ async def run_command(
     view = new_view(ctx, command.task_id, command.agent_type, str(command.action), command.input)
     if on_view is not None:
         on_view(view)
-    await follow(ctx, view, command)
+    name = f"autogpt {command.agent_type} {command.action}"
+    attrs = {"orchgpt.task.id": command.task_id, "orchgpt.agent.type": command.agent_type}
+    with tracing.span(name, None, "CLIENT", **attrs) as span:  # one trace per command
+        await follow(ctx, view, command)
+        if span is not None:
+            span.set_attribute("orchgpt.task.state", view.state)
     return view
 
 

@@ -46,6 +46,8 @@ def _serve_parser(sub: Any) -> None:
                    help="seconds before an idle spawned agent is stopped (default 300)")
     p.add_argument("--no-spawn", dest="spawn", action="store_const", const=False,
                    help="never spawn local agents (only agents started by hand)")
+    p.add_argument("--cluster", dest="cluster", action="store_const", const=True,
+                   help="share the PostgreSQL store with other daemons as one mesh (docs/scaling.md)")
     p.add_argument("--agent-types", dest="agent_types",
                    help="built-in agent types, comma-separated (default: ask `agentd --list-types`)")
     p.add_argument("--agents-dir", dest="agents_dir",
@@ -85,6 +87,9 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--metrics-listen", dest="metrics_listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP, no auth; "
                    "off by default; docs/operations.md)")
+    p.add_argument("--otlp-endpoint", dest="otlp_endpoint", metavar="URL",
+                   help="export OpenTelemetry traces over OTLP/HTTP to URL (e.g. http://127.0.0.1:4318; "
+                   "or set OTEL_EXPORTER_OTLP_ENDPOINT; off by default; docs/operations.md)")
     p.add_argument("--local-model", dest="local_model", choices=["auto", "on", "off"])
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", dest="log_format", choices=["json", "console"])
@@ -212,7 +217,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_stream_queue_bytes", "agent_messages_per_second", "agent_message_burst", "max_events_per_task",
         "max_task_input_bytes", "list_page_bytes", "list_field_bytes", "crl_poll_interval",
         "a2a_listen", "a2a_grpc", "a2a_push", "a2a_agents_ca", "a2a_public_host", "metrics_listen",
-        "schedule_poll_interval")}
+        "schedule_poll_interval", "otlp_endpoint", "cluster")}
     if args.a2a_agent:  # NAME=URL, repeatable
         flags["a2a_agents"] = dict(a.partition("=")[::2] for a in args.a2a_agent)
     if args.a2a_agent_auth:  # NAME=VAR, repeatable

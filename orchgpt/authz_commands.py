@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .authz import Decision, deny
+from .authz_decision import Decision, deny
 
 _REPLY_OK = Decision(True, "reply-answers-a-command", route="agents")
 

@@ -92,9 +92,15 @@ def loads(text: str) -> list[Check]:
     return [Check.from_dict(x) for x in raw]
 
 
-def checks_of(data: Mapping[str, str]) -> list[Check]:
-    """The checks a result's data carries ([] when none, or when they cannot be read)."""
-    text = data.get(CHECKS_KEY, "")
+def checks_of(result: Any) -> list[Check]:
+    """The checks of a result (a TaskResult, an agent's Outcome: their ``checks``), or of a
+    result's ``data`` mapping (the JSON under ``data["checks"]`` of older results); [] when
+    none, or when they cannot be read."""
+    own = getattr(result, "checks", None)
+    if own:
+        return list(own)
+    data = getattr(result, "data", result)
+    text = data.get(CHECKS_KEY, "") if isinstance(data, Mapping) else ""
     if not text:
         return []
     try:

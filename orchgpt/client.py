@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from . import tracing
+from .addresses import AddressRing, parse_addresses
 from .certs import CertPaths
 from .client_graphs import GraphClient
 from .client_schedules import ScheduleCalls
@@ -29,15 +31,16 @@ from .models import (
     Task,
     TaskEvent,
 )
-from .tls import parse_address, secure_channel
+from .tls import secure_channel
 from .wire import codec
 
 DEFAULT_ADDRESS = "127.0.0.1:8443"
 
 
 def resolve_address(address: str | None = None) -> str:
+    """The address (or comma-separated addresses, to fail over between) to use."""
     addr = address or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS") or DEFAULT_ADDRESS
-    parse_address(addr)  # ConfigError when malformed
+    parse_addresses(addr)  # ConfigError when malformed
     return addr
 
 
@@ -74,17 +77,40 @@ def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
 
 
 class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; schedules: client_schedules.py
+    """``address`` may list several daemons (``A,B,C``): a call that finds the one in use
+    UNAVAILABLE tries the next (each once per call); ``address`` is the one in use."""
+
     def __init__(self, address: str, certs: CertPaths, server_name: str | None = None, timeout: float = 10.0,
                  name: str | None = None) -> None:
-        self.address = address
+        try:
+            self._ring = AddressRing(address)
+        except ConfigError as exc:
+            raise ClientError(str(exc), "INVALID_ARGUMENT") from None
+        self.address = self._ring.current
         self.certs = certs
+        self.server_name = server_name
         self.timeout = timeout
         self.name = name
+        self._old: list[grpc.aio.Channel] = []
+        self._open()
+
+    def _open(self) -> None:
         try:
-            self._channel = secure_channel(address, certs, server_name)
+            self._channel = secure_channel(self.address, self.certs, self.server_name)
         except CertError as exc:
             raise ClientError(str(exc), "UNAUTHENTICATED") from None
         self._stub = pb_grpc.MeshStub(self._channel)
+        self._schedules_stub = None  # (client_schedules.py: made again on this channel)
+
+    def _failover(self, exc: grpc.aio.AioRpcError, tried: int) -> bool:
+        """After ``exc`` from the daemon in use: switch to the next address and say True,
+        unless the error is not UNAVAILABLE or ``tried`` addresses were tried already."""
+        if exc.code() != grpc.StatusCode.UNAVAILABLE or tried >= len(self._ring):
+            return False
+        self._old.append(self._channel)  # closed by close(): a call may still hold it
+        self.address = self._ring.advance()
+        self._open()
+        return True
 
     @classmethod
     def from_env(cls, address: str | None = None, certs_dir: str | None = None, *, ca: str | None = None,
@@ -96,7 +122,9 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         return cls(addr, resolve_certs(certs_dir, ca=ca, cert=cert, key=key), timeout=timeout)
 
     async def close(self) -> None:
-        await self._channel.close(grace=None)
+        for ch in [*self._old, self._channel]:
+            await ch.close(grace=None)
+        self._old.clear()
 
     async def __aenter__(self) -> MeshClient:
         return self
@@ -105,41 +133,60 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         await self.close()
 
     async def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return await method(request, timeout=timeout or self.timeout, wait_for_ready=False)
-        except grpc.aio.AioRpcError as exc:
-            raise _explain(exc, self.address) from None
+        """``method``: a function giving the stub's method on the channel in use (that channel
+        changes on failover: the call is tried on the next daemon), or the stub's method itself
+        (not tried again; the next call goes to the next daemon)."""
+        tried = 1
+        while True:
+            bound = isinstance(method, grpc.aio.UnaryUnaryMultiCallable)
+            try:
+                call = method if bound else method()
+                return await call(request, timeout=timeout or self.timeout, wait_for_ready=False)
+            except grpc.aio.AioRpcError as exc:
+                if not self._failover(exc, tried) or bound:
+                    raise _explain(exc, self.address) from None
+                tried += 1
 
     async def check(self) -> None:
         """Fail with a clear ClientError unless the daemon answers its health check."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        resp = await self._unary(stub.Check, health_pb2.HealthCheckRequest(service=""))
+        resp = await self._unary(lambda: health_pb2_grpc.HealthStub(self._channel).Check,
+                                 health_pb2.HealthCheckRequest(service=""))
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             raise ClientError(f"orchgpt at {self.address} is not serving (shutting down?)", "UNAVAILABLE")
 
-    async def _stream(self, call: Any) -> AsyncIterator[TaskEvent]:
-        try:
-            async for batch in call:
-                for env in batch.envelopes:
-                    if env.HasField("event"):
-                        yield codec.event_from_pb(env.event, env.timestamp_ms)
-        except grpc.aio.AioRpcError as exc:
-            raise _explain(exc, self.address) from None
-        finally:
-            call.cancel()
+    async def _stream(self, start: Callable[[], Any]) -> AsyncIterator[TaskEvent]:
+        """``start()`` opens the call on the channel in use; a call refused UNAVAILABLE before
+        its first answer is opened again on the next daemon."""
+        tried = 1
+        while True:
+            call = start()
+            answered = False
+            try:
+                async for batch in call:
+                    answered = True
+                    for env in batch.envelopes:
+                        if env.HasField("event"):
+                            yield codec.event_from_pb(env.event, env.timestamp_ms)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if answered or not self._failover(exc, tried):
+                    raise _explain(exc, self.address) from None
+                tried += 1
+            finally:
+                call.cancel()
 
     def submit(self, command: Command) -> AsyncIterator[TaskEvent]:
         """Submit a command; yields its events (and its sub-tasks') until the RESULT."""
         req = pb.SubmitRequest(command=codec.command_to_pb(command), sender=self.name or "")
-        return self._stream(self._stub.Submit(req))
+        return self._stream(lambda: self._stub.Submit(req, metadata=tracing.grpc_metadata()))
 
     def watch(self, task_id: str = "", after_seq: int = 0) -> AsyncIterator[TaskEvent]:
-        return self._stream(self._stub.Watch(pb.WatchRequest(task_id=task_id, after_seq=after_seq)))
+        return self._stream(lambda: self._stub.Watch(pb.WatchRequest(task_id=task_id, after_seq=after_seq)))
 
     async def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        r = await self._unary(self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
+        r = await self._unary(lambda: self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
         return [codec.agent_from_pb(a) for a in r.agents]
 
     async def declared_types(self, agent_type: str = "") -> dict[str, str]:
@@ -148,11 +195,11 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
 
     async def agents_and_types(self, agent_type: str = "") -> tuple[list[AgentInfo], dict[str, str]]:
         """One ListAgents: the connected agents, and the declared types (name -> description)."""
-        r = await self._unary(self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
+        r = await self._unary(lambda: self._stub.ListAgents, pb.ListAgentsRequest(agent_type=agent_type))
         return [codec.agent_from_pb(a) for a in r.agents], {d.name: d.description for d in r.declared}
 
     async def get_task(self, task_id: str, with_events: bool = True) -> tuple[Task, list[TaskEvent], list[Task]]:
-        r = await self._unary(self._stub.GetTask, pb.GetTaskRequest(task_id=task_id, with_events=with_events))
+        r = await self._unary(lambda: self._stub.GetTask, pb.GetTaskRequest(task_id=task_id, with_events=with_events))
         return (codec.task_from_pb(r.task), [codec.event_from_pb(e) for e in r.events],
                 [codec.task_from_pb(c) for c in r.children])
 
@@ -170,16 +217,16 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
     async def list_tasks_page(self, limit: int = 50, session_id: str = "", include_children: bool = False,
                               page_token: str = "") -> tuple[list[Task], str]:
         """One page of tasks and the next page's token ('' on the last page)."""
-        r = await self._unary(self._stub.ListTasks, pb.ListTasksRequest(
+        r = await self._unary(lambda: self._stub.ListTasks, pb.ListTasksRequest(
             limit=limit, session_id=session_id, include_children=include_children, page_token=page_token))
         return [codec.task_from_pb(t) for t in r.tasks], r.next_page_token
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
-        r = await self._unary(self._stub.CancelTask, pb.CancelTaskRequest(task_id=task_id, reason=reason))
+        r = await self._unary(lambda: self._stub.CancelTask, pb.CancelTaskRequest(task_id=task_id, reason=reason))
         return codec.task_from_pb(r)
 
     async def approve(self, task_id: str, response: ApprovalResponse) -> None:
-        await self._unary(self._stub.Approve, pb.ApproveRequest(
+        await self._unary(lambda: self._stub.Approve, pb.ApproveRequest(
             task_id=task_id, response=codec.approval_response_to_pb(response)))
 
     async def fetch_artifact(self, task_id: str, path: str, dest: Path) -> Path:
@@ -227,36 +274,36 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         return saved
 
     async def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]:
-        r = await self._unary(self._stub.ListSessions, pb.ListSessionsRequest(limit=limit, published_only=published_only))
+        r = await self._unary(lambda: self._stub.ListSessions, pb.ListSessionsRequest(limit=limit, published_only=published_only))
         return [codec.session_from_pb(s) for s in r.sessions]
 
     async def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo:
-        r = await self._unary(self._stub.PublishSession, pb.PublishSessionRequest(session_id=session_id, tags=tags))
+        r = await self._unary(lambda: self._stub.PublishSession, pb.PublishSessionRequest(session_id=session_id, tags=tags))
         return codec.session_from_pb(r.session)
 
     # ---- workflows and session operations (orchgpt/servicer_workflows.py)
     async def list_workflows(self) -> tuple[list[dict[str, Any]], list[str]]:
         """The daemon's workflows (each as its definition, with ``path``) and the files that failed."""
-        r = await self._unary(self._stub.ListWorkflows, pb.ListWorkflowsRequest())
+        r = await self._unary(lambda: self._stub.ListWorkflows, pb.ListWorkflowsRequest())
         return [_workflow(w) for w in r.workflows], list(r.errors)
 
     async def get_workflow(self, name: str) -> dict[str, Any]:
-        return _workflow(await self._unary(self._stub.GetWorkflow, pb.GetWorkflowRequest(name=name)))
+        return _workflow(await self._unary(lambda: self._stub.GetWorkflow, pb.GetWorkflowRequest(name=name)))
 
     async def list_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
-        r = await self._unary(self._stub.ListMessages, pb.ListMessagesRequest(session_id=session_id, limit=limit))
+        r = await self._unary(lambda: self._stub.ListMessages, pb.ListMessagesRequest(session_id=session_id, limit=limit))
         return [SessionMessage(m.message_id, m.session_id, m.task_id, m.speaker, m.role, m.content, m.ts_ms)
                 for m in r.messages]
 
     async def delete_message(self, message_id: str) -> int:
-        r = await self._unary(self._stub.DeleteMessage, pb.DeleteMessageRequest(message_id=message_id))
+        r = await self._unary(lambda: self._stub.DeleteMessage, pb.DeleteMessageRequest(message_id=message_id))
         return int(r.deleted)
 
     async def clear_session(self, session_id: str) -> int:
-        return int((await self._unary(self._stub.ClearSession, pb.SessionRef(session_id=session_id))).deleted)
+        return int((await self._unary(lambda: self._stub.ClearSession, pb.SessionRef(session_id=session_id))).deleted)
 
     async def delete_session(self, session_id: str) -> int:
-        return int((await self._unary(self._stub.DeleteSession, pb.SessionRef(session_id=session_id))).deleted)
+        return int((await self._unary(lambda: self._stub.DeleteSession, pb.SessionRef(session_id=session_id))).deleted)
 
 
 def _workflow(w: Any) -> dict[str, Any]:

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     )
     certs: Path = Field(Path("certs"), description="certificate directory (ca.pem, server.pem, ...)")
     data_dir: Path = Field(default_factory=default_data_dir, description="where the store, agent certificates and workspaces live")
-    store: str = Field("", description="store URL: sqlite:///PATH or a path, postgresql://USER@HOST:PORT/DB, or 'memory:' (default: DATA_DIR/orchgpt.db)")
+    store: str = Field("", description="store URL: sqlite:///PATH or a path, postgresql://USER@HOST:PORT/DB, "
+                       "or 'memory:' (default: DATA_DIR/orchgpt.db)")
     workspace_root: Path | None = Field(None, description="root of the per-task workspaces (default: DATA_DIR/workspaces)")
     max_local_agents: int = Field(
         10, ge=0, description="most agentd processes orchgpt runs itself at once (live ones; idle ones make room)"
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
         300.0, gt=0, description="seconds an idle spawned agent lives before it is stopped (its slot is given back)"
     )
     spawn: bool = Field(True, description="spawn local agents for built-in types on demand")
+    cluster: bool = Field(False, description="one of several daemons sharing the PostgreSQL store "
+                          "(docs/scaling.md); needs --store postgresql://...")
     agent_types: str = Field(
         "", description="built-in agent types this host runs, comma-separated (default: what "
         "`agentd --list-types` prints)",
@@ -135,6 +138,10 @@ class Settings(BaseSettings):
         "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "
         "PORT or :PORT means 127.0.0.1; docs/operations.md); empty: off"
     )
+    otlp_endpoint: str = Field(
+        "", description="OTLP/HTTP collector URL for OpenTelemetry traces (e.g. http://127.0.0.1:4318;"
+        " also OTEL_EXPORTER_OTLP_ENDPOINT; docs/operations.md); empty: off unless that is set"
+    )
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
     )
@@ -152,6 +159,15 @@ class Settings(BaseSettings):
     @classmethod
     def _check_a2a_listen(cls, v: str) -> str:
         return cls._check_listen(v) if v else v  # empty: off
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL: give the collector's OTLP/HTTP base URL, "
+                             "e.g. http://127.0.0.1:4318")
+        return v
 
     @field_validator("metrics_listen")
     @classmethod

@@ -23,9 +23,12 @@ def configure(level: str = "info", fmt: str = "json", service: str = "orchgpt") 
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    from .tracing import log_ids  # trace and span ids, while tracing is on
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            log_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,

@@ -6,8 +6,8 @@ clients through Subscriber objects; the gRPC servicer implements both.
 mesh_registry.py (agents: state and the rules for their comings and goings),
 mesh_dispatch.py (queues, assignment, requeue, reconnect-grace holds),
 mesh_fanout.py (event numbering, buffering for the store, subscribers),
-mesh_queries.py (the read side the transport uses); here the task state machine,
-submit, cancel, results and delegation.
+mesh_queries.py (the read side the transport uses), mesh_from_agents.py (events, results,
+refusals and delegations from agents); here the task state machine, submit and cancel.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import logs, transcripts
-from .errors import RoutingError, StoreError
-from .graphs.submit import graph_options
+from .errors import ErrorCode, OrchgptError, RoutingError, StoreError
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
+from .mesh_from_agents import FromAgents
 from .mesh_queries import MeshQueries
 from .mesh_registry import (
     AGENT_TYPE_RE,
@@ -36,7 +36,6 @@ from .mesh_registry import (
 from .models import (
     TRANSITIONS,
     Action,
-    AgentState,
     ApprovalResponse,
     Command,
     EventKind,
@@ -48,7 +47,9 @@ from .models import (
     now_ms,
 )
 from .store import Store
+from .task_options import task_options
 from .waiting import WaitingNotes
+from .workflows import WorkflowBook
 
 __all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
            "Mesh", "Registration", "SpawnerPort", "Subscriber"]
@@ -60,8 +61,10 @@ TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 STRICT_ENV = "ORCHGPT_STRICT_TRANSITIONS"
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(OrchgptError, RuntimeError):
     """A task state change that models.TRANSITIONS does not allow: a bug in the mesh."""
+
+    code = ErrorCode.INTERNAL
 
 
 class SpawnerPort(Protocol):
@@ -74,7 +77,7 @@ class SpawnerPort(Protocol):
     def assigned(self, agent_id: str) -> None: ...
 
 
-class Mesh(MeshQueries, AgentRules, DispatchRules):
+class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
     """The facade: commands change tasks and agents (here); queries read them (mesh_queries.py)."""
 
     def __init__(
@@ -102,6 +105,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self._closing = False
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
+        self.cluster: Any = None  # cluster.Cluster with --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
+        self.workflows: WorkflowBook | None = None  # the server sets it (orchgpt/workflows.py)
 
     # the components' state, under the names the rest of the mesh (and older tests) use
     @property
@@ -127,6 +132,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         n = 0
         deadline = time.monotonic() + self.reconnect_grace
         for t in self.store.unfinished_tasks():
+            if self.cluster is not None and not self.cluster.mine(t.task_id):
+                continue  # another daemon's, or offered to all (cluster.py)
             self.active[t.task_id] = t
             self.fanout.start(t.task_id, self.store.last_seq(t.task_id))
             if t.state == TaskState.QUEUED or not t.agent_id:
@@ -165,7 +172,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     # ------------------------------------------------------------------ agents
     def known_types(self) -> set[str]:
-        return set(self.builtin_types) | self.registry.types()
+        return set(self.builtin_types) | self.registry.types() | self._remote_types()
 
     # ------------------------------------------------------------------ tasks
     def submit(
@@ -200,7 +207,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
                     "or the local agent limit is 0)",
                     code="FAILED_PRECONDITION",
                 )
-        options = graph_options(self.store, cmd, submitted_by)  # a graph run: its definition
+        # a workflow's or a graph's definition, from the daemon's own files and store
+        options = task_options(self.store, self.workflows, self.known_types(), cmd, submitted_by)
         task = Task(
             task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
             language=cmd.language or "python", session_id=cmd.session_id or new_id(),
@@ -225,6 +233,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._terminate_type(agent_type)))
         elif cmd.action == Action.STATUS:
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._status_text(agent_type)))
+        elif self.cluster is not None and not self.cluster.keep(task):
+            self.cluster.release(task)  # for a daemon with an agent of its type
         else:
             self.queues.enqueue(task)
             self._dispatch(agent_type)
@@ -236,7 +246,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
             stored = self.store.get_task(task_id)
             if stored is None:
                 raise RoutingError(f"no task {task_id!r}", code="NOT_FOUND")
-            return stored  # already finished: nothing to cancel
+            return self.cluster.cancel(stored, reason) if self.cluster else stored  # (finished)
         why = reason or "cancelled by the user"
         for child in self.queues.children(task_id):
             self.cancel(child.task_id, f"parent task cancelled: {why}")
@@ -251,139 +261,12 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     def approve(self, task_id: str, response: ApprovalResponse) -> None:
         t = self.active.get(task_id)
+        if t is None and self.cluster is not None and self.cluster.approve(task_id, response):
+            return  # sent to the daemon of the cluster that holds the task
         if t is None or not t.agent_id or t.agent_id not in self.agents:
             raise RoutingError(f"task {task_id!r} is not running on a connected agent", code="NOT_FOUND")
         self.agents[t.agent_id].link.send_approval(task_id, response)
         self.log_message("APPROVAL_RESPONSE", "orchgpt", t.agent_id, t)
-
-    # ---- from agents
-    def on_event(self, agent_id: str, ev: TaskEvent) -> None:
-        t = self.active.get(ev.task_id)
-        if t is None or t.agent_id != agent_id:
-            return  # stale: the task moved on (requeued, cancelled) after this agent lost it
-        if ev.kind == EventKind.RESULT:
-            return  # results come as REPLY
-        if t.state == TaskState.ASSIGNED:  # any event of its agent: the task runs
-            self._set_state(t, TaskState.RUNNING)
-        ev.agent_id = agent_id
-        ev.parent_task_id = t.parent_task_id
-        self._publish(ev)
-
-    def on_result(self, agent_id: str, result: TaskResult) -> None:
-        entry = self.agents.get(agent_id)
-        if entry is not None and entry.info.state == AgentState.BUSY and (
-                entry.info.current_task in (result.task_id, "")):
-            entry.info.current_task = ""
-            entry.info.state = AgentState.IDLE
-            self.registry.mark_idle(entry)
-        self._settle(agent_id, result, "reply")
-        if entry is not None:
-            self._dispatch(entry.info.agent_type)
-
-    def _settle(self, agent_id: str, result: TaskResult, how: str) -> None:
-        """A result from an agent settles its task exactly once, whenever it arrives."""
-        t = self.active.get(result.task_id)
-        if t is None or t.state.terminal:
-            log.info("result_already_settled", task_id=result.task_id, agent_id=agent_id, how=how,
-                     state=str(result.state))
-            return
-        if t.agent_id != agent_id:
-            if not self.queues.ran_before(t.task_id, agent_id):
-                log.warning("result_from_other_agent_dropped", task_id=t.task_id, agent_id=agent_id,
-                            assigned_to=t.agent_id or None)
-                return
-            if result.state == TaskState.CANCELLED:
-                log.info("stale_result_dropped", task_id=t.task_id, agent_id=agent_id,
-                         state=str(result.state))
-                return
-            # the late result of an earlier attempt counts: the task stops waiting or running
-            log.info("late_result_settles_task", task_id=t.task_id, agent_id=agent_id, how=how,
-                     then_on=t.agent_id or None)
-            if t.state == TaskState.QUEUED:
-                self.queues.dequeue(t)
-            elif t.agent_id in self.agents:
-                self.agents[t.agent_id].link.send_cancel(
-                    t.task_id, f"finished by {agent_id} in an earlier attempt")
-            t.agent_id = agent_id
-        self.log_message("REPLY", agent_id, "orchgpt", t)
-        result.agent_id = agent_id
-        result.agent_type = t.agent_type
-        self._finish(t, result)
-
-    def on_refused(self, agent_id: str, task_id: str, reason: str, code: str = "") -> None:
-        """RUN_REFUSED: the agent does not take the task (busy, unsupported). It goes back to the
-        queue without counting an attempt; too many refusals in a row fail it with the reason."""
-        entry = self.agents.get(agent_id)
-        t = self.active.get(task_id)
-        if t is None or t.agent_id != agent_id or t.state.terminal:
-            log.info("stale_refusal_ignored", task_id=task_id, agent_id=agent_id)
-            return
-        why = f"agent {agent_id} refused it ({code or 'REFUSED'}: {reason or 'no reason given'})"
-        log.info("run_refused", task_id=task_id, agent_id=agent_id, code=code or None,
-                 reason=reason or None)
-        if entry is not None and entry.info.current_task == task_id:
-            entry.info.current_task = ""
-            if code.upper() != "BUSY":  # a busy agent tells us when it is free (its REPLY)
-                entry.info.state = AgentState.IDLE
-        n = self.queues.refusals[task_id] = self.queues.refusals.get(task_id, 0) + 1
-        t.attempts = max(t.attempts - 1, 0)
-        self.queues.awaiting.pop(task_id, None)
-        if n > max(self.max_attempts, 1) * 3:
-            self._finish(t, TaskResult(task_id, TaskState.FAILED, agent_type=t.agent_type,
-                                       agent_id=agent_id, error=f"{why}; refused {n} times"))
-        else:
-            self._requeue(t, why)
-        if entry is not None and entry.info.state == AgentState.IDLE:
-            self.registry.mark_idle(entry)
-            self._dispatch(entry.info.agent_type)
-
-    def on_delegate(
-        self, agent_id: str, cmd: Command, parent_task_id: str, correlation_id: str, inputs: list[TaskResult]
-    ) -> Task:
-        parent = self.active.get(parent_task_id)
-        if parent is None or parent.agent_id != agent_id:
-            raise RoutingError(
-                f"agent {agent_id} is not running task {parent_task_id!r}; it cannot delegate under it",
-                code="PERMISSION_DENIED",
-            )
-        cmd.session_id = parent.session_id
-        cmd.approval = cmd.approval or parent.approval  # with approval on, its sub-tasks ask too
-        if cmd.action not in (Action.CREATE, Action.RUN):
-            cmd.action = Action.CREATE
-        if cmd.task_id:
-            attached = self._attach_child(agent_id, cmd.task_id, parent_task_id, correlation_id)
-            if attached is not None:
-                return attached
-        # the sub-task belongs to the root's owner (orchgpt.authz); delegated_by names the agent
-        task, _ = self.submit(cmd, submitted_by=parent.submitted_by or agent_id, parent_task_id=parent_task_id,
-                              delegated_by=agent_id, reply_to=correlation_id, inputs=inputs)
-        if task.state.terminal and task.result is not None:
-            # a resubmitted, already finished sub-task: answer at once
-            self._reply_to_delegator(task)
-        return task
-
-    def _attach_child(self, agent_id: str, task_id: str, parent_task_id: str,
-                      correlation_id: str) -> Task | None:
-        """A delegation with a known id (a re-run of its parent): the existing sub-task answers
-        this delegation (its result now, or when it finishes) rather than running again."""
-        existing = self.active.get(task_id) or self.store.get_task(task_id)
-        if existing is None:
-            return None
-        if existing.parent_task_id != parent_task_id:
-            raise RoutingError(f"task id {task_id!r} is taken by a task that is not a sub-task of "
-                               f"{parent_task_id!r}", code="ALREADY_EXISTS")
-        log.info("delegation_attached", task_id=task_id, parent_task_id=parent_task_id,
-                 state=str(existing.state), delegated_by=agent_id)
-        existing.delegated_by = agent_id
-        existing.reply_to = correlation_id
-        if existing.state.terminal:
-            self._reply_to_delegator(existing)  # answered at once with its result
-        else:
-            try:
-                self.store.save_task(existing)
-            except StoreError as exc:
-                log.error("store_write_failed", what="task", task_id=task_id, error=str(exc))
-        return existing
 
     # ------------------------------------------------------------------ internals
     def _set_state(self, t: Task, state: TaskState) -> None:
@@ -420,15 +303,6 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
         self.fanout.finished(t.task_id)
         self._reply_to_delegator(t)
 
-    def _reply_to_delegator(self, t: Task) -> None:
-        reply_to = t.reply_to
-        if not (t.delegated_by and reply_to and t.result):
-            return
-        e = self.agents.get(t.delegated_by)
-        if e is not None:
-            e.link.send_reply(reply_to, t.result)
-            self.log_message("REPLY", "orchgpt", t.delegated_by, t, correlation_id=reply_to)
-
     def _publish(self, ev: TaskEvent) -> None:
         self.fanout.publish(ev)
 
@@ -437,3 +311,5 @@ class Mesh(MeshQueries, AgentRules, DispatchRules):
 
     def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
         self.fanout.unsubscribe(sub, task_id)
+        if self.cluster is not None and task_id:
+            self.cluster.unfollow(sub, task_id)

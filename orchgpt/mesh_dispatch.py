@@ -100,6 +100,7 @@ class DispatchRules:
         max_attempts: int
         stats: dict[str, int]
         waiting: WaitingNotes
+        cluster: Any  # cluster.Cluster | None
         @property
         def agents(self) -> dict[str, AgentEntry]: ...
         @property
@@ -126,6 +127,8 @@ class DispatchRules:
     def _has_capacity(self, agent_type: str) -> bool:
         if self.registry.has_type(agent_type):
             return True
+        if self.cluster is not None and self.cluster.has_remote(agent_type):
+            return True  # an agent of another daemon of the cluster
         return bool(self.spawner and self.spawner.can_spawn(agent_type)) or bool(
             self.spawner and self.spawner.starting(agent_type)
         )
@@ -133,6 +136,8 @@ class DispatchRules:
     def _dispatch(self, agent_type: str) -> None:
         q = self.queues.queues.get(agent_type)
         if not q:
+            if self.cluster is not None:
+                self.cluster.wake()  # an idle agent, nothing queued here: claim offered work
             return
         idle = self.registry.idle.get(agent_type)
         while q and idle:

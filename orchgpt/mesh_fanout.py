@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from . import logs
 from .errors import StoreError
@@ -41,6 +41,8 @@ class EventFanout:
         self.pending_events: list[TaskEvent] = []
         self.pending_messages: list[dict[str, object]] = []
         self.flush_handle: asyncio.TimerHandle | None = None
+        self.dropped = 0  # events a slow subscriber did not get (it was cut off)
+        self.flush_delay = FLUSH_DELAY  # shorter in a cluster: watchers elsewhere read the store
 
     def start(self, task_id: str, last_seq: int = 0) -> None:
         self.seq[task_id] = last_seq
@@ -59,7 +61,7 @@ class EventFanout:
         if self.pending_messages:
             msgs, self.pending_messages = self.pending_messages, []
             try:
-                self.store.record_messages(msgs)  # type: ignore[arg-type]
+                self.store.record_messages(msgs)
             except StoreError as exc:
                 log.error("store_write_failed", what="messages", count=len(msgs), error=str(exc))
 
@@ -81,7 +83,7 @@ class EventFanout:
             self.flush()
         elif self.flush_handle is None:
             try:
-                self.flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+                self.flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
             except RuntimeError:
                 self.flush()
         self.deliver(ev)
@@ -94,6 +96,7 @@ class EventFanout:
             if subs:
                 for s in list(subs):
                     if not s.deliver(ev):
+                        self.dropped += 1
                         subs.discard(s)
                         s.close("client too slow: event buffer full; watch again with after_seq")
             task_id = self.parent_of(task_id)
@@ -101,6 +104,7 @@ class EventFanout:
         if self.subs_all:
             for s in list(self.subs_all):
                 if not s.deliver(ev):
+                    self.dropped += 1
                     self.subs_all.discard(s)
                     s.close("client too slow: event buffer full")
 
@@ -128,7 +132,7 @@ class EventFanout:
         else:
             self.subs_all.discard(sub)
 
-    def replay(self, task_id: str, after_seq: int = 0) -> list[Any]:
+    def replay(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         """The task's events after ``after_seq``, as stored (buffered ones written first)."""
         self.flush()
         return self.store.events(task_id, after_seq)

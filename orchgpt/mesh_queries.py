@@ -22,6 +22,7 @@ class MeshQueries:
     queues: TaskQueues
     fanout: EventFanout
     spawner: Any  # mesh.SpawnerPort | None
+    cluster: Any  # cluster.Cluster | None
 
     # ---- tasks
     def get_task(self, task_id: str) -> Task | None:
@@ -76,7 +77,11 @@ class MeshQueries:
         the task is finished already: the replay is all there is, ``sub`` is not subscribed."""
         events = self.fanout.replay(task_id, after_seq)
         if task_id not in self.queues.active:
-            return events, False
+            if self.cluster is None:
+                return events, False
+            if self.cluster.follow(task_id, sub, events[-1].seq if events else after_seq):
+                return events, True  # run by another daemon: followed through the store
+            return self.fanout.replay(task_id, after_seq), False  # (it may have ended meanwhile)
         self.fanout.subscribe(sub, task_id)
         return events, True
 
@@ -94,8 +99,15 @@ class MeshQueries:
         return self.store.publish_session(session_id, tags)
 
     # ---- agents
+    def _remote_types(self) -> set[str]:
+        """The types of the agents of the cluster's other daemons (none without --cluster)."""
+        return set(self.cluster.remote_types()) if self.cluster is not None else set()
+
     def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        return self.registry.list(agent_type)
+        here = self.registry.list(agent_type)
+        if self.cluster is None:
+            return here
+        return here + list(self.cluster.remote_agents(agent_type))  # with their daemon
 
     def is_connected(self, agent_id: str) -> bool:
         return agent_id in self.registry

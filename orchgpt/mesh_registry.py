@@ -170,6 +170,7 @@ class AgentRules:
         reconnect_grace: float
         heartbeat_interval: float
         heartbeat_misses: int
+        cluster: Any  # cluster.Cluster | None
         @property
         def agents(self) -> dict[str, AgentEntry]: ...
         @property
@@ -215,6 +216,9 @@ class AgentRules:
         # One set of rules for a blip and for a restart of orchgpt: results kept while
         # disconnected settle their tasks (once); the task the agent still runs stays its own
         # (no second RUN); a held task it neither runs nor reports never reached it: requeue.
+        if self.cluster is not None:  # failed over from another daemon: its tasks come here
+            self.cluster.agent_arrived(agent_id, [reg.current_task,
+                                                  *(r.task_id for r in reg.pending_results)])
         for r in reg.pending_results:
             self._settle(agent_id, r, "reported at reconnect")
         self._resume(entry, reg.current_task)

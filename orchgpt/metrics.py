@@ -25,6 +25,7 @@ from prometheus_client.core import (
 )
 
 from . import logs
+from .metrics_more import MoreMetrics
 from .models import EventKind, TaskEvent, TaskState
 from .tls import format_address, parse_address
 
@@ -293,6 +294,13 @@ class MetricsServer:
             writer.close()
 
 
+def _type_name(t: int) -> str:
+    from .servicer_base import _TYPE_NAMES  # the wire's names of the message types
+
+    names: dict[int, str] = {int(k): v for k, v in _TYPE_NAMES.items()}
+    return names.get(t, "UNKNOWN")
+
+
 async def start_metrics(server: Any) -> MetricsServer | None:
     """Start the metrics endpoint of an OrchgptServer (``settings.metrics_listen``), or None."""
     listen = server.settings.metrics_listen
@@ -300,6 +308,9 @@ async def start_metrics(server: Any) -> MetricsServer | None:
         return None
     metrics = MeshMetrics(server.mesh, server.spawner)
     server.mesh.subscribe(metrics)  # every event
+    more = MoreMetrics(server.mesh, _type_name, metrics.agent_type)  # metrics_more.py
+    more.time_store(server.mesh.store)
+    metrics.registry.register(more)
     ms = MetricsServer(metrics, listen)
     await ms.start()
     return ms

@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from .checks import Check
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -123,6 +125,7 @@ class TaskResult:
     agent_type: str = ""
     agent_id: str = ""
     data: dict[str, str] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)  # what judged the work (orchgpt/checks.py)
 
     @property
     def ok(self) -> bool:

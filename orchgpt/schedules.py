@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from .errors import ErrorCode, OrchgptError
 from .models import Command
 
 CATCH_UP = ("once", "skip")  # the first is the default
@@ -30,8 +31,10 @@ ON_TIME, CATCH_UP_RUN, SKIPPED = "on_time", "catch_up", "skipped"
 CLAIMED, SUBMITTED, FAILED = "claimed", "submitted", "failed"
 
 
-class ScheduleError(ValueError):
+class ScheduleError(OrchgptError, ValueError):
     """A schedule that cannot be accepted: the message names the field and the rule."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import agent_types, declared_a2a, logs, reflection
+from . import agent_types, declared_a2a, logs, reflection, tracing, tracing_mesh
 from .agent_defs import default_dirs
 from .artifact_store import ArtifactStore
 from .certs import CA, CertPaths, paths_for
@@ -70,6 +70,7 @@ class OrchgptServer:
         self.server: grpc.aio.Server | None = None
         self.mesh: Mesh | None = None
         self.spawner: Spawner | None = None
+        self.cluster: Any = None  # cluster.Cluster with --cluster
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self._tick: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -154,7 +155,7 @@ class OrchgptServer:
         self.servicer = servicer
         servicer.limits = PeerLimits.from_settings(s)
         servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
-        servicer.workflows = load_workflows(s)  # orchgpt/workflows.py
+        servicer.workflows = self.mesh.workflows = load_workflows(s)  # orchgpt/workflows.py
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.declared = self.declared
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
@@ -171,6 +172,11 @@ class OrchgptServer:
         # Recover before the first agent can connect: a reconnecting agent that reports a task it
         # is still running must find that task, or it would be taken for idle and the task run twice.
         agents_dir = s.data_dir / "agents"
+        if s.cluster:  # several daemons on one PostgreSQL (orchgpt/cluster.py)
+            from .cluster import Cluster, refuse_without_postgres
+
+            refuse_without_postgres(self.store)
+            self.cluster = Cluster(self.store, self.mesh, self.address)  # type: ignore[arg-type]
         recovered = self.mesh.recover(read_journals(agents_dir))
         remove_journals(agents_dir)  # applied (or their tasks were finished already)
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)
@@ -178,10 +184,14 @@ class OrchgptServer:
         self.a2a = await start_listener(self)
         self.declared_a2a = declared_a2a.start(self)  # proxies of declared types with an [a2a] table
         self.metrics = await start_metrics(self)  # Prometheus, when --metrics-listen is set
+        if tracing.configure("orchgpt", s.otlp_endpoint):  # OpenTelemetry, when an endpoint is set
+            tracing_mesh.install(self.mesh)
         await server.start()
         self.lock.record(self.address)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._tick = asyncio.create_task(self._heartbeats())
+        if self.cluster is not None:
+            await self.cluster.start()
         self._crl_poll = asyncio.create_task(self._watch_crl())
         self.scheduler.start()  # fires due schedules (a missed period once, by its catch-up policy)
         log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=redact_url(s.store_url),
@@ -315,9 +325,12 @@ class OrchgptServer:
             await self.spawner.stop_all(grace=3.0)
         self.mesh.close_links("orchgpt is shutting down")
         self.mesh.flush()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.server.stop(1.0)
         if self.local_model is not None:
             await self.local_model.stop()
+        tracing_mesh.uninstall(self.mesh)
         if self.store is not None:
             self.store.close()
         self.lock.release()

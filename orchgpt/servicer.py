@@ -2,7 +2,7 @@
 
 Everything here speaks protobuf and converts at the edge (codec.py); the
 decisions are made by mesh.Mesh. The service is put together from its parts:
-servicer_agents.py (Connect: agent streams, GrpcAgentLink), servicer_clients.py
+servicer_agents.py (Connect: agent streams), servicer_link.py (GrpcAgentLink), servicer_clients.py
 (client RPCs, EventSubscription), servicer_base.py (what they share).
 """
 
@@ -15,14 +15,14 @@ from .iac.v1 import iac_pb2_grpc as pb_grpc
 from .limits import EventBudget, PeerLimits
 from .mesh import Mesh
 from .revocation import Revocations
-from .servicer_agents import AgentStreams, GrpcAgentLink
-from .servicer_base import FILE_CHUNK, ORCH, _status_for
+from .servicer_agents import AgentStreams
+from .servicer_base import FILE_CHUNK, ORCH
 from .servicer_clients import ClientRpcs, EventSubscription, _event_envelope
 from .servicer_graphs import GraphRpcs
+from .servicer_link import GrpcAgentLink
 from .servicer_workflows import WorkflowRpcs
 
-__all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServicer", "_event_envelope",
-           "_status_for"]
+__all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServicer", "_event_envelope"]
 
 
 # Connect reads with context.read() (no request iterator parameter in use): the generated base's

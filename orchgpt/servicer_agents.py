@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import cast
 
 import grpc
 
-from . import authz, codec, logs, stream_rules
+from . import authz, codec, logs, metrics_more, stream_rules, tracing, tracing_mesh
 from .artifact_store import UploadError
 from .artifacts import ArtifactError
 from .batching import Outbox
@@ -25,75 +24,20 @@ from .limits import (
     input_too_large,
 )
 from .mesh import LOCAL_PREFIX, Registration
-from .models import ApprovalResponse, EventKind, Task, TaskResult
-from .servicer_base import _TYPE_NAMES, ORCH, ServicerBase, _status_for
+from .models import EventKind, Task
+from .servicer_base import _TYPE_NAMES, ORCH, ServicerBase
+from .servicer_link import GrpcAgentLink
+from .status import to_grpc
 from .validate import envelope as invalid_envelope
 from .wire_guard import Malformed
 
 log = logs.get("orchgpt.servicer")
 
 
-class GrpcAgentLink:
-    """AgentLink over one Connect stream."""
-
-    def __init__(self, agent_id: str, outbox: Outbox, runs: stream_rules.RunIds | None = None) -> None:
-        self.agent_id = agent_id
-        self.outbox = outbox
-        self.runs = runs
-        self.close_code = ""  # set when the daemon closes the stream: its ERROR code and status
-        self._pinged_mark = outbox.added  # outbox.added at the last send_ping
-
-    def _send(self, env: pb.Envelope) -> None:
-        env.recipient.agent_id = self.agent_id
-        self.outbox.put(env)
-
-    def send_task(self, task: Task) -> None:
-        env = codec.new_envelope(pb.RUN, ORCH, task_id=task.task_id, session_id=task.session_id,
-                                 task=codec.task_to_spec(task))
-        if self.runs is not None:  # a REPLY may name its task by correlation_id = this id
-            self.runs.remember(self.agent_id, env.id, task.task_id)
-        self._send(env)
-
-    def send_cancel(self, task_id: str, reason: str) -> None:
-        self._send(codec.new_envelope(pb.CANCEL, ORCH, task_id=task_id, cancel=pb.Cancel(reason=reason)))
-
-    def send_terminate(self, reason: str) -> None:
-        self._send(codec.new_envelope(pb.TERMINATE, ORCH, terminate=pb.Terminate(reason=reason)))
-
-    def send_approval(self, task_id: str, response: ApprovalResponse) -> None:
-        self._send(codec.new_envelope(pb.APPROVAL_RESPONSE, ORCH, task_id=task_id,
-                                      approval_response=codec.approval_response_to_pb(response)))
-
-    def send_reply(self, correlation_id: str, result: TaskResult) -> None:
-        self._send(codec.new_envelope(pb.REPLY, ORCH, task_id=result.task_id, correlation_id=correlation_id,
-                                      reply=pb.Reply(result=codec.result_to_pb(result))))
-
-    def send_ping(self) -> None:
-        """A PING for the agent's watchdog, unless something else was sent to it since the last
-        call (any traffic counts as life: the agent resets its watchdog on every frame)."""
-        if self.outbox.added != self._pinged_mark:
-            self._pinged_mark = self.outbox.added
-            return
-        self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=codec.new_envelope(0).timestamp_ms)))
-        self._pinged_mark = self.outbox.added
-
-    def forward(self, message: object) -> None:
-        """Another agent's envelope, unchanged (its recipient is already this agent or all)."""
-        self.outbox.put(cast(pb.Envelope, message))  # only the transport hands it envelopes
-
-    def close(self, reason: str, code: str = stream_rules.SHUTTING_DOWN) -> None:
-        """End the stream: an ERROR envelope (code, reason) goes last, then the RPC ends with
-        that status (Connect)."""
-        if not self.outbox.closed:
-            self.close_code = code
-            self._send(codec.new_envelope(pb.ERROR, ORCH, error=pb.Error(code=code, message=reason)))
-        self.outbox.close(reason)
-
-
 class AgentStreams(ServicerBase):
     """Connect: one agent's stream (part of servicer.MeshServicer)."""
 
-    async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]
+    async def Connect(self, request_iterator: AsyncIterator[pb.Batch], context: grpc.aio.ServicerContext) -> None:
         # context.read()/context.write() rather than an async generator: measurably less
         # overhead per frame on this, the hot path (bench/README.md).
         # Every refusal sends an ERROR envelope with the code, then ends the RPC with that status.
@@ -119,6 +63,7 @@ class AgentStreams(ServicerBase):
             await refuse(grpc.StatusCode.FAILED_PRECONDITION,
                          "the first message on Connect must be a REGISTER envelope with the body `register`")
         reg_env = first.envelopes[0]
+        metrics_more.count_in(reg_env.type)
         if reg_env.sender and reg_env.sender != agent_id:
             await refuse(grpc.StatusCode.PERMISSION_DENIED,
                          f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}")
@@ -129,7 +74,7 @@ class AgentStreams(ServicerBase):
         try:
             pending = [codec.result_from_pb(x) for x in r.pending_results]
         except codec.DecodeError as exc:
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"register.pending_results: {exc}")
+            await refuse(to_grpc(exc.code), f"register.pending_results: {exc}")
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         link = GrpcAgentLink(agent_id, outbox, self.runs)
         host = r.host or context.peer()
@@ -138,7 +83,7 @@ class AgentStreams(ServicerBase):
             self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities) or self._declared_caps(r.agent_type),
                                                       host, r.pid, r.version, pending, r.current_task), link)
         except RoutingError as exc:
-            await refuse(_status_for(exc.code), str(exc))
+            await refuse(to_grpc(exc.code), str(exc))
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
             registered=pb.Registered(agent_id=agent_id,
@@ -157,10 +102,11 @@ class AgentStreams(ServicerBase):
                 if batch is None:
                     reason = outbox.dropped_reason or reason
                     break
+                metrics_more.count_out(batch.envelopes)
                 await context.write(batch)
             await self._end_stream(context, outbox)
             if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
-                await context.abort(_status_for(link.close_code), reason)
+                await context.abort(to_grpc(link.close_code), reason)
         except asyncio.CancelledError:
             reason = "connection lost"
             if not cutter.cut:
@@ -194,7 +140,10 @@ class AgentStreams(ServicerBase):
                         continue
                     break
                 for env in batch.envelopes:
-                    handle(agent_id, env, outbox)
+                    if tracing.ENABLED:  # inside its task's span: log lines carry the trace ids
+                        tracing_mesh.handle_in_task(handle, agent_id, env, outbox)
+                    else:
+                        handle(agent_id, env, outbox)
             outbox.close("agent closed the stream")
         except asyncio.CancelledError:
             raise
@@ -209,6 +158,7 @@ class AgentStreams(ServicerBase):
                                       error=pb.Error(code=code, message=message)))
 
     def _from_agent(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
+        metrics_more.count_in(env.type)
         bad = invalid_envelope(env)
         if bad:
             self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", f"{bad}; message dropped")
@@ -246,26 +196,36 @@ class AgentStreams(ServicerBase):
             elif t == pb.RUN_REFUSED:
                 self.mesh.on_refused(agent_id, env.task_id, env.refusal.reason, env.refusal.code)
             elif t == pb.DELEGATE_TASK:
-                cmd, parent, inputs = codec.spec_to_command(env.task)
-                too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes, "task.input")
+                sub, parent, sub_id = codec.delegation_from_spec(env.task)
+                too_large = input_too_large(sub.input, self.limits.max_task_input_bytes, "task.input")
                 if too_large:
                     self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", too_large)
                     return
-                d = authz.delegation(cmd.options, self.mesh.active_task(parent or env.task_id), self.mesh.get_task)
+                d = authz.delegation(sub.options, self.mesh.active_task(parent or env.task_id), self.mesh.get_task)
                 if not d:
                     self._refuse(agent_id, env, outbox, d)
                     return
                 try:
-                    self.mesh.on_delegate(agent_id, cmd, parent or env.task_id, env.id, inputs)
+                    with tracing.span("orchgpt.delegate", (env.traceparent, env.tracestate),
+                                      "SERVER", **{"orchgpt.agent.id": agent_id}):
+                        self.mesh.on_delegate(agent_id, sub, parent or env.task_id, env.id, sub_id)
                 except RoutingError as exc:
                     self._error(outbox, agent_id, env.id, exc.code, str(exc))
                 except StoreError as exc:
-                    self._error(outbox, agent_id, env.id, "UNAVAILABLE", f"not accepted: {exc}")
+                    self._error(outbox, agent_id, env.id, exc.code, f"not accepted: {exc}")
             elif t == pb.FILE_TRANSFER:
                 self._on_upload(agent_id, env, outbox)
             elif t == pb.FILE_RESUME:
                 self._on_resume(agent_id, env, outbox)
-            elif t in (pb.HEARTBEAT, pb.PONG):
+            elif t == pb.HEARTBEAT:  # its counters (metrics_more: orchgpt_agent_*_total)
+                hb = env.heartbeat
+                if hb.llm_calls or hb.tool_calls:
+                    entry = self.mesh.agents.get(agent_id)
+                    at = entry.info.agent_type if entry is not None else "unknown"
+                    metrics_more.REPORTS.report(agent_id, at, (
+                        hb.llm_calls, hb.llm_input_tokens, hb.llm_output_tokens, hb.tool_calls,
+                        hb.tool_errors))
+            elif t == pb.PONG:
                 pass
             elif t == pb.PING:
                 pong = codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id)
@@ -279,7 +239,7 @@ class AgentStreams(ServicerBase):
                 self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT",
                             f"unexpected {pb.MessageType.Name(t)} message from an agent")
         except codec.DecodeError as exc:
-            self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT", str(exc))
+            self._error(outbox, agent_id, env.id, exc.code, str(exc))
         except stream_rules.ProtocolError as exc:
             self._error(outbox, agent_id, env.id, exc.code, str(exc))
 

@@ -16,7 +16,7 @@ from .artifact_store import ArtifactStore
 from .batching import Outbox
 from .certs import Identity
 from .declared_types import DeclaredTypes
-from .errors import CertError, RoutingError
+from .errors import CertError, OrchgptError
 from .iac.v1 import iac_pb2 as pb
 from .limits import (
     EventBudget,
@@ -26,6 +26,7 @@ from .limits import (
 from .mesh import Mesh
 from .models import Task
 from .revocation import Revocations
+from .status import to_grpc
 from .tls import peer_identity
 from .workflows import WorkflowBook
 
@@ -34,10 +35,6 @@ log = logs.get("orchgpt.servicer")
 ORCH = authz.DAEMON
 FILE_CHUNK = 256 * 1024
 _TYPE_NAMES = {v: k for k, v in pb.MessageType.items()}
-
-
-def _status_for(code: str) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
 
 
 class ServicerBase:
@@ -79,7 +76,7 @@ class ServicerBase:
         try:
             ident = peer_identity(context)
         except CertError as exc:
-            await abort(grpc.StatusCode.UNAUTHENTICATED, f"certificate not accepted: {exc}")
+            await abort(to_grpc(exc.code), f"certificate not accepted: {exc}")
             raise AssertionError("unreachable") from None
         refused = self.revocation.check_on_call(ident)
         if refused:
@@ -101,7 +98,7 @@ class ServicerBase:
         if not d:
             log.warning("rpc_refused", rpc=rpc, peer=ident.name, role=ident.role, rule=d.rule)
             abort = self._refusal(context, unread=True) if stream else context.abort
-            await abort(_status_for(d.code), d.message)
+            await abort(to_grpc(d.code), d.message)
         return ident
 
     async def _task_for(self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str,
@@ -114,11 +111,12 @@ class ServicerBase:
         d = authz.task_access(ident, rpc, t, self.mesh.get_task)
         if not d:
             log.info("task_access_refused", rpc=rpc, peer=ident.name, task_id=task_id, rule=d.rule)
-            await context.abort(_status_for(d.code), d.message)
+            await context.abort(to_grpc(d.code), d.message)
         return t
 
-    async def _abort_routing(self, context: grpc.aio.ServicerContext, exc: RoutingError) -> None:
-        await context.abort(_status_for(exc.code), str(exc))
+    async def _abort_error(self, context: grpc.aio.ServicerContext, exc: OrchgptError, detail: str = "") -> None:
+        """Ends the call with the status of ``exc``'s code (orchgpt.status: the one mapping)."""
+        await context.abort(to_grpc(exc.code), detail or str(exc))
 
     @staticmethod
     def _refusal(context: grpc.aio.ServicerContext, correlation_id: str = "", unread: bool = False):  # type: ignore[no-untyped-def]
@@ -174,4 +172,4 @@ class ServicerBase:
     async def _end_stream(self, context: grpc.aio.ServicerContext, outbox: Outbox) -> None:
         """A stream the daemon cut (overflow, revocation) ends with that status."""
         if outbox.error is not None:
-            await context.abort(_status_for(outbox.error[0]), outbox.error[1])
+            await context.abort(to_grpc(outbox.error[0]), outbox.error[1])

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from . import authz, codec, logs, workflow_runs
+from . import authz, codec, logs, tracing
 from .artifacts import ArtifactError, open_artifact, workspace_name
 from .batching import Outbox
 from .certs import Identity
@@ -26,7 +26,8 @@ from .limits import (
 )
 from .mesh import LOCAL_PREFIX
 from .models import TaskEvent
-from .servicer_base import FILE_CHUNK, ServicerBase, _status_for
+from .servicer_base import FILE_CHUNK, ServicerBase
+from .status import to_grpc
 from .wire.coalesce import TokenCoalescer
 
 log = logs.get("orchgpt.servicer")
@@ -77,7 +78,7 @@ class EventSubscription:
 class ClientRpcs(ServicerBase):
     """The RPCs of clients (part of servicer.MeshServicer)."""
 
-    async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
+    async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:
         ident = await self._authorize(context, "Submit")
         if request.sender and request.sender != ident.name:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
@@ -87,24 +88,25 @@ class ClientRpcs(ServicerBase):
         try:
             cmd = codec.command_from_pb(request.command)
         except codec.DecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._abort_error(context, exc)
         d = self._submit_access(ident, cmd.task_id, cmd.session_id)
         if d and authz.principal(ident) != authz.ADMIN:
             d = authz.workspace_option(cmd.options, self.mesh.get_task, owner=authz.owner_of(ident))
         if not d:
-            await context.abort(_status_for(d.code), d.message)
+            await context.abort(to_grpc(d.code), d.message)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes)
         if too_large:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
         self._guard_stream(context, outbox)
         try:
-            workflow_runs.resolve(cmd, self.workflows, self.mesh.known_types())  # a workflow's definition
-            task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
+            parent = tracing.from_metadata(context.invocation_metadata()) if tracing.ENABLED else None
+            with tracing.span("orchgpt.submit", parent, "SERVER", **{"orchgpt.agent.type": cmd.agent_type}):
+                task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
         except RoutingError as exc:
-            await self._abort_routing(context, exc)
+            await self._abort_error(context, exc)
         except StoreError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted: the store cannot be written: {exc}")
+            await self._abort_error(context, exc, f"not accepted: the store cannot be written: {exc}")
         async for b in self._follow(task.task_id, 0, outbox, task.agent_type):
             yield b
         await self._end_stream(context, outbox)
@@ -136,7 +138,7 @@ class ClientRpcs(ServicerBase):
         finally:
             mesh.unsubscribe(sub, task_id)
 
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:  # type: ignore[override]
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         self._guard_stream(context, outbox)
         if request.task_id:
@@ -216,7 +218,7 @@ class ClientRpcs(ServicerBase):
         try:
             t = self.mesh.cancel(request.task_id, request.reason)
         except RoutingError as exc:
-            await self._abort_routing(context, exc)
+            await self._abort_error(context, exc)
         return codec.task_to_pb(t)
 
     async def Approve(self, request: pb.ApproveRequest, context: grpc.aio.ServicerContext) -> pb.ApproveResponse:
@@ -225,12 +227,12 @@ class ClientRpcs(ServicerBase):
         try:
             self.mesh.approve(request.task_id, codec.approval_response_from_pb(request.response))
         except codec.DecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._abort_error(context, exc)
         except RoutingError as exc:
-            await self._abort_routing(context, exc)
+            await self._abort_error(context, exc)
         return pb.ApproveResponse()
 
-    async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:  # type: ignore[override]
+    async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:
         """A file of a task: from the artifact store when uploaded (orchgpt.artifact_store), else
         from the daemon's own workspace root only (orchgpt.artifacts): the workspace an agent
         reported in its result is a label, never a path opened here."""
@@ -254,12 +256,12 @@ class ClientRpcs(ServicerBase):
             elif exc.code == "NOT_FOUND":
                 msg += f" in the workspace of task {t.task_id} on this host"
             log.info("artifact_refused", task_id=t.task_id, peer=ident.name, code=exc.code)
-            await context.abort(_status_for(exc.code), msg)
+            await context.abort(to_grpc(exc.code), msg)
             raise AssertionError("unreachable") from None
         size = f.size
         h = hashlib.sha256()
         offset = 0
-        for data in f.chunks(FILE_CHUNK):  # type: ignore[attr-defined]
+        for data in f.chunks(FILE_CHUNK):
             h.update(data)
             last = offset + len(data) >= size or not data
             yield pb.FileChunk(path=request.path, offset=offset, data=data, eof=last, size=size,
@@ -282,6 +284,6 @@ class ClientRpcs(ServicerBase):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id!r}")
         try:
             s = self.mesh.publish_session(request.session_id, list(request.tags))
-        except StoreError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except StoreError as exc:  # NOT_FOUND for a session that is gone by now
+            await self._abort_error(context, exc)
         return pb.PublishSessionResponse(session=codec.session_to_pb(s))

@@ -14,7 +14,7 @@ from .graphs.catalog import BlockCatalog
 from .graphs.records import GraphRecord
 from .graphs.service import GraphService
 from .iac.v1 import iac_pb2 as pb
-from .servicer_base import ServicerBase, _status_for
+from .servicer_base import ServicerBase
 
 
 def graph_to_pb(r: GraphRecord, with_definition: bool = True) -> pb.GraphInfo:
@@ -50,7 +50,7 @@ class GraphRpcs(ServicerBase):
         return self._graph_service
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: OrchgptError) -> None:
-        await context.abort(_status_for(str(exc.code)), str(exc))
+        await self._abort_error(context, exc)  # orchgpt.status: the one mapping
 
     async def CreateGraph(
         self, request: pb.CreateGraphRequest, context: grpc.aio.ServicerContext

@@ -6,13 +6,14 @@ them. Owner-scoped like tasks (orchgpt/authz.py): another owner's schedule is NO
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
 from . import authz, logs, validate
 from .certs import Identity
-from .errors import StoreError
+from .errors import RoutingError, StoreError
 from .iac.v1 import schedules_pb2 as spb
 from .iac.v1 import schedules_pb2_grpc as spb_grpc
 from .limits import input_too_large
@@ -26,6 +27,8 @@ from .schedules import (
     Schedule,
     ScheduleError,
 )
+from .status import to_grpc
+from .task_options import task_options
 from .wire import codec
 from .wire.schedules import run_to_pb, schedule_to_pb
 
@@ -107,7 +110,7 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
             cmd = codec.command_from_pb(request.command)
         except (ScheduleError, codec.DecodeError) as exc:
             msg = str(exc) if isinstance(exc, ScheduleError) else f"command: {exc}"
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, msg)
+            await self._abort(context, to_grpc(exc.code), msg)  # INVALID_ARGUMENT, both
         if cmd.task_id or cmd.session_id:
             await self._abort(
                 context,
@@ -131,6 +134,12 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
                 f"command.agent_type: unknown agent type {cmd.agent_type!r}; known "
                 f"types: {', '.join(sorted(known)) or 'none'}",
             )
+        try:  # the graph (the owner's) or workflow it names must exist, as at each run
+            probe = replace(cmd, options=dict(cmd.options))
+            task_options(self.store, self.rpcs.workflows, known, probe, owner)
+        except RoutingError as exc:
+            code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
+            await self._abort(context, code, f"command: {exc}")
         mine = self.store.list_schedules(owner, limit=MAX_SCHEDULES_PER_OWNER + 1)
         if len(mine) >= MAX_SCHEDULES_PER_OWNER:
             await self._abort(

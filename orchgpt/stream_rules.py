@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import grpc
-
 from .errors import ErrorCode, OrchgptError
 from .iac.v1 import iac_pb2 as pb
-from .status import to_grpc
 
 # How many RUN envelope ids the daemon remembers per agent (an agent runs one task at a
 # time; a few more cover a refused or a stale RUN).
@@ -31,10 +28,6 @@ class ProtocolError(OrchgptError, ValueError):
 
     def __init__(self, code: ErrorCode | str, message: str) -> None:
         super().__init__(message, code)
-
-
-def status_code(code: ErrorCode | str) -> grpc.StatusCode:
-    return to_grpc(code)
 
 
 class RunIds:

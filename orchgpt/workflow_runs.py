@@ -6,6 +6,9 @@ loaded from its own directory (orchgpt/workflows.py) and puts the validated defi
 task (option ``workflow_def``, JSON): the ``workflow`` agent that runs it, on this host or another,
 reads no file, and no peer names a file the daemon reads. A definition set by the client is
 refused. Each turn then runs as a sub-task (agentd/agents/workflow.py).
+
+``Mesh.submit`` does it (``workflow_def``), so that every way in resolves it alike: gRPC Submit,
+A2A, the AMQP bridge (a gRPC client), schedules and delegations.
 """
 
 from __future__ import annotations
@@ -23,8 +26,14 @@ HELPER_TYPES = ("assistant",)
 
 def resolve(cmd: Command, book: WorkflowBook | None, known: Iterable[str]) -> None:
     """Put the named workflow's definition into ``cmd`` (RoutingError names the problem)."""
+    cmd.options.update(workflow_def(cmd, book, known))
+
+
+def workflow_def(cmd: Command, book: WorkflowBook | None, known: Iterable[str]) -> dict[str, str]:
+    """The options to add to a workflow run's task: ``{workflow_def: JSON}`` (none for other
+    tasks); RoutingError names the problem."""
     if cmd.agent_type != WORKFLOW_TYPE or cmd.action not in (Action.CREATE, Action.RUN):
-        return
+        return {}
     if DEF_OPTION in cmd.options:
         raise RoutingError(
             f"option {DEF_OPTION} is set by the daemon; name the workflow with option "
@@ -56,4 +65,4 @@ def resolve(cmd: Command, book: WorkflowBook | None, known: Iterable[str]) -> No
             f"known types: {', '.join(sorted(types))}",
             code="FAILED_PRECONDITION",
         )
-    cmd.options[DEF_OPTION] = wf.to_json()
+    return {DEF_OPTION: wf.to_json()}

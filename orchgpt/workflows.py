@@ -11,7 +11,8 @@ directory), each a string or a table ``{name, type, description, system_prompt, 
 human_input_mode}`` (the table names a participant that runs as ``type``, e.g. two
 ``assistant`` participants with different prompts). ``user_proxy`` is the human. A group chat
 has ``speaker_selection`` (``round_robin``, ``auto``: the model picks from the participants'
-descriptions, ``manual``: the user picks), ``max_rounds`` and a ``termination`` phrase.
+descriptions, ``manual``: the user picks), ``max_rounds`` and a ``termination`` phrase, and may
+name in ``terminated_by`` the participants whose message ends the chat with it (default: any).
 
 The daemon loads the directory (``--workflows-dir``, ``ORCHGPT_WORKFLOWS_DIR``; default
 ``workflows.d`` beside the config file, else in the data dir) and resolves a workflow's name
@@ -94,6 +95,7 @@ class Workflow(BaseModel):
     speaker_selection: Literal["round_robin", "auto", "manual"] = "round_robin"
     max_rounds: int = Field(10, ge=1, le=MAX_ROUNDS)
     termination: str = "TERMINATE"
+    terminated_by: list[str] = Field(default_factory=list)  # who may end it (empty: anyone)
     human_input_mode: HumanInputMode = "always"
     turn_timeout: float = Field(1800.0, gt=0, le=86400)
 
@@ -120,6 +122,11 @@ class Workflow(BaseModel):
                 f"agents: {', '.join(dup)} appear more than once (give a table with its "
                 "own name to use a type twice)"
             )
+        unknown = [n for n in self.terminated_by if n not in names]
+        if unknown:
+            raise ValueError(
+                f"terminated_by: {', '.join(unknown)} not among the agents ({', '.join(names)})"
+            )
         if all(p.is_user for p in self.participants):
             raise ValueError("agents: a workflow needs at least one agent besides user_proxy")
         return self
@@ -130,6 +137,10 @@ class Workflow(BaseModel):
 
     def human_mode(self, p: Participant) -> str:
         return p.human_input_mode or self.human_input_mode
+
+    def may_end(self, p: Participant) -> bool:
+        """Whether ``p``'s message ends a group chat by carrying the termination phrase."""
+        return bool(self.termination) and (not self.terminated_by or p.name in self.terminated_by)
 
     def agent_types(self) -> list[str]:
         return sorted({p.type for p in self.participants if not p.is_user})

@@ -15,6 +15,20 @@ from tests.support.mesh import AgentProc, Daemon, make_certs
 os.environ.setdefault("ORCHGPT_STRICT_TRANSITIONS", "1")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """ORCHGPT_TEST_STORE=postgres: tests of the SQLite store's own file are skipped, with
+    the reason their ``sqlite_only`` marker gives."""
+    from tests.support.postgres import wanted
+
+    if not wanted():
+        return
+    for item in items:
+        m = item.get_closest_marker("sqlite_only")
+        if m is not None:
+            why = m.args[0] if m.args else "a test of the SQLite store"
+            item.add_marker(pytest.mark.skip(reason=f"sqlite only: {why}"))
+
+
 @pytest.fixture
 def certs(tmp_path: Path) -> Path:
     """A fresh mesh CA with server and CLI certificates, for this test only."""
@@ -22,19 +36,15 @@ def certs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, certs: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+def daemon_factory(tmp_path: Path, certs: Path) -> Iterator[object]:
     """Build (not start) daemons sharing this test's CA; every one is stopped at teardown.
 
-    ORCHGPT_TEST_STORE=postgres: the daemons of a test share one fresh PostgreSQL database
-    instead of their SQLite file (unless a test passes its own --store)."""
+    ORCHGPT_TEST_STORE=postgres: every test daemon (tests/support/mesh.py Daemon) uses a
+    fresh PostgreSQL database of the session's server, one per data dir, instead of its
+    SQLite file (unless a test passes its own --store)."""
     made: list[Daemon] = []
-    pg_url = ""
 
     def make(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> Daemon:
-        nonlocal pg_url
-        if os.environ.get("ORCHGPT_TEST_STORE") == "postgres" and "--store" not in args:
-            pg_url = pg_url or request.getfixturevalue("postgres_url")
-            args = (*args, "--store", pg_url)
         d = Daemon(workdir=tmp_path, certs=certs, data_dir=data_dir or tmp_path / "data", args=list(args),
                    env=env or {})
         made.append(d)
@@ -64,18 +74,23 @@ def agents() -> Iterator[list[AgentProc]]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[object]:
-    """A real PostgreSQL server for the whole session (tests/support/postgres.py)."""
-    from tests.support.postgres import PostgresServer, unavailable
+    """A real PostgreSQL server for the whole session (tests/support/postgres.py); with
+    ORCHGPT_TEST_STORE=postgres the one the test daemons use."""
+    from tests.support import postgres
 
-    why = unavailable()
+    why = postgres.unavailable()
     if why:
         pytest.skip(why)
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield postgres.shared_server()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_postgres() -> Iterator[None]:
+    """Stop the session's PostgreSQL server (if one was started) at the end."""
+    yield
+    from tests.support import postgres
+
+    postgres.stop_shared()
 
 
 @pytest.fixture

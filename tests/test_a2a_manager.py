@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("a2a.client")
 
 from orchgpt.models import Action, Command, EventKind
+from tests.support.a2a_calls import start_upper
 from tests.support.mesh import Daemon, await_for
 from tests.support.scripted_openai import ScriptedOpenAI, text
-from tests.test_a2a import start_upper
 
 pytestmark = pytest.mark.timeout(90)
 

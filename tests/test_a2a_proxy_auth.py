@@ -215,8 +215,8 @@ async def test_stopping_orchgpt_a2a_add_stops_its_proxy(daemon_factory, tmp_path
     """`orchgpt a2a add` becomes the proxy (exec): a SIGTERM to it leaves nothing running."""
     import signal
 
+    from tests.support.a2a_calls import start_proxy, start_upper
     from tests.support.mesh import pids_matching
-    from tests.test_a2a import start_proxy, start_upper
 
     upper, url = start_upper(tmp_path)
     d: Daemon = daemon_factory().start()

@@ -16,8 +16,8 @@ from a2a.types import a2a_pb2 as a2a
 
 from orchgpt.models import Task, TaskState
 from orchgpt.store import MemoryStore, Store, open_store
+from tests.support.a2a_calls import A2A_ARGS, Caller, Webhook, a2a_url, message, tls
 from tests.support.mesh import Daemon, await_for
-from tests.test_a2a import A2A_ARGS, Caller, Webhook, a2a_url, message, tls
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -4,26 +4,16 @@ queue names swapped on its side, plain strings in, JSON out)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentd.link import Link
-from agentd.runtime import Agent, Outcome, TaskContext
-from orchgpt.certs import paths_for
-from tests.support.mesh import ROOT, Daemon, issue, wait_for
-from tests.support.rabbitmq import Epmd, RabbitMQ, missing_reason
+from tests.support.mesh import Daemon, wait_for
+from tests.support.rabbitmq import RabbitMQ, missing_reason
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,157 +23,12 @@ if _missing:
 
 import pika  # noqa: E402
 
-QUORUM = {"x-queue-type": "quorum"}
+from tests.support import amqp_bridge  # noqa: E402
+from tests.support.amqp_bridge import QUORUM, Queues, SeedService, roles  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
-    """One private broker (and epmd) for this module: starting one takes several seconds."""
-    import trustme
-
-    tls_dir = tmp_path_factory.mktemp("rabbitmq-tls")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tls_dir / "ca.pem"))
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(tls_dir / "server.pem"))
-    leaf.private_key_pem.write_to_path(str(tls_dir / "server-key.pem"))
-    epmd = Epmd().start()
-    rmq = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), epmd, tls=(tls_dir / "server.pem", tls_dir / "server-key.pem"))
-    try:
-        rmq.start(timeout=90)
-        yield rmq
-    finally:
-        rmq.stop()
-        epmd.stop()
-
-
-@dataclass
-class Queues:
-    to_agent: str  # the service's QUEUE_TO_SEND_MESSAGE, the bridge's receive queue
-    to_service: str  # the service's QUEUE_TO_RECEIVE_MESSAGE, the bridge's send queue
-
-    @property
-    def dead(self) -> str:
-        return f"{self.to_agent}.dead-letter"
-
-
-@pytest.fixture
-def queues() -> Queues:
-    n = uuid.uuid4().hex[:8]
-    return Queues(f"service-to-autogpt-{n}", f"autogpt-to-service-{n}")
-
-
-class SeedService:
-    """A microservice as the seed's README tells users to write it, with pika: it sends plain
-    strings to QUEUE_TO_SEND_MESSAGE and reads JSON {"role", "content"} from
-    QUEUE_TO_RECEIVE_MESSAGE. The one change: queues are declared durable (quorum), as the
-    bridge declares them."""
-
-    def __init__(self, url: str, send_queue: str, receive_queue: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.ch = self.conn.channel()
-        self.ch.confirm_delivery()
-        self.send_queue, self.receive_queue = send_queue, receive_queue
-        for q in (send_queue, receive_queue):
-            self.ch.queue_declare(queue=q, durable=True, arguments=QUORUM)
-
-    def send(self, body: str | bytes, **props: Any) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        self.ch.basic_publish(exchange="", routing_key=self.send_queue, body=data,
-                              properties=pika.BasicProperties(delivery_mode=2, **props))
-
-    def receive(self, n: int = 1, timeout: float = 20.0, queue: str | None = None,
-                until: Any = None) -> list[tuple[dict[str, Any], Any]]:
-        """Messages (decoded JSON, properties) until ``n`` arrived (or ``until(got)`` is true)."""
-        got: list[tuple[dict[str, Any], Any]] = []
-        deadline = time.monotonic() + timeout
-        q = queue or self.receive_queue
-        while (not until(got) if until else len(got) < n) and time.monotonic() < deadline:
-            method, props, body = self.ch.basic_get(q, auto_ack=True)
-            if method is None:
-                self.conn.sleep(0.05)
-                continue
-            got.append((json.loads(body), props))
-        return got
-
-    def close(self) -> None:
-        if self.conn.is_open:
-            self.conn.close()
-
-
-@dataclass
-class Bridge:
-    """The `orchgpt bridge amqp` subprocess."""
-
-    args: list[str]
-    workdir: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    runs: int = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"bridge-{self.runs}.log"
-
-    def start(self, ready: bytes = b"amqp_connected") -> Bridge:
-        """Start it and wait for the log line ``ready``."""
-        self.runs += 1
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "orchgpt", "bridge", "amqp", *self.args],
-                                         cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: ready in self.log_path.read_bytes() or self.proc.poll() is not None,  # type: ignore[union-attr]
-                 30, what=f"{ready.decode()} in the bridge's log")
-        assert self.proc.poll() is None, self.log()
-        return self
-
-    def log(self) -> str:
-        return "\n".join((self.workdir / f"bridge-{i}.log").read_text(errors="replace")
-                         for i in range(1, self.runs + 1))
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode if self.proc else None
-
-
-@pytest.fixture
-def mesh(daemon_factory: Any, certs: Path) -> Daemon:
-    """A daemon that spawns (at most two) local echo agents, and a client certificate for the bridge."""
-    issue(certs, "amqp-bridge", "client")
-    return daemon_factory("--max-local-agents", "2").start()
-
-
-@pytest.fixture
-def bridge_factory(broker: RabbitMQ, mesh: Daemon, queues: Queues, tmp_path: Path) -> Iterator[Any]:
-    made: list[Bridge] = []
-
-    def make(*extra: str, url: str | None = None) -> Bridge:
-        b = Bridge(["--url", url or broker.url, "--agent", "echo", "--receive-queue", queues.to_agent,
-                    "--send-queue", queues.to_service, "--address", mesh.address, "--certs", str(mesh.certs),
-                    "--cert-name", "amqp-bridge", *extra], tmp_path)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def service(broker: RabbitMQ, queues: Queues) -> Iterator[SeedService]:
-    s = SeedService(broker.url, send_queue=queues.to_agent, receive_queue=queues.to_service)
-    yield s
-    s.close()
-
-
-def roles(msgs: list[tuple[dict[str, Any], Any]]) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m, _ in msgs]
+# The shared fixtures (pytest finds a fixture by its name in the test's module).
+broker, queues, mesh = amqp_bridge.broker, amqp_bridge.queues, amqp_bridge.mesh
+bridge_factory, service = amqp_bridge.bridge_factory, amqp_bridge.service
 
 
 def test_seed_service_talks_to_echo_and_kill_code_is_answered(bridge_factory: Any, service: SeedService) -> None:
@@ -397,121 +242,6 @@ def test_amqps_with_a_ca_file(bridge_factory: Any, broker: RabbitMQ, service: Se
     service.send("over tls")
     assert roles(service.receive(1)) == [("ON_RESPONSE", "over tls")], bridge.log()
     assert "amqps://guest:***@127.0.0.1" in bridge.log() and "guest:guest" not in bridge.log()
-
-
-# ------------------------------------------------------------------ questions (USER_INPUT)
-
-class AskingAgent(Agent):
-    """Asks for approval of `calls` tool calls and answers with the decisions it got."""
-
-    type = "asker"
-    capabilities = ("asker",)
-
-    async def run(self, ctx: TaskContext) -> Outcome:
-        answers = []
-        for i in range(int(ctx.task.options.get("calls", "1"))):
-            r = await ctx.approve("write_file", json.dumps({"path": f"f{i}.txt"}), f"{ctx.task.input}: write f{i}.txt")
-            answers.append(f"{r.decision}" + (f":{r.feedback}" if r.feedback else ""))
-        return Outcome(output=" ".join(answers))
-
-
-@pytest.fixture
-def asker(mesh: Daemon, tmp_path: Path) -> Iterator[None]:
-    """Two real agent links (mutual TLS, gRPC) running the AskingAgent in a thread of this process."""
-    import asyncio
-    import threading
-
-    loop = asyncio.new_event_loop()
-    links = []
-    for i in range(2):
-        name = f"asker-{i}-{uuid.uuid4().hex[:6]}"
-        issue(mesh.certs, name, "agent")
-        links.append(Link(AskingAgent(), name, mesh.address, paths_for(mesh.certs, name), tmp_path / f"ws{i}"))
-
-    async def run_all() -> None:
-        await asyncio.gather(*(link.run() for link in links))
-
-    runner = loop.create_task(run_all())
-
-    def serve() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            loop.run_until_complete(runner)
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    wait_for(lambda: all(link.connected.is_set() for link in links), 15, what="the asking agents to connect")
-    yield
-    for link in links:
-        asyncio.run_coroutine_threadsafe(link.stop(grace=1), loop).result(10)
-    loop.call_soon_threadsafe(runner.cancel)
-    thread.join(10)
-
-
-def test_user_input_is_asked_and_answered_over_amqp(bridge_factory: Any, service: SeedService,
-                                                    asker: None) -> None:
-    bridge_factory().start()
-    service.send(json.dumps({"content": "job", "agent": "asker", "approval": True, "options": {"calls": "2"}}))
-    [(q1, _)] = service.receive(1)
-    assert (q1["role"], q1["content"]) == ("USER_INPUT", "job: write f0.txt")
-    service.send("y")  # the seed's way: a plain string answers the conversation's open question
-    [(q2, p2)] = service.receive(1)
-    assert q2["role"] == "USER_INPUT" and q2["question_id"] != q1["question_id"]
-    service.send("only in the workspace", correlation_id=p2.correlation_id)  # or by correlation id
-    [(final, _)] = service.receive(1)
-    assert (final["role"], final["content"]) == ("ON_RESPONSE", "approve feedback:only in the workspace")
-
-
-def test_answers_are_matched_by_correlation_id_not_arrival_order(bridge_factory: Any, service: SeedService,
-                                                                 asker: None) -> None:
-    bridge_factory().start()
-    for who in ("alice", "bob"):
-        service.send(json.dumps({"content": who, "agent": "asker", "approval": True}), correlation_id=who)
-    questions = {m["content"]: p for m, p in service.receive(2)}
-    assert set(questions) == {"alice: write f0.txt", "bob: write f0.txt"}
-    # answered in the other order, each by its question's correlation id
-    service.send("for bob", correlation_id=questions["bob: write f0.txt"].correlation_id)
-    service.send("for alice", correlation_id=questions["alice: write f0.txt"].correlation_id)
-    finals = {p.correlation_id: m["content"] for m, p in service.receive(2)}
-    assert finals == {"alice": "feedback:for alice", "bob": "feedback:for bob"}
-
-
-def test_a_no_answer_ends_the_conversation(bridge_factory: Any, service: SeedService, asker: None,
-                                           mesh: Daemon) -> None:
-    import asyncio
-
-    bridge_factory().start()
-    service.send(json.dumps({"content": "job", "agent": "asker", "approval": True}))
-    [(q, _)] = service.receive(1)
-    assert q["role"] == "USER_INPUT"
-    service.send("no")
-    assert roles(service.receive(1)) == [("SYSTEM", "SIGTERM_FROM_AUTOGPT")]
-
-    async def state() -> str:
-        async with mesh.client("amqp-bridge") as c:  # the bridge owns the tasks it submits
-            task, _, _ = await c.get_task(q["task_id"], with_events=False)
-            return str(task.state)
-
-    assert asyncio.run(state()) == "cancelled"
-    assert service.receive(1, timeout=2) == []  # one kill code, no other answer
-
-
-def test_bridge_killed_with_a_question_open_asks_only_that_one_again(bridge_factory: Any, service: SeedService,
-                                                                     asker: None) -> None:
-    bridge = bridge_factory().start()
-    service.send(json.dumps({"content": "job", "agent": "asker", "approval": True, "options": {"calls": "2"}}),
-                 message_id="job-1")
-    [(q1, _)] = service.receive(1)
-    service.send("y")
-    [(q2, _)] = service.receive(1)
-    assert q2["role"] == "USER_INPUT" and q2["question_id"] != q1["question_id"]
-    bridge.stop(signal.SIGKILL)
-    bridge.start()  # the request is redelivered: its task's events are replayed, both questions with them
-    again = service.receive(1, timeout=20) + service.receive(1, timeout=2)
-    assert [(m["role"], m["question_id"]) for m, _ in again] == [("USER_INPUT", q2["question_id"])]
-    service.send("y")  # the one open question, so a plain answer still finds it
-    [(final, _)] = service.receive(1)
-    assert (final["role"], final["content"]) == ("ON_RESPONSE", "approve approve"), bridge.log()
 
 
 # ------------------------------------------------------------------ broker restart (last: it restarts the broker)

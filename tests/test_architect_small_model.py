@@ -19,10 +19,10 @@ from agentd.agents._architect_diagram import dot_from, mermaid_from
 from agentd.agents._architect_sections import COMPONENTS, DATA_MODEL, ENDPOINTS, Component, Endpoint
 from agentd.agents.architect import check_document, check_dot, check_mermaid
 from agentd.llm.strategies.fill_in import entity_subject, read_answer
-from agentd.runtime import Agent, Outcome, TaskContext, TaskRequest, agent_class
+from agentd.runtime import Agent, Outcome, TaskContext, agent_class
 from agentd.settings import AgentSettings
 from orchgpt import localmodel
-from orchgpt.models import EventKind, TaskEvent
+from orchgpt.models import EventKind, Task, TaskEvent
 from tests.support.scripted_openai import (
     Response,
     ScriptedOpenAI,
@@ -49,7 +49,7 @@ class Run:
         self.settings.max_steps = max_steps
         self.ws = tmp_path / "ws" / "task1"
         self.ws.mkdir(parents=True, exist_ok=True)
-        task = TaskRequest(task_id="task1", agent_type="architect", input=text_, options=options or {})
+        task = Task(task_id="task1", agent_type="architect", input=text_, options=options or {})
         self.ctx = TaskContext(task, self.ws, "architect-1", self.events.append, settings=self.settings)
         self.agent: Agent = agent_class("architect")(self.settings)
 
@@ -275,7 +275,7 @@ async def test_real_small_model_takes_the_fill_in_path(tmp_path: Path) -> None:
         ws = tmp_path / "ws" / "t"
         ws.mkdir(parents=True)
         events: list[TaskEvent] = []
-        ctx = TaskContext(TaskRequest(task_id="t", agent_type="architect", input="fastapi app"), ws, "a",
+        ctx = TaskContext(Task(task_id="t", agent_type="architect", input="fastapi app"), ws, "a",
                           events.append, settings=settings)
         t0 = time.monotonic()
         out = await asyncio.wait_for(agent_class("architect")(settings).run(ctx), 150)  # 40-150 s seen

@@ -89,3 +89,12 @@ def test_event_hotpath_micro_benchmark_runs() -> None:
     from bench.event_hotpath import run_once
 
     assert asyncio.run(run_once(tokens=500, batch=64, watchers=2)) > 0
+
+
+@pytest.mark.timeout(60)
+def test_task_hotpath_micro_benchmark_runs() -> None:
+    import asyncio
+
+    from bench.task_hotpath import run_once
+
+    assert asyncio.run(run_once(tasks=50, trace=False)) > 0

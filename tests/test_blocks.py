@@ -69,6 +69,8 @@ def test_blocks_test_cli_passes_then_fails_on_a_broken_block(tmp_path: Path) -> 
     ok = _orchgpt("blocks", "test")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok   text.match" in ok.stdout and "self-tests passed" in ok.stdout
+    passed = {ln.split()[1] for ln in ok.stdout.splitlines() if ln.startswith("ok ")}
+    assert passed == set(load()) and {"agent", "workflow"} <= passed, ok.stdout
     (tmp_path / "broken_blocks.py").write_text(BROKEN)
     bad = _orchgpt("blocks", "test", "--module", "broken_blocks", path=tmp_path)
     assert bad.returncode == 1, bad.stdout + bad.stderr

@@ -47,7 +47,7 @@ def test_a_page_that_throws_goes_back_then_passes(srv: ScriptedOpenAI, project: 
     feedback = srv.chat_requests[2]["messages"][-1]["content"]
     assert "uncaught exception in the browser" in feedback and "textContent" in feedback
     assert out.ok, out.error
-    browser = {c.name: c for c in checks_of(out.data)}["browser"]
+    browser = {c.name: c for c in checks_of(out)}["browser"]
     assert browser.outcome == "passed" and "API call(s) succeeded" in browser.detail
     shot = project / "screenshots" / "frontend.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -61,4 +61,4 @@ def test_a_failing_api_call_fails_the_task_naming_it(srv: ScriptedOpenAI, projec
     out, _ = run(srv, project, tries=1)
     assert not out.ok and "after 1 round(s)" in out.error
     assert "in the browser: POST /todos" in out.error
-    assert {c.name: c.outcome for c in checks_of(out.data)}["browser"] == "failed"
+    assert {c.name: c.outcome for c in checks_of(out)}["browser"] == "failed"

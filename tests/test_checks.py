@@ -56,7 +56,7 @@ def test_checks_round_trip_as_compact_json() -> None:
 
 def test_a_failed_required_check_fails_the_outcome() -> None:
     ok = attach(Outcome(output="tests passed"), [Check("tests", "pytest", PASSED, "1 passed")])
-    assert ok.ok and checks_of(ok.data)[0].name == "tests"
+    assert ok.ok and checks_of(ok)[0].name == "tests"
     bad = attach(Outcome(output="tests passed"),
                  [Check("tests", "pytest", PASSED, "1 passed"),
                   Check("mutation", "agentd mutation", FAILED, "0 of 3 mutants caught")])

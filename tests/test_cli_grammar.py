@@ -75,7 +75,8 @@ def test_meta_commands_keep_their_arguments() -> None:
 
 
 FORM = "/<agent> <action> [input] [| language]"
-BUILTINS = "manager, architect, backend, frontend, designer, git, optimizer, mailer, echo, workflow, assistant, user_proxy, graph, blocks"
+BUILTINS = ("manager, architect, backend, frontend, designer, git, optimizer, mailer, echo, workflow, assistant, "
+            "user_proxy, graph, blocks")
 BAD = [
     ("hello", 'not a command: "hello": commands start with "/", e.g. /echo run "hi" (/help lists them)'),
     ("/", f"empty command: expected {FORM} or a command from /help"),

@@ -13,8 +13,8 @@ import pytest
 
 from orchgpt.agent_defs import AgentDefError, load_dir
 from orchgpt.models import Action, Command
+from tests.support.a2a_calls import start_upper
 from tests.support.mesh import Daemon, await_for, wait_for
-from tests.test_a2a import start_upper
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -75,7 +75,7 @@ async def test_a_declared_type_is_an_a2a_agent_with_its_description(
     certs: Path,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    from tests.test_a2a import A2A_ARGS, Caller, a2a_url, tls
+    from tests.support.a2a_calls import A2A_ARGS, Caller, a2a_url, tls
 
     adir = tmp_path / "agents.d"
     adir.mkdir()

@@ -113,4 +113,4 @@ def test_a_low_contrast_design_goes_back_to_the_model(tmp_path: Path) -> None:
         feedback = srv.chat_requests[2]["messages"][-1]["content"]
     assert "contrast too low" in feedback and "#C9D1D9 on #F6F8FA" in feedback
     assert out.ok, out.error
-    assert {c.name: c.outcome for c in checks_of(out.data)}["contrast"] == "passed"
+    assert {c.name: c.outcome for c in checks_of(out)}["contrast"] == "passed"

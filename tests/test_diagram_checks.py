@@ -82,6 +82,6 @@ def test_a_diagram_missing_a_component_goes_back_to_the_model(tmp_path: Path) ->
         feedback = srv.chat_requests[3]["messages"][-1]["content"]
     assert "architecture.mmd has no node for the component 'cache'" in feedback
     assert out.ok, out.error
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["components"].outcome == "passed"
     assert checks["render"].outcome == ("passed" if shutil.which("mmdc") else "skipped")

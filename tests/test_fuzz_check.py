@@ -87,7 +87,7 @@ async def test_a_service_that_500s_is_caught_and_repaired(tmp_path: Path, srv: S
     complaint = srv.chat_requests[4]["messages"][-1]["content"]
     assert "schemathesis" in complaint and "Server error" in complaint and "POST /items" in complaint
     assert out.ok, (out.error, out.data)
-    st = {c.name: c for c in checks_of(out.data)}["schemathesis"]
+    st = {c.name: c for c in checks_of(out)}["schemathesis"]
     assert st.outcome == "passed" and "cases generated" in st.detail
 
 
@@ -98,4 +98,4 @@ async def test_fuzz_off_by_option(tmp_path: Path, srv: ScriptedOpenAI) -> None: 
     run = Run(tmp_path, srv, "backend", "items api", {"mutants": "0", "fuzz": "0"})
     out = await run()
     assert out.ok, out.error
-    assert "schemathesis" not in {c.name for c in checks_of(out.data)}
+    assert "schemathesis" not in {c.name for c in checks_of(out)}

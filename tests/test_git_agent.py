@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentd.agents.git import GitAgent
-from agentd.runtime import Outcome, TaskContext, TaskRequest
-from orchgpt.models import Artifact, EventKind, TaskEvent, TaskResult, TaskState, Usage
+from agentd.runtime import Outcome, TaskContext
+from orchgpt.models import Artifact, EventKind, Task, TaskEvent, TaskResult, TaskState, Usage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,7 +31,7 @@ def git(root: Path, *args: str) -> str:
 
 def run_git_agent(root: Path, inputs: list[TaskResult], text: str = "", task_id: str = "g1") -> tuple[Outcome, list[TaskEvent]]:
     events: list[TaskEvent] = []
-    ctx = TaskContext(TaskRequest(task_id=task_id, agent_type="git", input=text, inputs=inputs), root, "git-1",
+    ctx = TaskContext(Task(task_id=task_id, agent_type="git", input=text, inputs=inputs), root, "git-1",
                       events.append)
     out = asyncio.run(asyncio.wait_for(GitAgent().run(ctx), 30))
     return out, events
@@ -146,7 +146,7 @@ def test_option_workspace_selects_the_project_directory(tmp_path: Path) -> None:
     own = tmp_path / "g9"
     own.mkdir()
     events: list[TaskEvent] = []
-    ctx = TaskContext(TaskRequest(task_id="g9", agent_type="git", input="import", options={"workspace": "proj-1"}),
+    ctx = TaskContext(Task(task_id="g9", agent_type="git", input="import", options={"workspace": "proj-1"}),
                       own, "git-1", events.append)
     out = asyncio.run(asyncio.wait_for(GitAgent().run(ctx), 30))
     assert out.ok and ctx.workspace == tmp_path / "proj-1"

@@ -10,10 +10,10 @@ import pytest
 
 from orchgpt import heartbeats
 from orchgpt.mesh import Mesh, Registration
-from orchgpt.servicer_agents import GrpcAgentLink
+from orchgpt.servicer_link import GrpcAgentLink
 from orchgpt.store import MemoryStore
 from orchgpt.wire.batching import Outbox
-from tests.test_mesh_unit import FakeLink
+from tests.support.fake_ports import FakeLink
 
 pytestmark = pytest.mark.timeout(60)
 

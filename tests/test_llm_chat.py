@@ -164,7 +164,8 @@ async def test_400_is_not_retried() -> None:
 
 async def test_parameters_a_model_rejects_are_adapted() -> None:
     with ScriptedOpenAI([
-        error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."),
+        error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                   "Use 'max_completion_tokens' instead."),
         error(400, "Unsupported value: 'temperature' does not support 0.2 with this model."),
         text("ok"),
         text("again"),

@@ -13,9 +13,9 @@ from agentd.llm import LLM
 from agentd.llm.profiles import PROFILES, ModelProfile
 from agentd.llm.strategies import FillIn, FillInFailed, Section, for_profile
 from agentd.llm.strategies.fill_in import WORKED_EXAMPLES
-from agentd.runtime import TaskContext, TaskRequest, agent_class
+from agentd.runtime import TaskContext, agent_class
 from agentd.settings import AgentSettings
-from orchgpt.models import EventKind, TaskEvent
+from orchgpt.models import EventKind, Task, TaskEvent
 from tests.support.scripted_openai import ScriptedOpenAI, last_text, prompt_text, route, text
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,7 +49,7 @@ def ctx_for(
     ws = tmp_path / "ws" / "t"
     ws.mkdir(parents=True, exist_ok=True)
     ctx = TaskContext(
-        TaskRequest(task_id="t", agent_type="architect", input="fastapi app"),
+        Task(task_id="t", agent_type="architect", input="fastapi app"),
         ws,
         "a",
         events.append,

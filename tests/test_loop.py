@@ -13,10 +13,17 @@ import pytest
 from agentd.errors import TaskFailed
 from agentd.llm import LLM
 from agentd.loop import DONE, MAX_STEPS, TOKEN_BUDGET, TaskLoop
-from agentd.runtime import TaskContext, TaskRequest
+from agentd.runtime import TaskContext
 from agentd.settings import AgentSettings
 from agentd.tools import Toolbox, ToolEnv
-from orchgpt.models import ApprovalDecision, ApprovalRequest, ApprovalResponse, EventKind, TaskEvent
+from orchgpt.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalResponse,
+    EventKind,
+    Task,
+    TaskEvent,
+)
 from tests.support.scripted_openai import ScriptedOpenAI, compat_call, error, text, tool_call
 
 TIMEOUT = 30
@@ -36,7 +43,7 @@ class Harness:
         self.settings.sandbox_timeout_s = 10
         ws = tmp_path / "ws" / "t1"
         ws.mkdir(parents=True)
-        task = TaskRequest(task_id="t1", agent_type="backend", input="work", approval=approval)
+        task = Task(task_id="t1", agent_type="backend", input="work", approval=approval)
         self.ctx = TaskContext(task, ws, "agent-1", self.events.append,
                                approve=self._approve if answers is not None else None, settings=self.settings)
         self.llm = LLM(self.settings)

@@ -19,8 +19,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from agentd.agents.mailer import MailerAgent, SmtpConfig
 from agentd.errors import TaskFailed
-from agentd.runtime import Outcome, TaskContext, TaskRequest
-from orchgpt.models import Action, Artifact, Command, TaskResult, TaskState, Usage
+from agentd.runtime import Outcome, TaskContext
+from orchgpt.models import Action, Artifact, Command, Task, TaskResult, TaskState, Usage
 from tests.support.mesh import Daemon
 
 pytestmark = pytest.mark.timeout(60)
@@ -122,7 +122,7 @@ def results() -> list[TaskResult]:
 
 
 def run_mailer(inputs: list[TaskResult] | None = None, text: str = "", options: dict[str, str] | None = None) -> Outcome:
-    ctx = TaskContext(TaskRequest(task_id="m1", agent_type="mailer", input=text, inputs=inputs or [],
+    ctx = TaskContext(Task(task_id="m1", agent_type="mailer", input=text, inputs=inputs or [],
                                   options=options or {}), Path("."), "mailer-1", lambda e: None)
     return asyncio.run(asyncio.wait_for(MailerAgent().run(ctx), 30))
 

@@ -18,6 +18,7 @@ from orchgpt.models import (
     AgentState,
     ApprovalResponse,
     Command,
+    Delegation,
     Task,
     TaskResult,
     TaskState,
@@ -202,7 +203,7 @@ def test_sub_tasks_of_a_task_with_approval_ask_too(mesh: Mesh) -> None:
     connect(mesh, "b")
     parent = submit(mesh, "p1", approval=True)
     assert a.runs == ["p1"]
-    child = mesh.on_delegate("a", Command("echo", Action.CREATE, "sub"), "p1", "corr-1", [])
+    child = mesh.on_delegate("a", Delegation("echo", "sub", action=Action.CREATE), "p1", "corr-1")
     assert parent.approval and child.approval
 
 
@@ -211,20 +212,20 @@ def test_a_rerun_parent_gets_its_existing_sub_tasks(mesh: Mesh) -> None:
     b = connect(mesh, "b")
     submit(mesh, "p1")
     cid0, cid1 = child_task_id("p1", "child-0"), child_task_id("p1", "child-1")
-    mesh.on_delegate("a", Command("echo", Action.RUN, "0", task_id=cid0), "p1", "corr-0", [])
+    mesh.on_delegate("a", Delegation("echo", "0", action=Action.RUN), "p1", "corr-0", cid0)
     assert b.runs == [cid0]
     mesh.on_result("b", ok(cid0, "zero"))
     assert a.replies[-1][0] == "corr-0"
     c = connect(mesh, "c")
-    mesh.on_delegate("a", Command("echo", Action.RUN, "1", task_id=cid1), "p1", "corr-1", [])
+    mesh.on_delegate("a", Delegation("echo", "1", action=Action.RUN), "p1", "corr-1", cid1)
     assert b.runs == [cid0, cid1]
     # the parent runs again elsewhere (its agent was lost) and delegates the same plan
     mesh.disconnect("a", a, "connection lost")
     expire_grace(mesh)
     assert c.runs == ["p1"]
-    mesh.on_delegate("c", Command("echo", Action.RUN, "0", task_id=cid0), "p1", "corr-0b", [])
+    mesh.on_delegate("c", Delegation("echo", "0", action=Action.RUN), "p1", "corr-0b", cid0)
     assert c.replies == [("corr-0b", mesh.store.get_task(cid0).result)]  # type: ignore[union-attr]
-    mesh.on_delegate("c", Command("echo", Action.RUN, "1", task_id=cid1), "p1", "corr-1b", [])
+    mesh.on_delegate("c", Delegation("echo", "1", action=Action.RUN), "p1", "corr-1b", cid1)
     assert b.runs == [cid0, cid1]  # attached, not run again
     mesh.on_result("b", ok(cid1, "one"))
     assert c.replies[-1][0] == "corr-1b" and c.replies[-1][1].output == "one"
@@ -233,10 +234,10 @@ def test_a_rerun_parent_gets_its_existing_sub_tasks(mesh: Mesh) -> None:
     with pytest.raises(RoutingError, match="not a sub-task"):
         mesh.on_delegate(
             mesh.active["p2"].agent_id,
-            Command("echo", Action.RUN, "x", task_id=cid1),
+            Delegation("echo", "x", action=Action.RUN),
             "p2",
             "c",
-            [],
+            cid1,
         )
 
 

@@ -10,136 +10,27 @@ from typing import Any
 
 import pytest
 
-from orchgpt import codec
 from orchgpt import mesh as mesh_module
 from orchgpt.errors import RoutingError
-from orchgpt.mesh import IllegalTransition, Mesh, Registration
+from orchgpt.mesh import IllegalTransition, Mesh
 from orchgpt.models import (
     TRANSITIONS,
     Action,
     AgentState,
-    ApprovalResponse,
     Command,
+    Delegation,
     EventKind,
     Task,
     TaskEvent,
-    TaskResult,
     TaskState,
 )
-from orchgpt.store import MemoryStore
+from tests.support import fake_ports
+from tests.support.fake_ports import connect, ok, submit
+
+# The shared fixtures (pytest finds a fixture by its name in the test's module).
+store, mesh = fake_ports.store, fake_ports.mesh
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class FakeLink:
-    """An AgentLink that records what the mesh sends."""
-
-    def __init__(self) -> None:
-        self.runs: list[Task] = []
-        self.cancels: list[tuple[str, str]] = []
-        self.replies: list[tuple[str, TaskResult]] = []
-        self.approvals: list[str] = []
-        self.forwarded: list[object] = []
-        self.terminated = ""
-        self.pings = 0
-        self.closed = ""
-
-    def send_task(self, task: Task) -> None:
-        self.runs.append(task)
-
-    def send_cancel(self, task_id: str, reason: str) -> None:
-        self.cancels.append((task_id, reason))
-
-    def send_terminate(self, reason: str) -> None:
-        self.terminated = reason
-
-    def send_approval(self, task_id: str, response: ApprovalResponse) -> None:
-        self.approvals.append(task_id)
-
-    def send_reply(self, correlation_id: str, result: TaskResult) -> None:
-        self.replies.append((correlation_id, result))
-
-    def send_ping(self) -> None:
-        self.pings += 1
-
-    def forward(self, message: object) -> None:
-        self.forwarded.append(message)
-
-    def close(self, reason: str, code: str = "UNAVAILABLE") -> None:
-        self.closed = reason
-
-
-class FakeSubscriber:
-    def __init__(self, room: int = 1000) -> None:
-        self.events: list[TaskEvent] = []
-        self.room = room
-        self.closed = ""
-
-    def deliver(self, event: TaskEvent) -> bool:
-        if len(self.events) >= self.room:
-            return False
-        self.events.append(event)
-        return True
-
-    def close(self, reason: str) -> None:
-        self.closed = reason
-
-
-class FakeSpawner:
-    """The SpawnerPort: records the starts asked for; the agents it "starts" never come."""
-
-    def __init__(self) -> None:
-        self.spawned: list[str] = []
-
-    def can_spawn(self, agent_type: str) -> bool:
-        return True
-
-    def starting(self, agent_type: str) -> int:
-        return self.spawned.count(agent_type)
-
-    def spawn(self, agent_type: str) -> None:
-        self.spawned.append(agent_type)
-
-    def terminate(self, agent_id: str) -> bool:
-        return False
-
-    def is_local(self, agent_id: str) -> bool:
-        return False
-
-    def registered(self, agent_id: str) -> None: ...
-    def assigned(self, agent_id: str) -> None: ...
-
-
-@pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
-
-
-@pytest.fixture
-def mesh(store: MemoryStore) -> Mesh:
-    m = Mesh(store, builtin_types=("echo", "coder"), spawner=FakeSpawner(), max_attempts=2,
-             reconnect_grace=5.0)
-    m.strict = True  # an illegal transition raises here (it is logged in production)
-    return m
-
-
-def connect(m: Mesh, name: str, agent_type: str = "echo", current: str = "",
-            pending: list[TaskResult] | None = None) -> FakeLink:
-    link = FakeLink()
-    m.register(name, Registration(agent_type, current_task=current,
-                                  pending_results=list(pending or [])), link)
-    return link
-
-
-def submit(m: Mesh, task_id: str, agent_type: str = "echo", **kw: Any) -> Task:
-    t, created = m.submit(Command(agent_type, Action.RUN, task_id, task_id=task_id, **kw),
-                          submitted_by="client:alice")
-    assert created
-    return t
-
-
-def ok(task_id: str, out: str = "done") -> TaskResult:
-    return TaskResult(task_id, TaskState.SUCCEEDED, output=out)
 
 
 # ---- dispatch ----------------------------------------------------------------------------
@@ -279,141 +170,12 @@ def test_cancel_a_queued_task_takes_it_out_of_the_queue(mesh: Mesh) -> None:
 def test_cancel_a_running_task_tells_its_agent_and_cancels_its_children(mesh: Mesh) -> None:
     mgr = connect(mesh, "m1", "coder")
     submit(mesh, "parent", "coder")
-    child = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub"), "parent", "corr-1", [])
+    child = mesh.on_delegate("m1", Delegation("echo", "sub", action=Action.RUN), "parent", "corr-1")
     mesh.cancel("parent")
     assert mgr.cancels == [("parent", "cancelled by the user")]
     assert child.state == TaskState.CANCELLED and "parent task cancelled" in child.error
     with pytest.raises(RoutingError, match="no task 'missing'"):
         mesh.cancel("missing")
-
-
-# ---- delegation --------------------------------------------------------------------------
-
-
-def test_a_delegated_task_answers_its_delegator_with_the_correlation_id(
-        mesh: Mesh, store: MemoryStore) -> None:
-    mgr = connect(mesh, "m1", "coder")
-    submit(mesh, "parent", "coder", options={"model": "x"})
-    child = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub", options={"k": "v"}),
-                             "parent", "corr-1", [])
-    assert child.parent_task_id == "parent" and child.delegated_by == "m1"
-    assert child.submitted_by == "client:alice"  # the root's owner
-    worker = connect(mesh, "w1")
-    # routing state is a field of the task: not in the options stored or sent to the agent
-    assert worker.runs[0].options == {"k": "v"} and worker.runs[0].reply_to == "corr-1"
-    assert dict(codec.task_to_spec(worker.runs[0]).options) == {"k": "v"}  # the RUN's body
-    stored = store.get_task(child.task_id)
-    assert stored is not None and stored.options == {"k": "v"} and stored.reply_to == "corr-1"
-    mesh.on_result("w1", ok(child.task_id, "sub done"))
-    assert [(c, r.output) for c, r in mgr.replies] == [("corr-1", "sub done")]
-
-
-def test_only_the_agent_running_the_parent_may_delegate(mesh: Mesh) -> None:
-    connect(mesh, "m1", "coder")
-    submit(mesh, "parent", "coder")
-    with pytest.raises(RoutingError) as e:
-        mesh.on_delegate("intruder", Command("echo", Action.RUN, "x"), "parent", "c", [])
-    assert e.value.code == "PERMISSION_DENIED"
-
-
-def test_a_redelegated_finished_child_answers_at_once(mesh: Mesh) -> None:
-    mgr = connect(mesh, "m1", "coder")
-    submit(mesh, "parent", "coder")
-    cmd = Command("echo", Action.RUN, "sub", task_id="parent.child")
-    child = mesh.on_delegate("m1", cmd, "parent", "corr-1", [])
-    connect(mesh, "w1")
-    mesh.on_result("w1", ok(child.task_id))
-    again = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub", task_id="parent.child"),
-                             "parent", "corr-2", [])
-    assert again.task_id == child.task_id
-    assert [c for c, _ in mgr.replies] == ["corr-1", "corr-2"]
-
-
-# ---- fan-out -----------------------------------------------------------------------------
-
-
-def test_subscribers_of_a_task_and_of_its_parent_get_its_events_in_order(mesh: Mesh) -> None:
-    connect(mesh, "m1", "coder")
-    submit(mesh, "parent", "coder")
-    on_parent, on_all = FakeSubscriber(), FakeSubscriber()
-    mesh.subscribe(on_parent, "parent")
-    mesh.subscribe(on_all)
-    child = mesh.on_delegate("m1", Command("echo", Action.RUN, "sub"), "parent", "c1", [])
-    connect(mesh, "w1")
-    mesh.on_event("w1", TaskEvent(child.task_id, EventKind.TOKEN, text="tok"))
-    mesh.on_result("w1", ok(child.task_id))
-    child_events = [e for e in on_parent.events if e.task_id == child.task_id]
-    assert [e.seq for e in child_events] == list(range(1, len(child_events) + 1))
-    assert [e.kind for e in child_events][-2:] == [EventKind.TOKEN, EventKind.RESULT]
-    assert [e.task_id for e in on_all.events if e.task_id == child.task_id] == [
-        e.task_id for e in child_events]
-    assert on_parent.closed == ""  # the parent still runs
-
-
-def test_a_finished_task_closes_its_subscribers_and_its_events_are_stored(
-        mesh: Mesh, store: MemoryStore) -> None:
-    connect(mesh, "a1")
-    submit(mesh, "t1")
-    sub = FakeSubscriber()
-    mesh.subscribe(sub, "t1")
-    mesh.on_result("a1", ok("t1"))
-    assert sub.closed == "task finished"
-    assert [e.seq for e in store.events("t1")] == [e.seq for e in mesh.replay("t1")] and sub.events
-
-
-def test_a_slow_subscriber_is_dropped_not_waited_for(mesh: Mesh) -> None:
-    connect(mesh, "a1")
-    submit(mesh, "t1")
-    slow = FakeSubscriber(room=1)
-    mesh.subscribe(slow, "t1")
-    for i in range(3):
-        mesh.on_event("a1", TaskEvent("t1", EventKind.TOKEN, text=str(i)))
-    assert "too slow" in slow.closed and len(slow.events) == 1
-
-
-def test_replay_then_follow_misses_nothing_and_doubles_nothing(mesh: Mesh) -> None:
-    connect(mesh, "a1")
-    submit(mesh, "t1")
-    mesh.on_event("a1", TaskEvent("t1", EventKind.LOG, text="before"))
-    sub = FakeSubscriber()
-    replayed, following = mesh.replay_then_follow("t1", 1, sub)
-    assert following and [e.seq for e in replayed] == list(range(2, 2 + len(replayed)))
-    mesh.on_event("a1", TaskEvent("t1", EventKind.LOG, text="after"))
-    assert [e.text for e in sub.events] == ["after"]
-    assert sub.events[0].seq == replayed[-1].seq + 1
-    mesh.unsubscribe(sub, "t1")
-    mesh.on_result("a1", ok("t1"))
-    late = FakeSubscriber()
-    replayed, following = mesh.replay_then_follow("t1", 0, late)
-    assert not following and replayed[-1].kind == EventKind.RESULT and not late.events
-
-
-# ---- the query side ----------------------------------------------------------------------
-
-
-def test_task_with_children_merges_live_and_stored_children(mesh: Mesh) -> None:
-    connect(mesh, "m1", "coder")
-    submit(mesh, "parent", "coder")
-    done = mesh.on_delegate("m1", Command("echo", Action.RUN, "a"), "parent", "c1", [])
-    connect(mesh, "w1")
-    mesh.on_result("w1", ok(done.task_id))
-    live = mesh.on_delegate("m1", Command("echo", Action.RUN, "b"), "parent", "c2", [])
-    t, children = mesh.task_with_children("parent")  # type: ignore[misc]
-    assert t.task_id == "parent"
-    assert [c.task_id for c in children] == [done.task_id, live.task_id]
-    assert children[1] is live  # the live object, not a stale stored copy
-    assert mesh.task_with_children("missing") is None
-
-
-def test_forwarding_picks_agents_through_the_registry(mesh: Mesh) -> None:
-    a, b = connect(mesh, "a1"), connect(mesh, "b1")
-    c = connect(mesh, "c1", "coder")
-    assert mesh.link_of("a1") is a and mesh.link_of("zz") is None
-    submit(mesh, "t1")  # a1 busy
-    assert mesh.pick_agent("echo", key=0) == "b1"  # the idle one
-    assert mesh.pick_agent("nope", key=0) == ""
-    assert set(map(id, mesh.links_except("a1"))) == {id(b), id(c)}
-    assert mesh.tasks_on("a1") == {"t1"} and mesh.tasks_on("b1") == set()
 
 
 # ---- the state machine -------------------------------------------------------------------

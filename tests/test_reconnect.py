@@ -304,7 +304,7 @@ async def test_sub_tasks_of_a_task_with_approval_are_created_with_approval(
     daemon_factory, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     """Finding 7: `/manager ... --approve` asked nothing for the manager's sub-tasks."""
-    from orchgpt.store.sqlite import SqliteStore
+    from tests.support.stores import daemon_store
 
     d: Daemon = daemon_factory().start()
     events: list[TaskEvent] = []
@@ -312,7 +312,7 @@ async def test_sub_tasks_of_a_task_with_approval_are_created_with_approval(
     await asyncio.wait_for(follow(d, cmd, events), 40)
     assert events[-1].state == TaskState.SUCCEEDED
     assert d.stop() == 0
-    store = SqliteStore(d.data_dir / "orchgpt.db")
+    store = daemon_store(d)
     try:
         children = store.children("asks-1")
         assert len(children) == 2 and all(c.approval for c in children), children

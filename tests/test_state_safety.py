@@ -60,6 +60,7 @@ def mode(p: Path) -> int:
 # ---- finding 3: the data dir deleted under a running daemon ------------------------------
 
 
+@pytest.mark.sqlite_only("the SQLite file deleted under the daemon (PostgreSQL: test_store_postgres.py)")
 async def test_a_store_deleted_under_the_daemon_refuses_work_and_fails_health(daemon_factory) -> None:
     d: Daemon = daemon_factory().start()
     async with d.client() as c:
@@ -220,6 +221,7 @@ def test_a_second_daemon_on_a_data_dir_in_use_exits_naming_the_holder(daemon_fac
 # ---- issue 10: modes ------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("the modes of the SQLite file and its WAL")
 async def test_the_store_and_state_files_are_private(daemon_factory, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o755)

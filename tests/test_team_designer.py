@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from agentd.agents.designer import DesignerAgent, check_design, check_svg, palette
-from agentd.runtime import Outcome, TaskContext, TaskRequest
+from agentd.runtime import Outcome, TaskContext
 from agentd.settings import AgentSettings
 from orchgpt.checks import checks_of
-from orchgpt.models import EventKind, TaskEvent
+from orchgpt.models import EventKind, Task, TaskEvent
 from tests.support.scripted_openai import ScriptedOpenAI, prompt_text, text, tool_call, tool_calls
 from tests.support.team_script import ARCHITECTURE, DESIGN, MOCKUP
 
@@ -59,7 +59,7 @@ def run(srv: ScriptedOpenAI, tmp_path: Path, options: dict[str, str] | None = No
     (project / "ARCHITECTURE.md").write_text(ARCHITECTURE)
     settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=tmp_path / "ws")
     events: list[TaskEvent] = []
-    ctx = TaskContext(TaskRequest(task_id="d1", agent_type="designer", input="todo app",
+    ctx = TaskContext(Task(task_id="d1", agent_type="designer", input="todo app",
                                   options={"workspace": "proj", **(options or {})}),
                       project, "designer-1", events.append, settings=settings)
     return asyncio.run(asyncio.wait_for(DesignerAgent(settings).run(ctx), 50)), events
@@ -84,7 +84,7 @@ def test_problems_go_back_until_the_design_passes(srv: ScriptedOpenAI, tmp_path:
     previews = {"mockups/main.png"} if shutil.which("rsvg-convert") else set()
     assert {e.artifact.path for e in events if e.kind == EventKind.ARTIFACT and e.artifact} == {
         "DESIGN.md", "mockups/main.svg", *previews}
-    assert {c.name: c.outcome for c in checks_of(out.data)} == {
+    assert {c.name: c.outcome for c in checks_of(out)} == {
         "design": "passed", "contrast": "passed",
         "render": "passed" if previews else "skipped"}
     assert "images_note" not in out.data  # not asked for

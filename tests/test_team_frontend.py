@@ -24,10 +24,10 @@ from agentd.agents._team_web import (
 )
 from agentd.agents.frontend import FrontendAgent
 from agentd.checks.browser import unavailable
-from agentd.runtime import Outcome, TaskContext, TaskRequest
+from agentd.runtime import Outcome, TaskContext
 from agentd.settings import AgentSettings
 from orchgpt.checks import checks_of
-from orchgpt.models import EventKind, TaskEvent, TaskResult, TaskState
+from orchgpt.models import EventKind, Task, TaskEvent, TaskResult, TaskState
 from tests.support.scripted_openai import ScriptedOpenAI, prompt_text, text, tool_calls
 from tests.support.team_script import APP, ARCHITECTURE, DESIGN, INDEX, MANIFEST, SCRIPT, STYLES
 
@@ -109,7 +109,7 @@ def run(srv: ScriptedOpenAI, project: Path, inputs: list[TaskResult] | None = No
     events: list[TaskEvent] = []
     own = project.parent / "fe1"
     own.mkdir()
-    ctx = TaskContext(TaskRequest(task_id="fe1", agent_type="frontend", input="todo app web page",
+    ctx = TaskContext(Task(task_id="fe1", agent_type="frontend", input="todo app web page",
                                   options={"workspace": project.name, "tries": str(tries)}, inputs=inputs or []),
                       own, "frontend-1", events.append, settings=settings)
     out = asyncio.run(asyncio.wait_for(FrontendAgent(settings).run(ctx), 80))
@@ -135,7 +135,7 @@ def test_problems_go_back_to_the_model_until_the_ui_passes(srv, project) -> None
     assert "loads 'main.css' (stylesheet), which does not exist in frontend/" in feedback
     assert "frontend/app.js has a syntax error (node --check)" in feedback
     assert "POST /items" in feedback and "the backend declares no such route" in feedback
-    checks = {c.name: c for c in checks_of(out.data)}
+    checks = {c.name: c for c in checks_of(out)}
     assert checks["syntax"].detail == "1 of 1 script(s) pass node --check"
     assert checks["api-routes"].detail == "3 API call(s) match the backend's routes"
     assert checks["live"].detail == "live: GET /todos 200"  # the backend was started in the sandbox and answered

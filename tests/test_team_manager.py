@@ -19,9 +19,18 @@ import pytest
 
 from agentd.agents._team_plan import default_plan, find_cycle, normalise, parse_plan
 from agentd.agents.manager import ManagerAgent
-from agentd.runtime import Outcome, SubTask, TaskContext, TaskRequest
+from agentd.runtime import Outcome, TaskContext
 from agentd.settings import AgentSettings
-from orchgpt.models import Artifact, EventKind, TaskEvent, TaskResult, TaskState, Usage
+from orchgpt.models import (
+    Artifact,
+    Delegation,
+    EventKind,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    Usage,
+)
 from tests.support.scripted_openai import ScriptedOpenAI, text
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,7 +100,7 @@ def test_git_and_mailer_wait_for_everything() -> None:
 
 # ---------------------------------------------------------------- the manager, with a recording delegate
 
-Behaviour = Callable[[SubTask, int], Awaitable[TaskResult]]
+Behaviour = Callable[[Delegation, int], Awaitable[TaskResult]]
 
 
 class Team:
@@ -99,11 +108,11 @@ class Team:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.calls: list[tuple[str, SubTask, float, float]] = []  # (type, sub, start, end)
+        self.calls: list[tuple[str, Delegation, float, float]] = []  # (type, sub, start, end)
         self.n: dict[str, int] = {}
         self.special: dict[str, Behaviour] = {}
 
-    async def __call__(self, sub: SubTask) -> TaskResult:
+    async def __call__(self, sub: Delegation) -> TaskResult:
         start = time.monotonic()
         n = self.n[sub.agent_type] = self.n.get(sub.agent_type, 0) + 1
         if sub.agent_type in self.special:
@@ -122,7 +131,7 @@ class Team:
                           usage=Usage(100, 50, 0.0001, "gpt-4o-mini", 1), agent_type=agent_type,
                           agent_id=f"local-{agent_type}-1", data={"attempt": "1", **data})
 
-    def of(self, agent_type: str) -> list[SubTask]:
+    def of(self, agent_type: str) -> list[Delegation]:
         return [c[1] for c in self.calls if c[0] == agent_type]
 
     def span(self, agent_type: str) -> tuple[float, float]:
@@ -144,7 +153,7 @@ def run_manager(tmp_path: Path, srv: ScriptedOpenAI | None, team: Team | None = 
     settings = (AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=tmp_path)
                 if srv else None)
     events: list[TaskEvent] = []
-    ctx = TaskContext(TaskRequest(task_id="mgr1", agent_type="manager", input="todo app", options=options or {}),
+    ctx = TaskContext(Task(task_id="mgr1", agent_type="manager", input="todo app", options=options or {}),
                       project, "manager-1", events.append, delegate=team, settings=settings)
     out = asyncio.run(asyncio.wait_for(ManagerAgent(settings).run(ctx), 20))
     return out, events, team
@@ -209,7 +218,7 @@ def test_a_failed_sub_task_is_retried_with_the_error_then_reported(tmp_path: Pat
     project.mkdir()
     team = Team(project)
 
-    async def flaky(sub: SubTask, n: int) -> TaskResult:
+    async def flaky(sub: Delegation, n: int) -> TaskResult:
         if n == 1:
             return TaskResult("backend-1", TaskState.FAILED, error="tests failed: 1 failed, 2 passed",
                               agent_type="backend", agent_id="local-backend-1", usage=Usage(10, 5, 0.00001, "m", 1))
@@ -239,7 +248,7 @@ def test_when_retries_run_out_dependents_are_skipped_and_git_commits_the_rest(tm
     project.mkdir()
     team = Team(project)
 
-    async def broken(sub: SubTask, n: int) -> TaskResult:
+    async def broken(sub: Delegation, n: int) -> TaskResult:
         return TaskResult(f"backend-{n}", TaskState.FAILED, error=f"broken {n}", agent_type="backend")
 
     team.special["backend"] = broken
@@ -259,7 +268,7 @@ def test_the_retry_budget_is_shared(tmp_path: Path) -> None:
     project.mkdir()
     team = Team(project)
 
-    async def broken(sub: SubTask, n: int) -> TaskResult:
+    async def broken(sub: Delegation, n: int) -> TaskResult:
         return TaskResult("x", TaskState.FAILED, error="no", agent_type=sub.agent_type)
 
     team.special["designer"] = team.special["backend"] = broken

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from agentd.agents.optimizer import OptimizerAgent
-from agentd.runtime import Outcome, TaskContext, TaskRequest
+from agentd.runtime import Outcome, TaskContext
 from agentd.settings import AgentSettings
-from orchgpt.models import EventKind, TaskEvent
+from orchgpt.models import EventKind, Task, TaskEvent
 from tests.support.scripted_openai import ScriptedOpenAI, text, tool_call, tool_calls
 from tests.support.team_script import APP, APP_SPLIT, APP_TESTS, STORE
 
@@ -41,7 +41,7 @@ def project(tmp_path: Path) -> Path:
 def run(srv: ScriptedOpenAI, project: Path, options: dict[str, str] | None = None) -> tuple[Outcome, list[TaskEvent]]:
     settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=project.parent)
     events: list[TaskEvent] = []
-    ctx = TaskContext(TaskRequest(task_id="opt1", agent_type="optimizer", input="split the todo api into modules",
+    ctx = TaskContext(Task(task_id="opt1", agent_type="optimizer", input="split the todo api into modules",
                                   options={"workspace": project.name, **(options or {})}),
                       project.parent / "opt1", "optimizer-1", events.append, settings=settings)
     (project.parent / "opt1").mkdir()

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 
 from agentd.errors import ToolError
-from agentd.runtime import TaskRequest
 from agentd.sandbox import Limits, Sandbox
 from agentd.tools import FETCH_LIMIT, Toolbox, ToolEnv
 from agentd.workspace import Workspace, artifact_kind, task_workspace, workspace_id
+from orchgpt.models import Task
 
 
 def make_env(ws: Path, allow_fetch: bool = True) -> ToolEnv:
@@ -165,15 +165,15 @@ async def test_unknown_tool_and_bad_arguments(ws: Path) -> None:
 
 def test_task_workspaces_and_artifacts(tmp_path: Path) -> None:
     root = tmp_path / "wsroot"
-    parent = TaskRequest(task_id="parent1", agent_type="manager")
-    child = TaskRequest(task_id="child1", agent_type="backend", options={"workspace": "parent1"})
+    parent = Task(task_id="parent1", agent_type="manager")
+    child = Task(task_id="child1", agent_type="backend", options={"workspace": "parent1"})
     p = task_workspace(root, parent)
     c = task_workspace(root, child)
     assert p == c == (root / "parent1").resolve()
     assert p.stat().st_mode & 0o777 == 0o700 and root.stat().st_mode & 0o777 == 0o711
-    assert task_workspace(root, TaskRequest(task_id="solo", agent_type="x")).name == "solo"
+    assert task_workspace(root, Task(task_id="solo", agent_type="x")).name == "solo"
     with pytest.raises(ToolError, match="invalid workspace name"):
-        workspace_id(TaskRequest(task_id="t", agent_type="x", options={"workspace": "../etc"}))
+        workspace_id(Task(task_id="t", agent_type="x", options={"workspace": "../etc"}))
     w = Workspace(p)
     w.write_text("app/main.py", "x = 1\n")
     w.write_text("tests/test_main.py", "def test(): pass\n")
@@ -192,7 +192,7 @@ async def test_missing_isolation_is_reported_once_as_an_event(ws: Path) -> None:
     from orchgpt.models import EventKind, TaskEvent
 
     events: list[TaskEvent] = []
-    ctx = TaskContext(TaskRequest(task_id="t1", agent_type="backend"), ws, "a1", events.append)
+    ctx = TaskContext(Task(task_id="t1", agent_type="backend"), ws, "a1", events.append)
     sb = Sandbox(ws, Limits(timeout_s=10), isolation=Isolation("none", "no namespaces on this test machine"),
                  policy=SandboxPolicy(allow_weak=True))
     box = Toolbox(ToolEnv(Workspace(ws), sb, None, ctx), ["run_command"])

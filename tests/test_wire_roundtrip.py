@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchgpt.checks import Check
+from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.models import (
     EVENT_CLASSES,
     Action,
@@ -51,8 +53,10 @@ smap = st.dictionaries(text, text, max_size=3)
 usages = st.builds(Usage, i64, i64, st.floats(0, 1e9, allow_nan=False), text, i64)
 artifacts = st.builds(Artifact, text.filter(bool), i64, text, text)
 final = st.sampled_from([TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED])
+checks = st.builds(Check, text.filter(bool), text, st.sampled_from(["passed", "failed", "skipped"]), text,
+                   st.booleans())
 results = st.builds(TaskResult, text, final, text, text, st.lists(artifacts, max_size=2), usages, text, text, text,
-                    smap)
+                    smap, st.lists(checks, max_size=3))
 approvals = st.builds(ApprovalRequest, text.filter(bool), text, text, text)
 actions = st.sampled_from(list(Action))
 
@@ -144,10 +148,9 @@ def test_a_task_round_trips_through_task_info_and_task_spec(t: Task) -> None:
 @SETTINGS
 @given(delegations, name)
 def test_a_delegation_round_trips_through_its_task_spec(d: Delegation, parent: str) -> None:
-    cmd, parent_id, inputs = codec.spec_to_command(wire(codec.delegation_to_spec(d, parent)))
-    assert (cmd.agent_type, cmd.action, cmd.input, cmd.language, cmd.options, parent_id, inputs) == (
-        d.agent_type, d.action, d.input, d.language, d.options, parent, d.inputs)
-    assert cmd.task_id == (child_task_id(parent, d.key) if d.key else "")
+    back, parent_id, task_id = codec.delegation_from_spec(wire(codec.delegation_to_spec(d, parent)))
+    assert (back, parent_id) == (replace(d, key=""), parent)  # the key stays the agent's
+    assert task_id == (child_task_id(parent, d.key) if d.key else "")
 
 
 @SETTINGS
@@ -243,3 +246,16 @@ def test_each_dict_form_has_every_field_of_its_type(cls: type, to_dict: Any) -> 
                AgentInfo: AgentInfo("a", "echo"), SessionInfo: SessionInfo("s"),
                TaskEvent: TaskEvent("t", EventKind.LOG)}[cls]
     assert set(to_dict(example)) == {f.name for f in fields(cls) if f.init}
+
+
+def test_a_results_checks_are_typed_on_the_wire_and_a_bad_one_is_refused() -> None:
+    """Issue 18: checks are protocol messages (TaskResult.checks), not text in ``data``."""
+    r = TaskResult("t", TaskState.FAILED, checks=[Check("mutation", "agentd mutation", "failed", "0/3"),
+                                                  Check("ruff", "ruff", "passed", "", required=False)])
+    m = codec.result_to_pb(r)
+    assert [(c.name, c.outcome, c.advisory) for c in m.checks] == [
+        ("mutation", pb.CHECK_FAILED, False), ("ruff", pb.CHECK_PASSED, True)]
+    assert "checks" not in m.data and codec.result_from_pb(m) == r
+    m.checks.add(name="x", tool="y")  # no outcome
+    with pytest.raises(codec.DecodeError, match="check 'x'"):
+        codec.result_from_pb(m)

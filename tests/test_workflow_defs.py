@@ -79,6 +79,10 @@ def test_the_smallest_file_loads_as_written(tmp_path: Path) -> None:
             SMALLEST.replace('"reviewer"]', '"workflow"]'),
             "agents.1: a workflow cannot take part in a workflow",
         ),
+        (
+            SMALLEST + 'terminated_by = ["tester"]\n',
+            "terminated_by: tester not among the agents (coder, reviewer)",
+        ),
     ],
 )
 def test_a_bad_file_names_the_file_the_key_and_the_problem(

@@ -14,7 +14,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from orchgpt.models import Artifact
 
@@ -22,6 +22,7 @@ from ..errors import TaskFailed, ToolError
 from ..llm import LLM
 from ..loop import TaskLoop
 from ..runtime import Agent, TaskContext
+from ..settings import AgentSettings
 from ..tools import ALL_TOOLS, Toolbox, ToolEnv
 from ..workspace import Workspace, artifact_kind
 
@@ -46,7 +47,7 @@ class LLMAgent(Agent):
 
     tools: ClassVar[tuple[str, ...]] = ALL_TOOLS
 
-    def settings_for(self, ctx: TaskContext) -> Any:
+    def settings_for(self, ctx: TaskContext) -> AgentSettings:
         settings = ctx.settings if ctx.settings is not None else self.settings
         if settings is None or getattr(settings, "smart", None) is None:
             raise TaskFailed(

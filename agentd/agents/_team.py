@@ -226,8 +226,8 @@ def checks_of(result: TaskResult) -> str:
     if result.ok and d.get("document") and d.get("diagram") and "endpoints" in d:  # the architect's
         parts.append(f"document and diagram complete ({d.get('components', '?')} components, "
                      f"{d['endpoints']} endpoints)")
-    if d.get("checks"):
-        structured = parse_checks(d)  # a list of Check (JSON), or an agent's free text
+    structured = parse_checks(result)  # its checks (or older results' JSON), else []
+    if structured or d.get("checks"):  # (an agent's free text, for agents of other makers)
         said = {"tests"} if "tests_passed" in d else set()
         said |= {"routes"} if "routes_ok" in d else set()
         rest = ", ".join(f"{c.name} {c.outcome}" for c in structured if c.name not in said)

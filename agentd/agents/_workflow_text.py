@@ -96,7 +96,7 @@ def chat_prompt(wf: Workflow, task: str, p: Participant, entries: list[Entry], t
     others = ", ".join(x.name for x in wf.participants if x.name != p.name)
     end = (
         f" When the task is complete, end your message with {wf.termination}."
-        if wf.termination
+        if wf.may_end(p)
         else ""
     )
     return (

@@ -20,10 +20,10 @@ import asyncio
 import os
 import random
 
-from orchgpt.models import Action
+from orchgpt.models import Action, Delegation
 
 from ..errors import TaskFailed
-from ..runtime import Agent, Outcome, SubTask, TaskContext, register
+from ..runtime import Agent, Outcome, TaskContext, register
 
 
 @register
@@ -54,8 +54,8 @@ class EchoAgent(Agent):
             extra = {"record": opts["record"]} if opts.get("record") else {}
             if opts.get("child_file"):
                 extra["file"] = opts["child_file"]
-            subs = [SubTask("echo", f"{ctx.task.input}/{i}", action=Action.RUN,
-                            options={"delay": f"{step * (i + 1):g}", **extra}, key=f"child-{i}")
+            subs = [Delegation("echo", f"{ctx.task.input}/{i}", action=Action.RUN,
+                                  options={"delay": f"{step * (i + 1):g}", **extra}, key=f"child-{i}")
                     for i in range(int(opts["children"]))]
             results = await ctx.delegate_many(subs)
             bad = [r for r in results if not r.ok]
@@ -63,8 +63,8 @@ class EchoAgent(Agent):
                 raise TaskFailed(f"{len(bad)} sub-task(s) failed: {bad[0].error}")
             output = " ".join(r.output for r in results)
             if opts.get("then"):  # one more sub-task, handed the children's results as inputs
-                last = await ctx.delegate(SubTask(opts["then"], ctx.task.input, action=Action.RUN,
-                                                  inputs=results, key="then"))
+                last = await ctx.delegate(Delegation(opts["then"], ctx.task.input, action=Action.RUN,
+                                                     inputs=results, key="then"))
                 if not last.ok:
                     raise TaskFailed(f"sub-task {opts['then']} failed: {last.error}")
                 output += f" | {last.output}"

@@ -187,7 +187,7 @@ class Run:
                 if p.is_user and e.content.strip().lower() == "exit":
                     self.stop_reason = "the user ended it"
                     return
-                if not p.is_user and tx.terminated(e.content, wf.termination):
+                if not p.is_user and wf.may_end(p) and tx.terminated(e.content, wf.termination):
                     self.stop_reason = f"{p.name} said {wf.termination}"
                     break
             else:

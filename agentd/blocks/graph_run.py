@@ -2,7 +2,8 @@
 linked inputs are ready, independent nodes in parallel.
 
 - A block node runs on the ``blocks`` agent type; an ``agent`` block node is routed straight
-  to the agent type it names (its input validated here first).
+  to the agent type it names (its input validated here first), a ``workflow`` block node to
+  the ``workflow`` agent type (option ``workflow``: the daemon fills in the definition).
 - The sub-task's key is ``node:ID`` (``node:ID#i`` for the i-th run of a fanned-out node,
   ``node:ID@k`` in the k-th repeat of a declared loop), so
   its id derives from the run's task id and the node (orchgpt.models.child_task_id): a graph run
@@ -32,6 +33,7 @@ from orchgpt.models import Action, Delegation, TaskResult, TaskState
 
 from .base import BlockError, validate_input
 from .library.agent import AgentBlock, outputs_of
+from .library.workflow import WorkflowBlock, workflow_outputs
 
 NODE_TIMEOUT_S = 1800.0
 
@@ -283,6 +285,8 @@ class GraphRun:
                 options={**m.options, "graph_node": n.id},
                 key=key,
             )
+        if n.block_id == WorkflowBlock.id:  # routed to the workflow agent type
+            return WorkflowBlock.delegation(validate_input(WorkflowBlock, inputs), key, n.id)
         return Delegation(
             "blocks", json.dumps(inputs, default=str), action=Action.RUN, options=opts, key=key
         )
@@ -291,6 +295,8 @@ class GraphRun:
     def _yields(n: Node, result: TaskResult) -> list[tuple[str, Any]]:
         if n.block_id == AgentBlock.id:
             return outputs_of(result)
+        if n.block_id == WorkflowBlock.id:
+            return workflow_outputs(result)
         if not result.ok:
             return [("error", result.error or str(result.state))]
         try:

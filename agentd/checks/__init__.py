@@ -2,7 +2,7 @@
 
     outcome = attach(Outcome(output="..."), [Check("ruff", "ruff", PASSED, "no problems")])
 
-`attach` stores the checks in ``outcome.data["checks"]`` (compact JSON) and turns a
+`attach` stores the checks in ``outcome.checks`` (the result's ``checks``) and turns a
 successful outcome into a failure when a required check failed. The check tools
 live in submodules: `mutation` (the model's tests against broken copies of its code),
 `lint` (ruff on Python code).
@@ -34,7 +34,7 @@ __all__ = ["CHECKS_KEY", "FAILED", "PASSED", "SKIPPED", "Check", "attach", "chec
 def attach(outcome: Outcome, checks: Iterable[Check]) -> Outcome:
     """The outcome with its checks in data; not ok when a required check failed."""
     cs = list(checks)
-    outcome.data[CHECKS_KEY] = dumps(cs)
+    outcome.checks = cs
     bad = failed_required(cs)
     if bad and outcome.ok:
         why = "; ".join(f"{c.name} check failed ({c.tool}): {c.detail}" for c in bad)

@@ -3,7 +3,8 @@
 `make_mutants` breaks Python code on purpose, one change per copy, with `ast`:
 function bodies raising, return values swapped (None) or negated, arithmetic and
 comparison operators flipped (``+``/``-``, ``*``/``/``, ``<``/``>=``, ``==``/``!=``...),
-conditions negated (those that are not a comparison: flipping it says the same). At most `LIMIT` mutants, spread over the kinds of change.
+conditions negated (those that are not a comparison: flipping it says the same). At most
+`LIMIT` mutants, spread over the kinds of change.
 
 `run_mutants` runs the tests once per mutant in the task's sandbox, on a copy of the
 project in the sandbox's temporary directory (the workspace is never changed): one
@@ -286,9 +287,12 @@ def once(timeout):
                 code = 99
             os._exit(code)
     else:
-        pid = subprocess.Popen(cfg["command"], shell=True, cwd=proj, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True).pid
+        # keep the Popen: a discarded one polls (and reaps) its child when garbage-collected,
+        # and the waitpid below then fails with ECHILD
+        proc = subprocess.Popen(cfg["command"], shell=True, cwd=proj, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        pid = proc.pid
     deadline = time.monotonic() + timeout
     timed_out = False
     while True:

@@ -27,9 +27,10 @@ import httpx
 import openai
 
 from orchgpt import logs
+from orchgpt.errors import ErrorCode
 from orchgpt.models import Usage
 
-from ..errors import LLMError
+from ..errors import AgentdError, LLMError
 from ..settings import AgentSettings, ModelSettings
 from . import compat
 from . import rejection as rj
@@ -47,8 +48,10 @@ log = logs.get("agentd.llm")
 NO_KEY = "sk-no-key-required"  # llama.cpp & co. accept any key; the client insists on one
 
 
-class _ToolsRejected(Exception):
+class _ToolsRejected(AgentdError):
     """The server answered 400 to a request with ``tools``."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 class LLM:

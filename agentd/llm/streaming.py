@@ -9,9 +9,10 @@ from typing import Any
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from orchgpt import logs
+from orchgpt import logs, tracing
 from orchgpt.models import Usage
 
+from .. import telemetry
 from . import compat
 from .endpoint import Endpoint, Raw
 from .failures import retryable, short, total_timeout
@@ -66,6 +67,9 @@ async def with_retries(
     async for attempt in retrying:
         with attempt:
             async with asyncio.timeout(total_timeout(s)):
+                if tracing.ENABLED:  # a `chat {model}` span (agentd/telemetry.py)
+                    return await telemetry.chat(stream_reply, ep, prof, msgs, tools, on_token,
+                                                opts, usage, total)
                 return await stream_reply(ep, prof, msgs, tools, on_token, opts, usage, total)
     raise AssertionError("unreachable")
 
@@ -126,6 +130,7 @@ async def stream_reply(
                        model=ep.model, calls=1)
     usage.add(call_usage)
     total.add(call_usage)
+    telemetry.count_llm(p, c_)  # reported in the heartbeats
     log.debug("llm_call", url=ep.url, model=ep.model, prompt_tokens=p, completion_tokens=c_,
               finish=finish, tool_calls=len(tool_calls))
     return Raw(content, tool_calls, finish or ("tool_calls" if tool_calls else "stop"))

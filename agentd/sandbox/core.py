@@ -49,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ToolError
 from .isolation import NS_FLAGS, Isolation, detect_isolation
@@ -57,6 +57,9 @@ from .launcher import EXEC_FAILED_EXIT, SETUP_FAILED_EXIT, LaunchSpec
 from .policy import WEAK_ENV, WEAK_FLAG, Limits, SandboxPolicy, WeakSandboxRefused
 from .results import SandboxResult, summarize_tests
 from .uids import UidLease, chown_tree
+
+if TYPE_CHECKING:
+    from ..settings import AgentSettings
 
 __all__ = [
     "EXEC_FAILED_EXIT",
@@ -161,7 +164,7 @@ class Sandbox:
         self._isolation = isolation
 
     @classmethod
-    def for_settings(cls, workspace: Path, settings: Any, limits: Limits | None = None) -> Sandbox:
+    def for_settings(cls, workspace: Path, settings: AgentSettings | None, limits: Limits | None = None) -> Sandbox:
         """A sandbox with the agent's limits and policy (`settings.sandbox_policy`)."""
         policy = getattr(settings, "sandbox_policy", None)
         return cls(workspace, limits or Limits.from_settings(settings), policy=policy)

@@ -97,17 +97,15 @@ _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _STAGE = "/tmp"  # where the new root is assembled (inside our own mount namespace)
 
 
-class SetupError(Exception):
-    pass
-
-
 class _Sys:
     def __init__(self) -> None:
         self.libc = ctypes.CDLL(None, use_errno=True)
 
     def check(self, rc: int, what: str) -> None:
         if rc != 0:
-            raise SetupError(f"{what}: {os.strerror(ctypes.get_errno())}")
+            # A program of its own (standard library only, not under agentd's AgentdError): a
+            # failed system call is an OSError, and setup failures exit SETUP_FAILED_EXIT.
+            raise OSError(f"{what}: {os.strerror(ctypes.get_errno())}")
 
     def mount(self, src: str, target: str, fstype: str | None, flags: int,
               data: str | None = None) -> None:
@@ -132,7 +130,7 @@ class _Sys:
         os.chdir(new_root)
         number = _SYS_PIVOT_ROOT.get(platform.machine())
         if number is None:
-            raise SetupError(f"pivot_root: no system call number known for {platform.machine()}")
+            raise OSError(f"pivot_root: no system call number known for {platform.machine()}")
         # No fallback to MS_MOVE + chroot: the old root would stay beneath, and a command
         # that gains CAP_SYS_CHROOT in a nested user namespace could look for a way out.
         self.check(self.libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
@@ -294,7 +292,7 @@ def launch(spec: LaunchSpec) -> None:
         os.chdir(spec.cwd)
         _set_rlimits(spec.rlimits, spec.uid is not None)
         _drop_privileges(spec, sys_)
-    except (OSError, SetupError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         sys.stderr.write(f"sandbox setup failed: {exc}\n")
         sys.stderr.flush()
         os._exit(SETUP_FAILED_EXIT)

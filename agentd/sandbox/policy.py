@@ -7,10 +7,13 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TaskFailed
 from .uids import UID_BASE, UID_COUNT, UidAllocator
+
+if TYPE_CHECKING:
+    from ..settings import AgentSettings
 
 WEAK_FLAG = "--allow-weak-sandbox"
 WEAK_ENV = "ORCHGPT_ALLOW_WEAK_SANDBOX"
@@ -106,7 +109,7 @@ class Limits:
     output_bytes: int = 64_000  # per stream kept (head and tail), the rest is dropped
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Limits:
+    def from_settings(cls, settings: AgentSettings | None) -> Limits:
         if settings is None:
             return cls()
         return cls(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
-from ..errors import ClientError
+from ..errors import ClientError, ErrorCode, OrchgptError
 from ..models import ApprovalDecision, ApprovalResponse, Command
 from . import amqp_wire as wire
 
@@ -46,8 +46,10 @@ class _Conversation:
     tasks: set[str] = field(default_factory=set)
 
 
-class _Reconnect(Exception):
+class _Reconnect(OrchgptError):
     """The broker connection or channel is gone: drop in-flight work, connect again."""
+
+    code = ErrorCode.UNAVAILABLE
 
 
 class Conversations:

@@ -24,7 +24,8 @@ def redact_url(url: str) -> str:
 
 def open_store(url: str) -> Store:
     """A store from its URL: ``memory:`` (throwaway), ``sqlite:///PATH`` (as SQLAlchemy:
-    ``sqlite:////ABSOLUTE/PATH``), ``sqlite:PATH`` or a plain ``PATH`` (SQLite), ``postgresql://...`` / ``postgres://...`` (PostgreSQL).
+    ``sqlite:////ABSOLUTE/PATH``), ``sqlite:PATH`` or a plain ``PATH`` (SQLite),
+    ``postgresql://...`` / ``postgres://...`` (PostgreSQL).
 
     Any other scheme raises StoreError listing the supported ones (nothing is created).
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import ErrorCode, StoreError
 from ..models import AgentInfo, SessionInfo, SessionMessage, Task, TaskEvent, Usage
 from .base import Store
 from .memory_graphs import MemoryGraphs
@@ -114,7 +114,7 @@ class MemoryStore(MemoryGraphs, MemorySchedules, MemoryPushConfigs, Store):
 
     def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo:
         if self._session(session_id) is None:
-            raise StoreError(f"no session {session_id!r}")
+            raise StoreError(f"no session {session_id!r}", ErrorCode.NOT_FOUND)
         self._published[session_id] = list(tags)
         s = self._session(session_id)
         assert s is not None

@@ -19,6 +19,8 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
+from ..errors import ErrorCode, OrchgptError
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -319,13 +321,47 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        8,
+        "cluster (issue 19, docs/scaling.md): daemons' heartbeats, their agents, task claims",
+        """
+        CREATE TABLE cluster_daemons (
+            daemon_id    TEXT PRIMARY KEY,
+            pid          INTEGER NOT NULL DEFAULT 0,
+            host         TEXT NOT NULL DEFAULT '',
+            started_ms   INTEGER NOT NULL,
+            heartbeat_ms INTEGER NOT NULL
+        );
+        CREATE TABLE cluster_agents (
+            agent_id     TEXT NOT NULL,
+            daemon_id    TEXT NOT NULL,
+            agent_type   TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            current_task TEXT NOT NULL DEFAULT '',
+            host         TEXT NOT NULL DEFAULT '',
+            updated_ms   INTEGER NOT NULL,
+            PRIMARY KEY (agent_id, daemon_id)
+        );
+        CREATE INDEX cluster_agents_type ON cluster_agents(agent_type);
+        CREATE TABLE cluster_claims (
+            task_id        TEXT PRIMARY KEY REFERENCES tasks(task_id) ON DELETE CASCADE,
+            daemon_id      TEXT NOT NULL DEFAULT '',
+            agent_type     TEXT NOT NULL,
+            lease_until_ms INTEGER NOT NULL DEFAULT 0,
+            offered_ms     INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX cluster_claims_daemon ON cluster_claims(daemon_id, agent_type, offered_ms);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
 
 
-class SchemaTooNew(Exception):
+class SchemaTooNew(OrchgptError):
     """The database was written by a newer orchgpt (its version is above LATEST)."""
+
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .. import logs
-from ..errors import StoreError
+from ..errors import OrchgptError, StoreError
 from ..models import TaskEvent, now_ms
 from . import redact_url
 from .base import Store
@@ -104,6 +104,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
         self._lock = threading.RLock()
         self.on_fault: Callable[[str], None] | None = None
         self._failing = False
+        self.notify_events = False  # --cluster: each batch NOTIFYs orchgpt_events (orchgpt/cluster.py)
         if psycopg is None:
             raise StoreError(f"store {self.path}: PostgreSQL needs psycopg: "
                              "pip install 'orchgpt[postgres]'")
@@ -264,6 +265,9 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
                     "SELECT 1 FROM tasks WHERE task_id = ?", (i,)).fetchone() is None)
                 first = str(exc).splitlines()[0]
                 raise _Refused(f"events for unknown task(s) {', '.join(unknown)} ({first})") from exc
+            if self.notify_events:  # delivered at commit: the events are readable by then
+                for task_id in sorted({e.task_id for e in events}):
+                    c.execute("SELECT pg_notify('orchgpt_events', ?)", (task_id,))
             arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
             if arts:
                 c.executemany(
@@ -273,7 +277,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
                 )
 
 
-class _Refused(Exception):
+class _Refused(OrchgptError):
     """A write refused with a reason of our own (rolled back, reported as StoreError)."""
 
 

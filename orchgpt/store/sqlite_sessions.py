@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError
+from ..errors import ErrorCode, StoreError
 from ..models import (
     AgentInfo,
     AgentState,
@@ -166,7 +166,8 @@ class SqliteSessions:
                 "WHERE session_id = ?", (now_ms(), _dumps(list(tags)), session_id),
             )
             if cur.rowcount == 0:
-                raise StoreError(f"store {self.path}: no session {session_id!r} to publish")
+                raise StoreError(f"store {self.path}: no session {session_id!r} to publish",
+                                 ErrorCode.NOT_FOUND)
         s = self.get_session(session_id)
         assert s is not None
         return s

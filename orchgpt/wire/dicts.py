@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..checks import Check
 from ..models import (
     EVENT_CLASSES,
     Action,
@@ -57,6 +58,7 @@ def result_to_dict(r: TaskResult) -> Dict:
         "task_id": r.task_id, "state": str(r.state), "output": r.output, "error": r.error,
         "artifacts": [artifact_to_dict(a) for a in r.artifacts], "usage": usage_to_dict(r.usage),
         "workspace": r.workspace, "agent_type": r.agent_type, "agent_id": r.agent_id, "data": r.data,
+        "checks": [c.to_dict() for c in r.checks],
     }
 
 
@@ -67,6 +69,7 @@ def result_from_dict(d: Mapping[str, Any]) -> TaskResult:
         artifacts=[artifact_from_dict(a) for a in d.get("artifacts", ())],
         usage=usage_from_dict(d.get("usage") or {}), workspace=d.get("workspace", ""),
         agent_type=d.get("agent_type", ""), agent_id=d.get("agent_id", ""), data=dict(d.get("data") or {}),
+        checks=[Check.from_dict(c) for c in d.get("checks") or () if isinstance(c, Mapping)],
     )
 
 

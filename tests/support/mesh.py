@@ -19,6 +19,8 @@ from pathlib import Path
 from orchgpt.certs import CA, CertPaths, init_dir, paths_for
 from orchgpt.client import MeshClient
 
+from . import postgres
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,6 +58,7 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     log_path: Path | None = None
+    store_url: str = ""  # the --store URL given to the daemon ('' : its data dir's SQLite file)
     host: str = "127.0.0.1"  # the address it listens on
     prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS] (netns.py)
 
@@ -67,9 +70,15 @@ class Daemon:
         port_file = self.workdir / "port"
         port_file.unlink(missing_ok=True)
         self.log_path = self.workdir / f"orchgpt-{int(time.time() * 1000)}.log"
+        store: list[str] = []
+        if "--store" in self.args:
+            self.store_url = self.args[self.args.index("--store") + 1]
+        elif postgres.wanted():  # ORCHGPT_TEST_STORE=postgres: one database per data dir
+            self.store_url = postgres.database_for(self.data_dir)
+            store = ["--store", self.store_url]
         cmd = [*self.prefix, sys.executable, "-m", "orchgpt", "serve", "--listen", f"{self.host}:{port}",
                "--certs", str(self.certs), "--data-dir", str(self.data_dir), "--port-file", str(port_file),
-               "--local-model", "off", "--heartbeat-interval", "0.5", "--grace-period", "3", *self.args]
+               "--local-model", "off", "--heartbeat-interval", "0.5", "--grace-period", "3", *store, *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("ORCHGPT_ADDRESS", None)
         with open(self.log_path, "wb") as log:

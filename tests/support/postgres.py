@@ -124,3 +124,46 @@ class PostgresServer:
             except (RuntimeError, subprocess.TimeoutExpired):
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- ORCHGPT_TEST_STORE=postgres: every test daemon on PostgreSQL (scripts/test-on-postgres.sh)
+_shared: PostgresServer | None = None
+_databases: dict[str, str] = {}
+
+
+def wanted() -> bool:
+    """True when the test daemons are to use PostgreSQL (ORCHGPT_TEST_STORE=postgres)."""
+    return os.environ.get("ORCHGPT_TEST_STORE", "").lower() in ("postgres", "postgresql")
+
+
+def shared_server() -> PostgresServer:
+    """The session's server, started on first use (stopped by ``stop_shared`` or at exit)."""
+    global _shared
+    if _shared is None:
+        why = unavailable()
+        if why:
+            raise RuntimeError(f"ORCHGPT_TEST_STORE=postgres, but: {why}")
+        import atexit
+
+        server = PostgresServer()
+        server.start()
+        atexit.register(server.stop)
+        _shared = server
+    return _shared
+
+
+def database_for(data_dir: Path) -> str:
+    """One fresh database per daemon data directory: a daemon restarted on the same data
+    dir finds its store again, two daemons with their own data dirs have their own."""
+    key = str(Path(data_dir).resolve())
+    if key not in _databases:
+        _databases[key] = shared_server().new_database("d")
+    return _databases[key]
+
+
+def stop_shared() -> None:
+    global _shared
+    if _shared is not None:
+        _shared.stop()
+        _shared = None
+        _databases.clear()

@@ -51,15 +51,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import threading
 import time
-import uuid
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.scripted_openai_http import Recorded, _Handler
+from tests.support.scripted_replies import (
+    Response,
+    _as_response,
+    compat_call,
+    count_tokens,
+    disconnect,
+    error,
+    hang,
+    has_tool_result,
+    last_text,
+    prompt_text,
+    route,
+    system_text,
+    text,
+    tool_call,
+    tool_calls,
+)
 
 __all__ = [
     "Recorded",
@@ -80,153 +95,6 @@ __all__ = [
     "tool_call",
     "tool_calls",
 ]
-
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def count_tokens(s: str) -> int:
-    """The scripted tokenizer: one token per word or punctuation mark."""
-    return len(_TOKEN.findall(s))
-
-
-@dataclass
-class Response:
-    """One scripted answer to a chat completion request."""
-
-    content: str = ""
-    # Each {"name": str, "arguments": dict | str, "id": optional str}
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    status: int = 200
-    error: str = ""  # the error message when status >= 400
-    error_type: str = ""
-    error_param: str | None = None  # the "param" of the error body, e.g. "max_tokens" (OpenAI, vLLM)
-    error_code: str | None = None  # the "code" of the error body, e.g. "unsupported_parameter"
-    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "0"}
-    finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
-    usage: dict[str, int] | None = None  # default: counted with `count_tokens`
-    report_usage: bool = True  # False: no usage at all (the client must count itself)
-    delay_s: float = 0.0  # wait before answering (timeouts); cut short when the server closes
-    chunk_delay_s: float = 0.0  # wait between streamed chunks
-    chunk_chars: int = 0  # stream in pieces of this many characters (0: word by word)
-    disconnect: bool = False  # close the connection without answering
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Response:
-        return cls(**d)
-
-
-# ---------------------------------------------------------------------- response helpers
-def text(content: str, **kw: Any) -> Response:
-    """A plain assistant answer."""
-    return Response(content=content, **kw)
-
-
-def tool_call(name: str, arguments: dict[str, Any] | str | None = None, *, id: str | None = None,
-              content: str = "", **kw: Any) -> Response:
-    """A native tool call (``arguments`` as a dict, or a raw string to send malformed JSON)."""
-    call: dict[str, Any] = {"name": name, "arguments": {} if arguments is None else arguments}
-    if id:
-        call["id"] = id
-    return Response(content=content, tool_calls=[call], **kw)
-
-
-def tool_calls(*calls: tuple[str, dict[str, Any] | str], content: str = "", **kw: Any) -> Response:
-    """Several native tool calls in one answer: ``tool_calls(("a", {...}), ("b", {...}))``."""
-    return Response(content=content, tool_calls=[{"name": n, "arguments": a} for n, a in calls], **kw)
-
-
-def compat_call(name: str, arguments: dict[str, Any] | None = None, *, before: str = "", **kw: Any) -> Response:
-    """A compatibility-mode call: text with a fenced ```json {"tool": ..., "arguments": ...} block."""
-    block = json.dumps({"tool": name, "arguments": arguments or {}})
-    prefix = before + "\n\n" if before else ""
-    return Response(content=f"{prefix}```json\n{block}\n```", **kw)
-
-
-def error(status: int, message: str, **kw: Any) -> Response:
-    """An HTTP error with an OpenAI-style body: {"error": {"message": ...}}."""
-    return Response(status=status, error=message, **kw)
-
-
-def hang(seconds: float) -> Response:
-    """An answer that only starts after ``seconds`` (for timeouts)."""
-    return Response(content="too late", delay_s=seconds)
-
-
-def disconnect() -> Response:
-    """Close the connection without answering (a crashed server)."""
-    return Response(disconnect=True)
-
-
-# ---------------------------------------------------------------------- request helpers
-def _content(m: dict[str, Any]) -> str:
-    c = m.get("content")
-    if isinstance(c, list):
-        return "".join(p.get("text", "") for p in c if isinstance(p, dict))
-    return c or ""
-
-
-def last_text(req: dict[str, Any]) -> str:
-    """Text of the last message of a chat request, whatever its role."""
-    msgs = req.get("messages") or []
-    return _content(msgs[-1]) if msgs else ""
-
-
-def system_text(req: dict[str, Any]) -> str:
-    return "\n".join(_content(m) for m in req.get("messages") or [] if m.get("role") == "system")
-
-
-def prompt_text(req: dict[str, Any]) -> str:
-    """All message texts of a chat request, joined."""
-    return "\n".join(_content(m) for m in req.get("messages") or [])
-
-
-def has_tool_result(req: dict[str, Any]) -> bool:
-    msgs = req.get("messages") or []
-    return bool(msgs) and msgs[-1].get("role") == "tool"
-
-
-Matcher = str | Callable[[dict[str, Any]], bool]
-Reply = Response | str | Sequence[Response] | Callable[[dict[str, Any]], "Response | str"]
-
-
-def route(*rules: tuple[Matcher, Reply], default: Reply | None = None) -> Callable[[dict[str, Any]], Response]:
-    """A responder from (matcher, reply) rules; see the module doc."""
-    used: dict[int, int] = {}
-    lock = threading.Lock()
-
-    def pick(i: int, reply: Reply, req: dict[str, Any]) -> Response:
-        if isinstance(reply, (Response, str)):
-            return _as_response(reply)
-        if callable(reply):
-            return _as_response(reply(req))
-        seq = list(reply)
-        with lock:
-            n = used.get(i, 0)
-            used[i] = n + 1
-        return seq[min(n, len(seq) - 1)]
-
-    def responder(req: dict[str, Any]) -> Response:
-        for i, (match, reply) in enumerate(rules):
-            ok = match in last_text(req) if isinstance(match, str) else bool(match(req))
-            if ok:
-                return pick(i, reply, req)
-        if default is None:
-            return error(500, f"scripted server: no rule matches the last message {last_text(req)[:200]!r}")
-        return pick(-1, default, req)
-
-    return responder
-
-
-def _as_response(r: Response | str) -> Response:
-    return r if isinstance(r, Response) else Response(content=r)
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None
 
 
 # ---------------------------------------------------------------------- the server
@@ -340,192 +208,6 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
         srv = server
 
     return Handler
-
-
-class _Handler(BaseHTTPRequestHandler):
-    srv: ScriptedOpenAI
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    # ---- plumbing
-    def _record(self, body: Any) -> int:
-        rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-        with self.srv._lock:
-            self.srv.requests.append(rec)
-            return sum(1 for r in self.srv.requests if r.path.endswith("/chat/completions"))
-
-    def _read_json(self) -> Any:
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        try:
-            return json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            return {"_raw": raw.decode("utf-8", "replace")}
-
-    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str, etype: str = "", code: str | None = None,
-               headers: dict[str, str] | None = None, param: str | None = None) -> None:
-        default_type = {401: "invalid_request_error", 429: "rate_limit_error"}.get(
-            status, "server_error" if status >= 500 else "invalid_request_error")
-        self._json(status, {"error": {"message": message, "type": etype or default_type, "param": param,
-                                      "code": code}}, headers)
-
-    def _authorised(self) -> bool:
-        if self.srv.api_key is None:
-            return True
-        if self.headers.get("Authorization", "") == f"Bearer {self.srv.api_key}":
-            return True
-        self._error(401, "Incorrect API key provided", code="invalid_api_key")
-        return False
-
-    # ---- routes
-    def do_GET(self) -> None:
-        self._record(None)
-        if self.path.rstrip("/") in ("/v1/models", "/models"):
-            if self._authorised():
-                self._json(200, {"object": "list", "data": [
-                    {"id": m, "object": "model", "created": 0, "owned_by": "scripted"} for m in self.srv.models]})
-        elif self.path in ("/health", "/v1/health"):
-            self._json(200, {"status": "ok"})
-        else:
-            self._error(404, f"no route {self.path}")
-
-    def do_POST(self) -> None:
-        body = self._read_json()
-        n = self._record(body)
-        path = self.path.rstrip("/")
-        if path == "/tokenize":
-            if not self.srv.tokenize:
-                self._error(404, "File Not Found")
-            elif self._authorised():
-                content = (body or {}).get("content", "")
-                toks = [zlib.crc32(t.encode()) % 32000 for t in _TOKEN.findall(content)]
-                self._json(200, {"tokens": toks})
-        elif path in ("/v1/chat/completions", "/chat/completions"):
-            if self._authorised():
-                self._chat(body if isinstance(body, dict) else {}, n)
-        else:
-            self._error(404, f"no route {self.path}")
-
-    def _chat(self, req: dict[str, Any], n: int) -> None:
-        msgs = req.get("messages") or []
-        if self.srv.reject_system and any(m.get("role") == "system" for m in msgs):
-            self._error(400, "System role not supported")
-            return
-        if self.srv.reject_tools and req.get("tools"):
-            self._error(400, "tools are not supported by this server (tools param requires --jinja flag)")
-            return
-        if not msgs:
-            self._error(400, "'messages' is required")
-            return
-        r = self.srv._next(req, n)
-        if r.disconnect:
-            self.close_connection = True
-            return
-        if r.delay_s and self.srv._stop.wait(r.delay_s):
-            self.close_connection = True
-            return
-        if r.status >= 400:
-            self._error(r.status, r.error or f"scripted error {r.status}", r.error_type, code=r.error_code,
-                        headers=r.headers, param=r.error_param)
-            return
-        calls = [
-            {
-                "id": c.get("id") or "call_" + uuid.uuid4().hex[:12],
-                "type": "function",
-                "function": {
-                    "name": c["name"],
-                    "arguments": c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"]),
-                },
-            }
-            for c in r.tool_calls
-        ]
-        finish = r.finish_reason or ("tool_calls" if calls else "stop")
-        usage = r.usage or {
-            "prompt_tokens": sum(4 + count_tokens(_content(m)) for m in msgs),
-            "completion_tokens": count_tokens(r.content) + sum(
-                count_tokens(c["function"]["name"] + c["function"]["arguments"]) for c in calls),
-        }
-        usage = {**usage, "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)}
-        model = req.get("model") or (self.srv.models[0] if self.srv.models else "scripted-model")
-        cid = "chatcmpl-" + uuid.uuid4().hex[:16]
-        if req.get("stream"):
-            want_usage = bool((req.get("stream_options") or {}).get("include_usage")) and r.report_usage
-            self._sse(cid, model, r, calls, finish, usage if want_usage else None)
-            return
-        message: dict[str, Any] = {"role": "assistant", "content": r.content if (r.content or not calls) else None}
-        if calls:
-            message["tool_calls"] = calls
-        out: dict[str, Any] = {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-                               "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
-        if r.report_usage:
-            out["usage"] = usage
-        self._json(200, out, r.headers)
-
-    def _sse(self, cid: str, model: str, r: Response, calls: list[dict[str, Any]], finish: str,
-             usage: dict[str, int] | None) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        for k, v in r.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.close_connection = True
-        created = int(time.time())
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-
-        def send(obj: Any) -> bool:
-            if r.chunk_delay_s and self.srv._stop.wait(r.chunk_delay_s):
-                return False
-            data = obj if isinstance(obj, str) else json.dumps(obj)
-            try:
-                self.wfile.write(f"data: {data}\n\n".encode())
-                self.wfile.flush()
-            except OSError:  # the client went away
-                return False
-            return True
-
-        events: list[Any] = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": piece}) for piece in _pieces(r.content, r.chunk_chars)]
-        for i, c in enumerate(calls):
-            fn = c["function"]
-            events.append(chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                                  "function": {"name": fn["name"], "arguments": ""}}]}))
-            events += [chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-                       for piece in _pieces(fn["arguments"], max(r.chunk_chars, 8))]
-        events.append(chunk({}, finish))
-        if usage is not None:
-            events.append({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [], "usage": usage})
-        events.append("[DONE]")
-        for ev in events:
-            if not send(ev):
-                return
-
-
-def _pieces(s: str, size: int) -> Iterator[str]:
-    if not s:
-        return
-    if size > 0:
-        for i in range(0, len(s), size):
-            yield s[i:i + size]
-    else:
-        yield from re.findall(r"\S+\s*|\s+", s)
 
 
 # ---------------------------------------------------------------------- pytest fixture

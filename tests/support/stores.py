@@ -8,7 +8,6 @@ from tests.support.mesh import Daemon
 
 def daemon_store(d: Daemon) -> Store:
     """Open the store of ``d`` (for a test to read what the daemon wrote)."""
-    args = list(d.args)
-    if "--store" in args:
-        return open_store(args[args.index("--store") + 1])
+    if d.store_url:
+        return open_store(d.store_url)
     return open_store(str(d.data_dir / "orchgpt.db"))

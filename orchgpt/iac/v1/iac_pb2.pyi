@@ -215,6 +215,27 @@ FAILED: TaskState.ValueType  # 5
 CANCELLED: TaskState.ValueType  # 6
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
+class _CheckOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_OUTCOME_UNSPECIFIED: _CheckOutcome.ValueType  # 0
+    CHECK_PASSED: _CheckOutcome.ValueType  # 1
+    CHECK_FAILED: _CheckOutcome.ValueType  # 2
+    CHECK_SKIPPED: _CheckOutcome.ValueType  # 3
+    """the detail says why (tool missing, not applicable)"""
+
+class CheckOutcome(_CheckOutcome, metaclass=_CheckOutcomeEnumTypeWrapper): ...
+
+CHECK_OUTCOME_UNSPECIFIED: CheckOutcome.ValueType  # 0
+CHECK_PASSED: CheckOutcome.ValueType  # 1
+CHECK_FAILED: CheckOutcome.ValueType  # 2
+CHECK_SKIPPED: CheckOutcome.ValueType  # 3
+"""the detail says why (tool missing, not applicable)"""
+Global___CheckOutcome: _TypeAlias = CheckOutcome  # noqa: Y015
+
 class _ApprovalDecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -288,6 +309,8 @@ class Envelope(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TRACESTATE_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     BROADCAST_FIELD_NUMBER: _builtins.int
     FILE_CHUNK_FIELD_NUMBER: _builtins.int
@@ -318,6 +341,11 @@ class Envelope(_message.Message):
     """id of the envelope this one answers (REGISTERED, PONG, REPLY, ERROR)"""
     timestamp_ms: _builtins.int
     """unix time, milliseconds"""
+    traceparent: _builtins.str
+    """W3C trace context (docs/operations.md, "Traces"): on RUN, the daemon's span the agent's work
+    belongs to; on DELEGATE_TASK, the agent's span the sub-task belongs to. Empty: not traced.
+    """
+    tracestate: _builtins.str
     payload: _builtins.bytes
     """opaque application data (COMMAND between agents)"""
     @_builtins.property
@@ -371,6 +399,8 @@ class Envelope(_message.Message):
         task_id: _builtins.str = ...,
         correlation_id: _builtins.str = ...,
         timestamp_ms: _builtins.int = ...,
+        traceparent: _builtins.str = ...,
+        tracestate: _builtins.str = ...,
         ping: Global___Ping | None = ...,
         broadcast: Global___Broadcast | None = ...,
         file_chunk: Global___FileChunk | None = ...,
@@ -391,7 +421,7 @@ class Envelope(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "task", b"task", "terminate", b"terminate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request", b"approval_request", "approval_response", b"approval_response", "body", b"body", "broadcast", b"broadcast", "cancel", b"cancel", "command", b"command", "correlation_id", b"correlation_id", "error", b"error", "event", b"event", "file_chunk", b"file_chunk", "heartbeat", b"heartbeat", "id", b"id", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "refusal", b"refusal", "register", b"register", "registered", b"registered", "reply", b"reply", "sender", b"sender", "session_id", b"session_id", "task", b"task", "task_id", b"task_id", "terminate", b"terminate", "timestamp_ms", b"timestamp_ms", "traceparent", b"traceparent", "tracestate", b"tracestate", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ping", "broadcast", "file_chunk", "command", "task", "register", "registered", "terminate", "reply", "event", "error", "heartbeat", "cancel", "approval_request", "approval_response", "refusal", "payload"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -826,19 +856,37 @@ class Heartbeat(_message.Message):
 
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    LLM_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    LLM_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_ERRORS_FIELD_NUMBER: _builtins.int
     current_task: _builtins.str
     """the task it runs (BUSY), else empty"""
     state: Global___AgentState.ValueType
     """IDLE or BUSY"""
+    llm_calls: _builtins.int
+    """The agent process's counters since it started (cumulative; the daemon counts their
+    increases: orchgpt_agent_*_total, docs/operations.md). Zero: nothing to report.
+    """
+    llm_input_tokens: _builtins.int
+    llm_output_tokens: _builtins.int
+    tool_calls: _builtins.int
+    tool_errors: _builtins.int
     def __init__(
         self,
         *,
         current_task: _builtins.str = ...,
         state: Global___AgentState.ValueType = ...,
+        llm_calls: _builtins.int = ...,
+        llm_input_tokens: _builtins.int = ...,
+        llm_output_tokens: _builtins.int = ...,
+        tool_calls: _builtins.int = ...,
+        tool_errors: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "llm_calls", b"llm_calls", "llm_input_tokens", b"llm_input_tokens", "llm_output_tokens", b"llm_output_tokens", "state", b"state", "tool_calls", b"tool_calls", "tool_errors", b"tool_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -958,6 +1006,7 @@ class TaskResult(_message.Message):
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     """SUCCEEDED, FAILED or CANCELLED"""
@@ -976,6 +1025,12 @@ class TaskResult(_message.Message):
     def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """structured extras (e.g. test output)"""
 
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Check]:
+        """What judged the work, by which tool, with what outcome (docs/checks.md): checks no model
+        wrote. A task whose required checks failed is not SUCCEEDED.
+        """
+
     def __init__(
         self,
         *,
@@ -989,14 +1044,50 @@ class TaskResult(_message.Message):
         agent_type: _builtins.str = ...,
         agent_id: _builtins.str = ...,
         data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        checks: _abc.Iterable[Global___Check] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "artifacts", b"artifacts", "data", b"data", "error", b"error", "output", b"output", "state", b"state", "task_id", b"task_id", "usage", b"usage", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "artifacts", b"artifacts", "checks", b"checks", "data", b"data", "error", b"error", "output", b"output", "state", b"state", "task_id", b"task_id", "usage", b"usage", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
+
+@_typing.final
+class Check(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ADVISORY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"mutation", "contract", "browser", ..."""
+    tool: _builtins.str
+    """what ran it: "pytest", "schemathesis", "WCAG 2 formula", ..."""
+    outcome: Global___CheckOutcome.ValueType
+    detail: _builtins.str
+    """one line"""
+    advisory: _builtins.bool
+    """a failed advisory check does not fail the task"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tool: _builtins.str = ...,
+        outcome: Global___CheckOutcome.ValueType = ...,
+        detail: _builtins.str = ...,
+        advisory: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advisory", b"advisory", "detail", b"detail", "name", b"name", "outcome", b"outcome", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Check: _TypeAlias = Check  # noqa: Y015
 
 @_typing.final
 class Reply(_message.Message):

@@ -1,0 +1,122 @@
+"""Micro-benchmark of one task's trip through the daemon, in CPU time: what tracing costs.
+
+Each task is submitted (inside the ``orchgpt.submit`` span call the Submit RPC makes, when this
+checkout has one), queued, assigned to a registered agent through the real ``GrpcAgentLink``
+(``send_task``: the RUN envelope, its trace context when tracing is on), answered by a REPLY
+envelope through the real ``MeshServicer._from_agent`` and settled (result event, store). Logs are
+configured as the daemon's (JSON, info) and written to /dev/null. No network, no TLS.
+
+    python -m bench.task_hotpath [--tasks 3000] [--repeat 5] [--trace]
+
+``--trace``: tracing on, with a tracer provider whose exporter drops the spans (the cost of
+making them, not of sending them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from orchgpt import logs
+from orchgpt.iac.v1 import iac_pb2 as pb
+from orchgpt.mesh import Mesh, Registration
+from orchgpt.models import Action, Command, TaskResult, TaskState
+from orchgpt.servicer import MeshServicer
+from orchgpt.servicer_agents import GrpcAgentLink
+from orchgpt.store.memory import MemoryStore
+from orchgpt.wire import codec
+from orchgpt.wire.batching import Outbox
+
+
+def _tracing_on() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    from orchgpt import tracing
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    tracing.ENABLED = True
+
+
+def _submit_span() -> Any:
+    try:
+        from orchgpt import tracing
+    except ImportError:  # a checkout without tracing
+        return lambda: contextlib.nullcontext()
+    return lambda: tracing.span("orchgpt.submit", None, "SERVER", **{"orchgpt.agent.type": "echo"})
+
+
+async def run_once(tasks: int, trace: bool) -> float:
+    mesh = Mesh(MemoryStore(), builtin_types=("echo",))
+    servicer = MeshServicer(mesh, max_message_bytes=4 << 20, max_pending_events=1 << 20)
+    if trace:
+        from orchgpt import tracing_mesh
+
+        tracing_mesh.install(mesh)
+    agent_out = Outbox(max_bytes=1 << 30)
+    mesh.register("a1", Registration("echo"), GrpcAgentLink("a1", agent_out, servicer.runs))
+    submit_span = _submit_span()
+    back = Outbox(max_bytes=1 << 30)
+    t0 = time.process_time()  # CPU time: the machine is shared; wall time is noise
+    for i in range(tasks):
+        with submit_span():
+            task, _ = mesh.submit(
+                Command("echo", Action.RUN, "x", task_id=f"t{i}"), submitted_by="client:bench"
+            )
+        batch = await agent_out.next_batch()
+        assert batch is not None and batch.envelopes[-1].type == pb.RUN
+        run = batch.envelopes[-1]
+        reply = codec.new_envelope(
+            pb.REPLY,
+            "a1",
+            task_id=task.task_id,
+            correlation_id=run.id,
+            reply=pb.Reply(
+                result=codec.result_to_pb(TaskResult(task.task_id, TaskState.SUCCEEDED, output="x"))
+            ),
+        )
+        servicer._from_agent("a1", reply, back)
+        await asyncio.sleep(0)  # the loop's turn (the daemon's next read)
+    elapsed = time.process_time() - t0
+    mesh.flush()
+    assert mesh.stats["completed"] == tasks, mesh.stats
+    return tasks / elapsed
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=3000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--trace", action="store_true", help="tracing on (spans made, then dropped)")
+    a = ap.parse_args(argv)
+    devnull = open(os.devnull, "w")
+    real_stderr, sys.stderr = sys.stderr, devnull
+    try:
+        logs.configure("info", "json")  # the daemon's log chain, written nowhere
+        if a.trace:
+            _tracing_on()
+        rates = [asyncio.run(run_once(a.tasks, a.trace)) for _ in range(a.repeat)]
+    finally:
+        sys.stderr = real_stderr
+    print(
+        f"tasks per CPU second: best {max(rates):,.0f}  median {statistics.median(rates):,.0f}  "
+        f"({a.tasks} tasks, {a.repeat} runs, tracing {'on' if a.trace else 'off'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

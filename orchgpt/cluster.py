@@ -1,0 +1,376 @@
+"""Several daemons on one PostgreSQL acting as one mesh (issue 19; design: docs/scaling.md).
+
+On with ``--cluster`` and a PostgreSQL store. Each daemon serves the agents connected to it
+and keeps in memory only the tasks it holds a claim on (``cluster_claims``). A task no
+agent of this daemon can take is *offered* (a claim row with no daemon) and claimed by a
+daemon with an idle agent of its type (``FOR UPDATE SKIP LOCKED``: once), woken by
+``NOTIFY orchgpt_queue``. A client of another daemon follows the task's events from the
+store by sequence number, woken by ``NOTIFY orchgpt_events`` (sent by the store with each
+batch). ``cluster_daemons`` holds heartbeats, ``cluster_agents`` every daemon's agents.
+
+Store calls are synchronous and short, like the mesh's own; only LISTEN has a connection
+(async) of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+from .cluster_events import StoreFollowers
+from .cluster_leases import APPROVE_CHANNEL, CANCEL_CHANNEL, QUEUE_CHANNEL, ClusterLeases
+from .errors import StoreError
+from .models import AgentInfo, AgentState, Task, TaskState, now_ms
+
+if TYPE_CHECKING:
+    from .mesh import Mesh
+    from .mesh_fanout import Subscriber
+    from .store.postgres import PostgresStore
+
+log = logs.get("orchgpt.cluster")
+
+EVENTS_CHANNEL = "orchgpt_events"
+# events are written (and NOTIFYed) at most this long after they happen: what a watcher on
+# another daemon waits at most, bought with more, smaller transactions than one daemon's 50 ms
+EVENT_FLUSH_S = 0.005
+
+
+class Cluster(ClusterLeases):
+    def __init__(
+        self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5
+    ) -> None:
+        self.store = store
+        self.mesh = mesh
+        self.me = daemon_id
+        self.tick_s = tick_s
+        self.dead_after_ms = int((3 * tick_s + 2) * 1000)  # a heartbeat older: the daemon is dead
+        self.lease_ms = self.dead_after_ms
+        self.started_ms = now_ms()
+        self.followers = StoreFollowers(store)  # watchers of tasks other daemons run
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listen_conn: Any = None
+        store.notify_events = True
+        mesh.fanout.flush_delay = EVENT_FLUSH_S
+        mesh.cluster = self
+
+    # ------------------------------------------------------------ SQL helpers
+    def _write(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.store._tx(what) as c:
+            cur = c.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def _read(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.store._read(what, sql, params)
+
+    def _alive_since(self) -> int:
+        return now_ms() - self.dead_after_ms
+
+    # ------------------------------------------------------------ called by the mesh (sync)
+    def mine(self, task_id: str) -> bool:
+        """This daemon holds the task's claim (recovery loads only these)."""
+        rows = self._read(
+            "claim", "SELECT daemon_id FROM cluster_claims WHERE task_id = ?", (task_id,)
+        )
+        return bool(rows) and rows[0][0] == self.me
+
+    def remote_types(self) -> set[str]:
+        """The agent types of the other live daemons' agents."""
+        rows = self._read(
+            "remote types",
+            "SELECT DISTINCT a.agent_type FROM cluster_agents a JOIN cluster_daemons d "
+            "ON d.daemon_id = a.daemon_id WHERE a.daemon_id <> ? AND d.heartbeat_ms > ?",
+            (self.me, self._alive_since()),
+        )
+        return {str(r[0]) for r in rows}
+
+    def has_remote(self, agent_type: str) -> bool:
+        """Another live daemon has an agent of ``agent_type``."""
+        return bool(
+            self._read(
+                "remote agents",
+                "SELECT 1 FROM cluster_agents a JOIN cluster_daemons d ON d.daemon_id = a.daemon_id "
+                "WHERE a.agent_type = ? AND a.daemon_id <> ? AND d.heartbeat_ms > ? LIMIT 1",
+                (agent_type, self.me, self._alive_since()),
+            )
+        )
+
+    def keep(self, t: Task) -> bool:
+        """A task submitted here: claim it (True) when this daemon can run it (an agent of its
+        type, or it may spawn one) or no other daemon can; else False (``release`` it)."""
+        if not self._local(t.agent_type) and self.has_remote(t.agent_type):
+            return False
+        self._write(
+            "claim",
+            "INSERT INTO cluster_claims (task_id, daemon_id, agent_type, "
+            "lease_until_ms) VALUES (?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
+            (t.task_id, self.me, t.agent_type, now_ms() + self.lease_ms),
+        )
+        return True
+
+    def _local(self, agent_type: str) -> bool:
+        """This daemon has an agent of ``agent_type``, or may spawn one."""
+        m = self.mesh
+        sp = m.spawner
+        return m.registry.has_type(agent_type) or bool(
+            sp and (sp.can_spawn(agent_type) or sp.starting(agent_type))
+        )
+
+    def release(self, t: Task) -> None:
+        """Offer a task to the other daemons: it leaves this one's memory (its first events
+        written first, so that the claimer numbers on after them)."""
+        m = self.mesh
+        m.queues.forget(t.task_id)
+        m.fanout.seq.pop(t.task_id, None)
+        m.flush()
+        with self.store._tx("offer") as c:  # one commit; the NOTIFY goes out with it
+            c.execute(
+                "INSERT INTO cluster_claims (task_id, daemon_id, agent_type, offered_ms) "
+                "VALUES (?, '', ?, ?) ON CONFLICT (task_id) DO UPDATE SET daemon_id = '', "
+                "offered_ms = excluded.offered_ms",
+                (t.task_id, t.agent_type, now_ms()),
+            )
+            c.execute("SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
+        log.info("task_offered", task_id=t.task_id, agent_type=t.agent_type)
+
+    def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
+        """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs
+        (cluster_events.py); False when it is finished or unknown."""
+        return self.followers.follow(task_id, sub, after_seq)
+
+    def unfollow(self, sub: Subscriber, task_id: str) -> None:
+        self.followers.unfollow(sub, task_id)
+
+    def wake(self) -> None:
+        """An agent here became idle: claim offered work now rather than at the next tick."""
+        self._wake.set()
+
+    def remote_agents(self, agent_type: str = "") -> list[AgentInfo]:
+        """The agents of the other daemons, their daemon named in ``host``; those of a daemon
+        that stopped answering are LOST."""
+        rows = self._read(
+            "remote agents",
+            "SELECT a.agent_id, a.agent_type, a.state, a.current_task, a.host, a.daemon_id, "
+            "coalesce(d.heartbeat_ms, 0), a.updated_ms FROM cluster_agents a "
+            "LEFT JOIN cluster_daemons d ON d.daemon_id = a.daemon_id "
+            "WHERE a.daemon_id <> ? AND (? = '' OR a.agent_type = ?) ORDER BY a.updated_ms",
+            (self.me, agent_type, agent_type),
+        )
+        alive = self._alive_since()
+        out: dict[str, AgentInfo] = {}
+        for agent_id, typ, state, current, host, daemon, beat, _updated in rows:
+            if agent_id in self.mesh.registry:
+                continue  # connected here now
+            live = int(beat) > alive
+            where = f"daemon {daemon}" if live else f"daemon {daemon} not answering"
+            info = AgentInfo(
+                agent_id=agent_id,
+                agent_type=typ,
+                host=f"{host} via {where}",
+                state=AgentState(state) if live else AgentState.LOST,
+                current_task=current,
+                last_heartbeat_ms=int(beat),
+            )
+            prev = out.get(agent_id)
+            if prev is None or live or prev.state == AgentState.LOST:
+                out[agent_id] = info  # the live daemon's row wins over a dead one's
+        return sorted(out.values(), key=lambda a: (a.agent_type, a.agent_id))
+
+    # ------------------------------------------------------------ the loop
+    async def start(self) -> None:
+        self.tick()
+        self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._listen())]
+        log.info("cluster_joined", daemon_id=self.me)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._tasks:  # (bounded: a stop must not hang on a connection)
+            await asyncio.wait(self._tasks, timeout=3)
+        if self._listen_conn is not None:
+            try:
+                await asyncio.wait_for(self._listen_conn.close(), 3)
+            except Exception as exc:  # closing a broken connection: nothing left to do
+                log.debug("cluster_listen_close_failed", error=str(exc))
+        try:  # a clean leave: the others list our agents no more, take our tasks at once
+            self._write(
+                "leave",
+                "UPDATE cluster_claims SET lease_until_ms = 0 WHERE daemon_id = ?",
+                (self.me,),
+            )
+            self._write("leave", "DELETE FROM cluster_agents WHERE daemon_id = ?", (self.me,))
+            self._write("leave", "DELETE FROM cluster_daemons WHERE daemon_id = ?", (self.me,))
+        except StoreError as exc:
+            log.warning("cluster_leave_failed", error=str(exc))
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_s
+        while True:
+            woken = True
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(next_tick - loop.time(), 0))
+            except TimeoutError:
+                woken = False
+            self._wake.clear()
+            try:
+                if woken:  # offered work or an idle agent: only the claim, at once
+                    self._claim()
+                    continue
+                next_tick = loop.time() + self.tick_s
+                self.tick()
+            except StoreError as exc:
+                log.warning("cluster_tick_failed", error=str(exc))
+            except Exception as exc:  # a bug must not stop the cluster loop
+                log.exception("cluster_tick_error", error=str(exc))
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        delay = 0.2
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.store.url, autocommit=True, application_name="orchgpt-listen"
+                )
+                self._listen_conn = conn
+                await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
+                await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                await conn.execute(f"LISTEN {APPROVE_CHANNEL}")
+                delay = 0.2
+                while True:  # (a timeout now and then: cancellation is seen at once)
+                    async for n in conn.notifies(timeout=1.0):
+                        if n.channel == QUEUE_CHANNEL:
+                            self._wake.set()
+                        elif n.channel == CANCEL_CHANNEL:
+                            self._safely(functools.partial(self._cancel_here, n.payload))
+                        elif n.channel == APPROVE_CHANNEL:
+                            self._safely(functools.partial(self._approve_here, n.payload))
+                        elif n.payload in self.followers:
+                            self._safely(functools.partial(self.followers.poll, n.payload))
+            except psycopg.Error as exc:
+                log.warning(
+                    "cluster_listen_lost",
+                    error=str(exc).splitlines()[0] if str(exc) else "",
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _safely(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except StoreError as exc:
+            log.warning("cluster_poll_failed", error=str(exc))
+
+    def tick(self) -> None:
+        """Heartbeat and lease renewal, this daemon's agents, claims, followed tasks."""
+        now = now_ms()
+        self._write(
+            "heartbeat",
+            "INSERT INTO cluster_daemons (daemon_id, pid, host, started_ms, heartbeat_ms) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (daemon_id) DO UPDATE SET pid = excluded.pid, "
+            "host = excluded.host, heartbeat_ms = excluded.heartbeat_ms",
+            (self.me, os.getpid(), socket.gethostname(), self.started_ms, now),
+        )
+        self._write(
+            "leases",
+            "UPDATE cluster_claims SET lease_until_ms = ? WHERE daemon_id = ?",
+            (now + self.lease_ms, self.me),
+        )
+        self._write(  # the claims of finished tasks have done their work
+            "claims",
+            "DELETE FROM cluster_claims c USING tasks t WHERE c.task_id = t.task_id "
+            "AND c.daemon_id = ? AND t.state IN ('succeeded', 'failed', 'cancelled')",
+            (self.me,),
+        )
+        self._sync_agents(now)
+        self._drop_lost()
+        self._expire(now)
+        self._claim()
+        self.followers.poll_all()
+
+    def _sync_agents(self, now: int) -> None:
+        agents = self.mesh.registry.list()
+        with self.store._tx("agents") as c:
+            c.execute("DELETE FROM cluster_agents WHERE daemon_id = ?", (self.me,))
+            if agents:
+                c.executemany(
+                    "INSERT INTO cluster_agents (agent_id, daemon_id, agent_type, state, "
+                    "current_task, host, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            a.agent_id,
+                            self.me,
+                            a.agent_type,
+                            str(a.state),
+                            a.current_task,
+                            a.host,
+                            now,
+                        )
+                        for a in agents
+                    ],
+                )
+
+    def _claim(self) -> None:
+        """Take offered tasks for this daemon's idle agents, as many as they are."""
+        m = self.mesh
+        if m._closing:
+            return  # stopping: the other daemons take the work
+        for agent_type, idle in list(m.registry.idle.items()):
+            want = len(idle) - len(m.queues.queued(agent_type))
+            if want <= 0:
+                continue
+            rows = self._write(
+                "claim",
+                "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE daemon_id = '' "
+                "AND task_id IN (SELECT c.task_id FROM cluster_claims c JOIN tasks t "
+                "ON t.task_id = c.task_id WHERE c.daemon_id = '' AND c.agent_type = ? "
+                "AND t.state = 'queued' ORDER BY c.offered_ms LIMIT ? FOR UPDATE OF c SKIP LOCKED) "
+                "RETURNING task_id",
+                (self.me, now_ms() + self.lease_ms, agent_type, want),
+            )
+            for (task_id,) in rows:
+                t = self.store.get_task(task_id)
+                if t is not None and t.state == TaskState.QUEUED:
+                    self._adopt(t)
+
+    def _take(self, t: Task) -> None:
+        """A task taken over in the state it was stored in (assigned or running on an agent)."""
+        m = self.mesh
+        self._to_live(t)
+        m.queues.active[t.task_id] = t
+        m.fanout.start(t.task_id, self.store.last_seq(t.task_id))
+
+    def _to_live(self, t: Task) -> None:
+        """Watchers that followed the task through the store follow it live from now on."""
+        for sub in self.followers.hand_over(t.task_id):
+            self.mesh.fanout.subscribe(sub, t.task_id)
+
+    def _adopt(self, t: Task) -> None:
+        """A claimed task joins this daemon's memory as if submitted here."""
+        m = self.mesh
+        if t.task_id in m.queues.active:
+            return
+        log.info("task_claimed", task_id=t.task_id, agent_type=t.agent_type)
+        self._take(t)
+        m.queues.enqueue(t)
+        m._dispatch(t.agent_type)
+
+
+def refuse_without_postgres(store: object) -> None:
+    """--cluster needs the PostgreSQL store: ConfigError otherwise."""
+    from .errors import ConfigError
+    from .store.postgres import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        raise ConfigError(
+            "--cluster needs a PostgreSQL store (--store postgresql://USER@HOST:PORT/DB): "
+            "several daemons share their tasks through it"
+        )
