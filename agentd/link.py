@@ -178,17 +178,17 @@ class Link(PendingResults):
             await channel.close(grace=None)
 
     async def _heartbeat(self, outbox: Outbox, call: grpc.aio.StreamStreamCall[pb.Batch, pb.Batch]) -> None:
-        # The interval comes with REGISTERED: sleeping the default before it arrives would leave
-        # a gap longer than orchgpt's limit when its interval is short.
+        # The interval comes with REGISTERED (sleeping the default first could outlast orchgpt's)
         try:
             await asyncio.wait_for(self.connected.wait(), timeout=30)
         except TimeoutError:
             call.cancel()  # no REGISTERED: reconnect
             return
         while True:
+            sent = outbox.added  # a HEARTBEAT only when nothing else was sent (traffic is life)
             await asyncio.sleep(self.heartbeat_s)
             busy = bool(self.current and not self.current.done())
-            outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
+            outbox.added == sent and outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
                 state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "")))
             if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
                 log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))

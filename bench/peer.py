@@ -21,6 +21,7 @@ from typing import Any
 
 from orchgpt.certs import paths_for
 from orchgpt.iac.v1 import iac_pb2 as pb
+from orchgpt.wire.coalesce import deltas
 
 from . import wire
 from .childio import Commands, emit, run_child
@@ -250,7 +251,8 @@ async def watcher(args: argparse.Namespace) -> None:
             if msg is wire.grpc.aio.EOF:
                 raise RuntimeError("the router ended the watch stream")
             envs = msg.envelopes if batching else (msg,)
-            got = sum(1 for e in envs if e.event.HasField("token"))
+            # a coalesced TASK_EVENT (orchgpt.wire.coalesce) stands for a range of deltas
+            got = sum(deltas(e.event) for e in envs if e.event.HasField("token"))
             if not got:
                 continue
             now = time.perf_counter()

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import logs
+from . import heartbeats, logs
 from .errors import RoutingError, StoreError
 from .models import (
     AgentInfo,
@@ -75,6 +75,8 @@ class AgentEntry:
     info: AgentInfo
     link: AgentLink
     last_seen: float = field(default_factory=time.monotonic)
+    interval: float = 0.0  # its heartbeat interval (orchgpt.heartbeats; 0: the configured one)
+    pinged: float = field(default_factory=time.monotonic)  # when the sweep last pinged it
 
 
 class AgentRegistry:
@@ -193,7 +195,8 @@ class AgentRules:
         info = AgentInfo(agent_id=agent_id, agent_type=reg.agent_type, capabilities=list(reg.capabilities),
                          host=reg.host, state=AgentState.IDLE, last_heartbeat_ms=now, local=local,
                          connected_ms=now)
-        entry = AgentEntry(info, link)
+        entry = AgentEntry(info, link, interval=heartbeats.interval_for(
+            self.heartbeat_interval, len(self.agents) + (agent_id not in self.agents)))
         old = self.registry.add(entry)
         if old is not None:
             # The same identity reconnected (the old stream is half-open): the new link wins.
@@ -294,16 +297,22 @@ class AgentRules:
         self.registry.not_idle(e)
         return True
 
+    def heartbeat_for(self, agent_id: str) -> float:
+        """The heartbeat interval of a connected agent, in seconds (told in REGISTERED)."""
+        e = self.agents.get(agent_id)
+        return (e.interval if e is not None else 0.0) or self.heartbeat_interval
+
     def heartbeat_tick(self) -> None:
         """Ping every agent; drop the silent ones; requeue tasks whose agent never came back."""
         now = time.monotonic()
-        limit = self.heartbeat_interval * self.heartbeat_misses
+        base = self.heartbeat_interval
         for agent_id, e in list(self.agents.items()):
             silent = now - e.last_seen
-            if silent > limit:
+            if silent > (e.interval or base) * self.heartbeat_misses:
                 e.link.close(f"no heartbeat for {silent:.1f}s", code="DEADLINE_EXCEEDED")
                 self.disconnect(agent_id, e.link, f"no heartbeat for {silent:.1f}s")
-            else:
+            elif heartbeats.ping_due(now - e.pinged, e.interval or base, base):
+                e.pinged = now
                 e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
         for task_id, why in self.queues.expired(now):
             t = self.active.get(task_id)

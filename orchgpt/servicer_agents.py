@@ -85,7 +85,8 @@ class AgentStreams(AgentUploads, ServicerBase):
             await refuse(to_grpc(exc.code), str(exc))
         outbox.put_front(codec.new_envelope(
             pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
-            registered=pb.Registered(agent_id=agent_id, heartbeat_interval_ms=self.heartbeat_ms,
+            registered=pb.Registered(agent_id=agent_id,
+                                     heartbeat_interval_ms=int(self.mesh.heartbeat_for(agent_id) * 1000),
                                      max_message_bytes=self.max_message_bytes,
                                      reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
                                      definition=self._definition(r.agent_type))))

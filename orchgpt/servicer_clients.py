@@ -28,6 +28,7 @@ from .mesh import LOCAL_PREFIX
 from .models import TaskEvent
 from .servicer_base import FILE_CHUNK, ServicerBase
 from .status import to_grpc
+from .wire.coalesce import TokenCoalescer
 
 log = logs.get("orchgpt.servicer")
 
@@ -50,14 +51,21 @@ class EventSubscription:
         self.overflowed = False
         self.type_of = type_of  # task id -> agent type (TaskEvent.agent_type)
         self.visible = visible  # task id -> may this subscriber see it (Watch of every task)
+        self.tokens = TokenCoalescer()  # a watcher that is behind gets token deltas folded
 
     def deliver(self, event: TaskEvent) -> bool:
         if self.visible is not None and not self.visible(event.task_id):
             return True
+        if self.tokens.fold(self.outbox, event):
+            return True
         if len(self.outbox) >= self.limit:
-            self.overflowed = True
+            self.overflowed = True  # the stream ends with RESOURCE_EXHAUSTED (_end_stream)
+            self.outbox.abort("RESOURCE_EXHAUSTED", f"client too slow: {self.limit} events pending "
+                              "(max_pending_events); watch again with after_seq")
             return False
-        self.outbox.put(_event_envelope(event, self.type_of))
+        env = _event_envelope(event, self.type_of)
+        self.outbox.put(env)
+        self.tokens.queued(self.outbox, event, env)
         if self.end_task and event.task_id == self.end_task and event.kind == "result":
             self.outbox.close("task finished")
         return True

@@ -20,6 +20,7 @@ class GrpcAgentLink:
         self.outbox = outbox
         self.runs = runs
         self.close_code = ""  # set when the daemon closes the stream: its ERROR code and status
+        self._pinged_mark = outbox.added  # outbox.added at the last send_ping
 
     def _send(self, env: pb.Envelope) -> None:
         env.recipient.agent_id = self.agent_id
@@ -60,7 +61,13 @@ class GrpcAgentLink:
         )
 
     def send_ping(self) -> None:
+        """A PING for the agent's watchdog, unless something else was sent to it since the last
+        call (any traffic counts as life: the agent resets its watchdog on every frame)."""
+        if self.outbox.added != self._pinged_mark:
+            self._pinged_mark = self.outbox.added
+            return
         self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=now_ms())))
+        self._pinged_mark = self.outbox.added
 
     def forward(self, message: object) -> None:
         """Another agent's envelope, unchanged (its recipient is already this agent or all)."""

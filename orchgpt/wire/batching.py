@@ -40,8 +40,8 @@ def _approx_size(env: pb.Envelope) -> int:
 class Outbox:
     """A FIFO of envelopes for one stream; ``next_batch`` is awaited by the writer."""
 
-    __slots__ = ("_closed", "_items", "_limit", "_max_bytes", "_queued", "_waiter", "dropped_reason",
-                 "error", "farewell", "on_overflow")
+    __slots__ = ("_closed", "_items", "_limit", "_max_bytes", "_queued", "_waiter", "added",
+                 "dropped_reason", "error", "farewell", "on_overflow", "taken")
 
     def __init__(self, max_bytes: int = 2 * 1024 * 1024, limit_bytes: int = 0) -> None:
         self._items: deque[pb.Envelope] = deque()
@@ -58,6 +58,10 @@ class Outbox:
         self.on_overflow: Callable[[], None] | None = None
         # the last envelope a peer gets when the outbox is aborted (an agent's ERROR), from (code, message)
         self.farewell: Callable[[str, str], pb.Envelope] | None = None
+        # envelopes put (at the back) and taken so far: the one put as number ``added`` is still
+        # queued while ``taken < added`` (wire.coalesce folds token deltas into such envelopes)
+        self.added = 0
+        self.taken = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -82,7 +86,14 @@ class Outbox:
     def _admit(self, env: pb.Envelope) -> bool:
         if not self._limit:
             return True
-        self._queued += _approx_size(env) + QUEUED_OVERHEAD
+        return self.grow(_approx_size(env) + QUEUED_OVERHEAD)
+
+    def grow(self, nbytes: int) -> bool:
+        """Count ``nbytes`` more as queued (an envelope still queued has grown); False when
+        that overflows the bound (the outbox is then aborted)."""
+        if not self._limit:
+            return True
+        self._queued += nbytes
         if self._queued <= self._limit:
             return True
         code = "RESOURCE_EXHAUSTED"
@@ -110,6 +121,7 @@ class Outbox:
         if self._closed or not self._admit(env):
             return False
         self._items.append(env)
+        self.added += 1
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -145,6 +157,7 @@ class Outbox:
         items = self._items
         if len(items) == 1:
             env = items.popleft()
+            self.taken += 1
             if self._limit:
                 self._queued = 0
             return pb.Batch(envelopes=[env])
@@ -158,6 +171,7 @@ class Outbox:
             budget -= size
             sent += size + QUEUED_OVERHEAD
             out.append(items.popleft())
+        self.taken += len(out)
         if self._limit:
             self._queued = max(0, self._queued - sent) if items else 0
         return pb.Batch(envelopes=out)
