@@ -42,32 +42,62 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Model settings come from the environment: OPENAI_API_KEY, OPENAI_BASE_URL, ORCHGPT_MODEL, "
         "ORCHGPT_FAST_MODEL, ORCHGPT_FAST_BASE_URL, ORCHGPT_<TYPE>_MODEL, ... (see the README).",
     )
-    p.add_argument("--type", required=True, dest="agent_type", help="agent type: built-in (echo, architect, backend, ...) or declared in the daemon's "
-                   "agents directory (its definition comes from the daemon)")
+    p.add_argument(
+        "--type",
+        required=True,
+        dest="agent_type",
+        help="agent type: built-in (echo, architect, backend, ...) or declared in the daemon's "
+        "agents directory (its definition comes from the daemon)",
+    )
     p.add_argument("--name", help="agent name = certificate name NAME.pem in --certs (default: the type)")
-    p.add_argument("--orchestrator", default=None,
-                   help="HOST:PORT of orchgpt, or HOST:PORT,HOST:PORT,... to fail over to the next daemon "
-                   "when one is down (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS or 127.0.0.1:8443)")
-    p.add_argument("--certs", default=os.environ.get("ORCHGPT_CERTS", "certs"),
-                   help="directory with ca.pem, NAME.pem and NAME-key.pem (default ./certs)")
+    p.add_argument(
+        "--orchestrator",
+        default=None,
+        help="HOST:PORT of orchgpt, or HOST:PORT,HOST:PORT,... to fail over to the next daemon "
+        "when one is down (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS or 127.0.0.1:8443)",
+    )
+    p.add_argument(
+        "--certs",
+        default=os.environ.get("ORCHGPT_CERTS", "certs"),
+        help="directory with ca.pem, NAME.pem and NAME-key.pem (default ./certs)",
+    )
     p.add_argument("--ca", help="CA certificate (overrides --certs)")
     p.add_argument("--cert", help="this agent's certificate (overrides --certs)")
     p.add_argument("--key", help="this agent's private key (overrides --certs)")
-    p.add_argument("--server-name", help="name to verify in the orchestrator's certificate "
-                   "(default: localhost for loopback addresses, else the host)")
-    p.add_argument("--workspace-root", default=os.environ.get("ORCHGPT_WORKSPACE_ROOT"),
-                   help="where task workspaces are created (default: ./workspaces)")
-    p.add_argument("--allow-weak-sandbox", action="store_true",
-                   help="run generated code even where no namespaces are available (resource limits "
-                   "only; default: refuse). Also ORCHGPT_ALLOW_WEAK_SANDBOX=1")
-    p.add_argument("--journal", help="file that keeps finished results until orchgpt confirms them "
-                   "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)")
+    p.add_argument(
+        "--server-name",
+        help="name to verify in the orchestrator's certificate "
+        "(default: localhost for loopback addresses, else the host)",
+    )
+    p.add_argument(
+        "--workspace-root",
+        default=os.environ.get("ORCHGPT_WORKSPACE_ROOT"),
+        help="where task workspaces are created (default: ./workspaces)",
+    )
+    p.add_argument(
+        "--allow-weak-sandbox",
+        action="store_true",
+        help="run generated code even where no namespaces are available (resource limits "
+        "only; default: refuse). Also ORCHGPT_ALLOW_WEAK_SANDBOX=1",
+    )
+    p.add_argument(
+        "--journal",
+        help="file that keeps finished results until orchgpt confirms them "
+        "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
-    p.add_argument("--otlp-endpoint", default="", metavar="URL",
-                   help="export OpenTelemetry traces over OTLP/HTTP to URL (default: "
-                   "OTEL_EXPORTER_OTLP_ENDPOINT; unset: off)")
-    p.add_argument("--list-types", action=_ListTypes, nargs=0,
-                   help="print the built-in agent types this installation runs, one a line, and exit")
+    p.add_argument(
+        "--otlp-endpoint",
+        default="",
+        metavar="URL",
+        help="export OpenTelemetry traces over OTLP/HTTP to URL (default: OTEL_EXPORTER_OTLP_ENDPOINT; unset: off)",
+    )
+    p.add_argument(
+        "--list-types",
+        action=_ListTypes,
+        nargs=0,
+        help="print the built-in agent types this installation runs, one a line, and exit",
+    )
     p.add_argument("--version", action="version", version=f"agentd {__version__}")
     return p
 
@@ -117,11 +147,16 @@ async def _main(args: argparse.Namespace) -> int:
     agent = declared(args.agent_type, settings) if declared is not None else cls(settings)
     name = args.name or args.agent_type
     d = Path(args.certs)
-    certs = CertPaths(Path(args.ca or d / "ca.pem"), Path(args.cert or d / f"{name}.pem"),
-                      Path(args.key or d / f"{name}-key.pem"))
+    certs = CertPaths(
+        Path(args.ca or d / "ca.pem"), Path(args.cert or d / f"{name}.pem"), Path(args.key or d / f"{name}-key.pem")
+    )
     certs.read()  # a clear error now rather than a TLS failure later
-    address = (args.orchestrator or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS")
-               or "127.0.0.1:8443")
+    address = (
+        args.orchestrator
+        or os.environ.get("ORCHGPT_ADDRESS")
+        or os.environ.get("ORCHESTRATOR_ADDRESS")
+        or "127.0.0.1:8443"
+    )
     parse_addresses(address)  # ConfigError naming a malformed entry
     # --workspace-root (default ORCHGPT_WORKSPACE_ROOT), else the settings' default, else ./workspaces
     if args.workspace_root:
@@ -137,9 +172,16 @@ async def _main(args: argparse.Namespace) -> int:
     policy = await sandbox_policy(certs, ws_root, args.allow_weak_sandbox)
     if settings is not None:
         settings.sandbox_policy = policy
-    link = Link(agent, name, address, certs, ws_root, args.server_name,
-                workspace_for=functools.partial(task_workspace, ws_root),
-                journal=_journal_path(args, name, certs))
+    link = Link(
+        agent,
+        name,
+        address,
+        certs,
+        ws_root,
+        args.server_name,
+        workspace_for=functools.partial(task_workspace, ws_root),
+        journal=_journal_path(args, name, certs),
+    )
     runner = asyncio.create_task(link.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,9 +217,11 @@ async def _main(args: argparse.Namespace) -> int:
 def undefined_type(agent_type: str) -> str:
     from .builtin import available_types
 
-    return (f"{agent_type!r} is not a built-in agent type ({', '.join(sorted(available_types()))}) and "
-            "orchgpt sent no definition of it: declare it in the daemon's agents directory "
-            "(docs/agents.md), then `orchgpt agents reload`")
+    return (
+        f"{agent_type!r} is not a built-in agent type ({', '.join(sorted(available_types()))}) and "
+        "orchgpt sent no definition of it: declare it in the daemon's agents directory "
+        "(docs/agents.md), then `orchgpt agents reload`"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

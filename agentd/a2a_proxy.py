@@ -77,7 +77,10 @@ class Remote:
         if token:
             cred = self.credential or bearer(token)
         return httpx.AsyncClient(
-            verify=verify, headers=cred.headers, params=cred.params, cookies=cred.cookies,
+            verify=verify,
+            headers=cred.headers,
+            params=cred.params,
+            cookies=cred.cookies,
             timeout=httpx.Timeout(30, read=None),
         )
 
@@ -112,17 +115,13 @@ def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type[Ag
         async def run(self, ctx: TaskContext) -> Outcome:
             async with remote.http() as http:
                 client = await create_client(card, ClientConfig(httpx_client=http))
-                msg = a2a.Message(
-                    role=a2a.ROLE_USER, message_id=new_id(), parts=[a2a.Part(text=ctx.task.input)]
-                )
+                msg = a2a.Message(role=a2a.ROLE_USER, message_id=new_id(), parts=[a2a.Part(text=ctx.task.input)])
                 if ctx.task.options:
                     msg.metadata.update({"options": dict(ctx.task.options)})
                 state = _Run()
                 try:
                     while True:
-                        await state.follow(
-                            client.send_message(a2a.SendMessageRequest(message=msg)), ctx
-                        )
+                        await state.follow(client.send_message(a2a.SendMessageRequest(message=msg)), ctx)
                         if state.final != a2a.TASK_STATE_INPUT_REQUIRED:
                             break
                         msg = await _answer(ctx, state)
@@ -130,16 +129,12 @@ def proxy_agent_class(name: str, card: a2a.AgentCard, remote: Remote) -> type[Ag
                     if state.remote_id:  # the mesh cancelled the task: so is the remote one
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(
-                                asyncio.shield(
-                                    client.cancel_task(a2a.CancelTaskRequest(id=state.remote_id))
-                                ),
+                                asyncio.shield(client.cancel_task(a2a.CancelTaskRequest(id=state.remote_id))),
                                 5,
                             )
                     raise
             if state.final in _FAILED:
-                raise TaskFailed(
-                    f"{card.name} {_FAILED[state.final]}: {state.status_text or '(no reason)'}"
-                )
+                raise TaskFailed(f"{card.name} {_FAILED[state.final]}: {state.status_text or '(no reason)'}")
             return Outcome(output=state.output(), data={"a2a_task_id": state.remote_id})
 
     A2AProxy.__name__ = f"A2AProxy_{name}"
@@ -226,9 +221,7 @@ async def _answer(ctx: TaskContext, state: _Run) -> a2a.Message:
     return msg
 
 
-async def run_proxy(
-    name: str, remote: Remote, address: str, certs: Any, workdir: Path, stop: asyncio.Event
-) -> None:
+async def run_proxy(name: str, remote: Remote, address: str, certs: Any, workdir: Path, stop: asyncio.Event) -> None:
     """Fetch the card, then serve tasks of type NAME as the agent NAME until ``stop``."""
     from .link import Link
     from .workspace import task_workspace
@@ -237,8 +230,7 @@ async def run_proxy(
     token = remote.token()
     if token:
         remote.credential = for_card(card, token)
-        log.info("a2a_proxy_credential", agent_type=name, scheme=remote.credential.scheme,
-                 variable=remote.auth_env)
+        log.info("a2a_proxy_credential", agent_type=name, scheme=remote.credential.scheme, variable=remote.auth_env)
     cls = proxy_agent_class(name, card, remote)
     log.info(
         "a2a_proxy_starting",
@@ -272,6 +264,7 @@ async def run_proxy(
 # ---------------------------------------------------------------- `orchgpt a2a add` runs this
 def run(args: argparse.Namespace) -> int:
     from orchgpt.client import resolve_address, resolve_certs
+
     logs.configure(args.log_level, args.log_format, service="orchgpt-a2a-proxy")
     if os.environ.get("ORCHGPT_PARENT_PID"):  # run by the daemon: exit when it dies
         from .__main__ import _die_with_parent
@@ -284,9 +277,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{path} does not exist: the proxy connects as the agent {args.name!r} "
                 f"(orchgpt certs issue {args.name} --role agent)"
             )
-    remote = Remote(
-        args.url.rstrip("/"), args.ca_file, args.client_cert, args.client_key, args.auth_env
-    )
+    remote = Remote(args.url.rstrip("/"), args.ca_file, args.client_cert, args.client_key, args.auth_env)
 
     async def main() -> None:
         stop = asyncio.Event()

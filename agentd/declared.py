@@ -79,9 +79,7 @@ class DeclaredAgent(LLMAgent):
         settings = self.settings_for(ctx)
         if d.model in ("smart", "fast"):
             return settings, d.model
-        smart = replace(
-            settings.smart, model=d.model, base_url=d.base_url or settings.smart.base_url
-        )
+        smart = replace(settings.smart, model=d.model, base_url=d.base_url or settings.smart.base_url)
         return replace(settings, smart=smart), "smart"
 
     async def run(self, ctx: TaskContext) -> Outcome:
@@ -107,9 +105,7 @@ class DeclaredAgent(LLMAgent):
 
                 ctx.status(f"starting MCP servers: {', '.join(d.mcp)}")
                 toolbox.tools.update(await open_servers(stack, d.mcp, env))
-            loop = TaskLoop(
-                ctx, llm, toolbox, model=role, max_steps=d.max_steps, temperature=d.temperature
-            )
+            loop = TaskLoop(ctx, llm, toolbox, model=role, max_steps=d.max_steps, temperature=d.temperature)
             messages = [
                 {"role": "system", "content": self._system(d, toolbox)},
                 {"role": "user", "content": self._brief(ctx)},
@@ -123,9 +119,7 @@ class DeclaredAgent(LLMAgent):
         record_artifacts(ctx)
         data = {"stopped": res.stopped, "steps": str(loop.total_steps), "agent_definition": d.name}
         if not res.content.strip() and not res.done:
-            return Outcome(
-                ok=False, error=f"the agent stopped without an answer ({res.stopped})", data=data
-            )
+            return Outcome(ok=False, error=f"the agent stopped without an answer ({res.stopped})", data=data)
         return Outcome(output=res.content, data=data)
 
     def _system(self, d: AgentDefinition, toolbox: Toolbox) -> str:
@@ -146,14 +140,10 @@ class DeclaredAgent(LLMAgent):
 
     async def _approve_answer(self, ctx: TaskContext, answer: str) -> str | None:
         """None when the user accepts the answer; else what the model is told to do."""
-        resp = await ctx.approve(
-            ANSWER_TOOL, json.dumps({"answer": answer[:4000]}), f"answer: {answer[:120]}"
-        )
+        resp = await ctx.approve(ANSWER_TOOL, json.dumps({"answer": answer[:4000]}), f"answer: {answer[:120]}")
         decision = ApprovalDecision(resp.decision)
         if decision in (ApprovalDecision.APPROVE, ApprovalDecision.APPROVE_NEXT):
             return None
         if decision == ApprovalDecision.FEEDBACK and resp.feedback.strip():
-            return (
-                f"The user did not accept this answer and said: {resp.feedback.strip()}\nRevise it."
-            )
+            return f"The user did not accept this answer and said: {resp.feedback.strip()}\nRevise it."
         raise TaskFailed("the user rejected the agent's answer")

@@ -56,9 +56,7 @@ async def _download(stub: Any, ws: Workspace, task_id: str, art: Artifact) -> in
     h, n = hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as f:
-            call = stub.FetchArtifact(
-                pb.FetchArtifactRequest(task_id=task_id, path=art.path), timeout=TIMEOUT_S
-            )
+            call = stub.FetchArtifact(pb.FetchArtifactRequest(task_id=task_id, path=art.path), timeout=TIMEOUT_S)
             async for chunk in call:
                 f.write(chunk.data)
                 h.update(chunk.data)
@@ -67,9 +65,7 @@ async def _download(stub: Any, ws: Workspace, task_id: str, art: Artifact) -> in
                     break
         digest = h.hexdigest()
         if art.sha256 and digest != art.sha256:
-            raise OSError(
-                f"sha256 mismatch: the result lists {art.sha256[:12]}..., got {digest[:12]}..."
-            )
+            raise OSError(f"sha256 mismatch: the result lists {art.sha256[:12]}..., got {digest[:12]}...")
         os.replace(ws.resolve(part), ws.resolve(art.path))
     finally:
         try:
@@ -79,8 +75,14 @@ async def _download(stub: Any, ws: Workspace, task_id: str, art: Artifact) -> in
     return n
 
 
-async def download(address: str, certs: Any, server_name: str | None, results: list[TaskResult],
-                   into: Path, ctx: TaskContext | None = None) -> list[str]:
+async def download(
+    address: str,
+    certs: Any,
+    server_name: str | None,
+    results: list[TaskResult],
+    into: Path,
+    ctx: TaskContext | None = None,
+) -> list[str]:
     """The files the results list that ``into`` lacks, from the daemon (a later result's
     version of a path wins); the paths fetched. A file that cannot be fetched is logged (and
     told to the task, ``ctx``) and skipped."""
@@ -101,14 +103,18 @@ async def download(address: str, certs: Any, server_name: str | None, results: l
                 size = await _download(stub, ws, tid, a)
             except (grpc.aio.AioRpcError, OSError, ToolError) as exc:
                 why = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-                log.warning("input_not_fetched", task_id=ctx.task.task_id if ctx else "", input_task=tid,
-                            path=a.path, reason=why)
+                log.warning(
+                    "input_not_fetched",
+                    task_id=ctx.task.task_id if ctx else "",
+                    input_task=tid,
+                    path=a.path,
+                    reason=why,
+                )
                 if ctx is not None:
                     ctx.log(f"file {a.path} of task {tid} not fetched: {why}")
                 continue
             got.append(a.path)
-            log.info("input_fetched", task_id=ctx.task.task_id if ctx else "", input_task=tid, path=a.path,
-                     size=size)
+            log.info("input_fetched", task_id=ctx.task.task_id if ctx else "", input_task=tid, path=a.path, size=size)
     finally:
         await channel.close(grace=None)
     return got

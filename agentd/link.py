@@ -127,8 +127,12 @@ class Link(PendingResults):
                 await self._session()
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-                            grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+                if code in (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ):
                     log.error("registration_refused", code=code.name, detail=exc.details())
                     raise SystemExit(f"agentd: orchestrator refused this agent: {exc.details()}") from None
                 log.warning("disconnected", code=code.name, detail=exc.details(), retry_in=round(delay, 2))
@@ -156,10 +160,15 @@ class Link(PendingResults):
         outbox = Outbox()
         try:
             stub = pb_grpc.MeshStub(channel)
-            reg = pb.Register(agent_type=self.agent.type, capabilities=list(self.agent.capabilities),
-                              host=socket.gethostname(), pid=os.getpid(), version=__version__,
-                              pending_results=[codec.result_to_pb(r) for r in self._report()],
-                              current_task=self.current_id if self.current and not self.current.done() else "")
+            reg = pb.Register(
+                agent_type=self.agent.type,
+                capabilities=list(self.agent.capabilities),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=__version__,
+                pending_results=[codec.result_to_pb(r) for r in self._report()],
+                current_task=self.current_id if self.current and not self.current.done() else "",
+            )
             outbox.put(self._env(pb.REGISTER, register=reg))
             call = stub.Connect(outbox.iterate())
             self.last_rx = time.monotonic()
@@ -188,8 +197,14 @@ class Link(PendingResults):
             sent = outbox.added  # a HEARTBEAT only when nothing else was sent (traffic is life)
             await asyncio.sleep(self.heartbeat_s)
             busy = bool(self.current and not self.current.done())
-            outbox.added == sent and outbox.put(self._env(pb.HEARTBEAT, heartbeat=pb.Heartbeat(
-                state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else "")))
+            outbox.added == sent and outbox.put(
+                self._env(
+                    pb.HEARTBEAT,
+                    heartbeat=pb.Heartbeat(
+                        state=pb.BUSY if busy else pb.IDLE, current_task=self.current_id if busy else ""
+                    ),
+                )
+            )
             if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
                 log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))
                 call.cancel()
@@ -203,8 +218,7 @@ class Link(PendingResults):
         if not d:
             # control messages come from the orchestrator only (orchgpt.authz): a RUN, CANCEL,
             # TERMINATE or APPROVAL_RESPONSE another agent managed to send is dropped
-            log.warning("envelope_refused", type=_TYPE_NAMES.get(t, str(t)), sender=env.sender,
-                        rule=d.rule)
+            log.warning("envelope_refused", type=_TYPE_NAMES.get(t, str(t)), sender=env.sender, rule=d.rule)
             return
         if t == pb.REPLY and body == "payload":
             asked = self._asks.pop(env.correlation_id, None)
@@ -309,8 +323,14 @@ class Link(PendingResults):
                 return  # a duplicate after reconnect
             # not a failure of the task: orchgpt requeues it without counting an attempt
             busy = f"agent {self.name} is busy with {self.current_id}"
-            self.send(self._env(pb.RUN_REFUSED, task_id=spec.task_id, correlation_id=env.id,
-                                refusal=pb.Refusal(code="BUSY", reason=busy)))
+            self.send(
+                self._env(
+                    pb.RUN_REFUSED,
+                    task_id=spec.task_id,
+                    correlation_id=env.id,
+                    refusal=pb.Refusal(code="BUSY", reason=busy),
+                )
+            )
             log.info("run_refused", task_id=spec.task_id, busy_with=self.current_id)
             return
         req = codec.task_from_spec(spec)
@@ -329,14 +349,21 @@ class Link(PendingResults):
         ctx: TaskContext | None = None
         try:
             ws = self._workspace(req)
-            ctx = TaskContext(req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings,
-                              ask=self.ask)
+            ctx = TaskContext(
+                req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings, ask=self.ask
+            )
             ctx.status(f"running on {self.name}", TaskState.RUNNING)
             await inputs.fetch(ctx, self.address, self.certs, self.server_name)  # earlier sub-tasks' files
             outcome = await self.agent.run(ctx)
             state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
-            result = TaskResult(req.task_id, state, output=outcome.output, error=outcome.error if not outcome.ok else "",
-                                data=outcome.data, checks=outcome.checks)
+            result = TaskResult(
+                req.task_id,
+                state,
+                output=outcome.output,
+                error=outcome.error if not outcome.ok else "",
+                data=outcome.data,
+                checks=outcome.checks,
+            )
         except asyncio.CancelledError:
             result = TaskResult(req.task_id, TaskState.CANCELLED, error="cancelled")
         except TaskFailed as exc:
@@ -359,14 +386,16 @@ class Link(PendingResults):
             # stopped by a signal: no result, so that the orchestrator requeues the task elsewhere
             log.info("task_abandoned", task_id=req.task_id)
             return
-        env = self._env(pb.REPLY, task_id=req.task_id, correlation_id=run_id,
-                        reply=pb.Reply(result=codec.result_to_pb(result)))
+        env = self._env(
+            pb.REPLY, task_id=req.task_id, correlation_id=run_id, reply=pb.Reply(result=codec.result_to_pb(result))
+        )
         # the files go first: when the REPLY is stored they are in the daemon's artifact store
         uploaded = True
         if result.artifacts and ctx is not None:
             try:
-                uploaded = await uploads.upload(lambda: self.outbox, self._env, req.task_id,
-                                                Path(result.workspace), result.artifacts)
+                uploaded = await uploads.upload(
+                    lambda: self.outbox, self._env, req.task_id, Path(result.workspace), result.artifacts
+                )
             except asyncio.CancelledError:  # cancelled while uploading: the result still goes
                 log.info("artifact_upload_cancelled", task_id=req.task_id)
         if uploaded and self.send(env):

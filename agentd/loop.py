@@ -100,9 +100,7 @@ class TaskLoop:
             content = res.content
             history.append(res.assistant_message())
             if res.finish_reason == "invalid_tool_call" and not res.tool_calls:
-                self.ctx.step(
-                    f"step {step}: the model's tool call was malformed", step=str(step), ok="false"
-                )
+                self.ctx.step(f"step {step}: the model's tool call was malformed", step=str(step), ok="false")
                 history.append(
                     {
                         "role": "user",
@@ -145,15 +143,21 @@ class TaskLoop:
         if refusal is not None:
             self.ctx.step(
                 f"step {step}: {summary} (not run: {refusal[:80]})",
-                step=str(step), tool=call.name, ok="false", approved="false",
+                step=str(step),
+                tool=call.name,
+                ok="false",
+                approved="false",
             )
             return refusal, False
         output, ok = await self.toolbox.call(call.name, call.arguments)
         first = output.strip().splitlines()[0][:120] if output.strip() else ""
         self.ctx.step(
             f"step {step}: {summary}" + ("" if ok else f" → {first}"),
-            step=str(step), tool=call.name, ok=str(ok).lower(),
-            arguments=json.dumps(call.arguments, ensure_ascii=False)[:ARGS_SHOWN], result=first,
+            step=str(step),
+            tool=call.name,
+            ok=str(ok).lower(),
+            arguments=json.dumps(call.arguments, ensure_ascii=False)[:ARGS_SHOWN],
+            result=first,
         )
         log.info("tool_call", task_id=self.ctx.task.task_id, step=step, tool=call.name, ok=ok)
         return output, ok
@@ -168,9 +172,7 @@ class TaskLoop:
         try:
             resp = await self.ctx.approve(call.name, json.dumps(call.arguments, ensure_ascii=False), summary)
         except RuntimeError as exc:
-            raise TaskFailed(
-                f"the task asks for approval of each tool call but nobody can answer: {exc}"
-            ) from exc
+            raise TaskFailed(f"the task asks for approval of each tool call but nobody can answer: {exc}") from exc
         decision = ApprovalDecision(resp.decision)
         if decision == ApprovalDecision.APPROVE:
             return None

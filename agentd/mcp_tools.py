@@ -55,9 +55,7 @@ def _stdio_params(server: McpServer, env: ToolEnv) -> Any:
     command = sys.executable if own_python else server.command
     extra = {k: _expand(v) for k, v in server.env.items()}
     if own_python and os.environ.get("PYTHONPATH") and "PYTHONPATH" not in extra:
-        extra["PYTHONPATH"] = os.environ[
-            "PYTHONPATH"
-        ]  # the agent's own import path, as its interpreter
+        extra["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the agent's own import path, as its interpreter
     lim = env.sandbox.limits
     rlimits = {"FSIZE": lim.file_size_mb * 1024 * 1024, "CORE": 0}
     if lim.memory_mb > 0:
@@ -67,9 +65,7 @@ def _stdio_params(server: McpServer, env: ToolEnv) -> Any:
     except ToolError as exc:
         raise TaskFailed(f"mcp server: {exc}") from None
     (workspace / ".tmp").mkdir(exist_ok=True)
-    spec = LaunchSpec(
-        argv=[command, *server.args], env=child_env, cwd=str(workspace), rlimits=rlimits
-    )
+    spec = LaunchSpec(argv=[command, *server.args], env=child_env, cwd=str(workspace), rlimits=rlimits)
     from .sandbox.core import LAUNCHER
 
     return StdioServerParameters(
@@ -90,12 +86,8 @@ async def _http_transport(stack: contextlib.AsyncExitStack, server: McpServer) -
 
     token = os.environ.get(server.bearer_env, "")
     if not token:
-        raise TaskFailed(
-            f"mcp server {server.url}: {server.bearer_env} is not set in the agent's environment"
-        )
-    http = await stack.enter_async_context(
-        create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
-    )
+        raise TaskFailed(f"mcp server {server.url}: {server.bearer_env} is not set in the agent's environment")
+    http = await stack.enter_async_context(create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}))
     return streamable_http_client(server.url, http_client=http)
 
 
@@ -131,17 +123,13 @@ def _tool(server_name: str, server: McpServer, client: Any, t: Any) -> Tool:
         try:
             res = await client.call_tool(t.name, args, read_timeout_seconds=server.timeout)
         except Exception as exc:  # the server's failure is the model's to read, not the task's end
-            raise ToolError(
-                f"the MCP server {server_name} failed: {type(exc).__name__}: {exc}"
-            ) from None
+            raise ToolError(f"the MCP server {server_name} failed: {type(exc).__name__}: {exc}") from None
         text = _text(res)
         if res.is_error:
             raise ToolError(text or "the tool failed")
         return text
 
-    schema = (
-        t.input_schema if isinstance(t.input_schema, dict) else {"type": "object", "properties": {}}
-    )
+    schema = t.input_schema if isinstance(t.input_schema, dict) else {"type": "object", "properties": {}}
     desc = (t.description or t.title or t.name).strip()
     return Tool(
         ToolSpec(full, f"[{server_name}] {desc}"[:1000], schema),
@@ -162,16 +150,12 @@ async def open_servers(
         target = await _http_transport(stack, server) if server.url else _stdio_params(server, env)
         where = server.url or " ".join([server.command, *server.args])
         try:
-            client = await stack.enter_async_context(
-                Client(target, read_timeout_seconds=server.timeout, mode="legacy")
-            )
+            client = await stack.enter_async_context(Client(target, read_timeout_seconds=server.timeout, mode="legacy"))
             listed = await client.list_tools()
         except Exception as exc:
             while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # anyio's task groups
                 exc = exc.exceptions[0]  # type: ignore[assignment]
-            raise TaskFailed(
-                f"the MCP server {name} ({where}) cannot be used: {type(exc).__name__}: {exc}"
-            ) from None
+            raise TaskFailed(f"the MCP server {name} ({where}) cannot be used: {type(exc).__name__}: {exc}") from None
         offered = [t for t in listed.tools if server.tools is None or t.name in server.tools]
         missing = sorted(set(server.tools or ()) - {t.name for t in listed.tools})
         if missing:

@@ -106,8 +106,13 @@ class TaskContext:
 
     def status(self, text: str, state: TaskState = TaskState.RUNNING) -> None:
         self._emit(
-            StatusEvent(task_id=self.task.task_id, state=state, text=text,
-                        agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+            StatusEvent(
+                task_id=self.task.task_id,
+                state=state,
+                text=text,
+                agent_id=self.agent_id,
+                parent_task_id=self.task.parent_task_id,
+            )
         )
 
     def log(self, text: str) -> None:
@@ -129,8 +134,13 @@ class TaskContext:
         art = Artifact(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), kind=kind)
         self.artifacts[rel] = art
         self._emit(
-            ArtifactEvent(task_id=self.task.task_id, artifact=art, text=rel,
-                          agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+            ArtifactEvent(
+                task_id=self.task.task_id,
+                artifact=art,
+                text=rel,
+                agent_id=self.agent_id,
+                parent_task_id=self.task.parent_task_id,
+            )
         )
         return art
 
@@ -163,8 +173,13 @@ class TaskContext:
             raise RuntimeError("this context cannot ask for approval")
         req = ApprovalRequest(request_id=new_id(), tool=tool, arguments_json=arguments_json, summary=summary)
         self._emit(
-            ApprovalEvent(task_id=self.task.task_id, approval=req, text=summary,
-                          agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+            ApprovalEvent(
+                task_id=self.task.task_id,
+                approval=req,
+                text=summary,
+                agent_id=self.agent_id,
+                parent_task_id=self.task.parent_task_id,
+            )
         )
         return await self._approve(req)
 
@@ -173,11 +188,21 @@ class TaskContext:
         ``question``); the answer is the response's ``answer`` (or its feedback)."""
         if self._approve is None:
             raise RuntimeError("this context cannot ask the user")
-        req = ApprovalRequest(request_id=new_id(), tool="user_proxy", summary=question[:200],
-                              question=question, choices=list(choices or []))
+        req = ApprovalRequest(
+            request_id=new_id(),
+            tool="user_proxy",
+            summary=question[:200],
+            question=question,
+            choices=list(choices or []),
+        )
         self._emit(
-            ApprovalEvent(task_id=self.task.task_id, approval=req, text=question,
-                          agent_id=self.agent_id, parent_task_id=self.task.parent_task_id)
+            ApprovalEvent(
+                task_id=self.task.task_id,
+                approval=req,
+                text=question,
+                agent_id=self.agent_id,
+                parent_task_id=self.task.parent_task_id,
+            )
         )
         return await self._approve(req)
 

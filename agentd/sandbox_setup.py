@@ -24,14 +24,23 @@ async def sandbox_policy(certs: CertPaths, ws_root: Path, allow_weak: bool) -> S
         raise AgentdError(str(exc)) from None
     if allow_weak:
         policy = replace(policy, allow_weak=True)
-    policy = policy.protect(certs.ca, certs.cert, certs.key, certs.ca.parent, certs.cert.parent,
-                            certs.key.parent, os.environ.get("ORCHGPT_CERTS"))
+    policy = policy.protect(
+        certs.ca,
+        certs.cert,
+        certs.key,
+        certs.ca.parent,
+        certs.cert.parent,
+        certs.key.parent,
+        os.environ.get("ORCHGPT_CERTS"),
+    )
     policy = replace(policy, workspace_root=str(ws_root))
     iso = await detect_isolation(policy=policy)
     if iso.mode == "none" and not policy.allow_weak:
-        log.warning("sandbox_unavailable", reason=iso.reason,
-                    hint=f"generated code is refused; {WEAK_FLAG} or {WEAK_ENV}=1 runs it "
-                    "with resource limits only")
+        log.warning(
+            "sandbox_unavailable",
+            reason=iso.reason,
+            hint=f"generated code is refused; {WEAK_FLAG} or {WEAK_ENV}=1 runs it with resource limits only",
+        )
     else:
         log.info("sandbox", isolation=iso.mode, reason=iso.reason, weak_allowed=policy.allow_weak)
     return policy

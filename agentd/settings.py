@@ -173,7 +173,12 @@ class AgentSettings:
 
     @classmethod
     def for_endpoint(
-        cls, base_url: str, api_key: str | None = None, model: str = "", workspace_root: Path | None = None, **model_opts: object
+        cls,
+        base_url: str,
+        api_key: str | None = None,
+        model: str = "",
+        workspace_root: Path | None = None,
+        **model_opts: object,
     ) -> AgentSettings:
         """Both models on one server (tests, benchmarks): ``AgentSettings.for_endpoint(srv.base_url)``."""
         smart = ModelSettings(base_url=base_url, api_key=api_key, model=model, **model_opts)  # type: ignore[arg-type]

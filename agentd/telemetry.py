@@ -199,9 +199,7 @@ def run(link: Any, req: Task, env: Any) -> Coroutine[Any, Any, None]:
         kept = (r for r in reversed(link.pending_results) if r.task_id == req.task_id)
         return sent or next(kept, None)
 
-    return invoke_agent(
-        coro, req, link.agent.type, link.name, env.traceparent, env.tracestate, outcome
-    )
+    return invoke_agent(coro, req, link.agent.type, link.name, env.traceparent, env.tracestate, outcome)
 
 
 def answer(link: Any, env: Any) -> Coroutine[Any, Any, None]:

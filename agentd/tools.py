@@ -129,8 +129,13 @@ async def run_command(env: ToolEnv, args: dict[str, Any]) -> str:
     result = await env.sandbox.run(command, timeout_s=t)
     env.runs.append(result)
     env.report_isolation(result)
-    log.info("sandbox_run", command=command[:200], exit_code=result.exit_code,
-             timed_out=result.timed_out, duration_s=round(result.duration_s, 3))
+    log.info(
+        "sandbox_run",
+        command=command[:200],
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        duration_s=round(result.duration_s, 3),
+    )
     text = result.describe()
     if result.notes:
         text += "\nnotes: " + "; ".join(result.notes)
@@ -187,8 +192,7 @@ TOOLS: dict[str, Tool] = {
     "write_file": Tool(
         ToolSpec(
             "write_file",
-            "Create or replace a text file of the workspace with the given content "
-            "(parent directories are created).",
+            "Create or replace a text file of the workspace with the given content (parent directories are created).",
             {
                 "type": "object",
                 "properties": {"path": _PATH, "content": {"type": "string", "description": "the whole file"}},

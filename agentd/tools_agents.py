@@ -46,8 +46,7 @@ async def ask_agent(env: ToolEnv, args: dict[str, Any]) -> str:
 ASK_AGENT = Tool(
     ToolSpec(
         "ask_agent",
-        "Give a task to another agent of the mesh (by its agent type, e.g. 'reviewer') and "
-        "return its answer.",
+        "Give a task to another agent of the mesh (by its agent type, e.g. 'reviewer') and return its answer.",
         {
             "type": "object",
             "properties": {

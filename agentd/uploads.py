@@ -67,8 +67,14 @@ def _pieces(f: BinaryIO, path: str, size: int, digest: str, start: int = 0) -> I
     while True:
         piece = f.read(min(CHUNK, size - offset)) if offset < size else b""
         last = offset + len(piece) >= size or not piece
-        yield pb.FileChunk(path=path, offset=offset, data=piece, eof=last, size=size,
-                           sha256=digest if last or offset == first == 0 else "")
+        yield pb.FileChunk(
+            path=path,
+            offset=offset,
+            data=piece,
+            eof=last,
+            size=size,
+            sha256=digest if last or offset == first == 0 else "",
+        )
         offset += len(piece)
         if last:
             break
@@ -93,8 +99,9 @@ class Resumes:
     what it received, orchgpt.artifact_store). Any doubt (no answer in time, not connected)
     means offset 0: the whole file again, never a corrupt one (the daemon checks the sha256)."""
 
-    def __init__(self, outbox: Callable[[], Outbox | None], make_env: Callable[..., pb.Envelope],
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, outbox: Callable[[], Outbox | None], make_env: Callable[..., pb.Envelope], timeout: float = 5.0
+    ) -> None:
         self.outbox, self.make_env, self.timeout = outbox, make_env, timeout
         self._waiting: dict[str, asyncio.Future[tuple[int, bool]]] = {}
         # results whose re-upload was cut too: sent again after the next reconnect (`reupload`),
@@ -103,8 +110,9 @@ class Resumes:
 
     async def ask(self, task_id: str, path: str, size: int, sha256: str) -> int:
         """The offset to go on from; -1 when the daemon has the file already."""
-        env = self.make_env(pb.FILE_RESUME, task_id=task_id,
-                            file_chunk=pb.FileChunk(path=path, size=size, sha256=sha256))
+        env = self.make_env(
+            pb.FILE_RESUME, task_id=task_id, file_chunk=pb.FileChunk(path=path, size=size, sha256=sha256)
+        )
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
         self._waiting[env.id] = fut
         try:
@@ -171,8 +179,14 @@ async def _put(outbox: Callable[[], Outbox | None], env: pb.Envelope) -> bool:
         await asyncio.sleep(0.005)
 
 
-async def upload(outbox: Callable[[], Outbox | None], make_env: Callable[..., pb.Envelope],
-                 task_id: str, workspace: Path, artifacts: list[Artifact], resume: Resume | None = None) -> bool:
+async def upload(
+    outbox: Callable[[], Outbox | None],
+    make_env: Callable[..., pb.Envelope],
+    task_id: str,
+    workspace: Path,
+    artifacts: list[Artifact],
+    resume: Resume | None = None,
+) -> bool:
     """Queue every chunk on the current stream (a few at a time: memory stays bounded); False
     when the stream went away (the caller sends them again after reconnecting). ``resume``:
     ask the daemon first where each file goes on (after a reconnect)."""

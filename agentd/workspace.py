@@ -27,13 +27,20 @@ WORKSPACE_OPTION = "workspace"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Not listed as artifacts nor shown to the model: caches, VCS data, scratch space.
 SKIP_DIRS = frozenset(
-    {".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "node_modules", ".venv",
-     ".tmp", ".orchgpt"}
+    {".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "node_modules", ".venv", ".tmp", ".orchgpt"}
 )
 _KINDS = {
-    ".md": "document", ".rst": "document", ".txt": "document",
-    ".mmd": "diagram", ".dot": "diagram", ".svg": "image", ".png": "image",
-    ".json": "data", ".yaml": "data", ".yml": "data", ".toml": "data",
+    ".md": "document",
+    ".rst": "document",
+    ".txt": "document",
+    ".mmd": "diagram",
+    ".dot": "diagram",
+    ".svg": "image",
+    ".png": "image",
+    ".json": "data",
+    ".yaml": "data",
+    ".yml": "data",
+    ".toml": "data",
 }
 
 
@@ -42,9 +49,7 @@ def workspace_id(task: Task) -> str:
     wanted = (getattr(task, "options", None) or {}).get(WORKSPACE_OPTION, "").strip()
     name = wanted or str(task.task_id)
     if not _ID_RE.match(name) or name in (".", ".."):
-        raise ToolError(
-            f"invalid workspace name {name!r}: a task id of letters, digits, '.', '_' or '-'"
-        )
+        raise ToolError(f"invalid workspace name {name!r}: a task id of letters, digits, '.', '_' or '-'")
     return name
 
 
@@ -183,8 +188,7 @@ class Workspace:
     def artifact(self, path: str) -> Artifact:
         data = self.read_bytes(path)
         rel = self.relative(self.resolve(path))
-        return Artifact(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                        kind=artifact_kind(rel))
+        return Artifact(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), kind=artifact_kind(rel))
 
     def artifacts(self) -> list[Artifact]:
         """Every file of the workspace as an artifact (path, size, sha256, kind)."""

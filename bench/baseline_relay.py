@@ -48,9 +48,12 @@ class Relay:
         self.queues[name] = q
         await context.write(
             pb.Envelope(
-                id=hello.id + "-ok", type=pb.REGISTERED, correlation_id=hello.id,
-                registered=pb.Registered(agent_id=name, heartbeat_interval_ms=self.heartbeat_ms,
-                                         max_message_bytes=MAX_MESSAGE),
+                id=hello.id + "-ok",
+                type=pb.REGISTERED,
+                correlation_id=hello.id,
+                registered=pb.Registered(
+                    agent_id=name, heartbeat_interval_ms=self.heartbeat_ms, max_message_bytes=MAX_MESSAGE
+                ),
             ).SerializeToString()
         )
         reader = asyncio.create_task(self._route(context))
@@ -94,15 +97,18 @@ class Relay:
             self.watchers.discard(q)
 
 
-async def serve(certs: Path, host: str = "127.0.0.1", port: int = 0,
-                heartbeat_ms: int = 5000) -> tuple[grpc.aio.Server, int, Relay]:
+async def serve(
+    certs: Path, host: str = "127.0.0.1", port: int = 0, heartbeat_ms: int = 5000
+) -> tuple[grpc.aio.Server, int, Relay]:
     relay = Relay(heartbeat_ms)
-    server = grpc.aio.server(options=[
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ]
+    )
     handler = grpc.method_handlers_generic_handler(
         "bench.Relay",
         {

@@ -91,8 +91,14 @@ class Child:
 
     @classmethod
     async def python(
-        cls, name: str, module: str, args: Sequence[str], log_dir: Path, cpus: set[int] | None = None,
-        python: str = sys.executable, env: dict[str, str] | None = None,
+        cls,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        log_dir: Path,
+        cpus: set[int] | None = None,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
     ) -> Child:
         return await cls.start(name, [python, "-m", module, *args], log_dir, cpus, env)
 
@@ -121,8 +127,7 @@ class Child:
             if not line:
                 code = await self._exit_code(2.0)
                 raise BenchError(
-                    f"{self.name} exited (code {code}) before {event!r}; its log ends with:\n"
-                    f"{self.log_tail()}"
+                    f"{self.name} exited (code {code}) before {event!r}; its log ends with:\n{self.log_tail()}"
                 )
             try:
                 msg = json.loads(line)
@@ -174,14 +179,22 @@ class Children:
         self.log_dir = log_dir
         self.items: list[Child] = []
 
-    async def python(self, name: str, module: str, args: Sequence[str], cpus: set[int] | None = None,
-                     python: str = sys.executable, env: dict[str, str] | None = None) -> Child:
+    async def python(
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        cpus: set[int] | None = None,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+    ) -> Child:
         child = await Child.python(name, module, args, self.log_dir, cpus, python, env)
         self.items.append(child)
         return child
 
-    async def start(self, name: str, argv: Sequence[str], cpus: set[int] | None = None,
-                    env: dict[str, str] | None = None) -> Child:
+    async def start(
+        self, name: str, argv: Sequence[str], cpus: set[int] | None = None, env: dict[str, str] | None = None
+    ) -> Child:
         child = await Child.start(name, argv, self.log_dir, cpus, env)
         self.items.append(child)
         return child

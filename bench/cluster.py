@@ -70,9 +70,7 @@ async def main(n: int) -> dict[str, object]:
                 ).start()
             )
         a, b = made
-        procs.append(
-            start_agent(a, "echo-a", extra_args=["--orchestrator", f"{a.address},{b.address}"])
-        )
+        procs.append(start_agent(a, "echo-a", extra_args=["--orchestrator", f"{a.address},{b.address}"]))
         await wait(lambda: agents(b))
         await round_trips(a, 3)  # warm up
         same = await round_trips(a, n)

@@ -90,8 +90,15 @@ class Counts:
             p.append(f"{self.submitted - self.acknowledged} submissions were never acknowledged")
         if self.accounted != self.submitted:
             p.append(f"only {self.accounted} of {self.submitted} tasks succeeded or failed with a reason")
-        for name in ("lost", "unfinished", "failed_without_reason", "cancelled", "completed_twice",
-                     "executed_twice", "resubmit_reran"):
+        for name in (
+            "lost",
+            "unfinished",
+            "failed_without_reason",
+            "cancelled",
+            "completed_twice",
+            "executed_twice",
+            "resubmit_reran",
+        ):
             if getattr(self, name):
                 p.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
         if self.finished_before_kill >= self.submitted and self.kill != "cut":
@@ -138,8 +145,7 @@ async def run(
     workdir.mkdir(parents=True, exist_ok=True)
     certs, data_dir = workdir / "certs", workdir / "data"
     await asyncio.to_thread(init_certs, certs)
-    extra = ["--heartbeat-interval", "0.5", "--reconnect-grace", "10", "--max-attempts", "3",
-             "--grace-period", "1"]
+    extra = ["--heartbeat-interval", "0.5", "--reconnect-grace", "10", "--max-attempts", "3", "--grace-period", "1"]
     extra += ["--no-spawn"] if mode == "remote" else ["--max-local-agents", str(agents)]
     daemon = Daemon(workdir, certs, data_dir, extra)
     counts = Counts(mode=mode, kill=kill, submitted=tasks)
@@ -161,8 +167,9 @@ async def run(
         finished: set[str] = set()
 
         async def submit_one(client: MeshClient, task_id: str, i: int) -> None:
-            cmd = Command("echo", Action.RUN, f"echo {i}", session_id=session, task_id=task_id,
-                          options={"delay": str(delay)})
+            cmd = Command(
+                "echo", Action.RUN, f"echo {i}", session_id=session, task_id=task_id, options={"delay": str(delay)}
+            )
             try:
                 async for ev in client.submit(cmd):
                     acked.add(task_id)
@@ -176,8 +183,12 @@ async def run(
             if mode == "remote":
                 await _wait(lambda: _n_agents(client, agents), 60, f"{agents} agents to register")
             streams = [asyncio.create_task(submit_one(client, t, i)) for i, t in enumerate(ids)]
-            await _wait(lambda: len(acked) == tasks and len(finished) >= kill_after * tasks, 60,
-                        "the submissions to be acknowledged and the first tasks to finish", 0.01)
+            await _wait(
+                lambda: len(acked) == tasks and len(finished) >= kill_after * tasks,
+                60,
+                "the submissions to be acknowledged and the first tasks to finish",
+                0.01,
+            )
             if kill in ("daemon", "both"):
                 daemon.sigkill()
             if kill == "both":
@@ -212,6 +223,7 @@ async def run(
             agent_procs = start_agents(workdir, certs, agents_to, agents)
         client = daemon.client()
         try:
+
             async def all_terminal() -> bool:
                 ts = await _session_tasks(client, session, tasks)
                 return len(ts) >= tasks and all(t.state.terminal for t in ts)
@@ -250,32 +262,45 @@ async def run(
             counts.completed_twice = sum(1 for n in result_events.values() if n > 1)
             ran = agent_completions(workdir, data_dir)
             counts.executed_twice = sum(1 for t in ids if ran[t] > 1)
-            unseen = [t for t in ids if stored.get(t) is not None
-                      and stored[t].state == TaskState.SUCCEEDED and ran[t] == 0]
+            unseen = [
+                t for t in ids if stored.get(t) is not None and stored[t].state == TaskState.SUCCEEDED and ran[t] == 0
+            ]
             if unseen and kill in ("agents", "both"):
                 # agentd journals a result (fsync) before it logs task_done: an agent SIGKILLed
                 # between the two leaves no log line for a run whose journaled result the agent
                 # delivered after its restart. A run it did; a log line it never wrote.
-                counts.notes.append(f"{len(unseen)} succeeded task(s) whose agent was SIGKILLed before "
-                                    f"logging task_done (result delivered from its journal): {unseen[:5]}")
+                counts.notes.append(
+                    f"{len(unseen)} succeeded task(s) whose agent was SIGKILLed before "
+                    f"logging task_done (result delivered from its journal): {unseen[:5]}"
+                )
             elif unseen:
                 counts.problems.append(f"{len(unseen)} succeeded tasks never finished in an agent: {unseen[:5]}")
 
             # Resubmitting a task id never runs it again: the stream replays the stored events.
             before = {t: (stored[t].attempts, stored[t].state) for t in ids if t in stored}
-            again = await asyncio.gather(*(
-                _resubmit(client, Command("echo", Action.RUN, "again", session_id=session, task_id=t,
-                                          options={"delay": str(delay)}))
-                for t in ids
-            ))
+            again = await asyncio.gather(
+                *(
+                    _resubmit(
+                        client,
+                        Command(
+                            "echo", Action.RUN, "again", session_id=session, task_id=t, options={"delay": str(delay)}
+                        ),
+                    )
+                    for t in ids
+                )
+            )
             counts.resubmitted = len(again)
             await asyncio.sleep(max(1.0, 3 * delay))  # time for a wrongly re-dispatched echo to finish
             after = {t.task_id: t for t in await _session_tasks(client, session, tasks)}
             ran_after = agent_completions(workdir, data_dir)
             for task_id, last_state in zip(ids, again, strict=True):
                 t = after.get(task_id)
-                if (t is None or (t.attempts, t.state) != before.get(task_id) or ran_after[task_id] != ran[task_id]
-                        or last_state != before.get(task_id, (0, None))[1]):
+                if (
+                    t is None
+                    or (t.attempts, t.state) != before.get(task_id)
+                    or ran_after[task_id] != ran[task_id]
+                    or last_state != before.get(task_id, (0, None))[1]
+                ):
                     counts.resubmit_reran += 1
             if len(after) != len(stored):
                 counts.problems.append(f"resubmission created tasks: {len(stored)} -> {len(after)}")
@@ -319,11 +344,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, default=100)
     ap.add_argument("--agents", type=int, default=8)
     ap.add_argument("--delay", type=float, default=0.3, help="seconds each echo task takes")
-    ap.add_argument("--mode", choices=["remote", "local", "both"], default="both",
-                    help="remote: hand-started agents that outlive the daemon; local: agents it spawns")
-    ap.add_argument("--kill", choices=[*KILLS, "all"], default="daemon",
-                    help="what is killed: the daemon, the (remote) agents, both together, or the agents' "
-                    "streams cut again and again; all: each in turn")
+    ap.add_argument(
+        "--mode",
+        choices=["remote", "local", "both"],
+        default="both",
+        help="remote: hand-started agents that outlive the daemon; local: agents it spawns",
+    )
+    ap.add_argument(
+        "--kill",
+        choices=[*KILLS, "all"],
+        default="daemon",
+        help="what is killed: the daemon, the (remote) agents, both together, or the agents' "
+        "streams cut again and again; all: each in turn",
+    )
     ap.add_argument("--workdir", help="keep certificates, data and logs here (default: a temporary directory)")
     ap.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = ap.parse_args(argv)
@@ -346,17 +379,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({**asdict(c), "accounted": c.accounted, "ok": c.ok}))
             continue
-        what = {"daemon": "SIGKILL of the daemon", "agents": "SIGKILL of every agent",
-                "both": "SIGKILL of the daemon and every agent", "cut": f"{c.cuts} cuts of every agent's stream"}[kill]
-        print(f"== crash recovery ({mode} agents, {what}): after {c.finished_before_kill} of {c.submitted} "
-              f"finished; the restarted daemon recovered {c.recovered_by_daemon} unfinished tasks")
-        rows = [("submitted", c.submitted), ("acknowledged", c.acknowledged), ("succeeded", c.succeeded),
-                ("failed with a reason", c.failed_with_reason), ("lost", c.lost), ("unfinished", c.unfinished),
-                ("run twice (RESULT events in the store)", c.completed_twice),
-                ("run twice (finished twice in agents)", c.executed_twice),
-                ("requeued after the crash", c.requeued),
-                ("resubmitted ids that ran again", f"{c.resubmit_reran} of {c.resubmitted}"),
-                ("seconds from restart to all terminal", c.seconds_to_recover)]
+        what = {
+            "daemon": "SIGKILL of the daemon",
+            "agents": "SIGKILL of every agent",
+            "both": "SIGKILL of the daemon and every agent",
+            "cut": f"{c.cuts} cuts of every agent's stream",
+        }[kill]
+        print(
+            f"== crash recovery ({mode} agents, {what}): after {c.finished_before_kill} of {c.submitted} "
+            f"finished; the restarted daemon recovered {c.recovered_by_daemon} unfinished tasks"
+        )
+        rows = [
+            ("submitted", c.submitted),
+            ("acknowledged", c.acknowledged),
+            ("succeeded", c.succeeded),
+            ("failed with a reason", c.failed_with_reason),
+            ("lost", c.lost),
+            ("unfinished", c.unfinished),
+            ("run twice (RESULT events in the store)", c.completed_twice),
+            ("run twice (finished twice in agents)", c.executed_twice),
+            ("requeued after the crash", c.requeued),
+            ("resubmitted ids that ran again", f"{c.resubmit_reran} of {c.resubmitted}"),
+            ("seconds from restart to all terminal", c.seconds_to_recover),
+        ]
         for label, value in rows:
             print(f"  {label:40} {value}")
         for f in c.failures[:10]:

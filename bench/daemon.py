@@ -14,8 +14,14 @@ from .wire import ORCHGPT
 
 
 async def start_orchgpt(
-    children: Children, certs: Path, data_dir: Path, *, spawn: bool = False,
-    name: str = "orchgpt", extra: list[str] | None = None, timeout: float = 60.0,
+    children: Children,
+    certs: Path,
+    data_dir: Path,
+    *,
+    spawn: bool = False,
+    name: str = "orchgpt",
+    extra: list[str] | None = None,
+    timeout: float = 60.0,
     cpus: set[int] | None = placement.ROUTER_CPUS,
 ) -> tuple[Router, Child]:
     """Run ``orchgpt serve`` on 127.0.0.1:0 with the bench certificates; wait until it listens."""
@@ -23,12 +29,30 @@ async def start_orchgpt(
     port_file = data_dir / "port"
     port_file.unlink(missing_ok=True)
     argv = [
-        sys.executable, "-m", "orchgpt", "serve", "--listen", "127.0.0.1:0", "--certs", str(certs),
-        "--data-dir", str(data_dir), "--port-file", str(port_file), "--local-model", "off",
-        "--grace-period", "1", "--log-format", "json",
+        sys.executable,
+        "-m",
+        "orchgpt",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--certs",
+        str(certs),
+        "--data-dir",
+        str(data_dir),
+        "--port-file",
+        str(port_file),
+        "--local-model",
+        "off",
+        "--grace-period",
+        "1",
+        "--log-format",
+        "json",
         # the benchmark drives agents at full speed with many events per task: the per-peer
         # message rate and events-per-task limits (docs/security-limits.md) are off here
-        "--agent-messages-per-second", "0", "--max-events-per-task", "0",
+        "--agent-messages-per-second",
+        "0",
+        "--max-events-per-task",
+        "0",
     ]
     if not spawn:
         argv.append("--no-spawn")
@@ -43,9 +67,10 @@ async def start_orchgpt(
             if text:
                 return Router(ORCHGPT, f"127.0.0.1:{int(text)}", child.pid, certs), child
         if child.proc.returncode is not None:
-            raise BenchError(f"orchgpt exited (code {child.proc.returncode}) before listening; "
-                             f"its log ends with:\n{child.log_tail()}")
+            raise BenchError(
+                f"orchgpt exited (code {child.proc.returncode}) before listening; "
+                f"its log ends with:\n{child.log_tail()}"
+            )
         if loop.time() > deadline:
-            raise BenchError(f"orchgpt did not listen within {timeout:.0f}s; its log ends with:\n"
-                             f"{child.log_tail()}")
+            raise BenchError(f"orchgpt did not listen within {timeout:.0f}s; its log ends with:\n{child.log_tail()}")
         await asyncio.sleep(0.02)

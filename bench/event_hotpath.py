@@ -38,9 +38,17 @@ class _Link:
 def _agent_batches(task_id: str, tokens: int, batch: int) -> list[bytes]:
     out = []
     for start in range(0, tokens, batch):
-        envs = [pb.Envelope(id=f"e{i}", sender="a1", type=pb.TASK_EVENT, task_id=task_id,
-                            timestamp_ms=1, event=pb.TaskEvent(token=pb.TokenEvent(text=" tok")))
-                for i in range(start, min(tokens, start + batch))]
+        envs = [
+            pb.Envelope(
+                id=f"e{i}",
+                sender="a1",
+                type=pb.TASK_EVENT,
+                task_id=task_id,
+                timestamp_ms=1,
+                event=pb.TaskEvent(token=pb.TokenEvent(text=" tok")),
+            )
+            for i in range(start, min(tokens, start + batch))
+        ]
         out.append(pb.Batch(envelopes=envs).SerializeToString())
     return out
 
@@ -83,8 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args(argv)
     rates = [asyncio.run(run_once(a.tokens, a.batch, a.watchers)) for _ in range(a.repeat)]
-    print(f"tokens per CPU second: best {max(rates):,.0f}  median {statistics.median(rates):,.0f}  "
-          f"({a.tokens} tokens, batch {a.batch}, {a.watchers} watcher(s), {a.repeat} runs)")
+    print(
+        f"tokens per CPU second: best {max(rates):,.0f}  median {statistics.median(rates):,.0f}  "
+        f"({a.tokens} tokens, batch {a.batch}, {a.watchers} watcher(s), {a.repeat} runs)"
+    )
 
 
 if __name__ == "__main__":

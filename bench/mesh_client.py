@@ -132,8 +132,12 @@ async def _tasks(client: MeshClient, args: argparse.Namespace, inflight: int) ->
         raise RuntimeError(f"tasks not stored as succeeded: {bad or 'too few listed'}")
     n = len(latencies)
     return {
-        "inflight": inflight, "tasks": n, "seconds": elapsed, "tasks_per_s": n / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+        "inflight": inflight,
+        "tasks": n,
+        "seconds": elapsed,
+        "tasks_per_s": n / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
         "router_cpu_us_per_task": (cpu1 - cpu0) / n * 1e6 if args.router_pid else None,
         "checked_stored": len(stored),
     }

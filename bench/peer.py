@@ -62,10 +62,16 @@ async def echo(args: argparse.Namespace) -> None:
             for env in await link.recv():
                 if env.type != COMMAND:
                     continue
-                await link.send(pb.Envelope(
-                    id=wire.next_id(), sender=name, recipient=pb.Address(agent_id=env.sender),
-                    type=COMMAND, correlation_id=env.id, payload=env.payload,
-                ))
+                await link.send(
+                    pb.Envelope(
+                        id=wire.next_id(),
+                        sender=name,
+                        recipient=pb.Address(agent_id=env.sender),
+                        type=COMMAND,
+                        correlation_id=env.id,
+                        payload=env.payload,
+                    )
+                )
 
     try:
         await _until_closed(commands, asyncio.create_task(loop()))
@@ -109,9 +115,14 @@ async def driver(args: argparse.Namespace) -> None:
 
 
 async def _round_trips(
-    args: argparse.Namespace, link: wire.Link, pending: dict[str, asyncio.Future[float]],
-    loop: asyncio.AbstractEventLoop, inflight: int, read_task: asyncio.Task[None],
-    warmup: float, duration: float,
+    args: argparse.Namespace,
+    link: wire.Link,
+    pending: dict[str, asyncio.Future[float]],
+    loop: asyncio.AbstractEventLoop,
+    inflight: int,
+    read_task: asyncio.Task[None],
+    warmup: float,
+    duration: float,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     state = {"measuring": False, "stop": False}
@@ -123,8 +134,9 @@ async def _round_trips(
             fut: asyncio.Future[float] = loop.create_future()
             pending[eid] = fut
             t0 = time.perf_counter()
-            await link.send(pb.Envelope(id=eid, sender=name, recipient=pb.Address(agent_id=peer),
-                                        type=COMMAND, payload=PAYLOAD))
+            await link.send(
+                pb.Envelope(id=eid, sender=name, recipient=pb.Address(agent_id=peer), type=COMMAND, payload=PAYLOAD)
+            )
             t1 = await fut
             if state["measuring"]:
                 latencies.append(t1 - t0)
@@ -189,19 +201,29 @@ async def emitters(args: argparse.Namespace) -> None:
         name = link.name
         # One envelope sent --events times: the emitters spend no time building messages
         # (the routers do not look at event ids), so the router is what is measured.
-        env = pb.Envelope(id=wire.next_id(), sender=name, type=pb.TASK_EVENT, task_id=task_id,
-                          event=pb.TaskEvent(task_id=task_id, token=pb.TokenEvent(text=TOKEN_TEXT),
-                                             agent_id=link.agent_id))
+        env = pb.Envelope(
+            id=wire.next_id(),
+            sender=name,
+            type=pb.TASK_EVENT,
+            task_id=task_id,
+            event=pb.TaskEvent(task_id=task_id, token=pb.TokenEvent(text=TOKEN_TEXT), agent_id=link.agent_id),
+        )
         send = link.send
         for _ in range(args.events):
             await send(env)
         if correlation_id:  # finish the task (orchgpt)
-            await link.send(pb.Envelope(
-                id=wire.next_id(), sender=name, type=pb.REPLY, task_id=task_id,
-                correlation_id=correlation_id,
-                reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED,
-                                                    output="ok", agent_id=link.agent_id)),
-            ))
+            await link.send(
+                pb.Envelope(
+                    id=wire.next_id(),
+                    sender=name,
+                    type=pb.REPLY,
+                    task_id=task_id,
+                    correlation_id=correlation_id,
+                    reply=pb.Reply(
+                        result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="ok", agent_id=link.agent_id)
+                    ),
+                )
+            )
 
     streams: set[asyncio.Task[None]] = set()
 
@@ -241,8 +263,17 @@ async def watcher(args: argparse.Namespace) -> None:
     await asyncio.sleep(0.3)  # let the subscription settle on the router
     emit("ready")
     batching = args.mode == wire.ORCHGPT
-    st: dict[str, Any] = {"n": 0, "frames": 0, "first": 0.0, "last": 0.0, "ws": 0.0, "n_ws": 0,
-                          "cpu_ws": 0.0, "f_ws": 0, "cpu_first": 0.0}
+    st: dict[str, Any] = {
+        "n": 0,
+        "frames": 0,
+        "first": 0.0,
+        "last": 0.0,
+        "ws": 0.0,
+        "n_ws": 0,
+        "cpu_ws": 0.0,
+        "f_ws": 0,
+        "cpu_first": 0.0,
+    }
     router = args.router_pid
 
     async def count() -> None:
@@ -260,8 +291,7 @@ async def watcher(args: argparse.Namespace) -> None:
                 st["first"] = now
                 st["cpu_first"] = cpu_seconds(router) if router else 0.0
             elif not st["ws"] and now - st["first"] >= args.warmup:
-                st.update(ws=now, n_ws=st["n"], f_ws=st["frames"],
-                          cpu_ws=cpu_seconds(router) if router else 0.0)
+                st.update(ws=now, n_ws=st["n"], f_ws=st["frames"], cpu_ws=cpu_seconds(router) if router else 0.0)
             st["n"] += got
             st["frames"] += 1
             st["last"] = now
@@ -284,10 +314,19 @@ async def watcher(args: argparse.Namespace) -> None:
     else:  # everything arrived within the warm-up: first to last
         events, span, frames = n - 1, max(st["last"] - st["first"], 1e-9), st["frames"]
         cpu = cpu_end - st["cpu_first"]
-    emit("result", events=events, received=n, expected=args.expect, complete=n >= args.expect,
-         seconds=span, eps=events / span, frames=frames,
-         events_per_frame=events / frames if frames else 0.0, router_cpu_s=cpu,
-         router_cpu_us_per_event=cpu / events * 1e6 if router else None)
+    emit(
+        "result",
+        events=events,
+        received=n,
+        expected=args.expect,
+        complete=n >= args.expect,
+        seconds=span,
+        eps=events / span,
+        frames=frames,
+        events_per_frame=events / frames if frames else 0.0,
+        router_cpu_s=cpu,
+        router_cpu_us_per_event=cpu / events * 1e6 if router else None,
+    )
     call.cancel()
     await commands.expect("exit", 60)
 
@@ -344,7 +383,8 @@ async def idlers(args: argparse.Namespace) -> None:
                             raise RuntimeError(
                                 f"registering {link.name} ended with {exc.code().name} after "
                                 f"{time.perf_counter() - t1:.0f}s with {len(links)} agents of this "
-                                f"process connected ({exc.details()})") from None
+                                f"process connected ({exc.details()})"
+                            ) from None
                         return link
 
                 new = await asyncio.gather(*(one(p) for p in prepared))
@@ -383,8 +423,9 @@ def main() -> None:
     ap.add_argument("--cap-events", type=float, default=30.0)
     ap.add_argument("--pem-dir", default="", help="idlers: where to write their certificates")
     ap.add_argument("--concurrency", type=int, default=32, help="idlers: registrations at a time")
-    ap.add_argument("--register-timeout", type=float, default=120.0,
-                    help="idlers: seconds one agent may wait for REGISTERED")
+    ap.add_argument(
+        "--register-timeout", type=float, default=120.0, help="idlers: seconds one agent may wait for REGISTERED"
+    )
     ap.add_argument("--cap", type=float, default=300.0, help="wall-clock cap of the process")
     args = ap.parse_args()
     if not args.target.startswith(("127.0.0.1:", "localhost:", "[::1]:")):

@@ -29,8 +29,7 @@ PEER_CPUS: set[int] | None = set(_ALL[1:]) if len(_ALL) >= 2 else None
 def describe() -> str:
     if ROUTER_CPUS is None:
         return "one CPU: nothing pinned (router and peers share it)"
-    return (f"router pinned to CPU {sorted(ROUTER_CPUS)}, peers/clients/harness to CPU "
-            f"{sorted(PEER_CPUS or [])}")
+    return f"router pinned to CPU {sorted(ROUTER_CPUS)}, peers/clients/harness to CPU {sorted(PEER_CPUS or [])}"
 
 
 def pin_self_to_peers() -> None:

@@ -36,13 +36,23 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def row(figure: str, orch: float | None, base: float | None, base_name: str, unit: str,
-        target: str = "—", check: Callable[[float], bool] | None = None, on: str = "ratio",
-        note: str = "", ratio_of: float | None = None) -> Row:
+def row(
+    figure: str,
+    orch: float | None,
+    base: float | None,
+    base_name: str,
+    unit: str,
+    target: str = "—",
+    check: Callable[[float], bool] | None = None,
+    on: str = "ratio",
+    note: str = "",
+    ratio_of: float | None = None,
+) -> Row:
     """A row; ``check`` is applied to the ratio (on="ratio") or to orchgpt's value (on="value").
     ``ratio_of`` overrides orch/base (e.g. the median of per-round ratios)."""
-    r = Row(figure, orch, base, base_name, unit, ratio_of if ratio_of is not None else ratio(orch, base),
-            target, None, note)
+    r = Row(
+        figure, orch, base, base_name, unit, ratio_of if ratio_of is not None else ratio(orch, base), target, None, note
+    )
     subject = r.ratio if on == "ratio" else r.orchgpt
     if check is not None and subject is not None:
         r.passed = bool(check(subject))
@@ -64,8 +74,7 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def markdown(rows: Sequence[Row]) -> str:
-    out = ["| figure | orchgpt | baseline | ratio | target | pass |",
-           "| --- | ---: | ---: | ---: | --- | :---: |"]
+    out = ["| figure | orchgpt | baseline | ratio | target | pass |", "| --- | ---: | ---: | ---: | --- | :---: |"]
     notes: dict[str, int] = {}
     for r in rows:
         base = "n/a" if r.baseline is None else f"{_fmt(r.baseline, r.unit)} ({r.baseline_name})"
@@ -82,7 +91,9 @@ def markdown(rows: Sequence[Row]) -> str:
 
 
 def machine_lines(info: dict[str, Any], placement: str) -> str:
-    return (f"Machine: {info.get('cpu')}, {info.get('cores')} cores, {info.get('memory_gib')} GiB; "
-            f"Python {info.get('python')}, grpcio {info.get('grpcio')}, protobuf {info.get('protobuf')}; "
-            f"{info.get('date')}; load average at start {info.get('loadavg')}.\n"
-            f"Placement: {placement}.")
+    return (
+        f"Machine: {info.get('cpu')}, {info.get('cores')} cores, {info.get('memory_gib')} GiB; "
+        f"Python {info.get('python')}, grpcio {info.get('grpcio')}, protobuf {info.get('protobuf')}; "
+        f"{info.get('date')}; load average at start {info.get('loadavg')}.\n"
+        f"Placement: {placement}."
+    )

@@ -29,7 +29,8 @@ class Router:
 
 async def start_baseline(children: Children, certs: Path, heartbeat_ms: int = 5000) -> Router:
     relay = await children.python(
-        "baseline-relay", "bench.baseline_relay",
+        "baseline-relay",
+        "bench.baseline_relay",
         ["--certs", str(certs), "--heartbeat-ms", str(heartbeat_ms)],
         cpus=placement.ROUTER_CPUS,
     )
@@ -38,8 +39,19 @@ async def start_baseline(children: Children, certs: Path, heartbeat_ms: int = 50
 
 
 def _peer_args(router: Router, role: str, name: str) -> list[str]:
-    return [role, "--mode", router.mode, "--target", router.target, "--certs", str(router.certs),
-            "--name", name, "--router-pid", str(router.pid)]
+    return [
+        role,
+        "--mode",
+        router.mode,
+        "--target",
+        router.target,
+        "--certs",
+        str(router.certs),
+        "--name",
+        name,
+        "--router-pid",
+        str(router.pid),
+    ]
 
 
 class RoundTripPeers:
@@ -61,21 +73,30 @@ class RoundTripPeers:
             await child.stop()
 
 
-async def round_trip_peers(children: Children, router: Router,
-                           names: tuple[str, str] = ("bench-a", "bench-b")) -> RoundTripPeers:
+async def round_trip_peers(
+    children: Children, router: Router, names: tuple[str, str] = ("bench-a", "bench-b")
+) -> RoundTripPeers:
     tag = router.mode
-    b = await children.python(f"{tag}-echo", "bench.peer", _peer_args(router, "echo", names[1]),
-                              cpus=placement.PEER_CPUS)
+    b = await children.python(
+        f"{tag}-echo", "bench.peer", _peer_args(router, "echo", names[1]), cpus=placement.PEER_CPUS
+    )
     b_ready = await b.expect("ready", 30)
-    a = await children.python(f"{tag}-driver", "bench.peer",
-                              [*_peer_args(router, "driver", names[0]), "--peer", b_ready["agent_id"]],
-                              cpus=placement.PEER_CPUS)
+    a = await children.python(
+        f"{tag}-driver",
+        "bench.peer",
+        [*_peer_args(router, "driver", names[0]), "--peer", b_ready["agent_id"]],
+        cpus=placement.PEER_CPUS,
+    )
     await a.expect("ready", 30)
     return RoundTripPeers(router.mode, a, [b])
 
 
 async def round_trips(
-    children: Children, router: Router, inflight: list[int], warmup: float, duration: float,
+    children: Children,
+    router: Router,
+    inflight: list[int],
+    warmup: float,
+    duration: float,
     names: tuple[str, str] = ("bench-a", "bench-b"),
 ) -> list[dict[str, Any]]:
     """Run the echo peer B and the driver A; one result per in-flight setting."""
@@ -87,8 +108,14 @@ async def round_trips(
 
 
 async def events(
-    children: Children, router: Router, agents: int, per_agent: int, warmup: float,
-    duration: float, client_name: str = "cli", prefix: str = "bench-tok-",
+    children: Children,
+    router: Router,
+    agents: int,
+    per_agent: int,
+    warmup: float,
+    duration: float,
+    client_name: str = "cli",
+    prefix: str = "bench-tok-",
     start_tasks: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """N emitting agents in one process, one watching client in another.
@@ -100,16 +127,36 @@ async def events(
     total = agents * per_agent
     cap_s = warmup + duration + 30
     w = await children.python(
-        f"{tag}-watcher", "bench.peer",
-        [*_peer_args(router, "watcher", client_name), "--expect", str(total),
-         "--cap-events", str(cap_s), "--warmup", str(warmup), "--duration", str(duration)],
+        f"{tag}-watcher",
+        "bench.peer",
+        [
+            *_peer_args(router, "watcher", client_name),
+            "--expect",
+            str(total),
+            "--cap-events",
+            str(cap_s),
+            "--warmup",
+            str(warmup),
+            "--duration",
+            str(duration),
+        ],
         cpus=placement.PEER_CPUS,
     )
     await w.expect("ready", 30)
     e = await children.python(
-        f"{tag}-emitters", "bench.peer",
-        [*_peer_args(router, "emitters", prefix + "0"), "--prefix", prefix, "--agents", str(agents),
-         "--events", str(per_agent), "--agent-type", "bench-tok"],
+        f"{tag}-emitters",
+        "bench.peer",
+        [
+            *_peer_args(router, "emitters", prefix + "0"),
+            "--prefix",
+            prefix,
+            "--agents",
+            str(agents),
+            "--events",
+            str(per_agent),
+            "--agent-type",
+            "bench-tok",
+        ],
         cpus=placement.PEER_CPUS,
     )
     ready = await e.expect("ready", 60)
@@ -132,8 +179,11 @@ def python_exe() -> str:
 __all__ = ["Child", "Router", "events", "round_trips", "start_baseline"]
 
 
-def task_starter(router: Router, agent_type: str = "bench-tok", timeout: float = 20.0,
-                 ) -> Callable[[list[str]], Awaitable[None]]:
+def task_starter(
+    router: Router,
+    agent_type: str = "bench-tok",
+    timeout: float = 20.0,
+) -> Callable[[list[str]], Awaitable[None]]:
     """orchgpt: submit one RUN task per emitting agent (as the CLI would), and leave the
     Submit streams at once so that only the Watch client receives the events."""
 
@@ -150,8 +200,12 @@ def task_starter(router: Router, agent_type: str = "bench-tok", timeout: float =
             stub = pb_grpc.MeshStub(channel)
 
             async def one(i: int) -> None:
-                call = stub.Submit(pb.SubmitRequest(command=pb.Command(
-                    agent_type=agent_type, action=pb.RUN_ACTION, input=f"bench {i}")), timeout=timeout)
+                call = stub.Submit(
+                    pb.SubmitRequest(
+                        command=pb.Command(agent_type=agent_type, action=pb.RUN_ACTION, input=f"bench {i}")
+                    ),
+                    timeout=timeout,
+                )
                 try:
                     first = await call.read()
                     if first is wire.grpc.aio.EOF or not first.envelopes:

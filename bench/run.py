@@ -53,8 +53,11 @@ PHASES = ("routing", "autogen", "scale", "startup", "tasks")
 
 
 PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
-    "routing": phase_routing, "autogen": phase_autogen, "scale": phase_scale,
-    "startup": phase_startup, "tasks": phase_tasks,
+    "routing": phase_routing,
+    "autogen": phase_autogen,
+    "scale": phase_scale,
+    "startup": phase_startup,
+    "tasks": phase_tasks,
 }
 
 
@@ -86,8 +89,10 @@ async def run(args: argparse.Namespace) -> int:
                 fn = phase_routing
                 cap += caps["autogen"]
             elif ph == "routing":
+
                 async def fn(ctx: Ctx) -> dict[str, Any]:
                     return await phase_routing(ctx, with_autogen=False)
+
             try:
                 results[ph] = await asyncio.wait_for(fn(ctx), cap)
                 if results[ph].get("autogen_error"):
@@ -108,8 +113,10 @@ async def run(args: argparse.Namespace) -> int:
     print(table)
     print()
     print(report.machine_lines(info, place))
-    print(f"Profile {p.name}; total {time.monotonic() - t_all:.0f}s "
-          f"({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}).")
+    print(
+        f"Profile {p.name}; total {time.monotonic() - t_all:.0f}s "
+        f"({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})."
+    )
     if problems:
         print("\nProblems (the phase went on with what it had):")
         for p_ in problems:
@@ -121,10 +128,17 @@ async def run(args: argparse.Namespace) -> int:
     if errors or problems:
         print(f"(logs kept in {work}/logs)")
     doc = {
-        "machine": info, "placement": place, "profile": asdict(p), "phases": phases,
-        "seconds": seconds, "total_seconds": time.monotonic() - t_all, "errors": errors,
+        "machine": info,
+        "placement": place,
+        "profile": asdict(p),
+        "phases": phases,
+        "seconds": seconds,
+        "total_seconds": time.monotonic() - t_all,
+        "errors": errors,
         "problems": problems,
-        "table": [r.as_dict() for r in rows], "table_markdown": table, "results": results,
+        "table": [r.as_dict() for r in rows],
+        "table_markdown": table,
+        "results": results,
         "logs": str(work / "logs") if keep else None,
     }
     if args.out:
@@ -136,10 +150,16 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", dest="profile", action="store_const", const="quick",
-                    help="one round, shorter runs, 1,000 agents at most (about 2 minutes)")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        dest="profile",
+        action="store_const",
+        const="quick",
+        help="one round, shorter runs, 1,000 agents at most (about 2 minutes)",
+    )
     ap.add_argument("--profile", choices=sorted(PROFILES), help="full (default), quick or smoke (CI)")
     ap.add_argument("--out", default="bench/results/latest.json", help="where to write the JSON ('' for none)")
     ap.add_argument("--skip", action="append", choices=PHASES, help="leave out a phase (repeatable)")

@@ -42,8 +42,14 @@ async def _step(idlers: list[Child], add: int, timeout: float) -> float:
 
 
 async def run_scale(
-    log_dir: Path, start_router: Callable[[Children], Awaitable[Router]], steps: list[int],
-    processes: int, budget_s: float, idle_window_s: float, pem_dir: Path, adaptive: bool = True,
+    log_dir: Path,
+    start_router: Callable[[Children], Awaitable[Router]],
+    steps: list[int],
+    processes: int,
+    budget_s: float,
+    idle_window_s: float,
+    pem_dir: Path,
+    adaptive: bool = True,
 ) -> dict[str, Any]:
     """One router: grow through ``steps`` (all of them up to MUST_REACH, then each next one
     while the rest of ``budget_s`` can hold it; every one when not ``adaptive``); never
@@ -59,10 +65,23 @@ async def run_scale(
         idlers = []
         for i in range(processes):
             c = await children.python(
-                f"{router.mode}-idlers-{i}", "bench.peer",
-                ["idlers", "--mode", router.mode, "--target", router.target, "--certs", str(router.certs),
-                 "--prefix", f"idle{i}-", "--pem-dir", str(pem_dir / router.mode / str(i)),
-                 "--cap", str(budget_s + 300)],
+                f"{router.mode}-idlers-{i}",
+                "bench.peer",
+                [
+                    "idlers",
+                    "--mode",
+                    router.mode,
+                    "--target",
+                    router.target,
+                    "--certs",
+                    str(router.certs),
+                    "--prefix",
+                    f"idle{i}-",
+                    "--pem-dir",
+                    str(pem_dir / router.mode / str(i)),
+                    "--cap",
+                    str(budget_s + 300),
+                ],
                 cpus=placement.PEER_CPUS,
             )
             idlers.append(c)
@@ -81,8 +100,7 @@ async def run_scale(
                 left = budget_s - (time.monotonic() - t_start)
                 need = (n - current) / rate * 1.3 + idle_window_s + 10 if rate else float("inf")
                 if need > left:
-                    out["stopped"] = (f"time budget: N={n} would need ~{need:.0f}s more, "
-                                      f"{max(left, 0):.0f}s left")
+                    out["stopped"] = f"time budget: N={n} would need ~{need:.0f}s more, {max(left, 0):.0f}s left"
                     break
             add = n - current
             try:
@@ -100,15 +118,17 @@ async def run_scale(
             c0 = cpu_seconds(router.pid)
             await asyncio.sleep(idle_window_s)
             c1 = cpu_seconds(router.pid)
-            out["steps"].append({
-                "agents": n,
-                "register_s": secs,
-                "register_total_s": reg_total,
-                "registrations_per_s": add / secs if secs else None,
-                "register_router_cpu_pct": reg_cpu / secs * 100 if secs else None,
-                "rss_mib": rss / MIB,
-                "rss_per_agent_kib": (rss - rss0) / n / 1024,
-                "idle_cpu_pct": (c1 - c0) / idle_window_s * 100,
-            })
+            out["steps"].append(
+                {
+                    "agents": n,
+                    "register_s": secs,
+                    "register_total_s": reg_total,
+                    "registrations_per_s": add / secs if secs else None,
+                    "register_router_cpu_pct": reg_cpu / secs * 100 if secs else None,
+                    "rss_mib": rss / MIB,
+                    "rss_per_agent_kib": (rss - rss0) / n / 1024,
+                    "idle_cpu_pct": (c1 - c0) / idle_window_s * 100,
+                }
+            )
     out["seconds"] = time.monotonic() - t_start
     return out

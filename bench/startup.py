@@ -32,15 +32,18 @@ from .errors import BenchError
 PROMPT = b"autogpt>"  # the prompt as rendered (styled: the space follows an escape code)
 
 
-async def minimal_agent_ready(children: Children, router_target: str, certs: Path, reps: int,
-                              name: str = "bench-b") -> list[float]:
+async def minimal_agent_ready(
+    children: Children, router_target: str, certs: Path, reps: int, name: str = "bench-b"
+) -> list[float]:
     """Seconds from spawning a minimal TLS agent (bench.peer echo) to its REGISTERED."""
     out = []
     for rep in range(reps):
         t0 = time.perf_counter()
-        c = await children.python(f"minimal-agent-{rep}", "bench.peer",
-                                  ["echo", "--mode", "baseline", "--target", router_target,
-                                   "--certs", str(certs), "--name", name])
+        c = await children.python(
+            f"minimal-agent-{rep}",
+            "bench.peer",
+            ["echo", "--mode", "baseline", "--target", router_target, "--certs", str(certs), "--name", name],
+        )
         await c.expect("ready", 30)
         out.append(time.perf_counter() - t0)
         await c.stop()
@@ -51,16 +54,18 @@ def _until_prompt(argv: list[str], env: dict[str, str], timeout: float) -> float
     """Run argv on a pty; seconds until PROMPT appears. The process is always ended."""
     master, slave = pty.openpty()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                            start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True
+    )
     os.close(slave)
     seen = b""
     try:
         while True:
             left = timeout - (time.perf_counter() - t0)
             if left <= 0:
-                raise BenchError(f"no prompt from {' '.join(argv)} within {timeout:.0f}s; "
-                                 f"the screen shows: {seen[-300:]!r}")
+                raise BenchError(
+                    f"no prompt from {' '.join(argv)} within {timeout:.0f}s; the screen shows: {seen[-300:]!r}"
+                )
             r, _, _ = select.select([master], [], [], min(left, 0.5))
             if not r:
                 continue
@@ -90,9 +95,16 @@ def _run_to_exit(argv: list[str], env: dict[str, str], timeout: float) -> float:
 
 
 def cli_start(target: str, certs: Path, history: Path, reps: int) -> dict[str, Any]:
-    env = child_env({"ORCHGPT_ADDRESS": target, "ORCHGPT_CERTS": str(certs),
-                     "ORCHGPT_CLI_HISTORY": str(history), "TERM": "xterm", "COLUMNS": "100",
-                     "LINES": "30"})
+    env = child_env(
+        {
+            "ORCHGPT_ADDRESS": target,
+            "ORCHGPT_CERTS": str(certs),
+            "ORCHGPT_CLI_HISTORY": str(history),
+            "TERM": "xterm",
+            "COLUMNS": "100",
+            "LINES": "30",
+        }
+    )
     cli = [sys.executable, "-m", "orchgpt_cli", "--exit-at-prompt"]
     base = [sys.executable, "-c", "import prompt_toolkit, grpc"]
     _run_to_exit(base, env, 60)  # warm the page cache for both
@@ -101,26 +113,64 @@ def cli_start(target: str, certs: Path, history: Path, reps: int) -> dict[str, A
     for _ in range(reps):
         base_s.append(_run_to_exit(base, env, 60))
         cli_s.append(_until_prompt(cli, env, 60))
-    return {"cli_s": cli_s, "import_s": base_s, "cli_median_s": statistics.median(cli_s),
-            "import_median_s": statistics.median(base_s)}
+    return {
+        "cli_s": cli_s,
+        "import_s": base_s,
+        "cli_median_s": statistics.median(cli_s),
+        "import_median_s": statistics.median(base_s),
+    }
 
 
-async def spawn_to_ready(children: Children, router_target: str, router_pid: int, certs: Path,
-                         reps: int) -> list[dict[str, Any]]:
-    c = await children.python("spawn-client", "bench.mesh_client",
-                              ["spawn", "--target", router_target, "--certs", str(certs),
-                               "--reps", str(reps), "--router-pid", str(router_pid)])
+async def spawn_to_ready(
+    children: Children, router_target: str, router_pid: int, certs: Path, reps: int
+) -> list[dict[str, Any]]:
+    c = await children.python(
+        "spawn-client",
+        "bench.mesh_client",
+        [
+            "spawn",
+            "--target",
+            router_target,
+            "--certs",
+            str(certs),
+            "--reps",
+            str(reps),
+            "--router-pid",
+            str(router_pid),
+        ],
+    )
     out = [await c.expect("result", 90) for _ in range(reps)]
     await c.expect("done", 30)
     return out
 
 
-async def task_overhead(children: Children, router_target: str, router_pid: int, certs: Path,
-                        count: int, inflight: list[int], cpus: set[int] | None) -> list[dict[str, Any]]:
-    c = await children.python("tasks-client", "bench.mesh_client",
-                              ["tasks", "--target", router_target, "--certs", str(certs),
-                               "--count", str(count), "--inflight", ",".join(map(str, inflight)),
-                               "--router-pid", str(router_pid)], cpus=cpus)
+async def task_overhead(
+    children: Children,
+    router_target: str,
+    router_pid: int,
+    certs: Path,
+    count: int,
+    inflight: list[int],
+    cpus: set[int] | None,
+) -> list[dict[str, Any]]:
+    c = await children.python(
+        "tasks-client",
+        "bench.mesh_client",
+        [
+            "tasks",
+            "--target",
+            router_target,
+            "--certs",
+            str(certs),
+            "--count",
+            str(count),
+            "--inflight",
+            ",".join(map(str, inflight)),
+            "--router-pid",
+            str(router_pid),
+        ],
+        cpus=cpus,
+    )
     out = [await c.expect("result", 150) for _ in inflight]
     await c.expect("done", 30)
     return out

@@ -38,8 +38,7 @@ def main() -> None:
         session = new_id()
         t0, c0 = time.perf_counter(), _cpu()
         for i in range(args.tasks):
-            t = Task(task_id=new_id(), agent_type="echo", input=f"task {i}", session_id=session,
-                     options={"delay": "0"})
+            t = Task(task_id=new_id(), agent_type="echo", input=f"task {i}", session_id=session, options={"delay": "0"})
             store.create_task(t)
             t.state = TaskState.ASSIGNED
             t.agent_id = "agent-1"
@@ -48,8 +47,7 @@ def main() -> None:
             t.attempts = 1
             store.save_task(t)
             t.state = TaskState.SUCCEEDED
-            t.result = TaskResult(task_id=t.task_id, state=t.state, output=t.input,
-                                  usage=Usage(10, 20, 0.001, "m", 1))
+            t.result = TaskResult(task_id=t.task_id, state=t.state, output=t.input, usage=Usage(10, 20, 0.001, "m", 1))
             store.save_task(t)
         dt_tasks, cpu_tasks = time.perf_counter() - t0, _cpu() - c0
 
@@ -61,17 +59,22 @@ def main() -> None:
             batch = []
             for _ in range(args.batch):
                 seq += 1
-                batch.append(TaskEvent(task_id=task.task_id, kind=EventKind.TOKEN, seq=seq,
-                                       text="tok ", agent_id="agent-1"))
+                batch.append(
+                    TaskEvent(task_id=task.task_id, kind=EventKind.TOKEN, seq=seq, text="tok ", agent_id="agent-1")
+                )
             store.append_events(batch)
         dt_events, cpu_events = time.perf_counter() - t0, _cpu() - c0
         store.close()
-    print(f"tasks: {args.tasks} created + 3 saves each in {dt_tasks:.2f}s = "
-          f"{args.tasks / dt_tasks:,.0f} tasks/s ({4 * args.tasks / dt_tasks:,.0f} commits/s); "
-          f"CPU {cpu_tasks:.2f}s = {args.tasks / cpu_tasks:,.0f} tasks per CPU-second")
-    print(f"events: {seq} in batches of {args.batch} in {dt_events:.2f}s = "
-          f"{seq / dt_events:,.0f} events/s; CPU {cpu_events:.2f}s = "
-          f"{seq / cpu_events:,.0f} events per CPU-second")
+    print(
+        f"tasks: {args.tasks} created + 3 saves each in {dt_tasks:.2f}s = "
+        f"{args.tasks / dt_tasks:,.0f} tasks/s ({4 * args.tasks / dt_tasks:,.0f} commits/s); "
+        f"CPU {cpu_tasks:.2f}s = {args.tasks / cpu_tasks:,.0f} tasks per CPU-second"
+    )
+    print(
+        f"events: {seq} in batches of {args.batch} in {dt_events:.2f}s = "
+        f"{seq / dt_events:,.0f} events/s; CPU {cpu_events:.2f}s = "
+        f"{seq / cpu_events:,.0f} events per CPU-second"
+    )
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 

@@ -74,9 +74,7 @@ async def run_once(tasks: int, trace: bool) -> float:
     t0 = time.process_time()  # CPU time: the machine is shared; wall time is noise
     for i in range(tasks):
         with submit_span():
-            task, _ = mesh.submit(
-                Command("echo", Action.RUN, "x", task_id=f"t{i}"), submitted_by="client:bench"
-            )
+            task, _ = mesh.submit(Command("echo", Action.RUN, "x", task_id=f"t{i}"), submitted_by="client:bench")
         batch = await agent_out.next_batch()
         assert batch is not None and batch.envelopes[-1].type == pb.RUN
         run = batch.envelopes[-1]
@@ -85,9 +83,7 @@ async def run_once(tasks: int, trace: bool) -> float:
             "a1",
             task_id=task.task_id,
             correlation_id=run.id,
-            reply=pb.Reply(
-                result=codec.result_to_pb(TaskResult(task.task_id, TaskState.SUCCEEDED, output="x"))
-            ),
+            reply=pb.Reply(result=codec.result_to_pb(TaskResult(task.task_id, TaskState.SUCCEEDED, output="x"))),
         )
         servicer._from_agent("a1", reply, back)
         await asyncio.sleep(0)  # the loop's turn (the daemon's next read)

@@ -86,13 +86,19 @@ class Link:
                 response_deserializer=pb.Envelope.FromString,
             )()
 
-    async def register(self, agent_type: str = "bench", timeout: float = 15.0,
-                       heartbeats: bool = True) -> str:
+    async def register(self, agent_type: str = "bench", timeout: float = 15.0, heartbeats: bool = True) -> str:
         """REGISTER, wait for REGISTERED; returns the agent id the router gave."""
         reg = pb.Envelope(
-            id=next_id(), sender=self.name, type=pb.REGISTER,
-            register=pb.Register(agent_type=agent_type, capabilities=[agent_type],
-                                 host=socket.gethostname(), pid=os.getpid(), version="bench"),
+            id=next_id(),
+            sender=self.name,
+            type=pb.REGISTER,
+            register=pb.Register(
+                agent_type=agent_type,
+                capabilities=[agent_type],
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version="bench",
+            ),
         )
         await asyncio.wait_for(self._write([reg]), timeout)
         while True:
@@ -124,8 +130,9 @@ class Link:
                 if t == pb.PING:
                     # Any traffic answers a PING: with a full send queue there is plenty.
                     with contextlib.suppress(asyncio.QueueFull):
-                        self.send_nowait(pb.Envelope(id=next_id(), sender=self.name, type=pb.PONG,
-                                                     correlation_id=env.id))
+                        self.send_nowait(
+                            pb.Envelope(id=next_id(), sender=self.name, type=pb.PONG, correlation_id=env.id)
+                        )
                 elif t != pb.PONG:
                     out.append(env)
             if out:
@@ -177,8 +184,9 @@ class Link:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            await self.send(pb.Envelope(id=next_id(), sender=self.name, type=pb.HEARTBEAT,
-                                        heartbeat=pb.Heartbeat(state=pb.IDLE)))
+            await self.send(
+                pb.Envelope(id=next_id(), sender=self.name, type=pb.HEARTBEAT, heartbeat=pb.Heartbeat(state=pb.IDLE))
+            )
 
 
 def watch_call(channel: grpc.aio.Channel, mode: str, task_id: str = "") -> Any:

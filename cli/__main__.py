@@ -58,34 +58,64 @@ environment:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="autogpt", description=DESCRIPTION, epilog=EPILOG,
+        prog="autogpt",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("words", nargs="*", metavar="COMMAND",
-                    help="one command as arguments, e.g. autogpt /echo run hello")
-    ap.add_argument("-c", "--command", action="append", dest="commands", metavar="COMMAND",
-                    help="run this command and exit (repeatable: run in order)")
+    ap.add_argument(
+        "words", nargs="*", metavar="COMMAND", help="one command as arguments, e.g. autogpt /echo run hello"
+    )
+    ap.add_argument(
+        "-c",
+        "--command",
+        action="append",
+        dest="commands",
+        metavar="COMMAND",
+        help="run this command and exit (repeatable: run in order)",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object per event on stdout (one-shot)")
-    ap.add_argument("-y", "--yes", action="store_true",
-                    help="approve every tool call a task asks about (one-shot; otherwise they are rejected)")
-    ap.add_argument("--approve", action="store_true",
-                    help="start every task in approval mode: ask before each tool call")
-    ap.add_argument("-k", "--keep-going", action="store_true",
-                    help="one-shot: run the remaining commands after one fails")
+    ap.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="approve every tool call a task asks about (one-shot; otherwise they are rejected)",
+    )
+    ap.add_argument(
+        "--approve", action="store_true", help="start every task in approval mode: ask before each tool call"
+    )
+    ap.add_argument(
+        "-k", "--keep-going", action="store_true", help="one-shot: run the remaining commands after one fails"
+    )
     conn = ap.add_argument_group("connection")
-    conn.add_argument("--orchestrator", "-O", metavar="HOST:PORT",
-                      help="orchestrator address (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS, 127.0.0.1:8443)")
-    conn.add_argument("--certs", metavar="DIR", help="directory with ca.pem, cli.pem, cli-key.pem (default: ORCHGPT_CERTS or ./certs)")
+    conn.add_argument(
+        "--orchestrator",
+        "-O",
+        metavar="HOST:PORT",
+        help="orchestrator address (default: ORCHGPT_ADDRESS, ORCHESTRATOR_ADDRESS, 127.0.0.1:8443)",
+    )
+    conn.add_argument(
+        "--certs", metavar="DIR", help="directory with ca.pem, cli.pem, cli-key.pem (default: ORCHGPT_CERTS or ./certs)"
+    )
     conn.add_argument("--ca", metavar="FILE", help="CA certificate")
     conn.add_argument("--cert", metavar="FILE", help="client certificate")
     conn.add_argument("--key", metavar="FILE", help="client key")
-    conn.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                      help="how long one request may take (default 10)")
-    conn.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
-                      help="one-shot: how long to wait for a restarting orchestrator while a task runs (default 30)")
+    conn.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="how long one request may take (default 10)"
+    )
+    conn.add_argument(
+        "--reconnect",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="one-shot: how long to wait for a restarting orchestrator while a task runs (default 30)",
+    )
     ap.add_argument("--session", metavar="ID", help="add the tasks to this session (default: a new one)")
-    ap.add_argument("--history", metavar="FILE", help=f"the prompt's history file (default: ${HISTORY_ENV} "
-                    "or autogpt_history in the user data directory)")
+    ap.add_argument(
+        "--history",
+        metavar="FILE",
+        help=f"the prompt's history file (default: ${HISTORY_ENV} or autogpt_history in the user data directory)",
+    )
     ap.add_argument("--version", action="version", version=f"autogpt {__version__}")
     ap.add_argument("--exit-at-prompt", action="store_true", help=argparse.SUPPRESS)
     return ap
@@ -146,8 +176,14 @@ def _oneshot(args: argparse.Namespace, commands: list[str]) -> int:
     out = StreamOutput(json_mode=args.json)
 
     async def go() -> int:
-        ctx = Context(out, _connection(args), session_id=args.session or "", approve_all=args.approve,
-                      reconnect_timeout=args.reconnect, timeout=args.timeout)
+        ctx = Context(
+            out,
+            _connection(args),
+            session_id=args.session or "",
+            approve_all=args.approve,
+            reconnect_timeout=args.reconnect,
+            timeout=args.timeout,
+        )
         ctx.fancy = out.colour
         try:
             return await run_oneshot(ctx, commands, yes=args.yes, keep_going=args.keep_going)
@@ -174,8 +210,14 @@ def _repl(args: argparse.Namespace) -> int:
     except CliError as exc:
         print(f"autogpt: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    repl = Repl(_connection(args), history=path, session_id=args.session or "", approve_all=args.approve,
-                timeout=args.timeout, exit_at_prompt=exit_at_prompt)
+    repl = Repl(
+        _connection(args),
+        history=path,
+        session_id=args.session or "",
+        approve_all=args.approve,
+        timeout=args.timeout,
+        exit_at_prompt=exit_at_prompt,
+    )
     try:
         return asyncio.run(repl.run())
     except CliError as exc:

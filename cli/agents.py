@@ -21,7 +21,7 @@ BUILTIN_TYPES: dict[str, str] = {
     "optimizer": "reviews and speeds up code",
     "mailer": "sends e-mail reports",
     "echo": "replies with its input (for tests)",
-    "workflow": "runs a workflow of agents (/workflow run NAME \"task\")",
+    "workflow": 'runs a workflow of agents (/workflow run NAME "task")',
     "assistant": "answers with one model call (a workflow participant)",
     "user_proxy": "asks you and answers with what you say (a workflow participant)",
     "graph": "runs a graph of blocks (/graph run ID)",
@@ -49,8 +49,22 @@ ACTIONS: dict[str, str] = {
 INPUT_ACTIONS = frozenset({"create", "run"})
 
 LANGUAGES: tuple[str, ...] = (
-    "python", "typescript", "javascript", "go", "rust", "java", "kotlin", "c", "cpp",
-    "csharp", "ruby", "php", "swift", "bash", "html", "sql",
+    "python",
+    "typescript",
+    "javascript",
+    "go",
+    "rust",
+    "java",
+    "kotlin",
+    "c",
+    "cpp",
+    "csharp",
+    "ruby",
+    "php",
+    "swift",
+    "bash",
+    "html",
+    "sql",
 )
 
 DEFAULT_LANGUAGE = "python"

@@ -52,8 +52,7 @@ def parse_answer(request_id: str, text: str) -> ApprovalResponse:
         except ValueError:
             raise ParseError(f'"y -N" needs a number, e.g. y -5 ({ANSWER_HELP})') from None
         if count < 1:
-            raise ParseError(
-                f'"y -N" needs a number of calls of 1 or more, e.g. y -5 ({ANSWER_HELP})')
+            raise ParseError(f'"y -N" needs a number of calls of 1 or more, e.g. y -5 ({ANSWER_HELP})')
         return ApprovalResponse(request_id, ApprovalDecision.APPROVE_NEXT, count=count)
     head, _, rest = low.partition(" ")
     if head in ("a", "all"):
@@ -89,9 +88,7 @@ def stops_task(response: ApprovalResponse) -> bool:
 class Pending:
     view: TaskView
     request: ApprovalRequest
-    future: asyncio.Future[ApprovalResponse] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    future: asyncio.Future[ApprovalResponse] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def answer(self, text: str) -> ApprovalResponse:
         if self.request.question:  # a question (a workflow's user_proxy turn): the text is the answer

@@ -53,8 +53,9 @@ class CommandCompleter(Completer):
         if spec is not None:
             if spec.name == "workflow" and index in (1, 2):  # /workflow run|show NAME
                 names = ((n, "workflow") for n in self.ctx.workflow_names)
-                yield from _matches(word, (("run", "run it on a task"), ("show", "its definition"))
-                                    if index == 1 else names, start)
+                yield from _matches(
+                    word, (("run", "run it on a task"), ("show", "its definition")) if index == 1 else names, start
+                )
                 return
             if index == 1 or spec.name in ("publish", "approve", "cancel"):
                 yield from _matches(word, self.arguments(spec.complete, index), start)

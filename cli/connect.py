@@ -32,8 +32,7 @@ def display_address(s: ConnectionSettings) -> str:
     """The address the client will use (without importing it; it validates later)."""
     import os
 
-    return (s.address or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS")
-            or DEFAULT_ADDRESS)
+    return s.address or os.environ.get("ORCHGPT_ADDRESS") or os.environ.get("ORCHESTRATOR_ADDRESS") or DEFAULT_ADDRESS
 
 
 def make_client(s: ConnectionSettings) -> MeshClient:

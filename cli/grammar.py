@@ -140,19 +140,14 @@ def _check_quotes(tokens: list[Token]) -> None:
             )
 
 
-def parse(
-    line: str, *, known_types: Iterable[str] = (), meta: Collection[str] = ()
-) -> Command | MetaCommand | None:
+def parse(line: str, *, known_types: Iterable[str] = (), meta: Collection[str] = ()) -> Command | MetaCommand | None:
     """Parse one line; None for a blank line. Raises ParseError."""
     text = line.strip()
     if not text:
         return None
     if not text.startswith("/"):
         shown = text if len(text) <= 30 else text[:27] + "..."
-        raise ParseError(
-            f'not a command: "{shown}": commands start with "/", e.g. /echo run "hi" '
-            "(/help lists them)"
-        )
+        raise ParseError(f'not a command: "{shown}": commands start with "/", e.g. /echo run "hi" (/help lists them)')
     tokens = tokenize(text)
     _check_quotes(tokens)
     head = tokens[0]
@@ -196,10 +191,7 @@ def _parse_agent(agent: str, typed: str, rest: list[Token]) -> Command:
         if t.kind == "pipe":
             pipes += 1
             if pipes > 1:
-                raise ParseError(
-                    'more than one "|": quote the input if it contains "|", '
-                    f"e.g. {_example(typed)}"
-                )
+                raise ParseError(f'more than one "|": quote the input if it contains "|", e.g. {_example(typed)}')
             continue
         v = t.value
         if not t.quoted and not options_done and v.startswith("-") and (v.startswith("--") or v == "-o"):
@@ -215,13 +207,10 @@ def _parse_agent(agent: str, typed: str, rest: list[Token]) -> Command:
             raise ParseError(f'missing language after "|": e.g. {_example(typed)}')
         if len(lang_words) > 1:
             raise ParseError(
-                f'one language after "|", got "{" ".join(lang_words)}": quote the input '
-                'if it contains "|"'
+                f'one language after "|", got "{" ".join(lang_words)}": quote the input if it contains "|"'
             )
         if not LANGUAGE_RE.match(lang_words[0]):
-            raise ParseError(
-                f'invalid language "{lang_words[0]}": expected a name like python or typescript'
-            )
+            raise ParseError(f'invalid language "{lang_words[0]}": expected a name like python or typescript')
         cmd.language = lang_words[0].lower()
     if action in agents.INPUT_ACTIONS and not cmd.input.strip():
         raise ParseError(f"missing input: /{typed} {action} needs one, e.g. {_example(typed)}")

@@ -80,9 +80,7 @@ def node_table(task: Task, children: list[Task]) -> list[Line]:
         ]
         for r in rows
     ]
-    lines += table(
-        ["NODE", "BLOCK", "STATE", "STARTED", "TOOK", "INPUTS", "OUTPUTS", "TASK"], body, width=400
-    )
+    lines += table(["NODE", "BLOCK", "STATE", "STARTED", "TOOK", "INPUTS", "OUTPUTS", "TASK"], body, width=400)
     return lines
 
 

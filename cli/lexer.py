@@ -45,8 +45,11 @@ def highlight(line: str, known_types: Iterable[str] = (), meta: Iterable[str] = 
             style = "class:cmd.action" if ok else "class:cmd.badaction"
         elif expect_value:
             expect_value, style = False, "class:cmd.option"
-        elif kind == "agent" and not t.quoted and t.value.startswith("-") and (
-            t.value.startswith("--") or t.value == "-o"
+        elif (
+            kind == "agent"
+            and not t.quoted
+            and t.value.startswith("-")
+            and (t.value.startswith("--") or t.value == "-o")
         ):
             expect_value = t.value in OPTIONS_WITH_VALUE
             style = "class:cmd.option"
@@ -58,7 +61,11 @@ def highlight(line: str, known_types: Iterable[str] = (), meta: Iterable[str] = 
             style = ""
         if not t.closed:
             q = t.unclosed_quote
-            frags += [(style, line[t.start : q]), ("class:cmd.error", line[q]), ("class:cmd.string", line[q + 1 : t.end])]
+            frags += [
+                (style, line[t.start : q]),
+                ("class:cmd.error", line[q]),
+                ("class:cmd.string", line[q + 1 : t.end]),
+            ]
             frags = [f for f in frags if f[1]]
         else:
             frags.append((style, text))

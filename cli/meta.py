@@ -25,6 +25,7 @@ SCAN_LIMIT = 500  # tasks searched to resolve a short id
 
 # ---------------------------------------------------------------- id prefixes
 
+
 async def resolve_task(ctx: Context, ref: str) -> str:
     """A full task id from an id or a unique prefix (as /tasks shows them)."""
     known = list(dict.fromkeys([*reversed(ctx.views), *ctx.recent_tasks]))
@@ -40,8 +41,11 @@ async def resolve_task(ctx: Context, ref: str) -> str:
             return ref
     # a sub-task's derived id (models.child_task_id) starts with its parent's: the parent wins
     parents = [h for h in dict.fromkeys(hits) if "." not in h]
-    if len(hits) > 1 and len(parents) == 1 and all(h == parents[0] or h.startswith(parents[0][:31] + ".")
-                                                   for h in hits):
+    if (
+        len(hits) > 1
+        and len(parents) == 1
+        and all(h == parents[0] or h.startswith(parents[0][:31] + ".") for h in hits)
+    ):
         return parents[0]
     if len(hits) > 1:
         shown = ", ".join(short_id(h) for h in hits[:5])
@@ -93,8 +97,16 @@ def _session_json(s: SessionInfo) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- help, quit
 
-@meta("help", "/help [COMMAND]", "this help, or one command's", aliases=("?",), args=(0, 1),
-      complete="command", offline=True)
+
+@meta(
+    "help",
+    "/help [COMMAND]",
+    "this help, or one command's",
+    aliases=("?",),
+    args=(0, 1),
+    complete="command",
+    offline=True,
+)
 async def help_(ctx: Context, args: list[str]) -> None:
     from .registry import lookup
 
@@ -106,15 +118,21 @@ async def help_(ctx: Context, args: list[str]) -> None:
         spec = lookup(name)
         if spec is not None:
             alias = f" (also /{', /'.join(spec.aliases)})" if spec.aliases else ""
-            ctx.out.record("help", {"command": spec.name, "usage": spec.usage, "help": spec.help},
-                           [[("cmd.meta", spec.usage)], [("", f"  {spec.help}{alias}")]])
+            ctx.out.record(
+                "help",
+                {"command": spec.name, "usage": spec.usage, "help": spec.help},
+                [[("cmd.meta", spec.usage)], [("", f"  {spec.help}{alias}")]],
+            )
             return
         if agents.resolve(name, ctx.known_types()) is None:
             raise ParseError(f'no command "/{name}": /help lists them')
         if name in ctx.declared:
             what = ctx.declared[name] or "declared in the daemon's agents directory"
-            ctx.out.record("help", {"agent_type": name, "description": what, "declared": True},
-                           [[("cmd.agent", f"/{name} run \"...\"")], [("", f"  {what} (declared)")]])
+            ctx.out.record(
+                "help",
+                {"agent_type": name, "description": what, "declared": True},
+                [[("cmd.agent", f'/{name} run "..."')], [("", f"  {what} (declared)")]],
+            )
             return
     ctx.out.record("help", {"text": "\n".join(render.plain(x) for x in help_lines(ctx))}, help_lines(ctx))
 
@@ -138,8 +156,14 @@ def help_lines(ctx: Context) -> list[Line]:
         lines.append([("", "  actions  " if i == 0 else "           "), ("cmd.action", f"{action:11}"), ("", what)])
     lines += [
         [("", '  input    "quoted text" or bare words; | language is optional (default python)')],
-        [("cmd.option", "  --approve     "), ("", "ask before each tool call the agent makes; answer y (yes), "
-                                                   "y -N or a N (yes to the next N), n (no), or feedback text")],
+        [
+            ("cmd.option", "  --approve     "),
+            (
+                "",
+                "ask before each tool call the agent makes; answer y (yes), "
+                "y -N or a N (yes to the next N), n (no), or feedback text",
+            ),
+        ],
         [("cmd.option", "  -o KEY=VALUE  "), ("", "an option for the agent (repeatable), e.g. -o delay=2")],
         [("cmd.option", "  --id TASK_ID  "), ("", "your own task id: submitting it again never runs the task twice")],
         [("", "  e.g.     "), ("cmd.agent", '/architect create "fastapi app" | python')],
@@ -155,19 +179,31 @@ def help_lines(ctx: Context) -> list[Line]:
         lines += [
             [("", "")],
             [("head", "Keys")],
-            [("", "  Tab completes; Up/Down walk the history; Ctrl-C cancels the running task "
-                  "(after asking); Ctrl-D or /quit exits")],
+            [
+                (
+                    "",
+                    "  Tab completes; Up/Down walk the history; Ctrl-C cancels the running task "
+                    "(after asking); Ctrl-D or /quit exits",
+                )
+            ],
         ]
     return lines
 
 
-@meta("quit", "/quit", "leave autogpt (running tasks go on in the mesh)", aliases=("exit", "q"),
-      offline=True, repl_only=True)
+@meta(
+    "quit",
+    "/quit",
+    "leave autogpt (running tasks go on in the mesh)",
+    aliases=("exit", "q"),
+    offline=True,
+    repl_only=True,
+)
 async def quit_(ctx: Context, args: list[str]) -> None:
     ctx.quit = True
 
 
 # ---------------------------------------------------------------- agents, tasks
+
 
 @meta("agents", "/agents [TYPE]", "the agents in the registry, as a table", args=(0, 1), complete="agent")
 async def agents_(ctx: Context, args: list[str]) -> None:
@@ -176,35 +212,61 @@ async def agents_(ctx: Context, args: list[str]) -> None:
     if not kind:
         ctx.agents, ctx.declared = found, declared
     rows = [
-        [a.agent_type, a.agent_id, str(a.state), short_id(a.current_task) or "-",
-         "local" if a.local else (a.host or "remote"), age(a.last_heartbeat_ms)]
+        [
+            a.agent_type,
+            a.agent_id,
+            str(a.state),
+            short_id(a.current_task) or "-",
+            "local" if a.local else (a.host or "remote"),
+            age(a.last_heartbeat_ms),
+        ]
         for a in sorted(found, key=lambda a: (a.agent_type, a.agent_id))
     ]
     idle = sum(1 for a in found if str(a.state) == "idle")
     busy = sum(1 for a in found if str(a.state) == "busy")
     lines = table(["TYPE", "AGENT", "STATE", "TASK", "WHERE", "HEARTBEAT"], rows) if rows else []
-    lines.append([("info", f"{len(found)} agent{'s' if len(found) != 1 else ''}: {idle} idle, {busy} busy"
-                   + ("" if found else " (agents start on demand: " + '/echo run "hi")')) ])
+    lines.append(
+        [
+            (
+                "info",
+                f"{len(found)} agent{'s' if len(found) != 1 else ''}: {idle} idle, {busy} busy"
+                + ("" if found else " (agents start on demand: " + '/echo run "hi")'),
+            )
+        ]
+    )
     running = {a.agent_type for a in found}
     idle_types = [(n, d) for n, d in sorted(declared.items()) if n not in running]
     if idle_types:  # declared in files: started on demand
         lines.append([("info", "declared, none running (started on demand): ")])
         lines += [[("cmd.agent", f"  {n:16}"), ("", d or "-")] for n, d in idle_types]
     data = [dicts.agent_to_dict(a) for a in found]
-    ctx.out.record("agents", {"agents": data, "declared": [{"name": n, "description": d}
-                                                          for n, d in sorted(declared.items())]}, lines)
+    ctx.out.record(
+        "agents",
+        {"agents": data, "declared": [{"name": n, "description": d} for n, d in sorted(declared.items())]},
+        lines,
+    )
 
 
 def _task_rows(tasks: list[Task]) -> list[list[str]]:
     return [
-        [short_id(t.task_id), t.agent_type, str(t.action), str(t.state), age(t.updated_ms),
-         one_line(t.input, 50) or "-"]
+        [
+            short_id(t.task_id),
+            t.agent_type,
+            str(t.action),
+            str(t.state),
+            age(t.updated_ms),
+            one_line(t.input, 50) or "-",
+        ]
         for t in tasks
     ]
 
 
-@meta("tasks", "/tasks [N] [all]", "the latest N tasks (default 20) of this session, or of every session with all",
-      args=(0, 2))
+@meta(
+    "tasks",
+    "/tasks [N] [all]",
+    "the latest N tasks (default 20) of this session, or of every session with all",
+    args=(0, 2),
+)
 async def tasks_(ctx: Context, args: list[str]) -> None:
     every = "all" in [a.lower() for a in args]
     rest = [a for a in args if a.lower() != "all"]
@@ -218,8 +280,13 @@ async def tasks_(ctx: Context, args: list[str]) -> None:
     ctx.out.record("tasks", {"session_id": session, "tasks": [_task_json(t) for t in tasks]}, lines)
 
 
-@meta("task", "/task ID", "a task's state, input, events, result and sub-tasks (IDs may be short)",
-      args=(1, 1), complete="task")
+@meta(
+    "task",
+    "/task ID",
+    "a task's state, input, events, result and sub-tasks (IDs may be short)",
+    args=(1, 1),
+    complete="task",
+)
 async def task_(ctx: Context, args: list[str]) -> None:
     task_id = await resolve_task(ctx, args[0])
     task, events, children = await ctx.call(lambda c: c.get_task(task_id, with_events=True))
@@ -228,10 +295,15 @@ async def task_(ctx: Context, args: list[str]) -> None:
     rend = render.EventRenderer(label, fancy=ctx.fancy)
     lines: list[Line] = [
         [("head", f"task {task.task_id}")],
-        [("", "  command   "), ("cmd.agent", format_command(task.agent_type, str(task.action), task.input,
-                                                           task.language))],
-        [("", "  state     "), (render.state_style(str(task.state)), str(task.state)),
-         ("error", f": {task.error}" if task.error and str(task.state) != "succeeded" else "")],
+        [
+            ("", "  command   "),
+            ("cmd.agent", format_command(task.agent_type, str(task.action), task.input, task.language)),
+        ],
+        [
+            ("", "  state     "),
+            (render.state_style(str(task.state)), str(task.state)),
+            ("error", f": {task.error}" if task.error and str(task.state) != "succeeded" else ""),
+        ],
         [("", f"  session   {task.session_id}")],
         [("", f"  agent     {task.agent_id or '-'} (attempts: {task.attempts})")],
         [("", f"  created   {timestamp(task.created_ms)}   updated {timestamp(task.updated_ms)}")],
@@ -256,8 +328,11 @@ async def task_(ctx: Context, args: list[str]) -> None:
         lines.append([("head", f"sub-tasks ({len(children)})")])
         lines += table(["TASK", "AGENT", "ACTION", "STATE", "UPDATED", "INPUT"], _task_rows(children))[1:]
     lines += graph_view.node_table(task, children)  # a graph run: its node executions
-    data = {"task": _task_json(task), "events": [render.event_json(e, task.agent_type) for e in events],
-            "children": [_task_json(c) for c in children]}
+    data = {
+        "task": _task_json(task),
+        "events": [render.event_json(e, task.agent_type) for e in events],
+        "children": [_task_json(c) for c in children],
+    }
     ctx.out.record("task", data, lines)
 
 
@@ -271,11 +346,19 @@ async def logs_(ctx: Context, args: list[str]) -> None:
         lines += rend.feed(ev)
     lines += rend.flush()
     if not task.state.terminal:
-        lines.append([("info", f"task {short_id(task.task_id)} is still {task.state}: /watch {short_id(task.task_id)} follows it")])
+        lines.append(
+            [
+                (
+                    "info",
+                    f"task {short_id(task.task_id)} is still {task.state}: /watch {short_id(task.task_id)} follows it",
+                )
+            ]
+        )
     if not events:
         lines.append([("info", f"task {short_id(task.task_id)} has no events")])
-    ctx.out.record("logs", {"task_id": task.task_id,
-                            "events": [render.event_json(e, task.agent_type) for e in events]}, lines)
+    ctx.out.record(
+        "logs", {"task_id": task.task_id, "events": [render.event_json(e, task.agent_type) for e in events]}, lines
+    )
 
 
 @meta("watch", "/watch ID", "follow a task's events until it ends", args=(1, 1), complete="task")
@@ -308,9 +391,14 @@ async def cancel_(ctx: Context, args: list[str]) -> None:
     ctx.out.record("cancel", {"task": _task_json(t)}, [[("ok", text)]])
 
 
-@meta("approve", "/approve [ID] y|y -N|n|a N|TEXT",
-      "answer a pending tool-call approval: y yes, y -N or a N yes to the next N, n no, other text = feedback",
-      args=(1, None), complete="task", repl_only=True)
+@meta(
+    "approve",
+    "/approve [ID] y|y -N|n|a N|TEXT",
+    "answer a pending tool-call approval: y yes, y -N or a N yes to the next N, n no, other text = feedback",
+    args=(1, None),
+    complete="task",
+    repl_only=True,
+)
 async def approve_(ctx: Context, args: list[str]) -> None:
     from .approvals import ANSWER_HELP
 
@@ -329,18 +417,23 @@ async def approve_(ctx: Context, args: list[str]) -> None:
     ctx.out.info(f"{resp.decision} sent to task {target.view.short}", "ok")
 
 
-@meta("fetch", "/fetch ID [PATH [DEST]]",
-      "download a task's files, whichever host ran it: one PATH (into DEST, default the current "
-      "directory), or all of them into ./ID/", args=(1, 3), complete="task")
+@meta(
+    "fetch",
+    "/fetch ID [PATH [DEST]]",
+    "download a task's files, whichever host ran it: one PATH (into DEST, default the current "
+    "directory), or all of them into ./ID/",
+    args=(1, 3),
+    complete="task",
+)
 async def fetch_(ctx: Context, args: list[str]) -> None:
     task_id = await resolve_task(ctx, args[0])
     if len(args) == 1:
         into = Path.cwd() / short_id(task_id)
         saved = await ctx.call(lambda c: c.fetch_all(task_id, into), timeout=600)
-        ctx.out.record("fetch", {"task_id": task_id, "saved": [str(p) for p in saved]},
-                       [[("ok", f"saved {p}")] for p in saved])
+        ctx.out.record(
+            "fetch", {"task_id": task_id, "saved": [str(p) for p in saved]}, [[("ok", f"saved {p}")] for p in saved]
+        )
         return
     dest = Path(args[2]) if len(args) > 2 else Path.cwd()
     got = await ctx.call(lambda c: c.fetch_artifact(task_id, args[1], dest), timeout=300)
-    ctx.out.record("fetch", {"task_id": task_id, "path": args[1], "saved": str(got)},
-                   [[("ok", f"saved {got}")]])
+    ctx.out.record("fetch", {"task_id": task_id, "path": args[1], "saved": str(got)}, [[("ok", f"saved {got}")]])

@@ -87,24 +87,17 @@ async def _show(ctx: Context, ref: str, rest: list[str]) -> None:
         raise ParseError(f"/graph show {ref} {rest[0]}: the version is a number")
     rec = await ctx.call(lambda c: c.get_graph(ref, version))
     d = json.loads(rec.definition or "{}")
-    lines: list[Line] = [
-        [("head", f"graph {rec.graph_id}: {rec.name} (version {rec.version} of {rec.versions})")]
-    ]
+    lines: list[Line] = [[("head", f"graph {rec.graph_id}: {rec.name} (version {rec.version} of {rec.versions})")]]
     if d.get("description"):
         lines.append([("", f"  {d['description']}")])
     lines += table(
         ["NODE", "BLOCK", "INPUT"],
-        [
-            [n["id"], n["block"], one_line(json.dumps(n.get("input", {})), 80)]
-            for n in d.get("nodes", [])
-        ],
+        [[n["id"], n["block"], one_line(json.dumps(n.get("input", {})), 80)] for n in d.get("nodes", [])],
     )
     for x in d.get("links", []):
         lines.append([("", f"  {x['from']} -> {x['to']}")])
     for name, spec in d.get("inputs", {}).items():
-        lines.append(
-            [("", f"  input {name} -> {spec['to']} (default {json.dumps(spec.get('default'))})")]
-        )
+        lines.append([("", f"  input {name} -> {spec['to']} (default {json.dumps(spec.get('default'))})")])
     for name, src in d.get("outputs", {}).items():
         lines.append([("", f"  output {name} <- {src}")])
     ctx.out.record("graph", {"graph": _graph_json(rec, with_definition=True)}, lines)
@@ -116,14 +109,10 @@ async def _run(ctx: Context, ref: str, given: str, version: str = "") -> None:
     try:
         value = json.loads(given)
     except ValueError as exc:
-        raise ParseError(
-            f'/graph run {ref}: the input is not JSON ({exc}); e.g. \'{{"who": "me"}}\''
-        ) from None
+        raise ParseError(f'/graph run {ref}: the input is not JSON ({exc}); e.g. \'{{"who": "me"}}\'') from None
     if not isinstance(value, dict):
         raise ParseError(f"/graph run {ref}: the input must be a JSON object of the graph's inputs")
-    view = await run_command(
-        ctx, Command("graph", Action.RUN, json.dumps(value), options={"graph_id": ref})
-    )
+    view = await run_command(ctx, Command("graph", Action.RUN, json.dumps(value), options={"graph_id": ref}))
     if not view.ok:
         r = view.result
         raise CliError(

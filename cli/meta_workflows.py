@@ -26,8 +26,7 @@ RUN_USAGE = '/workflow run NAME "task" | /workflow show NAME'
 
 def _participants(d: dict[str, Any]) -> str:
     return ", ".join(
-        a["name"] + (f" ({a['type']})" if a.get("type") and a["type"] != a["name"] else "")
-        for a in d.get("agents", [])
+        a["name"] + (f" ({a['type']})" if a.get("type") and a["type"] != a["name"] else "") for a in d.get("agents", [])
     )
 
 
@@ -95,10 +94,7 @@ async def _show(ctx: Context, name: str) -> None:
         return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
 
     lines += [[("", f"  {k:<18}{shown(d.get(k, ''))}")] for k in keys]
-    rows = [
-        [a["name"], a.get("type", ""), one_line(a.get("description", ""), 50) or "-"]
-        for a in d.get("agents", [])
-    ]
+    rows = [[a["name"], a.get("type", ""), one_line(a.get("description", ""), 50) or "-"] for a in d.get("agents", [])]
     lines += [[("", "")], *table(["AGENT", "TYPE", "DESCRIPTION"], rows)]
     ctx.out.record("workflow", {"workflow": d}, lines)
 
@@ -159,9 +155,7 @@ def result_lines(name: str, r: TaskResult) -> list[Line]:
             )
         ],
     ]
-    return lines + table(
-        ["AGENT", "MODEL", "PROMPT", "COMPLETION", "TOTAL", "COST"], usage_rows(usage)
-    )
+    return lines + table(["AGENT", "MODEL", "PROMPT", "COMPLETION", "TOTAL", "COST"], usage_rows(usage))
 
 
 # ---------------------------------------------------------------- session operations
@@ -239,9 +233,7 @@ def _message_json(m: SessionMessage) -> dict[str, Any]:
 
 
 def _message_lines(sid: str, msgs: list[SessionMessage]) -> list[Line]:
-    lines: list[Line] = [
-        [("head", f"session {sid}: {len(msgs)} message{'s' if len(msgs) != 1 else ''}")]
-    ]
+    lines: list[Line] = [[("head", f"session {sid}: {len(msgs)} message{'s' if len(msgs) != 1 else ''}")]]
     for m in msgs:
         lines.append(
             [

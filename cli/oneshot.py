@@ -65,10 +65,15 @@ def _approver(ctx: Context, yes: bool):  # type: ignore[no-untyped-def]
         if yes:
             ctx.out.info(f"task {view.short} runs {what}: approved (--yes)")
             return ApprovalResponse(req.request_id, ApprovalDecision.APPROVE)
-        ctx.out.error(f"task {view.short} asks to run {what}: rejected; pass --yes to approve tool calls "
-                      "in one-shot mode, or use the interactive prompt")
-        return ApprovalResponse(req.request_id, ApprovalDecision.REJECT,
-                                feedback="rejected: the user is not there to approve (one-shot mode without --yes)")
+        ctx.out.error(
+            f"task {view.short} asks to run {what}: rejected; pass --yes to approve tool calls "
+            "in one-shot mode, or use the interactive prompt"
+        )
+        return ApprovalResponse(
+            req.request_id,
+            ApprovalDecision.REJECT,
+            feedback="rejected: the user is not there to approve (one-shot mode without --yes)",
+        )
 
     return approve
 
@@ -92,7 +97,7 @@ async def run_oneshot(ctx: Context, lines: Sequence[str], *, yes: bool = False, 
     """Run the commands; returns the exit code (errors are printed as one line)."""
     todo = command_lines(lines)
     if not todo:
-        raise ParseError('no command given: e.g. autogpt -c \'/echo run "hello"\'')
+        raise ParseError("no command given: e.g. autogpt -c '/echo run \"hello\"'")
     parsed = parse_all(todo, numbered=len(todo) > 1)
     ctx.approver = _approver(ctx, yes)
     current: list[TaskView] = []

@@ -37,11 +37,18 @@ class Output:
         self.lines(renderer.flush())
 
 
-SGR = {"bold": "1", "underline": "4", **{
-    f"ansi{name}": str(30 + i) for i, name in enumerate(
-        ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"])}, **{
-    f"ansibright{name}": str(90 + i) for i, name in enumerate(
-        ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"])}}
+SGR = {
+    "bold": "1",
+    "underline": "4",
+    **{
+        f"ansi{name}": str(30 + i)
+        for i, name in enumerate(["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"])
+    },
+    **{
+        f"ansibright{name}": str(90 + i)
+        for i, name in enumerate(["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"])
+    },
+}
 
 
 def ansi(line: Line) -> str:
@@ -68,7 +75,10 @@ class StreamOutput(Output):
     """One-shot mode: plain text (or JSON lines) on stdout, notes on stderr; colours on a terminal."""
 
     def __init__(
-        self, stdout: TextIO | None = None, stderr: TextIO | None = None, json_mode: bool = False,
+        self,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        json_mode: bool = False,
         colour: bool | None = None,
     ) -> None:
         self.stdout = stdout or sys.stdout

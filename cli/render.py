@@ -41,9 +41,19 @@ TOKEN_WRAP = 100  # flush streamed tokens at a space once a line is this long
 
 # prompt-toolkit style rules (the REPL builds a Style from them).
 STYLE: dict[str, str] = {
-    **{f"task.{i}": c for i, c in enumerate(
-        ["ansicyan bold", "ansimagenta bold", "ansiyellow bold", "ansiblue bold",
-         "ansigreen bold", "ansibrightred bold"])},
+    **{
+        f"task.{i}": c
+        for i, c in enumerate(
+            [
+                "ansicyan bold",
+                "ansimagenta bold",
+                "ansiyellow bold",
+                "ansiblue bold",
+                "ansigreen bold",
+                "ansibrightred bold",
+            ]
+        )
+    },
     "state.ok": "ansigreen bold",
     "state.fail": "ansired bold",
     "state.cancel": "ansiyellow bold",
@@ -137,9 +147,7 @@ def one_line(text: str, width: int = 60) -> str:
 
 
 def state_style(state: str) -> str:
-    return {"succeeded": "state.ok", "failed": "state.fail", "cancelled": "state.cancel"}.get(
-        state, "state.run"
-    )
+    return {"succeeded": "state.ok", "failed": "state.fail", "cancelled": "state.cancel"}.get(state, "state.run")
 
 
 @dataclass
@@ -254,8 +262,9 @@ def checks_table(checks: Sequence[Check], width: int = 120) -> list[Line]:
     """A result's checks (name, tool, outcome, detail) as a table; no lines when it has none."""
     if not checks:
         return []
-    rows = [[c.name, c.tool, c.outcome + ("" if c.required or not c.failed else " (advisory)"), c.detail]
-            for c in checks]
+    rows = [
+        [c.name, c.tool, c.outcome + ("" if c.required or not c.failed else " (advisory)"), c.detail] for c in checks
+    ]
     return table(["CHECK", "TOOL", "OUTCOME", "DETAIL"], rows, width)
 
 
@@ -274,6 +283,7 @@ def approval_text(a: ApprovalRequest | None, fallback: str = "") -> str:
 
 
 # ---- JSON
+
 
 def result_json(r: TaskResult | None) -> dict[str, Any] | None:
     """orchgpt.wire.dicts' form of a result, with the derived usage.total_tokens."""
@@ -294,6 +304,7 @@ def event_json(ev: TaskEvent, agent_type: str = "") -> dict[str, Any]:
 
 
 # ---- tables
+
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[str]], width: int = 120) -> list[Line]:
     """Columns padded to their widest cell; the last column is cut to fit `width`."""

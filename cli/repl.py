@@ -57,8 +57,15 @@ class Repl:
     ) -> None:
         self.out = PromptOutput()
         self.conn = conn or ConnectionSettings()
-        self.ctx = Context(self.out, self.conn, session_id=session_id, approve_all=approve_all,
-                           interactive=True, reconnect_timeout=None, timeout=timeout)
+        self.ctx = Context(
+            self.out,
+            self.conn,
+            session_id=session_id,
+            approve_all=approve_all,
+            interactive=True,
+            reconnect_timeout=None,
+            timeout=timeout,
+        )
         self.ctx.approvals = ApprovalQueue()
         self.ctx.approver = self.ask_approval
         self.ctx.on_connection_change = self.connection_changed
@@ -80,10 +87,13 @@ class Repl:
         head = self.ctx.approvals.head() if self.ctx.approvals is not None else None
         if head is not None and head.request.question:
             choices = f" [{'/'.join(head.request.choices)}]" if head.request.choices else ""
-            return [("class:prompt.question", f"[{head.view.label}] {head.request.question.splitlines()[-1]}{choices} ")]
+            return [
+                ("class:prompt.question", f"[{head.view.label}] {head.request.question.splitlines()[-1]}{choices} ")
+            ]
         if head is not None:
-            return [("class:prompt.question",
-                     f"approve {head.request.tool} for [{head.view.label}]? [y/y -N/n/feedback] ")]
+            return [
+                ("class:prompt.question", f"approve {head.request.tool} for [{head.view.label}]? [y/y -N/n/feedback] ")
+            ]
         return [("class:prompt", "autogpt> ")]
 
     def bottom_toolbar(self) -> list[tuple[str, str]]:
@@ -177,8 +187,10 @@ class Repl:
         running = self.ctx.running()
         if running and self.fatal is None:
             ids = ", ".join(v.short for v in running)
-            self.out.info(f"{len(running)} task{'s' if len(running) != 1 else ''} still running in the mesh "
-                          f"({ids}): /watch ID follows {'them' if len(running) != 1 else 'it'} later")
+            self.out.info(
+                f"{len(running)} task{'s' if len(running) != 1 else ''} still running in the mesh "
+                f"({ids}): /watch ID follows {'them' if len(running) != 1 else 'it'} later"
+            )
         await self.ctx.cancel_background()
         await self.ctx.close()
 
@@ -249,8 +261,7 @@ class Repl:
     async def confirm(self, question: str) -> str:
         from prompt_toolkit import PromptSession
 
-        session: PromptSession[str] = PromptSession(input=self.input, output=self.output,
-                                                    style=self.out.style)
+        session: PromptSession[str] = PromptSession(input=self.input, output=self.output, style=self.out.style)
         session.app.after_render += lambda _app: self.prompt_ready.set()
         self.prompt_ready.clear()
         self.question = question
@@ -263,10 +274,14 @@ class Repl:
 
     # ---------------------------------------------------------------- approvals
     async def ask_approval(self, view: TaskView, req: ApprovalRequest) -> ApprovalResponse | None:
-        lines: list[Line] = [[("approval", f"[{view.label}] wants to run {req.tool}"
-                               + (f": {req.summary}" if req.summary else ""))]]
+        lines: list[Line] = [
+            [("approval", f"[{view.label}] wants to run {req.tool}" + (f": {req.summary}" if req.summary else ""))]
+        ]
         if req.question:  # a workflow's user_proxy turn: the next line is the answer
-            lines = [[("approval", f"[{view.label}] asks you:")], *([("", f"  {x}")] for x in req.question.splitlines())]
+            lines = [
+                [("approval", f"[{view.label}] asks you:")],
+                *([("", f"  {x}")] for x in req.question.splitlines()),
+            ]
             hint = f"a number or a name: {', '.join(req.choices)}" if req.choices else "empty: pass"
             lines.append([("info", f"  answer with a line ({hint})")])
         if req.arguments_json:

@@ -69,9 +69,7 @@ class TaskView:
 
 def new_view(ctx: Context, task_id: str, agent_type: str, action: str = "run", input: str = "") -> TaskView:
     view = TaskView(task_id, agent_type, action, input)
-    view.renderer = EventRenderer(
-        TaskLabel(task_id, agent_type), fancy=ctx.fancy, prefix_output=ctx.interactive
-    )
+    view.renderer = EventRenderer(TaskLabel(task_id, agent_type), fancy=ctx.fancy, prefix_output=ctx.interactive)
     ctx.views[task_id] = view
     return view
 
@@ -98,9 +96,7 @@ def child_view(ctx: Context, parent: TaskView, ev: TaskEvent) -> TaskView:
     return child
 
 
-async def run_command(
-    ctx: Context, cmd: Command, on_view: Callable[[TaskView], object] | None = None
-) -> TaskView:
+async def run_command(ctx: Context, cmd: Command, on_view: Callable[[TaskView], object] | None = None) -> TaskView:
     """Submit a parsed command and follow it to its result (`on_view` sees the view first)."""
     from orchgpt.models import new_id
 
@@ -208,8 +204,11 @@ async def catch_up(ctx: Context, view: TaskView) -> None:
         if view.done.is_set():
             return
     if task.state.terminal and task.result is not None:
-        handle(ctx, view, ResultEvent(task_id=view.task_id, seq=0, state=task.state, result=task.result,
-                                      agent_type=task.agent_type))
+        handle(
+            ctx,
+            view,
+            ResultEvent(task_id=view.task_id, seq=0, state=task.state, result=task.result, agent_type=task.agent_type),
+        )
 
 
 async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
@@ -234,8 +233,9 @@ async def answer(ctx: Context, view: TaskView, req: ApprovalRequest) -> None:
                 ctx.continuous[root] = max(response.count, 1) - 1
                 response = ApprovalResponse(req.request_id, ApprovalDecision.APPROVE)
         if response is None:
-            response = ApprovalResponse(req.request_id, ApprovalDecision.REJECT,
-                                        feedback="rejected: nobody can approve this call")
+            response = ApprovalResponse(
+                req.request_id, ApprovalDecision.REJECT, feedback="rejected: nobody can approve this call"
+            )
         await ctx.call(lambda c: c.approve(view.task_id, response))
         if stops_task(response):  # seed 003's "n": "exit program", here the task
             await ctx.call(lambda c: c.cancel(view.task_id, "stopped by the user at an approval (n)"))

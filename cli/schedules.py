@@ -32,9 +32,7 @@ USAGE = (
     "/schedule add 'CRON' [--tz ZONE] [--catch-up once|skip] (GRAPH_ID ['{\"input\": ...}'] "
     "| /AGENT ACTION [input])  or  /schedule show|pause|resume|delete ID"
 )
-GRAPH_TYPE = (
-    "graph"  # the agent type that runs graphs (issue 14: Command(graph, RUN, input, graph_id)
-)
+GRAPH_TYPE = "graph"  # the agent type that runs graphs (issue 14: Command(graph, RUN, input, graph_id)
 EXAMPLE = "/schedule add '*/5 * * * *' /echo run \"hello\""
 
 
@@ -63,13 +61,10 @@ def parse_add(args: list[str], known_types: list[str]) -> tuple[str, str, str, C
             catch_up = value
         else:
             raise ParseError(
-                f"/schedule add: unknown option {name!r}: use --tz ZONE or "
-                "--catch-up once|skip before the command"
+                f"/schedule add: unknown option {name!r}: use --tz ZONE or --catch-up once|skip before the command"
             )
     if not rest:
-        raise ParseError(
-            f"/schedule add: what should run? a graph id or an agent command, e.g. {EXAMPLE}"
-        )
+        raise ParseError(f"/schedule add: what should run? a graph id or an agent command, e.g. {EXAMPLE}")
     if rest[0].startswith("/"):
         line = " ".join(a if a == "|" else quote(a) for a in rest)
         cmd = parse(line, known_types=known_types)
@@ -79,16 +74,13 @@ def parse_add(args: list[str], known_types: list[str]) -> tuple[str, str, str, C
     graph_id, payload = rest[0], rest[1:]
     if len(payload) > 1:
         raise ParseError(
-            "/schedule add: one graph input after the graph id, as JSON in quotes: "
-            "GRAPH_ID '{\"input\": ...}'"
+            "/schedule add: one graph input after the graph id, as JSON in quotes: GRAPH_ID '{\"input\": ...}'"
         )
     text = payload[0] if payload else "{}"
     try:
         json.loads(text)
     except ValueError as exc:
-        raise ParseError(
-            f"/schedule add: the graph input is not JSON ({exc}): GRAPH_ID '{{\"input\": ...}}'"
-        ) from None
+        raise ParseError(f"/schedule add: the graph input is not JSON ({exc}): GRAPH_ID '{{\"input\": ...}}'") from None
     return cron, tz, catch_up, Command(GRAPH_TYPE, Action.RUN, text, options={"graph_id": graph_id})
 
 
@@ -131,8 +123,7 @@ async def schedules_(ctx: Context, args: list[str]) -> None:
         [
             (
                 "info",
-                f"{len(found)} schedule{'s' if len(found) != 1 else ''}"
-                + ("" if found else f" (add one: {EXAMPLE})"),
+                f"{len(found)} schedule{'s' if len(found) != 1 else ''}" + ("" if found else f" (add one: {EXAMPLE})"),
             )
         ]
     )
@@ -187,18 +178,13 @@ async def schedule_(ctx: Context, args: list[str]) -> None:
         ctx.out.record("schedule", {"deleted": ref}, [[("info", f"schedule {ref} deleted")]])
         return
     if sub in ("pause", "resume"):
-        call = (
-            (lambda c: c.pause_schedule(ref))
-            if sub == "pause"
-            else (lambda c: c.resume_schedule(ref))
-        )
+        call = (lambda c: c.pause_schedule(ref)) if sub == "pause" else (lambda c: c.resume_schedule(ref))
         s = await ctx.call(call)
         lines = [
             [
                 (
                     "info",
-                    f"schedule {short_id(s.schedule_id)} {s.state}; next run "
-                    f"{timestamp(s.next_run_ms)}",
+                    f"schedule {short_id(s.schedule_id)} {s.state}; next run {timestamp(s.next_run_ms)}",
                 )
             ]
         ]
@@ -212,8 +198,7 @@ async def schedule_(ctx: Context, args: list[str]) -> None:
         [
             (
                 "",
-                f"  next run  {timestamp(s.next_run_ms)}   last run {timestamp(s.last_run_ms)}   "
-                f"runs {s.runs}",
+                f"  next run  {timestamp(s.next_run_ms)}   last run {timestamp(s.last_run_ms)}   runs {s.runs}",
             )
         ],
     ]

@@ -17,10 +17,7 @@ def parse_addresses(spec: str) -> list[str]:
     Duplicates are dropped (the first place counts); an empty entry is an error."""
     parts = [p.strip() for p in spec.split(",")]
     if not spec.strip() or any(not p for p in parts):
-        raise ConfigError(
-            f"malformed address list {spec!r}: expected HOST:PORT[,HOST:PORT...] "
-            "with no empty entry"
-        )
+        raise ConfigError(f"malformed address list {spec!r}: expected HOST:PORT[,HOST:PORT...] with no empty entry")
     out: list[str] = []
     for p in parts:
         parse_address(p)  # ConfigError naming the entry

@@ -74,9 +74,7 @@ class McpServer(BaseModel):
     @model_validator(mode="after")
     def _one_transport(self) -> McpServer:
         if bool(self.command.strip()) == bool(self.url):
-            raise ValueError(
-                "give either `command` (a stdio server) or `url` (streamable HTTP), not both"
-            )
+            raise ValueError("give either `command` (a stdio server) or `url` (streamable HTTP), not both")
         if self.bearer_env and not self.url:
             raise ValueError("bearer_env: only for a `url` server")
         return self
@@ -121,9 +119,7 @@ class AgentDefinition(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not AGENT_TYPE_RE.match(v):
-            raise ValueError(
-                f"{v!r} is not an agent type: use 1-32 lowercase letters, digits, '-' or '_'"
-            )
+            raise ValueError(f"{v!r} is not an agent type: use 1-32 lowercase letters, digits, '-' or '_'")
         return v
 
     @field_validator("model")
@@ -161,15 +157,11 @@ class AgentDefinition(BaseModel):
     @model_validator(mode="after")
     def _what_it_runs(self) -> AgentDefinition:
         if self.a2a is not None and (self.tools or self.mcp):
-            raise ValueError(
-                "a2a: the type runs on the external A2A agent; it takes no tools or mcp"
-            )
+            raise ValueError("a2a: the type runs on the external A2A agent; it takes no tools or mcp")
         if self.a2a is None and not self.system_prompt.strip():
             raise ValueError("system_prompt: required (the agent's role and goals)")
         if self.base_url and self.model in ("smart", "fast"):
-            raise ValueError(
-                'base_url: give a model name with it (model = "NAME"), not smart or fast'
-            )
+            raise ValueError('base_url: give a model name with it (model = "NAME"), not smart or fast')
         return self
 
     # ---- transport
@@ -215,9 +207,7 @@ def load_file(path: Path) -> AgentDefinition:
         raise AgentDefError(_problems(str(path), exc)) from None
 
 
-def load_dirs(
-    dirs: list[Path], reserved: frozenset[str] = frozenset()
-) -> dict[str, AgentDefinition]:
+def load_dirs(dirs: list[Path], reserved: frozenset[str] = frozenset()) -> dict[str, AgentDefinition]:
     """Every ``*.toml`` of the directories (missing ones are skipped), checked together: all
     problems at once. ``reserved``: names that may not be declared (the built-in types)."""
     problems: list[str] = []
@@ -233,13 +223,9 @@ def load_dirs(
                 problems += exc.problems
                 continue
             if ad.name in reserved:
-                problems.append(
-                    f"{path}: name: {ad.name!r} is a built-in agent type; choose another name"
-                )
+                problems.append(f"{path}: name: {ad.name!r} is a built-in agent type; choose another name")
             elif ad.name in found:
-                problems.append(
-                    f"{path}: name: {ad.name!r} is declared already by {found[ad.name][0]}"
-                )
+                problems.append(f"{path}: name: {ad.name!r} is declared already by {found[ad.name][0]}")
             else:
                 found[ad.name] = (path, ad)
     if problems:

@@ -30,13 +30,16 @@ def configured(value: str) -> frozenset[str] | None:
     return parse(value) if value.strip() else None
 
 
-async def discover(command: tuple[str, ...] = AGENT_COMMAND,
-                   timeout: float = LIST_TIMEOUT) -> frozenset[str]:
+async def discover(command: tuple[str, ...] = AGENT_COMMAND, timeout: float = LIST_TIMEOUT) -> frozenset[str]:
     """The types ``command --list-types`` prints; none (with a warning) when it cannot tell."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *command, "--list-types", stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *command,
+            "--list-types",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
     except OSError as exc:
         log.warning("agent_types_unknown", command=" ".join(command), error=str(exc))
         return frozenset()
@@ -48,7 +51,11 @@ async def discover(command: tuple[str, ...] = AGENT_COMMAND,
         log.warning("agent_types_unknown", command=" ".join(command), error=f"no answer in {timeout:g}s")
         return frozenset()
     if proc.returncode != 0:
-        log.warning("agent_types_unknown", command=" ".join(command), exit_code=proc.returncode,
-                    error=err.decode(errors="replace").strip()[-300:])
+        log.warning(
+            "agent_types_unknown",
+            command=" ".join(command),
+            exit_code=proc.returncode,
+            error=err.decode(errors="replace").strip()[-300:],
+        )
         return frozenset()
     return parse(out.decode(errors="replace"))

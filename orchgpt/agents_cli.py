@@ -97,9 +97,7 @@ def daemon_pid(data_dir: Path) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        raise ConfigError(
-            f"no orchgpt daemon runs on the data dir {data_dir} (no {path})"
-        ) from None
+        raise ConfigError(f"no orchgpt daemon runs on the data dir {data_dir} (no {path})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
@@ -110,7 +108,5 @@ def daemon_pid(data_dir: Path) -> int:
         os.close(fd)
     pid = holder_of(data_dir).get("pid")
     if not isinstance(pid, int) or pid <= 0:
-        raise ConfigError(
-            f"the orchgpt daemon on {data_dir} has not recorded its pid yet; try again"
-        )
+        raise ConfigError(f"the orchgpt daemon on {data_dir} has not recorded its pid yet; try again")
     return pid

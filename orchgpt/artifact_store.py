@@ -93,13 +93,25 @@ class ArtifactStore:
         try:
             fd = os.open(self._blob(str(entry["sha256"])), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            raise ArtifactError(f"file {key!r} of task {task_id} is recorded but its blob is missing "
-                                "from the artifact store", "DATA_LOSS") from None
+            raise ArtifactError(
+                f"file {key!r} of task {task_id} is recorded but its blob is missing from the artifact store",
+                "DATA_LOSS",
+            ) from None
         return OpenFile(fd, os.fstat(fd).st_size)
 
     # ------------------------------------------------------------------ uploading
-    def chunk(self, agent_id: str, task_id: str, path: str, offset: int, data: bytes, eof: bool,
-              size: int, sha256: str, stream: int = 0) -> bool:
+    def chunk(
+        self,
+        agent_id: str,
+        task_id: str,
+        path: str,
+        offset: int,
+        data: bytes,
+        eof: bool,
+        size: int,
+        sha256: str,
+        stream: int = 0,
+    ) -> bool:
         """Take one chunk; True when the file is complete and recorded. UploadError on refusal
         (the upload of that path is then discarded). ``stream``: which of the agent's streams
         it came on; a late chunk of a stream whose upload another stream resumed is ignored."""
@@ -119,8 +131,10 @@ class ArtifactStore:
         elif up is None or offset != up.received:
             have = up.received if up else 0
             self._discard(ukey)
-            raise UploadError(f"file_chunk.offset {offset} for {key!r} of task {task_id}: expected "
-                              f"{have} (uploads start at offset 0 and follow on); upload discarded")
+            raise UploadError(
+                f"file_chunk.offset {offset} for {key!r} of task {task_id}: expected "
+                f"{have} (uploads start at offset 0 and follow on); upload discarded"
+            )
         up.orphaned = None
         try:
             if up.received + len(data) > up.size:
@@ -132,12 +146,17 @@ class ArtifactStore:
                 return False
             digest = up.h.hexdigest()  # type: ignore[attr-defined]
             if up.received != up.size:
-                raise UploadError(f"file {key!r} of task {task_id}: {up.received} bytes received, "
-                                  f"file_chunk.size says {up.size}; upload discarded")
+                raise UploadError(
+                    f"file {key!r} of task {task_id}: {up.received} bytes received, "
+                    f"file_chunk.size says {up.size}; upload discarded"
+                )
             if sha256.lower() != digest:
-                raise UploadError(f"file {key!r} of task {task_id}: sha256 mismatch (file_chunk.sha256 "
-                                  f"{sha256[:16]!r}..., received bytes hash to {digest[:16]}...); "
-                                  "upload discarded", "DATA_LOSS")
+                raise UploadError(
+                    f"file {key!r} of task {task_id}: sha256 mismatch (file_chunk.sha256 "
+                    f"{sha256[:16]!r}..., received bytes hash to {digest[:16]}...); "
+                    "upload discarded",
+                    "DATA_LOSS",
+                )
             self._commit(ukey, up, digest, task_id, key)
             return True
         except UploadError:
@@ -151,8 +170,9 @@ class ArtifactStore:
         if size < 0:
             raise UploadError("file_chunk.size must be given (the file's size, >= 0)")
         if sum(1 for k in self._uploads if k[0] == agent_id) >= MAX_UPLOADS_PER_AGENT:
-            raise UploadError(f"more than {MAX_UPLOADS_PER_AGENT} uploads in progress for agent "
-                              f"{agent_id}", "RESOURCE_EXHAUSTED")
+            raise UploadError(
+                f"more than {MAX_UPLOADS_PER_AGENT} uploads in progress for agent {agent_id}", "RESOURCE_EXHAUSTED"
+            )
         self._check_cap(size, ukey[2])
         tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -167,7 +187,9 @@ class ArtifactStore:
             raise UploadError(
                 f"artifact store full: storing {key!r} ({size} bytes) would exceed "
                 f"artifact_store_max_bytes={self.max_bytes} ({self.total} bytes stored, {pending} "
-                "being uploaded); raise the setting or remove old artifacts", "RESOURCE_EXHAUSTED")
+                "being uploaded); raise the setting or remove old artifacts",
+                "RESOURCE_EXHAUSTED",
+            )
 
     def _commit(self, ukey: tuple[str, str, str], up: _Upload, digest: str, task_id: str, key: str) -> None:
         up.f.flush()
@@ -191,8 +213,7 @@ class ArtifactStore:
         with os.fdopen(fd, "w") as f:
             json.dump(index, f, sort_keys=True)
         os.replace(tmp, ipath)
-        log.info("artifact_stored", task_id=task_id, path=key, size=up.size, sha256=digest,
-                 deduplicated=dedup)
+        log.info("artifact_stored", task_id=task_id, path=key, size=up.size, sha256=digest, deduplicated=dedup)
 
     def _discard(self, ukey: tuple[str, str, str]) -> None:
         up = self._uploads.pop(ukey, None)
@@ -209,8 +230,14 @@ class ArtifactStore:
             if up.sha256:
                 up.orphaned = now
                 up.f.flush()
-                log.info("artifact_upload_kept", agent_id=agent_id, task_id=k[1], path=k[2],
-                         received=up.received, size=up.size)
+                log.info(
+                    "artifact_upload_kept",
+                    agent_id=agent_id,
+                    task_id=k[1],
+                    path=k[2],
+                    received=up.received,
+                    size=up.size,
+                )
             else:
                 log.info("artifact_upload_discarded", agent_id=agent_id, task_id=k[1], path=k[2])
                 self._discard(k)
@@ -221,8 +248,7 @@ class ArtifactStore:
             log.info("artifact_upload_expired", agent_id=k[0], task_id=k[1], path=k[2])
             self._discard(k)
 
-    def resume_offset(self, agent_id: str, task_id: str, path: str, size: int, sha256: str,
-                      stream: int = 0) -> int:
+    def resume_offset(self, agent_id: str, task_id: str, path: str, size: int, sha256: str, stream: int = 0) -> int:
         """FILE_RESUME: where the agent's upload of this file goes on. The bytes kept of an upload
         of the same file (size and sha256), 0 when there is none (another kept one is dropped),
         -1 when the task already has exactly this file recorded (nothing to send)."""
@@ -240,6 +266,5 @@ class ArtifactStore:
             self._discard(ukey)
             return 0
         up.orphaned, up.stream = None, stream
-        log.info("artifact_upload_resumed", agent_id=agent_id, task_id=task_id, path=key,
-                 offset=up.received, size=size)
+        log.info("artifact_upload_resumed", agent_id=agent_id, task_id=task_id, path=key, offset=up.received, size=size)
         return up.received

@@ -35,8 +35,7 @@ class ArtifactError(OrchgptError):
 def check_path(path: str) -> list[str]:
     """The components of a task-relative path, or ArtifactError(INVALID_ARGUMENT) naming ``path``."""
     if not path:
-        raise ArtifactError("path is empty: give a file path relative to the task's workspace",
-                            "INVALID_ARGUMENT")
+        raise ArtifactError("path is empty: give a file path relative to the task's workspace", "INVALID_ARGUMENT")
     if len(path) > MAX_PATH:
         raise ArtifactError(f"path is longer than {MAX_PATH} characters", "INVALID_ARGUMENT")
     if "\x00" in path:
@@ -44,8 +43,7 @@ def check_path(path: str) -> list[str]:
     if "\\" in path:
         raise ArtifactError(f"path {path!r} contains a backslash; use '/'", "INVALID_ARGUMENT")
     if path.startswith("/"):
-        raise ArtifactError(f"path {path!r} is absolute; give it relative to the task's workspace",
-                            "INVALID_ARGUMENT")
+        raise ArtifactError(f"path {path!r} is absolute; give it relative to the task's workspace", "INVALID_ARGUMENT")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise ArtifactError(f"path {path!r} contains '..'", "INVALID_ARGUMENT")
@@ -119,17 +117,18 @@ def _open_at(name: str, flags: int, dir_fd: int, path: str) -> int:
         return os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise ArtifactError(f"path {path!r} leads through a symbolic link ({name!r}); refused",
-                                "PERMISSION_DENIED") from None
+            raise ArtifactError(
+                f"path {path!r} leads through a symbolic link ({name!r}); refused", "PERMISSION_DENIED"
+            ) from None
         if exc.errno == errno.ENOTDIR:
             # O_DIRECTORY|O_NOFOLLOW on a symlink, or a file used as a directory
             if _is_symlink(name, dir_fd):
-                raise ArtifactError(f"path {path!r} leads through a symbolic link ({name!r}); refused",
-                                    "PERMISSION_DENIED") from None
+                raise ArtifactError(
+                    f"path {path!r} leads through a symbolic link ({name!r}); refused", "PERMISSION_DENIED"
+                ) from None
             raise ArtifactError(f"no file {path!r}: {name!r} is not a directory", "NOT_FOUND") from None
         if exc.errno == errno.EACCES:
-            raise ArtifactError(f"file {path!r} is not readable by the orchestrator",
-                                "PERMISSION_DENIED") from None
+            raise ArtifactError(f"file {path!r} is not readable by the orchestrator", "PERMISSION_DENIED") from None
         raise ArtifactError(f"no file {path!r}", "NOT_FOUND") from None
 
 

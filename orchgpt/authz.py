@@ -61,34 +61,34 @@ YES, NO, OWN, ALL, ASSIGNED = "yes", "no", "own", "all", "assigned"
 
 RPC_TABLE: dict[str, dict[str, str]] = {
     #                    client  admin  agent     server
-    "Connect":        {CLIENT: NO, ADMIN: NO, AGENT: YES, SERVER: NO},
-    "Submit":         {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
-    "Watch(task)":    {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
-    "Watch(all)":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "ListAgents":     {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
-    "GetTask":        {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
-    "ListTasks":      {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "CancelTask":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "Approve":        {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "FetchArtifact":  {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
-    "ListSessions":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "Connect": {CLIENT: NO, ADMIN: NO, AGENT: YES, SERVER: NO},
+    "Submit": {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "Watch(task)": {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
+    "Watch(all)": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListAgents": {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
+    "GetTask": {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
+    "ListTasks": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "CancelTask": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "Approve": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "FetchArtifact": {CLIENT: OWN, ADMIN: ALL, AGENT: ASSIGNED, SERVER: NO},
+    "ListSessions": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "PublishSession": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "ListWorkflows":  {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
-    "GetWorkflow":    {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
-    "ListMessages":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "DeleteMessage":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "ClearSession":   {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "DeleteSession":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "CreateGraph":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
-    "ListGraphs":     {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "GetGraph":       {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "DeleteGraph":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "ListBlocks":     {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
+    "ListWorkflows": {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
+    "GetWorkflow": {CLIENT: YES, ADMIN: YES, AGENT: NO, SERVER: NO},
+    "ListMessages": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteMessage": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ClearSession": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteSession": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "CreateGraph": {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListGraphs": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetGraph": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "DeleteGraph": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "ListBlocks": {CLIENT: YES, ADMIN: YES, AGENT: YES, SERVER: NO},
     # the Schedules service (schedules.proto, docs/schedules.md): a schedule is its adder's
-    "AddSchedule":    {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
-    "ListSchedules":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "GetSchedule":    {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
-    "PauseSchedule":  {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "AddSchedule": {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
+    "ListSchedules": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "GetSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    "PauseSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "ResumeSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "DeleteSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
 }
@@ -109,9 +109,10 @@ _HOW = {
     "GetGraph": "read graphs (client role needed)",
     "DeleteGraph": "delete graphs (client role needed)",
     "Watch(all)": "watch every task (client role needed; an agent watches its own tasks by id)",
-    **{n: "use schedules (client role needed)" for n in (
-        "AddSchedule", "ListSchedules", "GetSchedule", "PauseSchedule", "ResumeSchedule",
-        "DeleteSchedule")},
+    **{
+        n: "use schedules (client role needed)"
+        for n in ("AddSchedule", "ListSchedules", "GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
+    },
 }
 
 
@@ -126,8 +127,11 @@ def rpc(ident: Identity, name: str) -> Decision:
     if scope == NO:
         need = "agent" if name == "Connect" else "client"
         what = _HOW.get(name, f"call {name}")
-        return deny(rule, f"a {ident.role} certificate ({ident.name}) cannot {what}; "
-                          f"issue one with `orchgpt certs issue NAME --role {need}`")
+        return deny(
+            rule,
+            f"a {ident.role} certificate ({ident.name}) cannot {what}; "
+            f"issue one with `orchgpt certs issue NAME --role {need}`",
+        )
     return allow(rule)
 
 
@@ -139,8 +143,10 @@ def connect(ident: Identity) -> Decision:
     from .certs import RESERVED_NAMES
 
     if ident.name.lower() in RESERVED_NAMES:
-        return deny("reserved-name", f"the name {ident.name!r} is reserved for the orchestrator; "
-                                      "an agent certificate cannot carry it")
+        return deny(
+            "reserved-name",
+            f"the name {ident.name!r} is reserved for the orchestrator; an agent certificate cannot carry it",
+        )
     return d
 
 
@@ -162,27 +168,39 @@ def task_access(ident: Identity, rpc_name: str, task: object, lookup: TaskLookup
     return Decision(False, rule, f"no task {task_id!r}", "NOT_FOUND")
 
 
-def submit_access(ident: Identity, existing: object | None, lookup: TaskLookup, session_id: str,
-                  session_exists: bool, session_owned: bool) -> Decision:
+def submit_access(
+    ident: Identity,
+    existing: object | None,
+    lookup: TaskLookup,
+    session_id: str,
+    session_exists: bool,
+    session_owned: bool,
+) -> Decision:
     """Submit: a task id (idempotency key) or a session id that is someone else's is refused.
 
     Another owner's task id: ALREADY_EXISTS (resubmitting it would follow their task); another
     owner's session: PERMISSION_DENIED. An admin may add to anyone's session."""
     rule = f"submit:{principal(ident)}"
     if existing is not None and not owns(owner_of(ident), existing, lookup):
-        return deny(f"{rule}:task-id", f"task id {getattr(existing, 'task_id', '')!r} is in use; "
-                    "choose another", code="ALREADY_EXISTS")
+        return deny(
+            f"{rule}:task-id",
+            f"task id {getattr(existing, 'task_id', '')!r} is in use; choose another",
+            code="ALREADY_EXISTS",
+        )
     if session_exists and not session_owned and principal(ident) != ADMIN:
-        return deny(f"{rule}:session", f"session {session_id!r} belongs to another user; "
-                    "start a new session or use one of yours")
+        return deny(
+            f"{rule}:session",
+            f"session {session_id!r} belongs to another user; start a new session or use one of yours",
+        )
     return allow(rule)
 
 
 WORKSPACE_OPTION = "workspace"  # agentd.workspace.WORKSPACE_OPTION: a sub-task's shared directory
 
 
-def workspace_option(options: dict[str, str], lookup: TaskLookup, parent: object | None = None,
-                     owner: str | None = None) -> Decision:
+def workspace_option(
+    options: dict[str, str], lookup: TaskLookup, parent: object | None = None, owner: str | None = None
+) -> Decision:
     """A task's option ``workspace`` (the directory it shares, agentd.workspace) may name only its
     parent's workspace or a name derived from it (``PARENT.sub``), a task of the parent's session,
     or (for a submitted task) a task of the submitter's own: never another user's workspace."""
@@ -204,8 +222,9 @@ def workspace_option(options: dict[str, str], lookup: TaskLookup, parent: object
             return allow(rule)
         if owner is not None and owns(owner, other, lookup):
             return allow(rule)
-    return deny(rule, f"option workspace={wanted!r} names no workspace of this task's parent, session or "
-                      "owner; message dropped")
+    return deny(
+        rule, f"option workspace={wanted!r} names no workspace of this task's parent, session or owner; message dropped"
+    )
 
 
 def delegation(options: dict[str, str], parent: object | None, lookup: TaskLookup) -> Decision:

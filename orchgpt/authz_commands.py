@@ -21,8 +21,13 @@ class OpenCommands:
     COMMANDs (asking more forgets its oldest, whose answer is then refused) and all agents
     together ``max_total`` (the oldest is forgotten first)."""
 
-    def __init__(self, ttl: float = 300.0, max_per_agent: int = 1024, max_total: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float = 300.0,
+        max_per_agent: int = 1024,
+        max_total: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = ttl
         self.max_per_agent = max_per_agent
         self.max_total = max_total
@@ -69,9 +74,11 @@ class OpenCommands:
         self._expire()
         entry = self._open.get(correlation_id)
         if entry is None or entry[0] != recipient or entry[1] != replier:
-            return deny("reply-answers-a-command",
-                        f"a REPLY to {recipient!r} must answer an unanswered COMMAND that "
-                        f"{recipient!r} sent to {replier!r} (correlation_id); message dropped")
+            return deny(
+                "reply-answers-a-command",
+                f"a REPLY to {recipient!r} must answer an unanswered COMMAND that "
+                f"{recipient!r} sent to {replier!r} (correlation_id); message dropped",
+            )
         self._drop(correlation_id)
         return _REPLY_OK
 

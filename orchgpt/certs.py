@@ -62,9 +62,7 @@ class CertPaths:
             try:
                 out.append(p.read_bytes())
             except FileNotFoundError:
-                raise CertError(
-                    f"{label} not found: {p} (create certificates with `orchgpt certs init`)"
-                ) from None
+                raise CertError(f"{label} not found: {p} (create certificates with `orchgpt certs init`)") from None
             except OSError as exc:
                 raise CertError(f"cannot read {label} {p}: {exc.strerror}") from None
         return out[0], out[1], out[2]
@@ -86,9 +84,7 @@ def check_issuable_name(name: str) -> str:
         raise CertError(f"the name {name!r} is reserved for the orchestrator; choose another name")
     for prefix in RESERVED_PREFIXES:
         if name.lower().startswith(prefix):
-            raise CertError(
-                f"names starting with {prefix!r} are reserved for agents orchgpt spawns itself"
-            )
+            raise CertError(f"names starting with {prefix!r} are reserved for agents orchgpt spawns itself")
     return name
 
 
@@ -153,9 +149,15 @@ class CA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -189,7 +191,11 @@ class CA:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def issue(
-        self, name: str, role: Role, hosts: tuple[str, ...] | list[str] = (), admin: bool = False,
+        self,
+        name: str,
+        role: Role,
+        hosts: tuple[str, ...] | list[str] = (),
+        admin: bool = False,
         days: int | None = None,
     ) -> tuple[bytes, bytes]:
         """Issue a leaf certificate; returns (cert PEM, key PEM).
@@ -235,16 +241,19 @@ class CA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False)
         )
         cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
     def issue_to(
-        self, directory: Path, name: str, role: Role, hosts: tuple[str, ...] | list[str] = (),
-        admin: bool = False, days: int | None = None,
+        self,
+        directory: Path,
+        name: str,
+        role: Role,
+        hosts: tuple[str, ...] | list[str] = (),
+        admin: bool = False,
+        days: int | None = None,
     ) -> CertPaths:
         cert_pem, key_pem = self.issue(name, role, hosts, admin=admin, days=days)
         paths = CertPaths(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}-key.pem")

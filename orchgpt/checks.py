@@ -42,8 +42,7 @@ class Check:
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
-            raise ValueError(f"check {self.name!r}: outcome must be one of {', '.join(OUTCOMES)}, "
-                             f"not {self.outcome!r}")
+            raise ValueError(f"check {self.name!r}: outcome must be one of {', '.join(OUTCOMES)}, not {self.outcome!r}")
         if not self.name:
             raise ValueError("a check needs a name")
         line = " ".join(self.detail.split())
@@ -60,8 +59,7 @@ class Check:
         return self.outcome == FAILED
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "tool": self.tool, "outcome": self.outcome,
-                             "detail": self.detail}
+        d: dict[str, Any] = {"name": self.name, "tool": self.tool, "outcome": self.outcome, "detail": self.detail}
         if not self.required:
             d["required"] = False
         return d
@@ -69,11 +67,15 @@ class Check:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Check:
         outcome = str(d.get("outcome", ""))
-        return cls(name=str(d.get("name", "")) or "?", tool=str(d.get("tool", "")),
-                   outcome=outcome if outcome in OUTCOMES else SKIPPED,
-                   detail=str(d.get("detail", "")) if outcome in OUTCOMES
-                   else f"unknown outcome {outcome!r}: {d.get('detail', '')}",
-                   required=bool(d.get("required", True)))
+        return cls(
+            name=str(d.get("name", "")) or "?",
+            tool=str(d.get("tool", "")),
+            outcome=outcome if outcome in OUTCOMES else SKIPPED,
+            detail=str(d.get("detail", ""))
+            if outcome in OUTCOMES
+            else f"unknown outcome {outcome!r}: {d.get('detail', '')}",
+            required=bool(d.get("required", True)),
+        )
 
 
 def dumps(checks: Iterable[Check]) -> str:

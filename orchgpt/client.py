@@ -44,8 +44,14 @@ def resolve_address(address: str | None = None) -> str:
     return addr
 
 
-def resolve_certs(certs_dir: str | None = None, *, ca: str | None = None, cert: str | None = None,
-                  key: str | None = None, name: str = "cli") -> CertPaths:
+def resolve_certs(
+    certs_dir: str | None = None,
+    *,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    name: str = "cli",
+) -> CertPaths:
     d = Path(certs_dir or os.environ.get("ORCHGPT_CERTS") or "certs")
     return CertPaths(
         Path(ca or os.environ.get("ORCHGPT_CA") or d / "ca.pem"),
@@ -61,8 +67,10 @@ def _explain(exc: grpc.aio.AioRpcError, address: str) -> ClientError:
         low = detail.lower()
         tls_words = ("handshake", "certificate", "ssl", "tls")
         if any(w in low for w in tls_words) or ("failed to connect" in low and "socket closed" in low):
-            msg = (f"orchgpt at {address} refused the TLS handshake: the certificate is not signed by the "
-                   f"mesh CA, or the server's certificate does not match ({detail})")
+            msg = (
+                f"orchgpt at {address} refused the TLS handshake: the certificate is not signed by the "
+                f"mesh CA, or the server's certificate does not match ({detail})"
+            )
         elif "connection refused" in low or "failed to connect" in low:
             msg = f"cannot reach orchgpt at {address}: is `orchgpt serve` running? ({detail})"
         elif "socket closed" in low or "connection reset" in low or "stream removed" in low:
@@ -80,8 +88,14 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
     """``address`` may list several daemons (``A,B,C``): a call that finds the one in use
     UNAVAILABLE tries the next (each once per call); ``address`` is the one in use."""
 
-    def __init__(self, address: str, certs: CertPaths, server_name: str | None = None, timeout: float = 10.0,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        certs: CertPaths,
+        server_name: str | None = None,
+        timeout: float = 10.0,
+        name: str | None = None,
+    ) -> None:
         try:
             self._ring = AddressRing(address)
         except ConfigError as exc:
@@ -113,8 +127,16 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         return True
 
     @classmethod
-    def from_env(cls, address: str | None = None, certs_dir: str | None = None, *, ca: str | None = None,
-                 cert: str | None = None, key: str | None = None, timeout: float = 10.0) -> MeshClient:
+    def from_env(
+        cls,
+        address: str | None = None,
+        certs_dir: str | None = None,
+        *,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        timeout: float = 10.0,
+    ) -> MeshClient:
         try:
             addr = resolve_address(address)
         except ConfigError as exc:
@@ -151,8 +173,9 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         """Fail with a clear ClientError unless the daemon answers its health check."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        resp = await self._unary(lambda: health_pb2_grpc.HealthStub(self._channel).Check,
-                                 health_pb2.HealthCheckRequest(service=""))
+        resp = await self._unary(
+            lambda: health_pb2_grpc.HealthStub(self._channel).Check, health_pb2.HealthCheckRequest(service="")
+        )
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             raise ClientError(f"orchgpt at {self.address} is not serving (shutting down?)", "UNAVAILABLE")
 
@@ -200,8 +223,11 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
 
     async def get_task(self, task_id: str, with_events: bool = True) -> tuple[Task, list[TaskEvent], list[Task]]:
         r = await self._unary(lambda: self._stub.GetTask, pb.GetTaskRequest(task_id=task_id, with_events=with_events))
-        return (codec.task_from_pb(r.task), [codec.event_from_pb(e) for e in r.events],
-                [codec.task_from_pb(c) for c in r.children])
+        return (
+            codec.task_from_pb(r.task),
+            [codec.event_from_pb(e) for e in r.events],
+            [codec.task_from_pb(c) for c in r.children],
+        )
 
     async def list_tasks(self, limit: int = 50, session_id: str = "", include_children: bool = False) -> list[Task]:
         """The newest ``limit`` tasks, read over as many pages as the daemon makes of them
@@ -214,11 +240,16 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
             if not token or len(out) >= limit or not tasks:
                 return out
 
-    async def list_tasks_page(self, limit: int = 50, session_id: str = "", include_children: bool = False,
-                              page_token: str = "") -> tuple[list[Task], str]:
+    async def list_tasks_page(
+        self, limit: int = 50, session_id: str = "", include_children: bool = False, page_token: str = ""
+    ) -> tuple[list[Task], str]:
         """One page of tasks and the next page's token ('' on the last page)."""
-        r = await self._unary(lambda: self._stub.ListTasks, pb.ListTasksRequest(
-            limit=limit, session_id=session_id, include_children=include_children, page_token=page_token))
+        r = await self._unary(
+            lambda: self._stub.ListTasks,
+            pb.ListTasksRequest(
+                limit=limit, session_id=session_id, include_children=include_children, page_token=page_token
+            ),
+        )
         return [codec.task_from_pb(t) for t in r.tasks], r.next_page_token
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
@@ -226,8 +257,10 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         return codec.task_from_pb(r)
 
     async def approve(self, task_id: str, response: ApprovalResponse) -> None:
-        await self._unary(lambda: self._stub.Approve, pb.ApproveRequest(
-            task_id=task_id, response=codec.approval_response_to_pb(response)))
+        await self._unary(
+            lambda: self._stub.Approve,
+            pb.ApproveRequest(task_id=task_id, response=codec.approval_response_to_pb(response)),
+        )
 
     async def fetch_artifact(self, task_id: str, path: str, dest: Path) -> Path:
         """Download a file of a task's workspace over FILE_TRANSFER chunks; the sha256 is checked."""
@@ -274,11 +307,15 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         return saved
 
     async def list_sessions(self, limit: int = 50, published_only: bool = False) -> list[SessionInfo]:
-        r = await self._unary(lambda: self._stub.ListSessions, pb.ListSessionsRequest(limit=limit, published_only=published_only))
+        r = await self._unary(
+            lambda: self._stub.ListSessions, pb.ListSessionsRequest(limit=limit, published_only=published_only)
+        )
         return [codec.session_from_pb(s) for s in r.sessions]
 
     async def publish_session(self, session_id: str, tags: list[str]) -> SessionInfo:
-        r = await self._unary(lambda: self._stub.PublishSession, pb.PublishSessionRequest(session_id=session_id, tags=tags))
+        r = await self._unary(
+            lambda: self._stub.PublishSession, pb.PublishSessionRequest(session_id=session_id, tags=tags)
+        )
         return codec.session_from_pb(r.session)
 
     # ---- workflows and session operations (orchgpt/servicer_workflows.py)
@@ -291,9 +328,13 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         return _workflow(await self._unary(lambda: self._stub.GetWorkflow, pb.GetWorkflowRequest(name=name)))
 
     async def list_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
-        r = await self._unary(lambda: self._stub.ListMessages, pb.ListMessagesRequest(session_id=session_id, limit=limit))
-        return [SessionMessage(m.message_id, m.session_id, m.task_id, m.speaker, m.role, m.content, m.ts_ms)
-                for m in r.messages]
+        r = await self._unary(
+            lambda: self._stub.ListMessages, pb.ListMessagesRequest(session_id=session_id, limit=limit)
+        )
+        return [
+            SessionMessage(m.message_id, m.session_id, m.task_id, m.speaker, m.role, m.content, m.ts_ms)
+            for m in r.messages
+        ]
 
     async def delete_message(self, message_id: str) -> int:
         r = await self._unary(lambda: self._stub.DeleteMessage, pb.DeleteMessageRequest(message_id=message_id))

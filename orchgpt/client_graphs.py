@@ -10,9 +10,7 @@ from .iac.v1 import iac_pb2 as pb
 
 
 def _record(g: pb.GraphInfo) -> GraphRecord:
-    return GraphRecord(
-        g.graph_id, g.version, g.owner, g.name, g.definition_json, g.created_ms, g.versions
-    )
+    return GraphRecord(g.graph_id, g.version, g.owner, g.name, g.definition_json, g.created_ms, g.versions)
 
 
 class GraphClient:
@@ -20,9 +18,7 @@ class GraphClient:
 
     async def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any: ...
 
-    async def create_graph(
-        self, definition: str, fmt: str = "", graph_id: str = ""
-    ) -> tuple[GraphRecord, bool]:
+    async def create_graph(self, definition: str, fmt: str = "", graph_id: str = "") -> tuple[GraphRecord, bool]:
         """Save a graph (validated by the daemon): (its version, whether it is new)."""
         r = await self._unary(
             self._stub.CreateGraph,
@@ -36,11 +32,7 @@ class GraphClient:
         return [_record(g) for g in r.graphs]
 
     async def get_graph(self, graph_id: str, version: int = 0) -> GraphRecord:
-        return _record(
-            await self._unary(
-                self._stub.GetGraph, pb.GetGraphRequest(graph_id=graph_id, version=version)
-            )
-        )
+        return _record(await self._unary(self._stub.GetGraph, pb.GetGraphRequest(graph_id=graph_id, version=version)))
 
     async def delete_graph(self, graph_id: str) -> int:
         r = await self._unary(self._stub.DeleteGraph, pb.DeleteGraphRequest(graph_id=graph_id))

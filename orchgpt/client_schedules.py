@@ -31,9 +31,7 @@ class ScheduleCalls:
             self._schedules_stub = spb_grpc.SchedulesStub(self._channel)
         return self._schedules_stub
 
-    async def add_schedule(
-        self, cron: str, command: Command, timezone: str = "", catch_up: str = ""
-    ) -> Schedule:
+    async def add_schedule(self, cron: str, command: Command, timezone: str = "", catch_up: str = "") -> Schedule:
         req = spb.AddScheduleRequest(
             cron=cron, timezone=timezone, catch_up=catch_up, command=codec.command_to_pb(command)
         )
@@ -43,9 +41,7 @@ class ScheduleCalls:
         resp = await self._unary(self._sched.ListSchedules, spb.ListSchedulesRequest())
         return [schedule_from_pb(s) for s in resp.schedules]
 
-    async def get_schedule(
-        self, schedule_id: str, history: int = 20
-    ) -> tuple[Schedule, list[ScheduleRun]]:
+    async def get_schedule(self, schedule_id: str, history: int = 20) -> tuple[Schedule, list[ScheduleRun]]:
         req = spb.GetScheduleRequest(schedule_id=schedule_id, history_limit=history)
         resp = await self._unary(self._sched.GetSchedule, req)
         s = schedule_from_pb(resp.schedule)

@@ -41,9 +41,7 @@ EVENT_FLUSH_S = 0.005
 
 
 class Cluster(ClusterLeases):
-    def __init__(
-        self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5
-    ) -> None:
+    def __init__(self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5) -> None:
         self.store = store
         self.mesh = mesh
         self.me = daemon_id
@@ -74,9 +72,7 @@ class Cluster(ClusterLeases):
     # ------------------------------------------------------------ called by the mesh (sync)
     def mine(self, task_id: str) -> bool:
         """This daemon holds the task's claim (recovery loads only these)."""
-        rows = self._read(
-            "claim", "SELECT daemon_id FROM cluster_claims WHERE task_id = ?", (task_id,)
-        )
+        rows = self._read("claim", "SELECT daemon_id FROM cluster_claims WHERE task_id = ?", (task_id,))
         return bool(rows) and rows[0][0] == self.me
 
     def remote_types(self) -> set[str]:
@@ -117,9 +113,7 @@ class Cluster(ClusterLeases):
         """This daemon has an agent of ``agent_type``, or may spawn one."""
         m = self.mesh
         sp = m.spawner
-        return m.registry.has_type(agent_type) or bool(
-            sp and (sp.can_spawn(agent_type) or sp.starting(agent_type))
-        )
+        return m.registry.has_type(agent_type) or bool(sp and (sp.can_spawn(agent_type) or sp.starting(agent_type)))
 
     def release(self, t: Task) -> None:
         """Offer a task to the other daemons: it leaves this one's memory (its first events

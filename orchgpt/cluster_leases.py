@@ -32,12 +32,8 @@ class ClusterLeases:
         me: str
         lease_ms: int
 
-        def _write(
-            self, what: str, sql: str, params: tuple[Any, ...] = ()
-        ) -> list[tuple[Any, ...]]: ...
-        def _read(
-            self, what: str, sql: str, params: tuple[Any, ...] = ()
-        ) -> list[tuple[Any, ...]]: ...
+        def _write(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+        def _read(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
         def _local(self, agent_type: str) -> bool: ...
         def _take(self, t: Task) -> None: ...
         def _adopt(self, t: Task) -> None: ...
@@ -100,9 +96,7 @@ class ClusterLeases:
             )
             t = self.store.get_task(task_id) if rows else None
             if t is not None and not t.state.terminal:
-                log.info(
-                    "task_taken_over", task_id=task_id, agent_id=agent_id, why="its agent is here"
-                )
+                log.info("task_taken_over", task_id=task_id, agent_id=agent_id, why="its agent is here")
                 self._take(t)
 
     def cancel(self, t: Task, reason: str) -> Task:
@@ -182,8 +176,7 @@ class ClusterLeases:
                 if not self._local(t.agent_type):  # offered again, to the daemons with agents
                     self._write(
                         "offer",
-                        "UPDATE cluster_claims SET daemon_id = '', offered_ms = ? "
-                        "WHERE task_id = ?",
+                        "UPDATE cluster_claims SET daemon_id = '', offered_ms = ? WHERE task_id = ?",
                         (now, task_id),
                     )
                     self._write("notify", "SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))

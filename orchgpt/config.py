@@ -35,10 +35,17 @@ class Settings(BaseSettings):
         description="address to listen on, HOST:PORT (port 0 picks a free port); also ORCHGPT_ADDRESS",
     )
     certs: Path = Field(Path("certs"), description="certificate directory (ca.pem, server.pem, ...)")
-    data_dir: Path = Field(default_factory=default_data_dir, description="where the store, agent certificates and workspaces live")
-    store: str = Field("", description="store URL: sqlite:///PATH or a path, postgresql://USER@HOST:PORT/DB, "
-                       "or 'memory:' (default: DATA_DIR/orchgpt.db)")
-    workspace_root: Path | None = Field(None, description="root of the per-task workspaces (default: DATA_DIR/workspaces)")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="where the store, agent certificates and workspaces live"
+    )
+    store: str = Field(
+        "",
+        description="store URL: sqlite:///PATH or a path, postgresql://USER@HOST:PORT/DB, "
+        "or 'memory:' (default: DATA_DIR/orchgpt.db)",
+    )
+    workspace_root: Path | None = Field(
+        None, description="root of the per-task workspaces (default: DATA_DIR/workspaces)"
+    )
     max_local_agents: int = Field(
         16, ge=0, description="most agentd processes orchgpt runs itself at once (live ones; idle ones make room)"
     )
@@ -49,14 +56,18 @@ class Settings(BaseSettings):
         300.0, gt=0, description="seconds an idle spawned agent lives before it is stopped (its slot is given back)"
     )
     spawn: bool = Field(True, description="spawn local agents for built-in types on demand")
-    cluster: bool = Field(False, description="one of several daemons sharing the PostgreSQL store "
-                          "(docs/scaling.md); needs --store postgresql://...")
+    cluster: bool = Field(
+        False,
+        description="one of several daemons sharing the PostgreSQL store "
+        "(docs/scaling.md); needs --store postgresql://...",
+    )
     agent_types: str = Field(
-        "", description="built-in agent types this host runs, comma-separated (default: what "
-        "`agentd --list-types` prints)",
+        "",
+        description="built-in agent types this host runs, comma-separated (default: what `agentd --list-types` prints)",
     )
     agents_dir: Path | None = Field(
-        None, description="directory of declared agent types, one TOML file each (docs/agents.md; "
+        None,
+        description="directory of declared agent types, one TOML file each (docs/agents.md; "
         "default: agents.d/ beside the config file and in the data dir)",
     )
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
@@ -64,24 +75,31 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")
     grace_period: float = Field(10.0, ge=0, description="seconds running tasks get to finish at shutdown")
     reconnect_grace: float = Field(
-        15.0, ge=0,
+        15.0,
+        ge=0,
         description="seconds a disconnected agent's task is held for it (after a network blip or "
         "a restart of orchgpt) before it is requeued",
     )
     artifact_store_max_bytes: int = Field(
-        1024 * 1024 * 1024, ge=0,
+        1024 * 1024 * 1024,
+        ge=0,
         description="total size of the artifacts agents upload (DATA_DIR/artifacts, deduplicated); "
         "an upload past it is refused with RESOURCE_EXHAUSTED (0: no limit)",
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
-    max_pending_events: int = Field(10_000, ge=100, description="events buffered for a slow client before it is dropped")
+    max_pending_events: int = Field(
+        10_000, ge=100, description="events buffered for a slow client before it is dropped"
+    )
     max_stream_queue_bytes: int = Field(
-        16 * 1024 * 1024, ge=64 * 1024,
+        16 * 1024 * 1024,
+        ge=64 * 1024,
         description="bytes queued for one stream; a peer that does not read past it is disconnected "
         "(RESOURCE_EXHAUSTED)",
     )
     agent_messages_per_second: float = Field(
-        5000.0, ge=0, description="envelopes per second one agent may send (0: no limit); beyond it ERROR "
+        5000.0,
+        ge=0,
+        description="envelopes per second one agent may send (0: no limit); beyond it ERROR "
         "RESOURCE_EXHAUSTED and the envelope is dropped",
     )
     agent_message_burst: int = Field(10_000, ge=1, description="envelopes an agent may send at once above the rate")
@@ -101,46 +119,51 @@ class Settings(BaseSettings):
         2.0, gt=0, description="seconds between checks of the revocation list (crl.pem in the certs dir)"
     )
     schedule_poll_interval: float = Field(
-        30.0, gt=0, description="longest sleep of the scheduler between passes: how soon a schedule "
-        "another daemon added to a shared store is seen (docs/schedules.md)"
+        30.0,
+        gt=0,
+        description="longest sleep of the scheduler between passes: how soon a schedule "
+        "another daemon added to a shared store is seen (docs/schedules.md)",
     )
     a2a_listen: str = Field(
-        "", description="HOST:PORT of the A2A JSON-RPC + SSE listener (HTTPS, mutual TLS; docs/a2a.md); "
-        "empty: off"
+        "", description="HOST:PORT of the A2A JSON-RPC + SSE listener (HTTPS, mutual TLS; docs/a2a.md); empty: off"
     )
-    a2a_grpc: bool = Field(
-        False, description="serve A2A's gRPC A2AService (tenant = agent type) on the mesh port"
-    )
+    a2a_grpc: bool = Field(False, description="serve A2A's gRPC A2AService (tenant = agent type) on the mesh port")
     a2a_push: Literal["off", "public", "any"] = Field(
-        "off", description="A2A push notifications: off; public (webhooks on public addresses "
-        "only); any (every http(s) URL: a trusted network)"
+        "off",
+        description="A2A push notifications: off; public (webhooks on public addresses "
+        "only); any (every http(s) URL: a trusted network)",
     )
     a2a_agents: dict[str, str] = Field(
-        default_factory=dict, description="external A2A agents the daemon runs proxies for: "
-        "agent type -> URL (TOML table [a2a_agents]; docs/a2a.md)"
+        default_factory=dict,
+        description="external A2A agents the daemon runs proxies for: "
+        "agent type -> URL (TOML table [a2a_agents]; docs/a2a.md)",
     )
     a2a_agents_ca: str = Field("", description="CA file to verify the external A2A agents' TLS")
     a2a_agents_auth: dict[str, str] = Field(
-        default_factory=dict, description="credentials of those agents: agent type -> the name of "
+        default_factory=dict,
+        description="credentials of those agents: agent type -> the name of "
         "an environment variable of the daemon holding its token, sent as its card asks (TOML table "
-        "[a2a_agents_auth]; the token is never in the settings, on a command line or in a log)"
+        "[a2a_agents_auth]; the token is never in the settings, on a command line or in a log)",
     )
     a2a_agents_client_cert: dict[str, str] = Field(
-        default_factory=dict, description="client certificates for those agents that ask for mutual "
+        default_factory=dict,
+        description="client certificates for those agents that ask for mutual "
         "TLS: agent type -> PEM file (TOML table [a2a_agents_client_cert]; its key in the same file "
-        "or in [a2a_agents_client_key])"
+        "or in [a2a_agents_client_key])",
     )
     a2a_agents_client_key: dict[str, str] = Field(
         default_factory=dict, description="agent type -> the key file of its client certificate"
     )
     a2a_public_host: str = Field("", description="host name the A2A agent cards give (default: localhost)")
     metrics_listen: str = Field(
-        "", description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "
-        "PORT or :PORT means 127.0.0.1; docs/operations.md); empty: off"
+        "",
+        description="HOST:PORT of the Prometheus /metrics endpoint (plain HTTP, no auth; a bare "
+        "PORT or :PORT means 127.0.0.1; docs/operations.md); empty: off",
     )
     otlp_endpoint: str = Field(
-        "", description="OTLP/HTTP collector URL for OpenTelemetry traces (e.g. http://127.0.0.1:4318;"
-        " also OTEL_EXPORTER_OTLP_ENDPOINT; docs/operations.md); empty: off unless that is set"
+        "",
+        description="OTLP/HTTP collector URL for OpenTelemetry traces (e.g. http://127.0.0.1:4318;"
+        " also OTEL_EXPORTER_OTLP_ENDPOINT; docs/operations.md); empty: off unless that is set",
     )
     local_model: Literal["auto", "on", "off"] = Field(
         "auto", description="start the bundled local model when no OPENAI_API_KEY/OPENAI_BASE_URL is set (auto)"
@@ -149,8 +172,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field("json", description="log line format")
 
     workflows_dir: Path | None = Field(
-        None, description="workflow definitions, one TOML file each (default: workflows.d beside the config "
-        "file when it exists, else DATA_DIR/workflows.d)"
+        None,
+        description="workflow definitions, one TOML file each (default: workflows.d beside the config "
+        "file when it exists, else DATA_DIR/workflows.d)",
     )
 
     config_file: Path | None = Field(None, exclude=True, description="TOML file with these settings")
@@ -165,8 +189,9 @@ class Settings(BaseSettings):
     def _check_otlp_endpoint(cls, v: str) -> str:
         v = v.strip()
         if v and not v.startswith(("http://", "https://")):
-            raise ValueError(f"{v!r} is not an http(s) URL: give the collector's OTLP/HTTP base URL, "
-                             "e.g. http://127.0.0.1:4318")
+            raise ValueError(
+                f"{v!r} is not an http(s) URL: give the collector's OTLP/HTTP base URL, e.g. http://127.0.0.1:4318"
+            )
         return v
 
     @field_validator("metrics_listen")
@@ -252,6 +277,10 @@ def describe_settings() -> list[tuple[str, str, str]]:
     for name, f in Settings.model_fields.items():
         if name == "config_file":
             continue
-        default = f.default if f.default_factory is None else "(" + ("platform data dir" if name == "data_dir" else "computed") + ")"
+        default = (
+            f.default
+            if f.default_factory is None
+            else "(" + ("platform data dir" if name == "data_dir" else "computed") + ")"
+        )
         rows.append((name, f"ORCHGPT_{name.upper()}", f"{f.description} [default: {default}]"))
     return rows

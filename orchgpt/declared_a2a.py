@@ -24,9 +24,7 @@ log = logs.get("orchgpt.declared_a2a")
 
 
 class DeclaredProxies:
-    def __init__(
-        self, certs: Path, data_dir: Path, address: Callable[[], str], default_ca: str = ""
-    ) -> None:
+    def __init__(self, certs: Path, data_dir: Path, address: Callable[[], str], default_ca: str = "") -> None:
         self.certs = certs
         self.data_dir = data_dir
         self.address = address

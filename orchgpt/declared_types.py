@@ -92,12 +92,7 @@ def attach(declared: DeclaredTypes, mesh: Mesh, spawner: Spawner | None) -> None
         if spawner is not None:
             spawner.known_types = d.spawnable()
             for a in list(spawner.agents.values()):  # idle local agents of a changed type
-                if (
-                    a.agent_type in changed
-                    and a.registered
-                    and not a.stopping
-                    and spawner.is_idle(a.name)
-                ):
+                if a.agent_type in changed and a.registered and not a.stopping and spawner.is_idle(a.name):
                     spawner._stop(a, "its agent definition changed")
         for t in sorted(changed & d.names):
             mesh._dispatch(t)  # tasks that waited for a type declared just now

@@ -42,9 +42,7 @@ class ErrorCode(StrEnum):
         try:
             return cls(code)
         except ValueError:
-            raise ValueError(
-                f"unknown error code {code!r}: use one of {', '.join(c.value for c in cls)}"
-            ) from None
+            raise ValueError(f"unknown error code {code!r}: use one of {', '.join(c.value for c in cls)}") from None
 
 
 class OrchgptError(Exception):

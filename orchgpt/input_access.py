@@ -26,10 +26,6 @@ def input_task(
         return None
     for running_id in tasks_on(ident.name):
         running = get_task(running_id)
-        if (
-            running is not None
-            and running.agent_id == ident.name
-            and any(r.task_id == task_id for r in running.inputs)
-        ):
+        if running is not None and running.agent_id == ident.name and any(r.task_id == task_id for r in running.inputs):
             return get_task(task_id)
     return None

@@ -145,8 +145,10 @@ def input_too_large(text: str, limit: int, field: str = "command.input") -> str:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size <= limit:
         return ""
-    return (f"{field} is {size} bytes; the limit is {limit} bytes (max_task_input_bytes): "
-            "send large material as files or artifacts")
+    return (
+        f"{field} is {size} bytes; the limit is {limit} bytes (max_task_input_bytes): "
+        "send large material as files or artifacts"
+    )
 
 
 # ---------------------------------------------------------------- list pages
@@ -175,8 +177,9 @@ def parse_page_token(token: str) -> int | None:
     return int(token[1:])
 
 
-def page_tasks(infos: Iterable[Any], offset: int, page_bytes: int, field_bytes: int,
-               more: bool) -> tuple[list[Any], str]:
+def page_tasks(
+    infos: Iterable[Any], offset: int, page_bytes: int, field_bytes: int, more: bool
+) -> tuple[list[Any], str]:
     """Truncate the long fields of TaskInfo messages and cut the page at ``page_bytes``.
 
     ``infos`` are the tasks of one page from ``offset`` on; ``more`` says whether the store

@@ -167,15 +167,24 @@ class LocalModelServer:
 
     def command(self, model: Path) -> list[str]:
         cmd = [
-            self._python, "-m", "llama_cpp.server",
-            "--model", str(model),
-            "--model_alias", self.model,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--api_key", self.api_key,
-            "--n_ctx", str(self.n_ctx),
+            self._python,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--api_key",
+            self.api_key,
+            "--n_ctx",
+            str(self.n_ctx),
             # The GGUF carries no chat template; llama_cpp would guess a wrong one.
-            "--chat_format", "gemma",
+            "--chat_format",
+            "gemma",
         ]
         cmd += ["--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads)]
         return [*cmd, "--verbose", "false", *self._extra_args]

@@ -51,8 +51,18 @@ from .task_options import task_options
 from .waiting import WaitingNotes
 from .workflows import WorkflowBook
 
-__all__ = ["AGENT_TYPE_RE", "LOCAL_PREFIX", "TASK_ID_RE", "AgentEntry", "AgentLink", "IllegalTransition",
-           "Mesh", "Registration", "SpawnerPort", "Subscriber"]
+__all__ = [
+    "AGENT_TYPE_RE",
+    "LOCAL_PREFIX",
+    "TASK_ID_RE",
+    "AgentEntry",
+    "AgentLink",
+    "IllegalTransition",
+    "Mesh",
+    "Registration",
+    "SpawnerPort",
+    "Subscriber",
+]
 
 log = logs.get("orchgpt.mesh")
 
@@ -165,8 +175,9 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         """Write buffered events to the store."""
         self.fanout.flush()
 
-    def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
-                    correlation_id: str = "") -> None:
+    def log_message(
+        self, type_: str, sender: str, recipient: str, task: Task | None = None, correlation_id: str = ""
+    ) -> None:
         """The IAC message log: who sent what about which task (written with the events)."""
         self.fanout.log_message(type_, sender, recipient, task, correlation_id)
 
@@ -210,10 +221,18 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         # a workflow's or a graph's definition, from the daemon's own files and store
         options = task_options(self.store, self.workflows, self.known_types(), cmd, submitted_by)
         task = Task(
-            task_id=cmd.task_id or new_id(), agent_type=agent_type, action=cmd.action, input=cmd.input,
-            language=cmd.language or "python", session_id=cmd.session_id or new_id(),
-            parent_task_id=parent_task_id, approval=cmd.approval, options=options,
-            submitted_by=submitted_by, delegated_by=delegated_by, inputs=list(inputs or []),
+            task_id=cmd.task_id or new_id(),
+            agent_type=agent_type,
+            action=cmd.action,
+            input=cmd.input,
+            language=cmd.language or "python",
+            session_id=cmd.session_id or new_id(),
+            parent_task_id=parent_task_id,
+            approval=cmd.approval,
+            options=options,
+            submitted_by=submitted_by,
+            delegated_by=delegated_by,
+            inputs=list(inputs or []),
             reply_to=reply_to,
         )
         stored, created = self.store.create_task(task)  # raises StoreError: not accepted
@@ -222,13 +241,30 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self.active[task.task_id] = task
         self.fanout.start(task.task_id)
         self.stats["submitted"] += 1
-        self.log_message("DELEGATE_TASK" if delegated_by else "COMMAND", delegated_by or submitted_by,
-                         f"type:{agent_type}", task,
-                         correlation_id=reply_to)
-        log.info("task_accepted", task_id=task.task_id, agent_type=agent_type, action=str(cmd.action),
-                 parent_task_id=parent_task_id or None, submitted_by=submitted_by)
-        self._publish(TaskEvent(task.task_id, EventKind.STATUS, state=TaskState.QUEUED,
-                                text=f"queued for {agent_type}", parent_task_id=parent_task_id))
+        self.log_message(
+            "DELEGATE_TASK" if delegated_by else "COMMAND",
+            delegated_by or submitted_by,
+            f"type:{agent_type}",
+            task,
+            correlation_id=reply_to,
+        )
+        log.info(
+            "task_accepted",
+            task_id=task.task_id,
+            agent_type=agent_type,
+            action=str(cmd.action),
+            parent_task_id=parent_task_id or None,
+            submitted_by=submitted_by,
+        )
+        self._publish(
+            TaskEvent(
+                task.task_id,
+                EventKind.STATUS,
+                state=TaskState.QUEUED,
+                text=f"queued for {agent_type}",
+                parent_task_id=parent_task_id,
+            )
+        )
         if cmd.action == Action.TERMINATE:
             self._finish(task, TaskResult(task.task_id, TaskState.SUCCEEDED, output=self._terminate_type(agent_type)))
         elif cmd.action == Action.STATUS:
@@ -255,8 +291,9 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         elif t.agent_id in self.agents:
             self.agents[t.agent_id].link.send_cancel(task_id, why)
             self.log_message("CANCEL", "orchgpt", t.agent_id, t)
-        self._finish(t, TaskResult(task_id, TaskState.CANCELLED, error=why, agent_type=t.agent_type,
-                                   agent_id=t.agent_id))
+        self._finish(
+            t, TaskResult(task_id, TaskState.CANCELLED, error=why, agent_type=t.agent_type, agent_id=t.agent_id)
+        )
         return t
 
     def approve(self, task_id: str, response: ApprovalResponse) -> None:
@@ -290,16 +327,29 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
             result.data["requeued"] = "; ".join(notes)
         t.result = result
         t.error = result.error
-        self._publish(TaskEvent(t.task_id, EventKind.RESULT, state=result.state, result=result,
-                                text=result.output if result.ok else result.error, agent_id=t.agent_id,
-                                parent_task_id=t.parent_task_id))
+        self._publish(
+            TaskEvent(
+                t.task_id,
+                EventKind.RESULT,
+                state=result.state,
+                result=result,
+                text=result.output if result.ok else result.error,
+                agent_id=t.agent_id,
+                parent_task_id=t.parent_task_id,
+            )
+        )
         self.flush()
         self._set_state(t, result.state)
         transcripts.record(self.store, t)  # the session's messages (orchgpt/transcripts.py)
         self.queues.forget(t.task_id)
         self.stats["completed"] += 1
-        log.info("task_finished", task_id=t.task_id, state=str(result.state), agent_id=t.agent_id or None,
-                 error=result.error or None)
+        log.info(
+            "task_finished",
+            task_id=t.task_id,
+            state=str(result.state),
+            agent_id=t.agent_id or None,
+            error=result.error or None,
+        )
         self.fanout.finished(t.task_id)
         self._reply_to_delegator(t)
 

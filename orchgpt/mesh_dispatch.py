@@ -79,8 +79,11 @@ class TaskQueues:
 
     def running(self) -> int:
         # (a task held for a disconnected agent is not running anywhere)
-        return sum(1 for t in self.active.values()
-                   if t.state in (TaskState.ASSIGNED, TaskState.RUNNING) and t.task_id not in self.awaiting)
+        return sum(
+            1
+            for t in self.active.values()
+            if t.state in (TaskState.ASSIGNED, TaskState.RUNNING) and t.task_id not in self.awaiting
+        )
 
     def on_agent(self, agent_id: str) -> set[str]:
         return {t.task_id for t in self.active.values() if t.agent_id == agent_id}
@@ -101,6 +104,7 @@ class DispatchRules:
         stats: dict[str, int]
         waiting: WaitingNotes
         cluster: Any  # cluster.Cluster | None
+
         @property
         def agents(self) -> dict[str, AgentEntry]: ...
         @property
@@ -109,8 +113,9 @@ class DispatchRules:
         def _set_state(self, t: Task, state: TaskState) -> None: ...
         def _finish(self, t: Task, result: TaskResult) -> None: ...
         def _publish(self, ev: TaskEvent) -> None: ...
-        def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
-                        correlation_id: str = "") -> None: ...
+        def log_message(
+            self, type_: str, sender: str, recipient: str, task: Task | None = None, correlation_id: str = ""
+        ) -> None: ...
 
     def _hold(self, t: Task, why: str) -> None:
         """Keep a task for its disconnected agent during the reconnect grace."""
@@ -118,11 +123,16 @@ class DispatchRules:
             self._requeue(t, why)
             return
         self.queues.hold(t.task_id, time.monotonic() + self.reconnect_grace, why)
-        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why,
-                 grace_s=self.reconnect_grace)
-        self._publish(TaskEvent(t.task_id, EventKind.LOG, agent_id=t.agent_id,
-                                parent_task_id=t.parent_task_id,
-                                text=f"{why}; waiting {self.reconnect_grace:g}s for it to reconnect"))
+        log.info("task_held", task_id=t.task_id, agent_id=t.agent_id, reason=why, grace_s=self.reconnect_grace)
+        self._publish(
+            TaskEvent(
+                t.task_id,
+                EventKind.LOG,
+                agent_id=t.agent_id,
+                parent_task_id=t.parent_task_id,
+                text=f"{why}; waiting {self.reconnect_grace:g}s for it to reconnect",
+            )
+        )
 
     def _has_capacity(self, agent_type: str) -> bool:
         if self.registry.has_type(agent_type):
@@ -169,16 +179,31 @@ class DispatchRules:
             self.spawner.assigned(entry.info.agent_id)  # not idle: its idle timeout starts over
         self.stats["routed"] += 1
         self.log_message("RUN", "orchgpt", t.agent_id, t)
-        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.ASSIGNED,
-                                text=f"assigned to {t.agent_id} (attempt {t.attempts})",
-                                agent_id=t.agent_id, parent_task_id=t.parent_task_id))
+        self._publish(
+            TaskEvent(
+                t.task_id,
+                EventKind.STATUS,
+                state=TaskState.ASSIGNED,
+                text=f"assigned to {t.agent_id} (attempt {t.attempts})",
+                agent_id=t.agent_id,
+                parent_task_id=t.parent_task_id,
+            )
+        )
         entry.link.send_task(t)
 
     def _requeue(self, t: Task, reason: str) -> None:
         self.queues.awaiting.pop(t.task_id, None)
         if t.attempts >= self.max_attempts:
-            self._finish(t, TaskResult(t.task_id, TaskState.FAILED, agent_type=t.agent_type, agent_id=t.agent_id,
-                                       error=f"{reason}; gave up after {t.attempts} attempts"))
+            self._finish(
+                t,
+                TaskResult(
+                    t.task_id,
+                    TaskState.FAILED,
+                    agent_type=t.agent_type,
+                    agent_id=t.agent_id,
+                    error=f"{reason}; gave up after {t.attempts} attempts",
+                ),
+            )
             return
         self.stats["requeued"] += 1
         self.queues.requeues.setdefault(t.task_id, []).append(reason)
@@ -188,8 +213,16 @@ class DispatchRules:
         t.agent_id = ""
         self._set_state(t, TaskState.QUEUED)
         log.info("task_requeued", task_id=t.task_id, reason=reason, attempts=t.attempts)
-        self._publish(TaskEvent(t.task_id, EventKind.STATUS, state=TaskState.QUEUED, agent_id=lost,
-                                text=f"{reason}; requeued (attempt {t.attempts + 1} of {self.max_attempts})",
-                                parent_task_id=t.parent_task_id, data={"requeued": "true"}))
+        self._publish(
+            TaskEvent(
+                t.task_id,
+                EventKind.STATUS,
+                state=TaskState.QUEUED,
+                agent_id=lost,
+                text=f"{reason}; requeued (attempt {t.attempts + 1} of {self.max_attempts})",
+                parent_task_id=t.parent_task_id,
+                data={"requeued": "true"},
+            )
+        )
         self.queues.enqueue(t, front=True)
         self._dispatch(t.agent_type)

@@ -65,14 +65,22 @@ class EventFanout:
             except StoreError as exc:
                 log.error("store_write_failed", what="messages", count=len(msgs), error=str(exc))
 
-    def log_message(self, type_: str, sender: str, recipient: str, task: Task | None = None,
-                    correlation_id: str = "") -> None:
+    def log_message(
+        self, type_: str, sender: str, recipient: str, task: Task | None = None, correlation_id: str = ""
+    ) -> None:
         """The IAC message log: who sent what about which task (written with the events)."""
-        self.pending_messages.append({
-            "id": new_id(), "type": type_, "sender": sender, "recipient": recipient,
-            "task_id": task.task_id if task else "", "session_id": task.session_id if task else "",
-            "correlation_id": correlation_id, "ts_ms": now_ms(),
-        })
+        self.pending_messages.append(
+            {
+                "id": new_id(),
+                "type": type_,
+                "sender": sender,
+                "recipient": recipient,
+                "task_id": task.task_id if task else "",
+                "session_id": task.session_id if task else "",
+                "correlation_id": correlation_id,
+                "ts_ms": now_ms(),
+            }
+        )
 
     def publish(self, ev: TaskEvent) -> None:
         seq = self.seq.get(ev.task_id, 0) + 1

@@ -59,8 +59,9 @@ class MeshQueries:
         children.update({c.task_id: c for c in self.queues.children(task_id)})
         return t, sorted(children.values(), key=lambda c: c.created_ms)
 
-    def list_tasks(self, limit: int, session_id: str = "", include_children: bool = False,
-                   owner: str | None = None) -> list[Task]:
+    def list_tasks(
+        self, limit: int, session_id: str = "", include_children: bool = False, owner: str | None = None
+    ) -> list[Task]:
         """As stored, newest first, unfinished ones as they are now."""
         tasks = self.store.list_tasks(limit, session_id, include_children, owner=owner)
         return [self.queues.active.get(t.task_id, t) for t in tasks]
@@ -70,8 +71,7 @@ class MeshQueries:
         """The task's events after ``after_seq`` (buffered ones written first)."""
         return self.fanout.replay(task_id, after_seq)
 
-    def replay_then_follow(self, task_id: str, after_seq: int,
-                           sub: Subscriber) -> tuple[list[TaskEvent], bool]:
+    def replay_then_follow(self, task_id: str, after_seq: int, sub: Subscriber) -> tuple[list[TaskEvent], bool]:
         """The stored events after ``after_seq``, and ``sub`` subscribed to the live ones from
         the next on (no await in between: nothing missed or doubled). The flag is False when
         the task is finished already: the replay is all there is, ``sub`` is not subscribed."""
@@ -90,8 +90,7 @@ class MeshQueries:
         """A session with a task (of ``owner``'s, unless None)."""
         return bool(session_id) and bool(self.store.list_tasks(1, session_id, True, owner))
 
-    def list_sessions(self, limit: int, published_only: bool = False,
-                      owner: str | None = None) -> list[SessionInfo]:
+    def list_sessions(self, limit: int, published_only: bool = False, owner: str | None = None) -> list[SessionInfo]:
         self.fanout.flush()
         return self.store.list_sessions(limit, published_only, owner=owner)
 

@@ -155,8 +155,9 @@ class AgentRegistry:
 
     def local_running(self) -> dict[str, str]:
         """Task id -> the local agent running it."""
-        return {e.info.current_task: agent_id for agent_id, e in self.agents.items()
-                if e.info.local and e.info.current_task}
+        return {
+            e.info.current_task: agent_id for agent_id, e in self.agents.items() if e.info.local and e.info.current_task
+        }
 
 
 class AgentRules:
@@ -171,6 +172,7 @@ class AgentRules:
         heartbeat_interval: float
         heartbeat_misses: int
         cluster: Any  # cluster.Cluster | None
+
         @property
         def agents(self) -> dict[str, AgentEntry]: ...
         @property
@@ -192,11 +194,21 @@ class AgentRules:
             )
         now = now_ms()
         local = bool(self.spawner and self.spawner.is_local(agent_id))
-        info = AgentInfo(agent_id=agent_id, agent_type=reg.agent_type, capabilities=list(reg.capabilities),
-                         host=reg.host, state=AgentState.IDLE, last_heartbeat_ms=now, local=local,
-                         connected_ms=now)
-        entry = AgentEntry(info, link, interval=heartbeats.interval_for(
-            self.heartbeat_interval, len(self.agents) + (agent_id not in self.agents)))
+        info = AgentInfo(
+            agent_id=agent_id,
+            agent_type=reg.agent_type,
+            capabilities=list(reg.capabilities),
+            host=reg.host,
+            state=AgentState.IDLE,
+            last_heartbeat_ms=now,
+            local=local,
+            connected_ms=now,
+        )
+        entry = AgentEntry(
+            info,
+            link,
+            interval=heartbeats.interval_for(self.heartbeat_interval, len(self.agents) + (agent_id not in self.agents)),
+        )
         old = self.registry.add(entry)
         if old is not None:
             # The same identity reconnected (the old stream is half-open): the new link wins.
@@ -210,22 +222,26 @@ class AgentRules:
             self.store.agent_seen(info)
         except StoreError as exc:
             log.warning("store_write_failed", what="agent", error=str(exc))
-        log.info("agent_registered", agent_id=agent_id, agent_type=reg.agent_type, host=reg.host,
-                 local=local, pending_results=len(reg.pending_results),
-                 current_task=reg.current_task or None)
+        log.info(
+            "agent_registered",
+            agent_id=agent_id,
+            agent_type=reg.agent_type,
+            host=reg.host,
+            local=local,
+            pending_results=len(reg.pending_results),
+            current_task=reg.current_task or None,
+        )
         # One set of rules for a blip and for a restart of orchgpt: results kept while
         # disconnected settle their tasks (once); the task the agent still runs stays its own
         # (no second RUN); a held task it neither runs nor reports never reached it: requeue.
         if self.cluster is not None:  # failed over from another daemon: its tasks come here
-            self.cluster.agent_arrived(agent_id, [reg.current_task,
-                                                  *(r.task_id for r in reg.pending_results)])
+            self.cluster.agent_arrived(agent_id, [reg.current_task, *(r.task_id for r in reg.pending_results)])
         for r in reg.pending_results:
             self._settle(agent_id, r, "reported at reconnect")
         self._resume(entry, reg.current_task)
         for task_id, (_, why) in list(self.queues.awaiting.items()):
             t = self.active.get(task_id)
-            if (t is not None and t.agent_id == agent_id and task_id != reg.current_task
-                    and not t.state.terminal):
+            if t is not None and t.agent_id == agent_id and task_id != reg.current_task and not t.state.terminal:
                 self._requeue(t, f"{why}; agent {agent_id} reconnected without it")
         if info.state == AgentState.IDLE:
             self.registry.mark_idle(entry)
@@ -238,8 +254,14 @@ class AgentRules:
         if not task_id:
             return
         t = self.active.get(task_id)
-        if t is not None and not t.state.terminal and (t.agent_id == info.agent_id or (
-                t.state == TaskState.QUEUED and self.queues.ran_before(task_id, info.agent_id))):
+        if (
+            t is not None
+            and not t.state.terminal
+            and (
+                t.agent_id == info.agent_id
+                or (t.state == TaskState.QUEUED and self.queues.ran_before(task_id, info.agent_id))
+            )
+        ):
             if t.state == TaskState.QUEUED:  # the grace ran out, but nobody else took it yet
                 self.queues.dequeue(t)
                 t.agent_id = info.agent_id
@@ -248,16 +270,21 @@ class AgentRules:
             info.state = AgentState.BUSY
             info.current_task = task_id
             log.info("task_resumed", task_id=task_id, agent_id=info.agent_id)
-            self._publish(TaskEvent(task_id, EventKind.LOG, agent_id=info.agent_id,
-                                    text=f"{info.agent_id} reconnected and goes on with it",
-                                    parent_task_id=t.parent_task_id))
+            self._publish(
+                TaskEvent(
+                    task_id,
+                    EventKind.LOG,
+                    agent_id=info.agent_id,
+                    text=f"{info.agent_id} reconnected and goes on with it",
+                    parent_task_id=t.parent_task_id,
+                )
+            )
             return
         # It runs something that is no longer its own (finished, cancelled or taken elsewhere):
         # stop it; the agent is busy until it answers.
         info.state = AgentState.BUSY
         info.current_task = ""
-        entry.link.send_cancel(
-            task_id, "this task was settled or moved elsewhere while you were disconnected")
+        entry.link.send_cancel(task_id, "this task was settled or moved elsewhere while you were disconnected")
         log.info("stale_task_cancelled", task_id=task_id, agent_id=info.agent_id)
 
     def touch(self, agent_id: str) -> None:
@@ -268,8 +295,13 @@ class AgentRules:
         if entry is None:
             return  # already replaced or removed
         entry.info.state = AgentState.LOST
-        log.info("agent_lost", agent_id=agent_id, agent_type=entry.info.agent_type, reason=reason,
-                 task_id=entry.info.current_task or None)
+        log.info(
+            "agent_lost",
+            agent_id=agent_id,
+            agent_type=entry.info.agent_type,
+            reason=reason,
+            task_id=entry.info.current_task or None,
+        )
         if entry.info.current_task:
             t = self.active.get(entry.info.current_task)
             if t is not None and t.agent_id == agent_id and not t.state.terminal:
@@ -317,8 +349,7 @@ class AgentRules:
         for task_id, why in self.queues.expired(now):
             t = self.active.get(task_id)
             if t is not None and not t.state.terminal and t.agent_id not in self.agents:
-                self._requeue(t, f"{why}; agent {t.agent_id} did not come back within "
-                                 f"{self.reconnect_grace:g}s")
+                self._requeue(t, f"{why}; agent {t.agent_id} did not come back within {self.reconnect_grace:g}s")
 
     def _terminate_type(self, agent_type: str) -> str:
         stopped = []

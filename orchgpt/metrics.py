@@ -36,8 +36,26 @@ MAX_MODELS = 50  # distinct model label values; more are "other"
 MAX_TRACKED = 100_000  # unfinished tasks whose timestamps are kept (oldest forgotten first)
 OTHER = "other"
 # seconds: from a fraction of a second (echo) to an hour (a team run)
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-           120.0, 300.0, 600.0, 1800.0, 3600.0)
+BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
 LIVE_STATES = (TaskState.QUEUED, TaskState.ASSIGNED, TaskState.RUNNING)
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT = 5.0
@@ -117,8 +135,7 @@ class MeshMetrics:
             if ev.state == TaskState.QUEUED:
                 t = self.live.get(ev.task_id)
                 if t is None:  # the first QUEUED: a task is submitted (or recovered and requeued)
-                    at = self.agent_type(self.mesh.agent_type_of(ev.task_id) or ev.agent_type
-                                         or "unknown")
+                    at = self.agent_type(self.mesh.agent_type_of(ev.task_id) or ev.agent_type or "unknown")
                     if ev.data.get("requeued") != "true":
                         self._inc(self.tasks, (at, "submitted"))
                     if len(self.live) >= MAX_TRACKED:
@@ -136,8 +153,11 @@ class MeshMetrics:
             now = time.monotonic()
             t = self.live.pop(ev.task_id, None)
             r = ev.result
-            at = t[0] if t is not None else self.agent_type(
-                (r.agent_type if r is not None else "") or ev.agent_type or "unknown")
+            at = (
+                t[0]
+                if t is not None
+                else self.agent_type((r.agent_type if r is not None else "") or ev.agent_type or "unknown")
+            )
             state = str(ev.state or (r.state if r is not None else "unknown"))
             self._inc(self.tasks, (at, state))
             if t is not None and t[2] is not None:
@@ -157,13 +177,15 @@ class MeshMetrics:
 
     # ---- collector (prometheus_client calls it at scrape time)
     def collect(self) -> Iterator[Metric]:
-        c = CounterMetricFamily("orchgpt_tasks", "Tasks submitted (state=submitted) and finished "
-                                "(by final state), by agent type", labels=["agent_type", "state"])
+        c = CounterMetricFamily(
+            "orchgpt_tasks",
+            "Tasks submitted (state=submitted) and finished (by final state), by agent type",
+            labels=["agent_type", "state"],
+        )
         for (at, st), n in sorted(self.tasks.items()):
             c.add_metric([at, st], n)
         yield c
-        g = GaugeMetricFamily("orchgpt_tasks_in_state", "Unfinished tasks by state now",
-                              labels=["state"])
+        g = GaugeMetricFamily("orchgpt_tasks_in_state", "Unfinished tasks by state now", labels=["state"])
         now: dict[str, int] = {str(s): 0 for s in LIVE_STATES}
         for t in list(self.mesh.active.values()):
             if str(t.state) in now:
@@ -172,49 +194,63 @@ class MeshMetrics:
             g.add_metric([st], n)
         yield g
         for name, doc, hists in (
-            ("orchgpt_task_queue_seconds", "Seconds a task waited for an agent (each wait: a "
-             "requeued task waits again), by agent type", self.queue_s),
-            ("orchgpt_task_run_seconds", "Seconds from a task's (last) assignment to its result, "
-             "by agent type", self.run_s),
+            (
+                "orchgpt_task_queue_seconds",
+                "Seconds a task waited for an agent (each wait: a requeued task waits again), by agent type",
+                self.queue_s,
+            ),
+            (
+                "orchgpt_task_run_seconds",
+                "Seconds from a task's (last) assignment to its result, by agent type",
+                self.run_s,
+            ),
         ):
             h = HistogramMetricFamily(name, doc, labels=["agent_type"])
             for at, hist in sorted(hists.items()):
                 h.add_metric([at], hist.buckets(), hist.sum)
             yield h
-        a = GaugeMetricFamily("orchgpt_agents", "Connected agents by type and state",
-                              labels=["agent_type", "state"])
+        a = GaugeMetricFamily("orchgpt_agents", "Connected agents by type and state", labels=["agent_type", "state"])
         agents: dict[tuple[str, str], int] = {}
         for info in self.mesh.list_agents():
             self._inc(agents, (self.agent_type(info.agent_type), str(info.state)))
         for (at, st), n in sorted(agents.items()):
             a.add_metric([at, st], n)
         yield a
-        tok = CounterMetricFamily("orchgpt_llm_tokens", "Model tokens used by finished tasks "
-                                  "(kind=input|output), by agent type and model",
-                                  labels=["agent_type", "model", "kind"])
+        tok = CounterMetricFamily(
+            "orchgpt_llm_tokens",
+            "Model tokens used by finished tasks (kind=input|output), by agent type and model",
+            labels=["agent_type", "model", "kind"],
+        )
         for key, n in sorted(self.tokens.items()):
             tok.add_metric(list(key), n)
         yield tok
-        cost = CounterMetricFamily("orchgpt_llm_cost_usd", "Model cost in US dollars of finished "
-                                   "tasks, by agent type and model", labels=["agent_type", "model"])
+        cost = CounterMetricFamily(
+            "orchgpt_llm_cost_usd",
+            "Model cost in US dollars of finished tasks, by agent type and model",
+            labels=["agent_type", "model"],
+        )
         for pair, v in sorted(self.cost.items()):
             cost.add_metric(list(pair), v)
         yield cost
-        calls = CounterMetricFamily("orchgpt_llm_calls", "Model calls of finished tasks, by agent "
-                                    "type and model", labels=["agent_type", "model"])
+        calls = CounterMetricFamily(
+            "orchgpt_llm_calls",
+            "Model calls of finished tasks, by agent type and model",
+            labels=["agent_type", "model"],
+        )
         for pair, n in sorted(self.calls.items()):
             calls.add_metric(list(pair), n)
         yield calls
-        ev = CounterMetricFamily("orchgpt_events", "Task events published by the mesh, by kind",
-                                 labels=["kind"])
+        ev = CounterMetricFamily("orchgpt_events", "Task events published by the mesh, by kind", labels=["kind"])
         for k in EventKind:
             ev.add_metric([str(k)], self.events.get(str(k), 0))
         yield ev
         counts = getattr(self.spawner, "counts", None) or {}
         for what, doc in (("start", "starts"), ("crash", "crashes"), ("give_up", "give_ups")):
-            lc = CounterMetricFamily(f"orchgpt_local_agent_{doc}", f"Local agents (spawned by this "
-                                     f"daemon): {doc.replace('_', '-')}, by agent type",
-                                     labels=["agent_type"])
+            lc = CounterMetricFamily(
+                f"orchgpt_local_agent_{doc}",
+                f"Local agents (spawned by this daemon): {doc.replace('_', '-')}, by agent type",
+                labels=["agent_type"],
+            )
             by_type: dict[str, int] = {}
             for (at, w), n in list(counts.items()):
                 if w == what:
@@ -223,8 +259,9 @@ class MeshMetrics:
                 lc.add_metric([at], n)
             yield lc
         stats = getattr(self.mesh, "stats", {})
-        rq = CounterMetricFamily("orchgpt_tasks_requeued", "Times a task went back to its queue "
-                                 "(its agent was lost or crashed)")
+        rq = CounterMetricFamily(
+            "orchgpt_tasks_requeued", "Times a task went back to its queue (its agent was lost or crashed)"
+        )
         rq.add_metric([], stats.get("requeued", 0))
         yield rq
 
@@ -247,16 +284,17 @@ class MetricsServer:
         host, port = parse_address(self.listen)
         self.host = host
         try:
-            self.server = await asyncio.start_server(self._handle, host, port,
-                                                     limit=MAX_REQUEST_BYTES)
+            self.server = await asyncio.start_server(self._handle, host, port, limit=MAX_REQUEST_BYTES)
         except OSError as exc:
-            raise OSError(f"cannot serve metrics on {self.listen} (metrics_listen): "
-                          f"{exc.strerror or exc}") from None
+            raise OSError(f"cannot serve metrics on {self.listen} (metrics_listen): {exc.strerror or exc}") from None
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("metrics_serving", address=self.address, path="/metrics")
         if host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("metrics_not_loopback", address=self.address,
-                        hint="the metrics endpoint has no TLS and no authentication")
+            log.warning(
+                "metrics_not_loopback",
+                address=self.address,
+                hint="the metrics endpoint has no TLS and no authentication",
+            )
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -270,8 +308,7 @@ class MetricsServer:
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                    ConnectionError):
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
                 return
             parts = head.split(b"\r\n", 1)[0].split(b" ")
             method = parts[0] if parts else b""
@@ -283,8 +320,10 @@ class MetricsServer:
                 body = generate_latest(self.metrics.registry)
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found: try /metrics\n"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
-                         f"{len(body)}\r\nConnection: close\r\n\r\n".encode())
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
+                f"{len(body)}\r\nConnection: close\r\n\r\n".encode()
+            )
             if method != b"HEAD":
                 writer.write(body)
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)

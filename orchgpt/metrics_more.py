@@ -129,9 +129,7 @@ REPORTS = AgentReports()
 class MoreMetrics:
     """Collector of the families above (on MeshMetrics' registry)."""
 
-    def __init__(
-        self, mesh: Any, type_names: Callable[[int], str], capped: Callable[[str], str]
-    ) -> None:
+    def __init__(self, mesh: Any, type_names: Callable[[int], str], capped: Callable[[str], str]) -> None:
         self.mesh = mesh
         self.type_names = type_names
         self.capped = capped

@@ -57,9 +57,7 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.ASSIGNED: frozenset(
         {TaskState.RUNNING, TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
     ),
-    TaskState.RUNNING: frozenset(
-        {TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
-    ),
+    TaskState.RUNNING: frozenset({TaskState.QUEUED, TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.SUCCEEDED: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.CANCELLED: frozenset(),
@@ -148,8 +146,7 @@ class Command:
 
     def for_session(self, session_id: str, approval: bool = False) -> Command:
         """A copy to submit in ``session_id``; ``approval`` forces approval mode on."""
-        return replace(self, session_id=session_id, approval=self.approval or approval,
-                       options=dict(self.options))
+        return replace(self, session_id=session_id, approval=self.approval or approval, options=dict(self.options))
 
 
 @dataclass

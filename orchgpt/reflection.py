@@ -49,12 +49,15 @@ def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> tuple[str, 
     _add_v1_descriptor(descriptor_pool.Default())
     reflection.enable_server_reflection(names, server)
     servicer = reflection.aio.ReflectionServicer(names)
-    handler = grpc.method_handlers_generic_handler(V1_SERVICE, {
-        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-            servicer.ServerReflectionInfo,
-            request_deserializer=v1alpha_pb2.ServerReflectionRequest.FromString,
-            response_serializer=v1alpha_pb2.ServerReflectionResponse.SerializeToString,
-        ),
-    })
+    handler = grpc.method_handlers_generic_handler(
+        V1_SERVICE,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=v1alpha_pb2.ServerReflectionRequest.FromString,
+                response_serializer=v1alpha_pb2.ServerReflectionResponse.SerializeToString,
+            ),
+        },
+    )
     server.add_generic_rpc_handlers((handler,))
     return names

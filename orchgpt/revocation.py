@@ -112,8 +112,7 @@ def renew(certs_dir: Path, name: str, out: Path | None = None, days: int | None 
     hosts: list[str] = []
     try:
         san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        hosts = [*san.get_values_for_type(x509.DNSName),
-                 *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+        hosts = [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
     except x509.ExtensionNotFound:
         pass
     ca = CA.load(certs_dir)
@@ -206,8 +205,10 @@ class Revocations:
         """'' when ``ident`` may call; else the refusal detail. Notices a changed file at once."""
         self.reload()
         if self.is_revoked(ident.serial):
-            return (f"{REVOKED_DETAIL}: the certificate of {ident.name!r} (serial {ident.serial:x}) "
-                    "is on the mesh's revocation list")
+            return (
+                f"{REVOKED_DETAIL}: the certificate of {ident.name!r} (serial {ident.serial:x}) "
+                "is on the mesh's revocation list"
+            )
         return ""
 
     # -- open streams

@@ -96,8 +96,7 @@ def check_cron(expr: str) -> str:
     e = " ".join(expr.split())
     if not e:
         raise ScheduleError(
-            "cron: empty expression (five fields, e.g. '*/5 * * * *', or six with "
-            "seconds last, e.g. '* * * * * */5')"
+            "cron: empty expression (five fields, e.g. '*/5 * * * *', or six with seconds last, e.g. '* * * * * */5')"
         )
     if len(e) > MAX_CRON_CHARS:
         raise ScheduleError(f"cron: {len(e)} characters; at most {MAX_CRON_CHARS}")

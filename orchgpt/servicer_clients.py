@@ -42,9 +42,14 @@ def _event_envelope(event: TaskEvent, type_of: Callable[[str], str]) -> pb.Envel
 class EventSubscription:
     """A client's view of task events, pushed into an outbox as TASK_EVENT envelopes."""
 
-    def __init__(self, outbox: Outbox, limit: int, end_task: str = "",
-                 type_of: Callable[[str], str] = lambda task_id: "",
-                 visible: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        limit: int,
+        end_task: str = "",
+        type_of: Callable[[str], str] = lambda task_id: "",
+        visible: Callable[[str], bool] | None = None,
+    ) -> None:
         self.outbox = outbox
         self.limit = limit
         self.end_task = end_task
@@ -60,8 +65,10 @@ class EventSubscription:
             return True
         if len(self.outbox) >= self.limit:
             self.overflowed = True  # the stream ends with RESOURCE_EXHAUSTED (_end_stream)
-            self.outbox.abort("RESOURCE_EXHAUSTED", f"client too slow: {self.limit} events pending "
-                              "(max_pending_events); watch again with after_seq")
+            self.outbox.abort(
+                "RESOURCE_EXHAUSTED",
+                f"client too slow: {self.limit} events pending (max_pending_events); watch again with after_seq",
+            )
             return False
         env = _event_envelope(event, self.type_of)
         self.outbox.put(env)
@@ -81,8 +88,10 @@ class ClientRpcs(ServicerBase):
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:
         ident = await self._authorize(context, "Submit")
         if request.sender and request.sender != ident.name:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"sender {request.sender!r} does not match the certificate identity {ident.name!r}")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"sender {request.sender!r} does not match the certificate identity {ident.name!r}",
+            )
         if not self.accepting:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "orchgpt is shutting down; not accepting new work")
         try:
@@ -118,8 +127,9 @@ class ClientRpcs(ServicerBase):
         owned = self.mesh.session_exists(session_id, authz.owner_of(ident))
         return authz.submit_access(ident, existing, self.mesh.get_task, session_id, exists, owned)
 
-    async def _follow(self, task_id: str, after_seq: int, outbox: Outbox,
-                      agent_type: str = "") -> AsyncIterator[pb.Batch]:
+    async def _follow(
+        self, task_id: str, after_seq: int, outbox: Outbox, agent_type: str = ""
+    ) -> AsyncIterator[pb.Batch]:
         """Replay the stored events after ``after_seq``, then follow live ones (no await in between,
         so nothing is missed or doubled)."""
         sub = EventSubscription(outbox, self.max_pending_events, end_task=task_id, type_of=self._type_of)
@@ -150,8 +160,12 @@ class ClientRpcs(ServicerBase):
             return
         ident = await self._authorize(context, "Watch(all)")
         owner = authz.list_owner(ident, "Watch(all)")
-        sub = EventSubscription(outbox, self.max_pending_events, type_of=self._type_of,
-                                visible=None if owner is None else self._owned_by(owner))
+        sub = EventSubscription(
+            outbox,
+            self.max_pending_events,
+            type_of=self._type_of,
+            visible=None if owner is None else self._owned_by(owner),
+        )
         self.mesh.subscribe(sub)
         try:
             while True:
@@ -159,8 +173,9 @@ class ClientRpcs(ServicerBase):
                 if batch is None:
                     await self._end_stream(context, outbox)
                     if sub.overflowed:
-                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                            "client too slow: event buffer full; watch again")
+                        await context.abort(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED, "client too slow: event buffer full; watch again"
+                        )
                     break
                 yield batch
         finally:
@@ -182,10 +197,14 @@ class ClientRpcs(ServicerBase):
 
         return visible
 
-    async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
         await self._authorize(context, "ListAgents")
-        return pb.ListAgentsResponse(agents=[codec.agent_to_pb(a) for a in self.mesh.list_agents(request.agent_type)],
-                                     declared=self._declared_listing(request.agent_type))
+        return pb.ListAgentsResponse(
+            agents=[codec.agent_to_pb(a) for a in self.mesh.list_agents(request.agent_type)],
+            declared=self._declared_listing(request.agent_type),
+        )
 
     async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.GetTaskResponse:
         ident = await self._authorize(context, "GetTask")
@@ -205,11 +224,17 @@ class ClientRpcs(ServicerBase):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a next_page_token from ListTasks")
         assert offset is not None
         limit = min(max(request.limit, 0) or 50, 1000)  # one page; next_page_token goes on
-        tasks = self.mesh.list_tasks(offset + limit + 1, request.session_id, request.include_children,
-                                     owner=authz.list_owner(ident, "ListTasks"))
-        out = tasks[offset:offset + limit]
-        page, token = page_tasks((codec.task_to_pb(t) for t in out), offset, self.limits.list_page_bytes,
-                                 self.limits.list_field_bytes, more=len(tasks) > offset + limit)
+        tasks = self.mesh.list_tasks(
+            offset + limit + 1, request.session_id, request.include_children, owner=authz.list_owner(ident, "ListTasks")
+        )
+        out = tasks[offset : offset + limit]
+        page, token = page_tasks(
+            (codec.task_to_pb(t) for t in out),
+            offset,
+            self.limits.list_page_bytes,
+            self.limits.list_field_bytes,
+            more=len(tasks) > offset + limit,
+        )
         return pb.ListTasksResponse(tasks=page, next_page_token=token)
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskInfo:
@@ -232,14 +257,17 @@ class ClientRpcs(ServicerBase):
             await self._abort_error(context, exc)
         return pb.ApproveResponse()
 
-    async def FetchArtifact(self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:
+    async def FetchArtifact(
+        self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.FileChunk]:
         """A file of a task: from the artifact store when uploaded (orchgpt.artifact_store), else
         from the daemon's own workspace root only (orchgpt.artifacts): the workspace an agent
         reported in its result is a label, never a path opened here."""
         ident = await self._authorize(context, "FetchArtifact")
         # an agent may also read the inputs of a task it runs (orchgpt.input_access)
-        t = input_task(ident, request.task_id, self.mesh.tasks_on, self.mesh.get_task) or \
-            await self._task_for(context, ident, "FetchArtifact", request.task_id)
+        t = input_task(ident, request.task_id, self.mesh.tasks_on, self.mesh.get_task) or await self._task_for(
+            context, ident, "FetchArtifact", request.task_id
+        )
         try:
             # uploaded by the agent that ran it (any host: the artifact store), else this host's workspace
             store = self.artifact_store
@@ -251,8 +279,10 @@ class ClientRpcs(ServicerBase):
         except ArtifactError as exc:
             msg = str(exc)
             if exc.code == "NOT_FOUND" and t.agent_id and not t.agent_id.startswith(LOCAL_PREFIX):
-                msg += (f"; task {t.task_id} ran on agent {t.agent_id}, which uploaded no such file "
-                        "to the artifact store (nor is it in this host's workspace)")
+                msg += (
+                    f"; task {t.task_id} ran on agent {t.agent_id}, which uploaded no such file "
+                    "to the artifact store (nor is it in this host's workspace)"
+                )
             elif exc.code == "NOT_FOUND":
                 msg += f" in the workspace of task {t.task_id} on this host"
             log.info("artifact_refused", task_id=t.task_id, peer=ident.name, code=exc.code)
@@ -264,20 +294,25 @@ class ClientRpcs(ServicerBase):
         for data in f.chunks(FILE_CHUNK):
             h.update(data)
             last = offset + len(data) >= size or not data
-            yield pb.FileChunk(path=request.path, offset=offset, data=data, eof=last, size=size,
-                               sha256=h.hexdigest() if last else "")
+            yield pb.FileChunk(
+                path=request.path, offset=offset, data=data, eof=last, size=size, sha256=h.hexdigest() if last else ""
+            )
             offset += len(data)
             if last:
                 break
 
-    async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext) -> pb.ListSessionsResponse:
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSessionsResponse:
         ident = await self._authorize(context, "ListSessions")
         # the gallery (published sessions) is every client's; otherwise a client's own sessions
         owner = None if request.published_only else authz.list_owner(ident, "ListSessions")
         ss = self.mesh.list_sessions(request.limit or 50, request.published_only, owner=owner)
         return pb.ListSessionsResponse(sessions=[codec.session_to_pb(s) for s in ss])
 
-    async def PublishSession(self, request: pb.PublishSessionRequest, context: grpc.aio.ServicerContext) -> pb.PublishSessionResponse:
+    async def PublishSession(
+        self, request: pb.PublishSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishSessionResponse:
         ident = await self._authorize(context, "PublishSession")
         owned = self.mesh.session_exists(request.session_id, authz.list_owner(ident, "PublishSession"))
         if not owned:

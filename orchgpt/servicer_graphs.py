@@ -77,14 +77,10 @@ class GraphRpcs(ServicerBase):
         # without definitions (GetGraph has them): a listing stays small
         return pb.ListGraphsResponse(graphs=[graph_to_pb(r, with_definition=False) for r in recs])
 
-    async def GetGraph(
-        self, request: pb.GetGraphRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GraphInfo:
+    async def GetGraph(self, request: pb.GetGraphRequest, context: grpc.aio.ServicerContext) -> pb.GraphInfo:
         ident = await self._authorize(context, "GetGraph")
         try:
-            rec = self.graphs.get(
-                authz.list_owner(ident, "GetGraph"), request.graph_id, request.version
-            )
+            rec = self.graphs.get(authz.list_owner(ident, "GetGraph"), request.graph_id, request.version)
         except OrchgptError as exc:
             await self._fail(context, exc)
             raise

@@ -47,30 +47,22 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
         self.store = self.mesh.store
         self.scheduler = scheduler
 
-    async def _abort(
-        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
-    ) -> None:
+    async def _abort(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
         await context.abort(code, message)
         raise AssertionError("unreachable")
 
-    async def _store_call(
-        self, context: grpc.aio.ServicerContext, what: str, fn: Callable[[], T]
-    ) -> T:
+    async def _store_call(self, context: grpc.aio.ServicerContext, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except StoreError as exc:
             await self._abort(context, grpc.StatusCode.UNAVAILABLE, f"{what}: the store: {exc}")
             raise
 
-    async def _mine(
-        self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str, ref: str
-    ) -> Schedule:
+    async def _mine(self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str, ref: str) -> Schedule:
         """The caller's schedule by id or unique prefix; NOT_FOUND for another owner's."""
         bad = validate._id(ref, "schedule_id")
         if bad or not ref:
-            await self._abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, bad or "schedule_id: required"
-            )
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, bad or "schedule_id: required")
         owner = authz.list_owner(ident, rpc)
         s = self.store.get_schedule(ref)
         if s is not None and (owner is None or s.owner == owner):
@@ -87,9 +79,7 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
             await self._abort(context, grpc.StatusCode.NOT_FOUND, f"no schedule {ref!r}")
         return hits[0]
 
-    async def AddSchedule(
-        self, request: spb.AddScheduleRequest, context: grpc.aio.ServicerContext
-    ) -> spb.Schedule:
+    async def AddSchedule(self, request: spb.AddScheduleRequest, context: grpc.aio.ServicerContext) -> spb.Schedule:
         ident = await self.rpcs._authorize(context, "AddSchedule")
         if not self.rpcs.accepting:
             await self._abort(
@@ -145,8 +135,7 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
             await self._abort(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{owner} has {len(mine)} schedules, the most one owner may have; "
-                "delete some first",
+                f"{owner} has {len(mine)} schedules, the most one owner may have; delete some first",
             )
         now = now_ms()
         s = Schedule(
@@ -193,9 +182,7 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
         for r in runs:
             t = self.mesh.get_task(r.task_id) if r.task_id else None
             r.task_state = str(t.state) if t is not None else ""
-        return spb.GetScheduleResponse(
-            schedule=schedule_to_pb(s), runs=[run_to_pb(r) for r in runs]
-        )
+        return spb.GetScheduleResponse(schedule=schedule_to_pb(s), runs=[run_to_pb(r) for r in runs])
 
     async def _set_state(
         self, request: spb.ScheduleRequest, context: grpc.aio.ServicerContext, rpc: str, state: str
@@ -206,23 +193,17 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
             return schedule_to_pb(s)
         # resuming starts from the next tick after now: a paused period is not caught up
         nxt = Cron(s.cron, s.timezone).next_after(now_ms()) if state == ACTIVE else 0
-        after = await self._store_call(
-            context, rpc, lambda: self.store.set_schedule_state(s.schedule_id, state, nxt)
-        )
+        after = await self._store_call(context, rpc, lambda: self.store.set_schedule_state(s.schedule_id, state, nxt))
         if after is None:
             await self._abort(context, grpc.StatusCode.NOT_FOUND, f"no schedule {s.schedule_id!r}")
         log.info("schedule_" + state, schedule_id=s.schedule_id, peer=ident.name, next_run_ms=nxt)
         self.scheduler.wake()
         return schedule_to_pb(after)  # type: ignore[arg-type]
 
-    async def PauseSchedule(
-        self, request: spb.ScheduleRequest, context: grpc.aio.ServicerContext
-    ) -> spb.Schedule:
+    async def PauseSchedule(self, request: spb.ScheduleRequest, context: grpc.aio.ServicerContext) -> spb.Schedule:
         return await self._set_state(request, context, "PauseSchedule", PAUSED)
 
-    async def ResumeSchedule(
-        self, request: spb.ScheduleRequest, context: grpc.aio.ServicerContext
-    ) -> spb.Schedule:
+    async def ResumeSchedule(self, request: spb.ScheduleRequest, context: grpc.aio.ServicerContext) -> spb.Schedule:
         return await self._set_state(request, context, "ResumeSchedule", ACTIVE)
 
     async def DeleteSchedule(
@@ -230,9 +211,7 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
     ) -> spb.DeleteScheduleResponse:
         ident = await self.rpcs._authorize(context, "DeleteSchedule")
         s = await self._mine(context, ident, "DeleteSchedule", request.schedule_id)
-        await self._store_call(
-            context, "DeleteSchedule", lambda: self.store.delete_schedule(s.schedule_id)
-        )
+        await self._store_call(context, "DeleteSchedule", lambda: self.store.delete_schedule(s.schedule_id))
         log.info("schedule_deleted", schedule_id=s.schedule_id, peer=ident.name)
         self.scheduler.wake()
         return spb.DeleteScheduleResponse()
@@ -241,14 +220,10 @@ class ScheduleRpcs(spb_grpc.SchedulesServicer):
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["Schedules"].full_name
 
 
-def add_schedules_service(
-    mesh_servicer: MeshServicer, server: grpc.aio.Server, scheduler: Scheduler
-) -> str:
+def add_schedules_service(mesh_servicer: MeshServicer, server: grpc.aio.Server, scheduler: Scheduler) -> str:
     """Serve Schedules on ``server`` (before it starts), behind the same wire guard as Mesh;
     returns the service name (for reflection)."""
     from .wire_guard import add_mesh_servicer
 
-    add_mesh_servicer(
-        ScheduleRpcs(mesh_servicer, scheduler), server, spb_grpc.add_SchedulesServicer_to_server
-    )
+    add_mesh_servicer(ScheduleRpcs(mesh_servicer, scheduler), server, spb_grpc.add_SchedulesServicer_to_server)
     return SERVICE_NAME

@@ -37,22 +37,33 @@ class AgentUploads(ServicerBase):
         if t is None or t.agent_id != agent_id:
             log.warning("upload_refused", agent_id=agent_id, task_id=env.task_id)
             raise stream_rules.ProtocolError(
-                "PERMISSION_DENIED", f"{pb.MessageType.Name(env.type)} for task {env.task_id!r}: only "
+                "PERMISSION_DENIED",
+                f"{pb.MessageType.Name(env.type)} for task {env.task_id!r}: only "
                 "the agent running that task may upload its files (envelope task_id); dropped "
-                "(rule upload-own-task)")
+                "(rule upload-own-task)",
+            )
         return t
 
     def _on_resume(self, agent_id: str, env: pb.Envelope, outbox: Outbox) -> None:
         """FILE_RESUME: how much of an upload cut by a disconnect the daemon kept (FILE_RESUME_AT)."""
         store = self.artifact_store
         if env.WhichOneof("body") != "file_chunk" or store is None:
-            raise stream_rules.ProtocolError("INVALID_ARGUMENT", "FILE_RESUME needs the body file_chunk "
-                                             "and an orchestrator that keeps an artifact store")
+            raise stream_rules.ProtocolError(
+                "INVALID_ARGUMENT",
+                "FILE_RESUME needs the body file_chunk and an orchestrator that keeps an artifact store",
+            )
         t, c = self._uploader_task(agent_id, env), env.file_chunk
         try:
             at = store.resume_offset(agent_id, t.task_id, c.path, c.size, c.sha256, id(outbox))
         except (UploadError, ArtifactError) as exc:
             raise stream_rules.ProtocolError(exc.code, str(exc)) from None
-        outbox.put(codec.new_envelope(pb.FILE_RESUME_AT, ORCH, correlation_id=env.id, to_agent=agent_id,
-                                      task_id=t.task_id, file_chunk=pb.FileChunk(
-                                          path=c.path, offset=max(at, 0), size=c.size, eof=at < 0)))
+        outbox.put(
+            codec.new_envelope(
+                pb.FILE_RESUME_AT,
+                ORCH,
+                correlation_id=env.id,
+                to_agent=agent_id,
+                task_id=t.task_id,
+                file_chunk=pb.FileChunk(path=c.path, offset=max(at, 0), size=c.size, eof=at < 0),
+            )
+        )

@@ -57,15 +57,11 @@ class WorkflowRpcs(ServicerBase):
             return pb.ListWorkflowsResponse()
         book.refresh()
         return pb.ListWorkflowsResponse(
-            workflows=[
-                workflow_to_pb(book.workflows[n], str(book.paths.get(n, ""))) for n in book.names()
-            ],
+            workflows=[workflow_to_pb(book.workflows[n], str(book.paths.get(n, ""))) for n in book.names()],
             errors=book.errors,
         )
 
-    async def GetWorkflow(
-        self, request: pb.GetWorkflowRequest, context: grpc.aio.ServicerContext
-    ) -> pb.WorkflowInfo:
+    async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: grpc.aio.ServicerContext) -> pb.WorkflowInfo:
         await self._authorize(context, "GetWorkflow")
         book = self.workflows
         if book is not None:
@@ -80,9 +76,7 @@ class WorkflowRpcs(ServicerBase):
             raise AssertionError("unreachable")
         return workflow_to_pb(wf, str(book.paths.get(wf.name, "")))
 
-    async def _own_session(
-        self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str, session_id: str
-    ) -> None:
+    async def _own_session(self, context: grpc.aio.ServicerContext, ident: Identity, rpc: str, session_id: str) -> None:
         owner = authz.list_owner(ident, rpc)
         if not session_id or not self.mesh.session_exists(session_id, owner):
             log.info("session_access_refused", rpc=rpc, peer=ident.name, session_id=session_id)
@@ -106,11 +100,7 @@ class WorkflowRpcs(ServicerBase):
     ) -> pb.SessionChangeResponse:
         ident = await self._authorize(context, "DeleteMessage")
         try:
-            m = (
-                self.mesh.store.get_session_message(request.message_id)
-                if request.message_id
-                else None
-            )
+            m = self.mesh.store.get_session_message(request.message_id) if request.message_id else None
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             raise AssertionError("unreachable") from None
@@ -118,17 +108,11 @@ class WorkflowRpcs(ServicerBase):
         if m is None or not self.mesh.session_exists(m.session_id, owner):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no message {request.message_id!r}")
             raise AssertionError("unreachable")
-        n = await self._change(
-            context, lambda: self.mesh.store.delete_session_message(m.message_id)
-        )
-        log.info(
-            "message_deleted", message_id=m.message_id, session_id=m.session_id, peer=ident.name
-        )
+        n = await self._change(context, lambda: self.mesh.store.delete_session_message(m.message_id))
+        log.info("message_deleted", message_id=m.message_id, session_id=m.session_id, peer=ident.name)
         return pb.SessionChangeResponse(deleted=n)
 
-    async def ClearSession(
-        self, request: pb.SessionRef, context: grpc.aio.ServicerContext
-    ) -> pb.SessionChangeResponse:
+    async def ClearSession(self, request: pb.SessionRef, context: grpc.aio.ServicerContext) -> pb.SessionChangeResponse:
         ident = await self._authorize(context, "ClearSession")
         await self._own_session(context, ident, "ClearSession", request.session_id)
         n = await self._change(context, lambda: self.mesh.store.clear_session(request.session_id))
@@ -140,9 +124,7 @@ class WorkflowRpcs(ServicerBase):
     ) -> pb.SessionChangeResponse:
         ident = await self._authorize(context, "DeleteSession")
         await self._own_session(context, ident, "DeleteSession", request.session_id)
-        running = [
-            t.task_id for t in self.mesh.active.values() if t.session_id == request.session_id
-        ]
+        running = [t.task_id for t in self.mesh.active.values() if t.session_id == request.session_id]
         if running:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,

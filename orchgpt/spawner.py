@@ -109,9 +109,13 @@ class Spawner(SpawnSlots):
         self._housekeeper: asyncio.Task[None] | None = None
         self._prepare_cert_dir()
 
-    def attach(self, is_idle: Callable[[str], bool], withdraw: Callable[[str], bool],
-               waited_on_by: Callable[[str], str] | None = None,
-               on_change: Callable[[str], None] | None = None) -> None:
+    def attach(
+        self,
+        is_idle: Callable[[str], bool],
+        withdraw: Callable[[str], bool],
+        waited_on_by: Callable[[str], str] | None = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         """``is_idle(agent_id)``: connected with no task; ``withdraw(agent_id)``: take an idle
         agent out of routing before it is stopped (False when it got work meanwhile);
         ``waited_on_by(agent_type)``: a busy local agent waiting on that type's queued work;
@@ -146,7 +150,9 @@ class Spawner(SpawnSlots):
         return not any(a.agent_type == agent_type and not a.stopping for a in self.agents.values())
 
     def starting(self, agent_type: str) -> int:
-        return sum(1 for a in self.agents.values() if a.agent_type == agent_type and not a.registered and not a.stopping)
+        return sum(
+            1 for a in self.agents.values() if a.agent_type == agent_type and not a.registered and not a.stopping
+        )
 
     def waiting_for_slot(self, agent_type: str) -> int:
         """Starts of this type (counted in starting()) that wait for a free local slot."""
@@ -199,19 +205,36 @@ class Spawner(SpawnSlots):
             with contextlib.suppress(OSError):
                 os.chmod(p, 0o600)
         cmd = [
-            *AGENT_COMMAND, "--type", a.agent_type, "--name", a.name,
-            "--orchestrator", self.orchestrator(),
-            "--ca", str(self.cert_dir / "ca.pem"), "--cert", str(paths.cert), "--key", str(paths.key),
+            *AGENT_COMMAND,
+            "--type",
+            a.agent_type,
+            "--name",
+            a.name,
+            "--orchestrator",
+            self.orchestrator(),
+            "--ca",
+            str(self.cert_dir / "ca.pem"),
+            "--cert",
+            str(paths.cert),
+            "--key",
+            str(paths.key),
         ]
-        env = {**os.environ, **self.env, "ORCHGPT_SPAWNED": "1", "ORCHGPT_PARENT_PID": str(os.getpid()),
-               "ORCHGPT_RESULTS_JOURNAL": str(self.journal_path(a.name))}
+        env = {
+            **os.environ,
+            **self.env,
+            "ORCHGPT_SPAWNED": "1",
+            "ORCHGPT_PARENT_PID": str(os.getpid()),
+            "ORCHGPT_RESULTS_JOURNAL": str(self.journal_path(a.name)),
+        }
         out = None
         if self.log_dir is not None:
             make_private_dir(self.log_dir)
             out = open_private(self.log_dir / f"{a.name}.log")
         try:
             a.proc = await asyncio.create_subprocess_exec(
-                *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                *cmd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
                 stdout=out if out is not None else asyncio.subprocess.DEVNULL,
                 stderr=out if out is not None else asyncio.subprocess.DEVNULL,
                 start_new_session=True,
@@ -247,8 +270,9 @@ class Spawner(SpawnSlots):
                 assert a.proc is not None
                 if not await self._registered_in_time(a):
                     last = self._last_error(a)
-                    reason = (f"local {a.agent_type} agent did not register within {self.spawn_deadline:g}s"
-                              + (f": {last}" if last else " (no output)"))
+                    reason = f"local {a.agent_type} agent did not register within {self.spawn_deadline:g}s" + (
+                        f": {last}" if last else " (no output)"
+                    )
                     log.error("agent_start_timeout", agent_id=a.name, reason=reason)
                     self._count(a.agent_type, "give_up")
                     a.stopping = True  # no longer counts as starting

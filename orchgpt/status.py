@@ -29,4 +29,3 @@ def from_grpc(status: grpc.StatusCode) -> ErrorCode:
         return _FROM_GRPC[status]
     except KeyError:
         raise ValueError(f"{status.name} is not an error status") from None
-

@@ -17,10 +17,10 @@ from .iac.v1 import iac_pb2 as pb
 RUNS_PER_AGENT = 16
 
 # Codes of the streams the daemon closes (the ERROR envelope's code and the RPC status).
-SILENT = "DEADLINE_EXCEEDED"        # no traffic for heartbeat_interval x misses
-REPLACED = "ABORTED"                # a newer connection with the same certificate took over
-SHUTTING_DOWN = "UNAVAILABLE"       # the daemon is stopping
-STREAM_ERROR = "INTERNAL"           # a bug while handling the stream
+SILENT = "DEADLINE_EXCEEDED"  # no traffic for heartbeat_interval x misses
+REPLACED = "ABORTED"  # a newer connection with the same certificate took over
+SHUTTING_DOWN = "UNAVAILABLE"  # the daemon is stopping
+STREAM_ERROR = "INTERNAL"  # a bug while handling the stream
 
 
 class ProtocolError(OrchgptError, ValueError):
@@ -73,23 +73,35 @@ def reply_task_id(agent_id: str, env: pb.Envelope, runs: RunIds) -> str:
     """The task a task-result REPLY is about: ``reply.result.task_id``, else the envelope's
     ``task_id``, else the task of the RUN envelope named by ``correlation_id``."""
     if not env.HasField("reply") or not env.reply.HasField("result"):
-        raise ProtocolError("INVALID_ARGUMENT",
-                            "a REPLY to orchgpt needs the body `reply` with `reply.result` (the task's result)")
-    named = [(what, v) for what, v in (("reply.result.task_id", env.reply.result.task_id),
-                                       ("task_id", env.task_id),
-                                       ("correlation_id", runs.task_of(agent_id, env.correlation_id)))
-             if v]
+        raise ProtocolError(
+            "INVALID_ARGUMENT", "a REPLY to orchgpt needs the body `reply` with `reply.result` (the task's result)"
+        )
+    named = [
+        (what, v)
+        for what, v in (
+            ("reply.result.task_id", env.reply.result.task_id),
+            ("task_id", env.task_id),
+            ("correlation_id", runs.task_of(agent_id, env.correlation_id)),
+        )
+        if v
+    ]
     if not named:
-        why = (f"correlation_id {env.correlation_id!r} is not the id of a RUN sent to {agent_id}"
-               if env.correlation_id else "correlation_id is empty")
-        raise ProtocolError("INVALID_ARGUMENT",
-                            "REPLY names no task: set reply.result.task_id, the envelope's task_id, or "
-                            f"correlation_id to the RUN envelope's id ({why})")
+        why = (
+            f"correlation_id {env.correlation_id!r} is not the id of a RUN sent to {agent_id}"
+            if env.correlation_id
+            else "correlation_id is empty"
+        )
+        raise ProtocolError(
+            "INVALID_ARGUMENT",
+            "REPLY names no task: set reply.result.task_id, the envelope's task_id, or "
+            f"correlation_id to the RUN envelope's id ({why})",
+        )
     task_id = named[0][1]
     for what, v in named[1:]:
         if v != task_id:
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"REPLY names two tasks: {named[0][0]} is {task_id!r} but {what} is {v!r}")
+            raise ProtocolError(
+                "INVALID_ARGUMENT", f"REPLY names two tasks: {named[0][0]} is {task_id!r} but {what} is {v!r}"
+            )
     return task_id
 
 
@@ -99,11 +111,11 @@ def event_task_id(env: pb.Envelope) -> str:
         raise ProtocolError("INVALID_ARGUMENT", "a TASK_EVENT needs the body `event`")
     ev = env.event
     if ev.task_id and env.task_id and ev.task_id != env.task_id:
-        raise ProtocolError("INVALID_ARGUMENT",
-                            f"TASK_EVENT names two tasks: event.task_id is {ev.task_id!r} "
-                            f"but task_id is {env.task_id!r}")
+        raise ProtocolError(
+            "INVALID_ARGUMENT",
+            f"TASK_EVENT names two tasks: event.task_id is {ev.task_id!r} but task_id is {env.task_id!r}",
+        )
     task_id = ev.task_id or env.task_id
     if not task_id:
-        raise ProtocolError("INVALID_ARGUMENT",
-                            "TASK_EVENT names no task: set event.task_id or the envelope's task_id")
+        raise ProtocolError("INVALID_ARGUMENT", "TASK_EVENT names no task: set event.task_id or the envelope's task_id")
     return task_id

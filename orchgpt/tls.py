@@ -17,9 +17,7 @@ DEFAULT_SERVER_NAME = "localhost"
 def server_credentials(paths: CertPaths) -> grpc.ServerCredentials:
     """Credentials that require and verify a client certificate from the mesh CA."""
     ca, cert, key = paths.read()
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
-    )
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
 def channel_credentials(paths: CertPaths) -> grpc.ChannelCredentials:

@@ -49,9 +49,7 @@ def _disabled_by_env() -> bool:
     )
 
 
-def configure(
-    service: str, endpoint: str = "", quiet: bool = False, export_timeout: float | None = None
-) -> bool:
+def configure(service: str, endpoint: str = "", quiet: bool = False, export_timeout: float | None = None) -> bool:
     """Install the tracer provider when an endpoint is configured; True when tracing is on.
 
     ``endpoint`` (a flag) wins over the environment, and is put in the environment so that the
@@ -175,9 +173,7 @@ def from_metadata(metadata: Sequence[tuple[str, Any]] | None) -> tuple[str, str]
 
 
 @contextlib.contextmanager
-def _span(
-    name: str, parent: tuple[str, str] | None, kind: str, attributes: Mapping[str, Any]
-) -> Iterator[Any]:
+def _span(name: str, parent: tuple[str, str] | None, kind: str, attributes: Mapping[str, Any]) -> Iterator[Any]:
     from opentelemetry import trace
 
     ctx = context_from(*parent) if parent and parent[0] else None

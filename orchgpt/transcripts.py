@@ -33,9 +33,7 @@ def messages_for(t: Task) -> list[SessionMessage]:
         return []
 
     def msg(n: int, speaker: str, role: str, content: str, ts: int) -> SessionMessage:
-        return SessionMessage(
-            f"{t.task_id}:{n}", t.session_id, t.task_id, speaker, role, _cut(content), ts, n
-        )
+        return SessionMessage(f"{t.task_id}:{n}", t.session_id, t.task_id, speaker, role, _cut(content), ts, n)
 
     out = [msg(0, t.submitted_by or "user", "user", t.input, t.created_ms)]
     end = t.updated_ms or now_ms()

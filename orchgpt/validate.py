@@ -50,46 +50,62 @@ def _first(*checks: str) -> str:
 def result(m: pb.TaskResult, field: str) -> str:
     if m.state not in _STATES:
         return _enum(m.state, _STATES, f"{field}.state", pb.TaskState)
-    return _first(_id(m.task_id, f"{field}.task_id"), _id(m.agent_id, f"{field}.agent_id"),
-                  *(_id(a.path, f"{field}.artifacts.path", MAX_PATH_CHARS) for a in m.artifacts))
+    return _first(
+        _id(m.task_id, f"{field}.task_id"),
+        _id(m.agent_id, f"{field}.agent_id"),
+        *(_id(a.path, f"{field}.artifacts.path", MAX_PATH_CHARS) for a in m.artifacts),
+    )
 
 
 def command(m: pb.Command, field: str = "command") -> str:
-    return _first(_enum(m.action, _ACTIONS, f"{field}.action", pb.Action),
-                  _id(m.agent_type, f"{field}.agent_type"), _id(m.task_id, f"{field}.task_id"),
-                  _id(m.session_id, f"{field}.session_id"), _id(m.language, f"{field}.language"))
+    return _first(
+        _enum(m.action, _ACTIONS, f"{field}.action", pb.Action),
+        _id(m.agent_type, f"{field}.agent_type"),
+        _id(m.task_id, f"{field}.task_id"),
+        _id(m.session_id, f"{field}.session_id"),
+        _id(m.language, f"{field}.language"),
+    )
 
 
 def task_spec(m: pb.TaskSpec, field: str = "task") -> str:
-    return _first(_enum(m.action, _ACTIONS, f"{field}.action", pb.Action),
-                  _id(m.agent_type, f"{field}.agent_type"), _id(m.task_id, f"{field}.task_id"),
-                  _id(m.parent_task_id, f"{field}.parent_task_id"), _id(m.session_id, f"{field}.session_id"),
-                  *(result(r, f"{field}.inputs") for r in m.inputs))
+    return _first(
+        _enum(m.action, _ACTIONS, f"{field}.action", pb.Action),
+        _id(m.agent_type, f"{field}.agent_type"),
+        _id(m.task_id, f"{field}.task_id"),
+        _id(m.parent_task_id, f"{field}.parent_task_id"),
+        _id(m.session_id, f"{field}.session_id"),
+        *(result(r, f"{field}.inputs") for r in m.inputs),
+    )
 
 
 def event(m: pb.TaskEvent, field: str = "event") -> str:
     body = m.WhichOneof("body")
-    return _first(_id(m.task_id, f"{field}.task_id"),
-                  _enum(m.status.state, _STATES, f"{field}.status.state", pb.TaskState)
-                  if body == "status" else "",
-                  result(m.result.result, f"{field}.result.result") if body == "result" else "",
-                  _id(m.artifact.artifact.path, f"{field}.artifact.artifact.path", MAX_PATH_CHARS)
-                  if body == "artifact" else "",
-                  _id(m.approval.request.request_id, f"{field}.approval.request.request_id")
-                  if body == "approval" else "")
+    return _first(
+        _id(m.task_id, f"{field}.task_id"),
+        _enum(m.status.state, _STATES, f"{field}.status.state", pb.TaskState) if body == "status" else "",
+        result(m.result.result, f"{field}.result.result") if body == "result" else "",
+        _id(m.artifact.artifact.path, f"{field}.artifact.artifact.path", MAX_PATH_CHARS) if body == "artifact" else "",
+        _id(m.approval.request.request_id, f"{field}.approval.request.request_id") if body == "approval" else "",
+    )
 
 
 def approval_response(m: pb.ApprovalResponse, field: str) -> str:
-    return _first(_enum(m.decision, _DECISIONS, f"{field}.decision", pb.ApprovalDecision),
-                  _id(m.request_id, f"{field}.request_id"))
+    return _first(
+        _enum(m.decision, _DECISIONS, f"{field}.decision", pb.ApprovalDecision),
+        _id(m.request_id, f"{field}.request_id"),
+    )
 
 
 def envelope(env: pb.Envelope) -> str:
     """An envelope from an agent: its type, ids, addressing and the enums of its body."""
-    bad = _first(_enum(env.type, _MESSAGE_TYPES, "envelope.type", pb.MessageType),
-                 _id(env.id, "envelope.id"), _id(env.sender, "envelope.sender"),
-                 _id(env.task_id, "envelope.task_id"), _id(env.session_id, "envelope.session_id"),
-                 _id(env.correlation_id, "envelope.correlation_id"))
+    bad = _first(
+        _enum(env.type, _MESSAGE_TYPES, "envelope.type", pb.MessageType),
+        _id(env.id, "envelope.id"),
+        _id(env.sender, "envelope.sender"),
+        _id(env.task_id, "envelope.task_id"),
+        _id(env.session_id, "envelope.session_id"),
+        _id(env.correlation_id, "envelope.correlation_id"),
+    )
     if bad:
         return bad
     target = env.recipient.WhichOneof("target")
@@ -110,14 +126,18 @@ def envelope(env: pb.Envelope) -> str:
         return approval_response(env.approval_response, "envelope.approval_response")
     if body == "register":
         r = env.register
-        return _first(_id(r.agent_type, "envelope.register.agent_type"),
-                      _id(r.current_task, "envelope.register.current_task"),
-                      *(result(x, "envelope.register.pending_results") for x in r.pending_results))
+        return _first(
+            _id(r.agent_type, "envelope.register.agent_type"),
+            _id(r.current_task, "envelope.register.current_task"),
+            *(result(x, "envelope.register.pending_results") for x in r.pending_results),
+        )
     if body == "file_chunk":
         return _id(env.file_chunk.path, "envelope.file_chunk.path", MAX_PATH_CHARS)
     if body == "heartbeat":
-        return _first(_enum(env.heartbeat.state, _AGENT_STATES, "envelope.heartbeat.state", pb.AgentState),
-                      _id(env.heartbeat.current_task, "envelope.heartbeat.current_task"))
+        return _first(
+            _enum(env.heartbeat.state, _AGENT_STATES, "envelope.heartbeat.state", pb.AgentState),
+            _id(env.heartbeat.current_task, "envelope.heartbeat.current_task"),
+        )
     return ""
 
 
@@ -131,8 +151,9 @@ def request(method: str, m: Any) -> str:
     if method == "GetTask":
         return _id(m.task_id, "task_id")
     if method == "ListTasks":
-        return _first(_id(m.session_id, "session_id"), _id(m.page_token, "page_token", 64)
-                      if hasattr(m, "page_token") else "")
+        return _first(
+            _id(m.session_id, "session_id"), _id(m.page_token, "page_token", 64) if hasattr(m, "page_token") else ""
+        )
     if method == "ListAgents":
         return _id(m.agent_type, "agent_type")
     if method == "CancelTask":

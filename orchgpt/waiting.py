@@ -17,18 +17,25 @@ if TYPE_CHECKING:
     from .mesh import Mesh
 
 
-def describe(mesh: Mesh, agent_type: str, connected: int, starting: int,
-             for_slot: int = 0) -> tuple[str, dict[str, str]]:
+def describe(
+    mesh: Mesh, agent_type: str, connected: int, starting: int, for_slot: int = 0
+) -> tuple[str, dict[str, str]]:
     article = "an" if agent_type[:1] in ("a", "e", "i", "o", "u") else "a"
-    text = (f"waiting for {article} {agent_type} agent: {connected} connected"
-            f"{' (busy)' if connected else ''}, {starting} starting")
+    text = (
+        f"waiting for {article} {agent_type} agent: {connected} connected"
+        f"{' (busy)' if connected else ''}, {starting} starting"
+    )
     if not connected and not starting and mesh.spawner is None:
         text += " (orchgpt spawns no agents: start one by hand)"
     if for_slot:
         limit = getattr(mesh.spawner, "max_local", 0)
         text += f" (waiting for a free local agent slot: all {limit} in use)"
-    return text, {"waiting_for": agent_type, "connected": str(connected), "starting": str(starting),
-                  "waiting_for_slot": str(for_slot)}
+    return text, {
+        "waiting_for": agent_type,
+        "connected": str(connected),
+        "starting": str(starting),
+        "waiting_for_slot": str(for_slot),
+    }
 
 
 class WaitingNotes:
@@ -80,8 +87,16 @@ class WaitingNotes:
             if t is None or t.state != TaskState.QUEUED:
                 continue
             told.add(task_id)
-            mesh.fanout.publish(TaskEvent(task_id, EventKind.STATUS, state=TaskState.QUEUED, text=text,
-                                    parent_task_id=t.parent_task_id, data=dict(data)))
+            mesh.fanout.publish(
+                TaskEvent(
+                    task_id,
+                    EventKind.STATUS,
+                    state=TaskState.QUEUED,
+                    text=text,
+                    parent_task_id=t.parent_task_id,
+                    data=dict(data),
+                )
+            )
 
 
 def waited_on_by_local(mesh: Mesh, agent_type: str) -> str:

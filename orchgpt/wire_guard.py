@@ -72,6 +72,7 @@ def _guard_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any
 
 def _guard_server_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
     if not inspect.isasyncgenfunction(behavior):
+
         async def guarded_co(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await _refuse(request, method, context)
             return await behavior(request, context)
@@ -110,8 +111,9 @@ class _Recorder:
         self.handlers[service] = dict(handlers)
 
 
-def add_mesh_servicer(servicer: Any, server: grpc.aio.Server,
-                      register: Callable[[Any, Any], None] = pb_grpc.add_MeshServicer_to_server) -> None:
+def add_mesh_servicer(
+    servicer: Any, server: grpc.aio.Server, register: Callable[[Any, Any], None] = pb_grpc.add_MeshServicer_to_server
+) -> None:
     """The generated ``register`` (iac_pb2_grpc.add_MeshServicer_to_server), with the guard on
     every method."""
     rec = _Recorder()

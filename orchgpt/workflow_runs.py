@@ -36,8 +36,7 @@ def workflow_def(cmd: Command, book: WorkflowBook | None, known: Iterable[str]) 
         return {}
     if DEF_OPTION in cmd.options:
         raise RoutingError(
-            f"option {DEF_OPTION} is set by the daemon; name the workflow with option "
-            f"{NAME_OPTION}",
+            f"option {DEF_OPTION} is set by the daemon; name the workflow with option {NAME_OPTION}",
             code="INVALID_ARGUMENT",
         )
     name = cmd.options.get(NAME_OPTION, "").strip()

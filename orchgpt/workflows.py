@@ -64,9 +64,7 @@ class Participant(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not TYPE_RE.match(v):
-            raise ValueError(
-                f"{v!r} is not a participant name: lowercase letters, digits, '-', '_'"
-            )
+            raise ValueError(f"{v!r} is not a participant name: lowercase letters, digits, '-', '_'")
         return v
 
     @model_validator(mode="after")
@@ -119,14 +117,11 @@ class Workflow(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(
-                f"agents: {', '.join(dup)} appear more than once (give a table with its "
-                "own name to use a type twice)"
+                f"agents: {', '.join(dup)} appear more than once (give a table with its own name to use a type twice)"
             )
         unknown = [n for n in self.terminated_by if n not in names]
         if unknown:
-            raise ValueError(
-                f"terminated_by: {', '.join(unknown)} not among the agents ({', '.join(names)})"
-            )
+            raise ValueError(f"terminated_by: {', '.join(unknown)} not among the agents ({', '.join(names)})")
         if all(p.is_user for p in self.participants):
             raise ValueError("agents: a workflow needs at least one agent besides user_proxy")
         return self
@@ -183,9 +178,7 @@ def load_file(path: Path) -> Workflow:
         raise WorkflowError(f"{path}: cannot read it: {exc}") from None
     wf = parse(text, str(path))
     if wf.name != path.stem:
-        raise WorkflowError(
-            f"{path}: name: {wf.name!r} differs from the file name ({path.stem}.toml)"
-        )
+        raise WorkflowError(f"{path}: name: {wf.name!r} differs from the file name ({path.stem}.toml)")
     return wf
 
 

@@ -7,6 +7,7 @@
 The versions of grpcio-tools and mypy-protobuf are pinned in
 scripts/gen_protos.requirements.txt so that every run writes the same bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ def generate(out_root: Path) -> list[Path]:
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}", f"-I{well_known}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
         f"--python_out={out_root}",
         f"--grpc_python_out={out_root}",
         f"--mypy_out={out_root}",

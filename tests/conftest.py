@@ -45,8 +45,9 @@ def daemon_factory(tmp_path: Path, certs: Path) -> Iterator[object]:
     made: list[Daemon] = []
 
     def make(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> Daemon:
-        d = Daemon(workdir=tmp_path, certs=certs, data_dir=data_dir or tmp_path / "data", args=list(args),
-                   env=env or {})
+        d = Daemon(
+            workdir=tmp_path, certs=certs, data_dir=data_dir or tmp_path / "data", args=list(args), env=env or {}
+        )
         made.append(d)
         return d
 

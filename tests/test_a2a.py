@@ -28,9 +28,7 @@ from tests.support.mesh import issue
 pytestmark = pytest.mark.timeout(90)
 
 
-async def test_echo_streams_to_completion_and_is_found_after_a_restart(
-    daemon_factory, certs: Path
-) -> None:
+async def test_echo_streams_to_completion_and_is_found_after_a_restart(daemon_factory, certs: Path) -> None:
     d = daemon_factory(*A2A_ARGS).start()
     alice = Caller(a2a_url(d), tls(certs, "cli"))
     try:
@@ -42,9 +40,7 @@ async def test_echo_streams_to_completion_and_is_found_after_a_restart(
         assert "mtlsSecurityScheme" in body["securitySchemes"]["mtls"]
 
         events = await stream(client, message("hello over a2a", tokens="1"))
-        assert (
-            events[0].HasField("task") and events[0].task.status.state == a2a.TASK_STATE_SUBMITTED
-        )
+        assert events[0].HasField("task") and events[0].task.status.state == a2a.TASK_STATE_SUBMITTED
         task_id = events[0].task.id
         deltas = [e.artifact_update for e in events if e.HasField("artifact_update")]
         assert "".join(p.text for u in deltas for p in u.artifact.parts).split() == [
@@ -119,9 +115,7 @@ def test_the_readme_client_script_streams_echo(daemon_factory, certs: Path, tmp_
     assert out.stdout.split() == ["hello", "over", "A2A", "TASK_STATE_COMPLETED"]
 
 
-async def test_an_approval_is_input_required_and_the_next_message_answers_it(
-    daemon_factory, certs: Path
-) -> None:
+async def test_an_approval_is_input_required_and_the_next_message_answers_it(daemon_factory, certs: Path) -> None:
     """A (raw, hand-driven) agent asks for an approval: the A2A task turns INPUT_REQUIRED with the
     request; a message naming the task answers it; the agent gets the decision; the task
     completes."""
@@ -143,9 +137,7 @@ async def test_an_approval_is_input_required_and_the_next_message_answers_it(
                 event=pb.TaskEvent(
                     task_id=task_id,
                     approval=pb.ApprovalEvent(
-                        request=pb.ApprovalRequest(
-                            request_id="r1", tool="rm", arguments_json='{"path": "x"}'
-                        ),
+                        request=pb.ApprovalRequest(request_id="r1", tool="rm", arguments_json='{"path": "x"}'),
                         text="rm x?",
                     ),
                 ),
@@ -164,24 +156,17 @@ async def test_an_approval_is_input_required_and_the_next_message_answers_it(
             resp = await agent.expect(pb.APPROVAL_RESPONSE)
             assert resp.task_id == task_id and resp.approval_response.request_id == "r1"
             assert resp.approval_response.decision == pb.APPROVE
-            assert (
-                await client.get_task(a2a.GetTaskRequest(id=task_id))
-            ).status.state == a2a.TASK_STATE_WORKING
+            assert (await client.get_task(a2a.GetTaskRequest(id=task_id))).status.state == a2a.TASK_STATE_WORKING
             agent.send(
                 pb.REPLY,
                 task_id=task_id,
                 correlation_id=run_env.id,
-                reply=pb.Reply(
-                    result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="deleted")
-                ),
+                reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="deleted")),
             )
             rest = [ev async for ev in cont]
             assert final_state(rest) == a2a.TASK_STATE_COMPLETED
             assert [
-                p.text
-                for e in rest
-                if e.HasField("artifact_update")
-                for p in e.artifact_update.artifact.parts
+                p.text for e in rest if e.HasField("artifact_update") for p in e.artifact_update.artifact.parts
             ] == ["deleted"]
             again = message("approve")
             again.message.task_id = task_id
@@ -205,9 +190,7 @@ def grpc_factory(certs: Path, name: str):  # type: ignore[no-untyped-def]
     def channel(url: str) -> grpc.aio.Channel:
         return grpc.aio.secure_channel(url, creds)
 
-    return ClientFactory(
-        ClientConfig(grpc_channel_factory=channel, supported_protocol_bindings=["GRPC"])
-    )
+    return ClientFactory(ClientConfig(grpc_channel_factory=channel, supported_protocol_bindings=["GRPC"]))
 
 
 async def test_grpc_binding_on_the_mesh_port(daemon_factory, certs: Path) -> None:
@@ -217,19 +200,13 @@ async def test_grpc_binding_on_the_mesh_port(daemon_factory, certs: Path) -> Non
     d = daemon_factory("--a2a-grpc").start()  # no HTTPS listener: gRPC only
     address = f"localhost:{d.port}"
     boot = a2a.AgentCard(
-        supported_interfaces=[
-            a2a.AgentInterface(url=address, protocol_binding="GRPC", protocol_version="1.0")
-        ],
+        supported_interfaces=[a2a.AgentInterface(url=address, protocol_binding="GRPC", protocol_version="1.0")],
         capabilities=a2a.AgentCapabilities(extended_agent_card=True, streaming=True),
     )
     alice = grpc_factory(certs, "cli")
-    card = await alice.create(boot).get_extended_agent_card(
-        a2a.GetExtendedAgentCardRequest(tenant="echo")
-    )
+    card = await alice.create(boot).get_extended_agent_card(a2a.GetExtendedAgentCardRequest(tenant="echo"))
     assert card.name == "echo" and card.capabilities.streaming
-    assert [(i.protocol_binding, i.url, i.tenant) for i in card.supported_interfaces] == [
-        ("GRPC", address, "echo")
-    ]
+    assert [(i.protocol_binding, i.url, i.tenant) for i in card.supported_interfaces] == [("GRPC", address, "echo")]
     assert card.security_schemes["mtls"].HasField("mtls_security_scheme")
     client = alice.create(card)  # the tenant comes from the card's interface
     events = [ev async for ev in client.send_message(message("over grpc", tokens="1"))]
@@ -238,17 +215,12 @@ async def test_grpc_binding_on_the_mesh_port(daemon_factory, certs: Path) -> Non
     deltas = [e.artifact_update for e in events if e.HasField("artifact_update")]
     assert "".join(p.text for u in deltas for p in u.artifact.parts).split() == ["over", "grpc"]
     got = await client.get_task(a2a.GetTaskRequest(id=task_id))
-    assert (
-        got.status.state == a2a.TASK_STATE_COMPLETED
-        and got.artifacts[0].parts[0].text == "over grpc"
-    )
+    assert got.status.state == a2a.TASK_STATE_COMPLETED and got.artifacts[0].parts[0].text == "over grpc"
 
     bob = grpc_factory(certs, "bob").create(card)
     with pytest.raises(TaskNotFoundError):
         await bob.get_task(a2a.GetTaskRequest(id=task_id))
-    manager_card = await alice.create(boot).get_extended_agent_card(
-        a2a.GetExtendedAgentCardRequest(tenant="manager")
-    )
+    manager_card = await alice.create(boot).get_extended_agent_card(a2a.GetExtendedAgentCardRequest(tenant="manager"))
     with pytest.raises(TaskNotFoundError):  # not under another type's tenant
         await alice.create(manager_card).get_task(a2a.GetTaskRequest(id=task_id))
 
@@ -263,9 +235,7 @@ async def test_list_pages_filters_and_refuses_bad_requests(daemon_factory, certs
         ids = [(await stream(client, message(f"n{i}")))[0].task.id for i in range(3)]
         first = await client.list_tasks(a2a.ListTasksRequest(page_size=2))
         assert len(first.tasks) == 2 and first.next_page_token
-        rest = await client.list_tasks(
-            a2a.ListTasksRequest(page_size=2, page_token=first.next_page_token)
-        )
+        rest = await client.list_tasks(a2a.ListTasksRequest(page_size=2, page_token=first.next_page_token))
         assert not rest.next_page_token
         assert sorted(t.id for t in [*first.tasks, *rest.tasks]) == sorted(ids)
         done = await client.list_tasks(a2a.ListTasksRequest(status=a2a.TASK_STATE_COMPLETED))
@@ -315,9 +285,7 @@ async def test_blocking_send_and_subscribe_across_a_restart(daemon_factory, cert
     d = daemon_factory(*A2A_ARGS).start()
     alice = Caller(a2a_url(d), tls(certs, "cli"))
     try:
-        blocking = await create_client(
-            f"{alice.base}/echo", ClientConfig(httpx_client=alice.http, streaming=False)
-        )
+        blocking = await create_client(f"{alice.base}/echo", ClientConfig(httpx_client=alice.http, streaming=False))
         [only] = [ev async for ev in blocking.send_message(message("at once"))]
         assert only.task.status.state == a2a.TASK_STATE_COMPLETED
         assert only.task.artifacts[0].parts[0].text == "at once"

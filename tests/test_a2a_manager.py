@@ -48,10 +48,7 @@ async def test_the_manager_delegates_to_an_a2a_agent_type(daemon_factory, tmp_pa
 
                 await await_for(registered, 30, what="the daemon's proxy agent for upper")
                 events = [
-                    ev
-                    async for ev in mesh.submit(
-                        Command("manager", Action.CREATE, IDEA, options={"types": "upper"})
-                    )
+                    ev async for ev in mesh.submit(Command("manager", Action.CREATE, IDEA, options={"types": "upper"}))
                 ]
                 final = events[-1]
                 assert final.kind == EventKind.RESULT and final.result is not None

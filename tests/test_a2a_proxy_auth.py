@@ -45,14 +45,10 @@ def start_guarded_upper(
 def _proxy_pids(d: Daemon) -> list[int]:
     import json
 
-    return [
-        json.loads(line)["pid"] for line in d.log().splitlines() if '"a2a_proxy_started"' in line
-    ]
+    return [json.loads(line)["pid"] for line in d.log().splitlines() if '"a2a_proxy_started"' in line]
 
 
-async def test_the_daemons_proxy_sends_the_configured_bearer_token(
-    daemon_factory, tmp_path: Path
-) -> None:
+async def test_the_daemons_proxy_sends_the_configured_bearer_token(daemon_factory, tmp_path: Path) -> None:
     upper, url = start_guarded_upper(tmp_path)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
@@ -101,9 +97,7 @@ async def test_the_daemons_proxy_sends_the_configured_bearer_token(
 def test_bad_credentials_settings_stop_the_daemon_by_name(
     daemon_factory, auth: str, env: dict[str, str], words: str
 ) -> None:
-    d: Daemon = daemon_factory(
-        "--a2a-agents", "upper=http://127.0.0.1:9", "--a2a-agent-auth", auth, env=env
-    )
+    d: Daemon = daemon_factory("--a2a-agents", "upper=http://127.0.0.1:9", "--a2a-agent-auth", auth, env=env)
     with pytest.raises(RuntimeError) as e:
         d.start()
     assert words in str(e.value) and "s3cret" not in str(e.value)  # a token given by mistake
@@ -127,9 +121,7 @@ async def test_the_token_goes_where_the_cards_scheme_says(daemon_factory, tmp_pa
 
             await await_for(registered, 30, what="the proxy to register")
             events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "keyed"))]
-            assert events[-1].result is not None and events[-1].result.output == "KEYED", events[
-                -1
-            ].text
+            assert events[-1].result is not None and events[-1].result.output == "KEYED", events[-1].text
         proxy_log = (d.data_dir / "logs" / "a2a-upper.log").read_text()
         assert "api key in header X-API-Key" in proxy_log and TOKEN not in proxy_log
     finally:
@@ -149,9 +141,7 @@ def test_credential_by_scheme() -> None:
         return c
 
     assert for_card(a2a.AgentCard(), "t").headers == {"Authorization": "Bearer t"}
-    key = a2a.SecurityScheme(
-        api_key_security_scheme=a2a.APIKeySecurityScheme(location="query", name="key")
-    )
+    key = a2a.SecurityScheme(api_key_security_scheme=a2a.APIKeySecurityScheme(location="query", name="key"))
     assert for_card(card(k=key), "t").params == {"key": "t"}
     basic = a2a.SecurityScheme(http_auth_security_scheme=a2a.HTTPAuthSecurityScheme(scheme="Basic"))
     assert for_card(card(b=basic), "u:p").headers == {"Authorization": "Basic dTpw"}
@@ -164,9 +154,7 @@ def test_credential_by_scheme() -> None:
     assert for_card(card(m=mtls), "t").headers == {}
 
 
-async def test_a_client_certificate_for_an_agent_that_asks_for_mutual_tls(
-    daemon_factory, tmp_path: Path
-) -> None:
+async def test_a_client_certificate_for_an_agent_that_asks_for_mutual_tls(daemon_factory, tmp_path: Path) -> None:
     import ssl
 
     from tests.support.mesh import make_certs
@@ -203,8 +191,7 @@ async def test_a_client_certificate_for_an_agent_that_asks_for_mutual_tls(
 def test_a_client_certificate_setting_names_its_problem(daemon_factory, tmp_path: Path) -> None:
     config = tmp_path / "orchgpt.toml"
     config.write_text(
-        '[a2a_agents]\nupper = "https://localhost:9"\n'
-        f'[a2a_agents_client_cert]\nupper = "{tmp_path}/missing.pem"\n'
+        f'[a2a_agents]\nupper = "https://localhost:9"\n[a2a_agents_client_cert]\nupper = "{tmp_path}/missing.pem"\n'
     )
     with pytest.raises(RuntimeError) as e:
         daemon_factory("--config", str(config)).start()

@@ -52,9 +52,7 @@ def test_the_store_keeps_push_configs(store: Store) -> None:
     assert store.push_configs("nope") == []
 
 
-async def test_a_webhook_is_told_of_the_end_after_the_daemon_is_killed(
-    daemon_factory, certs: Path
-) -> None:
+async def test_a_webhook_is_told_of_the_end_after_the_daemon_is_killed(daemon_factory, certs: Path) -> None:
     import uvicorn
 
     from orchgpt.a2a.http import _QuietServer
@@ -63,9 +61,7 @@ async def test_a_webhook_is_told_of_the_end_after_the_daemon_is_killed(
     hook = Webhook()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = _QuietServer(
-        uvicorn.Config(hook.app, lifespan="off", log_config=None, interface="asgi3")
-    )
+    server = _QuietServer(uvicorn.Config(hook.app, lifespan="off", log_config=None, interface="asgi3"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     alice = Caller(a2a_url(d), tls(certs, "cli"))
     try:
@@ -90,9 +86,7 @@ async def test_a_webhook_is_told_of_the_end_after_the_daemon_is_killed(
             what="the restarted daemon to push the end",
         )
         ends = [
-            b
-            for s, _, b in hook.got
-            if s == 200 and b["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+            b for s, _, b in hook.got if s == 200 and b["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
         ]
         assert ends[-1]["statusUpdate"]["taskId"] == task_id
         assert {tok for _, tok, _ in hook.got} == {"tok-restart"}

@@ -80,9 +80,7 @@ def test_a_bad_key_fails_the_check_naming_file_and_key(tmp_path: Path) -> None:
     ],
 )
 def test_each_problem_names_its_key(tmp_path: Path, extra: str, key: str, problem: str) -> None:
-    text = (
-        SMALLEST.replace('tools = ["read_file"]\n', "") if extra.startswith("tools") else SMALLEST
-    )
+    text = SMALLEST.replace('tools = ["read_file"]\n', "") if extra.startswith("tools") else SMALLEST
     f = tmp_path / "r.toml"
     f.write_text(text + extra + "\n")
     with pytest.raises(AgentDefError) as info:
@@ -102,10 +100,7 @@ def test_missing_prompt_bad_toml_duplicates_and_reserved_names(tmp_path: Path) -
     text = "\n".join(info.value.problems)
     assert f"{tmp_path / 'a.toml'}: system_prompt: required" in text
     assert f"{tmp_path / 'b.toml'}: not valid TOML" in text
-    assert (
-        f"{tmp_path / 'd.toml'}: name: 'reviewer' is declared already by {tmp_path / 'c.toml'}"
-        in text
-    )
+    assert f"{tmp_path / 'd.toml'}: name: 'reviewer' is declared already by {tmp_path / 'c.toml'}" in text
     assert f"{tmp_path / 'e.toml'}: name: 'echo' is a built-in agent type" in text
 
 
@@ -114,9 +109,7 @@ def test_default_dirs_are_beside_the_config_and_in_the_data_dir(tmp_path: Path) 
         tmp_path / "etc" / "agents.d",
         tmp_path / "data" / "agents.d",
     ]
-    assert default_dirs(tmp_path / "mine", tmp_path / "x.toml", tmp_path / "data") == [
-        tmp_path / "mine"
-    ]
+    assert default_dirs(tmp_path / "mine", tmp_path / "x.toml", tmp_path / "data") == [tmp_path / "mine"]
     assert load_dirs([tmp_path / "missing"]) == {}
 
 

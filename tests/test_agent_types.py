@@ -17,7 +17,6 @@ from tests.support.mesh import Daemon
 pytestmark = pytest.mark.timeout(90)
 
 
-
 async def run_task(client, cmd: Command):  # type: ignore[no-untyped-def]
     async def go():  # type: ignore[no-untyped-def]
         return [ev async for ev in client.submit(cmd)]

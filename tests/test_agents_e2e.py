@@ -27,8 +27,13 @@ def model() -> Any:
 
 def autogpt(d: Daemon, command: str) -> tuple[int, list[dict[str, Any]], str]:
     env = {**os.environ, "ORCHGPT_ADDRESS": d.address, "ORCHGPT_CERTS": str(d.certs)}
-    r = subprocess.run([sys.executable, "-m", "orchgpt_cli", "--json", "-c", command], capture_output=True,
-                       text=True, timeout=100, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "orchgpt_cli", "--json", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+    )
     return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.strip()], r.stderr
 
 
@@ -63,6 +68,11 @@ def test_backend_create_leaves_code_whose_tests_pass_in_the_sandbox(daemon_facto
     ws = Path(result["workspace"])
     assert (ws / "app.py").is_file() and list(ws.glob("test_*.py"))
     # the code's own tests pass here too, outside the sandbox
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
-                       cwd=ws, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

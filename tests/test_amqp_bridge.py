@@ -44,8 +44,9 @@ def test_seed_service_talks_to_echo_and_kill_code_is_answered(bridge_factory: An
     assert "guest:guest" not in bridge.log() and "amqp://guest:***@" in bridge.log()
 
 
-def test_queues_an_old_service_declared_non_durable_are_used_as_they_are(bridge_factory: Any, broker: RabbitMQ,
-                                                                         queues: Queues) -> None:
+def test_queues_an_old_service_declared_non_durable_are_used_as_they_are(
+    bridge_factory: Any, broker: RabbitMQ, queues: Queues
+) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(broker.url))
     try:
         ch = conn.channel()
@@ -64,8 +65,9 @@ def test_queues_an_old_service_declared_non_durable_are_used_as_they_are(bridge_
         conn.close()
 
 
-def test_kill_code_from_service_cancels_the_running_task(bridge_factory: Any, service: SeedService,
-                                                         mesh: Daemon) -> None:
+def test_kill_code_from_service_cancels_the_running_task(
+    bridge_factory: Any, service: SeedService, mesh: Daemon
+) -> None:
     import asyncio
 
     bridge_factory().start()
@@ -87,8 +89,9 @@ def test_kill_code_from_service_cancels_the_running_task(bridge_factory: Any, se
     assert service.receive(1, timeout=2) == []
 
 
-def test_kill_code_from_the_mesh_side_reaches_the_service(bridge_factory: Any, service: SeedService,
-                                                          mesh: Daemon) -> None:
+def test_kill_code_from_the_mesh_side_reaches_the_service(
+    bridge_factory: Any, service: SeedService, mesh: Daemon
+) -> None:
     import asyncio
 
     bridge_factory().start()
@@ -105,8 +108,9 @@ def test_kill_code_from_the_mesh_side_reaches_the_service(bridge_factory: Any, s
     assert msg["reason"] == "stopped by the operator" and msg["task_id"] == report["task_id"]
 
 
-def test_correlation_id_and_reply_to_keep_services_apart(bridge_factory: Any, broker: RabbitMQ,
-                                                         queues: Queues, service: SeedService) -> None:
+def test_correlation_id_and_reply_to_keep_services_apart(
+    bridge_factory: Any, broker: RabbitMQ, queues: Queues, service: SeedService
+) -> None:
     bridge_factory().start()
     mine = f"replies-{uuid.uuid4().hex[:6]}"
     service.ch.queue_declare(queue=mine, durable=True, arguments=QUORUM)
@@ -118,16 +122,23 @@ def test_correlation_id_and_reply_to_keep_services_apart(bridge_factory: Any, br
     shared = service.receive(3)
     private = service.receive(3, queue=mine)
     assert sorted((p.correlation_id, m["content"]) for m, p in shared) == [
-        ("c-0", "to-shared-0"), ("c-2", "to-shared-2"), ("c-4", "to-shared-4")]
+        ("c-0", "to-shared-0"),
+        ("c-2", "to-shared-2"),
+        ("c-4", "to-shared-4"),
+    ]
     assert sorted((p.correlation_id, m["content"]) for m, p in private) == [
-        ("c-1", "to-mine-1"), ("c-3", "to-mine-3"), ("c-5", "to-mine-5")]
+        ("c-1", "to-mine-1"),
+        ("c-3", "to-mine-3"),
+        ("c-5", "to-mine-5"),
+    ]
     # Each reply queue is its own conversation.
     assert len({m["session_id"] for m, _ in shared}) == 1
     assert {m["session_id"] for m, _ in shared} != {m["session_id"] for m, _ in private}
 
 
-def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(bridge_factory: Any, queues: Queues,
-                                                                     service: SeedService) -> None:
+def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(
+    bridge_factory: Any, queues: Queues, service: SeedService
+) -> None:
     bridge = bridge_factory().start()
     service.ch.queue_declare(queue=queues.dead, durable=True, arguments=QUORUM)
     service.send(b"{not json", content_type="application/json", correlation_id="p-1")
@@ -154,8 +165,9 @@ def test_poison_messages_go_to_the_dead_letter_queue_with_the_reason(bridge_fact
     assert bridge.proc is not None and bridge.proc.poll() is None
 
 
-def test_a_message_redelivered_too_often_is_dead_lettered(bridge_factory: Any, queues: Queues,
-                                                          service: SeedService, mesh: Daemon) -> None:
+def test_a_message_redelivered_too_often_is_dead_lettered(
+    bridge_factory: Any, queues: Queues, service: SeedService, mesh: Daemon
+) -> None:
     import asyncio
 
     first = bridge_factory().start()
@@ -181,21 +193,25 @@ def test_a_message_redelivered_too_often_is_dead_lettered(bridge_factory: Any, q
 
 
 def test_kill_9_bridge_with_messages_in_flight_every_message_answered_exactly_once(
-        bridge_factory: Any, service: SeedService) -> None:
+    bridge_factory: Any, service: SeedService
+) -> None:
     n = 100
     bridge = bridge_factory()
     bridge.start()
     for i in range(n):
-        service.send(json.dumps({"content": f"m-{i}", "options": {"delay": "0.1"}}),
-                     message_id=f"id-{i}", correlation_id=f"c-{i}")
-    answers = service.receive(until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= 10,
-                              timeout=30)
+        service.send(
+            json.dumps({"content": f"m-{i}", "options": {"delay": "0.1"}}),
+            message_id=f"id-{i}",
+            correlation_id=f"c-{i}",
+        )
+    answers = service.receive(until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= 10, timeout=30)
     bridge.stop(signal.SIGKILL)
     first = sum(m["role"] == "ON_RESPONSE" for m, _ in answers)
     assert first < n, "everything was answered before the crash: the test proves nothing"
     bridge.start()
     answers += service.receive(
-        until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= n - first, timeout=40)
+        until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= n - first, timeout=40
+    )
     answers += service.receive(1, timeout=2)  # anything doubled arrives now
     final = [(p.correlation_id, m["content"]) for m, p in answers if m["role"] == "ON_RESPONSE"]
     assert sorted(final) == sorted((f"c-{i}", f"m-{i}") for i in range(n)), bridge.log()
@@ -216,8 +232,9 @@ def test_sigterm_stops_the_bridge_and_the_next_one_answers(bridge_factory: Any, 
     assert {m["task_id"] for m, _ in answers} == {report["task_id"]}
 
 
-def test_daemon_down_and_back_every_message_answered_once(bridge_factory: Any, service: SeedService,
-                                                          mesh: Daemon) -> None:
+def test_daemon_down_and_back_every_message_answered_once(
+    bridge_factory: Any, service: SeedService, mesh: Daemon
+) -> None:
     bridge = bridge_factory().start()
     service.send("before")
     assert roles(service.receive(1)) == [("ON_RESPONSE", "before")]
@@ -229,7 +246,8 @@ def test_daemon_down_and_back_every_message_answered_once(bridge_factory: Any, s
     mesh.start(port=port)
     answers = service.receive(5, timeout=40) + service.receive(1, timeout=2)
     assert sorted((p.correlation_id, m["role"], m["content"]) for m, p in answers) == [
-        (f"d-{i}", "ON_RESPONSE", f"while-down-{i}") for i in range(5)], bridge.log()[-3000:]
+        (f"d-{i}", "ON_RESPONSE", f"while-down-{i}") for i in range(5)
+    ], bridge.log()[-3000:]
 
 
 def test_amqps_with_a_ca_file(bridge_factory: Any, broker: RabbitMQ, service: SeedService) -> None:
@@ -246,16 +264,20 @@ def test_amqps_with_a_ca_file(bridge_factory: Any, broker: RabbitMQ, service: Se
 
 # ------------------------------------------------------------------ broker restart (last: it restarts the broker)
 
+
 def test_broker_restart_with_messages_in_flight_every_message_answered_exactly_once(
-        bridge_factory: Any, broker: RabbitMQ, queues: Queues) -> None:
+    bridge_factory: Any, broker: RabbitMQ, queues: Queues
+) -> None:
     n = 100
     bridge = bridge_factory().start()
     service = SeedService(broker.url, send_queue=queues.to_agent, receive_queue=queues.to_service)
     for i in range(n):
-        service.send(json.dumps({"content": f"m-{i}", "options": {"delay": "0.1"}}),
-                     message_id=f"id-{i}", correlation_id=f"c-{i}")
-    answers = service.receive(until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= 5,
-                              timeout=30)
+        service.send(
+            json.dumps({"content": f"m-{i}", "options": {"delay": "0.1"}}),
+            message_id=f"id-{i}",
+            correlation_id=f"c-{i}",
+        )
+    answers = service.receive(until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= 5, timeout=30)
     service.close()
     broker.kill()  # a crash, not a clean stop
     broker.start(timeout=60)
@@ -264,7 +286,8 @@ def test_broker_restart_with_messages_in_flight_every_message_answered_exactly_o
     service = SeedService(broker.url, send_queue=queues.to_agent, receive_queue=queues.to_service)
     try:
         answers += service.receive(
-            until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= n - first, timeout=45)
+            until=lambda got: sum(m["role"] == "ON_RESPONSE" for m, _ in got) >= n - first, timeout=45
+        )
         answers += service.receive(1, timeout=2)
     finally:
         service.close()

@@ -24,28 +24,47 @@ def test_a_plain_string_is_a_task_for_the_default_agent_in_the_reply_queues_conv
 
 
 def test_json_fields_are_honoured_and_checked() -> None:
-    m = parse(json.dumps({"content": "x", "agent": "Backend", "action": "create", "language": "go",
-                          "session_id": "conv-1", "task_id": "t-1", "options": {"delay": 1, "tokens": True}}))
-    assert (m.agent_type, m.action, m.language, m.session_id, m.task_id) == ("backend", Action.CREATE, "go",
-                                                                             "conv-1", "t-1")
+    m = parse(
+        json.dumps(
+            {
+                "content": "x",
+                "agent": "Backend",
+                "action": "create",
+                "language": "go",
+                "session_id": "conv-1",
+                "task_id": "t-1",
+                "options": {"delay": 1, "tokens": True},
+            }
+        )
+    )
+    assert (m.agent_type, m.action, m.language, m.session_id, m.task_id) == (
+        "backend",
+        Action.CREATE,
+        "go",
+        "conv-1",
+        "t-1",
+    )
     assert m.options == {"delay": "1", "tokens": "true"}
     assert parse("x", headers={"agent": "git", "conversation": "c2"}).agent_type == "git"
     assert parse("x", headers={"conversation": "c2"}).session_id == "c2"
 
 
-@pytest.mark.parametrize(("body", "kw", "reason"), [
-    (b"\xff", {}, "not UTF-8"),
-    ("{bad", {"content_type": "application/json"}, "not valid JSON"),
-    ("[1, 2]", {"content_type": "application/json"}, "must be an object"),
-    (json.dumps({"content": 5}), {}, "field 'content' must be a string"),
-    (json.dumps({"content": "x", "action": "explode"}), {}, "field 'action': unknown action 'explode'"),
-    (json.dumps({"content": "x", "task_id": "../etc"}), {}, "field 'task_id': invalid task id"),
-    (json.dumps({"content": "x", "options": ["a"]}), {}, "field 'options'"),
-    (json.dumps({"content": "x", "session_id": "a b"}), {}, "invalid session id"),
-    ("   ", {}, "empty message"),
-    ("x", {"default_agent": ""}, "no agent type"),
-    ("x" * (wire.MAX_BODY_BYTES + 1), {}, "too large"),
-])
+@pytest.mark.parametrize(
+    ("body", "kw", "reason"),
+    [
+        (b"\xff", {}, "not UTF-8"),
+        ("{bad", {"content_type": "application/json"}, "not valid JSON"),
+        ("[1, 2]", {"content_type": "application/json"}, "must be an object"),
+        (json.dumps({"content": 5}), {}, "field 'content' must be a string"),
+        (json.dumps({"content": "x", "action": "explode"}), {}, "field 'action': unknown action 'explode'"),
+        (json.dumps({"content": "x", "task_id": "../etc"}), {}, "field 'task_id': invalid task id"),
+        (json.dumps({"content": "x", "options": ["a"]}), {}, "field 'options'"),
+        (json.dumps({"content": "x", "session_id": "a b"}), {}, "invalid session id"),
+        ("   ", {}, "empty message"),
+        ("x", {"default_agent": ""}, "no agent type"),
+        ("x" * (wire.MAX_BODY_BYTES + 1), {}, "too large"),
+    ],
+)
 def test_poison_messages_say_why(body: str | bytes, kw: dict[str, object], reason: str) -> None:
     with pytest.raises(wire.PoisonMessage) as e:
         parse(body, **kw)
@@ -76,9 +95,14 @@ def test_answers_use_the_seeds_roles() -> None:
     cancelled = wire.result_message(TaskResult("t", TaskState.CANCELLED, error="why"), "s")
     assert cancelled[:2] == ("SYSTEM", "SIGTERM_FROM_AUTOGPT") and cancelled[2]["reason"] == "why"
     assert wire.result_message(TaskResult("t", TaskState.FAILED, error="boom"), "s")[:2] == (
-        "REPORT", "task failed: boom")
+        "REPORT",
+        "task failed: boom",
+    )
     assert json.loads(wire.encode("REPORT", "x", task_id="t", empty="")) == {
-        "role": "REPORT", "content": "x", "task_id": "t"}
+        "role": "REPORT",
+        "content": "x",
+        "task_id": "t",
+    }
 
 
 def test_urls_are_masked_and_resolved_like_the_seed() -> None:

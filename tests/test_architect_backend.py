@@ -89,8 +89,12 @@ async def test_architect_takes_files_from_a_plain_answer(tmp_path: Path, srv: Sc
 
 
 async def test_architect_gives_up_after_its_tries(tmp_path: Path, srv: ScriptedOpenAI) -> None:
-    srv.push(write("ARCHITECTURE.md", GOOD_DOC), write("architecture.mmd", "boxes and arrows\napi to db\n"), text("done"),
-             text("still done"))
+    srv.push(
+        write("ARCHITECTURE.md", GOOD_DOC),
+        write("architecture.mmd", "boxes and arrows\napi to db\n"),
+        text("done"),
+        text("still done"),
+    )
     run = Run(tmp_path, srv, "architect", "x", options={"tries": "2"})
     out = await run()
     assert not out.ok and "incomplete after 2 round(s)" in out.error
@@ -101,10 +105,7 @@ async def test_architect_gives_up_after_its_tries(tmp_path: Path, srv: ScriptedO
 # ---------------------------------------------------------------- backend
 
 SLUG_BUGGY = "def slugify(s: str) -> str:\n    return s.lower().replace(' ', '-')\n"
-SLUG_FIXED = (
-    "import re\n\n\ndef slugify(s: str) -> str:\n"
-    "    return re.sub(r'[^a-z0-9]+', '-', s.lower()).strip('-')\n"
-)
+SLUG_FIXED = "import re\n\n\ndef slugify(s: str) -> str:\n    return re.sub(r'[^a-z0-9]+', '-', s.lower()).strip('-')\n"
 SLUG_TESTS = (
     "from slug import slugify\n\n\ndef test_spaces():\n    assert slugify('Hello World') == 'hello-world'\n\n\n"
     "def test_punctuation():\n    assert slugify('Hello, World!') == 'hello-world'\n"
@@ -153,7 +154,7 @@ async def test_backend_reports_failure_when_tries_run_out(tmp_path: Path, srv: S
     assert checks["mutation"].detail == "not run this round: the tests failed"
 
 
-TODO_APP = '''import json
+TODO_APP = """import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -194,11 +195,11 @@ def make_server(port: int) -> ThreadingHTTPServer:
 
 if __name__ == "__main__":
     make_server(int(sys.argv[1])).serve_forever()
-'''
+"""
 TODO_APP_FIXED = TODO_APP.replace(
     "#HEALTH", 'if self.path == "/health":\n            return self._send(200, {"status": "ok"})'
 )
-TODO_TESTS = '''import json
+TODO_TESTS = """import json
 import threading
 import urllib.request
 
@@ -215,15 +216,17 @@ def test_create_and_list():
     with urllib.request.urlopen(base + "/todos", timeout=5) as r:
         assert [t["title"] for t in json.load(r)] == ["milk"]
     srv.shutdown()
-'''
-MANIFEST = json.dumps({
-    "start": "python app.py {port}",
-    "routes": [
-        {"method": "GET", "path": "/health", "status": 200},
-        {"method": "GET", "path": "/todos", "status": 200},
-        {"method": "POST", "path": "/todos", "status": 201, "body": {"title": "x"}},
-    ],
-})
+"""
+MANIFEST = json.dumps(
+    {
+        "start": "python app.py {port}",
+        "routes": [
+            {"method": "GET", "path": "/health", "status": 200},
+            {"method": "GET", "path": "/todos", "status": 200},
+            {"method": "POST", "path": "/todos", "status": 201, "body": {"title": "x"}},
+        ],
+    }
+)
 
 
 async def test_backend_web_service_routes_answer(tmp_path: Path, srv: ScriptedOpenAI) -> None:
@@ -266,5 +269,3 @@ async def test_backend_without_model_settings_fails_clearly(tmp_path: Path) -> N
     with pytest.raises(TaskFailed, match="no model is configured"):
         await BackendAgent(None).run(ctx)
     assert ArchitectAgent.type == "architect"
-
-

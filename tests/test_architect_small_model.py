@@ -41,11 +41,19 @@ ENDPOINTS_ANSWER = "GET /todos - list the todos\nPOST /todos - create a todo\nDE
 
 
 class Run:
-    def __init__(self, tmp_path: Path, srv: ScriptedOpenAI, text_: str = "fastapi app",
-                 options: dict[str, str] | None = None, max_steps: int = 2, **model_opts: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        srv: ScriptedOpenAI,
+        text_: str = "fastapi app",
+        options: dict[str, str] | None = None,
+        max_steps: int = 2,
+        **model_opts: Any,
+    ) -> None:
         self.events: list[TaskEvent] = []
-        self.settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted",
-                                                   workspace_root=tmp_path / "ws", **model_opts)
+        self.settings = AgentSettings.for_endpoint(
+            srv.base_url, api_key="sk-scripted", workspace_root=tmp_path / "ws", **model_opts
+        )
         self.settings.max_steps = max_steps
         self.ws = tmp_path / "ws" / "task1"
         self.ws.mkdir(parents=True, exist_ok=True)
@@ -83,22 +91,31 @@ def small_model(*, endpoints: Response | str = text(ENDPOINTS_ANSWER)) -> Any:
 def test_answers_are_read_line_by_line_and_echoes_rejected() -> None:
     msgs = COMPONENTS.messages("a fastapi app", 0)
     # Rambling after the list, a repeated component and end-of-turn junk are cut off.
-    ans = read_answer(COMPONENTS, "- fastapi server: receives the requests\n- fastapi store: stores the data łę\n"
-                      "- fastapi server: sends the data\nISSUES:\n- later: ignored", msgs)
+    ans = read_answer(
+        COMPONENTS,
+        "- fastapi server: receives the requests\n- fastapi store: stores the data łę\n"
+        "- fastapi server: sends the data\nISSUES:\n- later: ignored",
+        msgs,
+    )
     assert [(c.name, c.description, c.kind) for c in ans.items] == [
-        ("fastapi server", "receives the requests", "api"), ("fastapi store", "stores the data", "storage")]
+        ("fastapi server", "receives the requests", "api"),
+        ("fastapi store", "stores the data", "storage"),
+    ]
     assert ans.problem == ""
     # The prompt echoed back (questions and examples) is no answer, nor is an example barely changed.
     echo = "\n".join(m["content"] for m in msgs)
     assert "repeated the prompt" in read_answer(COMPONENTS, echo, msgs).problem
-    assert "repeated the prompt" in read_answer(COMPONENTS, "- photo store: keeps the images\n- chat store: keeps "
-                                                "the message", msgs).problem
+    assert (
+        "repeated the prompt"
+        in read_answer(COMPONENTS, "- photo store: keeps the images\n- chat store: keeps the message", msgs).problem
+    )
     ep_msgs = ENDPOINTS.messages("Todo", 0)
     assert "repeated the prompt" in read_answer(ENDPOINTS, "GET /chat - list the chats", ep_msgs).problem
     # ... nor a line about the examples' subject matter, unless the project is about it.
     assert "repeated the prompt" in read_answer(ENDPOINTS, "GET /chat - start a chat", ep_msgs).problem
-    mixed = read_answer(COMPONENTS, "- fastapi photo store: keeps files\n- fastapi api: serves\n- fastapi db: keeps "
-                        "the images", msgs)
+    mixed = read_answer(
+        COMPONENTS, "- fastapi photo store: keeps files\n- fastapi api: serves\n- fastapi db: keeps the images", msgs
+    )
     assert [c.name for c in mixed.items] == ["fastapi api", "fastapi db"] and mixed.echoed == 1
     gallery = COMPONENTS.messages("a photo gallery", 0)
     assert len(read_answer(COMPONENTS, "- photo web: shows the photos\n- photo db: keeps them", gallery).items) == 2
@@ -107,22 +124,36 @@ def test_answers_are_read_line_by_line_and_echoes_rejected() -> None:
     assert one.problem.startswith("1 usable line(s), at least 2 needed")
     assert read_answer(COMPONENTS, "", msgs).problem == "the answer was empty"
     # The pattern applied to the subject counts, even with the example's fields.
-    dm = read_answer(DATA_MODEL, "- fastapi: id (int), title (str), created_at (datetime) mendatang",
-                     DATA_MODEL.messages("a fastapi app", 0))
+    dm = read_answer(
+        DATA_MODEL,
+        "- fastapi: id (int), title (str), created_at (datetime) mendatang",
+        DATA_MODEL.messages("a fastapi app", 0),
+    )
     assert [(e.name, e.fields) for e in dm.items] == [("fastapi", "id (int), title (str), created_at (datetime)")]
     eps = read_answer(ENDPOINTS, "GET /todos - list\n| POST | /todos | create |\nPATCH /todos/{id}\nfoo", ep_msgs)
     assert [(e.method, e.path, e.description) for e in eps.items] == [
-        ("GET", "/todos", "list"), ("POST", "/todos", "create"), ("PATCH", "/todos/{id}", "")]
+        ("GET", "/todos", "list"),
+        ("POST", "/todos", "create"),
+        ("PATCH", "/todos/{id}", ""),
+    ]
 
 
 def test_endpoints_are_asked_for_the_entity_written_like_the_examples() -> None:
     assert [entity_subject(n) for n in ("fastapi", "FastAPI", "TodoItem", "todo item")] == [
-        "Fastapi", "Fastapi", "TodoItem", "Todo item"]
+        "Fastapi",
+        "Fastapi",
+        "TodoItem",
+        "Todo item",
+    ]
 
 
 def test_diagram_is_derived_from_components_and_endpoints() -> None:
-    comps = [Component("web ui", "pages for people", "client"), Component("api server", "serves HTTP", "api"),
-             Component("mailer", "sends mail", "other"), Component("todo db", "keeps todos", "storage")]
+    comps = [
+        Component("web ui", "pages for people", "client"),
+        Component("api server", "serves HTTP", "api"),
+        Component("mailer", "sends mail", "other"),
+        Component("todo db", "keeps todos", "storage"),
+    ]
     eps = [Endpoint("GET", "/todos"), Endpoint("POST", "/todos")]
     src = mermaid_from(comps, eps)
     assert check_mermaid(src) == []
@@ -142,12 +173,14 @@ def test_diagram_is_derived_from_components_and_endpoints() -> None:
     assert 'client(["Client"])' in src2 and '    client -->|"GET /todos, POST /todos"| c_end' in src2
     assert "c_end --> cache" in src2 and check_mermaid(src2) == []
     dot = dot_from(comps, eps)
-    assert check_dot(dot) == [] and "api_server -> todo_db;" in dot and 'shape=cylinder' in dot
+    assert check_dot(dot) == [] and "api_server -> todo_db;" in dot and "shape=cylinder" in dot
 
 
 def test_a_title_naming_the_api_does_not_hide_the_endpoints_section() -> None:
-    doc = ("# Todo API\n\n## Components\n- api: serves\n- db: keeps\n\n## Data model\n- Todo: id (int)\n\n"
-           "## API\n- GET /todos - list the todos\n")
+    doc = (
+        "# Todo API\n\n## Components\n- api: serves\n- db: keeps\n\n## Data model\n- Todo: id (int)\n\n"
+        "## API\n- GET /todos - list the todos\n"
+    )
     assert check_document(doc) == []
 
 
@@ -172,14 +205,17 @@ async def test_model_without_tool_use_fills_in_the_document(tmp_path: Path) -> N
     assert "    api_server --> todo_store" in diagram
     # Stated as derived, in the result and in a step.
     rendered = ", rendered to architecture.svg" if out.data["rendered"] else ""  # with mmdc installed
-    assert out.output == ("wrote ARCHITECTURE.md (2 components, 3 endpoints) section by section (the model could "
-                          "not use the tools) and derived architecture.mmd from its components and endpoints"
-                          + rendered)
+    assert out.output == (
+        "wrote ARCHITECTURE.md (2 components, 3 endpoints) section by section (the model could "
+        "not use the tools) and derived architecture.mmd from its components and endpoints" + rendered
+    )
     assert out.data["fill_in"] == "true" and out.data["diagram_source"].startswith("derived")
     steps = [e.text for e in run.steps]
     assert "tools unavailable: filling in the document section by section" in steps
-    assert any(s.startswith("diagram: derived architecture.mmd from the 2 components and 3 endpoints")
-               and "deterministic" in s for s in steps)
+    assert any(
+        s.startswith("diagram: derived architecture.mmd from the 2 components and 3 endpoints") and "deterministic" in s
+        for s in steps
+    )
     assert steps[-1] == "check: document and diagram are complete"
     assert {"ARCHITECTURE.md", "architecture.mmd"} <= set(run.ctx.artifacts)
     # One tool round only (2 steps x (1 try + 1 compat retry)), then three plain completions:
@@ -189,7 +225,10 @@ async def test_model_without_tool_use_fills_in_the_document(tmp_path: Path) -> N
     tool_round, fill = reqs[:4], reqs[4:]
     assert all("write_file" in prompt_text(r) for r in tool_round)
     assert [last_text(r) for r in fill] == [
-        "Components of a fastapi app:", "Data model of a fastapi app:", "HTTP endpoints for the entity Todo:"]
+        "Components of a fastapi app:",
+        "Data model of a fastapi app:",
+        "HTTP endpoints for the entity Todo:",
+    ]
     for r in fill:
         assert "tools" not in r and r["max_tokens"] == 200 and r["temperature"] == 0.2
         assert "write_file" not in prompt_text(r)
@@ -203,9 +242,11 @@ async def test_model_echoing_every_prompt_fails_naming_the_section(tmp_path: Pat
         out = await run()
         reqs = srv.chat_requests
     assert not out.ok
-    assert out.error.startswith("the architecture is incomplete after 1 round(s) and the section-by-section fill-in: "
-                                "the model did not write the files with the tools, and the model could not fill "
-                                "in the Components section (3 tries; last: the answer repeated the prompt")
+    assert out.error.startswith(
+        "the architecture is incomplete after 1 round(s) and the section-by-section fill-in: "
+        "the model did not write the files with the tools, and the model could not fill "
+        "in the Components section (3 tries; last: the answer repeated the prompt"
+    )
     assert out.data["fill_in"] == "true"
     assert not (run.ws / "ARCHITECTURE.md").exists() and not (run.ws / "architecture.mmd").exists()
     # Bounded: one tool step, then the Components section three times (the same prompt sampled
@@ -225,8 +266,11 @@ async def test_echoed_endpoints_fail_naming_the_endpoints_after_trying_another_e
         out = await run()
         asked = [last_text(r) for r in srv.chat_requests if "HTTP endpoints" in last_text(r)]
     assert not out.ok and "could not fill in the Endpoints section" in out.error
-    assert asked == ["HTTP endpoints for the entity Todo:", "HTTP endpoints for the entity User:",
-                     "HTTP endpoints for the entity User:"]
+    assert asked == [
+        "HTTP endpoints for the entity Todo:",
+        "HTTP endpoints for the entity User:",
+        "HTTP endpoints for the entity User:",
+    ]
     assert not (run.ws / "ARCHITECTURE.md").exists()
 
 
@@ -234,18 +278,20 @@ async def test_document_written_with_tools_gets_a_derived_diagram(tmp_path: Path
     """A capable model keeps the tool path: its document stays; only the missing diagram is derived."""
     from tests.support.scripted_openai import tool_call
 
-    doc = ("# Todo service\n\n## Components\n- **api**: HTTP server (FastAPI)\n- **store**: in-memory todos\n\n"
-           "## Data model\n- Todo: id (int), title (str)\n\n## Endpoints\n| Method | Path |\n|---|---|\n"
-           "| GET | /todos |\n")
-    srv.push(tool_call("write_file", {"path": "ARCHITECTURE.md", "content": doc}), text("Done."),
-             text("Done, really."))
+    doc = (
+        "# Todo service\n\n## Components\n- **api**: HTTP server (FastAPI)\n- **store**: in-memory todos\n\n"
+        "## Data model\n- Todo: id (int), title (str)\n\n## Endpoints\n| Method | Path |\n|---|---|\n"
+        "| GET | /todos |\n"
+    )
+    srv.push(tool_call("write_file", {"path": "ARCHITECTURE.md", "content": doc}), text("Done."), text("Done, really."))
     run = Run(tmp_path, srv, options={"tries": "2"}, max_steps=4)
     out = await run()
     assert out.ok, out.error
     assert (run.ws / "ARCHITECTURE.md").read_text() == doc
     assert (run.ws / "architecture.mmd").read_text() == (
         'flowchart LR\n    client(["Client"])\n    api["api"]\n    store[("store")]\n'
-        '    client -->|"GET /todos"| api\n    api --> store\n')
+        '    client -->|"GET /todos"| api\n    api --> store\n'
+    )
     assert out.data["fill_in"] == "false" and out.data["diagram_source"].startswith("derived")
     assert out.output.startswith("wrote ARCHITECTURE.md (2 components, 1 endpoints) and derived architecture.mmd")
     assert len(srv.chat_requests) == 3  # two tool rounds, no fill-in completion
@@ -269,16 +315,22 @@ async def test_real_small_model_takes_the_fill_in_path(tmp_path: Path) -> None:
     srv = localmodel.LocalModelServer(log_dir=tmp_path, n_ctx=4096, startup_timeout=120)
     await asyncio.wait_for(srv.start(), 150)
     try:
-        env = {**srv.env(), "ORCHGPT_LLM_TIMEOUT": "60", "ORCHGPT_LLM_BACKOFF": "0.1",
-               "ORCHGPT_WORKSPACE_ROOT": str(tmp_path / "ws"),
-               # One short tool round: the fill-in is what this test is about.
-               "ORCHGPT_MAX_STEPS": "1", "ORCHGPT_MAX_OUTPUT_TOKENS": "128"}
+        env = {
+            **srv.env(),
+            "ORCHGPT_LLM_TIMEOUT": "60",
+            "ORCHGPT_LLM_BACKOFF": "0.1",
+            "ORCHGPT_WORKSPACE_ROOT": str(tmp_path / "ws"),
+            # One short tool round: the fill-in is what this test is about.
+            "ORCHGPT_MAX_STEPS": "1",
+            "ORCHGPT_MAX_OUTPUT_TOKENS": "128",
+        }
         settings = AgentSettings.from_env("architect", env)
         ws = tmp_path / "ws" / "t"
         ws.mkdir(parents=True)
         events: list[TaskEvent] = []
-        ctx = TaskContext(Task(task_id="t", agent_type="architect", input="fastapi app"), ws, "a",
-                          events.append, settings=settings)
+        ctx = TaskContext(
+            Task(task_id="t", agent_type="architect", input="fastapi app"), ws, "a", events.append, settings=settings
+        )
         t0 = time.monotonic()
         out = await asyncio.wait_for(agent_class("architect")(settings).run(ctx), 150)  # 40-150 s seen
         elapsed = time.monotonic() - t0
@@ -294,5 +346,6 @@ async def test_real_small_model_takes_the_fill_in_path(tmp_path: Path) -> None:
         assert check_document(doc) == [] and check_mermaid((ws / "architecture.mmd").read_text()) == []
         assert out.data["diagram_source"].startswith("derived")
     else:
-        assert any(f"could not fill in the {name} section" in out.error
-                   for name in ("Components", "Data model", "Endpoints")), out.error
+        assert any(
+            f"could not fill in the {name} section" in out.error for name in ("Components", "Data model", "Endpoints")
+        ), out.error

@@ -34,11 +34,15 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Age
     tmp = tmp_path_factory.mktemp("files")
     certs = make_certs(tmp / "certs")
     issue(certs, "alice", "client")
-    d = Daemon(workdir=tmp, certs=certs, data_dir=tmp / "data", args=["--no-spawn"],
-               env={"ORCHGPT_ARTIFACT_STORE_MAX_BYTES": str(CAP)}).start()
+    d = Daemon(
+        workdir=tmp,
+        certs=certs,
+        data_dir=tmp / "data",
+        args=["--no-spawn"],
+        env={"ORCHGPT_ARTIFACT_STORE_MAX_BYTES": str(CAP)},
+    ).start()
     remote_ws = tmp / "remote-host" / "workspaces"
-    agent = start_agent(d, "far", "echo", cwd=tmp / "remote-host",
-                        extra_args=["--workspace-root", str(remote_ws)])
+    agent = start_agent(d, "far", "echo", cwd=tmp / "remote-host", extra_args=["--workspace-root", str(remote_ws)])
     try:
         yield d, agent, remote_ws
     finally:
@@ -53,6 +57,7 @@ def client(d: Daemon, name: str = "alice") -> MeshClient:
 async def run(c: MeshClient, cmd: Command, timeout: float = 15) -> list[TaskEvent]:
     async def go() -> list[TaskEvent]:
         return [ev async for ev in c.submit(cmd)]
+
     return await asyncio.wait_for(go(), timeout)
 
 
@@ -79,8 +84,13 @@ async def test_fetch_returns_a_remote_agents_file(mesh: tuple[Daemon, AgentProc,
     async with client(d) as c:
         got = await c.fetch_artifact(task_id, "out.txt", tmp_path / "got.txt")
     assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(b"hello").hexdigest()
-    blob = d.data_dir / "artifacts" / "sha256" / hashlib.sha256(b"hello").hexdigest()[:2] / \
-        hashlib.sha256(b"hello").hexdigest()[2:]
+    blob = (
+        d.data_dir
+        / "artifacts"
+        / "sha256"
+        / hashlib.sha256(b"hello").hexdigest()[:2]
+        / hashlib.sha256(b"hello").hexdigest()[2:]
+    )
     assert blob.read_bytes() == b"hello"
     assert stat.S_IMODE(blob.stat().st_mode) == 0o600
     assert stat.S_IMODE(blob.parent.stat().st_mode) == 0o700
@@ -118,18 +128,28 @@ async def test_echo_refuses_a_bad_file_path(mesh: tuple[Daemon, AgentProc, Path]
 
 
 def chunk(task_id: str, path: str, data: bytes, size: int | None = None, sha: str | None = None) -> dict:
-    return {"task_id": task_id, "file_chunk": pb.FileChunk(
-        path=path, offset=0, data=data, eof=True, size=len(data) if size is None else size,
-        sha256=hashlib.sha256(data).hexdigest() if sha is None else sha)}
+    return {
+        "task_id": task_id,
+        "file_chunk": pb.FileChunk(
+            path=path,
+            offset=0,
+            data=data,
+            eof=True,
+            size=len(data) if size is None else size,
+            sha256=hashlib.sha256(data).hexdigest() if sha is None else sha,
+        ),
+    }
 
 
 async def test_uploads_are_checked(mesh: tuple[Daemon, AgentProc, Path]) -> None:
     """Bad paths, another agent's task, a wrong sha256 and the store's cap are refused with an
     ERROR naming the rule; the daemon records nothing and stays up."""
     d, _, _ = mesh
-    async with StubAgent(d.address, issue(d.certs, "uploader", "agent"), "uploader", "uptype") as m, \
-            StubAgent(d.address, issue(d.certs, "intruder", "agent"), "intruder", "othertype") as other, \
-            client(d) as c:
+    async with (
+        StubAgent(d.address, issue(d.certs, "uploader", "agent"), "uploader", "uptype") as m,
+        StubAgent(d.address, issue(d.certs, "intruder", "agent"), "intruder", "othertype") as other,
+        client(d) as c,
+    ):
         fut = asyncio.ensure_future(run(c, Command("uptype", Action.RUN, "x")))
         run_env = await m.expect(pb.RUN)
         task_id = run_env.task.task_id
@@ -150,8 +170,12 @@ async def test_uploads_are_checked(mesh: tuple[Daemon, AgentProc, Path]) -> None
         assert "artifact store full" in err.error.message
         # a good one still goes in, then the result
         m.send(pb.FILE_TRANSFER, **chunk(task_id, "ok.txt", b"fine"))
-        m.send(pb.REPLY, task_id=task_id, correlation_id=run_env.id,
-               reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED)))
+        m.send(
+            pb.REPLY,
+            task_id=task_id,
+            correlation_id=run_env.id,
+            reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED)),
+        )
         await asyncio.wait_for(fut, 15)
         for path in ("evil.txt", "bad.txt", "big.bin"):
             with pytest.raises(ClientError):
@@ -190,35 +214,42 @@ async def test_an_upload_cut_by_a_disconnect_is_discarded(mesh: tuple[Daemon, Ag
             assert err.error.code == "INVALID_ARGUMENT" and "expected 0" in err.error.message
             m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=first_half)
             m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=rest)
-            m.send(pb.REPLY, task_id=task_id, reply=pb.Reply(result=pb.TaskResult(
-                task_id=task_id, state=pb.SUCCEEDED)))
+            m.send(pb.REPLY, task_id=task_id, reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED)))
             await asyncio.wait_for(fut, 15)
         got = await c.fetch_artifact(task_id, "cut.bin", d.workdir / "cut.bin")
         assert got.read_bytes() == data
 
 
-async def test_agentd_uploads_again_after_the_daemon_comes_back(daemon_factory, tmp_path: Path,
-                                                               agents: list[AgentProc]) -> None:  # type: ignore[no-untyped-def]
+async def test_agentd_uploads_again_after_the_daemon_comes_back(
+    daemon_factory, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
     """The daemon dies while a remote agent's task runs; the agent finishes offline, and after
     reconnecting delivers the result and uploads the file: /fetch then works."""
     d: Daemon = daemon_factory("--no-spawn", "--reconnect-grace", "30").start()
     issue(d.certs, "alice", "client")
-    a = start_agent(d, "lone", "echo", cwd=tmp_path / "host2",
-                    extra_args=["--workspace-root", str(tmp_path / "host2" / "ws")])
+    a = start_agent(
+        d, "lone", "echo", cwd=tmp_path / "host2", extra_args=["--workspace-root", str(tmp_path / "host2" / "ws")]
+    )
     agents.append(a)
     events: list[TaskEvent] = []
 
     async def follow() -> None:
         async with client(d) as c:
-            async for ev in c.submit(Command("echo", Action.RUN, "offline bytes", task_id="late-1",
-                                             options={"file": "late.txt", "delay": "1.5"})):
+            async for ev in c.submit(
+                Command(
+                    "echo", Action.RUN, "offline bytes", task_id="late-1", options={"file": "late.txt", "delay": "1.5"}
+                )
+            ):
                 events.append(ev)
 
     async with client(d) as c:
         await await_for(lambda: c.list_agents("echo"), timeout=20, what="the echo agent to register")
     follower = asyncio.create_task(follow())
-    await await_for(lambda: any(e.kind == EventKind.STATUS and e.agent_id == "lone" for e in events),
-                    15, what="the task to run on lone")
+    await await_for(
+        lambda: any(e.kind == EventKind.STATUS and e.agent_id == "lone" for e in events),
+        15,
+        what="the task to run on lone",
+    )
     d.kill()
     follower.cancel()
     await asyncio.gather(follower, return_exceptions=True)
@@ -240,9 +271,25 @@ async def test_agentd_uploads_again_after_the_daemon_comes_back(daemon_factory, 
 def _autogpt(d: Daemon, cwd: Path, line: str) -> subprocess.CompletedProcess[str]:
     certs = d.certs
     return subprocess.run(
-        [sys.executable, "-m", "orchgpt_cli", "--orchestrator", d.address, "--ca", str(certs / "ca.pem"),
-         "--cert", str(certs / "alice.pem"), "--key", str(certs / "alice-key.pem"), "-c", line],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "orchgpt_cli",
+            "--orchestrator",
+            d.address,
+            "--ca",
+            str(certs / "ca.pem"),
+            "--cert",
+            str(certs / "alice.pem"),
+            "--key",
+            str(certs / "alice-key.pem"),
+            "-c",
+            line,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "NO_COLOR": "1"},
     )
 

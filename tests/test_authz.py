@@ -47,7 +47,8 @@ def test_every_rpc_of_the_service_is_in_the_table() -> None:
     table = {name.split("(")[0] for name in authz.RPC_TABLE}
     assert methods == table
     assert {r.kind.split("(")[0] for r in authz.ENVELOPE_TABLE} == set(pb.MessageType.keys()) - {
-        "MESSAGE_TYPE_UNSPECIFIED"}
+        "MESSAGE_TYPE_UNSPECIFIED"
+    }
 
 
 # ---------------------------------------------------------------------------- RPC decisions
@@ -64,8 +65,9 @@ def test_rpc_decisions_by_role() -> None:
 
 def test_task_access_follows_ownership_and_assignment() -> None:
     root = Task(task_id="r", agent_type="manager", submitted_by="client:alice", agent_id="worker-1")
-    child = Task(task_id="c", agent_type="echo", parent_task_id="r", submitted_by="agent-old-style",
-                 agent_id="worker-2")
+    child = Task(
+        task_id="c", agent_type="echo", parent_task_id="r", submitted_by="agent-old-style", agent_id="worker-2"
+    )
     tasks = {"r": root, "c": child}
     look = tasks.get
     for rpc in ("GetTask", "Watch(task)", "CancelTask", "Approve", "FetchArtifact"):
@@ -165,8 +167,14 @@ def test_cli_issue_refuses_reserved_names_and_issues_admin(tmp_path: Path) -> No
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "orchgpt", "certs", *args], capture_output=True,
-                              text=True, env=env, timeout=60, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "orchgpt", "certs", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            cwd=tmp_path,
+        )
 
     assert run("init", "--dir", "c").returncode == 0
     for name, role in (("orchgpt", "agent"), ("server", "agent"), ("server", "client"), ("local-x", "agent")):
@@ -197,8 +205,9 @@ async def test_link_drops_control_messages_not_from_the_daemon() -> None:
     out = Outbox()
     forged = [
         codec.new_envelope(pb.TERMINATE, "evil", to_agent="victim", terminate=pb.Terminate(reason="x")),
-        codec.new_envelope(pb.RUN, "evil", to_agent="victim",
-                           task=pb.TaskSpec(task_id="t1", agent_type="echo", input="hi")),
+        codec.new_envelope(
+            pb.RUN, "evil", to_agent="victim", task=pb.TaskSpec(task_id="t1", agent_type="echo", input="hi")
+        ),
         codec.new_envelope(pb.CANCEL, "evil", task_id="t1", cancel=pb.Cancel(reason="x")),
         codec.new_envelope(pb.REGISTERED, "evil", registered=pb.Registered(agent_id="victim")),
     ]
@@ -209,12 +218,22 @@ async def test_link_drops_control_messages_not_from_the_daemon() -> None:
     # an APPROVAL_RESPONSE from another agent does not answer a pending approval
     fut = asyncio.get_running_loop().create_future()
     link._approvals["req-1"] = fut
-    link._on_envelope(codec.new_envelope(pb.APPROVAL_RESPONSE, "evil", approval_response=pb.ApprovalResponse(
-        request_id="req-1", decision=pb.APPROVE)), out)
+    link._on_envelope(
+        codec.new_envelope(
+            pb.APPROVAL_RESPONSE, "evil", approval_response=pb.ApprovalResponse(request_id="req-1", decision=pb.APPROVE)
+        ),
+        out,
+    )
     assert not fut.done()
     # the same from the daemon is obeyed
-    link._on_envelope(codec.new_envelope(pb.APPROVAL_RESPONSE, authz.DAEMON, approval_response=pb.ApprovalResponse(
-        request_id="req-1", decision=pb.APPROVE)), out)
+    link._on_envelope(
+        codec.new_envelope(
+            pb.APPROVAL_RESPONSE,
+            authz.DAEMON,
+            approval_response=pb.ApprovalResponse(request_id="req-1", decision=pb.APPROVE),
+        ),
+        out,
+    )
     assert fut.done()
     link._on_envelope(codec.new_envelope(pb.TERMINATE, authz.DAEMON, terminate=pb.Terminate(reason="bye")), out)
     assert link.terminated
@@ -241,8 +260,12 @@ async def test_link_ask_gets_the_reply_payload_or_times_out() -> None:
     await asyncio.sleep(0)
     batch = await asyncio.wait_for(out.next_batch(), 2)
     cmd = batch.envelopes[-1]  # type: ignore[union-attr]
-    link._on_envelope(codec.new_envelope(pb.ERROR, authz.DAEMON, correlation_id=cmd.id,
-                                         error=pb.Error(code="NOT_FOUND", message="no agent")), out)
+    link._on_envelope(
+        codec.new_envelope(
+            pb.ERROR, authz.DAEMON, correlation_id=cmd.id, error=pb.Error(code="NOT_FOUND", message="no agent")
+        ),
+        out,
+    )
     with pytest.raises(AskError, match="NOT_FOUND"):
         await asyncio.wait_for(task, 2)
 
@@ -269,8 +292,9 @@ def test_artifacts_are_served_from_the_root_by_relative_path(tmp_path: Path) -> 
     assert _read(root, "t1", "./sub//deep.txt") == b"deeper"
 
 
-@pytest.mark.parametrize("path", ["", "/etc/passwd", "../secret.pem", "sub/../../secret.pem", "a\x00b",
-                                  "..", "sub\\..\\x"])
+@pytest.mark.parametrize(
+    "path", ["", "/etc/passwd", "../secret.pem", "sub/../../secret.pem", "a\x00b", "..", "sub\\..\\x"]
+)
 def test_bad_artifact_paths_are_invalid_argument(tmp_path: Path, path: str) -> None:
     root, _ = _workspace(tmp_path)
     with pytest.raises(ArtifactError) as ei:
@@ -284,8 +308,7 @@ def test_symlinks_out_of_the_root_are_refused(tmp_path: Path) -> None:
     (root / "t1" / "dirlink").symlink_to(tmp_path)
     (root / "t1" / "inner").symlink_to(root / "t1" / "ok.txt")  # even inside: no links at all
     (root / "t2").symlink_to(tmp_path)  # a workspace that is itself a link
-    for ws, path in (("t1", "link.pem"), ("t1", "dirlink/secret.pem"), ("t1", "inner"),
-                     ("t2", "secret.pem")):
+    for ws, path in (("t1", "link.pem"), ("t1", "dirlink/secret.pem"), ("t1", "inner"), ("t2", "secret.pem")):
         with pytest.raises(ArtifactError) as ei:
             open_artifact(root, ws, path)
         assert ei.value.code == "PERMISSION_DENIED", (ws, path)
@@ -304,12 +327,15 @@ def test_workspace_option_counts_only_within_the_session() -> None:
     parent = Task(task_id="proj", agent_type="manager", session_id="s1")
     other = Task(task_id="theirs", agent_type="echo", session_id="s2")
     tasks = {"proj": parent, "theirs": other}
-    mine = Task(task_id="c1", agent_type="backend", session_id="s1", parent_task_id="proj",
-                options={"workspace": "proj"})
-    derived = Task(task_id="c3", agent_type="backend", session_id="s1", parent_task_id="proj",
-                   options={"workspace": "proj.api.2"})
-    sneaky = Task(task_id="c2", agent_type="backend", session_id="s1", parent_task_id="proj",
-                  options={"workspace": "theirs"})
+    mine = Task(
+        task_id="c1", agent_type="backend", session_id="s1", parent_task_id="proj", options={"workspace": "proj"}
+    )
+    derived = Task(
+        task_id="c3", agent_type="backend", session_id="s1", parent_task_id="proj", options={"workspace": "proj.api.2"}
+    )
+    sneaky = Task(
+        task_id="c2", agent_type="backend", session_id="s1", parent_task_id="proj", options={"workspace": "theirs"}
+    )
     rootless = Task(task_id="c4", agent_type="backend", session_id="s9", options={"workspace": "proj"})
     assert workspace_name(mine, tasks.get) == "proj"
     assert workspace_name(derived, tasks.get) == "proj.api.2"
@@ -334,8 +360,7 @@ def test_a_delegated_task_cannot_borrow_another_sessions_workspace() -> None:
     assert not authz.delegation({"workspace": "nonexistent"}, parent, look)
     assert authz.delegation({"workspace": "mine.api.2"}, parent, look)  # derived from the parent's
     assert not authz.delegation({"workspace": "theirs.api"}, parent, look)
-    mine = Task(task_id="c", agent_type="x", session_id="s1", parent_task_id="mine",
-                options={"workspace": "mine.api"})
+    mine = Task(task_id="c", agent_type="x", session_id="s1", parent_task_id="mine", options={"workspace": "mine.api"})
     look2 = {"mine": parent, "theirs": theirs, "c": mine}.get
     assert authz.delegation({"workspace": "mine.api.x"}, mine, look2)
     # a submitted task: only a workspace of the submitter's own tasks
@@ -354,13 +379,21 @@ def test_store_lists_filter_by_owner(kind: str, tmp_path: Path) -> None:
 
     store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "s.db")
     try:
-        for tid, sid, owner, parent in (("a1", "sa", "client:alice", ""), ("a2", "sa", "client:alice", "a1"),
-                                        ("b1", "sb", "client:bob", ""), ("a3", "sc", "client:alice", "")):
-            store.create_task(Task(task_id=tid, agent_type="echo", session_id=sid, submitted_by=owner,
-                                   parent_task_id=parent))
+        for tid, sid, owner, parent in (
+            ("a1", "sa", "client:alice", ""),
+            ("a2", "sa", "client:alice", "a1"),
+            ("b1", "sb", "client:bob", ""),
+            ("a3", "sc", "client:alice", ""),
+        ):
+            store.create_task(
+                Task(task_id=tid, agent_type="echo", session_id=sid, submitted_by=owner, parent_task_id=parent)
+            )
         assert {t.task_id for t in store.list_tasks(50, owner="client:alice")} == {"a1", "a3"}
         assert {t.task_id for t in store.list_tasks(50, include_children=True, owner="client:alice")} == {
-            "a1", "a2", "a3"}
+            "a1",
+            "a2",
+            "a3",
+        }
         assert {t.task_id for t in store.list_tasks(50, "sa", True, "client:bob")} == set()
         assert {t.task_id for t in store.list_tasks(50)} == {"a1", "a3", "b1"}  # None: everyone's
         assert {s.session_id for s in store.list_sessions(50, owner="client:alice")} == {"sa", "sc"}

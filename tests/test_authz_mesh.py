@@ -70,15 +70,17 @@ def stub(d: Daemon, name: str, agent_type: str = "stubtype") -> StubAgent:
     return StubAgent(d.address, issue(d.certs, name, "agent"), name, agent_type)
 
 
-async def fetch_raw(d: Daemon, name: str | CertPaths, task_id: str,
-                    path: str) -> tuple[bytes, grpc.StatusCode | None, str]:
+async def fetch_raw(
+    d: Daemon, name: str | CertPaths, task_id: str, path: str
+) -> tuple[bytes, grpc.StatusCode | None, str]:
     """FetchArtifact with a certificate; (bytes received, status code or None, details)."""
     data = b""
     paths = paths_for(d.certs, name) if isinstance(name, str) else name
     async with secure_channel(d.address, paths) as ch:
         try:
             async for chunk in pb_grpc.MeshStub(ch).FetchArtifact(
-                    pb.FetchArtifactRequest(task_id=task_id, path=path), timeout=10):
+                pb.FetchArtifactRequest(task_id=task_id, path=path), timeout=10
+            ):
                 data += chunk.data
         except grpc.aio.AioRpcError as exc:
             return data, exc.code(), exc.details() or ""
@@ -126,10 +128,12 @@ async def test_artifacts_symlinks_and_other_users(mesh: tuple[Daemon, AgentProc]
         (ws / "certs-dir").symlink_to(d.certs)
         got = await alice.fetch_artifact("alice-files", "report.txt", d.workdir / "fetched.txt")
         assert got.read_text() == "the report"
-        for path, code in (("key-link.pem", grpc.StatusCode.PERMISSION_DENIED),
-                           ("certs-dir/ca-key.pem", grpc.StatusCode.PERMISSION_DENIED),
-                           ("../alice-files/report.txt", grpc.StatusCode.INVALID_ARGUMENT),
-                           ("report.txt\x00.png", grpc.StatusCode.INVALID_ARGUMENT)):
+        for path, code in (
+            ("key-link.pem", grpc.StatusCode.PERMISSION_DENIED),
+            ("certs-dir/ca-key.pem", grpc.StatusCode.PERMISSION_DENIED),
+            ("../alice-files/report.txt", grpc.StatusCode.INVALID_ARGUMENT),
+            ("report.txt\x00.png", grpc.StatusCode.INVALID_ARGUMENT),
+        ):
             data, got_code, details = await fetch_raw(d, "alice", "alice-files", path)
             assert data == b"" and got_code == code, (path, got_code, details)
             assert "path" in details
@@ -154,16 +158,28 @@ async def test_a_sub_task_cannot_borrow_another_users_workspace(mesh: tuple[Daem
         submit = asyncio.ensure_future(run(alice, Command("malltype3", Action.RUN, "x")))
         run_env = await m.expect(pb.RUN)
         parent = run_env.task.task_id
-        bad = m.send(pb.DELEGATE_TASK, task_id=parent, task=pb.TaskSpec(
-            agent_type="echo", input="read bob's", parent_task_id=parent, options={"workspace": "bob-ws"}))
+        bad = m.send(
+            pb.DELEGATE_TASK,
+            task_id=parent,
+            task=pb.TaskSpec(
+                agent_type="echo", input="read bob's", parent_task_id=parent, options={"workspace": "bob-ws"}
+            ),
+        )
         err = await m.error_for(bad)
         assert err.error.code == "PERMISSION_DENIED" and "workspace-option" in err.error.message
-        good = m.send(pb.DELEGATE_TASK, task_id=parent, task=pb.TaskSpec(
-            agent_type="echo", input="fine", parent_task_id=parent, options={"workspace": parent}))
+        good = m.send(
+            pb.DELEGATE_TASK,
+            task_id=parent,
+            task=pb.TaskSpec(agent_type="echo", input="fine", parent_task_id=parent, options={"workspace": parent}),
+        )
         rep = await m.expect(pb.REPLY, lambda e: e.correlation_id == good.id, timeout=20)
         assert rep.sender == "orchgpt" and rep.reply.result.output == "fine"
-        m.send(pb.REPLY, task_id=parent, correlation_id=run_env.id, reply=pb.Reply(
-            result=pb.TaskResult(task_id=parent, state=pb.SUCCEEDED)))
+        m.send(
+            pb.REPLY,
+            task_id=parent,
+            correlation_id=run_env.id,
+            reply=pb.Reply(result=pb.TaskResult(task_id=parent, state=pb.SUCCEEDED)),
+        )
         await submit
         _, _, children = await alice.get_task(parent)
         assert [c.submitted_by for c in children] == ["client:alice"]  # inherits the root's owner
@@ -175,14 +191,21 @@ async def test_an_agent_cannot_send_control_messages_to_another(mesh: tuple[Daem
     await wait_victim(d)
     async with stub(d, "mallory2") as m:
         forged = [
-            m.send(pb.RUN, to_agent="victim", task_id="forged-1",
-                   task=pb.TaskSpec(task_id="forged-1", agent_type="echo", input="pwned",
-                                    options={"delay": "30"})),
+            m.send(
+                pb.RUN,
+                to_agent="victim",
+                task_id="forged-1",
+                task=pb.TaskSpec(task_id="forged-1", agent_type="echo", input="pwned", options={"delay": "30"}),
+            ),
             m.send(pb.TERMINATE, to_agent="victim", terminate=pb.Terminate(reason="bye")),
             m.send(pb.TERMINATE, recipient=pb.Address(broadcast=True), terminate=pb.Terminate(reason="all")),
             m.send(pb.CANCEL, to_type="echo", task_id="x", cancel=pb.Cancel(reason="x")),
-            m.send(pb.APPROVAL_RESPONSE, to_agent="victim", task_id="x", approval_response=pb.ApprovalResponse(
-                request_id="r1", decision=pb.APPROVE)),
+            m.send(
+                pb.APPROVAL_RESPONSE,
+                to_agent="victim",
+                task_id="x",
+                approval_response=pb.ApprovalResponse(request_id="r1", decision=pb.APPROVE),
+            ),
             m.send(pb.REGISTERED, to_agent="victim", registered=pb.Registered(agent_id="victim")),
             m.send(pb.RUN, task=pb.TaskSpec(task_id="self", agent_type="echo")),  # to the daemon
         ]
@@ -229,8 +252,11 @@ async def test_clients_see_and_act_on_their_own_work_only(mesh: tuple[Daemon, Ag
         session = a_events[-1].result and (await alice.get_task("alice-1"))[0].session_id
         assert session
         b_events = await run(bob, Command("echo", Action.RUN, "bob's", task_id="bob-1"))
-        await await_for(lambda: any(e.task_id == "bob-1" and e.kind == EventKind.RESULT for e in bob_seen),
-                        timeout=10, what="bob's watch to see bob's result")
+        await await_for(
+            lambda: any(e.task_id == "bob-1" and e.kind == EventKind.RESULT for e in bob_seen),
+            timeout=10,
+            what="bob's watch to see bob's result",
+        )
         watcher.cancel()
         assert b_events[-1].result and b_events[-1].result.ok
         assert {e.task_id for e in bob_seen} - {f"bob-probe-{j}" for j in range(i + 1)} == {"bob-1"}
@@ -302,8 +328,9 @@ async def test_agents_see_only_their_own_tasks(mesh: tuple[Daemon, AgentProc]) -
 
 
 @pytest.mark.parametrize("name", ["orchgpt", "server"])
-async def test_an_agent_certificate_with_a_reserved_name_is_refused(mesh: tuple[Daemon, AgentProc],
-                                                                    tmp_path: Path, name: str) -> None:
+async def test_an_agent_certificate_with_a_reserved_name_is_refused(
+    mesh: tuple[Daemon, AgentProc], tmp_path: Path, name: str
+) -> None:
     d, _ = mesh
     paths = CA.load(d.certs).issue_to(tmp_path, name, "agent")  # bypasses `certs issue`'s check
     for _ in range(5):  # grpc may report a write racing the daemon's refusal as INTERNAL: try again
@@ -353,11 +380,11 @@ async def test_command_replies_are_routed_back_to_the_asker(mesh: tuple[Daemon, 
             events = await task
             assert events[-1].result and events[-1].result.output == "pong from b"
             # unanswered: the ask times out and the task fails saying so
-            events = await run(cli, Command("echo", Action.RUN, "hello?",
-                                            options={"ask": "stub-c", "ask_timeout": "0.5"}))
+            events = await run(
+                cli, Command("echo", Action.RUN, "hello?", options={"ask": "stub-c", "ask_timeout": "0.5"})
+            )
             assert events[-1].result and not events[-1].result.ok
             assert "no reply from stub-c" in events[-1].result.error
             # no such agent: an error at once, not a timeout
             events = await run(cli, Command("echo", Action.RUN, "x", options={"ask": "nobody-here"}))
             assert events[-1].result and "NOT_FOUND" in events[-1].result.error
-

@@ -42,7 +42,11 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--profile", "smoke", "--skip", "autogen", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=280, stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, f"bench failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "| figure | orchgpt | baseline | ratio | target | pass |" in proc.stdout

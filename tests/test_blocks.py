@@ -103,9 +103,7 @@ def test_input_validation_names_block_pin_and_problem() -> None:
     assert str(e.value) == "block calculator: pin 'expression': input: Field required"
     with pytest.raises(BlockError) as e:
         _run("list.get", {"items": [1], "index": "first"})
-    assert (
-        e.value.block_id == "list.get" and e.value.pin == "index" and "integer" in e.value.problem
-    )
+    assert e.value.block_id == "list.get" and e.value.pin == "index" and "integer" in e.value.problem
 
 
 def test_output_validation_and_error_pin() -> None:
@@ -161,9 +159,7 @@ def test_loop_and_condition_yield_per_item_and_branch() -> None:
         ("result", False),
         ("no_output", 1),
     ]
-    assert _run("text.template", {"template": "{{a.0}}-{{b}}", "values": {"a": [7], "b": "z"}}) == [
-        ("text", "7-z")
-    ]
+    assert _run("text.template", {"template": "{{a.0}}-{{b}}", "values": {"a": [7], "b": "z"}}) == [("text", "7-z")]
     with pytest.raises(BlockError, match="no value for missing"):
         _run("text.template", {"template": "{{missing}}"})
 

@@ -19,8 +19,9 @@ from tests.test_team_frontend import project, run, srv, writes  # noqa: F401  (f
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(bool(unavailable()) or shutil.which("node") is None,
-                       reason=unavailable() or "node is not installed"),
+    pytest.mark.skipif(
+        bool(unavailable()) or shutil.which("node") is None, reason=unavailable() or "node is not installed"
+    ),
 ]
 THROWS = SCRIPT + "\ndocument.querySelector('#no-such-element').textContent = 'x';\n"
 # A declared route, called in a way the service cannot take: its handler crashes.
@@ -32,12 +33,11 @@ def test_judging_a_probe_report() -> None:
     assert judge(ok)[0] == []
     assert "1 of 1 API call(s) succeeded" in judge(ok)[1]
     bad = {**ok, "console_errors": ["x is not defined"], "api": [{"method": "GET", "path": "/a", "status": 500}]}
-    assert judge(bad)[0] == ["console error in the browser: x is not defined",
-                             "the page's call GET /a answered 500"]
+    assert judge(bad)[0] == ["console error in the browser: x is not defined", "the page's call GET /a answered 500"]
     assert judge({"loaded": False, "error": "TimeoutError: 20000ms"})[0] == [
-        "the page did not load in Chromium: TimeoutError: 20000ms"]
-    assert judge({"loaded": True, "text_chars": 0})[0] == [
-        "the page renders no text in the browser (an empty body)"]
+        "the page did not load in Chromium: TimeoutError: 20000ms"
+    ]
+    assert judge({"loaded": True, "text_chars": 0})[0] == ["the page renders no text in the browser (an empty body)"]
 
 
 def test_a_page_that_throws_goes_back_then_passes(srv: ScriptedOpenAI, project: Path) -> None:  # noqa: F811
@@ -51,8 +51,9 @@ def test_a_page_that_throws_goes_back_then_passes(srv: ScriptedOpenAI, project: 
     assert browser.outcome == "passed" and "API call(s) succeeded" in browser.detail
     shot = project / "screenshots" / "frontend.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "screenshots/frontend.png" in {e.artifact.path for e in events
-                                          if e.kind == EventKind.ARTIFACT and e.artifact}
+    assert "screenshots/frontend.png" in {
+        e.artifact.path for e in events if e.kind == EventKind.ARTIFACT and e.artifact
+    }
 
 
 def test_a_failing_api_call_fails_the_task_naming_it(srv: ScriptedOpenAI, project: Path) -> None:  # noqa: F811

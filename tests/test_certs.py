@@ -30,10 +30,14 @@ def test_init_writes_ca_server_and_cli_with_private_keys_0600(tmp_path: Path) ->
     assert (cli.name, cli.role) == ("cli", "client")
     from cryptography import x509
 
-    sans = x509.load_pem_x509_certificate((d / "server.pem").read_bytes()).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName).value
+    sans = (
+        x509.load_pem_x509_certificate((d / "server.pem").read_bytes())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     names = {str(v) for v in sans.get_values_for_type(x509.DNSName)} | {
-        str(v) for v in sans.get_values_for_type(x509.IPAddress)}
+        str(v) for v in sans.get_values_for_type(x509.IPAddress)
+    }
     assert {"localhost", "127.0.0.1", "::1", "mesh.example", "10.1.2.3"} <= names
 
 
@@ -65,11 +69,14 @@ def test_issue_agent_and_client_certificates(tmp_path: Path) -> None:
     assert (tmp_path / "certs" / "alice.pem").read_bytes() == before
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["certs", "issue", "bad name", "--role", "agent"], "invalid certificate name"),
-    (["certs", "issue", "local-echo-1", "--role", "agent"], "reserved"),
-    (["certs", "issue", "x", "--role", "admin"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["certs", "issue", "bad name", "--role", "agent"], "invalid certificate name"),
+        (["certs", "issue", "local-echo-1", "--role", "agent"], "reserved"),
+        (["certs", "issue", "x", "--role", "admin"], "invalid choice"),
+    ],
+)
 def test_issue_rejects_bad_input_with_a_clear_message(tmp_path: Path, args: list[str], message: str) -> None:
     init_dir(tmp_path / "certs")
     r = run(*args, cwd=tmp_path)

@@ -36,13 +36,20 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_checks_round_trip_as_compact_json() -> None:
-    cs = [Check("mutation", "agentd mutation", PASSED, "score 3/3 (100%)"),
-          Check("ruff", "ruff", FAILED, "1 problem:\n app.py:1 F401", required=False),
-          Check("browser", "chromium", SKIPPED, "chromium is not installed")]
+    cs = [
+        Check("mutation", "agentd mutation", PASSED, "score 3/3 (100%)"),
+        Check("ruff", "ruff", FAILED, "1 problem:\n app.py:1 F401", required=False),
+        Check("browser", "chromium", SKIPPED, "chromium is not installed"),
+    ]
     text = dumps(cs)
     assert '", "' not in text and '": ' not in text  # compact separators
-    assert json.loads(text)[1] == {"name": "ruff", "tool": "ruff", "outcome": "failed",
-                                   "detail": "1 problem: app.py:1 F401", "required": False}
+    assert json.loads(text)[1] == {
+        "name": "ruff",
+        "tool": "ruff",
+        "outcome": "failed",
+        "detail": "1 problem: app.py:1 F401",
+        "required": False,
+    }
     assert loads(text) == cs and checks_of({"checks": text}) == cs
     assert checks_of({}) == [] and checks_of({"checks": "not json"}) == []
     assert failed_required(cs) == []  # the failed one is advisory
@@ -57,9 +64,13 @@ def test_checks_round_trip_as_compact_json() -> None:
 def test_a_failed_required_check_fails_the_outcome() -> None:
     ok = attach(Outcome(output="tests passed"), [Check("tests", "pytest", PASSED, "1 passed")])
     assert ok.ok and checks_of(ok)[0].name == "tests"
-    bad = attach(Outcome(output="tests passed"),
-                 [Check("tests", "pytest", PASSED, "1 passed"),
-                  Check("mutation", "agentd mutation", FAILED, "0 of 3 mutants caught")])
+    bad = attach(
+        Outcome(output="tests passed"),
+        [
+            Check("tests", "pytest", PASSED, "1 passed"),
+            Check("mutation", "agentd mutation", FAILED, "0 of 3 mutants caught"),
+        ],
+    )
     assert not bad.ok
     assert bad.error == "mutation check failed (agentd mutation): 0 of 3 mutants caught"
     assert "but mutation check failed" in bad.output
@@ -192,8 +203,9 @@ async def test_mutants_run_in_the_sandbox_with_a_test_command_and_a_time_limit(t
 async def test_tests_that_fail_on_the_copy_cannot_judge_mutants(tmp_path: Path) -> None:
     (tmp_path / "loop.py").write_text(LOOP)
     ws = Workspace(tmp_path)
-    report = await run_mutants(Sandbox(tmp_path), ws, make_mutants(mutable_files(ws)), "exit 3",
-                               per_mutant_s=3, total_s=20)
+    report = await run_mutants(
+        Sandbox(tmp_path), ws, make_mutants(mutable_files(ws)), "exit 3", per_mutant_s=3, total_s=20
+    )
     assert report.problem.startswith("the tests do not pass in a copy of the project (exit 3)")
     assert not report.vacuous and report.run == 0
 
@@ -202,10 +214,18 @@ def test_the_managers_summary_of_a_results_checks() -> None:
     from agentd.agents._team import checks_of as team_checks_of
     from orchgpt.models import TaskResult, TaskState
 
-    data = {"tests_passed": "true", "routes_ok": "true",
-            "checks": dumps([Check("tests", "pytest", PASSED, "1 passed"), Check("routes", "probe", PASSED, "x"),
-                             Check("mutation", "agentd mutation", PASSED, "score 3/3"),
-                             Check("contract", "ARCHITECTURE.md endpoints", SKIPPED, "no design")])}
+    data = {
+        "tests_passed": "true",
+        "routes_ok": "true",
+        "checks": dumps(
+            [
+                Check("tests", "pytest", PASSED, "1 passed"),
+                Check("routes", "probe", PASSED, "x"),
+                Check("mutation", "agentd mutation", PASSED, "score 3/3"),
+                Check("contract", "ARCHITECTURE.md endpoints", SKIPPED, "no design"),
+            ]
+        ),
+    }
     r = TaskResult("t", TaskState.SUCCEEDED, data=data)
     assert team_checks_of(r) == "tests passed; routes answer; mutation passed, contract skipped"
     legacy = TaskResult("t", TaskState.SUCCEEDED, data={"checks": "design spec complete"})
@@ -216,7 +236,8 @@ async def test_no_time_for_any_mutant_is_not_a_score(tmp_path: Path) -> None:
     (tmp_path / "loop.py").write_text(LOOP)
     (tmp_path / "check.py").write_text(CHECK_SCRIPT)
     ws = Workspace(tmp_path)
-    report = await run_mutants(Sandbox(tmp_path), ws, make_mutants(mutable_files(ws)), "python check.py",
-                               per_mutant_s=3, total_s=5)  # the budget is gone after the baseline
+    report = await run_mutants(
+        Sandbox(tmp_path), ws, make_mutants(mutable_files(ws)), "python check.py", per_mutant_s=3, total_s=5
+    )  # the budget is gone after the baseline
     assert report.run == 0 and report.not_run == len(report.mutants) > 0
     assert report.problem == "no mutant could run within the time limit (5s)" and not report.vacuous

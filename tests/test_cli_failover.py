@@ -36,9 +36,7 @@ async def up(daemon_factory, tmp_path: Path, agents: list[AgentProc]) -> tuple[D
     return a, b
 
 
-async def test_oneshot_runs_on_the_second_daemon(
-    daemon_factory, tmp_path: Path, agents: list[AgentProc]
-) -> None:  # type: ignore[no-untyped-def]
+async def test_oneshot_runs_on_the_second_daemon(daemon_factory, tmp_path: Path, agents: list[AgentProc]) -> None:  # type: ignore[no-untyped-def]
     a, b = await up(daemon_factory, tmp_path, agents)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
     env["ORCHGPT_CERTS"] = str(b.certs)
@@ -57,9 +55,7 @@ async def test_oneshot_runs_on_the_second_daemon(
         assert "across" in r.stdout.splitlines()
 
 
-async def test_repl_toolbar_shows_the_daemon_it_is_on(
-    daemon_factory, tmp_path: Path, agents: list[AgentProc]
-) -> None:  # type: ignore[no-untyped-def]
+async def test_repl_toolbar_shows_the_daemon_it_is_on(daemon_factory, tmp_path: Path, agents: list[AgentProc]) -> None:  # type: ignore[no-untyped-def]
     a, b = await up(daemon_factory, tmp_path, agents)
     with create_pipe_input() as inp:
         repl = Repl(

@@ -75,19 +75,29 @@ def test_meta_commands_keep_their_arguments() -> None:
 
 
 FORM = "/<agent> <action> [input] [| language]"
-BUILTINS = ("manager, architect, backend, frontend, designer, git, optimizer, mailer, echo, workflow, assistant, "
-            "user_proxy, graph, blocks")
+BUILTINS = (
+    "manager, architect, backend, frontend, designer, git, optimizer, mailer, echo, workflow, assistant, "
+    "user_proxy, graph, blocks"
+)
 BAD = [
     ("hello", 'not a command: "hello": commands start with "/", e.g. /echo run "hi" (/help lists them)'),
     ("/", f"empty command: expected {FORM} or a command from /help"),
-    ("/nope run x", f'unknown command or agent "/nope": expected {FORM} with an agent among {BUILTINS}, '
-                    "or a command from /help"),
+    (
+        "/nope run x",
+        f'unknown command or agent "/nope": expected {FORM} with an agent among {BUILTINS}, or a command from /help',
+    ),
     ("/echo", "missing action: expected /echo <create|run|terminate|status> [input] [| language]"),
     ("/echo | go", "missing action: expected /echo <create|run|terminate|status> [input] [| language]"),
-    ("/echo jump x", 'unknown action "jump" for /echo: expected create, run, terminate or status, '
-                     'e.g. /echo run "fastapi app" | python'),
-    ('/echo "run" x', 'unknown action "run" for /echo: expected create, run, terminate or status, '
-                      'e.g. /echo run "fastapi app" | python'),
+    (
+        "/echo jump x",
+        'unknown action "jump" for /echo: expected create, run, terminate or status, '
+        'e.g. /echo run "fastapi app" | python',
+    ),
+    (
+        '/echo "run" x',
+        'unknown action "run" for /echo: expected create, run, terminate or status, '
+        'e.g. /echo run "fastapi app" | python',
+    ),
     ("/arch create", 'missing input: /arch create needs one, e.g. /arch run "fastapi app" | python'),
     ('/echo run ""', 'missing input: /echo run needs one, e.g. /echo run "fastapi app" | python'),
     ("/echo run | go", 'missing input: /echo run needs one, e.g. /echo run "fastapi app" | python'),
@@ -97,16 +107,24 @@ BAD = [
     ("/echo run x |", 'missing language after "|": e.g. /echo run "fastapi app" | python'),
     ("/echo run x | py go", 'one language after "|", got "py go": quote the input if it contains "|"'),
     ("/echo run x | 3d", 'invalid language "3d": expected a name like python or typescript'),
-    ("/echo run a | b | c", 'more than one "|": quote the input if it contains "|", '
-                            'e.g. /echo run "fastapi app" | python'),
-    ("/echo run --frob x", 'unknown option "--frob": use --approve, -o KEY=VALUE or --id TASK_ID '
-                           '(put -- before input that starts with "-")'),
+    (
+        "/echo run a | b | c",
+        'more than one "|": quote the input if it contains "|", e.g. /echo run "fastapi app" | python',
+    ),
+    (
+        "/echo run --frob x",
+        'unknown option "--frob": use --approve, -o KEY=VALUE or --id TASK_ID '
+        '(put -- before input that starts with "-")',
+    ),
     ("/echo run x -o", "option -o needs KEY=VALUE, e.g. -o delay=2"),
     ("/echo run x -o delay", 'option -o needs KEY=VALUE, e.g. -o delay=2 (got "delay")'),
     ("/echo run x -o =3", 'option -o needs KEY=VALUE, e.g. -o delay=2 (got "=3")'),
     ("/echo run x --id", "option --id needs a task id, e.g. --id build-42"),
-    ("/echo run x --approve=yes", 'unknown option "--approve=yes": use --approve, -o KEY=VALUE or --id TASK_ID '
-                                  '(put -- before input that starts with "-")'),
+    (
+        "/echo run x --approve=yes",
+        'unknown option "--approve=yes": use --approve, -o KEY=VALUE or --id TASK_ID '
+        '(put -- before input that starts with "-")',
+    ),
 ]
 
 
@@ -122,7 +140,13 @@ def test_bad_lines_give_one_clear_line(line: str, message: str) -> None:
 def test_tokenize_marks_quotes_pipes_and_positions() -> None:
     toks = tokenize('/echo run "a b"|go \'x')
     assert [(t.kind, t.value) for t in toks] == [
-        ("word", "/echo"), ("word", "run"), ("word", "a b"), ("pipe", "|"), ("word", "go"), ("word", "x")]
+        ("word", "/echo"),
+        ("word", "run"),
+        ("word", "a b"),
+        ("pipe", "|"),
+        ("word", "go"),
+        ("word", "x"),
+    ]
     assert (toks[2].start, toks[2].end, toks[2].quoted) == (10, 15, True)
     assert toks[-1].unclosed_quote == 19 and toks[-1].quote_char == "'" and not toks[-1].closed
 
@@ -150,9 +174,15 @@ def test_builtin_types_match_agentd() -> None:
 def test_highlighting_classes() -> None:
     frags = highlight('/echo run "hi" -o delay=2 | go', known_types=(), meta=META)
     styled = {text: style for style, text in frags if text.strip()}
-    assert styled == {"/echo": "class:cmd.agent", "run": "class:cmd.action", '"hi"': "class:cmd.string",
-                      "-o": "class:cmd.option", "delay=2": "class:cmd.option", "|": "class:cmd.pipe",
-                      "go": "class:cmd.language"}
+    assert styled == {
+        "/echo": "class:cmd.agent",
+        "run": "class:cmd.action",
+        '"hi"': "class:cmd.string",
+        "-o": "class:cmd.option",
+        "delay=2": "class:cmd.option",
+        "|": "class:cmd.pipe",
+        "go": "class:cmd.language",
+    }
     assert "".join(t for _, t in frags) == '/echo run "hi" -o delay=2 | go'
     styled = {text: style for style, text in highlight("/tasks all", meta=META) if text.strip()}
     assert styled == {"/tasks": "class:cmd.meta", "all": ""}
@@ -165,34 +195,40 @@ def test_highlighting_classes() -> None:
     assert highlight("y", meta=META) == [("", "y")]
 
 
-@pytest.mark.parametrize(("text", "decision", "count", "feedback"), [
-    ("y", ApprovalDecision.APPROVE, 1, ""),
-    ("YES", ApprovalDecision.APPROVE, 1, ""),
-    # seed 003: "'n' to exit program": the call is rejected and the task is stopped
-    ("n", ApprovalDecision.REJECT, 1, STOP_FEEDBACK),
-    ("No", ApprovalDecision.REJECT, 1, STOP_FEEDBACK),
-    ("a 3", ApprovalDecision.APPROVE_NEXT, 3, ""),
-    ("all 2", ApprovalDecision.APPROVE_NEXT, 2, ""),
-    # seed 003 (AutoGPT): "'y -N' to run N continuous commands"
-    ("y -5", ApprovalDecision.APPROVE_NEXT, 5, ""),
-    ("Y -1", ApprovalDecision.APPROVE_NEXT, 1, ""),
-    ("yes -12", ApprovalDecision.APPROVE_NEXT, 12, ""),
-    ("y-3", ApprovalDecision.APPROVE_NEXT, 3, ""),
-    ("y - 2", ApprovalDecision.APPROVE_NEXT, 2, ""),
-    ("use a temp dir instead", ApprovalDecision.FEEDBACK, 1, "use a temp dir instead"),
-])
+@pytest.mark.parametrize(
+    ("text", "decision", "count", "feedback"),
+    [
+        ("y", ApprovalDecision.APPROVE, 1, ""),
+        ("YES", ApprovalDecision.APPROVE, 1, ""),
+        # seed 003: "'n' to exit program": the call is rejected and the task is stopped
+        ("n", ApprovalDecision.REJECT, 1, STOP_FEEDBACK),
+        ("No", ApprovalDecision.REJECT, 1, STOP_FEEDBACK),
+        ("a 3", ApprovalDecision.APPROVE_NEXT, 3, ""),
+        ("all 2", ApprovalDecision.APPROVE_NEXT, 2, ""),
+        # seed 003 (AutoGPT): "'y -N' to run N continuous commands"
+        ("y -5", ApprovalDecision.APPROVE_NEXT, 5, ""),
+        ("Y -1", ApprovalDecision.APPROVE_NEXT, 1, ""),
+        ("yes -12", ApprovalDecision.APPROVE_NEXT, 12, ""),
+        ("y-3", ApprovalDecision.APPROVE_NEXT, 3, ""),
+        ("y - 2", ApprovalDecision.APPROVE_NEXT, 2, ""),
+        ("use a temp dir instead", ApprovalDecision.FEEDBACK, 1, "use a temp dir instead"),
+    ],
+)
 def test_approval_answers(text: str, decision: ApprovalDecision, count: int, feedback: str) -> None:
     r = parse_answer("req1", text)
     assert (r.request_id, r.decision, r.count, r.feedback) == ("req1", decision, count, feedback)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "empty answer"),
-    ("a x", '"a" needs a number, e.g. a 5'),
-    ("a 0", '"a" needs a number of calls of 1 or more'),
-    ("y -x", '"y -N" needs a number, e.g. y -5'),
-    ("y -0", '"y -N" needs a number of calls of 1 or more'),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty answer"),
+        ("a x", '"a" needs a number, e.g. a 5'),
+        ("a 0", '"a" needs a number of calls of 1 or more'),
+        ("y -x", '"y -N" needs a number, e.g. y -5'),
+        ("y -0", '"y -N" needs a number of calls of 1 or more'),
+    ],
+)
 def test_bad_approval_answers(text: str, message: str) -> None:
     with pytest.raises(ParseError, match=message):
         parse_answer("r", text)

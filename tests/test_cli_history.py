@@ -17,8 +17,15 @@ pytestmark = pytest.mark.timeout(120)
 def cli(d: Daemon, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
     env.update({"ORCHGPT_ADDRESS": d.address, "ORCHGPT_CERTS": str(d.certs)})
-    return subprocess.run([sys.executable, "-m", "orchgpt_cli", *args], input=stdin, capture_output=True,
-                          text=True, timeout=60, env=env, cwd=d.workdir)
+    return subprocess.run(
+        [sys.executable, "-m", "orchgpt_cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=d.workdir,
+    )
 
 
 def test_history_sessions_and_the_gallery_survive_a_restart(daemon_factory) -> None:  # type: ignore[no-untyped-def]

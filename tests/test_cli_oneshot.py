@@ -21,11 +21,26 @@ from tests.support.mesh import Daemon
 # The shared fixture (pytest finds a fixture by its name in the test's module).
 mesh = cli_oneshot.mesh
 
-JSON_KEYS = {"type", "kind", "task_id", "seq", "state", "text", "agent_type", "agent_id", "parent_task_id",
-             "ts_ms", "data", "artifact", "approval", "result"}
+JSON_KEYS = {
+    "type",
+    "kind",
+    "task_id",
+    "seq",
+    "state",
+    "text",
+    "agent_type",
+    "agent_id",
+    "parent_task_id",
+    "ts_ms",
+    "data",
+    "artifact",
+    "approval",
+    "result",
+}
 
 
 # ------------------------------------------------------------------ tasks
+
 
 def test_echo_prints_hello_and_exits_0(mesh: Daemon) -> None:
     r = cli(mesh, "-c", '/echo run "hello"')
@@ -47,8 +62,9 @@ def test_failing_task_exits_1_with_the_reason(mesh: Daemon) -> None:
     r = cli(mesh, "-c", '/echo run x -o "fail=the disk is full"')
     assert r.returncode == 1
     err = r.stderr.splitlines()
-    assert len(err) == 1 and err[0].startswith("autogpt: task ") and err[0].endswith(
-        "(echo) failed: the disk is full"), r.stderr
+    assert (
+        len(err) == 1 and err[0].startswith("autogpt: task ") and err[0].endswith("(echo) failed: the disk is full")
+    ), r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -88,7 +104,8 @@ async def test_a_line_that_does_not_parse_runs_nothing(mesh: Daemon) -> None:
     r = await asyncio.to_thread(cli, mesh, stdin='/echo run fine\n/echo run "broken\n')
     assert r.returncode == 2
     assert r.stderr.splitlines() == [
-        'autogpt: line 2: unbalanced " quote at column 11: close it, e.g. /echo run "hello world" | python']
+        'autogpt: line 2: unbalanced " quote at column 11: close it, e.g. /echo run "hello world" | python'
+    ]
     assert r.stdout == ""
     assert len(await tasks_in(mesh)) == before
 
@@ -114,9 +131,14 @@ def test_refused_command_exits_1(mesh: Daemon) -> None:
 
 
 def test_ctrl_c_cancels_the_running_task(mesh: Daemon) -> None:
-    p = subprocess.Popen([sys.executable, "-m", "orchgpt_cli", "--json", "-c", "/echo run slow -o delay=30"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env_for(mesh))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "orchgpt_cli", "--json", "-c", "/echo run slow -o delay=30"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(mesh),
+    )
     try:
         assert p.stdout is not None
         task_id = ""
@@ -138,9 +160,21 @@ def test_ctrl_c_cancels_the_running_task(mesh: Daemon) -> None:
 
 # ------------------------------------------------------------------ meta commands
 
+
 def test_meta_commands_in_plain_text(mesh: Daemon) -> None:
-    r = cli(mesh, "--session", "meta-plain-1", "-c", "/echo run remembered", "-c", "/agents", "-c", "/tasks",
-            "-c", "/history 3")
+    r = cli(
+        mesh,
+        "--session",
+        "meta-plain-1",
+        "-c",
+        "/echo run remembered",
+        "-c",
+        "/agents",
+        "-c",
+        "/tasks",
+        "-c",
+        "/history 3",
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "TYPE  AGENT" in out and "echo" in out and "idle" in out
@@ -148,7 +182,7 @@ def test_meta_commands_in_plain_text(mesh: Daemon) -> None:
     short = task_line.split()[0]
     assert len(short) == 8
     assert "1 task in this session" in out
-    assert '/echo run remembered  -> succeeded: remembered' in out
+    assert "/echo run remembered  -> succeeded: remembered" in out
     r = cli(mesh, "-c", f"/task {short}", "-c", f"/logs {short}")
     assert r.returncode == 0, r.stderr
     assert "  command   /echo run remembered" in r.stdout and "succeeded" in r.stdout
@@ -156,9 +190,26 @@ def test_meta_commands_in_plain_text(mesh: Daemon) -> None:
 
 
 def test_meta_commands_in_json(mesh: Daemon) -> None:
-    r = cli(mesh, "--json", "--session", "meta-json-1", "-c", "/echo run for the gallery", "-c", "/agents",
-            "-c", "/tasks", "-c", "/sessions", "-c", "/publish meta-json-1 demo, fastapi", "-c", "/gallery",
-            "-c", "/session meta-json-1")
+    r = cli(
+        mesh,
+        "--json",
+        "--session",
+        "meta-json-1",
+        "-c",
+        "/echo run for the gallery",
+        "-c",
+        "/agents",
+        "-c",
+        "/tasks",
+        "-c",
+        "/sessions",
+        "-c",
+        "/publish meta-json-1 demo, fastapi",
+        "-c",
+        "/gallery",
+        "-c",
+        "/session meta-json-1",
+    )
     assert r.returncode == 0, r.stderr
     objs = [json.loads(line) for line in r.stdout.splitlines()]
     by_type = {o["type"]: o for o in objs if o["type"] != "event"}

@@ -20,8 +20,22 @@ from orchgpt.models import (
 )
 
 TID = "3f2a9c1b00000000000000000000aaaa"
-JSON_KEYS = {"type", "kind", "task_id", "seq", "state", "text", "agent_type", "agent_id", "parent_task_id",
-             "ts_ms", "data", "artifact", "approval", "result"}
+JSON_KEYS = {
+    "type",
+    "kind",
+    "task_id",
+    "seq",
+    "state",
+    "text",
+    "agent_type",
+    "agent_id",
+    "parent_task_id",
+    "ts_ms",
+    "data",
+    "artifact",
+    "approval",
+    "result",
+}
 
 
 def lines_of(r: EventRenderer, *events: TaskEvent) -> list[str]:
@@ -58,8 +72,12 @@ def test_streamed_tokens_become_lines_and_the_output_is_not_repeated() -> None:
     toks = [TaskEvent(TID, EventKind.TOKEN, i, text=t) for i, t in enumerate(["hel", "lo ", "world\nsec", "ond"], 1)]
     first = [plain(x) for ev in toks for x in r.feed(ev)]
     assert first == ["[echo 3f2a9c1b] hello world"]  # the partial line waits
-    result = TaskResult(TID, TaskState.SUCCEEDED, output="hello world\nsecond",
-                        usage=Usage(prompt_tokens=10, completion_tokens=5, cost_usd=0.0012))
+    result = TaskResult(
+        TID,
+        TaskState.SUCCEEDED,
+        output="hello world\nsecond",
+        usage=Usage(prompt_tokens=10, completion_tokens=5, cost_usd=0.0012),
+    )
     rest = [plain(x) for x in r.feed(TaskEvent(TID, EventKind.RESULT, 9, result=result))]
     assert rest[0] == "[echo 3f2a9c1b] second"
     assert len(rest) == 2 and rest[1].startswith("[echo 3f2a9c1b] succeeded (")
@@ -88,9 +106,17 @@ def test_failed_result_says_why_and_output_is_printed_verbatim_in_one_shot() -> 
 
 
 def test_json_events_have_every_documented_key() -> None:
-    ev = TaskEvent(TID, EventKind.RESULT, 7, TaskState.SUCCEEDED, "done", agent_id="a1",
-                   result=TaskResult(TID, TaskState.SUCCEEDED, output="hi", artifacts=[Artifact("x.py", 3)],
-                                     usage=Usage(1, 2, 0.5, "m", 1)))
+    ev = TaskEvent(
+        TID,
+        EventKind.RESULT,
+        7,
+        TaskState.SUCCEEDED,
+        "done",
+        agent_id="a1",
+        result=TaskResult(
+            TID, TaskState.SUCCEEDED, output="hi", artifacts=[Artifact("x.py", 3)], usage=Usage(1, 2, 0.5, "m", 1)
+        ),
+    )
     d = event_json(ev, "echo")
     assert set(d) == JSON_KEYS
     assert (d["type"], d["kind"], d["state"], d["seq"], d["agent_type"]) == ("event", "result", "succeeded", 7, "echo")
@@ -141,14 +167,16 @@ def test_colours_only_on_a_terminal_and_never_in_json(monkeypatch: pytest.Monkey
 def test_a_results_checks_are_shown_as_a_table() -> None:
     from orchgpt.checks import Check, dumps
 
-    checks = [Check("tests", "pytest", "passed", "1 passed in 0.01s"),
-              Check("mutation", "agentd mutation", "failed", "score 0/3 (0%): the tests are vacuous"),
-              Check("ruff", "ruff", "failed", "1 problem(s)", required=False),
-              Check("browser", "chromium", "skipped", "chromium is not installed")]
-    res = TaskResult(TID, TaskState.FAILED, output="", error="mutation check failed",
-                     data={"checks": dumps(checks)})
-    got = [plain(x) for x in EventRenderer(TaskLabel(TID, "backend")).feed(
-        TaskEvent(TID, EventKind.RESULT, 3, result=res))]
+    checks = [
+        Check("tests", "pytest", "passed", "1 passed in 0.01s"),
+        Check("mutation", "agentd mutation", "failed", "score 0/3 (0%): the tests are vacuous"),
+        Check("ruff", "ruff", "failed", "1 problem(s)", required=False),
+        Check("browser", "chromium", "skipped", "chromium is not installed"),
+    ]
+    res = TaskResult(TID, TaskState.FAILED, output="", error="mutation check failed", data={"checks": dumps(checks)})
+    got = [
+        plain(x) for x in EventRenderer(TaskLabel(TID, "backend")).feed(TaskEvent(TID, EventKind.RESULT, 3, result=res))
+    ]
     assert got[:5] == [
         "[backend 3f2a9c1b] CHECK     TOOL             OUTCOME            DETAIL",
         "[backend 3f2a9c1b] tests     pytest           passed             1 passed in 0.01s",
@@ -160,8 +188,12 @@ def test_a_results_checks_are_shown_as_a_table() -> None:
     # Free-text "checks" of other agents, or none: no table.
     for data in ({"checks": "design spec complete"}, {}):
         plain_res = TaskResult(TID, TaskState.SUCCEEDED, output="ok", data=data)
-        lines = [plain(x) for x in EventRenderer(TaskLabel(TID, "designer"), prefix_output=False).feed(
-            TaskEvent(TID, EventKind.RESULT, 4, result=plain_res))]
+        lines = [
+            plain(x)
+            for x in EventRenderer(TaskLabel(TID, "designer"), prefix_output=False).feed(
+                TaskEvent(TID, EventKind.RESULT, 4, result=plain_res)
+            )
+        ]
         assert len(lines) == 2 and lines[0] == "ok"
 
 
@@ -178,8 +210,14 @@ def test_a_sub_task_is_labelled_with_the_agent_type_on_the_wire(agent_id: str, t
     ctx = Context(StreamOutput(stdout=out, stderr=io.StringIO()))
     parent = new_view(ctx, "p1", "lead")
     handle(ctx, parent, codec.event_from_pb(pb.TaskEvent(task_id="p1", seq=1, log=pb.LogEvent(text="go")), 1))
-    child = pb.TaskEvent(task_id="c1", seq=1, agent_id=agent_id, parent_task_id="p1", agent_type="helper",
-                         status=pb.StatusEvent(state=pb.RUNNING, text=text))
+    child = pb.TaskEvent(
+        task_id="c1",
+        seq=1,
+        agent_id=agent_id,
+        parent_task_id="p1",
+        agent_type="helper",
+        status=pb.StatusEvent(state=pb.RUNNING, text=text),
+    )
     handle(ctx, parent, codec.event_from_pb(child, 1))
     assert parent.children["c1"].agent_type == "helper"
     assert "[helper c1]" in out.getvalue()

@@ -86,8 +86,14 @@ class Driver:
 @asynccontextmanager
 async def repl_for(address: str, certs: Path, history: Path | None = None, **kw: object) -> AsyncIterator[Driver]:
     with create_pipe_input() as inp:
-        repl = Repl(ConnectionSettings(address, str(certs)), history=history, input=inp, output=DummyOutput(),
-                    agents_refresh=0.3, **kw)  # type: ignore[arg-type]
+        repl = Repl(
+            ConnectionSettings(address, str(certs)),
+            history=history,
+            input=inp,
+            output=DummyOutput(),
+            agents_refresh=0.3,
+            **kw,
+        )  # type: ignore[arg-type]
         task = asyncio.create_task(repl.run())
         d = Driver(repl, inp, task)
         try:
@@ -108,6 +114,7 @@ async def connected(d: Driver) -> None:
 
 
 # ------------------------------------------------------------------ tests
+
 
 async def test_tab_completes_types_actions_and_live_registry_types(mesh: Daemon, tmp_path: Path) -> None:
     async with repl_for(mesh.address, mesh.certs) as d:
@@ -203,8 +210,12 @@ async def test_ctrl_c_asks_then_cancels_the_foreground_task(mesh: Daemon) -> Non
         assert not any("cancel task" in x for x in d.transcript)
         # on an empty line it asks; "n" keeps the task
         d.send(CTRL_C)
-        await until(lambda: d.repl.question.startswith(f"cancel task [echo {view.short}] sleepy?")
-                    and d.repl.prompt_ready.is_set(), what="the question")
+        await until(
+            lambda: (
+                d.repl.question.startswith(f"cancel task [echo {view.short}] sleepy?") and d.repl.prompt_ready.is_set()
+            ),
+            what="the question",
+        )
         d.send("n" + ENTER)
         await d.shows(f"task {view.short} goes on")
         assert not view.done.is_set()
@@ -300,8 +311,9 @@ async def test_reconnects_after_the_daemon_restarts(daemon_factory, tmp_path: Pa
 
 async def test_exit_at_prompt_for_the_startup_benchmark(mesh: Daemon) -> None:
     with create_pipe_input() as inp:
-        repl = Repl(ConnectionSettings(mesh.address, str(mesh.certs)), input=inp, output=DummyOutput(),
-                    exit_at_prompt=True)
+        repl = Repl(
+            ConnectionSettings(mesh.address, str(mesh.certs)), input=inp, output=DummyOutput(), exit_at_prompt=True
+        )
         assert await asyncio.wait_for(repl.run(), 10) == 0
         assert repl.ctx._client is None  # it left before connecting
 
@@ -317,6 +329,7 @@ async def test_malformed_address_ends_the_repl_with_one_line(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------ approvals
+
 
 class BuilderAgent(Agent):
     type = "builder"
@@ -337,8 +350,9 @@ class AskingAgent(Agent):
             r = await ctx.approve("write_file", json.dumps({"path": f"f{i}.txt"}), f"write f{i}.txt")
             answers.append(f"{r.decision}:{r.count}" + (f":{r.feedback}" if r.feedback else ""))
         for i in range(int(ctx.task.options.get("children", "0"))):
-            sub = await ctx.delegate(Delegation("asker", f"child {i}", action=Action.RUN,
-                                                options={"calls": "1"}, key=f"child-{i}"))
+            sub = await ctx.delegate(
+                Delegation("asker", f"child {i}", action=Action.RUN, options={"calls": "1"}, key=f"child-{i}")
+            )
             answers.append(f"[{sub.output}]")
         return Outcome(output=" ".join(answers))
 

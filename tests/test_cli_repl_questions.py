@@ -30,13 +30,9 @@ async def test_a_question_is_answered_by_the_next_line(daemon_factory, tmp_path:
             await d.line("n")  # not a rejection: the answer
             await d.shows("answer 'n' sent to task")
             await d.shows("succeeded")
-            assert any(
-                x.strip().endswith("n") for x in d.transcript if "user_proxy" in x and "[" in x
-            )
+            assert any(x.strip().endswith("n") for x in d.transcript if "user_proxy" in x and "[" in x)
             await d.line('/user_proxy run "Anything to add?"')
-            await until(
-                lambda: "Anything to add?" in plain(d.repl.message()), what="the second question"
-            )
+            await until(lambda: "Anything to add?" in plain(d.repl.message()), what="the second question")
             await d.line("")  # an empty line passes
             await d.shows("answer '' sent to task")
     finally:
@@ -48,16 +44,12 @@ async def test_a_workflow_run_in_the_repl_leaves_the_prompt_free_for_its_questio
 ) -> None:  # type: ignore[no-untyped-def]
     wf = tmp_path / "wf"
     wf.mkdir()
-    (wf / "ask.toml").write_text(
-        'name = "ask"\ntype = "sequential"\nagents = ["user_proxy", "echo"]\n'
-    )
+    (wf / "ask.toml").write_text('name = "ask"\ntype = "sequential"\nagents = ["user_proxy", "echo"]\n')
     mesh: Daemon = daemon_factory("--workflows-dir", str(wf)).start()
     async with repl_for(mesh.address, mesh.certs) as d:
         await connected(d)
         await d.line('/workflow run ask "say something"')
-        await until(
-            lambda: "Your reply" in plain(d.repl.message()), 30, what="the user_proxy's question"
-        )
+        await until(lambda: "Your reply" in plain(d.repl.message()), 30, what="the user_proxy's question")
         await d.line("hello from the prompt")
         await d.shows("workflow ask: 2 turns", timeout=30)
         await d.shows("summary: ")

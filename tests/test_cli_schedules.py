@@ -78,9 +78,7 @@ def test_parse_errors_name_the_problem(args: list[str], words: str) -> None:
 
 def cli(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
-    env.update(
-        {"ORCHGPT_ADDRESS": d.address, "ORCHGPT_CERTS": str(d.certs), "PYTHONPATH": str(ROOT)}
-    )
+    env.update({"ORCHGPT_ADDRESS": d.address, "ORCHGPT_CERTS": str(d.certs), "PYTHONPATH": str(ROOT)})
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         capture_output=True,
@@ -104,9 +102,7 @@ def test_schedule_commands_end_to_end(daemon_factory) -> None:  # type: ignore[n
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    wait_for(
-        lambda: f"{sid}-" in shown() and "submitted" in shown(), 20, 0.5, "a run in the history"
-    )
+    wait_for(lambda: f"{sid}-" in shown() and "submitted" in shown(), 20, 0.5, "a run in the history")
     text = shown()
     assert "history" in text and "on_time" in text and '/echo run "from the cli"' in text
     listed = cli(d, "-c", "/schedules")
@@ -117,9 +113,7 @@ def test_schedule_commands_end_to_end(daemon_factory) -> None:  # type: ignore[n
     assert "paused" in cli(d, "-c", "/schedules").stdout
     assert "active" in cli(d, "-c", f"/schedule resume {sid[:8]}").stdout
     bad = cli(d, "-c", "/schedule add '61 * * * *' /echo run x")
-    assert (
-        bad.returncode != 0 and "cron: invalid expression '61 * * * *'" in bad.stderr + bad.stdout
-    )
+    assert bad.returncode != 0 and "cron: invalid expression '61 * * * *'" in bad.stderr + bad.stdout
     gone = cli(d, "-c", f"/schedule delete {sid}")
     assert gone.returncode == 0 and "deleted" in gone.stdout
     again = cli(d, "-c", f"/schedule show {sid}")

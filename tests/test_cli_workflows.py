@@ -20,9 +20,7 @@ from tests.support.workflows import Speakers, assistant, write
 pytestmark = pytest.mark.timeout(90)
 
 
-def autogpt(
-    d: Daemon, *commands: str, stdin: str = "", json_mode: bool = True
-) -> subprocess.CompletedProcess[str]:
+def autogpt(d: Daemon, *commands: str, stdin: str = "", json_mode: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORCHGPT_ADDRESS": d.address, "ORCHGPT_CERTS": str(d.certs)}
     args = [sys.executable, "-m", "orchgpt_cli", *(["--json"] if json_mode else [])]
     for c in commands:
@@ -46,9 +44,7 @@ summary_method = "last"
     )
     sp = Speakers({"coder": ["v1", "v2 with tests"]})
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
-        d: Daemon = daemon_factory(
-            "--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")
-        ).start()
+        d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")).start()
         yield d, sp
 
 

@@ -25,9 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def cluster_of(daemon_factory, postgres_url: str, tmp_path: Path, n: int = 2) -> list[Daemon]:  # type: ignore[no-untyped-def]
     return [
-        daemon_factory(
-            "--no-spawn", "--cluster", "--store", postgres_url, data_dir=tmp_path / f"data-{i}"
-        ).start()
+        daemon_factory("--no-spawn", "--cluster", "--store", postgres_url, data_dir=tmp_path / f"data-{i}").start()
         for i in range(n)
     ]
 

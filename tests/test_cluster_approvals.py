@@ -33,9 +33,7 @@ async def test_an_approval_asked_on_one_daemon_is_answered_on_the_other(
     daemon_factory, postgres_url: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     a, b = (
-        daemon_factory(
-            "--no-spawn", "--cluster", "--store", postgres_url, data_dir=tmp_path / f"data-{i}"
-        ).start()
+        daemon_factory("--no-spawn", "--cluster", "--store", postgres_url, data_dir=tmp_path / f"data-{i}").start()
         for i in range(2)
     )
     issue(a.certs, "asker-1", "agent")
@@ -55,9 +53,7 @@ async def test_an_approval_asked_on_one_daemon_is_answered_on_the_other(
                 if ev.kind == EventKind.APPROVAL and ev.approval is not None:
                     await c.approve(
                         ev.task_id,
-                        ApprovalResponse(
-                            ev.approval.request_id, ApprovalDecision.FEEDBACK, feedback="use g.txt"
-                        ),
+                        ApprovalResponse(ev.approval.request_id, ApprovalDecision.FEEDBACK, feedback="use g.txt"),
                     )
                 if ev.kind == EventKind.RESULT and ev.result is not None:
                     out = ev.result.output

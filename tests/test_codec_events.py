@@ -34,10 +34,21 @@ EVENTS = [
     TaskEvent("t1", EventKind.TOKEN, seq=4, text="tok", agent_id="a1", parent_task_id="p"),
     TaskEvent("t1", EventKind.STEP, seq=5, text="write_file", data={"tool": "write_file"}),
     TaskEvent("t1", EventKind.ARTIFACT, seq=6, text="a.md", artifact=Artifact("a.md", 3, "abc", "document")),
-    TaskEvent("t1", EventKind.APPROVAL, seq=7, text="run ls?",
-              approval=ApprovalRequest("r1", "run", '{"cmd": "ls"}', "run ls?")),
-    TaskEvent("t1", EventKind.RESULT, seq=8, state=TaskState.FAILED, text="boom",
-              result=TaskResult("t1", TaskState.FAILED, error="boom", agent_id="a1", agent_type="echo")),
+    TaskEvent(
+        "t1",
+        EventKind.APPROVAL,
+        seq=7,
+        text="run ls?",
+        approval=ApprovalRequest("r1", "run", '{"cmd": "ls"}', "run ls?"),
+    ),
+    TaskEvent(
+        "t1",
+        EventKind.RESULT,
+        seq=8,
+        state=TaskState.FAILED,
+        text="boom",
+        result=TaskResult("t1", TaskState.FAILED, error="boom", agent_id="a1", agent_type="echo"),
+    ),
 ]
 
 
@@ -93,8 +104,14 @@ def _mesh_and_servicer() -> tuple[Mesh, MeshServicer, Outbox, str]:
 
 def test_an_agents_event_is_relayed_without_a_protobuf_object_on_the_domain_event() -> None:
     mesh, servicer, watcher, task_id = _mesh_and_servicer()
-    env = pb.Envelope(id="e1", sender="a1", type=pb.TASK_EVENT, task_id=task_id, timestamp_ms=5,
-                      event=pb.TaskEvent(token=pb.TokenEvent(text="hel"), data={"k": "v"}))
+    env = pb.Envelope(
+        id="e1",
+        sender="a1",
+        type=pb.TASK_EVENT,
+        task_id=task_id,
+        timestamp_ms=5,
+        event=pb.TaskEvent(token=pb.TokenEvent(text="hel"), data={"k": "v"}),
+    )
     servicer._from_agent("a1", env, Outbox())
     ev = mesh.store.events(task_id)[-1]
     assert ev.kind == EventKind.TOKEN and ev.text == "hel"
@@ -104,8 +121,5 @@ def test_an_agents_event_is_relayed_without_a_protobuf_object_on_the_domain_even
     relayed = [e for e in watcher._items if e.event.WhichOneof("body") == "token"]  # what the client gets
     assert len(relayed) == 1
     m = relayed[0].event
-    assert (m.token.text, m.seq, m.agent_id, m.agent_type, dict(m.data)) == ("hel", ev.seq, "a1", "echo",
-                                                                             {"k": "v"})
+    assert (m.token.text, m.seq, m.agent_id, m.agent_type, dict(m.data)) == ("hel", ev.seq, "a1", "echo", {"k": "v"})
     assert relayed[0].sender == "orchgpt" and relayed[0].timestamp_ms == 5
-
-

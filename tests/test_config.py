@@ -27,16 +27,20 @@ def test_precedence_flags_over_env_over_toml(tmp_path: Path, monkeypatch: pytest
     assert load_settings({}, toml).listen == "0.0.0.0:8555"
 
 
-@pytest.mark.parametrize(("flags", "text", "message"), [
-    ({"listen": "nohost"}, "", "expected HOST:PORT"),
-    ({"listen": "127.0.0.1:99999"}, "", "out of range"),
-    ({"max_local_agents": -1}, "", "max_local_agents"),
-    ({}, "listen = [1,2]\n", "listen"),
-    ({}, "not toml at all [", "not valid TOML"),
-    ({}, "unknown_setting = 1\n", "unknown_setting"),
-])
-def test_bad_settings_name_the_problem(tmp_path: Path, flags: dict, text: str, message: str,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("flags", "text", "message"),
+    [
+        ({"listen": "nohost"}, "", "expected HOST:PORT"),
+        ({"listen": "127.0.0.1:99999"}, "", "out of range"),
+        ({"max_local_agents": -1}, "", "max_local_agents"),
+        ({}, "listen = [1,2]\n", "listen"),
+        ({}, "not toml at all [", "not valid TOML"),
+        ({}, "unknown_setting = 1\n", "unknown_setting"),
+    ],
+)
+def test_bad_settings_name_the_problem(
+    tmp_path: Path, flags: dict, text: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ORCHGPT_ADDRESS", raising=False)
     toml = None
     if text:
@@ -48,8 +52,9 @@ def test_bad_settings_name_the_problem(tmp_path: Path, flags: dict, text: str, m
 
 
 def test_serve_help_documents_every_setting() -> None:
-    out = subprocess.run([sys.executable, "-m", "orchgpt", "serve", "--help"], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "orchgpt", "serve", "--help"], capture_output=True, text=True, timeout=30
+    ).stdout
     from orchgpt.config import Settings
 
     for name in Settings.model_fields:

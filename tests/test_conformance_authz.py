@@ -26,7 +26,13 @@ pytestmark = pytest.mark.timeout(120)
 
 # which certificate plays which part of a table column
 OWNER, OTHER_CLIENT, ADMIN, ASSIGNED_AGENT, OTHER_AGENT, SERVER = (
-    "alice", "bob", "boss", "worker", "outsider", "server")
+    "alice",
+    "bob",
+    "boss",
+    "worker",
+    "outsider",
+    "server",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +42,26 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     stubs.mkdir()
     shutil.copy(PROTO, tmp / "iac.proto")
     # the Schedules service, importing iac.proto from beside it (the probe's flat stubs)
-    (tmp / "schedules.proto").write_text((PROTO.parent / "schedules.proto").read_text().replace(
-        'import "orchgpt/iac/v1/iac.proto";', 'import "iac.proto";'))
-    gen = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp}", f"--python_out={stubs}",
-                          f"--grpc_python_out={stubs}", str(tmp / "iac.proto"), str(tmp / "schedules.proto")],
-                         capture_output=True, text=True, timeout=60)
+    (tmp / "schedules.proto").write_text(
+        (PROTO.parent / "schedules.proto")
+        .read_text()
+        .replace('import "orchgpt/iac/v1/iac.proto";', 'import "iac.proto";')
+    )
+    gen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{tmp}",
+            f"--python_out={stubs}",
+            f"--grpc_python_out={stubs}",
+            str(tmp / "iac.proto"),
+            str(tmp / "schedules.proto"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert gen.returncode == 0, gen.stderr
     certs = make_certs(tmp / "certs")
     for name in (OWNER, OTHER_CLIENT):
@@ -52,8 +73,20 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     try:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the probe sees no project code
         probe = subprocess.run(
-            [sys.executable, str(ROOT / "tests" / "support" / "conformance_probe.py"), str(stubs), d.address,
-             str(certs), str(d.data_dir)], capture_output=True, text=True, timeout=90, env=env, cwd=tmp)
+            [
+                sys.executable,
+                str(ROOT / "tests" / "support" / "conformance_probe.py"),
+                str(stubs),
+                d.address,
+                str(certs),
+                str(d.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+            cwd=tmp,
+        )
         assert probe.returncode == 0, f"probe failed:\n{probe.stderr[-4000:]}\ndaemon log:\n{d.log()[-3000:]}"
         yield json.loads(probe.stdout.strip().splitlines()[-1])
     finally:
@@ -70,14 +103,35 @@ def _expected(scope: str, who: str) -> str:
     return "OK"
 
 
-_OBJECT_RPCS = {"Watch(task)", "GetTask", "CancelTask", "Approve", "FetchArtifact", "PublishSession",
-                "ListMessages", "DeleteMessage", "ClearSession", "DeleteSession",
-                "GetGraph", "DeleteGraph",
-                "GetSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule"}
-_CASES = [(rpc, col, who) for rpc in authz.RPC_TABLE
-          for col, people in ((authz.CLIENT, (OWNER, OTHER_CLIENT)), (authz.ADMIN, (ADMIN,)),
-                              (authz.AGENT, (ASSIGNED_AGENT, OTHER_AGENT)), (authz.SERVER, (SERVER,)))
-          for who in people]
+_OBJECT_RPCS = {
+    "Watch(task)",
+    "GetTask",
+    "CancelTask",
+    "Approve",
+    "FetchArtifact",
+    "PublishSession",
+    "ListMessages",
+    "DeleteMessage",
+    "ClearSession",
+    "DeleteSession",
+    "GetGraph",
+    "DeleteGraph",
+    "GetSchedule",
+    "PauseSchedule",
+    "ResumeSchedule",
+    "DeleteSchedule",
+}
+_CASES = [
+    (rpc, col, who)
+    for rpc in authz.RPC_TABLE
+    for col, people in (
+        (authz.CLIENT, (OWNER, OTHER_CLIENT)),
+        (authz.ADMIN, (ADMIN,)),
+        (authz.AGENT, (ASSIGNED_AGENT, OTHER_AGENT)),
+        (authz.SERVER, (SERVER,)),
+    )
+    for who in people
+]
 
 
 @pytest.mark.parametrize(("rpc", "column", "who"), _CASES, ids=[f"{r}-{w}" for r, _, w in _CASES])
@@ -132,8 +186,12 @@ def test_envelope_row(observed: dict[str, Any], kind: str, where: str) -> None:
 
 
 def test_command_reply_pairing(observed: dict[str, Any]) -> None:
-    assert observed["command_reply"] == {"delivered": True, "wrong_recipient_refused": True,
-                                         "second_answer_refused": True, "unsolicited_refused": True}
+    assert observed["command_reply"] == {
+        "delivered": True,
+        "wrong_recipient_refused": True,
+        "second_answer_refused": True,
+        "unsolicited_refused": True,
+    }
 
 
 @pytest.mark.parametrize("kind", [r.kind for r in authz.ENVELOPE_TABLE if r.from_daemon])

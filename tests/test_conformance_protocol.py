@@ -44,9 +44,14 @@ async def test_register_is_answered_with_registered_and_the_agent_is_listed(worl
 async def test_a_connection_without_a_client_certificate_fails_at_the_tls_handshake(world) -> None:  # type: ignore[no-untyped-def]
     pb, d = world.pb, world.daemon
     creds = grpc.ssl_channel_credentials(root_certificates=(d.certs / "ca.pem").read_bytes())
-    async with grpc.aio.secure_channel(d.address, creds, options=[("grpc.ssl_target_name_override", SERVER_NAME)]) as ch:
-        call = ch.stream_stream("/orchgpt.iac.v1.Mesh/Connect", request_serializer=pb.Batch.SerializeToString,
-                                response_deserializer=pb.Batch.FromString)
+    async with grpc.aio.secure_channel(
+        d.address, creds, options=[("grpc.ssl_target_name_override", SERVER_NAME)]
+    ) as ch:
+        call = ch.stream_stream(
+            "/orchgpt.iac.v1.Mesh/Connect",
+            request_serializer=pb.Batch.SerializeToString,
+            response_deserializer=pb.Batch.FromString,
+        )
         with pytest.raises(grpc.aio.AioRpcError) as ei:
             async for _ in call(iter([pb.Batch()]), timeout=5):
                 pass

@@ -132,9 +132,25 @@ def test_bench_script_exits_zero_and_prints_the_counts(mode: str, tmp_path: Path
     import sys
 
     r = subprocess.run(
-        [sys.executable, "-m", "bench.crash_recovery", "--mode", mode, "--tasks", "20", "--agents", "4",
-         "--delay", "0.3", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=110, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "bench.crash_recovery",
+            "--mode",
+            mode,
+            "--tasks",
+            "20",
+            "--agents",
+            "4",
+            "--delay",
+            "0.3",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=Path(__file__).resolve().parents[1],
     )
     out = r.stdout
     assert "submitted" in out and "lost" in out and "run twice" in out, out + r.stderr

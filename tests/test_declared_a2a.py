@@ -40,9 +40,7 @@ async def test_a_declared_type_fronts_an_external_a2a_agent(daemon_factory, tmp_
             events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "hello"))]
             assert events[-1].result is not None and events[-1].result.output == "HELLO"
             # the file goes, a reload stops the proxy
-            [pid] = [
-                json.loads(x)["pid"] for x in d.log().splitlines() if '"a2a_proxy_started"' in x
-            ]
+            [pid] = [json.loads(x)["pid"] for x in d.log().splitlines() if '"a2a_proxy_started"' in x]
             (adir / "upper.toml").unlink()
             assert d.proc is not None
             d.proc.send_signal(signal.SIGHUP)
@@ -64,9 +62,7 @@ async def test_a_declared_type_fronts_an_external_a2a_agent(daemon_factory, tmp_
 
 def test_an_a2a_type_takes_no_tools(tmp_path: Path) -> None:
     (tmp_path / "x.toml").write_text(upper_toml("http://h:1") + '\n[mcp.x]\nurl = "http://h/mcp"\n')
-    with pytest.raises(
-        AgentDefError, match=r"x\.toml: a2a: the type runs on the external A2A agent"
-    ):
+    with pytest.raises(AgentDefError, match=r"x\.toml: a2a: the type runs on the external A2A agent"):
         load_dir(tmp_path)
 
 
@@ -80,8 +76,7 @@ async def test_a_declared_type_is_an_a2a_agent_with_its_description(
     adir = tmp_path / "agents.d"
     adir.mkdir()
     (adir / "critic.toml").write_text(
-        'name = "critic"\ndescription = "Finds the weak spots of a plan"\n'
-        'system_prompt = "You criticise."\n'
+        'name = "critic"\ndescription = "Finds the weak spots of a plan"\nsystem_prompt = "You criticise."\n'
     )
     d: Daemon = daemon_factory(*A2A_ARGS, "--agents-dir", str(adir)).start()
     alice = Caller(a2a_url(d), tls(certs, "cli"))

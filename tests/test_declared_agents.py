@@ -65,12 +65,8 @@ def script_review(model: ScriptedOpenAI) -> None:
     )
 
 
-async def test_a_declared_agent_is_spawned_on_demand_and_runs_end_to_end(
-    daemon_factory, model, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    d: Daemon = daemon_factory(
-        "--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER)), env=model.env()
-    ).start()
+async def test_a_declared_agent_is_spawned_on_demand_and_runs_end_to_end(daemon_factory, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d: Daemon = daemon_factory("--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER)), env=model.env()).start()
     script_review(model)
     async with d.client() as c:
         assert (await c.declared_types())["reviewer"] == "Reviews code for bugs and clarity"
@@ -97,17 +93,13 @@ async def test_a_remote_agentd_runs_a_declared_type_it_has_no_file_for(
     model,  # type: ignore[no-untyped-def]
     tmp_path,
 ) -> None:
-    d: Daemon = daemon_factory(
-        "--no-spawn", "--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER))
-    ).start()
+    d: Daemon = daemon_factory("--no-spawn", "--agents-dir", str(agents_dir(tmp_path, reviewer=REVIEWER))).start()
     home = tmp_path / "elsewhere"  # no agents.d there, nor any definition
     a = start_agent(d, "host2-reviewer", "reviewer", cwd=home, extra_env=model.env())
     agents.append(a)
     script_review(model)
     async with d.client() as c:
-        await await_for(
-            lambda: c.list_agents("reviewer"), 20, what="the remote reviewer to register"
-        )
+        await await_for(lambda: c.list_agents("reviewer"), 20, what="the remote reviewer to register")
         events = await run(c, Command("reviewer", Action.RUN, "review app.py"))
         result = events[-1].result
         assert result is not None and result.state == TaskState.SUCCEEDED, (result, a.log())
@@ -145,9 +137,7 @@ def reload(d: Daemon, adir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(
-    daemon_factory, model, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(daemon_factory, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
     adir = agents_dir(tmp_path)
     d: Daemon = daemon_factory("--agents-dir", str(adir), env=model.env()).start()
     async with d.client() as c:
@@ -169,9 +159,7 @@ async def test_reload_picks_up_a_new_file_and_keeps_the_old_set_when_invalid(
         assert r.returncode == 1 and f"{bad}: tools: unknown tool 'shell'" in r.stderr
         assert d.proc is not None
         d.proc.send_signal(signal.SIGHUP)
-        wait_for(
-            lambda: "agents_reload_failed" in d.log(), 10, what="the failed reload to be logged"
-        )
+        wait_for(lambda: "agents_reload_failed" in d.log(), 10, what="the failed reload to be logged")
         assert set(await c.declared_types()) == {"reviewer"}
 
 
@@ -203,4 +191,3 @@ async def test_a_changed_definition_reaches_the_next_task(daemon_factory, model,
         assert events[-1].result is not None and events[-1].result.output == "second"
         assert events[-1].result.agent_id != old.agent_id
     assert model.chat_requests[-1]["messages"][0]["content"].startswith("You are a terse code reviewer.")
-

@@ -47,9 +47,7 @@ def http_server(tmp_path: Path) -> Any:
         env=env,
     )
     try:
-        wait_for(
-            lambda: port_file.exists() or proc.poll() is not None, 20, what="the MCP HTTP server"
-        )
+        wait_for(lambda: port_file.exists() or proc.poll() is not None, 20, what="the MCP HTTP server")
         assert proc.poll() is None, "the MCP HTTP server exited"
         yield f"http://127.0.0.1:{port_file.read_text()}/mcp"
     finally:
@@ -80,14 +78,10 @@ def start(daemon_factory: Any, tmp_path: Path, model: ScriptedOpenAI, body: str)
     adir = tmp_path / "agents.d"
     adir.mkdir()
     (adir / "calc.toml").write_text(body)
-    return daemon_factory(
-        "--agents-dir", str(adir), env={**model.env(), "CALC_TOKEN": TOKEN}
-    ).start()  # type: ignore[no-any-return]
+    return daemon_factory("--agents-dir", str(adir), env={**model.env(), "CALC_TOKEN": TOKEN}).start()  # type: ignore[no-any-return]
 
 
-async def test_the_model_calls_mcp_tools_over_stdio_and_http(
-    daemon_factory, tmp_path, http_server
-) -> None:  # type: ignore[no-untyped-def]
+async def test_the_model_calls_mcp_tools_over_stdio_and_http(daemon_factory, tmp_path, http_server) -> None:  # type: ignore[no-untyped-def]
     record = tmp_path / "calls.txt"
     with ScriptedOpenAI(
         [
@@ -99,9 +93,7 @@ async def test_the_model_calls_mcp_tools_over_stdio_and_http(
     ) as model:
         d = start(daemon_factory, tmp_path, model, definition(record, http_server))
         async with d.client() as c:
-            events = [
-                e async for e in c.submit(Command("calc", Action.RUN, "add 2 and 3, shout hi"))
-            ]
+            events = [e async for e in c.submit(Command("calc", Action.RUN, "add 2 and 3, shout hi"))]
         result = events[-1].result
         assert result is not None and result.state == TaskState.SUCCEEDED, result
         assert result.output == "2 + 3 = 5, and HI"
@@ -117,10 +109,7 @@ async def test_the_model_calls_mcp_tools_over_stdio_and_http(
         }  # the server's schema
         assert "Add two integers" in tools["calc__add"]["description"]
         # the tool results went back to the model
-        assert any(
-            m.get("role") == "tool" and m.get("content") == "5"
-            for m in model.chat_requests[1]["messages"]
-        )
+        assert any(m.get("role") == "tool" and m.get("content") == "5" for m in model.chat_requests[1]["messages"])
     steps = [e for e in events if e.kind == EventKind.STEP and e.data.get("tool")]
     assert [(s.data["tool"], s.data["ok"], s.data["result"]) for s in steps] == [
         ("calc__add", "true", "5"),
@@ -133,9 +122,7 @@ async def test_the_model_calls_mcp_tools_over_stdio_and_http(
     assert (tmp_path / "http-calls.txt").read_text() == "shout hi\n"
 
 
-async def test_mcp_calls_go_through_the_approval_flow(
-    daemon_factory, tmp_path, http_server
-) -> None:  # type: ignore[no-untyped-def]
+async def test_mcp_calls_go_through_the_approval_flow(daemon_factory, tmp_path, http_server) -> None:  # type: ignore[no-untyped-def]
     body = definition(tmp_path / "unused.txt", http_server, approval="tools")
     body = body[: body.index("[mcp.calc]")] + body[body.index("[mcp.web]") :]  # HTTP only: quick
     script = [
@@ -147,9 +134,7 @@ async def test_mcp_calls_go_through_the_approval_flow(
         d = start(daemon_factory, tmp_path, model, body)
         events: list[TaskEvent] = []
         async with d.client() as c:
-            async for ev in c.submit(
-                Command("calc", Action.RUN, "go")
-            ):  # no --approve: the file asks
+            async for ev in c.submit(Command("calc", Action.RUN, "go")):  # no --approve: the file asks
                 events.append(ev)
                 if ev.kind == EventKind.APPROVAL and ev.approval is not None:
                     ok = '"yes"' in ev.approval.arguments_json
@@ -185,10 +170,7 @@ async def test_the_librarian_examples_filesystem_server_sees_the_workspace_only(
     async with contextlib.AsyncExitStack() as stack:
         tools = await open_servers(stack, d.mcp, env)  # same task: anyio scopes
         assert set(tools) == {"files__list_files", "files__read_file", "files__search"}
-        assert (
-            await tools["files__search"].handler(env, {"pattern": "needle"})
-            == "docs/a.md:2: the needle is here"
-        )
+        assert await tools["files__search"].handler(env, {"pattern": "needle"}) == "docs/a.md:2: the needle is here"
         assert "alpha" in await tools["files__read_file"].handler(env, {"path": "docs/a.md"})
         from agentd.errors import ToolError
 
@@ -225,9 +207,7 @@ async def test_a_wrong_bearer_token_fails_naming_the_server(
     env = ToolEnv(Workspace(tmp_path), Sandbox(tmp_path))
     web = {"web": McpServer(url=http_server, bearer_env="CALC_TOKEN", timeout=10)}
     monkeypatch.setenv("CALC_TOKEN", "wrong")
-    with pytest.raises(
-        TaskFailed, match=r"the MCP server web \(http://127\.0\.0\.1:\d+/mcp\) cannot"
-    ):
+    with pytest.raises(TaskFailed, match=r"the MCP server web \(http://127\.0\.0\.1:\d+/mcp\) cannot"):
         async with contextlib.AsyncExitStack() as stack:
             await open_servers(stack, web, env)
     monkeypatch.setenv("CALC_TOKEN", TOKEN)

@@ -38,9 +38,7 @@ def agent_for(base_url: str, **fields: Any) -> DeclaredAgent:
     return agent
 
 
-def context(
-    tmp_path: Path, answers: list[ApprovalResponse], delegated: list[Delegation]
-) -> TaskContext:
+def context(tmp_path: Path, answers: list[ApprovalResponse], delegated: list[Delegation]) -> TaskContext:
     asked: list[ApprovalRequest] = []
     events: list[TaskEvent] = []
 
@@ -96,10 +94,7 @@ async def test_always_approves_the_answer_and_feedback_goes_back(tmp_path: Path)
         assert delegated[0].agent_type == "reviewer" and delegated[0].input == "look"
         reqs = srv.chat_requests
         assert {r["model"] for r in reqs} == {"big-model"} and reqs[0]["temperature"] == 0.3
-        assert any(
-            m.get("role") == "tool" and m.get("content") == "reviewer says ok"
-            for m in reqs[1]["messages"]
-        )
+        assert any(m.get("role") == "tool" and m.get("content") == "reviewer says ok" for m in reqs[1]["messages"])
         assert "shorter" in reqs[2]["messages"][-1]["content"]
 
 

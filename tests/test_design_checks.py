@@ -39,18 +39,14 @@ def rgb(h: str) -> tuple[int, int, int]:
 
 def test_the_wcag_formula() -> None:
     assert contrast(rgb("#000"), rgb("#FFFFFF")) == pytest.approx(21.0)
-    assert contrast(rgb("#777777"), rgb("#FFFFFF")) == pytest.approx(
-        4.48, abs=0.01
-    )  # just fails AA
+    assert contrast(rgb("#777777"), rgb("#FFFFFF")) == pytest.approx(4.48, abs=0.01)  # just fails AA
     assert contrast(rgb("#767676"), rgb("#FFFFFF")) == pytest.approx(4.54, abs=0.01)  # just passes
     assert contrast(rgb("#1F6FEB"), rgb("#fff")) == contrast(rgb("#FFFFFF"), rgb("#1f6feb"))
     assert parse_colour("white") == (255, 255, 255) and parse_colour("url(#g)") is None
 
 
 def test_palette_pairs_follow_the_named_roles() -> None:
-    pairs, note = palette_pairs(
-        ["- `#0D1117` text", "- `#F6F8FA` background", "- `#1F6FEB` primary"]
-    )
+    pairs, note = palette_pairs(["- `#0D1117` text", "- `#F6F8FA` background", "- `#1F6FEB` primary"])
     assert note == "" and [(p.fg, p.bg) for p in pairs] == [(rgb("#0D1117"), rgb("#F6F8FA"))]
     grey = ["- `#AAAAAA` body text", "- `#FFFFFF` page background"]
     check, problems = contrast_check(grey, {})
@@ -63,9 +59,7 @@ def test_palette_pairs_follow_the_named_roles() -> None:
 def test_mockup_text_is_judged_against_what_is_under_it() -> None:
     pairs = {p.where: round(p.ratio, 1) for p in svg_pairs("m.svg", MOCKUP)}
     assert pairs == {"m.svg text 'Todos'": 17.8, "m.svg text 'Add'": 4.6}
-    pale = MOCKUP.replace(
-        '<text x="540" y="98" fill="#FFFFFF">', '<text x="540" y="98" fill="#8AB4F8">'
-    )
+    pale = MOCKUP.replace('<text x="540" y="98" fill="#FFFFFF">', '<text x="540" y="98" fill="#8AB4F8">')
     check, _ = contrast_check([], {"m.svg": pale})
     assert check.outcome == "failed" and "m.svg text 'Add': #8AB4F8 on #1F6FEB" in check.detail
 
@@ -77,9 +71,7 @@ def test_render_makes_real_pngs_and_names_a_broken_svg(tmp_path: Path) -> None:
     check, made = render_check(tmp_path, ["mockups/main.svg"])
     assert check.outcome == "passed" and made == ["mockups/main.png"]
     png = (tmp_path / "mockups" / "main.png").read_bytes()
-    assert (
-        png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 640
-    )  # IHDR width
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 640  # IHDR width
     (tmp_path / "mockups" / "bad.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><rect")
     check, _ = render_check(tmp_path, ["mockups/bad.svg"])
     assert check.outcome == "failed" and "mockups/bad.svg" in check.detail
@@ -99,9 +91,7 @@ def test_a_low_contrast_design_goes_back_to_the_model(tmp_path: Path) -> None:
         )
         project = tmp_path / "ws" / "p"
         project.mkdir(parents=True)
-        settings = AgentSettings.for_endpoint(
-            srv.base_url, api_key="k", workspace_root=tmp_path / "ws"
-        )
+        settings = AgentSettings.for_endpoint(srv.base_url, api_key="k", workspace_root=tmp_path / "ws")
         ctx = TaskContext(
             Task(task_id="d1", agent_type="designer", input="todo app", options={"workspace": "p"}),
             project,

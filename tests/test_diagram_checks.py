@@ -54,9 +54,7 @@ def test_the_derived_diagrams_always_match_their_document() -> None:
 
 
 def test_a_diagram_missing_a_component_goes_back_to_the_model(tmp_path: Path) -> None:
-    three = GOOD_DOC.replace(
-        "- **store**", "- **cache**: Redis cache of hot todo lists.\n- **store**"
-    )
+    three = GOOD_DOC.replace("- **store**", "- **cache**: Redis cache of hot todo lists.\n- **store**")
     fixed = GOOD_DIAGRAM + "    api --> cache[(Redis cache)]\n"
     with ScriptedOpenAI() as srv:
         srv.push(
@@ -68,9 +66,7 @@ def test_a_diagram_missing_a_component_goes_back_to_the_model(tmp_path: Path) ->
         )
         ws = tmp_path / "ws" / "t1"
         ws.mkdir(parents=True)
-        settings = AgentSettings.for_endpoint(
-            srv.base_url, api_key="k", workspace_root=tmp_path / "ws"
-        )
+        settings = AgentSettings.for_endpoint(srv.base_url, api_key="k", workspace_root=tmp_path / "ws")
         ctx = TaskContext(
             Task(task_id="t1", agent_type="architect", input="todo api"),
             ws,

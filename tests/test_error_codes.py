@@ -76,9 +76,10 @@ def test_routing_error_takes_strings_for_compatibility() -> None:
     assert e.code == "PERMISSION_DENIED" and f"{e.code}: {e}" == "PERMISSION_DENIED: not yours"
     assert json.dumps({"code": e.code}) == '{"code": "PERMISSION_DENIED"}'
     assert getattr(grpc.StatusCode, e.code) is grpc.StatusCode.PERMISSION_DENIED
-    assert pb.Error(code=e.code, message=str(e)).SerializeToString() == pb.Error(
-        code="PERMISSION_DENIED", message="not yours"
-    ).SerializeToString()
+    assert (
+        pb.Error(code=e.code, message=str(e)).SerializeToString()
+        == pb.Error(code="PERMISSION_DENIED", message="not yours").SerializeToString()
+    )
     with pytest.raises(ValueError, match="unknown error code 'NOPE'"):
         RoutingError("x", "NOPE")
 
@@ -147,4 +148,3 @@ def test_one_exception_root_per_program(pkg: ModuleType, root: type[Exception]) 
     assert sorted(n for n, cls in defined.items() if not issubclass(cls, root)) == []
     if root is not CliError:  # the CLI's errors carry exit codes; the programs' carry ErrorCodes
         assert sorted(n for n, cls in defined.items() if not isinstance(cls.code, ErrorCode)) == []
-

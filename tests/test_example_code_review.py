@@ -35,9 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TASK = "a function that parses ISO dates"
 TURN_RE = re.compile(r"This is turn (\d+) of at most (\d+)\. You are ([\w-]+)\b")
 PART_RE = re.compile(r"You are ([\w-]+) \(.*\)\. Do your part of the task\.")  # sequential
-CODE = (
-    "from datetime import datetime\n\n\ndef parse_iso(s):\n    return datetime.fromisoformat(s)\n"
-)
+CODE = "from datetime import datetime\n\n\ndef parse_iso(s):\n    return datetime.fromisoformat(s)\n"
 
 
 class CodeReview:
@@ -84,9 +82,7 @@ class CodeReview:
             return text("tests: 3 passed, 1 failed (a trailing Z)")
 
 
-def autogpt(
-    d: Daemon, pkgs: Path, *commands: str, json_mode: bool
-) -> subprocess.CompletedProcess[str]:
+def autogpt(d: Daemon, pkgs: Path, *commands: str, json_mode: bool) -> subprocess.CompletedProcess[str]:
     """The CLI of this checkout (``pkgs`` holds ``orchgpt_cli``, a link to its cli/)."""
     path = os.pathsep.join([str(pkgs), str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {
@@ -183,9 +179,7 @@ def test_code_review_example_streams_each_speaker_and_ends_with_summary_and_usag
     out = r.stdout
     if os.environ.get("SHOW"):
         print(out)
-    assert (
-        re.search(r"terminated_by +reviewer\n", out) and "workflow code-review (groupchat)" in out
-    )
+    assert re.search(r"terminated_by +reviewer\n", out) and "workflow code-review (groupchat)" in out
     for who in ("coder", "reviewer", "tester"):
         assert f"[{who}" in out, out
     assert "summary: parse_iso in iso.py parses ISO dates; reviewed and tested" in out

@@ -96,9 +96,7 @@ async def test_client_uses_the_next_daemon_when_the_first_is_down(
         assert c.address == b.address  # it stays on the daemon that answered
         assert await asyncio.wait_for(run_echo(c, "across"), 20) == "across"
     await cli.close()
-    async with MeshClient(
-        f"{a.address},{a.address.replace(str(a.port), '1')}", cli.certs, timeout=5
-    ) as c:
+    async with MeshClient(f"{a.address},{a.address.replace(str(a.port), '1')}", cli.certs, timeout=5) as c:
         with pytest.raises(ClientError) as err:  # all down: the last one's error, UNAVAILABLE
             await c.list_agents()
         assert err.value.code == "UNAVAILABLE"

@@ -18,9 +18,10 @@ from tests.test_architect_backend import Run, srv, write  # noqa: F401  (fixture
 pytestmark = pytest.mark.timeout(150)
 needs = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("schemathesis", "fastapi", "uvicorn")),
-    reason="schemathesis, fastapi and uvicorn are needed ('.[dev]')")
+    reason="schemathesis, fastapi and uvicorn are needed ('.[dev]')",
+)
 
-APP = '''from fastapi import FastAPI
+APP = """from fastapi import FastAPI
 from pydantic import BaseModel
 
 app = FastAPI()
@@ -45,10 +46,11 @@ def add(item: Item) -> Item:
         raise RuntimeError("negative stock")  # a valid input the code never expected: 500
     ITEMS.append(item)
     return item
-'''
+"""
 FIXED = APP.replace("    qty: int\n", "    qty: int = Field(ge=0)\n").replace(
-    "from pydantic import BaseModel", "from pydantic import BaseModel, Field")
-TESTS = '''from fastapi.testclient import TestClient
+    "from pydantic import BaseModel", "from pydantic import BaseModel, Field"
+)
+TESTS = """from fastapi.testclient import TestClient
 
 from app import app
 
@@ -57,17 +59,21 @@ def test_add_and_list():
     c = TestClient(app)
     assert c.post("/items", json={"title": "milk", "qty": 2}).status_code == 201
     assert c.get("/items").json() == [{"title": "milk", "qty": 2}]
-'''
-MANIFEST = json.dumps({
-    "start": "python -m uvicorn app:app --port {port}",
-    "routes": [{"method": "GET", "path": "/items", "status": 200}],
-})
+"""
+MANIFEST = json.dumps(
+    {
+        "start": "python -m uvicorn app:app --port {port}",
+        "routes": [{"method": "GET", "path": "/items", "status": 200}],
+    }
+)
 
 
 def test_judging_schemathesis_output() -> None:
-    out = ("=== FAILURES ===\n______ POST /items ______\n1. Test Case ID: x\n\n- ST101 Server error\n\n"
-           "[500] Internal Server Error\n\n    curl -X POST http://h/items\n=== SUMMARY ===\n"
-           "Test cases:\n  32 generated, 1 found 1 unique failure\n")
+    out = (
+        "=== FAILURES ===\n______ POST /items ______\n1. Test Case ID: x\n\n- ST101 Server error\n\n"
+        "[500] Internal Server Error\n\n    curl -X POST http://h/items\n=== SUMMARY ===\n"
+        "Test cases:\n  32 generated, 1 found 1 unique failure\n"
+    )
     bad = judge({"rc": 1, "out": out})
     assert bad.check.outcome == "failed"
     assert bad.check.detail == "32 cases generated, 1 found 1 unique failure; POST /items: ST101 Server error"
@@ -79,9 +85,14 @@ def test_judging_schemathesis_output() -> None:
 
 @needs
 async def test_a_service_that_500s_is_caught_and_repaired(tmp_path: Path, srv: ScriptedOpenAI) -> None:  # noqa: F811
-    srv.push(write("app.py", APP), write("test_app.py", TESTS), write("service.json", MANIFEST),
-             text("Items API written."),
-             write("app.py", FIXED), text("Validated qty."))
+    srv.push(
+        write("app.py", APP),
+        write("test_app.py", TESTS),
+        write("service.json", MANIFEST),
+        text("Items API written."),
+        write("app.py", FIXED),
+        text("Validated qty."),
+    )
     run = Run(tmp_path, srv, "backend", "items api with fastapi", {"mutants": "0"})
     out = await run()
     complaint = srv.chat_requests[4]["messages"][-1]["content"]
@@ -93,8 +104,9 @@ async def test_a_service_that_500s_is_caught_and_repaired(tmp_path: Path, srv: S
 
 @needs
 async def test_fuzz_off_by_option(tmp_path: Path, srv: ScriptedOpenAI) -> None:  # noqa: F811
-    srv.push(write("app.py", APP), write("test_app.py", TESTS), write("service.json", MANIFEST),
-             text("Items API written."))
+    srv.push(
+        write("app.py", APP), write("test_app.py", TESTS), write("service.json", MANIFEST), text("Items API written.")
+    )
     run = Run(tmp_path, srv, "backend", "items api", {"mutants": "0", "fuzz": "0"})
     out = await run()
     assert out.ok, out.error

@@ -25,14 +25,16 @@ def art(root: Path, path: str, content: str) -> Artifact:
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), "-c", f"safe.directory={root}", *args], capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(root), "-c", f"safe.directory={root}", *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
-def run_git_agent(root: Path, inputs: list[TaskResult], text: str = "", task_id: str = "g1") -> tuple[Outcome, list[TaskEvent]]:
+def run_git_agent(
+    root: Path, inputs: list[TaskResult], text: str = "", task_id: str = "g1"
+) -> tuple[Outcome, list[TaskEvent]]:
     events: list[TaskEvent] = []
-    ctx = TaskContext(Task(task_id=task_id, agent_type="git", input=text, inputs=inputs), root, "git-1",
-                      events.append)
+    ctx = TaskContext(Task(task_id=task_id, agent_type="git", input=text, inputs=inputs), root, "git-1", events.append)
     out = asyncio.run(asyncio.wait_for(GitAgent().run(ctx), 30))
     return out, events
 
@@ -40,15 +42,31 @@ def run_git_agent(root: Path, inputs: list[TaskResult], text: str = "", task_id:
 def test_one_commit_per_sub_task_authored_by_its_agent(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     root.mkdir()
-    arch = TaskResult("t-arch", TaskState.SUCCEEDED, output="wrote ARCHITECTURE.md (2 components)",
-                      artifacts=[art(root, "ARCHITECTURE.md", "# A\n"), art(root, "architecture.mmd", "flowchart LR\n")],
-                      agent_type="architect", agent_id="local-architect-1",
-                      usage=Usage(100, 20, 0.001, "gpt-4o-mini", 2))
-    back = TaskResult("t-back", TaskState.SUCCEEDED, output="tests passed (1 passed)",
-                      artifacts=[art(root, "app.py", "print(1)\n"), art(root, "test_app.py", "def test(): pass\n")],
-                      agent_type="backend", agent_id="remote-backend", data={"tests_passed": "true", "attempt": "2"})
-    failed = TaskResult("t-front", TaskState.FAILED, error="boom", agent_type="frontend",
-                        artifacts=[art(root, "frontend/index.html", "<html></html>")])
+    arch = TaskResult(
+        "t-arch",
+        TaskState.SUCCEEDED,
+        output="wrote ARCHITECTURE.md (2 components)",
+        artifacts=[art(root, "ARCHITECTURE.md", "# A\n"), art(root, "architecture.mmd", "flowchart LR\n")],
+        agent_type="architect",
+        agent_id="local-architect-1",
+        usage=Usage(100, 20, 0.001, "gpt-4o-mini", 2),
+    )
+    back = TaskResult(
+        "t-back",
+        TaskState.SUCCEEDED,
+        output="tests passed (1 passed)",
+        artifacts=[art(root, "app.py", "print(1)\n"), art(root, "test_app.py", "def test(): pass\n")],
+        agent_type="backend",
+        agent_id="remote-backend",
+        data={"tests_passed": "true", "attempt": "2"},
+    )
+    failed = TaskResult(
+        "t-front",
+        TaskState.FAILED,
+        error="boom",
+        agent_type="frontend",
+        artifacts=[art(root, "frontend/index.html", "<html></html>")],
+    )
     (root / "__pycache__").mkdir()
     (root / "__pycache__" / "x.pyc").write_bytes(b"\0")
     (root / "notes.txt").write_text("stray\n")
@@ -80,14 +98,17 @@ def test_one_commit_per_sub_task_authored_by_its_agent(tmp_path: Path) -> None:
 def test_updates_an_existing_repository_and_commits_only_changes(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     root.mkdir()
-    a = TaskResult("t1", TaskState.SUCCEEDED, output="v1", agent_type="backend", artifacts=[art(root, "app.py", "v1\n")])
+    a = TaskResult(
+        "t1", TaskState.SUCCEEDED, output="v1", agent_type="backend", artifacts=[art(root, "app.py", "v1\n")]
+    )
     run_git_agent(root, [a])
     n1 = len(git(root, "log", "--format=%H").split())
     # Same content again: nothing to commit; changed content: one more commit.
     out, _ = run_git_agent(root, [a], task_id="g2")
     assert "nothing changed" in out.data["skipped"] and len(git(root, "log", "--format=%H").split()) == n1
-    b = TaskResult("t2", TaskState.SUCCEEDED, output="v2", agent_type="optimizer",
-                   artifacts=[art(root, "app.py", "v2\n")])
+    b = TaskResult(
+        "t2", TaskState.SUCCEEDED, output="v2", agent_type="optimizer", artifacts=[art(root, "app.py", "v2\n")]
+    )
     out, _ = run_git_agent(root, [b], task_id="g3")
     assert out.data["created"] == "false"
     assert git(root, "log", "-1", "--format=%an|%s").strip() == "orchgpt optimizer|optimizer: v2"
@@ -103,18 +124,31 @@ def test_each_commit_holds_the_version_its_sub_task_produced(tmp_path: Path) -> 
 
     root = tmp_path / "proj"
     root.mkdir()
-    back = TaskResult("t-back", TaskState.SUCCEEDED, output="api", agent_type="backend",
-                      artifacts=[art(root, "app.py", "v1\n"), art(root, "test_app.py", "t\n")])
+    back = TaskResult(
+        "t-back",
+        TaskState.SUCCEEDED,
+        output="api",
+        agent_type="backend",
+        artifacts=[art(root, "app.py", "v1\n"), art(root, "test_app.py", "t\n")],
+    )
     assert keep(back, root) == 2
-    opt = TaskResult("t-opt", TaskState.SUCCEEDED, output="modules", agent_type="optimizer",
-                     artifacts=[art(root, "app.py", "v2\n"), art(root, "store.py", "s\n")])
+    opt = TaskResult(
+        "t-opt",
+        TaskState.SUCCEEDED,
+        output="modules",
+        agent_type="optimizer",
+        artifacts=[art(root, "app.py", "v2\n"), art(root, "store.py", "s\n")],
+    )
     keep(opt, root)
     (root / "notes.md").write_text("later\n")
     out, _ = run_git_agent(root, [back, opt])
     assert out.ok
     assert git(root, "show", "HEAD~2:app.py") == "v1\n" and git(root, "show", "HEAD~1:app.py") == "v2\n"
-    assert git(root, "log", "--format=%an", "-n3").split("\n")[:3] == ["orchgpt git", "orchgpt optimizer",
-                                                                        "orchgpt backend"]
+    assert git(root, "log", "--format=%an", "-n3").split("\n")[:3] == [
+        "orchgpt git",
+        "orchgpt optimizer",
+        "orchgpt backend",
+    ]
     assert (root / "app.py").read_text() == "v2\n" and git(root, "status", "--porcelain") == ""
     assert ".orchgpt" not in git(root, "ls-files")
 
@@ -146,8 +180,12 @@ def test_option_workspace_selects_the_project_directory(tmp_path: Path) -> None:
     own = tmp_path / "g9"
     own.mkdir()
     events: list[TaskEvent] = []
-    ctx = TaskContext(Task(task_id="g9", agent_type="git", input="import", options={"workspace": "proj-1"}),
-                      own, "git-1", events.append)
+    ctx = TaskContext(
+        Task(task_id="g9", agent_type="git", input="import", options={"workspace": "proj-1"}),
+        own,
+        "git-1",
+        events.append,
+    )
     out = asyncio.run(asyncio.wait_for(GitAgent().run(ctx), 30))
     assert out.ok and ctx.workspace == tmp_path / "proj-1"
     assert not own.exists()

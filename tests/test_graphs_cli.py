@@ -60,9 +60,7 @@ def test_echo_pipeline_done_when(daemon: Daemon, shim: Path) -> None:
     assert '{"order": "42", "said": "hello mesh, order 42 is ready"}' in ran.stdout
     short = ran.stdout.split("]")[0].split()[-1]  # "[graph 1a2b3c4d] queued ..."
 
-    shown = autogpt(
-        daemon, shim, "-c", f"/task {short}", "-c", "/graphs", "-c", f"/graph show {gid}"
-    )
+    shown = autogpt(daemon, shim, "-c", f"/task {short}", "-c", "/graphs", "-c", f"/graph show {gid}")
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout.splitlines()
     at = out.index(next(x for x in out if x.startswith("node executions")))

@@ -47,18 +47,14 @@ def _graph(record: Path) -> str:
     )
 
 
-def test_a_killed_daemon_resumes_the_run_without_rerunning_completed_nodes(
-    daemon_factory: Any, tmp_path: Path
-) -> None:
+def test_a_killed_daemon_resumes_the_run_without_rerunning_completed_nodes(daemon_factory: Any, tmp_path: Path) -> None:
     record = tmp_path / "runs.txt"
     d: Daemon = daemon_factory().start()
 
     async def start_run() -> str:
         async with d.client(timeout=60) as c:
             rec, _ = await c.create_graph(_graph(record))
-            stream = c.submit(
-                Command("graph", Action.RUN, "{}", options={"graph_id": rec.graph_id})
-            )
+            stream = c.submit(Command("graph", Action.RUN, "{}", options={"graph_id": rec.graph_id}))
             async for first in stream:  # the first event names the task; leave it running
                 return first.task_id
             raise AssertionError("no event")

@@ -37,12 +37,7 @@ def test_graph_rpcs(daemon: Daemon) -> None:
             daemon.client("ops") as agent,
         ):
             rec, created = await me.create_graph(text)
-            assert (
-                created
-                and rec.version == 1
-                and rec.owner == "client:cli"
-                and rec.name == "echo-pipeline"
-            )
+            assert created and rec.version == 1 and rec.owner == "client:cli" and rec.name == "echo-pipeline"
             same, created = await me.create_graph(text, graph_id=rec.graph_id)
             assert not created and same.version == 1  # unchanged: no new version
             changed = json.loads(text)
@@ -53,16 +48,12 @@ def test_graph_rpcs(daemon: Daemon) -> None:
             assert got.version == 2 and got.versions == 2 and "bye {{who}}" in got.definition
             assert "hello {{who}}" in (await me.get_graph(rec.graph_id, 1)).definition
             [listed] = await me.list_graphs()
-            assert (
-                listed.graph_id == rec.graph_id and listed.version == 2 and listed.definition == ""
-            )
+            assert listed.graph_id == rec.graph_id and listed.version == 2 and listed.definition == ""
             # another client sees none of it and cannot take the id
             assert await bob.list_graphs() == []
             assert (await _code(bob.get_graph(rec.graph_id)))[0] == "NOT_FOUND"
             assert (await _code(bob.delete_graph(rec.graph_id)))[0] == "NOT_FOUND"
-            assert (await _code(bob.create_graph(text, graph_id=rec.graph_id)))[
-                0
-            ] == "ALREADY_EXISTS"
+            assert (await _code(bob.create_graph(text, graph_id=rec.graph_id)))[0] == "ALREADY_EXISTS"
             # validation: INVALID_ARGUMENT naming node and pin
             bad = json.loads(text)
             bad["nodes"][2]["input"] = {}

@@ -43,22 +43,15 @@ def seed(daemon: Daemon, graph_id: str, definition: str, owner: str = OWNER) -> 
     """Store a graph as CreateGraph would, before the daemon starts."""
     store = open_store(str(daemon.data_dir / "orchgpt.db"))
     try:
-        store.save_graph(
-            graph_id, owner, parse_graph(definition).name, parse_graph(definition).canonical()
-        )
+        store.save_graph(graph_id, owner, parse_graph(definition).name, parse_graph(definition).canonical())
     finally:
         store.close()
 
 
-async def run_graph(
-    d: Daemon, graph_id: str, given: str = "{}", **opts: str
-) -> tuple[TaskResult, list[Task]]:
+async def run_graph(d: Daemon, graph_id: str, given: str = "{}", **opts: str) -> tuple[TaskResult, list[Task]]:
     async with d.client(timeout=60) as c:
         events = [
-            e
-            async for e in c.submit(
-                Command("graph", Action.RUN, given, options={"graph_id": graph_id, **opts})
-            )
+            e async for e in c.submit(Command("graph", Action.RUN, given, options={"graph_id": graph_id, **opts}))
         ]
         result = events[-1].result
         assert result is not None, events
@@ -111,9 +104,7 @@ def test_fan_out_loop_branch_and_a_failing_node(daemon_factory: Any) -> None:
     assert result.state == TaskState.SUCCEEDED, result.error
     assert json.loads(result.output) == {"squares": [1.0, 4.0, 9.0], "never": None}
     keys = ["node:items"] + [f"node:{n}#{i}" for n in ("square", "check") for i in range(3)]
-    assert sorted(c.task_id for c in children) == sorted(
-        child_task_id(result.task_id, k) for k in keys
-    )
+    assert sorted(c.task_id for c in children) == sorted(child_task_id(result.task_id, k) for k in keys)
     states = {n["node"]: n["state"] for n in json.loads(result.data["nodes"])}
     assert states == {
         "items": "completed",
@@ -176,9 +167,7 @@ def test_a_resumed_run_does_not_rerun_completed_nodes(daemon_factory: Any, tmp_p
     task, kids = asyncio.run(again())
     assert task.state == TaskState.SUCCEEDED and task.result is not None
     assert json.loads(task.result.output)["order"] == "42"
-    assert sorted((k.task_id, k.updated_ms) for k in kids) == sorted(
-        (k.task_id, k.updated_ms) for k in children
-    )
+    assert sorted((k.task_id, k.updated_ms) for k in kids) == sorted((k.task_id, k.updated_ms) for k in children)
 
 
 def test_runs_record_the_version_they_ran(daemon_factory: Any) -> None:
@@ -248,9 +237,7 @@ def test_a_declared_loop_runs_until_it_stops_or_hits_max_iterations(daemon_facto
         "node:check@2",
         "node:done@2",
     ]
-    assert sorted(c.task_id for c in children) == sorted(
-        child_task_id(result.task_id, k) for k in keys
-    )
+    assert sorted(c.task_id for c in children) == sorted(child_task_id(result.task_id, k) for k in keys)
     nodes = {n["node"]: n for n in json.loads(result.data["nodes"])}
     assert [r["inputs"]["variables"]["n"] for r in nodes["add"]["runs"]] == [0, 1.0, 2.0]
     assert nodes["done"]["state"] == "completed"

@@ -29,9 +29,7 @@ def test_versions_owners_and_deletion(store: Store) -> None:
     assert (b.version, new) == (2, True)
     store.save_graph("g2", "bob", "two", '{"w":1}')
     got = store.get_graph("g1")
-    assert (
-        got is not None and got.version == 2 and got.definition == '{"v":2}' and got.versions == 2
-    )
+    assert got is not None and got.version == 2 and got.definition == '{"v":2}' and got.versions == 2
     old = store.get_graph("g1", 1)
     assert old is not None and old.definition == '{"v":1}'
     assert [g.graph_id for g in store.list_graphs("alice")] == ["g1"]
@@ -84,7 +82,5 @@ def test_a_graph_run_gets_its_stored_version_in_its_options() -> None:
             run(**kwargs)
         assert e.value.code == code and words in str(e.value), (kwargs, e.value)
     # other agent types pass through untouched
-    other = graph_options(
-        s, Command("echo", Action.RUN, "x", options={"graph_id": "g"}), "client:me"
-    )
+    other = graph_options(s, Command("echo", Action.RUN, "x", options={"graph_id": "g"}), "client:me")
     assert other == {"graph_id": "g"}

@@ -67,23 +67,17 @@ def test_missing_required_input() -> None:
     d = _graph()
     d["nodes"][1]["input"] = {}
     assert _problem(d) == (
-        "node 'say': required input pin 'agent_type' has no value "
-        "(no constant, link or graph input)"
+        "node 'say': required input pin 'agent_type' has no value (no constant, link or graph input)"
     )
 
 
 def test_unknown_pins_are_named() -> None:
     d = _graph()
     d["links"][0]["from"] = "greet.txt"
-    assert (
-        "link greet.txt -> say.input: node 'greet' (block text.template) has no output pin 'txt'"
-        in _problem(d)
-    )
+    assert "link greet.txt -> say.input: node 'greet' (block text.template) has no output pin 'txt'" in _problem(d)
     d = _graph()
     d["nodes"][0]["input"]["nope"] = 1
-    assert _problem(d).startswith(
-        "node 'greet': input pin 'nope': block text.template has no such input"
-    )
+    assert _problem(d).startswith("node 'greet': input pin 'nope': block text.template has no such input")
     d = _graph()
     d["links"][0]["to"] = "ghost.input"
     assert "no node 'ghost'" in _problem(d)
@@ -102,10 +96,7 @@ def test_type_mismatch_along_a_link() -> None:
 def test_a_cycle_that_is_not_a_declared_loop() -> None:
     d = _graph()
     d["links"].append({"from": "find.positive", "to": "greet.template"})
-    assert (
-        "nodes greet -> say -> find -> greet form a cycle that is not a declared loop"
-        in _problem(d)
-    )
+    assert "nodes greet -> say -> find -> greet form a cycle that is not a declared loop" in _problem(d)
 
 
 @pytest.mark.parametrize(
@@ -142,10 +133,7 @@ def test_declared_loops() -> None:
     d["links"].append({"from": "find.positive", "to": "greet.template", "loop": True})
     g = parse_graph(json.dumps(d))
     validate(g, CATALOG)  # a declared loop: no cycle error
-    assert (
-        '"loop":true' in g.canonical()
-        and '"loop"' not in parse_graph(EXAMPLE.read_text()).canonical()
-    )
+    assert '"loop":true' in g.canonical() and '"loop"' not in parse_graph(EXAMPLE.read_text()).canonical()
     d["links"][-1] = {"from": "greet.text", "to": "find.pattern", "loop": True}
     assert "declared a loop, but node 'find' does not lead to node 'greet'" in _problem(d)
     d["links"][-1] = {"from": "say.result", "to": "find.text", "loop": "yes"}

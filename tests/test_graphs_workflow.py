@@ -53,9 +53,7 @@ async def run_graph(d: Daemon, gid: str) -> tuple[TaskResult, list[Task]]:
 def task_view(d: Daemon, task_id: str) -> str:
     """`/task ID` as the user sees it (this checkout's CLI)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
-    env.update(
-        ORCHGPT_ADDRESS=d.address, ORCHGPT_CERTS=str(d.certs), PYTHONPATH=str(ROOT), COLUMNS="250"
-    )
+    env.update(ORCHGPT_ADDRESS=d.address, ORCHGPT_CERTS=str(d.certs), PYTHONPATH=str(ROOT), COLUMNS="250")
     r = subprocess.run(
         [sys.executable, "-m", "cli", "-c", f"/task {task_id}"],
         capture_output=True,
@@ -86,15 +84,11 @@ summary_method = "last"
     )
     sp = Speakers({"planner": ["1. split 2. parse"], "writer": ["final: parse_iso"]})
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
-        d: Daemon = daemon_factory(
-            "--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")
-        ).start()
+        d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")).start()
         asyncio.run(create(d, GRAPH, "wf-graph"))
         result, children = asyncio.run(run_graph(d, "wf-graph"))
         reqs = srv.chat_requests
-        nope = dict(
-            GRAPH, nodes=[{"id": "flow", "block": "workflow", "input": {"workflow": "nope"}}]
-        )
+        nope = dict(GRAPH, nodes=[{"id": "flow", "block": "workflow", "input": {"workflow": "nope"}}])
         nope.update(links=[], inputs={}, outputs={"out": "flow.result"})
         asyncio.run(create(d, nope, "wf-nope"))
         failed, _ = asyncio.run(run_graph(d, "wf-nope"))

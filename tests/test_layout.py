@@ -18,20 +18,32 @@ CHECKED = ("orchgpt", "agentd", "cli", "bench", "scripts", "tests")
 
 def _modules() -> list[Path]:
     """The project's own modules: not generated code, not a virtualenv or cache below them."""
-    return [p for d in CHECKED for p in sorted((ROOT / d).rglob("*.py"))
-            if GENERATED not in p.parents and "_pb2" not in p.name
-            and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(ROOT).parts)]
+    return [
+        p
+        for d in CHECKED
+        for p in sorted((ROOT / d).rglob("*.py"))
+        if GENERATED not in p.parents
+        and "_pb2" not in p.name
+        and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(ROOT).parts)
+    ]
 
 
 def test_no_daemon_module_imports_the_agent_package() -> None:
     offenders = []
     for path in sorted(ORCHGPT.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
-                     else [])
-            offenders += [f"{path.relative_to(ORCHGPT.parent)}:{node.lineno}"
-                          for n in names if n == "agentd" or n.startswith("agentd.")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(ORCHGPT.parent)}:{node.lineno}"
+                for n in names
+                if n == "agentd" or n.startswith("agentd.")
+            ]
     assert offenders == []
 
 

@@ -86,10 +86,12 @@ def test_pages_stop_by_bytes_and_tokens_round_trip() -> None:
 def test_validation_names_the_field() -> None:
     assert "envelope.type" in validate.envelope(pb.Envelope(type=99))
     assert "envelope.event.status.state" in validate.envelope(
-        pb.Envelope(type=pb.TASK_EVENT, event=pb.TaskEvent(status=pb.StatusEvent(state=42))))
+        pb.Envelope(type=pb.TASK_EVENT, event=pb.TaskEvent(status=pb.StatusEvent(state=42)))
+    )
     assert "envelope.task_id" in validate.envelope(pb.Envelope(type=pb.PING, task_id="a\x00"))
     assert "envelope.heartbeat.state" in validate.envelope(
-        pb.Envelope(type=pb.HEARTBEAT, heartbeat=pb.Heartbeat(state=9)))
+        pb.Envelope(type=pb.HEARTBEAT, heartbeat=pb.Heartbeat(state=9))
+    )
     assert validate.envelope(codec.new_envelope(pb.PING, "a")) == ""
     assert "path" in validate.request("FetchArtifact", pb.FetchArtifactRequest(task_id="t", path="x\x00"))
 

@@ -34,7 +34,9 @@ WRITE = ToolSpec(
         "additionalProperties": False,
     },
 )
-RUN = ToolSpec("run", "Run a command", {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]})
+RUN = ToolSpec(
+    "run", "Run a command", {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}
+)
 USER = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
 
 
@@ -49,9 +51,7 @@ async def test_streamed_tokens_arrive_in_order_and_as_they_come() -> None:
     with ScriptedOpenAI([text(reply, chunk_delay_s=0.05)]) as srv:
         async with LLM(settings(srv)) as llm:
             seen: list[tuple[float, str]] = []
-            res = await asyncio.wait_for(
-                llm.chat(USER, on_token=lambda t: seen.append((time.monotonic(), t))), 10
-            )
+            res = await asyncio.wait_for(llm.chat(USER, on_token=lambda t: seen.append((time.monotonic(), t))), 10)
     tokens = [t for _, t in seen]
     assert tokens == ["The ", "quick ", "brown ", "fox ", "jumps ", "over ", "the ", "lazy ", "dog."]
     assert "".join(tokens) == res.content == reply
@@ -65,11 +65,16 @@ async def test_streamed_tokens_arrive_in_order_and_as_they_come() -> None:
 
 
 async def test_native_tool_calls_are_parsed_and_round_trip() -> None:
-    with ScriptedOpenAI([
-        tool_calls(("write_file", {"path": "app.py", "content": "print('hi')\n"}), ("run", {"cmd": "python app.py"}),
-                   content="Writing and running."),
-        text("It printed hi."),
-    ]) as srv:
+    with ScriptedOpenAI(
+        [
+            tool_calls(
+                ("write_file", {"path": "app.py", "content": "print('hi')\n"}),
+                ("run", {"cmd": "python app.py"}),
+                content="Writing and running.",
+            ),
+            text("It printed hi."),
+        ]
+    ) as srv:
         async with LLM(settings(srv, model="m")) as llm:
             res = await llm.chat(USER, tools=[WRITE, RUN])
             assert res.mode == "native" and res.finish_reason == "tool_calls"
@@ -78,8 +83,7 @@ async def test_native_tool_calls_are_parsed_and_round_trip() -> None:
                 ("run", {"cmd": "python app.py"}),
             ]
             assert res.content == "Writing and running."
-            history = [*USER, res.assistant_message(),
-                       *(tool_result_message(c, "ok") for c in res.tool_calls)]
+            history = [*USER, res.assistant_message(), *(tool_result_message(c, "ok") for c in res.tool_calls)]
             res2 = await llm.chat(history, tools=[WRITE, RUN])
     assert res2.content == "It printed hi."
     first, second = srv.chat_requests
@@ -91,11 +95,13 @@ async def test_native_tool_calls_are_parsed_and_round_trip() -> None:
 
 
 async def test_malformed_native_arguments_are_fed_back_and_retried() -> None:
-    with ScriptedOpenAI([
-        tool_call("write_file", '{"path": "a.py", "content": ', id="call_bad"),  # cut-off JSON
-        tool_call("write_file", {"path": "a.py"}),  # schema: content missing
-        tool_call("write_file", {"path": "a.py", "content": "x = 1\n"}),
-    ]) as srv:
+    with ScriptedOpenAI(
+        [
+            tool_call("write_file", '{"path": "a.py", "content": ', id="call_bad"),  # cut-off JSON
+            tool_call("write_file", {"path": "a.py"}),  # schema: content missing
+            tool_call("write_file", {"path": "a.py", "content": "x = 1\n"}),
+        ]
+    ) as srv:
         async with LLM(settings(srv, model="m")) as llm:
             res = await llm.chat(USER, tools=[WRITE])
     assert [(c.name, c.arguments) for c in res.tool_calls] == [("write_file", {"path": "a.py", "content": "x = 1\n"})]
@@ -109,8 +115,9 @@ async def test_malformed_native_arguments_are_fed_back_and_retried() -> None:
 
 async def test_usage_and_cost_are_summed_per_call_and_per_instance() -> None:
     usage = {"prompt_tokens": 1000, "completion_tokens": 200}
-    with ScriptedOpenAI([text("a", usage=usage), text("b", usage=usage), text("c", report_usage=False)],
-                        models=["gpt-4o-mini"]) as srv:
+    with ScriptedOpenAI(
+        [text("a", usage=usage), text("b", usage=usage), text("c", report_usage=False)], models=["gpt-4o-mini"]
+    ) as srv:
         async with LLM(settings(srv, model="gpt-4o-mini")) as llm:
             r1 = await llm.chat(USER)
             r2 = await llm.chat(USER)
@@ -133,8 +140,9 @@ def test_price_table() -> None:
 
 
 async def test_429_then_success_is_retried() -> None:
-    with ScriptedOpenAI([error(429, "Rate limit reached", headers={"Retry-After": "0"}), disconnect(),
-                         text("finally")]) as srv:
+    with ScriptedOpenAI(
+        [error(429, "Rate limit reached", headers={"Retry-After": "0"}), disconnect(), text("finally")]
+    ) as srv:
         async with LLM(settings(srv, model="m")) as llm:
             res = await asyncio.wait_for(llm.chat(USER), 10)
     assert res.content == "finally"
@@ -163,13 +171,18 @@ async def test_400_is_not_retried() -> None:
 
 
 async def test_parameters_a_model_rejects_are_adapted() -> None:
-    with ScriptedOpenAI([
-        error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                   "Use 'max_completion_tokens' instead."),
-        error(400, "Unsupported value: 'temperature' does not support 0.2 with this model."),
-        text("ok"),
-        text("again"),
-    ]) as srv:
+    with ScriptedOpenAI(
+        [
+            error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+            ),
+            error(400, "Unsupported value: 'temperature' does not support 0.2 with this model."),
+            text("ok"),
+            text("again"),
+        ]
+    ) as srv:
         async with LLM(settings(srv, model="m")) as llm:
             assert (await llm.chat(USER, max_tokens=50, temperature=0.2)).content == "ok"
             assert (await llm.chat(USER, max_tokens=50, temperature=0.2)).content == "again"
@@ -226,11 +239,18 @@ async def test_a_silent_server_is_tried_twice_not_max_retries_times() -> None:
 
 
 async def test_smart_and_fast_models_on_two_servers() -> None:
-    with ScriptedOpenAI([text("smart answer")], models=["big"]) as a, \
-            ScriptedOpenAI([text("fast answer")], models=["small"]) as b:
-        cfg = AgentSettings.from_env("backend", {
-            "OPENAI_BASE_URL": a.base_url, "ORCHGPT_FAST_BASE_URL": b.base_url, "OPENAI_API_KEY": "k",
-        })
+    with (
+        ScriptedOpenAI([text("smart answer")], models=["big"]) as a,
+        ScriptedOpenAI([text("fast answer")], models=["small"]) as b,
+    ):
+        cfg = AgentSettings.from_env(
+            "backend",
+            {
+                "OPENAI_BASE_URL": a.base_url,
+                "ORCHGPT_FAST_BASE_URL": b.base_url,
+                "OPENAI_API_KEY": "k",
+            },
+        )
         async with LLM(cfg) as llm:
             assert (await llm.chat(USER, model="fast")).content == "fast answer"
             assert (await llm.chat(USER)).content == "smart answer"

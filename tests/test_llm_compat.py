@@ -23,15 +23,19 @@ def test_parse_call_forms() -> None:
     assert isinstance(ok, Call) and ok.call.name == "run" and ok.call.arguments == {"cmd": "ls"}
     assert ok.call.id.startswith("call_")
     # Other spellings models use: no language tag, "name"/"parameters", a bare object.
-    for content in ('```\n{"name": "run", "parameters": {"cmd": "ls"}}\n```',
-                    '{"tool": "run", "arguments": {"cmd": "ls"}}',
-                    'I will call {"tool": "run", "arguments": {"cmd": "ls"}} now',
-                    '```json\n{"tool": "run", "arguments": "{\\"cmd\\": \\"ls\\"}"}\n```'):
+    for content in (
+        '```\n{"name": "run", "parameters": {"cmd": "ls"}}\n```',
+        '{"tool": "run", "arguments": {"cmd": "ls"}}',
+        'I will call {"tool": "run", "arguments": {"cmd": "ls"}} now',
+        '```json\n{"tool": "run", "arguments": "{\\"cmd\\": \\"ls\\"}"}\n```',
+    ):
         p = parse_call(content, tools)
         assert isinstance(p, Call) and p.call.arguments == {"cmd": "ls"}, content
     # What small models get wrong and is still unambiguous: trailing commas, Python quoting.
-    for content in ('```json\n{"tool": "run", "arguments": {"cmd": "ls",},}\n```',
-                    "```json\n{'tool': 'run', 'arguments': {'cmd': 'ls'}}\n```"):
+    for content in (
+        '```json\n{"tool": "run", "arguments": {"cmd": "ls",},}\n```',
+        "```json\n{'tool': 'run', 'arguments': {'cmd': 'ls'}}\n```",
+    ):
         p = parse_call(content, tools)
         assert isinstance(p, Call) and p.call.arguments == {"cmd": "ls"}, content
     # Plain answers, and JSON data that is not a call.
@@ -41,15 +45,20 @@ def test_parse_call_forms() -> None:
     cut = parse_call('```json\n{"tool": "run", "arguments": {"cmd": "l', tools)
     assert isinstance(cut, Invalid) and "not valid JSON" in cut.error
     unknown = parse_call('```json\n{"tool": "delete_all", "arguments": {}}\n```', tools)
-    assert isinstance(unknown, Invalid) and "no tool named 'delete_all'" in unknown.error and "write_file" in unknown.error
-    bad = parse_call('```json\n{"tool": "write_file", "arguments": {"path": 3, "content": "x", "mode": "w"}}\n```', tools)
+    assert (
+        isinstance(unknown, Invalid) and "no tool named 'delete_all'" in unknown.error and "write_file" in unknown.error
+    )
+    bad = parse_call(
+        '```json\n{"tool": "write_file", "arguments": {"path": 3, "content": "x", "mode": "w"}}\n```', tools
+    )
     assert isinstance(bad, Invalid)
     assert "arguments.path must be of type string" in bad.error and "unknown property 'mode'" in bad.error
 
 
 async def test_compat_mode_describes_tools_and_parses_the_fenced_call() -> None:
-    with ScriptedOpenAI([compat_call("write_file", {"path": "a.py", "content": "x"}, before="Writing it."),
-                         text("Done.")]) as srv:
+    with ScriptedOpenAI(
+        [compat_call("write_file", {"path": "a.py", "content": "x"}, before="Writing it."), text("Done.")]
+    ) as srv:
         async with LLM(settings(srv, tool_mode="compat")) as llm:
             tokens: list[str] = []
             res = await llm.chat(USER, tools=[WRITE, RUN], on_token=tokens.append)
@@ -63,7 +72,10 @@ async def test_compat_mode_describes_tools_and_parses_the_fenced_call() -> None:
     assert "tools" not in first
     system = first["messages"][0]
     assert system["role"] == "system" and system["content"].startswith("You are terse.")
-    assert "write_file: Write a file of the workspace" in system["content"] and '"required":["path","content"]' in system["content"]
+    assert (
+        "write_file: Write a file of the workspace" in system["content"]
+        and '"required":["path","content"]' in system["content"]
+    )
     # The history goes back as plain text: no tool role, the call not duplicated.
     assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
     assert second["messages"][2]["content"].count('"tool"') == 1
@@ -71,10 +83,12 @@ async def test_compat_mode_describes_tools_and_parses_the_fenced_call() -> None:
 
 
 async def test_bad_block_is_fed_back_and_retried() -> None:
-    with ScriptedOpenAI([
-        text('```json\n{"tool": "write_file", "arguments": {"path": "a.py"}}\n```'),
-        compat_call("write_file", {"path": "a.py", "content": "ok"}),
-    ]) as srv:
+    with ScriptedOpenAI(
+        [
+            text('```json\n{"tool": "write_file", "arguments": {"path": "a.py"}}\n```'),
+            compat_call("write_file", {"path": "a.py", "content": "ok"}),
+        ]
+    ) as srv:
         async with LLM(settings(srv, tool_mode="compat")) as llm:
             res = await llm.chat(USER, tools=[WRITE])
     assert res.tool_calls[0].arguments == {"path": "a.py", "content": "ok"}
@@ -122,10 +136,12 @@ async def test_native_mode_does_not_fall_back() -> None:
 
 
 async def test_auto_accepts_a_fenced_call_from_a_native_request() -> None:
-    with ScriptedOpenAI([
-        text('```json\n{"tool": "run", "arguments": {}}\n```'),  # schema violation: cmd missing
-        compat_call("run", {"cmd": "pytest -q"}),
-    ]) as srv:
+    with ScriptedOpenAI(
+        [
+            text('```json\n{"tool": "run", "arguments": {}}\n```'),  # schema violation: cmd missing
+            compat_call("run", {"cmd": "pytest -q"}),
+        ]
+    ) as srv:
         async with LLM(settings(srv)) as llm:
             res = await llm.chat(USER, tools=[RUN])
     assert res.mode == "compat" and res.tool_calls[0].arguments == {"cmd": "pytest -q"}

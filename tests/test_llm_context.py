@@ -17,14 +17,16 @@ def settings(srv: ScriptedOpenAI, **kw: Any) -> AgentSettings:
 
 
 def test_fold_system_merges_roles() -> None:
-    folded = fold_system([
-        {"role": "system", "content": "Rules."},
-        {"role": "user", "content": "Task."},
-        {"role": "user", "content": "More."},
-        {"role": "assistant", "content": "A"},
-        {"role": "system", "content": "Late rule."},
-        {"role": "assistant", "content": "B"},
-    ])
+    folded = fold_system(
+        [
+            {"role": "system", "content": "Rules."},
+            {"role": "user", "content": "Task."},
+            {"role": "user", "content": "More."},
+            {"role": "assistant", "content": "A"},
+            {"role": "system", "content": "Late rule."},
+            {"role": "assistant", "content": "B"},
+        ]
+    )
     assert folded == [
         {"role": "user", "content": "Rules.\n\nLate rule.\n\nTask.\n\nMore."},
         {"role": "assistant", "content": "A\n\nB"},
@@ -79,11 +81,20 @@ def test_root_url() -> None:
 
 
 def _history(n: int) -> list[dict[str, Any]]:
-    msgs: list[dict[str, Any]] = [{"role": "system", "content": "You build services."},
-                                  {"role": "user", "content": "Build a todo API."}]
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "You build services."},
+        {"role": "user", "content": "Build a todo API."},
+    ]
     for i in range(n):
-        msgs.append({"role": "assistant", "content": "", "tool_calls": [
-            {"id": f"c{i}", "type": "function", "function": {"name": "run", "arguments": '{"cmd": "pytest"}'}}]})
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": f"c{i}", "type": "function", "function": {"name": "run", "arguments": '{"cmd": "pytest"}'}}
+                ],
+            }
+        )
         msgs.append({"role": "tool", "tool_call_id": f"c{i}", "content": f"step {i} " + "output " * 40})
     msgs.append({"role": "user", "content": "Now fix the failing test."})
     return msgs

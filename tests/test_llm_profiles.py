@@ -19,9 +19,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def settings(srv: ScriptedOpenAI, model: str = "m", **kw: Any) -> AgentSettings:
-    return AgentSettings.for_endpoint(
-        srv.base_url, api_key="k", model=model, backoff_s=0.01, timeout_s=5, **kw
-    )
+    return AgentSettings.for_endpoint(srv.base_url, api_key="k", model=model, backoff_s=0.01, timeout_s=5, **kw)
 
 
 async def test_server_without_tools_compat_is_chosen_once_for_every_llm() -> None:
@@ -56,18 +54,14 @@ async def test_server_rejecting_the_system_role_is_folded_once_for_every_llm() -
 
 async def test_learnt_profiles_are_per_server_and_model() -> None:
     cache = ProfileCache()
-    with ScriptedOpenAI(
-        [compat_call("run", {"cmd": "ls"}), tool_call("run", {"cmd": "ls"})], reject_tools=True
-    ) as srv:
+    with ScriptedOpenAI([compat_call("run", {"cmd": "ls"}), tool_call("run", {"cmd": "ls"})], reject_tools=True) as srv:
         async with LLM(settings(srv, model="a"), cache) as llm:
             await llm.chat(USER, tools=[RUN])
         srv.reject_tools = False
         async with LLM(settings(srv, model="b"), cache) as llm:  # another model: tried natively
             res = await llm.chat(USER, tools=[RUN])
     assert res.mode == "native"
-    assert (
-        cache.get(srv.base_url, "a").tools is False and cache.get(srv.base_url, "b").tools is None
-    )
+    assert cache.get(srv.base_url, "a").tools is False and cache.get(srv.base_url, "b").tools is None
     assert PROFILES.get(srv.base_url, "a").tools is None  # a private cache stays private
 
 
@@ -88,18 +82,14 @@ async def test_configured_profile_wins_over_learnt_and_known() -> None:
 
 
 async def test_known_small_model_gets_compat_and_folding_without_a_rejected_request() -> None:
-    with ScriptedOpenAI(
-        [compat_call("run", {"cmd": "ls"})], reject_tools=True, reject_system=True
-    ) as srv:
+    with ScriptedOpenAI([compat_call("run", {"cmd": "ls"})], reject_tools=True, reject_system=True) as srv:
         async with LLM(settings(srv, model="gemma-3-270m"), ProfileCache()) as llm:
             res = await llm.chat(USER, tools=[RUN])
             prof = await llm.profile()
     assert res.mode == "compat" and res.tool_calls[0].arguments == {"cmd": "ls"}
     (req,) = srv.chat_requests  # no 400 first: the seed knew
     assert "tools" not in req and [m["role"] for m in req["messages"]] == ["user"]
-    assert (
-        prof.name == "gemma-3-270m" and prof.has("base_model") and prof.text_strategy == "fill_in"
-    )
+    assert prof.name == "gemma-3-270m" and prof.has("base_model") and prof.text_strategy == "fill_in"
 
 
 async def test_rejected_parameter_is_classified_by_the_error_param_not_the_text() -> None:
@@ -118,39 +108,24 @@ async def test_rejected_parameter_is_classified_by_the_error_param_not_the_text(
         async with LLM(settings(srv), ProfileCache()) as llm:
             assert (await llm.chat(USER, max_tokens=20)).content == "ok"
     first, second = srv.chat_requests
-    assert (
-        first["max_tokens"] == 20
-        and second["max_completion_tokens"] == 20
-        and "max_tokens" not in second
-    )
+    assert first["max_tokens"] == 20 and second["max_completion_tokens"] == 20 and "max_tokens" not in second
 
 
 def _bad_request(body: dict[str, Any], status: int = 400) -> openai.APIStatusError:
     import httpx
 
     req = httpx.Request("POST", "http://x/v1/chat/completions")
-    return openai.APIStatusError(
-        "rejected", response=httpx.Response(status, request=req), body=body
-    )
+    return openai.APIStatusError("rejected", response=httpx.Response(status, request=req), body=body)
 
 
 def test_rejections_are_classified_by_param_then_text() -> None:
     by_param = _bad_request({"error": {"message": "nope", "param": "tool_choice"}})
     assert rejected_features(by_param, system=True, text="nope") == [TOOLS]
-    assert rejected_features(_bad_request({"error": {"param": "max_tokens"}}), system=False) == [
-        MAX_COMPLETION_TOKENS
-    ]
+    assert rejected_features(_bad_request({"error": {"param": "max_tokens"}}), system=False) == [MAX_COMPLETION_TOKENS]
     # A named parameter the client cannot do without: nothing to learn, whatever the text says.
-    assert (
-        rejected_features(
-            _bad_request({"error": {"param": "model"}}), system=True, text="system tool"
-        )
-        == []
-    )
+    assert rejected_features(_bad_request({"error": {"param": "model"}}), system=True, text="system tool") == []
     # No parameter: the message (llama.cpp, Mistral templates).
-    assert rejected_features(_bad_request({}), system=True, text="System role not supported") == [
-        SYSTEM_ROLE
-    ]
+    assert rejected_features(_bad_request({}), system=True, text="System role not supported") == [SYSTEM_ROLE]
     assert rejected_features(_bad_request({}), system=False, text="System role not supported") == []
     # Not a rejection of the request: never learnt from.
     assert rejected_features(_bad_request({}, status=500), system=True, text="system tools") == []

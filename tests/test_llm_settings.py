@@ -41,7 +41,11 @@ def test_local_server_and_overrides(tmp_path: Path) -> None:
         "ORCHGPT_SANDBOX_TIMEOUT": "7.5",
     }
     arch = AgentSettings.from_env("architect", env)
-    assert (arch.smart.url, arch.smart.model, arch.smart.api_key) == ("http://127.0.0.1:8080/v1", "big-model", "arch-key")
+    assert (arch.smart.url, arch.smart.model, arch.smart.api_key) == (
+        "http://127.0.0.1:8080/v1",
+        "big-model",
+        "arch-key",
+    )
     assert (arch.fast.url, arch.fast.model, arch.fast.api_key) == ("http://127.0.0.1:8081/v1", "", "fast-key")
     assert arch.smart.tool_mode == "compat" and arch.smart.fold_system is True and arch.fast.context_window == 4096
     assert arch.workspace_root == tmp_path and arch.allow_fetch is False
@@ -50,13 +54,16 @@ def test_local_server_and_overrides(tmp_path: Path) -> None:
     assert backend.smart.model == "" and backend.smart.api_key is None  # asks the server for its model
 
 
-@pytest.mark.parametrize(("name", "value", "needle"), [
-    ("ORCHGPT_MAX_STEPS", "many", "not an integer"),
-    ("ORCHGPT_MAX_STEPS", "0", "at least 1"),
-    ("ORCHGPT_TOOL_MODE", "magic", "auto, native, compat"),
-    ("ORCHGPT_ALLOW_FETCH", "perhaps", "not a boolean"),
-    ("ORCHGPT_LLM_TIMEOUT", "soon", "not a number"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("ORCHGPT_MAX_STEPS", "many", "not an integer"),
+        ("ORCHGPT_MAX_STEPS", "0", "at least 1"),
+        ("ORCHGPT_TOOL_MODE", "magic", "auto, native, compat"),
+        ("ORCHGPT_ALLOW_FETCH", "perhaps", "not a boolean"),
+        ("ORCHGPT_LLM_TIMEOUT", "soon", "not a number"),
+    ],
+)
 def test_malformed_values_name_the_variable(name: str, value: str, needle: str) -> None:
     with pytest.raises(SettingsError, match=needle) as ei:
         AgentSettings.from_env("backend", {"OPENAI_API_KEY": "k", name: value})

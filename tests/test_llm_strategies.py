@@ -42,9 +42,7 @@ FILES: Section[str] = Section(
 )
 
 
-def ctx_for(
-    tmp_path: Path, settings: AgentSettings | None = None
-) -> tuple[TaskContext, list[TaskEvent]]:
+def ctx_for(tmp_path: Path, settings: AgentSettings | None = None) -> tuple[TaskContext, list[TaskEvent]]:
     events: list[TaskEvent] = []
     ws = tmp_path / "ws" / "t"
     ws.mkdir(parents=True, exist_ok=True)
@@ -71,9 +69,9 @@ async def test_another_section_uses_the_same_worked_examples_and_echo_rules(tmp_
             files, model = await asyncio.wait_for(FillIn().ask(llm, ctx, FILES, ["a todo app"]), 30)
     assert files == ["todo_api.py", "todo_db.py"] and model == "m"
     first, second = srv.chat_requests
-    assert [m["content"] for m in first["messages"][::2]] == [
-        f"Files of {e.project}:" for e in WORKED_EXAMPLES
-    ] + ["Files of a todo app:"]
+    assert [m["content"] for m in first["messages"][::2]] == [f"Files of {e.project}:" for e in WORKED_EXAMPLES] + [
+        "Files of a todo app:"
+    ]
     assert "tools" not in first and first["max_tokens"] == 200 and first["temperature"] == 0.2
     assert second["messages"] == first["messages"]  # the same prompt sampled again first
     steps = [e.text for e in events if e.kind == EventKind.STEP]
@@ -87,9 +85,7 @@ async def test_a_section_that_fails_names_itself(tmp_path: Path) -> None:
     with ScriptedOpenAI(responder=lambda req: text("no idea")) as srv:
         ctx, _ = ctx_for(tmp_path)
         async with LLM(AgentSettings.for_endpoint(srv.base_url, api_key="k", model="m")) as llm:
-            with pytest.raises(
-                FillInFailed, match=r"could not fill in the Files section \(2 tries"
-            ):
+            with pytest.raises(FillInFailed, match=r"could not fill in the Files section \(2 tries"):
                 await FillIn(tries=2).ask(llm, ctx, FILES, ["a todo app"])
     assert len(srv.chat_requests) == 2
 
@@ -100,30 +96,22 @@ def test_the_profile_chooses_the_strategy() -> None:
 
 
 def _architect(tmp_path: Path, srv: ScriptedOpenAI) -> tuple[Any, TaskContext, list[TaskEvent]]:
-    settings = AgentSettings.for_endpoint(
-        srv.base_url, api_key="sk-scripted", workspace_root=tmp_path / "ws"
-    )
+    settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=tmp_path / "ws")
     settings.max_steps = 1
     ctx, events = ctx_for(tmp_path, settings)
     return agent_class("architect")(settings), ctx, events
 
 
 async def test_a_profile_without_a_text_strategy_skips_the_fill_in(tmp_path: Path) -> None:
-    with ScriptedOpenAI(
-        responder=lambda req: text("I cannot use tools."), models=["no-fill-model"]
-    ) as srv:
+    with ScriptedOpenAI(responder=lambda req: text("I cannot use tools."), models=["no-fill-model"]) as srv:
         PROFILES.learn(srv.base_url, "no-fill-model", text_strategy="none")
         agent, ctx, events = _architect(tmp_path, srv)
         out = await asyncio.wait_for(agent.run(ctx), 30)
         reqs = srv.chat_requests
     assert not out.ok and out.data["fill_in"] == "false"
-    assert out.error.startswith(
-        "the architecture is incomplete after 1 round(s): ARCHITECTURE.md was not written"
-    )
+    assert out.error.startswith("the architecture is incomplete after 1 round(s): ARCHITECTURE.md was not written")
     assert all("write_file" in prompt_text(r) for r in reqs)  # no section was asked
-    assert "tools unavailable: filling in the document section by section" not in [
-        e.text for e in events
-    ]
+    assert "tools unavailable: filling in the document section by section" not in [e.text for e in events]
 
 
 async def test_the_known_small_model_goes_compat_and_folded_from_the_first_request(
@@ -139,9 +127,7 @@ async def test_the_known_small_model_goes_compat_and_folded_from_the_first_reque
         ("HTTP endpoints for the entity", text("GET /todos - list the todos")),
         default=text("I will write it."),
     )
-    with ScriptedOpenAI(
-        responder=responder, models=["gemma-3-270m"], reject_tools=True, reject_system=True
-    ) as srv:
+    with ScriptedOpenAI(responder=responder, models=["gemma-3-270m"], reject_tools=True, reject_system=True) as srv:
         agent, ctx, _events = _architect(tmp_path, srv)
         out = await asyncio.wait_for(agent.run(ctx), 30)
         reqs = srv.chat_requests

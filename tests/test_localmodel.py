@@ -54,9 +54,15 @@ async def test_real_local_model_streams_and_attempts_a_compat_tool_call(tmp_path
             # Streaming through the real server.
             tokens: list[str] = []
             res = await asyncio.wait_for(
-                llm.chat([{"role": "system", "content": "You answer in one short sentence."},
-                          {"role": "user", "content": "What colour is the sky?"}],
-                         on_token=tokens.append, max_tokens=24, temperature=0.0),
+                llm.chat(
+                    [
+                        {"role": "system", "content": "You answer in one short sentence."},
+                        {"role": "user", "content": "What colour is the sky?"},
+                    ],
+                    on_token=tokens.append,
+                    max_tokens=24,
+                    temperature=0.0,
+                ),
                 60,
             )
             assert len(tokens) >= 2 and "".join(tokens) == res.content and res.content.strip()
@@ -75,8 +81,18 @@ async def test_real_local_model_streams_and_attempts_a_compat_tool_call(tmp_path
             settings.smart.compat_retries = 1
             t0 = time.monotonic()
             res2 = await asyncio.wait_for(
-                llm.chat([{"role": "user", "content": 'Create the file hello.txt containing "hi". Use the write_file tool.'}],
-                         tools=[WRITE], model="smart", max_tokens=64, temperature=0.0),
+                llm.chat(
+                    [
+                        {
+                            "role": "user",
+                            "content": 'Create the file hello.txt containing "hi". Use the write_file tool.',
+                        }
+                    ],
+                    tools=[WRITE],
+                    model="smart",
+                    max_tokens=64,
+                    temperature=0.0,
+                ),
                 90,
             )
             assert res2.mode == "compat"
@@ -87,9 +103,11 @@ async def test_real_local_model_streams_and_attempts_a_compat_tool_call(tmp_path
                 assert isinstance(call.arguments.get("content"), str)
             elif res2.finish_reason == "invalid_tool_call":
                 assert res2.tool_error and res2.usage.calls == 2
-            print(f"compat attempt: calls={res2.usage.calls} finish={res2.finish_reason} content={res2.content!r} "
-                  f"tool_calls={[c.arguments for c in res2.tool_calls]} error={res2.tool_error!r} "
-                  f"in {time.monotonic() - t0:.1f}s")
+            print(
+                f"compat attempt: calls={res2.usage.calls} finish={res2.finish_reason} content={res2.content!r} "
+                f"tool_calls={[c.arguments for c in res2.tool_calls]} error={res2.tool_error!r} "
+                f"in {time.monotonic() - t0:.1f}s"
+            )
     finally:
         await asyncio.wait_for(srv.stop(), 30)
     assert srv.pid is None

@@ -32,8 +32,15 @@ TIMEOUT = 30
 class Harness:
     """A TaskContext whose events land in a list, and an approver that answers from a list."""
 
-    def __init__(self, tmp_path: Path, base_url: str, *, approval: bool = False,
-                 answers: list[ApprovalResponse] | None = None, **model_opts: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        base_url: str,
+        *,
+        approval: bool = False,
+        answers: list[ApprovalResponse] | None = None,
+        **model_opts: Any,
+    ) -> None:
         self.events: list[TaskEvent] = []
         self.asked: list[ApprovalRequest] = []
         self.answers = list(answers or [])
@@ -44,8 +51,14 @@ class Harness:
         ws = tmp_path / "ws" / "t1"
         ws.mkdir(parents=True)
         task = Task(task_id="t1", agent_type="backend", input="work", approval=approval)
-        self.ctx = TaskContext(task, ws, "agent-1", self.events.append,
-                               approve=self._approve if answers is not None else None, settings=self.settings)
+        self.ctx = TaskContext(
+            task,
+            ws,
+            "agent-1",
+            self.events.append,
+            approve=self._approve if answers is not None else None,
+            settings=self.settings,
+        )
         self.llm = LLM(self.settings)
         self.toolbox = Toolbox(ToolEnv.for_context(self.ctx))
 

@@ -35,8 +35,9 @@ class Inbox:
     tls_at_auth: list[bool] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
-                              email.message_from_bytes(envelope.original_content)))
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), email.message_from_bytes(envelope.original_content))
+        )
         return "250 OK"
 
     def authenticator(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
@@ -74,9 +75,16 @@ def server_context(ca: trustme.CA) -> ssl.SSLContext:
 @pytest.fixture
 def starttls_server(ca: trustme.CA) -> Iterator[tuple[Controller, Inbox]]:
     inbox = Inbox()
-    c = Controller(inbox, hostname="127.0.0.1", port=free_port(), tls_context=server_context(ca),
-                   require_starttls=True, authenticator=inbox.authenticator, auth_required=True,
-                   auth_require_tls=True)
+    c = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=server_context(ca),
+        require_starttls=True,
+        authenticator=inbox.authenticator,
+        auth_required=True,
+        auth_require_tls=True,
+    )
     c.start()
     yield c, inbox
     c.stop()
@@ -86,8 +94,15 @@ def starttls_server(ca: trustme.CA) -> Iterator[tuple[Controller, Inbox]]:
 def tls_server(ca: trustme.CA) -> Iterator[tuple[Controller, Inbox]]:
     inbox = Inbox()
     # aiosmtpd only counts STARTTLS as TLS for AUTH; the whole connection is TLS here.
-    c = Controller(inbox, hostname="127.0.0.1", port=free_port(), ssl_context=server_context(ca),
-                   authenticator=inbox.authenticator, auth_required=True, auth_require_tls=False)
+    c = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        ssl_context=server_context(ca),
+        authenticator=inbox.authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
     c.start()
     yield c, inbox
     c.stop()
@@ -102,28 +117,59 @@ def plain_server() -> Iterator[tuple[Controller, Inbox]]:
     c.stop()
 
 
-def smtp_env(monkeypatch: pytest.MonkeyPatch, port: int, security: str, ca_file: str = "", user: str = USER,
-             password: str = PASSWORD) -> None:
-    for k, v in {"HOST": "127.0.0.1", "PORT": str(port), "SECURITY": security, "USER": user,
-                 "PASSWORD": password, "FROM": "orchgpt@example.test", "TO": "lead@example.test, dev@example.test",
-                 "CA_FILE": ca_file, "TIMEOUT": "5"}.items():
+def smtp_env(
+    monkeypatch: pytest.MonkeyPatch,
+    port: int,
+    security: str,
+    ca_file: str = "",
+    user: str = USER,
+    password: str = PASSWORD,
+) -> None:
+    for k, v in {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SECURITY": security,
+        "USER": user,
+        "PASSWORD": password,
+        "FROM": "orchgpt@example.test",
+        "TO": "lead@example.test, dev@example.test",
+        "CA_FILE": ca_file,
+        "TIMEOUT": "5",
+    }.items():
         monkeypatch.setenv(f"ORCHGPT_SMTP_{k}", v)
 
 
 def results() -> list[TaskResult]:
     return [
-        TaskResult("t-back", TaskState.SUCCEEDED, output="tests passed (3 passed)", agent_type="backend",
-                   agent_id="local-backend-1", data={"tests_passed": "true", "routes_ok": "true"},
-                   artifacts=[Artifact("app.py", 10), Artifact("test_app.py", 20)],
-                   usage=Usage(1200, 300, 0.00036, "gpt-4o-mini", 4)),
-        TaskResult("t-front", TaskState.FAILED, error="fetch('/nope') matches no route", agent_type="frontend",
-                   data={"requeued": "agent local-frontend-1 lost: killed"}),
+        TaskResult(
+            "t-back",
+            TaskState.SUCCEEDED,
+            output="tests passed (3 passed)",
+            agent_type="backend",
+            agent_id="local-backend-1",
+            data={"tests_passed": "true", "routes_ok": "true"},
+            artifacts=[Artifact("app.py", 10), Artifact("test_app.py", 20)],
+            usage=Usage(1200, 300, 0.00036, "gpt-4o-mini", 4),
+        ),
+        TaskResult(
+            "t-front",
+            TaskState.FAILED,
+            error="fetch('/nope') matches no route",
+            agent_type="frontend",
+            data={"requeued": "agent local-frontend-1 lost: killed"},
+        ),
     ]
 
 
-def run_mailer(inputs: list[TaskResult] | None = None, text: str = "", options: dict[str, str] | None = None) -> Outcome:
-    ctx = TaskContext(Task(task_id="m1", agent_type="mailer", input=text, inputs=inputs or [],
-                                  options=options or {}), Path("."), "mailer-1", lambda e: None)
+def run_mailer(
+    inputs: list[TaskResult] | None = None, text: str = "", options: dict[str, str] | None = None
+) -> Outcome:
+    ctx = TaskContext(
+        Task(task_id="m1", agent_type="mailer", input=text, inputs=inputs or [], options=options or {}),
+        Path("."),
+        "mailer-1",
+        lambda e: None,
+    )
     return asyncio.run(asyncio.wait_for(MailerAgent().run(ctx), 30))
 
 
@@ -149,8 +195,7 @@ def test_starttls_with_auth_delivers_the_summary(monkeypatch, starttls_server, c
 def test_implicit_tls_and_option_recipients(monkeypatch, tls_server, ca_file) -> None:  # type: ignore[no-untyped-def]
     c, inbox = tls_server
     smtp_env(monkeypatch, c.port, "tls", ca_file)
-    out = run_mailer(text="Nightly build is green.\nAll good.", options={"to": "ops@example.test",
-                                                                        "subject": "build"})
+    out = run_mailer(text="Nightly build is green.\nAll good.", options={"to": "ops@example.test", "subject": "build"})
     assert out.ok
     [(_, rcpts, msg)] = inbox.messages
     assert rcpts == ["ops@example.test"] and msg["Subject"] == "build"
@@ -197,12 +242,19 @@ def test_configuration_errors_name_the_setting(monkeypatch) -> None:  # type: ig
     env = {"ORCHGPT_SMTP_HOST": "mail.example.test", "ORCHGPT_SMTP_SECURITY": "ssl"}
     with pytest.raises(TaskFailed, match="must be one of starttls, tls, none"):
         SmtpConfig.from_env(env)
-    cfg = SmtpConfig.from_env({"ORCHGPT_SMTP_HOST": "mail.example.test", "ORCHGPT_SMTP_SECURITY": "tls",
-                               "ORCHGPT_SMTP_PASSWORD": "pw"})
+    cfg = SmtpConfig.from_env(
+        {"ORCHGPT_SMTP_HOST": "mail.example.test", "ORCHGPT_SMTP_SECURITY": "tls", "ORCHGPT_SMTP_PASSWORD": "pw"}
+    )
     assert cfg.port == 465 and "pw" not in repr(cfg)
     # A password never travels in clear text to another host.
-    for k, v in {"HOST": "mail.example.test", "SECURITY": "none", "USER": "u", "PASSWORD": "p",
-                 "TO": "a@example.test", "PORT": "2525"}.items():
+    for k, v in {
+        "HOST": "mail.example.test",
+        "SECURITY": "none",
+        "USER": "u",
+        "PASSWORD": "p",
+        "TO": "a@example.test",
+        "PORT": "2525",
+    }.items():
         monkeypatch.setenv(f"ORCHGPT_SMTP_{k}", v)
     with pytest.raises(TaskFailed, match="without encryption"):
         run_mailer(text="x")
@@ -221,9 +273,17 @@ def test_refused_connection_is_a_clear_failure(monkeypatch) -> None:  # type: ig
 async def test_mailer_through_the_mesh(daemon_factory, starttls_server, ca_file) -> None:  # type: ignore[no-untyped-def]
     """orchgpt spawns the mailer with its environment; /mailer run delivers over STARTTLS + AUTH."""
     c, inbox = starttls_server
-    env = {"ORCHGPT_SMTP_HOST": "127.0.0.1", "ORCHGPT_SMTP_PORT": str(c.port), "ORCHGPT_SMTP_SECURITY": "starttls",
-           "ORCHGPT_SMTP_USER": USER, "ORCHGPT_SMTP_PASSWORD": PASSWORD, "ORCHGPT_SMTP_TO": "lead@example.test",
-           "ORCHGPT_SMTP_CA_FILE": ca_file, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "test"}
+    env = {
+        "ORCHGPT_SMTP_HOST": "127.0.0.1",
+        "ORCHGPT_SMTP_PORT": str(c.port),
+        "ORCHGPT_SMTP_SECURITY": "starttls",
+        "ORCHGPT_SMTP_USER": USER,
+        "ORCHGPT_SMTP_PASSWORD": PASSWORD,
+        "ORCHGPT_SMTP_TO": "lead@example.test",
+        "ORCHGPT_SMTP_CA_FILE": ca_file,
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "OPENAI_API_KEY": "test",
+    }
     d: Daemon = daemon_factory(env=env).start()
     async with d.client() as client:
         events = []

@@ -65,16 +65,12 @@ def mesh(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def connect(m: Mesh, name: str, current: str = "", pending: list[TaskResult] | None = None) -> Link:
     link = Link()
-    m.register(
-        name, Registration("echo", pending_results=list(pending or []), current_task=current), link
-    )
+    m.register(name, Registration("echo", pending_results=list(pending or []), current_task=current), link)
     return link
 
 
 def submit(m: Mesh, task_id: str, **kw: object) -> Task:
-    t, _ = m.submit(
-        Command("echo", Action.RUN, task_id, task_id=task_id, **kw), submitted_by="client:test"
-    )  # type: ignore[arg-type]
+    t, _ = m.submit(Command("echo", Action.RUN, task_id, task_id=task_id, **kw), submitted_by="client:test")  # type: ignore[arg-type]
     return t
 
 
@@ -100,9 +96,7 @@ def test_a_blip_mid_task_resumes_without_a_second_run(mesh: Mesh) -> None:
     assert a2.runs == [] and b.runs == [] and mesh.running_tasks == 1
     assert mesh.agents["a"].info.state == AgentState.BUSY and "a" not in mesh.registry.idle["echo"]
     mesh.on_result("a", ok("t1"))
-    assert (
-        t.state == TaskState.SUCCEEDED and t.attempts == 1 and t.result and t.result.agent_id == "a"
-    )
+    assert t.state == TaskState.SUCCEEDED and t.attempts == 1 and t.result and t.result.agent_id == "a"
     assert mesh.agents["a"].info.state == AgentState.IDLE and "a" in mesh.registry.idle["echo"]
 
 
@@ -140,9 +134,7 @@ def test_the_grace_expires_then_a_late_result_still_settles_once(mesh: Mesh) -> 
     assert stored is not None and stored.state == TaskState.SUCCEEDED and stored.result
     assert stored.result.output == "from a"
     assert b.cancels == ["t1"]
-    mesh.on_result(
-        "b", TaskResult("t1", TaskState.CANCELLED, error="cancelled")
-    )  # b's answer: dropped
+    mesh.on_result("b", TaskResult("t1", TaskState.CANCELLED, error="cancelled"))  # b's answer: dropped
     stored = mesh.store.get_task("t1")
     assert stored is not None and stored.result and stored.result.output == "from a"
     assert mesh.agents["b"].info.state == AgentState.IDLE
@@ -263,16 +255,12 @@ async def test_a_busy_agentd_refuses_a_run_with_run_refused(tmp_path: Path) -> N
     from orchgpt.certs import CertPaths
     from orchgpt.iac.v1 import iac_pb2 as pb
 
-    link = AgentLink(
-        EchoAgent(), "a", "127.0.0.1:1", CertPaths(tmp_path, tmp_path, tmp_path), tmp_path
-    )
+    link = AgentLink(EchoAgent(), "a", "127.0.0.1:1", CertPaths(tmp_path, tmp_path, tmp_path), tmp_path)
     link.outbox = Outbox()
     link.current_id = "t0"
     link.current = asyncio.create_task(asyncio.sleep(10))
     try:
-        run = codec.new_envelope(
-            pb.RUN, "orchgpt", task_id="t1", task=pb.TaskSpec(task_id="t1", agent_type="echo")
-        )
+        run = codec.new_envelope(pb.RUN, "orchgpt", task_id="t1", task=pb.TaskSpec(task_id="t1", agent_type="echo"))
         link._on_envelope(run, link.outbox)
         batch = await asyncio.wait_for(link.outbox.next_batch(), 5)
         assert batch is not None

@@ -13,9 +13,11 @@ from orchgpt.store.sqlite import SqliteStore
 def _left_behind(path: Path) -> None:
     """The store as a SIGKILLed orchgpt leaves it: tasks assigned to local agents, one queued."""
     store = SqliteStore(str(path))
-    for tid, state, agent in [("t-done-in-agent", TaskState.RUNNING, "local-echo-aaa111"),
-                              ("t-lost", TaskState.RUNNING, "local-echo-bbb222"),
-                              ("t-queued", TaskState.QUEUED, "")]:
+    for tid, state, agent in [
+        ("t-done-in-agent", TaskState.RUNNING, "local-echo-aaa111"),
+        ("t-lost", TaskState.RUNNING, "local-echo-bbb222"),
+        ("t-queued", TaskState.QUEUED, ""),
+    ]:
         store.create_task(Task(task_id=tid, agent_type="echo", input=tid, state=state, agent_id=agent, attempts=1))
     store.close()
 
@@ -52,5 +54,6 @@ def test_a_torn_journal_line_is_skipped(tmp_path: Path) -> None:
     import base64
 
     (tmp_path / "local-echo-ccc333.results").write_bytes(
-        b"not base64 protobuf!\n" + base64.b64encode(b"\xff\xff\xff garbage") + b"\n")
+        b"not base64 protobuf!\n" + base64.b64encode(b"\xff\xff\xff garbage") + b"\n"
+    )
     assert read_journals(tmp_path) == {}

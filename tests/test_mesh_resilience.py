@@ -25,7 +25,8 @@ async def n_agents(c, n: int) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_agent_killed_mid_task_is_requeued_to_another_instance(
-    daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
+    daemon_factory,
+    agents: list[AgentProc],  # type: ignore[no-untyped-def]
 ) -> None:
     # a SIGKILLed agent cannot be told from a network blip: its task is held for the reconnect grace
     d: Daemon = daemon_factory("--no-spawn", "--reconnect-grace", "1").start()
@@ -34,8 +35,9 @@ async def test_agent_killed_mid_task_is_requeued_to_another_instance(
     async with d.client() as c:
         await await_for(lambda: n_agents(c, 2), 30, what="two workers")
         events: list = []
-        runner = asyncio.create_task(collect(c, Command("echo", Action.RUN, "survive", task_id="t-requeue",
-                                                        options={"delay": "2"}), events))
+        runner = asyncio.create_task(
+            collect(c, Command("echo", Action.RUN, "survive", task_id="t-requeue", options={"delay": "2"}), events)
+        )
         await await_for(lambda: any(e.state == TaskState.RUNNING for e in events), 15, what="running")
         victim = next(e.agent_id for e in events if e.state == TaskState.RUNNING)
         survivor = next(n for n in workers if n != victim)
@@ -51,7 +53,8 @@ async def test_agent_killed_mid_task_is_requeued_to_another_instance(
 
 
 async def test_agent_killed_with_no_attempts_left_fails_with_a_reason(
-    daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
+    daemon_factory,
+    agents: list[AgentProc],  # type: ignore[no-untyped-def]
 ) -> None:
     d: Daemon = daemon_factory("--no-spawn", "--max-attempts", "1", "--reconnect-grace", "1").start()
     a1 = start_agent(d, "fragile-1")
@@ -85,7 +88,8 @@ async def test_a_crashed_local_agent_is_restarted_and_its_task_rerun(daemon: Dae
 
 
 async def test_agents_reconnect_by_themselves_after_a_daemon_restart(
-    daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
+    daemon_factory,
+    agents: list[AgentProc],  # type: ignore[no-untyped-def]
 ) -> None:
     d: Daemon = daemon_factory("--no-spawn").start()
     a = start_agent(d, "steady-1")
@@ -122,7 +126,9 @@ async def test_sigterm_exits_cleanly_with_no_spawned_agent_left(daemon: Daemon) 
 async def test_sigterm_lets_a_running_task_finish_within_the_grace_period(daemon: Daemon) -> None:
     async with daemon.client() as c:
         events: list = []
-        runner = asyncio.create_task(collect(c, Command("echo", Action.RUN, "finish me", options={"delay": "1"}), events))
+        runner = asyncio.create_task(
+            collect(c, Command("echo", Action.RUN, "finish me", options={"delay": "1"}), events)
+        )
         await await_for(lambda: any(e.state == TaskState.RUNNING for e in events), 20, what="running")
         daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         await asyncio.wait_for(runner, 15)
@@ -134,14 +140,29 @@ def test_serve_without_certificates_is_a_clear_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "orchgpt", "serve", "--certs", str(tmp_path / "none"),
-                        "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchgpt",
+            "serve",
+            "--certs",
+            str(tmp_path / "none"),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1
     assert "not found" in r.stderr and "orchgpt certs init" in r.stderr
     assert "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "orchgpt", "serve", "--listen", "nonsense"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "orchgpt", "serve", "--listen", "nonsense"], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 1 and "expected HOST:PORT" in r.stderr
 
 
@@ -152,12 +173,16 @@ async def test_sigkill_of_the_daemon_leaves_no_spawned_agent_behind(daemon: Daem
         agent_ids = [a.agent_id for a in await c.list_agents()]
     assert agent_ids and all(pids_matching(f"--name {a}") for a in agent_ids)
     daemon.kill()  # SIGKILL: no shutdown code runs in orchgpt
-    wait_for(lambda: not any(pids_matching(f"--name {a}") for a in agent_ids), 10,
-             what="spawned agents to die with their daemon")
+    wait_for(
+        lambda: not any(pids_matching(f"--name {a}") for a in agent_ids),
+        10,
+        what="spawned agents to die with their daemon",
+    )
 
 
 async def test_an_idle_agent_keeps_its_registration_with_a_short_heartbeat_interval(
-    daemon_factory, agents: list[AgentProc]  # type: ignore[no-untyped-def]
+    daemon_factory,
+    agents: list[AgentProc],  # type: ignore[no-untyped-def]
 ) -> None:
     d: Daemon = daemon_factory("--no-spawn").start()  # heartbeat interval 0.5 s: lost after 1.5 s of silence
     a = start_agent(d, "quiet-1")

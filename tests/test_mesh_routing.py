@@ -81,7 +81,9 @@ async def test_malformed_commands_get_invalid_argument(daemon: Daemon) -> None:
 
 
 async def test_a_hand_started_agent_joins_is_listed_and_receives_work(
-    daemon_factory, agents: list[AgentProc], tmp_path: Path  # type: ignore[no-untyped-def]
+    daemon_factory,
+    agents: list[AgentProc],
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     d = daemon_factory("--no-spawn").start()
     # an agent type no built-in provides is routable only through the remote agent

@@ -130,7 +130,8 @@ async def test_health_and_reflection_services(daemon: Daemon) -> None:
 
     async with secure_channel(daemon.address, paths_for(daemon.certs, "cli")) as ch:
         h = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="orchgpt.iac.v1.Mesh"), timeout=5)
+            health_pb2.HealthCheckRequest(service="orchgpt.iac.v1.Mesh"), timeout=5
+        )
         assert h.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
 

@@ -67,8 +67,7 @@ async def run_task(client, cmd: Command, timeout: float = 30):  # type: ignore[n
 
 async def test_metrics_count_the_tasks_a_daemon_ran(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port_file = tmp_path / "metrics-port"
-    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0",
-                               "--metrics-port-file", str(port_file)).start()
+    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(port_file)).start()
     port = int(port_file.read_text())
     assert port > 0
     # before any task: the families are there, counting nothing
@@ -132,9 +131,12 @@ def test_llm_usage_is_counted_by_agent_type_and_model_with_bounded_models() -> N
     mesh.subscribe(m)
 
     def result(task_id: str, model: str, cost: float = 0.01) -> None:
-        r = TaskResult(task_id, TaskState.SUCCEEDED, agent_type="architect",
-                       usage=Usage(prompt_tokens=100, completion_tokens=20, cost_usd=cost,
-                                   model=model, calls=2))
+        r = TaskResult(
+            task_id,
+            TaskState.SUCCEEDED,
+            agent_type="architect",
+            usage=Usage(prompt_tokens=100, completion_tokens=20, cost_usd=cost, model=model, calls=2),
+        )
         # as the mesh publishes it when an agent's (possibly remote) REPLY settles a task
         mesh.fanout.publish(TaskEvent(task_id, EventKind.RESULT, state=r.state, result=r))
 
@@ -143,23 +145,18 @@ def test_llm_usage_is_counted_by_agent_type_and_model_with_bounded_models() -> N
     for i in range(MAX_MODELS + 10):
         result(f"m{i}", f"model-{i}", cost=0.0)
     ss = samples(__import__("prometheus_client").generate_latest(m.registry).decode())
-    assert value(ss, "orchgpt_llm_tokens_total", agent_type="architect", model="gpt-4o-mini",
-                 kind="input") == 200
-    assert value(ss, "orchgpt_llm_tokens_total", agent_type="architect", model="gpt-4o-mini",
-                 kind="output") == 40
+    assert value(ss, "orchgpt_llm_tokens_total", agent_type="architect", model="gpt-4o-mini", kind="input") == 200
+    assert value(ss, "orchgpt_llm_tokens_total", agent_type="architect", model="gpt-4o-mini", kind="output") == 40
     assert value(ss, "orchgpt_llm_calls_total", agent_type="architect", model="gpt-4o-mini") == 4
-    assert value(ss, "orchgpt_llm_cost_usd_total", agent_type="architect",
-                 model="gpt-4o-mini") == pytest.approx(0.02)
+    assert value(ss, "orchgpt_llm_cost_usd_total", agent_type="architect", model="gpt-4o-mini") == pytest.approx(0.02)
     models = {dict(k[1])["model"] for k in ss if k[0] == "orchgpt_llm_tokens_total"}
     assert len(models) == MAX_MODELS + 1 and "other" in models
-    assert value(ss, "orchgpt_llm_tokens_total", agent_type="architect", model="other",
-                 kind="input") == 11 * 100
+    assert value(ss, "orchgpt_llm_tokens_total", agent_type="architect", model="other", kind="input") == 11 * 100
 
 
 async def test_a_crashed_local_agent_and_its_requeued_task_are_counted(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port_file = tmp_path / "metrics-port"
-    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0",
-                               "--metrics-port-file", str(port_file)).start()
+    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(port_file)).start()
     port = int(port_file.read_text())
     async with d.client() as c:
         events: list = []
@@ -197,21 +194,28 @@ def test_a_metrics_port_in_use_is_a_clear_error(daemon_factory) -> None:  # type
         s.listen()
         taken = s.getsockname()[1]
         d: Daemon = daemon_factory("--metrics-listen", f"127.0.0.1:{taken}")
-        with pytest.raises(RuntimeError, match=f"cannot serve metrics on 127.0.0.1:{taken} "
-                           r"\(metrics_listen\)"):
+        with pytest.raises(
+            RuntimeError,
+            match=f"cannot serve metrics on 127.0.0.1:{taken} "
+            r"\(metrics_listen\)",
+        ):
             d.start()
 
 
-async def test_a_remote_agents_model_usage_is_counted(daemon_factory, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                      agents: list) -> None:
+async def test_a_remote_agents_model_usage_is_counted(
+    daemon_factory,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    agents: list,
+) -> None:
     from tests.support.mesh import start_agent
     from tests.support.scripted_openai import ScriptedOpenAI
     from tests.support.team_script import TeamScript
 
     port_file = tmp_path / "metrics-port"
     with ScriptedOpenAI(responder=TeamScript(), models=("gpt-4o-mini",)) as model:
-        d: Daemon = daemon_factory("--no-spawn", "--metrics-listen", "127.0.0.1:0",
-                                   "--metrics-port-file", str(port_file)).start()
+        d: Daemon = daemon_factory(
+            "--no-spawn", "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(port_file)
+        ).start()
         port = int(port_file.read_text())
         # its own process and certificate, connected over the mesh as any remote agent is
         agents.append(start_agent(d, "arch-remote", "architect", extra_env=model.env(api_key="test")))
@@ -230,11 +234,12 @@ async def test_a_remote_agents_model_usage_is_counted(daemon_factory, tmp_path: 
     assert value(ss, "orchgpt_agents", agent_type="architect", state="idle") == 1
 
 
-async def test_a_task_recovered_after_a_restart_is_not_submitted_twice(daemon_factory,  # type: ignore[no-untyped-def]
-                                                                        tmp_path: Path) -> None:
+async def test_a_task_recovered_after_a_restart_is_not_submitted_twice(
+    daemon_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     port_file = tmp_path / "metrics-port"
-    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0",
-                               "--metrics-port-file", str(port_file)).start()
+    d: Daemon = daemon_factory("--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(port_file)).start()
     async with d.client() as c:
         events: list = []
 

@@ -92,9 +92,7 @@ def test_agent_reports_count_increases_and_restarts() -> None:
     assert r.totals[("architect", "tool_errors")] == 1
 
 
-def test_agents_report_their_model_and_tool_counters_in_heartbeats(
-    daemon_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_agents_report_their_model_and_tool_counters_in_heartbeats(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A (spawned) agent's model requests, tokens and tool calls reach /metrics through its
     heartbeats, whether or not a task has finished."""
     import asyncio
@@ -123,13 +121,7 @@ def test_agents_report_their_model_and_tool_counters_in_heartbeats(
 
         asyncio.run(await_for(reported, 20, what="the agent's heartbeat with its counters"))
         ss = samples(scrape(port)[1])
-        assert (
-            value(ss, "orchgpt_agent_llm_input_tokens_total", agent_type="architect")
-            == usage.prompt_tokens
-        )
-        assert (
-            value(ss, "orchgpt_agent_llm_output_tokens_total", agent_type="architect")
-            == usage.completion_tokens
-        )
+        assert value(ss, "orchgpt_agent_llm_input_tokens_total", agent_type="architect") == usage.prompt_tokens
+        assert value(ss, "orchgpt_agent_llm_output_tokens_total", agent_type="architect") == usage.completion_tokens
         assert (value(ss, "orchgpt_agent_tool_calls_total", agent_type="architect") or 0) >= 1
         assert (value(ss, "orchgpt_envelopes_in_total", type="HEARTBEAT") or 0) >= 1

@@ -23,21 +23,15 @@ def result_of(events: list[dict]) -> dict:  # type: ignore[type-arg]
     return results[-1]
 
 
-def test_a_file_written_on_another_host_is_fetched_by_the_client(
-    netns: Net, tmp_path: Path
-) -> None:
+def test_a_file_written_on_another_host_is_fetched_by_the_client(netns: Net, tmp_path: Path) -> None:
     """The remote-agents-lose-their-files finding, across hosts: the agent writes a file on its
     host, the client on a third host fetches the same bytes; the daemon's host never had it on
     its own disk outside the artifact store."""
     dh, ah, ch = netns.host("daemon"), netns.host("agent"), netns.host("client")
     d = daemon_on(dh, tmp_path)
     agent, ws = agent_on(ah, d, "far")
-    wait_for(
-        lambda: '"registered"' in agent.log(), 20, what=f"the agent to register:\n{agent.log()}"
-    )
-    ev = cli_on(
-        ch, d, '/echo run "bytes from host two" -o file=out/file.txt --id far-1', tmp_path / "cli"
-    )
+    wait_for(lambda: '"registered"' in agent.log(), 20, what=f"the agent to register:\n{agent.log()}")
+    ev = cli_on(ch, d, '/echo run "bytes from host two" -o file=out/file.txt --id far-1', tmp_path / "cli")
     res = result_of(ev)
     assert res["result"]["state"] == "succeeded", ev
     written = ws / "far-1" / "out" / "file.txt"
@@ -48,9 +42,7 @@ def test_a_file_written_on_another_host_is_fetched_by_the_client(
     assert sha256(tmp_path / "cli" / "got.txt") == sha256(written)
 
 
-def test_a_cut_link_mid_task_the_agent_reconnects_and_the_task_runs_once(
-    netns: Net, tmp_path: Path
-) -> None:
+def test_a_cut_link_mid_task_the_agent_reconnects_and_the_task_runs_once(netns: Net, tmp_path: Path) -> None:
     """The agent's cable is unplugged while its task runs (both ends notice: no heartbeats),
     then plugged back: the agent reconnects, the task finishes once (the agent ran it once; no
     second run on reconnect) and its file reaches the client."""
@@ -72,9 +64,7 @@ def test_a_cut_link_mid_task_the_agent_reconnects_and_the_task_runs_once(
             env=env,
             cwd=tmp_path,
         )
-    wait_for(
-        lambda: "running on far" in out.read_text(), 20, what="the task to run on the remote agent"
-    )
+    wait_for(lambda: "running on far" in out.read_text(), 20, what="the task to run on the remote agent")
     ah.cut()
     try:
         wait_for(
@@ -101,9 +91,7 @@ def test_an_upload_cut_mid_file_resumes_from_the_daemons_offset(netns: Net, tmp_
     hash as the agent's file does, and the task ran once."""
     dh, ah, ch = netns.host("daemon"), netns.host("agent"), netns.host("client")
     # heartbeats every 1 s (silence for 3 s is a loss): on the slowed link they queue behind data
-    d = daemon_on(
-        dh, tmp_path, "--no-spawn", "--reconnect-grace", "30", "--heartbeat-interval", "1"
-    )
+    d = daemon_on(dh, tmp_path, "--no-spawn", "--reconnect-grace", "30", "--heartbeat-interval", "1")
     agent, ws = agent_on(ah, d, "far")
     wait_for(lambda: '"registered"' in agent.log(), 20, what="the agent to register")
     size = 6 * 1024 * 1024
@@ -183,9 +171,7 @@ def test_a_sub_task_on_another_host_gets_its_inputs_files(netns: Net, tmp_path: 
     writer, _ = agent_on(netns.host("writer"), d, "writer")
     committer, git_ws = agent_on(netns.host("vcs"), d, "committer", "git")
     for a in (lead, writer, committer):
-        wait_for(
-            lambda a=a: '"registered"' in a.log(), 20, what=f"{a.name} to register:\n{a.log()}"
-        )
+        wait_for(lambda a=a: '"registered"' in a.log(), 20, what=f"{a.name} to register:\n{a.log()}")
     ev = cli_on(
         ch,
         d,
@@ -209,8 +195,6 @@ def test_a_sub_task_on_another_host_gets_its_inputs_files(netns: Net, tmp_path: 
 def ah_git(repo: Path, *args: str) -> str:
     import subprocess
 
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10
-    )
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -46,32 +46,20 @@ def test_the_team_with_backend_and_frontend_on_other_hosts(netns: Net, tmp_path:
             "ORCHGPT_MODEL": "gpt-4o-mini",
         }
         d = daemon_on(dh, tmp_path, "--heartbeat-interval", "2", env=env)  # spawns the others
-        remote = {
-            t: agent_on(h, d, f"remote-{t}", t, env=env)
-            for t, h in (("backend", bh), ("frontend", fh))
-        }
+        remote = {t: agent_on(h, d, f"remote-{t}", t, env=env) for t, h in (("backend", bh), ("frontend", fh))}
         for a, _ in remote.values():
-            wait_for(
-                lambda a=a: '"registered"' in a.log(), 30, what=f"{a.name} to register:\n{a.log()}"
-            )
+            wait_for(lambda a=a: '"registered"' in a.log(), 30, what=f"{a.name} to register:\n{a.log()}")
         events = cli_on(ch, d, f'/manager create "{IDEA}" | python', tmp_path / "cli", timeout=120)
-    res = [e for e in events if e.get("kind") == "result" and not e.get("parent_task_id")][-1][
-        "result"
-    ]
+    res = [e for e in events if e.get("kind") == "result" and not e.get("parent_task_id")][-1]["result"]
     logs = "\n".join(a.log()[-1500:] for a, _ in remote.values())
     assert res["state"] == "succeeded", f"{res}\n{logs}\n{d.log()[-3000:]}"
     subs = {s["agent_type"]: s for s in json.loads(res["data"]["subtasks"])}
-    assert (
-        subs["backend"]["agent_id"] == "remote-backend"
-        and subs["frontend"]["agent_id"] == "remote-frontend"
-    )
+    assert subs["backend"]["agent_id"] == "remote-backend" and subs["frontend"]["agent_id"] == "remote-frontend"
     assert all(s["state"] == "succeeded" for s in subs.values()), subs
     assert "tests passed" in subs["backend"]["checks"], subs["backend"]
     assert "live: GET /todos 200" in subs["frontend"]["checks"], subs["frontend"]
     # the frontend's host got the backend's files through the daemon (its inputs), not a path
-    fetched = [
-        json.loads(x) for x in remote["frontend"][0].log().splitlines() if '"input_fetched"' in x
-    ]
+    fetched = [json.loads(x) for x in remote["frontend"][0].log().splitlines() if '"input_fetched"' in x]
     assert "app.py" in {f["path"] for f in fetched}, remote["frontend"][0].log()[-3000:]
     # every sub-task's files are in the daemon's store, with the bytes the result lists
     store = d.data_dir / "artifacts"
@@ -85,9 +73,7 @@ def test_the_team_with_backend_and_frontend_on_other_hosts(netns: Net, tmp_path:
     project = Path(res["data"]["project"])
     assert project.is_relative_to(dh.home)
     for t in ("architect", "designer", "backend", "frontend"):
-        committed = set(
-            git(project, "log", f"--author=orchgpt {t}", "--name-only", "--format=").split()
-        )
+        committed = set(git(project, "log", f"--author=orchgpt {t}", "--name-only", "--format=").split())
         assert {a["path"] for a in subs[t]["artifacts"]} <= committed, (t, committed)
     assert git(project, "status", "--porcelain") == ""
     # the remote hosts' own copies are theirs: nothing of theirs is under the daemon's host

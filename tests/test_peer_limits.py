@@ -73,7 +73,8 @@ async def test_an_agent_that_pings_and_never_reads_is_cut_and_memory_stays_bound
             print(f"rss growth {(after - before) / MB:.1f} MB, sent {sent / MB:.1f} MB")
             assert "max_stream_queue_bytes" in daemon.log()
             assert after - before < 64 * MB, (
-                f"daemon grew by {(after - before) / MB:.0f} MB for {sent / MB:.1f} MB sent")
+                f"daemon grew by {(after - before) / MB:.0f} MB for {sent / MB:.1f} MB sent"
+            )
             call.cancel()
             # the daemon is up and serves others
             await c.check()
@@ -95,8 +96,9 @@ async def _agent(daemon: Daemon, name: str, agent_type: str):  # type: ignore[no
 
 
 async def test_messages_per_second_beyond_the_rate_are_refused_then_the_agent_is_cut(daemon_factory) -> None:  # type: ignore[no-untyped-def]
-    daemon: Daemon = daemon_factory("--no-spawn", "--agent-messages-per-second", "50",
-                                    "--agent-message-burst", "100").start()
+    daemon: Daemon = daemon_factory(
+        "--no-spawn", "--agent-messages-per-second", "50", "--agent-message-burst", "100"
+    ).start()
     ch, out, call = await _agent(daemon, "chatty", "chattype")
     try:
         for _ in range(600):  # far over 50/s with a burst of 100
@@ -151,13 +153,27 @@ async def test_events_per_task_are_capped_with_a_marker_and_the_result_kept(daem
         task_id = await _submit_first(daemon, pb.Command(agent_type="noisytype", action=pb.RUN_ACTION, input="x"))
         run = await _next(call, pb.RUN)
         for i in range(300):
-            out.put(codec.new_envelope(pb.TASK_EVENT, "noisy", task_id=task_id,
-                                       event=pb.TaskEvent(task_id=task_id, token=pb.TokenEvent(text=f"t{i} " * 50))))
+            out.put(
+                codec.new_envelope(
+                    pb.TASK_EVENT,
+                    "noisy",
+                    task_id=task_id,
+                    event=pb.TaskEvent(task_id=task_id, token=pb.TokenEvent(text=f"t{i} " * 50)),
+                )
+            )
         err = await _next(call, pb.ERROR)
         assert err.error.code == "RESOURCE_EXHAUSTED" and "max_events_per_task" in err.error.message
-        out.put(codec.new_envelope(pb.REPLY, "noisy", task_id=task_id, correlation_id=run.id, reply=pb.Reply(
-            result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="done"))))
+        out.put(
+            codec.new_envelope(
+                pb.REPLY,
+                "noisy",
+                task_id=task_id,
+                correlation_id=run.id,
+                reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="done")),
+            )
+        )
         async with daemon.client() as c:
+
             async def finished() -> bool:
                 t, _, _ = await c.get_task(task_id, with_events=False)
                 return t.state.terminal
@@ -179,15 +195,21 @@ async def test_input_size_per_task_is_limited_for_submit_and_delegate(daemon_fac
         async with secure_channel(daemon.address, paths_for(daemon.certs, "cli")) as cch:
             stub = pb_grpc.MeshStub(cch)
             with pytest.raises(grpc.aio.AioRpcError) as ei:
-                async for _ in stub.Submit(pb.SubmitRequest(command=pb.Command(
-                        agent_type="deltype", action=pb.RUN_ACTION, input="x" * 1001)), timeout=10):
+                async for _ in stub.Submit(
+                    pb.SubmitRequest(command=pb.Command(agent_type="deltype", action=pb.RUN_ACTION, input="x" * 1001)),
+                    timeout=10,
+                ):
                     pass
             assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "command.input" in (ei.value.details() or "") and "1000" in (ei.value.details() or "")
         task_id = await _submit_first(daemon, pb.Command(agent_type="deltype", action=pb.RUN_ACTION, input="ok"))
         await _next(call, pb.RUN)
-        big = codec.new_envelope(pb.DELEGATE_TASK, "delegator", task_id=task_id, task=pb.TaskSpec(
-            agent_type="deltype", action=pb.RUN_ACTION, input="y" * 5000, parent_task_id=task_id))
+        big = codec.new_envelope(
+            pb.DELEGATE_TASK,
+            "delegator",
+            task_id=task_id,
+            task=pb.TaskSpec(agent_type="deltype", action=pb.RUN_ACTION, input="y" * 5000, parent_task_id=task_id),
+        )
         out.put(big)
         err = await _next(call, pb.ERROR)
         assert err.error.code == "INVALID_ARGUMENT" and err.correlation_id == big.id
@@ -203,10 +225,11 @@ async def test_two_large_inputs_do_not_break_list_tasks(daemon_factory) -> None:
     ch, out, _call = await _agent(daemon, "slowpoke", "bigtype")
     try:
         big = "z" * (5 * MB // 2)
-        ids = [await _submit_first(daemon, pb.Command(agent_type="bigtype", action=pb.RUN_ACTION, input=big))
-               for _ in range(2)]
-        ids.append(await _submit_first(daemon, pb.Command(agent_type="bigtype", action=pb.RUN_ACTION,
-                                                          input="small")))
+        ids = [
+            await _submit_first(daemon, pb.Command(agent_type="bigtype", action=pb.RUN_ACTION, input=big))
+            for _ in range(2)
+        ]
+        ids.append(await _submit_first(daemon, pb.Command(agent_type="bigtype", action=pb.RUN_ACTION, input="small")))
         async with secure_channel(daemon.address, paths_for(daemon.certs, "cli")) as cch:
             stub = pb_grpc.MeshStub(cch)
             seen: list[pb.TaskInfo] = []
@@ -241,8 +264,12 @@ async def test_a_small_page_byte_budget_pages_the_list(daemon_factory) -> None: 
     daemon: Daemon = daemon_factory("--no-spawn", "--list-page-bytes", "16384", "--list-field-bytes", "4096").start()
     ch, out, _call = await _agent(daemon, "pager", "pagetype")
     try:
-        ids = [await _submit_first(daemon, pb.Command(agent_type="pagetype", action=pb.RUN_ACTION,
-                                                      input=f"{i} " + "p" * 6000)) for i in range(8)]
+        ids = [
+            await _submit_first(
+                daemon, pb.Command(agent_type="pagetype", action=pb.RUN_ACTION, input=f"{i} " + "p" * 6000)
+            )
+            for i in range(8)
+        ]
         async with secure_channel(daemon.address, paths_for(daemon.certs, "cli")) as cch:
             stub = pb_grpc.MeshStub(cch)
             first = await stub.ListTasks(pb.ListTasksRequest(limit=50), timeout=10)
@@ -256,8 +283,15 @@ async def test_a_small_page_byte_budget_pages_the_list(daemon_factory) -> None: 
 
 
 async def test_a_watching_client_that_never_reads_is_cut(daemon_factory) -> None:  # type: ignore[no-untyped-def]
-    daemon: Daemon = daemon_factory("--no-spawn", "--max-stream-queue-bytes", str(MB),
-                                    "--max-events-per-task", "0", "--agent-messages-per-second", "0").start()
+    daemon: Daemon = daemon_factory(
+        "--no-spawn",
+        "--max-stream-queue-bytes",
+        str(MB),
+        "--max-events-per-task",
+        "0",
+        "--agent-messages-per-second",
+        "0",
+    ).start()
     assert daemon.proc is not None
     ch, out, call = await _agent(daemon, "talker", "talktype")
     try:
@@ -268,8 +302,14 @@ async def test_a_watching_client_that_never_reads_is_cut(daemon_factory) -> None
             await asyncio.sleep(0.5)
             before = rss_bytes(daemon.proc.pid)
             for i in range(1000):  # 1000 x 8 KB: 8 MB for a client that reads nothing
-                out.put(codec.new_envelope(pb.TASK_EVENT, "talker", task_id=task_id,
-                                           event=pb.TaskEvent(task_id=task_id, log=pb.LogEvent(text=f"{i}" * 8000))))
+                out.put(
+                    codec.new_envelope(
+                        pb.TASK_EVENT,
+                        "talker",
+                        task_id=task_id,
+                        event=pb.TaskEvent(task_id=task_id, log=pb.LogEvent(text=f"{i}" * 8000)),
+                    )
+                )
                 if i % 50 == 0:
                     await asyncio.sleep(0.01)
             await await_for(lambda: '"stream_cut"' in daemon.log(), 20, what="the watcher to be cut")

@@ -71,10 +71,7 @@ async def follow(d: Daemon, cmd: Command, sink: list[TaskEvent]) -> None:
 
 
 def running_on(events: list[TaskEvent], agent: str) -> bool:
-    return any(
-        e.kind == EventKind.STATUS and e.state == TaskState.RUNNING and e.agent_id == agent
-        for e in events
-    )
+    return any(e.kind == EventKind.STATUS and e.state == TaskState.RUNNING and e.agent_id == agent for e in events)
 
 
 @pytest.mark.parametrize(
@@ -86,9 +83,7 @@ async def test_a_stream_cut_at_any_step_runs_the_task_once(
 ) -> None:  # type: ignore[no-untyped-def]
     # a long grace and a patient heartbeat: flaky-1 always comes back in time, and the daemon
     # never drops it on its own while a direction is blackholed (each step stays what it says)
-    d: Daemon = daemon_factory(
-        "--no-spawn", "--reconnect-grace", "30", "--heartbeat-misses", "30"
-    ).start()
+    d: Daemon = daemon_factory("--no-spawn", "--reconnect-grace", "30", "--heartbeat-misses", "30").start()
     record = tmp_path / "runs.txt"
     with CutProxy(d.port) as proxy:
         # the proxied agent registers first, so that it is the first idle one
@@ -113,33 +108,25 @@ async def test_a_stream_cut_at_any_step_runs_the_task_once(
         follower = asyncio.create_task(follow(d, cmd, events))
         if step == "before_run_is_read":
             await await_for(
-                lambda: any(
-                    e.state == TaskState.ASSIGNED and e.agent_id == "flaky-1" for e in events
-                ),
+                lambda: any(e.state == TaskState.ASSIGNED and e.agent_id == "flaky-1" for e in events),
                 20,
                 what="the RUN to flaky-1",
             )
             await asyncio.sleep(0.3)
             proxy.cut()
         else:
-            await await_for(
-                lambda: running_on(events, "flaky-1"), 20, what="the task to run on flaky-1"
-            )
+            await await_for(lambda: running_on(events, "flaky-1"), 20, what="the task to run on flaky-1")
             if step == "mid_task":
                 proxy.cut()
             elif step == "finished_while_disconnected":
                 proxy.pause()
                 proxy.cut()
-                await await_for(
-                    lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish offline"
-                )
+                await await_for(lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish offline")
                 await asyncio.sleep(0.5)
                 proxy.resume()
             else:  # after_reply_before_ack
                 proxy.blackhole("up")  # the REPLY leaves flaky-1 but never arrives
-                await await_for(
-                    lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish"
-                )
+                await await_for(lambda: runs(record)[cmd.task_id] >= 1, 20, what="flaky-1 to finish")
                 await asyncio.sleep(0.3)
                 proxy.cut()
         await asyncio.wait_for(follower, 30)
@@ -250,9 +237,7 @@ async def test_daemon_and_remote_agent_killed_together_lose_and_repeat_nothing(
     assert journal.exists() and journal.stat().st_mode & 0o777 == 0o600
 
     d.start(port=d.port)
-    a2 = start_agent(
-        d, "sturdy-1"
-    )  # the same agent, restarted by hand (same certificate directory)
+    a2 = start_agent(d, "sturdy-1")  # the same agent, restarted by hand (same certificate directory)
     agents.append(a2)
     for i in ids:
         t = await finished(d, i, 30)
@@ -264,9 +249,7 @@ async def test_daemon_and_remote_agent_killed_together_lose_and_repeat_nothing(
     wait_for(lambda: not journal.exists(), 10, what="the confirmed results to leave the journal")
 
 
-async def test_a_manager_rerun_after_a_daemon_crash_finds_its_sub_tasks(
-    daemon_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+async def test_a_manager_rerun_after_a_daemon_crash_finds_its_sub_tasks(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Finding 8: spawned agents die with the daemon; the re-run parent delegates its sub-tasks
     again with the same keys and gets the finished one's result and the requeued ones."""
     d: Daemon = daemon_factory("--reconnect-grace", "3").start()
@@ -281,9 +264,7 @@ async def test_a_manager_rerun_after_a_daemon_crash_finds_its_sub_tasks(
     )
     follower = asyncio.create_task(follow(d, cmd, events))
     # child 0 finished (after 2 s), children 1 and 2 still in flight (4 s, 6 s)
-    await await_for(
-        lambda: runs_by_input(record)["plan/0"] == 1, 40, what="the first sub-task to finish"
-    )
+    await await_for(lambda: runs_by_input(record)["plan/0"] == 1, 40, what="the first sub-task to finish")
     d.kill()
     follower.cancel()
     await asyncio.gather(follower, return_exceptions=True)
@@ -292,17 +273,13 @@ async def test_a_manager_rerun_after_a_daemon_crash_finds_its_sub_tasks(
     t = await finished(d, "parent-1", 60)
     assert t.state == TaskState.SUCCEEDED and t.result is not None, t
     assert t.result.output == "plan/0 plan/1 plan/2"
-    assert runs_by_input(record) == Counter({"plan/0": 1, "plan/1": 1, "plan/2": 1, "plan": 1}), (
-        runs_by_input(record)
-    )
+    assert runs_by_input(record) == Counter({"plan/0": 1, "plan/1": 1, "plan/2": 1, "plan": 1}), runs_by_input(record)
     async with d.client() as c:
         _, _, children = await c.get_task("parent-1", with_events=False)
     assert len(children) == 3 and all(ch.state == TaskState.SUCCEEDED for ch in children), children
 
 
-async def test_sub_tasks_of_a_task_with_approval_are_created_with_approval(
-    daemon_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+async def test_sub_tasks_of_a_task_with_approval_are_created_with_approval(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Finding 7: `/manager ... --approve` asked nothing for the manager's sub-tasks."""
     from tests.support.stores import daemon_store
 

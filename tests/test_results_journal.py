@@ -55,8 +55,9 @@ def _link(tmp_path: Path, journal_path: Path):  # type: ignore[no-untyped-def]
     from agentd.link import Link
     from orchgpt.certs import CertPaths
 
-    return Link(EchoAgent(), "a", "127.0.0.1:1", CertPaths(tmp_path, tmp_path, tmp_path), tmp_path,
-                journal=journal_path)
+    return Link(
+        EchoAgent(), "a", "127.0.0.1:1", CertPaths(tmp_path, tmp_path, tmp_path), tmp_path, journal=journal_path
+    )
 
 
 async def test_agentd_keeps_results_until_orchgpt_confirms_them(tmp_path: Path) -> None:
@@ -75,9 +76,11 @@ async def test_agentd_keeps_results_until_orchgpt_confirms_them(tmp_path: Path) 
     link._journal(late)
     link.pending_results.append(late)
     out = Outbox()
-    registered = codec.new_envelope(pb.REGISTERED, "orchgpt",
-                                    registered=pb.Registered(agent_id="a", heartbeat_interval_ms=500,
-                                                             reconnect_grace_ms=15000))
+    registered = codec.new_envelope(
+        pb.REGISTERED,
+        "orchgpt",
+        registered=pb.Registered(agent_id="a", heartbeat_interval_ms=500, reconnect_grace_ms=15000),
+    )
     link._on_envelope(registered, out)
     assert link.reconnect_grace_s == 15.0
     assert [r.task_id for r in journal.read(p)] == ["t-late"]

@@ -28,8 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def orchgpt_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "orchgpt", *args], capture_output=True, text=True,
-                          env=env, timeout=30)
+    return subprocess.run([sys.executable, "-m", "orchgpt", *args], capture_output=True, text=True, env=env, timeout=30)
 
 
 async def _connect_agent(daemon: Daemon, name: str, certs_dir: Path | None = None):  # type: ignore[no-untyped-def]
@@ -192,13 +191,15 @@ async def test_a_running_agentd_whose_certificate_is_revoked_stops_with_the_reas
     a = start_agent(daemon, "rev-echo", "echo")
     agents.append(a)
     async with daemon.client() as c:
+
         async def registered() -> bool:
             return [x.agent_id for x in await c.list_agents()] == ["rev-echo"]
 
         await await_for(registered, 20, what="agentd to register")
         certs_dir = daemon.workdir / "agent-rev-echo" / "certs"
-        r = orchgpt_cli("certs", "revoke", "--serial", f"{_serial(certs_dir / 'rev-echo.pem'):x}",
-                        "--dir", str(daemon.certs))
+        r = orchgpt_cli(
+            "certs", "revoke", "--serial", f"{_serial(certs_dir / 'rev-echo.pem'):x}", "--dir", str(daemon.certs)
+        )
         assert r.returncode == 0, r.stderr
         await await_for(lambda: a.proc.poll() is not None, 20, what="agentd to stop")
         assert a.proc.returncode != 0

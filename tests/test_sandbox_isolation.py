@@ -196,8 +196,11 @@ async def test_live_sandboxes_never_share_a_uid(iso: Isolation, tmp_path: Path) 
     script = "id -u > uid.txt; i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done"
     runs = [asyncio.create_task(Sandbox(ws, Limits(timeout_s=40)).run(script)) for ws in (a, b)]
     try:
-        await await_for(lambda: all((ws / "uid.txt").is_file() and (ws / "uid.txt").read_text().strip()
-                                    for ws in (a, b)), timeout=20, what="both sandboxes running")
+        await await_for(
+            lambda: all((ws / "uid.txt").is_file() and (ws / "uid.txt").read_text().strip() for ws in (a, b)),
+            timeout=20,
+            what="both sandboxes running",
+        )
         uids = [int((ws / "uid.txt").read_text()) for ws in (a, b)]
     finally:
         for ws in (a, b):
@@ -223,11 +226,18 @@ def test_uid_leases_across_processes(tmp_path: Path) -> None:
     held_ws.mkdir()
     chown = "os.chown(sys.argv[1], lease.uid, lease.uid); " if os.geteuid() == 0 else ""
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import os, sys; from agentd.sandbox import UidAllocator; "
-         f"a = UidAllocator({str(state)!r}, {first}, 2); lease = a.acquire(sys.argv[1]); "
-         f"{chown}print(lease.uid, flush=True); sys.stdin.read()", str(held_ws)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from agentd.sandbox import UidAllocator; "
+            f"a = UidAllocator({str(state)!r}, {first}, 2); lease = a.acquire(sys.argv[1]); "
+            f"{chown}print(lease.uid, flush=True); sys.stdin.read()",
+            str(held_ws),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -284,11 +294,14 @@ def test_non_root_agent_cannot_see_certs_or_other_workspaces(base: Path) -> None
         os.chown(p, 10001, 10001)
     as_10001 = ["setpriv", "--reuid", "10001", "--regid", "10001", "--clear-groups"]
     # The agent itself (uid 10001) reads the key: only the sandbox is kept from it.
-    check = subprocess.run([*as_10001, "cat", str(lay["key"])], capture_output=True, text=True,
-                           timeout=10)
+    check = subprocess.run([*as_10001, "cat", str(lay["key"])], capture_output=True, text=True, timeout=10)
     assert "MESH-CA-KEY" in check.stdout
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(home),
-           "ORCHGPT_WORKSPACE_ROOT": str(lay["root"])}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+        "HOME": str(home),
+        "ORCHGPT_WORKSPACE_ROOT": str(lay["root"]),
+    }
     argv = [*as_10001, python, "-c", DRIVER, str(lay["ws"]), PROBE, json.dumps(_probe_paths(lay))]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=40, env=env, cwd="/")
     assert proc.returncode == 0, proc.stderr
@@ -344,11 +357,16 @@ async def test_no_namespaces_refused_unless_allowed(tmp_path: Path, monkeypatch:
 def test_self_check_reports_the_isolation(base: Path) -> None:
     """`python -m agentd.sandbox`, the check the Dockerfile documents."""
     lay = _layout(base)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHGPT_CERTS": str(lay["certs"]),
-           "ORCHGPT_DATA_DIR": str(lay["data"])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "ORCHGPT_CERTS": str(lay["certs"]),
+        "ORCHGPT_DATA_DIR": str(lay["data"]),
+    }
     env.pop("ORCHGPT_SANDBOX_ISOLATION", None)
-    proc = subprocess.run([sys.executable, "-m", "agentd.sandbox"], capture_output=True, text=True,
-                          timeout=40, env=env, cwd="/")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentd.sandbox"], capture_output=True, text=True, timeout=40, env=env, cwd="/"
+    )
     out = json.loads(proc.stdout)
     if out["isolation"] == "none":
         assert proc.returncode == 3 and out["generated_code"] == "refused"
@@ -373,8 +391,9 @@ async def test_agentd_policy_from_flag_and_certs(tmp_path: Path, monkeypatch: py
     args = _parser().parse_args(["--type", "backend", "--allow-weak-sandbox"])
     policy = await sandbox_policy(certs, tmp_path / "ws", args.allow_weak_sandbox)
     assert policy.allow_weak
-    assert {str(d), str(d / "backend-key.pem"), str(tmp_path / "daemon-certs"),
-            str(tmp_path / "data")} <= set(policy.protected)
+    assert {str(d), str(d / "backend-key.pem"), str(tmp_path / "daemon-certs"), str(tmp_path / "data")} <= set(
+        policy.protected
+    )
     assert policy.workspace_root == str(tmp_path / "ws")
     args = _parser().parse_args(["--type", "backend"])
     assert not (await sandbox_policy(certs, tmp_path / "ws", args.allow_weak_sandbox)).allow_weak
@@ -383,8 +402,16 @@ async def test_agentd_policy_from_flag_and_certs(tmp_path: Path, monkeypatch: py
 def test_launch_spec_is_typed_json() -> None:
     from agentd.sandbox import LaunchSpec
 
-    spec = LaunchSpec(argv=["true"], env={"PATH": "/bin"}, cwd="/w", uid=1_500_000_001,
-                      rlimits={"CPU": 2}, new_root=True, read_only=["/usr"], hide=["/certs"])
+    spec = LaunchSpec(
+        argv=["true"],
+        env={"PATH": "/bin"},
+        cwd="/w",
+        uid=1_500_000_001,
+        rlimits={"CPU": 2},
+        new_root=True,
+        read_only=["/usr"],
+        hide=["/certs"],
+    )
     assert LaunchSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ValueError, match="unknown fields"):
         LaunchSpec.from_json('{"argv": ["true"], "env": {}, "cwd": "/", "mounts": true}')

@@ -32,20 +32,14 @@ class Submits:
         if self.error is not None:
             raise self.error
         if self.owner_of_existing:
-            return Task(
-                task_id=cmd.task_id, agent_type=cmd.agent_type, submitted_by=self.owner_of_existing
-            ), False
+            return Task(task_id=cmd.task_id, agent_type=cmd.agent_type, submitted_by=self.owner_of_existing), False
         return Task(task_id=cmd.task_id, agent_type=cmd.agent_type, submitted_by=owner), True
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = open_store(str(tmp_path / "orchgpt.db"))
-    s.add_schedule(
-        Schedule(
-            "s1", "client:alice", "* * * * * */2", Command("echo", Action.RUN, "x"), next_run_ms=T0
-        )
-    )
+    s.add_schedule(Schedule("s1", "client:alice", "* * * * * */2", Command("echo", Action.RUN, "x"), next_run_ms=T0))
     return s
 
 
@@ -53,9 +47,7 @@ def test_a_claimed_run_never_submitted_is_submitted_again_with_its_task_id(store
     s = store.get_schedule("s1")
     assert s is not None
     p = plan(s, T0)
-    assert p is not None and store.claim_tick(
-        s, p, run_task_id("s1", T0), T0
-    )  # then the daemon died
+    assert p is not None and store.claim_tick(s, p, run_task_id("s1", T0), T0)  # then the daemon died
     sub = Submits()
     now = T0 + 1_000
     sched = Scheduler(store, sub, clock=lambda: now)

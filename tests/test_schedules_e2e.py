@@ -56,9 +56,7 @@ async def test_fires_on_time_catches_up_once_after_downtime_then_on_time(daemon_
     # ONE run for the missed period, not one per missed tick
     assert catch_up.kind == CATCH_UP_RUN and catch_up.state == SUBMITTED, catch_up
     assert catch_up.missed_from_ms == last_before + 2000
-    assert (
-        catch_up.tick_ms >= stopped_ms + 2000 and catch_up.tick_ms - catch_up.missed_from_ms >= 4000
-    )
+    assert catch_up.tick_ms >= stopped_ms + 2000 and catch_up.tick_ms - catch_up.missed_from_ms >= 4000
     assert len([r for r in new if r.kind == CATCH_UP_RUN]) == 1
     # then on time, every period
     assert on_time and all(r.kind == ON_TIME for r in on_time), new
@@ -101,11 +99,7 @@ async def test_skip_policy_fires_nothing_for_the_missed_period(daemon_factory) -
     await await_for(settled, 15, what="a skipped period, then an on-time run")
     runs = await _runs(d, s.schedule_id)
     skipped = [r for r in runs if r.kind == "skipped"]
-    assert (
-        len(skipped) == 1
-        and skipped[0].task_id == ""
-        and skipped[0].missed_from_ms == s.next_run_ms
-    )
+    assert len(skipped) == 1 and skipped[0].task_id == "" and skipped[0].missed_from_ms == s.next_run_ms
     assert not [r for r in runs if r.kind == CATCH_UP_RUN]
 
 
@@ -114,9 +108,7 @@ async def test_owner_scoping_and_refusals(daemon_factory, certs: Path) -> None:
     issue(certs, "bob", "client")
     issue(certs, "worker", "agent")
     async with d.client() as alice, d.client("bob") as bob, d.client("worker") as worker:
-        s = await alice.add_schedule(
-            "0 9 * * 1-5", Command("echo", Action.RUN, "hi"), timezone="Europe/Paris"
-        )
+        s = await alice.add_schedule("0 9 * * 1-5", Command("echo", Action.RUN, "hi"), timezone="Europe/Paris")
         assert (await bob.list_schedules()) == []
         for call in (
             bob.get_schedule,

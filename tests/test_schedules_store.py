@@ -178,9 +178,7 @@ def test_claim_is_a_compare_and_set_and_keeps_history(store: Store) -> None:
     skip = plan(sched(catch_up="skip", next_run_ms=T0 + 2_000), T0 + 60_000)
     assert skip is not None and store.claim_tick(after, skip, "", T0 + 60_000)
     runs = store.schedule_runs("s1")
-    assert (
-        runs[0].kind == SKIPPED and runs[0].task_id == "" and runs[0].missed_from_ms == T0 + 2_000
-    )
+    assert runs[0].kind == SKIPPED and runs[0].task_id == "" and runs[0].missed_from_ms == T0 + 2_000
     final = store.get_schedule("s1")
     assert final is not None and final.runs == 1 and final.last_task_id == "s1-" + str(T0)
 

@@ -54,9 +54,7 @@ async def test_add_refuses_a_target_that_does_not_exist(daemon_factory, certs: P
         assert s.command.options == {"graph_id": "alices-graph"}
 
 
-async def test_a_scheduled_workflow_runs_with_the_daemon_s_definition(
-    daemon_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+async def test_a_scheduled_workflow_runs_with_the_daemon_s_definition(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     write(
         tmp_path / "wf",
         "hello",
@@ -68,9 +66,7 @@ summary_method = "last"
 """,
     )
     with ScriptedOpenAI(responder=Speakers({"greeter": ["hi there"]})) as srv:
-        d: Daemon = daemon_factory(
-            "--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")
-        ).start()
+        d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")).start()
         async with d.client() as c:
             s = await c.add_schedule("* * * * * *", workflow("hello"))
 

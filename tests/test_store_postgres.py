@@ -90,7 +90,10 @@ def test_task_state_survives_a_reopen(postgres_url: str) -> None:
 
 
 def test_daemon_on_postgres_keeps_its_tasks_across_a_restart(
-    daemon_factory, postgres_url: str, postgres_server, tmp_path: Path  # type: ignore[no-untyped-def]
+    daemon_factory,
+    postgres_url: str,
+    postgres_server,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     d: Daemon = daemon_factory("--store", postgres_url).start()
     r = cli(d, "-c", '/echo run "x marks the spot" --id pg-1')
@@ -118,8 +121,11 @@ def test_a_dropped_connection_fails_one_call_then_reconnects(postgres_url: str) 
     s.on_fault = faults.append
     try:
         s.create_task(Task(task_id="before", agent_type="echo"))
-        _sql(postgres_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE application_name = 'orchgpt' AND pid <> pg_backend_pid()")
+        _sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'orchgpt' AND pid <> pg_backend_pid()",
+        )
         with pytest.raises(StoreError, match="create task during failed"):
             s.create_task(Task(task_id="during", agent_type="echo"))
         assert len(faults) == 1 and "***" in faults[0]  # the daemon is told (NOT_SERVING)
@@ -141,24 +147,36 @@ def test_migrations_2_and_3_upgrade_an_old_database(postgres_url: str) -> None:
     open_store(postgres_url).close()
     # back to version 1: every table a later migration made goes (whichever migrations exist)
     v1 = {"orchgpt_schema", "store_meta", "sessions", "tasks", "task_events", "agents_seen"}
-    later = [t for (t,) in _sql(postgres_url, "SELECT tablename FROM pg_tables "
-                                              "WHERE schemaname = current_schema()") if t not in v1]
-    _sql(postgres_url, f"DROP TABLE {', '.join(later)} CASCADE; ALTER TABLE tasks DROP COLUMN reply_to; "
-                       "UPDATE orchgpt_schema SET version = 1")
-    result = ('{"task_id":"old","state":"succeeded","usage":{"prompt_tokens":7,'
-              '"completion_tokens":3,"cost_usd":0.25,"model":"m","calls":2},'
-              '"artifacts":[{"path":"a.py","size":4,"sha256":"ab","kind":"code"}]}')
-    _sql(postgres_url,
-         "INSERT INTO tasks (task_id, agent_type, action, options, state, created_ms, updated_ms, "
-         "result, finished) VALUES ('old', 'coder', 'run', %s, 'succeeded', 1, 2, %s, 1)",
-         ('{"model":"x","_reply_to":"corr-1"}', result))
+    later = [
+        t
+        for (t,) in _sql(postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        if t not in v1
+    ]
+    _sql(
+        postgres_url,
+        f"DROP TABLE {', '.join(later)} CASCADE; ALTER TABLE tasks DROP COLUMN reply_to; "
+        "UPDATE orchgpt_schema SET version = 1",
+    )
+    result = (
+        '{"task_id":"old","state":"succeeded","usage":{"prompt_tokens":7,'
+        '"completion_tokens":3,"cost_usd":0.25,"model":"m","calls":2},'
+        '"artifacts":[{"path":"a.py","size":4,"sha256":"ab","kind":"code"}]}'
+    )
+    _sql(
+        postgres_url,
+        "INSERT INTO tasks (task_id, agent_type, action, options, state, created_ms, updated_ms, "
+        "result, finished) VALUES ('old', 'coder', 'run', %s, 'succeeded', 1, 2, %s, 1)",
+        ('{"model":"x","_reply_to":"corr-1"}', result),
+    )
     s = open_store(postgres_url)
     try:
         t = s.get_task("old")
         assert t is not None and t.reply_to == "corr-1" and t.options == {"model": "x"}
         assert [a.path for a in s.artifacts("old")] == ["a.py"]  # type: ignore[attr-defined]
-        [row] = _sql(postgres_url, "SELECT prompt_tokens, completion_tokens, cost_usd, model, calls "
-                                   "FROM usage WHERE task_id = 'old'")
+        [row] = _sql(
+            postgres_url,
+            "SELECT prompt_tokens, completion_tokens, cost_usd, model, calls FROM usage WHERE task_id = 'old'",
+        )
         assert row == (7, 3, 0.25, "m", 2)
     finally:
         s.close()
@@ -188,8 +206,11 @@ def test_committed_writes_survive_sigkill(postgres_url: str) -> None:
     import subprocess
     import sys
 
-    p = subprocess.Popen([sys.executable, "-c", WRITER, postgres_url], stdout=subprocess.PIPE,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    p = subprocess.Popen(
+        [sys.executable, "-c", WRITER, postgres_url],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     try:
         assert p.stdout is not None
         lines = iter(p.stdout.readline, b"")  # log lines first; ends if the writer dies

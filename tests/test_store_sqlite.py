@@ -56,8 +56,12 @@ def test_pragmas_wal_and_foreign_keys(db: Path) -> None:
     assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     # Recovery at start reads the unfinished tasks through their partial index, not a scan.
-    plan = " ".join(str(r) for r in store._conn.execute(
-        "EXPLAIN QUERY PLAN SELECT task_id FROM tasks WHERE finished = 0 ORDER BY created_ms"))
+    plan = " ".join(
+        str(r)
+        for r in store._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT task_id FROM tasks WHERE finished = 0 ORDER BY created_ms"
+        )
+    )
     assert "tasks_unfinished" in plan
     store.close()
 
@@ -132,12 +136,26 @@ def test_create_task_is_idempotent_on_task_id(backend: str) -> None:
 
 
 def test_list_tasks_children_unfinished(store: SqliteStore) -> None:
-    for i, (state, parent, sess) in enumerate([
-        (TaskState.SUCCEEDED, "", "a"), (TaskState.QUEUED, "", "a"), (TaskState.RUNNING, "t0", "a"),
-        (TaskState.ASSIGNED, "", "b"), (TaskState.CANCELLED, "t0", "a"), (TaskState.FAILED, "", "b"),
-    ]):
-        store.create_task(Task(task_id=f"t{i}", agent_type="echo", state=state, parent_task_id=parent,
-                               session_id=sess, created_ms=1000 + i))
+    for i, (state, parent, sess) in enumerate(
+        [
+            (TaskState.SUCCEEDED, "", "a"),
+            (TaskState.QUEUED, "", "a"),
+            (TaskState.RUNNING, "t0", "a"),
+            (TaskState.ASSIGNED, "", "b"),
+            (TaskState.CANCELLED, "t0", "a"),
+            (TaskState.FAILED, "", "b"),
+        ]
+    ):
+        store.create_task(
+            Task(
+                task_id=f"t{i}",
+                agent_type="echo",
+                state=state,
+                parent_task_id=parent,
+                session_id=sess,
+                created_ms=1000 + i,
+            )
+        )
     assert [t.task_id for t in store.list_tasks()] == ["t5", "t3", "t1", "t0"]
     assert [t.task_id for t in store.list_tasks(limit=2)] == ["t5", "t3"]
     assert [t.task_id for t in store.list_tasks(session_id="a")] == ["t1", "t0"]
@@ -151,17 +169,41 @@ def test_list_tasks_children_unfinished(store: SqliteStore) -> None:
 
 def test_events_round_trip_order_after_seq_and_replay(store: SqliteStore) -> None:
     store.create_task(Task(task_id="e", agent_type="coder"))
-    result = TaskResult(task_id="e", state=TaskState.SUCCEEDED, output="ok",
-                        usage=Usage(1, 2, 0.3, "m", 1), artifacts=[Artifact("a.txt", 1, "ff", "doc")])
+    result = TaskResult(
+        task_id="e",
+        state=TaskState.SUCCEEDED,
+        output="ok",
+        usage=Usage(1, 2, 0.3, "m", 1),
+        artifacts=[Artifact("a.txt", 1, "ff", "doc")],
+    )
     evs = [
-        TaskEvent(task_id="e", kind=EventKind.STATUS, seq=1, state=TaskState.RUNNING, text="running",
-                  agent_id="c1", parent_task_id="p", ts_ms=10),
+        TaskEvent(
+            task_id="e",
+            kind=EventKind.STATUS,
+            seq=1,
+            state=TaskState.RUNNING,
+            text="running",
+            agent_id="c1",
+            parent_task_id="p",
+            ts_ms=10,
+        ),
         TaskEvent(task_id="e", kind=EventKind.TOKEN, seq=2, text="tok", ts_ms=11),
-        TaskEvent(task_id="e", kind=EventKind.ARTIFACT, seq=3, artifact=Artifact("b.py", 5, "aa", "code"),
-                  text="b.py", ts_ms=12),
+        TaskEvent(
+            task_id="e",
+            kind=EventKind.ARTIFACT,
+            seq=3,
+            artifact=Artifact("b.py", 5, "aa", "code"),
+            text="b.py",
+            ts_ms=12,
+        ),
         TaskEvent(task_id="e", kind=EventKind.STEP, seq=4, text="step", data={"tool": "write", "n": "1"}, ts_ms=13),
-        TaskEvent(task_id="e", kind=EventKind.APPROVAL, seq=5,
-                  approval=ApprovalRequest("r1", "shell", '{"cmd": "ls"}', "list files"), ts_ms=14),
+        TaskEvent(
+            task_id="e",
+            kind=EventKind.APPROVAL,
+            seq=5,
+            approval=ApprovalRequest("r1", "shell", '{"cmd": "ls"}', "list files"),
+            ts_ms=14,
+        ),
         TaskEvent(task_id="e", kind=EventKind.RESULT, seq=6, result=result, ts_ms=15),
     ]
     # stored out of order, in two batches
@@ -193,10 +235,12 @@ def test_events_without_seq_get_the_next_seq(store: SqliteStore) -> None:
 def test_events_of_unknown_task_are_refused_by_name(store: SqliteStore) -> None:
     store.create_task(Task(task_id="known", agent_type="echo"))
     with pytest.raises(StoreError, match=r"unknown task.*ghost"):
-        store.append_events([
-            TaskEvent(task_id="known", kind=EventKind.LOG, seq=1),
-            TaskEvent(task_id="ghost", kind=EventKind.LOG, seq=1),
-        ])
+        store.append_events(
+            [
+                TaskEvent(task_id="known", kind=EventKind.LOG, seq=1),
+                TaskEvent(task_id="ghost", kind=EventKind.LOG, seq=1),
+            ]
+        )
     assert store.events("known") == []  # the batch was rolled back as a whole
 
 
@@ -214,17 +258,32 @@ def _finish(store: Store, t: Task, usage: Usage, end_ms: int) -> None:
 def test_sessions_summary_and_publish(kind: str, db: Path, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("postgres_url") if kind == "postgres" else str(db)
     store: Store = MemoryStore() if kind == "memory" else open_store(url)
-    top = Task(task_id="a1", agent_type="architect", action=Action.CREATE, input="a blog",
-               session_id="S", created_ms=100, updated_ms=100)
-    child = Task(task_id="c1", agent_type="coder", input="code it", session_id="S",
-                 parent_task_id="a1", created_ms=150, updated_ms=150)
-    second = Task(task_id="a2", agent_type="coder", input="tests", session_id="S",
-                  created_ms=200, updated_ms=200)
+    top = Task(
+        task_id="a1",
+        agent_type="architect",
+        action=Action.CREATE,
+        input="a blog",
+        session_id="S",
+        created_ms=100,
+        updated_ms=100,
+    )
+    child = Task(
+        task_id="c1",
+        agent_type="coder",
+        input="code it",
+        session_id="S",
+        parent_task_id="a1",
+        created_ms=150,
+        updated_ms=150,
+    )
+    second = Task(task_id="a2", agent_type="coder", input="tests", session_id="S", created_ms=200, updated_ms=200)
     other = Task(task_id="o1", agent_type="echo", input="x", session_id="O", created_ms=50, updated_ms=50)
     for t in (top, child, second, other):
         store.create_task(t)
-    store.append_events([TaskEvent(task_id="a1", kind=EventKind.LOG, seq=i) for i in (1, 2)]
-                        + [TaskEvent(task_id="c1", kind=EventKind.TOKEN, seq=1)])
+    store.append_events(
+        [TaskEvent(task_id="a1", kind=EventKind.LOG, seq=i) for i in (1, 2)]
+        + [TaskEvent(task_id="c1", kind=EventKind.TOKEN, seq=1)]
+    )
     _finish(store, child, Usage(10, 5, 0.01, "small", 1), 300)
     _finish(store, second, Usage(20, 10, 0.02, "small", 2), 400)
     _finish(store, top, Usage(100, 50, 0.5, "big", 1), 500)
@@ -265,8 +324,17 @@ def test_sessions_summary_and_publish(kind: str, db: Path, request: pytest.Fixtu
 
 
 def test_agents_seen_upsert(store: SqliteStore) -> None:
-    a = AgentInfo(agent_id="echo-1", agent_type="echo", capabilities=["echo"], host="h1",
-                  state=AgentState.BUSY, current_task="t", last_heartbeat_ms=5, local=True, connected_ms=3)
+    a = AgentInfo(
+        agent_id="echo-1",
+        agent_type="echo",
+        capabilities=["echo"],
+        host="h1",
+        state=AgentState.BUSY,
+        current_task="t",
+        last_heartbeat_ms=5,
+        local=True,
+        connected_ms=3,
+    )
     store.agent_seen(a)
     a.state, a.current_task, a.last_heartbeat_ms = AgentState.IDLE, "", 9
     store.agent_seen(a)
@@ -278,10 +346,24 @@ def test_agents_seen_upsert(store: SqliteStore) -> None:
 
 def test_message_log(store: SqliteStore) -> None:
     msgs = [
-        {"id": "m1", "type": "RUN", "sender": "orchgpt", "recipient": "echo-1", "task_id": "t",
-         "session_id": "s", "ts_ms": 1},
-        {"id": "m2", "type": "REPLY", "sender": "echo-1", "task_id": "t", "session_id": "s",
-         "correlation_id": "m1", "ts_ms": 2},
+        {
+            "id": "m1",
+            "type": "RUN",
+            "sender": "orchgpt",
+            "recipient": "echo-1",
+            "task_id": "t",
+            "session_id": "s",
+            "ts_ms": 1,
+        },
+        {
+            "id": "m2",
+            "type": "REPLY",
+            "sender": "echo-1",
+            "task_id": "t",
+            "session_id": "s",
+            "correlation_id": "m1",
+            "ts_ms": 2,
+        },
     ]
     store.record_messages(msgs)
     store.record_messages(msgs[:1])  # a duplicate id is ignored
@@ -300,7 +382,8 @@ def test_result_usage_and_artifacts_indexed(store: SqliteStore) -> None:
     store.save_task(full_task())
     assert [a.path for a in store.artifacts(t.task_id)] == ["README.md", "src/app.py"]
     [row] = store._read(  # type: ignore[attr-defined]  (both backends have it)
-        "test", "SELECT agent_type, prompt_tokens, completion_tokens, cost_usd, model FROM usage "
-        "WHERE task_id = ?", (t.task_id,),
+        "test",
+        "SELECT agent_type, prompt_tokens, completion_tokens, cost_usd, model FROM usage WHERE task_id = ?",
+        (t.task_id,),
     )
     assert tuple(row) == ("coder", 100, 50, 0.0125, "gpt-x")

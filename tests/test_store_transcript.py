@@ -50,9 +50,7 @@ def test_messages_of_a_workflow_are_kept_once_and_can_be_removed(store: Store) -
         {"speaker": "coder", "content": "c1", "ts_ms": 1500},
         {"speaker": "reviewer", "content": "ok"},
     ]
-    t = finished(
-        "w1", "s1", transcript=json.dumps(turns), summary="the summary", summary_method="llm"
-    )
+    t = finished("w1", "s1", transcript=json.dumps(turns), summary="the summary", summary_method="llm")
     store.create_task(t)
     store.append_events([TaskEvent("w1", "status", seq=1)])  # type: ignore[arg-type]
     transcripts.record(store, t)

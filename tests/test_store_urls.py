@@ -38,8 +38,9 @@ def test_memory(url: str) -> None:
     assert isinstance(open_store(url), MemoryStore)
 
 
-@pytest.mark.parametrize("url", ["mysql://u@h/db", "redis://localhost:6379", "http://x/y",
-                                 "postgresq://u@h/db", "sqlite://host/x.db"])
+@pytest.mark.parametrize(
+    "url", ["mysql://u@h/db", "redis://localhost:6379", "http://x/y", "postgresq://u@h/db", "sqlite://host/x.db"]
+)
 def test_unknown_scheme_is_refused_listing_the_supported_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
@@ -53,9 +54,7 @@ def test_unknown_scheme_is_refused_listing_the_supported_ones(
 
 
 @pytest.mark.parametrize("url", ["postgresql://nobody@127.0.0.1:1/db", "postgres://nobody@127.0.0.1:1/db"])
-def test_postgres_url_is_not_taken_for_a_sqlite_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
-) -> None:
+def test_postgres_url_is_not_taken_for_a_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """The old code made a directory named "postgresql:" and a SQLite file in it."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StoreError) as e:  # port 1: nothing listens there

@@ -30,11 +30,14 @@ def test_a_reply_names_its_task_by_result_then_envelope_then_run_id() -> None:
         sr.reply_task_id("a2", _reply(correlation_id="run-1"), runs)
 
 
-@pytest.mark.parametrize("fields, words", [
-    ({}, "REPLY names no task"),
-    ({"result_task_id": "t1", "task_id": "t2"}, "two tasks"),
-    ({"task_id": "t2", "correlation_id": "run-1"}, "two tasks"),
-])
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({}, "REPLY names no task"),
+        ({"result_task_id": "t1", "task_id": "t2"}, "two tasks"),
+        ({"task_id": "t2", "correlation_id": "run-1"}, "two tasks"),
+    ],
+)
 def test_a_reply_without_a_task_or_with_two_is_invalid(fields: dict[str, str], words: str) -> None:
     runs = sr.RunIds()
     runs.remember("a1", "run-1", "t1")

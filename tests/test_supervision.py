@@ -61,9 +61,28 @@ class Serve:
         self.log = home / f"serve-{certs}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchgpt", "serve", "--certs", certs, "--listen", "127.0.0.1:0",
-                 "--port-file", str(port_file), "--local-model", "off", "--heartbeat-interval", "0.5", *extra],
-                cwd=home, env=user_env(home), stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "orchgpt",
+                    "serve",
+                    "--certs",
+                    certs,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--port-file",
+                    str(port_file),
+                    "--local-model",
+                    "off",
+                    "--heartbeat-interval",
+                    "0.5",
+                    *extra,
+                ],
+                cwd=home,
+                env=user_env(home),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_for(lambda: port_file.exists() or self.proc.poll() is not None, 30, what="orchgpt to listen")
         assert self.proc.poll() is None, self.log.read_text()
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
@@ -83,14 +102,24 @@ class Serve:
 
 def user_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "XDG_"))}
-    env.update(HOME=str(home), XDG_DATA_HOME=str(home / ".local" / "share"), PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    env.update(
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    )
     return env
 
 
 def certs_init(home: Path, d: str) -> None:
-    subprocess.run([sys.executable, "-m", "orchgpt", "certs", "init", "--dir", d], cwd=home, env=user_env(home),
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "orchgpt", "certs", "init", "--dir", d],
+        cwd=home,
+        env=user_env(home),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 async def test_a_daemon_started_with_another_ca_runs_local_agents(tmp_path: Path) -> None:
@@ -117,15 +146,17 @@ async def test_a_daemon_started_with_another_ca_runs_local_agents(tmp_path: Path
 
 # ---- a spawned agent that never registers -----------------------------------------------------
 
-HANG = '''
+HANG = """
 import os, sys, time
 if os.environ.get("ORCHGPT_SPAWNED") == "1":
     print("agentd: cannot reach the orchestrator (this test holds it before it registers)", flush=True)
     time.sleep(600)
-'''
+"""
 
 
-async def test_an_agent_that_never_registers_fails_its_tasks_with_its_last_words(daemon_factory, tmp_path: Path) -> None:
+async def test_an_agent_that_never_registers_fails_its_tasks_with_its_last_words(
+    daemon_factory, tmp_path: Path
+) -> None:
     hang = tmp_path / "hang"
     hang.mkdir()
     (hang / "sitecustomize.py").write_text(HANG)
@@ -176,7 +207,9 @@ async def _busy(c: MeshClient) -> bool:
 
 def test_the_default_limit_fits_every_built_in_type() -> None:
     types = asyncio.run(discover())  # what the daemon learns from `agentd --list-types`
-    assert Settings().max_local_agents >= len(types) == 14  # the nine agents, workflow, assistant, user_proxy, graph, blocks
+    assert (
+        Settings().max_local_agents >= len(types) == 14
+    )  # the nine agents, workflow, assistant, user_proxy, graph, blocks
 
 
 async def test_one_slot_serves_echo_git_echo_one_after_another(daemon_factory) -> None:
@@ -200,7 +233,8 @@ async def test_a_task_for_another_type_waits_for_a_busy_slot_instead_of_being_re
         assert result_of(git).state == TaskState.SUCCEEDED, result_of(git).error
         assert waiting_notes(git) == [
             "waiting for a git agent: 0 connected, 1 starting (waiting for a free local agent slot: all 1 in use)",
-            "waiting for a git agent: 0 connected, 1 starting"]
+            "waiting for a git agent: 0 connected, 1 starting",
+        ]
         assert result_of(await slow).output == "slow"
 
 
@@ -247,10 +281,12 @@ def test_a_busy_local_agent_waiting_on_queued_sub_tasks_is_found() -> None:
     entry = mesh.agents["local-manager-1"]
     entry.info.local = True
     entry.info.current_task = "m"
-    tasks = [Task(task_id="m", agent_type="manager", state=TaskState.RUNNING, agent_id="local-manager-1"),
-             Task(task_id="r", agent_type="echo", parent_task_id="m", state=TaskState.RUNNING, agent_id="remote-1"),
-             Task(task_id="a", agent_type="architect", parent_task_id="r"),  # a grandchild
-             Task(task_id="e", agent_type="echo")]
+    tasks = [
+        Task(task_id="m", agent_type="manager", state=TaskState.RUNNING, agent_id="local-manager-1"),
+        Task(task_id="r", agent_type="echo", parent_task_id="m", state=TaskState.RUNNING, agent_id="remote-1"),
+        Task(task_id="a", agent_type="architect", parent_task_id="r"),  # a grandchild
+        Task(task_id="e", agent_type="echo"),
+    ]
     for t in tasks:
         mesh.active[t.task_id] = t
     mesh.queues.queues["architect"] = deque(["a"])
@@ -269,11 +305,21 @@ async def test_a_start_waited_on_by_every_busy_local_agent_goes_past_the_limit(t
     from tests.support.mesh import make_certs
 
     ca = CA.load(make_certs(tmp_path / "certs"))
-    sp = Spawner(ca, tmp_path / "data" / "agents", lambda: "127.0.0.1:9", 1, frozenset({"manager", "git"}),
-                 log_dir=tmp_path / "data" / "logs", spawn_deadline=60)
+    sp = Spawner(
+        ca,
+        tmp_path / "data" / "agents",
+        lambda: "127.0.0.1:9",
+        1,
+        frozenset({"manager", "git"}),
+        log_dir=tmp_path / "data" / "logs",
+        spawn_deadline=60,
+    )
     busy: dict[str, bool] = {}
-    sp.attach(is_idle=lambda a: not busy.get(a, False), withdraw=lambda a: False,
-              waited_on_by=lambda t: next(iter(busy)) if t == "git" and busy else "")
+    sp.attach(
+        is_idle=lambda a: not busy.get(a, False),
+        withdraw=lambda a: False,
+        waited_on_by=lambda t: next(iter(busy)) if t == "git" and busy else "",
+    )
     try:
         sp.spawn("manager")
         manager = next(iter(sp.agents))
@@ -282,15 +328,19 @@ async def test_a_start_waited_on_by_every_busy_local_agent_goes_past_the_limit(t
         assert not sp.can_spawn("manager") and sp.can_spawn("git")
         sp.spawn("git")
         git = next(a for a in sp.agents if a != manager)
-        await await_for(lambda: sp.agents[git].has_slot and sp.agents[git].proc is not None, 10,
-                        what="the git start to go past the limit")
+        await await_for(
+            lambda: sp.agents[git].has_slot and sp.agents[git].proc is not None,
+            10,
+            what="the git start to go past the limit",
+        )
         assert sum(a.has_slot for a in sp.agents.values()) == 2
         # once the manager is idle again, the spawner gets back under the limit on its own
         busy[manager] = False
         sp.registered(git)
         sp.withdraw = lambda a: True
-        await await_for(lambda: len([a for a in sp.agents.values() if not a.stopping]) == 1, 10,
-                        what="one agent to be stopped")
+        await await_for(
+            lambda: len([a for a in sp.agents.values() if not a.stopping]) == 1, 10, what="one agent to be stopped"
+        )
     finally:
         await sp.stop_all(grace=2)
     assert sp.agents == {}

@@ -28,8 +28,12 @@ def png_1x1() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00\x1f\x6f\xeb")) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00\x1f\x6f\xeb"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_design_and_svg_checks() -> None:
@@ -59,21 +63,31 @@ def run(srv: ScriptedOpenAI, tmp_path: Path, options: dict[str, str] | None = No
     (project / "ARCHITECTURE.md").write_text(ARCHITECTURE)
     settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=tmp_path / "ws")
     events: list[TaskEvent] = []
-    ctx = TaskContext(Task(task_id="d1", agent_type="designer", input="todo app",
-                                  options={"workspace": "proj", **(options or {})}),
-                      project, "designer-1", events.append, settings=settings)
+    ctx = TaskContext(
+        Task(task_id="d1", agent_type="designer", input="todo app", options={"workspace": "proj", **(options or {})}),
+        project,
+        "designer-1",
+        events.append,
+        settings=settings,
+    )
     return asyncio.run(asyncio.wait_for(DesignerAgent(settings).run(ctx), 50)), events
 
 
 def test_problems_go_back_until_the_design_passes(srv: ScriptedOpenAI, tmp_path: Path) -> None:
     bad_svg = MOCKUP.replace(' xmlns="http://www.w3.org/2000/svg"', "")
     no_type = DESIGN.split("## Typography")[0] + "## Layout" + DESIGN.split("## Layout")[1]
-    srv.push(tool_calls(("write_file", {"path": "DESIGN.md", "content": no_type}),
-                        ("write_file", {"path": "mockups/main.svg", "content": bad_svg})),
-             text("Done."),
-             tool_calls(("write_file", {"path": "DESIGN.md", "content": DESIGN}),
-                        ("write_file", {"path": "mockups/main.svg", "content": MOCKUP})),
-             text("Fixed."))
+    srv.push(
+        tool_calls(
+            ("write_file", {"path": "DESIGN.md", "content": no_type}),
+            ("write_file", {"path": "mockups/main.svg", "content": bad_svg}),
+        ),
+        text("Done."),
+        tool_calls(
+            ("write_file", {"path": "DESIGN.md", "content": DESIGN}),
+            ("write_file", {"path": "mockups/main.svg", "content": MOCKUP}),
+        ),
+        text("Fixed."),
+    )
     out, events = run(srv, tmp_path)
     assert out.ok, out.error
     assert "| GET | /todos |" in prompt_text(srv.chat_requests[0])  # the architect's document is in the brief
@@ -83,10 +97,15 @@ def test_problems_go_back_until_the_design_passes(srv: ScriptedOpenAI, tmp_path:
     assert out.data["palette"] == "#1F6FEB, #0D1117, #F6F8FA, #D1242F"
     previews = {"mockups/main.png"} if shutil.which("rsvg-convert") else set()
     assert {e.artifact.path for e in events if e.kind == EventKind.ARTIFACT and e.artifact} == {
-        "DESIGN.md", "mockups/main.svg", *previews}
+        "DESIGN.md",
+        "mockups/main.svg",
+        *previews,
+    }
     assert {c.name: c.outcome for c in checks_of(out)} == {
-        "design": "passed", "contrast": "passed",
-        "render": "passed" if previews else "skipped"}
+        "design": "passed",
+        "contrast": "passed",
+        "render": "passed" if previews else "skipped",
+    }
     assert "images_note" not in out.data  # not asked for
 
 
@@ -98,15 +117,23 @@ def test_files_from_a_plain_answer(srv: ScriptedOpenAI, tmp_path: Path) -> None:
 
 
 def test_gives_up_after_its_tries(srv: ScriptedOpenAI, tmp_path: Path) -> None:
-    srv.push(tool_call("write_file", {"path": "DESIGN.md", "content": DESIGN}), text("no mock-ups, sorry"),
-             text("still none"))
+    srv.push(
+        tool_call("write_file", {"path": "DESIGN.md", "content": DESIGN}),
+        text("no mock-ups, sorry"),
+        text("still none"),
+    )
     out, _ = run(srv, tmp_path, {"tries": "2"})
     assert not out.ok and "incomplete after 2 round(s)" in out.error and "no SVG mock-up under mockups/" in out.error
 
 
 def test_images_api_missing_is_skipped(srv: ScriptedOpenAI, tmp_path: Path) -> None:
-    srv.push(tool_calls(("write_file", {"path": "DESIGN.md", "content": DESIGN}),
-                        ("write_file", {"path": "mockups/main.svg", "content": MOCKUP})), text("Done."))
+    srv.push(
+        tool_calls(
+            ("write_file", {"path": "DESIGN.md", "content": DESIGN}),
+            ("write_file", {"path": "mockups/main.svg", "content": MOCKUP}),
+        ),
+        text("Done."),
+    )
     out, events = run(srv, tmp_path, {"images": "true"})
     assert out.ok
     assert out.data["images_note"] == "the provider offers no images API (HTTP 404); skipped"
@@ -127,8 +154,13 @@ def test_images_api_when_the_provider_has_one(srv: ScriptedOpenAI, tmp_path: Pat
                 super().do_POST()
 
     srv._httpd.RequestHandlerClass = WithImages
-    srv.push(tool_calls(("write_file", {"path": "DESIGN.md", "content": DESIGN}),
-                        ("write_file", {"path": "mockups/main.svg", "content": MOCKUP})), text("Done."))
+    srv.push(
+        tool_calls(
+            ("write_file", {"path": "DESIGN.md", "content": DESIGN}),
+            ("write_file", {"path": "mockups/main.svg", "content": MOCKUP}),
+        ),
+        text("Done."),
+    )
     out, events = run(srv, tmp_path, {"images": "true", "image_size": "256x256"})
     assert out.ok and out.data["images"] == "images/hero.png"
     assert (tmp_path / "ws" / "proj" / "images" / "hero.png").read_bytes() == png

@@ -46,8 +46,13 @@ async def run_manager(client: Any, timeout: float = 130, **options: str) -> list
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), "-c", f"safe.directory={root}", *args], capture_output=True,
-                          text=True, check=True, timeout=20).stdout
+    return subprocess.run(
+        ["git", "-C", str(root), "-c", f"safe.directory={root}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    ).stdout
 
 
 def subtasks(events: list[TaskEvent]) -> dict[str, dict[str, Any]]:
@@ -57,8 +62,9 @@ def subtasks(events: list[TaskEvent]) -> dict[str, dict[str, Any]]:
 
 
 def explain(d: Daemon, events: list[TaskEvent]) -> str:
-    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-                     for p in sorted((d.data_dir / "logs").glob("*.log")))
+    logs = "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted((d.data_dir / "logs").glob("*.log"))
+    )
     return f"{events[-1].text if events else 'no events'}\n{logs}\n--- orchgpt\n{d.log()[-2000:]}"
 
 
@@ -118,8 +124,13 @@ async def test_manager_builds_a_committed_tested_project_with_the_team(daemon_fa
     assert git(project, "status", "--porcelain") == ""
     # The backend's tests pass in the committed project.
     r = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
-        cwd=project, capture_output=True, text=True, timeout=60)
+        subprocess.run,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     # The report lists every sub-task, its artifacts and its usage.
     report = (project / "REPORT.md").read_text()
@@ -131,12 +142,22 @@ async def test_manager_builds_a_committed_tested_project_with_the_team(daemon_fa
     assert "## Usage per agent type" in report and "| backend |" in report
     # The checks table: what judged each sub-task, by which tool, with what outcome (issue 18).
     table = report.split("## Checks")[1].split("\n## ")[0]
-    rows = {(c[0].split("(")[-1].rstrip(")"), *c[1:4]) for ln in table.splitlines()
-            if ln.startswith("| ") and not ln.startswith("| Sub-task")
-            for c in [[x.strip() for x in ln.strip("|").split("|")]]}
-    for row in [("backend", "mutation"), ("backend", "contract"), ("backend", "schemathesis"),
-                ("architect", "components"), ("architect", "render"),
-                ("designer", "contrast"), ("frontend", "api-routes"), ("frontend", "browser")]:
+    rows = {
+        (c[0].split("(")[-1].rstrip(")"), *c[1:4])
+        for ln in table.splitlines()
+        if ln.startswith("| ") and not ln.startswith("| Sub-task")
+        for c in [[x.strip() for x in ln.strip("|").split("|")]]
+    }
+    for row in [
+        ("backend", "mutation"),
+        ("backend", "contract"),
+        ("backend", "schemathesis"),
+        ("architect", "components"),
+        ("architect", "render"),
+        ("designer", "contrast"),
+        ("frontend", "api-routes"),
+        ("frontend", "browser"),
+    ]:
         assert any(r[:2] == row for r in rows), (row, table)
     assert ("architect", "components", "agentd diagram parser", "passed") in rows, table
     assert int(res.data["prompt_tokens"]) == sum(s["prompt_tokens"] for s in subs.values()) + res.usage.prompt_tokens
@@ -154,8 +175,13 @@ async def test_backend_served_by_a_remote_agent(daemon_factory, model, agents: l
     env = model.env(api_key="test")
     d: Daemon = daemon_factory(*DAEMON_ARGS, env={**env, **DAEMON_ENV}).start()
     root = d.data_dir / "workspaces"
-    remote = start_agent(d, "remote-backend", "backend", extra_env={**env, "ORCHGPT_WORKSPACE_ROOT": str(root)},
-                         extra_args=["--workspace-root", str(root)])
+    remote = start_agent(
+        d,
+        "remote-backend",
+        "backend",
+        extra_env={**env, "ORCHGPT_WORKSPACE_ROOT": str(root)},
+        extra_args=["--workspace-root", str(root)],
+    )
     agents.append(remote)
     async with d.client() as c:
         await await_for(lambda: _has_agent(c, "remote-backend"), 30, what="the remote backend to register")
@@ -181,8 +207,16 @@ async def test_agent_killed_mid_sub_task_is_retried_elsewhere_and_reported(daemo
     # the killed agent's task is held for the reconnect grace (it could be a blip), then requeued
     d: Daemon = daemon_factory(*DAEMON_ARGS, "--reconnect-grace", "2", env={**env, **DAEMON_ENV}).start()
     root = d.data_dir / "workspaces"
-    backends = {n: start_agent(d, n, "backend", extra_env={**env, "ORCHGPT_WORKSPACE_ROOT": str(root)},
-                               extra_args=["--workspace-root", str(root)]) for n in ("backend-a", "backend-b")}
+    backends = {
+        n: start_agent(
+            d,
+            n,
+            "backend",
+            extra_env={**env, "ORCHGPT_WORKSPACE_ROOT": str(root)},
+            extra_args=["--workspace-root", str(root)],
+        )
+        for n in ("backend-a", "backend-b")
+    }
     agents.extend(backends.values())
     held = team.gate("backend")
     async with d.client() as c:
@@ -211,18 +245,22 @@ async def test_agent_killed_mid_sub_task_is_retried_elsewhere_and_reported(daemo
     assert f"was requeued by the mesh (agent {victim} lost" in report and f"finished on `{survivor}`" in report
 
 
-FULL_PLAN = {"tasks": [
-    {"id": "arch", "agent": "architect", "task": "Design the todo app", "depends_on": []},
-    {"id": "ui", "agent": "designer", "task": "Design the UI", "depends_on": ["arch"]},
-    {"id": "api", "agent": "backend", "task": "Build the todo API with its tests", "depends_on": ["arch"]},
-    {"id": "modules", "agent": "optimizer", "task": "Split the API into modules", "depends_on": ["api"]},
-    {"id": "web", "agent": "frontend", "task": "Build the web page", "depends_on": ["api", "ui"]},
-    {"id": "commit", "agent": "git", "task": "Commit everything", "depends_on": []},
-    {"id": "tell", "agent": "mailer", "task": "Mail the team a summary", "depends_on": []},
-]}
+FULL_PLAN = {
+    "tasks": [
+        {"id": "arch", "agent": "architect", "task": "Design the todo app", "depends_on": []},
+        {"id": "ui", "agent": "designer", "task": "Design the UI", "depends_on": ["arch"]},
+        {"id": "api", "agent": "backend", "task": "Build the todo API with its tests", "depends_on": ["arch"]},
+        {"id": "modules", "agent": "optimizer", "task": "Split the API into modules", "depends_on": ["api"]},
+        {"id": "web", "agent": "frontend", "task": "Build the web page", "depends_on": ["api", "ui"]},
+        {"id": "commit", "agent": "git", "task": "Commit everything", "depends_on": []},
+        {"id": "tell", "agent": "mailer", "task": "Mail the team a summary", "depends_on": []},
+    ]
+}
 
 
-@pytest.mark.timeout(180)  # eight agent processes; ~50 s measured with the 2 cores under a load of 12, more with the browser check
+@pytest.mark.timeout(
+    180
+)  # eight agent processes; ~50 s measured with the 2 cores under a load of 12, more with the browser check
 async def test_the_whole_team_with_the_optimizer_and_the_mailer(daemon_factory, model, team) -> None:  # type: ignore[no-untyped-def]
     """Seven agent types in one run: the optimizer refactors next to the frontend, git commits, the mailer reports."""
     from aiosmtpd.controller import Controller
@@ -234,9 +272,14 @@ async def test_the_whole_team_with_the_optimizer_and_the_mailer(daemon_factory, 
     smtp.start()
     try:
         team.plan = json.dumps(FULL_PLAN)
-        env = {**model.env(api_key="test"), **DAEMON_ENV, "ORCHGPT_SMTP_HOST": "127.0.0.1",
-               "ORCHGPT_SMTP_PORT": str(smtp.port), "ORCHGPT_SMTP_SECURITY": "none",
-               "ORCHGPT_SMTP_TO": "lead@example.test"}
+        env = {
+            **model.env(api_key="test"),
+            **DAEMON_ENV,
+            "ORCHGPT_SMTP_HOST": "127.0.0.1",
+            "ORCHGPT_SMTP_PORT": str(smtp.port),
+            "ORCHGPT_SMTP_SECURITY": "none",
+            "ORCHGPT_SMTP_TO": "lead@example.test",
+        }
         d: Daemon = daemon_factory(*DAEMON_ARGS, "--max-local-agents", "12", env=env).start()
         async with d.client() as c:
             events = await run_manager(c, 150)
@@ -251,11 +294,18 @@ async def test_the_whole_team_with_the_optimizer_and_the_mailer(daemon_factory, 
     assert "tests-before passed" in op["checks"] and "tests-after passed" in op["checks"]
     project = Path(events[-1].result.data["project"])  # type: ignore[union-attr]
     assert set(git(project, "log", "--author=orchgpt optimizer", "--name-only", "--format=").split()) == {
-        "app.py", "store.py"}
+        "app.py",
+        "store.py",
+    }
     assert "from store import" in (project / "app.py").read_text()
     r = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
-        cwd=project, capture_output=True, text=True, timeout=60)
+        subprocess.run,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     # The mailer sent the summary of every other sub-task, the commits included.
     [(_, rcpts, msg)] = inbox.messages

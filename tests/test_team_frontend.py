@@ -58,14 +58,25 @@ def test_api_calls_through_fetch_wrappers_constants_and_templates() -> None:
     v1('/q');
     """
     got = [(c.method, c.path) for c in api_calls(js)]
-    assert got == [("GET", "/health"), ("PUT", "/api/items"), ("DELETE", "/api/items/{}"), ("PATCH", "/items/1"),
-                   ("GET", ""), ("POST", "/api/things"), ("GET", "/v1/q")]
+    assert got == [
+        ("GET", "/health"),
+        ("PUT", "/api/items"),
+        ("DELETE", "/api/items/{}"),
+        ("PATCH", "/items/1"),
+        ("GET", ""),
+        ("POST", "/api/things"),
+        ("GET", "/v1/q"),
+    ]
 
 
 def test_routes_and_matching() -> None:
     routes = declared_routes(routes_from_manifest(MANIFEST), routes_from_text(ARCHITECTURE, "ARCHITECTURE.md"))
-    assert {(r.method, r.path) for r in routes} == {("GET", "/health"), ("GET", "/todos"), ("POST", "/todos"),
-                                                    ("DELETE", "/todos/{id}")}
+    assert {(r.method, r.path) for r in routes} == {
+        ("GET", "/health"),
+        ("GET", "/todos"),
+        ("POST", "/todos"),
+        ("DELETE", "/todos/{id}"),
+    }
     hit, _ = match_route(ApiCall("DELETE", "/todos/{}", "", 1), routes)
     assert hit == Route("DELETE", "/todos/{id}", "ARCHITECTURE.md")
     assert match_route(ApiCall("PUT", "/todos/{}", "", 1), routes) == (None, ["DELETE"])
@@ -75,8 +86,9 @@ def test_routes_and_matching() -> None:
 def test_page_references() -> None:
     refs, inline, tags = page_refs(INDEX)
     assert refs == [("stylesheet", "styles.css"), ("script", "app.js")] and inline == [] and tags > 5
-    refs, inline, _ = page_refs('<script src="https://cdn.example/x.js"></script><img src="img/a.png?v=2">'
-                                '<script>fetch("/a")</script>')
+    refs, inline, _ = page_refs(
+        '<script src="https://cdn.example/x.js"></script><img src="img/a.png?v=2"><script>fetch("/a")</script>'
+    )
     assert refs == [("img", "img/a.png")] and inline == ['fetch("/a")']
 
 
@@ -84,7 +96,8 @@ def test_page_references() -> None:
 
 BAD_INDEX = INDEX.replace("styles.css", "main.css")
 BAD_SCRIPT = SCRIPT.replace('api("/todos", { method: "POST"', 'api("/items", { method: "POST"').replace(
-    "load();\n", "load(;\n", 1)
+    "load();\n", "load(;\n", 1
+)
 
 
 @pytest.fixture
@@ -97,35 +110,57 @@ def srv() -> Iterator[ScriptedOpenAI]:
 def project(tmp_path: Path) -> Path:
     p = tmp_path / "ws" / "proj"
     p.mkdir(parents=True)
-    for name, content in {"ARCHITECTURE.md": ARCHITECTURE, "DESIGN.md": DESIGN, "service.json": MANIFEST,
-                          "app.py": APP}.items():
+    for name, content in {
+        "ARCHITECTURE.md": ARCHITECTURE,
+        "DESIGN.md": DESIGN,
+        "service.json": MANIFEST,
+        "app.py": APP,
+    }.items():
         (p / name).write_text(content)
     return p
 
 
-def run(srv: ScriptedOpenAI, project: Path, inputs: list[TaskResult] | None = None,
-        tries: int = 3) -> tuple[Outcome, list[TaskEvent]]:
+def run(
+    srv: ScriptedOpenAI, project: Path, inputs: list[TaskResult] | None = None, tries: int = 3
+) -> tuple[Outcome, list[TaskEvent]]:
     settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=project.parent)
     events: list[TaskEvent] = []
     own = project.parent / "fe1"
     own.mkdir()
-    ctx = TaskContext(Task(task_id="fe1", agent_type="frontend", input="todo app web page",
-                                  options={"workspace": project.name, "tries": str(tries)}, inputs=inputs or []),
-                      own, "frontend-1", events.append, settings=settings)
+    ctx = TaskContext(
+        Task(
+            task_id="fe1",
+            agent_type="frontend",
+            input="todo app web page",
+            options={"workspace": project.name, "tries": str(tries)},
+            inputs=inputs or [],
+        ),
+        own,
+        "frontend-1",
+        events.append,
+        settings=settings,
+    )
     out = asyncio.run(asyncio.wait_for(FrontendAgent(settings).run(ctx), 80))
     return out, events
 
 
 def writes(index: str, script: str) -> object:
-    return tool_calls(("write_file", {"path": "frontend/index.html", "content": index}),
-                      ("write_file", {"path": "frontend/styles.css", "content": STYLES}),
-                      ("write_file", {"path": "frontend/app.js", "content": script}))
+    return tool_calls(
+        ("write_file", {"path": "frontend/index.html", "content": index}),
+        ("write_file", {"path": "frontend/styles.css", "content": STYLES}),
+        ("write_file", {"path": "frontend/app.js", "content": script}),
+    )
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_problems_go_back_to_the_model_until_the_ui_passes(srv, project) -> None:  # type: ignore[no-untyped-def]
-    backend = TaskResult("b1", TaskState.SUCCEEDED, agent_type="backend", output="tests passed",
-                         data={"routes": "GET /health 200, GET /todos 200, POST /todos 201"})
+    backend = TaskResult(
+        "b1",
+        TaskState.SUCCEEDED,
+        agent_type="backend",
+        output="tests passed",
+        data={"routes": "GET /health 200, GET /todos 200, POST /todos 201"},
+    )
     srv.push(writes(BAD_INDEX, BAD_SCRIPT), text("UI written."), writes(INDEX, SCRIPT), text("Fixed."))
     out, events = run(srv, project, [backend])
     assert out.ok, (out.error, out.data)
@@ -150,7 +185,7 @@ def test_problems_go_back_to_the_model_until_the_ui_passes(srv, project) -> None
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_gives_up_after_its_tries_with_the_problems(srv, project) -> None:  # type: ignore[no-untyped-def]
-    wrong = SCRIPT.replace("`/todos/${t.id}`, { method: \"DELETE\" }", "`/todos/${t.id}`, { method: \"PUT\" }")
+    wrong = SCRIPT.replace('`/todos/${t.id}`, { method: "DELETE" }', '`/todos/${t.id}`, { method: "PUT" }')
     srv.push(writes(INDEX, wrong), text("done"), writes(INDEX, wrong), text("done"), writes(INDEX, wrong), text("d"))
     out, _ = run(srv, project)
     assert not out.ok and "after 3 round(s)" in out.error

@@ -55,24 +55,30 @@ def test_a_valid_plan_in_prose_and_a_fence_is_read() -> None:
     assert problems == []
     assert [(i.id, i.agent_type, i.depends_on) for i in items] == [("a", "architect", []), ("b", "backend", ["a"])]
     # other spellings models use
-    items, problems = parse_plan(json.dumps([{"name": "x", "type": "Backend", "description": "y", "deps": None}]),
-                                 ALLOWED)
+    items, problems = parse_plan(
+        json.dumps([{"name": "x", "type": "Backend", "description": "y", "deps": None}]), ALLOWED
+    )
     assert problems == [] and items[0].agent_type == "backend" and items[0].depends_on == []
 
 
-@pytest.mark.parametrize(("answer", "problem"), [
-    ("I would start with the architecture.", "no JSON plan"),
-    (json.dumps({"steps": []}), 'no "tasks" list'),
-    (plan(t("a", "wizard")), "unknown agent type 'wizard'"),
-    (plan(t("a", "architect"), t("a", "backend")), "id 'a' is used twice"),
-    (plan(t("a", "architect", ["zz"])), "depends on 'zz', which is not in the plan"),
-    (plan(t("a", "architect", ["a"])), "'a' depends on itself"),
-    (plan(t("a", "architect", ["c"]), t("b", "backend", ["a"]), t("c", "frontend", ["b"])),
-     "cycle: a -> c -> b -> a"),
-    (plan(*(t(f"x{i}", "backend") for i in range(13))), "13 sub-tasks; at most 12"),
-    (plan({"id": "a", "agent": "backend"}), "says nothing about what to do"),
-    (plan({"id": "a", "agent": "backend", "task": "x", "depends_on": 3}), "depends_on must be a list"),
-])
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ("I would start with the architecture.", "no JSON plan"),
+        (json.dumps({"steps": []}), 'no "tasks" list'),
+        (plan(t("a", "wizard")), "unknown agent type 'wizard'"),
+        (plan(t("a", "architect"), t("a", "backend")), "id 'a' is used twice"),
+        (plan(t("a", "architect", ["zz"])), "depends on 'zz', which is not in the plan"),
+        (plan(t("a", "architect", ["a"])), "'a' depends on itself"),
+        (
+            plan(t("a", "architect", ["c"]), t("b", "backend", ["a"]), t("c", "frontend", ["b"])),
+            "cycle: a -> c -> b -> a",
+        ),
+        (plan(*(t(f"x{i}", "backend") for i in range(13))), "13 sub-tasks; at most 12"),
+        (plan({"id": "a", "agent": "backend"}), "says nothing about what to do"),
+        (plan({"id": "a", "agent": "backend", "task": "x", "depends_on": 3}), "depends_on must be a list"),
+    ],
+)
 def test_unusable_plans_are_named(answer: str, problem: str) -> None:
     _, problems = parse_plan(answer, ALLOWED)
     assert any(problem in p for p in problems), problems
@@ -82,14 +88,23 @@ def test_sub_tasks_that_may_run_alongside_another() -> None:
     from agentd.agents.manager import concurrent
 
     assert concurrent(default_plan("x")) == {"designer", "backend"}
-    items, _ = parse_plan(plan(t("a", "architect"), t("b", "backend", ["a"]), t("c", "frontend", ["b"]),
-                               t("o", "optimizer", ["b"]), t("g", "git", ["c", "o"])), ALLOWED)
+    items, _ = parse_plan(
+        plan(
+            t("a", "architect"),
+            t("b", "backend", ["a"]),
+            t("c", "frontend", ["b"]),
+            t("o", "optimizer", ["b"]),
+            t("g", "git", ["c", "o"]),
+        ),
+        ALLOWED,
+    )
     assert concurrent(items) == {"c", "o"}
 
 
 def test_git_and_mailer_wait_for_everything() -> None:
-    items, _ = parse_plan(plan(t("a", "architect"), t("b", "backend", ["a"]), t("g", "git", ["b"]),
-                               t("m", "mailer")), ALLOWED)
+    items, _ = parse_plan(
+        plan(t("a", "architect"), t("b", "backend", ["a"]), t("g", "git", ["b"]), t("m", "mailer")), ALLOWED
+    )
     notes = normalise(items)
     deps = {i.id: i.depends_on for i in items}
     assert deps["g"] == ["b", "a"] and set(deps["m"]) == {"a", "b", "g"}
@@ -126,10 +141,16 @@ class Team:
     def ok(self, agent_type: str, n: int, **data: str) -> TaskResult:
         path = f"{agent_type}.txt"
         (self.root / path).write_text(agent_type)
-        return TaskResult(f"{agent_type}-{n}", TaskState.SUCCEEDED, output=f"{agent_type} did it",
-                          artifacts=[Artifact(path, len(agent_type), "ab" * 32, "document")],
-                          usage=Usage(100, 50, 0.0001, "gpt-4o-mini", 1), agent_type=agent_type,
-                          agent_id=f"local-{agent_type}-1", data={"attempt": "1", **data})
+        return TaskResult(
+            f"{agent_type}-{n}",
+            TaskState.SUCCEEDED,
+            output=f"{agent_type} did it",
+            artifacts=[Artifact(path, len(agent_type), "ab" * 32, "document")],
+            usage=Usage(100, 50, 0.0001, "gpt-4o-mini", 1),
+            agent_type=agent_type,
+            agent_id=f"local-{agent_type}-1",
+            data={"attempt": "1", **data},
+        )
 
     def of(self, agent_type: str) -> list[Delegation]:
         return [c[1] for c in self.calls if c[0] == agent_type]
@@ -145,23 +166,38 @@ def srv() -> Iterator[ScriptedOpenAI]:
         yield s
 
 
-def run_manager(tmp_path: Path, srv: ScriptedOpenAI | None, team: Team | None = None,
-                options: dict[str, str] | None = None) -> tuple[Outcome, list[TaskEvent], Team]:
+def run_manager(
+    tmp_path: Path, srv: ScriptedOpenAI | None, team: Team | None = None, options: dict[str, str] | None = None
+) -> tuple[Outcome, list[TaskEvent], Team]:
     project = tmp_path / "mgr1"
     project.mkdir(exist_ok=True)
     team = team or Team(project)
-    settings = (AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=tmp_path)
-                if srv else None)
+    settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=tmp_path) if srv else None
     events: list[TaskEvent] = []
-    ctx = TaskContext(Task(task_id="mgr1", agent_type="manager", input="todo app", options=options or {}),
-                      project, "manager-1", events.append, delegate=team, settings=settings)
+    ctx = TaskContext(
+        Task(task_id="mgr1", agent_type="manager", input="todo app", options=options or {}),
+        project,
+        "manager-1",
+        events.append,
+        delegate=team,
+        settings=settings,
+    )
     out = asyncio.run(asyncio.wait_for(ManagerAgent(settings).run(ctx), 20))
     return out, events, team
 
 
 def test_runs_the_plan_in_dependency_order_with_parallel_branches(tmp_path: Path, srv: ScriptedOpenAI) -> None:
-    srv.push(text(plan(t("arch", "architect"), t("ui", "designer", ["arch"]), t("api", "backend", ["arch"]),
-                       t("web", "frontend", ["ui", "api"]), t("commit", "git"))))
+    srv.push(
+        text(
+            plan(
+                t("arch", "architect"),
+                t("ui", "designer", ["arch"]),
+                t("api", "backend", ["arch"]),
+                t("web", "frontend", ["ui", "api"]),
+                t("commit", "git"),
+            )
+        )
+    )
     out, events, team = run_manager(tmp_path, srv)
     assert out.ok, out.error
     assert out.data["plan_source"] == "model"
@@ -186,15 +222,17 @@ def test_runs_the_plan_in_dependency_order_with_parallel_branches(tmp_path: Path
     # the manager's own planning call counts too
     assert int(out.data["prompt_tokens"]) > 5 * 100 and float(out.data["cost_usd"]) > 5 * 0.0001
     report = (tmp_path / "mgr1" / "REPORT.md").read_text()
-    assert "Plan: from the model" in report and "| api | backend | local-backend-1 | backend-1 | succeeded | 1 |" \
-        in report
+    assert (
+        "Plan: from the model" in report and "| api | backend | local-backend-1 | backend-1 | succeeded | 1 |" in report
+    )
     assert "`backend.txt`" in report and "| backend | 1 | 100 | 50 | 0.0001 |" in report
     assert "| manager | 1 |" in report
     assert out.output.startswith("5 of 5 sub-tasks succeeded")
 
 
-def test_unusable_plan_goes_back_to_the_model_then_the_default_plan_is_used(tmp_path: Path,
-                                                                            srv: ScriptedOpenAI) -> None:
+def test_unusable_plan_goes_back_to_the_model_then_the_default_plan_is_used(
+    tmp_path: Path, srv: ScriptedOpenAI
+) -> None:
     srv.push(text("First the architecture, then the code."), text(plan(t("a", "wizard"))))
     out, events, team = run_manager(tmp_path, srv)
     assert out.ok and out.data["plan_source"] == "default"
@@ -202,8 +240,13 @@ def test_unusable_plan_goes_back_to_the_model_then_the_default_plan_is_used(tmp_
     assert "This plan cannot be used" in srv.chat_requests[1]["messages"][-1]["content"]
     assert "no JSON plan" in srv.chat_requests[1]["messages"][-1]["content"]
     assert any(e.kind == EventKind.LOG and e.text.startswith("using the default plan") for e in events)
-    assert [c[0] for c in team.calls][:1] == ["architect"] and set(team.n) == {"architect", "designer", "backend",
-                                                                               "frontend", "git"}
+    assert [c[0] for c in team.calls][:1] == ["architect"] and set(team.n) == {
+        "architect",
+        "designer",
+        "backend",
+        "frontend",
+        "git",
+    }
     assert "the default plan (" in (tmp_path / "mgr1" / "REPORT.md").read_text()
 
 
@@ -220,8 +263,14 @@ def test_a_failed_sub_task_is_retried_with_the_error_then_reported(tmp_path: Pat
 
     async def flaky(sub: Delegation, n: int) -> TaskResult:
         if n == 1:
-            return TaskResult("backend-1", TaskState.FAILED, error="tests failed: 1 failed, 2 passed",
-                              agent_type="backend", agent_id="local-backend-1", usage=Usage(10, 5, 0.00001, "m", 1))
+            return TaskResult(
+                "backend-1",
+                TaskState.FAILED,
+                error="tests failed: 1 failed, 2 passed",
+                agent_type="backend",
+                agent_id="local-backend-1",
+                usage=Usage(10, 5, 0.00001, "m", 1),
+            )
         return team.ok("backend", n, attempt="2", requeued="agent local-backend-2 lost: connection lost")
 
     team.special["backend"] = flaky
@@ -239,8 +288,10 @@ def test_a_failed_sub_task_is_retried_with_the_error_then_reported(tmp_path: Pat
     report = (project / "REPORT.md").read_text()
     assert "backend: attempt 1 (`backend-1` on `local-backend-1`) failed: tests failed" in report
     assert "was requeued by the mesh (agent local-backend-2 lost: connection lost)" in report
-    assert any(e.kind == EventKind.STEP and "failed: tests failed" in e.text and e.data.get("state") == "retrying"
-               for e in events)
+    assert any(
+        e.kind == EventKind.STEP and "failed: tests failed" in e.text and e.data.get("state") == "retrying"
+        for e in events
+    )
 
 
 def test_when_retries_run_out_dependents_are_skipped_and_git_commits_the_rest(tmp_path: Path) -> None:

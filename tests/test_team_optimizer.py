@@ -41,9 +41,18 @@ def project(tmp_path: Path) -> Path:
 def run(srv: ScriptedOpenAI, project: Path, options: dict[str, str] | None = None) -> tuple[Outcome, list[TaskEvent]]:
     settings = AgentSettings.for_endpoint(srv.base_url, api_key="sk-scripted", workspace_root=project.parent)
     events: list[TaskEvent] = []
-    ctx = TaskContext(Task(task_id="opt1", agent_type="optimizer", input="split the todo api into modules",
-                                  options={"workspace": project.name, **(options or {})}),
-                      project.parent / "opt1", "optimizer-1", events.append, settings=settings)
+    ctx = TaskContext(
+        Task(
+            task_id="opt1",
+            agent_type="optimizer",
+            input="split the todo api into modules",
+            options={"workspace": project.name, **(options or {})},
+        ),
+        project.parent / "opt1",
+        "optimizer-1",
+        events.append,
+        settings=settings,
+    )
     (project.parent / "opt1").mkdir()
     out = asyncio.run(asyncio.wait_for(OptimizerAgent(settings).run(ctx), 80))
     return out, events
@@ -54,9 +63,13 @@ def steps(events: list[TaskEvent]) -> list[str]:
 
 
 def test_refactors_into_modules_with_the_tests_passing_before_and_after(srv, project) -> None:  # type: ignore[no-untyped-def]
-    srv.push(tool_calls(("write_file", {"path": "store.py", "content": STORE}),
-                        ("write_file", {"path": "app.py", "content": APP_SPLIT})),
-             text("Split the store out of app.py."))
+    srv.push(
+        tool_calls(
+            ("write_file", {"path": "store.py", "content": STORE}),
+            ("write_file", {"path": "app.py", "content": APP_SPLIT}),
+        ),
+        text("Split the store out of app.py."),
+    )
     out, events = run(srv, project)
     assert out.ok, (out.error, out.data)
     assert out.data["tests_before"] == "passed" and out.data["tests_after"] == "passed"
@@ -65,19 +78,24 @@ def test_refactors_into_modules_with_the_tests_passing_before_and_after(srv, pro
     assert (project / "store.py").read_text() == STORE and (project / "app.py").read_text() == APP_SPLIT
     assert (project / "test_app.py").read_text() == APP_TESTS
     s = steps(events)
-    assert s[0].startswith("tests before: passed (2 passed") and any(x.startswith("tests after round 1: passed")
-                                                                        for x in s)
+    assert s[0].startswith("tests before: passed (2 passed") and any(
+        x.startswith("tests after round 1: passed") for x in s
+    )
     arts = {e.artifact.path for e in events if e.kind == EventKind.ARTIFACT and e.artifact}
     assert arts == {"store.py", "app.py"}
     assert "from app import make_server" in srv.chat_requests[0]["messages"][1]["content"]
 
 
 def test_reverts_when_the_tests_keep_failing(srv, project) -> None:  # type: ignore[no-untyped-def]
-    srv.push(tool_calls(("write_file", {"path": "server.py", "content": "x = 1\n"}),
-                        ("write_file", {"path": "app.py", "content": APP_BROKEN})),
-             text("Renamed the factory."),
-             tool_call("write_file", {"path": "app.py", "content": APP_BROKEN + "\n# still\n"}),
-             text("Tried again."))
+    srv.push(
+        tool_calls(
+            ("write_file", {"path": "server.py", "content": "x = 1\n"}),
+            ("write_file", {"path": "app.py", "content": APP_BROKEN}),
+        ),
+        text("Renamed the factory."),
+        tool_call("write_file", {"path": "app.py", "content": APP_BROKEN + "\n# still\n"}),
+        text("Tried again."),
+    )
     out, events = run(srv, project, {"tries": "2"})
     assert not out.ok
     assert "the tests fail after refactoring" in out.error and "reverted (tests pass after the revert)" in out.error
@@ -90,8 +108,10 @@ def test_reverts_when_the_tests_keep_failing(srv, project) -> None:  # type: ign
 
 
 def test_an_edited_test_file_is_restored_and_not_accepted(srv, project) -> None:  # type: ignore[no-untyped-def]
-    srv.push(tool_call("write_file", {"path": "test_app.py", "content": "def test_nothing():\n    pass\n"}),
-             text("Simplified the tests."))
+    srv.push(
+        tool_call("write_file", {"path": "test_app.py", "content": "def test_nothing():\n    pass\n"}),
+        text("Simplified the tests."),
+    )
     out, _ = run(srv, project, {"tries": "1"})
     assert not out.ok and "the test files must not change: test_app.py" in out.error
     assert (project / "test_app.py").read_text() == APP_TESTS

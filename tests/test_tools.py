@@ -193,8 +193,12 @@ async def test_missing_isolation_is_reported_once_as_an_event(ws: Path) -> None:
 
     events: list[TaskEvent] = []
     ctx = TaskContext(Task(task_id="t1", agent_type="backend"), ws, "a1", events.append)
-    sb = Sandbox(ws, Limits(timeout_s=10), isolation=Isolation("none", "no namespaces on this test machine"),
-                 policy=SandboxPolicy(allow_weak=True))
+    sb = Sandbox(
+        ws,
+        Limits(timeout_s=10),
+        isolation=Isolation("none", "no namespaces on this test machine"),
+        policy=SandboxPolicy(allow_weak=True),
+    )
     box = Toolbox(ToolEnv(Workspace(ws), sb, None, ctx), ["run_command"])
     for _ in range(2):
         out, ok = await box.call("run_command", {"command": "echo hi"})

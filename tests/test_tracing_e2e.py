@@ -67,9 +67,7 @@ def test_one_trace_from_the_cli_through_the_daemon_to_the_agents_model_calls(
 ) -> None:  # type: ignore[no-untyped-def]
     env = collector.env()
     hide = {"PATH": path_without(tmp_path / "bin", "mmdc")}  # a host renderer is not the point
-    d: Daemon = daemon_factory(
-        "--heartbeat-interval", "2", env={**model.env(api_key="test"), **env, **hide}
-    ).start()
+    d: Daemon = daemon_factory("--heartbeat-interval", "2", env={**model.env(api_key="test"), **env, **hide}).start()
     code, events, err = autogpt(d, '/architect create "fastapi app" | python', env)
     assert code == 0, err
     result = events[-1]["result"]
@@ -138,14 +136,8 @@ def test_one_trace_from_the_cli_through_the_daemon_to_the_agents_model_calls(
         # no prompt or completion text unless the user opts in
         assert not any(k.startswith(("gen_ai.input", "gen_ai.output")) for k in a), a
     # the tokens the spans count are the tokens the task reports
-    assert (
-        sum(c.attributes["gen_ai.usage.input_tokens"] for c in chats)
-        == (result["usage"]["prompt_tokens"])
-    )
-    assert (
-        sum(c.attributes["gen_ai.usage.output_tokens"] for c in chats)
-        == (result["usage"]["completion_tokens"])
-    )
+    assert sum(c.attributes["gen_ai.usage.input_tokens"] for c in chats) == (result["usage"]["prompt_tokens"])
+    assert sum(c.attributes["gen_ai.usage.output_tokens"] for c in chats) == (result["usage"]["completion_tokens"])
     tools = by_name(mine, "execute_tool ")
     assert all(parent(t) is agent for t in tools)
     assert all(t.attributes["gen_ai.tool.name"] == t.name.split(" ", 1)[1] for t in tools)
@@ -227,9 +219,7 @@ def test_a_manager_run_is_one_trace_with_its_sub_tasks_agents_model_and_tool_cal
     env = collector.env()
     with ScriptedOpenAI(responder=team, models=(MODEL,)) as srv:
         hide = {"PATH": path_without(tmp_path / "bin", "mmdc")}  # a host renderer: not the point
-        d: Daemon = daemon_factory(
-            "--heartbeat-interval", "2", env={**srv.env(api_key="test"), **env, **hide}
-        ).start()
+        d: Daemon = daemon_factory("--heartbeat-interval", "2", env={**srv.env(api_key="test"), **env, **hide}).start()
         code, _events, err = autogpt(d, '/manager create "todo app" | python', env)
     assert code == 0, err + d.log()[-3000:]
 
@@ -268,8 +258,7 @@ def test_a_manager_run_is_one_trace_with_its_sub_tasks_agents_model_and_tool_cal
         assert any(s.name == "execute_tool write_file" for s in below)
     # the manager's own planning call is a model call of the manager
     assert any(
-        manager in ancestors(s, ids) and s.name == f"chat {MODEL}" and ids[s.parent_id] is manager
-        for s in spans
+        manager in ancestors(s, ids) and s.name == f"chat {MODEL}" and ids[s.parent_id] is manager for s in spans
     )
 
 
@@ -291,6 +280,4 @@ def test_an_unreachable_collector_neither_breaks_nor_stalls_the_cli(daemon) -> N
     assert code == 0, err
     assert events[-1]["kind"] == "result" and events[-1]["result"]["output"] == "still works"
     # its last export gives up after 2 s (the SDK's default would retry for 10 s)
-    assert (t3 - t2) - (t2 - t1) < 5, (
-        f"traced {t3 - t2:.1f}s, untraced {t2 - t1:.1f}s ({t1 - t0:.1f})"
-    )
+    assert (t3 - t2) - (t2 - t1) < 5, f"traced {t3 - t2:.1f}s, untraced {t2 - t1:.1f}s ({t1 - t0:.1f})"

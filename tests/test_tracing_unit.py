@@ -70,9 +70,7 @@ class _Mesh:
 
 
 def test_daemon_spans_of_a_requeued_task(spans: InMemorySpanExporter) -> None:
-    mesh = _Mesh(
-        {"t1": SimpleNamespace(agent_type="echo", session_id="s1", action="run", parent_task_id="")}
-    )
+    mesh = _Mesh({"t1": SimpleNamespace(agent_type="echo", session_id="s1", action="run", parent_task_id="")})
     ts = tracing_mesh.TaskSpans(mesh)
 
     def status(state: TaskState, text: str = "", agent: str = "") -> None:
@@ -187,9 +185,7 @@ async def test_agent_to_agent_commands_carry_the_askers_trace(spans: InMemorySpa
     link._on_envelope(cmd, out)
     batch = await asyncio.wait_for(out.next_batch(), 2)
     assert batch is not None and batch.envelopes[-1].payload == b"echo: ping"  # the answer
-    link._on_envelope(
-        codec.new_envelope(pb.REPLY, "other", correlation_id=cmd.id, payload=b"pong"), out
-    )
+    link._on_envelope(codec.new_envelope(pb.REPLY, "other", correlation_id=cmd.id, payload=b"pong"), out)
     assert await asyncio.wait_for(ask, 2) == b"pong"
     [answer] = [s for s in spans.get_finished_spans() if s.name == "orchgpt.command"]
     assert answer.parent is not None

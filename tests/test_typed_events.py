@@ -63,8 +63,14 @@ def test_the_base_class_with_a_kind_is_that_kinds_class() -> None:
 
 
 def test_a_relayed_event_is_re_stamped_by_the_codec_from_its_kept_wire_form() -> None:
-    m = pb.TaskEvent(task_id="t", agent_type="echo", agent_id="spoofed", seq=99,
-                     step=pb.StepEvent(text="write_file"), data={"tool": "write_file"})
+    m = pb.TaskEvent(
+        task_id="t",
+        agent_type="echo",
+        agent_id="spoofed",
+        seq=99,
+        step=pb.StepEvent(text="write_file"),
+        data={"tool": "write_file"},
+    )
     ev = codec.event_from_pb(pb.TaskEvent.FromString(m.SerializeToString()), ts_ms=7)
     codec.encode_event(ev, m)
     assert isinstance(ev.encoded, bytes) and ev.encoded
@@ -90,8 +96,19 @@ def test_the_cli_names_a_sub_task_by_the_agent_type_its_events_carry() -> None:
     ctx = Context(StreamOutput(stdout=io.StringIO(), stderr=io.StringIO()))
     parent = new_view(ctx, "p1", "lead")
     handle(ctx, parent, StatusEvent("p1", seq=1, state=TaskState.RUNNING, agent_type="lead"))
-    handle(ctx, parent, StatusEvent("c1", seq=1, state=TaskState.RUNNING, text="queued for nobody",
-                                    agent_id="local-wrong-0abc", parent_task_id="p1", agent_type="helper"))
+    handle(
+        ctx,
+        parent,
+        StatusEvent(
+            "c1",
+            seq=1,
+            state=TaskState.RUNNING,
+            text="queued for nobody",
+            agent_id="local-wrong-0abc",
+            parent_task_id="p1",
+            agent_type="helper",
+        ),
+    )
     assert parent.children["c1"].agent_type == "helper"
     # a child first seen without a type gets it from a later event
     handle(ctx, parent, LogEvent("c2", seq=1, text="x", agent_id="worker-7", parent_task_id="p1"))

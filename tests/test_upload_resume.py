@@ -52,9 +52,7 @@ async def run(c: MeshClient, cmd: Command) -> list[TaskEvent]:
 def resume_q(task_id: str, path: str, data: bytes) -> dict:  # type: ignore[type-arg]
     return {
         "task_id": task_id,
-        "file_chunk": pb.FileChunk(
-            path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-        ),
+        "file_chunk": pb.FileChunk(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest()),
     }
 
 
@@ -73,9 +71,7 @@ async def test_a_cut_upload_goes_on_from_the_daemons_offset(daemon: Daemon) -> N
             m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=first)
             ping = m.send(pb.PING, ping=pb.Ping())
             await m.expect(pb.PONG, lambda e: e.correlation_id == ping.id)
-        await await_for(
-            lambda: d.log().count('"artifact_upload_kept"') == 1, 10, what="the cut upload kept"
-        )
+        await await_for(lambda: d.log().count('"artifact_upload_kept"') == 1, 10, what="the cut upload kept")
         assert [p.stat().st_size for p in tmp.iterdir()] == [1800]  # kept for the agent
         async with StubAgent(d.address, paths, "resumer", "restype") as m:
             # another file's size or hash: not this upload, start over (and the other is dropped)
@@ -86,9 +82,7 @@ async def test_a_cut_upload_goes_on_from_the_daemons_offset(daemon: Daemon) -> N
             m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=first)
             ping = m.send(pb.PING, ping=pb.Ping())
             await m.expect(pb.PONG, lambda e: e.correlation_id == ping.id)  # the chunk was handled
-        await await_for(
-            lambda: d.log().count('"artifact_upload_kept"') == 2, 10, what="the cut upload kept"
-        )
+        await await_for(lambda: d.log().count('"artifact_upload_kept"') == 2, 10, what="the cut upload kept")
         async with StubAgent(d.address, paths, "resumer", "restype") as m:
             q = m.send(pb.FILE_RESUME, **resume_q(task_id, "r.bin", data))
             at = await m.expect(pb.FILE_RESUME_AT, lambda e: e.correlation_id == q.id)
@@ -116,9 +110,7 @@ async def test_a_cut_upload_goes_on_from_the_daemons_offset(daemon: Daemon) -> N
             async with intruder as other:
                 q = other.send(pb.FILE_RESUME, **resume_q(task_id, "r.bin", data))
                 err = await other.error_for(q)
-                assert (
-                    err.error.code == "PERMISSION_DENIED" and "upload-own-task" in err.error.message
-                )
+                assert err.error.code == "PERMISSION_DENIED" and "upload-own-task" in err.error.message
             m.send(
                 pb.REPLY,
                 task_id=task_id,
@@ -150,9 +142,7 @@ async def test_agentd_uploads_resume_after_a_cut(daemon: Daemon, tmp_path: Path)
                     m.send(pb.FILE_TRANSFER, task_id=task_id, file_chunk=next(pieces))
             ping = m.send(pb.PING, ping=pb.Ping())
             await m.expect(pb.PONG, lambda e: e.correlation_id == ping.id)
-        await await_for(
-            lambda: d.log().count('"artifact_upload_kept"') == kept + 1, 10, what="the upload kept"
-        )
+        await await_for(lambda: d.log().count('"artifact_upload_kept"') == kept + 1, 10, what="the upload kept")
         async with StubAgent(d.address, paths, "agentlike", "agtype") as m:
             sent: list[pb.Envelope] = []
 
@@ -169,9 +159,7 @@ async def test_agentd_uploads_resume_after_a_cut(daemon: Daemon, tmp_path: Path)
 
             answerer = asyncio.create_task(answers())
             try:
-                assert await uploads.upload(
-                    lambda: m.out, make_env, task_id, tmp_path, arts, resumes.ask
-                )
+                assert await uploads.upload(lambda: m.out, make_env, task_id, tmp_path, arts, resumes.ask)
                 await await_for(lambda: _stored(d, task_id), 10, what="the file to be recorded")
             finally:
                 answerer.cancel()
@@ -207,9 +195,7 @@ class _Link:
             self.resumes.answer(await m.expect(pb.FILE_RESUME_AT, timeout=30))
 
 
-async def test_a_reupload_cut_again_is_kept_for_the_next_reconnect(
-    daemon: Daemon, tmp_path: Path
-) -> None:
+async def test_a_reupload_cut_again_is_kept_for_the_next_reconnect(daemon: Daemon, tmp_path: Path) -> None:
     """The re-upload after a reconnect is cut too (its REPLY long confirmed): the result stays in
     ``resumes.unsent`` (the link sends it again after the next REGISTERED) until the daemon says
     the file is recorded."""
@@ -229,9 +215,7 @@ async def test_a_reupload_cut_again_is_kept_for_the_next_reconnect(
             r.task_id = (await m.expect(pb.RUN)).task.task_id
             link = _Link(m)
             uploads.reupload(link, r)
-            await await_for(
-                lambda: r.task_id in link.resumes.unsent, 5, what="the re-upload to start"
-            )
+            await await_for(lambda: r.task_id in link.resumes.unsent, 5, what="the re-upload to start")
             link.outbox = None  # the stream goes away mid-file
             m.out.close()
             await asyncio.gather(*link._answering)

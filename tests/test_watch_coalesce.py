@@ -76,9 +76,7 @@ class Setup:
                 type=pb.REPLY,
                 task_id="tok-task",
                 correlation_id=self.run.id,
-                reply=pb.Reply(
-                    result=pb.TaskResult(task_id="tok-task", state=pb.SUCCEEDED, output="ok")
-                ),
+                reply=pb.Reply(result=pb.TaskResult(task_id="tok-task", state=pb.SUCCEEDED, output="ok")),
             )
         )
 
@@ -94,17 +92,11 @@ async def _watching(daemon: Daemon, certs: Path) -> AsyncIterator[Setup]:
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", 1024),
     ]
-    cli = grpc.aio.secure_channel(
-        target, channel_credentials(issue(certs, "cli", "client")), options=opts
-    )
+    cli = grpc.aio.secure_channel(target, channel_credentials(issue(certs, "cli", "client")), options=opts)
     try:
         stub = pb_grpc.MeshStub(cli)
         submit = stub.Submit(
-            pb.SubmitRequest(
-                command=pb.Command(
-                    agent_type="tok", action=pb.RUN_ACTION, input="go", task_id="tok-task"
-                )
-            )
+            pb.SubmitRequest(command=pb.Command(agent_type="tok", action=pb.RUN_ACTION, input="go", task_id="tok-task"))
         )
         run = None
         while run is None:
@@ -155,9 +147,7 @@ async def _slow_watch(daemon: Daemon, certs: Path, tokens: int) -> None:
         assert await s.watch.code() == grpc.StatusCode.OK
 
 
-def test_slow_watcher_gets_every_token_coalesced_and_is_not_dropped(
-    daemon_factory, certs: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_slow_watcher_gets_every_token_coalesced_and_is_not_dropped(daemon_factory, certs: Path) -> None:  # type: ignore[no-untyped-def]
     daemon = daemon_factory(*LIMITS_OFF).start()
     asyncio.run(asyncio.wait_for(_slow_watch(daemon, certs, 20_000), 80))  # twice the pending bound
 
@@ -179,9 +169,7 @@ async def _flooded_watch(daemon: Daemon, certs: Path) -> tuple[Any, str]:
         return await s.status()
 
 
-def test_task_watcher_over_the_pending_bound_ends_with_resource_exhausted(
-    daemon_factory, certs: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_task_watcher_over_the_pending_bound_ends_with_resource_exhausted(daemon_factory, certs: Path) -> None:  # type: ignore[no-untyped-def]
     daemon = daemon_factory(*LIMITS_OFF, "--max-pending-events", "100").start()
     code, details = asyncio.run(asyncio.wait_for(_flooded_watch(daemon, certs), 80))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)

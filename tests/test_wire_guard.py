@@ -45,11 +45,18 @@ async def test_undecodable_requests_get_invalid_argument_naming_the_message(daem
     async with secure_channel(daemon.address, paths_for(daemon.certs, "cli")) as ch:
         code = await _raw_call(ch, method, UNDECODABLE)
         assert code == grpc.StatusCode.INVALID_ARGUMENT, code
-        expected = {"Submit": "SubmitRequest", "Watch": "WatchRequest", "FetchArtifact": "FetchArtifactRequest",
-                    "ListAgents": "ListAgentsRequest", "GetTask": "GetTaskRequest",
-                    "ListTasks": "ListTasksRequest", "CancelTask": "CancelTaskRequest",
-                    "Approve": "ApproveRequest", "ListSessions": "ListSessionsRequest",
-                    "PublishSession": "PublishSessionRequest"}[method]
+        expected = {
+            "Submit": "SubmitRequest",
+            "Watch": "WatchRequest",
+            "FetchArtifact": "FetchArtifactRequest",
+            "ListAgents": "ListAgentsRequest",
+            "GetTask": "GetTaskRequest",
+            "ListTasks": "ListTasksRequest",
+            "CancelTask": "CancelTaskRequest",
+            "Approve": "ApproveRequest",
+            "ListSessions": "ListSessionsRequest",
+            "PublishSession": "PublishSessionRequest",
+        }[method]
         assert f"malformed {expected}" in _raw_call.last_detail  # type: ignore[attr-defined]
         await pb_grpc.MeshStub(ch).ListAgents(pb.ListAgentsRequest(), timeout=5)  # still serving
 
@@ -60,8 +67,10 @@ async def test_nul_bytes_and_unknown_enums_in_client_requests(daemon: Daemon) ->
         cases = [
             (stub.GetTask(pb.GetTaskRequest(task_id="a\x00b"), timeout=5), "task_id"),
             (stub.CancelTask(pb.CancelTaskRequest(task_id="a\x00b"), timeout=5), "task_id"),
-            (stub.Approve(pb.ApproveRequest(task_id="t", response=pb.ApprovalResponse(decision=99)), timeout=5),
-             "response.decision"),
+            (
+                stub.Approve(pb.ApproveRequest(task_id="t", response=pb.ApprovalResponse(decision=99)), timeout=5),
+                "response.decision",
+            ),
         ]
         for coro, field in cases:
             with pytest.raises(grpc.aio.AioRpcError) as ei:
@@ -70,10 +79,17 @@ async def test_nul_bytes_and_unknown_enums_in_client_requests(daemon: Daemon) ->
             assert field in (ei.value.details() or "")
         streams = [
             (stub.FetchArtifact(pb.FetchArtifactRequest(task_id="t", path="a\x00b"), timeout=5), "path"),
-            (stub.Submit(pb.SubmitRequest(command=pb.Command(agent_type="echo", action=pb.RUN_ACTION,
-                                                             task_id="x\x00y")), timeout=5), "command.task_id"),
-            (stub.Submit(pb.SubmitRequest(command=pb.Command(agent_type="echo", action=42)), timeout=5),
-             "command.action"),
+            (
+                stub.Submit(
+                    pb.SubmitRequest(command=pb.Command(agent_type="echo", action=pb.RUN_ACTION, task_id="x\x00y")),
+                    timeout=5,
+                ),
+                "command.task_id",
+            ),
+            (
+                stub.Submit(pb.SubmitRequest(command=pb.Command(agent_type="echo", action=42)), timeout=5),
+                "command.action",
+            ),
             (stub.Watch(pb.WatchRequest(task_id="\x00"), timeout=5), "task_id"),
         ]
         for call, field in streams:
@@ -91,8 +107,11 @@ class RawAgent:
         self.name = name
         self.q: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.call = ch.stream_stream(M + "Connect")(self._frames())
-        self.q.put_nowait(pb.Batch(envelopes=[codec.new_envelope(
-            pb.REGISTER, name, register=pb.Register(agent_type="fuzztype"))]).SerializeToString())
+        self.q.put_nowait(
+            pb.Batch(
+                envelopes=[codec.new_envelope(pb.REGISTER, name, register=pb.Register(agent_type="fuzztype"))]
+            ).SerializeToString()
+        )
 
     async def _frames(self) -> AsyncIterator[bytes]:
         while True:
@@ -142,15 +161,27 @@ async def test_bad_frames_and_unknown_enums_on_connect_get_an_error_and_the_stre
         bad = [
             (codec.new_envelope(99, name), "envelope.type"),
             (codec.new_envelope(99, "someone-else"), "envelope.type"),
-            (codec.new_envelope(pb.DELEGATE_TASK, name, task=pb.TaskSpec(agent_type="echo", action=77)),
-             "envelope.task.action"),
-            (codec.new_envelope(pb.TASK_EVENT, name, task_id="t", event=pb.TaskEvent(
-                task_id="t", status=pb.StatusEvent(state=66))), "envelope.event.status.state"),
-            (codec.new_envelope(pb.REPLY, name, reply=pb.Reply(result=pb.TaskResult(task_id="t", state=42))),
-             "envelope.reply.result.state"),
+            (
+                codec.new_envelope(pb.DELEGATE_TASK, name, task=pb.TaskSpec(agent_type="echo", action=77)),
+                "envelope.task.action",
+            ),
+            (
+                codec.new_envelope(
+                    pb.TASK_EVENT, name, task_id="t", event=pb.TaskEvent(task_id="t", status=pb.StatusEvent(state=66))
+                ),
+                "envelope.event.status.state",
+            ),
+            (
+                codec.new_envelope(pb.REPLY, name, reply=pb.Reply(result=pb.TaskResult(task_id="t", state=42))),
+                "envelope.reply.result.state",
+            ),
             (codec.new_envelope(pb.COMMAND, name, to_agent="x\x00y", payload=b"p"), "envelope.recipient.agent_id"),
-            (codec.new_envelope(pb.TASK_EVENT, name, task_id="t\x00", event=pb.TaskEvent(task_id="t", log=pb.LogEvent())),
-             "envelope.task_id"),
+            (
+                codec.new_envelope(
+                    pb.TASK_EVENT, name, task_id="t\x00", event=pb.TaskEvent(task_id="t", log=pb.LogEvent())
+                ),
+                "envelope.task_id",
+            ),
         ]
         for env, field in bad:
             a.send(env)
@@ -172,11 +203,18 @@ _ids = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
 _ints = st.integers(min_value=-3, max_value=2**31 - 1)
 envelopes = st.builds(
     lambda type_, task_id, corr, target, body, enum1, enum2, text: _envelope(
-        type_, task_id, corr, target, body, enum1, enum2, text),
-    _ints, _ids, _ids, st.sampled_from(["", "agent_id", "agent_type", "broadcast", "client_id"]),
-    st.sampled_from(["", "task", "event", "reply", "command", "approval_response", "payload", "register",
-                     "heartbeat", "file_chunk"]),
-    _ints, _ints, _ids,
+        type_, task_id, corr, target, body, enum1, enum2, text
+    ),
+    _ints,
+    _ids,
+    _ids,
+    st.sampled_from(["", "agent_id", "agent_type", "broadcast", "client_id"]),
+    st.sampled_from(
+        ["", "task", "event", "reply", "command", "approval_response", "payload", "register", "heartbeat", "file_chunk"]
+    ),
+    _ints,
+    _ints,
+    _ids,
 )
 
 
@@ -227,6 +265,7 @@ def test_fuzz_random_bytes_and_envelopes_never_get_unknown_or_internal(daemon_fa
     asyncio.set_event_loop(loop)
     agent_paths = issue(daemon.certs, "fuzzer", "agent")
     try:
+
         async def start() -> tuple[grpc.aio.Channel, grpc.aio.Channel, RawAgent]:
             ch = secure_channel(daemon.address, paths_for(daemon.certs, "cli"))
             agent_ch = secure_channel(daemon.address, agent_paths)

@@ -53,10 +53,23 @@ smap = st.dictionaries(text, text, max_size=3)
 usages = st.builds(Usage, i64, i64, st.floats(0, 1e9, allow_nan=False), text, i64)
 artifacts = st.builds(Artifact, text.filter(bool), i64, text, text)
 final = st.sampled_from([TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED])
-checks = st.builds(Check, text.filter(bool), text, st.sampled_from(["passed", "failed", "skipped"]), text,
-                   st.booleans())
-results = st.builds(TaskResult, text, final, text, text, st.lists(artifacts, max_size=2), usages, text, text, text,
-                    smap, st.lists(checks, max_size=3))
+checks = st.builds(
+    Check, text.filter(bool), text, st.sampled_from(["passed", "failed", "skipped"]), text, st.booleans()
+)
+results = st.builds(
+    TaskResult,
+    text,
+    final,
+    text,
+    text,
+    st.lists(artifacts, max_size=2),
+    usages,
+    text,
+    text,
+    text,
+    smap,
+    st.lists(checks, max_size=3),
+)
 approvals = st.builds(ApprovalRequest, text.filter(bool), text, text, text)
 actions = st.sampled_from(list(Action))
 
@@ -65,9 +78,16 @@ actions = st.sampled_from(list(Action))
 def events(draw: st.DrawFn) -> TaskEvent:
     """A valid event of any kind: what its kind has is set, nothing else."""
     kind = draw(st.sampled_from(list(EventKind)))
-    common: dict[str, Any] = dict(task_id=draw(text), seq=draw(i64), text=draw(text), agent_id=draw(text),
-                                  parent_task_id=draw(text), data=draw(smap), ts_ms=draw(st.integers(1, 2**62)),
-                                  agent_type=draw(text))
+    common: dict[str, Any] = dict(
+        task_id=draw(text),
+        seq=draw(i64),
+        text=draw(text),
+        agent_id=draw(text),
+        parent_task_id=draw(text),
+        data=draw(smap),
+        ts_ms=draw(st.integers(1, 2**62)),
+        agent_type=draw(text),
+    )
     if kind == EventKind.STATUS:
         common["state"] = draw(st.sampled_from(list(TaskState)))
     elif kind == EventKind.ARTIFACT:
@@ -81,13 +101,53 @@ def events(draw: st.DrawFn) -> TaskEvent:
 
 
 commands = st.builds(Command, name, actions, text, name, text, text, st.booleans(), smap)
-tasks = st.builds(Task, text, name, actions, text, name, text, text, st.booleans(), smap,
-                  st.sampled_from(list(TaskState)), text, i32, i64, i64, st.none() | results, text, text, text,
-                  st.lists(results, max_size=2))
-agents = st.builds(AgentInfo, text, text, st.lists(text, max_size=3), text, st.sampled_from(list(AgentState)),
-                   text, i64, st.booleans(), i64)
-sessions = st.builds(SessionInfo, text, i64, i64, i32, i64, usages, st.dictionaries(text, usages, max_size=2),
-                     st.booleans(), st.lists(text, max_size=3), text)
+tasks = st.builds(
+    Task,
+    text,
+    name,
+    actions,
+    text,
+    name,
+    text,
+    text,
+    st.booleans(),
+    smap,
+    st.sampled_from(list(TaskState)),
+    text,
+    i32,
+    i64,
+    i64,
+    st.none() | results,
+    text,
+    text,
+    text,
+    st.lists(results, max_size=2),
+)
+agents = st.builds(
+    AgentInfo,
+    text,
+    text,
+    st.lists(text, max_size=3),
+    text,
+    st.sampled_from(list(AgentState)),
+    text,
+    i64,
+    st.booleans(),
+    i64,
+)
+sessions = st.builds(
+    SessionInfo,
+    text,
+    i64,
+    i64,
+    i32,
+    i64,
+    usages,
+    st.dictionaries(text, usages, max_size=2),
+    st.booleans(),
+    st.lists(text, max_size=3),
+    text,
+)
 delegations = st.builds(Delegation, name, text, name, actions, smap, st.lists(results, max_size=2), text)
 
 
@@ -100,6 +160,7 @@ def via_json(d: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- domain -> protobuf -> domain
+
 
 @SETTINGS
 @given(usages, artifacts, results)
@@ -124,10 +185,12 @@ def test_every_event_round_trips_through_protobuf_and_keeps_its_class(e: TaskEve
 
 
 @SETTINGS
-@given(commands, approvals, st.builds(ApprovalResponse, text, st.sampled_from(list(ApprovalDecision)),
-                                      st.integers(1, 2**31 - 1), text))
-def test_command_and_approvals_round_trip_through_protobuf(c: Command, a: ApprovalRequest,
-                                                           r: ApprovalResponse) -> None:
+@given(
+    commands,
+    approvals,
+    st.builds(ApprovalResponse, text, st.sampled_from(list(ApprovalDecision)), st.integers(1, 2**31 - 1), text),
+)
+def test_command_and_approvals_round_trip_through_protobuf(c: Command, a: ApprovalRequest, r: ApprovalResponse) -> None:
     assert codec.command_from_pb(wire(codec.command_to_pb(c))) == c
     assert codec.approval_request_from_pb(wire(codec.approval_request_to_pb(a))) == a
     assert codec.approval_response_from_pb(wire(codec.approval_response_to_pb(r))) == r
@@ -141,8 +204,17 @@ def test_a_task_round_trips_through_task_info_and_task_spec(t: Task) -> None:
     assert info == replace(t, approval=False, options={}, delegated_by="", inputs=[])
     # TaskSpec (RUN): what the agent needs to run it; attempts is this attempt's number
     spec = codec.task_from_spec(wire(codec.task_to_spec(t)))
-    assert spec == replace(t, state=TaskState.QUEUED, agent_id="", created_ms=spec.created_ms,
-                           updated_ms=spec.updated_ms, result=None, error="", submitted_by="", delegated_by="")
+    assert spec == replace(
+        t,
+        state=TaskState.QUEUED,
+        agent_id="",
+        created_ms=spec.created_ms,
+        updated_ms=spec.updated_ms,
+        result=None,
+        error="",
+        submitted_by="",
+        delegated_by="",
+    )
 
 
 @SETTINGS
@@ -162,10 +234,12 @@ def test_agents_and_sessions_round_trip_through_protobuf(a: AgentInfo, s: Sessio
 
 # ---- domain -> dict (JSON) -> domain
 
+
 @SETTINGS
 @given(usages, artifacts, results, approvals, commands)
-def test_small_types_round_trip_through_json(u: Usage, a: Artifact, r: TaskResult, ap: ApprovalRequest,
-                                             c: Command) -> None:
+def test_small_types_round_trip_through_json(
+    u: Usage, a: Artifact, r: TaskResult, ap: ApprovalRequest, c: Command
+) -> None:
     assert dicts.usage_from_dict(via_json(dicts.usage_to_dict(u))) == u
     assert dicts.artifact_from_dict(via_json(dicts.artifact_to_dict(a))) == a
     assert dicts.result_from_dict(via_json(dicts.result_to_dict(r))) == r
@@ -193,6 +267,7 @@ def test_tasks_agents_and_sessions_round_trip_through_json(t: Task, a: AgentInfo
 
 # ---- the store and the CLI use these dicts
 
+
 def test_the_sqlite_store_keeps_tasks_and_events_as_the_dicts_say(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "orchgpt.db"))
 
@@ -219,8 +294,22 @@ def test_the_clis_json_event_is_the_dict_form(e: TaskEvent) -> None:
 
     want = {"type": "event", **dicts.event_to_dict(e), "result": result_json(e.result)}
     assert event_json(e) == want
-    assert list(event_json(e)) == ["type", "kind", "task_id", "seq", "state", "text", "agent_type", "agent_id",
-                                   "parent_task_id", "ts_ms", "data", "artifact", "approval", "result"]
+    assert list(event_json(e)) == [
+        "type",
+        "kind",
+        "task_id",
+        "seq",
+        "state",
+        "text",
+        "agent_type",
+        "agent_id",
+        "parent_task_id",
+        "ts_ms",
+        "data",
+        "artifact",
+        "approval",
+        "result",
+    ]
 
 
 def test_agentd_converts_tasks_only_through_the_codec() -> None:
@@ -231,30 +320,54 @@ def test_agentd_converts_tasks_only_through_the_codec() -> None:
     assert "codec.task_from_spec(" in src and "codec.delegation_to_spec(" in src
 
 
-@pytest.mark.parametrize("cls, to_dict", [
-    (Usage, dicts.usage_to_dict), (Artifact, dicts.artifact_to_dict), (TaskResult, dicts.result_to_dict),
-    (ApprovalRequest, dicts.approval_request_to_dict), (Command, dicts.command_to_dict),
-    (Task, dicts.task_to_dict), (AgentInfo, dicts.agent_to_dict), (SessionInfo, dicts.session_to_dict),
-    (TaskEvent, dicts.event_to_dict),
-], ids=lambda x: getattr(x, "__name__", ""))
+@pytest.mark.parametrize(
+    "cls, to_dict",
+    [
+        (Usage, dicts.usage_to_dict),
+        (Artifact, dicts.artifact_to_dict),
+        (TaskResult, dicts.result_to_dict),
+        (ApprovalRequest, dicts.approval_request_to_dict),
+        (Command, dicts.command_to_dict),
+        (Task, dicts.task_to_dict),
+        (AgentInfo, dicts.agent_to_dict),
+        (SessionInfo, dicts.session_to_dict),
+        (TaskEvent, dicts.event_to_dict),
+    ],
+    ids=lambda x: getattr(x, "__name__", ""),
+)
 def test_each_dict_form_has_every_field_of_its_type(cls: type, to_dict: Any) -> None:
     """A field added to a domain type must be added to its dict form (the store and --json)."""
     from dataclasses import fields
 
-    example = {Usage: Usage(), Artifact: Artifact("p"), TaskResult: TaskResult("t", TaskState.FAILED),
-               ApprovalRequest: ApprovalRequest("r", "tool"), Command: Command("echo"), Task: Task("t", "echo"),
-               AgentInfo: AgentInfo("a", "echo"), SessionInfo: SessionInfo("s"),
-               TaskEvent: TaskEvent("t", EventKind.LOG)}[cls]
+    example = {
+        Usage: Usage(),
+        Artifact: Artifact("p"),
+        TaskResult: TaskResult("t", TaskState.FAILED),
+        ApprovalRequest: ApprovalRequest("r", "tool"),
+        Command: Command("echo"),
+        Task: Task("t", "echo"),
+        AgentInfo: AgentInfo("a", "echo"),
+        SessionInfo: SessionInfo("s"),
+        TaskEvent: TaskEvent("t", EventKind.LOG),
+    }[cls]
     assert set(to_dict(example)) == {f.name for f in fields(cls) if f.init}
 
 
 def test_a_results_checks_are_typed_on_the_wire_and_a_bad_one_is_refused() -> None:
     """Issue 18: checks are protocol messages (TaskResult.checks), not text in ``data``."""
-    r = TaskResult("t", TaskState.FAILED, checks=[Check("mutation", "agentd mutation", "failed", "0/3"),
-                                                  Check("ruff", "ruff", "passed", "", required=False)])
+    r = TaskResult(
+        "t",
+        TaskState.FAILED,
+        checks=[
+            Check("mutation", "agentd mutation", "failed", "0/3"),
+            Check("ruff", "ruff", "passed", "", required=False),
+        ],
+    )
     m = codec.result_to_pb(r)
     assert [(c.name, c.outcome, c.advisory) for c in m.checks] == [
-        ("mutation", pb.CHECK_FAILED, False), ("ruff", pb.CHECK_PASSED, True)]
+        ("mutation", pb.CHECK_FAILED, False),
+        ("ruff", pb.CHECK_PASSED, True),
+    ]
     assert "checks" not in m.data and codec.result_from_pb(m) == r
     m.checks.add(name="x", tool="y")  # no outcome
     with pytest.raises(codec.DecodeError, match="check 'x'"):

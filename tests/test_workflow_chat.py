@@ -28,9 +28,7 @@ def turns(result: Any) -> list[tuple[str, str]]:
 
 
 CODER = assistant("coder", "You are coder.", "writes the code")
-REVIEWER = assistant(
-    "reviewer", "You are reviewer.", "reviews the code and ends the chat when it is good"
-)
+REVIEWER = assistant("reviewer", "You are reviewer.", "reviews the code and ends the chat when it is good")
 TESTER = assistant("tester", "You are tester.", "writes tests")
 
 
@@ -59,9 +57,7 @@ summary_method = "last"
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
         d = start(daemon_factory, tmp_path, srv)
         _events, result = asyncio.run(run(d, "review", "parse ISO dates"))
-        select_prompts = [
-            r for r in srv.chat_requests if "choose the next speaker" in str(r["messages"][0])
-        ]
+        select_prompts = [r for r in srv.chat_requests if "choose the next speaker" in str(r["messages"][0])]
     assert result.state == "succeeded", result.error
     assert turns(result) == [
         ("coder", "def parse(s): ..."),
@@ -72,9 +68,7 @@ summary_method = "last"
     assert result.output == "Looks correct."  # the last message without the phrase
     assert [c[0] for c in sp.calls] == ["coder", "select", "tester", "select", "reviewer"]
     # the selector saw the participants' descriptions and the conversation
-    assert "reviews the code" in str(select_prompts[0]["messages"]) and "def parse(s)" in str(
-        select_prompts[0]
-    )
+    assert "reviews the code" in str(select_prompts[0]["messages"]) and "def parse(s)" in str(select_prompts[0])
     usage = json.loads(result.data["usage_summary"])
     assert {"coder", "tester", "reviewer", "speaker_selection"} <= set(usage["agents"])
 
@@ -117,9 +111,7 @@ summary_method = "last"
     sp = Speakers({"coder": ["v1", "v2 with tests"]})
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
         d = start(daemon_factory, tmp_path, srv)
-        events, result = asyncio.run(
-            run(d, "pair", "write it", answers=["please add tests", "exit"])
-        )
+        events, result = asyncio.run(run(d, "pair", "write it", answers=["please add tests", "exit"]))
         second = [r for r in srv.chat_requests if "You are coder." in str(r["messages"][0])][1]
     assert result.state == "succeeded", result.error
     assert turns(result) == [
@@ -167,8 +159,5 @@ max_rounds = 2
     assert result.data["stop_reason"] == "coder said TERMINATE" and result.output == "v2"
     asked = [e.approval for e in events if e.kind == "approval" and e.approval is not None]
     assert [a.choices for a in asked] == [["coder", "reviewer"], [], ["coder", "reviewer"], []]
-    assert (
-        "max_rounds (2) reached" in asked[1].question
-        and "coder said TERMINATE" in asked[3].question
-    )
+    assert "max_rounds (2) reached" in asked[1].question and "coder said TERMINATE" in asked[3].question
     assert not any(c[0] == "select" for c in sp.calls)  # the user chose: no model call for it

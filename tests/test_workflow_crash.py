@@ -37,9 +37,7 @@ class HangOnce(Speakers):
         return r
 
 
-def test_a_killed_daemon_resumes_the_chat_without_repeating_a_turn(
-    daemon_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_daemon_resumes_the_chat_without_repeating_a_turn(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     write(
         tmp_path / "wf",
         "chat",
@@ -53,9 +51,7 @@ summary_method = "last"
     )
     sp = HangOnce(3, replies={"coder": ["c1", "c3"], "reviewer": ["r2", "r4"]})
     with ScriptedOpenAI(responder=sp, models=("gpt-4o-mini",)) as srv:
-        d: Daemon = daemon_factory(
-            "--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")
-        ).start()
+        d: Daemon = daemon_factory("--workflows-dir", str(tmp_path / "wf"), env=srv.env(api_key="test")).start()
         root = asyncio.run(_until_turn_hangs(d, sp))
         d.proc.send_signal(9)  # type: ignore[union-attr]
         d.proc.wait(10)  # type: ignore[union-attr]
@@ -83,9 +79,7 @@ async def _until_turn_hangs(d: Daemon, sp: HangOnce) -> str:
         first: list[TaskEvent] = []
 
         async def follow() -> None:
-            async for ev in c.submit(
-                Command("workflow", input="build it", options={"workflow": "chat"})
-            ):
+            async for ev in c.submit(Command("workflow", input="build it", options={"workflow": "chat"})):
                 first.append(ev)
 
         reader = asyncio.create_task(follow())

@@ -85,9 +85,7 @@ def test_the_smallest_file_loads_as_written(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_a_bad_file_names_the_file_the_key_and_the_problem(
-    tmp_path: Path, body: str, named: str
-) -> None:
+def test_a_bad_file_names_the_file_the_key_and_the_problem(tmp_path: Path, body: str, named: str) -> None:
     f = tmp_path / "review.toml"
     f.write_text(body)
     with pytest.raises(WorkflowError) as e:
@@ -97,27 +95,17 @@ def test_a_bad_file_names_the_file_the_key_and_the_problem(
 
 def test_the_name_must_be_the_file_name(tmp_path: Path) -> None:
     (tmp_path / "other.toml").write_text(SMALLEST)
-    with pytest.raises(
-        WorkflowError, match=r"other.toml: name: 'review' differs from the file name"
-    ):
+    with pytest.raises(WorkflowError, match=r"other.toml: name: 'review' differs from the file name"):
         load_file(tmp_path / "other.toml")
 
 
 def test_a_directory_keeps_the_good_files_and_reports_the_bad_ones(tmp_path: Path) -> None:
     (tmp_path / "review.toml").write_text(SMALLEST)
-    (tmp_path / "broken.toml").write_text(
-        'name = "broken"\ntype = "groupchat"\nagents = ["a"]\nrounds = 3\n'
-    )
+    (tmp_path / "broken.toml").write_text('name = "broken"\ntype = "groupchat"\nagents = ["a"]\nrounds = 3\n')
     book = WorkflowBook(tmp_path)
-    assert (
-        book.names() == ["review"]
-        and len(book.errors) == 1
-        and "broken.toml: rounds: unknown key" in book.errors[0]
-    )
+    assert book.names() == ["review"] and len(book.errors) == 1 and "broken.toml: rounds: unknown key" in book.errors[0]
     assert not book.refresh()  # nothing changed
-    (tmp_path / "broken.toml").write_text(
-        'name = "broken"\ntype = "groupchat"\nagents = ["a"]\nmax_rounds = 3\n'
-    )
+    (tmp_path / "broken.toml").write_text('name = "broken"\ntype = "groupchat"\nagents = ["a"]\nmax_rounds = 3\n')
     os.utime(tmp_path / "broken.toml", ns=(time.time_ns(), time.time_ns() + 10**9))
     assert book.refresh() and book.names() == ["broken", "review"] and book.errors == []
 

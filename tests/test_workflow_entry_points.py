@@ -41,9 +41,7 @@ def daemon(daemon_factory, tmp_path: Path) -> Daemon:  # type: ignore[no-untyped
     return d
 
 
-async def test_a_workflow_sent_over_a2a_runs_and_a_client_definition_is_refused(
-    daemon: Daemon, certs: Path
-) -> None:
+async def test_a_workflow_sent_over_a2a_runs_and_a_client_definition_is_refused(daemon: Daemon, certs: Path) -> None:
     caller = Caller(a2a_url(daemon), tls(certs, "cli"))
     try:
         client = await caller.client("workflow")
@@ -66,13 +64,9 @@ async def test_a_scheduled_workflow_runs(daemon: Daemon) -> None:
             ({"workflow": "echoes", DEF_OPTION: "{}"}, "INVALID_ARGUMENT", "set by the daemon"),
         ):
             with pytest.raises(ClientError) as e:
-                await c.add_schedule(
-                    EVERY_SECOND, Command("workflow", Action.RUN, "x", options=options)
-                )
+                await c.add_schedule(EVERY_SECOND, Command("workflow", Action.RUN, "x", options=options))
             assert e.value.code == code and named in str(e.value), str(e.value)
-        s = await c.add_schedule(
-            EVERY_SECOND, Command("workflow", Action.RUN, "tick", options={"workflow": "echoes"})
-        )
+        s = await c.add_schedule(EVERY_SECOND, Command("workflow", Action.RUN, "tick", options={"workflow": "echoes"}))
 
         fired: list[str] = []
 

@@ -59,9 +59,7 @@ summary_method = "last"
     ]
     assert result.output == "final: def parse()"
     # each agent saw the task and the previous outputs
-    writer_prompt = next(r for r in reqs if "You are writer." in str(r["messages"][0]))["messages"][
-        -1
-    ]["content"]
+    writer_prompt = next(r for r in reqs if "You are writer." in str(r["messages"][0]))["messages"][-1]["content"]
     assert "parse ISO dates" in writer_prompt and "[planner]: 1. parse 2. test" in writer_prompt
     # every turn a sub-task of the workflow's task; its events arrive on the workflow's stream
     root = events[0].task_id
@@ -70,10 +68,7 @@ summary_method = "last"
     speakers = [
         e.data["speaker"]
         for e in events
-        if e.task_id == root
-        and e.kind == "step"
-        and "speaker" in e.data
-        and e.data.get("state") == "done"
+        if e.task_id == root and e.kind == "step" and "speaker" in e.data and e.data.get("state") == "done"
     ]
     assert speakers == ["planner", "writer", "editor"]
     usage = json.loads(result.data["usage_summary"])
@@ -101,9 +96,7 @@ summary_method = "llm"
     assert result.state == "succeeded", result.error
     got = turns(result)
     assert [s for s, _ in got] == ["alpha", "beta", "echo"]
-    assert (
-        got[0][1] == "alpha's answer" and got[1][1] == "beta's answer" and "the task" in got[2][1]
-    )
+    assert got[0][1] == "alpha's answer" and got[1][1] == "beta's answer" and "the task" in got[2][1]
     assert result.output == "both agree" and result.data["summary_method"] == "llm"
     assert sorted(c[0] for c in sp.calls) == ["alpha", "beta", "summary"]
 
@@ -125,9 +118,7 @@ agents = [{name = "waiter", type = "echo", options = {delay = "30"}}, "echo"]
             events: list[Any] = []
 
             async def follow() -> None:
-                async for ev in c.submit(
-                    Command("workflow", input="wait", options={"workflow": "slow"})
-                ):
+                async for ev in c.submit(Command("workflow", input="wait", options={"workflow": "slow"})):
                     events.append(ev)
 
             reader = asyncio.create_task(follow())
@@ -144,14 +135,10 @@ agents = [{name = "waiter", type = "echo", options = {delay = "30"}}, "echo"]
 
     task, children = asyncio.run(go())
     assert task.state == "cancelled"
-    assert [(c.agent_type, c.state) for c in children] == [
-        ("echo", "cancelled")
-    ]  # the second never started
+    assert [(c.agent_type, c.state) for c in children] == [("echo", "cancelled")]  # the second never started
 
 
-def test_a_failed_turn_fails_the_workflow_and_keeps_the_turns_before_it(
-    daemon_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_turn_fails_the_workflow_and_keeps_the_turns_before_it(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     write(
         tmp_path / "wf",
         "fragile",
@@ -190,11 +177,7 @@ agents = [{name = "scribe", type = "echo", options = {file = "notes.txt"}}, "ech
     assert result.state == "succeeded", result.error
     root = events[0].task_id
     assert [a.path for a in result.artifacts] == ["notes.txt"]
-    assert (
-        (d.data_dir / "workspaces" / root / "notes.txt")
-        .read_text()
-        .startswith("Task: remember this")
-    )
+    assert (d.data_dir / "workspaces" / root / "notes.txt").read_text().startswith("Task: remember this")
 
     async def fetch() -> str:
         async with d.client() as c:

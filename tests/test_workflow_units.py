@@ -14,9 +14,7 @@ from orchgpt.workflows import Participant
 
 
 def test_a_question_and_its_answer_cross_the_wire() -> None:
-    req = ApprovalRequest(
-        "r1", "user_proxy", summary="who?", question="Who speaks next?", choices=["a", "b"]
-    )
+    req = ApprovalRequest("r1", "user_proxy", summary="who?", question="Who speaks next?", choices=["a", "b"])
     assert codec.approval_request_from_pb(codec.approval_request_to_pb(req)) == req
     assert dicts.approval_request_from_dict(dicts.approval_request_to_dict(req)) == req
     resp = ApprovalResponse("r1", ApprovalDecision.APPROVE, answer="b")
@@ -28,9 +26,7 @@ def test_the_cli_takes_a_question_s_answer_as_it_is() -> None:
     assert answer_question(q, "  n  ").answer == "n"  # not a rejection: the text is the answer
     assert answer_question(q, "").answer == ""  # passing
     pick = ApprovalRequest("r2", "user_proxy", question="Who?", choices=["coder", "reviewer"])
-    assert (
-        answer_question(pick, "2").answer == "reviewer" and answer_question(pick, "7").answer == "7"
-    )
+    assert answer_question(pick, "2").answer == "reviewer" and answer_question(pick, "7").answer == "7"
 
     async def go() -> ApprovalResponse:
         p = Pending(view=None, request=q)  # type: ignore[arg-type]
@@ -59,10 +55,7 @@ def test_the_usage_summary_has_the_shape_per_agent_and_model() -> None:
     t.add("reviewer", Usage(3, 2, 0.002, "gpt-4o-mini", 1))
     t.add("echo", Usage())
     s = t.summary(1_000, 3_500)
-    assert (
-        s["start_time"] == "1970-01-01T00:00:01.000Z"
-        and s["end_time"] == "1970-01-01T00:00:03.500Z"
-    )
+    assert s["start_time"] == "1970-01-01T00:00:01.000Z" and s["end_time"] == "1970-01-01T00:00:03.500Z"
     assert s["total"] == {
         "total_cost": 0.013,
         "gpt-4o": {"cost": 0.001, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},

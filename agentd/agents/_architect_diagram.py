@@ -12,8 +12,24 @@ from dataclasses import dataclass
 
 from ._architect_sections import Component, Endpoint
 
-_RESERVED = {"end", "graph", "flowchart", "subgraph", "style", "class", "classdef", "click", "direction",
-             "default", "linkstyle", "node", "edge", "digraph", "strict", "client"}
+_RESERVED = {
+    "end",
+    "graph",
+    "flowchart",
+    "subgraph",
+    "style",
+    "class",
+    "classdef",
+    "click",
+    "direction",
+    "default",
+    "linkstyle",
+    "node",
+    "edge",
+    "digraph",
+    "strict",
+    "client",
+}
 
 
 def _ids(names: Sequence[str]) -> list[str]:
@@ -51,8 +67,9 @@ def derive_graph(components: Sequence[Component], endpoints: Sequence[Endpoint])
         clients = ["client"]
     servers = [i for i, c in zip(ids, comps, strict=True) if c.kind == "api"]
     if not servers:  # the first component that is neither client nor storage takes the requests
-        rest = [i for i, c in zip(ids, comps, strict=True) if c.kind == "other"] or \
-               [i for i, c in zip(ids, comps, strict=True) if c.kind != "client"]
+        rest = [i for i, c in zip(ids, comps, strict=True) if c.kind == "other"] or [
+            i for i, c in zip(ids, comps, strict=True) if c.kind != "client"
+        ]
         servers = rest[:1]
     calls = ", ".join(f"{e.method} {e.path}" for e in endpoints[:3]) + (", ..." if len(endpoints) > 3 else "")
     edges = [(cl, sv, _label(calls) if calls else "") for cl in clients for sv in servers]

@@ -34,8 +34,20 @@ from ..llm.strategies.fill_in import (
 )
 from ..runtime import TaskContext
 
-__all__ = ["COMPONENTS", "DATA_MODEL", "ENDPOINTS", "Component", "Endpoint", "Entity", "FillInFailed",
-           "FilledDocument", "classify", "fill_in_document", "parse_components", "parse_endpoints"]
+__all__ = [
+    "COMPONENTS",
+    "DATA_MODEL",
+    "ENDPOINTS",
+    "Component",
+    "Endpoint",
+    "Entity",
+    "FillInFailed",
+    "FilledDocument",
+    "classify",
+    "fill_in_document",
+    "parse_components",
+    "parse_endpoints",
+]
 
 
 # ---------------------------------------------------------------- what the sections hold
@@ -75,10 +87,14 @@ _ENDPOINT_LINE = re.compile(
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}")
 _STORAGE = re.compile(
     r"\b(stores?|storage|db|databases?|sql\w*|sqlite|postgres\w*|mysql|mongo\w*|redis|cache|caches|"
-    r"repository|repo|persistence|files?|bucket|s3)\b", re.I)
+    r"repository|repo|persistence|files?|bucket|s3)\b",
+    re.I,
+)
 _API = re.compile(
     r"\b(api|apis|server|gateway|backend|app|application|service|router|routes?|web|http|rest|"
-    r"endpoints?|handlers?|controllers?)\b", re.I)
+    r"endpoints?|handlers?|controllers?)\b",
+    re.I,
+)
 _CLIENT = re.compile(r"\b(clients?|browser|frontend|front-end|ui|cli)$", re.I)  # "web ui", "fastapi client"
 
 
@@ -172,24 +188,47 @@ def parse_endpoints(body: str) -> list[Endpoint]:
 # One answer per example of agentd.llm.strategies.fill_in.WORKED_EXAMPLES (a chat server,
 # a photo gallery, a recipe site; for the endpoints their entities Chat, Photo, Recipe).
 COMPONENTS: Section[Component] = Section(
-    "Components", "Components of {subject}:",
-    ("- chat gateway: accepts the chat connections\n- chat store: keeps the messages",
-     "- photo uploader: receives the photos\n- photo store: keeps the image files",
-     "- recipe web: shows the recipe pages\n- recipe search: finds recipes by ingredient"),
-    parse_component, lambda c: c.name.lower(), 2, "bullets 'name: what it does'")
+    "Components",
+    "Components of {subject}:",
+    (
+        "- chat gateway: accepts the chat connections\n- chat store: keeps the messages",
+        "- photo uploader: receives the photos\n- photo store: keeps the image files",
+        "- recipe web: shows the recipe pages\n- recipe search: finds recipes by ingredient",
+    ),
+    parse_component,
+    lambda c: c.name.lower(),
+    2,
+    "bullets 'name: what it does'",
+)
 DATA_MODEL: Section[Entity] = Section(
-    "Data model", "Data model of {subject}:",
-    ("- Chat: id (int), title (str), created_at (datetime)",
-     "- Photo: id (int), caption (str), taken_at (datetime)",
-     "- Recipe: id (int), name (str), steps (list[str])"),
-    parse_entity, lambda e: e.name.lower(), 1, "bullets 'Entity: field (type), ...'", cap=5)
+    "Data model",
+    "Data model of {subject}:",
+    (
+        "- Chat: id (int), title (str), created_at (datetime)",
+        "- Photo: id (int), caption (str), taken_at (datetime)",
+        "- Recipe: id (int), name (str), steps (list[str])",
+    ),
+    parse_entity,
+    lambda e: e.name.lower(),
+    1,
+    "bullets 'Entity: field (type), ...'",
+    cap=5,
+)
 ENDPOINTS: Section[Endpoint] = Section(
-    "Endpoints", "HTTP endpoints for the entity {subject}:",
-    ("GET /chats - list the chats\nPOST /chats - start a chat",
-     "GET /photos - list the photos\nPOST /photos - upload a photo",
-     "GET /recipes - list the recipes\nGET /recipes/{id} - one recipe"),
-    parse_endpoint, lambda e: (e.method, e.path), 1, "lines 'METHOD /path - what it does'", cap=8,
-    about="entity")
+    "Endpoints",
+    "HTTP endpoints for the entity {subject}:",
+    (
+        "GET /chats - list the chats\nPOST /chats - start a chat",
+        "GET /photos - list the photos\nPOST /photos - upload a photo",
+        "GET /recipes - list the recipes\nGET /recipes/{id} - one recipe",
+    ),
+    parse_endpoint,
+    lambda e: (e.method, e.path),
+    1,
+    "lines 'METHOD /path - what it does'",
+    cap=8,
+    about="entity",
+)
 
 
 # ---------------------------------------------------------------- the document
@@ -203,31 +242,32 @@ class FilledDocument:
 
     def markdown(self, diagram: str) -> str:
         """ARCHITECTURE.md: the model's sections, with a provenance note as the overview."""
-        return "\n".join([
-            f"# Architecture: {self.project}",
-            "",
-            "## Overview",
-            f"This document was filled in section by section by the model ({self.model or 'unnamed'}), "
-            "which could not write files with tools. The components, data model and endpoints are its "
-            f"answers; the endpoints table and the diagram ({diagram}) are formatted from them by the "
-            "architect agent, without adding design content.",
-            "",
-            "## Components",
-            *(c.line() for c in self.components),
-            "",
-            "## Data model",
-            *(e.line() for e in self.entities),
-            "",
-            "## Endpoints",
-            "| Method | Path | Description |",
-            "|---|---|---|",
-            *(e.row() for e in self.endpoints),
-            "",
-        ])
+        return "\n".join(
+            [
+                f"# Architecture: {self.project}",
+                "",
+                "## Overview",
+                f"This document was filled in section by section by the model ({self.model or 'unnamed'}), "
+                "which could not write files with tools. The components, data model and endpoints are its "
+                f"answers; the endpoints table and the diagram ({diagram}) are formatted from them by the "
+                "architect agent, without adding design content.",
+                "",
+                "## Components",
+                *(c.line() for c in self.components),
+                "",
+                "## Data model",
+                *(e.line() for e in self.entities),
+                "",
+                "## Endpoints",
+                "| Method | Path | Description |",
+                "|---|---|---|",
+                *(e.row() for e in self.endpoints),
+                "",
+            ]
+        )
 
 
-async def fill_in_document(llm: Any, ctx: TaskContext, project: str,
-                           strategy: FillIn | None = None) -> FilledDocument:
+async def fill_in_document(llm: Any, ctx: TaskContext, project: str, strategy: FillIn | None = None) -> FilledDocument:
     """Components, data model and endpoints of ``project`` from the model, one section at a time."""
     s = strategy or FillIn()
     subject = s.subject_of(project)

@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PYTHON_PACKAGES = (
-    "fastapi", "uvicorn", "starlette", "httpx", "pydantic", "flask", "sqlalchemy", "requests",
-    "aiohttp", "pytest_asyncio",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "httpx",
+    "pydantic",
+    "flask",
+    "sqlalchemy",
+    "requests",
+    "aiohttp",
+    "pytest_asyncio",
 )
 WEB_FRAMEWORKS = {"fastapi": ("fastapi", "uvicorn", "httpx"), "flask": ("flask",)}
 
@@ -27,22 +35,41 @@ class Language:
 def language_for(name: str) -> Language:
     n = (name or "python").strip().lower()
     if n in ("python", "python3", "py", ""):
-        return Language("python", (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "--color=no", "-o", "addopts=",
-                                   # hypothesis' plugin alone takes seconds to import; its
-                                   # tests run without it
-                                   "-p", "no:hypothesispytest"), sys.executable,
-                        "pytest functions in files named test_*.py next to the code "
-                        "(import the code as a module of the project root)")
+        return Language(
+            "python",
+            (
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--color=no",
+                "-o",
+                "addopts=",
+                # hypothesis' plugin alone takes seconds to import; its
+                # tests run without it
+                "-p",
+                "no:hypothesispytest",
+            ),
+            sys.executable,
+            "pytest functions in files named test_*.py next to the code "
+            "(import the code as a module of the project root)",
+        )
     if n in ("javascript", "js", "node", "nodejs"):
-        return Language("javascript", ("node", "--test"), "node",
-                        "node:test tests in files named *.test.js (run with `node --test`)")
+        return Language(
+            "javascript",
+            ("node", "--test"),
+            "node",
+            "node:test tests in files named *.test.js (run with `node --test`)",
+        )
     if n in ("go", "golang"):
         return Language("go", ("go", "test", "./..."), "go", "Go tests in *_test.go files, with a go.mod")
     if n in ("rust", "rs"):
-        return Language("rust", ("cargo", "test", "--offline"), "cargo",
-                        "#[test] functions, a Cargo.toml without external crates")
-    return Language(n, (), n, "tests, and the command that runs them in service.json as \"test\"")
+        return Language(
+            "rust", ("cargo", "test", "--offline"), "cargo", "#[test] functions, a Cargo.toml without external crates"
+        )
+    return Language(n, (), n, 'tests, and the command that runs them in service.json as "test"')
 
 
 def installed_python_packages() -> tuple[list[str], list[str]]:

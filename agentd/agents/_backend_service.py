@@ -116,8 +116,9 @@ class RouteCheck:
 
 def read_manifest(ws: Workspace) -> tuple[dict[str, object], str]:
     if not ws.exists(MANIFEST):
-        return {}, (f"{MANIFEST} is missing: write it with the command that starts the service "
-                    "and the routes to check.")
+        return {}, (
+            f"{MANIFEST} is missing: write it with the command that starts the service and the routes to check."
+        )
     try:
         m = json.loads(ws.read_text(MANIFEST))
     except json.JSONDecodeError as exc:
@@ -129,11 +130,14 @@ def read_manifest(ws: Workspace) -> tuple[dict[str, object], str]:
     if not isinstance(start, str) or ("{port}" not in start and "$PORT" not in start):
         problems.append('"start" must be a shell command containing {port}')
     routes = m.get("routes")
-    if not isinstance(routes, list) or not routes or not all(
-        isinstance(r, dict) and str(r.get("path", "")).startswith("/") for r in routes
+    if (
+        not isinstance(routes, list)
+        or not routes
+        or not all(isinstance(r, dict) and str(r.get("path", "")).startswith("/") for r in routes)
     ):
         problems.append('"routes" must be a non-empty list of {"method", "path" (starting with /), "status"}')
     return m, (f"{MANIFEST}: " + "; ".join(problems)) if problems else ""
+
 
 async def check_routes(
     s: Session, ws: Workspace, design: list[contract.Route], fuzz_examples: int = 0
@@ -155,20 +159,35 @@ async def check_routes(
             ws.resolve(CONTRACT_SCRATCH).unlink(missing_ok=True)
     line = next((ln for ln in reversed(result.stdout.splitlines()) if ln.startswith("ROUTE-REPORT ")), "")
     if not line:
-        return RouteCheck(False, "the route check did not finish",
-                          f"Checking the routes failed:\n{result.describe(4000)}"), None, None
-    report = json.loads(line[len("ROUTE-REPORT "):])
+        return (
+            RouteCheck(
+                False, "the route check did not finish", f"Checking the routes failed:\n{result.describe(4000)}"
+            ),
+            None,
+            None,
+        )
+    report = json.loads(line[len("ROUTE-REPORT ") :])
     log_tail = str(report.get("log", ""))[-2000:]
     if not report.get("up"):
-        how = (f"exited with code {report.get('exited')}" if report.get("exited") is not None
-               else "did not listen on its port within the start-up time")
-        return RouteCheck(False, f"the service {how}",
-                          f"The service started with `{report.get('command')}` {how}. Its output:\n"
-                          f"{log_tail}\nFix the code or the start command in {MANIFEST}."), None, None
-    agreed = (contract.judge(design, report.get("contract") or [], report.get("openapi"))
-              if design else None)
+        how = (
+            f"exited with code {report.get('exited')}"
+            if report.get("exited") is not None
+            else "did not listen on its port within the start-up time"
+        )
+        return (
+            RouteCheck(
+                False,
+                f"the service {how}",
+                f"The service started with `{report.get('command')}` {how}. Its output:\n"
+                f"{log_tail}\nFix the code or the start command in {MANIFEST}.",
+            ),
+            None,
+            None,
+        )
+    agreed = contract.judge(design, report.get("contract") or [], report.get("openapi")) if design else None
     fuzzed = fuzz.judge(report["fuzz"]) if fuzz_examples and "fuzz" in report else None
     return route_result(report, log_tail), agreed, fuzzed
+
 
 def route_result(report: dict[str, Any], log_tail: str) -> RouteCheck:
     rows = report.get("routes", [])
@@ -178,7 +197,12 @@ def route_result(report: dict[str, Any], log_tail: str) -> RouteCheck:
         return RouteCheck(True, summary, "")
     lines = "\n".join(
         f"- {r['method']} {r['path']}: expected {r.get('expected') or '< 400'}, got "
-        f"{r.get('status') if r.get('status') is not None else r.get('error')}" for r in bad
+        f"{r.get('status') if r.get('status') is not None else r.get('error')}"
+        for r in bad
     )
-    return RouteCheck(False, summary, f"The tests pass, but these routes do not answer as declared in "
-                      f"{MANIFEST}:\n{lines}\nService output:\n{log_tail}\nFix the code or {MANIFEST}.")
+    return RouteCheck(
+        False,
+        summary,
+        f"The tests pass, but these routes do not answer as declared in "
+        f"{MANIFEST}:\n{lines}\nService output:\n{log_tail}\nFix the code or {MANIFEST}.",
+    )

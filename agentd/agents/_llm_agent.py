@@ -1,11 +1,11 @@
 """What the LLM-driven agents share: model client, tools and loop per task, inputs, files.
 
-    class Architect(LLMAgent):
-        tools = FILE_TOOLS
-        async def run(self, ctx):
-            async with self.session(ctx) as s:
-                res = await s.loop.run(messages)
-                ...
+class Architect(LLMAgent):
+    tools = FILE_TOOLS
+    async def run(self, ctx):
+        async with self.session(ctx) as s:
+            res = await s.loop.run(messages)
+            ...
 """
 
 from __future__ import annotations
@@ -116,8 +116,9 @@ _LABEL = re.compile(
     r"\s*(?:\*\*|__)?\s*:?\s*$",
     re.IGNORECASE,
 )
-_FIRST_LINE = re.compile(r"^\s*(?:#|//|--|<!--)\s*(?:file(?:name)?\s*:\s*)?([\w][\w.\-/]*\.\w+)\s*(?:-->)?\s*$",
-                         re.IGNORECASE)
+_FIRST_LINE = re.compile(
+    r"^\s*(?:#|//|--|<!--)\s*(?:file(?:name)?\s*:\s*)?([\w][\w.\-/]*\.\w+)\s*(?:-->)?\s*$", re.IGNORECASE
+)
 
 
 def _path_from_info(info: str) -> str | None:

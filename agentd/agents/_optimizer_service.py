@@ -24,8 +24,7 @@ async def service_checks(s: Session, ws: Workspace) -> tuple[list[Check], list[s
     """The service's checks after refactoring, and the problems for the model ([] when none,
     or when the project is not a web service with a usable service.json)."""
     if not ws.exists(MANIFEST):
-        return [Check("routes", f"{MANIFEST} probe", SKIPPED, f"not a web service (no {MANIFEST})",
-                      required=False)], []
+        return [Check("routes", f"{MANIFEST} probe", SKIPPED, f"not a web service (no {MANIFEST})", required=False)], []
     _m, bad = read_manifest(ws)
     if bad:
         return [Check("routes", f"{MANIFEST} probe", SKIPPED, bad, required=False)], []

@@ -224,8 +224,9 @@ def checks_of(result: TaskResult) -> str:
     if "routes_ok" in d:
         parts.append("routes " + ("answer" if d["routes_ok"] == "true" else "fail"))
     if result.ok and d.get("document") and d.get("diagram") and "endpoints" in d:  # the architect's
-        parts.append(f"document and diagram complete ({d.get('components', '?')} components, "
-                     f"{d['endpoints']} endpoints)")
+        parts.append(
+            f"document and diagram complete ({d.get('components', '?')} components, {d['endpoints']} endpoints)"
+        )
     structured = parse_checks(result)  # its checks (or older results' JSON), else []
     if structured or d.get("checks"):  # (an agent's free text, for agents of other makers)
         said = {"tests"} if "tests_passed" in d else set()

@@ -64,22 +64,34 @@ class Git:
             "GIT_COMMITTER_EMAIL": "git@orchgpt.local",
         }
 
-    async def run(self, *args: str, author: str = "orchgpt git", email: str = "git@orchgpt.local",
-                  check: bool = True) -> tuple[int, str]:
+    async def run(
+        self, *args: str, author: str = "orchgpt git", email: str = "git@orchgpt.local", check: bool = True
+    ) -> tuple[int, str]:
         argv = [
-            "git", "-C", str(self.root),
-            "-c", f"safe.directory={self.root}",
-            "-c", "core.hooksPath=/dev/null",
-            "-c", "core.fsmonitor=false",
-            "-c", "commit.gpgsign=false",
-            "-c", "protocol.allow=never",
-            "-c", "init.defaultBranch=main",
+            "git",
+            "-C",
+            str(self.root),
+            "-c",
+            f"safe.directory={self.root}",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "protocol.allow=never",
+            "-c",
+            "init.defaultBranch=main",
             *args,
         ]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, env=self._env(author, email), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                *argv,
+                env=self._env(author, email),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
         except FileNotFoundError:
             raise TaskFailed("git is not installed on this agent") from None

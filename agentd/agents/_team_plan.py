@@ -50,8 +50,12 @@ def default_plan(idea: str) -> list[PlanItem]:
         PlanItem("architect", "architect", f"Design the architecture of this project: {idea}"),
         PlanItem("designer", "designer", f"Design the user interface of this project: {idea}", ["architect"]),
         PlanItem("backend", "backend", f"Build the backend of this project, with its tests: {idea}", ["architect"]),
-        PlanItem("frontend", "frontend", f"Build the web frontend of this project, wired to the backend's API: {idea}",
-                 ["architect", "designer", "backend"]),
+        PlanItem(
+            "frontend",
+            "frontend",
+            f"Build the web frontend of this project, wired to the backend's API: {idea}",
+            ["architect", "designer", "backend"],
+        ),
         PlanItem("git", "git", f"Commit the project: {idea}", ["architect", "designer", "backend", "frontend"]),
     ]
 
@@ -138,7 +142,7 @@ def find_cycle(items: list[PlanItem]) -> list[str]:
         stack.append(n)
         for d in deps.get(n, []):
             if state.get(d) == 1:
-                return [*stack[stack.index(d):], d]
+                return [*stack[stack.index(d) :], d]
             if d not in state:
                 found = visit(d)
                 if found:

@@ -211,9 +211,7 @@ class TeamReport:
         ]
         for typ, u in per_type.items():
             out.append(f"| {typ} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | {u.cost_usd:.4f} |")
-        table = markdown_table(
-            (f"{t.item.id} ({t.item.agent_type})", parse_checks(t.result)) for t in ts if t.result
-        )
+        table = markdown_table((f"{t.item.id} ({t.item.agent_type})", parse_checks(t.result)) for t in ts if t.result)
         out += ["", "## Checks", "", *(table or ["- no sub-task reported checks"])]
         out += ["", "## Retries and requeues", ""]
         any_retry = False

@@ -182,7 +182,7 @@ def _join(expr: str, consts: dict[str, str]) -> str:
 def _normalise(url: str) -> str:
     host = re.match(r"^https?://[^/]*", url)
     if host:
-        url = "/" + url[host.end():]
+        url = "/" + url[host.end() :]
     url = re.sub(r"^\{\}(?=/)", "", url)  # a base URL variable in front
     url = re.sub(r"/{2,}", "/", url)
     url = url.split("?", 1)[0].split("#", 1)[0]
@@ -301,8 +301,14 @@ def api_calls(src: str) -> list[ApiCall]:
             prefix = _join(args[0], {**consts, **{p: "" for p in params}})
             wrappers[fn] = re.sub(r"^https?://[^/]*", "", prefix).split("?", 1)[0]
             continue
-        found.append(ApiCall(_method(args[1:], consts), resolve_url(args[0], consts),
-                             " ".join(src[m.start():end].split())[:120], line))
+        found.append(
+            ApiCall(
+                _method(args[1:], consts),
+                resolve_url(args[0], consts),
+                " ".join(src[m.start() : end].split())[:120],
+                line,
+            )
+        )
     for fn, prefix in wrappers.items():
         for m in re.finditer(rf"(?<![\w$.]){re.escape(fn)}\s*\(", src):
             before = src[max(0, m.start() - 30) : m.start()]
@@ -313,8 +319,14 @@ def api_calls(src: str) -> list[ApiCall]:
             path = next((p for p in paths if p), "")
             if not path:
                 continue
-            found.append(ApiCall(_method(args, consts), _normalise(prefix + path),
-                                 " ".join(src[m.start():end].split())[:120], src.count("\n", 0, m.start()) + 1))
+            found.append(
+                ApiCall(
+                    _method(args, consts),
+                    _normalise(prefix + path),
+                    " ".join(src[m.start() : end].split())[:120],
+                    src.count("\n", 0, m.start()) + 1,
+                )
+            )
     return sorted(found, key=lambda c: c.line)
 
 
@@ -334,8 +346,7 @@ def routes_from_manifest(text: str) -> list[Route]:
 
 
 def routes_from_text(text: str, origin: str) -> list[Route]:
-    return [Route(m.group(1).upper(), m.group(2).rstrip(".:;").split("?")[0], origin)
-            for m in _ENDPOINT.finditer(text)]
+    return [Route(m.group(1).upper(), m.group(2).rstrip(".:;").split("?")[0], origin) for m in _ENDPOINT.finditer(text)]
 
 
 def declared_routes(*sources: list[Route]) -> list[Route]:

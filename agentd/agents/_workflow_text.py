@@ -14,10 +14,7 @@ from orchgpt.workflows import Participant, Workflow
 MAX_ENTRY = 32_000  # characters of one message kept in the result's transcript
 MAX_CONVERSATION = 24_000  # characters of the conversation a turn's prompt carries (the latest)
 
-SELECT_SYSTEM = (
-    "You choose the next speaker of a group chat. Answer with the name of one participant "
-    "and nothing else."
-)
+SELECT_SYSTEM = "You choose the next speaker of a group chat. Answer with the name of one participant and nothing else."
 SUMMARY_SYSTEM = (
     "You summarise the conversation of a team of agents working on a task: give the final "
     "answer or result they reached, concisely, without commentary on the conversation."
@@ -37,11 +34,7 @@ class Entry:
     ts_ms: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        content = (
-            self.content
-            if len(self.content) <= MAX_ENTRY
-            else self.content[:MAX_ENTRY] + "\n[... cut ...]"
-        )
+        content = self.content if len(self.content) <= MAX_ENTRY else self.content[:MAX_ENTRY] + "\n[... cut ...]"
         return {
             "speaker": self.speaker,
             "content": content,
@@ -54,11 +47,7 @@ class Entry:
 
 
 def iso(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        if ms
-        else ""
-    )
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if ms else ""
 
 
 def short(text: str, n: int = 160) -> str:
@@ -73,8 +62,7 @@ def conversation(entries: list[Entry], limit: int = MAX_CONVERSATION) -> str:
 
 def roster(participants: list[Participant]) -> str:
     return "\n".join(
-        f"- {p.name}: {p.description or ('the user' if p.is_user else 'a ' + p.type + ' agent')}"
-        for p in participants
+        f"- {p.name}: {p.description or ('the user' if p.is_user else 'a ' + p.type + ' agent')}" for p in participants
     )
 
 
@@ -94,11 +82,7 @@ def autonomous_prompt(task: str, p: Participant) -> str:
 def chat_prompt(wf: Workflow, task: str, p: Participant, entries: list[Entry], turn: int) -> str:
     role = f" ({p.description})" if p.description else ""
     others = ", ".join(x.name for x in wf.participants if x.name != p.name)
-    end = (
-        f" When the task is complete, end your message with {wf.termination}."
-        if wf.may_end(p)
-        else ""
-    )
+    end = f" When the task is complete, end your message with {wf.termination}." if wf.may_end(p) else ""
     return (
         f"Task: {task}\n\nA group chat between {p.name} and {others}. Conversation so far:\n\n"
         f"{conversation(entries)}\n\nThis is turn {turn} of at most {wf.max_rounds}. You are {p.name}{role}. "
@@ -114,9 +98,7 @@ def user_question(entries: list[Entry], ending: str = "") -> str:
     return f"{said}Your reply (empty: pass; exit: end the conversation):"
 
 
-def select_prompt(
-    wf: Workflow, candidates: list[Participant], entries: list[Entry], task: str
-) -> str:
+def select_prompt(wf: Workflow, candidates: list[Participant], entries: list[Entry], task: str) -> str:
     return (
         f"Task: {task}\n\nParticipants:\n{roster(candidates)}\n\nConversation so far:\n\n"
         f"{conversation(entries)}\n\nWho speaks next? Answer with one of: "

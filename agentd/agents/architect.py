@@ -58,8 +58,18 @@ REQUIRED_SECTIONS = {
     "Endpoints": re.compile(r"\b(endpoints?|apis?|routes)\b", re.I),
 }
 MERMAID_TYPES = (
-    "graph", "flowchart", "sequenceDiagram", "classDiagram", "erDiagram", "stateDiagram",
-    "stateDiagram-v2", "C4Context", "C4Container", "C4Component", "architecture-beta", "block-beta",
+    "graph",
+    "flowchart",
+    "sequenceDiagram",
+    "classDiagram",
+    "erDiagram",
+    "stateDiagram",
+    "stateDiagram-v2",
+    "C4Context",
+    "C4Container",
+    "C4Component",
+    "architecture-beta",
+    "block-beta",
 )
 _ENDPOINT = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\b\s*\|?\s*`?(/[^\s|`]*)")
 _MERMAID_EDGE = re.compile(r"-->|---|-\.->|==>|--[^-\n]+-->|->>|-->>|\|\|--|}o--|\|o--|--o\{|--\|\{|<\|--|\.\.>")
@@ -87,9 +97,7 @@ def check_document(doc: str) -> list[str]:
     sections = section_bodies(doc)
     eps = find_section(sections, REQUIRED_SECTIONS["Endpoints"])
     if eps is not None and not _ENDPOINT.search(eps[1]) and len(eps[1]) >= 10:
-        problems.append(
-            f"the '{eps[0]}' section of {DOC} lists no endpoint as METHOD /path (e.g. 'GET /todos')"
-        )
+        problems.append(f"the '{eps[0]}' section of {DOC} lists no endpoint as METHOD /path (e.g. 'GET /todos')")
     return problems
 
 
@@ -127,10 +135,7 @@ def check_mermaid(src: str) -> list[str]:
         return [f"{MERMAID} is empty or has only one line"]
     kind = body[0].split()[0]
     if kind not in MERMAID_TYPES:
-        return [
-            f"{MERMAID} starts with {body[0]!r}: the first line must name the diagram type, "
-            "e.g. 'flowchart LR'"
-        ]
+        return [f"{MERMAID} starts with {body[0]!r}: the first line must name the diagram type, e.g. 'flowchart LR'"]
     problems = []
     bad = _balanced("\n".join(body[1:]))
     if bad:
@@ -168,11 +173,20 @@ class ArchitectAgent(LLMAgent):
         ws = Workspace(ctx.workspace)
         async with self.session(ctx) as s:
             messages = [
-                {"role": "system", "content": SYSTEM.format(
-                    doc=DOC, diagram=diagram, diagram_kind="Graphviz (dot)" if graphviz else "Mermaid",
-                    diagram_hint=(" ('digraph system { api -> db; }')" if graphviz
-                                  else " (the file starts with 'flowchart LR'; no ``` fence)"),
-                    language=ctx.task.language or "python")},
+                {
+                    "role": "system",
+                    "content": SYSTEM.format(
+                        doc=DOC,
+                        diagram=diagram,
+                        diagram_kind="Graphviz (dot)" if graphviz else "Mermaid",
+                        diagram_hint=(
+                            " ('digraph system { api -> db; }')"
+                            if graphviz
+                            else " (the file starts with 'flowchart LR'; no ``` fence)"
+                        ),
+                        language=ctx.task.language or "python",
+                    ),
+                },
                 {"role": "user", "content": self._brief(ctx, ws)},
             ]
             problems: list[str] = []
@@ -186,13 +200,21 @@ class ArchitectAgent(LLMAgent):
                 problems = self._validate(ws)
                 if not problems:
                     break
-                ctx.step(f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300],
-                         check="architecture", ok="false")
+                ctx.step(
+                    f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300], check="architecture", ok="false"
+                )
                 if res.stopped == TOKEN_BUDGET or attempt == tries or self._no_tool_use(res, ws):
                     break
-                messages.append({"role": "user", "content": (
-                    "The architecture is not finished yet:\n- " + "\n- ".join(problems)
-                    + "\nFix these with write_file, then answer with one line.")})
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": (
+                            "The architecture is not finished yet:\n- "
+                            + "\n- ".join(problems)
+                            + "\nFix these with write_file, then answer with one line."
+                        ),
+                    }
+                )
             filled = derived = tried = False
             if problems and self._files_missing(ws):
                 strategy = for_profile(await s.llm.profile())  # what to do for a model without tools
@@ -202,12 +224,18 @@ class ArchitectAgent(LLMAgent):
             if problems:
                 record_artifacts(ctx, written)
                 how = f"after {rounds} round(s)" + (" and the section-by-section fill-in" if tried else "")
-                return Outcome(ok=False, error=f"the architecture is incomplete {how}: " + "; ".join(problems),
-                               data={"problems": "\n".join(problems), "fill_in": str(tried).lower()})
+                return Outcome(
+                    ok=False,
+                    error=f"the architecture is incomplete {how}: " + "; ".join(problems),
+                    data={"problems": "\n".join(problems), "fill_in": str(tried).lower()},
+                )
             ctx.step("check: document and diagram are complete", check="architecture", ok="true")
             rendered, render_note = await self._render(s, ws)
-            checks = [Check("architecture", "agentd architect", PASSED, "document and diagram complete"),
-                      self._components(ws)[0], self._render_check(rendered, render_note)]
+            checks = [
+                Check("architecture", "agentd architect", PASSED, "document and diagram complete"),
+                self._components(ws)[0],
+                self._render_check(rendered, render_note),
+            ]
             arts = record_artifacts(ctx, written + ([rendered] if rendered else []))
         doc = ws.read_text(DOC)
         sections = section_bodies(doc)
@@ -222,8 +250,12 @@ class ArchitectAgent(LLMAgent):
         if rendered:
             output += f", rendered to {rendered}"
         data = {
-            "document": DOC, "diagram": dia, "rendered": rendered or "", "components": str(n_comp),
-            "endpoints": str(n_ep), "files": ", ".join(a.path for a in arts),
+            "document": DOC,
+            "diagram": dia,
+            "rendered": rendered or "",
+            "components": str(n_comp),
+            "endpoints": str(n_ep),
+            "files": ", ".join(a.path for a in arts),
             "fill_in": str(filled).lower(),
             "diagram_source": "derived from the document's components and endpoints" if derived else "model",
         }
@@ -254,15 +286,15 @@ class ArchitectAgent(LLMAgent):
     def _no_tool_use(res: LoopResult, ws: Workspace) -> bool:
         """The round ended without one successful tool call and without any of the files:
         the model cannot (or will not) use the tools, so more rounds of the same are wasted."""
-        return not any(ok for _tool, ok in res.tool_calls) and not any(
-            ws.exists(p) for p in (DOC, MERMAID, DOT))
+        return not any(ok for _tool, ok in res.tool_calls) and not any(ws.exists(p) for p in (DOC, MERMAID, DOT))
 
     @staticmethod
     def _files_missing(ws: Workspace) -> bool:
         return not ws.exists(DOC) or not (ws.exists(MERMAID) or ws.exists(DOT))
 
-    async def _fill_in(self, s: Session, ws: Workspace, diagram: str, problems: list[str],
-                       strategy: FillIn | None) -> tuple[list[str], bool, bool]:
+    async def _fill_in(
+        self, s: Session, ws: Workspace, diagram: str, problems: list[str], strategy: FillIn | None
+    ) -> tuple[list[str], bool, bool]:
         """The document section by section without tools (unless a good one was written), then
         the diagram derived from it (unless a good one was written): (the problems left, empty
         when done; whether the document was filled in; whether the diagram was derived)."""
@@ -271,8 +303,11 @@ class ArchitectAgent(LLMAgent):
         if not ws.exists(DOC) or check_document(ws.read_text(DOC)):
             if strategy is None:  # the model's profile names no way round the tools
                 return problems, False, False
-            ctx.step("tools unavailable: filling in the document section by section",
-                     phase="fill_in", problems="; ".join(problems)[:300])
+            ctx.step(
+                "tools unavailable: filling in the document section by section",
+                phase="fill_in",
+                problems="; ".join(problems)[:300],
+            )
             ctx.status("filling in the document section by section")
             project = (ctx.task.input.strip().splitlines() or ["the system"])[0][:80]
             try:
@@ -281,8 +316,11 @@ class ArchitectAgent(LLMAgent):
                 return [f"the model did not write the files with the tools, and {exc}"], False, False
             ws.write_text(DOC, doc.markdown(diagram))
             filled = True
-            ctx.step(f"fill-in: wrote {DOC} from the model's answers ({len(doc.components)} components, "
-                     f"{len(doc.entities)} entities, {len(doc.endpoints)} endpoints)", phase="fill_in")
+            ctx.step(
+                f"fill-in: wrote {DOC} from the model's answers ({len(doc.components)} components, "
+                f"{len(doc.entities)} entities, {len(doc.endpoints)} endpoints)",
+                phase="fill_in",
+            )
         existing = MERMAID if ws.exists(MERMAID) else DOT if ws.exists(DOT) else None
         if existing is None or (check_mermaid if existing == MERMAID else check_dot)(ws.read_text(existing)):
             sections = section_bodies(ws.read_text(DOC))
@@ -296,13 +334,20 @@ class ArchitectAgent(LLMAgent):
             target = existing or diagram  # a broken diagram is replaced in its own language
             ws.write_text(target, (dot_from if target == DOT else mermaid_from)(components, endpoints))
             derived = True
-            ctx.step(f"diagram: derived {target} from the {len(components)} components and {len(endpoints)} "
-                     f"endpoints of {DOC} (a deterministic transformation of the model's text, "
-                     "not drawn by the model)", phase="fill_in", derived="true")
+            ctx.step(
+                f"diagram: derived {target} from the {len(components)} components and {len(endpoints)} "
+                f"endpoints of {DOC} (a deterministic transformation of the model's text, "
+                "not drawn by the model)",
+                phase="fill_in",
+                derived="true",
+            )
         problems = self._validate(ws)
         if problems:
-            ctx.step(f"check: {len(problems)} problem(s) after the fill-in: " + "; ".join(problems)[:300],
-                     check="architecture", ok="false")
+            ctx.step(
+                f"check: {len(problems)} problem(s) after the fill-in: " + "; ".join(problems)[:300],
+                check="architecture",
+                ok="false",
+            )
         return problems, filled, derived
 
     # ---------------------------------------------------------------- helpers
@@ -356,8 +401,15 @@ class ArchitectAgent(LLMAgent):
             cmd = [tool, "-i", MERMAID, "-o", SVG]
             browser = shutil.which("chromium") or shutil.which("chromium-browser")
             if browser:  # the system's Chromium for mmdc's puppeteer (no browser download)
-                ws.write_text(PUPPETEER, json.dumps({"executablePath": browser, "args": [
-                    "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]}))
+                ws.write_text(
+                    PUPPETEER,
+                    json.dumps(
+                        {
+                            "executablePath": browser,
+                            "args": ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+                        }
+                    ),
+                )
                 cmd += ["-p", PUPPETEER]
             # Chromium reserves far more address space than any sane RLIMIT_AS.
             limits = Limits(timeout_s=60, memory_mb=0, file_size_mb=32)

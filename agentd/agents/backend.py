@@ -112,8 +112,11 @@ class BackendAgent(LLMAgent, BackendChecks):
         packages, missing = self._packages(ctx, lang, notes)
         async with self.session(ctx) as s:
             system = SYSTEM.format(
-                language=lang.name, hint=lang.hint, command=test_cmd or "the test command of service.json",
-                packages=packages, web=WEB_RULES.format(manifest=MANIFEST) if web else "",
+                language=lang.name,
+                hint=lang.hint,
+                command=test_cmd or "the test command of service.json",
+                packages=packages,
+                web=WEB_RULES.format(manifest=MANIFEST) if web else "",
             )
             messages = [{"role": "system", "content": system}, {"role": "user", "content": self._brief(ctx, ws)}]
             last = Round()
@@ -150,8 +153,10 @@ class BackendAgent(LLMAgent, BackendChecks):
             note = f"{', '.join(absent)} not installed on this agent (pip install {' '.join(absent)})"
             notes.append(note)
             ctx.log(note + ": asking for a standard-library service instead")
-            text += (f" NOTE: {', '.join(absent)} is NOT installed, so write the service with the "
-                     "standard library (http.server) instead, keeping the same routes.")
+            text += (
+                f" NOTE: {', '.join(absent)} is NOT installed, so write the service with the "
+                "standard library (http.server) instead, keeping the same routes."
+            )
         return text, absent
 
     def _brief(self, ctx: TaskContext, ws: Workspace) -> str:
@@ -186,16 +191,22 @@ class BackendAgent(LLMAgent, BackendChecks):
 
     # ---------------------------------------------------------------- checks
     def _outcome(
-        self, ctx: TaskContext, last: Round, rounds: int, tries: int, test_cmd: str, missing: list[str],
-        notes: list[str], changed: list[str],
+        self,
+        ctx: TaskContext,
+        last: Round,
+        rounds: int,
+        tries: int,
+        test_cmd: str,
+        missing: list[str],
+        notes: list[str],
+        changed: list[str],
     ) -> Outcome:
         test, routes, report = last.test, last.routes, last.mutation
         passed = last.ok
         data = {
             "tests_passed": str(test is not None and test.ok).lower(),
             "test_command": test.command if test else test_cmd,
-            "test_output": _tail(test.stdout + ("\n" + test.stderr if test.stderr.strip() else ""))
-            if test else "",
+            "test_output": _tail(test.stdout + ("\n" + test.stderr if test.stderr.strip() else "")) if test else "",
             "test_exit_code": str(test.exit_code) if test else "",
             "rounds": str(rounds),
             "files": ", ".join(changed),
@@ -228,5 +239,12 @@ class BackendAgent(LLMAgent, BackendChecks):
             failed = [c for c in last.checks if c.failed and c.required]
             if failed:
                 why = "; ".join(f"{c.name} check failed: {c.detail}" for c in failed)
-        return attach(Outcome(ok=False, output=f"{why} after {rounds} of {tries} round(s) ({summary})",
-                              error=f"{why} after {rounds} round(s): {summary}", data=data), last.checks)
+        return attach(
+            Outcome(
+                ok=False,
+                output=f"{why} after {rounds} of {tries} round(s) ({summary})",
+                error=f"{why} after {rounds} round(s): {summary}",
+                data=data,
+            ),
+            last.checks,
+        )

@@ -130,12 +130,17 @@ class DesignerAgent(LLMAgent):
                 problems = self._validate(ws)
                 if not problems:
                     break
-                ctx.step(f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300], check="design",
-                         ok="false")
+                ctx.step(f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300], check="design", ok="false")
                 if res.stopped == TOKEN_BUDGET or rnd == tries:
                     break
-                messages.append({"role": "user", "content": "The design is not finished yet:\n- "
-                                 + "\n- ".join(problems) + "\nFix these with write_file, then answer with one line."})
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": "The design is not finished yet:\n- "
+                        + "\n- ".join(problems)
+                        + "\nFix these with write_file, then answer with one line.",
+                    }
+                )
             mockups = self._mockups(ws)
             image_note = ""
             images: list[str] = []
@@ -146,9 +151,14 @@ class DesignerAgent(LLMAgent):
         contrast, _ = self._contrast(ws)
         if problems:
             design = Check("design", "agentd designer", FAILED, "; ".join(problems))
-            return attach(Outcome(ok=False, error=f"the design is incomplete after {tries} round(s): "
-                                  + "; ".join(problems), data={"problems": "\n".join(problems)}),
-                          [design, contrast])
+            return attach(
+                Outcome(
+                    ok=False,
+                    error=f"the design is incomplete after {tries} round(s): " + "; ".join(problems),
+                    data={"problems": "\n".join(problems)},
+                ),
+                [design, contrast],
+            )
         render, pngs = render_check(ws.root, mockups)
         ctx.step(f"check: {render.detail}", check="render", ok=str(render.outcome == PASSED).lower())
         arts += record_artifacts(ctx, pngs)
@@ -157,14 +167,17 @@ class DesignerAgent(LLMAgent):
         out = f"wrote {DOC} ({len(colours)} colours) and {len(mockups)} SVG mock-up(s): {', '.join(mockups)}"
         if images:
             out += f"; images: {', '.join(images)}"
-        data = {"document": DOC, "palette": ", ".join(colours), "mockups": ", ".join(mockups),
-                "files": ", ".join(a.path for a in arts)}
+        data = {
+            "document": DOC,
+            "palette": ", ".join(colours),
+            "mockups": ", ".join(mockups),
+            "files": ", ".join(a.path for a in arts),
+        }
         if image_note:
             data["images_note"] = image_note
         if images:
             data["images"] = ", ".join(images)
-        design = Check("design", "agentd designer", PASSED,
-                       f"{DOC} complete; {len(mockups)} SVG mock-up(s) parse")
+        design = Check("design", "agentd designer", PASSED, f"{DOC} complete; {len(mockups)} SVG mock-up(s) parse")
         return attach(Outcome(output=out, data=data), [design, contrast, render])
 
     # ---------------------------------------------------------------- helpers
@@ -202,7 +215,9 @@ class DesignerAgent(LLMAgent):
             target = None
             if name == DOC or (name is None and lang in ("markdown", "md") and not ws.exists(DOC)):
                 target = DOC
-            elif (name or "").endswith(".svg") or (name is None and (lang == "svg" or body.lstrip().startswith("<svg"))):
+            elif (name or "").endswith(".svg") or (
+                name is None and (lang == "svg" or body.lstrip().startswith("<svg"))
+            ):
                 base = (name or f"screen{n + 1}.svg").rsplit("/", 1)[-1]
                 target = f"{MOCKUPS}/{base}"
                 n += 1
@@ -216,9 +231,12 @@ class DesignerAgent(LLMAgent):
         """Ask the provider's images API for a hero image; ([], why) when it has none."""
         settings = self.settings_for(ctx).smart
         url = settings.url + "/images/generations"
-        body: dict[str, Any] = {"prompt": f"Hero illustration for: {ctx.task.input.strip()[:500]}", "n": 1,
-                                "size": ctx.task.options.get("image_size", "1024x1024"),
-                                "response_format": "b64_json"}
+        body: dict[str, Any] = {
+            "prompt": f"Hero illustration for: {ctx.task.input.strip()[:500]}",
+            "n": 1,
+            "size": ctx.task.options.get("image_size", "1024x1024"),
+            "response_format": "b64_json",
+        }
         if ctx.task.options.get("image_model"):
             body["model"] = ctx.task.options["image_model"]
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}

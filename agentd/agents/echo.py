@@ -42,8 +42,9 @@ class EchoAgent(Agent):
         if opts.get("fail"):
             raise TaskFailed(opts["fail"])
         if opts.get("ask"):
-            answer = await ctx.ask(opts["ask"], ctx.task.input.encode(),
-                                   timeout=float(opts.get("ask_timeout", "10") or 10))
+            answer = await ctx.ask(
+                opts["ask"], ctx.task.input.encode(), timeout=float(opts.get("ask_timeout", "10") or 10)
+            )
             return Outcome(output=answer.decode(errors="replace"))
         if opts.get("tokens"):
             for word in ctx.task.input.split(" "):
@@ -54,17 +55,25 @@ class EchoAgent(Agent):
             extra = {"record": opts["record"]} if opts.get("record") else {}
             if opts.get("child_file"):
                 extra["file"] = opts["child_file"]
-            subs = [Delegation("echo", f"{ctx.task.input}/{i}", action=Action.RUN,
-                                  options={"delay": f"{step * (i + 1):g}", **extra}, key=f"child-{i}")
-                    for i in range(int(opts["children"]))]
+            subs = [
+                Delegation(
+                    "echo",
+                    f"{ctx.task.input}/{i}",
+                    action=Action.RUN,
+                    options={"delay": f"{step * (i + 1):g}", **extra},
+                    key=f"child-{i}",
+                )
+                for i in range(int(opts["children"]))
+            ]
             results = await ctx.delegate_many(subs)
             bad = [r for r in results if not r.ok]
             if bad:
                 raise TaskFailed(f"{len(bad)} sub-task(s) failed: {bad[0].error}")
             output = " ".join(r.output for r in results)
             if opts.get("then"):  # one more sub-task, handed the children's results as inputs
-                last = await ctx.delegate(Delegation(opts["then"], ctx.task.input, action=Action.RUN,
-                                                     inputs=results, key="then"))
+                last = await ctx.delegate(
+                    Delegation(opts["then"], ctx.task.input, action=Action.RUN, inputs=results, key="then")
+                )
                 if not last.ok:
                     raise TaskFailed(f"sub-task {opts['then']} failed: {last.error}")
                 output += f" | {last.output}"

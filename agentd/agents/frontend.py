@@ -111,19 +111,27 @@ class FrontendAgent(LLMAgent):
                 ctx.status(f"building the UI (round {rnd} of {tries})")
                 res = await s.loop.run(messages)
                 messages = res.messages
-                files = {p if p.startswith(f"{base}/") else f"{base}/{p}": c
-                         for p, c in extract_files(res.content).items()}
+                files = {
+                    p if p.startswith(f"{base}/") else f"{base}/{p}": c for p, c in extract_files(res.content).items()
+                }
                 if files:
                     write_extracted(ctx, files)
                 problems, report = await self._check(s, ws, base, routes)
                 if not problems:
                     break
-                ctx.step(f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300], check="frontend",
-                         ok="false")
+                ctx.step(
+                    f"check: {len(problems)} problem(s): " + "; ".join(problems)[:300], check="frontend", ok="false"
+                )
                 if res.stopped == TOKEN_BUDGET or rnd == tries:
                     break
-                messages.append({"role": "user", "content": "The UI does not pass its checks yet:\n- "
-                                 + "\n- ".join(problems) + "\nFix these with write_file, then answer with one line."})
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": "The UI does not pass its checks yet:\n- "
+                        + "\n- ".join(problems)
+                        + "\nFix these with write_file, then answer with one line.",
+                    }
+                )
         browser: BrowserReport | None = report.pop("_browser", None)
         changed = [p for p in ws.files() if before.get(p) != ws.artifact(p).sha256 and p.startswith(f"{base}/")]
         record_artifacts(ctx, changed + ([browser.screenshot] if browser and browser.screenshot else []))
@@ -135,9 +143,12 @@ class FrontendAgent(LLMAgent):
         if problems:
             data["problems"] = "\n".join(problems)
             failed = [Check("frontend", "agentd frontend", FAILED, "; ".join(problems))]
-            return attach(Outcome(ok=False, error=f"the UI fails its checks after {tries} round(s): "
-                                  + "; ".join(problems), data=data),
-                          failed + ([browser.check] if browser else []))
+            return attach(
+                Outcome(
+                    ok=False, error=f"the UI fails its checks after {tries} round(s): " + "; ".join(problems), data=data
+                ),
+                failed + ([browser.check] if browser else []),
+            )
         checks = self._checks(report, routes, browser)
         line = "; ".join(c.detail for c in checks if c.outcome != SKIPPED)
         ctx.step("check: " + line, check="frontend", ok="true")
@@ -149,11 +160,15 @@ class FrontendAgent(LLMAgent):
         syntax = report.get("syntax", "")
         checks = [
             Check("page", "agentd frontend", PASSED, f"page loads {report.get('loads', '')}".strip()),
-            Check("syntax", "node --check", SKIPPED if "not installed" in syntax else PASSED, syntax,
-                  required=False) if syntax else None,
-            Check("api-routes", "agentd frontend", PASSED,
-                  f"{len(calls)} API call(s) match the backend's routes" if routes
-                  else "no backend routes to check"),
+            Check("syntax", "node --check", SKIPPED if "not installed" in syntax else PASSED, syntax, required=False)
+            if syntax
+            else None,
+            Check(
+                "api-routes",
+                "agentd frontend",
+                PASSED,
+                f"{len(calls)} API call(s) match the backend's routes" if routes else "no backend routes to check",
+            ),
             Check("live", "backend probe", PASSED, f"live: {report['live']}") if report.get("live") else None,
             browser.check if browser else None,
         ]
@@ -171,7 +186,8 @@ class FrontendAgent(LLMAgent):
         text = f"Build the UI of: {ctx.task.input.strip() or '(no description given)'}"
         if routes:
             text += "\n\nThe backend's routes (call only these):\n" + "\n".join(
-                f"- {r.method} {r.path}" for r in routes)
+                f"- {r.method} {r.path}" for r in routes
+            )
         else:
             text += "\n\nNo backend routes are declared yet: keep the API calls in app.js behind API_BASE."
         manifest = read_shared(ctx, MANIFEST, 4000)
@@ -187,7 +203,9 @@ class FrontendAgent(LLMAgent):
         return text
 
     # ---------------------------------------------------------------- checks
-    async def _check(self, s: Session, ws: Workspace, base: str, routes: list[Route]) -> tuple[list[str], dict[str, Any]]:
+    async def _check(
+        self, s: Session, ws: Workspace, base: str, routes: list[Route]
+    ) -> tuple[list[str], dict[str, Any]]:
         ctx = s.ctx
         problems: list[str] = []
         report: dict[str, Any] = {}
@@ -208,7 +226,7 @@ class FrontendAgent(LLMAgent):
             elif tag == "script":
                 scripts.append(target)
         if not scripts and not any(x.strip() for x in inline):
-            problems.append(f"{index} loads no script: add <script src=\"app.js\"></script>")
+            problems.append(f'{index} loads no script: add <script src="app.js"></script>')
         report["loads"] = f"({len(refs)} local file(s))"
         js_files = sorted({*scripts, *(p for p in ws.files(base) if p.endswith((".js", ".mjs")))})
         # syntax, in the sandbox
@@ -234,13 +252,18 @@ class FrontendAgent(LLMAgent):
         if routes:
             resolved = [c for c in calls if c.path]
             if not resolved:
-                problems.append("the scripts make no API call the agent can read: call the backend with "
-                                "fetch(`${API_BASE}/path`) using the routes listed")
+                problems.append(
+                    "the scripts make no API call the agent can read: call the backend with "
+                    "fetch(`${API_BASE}/path`) using the routes listed"
+                )
             for c in resolved:
                 hit, methods = match_route(c, routes)
                 if hit is None:
-                    declared = f"the backend declares only {', '.join(methods)} for this path" if methods else (
-                        "the backend declares no such route")
+                    declared = (
+                        f"the backend declares only {', '.join(methods)} for this path"
+                        if methods
+                        else ("the backend declares no such route")
+                    )
                     problems.append(f"{c.method} {c.path} (line {c.line}: {c.source}) — {declared}")
         if not problems:
             live = await self._live(s, ws, [c for c in calls if c.path and c.method == "GET" and "{}" not in c.path])
@@ -277,17 +300,22 @@ class FrontendAgent(LLMAgent):
         if not isinstance(m, dict) or not isinstance(m.get("start"), str):
             return None
         paths = sorted({c.path for c in calls})
-        spec = {"start": m["start"], "startup_s": m.get("startup_s", 15),
-                "routes": [{"method": "GET", "path": p} for p in paths]}
+        spec = {
+            "start": m["start"],
+            "startup_s": m.get("startup_s", 15),
+            "routes": [{"method": "GET", "path": p} for p in paths],
+        }
         ws.write_text(".orchgpt/frontend-probe.json", json.dumps(spec))
         s.ctx.status("starting the backend to load the UI's API calls")
-        r = await s.env.sandbox.run([sys.executable, "-c", probe, ".orchgpt/frontend-probe.json"],
-                                    timeout_s=min(s.env.sandbox.limits.timeout_s, 45))
+        r = await s.env.sandbox.run(
+            [sys.executable, "-c", probe, ".orchgpt/frontend-probe.json"],
+            timeout_s=min(s.env.sandbox.limits.timeout_s, 45),
+        )
         line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("ROUTE-REPORT ")), "")
         if not line:
             s.ctx.log("could not start the backend to check the UI's calls: " + r.describe(500))
             return None
-        rep = json.loads(line[len("ROUTE-REPORT "):])
+        rep = json.loads(line[len("ROUTE-REPORT ") :])
         if not rep.get("up"):
             s.ctx.log("the backend did not start; the UI's calls were checked against its declared routes only")
             return None

@@ -38,8 +38,10 @@ def commit_message(r: TaskResult) -> str:
     if checks:
         body.append(f"Checks: {checks}")
     if r.usage.calls:
-        body.append(f"Usage: {r.usage.prompt_tokens} prompt + {r.usage.completion_tokens} completion tokens, "
-                    f"${r.usage.cost_usd:.4f}")
+        body.append(
+            f"Usage: {r.usage.prompt_tokens} prompt + {r.usage.completion_tokens} completion tokens, "
+            f"${r.usage.cost_usd:.4f}"
+        )
     body.append("Files:")
     body += [f"- {a.path}" for a in r.artifacts]
     return subject + "\n\n" + "\n".join(body) + "\n"
@@ -69,8 +71,9 @@ class GitAgent(Agent):
         commits: list[Commit] = []
         skipped: list[str] = []
         if created:
-            c = await git.commit([".gitignore"], "git: initialise the project repository", "orchgpt git",
-                                 "git@orchgpt.local")
+            c = await git.commit(
+                [".gitignore"], "git: initialise the project repository", "orchgpt git", "git@orchgpt.local"
+            )
             if c:
                 commits.append(c)
         ws = Workspace(root)
@@ -96,13 +99,15 @@ class GitAgent(Agent):
         self._restore(ws, final)
         if replayed:
             ctx.log(f"committed {replayed} file version(s) as their sub-task left them (changed later by another)")
-        rest_msg = (ctx.task.input.strip() or "orchgpt: update the project") if not ctx.task.inputs else (
-            "git: files no agent claimed")
+        rest_msg = (
+            (ctx.task.input.strip() or "orchgpt: update the project")
+            if not ctx.task.inputs
+            else ("git: files no agent claimed")
+        )
         c = await git.commit(None, rest_msg, "orchgpt git", "git@orchgpt.local")
         if c is not None:
             commits.append(c)
-            ctx.step(f"committed {c.sha[:10]} {c.message}", sha=c.sha, author="orchgpt git",
-                     files=str(len(c.files)))
+            ctx.step(f"committed {c.sha[:10]} {c.message}", sha=c.sha, author="orchgpt git", files=str(len(c.files)))
         if (root / ".gitignore").is_file():
             ctx.artifact(".gitignore", kind="code")
         head = await git.head()

@@ -66,8 +66,10 @@ class SmtpConfig:
     timeout_s: float = 20.0
 
     def __repr__(self) -> str:  # never show the password
-        return (f"SmtpConfig(host={self.host!r}, port={self.port}, security={self.security!r}, "
-                f"user={self.user!r}, password={'set' if self.password else 'none'})")
+        return (
+            f"SmtpConfig(host={self.host!r}, port={self.port}, security={self.security!r}, "
+            f"user={self.user!r}, password={'set' if self.password else 'none'})"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpConfig:
@@ -78,8 +80,10 @@ class SmtpConfig:
 
         host = get("HOST")
         if not host:
-            raise MailConfigError("no SMTP server is configured: set ORCHGPT_SMTP_HOST (and ORCHGPT_SMTP_PORT, "
-                                  "ORCHGPT_SMTP_SECURITY, ORCHGPT_SMTP_USER, ORCHGPT_SMTP_PASSWORD) for the mailer")
+            raise MailConfigError(
+                "no SMTP server is configured: set ORCHGPT_SMTP_HOST (and ORCHGPT_SMTP_PORT, "
+                "ORCHGPT_SMTP_SECURITY, ORCHGPT_SMTP_USER, ORCHGPT_SMTP_PASSWORD) for the mailer"
+            )
         security = get("SECURITY", "starttls").lower()
         if security not in SECURITIES:
             raise MailConfigError(f"ORCHGPT_SMTP_SECURITY={security!r} must be one of {', '.join(SECURITIES)}")
@@ -99,8 +103,17 @@ class SmtpConfig:
         ca_file = get("CA_FILE")
         if ca_file and not os.path.isfile(ca_file):
             raise MailConfigError(f"ORCHGPT_SMTP_CA_FILE={ca_file!r}: no such file")
-        return cls(host, port, security, user, e.get("ORCHGPT_SMTP_PASSWORD", ""), sender,
-                   parse_recipients(get("TO")), ca_file, timeout)
+        return cls(
+            host,
+            port,
+            security,
+            user,
+            e.get("ORCHGPT_SMTP_PASSWORD", ""),
+            sender,
+            parse_recipients(get("TO")),
+            ca_file,
+            timeout,
+        )
 
 
 def parse_recipients(text: str) -> tuple[str, ...]:
@@ -142,8 +155,10 @@ def _result_lines(r: TaskResult) -> list[str]:
     if r.artifacts:
         out.append("  files: " + ", ".join(a.path for a in r.artifacts))
     if r.usage.calls or r.usage.total_tokens:
-        out.append(f"  usage: {r.usage.prompt_tokens} prompt + {r.usage.completion_tokens} completion tokens, "
-                   f"${r.usage.cost_usd:.4f}")
+        out.append(
+            f"  usage: {r.usage.prompt_tokens} prompt + {r.usage.completion_tokens} completion tokens, "
+            f"${r.usage.cost_usd:.4f}"
+        )
     if r.data.get("requeued"):
         out.append(f"  requeued: {r.data['requeued']}")
     return out
@@ -160,8 +175,11 @@ def summary(ctx: TaskContext) -> tuple[str, str]:
         return f"orchgpt: {first}", text + "\n"
     ok = sum(1 for r in inputs if r.ok)
     main = inputs[-1]
-    subject = (f"orchgpt: {main.agent_type or 'task'} {main.task_id} {main.state}" if len(inputs) == 1
-               else f"orchgpt: {ok} of {len(inputs)} tasks succeeded")
+    subject = (
+        f"orchgpt: {main.agent_type or 'task'} {main.task_id} {main.state}"
+        if len(inputs) == 1
+        else f"orchgpt: {ok} of {len(inputs)} tasks succeeded"
+    )
     body = []
     if ctx.task.input.strip():
         body += [ctx.task.input.strip(), ""]
@@ -189,8 +207,10 @@ def send(cfg: SmtpConfig, msg: EmailMessage) -> dict[str, tuple[int, bytes]]:
     """Deliver over SMTP (blocking); raises TaskFailed naming what went wrong."""
     where = f"{cfg.host}:{cfg.port}"
     if cfg.user and cfg.security == "none" and not _loopback(cfg.host):
-        raise MailConfigError(f"refusing to send the SMTP password to {where} without encryption: "
-                              "set ORCHGPT_SMTP_SECURITY=starttls or tls")
+        raise MailConfigError(
+            f"refusing to send the SMTP password to {where} without encryption: "
+            "set ORCHGPT_SMTP_SECURITY=starttls or tls"
+        )
     context = ssl.create_default_context(cafile=cfg.ca_file or None)
     try:
         smtp: smtplib.SMTP
@@ -202,29 +222,34 @@ def send(cfg: SmtpConfig, msg: EmailMessage) -> dict[str, tuple[int, bytes]]:
             smtp.ehlo()
             if cfg.security == "starttls":
                 if not smtp.has_extn("starttls"):
-                    raise TaskFailed(f"the SMTP server {where} does not offer STARTTLS; "
-                                     "use ORCHGPT_SMTP_SECURITY=tls or none")
+                    raise TaskFailed(
+                        f"the SMTP server {where} does not offer STARTTLS; use ORCHGPT_SMTP_SECURITY=tls or none"
+                    )
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if cfg.user:
                 _login(smtp, cfg.user, cfg.password)
             return smtp.send_message(msg)
     except smtplib.SMTPAuthenticationError as exc:
-        raise TaskFailed(f"the SMTP server {where} refused the credentials of {cfg.user!r}: "
-                         f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+        raise TaskFailed(
+            f"the SMTP server {where} refused the credentials of {cfg.user!r}: {exc.smtp_code} {_text(exc.smtp_error)}"
+        ) from None
     except smtplib.SMTPNotSupportedError as exc:
         raise TaskFailed(f"the SMTP server {where} does not support this: {exc}") from None
     except smtplib.SMTPRecipientsRefused as exc:
         refused = ", ".join(f"{a} ({c} {_text(m)})" for a, (c, m) in exc.recipients.items())
         raise TaskFailed(f"the SMTP server {where} refused every recipient: {refused}") from None
     except smtplib.SMTPSenderRefused as exc:
-        raise TaskFailed(f"the SMTP server {where} refused the sender {exc.sender!r}: "
-                         f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+        raise TaskFailed(
+            f"the SMTP server {where} refused the sender {exc.sender!r}: {exc.smtp_code} {_text(exc.smtp_error)}"
+        ) from None
     except smtplib.SMTPResponseException as exc:
         raise TaskFailed(f"the SMTP server {where} answered {exc.smtp_code} {_text(exc.smtp_error)}") from None
     except ssl.SSLCertVerificationError as exc:
-        raise TaskFailed(f"the certificate of the SMTP server {where} is not trusted: {exc.verify_message}; "
-                         "set ORCHGPT_SMTP_CA_FILE to its CA") from None
+        raise TaskFailed(
+            f"the certificate of the SMTP server {where} is not trusted: {exc.verify_message}; "
+            "set ORCHGPT_SMTP_CA_FILE to its CA"
+        ) from None
     except ssl.SSLError as exc:
         raise TaskFailed(f"TLS with the SMTP server {where} failed: {exc.reason or exc}") from None
     except smtplib.SMTPServerDisconnected as exc:
@@ -242,8 +267,9 @@ def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
     answer by waiting for more; one clear refusal is what we want.
     """
     if not smtp.has_extn("auth"):
-        raise smtplib.SMTPNotSupportedError("the server offers no SMTP AUTH; unset ORCHGPT_SMTP_USER to send "
-                                            "without authentication")
+        raise smtplib.SMTPNotSupportedError(
+            "the server offers no SMTP AUTH; unset ORCHGPT_SMTP_USER to send without authentication"
+        )
     offered = smtp.esmtp_features.get("auth", "").upper().split()
     smtp.user, smtp.password = user, password
     for mech, how in (("PLAIN", smtp.auth_plain), ("LOGIN", smtp.auth_login), ("CRAM-MD5", smtp.auth_cram_md5)):
@@ -275,13 +301,27 @@ class MailerAgent(Agent):
         ctx.status(f"sending to {', '.join(to)} via {cfg.host}:{cfg.port} ({cfg.security})")
         refused = await asyncio.wait_for(asyncio.to_thread(send, cfg, msg), cfg.timeout_s * 4 + 5)
         delivered = [a for a in to if a not in refused]
-        log.info("mail_sent", task_id=ctx.task.task_id, host=cfg.host, port=cfg.port, security=cfg.security,
-                 recipients=len(delivered), refused=len(refused))
+        log.info(
+            "mail_sent",
+            task_id=ctx.task.task_id,
+            host=cfg.host,
+            port=cfg.port,
+            security=cfg.security,
+            recipients=len(delivered),
+            refused=len(refused),
+        )
         out = f"sent {subject!r} to {', '.join(delivered)}"
         if refused:
             out += f"; refused: {', '.join(refused)}"
-        return Outcome(output=out, data={
-            "message_id": str(msg["Message-ID"]), "to": ", ".join(delivered), "refused": ", ".join(refused),
-            "subject": subject, "server": f"{cfg.host}:{cfg.port}", "security": cfg.security,
-            "checks": f"delivered to {len(delivered)} of {len(to)}",
-        })
+        return Outcome(
+            output=out,
+            data={
+                "message_id": str(msg["Message-ID"]),
+                "to": ", ".join(delivered),
+                "refused": ", ".join(refused),
+                "subject": subject,
+                "server": f"{cfg.host}:{cfg.port}",
+                "security": cfg.security,
+                "checks": f"delivered to {len(delivered)} of {len(to)}",
+            },
+        )

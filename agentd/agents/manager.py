@@ -105,7 +105,7 @@ class ManagerAgent(LLMAgent, TeamReport):
         opts = ctx.task.options
         idea = ctx.task.input.strip()
         if not idea:
-            raise TaskFailed("tell the manager what to build, e.g. /manager create \"todo app with a web frontend\"")
+            raise TaskFailed('tell the manager what to build, e.g. /manager create "todo app with a web frontend"')
         root = project_dir(ctx)
         allowed = set(TEAM) | {t.strip() for t in opts.get("types", "").split(",") if t.strip()}
         allowed.discard("manager")
@@ -116,16 +116,21 @@ class ManagerAgent(LLMAgent, TeamReport):
             items, source, notes = default_plan(idea), "default", []
         for n in notes:
             ctx.log(f"plan adjusted: {n}")
-        plan_text = ", ".join(f"{i.id} ({i.agent_type}{' after ' + '+'.join(i.depends_on) if i.depends_on else ''})"
-                              for i in items)
+        plan_text = ", ".join(
+            f"{i.id} ({i.agent_type}{' after ' + '+'.join(i.depends_on) if i.depends_on else ''})" for i in items
+        )
         ctx.step(f"plan ({source}): {plan_text}", plan=json.dumps([i.as_dict() for i in items]), source=source)
         tracks = {i.id: Track(i) for i in topological(items)}
         parallel = concurrent(items)
         retries = max(0, int(opts.get("retries", "1") or 1))
         budget = [max(0, int(opts.get("retry_budget", str(len(items))) or len(items)))]
         timeout = float(opts.get("subtask_timeout", "1800") or 1800)
-        await asyncio.gather(*(self._drive(ctx, tracks, t, idea, retries, budget, timeout, root, t.item.id in parallel)
-                               for t in tracks.values()))
+        await asyncio.gather(
+            *(
+                self._drive(ctx, tracks, t, idea, retries, budget, timeout, root, t.item.id in parallel)
+                for t in tracks.values()
+            )
+        )
         finished = now_ms()
         return await self._report(ctx, idea, tracks, source, why, started, finished, root)
 
@@ -138,8 +143,10 @@ class ManagerAgent(LLMAgent, TeamReport):
         ctx.status("planning")
         types = "\n".join(f"- {t}: {TEAM.get(t, 'an agent type of this mesh')}" for t in sorted(allowed))
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM.format(types=types, max_tasks=MAX_TASKS,
-                                                        language=ctx.task.language or "python")},
+            {
+                "role": "system",
+                "content": SYSTEM.format(types=types, max_tasks=MAX_TASKS, language=ctx.task.language or "python"),
+            },
             {"role": "user", "content": f"The project: {idea}"},
         ]
         problems: list[str] = []
@@ -151,11 +158,20 @@ class ManagerAgent(LLMAgent, TeamReport):
                     items, problems = parse_plan(res.content, allowed)
                     if not problems:
                         return items, "model", ""
-                    ctx.step(f"the model's plan is unusable (try {n} of {tries}): " + "; ".join(problems)[:400],
-                             check="plan", ok="false")
-                    messages += [{"role": "assistant", "content": res.content},
-                                 {"role": "user", "content": "This plan cannot be used:\n- " + "\n- ".join(problems)
-                                  + "\nAnswer with the corrected JSON plan only."}]
+                    ctx.step(
+                        f"the model's plan is unusable (try {n} of {tries}): " + "; ".join(problems)[:400],
+                        check="plan",
+                        ok="false",
+                    )
+                    messages += [
+                        {"role": "assistant", "content": res.content},
+                        {
+                            "role": "user",
+                            "content": "This plan cannot be used:\n- "
+                            + "\n- ".join(problems)
+                            + "\nAnswer with the corrected JSON plan only.",
+                        },
+                    ]
         except (AgentdError, OSError) as exc:
             problems = [f"no plan from the model: {exc}"]
         why = "; ".join(problems)
@@ -163,8 +179,18 @@ class ManagerAgent(LLMAgent, TeamReport):
         return default_plan(idea), "default", why
 
     # ---------------------------------------------------------------- run
-    async def _drive(self, ctx: TaskContext, tracks: dict[str, Track], t: Track, idea: str, retries: int,
-                     budget: list[int], timeout: float, root: Path, alongside: bool) -> None:
+    async def _drive(
+        self,
+        ctx: TaskContext,
+        tracks: dict[str, Track],
+        t: Track,
+        idea: str,
+        retries: int,
+        budget: list[int],
+        timeout: float,
+        root: Path,
+        alongside: bool,
+    ) -> None:
         try:
             for d in t.item.depends_on:
                 await tracks[d].done.wait()
@@ -179,16 +205,26 @@ class ManagerAgent(LLMAgent, TeamReport):
             if t.item.agent_type in ("git", "mailer"):
                 # everything that succeeded, in the order it finished (= the order its files landed in
                 # the project), for one commit per sub-task
-                done = sorted((x for x in tracks.values() if x.item.id in t.item.depends_on and x.result is not None
-                               and x.state == "succeeded"), key=lambda x: x.finished_ms)
+                done = sorted(
+                    (
+                        x
+                        for x in tracks.values()
+                        if x.item.id in t.item.depends_on and x.result is not None and x.state == "succeeded"
+                    ),
+                    key=lambda x: x.finished_ms,
+                )
                 inputs = [x.result for x in done if x.result is not None]
             t.state, t.started_ms = "running", now_ms()
             text = t.item.input if idea.lower() in t.item.input.lower() else f"{t.item.input}\n\nThe project: {idea}"
             for n in range(1, retries + 2):
                 a = Attempt(n, started_ms=now_ms())
                 t.attempts.append(a)
-                ctx.step(f"{t.item.id}: delegating to {t.item.agent_type} (attempt {n})", subtask=t.item.id,
-                         agent_type=t.item.agent_type, attempt=str(n))
+                ctx.step(
+                    f"{t.item.id}: delegating to {t.item.agent_type} (attempt {n})",
+                    subtask=t.item.id,
+                    agent_type=t.item.agent_type,
+                    attempt=str(n),
+                )
                 where = project_option(ctx)
                 if alongside:
                     name = f"{root.name}.{t.item.id}" + (f".{n}" if n > 1 else "")
@@ -197,9 +233,15 @@ class ManagerAgent(LLMAgent, TeamReport):
                         where = {"workspace": name}
                     except (OSError, shutil.Error) as exc:
                         ctx.log(f"{t.item.id}: could not copy the project for it ({exc}); it works in the project")
-                sub = Delegation(t.item.agent_type, text, language=ctx.task.language or "python", action=Action.CREATE,
-                                 options={**t.item.options, **where}, inputs=list(inputs),
-                                 key=f"{t.item.id}#{n}")  # a re-run after a crash finds this sub-task
+                sub = Delegation(
+                    t.item.agent_type,
+                    text,
+                    language=ctx.task.language or "python",
+                    action=Action.CREATE,
+                    options={**t.item.options, **where},
+                    inputs=list(inputs),
+                    key=f"{t.item.id}#{n}",
+                )  # a re-run after a crash finds this sub-task
                 result = await self._delegate(ctx, sub, timeout)
                 a.finished_ms = now_ms()
                 a.task_id, a.agent_id, a.state = result.task_id, result.agent_id, str(result.state)
@@ -208,8 +250,10 @@ class ManagerAgent(LLMAgent, TeamReport):
                 t.result = result
                 t.spent.add(result.usage)
                 if a.requeued:
-                    ctx.log(f"{t.item.id}: the mesh requeued {result.task_id} ({a.requeued}); it finished on "
-                            f"{result.agent_id or '?'} at attempt {a.mesh_attempt}")
+                    ctx.log(
+                        f"{t.item.id}: the mesh requeued {result.task_id} ({a.requeued}); it finished on "
+                        f"{result.agent_id or '?'} at attempt {a.mesh_attempt}"
+                    )
                 if result.ok:
                     t.state = "succeeded"
                     try:
@@ -217,22 +261,38 @@ class ManagerAgent(LLMAgent, TeamReport):
                         keep(result, root)
                     except OSError as exc:
                         ctx.log(f"{t.item.id}: could not copy its files into the project: {exc}")
-                    ctx.step(f"{t.item.id} ({t.item.agent_type}) succeeded on {result.agent_id}: "
-                             f"{short(result.output, 120)}", subtask=t.item.id, state="succeeded",
-                             task=result.task_id, agent=result.agent_id, files=str(len(result.artifacts)))
+                    ctx.step(
+                        f"{t.item.id} ({t.item.agent_type}) succeeded on {result.agent_id}: "
+                        f"{short(result.output, 120)}",
+                        subtask=t.item.id,
+                        state="succeeded",
+                        task=result.task_id,
+                        agent=result.agent_id,
+                        files=str(len(result.artifacts)),
+                    )
                     break
                 a.error = result.error or str(result.state)
                 t.state = "failed"
                 if n > retries or budget[0] <= 0 or result.state == TaskState.CANCELLED:
                     why = "no retries left" if n > retries or budget[0] <= 0 else "cancelled"
-                    ctx.step(f"{t.item.id} ({t.item.agent_type}) failed ({why}): {short(a.error, 200)}",
-                             subtask=t.item.id, state="failed", task=result.task_id)
+                    ctx.step(
+                        f"{t.item.id} ({t.item.agent_type}) failed ({why}): {short(a.error, 200)}",
+                        subtask=t.item.id,
+                        state="failed",
+                        task=result.task_id,
+                    )
                     break
                 budget[0] -= 1
-                ctx.step(f"{t.item.id} ({t.item.agent_type}) failed: {short(a.error, 200)}; retrying",
-                         subtask=t.item.id, state="retrying", task=result.task_id)
-                text = (f"{t.item.input}\n\nThe project: {idea}\n\nAn earlier attempt at this failed: "
-                        f"{short(a.error, 1000)}\nDo it again and avoid that problem.")
+                ctx.step(
+                    f"{t.item.id} ({t.item.agent_type}) failed: {short(a.error, 200)}; retrying",
+                    subtask=t.item.id,
+                    state="retrying",
+                    task=result.task_id,
+                )
+                text = (
+                    f"{t.item.input}\n\nThe project: {idea}\n\nAn earlier attempt at this failed: "
+                    f"{short(a.error, 1000)}\nDo it again and avoid that problem."
+                )
         finally:
             if not t.finished_ms:
                 t.finished_ms = now_ms()
@@ -242,8 +302,12 @@ class ManagerAgent(LLMAgent, TeamReport):
         try:
             return await asyncio.wait_for(ctx.delegate(sub), timeout)
         except TimeoutError:
-            return TaskResult("", TaskState.FAILED, agent_type=sub.agent_type,
-                              error=f"no result from the {sub.agent_type} sub-task after {timeout:g}s")
+            return TaskResult(
+                "",
+                TaskState.FAILED,
+                agent_type=sub.agent_type,
+                error=f"no result from the {sub.agent_type} sub-task after {timeout:g}s",
+            )
         except AgentdError as exc:
             return TaskResult("", TaskState.FAILED, agent_type=sub.agent_type, error=f"not delegated: {exc}")
 

@@ -78,11 +78,14 @@ class OptimizerAgent(LLMAgent):
             ctx.status("running the tests before refactoring")
             before = await self._test(s, command, "before")
             if not before.ok:
-                return attach(Outcome(
-                    ok=False, error=f"the tests fail before refactoring ({summarize_tests(before)}); "
-                    "nothing was changed", data={"tests_before": "failed", "test_command": command,
-                                                 "test_output": before.describe(4000)}),
-                    [Check("tests-before", "the test command", FAILED, summarize_tests(before))])
+                return attach(
+                    Outcome(
+                        ok=False,
+                        error=f"the tests fail before refactoring ({summarize_tests(before)}); nothing was changed",
+                        data={"tests_before": "failed", "test_command": command, "test_output": before.describe(4000)},
+                    ),
+                    [Check("tests-before", "the test command", FAILED, summarize_tests(before))],
+                )
             snapshot = self._snapshot(ws)
             tests = {p: h for p, (h, _) in snapshot.items() if artifact_kind(p) == "test"}
             modules_before = _python_modules(ws)
@@ -115,12 +118,17 @@ class OptimizerAgent(LLMAgent):
                         problem = "" if not bad else "the running service fails its checks after refactoring"
                         if not bad:
                             break
-                        feedback = ("The tests pass, but the service does not:\n" + "\n\n".join(bad)
-                                    + "\n\nFix the refactoring with write_file, then answer with one line.")
+                        feedback = (
+                            "The tests pass, but the service does not:\n"
+                            + "\n\n".join(bad)
+                            + "\n\nFix the refactoring with write_file, then answer with one line."
+                        )
                     else:
                         problem = f"the tests fail after refactoring ({summarize_tests(after)})"
-                        feedback = (f"The tests fail now:\n{after.describe(6000)}\n\nFix the refactoring "
-                                    "(not the tests) with write_file, then answer with one line.")
+                        feedback = (
+                            f"The tests fail now:\n{after.describe(6000)}\n\nFix the refactoring "
+                            "(not the tests) with write_file, then answer with one line."
+                        )
                 if res.stopped == TOKEN_BUDGET or rnd == tries:
                     break
                 messages.append({"role": "user", "content": feedback})
@@ -128,14 +136,26 @@ class OptimizerAgent(LLMAgent):
                 reverted = self._restore(ws, snapshot)
                 ctx.step(f"reverted {len(reverted)} file(s): {problem}", check="revert", ok="true")
                 again = await self._test(s, command, "after the revert")
-                return attach(Outcome(ok=False, error=f"{problem}; the refactoring was reverted (tests "
-                              f"{'pass' if again.ok else 'still fail'} after the revert)", data={
-                                  "tests_before": "passed", "tests_after": "failed" if service == [] else "passed",
-                                  "reverted": "true", "tests_after_revert": "passed" if again.ok else "failed",
-                                  "test_command": command, "reverted_files": ", ".join(reverted)}),
-                              [Check("tests-before", "the test command", PASSED, summarize_tests(before)),
-                               Check("refactoring", "the test command", FAILED, f"{problem}; reverted"),
-                               *service])
+                return attach(
+                    Outcome(
+                        ok=False,
+                        error=f"{problem}; the refactoring was reverted (tests "
+                        f"{'pass' if again.ok else 'still fail'} after the revert)",
+                        data={
+                            "tests_before": "passed",
+                            "tests_after": "failed" if service == [] else "passed",
+                            "reverted": "true",
+                            "tests_after_revert": "passed" if again.ok else "failed",
+                            "test_command": command,
+                            "reverted_files": ", ".join(reverted),
+                        },
+                    ),
+                    [
+                        Check("tests-before", "the test command", PASSED, summarize_tests(before)),
+                        Check("refactoring", "the test command", FAILED, f"{problem}; reverted"),
+                        *service,
+                    ],
+                )
         changed = [p for p in ws.files() if p not in snapshot or snapshot[p][0] != ws.artifact(p).sha256]
         record_artifacts(ctx, changed)
         modules_after = _python_modules(ws)
@@ -144,15 +164,32 @@ class OptimizerAgent(LLMAgent):
         if not changed:
             out = f"nothing to refactor: no file changed; tests pass ({summary})"
         else:
-            out = (f"refactored into {len(modules_after)} module(s) (was {len(modules_before)}; new: "
-                   f"{', '.join(new) or 'none'}); tests pass before and after ({summary})")
-        outcome = Outcome(output=out, data={
-            "tests_before": "passed", "tests_after": "passed", "tests_passed": "true", "reverted": "false",
-            "test_command": command, "modules": ", ".join(modules_after), "new_modules": ", ".join(new),
-            "files": ", ".join(changed), "test_output": after.describe(4000) if after else "",
-        })
-        return attach(outcome, [Check("tests-before", "the test command", PASSED, summarize_tests(before)),
-                                Check("tests-after", "the test command", PASSED, summary), *service])
+            out = (
+                f"refactored into {len(modules_after)} module(s) (was {len(modules_before)}; new: "
+                f"{', '.join(new) or 'none'}); tests pass before and after ({summary})"
+            )
+        outcome = Outcome(
+            output=out,
+            data={
+                "tests_before": "passed",
+                "tests_after": "passed",
+                "tests_passed": "true",
+                "reverted": "false",
+                "test_command": command,
+                "modules": ", ".join(modules_after),
+                "new_modules": ", ".join(new),
+                "files": ", ".join(changed),
+                "test_output": after.describe(4000) if after else "",
+            },
+        )
+        return attach(
+            outcome,
+            [
+                Check("tests-before", "the test command", PASSED, summarize_tests(before)),
+                Check("tests-after", "the test command", PASSED, summary),
+                *service,
+            ],
+        )
 
     # ---------------------------------------------------------------- helpers
     def _test_command(self, ctx: TaskContext) -> str:
@@ -173,8 +210,12 @@ class OptimizerAgent(LLMAgent):
     async def _test(self, s: Session, command: str, when: str) -> SandboxResult:
         r = await s.env.sandbox.run(command)
         s.env.report_isolation(r)
-        s.ctx.step(f"tests {when}: {'passed' if r.ok else 'failed'} ({summarize_tests(r)})", check="tests",
-                   ok=str(r.ok).lower(), exit_code=str(r.exit_code))
+        s.ctx.step(
+            f"tests {when}: {'passed' if r.ok else 'failed'} ({summarize_tests(r)})",
+            check="tests",
+            ok=str(r.ok).lower(),
+            exit_code=str(r.exit_code),
+        )
         return r
 
     def _snapshot(self, ws: Workspace) -> dict[str, tuple[str, bytes]]:
@@ -186,8 +227,10 @@ class OptimizerAgent(LLMAgent):
             if total > SNAPSHOT_LIMIT:
                 from ..errors import TaskFailed
 
-                raise TaskFailed(f"the project is larger than {SNAPSHOT_LIMIT // 1_000_000} MB; too large to refactor "
-                                 "with a safe revert")
+                raise TaskFailed(
+                    f"the project is larger than {SNAPSHOT_LIMIT // 1_000_000} MB; too large to refactor "
+                    "with a safe revert"
+                )
             out[p] = (ws.artifact(p).sha256, data)
         return out
 
@@ -216,5 +259,3 @@ class OptimizerAgent(LLMAgent):
         if earlier:
             text += f"\n\nResults of earlier steps of this project:\n{earlier}"
         return text
-
-

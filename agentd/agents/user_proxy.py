@@ -30,9 +30,7 @@ class UserProxyAgent(Agent):
         ctx.status("waiting for the user")
         r = await ctx.ask_user(question, choices)
         if r.decision == ApprovalDecision.REJECT:
-            raise TaskFailed(
-                f"the user declined to answer{': ' + r.feedback if r.feedback else ''}"
-            )
+            raise TaskFailed(f"the user declined to answer{': ' + r.feedback if r.feedback else ''}")
         answer = (r.answer or r.feedback).strip()
         if choices and answer and answer not in choices:
             low = {c.lower(): c for c in choices}

@@ -139,11 +139,7 @@ class Run:
     # ---------------------------------------------------------------- the three types
     async def sequential(self) -> None:
         for n, p in enumerate(self.active(), 1):
-            text = (
-                tx.user_question(self.entries)
-                if p.is_user
-                else tx.sequential_prompt(self.task, p, self.entries)
-            )
+            text = tx.user_question(self.entries) if p.is_user else tx.sequential_prompt(self.task, p, self.entries)
             e = await self.turn(n, p, text)
             if p.is_user and e.content.strip().lower() == "exit":
                 self.stop_reason = "the user ended it"
@@ -164,9 +160,7 @@ class Run:
                 for n, p in enumerate(ps, 1)
             )
         )
-        self.entries.sort(
-            key=lambda e: e.turn
-        )  # in the participants' order, whoever finished first
+        self.entries.sort(key=lambda e: e.turn)  # in the participants' order, whoever finished first
         self.stop_reason = f"{len(results)} results gathered"
 
     async def groupchat(self) -> None:
@@ -192,15 +186,11 @@ class Run:
                     break
             else:
                 self.stop_reason = f"max_rounds ({wf.max_rounds}) reached"
-            proxy = next(
-                (p for p in wf.participants if p.is_user and wf.human_mode(p) == "terminate"), None
-            )
+            proxy = next((p for p in wf.participants if p.is_user and wf.human_mode(p) == "terminate"), None)
             if proxy is None:
                 return
             # human_input_mode "terminate": the user may go on when the chat would end
-            e = await self.turn(
-                n + 1, proxy, tx.user_question(self.entries, ending=self.stop_reason)
-            )
+            e = await self.turn(n + 1, proxy, tx.user_question(self.entries, ending=self.stop_reason))
             n, prev = n + 1, proxy
             if not e.content.strip() or e.content.strip().lower() == "exit":
                 return
@@ -210,9 +200,7 @@ class Run:
     # ---------------------------------------------------------------- speakers
     def active(self) -> list[Participant]:
         """The participants who take turns (a user_proxy whose mode is not "always" does not)."""
-        return [
-            p for p in self.wf.participants if not p.is_user or self.wf.human_mode(p) == "always"
-        ]
+        return [p for p in self.wf.participants if not p.is_user or self.wf.human_mode(p) == "always"]
 
     async def select(self, n: int, prev: Participant | None) -> Participant:
         ps = self.active()
@@ -264,10 +252,7 @@ class Run:
             return ""
         if self.wf.summary_method == "last" or not said:
             return tx.strip_phrase(said[-1].content, self.wf.termination) if said else ""
-        prompt = (
-            f"Task: {self.task}\n\nThe conversation:\n\n{tx.conversation(self.entries)}\n\n"
-            "Summarise the outcome."
-        )
+        prompt = f"Task: {self.task}\n\nThe conversation:\n\n{tx.conversation(self.entries)}\n\nSummarise the outcome."
         r = await self.delegate(
             "summary",
             None,
@@ -289,9 +274,7 @@ class WorkflowAgent(Agent):
     async def run(self, ctx: TaskContext) -> Outcome:
         raw = ctx.task.options.get(DEF_OPTION, "")
         if not raw:
-            raise TaskFailed(
-                'no workflow definition in the task: run one with /workflow run NAME "task"'
-            )
+            raise TaskFailed('no workflow definition in the task: run one with /workflow run NAME "task"')
         try:
             wf = Workflow.from_json(raw)
         except (ValueError, ValidationError) as exc:

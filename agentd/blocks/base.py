@@ -105,9 +105,7 @@ def _problem(exc: ValidationError) -> tuple[str, str]:
 
 def validate_input(block: type[Block], data: Any) -> BaseModel:
     if not isinstance(data, dict):
-        raise BlockError(
-            block.id, "", f"the input must be an object of pins, not {type(data).__name__}"
-        )
+        raise BlockError(block.id, "", f"the input must be an object of pins, not {type(data).__name__}")
     try:
         return block.Input.model_validate(data)
     except ValidationError as exc:
@@ -120,9 +118,7 @@ def validate_output(block: type[Block], pin: str, value: Any) -> Any:
         return str(value)
     fields = block.Output.model_fields
     if pin not in fields:
-        raise BlockError(
-            block.id, pin, f"not an output of this block (outputs: {', '.join(fields)})"
-        )
+        raise BlockError(block.id, pin, f"not an output of this block (outputs: {', '.join(fields)})")
     try:
         return TypeAdapter(fields[pin].annotation).validate_python(value)
     except ValidationError as exc:

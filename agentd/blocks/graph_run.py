@@ -68,8 +68,7 @@ def graph_inputs(g: Graph, given: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - names)
     if unknown:
         raise GraphError(
-            f"graph input {unknown[0]!r}: the graph has no such input "
-            f"(inputs: {', '.join(sorted(names)) or 'none'})"
+            f"graph input {unknown[0]!r}: the graph has no such input (inputs: {', '.join(sorted(names)) or 'none'})"
         )
     out: dict[str, Any] = {}
     for i in g.inputs:
@@ -177,9 +176,7 @@ class GraphRun:
             first = len(s.runs)
             base = f"node:{s.node.id}" + (f"@{self.iteration}" if self.iteration else "")
             keys = [base] if len(runs) == 1 else [f"{base}#{i}" for i in range(len(runs))]
-            results = await asyncio.gather(
-                *(self._execute(s, k, inp) for k, inp in zip(keys, runs, strict=True))
-            )
+            results = await asyncio.gather(*(self._execute(s, k, inp) for k, inp in zip(keys, runs, strict=True)))
             for yields in results:
                 for pin, value in yields:
                     s.outputs.setdefault(pin, []).append(value)
@@ -220,9 +217,7 @@ class GraphRun:
             runs.append(inputs)
         return runs
 
-    async def _execute(
-        self, s: NodeState, key: str, inputs: dict[str, Any]
-    ) -> list[tuple[str, Any]]:
+    async def _execute(self, s: NodeState, key: str, inputs: dict[str, Any]) -> list[tuple[str, Any]]:
         n = s.node
         run: dict[str, Any] = {
             "key": key,
@@ -249,9 +244,7 @@ class GraphRun:
         try:
             result = await asyncio.wait_for(self.delegate(sub), self.node_timeout)
         except TimeoutError:
-            result = TaskResult(
-                "", TaskState.FAILED, error=f"no result after {self.node_timeout:g}s"
-            )
+            result = TaskResult("", TaskState.FAILED, error=f"no result after {self.node_timeout:g}s")
         except Exception as exc:  # not delegated (the link is down, refused): the node fails
             result = TaskResult("", TaskState.FAILED, error=f"not delegated: {exc}")
         yields = self._yields(n, result)
@@ -287,9 +280,7 @@ class GraphRun:
             )
         if n.block_id == WorkflowBlock.id:  # routed to the workflow agent type
             return WorkflowBlock.delegation(validate_input(WorkflowBlock, inputs), key, n.id)
-        return Delegation(
-            "blocks", json.dumps(inputs, default=str), action=Action.RUN, options=opts, key=key
-        )
+        return Delegation("blocks", json.dumps(inputs, default=str), action=Action.RUN, options=opts, key=key)
 
     @staticmethod
     def _yields(n: Node, result: TaskResult) -> list[tuple[str, Any]]:

@@ -39,12 +39,7 @@ def register(cls: type[Block]) -> type[Block]:
 
 def _from_module(mod: ModuleType) -> None:
     for _, obj in inspect.getmembers(mod, inspect.isclass):
-        if (
-            issubclass(obj, Block)
-            and obj is not Block
-            and obj.id
-            and obj.__module__ == mod.__name__
-        ):
+        if issubclass(obj, Block) and obj is not Block and obj.id and obj.__module__ == mod.__name__:
             register(obj)
 
 
@@ -59,9 +54,7 @@ def _load_entry_point(ep: Any) -> None:
     elif inspect.isclass(obj) and issubclass(obj, Block):
         register(obj)
     else:
-        log.warning(
-            "blocks_entry_point_ignored", name=ep.name, reason="not a module or Block class"
-        )
+        log.warning("blocks_entry_point_ignored", name=ep.name, reason="not a module or Block class")
 
 
 def load() -> dict[str, type[Block]]:
@@ -84,9 +77,7 @@ def get(block_id: str) -> type[Block]:
     try:
         return blocks[block_id]
     except KeyError:
-        raise KeyError(
-            f"unknown block {block_id!r}; known blocks: {', '.join(sorted(blocks))}"
-        ) from None
+        raise KeyError(f"unknown block {block_id!r}; known blocks: {', '.join(sorted(blocks))}") from None
 
 
 def catalog() -> list[dict[str, Any]]:

@@ -35,15 +35,12 @@ async def self_test(cls: type[Block]) -> list[str]:
     for i, (pin, expected) in enumerate(cls.test_output):
         if i >= len(got):
             problems.append(
-                f"block {cls.id}: pin {pin!r}: expected an output, got none "
-                f"(it yielded {len(got)} output(s))"
+                f"block {cls.id}: pin {pin!r}: expected an output, got none (it yielded {len(got)} output(s))"
             )
             continue
         gpin, gval = got[i]
         if gpin != pin:
-            problems.append(
-                f"block {cls.id}: output {i + 1}: expected pin {pin!r}, got pin {gpin!r}"
-            )
+            problems.append(f"block {cls.id}: output {i + 1}: expected pin {pin!r}, got pin {gpin!r}")
         elif not _matches(expected, gval):
             want = "a value the predicate accepts" if callable(expected) else repr(expected)
             problems.append(f"block {cls.id}: pin {pin!r}: expected {want}, got {gval!r}")

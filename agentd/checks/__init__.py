@@ -27,8 +27,19 @@ from orchgpt.checks import (
 
 from ..runtime import Outcome
 
-__all__ = ["CHECKS_KEY", "FAILED", "PASSED", "SKIPPED", "Check", "attach", "checks_of", "dumps",
-           "failed_required", "loads", "summary"]
+__all__ = [
+    "CHECKS_KEY",
+    "FAILED",
+    "PASSED",
+    "SKIPPED",
+    "Check",
+    "attach",
+    "checks_of",
+    "dumps",
+    "failed_required",
+    "loads",
+    "summary",
+]
 
 
 def attach(outcome: Outcome, checks: Iterable[Check]) -> Outcome:

@@ -62,19 +62,19 @@ def judge(rep: dict[str, Any]) -> tuple[list[str], str]:
         problems.append("the page renders no text in the browser (an empty body)")
     calls = rep.get("api", [])
     ok = len(calls) - len(bad)
-    summary = (f"rendered {rep.get('text_chars', 0)} characters, {ok} of {len(calls)} API call(s) "
-               f"succeeded, backend {rep.get('backend', 'none')}")
+    summary = (
+        f"rendered {rep.get('text_chars', 0)} characters, {ok} of {len(calls)} API call(s) "
+        f"succeeded, backend {rep.get('backend', 'none')}"
+    )
     return problems, summary
 
 
-async def browser_check(ws_root: Path, folder: str, manifest: dict[str, Any] | None,
-                        settings: Any) -> BrowserReport:
+async def browser_check(ws_root: Path, folder: str, manifest: dict[str, Any] | None, settings: Any) -> BrowserReport:
     """Load ``folder/index.html`` in Chromium inside the sandbox; the check and its problems."""
     why = unavailable()
     if why:
         return BrowserReport(Check("browser", TOOL, SKIPPED, why, required=False))
-    spec = {"dir": str(ws_root / folder), "chromium": chromium(),
-            "screenshot": str(ws_root / SCREENSHOT)}
+    spec = {"dir": str(ws_root / folder), "chromium": chromium(), "screenshot": str(ws_root / SCREENSHOT)}
     if manifest and isinstance(manifest.get("start"), str):
         spec["start"] = manifest["start"]
         spec["startup_s"] = manifest.get("startup_s", 15)
@@ -84,8 +84,7 @@ async def browser_check(ws_root: Path, folder: str, manifest: dict[str, Any] | N
     # Chromium reserves far more address space than any sane RLIMIT_AS (as for mmdc).
     limits = Limits(timeout_s=TIMEOUT_S, memory_mb=0, file_size_mb=64)
     try:
-        r = await Sandbox.for_settings(ws_root, settings, limits).run(
-            [sys.executable, "-c", PROBE.read_text(), SPEC])
+        r = await Sandbox.for_settings(ws_root, settings, limits).run([sys.executable, "-c", PROBE.read_text(), SPEC])
     except WeakSandboxRefused as exc:
         return BrowserReport(Check("browser", TOOL, SKIPPED, f"not run: {exc}", required=False))
     finally:
@@ -94,7 +93,7 @@ async def browser_check(ws_root: Path, folder: str, manifest: dict[str, Any] | N
     if not line:
         detail = f"the browser probe gave no report: {r.describe(300)}"
         return BrowserReport(Check("browser", TOOL, FAILED, detail), [detail])
-    rep = json.loads(line[len("BROWSER-REPORT "):])
+    rep = json.loads(line[len("BROWSER-REPORT ") :])
     problems, summary = judge(rep)
     shot = SCREENSHOT if (ws_root / SCREENSHOT).is_file() else ""
     if problems:

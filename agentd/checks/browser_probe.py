@@ -36,9 +36,7 @@ def free_port() -> int:
     return port
 
 
-def start_backend(
-    spec: dict[str, Any], report: dict[str, Any]
-) -> tuple[subprocess.Popen[bytes] | None, int | None]:
+def start_backend(spec: dict[str, Any], report: dict[str, Any]) -> tuple[subprocess.Popen[bytes] | None, int | None]:
     if not spec.get("start"):
         return None, None
     port = free_port()
@@ -108,28 +106,20 @@ def main() -> None:
             def response(r: Any) -> None:
                 if r.request.resource_type in ("fetch", "xhr"):
                     path = urllib.parse.urlsplit(r.url).path
-                    report["api"].append(
-                        {"method": r.request.method, "path": path, "status": r.status}
-                    )
+                    report["api"].append({"method": r.request.method, "path": path, "status": r.status})
 
             def failed(r: Any) -> None:
-                report["failed"].append(
-                    f"{r.method} {urllib.parse.urlsplit(r.url).path}: {r.failure}"
-                )
+                report["failed"].append(f"{r.method} {urllib.parse.urlsplit(r.url).path}: {r.failure}")
 
             def is_file(path: str) -> bool:
-                full = os.path.realpath(
-                    os.path.join(spec["dir"], urllib.parse.unquote(path).lstrip("/"))
-                )
+                full = os.path.realpath(os.path.join(spec["dir"], urllib.parse.unquote(path).lstrip("/")))
                 inside = full.startswith(os.path.realpath(spec["dir"]) + os.sep)
                 return (inside and os.path.isfile(full)) or path in ("", "/")
 
             def reroute(route: Any) -> Any:
                 u = urllib.parse.urlsplit(route.request.url)
                 if bport is None or (u.port == port and is_file(u.path)):
-                    return (
-                        route.continue_()
-                    )  # the UI's own files (same-origin API calls: the backend)
+                    return route.continue_()  # the UI's own files (same-origin API calls: the backend)
                 target = u._replace(netloc=f"127.0.0.1:{bport}").geturl()
                 return route.continue_(url=target)
 

@@ -60,8 +60,8 @@ def _segments(path: str) -> list[str]:
 def _same_path(a: str, b: str) -> bool:
     x, y = _segments(a), _segments(b)
     return len(x) == len(y) and all(
-        s == t or _PARAM.fullmatch(s) is not None or _PARAM.fullmatch(t) is not None
-        for s, t in zip(x, y, strict=True))
+        s == t or _PARAM.fullmatch(s) is not None or _PARAM.fullmatch(t) is not None for s, t in zip(x, y, strict=True)
+    )
 
 
 @dataclass
@@ -85,17 +85,21 @@ class ContractReport:
         return head
 
 
-def judge(routes: Sequence[Route], rows: Sequence[Mapping[str, Any]],
-          openapi: Mapping[str, Any] | None) -> ContractReport:
+def judge(
+    routes: Sequence[Route], rows: Sequence[Mapping[str, Any]], openapi: Mapping[str, Any] | None
+) -> ContractReport:
     """Which declared routes the service serves, from the probe's rows (one per route, in order)
     and the OpenAPI schema's ``paths`` when the service published one."""
-    report = ContractReport(list(routes), source="the service's OpenAPI schema" if openapi else
-                            "the service's answers")
+    report = ContractReport(list(routes), source="the service's OpenAPI schema" if openapi else "the service's answers")
     for route, row in zip(routes, rows, strict=False):
         status = row.get("status")
         if openapi:
-            methods = {m.upper() for p, ops in openapi.items() if _same_path(p, route.path)
-                       for m in (ops if isinstance(ops, dict) else {})}
+            methods = {
+                m.upper()
+                for p, ops in openapi.items()
+                if _same_path(p, route.path)
+                for m in (ops if isinstance(ops, dict) else {})
+            }
             if route.method in methods:
                 report.served.append(str(route))
             else:
@@ -115,6 +119,8 @@ def judge(routes: Sequence[Route], rows: Sequence[Mapping[str, Any]],
 
 def feedback(report: ContractReport) -> str:
     lines = "\n".join(f"- {m}" for m in report.missing)
-    return (f"The architect's design (ARCHITECTURE.md, section Endpoints) declares routes that the "
-            f"service does not serve:\n{lines}\nImplement them (the same method and path), and list "
-            "them in service.json too; then answer with one line.")
+    return (
+        f"The architect's design (ARCHITECTURE.md, section Endpoints) declares routes that the "
+        f"service does not serve:\n{lines}\nImplement them (the same method and path), and list "
+        "them in service.json too; then answer with one line."
+    )

@@ -114,9 +114,7 @@ def _num(el: ET.Element, key: str, default: float | None = None) -> float | None
 
 
 def _fill(el: ET.Element) -> tuple[int, int, int] | None:
-    style = dict(
-        kv.split(":", 1) for kv in (el.get("style") or "").replace(" ", "").split(";") if ":" in kv
-    )
+    style = dict(kv.split(":", 1) for kv in (el.get("style") or "").replace(" ", "").split(";") if ":" in kv)
     return parse_colour(style.get("fill") or el.get("fill"))
 
 
@@ -142,8 +140,7 @@ def svg_pairs(name: str, text: str) -> list[Pair]:
                 (
                     c
                     for box, c in reversed(under)
-                    if box is None
-                    or (box[0] <= tx <= box[0] + box[2] and box[1] <= ty <= box[1] + box[3])
+                    if box is None or (box[0] <= tx <= box[0] + box[2] and box[1] <= ty <= box[1] + box[3])
                 ),
                 None,
             )
@@ -161,9 +158,7 @@ def contrast_check(palette_lines: list[str], mockups: dict[str, str]) -> tuple[C
         return Check("contrast", "WCAG 2 formula", SKIPPED, note or "no colour pairs to check"), []
     low = [p for p in pairs if p.ratio < AA_NORMAL]
     if low:
-        problems = [
-            f"contrast too low for text (WCAG AA needs {AA_NORMAL}:1): {p}" for p in low[:10]
-        ]
+        problems = [f"contrast too low for text (WCAG AA needs {AA_NORMAL}:1): {p}" for p in low[:10]]
         detail = f"{len(low)} of {len(pairs)} pair(s) below {AA_NORMAL}:1; worst: " + str(
             min(low, key=lambda p: p.ratio)
         )

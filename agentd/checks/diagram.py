@@ -48,9 +48,7 @@ _KEYWORDS = {
     "opt",
     "par",
 }
-_MM_NODE = re.compile(
-    r"\b([A-Za-z_][\w-]*)\s*(?:\[\[|\[\(|\(\[|\(\(|\[/|\[\\|\[|\(|\{\{|\{|>)\s*\"?([^\"\]\)\}]*)"
-)
+_MM_NODE = re.compile(r"\b([A-Za-z_][\w-]*)\s*(?:\[\[|\[\(|\(\[|\(\(|\[/|\[\\|\[|\(|\{\{|\{|>)\s*\"?([^\"\]\)\}]*)")
 _MM_ARROW = re.compile(r"\s*(?:-->|---|-\.->|-\.-|==>|===|--[ox]|<-->|~~~)\s*")
 _MM_EDGE_LABEL = re.compile(r"\|[^|]*\||--\s[^-]*?-->")
 _MM_PARTICIPANT = re.compile(r"^\s*(?:participant|actor)\s+(\S+)(?:\s+as\s+(.+))?$", re.M)
@@ -101,20 +99,14 @@ def dot_nodes(src: str) -> list[Node]:
 
 def _matches(component: str, node: Node) -> bool:
     c = key(component)
-    return bool(c) and any(
-        k == c or (min(len(k), len(c)) >= 3 and (k in c or c in k)) for k in node.keys()
-    )
+    return bool(c) and any(k == c or (min(len(k), len(c)) >= 3 and (k in c or c in k)) for k in node.keys())
 
 
-def component_match(
-    components: Sequence[str], nodes: Sequence[Node]
-) -> tuple[list[str], list[str]]:
+def component_match(components: Sequence[str], nodes: Sequence[Node]) -> tuple[list[str], list[str]]:
     """(components missing from the diagram, diagram nodes that are no component)."""
     missing = [c for c in components if not any(_matches(c, n) for n in nodes)]
     extra = [
-        n.label or n.ident
-        for n in nodes
-        if not any(_matches(c, n) for c in components) and not (n.keys() & IMPLIED)
+        n.label or n.ident for n in nodes if not any(_matches(c, n) for c in components) and not (n.keys() & IMPLIED)
     ]
     return missing, extra
 
@@ -131,7 +123,5 @@ def diagram_check(diagram: str, src: str, components: Sequence[str]) -> tuple[Ch
     problems += [f"{diagram} draws {x!r}, which is not a component of the document" for x in extra]
     if problems:
         return Check("components", TOOL, FAILED, "; ".join(problems)), problems
-    detail = (
-        f"{len(components)} component(s) of the document are the {len(nodes)} node(s) of {diagram}"
-    )
+    detail = f"{len(components)} component(s) of the document are the {len(nodes)} node(s) of {diagram}"
     return Check("components", TOOL, PASSED, detail), []

@@ -55,8 +55,10 @@ def judge(raw: dict[str, Any]) -> FuzzReport:
     if raw.get("rc") == 0:
         return FuzzReport(Check("schemathesis", TOOL, PASSED, counts or "no issues found"))
     if raw.get("rc") is None:
-        return FuzzReport(Check("schemathesis", TOOL, FAILED, out[:200]),
-                          f"schemathesis could not finish against the service: {out[:500]}")
+        return FuzzReport(
+            Check("schemathesis", TOOL, FAILED, out[:200]),
+            f"schemathesis could not finish against the service: {out[:500]}",
+        )
     if "No module named" in out or "ModuleNotFoundError" in out:
         why = "schemathesis is not importable in the sandbox"
         return FuzzReport(Check("schemathesis", TOOL, SKIPPED, why, required=False))
@@ -65,8 +67,10 @@ def judge(raw: dict[str, Any]) -> FuzzReport:
     kinds = re.findall(r"^- (ST\d+ [^\n]+)$", failures, re.M)
     first = "; ".join(f"{op}: {k}" for op, k in zip(ops, kinds, strict=False))
     detail = "; ".join(x for x in (counts, first) if x) or "schemathesis found problems"
-    feedback = ("The tests pass, but property-based testing of the service's OpenAPI schema "
-                "(schemathesis) found requests the service does not handle: a 5xx answer or an "
-                "answer that does not match the schema. Make the service validate its input and "
-                "answer within its schema. What schemathesis found:\n" + failures)
+    feedback = (
+        "The tests pass, but property-based testing of the service's OpenAPI schema "
+        "(schemathesis) found requests the service does not handle: a 5xx answer or an "
+        "answer that does not match the schema. Make the service validate its input and "
+        "answer within its schema. What schemathesis found:\n" + failures
+    )
     return FuzzReport(Check("schemathesis", TOOL, FAILED, detail), feedback)

@@ -49,16 +49,20 @@ class LintReport:
         if not self.problems:
             return f"no problems in {self.files} file(s) (rules {RULES})"
         codes = sorted({p.code for p in self.problems})
-        return (f"{len(self.problems)} problem(s) in {self.files} file(s): "
-                + ", ".join(str(p) for p in self.problems[:3])
-                + (f" (codes {', '.join(codes)})" if len(self.problems) > 3 else ""))
+        return (
+            f"{len(self.problems)} problem(s) in {self.files} file(s): "
+            + ", ".join(str(p) for p in self.problems[:3])
+            + (f" (codes {', '.join(codes)})" if len(self.problems) > 3 else "")
+        )
 
     def feedback(self) -> str:
         shown = "\n".join(f"- {p}" for p in self.problems[:SHOWN])
         more = f"\n- ... and {len(self.problems) - SHOWN} more" if len(self.problems) > SHOWN else ""
-        return (f"ruff (rules {RULES}: syntax errors, undefined names, unused imports and variables) "
-                f"found {len(self.problems)} problem(s) in the code:\n{shown}{more}\nFix them with "
-                "write_file.")
+        return (
+            f"ruff (rules {RULES}: syntax errors, undefined names, unused imports and variables) "
+            f"found {len(self.problems)} problem(s) in the code:\n{shown}{more}\nFix them with "
+            "write_file."
+        )
 
 
 def python_files(ws: Workspace) -> list[str]:
@@ -79,8 +83,20 @@ async def run_ruff(sandbox: Sandbox, ws: Workspace, timeout_s: float = 60) -> Li
     if importlib.util.find_spec("ruff") is None:
         return LintReport(files=len(files), skipped="ruff is not installed on this agent (pip install ruff)")
     result = await sandbox.run(
-        [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", "--select", RULES,
-         "--output-format", "json", "--", *files],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--isolated",
+            "--no-cache",
+            "--select",
+            RULES,
+            "--output-format",
+            "json",
+            "--",
+            *files,
+        ],
         timeout_s=timeout_s,
     )
     try:
@@ -93,7 +109,13 @@ async def run_ruff(sandbox: Sandbox, ws: Workspace, timeout_s: float = 60) -> Li
     problems = []
     for d in raw:
         loc = d.get("location") or {}
-        problems.append(Problem(_relative(str(d.get("filename", "?")), files), int(loc.get("row") or 0),
-                                int(loc.get("column") or 0), str(d.get("code") or "syntax"),
-                                " ".join(str(d.get("message", "")).split())))
+        problems.append(
+            Problem(
+                _relative(str(d.get("filename", "?")), files),
+                int(loc.get("row") or 0),
+                int(loc.get("column") or 0),
+                str(d.get("code") or "syntax"),
+                " ".join(str(d.get("message", "")).split()),
+            )
+        )
     return LintReport(problems, len(files))

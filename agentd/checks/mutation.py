@@ -34,12 +34,24 @@ SCRATCH = ".orchgpt/mutants.json"  # in the workspace, removed after the run
 TOOL = "agentd mutation"
 
 _BINOP_SWAP: dict[type[ast.operator], type[ast.operator]] = {
-    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Mult,
     ast.Mod: ast.FloorDiv,
 }
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
-    ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
-    ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+    ast.Lt: ast.GtE,
+    ast.GtE: ast.Lt,
+    ast.Gt: ast.LtE,
+    ast.LtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
 }
 KINDS = ("raise", "return", "arith", "compare", "condition")
 
@@ -81,8 +93,12 @@ class MutationReport:
 
 def is_test_file(path: str) -> bool:
     p = PurePosixPath(path)
-    return (p.name.startswith("test_") or p.name.endswith("_test.py") or p.name == "conftest.py"
-            or any(part in ("tests", "test") for part in p.parts[:-1]))
+    return (
+        p.name.startswith("test_")
+        or p.name.endswith("_test.py")
+        or p.name == "conftest.py"
+        or any(part in ("tests", "test") for part in p.parts[:-1])
+    )
 
 
 def mutable_files(ws: Workspace) -> dict[str, str]:
@@ -109,8 +125,12 @@ def _short(node: ast.AST, width: int = 50) -> str:
 
 
 def _is_main_guard(node: ast.AST) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+    )
 
 
 def _sites(tree: ast.AST) -> list[tuple[str, str, int, ast.AST]]:
@@ -121,29 +141,43 @@ def _sites(tree: ast.AST) -> list[tuple[str, str, int, ast.AST]]:
     def visit(node: ast.AST, fn: str) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 body = body[1:]
-            trivial = all(isinstance(b, ast.Pass) or (isinstance(b, ast.Expr)
-                          and isinstance(b.value, ast.Constant)) for b in body)
+            trivial = all(
+                isinstance(b, ast.Pass) or (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)) for b in body
+            )
             if body and not trivial:
                 out.append(("raise", node.name, node.lineno, node))
             fn = node.name
         elif _is_main_guard(node):
             return
         elif fn:
-            if isinstance(node, ast.Return) and node.value is not None and not (
-                    isinstance(node.value, ast.Constant) and node.value.value is None):
+            if (
+                isinstance(node, ast.Return)
+                and node.value is not None
+                and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+            ):
                 out.append(("return", fn, node.lineno, node))
-            elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in _BINOP_SWAP and not (
-                    isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod)
-                    and isinstance(node.left, (ast.Constant, ast.JoinedStr))):  # "%s" % x
+            elif (
+                isinstance(node, (ast.BinOp, ast.AugAssign))
+                and type(node.op) in _BINOP_SWAP
+                and not (
+                    isinstance(node, ast.BinOp)
+                    and isinstance(node.op, ast.Mod)
+                    and isinstance(node.left, (ast.Constant, ast.JoinedStr))
+                )
+            ):  # "%s" % x
                 out.append(("arith", fn, node.lineno, node))
             elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _CMP_SWAP:
                 out.append(("compare", fn, node.lineno, node))
             elif isinstance(node, (ast.If, ast.While, ast.IfExp)) and not (
-                    isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
-                    and type(node.test.ops[0]) in _CMP_SWAP):  # flipping the comparison says the same
+                isinstance(node.test, ast.Compare) and len(node.test.ops) == 1 and type(node.test.ops[0]) in _CMP_SWAP
+            ):  # flipping the comparison says the same
                 out.append(("condition", fn, node.lineno, node))
         for child in ast.iter_child_nodes(node):
             visit(child, fn)
@@ -161,15 +195,21 @@ def _negate(expr: ast.expr) -> ast.expr:
 def _mutate(kind: str, node: ast.AST) -> str:
     """Change the node in place; a description of the change."""
     if kind == "raise" and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        doc = node.body[:1] if (isinstance(node.body[0], ast.Expr)
-                                and isinstance(node.body[0].value, ast.Constant)) else []
+        doc = (
+            node.body[:1]
+            if (isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant))
+            else []
+        )
         node.body = [*doc, ast.parse("raise RuntimeError('mutant: body replaced')").body[0]]
         return "body raises RuntimeError"
     if kind == "return" and isinstance(node, ast.Return) and node.value is not None:
         before = _short(node)
         v = node.value
-        boolish = (isinstance(v, (ast.Compare, ast.BoolOp)) or (isinstance(v, ast.UnaryOp)
-                   and isinstance(v.op, ast.Not)) or (isinstance(v, ast.Constant) and isinstance(v.value, bool)))
+        boolish = (
+            isinstance(v, (ast.Compare, ast.BoolOp))
+            or (isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.Not))
+            or (isinstance(v, ast.Constant) and isinstance(v.value, bool))
+        )
         node.value = _negate(v) if boolish else ast.Constant(value=None)
         return f"`{before}` -> `{_short(node)}`"
     if kind == "arith" and isinstance(node, (ast.BinOp, ast.AugAssign)):
@@ -342,8 +382,13 @@ def _pytest_args(test_command: Sequence[str]) -> list[str] | None:
 
 
 async def run_mutants(
-    sandbox: Sandbox, ws: Workspace, mutants: list[Mutant], test_command: Sequence[str] | str,
-    *, per_mutant_s: float, total_s: float,
+    sandbox: Sandbox,
+    ws: Workspace,
+    mutants: list[Mutant],
+    test_command: Sequence[str] | str,
+    *,
+    per_mutant_s: float,
+    total_s: float,
 ) -> MutationReport:
     """Run the tests against each mutant in the sandbox (see the module's doc)."""
     report = MutationReport(mutants)
@@ -380,10 +425,11 @@ async def run_mutants(
         report.problem = "the mutation run did not finish: " + " ".join(result.describe(600).split())
         report.not_run = len(mutants)
         return report
-    raw = json.loads(line[len("MUTATION-REPORT "):])
+    raw = json.loads(line[len("MUTATION-REPORT ") :])
     if raw.get("baseline") != 0:
-        report.problem = (f"the tests do not pass in a copy of the project (exit {raw.get('baseline')}), "
-                          "so mutants cannot be judged")
+        report.problem = (
+            f"the tests do not pass in a copy of the project (exit {raw.get('baseline')}), so mutants cannot be judged"
+        )
         report.not_run = len(mutants)
         return report
     for r in raw.get("results", []):

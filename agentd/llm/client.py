@@ -165,13 +165,23 @@ class LLM:
                     if isinstance(parsed, compat.Call):
                         return ChatResult(raw.content, [parsed.call], usage, "tool_calls", "compat")
                     if isinstance(parsed, compat.Invalid):
-                        history = [*compat.to_compat(msgs, tools), {"role": "assistant", "content": raw.content},
-                                   compat.feedback(parsed.error)]
-                        log.info("tool_call_invalid", url=ep.url, mode="compat", attempt=attempt + 1, error=parsed.error[:300])
+                        history = [
+                            *compat.to_compat(msgs, tools),
+                            {"role": "assistant", "content": raw.content},
+                            compat.feedback(parsed.error),
+                        ]
+                        log.info(
+                            "tool_call_invalid",
+                            url=ep.url,
+                            mode="compat",
+                            attempt=attempt + 1,
+                            error=parsed.error[:300],
+                        )
                         if attempt == retries:
                             return self._gave_up(raw, usage, "compat", parsed.error)
-                        return await self._chat_compat(ep, history, tools, on_token, opts, usage,
-                                                       retries=retries - attempt - 1)
+                        return await self._chat_compat(
+                            ep, history, tools, on_token, opts, usage, retries=retries - attempt - 1
+                        )
                 return ChatResult(raw.content, [], usage, raw.finish_reason, "native")
             calls, errors = check_native(raw.tool_calls, tools)
             if not errors:
@@ -179,21 +189,31 @@ class LLM:
             log.info("tool_call_invalid", url=ep.url, mode="native", attempt=attempt + 1, error=errors[0][:300])
             if attempt == retries:
                 return self._gave_up(raw, usage, "native", errors[0])
-            msgs.append({
-                "role": "assistant",
-                "content": raw.content,
-                "tool_calls": [
-                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                    for c in raw.tool_calls
-                ],
-            })
+            msgs.append(
+                {
+                    "role": "assistant",
+                    "content": raw.content,
+                    "tool_calls": [
+                        {
+                            "id": c["id"],
+                            "type": "function",
+                            "function": {"name": c["name"], "arguments": c["arguments"]},
+                        }
+                        for c in raw.tool_calls
+                    ],
+                }
+            )
             for c, err in zip(raw.tool_calls, per_call_errors(raw.tool_calls, tools), strict=True):
-                msgs.append({
-                    "role": "tool",
-                    "tool_call_id": c["id"],
-                    "name": c["name"],
-                    "content": f"error: {err}" if err else "not run: another call in this reply was invalid; call again",
-                })
+                msgs.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": c["id"],
+                        "name": c["name"],
+                        "content": f"error: {err}"
+                        if err
+                        else "not run: another call in this reply was invalid; call again",
+                    }
+                )
         raise AssertionError("unreachable")
 
     async def _chat_compat(
@@ -264,9 +284,7 @@ class LLM:
                     f"the model server at {ep.url} did not finish the reply within "
                     f"{total_timeout(ep.settings):g}s (timeout)"
                 ) from None
-        raise LLMError(
-            f"the model server at {ep.url} kept rejecting the request (400): {text.lower()}"
-        )
+        raise LLMError(f"the model server at {ep.url} kept rejecting the request (400): {text.lower()}")
 
     @staticmethod
     def _learn_from(
@@ -290,9 +308,7 @@ class LLM:
             if feature == rj.STREAM_USAGE and prof.stream_usage:
                 ep.learn(stream_usage=False)
                 return True
-            if feature == rj.MAX_COMPLETION_TOKENS and "max_tokens" in opts and (
-                not prof.max_completion_tokens
-            ):
+            if feature == rj.MAX_COMPLETION_TOKENS and "max_tokens" in opts and (not prof.max_completion_tokens):
                 ep.learn(max_completion_tokens=True)
                 return True
             dropped = prof.unsupported_params
@@ -314,10 +330,15 @@ class LLM:
             transcript = transcript[-limit:]
         res = await self.chat(
             [
-                {"role": "system", "content": "You summarise conversations between an agent and its tools. "
-                 "Keep facts, file names, decisions, errors and open problems; drop chatter."},
-                {"role": "user", "content": "Summarise this earlier part of the conversation in at most "
-                 "200 words:\n\n" + transcript},
+                {
+                    "role": "system",
+                    "content": "You summarise conversations between an agent and its tools. "
+                    "Keep facts, file names, decisions, errors and open problems; drop chatter.",
+                },
+                {
+                    "role": "user",
+                    "content": "Summarise this earlier part of the conversation in at most 200 words:\n\n" + transcript,
+                },
             ],
             model="fast",
             max_tokens=400,

@@ -81,7 +81,11 @@ def feedback(error: str) -> dict[str, Any]:
 
 
 def _candidates(content: str) -> list[str]:
-    blocks = [body for lang, body in _FENCE.findall(content) if lang.lower() in ("", "json", "tool", "tool_call", "tool_code") or body.lstrip().startswith("{")]
+    blocks = [
+        body
+        for lang, body in _FENCE.findall(content)
+        if lang.lower() in ("", "json", "tool", "tool_call", "tool_code") or body.lstrip().startswith("{")
+    ]
     if not blocks:
         s = content.strip()
         if s.startswith("{") and s.endswith("}"):
@@ -89,7 +93,7 @@ def _candidates(content: str) -> list[str]:
         else:  # a bare {"tool": ...} object inside prose
             i = content.find('{"tool"')
             if i >= 0:
-                blocks = [content[i:content.rfind("}") + 1] or content[i:]]
+                blocks = [content[i : content.rfind("}") + 1] or content[i:]]
     return blocks
 
 
@@ -102,8 +106,10 @@ def parse_call(content: str, tools: list[ToolSpec]) -> Parsed:
             obj = _loads_lenient(body)
         except json.JSONDecodeError as exc:
             if '"tool"' in body or "'tool'" in body:
-                return Invalid(f"the JSON block is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                               "it may have been cut off or contain unescaped quotes or newlines")
+                return Invalid(
+                    f"the JSON block is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                    "it may have been cut off or contain unescaped quotes or newlines"
+                )
             continue
         if not isinstance(obj, dict):
             continue

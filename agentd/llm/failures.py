@@ -18,13 +18,17 @@ def describe(ep: Endpoint, exc: BaseException) -> str:
     if isinstance(exc, openai.APIConnectionError):
         return f"cannot reach the model server at {url}: {cause(exc)}{retried}"
     if isinstance(exc, openai.AuthenticationError):
-        return (f"the model server at {url} rejected the API key (401 Unauthorized): {error_text(exc)}; "
-                "check OPENAI_API_KEY (or ORCHGPT_FAST_API_KEY / ORCHGPT_<TYPE>_API_KEY)")
+        return (
+            f"the model server at {url} rejected the API key (401 Unauthorized): {error_text(exc)}; "
+            "check OPENAI_API_KEY (or ORCHGPT_FAST_API_KEY / ORCHGPT_<TYPE>_API_KEY)"
+        )
     if isinstance(exc, openai.PermissionDeniedError):
         return f"the model server at {url} refused access (403 Forbidden): {error_text(exc)}"
     if isinstance(exc, openai.NotFoundError):
-        return (f"the model server at {url} does not know the model {ep.model!r} (404): {error_text(exc)}; "
-                "check ORCHGPT_MODEL")
+        return (
+            f"the model server at {url} does not know the model {ep.model!r} (404): {error_text(exc)}; "
+            "check ORCHGPT_MODEL"
+        )
     if isinstance(exc, openai.RateLimitError):
         return f"the model server at {url} kept rate limiting (429){retried}: {error_text(exc)}"
     if isinstance(exc, openai.APIStatusError):

@@ -28,7 +28,9 @@ def cut_middle(text: str, keep_chars: int) -> str:
     keep_chars = max(keep_chars, 80)
     head = keep_chars * 2 // 3
     tail = keep_chars - head
-    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut to fit the context window ...]\n{text[-tail:]}"
+    return (
+        f"{text[:head]}\n[... {len(text) - head - tail} characters cut to fit the context window ...]\n{text[-tail:]}"
+    )
 
 
 async def fit_messages(

@@ -28,6 +28,7 @@ PRICES: dict[str, tuple[float, float]] = {
     "o4-mini": (1.10, 4.40),
 }
 
+
 def price(model: str) -> tuple[float, float]:
     name = model.lower().split("/")[-1]
     best = ""

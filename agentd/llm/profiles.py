@@ -50,9 +50,7 @@ class ModelProfile:
     unsupported_params: frozenset[str] = frozenset()  # sampling parameters it rejects (temperature)
     context_window: int | None = None  # tokens; None: the configured default
     max_output_tokens: int | None = None  # default max_tokens of a call; None: the server's
-    quirks: frozenset[str] = (
-        frozenset()
-    )  # e.g. "base_model": continues patterns, echoes instructions
+    quirks: frozenset[str] = frozenset()  # e.g. "base_model": continues patterns, echoes instructions
     text_strategy: str = "fill_in"  # see TEXT_STRATEGIES
     learnt: frozenset[str] = frozenset()  # the fields learnt at run time
 
@@ -153,9 +151,7 @@ class ProfileCache:
 
     def resolve(self, settings: Any, model: str | None = None) -> ModelProfile:
         """The profile to use for a call: seed, learnt facts, then the configuration."""
-        return configured(
-            self.get(settings.url, model if model is not None else settings.model), settings
-        )
+        return configured(self.get(settings.url, model if model is not None else settings.model), settings)
 
     def learn(self, base_url: str, model: str, **facts: Any) -> ModelProfile:
         """Record facts found out at run time (each once); returns the new profile."""

@@ -60,11 +60,7 @@ def rejected_features(exc: BaseException, *, system: bool, text: str = "") -> li
     err = error_fields(exc)
     param = str(err.get("param") or "")
     if param:
-        if (
-            param.startswith("messages")
-            and system
-            and "role" in str(err.get("code") or text).lower()
-        ):
+        if param.startswith("messages") and system and "role" in str(err.get("code") or text).lower():
             return [SYSTEM_ROLE]
         feature = _PARAMS.get(param) or _PARAMS.get(param.split(".")[0])
         return [feature] if feature else []

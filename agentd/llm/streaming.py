@@ -46,8 +46,14 @@ async def with_retries(
                 delay = max(delay, min(float(after), s.max_backoff_s)) if after else delay
             except ValueError:
                 pass
-        log.warning("llm_retry", url=ep.url, model=ep.model, attempt=state.attempt_number,
-                    wait_s=round(delay, 3), error=short(exc))
+        log.warning(
+            "llm_retry",
+            url=ep.url,
+            model=ep.model,
+            attempt=state.attempt_number,
+            wait_s=round(delay, 3),
+            error=short(exc),
+        )
         return delay
 
     def stop(state: RetryCallState) -> bool:
@@ -68,8 +74,7 @@ async def with_retries(
         with attempt:
             async with asyncio.timeout(total_timeout(s)):
                 if tracing.ENABLED:  # a `chat {model}` span (agentd/telemetry.py)
-                    return await telemetry.chat(stream_reply, ep, prof, msgs, tools, on_token,
-                                                opts, usage, total)
+                    return await telemetry.chat(stream_reply, ep, prof, msgs, tools, on_token, opts, usage, total)
                 return await stream_reply(ep, prof, msgs, tools, on_token, opts, usage, total)
     raise AssertionError("unreachable")
 
@@ -126,11 +131,19 @@ async def stream_reply(
     else:  # the server reports no usage: count it ourselves
         p = ep.counter.messages(msgs, ep.model)
         c_ = ep.counter.text(content + "".join(c["name"] + c["arguments"] for c in tool_calls), ep.model)
-    call_usage = Usage(prompt_tokens=p, completion_tokens=c_, cost_usd=cost_usd(ep.model, p, c_),
-                       model=ep.model, calls=1)
+    call_usage = Usage(
+        prompt_tokens=p, completion_tokens=c_, cost_usd=cost_usd(ep.model, p, c_), model=ep.model, calls=1
+    )
     usage.add(call_usage)
     total.add(call_usage)
     telemetry.count_llm(p, c_)  # reported in the heartbeats
-    log.debug("llm_call", url=ep.url, model=ep.model, prompt_tokens=p, completion_tokens=c_,
-              finish=finish, tool_calls=len(tool_calls))
+    log.debug(
+        "llm_call",
+        url=ep.url,
+        model=ep.model,
+        prompt_tokens=p,
+        completion_tokens=c_,
+        finish=finish,
+        tool_calls=len(tool_calls),
+    )
     return Raw(content, tool_calls, finish or ("tool_calls" if tool_calls else "stop"))

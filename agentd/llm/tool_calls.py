@@ -25,7 +25,9 @@ def per_call_errors(raw_calls: list[dict[str, str]], tools: list[ToolSpec]) -> l
             errors.append(f"the arguments of {name} must be a JSON object")
             continue
         problems = validate(args, by_name[name].parameters)
-        errors.append(f"the arguments of {name} do not match its schema: " + "; ".join(problems[:5]) if problems else "")
+        errors.append(
+            f"the arguments of {name} do not match its schema: " + "; ".join(problems[:5]) if problems else ""
+        )
     return errors
 
 

@@ -120,9 +120,7 @@ def _interpreter_reachable() -> bool:
 # ---------------------------------------------------------------- the sandbox
 
 
-def clean_env(
-    workspace: Path, extra: Mapping[str, str] | None = None, tmpdir: str | None = None
-) -> dict[str, str]:
+def clean_env(workspace: Path, extra: Mapping[str, str] | None = None, tmpdir: str | None = None) -> dict[str, str]:
     """The whole environment of a sandboxed command (nothing inherited from the agent)."""
     bindir = os.path.dirname(sys.executable)
     env = {
@@ -158,9 +156,7 @@ class Sandbox:
         self.workspace = Path(workspace).resolve()
         self.limits = limits or Limits()
         self.policy = policy if policy is not None else SandboxPolicy.from_env()
-        self.hide = sorted(
-            {os.path.abspath(os.fspath(p)) for p in hide} | set(self.policy.protected)
-        )
+        self.hide = sorted({os.path.abspath(os.fspath(p)) for p in hide} | set(self.policy.protected))
         self._isolation = isolation
 
     @classmethod
@@ -233,9 +229,7 @@ class Sandbox:
             notes.append(f"network not isolated ({iso.reason})")
             notes.append("no IPC namespace: SysV shared memory and semaphores are the host's")
             if not own_uid:
-                notes.append(
-                    "the agent's certificate and key are readable by path (no mount namespace)"
-                )
+                notes.append("the agent's certificate and key are readable by path (no mount namespace)")
 
         hide = list(self.hide)
         if self.policy.workspace_root:
@@ -247,8 +241,7 @@ class Sandbox:
         if allocator is not None:
             lease = await asyncio.to_thread(allocator.acquire, self.workspace)
             if lease.shared_nobody:
-                notes.append("no uid range is mapped here: the command runs as nobody, "
-                             "like every other task's")
+                notes.append("no uid range is mapped here: the command runs as nobody, like every other task's")
         try:
             uid = lease.uid if lease is not None else None
             spec = LaunchSpec(
@@ -416,5 +409,3 @@ def _read_bounded(f: Any, limit: int) -> tuple[str, bool]:
         + tail.decode(errors="replace")
     )
     return text, True
-
-

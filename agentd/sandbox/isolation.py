@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from .policy import SandboxPolicy
 
-NS_FLAGS = ("--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
-            "--mount-proc")
+NS_FLAGS = ("--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc")
 
 
 @dataclass(frozen=True)
@@ -34,9 +33,15 @@ class Isolation:
 def _probe(argv: list[str]) -> str:
     """Run argv; '' when it exits 0, otherwise its error text."""
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=10, start_new_session=True,
-                              check=False)
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=10,
+            start_new_session=True,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "timed out"
     except OSError as exc:

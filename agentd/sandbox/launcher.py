@@ -90,8 +90,16 @@ _PR_CAPBSET_DROP = 24
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SYS_PIVOT_ROOT = {
-    "x86_64": 155, "aarch64": 41, "arm64": 41, "riscv64": 41, "ppc64le": 203, "ppc64": 203,
-    "s390x": 217, "i686": 217, "i386": 217, "armv7l": 218,
+    "x86_64": 155,
+    "aarch64": 41,
+    "arm64": 41,
+    "riscv64": 41,
+    "ppc64le": 203,
+    "ppc64": 203,
+    "s390x": 217,
+    "i686": 217,
+    "i386": 217,
+    "armv7l": 218,
 }
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _STAGE = "/tmp"  # where the new root is assembled (inside our own mount namespace)
@@ -107,11 +115,15 @@ class _Sys:
             # failed system call is an OSError, and setup failures exit SETUP_FAILED_EXIT.
             raise OSError(f"{what}: {os.strerror(ctypes.get_errno())}")
 
-    def mount(self, src: str, target: str, fstype: str | None, flags: int,
-              data: str | None = None) -> None:
+    def mount(self, src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
         self.check(
-            self.libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None,
-                            ctypes.c_ulong(flags), data.encode() if data else None),
+            self.libc.mount(
+                src.encode(),
+                target.encode(),
+                fstype.encode() if fstype else None,
+                ctypes.c_ulong(flags),
+                data.encode() if data else None,
+            ),
             f"mount {src} on {target}",
         )
 
@@ -196,8 +208,12 @@ def build_root(spec: LaunchSpec, sys_: _Sys) -> None:
     for name, fd in devices.items():
         os.close(os.open(at(f"/dev/{name}"), os.O_CREAT | os.O_WRONLY, 0o666))
         sys_.mount(f"/proc/self/fd/{fd}", at(f"/dev/{name}"), None, _MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, at(f"/dev/{name}"))
 
     # Protected paths that contain the workspace are covered before it is bound (the

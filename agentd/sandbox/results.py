@@ -37,9 +37,7 @@ class SandboxResult:
         if self.timed_out:
             head = f"$ {self.command}\n{self.notes_timeout()}"
         else:
-            head = f"$ {self.command}\nexit code {self.exit_code}" + (
-                f" (signal {self.signal})" if self.signal else ""
-            )
+            head = f"$ {self.command}\nexit code {self.exit_code}" + (f" (signal {self.signal})" if self.signal else "")
         parts = [head + f", {self.duration_s:.1f}s"]
         if self.stdout:
             parts.append("stdout:\n" + _tail(self.stdout, limit))
@@ -48,9 +46,7 @@ class SandboxResult:
         return "\n".join(parts)
 
     def notes_timeout(self) -> str:
-        return next(
-            (n for n in self.notes if n.startswith("killed at time limit")), "killed at time limit"
-        )
+        return next((n for n in self.notes if n.startswith("killed at time limit")), "killed at time limit")
 
 
 def summarize_tests(result: SandboxResult | None) -> str:

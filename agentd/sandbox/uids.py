@@ -87,8 +87,7 @@ class UidLease:
 class UidAllocator:
     """Hands out sandbox uids from [first, first + count), one per live workspace."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], first: int = UID_BASE,
-                 count: int = UID_COUNT) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], first: int = UID_BASE, count: int = UID_COUNT) -> None:
         if count < 1 or first < 1000:
             raise ValueError("the sandbox uid range must be above 1000 and not empty")
         self.state_dir = Path(state_dir)
@@ -104,10 +103,7 @@ class UidAllocator:
             pass
         st = os.lstat(d)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise ToolError(
-                f"sandbox uid state dir {d} must be a directory owned by uid {os.geteuid()} "
-                "with mode 0700"
-            )
+            raise ToolError(f"sandbox uid state dir {d} must be a directory owned by uid {os.geteuid()} with mode 0700")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[_Table]:
@@ -138,7 +134,8 @@ class UidAllocator:
         for uid in list(table):
             entry = table[uid]
             holders = [
-                h for h in entry.get("holders", [])
+                h
+                for h in entry.get("holders", [])
                 if isinstance(h, dict) and _start_time(int(h.get("pid", 0))) == h.get("start")
             ]
             if holders:

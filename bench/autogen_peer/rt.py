@@ -107,13 +107,15 @@ async def driver(args: argparse.Namespace) -> None:
             return
         if cmd.get("cmd") == "measure":
             inflight, warmup, duration = int(cmd["inflight"]), float(cmd["warmup"]), float(cmd["duration"])
-            result = await asyncio.wait_for(_round_trips(rt, target, args, inflight, warmup, duration),
-                                            warmup + duration + 30)
+            result = await asyncio.wait_for(
+                _round_trips(rt, target, args, inflight, warmup, duration), warmup + duration + 30
+            )
             emit("result", **result)
 
 
-async def _round_trips(rt: GrpcWorkerAgentRuntime, target: AgentId, args: argparse.Namespace,
-                       inflight: int, warmup: float, duration: float) -> dict[str, Any]:
+async def _round_trips(
+    rt: GrpcWorkerAgentRuntime, target: AgentId, args: argparse.Namespace, inflight: int, warmup: float, duration: float
+) -> dict[str, Any]:
     latencies: list[float] = []
     state = {"measuring": False, "stop": False}
 
@@ -147,8 +149,12 @@ async def _round_trips(rt: GrpcWorkerAgentRuntime, target: AgentId, args: argpar
         raise RuntimeError(f"no AutoGen round trip completed in {duration}s with {inflight} in flight")
     router_cpu = cpu1 - cpu0
     return {
-        "inflight": inflight, "round_trips": n, "seconds": elapsed, "rps": n / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+        "inflight": inflight,
+        "round_trips": n,
+        "seconds": elapsed,
+        "rps": n / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
         "router_cpu_s": router_cpu,
         "router_cpu_us_per_rt": router_cpu / n * 1e6 if args.router_pid else None,
         "router_cpu_util": router_cpu / elapsed if args.router_pid else None,

@@ -46,8 +46,11 @@ def ensure_venv(venv: Path = VENV, timeout: float = 600.0) -> Path:
 
     if not venv_python(venv).exists():
         run([sys.executable, "-m", "venv", str(venv)], f"creating {venv}", 120)
-    run([str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-         "-r", str(REQUIREMENTS)], f"installing {REQUIREMENTS.name} into {venv}", timeout)
+    run(
+        [str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", str(REQUIREMENTS)],
+        f"installing {REQUIREMENTS.name} into {venv}",
+        timeout,
+    )
     (venv / STAMP).write_text(_digest() + "\n")
     return venv_python(venv)
 

@@ -21,8 +21,13 @@ async def start_listener(server: Any) -> Any:
         from .supervisor import ProxySupervisor
 
         proxies = ProxySupervisor(
-            s.a2a_agents, s.certs, s.data_dir, lambda: server.address, s.a2a_agents_ca,
-            auth=s.a2a_agents_auth, client_certs=s.a2a_agents_client_cert,
+            s.a2a_agents,
+            s.certs,
+            s.data_dir,
+            lambda: server.address,
+            s.a2a_agents_ca,
+            auth=s.a2a_agents_auth,
+            client_certs=s.a2a_agents_client_cert,
             client_keys=s.a2a_agents_client_key,
         )
         proxies.start()

@@ -27,9 +27,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("name", metavar="NAME", help="the mesh agent type (and agent certificate name)")
-    a.add_argument(
-        "url", metavar="URL", help="the A2A agent's base URL (its card at URL/.well-known/...)"
-    )
+    a.add_argument("url", metavar="URL", help="the A2A agent's base URL (its card at URL/.well-known/...)")
     a.add_argument(
         "--ca-file",
         dest="ca_file",
@@ -81,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     del args  # parsed here for --help and errors; the proxy parses the same words again
     words = sys.argv[1:]
     start = words.index("a2a") + 1
-    argv = words[start + 1:] if words[start:start + 1] == ["add"] else words[start:]
+    argv = words[start + 1 :] if words[start : start + 1] == ["add"] else words[start:]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "agentd.a2a_proxy", *argv])

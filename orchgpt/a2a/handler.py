@@ -123,15 +123,12 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         field = context.tenant
         path = str(context.state.get(PATH_TENANT) or "")
         if field and path and field != path:
-            raise InvalidParamsError(
-                message=f"tenant: {field!r} differs from the URL's agent type {path!r}"
-            )
+            raise InvalidParamsError(message=f"tenant: {field!r} differs from the URL's agent type {path!r}")
         tenant = field or path
         if not tenant:
             types = ", ".join(sorted(self.mesh.known_types()))
             raise InvalidParamsError(
-                message=f"tenant: name the agent type (one of: {types}); "
-                "the agent card's interface carries it"
+                message=f"tenant: name the agent type (one of: {types}); the agent card's interface carries it"
             )
         if not AGENT_TYPE_RE.match(tenant) or (known and tenant not in self.mesh.known_types()):
             raise InvalidParamsError(message=f"tenant: unknown agent type {tenant!r}")
@@ -139,15 +136,9 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
 
     def _task(self, ident: Identity, rpc: str, task_id: str, tenant: str) -> Task:
         t = self.mesh.get_task(task_id) if task_id else None
-        if (
-            t is None
-            or t.agent_type != tenant
-            or not authz.task_access(ident, rpc, t, self.mesh.get_task)
-        ):
+        if t is None or t.agent_type != tenant or not authz.task_access(ident, rpc, t, self.mesh.get_task):
             if t is not None:
-                log.info(
-                    "a2a_task_refused", rpc=rpc, peer=ident.name, task_id=task_id, tenant=tenant
-                )
+                log.info("a2a_task_refused", rpc=rpc, peer=ident.name, task_id=task_id, tenant=tenant)
             raise TaskNotFoundError(message=f"no task {task_id!r}")
         return t
 
@@ -210,9 +201,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
             raise TaskNotFoundError(message=str(exc)) from None
 
     # ------------------------------------------------------------ messages
-    def _start(
-        self, params: a2a.SendMessageRequest, context: ServerCallContext
-    ) -> tuple[Task, bool]:
+    def _start(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> tuple[Task, bool]:
         """(task, is_new): a new task from the message, or the INPUT_REQUIRED task it answers."""
         if not self.accepting():
             raise InternalError(message="orchgpt is shutting down; not accepting new work")
@@ -243,18 +232,14 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
                 raise InvalidParamsError(message=str(exc)) from None
             raise InvalidRequestError(message=f"{exc.code}: {exc}") from None
         except StoreError as exc:
-            raise InternalError(
-                message=f"not accepted: the store cannot be written: {exc}"
-            ) from None
+            raise InternalError(message=f"not accepted: the store cannot be written: {exc}") from None
         log.info("a2a_task_started", task_id=task.task_id, agent_type=tenant, peer=ident.name)
         return task, True
 
     def _submit_access(self, ident: Identity, session_id: str) -> authz.Decision:
         store = self.mesh.store
         exists = bool(session_id) and bool(store.list_tasks(1, session_id, True))
-        owned = bool(session_id) and bool(
-            store.list_tasks(1, session_id, True, authz.owner_of(ident))
-        )
+        owned = bool(session_id) and bool(store.list_tasks(1, session_id, True, authz.owner_of(ident)))
         return authz.submit_access(ident, None, self.mesh.get_task, session_id, exists, owned)
 
     def _answer(self, t: Task, params: a2a.SendMessageRequest) -> None:
@@ -262,8 +247,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         if waiting is None:
             state = "finished" if t.state.terminal else "not waiting for input"
             raise UnsupportedOperationError(
-                message=f"task {t.task_id!r} is {state}: "
-                "send a message without task_id to start a new one"
+                message=f"task {t.task_id!r} is {state}: send a message without task_id to start a new one"
             )
         try:
             decision, feedback = mapping.approval_answer(params)
@@ -271,26 +255,21 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
             raise InvalidParamsError(message=str(exc)) from None
         rid = waiting.approval.request_id if waiting.approval else str(waiting.seq)
         try:
-            self.mesh.approve(
-                t.task_id, ApprovalResponse(rid, ApprovalDecision(decision), feedback=feedback)
-            )
+            self.mesh.approve(t.task_id, ApprovalResponse(rid, ApprovalDecision(decision), feedback=feedback))
         except RoutingError as exc:
             raise TaskNotFoundError(message=str(exc)) from None
         self._answered[t.task_id] = rid
         if len(self._answered) > 10_000:
             self._answered.pop(next(iter(self._answered)))
 
-    async def on_message_send(
-        self, params: a2a.SendMessageRequest, context: ServerCallContext
-    ) -> a2a.Task:
+    async def on_message_send(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> a2a.Task:
         task, new = await self._start_with_push(params, context)
         if params.configuration.return_immediately:
             return self._snapshot(task)
         after = 0 if new else self.mesh.store.last_seq(task.task_id)
         async for ev in self._follow(task, after, context.state[IDENTITY]):
             if isinstance(ev, a2a.TaskStatusUpdateEvent) and (
-                ev.status.state in mapping.TERMINAL
-                or ev.status.state == a2a.TASK_STATE_INPUT_REQUIRED
+                ev.status.state in mapping.TERMINAL or ev.status.state == a2a.TASK_STATE_INPUT_REQUIRED
             ):
                 break
         return self._snapshot(task)
@@ -349,17 +328,13 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
                 mesh.unsubscribe(sub, task.task_id)
 
     # ------------------------------------------------------------ tasks
-    async def on_get_task(
-        self, params: a2a.GetTaskRequest, context: ServerCallContext
-    ) -> a2a.Task | None:
+    async def on_get_task(self, params: a2a.GetTaskRequest, context: ServerCallContext) -> a2a.Task | None:
         ident = self._caller(context, "GetTask")
         t = self._task(ident, "GetTask", params.id, self._tenant(context, known=False))
         hl = params.history_length if params.HasField("history_length") else None
         return self._snapshot(t, hl)
 
-    async def on_list_tasks(
-        self, params: a2a.ListTasksRequest, context: ServerCallContext
-    ) -> a2a.ListTasksResponse:
+    async def on_list_tasks(self, params: a2a.ListTasksRequest, context: ServerCallContext) -> a2a.ListTasksResponse:
         ident = self._caller(context, "ListTasks")
         tenant = self._tenant(context, known=False)
         size = min(max(params.page_size, 0) or 50, 100)
@@ -372,10 +347,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
             if t.agent_type != tenant:
                 return False
             t = self.mesh.active.get(t.task_id, t)
-            return (
-                not params.status
-                or mapping.a2a_state(t.state, self._waiting(t) is not None) == params.status
-            )
+            return not params.status or mapping.a2a_state(t.state, self._waiting(t) is not None) == params.status
 
         # the store filters by owner (and session); the type and state are filtered here,
         # reading more rows until the page is full or the store has no more (at most MAX_SCAN)
@@ -403,9 +375,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
             resp.next_page_token = str(offset + size)
         return resp
 
-    async def on_cancel_task(
-        self, params: a2a.CancelTaskRequest, context: ServerCallContext
-    ) -> a2a.Task | None:
+    async def on_cancel_task(self, params: a2a.CancelTaskRequest, context: ServerCallContext) -> a2a.Task | None:
         ident = self._caller(context, "CancelTask")
         t = self._task(ident, "CancelTask", params.id, self._tenant(context, known=False))
         if t.state.terminal:
@@ -423,16 +393,12 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         ident = self._caller(context, "Watch(task)")
         t = self._task(ident, "Watch(task)", params.id, self._tenant(context, known=False))
         if t.state.terminal:
-            raise UnsupportedOperationError(
-                message=f"task {t.task_id!r} is {t.state}: nothing to subscribe to"
-            )
+            raise UnsupportedOperationError(message=f"task {t.task_id!r} is {t.state}: nothing to subscribe to")
         yield self._snapshot(t)
         async for ev in self._follow(t, self.mesh.store.last_seq(t.task_id), ident):
             yield ev
 
-    async def on_get_extended_agent_card(
-        self, params: Any, context: ServerCallContext
-    ) -> a2a.AgentCard:
+    async def on_get_extended_agent_card(self, params: Any, context: ServerCallContext) -> a2a.AgentCard:
         """The tenant's card, to an authenticated caller (how a gRPC-only client gets it)."""
         self._caller(context, "ListAgents")
         tenant = self._tenant(context)

@@ -24,6 +24,7 @@ class PushConfigs:
     push: PushNotifier | None
 
     if TYPE_CHECKING:
+
         def _caller(self, context: ServerCallContext, rpc: str) -> Identity: ...
         def _tenant(self, context: ServerCallContext, known: bool = True) -> str: ...
         def _task(self, ident: Identity, rpc: str, task_id: str, tenant: str) -> Task: ...
@@ -53,16 +54,10 @@ class PushConfigs:
         except PushRefused as exc:
             raise InvalidParamsError(message=str(exc)) from None
 
-    async def _start_with_push(
-        self, params: a2a.SendMessageRequest, context: ServerCallContext
-    ) -> tuple[Task, bool]:
+    async def _start_with_push(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> tuple[Task, bool]:
         """_start, with the message's push config checked before and registered after."""
         conf = params.configuration
-        cfg = (
-            conf.task_push_notification_config
-            if conf.HasField("task_push_notification_config")
-            else None
-        )
+        cfg = conf.task_push_notification_config if conf.HasField("task_push_notification_config") else None
         if cfg is not None:
             await self._add_push(None, cfg)  # refused before anything is submitted
         task, new = self._start(params, context)
@@ -70,15 +65,11 @@ class PushConfigs:
             await self._add_push(task, cfg)
         return task, new
 
-    async def on_create_task_push_notification_config(
-        self, params: Any, context: ServerCallContext
-    ) -> Any:
+    async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
         t = self._push_task(context, params.task_id)
         return await self._add_push(t, params)
 
-    async def on_get_task_push_notification_config(
-        self, params: Any, context: ServerCallContext
-    ) -> Any:
+    async def on_get_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
         t = self._push_task(context, params.task_id)
         assert self.push is not None
         cfg = self.push.get(t.task_id, params.id)
@@ -86,16 +77,12 @@ class PushConfigs:
             raise TaskNotFoundError(message=f"no push config {params.id!r} of task {t.task_id!r}")
         return cfg
 
-    async def on_list_task_push_notification_configs(
-        self, params: Any, context: ServerCallContext
-    ) -> Any:
+    async def on_list_task_push_notification_configs(self, params: Any, context: ServerCallContext) -> Any:
         t = self._push_task(context, params.task_id)
         assert self.push is not None
         return a2a.ListTaskPushNotificationConfigsResponse(configs=self.push.list(t.task_id))
 
-    async def on_delete_task_push_notification_config(
-        self, params: Any, context: ServerCallContext
-    ) -> None:
+    async def on_delete_task_push_notification_config(self, params: Any, context: ServerCallContext) -> None:
         t = self._push_task(context, params.task_id)
         assert self.push is not None
         self.push.delete(t.task_id, params.id)

@@ -187,9 +187,7 @@ class A2AListener:
         card = (
             self.card(tenant)
             if self.card is not None
-            else mapping.agent_card(
-                tenant, self.base_url, self.mesh.list_agents(tenant), __version__
-            )
+            else mapping.agent_card(tenant, self.base_url, self.mesh.list_agents(tenant), __version__)
         )
         return JSONResponse(agent_card_to_dict(card))
 
@@ -197,16 +195,12 @@ class A2AListener:
         """A result file too large to go inline (FetchArtifact's rules and ownership)."""
         ctx = self._builder.build(request)
         try:
-            f = self.handler.open_file(
-                ctx, request.path_params["task_id"], request.path_params["path"]
-            )
+            f = self.handler.open_file(ctx, request.path_params["task_id"], request.path_params["path"])
         except A2AError as exc:
             status = {TaskNotFoundError: 404, InvalidParamsError: 400}.get(type(exc), 403)
             return JSONResponse({"error": exc.message}, status_code=status)
         media = mimetypes.guess_type(request.path_params["path"])[0] or "application/octet-stream"
-        return StreamingResponse(
-            f.chunks(64 * 1024), media_type=media, headers={"Content-Length": str(f.size)}
-        )
+        return StreamingResponse(f.chunks(64 * 1024), media_type=media, headers={"Content-Length": str(f.size)})
 
     async def _no_root_card(self, request: Request) -> Response:
         types = sorted(self.mesh.known_types())

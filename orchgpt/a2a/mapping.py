@@ -77,9 +77,7 @@ def message_text(msg: a2a.Message) -> str:
     for i, part in enumerate(msg.parts):
         kind = part.WhichOneof("content")
         if kind != "text":
-            raise MappingError(
-                f"message.parts[{i}]: only text parts are accepted (got {kind or 'empty'})"
-            )
+            raise MappingError(f"message.parts[{i}]: only text parts are accepted (got {kind or 'empty'})")
         texts.append(part.text)
     return "\n".join(texts)
 
@@ -97,8 +95,7 @@ def command_from_message(req: a2a.SendMessageRequest, agent_type: str) -> Comman
         act = Action(action)
     except ValueError:
         raise MappingError(
-            f"message.metadata.action: unknown action {action!r}; use one of "
-            f"{', '.join(a.value for a in Action)}"
+            f"message.metadata.action: unknown action {action!r}; use one of {', '.join(a.value for a in Action)}"
         ) from None
     options = meta.get("options") or {}
     if not isinstance(options, dict):
@@ -117,9 +114,7 @@ def command_from_message(req: a2a.SendMessageRequest, agent_type: str) -> Comman
     )
 
 
-def _text_message(
-    text: str, task: Task, role: a2a.Role = a2a.ROLE_AGENT, suffix: str = ""
-) -> a2a.Message:
+def _text_message(text: str, task: Task, role: a2a.Role = a2a.ROLE_AGENT, suffix: str = "") -> a2a.Message:
     return a2a.Message(
         message_id=f"{task.task_id}:{suffix or 'status'}",
         context_id=task.session_id,
@@ -140,9 +135,7 @@ def status_message(task: Task) -> a2a.Message | None:
     return None
 
 
-def to_task(
-    task: Task, waiting: TaskEvent | None = None, history_length: int | None = None
-) -> a2a.Task:
+def to_task(task: Task, waiting: TaskEvent | None = None, history_length: int | None = None) -> a2a.Task:
     """An A2A Task of a mesh task: the input as the user's message in the history, the output as
     the ``output`` artifact, file artifacts as parts naming their path."""
     status = a2a.TaskStatus(state=a2a_state(task.state, waiting is not None))
@@ -151,9 +144,7 @@ def to_task(
     if msg is not None:
         status.message.CopyFrom(msg)
     out = a2a.Task(id=task.task_id, context_id=task.session_id, status=status)
-    out.metadata.update(
-        {"agent_type": task.agent_type, "action": str(task.action), "mesh_state": str(task.state)}
-    )
+    out.metadata.update({"agent_type": task.agent_type, "action": str(task.action), "mesh_state": str(task.state)})
     if history_length is None or history_length > 0:
         out.history.append(_text_message(task.input, task, a2a.ROLE_USER, "input"))
     r = task.result
@@ -309,9 +300,7 @@ def agent_card(
         description=desc,
         version=version,
         supported_interfaces=interfaces,
-        capabilities=a2a.AgentCapabilities(
-            streaming=True, push_notifications=False, extended_agent_card=True
-        ),
+        capabilities=a2a.AgentCapabilities(streaming=True, push_notifications=False, extended_agent_card=True),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
     )
@@ -319,9 +308,7 @@ def agent_card(
     card.provider.url = base_url or f"grpc://{grpc_address}"
     card.security_schemes[
         MTLS_SCHEME
-    ].mtls_security_scheme.description = (
-        "a client certificate signed by the mesh CA; its identity owns the tasks"
-    )
+    ].mtls_security_scheme.description = "a client certificate signed by the mesh CA; its identity owns the tasks"
     req = card.security_requirements.add()
     req.schemes[MTLS_SCHEME].SetInParent()
     for act in (Action.RUN, Action.CREATE):

@@ -80,15 +80,11 @@ class PushNotifier:
                 "refused (the daemon's --a2a-push is 'public')"
             )
 
-    async def add(
-        self, task: Task, cfg: a2a.TaskPushNotificationConfig
-    ) -> a2a.TaskPushNotificationConfig:
+    async def add(self, task: Task, cfg: a2a.TaskPushNotificationConfig) -> a2a.TaskPushNotificationConfig:
         await self.check(cfg)
         parsed = urllib.parse.urlparse(cfg.url)
         if task.state.terminal:
-            raise PushRefused(
-                f"task_id: task {task.task_id!r} is {task.state}: nothing will change"
-            )
+            raise PushRefused(f"task_id: task {task.task_id!r} is {task.state}: nothing will change")
         per = self._configs(task.task_id)
         stored = a2a.TaskPushNotificationConfig()
         stored.CopyFrom(cfg)
@@ -109,8 +105,10 @@ class PushNotifier:
     def _configs(self, task_id: str) -> dict[str, a2a.TaskPushNotificationConfig]:
         if self.store is None:
             return dict(self.configs.get(task_id, {}))
-        return {cid: Parse(text, a2a.TaskPushNotificationConfig(), ignore_unknown_fields=True)
-                for cid, text in self.store.push_configs(task_id)}
+        return {
+            cid: Parse(text, a2a.TaskPushNotificationConfig(), ignore_unknown_fields=True)
+            for cid, text in self.store.push_configs(task_id)
+        }
 
     def get(self, task_id: str, config_id: str) -> a2a.TaskPushNotificationConfig | None:
         return self._configs(task_id).get(config_id)
@@ -189,14 +187,8 @@ class PushNotifier:
         headers = {}
         if cfg.token:
             headers["X-A2A-Notification-Token"] = cfg.token
-        if (
-            cfg.HasField("authentication")
-            and cfg.authentication.scheme
-            and cfg.authentication.credentials
-        ):
-            headers["Authorization"] = (
-                f"{cfg.authentication.scheme} {cfg.authentication.credentials}"
-            )
+        if cfg.HasField("authentication") and cfg.authentication.scheme and cfg.authentication.credentials:
+            headers["Authorization"] = f"{cfg.authentication.scheme} {cfg.authentication.credentials}"
         host = urllib.parse.urlparse(cfg.url).hostname
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:

@@ -48,27 +48,26 @@ class ProxySupervisor:
     ) -> None:
         for name, url in agents.items():
             if not AGENT_TYPE_RE.match(name):
-                raise ConfigError(
-                    f"a2a_agents.{name}: an agent type is 1-32 lowercase letters, "
-                    "digits, '_' or '-'"
-                )
+                raise ConfigError(f"a2a_agents.{name}: an agent type is 1-32 lowercase letters, digits, '_' or '-'")
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"a2a_agents.{name}: {url!r} is not an http(s) URL")
         self.auth = dict(auth or {})
         for name, var in self.auth.items():
             if name not in agents:
-                raise ConfigError(f"a2a_agents_auth.{name}: there is no a2a_agents.{name} to give "
-                                  "credentials to")
+                raise ConfigError(f"a2a_agents_auth.{name}: there is no a2a_agents.{name} to give credentials to")
             if not _ENV_VAR.match(var):
-                raise ConfigError(f"a2a_agents_auth.{name}: not an environment variable name "
-                                  "(name the variable that holds the token; never the token)")
+                raise ConfigError(
+                    f"a2a_agents_auth.{name}: not an environment variable name "
+                    "(name the variable that holds the token; never the token)"
+                )
             if not os.environ.get(var):
-                raise ConfigError(f"a2a_agents_auth.{name}: the environment variable {var} is not "
-                                  "set (it holds the token of that agent)")
+                raise ConfigError(
+                    f"a2a_agents_auth.{name}: the environment variable {var} is not "
+                    "set (it holds the token of that agent)"
+                )
         self.client_certs = dict(client_certs or {})
         self.keys = dict(client_keys or {})
-        for what, files in (("a2a_agents_client_cert", self.client_certs),
-                            ("a2a_agents_client_key", self.keys)):
+        for what, files in (("a2a_agents_client_cert", self.client_certs), ("a2a_agents_client_key", self.keys)):
             for name, path in files.items():
                 if name not in agents:
                     raise ConfigError(f"{what}.{name}: there is no a2a_agents.{name}")
@@ -76,8 +75,7 @@ class ProxySupervisor:
                     raise ConfigError(f"{what}.{name}: no such file: {path}")
         for name in self.keys:
             if name not in self.client_certs:
-                raise ConfigError(f"a2a_agents_client_key.{name}: a key without "
-                                  f"a2a_agents_client_cert.{name}")
+                raise ConfigError(f"a2a_agents_client_key.{name}: a key without a2a_agents_client_cert.{name}")
         self.agents = agents
         self.certs_dir = certs_dir
         self.dir = data_dir / "a2a-proxies"
@@ -93,9 +91,7 @@ class ProxySupervisor:
         try:
             ca = CA.load(self.certs_dir)
         except Exception as exc:
-            raise ConfigError(
-                f"a2a_agents: the daemon needs the CA key to run their proxies ({exc})"
-            ) from None
+            raise ConfigError(f"a2a_agents: the daemon needs the CA key to run their proxies ({exc})") from None
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name, url in self.agents.items():

@@ -49,6 +49,7 @@ from .amqp_publish import Publishing
 
 log = logs.get("orchgpt.bridge.amqp")
 
+
 @dataclass
 class BridgeConfig:
     url: str
@@ -104,15 +105,21 @@ class AmqpBridge(Conversations, Publishing):
                     kwargs["ssl_context"] = ctx
                 conn = await aio_pika.connect(self.cfg.url, **kwargs)
                 await self._setup(conn)
-                log.info("amqp_connected", url=wire.mask_url(self.cfg.url), receive_queue=self.cfg.receive_queue,
-                         send_queue=self.cfg.send_queue, agent=self.cfg.agent or None)
+                log.info(
+                    "amqp_connected",
+                    url=wire.mask_url(self.cfg.url),
+                    receive_queue=self.cfg.receive_queue,
+                    send_queue=self.cfg.send_queue,
+                    agent=self.cfg.agent or None,
+                )
                 delay = 0.2
                 await self._wait_lost(conn, stop)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("amqp_unavailable", url=wire.mask_url(self.cfg.url), error=_describe(exc),
-                            retry_in=round(delay, 2))
+                log.warning(
+                    "amqp_unavailable", url=wire.mask_url(self.cfg.url), error=_describe(exc), retry_in=round(delay, 2)
+                )
             finally:
                 # Close first (no more deliveries, uncommitted transactions rolled back, unacked
                 # requests requeued), then drop the work in flight: it is redone on redelivery.
@@ -129,9 +136,13 @@ class AmqpBridge(Conversations, Publishing):
 
     async def _wait_lost(self, conn: Any, stop: asyncio.Event) -> None:
         self._lost.clear()
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._lost.wait()),
-                 asyncio.ensure_future(conn.closed()), asyncio.ensure_future(self._tx_channel.closed()),
-                 asyncio.ensure_future(self._pub_channel.closed())]
+        waits = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._lost.wait()),
+            asyncio.ensure_future(conn.closed()),
+            asyncio.ensure_future(self._tx_channel.closed()),
+            asyncio.ensure_future(self._pub_channel.closed()),
+        ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -148,8 +159,12 @@ class AmqpBridge(Conversations, Publishing):
         except Exception as exc:
             # The queue exists with other settings (e.g. declared non-durable by an old service):
             # use it as it is rather than fail; say so.
-            log.warning("amqp_queue_mismatch", queue=name, wanted="durable " + ("classic" if not args else "quorum"),
-                        error=_describe(exc))
+            log.warning(
+                "amqp_queue_mismatch",
+                queue=name,
+                wanted="durable " + ("classic" if not args else "quorum"),
+                error=_describe(exc),
+            )
             ch = await conn.channel()
             await ch.declare_queue(name, passive=True)
         finally:
@@ -200,8 +215,13 @@ class AmqpBridge(Conversations, Publishing):
             self.stats["redelivered"] += 1
         try:
             inbound = wire.parse_inbound(
-                message.body, content_type=message.content_type or "", headers=dict(message.headers or {}),
-                reply_to=message.reply_to or "", send_queue=self.cfg.send_queue, default_agent=self.cfg.agent)
+                message.body,
+                content_type=message.content_type or "",
+                headers=dict(message.headers or {}),
+                reply_to=message.reply_to or "",
+                send_queue=self.cfg.send_queue,
+                default_agent=self.cfg.agent,
+            )
         except wire.PoisonMessage as exc:
             await self._dead_letter(message, exc.reason)
             return
@@ -213,11 +233,17 @@ class AmqpBridge(Conversations, Publishing):
             await self._answer_question(message, inbound, q)
             return
         task_id = inbound.task_id or wire.derive_task_id(
-            self.cfg.receive_queue, message.message_id or "", message.body, message.correlation_id or "",
-            inbound.session_id)
+            self.cfg.receive_queue,
+            message.message_id or "",
+            message.body,
+            message.correlation_id or "",
+            inbound.session_id,
+        )
         if self._delivery_count(message) > self.cfg.max_redeliveries:
-            reason = (f"redelivered {self._delivery_count(message)} times without an answer "
-                      f"(limit {self.cfg.max_redeliveries})")
+            reason = (
+                f"redelivered {self._delivery_count(message)} times without an answer "
+                f"(limit {self.cfg.max_redeliveries})"
+            )
             with contextlib.suppress(ClientError):  # nobody waits for its answer any more
                 await self.mesh.cancel(task_id, f"dead-lettered: {reason}")
             await self._dead_letter(message, reason, ident=task_id)
@@ -225,9 +251,16 @@ class AmqpBridge(Conversations, Publishing):
         await self._run_task(message, inbound, task_id)
 
     async def _run_task(self, message: Any, inbound: wire.Inbound, task_id: str) -> None:
-        cmd = Command(agent_type=inbound.agent_type, action=inbound.action, input=inbound.content,
-                      language=inbound.language, session_id=inbound.session_id, task_id=task_id,
-                      approval=inbound.approval or self.cfg.approval, options=dict(inbound.options))
+        cmd = Command(
+            agent_type=inbound.agent_type,
+            action=inbound.action,
+            input=inbound.content,
+            language=inbound.language,
+            session_id=inbound.session_id,
+            task_id=task_id,
+            approval=inbound.approval or self.cfg.approval,
+            options=dict(inbound.options),
+        )
         conv = self.conversations.setdefault(inbound.session_id, _Conversation())
         conv.tasks.add(task_id)
         try:
@@ -249,8 +282,14 @@ class AmqpBridge(Conversations, Publishing):
         role, content, extra = wire.result_message(result, inbound.session_id)
         await self._answer(message, role, content, task_id, **extra)
         self.stats["answered"] += 1
-        log.info("amqp_answered", task_id=task_id, state=str(result.state), session_id=inbound.session_id,
-                 correlation_id=message.correlation_id, redelivered=bool(message.redelivered))
+        log.info(
+            "amqp_answered",
+            task_id=task_id,
+            state=str(result.state),
+            session_id=inbound.session_id,
+            correlation_id=message.correlation_id,
+            redelivered=bool(message.redelivered),
+        )
 
     async def _follow(self, message: Any, cmd: Command) -> TaskResult:
         """Submit (idempotently) and follow the task to its result; retry while the mesh is unreachable."""
@@ -263,8 +302,13 @@ class AmqpBridge(Conversations, Publishing):
                     async for ev in self.mesh.submit(cmd):
                         if not accepted:
                             accepted = True
-                            log.info("amqp_task_accepted", task_id=cmd.task_id, agent_type=cmd.agent_type,
-                                     session_id=cmd.session_id, redelivered=bool(message.redelivered))
+                            log.info(
+                                "amqp_task_accepted",
+                                task_id=cmd.task_id,
+                                agent_type=cmd.agent_type,
+                                session_id=cmd.session_id,
+                                redelivered=bool(message.redelivered),
+                            )
                         if ev.kind == EventKind.RESULT and ev.task_id == cmd.task_id and ev.result is not None:
                             return ev.result
                         self._drop_answered(ev, asking)
@@ -277,8 +321,9 @@ class AmqpBridge(Conversations, Publishing):
                 except ClientError as exc:
                     if exc.code in PERMANENT_CODES:
                         raise
-                    log.warning("mesh_unavailable", task_id=cmd.task_id, error=str(exc), code=exc.code,
-                                retry_in=round(delay, 2))
+                    log.warning(
+                        "mesh_unavailable", task_id=cmd.task_id, error=str(exc), code=exc.code, retry_in=round(delay, 2)
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.cfg.reconnect_max) * (0.8 + 0.4 * random.random())
         finally:
@@ -312,5 +357,9 @@ class AmqpBridge(Conversations, Publishing):
         if out is None:
             return
         role, content, extra = out
-        await self._publish_progress(self._route(message), wire.encode(role, content, **extra),
-                                     correlation_id=corr, message_id=f"{cmd.task_id}:{ev.seq}")
+        await self._publish_progress(
+            self._route(message),
+            wire.encode(role, content, **extra),
+            correlation_id=corr,
+            message_id=f"{cmd.task_id}:{ev.seq}",
+        )

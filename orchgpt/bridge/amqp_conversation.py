@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 log = logs.get("orchgpt.bridge.amqp")
 
 # gRPC codes after which resubmitting the same message can never work.
-PERMANENT_CODES = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "PERMISSION_DENIED",
-                             "OUT_OF_RANGE", "UNIMPLEMENTED"})
+PERMANENT_CODES = frozenset(
+    {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "PERMISSION_DENIED", "OUT_OF_RANGE", "UNIMPLEMENTED"}
+)
 REASON_HEADER = "x-orchgpt-reason"
 KILL_REASON = f"{wire.KILL_FROM_SERVICE}: the service ended the conversation"
 # How long a question waits for a later event of its task before it is asked (see _on_event).
@@ -63,8 +64,9 @@ class Conversations:
         _lost: asyncio.Event
 
         def _route(self, message: Any) -> str: ...
-        async def _publish_progress(self, routing_key: str, body: bytes, *, correlation_id: str,
-                                    message_id: str) -> None: ...
+        async def _publish_progress(
+            self, routing_key: str, body: bytes, *, correlation_id: str, message_id: str
+        ) -> None: ...
         async def _commit(self, message: Any, publishes: list[tuple[str, Any]]) -> None: ...
         async def _answer(self, message: Any, role: str, content: str, ident: str, **extra: Any) -> None: ...
         async def _dead_letter(self, message: Any, reason: str, ident: str = "") -> None: ...
@@ -93,9 +95,18 @@ class Conversations:
         text = req.summary or ev.text or f"approve {req.tool} {req.arguments_json}".strip()
         await self._publish_progress(
             self._route(message),
-            wire.encode(wire.Role.USER_INPUT, text, task_id=ev.task_id, session_id=cmd.session_id, question_id=qid,
-                        tool=req.tool, arguments=req.arguments_json),
-            correlation_id=qid, message_id=qid)
+            wire.encode(
+                wire.Role.USER_INPUT,
+                text,
+                task_id=ev.task_id,
+                session_id=cmd.session_id,
+                question_id=qid,
+                tool=req.tool,
+                arguments=req.arguments_json,
+            ),
+            correlation_id=qid,
+            message_id=qid,
+        )
         log.info("amqp_user_input_asked", task_id=ev.task_id, question_id=qid, session_id=cmd.session_id)
 
     def _question_for(self, message: Any, inbound: wire.Inbound) -> _Question | None:
@@ -116,8 +127,14 @@ class Conversations:
             self.questions.pop(q.question_id, None)
             with contextlib.suppress(ClientError):
                 await self.mesh.cancel(q.task_id, f"{wire.KILL_FROM_SERVICE}: the user answered {answer!r}")
-            await self._answer(message, wire.Role.SYSTEM, wire.KILL_FROM_AGENT, f"{q.question_id}:no",
-                               session_id=q.session_id, task_id=q.task_id)
+            await self._answer(
+                message,
+                wire.Role.SYSTEM,
+                wire.KILL_FROM_AGENT,
+                f"{q.question_id}:no",
+                session_id=q.session_id,
+                task_id=q.task_id,
+            )
             return
         low = answer.strip().lower()
         if low in AFFIRMATIVE:
@@ -133,8 +150,7 @@ class Conversations:
             raise _Reconnect(f"mesh unavailable: {exc}") from None
         self.questions.pop(q.question_id, None)
         await self._commit(message, [])
-        log.info("amqp_user_input_answered", task_id=q.task_id, question_id=q.question_id,
-                 decision=str(resp.decision))
+        log.info("amqp_user_input_answered", task_id=q.task_id, question_id=q.question_id, decision=str(resp.decision))
 
     # ------------------------------------------------------------------ kill codes
     async def _kill(self, message: Any, inbound: wire.Inbound) -> None:
@@ -146,8 +162,13 @@ class Conversations:
             except ClientError as exc:
                 if exc.code not in PERMANENT_CODES:
                     raise _Reconnect(f"mesh unavailable: {exc}") from None
-        ident = "kill-" + wire.derive_task_id(self.cfg.receive_queue, message.message_id or "", message.body,
-                                              message.correlation_id or "", inbound.session_id)
+        ident = "kill-" + wire.derive_task_id(
+            self.cfg.receive_queue,
+            message.message_id or "",
+            message.body,
+            message.correlation_id or "",
+            inbound.session_id,
+        )
         await self._answer(message, wire.Role.SYSTEM, wire.KILL_FROM_AGENT, ident, session_id=inbound.session_id)
         log.info("amqp_conversation_ended", session_id=inbound.session_id, cancelled=len(ended))
 

@@ -87,8 +87,7 @@ def derive_task_id(receive_queue: str, message_id: str, body: bytes, correlation
     from the AMQP message id, else from the body, correlation id and conversation."""
     if message_id:
         return "amqp-" + _hash("msgid", receive_queue, message_id)[:40]
-    return "amqp-" + _hash("body", receive_queue, session_id, correlation_id,
-                           body.decode("utf-8", "replace"))[:40]
+    return "amqp-" + _hash("body", receive_queue, session_id, correlation_id, body.decode("utf-8", "replace"))[:40]
 
 
 def _text(obj: dict[str, Any], name: str) -> str:
@@ -100,9 +99,15 @@ def _text(obj: dict[str, Any], name: str) -> str:
     return v
 
 
-def parse_inbound(body: bytes, *, content_type: str = "", headers: dict[str, Any] | None = None,
-                  reply_to: str = "", send_queue: str = "autogpt-to-service",
-                  default_agent: str = "") -> Inbound:
+def parse_inbound(
+    body: bytes,
+    *,
+    content_type: str = "",
+    headers: dict[str, Any] | None = None,
+    reply_to: str = "",
+    send_queue: str = "autogpt-to-service",
+    default_agent: str = "",
+) -> Inbound:
     """Decode a service's message; raise PoisonMessage with the reason when it cannot be used."""
     headers = headers or {}
     if len(body) > MAX_BODY_BYTES:
@@ -142,8 +147,9 @@ def parse_inbound(body: bytes, *, content_type: str = "", headers: dict[str, Any
         msg.language = _text(obj, "language").strip() or "python"
         msg.task_id = _text(obj, "task_id").strip()
         if msg.task_id and not TASK_ID_RE.match(msg.task_id):
-            raise PoisonMessage(f"field 'task_id': invalid task id {msg.task_id!r}: use 1-64 letters, "
-                                "digits, '_', '.', ':' or '-'")
+            raise PoisonMessage(
+                f"field 'task_id': invalid task id {msg.task_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
+            )
         opts = obj.get("options")
         if opts is not None:
             if not isinstance(opts, dict) or not all(isinstance(v, (str, int, float, bool)) for v in opts.values()):

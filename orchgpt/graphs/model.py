@@ -90,8 +90,7 @@ class Graph:
             "name": self.name,
             "description": self.description,
             "nodes": [
-                {"id": n.id, "block": n.block_id, "input": n.input, "metadata": n.metadata}
-                for n in self.nodes.values()
+                {"id": n.id, "block": n.block_id, "input": n.input, "metadata": n.metadata} for n in self.nodes.values()
             ],
             "links": [x.as_dict() for x in self.links],
             "inputs": {
@@ -103,11 +102,7 @@ class Graph:
                 for i in self.inputs
             },
             "outputs": {k: f"{n}.{p}" for k, (n, p) in self.outputs.items()},
-        } | (
-            {"max_iterations": self.max_iterations}
-            if self.max_iterations != DEFAULT_ITERATIONS
-            else {}
-        )
+        } | ({"max_iterations": self.max_iterations} if self.max_iterations != DEFAULT_ITERATIONS else {})
 
     def canonical(self) -> str:
         return json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
@@ -177,20 +172,14 @@ def from_dict(d: dict[str, Any]) -> Graph:
     for name, spec in _obj(d.get("inputs") or {}, "inputs").items():
         s = spec if isinstance(spec, dict) else {"to": spec}
         node, pin = _endpoint(s.get("to"), f"inputs.{name}.to")
-        inputs.append(
-            GraphInput(
-                name, node, pin, s.get("default"), bool(s.get("required", "default" not in s))
-            )
-        )
+        inputs.append(GraphInput(name, node, pin, s.get("default"), bool(s.get("required", "default" not in s))))
     outputs: dict[str, tuple[str, str]] = {}
     for name, spec in _obj(d.get("outputs") or {}, "outputs").items():
         src = spec.get("from") if isinstance(spec, dict) else spec
         outputs[name] = _endpoint(src, f"outputs.{name}")
     iters = d.get("max_iterations", DEFAULT_ITERATIONS)
     if not isinstance(iters, int) or isinstance(iters, bool) or not 1 <= iters <= MAX_ITERATIONS:
-        raise GraphError(
-            f"max_iterations: a whole number from 1 to {MAX_ITERATIONS}, not {iters!r}"
-        )
+        raise GraphError(f"max_iterations: a whole number from 1 to {MAX_ITERATIONS}, not {iters!r}")
     return Graph(
         max_iterations=iters,
         name=str(d.get("name") or "graph"),

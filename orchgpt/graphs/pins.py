@@ -31,11 +31,7 @@ def get_part(value: Any, path: list[str]) -> Any:
     for step in path:
         if isinstance(cur, dict) and step in cur:
             cur = cur[step]
-        elif (
-            isinstance(cur, list)
-            and step.lstrip("-").isdigit()
-            and -len(cur) <= int(step) < len(cur)
-        ):
+        elif isinstance(cur, list) and step.lstrip("-").isdigit() and -len(cur) <= int(step) < len(cur):
             cur = cur[int(step)]
         else:
             raise PinError(f"no {step!r} in a {type(cur).__name__}")

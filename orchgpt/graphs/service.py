@@ -30,9 +30,7 @@ class GraphService:
     async def blocks(self) -> list[dict[str, Any]]:
         return await self.catalog.entries()
 
-    async def create(
-        self, owner: str, text: str, fmt: str = "", graph_id: str = ""
-    ) -> tuple[GraphRecord, bool]:
+    async def create(self, owner: str, text: str, fmt: str = "", graph_id: str = "") -> tuple[GraphRecord, bool]:
         if fmt not in ("", "json", "toml"):
             raise OrchgptError(f"format: {fmt!r} is not json or toml", ErrorCode.INVALID_ARGUMENT)
         g = parse_graph(text, fmt)
@@ -45,9 +43,7 @@ class GraphService:
             )
         holder = self.store.graph_owner(gid)
         if holder is not None and holder != owner:
-            raise OrchgptError(
-                f"graph id {gid!r} is taken; choose another", ErrorCode.ALREADY_EXISTS
-            )
+            raise OrchgptError(f"graph id {gid!r} is taken; choose another", ErrorCode.ALREADY_EXISTS)
         rec, created = self.store.save_graph(gid, owner, g.name, g.canonical())
         log.info(
             "graph_saved",

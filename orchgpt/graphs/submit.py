@@ -21,9 +21,7 @@ def graph_options(store: Store, cmd: Command, submitted_by: str) -> dict[str, st
         return options
     gid = options.get("graph_id", "").strip()
     if not gid:
-        raise RoutingError(
-            "a graph run needs option graph_id (the graph to run)", code="INVALID_ARGUMENT"
-        )
+        raise RoutingError("a graph run needs option graph_id (the graph to run)", code="INVALID_ARGUMENT")
     raw_version = options.get("graph_version", "").strip() or "0"
     if not raw_version.isdigit():
         raise RoutingError(
@@ -38,9 +36,7 @@ def graph_options(store: Store, cmd: Command, submitted_by: str) -> dict[str, st
     try:
         given = json.loads(cmd.input or "{}")
     except ValueError as exc:
-        raise RoutingError(
-            f"input: the graph's input is not JSON: {exc}", code="INVALID_ARGUMENT"
-        ) from None
+        raise RoutingError(f"input: the graph's input is not JSON: {exc}", code="INVALID_ARGUMENT") from None
     if not isinstance(given, dict):
         raise RoutingError(
             "input: the graph's input must be a JSON object of its inputs by name",

@@ -58,9 +58,7 @@ def _pin_schema(entry: dict[str, Any], side: str, pin: str) -> dict[str, Any] | 
     return p if isinstance(p, dict) else None
 
 
-def _check_pin(
-    g: Graph, catalog: Catalog, node: str, address: str, side: str, where: str
-) -> dict[str, Any]:
+def _check_pin(g: Graph, catalog: Catalog, node: str, address: str, side: str, where: str) -> dict[str, Any]:
     if node not in g.nodes:
         raise GraphError(f"{where}: no node {node!r} in the graph")
     n = g.nodes[node]
@@ -69,10 +67,7 @@ def _check_pin(
     schema = _pin_schema(entry, side, name)
     if schema is None:
         pins = ", ".join(entry.get(f"{side}_schema", {}).get("properties", {})) or "none"
-        raise GraphError(
-            f"{where}: node {node!r} (block {n.block_id}) has no {side} pin {name!r} "
-            f"({side}s: {pins})"
-        )
+        raise GraphError(f"{where}: node {node!r} (block {n.block_id}) has no {side} pin {name!r} ({side}s: {pins})")
     return schema
 
 
@@ -130,8 +125,7 @@ def validate(g: Graph, catalog: Catalog) -> None:
         for pin in required:
             if pin not in fed[n.id]:
                 raise GraphError(
-                    f"node {n.id!r}: required input pin {pin!r} has no value "
-                    "(no constant, link or graph input)"
+                    f"node {n.id!r}: required input pin {pin!r} has no value (no constant, link or graph input)"
                 )
     cyc = _cycle(g)
     if cyc:
@@ -166,9 +160,7 @@ def _link_types(g: Graph, catalog: Catalog, x: Link) -> None:
     src = _check_pin(g, catalog, x.source, x.source_pin, "output", where)
     dst = _check_pin(g, catalog, x.sink, x.sink_pin, "input", where)
     if x.source == x.sink and not x.loop:
-        raise GraphError(
-            f"{where}: node {x.source!r} is linked to itself (a cycle that is not a declared loop)"
-        )
+        raise GraphError(f"{where}: node {x.source!r} is linked to itself (a cycle that is not a declared loop)")
     if split(x.source_pin)[1] or split(x.sink_pin)[1]:
         return  # a part of a value: its type is not declared
     s_root = catalog[g.nodes[x.source].block_id]["output_schema"]

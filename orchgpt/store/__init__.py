@@ -10,8 +10,7 @@ from .memory import MemoryStore
 
 __all__ = ["SUPPORTED", "MemoryStore", "Store", "open_store", "redact_url"]
 
-SUPPORTED = ("sqlite:///PATH (or a plain PATH)", "postgresql://USER@HOST:PORT/DB (or postgres://)",
-             "memory:")
+SUPPORTED = ("sqlite:///PATH (or a plain PATH)", "postgresql://USER@HOST:PORT/DB (or postgres://)", "memory:")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # 2+ characters: not a drive letter
 
@@ -38,15 +37,17 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     if scheme == "sqlite":
-        path = url[len("sqlite:"):]
+        path = url[len("sqlite:") :]
         if path.startswith("//"):  # as SQLAlchemy: sqlite:///PATH, so sqlite:////ABS/PATH
             if not path.startswith("///"):
-                raise StoreError(f"store URL {redact_url(url)!r}: a SQLite URL has no host; "
-                                 f"supported: {', '.join(SUPPORTED)}")
+                raise StoreError(
+                    f"store URL {redact_url(url)!r}: a SQLite URL has no host; supported: {', '.join(SUPPORTED)}"
+                )
             path = path[3:]
     elif scheme:
-        raise StoreError(f"store URL {redact_url(url)!r}: unknown scheme {scheme + ':'!r}; "
-                         f"supported: {', '.join(SUPPORTED)}")
+        raise StoreError(
+            f"store URL {redact_url(url)!r}: unknown scheme {scheme + ':'!r}; supported: {', '.join(SUPPORTED)}"
+        )
     else:
         path = url
     from .sqlite import SqliteStore  # the durable default (issue 6)

@@ -49,7 +49,10 @@ class Store(ScheduleStore, PushConfigStore, ABC):  # store/schedules.py, store/p
 
     @abstractmethod
     def list_tasks(
-        self, limit: int = 50, session_id: str = "", include_children: bool = False,
+        self,
+        limit: int = 50,
+        session_id: str = "",
+        include_children: bool = False,
         owner: str | None = None,
     ) -> list[Task]:
         """Newest first. Without include_children only top-level tasks. ``owner`` (a
@@ -117,6 +120,7 @@ class Store(ScheduleStore, PushConfigStore, ABC):  # store/schedules.py, store/p
 
     def delete_session(self, session_id: str) -> int:
         raise StoreError(f"{type(self).__name__} cannot delete a session")
+
     # ---- graphs (orchgpt/store/sqlite_graphs.py; a store without them refuses)
     def save_graph(self, graph_id: str, owner: str, name: str, definition: str) -> tuple[GraphRecord, bool]:
         """(the graph's version holding ``definition``, whether it is new): a changed definition

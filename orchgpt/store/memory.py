@@ -40,11 +40,14 @@ class MemoryStore(MemoryGraphs, MemorySchedules, MemoryPushConfigs, Store):
         t = self._tasks.get(task_id)
         return copy.deepcopy(t) if t else None
 
-    def list_tasks(self, limit: int = 50, session_id: str = "", include_children: bool = False,
-                   owner: str | None = None) -> list[Task]:
+    def list_tasks(
+        self, limit: int = 50, session_id: str = "", include_children: bool = False, owner: str | None = None
+    ) -> list[Task]:
         ts = [
-            t for t in self._tasks.values()
-            if (include_children or not t.parent_task_id) and (not session_id or t.session_id == session_id)
+            t
+            for t in self._tasks.values()
+            if (include_children or not t.parent_task_id)
+            and (not session_id or t.session_id == session_id)
             and (owner is None or t.submitted_by == owner)
         ]
         ts.sort(key=lambda t: t.created_ms, reverse=True)
@@ -75,8 +78,11 @@ class MemoryStore(MemoryGraphs, MemorySchedules, MemoryPushConfigs, Store):
             self._messages.setdefault(m["id"], dict(m))
 
     def messages(self, task_id: str = "", session_id: str = "", limit: int = 1000) -> list[dict[str, Any]]:
-        out = [m for m in self._messages.values()
-               if (not task_id or m.get("task_id") == task_id) and (not session_id or m.get("session_id") == session_id)]
+        out = [
+            m
+            for m in self._messages.values()
+            if (not task_id or m.get("task_id") == task_id) and (not session_id or m.get("session_id") == session_id)
+        ]
         return out[:limit]
 
     def agent_seen(self, info: AgentInfo) -> None:
@@ -101,10 +107,12 @@ class MemoryStore(MemoryGraphs, MemorySchedules, MemoryPushConfigs, Store):
         s.title = f"/{first.agent_type} {first.action} {first.input}"[:120]
         return s
 
-    def list_sessions(self, limit: int = 50, published_only: bool = False,
-                      owner: str | None = None) -> list[SessionInfo]:
-        ids = {t.session_id for t in self._tasks.values()
-               if t.session_id and (owner is None or t.submitted_by == owner)}
+    def list_sessions(
+        self, limit: int = 50, published_only: bool = False, owner: str | None = None
+    ) -> list[SessionInfo]:
+        ids = {
+            t.session_id for t in self._tasks.values() if t.session_id and (owner is None or t.submitted_by == owner)
+        }
         out = [s for i in ids if (s := self._session(i)) and (s.published or not published_only)]
         out.sort(key=lambda s: s.updated_ms, reverse=True)
         return out[:limit]
@@ -126,8 +134,10 @@ class MemoryStore(MemoryGraphs, MemorySchedules, MemoryPushConfigs, Store):
             self._transcript.setdefault(m.message_id, copy.deepcopy(m))
 
     def session_messages(self, session_id: str, limit: int = 1000) -> list[SessionMessage]:
-        ms = sorted((m for m in self._transcript.values() if m.session_id == session_id),
-                    key=lambda m: (m.ts_ms, m.task_id, m.n))
+        ms = sorted(
+            (m for m in self._transcript.values() if m.session_id == session_id),
+            key=lambda m: (m.ts_ms, m.task_id, m.n),
+        )
         return [copy.deepcopy(m) for m in ms[:limit]]
 
     def get_session_message(self, message_id: str) -> SessionMessage | None:

@@ -12,15 +12,11 @@ class MemoryGraphs:
     def __init__(self) -> None:
         self._graphs: dict[str, list[tuple[GraphRecord, bool]]] = {}  # id -> [(version, deleted)]
 
-    def save_graph(
-        self, graph_id: str, owner: str, name: str, definition: str
-    ) -> tuple[GraphRecord, bool]:
+    def save_graph(self, graph_id: str, owner: str, name: str, definition: str) -> tuple[GraphRecord, bool]:
         versions = self._graphs.setdefault(graph_id, [])
         if versions and not versions[-1][1] and versions[-1][0].definition == definition:
             return replace(versions[-1][0], versions=len(versions)), False
-        rec = GraphRecord(
-            graph_id, len(versions) + 1, owner, name, definition, now_ms(), len(versions) + 1
-        )
+        rec = GraphRecord(graph_id, len(versions) + 1, owner, name, definition, now_ms(), len(versions) + 1)
         versions.append((rec, False))
         return replace(rec), True
 

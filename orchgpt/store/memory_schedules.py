@@ -38,18 +38,12 @@ class MemorySchedules(ScheduleStore):
         return self._schedules.pop(schedule_id, None) is not None
 
     def due_schedules(self, now: int) -> list[Schedule]:
-        due = [
-            s for s in self._schedules.values() if s.state == ACTIVE and 0 < s.next_run_ms <= now
-        ]
+        due = [s for s in self._schedules.values() if s.state == ACTIVE and 0 < s.next_run_ms <= now]
         return [copy.deepcopy(s) for s in sorted(due, key=lambda s: s.next_run_ms)]
 
     def next_due_ms(self) -> int:
         return min(
-            (
-                s.next_run_ms
-                for s in self._schedules.values()
-                if s.state == ACTIVE and s.next_run_ms > 0
-            ),
+            (s.next_run_ms for s in self._schedules.values() if s.state == ACTIVE and s.next_run_ms > 0),
             default=0,
         )
 

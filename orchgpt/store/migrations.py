@@ -379,10 +379,7 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> list[int]:
     target = LATEST if target is None else target
     current = schema_version(conn)
     if current > LATEST:
-        raise SchemaTooNew(
-            f"schema version {current} is newer than this orchgpt supports ({LATEST}); "
-            "upgrade orchgpt"
-        )
+        raise SchemaTooNew(f"schema version {current} is newer than this orchgpt supports ({LATEST}); upgrade orchgpt")
     applied: list[int] = []
     for m in MIGRATIONS:
         if m.version <= current or m.version > target:
@@ -390,9 +387,7 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> list[int]:
         try:
             # executescript commits any open transaction first, so the script carries
             # its own BEGIN/COMMIT: the DDL and the version bump commit together.
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{m.sql}\nPRAGMA user_version = {int(m.version)};\nCOMMIT;"
-            )
+            conn.executescript(f"BEGIN IMMEDIATE;\n{m.sql}\nPRAGMA user_version = {int(m.version)};\nCOMMIT;")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

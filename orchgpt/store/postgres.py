@@ -63,20 +63,27 @@ def _translate(sql: str) -> str:
             " ON CONFLICT (task_id, agent_type) DO UPDATE SET session_id = excluded.session_id, "
             "prompt_tokens = excluded.prompt_tokens, "
             "completion_tokens = excluded.completion_tokens, cost_usd = excluded.cost_usd, "
-            "model = excluded.model, calls = excluded.calls")
+            "model = excluded.model, calls = excluded.calls"
+        )
     if sql.startswith("INSERT OR REPLACE INTO artifacts"):
         sql = sql.replace("INSERT OR REPLACE", "INSERT") + (
             " ON CONFLICT (task_id, path) DO UPDATE SET size = excluded.size, "
-            "sha256 = excluded.sha256, kind = excluded.kind")
+            "sha256 = excluded.sha256, kind = excluded.kind"
+        )
     if sql.startswith("INSERT INTO sessions"):  # _touch_session: min/max of two values
-        sql = (sql.replace("min(created_ms,", "least(sessions.created_ms,")
-               .replace("max(updated_ms,", "greatest(sessions.updated_ms,")
-               .replace("WHEN title = '' THEN excluded.title ELSE title END",
-                        "WHEN sessions.title = '' THEN excluded.title ELSE sessions.title END"))
-    sql = sql.replace("sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), "
-                      "max(model), sum(calls)",
-                      "sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, "
-                      "sum(cost_usd)::float8, max(model), sum(calls)::bigint")
+        sql = (
+            sql.replace("min(created_ms,", "least(sessions.created_ms,")
+            .replace("max(updated_ms,", "greatest(sessions.updated_ms,")
+            .replace(
+                "WHEN title = '' THEN excluded.title ELSE title END",
+                "WHEN sessions.title = '' THEN excluded.title ELSE sessions.title END",
+            )
+        )
+    sql = sql.replace(
+        "sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), max(model), sum(calls)",
+        "sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, "
+        "sum(cost_usd)::float8, max(model), sum(calls)::bigint",
+    )
     return _pg(sql)
 
 
@@ -94,8 +101,9 @@ class _Cursor:
             cur.executemany(_translate(sql), rows)
 
 
-class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, SqliteSchedules,
-                    SqlitePushConfigs, Store):
+class PostgresStore(
+    SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, SqliteSchedules, SqlitePushConfigs, Store
+):
     """The SQLite store's tables in a PostgreSQL database."""
 
     def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
@@ -106,8 +114,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
         self._failing = False
         self.notify_events = False  # --cluster: each batch NOTIFYs orchgpt_events (orchgpt/cluster.py)
         if psycopg is None:
-            raise StoreError(f"store {self.path}: PostgreSQL needs psycopg: "
-                             "pip install 'orchgpt[postgres]'")
+            raise StoreError(f"store {self.path}: PostgreSQL needs psycopg: pip install 'orchgpt[postgres]'")
         self._closed = False
         try:
             self._conn = self._connect(connect_timeout_s)
@@ -120,8 +127,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
             raise
 
     def _connect(self, timeout_s: int) -> Any:
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=timeout_s,
-                               application_name="orchgpt")
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=timeout_s, application_name="orchgpt")
 
     def _live(self) -> Any:
         """The connection; a new one when the server dropped the old one (a restart, a
@@ -134,8 +140,9 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
                 self._conn.close()
                 self._conn = self._connect(2)  # short: the daemon's loop waits for it
             except psycopg.Error as exc:
-                raise StoreError(f"store {self.path}: cannot reconnect to PostgreSQL: "
-                                 f"{_cause(exc, self.url)}") from None
+                raise StoreError(
+                    f"store {self.path}: cannot reconnect to PostgreSQL: {_cause(exc, self.url)}"
+                ) from None
             log.info("store.reconnected", url=self.path)
         return self._conn
 
@@ -150,7 +157,8 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
                 if before > LATEST:
                     raise StoreError(
                         f"cannot open store {self.path}: schema version {before} is newer than "
-                        f"this orchgpt supports ({LATEST}); upgrade orchgpt")
+                        f"this orchgpt supports ({LATEST}); upgrade orchgpt"
+                    )
                 for m in MIGRATIONS:
                     if m.version <= before:
                         continue
@@ -162,7 +170,9 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
                 c.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
             c.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('last_open_ms', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(now_ms()),))
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(now_ms()),),
+            )
         except psycopg.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {_cause(exc, self.url)}") from None
         if before < LATEST:
@@ -182,12 +192,14 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
 
     def probe(self) -> None:
         with self._tx("probe", quiet=True) as c:
-            c.execute("INSERT INTO store_meta (key, value) VALUES ('last_probe_ms', ?) "
-                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(now_ms()),))
+            c.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('last_probe_ms', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(now_ms()),),
+            )
 
     def _fault(self, what: str, message: str) -> None:
-        (log.debug if self._failing else log.error)("store.write_failed", url=self.path,
-                                                     what=what, error=message)
+        (log.debug if self._failing else log.error)("store.write_failed", url=self.path, what=what, error=message)
         self._failing = True
         if self.on_fault is not None:
             try:
@@ -225,8 +237,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
                 rows: list[tuple[Any, ...]] = self._live().execute(_translate(sql), params).fetchall()
                 return rows
             except psycopg.Error as exc:
-                raise StoreError(f"store {self.path}: {what} failed: "
-                                 f"{_cause(exc, self.url)}") from None
+                raise StoreError(f"store {self.path}: {what} failed: {_cause(exc, self.url)}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -243,8 +254,9 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
             for e in events:
                 if e.seq <= 0:
                     if e.task_id not in nxt:
-                        row = c.execute("SELECT coalesce(max(seq), 0) FROM task_events "
-                                        "WHERE task_id = ?", (e.task_id,)).fetchone()
+                        row = c.execute(
+                            "SELECT coalesce(max(seq), 0) FROM task_events WHERE task_id = ?", (e.task_id,)
+                        ).fetchone()
                         nxt[e.task_id] = int(row[0])
                     nxt[e.task_id] += 1
                     e.seq = nxt[e.task_id]
@@ -253,16 +265,17 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
             try:
                 with self._conn.transaction():  # a savepoint: the lookup below still runs
                     c.executemany(
-                        "INSERT OR IGNORE INTO task_events (task_id, seq, kind, ts_ms, payload) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        [(e.task_id, e.seq, str(e.kind), e.ts_ms, _event_payload(e))
-                         for e in events],
+                        "INSERT OR IGNORE INTO task_events (task_id, seq, kind, ts_ms, payload) VALUES (?, ?, ?, ?, ?)",
+                        [(e.task_id, e.seq, str(e.kind), e.ts_ms, _event_payload(e)) for e in events],
                     )
             except psycopg.Error as exc:
                 if exc.sqlstate != "23503":  # foreign_key_violation
                     raise
-                unknown = sorted(i for i in {e.task_id for e in events} if c.execute(
-                    "SELECT 1 FROM tasks WHERE task_id = ?", (i,)).fetchone() is None)
+                unknown = sorted(
+                    i
+                    for i in {e.task_id for e in events}
+                    if c.execute("SELECT 1 FROM tasks WHERE task_id = ?", (i,)).fetchone() is None
+                )
                 first = str(exc).splitlines()[0]
                 raise _Refused(f"events for unknown task(s) {', '.join(unknown)} ({first})") from exc
             if self.notify_events:  # delivered at commit: the events are readable by then
@@ -271,8 +284,7 @@ class PostgresStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs,
             arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
             if arts:
                 c.executemany(
-                    "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) VALUES (?, ?, ?, ?, ?)",
                     [(t, a.path, a.size, a.sha256, a.kind) for t, a in arts],
                 )
 

@@ -39,9 +39,7 @@ class SqlitePushConfigs(PushConfigStore):
 
         @contextmanager
         def _tx(self, what: str, quiet: bool = False) -> Iterator[sqlite3.Connection]: ...
-        def _read(
-            self, what: str, sql: str, params: Iterable[Any] = ()
-        ) -> list[tuple[Any, ...]]: ...
+        def _read(self, what: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def put_push_config(self, task_id: str, config_id: str, config_json: str) -> None:
         with self._tx(f"store push config {config_id} of task {task_id}") as c:
@@ -55,8 +53,7 @@ class SqlitePushConfigs(PushConfigStore):
     def push_configs(self, task_id: str) -> list[tuple[str, str]]:
         rows = self._read(
             "push configs",
-            "SELECT config_id, config FROM a2a_push_configs "
-            "WHERE task_id = ? ORDER BY created_ms, config_id",
+            "SELECT config_id, config FROM a2a_push_configs WHERE task_id = ? ORDER BY created_ms, config_id",
             (task_id,),
         )
         return [(str(r[0]), str(r[1])) for r in rows]
@@ -99,7 +96,5 @@ class MemoryPushConfigs(PushConfigStore):
     def unfinished_push_tasks(self) -> list[str]:
         get = getattr(self, "get_task")  # noqa: B009  (MemoryStore's)
         return [
-            t
-            for t, cs in self._configs().items()
-            if cs and (task := get(t)) is not None and not task.state.terminal
+            t for t, cs in self._configs().items() if cs and (task := get(t)) is not None and not task.state.terminal
         ]

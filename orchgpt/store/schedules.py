@@ -118,15 +118,12 @@ class SqliteSchedules(ScheduleStore):
 
         @contextmanager
         def _tx(self, what: str, quiet: bool = False) -> Iterator[sqlite3.Connection]: ...
-        def _read(
-            self, what: str, sql: str, params: Iterable[Any] = ()
-        ) -> list[tuple[Any, ...]]: ...
+        def _read(self, what: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def add_schedule(self, s: Schedule) -> None:
         with self._tx(f"add schedule {s.schedule_id}") as c:
             c.execute(
-                f"INSERT INTO schedules ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
+                f"INSERT INTO schedules ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
                 _row(s),
             )
 
@@ -146,8 +143,7 @@ class SqliteSchedules(ScheduleStore):
     def set_schedule_state(self, schedule_id: str, state: str, next_run_ms: int) -> Schedule | None:
         with self._tx(f"{state} schedule {schedule_id}") as c:
             c.execute(
-                "UPDATE schedules SET state = ?, next_run_ms = ?, updated_ms = ? "
-                "WHERE schedule_id = ?",
+                "UPDATE schedules SET state = ?, next_run_ms = ?, updated_ms = ? WHERE schedule_id = ?",
                 (state, next_run_ms, now_ms(), schedule_id),
             )
         return self.get_schedule(schedule_id)
@@ -161,8 +157,7 @@ class SqliteSchedules(ScheduleStore):
     def due_schedules(self, now: int) -> list[Schedule]:
         rows = self._read(
             "due schedules",
-            _SELECT + " WHERE state = 'active' AND next_run_ms > 0 AND next_run_ms <= ? "
-            "ORDER BY next_run_ms",
+            _SELECT + " WHERE state = 'active' AND next_run_ms > 0 AND next_run_ms <= ? ORDER BY next_run_ms",
             (now,),
         )
         return [_from_row(r) for r in rows]
@@ -219,13 +214,10 @@ class SqliteSchedules(ScheduleStore):
     def finish_run(self, schedule_id: str, tick_ms: int, state: str, error: str = "") -> None:
         with self._tx(f"finish run {tick_ms} of schedule {schedule_id}") as c:
             c.execute(
-                "UPDATE schedule_runs SET state = ?, error = ? "
-                "WHERE schedule_id = ? AND tick_ms = ?",
+                "UPDATE schedule_runs SET state = ?, error = ? WHERE schedule_id = ? AND tick_ms = ?",
                 (state, error, schedule_id, tick_ms),
             )
-            c.execute(
-                "UPDATE schedules SET last_error = ? WHERE schedule_id = ?", (error, schedule_id)
-            )
+            c.execute("UPDATE schedules SET last_error = ? WHERE schedule_id = ?", (error, schedule_id))
 
     def schedule_runs(self, schedule_id: str, limit: int = 50) -> list[ScheduleRun]:
         rows = self._read(

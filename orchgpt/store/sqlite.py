@@ -92,8 +92,9 @@ def _cause(exc: BaseException) -> str:
 # ---- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, SqliteSchedules,
-                  SqlitePushConfigs, Store):
+class SqliteStore(
+    SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, SqliteSchedules, SqlitePushConfigs, Store
+):
     """Tasks, events, sessions, usage, artifacts, IAC message log and agents in one file."""
 
     def __init__(
@@ -117,8 +118,7 @@ class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, S
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
-                f"cannot open store {self.path}: cannot create directory "
-                f"{self.path.parent}: {exc.strerror or exc}"
+                f"cannot open store {self.path}: cannot create directory {self.path.parent}: {exc.strerror or exc}"
             ) from exc
         if self.path.is_dir():
             raise StoreError(f"cannot open store {self.path}: it is a directory")
@@ -128,7 +128,9 @@ class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, S
         _make_private(self.path)
         try:
             self._conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False,
+                str(self.path),
+                isolation_level=None,
+                check_same_thread=False,
                 timeout=busy_timeout_ms / 1000,
             )
         except sqlite3.Error as exc:
@@ -186,15 +188,20 @@ class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, S
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            why = "was deleted (or its directory removed)" if isinstance(exc, FileNotFoundError) \
+            why = (
+                "was deleted (or its directory removed)"
+                if isinstance(exc, FileNotFoundError)
                 else f"cannot be checked ({exc.strerror or exc})"
+            )
             raise StoreError(self._gone(why)) from None
         if (st.st_dev, st.st_ino) != self._identity:
             raise StoreError(self._gone("was replaced by another file"))
 
     def _gone(self, why: str) -> str:
-        return (f"store {self.path} {why} while orchgpt had it open: whatever is written now "
-                "would be lost at the next start; restart orchgpt (or restore the file)")
+        return (
+            f"store {self.path} {why} while orchgpt had it open: whatever is written now "
+            "would be lost at the next start; restart orchgpt (or restore the file)"
+        )
 
     def probe(self, min_free_bytes: int = 1 << 20) -> None:
         """A real write (StoreError when refused): tells whether the store works again.
@@ -207,8 +214,10 @@ class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, S
         except OSError:
             st = None
         if st is not None and st.f_bavail * st.f_frsize < min_free_bytes:
-            raise StoreError(f"store {self.path}: the disk holding it has only "
-                             f"{st.f_bavail * st.f_frsize} bytes free (the disk is full)")
+            raise StoreError(
+                f"store {self.path}: the disk holding it has only "
+                f"{st.f_bavail * st.f_frsize} bytes free (the disk is full)"
+            )
         with self._tx("probe", quiet=True) as c:
             c.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('last_probe_ms', ?) "
@@ -218,8 +227,7 @@ class SqliteStore(SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, S
 
     def _fault(self, what: str, message: str) -> None:
         # an error line when writes start failing; while they keep failing, debug lines only
-        (log.debug if self._failing else log.error)("store.write_failed", path=str(self.path), what=what,
-                                                     error=message)
+        (log.debug if self._failing else log.error)("store.write_failed", path=str(self.path), what=what, error=message)
         self._failing = True
         if self.on_fault is not None:
             try:

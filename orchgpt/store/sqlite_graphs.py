@@ -18,9 +18,7 @@ _COLS = "graph_id, version, owner, name, definition, created_ms"
 
 
 def _record(row: tuple[Any, ...], versions: int = 1) -> GraphRecord:
-    return GraphRecord(
-        str(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5]), versions
-    )
+    return GraphRecord(str(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5]), versions)
 
 
 class SqliteGraphs:
@@ -28,18 +26,13 @@ class SqliteGraphs:
 
         @contextmanager
         def _tx(self, what: str, quiet: bool = False) -> Iterator[sqlite3.Connection]: ...
-        def _read(
-            self, what: str, sql: str, params: Iterable[Any] = ()
-        ) -> list[tuple[Any, ...]]: ...
+        def _read(self, what: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
 
-    def save_graph(
-        self, graph_id: str, owner: str, name: str, definition: str
-    ) -> tuple[GraphRecord, bool]:
+    def save_graph(self, graph_id: str, owner: str, name: str, definition: str) -> tuple[GraphRecord, bool]:
         """(the graph's version holding ``definition``, whether it is new)."""
         with self._tx(f"save graph {graph_id}") as c:
             row = c.execute(
-                f"SELECT {_COLS}, deleted_ms FROM graphs WHERE graph_id = ? "
-                "ORDER BY version DESC LIMIT 1",
+                f"SELECT {_COLS}, deleted_ms FROM graphs WHERE graph_id = ? ORDER BY version DESC LIMIT 1",
                 (graph_id,),
             ).fetchone()
             if row is not None and not row[6] and row[4] == definition:
@@ -65,8 +58,7 @@ class SqliteGraphs:
         """A live graph's version (0: the latest)."""
         rows = self._read(
             "get graph",
-            f"SELECT {_COLS} FROM graphs WHERE graph_id = ? AND "
-            "deleted_ms = 0 ORDER BY version DESC",
+            f"SELECT {_COLS} FROM graphs WHERE graph_id = ? AND deleted_ms = 0 ORDER BY version DESC",
             (graph_id,),
         )
         for r in rows:

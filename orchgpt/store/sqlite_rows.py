@@ -10,17 +10,35 @@ from ..models import Task, TaskEvent, TaskResult
 from ..wire import dicts
 
 _TASK_COLUMNS = (
-    "task_id", "agent_type", "action", "input", "language", "session_id", "parent_task_id",
-    "approval", "options", "state", "agent_id", "attempts", "created_ms", "updated_ms",
-    "result", "error", "submitted_by", "delegated_by", "inputs", "reply_to",
+    "task_id",
+    "agent_type",
+    "action",
+    "input",
+    "language",
+    "session_id",
+    "parent_task_id",
+    "approval",
+    "options",
+    "state",
+    "agent_id",
+    "attempts",
+    "created_ms",
+    "updated_ms",
+    "result",
+    "error",
+    "submitted_by",
+    "delegated_by",
+    "inputs",
+    "reply_to",
 )
 _TASK_SELECT = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
 _TASK_INSERT = (
-    f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}, finished) "
-    f"VALUES ({', '.join('?' for _ in _TASK_COLUMNS)}, ?)"
+    f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}, finished) VALUES ({', '.join('?' for _ in _TASK_COLUMNS)}, ?)"
 )
-_TASK_UPSERT = _TASK_INSERT + " ON CONFLICT(task_id) DO UPDATE SET " + ", ".join(
-    f"{c} = excluded.{c}" for c in (*_TASK_COLUMNS[1:], "finished")
+_TASK_UPSERT = (
+    _TASK_INSERT
+    + " ON CONFLICT(task_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*_TASK_COLUMNS[1:], "finished"))
 )
 # save_task's fast path rewrites only the columns that change while a task runs:
 # neither the indexed identity columns nor, until the task ends, `finished`, so a

@@ -53,8 +53,7 @@ class SqliteTasks:
         with self._tx(f"save task {task.task_id}") as c:
             cur = c.execute(
                 _TASK_UPDATE_ENDED if task.state.terminal else _TASK_UPDATE_RUNNING,
-                (*(row[i] for i in _MUTABLE), task.task_id, task.session_id,
-                 task.parent_task_id, task.created_ms),
+                (*(row[i] for i in _MUTABLE), task.task_id, task.session_id, task.parent_task_id, task.created_ms),
             )
             if cur.rowcount == 0:  # not stored yet, identity columns changed, or reopened
                 c.execute(_TASK_UPSERT, row)
@@ -76,8 +75,7 @@ class SqliteTasks:
             "created_ms = min(created_ms, excluded.created_ms), "
             "updated_ms = max(updated_ms, excluded.updated_ms), "
             "title = CASE WHEN title = '' THEN excluded.title ELSE title END",
-            (task.session_id, task.created_ms, task.updated_ms,
-             "" if task.parent_task_id else _title(task)),
+            (task.session_id, task.created_ms, task.updated_ms, "" if task.parent_task_id else _title(task)),
         )
 
     @staticmethod
@@ -89,13 +87,20 @@ class SqliteTasks:
         c.execute(
             "INSERT OR REPLACE INTO usage (task_id, agent_type, session_id, prompt_tokens, "
             "completion_tokens, cost_usd, model, calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (task.task_id, task.agent_type, task.session_id, u.prompt_tokens,
-             u.completion_tokens, u.cost_usd, u.model, u.calls),
+            (
+                task.task_id,
+                task.agent_type,
+                task.session_id,
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.cost_usd,
+                u.model,
+                u.calls,
+            ),
         )
         if r.artifacts:
             c.executemany(
-                "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) VALUES (?, ?, ?, ?, ?)",
                 [(task.task_id, a.path, a.size, a.sha256, a.kind) for a in r.artifacts],
             )
 
@@ -104,7 +109,10 @@ class SqliteTasks:
         return _task_from_row(rows[0]) if rows else None
 
     def list_tasks(
-        self, limit: int = 50, session_id: str = "", include_children: bool = False,
+        self,
+        limit: int = 50,
+        session_id: str = "",
+        include_children: bool = False,
         owner: str | None = None,
     ) -> list[Task]:
         where, params = [], []
@@ -124,7 +132,8 @@ class SqliteTasks:
     def children(self, task_id: str) -> list[Task]:
         rows = self._read(
             f"read children of task {task_id}",
-            _TASK_SELECT + " WHERE parent_task_id = ? ORDER BY created_ms, rowid", (task_id,),
+            _TASK_SELECT + " WHERE parent_task_id = ? ORDER BY created_ms, rowid",
+            (task_id,),
         )
         return [_task_from_row(r) for r in rows]
 
@@ -158,8 +167,7 @@ class SqliteTasks:
                     nxt[e.task_id] = max(nxt[e.task_id], e.seq)
             try:
                 c.executemany(
-                    "INSERT OR IGNORE INTO task_events (task_id, seq, kind, ts_ms, payload) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO task_events (task_id, seq, kind, ts_ms, payload) VALUES (?, ?, ?, ?, ?)",
                     [(e.task_id, e.seq, str(e.kind), e.ts_ms, _event_payload(e)) for e in events],
                 )
             except sqlite3.IntegrityError as exc:
@@ -172,19 +180,15 @@ class SqliteTasks:
             arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
             if arts:
                 c.executemany(
-                    "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) VALUES (?, ?, ?, ?, ?)",
                     [(t, a.path, a.size, a.sha256, a.kind) for t, a in arts],
                 )
 
     @staticmethod
     def _unknown_tasks(c: sqlite3.Connection, ids: set[str]) -> set[str]:
-        return {i for i in ids if c.execute(
-            "SELECT 1 FROM tasks WHERE task_id = ?", (i,)).fetchone() is None}
+        return {i for i in ids if c.execute("SELECT 1 FROM tasks WHERE task_id = ?", (i,)).fetchone() is None}
 
-    def events(
-        self, task_id: str, after_seq: int = 0, limit: int | None = None
-    ) -> list[TaskEvent]:
+    def events(self, task_id: str, after_seq: int = 0, limit: int | None = None) -> list[TaskEvent]:
         rows = self._read(
             f"read events of task {task_id}",
             "SELECT task_id, seq, kind, ts_ms, payload FROM task_events "
@@ -196,6 +200,7 @@ class SqliteTasks:
     def last_seq(self, task_id: str) -> int:
         rows = self._read(
             f"read last seq of task {task_id}",
-            "SELECT coalesce(max(seq), 0) FROM task_events WHERE task_id = ?", (task_id,),
+            "SELECT coalesce(max(seq), 0) FROM task_events WHERE task_id = ?",
+            (task_id,),
         )
         return int(rows[0][0])

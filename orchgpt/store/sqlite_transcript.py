@@ -32,9 +32,7 @@ class SqliteTranscript:
 
         @contextmanager
         def _tx(self, what: str, quiet: bool = False) -> Iterator[sqlite3.Connection]: ...
-        def _read(
-            self, what: str, sql: str, params: Iterable[Any] = ()
-        ) -> list[tuple[Any, ...]]: ...
+        def _read(self, what: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def add_session_messages(self, messages: list[SessionMessage]) -> None:
         """Append messages; one whose id is stored already is skipped (a re-run after a crash)."""
@@ -61,8 +59,7 @@ class SqliteTranscript:
         """The session's transcript, oldest first."""
         rows = self._read(
             f"read the messages of session {session_id}",
-            f"SELECT {_COLS} FROM session_messages WHERE session_id = ? "
-            "ORDER BY ts_ms, task_id, n LIMIT ?",
+            f"SELECT {_COLS} FROM session_messages WHERE session_id = ? ORDER BY ts_ms, task_id, n LIMIT ?",
             (session_id, limit),
         )
         return [_message(r) for r in rows]
@@ -90,18 +87,11 @@ class SqliteTranscript:
         """Delete the session: its transcript, its tasks with their events, usage and artifact
         index, its IAC message log. Returns the messages and tasks removed."""
         with self._tx(f"delete session {session_id}") as c:
-            n = int(
-                c.execute(
-                    "DELETE FROM session_messages WHERE session_id = ?", (session_id,)
-                ).rowcount
-                or 0
-            )
+            n = int(c.execute("DELETE FROM session_messages WHERE session_id = ?", (session_id,)).rowcount or 0)
             ids = "SELECT task_id FROM tasks WHERE session_id = ?"
             for table in ("task_events", "usage", "artifacts"):
                 c.execute(f"DELETE FROM {table} WHERE task_id IN ({ids})", (session_id,))
             c.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
-            n += int(
-                c.execute("DELETE FROM tasks WHERE session_id = ?", (session_id,)).rowcount or 0
-            )
+            n += int(c.execute("DELETE FROM tasks WHERE session_id = ?", (session_id,)).rowcount or 0)
             c.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
             return n

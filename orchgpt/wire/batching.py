@@ -40,8 +40,20 @@ def _approx_size(env: pb.Envelope) -> int:
 class Outbox:
     """A FIFO of envelopes for one stream; ``next_batch`` is awaited by the writer."""
 
-    __slots__ = ("_closed", "_items", "_limit", "_max_bytes", "_queued", "_waiter", "added",
-                 "dropped_reason", "error", "farewell", "on_overflow", "taken")
+    __slots__ = (
+        "_closed",
+        "_items",
+        "_limit",
+        "_max_bytes",
+        "_queued",
+        "_waiter",
+        "added",
+        "dropped_reason",
+        "error",
+        "farewell",
+        "on_overflow",
+        "taken",
+    )
 
     def __init__(self, max_bytes: int = 2 * 1024 * 1024, limit_bytes: int = 0) -> None:
         self._items: deque[pb.Envelope] = deque()
@@ -97,8 +109,10 @@ class Outbox:
         if self._queued <= self._limit:
             return True
         code = "RESOURCE_EXHAUSTED"
-        msg = (f"the peer is not reading: more than {self._limit} bytes queued for it "
-               "(max_stream_queue_bytes); disconnected")
+        msg = (
+            f"the peer is not reading: more than {self._limit} bytes queued for it "
+            "(max_stream_queue_bytes); disconnected"
+        )
         self.abort(code, msg, last=self.farewell(code, msg) if self.farewell is not None else None)
         cb = self.on_overflow
         if cb is not None:

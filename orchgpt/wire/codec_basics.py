@@ -145,8 +145,9 @@ _OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
 
 
 def check_to_pb(c: Check) -> pb.Check:
-    return pb.Check(name=c.name, tool=c.tool, outcome=_OUTCOME_TO_PB[c.outcome], detail=c.detail,
-                    advisory=not c.required)
+    return pb.Check(
+        name=c.name, tool=c.tool, outcome=_OUTCOME_TO_PB[c.outcome], detail=c.detail, advisory=not c.required
+    )
 
 
 def check_from_pb(m: pb.Check) -> Check:

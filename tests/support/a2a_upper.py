@@ -46,9 +46,7 @@ class Upper(AgentExecutor):
         await up.start_work(up.new_agent_message([a2a.Part(text="upper-casing")]))
         half = len(text) // 2
         await up.add_artifact([a2a.Part(text=text[:half].upper())], artifact_id="out", append=False)
-        await up.add_artifact(
-            [a2a.Part(text=text[half:].upper())], artifact_id="out", append=True, last_chunk=True
-        )
+        await up.add_artifact([a2a.Part(text=text[half:].upper())], artifact_id="out", append=True, last_chunk=True)
         await up.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -62,11 +60,7 @@ def _guard(app: Any, header: bytes, value: str, public: str = "") -> Any:
     want = value.encode()
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] != public
-            and dict(scope["headers"]).get(header) != want
-        ):
+        if scope["type"] == "http" and scope["path"] != public and dict(scope["headers"]).get(header) != want:
             await send({"type": "http.response.start", "status": 401, "headers": []})
             await send({"type": "http.response.body", "body": b"bearer token required"})
             return
@@ -85,15 +79,11 @@ def main(port_file: str) -> None:
         name="upper",
         description="upper-cases its input",
         version="1.0",
-        supported_interfaces=[
-            a2a.AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0")
-        ],
+        supported_interfaces=[a2a.AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0")],
         capabilities=a2a.AgentCapabilities(streaming=True),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
-        skills=[
-            a2a.AgentSkill(id="shout", name="shout", description="upper-case text", tags=["text"])
-        ],
+        skills=[a2a.AgentSkill(id="shout", name="shout", description="upper-case text", tags=["text"])],
     )
     if os.environ.get("UPPER_API_KEY"):
         card.security_schemes["key"].api_key_security_scheme.CopyFrom(
@@ -101,9 +91,7 @@ def main(port_file: str) -> None:
         )
         card.security_requirements.add().schemes["key"].SetInParent()
     handler = DefaultRequestHandler(Upper(), InMemoryTaskStore(), card)
-    app: Any = Starlette(
-        routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")]
-    )
+    app: Any = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
     token = os.environ.get("UPPER_REQUIRE_TOKEN", "")
     if token:
         app = _guard(app, b"authorization", f"Bearer {token}")

@@ -36,7 +36,8 @@ def channel(name: str) -> grpc.aio.Channel:
     creds = grpc.ssl_channel_credentials(
         root_certificates=(CERTS / "ca.pem").read_bytes(),
         private_key=(CERTS / f"{name}-key.pem").read_bytes(),
-        certificate_chain=(CERTS / f"{name}.pem").read_bytes())
+        certificate_chain=(CERTS / f"{name}.pem").read_bytes(),
+    )
     return grpc.aio.secure_channel(ADDRESS, creds, options=OPTS)
 
 
@@ -149,8 +150,11 @@ async def sunary(name: str, method: str, req: Any) -> tuple[str, Any]:
 
 
 async def alice_schedule() -> str:
-    code, s = await sunary("alice", "AddSchedule", spb.AddScheduleRequest(
-        cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION)))
+    code, s = await sunary(
+        "alice",
+        "AddSchedule",
+        spb.AddScheduleRequest(cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION)),
+    )
     assert code == "OK", s
     return str(s.schedule_id)
 
@@ -158,8 +162,15 @@ async def alice_schedule() -> str:
 async def probe_schedules(p: str, r: dict[str, str], lists: dict[str, Any]) -> None:
     """Every Schedules RPC by ``p``, on a schedule of alice's (a fresh one to delete)."""
     sid = await alice_schedule()
-    r["AddSchedule"] = (await sunary(p, "AddSchedule", spb.AddScheduleRequest(
-        cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION))))[0]
+    r["AddSchedule"] = (
+        await sunary(
+            p,
+            "AddSchedule",
+            spb.AddScheduleRequest(
+                cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION)
+            ),
+        )
+    )[0]
     code, resp = await sunary(p, "ListSchedules", spb.ListSchedulesRequest())
     r["ListSchedules"] = code
     lists[f"ListSchedules:{p}"] = (sid in {s.schedule_id for s in resp.schedules}) if code == "OK" else None
@@ -195,20 +206,29 @@ async def main() -> dict[str, Any]:
     async def run_as_worker(task_id: str, reply: bool) -> pb.Envelope:
         run = await worker.wait(lambda e: e.type == pb.RUN and e.task.task_id == task_id, 10)
         if reply:
-            worker.send(env(pb.REPLY, "worker", task_id=task_id, correlation_id=run.id, reply=pb.Reply(
-                result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="done"))))
+            worker.send(
+                env(
+                    pb.REPLY,
+                    "worker",
+                    task_id=task_id,
+                    correlation_id=run.id,
+                    reply=pb.Reply(result=pb.TaskResult(task_id=task_id, state=pb.SUCCEEDED, output="done")),
+                )
+            )
         return run
 
     # alice's finished task and alice's running one (assigned to worker)
-    done = asyncio.ensure_future(submit("alice", agent_type="conftype", action=pb.RUN_ACTION, input="a",
-                                        task_id="alice-t"))
+    done = asyncio.ensure_future(
+        submit("alice", agent_type="conftype", action=pb.RUN_ACTION, input="a", task_id="alice-t")
+    )
     await run_as_worker("alice-t", reply=True)
     code, _ = await done
     assert code == "OK", code
     (DATA / "workspaces" / "alice-t").mkdir(parents=True, exist_ok=True)
     (DATA / "workspaces" / "alice-t" / "out.txt").write_text("artifact")
-    live = asyncio.ensure_future(submit("alice", agent_type="conftype", action=pb.RUN_ACTION, input="b",
-                                        task_id="alice-live"))
+    live = asyncio.ensure_future(
+        submit("alice", agent_type="conftype", action=pb.RUN_ACTION, input="b", task_id="alice-live")
+    )
     await run_as_worker("alice-live", reply=False)
     got = await unary("alice", "GetTask", pb.GetTaskRequest(task_id="alice-t"))
     session = got[1].task.session_id
@@ -223,8 +243,7 @@ async def main() -> dict[str, Any]:
     principals = ["alice", "bob", "boss", "worker", "outsider", "server"]
     graph = json.dumps({"nodes": [{"id": "v", "block": "value", "input": {"value": 1}}]})
     for g in ["alice-g", *(f"alice-del-{p}" for p in principals)]:
-        code, _ = await unary("alice", "CreateGraph", pb.CreateGraphRequest(definition=graph, graph_id=g),
-                              timeout=60.0)
+        code, _ = await unary("alice", "CreateGraph", pb.CreateGraphRequest(definition=graph, graph_id=g), timeout=60.0)
         assert code == "OK", code
     for p in principals:
         r: dict[str, str] = {}
@@ -243,8 +262,15 @@ async def main() -> dict[str, Any]:
         r["ListTasks"] = code
         obs["lists"][f"ListTasks:{p}"] = sorted(t.task_id for t in resp.tasks) if code == "OK" else []
         r["CancelTask"] = (await unary(p, "CancelTask", pb.CancelTaskRequest(task_id="alice-t")))[0]
-        r["Approve"] = (await unary(p, "Approve", pb.ApproveRequest(task_id="alice-live", response=pb.ApprovalResponse(
-            request_id=f"req-{p}", decision=pb.APPROVE))))[0]
+        r["Approve"] = (
+            await unary(
+                p,
+                "Approve",
+                pb.ApproveRequest(
+                    task_id="alice-live", response=pb.ApprovalResponse(request_id=f"req-{p}", decision=pb.APPROVE)
+                ),
+            )
+        )[0]
         code, chunks = await stream(p, "FetchArtifact", pb.FetchArtifactRequest(task_id="alice-t", path="out.txt"))
         r["FetchArtifact"] = code if code != "OK" or b"".join(c.data for c in chunks) == b"artifact" else "BAD"
         code, resp = await unary(p, "ListSessions", pb.ListSessionsRequest(limit=100))
@@ -258,8 +284,9 @@ async def main() -> dict[str, Any]:
         r["DeleteMessage"] = (await unary(p, "DeleteMessage", pb.DeleteMessageRequest(message_id=f"m-{mine}:0")))[0]
         r["ClearSession"] = (await unary(p, "ClearSession", pb.SessionRef(session_id=f"c-{mine}")))[0]
         r["DeleteSession"] = (await unary(p, "DeleteSession", pb.SessionRef(session_id=f"d-{mine}")))[0]
-        r["CreateGraph"] = (await unary(p, "CreateGraph", pb.CreateGraphRequest(
-            definition=graph, graph_id=f"{p}-g"), timeout=60.0))[0]
+        r["CreateGraph"] = (
+            await unary(p, "CreateGraph", pb.CreateGraphRequest(definition=graph, graph_id=f"{p}-g"), timeout=60.0)
+        )[0]
         code, resp = await unary(p, "ListGraphs", pb.ListGraphsRequest())
         r["ListGraphs"] = code
         obs["lists"][f"ListGraphs:{p}"] = sorted(g.graph_id for g in resp.graphs) if code == "OK" else []
@@ -270,7 +297,8 @@ async def main() -> dict[str, Any]:
         obs["rpc"][p] = r
     # Watch(all) of a client shows its own tasks only: bob watches while alice's task runs
     obs["approvals_seen_by_worker"] = sorted(
-        e.approval_response.request_id for e in worker.got if e.type == pb.APPROVAL_RESPONSE)
+        e.approval_response.request_id for e in worker.got if e.type == pb.APPROVAL_RESPONSE
+    )
 
     # ---- envelopes from an agent: every kind, to the daemon and to each kind of recipient
     bodies: dict[str, dict[str, Any]] = {
@@ -280,10 +308,14 @@ async def main() -> dict[str, Any]:
         "PING": {"ping": pb.Ping(sent_ms=1)},
         "PONG": {},
         "TASK_EVENT": {"event": pb.TaskEvent(task_id="alice-live", log=pb.LogEvent(text="log"))},
-        "REPLY(result)": {"task_id": "nope", "reply": pb.Reply(result=pb.TaskResult(
-            task_id="nope", state=pb.SUCCEEDED))},
-        "DELEGATE_TASK": {"task_id": "alice-live", "task": pb.TaskSpec(
-            agent_type="peertype", action=pb.RUN_ACTION, input="sub", parent_task_id="alice-live")},
+        "REPLY(result)": {
+            "task_id": "nope",
+            "reply": pb.Reply(result=pb.TaskResult(task_id="nope", state=pb.SUCCEEDED)),
+        },
+        "DELEGATE_TASK": {
+            "task_id": "alice-live",
+            "task": pb.TaskSpec(agent_type="peertype", action=pb.RUN_ACTION, input="sub", parent_task_id="alice-live"),
+        },
         "RUN_REFUSED": {"task_id": "nope", "refusal": pb.Refusal(reason="probe", code="BUSY")},
         "ERROR": {"error": pb.Error(code="INTERNAL", message="probe")},
         "RUN": {"task": pb.TaskSpec(task_id="forged", agent_type="peertype", input="x")},
@@ -294,17 +326,25 @@ async def main() -> dict[str, Any]:
         "REPLY(payload)": {"correlation_id": "unsolicited", "payload": b"r"},
         "BROADCAST": {"broadcast": pb.Broadcast(topic="t", text="hello")},
         # to the daemon: an upload of the worker's own running task's file (orchgpt.artifact_store)
-        "FILE_TRANSFER": {"task_id": "alice-live", "file_chunk": pb.FileChunk(
-            path="f", data=b"x", eof=True, size=1, sha256=hashlib.sha256(b"x").hexdigest())},
+        "FILE_TRANSFER": {
+            "task_id": "alice-live",
+            "file_chunk": pb.FileChunk(path="f", data=b"x", eof=True, size=1, sha256=hashlib.sha256(b"x").hexdigest()),
+        },
         # to the daemon: where an upload cut by a disconnect goes on; answered with FILE_RESUME_AT
-        "FILE_RESUME": {"task_id": "alice-live", "file_chunk": pb.FileChunk(
-            path="f", size=1, sha256=hashlib.sha256(b"x").hexdigest())},
+        "FILE_RESUME": {
+            "task_id": "alice-live",
+            "file_chunk": pb.FileChunk(path="f", size=1, sha256=hashlib.sha256(b"x").hexdigest()),
+        },
         "FILE_RESUME_AT": {"task_id": "alice-live", "file_chunk": pb.FileChunk(path="f", offset=1)},
         "APPROVAL_REQUEST": {"approval_request": pb.ApprovalRequest(request_id="q", tool="t")},
         "CREATE": {"task": pb.TaskSpec(agent_type="peertype", input="x")},
     }
-    recipients = {"daemon": None, "agent_id": pb.Address(agent_id="peer"),
-                  "agent_type": pb.Address(agent_type="peertype"), "broadcast": pb.Address(broadcast=True)}
+    recipients = {
+        "daemon": None,
+        "agent_id": pb.Address(agent_id="peer"),
+        "agent_type": pb.Address(agent_type="peertype"),
+        "broadcast": pb.Address(broadcast=True),
+    }
     sent: dict[str, pb.Envelope] = {}
     for kind, body in bodies.items():
         type_ = getattr(pb, kind.split("(")[0])
@@ -314,14 +354,19 @@ async def main() -> dict[str, Any]:
                 kw["recipient"] = rcpt
             sent[f"{kind}@{where}"] = worker.send(env(type_, "worker", **kw))
     await worker.barrier()
-    fence = worker.send(env(pb.BROADCAST, "worker", recipient=pb.Address(agent_id="peer"),
-                            broadcast=pb.Broadcast(topic="fence")))
+    fence = worker.send(
+        env(pb.BROADCAST, "worker", recipient=pb.Address(agent_id="peer"), broadcast=pb.Broadcast(topic="fence"))
+    )
     await peer.wait(lambda e: e.id == fence.id, 10)
     await asyncio.sleep(0.2)
     peer_ids = {e.id for e in peer.got}
     for key, e in sent.items():
         err = worker.error_for(e)
-        if err is not None and err.error.code in ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED") and "(rule " in err.error.message:
+        if (
+            err is not None
+            and err.error.code in ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED")
+            and "(rule " in err.error.message
+        ):
             rule = err.error.message.rsplit("(rule ", 1)[1].rstrip(")")
             obs["env"][key] = f"REFUSED:{err.error.code}:{rule}" + (":DELIVERED" if e.id in peer_ids else "")
         elif e.id in peer_ids:
@@ -333,12 +378,15 @@ async def main() -> dict[str, Any]:
     # ---- COMMAND and its REPLY: answered once, to the asker only
     cmd = peer.send(env(pb.COMMAND, "peer", recipient=pb.Address(agent_id="worker"), payload=b"q"))
     got_cmd = await worker.wait(lambda e: e.id == cmd.id, 10)
-    wrong = worker.send(env(pb.REPLY, "worker", recipient=pb.Address(agent_id="outsider-x"),
-                            correlation_id=got_cmd.id, payload=b"no"))
-    right = worker.send(env(pb.REPLY, "worker", recipient=pb.Address(agent_id="peer"),
-                            correlation_id=got_cmd.id, payload=b"yes"))
-    again = worker.send(env(pb.REPLY, "worker", recipient=pb.Address(agent_id="peer"),
-                            correlation_id=got_cmd.id, payload=b"again"))
+    wrong = worker.send(
+        env(pb.REPLY, "worker", recipient=pb.Address(agent_id="outsider-x"), correlation_id=got_cmd.id, payload=b"no")
+    )
+    right = worker.send(
+        env(pb.REPLY, "worker", recipient=pb.Address(agent_id="peer"), correlation_id=got_cmd.id, payload=b"yes")
+    )
+    again = worker.send(
+        env(pb.REPLY, "worker", recipient=pb.Address(agent_id="peer"), correlation_id=got_cmd.id, payload=b"again")
+    )
     await worker.barrier()
     reply = await peer.wait(lambda e: e.id == right.id, 10)
     obs["command_reply"] = {
@@ -350,8 +398,15 @@ async def main() -> dict[str, Any]:
 
     # ---- what the daemon sends: every kind it issues, always as sender "orchgpt"
     sub = await peer.wait(lambda e: e.type == pb.RUN, 10)  # the sub-task worker delegated above
-    peer.send(env(pb.REPLY, "peer", task_id=sub.task.task_id, correlation_id=sub.id, reply=pb.Reply(
-        result=pb.TaskResult(task_id=sub.task.task_id, state=pb.SUCCEEDED, output="sub done"))))
+    peer.send(
+        env(
+            pb.REPLY,
+            "peer",
+            task_id=sub.task.task_id,
+            correlation_id=sub.id,
+            reply=pb.Reply(result=pb.TaskResult(task_id=sub.task.task_id, state=pb.SUCCEEDED, output="sub done")),
+        )
+    )
     await worker.wait(lambda e: e.type == pb.REPLY and e.WhichOneof("body") == "reply", 10)
     code, _ = await unary("alice", "CancelTask", pb.CancelTaskRequest(task_id="alice-live"))
     await worker.wait(lambda e: e.type == pb.CANCEL, 10)
@@ -359,8 +414,15 @@ async def main() -> dict[str, Any]:
     await peer.wait(lambda e: e.type == pb.TERMINATE, 10)
     await live
     for e in [*worker.got, *peer.got]:
-        if e.sender == "orchgpt" or e.type in (pb.RUN, pb.CANCEL, pb.TERMINATE, pb.REGISTERED,
-                                               pb.APPROVAL_RESPONSE, pb.PING, pb.ERROR):
+        if e.sender == "orchgpt" or e.type in (
+            pb.RUN,
+            pb.CANCEL,
+            pb.TERMINATE,
+            pb.REGISTERED,
+            pb.APPROVAL_RESPONSE,
+            pb.PING,
+            pb.ERROR,
+        ):
             kind = pb.MessageType.Name(e.type)
             if e.type == pb.REPLY:
                 kind = "REPLY(payload)" if e.WhichOneof("body") == "payload" else "REPLY(result)"

@@ -33,8 +33,9 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def await_for(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,
-                    what: str = "condition") -> None:
+async def await_for(
+    pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = pred()
@@ -76,9 +77,29 @@ class Daemon:
         elif postgres.wanted():  # ORCHGPT_TEST_STORE=postgres: one database per data dir
             self.store_url = postgres.database_for(self.data_dir)
             store = ["--store", self.store_url]
-        cmd = [*self.prefix, sys.executable, "-m", "orchgpt", "serve", "--listen", f"{self.host}:{port}",
-               "--certs", str(self.certs), "--data-dir", str(self.data_dir), "--port-file", str(port_file),
-               "--local-model", "off", "--heartbeat-interval", "0.5", "--grace-period", "3", *store, *self.args]
+        cmd = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "orchgpt",
+            "serve",
+            "--listen",
+            f"{self.host}:{port}",
+            "--certs",
+            str(self.certs),
+            "--data-dir",
+            str(self.data_dir),
+            "--port-file",
+            str(port_file),
+            "--local-model",
+            "off",
+            "--heartbeat-interval",
+            "0.5",
+            "--grace-period",
+            "3",
+            *store,
+            *self.args,
+        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("ORCHGPT_ADDRESS", None)
         with open(self.log_path, "wb") as log:
@@ -146,9 +167,15 @@ def issue(certs: Path, name: str, role: str = "agent", out: Path | None = None) 
     return ca.issue_to(out or certs, name, role)  # type: ignore[arg-type]
 
 
-def start_agent(daemon: Daemon, name: str, agent_type: str = "echo", cwd: Path | None = None,
-                extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None,
-                prefix: list[str] | None = None) -> AgentProc:
+def start_agent(
+    daemon: Daemon,
+    name: str,
+    agent_type: str = "echo",
+    cwd: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    prefix: list[str] | None = None,
+) -> AgentProc:
     """Start `agentd` by hand, from its own directory, with its own certificate (``prefix``:
     e.g. a network host's, tests/support/netns.py)."""
     home = cwd or daemon.workdir / f"agent-{name}"
@@ -160,9 +187,25 @@ def start_agent(daemon: Daemon, name: str, agent_type: str = "echo", cwd: Path |
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "agentd", "--type", agent_type, "--name", name,
-             "--orchestrator", daemon.address, "--certs", str(certs), *(extra_args or [])],
-            cwd=home, stdout=log, stderr=subprocess.STDOUT, env=env,
+            [
+                *(prefix or []),
+                sys.executable,
+                "-m",
+                "agentd",
+                "--type",
+                agent_type,
+                "--name",
+                name,
+                "--orchestrator",
+                daemon.address,
+                "--certs",
+                str(certs),
+                *(extra_args or []),
+            ],
+            cwd=home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     return AgentProc(name, agent_type, proc, log_path)
 

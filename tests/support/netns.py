@@ -73,11 +73,7 @@ def _alive(pid: int) -> bool:
 
 
 def _namespaces() -> list[str]:
-    return [
-        line.split()[0]
-        for line in _ip("netns", "list", check=False).stdout.splitlines()
-        if line.strip()
-    ]
+    return [line.split()[0] for line in _ip("netns", "list", check=False).stdout.splitlines() if line.strip()]
 
 
 def _kill_all_in(ns: str) -> None:
@@ -158,9 +154,7 @@ class Host:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.prefix, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
-        )
+        return subprocess.run([*self.prefix, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
     def cut(self) -> None:
         """Unplug this host's cable: its packets go nowhere (TCP connections stall, as on a

@@ -87,17 +87,13 @@ def cli_argv(d: Daemon, host: Host) -> list[str]:
     ]
 
 
-def cli_on(
-    host: Host, d: Daemon, line: str, cwd: Path, timeout: float = 30
-) -> list[dict[str, Any]]:
+def cli_on(host: Host, d: Daemon, line: str, cwd: Path, timeout: float = 30) -> list[dict[str, Any]]:
     """Run one CLI command on the host as alice; its --json events (the exit code is checked)."""
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
     done = host.run([*cli_argv(d, host), "-c", line], timeout=timeout, cwd=cwd, env=env)
     if done.returncode != 0:
-        raise AssertionError(
-            f"`{line}` on {host.name} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-        )
+        raise AssertionError(f"`{line}` on {host.name} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
 
 

@@ -111,9 +111,7 @@ class OtlpCollector:
         with self.lock:
             return list(self.spans)
 
-    def wait_for(
-        self, pred: Callable[[list[Span]], object], timeout: float = 20.0, what: str = "spans"
-    ) -> list[Span]:
+    def wait_for(self, pred: Callable[[list[Span]], object], timeout: float = 20.0, what: str = "spans") -> list[Span]:
         deadline = time.monotonic() + timeout
         while True:
             spans = self.snapshot()

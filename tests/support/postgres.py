@@ -25,8 +25,10 @@ USER = "orchgpt"
 
 
 def _bin_dir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     return Path(found[-1]).parent if found else None
 
 
@@ -57,8 +59,7 @@ class PostgresServer:
         self.bin = _bin_dir()
         assert self.bin is not None
         # as root in /tmp: the postgres user must reach it (a TMPDIR may be root's alone)
-        self.dir = Path(tempfile.mkdtemp(prefix="orchgpt-pg-",
-                                         dir="/tmp" if os.geteuid() == 0 else None))
+        self.dir = Path(tempfile.mkdtemp(prefix="orchgpt-pg-", dir="/tmp" if os.geteuid() == 0 else None))
         self.data = self.dir / "data"
         self.password = secrets.token_urlsafe(12)
         self.port = 0
@@ -79,18 +80,42 @@ class PostgresServer:
         pwfile.write_text(self.password + "\n")
         if self._as:
             shutil.chown(pwfile, "postgres")
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, "-E", "UTF8",
-                  "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256",
-                  f"--pwfile={pwfile}", timeout=120)
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            timeout=120,
+        )
         pwfile.unlink()
         for attempt in range(5):
             self.port = _free_port()
-            opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -F "
-                    "-c max_connections=50 -c shared_buffers=16MB")
+            opts = (
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -F "
+                "-c max_connections=50 -c shared_buffers=16MB"
+            )
             try:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
-                          str(self.dir / "server.log"), "-w", "-t", "60", "-o", opts, "start",
-                          timeout=90)
+                self._run(
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.dir / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                    timeout=90,
+                )
                 return
             except RuntimeError:  # the port was taken between the probe and the start
                 if attempt == 4:
@@ -119,8 +144,18 @@ class PostgresServer:
     def stop(self) -> None:
         if self.port:
             try:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                          "-w", "-t", "30", "stop", timeout=60)
+                self._run(
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                    timeout=60,
+                )
             except (RuntimeError, subprocess.TimeoutExpired):
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -25,9 +25,7 @@ class CutProxy:
         self.port = 0
         self.connections = 0  # accepted and forwarded so far
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="cut-proxy", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop.run_forever, name="cut-proxy", daemon=True)
         self._server: asyncio.base_events.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._paused = False

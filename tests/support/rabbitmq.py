@@ -67,8 +67,12 @@ class Epmd:
 
     def start(self, timeout: float = 10.0) -> Epmd:
         self.port = free_port()
-        self.proc = subprocess.Popen(["epmd", "-port", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["epmd", "-port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -167,16 +171,23 @@ class RabbitMQ:
         self.starts += 1
         self.log_path = self.workdir / f"rabbitmq-{self.starts}.out"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([str(SERVER)], cwd=self.workdir, env=self.env(), stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(SERVER)],
+                cwd=self.workdir,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:
         import pika
 
-        params = pika.ConnectionParameters("127.0.0.1", self.port, connection_attempts=1,
-                                           socket_timeout=2, blocked_connection_timeout=2)
+        params = pika.ConnectionParameters(
+            "127.0.0.1", self.port, connection_attempts=1, socket_timeout=2, blocked_connection_timeout=2
+        )
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -188,8 +199,9 @@ class RabbitMQ:
             except Exception as exc:  # not up yet
                 last = repr(exc)
                 time.sleep(0.2)
-        raise TimeoutError(f"RabbitMQ did not accept connections on {self.port} within {timeout}s "
-                           f"({last}):\n{self.log()}")
+        raise TimeoutError(
+            f"RabbitMQ did not accept connections on {self.port} within {timeout}s ({last}):\n{self.log()}"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path and self.log_path.exists() else ""
@@ -199,8 +211,14 @@ class RabbitMQ:
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
-            subprocess.run([str(CTL), "-n", self.node, "stop"], env=self.env(), cwd=self.workdir,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+            subprocess.run(
+                [str(CTL), "-n", self.node, "stop"],
+                env=self.env(),
+                cwd=self.workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=timeout,
+            )
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             pass

@@ -129,8 +129,9 @@ class ScriptedOpenAI:
     # ---- lifecycle
     def start(self) -> ScriptedOpenAI:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="scripted-openai", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="scripted-openai", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -164,8 +165,11 @@ class ScriptedOpenAI:
 
     def env(self, api_key: str | None = None) -> dict[str, str]:
         """Environment that points agentd at this server."""
-        return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": api_key or self.api_key or "sk-scripted",
-                "ORCHGPT_MODEL": self.models[0] if self.models else "scripted-model"}
+        return {
+            "OPENAI_BASE_URL": self.base_url,
+            "OPENAI_API_KEY": api_key or self.api_key or "sk-scripted",
+            "ORCHGPT_MODEL": self.models[0] if self.models else "scripted-model",
+        }
 
     # ---- script
     def push(self, *responses: Response | str | Callable[[dict[str, Any]], Response | str]) -> None:
@@ -241,8 +245,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.loop and items:
         counter = iter(range(1 << 62))
         responder = lambda _req: items[next(counter) % len(items)]  # noqa: E731
-    srv = ScriptedOpenAI(items, responder=responder, reject_tools=args.reject_tools,
-                         reject_system=args.reject_system, api_key=args.api_key, port=args.port)
+    srv = ScriptedOpenAI(
+        items,
+        responder=responder,
+        reject_tools=args.reject_tools,
+        reject_system=args.reject_system,
+        api_key=args.api_key,
+        port=args.port,
+    )
     with srv:
         print(f"scripted OpenAI server on {srv.base_url} ({len(items)} scripted responses); Ctrl-C stops", flush=True)
         try:

@@ -65,8 +65,9 @@ class StubAgent:
         self.out.put(env)
         return env
 
-    async def expect(self, type_: int, pred: Callable[[pb.Envelope], bool] = lambda e: True,
-                     timeout: float = 10.0) -> pb.Envelope:
+    async def expect(
+        self, type_: int, pred: Callable[[pb.Envelope], bool] = lambda e: True, timeout: float = 10.0
+    ) -> pb.Envelope:
         """The first received envelope of this type matching pred (consumed), waiting up to timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -78,8 +79,10 @@ class StubAgent:
                 raise AssertionError(f"stream ended ({self.error}) before a {pb.MessageType.Name(type_)}")
             left = deadline - loop.time()
             if left <= 0:
-                raise TimeoutError(f"no {pb.MessageType.Name(type_)} within {timeout}s; got "
-                                   f"{[pb.MessageType.Name(e.type) for e in self.received]}")
+                raise TimeoutError(
+                    f"no {pb.MessageType.Name(type_)} within {timeout}s; got "
+                    f"{[pb.MessageType.Name(e.type) for e in self.received]}"
+                )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)

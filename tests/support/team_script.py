@@ -124,7 +124,7 @@ def make_server(port: int) -> ThreadingHTTPServer:
 if __name__ == "__main__":
     make_server(int(sys.argv[1])).serve_forever()
 '''
-APP_TESTS = '''import json
+APP_TESTS = """import json
 import threading
 import urllib.request
 
@@ -156,15 +156,18 @@ def test_health():
     with urllib.request.urlopen(base + "/health", timeout=5) as r:
         assert json.load(r) == {"status": "ok"}
     srv.shutdown()
-'''
-MANIFEST = json.dumps({
-    "start": "python app.py {port}",
-    "routes": [
-        {"method": "GET", "path": "/health", "status": 200},
-        {"method": "GET", "path": "/todos", "status": 200},
-        {"method": "POST", "path": "/todos", "status": 201, "body": {"title": "x"}},
-    ],
-}, indent=2)
+"""
+MANIFEST = json.dumps(
+    {
+        "start": "python app.py {port}",
+        "routes": [
+            {"method": "GET", "path": "/health", "status": 200},
+            {"method": "GET", "path": "/todos", "status": 200},
+            {"method": "POST", "path": "/todos", "status": 201, "body": {"title": "x"}},
+        ],
+    },
+    indent=2,
+)
 
 INDEX = """<!doctype html>
 <html lang="en">
@@ -238,24 +241,47 @@ def add(title: str) -> dict:
 def remove(todo_id: int) -> None:
     TODOS[:] = [t for t in TODOS if t["id"] != todo_id]
 '''
-APP_SPLIT = (APP.replace("TODOS: list[dict] = []\n", "from store import TODOS, add, remove\n")
-             .replace('''        todo = {"id": len(TODOS) + 1, "title": item.get("title", ""), "done": False}
+APP_SPLIT = (
+    APP.replace("TODOS: list[dict] = []\n", "from store import TODOS, add, remove\n")
+    .replace(
+        """        todo = {"id": len(TODOS) + 1, "title": item.get("title", ""), "done": False}
         TODOS.append(todo)
-''', '''        todo = add(item.get("title", ""))
-''').replace('''            TODOS[:] = [t for t in TODOS if t["id"] != int(parts[1])]
-''', '''            remove(int(parts[1]))
-'''))
+""",
+        """        todo = add(item.get("title", ""))
+""",
+    )
+    .replace(
+        """            TODOS[:] = [t for t in TODOS if t["id"] != int(parts[1])]
+""",
+        """            remove(int(parts[1]))
+""",
+    )
+)
 
-DEFAULT_PLAN = {"tasks": [
-    {"id": "design-system", "agent": "architect", "task": "Design the todo app: components, data model, endpoints",
-     "depends_on": []},
-    {"id": "ui-design", "agent": "designer", "task": "Design the UI: palette, type, layout, mock-ups",
-     "depends_on": ["design-system"]},
-    {"id": "api", "agent": "backend", "task": "Build the todo API with its tests", "depends_on": ["design-system"]},
-    {"id": "web", "agent": "frontend", "task": "Build the web page wired to the API",
-     "depends_on": ["api", "ui-design"]},
-    {"id": "commit", "agent": "git", "task": "Commit everyone's work", "depends_on": ["web"]},
-]}
+DEFAULT_PLAN = {
+    "tasks": [
+        {
+            "id": "design-system",
+            "agent": "architect",
+            "task": "Design the todo app: components, data model, endpoints",
+            "depends_on": [],
+        },
+        {
+            "id": "ui-design",
+            "agent": "designer",
+            "task": "Design the UI: palette, type, layout, mock-ups",
+            "depends_on": ["design-system"],
+        },
+        {"id": "api", "agent": "backend", "task": "Build the todo API with its tests", "depends_on": ["design-system"]},
+        {
+            "id": "web",
+            "agent": "frontend",
+            "task": "Build the web page wired to the API",
+            "depends_on": ["api", "ui-design"],
+        },
+        {"id": "commit", "agent": "git", "task": "Commit everyone's work", "depends_on": ["web"]},
+    ]
+}
 
 
 def _writes(files: dict[str, str], note: str) -> list[Response]:
@@ -268,14 +294,19 @@ class TeamScript:
     def __init__(self) -> None:
         self.plan: str = json.dumps(DEFAULT_PLAN)
         self.answers: dict[str, Sequence[Response]] = {
-            "architect": _writes({"ARCHITECTURE.md": ARCHITECTURE, "architecture.mmd": DIAGRAM},
-                                 "A web page, an API and a store."),
-            "designer": _writes({"DESIGN.md": DESIGN, "mockups/main.svg": MOCKUP},
-                                "Calm blue palette, one column, two components."),
-            "backend": _writes({"app.py": APP, "test_app.py": APP_TESTS, "service.json": MANIFEST},
-                               "Todo API with tests."),
-            "frontend": _writes({"frontend/index.html": INDEX, "frontend/styles.css": STYLES,
-                                 "frontend/app.js": SCRIPT}, "Todo page wired to the API."),
+            "architect": _writes(
+                {"ARCHITECTURE.md": ARCHITECTURE, "architecture.mmd": DIAGRAM}, "A web page, an API and a store."
+            ),
+            "designer": _writes(
+                {"DESIGN.md": DESIGN, "mockups/main.svg": MOCKUP}, "Calm blue palette, one column, two components."
+            ),
+            "backend": _writes(
+                {"app.py": APP, "test_app.py": APP_TESTS, "service.json": MANIFEST}, "Todo API with tests."
+            ),
+            "frontend": _writes(
+                {"frontend/index.html": INDEX, "frontend/styles.css": STYLES, "frontend/app.js": SCRIPT},
+                "Todo page wired to the API.",
+            ),
             "optimizer": _writes({"store.py": STORE, "app.py": APP_SPLIT}, "Split the store out of app.py."),
         }
         self.requests: dict[str, int] = {}
@@ -286,9 +317,14 @@ class TeamScript:
     @staticmethod
     def agent_of(req: dict[str, Any]) -> str:
         s = system_text(req)
-        for needle, agent in (("manager of a team", "manager"), ("software architect", "architect"),
-                              ("UI designer", "designer"), ("backend engineer", "backend"),
-                              ("frontend engineer", "frontend"), ("optimizer of a team", "optimizer")):
+        for needle, agent in (
+            ("manager of a team", "manager"),
+            ("software architect", "architect"),
+            ("UI designer", "designer"),
+            ("backend engineer", "backend"),
+            ("frontend engineer", "frontend"),
+            ("optimizer of a team", "optimizer"),
+        ):
             if needle in s:
                 return agent
         return "unknown"

@@ -24,10 +24,7 @@ def write(directory: Path, name: str, body: str) -> Path:
 
 def assistant(name: str, prompt: str, description: str = "") -> str:
     """An inline participant table running as the built-in ``assistant`` type."""
-    return (
-        f'{{name = "{name}", type = "assistant", system_prompt = "{prompt}", '
-        f'description = "{description or name}"}}'
-    )
+    return f'{{name = "{name}", type = "assistant", system_prompt = "{prompt}", description = "{description or name}"}}'
 
 
 class Speakers:

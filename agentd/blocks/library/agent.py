@@ -19,8 +19,7 @@ def outputs_of(result: TaskResult) -> list[tuple[str, Any]]:
         return [
             (
                 "error",
-                f"{result.agent_type or 'agent'} task {result.task_id} "
-                f"{result.state}: {result.error or result.output}",
+                f"{result.agent_type or 'agent'} task {result.task_id} {result.state}: {result.error or result.output}",
             )
         ]
     return [

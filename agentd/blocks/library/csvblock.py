@@ -16,9 +16,7 @@ MAX_ROWS = 100_000
 class ReadCsv(Block):
     id = "csv.read"
     name = "Read CSV"
-    description = (
-        "parses CSV text: 'rows' (dictionaries by the header, or lists without one) and 'count'"
-    )
+    description = "parses CSV text: 'rows' (dictionaries by the header, or lists without one) and 'count'"
     categories = ("data", "text")
 
     class Input(BaseModel):

@@ -39,22 +39,16 @@ class HttpRequest(Block):
     test_output = [("status", 200), ("body", '{"echo": {"q": 1}}'), ("data", {"echo": {"q": 1}})]
 
     @staticmethod
-    def _fake_send(
-        method: str, url: str, headers: dict[str, str], content: bytes | None
-    ) -> tuple[int, bytes]:
+    def _fake_send(method: str, url: str, headers: dict[str, str], content: bytes | None) -> tuple[int, bytes]:
         return 200, json.dumps({"echo": json.loads(content or b"null")}).encode()
 
     test_mock = {"send": _fake_send}
 
-    async def send(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None
-    ) -> tuple[int, bytes]:
+    async def send(self, method: str, url: str, headers: dict[str, str], content: bytes | None) -> tuple[int, bytes]:
         import httpx
 
         async with (
-            httpx.AsyncClient(
-                timeout=HTTP_TIMEOUT_S, follow_redirects=True, max_redirects=5
-            ) as client,
+            httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=True, max_redirects=5) as client,
             client.stream(
                 method,
                 url,
@@ -74,10 +68,7 @@ class HttpRequest(Block):
         if not ctx.allow_http and not mocked:
             yield (
                 "error",
-                (
-                    "HTTP requests are disabled on this blocks agent "
-                    "(set ORCHGPT_BLOCKS_ALLOW_HTTP=true to allow them)"
-                ),
+                ("HTTP requests are disabled on this blocks agent (set ORCHGPT_BLOCKS_ALLOW_HTTP=true to allow them)"),
             )
             return
         if not input.url.lower().startswith(("http://", "https://")):
@@ -86,11 +77,7 @@ class HttpRequest(Block):
         content = (
             None
             if input.body is None
-            else (
-                input.body.encode()
-                if isinstance(input.body, str)
-                else json.dumps(input.body).encode()
-            )
+            else (input.body.encode() if isinstance(input.body, str) else json.dumps(input.body).encode())
         )
         try:
             result = self.send(input.method, input.url, input.headers, content)

@@ -19,11 +19,7 @@ def _lookup(values: dict[str, Any], path: str) -> Any:
     for part in path.split("."):
         if isinstance(cur, dict) and part in cur:
             cur = cur[part]
-        elif (
-            isinstance(cur, list)
-            and part.lstrip("-").isdigit()
-            and -len(cur) <= int(part) < len(cur)
-        ):
+        elif isinstance(cur, list) and part.lstrip("-").isdigit() and -len(cur) <= int(part) < len(cur):
             cur = cur[int(part)]
         else:
             raise KeyError(path)

@@ -12,9 +12,7 @@ from ..base import Block, BlockContext, BlockOutput
 class StoreValue(Block):
     id = "value"
     name = "Value"
-    description = (
-        "passes its input on unchanged: a constant, or a value to fan out to several nodes"
-    )
+    description = "passes its input on unchanged: a constant, or a value to fan out to several nodes"
     categories = ("basic",)
 
     class Input(BaseModel):

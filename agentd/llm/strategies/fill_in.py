@@ -1,4 +1,4 @@
-'''Section by section with worked examples: for models that cannot use the tools.
+"""Section by section with worked examples: for models that cannot use the tools.
 
 The bundled gemma-3-270m is a *base* model: it cannot emit tool calls and it
 echoes instructions back instead of following them, but it continues a
@@ -27,7 +27,7 @@ small model, and shared by every agent that uses the strategy:
                          answer_recipe), parse_component, key=lambda c: c.name.lower(), minimum=2,
                          form="bullets 'name: what it does'")
     items, model = await FillIn().ask(llm, ctx, COMPONENTS, [subject_of("fastapi app")])
-'''
+"""
 
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ WORKED_EXAMPLES = (
 )
 # The subject matter of the examples: an item named after it (unless the question is about it)
 # copies an example ('- photo store: ...', 'GET /chat' for a fastapi app).
-EXAMPLE_DOMAIN = frozenset({"chat", "photo", "gallery", "galleries", "image", "caption", "uploader",
-                            "recipe", "ingredient"})
+EXAMPLE_DOMAIN = frozenset(
+    {"chat", "photo", "gallery", "galleries", "image", "caption", "uploader", "recipe", "ingredient"}
+)
 
 
 # ---------------------------------------------------------------- reading a line
@@ -148,8 +149,10 @@ class Section(Generic[T]):
         examples = examples[k:] + examples[:k]
         msgs: list[dict[str, str]] = []
         for ex_subject, answer in examples:
-            msgs += [{"role": "user", "content": self.question.format(subject=ex_subject)},
-                     {"role": "assistant", "content": answer}]
+            msgs += [
+                {"role": "user", "content": self.question.format(subject=ex_subject)},
+                {"role": "assistant", "content": answer},
+            ]
         msgs.append({"role": "user", "content": self.question.format(subject=subject)})
         return msgs
 
@@ -230,11 +233,9 @@ def read_answer(section: Section[T], text: str, messages: Sequence[dict[str, str
         if not text.strip():
             ans.problem = "the answer was empty"
         elif not ans.items and ans.echoed:
-            ans.problem = (f"the answer repeated the prompt or its examples ({ans.echoed} line(s)) "
-                           "instead of answering")
+            ans.problem = f"the answer repeated the prompt or its examples ({ans.echoed} line(s)) instead of answering"
         else:
-            ans.problem = (f"{len(ans.items)} usable line(s), at least {section.minimum} needed "
-                           f"({section.form})")
+            ans.problem = f"{len(ans.items)} usable line(s), at least {section.minimum} needed ({section.form})"
     return ans
 
 
@@ -257,8 +258,9 @@ def entity_subject(name: str) -> str:
 
 
 # ---------------------------------------------------------------- asking the model
-async def ask_section(llm: Any, ctx: Progress, section: Section[T], subjects: Sequence[str],
-                      tries: int = TRIES) -> tuple[list[T], str]:
+async def ask_section(
+    llm: Any, ctx: Progress, section: Section[T], subjects: Sequence[str], tries: int = TRIES
+) -> tuple[list[T], str]:
     """The section's items from the model (and the model's name); FillInFailed after ``tries`` answers.
 
     ``subjects``: what to ask about on each try (the last one is repeated).
@@ -267,25 +269,36 @@ async def ask_section(llm: Any, ctx: Progress, section: Section[T], subjects: Se
     for attempt in range(tries):
         subject = subjects[min(attempt, len(subjects) - 1)]
         messages = section.messages(subject, attempt)
-        ctx.step(f"fill-in: asking for the {section.title} of {subject} (try {attempt + 1} of {tries})",
-                 phase="fill_in", section=section.title)
+        ctx.step(
+            f"fill-in: asking for the {section.title} of {subject} (try {attempt + 1} of {tries})",
+            phase="fill_in",
+            section=section.title,
+        )
         try:
-            res = await llm.chat(messages, model="smart", max_tokens=MAX_TOKENS, temperature=TEMPERATURE,
-                                 on_token=ctx.token)
+            res = await llm.chat(
+                messages, model="smart", max_tokens=MAX_TOKENS, temperature=TEMPERATURE, on_token=ctx.token
+            )
         except LLMError as exc:
             raise TaskFailed(f"the model server failed: {exc}") from exc
         ctx.add_usage(res.usage)
         ans = read_answer(section, res.content, messages)
         if not ans.problem:
-            ctx.step(f"fill-in: {section.title}: {len(ans.items)} line(s) from the model"
-                     + (f" ({ans.echoed} echoed line(s) dropped)" if ans.echoed else ""),
-                     phase="fill_in", section=section.title, ok="true")
+            ctx.step(
+                f"fill-in: {section.title}: {len(ans.items)} line(s) from the model"
+                + (f" ({ans.echoed} echoed line(s) dropped)" if ans.echoed else ""),
+                phase="fill_in",
+                section=section.title,
+                ok="true",
+            )
             return ans.items, res.usage.model
         problem = ans.problem
-        ctx.step(f"fill-in: the {section.title} answer is unusable: {problem}",
-                 phase="fill_in", section=section.title, ok="false")
-    raise FillInFailed(f"the model could not fill in the {section.title} section "
-                       f"({tries} tries; last: {problem})")
+        ctx.step(
+            f"fill-in: the {section.title} answer is unusable: {problem}",
+            phase="fill_in",
+            section=section.title,
+            ok="false",
+        )
+    raise FillInFailed(f"the model could not fill in the {section.title} section ({tries} tries; last: {problem})")
 
 
 @dataclass(frozen=True)
@@ -294,8 +307,7 @@ class FillIn:
 
     tries: int = TRIES
 
-    async def ask(self, llm: Any, ctx: Progress, section: Section[T],
-                  subjects: Sequence[str]) -> tuple[list[T], str]:
+    async def ask(self, llm: Any, ctx: Progress, section: Section[T], subjects: Sequence[str]) -> tuple[list[T], str]:
         return await ask_section(llm, ctx, section, subjects, self.tries)
 
     subject_of = staticmethod(subject_of)
