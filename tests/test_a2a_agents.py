@@ -43,7 +43,9 @@ async def test_an_external_a2a_agent_joins_the_mesh(daemon_factory, tmp_path: Pa
             events = [ev async for ev in mesh.submit(Command("upper", Action.RUN, "hello"))]
             result = events[-1].result
             assert result is not None and result.ok and result.output == "HELLO"
-            assert [e.text for e in events if e.kind == EventKind.TOKEN] == ["HE", "LLO"]
+            # the two streamed updates; a watcher that is behind gets them coalesced into one event
+            tokens = [e for e in events if e.kind == EventKind.TOKEN]
+            assert "".join(e.text for e in tokens) == "HELLO" and 1 <= len(tokens) <= 2
             assert "upper-casing" in [e.text for e in events if e.kind == EventKind.LOG]
 
             # INPUT_REQUIRED becomes an approval request; its feedback is the next A2A message
