@@ -7,17 +7,10 @@ from __future__ import annotations
 from orchgpt.checks import FAILED, PASSED, SKIPPED, Check
 
 from ..checks import contract, fuzz
-from ..runtime import TaskContext
 from ..workspace import Workspace
 from ._backend_service import MANIFEST, check_routes, read_manifest
 from ._llm_agent import Session
 from ._team import read_shared
-
-
-def fuzz_examples(ctx: TaskContext) -> int:
-    raw = ctx.task.options.get("fuzz", str(fuzz.DEFAULT_EXAMPLES)).strip() or "0"
-    n = int(raw) if raw.isdigit() else fuzz.DEFAULT_EXAMPLES
-    return 0 if fuzz.available() else n
 
 
 async def service_checks(s: Session, ws: Workspace) -> tuple[list[Check], list[str]]:
@@ -29,7 +22,7 @@ async def service_checks(s: Session, ws: Workspace) -> tuple[list[Check], list[s
     if bad:
         return [Check("routes", f"{MANIFEST} probe", SKIPPED, bad, required=False)], []
     design = contract.design_routes(read_shared(s.ctx, "ARCHITECTURE.md"))
-    routes, agreed, fuzzed = await check_routes(s, ws, design, fuzz_examples(s.ctx))
+    routes, agreed, fuzzed = await check_routes(s, ws, design, fuzz.examples(s.ctx.task.options, s.ctx.log))
     checks = [Check("routes", f"{MANIFEST} probe", PASSED if routes.ok else FAILED, routes.summary)]
     problems = [] if routes.ok else [routes.problem]
     if agreed is not None:

@@ -170,12 +170,7 @@ class BackendAgent(LLMAgent, BackendChecks):
     @staticmethod
     def _fuzz_examples(ctx: TaskContext) -> int:
         """Cases per operation for schemathesis (option ``fuzz``; 0 when off or not installed)."""
-        raw = ctx.task.options.get("fuzz", str(fuzz.DEFAULT_EXAMPLES)).strip() or "0"
-        n = int(raw) if raw.isdigit() else fuzz.DEFAULT_EXAMPLES
-        if n and fuzz.available():
-            ctx.log(f"schemathesis check skipped: {fuzz.available()}")
-            return 0
-        return n
+        return fuzz.examples(ctx.task.options, ctx.log)
 
     def _architecture(self, ctx: TaskContext, ws: Workspace) -> str:
         if ws.exists(DOC):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,18 @@ DEFAULT_EXAMPLES = 30
 TIMEOUT_S = 60.0
 FEEDBACK_CHARS = 2500
 _SUMMARY = re.compile(r"(\d+) generated, (.*)")
+
+
+def examples(options: Mapping[str, str], log: Callable[[str], None] | None = None) -> int:
+    """Cases per operation for schemathesis (option ``fuzz``; 0 when off or not installed)."""
+    raw = options.get("fuzz", str(DEFAULT_EXAMPLES)).strip() or "0"
+    n = int(raw) if raw.isdigit() else DEFAULT_EXAMPLES
+    why = available()
+    if n and why:
+        if log is not None:
+            log(f"schemathesis check skipped: {why}")
+        return 0
+    return n
 
 
 def available() -> str:
