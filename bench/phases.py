@@ -65,7 +65,7 @@ PROFILES = {
         spawn_reps=3,
         cli_reps=5,
         tasks_count=300,
-        tasks_inflight=(1, 16),
+        tasks_inflight=(1, 16, 64),
     ),
     "quick": Profile(
         "quick",
