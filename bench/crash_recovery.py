@@ -244,7 +244,9 @@ async def run(
         try:
             if kill == "window":  # every acknowledged task is there; the others are sent again
                 known = {t.task_id for t in await _session_tasks(client, session, tasks)}
-                counts.lost += len(acked - known)
+                lost = acked - known
+                counts.lost += len(lost)
+                acked -= lost  # sent again too, so that the run ends and reports them
                 resent += [
                     asyncio.create_task(_until_acked(submit_one, client, t, n, acked)) for n, t in enumerate(ids)
                 ]
