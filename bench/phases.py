@@ -44,6 +44,7 @@ class Profile:
     cli_reps: int
     tasks_count: int
     tasks_inflight: tuple[int, ...]
+    tasks_agents: int = 1  # echo agents the daemon may spawn for the tasks phase
 
 
 PROFILES = {
@@ -65,7 +66,7 @@ PROFILES = {
         spawn_reps=3,
         cli_reps=5,
         tasks_count=300,
-        tasks_inflight=(1, 16),
+        tasks_inflight=(1, 16, 64),
     ),
     "quick": Profile(
         "quick",
@@ -254,7 +255,12 @@ async def phase_tasks(ctx: Ctx) -> dict[str, Any]:
     p = ctx.profile
     async with Children(ctx.logs("tasks")) as ch:
         orch, _ = await daemon.start_orchgpt(
-            ch, ctx.certs, ctx.work / "data-tasks", spawn=True, cpus=None, extra=["--max-local-agents", "1"]
+            ch,
+            ctx.certs,
+            ctx.work / "data-tasks",
+            spawn=True,
+            cpus=None,
+            extra=["--max-local-agents", str(p.tasks_agents)],
         )
         res = await startup.task_overhead(
             ch, orch.target, orch.pid, ctx.certs, p.tasks_count, list(p.tasks_inflight), placement.PEER_CPUS

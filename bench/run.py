@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,12 @@ PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
 # ---------------------------------------------------------------- main
 async def run(args: argparse.Namespace) -> int:
     p = PROFILES[args.profile]
+    if args.tasks_inflight:
+        p = replace(p, tasks_inflight=tuple(int(x) for x in args.tasks_inflight.split(",")))
+    if args.tasks_count:
+        p = replace(p, tasks_count=args.tasks_count)
+    if args.tasks_agents:
+        p = replace(p, tasks_agents=args.tasks_agents)
     phases = [ph for ph in PHASES if ph not in set(args.skip or []) and (not args.only or ph in args.only)]
     placement.pin_self_to_peers()
     raise_fd_limit()
@@ -165,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", action="append", choices=PHASES, help="leave out a phase (repeatable)")
     ap.add_argument("--only", action="append", choices=PHASES, help="run only these phases (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (certificates, logs)")
+    ap.add_argument("--tasks-inflight", help="the tasks phase's in-flight counts, e.g. 1,64 (default: the profile's)")
+    ap.add_argument("--tasks-count", type=int, help="echo tasks per in-flight count (default: the profile's)")
+    ap.add_argument("--tasks-agents", type=int, help="echo agents the daemon may spawn for the tasks phase (default 1)")
     ap.set_defaults(profile="full")
     args = ap.parse_args(argv)
     return asyncio.run(run(args))

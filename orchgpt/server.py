@@ -107,7 +107,7 @@ class OrchgptServer:
         asking = None if types is not None else asyncio.create_task(agent_types.discover())
         try:
             if self.store is None:
-                self.store = open_store(s.store_url)
+                self.store = open_store(s.store_url, commit_window_ms=s.commit_window_ms)
             self.store.on_fault = self._on_store_fault
             env = await self._model_env()
             if asking is not None:
