@@ -83,3 +83,21 @@ def _readable(p: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_agents_script_tiny_run(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "agents.json"
+    cmd = [sys.executable, "-m", "bench.agents", "--steps", "6,12", "--procs", "2", "--modes", "orchgpt"]
+    cmd += ["--idle-window", "0.5", "--settle", "0.2", "--step-timeout", "30", "--out", str(out)]
+    proc = subprocess.run(
+        cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=55, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| agents | router |" in proc.stdout
+    steps = json.loads(out.read_text())["orchgpt"]["steps"]
+    assert [s["agents"] for s in steps] == [6, 12]
+    assert all(s["register_s"] > 0 and s["rss_mib"] > 10 and s["router_fds"] >= 12 for s in steps), steps
