@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -228,6 +229,11 @@ def table(res: dict[str, Any]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    # SIGINT/SIGTERM cancel the run, so that every child (the daemon too) is still stopped
+    me = asyncio.current_task()
+    assert me is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, me.cancel)
     placement.pin_self_to_peers()
     nofile = raise_nofile(args.nofile)[0]
     work = Path(tempfile.mkdtemp(prefix="orchgpt-bench-agents-"))
@@ -274,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.steps = sorted(int(x) for x in args.steps.split(","))
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    return asyncio.run(main_async(args))
+    try:
+        return asyncio.run(main_async(args))
+    except asyncio.CancelledError:  # SIGINT/SIGTERM: the children were stopped
+        print("stopped by a signal", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
