@@ -61,7 +61,8 @@ async def _tokens_one(ctx: Ctx, i: int, mode: str, rate: float) -> dict[str, Any
             router = await routing.start_baseline(ch, ctx.certs)
             starter = None
         else:
-            router, _ = await daemon.start_orchgpt(ch, ctx.certs, ctx.work / f"data-tokens{tag}")
+            # every setting at its default, the per-agent rate and events-per-task limits too
+            router, _ = await daemon.start_orchgpt(ch, ctx.certs, ctx.work / f"data-tokens{tag}", default_limits=True)
             starter = routing.task_starter(router)
         return await tokens.run(
             ch,

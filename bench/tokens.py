@@ -208,6 +208,8 @@ async def watcher(args: argparse.Namespace) -> None:
                 if st["ws"] and not st["we"]:
                     if now - st["ws"] >= dur:
                         st.update(we=now, n_we=st["n"], cpu_we=cpu_seconds(router) if router else 0.0)
+                        if args.stop_after_window:
+                            return
                     else:
                         delays.extend((now - int(t)) / 1e6 for t in stamps)
                         st["events"] += 1
@@ -230,6 +232,7 @@ async def watcher(args: argparse.Namespace) -> None:
         received=st["n"],
         expected=args.expect,
         complete=st["n"] >= args.expect,
+        stopped_after_window=bool(args.stop_after_window and st["n"] < args.expect),
         deltas=n_win,
         seconds=span,
         dps=n_win / span if span else 0.0,
@@ -262,7 +265,8 @@ async def run(
     """One run: ``agents`` emitters (one process), one watcher (another), both on the peer CPUs.
     Paced at ``rate`` deltas/s in all for ``seconds`` (or, rate 0, ``seconds`` × 20,000 deltas as
     fast as they go)."""
-    per_stream = int(rate * seconds / agents) if rate > 0 else int(20_000 * seconds / agents)
+    # under orchgpt's default max-events-per-task (5,000)
+    per_stream = min(int(rate * seconds / agents) if rate > 0 else int(20_000 * seconds / agents), 4500)
     total = per_stream * agents
     cap = seconds * 4 + warmup + duration + 30
     common = ["--mode", router.mode, "--target", router.target, "--certs", str(router.certs)]
@@ -273,6 +277,7 @@ async def run(
         [
             *("watcher", *common, "--name", "cli", "--expect", str(total), "--cap-events", str(cap)),
             *("--warmup", str(warmup), "--duration", str(duration), "--router-pid", str(router.pid)),
+            *(() if rate > 0 else ("--stop-after-window",)),  # the ceiling: no need to wait for the rest
         ],
         cpus=placement.PEER_CPUS,
     )
@@ -319,6 +324,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--cap-events", type=float, default=60.0)
     ap.add_argument("--router-pid", type=int, default=0)
+    ap.add_argument("--stop-after-window", action="store_true", help="watcher: end with the window, not the deltas")
     ap.add_argument("--cap", type=float, default=300.0)
     args = ap.parse_args()
     if not args.target.startswith("127.0.0.1:"):

@@ -44,7 +44,7 @@ def test_tokens_paced_to_one_watcher_on_the_real_daemon(tmp_path: Path) -> None:
     async def go() -> dict[str, object]:
         certs = await asyncio.to_thread(tlsdir.make_certs, tmp_path / "certs", ["tk-0", "tk-1"])
         async with Children(tmp_path / "logs") as ch:
-            router, _ = await daemon.start_orchgpt(ch, certs, tmp_path / "data")
+            router, _ = await daemon.start_orchgpt(ch, certs, tmp_path / "data", default_limits=True)
             return await tokens.run(
                 ch,
                 router,
