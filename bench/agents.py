@@ -133,6 +133,13 @@ def what_gave(mon: dict[str, float], nofile: int, error: str) -> str:
             f"the clients: {mon['mean_clients_cpu_pct']:.0f} % of their {peer_cores} core(s) "
             f"(the router at {mon.get('mean_router_cpu_pct', 0):.0f} %)"
         )
+    if "CANCELLED after" in error or "UNAVAILABLE" in error:
+        return (
+            "registrations waited too long: a registering agent's connection was dropped after about 30 s "
+            "(the channel's keepalive, 20 s + 10 s) while the router worked through the backlog "
+            f"(router at {mon.get('mean_router_cpu_pct', 0):.0f} % of its core on average, the clients at "
+            f"{mon.get('mean_clients_cpu_pct', 0):.0f} %)"
+        )
     return "no resource at its limit in the samples: see the error"
 
 
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default="10000,20000", help="agents connected at each step (cumulative)")
     ap.add_argument("--modes", default="orchgpt,baseline", help="orchgpt, baseline (the bare relay) or both")
     ap.add_argument("--procs", type=int, default=8, help="client processes holding the agents")
-    ap.add_argument("--concurrency", type=int, default=64, help="registrations at a time per client process")
+    ap.add_argument("--concurrency", type=int, default=16, help="registrations at a time per client process")
     ap.add_argument("--idle-window", type=float, default=20.0, help="seconds over which idle CPU is measured")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after the last REGISTERED before RSS")
     ap.add_argument("--step-timeout", type=float, default=240.0, help="seconds a step may take to register")
