@@ -82,6 +82,7 @@ class Monitor:
     def __init__(self, router_pid: int, clients: list[int]) -> None:
         self.router, self.clients = router_pid, clients
         self.samples: list[dict[str, float]] = []
+        self.t0 = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -92,6 +93,7 @@ class Monitor:
             dt = now[0] - last[0]
             self.samples.append(
                 {
+                    "t": round(now[0] - self.t0, 1),
                     "router_cpu_pct": (now[1] - last[1]) / dt * 100,
                     "clients_cpu_pct": (now[2] - last[2]) / dt * 100,
                     "router_fds": _fds(self.router),
@@ -102,6 +104,7 @@ class Monitor:
             last = now
 
     def __enter__(self) -> Monitor:
+        self.t0 = time.monotonic()
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -112,7 +115,7 @@ class Monitor:
     def summary(self) -> dict[str, float]:
         if not self.samples:
             return {}
-        keys = self.samples[0]
+        keys = [k for k in self.samples[0] if k != "t"]
         return {f"max_{k}": max(s[k] for s in self.samples) for k in keys} | {
             "mean_router_cpu_pct": sum(s["router_cpu_pct"] for s in self.samples) / len(self.samples),
             "mean_clients_cpu_pct": sum(s["clients_cpu_pct"] for s in self.samples) / len(self.samples),
@@ -182,7 +185,7 @@ async def run_mode(args: argparse.Namespace, mode: str, work: Path, certs: Path,
                 summ = mon.summary()
                 tail = rchild.log_tail(5) if rchild else ""
                 out["error"] = f"N={n}: {exc}"[:1500]
-                out["failed_step"] = {"agents": n, "monitor": summ, "router_log_tail": tail}
+                out["failed_step"] = {"agents": n, "monitor": summ, "router_log_tail": tail, "samples": mon.samples}
                 out["gave_first"] = what_gave(summ, nofile, str(exc))
                 break
             reg_cpu = cpu_seconds(router.pid) - rc0
@@ -202,7 +205,9 @@ async def run_mode(args: argparse.Namespace, mode: str, work: Path, certs: Path,
                 "rss_per_agent_kib": (rss - rss0) / n / 1024,
                 "idle_cpu_pct": (c1 - c0) / args.idle_window * 100,
                 "router_fds": _fds(router.pid),
+                "register_total_s": secs + sum(x["register_s"] for x in out["steps"]),
                 "monitor": mon.summary(),
+                "samples": mon.samples,
             }
             out["steps"].append(step)
             _log(
