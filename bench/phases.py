@@ -45,6 +45,11 @@ class Profile:
     tasks_count: int
     tasks_inflight: tuple[int, ...]
     tasks_agents: int = 1  # echo agents the daemon may spawn for the tasks phase
+    rabbit_duration: float = 3.0  # seconds measured per in-flight setting (bench/rabbit.py)
+    tok_agents: int = 64  # tokens phase (bench/tokens.py): streaming agents
+    tok_rate: float = 50_000.0  # deltas/s in all, paced run
+    tok_seconds: float = 4.0  # seconds of deltas each run sends
+    tok_duration: float = 3.0  # the measured window
 
 
 PROFILES = {
@@ -65,7 +70,7 @@ PROFILES = {
         idle_window=5.0,
         spawn_reps=3,
         cli_reps=5,
-        tasks_count=300,
+        tasks_count=500,
         tasks_inflight=(1, 16, 64),
     ),
     "quick": Profile(
@@ -85,8 +90,11 @@ PROFILES = {
         idle_window=5.0,
         spawn_reps=1,
         cli_reps=3,
-        tasks_count=100,
-        tasks_inflight=(1, 16),
+        tasks_count=200,
+        tasks_inflight=(1, 64),
+        rabbit_duration=2.0,
+        tok_seconds=3.0,
+        tok_duration=2.0,
     ),
     # the CI smoke test: proves the harness runs, measures nothing worth reading
     "smoke": Profile(
@@ -108,6 +116,11 @@ PROFILES = {
         cli_reps=1,
         tasks_count=10,
         tasks_inflight=(1, 4),
+        rabbit_duration=0.5,
+        tok_agents=4,
+        tok_rate=2000.0,
+        tok_seconds=1.5,
+        tok_duration=0.5,
     ),
 }
 
@@ -278,4 +291,6 @@ def phase_caps(p: Profile) -> dict[str, float]:
         "scale": 3 * p.scale_budget + 8 * p.idle_window + 300,
         "startup": 120 + p.spawn_reps * 40 + p.cli_reps * 20,
         "tasks": 240,
+        "rabbitmq": 480,
+        "tokens": p.ev_rounds * 4 * (p.tok_seconds * 4 + p.ev_warmup + p.tok_duration + 90),
     }
