@@ -145,8 +145,8 @@ class Cluster(ClusterLeases):
         self._wake.set()
 
     def remote_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        """The agents of the other daemons, their daemon named in ``host``; those of a daemon
-        that stopped answering are LOST."""
+        """The agents of the other daemons, each with its ``daemon``; those of a daemon that
+        stopped answering are LOST."""
         rows = self._read(
             "remote agents",
             "SELECT a.agent_id, a.agent_type, a.state, a.current_task, a.host, a.daemon_id, "
@@ -161,14 +161,14 @@ class Cluster(ClusterLeases):
             if agent_id in self.mesh.registry:
                 continue  # connected here now
             live = int(beat) > alive
-            where = f"daemon {daemon}" if live else f"daemon {daemon} not answering"
             info = AgentInfo(
                 agent_id=agent_id,
                 agent_type=typ,
-                host=f"{host} via {where}",
+                host=host,
                 state=AgentState(state) if live else AgentState.LOST,
                 current_task=current,
                 last_heartbeat_ms=int(beat),
+                daemon=daemon,
             )
             prev = out.get(agent_id)
             if prev is None or live or prev.state == AgentState.LOST:

@@ -115,6 +115,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self._closing = False
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
+        self.daemon_id = ""  # this daemon's address (AgentInfo.daemon); the server sets it
         self.cluster: Any = None  # cluster.Cluster with --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
         self.workflows: WorkflowBook | None = None  # the server sets it (orchgpt/workflows.py)
 

@@ -184,6 +184,7 @@ class OrchgptServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {s.listen}")
         self.server = server
+        self.mesh.daemon_id = self.address  # AgentInfo.daemon of its agents
         # Recover before the first agent can connect: a reconnecting agent that reports a task it
         # is still running must find that task, or it would be taken for idle and the task run twice.
         agents_dir = s.data_dir / "agents"
