@@ -353,6 +353,30 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX cluster_claims_daemon ON cluster_claims(daemon_id, agent_type, offered_ms);
         """,
     ),
+    Migration(
+        9,
+        "cluster requests (issue 19): cancels and approvals for the daemon holding a task, durable",
+        """
+        CREATE TABLE cluster_requests (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id    TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL DEFAULT '',
+            created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX cluster_requests_task ON cluster_requests(task_id);
+        """,
+        postgres="""
+        CREATE TABLE cluster_requests (
+            id         BIGSERIAL PRIMARY KEY,
+            task_id    TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL DEFAULT '',
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX cluster_requests_task ON cluster_requests(task_id);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
