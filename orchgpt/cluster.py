@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import logs
 from .cluster_events import StoreFollowers
 from .cluster_leases import QUEUE_CHANNEL, ClusterLeases
+from .cluster_messages import MESSAGES_CHANNEL, ClusterMessages
 from .cluster_requests import REQUESTS_CHANNEL, ClusterRequests
 from .errors import StoreError
 from .models import AgentInfo, AgentState, Task, TaskState, now_ms
@@ -41,7 +42,7 @@ EVENTS_CHANNEL = "orchgpt_events"
 EVENT_FLUSH_S = 0.005
 
 
-class Cluster(ClusterRequests, ClusterLeases):
+class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
     def __init__(self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5) -> None:
         self.store = store
         self.mesh = mesh
@@ -237,14 +238,19 @@ class Cluster(ClusterRequests, ClusterLeases):
                 await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                 await conn.execute(f"LISTEN {REQUESTS_CHANNEL}")
+                await conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
                 delay = 0.2
                 self._safely(self.apply_requests)  # those sent while we were not listening
+                self._safely(self.deliver_messages)
                 while True:  # (a timeout now and then: cancellation is seen at once)
                     async for n in conn.notifies(timeout=1.0):
                         if n.channel == QUEUE_CHANNEL:
                             self._wake.set()
                         elif n.channel == REQUESTS_CHANNEL:
                             self._safely(functools.partial(self.apply_requests, n.payload))
+                        elif n.channel == MESSAGES_CHANNEL:
+                            if n.payload in self.mesh.registry:
+                                self._safely(functools.partial(self.deliver_messages, n.payload))
                         elif n.payload in self.followers:
                             self._safely(functools.partial(self.followers.poll, n.payload))
             except psycopg.Error as exc:
@@ -289,6 +295,8 @@ class Cluster(ClusterRequests, ClusterLeases):
         self._claim()
         self.apply_requests()  # cancels and approvals from the other daemons (cluster_requests.py)
         self.drop_finished_requests()
+        self.deliver_messages()  # for this daemon's agents, from the others (cluster_messages.py)
+        self.drop_stale_messages()
         self.followers.poll_all()
 
     def _sync_agents(self, now: int) -> None:

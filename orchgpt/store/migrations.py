@@ -377,6 +377,30 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX cluster_requests_task ON cluster_requests(task_id);
         """,
     ),
+    Migration(
+        10,
+        "cluster messages (issue 19): delegation replies and agent-to-agent envelopes for an agent on another daemon",
+        """
+        CREATE TABLE cluster_messages (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent_id   TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX cluster_messages_agent ON cluster_messages(agent_id, id);
+        """,
+        postgres="""
+        CREATE TABLE cluster_messages (
+            id         BIGSERIAL PRIMARY KEY,
+            agent_id   TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX cluster_messages_agent ON cluster_messages(agent_id, id);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
