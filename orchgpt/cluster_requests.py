@@ -16,7 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .errors import RoutingError
+from .errors import RoutingError, StoreError
 from .models import ApprovalDecision, ApprovalResponse, Task, now_ms
 
 if TYPE_CHECKING:
@@ -80,6 +80,17 @@ class ClusterRequests:
         self._request(t.task_id, CANCEL, {"reason": reason})
         log.info("task_cancel_forwarded", task_id=t.task_id)
         return t
+
+    def cancel_children(self, task_id: str, reason: str) -> None:
+        """The unfinished sub-tasks of ``task_id`` that other daemons hold (or that wait
+        offered) are cancelled with it, as its sub-tasks held here are."""
+        try:
+            children = self.store.children(task_id)
+            for child in children:
+                if not child.state.terminal and child.task_id not in self.mesh.queues.active:
+                    self.cancel(child, reason)
+        except StoreError as exc:
+            log.warning("cluster_cancel_children_failed", task_id=task_id, error=str(exc))
 
     def _request(self, task_id: str, kind: str, payload: dict[str, Any]) -> None:
         with self.store._tx(f"{kind} request") as c:  # the row and its NOTIFY commit together

@@ -287,6 +287,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         why = reason or "cancelled by the user"
         for child in self.queues.children(task_id):
             self.cancel(child.task_id, f"parent task cancelled: {why}")
+        if self.cluster is not None:  # and those run by other daemons (cluster_requests.py)
+            self.cluster.cancel_children(task_id, f"parent task cancelled: {why}")
         if t.state == TaskState.QUEUED:
             self.queues.dequeue(t)
         elif t.agent_id in self.agents:

@@ -136,3 +136,43 @@ async def test_a_broadcast_reaches_the_agents_of_every_daemon(
         assert not heard(talker)
         await asyncio.sleep(0.5)  # (a duplicate would come within a tick)
         assert sum(e.type == pb.BROADCAST for e in far.got) == 1
+
+
+class LongBoss(Agent):
+    type = "boss"
+    capabilities = ("boss",)
+    needs_model = False
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        r = await ctx.delegate(Delegation("echo", input="slow", options={"delay": "30"}))
+        return Outcome(output=r.output)
+
+
+async def test_cancelling_a_task_stops_its_sub_task_on_the_other_daemon(
+    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = two(daemon_factory, postgres_url, tmp_path)
+    echo = start_agent(b, "echo-b")
+    agents.append(echo)
+    async with linked(a, LongBoss(), "boss-1", tmp_path):
+        await listed_on(a, "echo-b", "boss-1")
+        async with a.client(timeout=60) as c:
+            stream = c.submit(Command("boss", input="plan", task_id="boss-task"))
+            first = await asyncio.wait_for(anext(stream), 15)
+            assert first.task_id == "boss-task"
+
+            async def child_running() -> bool:
+                _, _, children = await c.get_task("boss-task", with_events=False)
+                return any(ch.state == "running" for ch in children)
+
+            await await_for(child_running, timeout=20, what="the sub-task running on B's agent")
+            await c.cancel("boss-task", "stop it all")
+            _, _, children = await c.get_task("boss-task", with_events=False)
+        await await_for(lambda: "task_cancel_requested" in echo.log(), timeout=10, what="B's agent told to stop")
+
+        async def child_cancelled() -> bool:
+            async with b.client() as cb:
+                t, _, _ = await cb.get_task(children[0].task_id, with_events=False)
+                return str(t.state) == "cancelled"
+
+        await await_for(child_cancelled, timeout=10, what="the sub-task cancelled")
