@@ -105,16 +105,15 @@ class ClusterRequests:
         """Apply the requests for the tasks this daemon holds (``task_id``: that one only),
         oldest first, deleting each once applied; how many were applied."""
         active = self.mesh.queues.active
-        ids = [task_id] if task_id else list(active)
-        ids = [i for i in ids if i in active]
-        if not ids:
+        if task_id and task_id not in active:
             return 0
         rows = self._read(
             "requests",
             "SELECT r.id, r.task_id, r.kind, r.payload FROM cluster_requests r JOIN cluster_claims c "
-            "ON c.task_id = r.task_id WHERE r.task_id = ANY(?) AND c.daemon_id = ? ORDER BY r.id",
-            (ids, self.me),
+            "ON c.task_id = r.task_id WHERE c.daemon_id = ? AND (? = '' OR r.task_id = ?) ORDER BY r.id",
+            (self.me, task_id, task_id),
         )
+        rows = [r for r in rows if r[1] in active]
         done: list[int] = []
         for row_id, tid, kind, payload in rows:
             if self._apply(str(tid), str(kind), str(payload)):
