@@ -6,7 +6,8 @@ agent of this daemon can take is *offered* (a claim row with no daemon) and clai
 daemon with an idle agent of its type (``FOR UPDATE SKIP LOCKED``: once), woken by
 ``NOTIFY orchgpt_queue``. A client of another daemon follows the task's events from the
 store by sequence number, woken by ``NOTIFY orchgpt_events`` (sent by the store with each
-batch). ``cluster_daemons`` holds heartbeats, ``cluster_agents`` every daemon's agents.
+batch), and gets them at once from the events sent live by the daemon running the task
+(cluster_live.py). ``cluster_daemons`` holds heartbeats, ``cluster_agents`` every daemon's agents.
 
 Store calls are synchronous and short, like the mesh's own; only LISTEN has a connection
 (async) of its own.
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import logs
 from .cluster_events import StoreFollowers
 from .cluster_leases import APPROVE_CHANNEL, CANCEL_CHANNEL, QUEUE_CHANNEL, ClusterLeases
+from .cluster_live import LiveSender, decode, task_of
 from .errors import StoreError
 from .models import AgentInfo, AgentState, Task, TaskState, now_ms
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logs.get("orchgpt.cluster")
 
 EVENTS_CHANNEL = "orchgpt_events"
+FOLLOW_CHANNEL = "orchgpt_follow"  # a daemon's watcher asks for a task's events live
 # events are written (and NOTIFYed) at most this long after they happen: what a watcher on
 # another daemon waits at most, bought with more, smaller transactions than one daemon's 50 ms
 EVENT_FLUSH_S = 0.005
@@ -52,9 +55,13 @@ class Cluster(ClusterLeases):
         self.followers = StoreFollowers(store)  # watchers of tasks other daemons run
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._bg: set[asyncio.Task[None]] = set()
         self._listen_conn: Any = None
+        self.pool = _pool(store.url)  # the cluster's own connections (async, never the loop's)
+        self.live = LiveSender(self.pool)  # events sent at once to the daemons watching them
         store.notify_events = True
         mesh.fanout.flush_delay = EVENT_FLUSH_S
+        mesh.fanout.live = self.live.publish
         mesh.cluster = self
 
     # ------------------------------------------------------------ SQL helpers
@@ -134,8 +141,23 @@ class Cluster(ClusterLeases):
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
         """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs
-        (cluster_events.py); False when it is finished or unknown."""
+        (cluster_events.py); False when it is finished or unknown. The daemon running it is
+        asked to send its events live (NOTIFY orchgpt_follow)."""
+        if task_id not in self.followers:
+            self._spawn(self._notify(FOLLOW_CHANNEL, task_id))
         return self.followers.follow(task_id, sub, after_seq)
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+        except Exception as exc:  # the store path carries the events all the same
+            log.warning("cluster_notify_failed", channel=channel, error=str(exc).splitlines()[0])
 
     def unfollow(self, sub: Subscriber, task_id: str) -> None:
         self.followers.unfollow(sub, task_id)
@@ -177,8 +199,13 @@ class Cluster(ClusterLeases):
 
     # ------------------------------------------------------------ the loop
     async def start(self) -> None:
+        await self.pool.open()
         self.tick()
-        self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._listen())]
+        self._tasks = [
+            asyncio.create_task(self._ticker()),
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self.live.run()),
+        ]
         log.info("cluster_joined", daemon_id=self.me)
 
     async def stop(self) -> None:
@@ -191,6 +218,10 @@ class Cluster(ClusterLeases):
                 await asyncio.wait_for(self._listen_conn.close(), 3)
             except Exception as exc:  # closing a broken connection: nothing left to do
                 log.debug("cluster_listen_close_failed", error=str(exc))
+        try:
+            await asyncio.wait_for(self.pool.close(timeout=2), 3)
+        except Exception as exc:
+            log.debug("cluster_pool_close_failed", error=str(exc))
         try:  # a clean leave: the others list our agents no more, take our tasks at once
             self._write(
                 "leave",
@@ -237,6 +268,7 @@ class Cluster(ClusterLeases):
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                 await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                 await conn.execute(f"LISTEN {APPROVE_CHANNEL}")
+                await conn.execute(f"LISTEN {FOLLOW_CHANNEL}")
                 delay = 0.2
                 while True:  # (a timeout now and then: cancellation is seen at once)
                     async for n in conn.notifies(timeout=1.0):
@@ -246,6 +278,13 @@ class Cluster(ClusterLeases):
                             self._safely(functools.partial(self._cancel_here, n.payload))
                         elif n.channel == APPROVE_CHANNEL:
                             self._safely(functools.partial(self._approve_here, n.payload))
+                        elif n.channel == FOLLOW_CHANNEL:
+                            if n.payload in self.mesh.queues.active:
+                                self.live.want(n.payload)
+                        elif n.payload.startswith("{"):  # an event sent live (cluster_live.py)
+                            ev = decode(n.payload) if task_of(n.payload) in self.followers else None
+                            if ev is not None:
+                                self.followers.live(ev)
                         elif n.payload in self.followers:
                             self._safely(functools.partial(self.followers.poll, n.payload))
             except psycopg.Error as exc:
@@ -336,8 +375,10 @@ class Cluster(ClusterLeases):
                     self._adopt(t)
 
     def _take(self, t: Task) -> None:
-        """A task taken over in the state it was stored in (assigned or running on an agent)."""
+        """A task taken over in the state it was stored in (assigned or running on an agent);
+        its events are sent live (its submitter may watch it on another daemon)."""
         m = self.mesh
+        self.live.want(t.task_id)
         self._to_live(t)
         m.queues.active[t.task_id] = t
         m.fanout.start(t.task_id, self.store.last_seq(t.task_id))
@@ -356,6 +397,19 @@ class Cluster(ClusterLeases):
         self._take(t)
         m.queues.enqueue(t)
         m._dispatch(t.agent_type)
+
+
+def _pool(url: str) -> Any:
+    from psycopg_pool import AsyncConnectionPool
+
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=4,
+        open=False,
+        timeout=5,
+        kwargs={"autocommit": True, "application_name": "orchgpt-cluster"},
+    )
 
 
 def refuse_without_postgres(store: object) -> None:

@@ -1,10 +1,12 @@
 """Events crossing daemons (issue 19, docs/scaling.md): the watchers of a task that another
 daemon of the cluster runs follow it through the store, by the per-task sequence number.
 
-The daemon running the task writes its events in batches, each batch's transaction ending
-with ``NOTIFY orchgpt_events`` (store/postgres.py); orchgpt/cluster.py calls ``poll`` on
-that notification (and every tick as a fallback). Each watcher gets every event after its
-last one, once and in order; the RESULT event ends the follow.
+The daemon running the task sends each event live as it happens (cluster_live.py): ``live``
+delivers it at once. It also writes them in batches, each batch's transaction ending with
+``NOTIFY orchgpt_events`` (store/postgres.py); orchgpt/cluster.py calls ``poll`` on that
+notification (and every tick as a fallback): the stored rows fill any gap. Each watcher gets
+every event after its last one, once and in order (seq ``last + 1`` only; a live event ahead
+of a missing one waits in ``pending``); the stored RESULT event ends the follow.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .models import EventKind
+from .models import EventKind, TaskEvent
 
 if TYPE_CHECKING:
     from .mesh_fanout import Subscriber
@@ -26,6 +28,32 @@ class _Follow:
 
     agent_type: str
     subs: dict[Any, int] = field(default_factory=dict)
+    pending: dict[int, TaskEvent] = field(default_factory=dict)  # live events ahead of a gap
+
+
+MAX_PENDING = 1000  # live events held per task while one before them is missing
+
+
+class _SeqGuard:
+    """A watcher handed over to the daemon's own fan-out after it saw live events beyond the
+    stored ones (their daemon died before storing them): the numbers it has had are not
+    given to it twice. Equal to the watcher it wraps (unsubscribe finds it)."""
+
+    def __init__(self, sub: Subscriber, last: int) -> None:
+        self.sub = sub
+        self.last = last
+
+    def deliver(self, event: TaskEvent) -> bool:
+        return event.seq <= self.last or self.sub.deliver(event)
+
+    def close(self, reason: str) -> None:
+        self.sub.close(reason)
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or other is self.sub or (isinstance(other, _SeqGuard) and other.sub is self.sub)
+
+    def __hash__(self) -> int:
+        return hash(self.sub)
 
 
 class StoreFollowers:
@@ -65,8 +93,22 @@ class StoreFollowers:
         f = self.tasks.pop(task_id, None)
         if f is None:
             return []
+        f.pending.clear()  # never stored: the numbers go on from the stored ones
         self._deliver(task_id, f)
-        return list(f.subs)
+        stored = self.store.last_seq(task_id)
+        return [s if last <= stored else _SeqGuard(s, last) for s, last in f.subs.items()]
+
+    def live(self, ev: TaskEvent) -> None:
+        """An event sent live by the daemon running the task: delivered now to each watcher
+        whose last event is the one before; held while one before it is missing."""
+        f = self.tasks.get(ev.task_id)
+        if f is None or not f.subs or ev.kind == EventKind.RESULT or ev.seq <= min(f.subs.values()):
+            return
+        if len(f.pending) >= MAX_PENDING:
+            return  # the store has it (or will)
+        ev.agent_type = ev.agent_type or f.agent_type
+        f.pending[ev.seq] = ev
+        self._drain(f)
 
     def poll_all(self) -> None:
         for task_id in list(self.tasks):
@@ -87,12 +129,23 @@ class StoreFollowers:
         done = False
         for ev in self.store.events(task_id, min(f.subs.values())):
             ev.agent_type = ev.agent_type or f.agent_type
-            for s, seq in list(f.subs.items()):
-                if ev.seq != seq + 1:
-                    continue  # it had this one already (or the one before is not stored yet)
-                f.subs[s] = ev.seq
+            f.pending[ev.seq] = ev
+            done = done or ev.kind == EventKind.RESULT
+        self._drain(f)
+        return done
+
+    def _drain(self, f: _Follow) -> None:
+        """Each watcher gets the held events that follow its last one, in order; those every
+        watcher has had are forgotten."""
+        for s, last in list(f.subs.items()):
+            while (ev := f.pending.get(last + 1)) is not None:
+                last = ev.seq
                 if not s.deliver(ev):
                     f.subs.pop(s, None)
                     s.close("client too slow: event buffer full; watch again with after_seq")
-            done = done or ev.kind == EventKind.RESULT
-        return done
+                    break
+            else:
+                f.subs[s] = last
+        low = min(f.subs.values(), default=None)
+        for seq in [q for q in f.pending if low is None or q <= low]:
+            del f.pending[seq]
