@@ -9,8 +9,11 @@ store by sequence number, woken by ``NOTIFY orchgpt_events`` (sent by the store 
 batch), and gets them at once from the events sent live by the daemon running the task
 (cluster_live.py). ``cluster_daemons`` holds heartbeats, ``cluster_agents`` every daemon's agents.
 
-Store calls are synchronous and short, like the mesh's own; only LISTEN has a connection
-(async) of its own.
+The background work (heartbeat, leases, this daemon's agents, claims, expiry, event polls,
+live events) runs on an async connection pool (cluster_db.py) and never holds the loop; LISTEN
+has an async connection of its own; both reconnect. What the mesh calls inside a request
+(``keep``, ``release``, ``follow``, cancel, approve) stays synchronous on the store's
+connection, committed before the request is answered, like the mesh's own writes.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import asyncio
 import functools
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .cluster_db import ClusterDb
 from .cluster_events import StoreFollowers
 from .cluster_leases import APPROVE_CHANNEL, CANCEL_CHANNEL, QUEUE_CHANNEL, ClusterLeases
 from .cluster_live import LiveSender, decode, task_of
@@ -52,13 +56,15 @@ class Cluster(ClusterLeases):
         self.dead_after_ms = int((3 * tick_s + 2) * 1000)  # a heartbeat older: the daemon is dead
         self.lease_ms = self.dead_after_ms
         self.started_ms = now_ms()
-        self.followers = StoreFollowers(store)  # watchers of tasks other daemons run
+        self.db = ClusterDb(store.url, str(store.path))  # the cluster's own connections (async, never the loop's)
+        self.followers = StoreFollowers(store, self.db.events, self._spawn)  # watchers of tasks other daemons run
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
+        self._takes = 0  # tasks taken so far; _taken: when each was
+        self._taken: dict[str, int] = {}
         self._listen_conn: Any = None
-        self.pool = _pool(store.url)  # the cluster's own connections (async, never the loop's)
-        self.live = LiveSender(self.pool)  # events sent at once to the daemons watching them
+        self.live = LiveSender(self.db.pool)  # events sent at once to the daemons watching them
         store.notify_events = True
         mesh.fanout.flush_delay = EVENT_FLUSH_S
         mesh.fanout.live = self.live.publish
@@ -147,17 +153,20 @@ class Cluster(ClusterLeases):
             self._spawn(self._notify(FOLLOW_CHANNEL, task_id))
         return self.followers.follow(task_id, sub, after_seq)
 
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background (a StoreError is logged: the next tick tries again)."""
+        t = asyncio.get_running_loop().create_task(self._logged(coro))
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
 
-    async def _notify(self, channel: str, payload: str) -> None:
+    async def _logged(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
-            async with self.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
-        except Exception as exc:  # the store path carries the events all the same
-            log.warning("cluster_notify_failed", channel=channel, error=str(exc).splitlines()[0])
+            await coro
+        except StoreError as exc:
+            log.warning("cluster_background_failed", error=str(exc))
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        await self.db.one("notify", "SELECT pg_notify(?, ?)", (channel, payload))
 
     def unfollow(self, sub: Subscriber, task_id: str) -> None:
         self.followers.unfollow(sub, task_id)
@@ -199,8 +208,8 @@ class Cluster(ClusterLeases):
 
     # ------------------------------------------------------------ the loop
     async def start(self) -> None:
-        await self.pool.open()
-        self.tick()
+        await self.db.open()
+        await self.tick()
         self._tasks = [
             asyncio.create_task(self._ticker()),
             asyncio.create_task(self._listen()),
@@ -219,7 +228,7 @@ class Cluster(ClusterLeases):
             except Exception as exc:  # closing a broken connection: nothing left to do
                 log.debug("cluster_listen_close_failed", error=str(exc))
         try:
-            await asyncio.wait_for(self.pool.close(timeout=2), 3)
+            await asyncio.wait_for(self.db.close(), 3)
         except Exception as exc:
             log.debug("cluster_pool_close_failed", error=str(exc))
         try:  # a clean leave: the others list our agents no more, take our tasks at once
@@ -245,10 +254,10 @@ class Cluster(ClusterLeases):
             self._wake.clear()
             try:
                 if woken:  # offered work or an idle agent: only the claim, at once
-                    self._claim()
+                    await self._claim()
                     continue
                 next_tick = loop.time() + self.tick_s
-                self.tick()
+                await self.tick()
             except StoreError as exc:
                 log.warning("cluster_tick_failed", error=str(exc))
             except Exception as exc:  # a bug must not stop the cluster loop
@@ -286,7 +295,7 @@ class Cluster(ClusterLeases):
                             if ev is not None:
                                 self.followers.live(ev)
                         elif n.payload in self.followers:
-                            self._safely(functools.partial(self.followers.poll, n.payload))
+                            self._spawn(self.followers.poll(n.payload))
             except psycopg.Error as exc:
                 log.warning(
                     "cluster_listen_lost",
@@ -302,42 +311,43 @@ class Cluster(ClusterLeases):
         except StoreError as exc:
             log.warning("cluster_poll_failed", error=str(exc))
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Heartbeat and lease renewal, this daemon's agents, claims, followed tasks."""
         now = now_ms()
-        self._write(
+        await self.db.one(
             "heartbeat",
             "INSERT INTO cluster_daemons (daemon_id, pid, host, started_ms, heartbeat_ms) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (daemon_id) DO UPDATE SET pid = excluded.pid, "
             "host = excluded.host, heartbeat_ms = excluded.heartbeat_ms",
             (self.me, os.getpid(), socket.gethostname(), self.started_ms, now),
         )
-        self._write(
+        await self.db.one(
             "leases",
             "UPDATE cluster_claims SET lease_until_ms = ? WHERE daemon_id = ?",
             (now + self.lease_ms, self.me),
         )
-        self._write(  # the claims of finished tasks have done their work
+        await self.db.one(  # the claims of finished tasks have done their work
             "claims",
             "DELETE FROM cluster_claims c USING tasks t WHERE c.task_id = t.task_id "
             "AND c.daemon_id = ? AND t.state IN ('succeeded', 'failed', 'cancelled')",
             (self.me,),
         )
-        self._sync_agents(now)
-        self._drop_lost()
-        self._expire(now)
-        self._claim()
-        self.followers.poll_all()
+        await self._sync_agents(now)
+        await self._drop_lost()
+        await self._expire(now)
+        await self._claim()
+        await self.followers.poll_all()
 
-    def _sync_agents(self, now: int) -> None:
+    async def _sync_agents(self, now: int) -> None:
         agents = self.mesh.registry.list()
-        with self.store._tx("agents") as c:
-            c.execute("DELETE FROM cluster_agents WHERE daemon_id = ?", (self.me,))
-            if agents:
-                c.executemany(
+        await self.db.run(
+            "agents",
+            [
+                ("DELETE FROM cluster_agents WHERE daemon_id = ?", (self.me,)),
+                (
                     "INSERT INTO cluster_agents (agent_id, daemon_id, agent_type, state, "
                     "current_task, host, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
+                    tuple(
                         (
                             a.agent_id,
                             self.me,
@@ -348,10 +358,13 @@ class Cluster(ClusterLeases):
                             now,
                         )
                         for a in agents
-                    ],
-                )
+                    ),
+                ),
+            ],
+            many=True,
+        )
 
-    def _claim(self) -> None:
+    async def _claim(self) -> None:
         """Take offered tasks for this daemon's idle agents, as many as they are."""
         m = self.mesh
         if m._closing:
@@ -360,7 +373,7 @@ class Cluster(ClusterLeases):
             want = len(idle) - len(m.queues.queued(agent_type))
             if want <= 0:
                 continue
-            rows = self._write(
+            rows = await self.db.one(
                 "claim",
                 "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE daemon_id = '' "
                 "AND task_id IN (SELECT c.task_id FROM cluster_claims c JOIN tasks t "
@@ -369,47 +382,40 @@ class Cluster(ClusterLeases):
                 "RETURNING task_id",
                 (self.me, now_ms() + self.lease_ms, agent_type, want),
             )
-            for (task_id,) in rows:
-                t = self.store.get_task(task_id)
+            ids = [str(r[0]) for r in rows]
+            tasks, seqs = await self.db.tasks(ids), await self.db.last_seqs(ids)
+            for task_id in ids:  # (the loop went on meanwhile: _adopt checks what it holds)
+                t = tasks.get(task_id)
                 if t is not None and t.state == TaskState.QUEUED:
-                    self._adopt(t)
+                    self._adopt(t, seqs.get(task_id, 0))
 
-    def _take(self, t: Task) -> None:
+    def _take(self, t: Task, last_seq: int | None = None) -> None:
         """A task taken over in the state it was stored in (assigned or running on an agent);
         its events are sent live (its submitter may watch it on another daemon)."""
         m = self.mesh
         self.live.want(t.task_id)
+        self._takes += 1
+        self._taken[t.task_id] = self._takes  # (_drop_lost: a claim read before this is stale)
+        if len(self._taken) > 10_000:
+            self._taken.clear()
         self._to_live(t)
         m.queues.active[t.task_id] = t
-        m.fanout.start(t.task_id, self.store.last_seq(t.task_id))
+        m.fanout.start(t.task_id, self.store.last_seq(t.task_id) if last_seq is None else last_seq)
 
     def _to_live(self, t: Task) -> None:
         """Watchers that followed the task through the store follow it live from now on."""
         for sub in self.followers.hand_over(t.task_id):
             self.mesh.fanout.subscribe(sub, t.task_id)
 
-    def _adopt(self, t: Task) -> None:
+    def _adopt(self, t: Task, last_seq: int | None = None) -> None:
         """A claimed task joins this daemon's memory as if submitted here."""
         m = self.mesh
         if t.task_id in m.queues.active:
             return
         log.info("task_claimed", task_id=t.task_id, agent_type=t.agent_type)
-        self._take(t)
+        self._take(t, last_seq)
         m.queues.enqueue(t)
         m._dispatch(t.agent_type)
-
-
-def _pool(url: str) -> Any:
-    from psycopg_pool import AsyncConnectionPool
-
-    return AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=4,
-        open=False,
-        timeout=5,
-        kwargs={"autocommit": True, "application_name": "orchgpt-cluster"},
-    )
 
 
 def refuse_without_postgres(store: object) -> None:

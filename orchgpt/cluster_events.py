@@ -4,14 +4,15 @@ daemon of the cluster runs follow it through the store, by the per-task sequence
 The daemon running the task sends each event live as it happens (cluster_live.py): ``live``
 delivers it at once. It also writes them in batches, each batch's transaction ending with
 ``NOTIFY orchgpt_events`` (store/postgres.py); orchgpt/cluster.py calls ``poll`` on that
-notification (and every tick as a fallback): the stored rows fill any gap. Each watcher gets
+notification (and every tick as a fallback), reading through the cluster's async pool
+(cluster_db.py): the stored rows fill any gap. Each watcher gets
 every event after its last one, once and in order (seq ``last + 1`` only; a live event ahead
 of a missing one waits in ``pending``); the stored RESULT event ends the follow.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ class _Follow:
     agent_type: str
     subs: dict[Any, int] = field(default_factory=dict)
     pending: dict[int, TaskEvent] = field(default_factory=dict)  # live events ahead of a gap
+    result_seq: int = 0  # the stored RESULT's seq, once read
 
 
 MAX_PENDING = 1000  # live events held per task while one before them is missing
@@ -57,8 +59,15 @@ class _SeqGuard:
 
 
 class StoreFollowers:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(
+        self,
+        store: Store,
+        read: Callable[[str, int], Awaitable[list[TaskEvent]]],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.store = store  # synchronous: follow and hand_over run inside a request, no await
+        self.read = read  # the stored events after a seq, through the cluster's async pool
+        self.spawn = spawn
         self.tasks: dict[str, _Follow] = {}
 
     def __contains__(self, task_id: object) -> bool:
@@ -75,7 +84,7 @@ class StoreFollowers:
             f = self.tasks[task_id] = _Follow(t.agent_type)
         f.subs[sub] = after_seq
         try:  # after the caller has queued the replay (no await in between): in order
-            asyncio.get_running_loop().call_soon(self.poll, task_id)
+            self.spawn(self.poll(task_id))
         except RuntimeError:  # no loop: the next poll delivers
             pass
         return True
@@ -94,7 +103,8 @@ class StoreFollowers:
         if f is None:
             return []
         f.pending.clear()  # never stored: the numbers go on from the stored ones
-        self._deliver(task_id, f)
+        if f.subs:
+            self._stored(f, self.store.events(task_id, min(f.subs.values())))
         stored = self.store.last_seq(task_id)
         return [s if last <= stored else _SeqGuard(s, last) for s, last in f.subs.items()]
 
@@ -109,30 +119,39 @@ class StoreFollowers:
         ev.agent_type = ev.agent_type or f.agent_type
         f.pending[ev.seq] = ev
         self._drain(f)
+        self._end(ev.task_id, f)
 
-    def poll_all(self) -> None:
+    async def poll_all(self) -> None:
         for task_id in list(self.tasks):
-            self.poll(task_id)
+            await self.poll(task_id)
 
-    def poll(self, task_id: str) -> None:
+    async def poll(self, task_id: str) -> None:
+        """The stored events each watcher lacks (read without holding the loop)."""
         f = self.tasks.get(task_id)
-        if f is not None and self._deliver(task_id, f):
-            del self.tasks[task_id]
-            for s in f.subs:
-                s.close("task finished")
+        if f is None or not f.subs:
+            return
+        events = await self.read(task_id, min(f.subs.values()))
+        if self.tasks.get(task_id) is f:  # (not handed over or ended meanwhile)
+            self._stored(f, events)
+            self._end(task_id, f)
 
-    def _deliver(self, task_id: str, f: _Follow) -> bool:
-        """Each watcher gets the stored events after its last one, in order and once;
-        True once the task's RESULT is stored."""
-        if not f.subs:
-            return False
-        done = False
-        for ev in self.store.events(task_id, min(f.subs.values())):
+    def _stored(self, f: _Follow, events: list[TaskEvent]) -> None:
+        for ev in events:
             ev.agent_type = ev.agent_type or f.agent_type
             f.pending[ev.seq] = ev
-            done = done or ev.kind == EventKind.RESULT
+            if ev.kind == EventKind.RESULT:
+                f.result_seq = ev.seq
         self._drain(f)
-        return done
+
+    def _end(self, task_id: str, f: _Follow) -> None:
+        """The watchers that have had the stored RESULT are done; the follow with them."""
+        if f.result_seq:
+            for s, last in list(f.subs.items()):
+                if last >= f.result_seq:
+                    del f.subs[s]
+                    s.close("task finished")
+        if not f.subs and self.tasks.get(task_id) is f:
+            del self.tasks[task_id]
 
     def _drain(self, f: _Follow) -> None:
         """Each watcher gets the held events that follow its last one, in order; those every
