@@ -89,7 +89,7 @@ async def test_the_cluster_routes_again_after_its_connections_are_terminated(
             "WHERE application_name LIKE 'orchgpt%%' AND pid <> pg_backend_pid()"
         )
         killed = len(await cur.fetchall())
-    assert killed >= 6, killed  # each daemon: its store, its LISTEN, its pool
+    assert killed >= 4, killed  # each daemon: its store and its LISTEN (and its pool)
     # at once, then again: each daemon's store, pool and LISTEN connections are new ones
     assert await asyncio.wait_for(echo(b, "right after"), 20) == "succeeded:right after"
     for i in range(3):
