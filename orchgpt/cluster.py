@@ -64,7 +64,8 @@ class Cluster(ClusterLeases):
         self._takes = 0  # tasks taken so far; _taken: when each was
         self._taken: dict[str, int] = {}
         self._listen_conn: Any = None
-        self.live = LiveSender(self.db.pool)  # events sent at once to the daemons watching them
+        # events sent at once to the daemons watching them
+        self.live = LiveSender(store.url, lambda task_id: task_id in mesh.queues.active)
         store.notify_events = True
         mesh.fanout.flush_delay = EVENT_FLUSH_S
         mesh.fanout.live = self.live.publish
@@ -228,6 +229,7 @@ class Cluster(ClusterLeases):
             except Exception as exc:  # closing a broken connection: nothing left to do
                 log.debug("cluster_listen_close_failed", error=str(exc))
         try:
+            await asyncio.wait_for(self.live.close(), 3)
             await asyncio.wait_for(self.db.close(), 3)
         except Exception as exc:
             log.debug("cluster_pool_close_failed", error=str(exc))
@@ -294,8 +296,8 @@ class Cluster(ClusterLeases):
                             ev = decode(n.payload) if task_of(n.payload) in self.followers else None
                             if ev is not None:
                                 self.followers.live(ev)
-                        elif n.payload in self.followers:
-                            self._spawn(self.followers.poll(n.payload))
+                        elif n.channel == EVENTS_CHANNEL:  # a batch stored ("TASK_ID SEQ")
+                            self.followers.stored(n.payload)
             except psycopg.Error as exc:
                 log.warning(
                     "cluster_listen_lost",

@@ -69,6 +69,8 @@ class StoreFollowers:
         self.read = read  # the stored events after a seq, through the cluster's async pool
         self.spawn = spawn
         self.tasks: dict[str, _Follow] = {}
+        self._polling: set[str] = set()  # tasks with a poll under way ...
+        self._again: set[str] = set()  # ... and another asked for meanwhile
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.tasks
@@ -84,10 +86,38 @@ class StoreFollowers:
             f = self.tasks[task_id] = _Follow(t.agent_type)
         f.subs[sub] = after_seq
         try:  # after the caller has queued the replay (no await in between): in order
-            self.spawn(self.poll(task_id))
+            self.request(task_id)
         except RuntimeError:  # no loop: the next poll delivers
             pass
         return True
+
+    def stored(self, payload: str) -> None:
+        """A batch notification, ``TASK_ID SEQ``: a poll unless every watcher has SEQ."""
+        task_id, _, seq = payload.rpartition(" ")
+        if not seq.isdigit():
+            task_id, seq = payload, "0"
+        f = self.tasks.get(task_id)
+        if f is not None and f.subs and (seq == "0" or min(f.subs.values()) < int(seq)):
+            self.request(task_id)
+
+    def request(self, task_id: str) -> None:
+        """A poll of the task, one at a time (one asked for during a poll runs after it)."""
+        if task_id in self._polling:
+            self._again.add(task_id)
+            return
+        self._polling.add(task_id)
+        self.spawn(self._polls(task_id))
+
+    async def _polls(self, task_id: str) -> None:
+        try:
+            while True:
+                await self.poll(task_id)
+                if task_id not in self._again:
+                    return
+                self._again.discard(task_id)
+        finally:
+            self._polling.discard(task_id)
+            self._again.discard(task_id)
 
     def unfollow(self, sub: Subscriber, task_id: str) -> None:
         f = self.tasks.get(task_id)

@@ -4,8 +4,9 @@ The daemon running a task that is watched elsewhere (a task it claimed from anot
 offer or took over, or one a follower asked for with ``NOTIFY orchgpt_follow``) sends each of
 its events, numbered, as the payload of a ``NOTIFY orchgpt_events`` at once, without waiting
 for the batch that stores it: one statement per burst (everything queued while the previous
-one was on the wire), its commit not waiting for the disk (``synchronous_commit`` off: a
-notification is not durable anyway). The follower (cluster_events.py) delivers it at once;
+one was on the wire, up to ``BURST``) on a connection of its own (nothing else waits before
+it), its commit not waiting for the disk (``synchronous_commit`` off: a notification is not
+durable anyway). The follower (cluster_events.py) delivers it at once;
 the stored rows, NOTIFYed with each batch as before, fill any gap (an event over the payload
 limit, a dropped burst) and end the follow with the RESULT, which is never sent live: a
 watcher's stream ends only when every event is stored. Sequence numbers keep the order and
@@ -16,20 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
 
 from . import logs
 from .models import EventKind, TaskEvent
 from .store.sqlite_rows import _event_from_row, _event_payload
-
-if TYPE_CHECKING:
-    from psycopg_pool import AsyncConnectionPool
 
 log = logs.get("orchgpt.cluster")
 
 MAX_PAYLOAD = 7900  # PostgreSQL's NOTIFY payload limit is 8000 bytes
 MAX_QUEUED = 10_000  # payloads waiting for the wire; beyond, the store carries them
 MAX_STREAMED = 10_000  # tasks streamed at once
+BURST = 200  # payloads sent in one statement
 _SEND = (
     "SELECT pg_notify('orchgpt_events', x) FROM set_config('synchronous_commit', 'off', true) AS s, "
     "unnest(%s::text[]) AS x"
@@ -66,8 +68,10 @@ def decode(payload: str) -> TaskEvent | None:
 class LiveSender:
     """The publishing side: which tasks are streamed, and the queue of payloads to send."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self.pool = pool
+    def __init__(self, url: str, holds: Callable[[str], bool]) -> None:
+        self.url = url
+        self._conn: Any = None
+        self.holds = holds  # the daemon still holds this task (tasks that moved away are forgotten)
         self.streamed: set[str] = set()
         self.queue: list[str] = []
         self._wake = asyncio.Event()
@@ -75,6 +79,8 @@ class LiveSender:
 
     def want(self, task_id: str) -> None:
         """Stream this task's events from now on (until its RESULT)."""
+        if len(self.streamed) >= MAX_STREAMED:
+            self.streamed = {t for t in self.streamed if self.holds(t)}
         if len(self.streamed) < MAX_STREAMED:
             self.streamed.add(task_id)
 
@@ -99,15 +105,24 @@ class LiveSender:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch, self.queue = self.queue, []
+            batch, self.queue = self.queue[:BURST], self.queue[BURST:]
+            if self.queue:
+                self._wake.set()
             if not batch:
                 continue
             try:
-                async with self.pool.connection(timeout=2) as conn:
-                    await conn.execute(_SEND, (batch,))
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True, connect_timeout=2, application_name="orchgpt-live"
+                    )
+                await self._conn.execute(_SEND, (batch,))
                 delay = 0.1
-            except Exception as exc:  # psycopg.Error, PoolTimeout: the stored rows fill the gap
+            except psycopg.Error as exc:  # the stored rows fill the gap
                 self.dropped += len(batch)
-                log.warning("cluster_live_send_failed", error=str(exc).splitlines()[0], events=len(batch))
+                log.warning("cluster_live_send_failed", error=(str(exc).splitlines() or [""])[0], events=len(batch))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()

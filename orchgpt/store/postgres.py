@@ -304,8 +304,11 @@ class PostgresStore(
                 first = str(exc).splitlines()[0]
                 raise _Refused(f"events for unknown task(s) {', '.join(unknown)} ({first})") from exc
             if self.notify_events:  # delivered at commit: the events are readable by then
-                for task_id in sorted({e.task_id for e in events}):
-                    c.execute("SELECT pg_notify('orchgpt_events', ?)", (task_id,))
+                last: dict[str, int] = {}  # "TASK_ID SEQ": a follower that has SEQ reads nothing
+                for e in events:
+                    last[e.task_id] = max(last.get(e.task_id, 0), e.seq)
+                for task_id in sorted(last):
+                    c.execute("SELECT pg_notify('orchgpt_events', ?)", (f"{task_id} {last[task_id]}",))
             arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
             if arts:
                 c.executemany(
