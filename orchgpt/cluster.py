@@ -6,10 +6,14 @@ agent of this daemon can take is *offered* (a claim row with no daemon) and clai
 daemon with an idle agent of its type (``FOR UPDATE SKIP LOCKED``: once), woken by
 ``NOTIFY orchgpt_queue``. A client of another daemon follows the task's events from the
 store by sequence number, woken by ``NOTIFY orchgpt_events`` (sent by the store with each
-batch). ``cluster_daemons`` holds heartbeats, ``cluster_agents`` every daemon's agents.
+batch), and gets them at once from the events sent live by the daemon running the task
+(cluster_live.py). ``cluster_daemons`` holds heartbeats, ``cluster_agents`` every daemon's agents.
 
-Store calls are synchronous and short, like the mesh's own; only LISTEN has a connection
-(async) of its own.
+The background work (heartbeat, leases, this daemon's agents, claims, expiry, event polls,
+live events) runs on an async connection pool (cluster_db.py) and never holds the loop; LISTEN
+has an async connection of its own; both reconnect. What the mesh calls inside a request
+(``keep``, ``release``, ``follow``, cancel, approve) stays synchronous on the store's
+connection, committed before the request is answered, like the mesh's own writes.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import asyncio
 import functools
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .cluster_db import ClusterDb
 from .cluster_events import StoreFollowers
 from .cluster_leases import QUEUE_CHANNEL, ClusterLeases
+from .cluster_live import LiveSender, decode, task_of
 from .cluster_messages import MESSAGES_CHANNEL, ClusterMessages
 from .cluster_requests import REQUESTS_CHANNEL, ClusterRequests
 from .errors import StoreError
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 log = logs.get("orchgpt.cluster")
 
 EVENTS_CHANNEL = "orchgpt_events"
+FOLLOW_CHANNEL = "orchgpt_follow"  # a daemon's watcher asks for a task's events live
 # events are written (and NOTIFYed) at most this long after they happen: what a watcher on
 # another daemon waits at most, bought with more, smaller transactions than one daemon's 50 ms
 EVENT_FLUSH_S = 0.005
@@ -51,12 +58,19 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         self.dead_after_ms = int((3 * tick_s + 2) * 1000)  # a heartbeat older: the daemon is dead
         self.lease_ms = self.dead_after_ms
         self.started_ms = now_ms()
-        self.followers = StoreFollowers(store)  # watchers of tasks other daemons run
+        self.db = ClusterDb(store.url, str(store.path))  # the cluster's own connections (async, never the loop's)
+        self.followers = StoreFollowers(store, self.db.events, self._spawn)  # watchers of tasks other daemons run
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._bg: set[asyncio.Task[None]] = set()
+        self._takes = 0  # tasks taken so far; _taken: when each was
+        self._taken: dict[str, int] = {}
         self._listen_conn: Any = None
+        # events sent at once to the daemons watching them
+        self.live = LiveSender(store.url, lambda task_id: task_id in mesh.queues.active)
         store.notify_events = True
         mesh.fanout.flush_delay = EVENT_FLUSH_S
+        mesh.fanout.live = self.live.publish
         mesh.cluster = self
 
     # ------------------------------------------------------------ SQL helpers
@@ -136,8 +150,26 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
         """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs
-        (cluster_events.py); False when it is finished or unknown."""
+        (cluster_events.py); False when it is finished or unknown. The daemon running it is
+        asked to send its events live (NOTIFY orchgpt_follow)."""
+        if task_id not in self.followers:
+            self._spawn(self._notify(FOLLOW_CHANNEL, task_id))
         return self.followers.follow(task_id, sub, after_seq)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background (a StoreError is logged: the next tick tries again)."""
+        t = asyncio.get_running_loop().create_task(self._logged(coro))
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def _logged(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except StoreError as exc:
+            log.warning("cluster_background_failed", error=str(exc))
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        await self.db.one("notify", "SELECT pg_notify(?, ?)", (channel, payload))
 
     def unfollow(self, sub: Subscriber, task_id: str) -> None:
         self.followers.unfollow(sub, task_id)
@@ -179,8 +211,13 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
 
     # ------------------------------------------------------------ the loop
     async def start(self) -> None:
-        self.tick()
-        self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._listen())]
+        await self.db.open()
+        await self.tick()
+        self._tasks = [
+            asyncio.create_task(self._ticker()),
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self.live.run()),
+        ]
         log.info("cluster_joined", daemon_id=self.me)
 
     async def stop(self) -> None:
@@ -193,6 +230,11 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                 await asyncio.wait_for(self._listen_conn.close(), 3)
             except Exception as exc:  # closing a broken connection: nothing left to do
                 log.debug("cluster_listen_close_failed", error=str(exc))
+        try:
+            await asyncio.wait_for(self.live.close(), 3)
+            await asyncio.wait_for(self.db.close(), 3)
+        except Exception as exc:
+            log.debug("cluster_pool_close_failed", error=str(exc))
         try:  # a clean leave: the others list our agents no more, take our tasks at once
             self._write(
                 "leave",
@@ -216,10 +258,10 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
             self._wake.clear()
             try:
                 if woken:  # offered work or an idle agent: only the claim, at once
-                    self._claim()
+                    await self._claim()
                     continue
                 next_tick = loop.time() + self.tick_s
-                self.tick()
+                await self.tick()
             except StoreError as exc:
                 log.warning("cluster_tick_failed", error=str(exc))
             except Exception as exc:  # a bug must not stop the cluster loop
@@ -239,6 +281,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                 await conn.execute(f"LISTEN {REQUESTS_CHANNEL}")
                 await conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
+                await conn.execute(f"LISTEN {FOLLOW_CHANNEL}")
                 delay = 0.2
                 self._safely(self.apply_requests)  # those sent while we were not listening
                 self._safely(self.deliver_messages)
@@ -251,8 +294,15 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                         elif n.channel == MESSAGES_CHANNEL:
                             if n.payload in self.mesh.registry:
                                 self._safely(functools.partial(self.deliver_messages, n.payload))
-                        elif n.payload in self.followers:
-                            self._safely(functools.partial(self.followers.poll, n.payload))
+                        elif n.channel == FOLLOW_CHANNEL:
+                            if n.payload in self.mesh.queues.active:
+                                self.live.want(n.payload)
+                        elif n.payload.startswith("{"):  # an event sent live (cluster_live.py)
+                            ev = decode(n.payload) if task_of(n.payload) in self.followers else None
+                            if ev is not None:
+                                self.followers.live(ev)
+                        elif n.channel == EVENTS_CHANNEL:  # a batch stored ("TASK_ID SEQ")
+                            self.followers.stored(n.payload)
             except psycopg.Error as exc:
                 log.warning(
                     "cluster_listen_lost",
@@ -268,46 +318,47 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         except StoreError as exc:
             log.warning("cluster_poll_failed", error=str(exc))
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Heartbeat and lease renewal, this daemon's agents, claims, followed tasks."""
         now = now_ms()
-        self._write(
+        await self.db.one(
             "heartbeat",
             "INSERT INTO cluster_daemons (daemon_id, pid, host, started_ms, heartbeat_ms) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (daemon_id) DO UPDATE SET pid = excluded.pid, "
             "host = excluded.host, heartbeat_ms = excluded.heartbeat_ms",
             (self.me, os.getpid(), socket.gethostname(), self.started_ms, now),
         )
-        self._write(
+        await self.db.one(
             "leases",
             "UPDATE cluster_claims SET lease_until_ms = ? WHERE daemon_id = ?",
             (now + self.lease_ms, self.me),
         )
-        self._write(  # the claims of finished tasks have done their work
+        await self.db.one(  # the claims of finished tasks have done their work
             "claims",
             "DELETE FROM cluster_claims c USING tasks t WHERE c.task_id = t.task_id "
             "AND c.daemon_id = ? AND t.state IN ('succeeded', 'failed', 'cancelled')",
             (self.me,),
         )
-        self._sync_agents(now)
-        self._drop_lost()
-        self._expire(now)
-        self._claim()
+        await self._sync_agents(now)
+        await self._drop_lost()
+        await self._expire(now)
+        await self._claim()
         self.apply_requests()  # cancels and approvals from the other daemons (cluster_requests.py)
         self.drop_finished_requests()
         self.deliver_messages()  # for this daemon's agents, from the others (cluster_messages.py)
         self.drop_stale_messages()
-        self.followers.poll_all()
+        await self.followers.poll_all()
 
-    def _sync_agents(self, now: int) -> None:
+    async def _sync_agents(self, now: int) -> None:
         agents = self.mesh.registry.list()
-        with self.store._tx("agents") as c:
-            c.execute("DELETE FROM cluster_agents WHERE daemon_id = ?", (self.me,))
-            if agents:
-                c.executemany(
+        await self.db.run(
+            "agents",
+            [
+                ("DELETE FROM cluster_agents WHERE daemon_id = ?", (self.me,)),
+                (
                     "INSERT INTO cluster_agents (agent_id, daemon_id, agent_type, state, "
                     "current_task, host, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
+                    tuple(
                         (
                             a.agent_id,
                             self.me,
@@ -318,10 +369,13 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                             now,
                         )
                         for a in agents
-                    ],
-                )
+                    ),
+                ),
+            ],
+            many=True,
+        )
 
-    def _claim(self) -> None:
+    async def _claim(self) -> None:
         """Take offered tasks for this daemon's idle agents, as many as they are."""
         m = self.mesh
         if m._closing:
@@ -330,7 +384,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
             want = len(idle) - len(m.queues.queued(agent_type))
             if want <= 0:
                 continue
-            rows = self._write(
+            rows = await self.db.one(
                 "claim",
                 "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE daemon_id = '' "
                 "AND task_id IN (SELECT c.task_id FROM cluster_claims c JOIN tasks t "
@@ -339,30 +393,38 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                 "RETURNING task_id",
                 (self.me, now_ms() + self.lease_ms, agent_type, want),
             )
-            for (task_id,) in rows:
-                t = self.store.get_task(task_id)
+            ids = [str(r[0]) for r in rows]
+            tasks, seqs = await self.db.tasks(ids), await self.db.last_seqs(ids)
+            for task_id in ids:  # (the loop went on meanwhile: _adopt checks what it holds)
+                t = tasks.get(task_id)
                 if t is not None and t.state == TaskState.QUEUED:
-                    self._adopt(t)
+                    self._adopt(t, seqs.get(task_id, 0))
 
-    def _take(self, t: Task) -> None:
-        """A task taken over in the state it was stored in (assigned or running on an agent)."""
+    def _take(self, t: Task, last_seq: int | None = None) -> None:
+        """A task taken over in the state it was stored in (assigned or running on an agent);
+        its events are sent live (its submitter may watch it on another daemon)."""
         m = self.mesh
+        self.live.want(t.task_id)
+        self._takes += 1
+        self._taken[t.task_id] = self._takes  # (_drop_lost: a claim read before this is stale)
+        if len(self._taken) > 10_000:
+            self._taken.clear()
         self._to_live(t)
         m.queues.active[t.task_id] = t
-        m.fanout.start(t.task_id, self.store.last_seq(t.task_id))
+        m.fanout.start(t.task_id, self.store.last_seq(t.task_id) if last_seq is None else last_seq)
 
     def _to_live(self, t: Task) -> None:
         """Watchers that followed the task through the store follow it live from now on."""
         for sub in self.followers.hand_over(t.task_id):
             self.mesh.fanout.subscribe(sub, t.task_id)
 
-    def _adopt(self, t: Task) -> None:
+    def _adopt(self, t: Task, last_seq: int | None = None) -> None:
         """A claimed task joins this daemon's memory as if submitted here."""
         m = self.mesh
         if t.task_id in m.queues.active:
             return
         log.info("task_claimed", task_id=t.task_id, agent_type=t.agent_type)
-        self._take(t)
+        self._take(t, last_seq)
         m.queues.enqueue(t)
         m._dispatch(t.agent_type)
 

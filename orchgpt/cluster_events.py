@@ -1,19 +1,22 @@
 """Events crossing daemons (issue 19, docs/scaling.md): the watchers of a task that another
 daemon of the cluster runs follow it through the store, by the per-task sequence number.
 
-The daemon running the task writes its events in batches, each batch's transaction ending
-with ``NOTIFY orchgpt_events`` (store/postgres.py); orchgpt/cluster.py calls ``poll`` on
-that notification (and every tick as a fallback). Each watcher gets every event after its
-last one, once and in order; the RESULT event ends the follow.
+The daemon running the task sends each event live as it happens (cluster_live.py): ``live``
+delivers it at once. It also writes them in batches, each batch's transaction ending with
+``NOTIFY orchgpt_events`` (store/postgres.py); orchgpt/cluster.py calls ``poll`` on that
+notification (and every tick as a fallback), reading through the cluster's async pool
+(cluster_db.py): the stored rows fill any gap. Each watcher gets
+every event after its last one, once and in order (seq ``last + 1`` only; a live event ahead
+of a missing one waits in ``pending``); the stored RESULT event ends the follow.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .models import EventKind
+from .models import EventKind, TaskEvent
 
 if TYPE_CHECKING:
     from .mesh_fanout import Subscriber
@@ -26,12 +29,48 @@ class _Follow:
 
     agent_type: str
     subs: dict[Any, int] = field(default_factory=dict)
+    pending: dict[int, TaskEvent] = field(default_factory=dict)  # live events ahead of a gap
+    result_seq: int = 0  # the stored RESULT's seq, once read
+
+
+MAX_PENDING = 1000  # live events held per task while one before them is missing
+
+
+class _SeqGuard:
+    """A watcher handed over to the daemon's own fan-out after it saw live events beyond the
+    stored ones (their daemon died before storing them): the numbers it has had are not
+    given to it twice. Equal to the watcher it wraps (unsubscribe finds it)."""
+
+    def __init__(self, sub: Subscriber, last: int) -> None:
+        self.sub = sub
+        self.last = last
+
+    def deliver(self, event: TaskEvent) -> bool:
+        return event.seq <= self.last or self.sub.deliver(event)
+
+    def close(self, reason: str) -> None:
+        self.sub.close(reason)
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or other is self.sub or (isinstance(other, _SeqGuard) and other.sub is self.sub)
+
+    def __hash__(self) -> int:
+        return hash(self.sub)
 
 
 class StoreFollowers:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(
+        self,
+        store: Store,
+        read: Callable[[str, int], Awaitable[list[TaskEvent]]],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.store = store  # synchronous: follow and hand_over run inside a request, no await
+        self.read = read  # the stored events after a seq, through the cluster's async pool
+        self.spawn = spawn
         self.tasks: dict[str, _Follow] = {}
+        self._polling: set[str] = set()  # tasks with a poll under way ...
+        self._again: set[str] = set()  # ... and another asked for meanwhile
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.tasks
@@ -47,10 +86,38 @@ class StoreFollowers:
             f = self.tasks[task_id] = _Follow(t.agent_type)
         f.subs[sub] = after_seq
         try:  # after the caller has queued the replay (no await in between): in order
-            asyncio.get_running_loop().call_soon(self.poll, task_id)
+            self.request(task_id)
         except RuntimeError:  # no loop: the next poll delivers
             pass
         return True
+
+    def stored(self, payload: str) -> None:
+        """A batch notification, ``TASK_ID SEQ``: a poll unless every watcher has SEQ."""
+        task_id, _, seq = payload.rpartition(" ")
+        if not seq.isdigit():
+            task_id, seq = payload, "0"
+        f = self.tasks.get(task_id)
+        if f is not None and f.subs and (seq == "0" or min(f.subs.values()) < int(seq)):
+            self.request(task_id)
+
+    def request(self, task_id: str) -> None:
+        """A poll of the task, one at a time (one asked for during a poll runs after it)."""
+        if task_id in self._polling:
+            self._again.add(task_id)
+            return
+        self._polling.add(task_id)
+        self.spawn(self._polls(task_id))
+
+    async def _polls(self, task_id: str) -> None:
+        try:
+            while True:
+                await self.poll(task_id)
+                if task_id not in self._again:
+                    return
+                self._again.discard(task_id)
+        finally:
+            self._polling.discard(task_id)
+            self._again.discard(task_id)
 
     def unfollow(self, sub: Subscriber, task_id: str) -> None:
         f = self.tasks.get(task_id)
@@ -65,34 +132,69 @@ class StoreFollowers:
         f = self.tasks.pop(task_id, None)
         if f is None:
             return []
-        self._deliver(task_id, f)
-        return list(f.subs)
+        f.pending.clear()  # never stored: the numbers go on from the stored ones
+        if f.subs:
+            self._stored(f, self.store.events(task_id, min(f.subs.values())))
+        stored = self.store.last_seq(task_id)
+        return [s if last <= stored else _SeqGuard(s, last) for s, last in f.subs.items()]
 
-    def poll_all(self) -> None:
+    def live(self, ev: TaskEvent) -> None:
+        """An event sent live by the daemon running the task: delivered now to each watcher
+        whose last event is the one before; held while one before it is missing."""
+        f = self.tasks.get(ev.task_id)
+        if f is None or not f.subs or ev.kind == EventKind.RESULT or ev.seq <= min(f.subs.values()):
+            return
+        if len(f.pending) >= MAX_PENDING:
+            return  # the store has it (or will)
+        ev.agent_type = ev.agent_type or f.agent_type
+        f.pending[ev.seq] = ev
+        self._drain(f)
+        self._end(ev.task_id, f)
+
+    async def poll_all(self) -> None:
         for task_id in list(self.tasks):
-            self.poll(task_id)
+            await self.poll(task_id)
 
-    def poll(self, task_id: str) -> None:
+    async def poll(self, task_id: str) -> None:
+        """The stored events each watcher lacks (read without holding the loop)."""
         f = self.tasks.get(task_id)
-        if f is not None and self._deliver(task_id, f):
-            del self.tasks[task_id]
-            for s in f.subs:
-                s.close("task finished")
+        if f is None or not f.subs:
+            return
+        events = await self.read(task_id, min(f.subs.values()))
+        if self.tasks.get(task_id) is f:  # (not handed over or ended meanwhile)
+            self._stored(f, events)
+            self._end(task_id, f)
 
-    def _deliver(self, task_id: str, f: _Follow) -> bool:
-        """Each watcher gets the stored events after its last one, in order and once;
-        True once the task's RESULT is stored."""
-        if not f.subs:
-            return False
-        done = False
-        for ev in self.store.events(task_id, min(f.subs.values())):
+    def _stored(self, f: _Follow, events: list[TaskEvent]) -> None:
+        for ev in events:
             ev.agent_type = ev.agent_type or f.agent_type
-            for s, seq in list(f.subs.items()):
-                if ev.seq != seq + 1:
-                    continue  # it had this one already (or the one before is not stored yet)
-                f.subs[s] = ev.seq
+            f.pending[ev.seq] = ev
+            if ev.kind == EventKind.RESULT:
+                f.result_seq = ev.seq
+        self._drain(f)
+
+    def _end(self, task_id: str, f: _Follow) -> None:
+        """The watchers that have had the stored RESULT are done; the follow with them."""
+        if f.result_seq:
+            for s, last in list(f.subs.items()):
+                if last >= f.result_seq:
+                    del f.subs[s]
+                    s.close("task finished")
+        if not f.subs and self.tasks.get(task_id) is f:
+            del self.tasks[task_id]
+
+    def _drain(self, f: _Follow) -> None:
+        """Each watcher gets the held events that follow its last one, in order; those every
+        watcher has had are forgotten."""
+        for s, last in list(f.subs.items()):
+            while (ev := f.pending.get(last + 1)) is not None:
+                last = ev.seq
                 if not s.deliver(ev):
                     f.subs.pop(s, None)
                     s.close("client too slow: event buffer full; watch again with after_seq")
-            done = done or ev.kind == EventKind.RESULT
-        return done
+                    break
+            else:
+                f.subs[s] = last
+        low = min(f.subs.values(), default=None)
+        for seq in [q for q in f.pending if low is None or q <= low]:
+            del f.pending[seq]

@@ -13,6 +13,7 @@ from . import logs
 from .models import Task, TaskState, now_ms
 
 if TYPE_CHECKING:
+    from .cluster_db import ClusterDb
     from .mesh import Mesh
     from .store.postgres import PostgresStore
 
@@ -31,8 +32,13 @@ class ClusterLeases:
         def _write(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
         def _read(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
         def _local(self, agent_type: str) -> bool: ...
-        def _take(self, t: Task) -> None: ...
-        def _adopt(self, t: Task) -> None: ...
+
+        db: ClusterDb
+        _takes: int
+        _taken: dict[str, int]
+
+        def _take(self, t: Task, last_seq: int | None = None) -> None: ...
+        def _adopt(self, t: Task, last_seq: int | None = None) -> None: ...
 
     def agent_arrived(self, agent_id: str, task_ids: list[str]) -> None:
         """An agent registers here still running, or with results of, tasks another daemon
@@ -53,30 +59,31 @@ class ClusterLeases:
                 log.info("task_taken_over", task_id=task_id, agent_id=agent_id, why="its agent is here")
                 self._take(t)
 
-    def _drop_lost(self) -> None:
+    async def _drop_lost(self) -> None:
         """Tasks in memory whose claim another daemon took (their agent moved there): they
         are that daemon's now, and leave this one's memory without a word."""
         m = self.mesh
         ids = list(m.queues.active)
         if not ids:
             return
-        rows = self._read(
+        asked = self._takes
+        rows = await self.db.one(
             "claims",
             "SELECT task_id FROM cluster_claims WHERE task_id = ANY(?) AND daemon_id <> ?",
             (ids, self.me),
         )
         for (task_id,) in rows:
             t = m.queues.active.get(task_id)
-            if t is not None:
+            if t is not None and self._taken.get(task_id, 0) <= asked:  # (not taken back meanwhile)
                 log.info("task_moved_away", task_id=task_id, agent_id=t.agent_id or None)
                 m.queues.dequeue(t)
                 m.queues.forget(task_id)
                 m.fanout.seq.pop(task_id, None)
 
-    def _expire(self, now: int) -> None:
+    async def _expire(self, now: int) -> None:
         """Claims of a daemon whose lease ran out (it died): taken over here, the tasks held
         for their agents during the reconnect grace and requeued after it, as after a restart."""
-        rows = self._write(
+        rows = await self.db.one(
             "expire",
             "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE task_id IN ("
             "SELECT task_id FROM cluster_claims WHERE daemon_id <> '' AND daemon_id <> ? "
@@ -85,8 +92,9 @@ class ClusterLeases:
             (self.me, now + self.lease_ms, self.me, now),
         )
         m = self.mesh
+        tasks = await self.db.tasks([str(r[0]) for r in rows])
         for (task_id,) in rows:
-            t = self.store.get_task(task_id)
+            t = tasks.get(task_id)
             if t is None or t.state.terminal or task_id in m.queues.active:
                 continue
             log.info(
@@ -98,12 +106,16 @@ class ClusterLeases:
             why = "its orchestrator stopped answering"
             if t.state == TaskState.QUEUED or not t.agent_id:
                 if not self._local(t.agent_type):  # offered again, to the daemons with agents
-                    self._write(
+                    await self.db.run(
                         "offer",
-                        "UPDATE cluster_claims SET daemon_id = '', offered_ms = ? WHERE task_id = ?",
-                        (now, task_id),
+                        [
+                            (
+                                "UPDATE cluster_claims SET daemon_id = '', offered_ms = ? WHERE task_id = ?",
+                                (now, task_id),
+                            ),
+                            ("SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type)),
+                        ],
                     )
-                    self._write("notify", "SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
                     continue
                 t.state = TaskState.QUEUED  # (as stored: not a transition)
                 self._adopt(t)

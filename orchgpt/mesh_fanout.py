@@ -43,6 +43,7 @@ class EventFanout:
         self.flush_handle: asyncio.TimerHandle | None = None
         self.dropped = 0  # events a slow subscriber did not get (it was cut off)
         self.flush_delay = FLUSH_DELAY  # shorter in a cluster: watchers elsewhere read the store
+        self.live: Callable[[TaskEvent], None] | None = None  # cluster: sent at once to the other daemons
 
     def start(self, task_id: str, last_seq: int = 0) -> None:
         self.seq[task_id] = last_seq
@@ -94,6 +95,8 @@ class EventFanout:
                 self.flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
             except RuntimeError:
                 self.flush()
+        if self.live is not None:
+            self.live(ev)
         self.deliver(ev)
 
     def deliver(self, ev: TaskEvent) -> None:

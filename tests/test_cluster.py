@@ -147,8 +147,7 @@ async def test_agents_of_a_dead_daemon_are_listed_as_lost(
     async def lost() -> bool:
         async with b.client() as c:
             return any(
-                x.agent_id == "echo-a" and x.state == "lost" and x.daemon == a.address
-                for x in await c.list_agents()
+                x.agent_id == "echo-a" and x.state == "lost" and x.daemon == a.address for x in await c.list_agents()
             )
 
     await await_for(lost, timeout=20, what="echo-a listed as lost, its daemon not answering")

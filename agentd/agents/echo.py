@@ -2,7 +2,9 @@
 
 Options: ``delay`` (seconds to wait before replying, to exercise cancellation
 and requeueing), ``tokens`` (stream the input back word by word as token
-events), ``fail`` (fail with this reason), ``ask`` (send the input to this agent, an id or
+events; ``token_gap`` seconds between them; ``token_stamp``: each token is the wall-clock time
+it was sent, ``%.6f`` seconds, for latency benchmarks: bench/cluster_tokens.py),
+``fail`` (fail with this reason), ``ask`` (send the input to this agent, an id or
 ``type:NAME``, as a COMMAND and reply with its answer; ``ask_timeout`` seconds, default 10),
 ``record`` (a file: append "TASK_ID INPUT" to it, fsynced, each time a run finishes: tests
 count runs with it), ``children`` (delegate that many echo sub-tasks, in parallel, each with a
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 from orchgpt.models import Action, Delegation
 
@@ -47,8 +50,11 @@ class EchoAgent(Agent):
             )
             return Outcome(output=answer.decode(errors="replace"))
         if opts.get("tokens"):
+            gap = float(opts.get("token_gap", "0") or 0)
             for word in ctx.task.input.split(" "):
-                ctx.token(word + " ")
+                if gap:
+                    await asyncio.sleep(gap)
+                ctx.token(f"{time.time():.6f} " if opts.get("token_stamp") else word + " ")
         output = ctx.task.input
         if int(opts.get("children", "0") or 0) > 0:
             step = float(opts.get("child_delay", "0") or 0)

@@ -8,8 +8,10 @@ the table ``orchgpt_schema``.
 
 Synchronous psycopg 3 on one autocommit connection, serialised by a lock, like the
 SQLite store; every write is one transaction that commits before the call returns
-(PostgreSQL's own durability: ``synchronous_commit`` on). The async driver with a
-connection pool, reconnection, leases and LISTEN/NOTIFY are later steps of issue 19.
+(PostgreSQL's own durability: ``synchronous_commit`` on), so that the daemon answers only
+what is committed, in the loop's order. A dropped connection is replaced: a transaction that
+failed at its BEGIN and a read are retried once on the new one. The cluster's background
+work (leases, claims, LISTEN, event following) has its own async pool: cluster_db.py.
 
 Errors: anything the server or the connection refuses raises StoreError naming the
 (password-masked) URL and the cause; the transaction is rolled back.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from .. import logs
@@ -131,8 +133,8 @@ class PostgresStore(
 
     def _live(self) -> Any:
         """The connection; a new one when the server dropped the old one (a restart, a
-        failover, an administrator's pg_terminate_backend). The call that found it broken
-        has failed already: nothing is retried behind the caller's back."""
+        failover, an administrator's pg_terminate_backend). Only what cannot have run is
+        retried (``_begin``, ``_read``)."""
         if self._closed:
             raise StoreError(f"store {self.path}: the store is closed")
         if self._conn.closed or self._conn.broken:
@@ -207,17 +209,36 @@ class PostgresStore(
             except Exception as exc:
                 log.warning("store.on_fault_failed", error=str(exc))
 
-    @contextmanager
-    def _tx(self, what: str, quiet: bool = False) -> Iterator[Any]:
-        with self._lock:
+    def _begin(self, what: str, quiet: bool) -> tuple[Any, ExitStack]:
+        """The connection with a transaction begun on it. A connection the server dropped
+        fails at its first round trip (BEGIN: nothing ran yet), so that one is retried once
+        on a new connection."""
+        for attempt in (0, 1):
             try:
                 conn = self._live()
             except StoreError as exc:
                 if not quiet:
                     self._fault(what, str(exc))
                 raise
+            stack = ExitStack()
             try:
-                with conn.transaction():
+                stack.enter_context(conn.transaction())
+                return conn, stack
+            except psycopg.OperationalError as exc:
+                if attempt or not conn.broken:
+                    message = f"store {self.path}: {what} failed: {_cause(exc, self.url)}"
+                    if not quiet:
+                        self._fault(what, message)
+                    raise StoreError(message) from exc
+                log.info("store.connection_lost", url=self.path, what=what, error=_cause(exc, self.url))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _tx(self, what: str, quiet: bool = False) -> Iterator[Any]:
+        with self._lock:
+            conn, stack = self._begin(what, quiet)
+            try:
+                with stack:
                     yield _Cursor(conn)
             except (psycopg.Error, _Refused) as exc:
                 message = f"store {self.path}: {what} failed: {_cause(exc, self.url)}"
@@ -233,11 +254,15 @@ class PostgresStore(
         if "LIMIT ?" in sql and params and params[-1] == -1:
             params = (*params[:-1], None)  # SQLite's LIMIT -1 is PostgreSQL's LIMIT NULL
         with self._lock:
-            try:
-                rows: list[tuple[Any, ...]] = self._live().execute(_translate(sql), params).fetchall()
-                return rows
-            except psycopg.Error as exc:
-                raise StoreError(f"store {self.path}: {what} failed: {_cause(exc, self.url)}") from None
+            for attempt in (0, 1):  # a read is repeated once on a new connection if the old one was dropped
+                conn = self._live()
+                try:
+                    rows: list[tuple[Any, ...]] = conn.execute(_translate(sql), params).fetchall()
+                    return rows
+                except psycopg.Error as exc:
+                    if attempt or not conn.broken:
+                        raise StoreError(f"store {self.path}: {what} failed: {_cause(exc, self.url)}") from None
+            raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
@@ -279,8 +304,11 @@ class PostgresStore(
                 first = str(exc).splitlines()[0]
                 raise _Refused(f"events for unknown task(s) {', '.join(unknown)} ({first})") from exc
             if self.notify_events:  # delivered at commit: the events are readable by then
-                for task_id in sorted({e.task_id for e in events}):
-                    c.execute("SELECT pg_notify('orchgpt_events', ?)", (task_id,))
+                last: dict[str, int] = {}  # "TASK_ID SEQ": a follower that has SEQ reads nothing
+                for e in events:
+                    last[e.task_id] = max(last.get(e.task_id, 0), e.seq)
+                for task_id in sorted(last):
+                    c.execute("SELECT pg_notify('orchgpt_events', ?)", (f"{task_id} {last[task_id]}",))
             arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
             if arts:
                 c.executemany(

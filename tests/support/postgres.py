@@ -55,7 +55,8 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
+        self.fsync = fsync  # off for tests (-F); on for benchmarks of real commits
         self.bin = _bin_dir()
         assert self.bin is not None
         # as root in /tmp: the postgres user must reach it (a TMPDIR may be root's alone)
@@ -98,7 +99,7 @@ class PostgresServer:
         for attempt in range(5):
             self.port = _free_port()
             opts = (
-                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -F "
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 {'' if self.fsync else '-F '}"
                 "-c max_connections=50 -c shared_buffers=16MB"
             )
             try:

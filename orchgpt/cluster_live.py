@@ -1,0 +1,128 @@
+"""Events sent live to the other daemons of a cluster (issue 19, docs/scaling.md "Events").
+
+The daemon running a task that is watched elsewhere (a task it claimed from another daemon's
+offer or took over, or one a follower asked for with ``NOTIFY orchgpt_follow``) sends each of
+its events, numbered, as the payload of a ``NOTIFY orchgpt_events`` at once, without waiting
+for the batch that stores it: one statement per burst (everything queued while the previous
+one was on the wire, up to ``BURST``) on a connection of its own (nothing else waits before
+it), its commit not waiting for the disk (``synchronous_commit`` off: a notification is not
+durable anyway). The follower (cluster_events.py) delivers it at once;
+the stored rows, NOTIFYed with each batch as before, fill any gap (an event over the payload
+limit, a dropped burst) and end the follow with the RESULT, which is never sent live: a
+watcher's stream ends only when every event is stored. Sequence numbers keep the order and
+drop a duplicate: each watcher gets seq ``last + 1`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from . import logs
+from .models import EventKind, TaskEvent
+from .store.sqlite_rows import _event_from_row, _event_payload
+
+log = logs.get("orchgpt.cluster")
+
+MAX_PAYLOAD = 7900  # PostgreSQL's NOTIFY payload limit is 8000 bytes
+MAX_QUEUED = 10_000  # payloads waiting for the wire; beyond, the store carries them
+MAX_STREAMED = 10_000  # tasks streamed at once
+BURST = 200  # payloads sent in one statement
+_SEND = (
+    "SELECT pg_notify('orchgpt_events', x) FROM set_config('synchronous_commit', 'off', true) AS s, "
+    "unnest(%s::text[]) AS x"
+)
+
+
+def encode(ev: TaskEvent) -> str:
+    """The event as a NOTIFY payload ('' when over the limit: the store carries it)."""
+    text = json.dumps(
+        {"t": ev.task_id, "s": ev.seq, "k": str(ev.kind), "ts": ev.ts_ms, "p": _event_payload(ev)},
+        separators=(",", ":"),
+    )
+    return text if len(text.encode()) <= MAX_PAYLOAD else ""
+
+
+def task_of(payload: str) -> str:
+    """The task id of a live event's payload, cheaply (before decoding it); '' if not one."""
+    head = '{"t":"'
+    return payload[len(head) :].split('"', 1)[0] if payload.startswith(head) else ""
+
+
+def decode(payload: str) -> TaskEvent | None:
+    """A live event from its payload; None for anything else (a batch's task id, garbage)."""
+    if not payload.startswith("{"):
+        return None
+    try:
+        d = json.loads(payload)
+        return _event_from_row(str(d["t"]), int(d["s"]), str(d["k"]), int(d["ts"]), str(d["p"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("cluster_bad_live_event", error=str(exc), payload=payload[:200])
+        return None
+
+
+class LiveSender:
+    """The publishing side: which tasks are streamed, and the queue of payloads to send."""
+
+    def __init__(self, url: str, holds: Callable[[str], bool]) -> None:
+        self.url = url
+        self._conn: Any = None
+        self.holds = holds  # the daemon still holds this task (tasks that moved away are forgotten)
+        self.streamed: set[str] = set()
+        self.queue: list[str] = []
+        self._wake = asyncio.Event()
+        self.dropped = 0  # payloads left to the store (queue full, or a failed send)
+
+    def want(self, task_id: str) -> None:
+        """Stream this task's events from now on (until its RESULT)."""
+        if len(self.streamed) >= MAX_STREAMED:
+            self.streamed = {t for t in self.streamed if self.holds(t)}
+        if len(self.streamed) < MAX_STREAMED:
+            self.streamed.add(task_id)
+
+    def publish(self, ev: TaskEvent) -> None:
+        """Called for every event this daemon publishes (mesh_fanout.EventFanout.live)."""
+        if ev.task_id not in self.streamed:
+            return
+        if ev.kind == EventKind.RESULT:
+            self.streamed.discard(ev.task_id)
+            return
+        payload = encode(ev)
+        if not payload:
+            return
+        if len(self.queue) >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self.queue.append(payload)
+        self._wake.set()
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self.queue = self.queue[:BURST], self.queue[BURST:]
+            if self.queue:
+                self._wake.set()
+            if not batch:
+                continue
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True, connect_timeout=2, application_name="orchgpt-live"
+                    )
+                await self._conn.execute(_SEND, (batch,))
+                delay = 0.1
+            except psycopg.Error as exc:  # the stored rows fill the gap
+                self.dropped += len(batch)
+                log.warning("cluster_live_send_failed", error=(str(exc).splitlines() or [""])[0], events=len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
