@@ -22,16 +22,19 @@ class ScenarioError(Exception):
     """The scenario could not be run (a process did not start, a wait timed out)."""
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR"}
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR", **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.pop("ORCHGPT_ADDRESS", None)
     return env
 
 
 class Daemon:
-    def __init__(self, workdir: Path, certs: Path, data_dir: Path, extra: list[str]) -> None:
+    def __init__(
+        self, workdir: Path, certs: Path, data_dir: Path, extra: list[str], env: dict[str, str] | None = None
+    ) -> None:
         self.workdir, self.certs, self.data_dir, self.extra = workdir, certs, data_dir, extra
+        self.env = env or {}  # more environment for the daemon
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.logs: list[Path] = []
@@ -65,7 +68,9 @@ class Daemon:
             *self.extra,
         ]
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=_env())
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=_env(self.env)
+            )
         deadline = time.monotonic() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
             if self.proc.poll() is not None:

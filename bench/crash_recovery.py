@@ -32,23 +32,22 @@ or executed twice, or re-run by a resubmission.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import random
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.crash_processes import Daemon, ScenarioError, _sigkill_all, agent_completions, init_certs, start_agents
 from orchgpt.client import MeshClient
 from orchgpt.errors import ClientError
 from orchgpt.models import Action, Command, EventKind, Task, TaskState, new_id
 
-KILLS = ("daemon", "agents", "both", "cut")
+KILLS = ("daemon", "agents", "both", "cut", "window")
 
 
 @dataclass
@@ -65,6 +64,7 @@ class Counts:
     cancelled: int = 0
     unfinished: int = 0  # still not terminal when the wait ended
     lost: int = 0  # acknowledged, then unknown to the restarted daemon
+    unacknowledged_at_kill: int = 0  # kill=window: submitted or not, never answered; sent again after
     completed_twice: int = 0  # more than one RESULT event stored for the task
     executed_twice: int = 0  # an agent log shows the task finished more than once
     requeued: int = 0  # tasks whose result says they were requeued (their agent was gone)
@@ -134,20 +134,33 @@ async def run(
     kill_after: float = 0.2,
     timeout: float = 90.0,
     kill: str = "daemon",
+    commit_window_ms: float | None = None,
 ) -> Counts:
-    """Run the scenario in ``workdir``; ``kill_after`` is the share of tasks finished before the kill."""
+    """Run the scenario in ``workdir``; ``kill_after`` is the share of tasks finished before the kill.
+
+    ``commit_window_ms``: the daemon's --commit-window-ms (None: its default). ``kill="window"``:
+    the daemon runs with every group-commit window held open for its whole length (default
+    50 ms) and is SIGKILLed at a random moment while submissions still arrive, so inside a
+    window; after the restart every acknowledged task must be there, and the client submits
+    again (same ids) what was never acknowledged."""
     if mode not in ("remote", "local"):
         raise ValueError(f"mode must be remote or local, not {mode!r}")
     if kill not in KILLS:
         raise ValueError(f"kill must be one of {', '.join(KILLS)}, not {kill!r}")
-    if kill != "daemon" and mode != "remote":
+    if kill not in ("daemon", "window") and mode != "remote":
         raise ValueError(f"kill={kill} needs remote agents (spawned ones die with the daemon)")
     workdir.mkdir(parents=True, exist_ok=True)
     certs, data_dir = workdir / "certs", workdir / "data"
     await asyncio.to_thread(init_certs, certs)
     extra = ["--heartbeat-interval", "0.5", "--reconnect-grace", "10", "--max-attempts", "3", "--grace-period", "1"]
     extra += ["--no-spawn"] if mode == "remote" else ["--max-local-agents", str(agents)]
-    daemon = Daemon(workdir, certs, data_dir, extra)
+    env = {}
+    if kill == "window":
+        commit_window_ms = commit_window_ms or 50.0
+        env["ORCHGPT_COMMIT_WINDOW_HOLD"] = "1"
+    if commit_window_ms is not None:
+        extra += ["--commit-window-ms", str(commit_window_ms)]
+    daemon = Daemon(workdir, certs, data_dir, extra, env)
     counts = Counts(mode=mode, kill=kill, submitted=tasks)
     proxy = None
     agent_procs: list[subprocess.Popen[bytes]] = []
@@ -165,6 +178,7 @@ async def run(
             agent_procs = start_agents(workdir, certs, agents_to, agents)
         acked: set[str] = set()
         finished: set[str] = set()
+        resent: list[asyncio.Task[None]] = []
 
         async def submit_one(client: MeshClient, task_id: str, i: int) -> None:
             cmd = Command(
@@ -182,9 +196,14 @@ async def run(
         try:
             if mode == "remote":
                 await _wait(lambda: _n_agents(client, agents), 60, f"{agents} agents to register")
-            streams = [asyncio.create_task(submit_one(client, t, i)) for i, t in enumerate(ids)]
+            if kill == "window":
+                window = commit_window_ms or 50.0
+                streams = await _kill_in_window(daemon, ids, lambda t, i: submit_one(client, t, i), acked, window)
+                counts.unacknowledged_at_kill = tasks - len(acked)
+            else:
+                streams = [asyncio.create_task(submit_one(client, t, i)) for i, t in enumerate(ids)]
             await _wait(
-                lambda: len(acked) == tasks and len(finished) >= kill_after * tasks,
+                lambda: kill == "window" or (len(acked) == tasks and len(finished) >= kill_after * tasks),
                 60,
                 "the submissions to be acknowledged and the first tasks to finish",
                 0.01,
@@ -210,19 +229,29 @@ async def run(
             t0 = time.monotonic()
             if kill == "agents":
                 agent_procs = start_agents(workdir, certs, agents_to, agents)
-            _, pending = await asyncio.wait(streams, timeout=20 if kill in ("daemon", "both") else timeout)
+            _, pending = await asyncio.wait(streams, timeout=20 if kill in ("daemon", "both", "window") else timeout)
             for s in pending:
                 s.cancel()
         finally:
             await client.close()
 
-        if kill in ("daemon", "both"):
+        if kill in ("daemon", "both", "window"):
             t0 = time.monotonic()
             await asyncio.to_thread(daemon.start, daemon.port)  # same address: remote agents reconnect by themselves
         if kill == "both":
             agent_procs = start_agents(workdir, certs, agents_to, agents)
         client = daemon.client()
         try:
+            if kill == "window":  # every acknowledged task is there; the others are sent again
+                known = {t.task_id for t in await _session_tasks(client, session, tasks)}
+                lost = acked - known
+                counts.lost += len(lost)
+                acked -= lost  # sent again too, so that the run ends and reports them
+                resent += [
+                    asyncio.create_task(_until_acked(submit_one, client, t, n, acked)) for n, t in enumerate(ids)
+                ]
+                await _wait(lambda: len(acked) == tasks, 60, "the submissions sent again to be acknowledged", 0.05)
+                counts.acknowledged = len(acked)
 
             async def all_terminal() -> bool:
                 ts = await _session_tasks(client, session, tasks)
@@ -319,8 +348,48 @@ async def run(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        for st in resent:
+            st.cancel()
     counts.judge()
     return counts
+
+
+async def _until_acked(
+    submit: Callable[[MeshClient, str, int], Coroutine[Any, Any, None]],
+    client: MeshClient,
+    task_id: str,
+    i: int,
+    acked: set[str],
+) -> None:
+    """Submit until acknowledged: refused while no agent of the type has reconnected yet."""
+    while task_id not in acked:
+        await submit(client, task_id, i)
+        if task_id not in acked:
+            await asyncio.sleep(0.2)
+
+
+async def _kill_in_window(
+    daemon: Daemon,
+    ids: list[str],
+    submit: Callable[[str, int], Coroutine[Any, Any, None]],
+    acked: set[str],
+    window_ms: float,
+) -> list[asyncio.Task[None]]:
+    """Submit the tasks a few milliseconds apart and SIGKILL the daemon at a random moment once a
+    third of them is acknowledged: submissions are still arriving, so it dies inside a window."""
+    streams: list[asyncio.Task[None]] = []
+
+    async def feed() -> None:
+        for i, t in enumerate(ids):
+            streams.append(asyncio.create_task(submit(t, i)))
+            await asyncio.sleep(0.002 + random.random() * 0.004)
+
+    feeder = asyncio.create_task(feed())
+    await _wait(lambda: len(acked) >= len(ids) // 3, 60, "a third of the submissions to be acknowledged", 0.005)
+    await asyncio.sleep(random.random() * window_ms / 1000)
+    daemon.sigkill()
+    feeder.cancel()
+    return streams
 
 
 async def _n_agents(client: MeshClient, n: int) -> bool:
@@ -339,78 +408,7 @@ async def _resubmit(client: MeshClient, cmd: Command) -> TaskState | None:
     return state
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", type=int, default=100)
-    ap.add_argument("--agents", type=int, default=8)
-    ap.add_argument("--delay", type=float, default=0.3, help="seconds each echo task takes")
-    ap.add_argument(
-        "--mode",
-        choices=["remote", "local", "both"],
-        default="both",
-        help="remote: hand-started agents that outlive the daemon; local: agents it spawns",
-    )
-    ap.add_argument(
-        "--kill",
-        choices=[*KILLS, "all"],
-        default="daemon",
-        help="what is killed: the daemon, the (remote) agents, both together, or the agents' "
-        "streams cut again and again; all: each in turn",
-    )
-    ap.add_argument("--workdir", help="keep certificates, data and logs here (default: a temporary directory)")
-    ap.add_argument("--json", action="store_true", help="print the counts as JSON")
-    args = ap.parse_args(argv)
-    modes = ["remote", "local"] if args.mode == "both" else [args.mode]
-    kills = list(KILLS) if args.kill == "all" else [args.kill]
-    runs = [(m, k) for k in kills for m in modes if k == "daemon" or m == "remote"]
-    if not runs:
-        ap.error(f"--kill {args.kill} needs remote agents (--mode remote or both)")
-    ok = True
-    for mode, kill in runs:
-        with tempfile.TemporaryDirectory(prefix="orchgpt-crash-") as tmp:
-            work = Path(args.workdir) / f"{mode}-{kill}" if args.workdir else Path(tmp)
-            try:
-                c = asyncio.run(run(work, args.tasks, args.agents, args.delay, mode, kill=kill))
-            except ScenarioError as exc:
-                print(f"{mode}: could not run the scenario: {exc}", file=sys.stderr)
-                ok = False
-                continue
-        ok = ok and c.ok
-        if args.json:
-            print(json.dumps({**asdict(c), "accounted": c.accounted, "ok": c.ok}))
-            continue
-        what = {
-            "daemon": "SIGKILL of the daemon",
-            "agents": "SIGKILL of every agent",
-            "both": "SIGKILL of the daemon and every agent",
-            "cut": f"{c.cuts} cuts of every agent's stream",
-        }[kill]
-        print(
-            f"== crash recovery ({mode} agents, {what}): after {c.finished_before_kill} of {c.submitted} "
-            f"finished; the restarted daemon recovered {c.recovered_by_daemon} unfinished tasks"
-        )
-        rows = [
-            ("submitted", c.submitted),
-            ("acknowledged", c.acknowledged),
-            ("succeeded", c.succeeded),
-            ("failed with a reason", c.failed_with_reason),
-            ("lost", c.lost),
-            ("unfinished", c.unfinished),
-            ("run twice (RESULT events in the store)", c.completed_twice),
-            ("run twice (finished twice in agents)", c.executed_twice),
-            ("requeued after the crash", c.requeued),
-            ("resubmitted ids that ran again", f"{c.resubmit_reran} of {c.resubmitted}"),
-            ("seconds from restart to all terminal", c.seconds_to_recover),
-        ]
-        for label, value in rows:
-            print(f"  {label:40} {value}")
-        for f in c.failures[:10]:
-            print(f"  failed: {f}")
-        for n in c.notes:
-            print(f"  note: {n}")
-        print("  OK" if c.ok else "  FAILED: " + "; ".join(c.problems))
-    return 0 if ok else 1
-
-
 if __name__ == "__main__":
+    from bench.crash_cli import main
+
     sys.exit(main())

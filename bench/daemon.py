@@ -23,8 +23,10 @@ async def start_orchgpt(
     extra: list[str] | None = None,
     timeout: float = 60.0,
     cpus: set[int] | None = placement.ROUTER_CPUS,
+    default_limits: bool = False,
 ) -> tuple[Router, Child]:
-    """Run ``orchgpt serve`` on 127.0.0.1:0 with the bench certificates; wait until it listens."""
+    """Run ``orchgpt serve`` on 127.0.0.1:0 with the bench certificates; wait until it listens.
+    ``default_limits`` keeps the per-agent rate and events-per-task limits at their defaults."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port_file = data_dir / "port"
     port_file.unlink(missing_ok=True)
@@ -47,13 +49,16 @@ async def start_orchgpt(
         "1",
         "--log-format",
         "json",
-        # the benchmark drives agents at full speed with many events per task: the per-peer
-        # message rate and events-per-task limits (docs/security-limits.md) are off here
-        "--agent-messages-per-second",
-        "0",
-        "--max-events-per-task",
-        "0",
     ]
+    if not default_limits:
+        argv += [
+            # the benchmark drives agents at full speed with many events per task: the per-peer
+            # message rate and events-per-task limits (docs/security-limits.md) are off here
+            "--agent-messages-per-second",
+            "0",
+            "--max-events-per-task",
+            "0",
+        ]
     if not spawn:
         argv.append("--no-spawn")
     argv += extra or []

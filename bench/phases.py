@@ -44,6 +44,12 @@ class Profile:
     cli_reps: int
     tasks_count: int
     tasks_inflight: tuple[int, ...]
+    tasks_agents: int = 1  # echo agents the daemon may spawn for the tasks phase
+    rabbit_duration: float = 3.0  # seconds measured per in-flight setting (bench/rabbit.py)
+    tok_agents: int = 64  # tokens phase (bench/tokens.py): streaming agents
+    tok_rate: float = 50_000.0  # deltas/s in all, paced run
+    tok_seconds: float = 4.0  # seconds of deltas each run sends
+    tok_duration: float = 3.0  # the measured window
 
 
 PROFILES = {
@@ -64,8 +70,8 @@ PROFILES = {
         idle_window=5.0,
         spawn_reps=3,
         cli_reps=5,
-        tasks_count=300,
-        tasks_inflight=(1, 16),
+        tasks_count=500,
+        tasks_inflight=(1, 16, 64),
     ),
     "quick": Profile(
         "quick",
@@ -84,8 +90,11 @@ PROFILES = {
         idle_window=5.0,
         spawn_reps=1,
         cli_reps=3,
-        tasks_count=100,
-        tasks_inflight=(1, 16),
+        tasks_count=200,
+        tasks_inflight=(1, 64),
+        rabbit_duration=2.0,
+        tok_seconds=3.0,
+        tok_duration=2.0,
     ),
     # the CI smoke test: proves the harness runs, measures nothing worth reading
     "smoke": Profile(
@@ -107,6 +116,11 @@ PROFILES = {
         cli_reps=1,
         tasks_count=10,
         tasks_inflight=(1, 4),
+        rabbit_duration=0.5,
+        tok_agents=4,
+        tok_rate=2000.0,
+        tok_seconds=1.5,
+        tok_duration=0.5,
     ),
 }
 
@@ -254,7 +268,12 @@ async def phase_tasks(ctx: Ctx) -> dict[str, Any]:
     p = ctx.profile
     async with Children(ctx.logs("tasks")) as ch:
         orch, _ = await daemon.start_orchgpt(
-            ch, ctx.certs, ctx.work / "data-tasks", spawn=True, cpus=None, extra=["--max-local-agents", "1"]
+            ch,
+            ctx.certs,
+            ctx.work / "data-tasks",
+            spawn=True,
+            cpus=None,
+            extra=["--max-local-agents", str(p.tasks_agents)],
         )
         res = await startup.task_overhead(
             ch, orch.target, orch.pid, ctx.certs, p.tasks_count, list(p.tasks_inflight), placement.PEER_CPUS
@@ -272,4 +291,6 @@ def phase_caps(p: Profile) -> dict[str, float]:
         "scale": 3 * p.scale_budget + 8 * p.idle_window + 300,
         "startup": 120 + p.spawn_reps * 40 + p.cli_reps * 20,
         "tasks": 240,
+        "rabbitmq": 480,
+        "tokens": p.ev_rounds * 4 * (p.tok_seconds * 4 + p.ev_warmup + p.tok_duration + 90),
     }

@@ -12,7 +12,14 @@ phase is reported and the others still run):
 - autogen: the same round trips through AutoGen's distributed runtime;
 - scale: idle agents with heartbeats, 100 and 1,000 and on towards 10,000;
 - startup: spawn-to-ready of a local agent, CLI start-to-prompt;
-- tasks: echo tasks per second through create, assign, complete and stored.
+- rabbitmq: the durable-queue baseline of the task rows: a RabbitMQ broker started here
+  (Debian's rabbitmq-server), durable queue, publisher confirms, aio-pika (bench/rabbit.py);
+- tasks: echo tasks per second through create, assign, complete and stored (1 and 64 in flight);
+- tokens: 64 streaming agents to one watcher at the default settings: deltas/s, and the p99
+  delay of a delta from its agent to the watcher, paced at 50,000/s (bench/tokens.py).
+
+Separate scripts (too long for this run): `python -m bench.agents` (10,000 and 20,000 idle
+agents), `python -m bench.crash_recovery`, `python -m bench.event_hotpath`, `python -m bench.task_hotpath`.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +54,10 @@ from bench.phases import (
     phase_startup,
     phase_tasks,
 )
+from bench.phases17 import phase_rabbitmq, phase_tokens, token_cert_names
 from bench.table import _problems, build_rows
 
-PHASES = ("routing", "autogen", "scale", "startup", "tasks")
+PHASES = ("routing", "autogen", "scale", "startup", "rabbitmq", "tasks", "tokens")
 
 
 PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
@@ -57,19 +65,27 @@ PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
     "autogen": phase_autogen,
     "scale": phase_scale,
     "startup": phase_startup,
+    "rabbitmq": phase_rabbitmq,
     "tasks": phase_tasks,
+    "tokens": phase_tokens,
 }
 
 
 # ---------------------------------------------------------------- main
 async def run(args: argparse.Namespace) -> int:
     p = PROFILES[args.profile]
+    if args.tasks_inflight:
+        p = replace(p, tasks_inflight=tuple(int(x) for x in args.tasks_inflight.split(",")))
+    if args.tasks_count:
+        p = replace(p, tasks_count=args.tasks_count)
+    if args.tasks_agents:
+        p = replace(p, tasks_agents=args.tasks_agents)
     phases = [ph for ph in PHASES if ph not in set(args.skip or []) and (not args.only or ph in args.only)]
     placement.pin_self_to_peers()
     raise_fd_limit()
     info = machine_info()
     work = Path(tempfile.mkdtemp(prefix="orchgpt-bench-"))
-    names = ["bench-a", "bench-b", *[f"bench-tok-{i}" for i in range(p.ev_agents)]]
+    names = ["bench-a", "bench-b", *[f"bench-tok-{i}" for i in range(p.ev_agents)], *token_cert_names(p.tok_agents)]
     certs = await asyncio.to_thread(tlsdir.make_certs, work / "certs", names)
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -165,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", action="append", choices=PHASES, help="leave out a phase (repeatable)")
     ap.add_argument("--only", action="append", choices=PHASES, help="run only these phases (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (certificates, logs)")
+    ap.add_argument("--tasks-inflight", help="the tasks phase's in-flight counts, e.g. 1,64 (default: the profile's)")
+    ap.add_argument("--tasks-count", type=int, help="echo tasks per in-flight count (default: the profile's)")
+    ap.add_argument("--tasks-agents", type=int, help="echo agents the daemon may spawn for the tasks phase (default 1)")
     ap.set_defaults(profile="full")
     args = ap.parse_args(argv)
     return asyncio.run(run(args))

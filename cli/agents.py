@@ -10,6 +10,10 @@ registry (``/agents``; ``Context.declared``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchgpt.models import AgentInfo
 
 BUILTIN_TYPES: dict[str, str] = {
     "manager": "plans a project and delegates it to the other agents",
@@ -87,3 +91,31 @@ def all_types(known: Iterable[str] = ()) -> list[str]:
     """Built-in types first, then the registry's other types, sorted."""
     extra = sorted({k for k in known if k.lower() not in BUILTIN_TYPES})
     return [*BUILTIN_TYPES, *extra]
+
+
+def daemon_cell(agent: AgentInfo, here: str) -> str:
+    """Where an agent of a cluster is connected (AgentInfo.daemon; docs/scaling.md): its
+    daemon, marked when that daemon stopped answering (the agent is then LOST)."""
+    if not agent.daemon:
+        return "-"
+    return f"{agent.daemon} (not answering)" if str(agent.state) == "lost" and agent.daemon != here else agent.daemon
+
+
+def agent_table(found: list[AgentInfo], here: str) -> tuple[list[str], list[list[str]]]:
+    """/agents' columns and rows; DAEMON when some agent is on another daemon than ``here``."""
+    from .render import age, short_id
+
+    elsewhere = any(a.daemon and a.daemon != here for a in found)
+    rows = []
+    for a in sorted(found, key=lambda a: (a.agent_type, a.agent_id)):
+        row = [
+            a.agent_type,
+            a.agent_id,
+            str(a.state),
+            short_id(a.current_task) or "-",
+            "local" if a.local else (a.host or "remote"),
+            age(a.last_heartbeat_ms),
+        ]
+        rows.append([*row, daemon_cell(a, here)] if elsewhere else row)
+    heads = ["TYPE", "AGENT", "STATE", "TASK", "WHERE", "HEARTBEAT"]
+    return ([*heads, "DAEMON"] if elsewhere else heads), rows

@@ -211,20 +211,10 @@ async def agents_(ctx: Context, args: list[str]) -> None:
     found, declared = await ctx.call(lambda c: c.agents_and_types(kind))
     if not kind:
         ctx.agents, ctx.declared = found, declared
-    rows = [
-        [
-            a.agent_type,
-            a.agent_id,
-            str(a.state),
-            short_id(a.current_task) or "-",
-            "local" if a.local else (a.host or "remote"),
-            age(a.last_heartbeat_ms),
-        ]
-        for a in sorted(found, key=lambda a: (a.agent_type, a.agent_id))
-    ]
+    heads, rows = agents.agent_table(found, ctx.address)
     idle = sum(1 for a in found if str(a.state) == "idle")
     busy = sum(1 for a in found if str(a.state) == "busy")
-    lines = table(["TYPE", "AGENT", "STATE", "TASK", "WHERE", "HEARTBEAT"], rows) if rows else []
+    lines = table(heads, rows) if rows else []
     lines.append(
         [
             (

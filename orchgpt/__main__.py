@@ -95,6 +95,12 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--list-field-bytes", dest="list_field_bytes", type=int)
     p.add_argument("--crl-poll-interval", dest="crl_poll_interval", type=float)
     p.add_argument(
+        "--commit-window-ms",
+        dest="commit_window_ms",
+        type=float,
+        help="SQLite group commit: longest ms a write waits for its commit (0: a commit per write)",
+    )
+    p.add_argument(
         "--schedule-poll-interval",
         dest="schedule_poll_interval",
         type=float,
@@ -338,6 +344,7 @@ def _serve(args: argparse.Namespace) -> int:
             "schedule_poll_interval",
             "otlp_endpoint",
             "cluster",
+            "commit_window_ms",
         )
     }
     if args.a2a_agent:  # NAME=URL, repeatable

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 from . import logs
 from .cluster_db import ClusterDb
 from .cluster_events import StoreFollowers
-from .cluster_leases import APPROVE_CHANNEL, CANCEL_CHANNEL, QUEUE_CHANNEL, ClusterLeases
+from .cluster_leases import QUEUE_CHANNEL, ClusterLeases
 from .cluster_live import LiveSender, decode, task_of
+from .cluster_messages import MESSAGES_CHANNEL, ClusterMessages
+from .cluster_requests import REQUESTS_CHANNEL, ClusterRequests
 from .errors import StoreError
 from .models import AgentInfo, AgentState, Task, TaskState, now_ms
 
@@ -47,7 +49,7 @@ FOLLOW_CHANNEL = "orchgpt_follow"  # a daemon's watcher asks for a task's events
 EVENT_FLUSH_S = 0.005
 
 
-class Cluster(ClusterLeases):
+class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
     def __init__(self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5) -> None:
         self.store = store
         self.mesh = mesh
@@ -177,8 +179,8 @@ class Cluster(ClusterLeases):
         self._wake.set()
 
     def remote_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        """The agents of the other daemons, their daemon named in ``host``; those of a daemon
-        that stopped answering are LOST."""
+        """The agents of the other daemons, each with its ``daemon``; those of a daemon that
+        stopped answering are LOST."""
         rows = self._read(
             "remote agents",
             "SELECT a.agent_id, a.agent_type, a.state, a.current_task, a.host, a.daemon_id, "
@@ -193,14 +195,14 @@ class Cluster(ClusterLeases):
             if agent_id in self.mesh.registry:
                 continue  # connected here now
             live = int(beat) > alive
-            where = f"daemon {daemon}" if live else f"daemon {daemon} not answering"
             info = AgentInfo(
                 agent_id=agent_id,
                 agent_type=typ,
-                host=f"{host} via {where}",
+                host=host,
                 state=AgentState(state) if live else AgentState.LOST,
                 current_task=current,
                 last_heartbeat_ms=int(beat),
+                daemon=daemon,
             )
             prev = out.get(agent_id)
             if prev is None or live or prev.state == AgentState.LOST:
@@ -272,23 +274,26 @@ class Cluster(ClusterLeases):
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.store.url, autocommit=True, application_name="orchgpt-listen"
+                    self.store.url, autocommit=True, application_name=f"orchgpt-listen {self.me}"[:63]
                 )
                 self._listen_conn = conn
                 await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-                await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
-                await conn.execute(f"LISTEN {APPROVE_CHANNEL}")
+                await conn.execute(f"LISTEN {REQUESTS_CHANNEL}")
+                await conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
                 await conn.execute(f"LISTEN {FOLLOW_CHANNEL}")
                 delay = 0.2
+                self._safely(self.apply_requests)  # those sent while we were not listening
+                self._safely(self.deliver_messages)
                 while True:  # (a timeout now and then: cancellation is seen at once)
                     async for n in conn.notifies(timeout=1.0):
                         if n.channel == QUEUE_CHANNEL:
                             self._wake.set()
-                        elif n.channel == CANCEL_CHANNEL:
-                            self._safely(functools.partial(self._cancel_here, n.payload))
-                        elif n.channel == APPROVE_CHANNEL:
-                            self._safely(functools.partial(self._approve_here, n.payload))
+                        elif n.channel == REQUESTS_CHANNEL:
+                            self._safely(functools.partial(self.apply_requests, n.payload))
+                        elif n.channel == MESSAGES_CHANNEL:
+                            if n.payload in self.mesh.registry:
+                                self._safely(functools.partial(self.deliver_messages, n.payload))
                         elif n.channel == FOLLOW_CHANNEL:
                             if n.payload in self.mesh.queues.active:
                                 self.live.want(n.payload)
@@ -307,7 +312,7 @@ class Cluster(ClusterLeases):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _safely(self, fn: Callable[[], None]) -> None:
+    def _safely(self, fn: Callable[[], object]) -> None:
         try:
             fn()
         except StoreError as exc:
@@ -338,6 +343,10 @@ class Cluster(ClusterLeases):
         await self._drop_lost()
         await self._expire(now)
         await self._claim()
+        self.apply_requests()  # cancels and approvals from the other daemons (cluster_requests.py)
+        self.drop_finished_requests()
+        self.deliver_messages()  # for this daemon's agents, from the others (cluster_messages.py)
+        self.drop_stale_messages()
         await self.followers.poll_all()
 
     async def _sync_agents(self, now: int) -> None:

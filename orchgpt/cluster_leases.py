@@ -1,18 +1,16 @@
 """The cluster's leases (issue 19, docs/scaling.md; part of cluster.Cluster): which daemon
 holds a task. A claim is renewed with its daemon's heartbeat; a claim whose lease ran out
 (its daemon died) is taken over by a live daemon; an agent that fails over to another
-daemon brings the claims of its tasks along; a cancel reaches the daemon holding the task.
+daemon brings the claims of its tasks along (cancels and approvals: cluster_requests.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .errors import RoutingError
-from .models import ApprovalDecision, ApprovalResponse, Task, TaskState, now_ms
+from .models import Task, TaskState, now_ms
 
 if TYPE_CHECKING:
     from .cluster_db import ClusterDb
@@ -22,8 +20,6 @@ if TYPE_CHECKING:
 log = logs.get("orchgpt.cluster")
 
 QUEUE_CHANNEL = "orchgpt_queue"
-CANCEL_CHANNEL = "orchgpt_cancel"
-APPROVE_CHANNEL = "orchgpt_approve"
 
 
 class ClusterLeases:
@@ -36,54 +32,13 @@ class ClusterLeases:
         def _write(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
         def _read(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
         def _local(self, agent_type: str) -> bool: ...
+
         db: ClusterDb
         _takes: int
         _taken: dict[str, int]
 
         def _take(self, t: Task, last_seq: int | None = None) -> None: ...
         def _adopt(self, t: Task, last_seq: int | None = None) -> None: ...
-
-    def approve(self, task_id: str, response: ApprovalResponse) -> bool:
-        """An answer to an approval of a task another live daemon holds: sent there
-        (NOTIFY orchgpt_approve), True; False when no other daemon holds it."""
-        rows = self._read(
-            "claim",
-            "SELECT 1 FROM cluster_claims WHERE task_id = ? AND daemon_id <> '' AND daemon_id <> ?",
-            (task_id, self.me),
-        )
-        if not rows:
-            return False
-        payload = json.dumps(
-            {
-                "task_id": task_id,
-                "request_id": response.request_id,
-                "decision": str(response.decision),
-                "count": response.count,
-                "feedback": response.feedback,
-            }
-        )
-        self._write("notify", "SELECT pg_notify(?, ?)", (APPROVE_CHANNEL, payload))
-        log.info("approval_forwarded", task_id=task_id, request_id=response.request_id)
-        return True
-
-    def _approve_here(self, payload: str) -> None:
-        try:
-            a = json.loads(payload)
-            task_id = str(a["task_id"])
-            response = ApprovalResponse(
-                str(a["request_id"]),
-                ApprovalDecision(a["decision"]),
-                int(a.get("count", 1)),
-                str(a.get("feedback", "")),
-            )
-        except (ValueError, KeyError, TypeError):
-            log.warning("cluster_bad_approval", payload=payload[:200])
-            return
-        if task_id in self.mesh.queues.active:
-            try:
-                self.mesh.approve(task_id, response)
-            except RoutingError as exc:
-                log.warning("cluster_approval_dropped", task_id=task_id, error=str(exc))
 
     def agent_arrived(self, agent_id: str, task_ids: list[str]) -> None:
         """An agent registers here still running, or with results of, tasks another daemon
@@ -103,36 +58,6 @@ class ClusterLeases:
             if t is not None and not t.state.terminal:
                 log.info("task_taken_over", task_id=task_id, agent_id=agent_id, why="its agent is here")
                 self._take(t)
-
-    def cancel(self, t: Task, reason: str) -> Task:
-        """Cancel a task this daemon does not hold: an offered one is claimed here and
-        cancelled; one another daemon holds is cancelled there (NOTIFY orchgpt_cancel: the
-        daemon that holds it stops its agent). The task as it is now."""
-        if t.state.terminal:
-            return t
-        rows = self._write(
-            "claim to cancel",
-            "UPDATE cluster_claims SET daemon_id = ?, lease_until_ms = ? WHERE task_id = ? "
-            "AND daemon_id = '' RETURNING task_id",
-            (self.me, now_ms() + self.lease_ms, t.task_id),
-        )
-        if rows:
-            self._adopt(t)
-            return self.mesh.cancel(t.task_id, reason)
-        payload = json.dumps({"task_id": t.task_id, "reason": reason})
-        self._write("notify", "SELECT pg_notify(?, ?)", (CANCEL_CHANNEL, payload))
-        log.info("task_cancel_forwarded", task_id=t.task_id)
-        return t
-
-    def _cancel_here(self, payload: str) -> None:
-        try:
-            ask = json.loads(payload)
-            task_id, reason = str(ask["task_id"]), str(ask.get("reason", ""))
-        except (ValueError, KeyError, TypeError):
-            log.warning("cluster_bad_cancel", payload=payload[:200])
-            return
-        if task_id in self.mesh.queues.active:
-            self.mesh.cancel(task_id, reason)
 
     async def _drop_lost(self) -> None:
         """Tasks in memory whose claim another daemon took (their agent moved there): they

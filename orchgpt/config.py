@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         description="total size of the artifacts agents upload (DATA_DIR/artifacts, deduplicated); "
         "an upload past it is refused with RESOURCE_EXHAUSTED (0: no limit)",
     )
+    commit_window_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="SQLite store: group commit, the longest a write waits (ms) to share one commit with "
+        "others; answers still wait for the commit (docs/operations.md); 0: a commit per write",
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(
         10_000, ge=100, description="events buffered for a slow client before it is dropped"

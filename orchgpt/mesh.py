@@ -115,6 +115,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self._closing = False
         self.stats = {"submitted": 0, "completed": 0, "requeued": 0, "routed": 0}
         self.waiting = WaitingNotes()  # tells queued tasks what they wait for (orchgpt/waiting.py)
+        self.daemon_id = ""  # this daemon's address (AgentInfo.daemon); the server sets it
         self.cluster: Any = None  # cluster.Cluster with --cluster: daemons sharing PostgreSQL (orchgpt/cluster.py)
         self.workflows: WorkflowBook | None = None  # the server sets it (orchgpt/workflows.py)
 
@@ -286,6 +287,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         why = reason or "cancelled by the user"
         for child in self.queues.children(task_id):
             self.cancel(child.task_id, f"parent task cancelled: {why}")
+        if self.cluster is not None:  # and those run by other daemons (cluster_requests.py)
+            self.cluster.cancel_children(task_id, f"parent task cancelled: {why}")
         if t.state == TaskState.QUEUED:
             self.queues.dequeue(t)
         elif t.agent_id in self.agents:

@@ -4,7 +4,7 @@ back to the delegating agent in a REPLY."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .errors import RoutingError, StoreError
@@ -26,6 +26,7 @@ class FromAgents:
         queues: TaskQueues
         store: Store
         max_attempts: int
+        cluster: Any  # cluster.Cluster | None
 
         @property
         def agents(self) -> dict[str, AgentEntry]: ...
@@ -220,4 +221,12 @@ class FromAgents:
         e = self.agents.get(t.delegated_by)
         if e is not None:
             e.link.send_reply(reply_to, t.result)
-            self.log_message("REPLY", "orchgpt", t.delegated_by, t, correlation_id=reply_to)
+        elif self.cluster is not None:  # the delegator is on another daemon (cluster_messages.py)
+            try:
+                self.cluster.send_delegation_reply(t.delegated_by, reply_to, t.result)
+            except StoreError as exc:
+                log.error("store_write_failed", what="delegation reply", task_id=t.task_id, error=str(exc))
+                return
+        else:
+            return
+        self.log_message("REPLY", "orchgpt", t.delegated_by, t, correlation_id=reply_to)

@@ -5,6 +5,7 @@ goes through mesh.Mesh's commands.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .models import AgentInfo, SessionInfo, Task, TaskEvent
@@ -23,6 +24,7 @@ class MeshQueries:
     fanout: EventFanout
     spawner: Any  # mesh.SpawnerPort | None
     cluster: Any  # cluster.Cluster | None
+    daemon_id: str
 
     # ---- tasks
     def get_task(self, task_id: str) -> Task | None:
@@ -103,7 +105,7 @@ class MeshQueries:
         return set(self.cluster.remote_types()) if self.cluster is not None else set()
 
     def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        here = self.registry.list(agent_type)
+        here = [replace(a, daemon=self.daemon_id) for a in self.registry.list(agent_type)]
         if self.cluster is None:
             return here
         return here + list(self.cluster.remote_agents(agent_type))  # with their daemon

@@ -356,6 +356,7 @@ class AgentInfo:
     last_heartbeat_ms: int = 0
     local: bool = False
     connected_ms: int = 0
+    daemon: str = ""  # the daemon of the cluster it is connected to (docs/scaling.md)
 
 
 @dataclass

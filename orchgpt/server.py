@@ -107,7 +107,7 @@ class OrchgptServer:
         asking = None if types is not None else asyncio.create_task(agent_types.discover())
         try:
             if self.store is None:
-                self.store = open_store(s.store_url)
+                self.store = open_store(s.store_url, commit_window_ms=s.commit_window_ms)
             self.store.on_fault = self._on_store_fault
             env = await self._model_env()
             if asking is not None:
@@ -184,14 +184,17 @@ class OrchgptServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {s.listen}")
         self.server = server
+        self.mesh.daemon_id = self.address  # AgentInfo.daemon of its agents
         # Recover before the first agent can connect: a reconnecting agent that reports a task it
         # is still running must find that task, or it would be taken for idle and the task run twice.
         agents_dir = s.data_dir / "agents"
         if s.cluster:  # several daemons on one PostgreSQL (orchgpt/cluster.py)
+            from . import servicer_cluster
             from .cluster import Cluster, refuse_without_postgres
 
             refuse_without_postgres(self.store)
             self.cluster = Cluster(self.store, self.mesh, self.address)  # type: ignore[arg-type]
+            self.cluster.on_envelope = servicer_cluster.deliverer(self.mesh, servicer.commands)
         recovered = self.mesh.recover(read_journals(agents_dir))
         remove_journals(agents_dir)  # applied (or their tasks were finished already)
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)

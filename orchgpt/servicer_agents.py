@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from . import authz, codec, logs, metrics_more, stream_rules, tracing, tracing_mesh
+from . import authz, codec, logs, metrics_more, servicer_cluster, stream_rules, tracing, tracing_mesh
 from .batching import Outbox
 from .errors import RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
@@ -337,7 +337,8 @@ class AgentStreams(AgentUploads, ServicerBase):
             dest_id = env.recipient.agent_id
             dest = mesh.link_of(dest_id)
             if dest is None:
-                self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent {dest_id!r} in the mesh")
+                if not servicer_cluster.to_agent(mesh, env, dest_id):  # (on another daemon of a cluster)
+                    self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent {dest_id!r} in the mesh")
                 return
             dest.forward(env)
             if ask:
@@ -346,9 +347,14 @@ class AgentStreams(AgentUploads, ServicerBase):
             dest_id = mesh.pick_agent(env.recipient.agent_type, hash(env.id))
             link = mesh.link_of(dest_id) if dest_id else None
             if link is None:
-                self._error(
-                    outbox, agent_id, env.id, "NOT_FOUND", f"no agent of type {env.recipient.agent_type!r} in the mesh"
-                )
+                if not servicer_cluster.to_type(mesh, env, env.recipient.agent_type):
+                    self._error(
+                        outbox,
+                        agent_id,
+                        env.id,
+                        "NOT_FOUND",
+                        f"no agent of type {env.recipient.agent_type!r} in the mesh",
+                    )
                 return
             link.forward(env)
             if ask:
@@ -356,6 +362,7 @@ class AgentStreams(AgentUploads, ServicerBase):
         else:
             for other in mesh.links_except(agent_id):
                 other.forward(env)
+            servicer_cluster.to_all(mesh, env, agent_id)  # and the other daemons' agents
 
     def _refuse_frame(self, agent_id: str, batch: object, gate: RateLimiter, outbox: Outbox) -> bool:
         """An undecodable frame, or one over the agent's message rate: answer ERROR and drop it.

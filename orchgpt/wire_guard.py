@@ -8,6 +8,10 @@ deserializers that never raise (a bad frame becomes a ``Malformed`` value) and w
 behaviours that answer INVALID_ARGUMENT naming the message, or the field that
 ``validate.request`` refuses, before the servicer's method is called.
 
+A unary answer also waits for the commit of the writes made before it (group commit,
+orchgpt/durable.py): nothing is acknowledged before it is durable; a failed commit answers
+UNAVAILABLE. Streams wait in their Outbox (orchgpt/wire/batching.py).
+
 The Connect stream reads its frames itself (context.read()): a ``Malformed`` frame is
 answered there with an ERROR envelope and the stream is kept (see servicer._read_agent).
 """
@@ -20,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from . import validate
+from . import durable, validate
 from .iac.v1 import iac_pb2_grpc as pb_grpc
 
 SERVICE = "orchgpt.iac.v1.Mesh"
@@ -65,9 +69,20 @@ async def _refuse(request: Any, method: str, context: grpc.aio.ServicerContext) 
 def _guard_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _refuse(request, method, context)
-        return await behavior(request, context)
+        answer = await behavior(request, context)
+        if durable._open:
+            await committed(context)
+        return answer
 
     return guarded
+
+
+async def committed(context: grpc.aio.ServicerContext) -> None:
+    """Wait for the open group-commit window; a failed commit aborts the RPC with UNAVAILABLE."""
+    try:
+        await durable.settle()
+    except Exception as exc:  # the store's error
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"not acknowledged: the store could not commit: {exc}")
 
 
 def _guard_server_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:

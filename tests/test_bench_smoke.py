@@ -41,7 +41,10 @@ def test_percentile_and_rows() -> None:
 def test_bench_run_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--profile", "smoke", "--skip", "autogen", "--out", str(out)],
+        [
+            *(sys.executable, "-m", "bench.run", "--profile", "smoke", "--skip", "autogen"),
+            *("--skip", "rabbitmq", "--skip", "tokens", "--out", str(out)),  # tests/test_bench_issue17.py
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

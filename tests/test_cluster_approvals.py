@@ -1,6 +1,6 @@
 """Approvals across the daemons of a cluster (issue 19): the agent asking runs on daemon A,
 the user watches and answers on daemon B; the request crosses through the store, the
-answer through NOTIFY to the daemon holding the task. Real daemons, real PostgreSQL, an
+answer as a durable request row for the daemon holding the task (cluster_requests.py). Real daemons, real PostgreSQL, an
 in-process agentd Link with its own certificate."""
 
 from __future__ import annotations

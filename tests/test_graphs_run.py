@@ -14,8 +14,8 @@ import pytest
 from orchgpt.errors import ClientError
 from orchgpt.graphs.model import parse_graph
 from orchgpt.models import Action, Command, Task, TaskResult, TaskState, child_task_id
-from orchgpt.store import open_store
 from tests.support.mesh import Daemon, await_for
+from tests.support.stores import daemon_store
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -41,7 +41,7 @@ FANOUT = {
 
 def seed(daemon: Daemon, graph_id: str, definition: str, owner: str = OWNER) -> None:
     """Store a graph as CreateGraph would, before the daemon starts."""
-    store = open_store(str(daemon.data_dir / "orchgpt.db"))
+    store = daemon_store(daemon)
     try:
         store.save_graph(graph_id, owner, parse_graph(definition).name, parse_graph(definition).canonical())
     finally:
@@ -143,7 +143,7 @@ def test_a_resumed_run_does_not_rerun_completed_nodes(daemon_factory: Any, tmp_p
     first, children = asyncio.run(run_graph(d, "echo-pipe"))
     assert first.state == TaskState.SUCCEEDED
     d.stop()
-    store = open_store(str(d.data_dir / "orchgpt.db"))
+    store = daemon_store(d)
     try:  # the daemon died while the graph task ran: it is unfinished again
         t = store.get_task(first.task_id)
         assert t is not None

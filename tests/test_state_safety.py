@@ -170,6 +170,7 @@ async def _serving(d: Daemon) -> bool:
     return await health(d) == SERVING
 
 
+@pytest.mark.sqlite_only("chattr +i on the SQLite file and its WAL (PostgreSQL: test_store_postgres_daemon.py)")
 async def test_a_store_that_cannot_be_written_refuses_work(daemon_factory) -> None:
     d: Daemon = daemon_factory().start()
     db = d.data_dir / "orchgpt.db"

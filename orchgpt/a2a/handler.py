@@ -33,7 +33,7 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
-from .. import authz, logs
+from .. import authz, durable, logs
 from ..artifacts import ArtifactError, OpenFile, open_artifact, workspace_name
 from ..certs import Identity
 from ..errors import ErrorCode, RoutingError, StoreError
@@ -49,6 +49,15 @@ IDENTITY = "identity"  # ServerCallContext.state key: the caller's orchgpt.certs
 PATH_TENANT = "path_tenant"  # the tenant named by the URL path, if any
 INLINE_BYTES = 64 * 1024  # result files up to this size travel inline in the Task
 MAX_SCAN = 20_000  # most tasks one ListTasks page reads from the store to fill itself
+
+
+async def _committed() -> None:
+    """Nothing is answered before the commit that holds it (group commit, orchgpt/durable.py)."""
+    if durable._open:
+        try:
+            await durable.settle()
+        except StoreError as exc:
+            raise InternalError(message=f"not acknowledged: the store could not commit: {exc}") from None
 
 
 def PermissionDenied(message: str) -> InvalidRequestError:
@@ -265,6 +274,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
     async def on_message_send(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> a2a.Task:
         task, new = await self._start_with_push(params, context)
         if params.configuration.return_immediately:
+            await _committed()
             return self._snapshot(task)
         after = 0 if new else self.mesh.store.last_seq(task.task_id)
         async for ev in self._follow(task, after, context.state[IDENTITY]):
@@ -272,6 +282,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
                 ev.status.state in mapping.TERMINAL or ev.status.state == a2a.TASK_STATE_INPUT_REQUIRED
             ):
                 break
+        await _committed()
         return self._snapshot(task)
 
     async def on_message_send_stream(
@@ -282,6 +293,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         if new:  # the stream replays the task's events from its start: it starts SUBMITTED
             first.status.state = a2a.TASK_STATE_SUBMITTED
             first.status.ClearField("message")
+        await _committed()
         yield first
         after = 0 if new else self.mesh.store.last_seq(task.task_id)
         async for ev in self._follow(task, after, context.state[IDENTITY]):
@@ -318,6 +330,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
                 if ev.task_id != task.task_id:
                     continue  # a sub-task's event: the A2A task is the root
                 for out in mapping.stream_events(ev, mesh.get_task(task.task_id) or task, appended):
+                    await _committed()
                     yield out
                 if ev.kind == EventKind.TOKEN:
                     appended = True
@@ -385,6 +398,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         except RoutingError as exc:
             raise TaskNotFoundError(message=str(exc)) from None
         log.info("a2a_task_cancelled", task_id=t.task_id, peer=ident.name)
+        await _committed()
         return self._snapshot(t)
 
     async def on_subscribe_to_task(
@@ -394,6 +408,7 @@ class MeshRequestHandler(PushConfigs, RequestHandler):
         t = self._task(ident, "Watch(task)", params.id, self._tenant(context, known=False))
         if t.state.terminal:
             raise UnsupportedOperationError(message=f"task {t.task_id!r} is {t.state}: nothing to subscribe to")
+        await _committed()
         yield self._snapshot(t)
         async for ev in self._follow(t, self.mesh.store.last_seq(t.task_id), ident):
             yield ev

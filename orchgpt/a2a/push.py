@@ -23,7 +23,7 @@ from a2a.utils.proto_utils import to_stream_response
 from a2a.utils.push_url_validator import validate_push_notification_url
 from google.protobuf.json_format import MessageToDict, MessageToJson, Parse
 
-from .. import logs
+from .. import durable, logs
 from ..errors import ErrorCode, OrchgptError
 from ..mesh import Mesh
 from ..models import EventKind, Task, TaskEvent
@@ -177,6 +177,12 @@ class PushNotifier:
             self.mesh.unsubscribe(sub, task_id)
 
     async def _send(self, task_id: str, event: a2a.TaskStatusUpdateEvent) -> None:
+        if durable._open:  # a change is told only once it is committed (group commit)
+            try:
+                await durable.settle()
+            except Exception as exc:
+                log.warning("a2a_push_not_committed", task_id=task_id, error=str(exc))
+                return
         body = MessageToDict(to_stream_response(event))
         for cfg in self.list(task_id):
             await self._post(cfg, body)

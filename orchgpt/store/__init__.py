@@ -21,10 +21,13 @@ def redact_url(url: str) -> str:
     return re.sub(r"(password=)[^&\s]*", r"\1***", url, flags=re.IGNORECASE)
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, commit_window_ms: float = 0.0) -> Store:
     """A store from its URL: ``memory:`` (throwaway), ``sqlite:///PATH`` (as SQLAlchemy:
     ``sqlite:////ABSOLUTE/PATH``), ``sqlite:PATH`` or a plain ``PATH`` (SQLite),
     ``postgresql://...`` / ``postgres://...`` (PostgreSQL).
+
+    ``commit_window_ms``: group commit for SQLite (store/group_commit.py); PostgreSQL commits
+    every write at once.
 
     Any other scheme raises StoreError listing the supported ones (nothing is created).
     """
@@ -52,4 +55,4 @@ def open_store(url: str) -> Store:
         path = url
     from .sqlite import SqliteStore  # the durable default (issue 6)
 
-    return SqliteStore(path)
+    return SqliteStore(path, commit_window_ms=commit_window_ms)

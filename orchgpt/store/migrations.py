@@ -353,6 +353,54 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX cluster_claims_daemon ON cluster_claims(daemon_id, agent_type, offered_ms);
         """,
     ),
+    Migration(
+        9,
+        "cluster requests (issue 19): cancels and approvals for the daemon holding a task, durable",
+        """
+        CREATE TABLE cluster_requests (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id    TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL DEFAULT '',
+            created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX cluster_requests_task ON cluster_requests(task_id);
+        """,
+        postgres="""
+        CREATE TABLE cluster_requests (
+            id         BIGSERIAL PRIMARY KEY,
+            task_id    TEXT NOT NULL REFERENCES tasks(task_id) ON DELETE CASCADE,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL DEFAULT '',
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX cluster_requests_task ON cluster_requests(task_id);
+        """,
+    ),
+    Migration(
+        10,
+        "cluster messages (issue 19): delegation replies and agent-to-agent envelopes for an agent on another daemon",
+        """
+        CREATE TABLE cluster_messages (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent_id   TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX cluster_messages_agent ON cluster_messages(agent_id, id);
+        """,
+        postgres="""
+        CREATE TABLE cluster_messages (
+            id         BIGSERIAL PRIMARY KEY,
+            agent_id   TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            payload    TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX cluster_messages_agent ON cluster_messages(agent_id, id);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -37,6 +37,7 @@ from .. import logs
 from ..errors import StoreError
 from ..models import now_ms
 from .base import Store
+from .group_commit import GroupCommit
 from .migrations import LATEST, SchemaTooNew, migrate, schema_version
 from .push_configs import SqlitePushConfigs
 from .schedules import SqliteSchedules
@@ -104,11 +105,13 @@ class SqliteStore(
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
         max_size_bytes: int | None = None,
+        commit_window_ms: float = 0.0,
     ) -> None:
         """Open (creating if needed) the store at ``path`` and bring its schema up to date.
 
         ``max_size_bytes`` caps the database size: a write that would grow it past
         the cap fails with StoreError ("database or disk is full") like a full disk.
+        ``commit_window_ms`` > 0: group commit (store/group_commit.py); 0: a commit per write.
         """
         self.path = Path(path).expanduser().absolute()
         self._lock = threading.RLock()
@@ -125,6 +128,7 @@ class SqliteStore(
         self.on_fault: Callable[[str], None] | None = None  # told when a write is refused
         self._identity: tuple[int, int] | None = None
         self._failing = False  # the last write failed
+        self._group = GroupCommit(self, commit_window_ms) if commit_window_ms > 0 else None
         _make_private(self.path)
         try:
             self._conn = sqlite3.connect(
@@ -224,6 +228,19 @@ class SqliteStore(
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (str(now_ms()),),
             )
+        self.commit_now()
+
+    def commit_now(self) -> None:
+        """Commit the open group-commit window, if any (StoreError when that fails)."""
+        if self._group is not None:
+            error = self._group.commit()
+            if error is not None:
+                raise error
+
+    @property
+    def group_commit(self) -> GroupCommit | None:
+        """The group committer (None: a commit per write)."""
+        return self._group
 
     def _fault(self, what: str, message: str) -> None:
         # an error line when writes start failing; while they keep failing, debug lines only
@@ -235,11 +252,28 @@ class SqliteStore(
             except Exception as exc:  # the store's caller must still get its StoreError
                 log.warning("store.on_fault_failed", error=str(exc))
 
+    def _failed(self, what: str, exc: sqlite3.Error) -> str:
+        return f"store {self.path}: {what} failed: {_cause(exc)}"
+
+    def _recovered(self, what: str) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("store.writable_again", path=str(self.path), what=what)
+
     @contextmanager
     def _tx(self, what: str, quiet: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction; commits on exit, rolls back and raises StoreError on error
-        (logged and told to ``on_fault`` unless ``quiet``)."""
+        (logged and told to ``on_fault`` unless ``quiet``). With group commit, on the event
+        loop: one write of the open window, committed a moment later (store/group_commit.py)."""
+        g = self._group
         with self._lock:
+            if g is not None:
+                if g.usable():
+                    with g.write(what, quiet) as c:
+                        yield c
+                    return
+                if g.open:  # from another thread, or with no loop: the window goes first
+                    g.commit()
             c = self._conn
             self._checked(what, quiet)
             try:
@@ -282,6 +316,8 @@ class SqliteStore(
 
     def close(self) -> None:
         with self._lock:
+            if self._group is not None:
+                self._group.commit()  # an error is logged and told to the window's waiters
             try:
                 self._conn.close()
             except sqlite3.Error as exc:

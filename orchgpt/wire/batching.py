@@ -5,6 +5,10 @@ no added latency). While the writer is busy sending, envelopes accumulate, and
 the next frame carries all of them (up to a count and a byte budget). Under
 load this turns N frames into one, which is where a Python gRPC router spends
 its time.
+
+Nothing leaves before the commit that holds what it acknowledges: an envelope queued while a
+group-commit window is open (orchgpt/durable.py) is sent only once that window is committed;
+when the commit fails, the outbox is aborted with UNAVAILABLE and nothing more is sent.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+from .. import durable
 from ..iac.v1 import iac_pb2 as pb
 
 MAX_BATCH = 512
@@ -42,6 +48,7 @@ class Outbox:
 
     __slots__ = (
         "_closed",
+        "_gate",
         "_items",
         "_limit",
         "_max_bytes",
@@ -59,6 +66,7 @@ class Outbox:
         self._items: deque[pb.Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        self._gate: asyncio.Future[Any] | None = None  # the commit the queued envelopes wait for
         self._max_bytes = max_bytes
         self.dropped_reason = ""
         # The bound on what may wait here (0: none). Past it the outbox is aborted with
@@ -136,6 +144,8 @@ class Outbox:
             return False
         self._items.append(env)
         self.added += 1
+        if durable._open:
+            self._gate = durable.barrier()
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -145,6 +155,8 @@ class Outbox:
         if not self._admit(env):
             return
         self._items.appendleft(env)
+        if durable._open:
+            self._gate = durable.barrier()
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -174,7 +186,7 @@ class Outbox:
             self.taken += 1
             if self._limit:
                 self._queued = 0
-            return pb.Batch(envelopes=[env])
+            return await self._committed([env]) if self._gate is not None else pb.Batch(envelopes=[env])
         out: list[pb.Envelope] = []
         budget = self._max_bytes
         sent = 0
@@ -188,6 +200,21 @@ class Outbox:
         self.taken += len(out)
         if self._limit:
             self._queued = max(0, self._queued - sent) if items else 0
+        return await self._committed(out) if self._gate is not None else pb.Batch(envelopes=out)
+
+    async def _committed(self, out: list[pb.Envelope]) -> pb.Batch | None:
+        """``out`` once the commit the queued envelopes wait for is done; None (the outbox
+        aborted) when it failed."""
+        gate = self._gate
+        assert gate is not None
+        if not self._items or gate.done():  # what is still queued waits for a later gate, if any
+            self._gate = None
+        try:
+            await durable.settle(gate)
+        except Exception as exc:  # the store's error: nothing of this is acknowledged
+            self.abort("UNAVAILABLE", f"not acknowledged: the store could not commit: {exc}")
+            self._items.clear()
+            return None
         return pb.Batch(envelopes=out)
 
     async def iterate(self) -> AsyncIterator[pb.Batch]:

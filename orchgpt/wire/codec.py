@@ -236,6 +236,7 @@ def agent_to_pb(a: AgentInfo) -> pb.AgentInfo:
         last_heartbeat_ms=a.last_heartbeat_ms,
         local=a.local,
         connected_ms=a.connected_ms,
+        daemon=a.daemon,
     )
 
 
@@ -251,6 +252,7 @@ def agent_from_pb(m: pb.AgentInfo) -> AgentInfo:
         m.last_heartbeat_ms,
         m.local,
         m.connected_ms,
+        m.daemon,
     )
 
 

@@ -270,6 +270,7 @@ def agent_to_dict(a: AgentInfo) -> Dict:
         "last_heartbeat_ms": a.last_heartbeat_ms,
         "local": a.local,
         "connected_ms": a.connected_ms,
+        "daemon": a.daemon,
     }
 
 
@@ -284,6 +285,7 @@ def agent_from_dict(d: Mapping[str, Any]) -> AgentInfo:
         last_heartbeat_ms=d.get("last_heartbeat_ms", 0),
         local=bool(d.get("local", False)),
         connected_ms=d.get("connected_ms", 0),
+        daemon=d.get("daemon", "") or "",
     )
 
 

@@ -75,7 +75,8 @@ class Daemon:
         if "--store" in self.args:
             self.store_url = self.args[self.args.index("--store") + 1]
         elif postgres.wanted():  # ORCHGPT_TEST_STORE=postgres: one database per data dir
-            self.store_url = postgres.database_for(self.data_dir)
+            # a daemon in a network namespace (prefix) reaches the server by its unix socket
+            self.store_url = postgres.database_for(self.data_dir, unix_socket=bool(self.prefix))
             store = ["--store", self.store_url]
         cmd = [
             *self.prefix,

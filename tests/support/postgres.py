@@ -132,6 +132,12 @@ class PostgresServer:
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{db}"
 
+    def socket_url(self, db: str = "postgres") -> str:
+        """The URL of ``db`` through the server's unix socket (in its directory): reachable
+        from a network namespace (tests/support/netns.py), where 127.0.0.1 is the namespace's
+        own loopback. Local logins are trusted (initdb --auth-local=trust): no password."""
+        return f"postgresql://{USER}@/{db}?host={self.dir}&port={self.port}"
+
     def new_database(self, prefix: str = "t") -> str:
         """A fresh empty database; its URL."""
         import psycopg
@@ -188,12 +194,17 @@ def shared_server() -> PostgresServer:
     return _shared
 
 
-def database_for(data_dir: Path) -> str:
+def database_for(data_dir: Path, *, unix_socket: bool = False) -> str:
     """One fresh database per daemon data directory: a daemon restarted on the same data
-    dir finds its store again, two daemons with their own data dirs have their own."""
+    dir finds its store again, two daemons with their own data dirs have their own.
+    ``unix_socket``: its URL through the server's unix socket, for a daemon in a network
+    namespace (which cannot reach the server's 127.0.0.1)."""
     key = str(Path(data_dir).resolve())
     if key not in _databases:
         _databases[key] = shared_server().new_database("d")
+    if unix_socket:
+        server = shared_server()
+        return server.socket_url(_databases[key].rsplit("/", 1)[1])
     return _databases[key]
 
 

@@ -1549,6 +1549,7 @@ class AgentInfo(_message.Message):
     LOCAL_FIELD_NUMBER: _builtins.int
     CONNECTED_MS_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    DAEMON_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     agent_type: _builtins.str
     host: _builtins.str
@@ -1558,6 +1559,8 @@ class AgentInfo(_message.Message):
     """spawned by this orchestrator"""
     connected_ms: _builtins.int
     state: Global___AgentState.ValueType
+    daemon: _builtins.str
+    """the daemon it is connected to (its address; docs/scaling.md)"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1572,10 +1575,11 @@ class AgentInfo(_message.Message):
         local: _builtins.bool = ...,
         connected_ms: _builtins.int = ...,
         state: Global___AgentState.ValueType = ...,
+        daemon: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "capabilities", b"capabilities", "connected_ms", b"connected_ms", "current_task", b"current_task", "host", b"host", "last_heartbeat_ms", b"last_heartbeat_ms", "local", b"local", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "capabilities", b"capabilities", "connected_ms", b"connected_ms", "current_task", b"current_task", "daemon", b"daemon", "host", b"host", "last_heartbeat_ms", b"last_heartbeat_ms", "local", b"local", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,172 @@
+"""Issue 17's rows: durable echo tasks against a durable RabbitMQ queue, and tokens from 64 agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.phases import Profile
+from bench.report import Row, median, row
+
+RABBIT_NOTE = (
+    "RabbitMQ (Debian's rabbitmq-server, started by the benchmark): durable queue, persistent 200-byte "
+    "messages, publisher confirms awaited by N lanes, one consumer acking, aio-pika (bench/rabbit.py)"
+)
+TOKENS_NOTE = (
+    "default settings; every delta's text is the time it was due by the emitters' schedule, a delay runs "
+    "to the arrival of the (possibly coalesced) event holding it (bench/tokens.py)"
+)
+
+
+def _rabbit(results: dict[str, Any], n: int, key: str = "results") -> float | None:
+    for r in results.get("rabbitmq", {}).get(key, []):
+        if r["inflight"] == n:
+            return float(r["per_s"])
+    return None
+
+
+def task_rows(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    missing = results.get("rabbitmq", {}).get("missing")
+    for r in results.get("tasks", {}).get("results", []):
+        n = r["inflight"]
+        base = _rabbit(results, n)
+        note = f"no RabbitMQ baseline: {missing}" if missing else RABBIT_NOTE
+        loop = _rabbit(results, n, "closed_loop")
+        if loop is not None:
+            note += f"; RabbitMQ with each lane also waiting for delivery: {loop:,.0f}/s"
+        if n == 1:
+            target, check, on = "≥ 600/s", (lambda v: v >= 600), "value"
+        elif n >= 64:
+            target, check, on = "≥ 3,000/s and ≥ 0.9× RabbitMQ", (lambda v: v >= 3000), "value"
+        else:
+            target, check, on = "—", None, "value"
+        one = row(
+            f"durable echo tasks/s (created, assigned, run, result stored), {n} in flight",
+            r["tasks_per_s"],
+            base,
+            "RabbitMQ msg/s" if base is not None else "",
+            "/s",
+            target,
+            check,
+            on=on,
+            note=note,
+        )
+        if n >= 64 and one.passed and one.ratio is not None:
+            one.passed = one.ratio >= 0.9
+        rows.append(one)
+        cpu = r.get("router_cpu_us_per_task")
+        rows.append(
+            row(
+                f"daemon CPU per task, {n} in flight",
+                cpu,
+                None,
+                "",
+                "µs",
+                "< 300 µs" if n >= 64 else "—",
+                (lambda v: v < 300) if n >= 64 else None,
+                on="value",
+            )
+        )
+    return rows
+
+
+def _tok(results: dict[str, Any], kind: str, mode: str, key: str) -> float | None:
+    return median([rd[mode].get(key) for rd in results.get("tokens", {}).get(kind, []) if mode in rd])
+
+
+def _tok_ratio(results: dict[str, Any], kind: str, key: str) -> float | None:
+    return median(
+        [
+            rd["orchgpt"][key] / rd["baseline"][key]
+            for rd in results.get("tokens", {}).get(kind, [])
+            if rd.get("orchgpt", {}).get(key) is not None and rd.get("baseline", {}).get(key)
+        ]
+    )
+
+
+def token_rows(results: dict[str, Any], p: Profile) -> list[Row]:
+    tk = results.get("tokens")
+    if not tk:
+        return []
+    n, rate = tk.get("agents", p.tok_agents), tk.get("rate", p.tok_rate)
+    errs = "; ".join(tk.get("errors", []))
+    note = TOKENS_NOTE + (f"; failed runs: {errs}" if errs else "")
+    drop = [
+        rd["orchgpt"]["error"] for k in ("max", "paced") for rd in tk.get(k, []) if "error" in rd.get("orchgpt", {})
+    ]
+    rows = [
+        row(
+            f"token deltas/s, {n} agents → 1 watcher, as fast as they go",
+            _tok(results, "max", "orchgpt", "dps"),
+            _tok(results, "max", "baseline", "dps"),
+            "relay pump",
+            "/s",
+            f"≥ {rate:,.0f}/s, no watcher dropped",
+            (lambda v: v >= rate and not drop),
+            on="value",
+            note=note,
+            ratio_of=_tok_ratio(results, "max", "dps"),
+        ),
+        row(
+            f"token deltas/s delivered, paced at {rate:,.0f}/s",
+            _tok(results, "paced", "orchgpt", "dps"),
+            _tok(results, "paced", "baseline", "dps"),
+            "relay pump",
+            "/s",
+            f"≥ {rate * 0.98:,.0f}/s (the offered rate, 2% slack)",
+            (lambda v: v >= rate * 0.98 and not drop),
+            on="value",
+            note=note,
+            ratio_of=_tok_ratio(results, "paced", "dps"),
+        ),
+    ]
+    for key, label, target, check in (
+        ("p50_ms", "p50", "—", None),
+        ("p99_ms", "p99", "< 50 ms", lambda v: v < 50),
+    ):
+        rows.append(
+            row(
+                f"{label} delay of a token, agent → watcher, at {rate:,.0f}/s",
+                _tok(results, "paced", "orchgpt", key),
+                _tok(results, "paced", "baseline", key),
+                "relay pump",
+                "ms",
+                target,
+                check,
+                on="value",
+                note=note,
+                ratio_of=_tok_ratio(results, "paced", key),
+            )
+        )
+    rows.append(
+        row(
+            "deltas per token event at the watcher, paced",
+            _tok(results, "paced", "orchgpt", "deltas_per_event"),
+            _tok(results, "paced", "baseline", "deltas_per_event"),
+            "relay pump",
+            "",
+        )
+    )
+    rows.append(
+        row(
+            "router CPU per token delta, as fast as they go",
+            _tok(results, "max", "orchgpt", "router_cpu_us_per_delta"),
+            _tok(results, "max", "baseline", "router_cpu_us_per_delta"),
+            "relay pump",
+            "µs",
+            ratio_of=_tok_ratio(results, "max", "router_cpu_us_per_delta"),
+        )
+    )
+    return rows
+
+
+def problems(results: dict[str, Any]) -> list[str]:
+    out = [f"tokens: {e}" for e in results.get("tokens", {}).get("errors", [])]
+    for kind in ("max", "paced"):
+        for rd in results.get("tokens", {}).get(kind, []):
+            for mode, r in rd.items():
+                if r.get("inconsistent"):
+                    out.append(f"tokens {kind} {mode}: {r['inconsistent'][0]}")
+                if "complete" in r and not r["complete"] and not r.get("stopped_after_window"):
+                    out.append(f"tokens {kind} {mode}: {r['received']} of {r['expected']} deltas arrived")
+    return out

@@ -1,0 +1,76 @@
+"""Agent-to-agent envelopes crossing the daemons of a cluster (issue 19, docs/scaling.md): the
+transport's side of cluster_messages.py. An envelope for an agent connected to another daemon
+is stored for that daemon (serialized, unchanged); the daemon of the recipient hands it to
+the agent's link. A COMMAND that arrives this way is remembered here (authz.OpenCommands)
+like one from an agent of this daemon, so that its REPLY passes the same pairing rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
+
+from . import logs
+from .errors import StoreError
+from .iac.v1 import iac_pb2 as pb
+
+if TYPE_CHECKING:
+    from .authz import OpenCommands
+    from .mesh import Mesh
+
+log = logs.get("orchgpt.servicer")
+
+
+def to_agent(mesh: Mesh, env: pb.Envelope, agent_id: str) -> bool:
+    """``env`` for ``agent_id`` connected to another daemon: stored for it, True; False when
+    no daemon of the cluster has that agent (or there is no cluster)."""
+    c = mesh.cluster
+    if c is None or not c.agent_elsewhere(agent_id):
+        return False
+    return _send(mesh, env, [agent_id])
+
+
+def to_type(mesh: Mesh, env: pb.Envelope, agent_type: str) -> str:
+    """``env`` for an agent of ``agent_type`` on another daemon: the agent it went to, or ""."""
+    c = mesh.cluster
+    dest = c.pick_remote(agent_type, hash(env.id)) if c is not None else ""
+    return dest if dest and _send(mesh, env, [dest]) else ""
+
+
+def to_all(mesh: Mesh, env: pb.Envelope, sender: str) -> None:
+    """A broadcast: every agent of the other daemons gets it as well."""
+    c = mesh.cluster
+    if c is not None:
+        _send(mesh, env, c.remote_agent_ids(but=sender))
+
+
+def _send(mesh: Mesh, env: pb.Envelope, agent_ids: list[str]) -> bool:
+    try:
+        mesh.cluster.send_envelope(agent_ids, env.SerializeToString())
+    except StoreError as exc:
+        log.warning("cluster_forward_failed", to=agent_ids[:5], error=str(exc))
+        return False
+    return True
+
+
+def deliverer(mesh: Mesh, commands: OpenCommands) -> Callable[[str, bytes], None]:
+    """The cluster's ``on_envelope``: an envelope from an agent of another daemon, for
+    ``agent_id`` connected here."""
+
+    def deliver(agent_id: str, data: bytes) -> None:
+        env = pb.Envelope()
+        try:
+            env.ParseFromString(data)
+        except DecodeError as exc:  # (another daemon wrote it: a version mismatch, a bug)
+            log.warning("cluster_bad_envelope", agent_id=agent_id, error=str(exc))
+            return
+        link = mesh.link_of(agent_id)
+        if link is None:
+            return
+        if env.type == pb.COMMAND and not env.correlation_id:  # its REPLY comes back through here
+            commands.opened(env.id, env.sender, agent_id)
+        link.forward(env)
+
+    return deliver

@@ -1,0 +1,103 @@
+"""Smoke tests of issue 17's benchmark phases (bench/rabbit.py, bench/tokens.py, bench/agents.py,
+bench/table17.py): tiny counts, real processes, so that the bench code cannot rot. The figures are
+not checked (a shared machine is too noisy), only that each phase measured something consistent."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bench import daemon, rabbit, routing, table17, tlsdir, tokens
+from bench.children import Children
+from bench.phases import PROFILES
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_task_rows_against_rabbitmq_and_its_absence() -> None:
+    tasks = {"results": [{"inflight": 1, "tasks_per_s": 700.0}, {"inflight": 64, "tasks_per_s": 3300.0}]}
+    rmq = {"results": [{"inflight": 1, "per_s": 2000.0}, {"inflight": 64, "per_s": 3500.0}], "closed_loop": []}
+    rows = table17.task_rows({"tasks": tasks, "rabbitmq": rmq})
+    one, sixty_four = rows[0], rows[2]
+    assert (one.baseline, one.passed) == (2000.0, True)  # ≥ 600/s, whatever RabbitMQ does
+    assert sixty_four.ratio == pytest.approx(3300 / 3500) and sixty_four.passed is True
+    rmq["results"][1]["per_s"] = 4000.0  # 0.825×: above 3,000/s but under 0.9× RabbitMQ
+    assert table17.task_rows({"tasks": tasks, "rabbitmq": rmq})[2].passed is False
+    gone = table17.task_rows({"tasks": tasks, "rabbitmq": {"missing": "RabbitMQ is not installed"}})
+    assert gone[2].baseline is None and "no RabbitMQ baseline: RabbitMQ is not installed" in gone[2].note
+
+
+def test_token_rows_fail_when_the_watcher_was_dropped() -> None:
+    ok = {"dps": 60_000.0, "p50_ms": 5.0, "p99_ms": 20.0, "deltas_per_event": 3.0, "router_cpu_us_per_delta": 9.0}
+    res = {"tokens": {"agents": 64, "rate": 50_000.0, "max": [{"orchgpt": ok}], "paced": [{"orchgpt": ok}]}}
+    rows = {r.figure.split(",")[0]: r for r in table17.token_rows(res, PROFILES["full"])}
+    assert rows["token deltas/s"].passed and rows["p99 delay of a token"].passed
+    res["tokens"]["paced"].append({"orchgpt": {"error": "RuntimeError: watcher dropped"}})
+    rows = {r.figure.split(",")[0]: r for r in table17.token_rows(res, PROFILES["full"])}
+    assert rows["token deltas/s"].passed is False
+
+
+def test_tokens_paced_to_one_watcher_on_the_real_daemon(tmp_path: Path) -> None:
+    async def go() -> dict[str, object]:
+        certs = await asyncio.to_thread(tlsdir.make_certs, tmp_path / "certs", ["tk-0", "tk-1"])
+        async with Children(tmp_path / "logs") as ch:
+            router, _ = await daemon.start_orchgpt(ch, certs, tmp_path / "data", default_limits=True)
+            return await tokens.run(
+                ch,
+                router,
+                agents=2,
+                rate=1000.0,
+                seconds=1.0,
+                warmup=0.2,
+                duration=0.4,
+                prefix="tk-",
+                start_tasks=routing.task_starter(router),
+            )
+
+    r = asyncio.run(asyncio.wait_for(go(), 50))
+    assert r["complete"] and r["received"] == 1000 and not r["inconsistent"], r
+    assert r["deltas"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]  # type: ignore[operator]
+
+
+def test_rabbitmq_baseline_measures_confirmed_messages_and_stops_its_broker() -> None:
+    why = rabbit.missing_reason()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="bench-rmq-") as d:
+        res = asyncio.run(asyncio.wait_for(rabbit.measure_all([1, 4], 0.1, 0.3, Path(d)), 55))
+    for key in ("results", "closed_loop"):
+        assert [r["inflight"] for r in res[key]] == [1, 4]
+        assert all(r["messages"] > 0 and r["per_s"] > 0 for r in res[key]), res
+    # the broker is gone: its node name is in no process's command line any more
+    node = str(res["node"]).split("@")[0]
+    procs = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p)]
+    assert not any(node.encode() in c for c in procs)
+
+
+def _readable(p: Path) -> bool:
+    try:
+        p.read_bytes()
+        return True
+    except OSError:
+        return False
+
+
+def test_agents_script_tiny_run(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "agents.json"
+    cmd = [sys.executable, "-m", "bench.agents", "--steps", "6,12", "--procs", "2", "--modes", "orchgpt"]
+    cmd += ["--idle-window", "0.5", "--settle", "0.2", "--step-timeout", "30", "--out", str(out)]
+    proc = subprocess.run(
+        cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=55, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| agents | router |" in proc.stdout
+    steps = json.loads(out.read_text())["orchgpt"]["steps"]
+    assert [s["agents"] for s in steps] == [6, 12]
+    assert all(s["register_s"] > 0 and s["rss_mib"] > 10 and s["router_fds"] >= 12 for s in steps), steps
