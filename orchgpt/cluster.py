@@ -5,7 +5,7 @@ and keeps in memory only the tasks it holds a claim on (``cluster_claims``). A t
 agent of this daemon can take is *offered* (a claim row with no daemon) and claimed by a
 daemon with an idle agent of its type (``FOR UPDATE SKIP LOCKED``: once), woken by
 ``NOTIFY orchgpt_queue``. A client of another daemon follows the task's events from the
-store by sequence number, woken by ``NOTIFY orchgpt_events`` (sent by the store with each
+store by sequence number, woken by ``NOTIFY orchgpt_events`` (sent after each stored
 batch), and gets them at once from the events sent live by the daemon running the task
 (cluster_live.py). ``cluster_daemons`` holds heartbeats, ``cluster_agents`` every daemon's agents.
 
@@ -68,7 +68,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         self._listen_conn: Any = None
         # events sent at once to the daemons watching them
         self.live = LiveSender(store.url, lambda task_id: task_id in mesh.queues.active)
-        store.notify_events = True
+        store.events_stored = self.live.stored
         mesh.fanout.flush_delay = EVENT_FLUSH_S
         mesh.fanout.live = self.live.publish
         mesh.cluster = self

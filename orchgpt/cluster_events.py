@@ -2,9 +2,9 @@
 daemon of the cluster runs follow it through the store, by the per-task sequence number.
 
 The daemon running the task sends each event live as it happens (cluster_live.py): ``live``
-delivers it at once. It also writes them in batches, each batch's transaction ending with
-``NOTIFY orchgpt_events`` (store/postgres.py); orchgpt/cluster.py calls ``poll`` on that
-notification (and every tick as a fallback), reading through the cluster's async pool
+delivers it at once. It also writes them in batches, each committed batch followed by
+``NOTIFY orchgpt_events`` ``TASK_ID SEQ``; orchgpt/cluster.py calls ``stored`` on that
+notification (a poll when a watcher lacks SEQ) (and every tick as a fallback), reading through the cluster's async pool
 (cluster_db.py): the stored rows fill any gap. Each watcher gets
 every event after its last one, once and in order (seq ``last + 1`` only; a live event ahead
 of a missing one waits in ``pending``); the stored RESULT event ends the follow.

@@ -6,9 +6,9 @@ its events, numbered, as the payload of a ``NOTIFY orchgpt_events`` at once, wit
 for the batch that stores it: one statement per burst (everything queued while the previous
 one was on the wire, up to ``BURST``) on a connection of its own (nothing else waits before
 it), its commit not waiting for the disk (``synchronous_commit`` off: a notification is not
-durable anyway). The follower (cluster_events.py) delivers it at once;
-the stored rows, NOTIFYed with each batch as before, fill any gap (an event over the payload
-limit, a dropped burst) and end the follow with the RESULT, which is never sent live: a
+durable anyway). The follower (cluster_events.py) delivers it at once; the stored rows (each
+committed batch NOTIFYed as ``TASK_ID SEQ``, from here too) fill any gap (an event over the
+payload limit, a dropped burst) and end the follow with the RESULT, which is never sent live: a
 watcher's stream ends only when every event is stored. Sequence numbers keep the order and
 drop a duplicate: each watcher gets seq ``last + 1`` and nothing else.
 """
@@ -32,10 +32,7 @@ MAX_PAYLOAD = 7900  # PostgreSQL's NOTIFY payload limit is 8000 bytes
 MAX_QUEUED = 10_000  # payloads waiting for the wire; beyond, the store carries them
 MAX_STREAMED = 10_000  # tasks streamed at once
 BURST = 200  # payloads sent in one statement
-_SEND = (
-    "SELECT pg_notify('orchgpt_events', x) FROM set_config('synchronous_commit', 'off', true) AS s, "
-    "unnest(%s::text[]) AS x"
-)
+_SEND = "SELECT pg_notify('orchgpt_events', x) FROM unnest(%s::text[]) AS x"
 
 
 def encode(ev: TaskEvent) -> str:
@@ -100,6 +97,17 @@ class LiveSender:
         self.queue.append(payload)
         self._wake.set()
 
+    def stored(self, last: dict[str, int]) -> None:
+        """A batch of events committed (store/postgres.py): ``NOTIFY orchgpt_events`` with
+        ``TASK_ID SEQ`` (its last event) for each task, in the next burst. Sent here rather
+        than in the batch's transaction, whose durable commit would hold PostgreSQL's NOTIFY
+        lock through its fsync, and every live event behind it."""
+        if len(self.queue) + len(last) > MAX_QUEUED:
+            self.dropped += len(last)  # the followers' tick polls instead
+            return
+        self.queue.extend(f"{task_id} {seq}" for task_id, seq in sorted(last.items()))
+        self._wake.set()
+
     async def run(self) -> None:
         delay = 0.1
         while True:
@@ -113,7 +121,11 @@ class LiveSender:
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True, connect_timeout=2, application_name="orchgpt-live"
+                        self.url,
+                        autocommit=True,
+                        connect_timeout=2,
+                        application_name="orchgpt-live",
+                        options="-c synchronous_commit=off",  # it writes nothing durable
                     )
                 await self._conn.execute(_SEND, (batch,))
                 delay = 0.1

@@ -114,7 +114,9 @@ class PostgresStore(
         self._lock = threading.RLock()
         self.on_fault: Callable[[str], None] | None = None
         self._failing = False
-        self.notify_events = False  # --cluster: each batch NOTIFYs orchgpt_events (orchgpt/cluster.py)
+        # --cluster: told each committed batch's last seq per task (orchgpt/cluster.py: it NOTIFYs
+        # orchgpt_events outside this transaction, so that its commit holds no NOTIFY lock)
+        self.events_stored: Callable[[dict[str, int]], None] | None = None
         if psycopg is None:
             raise StoreError(f"store {self.path}: PostgreSQL needs psycopg: pip install 'orchgpt[postgres]'")
         self._closed = False
@@ -274,6 +276,14 @@ class PostgresStore(
     def append_events(self, events: list[TaskEvent]) -> None:
         if not events:
             return
+        self._append_events(events)
+        if self.events_stored is not None:  # after the commit: the events are readable now
+            last: dict[str, int] = {}
+            for e in events:
+                last[e.task_id] = max(last.get(e.task_id, 0), e.seq)
+            self.events_stored(last)
+
+    def _append_events(self, events: list[TaskEvent]) -> None:
         with self._tx(f"append {len(events)} events") as c:
             nxt: dict[str, int] = {}
             for e in events:
@@ -303,12 +313,6 @@ class PostgresStore(
                 )
                 first = str(exc).splitlines()[0]
                 raise _Refused(f"events for unknown task(s) {', '.join(unknown)} ({first})") from exc
-            if self.notify_events:  # delivered at commit: the events are readable by then
-                last: dict[str, int] = {}  # "TASK_ID SEQ": a follower that has SEQ reads nothing
-                for e in events:
-                    last[e.task_id] = max(last.get(e.task_id, 0), e.seq)
-                for task_id in sorted(last):
-                    c.execute("SELECT pg_notify('orchgpt_events', ?)", (f"{task_id} {last[task_id]}",))
             arts = [(e.task_id, e.artifact) for e in events if e.artifact is not None]
             if arts:
                 c.executemany(
