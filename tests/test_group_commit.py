@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,12 @@ def _committed_ids(path: Path) -> set[str]:
         return {r[0] for r in c.execute("SELECT task_id FROM tasks")}
     finally:
         c.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_window_left() -> Iterator[None]:
+    yield
+    durable._open.clear()  # a failing test's open window must not hold up the next test's answers
 
 
 @pytest.fixture
