@@ -198,7 +198,7 @@ async def run_mode(args: argparse.Namespace, mode: str, work: Path, certs: Path,
             step = {
                 "agents": n,
                 "register_s": secs,
-                "registered_within_60s": secs <= 60,
+                "registered_within_60s": secs + sum(x["register_s"] for x in out["steps"]) <= 60,
                 "registrations_per_s": (n - (out["steps"][-1]["agents"] if out["steps"] else 0)) / secs,
                 "register_router_cpu_pct": reg_cpu / secs * 100,
                 "rss_mib": rss / MIB,
@@ -226,13 +226,15 @@ def _log(msg: str) -> None:
 
 def table(res: dict[str, Any]) -> str:
     lines = [
-        "| agents | router | register (s) | ≤ 60 s | RSS (MiB) | RSS/agent (KiB) | idle CPU (% core) |",
-        "| ---: | --- | ---: | :---: | ---: | ---: | ---: |",
+        "| agents | router | this step's registrations (s) | first connect to last REGISTERED (s) | ≤ 60 s "
+        "| RSS (MiB) | RSS/agent (KiB) | idle CPU (% core) |",
+        "| ---: | --- | ---: | ---: | :---: | ---: | ---: | ---: |",
     ]
     for mode in res["modes"]:
         for s in res[mode]["steps"]:
             lines.append(
-                f"| {s['agents']:,} | {mode} | {s['register_s']:.1f} | {'yes' if s['registered_within_60s'] else 'no'} "
+                f"| {s['agents']:,} | {mode} | {s['register_s']:.1f} | {s['register_total_s']:.1f} "
+                f"| {'yes' if s['registered_within_60s'] else 'no'} "
                 f"| {s['rss_mib']:.0f} | {s['rss_per_agent_kib']:.1f} | {s['idle_cpu_pct']:.1f} |"
             )
         if res[mode].get("error"):

@@ -147,6 +147,31 @@ def token_rows(results: dict[str, Any], p: Profile) -> list[Row]:
             "",
         )
     )
+    for kind, label in (("max", "as fast as they go"), ("paced", f"paced at {rate:,.0f}/s")):
+        rows.append(
+            row(
+                f"router busy, {label} (is the router the limit?)",
+                _tok(results, kind, "orchgpt", "router_cpu_pct"),
+                _tok(results, kind, "baseline", "router_cpu_pct"),
+                "relay pump",
+                "% core",
+            )
+        )
+        peers = [
+            (rd[m].get("emitters_cpu_pct") or 0) + (rd[m].get("watcher_cpu_pct") or 0)
+            for rd in tk.get(kind, [])
+            for m in ("orchgpt",)
+            if m in rd and rd[m].get("emitters_cpu_pct") is not None
+        ]
+        rows.append(
+            row(
+                f"emitters + watcher CPU, {label} (they share one core)",
+                median(peers),
+                None,
+                "",
+                "% core",
+            )
+        )
     rows.append(
         row(
             "router CPU per token delta, as fast as they go",

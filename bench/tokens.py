@@ -139,7 +139,11 @@ async def emitters(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
 
+    own = {"t": 0.0, "cpu": 0.0}
+
     def start(s: _Stream) -> None:
+        if not own["t"]:
+            own.update(t=time.perf_counter(), cpu=time.process_time())
         if pacer is not None:
             pacer.add(s)
         else:
@@ -164,7 +168,12 @@ async def emitters(args: argparse.Namespace) -> None:
             for lk in links:
                 start(_Stream(lk, f"task-{lk.name}", ""))
         await commands.expect("report", args.cap)
-        emit("report", late_max_s=pacer.late_max_s if pacer else None)
+        wall = time.perf_counter() - own["t"] if own["t"] else 0.0
+        emit(
+            "report",
+            late_max_s=pacer.late_max_s if pacer else None,
+            emitters_cpu_pct=(time.process_time() - own["cpu"]) / wall * 100 if wall else None,
+        )
         await commands.closed.wait()
     finally:
         stop.set()
@@ -185,6 +194,7 @@ async def watcher(args: argparse.Namespace) -> None:
     st = {"n": 0, "first": 0, "ws": 0, "we": 0, "n_ws": 0, "n_we": 0, "events": 0, "cpu_ws": 0.0, "cpu_we": 0.0}
     bad: list[str] = []
     router = args.router_pid
+    own_ws, own_we = [0.0], [0.0]  # the watcher's own CPU time at the window's ends
     warm, dur = int(args.warmup * 1e9), int(args.duration * 1e9)
 
     async def count() -> None:
@@ -205,9 +215,11 @@ async def watcher(args: argparse.Namespace) -> None:
                     st["first"] = now
                 elif not st["ws"] and now - st["first"] >= warm:
                     st.update(ws=now, n_ws=st["n"], cpu_ws=cpu_seconds(router) if router else 0.0)
+                    own_ws[0] = time.process_time()
                 if st["ws"] and not st["we"]:
                     if now - st["ws"] >= dur:
                         st.update(we=now, n_we=st["n"], cpu_we=cpu_seconds(router) if router else 0.0)
+                        own_we[0] = time.process_time()
                         if args.stop_after_window:
                             return
                     else:
@@ -226,6 +238,7 @@ async def watcher(args: argparse.Namespace) -> None:
         raise RuntimeError(f"the watcher received {st['n']} deltas, not enough for a window (warm-up {args.warmup}s)")
     if not st["we"]:  # the deltas ended within the window
         st.update(we=end, n_we=st["n"], cpu_we=cpu_seconds(router) if router else 0.0)
+        own_we[0] = time.process_time()
     n_win, span = st["n_we"] - st["n_ws"], (st["we"] - st["ws"]) / 1e9
     emit(
         "result",
@@ -242,6 +255,8 @@ async def watcher(args: argparse.Namespace) -> None:
         p99_ms=percentile(delays, 99),
         max_ms=max(delays) if delays else None,
         router_cpu_us_per_delta=(st["cpu_we"] - st["cpu_ws"]) / n_win * 1e6 if router and n_win else None,
+        router_cpu_pct=(st["cpu_we"] - st["cpu_ws"]) / span * 100 if router and span else None,
+        watcher_cpu_pct=(own_we[0] - own_ws[0]) / span * 100 if span else None,
         inconsistent=bad,
     )
     call.cancel()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .cluster_db import ClusterDb
-from .cluster_events import StoreFollowers
+from .cluster_events import ParentRelay, StoreFollowers
 from .cluster_leases import QUEUE_CHANNEL, ClusterLeases
 from .cluster_live import LiveSender, decode, task_of
 from .cluster_messages import MESSAGES_CHANNEL, ClusterMessages
@@ -147,6 +147,8 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
             )
             c.execute("SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
         log.info("task_offered", task_id=t.task_id, agent_type=t.agent_type)
+        if t.parent_task_id in m.queues.active:  # its parent's watchers here see its events
+            self.followers.follow(t.task_id, ParentRelay(m, t.parent_task_id), self.store.last_seq(t.task_id))
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
         """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs

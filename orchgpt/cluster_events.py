@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .models import EventKind, TaskEvent
 
 if TYPE_CHECKING:
+    from .mesh import Mesh
     from .mesh_fanout import Subscriber
     from .store import Store
 
@@ -198,3 +199,21 @@ class StoreFollowers:
         low = min(f.subs.values(), default=None)
         for seq in [q for q in f.pending if low is None or q <= low]:
             del f.pending[seq]
+
+
+class ParentRelay:
+    """A watcher of a sub-task that another daemon runs, on behalf of the watchers of its
+    parent here: they get the sub-task's events as they would on one daemon (in order,
+    once). Once the sub-task is run here (taken over), the mesh's own fan-out carries them."""
+
+    def __init__(self, mesh: Mesh, parent_task_id: str) -> None:
+        self.mesh = mesh
+        self.parent = parent_task_id
+
+    def deliver(self, event: TaskEvent) -> bool:
+        if event.task_id not in self.mesh.queues.active:
+            self.mesh.fanout.deliver(event, start=self.parent)
+        return True
+
+    def close(self, reason: str) -> None:
+        pass

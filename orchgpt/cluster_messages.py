@@ -61,9 +61,9 @@ class ClusterMessages:
             )
         )
 
-    def pick_remote(self, agent_type: str, key: int) -> str:
+    def pick_remote(self, agent_type: str, key: int, idle_only: bool = False) -> str:
         """An agent of ``agent_type`` on another live daemon (an idle one when there is one;
-        ``key`` spreads them), or ""."""
+        ``key`` spreads them), or ""; ``idle_only``: an idle one or ""."""
         rows = self._read(
             "remote agents",
             "SELECT a.agent_id, a.state FROM cluster_agents a JOIN cluster_daemons d "
@@ -73,7 +73,7 @@ class ClusterMessages:
         )
         ids = [str(r[0]) for r in rows if str(r[0]) not in self.mesh.registry]
         idle = [str(r[0]) for r in rows if r[1] == "idle" and str(r[0]) in ids]
-        pool = idle or ids
+        pool = idle or ([] if idle_only else ids)
         return pool[key % len(pool)] if pool else ""
 
     def remote_agent_ids(self, but: str = "") -> list[str]:

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         "an upload past it is refused with RESOURCE_EXHAUSTED (0: no limit)",
     )
     commit_window_ms: float = Field(
-        0.0,
+        2.0,
         ge=0,
         le=1000,
         description="SQLite store: group commit, the longest a write waits (ms) to share one commit with "

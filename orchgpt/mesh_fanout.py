@@ -99,8 +99,10 @@ class EventFanout:
             self.live(ev)
         self.deliver(ev)
 
-    def deliver(self, ev: TaskEvent) -> None:
-        task_id = ev.task_id
+    def deliver(self, ev: TaskEvent, start: str = "") -> None:
+        """To the watchers of the event's task (of ``start`` instead, when given), of its
+        ancestors, and of every task."""
+        task_id = start or ev.task_id
         hops = 0
         while task_id and hops < 16:
             subs = self.subs.get(task_id)

@@ -28,6 +28,7 @@ log = logs.get("orchgpt.revocation")
 CRL_FILE = "crl.pem"
 CRL_DAYS = 3650  # the list itself: it is re-signed at every revocation
 REVOKED_DETAIL = "certificate revoked"
+_PRUNE_FLOOR = 1024  # tracked serials before the first sweep of dead ones
 
 
 def crl_path(certs_dir: Path) -> Path:
@@ -154,6 +155,7 @@ class Revocations:
         self.serials: frozenset[int] = frozenset()
         self._stamp: tuple[int, int, int] | None = None
         self._streams: dict[int, weakref.WeakSet[Any]] = {}
+        self._prune_at = _PRUNE_FLOOR  # the next size at which dead serials are swept out
         self.reload(force=True)
 
     # -- loading
@@ -217,8 +219,11 @@ class Revocations:
         lives (held weakly: a finished stream needs no untracking)."""
         ws = self._streams.get(serial)
         if ws is None:
-            if len(self._streams) > 1024:
+            if len(self._streams) >= self._prune_at:
+                # Swept when the map doubles, not at every new serial past a fixed size: one
+                # scan per doubling keeps registering N agents O(N), not O(N^2) (issue 17).
                 for k in [k for k, v in self._streams.items() if not v]:
                     del self._streams[k]
+                self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._streams))
             ws = self._streams[serial] = weakref.WeakSet()
         ws.add(stream)

@@ -345,6 +345,9 @@ class AgentStreams(AgentUploads, ServicerBase):
                 self.commands.opened(env.id, agent_id, dest_id)
         elif target == "agent_type":
             dest_id = mesh.pick_agent(env.recipient.agent_type, hash(env.id))
+            busy = bool(dest_id) and not mesh.is_idle(dest_id)
+            if busy and servicer_cluster.to_type(mesh, env, env.recipient.agent_type, idle_only=True):
+                return  # all busy here: an idle one of another daemon of the cluster
             link = mesh.link_of(dest_id) if dest_id else None
             if link is None:
                 if not servicer_cluster.to_type(mesh, env, env.recipient.agent_type):

@@ -32,10 +32,11 @@ def to_agent(mesh: Mesh, env: pb.Envelope, agent_id: str) -> bool:
     return _send(mesh, env, [agent_id])
 
 
-def to_type(mesh: Mesh, env: pb.Envelope, agent_type: str) -> str:
-    """``env`` for an agent of ``agent_type`` on another daemon: the agent it went to, or ""."""
+def to_type(mesh: Mesh, env: pb.Envelope, agent_type: str, idle_only: bool = False) -> str:
+    """``env`` for an agent of ``agent_type`` on another daemon (``idle_only``: an idle one):
+    the agent it went to, or ""."""
     c = mesh.cluster
-    dest = c.pick_remote(agent_type, hash(env.id)) if c is not None else ""
+    dest = c.pick_remote(agent_type, hash(env.id), idle_only) if c is not None else ""
     return dest if dest and _send(mesh, env, [dest]) else ""
 
 

@@ -18,7 +18,7 @@ from agentd.link import Link
 from agentd.runtime import Agent, Outcome, TaskContext
 from orchgpt.certs import paths_for
 from orchgpt.iac.v1 import iac_pb2 as pb
-from orchgpt.models import Command, Delegation, EventKind
+from orchgpt.models import Command, Delegation, EventKind, TaskEvent
 from tests.support.mesh import AgentProc, Daemon, await_for, issue, start_agent
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,15 +91,22 @@ async def test_a_delegation_to_an_agent_of_the_other_daemon_gets_its_result(
     async with linked(a, Boss(), "boss-1", tmp_path):  # the delegating agent only on A
         await listed_on(a, "echo-b", "boss-1")
 
+        seen: list[TaskEvent] = []
+
         async def run() -> str:
             async with a.client(timeout=60) as c:
-                async for ev in c.submit(Command("boss", input="plan")):
-                    if ev.kind == EventKind.RESULT and ev.result is not None:
+                async for ev in c.submit(Command("boss", input="plan", task_id="boss-task")):
+                    seen.append(ev)
+                    if ev.task_id == "boss-task" and ev.kind == EventKind.RESULT and ev.result is not None:
                         return f"{ev.result.state}:{ev.result.output}"
             return ""
 
         out = await asyncio.wait_for(run(), 30)
         assert out == "succeeded:succeeded:sub of plan", out + b.log()[-2000:]
+    # the parent's watcher on A saw the sub-task's events from B, as on one daemon: in order, once
+    sub = [e for e in seen if e.task_id != "boss-task"]
+    assert any(e.agent_id == "echo-b" for e in sub), seen
+    assert sub[-1].kind == EventKind.RESULT and [e.seq for e in sub] == list(range(1, len(sub) + 1)), sub
     assert '"task_done"' in echo.log()  # the sub-task ran on B's agent
     assert "delegation_reply_forwarded" in b.log() and "delegation_reply_delivered" in a.log()
 
@@ -176,3 +183,46 @@ async def test_cancelling_a_task_stops_its_sub_task_on_the_other_daemon(
                 return str(t.state) == "cancelled"
 
         await await_for(child_cancelled, timeout=10, what="the sub-task cancelled")
+
+
+class Helper(Agent):
+    """Answers a COMMAND with its own name; a task keeps it busy until cancelled."""
+
+    type = "helper"
+    capabilities = ("helper",)
+    needs_model = False
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    async def on_command(self, sender: str, payload: bytes) -> bytes:
+        return self.name.encode()
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        await asyncio.sleep(30)
+        return Outcome(output="done")
+
+
+async def test_a_command_by_type_goes_to_an_idle_agent_of_the_other_daemon_when_all_here_are_busy(
+    daemon_factory, postgres_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = two(daemon_factory, postgres_url, tmp_path)
+    async with (
+        linked(a, Helper("helper-a"), "helper-a", tmp_path),
+        linked(b, Helper("helper-b"), "helper-b", tmp_path),
+        linked(a, Listener(), "asker-1", tmp_path) as asker,
+    ):
+        await listed_on(a, "helper-b")
+        assert await asker.ask("type:helper", b"?", timeout=15) == b"helper-a"  # idle here: this daemon's
+        async with a.client(timeout=60) as c:
+            stream = c.submit(Command("helper", input="x", task_id="busy-1"))
+            await asyncio.wait_for(anext(stream), 15)
+
+            async def busy() -> bool:
+                t, _, _ = await c.get_task("busy-1", with_events=False)
+                return t.agent_id == "helper-a" and str(t.state) in ("assigned", "running")
+
+            await await_for(busy, timeout=15, what="helper-a busy")
+            assert await asker.ask("type:helper", b"?", timeout=15) == b"helper-b"  # the idle one elsewhere
+            await c.cancel("busy-1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,12 @@ def _committed_ids(path: Path) -> set[str]:
         return {r[0] for r in c.execute("SELECT task_id FROM tasks")}
     finally:
         c.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_window_left() -> Iterator[None]:
+    yield
+    durable._open.clear()  # a failing test's open window must not hold up the next test's answers
 
 
 @pytest.fixture
@@ -109,4 +116,45 @@ def test_without_a_loop_every_write_commits_at_once(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.db", commit_window_ms=50)
     store.create_task(_task(1))
     assert _committed_ids(tmp_path / "s.db") == {"t1"}
+    store.close()
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What the wire guard uses of a grpc.aio.ServicerContext."""
+
+    def __init__(self) -> None:
+        self.status: tuple[object, str] | None = None
+
+    async def abort(self, code: object, details: str) -> None:
+        self.status = (code, details)
+        raise _Aborted(details)
+
+
+async def test_a_unary_answer_waits_for_the_commit_and_a_failed_one_is_unavailable(tmp_path: Path, held: None) -> None:
+    import grpc
+
+    from orchgpt.wire_guard import _guard_unary
+
+    store = SqliteStore(tmp_path / "s.db", commit_window_ms=200)
+
+    async def cancel_task(request: pb.CancelTaskRequest, context: object) -> str:  # writes, then answers
+        store.create_task(_task(int(request.task_id)))
+        return "answer"
+
+    guarded = _guard_unary("CancelTask", cancel_task)
+    assert await asyncio.wait_for(guarded(pb.CancelTaskRequest(task_id="1"), _Context()), 5) == "answer"
+    assert _committed_ids(tmp_path / "s.db") == {"t1"}  # answered only once t1 was durable
+
+    ctx = _Context()
+    call = asyncio.ensure_future(guarded(pb.CancelTaskRequest(task_id="2"), ctx))
+    await asyncio.sleep(0.02)
+    assert not call.done()  # held by the open window
+    os.unlink(tmp_path / "s.db")
+    with pytest.raises(_Aborted, match="could not commit"):
+        await asyncio.wait_for(call, 5)
+    assert ctx.status is not None and ctx.status[0] == grpc.StatusCode.UNAVAILABLE
     store.close()

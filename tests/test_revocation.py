@@ -66,7 +66,10 @@ async def _registered(call: object) -> None:
 
 
 async def test_revoking_an_agent_closes_its_stream_and_refuses_it(daemon_factory) -> None:  # type: ignore[no-untyped-def]
-    daemon: Daemon = daemon_factory("--no-spawn", "--crl-poll-interval", "0.5").start()
+    # The hand-made agent below never answers PINGs: with the tests' 0.5 s heartbeat it is
+    # dropped for silence after 2 s, which raced the revocation (the `certs revoke` process
+    # alone can take 2 s on a loaded machine). A 10 s heartbeat leaves the revocation alone.
+    daemon: Daemon = daemon_factory("--no-spawn", "--crl-poll-interval", "0.5", "--heartbeat-interval", "10").start()
     ch, out, call = await _connect_agent(daemon, "rev-agent")
     try:
         await _registered(call)

@@ -1,8 +1,11 @@
 """The durable store: one SQLite file in the data directory.
 
-Durability: the database runs in WAL mode with ``synchronous=NORMAL``. Every
-call that changes a task (``create_task``, ``save_task``) commits before it
-returns, so once it returns the change survives the orchestrator being killed
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. Without
+group commit every call that changes a task (``create_task``, ``save_task``)
+commits before it returns; with it (``commit_window_ms`` > 0, the daemon's
+default: store/group_commit.py) the writes of a short window share one commit,
+and every answer that depends on one waits for that commit (orchgpt/durable.py).
+Once committed, a change survives the orchestrator being killed
 (SIGKILL, OOM, a crash): the WAL is in the OS page cache and is replayed at the
 next open. It is *not* guaranteed to survive a power loss or kernel crash (the
 last transactions may roll back, the file stays consistent); pass
