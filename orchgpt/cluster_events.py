@@ -152,6 +152,15 @@ class StoreFollowers:
         self._drain(f)
         self._end(ev.task_id, f)
 
+    def catch_up(self, task_id: str) -> None:
+        """Deliver at once (synchronously) what is stored of a followed task: before something
+        that must come after its events, such as its delegation reply (cluster_messages.py);
+        live events and async polls may still be on their way."""
+        f = self.tasks.get(task_id)
+        if f is not None and f.subs:
+            self._stored(f, self.store.events(task_id, min(f.subs.values())))
+            self._end(task_id, f)
+
     async def poll_all(self) -> None:
         for task_id in list(self.tasks):
             await self.poll(task_id)
