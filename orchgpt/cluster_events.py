@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .errors import StoreError
 from .models import EventKind, TaskEvent
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class _Follow:
     subs: dict[Any, int] = field(default_factory=dict)
     pending: dict[int, TaskEvent] = field(default_factory=dict)  # live events ahead of a gap
     result_seq: int = 0  # the stored RESULT's seq, once read
+    unstored: dict[int, TaskEvent] = field(default_factory=dict)  # live ones not known stored yet
 
 
 MAX_PENDING = 1000  # live events held per task while one before them is missing
@@ -98,6 +100,9 @@ class StoreFollowers:
         if not seq.isdigit():
             task_id, seq = payload, "0"
         f = self.tasks.get(task_id)
+        if f is not None:
+            for q in [q for q in f.unstored if q <= int(seq)]:
+                del f.unstored[q]
         if f is not None and f.subs and (seq == "0" or min(f.subs.values()) < int(seq)):
             self.request(task_id)
 
@@ -133,10 +138,20 @@ class StoreFollowers:
         f = self.tasks.pop(task_id, None)
         if f is None:
             return []
-        f.pending.clear()  # never stored: the numbers go on from the stored ones
+        f.pending.clear()
+        stored = self.store.last_seq(task_id)
+        lost: list[TaskEvent] = []  # live events the watchers had and their daemon died before storing: stored here
+        for q in sorted(f.unstored):
+            if q == stored + len(lost) + 1:
+                lost.append(f.unstored[q])
+        if lost:
+            try:
+                self.store.append_events(lost)
+                stored = lost[-1].seq
+            except StoreError:  # the guard below keeps each watcher's numbers once
+                pass
         if f.subs:
             self._stored(f, self.store.events(task_id, min(f.subs.values())))
-        stored = self.store.last_seq(task_id)
         return [s if last <= stored else _SeqGuard(s, last) for s, last in f.subs.items()]
 
     def live(self, ev: TaskEvent) -> None:
@@ -149,8 +164,19 @@ class StoreFollowers:
             return  # the store has it (or will)
         ev.agent_type = ev.agent_type or f.agent_type
         f.pending[ev.seq] = ev
+        if len(f.unstored) < MAX_PENDING:
+            f.unstored[ev.seq] = ev
         self._drain(f)
         self._end(ev.task_id, f)
+
+    def catch_up(self, task_id: str) -> None:
+        """Deliver at once (synchronously) what is stored of a followed task: before something
+        that must come after its events, such as its delegation reply (cluster_messages.py);
+        live events and async polls may still be on their way."""
+        f = self.tasks.get(task_id)
+        if f is not None and f.subs:
+            self._stored(f, self.store.events(task_id, min(f.subs.values())))
+            self._end(task_id, f)
 
     async def poll_all(self) -> None:
         for task_id in list(self.tasks):
@@ -170,6 +196,7 @@ class StoreFollowers:
         for ev in events:
             ev.agent_type = ev.agent_type or f.agent_type
             f.pending[ev.seq] = ev
+            f.unstored.pop(ev.seq, None)
             if ev.kind == EventKind.RESULT:
                 f.result_seq = ev.seq
         self._drain(f)

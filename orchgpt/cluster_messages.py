@@ -25,6 +25,7 @@ from .models import TaskResult, now_ms
 from .wire import dicts
 
 if TYPE_CHECKING:
+    from .cluster_events import StoreFollowers
     from .mesh import Mesh
     from .store.postgres import PostgresStore
 
@@ -41,6 +42,7 @@ class ClusterMessages:
         store: PostgresStore
         mesh: Mesh
         me: str
+        followers: StoreFollowers
 
         def _write(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
         def _read(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
@@ -96,6 +98,7 @@ class ClusterMessages:
         """A sub-task's result for the agent that delegated it, wherever it is connected now
         (or will be, within MESSAGE_TTL_MS)."""
         payload = json.dumps({"reply_to": reply_to, "result": dicts.result_to_dict(result)})
+        self.mesh.flush()  # the sub-task's events are stored before its reply (pgpool: see _deliver)
         self._send([agent_id], DELEGATION_REPLY, payload)
         log.info("delegation_reply_forwarded", task_id=result.task_id, agent_id=agent_id)
 
@@ -144,6 +147,7 @@ class ClusterMessages:
         elif kind == DELEGATION_REPLY:
             d = json.loads(payload)
             result = dicts.result_from_dict(d["result"])
+            self.followers.catch_up(result.task_id)  # its events reach the parent's watchers first
             entry.link.send_reply(str(d["reply_to"]), result)
             log.info("delegation_reply_delivered", task_id=result.task_id, agent_id=agent_id)
         else:

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from orchgpt.cluster_events import StoreFollowers
+from orchgpt.cluster_events import StoreFollowers, _SeqGuard
 from orchgpt.cluster_live import MAX_PAYLOAD, decode, encode, task_of
 from orchgpt.models import EventKind, Task, TaskEvent
 from orchgpt.store.memory import MemoryStore
@@ -72,18 +72,26 @@ async def test_live_events_wait_for_a_missing_one_and_the_store_fills_it() -> No
     assert "t1" not in f
 
 
-async def test_a_watcher_handed_over_past_the_stored_events_gets_no_number_twice() -> None:
+async def test_live_events_their_daemon_died_before_storing_are_stored_on_hand_over() -> None:
     store, f, spawned = setup()
     sub = Sub()
     store.append_events([tok(1)])
     assert f.follow("t1", sub, 0)
     await asyncio.gather(*spawned)
     f.live(tok(2))  # live, never stored: its daemon died
+    f.live(tok(4))  # after a missing one: held, never delivered
     assert sub.seqs == [1, 2]
-    (handed,) = f.hand_over("t1")  # this daemon numbers on from the stored 1
-    assert handed == sub and hash(handed) == hash(sub)
-    assert handed.deliver(tok(2, "new")) and sub.seqs == [1, 2]  # swallowed
-    assert handed.deliver(tok(3)) and sub.seqs == [1, 2, 3]
+    (handed,) = f.hand_over("t1")  # this daemon runs it now: it stores 2, numbers on from it
+    assert handed is sub and store.last_seq("t1") == 2
+    assert [e.seq for e in store.events("t1")] == [1, 2]
+
+
+def test_a_guarded_watcher_gets_no_number_twice() -> None:
+    sub = Sub()
+    guard = _SeqGuard(sub, 2)  # it had 2; the store could not take it
+    assert guard == sub and hash(guard) == hash(sub) and guard in {sub}
+    assert guard.deliver(tok(2, "new")) and sub.seqs == []
+    assert guard.deliver(tok(3)) and sub.seqs == [3]
 
 
 def test_the_live_payload_round_trips_and_stays_under_the_notify_limit() -> None:
