@@ -337,7 +337,7 @@ class AgentStreams(AgentUploads, ServicerBase):
             dest_id = env.recipient.agent_id
             dest = mesh.link_of(dest_id)
             if dest is None:
-                if not servicer_cluster.to_agent(mesh, env, dest_id):  # (on another daemon of a cluster)
+                if not servicer_cluster.to_agent(mesh, env, dest_id, paired=t == pb.REPLY):  # (another daemon's)
                     self._error(outbox, agent_id, env.id, "NOT_FOUND", f"no agent {dest_id!r} in the mesh")
                 return
             dest.forward(env)

@@ -23,11 +23,14 @@ if TYPE_CHECKING:
 log = logs.get("orchgpt.servicer")
 
 
-def to_agent(mesh: Mesh, env: pb.Envelope, agent_id: str) -> bool:
+def to_agent(mesh: Mesh, env: pb.Envelope, agent_id: str, paired: bool = False) -> bool:
     """``env`` for ``agent_id`` connected to another daemon: stored for it, True; False when
-    no daemon of the cluster has that agent (or there is no cluster)."""
+    no daemon of the cluster has that agent (or there is no cluster). ``paired``: a REPLY that
+    answers an open COMMAND of ``agent_id``: stored for it even when the registry does not
+    list it yet (an agent that registered less than a tick ago on its daemon is not in
+    ``cluster_agents`` yet; its daemon takes the row when the agent is there)."""
     c = mesh.cluster
-    if c is None or not c.agent_elsewhere(agent_id):
+    if c is None or not (paired or c.agent_elsewhere(agent_id)):
         return False
     return _send(mesh, env, [agent_id])
 
