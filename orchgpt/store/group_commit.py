@@ -42,6 +42,16 @@ MAX_WRITES = 2000  # writes in one window before it is committed at once
 HOLD_ENV = "ORCHGPT_COMMIT_WINDOW_HOLD"
 
 
+def rollback_quietly(c: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any, after a failed statement or commit (a rollback
+    that fails too leaves nothing to undo: SQLite already dropped the transaction)."""
+    if c.in_transaction:
+        try:
+            c.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 class _Owner(Protocol):
     """What the committer needs of sqlite.SqliteStore."""
 
@@ -167,11 +177,7 @@ class GroupCommit:
             try:
                 c.execute("COMMIT")
             except sqlite3.Error as exc:
-                if c.in_transaction:
-                    try:
-                        c.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
+                rollback_quietly(c)
                 message = owner._failed(what, exc)
                 owner._fault(what, message)
                 error = StoreError(message)

@@ -40,7 +40,7 @@ from .. import logs
 from ..errors import StoreError
 from ..models import now_ms
 from .base import Store
-from .group_commit import GroupCommit
+from .group_commit import GroupCommit, rollback_quietly
 from .migrations import LATEST, SchemaTooNew, migrate, schema_version
 from .push_configs import SqlitePushConfigs
 from .schedules import SqliteSchedules
@@ -284,11 +284,7 @@ class SqliteStore(
                 yield c
                 c.execute("COMMIT")
             except sqlite3.Error as exc:
-                if c.in_transaction:
-                    try:
-                        c.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
+                rollback_quietly(c)
                 message = f"store {self.path}: {what} failed: {_cause(exc)}"
                 if not quiet:
                     self._fault(what, message)
