@@ -153,7 +153,7 @@ class AgentStreams(AgentUploads, ServicerBase):
     async def _read_agent(
         self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox, link: GrpcAgentLink
     ) -> None:
-        touch, handle = self.mesh.touch, self._from_agent
+        touch, handle, writing = self.mesh.touch, self._from_agent, self.upload_waits
         gate = RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
         try:
             while True:
@@ -166,6 +166,8 @@ class AgentStreams(AgentUploads, ServicerBase):
                         continue
                     break
                 for env in batch.envelopes:
+                    if writing and agent_id in writing:  # its upload still going into the database
+                        await self.upload_settled(agent_id)
                     if tracing.ENABLED:  # inside its task's span: log lines carry the trace ids
                         tracing_mesh.handle_in_task(handle, agent_id, env, outbox)
                     else:
