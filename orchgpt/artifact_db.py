@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from . import logs
 from .artifact_store import ArtifactStore, UploadError, _Upload
 from .artifacts import ArtifactError, ArtifactReader, check_path
 from .errors import StoreError
+from .models import now_ms
 from .store.base import Store
 
 log = logs.get("orchgpt.artifact_db")
@@ -90,19 +90,25 @@ class DbArtifactStore(ArtifactStore):
 
     # ------------------------------------------------------------------ reading
     def files_of(self, task_id: str) -> dict[str, dict[str, object]]:
-        rows = self.store._read(
-            f"read the artifact files of task {task_id}",
-            "SELECT path, sha256, size FROM artifact_files WHERE task_id = ? ORDER BY path",
-            (task_id,),
-        )
+        try:
+            rows = self.store._read(
+                f"read the artifact files of task {task_id}",
+                "SELECT path, sha256, size FROM artifact_files WHERE task_id = ? ORDER BY path",
+                (task_id,),
+            )
+        except StoreError as exc:
+            raise UploadError(str(exc), "UNAVAILABLE") from None
         return {str(r[0]): {"sha256": str(r[1]), "size": int(r[2])} for r in rows}
 
     def _recorded(self, task_id: str, key: str) -> tuple[str, int] | None:
-        rows = self.store._read(
-            f"read artifact {key} of task {task_id}",
-            "SELECT sha256, size FROM artifact_files WHERE task_id = ? AND path = ?",
-            (task_id, key),
-        )
+        try:
+            rows = self.store._read(
+                f"read artifact {key} of task {task_id}",
+                "SELECT sha256, size FROM artifact_files WHERE task_id = ? AND path = ?",
+                (task_id, key),
+            )
+        except StoreError as exc:  # an ERROR to the agent, which tries again later; its stream stays
+            raise UploadError(str(exc), "UNAVAILABLE") from None
         return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
     def open(self, task_id: str, path: str) -> None:
@@ -156,7 +162,7 @@ class DbArtifactStore(ArtifactStore):
                     "INSERT INTO artifact_files (task_id, path, sha256, size, created_ms) VALUES (%s, %s, %s, %s, %s) "
                     "ON CONFLICT (task_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, "
                     "created_ms = excluded.created_ms",
-                    (task_id, key, digest, up.size, int(time.time() * 1000)),
+                    (task_id, key, digest, up.size, now_ms()),
                 )
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             log.error("artifact_store_failed", task_id=task_id, path=key, error=str(self._fail(what, exc)))
@@ -190,7 +196,7 @@ class DbArtifactStore(ArtifactStore):
         cur = await conn.execute(
             "INSERT INTO artifact_blobs (sha256, size, chunks, created_ms) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
-            (digest, up.size, chunks, int(time.time() * 1000)),
+            (digest, up.size, chunks, now_ms()),
         )
         if await cur.fetchone() is None:  # another daemon stored the same bytes meanwhile
             return True

@@ -207,3 +207,30 @@ async def test_the_cap_counts_the_blobs_every_daemon_stored(daemon_factory, post
     assert sorted(artifact_rows.blobs(a)) == sorted(hashlib.sha256(x).hexdigest() for x in (first, small))
     assert "artifact_store_full" in b.log()
     assert not list((b.data_dir / "artifacts" / "tmp").iterdir())
+
+
+async def test_a_damaged_blob_is_not_served_as_good(daemon_factory, postgres_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A chunk changed or lost in the database: the fetch fails with DATA_LOSS before the
+    last piece, instead of handing out other bytes under the file's name."""
+    a, b = pair(daemon_factory, postgres_url, tmp_path)
+    data = os.urandom(2 * CHUNK + 9)
+    sha = hashlib.sha256(data).hexdigest()
+    async with StubAgent(a.address, issue(a.certs, "dmg", "agent"), "dmg", "dmgtype") as m, a.client() as c:
+        fut = asyncio.ensure_future(run(c, Command("dmgtype", Action.RUN, "x")))
+        task_id = (await m.expect(pb.RUN, timeout=20)).task.task_id
+        upload(m, task_id, "f.bin", data)
+        reply(m, task_id)
+        await fut
+    assert await fetched(b, task_id, "f.bin", tmp_path / "good") == data
+    import psycopg
+
+    for sql, params in (
+        ("UPDATE artifact_chunks SET data = %s WHERE sha256 = %s AND n = 1", (b"x" * CHUNK, sha)),  # changed
+        ("DELETE FROM artifact_chunks WHERE sha256 = %s AND n = 2", (sha,)),  # and lost
+    ):
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql, params)
+        with pytest.raises(ClientError) as e:
+            await fetched(b, task_id, "f.bin", tmp_path / "bad")
+        assert e.value.code == "DATA_LOSS" and "damaged" in str(e.value), e.value
+        assert not (tmp_path / "bad").exists()
