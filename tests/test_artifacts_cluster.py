@@ -9,6 +9,8 @@ import asyncio
 import hashlib
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +236,37 @@ async def test_a_damaged_blob_is_not_served_as_good(daemon_factory, postgres_url
             await fetched(b, task_id, "f.bin", tmp_path / "bad")
         assert e.value.code == "DATA_LOSS" and "damaged" in str(e.value), e.value
         assert not (tmp_path / "bad").exists()
+
+
+def autogpt(d: Daemon, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
+    env.update(ORCHGPT_CERTS=str(d.certs), NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-m", "orchgpt_cli", "--orchestrator", d.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+    )
+
+
+async def test_a_local_agents_file_is_fetched_from_the_other_daemon_with_the_cli(
+    daemon_factory, postgres_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A task runs on an agent A spawns on its own host; the file that agent wrote in A's
+    workspace is uploaded like any agent's result files, so `/fetch` on B (which spawns nothing
+    and has no workspace of it) saves it."""
+    env = {"ORCHGPT_ARTIFACT_STORE_MAX_BYTES": "0"}
+    a = daemon_factory("--cluster", "--store", postgres_url, env=env, data_dir=tmp_path / "data-a").start()
+    b = daemon_factory("--no-spawn", "--cluster", "--store", postgres_url, env=env, data_dir=tmp_path / "data-b")
+    b.start()
+    r = await asyncio.to_thread(autogpt, a, tmp_path, "-c", '/echo run "made on A" -o file=notes/out.txt --id loc-1')
+    assert r.returncode == 0 and "made on A" in r.stdout, r.stdout + r.stderr + a.log()[-2000:] + b.log()[-2000:]
+    async with b.client() as c:
+        task, _, _ = await c.get_task("loc-1", with_events=False)
+    assert task.agent_id.startswith("local-"), task.agent_id  # spawned by A, on A's host
+    assert (a.data_dir / "workspaces" / "loc-1" / "notes" / "out.txt").read_bytes() == b"made on A"
+    got = await asyncio.to_thread(autogpt, b, tmp_path, "-c", "/fetch loc-1 notes/out.txt fetched.txt")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert (tmp_path / "fetched.txt").read_bytes() == b"made on A"
