@@ -65,7 +65,7 @@ class DbArtifactStore(ArtifactStore):
             check=AsyncConnectionPool.check_connection,  # one dropped by the server is replaced
             kwargs={"autocommit": True, "application_name": "orchgpt-artifacts"},
         )
-        self._opened = False
+        self._opening: asyncio.Future[None] | None = None  # the pool opens on first use
         self._commits: dict[str, asyncio.Future[Any]] = {}
         super().__init__(root, max_bytes)
 
@@ -74,13 +74,13 @@ class DbArtifactStore(ArtifactStore):
         return int(rows[0][0])
 
     async def _conn_pool(self) -> Any:
-        if not self._opened:
-            self._opened = True
-            await self.pool.open()
+        if self._opening is None:  # every first user waits for the one opening
+            self._opening = asyncio.ensure_future(self.pool.open())
+        await asyncio.shield(self._opening)
         return self.pool
 
     async def close(self) -> None:
-        if self._opened:
+        if self._opening is not None:
             await self.pool.close(timeout=2)
 
     def _fail(self, what: str, exc: BaseException) -> StoreError:
