@@ -270,3 +270,33 @@ async def test_a_local_agents_file_is_fetched_from_the_other_daemon_with_the_cli
     got = await asyncio.to_thread(autogpt, b, tmp_path, "-c", "/fetch loc-1 notes/out.txt fetched.txt")
     assert got.returncode == 0, got.stdout + got.stderr
     assert (tmp_path / "fetched.txt").read_bytes() == b"made on A"
+
+
+async def test_the_result_waits_for_its_files_commit_and_the_daemon_goes_on_serving(
+    daemon_factory, postgres_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The blob's transaction waits (another session holds the cap's advisory lock): the
+    agent's REPLY, sent after its file, is not handled until the file is committed, while
+    daemon A answers other calls meanwhile (the write is not on its event loop); then B
+    serves the file as soon as the client has the result."""
+    import psycopg
+
+    from orchgpt.artifact_db import _CAP_LOCK
+
+    a, b = pair(daemon_factory, postgres_url, tmp_path, cap=64 * CHUNK)
+    data = os.urandom(CHUNK + 3)
+    async with StubAgent(a.address, issue(a.certs, "slow", "agent"), "slow", "slowtype") as m, b.client() as c:
+        await await_for(lambda: listed_on(b, "slow"), timeout=20, what="slow listed on B")
+        fut = asyncio.ensure_future(run(c, Command("slowtype", Action.RUN, "x")))
+        task_id = (await m.expect(pb.RUN, timeout=20)).task.task_id
+        with psycopg.connect(postgres_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (_CAP_LOCK,))
+            upload(m, task_id, "late.bin", data)
+            reply(m, task_id)
+            done, _ = await asyncio.wait({fut}, timeout=1.5)
+            assert not done, "the result was handled before its file was committed"
+            async with a.client() as ca:  # A's loop is free while the commit waits
+                assert "slow" in {x.agent_id for x in await asyncio.wait_for(ca.list_agents(), 5)}
+            holder.execute("SELECT pg_advisory_unlock(%s)", (_CAP_LOCK,))
+        assert (await fut)[-1].kind == EventKind.RESULT
+        assert (await c.fetch_artifact(task_id, "late.bin", tmp_path / "late.bin")).read_bytes() == data
