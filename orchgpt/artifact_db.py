@@ -89,17 +89,6 @@ class DbArtifactStore(ArtifactStore):
         return StoreError(f"store {self.store.path}: {what} failed: {_cause(exc, self.store.url)}")
 
     # ------------------------------------------------------------------ reading
-    def files_of(self, task_id: str) -> dict[str, dict[str, object]]:
-        try:
-            rows = self.store._read(
-                f"read the artifact files of task {task_id}",
-                "SELECT path, sha256, size FROM artifact_files WHERE task_id = ? ORDER BY path",
-                (task_id,),
-            )
-        except StoreError as exc:
-            raise UploadError(str(exc), "UNAVAILABLE") from None
-        return {str(r[0]): {"sha256": str(r[1]), "size": int(r[2])} for r in rows}
-
     def _recorded(self, task_id: str, key: str) -> tuple[str, int] | None:
         try:
             rows = self.store._read(
@@ -111,17 +100,16 @@ class DbArtifactStore(ArtifactStore):
             raise UploadError(str(exc), "UNAVAILABLE") from None
         return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
-    def open(self, task_id: str, path: str) -> None:
-        raise NotImplementedError("artifacts in the database are read with open_reader")
-
     async def open_reader(self, task_id: str, path: str) -> ArtifactReader | None:
+        """The task's file from the database; else one this daemon stored on its disk before
+        its artifacts moved to the database (``open``: the on-disk index and blobs, O_NOFOLLOW)."""
         key = "/".join(check_path(path))
         rows = await self._query(
             f"read artifact {key} of task {task_id}",
             "SELECT sha256, size FROM artifact_files WHERE task_id = %s AND path = %s",
             (task_id, key),
         )
-        return DbBlob(self, str(rows[0][0]), int(rows[0][1])) if rows else None
+        return DbBlob(self, str(rows[0][0]), int(rows[0][1])) if rows else self.open(task_id, path)
 
     async def _query(self, what: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         import psycopg

@@ -300,3 +300,29 @@ async def test_the_result_waits_for_its_files_commit_and_the_daemon_goes_on_serv
             holder.execute("SELECT pg_advisory_unlock(%s)", (_CAP_LOCK,))
         assert (await fut)[-1].kind == EventKind.RESULT
         assert (await c.fetch_artifact(task_id, "late.bin", tmp_path / "late.bin")).read_bytes() == data
+
+
+async def test_a_file_stored_on_disk_before_the_upgrade_is_still_served(
+    daemon_factory, postgres_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A daemon on PostgreSQL that kept its uploads on its disk (before artifacts moved into
+    the database) still serves them from there; the other daemon does not have them."""
+    import json
+
+    a, b = pair(daemon_factory, postgres_url, tmp_path)
+    async with StubAgent(a.address, issue(a.certs, "old", "agent"), "old", "oldtype") as m, a.client() as c:
+        fut = asyncio.ensure_future(run(c, Command("oldtype", Action.RUN, "x")))
+        task_id = (await m.expect(pb.RUN, timeout=20)).task.task_id
+        reply(m, task_id)
+        await fut
+    data = b"kept on disk"
+    sha = hashlib.sha256(data).hexdigest()
+    blob = artifact_rows.blob_path(a, sha)
+    blob.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    index = {"old.txt": {"sha256": sha, "size": len(data)}}
+    (a.data_dir / "artifacts" / "tasks" / f"{task_id}.json").write_text(json.dumps(index))
+    assert await fetched(a, task_id, "old.txt", tmp_path / "old") == data
+    with pytest.raises(ClientError) as e:
+        await fetched(b, task_id, "old.txt", tmp_path / "old-b")
+    assert e.value.code == "NOT_FOUND"
