@@ -326,3 +326,29 @@ async def test_a_file_stored_on_disk_before_the_upgrade_is_still_served(
     with pytest.raises(ClientError) as e:
         await fetched(b, task_id, "old.txt", tmp_path / "old-b")
     assert e.value.code == "NOT_FOUND"
+
+
+async def test_the_artifact_connections_are_replaced_after_the_server_drops_them(
+    daemon_factory, postgres_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Every `orchgpt-artifacts` connection terminated (a restart, a failover): the next
+    fetch and the next upload go through on new ones."""
+    import psycopg
+
+    a, b = pair(daemon_factory, postgres_url, tmp_path)
+    first, second = os.urandom(1000), os.urandom(2000)
+    async with StubAgent(a.address, issue(a.certs, "dropper", "agent"), "dropper", "droptype") as m, a.client() as c:
+        for i, data in enumerate((first, second)):
+            fut = asyncio.ensure_future(run(c, Command("droptype", Action.RUN, "x")))
+            task_id = (await m.expect(pb.RUN, timeout=20)).task.task_id
+            last = upload(m, task_id, "f.bin", data)
+            reply(m, task_id)
+            await fut
+            assert not [e for e in m.seen(pb.ERROR) if e.correlation_id == last.id]
+            assert await fetched(b, task_id, "f.bin", tmp_path / f"f{i}") == data
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                gone = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'orchgpt-artifacts'"
+                ).fetchone()
+            assert gone is not None and gone[0] >= 2  # A's (the upload) and B's (the fetch)
