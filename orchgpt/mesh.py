@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from . import logs, transcripts
+from . import heartbeats, logs, transcripts
 from .errors import ErrorCode, OrchgptError, RoutingError, StoreError
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
@@ -106,6 +106,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self.max_attempts = max_attempts
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_misses = heartbeat_misses
+        self.agents_per_interval = heartbeats.AGENTS_PER_INTERVAL  # orchgpt.heartbeats (a setting)
+        self.hb_wheel: heartbeats.Wheel[AgentEntry] = heartbeats.Wheel(heartbeat_interval)
         self.reconnect_grace = reconnect_grace
         # the three concerns, each behind its own small interface (mesh_*.py)
         self.registry = AgentRegistry()

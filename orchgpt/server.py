@@ -141,6 +141,7 @@ class OrchgptServer:
         self.mesh = Mesh(
             self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval, s.heartbeat_misses, s.reconnect_grace
         )
+        self.mesh.agents_per_interval = s.heartbeat_agents_per_interval
         attach_declared(self.declared, self.mesh, self.spawner)
         if self.spawner is not None:
             mesh = self.mesh

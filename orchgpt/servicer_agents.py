@@ -276,6 +276,8 @@ class AgentStreams(AgentUploads, ServicerBase):
             elif t == pb.PONG:
                 pass
             elif t == pb.PING:
+                if env.ping.heartbeat_interval_ms > 0:  # its acknowledgement of an announced interval
+                    self.mesh.interval_acknowledged(agent_id, env.ping.heartbeat_interval_ms / 1000)
                 pong = codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id)
                 if env.HasField("ping"):
                     pong.ping.CopyFrom(env.ping)  # echoed: the sender's round-trip time
