@@ -17,7 +17,7 @@ and the delays are mostly queueing.
 
 In orchgpt mode the emitters send as agentd does (bench/tokens_fold.py: the same
 ``TokenOutbox``): a stream's deltas are folded into one event while it waits to be sent, and a
-fast stream's writer is woken at most once per linger (10 ms); ``--no-fold``: one envelope per
+fast stream's writer is woken at most once per linger (20 ms); ``--no-fold``: one envelope per
 delta, as an agent written to the protocol alone may send them. Every delta still carries its
 own due time: folding, like the linger it waits for, counts in its delay.
 
@@ -318,6 +318,7 @@ async def run(
     start_tasks: Callable[[list[str]], Awaitable[None]] | None,
     tag: str = "",
     fold: bool = True,
+    linger_ms: float | None = None,
 ) -> dict[str, Any]:
     """One run: ``agents`` emitters (one process), one watcher (another), both on the peer CPUs.
     Paced at ``rate`` deltas/s in all for ``seconds`` (or, rate 0, ``seconds`` × 20,000 deltas as
@@ -346,6 +347,7 @@ async def run(
             *("emitters", *common, "--prefix", prefix, "--agents", str(agents), "--rate", str(rate)),
             *("--per-stream", str(per_stream), "--cap", str(cap + 60)),
             *(() if fold else ("--no-fold",)),
+            *(("--linger-ms", str(linger_ms)) if linger_ms is not None else ()),
         ],
         cpus=placement.PEER_CPUS,
     )

@@ -53,6 +53,7 @@ async def one(args: argparse.Namespace) -> dict[str, Any]:
                 prefix="tk-",
                 start_tasks=routing.task_starter(router),
                 fold=not args.no_fold,
+                linger_ms=args.linger_ms,
             )
     finally:
         if spy is not None:
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--no-fold", action="store_true", help="the emitters send one envelope per delta")
+    ap.add_argument("--linger-ms", type=float, help="the emitters' token linger (default: agentd's)")
     ap.add_argument("--pyspy", default="", help="write a py-spy raw profile of the daemon here")
     ap.add_argument("--pyspy-idle", action="store_true", help="py-spy: idle samples too (where the loop waits)")
     ap.add_argument("--daemon-src", type=Path, help="run the orchgpt of this checkout (old code against new)")

@@ -48,5 +48,5 @@ async def test_a_slow_token_stream_is_sent_delta_by_delta(daemon: Daemon) -> Non
         live = [ev async for ev in c.submit(cmd)]
     tokens = _check_numbering(live)
     assert "".join(e.text for e in tokens) == "".join(w + " " for w in words)
-    # 150 ms apart, far over the 10 ms linger: each delta went on its own, not held for more
+    # 150 ms apart, far over the 20 ms linger: each delta went on its own, not held for more
     assert len(tokens) >= 5, [(first_seq(e), e.seq) for e in tokens]

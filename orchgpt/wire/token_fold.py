@@ -12,18 +12,21 @@ daemon's router pays its read, decode, numbering, fan-out and store row for each
   outbox is appended to it: the texts are concatenated and ``TaskEvent.deltas`` counts them
   (at most ``MAX_TEXT`` characters and ``MAX_DELTAS`` deltas per envelope; never across an
   envelope of another kind, so the order of everything the agent sends holds);
-- an idle stream's writer is woken for token deltas at most once per ``linger`` (``LINGER_S``):
-  the first delta after a quiet ``linger`` goes at once (a slow stream gains no delay), the
-  next ones wait until ``linger`` after that wake-up and go together in one frame. Anything
-  else put meanwhile (a log line, the REPLY, a PING) wakes the writer at once, and the waiting
-  deltas go first, in order. While the writer is busy sending, nothing lingers: what is
-  queued goes with its next frame, as for any envelope.
+- an idle stream's writer is woken for token deltas at most once per ``linger`` (``LINGER_S``,
+  20 ms; ``ORCHGPT_TOKEN_LINGER_MS`` sets it, 0: off): the first delta after a quiet ``linger``
+  goes at once (a slow stream gains no delay), the next ones wait until ``linger`` after that
+  wake-up and go together in one frame. Anything else put meanwhile (a log line, the REPLY, a
+  PING) wakes the writer at once, and the waiting deltas go first, in order. While the writer
+  is busy sending, nothing lingers: what is queued goes with its next frame, as for any
+  envelope.
 
 orchgpt numbers a folded event's deltas ``data["seq_from"]``..``seq`` (orchgpt.mesh_fanout), so a
 watcher still counts every delta (orchgpt.wire.coalesce.deltas). The linger adds at most
 ``linger`` to a delta's delay, and only while the agent streams faster than one delta per
-``linger``: well under the 50 ms a watcher is promised at 50,000 deltas/s from 64 agents
-(issue 17, bench/tokens.py), which it turns from about 32,000 frames/s into at most 6,400.
+``linger``. At 50,000 deltas/s from 64 agents it turns about 32,000 frames/s into at most 3,200
+(20 ms) and leaves the p99 delay under the 50 ms a watcher is promised (issue 17,
+bench/tokens.py); 10 ms and 5 ms were measured too (bench/RESULTS-issue17.md, "Tokens,
+session 3"): the daemon's CPU per delta follows the frame rate.
 
 Why fold in the agent and not only in the daemon: only the sender can make fewer frames, and
 the inbound frame is the largest single cost on the daemon when many agents stream slowly
@@ -35,6 +38,7 @@ per-event path for the deltas they send in one frame.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 
 from ..iac.v1 import iac_pb2 as pb
@@ -43,7 +47,8 @@ from .batching import Outbox
 
 __all__ = ["LINGER_S", "MAX_DELTAS", "MAX_TEXT", "TokenOutbox", "fold_frame"]
 
-LINGER_S = 0.010  # at most one frame of token deltas per this long while an agent streams fast
+# at most one frame of token deltas per this long while an agent streams fast (agentd; 0: no linger)
+LINGER_S = float(os.environ.get("ORCHGPT_TOKEN_LINGER_MS", "20") or 0) / 1000
 MAX_TEXT = 4096  # characters of folded deltas in one envelope (small frames go out steadily)
 
 
