@@ -14,7 +14,7 @@ from typing import Protocol
 
 from . import logs
 from .errors import StoreError
-from .models import Task, TaskEvent, new_id, now_ms
+from .models import SEQ_FROM, Task, TaskEvent, TokenEvent, new_id, now_ms
 from .store import Store
 
 log = logs.get("orchgpt.mesh")
@@ -29,6 +29,18 @@ class Subscriber(Protocol):
         ...
 
     def close(self, reason: str) -> None: ...
+
+
+def number_deltas(ev: TaskEvent, seq: int) -> int:
+    """A token event's seq when its first delta gets ``seq``: folded deltas are numbered
+    ``data[SEQ_FROM]``..seq (what the agent put under that key is dropped)."""
+    n = ev.deltas if isinstance(ev, TokenEvent) else 1
+    if n > 1:
+        ev.data[SEQ_FROM] = str(seq)
+        return seq + n - 1
+    if ev.data and SEQ_FROM in ev.data:
+        del ev.data[SEQ_FROM]
+    return seq
 
 
 class EventFanout:
@@ -115,7 +127,7 @@ class EventFanout:
         )
 
     def publish(self, ev: TaskEvent) -> None:
-        seq = self.seq.get(ev.task_id, 0) + 1
+        seq = number_deltas(ev, self.seq.get(ev.task_id, 0) + 1)
         self.seq[ev.task_id] = seq
         ev.seq = seq
         self.pending_events.append(ev)

@@ -28,6 +28,7 @@ from .servicer_link import GrpcAgentLink
 from .servicer_uploads import AgentUploads
 from .status import to_grpc
 from .validate import envelope as invalid_envelope
+from .wire.token_fold import fold_frame
 from .wire_guard import Malformed
 
 log = logs.get("orchgpt.servicer")
@@ -165,7 +166,7 @@ class AgentStreams(AgentUploads, ServicerBase):
                     if self._refuse_frame(agent_id, batch, gate, outbox):
                         continue
                     break
-                for env in batch.envelopes:
+                for env in fold_frame(batch.envelopes):  # a run of one task's token deltas: one event
                     if writing and agent_id in writing:  # its upload still going into the database
                         await self.upload_settled(agent_id)
                     if tracing.ENABLED:  # inside its task's span: log lines carry the trace ids
@@ -401,7 +402,7 @@ class AgentStreams(AgentUploads, ServicerBase):
         t = self.mesh.active_task(task_id)
         if t is None or t.agent_id != agent_id:
             return False  # stale; the mesh ignores it
-        verdict = self.event_budget.admit(t.task_id, self.mesh.is_active)
+        verdict = self.event_budget.admit(t.task_id, self.mesh.is_active, env.event.deltas or 1)
         if verdict == "ok":
             return False
         if verdict == "first":

@@ -1163,6 +1163,7 @@ class TaskEvent(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
+    DELTAS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     LOG_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -1180,6 +1181,10 @@ class TaskEvent(_message.Message):
     """per task, 1, 2, 3, ... (set by orchgpt)"""
     agent_type: _builtins.str
     """the type of the task's agent (set by orchgpt)"""
+    deltas: _builtins.int
+    """From an agent, a token event only: how many token deltas token.text concatenates (0 or 1:
+    one). orchgpt numbers them seq_from..seq (data["seq_from"]) and sends the field as 0.
+    """
     @_builtins.property
     def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """structured extras (e.g. a step's tool and arguments)"""
@@ -1207,6 +1212,7 @@ class TaskEvent(_message.Message):
         seq: _builtins.int = ...,
         data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         agent_type: _builtins.str = ...,
+        deltas: _builtins.int = ...,
         status: Global___StatusEvent | None = ...,
         log: Global___LogEvent | None = ...,
         token: Global___TokenEvent | None = ...,
@@ -1217,7 +1223,7 @@ class TaskEvent(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "artifact", b"artifact", "body", b"body", "log", b"log", "result", b"result", "status", b"status", "step", b"step", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "approval", b"approval", "artifact", b"artifact", "body", b"body", "data", b"data", "log", b"log", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "status", b"status", "step", b"step", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "approval", b"approval", "artifact", b"artifact", "body", b"body", "data", b"data", "deltas", b"deltas", "log", b"log", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "status", b"status", "step", b"step", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["status", "log", "token", "step", "artifact", "approval", "result"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
