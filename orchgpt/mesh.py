@@ -241,6 +241,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         stored, created = self.store.create_task(task)  # raises StoreError: not accepted
         if not created:
             return stored, False
+        self.store.relax()  # its commit may wait, unless it is assigned now (that write may not)
         self.active[task.task_id] = task
         self.fanout.start(task.task_id, fresh=True)
         self.stats["submitted"] += 1

@@ -34,6 +34,11 @@ class Store(ScheduleStore, PushConfigStore, ABC):  # store/schedules.py, store/p
         """A real write; raises StoreError while writes are refused."""
         return None
 
+    def relax(self) -> None:
+        """The last write may wait for the rest of its group-commit window (nothing waits on
+        it at once: a task queued behind others); a store without group commit ignores it."""
+        return None
+
     # ---- tasks
     @abstractmethod
     def create_task(self, task: Task) -> tuple[Task, bool]:

@@ -6,7 +6,10 @@ call returns. With it, a write made on the event loop joins the *window*: one op
 (a write that fails is rolled back alone and raises ``StoreError`` at once, as before). The
 window is committed by one ``COMMIT``, then the file is checked (``SqliteStore.check``):
 
-- when a turn of the event loop brought no new write (an idle daemon does not wait), or
+- when a turn of the event loop brought no new write (an idle daemon does not wait), unless
+  every write of the window was *relaxed* (``relax()``: a task queued behind others, which no
+  answer waits on at once; issue 17): such a window waits for its time, or for a write that may
+  not wait, and so joins the next busy window instead of a commit of its own, or
 - ``window_ms`` after its first write (a busy daemon gathers the writes of many tasks), or
 - when ``max_writes`` writes have joined it.
 
@@ -79,6 +82,8 @@ class GroupCommit:
         self._seen = 0  # writes at the last tick
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.relaxed = 0  # writes of the open window that may wait for its time
+        self._parked: asyncio.TimerHandle | None = None  # a relaxed window's wake-up at its time
         self.commits = 0  # windows committed (tests, metrics)
 
     @property
@@ -119,6 +124,16 @@ class GroupCommit:
         self.writes += 1
         if self.writes >= self.max_writes:
             self.commit()
+        elif self._parked is not None:  # a relaxed window: back to the turn-by-turn rule
+            self._parked.cancel()
+            self._parked = None
+            assert self.loop is not None
+            self.loop.call_soon(self._tick)
+
+    def relax(self) -> None:
+        """The last write of the open window may wait for the window's time."""
+        if self.future is not None and self.relaxed < self.writes:
+            self.relaxed += 1
 
     @staticmethod
     def _undo(c: sqlite3.Connection) -> None:
@@ -140,7 +155,7 @@ class GroupCommit:
         assert self.loop is not None
         self.future = self.loop.create_future()
         durable.opened(self.future)
-        self.writes = self._seen = 0
+        self.writes = self._seen = self.relaxed = 0
         self._deadline = self.loop.time() + self.window_s
         if self.hold:
             self._timer = self.loop.call_later(self.window_s, self.commit)
@@ -153,11 +168,14 @@ class GroupCommit:
         if self.future is None:
             return
         assert self.loop is not None
-        if self.writes == self._seen or self.loop.time() >= self._deadline:
-            self.commit()
-        else:
+        now = self.loop.time()
+        if self.writes != self._seen and now < self._deadline:
             self._seen = self.writes
             self.loop.call_soon(self._tick)
+        elif self.relaxed < self.writes or now >= self._deadline:
+            self.commit()
+        else:  # every write may wait: until the window's time (or a write that may not wait)
+            self._parked = self.loop.call_later(self._deadline - now, self._tick)
 
     def commit(self) -> StoreError | None:
         """Commit the open window now (nothing when none is open); its future is settled. Does
@@ -169,6 +187,9 @@ class GroupCommit:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._parked is not None:
+            self._parked.cancel()
+            self._parked = None
         owner, n = self.owner, self.writes
         what = f"commit of {n} write{'s' if n != 1 else ''}"
         error: StoreError | None = None

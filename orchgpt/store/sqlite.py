@@ -240,6 +240,10 @@ class SqliteStore(
             if error is not None:
                 raise error
 
+    def relax(self) -> None:
+        if self._group is not None:
+            self._group.relax()
+
     @property
     def group_commit(self) -> GroupCommit | None:
         """The group committer (None: a commit per write)."""
