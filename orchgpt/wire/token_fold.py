@@ -158,6 +158,8 @@ def fold_frame(envs: Sequence[pb.Envelope]) -> Sequence[pb.Envelope]:
     ``envs`` itself when there is nothing to fold (the common case of one envelope)."""
     if len(envs) < 2:
         return envs
+    if envs[0].type != pb.TASK_EVENT and envs[-1].type != pb.TASK_EVENT:
+        return envs  # not an event stream's frame (COMMANDs, REPLYs): not worth a look at each
     out: list[pb.Envelope] = []
     last: pb.Envelope | None = None
     folded = False
