@@ -257,8 +257,12 @@ class Link(PendingResults):
             if self.current and not self.current.done():
                 self.current.cancel("agent terminated")
             outbox.close()
-        elif t == pb.PING:
-            pass  # receiving it is the point (the watchdog); our HEARTBEATs already tell orchgpt we live
+        elif t == pb.PING:  # receiving it is the point (the watchdog); our HEARTBEATs tell orchgpt we live
+            ms = env.ping.heartbeat_interval_ms  # orchgpt rescaled our interval: adopt it and say so
+            if ms > 0 and env.sender == authz.DAEMON:
+                self.heartbeat_s = max(ms / 1000, 0.05)  # the watchdog's too (3 x heartbeat_s)
+                outbox.put(self._env(pb.PING, ping=pb.Ping(heartbeat_interval_ms=ms)))
+                log.info("heartbeat_interval", seconds=self.heartbeat_s)
         elif t == pb.PONG:
             self._confirmed_by_pong(env.correlation_id)
         elif t == pb.REPLY:

@@ -154,7 +154,7 @@ class AgentStreams(AgentUploads, ServicerBase):
     async def _read_agent(
         self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox, link: GrpcAgentLink
     ) -> None:
-        touch, handle = self.mesh.touch, self._from_agent
+        touch, handle, writing = self.mesh.touch, self._from_agent, self.upload_waits
         gate = RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
         try:
             while True:
@@ -167,6 +167,8 @@ class AgentStreams(AgentUploads, ServicerBase):
                         continue
                     break
                 for env in fold_frame(batch.envelopes):  # a run of one task's token deltas: one event
+                    if writing and agent_id in writing:  # its upload still going into the database
+                        await self.upload_settled(agent_id)
                     if tracing.ENABLED:  # inside its task's span: log lines carry the trace ids
                         tracing_mesh.handle_in_task(handle, agent_id, env, outbox)
                     else:
@@ -275,6 +277,8 @@ class AgentStreams(AgentUploads, ServicerBase):
             elif t == pb.PONG:
                 pass
             elif t == pb.PING:
+                if env.ping.heartbeat_interval_ms > 0:  # its acknowledgement of an announced interval
+                    self.mesh.interval_acknowledged(agent_id, env.ping.heartbeat_interval_ms / 1000)
                 pong = codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id)
                 if env.HasField("ping"):
                     pong.ping.CopyFrom(env.ping)  # echoed: the sender's round-trip time

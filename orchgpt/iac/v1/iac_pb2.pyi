@@ -460,15 +460,24 @@ class Ping(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SENT_MS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     sent_ms: _builtins.int
+    heartbeat_interval_ms: _builtins.int
+    """In a PING from orchgpt: "from now on, send HEARTBEATs this often" (ms; 0: no change). It
+    replaces REGISTERED.heartbeat_interval_ms when the number of agents changed enough.
+    In a PING from an agent: "I now heartbeat this often", its acknowledgement of that value;
+    until it comes, orchgpt keeps judging the agent's silence by the longer of the old and the
+    new interval (agents that ignore the field stay on their interval, safely). docs/protocol.md §5.
+    """
     def __init__(
         self,
         *,
         sent_ms: _builtins.int = ...,
+        heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sent_ms", b"sent_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "sent_ms", b"sent_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
