@@ -172,14 +172,30 @@ def token_rows(results: dict[str, Any], p: Profile) -> list[Row]:
                 "% core",
             )
         )
+    for kind, label in (("max", "as fast as they go"), ("paced", f"paced at {rate:,.0f}/s")):
+        rows.append(
+            row(
+                f"router CPU per token delta, {label}",
+                _tok(results, kind, "orchgpt", "router_cpu_us_per_delta"),
+                _tok(results, kind, "baseline", "router_cpu_us_per_delta"),
+                "relay pump",
+                "µs",
+                ratio_of=_tok_ratio(results, kind, "router_cpu_us_per_delta"),
+            )
+        )
+    per_frame = {  # the agents fold their deltas (orchgpt/wire/token_fold.py): fewer frames in
+        m: median(
+            [rd[m]["sent"] / rd[m]["frames_out"] for rd in tk.get("paced", []) if rd.get(m, {}).get("frames_out")]
+        )
+        for m in ("orchgpt", "baseline")
+    }
     rows.append(
         row(
-            "router CPU per token delta, as fast as they go",
-            _tok(results, "max", "orchgpt", "router_cpu_us_per_delta"),
-            _tok(results, "max", "baseline", "router_cpu_us_per_delta"),
+            "deltas per agent frame into the router, paced",
+            per_frame["orchgpt"],
+            per_frame["baseline"],
             "relay pump",
-            "µs",
-            ratio_of=_tok_ratio(results, "max", "router_cpu_us_per_delta"),
+            "",
         )
     )
     return rows

@@ -104,6 +104,19 @@ def test_linger_a_slow_streams_delta_goes_at_once_a_fast_streams_wait_together()
     asyncio.run(go())
 
 
+def test_a_stream_slower_than_the_fast_gap_never_lingers() -> None:
+    async def go() -> None:
+        ob = TokenOutbox(linger_s=30.0)
+        for i in range(3):
+            writer = asyncio.ensure_future(ob.next_batch())
+            await asyncio.sleep(0.02)  # > FAST_GAP_S since the previous delta: a model's pace
+            ob.put_delta("t1", f"d{i}", lambda i=i: _tok(f"d{i}"))  # type: ignore[misc]
+            assert _summary(await asyncio.wait_for(writer, 5)) == [("t1:token", f"d{i}", 1)]
+        ob.close()
+
+    asyncio.run(go())
+
+
 def test_linger_ends_with_its_timer_and_close_cancels_it() -> None:
     async def go() -> float:
         ob = TokenOutbox(linger_s=0.2)

@@ -12,18 +12,19 @@ daemon's router pays its read, decode, numbering, fan-out and store row for each
   outbox is appended to it: the texts are concatenated and ``TaskEvent.deltas`` counts them
   (at most ``MAX_TEXT`` characters and ``MAX_DELTAS`` deltas per envelope; never across an
   envelope of another kind, so the order of everything the agent sends holds);
-- an idle stream's writer is woken for token deltas at most once per ``linger`` (``LINGER_S``,
-  20 ms; ``ORCHGPT_TOKEN_LINGER_MS`` sets it, 0: off): the first delta after a quiet ``linger``
-  goes at once (a slow stream gains no delay), the next ones wait until ``linger`` after that
-  wake-up and go together in one frame. Anything else put meanwhile (a log line, the REPLY, a
-  PING) wakes the writer at once, and the waiting deltas go first, in order. While the writer
-  is busy sending, nothing lingers: what is queued goes with its next frame, as for any
-  envelope.
+- a fast stream's writer is woken for token deltas at most once per ``linger`` (``LINGER_S``,
+  20 ms; ``ORCHGPT_TOKEN_LINGER_MS`` sets it, 0: off). A delta that comes more than
+  ``FAST_GAP_S`` (5 ms) after the previous one, or ``linger`` after the last frame, goes at
+  once: a stream slower than 200 deltas/s (a model's usual pace) gains no delay at all. The
+  next deltas of a fast stream wait until ``linger`` after that and go together in one frame.
+  Anything else put meanwhile (a log line, the REPLY, a PING) wakes the writer at once, and
+  the waiting deltas go first, in order. While the writer is busy sending, nothing lingers:
+  what is queued goes with its next frame, as for any envelope.
 
 orchgpt numbers a folded event's deltas ``data["seq_from"]``..``seq`` (orchgpt.mesh_fanout), so a
 watcher still counts every delta (orchgpt.wire.coalesce.deltas). The linger adds at most
 ``linger`` to a delta's delay, and only while the agent streams faster than one delta per
-``linger``. At 50,000 deltas/s from 64 agents it turns about 32,000 frames/s into at most 3,200
+``FAST_GAP_S``. At 50,000 deltas/s from 64 agents it turns about 32,000 frames/s into at most 3,200
 (20 ms) and leaves the p99 delay under the 50 ms a watcher is promised (issue 17,
 bench/tokens.py); 10 ms and 5 ms were measured too (bench/RESULTS-issue17.md, "Tokens,
 session 3"): the daemon's CPU per delta follows the frame rate.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Sequence
 
 from ..iac.v1 import iac_pb2 as pb
@@ -49,6 +51,7 @@ __all__ = ["LINGER_S", "MAX_DELTAS", "MAX_TEXT", "TokenOutbox", "fold_frame"]
 
 # at most one frame of token deltas per this long while an agent streams fast (agentd; 0: no linger)
 LINGER_S = float(os.environ.get("ORCHGPT_TOKEN_LINGER_MS", "20") or 0) / 1000
+FAST_GAP_S = 0.005  # a delta this soon after the previous one is a fast stream's: it may linger
 MAX_TEXT = 4096  # characters of folded deltas in one envelope (small frames go out steadily)
 
 
@@ -67,14 +70,15 @@ def _foldable(env: pb.Envelope) -> bool:
 class TokenOutbox(Outbox):
     """An agent's outbox that folds its token deltas and lets them linger briefly when idle."""
 
-    __slots__ = ("_last", "_quiet_until", "_timer", "linger")
+    __slots__ = ("_last", "_last_at", "_quiet_until", "_timer", "linger")
 
     def __init__(self, max_bytes: int = 2 * 1024 * 1024, limit_bytes: int = 0, linger_s: float = LINGER_S) -> None:
         super().__init__(max_bytes, limit_bytes)
         self.linger = linger_s
         self._last: pb.Envelope | None = None  # the token envelope put last (maybe still queued)
         self._timer: asyncio.TimerHandle | None = None
-        self._quiet_until = 0.0  # (loop time) till then, an idle writer is woken for tokens by the timer only
+        self._quiet_until = 0.0  # (monotonic) till then, a fast stream's idle writer is woken by the timer only
+        self._last_at = 0.0  # (monotonic) when the last token delta was put
 
     def put_token(self, env: pb.Envelope) -> bool:
         """Queue a TASK_EVENT token envelope (the outbox owns it from now on: a later delta may
@@ -82,9 +86,11 @@ class TokenOutbox(Outbox):
         if not _foldable(env):
             return self.put(env)
         last = self._last
+        now = time.monotonic()
+        fast, self._last_at = now - self._last_at < FAST_GAP_S, now
         if last is not None and self._items and self._items[-1] is last and _fold(last, env):
             return self.grow(len(env.event.token.text))
-        return self._linger(env)
+        return self._linger(env, now, fast)
 
     def put_delta(self, task_id: str, text: str, build: Callable[[], pb.Envelope]) -> bool:
         """A token delta of ``task_id``: appended to that task's token envelope while it is the
@@ -98,16 +104,15 @@ class TokenOutbox(Outbox):
             and last.event.task_id == task_id
             and _append(last.event, text, 1)
         ):
+            self._last_at = time.monotonic()
             return self.grow(len(text))
         return self.put_token(build())
 
-    def _linger(self, env: pb.Envelope) -> bool:
+    def _linger(self, env: pb.Envelope, now: float, fast: bool) -> bool:
         self._last = env
         if self.linger <= 0 or self._waiter is None:
             return self.put(env)  # the writer is busy: this goes with its next frame anyway
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now >= self._quiet_until:  # the first delta after a quiet linger goes at once
+        if not fast or now >= self._quiet_until:  # a slow stream's delta, or a linger since the last frame
             self._quiet_until = now + self.linger
             return self.put(env)
         waiter, self._waiter = self._waiter, None  # queued without waking the idle writer ...
@@ -116,12 +121,12 @@ class TokenOutbox(Outbox):
         finally:
             self._waiter = waiter
         if ok and self._timer is None:  # ... until a linger after the last wake-up
-            self._timer = loop.call_at(self._quiet_until, self._wake)
+            self._timer = asyncio.get_running_loop().call_later(self._quiet_until - now, self._wake)
         return ok
 
     def _wake(self) -> None:
         self._timer = None
-        self._quiet_until = asyncio.get_running_loop().time() + self.linger
+        self._quiet_until = time.monotonic() + self.linger
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -158,6 +163,8 @@ def fold_frame(envs: Sequence[pb.Envelope]) -> Sequence[pb.Envelope]:
     ``envs`` itself when there is nothing to fold (the common case of one envelope)."""
     if len(envs) < 2:
         return envs
+    if envs[0].type != pb.TASK_EVENT and envs[-1].type != pb.TASK_EVENT:
+        return envs  # not an event stream's frame (COMMANDs, REPLYs): not worth a look at each
     out: list[pb.Envelope] = []
     last: pb.Envelope | None = None
     folded = False
