@@ -300,9 +300,9 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                             if n.payload in self.mesh.queues.active:
                                 self.live.want(n.payload)
                         elif n.payload.startswith("{"):  # an event sent live (cluster_live.py)
-                            ev = decode(n.payload) if task_of(n.payload) in self.followers else None
-                            if ev is not None:
-                                self.followers.live(ev)
+                            if task_of(n.payload) in self.followers:
+                                for ev in decode(n.payload):  # a task's events, folded (in seq order)
+                                    self.followers.live(ev)
                         elif n.channel == EVENTS_CHANNEL:  # a batch stored ("TASK_ID SEQ")
                             self.followers.stored(n.payload)
             except psycopg.Error as exc:
