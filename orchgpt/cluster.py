@@ -26,10 +26,11 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .cluster_all import EVERY, WatchAll
 from .cluster_db import ClusterDb
 from .cluster_events import ParentRelay, StoreFollowers
 from .cluster_leases import QUEUE_CHANNEL, ClusterLeases
-from .cluster_live import LiveSender, decode, task_of
+from .cluster_live import LiveSender
 from .cluster_messages import MESSAGES_CHANNEL, ClusterMessages
 from .cluster_requests import REQUESTS_CHANNEL, ClusterRequests
 from .errors import StoreError
@@ -71,6 +72,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         store.events_stored = self.live.stored
         mesh.fanout.flush_delay = EVENT_FLUSH_S
         mesh.fanout.live = self.live.publish
+        self.every = WatchAll(mesh, self.live, self.followers, lambda p: self._notify(FOLLOW_CHANNEL, p))
         mesh.cluster = self
 
     # ------------------------------------------------------------ SQL helpers
@@ -299,10 +301,10 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                         elif n.channel == FOLLOW_CHANNEL:
                             if n.payload in self.mesh.queues.active:
                                 self.live.want(n.payload)
-                        elif n.payload.startswith("{"):  # an event sent live (cluster_live.py)
-                            if task_of(n.payload) in self.followers:
-                                for ev in decode(n.payload):  # a task's events, folded (in seq order)
-                                    self.followers.live(ev)
+                            elif n.payload == EVERY:
+                                self.every.asked()
+                        elif n.payload.startswith("{"):  # events sent live (cluster_live.py)
+                            self.every.on_live(n.payload, n.pid)
                         elif n.channel == EVENTS_CHANNEL:  # a batch stored ("TASK_ID SEQ")
                             self.followers.stored(n.payload)
             except psycopg.Error as exc:
@@ -350,6 +352,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         self.deliver_messages()  # for this daemon's agents, from the others (cluster_messages.py)
         self.drop_stale_messages()
         await self.followers.poll_all()
+        self.every.tick()  # every-task watchers here: ask the others again (cluster_all.py)
 
     async def _sync_agents(self, now: int) -> None:
         agents = self.mesh.registry.list()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -108,6 +109,11 @@ class LiveSender:
         self.queue: list[tuple[str, str] | str] = []  # (task_id, event fragment) or a batch notice
         self._wake = asyncio.Event()
         self.dropped = 0  # payloads left to the store (queue full, or a failed send)
+        self.every_until = 0.0  # another daemon watches every task: all tasks' events until then (cluster_all.py)
+
+    def backend_pid(self) -> int:
+        """The server process of the live connection (its notifications carry it); 0 if none."""
+        return int(self._conn.info.backend_pid) if self._conn is not None and not self._conn.closed else 0
 
     def want(self, task_id: str) -> None:
         """Stream this task's events from now on (until its RESULT)."""
@@ -118,11 +124,13 @@ class LiveSender:
 
     def publish(self, ev: TaskEvent) -> None:
         """Called for every event this daemon publishes (mesh_fanout.EventFanout.live)."""
-        if ev.task_id not in self.streamed:
+        every = ev.kind != EventKind.TOKEN and self.every_until and self.every_until > time.monotonic()
+        if ev.task_id not in self.streamed and not every:
             return
         if ev.kind == EventKind.RESULT:
             self.streamed.discard(ev.task_id)
-            return
+            if not every:  # (the followers end with the stored RESULT; the every-task watchers with this)
+                return
         payload = encode(ev)
         if not payload:
             return
