@@ -138,8 +138,12 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         written first, so that the claimer numbers on after them)."""
         m = self.mesh
         m.queues.forget(t.task_id)
-        m.fanout.seq.pop(t.task_id, None)
+        last = m.fanout.seq.pop(t.task_id, None)
         m.flush()
+        if t.parent_task_id in m.queues.active:  # its parent's watchers here see its events, followed from
+            # the last one numbered here, before the offer is visible: the claimer may store more (even
+            # finish) before this daemon's next statement (a pause under load lost them, the relay flake)
+            self.followers.follow(t.task_id, ParentRelay(m, t.parent_task_id), last or self.store.last_seq(t.task_id))
         with self.store._tx("offer") as c:  # one commit; the NOTIFY goes out with it
             c.execute(
                 "INSERT INTO cluster_claims (task_id, daemon_id, agent_type, offered_ms) "
@@ -149,8 +153,6 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
             )
             c.execute("SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
         log.info("task_offered", task_id=t.task_id, agent_type=t.agent_type)
-        if t.parent_task_id in m.queues.active:  # its parent's watchers here see its events
-            self.followers.follow(t.task_id, ParentRelay(m, t.parent_task_id), self.store.last_seq(t.task_id))
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
         """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs
