@@ -27,6 +27,7 @@ from orchgpt.models import (
     ApprovalRequest,
     ApprovalResponse,
     Delegation,
+    EventKind,
     Task,
     TaskEvent,
     TaskResult,
@@ -36,6 +37,7 @@ from orchgpt.tls import secure_channel
 from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
+from orchgpt.wire.token_fold import LINGER_S, TokenOutbox
 
 from . import __version__, inputs, telemetry, uploads
 from .errors import AskError, AskTimeout, DelegationError, TaskFailed
@@ -96,6 +98,7 @@ class Link(PendingResults):
         self._answering: set[asyncio.Task[Any]] = set()
         self.resumes = uploads.Resumes(lambda: self.outbox, self._env)
         self.heartbeat_s = 5.0
+        self.token_linger_s = LINGER_S  # how long an idle stream's token deltas wait to be folded
         self.reconnect_grace_s = 0.0  # from REGISTERED: how long orchgpt holds our task for us
         self.connected = asyncio.Event()
         self.stopping = False
@@ -113,9 +116,10 @@ class Link(PendingResults):
     def emit(self, ev: TaskEvent) -> None:
         """Events of the running task; dropped while disconnected (the result is kept)."""
         ob = self.outbox
-        if ob is not None:
-            env = codec.event_envelope(ev, sender=self.name)
-            ob.put(env)
+        if isinstance(ob, TokenOutbox) and ev.kind == EventKind.TOKEN and not ev.data:  # folded: wire/token_fold.py
+            ob.put_delta(ev.task_id, ev.text, lambda: codec.event_envelope(ev, sender=self.name))
+        elif ob is not None:
+            ob.put(codec.event_envelope(ev, sender=self.name))
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -157,7 +161,7 @@ class Link(PendingResults):
 
     async def _session(self) -> None:
         channel = secure_channel(self.address, self.certs, self.server_name)
-        outbox = Outbox()
+        outbox = TokenOutbox(linger_s=self.token_linger_s)
         try:
             stub = pb_grpc.MeshStub(channel)
             reg = pb.Register(
@@ -253,8 +257,12 @@ class Link(PendingResults):
             if self.current and not self.current.done():
                 self.current.cancel("agent terminated")
             outbox.close()
-        elif t == pb.PING:
-            pass  # receiving it is the point (the watchdog); our HEARTBEATs already tell orchgpt we live
+        elif t == pb.PING:  # receiving it is the point (the watchdog); our HEARTBEATs tell orchgpt we live
+            ms = env.ping.heartbeat_interval_ms  # orchgpt rescaled our interval: adopt it and say so
+            if ms > 0 and env.sender == authz.DAEMON:
+                self.heartbeat_s = max(ms / 1000, 0.05)  # the watchdog's too (3 x heartbeat_s)
+                outbox.put(self._env(pb.PING, ping=pb.Ping(heartbeat_interval_ms=ms)))
+                log.info("heartbeat_interval", seconds=self.heartbeat_s)
         elif t == pb.PONG:
             self._confirmed_by_pong(env.correlation_id)
         elif t == pb.REPLY:

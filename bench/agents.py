@@ -40,7 +40,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import daemon, placement, routing, tlsdir
+from bench import daemon, msgrate, placement, routing, tlsdir
 from bench.children import Child, Children
 from bench.errors import BenchError
 from bench.machine import machine_info
@@ -152,8 +152,13 @@ async def run_mode(args: argparse.Namespace, mode: str, work: Path, certs: Path,
         if mode == "baseline":
             router = await routing.start_baseline(ch, certs)
             rchild: Child | None = None
+            metrics_port = 0
         else:
-            router, rchild = await daemon.start_orchgpt(ch, certs, work / "data-agents")
+            mport = work / "metrics-port"
+            mport.unlink(missing_ok=True)
+            extra = ["--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(mport)]
+            router, rchild = await daemon.start_orchgpt(ch, certs, work / "data-agents", extra=extra)
+            metrics_port = int(mport.read_text())
         await asyncio.sleep(1.0)
         rss0 = rss_bytes(router.pid)
         out["rss_empty_mib"] = rss0 / MIB
@@ -192,9 +197,12 @@ async def run_mode(args: argparse.Namespace, mode: str, work: Path, certs: Path,
             current = n
             await asyncio.sleep(args.settle)
             rss = rss_bytes(router.pid)
-            c0 = cpu_seconds(router.pid)
+            m0 = msgrate.counts(metrics_port) if metrics_port else {}
+            c0, w0 = cpu_seconds(router.pid), time.monotonic()
             await asyncio.sleep(args.idle_window)
-            c1 = cpu_seconds(router.pid)
+            c1, w1 = cpu_seconds(router.pid), time.monotonic()
+            msgs = msgrate.rates(m0, msgrate.counts(metrics_port), w1 - w0) if metrics_port else {}
+            registered = n - (out["steps"][-1]["agents"] if out["steps"] else 0)
             step = {
                 "agents": n,
                 "register_s": secs,
@@ -203,7 +211,10 @@ async def run_mode(args: argparse.Namespace, mode: str, work: Path, certs: Path,
                 "register_router_cpu_pct": reg_cpu / secs * 100,
                 "rss_mib": rss / MIB,
                 "rss_per_agent_kib": (rss - rss0) / n / 1024,
-                "idle_cpu_pct": (c1 - c0) / args.idle_window * 100,
+                "idle_cpu_pct": (c1 - c0) / (w1 - w0) * 100,
+                "idle_cpu_pct_per_1000_agents": (c1 - c0) / (w1 - w0) * 100 / n * 1000,
+                "idle_messages_per_s": msgs,  # orchgpt: PINGs out, HEARTBEATs/PINGs/PONGs in
+                "register_router_cpu_ms_per_agent": reg_cpu / registered * 1000,
                 "router_fds": _fds(router.pid),
                 "register_total_s": secs + sum(x["register_s"] for x in out["steps"]),
                 "monitor": mon.summary(),
@@ -212,8 +223,11 @@ async def run_mode(args: argparse.Namespace, mode: str, work: Path, certs: Path,
             out["steps"].append(step)
             _log(
                 f"{mode} N={n}: registered in {secs:.1f}s, RSS {step['rss_mib']:.0f} MiB "
-                f"({step['rss_per_agent_kib']:.0f} KiB/agent), idle CPU {step['idle_cpu_pct']:.1f} % of a core"
+                f"({step['rss_per_agent_kib']:.0f} KiB/agent), idle CPU {step['idle_cpu_pct']:.1f} % of a core, "
+                f"registration {step['register_router_cpu_ms_per_agent']:.2f} ms of router CPU per agent"
             )
+            if msgs:
+                _log("idle messages/s: " + ", ".join(f"{k} {v:.1f}" for k, v in msgs.items()))
             for c in idlers:  # an idler whose agent was dropped ends with an error
                 if c.proc.returncode is not None:
                     raise BenchError(f"{c.name} exited: {c.log_tail(5)}")

@@ -24,9 +24,11 @@ async def start_orchgpt(
     timeout: float = 60.0,
     cpus: set[int] | None = placement.ROUTER_CPUS,
     default_limits: bool = False,
+    src: Path | None = None,
 ) -> tuple[Router, Child]:
     """Run ``orchgpt serve`` on 127.0.0.1:0 with the bench certificates; wait until it listens.
-    ``default_limits`` keeps the per-agent rate and events-per-task limits at their defaults."""
+    ``default_limits`` keeps the per-agent rate and events-per-task limits at their defaults;
+    ``src``: run the orchgpt package found there (another checkout: old code against new)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port_file = data_dir / "port"
     port_file.unlink(missing_ok=True)
@@ -59,6 +61,8 @@ async def start_orchgpt(
             "--max-events-per-task",
             "0",
         ]
+    if src is not None:
+        argv[1:3] = ["-c", f"import sys; sys.path.insert(0, {str(src)!r}); from orchgpt.__main__ import main; main()"]
     if not spawn:
         argv.append("--no-spawn")
     argv += extra or []

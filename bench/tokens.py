@@ -15,10 +15,18 @@ watcher: it can only be over-, never under-stated. Without a rate (``--rate 0``)
 sends as fast as its send queue takes it, 64 deltas per timestamp: the figure is the ceiling
 and the delays are mostly queueing.
 
-The watcher splits a token event's text at ";" into its deltas: orchgpt coalesces the deltas of
-a task for a watcher that is behind (orchgpt/wire/coalesce.py: one event with data["seq_from"]
-..seq and the texts concatenated), and a coalesced delta's delay runs to the arrival of the
-event that holds it. The number of timestamps must equal ``deltas(event)`` (checked). The rate
+In orchgpt mode the emitters send as agentd does (bench/tokens_fold.py: the same
+``TokenOutbox``): a stream's deltas are folded into one event while it waits to be sent, and a
+fast stream's writer is woken at most once per linger (20 ms); ``--no-fold``: one envelope per
+delta, as an agent written to the protocol alone may send them. Every delta still carries its
+own due time: folding, like the linger it waits for, counts in its delay.
+
+The watcher splits a token event's text at ";" into its deltas: an agent folds them (above),
+and orchgpt coalesces the deltas of a task for a watcher that is behind
+(orchgpt/wire/coalesce.py); either way one event holds data["seq_from"]..seq with the texts
+concatenated, and a delta's delay runs to the arrival of the event that holds it. The number of
+timestamps must equal ``deltas(event)``, and each task's events must follow each other (seq
+``last + 1`` on: every delta once, in order): both checked, reported as ``inconsistent``. The rate
 is the deltas received in a window that opens ``--warmup`` seconds after the first and lasts
 ``--duration``; the delays are those of the deltas received in it. A watch stream that ends
 before every delta arrived is the failure "watcher dropped" (its status is reported).
@@ -37,6 +45,7 @@ from typing import Any
 from orchgpt.certs import paths_for
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.wire.coalesce import deltas
+from orchgpt.wire.token_fold import LINGER_S
 
 from . import placement, wire
 from .childio import Commands, emit, run_child
@@ -44,6 +53,7 @@ from .children import Children
 from .procstat import cpu_seconds
 from .routing import Router
 from .stats import percentile
+from .tokens_fold import FoldingLink
 
 TICK_S = 0.002
 BURST = 64  # unpaced: deltas sent per timestamp
@@ -73,19 +83,26 @@ async def _finish(s: _Stream) -> None:
         )
 
 
-def _token_env(s: _Stream) -> pb.Envelope:
-    ev = pb.TaskEvent(task_id=s.task_id, token=pb.TokenEvent(text=""), agent_id=s.link.agent_id)
+def _token_env(s: _Stream, text: str) -> pb.Envelope:
+    """A new envelope per delta: a queued one may be folded into (or sent later than) the next."""
+    ev = pb.TaskEvent(task_id=s.task_id, token=pb.TokenEvent(text=text), agent_id=s.link.agent_id)
     return pb.Envelope(id=wire.next_id(), sender=s.link.name, type=pb.TASK_EVENT, task_id=s.task_id, event=ev)
 
 
+async def _send_delta(s: _Stream, text: str) -> None:
+    lk = s.link
+    if isinstance(lk, FoldingLink):  # as agentd's Link.emit: an envelope only when not folded
+        await lk.send_delta(s.task_id, text, lambda: _token_env(s, text))
+    else:
+        await lk.send(_token_env(s, text))
+
+
 async def _unpaced(s: _Stream, per_stream: int) -> None:
-    env = _token_env(s)
-    tok = env.event.token
     while s.sent < per_stream:
         k = min(BURST, per_stream - s.sent)
-        tok.text = f"{time.monotonic_ns()};"
+        text = f"{time.monotonic_ns()};"
         for _ in range(k):
-            await s.link.send(env)
+            await _send_delta(s, text)
         s.sent += k
     await _finish(s)
 
@@ -96,42 +113,48 @@ class _Pacer:
     def __init__(self, per_stream_rate: float, per_stream: int) -> None:
         self.rate = per_stream_rate
         self.per_stream = per_stream
-        self.streams: list[tuple[_Stream, pb.Envelope]] = []
+        self.streams: list[_Stream] = []
         self.late_max_s = 0.0  # the most any stream owed, in seconds of its schedule
 
     def add(self, s: _Stream) -> None:
         s.t0 = time.monotonic_ns()
-        self.streams.append((s, _token_env(s)))
+        self.streams.append(s)
 
     async def run(self, stop: asyncio.Event) -> None:
         ns_per = 1e9 / self.rate
         while not (stop.is_set() and not self.streams):
             now = time.monotonic_ns()
             done = []
-            for s, env in self.streams:
+            for s in self.streams:
                 due = min(self.per_stream, int((now - s.t0) / ns_per))
                 k = due - s.sent
                 if k <= 0:
                     continue
                 oldest = s.t0 + int((s.sent + 1) * ns_per)  # when the first of these was due
                 self.late_max_s = max(self.late_max_s, (now - oldest) / 1e9)
-                env.event.token.text = f"{oldest};"
+                text = f"{oldest};"
                 for _ in range(k):
-                    await s.link.send(env)
+                    await _send_delta(s, text)
                 s.sent = due
                 if due >= self.per_stream:
                     done.append(s)
             for s in done:
                 await _finish(s)
             if done:
-                self.streams = [(s, e) for s, e in self.streams if s not in done]
+                self.streams = [s for s in self.streams if s not in done]
             await asyncio.sleep(TICK_S)
 
 
 async def emitters(args: argparse.Namespace) -> None:
     commands = Commands()
     names = [f"{args.prefix}{i}" for i in range(args.agents)]
-    links = [wire.Link(wire.open_channel(args.target, paths_for(Path(args.certs), n)), args.mode, n) for n in names]
+    fold = args.mode == wire.ORCHGPT and not args.no_fold  # as agentd sends them (bench/tokens_fold.py)
+
+    def link(n: str) -> wire.Link:
+        ch = wire.open_channel(args.target, paths_for(Path(args.certs), n))
+        return FoldingLink(ch, n, linger_s=args.linger_ms / 1000) if fold else wire.Link(ch, args.mode, n)
+
+    links = [link(n) for n in names]
     await asyncio.gather(*(lk.register(agent_type=args.agent_type) for lk in links))
     emit("ready", agent_ids=[lk.agent_id for lk in links])
     per_stream = int(args.per_stream)
@@ -141,7 +164,10 @@ async def emitters(args: argparse.Namespace) -> None:
 
     own = {"t": 0.0, "cpu": 0.0}
 
+    streams: list[_Stream] = []
+
     def start(s: _Stream) -> None:
+        streams.append(s)
         if not own["t"]:
             own.update(t=time.perf_counter(), cpu=time.process_time())
         if pacer is not None:
@@ -173,6 +199,10 @@ async def emitters(args: argparse.Namespace) -> None:
             "report",
             late_max_s=pacer.late_max_s if pacer else None,
             emitters_cpu_pct=(time.process_time() - own["cpu"]) / wall * 100 if wall else None,
+            fold=fold,
+            linger_ms=args.linger_ms if fold else None,
+            frames_out=sum(lk.frames_out for lk in links),
+            sent=sum(s.sent for s in streams),
         )
         await commands.closed.wait()
     finally:
@@ -192,6 +222,8 @@ async def watcher(args: argparse.Namespace) -> None:
     batching = args.mode == wire.ORCHGPT
     delays: list[float] = []
     st = {"n": 0, "first": 0, "ws": 0, "we": 0, "n_ws": 0, "n_we": 0, "events": 0, "cpu_ws": 0.0, "cpu_we": 0.0}
+    st["frames"] = 0  # frames received in the window
+    last_seq: dict[str, int] = {}
     bad: list[str] = []
     router = args.router_pid
     own_ws, own_we = [0.0], [0.0]  # the watcher's own CPU time at the window's ends
@@ -205,7 +237,15 @@ async def watcher(args: argparse.Namespace) -> None:
                 details = await call.details()
                 raise RuntimeError(f"watcher dropped: the router ended the watch stream ({code.name}: {details})")
             now = time.monotonic_ns()
+            if st["ws"] and not st["we"]:
+                st["frames"] += 1
             for e in msg.envelopes if batching else (msg,):
+                if batching:  # orchgpt numbers each task's events: every delta once, in order
+                    seq, first = e.event.seq, e.event.seq - deltas(e.event) + 1
+                    last = last_seq.get(e.event.task_id)
+                    if last is not None and first != last + 1 and len(bad) < 5:
+                        bad.append(f"task {e.event.task_id}: seq {first}..{seq} after {last}")
+                    last_seq[e.event.task_id] = seq
                 if not e.event.HasField("token"):
                     continue
                 stamps = e.event.token.text.split(";")[:-1]
@@ -250,6 +290,7 @@ async def watcher(args: argparse.Namespace) -> None:
         seconds=span,
         dps=n_win / span if span else 0.0,
         events=st["events"],
+        frames=st["frames"],
         deltas_per_event=len(delays) / st["events"] if st["events"] else None,
         p50_ms=percentile(delays, 50),
         p99_ms=percentile(delays, 99),
@@ -276,10 +317,12 @@ async def run(
     prefix: str,
     start_tasks: Callable[[list[str]], Awaitable[None]] | None,
     tag: str = "",
+    fold: bool = True,
+    linger_ms: float | None = None,
 ) -> dict[str, Any]:
     """One run: ``agents`` emitters (one process), one watcher (another), both on the peer CPUs.
     Paced at ``rate`` deltas/s in all for ``seconds`` (or, rate 0, ``seconds`` × 20,000 deltas as
-    fast as they go)."""
+    fast as they go). ``fold``: the emitters fold their deltas as agentd does (orchgpt only)."""
     # under orchgpt's default max-events-per-task (5,000)
     per_stream = min(int(rate * seconds / agents) if rate > 0 else int(20_000 * seconds / agents), 4500)
     total = per_stream * agents
@@ -303,6 +346,8 @@ async def run(
         [
             *("emitters", *common, "--prefix", prefix, "--agents", str(agents), "--rate", str(rate)),
             *("--per-stream", str(per_stream), "--cap", str(cap + 60)),
+            *(() if fold else ("--no-fold",)),
+            *(("--linger-ms", str(linger_ms)) if linger_ms is not None else ()),
         ],
         cpus=placement.PEER_CPUS,
     )
@@ -341,6 +386,8 @@ def main() -> None:
     ap.add_argument("--router-pid", type=int, default=0)
     ap.add_argument("--stop-after-window", action="store_true", help="watcher: end with the window, not the deltas")
     ap.add_argument("--cap", type=float, default=300.0)
+    ap.add_argument("--no-fold", action="store_true", help="emitters: one envelope per delta (not as agentd folds)")
+    ap.add_argument("--linger-ms", type=float, default=LINGER_S * 1000, help="emitters: agentd's token linger")
     args = ap.parse_args()
     if not args.target.startswith("127.0.0.1:"):
         ap.error("benchmarks only talk to 127.0.0.1")

@@ -127,7 +127,22 @@ class Link:
             out = []
             for env in envs:
                 t = env.type
-                if t == pb.PING:
+                if t == pb.PING and self.mode == ORCHGPT:
+                    # like agentd: orchgpt's PING needs no answer (our HEARTBEATs are the answer),
+                    # but a new heartbeat interval in it is adopted and acknowledged (Ping field 2)
+                    ms = env.ping.heartbeat_interval_ms
+                    if ms > 0:
+                        self.heartbeat_s = ms / 1000
+                        with contextlib.suppress(asyncio.QueueFull):
+                            self.send_nowait(
+                                pb.Envelope(
+                                    id=next_id(),
+                                    sender=self.name,
+                                    type=pb.PING,
+                                    ping=pb.Ping(heartbeat_interval_ms=ms),
+                                )
+                            )
+                elif t == pb.PING:
                     # Any traffic answers a PING: with a full send queue there is plenty.
                     with contextlib.suppress(asyncio.QueueFull):
                         self.send_nowait(

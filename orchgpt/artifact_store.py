@@ -13,10 +13,16 @@ checked here before the file is recorded. A chunk at offset 0 restarts an upload
 An upload cut by a disconnect is kept for ``RESUME_KEEP_S`` (``forget_agent``): the agent asks
 where to resume (FILE_RESUME, ``resume_offset``: the bytes kept when the size and sha256 it
 declares match the upload's first chunk, else 0) and sends only the rest.
+
+On PostgreSQL the blobs and the index live in the database instead (orchgpt/artifact_db.py,
+``DbArtifactStore``: this class with its ``_commit``, ``_recorded``, ``open_reader`` and
+``_stored_total`` overridden), so that every daemon of a cluster serves every file; only the
+uploads in progress stay in ``tmp/`` here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -25,10 +31,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import logs
-from .artifacts import ArtifactError, OpenFile, check_path
+from .artifacts import ArtifactError, ArtifactReader, OpenFile, check_path
 from .errors import ErrorCode, OrchgptError
 
 log = logs.get("orchgpt.artifact_store")
@@ -66,8 +72,21 @@ class ArtifactStore:
             os.chmod(d, 0o700)
         for stale in (root / "tmp").iterdir():  # uploads cut by the last shutdown
             stale.unlink(missing_ok=True)
-        self.total = sum(p.stat().st_size for p in (root / "sha256").glob("*/*") if p.is_file())
+        self.committing = 0  # bytes of verified uploads still being written (artifact_db)
+        self.total = self._stored_total()
         self._uploads: dict[tuple[str, str, str], _Upload] = {}
+
+    def _stored_total(self) -> int:
+        return sum(p.stat().st_size for p in (self.root / "sha256").glob("*/*") if p.is_file())
+
+    async def close(self) -> None:
+        """Release what the store holds open (nothing here; artifact_db: its connections)."""
+
+    def pending_commit(self, agent_id: str) -> asyncio.Future[Any] | None:
+        """The write of the agent's last verified upload when it is still going on (artifact_db:
+        the database write runs in the background; the agent's next messages wait for it).
+        Here a file is recorded before ``chunk`` returns: None."""
+        return None
 
     # ------------------------------------------------------------------ reading
     def _blob(self, sha256: str) -> Path:
@@ -83,6 +102,15 @@ class ArtifactStore:
             return dict(json.loads(self._index_path(task_id).read_text()))
         except (OSError, ValueError, UploadError):
             return {}
+
+    def _recorded(self, task_id: str, key: str) -> tuple[str, int] | None:
+        """The (sha256, size) recorded for the task's file ``key``, or None."""
+        entry = self.files_of(task_id).get(key)
+        return (str(entry.get("sha256")), int(str(entry.get("size")))) if entry else None
+
+    async def open_reader(self, task_id: str, path: str) -> ArtifactReader | None:
+        """``open`` behind the ArtifactReader interface that both backends serve through."""
+        return self.open(task_id, path)
 
     def open(self, task_id: str, path: str) -> OpenFile | None:
         """The task's recorded file at ``path`` (task-relative), or None when not recorded."""
@@ -181,7 +209,7 @@ class ArtifactStore:
         return up
 
     def _check_cap(self, size: int, key: str) -> None:
-        pending = sum(u.size for u in self._uploads.values())
+        pending = sum(u.size for u in self._uploads.values()) + self.committing
         if self.max_bytes and self.total + pending + size > self.max_bytes:
             log.error("artifact_store_full", path=key, size=size, total=self.total, cap=self.max_bytes)
             raise UploadError(
@@ -255,8 +283,7 @@ class ArtifactStore:
         key = "/".join(check_path(path))
         self._index_path(task_id)
         self._expire()
-        entry = self.files_of(task_id).get(key)
-        if entry and entry.get("sha256") == sha256.lower() and entry.get("size") == size:
+        if self._recorded(task_id, key) == (sha256.lower(), size):
             return -1
         ukey = (agent_id, task_id, key)
         up = self._uploads.get(ukey)

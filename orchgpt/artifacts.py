@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .errors import ErrorCode, OrchgptError
 
@@ -67,6 +68,17 @@ def workspace_name(task: object, lookup: object = None) -> str:
     return wanted if d else task_id
 
 
+class ArtifactReader(Protocol):
+    """A file being served (FetchArtifact): its size, and its bytes in pieces of at most ``size``,
+    ending with an empty piece at its end (at least one piece: an empty file is one empty piece).
+    A local file (``OpenFile``) or a blob in the database (orchgpt.artifact_db). Reading may
+    raise ArtifactError (DATA_LOSS: the stored bytes are not the recorded ones)."""
+
+    size: int
+
+    def stream(self, size: int) -> AsyncGenerator[bytes, None]: ...
+
+
 @dataclass
 class OpenFile:
     fd: int
@@ -79,6 +91,11 @@ class OpenFile:
                 yield data
                 if not data:
                     return
+
+    async def stream(self, size: int) -> AsyncGenerator[bytes, None]:
+        """``chunks`` for the ArtifactReader interface (local reads, as they always were)."""
+        for data in self.chunks(size):
+            yield data
 
 
 def open_artifact(root: Path, workspace: str, path: str) -> OpenFile:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
-from .models import EventKind, TaskEvent
+from .models import EventKind, TaskEvent, first_seq
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -163,9 +163,9 @@ class StoreFollowers:
         if len(f.pending) >= MAX_PENDING:
             return  # the store has it (or will)
         ev.agent_type = ev.agent_type or f.agent_type
-        f.pending[ev.seq] = ev
+        f.pending[first_seq(ev)] = ev  # by its first seq: a folded token event holds a range
         if len(f.unstored) < MAX_PENDING:
-            f.unstored[ev.seq] = ev
+            f.unstored[first_seq(ev)] = ev
         self._drain(f)
         self._end(ev.task_id, f)
 
@@ -195,8 +195,8 @@ class StoreFollowers:
     def _stored(self, f: _Follow, events: list[TaskEvent]) -> None:
         for ev in events:
             ev.agent_type = ev.agent_type or f.agent_type
-            f.pending[ev.seq] = ev
-            f.unstored.pop(ev.seq, None)
+            f.pending[first_seq(ev)] = ev  # by its first seq: a folded token event holds a range
+            f.unstored.pop(first_seq(ev), None)
             if ev.kind == EventKind.RESULT:
                 f.result_seq = ev.seq
         self._drain(f)

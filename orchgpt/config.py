@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
     heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")
+    heartbeat_agents_per_interval: int = Field(
+        500,
+        ge=1,
+        description="connected agents per heartbeat_interval: with more, every agent's interval grows in "
+        "proportion (announced, and re-announced when the count doubles or halves; orchgpt/heartbeats.py)",
+    )
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")
     grace_period: float = Field(10.0, ge=0, description="seconds running tasks get to finish at shutdown")
     reconnect_grace: float = Field(

@@ -118,18 +118,20 @@ class EventBudget:
         self.limit = limit
         self._counts: dict[str, int] = {}
 
-    def admit(self, task_id: str, active: Callable[[str], bool]) -> str:
-        """'ok', 'first' (the first event over the limit) or 'drop'."""
+    def admit(self, task_id: str, active: Callable[[str], bool], deltas: int = 1) -> str:
+        """'ok', 'first' (the first event over the limit) or 'drop'. A token event that folds
+        ``deltas`` deltas counts as that many events (as the agent had sent them one by one)."""
         if self.limit <= 0:
             return "ok"
-        n = self._counts.get(task_id, 0) + 1
+        before = self._counts.get(task_id, 0)
+        n = before + deltas
         self._counts[task_id] = n
         if len(self._counts) > 4096:  # forget finished tasks now and then
             for k in [k for k in self._counts if not active(k)]:
                 del self._counts[k]
         if n <= self.limit:
             return "ok"
-        return "first" if n == self.limit + 1 else "drop"
+        return "first" if before <= self.limit else "drop"
 
 
 def dropped_events_marker(task_id: str, message: str) -> TaskEvent:

@@ -9,11 +9,24 @@ from typing import Any
 import structlog
 
 _SECRET_KEYS = ("api_key", "password", "secret", "token_value", "authorization", "key_pem")
+_secret: dict[str, bool] = {}  # key -> whether it names a secret (decided once per key: the hot path)
+
+
+def _is_secret(k: str) -> bool:
+    low = k.lower()
+    yes = any(s in low for s in _SECRET_KEYS)
+    if len(_secret) < 4096:
+        _secret[k] = yes
+    return yes
 
 
 def _redact(_: Any, __: str, event_dict: Any) -> Any:
+    secret = _secret
     for k in list(event_dict):
-        if any(s in k.lower() for s in _SECRET_KEYS):
+        yes = secret.get(k)
+        if yes is None:
+            yes = _is_secret(k) if isinstance(k, str) else any(s in str(k).lower() for s in _SECRET_KEYS)
+        if yes:
             event_dict[k] = "[redacted]"
     return event_dict
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from . import logs, transcripts
+from . import heartbeats, logs, transcripts
 from .errors import ErrorCode, OrchgptError, RoutingError, StoreError
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
@@ -106,6 +106,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self.max_attempts = max_attempts
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_misses = heartbeat_misses
+        self.agents_per_interval = heartbeats.AGENTS_PER_INTERVAL  # orchgpt.heartbeats (a setting)
+        self.hb_wheel: heartbeats.Wheel[AgentEntry] = heartbeats.Wheel(heartbeat_interval)
         self.reconnect_grace = reconnect_grace
         # the three concerns, each behind its own small interface (mesh_*.py)
         self.registry = AgentRegistry()
@@ -240,7 +242,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         if not created:
             return stored, False
         self.active[task.task_id] = task
-        self.fanout.start(task.task_id)
+        self.fanout.start(task.task_id, fresh=True)
         self.stats["submitted"] += 1
         self.log_message(
             "DELEGATE_TASK" if delegated_by else "COMMAND",
@@ -309,13 +311,18 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self.log_message("APPROVAL_RESPONSE", "orchgpt", t.agent_id, t)
 
     # ------------------------------------------------------------------ internals
-    def _set_state(self, t: Task, state: TaskState) -> None:
+    def _set_state(self, t: Task, state: TaskState, deferred: bool = False) -> None:
+        """``deferred``: the row is written with the next flush of events (a routine RUNNING)."""
         if state not in TRANSITIONS[t.state]:
             log.error("illegal_transition", task_id=t.task_id, from_state=str(t.state), to_state=str(state))
             if self.strict:
                 raise IllegalTransition(f"task {t.task_id}: {t.state} -> {state} is not in models.TRANSITIONS")
         t.state = state
         t.updated_ms = now_ms()
+        if deferred:
+            self.fanout.defer_save(t)
+            return
+        self.fanout.pending_tasks.pop(t.task_id, None)  # written now
         try:
             self.store.save_task(t)
         except StoreError as exc:
@@ -341,6 +348,7 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
                 parent_task_id=t.parent_task_id,
             )
         )
+        self.fanout.pending_tasks.pop(t.task_id, None)  # its last write holds its state
         self.flush()
         self._set_state(t, result.state)
         transcripts.record(self.store, t)  # the session's messages (orchgpt/transcripts.py)

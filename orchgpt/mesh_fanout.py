@@ -14,7 +14,7 @@ from typing import Protocol
 
 from . import logs
 from .errors import StoreError
-from .models import Task, TaskEvent, new_id, now_ms
+from .models import SEQ_FROM, Task, TaskEvent, TokenEvent, new_id, now_ms
 from .store import Store
 
 log = logs.get("orchgpt.mesh")
@@ -31,6 +31,18 @@ class Subscriber(Protocol):
     def close(self, reason: str) -> None: ...
 
 
+def number_deltas(ev: TaskEvent, seq: int) -> int:
+    """A token event's seq when its first delta gets ``seq``: folded deltas are numbered
+    ``data[SEQ_FROM]``..seq (what the agent put under that key is dropped)."""
+    n = ev.deltas if isinstance(ev, TokenEvent) else 1
+    if n > 1:
+        ev.data[SEQ_FROM] = str(seq)
+        return seq + n - 1
+    if ev.data and SEQ_FROM in ev.data:
+        del ev.data[SEQ_FROM]
+    return seq
+
+
 class EventFanout:
     def __init__(self, store: Store, parent_of: Callable[[str], str]) -> None:
         self.store = store
@@ -40,13 +52,22 @@ class EventFanout:
         self.subs_all: set[Subscriber] = set()
         self.pending_events: list[TaskEvent] = []
         self.pending_messages: list[dict[str, object]] = []
+        # issue 17: a task's routine RUNNING is not a row write of its own: the task row is
+        # written with the next flush, unless the task has ended (its last write holds it) by then
+        self.pending_tasks: dict[str, Task] = {}
+        # tasks submitted here whose events are all still buffered: replayed from memory (no
+        # flush, no read); a task leaves this once any of its events has been written
+        self.fresh: dict[str, list[TaskEvent]] = {}
         self.flush_handle: asyncio.TimerHandle | None = None
         self.dropped = 0  # events a slow subscriber did not get (it was cut off)
         self.flush_delay = FLUSH_DELAY  # shorter in a cluster: watchers elsewhere read the store
         self.live: Callable[[TaskEvent], None] | None = None  # cluster: sent at once to the other daemons
 
-    def start(self, task_id: str, last_seq: int = 0) -> None:
+    def start(self, task_id: str, last_seq: int = 0, fresh: bool = False) -> None:
+        """Number the task's events from ``last_seq`` on; ``fresh``: a new task with no stored event."""
         self.seq[task_id] = last_seq
+        if fresh and not last_seq:
+            self.fresh[task_id] = []
 
     def flush(self) -> None:
         """Write buffered events to the store."""
@@ -55,6 +76,10 @@ class EventFanout:
             self.flush_handle = None
         if self.pending_events:
             events, self.pending_events = self.pending_events, []
+            fresh = self.fresh
+            if fresh:
+                for e in events:
+                    fresh.pop(e.task_id, None)
             try:
                 self.store.append_events(events)
             except StoreError as exc:
@@ -65,6 +90,24 @@ class EventFanout:
                 self.store.record_messages(msgs)
             except StoreError as exc:
                 log.error("store_write_failed", what="messages", count=len(msgs), error=str(exc))
+        if self.pending_tasks:
+            tasks, self.pending_tasks = self.pending_tasks, {}
+            for t in tasks.values():
+                if t.state.terminal:
+                    continue
+                try:
+                    self.store.save_task(t)
+                except StoreError as exc:
+                    log.error("store_write_failed", what="task", task_id=t.task_id, error=str(exc))
+
+    def defer_save(self, t: Task) -> None:
+        """Write the task row with the next flush (soon: a flush is due while events are buffered)."""
+        self.pending_tasks[t.task_id] = t
+        if self.flush_handle is None:
+            try:
+                self.flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
+            except RuntimeError:
+                self.flush()
 
     def log_message(
         self, type_: str, sender: str, recipient: str, task: Task | None = None, correlation_id: str = ""
@@ -84,10 +127,14 @@ class EventFanout:
         )
 
     def publish(self, ev: TaskEvent) -> None:
-        seq = self.seq.get(ev.task_id, 0) + 1
+        seq = number_deltas(ev, self.seq.get(ev.task_id, 0) + 1)
         self.seq[ev.task_id] = seq
         ev.seq = seq
         self.pending_events.append(ev)
+        if self.fresh:
+            mine = self.fresh.get(ev.task_id)
+            if mine is not None:
+                mine.append(ev)
         if len(self.pending_events) >= FLUSH_EVENTS:
             self.flush()
         elif self.flush_handle is None:
@@ -125,6 +172,7 @@ class EventFanout:
     def finished(self, task_id: str) -> None:
         """The task is finished: its subscribers are told so, its counter forgotten."""
         self.seq.pop(task_id, None)
+        self.fresh.pop(task_id, None)
         subs = self.subs.pop(task_id, None)
         if subs:
             for s in subs:
@@ -147,6 +195,10 @@ class EventFanout:
             self.subs_all.discard(sub)
 
     def replay(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
-        """The task's events after ``after_seq``, as stored (buffered ones written first)."""
+        """The task's events after ``after_seq``, as stored (buffered ones written first; those of
+        a fresh task, none of them stored yet, as they are)."""
+        mine = self.fresh.get(task_id)
+        if mine is not None:
+            return [e for e in mine if e.seq > after_seq]
         self.flush()
         return self.store.events(task_id, after_seq)

@@ -48,7 +48,9 @@ class AgentLink(Protocol):
     def send_terminate(self, reason: str) -> None: ...
     def send_approval(self, task_id: str, response: ApprovalResponse) -> None: ...
     def send_reply(self, correlation_id: str, result: TaskResult) -> None: ...
-    def send_ping(self) -> None: ...
+    def send_ping(self, interval: float = 0.0) -> None:
+        """A PING; with ``interval`` > 0 it announces the agent's new heartbeat interval (seconds)."""
+        ...
 
     def forward(self, message: object) -> None:
         """Pass another agent's message on unchanged (agent-to-agent traffic: opaque here)."""
@@ -77,6 +79,9 @@ class AgentEntry:
     last_seen: float = field(default_factory=time.monotonic)
     interval: float = 0.0  # its heartbeat interval (orchgpt.heartbeats; 0: the configured one)
     pinged: float = field(default_factory=time.monotonic)  # when the sweep last pinged it
+    offered: float = 0.0  # an interval announced, not yet acknowledged (heartbeats.offer)
+    grace: float = 0.0  # a longer interval still counted for silence until grace_until
+    grace_until: float = 0.0
 
 
 class AgentRegistry:
@@ -171,6 +176,8 @@ class AgentRules:
         reconnect_grace: float
         heartbeat_interval: float
         heartbeat_misses: int
+        agents_per_interval: int
+        hb_wheel: heartbeats.Wheel[AgentEntry]
         cluster: Any  # cluster.Cluster | None
 
         @property
@@ -207,9 +214,12 @@ class AgentRules:
         entry = AgentEntry(
             info,
             link,
-            interval=heartbeats.interval_for(self.heartbeat_interval, len(self.agents) + (agent_id not in self.agents)),
+            interval=heartbeats.interval_for(
+                self.heartbeat_interval, len(self.agents) + (agent_id not in self.agents), self.agents_per_interval
+            ),
         )
         old = self.registry.add(entry)
+        self.hb_wheel.add(entry, entry.pinged + entry.interval)
         if old is not None:
             # The same identity reconnected (the old stream is half-open): the new link wins.
             old.link.close("replaced by a new connection of the same agent", code="ABORTED")
@@ -329,23 +339,41 @@ class AgentRules:
         self.registry.not_idle(e)
         return True
 
+    def interval_acknowledged(self, agent_id: str, interval: float) -> None:
+        """The agent says it now heartbeats every ``interval`` s (its PING with the interval)."""
+        e = self.agents.get(agent_id)
+        if e is not None:
+            heartbeats.acknowledged(e, interval, time.monotonic(), self.heartbeat_misses)
+
     def heartbeat_for(self, agent_id: str) -> float:
         """The heartbeat interval of a connected agent, in seconds (told in REGISTERED)."""
         e = self.agents.get(agent_id)
         return (e.interval if e is not None else 0.0) or self.heartbeat_interval
 
-    def heartbeat_tick(self) -> None:
-        """Ping every agent; drop the silent ones; requeue tasks whose agent never came back."""
-        now = time.monotonic()
-        base = self.heartbeat_interval
-        for agent_id, e in list(self.agents.items()):
+    def heartbeat_tick(self, now: float | None = None) -> None:
+        """Ping the agents due (the wheel's), re-announcing intervals that no longer fit the number
+        of agents; drop the silent ones; requeue tasks whose agent never came back."""
+        now = time.monotonic() if now is None else now
+        base, misses, agents = self.heartbeat_interval, self.heartbeat_misses, self.agents
+        wanted = heartbeats.interval_for(base, len(agents), self.agents_per_interval)
+        for e in self.hb_wheel.due(now):
+            agent_id = e.info.agent_id
+            if agents.get(agent_id) is not e:
+                continue  # gone or replaced: its new entry is filed on its own
+            limit = heartbeats.silence_limit(e, now, misses)
             silent = now - e.last_seen
-            if silent > (e.interval or base) * self.heartbeat_misses:
+            if silent > limit:
                 e.link.close(f"no heartbeat for {silent:.1f}s", code="DEADLINE_EXCEEDED")
                 self.disconnect(agent_id, e.link, f"no heartbeat for {silent:.1f}s")
-            elif heartbeats.ping_due(now - e.pinged, e.interval or base, base):
+                continue
+            if heartbeats.ping_due(now - e.pinged, heartbeats.cadence(e), base):
                 e.pinged = now
-                e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
+                offer = heartbeats.offer(e, wanted, now, misses)
+                if offer:
+                    e.link.send_ping(offer)  # "from now on, heartbeat this often"
+                else:
+                    e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
+            self.hb_wheel.add(e, min(e.pinged + heartbeats.cadence(e), e.last_seen + limit + base / 4))
         for task_id, why in self.queues.expired(now):
             t = self.active.get(task_id)
             if t is not None and not t.state.terminal and t.agent_id not in self.agents:

@@ -197,6 +197,17 @@ class Task:
     reply_to: str = ""
 
 
+# TaskEvent.data key set by orchgpt on a token event that stands for several deltas: the seq of
+# the first (the event stands for data[SEQ_FROM]..seq); what an agent puts there is dropped
+SEQ_FROM = "seq_from"
+
+
+def first_seq(ev: TaskEvent) -> int:
+    """The seq of the first delta a numbered event stands for (its ``seq`` unless folded)."""
+    first = ev.data.get(SEQ_FROM) if ev.data else None
+    return int(first) if first else ev.seq
+
+
 @dataclass
 class TaskEvent:
     """Something that happened to a task: the common fields of every event kind.
@@ -254,9 +265,13 @@ class LogEvent(TaskEvent):
 
 @dataclass
 class TokenEvent(TaskEvent):
-    """A model token delta (``text``): the hot path."""
+    """A model token delta (``text``): the hot path. ``deltas``: how many deltas ``text``
+    concatenates (an agent folds the deltas it sends together); orchgpt numbers them
+    ``data[SEQ_FROM]``..``seq`` when publishing it (docs/protocol.md, token events)."""
 
     kind: EventKind = EventKind.TOKEN
+    # as the agent sent it (not stored: a numbered event's range is data[SEQ_FROM]..seq)
+    deltas: int = field(default=1, compare=False)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import agent_types, declared_a2a, logs, reflection, tracing, tracing_mesh
 from .agent_defs import default_dirs
-from .artifact_store import ArtifactStore
+from .artifact_db import open_artifact_store
 from .certs import CA, CertPaths, paths_for
 from .config import Settings
 from .datadir import DataDirLock
@@ -141,6 +141,7 @@ class OrchgptServer:
         self.mesh = Mesh(
             self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval, s.heartbeat_misses, s.reconnect_grace
         )
+        self.mesh.agents_per_interval = s.heartbeat_agents_per_interval
         attach_declared(self.declared, self.mesh, self.spawner)
         if self.spawner is not None:
             mesh = self.mesh
@@ -164,7 +165,8 @@ class OrchgptServer:
         servicer = MeshServicer(self.mesh, s.max_message_bytes, s.max_pending_events, s.workspaces)
         self.servicer = servicer
         servicer.limits = PeerLimits.from_settings(s)
-        servicer.artifact_store = ArtifactStore(s.data_dir / "artifacts", s.artifact_store_max_bytes)
+        # on disk, or in the database when the store is PostgreSQL (every daemon serves every file)
+        servicer.artifact_store = open_artifact_store(self.store, s.data_dir / "artifacts", s.artifact_store_max_bytes)
         servicer.workflows = self.mesh.workflows = load_workflows(s)  # orchgpt/workflows.py
         servicer.event_budget = EventBudget(s.max_events_per_task)
         servicer.declared = self.declared
@@ -359,6 +361,8 @@ class OrchgptServer:
         if self.cluster is not None:
             await self.cluster.stop()
         await self.server.stop(1.0)
+        if self.servicer.artifact_store is not None:
+            await self.servicer.artifact_store.close()
         if self.local_model is not None:
             await self.local_model.stop()
         tracing_mesh.uninstall(self.mesh)

@@ -43,3 +43,4 @@ class MeshServicer(AgentStreams, ClientRpcs, WorkflowRpcs, GraphRpcs, pb_grpc.Me
         self.accepting = True
         self.runs = stream_rules.RunIds()  # RUN envelope ids, to match a REPLY by correlation_id
         self.commands = authz.OpenCommands()  # agent-to-agent COMMANDs awaiting their REPLY
+        self.upload_waits = {}  # agent -> the write of its last upload (servicer_uploads.py)

@@ -28,6 +28,7 @@ from .servicer_link import GrpcAgentLink
 from .servicer_uploads import AgentUploads
 from .status import to_grpc
 from .validate import envelope as invalid_envelope
+from .wire.token_fold import fold_frame
 from .wire_guard import Malformed
 
 log = logs.get("orchgpt.servicer")
@@ -153,7 +154,7 @@ class AgentStreams(AgentUploads, ServicerBase):
     async def _read_agent(
         self, agent_id: str, context: grpc.aio.ServicerContext, outbox: Outbox, link: GrpcAgentLink
     ) -> None:
-        touch, handle = self.mesh.touch, self._from_agent
+        touch, handle, writing = self.mesh.touch, self._from_agent, self.upload_waits
         gate = RateLimiter(self.limits.agent_messages_per_second, self.limits.agent_message_burst)
         try:
             while True:
@@ -165,7 +166,9 @@ class AgentStreams(AgentUploads, ServicerBase):
                     if self._refuse_frame(agent_id, batch, gate, outbox):
                         continue
                     break
-                for env in batch.envelopes:
+                for env in fold_frame(batch.envelopes):  # a run of one task's token deltas: one event
+                    if writing and agent_id in writing:  # its upload still going into the database
+                        await self.upload_settled(agent_id)
                     if tracing.ENABLED:  # inside its task's span: log lines carry the trace ids
                         tracing_mesh.handle_in_task(handle, agent_id, env, outbox)
                     else:
@@ -274,6 +277,8 @@ class AgentStreams(AgentUploads, ServicerBase):
             elif t == pb.PONG:
                 pass
             elif t == pb.PING:
+                if env.ping.heartbeat_interval_ms > 0:  # its acknowledgement of an announced interval
+                    self.mesh.interval_acknowledged(agent_id, env.ping.heartbeat_interval_ms / 1000)
                 pong = codec.new_envelope(pb.PONG, ORCH, correlation_id=env.id, to_agent=agent_id)
                 if env.HasField("ping"):
                     pong.ping.CopyFrom(env.ping)  # echoed: the sender's round-trip time
@@ -397,7 +402,7 @@ class AgentStreams(AgentUploads, ServicerBase):
         t = self.mesh.active_task(task_id)
         if t is None or t.agent_id != agent_id:
             return False  # stale; the mesh ignores it
-        verdict = self.event_budget.admit(t.task_id, self.mesh.is_active)
+        verdict = self.event_budget.admit(t.task_id, self.mesh.is_active, env.event.deltas or 1)
         if verdict == "ok":
             return False
         if verdict == "first":

@@ -53,6 +53,7 @@ class ServicerBase:
     runs: stream_rules.RunIds
     commands: authz.OpenCommands
     artifact_store: ArtifactStore | None = None  # uploaded artifacts (the server sets it)
+    upload_waits: dict[str, asyncio.Future[None]]  # uploads being written (servicer_uploads)
     workflows: WorkflowBook | None = None  # the workflow definitions (the server sets them)
     declared: DeclaredTypes | None = None  # agent types declared in files (the server sets it)
 

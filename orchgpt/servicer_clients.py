@@ -7,6 +7,7 @@ are made by mesh.Mesh, reached through its methods only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 
@@ -271,7 +272,7 @@ class ClientRpcs(ServicerBase):
         try:
             # uploaded by the agent that ran it (any host: the artifact store), else this host's workspace
             store = self.artifact_store
-            f = store.open(t.task_id, request.path) if store is not None else None
+            f = await store.open_reader(t.task_id, request.path) if store is not None else None
             if f is None:
                 if self.workspaces is None:
                     raise ArtifactError(f"task {t.task_id!r} has no workspace on this host", "NOT_FOUND")
@@ -291,15 +292,18 @@ class ClientRpcs(ServicerBase):
         size = f.size
         h = hashlib.sha256()
         offset = 0
-        for data in f.chunks(FILE_CHUNK):
-            h.update(data)
-            last = offset + len(data) >= size or not data
-            yield pb.FileChunk(
-                path=request.path, offset=offset, data=data, eof=last, size=size, sha256=h.hexdigest() if last else ""
-            )
-            offset += len(data)
-            if last:
-                break
+        try:
+            async with contextlib.aclosing(f.stream(FILE_CHUNK)) as pieces:
+                async for data in pieces:
+                    h.update(data)
+                    last = offset + len(data) >= size or not data
+                    sha = h.hexdigest() if last else ""
+                    yield pb.FileChunk(path=request.path, offset=offset, data=data, eof=last, size=size, sha256=sha)
+                    offset += len(data)
+                    if last:
+                        break
+        except ArtifactError as exc:  # a blob in the database found damaged, or the database gone
+            await context.abort(to_grpc(exc.code), str(exc))
 
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext

@@ -8,8 +8,9 @@ from typing import cast
 from . import codec, stream_rules, tracing, tracing_mesh
 from .batching import Outbox
 from .iac.v1 import iac_pb2 as pb
-from .models import ApprovalResponse, Task, TaskResult, now_ms
+from .models import ApprovalResponse, Task, TaskResult
 from .servicer_base import ORCH
+from .wire import pings
 
 
 class GrpcAgentLink:
@@ -60,13 +61,15 @@ class GrpcAgentLink:
             )
         )
 
-    def send_ping(self) -> None:
+    def send_ping(self, interval: float = 0.0) -> None:
         """A PING for the agent's watchdog, unless something else was sent to it since the last
-        call (any traffic counts as life: the agent resets its watchdog on every frame)."""
-        if self.outbox.added != self._pinged_mark:
+        call (any traffic counts as life: the agent resets its watchdog on every frame). With
+        ``interval``: always, announcing the agent's new heartbeat interval (orchgpt.heartbeats).
+        The envelope is shared by the agents pinged in the same second (wire.pings)."""
+        if not interval and self.outbox.added != self._pinged_mark:
             self._pinged_mark = self.outbox.added
             return
-        self._send(codec.new_envelope(pb.PING, ORCH, ping=pb.Ping(sent_ms=now_ms())))
+        self.outbox.put(pings.shared(int(interval * 1000), ORCH))  # its stream names the recipient
         self._pinged_mark = self.outbox.added
 
     def forward(self, message: object) -> None:

@@ -5,6 +5,9 @@ kept). Only the agent running a task may upload its files (rule upload-own-task;
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from . import codec, logs, stream_rules
 from .artifact_store import UploadError
 from .artifacts import ArtifactError
@@ -28,9 +31,34 @@ class AgentUploads(ServicerBase):
         t = self._uploader_task(agent_id, env)
         c = env.file_chunk
         try:
-            store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256, id(outbox))
+            done = store.chunk(agent_id, t.task_id, c.path, c.offset, c.data, c.eof, c.size, c.sha256, id(outbox))
         except (UploadError, ArtifactError) as exc:
             raise stream_rules.ProtocolError(exc.code, str(exc)) from None
+        writing = store.pending_commit(agent_id) if done else None
+        if writing is not None:  # in the database (artifact_db): written in the background
+            self._await_commit(agent_id, writing, env.id, outbox)
+
+    def _await_commit(self, agent_id: str, writing: asyncio.Future[Any], env_id: str, outbox: Outbox) -> None:
+        """The agent's next messages wait for the write of its upload (``upload_settled``), so
+        that its REPLY is handled once its files are readable; a refused write is an ERROR."""
+
+        async def report() -> None:
+            try:
+                await writing
+            except (UploadError, ArtifactError) as exc:
+                log.warning("upload_refused", agent_id=agent_id, code=str(exc.code), error=str(exc))
+                error = pb.Error(code=str(exc.code), message=str(exc))
+                outbox.put(codec.new_envelope(pb.ERROR, ORCH, correlation_id=env_id, to_agent=agent_id, error=error))
+
+        waits = self.upload_waits
+        done = waits[agent_id] = asyncio.ensure_future(report())
+        done.add_done_callback(lambda _: waits.pop(agent_id) if waits.get(agent_id) is done else None)
+
+    async def upload_settled(self, agent_id: str) -> None:
+        """Wait for the write of the agent's last upload (a cancelled reader leaves it running)."""
+        done = self.upload_waits.get(agent_id)
+        if done is not None:
+            await asyncio.shield(done)
 
     def _uploader_task(self, agent_id: str, env: pb.Envelope) -> Task:
         t = self.mesh.get_task(env.task_id) if env.task_id else None

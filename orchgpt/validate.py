@@ -14,6 +14,7 @@ from .iac.v1 import iac_pb2 as pb
 
 MAX_ID_CHARS = 256
 MAX_PATH_CHARS = 4096
+MAX_DELTAS = 65_536  # token deltas one TOKEN event may stand for (TaskEvent.deltas; wire/token_fold.py)
 
 _MESSAGE_TYPES = frozenset(pb.MessageType.values())
 _ACTIONS = frozenset(pb.Action.values())
@@ -86,7 +87,16 @@ def event(m: pb.TaskEvent, field: str = "event") -> str:
         result(m.result.result, f"{field}.result.result") if body == "result" else "",
         _id(m.artifact.artifact.path, f"{field}.artifact.artifact.path", MAX_PATH_CHARS) if body == "artifact" else "",
         _id(m.approval.request.request_id, f"{field}.approval.request.request_id") if body == "approval" else "",
+        _deltas(m.deltas, body, f"{field}.deltas") if m.deltas else "",
     )
+
+
+def _deltas(n: int, body: str | None, field: str) -> str:
+    if body != "token":
+        return f"{field}: only a token event folds deltas (this is a {body} event)"
+    if n > MAX_DELTAS:
+        return f"{field}: {n} deltas in one event; at most {MAX_DELTAS}"
+    return ""
 
 
 def approval_response(m: pb.ApprovalResponse, field: str) -> str:

@@ -20,6 +20,7 @@ from orchgpt.client import MeshClient
 from orchgpt.errors import ClientError
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.models import Action, Command, EventKind, TaskEvent
+from tests.support import artifact_rows
 from tests.support.mesh import AgentProc, Daemon, await_for, issue, make_certs, start_agent
 from tests.support.stub_agent import StubAgent
 
@@ -71,8 +72,8 @@ async def echo_file(d: Daemon, text: str, name: str = "out.txt") -> str:
     return res.task_id
 
 
-def blobs(d: Daemon) -> list[Path]:
-    return sorted(p for p in (d.data_dir / "artifacts" / "sha256").glob("*/*") if p.is_file())
+def blobs(d: Daemon) -> list[str]:
+    return artifact_rows.blobs(d)  # on disk, or in the database on PostgreSQL
 
 
 async def test_fetch_returns_a_remote_agents_file(mesh: tuple[Daemon, AgentProc, Path], tmp_path: Path) -> None:
@@ -84,16 +85,15 @@ async def test_fetch_returns_a_remote_agents_file(mesh: tuple[Daemon, AgentProc,
     async with client(d) as c:
         got = await c.fetch_artifact(task_id, "out.txt", tmp_path / "got.txt")
     assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(b"hello").hexdigest()
-    blob = (
-        d.data_dir
-        / "artifacts"
-        / "sha256"
-        / hashlib.sha256(b"hello").hexdigest()[:2]
-        / hashlib.sha256(b"hello").hexdigest()[2:]
-    )
-    assert blob.read_bytes() == b"hello"
-    assert stat.S_IMODE(blob.stat().st_mode) == 0o600
-    assert stat.S_IMODE(blob.parent.stat().st_mode) == 0o700
+    sha = hashlib.sha256(b"hello").hexdigest()
+    assert artifact_rows.blob_bytes(d, sha) == b"hello"
+    assert artifact_rows.files_of(d, task_id) == {"out.txt": {"sha256": sha, "size": 5}}
+    if not artifact_rows.in_database(d):  # on PostgreSQL: in the database, not on this host's disk
+        blob = artifact_rows.blob_path(d, sha)
+        assert stat.S_IMODE(blob.stat().st_mode) == 0o600
+        assert stat.S_IMODE(blob.parent.stat().st_mode) == 0o700
+    else:
+        assert not artifact_rows.blob_path(d, sha).exists()
 
 
 async def test_a_file_of_several_chunks(mesh: tuple[Daemon, AgentProc, Path], tmp_path: Path) -> None:
@@ -109,6 +109,7 @@ async def test_same_content_is_stored_once(mesh: tuple[Daemon, AgentProc, Path],
     d, _, _ = mesh
     first = await echo_file(d, "same bytes", "a.txt")
     before = blobs(d)
+    assert hashlib.sha256(b"same bytes").hexdigest() in before
     second = await echo_file(d, "same bytes", "sub/b.txt")
     assert blobs(d) == before  # deduplicated by hash
     async with client(d) as c:

@@ -42,11 +42,10 @@ def test_the_sweep_pings_only_the_agents_whose_interval_has_passed() -> None:
     m, links = _mesh(2 * PER)
     m.heartbeat_tick()  # just registered: nobody is due yet
     assert sum(lk.pings for lk in links.values()) == 0
-    now = time.monotonic()
+    now = time.monotonic() + 1.2  # one configured interval later
     for e in m.agents.values():
-        e.pinged = now - 1.2  # one configured interval ago
         e.last_seen = now
-    m.heartbeat_tick()
+    m.heartbeat_tick(now)
     slow = [a for a in links if m.heartbeat_for(a) > 1.75]  # due at the sweep nearest 1.7 s
     assert slow and all(links[a].pings == 0 for a in slow)  # their interval has not passed
     assert all(links[a].pings == 1 for a in links if m.heartbeat_for(a) <= 1.65)
@@ -58,7 +57,7 @@ def test_an_agent_is_judged_by_its_own_interval() -> None:
     now = time.monotonic()
     m.agents[last].last_seen = now - 4.0
     m.agents["a0"].last_seen = now - 4.0  # interval 1 s: lost
-    m.heartbeat_tick()
+    m.heartbeat_tick(now + 1.2)  # 5.2 s of silence
     assert last in m.agents and not links[last].closed
     assert "a0" not in m.agents and "no heartbeat" in links["a0"].closed
 

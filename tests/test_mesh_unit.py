@@ -199,9 +199,9 @@ def test_every_transition_in_these_scenarios_is_declared(mesh: Mesh) -> None:
     seen: list[tuple[TaskState, TaskState]] = []
     real = mesh._set_state
 
-    def spy(t: Task, state: TaskState) -> None:
+    def spy(t: Task, state: TaskState, deferred: bool = False) -> None:
         seen.append((t.state, state))
-        real(t, state)
+        real(t, state, deferred)
 
     mesh._set_state = spy  # type: ignore[method-assign]
     a = connect(mesh, "a1")

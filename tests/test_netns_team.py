@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import artifact_rows
 from tests.support.mesh import wait_for
 from tests.support.netns import Net, netns_fixture  # noqa: F401  (the fixture `netns`)
 from tests.support.netns_mesh import agent_on, cli_on, daemon_on
@@ -62,13 +63,12 @@ def test_the_team_with_backend_and_frontend_on_other_hosts(netns: Net, tmp_path:
     fetched = [json.loads(x) for x in remote["frontend"][0].log().splitlines() if '"input_fetched"' in x]
     assert "app.py" in {f["path"] for f in fetched}, remote["frontend"][0].log()[-3000:]
     # every sub-task's files are in the daemon's store, with the bytes the result lists
-    store = d.data_dir / "artifacts"
+    stored = set(artifact_rows.blobs(d))  # on disk, or in the database on PostgreSQL
     for t, s in subs.items():
-        index = json.loads((store / "tasks" / f"{s['task_id']}.json").read_text())
+        index = artifact_rows.files_of(d, s["task_id"])
         for a in s["artifacts"]:
             assert index[a["path"]]["sha256"] == a["sha256"], (t, a["path"])
-            blob = store / "sha256" / a["sha256"][:2] / a["sha256"][2:]
-            assert blob.is_file(), (t, a["path"])
+            assert a["sha256"] in stored, (t, a["path"])
     # ... and in the project's history (on the daemon's host), each by the agent that made it
     project = Path(res["data"]["project"])
     assert project.is_relative_to(dh.home)

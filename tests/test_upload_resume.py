@@ -20,6 +20,7 @@ from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.models import Action, Artifact, Command, TaskEvent, TaskResult, TaskState
 from orchgpt.wire import codec
 from orchgpt.wire.batching import Outbox
+from tests.support import artifact_rows
 from tests.support.mesh import Daemon, await_for, issue, make_certs
 from tests.support.stub_agent import StubAgent
 
@@ -176,7 +177,7 @@ async def test_agentd_uploads_resume_after_a_cut(daemon: Daemon, tmp_path: Path)
 
 
 def _stored(d: Daemon, task_id: str) -> bool:
-    return (d.data_dir / "artifacts" / "tasks" / f"{task_id}.json").exists()
+    return bool(artifact_rows.files_of(d, task_id))  # on disk, or in the database on PostgreSQL
 
 
 class _Link:

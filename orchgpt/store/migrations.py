@@ -20,6 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from ..errors import ErrorCode, OrchgptError
+from . import migrations_artifacts
 
 
 @dataclass(frozen=True)
@@ -401,6 +402,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX cluster_messages_agent ON cluster_messages(agent_id, id);
         """,
     ),
+    Migration(11, migrations_artifacts.DESCRIPTION, migrations_artifacts.SQLITE, migrations_artifacts.POSTGRES),
 )
 
 LATEST = MIGRATIONS[-1].version

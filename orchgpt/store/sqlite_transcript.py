@@ -89,7 +89,7 @@ class SqliteTranscript:
         with self._tx(f"delete session {session_id}") as c:
             n = int(c.execute("DELETE FROM session_messages WHERE session_id = ?", (session_id,)).rowcount or 0)
             ids = "SELECT task_id FROM tasks WHERE session_id = ?"
-            for table in ("task_events", "usage", "artifacts"):
+            for table in ("task_events", "usage", "artifacts", "artifact_files"):
                 c.execute(f"DELETE FROM {table} WHERE task_id IN ({ids})", (session_id,))
             c.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
             n += int(c.execute("DELETE FROM tasks WHERE session_id = ?", (session_id,)).rowcount or 0)

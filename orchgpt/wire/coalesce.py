@@ -14,10 +14,10 @@ dropped; only one that stops reading altogether fills the outbox's byte bound an
 from __future__ import annotations
 
 from ..iac.v1 import iac_pb2 as pb
-from ..models import TaskEvent
+from ..models import SEQ_FROM, TaskEvent
 from .batching import Outbox
 
-SEQ_FROM = "seq_from"  # TaskEvent.data key: the first seq of a coalesced token envelope
+__all__ = ["MAX_TEXT", "SEQ_FROM", "TokenCoalescer", "deltas"]
 MAX_TEXT = 32 * 1024  # characters folded into one envelope before a new one is started
 _PRUNE_AT = 4096  # open entries kept before the sent ones are forgotten
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from ..iac.v1 import iac_pb2 as pb
 from ..models import (
     EVENT_CLASSES,
+    SEQ_FROM,
     ApprovalDecision,
     ApprovalRequest,
     ApprovalResponse,
     EventKind,
     TaskEvent,
+    TokenEvent,
     now_ms,
 )
 from .codec_basics import (
@@ -125,7 +127,10 @@ def event_from_pb(m: pb.TaskEvent, ts_ms: int = 0) -> TaskEvent:
         ts_ms=ts_ms or now_ms(),
         agent_type=m.agent_type,
     )
-    if kind == EventKind.STATUS:
+    if kind == EventKind.TOKEN:
+        if m.deltas > 1 and isinstance(ev, TokenEvent):  # an agent's folded deltas (wire/token_fold.py)
+            ev.deltas = m.deltas
+    elif kind == EventKind.STATUS:
         ev.state = state_from_pb(sub.state)
     elif kind == EventKind.ARTIFACT:
         if not sub.HasField("artifact") or not sub.artifact.path:
@@ -144,7 +149,13 @@ def event_from_pb(m: pb.TaskEvent, ts_ms: int = 0) -> TaskEvent:
 def encode_event(e: TaskEvent, m: pb.TaskEvent) -> None:
     """Keep the wire form ``m`` of ``e`` on it (``e.encoded``) for ``event_envelope``: an event
     relayed as it came is re-stamped instead of encoded again (token deltas are the hot path).
-    Call it once ``m`` holds what the relayed event says (its task id and agent type)."""
+    Call it once ``m`` holds what the relayed event says (its task id and agent type). What
+    orchgpt sets on the way out is not kept: an agent's ``deltas`` and ``data["seq_from"]``
+    (``event_envelope`` stamps the range the event was numbered with)."""
+    if m.deltas:
+        m.deltas = 0
+    if m.data and SEQ_FROM in m.data:
+        del m.data[SEQ_FROM]
     e.encoded = m.SerializeToString()
 
 
@@ -159,6 +170,8 @@ def event_envelope(e: TaskEvent, sender: str = "orchgpt", agent_type: str = "") 
         m.seq = e.seq
         m.agent_id = e.agent_id
         m.parent_task_id = e.parent_task_id
+        if e.data and SEQ_FROM in e.data:  # folded deltas: the range they were numbered with
+            m.data[SEQ_FROM] = e.data[SEQ_FROM]
     else:
         env.event.CopyFrom(event_to_pb(e, agent_type))
     return env

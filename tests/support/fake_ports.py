@@ -31,6 +31,7 @@ class FakeLink:
         self.forwarded: list[object] = []
         self.terminated = ""
         self.pings = 0
+        self.announced: list[float] = []  # intervals announced in PINGs
         self.closed = ""
 
     def send_task(self, task: Task) -> None:
@@ -48,8 +49,10 @@ class FakeLink:
     def send_reply(self, correlation_id: str, result: TaskResult) -> None:
         self.replies.append((correlation_id, result))
 
-    def send_ping(self) -> None:
+    def send_ping(self, interval: float = 0.0) -> None:
         self.pings += 1
+        if interval:
+            self.announced.append(interval)
 
     def forward(self, message: object) -> None:
         self.forwarded.append(message)

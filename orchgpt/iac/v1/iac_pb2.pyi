@@ -460,15 +460,24 @@ class Ping(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SENT_MS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     sent_ms: _builtins.int
+    heartbeat_interval_ms: _builtins.int
+    """In a PING from orchgpt: "from now on, send HEARTBEATs this often" (ms; 0: no change). It
+    replaces REGISTERED.heartbeat_interval_ms when the number of agents changed enough.
+    In a PING from an agent: "I now heartbeat this often", its acknowledgement of that value;
+    until it comes, orchgpt keeps judging the agent's silence by the longer of the old and the
+    new interval (agents that ignore the field stay on their interval, safely). docs/protocol.md §5.
+    """
     def __init__(
         self,
         *,
         sent_ms: _builtins.int = ...,
+        heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sent_ms", b"sent_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "sent_ms", b"sent_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1154,6 +1163,7 @@ class TaskEvent(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     AGENT_TYPE_FIELD_NUMBER: _builtins.int
+    DELTAS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     LOG_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -1171,6 +1181,10 @@ class TaskEvent(_message.Message):
     """per task, 1, 2, 3, ... (set by orchgpt)"""
     agent_type: _builtins.str
     """the type of the task's agent (set by orchgpt)"""
+    deltas: _builtins.int
+    """From an agent, a token event only: how many token deltas token.text concatenates (0 or 1:
+    one). orchgpt numbers them seq_from..seq (data["seq_from"]) and sends the field as 0.
+    """
     @_builtins.property
     def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """structured extras (e.g. a step's tool and arguments)"""
@@ -1198,6 +1212,7 @@ class TaskEvent(_message.Message):
         seq: _builtins.int = ...,
         data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         agent_type: _builtins.str = ...,
+        deltas: _builtins.int = ...,
         status: Global___StatusEvent | None = ...,
         log: Global___LogEvent | None = ...,
         token: Global___TokenEvent | None = ...,
@@ -1208,7 +1223,7 @@ class TaskEvent(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "artifact", b"artifact", "body", b"body", "log", b"log", "result", b"result", "status", b"status", "step", b"step", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "approval", b"approval", "artifact", b"artifact", "body", b"body", "data", b"data", "log", b"log", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "status", b"status", "step", b"step", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "approval", b"approval", "artifact", b"artifact", "body", b"body", "data", b"data", "deltas", b"deltas", "log", b"log", "parent_task_id", b"parent_task_id", "result", b"result", "seq", b"seq", "status", b"status", "step", b"step", "task_id", b"task_id", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["status", "log", "token", "step", "artifact", "approval", "result"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
