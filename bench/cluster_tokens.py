@@ -4,6 +4,10 @@ streams N token deltas, ``token_gap`` apart, each one the wall-clock time it was
 daemons). The figure per token is its arrival time minus its stamp (one machine, one clock);
 a coalesced event (a watcher behind) stands for each stamp it carries.
 
+With ``--rate``: one task streams N deltas with no gap, watched on A and then on B; deltas per
+second at the watcher and the CPU milliseconds per delta of each daemon (the sender A, the
+receiver B; /proc, bench/procstat.py), the figure to compare on a shared machine.
+
 Real daemons (``--cluster``) on one real PostgreSQL server (tests/support/postgres.py), a real
 agentd, mutual TLS. Usage: ``python -m bench.cluster_tokens [N] [GAP_S]``; prints JSON.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -20,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.procstat import cpu_seconds
 from bench.stats import percentile
 from orchgpt.models import Command, EventKind
 from tests.support.mesh import AgentProc, Daemon, make_certs, start_agent
@@ -129,6 +135,35 @@ async def main(n: int, gap: float, fsync: bool = True) -> dict[str, object]:
     }
 
 
+async def rate(m: Mesh, d: Daemon, n: int) -> dict[str, float]:
+    """One task streaming ``n`` deltas at once, watched on ``d``: deltas/s, TOKEN events at the
+    watcher, and each daemon's CPU ms per delta."""
+    pids = [x.proc.pid for x in m.daemons if x.proc is not None]
+    cpu0 = [cpu_seconds(p) for p in pids]
+    t0 = time.perf_counter()
+    events = 0
+    opts = {"tokens": "1", "token_stamp": "1"}
+    async with d.client(timeout=120) as c:
+        async for ev in c.submit(Command("echo", input=" ".join(["x"] * n), options=opts)):
+            if ev.kind == EventKind.TOKEN:
+                events += 1
+    took = time.perf_counter() - t0
+    cpu = [(cpu_seconds(p) - c0) * 1000 / n for p, c0 in zip(pids, cpu0, strict=True)]
+    return {"per_s": round(n / took), "token_events": events, "cpu_ms_per_delta_a": round(cpu[0], 4),
+            "cpu_ms_per_delta_b": round(cpu[1], 4)}
+
+
+async def main_rate(n: int, rounds: int = 3) -> dict[str, object]:
+    async with cluster(2) as m:
+        a, b = m.daemons
+        m.add_agent(a, "echo-a")
+        await wait(lambda: _listed(b))
+        await rate(m, b, 200)  # warm up
+        same = [await rate(m, a, n) for _ in range(rounds)]
+        across = [await rate(m, b, n) for _ in range(rounds)]
+    return {"tokens": n, "load": os.getloadavg()[0], "one_daemon": same, "across_daemons": across}
+
+
 async def _listed(d: Daemon) -> bool:
     return await agent_count(d) > 0
 
@@ -137,5 +172,9 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     fsync = "--no-fsync" not in args
     args = [a for a in args if a != "--no-fsync"]
+    if "--rate" in args:
+        args = [a for a in args if a != "--rate"]
+        print(json.dumps(asyncio.run(main_rate(int(args[0]) if args else 5000)), indent=2))
+        sys.exit(0)
     result = asyncio.run(main(int(args[0]) if args else 500, float(args[1]) if len(args) > 1 else 0.01, fsync))
     print(json.dumps(result, indent=2))

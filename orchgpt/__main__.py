@@ -69,6 +69,12 @@ def _serve_parser(sub: Any) -> None:
         help="share the PostgreSQL store with other daemons as one mesh (docs/scaling.md)",
     )
     p.add_argument(
+        "--cluster-message-ttl",
+        dest="cluster_message_ttl",
+        type=float,
+        help="cluster: seconds a message waits for an agent of another daemon before its sender gets an ERROR",
+    )
+    p.add_argument(
         "--agent-types",
         dest="agent_types",
         help="built-in agent types, comma-separated (default: ask `agentd --list-types`)",
@@ -344,6 +350,7 @@ def _serve(args: argparse.Namespace) -> int:
             "schedule_poll_interval",
             "otlp_endpoint",
             "cluster",
+            "cluster_message_ttl",
             "commit_window_ms",
         )
     }

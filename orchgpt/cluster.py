@@ -26,10 +26,11 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .cluster_all import EVERY, WatchAll
 from .cluster_db import ClusterDb
 from .cluster_events import ParentRelay, StoreFollowers
 from .cluster_leases import QUEUE_CHANNEL, ClusterLeases
-from .cluster_live import LiveSender, decode, task_of
+from .cluster_live import LiveSender
 from .cluster_messages import MESSAGES_CHANNEL, ClusterMessages
 from .cluster_requests import REQUESTS_CHANNEL, ClusterRequests
 from .errors import StoreError
@@ -71,6 +72,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         store.events_stored = self.live.stored
         mesh.fanout.flush_delay = EVENT_FLUSH_S
         mesh.fanout.live = self.live.publish
+        self.every = WatchAll(mesh, self.live, self.followers, lambda p: self._notify(FOLLOW_CHANNEL, p))
         mesh.cluster = self
 
     # ------------------------------------------------------------ SQL helpers
@@ -136,8 +138,12 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         written first, so that the claimer numbers on after them)."""
         m = self.mesh
         m.queues.forget(t.task_id)
-        m.fanout.seq.pop(t.task_id, None)
+        last = m.fanout.seq.pop(t.task_id, None)
         m.flush()
+        if t.parent_task_id in m.queues.active:  # its parent's watchers here see its events, followed from
+            # the last one numbered here, before the offer is visible: the claimer may store more (even
+            # finish) before this daemon's next statement (a pause under load lost them, the relay flake)
+            self.followers.follow(t.task_id, ParentRelay(m, t.parent_task_id), last or self.store.last_seq(t.task_id))
         with self.store._tx("offer") as c:  # one commit; the NOTIFY goes out with it
             c.execute(
                 "INSERT INTO cluster_claims (task_id, daemon_id, agent_type, offered_ms) "
@@ -147,8 +153,6 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
             )
             c.execute("SELECT pg_notify(?, ?)", (QUEUE_CHANNEL, t.agent_type))
         log.info("task_offered", task_id=t.task_id, agent_type=t.agent_type)
-        if t.parent_task_id in m.queues.active:  # its parent's watchers here see its events
-            self.followers.follow(t.task_id, ParentRelay(m, t.parent_task_id), self.store.last_seq(t.task_id))
 
     def follow(self, task_id: str, sub: Subscriber, after_seq: int) -> bool:
         """Deliver to ``sub`` the events after ``after_seq`` of a task another daemon runs
@@ -299,10 +303,10 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                         elif n.channel == FOLLOW_CHANNEL:
                             if n.payload in self.mesh.queues.active:
                                 self.live.want(n.payload)
-                        elif n.payload.startswith("{"):  # an event sent live (cluster_live.py)
-                            ev = decode(n.payload) if task_of(n.payload) in self.followers else None
-                            if ev is not None:
-                                self.followers.live(ev)
+                            elif n.payload == EVERY:
+                                self.every.asked()
+                        elif n.payload.startswith("{"):  # events sent live (cluster_live.py)
+                            self.every.on_live(n.payload, n.pid)
                         elif n.channel == EVENTS_CHANNEL:  # a batch stored ("TASK_ID SEQ")
                             self.followers.stored(n.payload)
             except psycopg.Error as exc:
@@ -350,6 +354,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         self.deliver_messages()  # for this daemon's agents, from the others (cluster_messages.py)
         self.drop_stale_messages()
         await self.followers.poll_all()
+        self.every.tick()  # every-task watchers here: ask the others again (cluster_all.py)
 
     async def _sync_agents(self, now: int) -> None:
         agents = self.mesh.registry.list()

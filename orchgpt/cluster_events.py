@@ -239,7 +239,7 @@ class ParentRelay:
 
     def deliver(self, event: TaskEvent) -> bool:
         if event.task_id not in self.mesh.queues.active:
-            self.mesh.fanout.deliver(event, start=self.parent)
+            self.mesh.fanout.deliver(event, start=self.parent, every=False)  # (those: cluster_all.py)
         return True
 
     def close(self, reason: str) -> None:

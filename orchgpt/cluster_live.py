@@ -4,10 +4,14 @@ The daemon running a task that is watched elsewhere (a task it claimed from anot
 offer or took over, or one a follower asked for with ``NOTIFY orchgpt_follow``) sends each of
 its events, numbered, as the payload of a ``NOTIFY orchgpt_events`` at once, without waiting
 for the batch that stores it: one statement per burst (everything queued while the previous
-one was on the wire, up to ``BURST``) on a connection of its own (nothing else waits before
-it), its commit not waiting for the disk (``synchronous_commit`` off: a notification is not
-durable anyway). The follower (cluster_events.py) delivers it at once; the stored rows (each
-committed batch NOTIFYed as ``TASK_ID SEQ``, from here too) fill any gap (an event over the
+one was on the wire, and for ``WINDOW`` after the first, up to ``BURST``) on a connection of
+its own (nothing else waits before it), its commit not waiting for the disk
+(``synchronous_commit`` off: a notification is not durable anyway). The events of one task
+in a burst are folded into as few payloads as fit the limit (``{"t": TASK, "e": [[seq, kind,
+ts, body], ...]}``, in seq order): one notification for the server's queue and for every
+listening daemon to read, however many token deltas it carries. The follower
+(cluster_events.py) delivers them at once; the stored rows (each committed batch NOTIFYed
+as ``TASK_ID SEQ``, from here too) fill any gap (an event over the
 payload limit, a dropped burst) and end the follow with the RESULT, which is never sent live: a
 watcher's stream ends only when every event is stored. Sequence numbers keep the order and
 drop a duplicate: each watcher gets seq ``last + 1`` and nothing else.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,24 +29,51 @@ import psycopg
 
 from . import logs
 from .models import EventKind, TaskEvent
-from .store.sqlite_rows import _event_from_row, _event_payload
+from .store.sqlite_rows import _event_payload
+from .wire.dicts import event_from_dict
 
 log = logs.get("orchgpt.cluster")
 
 MAX_PAYLOAD = 7900  # PostgreSQL's NOTIFY payload limit is 8000 bytes
-MAX_QUEUED = 10_000  # payloads waiting for the wire; beyond, the store carries them
+MAX_QUEUED = 10_000  # events and notices waiting for the wire; beyond, the store carries them
 MAX_STREAMED = 10_000  # tasks streamed at once
-BURST = 200  # payloads sent in one statement
+BURST = 2000  # events and notices taken for one statement
+WINDOW = 0.001  # seconds a burst gathers after its first event (folded into fewer payloads)
 _SEND = "SELECT pg_notify('orchgpt_events', x) FROM unnest(%s::text[]) AS x"
 
 
 def encode(ev: TaskEvent) -> str:
-    """The event as a NOTIFY payload ('' when over the limit: the store carries it)."""
-    text = json.dumps(
-        {"t": ev.task_id, "s": ev.seq, "k": str(ev.kind), "ts": ev.ts_ms, "p": _event_payload(ev)},
-        separators=(",", ":"),
-    )
-    return text if len(text.encode()) <= MAX_PAYLOAD else ""
+    """The event as a fragment of a folded payload: ``[seq,"kind",ts,BODY]``, its body the
+    JSON the store keeps, embedded as it is (not as a string: no second escaping, one parse on
+    the other side); '' when it cannot fit a payload (the store carries it)."""
+    text = f'[{ev.seq},"{ev.kind}",{ev.ts_ms},{_event_payload(ev)}]'
+    return text if size(text) + len(ev.task_id) * 6 + 16 <= MAX_PAYLOAD else ""
+
+
+def size(text: str) -> int:
+    """Its length in UTF-8 bytes (the limit is in bytes)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def fold(items: list[tuple[str, str] | str]) -> list[str]:
+    """The payloads of a burst: each task's events (``(task_id, fragment)``, in seq order)
+    folded into payloads of at most MAX_PAYLOAD bytes, each payload where its task's first
+    event of it was; a batch notice (str) where it was (after the events it names)."""
+    out: list[str | list[str]] = []
+    room: dict[str, tuple[list[str], int]] = {}  # each task's last open payload: fragments, bytes
+    for it in items:
+        if isinstance(it, str):
+            out.append(it)
+            continue
+        task_id, frag = it
+        frags, used = room.get(task_id, ([], MAX_PAYLOAD))
+        n = size(frag) + 1
+        if used + n > MAX_PAYLOAD:
+            frags, used = [json.dumps(task_id)], 14 + len(json.dumps(task_id))
+            out.append(frags)
+        frags.append(frag)
+        room[task_id] = (frags, used + n)
+    return [x if isinstance(x, str) else f'{{"t":{x[0]},"e":[{",".join(x[1:])}]}}' for x in out]
 
 
 def task_of(payload: str) -> str:
@@ -50,16 +82,20 @@ def task_of(payload: str) -> str:
     return payload[len(head) :].split('"', 1)[0] if payload.startswith(head) else ""
 
 
-def decode(payload: str) -> TaskEvent | None:
-    """A live event from its payload; None for anything else (a batch's task id, garbage)."""
+def decode(payload: str) -> list[TaskEvent]:
+    """The live events of a payload, in order; none for anything else (a batch's notice, garbage)."""
     if not payload.startswith("{"):
-        return None
+        return []
     try:
         d = json.loads(payload)
-        return _event_from_row(str(d["t"]), int(d["s"]), str(d["k"]), int(d["ts"]), str(d["p"]))
+        task_id = str(d["t"])
+        return [
+            event_from_dict({**p, "task_id": task_id, "seq": int(s), "kind": k, "ts_ms": int(ts)})
+            for s, k, ts, p in d["e"]
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("cluster_bad_live_event", error=str(exc), payload=payload[:200])
-        return None
+        return []
 
 
 class LiveSender:
@@ -70,9 +106,14 @@ class LiveSender:
         self._conn: Any = None
         self.holds = holds  # the daemon still holds this task (tasks that moved away are forgotten)
         self.streamed: set[str] = set()
-        self.queue: list[str] = []
+        self.queue: list[tuple[str, str] | str] = []  # (task_id, event fragment) or a batch notice
         self._wake = asyncio.Event()
         self.dropped = 0  # payloads left to the store (queue full, or a failed send)
+        self.every_until = 0.0  # another daemon watches every task: all tasks' events until then (cluster_all.py)
+
+    def backend_pid(self) -> int:
+        """The server process of the live connection (its notifications carry it); 0 if none."""
+        return int(self._conn.info.backend_pid) if self._conn is not None and not self._conn.closed else 0
 
     def want(self, task_id: str) -> None:
         """Stream this task's events from now on (until its RESULT)."""
@@ -83,18 +124,20 @@ class LiveSender:
 
     def publish(self, ev: TaskEvent) -> None:
         """Called for every event this daemon publishes (mesh_fanout.EventFanout.live)."""
-        if ev.task_id not in self.streamed:
+        every = ev.kind != EventKind.TOKEN and self.every_until and self.every_until > time.monotonic()
+        if ev.task_id not in self.streamed and not every:
             return
         if ev.kind == EventKind.RESULT:
             self.streamed.discard(ev.task_id)
-            return
+            if not every:  # (the followers end with the stored RESULT; the every-task watchers with this)
+                return
         payload = encode(ev)
         if not payload:
             return
         if len(self.queue) >= MAX_QUEUED:
             self.dropped += 1
             return
-        self.queue.append(payload)
+        self.queue.append((ev.task_id, payload))
         self._wake.set()
 
     def stored(self, last: dict[str, int]) -> None:
@@ -112,12 +155,14 @@ class LiveSender:
         delay = 0.1
         while True:
             await self._wake.wait()
+            await asyncio.sleep(WINDOW)  # the deltas of the next millisecond go with it
             self._wake.clear()
-            batch, self.queue = self.queue[:BURST], self.queue[BURST:]
+            taken, self.queue = self.queue[:BURST], self.queue[BURST:]
             if self.queue:
                 self._wake.set()
-            if not batch:
+            if not taken:
                 continue
+            batch = fold(taken)
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = await psycopg.AsyncConnection.connect(
@@ -130,8 +175,8 @@ class LiveSender:
                 await self._conn.execute(_SEND, (batch,))
                 delay = 0.1
             except psycopg.Error as exc:  # the stored rows fill the gap
-                self.dropped += len(batch)
-                log.warning("cluster_live_send_failed", error=(str(exc).splitlines() or [""])[0], events=len(batch))
+                self.dropped += len(taken)
+                log.warning("cluster_live_send_failed", error=(str(exc).splitlines() or [""])[0], events=len(taken))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

@@ -7,7 +7,9 @@ transaction with ``NOTIFY orchgpt_messages`` (payload: the agent id). The daemon
 is connected to takes (deletes) the rows of its agents on the notification, on every tick,
 and when its LISTEN connection comes back, and hands them to the agents' links, oldest
 first. An agent that moves to another daemon finds its messages there; rows nobody took in
-``MESSAGE_TTL_MS`` (the agent is gone for good) are dropped and logged.
+``message_ttl_ms`` (``--cluster-message-ttl``; the agent is gone for good) are dropped,
+logged, and each envelope handed to ``on_expired``: the transport tells its sender (an ERROR
+envelope, UNAVAILABLE, naming the agent), wherever the sender is connected now.
 
 Agent-to-agent envelopes are opaque bytes here: the transport (servicer_cluster.py) encodes
 them and decodes them on the other side (``on_envelope``).
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .errors import StoreError
 from .models import TaskResult, now_ms
 from .wire import dicts
 
@@ -34,7 +37,7 @@ log = logs.get("orchgpt.cluster")
 MESSAGES_CHANNEL = "orchgpt_messages"
 ENVELOPE = "envelope"  # agent-to-agent traffic, forwarded unchanged
 DELEGATION_REPLY = "delegation_reply"  # a sub-task's result for the agent that delegated it
-MESSAGE_TTL_MS = 5 * 60_000  # as long as an open COMMAND waits for its REPLY (authz_commands.py)
+MESSAGE_TTL_MS = 5 * 60_000  # the default: as long as an open COMMAND waits for its REPLY (authz_commands.py)
 
 
 class ClusterMessages:
@@ -50,6 +53,9 @@ class ClusterMessages:
 
     # set by the transport: delivers an envelope (bytes) to a connected agent of this daemon
     on_envelope: Callable[[str, bytes], None] | None = None
+    # set by the transport: an envelope (bytes) for an agent (id) that never took it: tell its sender
+    on_expired: Callable[[str, bytes], None] | None = None
+    message_ttl_ms = MESSAGE_TTL_MS  # (the daemon's setting, server.py)
 
     # ------------------------------------------------------------ where the agents are
     def agent_elsewhere(self, agent_id: str) -> bool:
@@ -154,10 +160,20 @@ class ClusterMessages:
             log.warning("cluster_unknown_message", agent_id=agent_id, kind=kind)
 
     def drop_stale_messages(self) -> None:
+        """The rows nobody took in time, deleted (by one daemon: the DELETE takes each once); each
+        envelope's sender told (``on_expired``); a delegation's result has no one to tell."""
         rows = self._write(
             "messages",
-            "DELETE FROM cluster_messages WHERE created_ms < ? RETURNING agent_id",
-            (now_ms() - MESSAGE_TTL_MS,),
+            "DELETE FROM cluster_messages WHERE id IN (SELECT id FROM cluster_messages WHERE created_ms < ? "
+            "ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING id, agent_id, kind, payload",
+            (now_ms() - self.message_ttl_ms,),
         )
-        if rows:
-            log.warning("cluster_messages_expired", count=len(rows), agent_ids=sorted({str(r[0]) for r in rows})[:20])
+        if not rows:
+            return
+        log.warning("cluster_messages_expired", count=len(rows), agent_ids=sorted({str(r[1]) for r in rows})[:20])
+        for _, to, kind, payload in sorted(rows):
+            if kind == ENVELOPE and self.on_expired is not None:
+                try:
+                    self.on_expired(str(to), base64.b64decode(payload))
+                except (ValueError, StoreError) as exc:
+                    log.warning("cluster_bounce_failed", agent_id=to, error=str(exc))

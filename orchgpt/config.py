@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="one of several daemons sharing the PostgreSQL store "
         "(docs/scaling.md); needs --store postgresql://...",
     )
+    cluster_message_ttl: float = Field(
+        300.0,
+        gt=0,
+        description="cluster: seconds a message for an agent of another daemon waits for it to take it; "
+        "then it is dropped and its sender gets an ERROR (UNAVAILABLE) naming the agent",
+    )
     agent_types: str = Field(
         "",
         description="built-in agent types this host runs, comma-separated (default: what `agentd --list-types` prints)",

@@ -370,6 +370,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
 
     def subscribe(self, sub: Subscriber, task_id: str = "") -> None:
         self.fanout.subscribe(sub, task_id)
+        if self.cluster is not None and not task_id:
+            self.cluster.every.subscribed()  # every task: the other daemons' too
 
     def unsubscribe(self, sub: Subscriber, task_id: str = "") -> None:
         self.fanout.unsubscribe(sub, task_id)

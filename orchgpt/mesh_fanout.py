@@ -146,9 +146,10 @@ class EventFanout:
             self.live(ev)
         self.deliver(ev)
 
-    def deliver(self, ev: TaskEvent, start: str = "") -> None:
+    def deliver(self, ev: TaskEvent, start: str = "", every: bool = True) -> None:
         """To the watchers of the event's task (of ``start`` instead, when given), of its
-        ancestors, and of every task."""
+        ancestors, and of every task (unless not ``every``: a cluster's relay, whose every-task
+        watchers get the event from cluster_all.py)."""
         task_id = start or ev.task_id
         hops = 0
         while task_id and hops < 16:
@@ -161,7 +162,7 @@ class EventFanout:
                         s.close("client too slow: event buffer full; watch again with after_seq")
             task_id = self.parent_of(task_id)
             hops += 1
-        if self.subs_all:
+        if every and self.subs_all:
             for s in list(self.subs_all):
                 if not s.deliver(ev):
                     self.dropped += 1

@@ -197,6 +197,8 @@ class OrchgptServer:
             refuse_without_postgres(self.store)
             self.cluster = Cluster(self.store, self.mesh, self.address)  # type: ignore[arg-type]
             self.cluster.on_envelope = servicer_cluster.deliverer(self.mesh, servicer.commands)
+            self.cluster.on_expired = servicer_cluster.bouncer(self.mesh)  # an ERROR for the sender
+            self.cluster.message_ttl_ms = int(s.cluster_message_ttl * 1000)
         recovered = self.mesh.recover(read_journals(agents_dir))
         remove_journals(agents_dir)  # applied (or their tasks were finished already)
         from .a2a import start_listener  # A2A over HTTPS, when --a2a-listen is set (docs/a2a.md)

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import DecodeError
 
 from . import logs
+from .authz_decision import DAEMON
 from .errors import StoreError
 from .iac.v1 import iac_pb2 as pb
+from .wire.codec_basics import new_envelope
 
 if TYPE_CHECKING:
     from .authz import OpenCommands
@@ -57,6 +59,43 @@ def _send(mesh: Mesh, env: pb.Envelope, agent_ids: list[str]) -> bool:
         log.warning("cluster_forward_failed", to=agent_ids[:5], error=str(exc))
         return False
     return True
+
+
+def bouncer(mesh: Mesh) -> Callable[[str, bytes], None]:
+    """The cluster's ``on_expired``: an envelope for ``agent_id`` that no daemon delivered in
+    time (the agent never came back): its sender gets an ERROR (UNAVAILABLE, naming the agent
+    and the envelope, ``correlation_id`` its id: an agentd ask fails with it), here or on the
+    daemon it is connected to. An ERROR or a BROADCAST is not bounced (no ping-pong)."""
+
+    def bounce(agent_id: str, data: bytes) -> None:
+        env = pb.Envelope()
+        try:
+            env.ParseFromString(data)
+        except DecodeError as exc:
+            log.warning("cluster_bad_envelope", agent_id=agent_id, error=str(exc))
+            return
+        if env.type in (pb.ERROR, pb.BROADCAST) or not env.sender or env.sender == DAEMON:
+            return
+        ttl = mesh.cluster.message_ttl_ms / 1000
+        err = new_envelope(
+            pb.ERROR,
+            DAEMON,
+            correlation_id=env.id,
+            to_agent=env.sender,
+            error=pb.Error(
+                code="UNAVAILABLE",
+                message=f"agent {agent_id!r} did not take the {pb.MessageType.Name(env.type)} {env.id} "
+                f"within {ttl:g} s (it left its daemon and did not come back); not delivered",
+            ),
+        )
+        log.warning("cluster_message_bounced", agent_id=agent_id, sender=env.sender, envelope=env.id)
+        link = mesh.link_of(env.sender)
+        if link is not None:
+            link.forward(err)
+        elif mesh.cluster.agent_elsewhere(env.sender):
+            _send(mesh, err, [env.sender])
+
+    return bounce
 
 
 def deliverer(mesh: Mesh, commands: OpenCommands) -> Callable[[str, bytes], None]:

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from orchgpt.cluster_events import StoreFollowers, _SeqGuard
-from orchgpt.cluster_live import MAX_PAYLOAD, decode, encode, task_of
+from orchgpt.cluster_live import MAX_PAYLOAD, decode, encode, fold, task_of
 from orchgpt.models import EventKind, Task, TaskEvent
 from orchgpt.store.memory import MemoryStore
 
@@ -96,9 +96,24 @@ def test_a_guarded_watcher_gets_no_number_twice() -> None:
 
 def test_the_live_payload_round_trips_and_stays_under_the_notify_limit() -> None:
     ev = tok(7, "héllo")
-    payload = encode(ev)
+    (payload,) = fold([("t1", encode(ev))])
     assert task_of(payload) == "t1"
-    back = decode(payload)
-    assert back is not None and (back.task_id, back.seq, back.kind, back.text) == ("t1", 7, EventKind.TOKEN, "héllo")
+    (back,) = decode(payload)
+    assert (back.task_id, back.seq, back.kind, back.text) == ("t1", 7, EventKind.TOKEN, "héllo")
     assert encode(tok(8, "é" * MAX_PAYLOAD)) == ""  # too large: the store carries it
-    assert decode("t1") is None and decode("{not json") is None
+    assert decode("t1") == [] and decode("{not json") == []
+
+
+def test_a_burst_is_folded_per_task_in_order_under_the_limit() -> None:
+    """Consecutive events of a task go in as few payloads as fit 7,900 bytes, in seq order;
+    a batch notice stays after the events it names; another task's events apart."""
+    other = TaskEvent(task_id="t2", seq=1, kind=EventKind.TOKEN, text="o")
+    items: list[tuple[str, str] | str] = [("t1", encode(tok(q, "é" * 100))) for q in range(1, 60)]
+    items[10:10] = [("t2", encode(other)), "t1 5"]
+    payloads = fold(items)
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    assert len(payloads) <= 10  # 59 events of ~700 bytes (escaped twice): 11 a payload, not one each
+    assert payloads.index("t1 5") == 2  # after t1 first payload (1-11) and t2
+    seqs = [e.seq for p in payloads for e in decode(p) if e.task_id == "t1"]
+    assert seqs == list(range(1, 60))
+    assert [e.text for p in payloads for e in decode(p) if e.task_id == "t2"] == ["o"]

@@ -119,3 +119,43 @@ async def test_a_watcher_on_another_daemon_asks_for_the_events_live(
     await asyncio.wait_for(running, 20)
     assert w.check() == "".join(f"{x} " for x in words)
     assert w.early > 0, "no token reached the watcher on the other daemon before it was stored"
+
+
+async def test_a_fast_tasks_deltas_cross_folded_into_few_notifications(
+    daemon_factory, postgres_url: str, tmp_path: Path, agents: list[AgentProc]
+) -> None:  # type: ignore[no-untyped-def]
+    """300 deltas with no gap, the agent's own folding off: the events cross in fewer NOTIFY
+    payloads (a task's events folded), not one each, and the watcher still gets every delta
+    once, in order."""
+    import psycopg
+
+    from orchgpt.cluster_live import decode
+
+    a, b = two(daemon_factory, postgres_url, tmp_path)
+    # the agent's own folding off (orchgpt.wire.token_fold): a delta an event, as from a non-folding agent
+    agents.append(start_agent(a, "echo-a", extra_env={"ORCHGPT_TOKEN_LINGER_MS": "0"}))
+    await await_for(lambda: listed(b), timeout=20, what="the agent listed on the second daemon")
+    words = [f"f{i}" for i in range(300)]
+    notes: list[str] = []
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("LISTEN orchgpt_events")
+
+        async def listen() -> None:
+            async for n in conn.notifies():
+                if n.payload.startswith("{"):
+                    notes.append(n.payload)
+
+        listening = asyncio.create_task(listen())
+        w = Watcher(postgres_url)
+        try:
+            async with b.client(timeout=40) as c:
+                opts = {"tokens": "1", "token_gap": "0.0002"}
+                async for ev in c.submit(Command("echo", input=" ".join(words), options=opts)):
+                    w.events.append(ev)
+            await asyncio.sleep(0.2)  # the last notifications reach the listener
+        finally:
+            listening.cancel()
+    assert w.check() == "".join(f"{x} " for x in words)
+    carried = sum(len(x) if isinstance(x, list) else 1 for x in map(decode, notes))  # (one each before)
+    assert carried >= 30, f"only {carried} events crossed live in {len(notes)} notifications"
+    assert len(notes) * 3 < carried * 2, f"{carried} events in {len(notes)} notifications: not folded"

@@ -104,9 +104,7 @@ async def test_a_delegation_to_an_agent_of_the_other_daemon_gets_its_result(
         out = await asyncio.wait_for(run(), 30)
         assert out == "succeeded:succeeded:sub of plan", out + b.log()[-2000:]
         # A serves the sub-task B ran, with its events in order, once. (The parent's live stream
-        # on A usually carries them too (ParentRelay), but not always under a loaded full suite:
-        # twice in two full runs they came too late for the parent's stream; the cause is not
-        # found, docs/scaling.md lists it.)
+        # on A carries them too (ParentRelay): tests/test_cluster_parent_relay.py.)
         async with a.client(timeout=30) as c:
             _, _, children = await c.get_task("boss-task", with_events=False)
             assert len(children) == 1, children
