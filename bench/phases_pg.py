@@ -55,4 +55,4 @@ async def phase_tasks_pg(ctx: Ctx) -> dict[str, Any]:
             for r in out
         )
     )
-    return {"results": out}
+    return {"results": out, "server_dir": str(server.dir)}
