@@ -291,6 +291,7 @@ def phase_caps(p: Profile) -> dict[str, float]:
         "scale": 3 * p.scale_budget + 8 * p.idle_window + 300,
         "startup": 120 + p.spawn_reps * 40 + p.cli_reps * 20,
         "tasks": 240,
+        "tasks_pg": 420,  # a PostgreSQL server's initdb and start, then the same as "tasks"
         "rabbitmq": 480,
         "tokens": p.ev_rounds * 4 * (p.tok_seconds * 4 + p.ev_warmup + p.tok_duration + 90),
     }

@@ -15,6 +15,7 @@ phase is reported and the others still run):
 - rabbitmq: the durable-queue baseline of the task rows: a RabbitMQ broker started here
   (Debian's rabbitmq-server), durable queue, publisher confirms, aio-pika (bench/rabbit.py);
 - tasks: echo tasks per second through create, assign, complete and stored (1 and 64 in flight);
+- tasks_pg: the same on the PostgreSQL store, a throwaway server started for it (bench/phases_pg.py);
 - tokens: 64 streaming agents to one watcher at the default settings: deltas/s, and the p99
   delay of a delta from its agent to the watcher, paced at 50,000/s (bench/tokens.py).
 
@@ -55,9 +56,10 @@ from bench.phases import (
     phase_tasks,
 )
 from bench.phases17 import phase_rabbitmq, phase_tokens, token_cert_names
+from bench.phases_pg import phase_tasks_pg
 from bench.table import _problems, build_rows
 
-PHASES = ("routing", "autogen", "scale", "startup", "rabbitmq", "tasks", "tokens")
+PHASES = ("routing", "autogen", "scale", "startup", "rabbitmq", "tasks", "tasks_pg", "tokens")
 
 
 PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
@@ -67,6 +69,7 @@ PHASE_FNS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
     "startup": phase_startup,
     "rabbitmq": phase_rabbitmq,
     "tasks": phase_tasks,
+    "tasks_pg": phase_tasks_pg,
     "tokens": phase_tokens,
 }
 

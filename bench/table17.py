@@ -24,13 +24,26 @@ def _rabbit(results: dict[str, Any], n: int, key: str = "results") -> float | No
     return None
 
 
-def task_rows(results: dict[str, Any]) -> list[Row]:
+PG_NOTE = (
+    "the daemon on a PostgreSQL server (Debian's package) started for the phase, fsync on "
+    "(bench/phases_pg.py); PostgreSQL CPU: the postmaster and its backends, from /proc"
+)
+
+
+def task_rows(results: dict[str, Any], phase: str = "tasks", on_store: str = "") -> list[Row]:
+    """The durable echo task rows of ``phase`` ("tasks": SQLite; "tasks_pg": PostgreSQL, ``on_store``
+    " on PostgreSQL"), each against the RabbitMQ phase of the same run."""
     rows: list[Row] = []
     missing = results.get("rabbitmq", {}).get("missing")
-    for r in results.get("tasks", {}).get("results", []):
+    store_missing = results.get(phase, {}).get("missing")
+    if store_missing:
+        rows.append(row(f"durable echo tasks/s{on_store}", None, None, "", "/s", note=f"not run: {store_missing}"))
+    for r in results.get(phase, {}).get("results", []):
         n = r["inflight"]
         base = _rabbit(results, n)
         note = f"no RabbitMQ baseline: {missing}" if missing else RABBIT_NOTE
+        if phase == "tasks_pg":
+            note = f"{PG_NOTE}; {note}"
         loop = _rabbit(results, n, "closed_loop")
         if loop is not None:
             note += f"; RabbitMQ with each lane also waiting for delivery: {loop:,.0f}/s"
@@ -41,7 +54,7 @@ def task_rows(results: dict[str, Any]) -> list[Row]:
         else:
             target, check, on = "—", None, "value"
         one = row(
-            f"durable echo tasks/s (created, assigned, run, result stored), {n} in flight",
+            f"durable echo tasks/s{on_store} (created, assigned, run, result stored), {n} in flight",
             r["tasks_per_s"],
             base,
             "RabbitMQ msg/s" if base is not None else "",
@@ -57,7 +70,7 @@ def task_rows(results: dict[str, Any]) -> list[Row]:
         cpu = r.get("router_cpu_us_per_task")
         rows.append(
             row(
-                f"daemon CPU per task, {n} in flight",
+                f"daemon CPU per task{on_store}, {n} in flight",
                 cpu,
                 None,
                 "",
@@ -67,6 +80,10 @@ def task_rows(results: dict[str, Any]) -> list[Row]:
                 on="value",
             )
         )
+        if r.get("pg_cpu_us_per_task") is not None:
+            rows.append(
+                row(f"PostgreSQL server CPU per task, {n} in flight", r["pg_cpu_us_per_task"], None, "", "µs")
+            )
     return rows
 
 

@@ -101,3 +101,35 @@ def test_agents_script_tiny_run(tmp_path: Path) -> None:
     steps = json.loads(out.read_text())["orchgpt"]["steps"]
     assert [s["agents"] for s in steps] == [6, 12]
     assert all(s["register_s"] > 0 and s["rss_mib"] > 10 and s["router_fds"] >= 12 for s in steps), steps
+
+
+def test_task_rows_on_postgresql_and_its_absence() -> None:
+    pg_res = {"results": [{"inflight": 64, "tasks_per_s": 1750.0, "pg_cpu_us_per_task": 120.0}]}
+    rmq = {"results": [{"inflight": 64, "per_s": 3500.0}], "closed_loop": []}
+    rows = table17.task_rows({"tasks_pg": pg_res, "rabbitmq": rmq}, "tasks_pg", " on PostgreSQL")
+    assert rows[0].figure.startswith("durable echo tasks/s on PostgreSQL") and rows[0].ratio == pytest.approx(0.5)
+    assert rows[0].passed is False and "PostgreSQL server (Debian's package)" in rows[0].note
+    assert rows[2].figure == "PostgreSQL server CPU per task, 64 in flight" and rows[2].orchgpt == 120.0
+    gone = table17.task_rows({"tasks_pg": {"missing": "PostgreSQL is not installed"}}, "tasks_pg", " on PostgreSQL")
+    assert len(gone) == 1 and gone[0].orchgpt is None and "not run: PostgreSQL is not installed" in gone[0].note
+
+
+def test_tasks_pg_phase_runs_on_a_real_postgresql_and_stops_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bench import pg
+    from bench.phases import Ctx
+    from bench.phases_pg import phase_tasks_pg
+
+    why = pg.unavailable()
+    if why:
+        pytest.skip(why)
+    prof = replace(PROFILES["smoke"], tasks_count=5, tasks_inflight=(1, 4))
+    certs = tlsdir.make_certs(tmp_path / "certs", ["bench-a"])
+    res = asyncio.run(asyncio.wait_for(phase_tasks_pg(Ctx(prof, tmp_path, certs, {})), 55))
+    assert [r["inflight"] for r in res["results"]] == [1, 4]
+    assert all(r["tasks"] == 5 and r["tasks_per_s"] > 0 and r["pg_cpu_us_per_task"] > 0 for r in res["results"]), res
+    # the server is gone: its directory removed, no process runs from it
+    assert not Path(res["server_dir"]).exists()
+    procs = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p)]
+    assert not any(res["server_dir"].encode() in c for c in procs)
