@@ -149,8 +149,12 @@ async def rate(m: Mesh, d: Daemon, n: int) -> dict[str, float]:
                 events += 1
     took = time.perf_counter() - t0
     cpu = [(cpu_seconds(p) - c0) * 1000 / n for p, c0 in zip(pids, cpu0, strict=True)]
-    return {"per_s": round(n / took), "token_events": events, "cpu_ms_per_delta_a": round(cpu[0], 4),
-            "cpu_ms_per_delta_b": round(cpu[1], 4)}
+    return {
+        "per_s": round(n / took),
+        "token_events": events,
+        "cpu_ms_per_delta_a": round(cpu[0], 4),
+        "cpu_ms_per_delta_b": round(cpu[1], 4),
+    }
 
 
 async def main_rate(n: int, rounds: int = 3) -> dict[str, object]:

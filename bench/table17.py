@@ -81,9 +81,7 @@ def task_rows(results: dict[str, Any], phase: str = "tasks", on_store: str = "")
             )
         )
         if r.get("pg_cpu_us_per_task") is not None:
-            rows.append(
-                row(f"PostgreSQL server CPU per task, {n} in flight", r["pg_cpu_us_per_task"], None, "", "µs")
-            )
+            rows.append(row(f"PostgreSQL server CPU per task, {n} in flight", r["pg_cpu_us_per_task"], None, "", "µs"))
     return rows
 
 
