@@ -48,11 +48,8 @@ async def test_echo_streams_to_completion_and_is_found_after_a_restart(daemon_fa
             "over",
             "a2a",
         ]
-        assert [u.append for u in deltas] == [
-            False,
-            True,
-            True,
-        ]  # token deltas append to one artifact
+        # token deltas append to one artifact (the agent may fold quick deltas into fewer events)
+        assert deltas and [u.append for u in deltas] == [False] + [True] * (len(deltas) - 1)
         assert final_state(events) == a2a.TASK_STATE_COMPLETED
 
         got = await client.get_task(a2a.GetTaskRequest(id=task_id))

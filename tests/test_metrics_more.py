@@ -50,7 +50,8 @@ async def test_envelopes_and_store_operations_are_counted(daemon_factory, tmp_pa
     # every task is created once in the store, and saved as its state changes
     assert value(ss, "orchgpt_store_seconds_count", operation="create_task") == 3
     assert value(ss, "orchgpt_store_seconds_bucket", operation="create_task", le="+Inf") == 3
-    assert (value(ss, "orchgpt_store_seconds_count", operation="save_task") or 0) >= 9
+    # at least twice each (assigned, finished); the routine RUNNING row rides with the next flush
+    assert (value(ss, "orchgpt_store_seconds_count", operation="save_task") or 0) >= 6
     assert (value(ss, "orchgpt_store_seconds_sum", operation="append_events") or 0) > 0
     assert value(ss, "orchgpt_events_dropped_total") == 0
 

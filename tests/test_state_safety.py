@@ -60,6 +60,11 @@ def mode(p: Path) -> int:
 # ---- finding 3: the data dir deleted under a running daemon ------------------------------
 
 
+def _gone_already(func: object, path: str, exc: tuple[type[BaseException], BaseException, object]) -> None:
+    if not isinstance(exc[1], FileNotFoundError):
+        raise exc[1]
+
+
 @pytest.mark.sqlite_only("the SQLite file deleted under the daemon (PostgreSQL: test_store_postgres.py)")
 async def test_a_store_deleted_under_the_daemon_refuses_work_and_fails_health(daemon_factory) -> None:
     d: Daemon = daemon_factory().start()
@@ -67,7 +72,8 @@ async def test_a_store_deleted_under_the_daemon_refuses_work_and_fails_health(da
         events = await run_task(c, Command("echo", Action.RUN, "before"))
         assert events[-1].result is not None and events[-1].result.output == "before"
         assert await health(d) == SERVING
-        shutil.rmtree(d.data_dir)
+        # the daemon's own files come and go meanwhile (a local agent's results file): tolerate them
+        shutil.rmtree(d.data_dir, onerror=_gone_already)
         for i in range(10):
             with pytest.raises(ClientError) as ei:
                 await run_task(c, Command("echo", Action.RUN, f"after-{i}", task_id=f"after-{i}"))
