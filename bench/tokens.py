@@ -321,10 +321,11 @@ async def run(
     linger_ms: float | None = None,
 ) -> dict[str, Any]:
     """One run: ``agents`` emitters (one process), one watcher (another), both on the peer CPUs.
-    Paced at ``rate`` deltas/s in all for ``seconds`` (or, rate 0, ``seconds`` × 20,000 deltas as
-    fast as they go). ``fold``: the emitters fold their deltas as agentd does (orchgpt only)."""
+    Paced at ``rate`` deltas/s in all for ``seconds`` (or, rate 0, as many deltas as a task may
+    have, as fast as they go: with folding, ``seconds`` × 20,000 all arrived within the warm-up).
+    ``fold``: the emitters fold their deltas as agentd does (orchgpt only)."""
     # under orchgpt's default max-events-per-task (5,000)
-    per_stream = min(int(rate * seconds / agents) if rate > 0 else int(20_000 * seconds / agents), 4500)
+    per_stream = min(int(rate * seconds / agents), 4500) if rate > 0 else 4500
     total = per_stream * agents
     cap = seconds * 4 + warmup + duration + 30
     common = ["--mode", router.mode, "--target", router.target, "--certs", str(router.certs)]
