@@ -76,7 +76,8 @@ def asker(mesh: Daemon, tmp_path: Path) -> Iterator[None]:
     yield
     for link in links:
         asyncio.run_coroutine_threadsafe(link.stop(grace=1), loop).result(10)
-    loop.call_soon_threadsafe(runner.cancel)
+    with contextlib.suppress(RuntimeError):  # the stopped links may have ended the runner and closed the loop
+        loop.call_soon_threadsafe(runner.cancel)
     thread.join(10)
 
 
