@@ -10,7 +10,6 @@ import hashlib
 import os
 import random
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from orchgpt.errors import ClientError
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.models import Action, Command, EventKind, TaskEvent
 from tests.support import artifact_rows
+from tests.support.cli_oneshot import cli, env_for
 from tests.support.mesh import AgentProc, Daemon, await_for, issue, start_agent
 from tests.support.stub_agent import StubAgent
 
@@ -239,16 +239,7 @@ async def test_a_damaged_blob_is_not_served_as_good(daemon_factory, postgres_url
 
 
 def autogpt(d: Daemon, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHGPT_", "ORCHESTRATOR_"))}
-    env.update(ORCHGPT_CERTS=str(d.certs), NO_COLOR="1")
-    return subprocess.run(
-        [sys.executable, "-m", "orchgpt_cli", "--orchestrator", d.address, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-    )
+    return cli(d, "--orchestrator", d.address, *args, env=env_for(d, NO_COLOR="1"), cwd=cwd)
 
 
 async def test_a_local_agents_file_is_fetched_from_the_other_daemon_with_the_cli(

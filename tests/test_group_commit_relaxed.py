@@ -14,23 +14,12 @@ import pytest
 
 from orchgpt import durable
 from orchgpt.mesh import Mesh
-from orchgpt.models import Task, TaskState
+from orchgpt.models import TaskState
 from orchgpt.store.sqlite import SqliteStore
 from tests.support.fake_ports import connect, ok, submit
+from tests.test_group_commit import _committed_ids, _task
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _task(i: int) -> Task:
-    return Task(task_id=f"t{i}", agent_type="echo", input=f"x{i}", session_id="s")
-
-
-def _committed_ids(path: Path) -> set[str]:
-    c = sqlite3.connect(str(path))
-    try:
-        return {r[0] for r in c.execute("SELECT task_id FROM tasks")}
-    finally:
-        c.close()
 
 
 async def _turns(n: int) -> None:

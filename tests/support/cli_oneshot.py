@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,12 @@ def env_for(mesh: Daemon, **extra: str) -> dict[str, str]:
 
 
 def cli(
-    mesh: Daemon, *args: str, stdin: str = "", timeout: float = 60, env: dict[str, str] | None = None
+    mesh: Daemon,
+    *args: str,
+    stdin: str = "",
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orchgpt_cli", *args],
@@ -44,7 +50,7 @@ def cli(
         text=True,
         timeout=timeout,
         env=env or env_for(mesh),
-        cwd=mesh.workdir,
+        cwd=cwd or mesh.workdir,
     )
 
 
