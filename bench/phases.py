@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import daemon, placement, routing, scale, startup
+from bench import daemon, placement, pyspy, routing, scale, startup
 from bench.children import Children
 from bench.report import median
 
@@ -275,9 +275,14 @@ async def phase_tasks(ctx: Ctx) -> dict[str, Any]:
             cpus=None,
             extra=["--max-local-agents", str(p.tasks_agents)],
         )
-        res = await startup.task_overhead(
-            ch, orch.target, orch.pid, ctx.certs, p.tasks_count, list(p.tasks_inflight), placement.PEER_CPUS
-        )
+        res: list[dict[str, Any]] = []
+        for n in p.tasks_inflight:  # the largest in-flight count is profiled: the rows' "why"
+            async with pyspy.profile_if(n == max(p.tasks_inflight), orch.pid, ctx.work / "profile-tasks.raw") as prof:
+                res += await startup.task_overhead(
+                    ch, orch.target, orch.pid, ctx.certs, p.tasks_count, [n], placement.PEER_CPUS
+                )
+            if n == max(p.tasks_inflight):
+                res[-1]["profile"] = prof.result()
     _log("tasks: " + ", ".join(f"{r['inflight']} in flight {r['tasks_per_s']:.0f}/s" for r in res))
     return {"results": res}
 
