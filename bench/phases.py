@@ -180,6 +180,7 @@ async def phase_routing(ctx: Ctx, with_autogen: bool = True, with_relays: bool =
                 autogen_error = str(exc)
                 _log(f"autogen left out: {exc}")
         modes = list(peers)
+        pids = {"baseline": relay.pid, "orchgpt": orch.pid} if with_relays else {}
         samples: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
         for n in p.inflight:
             for rep in range(p.rt_reps):
@@ -188,6 +189,11 @@ async def phase_routing(ctx: Ctx, with_autogen: bool = True, with_relays: bool =
                     r = await peers[mode].measure(n, p.rt_warmup, p.rt_duration)
                     r["rep"] = rep
                     samples[mode].append(r)
+            if n == p.inflight[0]:  # one more run of orchgpt and the relay each, profiled: the row's "why"
+                for mode, pid in pids.items():
+                    async with pyspy.DaemonProfile(pid, ctx.work / f"profile-rt-{mode}.raw") as prof:
+                        await peers[mode].measure(n, p.rt_warmup, max(4.0, p.rt_duration))
+                    out.setdefault("profiles", {})[mode] = prof.result()
             _log(
                 f"round trips, {n} in flight: "
                 + ", ".join(f"{m} {median([x['rps'] for x in samples[m] if x['inflight'] == n]):.0f}/s" for m in modes)

@@ -41,7 +41,7 @@ def _category(frames: list[str]) -> str:
         return "logging"
     if "orchgpt/store/" in leaf or "artifact_db" in leaf:
         return "store writes (Python)"
-    if leaf.startswith(("Handle._run", "AgentStreams.Connect", "_guard_server_stream")) or "grpc" in leaf:
+    if leaf.startswith(("Handle._run", "AgentStreams.Connect", "_guard_server_stream", "Relay.")) or "grpc" in leaf:
         return "gRPC and asyncio native code (per message)"
     if "orchgpt/" in leaf or "agentd/" in leaf:
         return "mesh logic (orchgpt Python)"
@@ -80,7 +80,7 @@ def summarize(raw: str, top: int = 5, rate: int | None = None) -> dict[str, Any]
     }
 
 
-def why_text(summary: dict[str, Any] | None, label: str = "") -> str:
+def why_text(summary: dict[str, Any] | None, label: str = "", who: str = "the daemon") -> str:
     """One sentence for a table's footnote: where a daemon's busy samples went."""
     if not summary:
         return ""
@@ -89,8 +89,7 @@ def why_text(summary: dict[str, Any] | None, label: str = "") -> str:
     where = f" ({label})" if label else ""
     at = f" at {summary['rate']}/s" if summary.get("rate") else ""
     return (
-        f"py-spy of the daemon{where}, {summary['busy_samples']:,} busy samples{at}: {cats}. "
-        f"Busiest frames (self): {tops}"
+        f"py-spy of {who}{where}, {summary['busy_samples']:,} busy samples{at}: {cats}. Busiest frames (self): {tops}"
     )
 
 
