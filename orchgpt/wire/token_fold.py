@@ -25,9 +25,10 @@ daemon's router pays its read, decode, numbering, fan-out and store row for each
 - the linger adapts (issue 17, session 4): it starts at ``linger`` (``LINGER_S``, 20 ms;
   ``ORCHGPT_TOKEN_LINGER_MS``, 0: off) and grows by a quarter with each frame a fast stream
   lingered for, up to ``linger_max`` (``LINGER_MAX_S``, 35 ms; ``ORCHGPT_TOKEN_LINGER_MAX_MS``);
-  it is ``linger_max`` at once when the link is backed up (deltas came while the writer was
-  still sending the previous frame) and back at ``linger`` when the stream pauses (a delta
-  ``FAST_GAP_S`` after the previous one). A stream's first frames go soon; a sustained fast
+  it is ``linger_max`` at once when the link is backed up (deltas waited while the writer spent
+  more than ``BACKED_UP_S``, 5 ms, sending the previous frame: the transport or the agent's loop
+  is behind) and back at ``linger`` when the stream pauses (a delta ``4 × FAST_GAP_S`` after the
+  previous one). A stream's first frames go soon; a sustained fast
   stream, the load on the daemon, sends about a frame per ``linger_max``; no delta waits in
   the outbox longer than ``linger_max`` for its frame to start.
 
@@ -65,6 +66,7 @@ LINGER_S = float(os.environ.get("ORCHGPT_TOKEN_LINGER_MS", "20") or 0) / 1000
 LINGER_MAX_S = float(os.environ.get("ORCHGPT_TOKEN_LINGER_MAX_MS", "35") or 0) / 1000
 LINGER_GROWTH = 1.25  # the linger's growth per lingered frame of a sustained fast stream
 FAST_GAP_S = 0.005  # a delta this soon after the previous one (or on average) is a fast stream's: it may linger
+BACKED_UP_S = 0.005  # a frame's write this long, with deltas waiting for it: the link is backed up
 _GAP_CLAMP_S = 4 * FAST_GAP_S  # a longer gap counts as this in the average (a pause is forgotten quickly)
 MAX_TEXT = 4096  # characters of folded deltas in one envelope (small frames go out steadily)
 
@@ -90,6 +92,7 @@ class TokenOutbox(Outbox):
         "_last",
         "_last_at",
         "_quiet_until",
+        "_sent_at",
         "_timer",
         "current",
         "linger",
@@ -108,7 +111,8 @@ class TokenOutbox(Outbox):
         # the adaptive linger's bound (default: LINGER_MAX_S, never below ``linger``) and its value now
         self.linger_max = max(linger_s, LINGER_MAX_S if linger_max_s is None else linger_max_s)
         self.current = linger_s
-        self._backed_up = False  # token deltas were put while the writer was sending
+        self._backed_up = False  # token deltas were put while the writer was sending ...
+        self._sent_at = 0.0  # ... the frame it took then (monotonic)
         self._last: pb.Envelope | None = None  # the token envelope put last (maybe still queued)
         self._timer: asyncio.TimerHandle | None = None
         self._quiet_until = 0.0  # (monotonic) till then, a fast stream's idle writer is woken by the timer only
@@ -150,14 +154,15 @@ class TokenOutbox(Outbox):
         self._last_at = now
         avg = self._gap_avg + ((gap if gap < _GAP_CLAMP_S else _GAP_CLAMP_S) - self._gap_avg) * 0.25
         self._gap_avg = avg
-        return gap < FAST_GAP_S or avg < FAST_GAP_S
+        if gap < FAST_GAP_S or avg < FAST_GAP_S:
+            return True
+        self.current = self.linger  # the stream paused (or is slow): the next linger is short again
+        return False
 
     def _linger(self, env: pb.Envelope, now: float, fast: bool) -> bool:
         self._last = env
         if self.linger <= 0:
             return self.put(env)
-        if not fast:
-            self.current = self.linger  # the stream paused (or is slow): the next linger is short again
         if self._waiter is None:  # the writer is busy: this goes with its next frame anyway
             self._backed_up = fast
             return self.put(env)
@@ -182,13 +187,16 @@ class TokenOutbox(Outbox):
             w.set_result(None)
 
     async def next_batch(self) -> pb.Batch | None:
+        backed_up = self._backed_up and time.monotonic() - self._sent_at > BACKED_UP_S
+        self._backed_up = False
         batch = await super().next_batch()
         if self._last is not None and self.linger > 0:
-            if self._backed_up:  # deltas waited for the previous frame's write: the longest linger
-                self._backed_up = False
+            now = self._sent_at = time.monotonic()
+            if backed_up:  # deltas waited for a slow write of the previous frame: the longest linger
                 self.current = self.linger_max
             # the frame taken now starts a linger too (after a busy write, not only after a wake-up)
-            self._quiet_until = max(self._quiet_until, time.monotonic() + self.current)
+            if now + self.current > self._quiet_until:
+                self._quiet_until = now + self.current
         return batch
 
     def close(self, reason: str = "") -> None:
