@@ -24,7 +24,7 @@ daemon's router pays its read, decode, numbering, fan-out and store row for each
   what is queued goes with its next frame, as for any envelope; that frame starts a linger too.
 - the linger adapts (issue 17, session 4): it starts at ``linger`` (``LINGER_S``, 20 ms;
   ``ORCHGPT_TOKEN_LINGER_MS``, 0: off) and grows by a quarter with each frame a fast stream
-  lingered for, up to ``linger_max`` (``LINGER_MAX_S``, 35 ms; ``ORCHGPT_TOKEN_LINGER_MAX_MS``);
+  lingered for, up to ``linger_max`` (``LINGER_MAX_S``, 30 ms; ``ORCHGPT_TOKEN_LINGER_MAX_MS``);
   it is ``linger_max`` at once when the link is backed up (deltas waited while the writer spent
   more than ``BACKED_UP_S``, 5 ms, sending the previous frame: the transport or the agent's loop
   is behind) and back at ``linger`` when the stream pauses (a delta ``4 × FAST_GAP_S`` after the
@@ -36,7 +36,7 @@ orchgpt numbers a folded event's deltas ``data["seq_from"]``..``seq`` (orchgpt.m
 watcher still counts every delta (orchgpt.wire.coalesce.deltas). The linger adds at most
 ``linger`` to a delta's delay, and only while the agent streams faster than one delta per
 ``FAST_GAP_S``. At 50,000 deltas/s from 64 agents it turns about 32,000 frames/s into about 3,200
-(20 ms) or 1,830 (35 ms) and leaves the p99 delay under the 50 ms a watcher is promised (issue 17,
+(20 ms) or 2,130 (30 ms) and leaves the p99 delay under the 50 ms a watcher is promised (issue 17,
 bench/tokens.py); 10 ms and 5 ms were measured too (bench/RESULTS-issue17.md, "Tokens,
 session 3" and "Paced tokens, session 4"): the daemon's CPU per delta follows the frame rate.
 
@@ -63,7 +63,7 @@ __all__ = ["LINGER_MAX_S", "LINGER_S", "MAX_DELTAS", "MAX_TEXT", "TokenOutbox", 
 # at most one frame of token deltas per this long while an agent streams fast (agentd; 0: no linger) ...
 LINGER_S = float(os.environ.get("ORCHGPT_TOKEN_LINGER_MS", "20") or 0) / 1000
 # ... growing up to this while it keeps streaming fast, or at once when its link is backed up
-LINGER_MAX_S = float(os.environ.get("ORCHGPT_TOKEN_LINGER_MAX_MS", "35") or 0) / 1000
+LINGER_MAX_S = float(os.environ.get("ORCHGPT_TOKEN_LINGER_MAX_MS", "30") or 0) / 1000
 LINGER_GROWTH = 1.25  # the linger's growth per lingered frame of a sustained fast stream
 FAST_GAP_S = 0.005  # a delta this soon after the previous one (or on average) is a fast stream's: it may linger
 BACKED_UP_S = 0.005  # a frame's write this long, with deltas waiting for it: the link is backed up
