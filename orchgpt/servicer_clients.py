@@ -72,7 +72,10 @@ class EventSubscription:
             )
             return False
         env = _event_envelope(event, self.type_of)
-        self.outbox.put(env)
+        if event.kind == "token":  # acknowledges nothing: not held by an open commit window
+            self.outbox.put_live(env)
+        else:
+            self.outbox.put(env)
         self.tokens.queued(self.outbox, event, env)
         if self.end_task and event.task_id == self.end_task and event.kind == "result":
             self.outbox.close("task finished")
