@@ -7,14 +7,16 @@ so that every answer waits for its commit) with a *writer thread* that owns the 
 store's connection:
 
 - a hot write made on the event loop (``defer``: a task's row, a batch of events, the message
-  log, an agent seen) is queued and returns at once; the writer thread runs it inside the open
-  PostgreSQL transaction, in a savepoint of its own (a write that fails is rolled back alone,
-  logged as ``store.write_failed`` and told to the store's ``on_fault``, as its caller would
-  have done with the StoreError: those callers only log it);
+  log, a transcript, an agent seen) is queued and returns at once; the writer thread runs it
+  inside the open PostgreSQL transaction (a write that fails is rolled back alone: the others
+  run again, each in a savepoint; it is logged as ``store.write_failed`` and told to the
+  store's ``on_fault``, as its caller would have done with the StoreError: those callers only
+  log it; a *vital* one fails its window: nothing that depends on it is acknowledged);
 - when the loop closes a window it queues the window's *mark*; the writer thread sends one
   ``COMMIT`` for everything run so far and only then settles the window's future on the loop
   (the loop never waits for the round trip nor the fsync);
-- any other call (a read, ``create_task``, a write whose caller needs its answer or error) runs
+- any other call (a read, ``create_task``: Submit refuses what is not stored, a write whose
+  caller needs its answer or error) runs
   on the calling thread, under the store's lock: it first runs the queued writes itself (so a
   read sees every write made before it, as on SQLite), then its own statement, inside the
   open transaction and the loop's open window. With no event loop (or from another thread) a
@@ -40,6 +42,9 @@ from .group_commit import MAX_WRITES, GroupCommit
 log = logs.get("orchgpt.store")
 
 
+_Job = tuple[str, Callable[[], None], bool, "asyncio.Future[None] | None", bool]  # what, job, quiet, window, vital
+
+
 class _Owner(Protocol):
     """What the committer needs of postgres.PostgresStore."""
 
@@ -59,14 +64,18 @@ class PgGroupCommit(GroupCommit):
     def __init__(self, owner: _Owner, window_ms: float, max_writes: int = MAX_WRITES) -> None:
         super().__init__(owner, window_ms, max_writes)  # type: ignore[arg-type]
         self.pg = owner
-        self._jobs: deque[tuple[str, Callable[[], None], bool, asyncio.Future[None] | None]] = deque()
+        self._jobs: deque[_Job] = deque()
         self._marks: deque[tuple[asyncio.Future[None], asyncio.AbstractEventLoop]] = deque()
         self._wake = threading.Condition(threading.Lock())
         self._stop = False
         self._tx_windows: set[asyncio.Future[None]] = set()  # windows with a write in the open transaction
         self._dirty = 0  # writes in the open transaction
-        self._doomed: set[asyncio.Future[None]] = set()  # windows whose writes were lost
+        self._doomed: dict[asyncio.Future[None], str] = {}  # windows whose writes were lost: why
         self.in_job = 0  # the thread running a queued write (the store's _tx then yields the connection as is)
+        self.fast = False  # that write runs with no savepoint of its own
+        self._ran: list[_Job] = []  # the queued writes run in the open transaction
+        self._mark = False  # the savepoint "ok" is set in the open transaction: what is before it stands
+        self._mark_due = False  # a write made on the calling thread since: set it again before the next
         self.transactions = 0  # COMMITs sent (tests, metrics)
         self.failed_writes = 0
         self._writer = threading.Thread(target=self._run, name="orchgpt-pg-writer", daemon=True)
@@ -99,19 +108,21 @@ class PgGroupCommit(GroupCommit):
             assert self.loop is not None
             self.loop.call_soon(self._tick)
 
-    def defer(self, what: str, job: Callable[[], None], quiet: bool = False) -> None:
-        """Queue a write for the writer thread (the caller checked ``usable()``)."""
+    def defer(self, what: str, job: Callable[[], None], quiet: bool = False, vital: bool = False) -> None:
+        """Queue a write for the writer thread (the caller checked ``usable()``); ``vital``: when
+        it fails, so does its window."""
         fut = self.open_window()
         with self._wake:
-            self._jobs.append((what, job, quiet, fut))
+            self._jobs.append((what, job, quiet, fut, vital))
             self._wake.notify()
         self._joined()
 
     def join_inline(self) -> None:
-        """A write run now on the loop's thread joins the open window (the store's lock is held)."""
+        """A write run on the loop's thread joined the open window (the store's lock is held)."""
         fut = self.open_window()
         self._tx_windows.add(fut)
         self._dirty += 1
+        self._mark_due = True
         self._joined()
 
     def commit(self) -> StoreError | None:
@@ -134,37 +145,83 @@ class PgGroupCommit(GroupCommit):
 
     # ------------------------------------------------------------ run under the store's lock
     def run_jobs(self) -> None:
-        """Run every queued write in the open transaction (begun if needed), each in a savepoint."""
+        """Run every queued write in the open transaction (begun if needed). No savepoint each (two
+        round trips a write): when one fails, ``recover`` rolls back and runs the others again."""
         while True:
             try:
-                what, job, quiet, fut = self._jobs.popleft()
+                item = self._jobs.popleft()
             except IndexError:
                 return
-            try:
-                conn = self.begin()
-            except StoreError as exc:
-                self._lost_write(what, str(exc), quiet, fut)
-                continue
-            self.in_job = threading.get_ident()
-            try:
+            self._run_job(item, fast=True)
+
+    def _run_job(self, item: _Job, fast: bool) -> None:
+        what, job, quiet, fut, vital = item
+        try:
+            conn = self.begin()
+        except StoreError as exc:
+            self._lost_write(what, str(exc), quiet, fut)
+            return
+        self.in_job = threading.get_ident()
+        self.fast = fast
+        try:
+            if fast:
+                if self._mark_due:
+                    self.savepoint(conn)
+                job()
+            else:
                 with conn.transaction():  # a savepoint: only this write is rolled back when it fails
                     job()
-            except Exception as exc:  # psycopg.Error, the store's refusals, a bug in a row
-                self.failed_writes += 1
-                message = str(exc) if isinstance(exc, StoreError) else self.pg._failed(what, exc)
-                if conn.broken:
-                    self._lose_transaction()
-                self._lost_write(what, message, quiet, None)
+        except Exception as exc:  # psycopg.Error, the store's refusals, a bug in a row
+            message = str(exc) if isinstance(exc, StoreError) else self.pg._failed(what, exc)
+            self.in_job, self.fast = 0, False
+            if fast and not conn.broken:  # the others again, then this one in a savepoint: its own error
+                self.recover(conn)
+                self._run_job(item, fast=False)
+                return
+            self.failed_writes += 1
+            if conn.broken:
+                self._lose_transaction(message)
+            self._lost_write(what, message, quiet, fut if vital else None)
+        else:
+            self._ran.append(item)
+            if fut is not None:
+                self._tx_windows.add(fut)
+            self._dirty += 1
+        finally:
+            self.in_job, self.fast = 0, False
+
+    def savepoint(self, conn: Any) -> None:
+        """Set the savepoint "ok" (one round trip): a failure after it rolls back to it, and only
+        the queued writes run since run again. Set before and after a write made on the calling
+        thread (that one cannot be run again)."""
+        conn.execute("RELEASE SAVEPOINT ok; SAVEPOINT ok" if self._mark else "SAVEPOINT ok")
+        self._mark, self._mark_due = True, False
+        self._ran.clear()
+
+    def recover(self, conn: Any) -> None:
+        """A statement failed in the open transaction (PostgreSQL aborts all of it): roll back to
+        the savepoint "ok" (or all of it) and run the queued writes since again, each in a
+        savepoint of its own."""
+        ran, self._ran = self._ran, []
+        try:
+            if self._mark:
+                conn.execute("ROLLBACK TO SAVEPOINT ok")
             else:
-                if fut is not None:
-                    self._tx_windows.add(fut)
-                self._dirty += 1
-            finally:
-                self.in_job = 0
+                self._tx_windows.clear()
+                self._dirty = 0
+                conn.execute("ROLLBACK")
+        except Exception as exc:  # the transaction is gone: so are its writes
+            self._lose_transaction(self.pg._failed("rollback", exc))
+            for item in ran:
+                if item[3] is not None:
+                    self._doomed.setdefault(item[3], self.pg._failed("rollback", exc))
+            return
+        for item in ran:
+            self._run_job(item, fast=False)
 
     def _lost_write(self, what: str, message: str, quiet: bool, fut: asyncio.Future[None] | None) -> None:
         if fut is not None:
-            self._doomed.add(fut)
+            self._doomed.setdefault(fut, message)
         if not quiet:
             self.pg._fault(what, message)
 
@@ -190,10 +247,14 @@ class PgGroupCommit(GroupCommit):
         """The connection is gone: so are the writes of its open transaction."""
         self._lose_transaction()
 
-    def _lose_transaction(self) -> None:
-        self._doomed |= self._tx_windows
+    def _lose_transaction(self, why: str = "") -> None:
+        why = why or f"store {self.pg.path}: the connection to PostgreSQL was lost with the window's writes"
+        for fut in self._tx_windows:
+            self._doomed.setdefault(fut, why)
         self._tx_windows.clear()
+        self._ran.clear()
         self._dirty = 0
+        self._mark = self._mark_due = False
 
     def commit_open(self) -> StoreError | None:
         """COMMIT the open transaction (nothing when none is open); the windows it held are
@@ -221,7 +282,7 @@ class PgGroupCommit(GroupCommit):
             error = StoreError(self.pg._failed(what, exc))
         self.transactions += 1
         if error is not None:
-            self._lose_transaction()
+            self._lose_transaction(str(error))
             self.pg._fault(what, str(error))
             if c.info.transaction_status != pq.TransactionStatus.IDLE and not c.broken:
                 try:
@@ -230,7 +291,9 @@ class PgGroupCommit(GroupCommit):
                     pass
         else:
             self._tx_windows.clear()
+            self._ran.clear()
             self._dirty = 0
+            self._mark = self._mark_due = False
             self.pg._recovered(what)
         return error
 
@@ -258,9 +321,9 @@ class PgGroupCommit(GroupCommit):
                 error = StoreError(f"store {self.pg.path}: the writer failed: {exc}")
             for fut, loop in marks:
                 why = error
-                if why is None and fut in self._doomed:
-                    why = StoreError(f"store {self.pg.path}: a write of this commit window was lost")
-                self._doomed.discard(fut)
+                lost = self._doomed.pop(fut, None)
+                if why is None and lost is not None:
+                    why = StoreError(lost)
                 _settle(fut, loop, why)
 
     def stop(self, timeout_s: float = 30.0) -> None:

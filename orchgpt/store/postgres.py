@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 from .. import logs
@@ -241,13 +241,15 @@ class PostgresStore(
             for attempt in (0, 1):  # a read is repeated once on a new connection if the old one was dropped
                 conn = self._live()
                 try:
-                    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                        with conn.transaction():  # a failed read must not abort the window's writes
-                            rows: list[tuple[Any, ...]] = conn.execute(_translate(sql), params).fetchall()
-                        return rows
-                    rows = conn.execute(_translate(sql), params).fetchall()
+                    rows: list[tuple[Any, ...]] = conn.execute(_translate(sql), params).fetchall()
                     return rows
                 except psycopg.Error as exc:
+                    if (
+                        g is not None
+                        and not conn.broken
+                        and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+                    ):
+                        g.recover(conn)  # the open transaction is aborted: its queued writes run again
                     if attempt or not conn.broken:
                         raise StoreError(f"store {self.path}: {what} failed: {_cause(exc, self.url)}") from None
             raise AssertionError("unreachable")
@@ -293,8 +295,11 @@ class PostgresStore(
                     e.seq = nxt[e.task_id]
                 elif e.task_id in nxt:
                     nxt[e.task_id] = max(nxt[e.task_id], e.seq)
+            g = self._group
             try:
-                with self._conn.transaction():  # a savepoint: the lookup below still runs
+                # a savepoint, so that the lookup below still runs (not for a queued write run with no
+                # savepoint: its failure rolls the transaction back, it runs again in a savepoint)
+                with nullcontext() if g is not None and g.fast else self._conn.transaction():
                     c.executemany(
                         "INSERT OR IGNORE INTO task_events (task_id, seq, kind, ts_ms, payload) VALUES (?, ?, ?, ?, ?)",
                         [(e.task_id, e.seq, str(e.kind), e.ts_ms, _event_payload(e)) for e in events],

@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OrchgptError, StoreError
-from ..models import AgentInfo, Task
+from ..models import AgentInfo, SessionMessage, Task
 from .pg_group import PgGroupCommit
 from .sqlite_sessions import SqliteSessions
 from .sqlite_tasks import SqliteTasks
+from .sqlite_transcript import SqliteTranscript
 
 
 def _pg(sql: str) -> str:
@@ -135,21 +136,23 @@ class PostgresGrouped:
             if not quiet:
                 self._fault(what, str(exc))
             raise
-        if on_loop:
-            g.join_inline()
         try:
-            with conn.transaction():  # a savepoint: a failed write is rolled back alone
-                yield _Cursor(conn)
-        except Exception as exc:  # psycopg.Error, _Refused
-            if not _store_error(exc):
-                raise
+            g.savepoint(conn)  # what ran before stands if this write fails
+            yield _Cursor(conn)
+        except BaseException as exc:
             if conn.broken:
                 g.lose()
+            else:
+                g.recover(conn)  # its statements that ran are rolled back; the queued writes run again
+            if not _store_error(exc):
+                raise
             message = self._failed(what, exc)
             if not quiet:
                 self._fault(what, message)
             raise StoreError(message) from exc
-        if not on_loop:
+        if on_loop:
+            g.join_inline()
+        else:
             error = g.commit_open()
             if error is not None:
                 raise error
@@ -161,6 +164,16 @@ class PostgresGrouped:
 
     # the hot writes: queued for the writer thread on the loop with group commit (their callers
     # only log a StoreError; the writer logs it and tells on_fault)
+    def add_session_messages(self, messages: list[SessionMessage]) -> None:
+        g = self._deferred()
+        if g is None:
+            return SqliteTranscript.add_session_messages(self.me, messages)
+        if messages:
+            msgs = list(messages)
+            g.defer(
+                f"record {len(msgs)} session messages", lambda: SqliteTranscript.add_session_messages(self.me, msgs)
+            )
+
     def save_task(self, task: Task) -> None:
         g = self._deferred()
         if g is None:
