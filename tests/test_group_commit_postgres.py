@@ -197,3 +197,22 @@ def test_without_a_loop_every_write_commits_at_once(postgres_url: str) -> None:
     store.save_task(t)
     assert _committed(postgres_url) == {"t1": "running"}
     store.close()
+
+
+async def test_a_daemon_answers_a_submit_only_once_its_task_is_committed(daemon_factory, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A real daemon on PostgreSQL (group commit on by default), each commit of a new task held
+    for 1 s: the Submit's first answer and the result arrive only when the rows are committed."""
+    from orchgpt.models import Action, Command
+
+    d = daemon_factory("--store", postgres_url).start()
+    async with d.client() as c:
+        async for _ in c.submit(Command("echo", Action.RUN, "warm-up")):
+            pass
+        _at_commit(postgres_url, "PERFORM pg_sleep(1)")
+        seen: list[dict[str, str]] = []
+        async for ev in c.submit(Command("echo", Action.RUN, "held", task_id="held-1")):
+            seen.append(_committed(postgres_url))
+            if ev.kind == EventKind.RESULT:
+                break
+        assert seen and all("held-1" in s for s in seen), seen  # every answer after its commit
+        assert seen[-1]["held-1"] == "succeeded", seen  # the result, once it is stored
