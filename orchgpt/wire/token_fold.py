@@ -34,7 +34,7 @@ daemon's router pays its read, decode, numbering, fan-out and store row for each
 
 orchgpt numbers a folded event's deltas ``data["seq_from"]``..``seq`` (orchgpt.mesh_fanout), so a
 watcher still counts every delta (orchgpt.wire.coalesce.deltas). The linger adds at most
-``linger`` to a delta's delay, and only while the agent streams faster than one delta per
+``linger_max`` to a delta's delay, and only while the agent streams faster than one delta per
 ``FAST_GAP_S``. At 50,000 deltas/s from 64 agents it turns about 32,000 frames/s into about 3,200
 (20 ms) or 2,130 (30 ms) and leaves the p99 delay under the 50 ms a watcher is promised (issue 17,
 bench/tokens.py); 10 ms and 5 ms were measured too (bench/RESULTS-issue17.md, "Tokens,
