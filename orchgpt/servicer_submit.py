@@ -64,7 +64,19 @@ class _Feed:
 class SubmissionStream:
     """The daemon's side of one SubmitStream call: its tasks and the outbox their events go to."""
 
-    __slots__ = ("_room", "limit", "open", "outbox", "reading", "refused", "submitted", "tokens", "type_of")
+    __slots__ = (
+        "_room",
+        "frames_in",
+        "frames_out",
+        "limit",
+        "open",
+        "outbox",
+        "reading",
+        "refused",
+        "submitted",
+        "tokens",
+        "type_of",
+    )
 
     def __init__(self, outbox: Outbox, limit: int, type_of: Callable[[str], str]) -> None:
         self.outbox = outbox
@@ -76,6 +88,7 @@ class SubmissionStream:
         self._room: asyncio.Future[None] | None = None  # the reader waits for room
         self.submitted = 0
         self.refused = 0
+        self.frames_in = self.frames_out = 0  # (logged when the stream ends: how well frames were shared)
 
     # ---- the mesh's side
     def deliver(self, feed: _Feed, event: TaskEvent) -> bool:
@@ -209,6 +222,7 @@ class SubmitRpcs(ServicerBase):
                 if batch is None:
                     break
                 await context.write(batch)
+                stream.frames_out += 1
                 if stream._room is not None and not stream.full():
                     stream.wake()
             await self._end_stream(context, outbox)
@@ -225,6 +239,9 @@ class SubmitRpcs(ServicerBase):
                 peer=ident.name,
                 submitted=stream.submitted,
                 refused=stream.refused,
+                frames_in=stream.frames_in,
+                frames_out=stream.frames_out,
+                envelopes_out=outbox.taken,
                 reason=outbox.dropped_reason,
             )
 
@@ -245,6 +262,7 @@ class SubmitRpcs(ServicerBase):
                 if frame is grpc.aio.EOF:
                     break
                 frame_no += 1
+                stream.frames_in = frame_no
                 if isinstance(frame, Malformed):
                     stream.error("", "INVALID_ARGUMENT", f"frame {frame_no}: {frame.detail}; frame dropped")
                     continue
