@@ -210,7 +210,8 @@ class SubmitRpcs(ServicerBase):
         self, request_iterator: AsyncIterator[pb.SubmitBatch], context: grpc.aio.ServicerContext
     ) -> None:
         # context.read()/write() as on Connect: less overhead per frame than an async generator
-        ident = await self._authorize(context, "SubmitStream")
+        # (stream: a refusal takes the first frame first, so that the client sees the status, not a failed write)
+        ident = await self._authorize(context, "SubmitStream", stream=True)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
         stream = SubmissionStream(outbox, self.max_pending_events, self._type_of)
         cutter = self._guard_stream(context, outbox)
