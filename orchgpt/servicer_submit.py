@@ -259,6 +259,7 @@ class SubmitRpcs(ServicerBase):
             while not outbox.closed:
                 if stream.full():
                     await stream.room()
+                    continue  # (closed meanwhile: the loop ends)
                 frame = await context.read()
                 if frame is grpc.aio.EOF:
                     break
@@ -277,9 +278,11 @@ class SubmitRpcs(ServicerBase):
                     )
                     continue
                 for i, req in enumerate(subs):
-                    self._submit_one(ident, req, stream, parent, frame_no, i)
+                    if stream.full():  # (inside a frame too: its acknowledgements wait in the outbox)
+                        await stream.room()
                     if outbox.closed:
                         return
+                    self._submit_one(ident, req, stream, parent, frame_no, i)
             stream.done_reading()
         except asyncio.CancelledError:
             raise

@@ -165,8 +165,9 @@ async def test_bad_submissions_get_an_error_and_the_stream_goes_on(mesh: tuple[D
 
 
 async def test_a_client_that_stops_reading_is_cut_not_buffered(tmp_path: Path) -> None:
-    """Submissions with every event, none read: the daemon stops taking frames and, with more
-    than max_pending_events waiting, ends the stream with RESOURCE_EXHAUSTED; it stays up."""
+    """Submissions of 64 KiB echo tasks, every event, none read: once the client's transport holds no
+    more, the daemon pauses reading submissions, and with more than max_pending_events waiting ends the
+    stream with RESOURCE_EXHAUSTED; it stays up."""
     certs = make_certs(tmp_path / "certs")
     d = Daemon(
         workdir=tmp_path, certs=certs, data_dir=tmp_path / "data", args=["--no-spawn", "--max-pending-events", "100"]
@@ -177,30 +178,35 @@ async def test_a_client_that_stops_reading_is_cut_not_buffered(tmp_path: Path) -
         async with secure_channel(d.address, paths_for(certs, "cli")) as ch:
             call = pb_grpc.MeshStub(ch).SubmitStream()
             sent = 0
-            for frame in range(20):
+            for frame in range(400):  # 20 submissions of 64 KiB a frame (a frame stays under 4 MiB)
                 subs = [
                     pb.SubmitRequest(
                         command=pb.Command(
-                            agent_type="echo", action=pb.RUN_ACTION, input="z" * 200, task_id=f"slow-{frame}-{i}"
+                            agent_type="echo", action=pb.RUN_ACTION, input="z" * 65536, task_id=f"slow-{frame}-{i}"
                         )
                     )
-                    for i in range(1000)
+                    for i in range(20)
                 ]
-                try:  # the daemon stops reading (flow control holds the write), or has cut the stream
-                    await asyncio.wait_for(call.write(pb.SubmitBatch(submissions=subs)), 5)
-                except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                # the daemon stops reading (flow control holds the write: not cancelled, which would
+                # cancel the call), or has cut the stream
+                write = asyncio.ensure_future(call.write(pb.SubmitBatch(submissions=subs)))
+                await asyncio.wait([write], timeout=5)
+                if not write.done() or write.exception() is not None:
                     break
                 sent += 1
-            await await_for(lambda: "submit_stream_closed" in d.log(), timeout=60, what="the stream to be cut")
-            (closed,) = [json.loads(line) for line in d.log().splitlines() if '"submit_stream_closed"' in line]
-            # it took what one frame held, of the 20 the client wrote, and kept no more
-            assert sent >= 1 and closed["submitted"] <= 1000, (sent, closed)
-            assert "client too slow" in closed["reason"]
-            with pytest.raises(grpc.aio.AioRpcError) as ei:
+
+            async def drain() -> None:
                 async for _ in call:
                     pass
+
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await asyncio.wait_for(drain(), 30)
             assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "client too slow" in (ei.value.details() or "") or "not reading" in (ei.value.details() or "")
+        await await_for(lambda: "submit_stream_closed" in d.log(), timeout=10, what="the stream's closing line")
+        (closed,) = [json.loads(line) for line in d.log().splitlines() if '"submit_stream_closed"' in line]
+        assert "client too slow" in closed["reason"] or "not reading" in closed["reason"], closed
+        assert closed["submitted"] < 20 * 400, closed  # it stopped taking submissions
         async with d.client() as c:
             assert await c.list_agents("echo")  # the daemon (and its agent) are fine
     finally:
