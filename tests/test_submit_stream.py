@@ -87,6 +87,26 @@ async def test_a_resubmitted_task_id_does_not_run_twice(mesh: tuple[Daemon, Agen
         assert len(assigned) == 1 and len(results) == 1
 
 
+async def test_a_stream_ended_early_leaves_its_tasks_running(mesh: tuple[Daemon, AgentProc]) -> None:
+    d, _ = mesh
+    await ready(d)
+    async with client(d) as c:
+        queued = asyncio.Event()
+        s = c.submit_stream(on_event=lambda ev: queued.set())
+        await s.__aenter__()
+        futures = s.submit_many(Command("echo", Action.RUN, f"left {i}", task_id=f"left-{i}") for i in range(5))
+        await asyncio.wait_for(queued.wait(), 20)  # accepted (committed) before the call ends
+        s.cancel()
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)  # a RESULT, or CANCELLED: not waited for
+        assert all(isinstance(o, TaskEvent) or (isinstance(o, ClientError) and o.code == "CANCELLED") for o in outcomes)
+
+        async def all_done() -> bool:
+            tasks = [(await c.get_task(f"left-{i}", with_events=False))[0] for i in range(5)]
+            return all(t.state == TaskState.SUCCEEDED for t in tasks)
+
+        await await_for(all_done, timeout=30, what="the tasks of the ended stream to finish")
+
+
 async def test_an_agent_certificate_cannot_use_it(mesh: tuple[Daemon, AgentProc]) -> None:
     d, _ = mesh
     paths = issue(d.certs, "sneaky-agent-2", "agent")
