@@ -106,7 +106,10 @@ class SubmissionStream:
             )
             return False
         env = codec.event_envelope(event, agent_type=event.agent_type or self.type_of(event.task_id))
-        outbox.put(env)
+        if event.kind == "token":  # acknowledges nothing: not held by an open commit window (as on Watch)
+            outbox.put_live(env)
+        else:
+            outbox.put(env)
         if not feed.results_only:
             self.tokens.queued(outbox, event, env)
         return True
