@@ -282,15 +282,26 @@ async def phase_tasks(ctx: Ctx) -> dict[str, Any]:
             extra=["--max-local-agents", str(p.tasks_agents)],
         )
         res: list[dict[str, Any]] = []
-        for n in p.tasks_inflight:  # the largest in-flight count is profiled: the rows' "why"
-            async with pyspy.profile_if(n == max(p.tasks_inflight), orch.pid, ctx.work / "profile-tasks.raw") as prof:
-                res += await startup.task_overhead(
-                    ch, orch.target, orch.pid, ctx.certs, p.tasks_count, [n], placement.PEER_CPUS
-                )
-            if n == max(p.tasks_inflight):
-                res[-1]["profile"] = prof.result()
-    _log("tasks: " + ", ".join(f"{r['inflight']} in flight {r['tasks_per_s']:.0f}/s" for r in res))
-    return {"results": res}
+        stream: list[dict[str, Any]] = []  # the same load on one SubmitStream call (results only)
+        for submit, out in (("single", res), ("stream", stream)):
+            for n in p.tasks_inflight:  # the largest in-flight count is profiled: the rows' "why"
+                top = n == max(p.tasks_inflight)
+                raw = ctx.work / ("profile-tasks.raw" if submit == "single" else "profile-tasks-stream.raw")
+                async with pyspy.profile_if(top, orch.pid, raw) as prof:
+                    out += await startup.task_overhead(
+                        ch, orch.target, orch.pid, ctx.certs, p.tasks_count, [n], placement.PEER_CPUS, submit
+                    )
+                if top:
+                    out[-1]["profile"] = prof.result()
+    for how, rs in (("Submit per task", res), ("one SubmitStream", stream)):
+        _log(
+            f"tasks, {how}: "
+            + ", ".join(
+                f"{r['inflight']} in flight {r['tasks_per_s']:.0f}/s, daemon {r['router_cpu_us_per_task']:.0f} µs/task"
+                for r in rs
+            )
+        )
+    return {"results": res, "stream": stream, "agents": p.tasks_agents}
 
 
 def phase_caps(p: Profile) -> dict[str, float]:
@@ -301,7 +312,7 @@ def phase_caps(p: Profile) -> dict[str, float]:
         "autogen": 600 + len(p.inflight) * p.rt_reps * (p.rt_warmup + p.rt_duration + 5),
         "scale": 3 * p.scale_budget + 8 * p.idle_window + 300,
         "startup": 120 + p.spawn_reps * 40 + p.cli_reps * 20,
-        "tasks": 240,
+        "tasks": 480,  # Submit per task, then the same on one SubmitStream
         "tasks_pg": 420,  # a PostgreSQL server's initdb and start, then the same as "tasks"
         "rabbitmq": 480,
         "tokens": p.ev_rounds * 4 * (p.tok_seconds * 4 + p.ev_warmup + p.tok_duration + 90),

@@ -257,6 +257,7 @@ def build_rows(results: dict[str, Any], p: Profile) -> list[Row]:
             )
         )
     rows += table17.task_rows(results)
+    rows += table17.task_rows(results, on_store=table17.STREAM, key="stream")
     rows += table17.task_rows(results, "tasks_pg", " on PostgreSQL")
     rows += table17.token_rows(results, p)
     return rows

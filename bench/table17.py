@@ -31,15 +31,19 @@ PG_NOTE = (
 )
 
 
-def task_rows(results: dict[str, Any], phase: str = "tasks", on_store: str = "") -> list[Row]:
+STREAM = " via the submission stream"  # (the rows of the tasks on one SubmitStream call)
+
+
+def task_rows(results: dict[str, Any], phase: str = "tasks", on_store: str = "", key: str = "results") -> list[Row]:
     """The durable echo task rows of ``phase`` ("tasks": SQLite; "tasks_pg": PostgreSQL, ``on_store``
-    " on PostgreSQL"), each against the RabbitMQ phase of the same run."""
+    " on PostgreSQL"), each against the RabbitMQ phase of the same run; ``key`` "stream": the same
+    load on one SubmitStream call (``on_store`` then says so)."""
     rows: list[Row] = []
     missing = results.get("rabbitmq", {}).get("missing")
     store_missing = results.get(phase, {}).get("missing")
     if store_missing:
         rows.append(row(f"durable echo tasks/s{on_store}", None, None, "", "/s", note=f"not run: {store_missing}"))
-    runs = results.get(phase, {}).get("results", [])
+    runs = results.get(phase, {}).get(key, [])
     profiled = [r for r in runs if r.get("profile", {}).get("summary")]
     why = ""
     if profiled:

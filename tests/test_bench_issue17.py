@@ -33,6 +33,24 @@ def test_task_rows_against_rabbitmq_and_its_absence() -> None:
     assert gone[2].baseline is None and "no RabbitMQ baseline: RabbitMQ is not installed" in gone[2].note
 
 
+def test_task_rows_via_the_submission_stream() -> None:
+    tasks = {
+        "results": [{"inflight": 64, "tasks_per_s": 250.0, "router_cpu_us_per_task": 2600.0}],
+        "stream": [{"inflight": 64, "tasks_per_s": 3100.0, "router_cpu_us_per_task": 280.0}],
+    }
+    rmq = {"results": [{"inflight": 64, "per_s": 3200.0}], "closed_loop": []}
+    rows = table17.task_rows({"tasks": tasks, "rabbitmq": rmq}) + table17.task_rows(
+        {"tasks": tasks, "rabbitmq": rmq}, on_store=table17.STREAM, key="stream"
+    )
+    assert [r.figure for r in rows] == [
+        "durable echo tasks/s (created, assigned, run, result stored), 64 in flight",
+        "daemon CPU per task, 64 in flight",
+        "durable echo tasks/s via the submission stream (created, assigned, run, result stored), 64 in flight",
+        "daemon CPU per task via the submission stream, 64 in flight",
+    ]
+    assert [r.passed for r in rows] == [False, False, True, True]
+
+
 def test_token_rows_fail_when_the_watcher_was_dropped() -> None:
     ok = {"dps": 60_000.0, "p50_ms": 5.0, "p99_ms": 20.0, "deltas_per_event": 3.0, "router_cpu_us_per_delta": 9.0}
     res = {"tokens": {"agents": 64, "rate": 50_000.0, "max": [{"orchgpt": ok}], "paced": [{"orchgpt": ok}]}}
