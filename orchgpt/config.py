@@ -103,7 +103,8 @@ class Settings(BaseSettings):
         ge=0,
         le=1000,
         description="group commit (SQLite, PostgreSQL without --cluster): the longest a write waits (ms) "
-        "to share one commit with others; answers still wait for the commit (docs/operations.md); 0: a commit per write",
+        "to share one commit with others; answers still wait for the commit (docs/operations.md); "
+        "0: a commit per write",
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(
