@@ -104,7 +104,7 @@ def _serve_parser(sub: Any) -> None:
         "--commit-window-ms",
         dest="commit_window_ms",
         type=float,
-        help="SQLite group commit: longest ms a write waits for its commit (0: a commit per write)",
+        help="group commit: longest ms a write waits for its commit (0: a commit per write)",
     )
     p.add_argument(
         "--schedule-poll-interval",

@@ -102,8 +102,9 @@ class Settings(BaseSettings):
         2.0,
         ge=0,
         le=1000,
-        description="SQLite store: group commit, the longest a write waits (ms) to share one commit with "
-        "others; answers still wait for the commit (docs/operations.md); 0: a commit per write",
+        description="group commit (SQLite, PostgreSQL without --cluster): the longest a write waits (ms) "
+        "to share one commit with others; answers still wait for the commit (docs/operations.md); "
+        "0: a commit per write",
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(

@@ -149,7 +149,8 @@ def test_tasks_pg_phase_runs_on_a_real_postgresql_and_stops_it(tmp_path: Path) -
     certs = tlsdir.make_certs(tmp_path / "certs", ["bench-a"])
     res = asyncio.run(asyncio.wait_for(phase_tasks_pg(Ctx(prof, tmp_path, certs, {})), 55))
     assert [r["inflight"] for r in res["results"]] == [1, 4]
-    assert all(r["tasks"] == 5 and r["tasks_per_s"] > 0 and r["pg_cpu_us_per_task"] > 0 for r in res["results"]), res
+    # the server's CPU is read from /proc in 10 ms ticks: 5 tasks in grouped commits may take less than one
+    assert all(r["tasks"] == 5 and r["tasks_per_s"] > 0 and r["pg_cpu_us_per_task"] >= 0 for r in res["results"]), res
     # the server is gone: its directory removed, no process runs from it
     assert not Path(res["server_dir"]).exists()
     procs = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p)]

@@ -223,6 +223,17 @@ class PgGroupCommit(GroupCommit):
         if fut is not None:
             self._doomed.setdefault(fut, message)
         if not quiet:
+            self._fault(what, message)
+
+    def _fault(self, what: str, message: str) -> None:
+        """Tell the store's fault (its log line, its ``on_fault``: the daemon's health) on the loop's thread."""
+        loop = self.loop
+        if threading.get_ident() == self.thread or loop is None or loop.is_closed():
+            self.pg._fault(what, message)
+            return
+        try:
+            loop.call_soon_threadsafe(self.pg._fault, what, message)
+        except RuntimeError:  # the loop closed meanwhile
             self.pg._fault(what, message)
 
     def begin(self) -> Any:
@@ -283,7 +294,7 @@ class PgGroupCommit(GroupCommit):
         self.transactions += 1
         if error is not None:
             self._lose_transaction(str(error))
-            self.pg._fault(what, str(error))
+            self._fault(what, str(error))
             if c.info.transaction_status != pq.TransactionStatus.IDLE and not c.broken:
                 try:
                     c.execute("ROLLBACK")
