@@ -387,8 +387,8 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         m = self.mesh
         if m._closing:
             return  # stopping: the other daemons take the work
-        for agent_type, idle in list(m.registry.idle.items()):
-            want = len(idle) - len(m.queues.queued(agent_type))
+        for agent_type in list(m.registry.idle):
+            want = m.registry.free_slots(agent_type) - len(m.queues.queued(agent_type))  # (agents with slots)
             if want <= 0:
                 continue
             rows = await self.db.one(
