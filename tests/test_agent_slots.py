@@ -143,6 +143,7 @@ async def test_a_lost_agent_with_slots_gets_all_its_tasks_back_and_runs_each_onc
         await registered(d, "flaky-1")
         fs = await submit_in_order(d, [echo(f"cut-{i}", "3", record) for i in range(3)])
         await await_for(lambda: all(f.started("flaky-1") for f in fs), 30, what="three tasks running on flaky-1")
+        assert sorted((await agents_of(d))["flaky-1"].running_tasks) == ["cut-0", "cut-1", "cut-2"]
         # an idle agent that would take any task the daemon gave away
         agents.append(start_agent(d, "steady-1"))
         await registered(d, "steady-1")
