@@ -90,3 +90,14 @@ def test_a_task_named_at_reconnect_that_is_not_the_agents_takes_a_slot_until_it_
     assert mesh.get_task("t1").state == TaskState.QUEUED
     mesh.heartbeat_running("rogue", ["t0"])  # it stopped ghost: one slot free
     assert [t.task_id for t in rogue.runs] == ["t1"]
+
+
+def test_the_cli_shows_an_agents_tasks_and_slots() -> None:
+    from cli.agents import task_cell
+    from cli.render import short_id
+    from orchgpt.models import AgentInfo
+
+    busy = AgentInfo("a", "echo", current_task="t-1", running_tasks=["t-1", "t-2", "t-3"], max_concurrent_tasks=8)
+    assert task_cell(busy, short_id) == "t-1 +2 (3/8)"
+    assert task_cell(AgentInfo("b", "echo", current_task="t-9", running_tasks=["t-9"]), short_id) == "t-9"
+    assert task_cell(AgentInfo("c", "echo"), short_id) == "-"
