@@ -207,6 +207,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                 host=host,
                 state=AgentState(state) if live else AgentState.LOST,
                 current_task=current,
+                running_tasks=[current] if current else [],  # (the table keeps one: slots are not shared)
                 last_heartbeat_ms=int(beat),
                 daemon=daemon,
             )
