@@ -100,6 +100,7 @@ class DispatchRules:
         queues: TaskQueues
         spawner: Any
         reconnect_grace: float
+        local_slots: int
         max_attempts: int
         stats: dict[str, int]
         waiting: WaitingNotes
@@ -167,7 +168,8 @@ class DispatchRules:
             if mesh_slots.free(entry) > 0:
                 idle[agent_id] = None
         if q and self.spawner is not None:
-            want = len(q) - self.spawner.starting(agent_type)
+            # each agent it spawns takes local_slots of them (orchgpt serve --local-agent-concurrency)
+            want = -(-len(q) // max(self.local_slots, 1)) - self.spawner.starting(agent_type)
             while want > 0 and self.spawner.can_spawn(agent_type):
                 self.spawner.spawn(agent_type)
                 want -= 1

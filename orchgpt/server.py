@@ -147,6 +147,7 @@ class OrchgptServer:
         )
         self.mesh.agents_per_interval = s.heartbeat_agents_per_interval
         self.mesh.max_agent_concurrency = s.max_agent_concurrency
+        self.mesh.local_slots = min(s.local_agent_concurrency, s.max_agent_concurrency)
         attach_declared(self.declared, self.mesh, self.spawner)
         if self.spawner is not None:
             mesh = self.mesh

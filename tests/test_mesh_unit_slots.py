@@ -101,3 +101,10 @@ def test_the_cli_shows_an_agents_tasks_and_slots() -> None:
     assert task_cell(busy, short_id) == "t-1 +2 (3/8)"
     assert task_cell(AgentInfo("b", "echo", current_task="t-9", running_tasks=["t-9"]), short_id) == "t-9"
     assert task_cell(AgentInfo("c", "echo"), short_id) == "-"
+
+
+def test_a_queue_asks_for_as_many_local_agents_as_its_tasks_need_slots(mesh: Mesh) -> None:
+    mesh.local_slots = 4  # orchgpt serve --local-agent-concurrency 4
+    for i in range(6):
+        submit(mesh, f"t{i}")
+    assert mesh.spawner.spawned == ["echo", "echo"]  # 6 tasks, 4 an agent: two (with one slot: six)
