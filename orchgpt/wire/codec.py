@@ -256,7 +256,7 @@ def agent_from_pb(m: pb.AgentInfo) -> AgentInfo:
         m.connected_ms,
         m.daemon,
         max(m.max_concurrent_tasks, 1),
-        list(m.running_tasks) or ([m.current_task] if m.current_task else []),
+        list(m.running_tasks),  # (empty from a daemon that predates slots: current_task says it)
     )
 
 
