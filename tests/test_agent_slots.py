@@ -100,7 +100,7 @@ async def test_an_agent_with_four_slots_runs_four_tasks_at_once_and_the_fifth_wa
     agents.append(start_agent(d, "wide-1", extra_args=["--concurrency", "4"]))
     await registered(d, "wide-1")
     record = tmp_path / "runs.txt"
-    fs = await submit_in_order(d, [echo(f"slot-{i}", "2", record) for i in range(5)])
+    fs = await submit_in_order(d, [echo(f"slot-{i}", "3", record) for i in range(5)])
     first, fifth = fs[:4], fs[4]
     await await_for(lambda: all(f.started("wide-1") for f in first), 30, what="four tasks running on wide-1")
     info = (await agents_of(d))["wide-1"]
