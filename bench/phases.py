@@ -45,6 +45,9 @@ class Profile:
     tasks_count: int
     tasks_inflight: tuple[int, ...]
     tasks_agents: int = 1  # echo agents the daemon may spawn for the tasks phase
+    # tasks each of them runs at once (orchgpt --local-agent-concurrency; agentd --concurrency): 64,
+    # so that the 64-in-flight row has 64 tasks running, not 64 queued behind one; 1: the old rows
+    tasks_concurrency: int = 64
     rabbit_duration: float = 3.0  # seconds measured per in-flight setting (bench/rabbit.py)
     tok_agents: int = 64  # tokens phase (bench/tokens.py): streaming agents
     tok_rate: float = 50_000.0  # deltas/s in all, paced run
@@ -279,7 +282,12 @@ async def phase_tasks(ctx: Ctx) -> dict[str, Any]:
             ctx.work / "data-tasks",
             spawn=True,
             cpus=None,
-            extra=["--max-local-agents", str(p.tasks_agents)],
+            extra=[
+                "--max-local-agents",
+                str(p.tasks_agents),
+                "--local-agent-concurrency",
+                str(p.tasks_concurrency),
+            ],
         )
         res: list[dict[str, Any]] = []
         stream: list[dict[str, Any]] = []  # the same load on one SubmitStream call (results only)

@@ -36,7 +36,14 @@ async def phase_tasks_pg(ctx: Ctx) -> dict[str, Any]:
                 ctx.work / "data-tasks-pg",
                 spawn=True,
                 cpus=None,
-                extra=["--store", url, "--max-local-agents", str(p.tasks_agents)],
+                extra=[
+                    "--store",
+                    url,
+                    "--max-local-agents",
+                    str(p.tasks_agents),
+                    "--local-agent-concurrency",
+                    str(p.tasks_concurrency),
+                ],
             )
             for n in p.tasks_inflight:
                 before = pg.cpu_seconds(server)

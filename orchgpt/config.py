@@ -84,6 +84,20 @@ class Settings(BaseSettings):
         description="connected agents per heartbeat_interval: with more, every agent's interval grows in "
         "proportion (announced, and re-announced when the count doubles or halves; orchgpt/heartbeats.py)",
     )
+    max_agent_concurrency: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="most tasks one agent runs at once: an agent asking for more slots (agentd --concurrency) "
+        "is granted this many (Registered.max_concurrent_tasks; docs/protocol.md)",
+    )
+    local_agent_concurrency: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="tasks each agent orchgpt spawns runs at once (agentd --concurrency; at most "
+        "max_agent_concurrency). 1: one at a time",
+    )
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")
     grace_period: float = Field(10.0, ge=0, description="seconds running tasks get to finish at shutdown")
     reconnect_grace: float = Field(
