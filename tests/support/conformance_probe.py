@@ -149,12 +149,13 @@ async def sunary(name: str, method: str, req: Any) -> tuple[str, Any]:
             return exc.code().name, exc.details()
 
 
+def add_schedule() -> Any:
+    status = pb.Command(agent_type="conftype", action=pb.STATUS_ACTION)
+    return spb.AddScheduleRequest(cron="0 0 1 1 *", command=status)
+
+
 async def alice_schedule() -> str:
-    code, s = await sunary(
-        "alice",
-        "AddSchedule",
-        spb.AddScheduleRequest(cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION)),
-    )
+    code, s = await sunary("alice", "AddSchedule", add_schedule())
     assert code == "OK", s
     return str(s.schedule_id)
 
@@ -162,15 +163,7 @@ async def alice_schedule() -> str:
 async def probe_schedules(p: str, r: dict[str, str], lists: dict[str, Any]) -> None:
     """Every Schedules RPC by ``p``, on a schedule of alice's (a fresh one to delete)."""
     sid = await alice_schedule()
-    r["AddSchedule"] = (
-        await sunary(
-            p,
-            "AddSchedule",
-            spb.AddScheduleRequest(
-                cron="0 0 1 1 *", command=pb.Command(agent_type="conftype", action=pb.STATUS_ACTION)
-            ),
-        )
-    )[0]
+    r["AddSchedule"] = (await sunary(p, "AddSchedule", add_schedule()))[0]
     code, resp = await sunary(p, "ListSchedules", spb.ListSchedulesRequest())
     r["ListSchedules"] = code
     lists[f"ListSchedules:{p}"] = (sid in {s.schedule_id for s in resp.schedules}) if code == "OK" else None
