@@ -82,6 +82,7 @@ class AgentEntry:
     offered: float = 0.0  # an interval announced, not yet acknowledged (heartbeats.offer)
     grace: float = 0.0  # a longer interval still counted for silence until grace_until
     grace_until: float = 0.0
+    watches: bool = False  # it checks the daemon with PINGs of its own: no routine PINGs (heartbeats.py)
 
 
 class AgentRegistry:
@@ -339,10 +340,12 @@ class AgentRules:
         self.registry.not_idle(e)
         return True
 
-    def interval_acknowledged(self, agent_id: str, interval: float) -> None:
-        """The agent says it now heartbeats every ``interval`` s (its PING with the interval)."""
+    def interval_acknowledged(self, agent_id: str, interval: float, watches: bool = False) -> None:
+        """The agent says it now heartbeats every ``interval`` s (its PING with the interval, or
+        with ``watches``: its HEARTBEAT, from an agent that pings the daemon itself)."""
         e = self.agents.get(agent_id)
         if e is not None:
+            e.watches = e.watches or watches
             heartbeats.acknowledged(e, interval, time.monotonic(), self.heartbeat_misses)
 
     def heartbeat_for(self, agent_id: str) -> float:
@@ -371,8 +374,8 @@ class AgentRules:
                 offer = heartbeats.offer(e, wanted, now, misses)
                 if offer:
                     e.link.send_ping(offer)  # "from now on, heartbeat this often"
-                else:
-                    e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
+                elif not e.watches:  # an older agent's watchdog needs to hear from us; its HEARTBEATs answer
+                    e.link.send_ping()
             self.hb_wheel.add(e, min(e.pinged + heartbeats.cadence(e), e.last_seen + limit + base / 4))
         for task_id, why in self.queues.expired(now):
             t = self.active.get(task_id)

@@ -114,6 +114,7 @@ class AgentStreams(AgentUploads, ServicerBase):
                     max_message_bytes=self.max_message_bytes,
                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
                     definition=self._definition(r.agent_type),
+                    agent_pings=True,  # an agent stating its interval in HEARTBEATs pings us itself (§5)
                 ),
             )
         )
@@ -266,6 +267,8 @@ class AgentStreams(AgentUploads, ServicerBase):
                 self._on_resume(agent_id, env, outbox)
             elif t == pb.HEARTBEAT:  # its counters (metrics_more: orchgpt_agent_*_total)
                 hb = env.heartbeat
+                if hb.heartbeat_interval_ms > 0:  # it watches us with its own PINGs; acknowledges an offer
+                    self.mesh.interval_acknowledged(agent_id, hb.heartbeat_interval_ms / 1000, watches=True)
                 if hb.llm_calls or hb.tool_calls:
                     entry = self.mesh.agents.get(agent_id)
                     at = entry.info.agent_type if entry is not None else "unknown"
