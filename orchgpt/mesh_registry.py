@@ -72,7 +72,7 @@ class Registration:
     current_task: str = ""
 
 
-@dataclass
+@dataclass(slots=True)  # one per connected agent
 class AgentEntry:
     info: AgentInfo
     link: AgentLink

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import grpc
@@ -61,12 +62,13 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
     if not pems:
         raise CertError("no client certificate")
     pem = pems[0]
-    ident = _identities.get(pem)
+    key = hashlib.sha256(pem).digest()  # not the PEM itself: ~1.2 KiB per connected agent (issue 17)
+    ident = _identities.get(key)
     if ident is None:
         ident = identity_from_pem(pem)
         if len(_identities) > 20_000:
             _identities.clear()
-        _identities[pem] = ident
+        _identities[key] = ident
     return ident
 
 
