@@ -119,8 +119,12 @@ class AgentStreams(AgentUploads, ServicerBase):
             )
         )
         # the rest of the first batch
-        for env in first.envelopes[1:]:
-            self._from_agent(agent_id, env, outbox)
+        rest = list(first.envelopes[1:])
+        # what this frame would otherwise hold for the stream's life (the first frame, closures):
+        # memory per idle agent (issue 17)
+        del first, reg_env, r, refuse, pending
+        while rest:
+            self._from_agent(agent_id, rest.pop(0), outbox)
         reader = asyncio.create_task(self._read_agent(agent_id, context, outbox, link))
         reason = "stream closed"
         try:
@@ -131,6 +135,7 @@ class AgentStreams(AgentUploads, ServicerBase):
                     break
                 metrics_more.count_out(batch.envelopes)
                 await context.write(batch)
+                batch = None  # not kept while idle
             await self._end_stream(context, outbox)
             if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
                 await context.abort(to_grpc(link.close_code), reason)
