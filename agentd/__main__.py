@@ -34,6 +34,18 @@ class _ListTypes(argparse.Action):
         parser.exit()
 
 
+def _slots(value: str) -> int:
+    from .link_tasks import MAX_CONCURRENCY
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of tasks") from None
+    if not 1 <= n <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"{n}: give 1 to {MAX_CONCURRENCY} tasks at once")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agentd",
@@ -84,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
         "--journal",
         help="file that keeps finished results until orchgpt confirms them "
         "(default: ORCHGPT_RESULTS_JOURNAL, else NAME.results next to the certificate)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_slots,
+        default=os.environ.get("ORCHGPT_AGENT_CONCURRENCY", "1"),
+        metavar="N",
+        help="run up to N tasks at once (default: ORCHGPT_AGENT_CONCURRENCY, else 1; orchgpt grants at most its "
+        "max_agent_concurrency). For agents that wait on I/O (a model server): like a queue consumer's prefetch",
     )
     p.add_argument("--log-level", default=os.environ.get("ORCHGPT_LOG_LEVEL", "info"))
     p.add_argument(
@@ -181,6 +201,7 @@ async def _main(args: argparse.Namespace) -> int:
         args.server_name,
         workspace_for=functools.partial(task_workspace, ws_root),
         journal=_journal_path(args, name, certs),
+        concurrency=args.concurrency,
     )
     runner = asyncio.create_task(link.run())
     stop = asyncio.Event()

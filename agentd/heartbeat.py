@@ -49,11 +49,12 @@ async def beat(link: Link, outbox: Outbox, call: Any) -> None:
         if silent >= link.heartbeat_s * ASK_AFTER:
             outbox.put(link._env(pb.PING))  # "are you there?": its PONG feeds the watch
             continue
-        busy = bool(link.current and not link.current.done())
         if outbox.added == sent:
+            ids = link.running_ids()
             hb = pb.Heartbeat(
-                state=pb.BUSY if busy else pb.IDLE,
-                current_task=link.current_id if busy else "",
+                state=pb.BUSY if ids else pb.IDLE,
+                current_task=ids[0] if ids else "",
+                running_tasks=ids,
                 heartbeat_interval_ms=int(link.heartbeat_s * 1000),
             )
             outbox.put(link._env(pb.HEARTBEAT, heartbeat=hb))

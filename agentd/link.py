@@ -1,8 +1,9 @@
 """agentd's connection to orchgpt: one Connect stream, reconnected with backoff.
 
 Registers first (type, capabilities, host, results kept while disconnected,
-the task still running), heartbeats, runs one task at a time and streams its
-events, answers pings, carries delegation and approval round trips.
+the tasks still running, its slots), heartbeats, runs up to --concurrency tasks at once
+(link_tasks.py) and streams their events, answers pings, carries delegation and approval
+round trips.
 """
 
 from __future__ import annotations
@@ -24,14 +25,11 @@ from orchgpt.certs import CertPaths
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.iac.v1 import iac_pb2_grpc as pb_grpc
 from orchgpt.models import (
-    ApprovalRequest,
     ApprovalResponse,
-    Delegation,
     EventKind,
     Task,
     TaskEvent,
     TaskResult,
-    TaskState,
 )
 from orchgpt.tls import secure_channel
 from orchgpt.wire import codec
@@ -39,10 +37,11 @@ from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 from orchgpt.wire.token_fold import LINGER_S, TokenOutbox
 
-from . import __version__, heartbeat, inputs, telemetry, uploads
-from .errors import AskError, AskTimeout, DelegationError, TaskFailed
+from . import __version__, heartbeat, telemetry, uploads
+from .errors import AskError, AskTimeout, DelegationError
 from .link_results import PendingResults
-from .runtime import Agent, TaskContext
+from .link_tasks import MAX_CONCURRENCY, RunningTasks
+from .runtime import Agent
 
 log = logs.get("agentd.link")
 
@@ -50,7 +49,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 _TYPE_NAMES = {v: k for k, v in pb.MessageType.items()}
 
 
-class Link(PendingResults):
+class Link(RunningTasks, PendingResults):
     def __init__(
         self,
         agent: Agent,
@@ -61,6 +60,7 @@ class Link(PendingResults):
         server_name: str | None = None,
         workspace_for: Callable[[Task], Path] | None = None,
         journal: Path | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.agent = agent
         self.name = name
@@ -71,8 +71,9 @@ class Link(PendingResults):
         self.workspace_root = workspace_root
         self.workspace_for = workspace_for
         self.outbox: Outbox | None = None
-        self.current: asyncio.Task[None] | None = None
-        self.current_id = ""
+        self.concurrency = max(1, min(int(concurrency), MAX_CONCURRENCY))  # slots asked for
+        self.slots = 1  # slots granted (REGISTERED)
+        self.running: dict[str, asyncio.Task[None]] = {}  # task id -> its run (link_tasks.py)
         self.pending_results: list[TaskResult] = []
         # Results sent but not yet known to be stored by orchgpt: a REPLY queued just before
         # the orchestrator died is lost with it. They go again with the next REGISTER (orchgpt
@@ -172,7 +173,9 @@ class Link(PendingResults):
                 pid=os.getpid(),
                 version=__version__,
                 pending_results=[codec.result_to_pb(r) for r in self._report()],
-                current_task=self.current_id if self.current and not self.current.done() else "",
+                current_task=self.current_id,
+                max_concurrent_tasks=self.concurrency,
+                running_tasks=self.running_ids(),
             )
             outbox.put(self._env(pb.REGISTER, register=reg))
             call = stub.Connect(outbox.iterate())
@@ -215,6 +218,7 @@ class Link(PendingResults):
             self.outbox = outbox
             self._confirm_on.clear()  # PINGs of an earlier stream get no PONG
             self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
+            self.granted(env.registered.max_concurrent_tasks)
             self._confirmed_at_register(outbox)
             define = getattr(self.agent, "on_definition", None)  # a declared type (agentd/declared.py)
             if define is not None:
@@ -223,20 +227,14 @@ class Link(PendingResults):
             self.ring.succeeded()
             log.info("registered", agent_id=env.registered.agent_id, orchestrator=self.address)
         elif t == pb.RUN:
-            if self.unconfirmed:
-                self.unconfirmed.clear()
-                self._truncate_journal()  # orchgpt stores a result before it dispatches again
             self._start_task(env)
         elif t == pb.CANCEL:
-            if self.current and not self.current.done() and env.task_id == self.current_id:
-                log.info("task_cancel_requested", task_id=env.task_id, reason=env.cancel.reason)
-                self.current.cancel(env.cancel.reason or "cancelled")
+            self.cancel_task(env.task_id, env.cancel.reason)
         elif t == pb.TERMINATE:
             log.info("terminate_requested", reason=env.terminate.reason)
             self.terminated = True
             self.stopping = True
-            if self.current and not self.current.done():
-                self.current.cancel("agent terminated")
+            self.cancel_all("agent terminated")
             outbox.close()
         elif t == pb.PING:  # receiving it is the point (the watchdog); our HEARTBEATs tell orchgpt we live
             ms = env.ping.heartbeat_interval_ms  # orchgpt rescaled our interval: adopt it and say so
@@ -304,129 +302,3 @@ class Link(PendingResults):
             raise AskTimeout(f"no reply from {to} within {timeout:g}s") from None
         finally:
             self._asks.pop(env.id, None)
-
-    # ------------------------------------------------------------------ tasks
-    def _start_task(self, env: pb.Envelope) -> None:
-        spec = env.task
-        if self.current is not None and not self.current.done():
-            if spec.task_id == self.current_id:
-                return  # a duplicate after reconnect
-            # not a failure of the task: orchgpt requeues it without counting an attempt
-            busy = f"agent {self.name} is busy with {self.current_id}"
-            self.send(
-                self._env(
-                    pb.RUN_REFUSED,
-                    task_id=spec.task_id,
-                    correlation_id=env.id,
-                    refusal=pb.Refusal(code="BUSY", reason=busy),
-                )
-            )
-            log.info("run_refused", task_id=spec.task_id, busy_with=self.current_id)
-            return
-        req = codec.task_from_spec(spec)
-        self.current_id = req.task_id
-        self.current = asyncio.create_task(telemetry.run(self, req, env), name=f"task:{req.task_id}")
-
-    def _workspace(self, req: Task) -> Path:
-        if self.workspace_for is not None:
-            return self.workspace_for(req)
-        ws = self.workspace_root / req.task_id
-        ws.mkdir(parents=True, exist_ok=True)
-        return ws
-
-    async def _run_task(self, req: Task, run_id: str) -> None:
-        started = time.monotonic()
-        ctx: TaskContext | None = None
-        try:
-            ws = self._workspace(req)
-            ctx = TaskContext(
-                req, ws, self.name, self.emit, self._delegate, self._approve, self.agent.settings, ask=self.ask
-            )
-            ctx.status(f"running on {self.name}", TaskState.RUNNING)
-            await inputs.fetch(ctx, self.address, self.certs, self.server_name)  # earlier sub-tasks' files
-            outcome = await self.agent.run(ctx)
-            state = TaskState.SUCCEEDED if outcome.ok else TaskState.FAILED
-            result = TaskResult(
-                req.task_id,
-                state,
-                output=outcome.output,
-                error=outcome.error if not outcome.ok else "",
-                data=outcome.data,
-                checks=outcome.checks,
-            )
-        except asyncio.CancelledError:
-            result = TaskResult(req.task_id, TaskState.CANCELLED, error="cancelled")
-        except TaskFailed as exc:
-            result = TaskResult(req.task_id, TaskState.FAILED, error=str(exc))
-        except Exception as exc:
-            log.exception("task_crashed", task_id=req.task_id)
-            result = TaskResult(req.task_id, TaskState.FAILED, error=f"{type(exc).__name__}: {exc}")
-        if ctx is not None:
-            result.artifacts = list(ctx.artifacts.values())
-            result.usage = ctx.usage
-            result.workspace = str(ctx.workspace)
-        result.agent_type = self.agent.type
-        result.agent_id = self.name
-        result.data.setdefault("attempt", str(req.attempts))
-        result.data.setdefault("duration_s", f"{time.monotonic() - started:.3f}")
-        if not (self.stopping and result.state == TaskState.CANCELLED and not self.terminated):
-            self._journal(result)
-        log.info("task_done", task_id=req.task_id, state=str(result.state), error=result.error or None)
-        if self.stopping and result.state == TaskState.CANCELLED and not self.terminated:
-            # stopped by a signal: no result, so that the orchestrator requeues the task elsewhere
-            log.info("task_abandoned", task_id=req.task_id)
-            return
-        env = self._env(
-            pb.REPLY, task_id=req.task_id, correlation_id=run_id, reply=pb.Reply(result=codec.result_to_pb(result))
-        )
-        # the files go first: when the REPLY is stored they are in the daemon's artifact store
-        uploaded = True
-        if result.artifacts and ctx is not None:
-            try:
-                uploaded = await uploads.upload(
-                    lambda: self.outbox, self._env, req.task_id, Path(result.workspace), result.artifacts
-                )
-            except asyncio.CancelledError:  # cancelled while uploading: the result still goes
-                log.info("artifact_upload_cancelled", task_id=req.task_id)
-        if uploaded and self.send(env):
-            self.unconfirmed[req.task_id] = result
-            # orchgpt handles a stream's envelopes in order and stores a result before it reads
-            # on: its PONG to this PING confirms the REPLY (the journal entry can go)
-            ping = self._env(pb.PING, ping=pb.Ping(sent_ms=env.timestamp_ms))
-            if self.send(ping):
-                self._confirm_on[ping.id] = req.task_id
-        else:
-            self.pending_results.append(result)  # delivered with the next REGISTER
-            log.info("result_kept_for_reconnect", task_id=req.task_id)
-
-    async def _delegate(self, sub: Delegation) -> TaskResult:
-        await asyncio.wait_for(self.connected.wait(), timeout=60)
-        spec = codec.delegation_to_spec(sub, self.current_id)
-        env = self._env(pb.DELEGATE_TASK, task_id=self.current_id, task=spec)
-        fut: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
-        self._delegations[env.id] = fut
-        if not self.send(env):
-            self._delegations.pop(env.id, None)
-            raise DelegationError("not connected to the orchestrator")
-        return await fut
-
-    async def _approve(self, req: ApprovalRequest) -> ApprovalResponse:
-        fut: asyncio.Future[ApprovalResponse] = asyncio.get_running_loop().create_future()
-        self._approvals[req.request_id] = fut
-        try:
-            return await fut
-        finally:
-            self._approvals.pop(req.request_id, None)
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM: cancel the running task (reported as cancelled), close the stream."""
-        self.stopping = True
-        if self.current is not None and not self.current.done():
-            self.current.cancel("agent stopping")
-            try:
-                await asyncio.wait_for(asyncio.shield(self.current), grace)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-            await asyncio.sleep(0.05)  # let the REPLY leave
-        if self.outbox is not None:
-            self.outbox.close()

@@ -83,6 +83,8 @@ async def run(args: argparse.Namespace) -> int:
         p = replace(p, tasks_count=args.tasks_count)
     if args.tasks_agents:
         p = replace(p, tasks_agents=args.tasks_agents)
+    if args.tasks_concurrency:
+        p = replace(p, tasks_concurrency=args.tasks_concurrency)
     phases = [ph for ph in PHASES if ph not in set(args.skip or []) and (not args.only or ph in args.only)]
     placement.pin_self_to_peers()
     raise_fd_limit()
@@ -187,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks-inflight", help="the tasks phase's in-flight counts, e.g. 1,64 (default: the profile's)")
     ap.add_argument("--tasks-count", type=int, help="echo tasks per in-flight count (default: the profile's)")
     ap.add_argument("--tasks-agents", type=int, help="echo agents the daemon may spawn for the tasks phase (default 1)")
+    ap.add_argument(
+        "--tasks-concurrency",
+        type=int,
+        help="tasks each echo agent of the tasks phase runs at once (default 64; 1: one at a time, as before)",
+    )
     ap.set_defaults(profile="full")
     args = ap.parse_args(argv)
     return asyncio.run(run(args))

@@ -9,7 +9,7 @@ registry (``/agents``; ``Context.declared``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -101,6 +101,17 @@ def daemon_cell(agent: AgentInfo, here: str) -> str:
     return f"{agent.daemon} (not answering)" if str(agent.state) == "lost" and agent.daemon != here else agent.daemon
 
 
+def task_cell(agent: AgentInfo, short: Callable[[str], str]) -> str:
+    """/agents' TASK: the task it runs; with slots, the first and how many more, and its slots."""
+    more = len(agent.running_tasks) - 1
+    cell = short(agent.current_task) or "-"
+    if more > 0:
+        cell += f" +{more}"
+    if agent.max_concurrent_tasks > 1:
+        cell += f" ({len(agent.running_tasks)}/{agent.max_concurrent_tasks})"
+    return cell
+
+
 def agent_table(found: list[AgentInfo], here: str) -> tuple[list[str], list[list[str]]]:
     """/agents' columns and rows; DAEMON when some agent is on another daemon than ``here``."""
     from .render import age, short_id
@@ -112,7 +123,7 @@ def agent_table(found: list[AgentInfo], here: str) -> tuple[list[str], list[list
             a.agent_type,
             a.agent_id,
             str(a.state),
-            short_id(a.current_task) or "-",
+            task_cell(a, short_id),
             "local" if a.local else (a.host or "remote"),
             age(a.last_heartbeat_ms),
         ]

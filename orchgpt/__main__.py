@@ -43,6 +43,18 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--workflows-dir", dest="workflows_dir", help="workflow definitions (TOML files)")
     p.add_argument("--max-local-agents", dest="max_local_agents", type=int)
     p.add_argument(
+        "--max-agent-concurrency",
+        dest="max_agent_concurrency",
+        type=int,
+        help="most tasks an agent runs at once (default 64)",
+    )
+    p.add_argument(
+        "--local-agent-concurrency",
+        dest="local_agent_concurrency",
+        type=int,
+        help="tasks each spawned agent runs at once (default 1)",
+    )
+    p.add_argument(
         "--spawn-deadline",
         dest="spawn_deadline",
         type=float,
@@ -104,7 +116,7 @@ def _serve_parser(sub: Any) -> None:
         "--commit-window-ms",
         dest="commit_window_ms",
         type=float,
-        help="SQLite group commit: longest ms a write waits for its commit (0: a commit per write)",
+        help="group commit: longest ms a write waits for its commit (0: a commit per write)",
     )
     p.add_argument(
         "--schedule-poll-interval",
@@ -318,6 +330,8 @@ def _serve(args: argparse.Namespace) -> int:
             "workspace_root",
             "workflows_dir",
             "max_local_agents",
+            "max_agent_concurrency",
+            "local_agent_concurrency",
             "spawn",
             "spawn_deadline",
             "local_idle_timeout",

@@ -52,6 +52,7 @@ EVENT_FLUSH_S = 0.005
 
 class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
     def __init__(self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5) -> None:
+        store.commit_each_write()  # the cluster's writes (and their NOTIFYs) commit before they return
         self.store = store
         self.mesh = mesh
         self.me = daemon_id
@@ -207,6 +208,7 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
                 host=host,
                 state=AgentState(state) if live else AgentState.LOST,
                 current_task=current,
+                running_tasks=[current] if current else [],  # (the table keeps one: slots are not shared)
                 last_heartbeat_ms=int(beat),
                 daemon=daemon,
             )
@@ -387,8 +389,8 @@ class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
         m = self.mesh
         if m._closing:
             return  # stopping: the other daemons take the work
-        for agent_type, idle in list(m.registry.idle.items()):
-            want = len(idle) - len(m.queues.queued(agent_type))
+        for agent_type in list(m.registry.idle):
+            want = m.registry.free_slots(agent_type) - len(m.queues.queued(agent_type))  # (agents with slots)
             if want <= 0:
                 continue
             rows = await self.db.one(

@@ -122,7 +122,7 @@ class ClusterLeases:
                 continue
             self._take(t)
             entry = m.registry.get(t.agent_id)
-            if entry is not None and entry.info.current_task != task_id:
+            if entry is not None and task_id not in entry.info.running_tasks:
                 m._requeue(t, f"{why}; agent {t.agent_id} is here without it")
             else:  # its agent may still come here (agentd --orchestrator A,B): the grace
                 m.queues.hold(task_id, time.monotonic() + m.reconnect_grace, why)

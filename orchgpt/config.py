@@ -76,13 +76,27 @@ class Settings(BaseSettings):
         description="directory of declared agent types, one TOML file each (docs/agents.md; "
         "default: agents.d/ beside the config file and in the data dir)",
     )
-    heartbeat_interval: float = Field(5.0, gt=0, description="seconds between an agent's heartbeats (one direction: docs/protocol.md §5)")
+    heartbeat_interval: float = Field(5.0, gt=0, description="seconds between an agent's heartbeats (protocol §5)")
     heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")
     heartbeat_agents_per_interval: int = Field(
         500,
         ge=1,
         description="connected agents per heartbeat_interval: with more, every agent's interval grows in "
         "proportion (announced, and re-announced when the count doubles or halves; orchgpt/heartbeats.py)",
+    )
+    max_agent_concurrency: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="most tasks one agent runs at once: an agent asking for more slots (agentd --concurrency) "
+        "is granted this many (Registered.max_concurrent_tasks; docs/protocol.md)",
+    )
+    local_agent_concurrency: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="tasks each agent orchgpt spawns runs at once (agentd --concurrency; at most "
+        "max_agent_concurrency). 1: one at a time",
     )
     max_attempts: int = Field(3, ge=1, description="times a task is dispatched before it fails (agent lost, crash)")
     grace_period: float = Field(10.0, ge=0, description="seconds running tasks get to finish at shutdown")
@@ -102,8 +116,9 @@ class Settings(BaseSettings):
         2.0,
         ge=0,
         le=1000,
-        description="SQLite store: group commit, the longest a write waits (ms) to share one commit with "
-        "others; answers still wait for the commit (docs/operations.md); 0: a commit per write",
+        description="group commit (SQLite, PostgreSQL without --cluster): the longest a write waits (ms) "
+        "to share one commit with others; answers still wait for the commit (docs/operations.md); "
+        "0: a commit per write",
     )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted message")
     max_pending_events: int = Field(

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from . import heartbeats, logs, transcripts
+from . import heartbeats, logs, mesh_slots, transcripts
 from .errors import ErrorCode, OrchgptError, RoutingError, StoreError
 from .mesh_dispatch import DispatchRules, TaskQueues
 from .mesh_fanout import EventFanout, Subscriber
@@ -107,6 +107,8 @@ class Mesh(MeshQueries, AgentRules, DispatchRules, FromAgents):
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_misses = heartbeat_misses
         self.agents_per_interval = heartbeats.AGENTS_PER_INTERVAL  # orchgpt.heartbeats (a setting)
+        self.max_agent_concurrency = mesh_slots.DEFAULT_MAX_AGENT_CONCURRENCY  # most slots of an agent (a setting)
+        self.local_slots = 1  # the slots of each agent it spawns (local_agent_concurrency)
         self.hb_wheel: heartbeats.Wheel[AgentEntry] = heartbeats.Wheel(heartbeat_interval)
         self.reconnect_grace = reconnect_grace
         # the three concerns, each behind its own small interface (mesh_*.py)

@@ -12,8 +12,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
-from . import logs
-from .models import AgentState, EventKind, Task, TaskEvent, TaskResult, TaskState
+from . import logs, mesh_slots
+from .models import EventKind, Task, TaskEvent, TaskResult, TaskState
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -100,6 +100,7 @@ class DispatchRules:
         queues: TaskQueues
         spawner: Any
         reconnect_grace: float
+        local_slots: int
         max_attempts: int
         stats: dict[str, int]
         waiting: WaitingNotes
@@ -150,11 +151,13 @@ class DispatchRules:
                 self.cluster.wake()  # an idle agent, nothing queued here: claim offered work
             return
         idle = self.registry.idle.get(agent_type)
+        # one task to each assignable agent in turn; an agent with a free slot left goes to the
+        # back (its RUNs leave together, in one frame of its stream)
         while q and idle:
             agent_id = next(iter(idle))
             del idle[agent_id]
             entry = self.agents.get(agent_id)
-            if entry is None:
+            if entry is None or mesh_slots.free(entry) <= 0:
                 continue
             task_id = q.popleft()
             t = self.active.get(task_id)
@@ -162,8 +165,11 @@ class DispatchRules:
                 idle[agent_id] = None
                 continue
             self._assign(t, entry)
+            if mesh_slots.free(entry) > 0:
+                idle[agent_id] = None
         if q and self.spawner is not None:
-            want = len(q) - self.spawner.starting(agent_type)
+            # each agent it spawns takes local_slots of them (orchgpt serve --local-agent-concurrency)
+            want = -(-len(q) // max(self.local_slots, 1)) - self.spawner.starting(agent_type)
             while want > 0 and self.spawner.can_spawn(agent_type):
                 self.spawner.spawn(agent_type)
                 want -= 1
@@ -173,8 +179,7 @@ class DispatchRules:
         t.agent_id = entry.info.agent_id
         t.attempts += 1
         self._set_state(t, TaskState.ASSIGNED)
-        entry.info.state = AgentState.BUSY
-        entry.info.current_task = t.task_id
+        mesh_slots.occupy(self.registry, entry, t.task_id)
         if entry.info.local and self.spawner is not None:
             self.spawner.assigned(entry.info.agent_id)  # not idle: its idle timeout starts over
         self.stats["routed"] += 1

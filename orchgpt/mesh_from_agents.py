@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import logs
+from . import logs, mesh_slots
 from .errors import RoutingError, StoreError
-from .models import Action, AgentState, Command, Delegation, EventKind, Task, TaskEvent, TaskResult, TaskState
+from .models import Action, Command, Delegation, EventKind, Task, TaskEvent, TaskResult, TaskState
 
 if TYPE_CHECKING:
     from .mesh_dispatch import TaskQueues
@@ -65,14 +65,8 @@ class FromAgents:
 
     def on_result(self, agent_id: str, result: TaskResult) -> None:
         entry = self.agents.get(agent_id)
-        if (
-            entry is not None
-            and entry.info.state == AgentState.BUSY
-            and (entry.info.current_task in (result.task_id, ""))
-        ):
-            entry.info.current_task = ""
-            entry.info.state = AgentState.IDLE
-            self.registry.mark_idle(entry)
+        if entry is not None:
+            mesh_slots.settle_slot(self.registry, entry, result.task_id)
         self._settle(agent_id, result, "reply")
         if entry is not None:
             self._dispatch(entry.info.agent_type)
@@ -121,10 +115,11 @@ class FromAgents:
             return
         why = f"agent {agent_id} refused it ({code or 'REFUSED'}: {reason or 'no reason given'})"
         log.info("run_refused", task_id=task_id, agent_id=agent_id, code=code or None, reason=reason or None)
-        if entry is not None and entry.info.current_task == task_id:
-            entry.info.current_task = ""
-            if code.upper() != "BUSY":  # a busy agent tells us when it is free (its REPLY)
-                entry.info.state = AgentState.IDLE
+        if entry is not None and mesh_slots.release(entry, task_id):
+            if code.upper() == "BUSY":  # a busy agent tells us when it is free (its REPLY)
+                entry.full = True
+                self.registry.not_idle(entry)
+            mesh_slots.restate(entry)
         n = self.queues.refusals[task_id] = self.queues.refusals.get(task_id, 0) + 1
         t.attempts = max(t.attempts - 1, 0)
         self.queues.awaiting.pop(task_id, None)
@@ -141,7 +136,7 @@ class FromAgents:
             )
         else:
             self._requeue(t, why)
-        if entry is not None and entry.info.state == AgentState.IDLE:
+        if entry is not None and mesh_slots.free(entry) > 0 and self.agents.get(agent_id) is entry:
             self.registry.mark_idle(entry)
             self._dispatch(entry.info.agent_type)
 

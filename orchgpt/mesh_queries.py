@@ -105,13 +105,21 @@ class MeshQueries:
         return set(self.cluster.remote_types()) if self.cluster is not None else set()
 
     def list_agents(self, agent_type: str = "") -> list[AgentInfo]:
-        here = [replace(a, daemon=self.daemon_id) for a in self.registry.list(agent_type)]
+        here = [
+            replace(a, daemon=self.daemon_id, running_tasks=list(a.running_tasks))
+            for a in self.registry.list(agent_type)
+        ]
         if self.cluster is None:
             return here
         return here + list(self.cluster.remote_agents(agent_type))  # with their daemon
 
     def is_connected(self, agent_id: str) -> bool:
         return agent_id in self.registry
+
+    def slots_of(self, agent_id: str) -> int:
+        """The tasks a connected agent may run at once (granted at its REGISTER; 1 when unknown)."""
+        e = self.registry.get(agent_id)
+        return e.info.max_concurrent_tasks if e is not None else 1
 
     def is_idle(self, agent_id: str) -> bool:
         """Connected, idle, running nothing."""
@@ -146,5 +154,6 @@ class MeshQueries:
         lines = [f"{len(agents)} {agent_type} agent(s); {queued} task(s) queued"]
         for a in agents:
             where = "local" if a.local else (a.host or "remote")
-            lines.append(f"  {a.agent_id}: {a.state}{' on ' + a.current_task if a.current_task else ''} ({where})")
+            on = ", ".join(a.running_tasks or [a.current_task]) if a.current_task else ""
+            lines.append(f"  {a.agent_id}: {a.state}{' on ' + on if on else ''} ({where})")
         return "\n".join(lines)

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import heartbeats, logs
+from . import heartbeats, logs, mesh_slots
 from .errors import RoutingError, StoreError
 from .models import (
     AgentInfo,
@@ -70,6 +70,12 @@ class Registration:
     version: str = ""
     pending_results: list[TaskResult] = field(default_factory=list)
     current_task: str = ""
+    max_concurrent_tasks: int = 0  # its slots (0 or 1: one task at a time; mesh_slots.py)
+    running_tasks: list[str] = field(default_factory=list)  # every task it still runs (reconnect)
+
+    def running(self) -> list[str]:
+        """current_task and running_tasks, once each, in order."""
+        return list(dict.fromkeys(x for x in (self.current_task, *self.running_tasks) if x))
 
 
 @dataclass(slots=True)  # one per connected agent
@@ -82,6 +88,9 @@ class AgentEntry:
     offered: float = 0.0  # an interval announced, not yet acknowledged (heartbeats.offer)
     grace: float = 0.0  # a longer interval still counted for silence until grace_until
     grace_until: float = 0.0
+    stale: set[str] = field(default_factory=set)  # tasks it still runs that are no longer its own
+    full: bool = False  # it refused a RUN as BUSY: no RUN until its next result
+    reports_running: bool = False  # it lists its tasks in HEARTBEATs (Register.max_concurrent_tasks set)
     watches: bool = False  # it checks the daemon with PINGs of its own: no routine PINGs (heartbeats.py)
 
 
@@ -116,7 +125,7 @@ class AgentRegistry:
 
     def is_idle_entry(self, agent_id: str) -> bool:
         e = self.agents.get(agent_id)
-        return e is not None and e.info.state == AgentState.IDLE and not e.info.current_task
+        return e is not None and e.info.state == AgentState.IDLE and not e.info.running_tasks and not e.stale
 
     def mark_idle(self, entry: AgentEntry) -> None:
         self.idle.setdefault(entry.info.agent_type, {})[entry.info.agent_id] = None
@@ -162,8 +171,12 @@ class AgentRegistry:
     def local_running(self) -> dict[str, str]:
         """Task id -> the local agent running it."""
         return {
-            e.info.current_task: agent_id for agent_id, e in self.agents.items() if e.info.local and e.info.current_task
+            task_id: agent_id for agent_id, e in self.agents.items() if e.info.local for task_id in e.info.running_tasks
         }
+
+    def free_slots(self, agent_type: str) -> int:
+        """Tasks the assignable agents of ``agent_type`` may take now."""
+        return sum(mesh_slots.free(self.agents[a]) for a in self.idle.get(agent_type, ()) if a in self.agents)
 
 
 class AgentRules:
@@ -178,6 +191,7 @@ class AgentRules:
         heartbeat_interval: float
         heartbeat_misses: int
         agents_per_interval: int
+        max_agent_concurrency: int
         hb_wheel: heartbeats.Wheel[AgentEntry]
         cluster: Any  # cluster.Cluster | None
 
@@ -211,6 +225,7 @@ class AgentRules:
             last_heartbeat_ms=now,
             local=local,
             connected_ms=now,
+            max_concurrent_tasks=mesh_slots.granted(reg.max_concurrent_tasks, self.max_agent_concurrency),
         )
         entry = AgentEntry(
             info,
@@ -218,15 +233,18 @@ class AgentRules:
             interval=heartbeats.interval_for(
                 self.heartbeat_interval, len(self.agents) + (agent_id not in self.agents), self.agents_per_interval
             ),
+            reports_running=reg.max_concurrent_tasks > 0,
         )
+        running = reg.running()
         old = self.registry.add(entry)
         self.hb_wheel.add(entry, entry.pinged + entry.interval)
         if old is not None:
             # The same identity reconnected (the old stream is half-open): the new link wins.
             old.link.close("replaced by a new connection of the same agent", code="ABORTED")
-            t = self.active.get(old.info.current_task) if old.info.current_task else None
-            if t is not None and t.agent_id == agent_id and not t.state.terminal:
-                self.queues.hold(t.task_id, time.monotonic(), f"agent {agent_id} replaced", keep_first=True)
+            for task_id in old.info.running_tasks:
+                t = self.active.get(task_id)
+                if t is not None and t.agent_id == agent_id and not t.state.terminal:
+                    self.queues.hold(t.task_id, time.monotonic(), f"agent {agent_id} replaced", keep_first=True)
         if local and self.spawner is not None:
             self.spawner.registered(agent_id)
         try:
@@ -240,21 +258,23 @@ class AgentRules:
             host=reg.host,
             local=local,
             pending_results=len(reg.pending_results),
-            current_task=reg.current_task or None,
+            running_tasks=running or None,
+            slots=info.max_concurrent_tasks,
         )
         # One set of rules for a blip and for a restart of orchgpt: results kept while
         # disconnected settle their tasks (once); the task the agent still runs stays its own
         # (no second RUN); a held task it neither runs nor reports never reached it: requeue.
         if self.cluster is not None:  # failed over from another daemon: its tasks come here
-            self.cluster.agent_arrived(agent_id, [reg.current_task, *(r.task_id for r in reg.pending_results)])
+            self.cluster.agent_arrived(agent_id, [*running, *(r.task_id for r in reg.pending_results)])
         for r in reg.pending_results:
             self._settle(agent_id, r, "reported at reconnect")
-        self._resume(entry, reg.current_task)
+        for task_id in running:
+            self._resume(entry, task_id)
         for task_id, (_, why) in list(self.queues.awaiting.items()):
             t = self.active.get(task_id)
-            if t is not None and t.agent_id == agent_id and task_id != reg.current_task and not t.state.terminal:
+            if t is not None and t.agent_id == agent_id and task_id not in running and not t.state.terminal:
                 self._requeue(t, f"{why}; agent {agent_id} reconnected without it")
-        if info.state == AgentState.IDLE:
+        if mesh_slots.free(entry) > 0:
             self.registry.mark_idle(entry)
         self._dispatch(reg.agent_type)
         return info
@@ -278,8 +298,7 @@ class AgentRules:
                 t.agent_id = info.agent_id
                 self._set_state(t, TaskState.RUNNING)
             self.queues.awaiting.pop(task_id, None)
-            info.state = AgentState.BUSY
-            info.current_task = task_id
+            mesh_slots.occupy(self.registry, entry, task_id)
             log.info("task_resumed", task_id=task_id, agent_id=info.agent_id)
             self._publish(
                 TaskEvent(
@@ -292,9 +311,9 @@ class AgentRules:
             )
             return
         # It runs something that is no longer its own (finished, cancelled or taken elsewhere):
-        # stop it; the agent is busy until it answers.
-        info.state = AgentState.BUSY
-        info.current_task = ""
+        # stop it; its slot is taken until it answers.
+        entry.stale.add(task_id)
+        mesh_slots.restate(entry)
         entry.link.send_cancel(task_id, "this task was settled or moved elsewhere while you were disconnected")
         log.info("stale_task_cancelled", task_id=task_id, agent_id=info.agent_id)
 
@@ -312,9 +331,10 @@ class AgentRules:
             agent_type=entry.info.agent_type,
             reason=reason,
             task_id=entry.info.current_task or None,
+            running_tasks=len(entry.info.running_tasks) if entry.info.max_concurrent_tasks > 1 else None,
         )
-        if entry.info.current_task:
-            t = self.active.get(entry.info.current_task)
+        for task_id in entry.info.running_tasks:  # each held for it (the reconnect grace)
+            t = self.active.get(task_id)
             if t is not None and t.agent_id == agent_id and not t.state.terminal:
                 self._hold(t, f"agent {agent_id} lost: {reason}")
         self._dispatch(entry.info.agent_type)
@@ -335,10 +355,16 @@ class AgentRules:
         """Take an idle agent out of routing because it is about to be stopped (idle timeout,
         making room for another type); False when it is busy or gone."""
         e = self.agents.get(agent_id)
-        if e is None or e.info.state != AgentState.IDLE or e.info.current_task:
+        if e is None or not self.registry.is_idle_entry(agent_id):
             return False
         self.registry.not_idle(e)
         return True
+
+    def heartbeat_running(self, agent_id: str, running: builtins.list[str]) -> None:
+        """An agent with slots lists the tasks it runs (HEARTBEAT): stale ones it dropped free their slots."""
+        e = self.agents.get(agent_id)
+        if e is not None and e.reports_running and e.stale and mesh_slots.reconcile(self.registry, e, running):
+            self._dispatch(e.info.agent_type)
 
     def interval_acknowledged(self, agent_id: str, interval: float, watches: bool = False) -> None:
         """The agent says it now heartbeats every ``interval`` s (its PING with the interval, or

@@ -26,7 +26,7 @@ from prometheus_client.core import (
 
 from . import logs
 from .metrics_more import MoreMetrics
-from .models import EventKind, TaskEvent, TaskState
+from .models import AgentState, EventKind, TaskEvent, TaskState
 from .tls import format_address, parse_address
 
 log = logs.get("orchgpt.metrics")
@@ -211,11 +211,24 @@ class MeshMetrics:
             yield h
         a = GaugeMetricFamily("orchgpt_agents", "Connected agents by type and state", labels=["agent_type", "state"])
         agents: dict[tuple[str, str], int] = {}
+        slots: dict[tuple[str, str], int] = {}  # (agent type, total|running) -> slots
         for info in self.mesh.list_agents():
-            self._inc(agents, (self.agent_type(info.agent_type), str(info.state)))
+            at = self.agent_type(info.agent_type)
+            self._inc(agents, (at, str(info.state)))
+            if info.state != AgentState.LOST:
+                slots[(at, "total")] = slots.get((at, "total"), 0) + info.max_concurrent_tasks
+                slots[(at, "running")] = slots.get((at, "running"), 0) + len(info.running_tasks)
         for (at, st), n in sorted(agents.items()):
             a.add_metric([at, st], n)
         yield a
+        s = GaugeMetricFamily(
+            "orchgpt_agent_slots",
+            "Tasks the connected agents may run at once (total) and run now",
+            labels=["agent_type", "kind"],
+        )
+        for (at, kind), n in sorted(slots.items()):
+            s.add_metric([at, kind], n)
+        yield s
         tok = CounterMetricFamily(
             "orchgpt_llm_tokens",
             "Model tokens used by finished tasks (kind=input|output), by agent type and model",

@@ -372,6 +372,10 @@ class AgentInfo:
     local: bool = False
     connected_ms: int = 0
     daemon: str = ""  # the daemon of the cluster it is connected to (docs/scaling.md)
+    # its slots (tasks it runs at once; 1: one at a time) and every task it runs, in the order
+    # they were assigned (current_task is the first of them: the one old clients show)
+    max_concurrent_tasks: int = 1
+    running_tasks: list[str] = field(default_factory=list)
 
 
 @dataclass

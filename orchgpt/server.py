@@ -132,7 +132,11 @@ class OrchgptServer:
                 lambda: self.address,
                 s.max_local_agents,
                 types,
-                env={**env, "ORCHGPT_WORKSPACE_ROOT": str(s.workspaces)},
+                env={
+                    **env,
+                    "ORCHGPT_WORKSPACE_ROOT": str(s.workspaces),
+                    "ORCHGPT_AGENT_CONCURRENCY": str(min(s.local_agent_concurrency, s.max_agent_concurrency)),
+                },
                 on_give_up=lambda t, r: self.mesh.spawn_failed(t, r) if self.mesh else None,
                 log_dir=s.data_dir / "logs",
                 spawn_deadline=s.spawn_deadline,
@@ -142,6 +146,8 @@ class OrchgptServer:
             self.store, types, self.spawner, s.max_attempts, s.heartbeat_interval, s.heartbeat_misses, s.reconnect_grace
         )
         self.mesh.agents_per_interval = s.heartbeat_agents_per_interval
+        self.mesh.max_agent_concurrency = s.max_agent_concurrency
+        self.mesh.local_slots = min(s.local_agent_concurrency, s.max_agent_concurrency)
         attach_declared(self.declared, self.mesh, self.spawner)
         if self.spawner is not None:
             mesh = self.mesh

@@ -97,6 +97,8 @@ class AgentStreams(AgentUploads, ServicerBase):
                     r.version,
                     pending,
                     r.current_task,
+                    r.max_concurrent_tasks,
+                    list(r.running_tasks),
                 ),
                 link,
             )
@@ -114,6 +116,7 @@ class AgentStreams(AgentUploads, ServicerBase):
                     max_message_bytes=self.max_message_bytes,
                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
                     definition=self._definition(r.agent_type),
+                    max_concurrent_tasks=self.mesh.slots_of(agent_id),
                     agent_pings=True,  # an agent stating its interval in HEARTBEATs pings us itself (§5)
                 ),
             )
@@ -272,6 +275,7 @@ class AgentStreams(AgentUploads, ServicerBase):
                 self._on_resume(agent_id, env, outbox)
             elif t == pb.HEARTBEAT:  # its counters (metrics_more: orchgpt_agent_*_total)
                 hb = env.heartbeat
+                self.mesh.heartbeat_running(agent_id, list(hb.running_tasks))  # (slots cancelling stale tasks)
                 if hb.heartbeat_interval_ms > 0:  # it watches us with its own PINGs; acknowledges an offer
                     self.mesh.interval_acknowledged(agent_id, hb.heartbeat_interval_ms / 1000, watches=True)
                 if hb.llm_calls or hb.tool_calls:

@@ -14,6 +14,7 @@ from .iac.v1 import iac_pb2 as pb
 
 MAX_ID_CHARS = 256
 MAX_PATH_CHARS = 4096
+MAX_AGENT_SLOTS = 1024  # Register.max_concurrent_tasks, and the tasks an agent lists running (the daemon caps lower)
 MAX_DELTAS = 65_536  # token deltas one TOKEN event may stand for (TaskEvent.deltas; wire/token_fold.py)
 
 _MESSAGE_TYPES = frozenset(pb.MessageType.values())
@@ -106,6 +107,25 @@ def approval_response(m: pb.ApprovalResponse, field: str) -> str:
     )
 
 
+def _count(n: int, limit: int, field: str) -> str:
+    return f"{field}: {n} entries; at most {limit}" if n > limit else ""
+
+
+def _slots(asked: int, running: int) -> str:
+    """Register.max_concurrent_tasks and running_tasks: the daemon grants at most its
+    max_agent_concurrency (Registered.max_concurrent_tasks); beyond the protocol's bound it is an error."""
+    if asked > MAX_AGENT_SLOTS:
+        return (
+            f"envelope.register.max_concurrent_tasks: {asked}; at most {MAX_AGENT_SLOTS} (0 or 1: one task at a time)"
+        )
+    if running > max(asked, 1):
+        return (
+            f"envelope.register.running_tasks: {running} tasks, more than max_concurrent_tasks "
+            f"({max(asked, 1)}): an agent cannot run more tasks than its slots"
+        )
+    return ""
+
+
 def envelope(env: pb.Envelope) -> str:
     """An envelope from an agent: its type, ids, addressing and the enums of its body."""
     bad = _first(
@@ -139,6 +159,8 @@ def envelope(env: pb.Envelope) -> str:
         return _first(
             _id(r.agent_type, "envelope.register.agent_type"),
             _id(r.current_task, "envelope.register.current_task"),
+            _slots(r.max_concurrent_tasks, len(r.running_tasks)),
+            *(_id(x, "envelope.register.running_tasks") for x in r.running_tasks),
             *(result(x, "envelope.register.pending_results") for x in r.pending_results),
         )
     if body == "file_chunk":
@@ -147,6 +169,8 @@ def envelope(env: pb.Envelope) -> str:
         return _first(
             _enum(env.heartbeat.state, _AGENT_STATES, "envelope.heartbeat.state", pb.AgentState),
             _id(env.heartbeat.current_task, "envelope.heartbeat.current_task"),
+            _count(len(env.heartbeat.running_tasks), MAX_AGENT_SLOTS, "envelope.heartbeat.running_tasks"),
+            *(_id(x, "envelope.heartbeat.running_tasks") for x in env.heartbeat.running_tasks),
         )
     return ""
 
@@ -154,7 +178,11 @@ def envelope(env: pb.Envelope) -> str:
 # ---------------------------------------------------------------- client requests
 def request(method: str, m: Any) -> str:
     """A client RPC's request (by method name); '' when acceptable."""
-    if method == "Submit":
+    if method == "Submit":  # (results_only: SubmitStream's, docs/protocol.md §10)
+        if m.results_only:
+            return "results_only: only SubmitStream has it; Submit streams every event of its task"
+        return _first(command(m.command, "command"), _id(m.sender, "sender"))
+    if method == "SubmitStream":  # one submission of a SubmitBatch
         return _first(command(m.command, "command"), _id(m.sender, "sender"))
     if method == "Watch":
         return _id(m.task_id, "task_id")

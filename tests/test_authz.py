@@ -213,7 +213,7 @@ async def test_link_drops_control_messages_not_from_the_daemon() -> None:
     ]
     for env in forged:
         link._on_envelope(env, out)
-    assert not link.terminated and not link.stopping and link.current is None
+    assert not link.terminated and not link.stopping and not link.running
     assert not link.connected.is_set() and not out.closed
     # an APPROVAL_RESPONSE from another agent does not answer a pending approval
     fut = asyncio.get_running_loop().create_future()

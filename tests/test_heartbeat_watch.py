@@ -93,7 +93,7 @@ class _Call:
 
 async def test_agentd_heartbeats_state_its_interval_then_a_silent_daemon_is_asked_then_given_up() -> None:
     link = Link.__new__(Link)  # only what the heartbeat loop reads: no connection
-    link.name, link.heartbeat_s, link.current, link.current_id = "a1", 0.05, None, ""
+    link.name, link.heartbeat_s, link.running = "a1", 0.05, {}
     link.connected = asyncio.Event()
     link.connected.set()
     link.last_rx = time.monotonic()  # REGISTERED just came; then nothing more from the daemon

@@ -81,7 +81,7 @@ async def test_agentd_skips_its_heartbeat_while_it_sends_other_traffic() -> None
     from orchgpt.iac.v1 import iac_pb2 as pb
 
     link = Link.__new__(Link)  # only what _heartbeat reads: no connection
-    link.name, link.heartbeat_s, link.current, link.current_id = "a1", 0.05, None, ""
+    link.name, link.heartbeat_s, link.running = "a1", 0.05, {}
     link.connected = asyncio.Event()
     link.connected.set()
     link.last_rx = time.monotonic() + 3600  # the watchdog stays quiet

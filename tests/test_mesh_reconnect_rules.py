@@ -257,8 +257,7 @@ async def test_a_busy_agentd_refuses_a_run_with_run_refused(tmp_path: Path) -> N
 
     link = AgentLink(EchoAgent(), "a", "127.0.0.1:1", CertPaths(tmp_path, tmp_path, tmp_path), tmp_path)
     link.outbox = Outbox()
-    link.current_id = "t0"
-    link.current = asyncio.create_task(asyncio.sleep(10))
+    busy = link.running["t0"] = asyncio.create_task(asyncio.sleep(10))
     try:
         run = codec.new_envelope(pb.RUN, "orchgpt", task_id="t1", task=pb.TaskSpec(task_id="t1", agent_type="echo"))
         link._on_envelope(run, link.outbox)
@@ -268,4 +267,4 @@ async def test_a_busy_agentd_refuses_a_run_with_run_refused(tmp_path: Path) -> N
         assert env.type == pb.RUN_REFUSED and env.correlation_id == run.id and env.task_id == "t1"
         assert env.refusal.code == "BUSY" and "busy with t0" in env.refusal.reason
     finally:
-        link.current.cancel()
+        busy.cancel()

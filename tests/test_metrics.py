@@ -170,6 +170,8 @@ async def test_a_crashed_local_agent_and_its_requeued_task_are_counted(daemon_fa
         ss = samples(scrape(port)[1])
         assert value(ss, "orchgpt_tasks_in_state", state="running") == 1
         assert value(ss, "orchgpt_agents", agent_type="echo", state="busy") == 1
+        assert value(ss, "orchgpt_agent_slots", agent_type="echo", kind="running") == 1
+        assert value(ss, "orchgpt_agent_slots", agent_type="echo", kind="total") == 1  # (one slot: the default)
         [agent] = await c.list_agents()
         [pid] = pids_matching(f"--name {agent.agent_id}")
         os.kill(pid, signal.SIGKILL)

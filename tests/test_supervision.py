@@ -280,7 +280,7 @@ def test_a_busy_local_agent_waiting_on_queued_sub_tasks_is_found() -> None:
     mesh.register("local-manager-1", Registration("manager"), _Link())  # type: ignore[arg-type]
     entry = mesh.agents["local-manager-1"]
     entry.info.local = True
-    entry.info.current_task = "m"
+    entry.info.current_task, entry.info.running_tasks = "m", ["m"]
     tasks = [
         Task(task_id="m", agent_type="manager", state=TaskState.RUNNING, agent_id="local-manager-1"),
         Task(task_id="r", agent_type="echo", parent_task_id="m", state=TaskState.RUNNING, agent_id="remote-1"),

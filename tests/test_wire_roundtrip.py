@@ -314,8 +314,9 @@ def test_the_clis_json_event_is_the_dict_form(e: TaskEvent) -> None:
 
 def test_agentd_converts_tasks_only_through_the_codec() -> None:
     import agentd.link
+    import agentd.link_tasks
 
-    src = inspect.getsource(agentd.link)
+    src = inspect.getsource(agentd.link) + inspect.getsource(agentd.link_tasks)  # (its running tasks)
     assert "pb.TaskSpec(" not in src and "spec.input" not in src
     assert "codec.task_from_spec(" in src and "codec.delegation_to_spec(" in src
 

@@ -237,6 +237,8 @@ def agent_to_pb(a: AgentInfo) -> pb.AgentInfo:
         local=a.local,
         connected_ms=a.connected_ms,
         daemon=a.daemon,
+        max_concurrent_tasks=a.max_concurrent_tasks,
+        running_tasks=a.running_tasks,
     )
 
 
@@ -253,6 +255,8 @@ def agent_from_pb(m: pb.AgentInfo) -> AgentInfo:
         m.local,
         m.connected_ms,
         m.daemon,
+        max(m.max_concurrent_tasks, 1),
+        list(m.running_tasks),  # (empty from a daemon that predates slots: current_task says it)
     )
 
 

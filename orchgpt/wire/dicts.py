@@ -271,6 +271,8 @@ def agent_to_dict(a: AgentInfo) -> Dict:
         "local": a.local,
         "connected_ms": a.connected_ms,
         "daemon": a.daemon,
+        "max_concurrent_tasks": a.max_concurrent_tasks,
+        "running_tasks": list(a.running_tasks),
     }
 
 
@@ -286,6 +288,8 @@ def agent_from_dict(d: Mapping[str, Any]) -> AgentInfo:
         local=bool(d.get("local", False)),
         connected_ms=d.get("connected_ms", 0),
         daemon=d.get("daemon", "") or "",
+        max_concurrent_tasks=int(d.get("max_concurrent_tasks", 1) or 1),
+        running_tasks=list(d.get("running_tasks", ())),
     )
 
 

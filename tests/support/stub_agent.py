@@ -19,8 +19,16 @@ from orchgpt.tls import secure_channel
 
 
 class StubAgent:
-    def __init__(self, address: str, paths: CertPaths, name: str, agent_type: str = "stubtype") -> None:
+    def __init__(
+        self,
+        address: str,
+        paths: CertPaths,
+        name: str,
+        agent_type: str = "stubtype",
+        register: pb.Register | None = None,
+    ) -> None:
         self.address, self.paths, self.name, self.agent_type = address, paths, name, agent_type
+        self.register = register or pb.Register(agent_type=agent_type)  # (a test's own REGISTER)
         self.received: list[pb.Envelope] = []
         self._changed = asyncio.Event()
         self.out = Outbox()
@@ -29,7 +37,7 @@ class StubAgent:
 
     async def __aenter__(self) -> StubAgent:
         self.channel = secure_channel(self.address, self.paths)
-        self.out.put(codec.new_envelope(pb.REGISTER, self.name, register=pb.Register(agent_type=self.agent_type)))
+        self.out.put(codec.new_envelope(pb.REGISTER, self.name, register=self.register))
         self.call = pb_grpc.MeshStub(self.channel).Connect(self.out.iterate())
         self._reader = asyncio.ensure_future(self._read())
         self._hb = asyncio.ensure_future(self._heartbeat())

@@ -703,18 +703,32 @@ class Register(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     PENDING_RESULTS_FIELD_NUMBER: _builtins.int
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_TASKS_FIELD_NUMBER: _builtins.int
+    RUNNING_TASKS_FIELD_NUMBER: _builtins.int
     agent_type: _builtins.str
     """required: ^[a-z][a-z0-9_-]{0,31}$"""
     host: _builtins.str
     pid: _builtins.int
     version: _builtins.str
     current_task: _builtins.str
-    """The task the agent is still running, when it reconnects mid-task."""
+    """The task the agent is still running, when it reconnects mid-task (one of running_tasks,
+    for daemons that predate them).
+    """
+    max_concurrent_tasks: _builtins.int
+    """Tasks the agent runs at once (its slots; docs/protocol.md §6). 0 or 1: one at a time.
+    The daemon grants at most its max_agent_concurrency (Registered.max_concurrent_tasks).
+    """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def pending_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskResult]:
         """Results of tasks finished while the agent was disconnected."""
+
+    @_builtins.property
+    def running_tasks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every task the agent still runs when it reconnects (current_task is one of them): each
+        of them that is still its own resumes without a second RUN. At most max(1, max_concurrent_tasks).
+        """
 
     def __init__(
         self,
@@ -726,10 +740,12 @@ class Register(_message.Message):
         version: _builtins.str = ...,
         pending_results: _abc.Iterable[Global___TaskResult] | None = ...,
         current_task: _builtins.str = ...,
+        max_concurrent_tasks: _builtins.int = ...,
+        running_tasks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_type", b"agent_type", "capabilities", b"capabilities", "current_task", b"current_task", "host", b"host", "pending_results", b"pending_results", "pid", b"pid", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_type", b"agent_type", "capabilities", b"capabilities", "current_task", b"current_task", "host", b"host", "max_concurrent_tasks", b"max_concurrent_tasks", "pending_results", b"pending_results", "pid", b"pid", "running_tasks", b"running_tasks", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -744,6 +760,7 @@ class Registered(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     RECONNECT_GRACE_MS_FIELD_NUMBER: _builtins.int
     DEFINITION_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_TASKS_FIELD_NUMBER: _builtins.int
     AGENT_PINGS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """the certificate CN"""
@@ -755,6 +772,10 @@ class Registered(_message.Message):
     """How long the orchestrator holds a disconnected agent's task for it: a reconnect within
     this time with `current_task` resumes the assignment (no second RUN); after it the task
     is requeued. `pending_results` are accepted whenever they arrive.
+    """
+    max_concurrent_tasks: _builtins.int
+    """The slots granted: Register.max_concurrent_tasks capped by the daemon's
+    max_agent_concurrency (at least 1). The daemon never has more RUNs outstanding on the agent.
     """
     agent_pings: _builtins.bool
     """True: this daemon sends no routine PINGs to an agent whose HEARTBEATs carry
@@ -775,11 +796,12 @@ class Registered(_message.Message):
         max_message_bytes: _builtins.int = ...,
         reconnect_grace_ms: _builtins.int = ...,
         definition: Global___AgentDefinition | None = ...,
+        max_concurrent_tasks: _builtins.int = ...,
         agent_pings: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_pings", b"agent_pings", "definition", b"definition", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_message_bytes", b"max_message_bytes", "reconnect_grace_ms", b"reconnect_grace_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_pings", b"agent_pings", "definition", b"definition", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_concurrent_tasks", b"max_concurrent_tasks", "max_message_bytes", b"max_message_bytes", "reconnect_grace_ms", b"reconnect_grace_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -872,6 +894,7 @@ class Heartbeat(_message.Message):
 
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    RUNNING_TASKS_FIELD_NUMBER: _builtins.int
     LLM_CALLS_FIELD_NUMBER: _builtins.int
     LLM_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     LLM_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
@@ -879,9 +902,9 @@ class Heartbeat(_message.Message):
     TOOL_ERRORS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     current_task: _builtins.str
-    """the task it runs (BUSY), else empty"""
+    """the task it runs (BUSY), else empty (with slots: one of running_tasks)"""
     state: Global___AgentState.ValueType
-    """IDLE or BUSY"""
+    """IDLE or BUSY (BUSY: it runs at least one task)"""
     llm_calls: _builtins.int
     """The agent process's counters since it started (cumulative; the daemon counts their
     increases: orchgpt_agent_*_total, docs/operations.md). Zero: nothing to report.
@@ -896,11 +919,16 @@ class Heartbeat(_message.Message):
     daemon and reconnects after 3; the daemon then pings it only to announce a new interval,
     and this value acknowledges the announcement. 0: an older agent (pinged every interval).
     """
+    @_builtins.property
+    def running_tasks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """every task it runs (an agent with slots; informational)"""
+
     def __init__(
         self,
         *,
         current_task: _builtins.str = ...,
         state: Global___AgentState.ValueType = ...,
+        running_tasks: _abc.Iterable[_builtins.str] | None = ...,
         llm_calls: _builtins.int = ...,
         llm_input_tokens: _builtins.int = ...,
         llm_output_tokens: _builtins.int = ...,
@@ -910,7 +938,7 @@ class Heartbeat(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "heartbeat_interval_ms", b"heartbeat_interval_ms", "llm_calls", b"llm_calls", "llm_input_tokens", b"llm_input_tokens", "llm_output_tokens", b"llm_output_tokens", "state", b"state", "tool_calls", b"tool_calls", "tool_errors", b"tool_errors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "heartbeat_interval_ms", b"heartbeat_interval_ms", "llm_calls", b"llm_calls", "llm_input_tokens", b"llm_input_tokens", "llm_output_tokens", b"llm_output_tokens", "running_tasks", b"running_tasks", "state", b"state", "tool_calls", b"tool_calls", "tool_errors", b"tool_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1521,8 +1549,13 @@ class SubmitRequest(_message.Message):
 
     COMMAND_FIELD_NUMBER: _builtins.int
     SENDER_FIELD_NUMBER: _builtins.int
+    RESULTS_ONLY_FIELD_NUMBER: _builtins.int
     sender: _builtins.str
     """optional; when set it must match the certificate"""
+    results_only: _builtins.bool
+    """SubmitStream only (Submit refuses it, INVALID_ARGUMENT): send back only this task's RESULT
+    (or an ERROR when it is not accepted), none of its status or other events.
+    """
     @_builtins.property
     def command(self) -> Global___Command: ...
     def __init__(
@@ -1530,14 +1563,40 @@ class SubmitRequest(_message.Message):
         *,
         command: Global___Command | None = ...,
         sender: _builtins.str = ...,
+        results_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "sender", b"sender"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "results_only", b"results_only", "sender", b"sender"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitRequest: _TypeAlias = SubmitRequest  # noqa: Y015
+
+@_typing.final
+class SubmitBatch(_message.Message):
+    """One frame of SubmitStream: submissions, each handled as a Submit of its own (the same checks,
+    authorization and idempotency) except that command.task_id is required: it is the idempotency
+    key and the key the answers are matched by (envelope.task_id). docs/protocol.md §10.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitRequest]: ...
+    def __init__(
+        self,
+        *,
+        submissions: _abc.Iterable[Global___SubmitRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submissions", b"submissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatch: _TypeAlias = SubmitBatch  # noqa: Y015
 
 @_typing.final
 class WatchRequest(_message.Message):
@@ -1580,6 +1639,8 @@ class AgentInfo(_message.Message):
     CONNECTED_MS_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     DAEMON_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_TASKS_FIELD_NUMBER: _builtins.int
+    RUNNING_TASKS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     agent_type: _builtins.str
     host: _builtins.str
@@ -1591,8 +1652,14 @@ class AgentInfo(_message.Message):
     state: Global___AgentState.ValueType
     daemon: _builtins.str
     """the daemon it is connected to (its address; docs/scaling.md)"""
+    max_concurrent_tasks: _builtins.int
+    """its slots (granted; 1: one task at a time)"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def running_tasks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """every task it runs (current_task is one of them)"""
+
     def __init__(
         self,
         *,
@@ -1606,10 +1673,12 @@ class AgentInfo(_message.Message):
         connected_ms: _builtins.int = ...,
         state: Global___AgentState.ValueType = ...,
         daemon: _builtins.str = ...,
+        max_concurrent_tasks: _builtins.int = ...,
+        running_tasks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "capabilities", b"capabilities", "connected_ms", b"connected_ms", "current_task", b"current_task", "daemon", b"daemon", "host", b"host", "last_heartbeat_ms", b"last_heartbeat_ms", "local", b"local", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_type", b"agent_type", "capabilities", b"capabilities", "connected_ms", b"connected_ms", "current_task", b"current_task", "daemon", b"daemon", "host", b"host", "last_heartbeat_ms", b"last_heartbeat_ms", "local", b"local", "max_concurrent_tasks", b"max_concurrent_tasks", "running_tasks", b"running_tasks", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
