@@ -162,6 +162,8 @@ class Outbox:
         whatever was queued before it, and with the commit that one waits for."""
         if self._closed or not self._admit(env):
             return False
+        if self._items is _EMPTY:
+            self._items = deque()
         self._items.append(env)
         self.added += 1
         w = self._waiter
