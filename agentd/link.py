@@ -37,7 +37,7 @@ from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
 from orchgpt.wire.token_fold import LINGER_S, TokenOutbox
 
-from . import __version__, telemetry, uploads
+from . import __version__, heartbeat, telemetry, uploads
 from .errors import AskError, AskTimeout, DelegationError
 from .link_results import PendingResults
 from .link_tasks import MAX_CONCURRENCY, RunningTasks
@@ -99,6 +99,7 @@ class Link(RunningTasks, PendingResults):
         self._answering: set[asyncio.Task[Any]] = set()
         self.resumes = uploads.Resumes(lambda: self.outbox, self._env)
         self.heartbeat_s = 5.0
+        self.daemon_ack = False  # REGISTERED.agent_pings: our HEARTBEATs acknowledge a new interval
         self.token_linger_s = LINGER_S  # how long an idle stream's token deltas wait to be folded
         self.reconnect_grace_s = 0.0  # from REGISTERED: how long orchgpt holds our task for us
         self.connected = asyncio.Event()
@@ -194,28 +195,7 @@ class Link(RunningTasks, PendingResults):
             await channel.close(grace=None)
 
     async def _heartbeat(self, outbox: Outbox, call: grpc.aio.StreamStreamCall[pb.Batch, pb.Batch]) -> None:
-        # The interval comes with REGISTERED (sleeping the default first could outlast orchgpt's)
-        try:
-            await asyncio.wait_for(self.connected.wait(), timeout=30)
-        except TimeoutError:
-            call.cancel()  # no REGISTERED: reconnect
-            return
-        while True:
-            sent = outbox.added  # a HEARTBEAT only when nothing else was sent (traffic is life)
-            await asyncio.sleep(self.heartbeat_s)
-            ids = self.running_ids()
-            outbox.added == sent and outbox.put(
-                self._env(
-                    pb.HEARTBEAT,
-                    heartbeat=pb.Heartbeat(
-                        state=pb.BUSY if ids else pb.IDLE, current_task=ids[0] if ids else "", running_tasks=ids
-                    ),
-                )
-            )
-            if time.monotonic() - self.last_rx > self.heartbeat_s * 3:
-                log.warning("orchestrator_silent", seconds=round(time.monotonic() - self.last_rx, 1))
-                call.cancel()
-                return
+        await heartbeat.beat(self, outbox, call)  # and the watch on the daemon
 
     # ------------------------------------------------------------------ receiving
     def _on_envelope(self, env: pb.Envelope, outbox: Outbox) -> None:
@@ -234,6 +214,7 @@ class Link(RunningTasks, PendingResults):
             return
         if t == pb.REGISTERED:
             self.heartbeat_s = max(env.registered.heartbeat_interval_ms / 1000, 0.05)
+            self.daemon_ack = env.registered.agent_pings
             self.outbox = outbox
             self._confirm_on.clear()  # PINGs of an earlier stream get no PONG
             self.reconnect_grace_s = env.registered.reconnect_grace_ms / 1000
@@ -259,7 +240,8 @@ class Link(RunningTasks, PendingResults):
             ms = env.ping.heartbeat_interval_ms  # orchgpt rescaled our interval: adopt it and say so
             if ms > 0 and env.sender == authz.DAEMON:
                 self.heartbeat_s = max(ms / 1000, 0.05)  # the watchdog's too (3 x heartbeat_s)
-                outbox.put(self._env(pb.PING, ping=pb.Ping(heartbeat_interval_ms=ms)))
+                if not self.daemon_ack:  # an older daemon: a PING says so (our next HEARTBEAT does, else)
+                    outbox.put(self._env(pb.PING, ping=pb.Ping(heartbeat_interval_ms=ms)))
                 log.info("heartbeat_interval", seconds=self.heartbeat_s)
         elif t == pb.PONG:
             self._confirmed_by_pong(env.correlation_id)

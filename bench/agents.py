@@ -138,8 +138,8 @@ def what_gave(mon: dict[str, float], nofile: int, error: str) -> str:
         )
     if "CANCELLED after" in error or "UNAVAILABLE" in error:
         return (
-            "registrations waited too long: a registering agent's connection was dropped after about 30 s "
-            "(the channel's keepalive, 20 s + 10 s) while the router worked through the backlog "
+            "registrations waited too long: a registering agent's connection was dropped (CANCELLED or "
+            "UNAVAILABLE: a connect or keepalive deadline) while the router worked through the backlog "
             f"(router at {mon.get('mean_router_cpu_pct', 0):.0f} % of its core on average, the clients at "
             f"{mon.get('mean_clients_cpu_pct', 0):.0f} %)"
         )

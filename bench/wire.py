@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import os
 import socket
+import time
 from typing import Any
 
 import grpc
@@ -67,6 +68,8 @@ class Link:
         self.name = name
         self.agent_id = name
         self.heartbeat_s = 0.0
+        self.daemon_ack = False  # orchgpt's REGISTERED.agent_pings: our HEARTBEATs acknowledge an interval
+        self.last_rx = time.monotonic()
         self._channel = channel
         self._out: asyncio.Queue[pb.Envelope] = asyncio.Queue(queue_size)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -107,6 +110,7 @@ class Link:
                 if env.type == pb.REGISTERED:
                     self.agent_id = env.registered.agent_id or self.name
                     self.heartbeat_s = env.registered.heartbeat_interval_ms / 1000
+                    self.daemon_ack = env.registered.agent_pings
                     self._tasks.append(asyncio.create_task(self._writer()))
                     if heartbeats and self.heartbeat_s > 0:
                         self._tasks.append(asyncio.create_task(self._heartbeats()))
@@ -129,10 +133,12 @@ class Link:
                 t = env.type
                 if t == pb.PING and self.mode == ORCHGPT:
                     # like agentd: orchgpt's PING needs no answer (our HEARTBEATs are the answer),
-                    # but a new heartbeat interval in it is adopted and acknowledged (Ping field 2)
+                    # but a new heartbeat interval in it is adopted and acknowledged (in our next
+                    # HEARTBEAT, or by a PING of our own to an older daemon)
                     ms = env.ping.heartbeat_interval_ms
                     if ms > 0:
                         self.heartbeat_s = ms / 1000
+                    if ms > 0 and not self.daemon_ack:
                         with contextlib.suppress(asyncio.QueueFull):
                             self.send_nowait(
                                 pb.Envelope(
@@ -168,6 +174,7 @@ class Link:
         if msg is grpc.aio.EOF:
             raise LinkClosed(f"{self.name}: the router closed the stream")
         self.frames_in += 1
+        self.last_rx = time.monotonic()
         if self.mode == ORCHGPT:
             return list(msg.envelopes)
         return [msg]
@@ -197,11 +204,16 @@ class Link:
                 await self._call.write(env)
 
     async def _heartbeats(self) -> None:
+        # orchgpt: like agentd (agentd/heartbeat.py), one message a tick and only from us: a
+        # HEARTBEAT stating our interval, or a PING after 1.5 intervals without a frame from it
+        watch = self.mode == ORCHGPT
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            await self.send(
-                pb.Envelope(id=next_id(), sender=self.name, type=pb.HEARTBEAT, heartbeat=pb.Heartbeat(state=pb.IDLE))
-            )
+            if watch and time.monotonic() - self.last_rx >= self.heartbeat_s * 1.5:
+                await self.send(pb.Envelope(id=next_id(), sender=self.name, type=pb.PING))
+                continue
+            hb = pb.Heartbeat(state=pb.IDLE, heartbeat_interval_ms=int(self.heartbeat_s * 1000) if watch else 0)
+            await self.send(pb.Envelope(id=next_id(), sender=self.name, type=pb.HEARTBEAT, heartbeat=hb))
 
 
 def watch_call(channel: grpc.aio.Channel, mode: str, task_id: str = "") -> Any:

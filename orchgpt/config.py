@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         description="directory of declared agent types, one TOML file each (docs/agents.md; "
         "default: agents.d/ beside the config file and in the data dir)",
     )
-    heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats, both ways")
+    heartbeat_interval: float = Field(5.0, gt=0, description="seconds between an agent's heartbeats (protocol §5)")
     heartbeat_misses: int = Field(3, ge=1, description="missed heartbeats before an agent is marked lost")
     heartbeat_agents_per_interval: int = Field(
         500,

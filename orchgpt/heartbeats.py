@@ -7,15 +7,21 @@ heartbeats per configured interval however many agents are idle (10,000 agents: 
 interval; a silent agent is then found later, while a closed connection is still seen at once
 by the transport).
 
+Heartbeats go one way (docs/protocol.md §5): an agent whose HEARTBEATs carry
+``heartbeat_interval_ms`` ("watches": agentd does) checks the daemon with PINGs of its own (after
+1.5 silent intervals; the daemon's PONG answers them), so the daemon sends it no routine PING:
+1.5 messages an idle agent an interval instead of 2, half of them fewer writes for the daemon.
+Older agents are still pinged every interval by the sweep (their watchdog needs it).
+
 The interval is re-announced when the number of agents has changed by ``RESCALE`` or more since
 an agent's interval was set (after a mass connect the early agents would otherwise stay on short
-intervals: about 400 PINGs/s at 10,000 agents instead of 100). The announcement rides on the
-PING the agent was due anyway: ``Ping.heartbeat_interval_ms`` = "from now on, heartbeat this
-often". An agent that adopts it says so with a PING of its own carrying the same value (its
-acknowledgement; agentd does this). Agents that ignore the field stay safe, by this rule:
+intervals: about 400 messages/s at 10,000 agents instead of 100). The announcement is a PING:
+``Ping.heartbeat_interval_ms`` = "from now on, heartbeat this often". An agent that adopts it
+says so in its next HEARTBEAT (a watching agent: no PING/PONG pair) or, to an older daemon, with
+a PING of its own carrying the same value. Agents that ignore the field stay safe, by this rule:
 
-- the daemon pings an agent every ``min(acknowledged, offered)`` (its watchdog is fed whichever
-  interval it uses);
+- the daemon pings an agent every ``min(acknowledged, offered)`` (an older agent's watchdog is
+  fed whichever interval it uses; a watching agent gets only the announcement);
 - it counts an agent silent after ``heartbeat_misses`` × ``max(acknowledged, offered, grace)``:
   an agent that ignores the offer is judged by the interval it acknowledged (REGISTERED's),
   one that adopted it is never judged by a shorter one it has not confirmed;

@@ -78,7 +78,7 @@ class Registration:
         return list(dict.fromkeys(x for x in (self.current_task, *self.running_tasks) if x))
 
 
-@dataclass
+@dataclass(slots=True)  # one per connected agent
 class AgentEntry:
     info: AgentInfo
     link: AgentLink
@@ -91,6 +91,7 @@ class AgentEntry:
     stale: set[str] = field(default_factory=set)  # tasks it still runs that are no longer its own
     full: bool = False  # it refused a RUN as BUSY: no RUN until its next result
     reports_running: bool = False  # it lists its tasks in HEARTBEATs (Register.max_concurrent_tasks set)
+    watches: bool = False  # it checks the daemon with PINGs of its own: no routine PINGs (heartbeats.py)
 
 
 class AgentRegistry:
@@ -365,10 +366,12 @@ class AgentRules:
         if e is not None and e.reports_running and e.stale and mesh_slots.reconcile(self.registry, e, running):
             self._dispatch(e.info.agent_type)
 
-    def interval_acknowledged(self, agent_id: str, interval: float) -> None:
-        """The agent says it now heartbeats every ``interval`` s (its PING with the interval)."""
+    def interval_acknowledged(self, agent_id: str, interval: float, watches: bool = False) -> None:
+        """The agent says it now heartbeats every ``interval`` s (its PING with the interval, or
+        with ``watches``: its HEARTBEAT, from an agent that pings the daemon itself)."""
         e = self.agents.get(agent_id)
         if e is not None:
+            e.watches = e.watches or watches
             heartbeats.acknowledged(e, interval, time.monotonic(), self.heartbeat_misses)
 
     def heartbeat_for(self, agent_id: str) -> float:
@@ -397,8 +400,8 @@ class AgentRules:
                 offer = heartbeats.offer(e, wanted, now, misses)
                 if offer:
                     e.link.send_ping(offer)  # "from now on, heartbeat this often"
-                else:
-                    e.link.send_ping()  # the agent's watchdog needs to hear from us; its HEARTBEATs answer
+                elif not e.watches:  # an older agent's watchdog needs to hear from us; its HEARTBEATs answer
+                    e.link.send_ping()
             self.hb_wheel.add(e, min(e.pinged + heartbeats.cadence(e), e.last_seen + limit + base / 4))
         for task_id, why in self.queues.expired(now):
             t = self.active.get(task_id)

@@ -360,7 +360,7 @@ class AgentState(StrEnum):
     LOST = "lost"
 
 
-@dataclass
+@dataclass(slots=True)  # one per connected agent
 class AgentInfo:
     agent_id: str
     agent_type: str

@@ -154,7 +154,9 @@ class Revocations:
         self.ca_file = ca_file
         self.serials: frozenset[int] = frozenset()
         self._stamp: tuple[int, int, int] | None = None
-        self._streams: dict[int, weakref.WeakSet[Any]] = {}
+        # serial -> its open streams, held weakly (a tuple of references: most serials have one
+        # stream, and a WeakSet per agent cost ~0.8 KiB of the daemon's memory; issue 17)
+        self._streams: dict[int, tuple[weakref.ref[Any], ...]] = {}
         self._prune_at = _PRUNE_FLOOR  # the next size at which dead serials are swept out
         self.reload(force=True)
 
@@ -191,7 +193,10 @@ class Revocations:
         self.serials = new
         log.info("crl_loaded", path=str(self.path), revoked=len(new), newly_revoked=len(added))
         for serial in added:
-            for stream in list(self._streams.get(serial, ())):
+            for ref in self._streams.get(serial, ()):
+                stream = ref()
+                if stream is None:
+                    continue
                 try:
                     if stream.on_revoked is not None:
                         stream.on_revoked()
@@ -217,13 +222,22 @@ class Revocations:
     def track(self, serial: int, stream: Any) -> None:
         """Call ``stream.on_revoked()`` when ``serial`` gets revoked, for as long as ``stream``
         lives (held weakly: a finished stream needs no untracking)."""
-        ws = self._streams.get(serial)
-        if ws is None:
+        refs = self._streams.get(serial)
+        if refs is None:
             if len(self._streams) >= self._prune_at:
                 # Swept when the map doubles, not at every new serial past a fixed size: one
                 # scan per doubling keeps registering N agents O(N), not O(N^2) (issue 17).
-                for k in [k for k, v in self._streams.items() if not v]:
+                for k in [k for k, v in self._streams.items() if not _alive(v)]:
                     del self._streams[k]
                 self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._streams))
-            ws = self._streams[serial] = weakref.WeakSet()
-        ws.add(stream)
+            self._streams[serial] = (weakref.ref(stream),)
+        else:  # the same certificate again (a reconnect, a CLI's second stream): keep the live ones
+            self._streams[serial] = (*(r for r in refs if r() is not None), weakref.ref(stream))
+
+    def streams(self, serial: int) -> list[Any]:
+        """The live streams tracked for ``serial``."""
+        return [s for s in (r() for r in self._streams.get(serial, ())) if s is not None]
+
+
+def _alive(refs: tuple[weakref.ref[Any], ...]) -> bool:
+    return any(r() is not None for r in refs)

@@ -117,12 +117,17 @@ class AgentStreams(AgentUploads, ServicerBase):
                     reconnect_grace_ms=int(self.mesh.reconnect_grace * 1000),
                     definition=self._definition(r.agent_type),
                     max_concurrent_tasks=self.mesh.slots_of(agent_id),
+                    agent_pings=True,  # an agent stating its interval in HEARTBEATs pings us itself (§5)
                 ),
             )
         )
         # the rest of the first batch
-        for env in first.envelopes[1:]:
-            self._from_agent(agent_id, env, outbox)
+        rest = list(first.envelopes[1:])
+        # what this frame would otherwise hold for the stream's life (the first frame, closures):
+        # memory per idle agent (issue 17)
+        del first, reg_env, r, refuse, pending
+        while rest:
+            self._from_agent(agent_id, rest.pop(0), outbox)
         reader = asyncio.create_task(self._read_agent(agent_id, context, outbox, link))
         reason = "stream closed"
         try:
@@ -133,6 +138,7 @@ class AgentStreams(AgentUploads, ServicerBase):
                     break
                 metrics_more.count_out(batch.envelopes)
                 await context.write(batch)
+                batch = None  # not kept while idle
             await self._end_stream(context, outbox)
             if link.close_code:  # closed by the daemon: its ERROR went last; end with that status
                 await context.abort(to_grpc(link.close_code), reason)
@@ -270,6 +276,8 @@ class AgentStreams(AgentUploads, ServicerBase):
             elif t == pb.HEARTBEAT:  # its counters (metrics_more: orchgpt_agent_*_total)
                 hb = env.heartbeat
                 self.mesh.heartbeat_running(agent_id, list(hb.running_tasks))  # (slots cancelling stale tasks)
+                if hb.heartbeat_interval_ms > 0:  # it watches us with its own PINGs; acknowledges an offer
+                    self.mesh.interval_acknowledged(agent_id, hb.heartbeat_interval_ms / 1000, watches=True)
                 if hb.llm_calls or hb.tool_calls:
                     entry = self.mesh.agents.get(agent_id)
                     at = entry.info.agent_type if entry is not None else "unknown"

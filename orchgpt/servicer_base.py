@@ -156,24 +156,11 @@ class ServicerBase:
         ident = peer_identity(context)
         outbox.bound(self.limits.max_stream_queue_bytes)
         cutter = StreamCutter(outbox)
-
-        def overflow() -> None:
-            log.warning("stream_cut", peer=ident.name, role=ident.role, reason=outbox.dropped_reason)
-            cutter()
-
-        outbox.on_overflow = overflow
+        g = _StreamGuard(ident, outbox, cutter, agent_id)
+        outbox.on_overflow = g.overflow
         if agent_id:
-            outbox.farewell = lambda code, msg: codec.new_envelope(
-                pb.ERROR, ORCH, to_agent=agent_id, error=pb.Error(code=code, message=msg)
-            )
-
-        def revoked() -> None:
-            msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
-            far = outbox.farewell
-            outbox.abort("UNAUTHENTICATED", msg, last=far("UNAUTHENTICATED", msg) if far else None)
-            cutter()
-
-        cutter.on_revoked = revoked
+            outbox.farewell = g.farewell
+        cutter.on_revoked = g.revoked
         self.revocation.track(ident.serial, cutter)
         return cutter
 
@@ -181,3 +168,27 @@ class ServicerBase:
         """A stream the daemon cut (overflow, revocation) ends with that status."""
         if outbox.error is not None:
             await context.abort(to_grpc(outbox.error[0]), outbox.error[1])
+
+
+class _StreamGuard:
+    """What cuts one stream (its outbox overflowing, its certificate revoked) and the ERROR its
+    agent gets last; bound methods rather than closures: one per connected agent (issue 17)."""
+
+    __slots__ = ("agent_id", "cutter", "ident", "outbox")
+
+    def __init__(self, ident: Identity, outbox: Outbox, cutter: StreamCutter, agent_id: str) -> None:
+        self.ident, self.outbox, self.cutter, self.agent_id = ident, outbox, cutter, agent_id
+
+    def overflow(self) -> None:
+        log.warning("stream_cut", peer=self.ident.name, role=self.ident.role, reason=self.outbox.dropped_reason)
+        self.cutter()
+
+    def farewell(self, code: str, msg: str) -> pb.Envelope:
+        return codec.new_envelope(pb.ERROR, ORCH, to_agent=self.agent_id, error=pb.Error(code=code, message=msg))
+
+    def revoked(self) -> None:
+        ident = self.ident
+        msg = f"certificate revoked: {ident.name!r} (serial {ident.serial:x}) is on the revocation list"
+        far = self.outbox.farewell
+        self.outbox.abort("UNAUTHENTICATED", msg, last=far("UNAUTHENTICATED", msg) if far else None)
+        self.cutter()

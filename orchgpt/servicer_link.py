@@ -16,6 +16,8 @@ from .wire import pings
 class GrpcAgentLink:
     """AgentLink over one Connect stream."""
 
+    __slots__ = ("_pinged_mark", "agent_id", "close_code", "outbox", "runs")  # one per connected agent
+
     def __init__(self, agent_id: str, outbox: Outbox, runs: stream_rules.RunIds | None = None) -> None:
         self.agent_id = agent_id
         self.outbox = outbox

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import grpc
@@ -25,6 +26,13 @@ def channel_credentials(paths: CertPaths) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
+# gRPC keepalive of a channel (an agent's, a client's): notices a daemon host gone without a word
+# within 70 s. Not shorter: a daemon holds one connection per agent and answers every ping
+# (10,000 agents pinging every 20 s cost it ~4 % of a core; bench/RESULTS-issue17.md, session 4);
+# a hung daemon is the agent's own watch (agentd/heartbeat.py).
+KEEPALIVE_MS = 60_000
+
+
 def channel_options(
     target: str, server_name: str | None = None, max_message_bytes: int = 4 * 1024 * 1024
 ) -> list[tuple[str, Any]]:
@@ -32,7 +40,7 @@ def channel_options(
     opts: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
@@ -61,12 +69,13 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
     if not pems:
         raise CertError("no client certificate")
     pem = pems[0]
-    ident = _identities.get(pem)
+    key = hashlib.sha256(pem).digest()  # not the PEM itself: ~1.2 KiB per connected agent (issue 17)
+    ident = _identities.get(key)
     if ident is None:
         ident = identity_from_pem(pem)
         if len(_identities) > 20_000:
             _identities.clear()
-        _identities[pem] = ident
+        _identities[key] = ident
     return ident
 
 

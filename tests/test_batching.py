@@ -56,3 +56,18 @@ async def test_close_ends_the_stream_after_what_is_queued() -> None:
     assert not ob.put(env(2))
     batches = [b async for b in ob.iterate()]
     assert len(batches) == 1 and ob.dropped_reason == "done"
+
+
+async def test_an_idle_outbox_holds_no_queue_and_every_put_starts_one() -> None:
+    """An empty Outbox keeps no deque (memory per idle agent, issue 17); put, put_live and
+    put_front each start one, and taking everything gives it up again."""
+    from orchgpt.iac.v1 import iac_pb2 as pb
+    from orchgpt.wire.batching import Outbox
+
+    for put in ("put", "put_live", "put_front"):
+        ob = Outbox()
+        assert len(ob) == 0 and not ob._items
+        getattr(ob, put)(pb.Envelope(id="x"))
+        batch = await ob.next_batch()
+        assert batch is not None and [e.id for e in batch.envelopes] == ["x"], put
+        assert ob._items == () and len(ob) == 0

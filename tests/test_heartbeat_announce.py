@@ -1,6 +1,7 @@
 """A real daemon and real agentd processes: after a burst of registrations the early agents are
 told the longer interval (Ping.heartbeat_interval_ms), adopt it, and the daemon's PINGs at idle
-come at about agents / interval, not at the short intervals the early agents got."""
+stay few: agentd watches the daemon itself (docs/protocol.md §5), so the daemon pings it only to
+announce an interval, never at the short intervals the early agents got."""
 
 from __future__ import annotations
 

@@ -29,6 +29,9 @@ _DEFAULT_SIZE = 160  # rough size of an envelope without payload
 # the deque slot), counted against an outbox's byte bound so that a flood of small envelopes
 # (PONGs to a peer that never reads) is bounded too.
 QUEUED_OVERHEAD = 1024
+# An empty outbox holds no deque (~0.75 KiB each, one per connected agent: issue 17): this
+# shared empty tuple stands for it until something is put, and again once all is taken.
+_EMPTY: Any = ()
 
 
 def _approx_size(env: pb.Envelope) -> int:
@@ -65,7 +68,7 @@ class Outbox:
     )
 
     def __init__(self, max_bytes: int = 2 * 1024 * 1024, limit_bytes: int = 0) -> None:
-        self._items: deque[pb.Envelope] = deque()
+        self._items: deque[pb.Envelope] = _EMPTY
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._gate: asyncio.Future[Any] | None = None  # the commit the queued envelopes wait for
@@ -133,10 +136,8 @@ class Outbox:
         """Drop what is queued, send only ``last`` (if any), and close with an error."""
         if self.error is not None:
             return
-        self._items.clear()
+        self._items = deque([last]) if last is not None else _EMPTY
         self._queued = 0
-        if last is not None:
-            self._items.append(last)
         self.error = (code, message)
         self.close(message)
 
@@ -144,6 +145,8 @@ class Outbox:
         """Queue an envelope; False when the outbox is closed (or has just overflowed)."""
         if self._closed or not self._admit(env):
             return False
+        if self._items is _EMPTY:
+            self._items = deque()
         self._items.append(env)
         self.added += 1
         if durable._open:
@@ -159,6 +162,8 @@ class Outbox:
         whatever was queued before it, and with the commit that one waits for."""
         if self._closed or not self._admit(env):
             return False
+        if self._items is _EMPTY:
+            self._items = deque()
         self._items.append(env)
         self.added += 1
         w = self._waiter
@@ -169,6 +174,8 @@ class Outbox:
     def put_front(self, env: pb.Envelope) -> None:
         if not self._admit(env):
             return
+        if self._items is _EMPTY:
+            self._items = deque()
         self._items.appendleft(env)
         if durable._open:
             self._gate = durable.barrier()
@@ -197,7 +204,8 @@ class Outbox:
                 self._waiter = None
         items = self._items
         if len(items) == 1:
-            env = items.popleft()
+            env = items[0]
+            self._items = _EMPTY
             self.taken += 1
             if self._limit:
                 self._queued = 0
@@ -212,6 +220,8 @@ class Outbox:
             budget -= size
             sent += size + QUEUED_OVERHEAD
             out.append(items.popleft())
+        if not items:
+            self._items = _EMPTY
         self.taken += len(out)
         if self._limit:
             self._queued = max(0, self._queued - sent) if items else 0
@@ -228,7 +238,7 @@ class Outbox:
             await durable.settle(gate)
         except Exception as exc:  # the store's error: nothing of this is acknowledged
             self.abort("UNAVAILABLE", f"not acknowledged: the store could not commit: {exc}")
-            self._items.clear()
+            self._items = _EMPTY
             return None
         return pb.Batch(envelopes=out)
 

@@ -761,6 +761,7 @@ class Registered(_message.Message):
     RECONNECT_GRACE_MS_FIELD_NUMBER: _builtins.int
     DEFINITION_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENT_TASKS_FIELD_NUMBER: _builtins.int
+    AGENT_PINGS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """the certificate CN"""
     heartbeat_interval_ms: _builtins.int
@@ -775,6 +776,11 @@ class Registered(_message.Message):
     max_concurrent_tasks: _builtins.int
     """The slots granted: Register.max_concurrent_tasks capped by the daemon's
     max_agent_concurrency (at least 1). The daemon never has more RUNs outstanding on the agent.
+    """
+    agent_pings: _builtins.bool
+    """True: this daemon sends no routine PINGs to an agent whose HEARTBEATs carry
+    heartbeat_interval_ms (an agent that watches the daemon with PINGs of its own), and takes
+    that field as the acknowledgement of an announced interval (no PING/PONG pair). §5.
     """
     @_builtins.property
     def definition(self) -> Global___AgentDefinition:
@@ -791,10 +797,11 @@ class Registered(_message.Message):
         reconnect_grace_ms: _builtins.int = ...,
         definition: Global___AgentDefinition | None = ...,
         max_concurrent_tasks: _builtins.int = ...,
+        agent_pings: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "definition", b"definition", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_concurrent_tasks", b"max_concurrent_tasks", "max_message_bytes", b"max_message_bytes", "reconnect_grace_ms", b"reconnect_grace_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_pings", b"agent_pings", "definition", b"definition", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_concurrent_tasks", b"max_concurrent_tasks", "max_message_bytes", b"max_message_bytes", "reconnect_grace_ms", b"reconnect_grace_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -893,6 +900,7 @@ class Heartbeat(_message.Message):
     LLM_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     TOOL_ERRORS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     current_task: _builtins.str
     """the task it runs (BUSY), else empty (with slots: one of running_tasks)"""
     state: Global___AgentState.ValueType
@@ -905,6 +913,12 @@ class Heartbeat(_message.Message):
     llm_output_tokens: _builtins.int
     tool_calls: _builtins.int
     tool_errors: _builtins.int
+    heartbeat_interval_ms: _builtins.int
+    """The interval this agent heartbeats at (ms). Set by an agent that watches the daemon
+    itself: it sends a PING (answered by a PONG) after 1.5 intervals without hearing from the
+    daemon and reconnects after 3; the daemon then pings it only to announce a new interval,
+    and this value acknowledges the announcement. 0: an older agent (pinged every interval).
+    """
     @_builtins.property
     def running_tasks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """every task it runs (an agent with slots; informational)"""
@@ -920,10 +934,11 @@ class Heartbeat(_message.Message):
         llm_output_tokens: _builtins.int = ...,
         tool_calls: _builtins.int = ...,
         tool_errors: _builtins.int = ...,
+        heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "llm_calls", b"llm_calls", "llm_input_tokens", b"llm_input_tokens", "llm_output_tokens", b"llm_output_tokens", "running_tasks", b"running_tasks", "state", b"state", "tool_calls", b"tool_calls", "tool_errors", b"tool_errors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "heartbeat_interval_ms", b"heartbeat_interval_ms", "llm_calls", b"llm_calls", "llm_input_tokens", b"llm_input_tokens", "llm_output_tokens", b"llm_output_tokens", "running_tasks", b"running_tasks", "state", b"state", "tool_calls", b"tool_calls", "tool_errors", b"tool_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
