@@ -2,6 +2,7 @@
 and kind of kill asked for, print the counts.
 
     python -m bench.crash_recovery [--kill daemon|agents|both|cut|window|all] [--commit-window-ms MS]
+                                   [--store sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from bench import pg
 from bench.crash_processes import ScenarioError
 from bench.crash_recovery import KILLS, run
 
@@ -46,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="the daemon's --commit-window-ms (default: its own; --kill window: 50, every window held open)",
     )
+    ap.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the daemon's store: SQLite in its data directory, or a database on a throwaway PostgreSQL "
+        "server with fsync on (bench/pg.py; run from the repository's root)",
+    )
     ap.add_argument("--workdir", help="keep certificates, data and logs here (default: a temporary directory)")
     ap.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = ap.parse_args(argv)
@@ -54,6 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(m, k) for k in kills for m in modes if k in ("daemon", "window") or m == "remote"]
     if not runs:
         ap.error(f"--kill {args.kill} needs remote agents (--mode remote or both)")
+    ok = True
+    server = None
+    if args.store == "postgresql":
+        why = pg.unavailable()
+        if why:
+            ap.error(f"--store postgresql: {why}")
+        server = asyncio.run(pg.start())
+    try:
+        ok = _runs(args, runs, server)
+    finally:
+        if server is not None:
+            asyncio.run(pg.stop(server))
+    return 0 if ok else 1
+
+
+def _runs(args: argparse.Namespace, runs: list[tuple[str, str]], server: Any) -> bool:
     ok = True
     for mode, kill in runs:
         with tempfile.TemporaryDirectory(prefix="orchgpt-crash-") as tmp:
@@ -68,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                         mode,
                         kill=kill,
                         commit_window_ms=args.commit_window_ms,
+                        store_url=server.new_database() if server is not None else None,
                     )
                 )
             except ScenarioError as exc:
@@ -86,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             "window": f"SIGKILL of the daemon inside a commit window ({c.unacknowledged_at_kill} not yet answered)",
         }[kill]
         print(
-            f"== crash recovery ({mode} agents, {what}): after {c.finished_before_kill} of {c.submitted} "
-            f"finished; the restarted daemon recovered {c.recovered_by_daemon} unfinished tasks"
+            f"== crash recovery ({mode} agents, {what}, {args.store} store): after {c.finished_before_kill} "
+            f"of {c.submitted} finished; the restarted daemon recovered {c.recovered_by_daemon} unfinished tasks"
         )
         rows = [
             ("submitted", c.submitted),
@@ -109,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in c.notes:
             print(f"  note: {n}")
         print("  OK" if c.ok else "  FAILED: " + "; ".join(c.problems))
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Crash recovery: SIGKILL orchgpt while 100 tasks run, restart it, count what became of them.
 
     python -m bench.crash_recovery [--tasks 100] [--agents 8] [--delay 0.3] [--mode remote|local]
-                                   [--kill daemon|agents|both|cut|all]
+                                   [--kill daemon|agents|both|cut|all] [--store sqlite|postgresql]
 
 ``--kill`` says what fails (default: the daemon): ``agents`` SIGKILLs every remote agent
 and starts it again (its results journal survives); ``both`` SIGKILLs the daemon and the
@@ -10,7 +10,8 @@ daemon and cuts every agent's stream again and again until all tasks are done. T
 three use remote agents.
 
 Everything is real: certificates from `orchgpt certs init`, an `orchgpt serve`
-daemon with a SQLite store in a fresh data directory, echo agents (`agentd`),
+daemon with a SQLite store in a fresh data directory (``--store postgresql``: a fresh
+database on a throwaway PostgreSQL server with fsync on, bench/pg.py), echo agents (`agentd`),
 and the gRPC client. The run:
 
 1. starts the daemon and the agents (``remote``: agentd processes started by
@@ -135,6 +136,7 @@ async def run(
     timeout: float = 90.0,
     kill: str = "daemon",
     commit_window_ms: float | None = None,
+    store_url: str | None = None,
 ) -> Counts:
     """Run the scenario in ``workdir``; ``kill_after`` is the share of tasks finished before the kill.
 
@@ -142,7 +144,8 @@ async def run(
     the daemon runs with every group-commit window held open for its whole length (default
     50 ms) and is SIGKILLed at a random moment while submissions still arrive, so inside a
     window; after the restart every acknowledged task must be there, and the client submits
-    again (same ids) what was never acknowledged."""
+    again (same ids) what was never acknowledged. ``store_url``: the daemon's --store (None: its
+    SQLite store in the data directory)."""
     if mode not in ("remote", "local"):
         raise ValueError(f"mode must be remote or local, not {mode!r}")
     if kill not in KILLS:
@@ -160,6 +163,8 @@ async def run(
         env["ORCHGPT_COMMIT_WINDOW_HOLD"] = "1"
     if commit_window_ms is not None:
         extra += ["--commit-window-ms", str(commit_window_ms)]
+    if store_url is not None:
+        extra += ["--store", store_url]
     daemon = Daemon(workdir, certs, data_dir, extra, env)
     counts = Counts(mode=mode, kill=kill, submitted=tasks)
     proxy = None

@@ -10,18 +10,23 @@ agents and wait until none is listed, and again.
 
 tasks: echo tasks through create, assign, complete and stored, N in flight;
 every result is checked (SUCCEEDED, output == input) and a sample is read
-back from the store with GetTask.
+back from the store with GetTask. ``--submit single`` (default): a Submit call per task;
+``--submit stream``: every task on one SubmitStream call (results only), N lanes each
+waiting for its task's RESULT before submitting the next. ``--action status``: STATUS tasks,
+which the daemon answers itself (no agent): the cost of the submission path alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from orchgpt.client import MeshClient
+from orchgpt.client_submit import SubmitStream
 from orchgpt.errors import ClientError
 from orchgpt.models import Action, Command, EventKind, TaskState
 
@@ -35,12 +40,14 @@ def _client(args: argparse.Namespace) -> MeshClient:
     return MeshClient(args.target, client_paths(Path(args.certs)), timeout=30)
 
 
-async def _run_echo(client: MeshClient, text: str) -> tuple[float, float, str, TaskState | None]:
+async def _run_echo(
+    client: MeshClient, text: str, action: Action = Action.RUN
+) -> tuple[float, float, str, TaskState | None]:
     """Submit one echo task; returns (seconds to ASSIGNED, seconds to RESULT, output, state)."""
     t0 = time.perf_counter()
     assigned = done = 0.0
     output, state = "", None
-    async for ev in client.submit(Command(agent_type="echo", action=Action.RUN, input=text)):
+    async for ev in client.submit(Command(agent_type="echo", action=action, input=text)):
         if ev.kind == EventKind.STATUS and ev.state == TaskState.ASSIGNED and not assigned:
             assigned = time.perf_counter() - t0
         elif ev.kind == EventKind.RESULT:
@@ -93,7 +100,8 @@ async def tasks(args: argparse.Namespace) -> None:
     client = _client(args)
     try:
         await client.check()
-        await asyncio.wait_for(_run_echo(client, "warm-up"), 60)  # the echo agent is up
+        action = Action.STATUS if args.action == "status" else Action.RUN
+        await asyncio.wait_for(_run_echo(client, "warm-up", action), 60)  # the echo agent is up
         for inflight in [int(x) for x in args.inflight.split(",")]:
             emit("result", **await asyncio.wait_for(_tasks(client, args, inflight), args.cap_phase))
         emit("done")
@@ -105,6 +113,16 @@ async def _tasks(client: MeshClient, args: argparse.Namespace, inflight: int) ->
     latencies: list[float] = []
     failures: list[str] = []
     next_i = 0
+    stream: SubmitStream | None = None
+    # --action status: the daemon answers the task itself (no agent): the submission path alone
+    action = Action.STATUS if args.action == "status" else Action.RUN
+
+    async def one(text: str) -> tuple[str, TaskState | None]:
+        if stream is None:
+            _, _, output, state = await _run_echo(client, text, action)
+            return output, state
+        ev = await stream.run(Command(agent_type="echo", action=action, input=text))
+        return (ev.result.output, ev.result.state) if ev.result else (ev.text, ev.state)
 
     async def lane() -> None:
         nonlocal next_i
@@ -113,16 +131,20 @@ async def _tasks(client: MeshClient, args: argparse.Namespace, inflight: int) ->
             next_i += 1
             text = f"task {inflight}-{i}"
             t0 = time.perf_counter()
-            _, _, output, state = await _run_echo(client, text)
+            output, state = await one(text)
             latencies.append(time.perf_counter() - t0)
-            if state != TaskState.SUCCEEDED or output != text:
+            if state != TaskState.SUCCEEDED or (output != text and action == Action.RUN):
                 failures.append(f"{text}: {state} {output!r}")
 
-    cpu0 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
-    t0 = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(inflight)))
-    elapsed = time.perf_counter() - t0
-    cpu1 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
+    async with contextlib.AsyncExitStack() as stack:
+        if args.submit == "stream":
+            stream = await stack.enter_async_context(client.submit_stream(results_only=True))
+            await stream.run(Command(agent_type="echo", action=action, input="stream warm-up"))
+        cpu0 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
+        t0 = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(inflight)))
+        elapsed = time.perf_counter() - t0
+        cpu1 = cpu_seconds(args.router_pid) if args.router_pid else 0.0
     if failures:
         raise RuntimeError(f"{len(failures)} echo tasks failed, e.g. {failures[0]}")
     # stored: the newest tasks are in the store, finished, with their output
@@ -133,6 +155,8 @@ async def _tasks(client: MeshClient, args: argparse.Namespace, inflight: int) ->
     n = len(latencies)
     return {
         "inflight": inflight,
+        "submit": args.submit,
+        "action": args.action,
         "tasks": n,
         "seconds": elapsed,
         "tasks_per_s": n / elapsed,
@@ -154,6 +178,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--inflight", default="1,16")
+    ap.add_argument(
+        "--submit", choices=("single", "stream"), default="single", help="tasks: Submit per task, or one SubmitStream"
+    )
+    ap.add_argument(
+        "--action",
+        choices=("run", "status"),
+        default="run",
+        help="tasks: run (an echo agent runs each) or status (the daemon answers at once: the submission path alone)",
+    )
     ap.add_argument("--router-pid", type=int, default=0)
     ap.add_argument("--cap-phase", type=float, default=120.0)
     ap.add_argument("--cap", type=float, default=300.0)

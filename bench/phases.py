@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import daemon, placement, routing, scale, startup
+from bench import daemon, placement, pyspy, routing, scale, startup
 from bench.children import Children
 from bench.report import median
 
@@ -183,6 +183,7 @@ async def phase_routing(ctx: Ctx, with_autogen: bool = True, with_relays: bool =
                 autogen_error = str(exc)
                 _log(f"autogen left out: {exc}")
         modes = list(peers)
+        pids = {"baseline": relay.pid, "orchgpt": orch.pid} if with_relays else {}
         samples: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
         for n in p.inflight:
             for rep in range(p.rt_reps):
@@ -191,6 +192,11 @@ async def phase_routing(ctx: Ctx, with_autogen: bool = True, with_relays: bool =
                     r = await peers[mode].measure(n, p.rt_warmup, p.rt_duration)
                     r["rep"] = rep
                     samples[mode].append(r)
+            if n == p.inflight[0]:  # one more run of orchgpt and the relay each, profiled: the row's "why"
+                for mode, pid in pids.items():
+                    async with pyspy.DaemonProfile(pid, ctx.work / f"profile-rt-{mode}.raw") as prof:
+                        await peers[mode].measure(n, p.rt_warmup, max(4.0, p.rt_duration))
+                    out.setdefault("profiles", {})[mode] = prof.result()
             _log(
                 f"round trips, {n} in flight: "
                 + ", ".join(f"{m} {median([x['rps'] for x in samples[m] if x['inflight'] == n]):.0f}/s" for m in modes)
@@ -283,11 +289,27 @@ async def phase_tasks(ctx: Ctx) -> dict[str, Any]:
                 str(p.tasks_concurrency),
             ],
         )
-        res = await startup.task_overhead(
-            ch, orch.target, orch.pid, ctx.certs, p.tasks_count, list(p.tasks_inflight), placement.PEER_CPUS
+        res: list[dict[str, Any]] = []
+        stream: list[dict[str, Any]] = []  # the same load on one SubmitStream call (results only)
+        for submit, out in (("single", res), ("stream", stream)):
+            for n in p.tasks_inflight:  # the largest in-flight count is profiled: the rows' "why"
+                top = n == max(p.tasks_inflight)
+                raw = ctx.work / ("profile-tasks.raw" if submit == "single" else "profile-tasks-stream.raw")
+                async with pyspy.profile_if(top, orch.pid, raw) as prof:
+                    out += await startup.task_overhead(
+                        ch, orch.target, orch.pid, ctx.certs, p.tasks_count, [n], placement.PEER_CPUS, submit
+                    )
+                if top:
+                    out[-1]["profile"] = prof.result()
+    for how, rs in (("Submit per task", res), ("one SubmitStream", stream)):
+        _log(
+            f"tasks, {how}: "
+            + ", ".join(
+                f"{r['inflight']} in flight {r['tasks_per_s']:.0f}/s, daemon {r['router_cpu_us_per_task']:.0f} µs/task"
+                for r in rs
+            )
         )
-    _log("tasks: " + ", ".join(f"{r['inflight']} in flight {r['tasks_per_s']:.0f}/s" for r in res))
-    return {"results": res}
+    return {"results": res, "stream": stream, "agents": p.tasks_agents}
 
 
 def phase_caps(p: Profile) -> dict[str, float]:
@@ -298,7 +320,7 @@ def phase_caps(p: Profile) -> dict[str, float]:
         "autogen": 600 + len(p.inflight) * p.rt_reps * (p.rt_warmup + p.rt_duration + 5),
         "scale": 3 * p.scale_budget + 8 * p.idle_window + 300,
         "startup": 120 + p.spawn_reps * 40 + p.cli_reps * 20,
-        "tasks": 240,
+        "tasks": 480,  # Submit per task, then the same on one SubmitStream
         "tasks_pg": 420,  # a PostgreSQL server's initdb and start, then the same as "tasks"
         "rabbitmq": 480,
         "tokens": p.ev_rounds * 4 * (p.tok_seconds * 4 + p.ev_warmup + p.tok_duration + 90),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import daemon, routing, tokens
+from bench import daemon, pyspy, routing, tokens
 from bench.children import Children
 from bench.phases import Ctx, _log
 
@@ -54,7 +54,6 @@ async def phase_rabbitmq(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _tokens_one(ctx: Ctx, i: int, mode: str, rate: float) -> dict[str, Any]:
-    p = ctx.profile
     tag = f"-{i}-{'paced' if rate else 'max'}"
     async with Children(ctx.logs(f"tokens{tag}-{mode}")) as ch:
         if mode == "baseline":
@@ -64,18 +63,28 @@ async def _tokens_one(ctx: Ctx, i: int, mode: str, rate: float) -> dict[str, Any
             # every setting at its default, the per-agent rate and events-per-task limits too
             router, _ = await daemon.start_orchgpt(ch, ctx.certs, ctx.work / f"data-tokens{tag}", default_limits=True)
             starter = routing.task_starter(router)
-        return await tokens.run(
-            ch,
-            router,
-            agents=p.tok_agents,
-            rate=rate,
-            seconds=p.tok_seconds,
-            warmup=p.ev_warmup,
-            duration=p.tok_duration,
-            prefix=TOK_PREFIX,
-            start_tasks=starter,
-            tag=tag,
-        )
+        on = mode == "orchgpt" and bool(rate) and i == 0  # one paced run is profiled: the rows' "why"
+        async with pyspy.profile_if(on, router.pid, ctx.work / f"profile-tokens{tag}.raw") as prof:
+            res = await _tokens_run(ctx, ch, router, rate, starter, tag)
+        if on:
+            res["profile"] = prof.result()
+        return res
+
+
+async def _tokens_run(ctx: Ctx, ch: Children, router: Any, rate: float, starter: Any, tag: str) -> dict[str, Any]:
+    p = ctx.profile
+    return await tokens.run(
+        ch,
+        router,
+        agents=p.tok_agents,
+        rate=rate,
+        seconds=p.tok_seconds,
+        warmup=p.ev_warmup,
+        duration=p.tok_duration,
+        prefix=TOK_PREFIX,
+        start_tasks=starter,
+        tag=tag,
+    )
 
 
 async def phase_tokens(ctx: Ctx) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench import daemon, pg, placement, startup
+from bench import daemon, pg, placement, pyspy, startup
 from bench.children import Children
 from bench.phases import Ctx, _log
 
@@ -47,9 +47,13 @@ async def phase_tasks_pg(ctx: Ctx) -> dict[str, Any]:
             )
             for n in p.tasks_inflight:
                 before = pg.cpu_seconds(server)
-                (res,) = await startup.task_overhead(
-                    ch, orch.target, orch.pid, ctx.certs, p.tasks_count, [n], placement.PEER_CPUS
-                )
+                top = n == max(p.tasks_inflight)  # profiled: the rows' "why"
+                async with pyspy.profile_if(top, orch.pid, ctx.work / "profile-tasks-pg.raw") as prof:
+                    (res,) = await startup.task_overhead(
+                        ch, orch.target, orch.pid, ctx.certs, p.tasks_count, [n], placement.PEER_CPUS
+                    )
+                if top:
+                    res["profile"] = prof.result()
                 used = pg.cpu_between(before, pg.cpu_seconds(server))
                 res["pg_cpu_us_per_task"] = used / max(1, int(res.get("tasks", p.tasks_count))) * 1e6
                 out.append(res)

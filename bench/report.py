@@ -20,6 +20,18 @@ class Row:
     target: str = "—"
     passed: bool | None = None
     note: str = ""
+    goal: float | None = None  # the target's number, on what ``check`` tests: the miss is measured to it
+    lower_is_better: bool = False
+    why: str = ""  # for a miss: what the profile shows (a footnote of its own)
+    subject: float | None = None  # the value the target applies to (the ratio or orchgpt's figure)
+
+    def miss(self) -> str:
+        """By how much a failed row misses its goal ("" when it passed or has no goal)."""
+        if self.passed is not False or self.goal is None or self.subject is None or self.goal == 0:
+            return ""
+        if self.lower_is_better:
+            return f"{self.subject / self.goal:.1f}× the target" if self.subject > 0 else ""
+        return f"by {100 * (1 - self.subject / self.goal):.0f} %"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +59,9 @@ def row(
     on: str = "ratio",
     note: str = "",
     ratio_of: float | None = None,
+    goal: float | None = None,
+    lower_is_better: bool = False,
+    why: str = "",
 ) -> Row:
     """A row; ``check`` is applied to the ratio (on="ratio") or to orchgpt's value (on="value").
     ``ratio_of`` overrides orch/base (e.g. the median of per-round ratios)."""
@@ -54,6 +69,7 @@ def row(
         figure, orch, base, base_name, unit, ratio_of if ratio_of is not None else ratio(orch, base), target, None, note
     )
     subject = r.ratio if on == "ratio" else r.orchgpt
+    r.subject, r.goal, r.lower_is_better, r.why = subject, goal, lower_is_better, why
     if check is not None and subject is not None:
         r.passed = bool(check(subject))
     return r
@@ -79,6 +95,11 @@ def markdown(rows: Sequence[Row]) -> str:
     for r in rows:
         base = "n/a" if r.baseline is None else f"{_fmt(r.baseline, r.unit)} ({r.baseline_name})"
         verdict = {True: "pass", False: "FAIL", None: "—"}[r.passed]
+        if r.passed is False:
+            miss = r.miss()
+            verdict = "FAIL" + ("" if not miss else f" {miss}" if miss.startswith("by") else f": {miss}")
+            if r.why:
+                verdict += f" [{notes.setdefault(r.why, len(notes) + 1)}]"
         ratio_s = "n/a" if r.ratio is None else f"{r.ratio:.2f}×"
         fig = r.figure
         if r.note:

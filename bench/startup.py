@@ -152,12 +152,16 @@ async def task_overhead(
     count: int,
     inflight: list[int],
     cpus: set[int] | None,
+    submit: str = "single",
 ) -> list[dict[str, Any]]:
+    """``submit``: "single" (a Submit call per task) or "stream" (one SubmitStream, results only)."""
     c = await children.python(
-        "tasks-client",
+        "tasks-client" if submit == "single" else f"tasks-client-{submit}",
         "bench.mesh_client",
         [
             "tasks",
+            "--submit",
+            submit,
             "--target",
             router_target,
             "--certs",

@@ -7,12 +7,14 @@ envelope through the real ``MeshServicer._from_agent`` and settled (result event
 configured as the daemon's (JSON, info) and written to /dev/null. No network, no TLS.
 
     python -m bench.task_hotpath [--tasks 3000] [--repeat 5] [--trace]
-                                 [--store memory|sqlite] [--commit-window-ms MS] [--inflight N]
+                                 [--store memory|sqlite|postgresql] [--commit-window-ms MS] [--inflight N]
 
 ``--trace``: tracing on, with a tracer provider whose exporter drops the spans (the cost of
 making them, not of sending them). ``--store sqlite``: a real SQLite store in a temporary
-directory (``--commit-window-ms``: group commit, issue 17). ``--inflight N``: N agents, N tasks
-submitted at once, then each agent's RUN answered, and again.
+directory (``--commit-window-ms``: group commit, issue 17); ``--store postgresql``: a throwaway
+PostgreSQL server with fsync on (bench/pg.py; a new database per run; run from the repository's
+root), its store's writer thread counted in the process's CPU time. ``--inflight N``: N agents,
+N tasks submitted at once, then each agent's RUN answered, and again.
 """
 
 from __future__ import annotations
@@ -65,9 +67,16 @@ def _submit_span() -> Any:
     return lambda: tracing.span("orchgpt.submit", None, "SERVER", **{"orchgpt.agent.type": "echo"})
 
 
+_PG: Any = None  # the PostgreSQL server of --store postgresql
+
+
 def _store(kind: str, window_ms: float) -> Any:
     if kind == "memory":
         return MemoryStore()
+    if kind == "postgresql":
+        from orchgpt.store import open_store
+
+        return open_store(_PG.new_database(), commit_window_ms=window_ms)
     from orchgpt.store.sqlite import SqliteStore
 
     return SqliteStore(Path(tempfile.mkdtemp(prefix="hotpath-")) / "s.db", commit_window_ms=window_ms)
@@ -152,10 +161,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--tasks", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--trace", action="store_true", help="tracing on (spans made, then dropped)")
-    ap.add_argument("--store", choices=["memory", "sqlite"], default="memory")
-    ap.add_argument("--commit-window-ms", type=float, default=0.0, help="SQLite group commit (0: a commit per write)")
+    ap.add_argument("--store", choices=["memory", "sqlite", "postgresql"], default="memory")
+    ap.add_argument("--commit-window-ms", type=float, default=0.0, help="group commit (0: a commit per write)")
     ap.add_argument("--inflight", type=int, default=1, help="agents and tasks at once")
     a = ap.parse_args(argv)
+    global _PG
+    if a.store == "postgresql":
+        from tests.support.postgres import PostgresServer
+
+        _PG = PostgresServer(fsync=True)
+        _PG.start()
     devnull = open(os.devnull, "w")
     real_stderr, sys.stderr = sys.stderr, devnull
     try:
@@ -167,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
     finally:
         sys.stderr = real_stderr
+        if _PG is not None:
+            _PG.stop()
     print(
         f"tasks per CPU second: best {max(rates):,.0f}  median {statistics.median(rates):,.0f}  "
         f"({a.tasks} tasks, {a.repeat} runs, tracing {'on' if a.trace else 'off'}, {a.store} store, "

@@ -152,7 +152,10 @@ async def emitters(args: argparse.Namespace) -> None:
 
     def link(n: str) -> wire.Link:
         ch = wire.open_channel(args.target, paths_for(Path(args.certs), n))
-        return FoldingLink(ch, n, linger_s=args.linger_ms / 1000) if fold else wire.Link(ch, args.mode, n)
+        if not fold:
+            return wire.Link(ch, args.mode, n)
+        top = args.linger_max_ms / 1000 if args.linger_max_ms is not None else None
+        return FoldingLink(ch, n, linger_s=args.linger_ms / 1000, linger_max_s=top)
 
     links = [link(n) for n in names]
     await asyncio.gather(*(lk.register(agent_type=args.agent_type) for lk in links))
@@ -201,6 +204,7 @@ async def emitters(args: argparse.Namespace) -> None:
             emitters_cpu_pct=(time.process_time() - own["cpu"]) / wall * 100 if wall else None,
             fold=fold,
             linger_ms=args.linger_ms if fold else None,
+            linger_max_ms=links[0].box.linger_max * 1000 if fold and isinstance(links[0], FoldingLink) else None,
             frames_out=sum(lk.frames_out for lk in links),
             sent=sum(s.sent for s in streams),
         )
@@ -319,6 +323,7 @@ async def run(
     tag: str = "",
     fold: bool = True,
     linger_ms: float | None = None,
+    linger_max_ms: float | None = None,
 ) -> dict[str, Any]:
     """One run: ``agents`` emitters (one process), one watcher (another), both on the peer CPUs.
     Paced at ``rate`` deltas/s in all for ``seconds`` (or, rate 0, as many deltas as a task may
@@ -349,6 +354,7 @@ async def run(
             *("--per-stream", str(per_stream), "--cap", str(cap + 60)),
             *(() if fold else ("--no-fold",)),
             *(("--linger-ms", str(linger_ms)) if linger_ms is not None else ()),
+            *(("--linger-max-ms", str(linger_max_ms)) if linger_max_ms is not None else ()),
         ],
         cpus=placement.PEER_CPUS,
     )
@@ -389,6 +395,7 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=300.0)
     ap.add_argument("--no-fold", action="store_true", help="emitters: one envelope per delta (not as agentd folds)")
     ap.add_argument("--linger-ms", type=float, default=LINGER_S * 1000, help="emitters: agentd's token linger")
+    ap.add_argument("--linger-max-ms", type=float, help="emitters: the adaptive linger's bound (default: agentd's)")
     args = ap.parse_args()
     if not args.target.startswith("127.0.0.1:"):
         ap.error("benchmarks only talk to 127.0.0.1")

@@ -27,10 +27,15 @@ from . import wire
 
 class FoldingLink(wire.Link):
     def __init__(
-        self, channel: grpc.aio.Channel, name: str, queue_size: int = 4096, linger_s: float = LINGER_S
+        self,
+        channel: grpc.aio.Channel,
+        name: str,
+        queue_size: int = 4096,
+        linger_s: float = LINGER_S,
+        linger_max_s: float | None = None,
     ) -> None:
         super().__init__(channel, wire.ORCHGPT, name, queue_size)
-        self.box = TokenOutbox(linger_s=linger_s)
+        self.box = TokenOutbox(linger_s=linger_s, linger_max_s=linger_max_s)
         self._limit = queue_size
         self._unsent = 0  # deltas (and other envelopes) queued and not yet written
         self._room = asyncio.Event()

@@ -54,6 +54,7 @@ async def one(args: argparse.Namespace) -> dict[str, Any]:
                 start_tasks=routing.task_starter(router),
                 fold=not args.no_fold,
                 linger_ms=args.linger_ms,
+                linger_max_ms=args.linger_max_ms,
             )
     finally:
         if spy is not None:
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--no-fold", action="store_true", help="the emitters send one envelope per delta")
     ap.add_argument("--linger-ms", type=float, help="the emitters' token linger (default: agentd's)")
+    ap.add_argument("--linger-max-ms", type=float, help="the emitters' adaptive linger bound (default: agentd's)")
     ap.add_argument("--pyspy", default="", help="write a py-spy raw profile of the daemon here")
     ap.add_argument("--pyspy-idle", action="store_true", help="py-spy: idle samples too (where the loop waits)")
     ap.add_argument("--daemon-src", type=Path, help="run the orchgpt of this checkout (old code against new)")

@@ -91,11 +91,14 @@ RPC_TABLE: dict[str, dict[str, str]] = {
     "PauseSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "ResumeSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
     "DeleteSchedule": {CLIENT: OWN, ADMIN: ALL, AGENT: NO, SERVER: NO},
+    # many submissions on one stream (issue 17): each judged as a Submit (submit_access)
+    "SubmitStream": {CLIENT: OWN, ADMIN: OWN, AGENT: NO, SERVER: NO},
 }
 
 _HOW = {
     "Connect": "connect as an agent",
     "Submit": "submit or change work (client role needed)",
+    "SubmitStream": "submit or change work (client role needed)",
     "CancelTask": "submit or change work (client role needed)",
     "Approve": "submit or change work (client role needed)",
     "PublishSession": "submit or change work (client role needed)",

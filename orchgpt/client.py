@@ -19,6 +19,7 @@ from .addresses import AddressRing, parse_addresses
 from .certs import CertPaths
 from .client_graphs import GraphClient
 from .client_schedules import ScheduleCalls
+from .client_submit import SubmitStream
 from .errors import CertError, ClientError, ConfigError
 from .iac.v1 import iac_pb2 as pb
 from .iac.v1 import iac_pb2_grpc as pb_grpc
@@ -204,6 +205,16 @@ class MeshClient(GraphClient, ScheduleCalls):  # graphs: client_graphs.py; sched
         """Submit a command; yields its events (and its sub-tasks') until the RESULT."""
         req = pb.SubmitRequest(command=codec.command_to_pb(command), sender=self.name or "")
         return self._stream(lambda: self._stub.Submit(req, metadata=tracing.grpc_metadata()))
+
+    def submit_stream(
+        self, results_only: bool = False, on_event: Callable[[TaskEvent], None] | None = None
+    ) -> SubmitStream:
+        """Many submissions on one call (``async with``; orchgpt/client_submit.py): ``run(command)``
+        gives a task's RESULT event; ``results_only``: the daemon sends nothing else, otherwise every
+        other event goes to ``on_event``."""
+        return SubmitStream(
+            self._stub, lambda exc: _explain(exc, self.address), self.name or "", results_only, on_event
+        )
 
     def watch(self, task_id: str = "", after_seq: int = 0) -> AsyncIterator[TaskEvent]:
         return self._stream(lambda: self._stub.Watch(pb.WatchRequest(task_id=task_id, after_seq=after_seq)))

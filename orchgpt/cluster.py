@@ -52,6 +52,7 @@ EVENT_FLUSH_S = 0.005
 
 class Cluster(ClusterRequests, ClusterMessages, ClusterLeases):
     def __init__(self, store: PostgresStore, mesh: Mesh, daemon_id: str, tick_s: float = 0.5) -> None:
+        store.commit_each_write()  # the cluster's writes (and their NOTIFYs) commit before they return
         self.store = store
         self.mesh = mesh
         self.me = daemon_id

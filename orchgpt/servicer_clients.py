@@ -16,18 +16,17 @@ import grpc
 from . import authz, codec, logs, tracing
 from .artifacts import ArtifactError, open_artifact, workspace_name
 from .batching import Outbox
-from .certs import Identity
-from .errors import RoutingError, StoreError
+from .errors import OrchgptError, RoutingError, StoreError
 from .iac.v1 import iac_pb2 as pb
 from .input_access import input_task
 from .limits import (
-    input_too_large,
     page_tasks,
     parse_page_token,
 )
 from .mesh import LOCAL_PREFIX
 from .models import TaskEvent
-from .servicer_base import FILE_CHUNK, ServicerBase
+from .servicer_base import FILE_CHUNK
+from .servicer_submit import SubmitRpcs
 from .status import to_grpc
 from .wire.coalesce import TokenCoalescer
 
@@ -72,7 +71,10 @@ class EventSubscription:
             )
             return False
         env = _event_envelope(event, self.type_of)
-        self.outbox.put(env)
+        if event.kind == "token":  # acknowledges nothing: not held by an open commit window
+            self.outbox.put_live(env)
+        else:
+            self.outbox.put(env)
         self.tokens.queued(self.outbox, event, env)
         if self.end_task and event.task_id == self.end_task and event.kind == "result":
             self.outbox.close("task finished")
@@ -83,50 +85,21 @@ class EventSubscription:
             self.outbox.close(reason)
 
 
-class ClientRpcs(ServicerBase):
+class ClientRpcs(SubmitRpcs):
     """The RPCs of clients (part of servicer.MeshServicer)."""
 
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Batch]:
         ident = await self._authorize(context, "Submit")
-        if request.sender and request.sender != ident.name:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"sender {request.sender!r} does not match the certificate identity {ident.name!r}",
-            )
-        if not self.accepting:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "orchgpt is shutting down; not accepting new work")
+        parent = tracing.from_metadata(context.invocation_metadata()) if tracing.ENABLED else None
         try:
-            cmd = codec.command_from_pb(request.command)
-        except codec.DecodeError as exc:
+            task = self._admit(ident, request, parent)  # (servicer_submit.py: SubmitStream's checks too)
+        except OrchgptError as exc:
             await self._abort_error(context, exc)
-        d = self._submit_access(ident, cmd.task_id, cmd.session_id)
-        if d and authz.principal(ident) != authz.ADMIN:
-            d = authz.workspace_option(cmd.options, self.mesh.get_task, owner=authz.owner_of(ident))
-        if not d:
-            await context.abort(to_grpc(d.code), d.message)
         outbox = Outbox(max_bytes=self.max_message_bytes // 2)
-        too_large = input_too_large(cmd.input, self.limits.max_task_input_bytes)
-        if too_large:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_large)
         self._guard_stream(context, outbox)
-        try:
-            parent = tracing.from_metadata(context.invocation_metadata()) if tracing.ENABLED else None
-            with tracing.span("orchgpt.submit", parent, "SERVER", **{"orchgpt.agent.type": cmd.agent_type}):
-                task, _created = self.mesh.submit(cmd, submitted_by=authz.owner_of(ident))
-        except RoutingError as exc:
-            await self._abort_error(context, exc)
-        except StoreError as exc:
-            await self._abort_error(context, exc, f"not accepted: the store cannot be written: {exc}")
         async for b in self._follow(task.task_id, 0, outbox, task.agent_type):
             yield b
         await self._end_stream(context, outbox)
-
-    def _submit_access(self, ident: Identity, task_id: str, session_id: str) -> authz.Decision:
-        """An idempotency key or a session id of someone else's work is refused."""
-        existing = self.mesh.get_task(task_id) if task_id else None
-        exists = self.mesh.session_exists(session_id)
-        owned = self.mesh.session_exists(session_id, authz.owner_of(ident))
-        return authz.submit_access(ident, existing, self.mesh.get_task, session_id, exists, owned)
 
     async def _follow(
         self, task_id: str, after_seq: int, outbox: Outbox, agent_type: str = ""

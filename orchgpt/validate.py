@@ -178,7 +178,11 @@ def envelope(env: pb.Envelope) -> str:
 # ---------------------------------------------------------------- client requests
 def request(method: str, m: Any) -> str:
     """A client RPC's request (by method name); '' when acceptable."""
-    if method == "Submit":
+    if method == "Submit":  # (results_only: SubmitStream's, docs/protocol.md §10)
+        if m.results_only:
+            return "results_only: only SubmitStream has it; Submit streams every event of its task"
+        return _first(command(m.command, "command"), _id(m.sender, "sender"))
+    if method == "SubmitStream":  # one submission of a SubmitBatch
         return _first(command(m.command, "command"), _id(m.sender, "sender"))
     if method == "Watch":
         return _id(m.task_id, "task_id")

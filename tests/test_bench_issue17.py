@@ -5,12 +5,15 @@ not checked (a shared machine is too noisy), only that each phase measured somet
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from bench import daemon, rabbit, routing, table17, tlsdir, tokens
+from bench import daemon, pyspy, rabbit, report, routing, table17, tlsdir, tokens
 from bench.children import Children
 from bench.phases import PROFILES
 
@@ -28,6 +31,24 @@ def test_task_rows_against_rabbitmq_and_its_absence() -> None:
     assert table17.task_rows({"tasks": tasks, "rabbitmq": rmq})[2].passed is False
     gone = table17.task_rows({"tasks": tasks, "rabbitmq": {"missing": "RabbitMQ is not installed"}})
     assert gone[2].baseline is None and "no RabbitMQ baseline: RabbitMQ is not installed" in gone[2].note
+
+
+def test_task_rows_via_the_submission_stream() -> None:
+    tasks = {
+        "results": [{"inflight": 64, "tasks_per_s": 250.0, "router_cpu_us_per_task": 2600.0}],
+        "stream": [{"inflight": 64, "tasks_per_s": 3100.0, "router_cpu_us_per_task": 280.0}],
+    }
+    rmq = {"results": [{"inflight": 64, "per_s": 3200.0}], "closed_loop": []}
+    rows = table17.task_rows({"tasks": tasks, "rabbitmq": rmq}) + table17.task_rows(
+        {"tasks": tasks, "rabbitmq": rmq}, on_store=table17.STREAM, key="stream"
+    )
+    assert [r.figure for r in rows] == [
+        "durable echo tasks/s (created, assigned, run, result stored), 64 in flight",
+        "daemon CPU per task, 64 in flight",
+        "durable echo tasks/s via the submission stream (created, assigned, run, result stored), 64 in flight",
+        "daemon CPU per task via the submission stream, 64 in flight",
+    ]
+    assert [r.passed for r in rows] == [False, False, True, True]
 
 
 def test_token_rows_fail_when_the_watcher_was_dropped() -> None:
@@ -133,3 +154,81 @@ def test_tasks_pg_phase_runs_on_a_real_postgresql_and_stops_it(tmp_path: Path) -
     assert not Path(res["server_dir"]).exists()
     procs = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p)]
     assert not any(res["server_dir"].encode() in c for c in procs)
+
+
+def test_a_missed_target_says_by_how_much_and_why() -> None:
+    profile = {"summary": pyspy.summarize(SAMPLE_RAW, rate=100)}
+    tasks = {
+        "results": [
+            {"inflight": 1, "tasks_per_s": 150.0, "router_cpu_us_per_task": 2500.0},
+            {"inflight": 64, "tasks_per_s": 600.0, "router_cpu_us_per_task": 1200.0, "profile": profile},
+        ]
+    }
+    rows = table17.task_rows({"tasks": tasks, "rabbitmq": {"missing": "not run"}})
+    text = report.markdown(rows)
+    assert "| FAIL by 75 % [" in text  # 150/s of 600/s
+    assert "| FAIL by 80 % [" in text  # 600/s of 3,000/s
+    assert "| FAIL: 4.0× the target [" in text  # 1,200 µs against < 300 µs
+    why = [line for line in text.splitlines() if line.startswith("[") and "py-spy of the daemon" in line]
+    assert len(why) == 1 and "(64 in flight)" in why[0], text
+    assert "gRPC's poller thread (C core) 40 %" in why[0] and "store commits 20 %" in why[0], why[0]
+    # a row that passes carries no why; nor does a failed one without a profile
+    fast = {"results": [{"inflight": 1, "tasks_per_s": 700.0}, {"inflight": 64, "tasks_per_s": 100.0}]}
+    text = report.markdown(table17.task_rows({"tasks": fast, "rabbitmq": {"missing": "not run"}}))
+    assert "py-spy" not in text and "| pass |" in text and "| FAIL by 97 % |" in text
+
+
+# a raw py-spy profile: the poller thread, idle epoll, a group commit, mesh code
+SAMPLE_RAW = "\n".join(
+    [
+        "_bootstrap (threading.py:1002);Thread.run (threading.py:982) 40",
+        "run (asyncio/runners.py:190);_run_once (asyncio/base_events.py:1922);"
+        "EpollSelector.select (selectors.py:468) 900",
+        "run (asyncio/runners.py:190);GroupCommit._tick (orchgpt/store/group_commit.py:176);"
+        "GroupCommit.commit (orchgpt/store/group_commit.py:199) 20",
+        "run (asyncio/runners.py:190);Handle._run (asyncio/events.py:80) 25",
+        "run (asyncio/runners.py:190);Mesh.submit (orchgpt/mesh.py:241);Mesh._publish (orchgpt/mesh.py:369) 15",
+    ]
+)
+
+
+def test_pyspy_summary_counts_busy_samples_only() -> None:
+    s = pyspy.summarize(SAMPLE_RAW)
+    assert s is not None and s["samples"] == 1000 and s["busy_samples"] == 100
+    assert s["categories"] == {
+        "gRPC's poller thread (C core)": 40.0,
+        "gRPC and asyncio native code (per message)": 25.0,
+        "store commits": 20.0,
+        "mesh logic (orchgpt Python)": 15.0,
+    }
+    assert s["top_self"][0] == ("gRPC's poller thread", 40.0)
+    assert pyspy.summarize("run (asyncio/runners.py:190);EpollSelector.select (selectors.py:468) 10") is None
+
+
+@pytest.mark.skipif(shutil.which("py-spy") is None, reason="py-spy is not installed")
+def test_daemon_profile_records_a_real_process(tmp_path: Path) -> None:
+    """py-spy attached to a real busy Python process: a summary naming its hot function."""
+    code = "import time\ndef spin():\n    while True:\n        sum(range(1000))\nspin()\n"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+
+        async def go() -> pyspy.DaemonProfile:
+            async with pyspy.DaemonProfile(proc.pid, tmp_path / "p.raw") as prof:
+                await asyncio.sleep(1.5)
+            return prof
+
+        prof = asyncio.run(go())
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert prof.summary is not None, prof.error
+    assert prof.summary["busy_samples"] > 20
+    assert any("spin" in f for f, _ in prof.summary["top_self"]), prof.summary
+    off = pyspy.profile_if(False, proc.pid, tmp_path / "q.raw")
+    assert asyncio.run(_enter_exit(off)).result() == {"error": "not profiled"}
+
+
+async def _enter_exit(prof: pyspy.DaemonProfile) -> pyspy.DaemonProfile:
+    async with prof:
+        pass
+    return prof

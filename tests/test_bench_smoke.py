@@ -88,6 +88,11 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
     tasks = doc["results"]["tasks"]["results"]
     assert [t["inflight"] for t in tasks] == [1, 4]
     assert all(t["tasks"] == 10 and t["checked_stored"] == 10 for t in tasks)
+    # and the same on one SubmitStream call (its own rows)
+    streamed = doc["results"]["tasks"]["stream"]
+    assert [(t["inflight"], t["submit"]) for t in streamed] == [(1, "stream"), (4, "stream")]
+    assert all(t["tasks"] == 10 and t["checked_stored"] == 10 for t in streamed)
+    assert rows["daemon CPU per task via the submission stream, 4 in flight"]["orchgpt"] > 0
 
 
 @pytest.mark.timeout(60)

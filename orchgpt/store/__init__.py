@@ -26,8 +26,8 @@ def open_store(url: str, commit_window_ms: float = 0.0) -> Store:
     ``sqlite:////ABSOLUTE/PATH``), ``sqlite:PATH`` or a plain ``PATH`` (SQLite),
     ``postgresql://...`` / ``postgres://...`` (PostgreSQL).
 
-    ``commit_window_ms``: group commit for SQLite (store/group_commit.py); PostgreSQL commits
-    every write at once.
+    ``commit_window_ms``: group commit (SQLite: store/group_commit.py; PostgreSQL:
+    store/pg_group.py); 0: a commit per write.
 
     Any other scheme raises StoreError listing the supported ones (nothing is created).
     """
@@ -38,7 +38,7 @@ def open_store(url: str, commit_window_ms: float = 0.0) -> Store:
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, commit_window_ms=commit_window_ms)
     if scheme == "sqlite":
         path = url[len("sqlite:") :]
         if path.startswith("//"):  # as SQLAlchemy: sqlite:///PATH, so sqlite:////ABS/PATH

@@ -7,11 +7,14 @@ advisory lock so that two daemons starting together migrate once. The version li
 the table ``orchgpt_schema``.
 
 Synchronous psycopg 3 on one autocommit connection, serialised by a lock, like the
-SQLite store; every write is one transaction that commits before the call returns
-(PostgreSQL's own durability: ``synchronous_commit`` on), so that the daemon answers only
-what is committed, in the loop's order. A dropped connection is replaced: a transaction that
-failed at its BEGIN and a read are retried once on the new one. The cluster's background
-work (leases, claims, LISTEN, event following) has its own async pool: cluster_db.py.
+SQLite store. Without group commit every write is one transaction that commits before the
+call returns (PostgreSQL's own durability: ``synchronous_commit`` on). With it
+(``commit_window_ms`` > 0, the daemon's default; store/pg_group.py) a writer thread runs the
+hot writes and one COMMIT per window off the event loop, and every answer waits for the commit
+that holds its change (orchgpt/durable.py), so that the daemon answers only what is committed.
+A dropped connection is replaced: a transaction that failed at its BEGIN and a read are
+retried once on the new one. The cluster's background work (leases, claims, LISTEN, event
+following) has its own async pool: cluster_db.py; a cluster's store commits every write.
 
 Errors: anything the server or the connection refuses raises StoreError naming the
 (password-masked) URL and the cause; the transaction is rolled back.
@@ -21,15 +24,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 from .. import logs
-from ..errors import OrchgptError, StoreError
+from ..errors import StoreError
 from ..models import TaskEvent, now_ms
 from . import redact_url
 from .base import Store
 from .migrations import LATEST, MIGRATIONS, postgres_sql
+from .pg_group import PgGroupCommit
+from .postgres_grouped import PostgresGrouped, _Cursor, _Refused, _translate
+from .postgres_grouped import _pg as _pg  # re-exported (cluster_db.py)
 from .push_configs import SqlitePushConfigs
 from .schedules import SqliteSchedules
 from .sqlite_graphs import SqliteGraphs
@@ -48,67 +54,19 @@ log = logs.get("orchgpt.store")
 _MIGRATION_LOCK = 0x6F726368  # "orch": the advisory lock held while migrating
 
 
-def _pg(sql: str) -> str:
-    """SQLite's ``?`` placeholders as psycopg's ``%s`` (the shared SQL has no other ? or %)."""
-    return sql.replace("?", "%s")
-
-
-def _translate(sql: str) -> str:
-    """The SQLite spellings used by the shared store code, in PostgreSQL."""
-    sql = sql.replace("INSERT OR IGNORE INTO task_events", "INSERT INTO task_events")
-    if "INSERT INTO task_events" in sql:
-        sql += " ON CONFLICT (task_id, seq) DO NOTHING"
-    if sql.startswith("INSERT OR IGNORE INTO messages"):
-        sql = sql.replace("INSERT OR IGNORE", "INSERT") + " ON CONFLICT (id) DO NOTHING"
-    if sql.startswith("INSERT OR REPLACE INTO usage"):
-        sql = sql.replace("INSERT OR REPLACE", "INSERT") + (
-            " ON CONFLICT (task_id, agent_type) DO UPDATE SET session_id = excluded.session_id, "
-            "prompt_tokens = excluded.prompt_tokens, "
-            "completion_tokens = excluded.completion_tokens, cost_usd = excluded.cost_usd, "
-            "model = excluded.model, calls = excluded.calls"
-        )
-    if sql.startswith("INSERT OR REPLACE INTO artifacts"):
-        sql = sql.replace("INSERT OR REPLACE", "INSERT") + (
-            " ON CONFLICT (task_id, path) DO UPDATE SET size = excluded.size, "
-            "sha256 = excluded.sha256, kind = excluded.kind"
-        )
-    if sql.startswith("INSERT INTO sessions"):  # _touch_session: min/max of two values
-        sql = (
-            sql.replace("min(created_ms,", "least(sessions.created_ms,")
-            .replace("max(updated_ms,", "greatest(sessions.updated_ms,")
-            .replace(
-                "WHEN title = '' THEN excluded.title ELSE title END",
-                "WHEN sessions.title = '' THEN excluded.title ELSE sessions.title END",
-            )
-        )
-    sql = sql.replace(
-        "sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), max(model), sum(calls)",
-        "sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, "
-        "sum(cost_usd)::float8, max(model), sum(calls)::bigint",
-    )
-    return _pg(sql)
-
-
-class _Cursor:
-    """What the shared store code calls on a SQLite connection, on a psycopg one."""
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self._conn.execute(_translate(sql), tuple(params))
-
-    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        with self._conn.cursor() as cur:
-            cur.executemany(_translate(sql), rows)
-
-
 class PostgresStore(
-    SqliteTasks, SqliteSessions, SqliteTranscript, SqliteGraphs, SqliteSchedules, SqlitePushConfigs, Store
+    PostgresGrouped,
+    SqliteTasks,
+    SqliteSessions,
+    SqliteTranscript,
+    SqliteGraphs,
+    SqliteSchedules,
+    SqlitePushConfigs,
+    Store,
 ):
     """The SQLite store's tables in a PostgreSQL database."""
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: int = 10, commit_window_ms: float = 0.0) -> None:
         self.url = url
         self.path = redact_url(url)  # type: ignore[assignment]  # a label here: the URL without its password
         self._lock = threading.RLock()
@@ -129,6 +87,7 @@ class PostgresStore(
         except BaseException:
             self._conn.close()
             raise
+        self._group = PgGroupCommit(self, commit_window_ms) if commit_window_ms > 0 else None
 
     def _connect(self, timeout_s: int) -> Any:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=timeout_s, application_name="orchgpt")
@@ -140,6 +99,9 @@ class PostgresStore(
         if self._closed:
             raise StoreError(f"store {self.path}: the store is closed")
         if self._conn.closed or self._conn.broken:
+            g = getattr(self, "_group", None)
+            if g is not None:
+                g.lose()  # the writes of its open transaction went with it
             try:
                 self._conn.close()
                 self._conn = self._connect(2)  # short: the daemon's loop waits for it
@@ -201,6 +163,15 @@ class PostgresStore(
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (str(now_ms()),),
             )
+        self.commit_now()
+
+    def _failed(self, what: str, exc: BaseException) -> str:
+        return f"store {self.path}: {what} failed: {_cause(exc, self.url)}"
+
+    def _recovered(self, what: str) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("store.writable_again", url=self.path, what=what)
 
     def _fault(self, what: str, message: str) -> None:
         (log.debug if self._failing else log.error)("store.write_failed", url=self.path, what=what, error=message)
@@ -237,6 +208,14 @@ class PostgresStore(
 
     @contextmanager
     def _tx(self, what: str, quiet: bool = False) -> Iterator[Any]:
+        g = self._group
+        if g is not None:
+            if g.in_job == threading.get_ident():  # a queued write: the writer holds its savepoint
+                yield _Cursor(self._conn)
+                return
+            with self._lock, self._grouped_tx(g, what, quiet) as c:
+                yield c
+            return
         with self._lock:
             conn, stack = self._begin(what, quiet)
             try:
@@ -255,19 +234,33 @@ class PostgresStore(
         params = tuple(params)
         if "LIMIT ?" in sql and params and params[-1] == -1:
             params = (*params[:-1], None)  # SQLite's LIMIT -1 is PostgreSQL's LIMIT NULL
+        g = self._group
         with self._lock:
+            if g is not None and g.in_job != threading.get_ident():
+                g.run_jobs()  # the read sees every write made before it
             for attempt in (0, 1):  # a read is repeated once on a new connection if the old one was dropped
                 conn = self._live()
                 try:
                     rows: list[tuple[Any, ...]] = conn.execute(_translate(sql), params).fetchall()
                     return rows
                 except psycopg.Error as exc:
+                    if (
+                        g is not None
+                        and not conn.broken
+                        and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+                    ):
+                        g.recover(conn)  # the open transaction is aborted: its queued writes run again
                     if attempt or not conn.broken:
                         raise StoreError(f"store {self.path}: {what} failed: {_cause(exc, self.url)}") from None
             raise AssertionError("unreachable")
 
     def close(self) -> None:
+        g = self._group
+        if g is not None:
+            g.stop()
         with self._lock:
+            if g is not None and not self._closed:
+                g.flush()  # an error is logged and told to on_fault
             self._closed = True
             self._conn.close()
 
@@ -275,6 +268,11 @@ class PostgresStore(
     # their SQL reaches PostgreSQL through _Cursor and _translate)
     def append_events(self, events: list[TaskEvent]) -> None:
         if not events:
+            return
+        g = self._deferred()
+        if g is not None and all(e.seq > 0 for e in events):  # (a seq to number is read back at once)
+            evs = list(events)
+            g.defer(f"append {len(evs)} events", lambda: self._append_events(evs))
             return
         self._append_events(events)
         if self.events_stored is not None:  # after the commit: the events are readable now
@@ -297,8 +295,11 @@ class PostgresStore(
                     e.seq = nxt[e.task_id]
                 elif e.task_id in nxt:
                     nxt[e.task_id] = max(nxt[e.task_id], e.seq)
+            g = self._group
             try:
-                with self._conn.transaction():  # a savepoint: the lookup below still runs
+                # a savepoint, so that the lookup below still runs (not for a queued write run with no
+                # savepoint: its failure rolls the transaction back, it runs again in a savepoint)
+                with nullcontext() if g is not None and g.fast else self._conn.transaction():
                     c.executemany(
                         "INSERT OR IGNORE INTO task_events (task_id, seq, kind, ts_ms, payload) VALUES (?, ?, ?, ?, ?)",
                         [(e.task_id, e.seq, str(e.kind), e.ts_ms, _event_payload(e)) for e in events],
@@ -319,10 +320,6 @@ class PostgresStore(
                     "INSERT OR REPLACE INTO artifacts (task_id, path, size, sha256, kind) VALUES (?, ?, ?, ?, ?)",
                     [(t, a.path, a.size, a.sha256, a.kind) for t, a in arts],
                 )
-
-
-class _Refused(OrchgptError):
-    """A write refused with a reason of our own (rolled back, reported as StoreError)."""
 
 
 def _cause(exc: BaseException, url: str) -> str:

@@ -8,7 +8,9 @@ its time.
 
 Nothing leaves before the commit that holds what it acknowledges: an envelope queued while a
 group-commit window is open (orchgpt/durable.py) is sent only once that window is committed;
-when the commit fails, the outbox is aborted with UNAVAILABLE and nothing more is sent.
+when the commit fails, the outbox is aborted with UNAVAILABLE and nothing more is sent. An
+envelope that acknowledges nothing (``put_live``: a token delta for a watcher, whose row is
+written with a later flush anyway) does not wait for a window of its own.
 """
 
 from __future__ import annotations
@@ -146,6 +148,19 @@ class Outbox:
         self.added += 1
         if durable._open:
             self._gate = durable.barrier()
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        return True
+
+    def put_live(self, env: pb.Envelope) -> bool:
+        """``put`` for an envelope that acknowledges nothing (a token delta relayed to a watcher:
+        issue 17): it does not wait for the group-commit window open now. It still goes after
+        whatever was queued before it, and with the commit that one waits for."""
+        if self._closed or not self._admit(env):
+            return False
+        self._items.append(env)
+        self.added += 1
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)

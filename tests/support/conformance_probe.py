@@ -198,6 +198,19 @@ async def submit(name: str, **cmd: Any) -> tuple[str, list[pb.Envelope]]:
     return code, [e for b in batches for e in b.envelopes]
 
 
+async def submit_stream(name: str, **cmd: Any) -> str:
+    """One SubmitStream call of one submission: its status (an ERROR envelope counts as its code)."""
+    async with channel(name) as ch:
+        call = pb_grpc.MeshStub(ch).SubmitStream(timeout=10)
+        try:
+            await call.write(pb.SubmitBatch(submissions=[pb.SubmitRequest(command=pb.Command(**cmd))]))
+            await call.done_writing()
+            errors = [e.error.code for b in [b async for b in call] for e in b.envelopes if e.HasField("error")]
+            return errors[0] if errors else "OK"
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+
+
 async def main() -> dict[str, Any]:
     obs: dict[str, Any] = {"rpc": {}, "lists": {}, "env": {}, "from_daemon": {}}
     worker, peer = Agent("worker", "conftype"), Agent("peer", "peertype")
@@ -294,6 +307,9 @@ async def main() -> dict[str, Any]:
         r["DeleteGraph"] = (await unary(p, "DeleteGraph", pb.DeleteGraphRequest(graph_id=f"alice-del-{p}")))[0]
         r["ListBlocks"] = (await unary(p, "ListBlocks", pb.ListBlocksRequest(), timeout=60.0))[0]
         await probe_schedules(p, r, obs["lists"])
+        r["SubmitStream"] = await submit_stream(
+            p, agent_type="conftype", action=pb.STATUS_ACTION, task_id=f"stream-{p}"
+        )
         obs["rpc"][p] = r
     # Watch(all) of a client shows its own tasks only: bob watches while alice's task runs
     obs["approvals_seen_by_worker"] = sorted(

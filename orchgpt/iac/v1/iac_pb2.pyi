@@ -1534,8 +1534,13 @@ class SubmitRequest(_message.Message):
 
     COMMAND_FIELD_NUMBER: _builtins.int
     SENDER_FIELD_NUMBER: _builtins.int
+    RESULTS_ONLY_FIELD_NUMBER: _builtins.int
     sender: _builtins.str
     """optional; when set it must match the certificate"""
+    results_only: _builtins.bool
+    """SubmitStream only (Submit refuses it, INVALID_ARGUMENT): send back only this task's RESULT
+    (or an ERROR when it is not accepted), none of its status or other events.
+    """
     @_builtins.property
     def command(self) -> Global___Command: ...
     def __init__(
@@ -1543,14 +1548,40 @@ class SubmitRequest(_message.Message):
         *,
         command: Global___Command | None = ...,
         sender: _builtins.str = ...,
+        results_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "sender", b"sender"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "results_only", b"results_only", "sender", b"sender"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitRequest: _TypeAlias = SubmitRequest  # noqa: Y015
+
+@_typing.final
+class SubmitBatch(_message.Message):
+    """One frame of SubmitStream: submissions, each handled as a Submit of its own (the same checks,
+    authorization and idempotency) except that command.task_id is required: it is the idempotency
+    key and the key the answers are matched by (envelope.task_id). docs/protocol.md §10.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitRequest]: ...
+    def __init__(
+        self,
+        *,
+        submissions: _abc.Iterable[Global___SubmitRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submissions", b"submissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatch: _TypeAlias = SubmitBatch  # noqa: Y015
 
 @_typing.final
 class WatchRequest(_message.Message):

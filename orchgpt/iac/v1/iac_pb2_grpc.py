@@ -144,6 +144,11 @@ class MeshStub:
                 request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksRequest.SerializeToString,
                 response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksResponse.FromString,
                 _registered_method=True)
+        self.SubmitStream = channel.stream_stream(
+                '/orchgpt.iac.v1.Mesh/SubmitStream',
+                request_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SubmitBatch.SerializeToString,
+                response_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.Batch.FromString,
+                _registered_method=True)
 
 
 class MeshServicer:
@@ -288,6 +293,18 @@ class MeshServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitStream(self, request_iterator, context):
+        """Clients: many submissions on one stream (issue 17). The client sends SubmitBatch frames;
+        the daemon answers with Batch frames holding the TASK_EVENT envelopes of every task of the
+        stream (several tasks' in one frame), or only their RESULTs (results_only), and an ERROR
+        envelope (task_id = the submission's) for a submission it does not accept. Each task's
+        first envelope leaves only after its creation is committed. The stream ends (OK) once the
+        client has closed its side and every task of the stream has ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeshServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -400,6 +417,11 @@ def add_MeshServicer_to_server(servicer, server):
                     servicer.ListBlocks,
                     request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksRequest.FromString,
                     response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksResponse.SerializeToString,
+            ),
+            'SubmitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitStream,
+                    request_deserializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.SubmitBatch.FromString,
+                    response_serializer=orchgpt_dot_iac_dot_v1_dot_iac__pb2.Batch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -996,6 +1018,33 @@ class Mesh:
             '/orchgpt.iac.v1.Mesh/ListBlocks',
             orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksRequest.SerializeToString,
             orchgpt_dot_iac_dot_v1_dot_iac__pb2.ListBlocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orchgpt.iac.v1.Mesh/SubmitStream',
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.SubmitBatch.SerializeToString,
+            orchgpt_dot_iac_dot_v1_dot_iac__pb2.Batch.FromString,
             options,
             channel_credentials,
             insecure,

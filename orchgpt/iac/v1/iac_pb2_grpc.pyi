@@ -100,6 +100,14 @@ class MeshStub:
     DeleteGraph: _grpc.UnaryUnaryMultiCallable[_iac_pb2.DeleteGraphRequest, _iac_pb2.DeleteGraphResponse]
     ListBlocks: _grpc.UnaryUnaryMultiCallable[_iac_pb2.ListBlocksRequest, _iac_pb2.ListBlocksResponse]
     """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
+    SubmitStream: _grpc.StreamStreamMultiCallable[_iac_pb2.SubmitBatch, _iac_pb2.Batch]
+    """Clients: many submissions on one stream (issue 17). The client sends SubmitBatch frames;
+    the daemon answers with Batch frames holding the TASK_EVENT envelopes of every task of the
+    stream (several tasks' in one frame), or only their RESULTs (results_only), and an ERROR
+    envelope (task_id = the submission's) for a submission it does not accept. Each task's
+    first envelope leaves only after its creation is committed. The stream ends (OK) once the
+    client has closed its side and every task of the stream has ended.
+    """
 
 @_typing.type_check_only
 class MeshAsyncStub(MeshStub):
@@ -134,6 +142,14 @@ class MeshAsyncStub(MeshStub):
     DeleteGraph: _aio.UnaryUnaryMultiCallable[_iac_pb2.DeleteGraphRequest, _iac_pb2.DeleteGraphResponse]  # type: ignore[assignment]
     ListBlocks: _aio.UnaryUnaryMultiCallable[_iac_pb2.ListBlocksRequest, _iac_pb2.ListBlocksResponse]  # type: ignore[assignment]
     """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
+    SubmitStream: _aio.StreamStreamMultiCallable[_iac_pb2.SubmitBatch, _iac_pb2.Batch]  # type: ignore[assignment]
+    """Clients: many submissions on one stream (issue 17). The client sends SubmitBatch frames;
+    the daemon answers with Batch frames holding the TASK_EVENT envelopes of every task of the
+    stream (several tasks' in one frame), or only their RESULTs (results_only), and an ERROR
+    envelope (task_id = the submission's) for a submission it does not accept. Each task's
+    first envelope leaves only after its creation is committed. The stream ends (OK) once the
+    client has closed its side and every task of the stream has ended.
+    """
 
 class MeshServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -297,5 +313,19 @@ class MeshServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_iac_pb2.ListBlocksResponse, _abc.Awaitable[_iac_pb2.ListBlocksResponse]]:
         """The blocks graphs are made of, with their JSON Schemas (for graph editors)."""
+
+    @_abc_1.abstractmethod
+    def SubmitStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_iac_pb2.SubmitBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_iac_pb2.Batch], _abc.AsyncIterator[_iac_pb2.Batch]]:
+        """Clients: many submissions on one stream (issue 17). The client sends SubmitBatch frames;
+        the daemon answers with Batch frames holding the TASK_EVENT envelopes of every task of the
+        stream (several tasks' in one frame), or only their RESULTs (results_only), and an ERROR
+        envelope (task_id = the submission's) for a submission it does not accept. Each task's
+        first envelope leaves only after its creation is committed. The stream ends (OK) once the
+        client has closed its side and every task of the stream has ended.
+        """
 
 def add_MeshServicer_to_server(servicer: MeshServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
