@@ -20,6 +20,7 @@ from orchgpt.wire.batching import Outbox
 from . import inputs, telemetry, uploads
 from .errors import DelegationError, TaskFailed
 from .runtime import Agent, TaskContext
+from .workspace import workspace_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -133,7 +134,9 @@ class RunningTasks:
         started = time.monotonic()
         ctx: TaskContext | None = None
         try:
-            ws = self._workspace(req)
+            if self.workspace_for is not None:
+                workspace_id(req)  # a bad option ``workspace`` fails the task now, used or not
+            ws = functools.partial(self._workspace, req)  # made when the task first uses it
             delegate = functools.partial(self._delegate, parent=req.task_id)
             ctx = TaskContext(req, ws, self.name, self.emit, delegate, self._approve, self.agent.settings, ask=self.ask)
             ctx.status(f"running on {self.name}", TaskState.RUNNING)
@@ -158,7 +161,7 @@ class RunningTasks:
         if ctx is not None:
             result.artifacts = list(ctx.artifacts.values())
             result.usage = ctx.usage
-            result.workspace = str(ctx.workspace)
+            result.workspace = str(ctx.workspace) if ctx.workspace_made else ""
         result.agent_type = self.agent.type
         result.agent_id = self.name
         result.data.setdefault("attempt", str(req.attempts))

@@ -143,3 +143,28 @@ def test_a_restarted_agent_starts_from_a_clean_journal(tmp_path: Path) -> None:
     assert [r.task_id for r in link.pending_results] == ["t1"]
     link._journal(ok("t4"))
     assert sorted(r.task_id for r in journal.read(p)) == ["t1", "t4"]
+
+
+async def test_a_task_that_never_uses_its_workspace_gets_no_directory(tmp_path: Path) -> None:
+    """Per-task setup an echo does not need (issue 17, session 4): the workspace directory is made
+    when the task first uses it; a bad option ``workspace`` still fails the task."""
+    from agentd.workspace import task_workspace
+
+    link = _link(tmp_path, tmp_path / "a.results")
+    link.workspace_for = lambda req: task_workspace(tmp_path / "ws", req)
+    out = Outbox()
+    link.outbox = out
+    plain = _run("plain")
+    with_file = _run("with-file")
+    with_file.task.options["file"] = "out.txt"
+    bad = _run("bad-ws")
+    bad.task.options["workspace"] = "../escape"
+    for env in (plain, with_file, bad):
+        link._start_task(env)
+    await asyncio.wait_for(asyncio.gather(*link.running.values(), return_exceptions=True), 10)
+    results = {e.task_id: e.reply.result for e in _queued(out) if e.type == pb.REPLY}
+    assert results["plain"].state == pb.SUCCEEDED and results["plain"].workspace == ""
+    assert not (tmp_path / "ws" / "plain").exists()
+    assert results["with-file"].workspace == str(tmp_path / "ws" / "with-file")
+    assert (tmp_path / "ws" / "with-file" / "out.txt").read_text() == "in with-file"
+    assert results["bad-ws"].state == pb.FAILED and "invalid workspace name" in results["bad-ws"].error
