@@ -8,7 +8,9 @@ rewrite, fsynced, of every unconfirmed result at each confirmation):
 - ``append`` writes the result's line at once (one ``write`` to the open file);
   ``synced()`` returns once every line written so far is fsynced. One ``fsync``, in a worker
   thread (the event loop runs on meanwhile), covers every line written before it started: the
-  results that finish while one runs share the next. A REPLY waits for ``synced()``.
+  results that finish while one runs share the next. A REPLY waits for ``synced()``. The
+  thread is the writer's own (not the loop's default executor, which an agent's blocking work
+  may fill).
 - ``strike`` (orchgpt confirmed these results) appends a tombstone line per result (``-TASK_ID``;
   not fsynced: a tombstone lost in a crash only re-reports a result orchgpt already has, which
   it ignores); the file is removed once nothing in it is live, and rewritten with only the live
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .. import logs
@@ -46,6 +49,8 @@ class JournalWriter:
         self._flushing = False
         self._retired: list[int] = []  # descriptors to close once the running fsync is done
         self.fsyncs = 0  # fsyncs done for appends (tests: one per group, not one per result)
+        # its own thread: an fsync never queues behind an agent's blocking work in the loop's default executor
+        self._thread: ThreadPoolExecutor | None = None
         if self.live:  # the file as read: without tombstones, dead or torn lines (appends start clean)
             self._compact()
         else:
@@ -90,7 +95,9 @@ class JournalWriter:
                 fd = self._fd
                 try:
                     if fd >= 0:  # else rewritten (fsynced) or removed meanwhile: nothing to wait for
-                        await asyncio.to_thread(os.fsync, fd)
+                        if self._thread is None:
+                            self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
+                        await asyncio.get_running_loop().run_in_executor(self._thread, os.fsync, fd)
                         self.fsyncs += 1
                 except OSError as exc:
                     for f in waiting:
@@ -137,3 +144,6 @@ class JournalWriter:
 
     def close(self) -> None:
         self._retire()
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
