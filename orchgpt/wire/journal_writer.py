@@ -101,10 +101,12 @@ class JournalWriter:
                         self.fsyncs += 1
                 except OSError as exc:
                     for f in waiting:
-                        f.done() or f.set_exception(exc)
+                        if not f.done():
+                            f.set_exception(exc)
                     continue
                 for f in waiting:
-                    f.done() or f.set_result(None)
+                    if not f.done():
+                        f.set_result(None)
         finally:
             self._flushing = False
             retired, self._retired = self._retired, []
