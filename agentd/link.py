@@ -89,7 +89,7 @@ class Link(RunningTasks, PendingResults):
         self.journal = journal
         self._reported: set[str] = set()  # task ids of the results in the last REGISTER
         self._confirm_on: dict[str, list[str]] = {}  # PING id -> the tasks whose REPLYs went just before it
-        self._replied: list[str] = []  # REPLYs put in this turn of the loop (link_results.py)
+        self._replied: list[tuple[Outbox, str]] = []  # REPLYs put in this turn of the loop (link_results.py)
         self.journal_writer: JournalWriter | None = None
         if journal is not None:
             kept = results_journal.read(journal)

@@ -37,7 +37,7 @@ class PendingResults:
         unconfirmed: dict[str, TaskResult]
         _reported: set[str]
         _confirm_on: dict[str, list[str]]
-        _replied: list[str]  # REPLYs put in this turn of the loop, for the PING that follows them
+        _replied: list[tuple[Outbox, str]]  # REPLYs put in this turn of the loop (outbox, task id)
         resumes: uploads.Resumes
 
         def _env(self, type_: pb.MessageType.ValueType, **fields: Any) -> pb.Envelope: ...
@@ -67,16 +67,19 @@ class PendingResults:
     def _replied_to(self, outbox: Outbox, task_id: str) -> None:
         """A REPLY of ``task_id`` was put in ``outbox``: a PING follows it, and the REPLYs put in
         the same turn of the loop, once they all are in (its PONG confirms them)."""
-        self._replied.append(task_id)
+        self._replied.append((outbox, task_id))
         if len(self._replied) == 1:
-            asyncio.get_running_loop().call_soon(self._ping_after_replies, outbox)
+            asyncio.get_running_loop().call_soon(self._ping_after_replies)
 
-    def _ping_after_replies(self, outbox: Outbox) -> None:
-        ids, self._replied = self._replied, []
-        if self.outbox is not outbox:
-            return  # another stream since: the REPLYs may be lost; the REGISTER reports them
+    def _ping_after_replies(self) -> None:
+        replied, self._replied = self._replied, []
+        ob = self.outbox
+        # REPLYs put in an earlier stream's outbox may be lost: the next REGISTER reports them
+        ids = [task_id for o, task_id in replied if o is ob]
+        if ob is None or not ids:
+            return
         ping = self._env(pb.PING, ping=pb.Ping())
-        if outbox.put(ping):
+        if ob.put(ping):
             self._confirm_on[ping.id] = ids
 
     def _to_report(self) -> list[TaskResult]:
