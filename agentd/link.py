@@ -35,6 +35,7 @@ from orchgpt.tls import secure_channel
 from orchgpt.wire import codec
 from orchgpt.wire import journal as results_journal
 from orchgpt.wire.batching import Outbox
+from orchgpt.wire.journal_writer import JournalWriter
 from orchgpt.wire.token_fold import LINGER_S, TokenOutbox
 
 from . import __version__, heartbeat, telemetry, uploads
@@ -87,12 +88,15 @@ class Link(RunningTasks, PendingResults):
         # restart) and, for a spawned agent, the next orchgpt reads it (see orchgpt.journal).
         self.journal = journal
         self._reported: set[str] = set()  # task ids of the results in the last REGISTER
-        self._confirm_on: dict[str, str] = {}  # PING id -> the task whose REPLY went just before it
+        self._confirm_on: dict[str, list[str]] = {}  # PING id -> the tasks whose REPLYs went just before it
+        self._replied: list[tuple[Outbox, str]] = []  # REPLYs put in this turn of the loop (link_results.py)
+        self.journal_writer: JournalWriter | None = None
         if journal is not None:
             kept = results_journal.read(journal)
             if kept:
                 self.pending_results.extend(kept)
                 log.info("journal_loaded", path=str(journal), results=len(kept))
+            self.journal_writer = JournalWriter(journal, [(r.task_id, codec.result_to_bytes(r)) for r in kept])
         self._delegations: dict[str, asyncio.Future[TaskResult]] = {}
         self._approvals: dict[str, asyncio.Future[ApprovalResponse]] = {}
         self._asks: dict[str, asyncio.Future[bytes]] = {}  # COMMAND id -> its REPLY's payload

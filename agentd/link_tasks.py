@@ -20,6 +20,7 @@ from orchgpt.wire.batching import Outbox
 from . import inputs, telemetry, uploads
 from .errors import DelegationError, TaskFailed
 from .runtime import Agent, TaskContext
+from .workspace import workspace_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,15 +50,17 @@ class RunningTasks:
         running: dict[str, asyncio.Task[None]]  # task id -> its run, in the order they came
         pending_results: list[TaskResult]
         unconfirmed: dict[str, TaskResult]
-        _confirm_on: dict[str, str]
+        _confirm_on: dict[str, list[str]]
         _delegations: dict[str, asyncio.Future[TaskResult]]
         _approvals: dict[str, asyncio.Future[ApprovalResponse]]
 
         def _env(self, type_: pb.MessageType.ValueType, **fields: Any) -> pb.Envelope: ...
         def send(self, env: pb.Envelope) -> bool: ...
         def emit(self, ev: Any) -> None: ...
-        def _journal(self, result: TaskResult) -> None: ...
-        def _truncate_journal(self) -> None: ...
+        def _journal(self, result: TaskResult, data: bytes | None = None) -> None: ...
+        async def _journal_synced(self) -> None: ...
+        def _confirmed(self, task_ids: list[str] | set[str]) -> None: ...
+        def _replied_to(self, outbox: Outbox, task_id: str) -> None: ...
         async def ask(self, to: str, payload: bytes, timeout: float = 30.0) -> bytes: ...
 
     # ---- what runs (REGISTER, HEARTBEAT)
@@ -96,8 +99,9 @@ class RunningTasks:
         if self.unconfirmed and self.slots == 1:
             # with one slot orchgpt stores a result before it dispatches again (with more, a RUN
             # may pass a REPLY in flight: the PONG after each REPLY confirms it)
+            done = list(self.unconfirmed)
             self.unconfirmed.clear()
-            self._truncate_journal()
+            self._confirmed(done)
         req = codec.task_from_spec(spec)
         run = asyncio.create_task(telemetry.run(self, req, env), name=f"task:{req.task_id}")
         self.running[req.task_id] = run
@@ -130,7 +134,9 @@ class RunningTasks:
         started = time.monotonic()
         ctx: TaskContext | None = None
         try:
-            ws = self._workspace(req)
+            if self.workspace_for is not None:
+                workspace_id(req)  # a bad option ``workspace`` fails the task now, used or not
+            ws = functools.partial(self._workspace, req)  # made when the task first uses it
             delegate = functools.partial(self._delegate, parent=req.task_id)
             ctx = TaskContext(req, ws, self.name, self.emit, delegate, self._approve, self.agent.settings, ask=self.ask)
             ctx.status(f"running on {self.name}", TaskState.RUNNING)
@@ -155,21 +161,21 @@ class RunningTasks:
         if ctx is not None:
             result.artifacts = list(ctx.artifacts.values())
             result.usage = ctx.usage
-            result.workspace = str(ctx.workspace)
+            result.workspace = str(ctx.workspace) if ctx.workspace_made else ""
         result.agent_type = self.agent.type
         result.agent_id = self.name
         result.data.setdefault("attempt", str(req.attempts))
         result.data.setdefault("duration_s", f"{time.monotonic() - started:.3f}")
-        if not (self.stopping and result.state == TaskState.CANCELLED and not self.terminated):
-            self._journal(result)
+        abandoned = self.stopping and result.state == TaskState.CANCELLED and not self.terminated
+        rpb = codec.result_to_pb(result)  # made once: the journal's line and the REPLY
+        if not abandoned:
+            self._journal(result, rpb.SerializeToString())
         log.info("task_done", task_id=req.task_id, state=str(result.state), error=result.error or None)
-        if self.stopping and result.state == TaskState.CANCELLED and not self.terminated:
+        if abandoned:
             # stopped by a signal: no result, so that the orchestrator requeues the task elsewhere
             log.info("task_abandoned", task_id=req.task_id)
             return
-        env = self._env(
-            pb.REPLY, task_id=req.task_id, correlation_id=run_id, reply=pb.Reply(result=codec.result_to_pb(result))
-        )
+        env = self._env(pb.REPLY, task_id=req.task_id, correlation_id=run_id, reply=pb.Reply(result=rpb))
         # the files go first: when the REPLY is stored they are in the daemon's artifact store
         uploaded = True
         if result.artifacts and ctx is not None:
@@ -179,16 +185,26 @@ class RunningTasks:
                 )
             except asyncio.CancelledError:  # cancelled while uploading: the result still goes
                 log.info("artifact_upload_cancelled", task_id=req.task_id)
-        if uploaded and self.send(env):
+        await self._synced_for_reply()  # the REPLY goes once its result is on disk
+        ob = self.outbox
+        if uploaded and ob is not None and ob.put(env):
             self.unconfirmed[req.task_id] = result
             # orchgpt handles a stream's envelopes in order and stores a result before it reads
-            # on: its PONG to this PING confirms the REPLY (the journal entry can go)
-            ping = self._env(pb.PING, ping=pb.Ping(sent_ms=env.timestamp_ms))
-            if self.send(ping):
-                self._confirm_on[ping.id] = req.task_id
+            # on: its PONG to the PING that follows confirms the REPLY (the journal entry can go)
+            self._replied_to(ob, req.task_id)
         else:
             self.pending_results.append(result)  # delivered with the next REGISTER
             log.info("result_kept_for_reconnect", task_id=req.task_id)
+
+    async def _synced_for_reply(self) -> None:
+        """The journal is fsynced; a cancellation meanwhile (the task finished already) waits too."""
+        synced = asyncio.ensure_future(self._journal_synced())
+        while not synced.done():
+            try:
+                await asyncio.shield(synced)
+            except asyncio.CancelledError:
+                continue
+        synced.result()
 
     async def _delegate(self, sub: Delegation, parent: str = "") -> TaskResult:
         await asyncio.wait_for(self.connected.wait(), timeout=60)

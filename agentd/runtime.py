@@ -70,7 +70,7 @@ class TaskContext:
     def __init__(
         self,
         task: Task,
-        workspace: Path,
+        workspace: Path | Callable[[], Path],
         agent_id: str,
         emit: Emit,
         delegate: Delegate | None = None,
@@ -79,7 +79,10 @@ class TaskContext:
         ask: Ask | None = None,
     ) -> None:
         self.task = task
-        self.workspace = workspace
+        # the workspace directory, or what makes it on first use (agentd's link: a task that never
+        # touches its workspace, an echo, costs no directory)
+        self._workspace: Path | None = None if callable(workspace) else workspace
+        self._make_workspace: Callable[[], Path] | None = workspace if callable(workspace) else None
         self.agent_id = agent_id
         self.settings = settings
         self.usage = Usage()
@@ -90,6 +93,25 @@ class TaskContext:
         self._ask = ask
         # (results, into) -> paths fetched: their files from the daemon (set by agentd.inputs)
         self.fetch_files: Callable[[list[TaskResult], Path], Awaitable[list[str]]] | None = None
+
+    @property
+    def workspace(self) -> Path:
+        """The task's workspace directory (made on first use)."""
+        ws = self._workspace
+        if ws is None:
+            make, self._make_workspace = self._make_workspace, None
+            assert make is not None
+            ws = self._workspace = make()
+        return ws
+
+    @workspace.setter
+    def workspace(self, path: Path) -> None:
+        self._workspace, self._make_workspace = path, None
+
+    @property
+    def workspace_made(self) -> bool:
+        """Whether the task used its workspace (``workspace`` was read or set)."""
+        return self._workspace is not None
 
     # ---- events
     def event(self, kind: EventKind, text: str = "", **data: str) -> None:

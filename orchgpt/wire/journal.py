@@ -2,9 +2,11 @@
 
 One file per agent name (NAME.results, mode 0600), one line per result: the base64 of a
 protobuf TaskResult. Appends are fsynced before the agent reports the result, so that a
-result survives the agent, orchgpt, or both dying. Entries are removed once orchgpt has
-confirmed them (rewritten atomically). Written by agentd (agentd/link.py), read by agentd
-itself after a restart and by orchgpt for the agents it spawned (orchgpt/spawner.py).
+result survives the agent, orchgpt, or both dying. A result orchgpt has confirmed is struck
+out by a later line ``-TASK_ID`` (a tombstone), and the file is rewritten atomically with the
+live results only when it is mostly dead, or removed when nothing in it is live
+(journal_writer.py: what agentd keeps open). Written by agentd (agentd/link_results.py), read
+by agentd itself after a restart and by orchgpt for the agents it spawned (orchgpt/spawner.py).
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ def path_for(directory: Path, name: str) -> Path:
     return directory / f"{name}{SUFFIX}"
 
 
+def line_of(data: bytes) -> bytes:
+    """The journal line of a result's protobuf bytes."""
+    return base64.b64encode(data) + b"\n"
+
+
 def _line(result: TaskResult) -> bytes:
-    return base64.b64encode(codec.result_to_bytes(result)) + b"\n"
+    return line_of(codec.result_to_bytes(result))
 
 
 def append(path: Path, result: TaskResult) -> None:
@@ -43,7 +50,8 @@ def append(path: Path, result: TaskResult) -> None:
 
 
 def read(path: Path) -> list[TaskResult]:
-    """The results in a journal, the last one per task; torn or corrupt lines are skipped."""
+    """The results in a journal, the last one per task (none after its tombstone); torn or corrupt
+    lines are skipped."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -54,6 +62,9 @@ def read(path: Path) -> list[TaskResult]:
         log.warning("journal_line_skipped", path=str(path), error="torn last line")
     for line in lines[:-1]:
         if not line:
+            continue
+        if line[:1] == b"-":  # a tombstone: orchgpt confirmed this task's result
+            out.pop(line[1:].decode(errors="replace"), None)
             continue
         try:
             result = codec.result_from_bytes(base64.b64decode(line, validate=True))
