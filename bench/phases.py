@@ -73,7 +73,7 @@ PROFILES = {
         idle_window=5.0,
         spawn_reps=3,
         cli_reps=5,
-        tasks_count=500,
+        tasks_count=2000,  # long enough for the profile behind the rows' "why" (a few hundred samples)
         tasks_inflight=(1, 16, 64),
     ),
     "quick": Profile(
