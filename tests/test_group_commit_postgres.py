@@ -5,7 +5,6 @@ commit, the commit's round trip never holds the event loop, and every answer wai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,8 +13,8 @@ from orchgpt.errors import StoreError
 from orchgpt.iac.v1 import iac_pb2 as pb
 from orchgpt.models import EventKind, Task, TaskEvent, TaskState
 from orchgpt.store import open_store
-from orchgpt.store.group_commit import HOLD_ENV
 from orchgpt.wire.batching import Outbox
+from tests.test_group_commit import _no_window_left, held  # noqa: F401 (the fixtures: every window held, none left)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -47,18 +46,8 @@ def _at_commit(url: str, body: str) -> None:
     )
 
 
-@pytest.fixture(autouse=True)
-def _no_window_left() -> Iterator[None]:
-    yield
-    durable._open.clear()  # a failing test's open window must not hold up the next test's answers
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(HOLD_ENV, "1")  # every window stays open for its whole length
-
-
-async def test_writes_share_one_commit_and_reads_see_them_before_it(postgres_url: str, held: None) -> None:
+@pytest.mark.usefixtures("held")
+async def test_writes_share_one_commit_and_reads_see_them_before_it(postgres_url: str) -> None:
     store = open_store(postgres_url, commit_window_ms=400)
     for i in range(3):
         t = _task(i)
@@ -137,7 +126,8 @@ async def test_concurrent_tasks_share_few_transactions(postgres_url: str) -> Non
     assert _committed(postgres_url) == {f"t{i}": "succeeded" for i in range(n)}
 
 
-async def test_a_failed_write_is_rolled_back_alone(postgres_url: str, held: None) -> None:
+@pytest.mark.usefixtures("held")
+async def test_a_failed_write_is_rolled_back_alone(postgres_url: str) -> None:
     store = open_store(postgres_url, commit_window_ms=300)
     faults: list[str] = []
     store.on_fault = faults.append  # type: ignore[attr-defined]
@@ -150,7 +140,8 @@ async def test_a_failed_write_is_rolled_back_alone(postgres_url: str, held: None
     store.close()
 
 
-async def test_a_failed_commit_fails_every_waiter_and_nothing_is_sent(postgres_url: str, held: None) -> None:
+@pytest.mark.usefixtures("held")
+async def test_a_failed_commit_fails_every_waiter_and_nothing_is_sent(postgres_url: str) -> None:
     store = open_store(postgres_url, commit_window_ms=300)
     _at_commit(postgres_url, "RAISE EXCEPTION 'refused at commit'")
     faults: list[str] = []
@@ -167,7 +158,8 @@ async def test_a_failed_commit_fails_every_waiter_and_nothing_is_sent(postgres_u
     store.close()
 
 
-async def test_a_connection_lost_inside_a_window_fails_it(postgres_url: str, held: None) -> None:
+@pytest.mark.usefixtures("held")
+async def test_a_connection_lost_inside_a_window_fails_it(postgres_url: str) -> None:
     store = open_store(postgres_url, commit_window_ms=300)
     store.create_task(_task(1))
     t = _task(1)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.mesh import AgentProc, start_agent, wait_for
-from tests.test_metrics import samples, scrape, value
+from tests.test_metrics import metrics_daemon, samples, scrape, value
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,15 +38,7 @@ def _pings(port: int) -> float:
 def test_after_a_burst_the_early_agents_adopt_the_longer_interval_and_pings_stay_few(
     daemon_factory: Any, tmp_path: Path, agents: list[AgentProc]
 ) -> None:
-    port_file = tmp_path / "metrics-port"
-    d = daemon_factory(
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--metrics-port-file",
-        str(port_file),
-        env={"ORCHGPT_HEARTBEAT_AGENTS_PER_INTERVAL": "1"},
-    ).start()
-    port = int(port_file.read_text())
+    d, port = metrics_daemon(daemon_factory, tmp_path, env={"ORCHGPT_HEARTBEAT_AGENTS_PER_INTERVAL": "1"})
     for i in range(N):
         agents.append(start_agent(d, f"hb{i}"))
     wait_for(lambda: all("registered" in a.log() for a in agents), 40, what="the agents to register")

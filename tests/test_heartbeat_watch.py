@@ -27,7 +27,7 @@ from orchgpt.tls import server_credentials
 from orchgpt.wire.batching import Outbox
 from tests.support.fake_ports import FakeLink
 from tests.support.mesh import AgentProc, await_for, issue, start_agent, wait_for
-from tests.test_metrics import samples, scrape, value
+from tests.test_metrics import metrics_daemon, samples, scrape, value
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -192,15 +192,7 @@ def _count(port: int, name: str, type_: str) -> float:
 def test_an_idle_agentd_sends_one_message_an_interval_and_the_daemon_pings_it_not(
     daemon_factory: Any, tmp_path: Path, agents: list[AgentProc]
 ) -> None:
-    port_file = tmp_path / "metrics-port"
-    d = daemon_factory(
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--metrics-port-file",
-        str(port_file),
-        env={"ORCHGPT_HEARTBEAT_INTERVAL": "0.3"},
-    ).start()
-    port = int(port_file.read_text())
+    d, port = metrics_daemon(daemon_factory, tmp_path, env={"ORCHGPT_HEARTBEAT_INTERVAL": "0.3"})
     agents.append(start_agent(d, "idle1"))
     wait_for(lambda: _count(port, "orchgpt_envelopes_in_total", "HEARTBEAT") >= 1, 30, what="a first HEARTBEAT")
     time.sleep(0.4)  # a sweep that was due as the first HEARTBEAT came may still ping

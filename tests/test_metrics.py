@@ -8,6 +8,7 @@ import http.client
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +30,14 @@ from orchgpt.store import open_store
 from tests.support.mesh import Daemon, await_for, pids_matching
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def metrics_daemon(daemon_factory: Any, tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Any, int]:
+    """A started daemon with its metrics endpoint on a free port: (daemon, port)."""
+    port_file = tmp_path / "metrics-port"
+    args = ("--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(port_file))
+    d = daemon_factory(*args, env=env).start()
+    return d, int(port_file.read_text())
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:

@@ -152,15 +152,20 @@ class GroupCommit:
             if not quiet:
                 self.owner._fault(what, message)
             raise StoreError(message) from exc
+        self._open_future()
+
+    def _open_future(self) -> asyncio.Future[None]:
+        """A new window's future, registered with durable.py, and its timer or first tick."""
         assert self.loop is not None
-        self.future = self.loop.create_future()
-        durable.opened(self.future)
+        self.future = fut = self.loop.create_future()
+        durable.opened(fut)
         self.writes = self._seen = self.relaxed = 0
         self._deadline = self.loop.time() + self.window_s
         if self.hold:
             self._timer = self.loop.call_later(self.window_s, self.commit)
         else:
             self.loop.call_soon(self._tick)
+        return fut
 
     def _tick(self) -> None:
         """Once per turn of the loop while a window is open: commit when the turn brought no

@@ -86,16 +86,7 @@ class PgGroupCommit(GroupCommit):
         """The open window's future (opened if needed); the caller is on ``self.loop``."""
         if self.future is not None:
             return self.future
-        assert self.loop is not None
-        self.future = self.loop.create_future()
-        durable.opened(self.future)
-        self.writes = self._seen = self.relaxed = 0
-        self._deadline = self.loop.time() + self.window_s
-        if self.hold:
-            self._timer = self.loop.call_later(self.window_s, self.commit)
-        else:
-            self.loop.call_soon(self._tick)
-        return self.future
+        return self._open_future()
 
     def _joined(self) -> None:
         """One more write in the open window (the turn-by-turn rule, as GroupCommit.write)."""

@@ -141,15 +141,16 @@ class Outbox:
         self.error = (code, message)
         self.close(message)
 
-    def put(self, env: pb.Envelope) -> bool:
-        """Queue an envelope; False when the outbox is closed (or has just overflowed)."""
+    def put(self, env: pb.Envelope, live: bool = False) -> bool:
+        """Queue an envelope; False when the outbox is closed (or has just overflowed). It leaves
+        after the commit of the group-commit window open now, unless ``live`` (``put_live``)."""
         if self._closed or not self._admit(env):
             return False
         if self._items is _EMPTY:
             self._items = deque()
         self._items.append(env)
         self.added += 1
-        if durable._open:
+        if durable._open and not live:
             self._gate = durable.barrier()
         w = self._waiter
         if w is not None and not w.done():
@@ -160,16 +161,7 @@ class Outbox:
         """``put`` for an envelope that acknowledges nothing (a token delta relayed to a watcher:
         issue 17): it does not wait for the group-commit window open now. It still goes after
         whatever was queued before it, and with the commit that one waits for."""
-        if self._closed or not self._admit(env):
-            return False
-        if self._items is _EMPTY:
-            self._items = deque()
-        self._items.append(env)
-        self.added += 1
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-        return True
+        return self.put(env, live=True)
 
     def put_front(self, env: pb.Envelope) -> None:
         if not self._admit(env):
