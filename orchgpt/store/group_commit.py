@@ -220,14 +220,7 @@ class GroupCommit:
 
     def _settle(self, fut: asyncio.Future[None], error: StoreError | None) -> None:
         def done() -> None:
-            durable.closed(fut)
-            if fut.done():
-                return
-            if error is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(error)
-                fut.exception()  # retrieved: its waiters (if any) get it; no "never retrieved"
+            resolve(fut, error)
 
         if threading.get_ident() == self.thread and self.loop is not None and not self.loop.is_closed():
             done()
@@ -236,3 +229,15 @@ class GroupCommit:
             self.loop.call_soon_threadsafe(done)
         else:
             durable.closed(fut)
+
+
+def resolve(fut: asyncio.Future[None], error: StoreError | None) -> None:
+    """Settle a window's future on its loop: done, or failed with the commit's error."""
+    durable.closed(fut)
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+        fut.exception()  # retrieved: its waiters (if any) get it; no "never retrieved"

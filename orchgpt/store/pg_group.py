@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from .. import durable, logs
 from ..errors import StoreError
-from .group_commit import MAX_WRITES, GroupCommit
+from .group_commit import MAX_WRITES, GroupCommit, resolve
 
 log = logs.get("orchgpt.store")
 
@@ -341,14 +341,7 @@ class PgGroupCommit(GroupCommit):
 
 def _settle(fut: asyncio.Future[None], loop: asyncio.AbstractEventLoop, error: StoreError | None) -> None:
     def done() -> None:
-        durable.closed(fut)
-        if fut.done():
-            return
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)
-            fut.exception()  # retrieved: its waiters (if any) get it
+        resolve(fut, error)
 
     if loop.is_closed():
         durable.closed(fut)
