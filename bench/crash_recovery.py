@@ -380,14 +380,17 @@ async def _kill_in_window(
     acked: set[str],
     window_ms: float,
 ) -> list[asyncio.Task[None]]:
-    """Submit the tasks a few milliseconds apart and SIGKILL the daemon at a random moment once a
-    third of them is acknowledged: submissions are still arriving, so it dies inside a window."""
+    """Submit the tasks spread over about three windows and SIGKILL the daemon at a random moment
+    within a window once a third of them is acknowledged: submissions are still arriving, so it
+    dies inside a window with some never answered (a feed shorter than one window would have every
+    submission answered by the first commit, and the kill would test nothing)."""
     streams: list[asyncio.Task[None]] = []
+    spacing = 3 * window_ms / 1000 / max(1, len(ids))
 
     async def feed() -> None:
         for i, t in enumerate(ids):
             streams.append(asyncio.create_task(submit(t, i)))
-            await asyncio.sleep(0.002 + random.random() * 0.004)
+            await asyncio.sleep(spacing * (0.5 + random.random()))
 
     feeder = asyncio.create_task(feed())
     await _wait(lambda: len(acked) >= len(ids) // 3, 60, "a third of the submissions to be acknowledged", 0.005)
